@@ -1,0 +1,17 @@
+//! metro-core: the RTT engine. Bytes and packet timestamps go in; RTT samples and
+//! per-responder snapshots come out. No I/O, no clock, no libpcap: the live agent and the
+//! file analyzer share every line of logic here.
+//!
+//! Pipeline: [`wire::decode`] turns one captured frame into a borrowed [`wire::Packet`];
+//! [`engine::Engine::process`] looks up the connection in the [`flow`] table, runs the
+//! [`rtt`] matchers and emits [`rtt::Sample`]s; [`aggregate`] folds samples into sketches.
+
+pub mod aggregate;
+pub mod engine;
+pub mod flow;
+pub mod rtt;
+pub mod seq;
+pub mod wire;
+
+/// Packet time: nanoseconds since the Unix epoch, from the capture's timestamp.
+pub type Nanos = i64;

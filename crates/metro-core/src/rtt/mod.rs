@@ -1,0 +1,91 @@
+//! RTT samples and the three matchers that produce them: `seq` (data acknowledged, with
+//! Dart's ambiguity ranges), `handshake` (SYN and SYN/ACK acknowledged) and `ts` (RFC 7323
+//! timestamp echo, pping's rules).
+
+use std::net::SocketAddr;
+
+use crate::Nanos;
+
+/// The kind of a sample (see shared/docs/rtt-methods.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Seq,
+    Handshake,
+    Ts,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Seq, Kind::Handshake, Kind::Ts];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Seq => "seq",
+            Kind::Handshake => "handshake",
+            Kind::Ts => "ts",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "seq" => Some(Kind::Seq),
+            "handshake" => Some(Kind::Handshake),
+            "ts" => Some(Kind::Ts),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A set of kinds, as a bitmask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KindSet(pub u8);
+
+impl KindSet {
+    pub const ALL: KindSet = KindSet(0b111);
+    pub const NONE: KindSet = KindSet(0);
+
+    #[inline]
+    pub fn contains(self, k: Kind) -> bool {
+        self.0 & (1 << k.index()) != 0
+    }
+    pub fn with(self, k: Kind) -> KindSet {
+        KindSet(self.0 | (1 << k.index()))
+    }
+}
+
+impl Default for KindSet {
+    fn default() -> Self {
+        KindSet::ALL
+    }
+}
+
+/// One RTT sample: the time between `open_frame` passing the capture point towards the
+/// responder and `frame` (the responder's answer) passing back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub kind: Kind,
+    /// 1-based index of the closing packet (its source is the responder).
+    pub frame: u64,
+    /// 1-based index of the packet the sample was timed from.
+    pub open_frame: u64,
+    /// Time of the closing packet.
+    pub ts: Nanos,
+    /// The round-trip time, always > 0.
+    pub rtt: Nanos,
+    /// Source address and port of the closing packet.
+    pub responder: SocketAddr,
+    /// The other endpoint.
+    pub peer: SocketAddr,
+    /// The engine's id of the connection (stable for the life of the flow entry).
+    pub flow_id: u64,
+}
+
+impl Sample {
+    pub fn rtt_ms(&self) -> f64 {
+        self.rtt as f64 / 1e6
+    }
+}

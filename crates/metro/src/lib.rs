@@ -1,0 +1,5 @@
+//! The `metro` binary's library: capture files, frame building, the `analyze` command,
+//! the capture generator and the `run` agent. The engine itself lives in `metro-core`.
+
+pub mod build;
+pub mod pcap;

@@ -1,0 +1,1 @@
+//! Capture files: a streaming pcap/pcapng reader (gzip detected by content) and a pcap writer.
