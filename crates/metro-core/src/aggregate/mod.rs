@@ -1,2 +1,182 @@
-//! Folding samples into per-responder and per-flow statistics: count, min, max, mean,
-//! go-metro's jitter, and quantiles from a DDSketch (1% relative error, mergeable).
+//! Folding samples into statistics: count, min, max, mean, last, go-metro's jitter (mean
+//! absolute difference of consecutive samples) and quantiles from a DDSketch (1% relative
+//! error, mergeable). Values are milliseconds as `f64`.
+
+use sketches_ddsketch::{Config, DDSketch};
+
+/// Relative accuracy of the quantile sketch.
+pub const RELATIVE_ERROR: f64 = 0.01;
+
+/// Statistics over a stream of RTT values in milliseconds.
+#[derive(Clone)]
+pub struct Stats {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    last: f64,
+    jitter_sum: f64,
+    sketch: DDSketch,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats")
+            .field("count", &self.count)
+            .field("min", &self.min)
+            .field("max", &self.max)
+            .field("mean", &self.mean())
+            .finish()
+    }
+}
+
+fn sketch_config() -> Config {
+    // max_num_bins 2048 at 1% covers ~9 decades, min value 1 ns (1e-6 ms).
+    Config::new(RELATIVE_ERROR, 2048, 1e-6)
+}
+
+impl Stats {
+    pub fn new() -> Stats {
+        Stats {
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            last: 0.0,
+            jitter_sum: 0.0,
+            sketch: DDSketch::new(sketch_config()),
+        }
+    }
+
+    /// Add one sample (milliseconds).
+    pub fn add(&mut self, ms: f64) {
+        if self.count > 0 {
+            self.jitter_sum += (ms - self.last).abs();
+        }
+        self.count += 1;
+        self.sum += ms;
+        self.min = self.min.min(ms);
+        self.max = self.max.max(ms);
+        self.last = ms;
+        self.sketch.add(ms);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+    pub fn min(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.min }
+    }
+    pub fn max(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.max }
+    }
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+    /// The most recent sample.
+    pub fn last(&self) -> f64 {
+        self.last
+    }
+    /// go-metro's jitter: the mean absolute difference between consecutive samples
+    /// (0 with fewer than two samples).
+    pub fn jitter(&self) -> f64 {
+        if self.count < 2 {
+            0.0
+        } else {
+            self.jitter_sum / (self.count - 1) as f64
+        }
+    }
+    /// Quantile `q` in [0, 1] within 1% relative error, clamped to [min, max].
+    pub fn quantile(&self, q: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        match self.sketch.quantile(q) {
+            Ok(Some(v)) => v.clamp(self.min, self.max),
+            _ => 0.0,
+        }
+    }
+
+    /// Fold another set of statistics into this one. Count, sum, min, max and quantiles
+    /// merge exactly; jitter sums add (the one boundary between the two streams is lost);
+    /// `last` becomes `other`'s if it has any sample.
+    pub fn merge(&mut self, other: &Stats) {
+        if other.count == 0 {
+            return;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.jitter_sum += other.jitter_sum;
+        self.last = other.last;
+        // Both sketches share one config, so merge cannot fail.
+        let _ = self.sketch.merge(&other.sketch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_stats() {
+        let mut s = Stats::new();
+        for v in [10.0, 12.0, 11.0, 15.0] {
+            s.add(v);
+        }
+        assert_eq!(s.count(), 4);
+        assert_eq!(s.min(), 10.0);
+        assert_eq!(s.max(), 15.0);
+        assert!((s.mean() - 12.0).abs() < 1e-12);
+        // |12-10| + |11-12| + |15-11| = 7 over 3 differences
+        assert!((s.jitter() - 7.0 / 3.0).abs() < 1e-12);
+        assert_eq!(s.last(), 15.0);
+    }
+
+    #[test]
+    fn quantiles_within_one_percent() {
+        let mut s = Stats::new();
+        for i in 1..=10_000 {
+            s.add(i as f64 / 100.0);
+        }
+        for (q, exact) in [(0.5, 50.0), (0.9, 90.0), (0.99, 99.0)] {
+            let got = s.quantile(q);
+            assert!(
+                (got - exact).abs() / exact <= 0.0101,
+                "q{q}: {got} vs {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn merge_matches_single_stream_counts() {
+        let mut a = Stats::new();
+        let mut b = Stats::new();
+        let mut all = Stats::new();
+        for i in 0..100 {
+            let v = 1.0 + i as f64;
+            if i % 2 == 0 { a.add(v) } else { b.add(v) }
+            all.add(v);
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), all.count());
+        assert_eq!(a.min(), all.min());
+        assert_eq!(a.max(), all.max());
+        assert!((a.mean() - all.mean()).abs() < 1e-9);
+        assert!((a.quantile(0.5) - all.quantile(0.5)).abs() / all.quantile(0.5) < 0.02);
+    }
+}
