@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 
 use crate::Nanos;
+use crate::flow::{FlowKey, FlowTable, Removal};
+use crate::rtt::conn::{Conn, Ctx};
+use crate::rtt::queue::Pool;
 use crate::rtt::{KindSet, Sample};
 use crate::wire::Packet;
 
@@ -91,13 +94,19 @@ pub struct Counters {
 pub struct Engine {
     cfg: EngineConfig,
     counters: Counters,
+    flows: FlowTable<Conn>,
+    pool: Pool,
+    next_id: u64,
 }
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
         Engine {
+            flows: FlowTable::new(cfg.max_flows),
             cfg,
             counters: Counters::default(),
+            pool: Pool::new(),
+            next_id: 1,
         }
     }
 
@@ -106,14 +115,80 @@ impl Engine {
     }
 
     /// Process one TCP segment captured at `ts` as record number `frame` (1-based).
+    #[inline]
     pub fn process<O: Observer>(&mut self, frame: u64, ts: Nanos, pkt: &Packet<'_>, out: &mut O) {
-        let _ = (frame, ts, pkt, out);
         self.counters.packets += 1;
+        let tcp = &pkt.tcp;
+        let (key, dir) = FlowKey::new(pkt.src, tcp.sport, pkt.dst, tcp.dport);
+        let next_id = &mut self.next_id;
+        let pool = &mut self.pool;
+        let counters = &mut self.counters;
+        let (idx, new) = self.flows.touch_or_insert(
+            key,
+            ts,
+            || {
+                let c = Conn::new(*next_id);
+                *next_id += 1;
+                c
+            },
+            |old, _why| {
+                old.release(pool);
+                counters.flows_evicted_full += 1;
+            },
+        );
+        if new {
+            self.counters.flows_created += 1;
+        } else if tcp.flags.syn() && !tcp.flags.ack() {
+            // A SYN on known ports: the same connection's SYN again, or a new connection
+            // reusing the ports (after a close, or after a start we never saw).
+            let conn = self.flows.get(idx);
+            if self.flows.is_closed(idx) || conn.syn_starts_new(dir.index(), tcp.seq) {
+                let id = self.next_id;
+                self.next_id += 1;
+                let conn = self.flows.get_mut(idx);
+                conn.release(&mut self.pool);
+                *conn = Conn::new(id);
+                self.flows.mark_open(idx);
+                self.counters.flows_created += 1;
+            }
+        }
+        let mut cx = Ctx {
+            pool: &mut self.pool,
+            cfg: &self.cfg,
+            counters: &mut self.counters,
+            out,
+        };
+        self.flows
+            .get_mut(idx)
+            .process(dir.index(), frame, ts, pkt, &mut cx);
+        if tcp.flags.rst() || tcp.flags.fin() {
+            self.flows.mark_closed(idx);
+        }
     }
 
-    /// Expire idle and closed flows and old TSvals as of packet time `now`.
+    /// Expire idle and closed flows as of packet time `now`.
     pub fn tick(&mut self, now: Nanos) {
-        let _ = now;
+        let pool = &mut self.pool;
+        let counters = &mut self.counters;
+        self.flows.expire(
+            now,
+            self.cfg.idle_timeout,
+            self.cfg.closed_timeout,
+            |c, why| {
+                c.release(pool);
+                match why {
+                    Removal::Idle => counters.flows_expired_idle += 1,
+                    Removal::Closed => counters.flows_expired_closed += 1,
+                    Removal::Full => counters.flows_evicted_full += 1,
+                }
+            },
+        );
+    }
+
+    /// Forget every flow (e.g. between two unrelated capture files).
+    pub fn reset_flows(&mut self) {
+        let pool = &mut self.pool;
+        self.flows.drain(|c| c.release(pool));
     }
 
     pub fn counters(&self) -> &Counters {
@@ -122,6 +197,11 @@ impl Engine {
 
     /// Connections currently tracked.
     pub fn active_flows(&self) -> usize {
-        0
+        self.flows.len()
+    }
+
+    /// Pending openers (segments and TSvals) held across all connections.
+    pub fn pending(&self) -> usize {
+        self.pool.in_use()
     }
 }

@@ -2,6 +2,9 @@
 //! Dart's ambiguity ranges), `handshake` (SYN and SYN/ACK acknowledged) and `ts` (RFC 7323
 //! timestamp echo, pping's rules).
 
+pub mod conn;
+pub mod queue;
+
 use std::net::SocketAddr;
 
 use crate::Nanos;

@@ -3,10 +3,18 @@
 //! Owns: link layers, VLAN/MPLS/PPPoE, IPv4/IPv6 (extension headers), tunnels (IP-in-IP,
 //! GRE, VXLAN, Geneve), TCP header and options. Never allocates, never panics: every read
 //! is bounds-checked and a malformed option ends option parsing while keeping the header.
+//!
+//! Files: `link.rs` (everything before the IP header, per LINKTYPE), `ip.rs` (IPv4/IPv6 and
+//! the loop down through nested IP headers), `tunnel.rs` (GRE/ERSPAN and the UDP tunnels:
+//! VXLAN, Geneve, GTP-U, Teredo, AYIYA), `tcp.rs` (TCP header and options).
 
 pub mod ip;
 pub mod link;
 pub mod tcp;
+pub mod tunnel;
+
+#[cfg(test)]
+mod testutil;
 
 use std::net::IpAddr;
 
@@ -29,6 +37,71 @@ pub mod linktype {
     pub const IPV6: u32 = 229;
     pub const LINUX_SLL2: u32 = 276;
     pub const NFLOG: u32 = 239;
+    pub const FDDI: u32 = 10;
+    pub const IEEE802_11: u32 = 105;
+    pub const IEEE802_11_RADIOTAP: u32 = 127;
+    pub const ARCNET_LINUX: u32 = 129;
+    pub const JUNIPER_ETHER: u32 = 178;
+    pub const PPI: u32 = 192;
+    pub const IPOIB: u32 = 242;
+
+    /// Every LINKTYPE [`decode`](super::decode) accepts.
+    pub const SUPPORTED: &[u32] = &[
+        NULL,
+        ETHERNET,
+        PPP,
+        FDDI,
+        RAW_12,
+        RAW_14,
+        PPP_HDLC,
+        PPP_ETHER,
+        RAW,
+        C_HDLC,
+        IEEE802_11,
+        LOOP,
+        LINUX_SLL,
+        IEEE802_11_RADIOTAP,
+        ARCNET_LINUX,
+        JUNIPER_ETHER,
+        PPI,
+        IPV4,
+        IPV6,
+        NFLOG,
+        IPOIB,
+        LINUX_SLL2,
+    ];
+
+    /// Whether [`decode`](super::decode) knows this LINKTYPE.
+    pub fn is_supported(linktype: u32) -> bool {
+        SUPPORTED.contains(&linktype)
+    }
+
+    /// The LINKTYPE's name without the `LINKTYPE_` prefix, for logs and summaries.
+    pub fn name(linktype: u32) -> Option<&'static str> {
+        Some(match linktype {
+            NULL => "NULL",
+            ETHERNET => "ETHERNET",
+            PPP => "PPP",
+            FDDI => "FDDI",
+            RAW_12 | RAW_14 | RAW => "RAW",
+            PPP_HDLC => "PPP_HDLC",
+            PPP_ETHER => "PPP_ETHER",
+            C_HDLC => "C_HDLC",
+            IEEE802_11 => "IEEE802_11",
+            LOOP => "LOOP",
+            LINUX_SLL => "LINUX_SLL",
+            IEEE802_11_RADIOTAP => "IEEE802_11_RADIOTAP",
+            ARCNET_LINUX => "ARCNET_LINUX",
+            JUNIPER_ETHER => "JUNIPER_ETHER",
+            PPI => "PPI",
+            IPV4 => "IPV4",
+            IPV6 => "IPV6",
+            NFLOG => "NFLOG",
+            IPOIB => "IPOIB",
+            LINUX_SLL2 => "LINUX_SLL2",
+            _ => return None,
+        })
+    }
 }
 
 /// One decoded TCP segment: the innermost IP header's addresses and the TCP header.
@@ -128,7 +201,11 @@ impl DecodeError {
 }
 
 /// Decode one frame of the given LINKTYPE into its innermost TCP segment.
+///
+/// Tunnels are followed down to the innermost IP header (see [`Packet::tunnel_depth`]);
+/// the first layer that cannot be read decides the error.
+#[inline]
 pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
-    let ip = link::strip(linktype, frame)?;
-    ip::decode_ip(ip, 0)
+    let (net, ip) = link::strip(linktype, frame)?;
+    ip::decode_net(net, ip, 0)
 }

@@ -1,0 +1,337 @@
+//! Per-connection RTT state and the matching rules, one direction at a time.
+//!
+//! `seq` and `handshake`: a direction records each segment that extends the highest byte
+//! sent (`right`) as pending under its end sequence number; an ACK from the other side that
+//! moves the cumulative acknowledgement forward pops every pending segment it covers and
+//! closes a sample from the one ending exactly at the ACK (Wireshark's `ack_rtt`).
+//! Ambiguity follows Karn and Dart: a segment that starts below `right` (retransmission or
+//! reordering) voids everything up to `right`; an ACK that lands on a voided segment is
+//! counted as ambiguous, not timed. A gap (a segment starting beyond `right`, e.g. capture
+//! loss) keeps the segments before it: their ACKs are still unambiguous.
+//!
+//! `ts`: pping's rules. A packet that occupies sequence space records its TSval the first
+//! time it is seen and only if it is newer (serial) than the last recorded one; a packet in
+//! the other direction whose TSecr equals a recorded TSval closes a sample; older entries are
+//! dropped on the way, entries expire after `tsval_max_age`. Pure ACKs never open.
+
+use std::net::SocketAddr;
+
+use super::queue::{Pending, Pool, Queue};
+use super::{Kind, Sample};
+use crate::Nanos;
+use crate::engine::{Counters, EngineConfig, Observer};
+use crate::seq::{gt, le, lt};
+use crate::wire::Packet;
+
+const INIT: u8 = 1;
+const SYN_SEEN: u8 = 2;
+const ACKED: u8 = 4;
+const VOID: u8 = 8;
+const TS_SEEN: u8 = 16;
+const LAST: u8 = 32;
+
+/// What one direction of a connection has sent, and what the other side acknowledged of it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DirState {
+    flags: u8,
+    /// ISN, valid with SYN_SEEN.
+    isn: u32,
+    /// One past the highest sequence number sent.
+    right: u32,
+    /// Pending segments ending at or below this are ambiguous (valid with VOID).
+    void: u32,
+    /// Highest cumulative ACK received for this direction's data (valid with ACKED).
+    acked: u32,
+    segs: Queue,
+    /// Newest TSval recorded (valid with TS_SEEN).
+    ts_last: u32,
+    tsvals: Queue,
+    // The previous frame in this direction, to recognise a frame captured twice.
+    last_ts: Nanos,
+    last_seq: u32,
+    last_ack: u32,
+    last_len: u32,
+    last_ip_id: u16,
+    last_flags: u16,
+}
+
+impl DirState {
+    #[inline]
+    fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    fn release(&mut self, pool: &mut Pool) {
+        self.segs.clear(pool);
+        self.tsvals.clear(pool);
+    }
+
+    /// True if this direction has sent a SYN.
+    pub fn syn_seen(&self) -> bool {
+        self.has(SYN_SEEN)
+    }
+
+    pub fn isn(&self) -> Option<u32> {
+        self.has(SYN_SEEN).then_some(self.isn)
+    }
+
+    /// True once this direction has sent anything that occupies sequence space.
+    pub fn initialised(&self) -> bool {
+        self.has(INIT)
+    }
+}
+
+/// Per-connection state: one [`DirState`] per direction, indexed by [`crate::flow::Dir`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Conn {
+    pub id: u64,
+    pub dirs: [DirState; 2],
+}
+
+/// Everything the matcher needs besides the connection: shared pool, limits, counters and
+/// where samples go.
+pub struct Ctx<'a, O: Observer> {
+    pub pool: &'a mut Pool,
+    pub cfg: &'a EngineConfig,
+    pub counters: &'a mut Counters,
+    pub out: &'a mut O,
+}
+
+impl Conn {
+    pub fn new(id: u64) -> Conn {
+        Conn {
+            id,
+            dirs: [DirState::default(); 2],
+        }
+    }
+
+    /// Return all pending nodes to the pool.
+    pub fn release(&mut self, pool: &mut Pool) {
+        for d in &mut self.dirs {
+            d.release(pool);
+        }
+    }
+
+    /// Whether a SYN (without ACK) from direction `d` starts a new connection on these ports
+    /// rather than continuing (or retransmitting the SYN of) this one.
+    pub fn syn_starts_new(&self, d: usize, seq: u32) -> bool {
+        let s = &self.dirs[d];
+        (s.has(SYN_SEEN) && s.isn != seq) || (s.has(INIT) && !s.has(SYN_SEEN))
+    }
+
+    /// Process one segment travelling in direction `d` (0 or 1).
+    #[inline]
+    pub fn process<O: Observer>(
+        &mut self,
+        d: usize,
+        frame: u64,
+        ts: Nanos,
+        pkt: &Packet<'_>,
+        cx: &mut Ctx<'_, O>,
+    ) {
+        let tcp = &pkt.tcp;
+        let len = pkt.payload_len;
+        let [a, b] = &mut self.dirs;
+        let (snd, rcv) = if d == 0 { (a, b) } else { (b, a) };
+
+        // A frame captured twice (span ports, capture hardware): skip the copy entirely so
+        // it does not look like a retransmission. Without an IP ID to compare (IPv6, or a
+        // stack that sends ID 0) only a much shorter interval counts.
+        if snd.has(LAST)
+            && snd.last_ip_id == pkt.ip_id
+            && snd.last_seq == tcp.seq
+            && snd.last_ack == tcp.ack
+            && snd.last_len == len
+            && snd.last_flags == tcp.flags.0
+        {
+            let dt = ts - snd.last_ts;
+            let window = if pkt.ip_id != 0 {
+                cx.cfg.duplicate_window
+            } else {
+                cx.cfg.duplicate_window / 20
+            };
+            if (0..=window).contains(&dt) {
+                cx.counters.duplicates += 1;
+                return;
+            }
+        }
+        snd.flags |= LAST;
+        snd.last_ts = ts;
+        snd.last_seq = tcp.seq;
+        snd.last_ack = tcp.ack;
+        snd.last_len = len;
+        snd.last_ip_id = pkt.ip_id;
+        snd.last_flags = tcp.flags.0;
+
+        let flags = tcp.flags;
+        let occupies = !flags.rst() && (len > 0 || flags.syn() || flags.fin());
+        let responder = SocketAddr::new(pkt.src, tcp.sport);
+        let peer = SocketAddr::new(pkt.dst, tcp.dport);
+        let id = self.id;
+        let emit = |cx: &mut Ctx<'_, O>, kind: Kind, open: Pending| {
+            let rtt = ts - open.ts;
+            if rtt <= 0 {
+                cx.counters.non_positive += 1;
+                return;
+            }
+            cx.counters.samples[kind.index()] += 1;
+            if cx.cfg.kinds.contains(kind) {
+                cx.out.sample(&Sample {
+                    kind,
+                    frame,
+                    open_frame: open.frame,
+                    ts,
+                    rtt,
+                    responder,
+                    peer,
+                    flow_id: id,
+                });
+            }
+        };
+
+        // --- ACK: close a seq/handshake sample on the other direction's data.
+        if flags.ack() && rcv.has(INIT) {
+            let ack = tcp.ack;
+            if !rcv.has(ACKED) || gt(ack, rcv.acked) {
+                rcv.flags |= ACKED;
+                rcv.acked = ack;
+                while let Some(front) = rcv.segs.front(cx.pool) {
+                    if !le(front.key, ack) {
+                        break;
+                    }
+                    rcv.segs.pop_front(cx.pool);
+                    if front.key == ack {
+                        if rcv.has(VOID) && le(front.key, rcv.void) {
+                            cx.counters.ambiguous += 1;
+                        } else {
+                            let kind = if front.handshake {
+                                Kind::Handshake
+                            } else {
+                                Kind::Seq
+                            };
+                            emit(cx, kind, front);
+                        }
+                    }
+                }
+                // Once the ACK passes the voided range, no pending entry is ambiguous any more
+                // (and a stale mark must not alias after the sequence space wraps).
+                if rcv.has(VOID) && !lt(ack, rcv.void) {
+                    rcv.flags &= !VOID;
+                }
+            }
+        }
+
+        // --- Sequence space: record what this direction sends.
+        if occupies {
+            let start = tcp.seq;
+            let end = start
+                .wrapping_add(len)
+                .wrapping_add(flags.syn() as u32)
+                .wrapping_add(flags.fin() as u32);
+            let mut record = true;
+            if flags.syn() {
+                if snd.has(SYN_SEEN) && start == snd.isn {
+                    // A retransmitted SYN or SYN/ACK: the handshake sample is ambiguous.
+                    record = false;
+                    Self::void(snd, responder, peer, ts, cx);
+                } else {
+                    snd.segs.clear(cx.pool);
+                    snd.flags = (snd.flags | INIT | SYN_SEEN) & !(VOID | ACKED);
+                    snd.isn = start;
+                    snd.right = end;
+                }
+            } else if !snd.has(INIT) {
+                snd.flags |= INIT;
+                snd.right = end;
+            } else if !lt(start, snd.right) {
+                // In order, or after a gap: extend.
+                snd.right = end;
+            } else if len <= 1
+                && !flags.fin()
+                && start == snd.right.wrapping_sub(1)
+                && snd.has(ACKED)
+                && snd.acked == snd.right
+            {
+                // A keep-alive: one old byte re-sent with everything acknowledged.
+                record = false;
+            } else {
+                // Retransmission or reordering: nothing in flight can be timed.
+                Self::void(snd, responder, peer, ts, cx);
+                record = gt(end, snd.right);
+                if record {
+                    snd.right = end;
+                }
+            }
+            if record {
+                if snd.segs.len() >= cx.cfg.max_pending_segments {
+                    snd.segs.pop_front(cx.pool);
+                    cx.counters.segments_evicted += 1;
+                }
+                snd.segs.push_back(
+                    cx.pool,
+                    Pending {
+                        key: end,
+                        handshake: flags.syn(),
+                        ts,
+                        frame,
+                    },
+                );
+            }
+        }
+
+        // --- Timestamp echo.
+        if cx.cfg.kinds.contains(Kind::Ts)
+            && let Some((tsval, tsecr)) = tcp.options.timestamp
+        {
+            if flags.ack() && tsecr != 0 {
+                while let Some(front) = rcv.tsvals.front(cx.pool) {
+                    if !le(front.key, tsecr) {
+                        break;
+                    }
+                    rcv.tsvals.pop_front(cx.pool);
+                    if front.key == tsecr {
+                        emit(cx, Kind::Ts, front);
+                    }
+                }
+            }
+            if occupies && tsval != 0 && (!snd.has(TS_SEEN) || gt(tsval, snd.ts_last)) {
+                while let Some(front) = snd.tsvals.front(cx.pool) {
+                    if ts - front.ts <= cx.cfg.tsval_max_age {
+                        break;
+                    }
+                    snd.tsvals.pop_front(cx.pool);
+                    cx.counters.tsvals_expired += 1;
+                }
+                if snd.tsvals.len() >= cx.cfg.max_pending_tsvals {
+                    snd.tsvals.pop_front(cx.pool);
+                    cx.counters.tsvals_evicted += 1;
+                }
+                snd.flags |= TS_SEEN;
+                snd.ts_last = tsval;
+                snd.tsvals.push_back(
+                    cx.pool,
+                    Pending {
+                        key: tsval,
+                        handshake: false,
+                        ts,
+                        frame,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Mark everything this direction has in flight as ambiguous (Karn; Dart's collapse).
+    fn void<O: Observer>(
+        snd: &mut DirState,
+        sender: SocketAddr,
+        receiver: SocketAddr,
+        ts: Nanos,
+        cx: &mut Ctx<'_, O>,
+    ) {
+        snd.flags |= VOID;
+        snd.void = snd.right;
+        cx.counters.retransmits += 1;
+        cx.out.retransmit(sender, receiver, ts);
+    }
+}

@@ -1,0 +1,292 @@
+//! Tunnel headers between an outer IP header and what it encloses.
+//!
+//! Owns GRE (RFC 2784/2890 optional fields, RFC 1701 source routes, PPTP's enhanced GRE)
+//! with what GRE carries beyond plain EtherTypes (ERSPAN types I, II and III, Aruba's
+//! 802.11-in-GRE), and the UDP tunnels recognised by port: VXLAN (4789, and Linux's old
+//! 8472), VXLAN-GPE (4790), Geneve (6081), GTP-U (2152, and any port where the payload is
+//! unmistakably a GTPv1-U G-PDU), Teredo (3544) and AYIYA (5072).
+//!
+//! Each function returns the link-level [`Next`] step; `ip.rs` resolves it and counts the
+//! tunnel level. UDP on any other port, or a tunnel message that carries no user packet
+//! (GTP echo, AYIYA heartbeat, ...), is [`DecodeError::NotTcp`].
+
+use super::link::{Net, Next, ethertype};
+use super::{DecodeError, Layer};
+
+/// UDP ports of the tunnels metro follows.
+pub mod port {
+    pub const VXLAN: u16 = 4789;
+    pub const VXLAN_LINUX: u16 = 8472;
+    pub const VXLAN_GPE: u16 = 4790;
+    pub const GENEVE: u16 = 6081;
+    pub const GTP_U: u16 = 2152;
+    pub const TEREDO: u16 = 3544;
+    pub const AYIYA: u16 = 5072;
+}
+
+/// GRE protocol types beyond the EtherTypes `link.rs` knows.
+mod gre_proto {
+    pub const ERSPAN_2: u16 = 0x88BE;
+    pub const ERSPAN_3: u16 = 0x22EB;
+    /// Aruba access points tunnel raw 802.11 frames with protocol types 0x8200..=0x83FF.
+    pub const ARUBA_FIRST: u16 = 0x8200;
+    pub const ARUBA_LAST: u16 = 0x83FF;
+}
+
+const TRUNC_GRE: DecodeError = DecodeError::Truncated(Layer::Gre);
+const TRUNC_TUNNEL: DecodeError = DecodeError::Truncated(Layer::Tunnel);
+
+/// Upper bound on RFC 1701 source route entries and GTP extension headers.
+const MAX_CHAIN: usize = 16;
+
+/// A GRE header and what it carries.
+pub(super) fn gre(b: &[u8]) -> Result<Next<'_>, DecodeError> {
+    const C: u16 = 0x8000;
+    const R: u16 = 0x4000;
+    const K: u16 = 0x2000;
+    const S: u16 = 0x1000;
+    const A: u16 = 0x0080; // PPTP acknowledgment number present
+    let [f0, f1, p0, p1, ref rest @ ..] = *b else {
+        return Err(TRUNC_GRE);
+    };
+    let flags = u16::from_be_bytes([f0, f1]);
+    let proto = u16::from_be_bytes([p0, p1]);
+    let optional = match flags & 0x7 {
+        0 => {
+            4 * (usize::from(flags & (C | R) != 0)
+                + usize::from(flags & K != 0)
+                + usize::from(flags & S != 0))
+        }
+        // PPTP: the key (payload length, call id) is always there.
+        1 if proto == ethertype::PPP => {
+            4 * (1 + usize::from(flags & S != 0) + usize::from(flags & A != 0))
+        }
+        _ => return Err(DecodeError::Malformed(Layer::Gre)),
+    };
+    let mut payload = rest.get(optional..).ok_or(TRUNC_GRE)?;
+    if flags & 0x7 == 0 && flags & R != 0 {
+        payload = source_routes(payload)?;
+    }
+    Ok(match proto {
+        gre_proto::ERSPAN_2 if flags & S != 0 => {
+            // ERSPAN type II: an 8-byte header. Without a sequence number it is type I,
+            // which has no header at all.
+            Next::Ethernet(payload.get(8..).ok_or(TRUNC_TUNNEL)?)
+        }
+        gre_proto::ERSPAN_2 => Next::Ethernet(payload),
+        gre_proto::ERSPAN_3 => erspan3(payload)?,
+        gre_proto::ARUBA_FIRST..=gre_proto::ARUBA_LAST => Next::Wifi(payload, false),
+        _ => Next::EtherType(proto, payload),
+    })
+}
+
+/// RFC 1701 source route entries: address family, offset, length, routing data; a null
+/// entry (family 0, length 0) ends the list.
+fn source_routes(mut b: &[u8]) -> Result<&[u8], DecodeError> {
+    for _ in 0..MAX_CHAIN {
+        let [a0, a1, _offset, len, ref rest @ ..] = *b else {
+            return Err(TRUNC_GRE);
+        };
+        if a0 == 0 && a1 == 0 && len == 0 {
+            return Ok(rest);
+        }
+        b = rest.get(usize::from(len)..).ok_or(TRUNC_GRE)?;
+    }
+    Err(DecodeError::Malformed(Layer::Gre))
+}
+
+/// ERSPAN type III: a 12-byte header, an 8-byte platform sub-header if the O bit is set, then
+/// an Ethernet frame (frame type 0) or an IP packet (frame type 2).
+fn erspan3(b: &[u8]) -> Result<Next<'_>, DecodeError> {
+    let (h, rest) = b.split_first_chunk::<12>().ok_or(TRUNC_TUNNEL)?;
+    let word = u16::from_be_bytes([h[10], h[11]]);
+    let rest = if word & 0x1 != 0 {
+        rest.get(8..).ok_or(TRUNC_TUNNEL)?
+    } else {
+        rest
+    };
+    match (word >> 10) & 0x1F {
+        0 => Ok(Next::Ethernet(rest)),
+        2 => Ok(Next::Guess(rest)),
+        _ => Err(DecodeError::NotTcp),
+    }
+}
+
+/// A UDP header and the tunnel it carries, recognised by destination port, then source
+/// port, then (for GTP-U only) by content.
+pub(super) fn udp(b: &[u8]) -> Result<Next<'_>, DecodeError> {
+    let (h, rest) = b
+        .split_first_chunk::<8>()
+        .ok_or(DecodeError::Truncated(Layer::Udp))?;
+    let sport = u16::from_be_bytes([h[0], h[1]]);
+    let dport = u16::from_be_bytes([h[2], h[3]]);
+    let ulen = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    // The UDP length bounds the payload, unless it is 0 (jumbogram) or too small to be true.
+    let payload = match ulen.checked_sub(8) {
+        Some(n) => rest.get(..n).unwrap_or(rest),
+        None => rest,
+    };
+    let kind = match by_port(dport).or_else(|| by_port(sport)) {
+        Some(k) => k,
+        None if looks_like_gtp_u(payload) => Kind::GtpU,
+        None => return Err(DecodeError::NotTcp),
+    };
+    match kind {
+        Kind::Vxlan => vxlan(payload),
+        Kind::VxlanGpe => vxlan_gpe(payload),
+        Kind::Geneve => geneve(payload),
+        Kind::GtpU => gtp_u(payload),
+        Kind::Teredo => teredo(payload),
+        Kind::Ayiya => ayiya(payload),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Vxlan,
+    VxlanGpe,
+    Geneve,
+    GtpU,
+    Teredo,
+    Ayiya,
+}
+
+#[inline]
+fn by_port(p: u16) -> Option<Kind> {
+    Some(match p {
+        port::VXLAN | port::VXLAN_LINUX => Kind::Vxlan,
+        port::VXLAN_GPE => Kind::VxlanGpe,
+        port::GENEVE => Kind::Geneve,
+        port::GTP_U => Kind::GtpU,
+        port::TEREDO => Kind::Teredo,
+        port::AYIYA => Kind::Ayiya,
+        _ => return None,
+    })
+}
+
+/// VXLAN (RFC 7348): flags with the I bit, reserved, VNI, reserved; then Ethernet.
+fn vxlan(b: &[u8]) -> Result<Next<'_>, DecodeError> {
+    match *b {
+        [flags, _, _, _, _, _, _, _, ref rest @ ..] if flags & 0x08 != 0 => Ok(Next::Ethernet(rest)),
+        [_, _, _, _, _, _, _, _, ..] => Err(DecodeError::NotTcp),
+        _ => Err(TRUNC_TUNNEL),
+    }
+}
+
+/// VXLAN-GPE: like VXLAN, with a next-protocol byte when the P bit is set.
+fn vxlan_gpe(b: &[u8]) -> Result<Next<'_>, DecodeError> {
+    let [flags, _, _, next, _, _, _, _, ref rest @ ..] = *b else {
+        return Err(TRUNC_TUNNEL);
+    };
+    if flags & 0x04 == 0 {
+        return Ok(Next::Ethernet(rest));
+    }
+    match next {
+        1 => Ok(Next::Ip(Net::Ipv4, rest)),
+        2 => Ok(Next::Ip(Net::Ipv6, rest)),
+        3 => Ok(Next::Ethernet(rest)),
+        5 => Ok(Next::Mpls(rest)),
+        _ => Err(DecodeError::NotTcp),
+    }
+}
+
+/// Geneve (RFC 8926): version and option length (in 4-byte words), flags, protocol type,
+/// VNI; options; then a frame of that protocol type (usually 0x6558, Ethernet).
+fn geneve(b: &[u8]) -> Result<Next<'_>, DecodeError> {
+    let [vo, _, p0, p1, _, _, _, _, ref rest @ ..] = *b else {
+        return Err(TRUNC_TUNNEL);
+    };
+    if vo >> 6 != 0 {
+        return Err(DecodeError::NotTcp);
+    }
+    let inner = rest
+        .get(usize::from(vo & 0x3F) * 4..)
+        .ok_or(TRUNC_TUNNEL)?;
+    Ok(Next::EtherType(u16::from_be_bytes([p0, p1]), inner))
+}
+
+/// Whether a UDP payload on an unknown port is certainly a GTPv1-U G-PDU: version 1, PT 1,
+/// message type 255, and a length field that matches the payload exactly.
+fn looks_like_gtp_u(b: &[u8]) -> bool {
+    match *b {
+        [flags, 0xFF, l0, l1, _, _, _, _, ref rest @ ..] => {
+            flags & 0xF8 == 0x30 && usize::from(u16::from_be_bytes([l0, l1])) == rest.len()
+        }
+        _ => false,
+    }
+}
+
+/// GTPv1-U (3GPP TS 29.281): flags, message type, length, TEID; sequence number, N-PDU
+/// number and next extension type if any of E/S/PN is set; extension headers; then the
+/// user's IP packet. Only G-PDUs (message type 255) carry one.
+fn gtp_u(b: &[u8]) -> Result<Next<'_>, DecodeError> {
+    let [flags, msg, _, _, _, _, _, _, ref rest @ ..] = *b else {
+        return Err(TRUNC_TUNNEL);
+    };
+    if flags >> 5 != 1 || flags & 0x10 == 0 || msg != 0xFF {
+        return Err(DecodeError::NotTcp);
+    }
+    let mut rest = rest;
+    if flags & 0x07 != 0 {
+        let [_, _, _, mut next, ref r @ ..] = *rest else {
+            return Err(TRUNC_TUNNEL);
+        };
+        rest = r;
+        for _ in 0..MAX_CHAIN {
+            if next == 0 {
+                break;
+            }
+            // Length in 4-byte units, content, next extension type in the last byte.
+            let len = usize::from(*rest.first().ok_or(TRUNC_TUNNEL)?) * 4;
+            if len == 0 {
+                return Err(DecodeError::Malformed(Layer::Tunnel));
+            }
+            let ext = rest.get(..len).ok_or(TRUNC_TUNNEL)?;
+            next = ext.last().copied().unwrap_or_default();
+            rest = rest.get(len..).unwrap_or_default();
+        }
+        if next != 0 {
+            return Err(DecodeError::TooDeep);
+        }
+    }
+    Ok(Next::Guess(rest))
+}
+
+/// Teredo (RFC 4380): an optional authentication indicator and an optional origin
+/// indication, then an IPv6 packet.
+fn teredo(b: &[u8]) -> Result<Next<'_>, DecodeError> {
+    let mut b = b;
+    if let [0x00, 0x01, id_len, auth_len, ref rest @ ..] = *b {
+        // Client identifier, authentication value, 8-byte nonce, confirmation byte.
+        b = rest
+            .get(usize::from(id_len) + usize::from(auth_len) + 9..)
+            .ok_or(TRUNC_TUNNEL)?;
+    }
+    if let [0x00, 0x00, _, _, _, _, _, _, ref rest @ ..] = *b {
+        b = rest;
+    }
+    match b.first() {
+        Some(v) if v >> 4 == 6 => Ok(Next::Ip(Net::Ipv6, b)),
+        Some(_) => Err(DecodeError::NotTcp),
+        None => Err(TRUNC_TUNNEL),
+    }
+}
+
+/// AYIYA: identity length (log2) and type, signature length (in 4-byte words) and hash,
+/// authentication method and opcode, next header, epoch time; identity; signature; then
+/// the packet if the opcode is 1 (forward).
+fn ayiya(b: &[u8]) -> Result<Next<'_>, DecodeError> {
+    let [id, sig, op, next, _, _, _, _, ref rest @ ..] = *b else {
+        return Err(TRUNC_TUNNEL);
+    };
+    if op & 0x0F != 1 {
+        return Err(DecodeError::NotTcp);
+    }
+    let skip = (1usize << (id >> 4)) + usize::from(sig >> 4) * 4;
+    let inner = rest.get(skip..).ok_or(TRUNC_TUNNEL)?;
+    match next {
+        4 => Ok(Next::Ip(Net::Ipv4, inner)),
+        41 => Ok(Next::Ip(Net::Ipv6, inner)),
+        _ => Err(DecodeError::NotTcp),
+    }
+}

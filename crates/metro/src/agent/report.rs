@@ -1,0 +1,330 @@
+//! Per-interval aggregation: samples and retransmissions folded per (local address, remote
+//! host) pair, and the [`InstanceReport`] a flush hands to the sinks.
+//!
+//! The capture thread adds to an [`Interval`] under a short-lived lock (one `HashMap` update
+//! per sample); a flush swaps the whole interval out and builds the report outside the lock,
+//! so no sink ever holds it. Pairs with no new sample are not reported (go-metro re-sent
+//! stale values forever).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use metro_core::aggregate::Stats;
+use metro_core::rtt::Sample;
+
+use super::resolve::{LocalSet, Shared, WatchList};
+
+/// Pairs kept per interval; a new pair beyond this is dropped and counted.
+pub const MAX_PAIRS: usize = 65_536;
+
+/// One (local address, remote host) pair over an interval.
+#[derive(Clone, Debug)]
+pub struct PairReport {
+    /// The local end.
+    pub src: IpAddr,
+    /// The remote end's tag value: the configured host name, else the address.
+    pub dst: Arc<str>,
+    pub stats: Stats,
+    pub retransmits: u64,
+}
+
+/// Self-metrics of one instance over an interval (deltas), plus the active flow gauge.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstanceCounters {
+    pub packets_received: u64,
+    /// Kernel drops (libpcap's `ps_drop` + `ps_ifdrop`).
+    pub packets_dropped: u64,
+    pub flows_active: u64,
+    /// Flows evicted because the table was full.
+    pub flows_evicted: u64,
+    /// Network samples reported, by kind index (seq, handshake, ts).
+    pub samples: [u64; 3],
+    /// Samples answered by this host: counted, not reported as RTT.
+    pub samples_internal: u64,
+}
+
+/// What one instance sends for one interval.
+#[derive(Clone, Debug)]
+pub struct InstanceReport {
+    pub iface: String,
+    pub tags: Vec<String>,
+    pub pairs: Vec<PairReport>,
+    pub counters: InstanceCounters,
+}
+
+struct PairAcc {
+    dst: Arc<str>,
+    stats: Stats,
+    retransmits: u64,
+}
+
+/// Accumulates one interval. Keyed by addresses (no allocation per sample); the `dst` tag is
+/// fixed when the pair first appears in the interval.
+#[derive(Default)]
+pub struct Interval {
+    pairs: HashMap<(IpAddr, IpAddr), PairAcc>,
+    samples: [u64; 3],
+    samples_internal: u64,
+    /// Samples whose responder is neither local nor watched (e.g. traffic seen on `any`
+    /// between two other hosts): dropped.
+    pub samples_unwatched: u64,
+    pub pairs_dropped: u64,
+}
+
+impl Interval {
+    fn pair(&mut self, local: IpAddr, remote: IpAddr, dst: impl FnOnce() -> Arc<str>) -> Option<&mut PairAcc> {
+        let full = self.pairs.len() >= MAX_PAIRS;
+        match self.pairs.entry((local, remote)) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(_) if full => {
+                self.pairs_dropped += 1;
+                None
+            }
+            std::collections::hash_map::Entry::Vacant(e) => Some(e.insert(PairAcc {
+                dst: dst(),
+                stats: Stats::new(),
+                retransmits: 0,
+            })),
+        }
+    }
+
+    /// Fold one sample in. A sample answered by a local address is internal; one answered by
+    /// a watched remote address is network RTT for the pair (closing packet's destination,
+    /// responder).
+    pub fn add_sample(&mut self, s: &Sample, locals: &LocalSet, watch: &WatchList) {
+        let resp = s.responder.ip();
+        if locals.contains(resp) {
+            self.samples_internal += 1;
+            return;
+        }
+        if !watch.contains(resp) {
+            self.samples_unwatched += 1;
+            return;
+        }
+        let local = s.peer.ip();
+        let kind = s.kind.index();
+        if let Some(p) = self.pair(local, resp, || watch.tag(resp)) {
+            p.stats.add(s.rtt_ms());
+            self.samples[kind] += 1;
+        }
+    }
+
+    /// Count a retransmission on the pair it belongs to (whichever end is the watched remote).
+    pub fn add_retransmit(&mut self, sender: IpAddr, receiver: IpAddr, locals: &LocalSet, watch: &WatchList) {
+        let (local, remote) = if watch.contains(receiver) && !locals.contains(receiver) {
+            (sender, receiver)
+        } else if watch.contains(sender) && !locals.contains(sender) {
+            (receiver, sender)
+        } else {
+            return;
+        };
+        if let Some(p) = self.pair(local, remote, || watch.tag(remote)) {
+            p.retransmits += 1;
+        }
+    }
+
+    /// Pairs with at least one sample, merged by (src, dst tag): two addresses of one host
+    /// name are one series.
+    pub fn into_pairs(self) -> (Vec<PairReport>, [u64; 3], u64) {
+        let mut out: Vec<PairReport> = Vec::new();
+        let mut index: HashMap<(IpAddr, Arc<str>), usize> = HashMap::new();
+        let mut entries: Vec<_> = self.pairs.into_iter().collect();
+        // Deterministic order: by local address, then tag.
+        entries.sort_by(|a, b| (a.0.0, &a.1.dst, a.0.1).cmp(&(b.0.0, &b.1.dst, b.0.1)));
+        for ((local, _), acc) in entries {
+            if acc.stats.is_empty() {
+                continue;
+            }
+            match index.get(&(local, acc.dst.clone())) {
+                Some(&i) => {
+                    out[i].stats.merge(&acc.stats);
+                    out[i].retransmits += acc.retransmits;
+                }
+                None => {
+                    index.insert((local, acc.dst.clone()), out.len());
+                    out.push(PairReport {
+                        src: local,
+                        dst: acc.dst,
+                        stats: acc.stats,
+                        retransmits: acc.retransmits,
+                    });
+                }
+            }
+        }
+        (out, self.samples, self.samples_internal)
+    }
+}
+
+/// Cumulative counters a capture thread publishes without locking; a flush reports deltas.
+#[derive(Default)]
+pub struct Cumulative {
+    pub packets_received: AtomicU64,
+    pub packets_dropped: AtomicU64,
+    pub flows_active: AtomicU64,
+    pub flows_evicted: AtomicU64,
+}
+
+/// State one instance shares between its capture thread, the resolver and the flusher.
+pub struct InstanceShared {
+    pub iface: String,
+    pub tags: Vec<String>,
+    pub interval: Mutex<Interval>,
+    pub cumulative: Cumulative,
+    pub watch: Shared<WatchList>,
+    pub locals: Shared<LocalSet>,
+    /// Deltas are computed against these (flusher only).
+    last: Mutex<(u64, u64, u64)>,
+    /// Cumulative sample totals (for the Prometheus counters and tests).
+    pub samples_total: [AtomicU64; 3],
+    pub samples_internal_total: AtomicU64,
+}
+
+impl InstanceShared {
+    pub fn new(iface: String, tags: Vec<String>, watch: WatchList, locals: LocalSet) -> InstanceShared {
+        InstanceShared {
+            iface,
+            tags,
+            interval: Mutex::new(Interval::default()),
+            cumulative: Cumulative::default(),
+            watch: Shared::new(watch),
+            locals: Shared::new(locals),
+            last: Mutex::new((0, 0, 0)),
+            samples_total: Default::default(),
+            samples_internal_total: AtomicU64::new(0),
+        }
+    }
+
+    /// Swap the interval out and build its report. The interval lock is held only for the
+    /// swap.
+    pub fn take_report(&self) -> InstanceReport {
+        let iv = std::mem::take(&mut *self.interval.lock().unwrap_or_else(|e| e.into_inner()));
+        if iv.pairs_dropped > 0 {
+            tracing::warn!(
+                "{}: {} new (local, remote) pairs dropped this interval: more than {MAX_PAIRS}",
+                self.iface,
+                iv.pairs_dropped
+            );
+        }
+        let (pairs, samples, internal) = iv.into_pairs();
+        for (t, n) in self.samples_total.iter().zip(samples) {
+            t.fetch_add(n, Ordering::Relaxed);
+        }
+        self.samples_internal_total.fetch_add(internal, Ordering::Relaxed);
+        let c = &self.cumulative;
+        let recv = c.packets_received.load(Ordering::Relaxed);
+        let drop = c.packets_dropped.load(Ordering::Relaxed);
+        let evict = c.flows_evicted.load(Ordering::Relaxed);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let counters = InstanceCounters {
+            packets_received: recv.saturating_sub(last.0),
+            packets_dropped: drop.saturating_sub(last.1),
+            flows_active: c.flows_active.load(Ordering::Relaxed),
+            flows_evicted: evict.saturating_sub(last.2),
+            samples,
+            samples_internal: internal,
+        };
+        *last = (recv, drop, evict);
+        InstanceReport {
+            iface: self.iface.clone(),
+            tags: self.tags.clone(),
+            pairs,
+            counters,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::config::Cidr;
+    use metro_core::rtt::Kind;
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+
+    fn sample(kind: Kind, responder: &str, peer: &str, rtt_ms: f64) -> Sample {
+        Sample {
+            kind,
+            frame: 2,
+            open_frame: 1,
+            ts: 1_000_000_000,
+            rtt: (rtt_ms * 1e6) as i64,
+            responder: responder.parse::<SocketAddr>().unwrap(),
+            peer: peer.parse::<SocketAddr>().unwrap(),
+            flow_id: 1,
+        }
+    }
+
+    fn watch() -> WatchList {
+        let mut w = WatchList::new(vec![Cidr::parse("10.9.0.0/16").unwrap().0, Cidr::host("10.0.0.2".parse().unwrap())]);
+        w.set_resolved("db.example", &["10.0.0.3".parse().unwrap(), "10.0.0.4".parse().unwrap()]);
+        w
+    }
+
+    fn locals() -> LocalSet {
+        LocalSet::from(HashSet::from(["10.0.0.1".parse().unwrap()]))
+    }
+
+    #[test]
+    fn classifies_and_groups() {
+        let (w, l) = (watch(), locals());
+        let mut iv = Interval::default();
+        iv.add_sample(&sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0), &l, &w);
+        iv.add_sample(&sample(Kind::Ts, "10.0.0.2:80", "10.0.0.1:5001", 12.0), &l, &w);
+        // Answered by this host: internal.
+        iv.add_sample(&sample(Kind::Seq, "10.0.0.1:5000", "10.0.0.2:80", 0.1), &l, &w);
+        // Two addresses of one host name: one series.
+        iv.add_sample(&sample(Kind::Seq, "10.0.0.3:5432", "10.0.0.1:6000", 1.0), &l, &w);
+        iv.add_sample(&sample(Kind::Handshake, "10.0.0.4:5432", "10.0.0.1:6001", 3.0), &l, &w);
+        // A CIDR match is tagged with the address.
+        iv.add_sample(&sample(Kind::Seq, "10.9.3.4:443", "10.0.0.1:7000", 20.0), &l, &w);
+        // Unwatched responder.
+        iv.add_sample(&sample(Kind::Seq, "192.0.2.1:443", "10.0.0.1:7000", 20.0), &l, &w);
+        iv.add_retransmit("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), &l, &w);
+        iv.add_retransmit("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap(), &l, &w);
+        // A retransmission on a pair with no sample: not reported.
+        iv.add_retransmit("10.0.0.1".parse().unwrap(), "10.9.9.9".parse().unwrap(), &l, &w);
+        assert_eq!(iv.samples_unwatched, 1);
+        let (pairs, samples, internal) = iv.into_pairs();
+        assert_eq!(samples, [4, 1, 1]);
+        assert_eq!(internal, 1);
+        let got: Vec<(String, String, u64, u64)> = pairs
+            .iter()
+            .map(|p| (p.src.to_string(), p.dst.to_string(), p.stats.count(), p.retransmits))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.0.0.1".into(), "10.0.0.2".into(), 2, 2),
+                ("10.0.0.1".into(), "10.9.3.4".into(), 1, 0),
+                ("10.0.0.1".into(), "db.example".into(), 2, 0),
+            ]
+        );
+        assert_eq!(pairs[0].stats.last(), 12.0);
+        assert_eq!(pairs[2].stats.min(), 1.0);
+        assert_eq!(pairs[2].stats.max(), 3.0);
+    }
+
+    #[test]
+    fn take_report_resets_and_reports_deltas() {
+        let sh = InstanceShared::new("eth0".into(), vec!["a:b".into()], watch(), locals());
+        {
+            let w = sh.watch.get().1;
+            let l = sh.locals.get().1;
+            let mut iv = sh.interval.lock().unwrap();
+            iv.add_sample(&sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0), &l, &w);
+        }
+        sh.cumulative.packets_received.store(100, Ordering::Relaxed);
+        let r = sh.take_report();
+        assert_eq!(r.pairs.len(), 1);
+        assert_eq!(r.counters.packets_received, 100);
+        assert_eq!(r.counters.samples, [1, 0, 0]);
+        sh.cumulative.packets_received.store(150, Ordering::Relaxed);
+        let r = sh.take_report();
+        assert!(r.pairs.is_empty());
+        assert_eq!(r.counters.packets_received, 50);
+        assert_eq!(r.counters.samples, [0, 0, 0]);
+        assert_eq!(sh.samples_total[0].load(Ordering::Relaxed), 1);
+    }
+}

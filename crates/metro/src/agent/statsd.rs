@@ -1,0 +1,614 @@
+//! DogStatsD: a pure encoder (one [`Report`](super::report::InstanceReport) in, datagrams
+//! under a size limit out), its inverse [`parse_datagram`] for tests, and [`StatsdSink`],
+//! which sends datagrams over UDP or a Unix datagram socket without ever blocking.
+//!
+//! The wire format is `name:value|type|#tag1,tag2` with lines joined by `\n` into datagrams
+//! of at most [`UDP_MAX`] bytes on UDP (one Ethernet frame) and [`UNIX_MAX`] on a Unix socket
+//! (the Agent's default buffer). Tag values cannot contain `,`, `|`, `#` or a newline; such
+//! characters are replaced by `_`.
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use super::config::StatsdTarget;
+use super::report::InstanceReport;
+
+/// Largest UDP datagram: 1500 (Ethernet MTU) - 20 (IPv4) - 8 (UDP) - 40 of headroom for
+/// IPv6 and tunnels: the value the Datadog clients use.
+pub const UDP_MAX: usize = 1432;
+/// Largest datagram on a Unix socket (the Agent reads 8 KiB at a time).
+pub const UNIX_MAX: usize = 8192;
+
+/// The DogStatsD metric types metro sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Type {
+    Gauge,
+    Count,
+}
+
+impl Type {
+    fn code(self) -> &'static str {
+        match self {
+            Type::Gauge => "g",
+            Type::Count => "c",
+        }
+    }
+}
+
+/// Replace the characters that would break the line format.
+pub fn sanitize_tag(t: &str) -> std::borrow::Cow<'_, str> {
+    if t.contains([',', '|', '#', '\n', '\r', ' ']) {
+        t.chars()
+            .map(|c| if ",|#\n\r ".contains(c) { '_' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        t.into()
+    }
+}
+
+/// Append one metric line (no trailing newline).
+pub fn encode_line(out: &mut String, name: &str, value: f64, ty: Type, tags: &[&str]) {
+    out.push_str(name);
+    out.push(':');
+    if value.is_finite() {
+        if value.fract() == 0.0 && value.abs() < 1e15 {
+            let _ = write!(out, "{}", value as i64);
+        } else {
+            // Microsecond resolution is all an RTT in ms needs; trim trailing zeros.
+            let _ = write!(out, "{value:.6}");
+            while out.ends_with('0') {
+                out.pop();
+            }
+            if out.ends_with('.') {
+                out.pop();
+            }
+        }
+    } else {
+        out.push('0');
+    }
+    out.push('|');
+    out.push_str(ty.code());
+    if !tags.is_empty() {
+        out.push_str("|#");
+        for (i, t) in tags.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&sanitize_tag(t));
+        }
+    }
+}
+
+/// Packs lines into datagrams of at most `max` bytes. A single line longer than `max` is
+/// sent alone (the receiver may truncate it; metro's lines are far shorter).
+pub struct Batcher {
+    max: usize,
+    cur: String,
+    line: String,
+    done: Vec<Vec<u8>>,
+}
+
+impl Batcher {
+    pub fn new(max: usize) -> Batcher {
+        Batcher {
+            max,
+            cur: String::with_capacity(max),
+            line: String::new(),
+            done: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, name: &str, value: f64, ty: Type, tags: &[&str]) {
+        self.line.clear();
+        encode_line(&mut self.line, name, value, ty, tags);
+        let need = if self.cur.is_empty() {
+            self.line.len()
+        } else {
+            self.cur.len() + 1 + self.line.len()
+        };
+        if need > self.max && !self.cur.is_empty() {
+            self.done.push(std::mem::take(&mut self.cur).into_bytes());
+            self.cur.reserve(self.max);
+        }
+        if !self.cur.is_empty() {
+            self.cur.push('\n');
+        }
+        self.cur.push_str(&self.line);
+    }
+
+    pub fn finish(mut self) -> Vec<Vec<u8>> {
+        if !self.cur.is_empty() {
+            self.done.push(self.cur.into_bytes());
+        }
+        self.done
+    }
+}
+
+/// The RTT gauges, in the order they are sent.
+pub const RTT_GAUGES: [&str; 8] = [
+    "system.net.tcp.rtt",
+    "system.net.tcp.rtt.avg",
+    "system.net.tcp.rtt.jitter",
+    "system.net.tcp.rtt.min",
+    "system.net.tcp.rtt.max",
+    "system.net.tcp.rtt.p50",
+    "system.net.tcp.rtt.p90",
+    "system.net.tcp.rtt.p99",
+];
+
+/// Encode one instance's interval into datagrams of at most `max` bytes.
+///
+/// Per pair with samples: the eight RTT gauges, `system.net.tcp.rtt.samples` and
+/// `system.net.tcp.retransmits` (counts), tagged `src`, `dst`, `iface`, then the instance's
+/// tags. Then the self-metrics, tagged `iface` and the instance's tags.
+pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Vec<u8>> {
+    let mut b = Batcher::new(max);
+    let iface = format!("iface:{}", r.iface);
+    let mut tags: Vec<&str> = Vec::with_capacity(3 + r.tags.len());
+    for p in &r.pairs {
+        let src = format!("src:{}", p.src);
+        let dst = format!("dst:{}", p.dst);
+        tags.clear();
+        tags.push(&src);
+        tags.push(&dst);
+        tags.push(&iface);
+        tags.extend(r.tags.iter().map(String::as_str));
+        let s = &p.stats;
+        let values = [
+            s.last(),
+            s.mean(),
+            s.jitter(),
+            s.min(),
+            s.max(),
+            s.quantile(0.5),
+            s.quantile(0.9),
+            s.quantile(0.99),
+        ];
+        for (name, v) in RTT_GAUGES.iter().zip(values) {
+            b.push(name, v, Type::Gauge, &tags);
+        }
+        b.push("system.net.tcp.rtt.samples", s.count() as f64, Type::Count, &tags);
+        b.push("system.net.tcp.retransmits", p.retransmits as f64, Type::Count, &tags);
+    }
+
+    tags.clear();
+    tags.push(&iface);
+    tags.extend(r.tags.iter().map(String::as_str));
+    let c = &r.counters;
+    b.push("metro.packets.received", c.packets_received as f64, Type::Count, &tags);
+    b.push("metro.packets.dropped", c.packets_dropped as f64, Type::Count, &tags);
+    b.push("metro.flows.active", c.flows_active as f64, Type::Gauge, &tags);
+    b.push("metro.flows.evicted", c.flows_evicted as f64, Type::Count, &tags);
+    for (kind, n) in metro_core::rtt::Kind::ALL.iter().zip(c.samples) {
+        let k = format!("kind:{}", kind.name());
+        let mut t = tags.clone();
+        t.push(&k);
+        b.push("metro.samples", n as f64, Type::Count, &t);
+    }
+    b.push("metro.samples.internal", c.samples_internal as f64, Type::Count, &tags);
+    b.push("metro.statsd.send_errors", send_errors as f64, Type::Count, &tags);
+    b.finish()
+}
+
+/// One parsed metric line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub ty: String,
+    pub tags: Vec<String>,
+}
+
+impl Metric {
+    /// The value of tag `key` (`key:value`), if present.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.iter().find_map(|t| {
+            t.strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix(':'))
+        })
+    }
+}
+
+/// Parse a DogStatsD datagram (the inverse of the encoder; strict about the format).
+pub fn parse_datagram(d: &str) -> Result<Vec<Metric>, String> {
+    let mut out = Vec::new();
+    for line in d.split('\n') {
+        if line.is_empty() {
+            return Err(format!("empty line in {d:?}"));
+        }
+        let (name, rest) = line
+            .split_once(':')
+            .ok_or_else(|| format!("no `:` in {line:?}"))?;
+        if name.is_empty() {
+            return Err(format!("empty name in {line:?}"));
+        }
+        let mut fields = rest.split('|');
+        let value = fields
+            .next()
+            .unwrap_or("")
+            .parse::<f64>()
+            .map_err(|e| format!("bad value in {line:?}: {e}"))?;
+        let ty = fields
+            .next()
+            .filter(|t| ["g", "c", "ms", "h", "s", "d"].contains(t))
+            .ok_or_else(|| format!("bad type in {line:?}"))?
+            .to_string();
+        let mut tags = Vec::new();
+        for f in fields {
+            if let Some(t) = f.strip_prefix('#') {
+                tags.extend(t.split(',').map(str::to_string));
+            } else {
+                return Err(format!("unexpected field {f:?} in {line:?}"));
+            }
+        }
+        out.push(Metric {
+            name: name.to_string(),
+            value,
+            ty,
+            tags,
+        });
+    }
+    Ok(out)
+}
+
+// --- the sink -----------------------------------------------------------------------------
+
+enum Conn {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+/// Sends datagrams to DogStatsD. Every socket is non-blocking: a receiver that is slow,
+/// down or missing costs a counted error, never a wait. Errors are logged at most once a
+/// minute, with the number suppressed in between.
+pub struct StatsdSink {
+    target: StatsdTarget,
+    conn: Option<Conn>,
+    /// When the current connection was made (UDP targets given by name are re-resolved
+    /// every `refresh`).
+    connected_at: Instant,
+    refresh: Duration,
+    last_log: Option<Instant>,
+    suppressed: u64,
+    /// Errors since the last call to [`take_errors`](Self::take_errors).
+    errors: u64,
+    /// Errors since start.
+    pub errors_total: u64,
+}
+
+impl StatsdSink {
+    pub fn new(target: StatsdTarget, refresh: Duration) -> StatsdSink {
+        StatsdSink {
+            target,
+            conn: None,
+            connected_at: Instant::now(),
+            refresh,
+            last_log: None,
+            suppressed: 0,
+            errors: 0,
+            errors_total: 0,
+        }
+    }
+
+    pub fn target(&self) -> &StatsdTarget {
+        &self.target
+    }
+
+    /// The largest datagram for this target.
+    pub fn max_datagram(&self) -> usize {
+        match self.target {
+            StatsdTarget::Udp { .. } => UDP_MAX,
+            StatsdTarget::Unix(_) => UNIX_MAX,
+        }
+    }
+
+    /// Errors counted since the previous call.
+    pub fn take_errors(&mut self) -> u64 {
+        std::mem::take(&mut self.errors)
+    }
+
+    fn connect(&self) -> io::Result<Conn> {
+        match &self.target {
+            StatsdTarget::Udp { host, port } => {
+                let addr: SocketAddr = (host.as_str(), *port)
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| io::Error::other(format!("{host} has no address")))?;
+                let bind: SocketAddr = if addr.is_ipv4() {
+                    "0.0.0.0:0".parse().expect("literal")
+                } else {
+                    "[::]:0".parse().expect("literal")
+                };
+                let s = UdpSocket::bind(bind)?;
+                s.connect(addr)?;
+                s.set_nonblocking(true)?;
+                Ok(Conn::Udp(s))
+            }
+            StatsdTarget::Unix(path) => {
+                let s = UnixDatagram::unbound()?;
+                s.connect(path)?;
+                s.set_nonblocking(true)?;
+                Ok(Conn::Unix(s))
+            }
+        }
+    }
+
+    fn error(&mut self, n: u64, what: &str, e: &io::Error) {
+        self.errors += n;
+        self.errors_total += n;
+        let now = Instant::now();
+        match self.last_log {
+            Some(t) if now.duration_since(t) < Duration::from_secs(60) => self.suppressed += n,
+            _ => {
+                if self.suppressed > 0 {
+                    tracing::warn!(
+                        "statsd {}: {what}: {e} ({} more errors since the last message)",
+                        self.target,
+                        self.suppressed
+                    );
+                } else {
+                    tracing::warn!("statsd {}: {what}: {e}", self.target);
+                }
+                self.suppressed = 0;
+                self.last_log = Some(now);
+            }
+        }
+    }
+
+    /// Send datagrams; returns how many failed (each is also counted).
+    pub fn send(&mut self, datagrams: &[Vec<u8>]) -> u64 {
+        if datagrams.is_empty() {
+            return 0;
+        }
+        let stale = matches!(&self.target, StatsdTarget::Udp { host, .. } if host.parse::<std::net::IpAddr>().is_err())
+            && self.connected_at.elapsed() >= self.refresh;
+        if self.conn.is_none() || stale {
+            match self.connect() {
+                Ok(c) => {
+                    self.conn = Some(c);
+                    self.connected_at = Instant::now();
+                }
+                Err(e) => {
+                    let n = datagrams.len() as u64;
+                    self.error(n, "cannot connect", &e);
+                    return n;
+                }
+            }
+        }
+        let mut failed = 0;
+        let mut first_err = None;
+        for d in datagrams {
+            let r = match self.conn.as_ref().expect("connected above") {
+                Conn::Udp(s) => s.send(d),
+                Conn::Unix(s) => s.send(d),
+            };
+            if let Err(e) = r {
+                failed += 1;
+                if first_err.is_none() {
+                    first_err = Some(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            // A Unix socket whose receiver went away stays broken: reconnect next time.
+            if matches!(self.conn, Some(Conn::Unix(_)))
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::NotConnected
+                        | io::ErrorKind::NotFound
+                        | io::ErrorKind::BrokenPipe
+                )
+            {
+                self.conn = None;
+            }
+            self.error(failed, "send failed", &e);
+        }
+        failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::report::{InstanceCounters, InstanceReport, PairReport};
+    use metro_core::aggregate::Stats;
+
+    fn report() -> InstanceReport {
+        let mut s = Stats::new();
+        for v in [40.1, 40.3, 39.9, 41.0] {
+            s.add(v);
+        }
+        let mut s2 = Stats::new();
+        s2.add(0.125);
+        InstanceReport {
+            iface: "eth0".into(),
+            tags: vec!["env:prod".into(), "team:net,ops".into()],
+            pairs: vec![
+                PairReport {
+                    src: "10.0.0.1".parse().unwrap(),
+                    dst: "app.example.com".into(),
+                    stats: s,
+                    retransmits: 3,
+                },
+                PairReport {
+                    src: "2001:db8::1".parse().unwrap(),
+                    dst: "2001:db8::2".into(),
+                    stats: s2,
+                    retransmits: 0,
+                },
+            ],
+            counters: InstanceCounters {
+                packets_received: 1234,
+                packets_dropped: 5,
+                flows_active: 7,
+                flows_evicted: 0,
+                samples: [4, 0, 1],
+                samples_internal: 9,
+            },
+        }
+    }
+
+    #[test]
+    fn line_format() {
+        let mut s = String::new();
+        encode_line(&mut s, "a.b", 40.25, Type::Gauge, &["src:1.2.3.4", "x:y|z"]);
+        assert_eq!(s, "a.b:40.25|g|#src:1.2.3.4,x:y_z");
+        s.clear();
+        encode_line(&mut s, "a.b", 3.0, Type::Count, &[]);
+        assert_eq!(s, "a.b:3|c");
+        s.clear();
+        encode_line(&mut s, "a", 0.0000004, Type::Gauge, &[]);
+        assert_eq!(s, "a:0|g");
+        s.clear();
+        encode_line(&mut s, "a", f64::NAN, Type::Gauge, &[]);
+        assert_eq!(s, "a:0|g");
+    }
+
+    #[test]
+    fn report_round_trips_through_the_parser() {
+        let r = report();
+        let ds = encode_report(&r, 2, UDP_MAX);
+        let mut all = Vec::new();
+        for d in &ds {
+            assert!(d.len() <= UDP_MAX, "datagram of {} bytes", d.len());
+            all.extend(parse_datagram(std::str::from_utf8(d).unwrap()).unwrap());
+        }
+        // 2 pairs x 10 metrics + 4 + 3 kinds + internal + send_errors.
+        assert_eq!(all.len(), 2 * 10 + 4 + 3 + 2);
+        let find = |name: &str, dst: &str| {
+            all.iter()
+                .find(|m| m.name == name && m.tag("dst") == Some(dst))
+                .unwrap_or_else(|| panic!("{name} {dst} missing"))
+        };
+        let m = find("system.net.tcp.rtt", "app.example.com");
+        assert_eq!(m.ty, "g");
+        assert_eq!(m.value, 41.0);
+        assert_eq!(
+            m.tags,
+            [
+                "src:10.0.0.1",
+                "dst:app.example.com",
+                "iface:eth0",
+                "env:prod",
+                "team:net_ops"
+            ]
+        );
+        assert!((find("system.net.tcp.rtt.avg", "app.example.com").value - 40.325).abs() < 1e-6);
+        assert!((find("system.net.tcp.rtt.jitter", "app.example.com").value - (0.2 + 0.4 + 1.1) / 3.0).abs() < 1e-6);
+        assert_eq!(find("system.net.tcp.rtt.min", "app.example.com").value, 39.9);
+        assert_eq!(find("system.net.tcp.rtt.max", "app.example.com").value, 41.0);
+        let p50 = find("system.net.tcp.rtt.p50", "app.example.com").value;
+        assert!((p50 - 40.1).abs() / 40.1 < 0.011, "{p50}");
+        let n = find("system.net.tcp.rtt.samples", "app.example.com");
+        assert_eq!((n.ty.as_str(), n.value), ("c", 4.0));
+        assert_eq!(find("system.net.tcp.retransmits", "app.example.com").value, 3.0);
+        let v6 = find("system.net.tcp.rtt", "2001:db8::2");
+        assert_eq!(v6.tag("src"), Some("2001:db8::1"));
+        assert_eq!(v6.value, 0.125);
+
+        let selfm: Vec<_> = all.iter().filter(|m| m.name.starts_with("metro.")).collect();
+        for m in &selfm {
+            assert_eq!(m.tag("iface"), Some("eth0"), "{m:?}");
+            assert_eq!(m.tags[0], "iface:eth0");
+        }
+        let get = |name: &str| selfm.iter().find(|m| m.name == name).unwrap();
+        assert_eq!(get("metro.packets.received").value, 1234.0);
+        assert_eq!(get("metro.packets.dropped").value, 5.0);
+        assert_eq!(get("metro.flows.active").ty, "g");
+        assert_eq!(get("metro.statsd.send_errors").value, 2.0);
+        let seq = selfm
+            .iter()
+            .find(|m| m.name == "metro.samples" && m.tag("kind") == Some("seq"))
+            .unwrap();
+        assert_eq!(seq.value, 4.0);
+    }
+
+    #[test]
+    fn batches_respect_the_limit() {
+        let mut r = report();
+        let p = r.pairs[0].clone();
+        for i in 0..200 {
+            let mut q = p.clone();
+            q.dst = format!("host{i}.example.com");
+            r.pairs.push(q);
+        }
+        for max in [UDP_MAX, UNIX_MAX, 300] {
+            let ds = encode_report(&r, 0, max);
+            let mut n = 0;
+            for d in &ds {
+                assert!(d.len() <= max);
+                assert!(!d.ends_with(b"\n") && !d.starts_with(b"\n"));
+                n += parse_datagram(std::str::from_utf8(d).unwrap()).unwrap().len();
+            }
+            assert_eq!(n, 202 * 10 + 4 + 3 + 2);
+            // Datagrams are reasonably full.
+            if max == UDP_MAX {
+                assert!(ds.len() < 202 * 10 * 90 / UDP_MAX + 3, "{} datagrams", ds.len());
+            }
+        }
+    }
+
+    #[test]
+    fn parser_rejects_garbage() {
+        assert!(parse_datagram("a:1|g\n\nb:2|c").is_err());
+        assert!(parse_datagram("a1|g").is_err());
+        assert!(parse_datagram("a:x|g").is_err());
+        assert!(parse_datagram("a:1|q").is_err());
+        assert!(parse_datagram("a:1|g|x").is_err());
+    }
+
+    #[test]
+    fn udp_sink_sends_and_counts_errors() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let mut sink = StatsdSink::new(
+            StatsdTarget::Udp {
+                host: "localhost".into(),
+                port,
+            },
+            Duration::from_secs(60),
+        );
+        assert_eq!(sink.send(&[b"a:1|c".to_vec()]), 0);
+        let mut buf = [0u8; 2048];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"a:1|c");
+        drop(rx);
+        // The port is closed now: ICMP port unreachable makes a later send fail. Never blocks.
+        let t = Instant::now();
+        let mut failed = 0;
+        for _ in 0..20 {
+            failed += sink.send(&[b"a:1|c".to_vec()]);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(failed > 0);
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert_eq!(sink.take_errors(), failed);
+        assert_eq!(sink.take_errors(), 0);
+    }
+
+    #[test]
+    fn unix_sink_missing_socket_then_present() {
+        let dir = std::env::temp_dir().join(format!("metro-statsd-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("dsd.sock");
+        let _ = std::fs::remove_file(&path);
+        let mut sink = StatsdSink::new(StatsdTarget::Unix(path.clone()), Duration::from_secs(60));
+        assert_eq!(sink.send(&[b"a:1|c".to_vec(), b"b:1|c".to_vec()]), 2);
+        let rx = UnixDatagram::bind(&path).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(sink.send(&[b"a:1|c".to_vec()]), 0);
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"a:1|c");
+        drop(rx);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(sink.send(&[b"a:1|c".to_vec()]), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,405 @@
+//! `metro analyze FILE...`: the engine over capture files. Reads each file record by record
+//! (frame numbers count every record, as tshark's `frame.number`), decodes, runs the engine,
+//! and folds samples into per-responder (and per-connection) statistics. One damaged file
+//! never stops the others; the samples before the damage are kept.
+
+mod output;
+mod progress;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use metro_core::Nanos;
+use metro_core::aggregate::Stats;
+use metro_core::engine::{Counters, Engine, EngineConfig, Observer};
+use metro_core::rtt::{Kind, KindSet, Sample};
+use metro_core::wire::{self, DecodeError};
+
+use crate::pcap::{CaptureReader, ReadError};
+
+pub use output::{render_json, render_table};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned text tables.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+/// Measure TCP round-trip times in capture files.
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "\
+Each sample is the time between a packet passing the capture point and the packet that proves
+its receiver got it passing back: `seq` (data acknowledged, as tshark's tcp.analysis.ack_rtt),
+`handshake` (SYN and SYN/ACK acknowledged), `ts` (TCP timestamp echo). Samples over
+retransmitted or reordered data are ambiguous and dropped (counted in the summary).
+
+Examples:
+  metro analyze capture.pcap
+  metro analyze --flows --kinds seq,handshake a.pcapng b.pcap.gz
+  metro analyze --samples - capture.pcap | jq 'select(.rtt_ms > 100)'
+  metro analyze --format json capture.pcap > report.json
+
+Exit status: 0 all files read; 1 a file was damaged, truncated or unreadable (its samples up
+to the damage are still reported); 2 bad usage.")]
+pub struct AnalyzeArgs {
+    /// Capture files: pcap or pcapng, optionally gzip-compressed (detected by content).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Also report one row per connection and responder.
+    #[arg(long)]
+    pub flows: bool,
+
+    /// Write every sample as one JSON object per line to PATH (`-` for standard output).
+    #[arg(long, value_name = "PATH")]
+    pub samples: Option<PathBuf>,
+
+    /// Which kinds of sample to report, comma-separated: seq, handshake, ts.
+    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = parse_kinds)]
+    pub kinds: KindSet,
+
+    /// Maximum connections tracked at once (the least recently seen is evicted beyond it).
+    #[arg(long, default_value_t = 1 << 20, value_name = "N")]
+    pub max_flows: usize,
+
+    /// Do not print the closing summary or the progress bar on standard error.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn parse_kinds(s: &str) -> Result<KindSet, String> {
+    let mut set = KindSet::NONE;
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match Kind::parse(part) {
+            Some(k) => set = set.with(k),
+            None => {
+                return Err(format!(
+                    "unknown kind `{part}`: expected a comma-separated list of seq, handshake, ts"
+                ));
+            }
+        }
+    }
+    if set == KindSet::NONE {
+        return Err("no kind given: use seq, handshake and/or ts".into());
+    }
+    Ok(set)
+}
+
+/// Statistics for one responder (the source of closing packets).
+#[derive(Debug, Clone)]
+pub struct ResponderReport {
+    pub addr: IpAddr,
+    pub stats: Stats,
+    pub kinds: [u64; 3],
+}
+
+/// Statistics for one connection, from one responder's side.
+#[derive(Debug, Clone)]
+pub struct FlowReport {
+    pub file: usize,
+    pub flow_id: u64,
+    pub responder: SocketAddr,
+    pub peer: SocketAddr,
+    pub first_ts: Nanos,
+    pub stats: Stats,
+    pub kinds: [u64; 3],
+}
+
+/// Per-file reading outcome.
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    pub path: PathBuf,
+    pub records: u64,
+    pub error: Option<String>,
+}
+
+/// Everything `metro analyze` found, ready to render.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub files: Vec<FileReport>,
+    pub responders: Vec<ResponderReport>,
+    pub flows: Vec<FlowReport>,
+    pub summary: Summary,
+}
+
+/// Counters over all files.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub records: u64,
+    pub tcp_packets: u64,
+    pub undecodable: BTreeMap<&'static str, u64>,
+    pub unsupported_linktypes: BTreeMap<u32, u64>,
+    pub engine: Counters,
+}
+
+impl Summary {
+    fn add_engine(&mut self, c: &Counters) {
+        let e = &mut self.engine;
+        e.packets += c.packets;
+        for i in 0..3 {
+            e.samples[i] += c.samples[i];
+        }
+        e.ambiguous += c.ambiguous;
+        e.retransmits += c.retransmits;
+        e.duplicates += c.duplicates;
+        e.non_positive += c.non_positive;
+        e.flows_created += c.flows_created;
+        e.flows_evicted_full += c.flows_evicted_full;
+        e.flows_expired_idle += c.flows_expired_idle;
+        e.flows_expired_closed += c.flows_expired_closed;
+        e.segments_evicted += c.segments_evicted;
+        e.tsvals_evicted += c.tsvals_evicted;
+        e.tsvals_expired += c.tsvals_expired;
+    }
+}
+
+/// Collects samples: the per-line sample writer and the aggregates.
+struct Collector<'w, 'o> {
+    file_idx: usize,
+    file_name: String,
+    samples_out: Option<&'w mut (dyn Write + 'o)>,
+    write_error: Option<io::Error>,
+    responders: HashMap<IpAddr, ResponderReport>,
+    flows: Option<HashMap<(usize, u64, SocketAddr), FlowReport>>,
+    line: Vec<u8>,
+}
+
+impl Observer for Collector<'_, '_> {
+    fn sample(&mut self, s: &Sample) {
+        let ms = s.rtt_ms();
+        let r = self
+            .responders
+            .entry(s.responder.ip())
+            .or_insert_with(|| ResponderReport {
+                addr: s.responder.ip(),
+                stats: Stats::new(),
+                kinds: [0; 3],
+            });
+        r.stats.add(ms);
+        r.kinds[s.kind.index()] += 1;
+        if let Some(flows) = &mut self.flows {
+            let f = flows
+                .entry((self.file_idx, s.flow_id, s.responder))
+                .or_insert_with(|| FlowReport {
+                    file: self.file_idx,
+                    flow_id: s.flow_id,
+                    responder: s.responder,
+                    peer: s.peer,
+                    first_ts: s.ts,
+                    stats: Stats::new(),
+                    kinds: [0; 3],
+                });
+            f.stats.add(ms);
+            f.kinds[s.kind.index()] += 1;
+        }
+        if let Some(out) = self.samples_out.as_mut()
+            && self.write_error.is_none()
+        {
+            self.line.clear();
+            output::sample_line(&mut self.line, &self.file_name, s);
+            if let Err(e) = out.write_all(&self.line) {
+                self.write_error = Some(e);
+            }
+        }
+    }
+}
+
+/// How often (in packet time) the engine's expiry runs.
+const TICK: Nanos = 1_000_000_000;
+
+/// Analyze `files`, writing samples to `samples_out` if given. Never fails as a whole: each
+/// file's error is recorded in its [`FileReport`].
+pub fn analyze_files(
+    files: &[PathBuf],
+    cfg: &EngineConfig,
+    with_flows: bool,
+    mut samples_out: Option<&mut dyn Write>,
+    progress: bool,
+) -> io::Result<Report> {
+    let mut report = Report::default();
+    let mut responders: HashMap<IpAddr, ResponderReport> = HashMap::new();
+    let mut flows = with_flows.then(HashMap::new);
+    for (file_idx, path) in files.iter().enumerate() {
+        let mut collector = Collector {
+            file_idx,
+            file_name: path.display().to_string(),
+            samples_out: samples_out.as_deref_mut(),
+            write_error: None,
+            responders: std::mem::take(&mut responders),
+            flows: flows.take(),
+            line: Vec::with_capacity(256),
+        };
+        let fr = analyze_one(path, cfg, &mut collector, &mut report.summary, progress);
+        if let Some(e) = collector.write_error.take() {
+            return Err(e);
+        }
+        responders = collector.responders;
+        flows = collector.flows;
+        report.files.push(fr);
+    }
+    let mut rs: Vec<ResponderReport> = responders.into_values().collect();
+    rs.sort_by(|a, b| {
+        b.stats
+            .count()
+            .cmp(&a.stats.count())
+            .then_with(|| a.addr.cmp(&b.addr))
+    });
+    report.responders = rs;
+    if let Some(flows) = flows {
+        let mut fs: Vec<FlowReport> = flows.into_values().collect();
+        fs.sort_by(|a, b| {
+            (a.file, a.first_ts, a.flow_id, a.responder).cmp(&(
+                b.file,
+                b.first_ts,
+                b.flow_id,
+                b.responder,
+            ))
+        });
+        report.flows = fs;
+    }
+    Ok(report)
+}
+
+fn analyze_one(
+    path: &Path,
+    cfg: &EngineConfig,
+    collector: &mut Collector<'_, '_>,
+    summary: &mut Summary,
+    progress: bool,
+) -> FileReport {
+    let mut fr = FileReport {
+        path: path.to_path_buf(),
+        records: 0,
+        error: None,
+    };
+    let mut reader = match CaptureReader::open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            fr.error = Some(e.to_string());
+            return fr;
+        }
+    };
+    let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut bar = progress::Bar::new(progress, &collector.file_name, total);
+    let mut engine = Engine::new(cfg.clone());
+    let mut frame: u64 = 0;
+    let mut next_tick: Nanos = Nanos::MIN;
+    let mut unsupported_seen: Vec<u32> = Vec::new();
+    loop {
+        let rec = match reader.next_record() {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                fr.error = Some(describe_read_error(&e));
+                break;
+            }
+        };
+        frame += 1;
+        let ts = rec.ts;
+        match wire::decode(rec.linktype, rec.data) {
+            Ok(pkt) => {
+                if ts >= next_tick {
+                    engine.tick(ts);
+                    next_tick = ts.saturating_add(TICK);
+                }
+                engine.process(frame, ts, &pkt, collector);
+            }
+            Err(e) => {
+                *summary.undecodable.entry(e.reason()).or_insert(0) += 1;
+                if let DecodeError::UnsupportedLinkType(lt) = e {
+                    *summary.unsupported_linktypes.entry(lt).or_insert(0) += 1;
+                    if !unsupported_seen.contains(&lt) {
+                        unsupported_seen.push(lt);
+                        if progress {
+                            bar.clear();
+                        }
+                        eprintln!(
+                            "metro: {}: link type {lt} is not decoded; its packets are counted and skipped",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+        if frame & 0xffff == 0 {
+            bar.update(reader.compressed_bytes_read());
+        }
+    }
+    bar.clear();
+    fr.records = frame;
+    summary.records += frame;
+    summary.tcp_packets += engine.counters().packets;
+    summary.add_engine(engine.counters());
+    fr
+}
+
+fn describe_read_error(e: &ReadError) -> String {
+    e.to_string()
+}
+
+/// The `metro analyze` command. Returns the process exit code.
+pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
+    let cfg = EngineConfig {
+        max_flows: args.max_flows,
+        kinds: args.kinds,
+        ..EngineConfig::default()
+    };
+    let stdout = io::stdout();
+    let progress = !args.quiet && io::stderr().is_terminal();
+    let mut sample_file: Option<Box<dyn Write>> = match &args.samples {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::with_capacity(
+            1 << 16,
+            stdout.lock(),
+        ))),
+        Some(p) => {
+            let f = File::create(p).map_err(|e| {
+                anyhow::anyhow!("cannot create samples file {}: {e}", p.display())
+            })?;
+            Some(Box::new(BufWriter::with_capacity(1 << 16, f)))
+        }
+    };
+    let samples_to_stdout = args.samples.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let report = analyze_files(
+        &args.files,
+        &cfg,
+        args.flows,
+        sample_file.as_deref_mut().map(|w| w as &mut dyn Write),
+        progress,
+    )?;
+    if let Some(mut w) = sample_file {
+        w.flush()?;
+    }
+    let mut failed = false;
+    for f in &report.files {
+        if let Some(e) = &f.error {
+            failed = true;
+            eprintln!("metro: {}: {e}", f.path.display());
+        }
+    }
+    // With samples on stdout, the report goes to stderr so the stream stays JSON lines.
+    let mut out: Box<dyn Write> = if samples_to_stdout {
+        Box::new(io::stderr())
+    } else {
+        Box::new(BufWriter::new(stdout.lock()))
+    };
+    match args.format {
+        Format::Table => render_table(&mut out, &report, args.flows)?,
+        Format::Json => render_json(&mut out, &report, args.flows)?,
+    }
+    out.flush()?;
+    if !args.quiet {
+        output::render_summary(&mut io::stderr(), &report)?;
+    }
+    Ok(if failed { 1 } else { 0 })
+}

@@ -1,0 +1,281 @@
+//! Rendering a [`Report`]: text tables, one JSON document, the closing summary, and the
+//! per-sample JSON lines. Everything writes to any `io::Write`, so tests render into a Vec.
+
+use std::io::{self, Write};
+
+use metro_core::aggregate::Stats;
+use metro_core::rtt::{Kind, Sample};
+use serde_json::{Value, json};
+
+use super::{FlowReport, Report};
+
+/// Append one sample as a JSON line (no allocation beyond `buf`'s growth).
+pub fn sample_line(buf: &mut Vec<u8>, file: &str, s: &Sample) {
+    buf.extend_from_slice(b"{\"file\":");
+    // serde_json escapes the path correctly; paths are rarely odd, this is off the hot path
+    // for everything but --samples.
+    let _ = serde_json::to_writer(&mut *buf, file);
+    let secs = s.ts.div_euclid(1_000_000_000);
+    let nanos = s.ts.rem_euclid(1_000_000_000);
+    let _ = write!(
+        buf,
+        ",\"frame\":{},\"open_frame\":{},\"ts\":{}.{:09},\"kind\":\"{}\",\"src\":\"{}\",\"sport\":{},\"dst\":\"{}\",\"dport\":{},\"rtt_ms\":{}}}\n",
+        s.frame,
+        s.open_frame,
+        secs,
+        nanos,
+        s.kind.name(),
+        s.responder.ip(),
+        s.responder.port(),
+        s.peer.ip(),
+        s.peer.port(),
+        s.rtt_ms(),
+    );
+}
+
+fn kinds_list(kinds: &[u64; 3]) -> String {
+    let names: Vec<&str> = Kind::ALL
+        .iter()
+        .filter(|k| kinds[k.index()] > 0)
+        .map(|k| k.name())
+        .collect();
+    names.join(",")
+}
+
+fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn stats_cells(s: &Stats) -> [String; 7] {
+    [
+        s.count().to_string(),
+        ms(s.min()),
+        ms(s.quantile(0.5)),
+        ms(s.quantile(0.9)),
+        ms(s.quantile(0.99)),
+        ms(s.max()),
+        ms(s.jitter()),
+    ]
+}
+
+fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |out: &mut dyn Write, cells: &[&str]| -> io::Result<()> {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            // First column and the trailing text columns left-aligned, numbers right-aligned.
+            if i == 0 || i + 1 == cells.len() {
+                s.push_str(&format!("{c:<w$}", w = widths[i]));
+            } else {
+                s.push_str(&format!("{c:>w$}", w = widths[i]));
+            }
+        }
+        writeln!(out, "{}", s.trim_end())
+    };
+    line(out, header)?;
+    for r in rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        line(out, &cells)?;
+    }
+    Ok(())
+}
+
+/// The default report: one row per responder, most samples first.
+pub fn render_table(out: &mut dyn Write, report: &Report, flows: bool) -> io::Result<()> {
+    if report.responders.is_empty() {
+        writeln!(out, "no RTT samples")?;
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .responders
+            .iter()
+            .map(|r| {
+                let mut row = vec![r.addr.to_string()];
+                row.extend(stats_cells(&r.stats));
+                row.push(kinds_list(&r.kinds));
+                row
+            })
+            .collect();
+        writeln!(out, "RTT by responder (ms; the responder sends the closing packet)")?;
+        write_table(
+            out,
+            &[
+                "responder", "samples", "min", "p50", "p90", "p99", "max", "jitter", "kinds",
+            ],
+            &rows,
+        )?;
+    }
+    if flows {
+        writeln!(out)?;
+        writeln!(out, "RTT by connection (ms)")?;
+        let multi = report.files.len() > 1;
+        let rows: Vec<Vec<String>> = report
+            .flows
+            .iter()
+            .map(|f: &FlowReport| {
+                let mut row = vec![if multi {
+                    format!("#{} {} <- {}", f.file + 1, f.responder, f.peer)
+                } else {
+                    format!("{} <- {}", f.responder, f.peer)
+                }];
+                row.extend(stats_cells(&f.stats));
+                row.push(kinds_list(&f.kinds));
+                row
+            })
+            .collect();
+        write_table(
+            out,
+            &[
+                "responder <- peer",
+                "samples",
+                "min",
+                "p50",
+                "p90",
+                "p99",
+                "max",
+                "jitter",
+                "kinds",
+            ],
+            &rows,
+        )?;
+    }
+    Ok(())
+}
+
+fn stats_json(s: &Stats) -> Value {
+    json!({
+        "samples": s.count(),
+        "min_ms": s.min(),
+        "mean_ms": s.mean(),
+        "p50_ms": s.quantile(0.5),
+        "p90_ms": s.quantile(0.9),
+        "p99_ms": s.quantile(0.99),
+        "max_ms": s.max(),
+        "jitter_ms": s.jitter(),
+        "last_ms": s.last(),
+    })
+}
+
+fn kinds_json(k: &[u64; 3]) -> Value {
+    json!({"seq": k[0], "handshake": k[1], "ts": k[2]})
+}
+
+/// The whole report as one JSON document.
+pub fn render_json(out: &mut dyn Write, report: &Report, flows: bool) -> io::Result<()> {
+    let mut doc = json!({
+        "files": report.files.iter().map(|f| json!({
+            "path": f.path.display().to_string(),
+            "records": f.records,
+            "error": f.error,
+        })).collect::<Vec<_>>(),
+        "responders": report.responders.iter().map(|r| {
+            let mut v = stats_json(&r.stats);
+            v["responder"] = json!(r.addr.to_string());
+            v["kinds"] = kinds_json(&r.kinds);
+            v
+        }).collect::<Vec<_>>(),
+        "summary": summary_json(report),
+    });
+    if flows {
+        doc["flows"] = Value::Array(
+            report
+                .flows
+                .iter()
+                .map(|f| {
+                    let mut v = stats_json(&f.stats);
+                    v["file"] = json!(report.files[f.file].path.display().to_string());
+                    v["responder"] = json!(f.responder.ip().to_string());
+                    v["responder_port"] = json!(f.responder.port());
+                    v["peer"] = json!(f.peer.ip().to_string());
+                    v["peer_port"] = json!(f.peer.port());
+                    v["kinds"] = kinds_json(&f.kinds);
+                    v
+                })
+                .collect(),
+        );
+    }
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)
+}
+
+fn summary_json(report: &Report) -> Value {
+    let s = &report.summary;
+    let e = &s.engine;
+    json!({
+        "records": s.records,
+        "tcp_packets": s.tcp_packets,
+        "undecodable": s.undecodable,
+        "unsupported_linktypes": s.unsupported_linktypes.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+        "flows": e.flows_created,
+        "samples": kinds_json(&e.samples),
+        "ambiguous_dropped": e.ambiguous,
+        "retransmissions": e.retransmits,
+        "duplicate_frames": e.duplicates,
+        "non_positive_intervals": e.non_positive,
+        "evicted": {
+            "flows_table_full": e.flows_evicted_full,
+            "flows_idle": e.flows_expired_idle,
+            "flows_closed": e.flows_expired_closed,
+            "pending_segments": e.segments_evicted,
+            "pending_tsvals": e.tsvals_evicted,
+            "tsvals_expired": e.tsvals_expired,
+        },
+    })
+}
+
+/// The closing summary of counters (for standard error).
+pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    let s = &report.summary;
+    let e = &s.engine;
+    let undecodable: u64 = s.undecodable.values().sum();
+    writeln!(
+        out,
+        "summary: {} files, {} records, {} TCP packets, {} undecodable, {} connections",
+        report.files.len(),
+        s.records,
+        s.tcp_packets,
+        undecodable,
+        e.flows_created
+    )?;
+    if undecodable > 0 {
+        let parts: Vec<String> = s
+            .undecodable
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(out, "  undecodable: {}", parts.join(", "))?;
+    }
+    writeln!(
+        out,
+        "  samples: seq {}, handshake {}, ts {}; ambiguous dropped {}; retransmissions {}; duplicate frames {}; zero or negative intervals {}",
+        e.samples[0],
+        e.samples[1],
+        e.samples[2],
+        e.ambiguous,
+        e.retransmits,
+        e.duplicates,
+        e.non_positive
+    )?;
+    writeln!(
+        out,
+        "  evicted: flows (table full) {}, pending segments {}, pending tsvals {}; expired: flows idle {}, closed {}, tsvals {}",
+        e.flows_evicted_full,
+        e.segments_evicted,
+        e.tsvals_evicted,
+        e.flows_expired_idle,
+        e.flows_expired_closed,
+        e.tsvals_expired
+    )?;
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The shared corpus (148 real captures) against metro: every file runs to the end or stops
+//! with a clear message, never a panic or a hang; and metro's seq/handshake samples agree
+//! with tshark 4.0's `tcp.analysis.ack_rtt`, frame by frame, within 1 us.
+//!
+//! tshark's values are stored in tests/data/tshark_ack_rtt.tsv (made by
+//! scripts/tshark-expectations.sh), so this test does not need tshark.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use metro_core::engine::EngineConfig;
+use serde_json::Value;
+
+fn corpus_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
+    assert!(
+        dir.is_dir(),
+        "the shared corpus must be at {} (CI lays shared/ beside the clone)",
+        dir.display()
+    );
+    dir
+}
+
+fn corpus_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            !n.ends_with(".md") && !n.ends_with(".tsv")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 140, "corpus looks incomplete: {}", files.len());
+    files
+}
+
+struct Outcome {
+    records: u64,
+    error: Option<String>,
+    /// frame -> (kind, rtt in seconds)
+    samples: Vec<(u64, String, f64)>,
+}
+
+/// Analyze one file on a thread, so a panic is caught and a hang is detected.
+fn analyze(path: &Path) -> Outcome {
+    let (tx, rx) = mpsc::channel();
+    let p = path.to_path_buf();
+    let handle = std::thread::spawn(move || {
+        let mut out: Vec<u8> = Vec::new();
+        let report = metro::analyze::analyze_files(
+            std::slice::from_ref(&p),
+            &EngineConfig::default(),
+            false,
+            Some(&mut out),
+            false,
+        )
+        .unwrap();
+        let samples = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["frame"].as_u64().unwrap(),
+                    v["kind"].as_str().unwrap().to_string(),
+                    v["rtt_ms"].as_f64().unwrap() / 1000.0,
+                )
+            })
+            .collect();
+        let f = &report.files[0];
+        let _ = tx.send(Outcome {
+            records: f.records,
+            error: f.error.clone(),
+            samples,
+        });
+    });
+    // A hang detector, not a speed target: the largest file takes well under a second.
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(o) => {
+            handle.join().unwrap();
+            o
+        }
+        Err(_) => {
+            if handle.is_finished() {
+                match handle.join() {
+                    Err(e) => panic!("{}: panicked: {e:?}", path.display()),
+                    Ok(()) => unreachable!(),
+                }
+            }
+            panic!("{}: no result after 120 s (hang?)", path.display())
+        }
+    }
+}
+
+/// Files that are damaged or in a format metro does not read, and what the message must say.
+const EXPECTED_ERRORS: &[(&str, &str)] = &[
+    ("libpcap__pcap-invalid-version-1.pcap", "version"),
+    ("libpcap__pcapng-invalid-vers-1.pcapng", "version"),
+    ("libpcap__shb-option-too-long.pcapng", "option"),
+    ("suricata-verify__http-mime-truncated__input.pcap", "byte"),
+    ("suricata-verify__tls_DER-incomplete-header.pcap", "byte"),
+    ("suricata-verify__10.7.29.101_49898-178.63.41.150_25.pcap", "byte"),
+    ("nDPI__fuzz-2021-10-13.pcap", "byte"),
+    ("tcptrace__eth.erf", "ERF"),
+];
+
+#[test]
+fn every_corpus_file_runs_without_panic_or_hang() {
+    let mut unexpected = Vec::new();
+    for path in corpus_files() {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let o = analyze(&path);
+        let expected = EXPECTED_ERRORS.iter().find(|(n, _)| *n == name);
+        match (&o.error, expected) {
+            (None, None) => {}
+            (Some(msg), Some((_, needle))) => {
+                assert!(
+                    msg.contains(needle),
+                    "{name}: message {msg:?} should mention {needle:?}"
+                );
+            }
+            (Some(msg), None) => unexpected.push(format!("{name}: unexpected error: {msg}")),
+            (None, Some(_)) => unexpected.push(format!(
+                "{name}: expected an error, read {} records cleanly",
+                o.records
+            )),
+        }
+    }
+    assert!(unexpected.is_empty(), "{}", unexpected.join("\n"));
+}
+
+/// tshark's ack_rtt per file: frame -> seconds.
+fn tshark_reference() -> HashMap<String, BTreeMap<u64, f64>> {
+    let text = include_str!("data/tshark_ack_rtt.tsv");
+    let mut m: HashMap<String, BTreeMap<u64, f64>> = HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')).skip(1) {
+        let mut it = line.split('\t');
+        let (Some(f), Some(frame), Some(v)) = (it.next(), it.next(), it.next()) else {
+            panic!("bad line {line:?}");
+        };
+        m.entry(f.to_string())
+            .or_default()
+            .insert(frame.parse().unwrap(), v.parse().unwrap());
+    }
+    m
+}
+
+/// Files where tshark itself is misled, and why. On these, metro's samples may legitimately
+/// disagree with tshark's (they are still counted in the coverage total).
+const TSHARK_MISLED: &[(&str, &str)] = &[];
+
+const TOLERANCE: f64 = 1.0e-6 + 1e-9;
+
+#[test]
+fn seq_and_handshake_samples_agree_with_tshark() {
+    let reference = tshark_reference();
+    let mut total_ref = 0usize;
+    let mut total_agree = 0usize;
+    let mut problems = Vec::new();
+    let mut per_file = Vec::new();
+    for path in corpus_files() {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let empty = BTreeMap::new();
+        let refs = reference.get(&name).unwrap_or(&empty);
+        let o = analyze(&path);
+        let misled = TSHARK_MISLED.iter().any(|(n, _)| *n == name);
+        let mut agree = 0usize;
+        for (frame, kind, rtt) in o.samples.iter().filter(|s| s.1 != "ts") {
+            match refs.get(frame) {
+                Some(t) if (t - rtt).abs() <= TOLERANCE => agree += 1,
+                Some(t) if !misled => problems.push(format!(
+                    "{name} frame {frame} ({kind}): metro {rtt:.9} s, tshark {t:.9} s"
+                )),
+                None if !misled => problems.push(format!(
+                    "{name} frame {frame} ({kind}): metro {rtt:.9} s, tshark has no ack_rtt"
+                )),
+                _ => {}
+            }
+        }
+        total_ref += refs.len();
+        total_agree += agree;
+        per_file.push(format!("{name}: tshark {} metro-agree {agree}", refs.len()));
+    }
+    assert!(
+        problems.is_empty(),
+        "{} samples disagree with tshark:\n{}",
+        problems.len(),
+        problems.iter().take(60).cloned().collect::<Vec<_>>().join("\n")
+    );
+    let coverage = total_agree as f64 / total_ref as f64;
+    eprintln!("coverage of tshark's samples: {total_agree}/{total_ref} = {coverage:.4}");
+    assert!(
+        coverage >= 0.95,
+        "metro covers {total_agree} of tshark's {total_ref} samples ({coverage:.4} < 0.95)\n{}",
+        per_file.join("\n")
+    );
+}
