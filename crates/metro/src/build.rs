@@ -58,12 +58,20 @@ pub struct VlanTag {
 
 impl VlanTag {
     /// An 802.1Q tag with priority 0.
+    #[inline]
     pub const fn dot1q(vid: u16) -> VlanTag {
-        VlanTag { tpid: 0x8100, tci: vid & 0x0fff }
+        VlanTag {
+            tpid: 0x8100,
+            tci: vid & 0x0fff,
+        }
     }
     /// An 802.1ad service (outer) tag with priority 0.
+    #[inline]
     pub const fn dot1ad(vid: u16) -> VlanTag {
-        VlanTag { tpid: 0x88a8, tci: vid & 0x0fff }
+        VlanTag {
+            tpid: 0x88a8,
+            tci: vid & 0x0fff,
+        }
     }
 }
 
@@ -71,13 +79,18 @@ impl VlanTag {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Link<'a> {
     /// Ethernet II; the tags are written outermost first.
-    Ethernet { dst: [u8; 6], src: [u8; 6], vlans: &'a [VlanTag] },
+    Ethernet {
+        dst: [u8; 6],
+        src: [u8; 6],
+        vlans: &'a [VlanTag],
+    },
     /// No link header (LINKTYPE_RAW).
     Raw,
 }
 
 impl Link<'_> {
     /// The LINKTYPE_* value to put in a capture file holding these frames.
+    #[inline]
     pub fn linktype(&self) -> u32 {
         match self {
             Link::Ethernet { .. } => LINKTYPE_ETHERNET,
@@ -85,6 +98,7 @@ impl Link<'_> {
         }
     }
 
+    #[inline]
     fn len(&self) -> usize {
         match self {
             Link::Ethernet { vlans, .. } => 14 + 4 * vlans.len(),
@@ -121,6 +135,7 @@ pub enum Ip {
 }
 
 impl Ip {
+    #[inline]
     fn header_len(&self) -> usize {
         match self {
             Ip::V4 { .. } => 20,
@@ -222,6 +237,7 @@ pub enum Payload<'a> {
 }
 
 impl Payload<'_> {
+    #[inline]
     pub fn len(&self) -> usize {
         match *self {
             Payload::Zeros(n) => n,
@@ -229,6 +245,7 @@ impl Payload<'_> {
             Payload::Bytes(b) => b.len(),
         }
     }
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -256,9 +273,14 @@ pub struct TcpFrame<'a> {
 }
 
 impl<'a> TcpFrame<'a> {
+    #[inline]
     fn new(ip: Ip, src_port: u16, dst_port: u16) -> TcpFrame<'a> {
         TcpFrame {
-            link: Link::Ethernet { dst: DEFAULT_DST_MAC, src: DEFAULT_SRC_MAC, vlans: &[] },
+            link: Link::Ethernet {
+                dst: DEFAULT_DST_MAC,
+                src: DEFAULT_SRC_MAC,
+                vlans: &[],
+            },
             ip,
             src_port,
             dst_port,
@@ -274,68 +296,106 @@ impl<'a> TcpFrame<'a> {
     }
 
     /// An Ethernet + IPv4 + TCP frame with ACK set, TTL 64, DF, IP id 0, window 65535.
-    pub fn v4(src: impl Into<Ipv4Addr>, src_port: u16, dst: impl Into<Ipv4Addr>, dst_port: u16) -> TcpFrame<'a> {
-        let ip = Ip::V4 { src: src.into(), dst: dst.into(), id: 0, ttl: 64, tos: 0, dont_fragment: true };
+    #[inline]
+    pub fn v4(
+        src: impl Into<Ipv4Addr>,
+        src_port: u16,
+        dst: impl Into<Ipv4Addr>,
+        dst_port: u16,
+    ) -> TcpFrame<'a> {
+        let ip = Ip::V4 {
+            src: src.into(),
+            dst: dst.into(),
+            id: 0,
+            ttl: 64,
+            tos: 0,
+            dont_fragment: true,
+        };
         TcpFrame::new(ip, src_port, dst_port)
     }
 
     /// An Ethernet + IPv6 + TCP frame with ACK set, hop limit 64, window 65535.
-    pub fn v6(src: impl Into<Ipv6Addr>, src_port: u16, dst: impl Into<Ipv6Addr>, dst_port: u16) -> TcpFrame<'a> {
-        let ip = Ip::V6 { src: src.into(), dst: dst.into(), hop_limit: 64, traffic_class: 0, flow_label: 0 };
+    #[inline]
+    pub fn v6(
+        src: impl Into<Ipv6Addr>,
+        src_port: u16,
+        dst: impl Into<Ipv6Addr>,
+        dst_port: u16,
+    ) -> TcpFrame<'a> {
+        let ip = Ip::V6 {
+            src: src.into(),
+            dst: dst.into(),
+            hop_limit: 64,
+            traffic_class: 0,
+            flow_label: 0,
+        };
         TcpFrame::new(ip, src_port, dst_port)
     }
 
+    #[inline]
     pub fn seq(mut self, seq: u32) -> Self {
         self.seq = seq;
         self
     }
+    #[inline]
     pub fn ack(mut self, ack: u32) -> Self {
         self.ack = ack;
         self
     }
     /// Replaces all flags (see [`flags`]).
+    #[inline]
     pub fn flags(mut self, flags: u16) -> Self {
         self.flags = flags;
         self
     }
+    #[inline]
     pub fn window(mut self, window: u16) -> Self {
         self.window = window;
         self
     }
+    #[inline]
     pub fn mss(mut self, mss: u16) -> Self {
         self.options.mss = Some(mss);
         self
     }
+    #[inline]
     pub fn wscale(mut self, shift: u8) -> Self {
         self.options.wscale = Some(shift);
         self
     }
+    #[inline]
     pub fn sack_permitted(mut self) -> Self {
         self.options.sack_permitted = true;
         self
     }
+    #[inline]
     pub fn timestamps(mut self, tsval: u32, tsecr: u32) -> Self {
         self.options.timestamps = Some((tsval, tsecr));
         self
     }
+    #[inline]
     pub fn sack(mut self, blocks: &'a [(u32, u32)]) -> Self {
         self.options.sack = blocks;
         self
     }
+    #[inline]
     pub fn raw_options(mut self, raw: &'a [u8]) -> Self {
         self.options.raw = raw;
         self
     }
+    #[inline]
     pub fn payload(mut self, payload: Payload<'a>) -> Self {
         self.payload = payload;
         self
     }
     /// `len` zero bytes of payload.
+    #[inline]
     pub fn payload_len(mut self, len: usize) -> Self {
         self.payload = Payload::Zeros(len);
         self
     }
     /// Sets the IPv4 identification field (ignored for IPv6).
+    #[inline]
     pub fn ip_id(mut self, new_id: u16) -> Self {
         if let Ip::V4 { id, .. } = &mut self.ip {
             *id = new_id;
@@ -343,6 +403,7 @@ impl<'a> TcpFrame<'a> {
         self
     }
     /// Sets the IPv4 TTL or the IPv6 hop limit.
+    #[inline]
     pub fn ttl(mut self, new_ttl: u8) -> Self {
         match &mut self.ip {
             Ip::V4 { ttl, .. } => *ttl = new_ttl,
@@ -351,39 +412,52 @@ impl<'a> TcpFrame<'a> {
         self
     }
     /// Ethernet with these addresses and VLAN tags (outermost first).
+    #[inline]
     pub fn ethernet(mut self, src: [u8; 6], dst: [u8; 6], vlans: &'a [VlanTag]) -> Self {
         self.link = Link::Ethernet { dst, src, vlans };
         self
     }
     /// Keeps the Ethernet addresses, sets the VLAN tags (outermost first).
+    #[inline]
     pub fn vlans(mut self, tags: &'a [VlanTag]) -> Self {
         match &mut self.link {
             Link::Ethernet { vlans, .. } => *vlans = tags,
-            Link::Raw => self.link = Link::Ethernet { dst: DEFAULT_DST_MAC, src: DEFAULT_SRC_MAC, vlans: tags },
+            Link::Raw => {
+                self.link = Link::Ethernet {
+                    dst: DEFAULT_DST_MAC,
+                    src: DEFAULT_SRC_MAC,
+                    vlans: tags,
+                }
+            }
         }
         self
     }
     /// No link header: the frame starts with the IP header (LINKTYPE_RAW).
+    #[inline]
     pub fn raw_ip(mut self) -> Self {
         self.link = Link::Raw;
         self
     }
+    #[inline]
     pub fn tcp_checksum(mut self, compute: bool) -> Self {
         self.tcp_checksum = compute;
         self
     }
 
     /// Total frame length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.link.len() + self.ip.header_len() + 20 + self.options.layout().0 + self.payload.len()
     }
 
     /// Never true: a frame has at least IP and TCP headers.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         false
     }
 
     /// The TCP header length (20 + options), as in the data offset field.
+    #[inline]
     pub fn tcp_header_len(&self) -> usize {
         20 + self.options.layout().0
     }
@@ -397,7 +471,10 @@ impl<'a> TcpFrame<'a> {
     /// If `options.raw` leaves the options longer than 40 bytes.
     pub fn write(&self, out: &mut Vec<u8>) -> usize {
         let (opt_len, blocks) = self.options.layout();
-        assert!(opt_len <= MAX_OPTIONS, "TCP options are {opt_len} bytes, more than 40");
+        assert!(
+            opt_len <= MAX_OPTIONS,
+            "TCP options are {opt_len} bytes, more than 40"
+        );
         let link_len = self.link.len();
         let ip_len = self.ip.header_len();
         let tcp_len = 20 + opt_len;
@@ -429,7 +506,14 @@ impl<'a> TcpFrame<'a> {
         // IP.
         let (ip, rest) = frame[link_len..].split_at_mut(ip_len);
         let pseudo_sum = match self.ip {
-            Ip::V4 { src, dst, id, ttl, tos, dont_fragment } => {
+            Ip::V4 {
+                src,
+                dst,
+                id,
+                ttl,
+                tos,
+                dont_fragment,
+            } => {
                 let total_len = u16::try_from(ip_len + seg_len).unwrap_or(0);
                 ip[0] = 0x45;
                 ip[1] = tos;
@@ -444,8 +528,15 @@ impl<'a> TcpFrame<'a> {
                 ip[10..12].copy_from_slice(&(!sum).to_be_bytes());
                 sum_bytes(&ip[12..20], u64::from(IPPROTO_TCP) + seg_len as u64)
             }
-            Ip::V6 { src, dst, hop_limit, traffic_class, flow_label } => {
-                let word = (6u32 << 28) | (u32::from(traffic_class) << 20) | (flow_label & 0xf_ffff);
+            Ip::V6 {
+                src,
+                dst,
+                hop_limit,
+                traffic_class,
+                flow_label,
+            } => {
+                let word =
+                    (6u32 << 28) | (u32::from(traffic_class) << 20) | (flow_label & 0xf_ffff);
                 ip[0..4].copy_from_slice(&word.to_be_bytes());
                 let payload_len = u16::try_from(seg_len).unwrap_or(0);
                 ip[4..6].copy_from_slice(&payload_len.to_be_bytes());
@@ -594,7 +685,9 @@ mod tests {
         // Linux SYN layout: MSS, SACK-permitted + TS, NOP + WS.
         assert_eq!(
             &tcp[20..40],
-            &[2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0xaa, 0xbb, 0xcc, 0xdd, 0, 0, 0, 0, 1, 3, 3, 7]
+            &[
+                2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0xaa, 0xbb, 0xcc, 0xdd, 0, 0, 0, 0, 1, 3, 3, 7
+            ]
         );
         // TCP checksum over the pseudo-header and segment.
         let mut pseudo = Vec::new();
@@ -649,7 +742,11 @@ mod tests {
         pseudo.extend_from_slice(&(tcp.len() as u32).to_be_bytes());
         pseudo.extend_from_slice(&[0, 0, 0, 6]);
         pseudo.extend_from_slice(tcp);
-        assert_eq!(checksum16(&pseudo), 0, "odd-length segment checksum verifies");
+        assert_eq!(
+            checksum16(&pseudo),
+            0,
+            "odd-length segment checksum verifies"
+        );
     }
 
     #[test]
@@ -673,7 +770,10 @@ mod tests {
 
     #[test]
     fn options_alone_are_nop_aligned() {
-        let f = TcpFrame::v4([1, 1, 1, 1], 1, [2, 2, 2, 2], 2).sack_permitted().wscale(2).raw_options(&[0xfe, 2]);
+        let f = TcpFrame::v4([1, 1, 1, 1], 1, [2, 2, 2, 2], 2)
+            .sack_permitted()
+            .wscale(2)
+            .raw_options(&[0xfe, 2]);
         let b = f.to_vec();
         assert_eq!(&b[54..], &[1, 1, 4, 2, 1, 3, 3, 2, 0xfe, 2, 0, 0]);
         assert_eq!(f.tcp_header_len(), 32);
@@ -690,6 +790,8 @@ mod tests {
     #[test]
     #[should_panic(expected = "more than 40")]
     fn too_many_raw_options_panics() {
-        TcpFrame::v4([1, 1, 1, 1], 1, [2, 2, 2, 2], 2).raw_options(&[1; 41]).to_vec();
+        TcpFrame::v4([1, 1, 1, 1], 1, [2, 2, 2, 2], 2)
+            .raw_options(&[1; 41])
+            .to_vec();
     }
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use metro::build::{Payload, TcpFrame};
 use metro::pcap::{
-    CaptureReader, Format, Interface, NOT_A_PACKET, PcapNgWriter, PcapOptions, PcapWriter, ReadError,
+    CaptureReader, Format, Interface, NOT_A_PACKET, PcapNgWriter, PcapOptions, PcapWriter,
+    ReadError,
 };
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus");
@@ -43,7 +44,10 @@ fn read_all(r: &mut CaptureReader) -> (Vec<Rec>, Option<ReadError>) {
             }
             Ok(None) => return (out, None),
             Err(e) => {
-                assert!(r.next_record().unwrap().is_none(), "reader is done after an error");
+                assert!(
+                    r.next_record().unwrap().is_none(),
+                    "reader is done after an error"
+                );
                 return (out, Some(e));
             }
         }
@@ -51,22 +55,48 @@ fn read_all(r: &mut CaptureReader) -> (Vec<Rec>, Option<ReadError>) {
 }
 
 fn read_bytes(bytes: &[u8]) -> (Vec<Rec>, Option<ReadError>) {
-    read_all(&mut reader(bytes).expect("header"))
+    match reader(bytes) {
+        Ok(mut r) => read_all(&mut r),
+        Err(e) => (Vec::new(), Some(e)),
+    }
 }
 
 /// A few frames of different shapes with varied timestamps (including before 1970).
 fn sample_frames() -> Vec<(i64, Vec<u8>)> {
     let blocks = [(100, 200)];
     vec![
-        (1_700_000_000_123_456_789, TcpFrame::v4([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80).mss(1460).to_vec()),
-        (1_700_000_000_123_457_000, TcpFrame::v4([10, 0, 0, 2], 80, [10, 0, 0, 1], 1000).sack(&blocks).to_vec()),
         (
-            1_700_000_001_000_000_999,
-            TcpFrame::v6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 5, [0; 16], 6)
-                .payload(Payload::Pattern { len: 1000, start: 3 })
+            1_700_000_000_123_456_789,
+            TcpFrame::v4([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80)
+                .mss(1460)
                 .to_vec(),
         ),
-        (0, TcpFrame::v4([1, 1, 1, 1], 1, [2, 2, 2, 2], 2).raw_ip().to_vec()),
+        (
+            1_700_000_000_123_457_000,
+            TcpFrame::v4([10, 0, 0, 2], 80, [10, 0, 0, 1], 1000)
+                .sack(&blocks)
+                .to_vec(),
+        ),
+        (
+            1_700_000_001_000_000_999,
+            TcpFrame::v6(
+                [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                5,
+                [0; 16],
+                6,
+            )
+            .payload(Payload::Pattern {
+                len: 1000,
+                start: 3,
+            })
+            .to_vec(),
+        ),
+        (
+            0,
+            TcpFrame::v4([1, 1, 1, 1], 1, [2, 2, 2, 2], 2)
+                .raw_ip()
+                .to_vec(),
+        ),
         (5, vec![]),
     ]
 }
@@ -84,10 +114,22 @@ fn pcap_round_trip_all_resolutions_and_byte_orders() {
     let frames = sample_frames();
     for nanos in [false, true] {
         for big_endian in [false, true] {
-            let opts = PcapOptions { linktype: 1, snaplen: 65535, nanos, big_endian };
+            let opts = PcapOptions {
+                linktype: 1,
+                snaplen: 65535,
+                nanos,
+                big_endian,
+            };
             let bytes = write_pcap(opts, &frames);
             let mut r = reader(&bytes).unwrap();
-            assert_eq!(r.format(), Format::Pcap { nanos, big_endian, modified: false });
+            assert_eq!(
+                r.format(),
+                Format::Pcap {
+                    nanos,
+                    big_endian,
+                    modified: false
+                }
+            );
             assert_eq!(r.offset(), 24);
             let (recs, err) = read_all(&mut r);
             assert!(err.is_none(), "{err:?}");
@@ -96,7 +138,11 @@ fn pcap_round_trip_all_resolutions_and_byte_orders() {
             assert_eq!(r.offset(), bytes.len() as u64);
             assert_eq!(r.compressed_bytes_read(), bytes.len() as u64);
             for (rec, (ts, data)) in recs.iter().zip(&frames) {
-                let want_ts = if nanos { *ts } else { ts.div_euclid(1000) * 1000 };
+                let want_ts = if nanos {
+                    *ts
+                } else {
+                    ts.div_euclid(1000) * 1000
+                };
                 assert_eq!(rec.ts, want_ts);
                 assert_eq!(&rec.data, data);
                 assert_eq!(rec.orig_len, data.len() as u32 + 4);
@@ -109,7 +155,15 @@ fn pcap_round_trip_all_resolutions_and_byte_orders() {
 #[test]
 fn pcap_writer_snaplen_cut_reads_back() {
     let frames = sample_frames();
-    let bytes = write_pcap(PcapOptions { linktype: 1, snaplen: 60, nanos: false, big_endian: false }, &frames);
+    let bytes = write_pcap(
+        PcapOptions {
+            linktype: 1,
+            snaplen: 60,
+            nanos: false,
+            big_endian: false,
+        },
+        &frames,
+    );
     let (recs, err) = read_bytes(&bytes);
     assert!(err.is_none());
     assert_eq!(recs[2].data.len(), 60);
@@ -133,7 +187,14 @@ fn modified_pcap_by_hand() {
         f.extend_from_slice(&[i, i, i]);
     }
     let mut r = reader(&f).unwrap();
-    assert_eq!(r.format(), Format::Pcap { nanos: false, big_endian: true, modified: true });
+    assert_eq!(
+        r.format(),
+        Format::Pcap {
+            nanos: false,
+            big_endian: true,
+            modified: true
+        }
+    );
     let (recs, err) = read_all(&mut r);
     assert!(err.is_none());
     assert_eq!(recs.len(), 3);
@@ -151,7 +212,13 @@ fn pcap_header_errors() {
     assert!(e.to_string().contains("version 1.4"), "{e}");
 
     // The link type's upper bits (FCS length, reserved) are masked off.
-    let mut upper = write_pcap(PcapOptions { linktype: 101, ..PcapOptions::default() }, &sample_frames());
+    let mut upper = write_pcap(
+        PcapOptions {
+            linktype: 101,
+            ..PcapOptions::default()
+        },
+        &sample_frames(),
+    );
     upper[20..24].copy_from_slice(&0x3030_0065u32.to_le_bytes());
     let (recs, err) = read_bytes(&upper);
     assert!(err.is_none());
@@ -168,7 +235,10 @@ fn pcap_damaged_caplen_keeps_earlier_records() {
     let (recs, err) = read_bytes(&bytes);
     assert_eq!(recs.len(), 2);
     let err = err.unwrap();
-    assert!(matches!(err, ReadError::Damaged { offset, .. } if offset == third as u64), "{err}");
+    assert!(
+        matches!(err, ReadError::Damaged { offset, .. } if offset == third as u64),
+        "{err}"
+    );
     assert!(err.to_string().contains("4325376 captured bytes"), "{err}");
 
     bytes[third + 8..third + 12].copy_from_slice(&3_925_868_813u32.to_le_bytes());
@@ -192,7 +262,13 @@ fn caplen_over_snaplen_is_accepted_like_tshark() {
 fn record_larger_than_the_buffer() {
     let big = vec![0x5a; 3 << 20];
     let frames = vec![(1, vec![1; 10]), (2, big.clone()), (3, vec![3; 10])];
-    let bytes = write_pcap(PcapOptions { snaplen: 8 << 20, ..PcapOptions::default() }, &frames);
+    let bytes = write_pcap(
+        PcapOptions {
+            snaplen: 8 << 20,
+            ..PcapOptions::default()
+        },
+        &frames,
+    );
     let (recs, err) = read_bytes(&bytes);
     assert!(err.is_none());
     assert_eq!(recs.len(), 3);
@@ -227,19 +303,42 @@ fn two_section_pcapng() -> (Vec<u8>, Vec<Rec>) {
     let eth = w.add_interface(Interface::new(1, 0)).unwrap(); // µs by default
     let raw = w.add_interface(Interface::new(101, 0).tsresol(9)).unwrap();
     let f1 = TcpFrame::v4([10, 0, 0, 1], 1, [10, 0, 0, 2], 2).to_vec();
-    let f2 = TcpFrame::v4([10, 0, 0, 1], 1, [10, 0, 0, 2], 2).raw_ip().to_vec();
-    w.write_packet(eth, 1_600_000_000_000_001_999, &f1, f1.len() as u32).unwrap();
-    want.push(Rec { linktype: 1, ts: 1_600_000_000_000_001_000, orig_len: f1.len() as u32, interface: 0, data: f1.clone() });
+    let f2 = TcpFrame::v4([10, 0, 0, 1], 1, [10, 0, 0, 2], 2)
+        .raw_ip()
+        .to_vec();
+    w.write_packet(eth, 1_600_000_000_000_001_999, &f1, f1.len() as u32)
+        .unwrap();
+    want.push(Rec {
+        linktype: 1,
+        ts: 1_600_000_000_000_001_000,
+        orig_len: f1.len() as u32,
+        interface: 0,
+        data: f1.clone(),
+    });
     // A name resolution block and an unknown block: skipped.
     w.write_block(4, &[0, 0, 0, 0]).unwrap();
     w.write_block(0x1234, &[1, 2, 3]).unwrap();
-    w.write_packet(raw, 1_600_000_000_000_001_999, &f2, 1500).unwrap();
-    want.push(Rec { linktype: 101, ts: 1_600_000_000_000_001_999, orig_len: 1500, interface: 1, data: f2.clone() });
+    w.write_packet(raw, 1_600_000_000_000_001_999, &f2, 1500)
+        .unwrap();
+    want.push(Rec {
+        linktype: 101,
+        ts: 1_600_000_000_000_001_999,
+        orig_len: 1500,
+        interface: 1,
+        data: f2.clone(),
+    });
     // A simple packet block: interface 0, no time stamp (the previous record's is kept).
     w.write_simple_packet(&f1, f1.len() as u32).unwrap();
-    want.push(Rec { linktype: 1, ts: 1_600_000_000_000_001_999, orig_len: f1.len() as u32, interface: 0, data: f1.clone() });
+    want.push(Rec {
+        linktype: 1,
+        ts: 1_600_000_000_000_001_999,
+        orig_len: f1.len() as u32,
+        interface: 0,
+        data: f1.clone(),
+    });
     // A custom block counts as a frame in tshark.
-    w.write_block(0xbad, &[0, 0, 0x7e, 0xd9, 9, 9, 9, 9]).unwrap();
+    w.write_block(0xbad, &[0, 0, 0x7e, 0xd9, 9, 9, 9, 9])
+        .unwrap();
     want.push(Rec {
         linktype: NOT_A_PACKET,
         ts: 1_600_000_000_000_001_999,
@@ -249,12 +348,27 @@ fn two_section_pcapng() -> (Vec<u8>, Vec<Rec>) {
     });
     // Second section, big-endian: a 1/1024 s interface with a 100 s offset, snaplen 40.
     w.section(true).unwrap();
-    let bin = w.add_interface(Interface::new(1, 40).tsresol(0x8a).tsoffset(100)).unwrap();
-    w.write_packet(bin, 1_000_500_000_000, &f1, f1.len() as u32).unwrap();
-    want.push(Rec { linktype: 1, ts: 1_000_500_000_000, orig_len: f1.len() as u32, interface: 0, data: f1[..40].to_vec() });
+    let bin = w
+        .add_interface(Interface::new(1, 40).tsresol(0x8a).tsoffset(100))
+        .unwrap();
+    w.write_packet(bin, 1_000_500_000_000, &f1, f1.len() as u32)
+        .unwrap();
+    want.push(Rec {
+        linktype: 1,
+        ts: 1_000_500_000_000,
+        orig_len: f1.len() as u32,
+        interface: 0,
+        data: f1[..40].to_vec(),
+    });
     // Simple packet block cut to the snaplen.
     w.write_simple_packet(&f1, f1.len() as u32).unwrap();
-    want.push(Rec { linktype: 1, ts: 1_000_500_000_000, orig_len: f1.len() as u32, interface: 0, data: f1[..40].to_vec() });
+    want.push(Rec {
+        linktype: 1,
+        ts: 1_000_500_000_000,
+        orig_len: f1.len() as u32,
+        interface: 0,
+        data: f1[..40].to_vec(),
+    });
     // Obsolete packet block (type 2): u16 interface, u16 drops, then as EPB.
     let mut pb = Vec::new();
     pb.extend_from_slice(&0u16.to_be_bytes());
@@ -266,7 +380,13 @@ fn two_section_pcapng() -> (Vec<u8>, Vec<Rec>) {
     pb.extend_from_slice(&70u32.to_be_bytes());
     pb.extend_from_slice(&[4, 5, 6]);
     w.write_block(2, &pb).unwrap();
-    want.push(Rec { linktype: 1, ts: 201_500_000_000, orig_len: 70, interface: 0, data: vec![4, 5, 6] });
+    want.push(Rec {
+        linktype: 1,
+        ts: 201_500_000_000,
+        orig_len: 70,
+        interface: 0,
+        data: vec![4, 5, 6],
+    });
     (w.into_inner().unwrap(), want)
 }
 
@@ -294,13 +414,20 @@ fn pcapng_damage() {
     let (recs, err) = read_bytes(&wrong_trailer);
     assert!(recs.is_empty());
     let err = err.unwrap();
-    assert!(matches!(err, ReadError::Damaged { offset, .. } if offset == epb as u64), "{err}");
+    assert!(
+        matches!(err, ReadError::Damaged { offset, .. } if offset == epb as u64),
+        "{err}"
+    );
     assert!(err.to_string().contains("at its start but"), "{err}");
 
     let mut bad_iface = bytes.clone();
     bad_iface[epb + 8] = 7;
     let err = read_bytes(&bad_iface).1.unwrap();
-    assert!(err.to_string().contains("interface 7, but its section describes 2"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("interface 7, but its section describes 2"),
+        "{err}"
+    );
 
     let mut odd_len = bytes.clone();
     odd_len[epb + 4] += 1;
@@ -369,9 +496,16 @@ fn check_every_truncation(bytes: &[u8], boundaries: &[usize]) {
         if boundaries.contains(&cut) {
             assert!(err.is_none(), "cut {cut} on a boundary: {err:?}");
         } else {
-            let at = boundaries.iter().copied().filter(|&b| b <= cut).max().unwrap();
+            let at = boundaries
+                .iter()
+                .copied()
+                .filter(|&b| b <= cut)
+                .max()
+                .unwrap();
             match err {
-                Some(ReadError::Truncated { offset, .. }) => assert_eq!(offset, at as u64, "cut {cut}"),
+                Some(ReadError::Truncated { offset, .. }) => {
+                    assert_eq!(offset, at as u64, "cut {cut}")
+                }
                 other => panic!("cut {cut}: {other:?}"),
             }
         }
@@ -403,7 +537,11 @@ fn pcapng_truncated_at_each_byte() {
         }
         let rd = |o: usize| {
             let v: [u8; 4] = bytes[o..o + 4].try_into().unwrap();
-            if be { u32::from_be_bytes(v) } else { u32::from_le_bytes(v) }
+            if be {
+                u32::from_be_bytes(v)
+            } else {
+                u32::from_le_bytes(v)
+            }
         };
         let (t, len) = (rd(at), rd(at + 4) as usize);
         if boundaries.is_empty() {
@@ -421,13 +559,18 @@ fn pcapng_truncated_at_each_byte() {
     // records, and an error exactly when the cut is not on a block boundary.
     let full = read_bytes(&bytes).0;
     for cut in 0..bytes.len() {
-        let Ok(mut r) = reader(&bytes[..cut]) else { continue };
+        let Ok(mut r) = reader(&bytes[..cut]) else {
+            continue;
+        };
         let (recs, err) = read_all(&mut r);
         assert_eq!(recs[..], full[..recs.len()], "cut {cut}");
         let complete = boundaries[1..].iter().filter(|&&b| b <= cut).count();
         assert_eq!(recs.len(), complete, "cut {cut}");
         if let Some(e) = &err {
-            assert!(matches!(e, ReadError::Truncated { offset, .. } if *offset as usize <= cut), "cut {cut}: {e}");
+            assert!(
+                matches!(e, ReadError::Truncated { offset, .. } if *offset as usize <= cut),
+                "cut {cut}: {e}"
+            );
         }
     }
     let _ = be;
@@ -470,7 +613,8 @@ struct ManifestRow {
 }
 
 fn manifest() -> Vec<ManifestRow> {
-    let text = std::fs::read_to_string(Path::new(CORPUS).join("manifest.tsv")).expect("corpus manifest");
+    let text =
+        std::fs::read_to_string(Path::new(CORPUS).join("manifest.tsv")).expect("corpus manifest");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
@@ -521,11 +665,17 @@ fn corpus_matches_tshark_frame_counts() {
         if !row.tshark_error {
             let unsupported = matches!(res, Err(ReadError::UnsupportedFormat { .. }));
             if !unsupported && (res.is_err() || n != row.packets) {
-                failures.push(format!("{}: {n} records (tshark {}), {res:?}", row.file, row.packets));
+                failures.push(format!(
+                    "{}: {n} records (tshark {}), {res:?}",
+                    row.file, row.packets
+                ));
             }
         } else if n != row.packets && row.packets > 0 {
             // tshark stopped with an error; we should have returned the same records first.
-            failures.push(format!("{}: {n} records before the error (tshark {})", row.file, row.packets));
+            failures.push(format!(
+                "{}: {n} records before the error (tshark {})",
+                row.file, row.packets
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -545,18 +695,32 @@ fn corpus_errors_say_what_is_wrong() {
          (2.0 to 2.4 and DG/UX 543.0 are read)"
     );
     let e = corpus_error("libpcap__pcapng-invalid-vers-1.pcapng");
-    assert!(e.to_string().contains("section header says version 0.1"), "{e}");
+    assert!(
+        e.to_string().contains("section header says version 0.1"),
+        "{e}"
+    );
     let e = corpus_error("libpcap__shb-option-too-long.pcapng");
     assert!(matches!(e, ReadError::Damaged { offset: 24, .. }), "{e}");
-    assert!(e.to_string().contains("is 12336 bytes long, but only 24 bytes are left"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("claims 12336 bytes, but only 20 bytes are left"),
+        "{e}"
+    );
     let e = corpus_error("suricata-verify__10.7.29.101_49898-178.63.41.150_25.pcap");
     assert!(matches!(e, ReadError::Damaged { offset: 3695, .. }), "{e}");
     let e = corpus_error("suricata-verify__http-mime-truncated__input.pcap");
     assert!(matches!(e, ReadError::Truncated { .. }), "{e}");
     let e = corpus_error("tcptrace__eth.erf");
-    assert!(e.to_string().starts_with("ERF (Endace) capture: metro reads pcap and pcapng"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("ERF (Endace) capture: metro reads pcap and pcapng"),
+        "{e}"
+    );
     let e = corpus_error("tcptrace__reno.epeek");
-    assert!(e.to_string().starts_with("EtherPeek/AiroPeek capture"), "{e}");
+    assert!(
+        e.to_string().starts_with("EtherPeek/AiroPeek capture"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -569,9 +733,18 @@ fn corpus_formats_and_first_records() {
 
     let mut r = open("zeek__tls-fragmented-handshake.pcap.gz");
     assert!(r.gzipped());
-    assert_eq!(r.format(), Format::Pcap { nanos: false, big_endian: false, modified: false });
+    assert_eq!(
+        r.format(),
+        Format::Pcap {
+            nanos: false,
+            big_endian: false,
+            modified: false
+        }
+    );
     while r.next_record().unwrap().is_some() {}
-    let size = std::fs::metadata(Path::new(CORPUS).join("zeek__tls-fragmented-handshake.pcap.gz")).unwrap().len();
+    let size = std::fs::metadata(Path::new(CORPUS).join("zeek__tls-fragmented-handshake.pcap.gz"))
+        .unwrap()
+        .len();
     assert_eq!(r.compressed_bytes_read(), size);
 
     let mut r = open("tcptrace__all.snoop");
@@ -581,19 +754,36 @@ fn corpus_formats_and_first_records() {
     assert_eq!(rec.ts, 0x2d7d_37ab * 1_000_000_000 + 0x000e_e0bf * 1000);
 
     let mut r = open("pcap-parser__modified-format.pcap");
-    assert_eq!(r.format(), Format::Pcap { nanos: false, big_endian: false, modified: true });
+    assert_eq!(
+        r.format(),
+        Format::Pcap {
+            nanos: false,
+            big_endian: false,
+            modified: true
+        }
+    );
     let rec = r.next_record().unwrap().unwrap();
     assert_eq!((rec.caplen, rec.linktype), (98, 1));
 
     let mut r = open("PcapPlusPlus__nanosecs_big_endian.pcap");
-    assert_eq!(r.format(), Format::Pcap { nanos: true, big_endian: true, modified: false });
+    assert_eq!(
+        r.format(),
+        Format::Pcap {
+            nanos: true,
+            big_endian: true,
+            modified: false
+        }
+    );
     assert!(r.next_record().unwrap().is_some());
 
     // Interfaces with different link types in one pcapng file.
     let mut r = open("PcapPlusPlus__many_interfaces-1.pcapng");
-    let mut linktypes = std::collections::BTreeSet::new();
+    let mut seen = std::collections::BTreeSet::new();
     while let Some(rec) = r.next_record().unwrap() {
-        linktypes.insert(rec.linktype);
+        seen.insert((rec.interface, rec.linktype));
     }
-    assert_eq!(linktypes.into_iter().collect::<Vec<_>>(), vec![0, 1, 12]);
+    assert!(
+        seen.contains(&(10, 0)) && seen.contains(&(0, 1)),
+        "{seen:?}"
+    );
 }

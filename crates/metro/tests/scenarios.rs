@@ -180,6 +180,21 @@ fn delayed_ack_covering_two_segments() {
 }
 
 #[test]
+fn syn_ack_captured_before_its_syn_is_not_timed() {
+    // Reordered capture (zeek's handshake-reorder.pcap has this shape): the SYN/ACK is
+    // stamped before the SYN it answers. The handshake cannot be timed; data after it can.
+    let mut cap = Cap::new();
+    cap.pkt(0, Sv, 5000, 1001, SYN | ACK, 0); // 1
+    cap.pkt(260, Cl, 1000, 0, SYN, 0); // 2
+    cap.pkt(294, Cl, 1001, 5001, ACK, 0); // 3: would time frame 1
+    cap.pkt(443, Cl, 1001, 5001, ACK | PSH, 136); // 4
+    cap.pkt(69_425, Sv, 5001, 1137, ACK, 0); // 5: 68.982 ms
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(got, vec![s(5, 4, "seq", SRV, 68_982.0)]);
+    assert_eq!(report.summary.engine.ambiguous, 1);
+}
+
+#[test]
 fn partial_ack_then_full_ack() {
     let mut cap = Cap::new();
     handshake(&mut cap, 1000, 5000);

@@ -235,6 +235,12 @@ impl Conn {
                     record = false;
                     Self::void(snd, responder, peer, ts, cx);
                 } else {
+                    if !flags.ack() && rcv.has(SYN_SEEN) {
+                        // A SYN captured after the other side's SYN (reordered capture, or
+                        // simultaneous open): what that side sent cannot be timed reliably.
+                        rcv.flags |= VOID;
+                        rcv.void = rcv.right;
+                    }
                     snd.segs.clear(cx.pool);
                     snd.flags = (snd.flags | INIT | SYN_SEEN) & !(VOID | ACKED);
                     snd.isn = start;

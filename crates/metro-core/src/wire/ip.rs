@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::link::{self, Net, Next};
+use super::link::{self, Net, Network, Next};
 use super::{DecodeError, Layer, Packet, tcp, tunnel};
 
 /// The most IP headers one frame may nest (outermost included).
@@ -51,6 +51,8 @@ struct Ip<'a> {
     proto: u8,
     /// A fragment other than the first: no upper-layer header here.
     later_fragment: bool,
+    /// The first fragment of several: the upper-layer header may not be all here.
+    first_fragment: bool,
     /// Upper-layer bytes captured, cut at the length the header declares (so Ethernet
     /// padding and trailers are not payload).
     payload: &'a [u8],
@@ -61,20 +63,25 @@ struct Ip<'a> {
 /// Decodes an IP packet whose version is told by its version nibble; `depth` is how many IP
 /// headers enclose it.
 pub fn decode_ip(ip: &[u8], depth: u8) -> Result<Packet<'_>, DecodeError> {
-    let (net, ip) = link::guess_ip(ip)?;
-    decode_net(net, ip, depth)
+    decode_net(link::guess_ip(ip)?, depth)
 }
 
-/// Decodes an IP packet of the given version, following tunnels to the innermost TCP.
+/// Decodes the IP packet found under the link layers, following tunnels to the innermost
+/// TCP; `depth` is how many IP headers enclose it.
 #[inline]
-pub fn decode_net(mut net: Net, mut bytes: &[u8], mut depth: u8) -> Result<Packet<'_>, DecodeError> {
+pub fn decode_net(mut l3: Network<'_>, mut depth: u8) -> Result<Packet<'_>, DecodeError> {
     loop {
-        let ip = match net {
-            Net::Ipv4 => ipv4(bytes)?,
-            Net::Ipv6 => ipv6(bytes)?,
+        let ip = match l3.net {
+            Net::Ipv4 => ipv4(l3.bytes, l3.exact)?,
+            Net::Ipv6 => ipv6(l3.bytes, l3.exact)?,
         };
         if ip.proto == proto::TCP && !ip.later_fragment {
-            let seg = tcp::parse(ip.payload, ip.payload_len)?;
+            let seg = match tcp::parse(ip.payload, ip.payload_len) {
+                Ok(seg) => seg,
+                // A first fragment too short for the whole TCP header.
+                Err(_) if ip.first_fragment => return Err(DecodeError::Fragment),
+                Err(e) => return Err(e),
+            };
             return Ok(Packet {
                 src: ip.src,
                 dst: ip.dst,
@@ -109,13 +116,14 @@ pub fn decode_net(mut net: Net, mut bytes: &[u8], mut depth: u8) -> Result<Packe
         if depth.saturating_add(1) >= MAX_IP_HEADERS {
             return Err(DecodeError::TooDeep);
         }
-        (net, bytes) = link::resolve(next)?;
+        l3 = link::resolve(next)?;
         depth += 1;
     }
 }
 
+/// `exact`: see [`Network::exact`].
 #[inline]
-fn ipv4(b: &[u8]) -> Result<Ip<'_>, DecodeError> {
+fn ipv4(b: &[u8], exact: bool) -> Result<Ip<'_>, DecodeError> {
     let (h, _) = b
         .split_first_chunk::<20>()
         .ok_or(DecodeError::Truncated(Layer::Ipv4))?;
@@ -132,26 +140,30 @@ fn ipv4(b: &[u8]) -> Result<Ip<'_>, DecodeError> {
     let total = match usize::from(u16::from_be_bytes([h[2], h[3]])) {
         // Segmentation offload (TSO/GSO, IPv4 BIG TCP): the length was left for the NIC.
         0 => b.len(),
+        n if exact => n.min(b.len()),
         n => n,
     };
     if total < hl {
         return Err(DecodeError::Malformed(Layer::Ipv4));
     }
-    // hl <= total and hl <= b.len(), so the range is never empty-reversed.
+    // hl <= total and hl <= b.len(), so the range is never reversed.
     let payload = b.get(hl..total.min(b.len())).unwrap_or_default();
+    let frag = u16::from_be_bytes([h[6], h[7]]);
     Ok(Ip {
         src: IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15])),
         dst: IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19])),
         ip_id: u16::from_be_bytes([h[4], h[5]]),
         proto: h[9],
-        later_fragment: u16::from_be_bytes([h[6], h[7]]) & 0x1FFF != 0,
+        later_fragment: frag & 0x1FFF != 0,
+        first_fragment: frag & 0x3FFF == 0x2000,
         payload,
         payload_len: u32::try_from(total - hl).unwrap_or(u32::MAX),
     })
 }
 
+/// `exact`: see [`Network::exact`].
 #[inline]
-fn ipv6(b: &[u8]) -> Result<Ip<'_>, DecodeError> {
+fn ipv6(b: &[u8], exact: bool) -> Result<Ip<'_>, DecodeError> {
     const TRUNC: DecodeError = DecodeError::Truncated(Layer::Ipv6);
     let (h, rest) = b.split_first_chunk::<8>().ok_or(TRUNC)?;
     let (src, rest) = rest.split_first_chunk::<16>().ok_or(TRUNC)?;
@@ -163,14 +175,15 @@ fn ipv6(b: &[u8]) -> Result<Ip<'_>, DecodeError> {
     let mut nh = h[6];
     let mut off = 0;
     let mut jumbo = None;
-    let mut later_fragment = false;
+    let mut frag = Frag::None;
     if nh != proto::TCP {
-        (nh, off, jumbo, later_fragment) = ext_headers(nh, rest, plen == 0)?;
+        (nh, off, jumbo, frag) = ext_headers(nh, rest, plen == 0)?;
     }
     let declared = match (plen, jumbo) {
         (0, Some(j)) => j as usize,
         // Payload length 0 without a jumbo option: GSO; trust the capture.
         (0, None) => rest.len(),
+        (n, _) if exact => n.min(rest.len()),
         (n, _) => n,
     };
     if off > declared {
@@ -182,24 +195,34 @@ fn ipv6(b: &[u8]) -> Result<Ip<'_>, DecodeError> {
         dst: IpAddr::V6(Ipv6Addr::from(*dst)),
         ip_id: 0,
         proto: nh,
-        later_fragment,
+        later_fragment: frag == Frag::Later,
+        first_fragment: frag == Frag::First,
         payload,
         payload_len: u32::try_from(declared - off).unwrap_or(u32::MAX),
     })
 }
 
+/// Where an IPv6 packet stands in fragmentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Frag {
+    /// No fragment header, or an atomic fragment (offset 0, M = 0).
+    None,
+    First,
+    Later,
+}
+
 /// Walks IPv6 extension headers starting with `nh` at the start of `b`. Returns the
 /// upper-layer protocol, the bytes the extension headers take, the jumbo payload length
-/// (if `want_jumbo` and a hop-by-hop header carries one) and whether this is a fragment
-/// other than the first.
+/// (if `want_jumbo` and a hop-by-hop header carries one) and the fragment state.
 fn ext_headers(
     mut nh: u8,
     b: &[u8],
     want_jumbo: bool,
-) -> Result<(u8, usize, Option<u32>, bool), DecodeError> {
+) -> Result<(u8, usize, Option<u32>, Frag), DecodeError> {
     const TRUNC: DecodeError = DecodeError::Truncated(Layer::Ipv6);
     let mut off = 0usize;
     let mut jumbo = None;
+    let mut frag = Frag::None;
     for _ in 0..MAX_EXT_HEADERS {
         let len = match nh {
             proto::HOPOPT
@@ -210,7 +233,7 @@ fn ext_headers(
             | proto::SHIM6 => (usize::from(*b.get(off + 1).ok_or(TRUNC)?) + 1) * 8,
             proto::AH => (usize::from(*b.get(off + 1).ok_or(TRUNC)?) + 2) * 4,
             proto::FRAGMENT => 8,
-            _ => return Ok((nh, off, jumbo, false)),
+            _ => return Ok((nh, off, jumbo, frag)),
         };
         let ext = b.get(off..off + len).ok_or(TRUNC)?;
         let [next, _, x2, x3, ..] = *ext else {
@@ -219,12 +242,15 @@ fn ext_headers(
         match nh {
             proto::HOPOPT if want_jumbo => jumbo = ext.get(2..).and_then(jumbo_option),
             proto::FRAGMENT => {
-                let offset = u16::from_be_bytes([x2, x3]) >> 3;
-                if offset != 0 {
+                let word = u16::from_be_bytes([x2, x3]);
+                if word >> 3 != 0 {
                     // What follows is data, not headers.
-                    return Ok((next, off + len, jumbo, true));
+                    return Ok((next, off + len, jumbo, Frag::Later));
                 }
                 // The first fragment, or an atomic one (offset 0, M = 0): read on.
+                if word & 1 != 0 {
+                    frag = Frag::First;
+                }
             }
             _ => {}
         }

@@ -20,6 +20,17 @@ pub enum Net {
     Ipv6,
 }
 
+/// The IP packet under the link layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network<'a> {
+    pub net: Net,
+    /// From the IP header to the end of what was captured (or of what a length field allows).
+    pub bytes: &'a [u8],
+    /// `bytes` ends where a link-layer length field (PPPoE's) says the packet ends, before
+    /// the end of the capture: an IP length that claims more is wrong, not cut by the snaplen.
+    pub exact: bool,
+}
+
 /// EtherType values metro follows (IEEE registry; PPP/GRE-only values included).
 pub mod ethertype {
     pub const IPV4: u16 = 0x0800;
@@ -63,8 +74,9 @@ pub(super) enum Next<'a> {
     EtherType(u16, &'a [u8]),
     /// An 802.2 LLC header (SNAP or the IP SAP).
     Llc(&'a [u8]),
-    /// A PPP frame, with or without the FF 03 address/control bytes.
-    Ppp(&'a [u8]),
+    /// A PPP frame, with or without the FF 03 address/control bytes; `true` if it ends
+    /// where a length field says (see [`Network::exact`]).
+    Ppp(&'a [u8], bool),
     /// A Cisco HDLC frame.
     Chdlc(&'a [u8]),
     /// An MPLS label stack.
@@ -75,19 +87,21 @@ pub(super) enum Next<'a> {
     Guess(&'a [u8]),
     /// Done: an IP header.
     Ip(Net, &'a [u8]),
+    /// Done: an IP header, in bytes that end where a length field says.
+    IpExact(Net, &'a [u8]),
 }
 
 /// Strips the link layers of a frame of the given LINKTYPE and returns its IP packet.
 #[inline]
-pub fn strip(linktype: u32, frame: &[u8]) -> Result<(Net, &[u8]), DecodeError> {
+pub fn strip(linktype: u32, frame: &[u8]) -> Result<Network<'_>, DecodeError> {
     if linktype == lt::ETHERNET {
         // Straight-line common case: untagged Ethernet II carrying IP.
         let Some((hdr, rest)) = frame.split_first_chunk::<14>() else {
             return Err(DecodeError::Truncated(Layer::Link));
         };
         return match u16::from_be_bytes([hdr[12], hdr[13]]) {
-            ethertype::IPV4 => Ok((Net::Ipv4, rest)),
-            ethertype::IPV6 => Ok((Net::Ipv6, rest)),
+            ethertype::IPV4 => Ok(Network::captured(Net::Ipv4, rest)),
+            ethertype::IPV6 => Ok(Network::captured(Net::Ipv6, rest)),
             t => resolve(Next::EtherType(t, rest)),
         };
     }
@@ -96,22 +110,40 @@ pub fn strip(linktype: u32, frame: &[u8]) -> Result<(Net, &[u8]), DecodeError> {
 
 /// Decides the IP version of `ip` by its version nibble.
 #[inline]
-pub fn guess_ip(ip: &[u8]) -> Result<(Net, &[u8]), DecodeError> {
+pub fn guess_ip(ip: &[u8]) -> Result<Network<'_>, DecodeError> {
     match guess(ip)? {
-        Next::Ip(net, b) => Ok((net, b)),
+        Next::Ip(net, b) => Ok(Network::captured(net, b)),
         _ => Err(DecodeError::NotIp),
     }
 }
 
+impl<'a> Network<'a> {
+    #[inline]
+    fn captured(net: Net, bytes: &'a [u8]) -> Self {
+        Network {
+            net,
+            bytes,
+            exact: false,
+        }
+    }
+}
+
 /// Runs the link-level state machine from `next` to an IP header.
-pub(super) fn resolve(mut next: Next<'_>) -> Result<(Net, &[u8]), DecodeError> {
+pub(super) fn resolve(mut next: Next<'_>) -> Result<Network<'_>, DecodeError> {
     for _ in 0..MAX_STEPS {
         next = match next {
-            Next::Ip(net, b) => return Ok((net, b)),
+            Next::Ip(net, bytes) => return Ok(Network::captured(net, bytes)),
+            Next::IpExact(net, bytes) => {
+                return Ok(Network {
+                    net,
+                    bytes,
+                    exact: true,
+                });
+            }
             Next::Ethernet(b) => ethernet(b)?,
             Next::EtherType(t, b) => by_ethertype(t, b)?,
             Next::Llc(b) => llc(b)?,
-            Next::Ppp(b) => ppp(b)?,
+            Next::Ppp(b, exact) => ppp(b, exact)?,
             Next::Chdlc(b) => chdlc(b)?,
             Next::Mpls(b) => mpls(b)?,
             Next::Wifi(b, pad) => wifi(b, pad)?,
@@ -131,11 +163,11 @@ fn first(linktype: u32, frame: &[u8], in_ppi: bool) -> Result<Next<'_>, DecodeEr
         lt::NULL | lt::LOOP => null(frame)?,
         lt::LINUX_SLL => sll(frame)?,
         lt::LINUX_SLL2 => sll2(frame)?,
-        lt::PPP => Next::Ppp(frame),
+        lt::PPP => Next::Ppp(frame, false),
         // NetBSD writes Cisco HDLC frames under LINKTYPE_PPP_HDLC too.
         lt::PPP_HDLC => match frame.first() {
             Some(0x0F | 0x8F) => Next::Chdlc(frame),
-            _ => Next::Ppp(frame),
+            _ => Next::Ppp(frame, false),
         },
         lt::C_HDLC => Next::Chdlc(frame),
         lt::PPP_ETHER => pppoe(frame)?,
@@ -181,7 +213,7 @@ fn by_ethertype(t: u16, b: &[u8]) -> Result<Next<'_>, DecodeError> {
         et::MPLS_UC | et::MPLS_MC => Next::Mpls(b),
         et::PPPOE_SESSION => pppoe(b)?,
         et::TEB => Next::Ethernet(b),
-        et::PPP => Next::Ppp(b),
+        et::PPP => Next::Ppp(b, false),
         0..=et::MAX_8023_LEN => Next::Llc(b),
         _ => return Err(DecodeError::NotIp),
     })
@@ -201,7 +233,7 @@ fn llc(b: &[u8]) -> Result<Next<'_>, DecodeError> {
 }
 
 /// A PPP frame: optional FF 03, then a 1-byte (compressed) or 2-byte protocol.
-fn ppp(b: &[u8]) -> Result<Next<'_>, DecodeError> {
+fn ppp(b: &[u8], exact: bool) -> Result<Next<'_>, DecodeError> {
     let b = match b {
         [0xFF, 0x03, rest @ ..] => rest,
         _ => b,
@@ -213,6 +245,8 @@ fn ppp(b: &[u8]) -> Result<Next<'_>, DecodeError> {
         _ => return Err(TRUNC_LINK),
     };
     Ok(match proto {
+        ppp_proto::IPV4 if exact => Next::IpExact(Net::Ipv4, rest),
+        ppp_proto::IPV6 if exact => Next::IpExact(Net::Ipv6, rest),
         ppp_proto::IPV4 => Next::Ip(Net::Ipv4, rest),
         ppp_proto::IPV6 => Next::Ip(Net::Ipv6, rest),
         ppp_proto::MPLS_UC | ppp_proto::MPLS_MC => Next::Mpls(rest),
@@ -231,9 +265,17 @@ fn chdlc(b: &[u8]) -> Result<Next<'_>, DecodeError> {
 }
 
 /// A PPPoE session header (RFC 2516): ver/type 0x11, code 0 (session data), id, length.
+/// The length (of the PPP frame) bounds the IP packet when the frame holds all of it: some
+/// access concentrators pad the IP packet without fixing its total length.
 fn pppoe(b: &[u8]) -> Result<Next<'_>, DecodeError> {
-    match b {
-        [0x11, 0x00, _, _, _, _, rest @ ..] => Ok(Next::Ppp(rest)),
+    match *b {
+        [0x11, 0x00, _, _, l0, l1, ref rest @ ..] => {
+            let len = usize::from(u16::from_be_bytes([l0, l1]));
+            Ok(match rest.get(..len) {
+                Some(ppp) => Next::Ppp(ppp, true),
+                None => Next::Ppp(rest, false),
+            })
+        }
         [_, _, _, _, _, _, ..] => Err(DecodeError::NotIp),
         _ => Err(DecodeError::Truncated(Layer::Pppoe)),
     }

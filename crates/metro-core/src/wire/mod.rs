@@ -206,6 +206,5 @@ impl DecodeError {
 /// the first layer that cannot be read decides the error.
 #[inline]
 pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
-    let (net, ip) = link::strip(linktype, frame)?;
-    ip::decode_net(net, ip, 0)
+    ip::decode_net(link::strip(linktype, frame)?, 0)
 }

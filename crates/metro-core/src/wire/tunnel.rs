@@ -4,7 +4,7 @@
 //! with what GRE carries beyond plain EtherTypes (ERSPAN types I, II and III, Aruba's
 //! 802.11-in-GRE), and the UDP tunnels recognised by port: VXLAN (4789, and Linux's old
 //! 8472), VXLAN-GPE (4790), Geneve (6081), GTP-U (2152, and any port where the payload is
-//! unmistakably a GTPv1-U G-PDU), Teredo (3544) and AYIYA (5072).
+//! unmistakably a GTPv1-U G-PDU), Teredo (3544), AYIYA (5072) and L2TPv2 (1701).
 //!
 //! Each function returns the link-level [`Next`] step; `ip.rs` resolves it and counts the
 //! tunnel level. UDP on any other port, or a tunnel message that carries no user packet
@@ -22,6 +22,7 @@ pub mod port {
     pub const GTP_U: u16 = 2152;
     pub const TEREDO: u16 = 3544;
     pub const AYIYA: u16 = 5072;
+    pub const L2TP: u16 = 1701;
 }
 
 /// GRE protocol types beyond the EtherTypes `link.rs` knows.
@@ -138,6 +139,7 @@ pub(super) fn udp(b: &[u8]) -> Result<Next<'_>, DecodeError> {
         Kind::GtpU => gtp_u(payload),
         Kind::Teredo => teredo(payload),
         Kind::Ayiya => ayiya(payload),
+        Kind::L2tp => l2tp(payload),
     }
 }
 
@@ -149,6 +151,7 @@ enum Kind {
     GtpU,
     Teredo,
     Ayiya,
+    L2tp,
 }
 
 #[inline]
@@ -160,6 +163,7 @@ fn by_port(p: u16) -> Option<Kind> {
         port::GTP_U => Kind::GtpU,
         port::TEREDO => Kind::Teredo,
         port::AYIYA => Kind::Ayiya,
+        port::L2TP => Kind::L2tp,
         _ => return None,
     })
 }
@@ -289,4 +293,32 @@ fn ayiya(b: &[u8]) -> Result<Next<'_>, DecodeError> {
         41 => Ok(Next::Ip(Net::Ipv6, inner)),
         _ => Err(DecodeError::NotTcp),
     }
+}
+
+/// L2TPv2 (RFC 2661) data messages: flags and version 2, optional length, tunnel and
+/// session ids, optional Ns/Nr, optional offset size and padding; then a PPP frame.
+/// Control messages and L2TPv3 carry no user packet metro reads.
+fn l2tp(b: &[u8]) -> Result<Next<'_>, DecodeError> {
+    const T: u16 = 0x8000;
+    const L: u16 = 0x4000;
+    const S: u16 = 0x0800;
+    const O: u16 = 0x0200;
+    let [f0, f1, ref rest @ ..] = *b else {
+        return Err(TRUNC_TUNNEL);
+    };
+    let flags = u16::from_be_bytes([f0, f1]);
+    if flags & 0x000F != 2 || flags & T != 0 {
+        return Err(DecodeError::NotTcp);
+    }
+    let fixed = 4 + 2 * usize::from(flags & L != 0) + 4 * usize::from(flags & S != 0);
+    let mut rest = rest.get(fixed..).ok_or(TRUNC_TUNNEL)?;
+    if flags & O != 0 {
+        let [o0, o1, ref r @ ..] = *rest else {
+            return Err(TRUNC_TUNNEL);
+        };
+        rest = r
+            .get(usize::from(u16::from_be_bytes([o0, o1]))..)
+            .ok_or(TRUNC_TUNNEL)?;
+    }
+    Ok(Next::Ppp(rest, false))
 }

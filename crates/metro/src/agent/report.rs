@@ -287,7 +287,7 @@ mod tests {
         iv.add_retransmit("10.0.0.1".parse().unwrap(), "10.9.9.9".parse().unwrap(), &l, &w);
         assert_eq!(iv.samples_unwatched, 1);
         let (pairs, samples, internal) = iv.into_pairs();
-        assert_eq!(samples, [4, 1, 1]);
+        assert_eq!(samples, [3, 1, 1]);
         assert_eq!(internal, 1);
         let got: Vec<(String, String, u64, u64)> = pairs
             .iter()

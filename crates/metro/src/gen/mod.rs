@@ -17,6 +17,7 @@
 
 mod rng;
 mod sim;
+mod wheel;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};

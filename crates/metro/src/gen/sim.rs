@@ -12,17 +12,17 @@
 //! with the TS.Recent rule, FIN or RST close. A closed connection's slot starts a new one,
 //! so the number of concurrent connections stays as asked.
 //!
-//! One binary heap orders all pending events by (time, insertion order): the output is a
+//! One timing wheel orders all pending events by (time, insertion order): the output is a
 //! pure function of the configuration. All random durations are whole microseconds, so a
 //! microsecond pcap holds the exact times and the ground truth is exact.
 
-use std::collections::BinaryHeap;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use metro_core::seq;
 
 use super::rng::{Class, Prob, Rng, class, mix};
+use super::wheel::{Timed, Wheel};
 use super::{ConnTruth, GenConfig, GenSummary};
 use crate::build::{TcpFrame, VlanTag, flags};
 use crate::pcap::PcapWriter;
@@ -111,11 +111,10 @@ enum Kind {
     Close,
 }
 
-/// One pending event. Ordered by `key` = time in µs << 24 | insertion counter (mod 2^24):
-/// a total order that does not depend on the heap's internals.
+/// One pending event, at `t` µs after the start.
 #[derive(Clone, Copy, Debug)]
 struct Ev {
-    key: u64,
+    t: u64,
     slot: u32,
     epoch: u16,
     kind: Kind,
@@ -129,25 +128,13 @@ struct Ev {
 
 impl Ev {
     fn time(&self) -> u64 {
-        (self.key >> 24) * US
+        self.t * US
     }
 }
 
-impl PartialEq for Ev {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-impl Eq for Ev {}
-impl PartialOrd for Ev {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Ev {
-    /// Reversed: `BinaryHeap` is a max-heap and we want the earliest event.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        other.key.cmp(&self.key)
+impl Timed for Ev {
+    fn time_us(&self) -> u64 {
+        self.t
     }
 }
 
@@ -258,8 +245,7 @@ struct Ctx<'t, W: Write> {
     servers: u64,
     churn: bool,
     p: Params,
-    heap: BinaryHeap<Ev>,
-    tie: u64,
+    queue: Wheel<Ev>,
     serial: u64,
     out: Out<W>,
     truth: Option<&'t mut dyn FnMut(&ConnTruth)>,
@@ -299,8 +285,7 @@ pub(super) fn run<W: Write>(
         servers: u64::from(cfg.servers.max(1)),
         churn: cfg.churn,
         p,
-        heap: BinaryHeap::with_capacity(n * 4),
-        tie: 0,
+        queue: Wheel::new(),
         serial: 0,
         out: Out {
             pcap,
@@ -324,8 +309,14 @@ pub(super) fn run<W: Write>(
         let t = ramp_rng.below(ramp_us) * US;
         ctx.schedule(&conns[slot], t, Kind::Start, 0, Seg::default());
     }
+    let mut pops = 0u64;
+    let mut maxh = 0usize;
+    let mut kinds = [0u64; 8];
     while ctx.out.written < ctx.out.target {
-        let Some(ev) = ctx.heap.pop() else { break };
+        maxh = maxh.max(ctx.queue.len());
+        pops += 1;
+        let Some(ev) = ctx.queue.pop() else { break };
+        kinds[ev.kind as usize] += 1;
         let c = &mut conns[ev.slot as usize];
         if c.epoch != ev.epoch {
             continue;
@@ -334,6 +325,7 @@ pub(super) fn run<W: Write>(
         ctx.last_time = now;
         ctx.handle(c, &ev, now)?;
     }
+    if std::env::var_os("GEN_DEBUG").is_some() { eprintln!("pops {pops} maxheap {maxh} kinds {kinds:?} size {}", std::mem::size_of::<Ev>()); }
     ctx.out.pcap.flush()?;
     let mut sum = ctx.sum;
     sum.packets = ctx.out.written;
@@ -355,10 +347,8 @@ struct Seg {
 impl<W: Write> Ctx<'_, W> {
     fn schedule(&mut self, c: &Conn, t: u64, kind: Kind, ep: usize, s: Seg) {
         debug_assert!(t % US == 0);
-        let key = ((t / US) << 24) | (self.tie & 0xff_ffff);
-        self.tie += 1;
-        self.heap.push(Ev {
-            key,
+        self.queue.push(Ev {
+            t: t / US,
             slot: c.slot,
             epoch: c.epoch,
             kind,

@@ -60,7 +60,11 @@ pub struct Record<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// Classic pcap. `modified` is Alexey Kuznetzov's variant with 24-byte record headers.
-    Pcap { nanos: bool, big_endian: bool, modified: bool },
+    Pcap {
+        nanos: bool,
+        big_endian: bool,
+        modified: bool,
+    },
     /// pcapng; byte order is per section.
     PcapNg,
     /// Sun snoop version 2 (RFC 1761), Ethernet only.
@@ -70,12 +74,20 @@ pub enum Format {
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Format::Pcap { nanos, big_endian, modified } => write!(
+            Format::Pcap {
+                nanos,
+                big_endian,
+                modified,
+            } => write!(
                 f,
                 "{}pcap ({}, {})",
                 if modified { "modified " } else { "" },
                 if nanos { "ns" } else { "µs" },
-                if big_endian { "big-endian" } else { "little-endian" }
+                if big_endian {
+                    "big-endian"
+                } else {
+                    "little-endian"
+                }
             ),
             Format::PcapNg => f.write_str("pcapng"),
             Format::Snoop => f.write_str("snoop"),
@@ -102,7 +114,9 @@ pub enum ReadError {
 impl fmt::Display for ReadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReadError::Io { offset, source } => write!(f, "read error at byte offset {offset}: {source}"),
+            ReadError::Io { offset, source } => {
+                write!(f, "read error at byte offset {offset}: {source}")
+            }
             ReadError::NotACapture { what } => write!(f, "not a pcap or pcapng file ({what})"),
             ReadError::UnsupportedFormat { name } => match compression_tool(name) {
                 Some(tool) => write!(
@@ -114,8 +128,12 @@ impl fmt::Display for ReadError {
                     "{name} capture: metro reads pcap and pcapng; convert it with `editcap -F pcap IN OUT`"
                 ),
             },
-            ReadError::Truncated { offset, what } => write!(f, "cut short at byte offset {offset}: {what}"),
-            ReadError::Damaged { offset, what } => write!(f, "damaged at byte offset {offset}: {what}"),
+            ReadError::Truncated { offset, what } => {
+                write!(f, "cut short at byte offset {offset}: {what}")
+            }
+            ReadError::Damaged { offset, what } => {
+                write!(f, "damaged at byte offset {offset}: {what}")
+            }
         }
     }
 }
@@ -187,19 +205,28 @@ impl Input {
             return Ok(true);
         }
         if self.start + n > self.buf.len() {
-            // Move the unconsumed tail to the front; grow only if one record needs it.
+            // Move the unconsumed tail to the front.
             self.buf.copy_within(self.start..self.end, 0);
             self.base += self.start as u64;
             self.end -= self.start;
             self.start = 0;
-            if n > self.buf.len() {
-                let want = n.next_power_of_two().min(MAX_BUFFER).max(n);
-                self.buf.resize(want, 0);
+            // Give back what one huge record took, once it is consumed.
+            if self.buf.len() > DEFAULT_BUFFER && n <= DEFAULT_BUFFER && self.end <= DEFAULT_BUFFER
+            {
+                self.buf.truncate(DEFAULT_BUFFER);
+                self.buf.shrink_to_fit();
             }
         }
         while self.avail() < n {
             if self.eof {
                 return Ok(false);
+            }
+            if self.end == self.buf.len() {
+                // Grow by doubling as data arrives, not to `n` at once: a damaged length
+                // near the end of a file must not cost hundreds of MiB.
+                let target = n.next_power_of_two().min(MAX_BUFFER).max(n);
+                let grown = (self.buf.len() * 2).min(target);
+                self.buf.resize(grown, 0);
             }
             match self.src.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
@@ -312,20 +339,32 @@ fn block_name(t: u32) -> &'static str {
 #[inline]
 fn rd16(b: &[u8], at: usize, be: bool) -> u16 {
     let v = [b[at], b[at + 1]];
-    if be { u16::from_be_bytes(v) } else { u16::from_le_bytes(v) }
+    if be {
+        u16::from_be_bytes(v)
+    } else {
+        u16::from_le_bytes(v)
+    }
 }
 
 #[inline]
 fn rd32(b: &[u8], at: usize, be: bool) -> u32 {
     let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-    if be { u32::from_be_bytes(v) } else { u32::from_le_bytes(v) }
+    if be {
+        u32::from_be_bytes(v)
+    } else {
+        u32::from_le_bytes(v)
+    }
 }
 
 #[inline]
 fn rd64(b: &[u8], at: usize, be: bool) -> u64 {
     let mut v = [0u8; 8];
     v.copy_from_slice(&b[at..at + 8]);
-    if be { u64::from_be_bytes(v) } else { u64::from_le_bytes(v) }
+    if be {
+        u64::from_be_bytes(v)
+    } else {
+        u64::from_le_bytes(v)
+    }
 }
 
 /// What the caller knows about the source besides its bytes.
@@ -362,10 +401,22 @@ impl CaptureReader {
     /// Opens a capture file; gzip is detected by content (1f 8b), not by name.
     pub fn open(path: &Path) -> Result<CaptureReader, ReadError> {
         let file = File::open(path).map_err(|source| ReadError::Io { offset: 0, source })?;
-        let file_size = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
-        let name_says_erf =
-            path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("erf"));
-        Self::with_hints(Box::new(file), Hints { name_says_erf, file_size })
+        let file_size = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        let name_says_erf = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("erf"));
+        Self::with_hints(
+            Box::new(file),
+            Hints {
+                name_says_erf,
+                file_size,
+            },
+        )
     }
 
     /// Reads a capture from any byte stream (stdin, a socket, a test vector).
@@ -375,9 +426,18 @@ impl CaptureReader {
 
     fn with_hints(src: Box<dyn Read + Send>, mut hints: Hints) -> Result<CaptureReader, ReadError> {
         let raw_count = Arc::new(AtomicU64::new(0));
-        let src: Box<dyn Read + Send> = Box::new(Counting { inner: src, count: raw_count.clone() });
-        let mut input =
-            Input { src, buf: vec![0; DEFAULT_BUFFER], start: 0, end: 0, base: 0, eof: false };
+        let src: Box<dyn Read + Send> = Box::new(Counting {
+            inner: src,
+            count: raw_count.clone(),
+        });
+        let mut input = Input {
+            src,
+            buf: vec![0; DEFAULT_BUFFER],
+            start: 0,
+            end: 0,
+            base: 0,
+            eof: false,
+        };
         let io_err = |source| ReadError::Io { offset: 0, source };
         input.fill(4).map_err(io_err)?;
         let mut gzipped = false;
@@ -395,7 +455,16 @@ impl CaptureReader {
             input.fill(4).map_err(io_err)?;
         }
         let (state, format) = detect(&mut input, hints)?;
-        Ok(CaptureReader { input, state, format, gzipped, raw_count, last_ts: 0, records: 0, done: false })
+        Ok(CaptureReader {
+            input,
+            state,
+            format,
+            gzipped,
+            raw_count,
+            last_ts: 0,
+            records: 0,
+            done: false,
+        })
     }
 
     pub fn format(&self) -> Format {
@@ -462,20 +531,32 @@ impl CaptureReader {
         }
         const NOTE: &str = " (offsets count decompressed bytes)";
         match e {
-            ReadError::Truncated { offset, what } => ReadError::Truncated { offset, what: what + NOTE },
-            ReadError::Damaged { offset, what } => ReadError::Damaged { offset, what: what + NOTE },
+            ReadError::Truncated { offset, what } => ReadError::Truncated {
+                offset,
+                what: what + NOTE,
+            },
+            ReadError::Damaged { offset, what } => ReadError::Damaged {
+                offset,
+                what: what + NOTE,
+            },
             other => other,
         }
     }
 }
 
 fn io_at(input: &Input) -> impl FnOnce(io::Error) -> ReadError + '_ {
-    move |source| ReadError::Io { offset: input.offset(), source }
+    move |source| ReadError::Io {
+        offset: input.offset(),
+        source,
+    }
 }
 
 /// Makes `n` bytes available or says that the file ends inside `what`.
 fn need(input: &mut Input, n: usize, what: impl FnOnce() -> String) -> Result<(), ReadError> {
-    let ok = input.fill(n).map_err(|source| ReadError::Io { offset: input.offset(), source })?;
+    let ok = input.fill(n).map_err(|source| ReadError::Io {
+        offset: input.offset(),
+        source,
+    })?;
     if ok {
         Ok(())
     } else {
@@ -501,7 +582,9 @@ fn hex(bytes: &[u8]) -> String {
 /// Recognises the format from the first bytes and consumes the file header.
 fn detect(input: &mut Input, hints: Hints) -> Result<(State, Format), ReadError> {
     if input.avail() == 0 {
-        return Err(ReadError::NotACapture { what: "the file is empty".into() });
+        return Err(ReadError::NotACapture {
+            what: "the file is empty".into(),
+        });
     }
     let head = input.bytes();
     if head.len() >= 4 {
@@ -517,7 +600,12 @@ fn detect(input: &mut Input, hints: Hints) -> Result<(State, Format), ReadError>
             return pcap_header(input, big_endian, nanos, modified);
         }
         if le == NG_SHB {
-            let st = NgState { big_endian: false, interfaces: Vec::new() };
+            let mut st = NgState {
+                big_endian: false,
+                interfaces: Vec::new(),
+            };
+            // Read the first section header now, so that a bad one fails `open`.
+            ng_block(input, &mut st, 0)?;
             return Ok((State::PcapNg(st), Format::PcapNg));
         }
     }
@@ -563,7 +651,10 @@ fn recognise_other(b: &[u8], hints: Hints) -> Option<&'static str> {
     // big-endian file length.
     if b.len() >= 128 && (5..=7).contains(&b[0]) && b[1] == 0 {
         let file_len = u64::from(u32::from_be_bytes([b[2], b[3], b[4], b[5]]));
-        if hints.file_size.map_or(file_len >= 128, |size| size == file_len) {
+        if hints
+            .file_size
+            .map_or(file_len >= 128, |size| size == file_len)
+        {
             return Some("EtherPeek/AiroPeek");
         }
     }
@@ -584,7 +675,9 @@ fn erf_plausible(b: &[u8]) -> bool {
         let secs = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
         ((1..=48).contains(&ty) && rlen >= 16 + 4).then_some((rlen, secs))
     };
-    let Some((rlen, secs)) = rec(0) else { return false };
+    let Some((rlen, secs)) = rec(0) else {
+        return false;
+    };
     if b.len() == rlen {
         return true;
     }
@@ -638,8 +731,22 @@ fn pcap_header(
     }
     input.start += 24;
     let hdr_len = if modified { 24 } else { 16 };
-    let st = PcapState { big_endian, nanos, hdr_len, linktype, snaplen, swap };
-    Ok((State::Pcap(st), Format::Pcap { nanos, big_endian, modified }))
+    let st = PcapState {
+        big_endian,
+        nanos,
+        hdr_len,
+        linktype,
+        snaplen,
+        swap,
+    };
+    Ok((
+        State::Pcap(st),
+        Format::Pcap {
+            nanos,
+            big_endian,
+            modified,
+        },
+    ))
 }
 
 /// The captured length check shared by all formats.
@@ -647,7 +754,9 @@ fn check_caplen(caplen: u32, snaplen: u32, offset: u64, what: &str) -> Result<()
     if caplen > MAX_RECORD {
         return Err(ReadError::Damaged {
             offset,
-            what: format!("the {what} claims {caplen} captured bytes, more than any real packet (limit 256 MiB)"),
+            what: format!(
+                "the {what} claims {caplen} captured bytes, more than any real packet (limit 256 MiB)"
+            ),
         });
     }
     if caplen > STANDARD_MAX_SNAPLEN && snaplen != 0 && caplen > snaplen {
@@ -655,7 +764,7 @@ fn check_caplen(caplen: u32, snaplen: u32, offset: u64, what: &str) -> Result<()
             offset,
             what: format!(
                 "the {what} claims {caplen} captured bytes, more than the snapshot length ({snaplen}) \
-                 and more than any ordinary packet ({STANDARD_MAX_SNAPLEN})"
+                 and than any ordinary packet"
             ),
         });
     }
@@ -696,11 +805,22 @@ fn next_pcap(input: &mut Input, st: &PcapState) -> Result<Option<Found>, ReadErr
             ),
         });
     }
-    let sub = if st.nanos { i64::from(frac) } else { i64::from(frac) * 1000 };
+    let sub = if st.nanos {
+        i64::from(frac)
+    } else {
+        i64::from(frac) * 1000
+    };
     let ts = i64::from(secs) * 1_000_000_000 + sub;
     let data_at = input.start + hl;
     input.start += total;
-    Ok(Some(Found { linktype: st.linktype, ts, orig_len, interface: 0, data_at, data_len: caplen as usize }))
+    Ok(Some(Found {
+        linktype: st.linktype,
+        ts,
+        orig_len,
+        interface: 0,
+        data_at,
+        data_len: caplen as usize,
+    }))
 }
 
 fn snoop_header(input: &mut Input) -> Result<(State, Format), ReadError> {
@@ -711,11 +831,15 @@ fn snoop_header(input: &mut Input) -> Result<(State, Format), ReadError> {
     if !(2..=4).contains(&version) {
         return Err(ReadError::Damaged {
             offset: 8,
-            what: format!("the snoop file header says version {version}; snoop files are version 2"),
+            what: format!(
+                "the snoop file header says version {version}; snoop files are version 2"
+            ),
         });
     }
     if datalink != 0 && datalink != 4 {
-        return Err(ReadError::UnsupportedFormat { name: "snoop (not Ethernet)" });
+        return Err(ReadError::UnsupportedFormat {
+            name: "snoop (not Ethernet)",
+        });
     }
     input.start += 16;
     Ok((State::Snoop, Format::Snoop))
@@ -742,14 +866,25 @@ fn next_snoop(input: &mut Input) -> Result<Option<Found>, ReadError> {
     if u64::from(rec_len) < 24 + u64::from(caplen) || rec_len > MAX_RECORD {
         return Err(ReadError::Damaged {
             offset: input.offset(),
-            what: format!("the record length {rec_len} cannot hold a 24-byte header and {caplen} captured bytes"),
+            what: format!(
+                "the record length {rec_len} cannot hold a 24-byte header and {caplen} captured bytes"
+            ),
         });
     }
-    need(input, rec_len as usize, || format!("the {rec_len}-byte record"))?;
+    need(input, rec_len as usize, || {
+        format!("the {rec_len}-byte record")
+    })?;
     let data_at = input.start + 24;
     input.start += rec_len as usize;
     let ts = i64::from(secs) * 1_000_000_000 + i64::from(usecs) * 1000;
-    Ok(Some(Found { linktype: 1, ts, orig_len, interface: 0, data_at, data_len: caplen as usize }))
+    Ok(Some(Found {
+        linktype: 1,
+        ts,
+        orig_len,
+        interface: 0,
+        data_at,
+        data_len: caplen as usize,
+    }))
 }
 
 /// Walks the options from `at` to `end` (exclusive) of a block in `b`, calling `f(code,
@@ -773,7 +908,7 @@ fn options(
             return Err(ReadError::Damaged {
                 offset: block_offset + at as u64,
                 what: format!(
-                    "option {code} of the {} at byte offset {block_offset} is {len} bytes long, \
+                    "an option (code {code}) of the {} at byte offset {block_offset} claims {len} bytes, \
                      but only {} bytes are left in the block",
                     block_name(block_type),
                     end - at - 4
@@ -786,189 +921,225 @@ fn options(
     Ok(())
 }
 
-fn next_pcapng(input: &mut Input, st: &mut NgState, last_ts: i64) -> Result<Option<Found>, ReadError> {
+fn next_pcapng(
+    input: &mut Input,
+    st: &mut NgState,
+    last_ts: i64,
+) -> Result<Option<Found>, ReadError> {
     loop {
-        if input.avail() < 12 && !input.fill(12).map_err(io_at(input))? {
-            match input.avail() {
-                0 => return Ok(None),
-                have => {
-                    return Err(ReadError::Truncated {
-                        offset: input.offset(),
-                        what: format!("a block header needs at least 12 bytes, the file ends after {have}"),
-                    });
-                }
-            }
-        }
-        let off = input.offset();
-        let b = input.bytes();
-        // The SHB type is a palindrome; its byte-order magic sets the order of the section.
-        let mut be = st.big_endian;
-        let btype = rd32(b, 0, be);
-        if btype == NG_SHB {
-            be = match rd32(b, 8, false) {
-                NG_BOM => false,
-                m if m.swap_bytes() == NG_BOM => true,
-                m => {
-                    return Err(ReadError::Damaged {
-                        offset: off + 8,
-                        what: format!(
-                            "the section header block has byte-order magic {m:08x}, not 1a2b3c4d in either order"
-                        ),
-                    });
-                }
-            };
-        }
-        let blen = rd32(b, 4, be);
-        let name = block_name(btype);
-        if blen < 12 || blen % 4 != 0 {
-            return Err(ReadError::Damaged {
-                offset: off,
-                what: format!("the {name} (type {btype:#x}) has total length {blen}, not a multiple of 4 of at least 12"),
-            });
-        }
-        if blen as usize > MAX_BUFFER {
-            return Err(ReadError::Damaged {
-                offset: off,
-                what: format!("the {name} (type {btype:#x}) claims {blen} bytes, more than any real block (limit 256 MiB)"),
-            });
-        }
-        let blen = blen as usize;
-        need(input, blen, || format!("the {blen}-byte {name} (type {btype:#x})"))?;
-        let s = input.start;
-        let b = &input.buf[s..s + blen];
-        let trailer = rd32(b, blen - 4, be);
-        let body_end = blen - 4;
-        let too_short = |min: usize| ReadError::Damaged {
-            offset: off,
-            what: format!("the {name} is {blen} bytes long, too short for its {min}-byte fixed part"),
-        };
-        let mut found = None;
-        match btype {
-            NG_SHB => {
-                if blen < 28 {
-                    return Err(too_short(28));
-                }
-                let (major, minor) = (rd16(b, 12, be), rd16(b, 14, be));
-                if !(major == 1 && (minor == 0 || minor == 2)) {
-                    return Err(ReadError::Damaged {
-                        offset: off + 12,
-                        what: format!(
-                            "the pcapng section header says version {major}.{minor}; pcapng files are version 1.0"
-                        ),
-                    });
-                }
-                options(b, 24, body_end, be, off, btype, |_, _| Ok(()))?;
-                st.big_endian = be;
-                st.interfaces.clear();
-            }
-            NG_IDB => {
-                if blen < 20 {
-                    return Err(too_short(20));
-                }
-                let mut iface = NgInterface {
-                    linktype: u32::from(rd16(b, 8, be)),
-                    snaplen: rd32(b, 12, be),
-                    conv: TsConv::Mul(1000),
-                    offset_ns: 0,
-                };
-                options(b, 16, body_end, be, off, btype, |code, v| {
-                    match (code, v.len()) {
-                        (9, 1) => {
-                            iface.conv = TsConv::from_tsresol(v[0]).ok_or_else(|| ReadError::Damaged {
-                                offset: off,
-                                what: format!("the interface description's if_tsresol 10^-{} is finer than any clock", v[0]),
-                            })?;
-                        }
-                        (14, 8) => iface.offset_ns = (rd64(v, 0, be) as i64).wrapping_mul(1_000_000_000),
-                        _ => {}
-                    }
-                    Ok(())
-                })?;
-                st.interfaces.push(iface);
-            }
-            NG_EPB | NG_PB => {
-                if blen < 32 {
-                    return Err(too_short(32));
-                }
-                let (iface_id, ts_at) = if btype == NG_EPB {
-                    (rd32(b, 8, be), 12)
-                } else {
-                    (u32::from(rd16(b, 8, be)), 12)
-                };
-                let units = (u64::from(rd32(b, ts_at, be)) << 32) | u64::from(rd32(b, ts_at + 4, be));
-                let caplen = rd32(b, 20, be);
-                let orig_len = rd32(b, 24, be);
-                let iface = interface(st, iface_id, off, name)?;
-                check_caplen(caplen, iface.snaplen, off, name)?;
-                if caplen as usize > blen - 32 {
-                    return Err(ReadError::Damaged {
-                        offset: off,
-                        what: format!("the {blen}-byte {name} claims {caplen} captured bytes, more than it holds"),
-                    });
-                }
-                let ts = iface.conv.nanos(units).wrapping_add(iface.offset_ns);
-                found = Some(Found {
-                    linktype: iface.linktype,
-                    ts,
-                    orig_len,
-                    interface: iface_id,
-                    data_at: s + 28,
-                    data_len: caplen as usize,
-                });
-            }
-            NG_SPB => {
-                if blen < 16 {
-                    return Err(too_short(16));
-                }
-                let orig_len = rd32(b, 8, be);
-                let iface = interface(st, 0, off, name)?;
-                let mut caplen = (orig_len as usize).min(blen - 16);
-                if iface.snaplen != 0 {
-                    caplen = caplen.min(iface.snaplen as usize);
-                }
-                found = Some(Found {
-                    linktype: iface.linktype,
-                    ts: last_ts,
-                    orig_len,
-                    interface: 0,
-                    data_at: s + 12,
-                    data_len: caplen,
-                });
-            }
-            NG_CUSTOM | NG_CUSTOM_NOCOPY | NG_JOURNAL => {
-                let len = blen - 12;
-                found = Some(Found {
-                    linktype: NOT_A_PACKET,
-                    ts: last_ts,
-                    orig_len: len as u32,
-                    interface: 0,
-                    data_at: s + 8,
-                    data_len: len,
-                });
-            }
-            _ => {}
-        }
-        if trailer as usize != blen {
-            return Err(ReadError::Damaged {
-                offset: off,
-                what: format!("the {name} says it is {blen} bytes long at its start but {trailer} at its end"),
-            });
-        }
-        input.start += blen;
-        if found.is_some() {
-            return Ok(found);
+        match ng_block(input, st, last_ts)? {
+            Step::End => return Ok(None),
+            Step::Record(found) => return Ok(Some(found)),
+            Step::Other => {}
         }
     }
 }
 
-fn interface(st: &NgState, id: u32, off: u64, name: &str) -> Result<NgInterface, ReadError> {
-    st.interfaces.get(id as usize).copied().ok_or_else(|| ReadError::Damaged {
+/// What one pcapng block yielded.
+enum Step {
+    End,
+    Record(Found),
+    /// A block that is not a record (section, interface, statistics, unknown, ...).
+    Other,
+}
+
+/// Reads one pcapng block.
+fn ng_block(input: &mut Input, st: &mut NgState, last_ts: i64) -> Result<Step, ReadError> {
+    if input.avail() < 12 && !input.fill(12).map_err(io_at(input))? {
+        match input.avail() {
+            0 => return Ok(Step::End),
+            have => {
+                return Err(ReadError::Truncated {
+                    offset: input.offset(),
+                    what: format!(
+                        "a block header needs at least 12 bytes, the file ends after {have}"
+                    ),
+                });
+            }
+        }
+    }
+    let off = input.offset();
+    let b = input.bytes();
+    // The SHB type is a palindrome; its byte-order magic sets the order of the section.
+    let mut be = st.big_endian;
+    let btype = rd32(b, 0, be);
+    if btype == NG_SHB {
+        be = match rd32(b, 8, false) {
+            NG_BOM => false,
+            m if m.swap_bytes() == NG_BOM => true,
+            m => {
+                return Err(ReadError::Damaged {
+                    offset: off + 8,
+                    what: format!(
+                        "the section header block has byte-order magic {m:08x}, not 1a2b3c4d in either order"
+                    ),
+                });
+            }
+        };
+    }
+    let blen = rd32(b, 4, be);
+    let name = block_name(btype);
+    if blen < 12 || !blen.is_multiple_of(4) {
+        return Err(ReadError::Damaged {
+            offset: off,
+            what: format!(
+                "the {name} (type {btype:#x}) has total length {blen}, not a multiple of 4 of at least 12"
+            ),
+        });
+    }
+    if blen as usize > MAX_BUFFER {
+        return Err(ReadError::Damaged {
+            offset: off,
+            what: format!(
+                "the {name} (type {btype:#x}) claims {blen} bytes, more than any real block (limit 256 MiB)"
+            ),
+        });
+    }
+    let blen = blen as usize;
+    need(input, blen, || {
+        format!("the {blen}-byte {name} (type {btype:#x})")
+    })?;
+    let s = input.start;
+    let b = &input.buf[s..s + blen];
+    let trailer = rd32(b, blen - 4, be);
+    let body_end = blen - 4;
+    let too_short = |min: usize| ReadError::Damaged {
         offset: off,
-        what: format!(
-            "the {name} refers to interface {id}, but its section describes {} interface(s)",
-            st.interfaces.len()
-        ),
-    })
+        what: format!("the {name} is {blen} bytes long, too short for its {min}-byte fixed part"),
+    };
+    let mut found = None;
+    match btype {
+        NG_SHB => {
+            if blen < 28 {
+                return Err(too_short(28));
+            }
+            let (major, minor) = (rd16(b, 12, be), rd16(b, 14, be));
+            if !(major == 1 && (minor == 0 || minor == 2)) {
+                return Err(ReadError::Damaged {
+                    offset: off + 12,
+                    what: format!(
+                        "the pcapng section header says version {major}.{minor}; pcapng files are version 1.0"
+                    ),
+                });
+            }
+            options(b, 24, body_end, be, off, btype, |_, _| Ok(()))?;
+            st.big_endian = be;
+            st.interfaces.clear();
+        }
+        NG_IDB => {
+            if blen < 20 {
+                return Err(too_short(20));
+            }
+            let mut iface = NgInterface {
+                linktype: u32::from(rd16(b, 8, be)),
+                snaplen: rd32(b, 12, be),
+                conv: TsConv::Mul(1000),
+                offset_ns: 0,
+            };
+            options(b, 16, body_end, be, off, btype, |code, v| {
+                match (code, v.len()) {
+                    (9, 1) => {
+                        iface.conv = TsConv::from_tsresol(v[0]).ok_or_else(|| ReadError::Damaged {
+                            offset: off,
+                            what: format!("the interface description's if_tsresol 10^-{} is finer than any clock", v[0]),
+                        })?;
+                    }
+                    (14, 8) => {
+                        iface.offset_ns = (rd64(v, 0, be) as i64).wrapping_mul(1_000_000_000)
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            st.interfaces.push(iface);
+        }
+        NG_EPB | NG_PB => {
+            if blen < 32 {
+                return Err(too_short(32));
+            }
+            let (iface_id, ts_at) = if btype == NG_EPB {
+                (rd32(b, 8, be), 12)
+            } else {
+                (u32::from(rd16(b, 8, be)), 12)
+            };
+            let units = (u64::from(rd32(b, ts_at, be)) << 32) | u64::from(rd32(b, ts_at + 4, be));
+            let caplen = rd32(b, 20, be);
+            let orig_len = rd32(b, 24, be);
+            let iface = interface(st, iface_id, off, name)?;
+            check_caplen(caplen, iface.snaplen, off, name)?;
+            if caplen as usize > blen - 32 {
+                return Err(ReadError::Damaged {
+                    offset: off,
+                    what: format!(
+                        "the {blen}-byte {name} claims {caplen} captured bytes, more than it holds"
+                    ),
+                });
+            }
+            let ts = iface.conv.nanos(units).wrapping_add(iface.offset_ns);
+            found = Some(Found {
+                linktype: iface.linktype,
+                ts,
+                orig_len,
+                interface: iface_id,
+                data_at: s + 28,
+                data_len: caplen as usize,
+            });
+        }
+        NG_SPB => {
+            if blen < 16 {
+                return Err(too_short(16));
+            }
+            let orig_len = rd32(b, 8, be);
+            let iface = interface(st, 0, off, name)?;
+            let mut caplen = (orig_len as usize).min(blen - 16);
+            if iface.snaplen != 0 {
+                caplen = caplen.min(iface.snaplen as usize);
+            }
+            found = Some(Found {
+                linktype: iface.linktype,
+                ts: last_ts,
+                orig_len,
+                interface: 0,
+                data_at: s + 12,
+                data_len: caplen,
+            });
+        }
+        NG_CUSTOM | NG_CUSTOM_NOCOPY | NG_JOURNAL => {
+            let len = blen - 12;
+            found = Some(Found {
+                linktype: NOT_A_PACKET,
+                ts: last_ts,
+                orig_len: len as u32,
+                interface: 0,
+                data_at: s + 8,
+                data_len: len,
+            });
+        }
+        _ => {}
+    }
+    if trailer as usize != blen {
+        return Err(ReadError::Damaged {
+            offset: off,
+            what: format!(
+                "the {name} says it is {blen} bytes long at its start but {trailer} at its end"
+            ),
+        });
+    }
+    input.start += blen;
+    Ok(found.map_or(Step::Other, Step::Record))
+}
+
+fn interface(st: &NgState, id: u32, off: u64, name: &str) -> Result<NgInterface, ReadError> {
+    st.interfaces
+        .get(id as usize)
+        .copied()
+        .ok_or_else(|| ReadError::Damaged {
+            offset: off,
+            what: format!(
+                "the {name} refers to interface {id}, but its section describes {} interface(s)",
+                st.interfaces.len()
+            ),
+        })
 }
 
 #[cfg(test)]
@@ -981,19 +1152,31 @@ mod tests {
 
     #[test]
     fn tsresol_conversions() {
-        assert_eq!(TsConv::from_tsresol(6).unwrap().nanos(1_500_000), 1_500_000_000);
+        assert_eq!(
+            TsConv::from_tsresol(6).unwrap().nanos(1_500_000),
+            1_500_000_000
+        );
         assert_eq!(TsConv::from_tsresol(9).unwrap().nanos(7), 7);
         assert_eq!(TsConv::from_tsresol(12).unwrap().nanos(7_000), 7);
-        assert_eq!(TsConv::from_tsresol(0x8a).unwrap().nanos(1536), 1_500_000_000);
+        assert_eq!(
+            TsConv::from_tsresol(0x8a).unwrap().nanos(1536),
+            1_500_000_000
+        );
         assert!(TsConv::from_tsresol(20).is_none());
     }
 
     #[test]
     fn empty_and_tiny_inputs() {
         let e = reader(b"").err().unwrap();
-        assert_eq!(e.to_string(), "not a pcap or pcapng file (the file is empty)");
+        assert_eq!(
+            e.to_string(),
+            "not a pcap or pcapng file (the file is empty)"
+        );
         let e = reader(b"\x01\x02").err().unwrap();
-        assert_eq!(e.to_string(), "not a pcap or pcapng file (the file is only 2 bytes long: 01 02)");
+        assert_eq!(
+            e.to_string(),
+            "not a pcap or pcapng file (the file is only 2 bytes long: 01 02)"
+        );
         let e = reader(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0]).err().unwrap();
         assert!(matches!(e, ReadError::Truncated { offset: 0, .. }), "{e}");
     }
@@ -1006,13 +1189,56 @@ mod tests {
             "zstd-compressed file: metro reads pcap and pcapng, plain or gzip-compressed; decompress it with `zstd -d`"
         );
         let e = reader(b"GMBU\0\0\0\0").err().unwrap();
-        assert!(e.to_string().starts_with("Microsoft Network Monitor 2 capture: metro reads pcap and pcapng"));
+        assert!(
+            e.to_string()
+                .starts_with("Microsoft Network Monitor 2 capture: metro reads pcap and pcapng")
+        );
+    }
+
+    fn pcap_le(snaplen: u32, records: &[(u32, usize)]) -> Vec<u8> {
+        let mut f = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        f.extend_from_slice(&snaplen.to_le_bytes());
+        f.extend_from_slice(&1u32.to_le_bytes());
+        for &(caplen, have) in records {
+            f.extend_from_slice(&[0; 8]);
+            f.extend_from_slice(&caplen.to_le_bytes());
+            f.extend_from_slice(&caplen.to_le_bytes());
+            f.resize(f.len() + have, 0xab);
+        }
+        f
+    }
+
+    #[test]
+    fn buffer_grows_for_a_big_record_and_shrinks_after() {
+        let mut records = vec![(3 << 20, 3 << 20)];
+        records.resize(3000, (3000, 3000));
+        let f = pcap_le(0, &records);
+        let mut r = reader(&f).unwrap();
+        assert_eq!(r.next_record().unwrap().unwrap().caplen, 3 << 20);
+        assert!(r.input.buf.len() >= 3 << 20);
+        for _ in 1..3000 {
+            assert_eq!(r.next_record().unwrap().unwrap().caplen, 3000);
+        }
+        assert!(r.next_record().unwrap().is_none());
+        assert_eq!(r.input.buf.len(), DEFAULT_BUFFER);
+    }
+
+    #[test]
+    fn a_lying_length_costs_no_more_than_the_data() {
+        // 200 MiB claimed (snaplen 0 = unlimited), 3 MiB present.
+        let f = pcap_le(0, &[(200 << 20, 3 << 20)]);
+        let mut r = reader(&f).unwrap();
+        let e = r.next_record().unwrap_err();
+        assert!(matches!(e, ReadError::Truncated { offset: 24, .. }), "{e}");
+        assert!(r.input.buf.len() <= 8 << 20, "{}", r.input.buf.len());
     }
 
     #[test]
     fn pcap_record_header_lengths_swapped_before_2_3() {
         // Version 2.2, big-endian: caplen and len written the other way round.
-        let mut f = vec![0xa1, 0xb2, 0xc3, 0xd4, 0, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 1];
+        let mut f = vec![
+            0xa1, 0xb2, 0xc3, 0xd4, 0, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 1,
+        ];
         f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 9, 0, 0, 0, 4, 1, 2, 3, 4]);
         let mut r = reader(&f).unwrap();
         let rec = r.next_record().unwrap().unwrap();

@@ -26,7 +26,12 @@ pub struct PcapOptions {
 
 impl Default for PcapOptions {
     fn default() -> Self {
-        PcapOptions { linktype: 1, snaplen: 262_144, nanos: false, big_endian: false }
+        PcapOptions {
+            linktype: 1,
+            snaplen: 262_144,
+            nanos: false,
+            big_endian: false,
+        }
     }
 }
 
@@ -49,7 +54,11 @@ impl<W: Write> PcapWriter<W> {
     pub fn new(mut out: W, opts: PcapOptions) -> io::Result<Self> {
         let be = opts.big_endian;
         let mut hdr = [0u8; 24];
-        let magic = if opts.nanos { MAGIC_NANOS } else { MAGIC_MICROS };
+        let magic = if opts.nanos {
+            MAGIC_NANOS
+        } else {
+            MAGIC_MICROS
+        };
         hdr[0..4].copy_from_slice(&u32_bytes(magic, be));
         hdr[4..6].copy_from_slice(&u16_bytes(2, be));
         hdr[6..8].copy_from_slice(&u16_bytes(4, be));
@@ -62,12 +71,28 @@ impl<W: Write> PcapWriter<W> {
 
     /// Microsecond-resolution little-endian file with this link type and snaplen.
     pub fn micros(out: W, linktype: u32, snaplen: u32) -> io::Result<Self> {
-        Self::new(out, PcapOptions { linktype, snaplen, nanos: false, big_endian: false })
+        Self::new(
+            out,
+            PcapOptions {
+                linktype,
+                snaplen,
+                nanos: false,
+                big_endian: false,
+            },
+        )
     }
 
     /// Nanosecond-resolution little-endian file with this link type and snaplen.
     pub fn nanos(out: W, linktype: u32, snaplen: u32) -> io::Result<Self> {
-        Self::new(out, PcapOptions { linktype, snaplen, nanos: true, big_endian: false })
+        Self::new(
+            out,
+            PcapOptions {
+                linktype,
+                snaplen,
+                nanos: true,
+                big_endian: false,
+            },
+        )
     }
 
     pub fn options(&self) -> PcapOptions {
@@ -123,7 +148,12 @@ pub struct Interface {
 
 impl Interface {
     pub fn new(linktype: u16, snaplen: u32) -> Interface {
-        Interface { linktype, snaplen, tsresol: None, tsoffset: 0 }
+        Interface {
+            linktype,
+            snaplen,
+            tsresol: None,
+            tsoffset: 0,
+        }
     }
     pub fn tsresol(mut self, tsresol: u8) -> Interface {
         self.tsresol = Some(tsresol);
@@ -142,7 +172,11 @@ impl Interface {
             (t << (r & 0x7f)).div_euclid(1_000_000_000)
         } else {
             let p = 10i128.pow(u32::from(r.min(30)));
-            if p >= 1_000_000_000 { t * (p / 1_000_000_000) } else { t.div_euclid(1_000_000_000 / p) }
+            if p >= 1_000_000_000 {
+                t * (p / 1_000_000_000)
+            } else {
+                t.div_euclid(1_000_000_000 / p)
+            }
         };
         units as u64
     }
@@ -165,7 +199,12 @@ const EPB: u32 = 6;
 impl<W: Write> PcapNgWriter<W> {
     /// Writes the first Section Header Block (version 1.0, section length unknown).
     pub fn new(out: W, big_endian: bool) -> io::Result<Self> {
-        let mut w = PcapNgWriter { out, big_endian, interfaces: Vec::new(), block: Vec::new() };
+        let mut w = PcapNgWriter {
+            out,
+            big_endian,
+            interfaces: Vec::new(),
+            block: Vec::new(),
+        };
         w.section(big_endian)?;
         Ok(w)
     }
@@ -200,7 +239,11 @@ impl<W: Write> PcapNgWriter<W> {
             body.extend_from_slice(&u16_bytes(14, be));
             body.extend_from_slice(&u16_bytes(8, be));
             let off = iface.tsoffset as u64;
-            body.extend_from_slice(&if be { off.to_be_bytes() } else { off.to_le_bytes() });
+            body.extend_from_slice(&if be {
+                off.to_be_bytes()
+            } else {
+                off.to_le_bytes()
+            });
         }
         if iface.tsresol.is_some() || iface.tsoffset != 0 {
             body.extend_from_slice(&[0, 0, 0, 0]); // opt_endofopt
@@ -214,10 +257,20 @@ impl<W: Write> PcapNgWriter<W> {
     ///
     /// # Panics
     /// If `interface` was not returned by [`add_interface`](Self::add_interface) in this section.
-    pub fn write_packet(&mut self, interface: u32, ts_nanos: i64, data: &[u8], orig_len: u32) -> io::Result<()> {
+    pub fn write_packet(
+        &mut self,
+        interface: u32,
+        ts_nanos: i64,
+        data: &[u8],
+        orig_len: u32,
+    ) -> io::Result<()> {
         let iface = self.interfaces[interface as usize];
         let be = self.big_endian;
-        let caplen = if iface.snaplen == 0 { data.len() } else { data.len().min(iface.snaplen as usize) };
+        let caplen = if iface.snaplen == 0 {
+            data.len()
+        } else {
+            data.len().min(iface.snaplen as usize)
+        };
         let units = iface.units(ts_nanos);
         let mut body = std::mem::take(&mut self.block);
         body.clear();
@@ -278,7 +331,8 @@ mod tests {
     #[test]
     fn pcap_header_and_record_bytes() {
         let mut w = PcapWriter::micros(Vec::new(), 1, 4).unwrap();
-        w.write_packet(1_700_000_000_123_456_789, &[1, 2, 3, 4, 5, 6], 6).unwrap();
+        w.write_packet(1_700_000_000_123_456_789, &[1, 2, 3, 4, 5, 6], 6)
+            .unwrap();
         let b = w.into_inner().unwrap();
         assert_eq!(&b[0..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
         assert_eq!(&b[4..8], &[2, 0, 4, 0]);
@@ -294,15 +348,28 @@ mod tests {
 
     #[test]
     fn pcap_big_endian_nanos() {
-        let opts = PcapOptions { linktype: 101, snaplen: 65535, nanos: true, big_endian: true };
+        let opts = PcapOptions {
+            linktype: 101,
+            snaplen: 65535,
+            nanos: true,
+            big_endian: true,
+        };
         let mut w = PcapWriter::new(Vec::new(), opts).unwrap();
         w.write_packet(-1, &[9], 1).unwrap();
         let b = w.into_inner().unwrap();
         assert_eq!(&b[0..4], &[0xa1, 0xb2, 0x3c, 0x4d]);
         assert_eq!(&b[4..8], &[0, 2, 0, 4]);
         assert_eq!(&b[20..24], &[0, 0, 0, 101]);
-        assert_eq!(&b[24..28], &u32::MAX.to_be_bytes(), "-1 ns is second -1 ...");
-        assert_eq!(&b[28..32], &999_999_999u32.to_be_bytes(), "... plus 999999999 ns");
+        assert_eq!(
+            &b[24..28],
+            &u32::MAX.to_be_bytes(),
+            "-1 ns is second -1 ..."
+        );
+        assert_eq!(
+            &b[28..32],
+            &999_999_999u32.to_be_bytes(),
+            "... plus 999999999 ns"
+        );
     }
 
     #[test]
@@ -322,7 +389,11 @@ mod tests {
         assert_eq!(&epb[0..4], &6u32.to_le_bytes());
         assert_eq!(&epb[4..8], &40u32.to_le_bytes());
         assert_eq!(&epb[12..16], &1u32.to_le_bytes(), "ts high");
-        assert_eq!(&epb[16..20], &705_032_711u32.to_le_bytes(), "ts low: 5000000007 - 2^32");
+        assert_eq!(
+            &epb[16..20],
+            &705_032_711u32.to_le_bytes(),
+            "ts low: 5000000007 - 2^32"
+        );
         assert_eq!(&epb[20..24], &5u32.to_le_bytes());
         assert_eq!(&epb[24..28], &60u32.to_le_bytes());
         assert_eq!(&epb[28..36], &[0xab, 0xab, 0xab, 0xab, 0xab, 0, 0, 0]);
@@ -333,9 +404,15 @@ mod tests {
     #[test]
     fn tsresol_units() {
         assert_eq!(Interface::new(1, 0).units(1_500_000_000), 1_500_000);
-        assert_eq!(Interface::new(1, 0).tsresol(0x8a).units(1_500_000_000), 1536);
+        assert_eq!(
+            Interface::new(1, 0).tsresol(0x8a).units(1_500_000_000),
+            1536
+        );
         assert_eq!(Interface::new(1, 0).tsresol(0).units(1_500_000_000), 1);
         assert_eq!(Interface::new(1, 0).tsresol(12).units(2), 2000);
-        assert_eq!(Interface::new(1, 0).tsoffset(1).units(1_500_000_000), 500_000);
+        assert_eq!(
+            Interface::new(1, 0).tsoffset(1).units(1_500_000_000),
+            500_000
+        );
     }
 }

@@ -1,0 +1,382 @@
+//! One instance's capture thread: packets from libpcap (or a capture file) through
+//! `metro_core`'s decoder and engine into the instance's [`Interval`](super::report::Interval).
+//!
+//! The loop never blocks longer than the read timeout, checks the stop flag and the watch
+//! list's generation between packets (re-installing the kernel filter when a host name moved),
+//! ticks the engine on packet time (wall time while idle), and reopens a capture that failed
+//! (interface down or gone) with exponential backoff from 1 s to 30 s.
+//!
+//! A file instance runs on packet time only: it flushes every `flush_interval` of packet
+//! time, as fast as it reads, and hands its reports to the flusher through a channel.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use metro_core::engine::{Engine, EngineConfig, Observer};
+use metro_core::rtt::Sample;
+
+use super::config::DutyCycle;
+use super::filter;
+use super::live::{self, Live, LiveOptions, Next};
+use super::report::InstanceShared;
+use super::resolve::{LocalSet, WatchList, interface_addresses};
+use super::run::Msg;
+
+const NS: i64 = 1_000_000_000;
+/// Engine expiry runs at most this often (packet time).
+const TICK: i64 = NS;
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+fn wall_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// go-metro's duty cycle on packet time: windows of `duration`, `interval` apart.
+struct Duty {
+    cycle: DutyCycle,
+    window: Option<(i64, i64)>,
+}
+
+impl Duty {
+    fn admit(&mut self, ts: i64) -> bool {
+        let dur = self.cycle.duration.as_nanos() as i64;
+        let gap = self.cycle.interval.as_nanos() as i64;
+        let (start, end) = *self.window.get_or_insert((ts, ts + dur));
+        if ts < start {
+            return false;
+        }
+        if ts < end {
+            return true;
+        }
+        // Past the window: the next one starts `gap` after it ended; skip whole periods.
+        let period = dur + gap;
+        let mut s = end + gap;
+        if ts >= s + period {
+            s += (ts - s) / period * period;
+        }
+        self.window = Some((s, s + dur));
+        ts >= s && ts < s + dur
+    }
+}
+
+struct Obs<'a> {
+    shared: &'a InstanceShared,
+    locals: &'a LocalSet,
+    watch: &'a WatchList,
+}
+
+impl Observer for Obs<'_> {
+    fn sample(&mut self, s: &Sample) {
+        let mut iv = self.shared.interval.lock().unwrap_or_else(|e| e.into_inner());
+        iv.add_sample(s, self.locals, self.watch);
+    }
+    fn retransmit(&mut self, sender: std::net::SocketAddr, receiver: std::net::SocketAddr, _ts: i64) {
+        let mut iv = self.shared.interval.lock().unwrap_or_else(|e| e.into_inner());
+        iv.add_retransmit(sender.ip(), receiver.ip(), self.locals, self.watch);
+    }
+}
+
+/// The per-packet work shared by live and file capture.
+pub struct Processor {
+    shared: Arc<InstanceShared>,
+    engine: Engine,
+    watch: (u64, Arc<WatchList>),
+    locals: (u64, Arc<LocalSet>),
+    frame: u64,
+    last_tick: Option<i64>,
+    duty: Option<Duty>,
+    decode_errors: u64,
+}
+
+impl Processor {
+    pub fn new(shared: Arc<InstanceShared>, engine: EngineConfig, duty: Option<DutyCycle>) -> Processor {
+        let watch = shared.watch.get();
+        let locals = shared.locals.get();
+        Processor {
+            shared,
+            engine: Engine::new(engine),
+            watch,
+            locals,
+            frame: 0,
+            last_tick: None,
+            duty: duty.map(|cycle| Duty { cycle, window: None }),
+            decode_errors: 0,
+        }
+    }
+
+    /// Whether the watch list changed since this processor last looked (and pick it up).
+    pub fn refresh_watch(&mut self) -> bool {
+        if self.shared.watch.generation() != self.watch.0 {
+            self.watch = self.shared.watch.get();
+            return true;
+        }
+        false
+    }
+
+    pub fn watch(&self) -> &WatchList {
+        &self.watch.1
+    }
+
+    #[inline]
+    pub fn packet(&mut self, linktype: u32, ts: i64, data: &[u8]) {
+        self.frame += 1;
+        self.shared.cumulative.packets_received.fetch_add(1, Ordering::Relaxed);
+        if self.shared.locals.generation() != self.locals.0 {
+            self.locals = self.shared.locals.get();
+        }
+        self.refresh_watch();
+        if let Some(d) = &mut self.duty {
+            if !d.admit(ts) {
+                return;
+            }
+        }
+        match metro_core::wire::decode(linktype, data) {
+            Ok(pkt) => {
+                let mut obs = Obs {
+                    shared: &self.shared,
+                    locals: &self.locals.1,
+                    watch: &self.watch.1,
+                };
+                self.engine.process(self.frame, ts, &pkt, &mut obs);
+            }
+            Err(_) => self.decode_errors += 1,
+        }
+        self.tick(ts);
+    }
+
+    /// Run expiry if a tick's worth of time passed since the last one.
+    pub fn tick(&mut self, now: i64) {
+        match self.last_tick {
+            Some(t) if now - t < TICK => {}
+            _ => {
+                self.last_tick = Some(now);
+                self.engine.tick(now);
+                self.publish();
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let c = &self.shared.cumulative;
+        c.flows_active.store(self.engine.active_flows() as u64, Ordering::Relaxed);
+        c.flows_evicted
+            .store(self.engine.counters().flows_evicted_full, Ordering::Relaxed);
+    }
+}
+
+/// What a capture thread needs besides its processor.
+pub struct Worker {
+    pub shared: Arc<InstanceShared>,
+    pub engine: EngineConfig,
+    pub duty: Option<DutyCycle>,
+    pub base_filter: String,
+    pub stop: Arc<AtomicBool>,
+}
+
+fn install_filter(live: &mut Live, iface: &str, base: &str, watch: &WatchList) {
+    let blocks = watch.blocks();
+    let f = filter::build(base, &blocks, live.has_vlans());
+    match live.set_filter(&f) {
+        Ok(()) => tracing::info!("{iface}: capture filter: {f}"),
+        Err(e) => {
+            // A base filter libpcap refuses in the VLAN form still works without it.
+            let plain = filter::build(base, &blocks, false);
+            match live.set_filter(&plain) {
+                Ok(()) => tracing::warn!("{iface}: filter `{f}` refused ({e}); using `{plain}`"),
+                Err(e2) => {
+                    tracing::error!("{iface}: capture filter `{plain}` refused: {e2}; capturing nothing");
+                    let _ = live.set_filter(filter::MATCH_NOTHING);
+                }
+            }
+        }
+    }
+}
+
+/// Sleep up to `d`, returning early (true) if `stop` is set.
+fn sleep_or_stop(d: Duration, stop: &AtomicBool) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
+    }
+    stop.load(Ordering::Relaxed)
+}
+
+/// Live capture until `stop`. `first` is the handle opened at start (None if the interface
+/// was down then).
+pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
+    let iface = opts.iface.clone();
+    let mut proc = Processor::new(w.shared.clone(), w.engine.clone(), w.duty);
+    let mut backoff = BACKOFF_MIN;
+    let mut last_error = String::new();
+    // Kernel drops of the handles closed so far (each handle counts from zero).
+    let mut dropped_before = 0u64;
+    'outer: while !w.stop.load(Ordering::Relaxed) {
+        let mut live = match first.take() {
+            Some(l) => l,
+            None => match live::open(&opts) {
+                Ok(l) => {
+                    tracing::info!("{iface}: capture open");
+                    last_error.clear();
+                    l
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if msg != last_error {
+                        tracing::warn!("{iface}: {msg}; retrying (every {}s at most)", BACKOFF_MAX.as_secs());
+                        last_error = msg;
+                    } else {
+                        tracing::debug!("{iface}: still failing: {e}");
+                    }
+                    if sleep_or_stop(backoff, &w.stop) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            },
+        };
+        backoff = BACKOFF_MIN;
+        // The interface may have come back with other addresses.
+        if let Ok(set) = interface_addresses(Some(&iface)) {
+            let set = LocalSet::from(set);
+            if *w.shared.locals.get().1 != set {
+                w.shared.locals.set(set);
+            }
+        }
+        proc.refresh_watch();
+        install_filter(&mut live, &iface, &w.base_filter, proc.watch());
+        let linktype = live.linktype();
+        let mut last_stats = Instant::now();
+        let mut dropped_now = 0u64;
+        loop {
+            if w.stop.load(Ordering::Relaxed) {
+                break 'outer;
+            }
+            if proc.refresh_watch() {
+                install_filter(&mut live, &iface, &w.base_filter, proc.watch());
+            }
+            match live.next() {
+                Ok(Next::Packet { ts, data }) => proc.packet(linktype, ts, data),
+                Ok(Next::Timeout) => proc.tick(wall_ns()),
+                Err(e) => {
+                    tracing::warn!("{iface}: capture stopped: {e}; reopening");
+                    last_error.clear();
+                    dropped_before += dropped_now;
+                    // Give a flapping interface a moment before the first reopen.
+                    if sleep_or_stop(BACKOFF_MIN, &w.stop) {
+                        break 'outer;
+                    }
+                    continue 'outer;
+                }
+            }
+            if last_stats.elapsed() >= Duration::from_secs(1) {
+                last_stats = Instant::now();
+                if let Some((_, dropped)) = live.stats() {
+                    dropped_now = dropped;
+                    w.shared
+                        .cumulative
+                        .packets_dropped
+                        .store(dropped_before + dropped, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    proc.tick(wall_ns());
+    proc.publish();
+}
+
+/// A capture file on packet time: flushes every `flush_interval` of packet time into `tx`,
+/// then a final report at the end. Returns when the file ends, fails, or `stop` is set.
+pub fn run_file(w: Worker, mut reader: crate::pcap::CaptureReader, name: String, flush_interval: Duration, tx: SyncSender<Msg>) {
+    let mut proc = Processor::new(w.shared.clone(), w.engine.clone(), w.duty);
+    let every = flush_interval.as_nanos() as i64;
+    let mut next_flush: Option<i64> = None;
+    let mut programs: Vec<(u32, Option<pcap::BpfProgram>)> = Vec::new();
+    let mut watch_gen = 0u64;
+    let mut last_ts = 0i64;
+    loop {
+        if w.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let rec = match reader.next_record() {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!("{name}: {e}");
+                break;
+            }
+        };
+        if rec.linktype == crate::pcap::NOT_A_PACKET {
+            continue;
+        }
+        let ts = rec.ts;
+        last_ts = ts;
+        let nf = *next_flush.get_or_insert(ts + every);
+        if ts >= nf {
+            let _ = tx.send(Msg::Report(w.shared.take_report()));
+            let mut n = nf + every;
+            if ts >= n {
+                n += (ts - n) / every * every + every;
+            }
+            next_flush = Some(n);
+        }
+        // The same kernel filter as live capture, run in user space.
+        if proc.refresh_watch() || watch_gen == 0 {
+            watch_gen = w.shared.watch.generation();
+            programs.clear();
+        }
+        let prog = match programs.iter().position(|(lt, _)| *lt == rec.linktype) {
+            Some(i) => &programs[i].1,
+            None => {
+                let dead = pcap::Capture::dead(pcap::Linktype(rec.linktype as i32)).ok();
+                let blocks = proc.watch().blocks();
+                let vlan = rec.linktype == metro_core::wire::linktype::ETHERNET;
+                let f = filter::build(&w.base_filter, &blocks, vlan);
+                let p = dead.and_then(|d| d.compile(&f, true).ok());
+                programs.push((rec.linktype, p));
+                &programs.last().expect("just pushed").1
+            }
+        };
+        if let Some(p) = prog {
+            if !p.filter(rec.data) {
+                continue;
+            }
+        }
+        proc.packet(rec.linktype, ts, rec.data);
+    }
+    proc.tick(last_ts + TICK);
+    proc.publish();
+    let _ = tx.send(Msg::Report(w.shared.take_report()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duty_cycle_windows() {
+        let mut d = Duty {
+            cycle: DutyCycle {
+                duration: Duration::from_secs(2),
+                interval: Duration::from_secs(3),
+            },
+            window: None,
+        };
+        let s = |x: f64| (x * 1e9) as i64 + 100 * NS;
+        let got: Vec<bool> = [0.0, 1.9, 2.0, 4.9, 5.0, 6.9, 7.0, 10.5, 26.0, 29.0]
+            .iter()
+            .map(|&t| d.admit(s(t)))
+            .collect();
+        // Windows: [0, 2), [5, 7), [10, 12), ..., [25, 27), [30, 32).
+        assert_eq!(got, [true, true, false, false, true, true, false, true, true, false]);
+    }
+}

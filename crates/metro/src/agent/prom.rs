@@ -1,0 +1,371 @@
+//! Prometheus exposition: the same reports the DogStatsD sink sends, as a registry of
+//! prometheus-client metrics served on `GET /metrics` by a minimal std::net responder
+//! (`prometheus_listen`, off by default).
+//!
+//! RTT statistics are gauges in seconds (`metro_tcp_rtt_{last,avg,jitter,min,max,p50,p90,p99}_seconds`)
+//! that exist only for pairs with samples in the last interval; counts are cumulative
+//! counters (`metro_tcp_rtt_samples_total`, `metro_tcp_retransmits_total`, `metro_samples_total`,
+//! ...). A pair's counters are dropped after an hour without samples, so the series set
+//! stays bounded.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::report::InstanceReport;
+
+type Labels = Vec<(String, String)>;
+type GaugeF = Gauge<f64, AtomicU64>;
+
+/// A pair's counters go after this long without samples.
+const PAIR_TTL: Duration = Duration::from_secs(3600);
+
+/// Escape a label value for the text format (prometheus-client writes values verbatim).
+fn esc(v: &str) -> String {
+    let mut o = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+const STATS: [&str; 8] = ["last", "avg", "jitter", "min", "max", "p50", "p90", "p99"];
+
+/// The metrics, updated by the flusher after each report.
+pub struct Prom {
+    registry: Registry,
+    rtt: [Family<Labels, GaugeF>; 8],
+    rtt_samples: Family<Labels, Counter>,
+    retransmits: Family<Labels, Counter>,
+    packets_received: Family<Labels, Counter>,
+    packets_dropped: Family<Labels, Counter>,
+    flows_active: Family<Labels, Gauge>,
+    flows_evicted: Family<Labels, Counter>,
+    samples: Family<Labels, Counter>,
+    samples_internal: Family<Labels, Counter>,
+    send_errors: Family<Labels, Counter>,
+    state: Mutex<PromState>,
+}
+
+#[derive(Default)]
+struct PromState {
+    /// Pair label sets with gauges now, per iface.
+    gauged: HashMap<String, Vec<Labels>>,
+    /// Last time each pair had samples.
+    seen: HashMap<Labels, Instant>,
+}
+
+impl Default for Prom {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Prom {
+    pub fn new() -> Prom {
+        let mut registry = Registry::default();
+        let rtt: [Family<Labels, GaugeF>; 8] = Default::default();
+        for (name, fam) in STATS.iter().zip(rtt.iter()) {
+            registry.register(
+                format!("metro_tcp_rtt_{name}_seconds"),
+                format!("TCP round-trip time to a watched remote host over the last interval: {name}"),
+                fam.clone(),
+            );
+        }
+        let p = Prom {
+            rtt,
+            rtt_samples: Family::default(),
+            retransmits: Family::default(),
+            packets_received: Family::default(),
+            packets_dropped: Family::default(),
+            flows_active: Family::default(),
+            flows_evicted: Family::default(),
+            samples: Family::default(),
+            samples_internal: Family::default(),
+            send_errors: Family::default(),
+            state: Mutex::new(PromState::default()),
+            registry,
+        };
+        let mut p = p;
+        let r = &mut p.registry;
+        r.register("metro_tcp_rtt_samples", "RTT samples answered by a watched remote host", p.rtt_samples.clone());
+        r.register("metro_tcp_retransmits", "TCP retransmissions between a local address and a watched remote host", p.retransmits.clone());
+        r.register("metro_packets_received", "Packets delivered by the capture", p.packets_received.clone());
+        r.register("metro_packets_dropped", "Packets dropped by the kernel or the interface (libpcap's counters)", p.packets_dropped.clone());
+        r.register("metro_flows_active", "TCP connections tracked", p.flows_active.clone());
+        r.register("metro_flows_evicted", "Connections evicted because the flow table was full", p.flows_evicted.clone());
+        r.register("metro_samples", "Network RTT samples, by kind", p.samples.clone());
+        r.register("metro_samples_internal", "Samples answered by this host (not reported as RTT)", p.samples_internal.clone());
+        r.register("metro_statsd_send_errors", "DogStatsD datagrams that could not be sent", p.send_errors.clone());
+        p
+    }
+
+    /// Fold one instance's report in.
+    pub fn observe(&self, r: &InstanceReport, send_errors: u64) {
+        let iface = esc(&r.iface);
+        let il: Labels = vec![("iface".into(), iface.clone())];
+        let c = &r.counters;
+        self.packets_received.get_or_create(&il).inc_by(c.packets_received);
+        self.packets_dropped.get_or_create(&il).inc_by(c.packets_dropped);
+        self.flows_active.get_or_create(&il).set(c.flows_active as i64);
+        self.flows_evicted.get_or_create(&il).inc_by(c.flows_evicted);
+        for (k, n) in metro_core::rtt::Kind::ALL.iter().zip(c.samples) {
+            let mut l = il.clone();
+            l.push(("kind".into(), k.name().into()));
+            self.samples.get_or_create(&l).inc_by(n);
+        }
+        self.samples_internal.get_or_create(&il).inc_by(c.samples_internal);
+        self.send_errors.get_or_create(&il).inc_by(send_errors);
+
+        let now = Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fresh = Vec::with_capacity(r.pairs.len());
+        for p in &r.pairs {
+            let l: Labels = vec![
+                ("src".into(), p.src.to_string()),
+                ("dst".into(), esc(&p.dst)),
+                ("iface".into(), iface.clone()),
+            ];
+            let s = &p.stats;
+            let v = [
+                s.last(),
+                s.mean(),
+                s.jitter(),
+                s.min(),
+                s.max(),
+                s.quantile(0.5),
+                s.quantile(0.9),
+                s.quantile(0.99),
+            ];
+            for (fam, ms) in self.rtt.iter().zip(v) {
+                fam.get_or_create(&l).set(ms / 1000.0);
+            }
+            self.rtt_samples.get_or_create(&l).inc_by(s.count());
+            self.retransmits.get_or_create(&l).inc_by(p.retransmits);
+            st.seen.insert(l.clone(), now);
+            fresh.push(l);
+        }
+        // Gauges of pairs without new samples go (no stale values).
+        let old = st.gauged.insert(r.iface.clone(), fresh.clone()).unwrap_or_default();
+        for l in old {
+            if !fresh.contains(&l) {
+                for fam in &self.rtt {
+                    fam.remove(&l);
+                }
+            }
+        }
+        let expired: Vec<Labels> = st
+            .seen
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) > PAIR_TTL)
+            .map(|(l, _)| l.clone())
+            .collect();
+        for l in expired {
+            st.seen.remove(&l);
+            self.rtt_samples.remove(&l);
+            self.retransmits.remove(&l);
+        }
+    }
+
+    /// The exposition in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+}
+
+/// The HTTP responder thread; dropped or [`stop`](Self::stop)ped, it ends.
+pub struct PromServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PromServer {
+    /// Bind `addr` and serve `prom` until stopped.
+    pub fn start(addr: SocketAddr, prom: Arc<Prom>) -> io::Result<PromServer> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("metro-prom".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if st.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Ok(c) = conn {
+                        if let Err(e) = serve(c, &prom) {
+                            tracing::debug!("prometheus: {e}");
+                        }
+                    }
+                }
+            })?;
+        tracing::info!("prometheus metrics on http://{addr}/metrics");
+        Ok(PromServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the blocking accept.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(if wake.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for PromServer {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop();
+        }
+    }
+}
+
+fn serve(mut c: TcpStream, prom: &Prom) -> io::Result<()> {
+    c.set_read_timeout(Some(Duration::from_secs(2)))?;
+    c.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+        let n = c.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 8192 {
+            break;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            prom.render(),
+        ),
+        ("GET" | "HEAD", "/") => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "metro: metrics at /metrics\n".to_string(),
+        ),
+        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "only GET\n".to_string(),
+        ),
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if method != "HEAD" {
+        out.push_str(&body);
+    }
+    c.write_all(out.as_bytes())?;
+    c.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::report::{InstanceCounters, PairReport};
+    use metro_core::aggregate::Stats;
+
+    fn report(with_pair: bool) -> InstanceReport {
+        let mut s = Stats::new();
+        s.add(40.0);
+        s.add(42.0);
+        InstanceReport {
+            iface: "eth0".into(),
+            tags: vec![],
+            pairs: if with_pair {
+                vec![PairReport {
+                    src: "10.0.0.1".parse().unwrap(),
+                    dst: "db \"main\"".into(),
+                    stats: s,
+                    retransmits: 1,
+                }]
+            } else {
+                vec![]
+            },
+            counters: InstanceCounters {
+                packets_received: 10,
+                samples: [2, 0, 0],
+                ..Default::default()
+            },
+        }
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        let mut c = TcpStream::connect(addr).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn exposition_and_stale_gauges() {
+        let p = Arc::new(Prom::new());
+        p.observe(&report(true), 3);
+        let t = p.render();
+        assert!(t.contains("metro_tcp_rtt_last_seconds{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\"} 0.042"), "{t}");
+        assert!(t.contains("metro_tcp_rtt_samples_total{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\"} 2"), "{t}");
+        assert!(t.contains("metro_statsd_send_errors_total{iface=\"eth0\"} 3"), "{t}");
+        assert!(t.contains("metro_samples_total{iface=\"eth0\",kind=\"seq\"} 2"), "{t}");
+        p.observe(&report(false), 0);
+        let t = p.render();
+        assert!(!t.contains("metro_tcp_rtt_last_seconds{"), "{t}");
+        // Counters stay.
+        assert!(t.contains("metro_tcp_rtt_samples_total{src=\"10.0.0.1\""), "{t}");
+        assert!(t.contains("metro_packets_received_total{iface=\"eth0\"} 20"), "{t}");
+    }
+
+    #[test]
+    fn http_responder() {
+        let p = Arc::new(Prom::new());
+        p.observe(&report(true), 0);
+        let mut srv = PromServer::start("127.0.0.1:0".parse().unwrap(), p).unwrap();
+        let r = get(srv.addr, "/metrics");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(r.contains("metro_tcp_rtt_p50_seconds"), "{r}");
+        assert!(r.trim_end().ends_with("# EOF"), "{r}");
+        assert!(get(srv.addr, "/nope").starts_with("HTTP/1.1 404"));
+        srv.stop();
+    }
+}
