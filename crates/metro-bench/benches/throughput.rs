@@ -20,8 +20,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use metro::r#gen::GenConfig;
 use metro_bench::{
-    Measure, RunOut, analyze_library, cores, cpu_model, decode, engine_alone, ensure_capture, floor, measure, pipeline,
-    reader, run_child, target_dir,
+    Measure, RunOut, analyze_library, cores, cpu_model, decode, engine_alone, ensure_capture,
+    floor, measure, pipeline, reader, run_child, target_dir,
 };
 
 struct Opts {
@@ -86,12 +86,23 @@ fn parse() -> anyhow::Result<Opts> {
 fn build_metro(o: &Opts) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", "metro", "--bin", "metro"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "metro",
+            "--bin",
+            "metro",
+        ])
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
         .status()
         .context("running cargo build")?;
     if !status.success() || !o.metro.exists() {
-        bail!("could not build {} (cargo build --release -p metro)", o.metro.display());
+        bail!(
+            "could not build {} (cargo build --release -p metro)",
+            o.metro.display()
+        );
     }
     Ok(())
 }
@@ -115,11 +126,19 @@ fn mib(kib: u64) -> f64 {
 fn main() -> anyhow::Result<()> {
     let o = parse()?;
     let started = Instant::now();
-    let cfg = GenConfig { seed: o.seed, packets: o.packets, connections: o.connections, ..GenConfig::default() };
+    let cfg = GenConfig {
+        seed: o.seed,
+        packets: o.packets,
+        connections: o.connections,
+        ..GenConfig::default()
+    };
     let file = ensure_capture(&cfg, &o.data)?;
     let size = std::fs::metadata(&file)?.len();
     if let Err(e) = build_metro(&o) {
-        eprintln!("warning: {e:#}; the binary rows use {} as it is", o.metro.display());
+        eprintln!(
+            "warning: {e:#}; the binary rows use {} as it is",
+            o.metro.display()
+        );
     }
     let have_bin = o.metro.exists();
     let have_taskset = Command::new("taskset").arg("--version").output().is_ok();
@@ -146,7 +165,9 @@ fn main() -> anyhow::Result<()> {
         measure("reader + decode", r, || decode(&file))?,
         measure("engine alone (pre-decoded)", r, || engine_alone(&file))?,
         measure("reader + decode + engine", r, || pipeline(&file))?,
-        measure("analyze (library, with aggregation)", r, || analyze_library(&file))?,
+        measure("analyze (library, with aggregation)", r, || {
+            analyze_library(&file)
+        })?,
     ];
     if have_bin {
         if have_taskset {
@@ -154,9 +175,11 @@ fn main() -> anyhow::Result<()> {
                 run_child(&mut analyze_cmd(&o, &file, true), o.packets)
             })?);
         }
-        rows.push(measure(&format!("`metro analyze` binary, {} cores", cores()), r, || {
-            run_child(&mut analyze_cmd(&o, &file, false), o.packets)
-        })?);
+        rows.push(measure(
+            &format!("`metro analyze` binary, {} cores", cores()),
+            r,
+            || run_child(&mut analyze_cmd(&o, &file, false), o.packets),
+        )?);
     }
     let floor_ns = rows[0].ns_per_packet();
     let line = format!(
@@ -171,7 +194,9 @@ fn main() -> anyhow::Result<()> {
         } else {
             "-".into()
         };
-        let rss = m.max_rss_kib.map_or("-".into(), |k| format!("{:.0}", mib(k)));
+        let rss = m
+            .max_rss_kib
+            .map_or("-".into(), |k| format!("{:.0}", mib(k)));
         let line = format!(
             "| {:<38} | {:>8.3} | {:>8.1} | {:>9.2} | {:>7.2} | {:>9} | {:>8} |",
             m.name,
@@ -188,7 +213,9 @@ fn main() -> anyhow::Result<()> {
     let samples = rows.iter().map(|m| m.samples).max().unwrap_or(0);
     let note = format!(
         "\nsamples: {samples}; best of {r} runs (medians within {:.0}% of best); 1 core = `taskset -c 0`.",
-        rows.iter().map(|m| (m.median.as_secs_f64() / m.best.as_secs_f64() - 1.0) * 100.0).fold(0.0, f64::max)
+        rows.iter()
+            .map(|m| (m.median.as_secs_f64() / m.best.as_secs_f64() - 1.0) * 100.0)
+            .fold(0.0, f64::max)
     );
     println!("{note}");
     writeln!(md, "{note}")?;
@@ -207,18 +234,54 @@ fn main() -> anyhow::Result<()> {
 
     if o.memory && have_bin {
         println!("\npeak RSS of `metro analyze` (one run each):");
-        writeln!(md, "\n| capture | packets | connections | peak RSS MiB | s |\n|---|---|---|---|---|")?;
-        let (big, conns_1m) = if o.quick { (5, 100_000) } else { (5, 1_000_000) };
+        writeln!(
+            md,
+            "\n| capture | packets | connections | peak RSS MiB | s |\n|---|---|---|---|---|"
+        )?;
+        let (big, conns_1m) = if o.quick {
+            (5, 100_000)
+        } else {
+            (5, 1_000_000)
+        };
         let cases = [
-            ("1M concurrent, no churn", GenConfig { packets: o.packets, connections: conns_1m, churn: false, ..cfg.clone() }),
+            (
+                "1M concurrent, no churn",
+                GenConfig {
+                    packets: o.packets,
+                    connections: conns_1m,
+                    churn: false,
+                    ..cfg.clone()
+                },
+            ),
             ("main mix", cfg.clone()),
-            ("main mix, 5x longer", GenConfig { packets: o.packets * big, ..cfg.clone() }),
-            ("main mix, no churn", GenConfig { churn: false, ..cfg.clone() }),
-            ("main mix, no churn, 5x longer", GenConfig { packets: o.packets * big, churn: false, ..cfg.clone() }),
+            (
+                "main mix, 5x longer",
+                GenConfig {
+                    packets: o.packets * big,
+                    ..cfg.clone()
+                },
+            ),
+            (
+                "main mix, no churn",
+                GenConfig {
+                    churn: false,
+                    ..cfg.clone()
+                },
+            ),
+            (
+                "main mix, no churn, 5x longer",
+                GenConfig {
+                    packets: o.packets * big,
+                    churn: false,
+                    ..cfg.clone()
+                },
+            ),
         ];
         for (name, c) in cases {
             let f = ensure_capture(&c, &o.data)?;
-            let m = measure(name, 1, || run_child(&mut analyze_cmd(&o, &f, false), c.packets))?;
+            let m = measure(name, 1, || {
+                run_child(&mut analyze_cmd(&o, &f, false), c.packets)
+            })?;
             let line = format!(
                 "| {name} | {} | {} | {:.0} | {:.1} |",
                 c.packets,
@@ -234,7 +297,11 @@ fn main() -> anyhow::Result<()> {
     }
     let out = o.data.join("results.md");
     std::fs::write(&out, &md)?;
-    println!("\n(written to {}; {:.0} s in all)", out.display(), started.elapsed().as_secs_f64());
+    println!(
+        "\n(written to {}; {:.0} s in all)",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
     let _ = RunOut::default();
     Ok(())
 }

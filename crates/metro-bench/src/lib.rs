@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use metro::pcap::CaptureReader;
 use metro::r#gen::{GenConfig, write_capture};
+use metro::pcap::CaptureReader;
 use metro_core::Nanos;
 use metro_core::engine::{Engine, EngineConfig};
 use metro_core::rtt::Sample;
@@ -94,7 +94,11 @@ pub struct RunOut {
 }
 
 /// Runs `f` `repeat` times and keeps the best and median wall times.
-pub fn measure(name: &str, repeat: usize, mut f: impl FnMut() -> anyhow::Result<RunOut>) -> anyhow::Result<Measure> {
+pub fn measure(
+    name: &str,
+    repeat: usize,
+    mut f: impl FnMut() -> anyhow::Result<RunOut>,
+) -> anyhow::Result<Measure> {
     let mut times = Vec::new();
     let mut last = RunOut::default();
     let mut best_cpu: Option<Duration> = None;
@@ -172,7 +176,10 @@ pub fn floor(path: &Path) -> anyhow::Result<RunOut> {
         start += need;
     }
     black_box(sum);
-    Ok(RunOut { packets, ..RunOut::default() })
+    Ok(RunOut {
+        packets,
+        ..RunOut::default()
+    })
 }
 
 /// metro's own reader alone: every record, touching its header.
@@ -181,11 +188,16 @@ pub fn reader(path: &Path) -> anyhow::Result<RunOut> {
     let mut packets = 0u64;
     let mut sum = 0u64;
     while let Some(rec) = r.next_record()? {
-        sum = sum.wrapping_add(u64::from(rec.caplen) + u64::from(rec.data.first().copied().unwrap_or(0)));
+        sum = sum.wrapping_add(
+            u64::from(rec.caplen) + u64::from(rec.data.first().copied().unwrap_or(0)),
+        );
         packets += 1;
     }
     black_box(sum);
-    Ok(RunOut { packets, ..RunOut::default() })
+    Ok(RunOut {
+        packets,
+        ..RunOut::default()
+    })
 }
 
 /// Reader plus decode.
@@ -200,7 +212,10 @@ pub fn decode(path: &Path) -> anyhow::Result<RunOut> {
         packets += 1;
     }
     black_box(sum);
-    Ok(RunOut { packets, ..RunOut::default() })
+    Ok(RunOut {
+        packets,
+        ..RunOut::default()
+    })
 }
 
 /// How often (in packet time) the benches call `Engine::tick`, as `metro analyze` does.
@@ -224,7 +239,11 @@ pub fn pipeline(path: &Path) -> anyhow::Result<RunOut> {
             engine.process(frame, rec.ts, &p, &mut count);
         }
     }
-    Ok(RunOut { packets: frame, samples, ..RunOut::default() })
+    Ok(RunOut {
+        packets: frame,
+        samples,
+        ..RunOut::default()
+    })
 }
 
 /// A chunk of records copied out of the reader, so that packets can be decoded ahead and the
@@ -244,7 +263,10 @@ pub fn engine_alone(path: &Path) -> anyhow::Result<RunOut> {
     let mut frame = 0u64;
     let mut next_tick = Nanos::MIN;
     let mut timed = Duration::ZERO;
-    let mut chunk = Chunk { data: Vec::with_capacity(CHUNK * 128), recs: Vec::with_capacity(CHUNK) };
+    let mut chunk = Chunk {
+        data: Vec::with_capacity(CHUNK * 128),
+        recs: Vec::with_capacity(CHUNK),
+    };
     let mut decoded: Vec<(u64, Nanos, Packet<'static>)> = Vec::with_capacity(CHUNK);
     loop {
         chunk.data.clear();
@@ -278,7 +300,12 @@ pub fn engine_alone(path: &Path) -> anyhow::Result<RunOut> {
         timed += t.elapsed();
         decoded = recycle(d);
     }
-    Ok(RunOut { packets: frame, samples, timed: Some(timed), ..RunOut::default() })
+    Ok(RunOut {
+        packets: frame,
+        samples,
+        timed: Some(timed),
+        ..RunOut::default()
+    })
 }
 
 /// Empties `v` and gives its allocation a fresh lifetime, so that one buffer of decoded
@@ -290,9 +317,20 @@ fn recycle<'b>(mut v: Vec<(u64, Nanos, Packet<'_>)>) -> Vec<(u64, Nanos, Packet<
 
 /// `metro analyze` through the library (aggregation included, no rendering, no process).
 pub fn analyze_library(path: &Path) -> anyhow::Result<RunOut> {
-    // TEMP: metro::analyze is not exported yet.
-    let _ = path;
-    bail!("metro::analyze not exported yet")
+    let report = metro::analyze::analyze_files(
+        &[path.to_path_buf()],
+        &EngineConfig::default(),
+        false,
+        None,
+        false,
+    )?;
+    let samples = report.responders.iter().map(|r| r.stats.count()).sum();
+    let packets = report.files.iter().map(|f| f.records).sum();
+    Ok(RunOut {
+        packets,
+        samples,
+        ..RunOut::default()
+    })
 }
 
 /// Runs a command with standard output to /dev/null; returns its wall time (measured by the

@@ -33,7 +33,11 @@ fn corpus_files() -> Vec<PathBuf> {
         })
         .collect();
     files.sort();
-    assert!(files.len() >= 140, "corpus looks incomplete: {}", files.len());
+    assert!(
+        files.len() >= 140,
+        "corpus looks incomplete: {}",
+        files.len()
+    );
     files
 }
 
@@ -102,7 +106,10 @@ const EXPECTED_ERRORS: &[(&str, &str)] = &[
     ("libpcap__shb-option-too-long.pcapng", "option"),
     ("suricata-verify__http-mime-truncated__input.pcap", "byte"),
     ("suricata-verify__tls_DER-incomplete-header.pcap", "byte"),
-    ("suricata-verify__10.7.29.101_49898-178.63.41.150_25.pcap", "byte"),
+    (
+        "suricata-verify__10.7.29.101_49898-178.63.41.150_25.pcap",
+        "byte",
+    ),
     ("nDPI__fuzz-2021-10-13.pcap", "byte"),
     ("tcptrace__eth.erf", "ERF"),
 ];
@@ -188,7 +195,12 @@ fn seq_and_handshake_samples_agree_with_tshark() {
         problems.is_empty(),
         "{} samples disagree with tshark:\n{}",
         problems.len(),
-        problems.iter().take(60).cloned().collect::<Vec<_>>().join("\n")
+        problems
+            .iter()
+            .take(60)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let coverage = total_agree as f64 / total_ref as f64;
     eprintln!("coverage of tshark's samples: {total_agree}/{total_ref} = {coverage:.4}");

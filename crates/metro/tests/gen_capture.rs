@@ -8,7 +8,13 @@ use std::process::Command;
 use metro::r#gen::{ConnTruth, GenConfig, write_capture, write_capture_with_truth};
 
 fn small(seed: u64) -> GenConfig {
-    GenConfig { seed, packets: 20_000, connections: 300, servers: 20, ..GenConfig::default() }
+    GenConfig {
+        seed,
+        packets: 20_000,
+        connections: 300,
+        servers: 20,
+        ..GenConfig::default()
+    }
 }
 
 fn generate(cfg: &GenConfig) -> Vec<u8> {
@@ -54,7 +60,10 @@ fn gen_same_seed_same_bytes() {
 #[test]
 fn gen_packet_count_time_order_and_mix() {
     for packets in [1, 2, 999, 20_000] {
-        let cfg = GenConfig { packets, ..small(3) };
+        let cfg = GenConfig {
+            packets,
+            ..small(3)
+        };
         let pcap = generate(&cfg);
         assert_eq!(records(&pcap).len() as u64, packets);
     }
@@ -95,12 +104,19 @@ fn gen_packet_count_time_order_and_mix() {
     assert!(v6 > n / 10 && v6 < n / 2, "IPv6 share {v6}/{n}");
     assert!(vlan > n / 20 && vlan < n / 2, "VLAN share {vlan}/{n}");
     assert!(ts_opt > n / 3 && ts_opt < n, "timestamp share {ts_opt}/{n}");
-    assert!(syn > 100 && fin > 10 && rst > 0, "syn {syn} fin {fin} rst {rst}");
+    assert!(
+        syn > 100 && fin > 10 && rst < fin,
+        "syn {syn} fin {fin} rst {rst}"
+    );
 }
 
 #[test]
 fn gen_concurrency_and_losses() {
-    let cfg = GenConfig { packets: 200_000, connections: 5_000, ..GenConfig::default() };
+    let cfg = GenConfig {
+        packets: 200_000,
+        connections: 5_000,
+        ..GenConfig::default()
+    };
     let mut truths = 0u64;
     let s = write_capture_with_truth(&cfg, std::io::sink(), &mut |_| truths += 1).unwrap();
     assert_eq!(s.packets, 200_000);
@@ -134,7 +150,12 @@ fn gen_truth_agrees_with_tshark() {
         eprintln!("SKIPPED: tshark is not installed (apt-get install tshark)");
         return;
     }
-    let cfg = GenConfig { packets: 20_000, connections: 200, servers: 10, ..GenConfig::default() };
+    let cfg = GenConfig {
+        packets: 20_000,
+        connections: 200,
+        servers: 10,
+        ..GenConfig::default()
+    };
     let (pcap, truth) = truth_of(&cfg);
     let dir = std::env::temp_dir().join(format!("metro-gen-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -143,15 +164,35 @@ fn gen_truth_agrees_with_tshark() {
     let out = Command::new("tshark")
         .args(["-n", "-r"])
         .arg(&file)
-        .args(["-Y", "tcp.analysis.ack_rtt", "-T", "fields", "-E", "separator=,"])
+        .args([
+            "-Y",
+            "tcp.analysis.ack_rtt",
+            "-T",
+            "fields",
+            "-E",
+            "separator=,",
+        ])
         .args(["-e", "ip.src", "-e", "ipv6.src", "-e", "tcp.srcport"])
-        .args(["-e", "ip.dst", "-e", "ipv6.dst", "-e", "tcp.dstport", "-e", "tcp.analysis.ack_rtt"])
+        .args([
+            "-e",
+            "ip.dst",
+            "-e",
+            "ipv6.dst",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "tcp.analysis.ack_rtt",
+        ])
         .output()
         .unwrap();
     std::fs::remove_dir_all(&dir).ok();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let index = rtt_index(&truth);
-    let mut min: HashMap<(SocketAddr, SocketAddr), u64> = HashMap::new();
+    let mut min: HashMap<(SocketAddr, SocketAddr), (u64, u32)> = HashMap::new();
     let mut n = 0;
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let f: Vec<&str> = line.split(',').collect();
@@ -161,24 +202,41 @@ fn gen_truth_agrees_with_tshark() {
         let dst = SocketAddr::new(dst_ip.parse().unwrap(), f[5].parse().unwrap());
         let rtt_ns = (f[6].parse::<f64>().unwrap() * 1e9).round() as u64;
         let want = index[&(src, dst)];
-        assert!(rtt_ns + 1_000 >= want, "{src} -> {dst}: tshark {rtt_ns} ns < true {want} ns");
-        let m = min.entry((src, dst)).or_insert(u64::MAX);
-        *m = (*m).min(rtt_ns);
+        assert!(
+            rtt_ns + 1_000 >= want,
+            "{src} -> {dst}: tshark {rtt_ns} ns < true {want} ns"
+        );
+        let m = min.entry((src, dst)).or_insert((u64::MAX, 0));
+        *m = (m.0.min(rtt_ns), m.1 + 1);
         n += 1;
     }
     assert!(n > 2_000, "only {n} tshark samples");
-    let exact = min.iter().filter(|(k, v)| (**v).abs_diff(index[*k]) <= 1_000).count();
-    assert!(exact * 10 >= min.len() * 8, "min equals truth for only {exact} of {} directions", min.len());
+    // With a few samples, one is usually an immediate ACK (every second segment) on a path
+    // without jitter: its value is the true RTT.
+    let busy: Vec<_> = min.iter().filter(|(_, v)| v.1 >= 8).collect();
+    let exact = busy
+        .iter()
+        .filter(|(k, v)| v.0.abs_diff(index[*k]) <= 1_000)
+        .count();
+    assert!(
+        exact * 10 >= busy.len() * 9,
+        "min equals truth for only {exact} of {} directions",
+        busy.len()
+    );
 }
 
 /// metro's own samples against the truth: the same bounds as tshark's, for every kind.
 #[test]
-#[ignore = "needs metro-core's real decoder and engine; un-ignore once they land"]
 fn gen_truth_agrees_with_metro_engine() {
     use metro_core::engine::{Engine, EngineConfig};
     use metro_core::rtt::Sample;
 
-    let cfg = GenConfig { packets: 50_000, connections: 300, servers: 10, ..GenConfig::default() };
+    let cfg = GenConfig {
+        packets: 50_000,
+        connections: 300,
+        servers: 10,
+        ..GenConfig::default()
+    };
     let (pcap, truth) = truth_of(&cfg);
     let index = rtt_index(&truth);
     let mut engine = Engine::new(EngineConfig::default());
@@ -187,18 +245,28 @@ fn gen_truth_agrees_with_metro_engine() {
     for (frame, (ts, data, _)) in records(&pcap).into_iter().enumerate() {
         if let Ok(pkt) = metro_core::wire::decode(1, data) {
             decoded += 1;
-            engine.process(frame as u64 + 1, ts, &pkt, &mut |s: &metro_core::rtt::Sample| samples.push(*s));
+            engine.process(
+                frame as u64 + 1,
+                ts,
+                &pkt,
+                &mut |s: &metro_core::rtt::Sample| samples.push(*s),
+            );
         }
     }
     assert_eq!(decoded, cfg.packets);
     assert!(samples.len() > 5_000, "only {} samples", samples.len());
-    let mut min: HashMap<(SocketAddr, SocketAddr), u64> = HashMap::new();
+    let mut min: HashMap<(SocketAddr, SocketAddr), (u64, u32)> = HashMap::new();
     for s in &samples {
         let want = index[&(s.responder, s.peer)];
         assert!(s.rtt as u64 >= want, "{s:?}: below the true {want} ns");
-        let m = min.entry((s.responder, s.peer)).or_insert(u64::MAX);
-        *m = (*m).min(s.rtt as u64);
+        let m = min.entry((s.responder, s.peer)).or_insert((u64::MAX, 0));
+        *m = (m.0.min(s.rtt as u64), m.1 + 1);
     }
-    let exact = min.iter().filter(|(k, v)| **v == index[*k]).count();
-    assert!(exact * 10 >= min.len() * 8, "min equals truth for only {exact} of {} directions", min.len());
+    let busy: Vec<_> = min.iter().filter(|(_, v)| v.1 >= 8).collect();
+    let exact = busy.iter().filter(|(k, v)| v.0 == index[*k]).count();
+    assert!(
+        exact * 10 >= busy.len() * 9,
+        "min equals truth for only {exact} of {} directions",
+        busy.len()
+    );
 }

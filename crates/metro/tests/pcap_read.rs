@@ -336,15 +336,15 @@ fn two_section_pcapng() -> (Vec<u8>, Vec<Rec>) {
         interface: 0,
         data: f1.clone(),
     });
-    // A custom block counts as a frame in tshark.
+    // A custom block counts as a frame in tshark; its data follows the enterprise number.
     w.write_block(0xbad, &[0, 0, 0x7e, 0xd9, 9, 9, 9, 9])
         .unwrap();
     want.push(Rec {
         linktype: NOT_A_PACKET,
         ts: 1_600_000_000_000_001_999,
-        orig_len: 8,
+        orig_len: 4,
         interface: 0,
-        data: vec![0, 0, 0x7e, 0xd9, 9, 9, 9, 9],
+        data: vec![9, 9, 9, 9],
     });
     // Second section, big-endian: a 1/1024 s interface with a 100 s offset, snaplen 40.
     w.section(true).unwrap();
@@ -467,6 +467,12 @@ fn gzip_single_and_multi_member() {
         assert_eq!(r.offset(), plain.len() as u64);
         assert_eq!(r.compressed_bytes_read(), bytes.len() as u64);
     }
+    // Not a capture inside: the message says the bytes are decompressed ones.
+    let e = reader(&gz(b"hello, world")).err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        "not a pcap or pcapng file (first bytes after gzip decompression: 68 65 6c 6c 6f 2c 20 77 6f 72 6c 64)"
+    );
     // A gzip file cut short: the records before the cut, then an error.
     let one = gz(&plain);
     let (recs, err) = read_bytes(&one[..one.len() - 30]);
@@ -526,13 +532,11 @@ fn pcap_truncated_at_each_byte() {
 #[test]
 fn pcapng_truncated_at_each_byte() {
     let (bytes, _) = two_section_pcapng();
-    // Walk the blocks: a packet-bearing block ends a record; others are interior.
-    let mut boundaries = Vec::new();
+    // Walk the blocks: every block start, and the ends of the blocks that are records.
+    let (mut block_starts, mut record_ends) = (Vec::new(), Vec::new());
     let (mut at, mut be) = (0usize, false);
-    let mut last_record_end = 0;
     while at < bytes.len() {
-        let t = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-        if t == 0x0a0d0d0a {
+        if bytes[at..at + 4] == [0x0a, 0x0d, 0x0d, 0x0a] {
             be = bytes[at + 8] == 0x1a;
         }
         let rd = |o: usize| {
@@ -544,36 +548,82 @@ fn pcapng_truncated_at_each_byte() {
             }
         };
         let (t, len) = (rd(at), rd(at + 4) as usize);
-        if boundaries.is_empty() {
-            boundaries.push(0);
-        }
+        block_starts.push(at);
         if matches!(t, 2 | 3 | 6 | 0xbad) {
-            boundaries.push(at + len);
-            last_record_end = at + len;
+            record_ends.push(at + len);
         }
         at += len;
     }
-    assert_eq!(last_record_end, bytes.len());
-    // A cut inside the blocks between two records reports the block where the cut is,
-    // so check only the properties that hold everywhere: no panic, a prefix of the
-    // records, and an error exactly when the cut is not on a block boundary.
     let full = read_bytes(&bytes).0;
+    assert_eq!(full.len(), record_ends.len());
     for cut in 0..bytes.len() {
-        let Ok(mut r) = reader(&bytes[..cut]) else {
-            continue;
-        };
-        let (recs, err) = read_all(&mut r);
+        let part = &bytes[..cut];
+        let (recs, err) = read_bytes(part);
         assert_eq!(recs[..], full[..recs.len()], "cut {cut}");
-        let complete = boundaries[1..].iter().filter(|&&b| b <= cut).count();
+        let complete = record_ends.iter().filter(|&&e| e <= cut).count();
         assert_eq!(recs.len(), complete, "cut {cut}");
-        if let Some(e) = &err {
-            assert!(
-                matches!(e, ReadError::Truncated { offset, .. } if *offset as usize <= cut),
-                "cut {cut}: {e}"
-            );
+        // The cut lies in the last block that starts before it (or at a boundary).
+        let block = block_starts
+            .iter()
+            .copied()
+            .filter(|&b| b <= cut)
+            .max()
+            .unwrap();
+        match err {
+            None => assert!(
+                block == cut && cut > 0,
+                "cut {cut}: clean end inside a block"
+            ),
+            Some(ReadError::NotACapture { .. }) => assert!(cut < 4, "cut {cut}"),
+            Some(ReadError::Truncated { offset, .. }) => {
+                assert_ne!(block, cut, "cut {cut} on a block boundary");
+                assert_eq!(offset, block as u64, "cut {cut}");
+            }
+            Some(e) => panic!("cut {cut}: {e}"),
         }
     }
-    let _ = be;
+}
+
+#[test]
+fn corpus_files_truncated_at_each_byte() {
+    // pcap big-endian, modified pcap, pcapng with three sections in both byte orders, snoop.
+    for (name, limit) in [
+        ("tcptrace__tcp.dmp", usize::MAX),
+        ("pcap-parser__modified-format.pcap", usize::MAX),
+        ("pcapng-test-generator__le-test202.pcapng", usize::MAX),
+        ("tcptrace__all.snoop", 2000),
+    ] {
+        let bytes = std::fs::read(Path::new(CORPUS).join(name)).unwrap();
+        let bytes = &bytes[..bytes.len().min(limit)];
+        // Where each record ends, from the reader's own offset.
+        let mut r = reader(bytes).unwrap();
+        let mut ends = Vec::new();
+        let mut full = Vec::new();
+        while let Ok(Some(rec)) = r.next_record() {
+            full.push(rec.data.to_vec());
+            ends.push(r.offset() as usize);
+        }
+        for cut in 0..bytes.len() {
+            let (recs, err) = read_bytes(&bytes[..cut]);
+            let complete = ends.iter().filter(|&&e| e <= cut).count();
+            assert_eq!(recs.len(), complete, "{name} cut {cut}");
+            for (a, b) in recs.iter().zip(&full) {
+                assert_eq!(&a.data, b, "{name} cut {cut}");
+            }
+            if let Some(ReadError::Truncated { offset, .. }) = err {
+                let last_end = ends
+                    .iter()
+                    .copied()
+                    .filter(|&e| e <= cut)
+                    .max()
+                    .unwrap_or(0);
+                assert!(
+                    offset as usize >= last_end && offset as usize <= cut,
+                    "{name} cut {cut}"
+                );
+            }
+        }
+    }
 }
 
 /// A small deterministic generator, so damage tests are reproducible.
@@ -786,4 +836,52 @@ fn corpus_formats_and_first_records() {
         seen.contains(&(10, 0)) && seen.contains(&(0, 1)),
         "{seen:?}"
     );
+}
+
+/// Frame count, captured and original length sums and time stamps of every corpus file,
+/// against tshark's (tests/data/pcap/tshark-frames.tsv, generated once with tshark 4.0.17).
+#[test]
+fn corpus_matches_tshark_lengths_and_times() {
+    let reference = include_str!("data/pcap/tshark-frames.tsv");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for line in reference.lines().filter(|l| !l.starts_with('#')).skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (file, frames, caplen_sum, len_sum) = (f[0], f[1], f[2], f[3]);
+        let mut r = match CaptureReader::open(&Path::new(CORPUS).join(file)) {
+            Ok(r) => r,
+            Err(e) => {
+                if frames != "0" {
+                    failures.push(format!("{file}: {e}"));
+                }
+                continue;
+            }
+        };
+        let (mut n, mut caps, mut lens, mut first, mut last, mut sum) =
+            (0u64, 0u64, 0u64, None, 0i64, 0i128);
+        while let Ok(Some(rec)) = r.next_record() {
+            n += 1;
+            caps += u64::from(rec.caplen);
+            lens += u64::from(rec.orig_len);
+            first.get_or_insert(rec.ts);
+            last = rec.ts;
+            sum += i128::from(rec.ts);
+        }
+        let mut got = vec![n.to_string(), caps.to_string(), lens.to_string()];
+        let mut want = vec![frames, caplen_sum, len_sum];
+        if f[4] != "-" {
+            got.extend([
+                first.unwrap().to_string(),
+                last.to_string(),
+                sum.to_string(),
+            ]);
+            want.extend([f[4], f[5], f[6]]);
+        }
+        if got != want {
+            failures.push(format!("{file}: metro {got:?}, tshark {want:?}"));
+        }
+        checked += 1;
+    }
+    assert!(checked > 140, "{checked}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

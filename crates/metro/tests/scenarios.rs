@@ -47,7 +47,12 @@ impl Cap {
 
     /// Add a packet at `t_us` microseconds.
     fn pkt(&mut self, t_us: i64, from: Side, seq: u32, ack: u32, flags: u16, len: usize) {
-        let f = self.frame(from).seq(seq).ack(ack).flags(flags).payload_len(len);
+        let f = self
+            .frame(from)
+            .seq(seq)
+            .ack(ack)
+            .flags(flags)
+            .payload_len(len);
         self.frames.push((t_us * 1000, f.to_vec()));
     }
 
@@ -102,7 +107,10 @@ fn tmp_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("metro-scn-{tag}-{}-{n}.pcap", std::process::id()))
 }
 
-fn run_frames(frames: &[(i64, Vec<u8>)], cfg: &EngineConfig) -> (Vec<Sample>, metro::analyze::Report) {
+fn run_frames(
+    frames: &[(i64, Vec<u8>)],
+    cfg: &EngineConfig,
+) -> (Vec<Sample>, metro::analyze::Report) {
     let path = tmp_path("x");
     {
         let f = std::fs::File::create(&path).unwrap();
@@ -122,7 +130,11 @@ fn run_frames(frames: &[(i64, Vec<u8>)], cfg: &EngineConfig) -> (Vec<Sample>, me
     )
     .unwrap();
     std::fs::remove_file(&path).ok();
-    assert!(report.files[0].error.is_none(), "{:?}", report.files[0].error);
+    assert!(
+        report.files[0].error.is_none(),
+        "{:?}",
+        report.files[0].error
+    );
     let samples = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -157,7 +169,14 @@ use Side::{Client as Cl, Server as Sv};
 fn handshake(cap: &mut Cap, isn_c: u32, isn_s: u32) {
     cap.pkt(0, Cl, isn_c, 0, SYN, 0); // 1
     cap.pkt(30_000, Sv, isn_s, isn_c.wrapping_add(1), SYN | ACK, 0); // 2
-    cap.pkt(31_000, Cl, isn_c.wrapping_add(1), isn_s.wrapping_add(1), ACK, 0); // 3
+    cap.pkt(
+        31_000,
+        Cl,
+        isn_c.wrapping_add(1),
+        isn_s.wrapping_add(1),
+        ACK,
+        0,
+    ); // 3
 }
 
 #[test]
@@ -225,7 +244,14 @@ fn fast_retransmission_voids_everything_in_flight() {
     let mut cap = Cap::new();
     handshake(&mut cap, 1000, 5000);
     for i in 0..4u32 {
-        cap.pkt(100_000 + i as i64 * 1000, Cl, 1001 + 100 * i, 5001, ACK, 100); // 4..7
+        cap.pkt(
+            100_000 + i as i64 * 1000,
+            Cl,
+            1001 + 100 * i,
+            5001,
+            ACK,
+            100,
+        ); // 4..7
     }
     for i in 0..3 {
         cap.pkt(131_000 + i * 1000, Sv, 5001, 1001, ACK, 0); // 8..10: dup ACKs (first lost)
@@ -357,7 +383,10 @@ fn rst_answers_data_and_ports_are_reused() {
     let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
     assert_eq!(
         &got[2..],
-        &[s(5, 4, "seq", SRV, 30_000.0), s(7, 6, "handshake", SRV, 10_000.0)]
+        &[
+            s(5, 4, "seq", SRV, 30_000.0),
+            s(7, 6, "handshake", SRV, 10_000.0)
+        ]
     );
     assert_eq!(report.summary.engine.flows_created, 2);
 }
@@ -366,7 +395,16 @@ fn rst_answers_data_and_ports_are_reused() {
 fn one_way_flow_gives_nothing() {
     let mut cap = Cap::new();
     for i in 0..20u32 {
-        cap.pkt_ts(i as i64 * 1000, Cl, 1001 + i * 100, 5001, ACK, 100, 50 + i, 9);
+        cap.pkt_ts(
+            i as i64 * 1000,
+            Cl,
+            1001 + i * 100,
+            5001,
+            ACK,
+            100,
+            50 + i,
+            9,
+        );
     }
     let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
     assert!(got.is_empty(), "{got:?}");

@@ -169,7 +169,11 @@ mod tests {
         let mut all = Stats::new();
         for i in 0..100 {
             let v = 1.0 + i as f64;
-            if i % 2 == 0 { a.add(v) } else { b.add(v) }
+            if i % 2 == 0 {
+                a.add(v)
+            } else {
+                b.add(v)
+            }
             all.add(v);
         }
         a.merge(&b);

@@ -55,7 +55,9 @@ fn addr_bytes(a: IpAddr) -> [u8; 16] {
         // IPv6 unicast address uses (ff..ff prefix would be multicast).
         IpAddr::V4(v4) => {
             let o = v4.octets();
-            [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, o[0], o[1], o[2], o[3]]
+            [
+                0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, o[0], o[1], o[2], o[3],
+            ]
         }
         IpAddr::V6(v6) => v6.octets(),
     }
@@ -250,14 +252,18 @@ impl<T> FlowTable<T> {
         closed: Nanos,
         mut removed: impl FnMut(&mut T, Removal),
     ) {
-        for (is_closed, timeout, why) in [(true, closed, Removal::Closed), (false, idle, Removal::Idle)] {
+        for (is_closed, timeout, why) in [
+            (true, closed, Removal::Closed),
+            (false, idle, Removal::Idle),
+        ] {
             loop {
                 let tail = if is_closed {
                     self.closed.tail
                 } else {
                     self.open.tail
                 };
-                if tail == NIL || now.saturating_sub(self.slots[tail as usize].last_seen) < timeout {
+                if tail == NIL || now.saturating_sub(self.slots[tail as usize].last_seen) < timeout
+                {
                     break;
                 }
                 self.remove(tail, |v| removed(v, why));
@@ -290,7 +296,11 @@ impl<T> FlowTable<T> {
 
     #[inline]
     fn list(&mut self, closed: bool) -> &mut List {
-        if closed { &mut self.closed } else { &mut self.open }
+        if closed {
+            &mut self.closed
+        } else {
+            &mut self.open
+        }
     }
 
     #[inline]

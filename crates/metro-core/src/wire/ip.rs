@@ -273,3 +273,256 @@ fn jumbo_option(mut opts: &[u8]) -> Option<u32> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{cat, check, eth, ip4, ipv4, ipv6, outer4, outer6, tcp};
+    use super::super::{DecodeError, Layer, decode, linktype as lt};
+    use super::*;
+
+    fn raw(f: &[u8]) -> Result<Packet<'_>, DecodeError> {
+        decode(lt::RAW, f)
+    }
+
+    #[test]
+    fn ipv4_with_options() {
+        let mut f = ipv4(6, &tcp());
+        // IHL 6: one 4-byte option (NOP NOP NOP EOL) after the fixed header.
+        f[0] = 0x46;
+        f[3] += 4;
+        f.splice(20..20, [1, 1, 1, 0]);
+        check(&raw(&f).unwrap(), false, 0);
+    }
+
+    #[test]
+    fn ipv4_bad_headers() {
+        let t = ipv4(6, &tcp());
+        assert_eq!(
+            raw(&t[..19]).unwrap_err(),
+            DecodeError::Truncated(Layer::Ipv4)
+        );
+        let mut f = t.clone();
+        f[0] = 0x44; // IHL 4
+        assert_eq!(raw(&f).unwrap_err(), DecodeError::Malformed(Layer::Ipv4));
+        let mut f = t.clone();
+        f[0] = 0x4f; // IHL 15: 60 bytes, more than captured
+        assert_eq!(
+            raw(&f[..40]).unwrap_err(),
+            DecodeError::Truncated(Layer::Ipv4)
+        );
+        let mut f = t.clone();
+        f[2..4].copy_from_slice(&19u16.to_be_bytes()); // total length below the header
+        assert_eq!(raw(&f).unwrap_err(), DecodeError::Malformed(Layer::Ipv4));
+        assert_eq!(
+            DecodeError::Malformed(Layer::Ipv4).reason(),
+            "malformed_ipv4"
+        );
+    }
+
+    #[test]
+    fn ipv4_fragments() {
+        let t = ipv4(6, &tcp());
+        // A later fragment: offset 185 (1480 bytes).
+        let mut f = t.clone();
+        f[6..8].copy_from_slice(&0x00b9u16.to_be_bytes());
+        assert_eq!(raw(&f).unwrap_err(), DecodeError::Fragment);
+        // ... of ICMP: not TCP, whatever the fragment.
+        f[9] = 1;
+        assert_eq!(raw(&f).unwrap_err(), DecodeError::NotTcp);
+        // The first fragment (MF set, offset 0) has the TCP header.
+        let mut f = t.clone();
+        f[6] = 0x20;
+        check(&raw(&f).unwrap(), false, 0);
+        // A first fragment too short for the TCP header.
+        let mut f = ipv4(6, &tcp()[..8]);
+        f[6] = 0x20;
+        assert_eq!(raw(&f).unwrap_err(), DecodeError::Fragment);
+    }
+
+    #[test]
+    fn ipv4_tso_total_length_zero() {
+        let mut f = ipv4(6, &cat(&[&tcp(), &[0x55; 3000]]));
+        f[2..4].copy_from_slice(&[0, 0]);
+        let p = raw(&f).unwrap();
+        assert_eq!(p.payload_len, 3005);
+        assert_eq!(p.payload.len(), 3005);
+    }
+
+    #[test]
+    fn ipv4_snaplen_cut_keeps_declared_length() {
+        let f = ipv4(6, &cat(&[&tcp(), &[0x55; 1000]]));
+        let p = raw(&f[..68]).unwrap();
+        assert_eq!(p.payload_len, 1005);
+        assert_eq!(
+            p.payload,
+            b"hello"[..]
+                .iter()
+                .chain(&[0x55; 11])
+                .copied()
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn ipv6_extension_headers() {
+        // Hop-by-hop (PadN), routing (type 0, no segments left), atomic fragment (offset 0,
+        // M = 0), destination options, then TCP.
+        #[rustfmt::skip]
+        let ext: [u8; 32] = [
+            43, 0, 1, 4, 0, 0, 0, 0, // hop-by-hop -> routing
+            44, 0, 0, 0, 0, 0, 0, 0, // routing -> fragment
+            60, 0, 0, 0, 0x12, 0x34, 0x56, 0x78, // fragment -> destination options
+            6, 0, 1, 4, 0, 0, 0, 0, // destination options -> TCP
+        ];
+        let f = ipv6(0, &cat(&[&ext, &tcp()]));
+        check(&raw(&f).unwrap(), true, 0);
+        // AH: length field 4 -> (4 + 2) * 4 = 24 bytes.
+        let ah = cat(&[&[6, 4, 0, 0], &[0; 20]]);
+        check(&raw(&ipv6(51, &cat(&[&ah, &tcp()]))).unwrap(), true, 0);
+        // Mobility header then TCP (unusual, but a chain is a chain).
+        check(
+            &raw(&ipv6(135, &cat(&[&[6, 0, 0, 0, 0, 0, 0, 0], &tcp()]))).unwrap(),
+            true,
+            0,
+        );
+        // ESP: encrypted.
+        assert_eq!(raw(&ipv6(50, &[0; 40])).unwrap_err(), DecodeError::NotTcp);
+        // An extension header past the end of the capture.
+        let f = ipv6(0, &[6, 2, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(raw(&f).unwrap_err(), DecodeError::Truncated(Layer::Ipv6));
+        // Extension headers longer than the payload length says.
+        let mut f = ipv6(60, &cat(&[&[6, 0, 0, 0, 0, 0, 0, 0], &tcp()]));
+        f[4..6].copy_from_slice(&4u16.to_be_bytes());
+        assert_eq!(raw(&f).unwrap_err(), DecodeError::Malformed(Layer::Ipv6));
+        // A chain of more headers than metro walks.
+        let chain: Vec<u8> = [60, 0, 0, 0, 0, 0, 0, 0].repeat(20);
+        assert_eq!(
+            raw(&ipv6(60, &chain)).unwrap_err(),
+            DecodeError::Malformed(Layer::Ipv6)
+        );
+        assert_eq!(
+            raw(&ipv6(6, &tcp())[..39]).unwrap_err(),
+            DecodeError::Truncated(Layer::Ipv6)
+        );
+    }
+
+    #[test]
+    fn ipv6_fragments() {
+        // First fragment: offset 0, M = 1.
+        let f = ipv6(44, &cat(&[&[6, 0, 0x00, 0x01, 0, 0, 0, 1], &tcp()]));
+        check(&raw(&f).unwrap(), true, 0);
+        // Later fragment: offset 1448/8.
+        let off = ((1448u16 / 8) << 3).to_be_bytes();
+        let f = ipv6(
+            44,
+            &cat(&[&[6, 0, off[0], off[1], 0, 0, 0, 1], &[0x55; 40]]),
+        );
+        assert_eq!(raw(&f).unwrap_err(), DecodeError::Fragment);
+        let f = ipv6(
+            44,
+            &cat(&[&[58, 0, off[0], off[1], 0, 0, 0, 1], &[0x55; 40]]),
+        );
+        assert_eq!(raw(&f).unwrap_err(), DecodeError::NotTcp);
+    }
+
+    #[test]
+    fn ipv6_jumbo_and_zero_payload_length() {
+        // BIG TCP: payload length 0, hop-by-hop with a jumbo option (RFC 2675).
+        let seg = cat(&[&tcp(), &[0x55; 70000]]);
+        let jumbo = ((8 + seg.len()) as u32).to_be_bytes();
+        let hbh = cat(&[&[6, 0, 0xc2, 4], &jumbo]);
+        let mut f = ipv6(0, &cat(&[&hbh, &seg]));
+        f[4..6].copy_from_slice(&[0, 0]);
+        let p = raw(&f).unwrap();
+        assert_eq!(p.payload_len, 70005);
+        assert_eq!(p.payload.len(), 70005);
+        // Cut by the snaplen, the jumbo length still counts.
+        let p = raw(&f[..40 + 8 + 32 + 100]).unwrap();
+        assert_eq!(p.payload_len, 70005);
+        assert_eq!(p.payload.len(), 100);
+        // Payload length 0 and no jumbo option (GSO): the captured length.
+        let mut f = ipv6(6, &tcp());
+        f[4..6].copy_from_slice(&[0, 0]);
+        check(&raw(&f).unwrap(), true, 0);
+    }
+
+    #[test]
+    fn ip_in_ip_all_four() {
+        let t4 = ipv4(6, &tcp());
+        let t6 = ipv6(6, &tcp());
+        check(&raw(&outer4(4, &t4)).unwrap(), false, 1);
+        check(&raw(&outer4(41, &t6)).unwrap(), true, 1);
+        check(&raw(&outer6(4, &t4)).unwrap(), false, 1);
+        check(&raw(&outer6(41, &t6)).unwrap(), true, 1);
+        // Through Ethernet, and with an inner fragment.
+        check(
+            &decode(lt::ETHERNET, &eth(0x0800, &outer4(41, &t6))).unwrap(),
+            true,
+            1,
+        );
+        let mut inner = t4.clone();
+        inner[6..8].copy_from_slice(&[0x00, 0x10]);
+        assert_eq!(raw(&outer4(4, &inner)).unwrap_err(), DecodeError::Fragment);
+        // The outer header is a later fragment: no inner header to read.
+        let mut f = outer4(4, &t4);
+        f[6..8].copy_from_slice(&[0x00, 0x10]);
+        assert_eq!(raw(&f).unwrap_err(), DecodeError::Fragment);
+        // Inner packet that is not IP.
+        assert_eq!(
+            raw(&outer4(4, &[0x55; 40])).unwrap_err(),
+            DecodeError::Malformed(Layer::Ipv4)
+        );
+    }
+
+    #[test]
+    fn nesting_depth_is_bounded() {
+        let mut f = ipv4(6, &tcp());
+        for depth in 1..MAX_IP_HEADERS {
+            f = ip4([192, 0, 2, depth], [192, 0, 2, 100], 4, &f);
+            check(&raw(&f).unwrap(), false, depth);
+        }
+        f = outer4(4, &f);
+        assert_eq!(raw(&f).unwrap_err(), DecodeError::TooDeep);
+        assert_eq!(DecodeError::TooDeep.reason(), "tunnel_too_deep");
+        // decode_ip with an outlandish starting depth must not overflow.
+        assert_eq!(
+            decode_ip(&outer4(4, &ipv4(6, &tcp())), u8::MAX).unwrap_err(),
+            DecodeError::TooDeep
+        );
+        assert_eq!(decode_ip(&ipv4(6, &tcp()), 3).unwrap().tunnel_depth, 3);
+    }
+
+    #[test]
+    fn other_protocols_are_not_tcp() {
+        assert_eq!(
+            raw(&ipv4(1, &[8, 0, 0, 0, 0, 0, 0, 0])).unwrap_err(),
+            DecodeError::NotTcp
+        );
+        assert_eq!(
+            raw(&ipv6(58, &[128, 0, 0, 0, 0, 0, 0, 0])).unwrap_err(),
+            DecodeError::NotTcp
+        );
+        assert_eq!(
+            raw(&ipv4(108, &[6, 0, 0, 2, 1, 2, 3, 4])).unwrap_err(),
+            DecodeError::NotTcp
+        );
+        assert_eq!(raw(&ipv6(59, &[])).unwrap_err(), DecodeError::NotTcp);
+    }
+
+    #[test]
+    fn mpls_ethernet_and_etherip_in_ip() {
+        let f = outer4(137, &cat(&[&[0x00, 0x01, 0x01, 0x40], &ipv4(6, &tcp())]));
+        check(&raw(&f).unwrap(), false, 1);
+        let e = eth(0x0800, &ipv4(6, &tcp()));
+        check(&raw(&outer6(143, &e)).unwrap(), false, 1);
+        check(
+            &raw(&outer4(97, &cat(&[&[0x30, 0x00], &e]))).unwrap(),
+            false,
+            1,
+        );
+        assert_eq!(
+            raw(&outer4(97, &cat(&[&[0x40, 0x00], &e]))).unwrap_err(),
+            DecodeError::NotTcp
+        );
+    }
+}

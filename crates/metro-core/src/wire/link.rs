@@ -6,7 +6,7 @@
 //! (802.1Q, 802.1ad, 0x9100/0x9200), 802.1ah backbone tags, MPLS label stacks with
 //! Ethernet pseudowires, PPPoE sessions, 802.2 LLC/SNAP and 802.11 data frames.
 //!
-//! Parsing is a small state machine ([`Next`]) driven by [`resolve`], so a GRE or VXLAN
+//! Parsing is a small state machine (`Next`) driven by `resolve`, so a GRE or VXLAN
 //! tunnel in `tunnel.rs` can re-enter it at any layer. The number of steps is bounded, so no
 //! input can make it loop (MPLS pseudowire inside MPLS pseudowire ...). The common case —
 //! Ethernet carrying IPv4 or IPv6 — never enters the state machine.
@@ -259,7 +259,9 @@ fn ppp(b: &[u8], exact: bool) -> Result<Next<'_>, DecodeError> {
 /// Cisco HDLC: address, control, EtherType.
 fn chdlc(b: &[u8]) -> Result<Next<'_>, DecodeError> {
     match b {
-        [_addr, _ctrl, p0, p1, rest @ ..] => Ok(Next::EtherType(u16::from_be_bytes([*p0, *p1]), rest)),
+        [_addr, _ctrl, p0, p1, rest @ ..] => {
+            Ok(Next::EtherType(u16::from_be_bytes([*p0, *p1]), rest))
+        }
         _ => Err(TRUNC_LINK),
     }
 }
@@ -560,5 +562,779 @@ fn guess(b: &[u8]) -> Result<Next<'_>, DecodeError> {
         Some(6) => Ok(Next::Ip(Net::Ipv6, b)),
         Some(_) => Err(DecodeError::NotIp),
         None => Err(TRUNC_LINK),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{cat, check, eth, eth_v4_tcp, ipv4, ipv6, tcp};
+    use super::super::{DecodeError, Layer, decode, linktype as lt};
+
+    fn t4() -> Vec<u8> {
+        ipv4(6, &tcp())
+    }
+    fn t6() -> Vec<u8> {
+        ipv6(6, &tcp())
+    }
+
+    #[test]
+    fn ethernet_ipv6() {
+        check(&decode(lt::ETHERNET, &eth(0x86dd, &t6())).unwrap(), true, 0);
+    }
+
+    #[test]
+    fn vlan_qinq_and_0x9100() {
+        let f = eth(0x8100, &cat(&[&[0x20, 0x64, 0x08, 0x00], &t4()]));
+        check(&decode(lt::ETHERNET, &f).unwrap(), false, 0);
+        // 802.1ad S-tag, then a C-tag.
+        let f = eth(
+            0x88a8,
+            &cat(&[&[0x00, 0x0a, 0x81, 0x00, 0x00, 0x14, 0x86, 0xdd], &t6()]),
+        );
+        check(&decode(lt::ETHERNET, &f).unwrap(), true, 0);
+        let f = eth(
+            0x9100,
+            &cat(&[&[0x00, 0x0a, 0x81, 0x00, 0x00, 0x14, 0x08, 0x00], &t4()]),
+        );
+        check(&decode(lt::ETHERNET, &f).unwrap(), false, 0);
+        // Three tags are fine; a stack deeper than the bound is not.
+        let f = eth(
+            0x88a8,
+            &cat(&[&[0, 1, 0x88, 0xa8, 0, 2, 0x81, 0, 0, 3, 0x08, 0], &t4()]),
+        );
+        check(&decode(lt::ETHERNET, &f).unwrap(), false, 0);
+        let tags: Vec<u8> = [0, 1, 0x81, 0].repeat(40);
+        let f = eth(0x8100, &cat(&[&tags, &[0, 1, 0x08, 0x00], &t4()]));
+        assert_eq!(decode(lt::ETHERNET, &f).unwrap_err(), DecodeError::TooDeep);
+        // A tag cut short.
+        assert_eq!(
+            decode(lt::ETHERNET, &eth(0x8100, &[0, 1])).unwrap_err(),
+            DecodeError::Truncated(Layer::Vlan)
+        );
+    }
+
+    #[test]
+    fn pbb_itag() {
+        let f = eth(
+            0x88e7,
+            &cat(&[&[0, 0, 0, 1], &[1; 12], &[0x08, 0x00], &t4()]),
+        );
+        check(&decode(lt::ETHERNET, &f).unwrap(), false, 0);
+    }
+
+    #[test]
+    fn ethernet_truncated_and_not_ip() {
+        assert_eq!(
+            decode(lt::ETHERNET, &[0; 13]).unwrap_err(),
+            DecodeError::Truncated(Layer::Link)
+        );
+        assert_eq!(
+            decode(lt::ETHERNET, &eth(0x0806, &[0; 28])).unwrap_err(),
+            DecodeError::NotIp
+        );
+        // IPv4 EtherType but the frame ends there.
+        assert_eq!(
+            decode(lt::ETHERNET, &eth(0x0800, &[])).unwrap_err(),
+            DecodeError::Truncated(Layer::Ipv4)
+        );
+    }
+
+    #[test]
+    fn llc_snap_in_8023_frame() {
+        let payload = cat(&[&[0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00], &t4()]);
+        let f = eth(payload.len() as u16, &payload);
+        check(&decode(lt::ETHERNET, &f).unwrap(), false, 0);
+        // STP (DSAP 0x42) carries no IP.
+        let f = eth(38, &[0x42, 0x42, 0x03, 0, 0, 0]);
+        assert_eq!(decode(lt::ETHERNET, &f).unwrap_err(), DecodeError::NotIp);
+        let f = eth(38, &[0xaa, 0xaa, 0x03, 0, 0]);
+        assert_eq!(
+            decode(lt::ETHERNET, &f).unwrap_err(),
+            DecodeError::Truncated(Layer::Link)
+        );
+    }
+
+    #[test]
+    fn mpls() {
+        // One label (bottom of stack), IPv4.
+        let f = eth(0x8847, &cat(&[&[0x00, 0x01, 0x01, 0x40], &t4()]));
+        check(&decode(lt::ETHERNET, &f).unwrap(), false, 0);
+        // Two labels, IPv6.
+        let f = eth(
+            0x8847,
+            &cat(&[&[0x00, 0x01, 0x00, 0x40, 0x00, 0x02, 0x01, 0x40], &t6()]),
+        );
+        check(&decode(lt::ETHERNET, &f).unwrap(), true, 0);
+        // Ethernet pseudowire with a control word.
+        let f = eth(
+            0x8847,
+            &cat(&[&[0x00, 0x01, 0x01, 0x40, 0, 0, 0, 0], &eth_v4_tcp()]),
+        );
+        check(&decode(lt::ETHERNET, &f).unwrap(), false, 0);
+        // MPLS inside a VLAN.
+        let f = eth(
+            0x8100,
+            &cat(&[&[0, 5, 0x88, 0x47], &[0x00, 0x01, 0x01, 0x40], &t4()]),
+        );
+        check(&decode(lt::ETHERNET, &f).unwrap(), false, 0);
+        // No bottom of stack before the end.
+        let f = eth(0x8847, &[0x00, 0x01, 0x00, 0x40, 0x00, 0x02]);
+        assert_eq!(
+            decode(lt::ETHERNET, &f).unwrap_err(),
+            DecodeError::Truncated(Layer::Mpls)
+        );
+        let f = eth(0x8847, &[0x00, 0x01, 0x00, 0x40].repeat(20));
+        assert_eq!(decode(lt::ETHERNET, &f).unwrap_err(), DecodeError::TooDeep);
+        // Neither IP nor a control word.
+        let f = eth(0x8847, &[0x00, 0x01, 0x01, 0x40, 0x90, 0, 0, 0]);
+        assert_eq!(decode(lt::ETHERNET, &f).unwrap_err(), DecodeError::NotIp);
+    }
+
+    fn pppoe_session(payload: &[u8], ppp_proto: [u8; 2]) -> Vec<u8> {
+        let len = (payload.len() + 2) as u16;
+        cat(&[
+            &[0x11, 0x00, 0x12, 0x34],
+            &len.to_be_bytes(),
+            &ppp_proto,
+            payload,
+        ])
+    }
+
+    #[test]
+    fn pppoe() {
+        let f = eth(0x8864, &pppoe_session(&t4(), [0x00, 0x21]));
+        check(&decode(lt::ETHERNET, &f).unwrap(), false, 0);
+        let f = eth(0x8864, &pppoe_session(&t6(), [0x00, 0x57]));
+        check(&decode(lt::ETHERNET, &f).unwrap(), true, 0);
+        // PPPoE over QinQ.
+        let f = eth(
+            0x88a8,
+            &cat(&[
+                &[0, 1, 0x81, 0, 0, 2, 0x88, 0x64],
+                &pppoe_session(&t4(), [0x00, 0x21]),
+            ]),
+        );
+        check(&decode(lt::ETHERNET, &f).unwrap(), false, 0);
+        // LCP is not IP; discovery (code != 0) neither.
+        let f = eth(0x8864, &pppoe_session(&[1, 1, 0, 4], [0xc0, 0x21]));
+        assert_eq!(decode(lt::ETHERNET, &f).unwrap_err(), DecodeError::NotIp);
+        let f = eth(0x8864, &[0x11, 0x09, 0, 0, 0, 0]);
+        assert_eq!(decode(lt::ETHERNET, &f).unwrap_err(), DecodeError::NotIp);
+        assert_eq!(
+            decode(lt::ETHERNET, &eth(0x8864, &[0x11, 0x00, 0])).unwrap_err(),
+            DecodeError::Truncated(Layer::Pppoe)
+        );
+        // LINKTYPE_PPP_ETHER: the PPPoE header is the first thing in the frame.
+        let f = pppoe_session(&t4(), [0x00, 0x21]);
+        check(&decode(lt::PPP_ETHER, &f).unwrap(), false, 0);
+    }
+
+    /// An IP total length that claims 6 bytes more than PPPoE carries (zeek's
+    /// pppoe-over-qinq.pcap): the PPPoE length wins, the 6 bytes are padding.
+    #[test]
+    fn pppoe_length_bounds_a_padded_ip_packet() {
+        let mut ack = tcp()[..20].to_vec(); // a pure ACK, no options
+        ack[12] = 0x50;
+        let mut ip = ipv4(6, &ack);
+        ip[3] += 6; // total length 46
+        let mut f = eth(0x8864, &pppoe_session(&ip, [0x00, 0x21]));
+        f.extend_from_slice(&[0; 6]);
+        let p = decode(lt::ETHERNET, &f).unwrap();
+        assert_eq!(p.payload_len, 0);
+        assert!(p.payload.is_empty());
+        // If the capture ends inside the PPPoE payload, the IP length stands (snaplen).
+        let f = eth(0x8864, &pppoe_session(&t4(), [0x00, 0x21]));
+        let p = decode(lt::ETHERNET, &f[..f.len() - 3]).unwrap();
+        assert_eq!(p.payload_len, 5);
+        assert_eq!(p.payload, b"he");
+    }
+
+    #[test]
+    fn linux_sll_and_sll2() {
+        #[rustfmt::skip]
+        let sll: [u8; 16] = [
+            0x00, 0x00, // incoming, to us
+            0x00, 0x01, // ARPHRD_ETHER
+            0x00, 0x06, // address length
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x00, 0x00,
+            0x08, 0x00, // IPv4
+        ];
+        check(
+            &decode(lt::LINUX_SLL, &cat(&[&sll, &t4()])).unwrap(),
+            false,
+            0,
+        );
+        let mut sll6 = sll;
+        sll6[14..].copy_from_slice(&[0x86, 0xdd]);
+        check(
+            &decode(lt::LINUX_SLL, &cat(&[&sll6, &t6()])).unwrap(),
+            true,
+            0,
+        );
+        // ETH_P_802_2: an LLC header follows.
+        let mut llc = sll;
+        llc[14..].copy_from_slice(&[0x00, 0x04]);
+        let f = cat(&[&llc, &[0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00], &t4()]);
+        check(&decode(lt::LINUX_SLL, &f).unwrap(), false, 0);
+        // Netlink captures carry no IP.
+        let mut nl = sll;
+        nl[2..4].copy_from_slice(&824u16.to_be_bytes());
+        assert_eq!(
+            decode(lt::LINUX_SLL, &cat(&[&nl, &t4()])).unwrap_err(),
+            DecodeError::NotIp
+        );
+        assert_eq!(
+            decode(lt::LINUX_SLL, &sll[..15]).unwrap_err(),
+            DecodeError::Truncated(Layer::Link)
+        );
+
+        #[rustfmt::skip]
+        let sll2: [u8; 20] = [
+            0x86, 0xdd, // IPv6
+            0x00, 0x00, // reserved
+            0x00, 0x00, 0x00, 0x02, // ifindex
+            0x00, 0x01, // ARPHRD_ETHER
+            0x04, // outgoing
+            0x06, // address length
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x00, 0x00,
+        ];
+        check(
+            &decode(lt::LINUX_SLL2, &cat(&[&sll2, &t6()])).unwrap(),
+            true,
+            0,
+        );
+        let mut sll2v4 = sll2;
+        sll2v4[..2].copy_from_slice(&[0x08, 0x00]);
+        check(
+            &decode(lt::LINUX_SLL2, &cat(&[&sll2v4, &t4()])).unwrap(),
+            false,
+            0,
+        );
+        assert_eq!(
+            decode(lt::LINUX_SLL2, &sll2[..19]).unwrap_err(),
+            DecodeError::Truncated(Layer::Link)
+        );
+    }
+
+    #[test]
+    fn null_and_loop_both_byte_orders() {
+        // Little-endian host (x86 BSD/macOS).
+        check(
+            &decode(lt::NULL, &cat(&[&[2, 0, 0, 0], &t4()])).unwrap(),
+            false,
+            0,
+        );
+        for fam in [24u8, 28, 30] {
+            check(
+                &decode(lt::NULL, &cat(&[&[fam, 0, 0, 0], &t6()])).unwrap(),
+                true,
+                0,
+            );
+            check(
+                &decode(lt::NULL, &cat(&[&[0, 0, 0, fam], &t6()])).unwrap(),
+                true,
+                0,
+            );
+        }
+        // Big-endian host.
+        check(
+            &decode(lt::NULL, &cat(&[&[0, 0, 0, 2], &t4()])).unwrap(),
+            false,
+            0,
+        );
+        // LOOP is network order, but accept either.
+        check(
+            &decode(lt::LOOP, &cat(&[&[0, 0, 0, 2], &t4()])).unwrap(),
+            false,
+            0,
+        );
+        check(
+            &decode(lt::LOOP, &cat(&[&[0, 0, 0, 24], &t6()])).unwrap(),
+            true,
+            0,
+        );
+        check(
+            &decode(lt::LOOP, &cat(&[&[2, 0, 0, 0], &t4()])).unwrap(),
+            false,
+            0,
+        );
+        // AF_APPLETALK, say.
+        assert_eq!(
+            decode(lt::NULL, &cat(&[&[16, 0, 0, 0], &t4()])).unwrap_err(),
+            DecodeError::NotIp
+        );
+        assert_eq!(
+            decode(lt::NULL, &[2, 0, 0]).unwrap_err(),
+            DecodeError::Truncated(Layer::Link)
+        );
+    }
+
+    #[test]
+    fn raw_ip() {
+        for l in [lt::RAW, lt::RAW_12, lt::RAW_14] {
+            check(&decode(l, &t4()).unwrap(), false, 0);
+            check(&decode(l, &t6()).unwrap(), true, 0);
+            assert_eq!(decode(l, &[0x50; 40]).unwrap_err(), DecodeError::NotIp);
+            assert_eq!(
+                decode(l, &[]).unwrap_err(),
+                DecodeError::Truncated(Layer::Link)
+            );
+        }
+        check(&decode(lt::IPV4, &t4()).unwrap(), false, 0);
+        check(&decode(lt::IPV6, &t6()).unwrap(), true, 0);
+        // The LINKTYPE says which version; the header must agree.
+        assert_eq!(
+            decode(lt::IPV4, &t6()).unwrap_err(),
+            DecodeError::Malformed(Layer::Ipv4)
+        );
+        assert_eq!(
+            decode(lt::IPV6, &t4()).unwrap_err(),
+            DecodeError::Malformed(Layer::Ipv6)
+        );
+    }
+
+    #[test]
+    fn ppp_framings() {
+        check(
+            &decode(lt::PPP, &cat(&[&[0xff, 0x03, 0x00, 0x21], &t4()])).unwrap(),
+            false,
+            0,
+        );
+        check(
+            &decode(lt::PPP, &cat(&[&[0xff, 0x03, 0x00, 0x57], &t6()])).unwrap(),
+            true,
+            0,
+        );
+        // Without address/control, and with protocol-field compression.
+        check(
+            &decode(lt::PPP, &cat(&[&[0x00, 0x21], &t4()])).unwrap(),
+            false,
+            0,
+        );
+        check(&decode(lt::PPP, &cat(&[&[0x21], &t4()])).unwrap(), false, 0);
+        // MPLS over PPP.
+        let f = cat(&[&[0xff, 0x03, 0x02, 0x81], &[0x00, 0x01, 0x01, 0x40], &t4()]);
+        check(&decode(lt::PPP, &f).unwrap(), false, 0);
+        // LCP.
+        assert_eq!(
+            decode(lt::PPP, &[0xff, 0x03, 0xc0, 0x21, 1, 1, 0, 4]).unwrap_err(),
+            DecodeError::NotIp
+        );
+        assert_eq!(
+            decode(lt::PPP, &[0xff, 0x03]).unwrap_err(),
+            DecodeError::Truncated(Layer::Link)
+        );
+        check(
+            &decode(lt::PPP_HDLC, &cat(&[&[0xff, 0x03, 0x00, 0x21], &t4()])).unwrap(),
+            false,
+            0,
+        );
+        // Cisco HDLC, in its own LINKTYPE and in PPP_HDLC.
+        check(
+            &decode(lt::C_HDLC, &cat(&[&[0x0f, 0x00, 0x08, 0x00], &t4()])).unwrap(),
+            false,
+            0,
+        );
+        check(
+            &decode(lt::C_HDLC, &cat(&[&[0x8f, 0x00, 0x86, 0xdd], &t6()])).unwrap(),
+            true,
+            0,
+        );
+        check(
+            &decode(lt::PPP_HDLC, &cat(&[&[0x0f, 0x00, 0x08, 0x00], &t4()])).unwrap(),
+            false,
+            0,
+        );
+        // SLARP.
+        assert_eq!(
+            decode(lt::C_HDLC, &[0x8f, 0x00, 0x80, 0x35, 0, 0, 0, 0]).unwrap_err(),
+            DecodeError::NotIp
+        );
+    }
+
+    #[test]
+    fn nflog_both_byte_orders() {
+        let t = t4();
+        let len = (t.len() + 4) as u16;
+        // Little-endian TLVs: a 8-byte packet-header TLV, a 5-byte prefix TLV (padded to 8),
+        // then the payload.
+        let f = cat(&[
+            &[2, 0, 0, 0],
+            &[8, 0, 1, 0, 0x08, 0x00, 3, 0],
+            &[5, 0, 10, 0, b'x', 0, 0, 0],
+            &len.to_le_bytes(),
+            &[9, 0],
+            &t,
+        ]);
+        check(&decode(lt::NFLOG, &f).unwrap(), false, 0);
+        let f = cat(&[
+            &[10, 0, 0, 0],
+            &[0, 8, 0, 1, 0x86, 0xdd, 3, 0],
+            &((t6().len() + 4) as u16).to_be_bytes(),
+            &[0, 9],
+            &t6(),
+        ]);
+        check(&decode(lt::NFLOG, &f).unwrap(), true, 0);
+        // No payload TLV.
+        let f = [2, 0, 0, 0, 8, 0, 1, 0, 0x08, 0x00, 3, 0];
+        assert_eq!(decode(lt::NFLOG, &f).unwrap_err(), DecodeError::NotIp);
+        // A TLV length below 4.
+        let f = [2, 0, 0, 0, 0, 0, 1, 0];
+        assert_eq!(
+            decode(lt::NFLOG, &f).unwrap_err(),
+            DecodeError::Truncated(Layer::Link)
+        );
+    }
+
+    #[rustfmt::skip]
+    const WIFI_DATA: [u8; 24] = [
+        0x08, 0x01, 0x00, 0x00, // data, ToDS; duration
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 1, 2, 3, 4, 5, 6, // addresses
+        0x10, 0x00, // sequence control: fragment 0
+    ];
+    const SNAP_V4: [u8; 8] = [0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00];
+
+    #[test]
+    fn ieee802_11_radiotap_and_ppi() {
+        let wifi = cat(&[&WIFI_DATA, &SNAP_V4, &t4()]);
+        check(&decode(lt::IEEE802_11, &wifi).unwrap(), false, 0);
+        // Radiotap with TSFT and flags (no padding).
+        let rt = [
+            0, 0, 18, 0, 0x03, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0x00, 0x00,
+        ];
+        check(
+            &decode(lt::IEEE802_11_RADIOTAP, &cat(&[&rt, &wifi])).unwrap(),
+            false,
+            0,
+        );
+        // QoS data (26-byte header) with the radiotap "data pad" flag: 2 bytes of padding.
+        let mut qos = WIFI_DATA.to_vec();
+        qos[0] = 0x88;
+        qos.extend_from_slice(&[0x00, 0x00, 0xee, 0xee]);
+        let rt = [0, 0, 9, 0, 0x02, 0, 0, 0, 0x20];
+        let f = cat(&[&rt, &qos, &SNAP_V4, &t4()]);
+        check(&decode(lt::IEEE802_11_RADIOTAP, &f).unwrap(), false, 0);
+        // PPI carrying 802.11.
+        let ppi = [0, 0, 8, 0, 105, 0, 0, 0];
+        check(&decode(lt::PPI, &cat(&[&ppi, &wifi])).unwrap(), false, 0);
+        // PPI inside PPI is refused.
+        let f = cat(&[&[0, 0, 8, 0, 192, 0, 0, 0], &ppi, &wifi]);
+        assert_eq!(
+            decode(lt::PPI, &f).unwrap_err(),
+            DecodeError::UnsupportedLinkType(192)
+        );
+        // Protected, null-data, management and fragmented frames.
+        let mut prot = wifi.clone();
+        prot[1] |= 0x40;
+        assert_eq!(
+            decode(lt::IEEE802_11, &prot).unwrap_err(),
+            DecodeError::NotIp
+        );
+        let mut null = wifi.clone();
+        null[0] = 0x48;
+        assert_eq!(
+            decode(lt::IEEE802_11, &null).unwrap_err(),
+            DecodeError::NotIp
+        );
+        let mut beacon = wifi.clone();
+        beacon[0] = 0x80;
+        assert_eq!(
+            decode(lt::IEEE802_11, &beacon).unwrap_err(),
+            DecodeError::NotIp
+        );
+        let mut frag = wifi.clone();
+        frag[22] = 0x11;
+        assert_eq!(
+            decode(lt::IEEE802_11, &frag).unwrap_err(),
+            DecodeError::Fragment
+        );
+        assert_eq!(
+            decode(lt::IEEE802_11_RADIOTAP, &[0, 0, 40, 0, 0, 0, 0, 0]).unwrap_err(),
+            DecodeError::Truncated(Layer::Link)
+        );
+    }
+
+    #[test]
+    fn fddi_ipoib_arcnet_juniper() {
+        let fddi = cat(&[
+            &[0x50, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+            &SNAP_V4,
+            &t4(),
+        ]);
+        check(&decode(lt::FDDI, &fddi).unwrap(), false, 0);
+
+        let ipoib = cat(&[&[0; 40], &[0x08, 0x00, 0x00, 0x00], &t4()]);
+        check(&decode(lt::IPOIB, &ipoib).unwrap(), false, 0);
+        let arp = cat(&[&[0; 40], &[0x08, 0x06, 0x00, 0x00], &[0; 28]]);
+        assert_eq!(decode(lt::IPOIB, &arp).unwrap_err(), DecodeError::NotIp);
+
+        // RFC 1201 IPv4, unsplit; an exception packet; RFC 1051; a later fragment.
+        check(
+            &decode(
+                lt::ARCNET_LINUX,
+                &cat(&[&[0xbe, 0x50, 0xc0, 0x00, 0xd4, 0x00, 0x01, 0x6b], &t4()]),
+            )
+            .unwrap(),
+            false,
+            0,
+        );
+        let exc = [
+            0xbe, 0x50, 0, 0, 0xd4, 0xff, 0xff, 0xff, 0xd4, 0x00, 0x00, 0x01,
+        ];
+        check(
+            &decode(lt::ARCNET_LINUX, &cat(&[&exc, &t4()])).unwrap(),
+            false,
+            0,
+        );
+        check(
+            &decode(lt::ARCNET_LINUX, &cat(&[&[0xbe, 0x50, 0, 0, 0xf0], &t4()])).unwrap(),
+            false,
+            0,
+        );
+        assert_eq!(
+            decode(
+                lt::ARCNET_LINUX,
+                &cat(&[&[0xbe, 0x50, 0, 0, 0xd4, 0x02, 0, 1], &t4()])
+            )
+            .unwrap_err(),
+            DecodeError::Fragment
+        );
+
+        // Juniper: magic, flags (extensions present), 16 bytes of extensions, Ethernet.
+        let jun = cat(&[b"MGC", &[0x80, 0x00, 0x10], &[0; 16], &eth_v4_tcp()]);
+        check(&decode(lt::JUNIPER_ETHER, &jun).unwrap(), false, 0);
+        // No-L2 flag: a 4-byte cookie, then IP.
+        let jun = cat(&[b"MGC", &[0x02], &[0, 0, 0, 2], &t4()]);
+        check(&decode(lt::JUNIPER_ETHER, &jun).unwrap(), false, 0);
+        assert_eq!(
+            decode(
+                lt::JUNIPER_ETHER,
+                &cat(&[b"XYZ", &[0x80, 0, 0], &eth_v4_tcp()])
+            )
+            .unwrap_err(),
+            DecodeError::NotIp
+        );
+    }
+}
+
+/// Real frames from the shared capture corpus, checked against what tshark decodes.
+#[cfg(test)]
+mod corpus_tests {
+    use std::net::IpAddr;
+
+    use super::super::{decode, linktype as lt};
+
+    // Frames from /work/shared/corpus, cut after the TCP header; expected values from tshark 4.0.
+
+    /// arkime__nflog.pcap frame 1
+    #[test]
+    fn corpus_nflog() {
+        #[rustfmt::skip]
+        let frame = [0x02, 0x00, 0x00, 0x28, 0x08, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x16, 0x05, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x02, 0x08, 0x00, 0x0b, 0x00, 0x00, 0x00, 0x06, 0x4c, 0x08, 0x00, 0x0e, 0x00, 0x00, 0x00, 0x04, 0x02, 0x40, 0x00, 0x09, 0x00, 0x45, 0x00, 0x00, 0x3c, 0xc8, 0xfe, 0x40, 0x00, 0x40, 0x06, 0xb6, 0xaa, 0x0a, 0x0a, 0x0a, 0x0a, 0x34, 0x2b, 0xe4, 0x9c, 0xd3, 0x30, 0x00, 0x50, 0xf1, 0xea, 0x5c, 0x7f, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0x39, 0x08, 0xfc, 0x4d, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0xa1, 0x2a, 0x94, 0x81, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07];
+        let p = decode(lt::NFLOG, &frame).unwrap();
+        assert_eq!(p.src, "10.10.10.10".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "52.43.228.156".parse::<IpAddr>().unwrap());
+        assert_eq!((p.tcp.sport, p.tcp.dport), (54064, 80));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (4058668159, 0));
+        assert_eq!(p.payload_len, 0);
+        assert_eq!(p.tcp.header_len, 40);
+        assert_eq!(p.tcp.options.timestamp, Some((2703922305, 0)));
+        assert_eq!(p.tunnel_depth, 0);
+    }
+
+    /// tcpdump__ipoib.pcap frame 10
+    #[test]
+    fn corpus_ipoib() {
+        #[rustfmt::skip]
+        let frame = [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x30, 0x49, 0x00, 0x05, 0x80, 0x00, 0x05, 0x50, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0xe0, 0x00, 0x66, 0x4a, 0xb4, 0x51, 0x08, 0x00, 0x00, 0x00, 0x45, 0x00, 0x00, 0x34, 0x00, 0x45, 0x40, 0x00, 0x40, 0x06, 0x49, 0x0c, 0xc0, 0xa8, 0x38, 0x0a, 0xc0, 0xa8, 0x38, 0x18, 0x85, 0x7a, 0x00, 0x16, 0x2f, 0x94, 0x10, 0xf7, 0xb5, 0xdb, 0x51, 0x7b, 0x80, 0x10, 0x81, 0xd0, 0xd4, 0x51, 0x00, 0x00, 0x01, 0x01, 0x08, 0x0a, 0x03, 0xb5, 0x21, 0x61, 0x00, 0x01, 0x3c, 0x9e];
+        let p = decode(lt::IPOIB, &frame).unwrap();
+        assert_eq!(p.src, "192.168.56.10".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "192.168.56.24".parse::<IpAddr>().unwrap());
+        assert_eq!((p.tcp.sport, p.tcp.dport), (34170, 22));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (798232823, 3051049339));
+        assert_eq!(p.payload_len, 0);
+        assert_eq!(p.tcp.header_len, 32);
+        assert_eq!(p.tcp.options.timestamp, Some((62202209, 81054)));
+        assert_eq!(p.tunnel_depth, 0);
+    }
+
+    /// tcpdump__arcnet-rfc1201-arp-icmp-http.pcap frame 13
+    #[test]
+    fn corpus_arcnet() {
+        #[rustfmt::skip]
+        let frame = [0xbe, 0x50, 0xc0, 0x00, 0xd4, 0x00, 0x01, 0x6b, 0x45, 0x00, 0x00, 0x3c, 0x94, 0x2d, 0x40, 0x00, 0x40, 0x06, 0x95, 0xdb, 0x0a, 0x50, 0x83, 0x01, 0x92, 0xbe, 0xf0, 0xa3, 0x04, 0x03, 0x00, 0x50, 0x99, 0x05, 0x3d, 0x29, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0x07, 0x50, 0xb0, 0x59, 0x00, 0x00, 0x02, 0x04, 0x01, 0xd4, 0x04, 0x02, 0x08, 0x0a, 0x00, 0x04, 0xa9, 0x04, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x00];
+        let p = decode(lt::ARCNET_LINUX, &frame).unwrap();
+        assert_eq!(p.src, "10.80.131.1".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "146.190.240.163".parse::<IpAddr>().unwrap());
+        assert_eq!((p.tcp.sport, p.tcp.dport), (1027, 80));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (2567257385, 0));
+        assert_eq!(p.payload_len, 0);
+        assert_eq!(p.tcp.header_len, 40);
+        assert_eq!(p.tcp.options.timestamp, Some((305412, 0)));
+        assert_eq!(p.tunnel_depth, 0);
+    }
+
+    /// tcpdump__bgp-aigp.pcap frame 1
+    #[test]
+    fn corpus_juniper_ether() {
+        #[rustfmt::skip]
+        let frame = [0x4d, 0x47, 0x43, 0x80, 0x00, 0x10, 0x03, 0x01, 0x01, 0x06, 0x01, 0x0e, 0x01, 0x02, 0x8c, 0x00, 0x04, 0x04, 0x4c, 0x01, 0x00, 0x00, 0x00, 0x50, 0x56, 0x8b, 0x5e, 0x9f, 0x00, 0x50, 0x56, 0x8b, 0x6d, 0xde, 0x08, 0x00, 0x45, 0xc0, 0x00, 0xb6, 0x88, 0xf7, 0x00, 0x00, 0x40, 0x06, 0x70, 0x62, 0xac, 0x10, 0x14, 0x05, 0xac, 0x10, 0x14, 0x03, 0xe8, 0xef, 0x00, 0xb3, 0xe9, 0xe0, 0x2e, 0x03, 0xc7, 0x2f, 0x6b, 0x7d, 0x80, 0x18, 0x40, 0x00, 0xe1, 0x12, 0x00, 0x00, 0x01, 0x01, 0x08, 0x0a, 0x01, 0xf3, 0x7b, 0x46, 0x01, 0xf2, 0xe5, 0x77, 0xff, 0xff, 0xff, 0xff];
+        let p = decode(lt::JUNIPER_ETHER, &frame).unwrap();
+        assert_eq!(p.src, "172.16.20.5".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "172.16.20.3".parse::<IpAddr>().unwrap());
+        assert_eq!((p.tcp.sport, p.tcp.dport), (59631, 179));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (3923783171, 3341773693));
+        assert_eq!(p.payload_len, 130);
+        assert_eq!(p.tcp.header_len, 32);
+        assert_eq!(p.tcp.options.timestamp, Some((32734022, 32695671)));
+    }
+
+    /// arkime__80211http.pcap frame 1
+    #[test]
+    fn corpus_radiotap() {
+        #[rustfmt::skip]
+        let frame = [0x00, 0x00, 0x24, 0x00, 0x2f, 0x40, 0x00, 0xa0, 0x20, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x28, 0xeb, 0x68, 0x28, 0x00, 0x00, 0x00, 0x00, 0x10, 0x16, 0x9e, 0x09, 0xa0, 0x00, 0xba, 0x00, 0x00, 0x00, 0xba, 0x00, 0x08, 0x01, 0x02, 0x01, 0x88, 0x25, 0x93, 0x40, 0x6b, 0x6f, 0xf8, 0xa9, 0xd0, 0x1e, 0x90, 0xa3, 0x88, 0x25, 0x93, 0x40, 0x6b, 0x6f, 0x20, 0xb7, 0xaa, 0xaa, 0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x45, 0x00, 0x00, 0x3c, 0xf9, 0x31, 0x40, 0x00, 0x40, 0x06, 0x61, 0x30, 0xac, 0x05, 0x05, 0x71, 0x0e, 0x11, 0x20, 0xd3, 0xc1, 0x09, 0x00, 0x50, 0x96, 0x74, 0x0d, 0xd6, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xff, 0xff, 0x0d, 0x1b, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0xff, 0xff, 0xf4, 0xe7, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x06, 0x38, 0xac, 0x82, 0xfa];
+        let p = decode(lt::IEEE802_11_RADIOTAP, &frame).unwrap();
+        assert_eq!(p.src, "172.5.5.113".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "14.17.32.211".parse::<IpAddr>().unwrap());
+        assert_eq!((p.tcp.sport, p.tcp.dport), (49417, 80));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (2524188118, 0));
+        assert_eq!(p.payload_len, 0);
+        assert_eq!(p.tcp.header_len, 40);
+        assert_eq!(p.tcp.options.timestamp, Some((4294964455, 0)));
+        assert_eq!(p.tunnel_depth, 0);
+    }
+
+    /// libpcap__http_PPI.pcap frame 5
+    #[test]
+    fn corpus_ppi() {
+        #[rustfmt::skip]
+        let frame = [0x00, 0x00, 0x54, 0x00, 0x69, 0x00, 0x00, 0x00, 0x02, 0x00, 0x14, 0x00, 0xa7, 0x91, 0xcd, 0xf3, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x58, 0x02, 0x76, 0x09, 0xc0, 0x00, 0x00, 0x00, 0xc7, 0xa0, 0x04, 0x00, 0x30, 0x00, 0x06, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0f, 0x02, 0x27, 0x22, 0x20, 0x1d, 0xff, 0x23, 0x26, 0x20, 0xff, 0x8a, 0x09, 0xc0, 0x00, 0xc2, 0xa0, 0xc0, 0xa0, 0xbd, 0xa0, 0x80, 0x80, 0x18, 0x18, 0x27, 0x19, 0x19, 0x11, 0x24, 0x1c, 0x23, 0x21, 0x1a, 0x17, 0x00, 0x00, 0x00, 0x00, 0x88, 0x01, 0x2c, 0x00, 0x00, 0x14, 0xa5, 0xcd, 0x74, 0x7b, 0x00, 0x14, 0xa5, 0xcb, 0x6e, 0x1a, 0x00, 0x01, 0x02, 0x27, 0xf9, 0xb2, 0xb0, 0xed, 0x00, 0x00, 0xaa, 0xaa, 0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x45, 0x00, 0x00, 0x40, 0x8d, 0x07, 0x40, 0x00, 0x80, 0x06, 0xdf, 0xc2, 0xc0, 0xa8, 0x01, 0x84, 0x82, 0xc0, 0x49, 0x01, 0x0e, 0xf3, 0x00, 0x50, 0x34, 0xfb, 0x5c, 0xf8, 0x00, 0x00, 0x00, 0x00, 0xb0, 0x02, 0xff, 0xff, 0x06, 0xda, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x01, 0x03, 0x03, 0x03, 0x01, 0x01, 0x08, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x01, 0x04, 0x02, 0x2c, 0xba, 0x2c, 0xff];
+        let p = decode(lt::PPI, &frame).unwrap();
+        assert_eq!(p.src, "192.168.1.132".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "130.192.73.1".parse::<IpAddr>().unwrap());
+        assert_eq!((p.tcp.sport, p.tcp.dport), (3827, 80));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (888888568, 0));
+        assert_eq!(p.payload_len, 0);
+        assert_eq!(p.tcp.header_len, 44);
+        assert_eq!(p.tcp.options.timestamp, Some((0, 0)));
+    }
+
+    /// tcptrace__single_byte_rexmit.dmp frame 1
+    #[test]
+    fn corpus_fddi() {
+        #[rustfmt::skip]
+        let frame = [0x50, 0x00, 0x00, 0x0c, 0x7e, 0x59, 0xa0, 0x00, 0xe0, 0x34, 0x15, 0x60, 0x60, 0xaa, 0xaa, 0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x45, 0x00, 0x00, 0x2c, 0x0d, 0x25, 0x40, 0x00, 0xfb, 0x06, 0xa9, 0x44, 0x1e, 0xe5, 0x76, 0x43, 0x43, 0x52, 0x09, 0xfd, 0x91, 0x17, 0x00, 0x50, 0xda, 0x56, 0xfc, 0x08, 0x00, 0x00, 0x00, 0x00, 0x60, 0x02, 0x22, 0x38, 0x44, 0xc5, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4];
+        let p = decode(lt::FDDI, &frame).unwrap();
+        assert_eq!(p.src, "30.229.118.67".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "67.82.9.253".parse::<IpAddr>().unwrap());
+        assert_eq!((p.tcp.sport, p.tcp.dport), (37143, 80));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (3663133704, 0));
+        assert_eq!(p.payload_len, 0);
+        assert_eq!(p.tcp.header_len, 24);
+        assert_eq!(p.tcp.options.timestamp, None);
+        assert_eq!(p.tunnel_depth, 0);
+    }
+
+    /// suricata-verify__hdlc-http_1tx.pcap frame 1
+    #[test]
+    fn corpus_c_hdlc() {
+        #[rustfmt::skip]
+        let frame = [0x0f, 0x00, 0x08, 0x00, 0x45, 0x00, 0x00, 0x30, 0x15, 0x5a, 0x40, 0x00, 0x80, 0x06, 0x6c, 0xd0, 0xc0, 0xa8, 0x02, 0x07, 0x41, 0x37, 0x74, 0xb7, 0x13, 0x4a, 0x00, 0x50, 0x9c, 0x34, 0x09, 0x6c, 0x00, 0x00, 0x00, 0x00, 0x70, 0x02, 0x40, 0x00, 0x11, 0x47, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x01, 0x01, 0x04, 0x02];
+        let p = decode(lt::C_HDLC, &frame).unwrap();
+        assert_eq!(p.src, "192.168.2.7".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "65.55.116.183".parse::<IpAddr>().unwrap());
+        assert_eq!((p.tcp.sport, p.tcp.dport), (4938, 80));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (2620655980, 0));
+        assert_eq!(p.payload_len, 0);
+        assert_eq!(p.tcp.header_len, 28);
+        assert_eq!(p.tcp.options.timestamp, None);
+    }
+
+    /// suricata-verify__decode-sll2-01__input.pcap frame 1
+    #[test]
+    fn corpus_sll2() {
+        #[rustfmt::skip]
+        let frame = [0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01, 0x04, 0x06, 0xaa, 0x76, 0x30, 0x71, 0xb0, 0xe7, 0x00, 0x00, 0x45, 0x00, 0x00, 0x3c, 0x45, 0xa9, 0x40, 0x00, 0x40, 0x06, 0x70, 0xb0, 0xc0, 0xa8, 0x01, 0xfd, 0xc0, 0xa8, 0x01, 0x15, 0xdc, 0x9e, 0x00, 0x50, 0x8b, 0x0b, 0x43, 0x93, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xfa, 0xf0, 0xd7, 0x0c, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0xc5, 0xbe, 0x80, 0x53, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07];
+        let p = decode(lt::LINUX_SLL2, &frame).unwrap();
+        assert_eq!(p.src, "192.168.1.253".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "192.168.1.21".parse::<IpAddr>().unwrap());
+        assert_eq!((p.tcp.sport, p.tcp.dport), (56478, 80));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (2332771219, 0));
+        assert_eq!(p.payload_len, 0);
+        assert_eq!(p.tcp.header_len, 40);
+        assert_eq!(p.tcp.options.timestamp, Some((3317596243, 0)));
+    }
+
+    /// zeek__gre-aruba.pcap frame 1
+    #[test]
+    fn corpus_gre_aruba() {
+        #[rustfmt::skip]
+        let frame = [0x00, 0x11, 0xdc, 0x00, 0x00, 0x01, 0xf0, 0x5c, 0x19, 0xcf, 0xc8, 0xd6, 0x81, 0x00, 0x01, 0x2c, 0x08, 0x00, 0x45, 0x00, 0x00, 0x62, 0x4b, 0x03, 0x00, 0x00, 0xff, 0x2f, 0x2f, 0x84, 0x0a, 0x03, 0x22, 0xab, 0x0a, 0x21, 0x0a, 0x17, 0x00, 0x00, 0x82, 0x00, 0x88, 0x01, 0x00, 0x00, 0xf0, 0x5c, 0x19, 0x7c, 0x8d, 0x70, 0x5c, 0x5f, 0x67, 0x02, 0x2e, 0x7a, 0x00, 0x11, 0xdc, 0x00, 0x00, 0x01, 0x80, 0x7d, 0x00, 0x00, 0xaa, 0xaa, 0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x45, 0x00, 0x00, 0x28, 0x6e, 0xa8, 0x40, 0x00, 0x80, 0x06, 0xb7, 0xe2, 0x0a, 0x25, 0x24, 0x5c, 0xcd, 0xb9, 0xd8, 0x0a, 0xe6, 0x5d, 0x00, 0x50, 0x05, 0xe6, 0xe9, 0x1b, 0xd4, 0x48, 0x5b, 0x00, 0x50, 0x11, 0x40, 0x96, 0x95, 0xff, 0x00, 0x00];
+        let p = decode(lt::ETHERNET, &frame).unwrap();
+        assert_eq!(p.src, "10.37.36.92".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "205.185.216.10".parse::<IpAddr>().unwrap());
+        assert_eq!((p.tcp.sport, p.tcp.dport), (58973, 80));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (99019035, 3561511680));
+        assert_eq!(p.payload_len, 0);
+        assert_eq!(p.tcp.header_len, 20);
+        assert_eq!(p.tcp.options.timestamp, None);
+        assert_eq!(p.tunnel_depth, 1);
+    }
+
+    /// zeek__gtp2_different_udp_port.pcap frame 1
+    #[test]
+    fn corpus_gtp_u() {
+        #[rustfmt::skip]
+        let frame = [0x00, 0x00, 0x0c, 0x07, 0xac, 0xe8, 0x88, 0xe0, 0xf3, 0xc8, 0xbf, 0xf0, 0x08, 0x00, 0x45, 0x00, 0x00, 0x58, 0xa5, 0xe2, 0x00, 0x00, 0x3f, 0x11, 0x77, 0x75, 0xa7, 0x37, 0x69, 0xf4, 0xcf, 0xe9, 0x7d, 0x28, 0x17, 0x12, 0x08, 0x68, 0x00, 0x44, 0x35, 0xae, 0x30, 0xff, 0x00, 0x34, 0x9e, 0x40, 0xba, 0x4f, 0x45, 0x00, 0x00, 0x34, 0x35, 0x31, 0x40, 0x00, 0x80, 0x06, 0x87, 0xf6, 0x0a, 0x83, 0x11, 0xaa, 0xad, 0xc7, 0x73, 0xa8, 0xca, 0x5b, 0x00, 0x50, 0xe8, 0xef, 0x28, 0x1f, 0x00, 0x00, 0x00, 0x00, 0x80, 0x02, 0x20, 0x00, 0x35, 0xbf, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x01, 0x03, 0x03, 0x02, 0x01, 0x01, 0x04, 0x02];
+        let p = decode(lt::ETHERNET, &frame).unwrap();
+        assert_eq!(p.src, "10.131.17.170".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "173.199.115.168".parse::<IpAddr>().unwrap());
+        assert_eq!((p.tcp.sport, p.tcp.dport), (51803, 80));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (3907987487, 0));
+        assert_eq!(p.payload_len, 0);
+        assert_eq!(p.tcp.header_len, 32);
+        assert_eq!(p.tcp.options.timestamp, None);
+        assert_eq!(p.tunnel_depth, 1);
+    }
+
+    /// zeek__ayiya3.pcap frame 12
+    #[test]
+    fn corpus_ayiya() {
+        #[rustfmt::skip]
+        let frame = [0x00, 0x06, 0x25, 0x59, 0xa2, 0x20, 0x00, 0x17, 0xf2, 0x4c, 0x7a, 0x35, 0x08, 0x00, 0x45, 0x00, 0x00, 0x9c, 0x45, 0x57, 0x00, 0x00, 0x40, 0x11, 0x36, 0xc8, 0xc0, 0xa8, 0x03, 0x65, 0xd8, 0x0e, 0x62, 0x16, 0xd2, 0x63, 0x13, 0xd0, 0x00, 0x88, 0xa2, 0x0e, 0x41, 0x52, 0x11, 0x29, 0x4a, 0xf6, 0x4c, 0x05, 0x20, 0x01, 0x49, 0x78, 0x00, 0x0f, 0x00, 0x4c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x72, 0xda, 0x85, 0xee, 0x36, 0x65, 0x32, 0x8a, 0x9e, 0x17, 0xc1, 0xf4, 0xef, 0xb6, 0xbb, 0xf0, 0x34, 0x21, 0x1d, 0x54, 0x60, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x06, 0x40, 0x20, 0x01, 0x49, 0x78, 0x00, 0x0f, 0x00, 0x4c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x20, 0x01, 0x48, 0x60, 0xb0, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x68, 0xd0, 0x86, 0x00, 0x50, 0x5b, 0x2a, 0xbe, 0x49, 0x00, 0x00, 0x00, 0x00, 0xb0, 0x02, 0xff, 0xff, 0x6e, 0x53, 0x00, 0x00, 0x02, 0x04, 0x04, 0xc4, 0x01, 0x03, 0x03, 0x01, 0x01, 0x01, 0x08, 0x0a, 0x3a, 0xa0, 0x22, 0x11, 0x00, 0x00, 0x00, 0x00, 0x04, 0x02, 0x00, 0x00];
+        let p = decode(lt::ETHERNET, &frame).unwrap();
+        assert_eq!(p.src, "2001:4978:f:4c::2".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "2001:4860:b002::68".parse::<IpAddr>().unwrap());
+        assert_eq!((p.tcp.sport, p.tcp.dport), (53382, 80));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (1529527881, 0));
+        assert_eq!(p.payload_len, 0);
+        assert_eq!(p.tcp.header_len, 44);
+        assert_eq!(p.tcp.options.timestamp, Some((983573009, 0)));
+        assert_eq!(p.tunnel_depth, 1);
+    }
+
+    /// dpkt__nb6-http.pcap frame 53
+    #[test]
+    fn corpus_pppoe_l2tp() {
+        #[rustfmt::skip]
+        let frame = [0x00, 0x17, 0x33, 0x61, 0x00, 0x00, 0xe0, 0xa1, 0xd7, 0x18, 0xc2, 0x73, 0x88, 0x64, 0x11, 0x00, 0x3b, 0x1a, 0x00, 0x78, 0x00, 0x21, 0x45, 0x00, 0x00, 0x76, 0x5b, 0x5d, 0x00, 0x00, 0x40, 0x11, 0x5e, 0xe0, 0x5f, 0x88, 0xf2, 0x63, 0x6d, 0x06, 0x01, 0x48, 0x06, 0xa5, 0x06, 0xa5, 0x00, 0x62, 0x00, 0x00, 0x00, 0x02, 0x05, 0xf7, 0x20, 0x6a, 0xff, 0x03, 0x00, 0x57, 0x60, 0x00, 0x00, 0x00, 0x00, 0x28, 0x06, 0x3f, 0x2a, 0x00, 0x5e, 0x80, 0x01, 0x01, 0x21, 0x2d, 0x05, 0x04, 0x07, 0xb1, 0x25, 0x72, 0xdb, 0x22, 0x26, 0x06, 0xf2, 0x00, 0x00, 0x00, 0x00, 0x07, 0x0b, 0xad, 0xf0, 0x0d, 0xd0, 0x0d, 0x00, 0x01, 0x90, 0xaa, 0x00, 0x50, 0x14, 0x96, 0x47, 0x9e, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0x6c, 0xd4, 0x1e, 0x9c, 0x00, 0x00, 0x02, 0x04, 0x05, 0x71, 0x04, 0x02, 0x08, 0x0a, 0x00, 0x06, 0x33, 0xce, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07];
+        let p = decode(lt::ETHERNET, &frame).unwrap();
+        assert_eq!(
+            p.src,
+            "2a00:5e80:101:212d:504:7b1:2572:db22"
+                .parse::<IpAddr>()
+                .unwrap()
+        );
+        assert_eq!(
+            p.dst,
+            "2606:f200:0:7:bad:f00d:d00d:1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!((p.tcp.sport, p.tcp.dport), (37034, 80));
+        assert_eq!((p.tcp.seq, p.tcp.ack), (345393054, 0));
+        assert_eq!(p.payload_len, 0);
+        assert_eq!(p.tcp.header_len, 40);
+        assert_eq!(p.tcp.options.timestamp, Some((406478, 0)));
+        assert_eq!(p.tunnel_depth, 1);
     }
 }

@@ -208,3 +208,201 @@ impl DecodeError {
 pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
     ip::decode_net(link::strip(linktype, frame)?, 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::testutil::{check, samples};
+    use super::*;
+
+    /// Ethernet, IPv4, TCP with NOP NOP TS and NOP NOP SACK(1 block), AE|PSH|ACK, 8 bytes
+    /// of payload: every field checked.
+    #[test]
+    fn ethernet_ipv4_tcp_every_field() {
+        #[rustfmt::skip]
+        let frame: [u8; 86] = [
+            // Ethernet
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0x08, 0x00,
+            // IPv4: IHL 5, total length 72, id 0x1c46, DF, TTL 64, TCP
+            0x45, 0x00, 0x00, 0x48, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00,
+            0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0x02,
+            // TCP: 50000 -> 443, seq, ack, data offset 11 + AE, PSH|ACK, window 512
+            0xc3, 0x50, 0x01, 0xbb, 0x8b, 0xad, 0xf0, 0x0d, 0xde, 0xad, 0xbe, 0xef,
+            0xb1, 0x18, 0x02, 0x00, 0x12, 0x34, 0x00, 0x00,
+            // NOP NOP TS(123456, 12345)
+            0x01, 0x01, 0x08, 0x0a, 0x00, 0x01, 0xe2, 0x40, 0x00, 0x00, 0x30, 0x39,
+            // NOP NOP SACK(0x8badf500..0x8badfa00)
+            0x01, 0x01, 0x05, 0x0a, 0x8b, 0xad, 0xf5, 0x00, 0x8b, 0xad, 0xfa, 0x00,
+            // payload
+            b'G', b'E', b'T', b' ', b'/', b' ', b'H', b'T',
+        ];
+        let p = decode(linktype::ETHERNET, &frame).unwrap();
+        assert_eq!(p.src, IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1)));
+        assert_eq!(p.dst, IpAddr::V4(Ipv4Addr::new(192, 168, 0, 2)));
+        assert_eq!(p.ip_id, 0x1c46);
+        assert_eq!(p.tunnel_depth, 0);
+        assert_eq!(p.payload_len, 8);
+        assert_eq!(p.payload, b"GET / HT");
+        let t = p.tcp;
+        assert_eq!(t.sport, 50000);
+        assert_eq!(t.dport, 443);
+        assert_eq!(t.seq, 0x8badf00d);
+        assert_eq!(t.ack, 0xdeadbeef);
+        assert_eq!(t.header_len, 44);
+        assert_eq!(t.window, 512);
+        assert_eq!(
+            t.flags,
+            TcpFlags(TcpFlags::AE | TcpFlags::PSH | TcpFlags::ACK)
+        );
+        assert!(t.flags.ack() && !t.flags.syn() && !t.flags.fin() && !t.flags.rst());
+        let mut sack = [(0, 0); 4];
+        sack[0] = (0x8badf500, 0x8badfa00);
+        assert_eq!(
+            t.options,
+            TcpOptions {
+                mss: None,
+                wscale: None,
+                sack_permitted: false,
+                timestamp: Some((123456, 12345)),
+                sack,
+                sack_count: 1,
+                malformed: false,
+            }
+        );
+    }
+
+    #[test]
+    fn ethernet_padding_is_not_payload() {
+        #[rustfmt::skip]
+        let frame: [u8; 60] = [
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0x08, 0x00,
+            0x45, 0x00, 0x00, 0x28, 0x00, 0x01, 0x00, 0x00, 0x40, 0x06, 0x00, 0x00,
+            0x0a, 0x00, 0x00, 0x01, 0x0a, 0x00, 0x00, 0x02,
+            0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 2, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0,
+            // 6 bytes of Ethernet padding
+            0, 0, 0, 0, 0, 0,
+        ];
+        let p = decode(linktype::ETHERNET, &frame).unwrap();
+        assert_eq!(p.payload_len, 0);
+        assert!(p.payload.is_empty());
+        assert_eq!(p.tcp.header_len, 20);
+        assert_eq!(p.tcp.options, TcpOptions::default());
+    }
+
+    #[test]
+    fn unsupported_linktype() {
+        assert_eq!(
+            decode(147, &[0; 64]).unwrap_err(),
+            DecodeError::UnsupportedLinkType(147)
+        );
+        assert!(!linktype::is_supported(147));
+        assert_eq!(
+            DecodeError::UnsupportedLinkType(147).reason(),
+            "unsupported_linktype"
+        );
+    }
+
+    #[test]
+    fn every_supported_linktype_has_a_valid_sample() {
+        let samples = samples();
+        for &lt in linktype::SUPPORTED {
+            assert!(linktype::name(lt).is_some(), "{lt}");
+            assert!(samples.iter().any(|(l, _)| *l == lt), "no sample for {lt}");
+        }
+        for (i, (lt, frame)) in samples.iter().enumerate() {
+            let p = decode(*lt, frame).unwrap_or_else(|e| panic!("sample {i} ({lt}): {e:?}"));
+            assert_eq!(p.tcp.sport, 40000, "sample {i}");
+            assert_eq!(p.payload, testutil::PAYLOAD, "sample {i}");
+        }
+        // Spot-check the tunnel depth bookkeeping on two of them.
+        check(&decode(samples[7].0, &samples[7].1).unwrap(), false, 1);
+        check(&decode(samples[8].0, &samples[8].1).unwrap(), true, 1);
+    }
+
+    /// xorshift64*: deterministic, dependency-free pseudo-random bytes.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Whatever decode returns, it must hold together.
+    fn decode_and_check(lt: u32, frame: &[u8]) {
+        if let Ok(p) = decode(lt, frame) {
+            assert!(p.payload.len() <= p.payload_len as usize);
+            assert!(p.tcp.header_len >= 20 && p.tcp.header_len <= 60);
+            assert!(p.tcp.options.sack_count <= 4);
+            assert!(p.tunnel_depth < ip::MAX_IP_HEADERS);
+            assert_eq!(p.tcp.flags.0 & !0x1ff, 0);
+            // The payload is a part of the frame.
+            let f = frame.as_ptr_range();
+            let q = p.payload.as_ptr_range();
+            assert!(p.payload.is_empty() || (f.start <= q.start && q.end <= f.end));
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut buf = [0u8; 256];
+        let linktypes: Vec<u32> = linktype::SUPPORTED
+            .iter()
+            .copied()
+            .chain([2, 147, 9999])
+            .collect();
+        for _ in 0..20_000 {
+            let len = match rng.below(4) {
+                0 => rng.below(16),
+                1 => rng.below(64),
+                _ => rng.below(buf.len()),
+            };
+            for b in &mut buf[..len] {
+                *b = rng.next() as u8;
+            }
+            for &lt in &linktypes {
+                decode_and_check(lt, &buf[..len]);
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_frames_never_panic() {
+        let samples = samples();
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut frame = Vec::with_capacity(512);
+        for _ in 0..300_000 {
+            let (lt, base) = &samples[rng.below(samples.len())];
+            frame.clear();
+            frame.extend_from_slice(base);
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(frame.len().max(1));
+                match rng.below(8) {
+                    0 => frame.truncate(at),
+                    1 if at < frame.len() => {
+                        frame.remove(at);
+                    }
+                    2 => frame.insert(at.min(frame.len()), rng.next() as u8),
+                    3 if at < frame.len() => frame[at] = 0,
+                    4 if at < frame.len() => frame[at] = 0xff,
+                    5 if at < frame.len() => frame[at] ^= 1 << rng.below(8),
+                    _ if at < frame.len() => frame[at] = rng.next() as u8,
+                    _ => {}
+                }
+            }
+            decode_and_check(*lt, &frame);
+            if rng.below(16) == 0 {
+                let other = linktype::SUPPORTED[rng.below(linktype::SUPPORTED.len())];
+                decode_and_check(other, &frame);
+            }
+        }
+    }
+}

@@ -189,3 +189,213 @@ impl TcpOptions {
         o
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 20-byte header: 443 -> 50000, seq 1, ack 2, data offset `off`, SYN|ACK, window 65535.
+    fn header(off: u8) -> Vec<u8> {
+        vec![
+            0x01,
+            0xbb,
+            0xc3,
+            0x50,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            2,
+            off << 4,
+            0x12,
+            0xff,
+            0xff,
+            0,
+            0,
+            0,
+            0,
+        ]
+    }
+
+    fn with_options(opts: &[u8], payload: &[u8]) -> Vec<u8> {
+        assert_eq!(opts.len() % 4, 0);
+        let mut v = header(5 + (opts.len() / 4) as u8);
+        v.extend_from_slice(opts);
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn parse_all(seg: &[u8]) -> Result<Segment<'_>, DecodeError> {
+        parse(seg, seg.len() as u32)
+    }
+
+    #[test]
+    fn syn_options() {
+        // MSS 1460, SACK-permitted, TS, NOP, WS 7: a Linux SYN.
+        #[rustfmt::skip]
+        let opts = [
+            0x02, 0x04, 0x05, 0xb4,
+            0x04, 0x02, 0x08, 0x0a, 0x00, 0x00, 0x00, 0x64, 0x00, 0x00, 0x00, 0x00,
+            0x01, 0x03, 0x03, 0x07,
+        ];
+        let seg = with_options(&opts, &[]);
+        let s = parse_all(&seg).unwrap();
+        let h = s.header;
+        assert_eq!(
+            (h.sport, h.dport, h.seq, h.ack, h.window),
+            (443, 50000, 1, 2, 0xffff)
+        );
+        assert_eq!(h.flags, TcpFlags(TcpFlags::SYN | TcpFlags::ACK));
+        assert_eq!(h.header_len, 40);
+        assert_eq!(h.options.mss, Some(1460));
+        assert!(h.options.sack_permitted);
+        assert_eq!(h.options.timestamp, Some((100, 0)));
+        assert_eq!(h.options.wscale, Some(7));
+        assert!(!h.options.malformed);
+        assert_eq!(s.payload_len, 0);
+    }
+
+    #[test]
+    fn sack_blocks() {
+        let mut opts = vec![0x01, 0x01, 0x05, 2 + 8 * 4];
+        for i in 0..4u32 {
+            opts.extend_from_slice(&(1000 * i).to_be_bytes());
+            opts.extend_from_slice(&(1000 * i + 500).to_be_bytes());
+        }
+        let seg = with_options(&opts, &[]);
+        let o = parse_all(&seg).unwrap().header.options;
+        assert_eq!(o.sack_count, 4);
+        assert_eq!(o.sack, [(0, 500), (1000, 1500), (2000, 2500), (3000, 3500)]);
+        // Two blocks, then timestamps.
+        #[rustfmt::skip]
+        let opts = [
+            0x01, 0x01, 0x05, 0x12, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4,
+            0x01, 0x01, 0x08, 0x0a, 0, 0, 0, 5, 0, 0, 0, 6,
+        ];
+        let o = TcpOptions::parse(&opts);
+        assert_eq!(o.sack_count, 2);
+        assert_eq!(&o.sack[..2], &[(1, 2), (3, 4)]);
+        assert_eq!(o.timestamp, Some((5, 6)));
+        assert!(!o.malformed);
+        // A SACK length that is not 2 + 8n.
+        let o = TcpOptions::parse(&[0x05, 0x06, 0, 0, 0, 1, 0, 0]);
+        assert!(o.malformed);
+        assert_eq!(o.sack_count, 0);
+    }
+
+    #[test]
+    fn short_timestamp_option_is_malformed_and_keeps_earlier_options() {
+        // go-metro crashed on this: TS with length 6.
+        let o = TcpOptions::parse(&[0x02, 0x04, 0x05, 0xb4, 0x08, 0x06, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(o.mss, Some(1460));
+        assert_eq!(o.timestamp, None);
+        assert!(o.malformed);
+        // TS with a length past the end of the options.
+        let o = TcpOptions::parse(&[0x01, 0x01, 0x08, 0x0a, 0, 0, 0, 1]);
+        assert_eq!(o.timestamp, None);
+        assert!(o.malformed);
+        // Through the header: the segment is kept.
+        let seg = with_options(&[0x03, 0x03, 0x07, 0x08, 0x06, 0, 0, 0, 1, 0, 0, 0], b"x");
+        let s = parse_all(&seg).unwrap();
+        assert_eq!(s.header.options.wscale, Some(7));
+        assert!(s.header.options.malformed);
+        assert_eq!(s.payload, b"x");
+    }
+
+    #[test]
+    fn malformed_lengths() {
+        // Length 0 and 1 would loop forever if trusted.
+        for len in [0u8, 1] {
+            let o = TcpOptions::parse(&[0x02, 0x04, 0x05, 0xb4, 0x1e, len, 0, 0]);
+            assert_eq!(o.mss, Some(1460));
+            assert!(o.malformed, "len {len}");
+        }
+        // Known kinds with the wrong length.
+        assert!(TcpOptions::parse(&[0x02, 0x03, 0x05, 0x00]).malformed);
+        assert!(TcpOptions::parse(&[0x03, 0x04, 0x07, 0x00]).malformed);
+        assert!(TcpOptions::parse(&[0x04, 0x03, 0x00, 0x00]).malformed);
+        // A kind byte with no length byte.
+        assert!(TcpOptions::parse(&[0x01, 0x01, 0x01, 0x1e]).malformed);
+    }
+
+    #[test]
+    fn eol_unknown_and_nop() {
+        // Unknown option 30 (MPTCP) with length 4 is skipped; EOL ends parsing even if
+        // garbage follows.
+        let o = TcpOptions::parse(&[
+            0x1e, 0x04, 0xaa, 0xbb, 0x01, 0x03, 0x03, 0x02, 0x00, 0x08, 0x02, 0x00,
+        ]);
+        assert_eq!(o.wscale, Some(2));
+        assert_eq!(o.timestamp, None);
+        assert!(!o.malformed);
+        assert_eq!(TcpOptions::parse(&[1, 1, 1, 1]), TcpOptions::default());
+        assert_eq!(TcpOptions::parse(&[]), TcpOptions::default());
+    }
+
+    #[test]
+    fn ae_flag_and_reserved_bits() {
+        let mut seg = header(5);
+        seg[12] = 0x5f; // data offset 5, three reserved bits, AE
+        seg[13] = 0xff; // CWR ECE URG ACK PSH RST SYN FIN
+        let h = parse_all(&seg).unwrap().header;
+        assert_eq!(h.flags.0, 0x1ff);
+        assert!(h.flags.has(TcpFlags::AE) && h.flags.has(TcpFlags::CWR) && h.flags.fin());
+    }
+
+    #[test]
+    fn data_offset_and_lengths() {
+        // Data offset below 5.
+        assert_eq!(
+            parse_all(&header(4)).unwrap_err(),
+            DecodeError::Malformed(Layer::Tcp)
+        );
+        // Fewer than 20 bytes captured.
+        assert_eq!(
+            parse(&header(5)[..19], 100).unwrap_err(),
+            DecodeError::Truncated(Layer::Tcp)
+        );
+        // The IP payload length is shorter than the TCP header.
+        assert_eq!(
+            parse(&header(5), 19).unwrap_err(),
+            DecodeError::Malformed(Layer::Tcp)
+        );
+        let seg = with_options(&[1, 1, 1, 1], &[]);
+        assert_eq!(
+            parse(&seg, 22).unwrap_err(),
+            DecodeError::Malformed(Layer::Tcp)
+        );
+        // Payload length from the IP header, payload bytes from the capture.
+        let seg = with_options(&[], b"abcdef");
+        let s = parse(&seg, 1000).unwrap();
+        assert_eq!(s.payload_len, 980);
+        assert_eq!(s.payload, b"abcdef");
+        let s = parse(&seg, 23).unwrap();
+        assert_eq!(s.payload_len, 3);
+        assert_eq!(s.payload, b"abc");
+    }
+
+    #[test]
+    fn options_cut_by_snaplen_keep_the_header() {
+        // Header says 32 bytes (NOP NOP TS), only 26 were captured.
+        let seg = with_options(&[0x01, 0x01, 0x08, 0x0a, 0, 0, 0, 1, 0, 0, 0, 2], b"data");
+        let s = parse(&seg[..26], 36).unwrap();
+        assert_eq!(s.header.header_len, 32);
+        assert_eq!(s.header.options.timestamp, None);
+        assert!(s.header.options.malformed);
+        assert_eq!(s.payload_len, 4);
+        assert!(s.payload.is_empty());
+        // MSS fits, the rest is cut.
+        let seg = with_options(
+            &[
+                0x02, 0x04, 0x05, 0xb4, 0x01, 0x01, 0x08, 0x0a, 0, 0, 0, 1, 0, 0, 0, 2,
+            ],
+            &[],
+        );
+        let s = parse(&seg[..24], 36).unwrap();
+        assert_eq!(s.header.options.mss, Some(1460));
+        assert!(s.header.options.malformed);
+    }
+}

@@ -73,11 +73,24 @@ struct Obs<'a> {
 
 impl Observer for Obs<'_> {
     fn sample(&mut self, s: &Sample) {
-        let mut iv = self.shared.interval.lock().unwrap_or_else(|e| e.into_inner());
+        let mut iv = self
+            .shared
+            .interval
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         iv.add_sample(s, self.locals, self.watch);
     }
-    fn retransmit(&mut self, sender: std::net::SocketAddr, receiver: std::net::SocketAddr, _ts: i64) {
-        let mut iv = self.shared.interval.lock().unwrap_or_else(|e| e.into_inner());
+    fn retransmit(
+        &mut self,
+        sender: std::net::SocketAddr,
+        receiver: std::net::SocketAddr,
+        _ts: i64,
+    ) {
+        let mut iv = self
+            .shared
+            .interval
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         iv.add_retransmit(sender.ip(), receiver.ip(), self.locals, self.watch);
     }
 }
@@ -95,7 +108,11 @@ pub struct Processor {
 }
 
 impl Processor {
-    pub fn new(shared: Arc<InstanceShared>, engine: EngineConfig, duty: Option<DutyCycle>) -> Processor {
+    pub fn new(
+        shared: Arc<InstanceShared>,
+        engine: EngineConfig,
+        duty: Option<DutyCycle>,
+    ) -> Processor {
         let watch = shared.watch.get();
         let locals = shared.locals.get();
         Processor {
@@ -105,7 +122,10 @@ impl Processor {
             locals,
             frame: 0,
             last_tick: None,
-            duty: duty.map(|cycle| Duty { cycle, window: None }),
+            duty: duty.map(|cycle| Duty {
+                cycle,
+                window: None,
+            }),
             decode_errors: 0,
         }
     }
@@ -126,7 +146,10 @@ impl Processor {
     #[inline]
     pub fn packet(&mut self, linktype: u32, ts: i64, data: &[u8]) {
         self.frame += 1;
-        self.shared.cumulative.packets_received.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .cumulative
+            .packets_received
+            .fetch_add(1, Ordering::Relaxed);
         if self.shared.locals.generation() != self.locals.0 {
             self.locals = self.shared.locals.get();
         }
@@ -164,7 +187,8 @@ impl Processor {
 
     fn publish(&self) {
         let c = &self.shared.cumulative;
-        c.flows_active.store(self.engine.active_flows() as u64, Ordering::Relaxed);
+        c.flows_active
+            .store(self.engine.active_flows() as u64, Ordering::Relaxed);
         c.flows_evicted
             .store(self.engine.counters().flows_evicted_full, Ordering::Relaxed);
     }
@@ -190,7 +214,9 @@ fn install_filter(live: &mut Live, iface: &str, base: &str, watch: &WatchList) {
             match live.set_filter(&plain) {
                 Ok(()) => tracing::warn!("{iface}: filter `{f}` refused ({e}); using `{plain}`"),
                 Err(e2) => {
-                    tracing::error!("{iface}: capture filter `{plain}` refused: {e2}; capturing nothing");
+                    tracing::error!(
+                        "{iface}: capture filter `{plain}` refused: {e2}; capturing nothing"
+                    );
                     let _ = live.set_filter(filter::MATCH_NOTHING);
                 }
             }
@@ -231,7 +257,10 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
                 Err(e) => {
                     let msg = e.to_string();
                     if msg != last_error {
-                        tracing::warn!("{iface}: {msg}; retrying (every {}s at most)", BACKOFF_MAX.as_secs());
+                        tracing::warn!(
+                            "{iface}: {msg}; retrying (every {}s at most)",
+                            BACKOFF_MAX.as_secs()
+                        );
                         last_error = msg;
                     } else {
                         tracing::debug!("{iface}: still failing: {e}");
@@ -296,7 +325,13 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
 
 /// A capture file on packet time: flushes every `flush_interval` of packet time into `tx`,
 /// then a final report at the end. Returns when the file ends, fails, or `stop` is set.
-pub fn run_file(w: Worker, mut reader: crate::pcap::CaptureReader, name: String, flush_interval: Duration, tx: SyncSender<Msg>) {
+pub fn run_file(
+    w: Worker,
+    mut reader: crate::pcap::CaptureReader,
+    name: String,
+    flush_interval: Duration,
+    tx: SyncSender<Msg>,
+) {
     let mut proc = Processor::new(w.shared.clone(), w.engine.clone(), w.duty);
     let every = flush_interval.as_nanos() as i64;
     let mut next_flush: Option<i64> = None;
@@ -377,6 +412,11 @@ mod tests {
             .map(|&t| d.admit(s(t)))
             .collect();
         // Windows: [0, 2), [5, 7), [10, 12), ..., [25, 27), [30, 32).
-        assert_eq!(got, [true, true, false, false, true, true, false, true, true, false]);
+        assert_eq!(
+            got,
+            [
+                true, true, false, false, true, true, false, true, true, false
+            ]
+        );
     }
 }

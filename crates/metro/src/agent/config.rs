@@ -378,7 +378,8 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parse configuration text; `origin` names it in errors and warnings.
 pub fn parse(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
-    let raw: Option<RawFile> = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e, origin, text))?;
+    let raw: Option<RawFile> =
+        serde_saphyr::from_str(text).map_err(|e| yaml_error(&e, origin, text))?;
     let Some(raw) = raw else {
         return Err(ConfigError {
             origin: origin.to_string(),
@@ -580,7 +581,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, key: impl Into<String>, loc: Option<Location>, msg: impl Into<String>) -> ConfigError {
+    fn err(
+        &self,
+        key: impl Into<String>,
+        loc: Option<Location>,
+        msg: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             origin: self.origin.to_string(),
             position: loc.and_then(pos),
@@ -625,7 +631,11 @@ impl Ctx<'_> {
 
 impl Config {
     /// Validate the raw form. Warnings are appended to `warnings`.
-    pub fn from_raw(raw: RawFile, origin: &str, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
+    pub fn from_raw(
+        raw: RawFile,
+        origin: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<Config, ConfigError> {
         let cx = Ctx { origin };
         let init = raw.init_config.unwrap_or_default();
 
@@ -646,7 +656,12 @@ impl Config {
                 s.value as u32
             }
         };
-        let idle_ttl = cx.seconds("init_config.idle_ttl", init.idle_ttl.as_ref(), DEFAULT_IDLE_TTL, false)?;
+        let idle_ttl = cx.seconds(
+            "init_config.idle_ttl",
+            init.idle_ttl.as_ref(),
+            DEFAULT_IDLE_TTL,
+            false,
+        )?;
         let exp_ttl = match (&init.exp_ttl, &init.expired_ttl) {
             (Some(a), Some(b)) => {
                 if a.value != b.value {
@@ -658,7 +673,9 @@ impl Config {
                 cx.seconds("init_config.exp_ttl", Some(a), DEFAULT_EXP_TTL, true)?
             }
             (Some(a), None) => cx.seconds("init_config.exp_ttl", Some(a), DEFAULT_EXP_TTL, true)?,
-            (None, Some(b)) => cx.seconds("init_config.expired_ttl", Some(b), DEFAULT_EXP_TTL, true)?,
+            (None, Some(b)) => {
+                cx.seconds("init_config.expired_ttl", Some(b), DEFAULT_EXP_TTL, true)?
+            }
             (None, None) => Duration::from_secs_f64(DEFAULT_EXP_TTL),
         };
 
@@ -676,12 +693,18 @@ impl Config {
                     None => DEFAULT_STATSD_IP.to_string(),
                     Some(h) => {
                         let v = h.value.trim();
-                        let v = v.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(v);
+                        let v = v
+                            .strip_prefix('[')
+                            .and_then(|v| v.strip_suffix(']'))
+                            .unwrap_or(v);
                         if v.is_empty() || v.contains(char::is_whitespace) || v.contains('/') {
                             return Err(cx.err(
                                 "init_config.statsd_ip",
                                 Some(h.referenced),
-                                format!("expected an IP address or a host name, found `{}`", h.value),
+                                format!(
+                                    "expected an IP address or a host name, found `{}`",
+                                    h.value
+                                ),
                             ));
                         }
                         v.to_string()
@@ -689,7 +712,11 @@ impl Config {
                 };
                 let port = init.statsd_port.unwrap_or(DEFAULT_STATSD_PORT);
                 if port == 0 {
-                    return Err(cx.err("init_config.statsd_port", None, "the port must be 1 to 65535"));
+                    return Err(cx.err(
+                        "init_config.statsd_port",
+                        None,
+                        "the port must be 1 to 65535",
+                    ));
                 }
                 StatsdTarget::Udp { host, port }
             }
@@ -734,7 +761,10 @@ impl Config {
                 return Err(cx.err(
                     "init_config.buffer_size",
                     Some(b.referenced),
-                    format!("{} bytes is out of range: expected 65536 to 2147483648", b.value),
+                    format!(
+                        "{} bytes is out of range: expected 65536 to 2147483648",
+                        b.value
+                    ),
                 ));
             }
         };
@@ -749,7 +779,10 @@ impl Config {
                 cx.err(
                     "init_config.prometheus_listen",
                     Some(s.referenced),
-                    format!("expected ADDRESS:PORT such as 127.0.0.1:9464, found `{}`", s.value),
+                    format!(
+                        "expected ADDRESS:PORT such as 127.0.0.1:9464, found `{}`",
+                        s.value
+                    ),
                 )
             })?),
         };
@@ -774,7 +807,11 @@ impl Config {
             }
         };
         if list.is_empty() {
-            return Err(cx.err(list_key, None, "the list is empty: metro needs at least one instance"));
+            return Err(cx.err(
+                list_key,
+                None,
+                "the list is empty: metro needs at least one instance",
+            ));
         }
         let mut instances = Vec::with_capacity(list.len());
         for (i, inst) in list.into_iter().enumerate() {
@@ -824,7 +861,12 @@ fn instance(
         _ => {
             return Err(cx.err(
                 format!("{key}.interface"),
-                Some(inst.interface.as_ref().map(|s| s.referenced).unwrap_or(here)),
+                Some(
+                    inst.interface
+                        .as_ref()
+                        .map(|s| s.referenced)
+                        .unwrap_or(here),
+                ),
                 "missing: expected a device name such as eth0, `any`, or `file` (with `pcap`)",
             ));
         }
@@ -880,7 +922,9 @@ fn instance(
                 return Err(cx.err(
                     format!("{key}.ips[{j}]"),
                     Some(s.referenced),
-                    format!("{why}: expected an IPv4 or IPv6 address or a CIDR block such as 10.0.0.0/8"),
+                    format!(
+                        "{why}: expected an IPv4 or IPv6 address or a CIDR block such as 10.0.0.0/8"
+                    ),
                 ));
             }
         }
@@ -1003,7 +1047,11 @@ impl Config {
         let _ = writeln!(o, "  flush_interval: {}", secs(self.flush_interval));
         let _ = writeln!(o, "  dns_refresh: {}", secs(self.dns_refresh));
         let _ = writeln!(o, "  log_to_file: {}", self.log_to_file);
-        let _ = writeln!(o, "  log_file: {}", yaml_str(&self.log_file.display().to_string()));
+        let _ = writeln!(
+            o,
+            "  log_file: {}",
+            yaml_str(&self.log_file.display().to_string())
+        );
         let _ = writeln!(o, "  log_level: {}", self.log_level.name());
         let _ = writeln!(o, "  buffer_size: {}", self.buffer_size);
         match self.prometheus_listen {
@@ -1027,9 +1075,21 @@ impl Config {
                     format!("[{}]", v.join(", "))
                 }
             };
-            let _ = writeln!(o, "    tags: {}", list(i.tags.iter().map(|t| yaml_str(t)).collect()));
-            let _ = writeln!(o, "    ips: {}", list(i.ips.iter().map(|c| yaml_str(&c.to_string())).collect()));
-            let _ = writeln!(o, "    hosts: {}", list(i.hosts.iter().map(|h| yaml_str(h)).collect()));
+            let _ = writeln!(
+                o,
+                "    tags: {}",
+                list(i.tags.iter().map(|t| yaml_str(t)).collect())
+            );
+            let _ = writeln!(
+                o,
+                "    ips: {}",
+                list(i.ips.iter().map(|c| yaml_str(&c.to_string())).collect())
+            );
+            let _ = writeln!(
+                o,
+                "    hosts: {}",
+                list(i.hosts.iter().map(|h| yaml_str(h)).collect())
+            );
             match i.sample {
                 Some(d) => {
                     let _ = writeln!(o, "    sample: true");
@@ -1164,7 +1224,9 @@ config:
     fn expired_ttl_is_read_too() {
         let c = ok("init_config:\n  expired_ttl: 7\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n").config;
         assert_eq!(c.exp_ttl, Duration::from_secs(7));
-        let l = ok("init_config:\n  expired_ttl: 7\n  exp_ttl: 9\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n");
+        let l = ok(
+            "init_config:\n  expired_ttl: 7\n  exp_ttl: 9\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n",
+        );
         assert_eq!(l.config.exp_ttl, Duration::from_secs(9));
         assert_eq!(l.warnings.len(), 1);
     }
@@ -1189,7 +1251,9 @@ config:
             .config;
             assert_eq!(c.log_level, want, "{s}");
         }
-        let e = err("init_config:\n  log_level: loud\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n");
+        let e = err(
+            "init_config:\n  log_level: loud\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n",
+        );
         assert_eq!(e.position, Some((2, 14)));
         assert!(e.to_string().contains("unknown log level `loud`"), "{e}");
     }
@@ -1207,19 +1271,34 @@ instances:
 extra: 1
 ");
         assert_eq!(l.warnings.len(), 3, "{:?}", l.warnings);
-        assert!(l.warnings[0].contains("test.yaml:3:3: unknown key `init_config.colour`"), "{:?}", l.warnings);
-        assert!(l.warnings[1].contains("test.yaml:7:5: unknown key `instances[0].hostz`"), "{:?}", l.warnings);
-        assert!(l.warnings[2].contains("unknown key `extra`"), "{:?}", l.warnings);
+        assert!(
+            l.warnings[0].contains("test.yaml:3:3: unknown key `init_config.colour`"),
+            "{:?}",
+            l.warnings
+        );
+        assert!(
+            l.warnings[1].contains("test.yaml:7:5: unknown key `instances[0].hostz`"),
+            "{:?}",
+            l.warnings
+        );
+        assert!(
+            l.warnings[2].contains("unknown key `extra`"),
+            "{:?}",
+            l.warnings
+        );
     }
 
     #[test]
     fn yaml_errors_have_line_and_column() {
         // A type error: snaplen is not a number.
-        let e = err("init_config:\n  snaplen: lots\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n");
+        let e = err(
+            "init_config:\n  snaplen: lots\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n",
+        );
         assert_eq!(e.position, Some((2, 12)), "{e}");
         assert_eq!(e.key.as_deref(), Some("init_config.snaplen"), "{e}");
         assert!(
-            e.to_string().starts_with("test.yaml:2:12: init_config.snaplen: expected a whole number"),
+            e.to_string()
+                .starts_with("test.yaml:2:12: init_config.snaplen: expected a whole number"),
             "{e}"
         );
         // A syntax error: an unclosed flow sequence.
@@ -1227,7 +1306,9 @@ extra: 1
         assert!(e.position.is_some(), "{e}");
         assert!(e.to_string().starts_with("test.yaml:"), "{e}");
         // A port out of range.
-        let e = err("init_config:\n  statsd_port: 70000\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n");
+        let e = err(
+            "init_config:\n  statsd_port: 70000\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n",
+        );
         assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
         assert_eq!(e.key.as_deref(), Some("init_config.statsd_port"), "{e}");
         // A list where a map was expected.
@@ -1239,18 +1320,30 @@ extra: 1
     fn ips_accept_v4_v6_and_cidr() {
         let c = ok("instances:\n  - interface: eth0\n    ips: [10.0.0.1, '2001:db8::1', 10.1.0.0/16, '2001:db8:1::/48']\n").config;
         let ips: Vec<String> = c.instances[0].ips.iter().map(|c| c.to_string()).collect();
-        assert_eq!(ips, ["10.0.0.1", "2001:db8::1", "10.1.0.0/16", "2001:db8:1::/48"]);
+        assert_eq!(
+            ips,
+            ["10.0.0.1", "2001:db8::1", "10.1.0.0/16", "2001:db8:1::/48"]
+        );
         // Unquoted IPv6 in block style parses as a string too.
-        let c = ok("instances:\n  - interface: eth0\n    ips:\n      - 2001:db8::1\n      - fd00::/8\n").config;
+        let c = ok(
+            "instances:\n  - interface: eth0\n    ips:\n      - 2001:db8::1\n      - fd00::/8\n",
+        )
+        .config;
         assert_eq!(c.instances[0].ips.len(), 2);
     }
 
     #[test]
     fn bad_ip_names_the_entry() {
-        let e = err("instances:\n  - interface: eth0\n    ips:\n      - 10.0.0.1\n      - 10.0.0.300\n");
+        let e = err(
+            "instances:\n  - interface: eth0\n    ips:\n      - 10.0.0.1\n      - 10.0.0.300\n",
+        );
         assert_eq!(e.key.as_deref(), Some("instances[0].ips[1]"));
         assert_eq!(e.position, Some((5, 9)));
-        assert!(e.message.contains("`10.0.0.300` is not an IPv4 or IPv6 address"), "{e}");
+        assert!(
+            e.message
+                .contains("`10.0.0.300` is not an IPv4 or IPv6 address"),
+            "{e}"
+        );
         let e = err("instances:\n  - interface: eth0\n    ips: [10.0.0.0/33]\n");
         assert!(e.message.contains("prefix length must be 0 to 32"), "{e}");
     }
@@ -1273,13 +1366,16 @@ extra: 1
     fn file_interface_needs_pcap() {
         let e = err("instances:\n  - interface: file\n    ips: [10.0.0.1]\n");
         assert_eq!(e.key.as_deref(), Some("instances[0].pcap"));
-        let c = ok("instances:\n  - interface: file\n    pcap: /tmp/x.pcap\n    ips: [10.0.0.1]\n").config;
+        let c = ok("instances:\n  - interface: file\n    pcap: /tmp/x.pcap\n    ips: [10.0.0.1]\n")
+            .config;
         assert_eq!(c.instances[0].source, Source::File("/tmp/x.pcap".into()));
     }
 
     #[test]
     fn snaplen_floor() {
-        let e = err("init_config:\n  snaplen: 64\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n");
+        let e = err(
+            "init_config:\n  snaplen: 64\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n",
+        );
         assert_eq!(e.key.as_deref(), Some("init_config.snaplen"));
         assert!(e.message.contains("at least 96"), "{e}");
     }
@@ -1287,7 +1383,10 @@ extra: 1
     #[test]
     fn statsd_socket_and_hostname() {
         let c = ok("init_config:\n  statsd_socket: /var/run/datadog/dsd.socket\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n").config;
-        assert_eq!(c.statsd, StatsdTarget::Unix("/var/run/datadog/dsd.socket".into()));
+        assert_eq!(
+            c.statsd,
+            StatsdTarget::Unix("/var/run/datadog/dsd.socket".into())
+        );
         let c = ok("init_config:\n  statsd_ip: dogstatsd.local\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n").config;
         assert_eq!(
             c.statsd,
@@ -1314,7 +1413,9 @@ extra: 1
 
     #[test]
     fn zero_idle_ttl_is_refused() {
-        let e = err("init_config:\n  idle_ttl: 0\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n");
+        let e = err(
+            "init_config:\n  idle_ttl: 0\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n",
+        );
         assert_eq!(e.key.as_deref(), Some("init_config.idle_ttl"));
     }
 
@@ -1323,7 +1424,10 @@ extra: 1
         assert!(parse("", "x").is_err());
         assert!(parse("init_config:\n", "x").is_err());
         let e = load(Path::new("/nonexistent/metro.yaml")).unwrap_err();
-        assert!(e.to_string().contains("cannot read the configuration file"), "{e}");
+        assert!(
+            e.to_string().contains("cannot read the configuration file"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1348,17 +1452,5 @@ extra: 1
         assert!(c.contains("1.2.3.4".parse().unwrap()));
         let (c, _) = Cidr::parse("2001:db8::/32").unwrap();
         assert!(c.contains("2001:db8:ffff::1".parse().unwrap()));
-    }
-}
-
-#[cfg(test)]
-#[test]
-fn zz_show() {
-    for t in ["init_config:\n  snaplen: lots\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n",
-              "instances:\n  - interface: eth0\n    ips: [10.0.0.1\n",
-              "instances:\n  - interface: eth0\n    ips: [10.0.0.1]\n    tags: {a: b}\n",
-              "init_config:\n  log_to_file: maybe\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n",
-              "instances:\n  interface: eth0\n"] {
-        eprintln!("----\n{}", parse(t, "/etc/metro.yaml").unwrap_err());
     }
 }

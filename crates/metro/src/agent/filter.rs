@@ -24,7 +24,11 @@ pub fn build(base: &str, blocks: &[Cidr], vlan: bool) -> String {
     if blocks.is_empty() {
         return MATCH_NOTHING.to_string();
     }
-    let hosts = blocks.iter().map(primitive).collect::<Vec<_>>().join(" or ");
+    let hosts = blocks
+        .iter()
+        .map(primitive)
+        .collect::<Vec<_>>()
+        .join(" or ");
     let base = base.trim();
     let base = if base.is_empty() { "tcp" } else { base };
     if vlan {
@@ -44,7 +48,12 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let blocks = [c("10.0.0.1"), c("10.1.0.0/24"), c("2001:db8::1"), c("fd00::/8")];
+        let blocks = [
+            c("10.0.0.1"),
+            c("10.1.0.0/24"),
+            c("2001:db8::1"),
+            c("fd00::/8"),
+        ];
         assert_eq!(
             build("tcp", &blocks, false),
             "(tcp) and (host 10.0.0.1 or net 10.1.0.0/24 or host 2001:db8::1 or net fd00::/8)"
@@ -59,7 +68,12 @@ mod tests {
 
     #[test]
     fn libpcap_compiles_them() {
-        let blocks = [c("10.0.0.1"), c("10.1.0.0/24"), c("2001:db8::1"), c("fd00::/8")];
+        let blocks = [
+            c("10.0.0.1"),
+            c("10.1.0.0/24"),
+            c("2001:db8::1"),
+            c("fd00::/8"),
+        ];
         let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
         for f in [
             build("tcp", &blocks, true),
@@ -67,7 +81,9 @@ mod tests {
             build("tcp", &blocks, false),
             MATCH_NOTHING.to_string(),
         ] {
-            let p = dead.compile(&f, true).unwrap_or_else(|e| panic!("{f}: {e}"));
+            let p = dead
+                .compile(&f, true)
+                .unwrap_or_else(|e| panic!("{f}: {e}"));
             assert!(!p.get_instructions().is_empty());
         }
         let sll = pcap::Capture::dead(pcap::Linktype::LINUX_SLL).unwrap();

@@ -19,9 +19,16 @@ pub const READ_TIMEOUT_MS: i32 = 100;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenError {
     /// No such interface; `available` lists those libpcap can open.
-    NoDevice { iface: String, available: Vec<String> },
+    NoDevice {
+        iface: String,
+        available: Vec<String>,
+    },
     /// The process lacks CAP_NET_RAW.
-    Permission { iface: String, detail: String, exe: PathBuf },
+    Permission {
+        iface: String,
+        detail: String,
+        exe: PathBuf,
+    },
     /// The interface exists but is down.
     Down { iface: String, detail: String },
     /// Anything else libpcap reported.
@@ -56,7 +63,9 @@ impl fmt::Display for OpenError {
                 exe.display()
             ),
             OpenError::Down { iface, detail } => write!(f, "interface `{iface}` is down: {detail}"),
-            OpenError::Other { iface, detail } => write!(f, "cannot capture on `{iface}`: {detail}"),
+            OpenError::Other { iface, detail } => {
+                write!(f, "cannot capture on `{iface}`: {detail}")
+            }
         }
     }
 }
@@ -107,7 +116,8 @@ fn classify(iface: &str, detail: String) -> OpenError {
             exe: exe_path(),
         };
     }
-    if lower.contains("not up") || lower.contains("went down") || lower.contains("network is down") {
+    if lower.contains("not up") || lower.contains("went down") || lower.contains("network is down")
+    {
         return OpenError::Down {
             iface: iface.to_string(),
             detail,
@@ -156,7 +166,8 @@ pub fn open(opts: &LiveOptions) -> Result<Live, OpenError> {
             });
         }
     }
-    let inactive = Capture::from_device(opts.iface.as_str()).map_err(|e| classify(&opts.iface, e.to_string()))?;
+    let inactive = Capture::from_device(opts.iface.as_str())
+        .map_err(|e| classify(&opts.iface, e.to_string()))?;
     let cap = inactive
         .promisc(false)
         .snaplen(opts.snaplen as i32)
@@ -169,12 +180,19 @@ pub fn open(opts: &LiveOptions) -> Result<Live, OpenError> {
     let linktype = cap.get_datalink().0 as u32;
     // SAFETY: the handle is valid for the life of `cap`; the call only reads a field.
     let nanos = unsafe { pcap_get_tstamp_precision(cap.as_ptr().cast()) } == 1;
-    Ok(Live { cap, linktype, nanos })
+    Ok(Live {
+        cap,
+        linktype,
+        nanos,
+    })
 }
 
 /// One packet from [`Live::next`].
 pub enum Next<'a> {
-    Packet { ts: i64, data: &'a [u8] },
+    Packet {
+        ts: i64,
+        data: &'a [u8],
+    },
     /// The read timeout passed without a packet.
     Timeout,
 }
@@ -219,10 +237,12 @@ impl Live {
     /// libpcap's counters since this handle opened: (received, dropped by the kernel or
     /// the interface).
     pub fn stats(&mut self) -> Option<(u64, u64)> {
-        self.cap
-            .stats()
-            .ok()
-            .map(|s| (u64::from(s.received), u64::from(s.dropped) + u64::from(s.if_dropped)))
+        self.cap.stats().ok().map(|s| {
+            (
+                u64::from(s.received),
+                u64::from(s.dropped) + u64::from(s.if_dropped),
+            )
+        })
     }
 }
 
@@ -244,7 +264,10 @@ mod tests {
         };
         assert!(available.iter().any(|n| n == "lo"), "{available:?}");
         let msg = e.to_string();
-        assert!(msg.contains("no interface named `nosuchif0`") && msg.contains("lo"), "{msg}");
+        assert!(
+            msg.contains("no interface named `nosuchif0`") && msg.contains("lo"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -254,6 +277,10 @@ mod tests {
             detail: "socket: Operation not permitted".into(),
             exe: "/usr/bin/metro".into(),
         };
-        assert!(e.to_string().contains("`sudo setcap cap_net_raw+ep /usr/bin/metro`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("`sudo setcap cap_net_raw+ep /usr/bin/metro`"),
+            "{e}"
+        );
     }
 }

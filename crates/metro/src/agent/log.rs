@@ -69,7 +69,10 @@ impl RotatingFile {
                 let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
             }
             std::fs::rename(&self.path, self.rotated(1))?;
-            self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
         }
         self.size = 0;
         Ok(())
@@ -192,7 +195,8 @@ mod tests {
         let mut f = RotatingFile::open(&path, 100, 2).unwrap();
         // One write per line, as the tracing layer does (a rotation happens between writes).
         for i in 0..10 {
-            f.write_all(format!("line {i:02} {}\n", "x".repeat(30)).as_bytes()).unwrap();
+            f.write_all(format!("line {i:02} {}\n", "x".repeat(30)).as_bytes())
+                .unwrap();
         }
         f.flush().unwrap();
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();

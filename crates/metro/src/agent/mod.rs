@@ -82,7 +82,10 @@ pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
         }
         match &inst.source {
             config::Source::Live => {
-                if inst.interface != "any" && !devices.is_empty() && !devices.contains(&inst.interface) {
+                if inst.interface != "any"
+                    && !devices.is_empty()
+                    && !devices.contains(&inst.interface)
+                {
                     errors.push(format!(
                         "{name}: no interface named `{}` on this host; the interfaces that exist are: {}",
                         inst.interface,
@@ -90,9 +93,14 @@ pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
                     ));
                     continue;
                 }
-                let locals = resolve::interface_addresses(Some(&inst.interface)).unwrap_or_default();
+                let locals =
+                    resolve::interface_addresses(Some(&inst.interface)).unwrap_or_default();
                 let blocks = watch.blocks();
-                if !blocks.is_empty() && blocks.iter().all(|b| b.is_host() && locals.contains(&b.addr)) {
+                if !blocks.is_empty()
+                    && blocks
+                        .iter()
+                        .all(|b| b.is_host() && locals.contains(&b.addr))
+                {
                     errors.push(format!(
                         "{name}: every watched address is an address of `{}` itself: `ips` and `hosts` must name remote hosts",
                         inst.interface
@@ -164,7 +172,11 @@ pub fn translate_legacy_args(args: Vec<OsString>) -> Vec<OsString> {
     let mut it = args.iter().skip(1);
     let mut flags_done = false;
     while let Some(a) = it.next() {
-        let parsed = if flags_done { None } else { a.to_str().and_then(legacy_flag) };
+        let parsed = if flags_done {
+            None
+        } else {
+            a.to_str().and_then(legacy_flag)
+        };
         let Some((name, inline)) = parsed else {
             // Go's flag package stops at the first non-flag argument.
             flags_done = true;
@@ -215,24 +227,74 @@ mod tests {
     fn legacy_spellings() {
         assert_eq!(
             t(&["metro", "-cfg=/etc/dd-agent/conf.d/go-metro.yaml"]),
-            ["metro", "run", "--config", "/etc/dd-agent/conf.d/go-metro.yaml"]
+            [
+                "metro",
+                "run",
+                "--config",
+                "/etc/dd-agent/conf.d/go-metro.yaml"
+            ]
         );
-        assert_eq!(t(&["metro", "-cfg", "/a.yaml"]), ["metro", "run", "--config", "/a.yaml"]);
+        assert_eq!(
+            t(&["metro", "-cfg", "/a.yaml"]),
+            ["metro", "run", "--config", "/a.yaml"]
+        );
         assert_eq!(
             t(&["metro", "--cfg", "/a.yaml", "-log=/var/log/x.log"]),
-            ["metro", "run", "--config", "/a.yaml", "--log", "/var/log/x.log"]
+            [
+                "metro",
+                "run",
+                "--config",
+                "/a.yaml",
+                "--log",
+                "/var/log/x.log"
+            ]
         );
         assert_eq!(
-            t(&["metro", "-log", "/x.log", "-cfg=/a.yaml", "-f", "tcp port 443"]),
-            ["metro", "run", "--config", "/a.yaml", "--log", "/x.log", "--filter", "tcp port 443"]
+            t(&[
+                "metro",
+                "-log",
+                "/x.log",
+                "-cfg=/a.yaml",
+                "-f",
+                "tcp port 443"
+            ]),
+            [
+                "metro",
+                "run",
+                "--config",
+                "/a.yaml",
+                "--log",
+                "/x.log",
+                "--filter",
+                "tcp port 443"
+            ]
         );
         assert_eq!(
-            t(&["metro", "-f=tcp and not port 22", "-st=false", "-cfg=/a.yaml"]),
-            ["metro", "run", "--config", "/a.yaml", "--filter", "tcp and not port 22"]
+            t(&[
+                "metro",
+                "-f=tcp and not port 22",
+                "-st=false",
+                "-cfg=/a.yaml"
+            ]),
+            [
+                "metro",
+                "run",
+                "--config",
+                "/a.yaml",
+                "--filter",
+                "tcp and not port 22"
+            ]
         );
         assert_eq!(
             t(&["metro", "-log=/x.log"]),
-            ["metro", "run", "--config", GO_METRO_DEFAULT_CONFIG, "--log", "/x.log"]
+            [
+                "metro",
+                "run",
+                "--config",
+                GO_METRO_DEFAULT_CONFIG,
+                "--log",
+                "/x.log"
+            ]
         );
     }
 
@@ -264,10 +326,17 @@ mod tests {
             CheckConfig(CheckConfigArgs),
         }
         let args = translate_legacy_args(
-            ["metro", "-cfg=/a.yaml", "-log", "/l.log", "-f", "tcp port 80"]
-                .iter()
-                .map(OsString::from)
-                .collect(),
+            [
+                "metro",
+                "-cfg=/a.yaml",
+                "-log",
+                "/l.log",
+                "-f",
+                "tcp port 80",
+            ]
+            .iter()
+            .map(OsString::from)
+            .collect(),
         );
         let Cmd::Run(r) = Cli::try_parse_from(args).unwrap().cmd else {
             panic!()
@@ -275,7 +344,10 @@ mod tests {
         assert_eq!(r.config, PathBuf::from("/a.yaml"));
         assert_eq!(r.log, Some(PathBuf::from("/l.log")));
         assert_eq!(r.filter.as_deref(), Some("tcp port 80"));
-        let Cmd::CheckConfig(c) = Cli::try_parse_from(["metro", "check-config", "/b.yaml"]).unwrap().cmd else {
+        let Cmd::CheckConfig(c) = Cli::try_parse_from(["metro", "check-config", "/b.yaml"])
+            .unwrap()
+            .cmd
+        else {
             panic!()
         };
         assert_eq!(c.config, PathBuf::from("/b.yaml"));

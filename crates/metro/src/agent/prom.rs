@@ -83,7 +83,9 @@ impl Prom {
         for (name, fam) in STATS.iter().zip(rtt.iter()) {
             registry.register(
                 format!("metro_tcp_rtt_{name}_seconds"),
-                format!("TCP round-trip time to a watched remote host over the last interval: {name}"),
+                format!(
+                    "TCP round-trip time to a watched remote host over the last interval: {name}"
+                ),
                 fam.clone(),
             );
         }
@@ -103,15 +105,51 @@ impl Prom {
         };
         let mut p = p;
         let r = &mut p.registry;
-        r.register("metro_tcp_rtt_samples", "RTT samples answered by a watched remote host", p.rtt_samples.clone());
-        r.register("metro_tcp_retransmits", "TCP retransmissions between a local address and a watched remote host", p.retransmits.clone());
-        r.register("metro_packets_received", "Packets delivered by the capture", p.packets_received.clone());
-        r.register("metro_packets_dropped", "Packets dropped by the kernel or the interface (libpcap's counters)", p.packets_dropped.clone());
-        r.register("metro_flows_active", "TCP connections tracked", p.flows_active.clone());
-        r.register("metro_flows_evicted", "Connections evicted because the flow table was full", p.flows_evicted.clone());
-        r.register("metro_samples", "Network RTT samples, by kind", p.samples.clone());
-        r.register("metro_samples_internal", "Samples answered by this host (not reported as RTT)", p.samples_internal.clone());
-        r.register("metro_statsd_send_errors", "DogStatsD datagrams that could not be sent", p.send_errors.clone());
+        r.register(
+            "metro_tcp_rtt_samples",
+            "RTT samples answered by a watched remote host",
+            p.rtt_samples.clone(),
+        );
+        r.register(
+            "metro_tcp_retransmits",
+            "TCP retransmissions between a local address and a watched remote host",
+            p.retransmits.clone(),
+        );
+        r.register(
+            "metro_packets_received",
+            "Packets delivered by the capture",
+            p.packets_received.clone(),
+        );
+        r.register(
+            "metro_packets_dropped",
+            "Packets dropped by the kernel or the interface (libpcap's counters)",
+            p.packets_dropped.clone(),
+        );
+        r.register(
+            "metro_flows_active",
+            "TCP connections tracked",
+            p.flows_active.clone(),
+        );
+        r.register(
+            "metro_flows_evicted",
+            "Connections evicted because the flow table was full",
+            p.flows_evicted.clone(),
+        );
+        r.register(
+            "metro_samples",
+            "Network RTT samples, by kind",
+            p.samples.clone(),
+        );
+        r.register(
+            "metro_samples_internal",
+            "Samples answered by this host (not reported as RTT)",
+            p.samples_internal.clone(),
+        );
+        r.register(
+            "metro_statsd_send_errors",
+            "DogStatsD datagrams that could not be sent",
+            p.send_errors.clone(),
+        );
         p
     }
 
@@ -120,16 +158,26 @@ impl Prom {
         let iface = esc(&r.iface);
         let il: Labels = vec![("iface".into(), iface.clone())];
         let c = &r.counters;
-        self.packets_received.get_or_create(&il).inc_by(c.packets_received);
-        self.packets_dropped.get_or_create(&il).inc_by(c.packets_dropped);
-        self.flows_active.get_or_create(&il).set(c.flows_active as i64);
-        self.flows_evicted.get_or_create(&il).inc_by(c.flows_evicted);
+        self.packets_received
+            .get_or_create(&il)
+            .inc_by(c.packets_received);
+        self.packets_dropped
+            .get_or_create(&il)
+            .inc_by(c.packets_dropped);
+        self.flows_active
+            .get_or_create(&il)
+            .set(c.flows_active as i64);
+        self.flows_evicted
+            .get_or_create(&il)
+            .inc_by(c.flows_evicted);
         for (k, n) in metro_core::rtt::Kind::ALL.iter().zip(c.samples) {
             let mut l = il.clone();
             l.push(("kind".into(), k.name().into()));
             self.samples.get_or_create(&l).inc_by(n);
         }
-        self.samples_internal.get_or_create(&il).inc_by(c.samples_internal);
+        self.samples_internal
+            .get_or_create(&il)
+            .inc_by(c.samples_internal);
         self.send_errors.get_or_create(&il).inc_by(send_errors);
 
         let now = Instant::now();
@@ -161,7 +209,10 @@ impl Prom {
             fresh.push(l);
         }
         // Gauges of pairs without new samples go (no stale values).
-        let old = st.gauged.insert(r.iface.clone(), fresh.clone()).unwrap_or_default();
+        let old = st
+            .gauged
+            .insert(r.iface.clone(), fresh.clone())
+            .unwrap_or_default();
         for l in old {
             if !fresh.contains(&l) {
                 for fam in &self.rtt {
@@ -188,6 +239,41 @@ impl Prom {
         let _ = encode(&mut s, &self.registry);
         s
     }
+
+    /// The exposition in the classic Prometheus text format (0.0.4), for scrapers and tools
+    /// that do not ask for OpenMetrics (`promtool check metrics`).
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render())
+    }
+}
+
+/// OpenMetrics text to Prometheus text 0.0.4: counter families are named with their
+/// `_total` suffix in `# HELP`/`# TYPE`, and `# UNIT`/`# EOF` lines go.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        match meta {
+            Some(m) => out.push_str(m.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The HTTP responder thread; dropped or [`stop`](Self::stop)ped, it ends.
@@ -271,18 +357,31 @@ fn serve(mut c: TcpStream, prom: &Prom) -> io::Result<()> {
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
+    let openmetrics = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("accept:") && l.contains("application/openmetrics-text")
+    });
     let (status, ctype, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => (
+        ("GET" | "HEAD", "/metrics") if openmetrics => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             prom.render(),
+        ),
+        ("GET" | "HEAD", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            prom.render_text(),
         ),
         ("GET" | "HEAD", "/") => (
             "200 OK",
             "text/plain; charset=utf-8",
             "metro: metrics at /metrics\n".to_string(),
         ),
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_string()),
+        ("GET" | "HEAD", _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found\n".to_string(),
+        ),
         _ => (
             "405 Method Not Allowed",
             "text/plain; charset=utf-8",
@@ -331,9 +430,13 @@ mod tests {
         }
     }
 
-    fn get(addr: SocketAddr, path: &str) -> String {
+    fn get(addr: SocketAddr, path: &str, accept: &str) -> String {
         let mut c = TcpStream::connect(addr).unwrap();
-        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\r\n"
+        )
+        .unwrap();
         let mut s = String::new();
         c.read_to_string(&mut s).unwrap();
         s
@@ -346,14 +449,26 @@ mod tests {
         let t = p.render();
         assert!(t.contains("metro_tcp_rtt_last_seconds{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\"} 0.042"), "{t}");
         assert!(t.contains("metro_tcp_rtt_samples_total{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\"} 2"), "{t}");
-        assert!(t.contains("metro_statsd_send_errors_total{iface=\"eth0\"} 3"), "{t}");
-        assert!(t.contains("metro_samples_total{iface=\"eth0\",kind=\"seq\"} 2"), "{t}");
+        assert!(
+            t.contains("metro_statsd_send_errors_total{iface=\"eth0\"} 3"),
+            "{t}"
+        );
+        assert!(
+            t.contains("metro_samples_total{iface=\"eth0\",kind=\"seq\"} 2"),
+            "{t}"
+        );
         p.observe(&report(false), 0);
         let t = p.render();
         assert!(!t.contains("metro_tcp_rtt_last_seconds{"), "{t}");
         // Counters stay.
-        assert!(t.contains("metro_tcp_rtt_samples_total{src=\"10.0.0.1\""), "{t}");
-        assert!(t.contains("metro_packets_received_total{iface=\"eth0\"} 20"), "{t}");
+        assert!(
+            t.contains("metro_tcp_rtt_samples_total{src=\"10.0.0.1\""),
+            "{t}"
+        );
+        assert!(
+            t.contains("metro_packets_received_total{iface=\"eth0\"} 20"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -361,11 +476,24 @@ mod tests {
         let p = Arc::new(Prom::new());
         p.observe(&report(true), 0);
         let mut srv = PromServer::start("127.0.0.1:0".parse().unwrap(), p).unwrap();
-        let r = get(srv.addr, "/metrics");
+        let r = get(
+            srv.addr,
+            "/metrics",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        );
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(r.contains("metro_tcp_rtt_p50_seconds"), "{r}");
+        assert!(r.contains("# TYPE metro_samples counter"), "{r}");
         assert!(r.trim_end().ends_with("# EOF"), "{r}");
-        assert!(get(srv.addr, "/nope").starts_with("HTTP/1.1 404"));
+        let r = get(srv.addr, "/metrics", "*/*");
+        assert!(r.contains("Content-Type: text/plain; version=0.0.4"), "{r}");
+        assert!(r.contains("# TYPE metro_samples_total counter"), "{r}");
+        assert!(
+            r.contains("# HELP metro_samples_total Network RTT samples, by kind."),
+            "{r}"
+        );
+        assert!(!r.contains("# EOF"), "{r}");
+        assert!(get(srv.addr, "/nope", "*/*").starts_with("HTTP/1.1 404"));
         srv.stop();
     }
 }

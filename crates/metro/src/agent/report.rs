@@ -74,7 +74,12 @@ pub struct Interval {
 }
 
 impl Interval {
-    fn pair(&mut self, local: IpAddr, remote: IpAddr, dst: impl FnOnce() -> Arc<str>) -> Option<&mut PairAcc> {
+    fn pair(
+        &mut self,
+        local: IpAddr,
+        remote: IpAddr,
+        dst: impl FnOnce() -> Arc<str>,
+    ) -> Option<&mut PairAcc> {
         let full = self.pairs.len() >= MAX_PAIRS;
         match self.pairs.entry((local, remote)) {
             std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
@@ -112,7 +117,13 @@ impl Interval {
     }
 
     /// Count a retransmission on the pair it belongs to (whichever end is the watched remote).
-    pub fn add_retransmit(&mut self, sender: IpAddr, receiver: IpAddr, locals: &LocalSet, watch: &WatchList) {
+    pub fn add_retransmit(
+        &mut self,
+        sender: IpAddr,
+        receiver: IpAddr,
+        locals: &LocalSet,
+        watch: &WatchList,
+    ) {
         let (local, remote) = if watch.contains(receiver) && !locals.contains(receiver) {
             (sender, receiver)
         } else if watch.contains(sender) && !locals.contains(sender) {
@@ -182,7 +193,12 @@ pub struct InstanceShared {
 }
 
 impl InstanceShared {
-    pub fn new(iface: String, tags: Vec<String>, watch: WatchList, locals: LocalSet) -> InstanceShared {
+    pub fn new(
+        iface: String,
+        tags: Vec<String>,
+        watch: WatchList,
+        locals: LocalSet,
+    ) -> InstanceShared {
         InstanceShared {
             iface,
             tags,
@@ -211,7 +227,8 @@ impl InstanceShared {
         for (t, n) in self.samples_total.iter().zip(samples) {
             t.fetch_add(n, Ordering::Relaxed);
         }
-        self.samples_internal_total.fetch_add(internal, Ordering::Relaxed);
+        self.samples_internal_total
+            .fetch_add(internal, Ordering::Relaxed);
         let c = &self.cumulative;
         let recv = c.packets_received.load(Ordering::Relaxed);
         let drop = c.packets_dropped.load(Ordering::Relaxed);
@@ -257,8 +274,14 @@ mod tests {
     }
 
     fn watch() -> WatchList {
-        let mut w = WatchList::new(vec![Cidr::parse("10.9.0.0/16").unwrap().0, Cidr::host("10.0.0.2".parse().unwrap())]);
-        w.set_resolved("db.example", &["10.0.0.3".parse().unwrap(), "10.0.0.4".parse().unwrap()]);
+        let mut w = WatchList::new(vec![
+            Cidr::parse("10.9.0.0/16").unwrap().0,
+            Cidr::host("10.0.0.2".parse().unwrap()),
+        ]);
+        w.set_resolved(
+            "db.example",
+            &["10.0.0.3".parse().unwrap(), "10.0.0.4".parse().unwrap()],
+        );
         w
     }
 
@@ -270,28 +293,78 @@ mod tests {
     fn classifies_and_groups() {
         let (w, l) = (watch(), locals());
         let mut iv = Interval::default();
-        iv.add_sample(&sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0), &l, &w);
-        iv.add_sample(&sample(Kind::Ts, "10.0.0.2:80", "10.0.0.1:5001", 12.0), &l, &w);
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0),
+            &l,
+            &w,
+        );
+        iv.add_sample(
+            &sample(Kind::Ts, "10.0.0.2:80", "10.0.0.1:5001", 12.0),
+            &l,
+            &w,
+        );
         // Answered by this host: internal.
-        iv.add_sample(&sample(Kind::Seq, "10.0.0.1:5000", "10.0.0.2:80", 0.1), &l, &w);
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.1:5000", "10.0.0.2:80", 0.1),
+            &l,
+            &w,
+        );
         // Two addresses of one host name: one series.
-        iv.add_sample(&sample(Kind::Seq, "10.0.0.3:5432", "10.0.0.1:6000", 1.0), &l, &w);
-        iv.add_sample(&sample(Kind::Handshake, "10.0.0.4:5432", "10.0.0.1:6001", 3.0), &l, &w);
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.3:5432", "10.0.0.1:6000", 1.0),
+            &l,
+            &w,
+        );
+        iv.add_sample(
+            &sample(Kind::Handshake, "10.0.0.4:5432", "10.0.0.1:6001", 3.0),
+            &l,
+            &w,
+        );
         // A CIDR match is tagged with the address.
-        iv.add_sample(&sample(Kind::Seq, "10.9.3.4:443", "10.0.0.1:7000", 20.0), &l, &w);
+        iv.add_sample(
+            &sample(Kind::Seq, "10.9.3.4:443", "10.0.0.1:7000", 20.0),
+            &l,
+            &w,
+        );
         // Unwatched responder.
-        iv.add_sample(&sample(Kind::Seq, "192.0.2.1:443", "10.0.0.1:7000", 20.0), &l, &w);
-        iv.add_retransmit("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), &l, &w);
-        iv.add_retransmit("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap(), &l, &w);
+        iv.add_sample(
+            &sample(Kind::Seq, "192.0.2.1:443", "10.0.0.1:7000", 20.0),
+            &l,
+            &w,
+        );
+        iv.add_retransmit(
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            &l,
+            &w,
+        );
+        iv.add_retransmit(
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
+            &l,
+            &w,
+        );
         // A retransmission on a pair with no sample: not reported.
-        iv.add_retransmit("10.0.0.1".parse().unwrap(), "10.9.9.9".parse().unwrap(), &l, &w);
+        iv.add_retransmit(
+            "10.0.0.1".parse().unwrap(),
+            "10.9.9.9".parse().unwrap(),
+            &l,
+            &w,
+        );
         assert_eq!(iv.samples_unwatched, 1);
         let (pairs, samples, internal) = iv.into_pairs();
         assert_eq!(samples, [3, 1, 1]);
         assert_eq!(internal, 1);
         let got: Vec<(String, String, u64, u64)> = pairs
             .iter()
-            .map(|p| (p.src.to_string(), p.dst.to_string(), p.stats.count(), p.retransmits))
+            .map(|p| {
+                (
+                    p.src.to_string(),
+                    p.dst.to_string(),
+                    p.stats.count(),
+                    p.retransmits,
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -313,7 +386,11 @@ mod tests {
             let w = sh.watch.get().1;
             let l = sh.locals.get().1;
             let mut iv = sh.interval.lock().unwrap();
-            iv.add_sample(&sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0), &l, &w);
+            iv.add_sample(
+                &sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0),
+                &l,
+                &w,
+            );
         }
         sh.cumulative.packets_received.store(100, Ordering::Relaxed);
         let r = sh.take_report();

@@ -165,7 +165,11 @@ pub fn resolve_host(host: &str) -> io::Result<Vec<IpAddr>> {
 
 /// Resolve every host of an instance into `w`. Failures are returned as warnings; a name
 /// that fails keeps the addresses it had.
-pub fn resolve_all(w: &mut WatchList, hosts: &[String], cache: &mut HashMap<String, Result<Vec<IpAddr>, String>>) -> Vec<String> {
+pub fn resolve_all(
+    w: &mut WatchList,
+    hosts: &[String],
+    cache: &mut HashMap<String, Result<Vec<IpAddr>, String>>,
+) -> Vec<String> {
     let mut warnings = Vec::new();
     for h in hosts {
         let r = cache
@@ -240,7 +244,9 @@ pub fn run_resolver(items: Vec<Watched>, dns_refresh: Duration, stop: Arc<Atomic
         if now >= next_local {
             next_local = now + LOCAL_REFRESH;
             for it in &items {
-                let Some(iface) = &it.local_iface else { continue };
+                let Some(iface) = &it.local_iface else {
+                    continue;
+                };
                 match interface_addresses(Some(iface)) {
                     Ok(set) => {
                         let set = LocalSet::from(set);
@@ -279,7 +285,9 @@ pub fn run_resolver(items: Vec<Watched>, dns_refresh: Duration, stop: Arc<Atomic
                         }
                         Err(e) => {
                             if failing.insert(h.clone()) {
-                                tracing::warn!("cannot resolve `{h}`: {e}; keeping its previous addresses");
+                                tracing::warn!(
+                                    "cannot resolve `{h}`: {e}; keeping its previous addresses"
+                                );
                             }
                         }
                     }
@@ -288,7 +296,10 @@ pub fn run_resolver(items: Vec<Watched>, dns_refresh: Duration, stop: Arc<Atomic
                     for h in &it.hosts {
                         let (a, b) = (old.resolved(h).unwrap_or(&[]), w.resolved(h).unwrap_or(&[]));
                         if a != b {
-                            tracing::info!("{}: `{h}` now resolves to {b:?} (was {a:?})", it.shared.iface);
+                            tracing::info!(
+                                "{}: `{h}` now resolves to {b:?} (was {a:?})",
+                                it.shared.iface
+                            );
                         }
                     }
                     it.shared.watch.set(w);
@@ -346,7 +357,15 @@ mod tests {
 
     #[test]
     fn resolves_literals_and_localhost() {
-        assert_eq!(resolve_host("10.0.0.1").unwrap(), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
-        assert!(resolve_host("localhost").unwrap().iter().any(|a| a.is_loopback()));
+        assert_eq!(
+            resolve_host("10.0.0.1").unwrap(),
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        assert!(
+            resolve_host("localhost")
+                .unwrap()
+                .iter()
+                .any(|a| a.is_loopback())
+        );
     }
 }

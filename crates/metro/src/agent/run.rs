@@ -29,7 +29,7 @@ use super::live::{self, LiveOptions};
 use super::log;
 use super::prom::{Prom, PromServer};
 use super::report::{InstanceReport, InstanceShared};
-use super::resolve::{self, LocalSet, Watched, WatchList};
+use super::resolve::{self, LocalSet, WatchList, Watched};
 use super::statsd::{StatsdSink, encode_report};
 
 /// What the flusher receives.
@@ -82,14 +82,23 @@ impl Runtime {
             let name = format!("instances[{i}] ({})", inst.interface);
             let mut watch = WatchList::new(inst.ips.clone());
             for w in resolve::resolve_all(&mut watch, &inst.hosts, &mut cache) {
-                tracing::warn!("{name}: {w}; retrying every {}s", cfg.dns_refresh.as_secs_f64());
+                tracing::warn!(
+                    "{name}: {w}; retrying every {}s",
+                    cfg.dns_refresh.as_secs_f64()
+                );
             }
             let locals = match inst.source {
-                Source::Live => resolve::interface_addresses(Some(&inst.interface)).unwrap_or_default(),
+                Source::Live => {
+                    resolve::interface_addresses(Some(&inst.interface)).unwrap_or_default()
+                }
                 Source::File(_) => Default::default(),
             };
             let blocks = watch.blocks();
-            if !blocks.is_empty() && blocks.iter().all(|b| b.is_host() && locals.contains(&b.addr)) {
+            if !blocks.is_empty()
+                && blocks
+                    .iter()
+                    .all(|b| b.is_host() && locals.contains(&b.addr))
+            {
                 let list: Vec<String> = blocks.iter().map(|b| b.to_string()).collect();
                 bail!(
                     "{name}: every watched address ({}) is an address of `{}` itself: metro measures \
@@ -172,13 +181,15 @@ impl Runtime {
                     let fr = files_running.clone();
                     fr.fetch_add(1, Ordering::SeqCst);
                     let every = cfg.flush_interval;
-                    std::thread::Builder::new().name(thread_name).spawn(move || {
-                        let name = path.display().to_string();
-                        tracing::info!("{name}: reading on packet time");
-                        capture::run_file(worker, reader, name.clone(), every, tx);
-                        tracing::info!("{name}: done");
-                        fr.fetch_sub(1, Ordering::SeqCst);
-                    })?
+                    std::thread::Builder::new()
+                        .name(thread_name)
+                        .spawn(move || {
+                            let name = path.display().to_string();
+                            tracing::info!("{name}: reading on packet time");
+                            capture::run_file(worker, reader, name.clone(), every, tx);
+                            tracing::info!("{name}: done");
+                            fr.fetch_sub(1, Ordering::SeqCst);
+                        })?
                 }
             };
             workers.push(h);
@@ -229,7 +240,13 @@ impl Runtime {
     }
 }
 
-fn run_flusher(rx: Receiver<Msg>, live: Vec<Arc<InstanceShared>>, mut sink: StatsdSink, prom: Arc<Prom>, every: Duration) {
+fn run_flusher(
+    rx: Receiver<Msg>,
+    live: Vec<Arc<InstanceShared>>,
+    mut sink: StatsdSink,
+    prom: Arc<Prom>,
+    every: Duration,
+) {
     // Send errors are reported with the instance's next interval.
     let mut pending_errors: HashMap<String, u64> = HashMap::new();
     let mut emit = |r: InstanceReport| {
@@ -275,17 +292,22 @@ fn apply_logging(cfg: &Config, o: &Overrides) {
     if let Err(e) = log::configure(cfg.log_level, file) {
         tracing::error!(
             "cannot open log file {}: {e}; logging to stderr",
-            file.map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+            file.map(Path::display)
+                .map(|d| d.to_string())
+                .unwrap_or_default()
         );
     }
 }
 
-fn start_prom(addr: Option<std::net::SocketAddr>, prom: &Arc<Prom>) -> anyhow::Result<Option<PromServer>> {
+fn start_prom(
+    addr: Option<std::net::SocketAddr>,
+    prom: &Arc<Prom>,
+) -> anyhow::Result<Option<PromServer>> {
     match addr {
         None => Ok(None),
-        Some(a) => Ok(Some(
-            PromServer::start(a, prom.clone()).with_context(|| format!("prometheus_listen: cannot listen on {a}"))?,
-        )),
+        Some(a) => Ok(Some(PromServer::start(a, prom.clone()).with_context(
+            || format!("prometheus_listen: cannot listen on {a}"),
+        )?)),
     }
 }
 
@@ -298,9 +320,13 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let base = o.filter.clone().unwrap_or_else(|| config::DEFAULT_BASE_FILTER.to_string());
+    let base = o
+        .filter
+        .clone()
+        .unwrap_or_else(|| config::DEFAULT_BASE_FILTER.to_string());
     // Signals first, so that one arriving during start-up is not lost.
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("installing signal handlers")?;
     let prom = Arc::new(Prom::new());
     let mut server = start_prom(cfg.prometheus_listen, &prom)?;
     let mut rt = Runtime::start(&cfg, &base, prom.clone())?;
@@ -316,9 +342,13 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
             if sig == SIGHUP {
                 tracing::info!("SIGHUP: reloading {}", path.display());
                 match config::load(path) {
-                    Err(e) => tracing::error!("reload failed, keeping the running configuration: {e}"),
+                    Err(e) => {
+                        tracing::error!("reload failed, keeping the running configuration: {e}")
+                    }
                     Ok(l) => match Runtime::start(&l.config, &base, prom.clone()) {
-                        Err(e) => tracing::error!("reload failed, keeping the running configuration: {e:#}"),
+                        Err(e) => tracing::error!(
+                            "reload failed, keeping the running configuration: {e:#}"
+                        ),
                         Ok(new_rt) => {
                             std::mem::replace(&mut rt, new_rt).stop();
                             apply_logging(&l.config, &o);
@@ -329,13 +359,17 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
                                 if let Some(mut s) = server.take() {
                                     s.stop();
                                 }
-                                server = start_prom(l.config.prometheus_listen, &prom).unwrap_or_else(|e| {
-                                    tracing::error!("{e:#}");
-                                    None
-                                });
+                                server = start_prom(l.config.prometheus_listen, &prom)
+                                    .unwrap_or_else(|e| {
+                                        tracing::error!("{e:#}");
+                                        None
+                                    });
                             }
                             cfg = l.config;
-                            tracing::info!("configuration reloaded: {} instance(s)", cfg.instances.len());
+                            tracing::info!(
+                                "configuration reloaded: {} instance(s)",
+                                cfg.instances.len()
+                            );
                         }
                     },
                 }

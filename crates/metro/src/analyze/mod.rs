@@ -358,18 +358,19 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     let progress = !args.quiet && io::stderr().is_terminal();
     let mut sample_file: Option<Box<dyn Write>> = match &args.samples {
         None => None,
-        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::with_capacity(
-            1 << 16,
-            stdout.lock(),
-        ))),
+        Some(p) if p.as_os_str() == "-" => {
+            Some(Box::new(BufWriter::with_capacity(1 << 16, stdout.lock())))
+        }
         Some(p) => {
-            let f = File::create(p).map_err(|e| {
-                anyhow::anyhow!("cannot create samples file {}: {e}", p.display())
-            })?;
+            let f = File::create(p)
+                .map_err(|e| anyhow::anyhow!("cannot create samples file {}: {e}", p.display()))?;
             Some(Box::new(BufWriter::with_capacity(1 << 16, f)))
         }
     };
-    let samples_to_stdout = args.samples.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let samples_to_stdout = args
+        .samples
+        .as_deref()
+        .is_some_and(|p| p.as_os_str() == "-");
     let report = analyze_files(
         &args.files,
         &cfg,

@@ -107,11 +107,22 @@ pub fn render_table(out: &mut dyn Write, report: &Report, flows: bool) -> io::Re
                 row
             })
             .collect();
-        writeln!(out, "RTT by responder (ms; the responder sends the closing packet)")?;
+        writeln!(
+            out,
+            "RTT by responder (ms; the responder sends the closing packet)"
+        )?;
         write_table(
             out,
             &[
-                "responder", "samples", "min", "p50", "p90", "p99", "max", "jitter", "kinds",
+                "responder",
+                "samples",
+                "min",
+                "p50",
+                "p90",
+                "p99",
+                "max",
+                "jitter",
+                "kinds",
             ],
             &rows,
         )?;

@@ -98,7 +98,11 @@ impl Default for GenConfig {
 
 impl GenConfig {
     fn snaplen_or_max(&self) -> u32 {
-        if self.snaplen == 0 { 262_144 } else { self.snaplen }
+        if self.snaplen == 0 {
+            262_144
+        } else {
+            self.snaplen
+        }
     }
 
     /// A short stable name of everything that changes the bytes, for caching generated files.
@@ -163,7 +167,8 @@ pub struct ConnTruth {
 }
 
 impl ConnTruth {
-    pub const CSV_HEADER: &'static str = "serial,client,server,client_rtt_ns,server_rtt_ns,captured_at,handshake";
+    pub const CSV_HEADER: &'static str =
+        "serial,client,server,client_rtt_ns,server_rtt_ns,captured_at,handshake";
 
     pub fn csv_line(&self) -> String {
         format!(
@@ -287,7 +292,8 @@ pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
     let out: Box<dyn Write> = if args.output.as_os_str() == "-" {
         Box::new(io::stdout().lock())
     } else {
-        let f = File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?;
+        let f = File::create(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))?;
         Box::new(f)
     };
     let out = BufWriter::with_capacity(1 << 20, out);

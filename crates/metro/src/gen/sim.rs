@@ -52,10 +52,22 @@ const REMOTE_RTT_US: &[Class] = &[
 /// Round trip from the capture point into the capturing host's own stack.
 const LOCAL_RTT_US: &[Class] = &[class(1, 20, 300)];
 /// Server time from the end of a request to the first byte of its response.
-const APP_DELAY_US: &[Class] = &[class(600, 20, 500), class(300, 500, 5_000), class(100, 5_000, 60_000)];
+const APP_DELAY_US: &[Class] = &[
+    class(600, 20, 500),
+    class(300, 500, 5_000),
+    class(100, 5_000, 60_000),
+];
 /// Client time between a response and the next request.
-const THINK_US: &[Class] = &[class(500, 100, 10_000), class(300, 10_000, 500_000), class(200, 500_000, 5_000_000)];
-const REQUEST_BYTES: &[Class] = &[class(700, 50, 600), class(250, 600, 3_000), class(50, 3_000, 30_000)];
+const THINK_US: &[Class] = &[
+    class(500, 100, 10_000),
+    class(300, 10_000, 500_000),
+    class(200, 500_000, 5_000_000),
+];
+const REQUEST_BYTES: &[Class] = &[
+    class(700, 50, 600),
+    class(250, 600, 3_000),
+    class(50, 3_000, 30_000),
+];
 const RESPONSE_BYTES: &[Class] = &[
     class(500, 100, 2_000),
     class(350, 2_000, 30_000),
@@ -66,9 +78,20 @@ const BULK_BYTES: &[Class] = &[class(1, 1_000_000, 20_000_000)];
 /// Transactions on one request/response connection (keep-alive, RPC channels).
 const TXNS: &[Class] = &[class(300, 1, 3), class(400, 3, 30), class(300, 30, 300)];
 /// Time to put one full-size segment on the wire at the connection's bottleneck.
-const GAP_PER_MSS_US: &[Class] = &[class(300, 2, 12), class(400, 12, 120), class(300, 120, 1_200)];
+const GAP_PER_MSS_US: &[Class] = &[
+    class(300, 2, 12),
+    class(400, 12, 120),
+    class(300, 120, 1_200),
+];
 /// Server ports and their weights; a server index always maps to the same port.
-const SERVER_PORTS: &[(u32, u16)] = &[(50, 443), (15, 80), (10, 8080), (10, 5432), (10, 6379), (5, 22)];
+const SERVER_PORTS: &[(u32, u16)] = &[
+    (50, 443),
+    (15, 80),
+    (10, 8080),
+    (10, 5432),
+    (10, 6379),
+    (5, 22),
+];
 
 const LOCAL_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01];
 const ROUTER_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x00, 0xfe];
@@ -223,11 +246,16 @@ struct Conn {
     txn_left: u32,
 }
 
-/// What `emit` needs beyond the segment itself.
+/// One segment to transmit.
 #[derive(Clone, Copy, Default)]
-struct Extra {
+struct Tx {
+    seq: u32,
+    /// Payload bytes.
+    len: u32,
+    flags: u16,
     /// Deliver to the peer (false: lost).
     deliver: bool,
+    /// One SACK block to send (if the connection negotiated SACK).
     sack: Option<(u32, u32)>,
 }
 
@@ -305,18 +333,15 @@ pub(super) fn run<W: Write>(
     let mut ramp_rng = Rng::stream(cfg.seed, u64::MAX);
     let ramp_us = cfg.ramp_us.max(1);
     for slot in 0..n {
-        conns.push(Conn { slot: slot as u32, ..Conn::default() });
+        conns.push(Conn {
+            slot: slot as u32,
+            ..Conn::default()
+        });
         let t = ramp_rng.below(ramp_us) * US;
         ctx.schedule(&conns[slot], t, Kind::Start, 0, Seg::default());
     }
-    let mut pops = 0u64;
-    let mut maxh = 0usize;
-    let mut kinds = [0u64; 8];
     while ctx.out.written < ctx.out.target {
-        maxh = maxh.max(ctx.queue.len());
-        pops += 1;
         let Some(ev) = ctx.queue.pop() else { break };
-        kinds[ev.kind as usize] += 1;
         let c = &mut conns[ev.slot as usize];
         if c.epoch != ev.epoch {
             continue;
@@ -325,7 +350,6 @@ pub(super) fn run<W: Write>(
         ctx.last_time = now;
         ctx.handle(c, &ev, now)?;
     }
-    if std::env::var_os("GEN_DEBUG").is_some() { eprintln!("pops {pops} maxheap {maxh} kinds {kinds:?} size {}", std::mem::size_of::<Ev>()); }
     ctx.out.pcap.flush()?;
     let mut sum = ctx.sum;
     sum.packets = ctx.out.written;
@@ -346,7 +370,7 @@ struct Seg {
 
 impl<W: Write> Ctx<'_, W> {
     fn schedule(&mut self, c: &Conn, t: u64, kind: Kind, ep: usize, s: Seg) {
-        debug_assert!(t % US == 0);
+        debug_assert!(t.is_multiple_of(US));
         self.queue.push(Ev {
             t: t / US,
             slot: c.slot,
@@ -370,7 +394,13 @@ impl<W: Write> Ctx<'_, W> {
         match ev.kind {
             Kind::Start => self.start(c, now, ev.seq == 0),
             Kind::Deliver => {
-                let s = Seg { flags: ev.flags, seq: ev.seq, end: ev.end, ack: ev.ack, tsval: ev.tsval };
+                let s = Seg {
+                    flags: ev.flags,
+                    seq: ev.seq,
+                    end: ev.end,
+                    ack: ev.ack,
+                    tsval: ev.tsval,
+                };
                 self.deliver(c, e, now, s)
             }
             Kind::Send => self.send(c, e, now),
@@ -401,17 +431,29 @@ impl<W: Write> Ctx<'_, W> {
         let v6 = r.chance(p.ipv6);
         let ts = r.chance(p.timestamps);
         let sack = r.chance(p.sack);
-        let vlan = if r.chance(p.vlan) { 100 + r.below(8) as u16 } else { 0 };
+        let vlan = if r.chance(p.vlan) {
+            100 + r.below(8) as u16
+        } else {
+            0
+        };
         let server = r.below(self.servers) as u32;
         let client_local = r.chance(p.client_side);
         let midpath = !client_local && r.chance(p.midpath);
         let server_local = !client_local && !midpath;
         let bulk = if r.chance(p.bulk) {
-            if r.chance(p.half) { Bulk::Download } else { Bulk::Upload }
+            if r.chance(p.half) {
+                Bulk::Download
+            } else {
+                Bulk::Upload
+            }
         } else {
             Bulk::None
         };
-        let txn_left = if bulk == Bulk::None { r.pick(TXNS) as u32 } else { r.range(1, 3) as u32 };
+        let txn_left = if bulk == Bulk::None {
+            r.pick(TXNS) as u32
+        } else {
+            r.range(1, 3) as u32
+        };
         let txn_left = if self.churn { txn_left } else { u32::MAX };
         let mut mss_opt: u16 = if v6 { 1440 } else { 1460 };
         if r.chance(p.tunnel_mss) {
@@ -422,7 +464,11 @@ impl<W: Write> Ctx<'_, W> {
 
         let gap = r.pick(GAP_PER_MSS_US) * US;
         let max_cwnd = r.range(10, 40) as u32;
-        let rtt_client = if client_local { r.pick(LOCAL_RTT_US) } else { r.pick(REMOTE_RTT_US) } * US;
+        let rtt_client = if client_local {
+            r.pick(LOCAL_RTT_US)
+        } else {
+            r.pick(REMOTE_RTT_US)
+        } * US;
         let rtt_server = if server_local {
             r.pick(LOCAL_RTT_US) * US
         } else {
@@ -520,7 +566,18 @@ impl<W: Write> Ctx<'_, W> {
         let lose = c.rng.chance(self.p.loss);
         let iss = c.ep[CLIENT].iss;
         c.ep[CLIENT].snd_nxt = iss.wrapping_add(1);
-        self.emit(c, CLIENT, now, iss, 0, flags::SYN, Extra { deliver: !lose, sack: None })?;
+        self.emit(
+            c,
+            CLIENT,
+            now,
+            Tx {
+                seq: iss,
+                len: 0,
+                flags: flags::SYN,
+                deliver: !lose,
+                sack: None,
+            },
+        )?;
         if lose {
             self.sum.lost += 1;
             self.schedule_simple(c, now + SYN_RTO, Kind::Rto, CLIENT);
@@ -530,7 +587,8 @@ impl<W: Write> Ctx<'_, W> {
 
     /// Writes one segment from endpoint `e` (unless it was lost before the capture point) and
     /// schedules its arrival at the peer (unless lost).
-    fn emit(&mut self, c: &mut Conn, e: usize, now: u64, seq_no: u32, len: u32, fl: u16, x: Extra) -> io::Result<()> {
+    fn emit(&mut self, c: &mut Conn, e: usize, now: u64, x: Tx) -> io::Result<()> {
+        let (seq_no, len, fl) = (x.seq, x.len, x.flags);
         let syn = fl & flags::SYN != 0;
         let has_ack = fl & flags::ACK != 0;
         let tsval = c.ep[e].ts_base.wrapping_add((now / MS) as u32);
@@ -554,10 +612,26 @@ impl<W: Write> Ctx<'_, W> {
             let end = seq_no.wrapping_add(len + u32::from(syn) + u32::from(fl & flags::FIN != 0));
             let peer = 1 - e;
             let rtt = c.ep[peer].rtt;
-            let jitter = if c.rng.chance(self.p.no_jitter) { 0 } else { c.rng.below(rtt / US / 8 + 1) * US };
+            let jitter = if c.rng.chance(self.p.no_jitter) {
+                0
+            } else {
+                c.rng.below(rtt / US / 8 + 1) * US
+            };
             let t = (now + rtt + jitter).max(c.ep[peer].last_arrival);
             c.ep[peer].last_arrival = t;
-            self.schedule(c, t, Kind::Deliver, peer, Seg { flags: fl, seq: seq_no, end, ack, tsval });
+            self.schedule(
+                c,
+                t,
+                Kind::Deliver,
+                peer,
+                Seg {
+                    flags: fl,
+                    seq: seq_no,
+                    end,
+                    ack,
+                    tsval,
+                },
+            );
         }
         Ok(())
     }
@@ -585,9 +659,15 @@ impl<W: Write> Ctx<'_, W> {
         };
         let tags = [VlanTag::dot1q(c.vlan)];
         let vlans: &[VlanTag] = if c.vlan != 0 { &tags } else { &[] };
-        let (smac, dmac) = if s.local { (LOCAL_MAC, ROUTER_MAC) } else { (ROUTER_MAC, LOCAL_MAC) };
+        let (smac, dmac) = if s.local {
+            (LOCAL_MAC, ROUTER_MAC)
+        } else {
+            (ROUTER_MAC, LOCAL_MAC)
+        };
         let mut f = match (src, dst) {
-            (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => TcpFrame::v4(a, sport, b, dport).ip_id(s.ip_id),
+            (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
+                TcpFrame::v4(a, sport, b, dport).ip_id(s.ip_id)
+            }
             (std::net::IpAddr::V6(a), std::net::IpAddr::V6(b)) => TcpFrame::v6(a, sport, b, dport),
             _ => unreachable!("both endpoints share a family"),
         };
@@ -596,7 +676,11 @@ impl<W: Write> Ctx<'_, W> {
             .seq(seq_no)
             .ack(ack)
             .flags(fl)
-            .window(if fl & flags::SYN != 0 { 64240 } else { s.window })
+            .window(if fl & flags::SYN != 0 {
+                64240
+            } else {
+                s.window
+            })
             .ttl(s.ttl)
             .payload_len(len as usize);
         if c.ts {
@@ -615,15 +699,34 @@ impl<W: Write> Ctx<'_, W> {
         }
         self.out.buf.clear();
         let n = f.write(&mut self.out.buf);
-        self.out.pcap.write_packet(self.out.start_ns + now as i64, &self.out.buf, n as u32)?;
+        self.out
+            .pcap
+            .write_packet(self.out.start_ns + now as i64, &self.out.buf, n as u32)?;
         self.out.written += 1;
         self.out.bytes += n as u64;
         Ok(())
     }
 
-    fn emit_ack(&mut self, c: &mut Conn, e: usize, now: u64, sack: Option<(u32, u32)>) -> io::Result<()> {
+    fn emit_ack(
+        &mut self,
+        c: &mut Conn,
+        e: usize,
+        now: u64,
+        sack: Option<(u32, u32)>,
+    ) -> io::Result<()> {
         let seq_no = c.ep[e].snd_nxt;
-        self.emit(c, e, now, seq_no, 0, flags::ACK, Extra { deliver: true, sack })
+        self.emit(
+            c,
+            e,
+            now,
+            Tx {
+                seq: seq_no,
+                len: 0,
+                flags: flags::ACK,
+                deliver: true,
+                sack,
+            },
+        )
     }
 
     /// A segment from the peer reaches endpoint `e`.
@@ -639,7 +742,18 @@ impl<W: Write> Ctx<'_, W> {
                 x.ts_recent = s.tsval;
                 let iss = x.iss;
                 x.snd_nxt = iss.wrapping_add(1);
-                return self.emit(c, e, now, iss, 0, flags::SYN | flags::ACK, Extra { deliver: true, sack: None });
+                return self.emit(
+                    c,
+                    e,
+                    now,
+                    Tx {
+                        seq: iss,
+                        len: 0,
+                        flags: flags::SYN | flags::ACK,
+                        deliver: true,
+                        sack: None,
+                    },
+                );
             }
             if c.phase != Phase::SynSent {
                 return Ok(());
@@ -727,7 +841,16 @@ impl<W: Write> Ctx<'_, W> {
                 x.delack_armed = true;
                 x.delack_token = x.delack_token.wrapping_add(1);
                 let token = x.delack_token;
-                self.schedule(c, now + DELACK, Kind::DelAck, e, Seg { seq: token, ..Seg::default() });
+                self.schedule(
+                    c,
+                    now + DELACK,
+                    Kind::DelAck,
+                    e,
+                    Seg {
+                        seq: token,
+                        ..Seg::default()
+                    },
+                );
             }
         } else if seq::gt(s.seq, x.rcv_nxt) {
             if !x.has_ooo {
@@ -767,7 +890,18 @@ impl<W: Write> Ctx<'_, W> {
             x.fin_sent = true;
             let seq_no = x.snd_nxt;
             x.snd_nxt = seq_no.wrapping_add(1);
-            return self.emit(c, e, now, seq_no, 0, flags::FIN | flags::ACK, Extra { deliver: true, sack: None });
+            return self.emit(
+                c,
+                e,
+                now,
+                Tx {
+                    seq: seq_no,
+                    len: 0,
+                    flags: flags::FIN | flags::ACK,
+                    deliver: true,
+                    sack: None,
+                },
+            );
         }
         self.emit_ack(c, e, now, None)?;
         self.finish(c, now);
@@ -778,7 +912,16 @@ impl<W: Write> Ctx<'_, W> {
     fn finish(&mut self, c: &mut Conn, now: u64) {
         c.phase = Phase::Closed;
         let t = now + c.rng.range(1_000, 100_000) * US;
-        self.schedule(c, t, Kind::Start, 0, Seg { seq: 1, ..Seg::default() });
+        self.schedule(
+            c,
+            t,
+            Kind::Start,
+            0,
+            Seg {
+                seq: 1,
+                ..Seg::default()
+            },
+        );
     }
 
     fn app_send(&mut self, c: &mut Conn, e: usize, now: u64) {
@@ -822,7 +965,11 @@ impl<W: Write> Ctx<'_, W> {
         let lose = !x.lost && c.rng.chance(self.p.loss);
         let x = &mut c.ep[e];
         x.snd_nxt = seq_no.wrapping_add(len);
-        x.next_send = now + (x.gap * u64::from(len) / u64::from(mss)).div_ceil(US).max(1) * US;
+        x.next_send = now
+            + (x.gap * u64::from(len) / u64::from(mss))
+                .div_ceil(US)
+                .max(1)
+                * US;
         let fl = flags::ACK | if last { flags::PSH } else { 0 };
         if lose {
             x.lost = true;
@@ -832,7 +979,18 @@ impl<W: Write> Ctx<'_, W> {
             self.sum.lost += 1;
             self.schedule_simple(c, now + rto, Kind::Rto, e);
         }
-        self.emit(c, e, now, seq_no, len, fl, Extra { deliver: !lose, sack: None })?;
+        self.emit(
+            c,
+            e,
+            now,
+            Tx {
+                seq: seq_no,
+                len,
+                flags: fl,
+                deliver: !lose,
+                sack: None,
+            },
+        )?;
         if !last {
             self.kick(c, e, now);
         }
@@ -843,16 +1001,43 @@ impl<W: Write> Ctx<'_, W> {
         let x = &mut c.ep[e];
         x.lost = false;
         let (seq_no, len) = (x.lost_seq, x.lost_len);
-        let fl = flags::ACK | if seq_no.wrapping_add(len) == x.msg_end { flags::PSH } else { 0 };
+        let fl = flags::ACK
+            | if seq_no.wrapping_add(len) == x.msg_end {
+                flags::PSH
+            } else {
+                0
+            };
         self.sum.retransmits += 1;
-        self.emit(c, e, now, seq_no, len, fl, Extra { deliver: true, sack: None })
+        self.emit(
+            c,
+            e,
+            now,
+            Tx {
+                seq: seq_no,
+                len,
+                flags: fl,
+                deliver: true,
+                sack: None,
+            },
+        )
     }
 
     fn rto(&mut self, c: &mut Conn, e: usize, now: u64) -> io::Result<()> {
         if c.phase == Phase::SynSent && e == CLIENT {
             self.sum.retransmits += 1;
             let iss = c.ep[CLIENT].iss;
-            return self.emit(c, CLIENT, now, iss, 0, flags::SYN, Extra { deliver: true, sack: None });
+            return self.emit(
+                c,
+                CLIENT,
+                now,
+                Tx {
+                    seq: iss,
+                    len: 0,
+                    flags: flags::SYN,
+                    deliver: true,
+                    sack: None,
+                },
+            );
         }
         let x = &mut c.ep[e];
         if c.phase == Phase::Established && x.lost && seq::le(x.snd_una, x.lost_seq) {
@@ -869,7 +1054,18 @@ impl<W: Write> Ctx<'_, W> {
         }
         let seq_no = c.ep[e].snd_nxt;
         if c.rng.chance(self.p.rst) {
-            self.emit(c, e, now, seq_no, 0, flags::RST | flags::ACK, Extra { deliver: false, sack: None })?;
+            self.emit(
+                c,
+                e,
+                now,
+                Tx {
+                    seq: seq_no,
+                    len: 0,
+                    flags: flags::RST | flags::ACK,
+                    deliver: false,
+                    sack: None,
+                },
+            )?;
             self.finish(c, now);
             return Ok(());
         }
@@ -877,7 +1073,18 @@ impl<W: Write> Ctx<'_, W> {
         x.fin_sent = true;
         x.snd_nxt = seq_no.wrapping_add(1);
         x.msg_end = x.snd_nxt;
-        self.emit(c, e, now, seq_no, 0, flags::FIN | flags::ACK, Extra { deliver: true, sack: None })
+        self.emit(
+            c,
+            e,
+            now,
+            Tx {
+                seq: seq_no,
+                len: 0,
+                flags: flags::FIN | flags::ACK,
+                deliver: true,
+                sack: None,
+            },
+        )
     }
 }
 
@@ -897,8 +1104,9 @@ impl Conn {
     /// (client, server) addresses: clients walk through 10.0.0.0/8 (fd00:0:0:c::/64),
     /// servers through 172.16.0.0/12 (fd00:0:0:5::/64).
     fn addrs(&self) -> (std::net::IpAddr, std::net::IpAddr) {
-        let ci = (self.serial / PORTS_PER_CLIENT) as u32;
-        let si = self.server;
+        // +1: skip the all-zero host part.
+        let ci = (self.serial / PORTS_PER_CLIENT) as u32 + 1;
+        let si = self.server + 1;
         if self.v6 {
             let c = Ipv6Addr::from((0xfd00_0000_0000_000c_u128 << 64) | u128::from(ci));
             let s = Ipv6Addr::from((0xfd00_0000_0000_0005_u128 << 64) | u128::from(si));

@@ -71,14 +71,14 @@ impl<T: Timed> Wheel<T> {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     /// Schedules `ev`. Its time must not be before the last popped event's.
     pub fn push(&mut self, ev: T) {
         let t = ev.time_us();
-        debug_assert!(t >= self.now, "event at {t} scheduled in the past (now {})", self.now);
+        debug_assert!(
+            t >= self.now,
+            "event at {t} scheduled in the past (now {})",
+            self.now
+        );
         let t = t.max(self.now);
         self.len += 1;
         if t < self.base + SLOTS as u64 {
@@ -89,7 +89,8 @@ impl<T: Timed> Wheel<T> {
             self.l1[((t >> BITS) & MASK) as usize].push(ev);
         } else {
             self.overflow_seq += 1;
-            self.overflow.push(Reverse((t, self.overflow_seq, Slot(ev))));
+            self.overflow
+                .push(Reverse((t, self.overflow_seq, Slot(ev))));
         }
     }
 
@@ -155,7 +156,9 @@ impl<T: Timed> Wheel<T> {
             if (t >> BITS) - (self.base >> BITS) >= SLOTS as u64 {
                 break;
             }
-            let Some(Reverse((_, _, Slot(ev)))) = self.overflow.pop() else { break };
+            let Some(Reverse((_, _, Slot(ev)))) = self.overflow.pop() else {
+                break;
+            };
             self.len -= 1;
             self.push(ev);
         }
@@ -221,6 +224,6 @@ mod tests {
             assert_eq!(e, want);
             pending.retain(|p| *p != e);
         }
-        assert!(pending.is_empty() && w.len() == 0 && popped > 10_000);
+        assert!(pending.is_empty() && w.len == 0 && popped > 10_000);
     }
 }

@@ -69,6 +69,8 @@ pub enum Format {
     PcapNg,
     /// Sun snoop version 2 (RFC 1761), Ethernet only.
     Snoop,
+    /// EtherPeek classic (versions 5 and 6), Ethernet only.
+    EtherPeek,
 }
 
 impl fmt::Display for Format {
@@ -91,6 +93,7 @@ impl fmt::Display for Format {
             ),
             Format::PcapNg => f.write_str("pcapng"),
             Format::Snoop => f.write_str("snoop"),
+            Format::EtherPeek => f.write_str("EtherPeek"),
         }
     }
 }
@@ -244,6 +247,8 @@ enum State {
     Pcap(PcapState),
     PcapNg(NgState),
     Snoop,
+    /// Seconds since 1970 of the file's base time (record times are milliseconds after it).
+    EtherPeek(i64),
 }
 
 struct PcapState {
@@ -372,6 +377,7 @@ fn rd64(b: &[u8], at: usize, be: bool) -> u64 {
 struct Hints {
     name_says_erf: bool,
     file_size: Option<u64>,
+    gzipped: bool,
 }
 
 /// A streaming reader over a pcap, pcapng or snoop capture, plain or gzip-compressed.
@@ -415,6 +421,7 @@ impl CaptureReader {
             Hints {
                 name_says_erf,
                 file_size,
+                gzipped: false,
             },
         )
     }
@@ -452,6 +459,7 @@ impl CaptureReader {
             input.eof = false;
             gzipped = true;
             hints.file_size = None;
+            hints.gzipped = true;
             input.fill(4).map_err(io_err)?;
         }
         let (state, format) = detect(&mut input, hints)?;
@@ -500,6 +508,7 @@ impl CaptureReader {
             State::Pcap(st) => next_pcap(&mut self.input, st),
             State::PcapNg(st) => next_pcapng(&mut self.input, st, self.last_ts),
             State::Snoop => next_snoop(&mut self.input),
+            State::EtherPeek(base) => next_peek(&mut self.input, *base),
         };
         let found = match found {
             Ok(Some(f)) => f,
@@ -583,7 +592,11 @@ fn hex(bytes: &[u8]) -> String {
 fn detect(input: &mut Input, hints: Hints) -> Result<(State, Format), ReadError> {
     if input.avail() == 0 {
         return Err(ReadError::NotACapture {
-            what: "the file is empty".into(),
+            what: if hints.gzipped {
+                "the gzip stream decompresses to nothing".into()
+            } else {
+                "the file is empty".into()
+            },
         });
     }
     let head = input.bytes();
@@ -612,6 +625,9 @@ fn detect(input: &mut Input, hints: Hints) -> Result<(State, Format), ReadError>
     if head.starts_with(b"snoop\0\0\0") {
         return snoop_header(input);
     }
+    if let Some(found) = peek_header(input, hints) {
+        return found;
+    }
     // Not a format we read: look at more bytes to name it.
     let _ = input.fill(4096);
     let head = input.bytes();
@@ -619,10 +635,19 @@ fn detect(input: &mut Input, hints: Hints) -> Result<(State, Format), ReadError>
         return Err(ReadError::UnsupportedFormat { name });
     }
     let shown = &head[..head.len().min(16)];
-    let what = if head.len() < 4 {
-        format!("the file is only {} bytes long: {}", head.len(), hex(shown))
+    let after_gzip = if hints.gzipped {
+        " after gzip decompression"
     } else {
-        format!("first bytes: {}", hex(shown))
+        ""
+    };
+    let what = if head.len() < 4 {
+        format!(
+            "the file is only {} bytes long{after_gzip}: {}",
+            head.len(),
+            hex(shown)
+        )
+    } else {
+        format!("first bytes{after_gzip}: {}", hex(shown))
     };
     Err(ReadError::NotACapture { what })
 }
@@ -816,6 +841,70 @@ fn next_pcap(input: &mut Input, st: &PcapState) -> Result<Option<Found>, ReadErr
     Ok(Some(Found {
         linktype: st.linktype,
         ts,
+        orig_len,
+        interface: 0,
+        data_at,
+        data_len: caplen as usize,
+    }))
+}
+
+/// Seconds between 1904-01-01 (the Mac epoch EtherPeek uses) and 1970-01-01.
+const MAC_EPOCH_OFFSET: i64 = 2_082_844_800;
+
+/// EtherPeek classic, versions 5 and 6 (Wireshark's peekclassic): a 2-byte master header
+/// (version, status), a 48-byte big-endian secondary header (file length, packet count,
+/// base time in seconds since 1904, ..., media type 0 = Ethernet), then records.
+fn peek_header(input: &mut Input, hints: Hints) -> Option<Result<(State, Format), ReadError>> {
+    let _ = input.fill(50);
+    let h = input.bytes();
+    if h.len() < 50 || !(5..=6).contains(&h[0]) || h[1] != 0 {
+        return None;
+    }
+    let file_len = u64::from(rd32(h, 2, true));
+    if hints.file_size.is_some_and(|size| size != file_len) || file_len < 50 {
+        return None;
+    }
+    let time_date = i64::from(rd32(h, 10, true));
+    let media_type = rd32(h, 26, true);
+    if media_type != 0 {
+        return Some(Err(ReadError::UnsupportedFormat {
+            name: "EtherPeek (not Ethernet)",
+        }));
+    }
+    input.start += 50;
+    Some(Ok((
+        State::EtherPeek(time_date - MAC_EPOCH_OFFSET),
+        Format::EtherPeek,
+    )))
+}
+
+/// An EtherPeek V5/V6 record: 26-byte big-endian header (length, slice length (0: whole
+/// packet), flags, status, time in ms after the file's base time, ...), the captured bytes,
+/// and a pad byte after an odd-length slice.
+fn next_peek(input: &mut Input, base_secs: i64) -> Result<Option<Found>, ReadError> {
+    const HDR: usize = 26;
+    if input.avail() < HDR && !input.fill(HDR).map_err(io_at(input))? {
+        if input.avail() == 0 {
+            return Ok(None);
+        }
+        let have = input.avail();
+        return Err(ReadError::Truncated {
+            offset: input.offset(),
+            what: format!("the record header needs {HDR} bytes, the file ends after {have}"),
+        });
+    }
+    let h = &input.buf[input.start..input.start + HDR];
+    let orig_len = u32::from(rd16(h, 0, true));
+    let slice = u32::from(rd16(h, 2, true));
+    let caplen = if slice == 0 { orig_len } else { slice };
+    let ms = i64::from(rd32(h, 6, true));
+    let rec_len = HDR + caplen as usize + (caplen as usize & 1);
+    need(input, rec_len, || format!("the {rec_len}-byte record"))?;
+    let data_at = input.start + HDR;
+    input.start += rec_len;
+    Ok(Some(Found {
+        linktype: 1,
+        ts: base_secs * 1_000_000_000 + ms * 1_000_000,
         orig_len,
         interface: 0,
         data_at,
@@ -1105,13 +1194,18 @@ fn ng_block(input: &mut Input, st: &mut NgState, last_ts: i64) -> Result<Step, R
             });
         }
         NG_CUSTOM | NG_CUSTOM_NOCOPY | NG_JOURNAL => {
-            let len = blen - 12;
+            // A custom block's data follows its 4-byte Private Enterprise Number (as in tshark).
+            let skip = if btype == NG_JOURNAL { 0 } else { 4 };
+            if blen < 12 + skip {
+                return Err(too_short(12 + skip));
+            }
+            let len = blen - 12 - skip;
             found = Some(Found {
                 linktype: NOT_A_PACKET,
                 ts: last_ts,
                 orig_len: len as u32,
                 interface: 0,
-                data_at: s + 8,
+                data_at: s + 8 + skip,
                 data_len: len,
             });
         }

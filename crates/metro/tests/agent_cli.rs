@@ -1,0 +1,226 @@
+//! `metro run` and `metro check-config` from the command line: configuration errors,
+//! go-metro's flags, a missing interface, a missing capability, and an `interface: file`
+//! instance reporting on packet time to a real UDP socket on loopback.
+
+#[path = "support/agent.rs"]
+mod agent;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/netns.rs"]
+#[allow(unused)]
+mod netns;
+
+use std::net::UdpSocket;
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+use agent::{Metric, TempDir, metro_command, metro_output, named, output, parse};
+
+/// Runs the agent when this binary is re-executed as `metro` (see support/agent.rs).
+#[test]
+fn agent_child_entry() {
+    agent::child_entry();
+}
+
+#[test]
+fn check_config_prints_effective_config_and_warnings() {
+    let dir = TempDir::new("cc");
+    let cfg = dir.write(
+        "metro.yaml",
+        "init_config:\n  expired_ttl: 30\n  log_level: crit\n  colour: blue\ninstances:\n  - interface: lo\n    ips: [10.1.0.0/16, '2001:db8::1']\n    hosts: [localhost]\n    tags: [env:test]\n",
+    );
+    let (st, out, err) = metro_output(&["check-config", cfg.to_str().unwrap()]);
+    assert!(st.success(), "{st}\n{out}\n{err}");
+    // (When this binary stands in for metro, the test harness prints a line first.)
+    let out = out[out.find("init_config:").expect("no configuration printed")..].to_string();
+    for want in [
+        "snaplen: 256",
+        "idle_ttl: 300",
+        "exp_ttl: 30",
+        "statsd_ip: 127.0.0.1",
+        "statsd_port: 8125",
+        "flush_interval: 10",
+        "dns_refresh: 60",
+        "log_level: critical",
+        "log_to_file: false",
+        "interface: lo",
+        "ips: [10.1.0.0/16, 2001:db8::1]",
+        "hosts: [localhost]",
+        "tags: [env:test]",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(
+        err.contains("metro.yaml:4:3: unknown key `init_config.colour`"),
+        "{err}"
+    );
+    // The printed configuration is itself valid.
+    let again = dir.write("again.yaml", &out);
+    let (st, out2, _) = metro_output(&["check-config", again.to_str().unwrap()]);
+    assert!(st.success());
+    assert_eq!(out, out2[out2.find("init_config:").unwrap()..]);
+}
+
+#[test]
+fn config_errors_name_file_line_column_and_exit_nonzero() {
+    let dir = TempDir::new("ccerr");
+    let cfg = dir.write(
+        "metro.yaml",
+        "init_config:\n  snaplen: lots\ninstances:\n  - interface: lo\n    ips: [10.0.0.1]\n",
+    );
+    let path = cfg.to_str().unwrap();
+    for args in [vec!["check-config", path], vec!["run", "--config", path]] {
+        let (st, _, err) = metro_output(&args);
+        assert!(!st.success());
+        assert!(
+            err.contains(&format!(
+                "{path}:2:12: init_config.snaplen: expected a whole number"
+            )),
+            "{err}"
+        );
+    }
+    let cfg = dir.write(
+        "bad-ip.yaml",
+        "instances:\n  - interface: lo\n    ips:\n      - 10.0.0.300\n",
+    );
+    let (st, _, err) = metro_output(&["check-config", cfg.to_str().unwrap()]);
+    assert!(!st.success());
+    assert!(
+        err.contains(":4:9: instances[0].ips[0]: `10.0.0.300` is not an IPv4 or IPv6 address"),
+        "{err}"
+    );
+    let cfg = dir.write("no-watch.yaml", "instances:\n  - interface: lo\n");
+    let (st, _, err) = metro_output(&["check-config", cfg.to_str().unwrap()]);
+    assert!(!st.success());
+    assert!(err.contains("neither `ips` nor `hosts`"), "{err}");
+    // A missing file is an error (go-metro slept 5 s and exited 0).
+    let t = Instant::now();
+    let (st, _, err) = metro_output(&["-cfg=/nonexistent/go-metro.yaml"]);
+    assert!(!st.success());
+    assert!(
+        err.contains("/nonexistent/go-metro.yaml") && err.contains("cannot read"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn only_local_addresses_is_an_error_that_says_why() {
+    let dir = TempDir::new("local");
+    let cfg = dir.write(
+        "metro.yaml",
+        "instances:\n  - interface: lo\n    ips: [127.0.0.1]\n",
+    );
+    let (st, _, err) = metro_output(&["run", "--config", cfg.to_str().unwrap()]);
+    assert!(!st.success());
+    assert!(
+        err.contains("every watched address (127.0.0.1) is an address of `lo` itself"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_interface_lists_the_existing_ones() {
+    let dir = TempDir::new("noif");
+    let cfg = dir.write(
+        "metro.yaml",
+        "instances:\n  - interface: nosuch0\n    ips: [10.0.0.1]\n",
+    );
+    let (st, _, err) = metro_output(&[&format!("-cfg={}", cfg.display())]);
+    assert!(!st.success());
+    assert!(
+        err.contains("no interface named `nosuch0`; the interfaces that exist are:"),
+        "{err}"
+    );
+    assert!(err.contains("lo"), "{err}");
+}
+
+#[test]
+fn without_cap_net_raw_the_error_names_setcap() {
+    let dir = TempDir::new("nocap");
+    let cfg = dir.write(
+        "metro.yaml",
+        "instances:\n  - interface: lo\n    ips: [10.0.0.1]\n",
+    );
+    let mut c = metro_command(&["run", "--config", cfg.to_str().unwrap()]);
+    // SAFETY: prctl in the child between fork and exec; no allocation.
+    unsafe {
+        c.pre_exec(|| {
+            // CAP_NET_RAW leaves the bounding set: after exec even root does not have it.
+            if libc::prctl(libc::PR_CAPBSET_DROP, 13, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (st, _, err) = output(c);
+    assert!(!st.success(), "{err}");
+    assert!(
+        err.contains("needs the CAP_NET_RAW capability: run `sudo setcap cap_net_raw+ep /"),
+        "{err}"
+    );
+}
+
+#[test]
+fn file_instance_reports_on_packet_time_and_exits() {
+    let dir = TempDir::new("file");
+    // 70 exchanges every 0.5 s of packet time (35 s) with a 25 ms round trip, read in far
+    // less than that: flushes follow packet time.
+    let mut fr = frames::conversation(
+        [10, 9, 0, 1],
+        [10, 9, 0, 2],
+        [2, 0, 0, 0, 0, 1],
+        [2, 0, 0, 0, 0, 2],
+        1_700_000_000_000_000_000,
+        25.0,
+        70,
+        500.0,
+        Some(42),
+    );
+    let pcap = dir.path("conv.pcap");
+    frames::write_pcap(&pcap, &mut fr);
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let cfg = dir.write(
+        "metro.yaml",
+        &format!(
+            "init_config:\n  statsd_port: {port}\n  flush_interval: 10\ninstances:\n  - interface: file\n    pcap: {}\n    ips: [10.9.0.2]\n    tags: [src_file:yes]\n",
+            pcap.display()
+        ),
+    );
+    let t = Instant::now();
+    let (st, _, err) = metro_output(&["run", "--config", cfg.to_str().unwrap()]);
+    assert!(st.success(), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}: not as fast as it reads",
+        t.elapsed()
+    );
+    let mut all: Vec<Metric> = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = rx.recv(&mut buf) {
+        all.extend(parse(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            Instant::now(),
+        ));
+    }
+    let p50s = named(&all, "system.net.tcp.rtt.p50");
+    // Packet-time flushes at +10, +20, +30 s and a final one: four intervals with samples.
+    assert_eq!(p50s.len(), 4, "{all:#?}\n{err}");
+    for m in &p50s {
+        assert!((m.value - 25.0).abs() <= 0.25, "{m:?}");
+        assert_eq!(
+            m.tags,
+            ["src:10.9.0.1", "dst:10.9.0.2", "iface:file", "src_file:yes"],
+            "{m:?}"
+        );
+    }
+    let n: f64 = named(&all, "system.net.tcp.rtt.samples")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    assert!((70.0..=73.0).contains(&n), "{n} samples");
+    assert_eq!(named(&all, "metro.packets.received").len(), 4);
+}

@@ -1,0 +1,813 @@
+//! `metro run` end to end, in network namespaces joined by veth pairs: real TCP traffic,
+//! real libpcap capture, real DogStatsD receivers (UDP and Unix datagram sockets) and a
+//! Prometheus scrape checked by promtool.
+//!
+//! These tests need root (CI runs as root) and fail, never skip, when they cannot build
+//! their namespaces. Each test uses its own namespaces and 10.200.N.0/24 subnet; the
+//! namespaces are deleted when the test ends, pass or fail.
+
+#[path = "support/agent.rs"]
+mod agent;
+#[path = "support/frames.rs"]
+mod frames;
+#[path = "support/netns.rs"]
+mod netns;
+
+use std::collections::BTreeSet;
+use std::net::UdpSocket;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use agent::{Agent, Metric, Statsd, TempDir, http_get, named};
+use netns::{Client, Delayed, EchoServer, Netns, Pair};
+
+const S: Duration = Duration::from_secs(1);
+
+/// Runs the agent when this binary is re-executed as `metro` (see support/agent.rs).
+#[test]
+fn agent_child_entry() {
+    agent::child_entry();
+}
+
+const RTT_GAUGES: [&str; 8] = [
+    "system.net.tcp.rtt",
+    "system.net.tcp.rtt.avg",
+    "system.net.tcp.rtt.jitter",
+    "system.net.tcp.rtt.min",
+    "system.net.tcp.rtt.max",
+    "system.net.tcp.rtt.p50",
+    "system.net.tcp.rtt.p90",
+    "system.net.tcp.rtt.p99",
+];
+const RTT_COUNTS: [&str; 2] = ["system.net.tcp.rtt.samples", "system.net.tcp.retransmits"];
+const SELF_METRICS: [(&str, &str); 7] = [
+    ("metro.packets.received", "c"),
+    ("metro.packets.dropped", "c"),
+    ("metro.flows.active", "g"),
+    ("metro.flows.evicted", "c"),
+    ("metro.samples", "c"),
+    ("metro.samples.internal", "c"),
+    ("metro.statsd.send_errors", "c"),
+];
+
+fn is_rtt(m: &Metric) -> bool {
+    m.name.starts_with("system.net.tcp.")
+}
+
+fn has_rtt_for(all: &[Metric], dst: &str) -> bool {
+    all.iter()
+        .any(|m| m.name == "system.net.tcp.rtt.p50" && m.tag("dst") == Some(dst))
+}
+
+fn sum(all: &[Metric], name: &str, pred: impl Fn(&Metric) -> bool) -> f64 {
+    all.iter()
+        .filter(|m| m.name == name && pred(m))
+        .map(|m| m.value)
+        .sum()
+}
+
+/// Check one flush's worth of RTT metrics for `dst`: all ten, right types, tags in order,
+/// values consistent.
+fn check_pair(all: &[Metric], src: &str, dst: &str, extra_tags: &[&str], max_ms: f64) {
+    let mut want_tags = vec![
+        format!("src:{src}"),
+        format!("dst:{dst}"),
+        "iface:veth0".to_string(),
+    ];
+    want_tags.extend(extra_tags.iter().map(|t| t.to_string()));
+    let of = |name: &str| -> Vec<&Metric> {
+        all.iter()
+            .filter(|m| m.name == name && m.tag("dst") == Some(dst))
+            .collect()
+    };
+    for name in RTT_GAUGES.iter().chain(RTT_COUNTS.iter()) {
+        let ms = of(name);
+        assert!(!ms.is_empty(), "{name} for {dst} missing");
+        for m in &ms {
+            assert_eq!(m.tags, want_tags, "{m:?}");
+            let ty = if RTT_COUNTS.contains(name) { "c" } else { "g" };
+            assert_eq!(m.ty, ty, "{m:?}");
+        }
+    }
+    // Every flush carries the ten metrics of the pair together: compare within flushes.
+    let p50s = of("system.net.tcp.rtt.p50");
+    for (i, p50) in p50s.iter().enumerate() {
+        let get = |name: &str| of(name)[i].value;
+        let (min, max, avg, last) = (
+            get("system.net.tcp.rtt.min"),
+            get("system.net.tcp.rtt.max"),
+            get("system.net.tcp.rtt.avg"),
+            get("system.net.tcp.rtt"),
+        );
+        let (p90, p99) = (get("system.net.tcp.rtt.p90"), get("system.net.tcp.rtt.p99"));
+        assert!(min > 0.0 && min <= max, "min {min} max {max}");
+        assert!(max < max_ms, "max {max} ms for {dst}");
+        for v in [avg, last, p50.value, p90, p99] {
+            assert!(
+                v >= min * 0.99 && v <= max * 1.01,
+                "{v} outside [{min}, {max}]"
+            );
+        }
+        assert!(p50.value <= p90 * 1.0001 && p90 <= p99 * 1.0001);
+        assert!(get("system.net.tcp.rtt.jitter") >= 0.0);
+        assert!(get("system.net.tcp.rtt.samples") >= 1.0);
+        assert!(get("system.net.tcp.retransmits") >= 0.0);
+    }
+}
+
+fn check_self_metrics(all: &[Metric], tags: &[&str]) {
+    let mut want = vec!["iface:veth0".to_string()];
+    want.extend(tags.iter().map(|t| t.to_string()));
+    for (name, ty) in SELF_METRICS {
+        let ms = named(all, name);
+        assert!(!ms.is_empty(), "{name} missing");
+        for m in ms {
+            assert_eq!(m.ty, ty, "{m:?}");
+            assert_eq!(&m.tags[..want.len()], &want[..], "{m:?}");
+            if name == "metro.samples" {
+                assert!(
+                    matches!(m.tag("kind"), Some("seq" | "handshake" | "ts")),
+                    "{m:?}"
+                );
+            }
+        }
+    }
+    assert!(sum(all, "metro.packets.received", |_| true) > 0.0);
+    assert!(sum(all, "metro.samples", |m| m.tag("kind") == Some("seq")) > 0.0);
+    let known: BTreeSet<&str> = RTT_GAUGES
+        .iter()
+        .chain(RTT_COUNTS.iter())
+        .copied()
+        .chain(SELF_METRICS.iter().map(|(n, _)| *n))
+        .collect();
+    for m in all {
+        assert!(known.contains(m.name.as_str()), "unexpected metric {m:?}");
+    }
+}
+
+fn config(
+    flush: &str,
+    statsd: &str,
+    ips: &[&str],
+    hosts: &[&str],
+    tags: &[&str],
+    more: &str,
+) -> String {
+    let list = |v: &[&str]| {
+        format!(
+            "[{}]",
+            v.iter()
+                .map(|s| format!("'{s}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!(
+        "init_config:\n  flush_interval: {flush}\n{statsd}{more}instances:\n  - interface: veth0\n    tags: {}\n    ips: {}\n    hosts: {}\n",
+        list(tags),
+        list(ips),
+        list(hosts)
+    )
+}
+
+const UDP_STATSD: &str = "  statsd_ip: 127.0.0.1\n  statsd_port: 8125\n";
+
+#[test]
+fn udp_metrics_names_types_tags_values_ipv4_ipv6_and_no_stale_pairs() {
+    let p = Pair::new("udp", 11);
+    let dir = TempDir::new("udp");
+    let srv4 = EchoServer::start(&p.s, "10.200.11.2:7000");
+    let srv6 = EchoServer::start(&p.s, "[fd00:200:11::2]:7000");
+    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+    let statsd = Statsd::udp(rx);
+    let tags = ["env:test", "team:net"];
+    let cfg = dir.write(
+        "metro.yaml",
+        &config(
+            "1",
+            UDP_STATSD,
+            &["10.200.11.2", "fd00:200:11::2"],
+            &[],
+            &tags,
+            "",
+        ),
+    );
+    let mut agent = Agent::start(
+        &p.c,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+    );
+    agent.wait_log("capture filter", 20 * S);
+    let mut c4 = Client::start(&p.c, srv4.addr, 200, Duration::from_millis(10), 50);
+    let mut c6 = Client::start(&p.c, srv6.addr, 200, Duration::from_millis(10), 50);
+    let all = statsd.wait_for(&mut agent, 30 * S, "RTT metrics for both servers", |m| {
+        has_rtt_for(m, "10.200.11.2") && has_rtt_for(m, "fd00:200:11::2")
+    });
+    check_pair(&all, "10.200.11.1", "10.200.11.2", &tags, 100.0);
+    check_pair(&all, "fd00:200:11::1", "fd00:200:11::2", &tags, 100.0);
+    check_self_metrics(&all, &tags);
+    // The client's own ACKs are answered by this host: internal, counted, never a pair.
+    assert!(
+        !all.iter()
+            .any(|m| is_rtt(m) && m.tag("dst") == Some("10.200.11.1"))
+    );
+    assert!(*statsd.max_datagram.lock().unwrap() <= 1432);
+
+    // No traffic, no RTT metrics: a pair with no new sample sends nothing.
+    c4.stop();
+    c6.stop();
+    let stopped = Instant::now();
+    let all = statsd.wait_for(
+        &mut agent,
+        15 * S,
+        "three flushes after the traffic stopped",
+        |m| {
+            m.iter()
+                .filter(|x| x.name == "metro.packets.received" && x.at > stopped + 3 * S)
+                .count()
+                >= 1
+        },
+    );
+    let late: Vec<&Metric> = all
+        .iter()
+        .filter(|m| is_rtt(m) && m.at > stopped + 2 * S)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "stale RTT metrics after the traffic stopped: {late:?}"
+    );
+    assert!(agent.alive());
+}
+
+#[test]
+fn unix_socket_statsd_and_prometheus_exposition() {
+    let p = Pair::new("unix", 12);
+    let dir = TempDir::new("unix");
+    let sock_path = dir.path("dsd.socket");
+    let rx = UnixDatagram::bind(&sock_path).unwrap();
+    let statsd = Statsd::unix(rx);
+    let srv = EchoServer::start(&p.s, "10.200.12.2:7000");
+    let cfg = dir.write(
+        "metro.yaml",
+        &config(
+            "1",
+            &format!("  statsd_socket: {}\n", sock_path.display()),
+            &["10.200.12.0/24"],
+            &[],
+            &["env:unix"],
+            "  prometheus_listen: 127.0.0.1:9464\n",
+        ),
+    );
+    let mut agent = Agent::start(
+        &p.c,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+    );
+    agent.wait_log("capture filter", 20 * S);
+    assert!(
+        agent.log().contains("net 10.200.12.0/24"),
+        "{}",
+        agent.log()
+    );
+    let _client = Client::start(&p.c, srv.addr, 500, Duration::from_millis(10), 1000);
+    let all = statsd.wait_for(
+        &mut agent,
+        30 * S,
+        "RTT metrics over the Unix socket",
+        |m| has_rtt_for(m, "10.200.12.2"),
+    );
+    check_pair(&all, "10.200.12.1", "10.200.12.2", &["env:unix"], 100.0);
+    check_self_metrics(&all, &["env:unix"]);
+    // Batched: several metrics per datagram, under the Unix limit.
+    let max = *statsd.max_datagram.lock().unwrap();
+    assert!(max > 1432 && max <= 8192, "largest datagram {max} bytes");
+
+    let body = http_get(&p.c, "127.0.0.1:9464", "/metrics");
+    let file = dir.write("metrics.txt", &body);
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("run promtool (Debian package `prometheus`)");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        body.contains(
+            "metro_tcp_rtt_p50_seconds{src=\"10.200.12.1\",dst=\"10.200.12.2\",iface=\"veth0\"}"
+        ),
+        "{body}"
+    );
+    let samples_line = body
+        .lines()
+        .find(|l| l.starts_with("metro_samples_total{iface=\"veth0\",kind=\"seq\"}"))
+        .unwrap_or_else(|| panic!("{body}"));
+    let n: f64 = samples_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n > 0.0, "{samples_line}");
+}
+
+#[test]
+fn known_delay_p50_within_2ms_of_true_rtt() {
+    let one_way = Duration::from_millis(20);
+    let d = Delayed::new("dly", 13, one_way);
+    let dir = TempDir::new("dly");
+    let srv = EchoServer::start(&d.s, "10.200.13.2:7000");
+    let rx = d.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+    let statsd = Statsd::udp(rx);
+    let cfg = dir.write(
+        "metro.yaml",
+        &config("2", UDP_STATSD, &["10.200.13.2"], &[], &[], ""),
+    );
+    let mut agent = Agent::start(
+        &d.c,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+    );
+    agent.wait_log("capture filter", 20 * S);
+    let mut client = Client::start(&d.c, srv.addr, 200, Duration::from_millis(5), 25);
+    // Two full flushes of traffic.
+    let all = statsd.wait_for(&mut agent, 40 * S, "two flushes with RTT samples", |m| {
+        named(m, "system.net.tcp.rtt.p50").len() >= 2
+    });
+    client.stop();
+    let app_p50 = client.median_ms();
+    let p50s: Vec<f64> = named(&all, "system.net.tcp.rtt.p50")
+        .iter()
+        .map(|m| m.value)
+        .collect();
+    let samples = sum(&all, "system.net.tcp.rtt.samples", |_| true);
+    assert!(samples >= 50.0, "only {samples} samples");
+    let floor = 2.0 * one_way.as_secs_f64() * 1e3;
+    for p50 in &p50s {
+        assert!(
+            *p50 >= floor * 0.99,
+            "p50 {p50} ms is below the delay added ({floor} ms)"
+        );
+        assert!(
+            (p50 - app_p50).abs() <= 2.0,
+            "metro's p50 {p50} ms vs the application's median round trip {app_p50} ms (p50s {p50s:?})"
+        );
+    }
+}
+
+#[test]
+fn go_metro_doc_example_runs_unchanged_with_legacy_flags() {
+    // The example from go-metro's documentation, only the interface changed. Its host name
+    // resolves, inside the namespace, to the test server (/etc/netns/NAME/hosts); its
+    // public address is never contacted (metro sends nothing but DogStatsD to 127.0.0.1).
+    let yaml = "\
+init_config:
+  snaplen: 512          # capture length handed to libpcap (docs: >= 104)
+  idle_ttl: 300         # seconds without packets before a flow is forgotten
+  exp_ttl: 60           # seconds a flow lingers after FIN (the code read `expired_ttl`)
+  statsd_ip: 127.0.0.1
+  statsd_port: 8125
+  log_to_file: true     # true: rotated file /var/log/datadog/go-metro.log; false: stdout
+  log_level: info       # trace | debug | info | warn | error/err | critical/crit
+instances:              # one sniffer per entry
+  - interface: veth0
+    tags: [env:prod]    # added to every metric, plus iface:<interface>
+    ips: [45.33.125.153]         # remote addresses to watch
+    hosts: [app.datadoghq.com]   # names, resolved to addresses
+";
+    let p = Pair::new("doc", 14);
+    p.c.write_etc(
+        "hosts",
+        "127.0.0.1 localhost\n10.200.14.2 app.datadoghq.com\n",
+    );
+    p.c.write_etc("resolv.conf", "nameserver 127.0.0.1\n");
+    let dir = TempDir::new("doc");
+    let cfg = dir.write("go-metro.yaml", yaml);
+    let log = dir.path("go-metro.log");
+    let srv = EchoServer::start(&p.s, "10.200.14.2:443");
+    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+    let statsd = Statsd::udp(rx);
+    let cfg_flag = format!("-cfg={}", cfg.display());
+    let log_flag = format!("-log={}", log.display());
+    let mut agent = Agent::start(&p.c, &[&cfg_flag, &log_flag], &dir.path("stderr"));
+    // log_to_file: the log goes to the -log file, not stderr.
+    let end = Instant::now() + 20 * S;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("capture filter")
+    {
+        assert!(
+            Instant::now() < end && agent.alive(),
+            "no capture; stderr:\n{}\nlog:\n{}",
+            agent.log(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logtext = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logtext.contains("host 45.33.125.153") && logtext.contains("host 10.200.14.2"),
+        "{logtext}"
+    );
+    let _client = Client::start(&p.c, srv.addr, 300, Duration::from_millis(20), 100);
+    // Default flush interval: 10 s.
+    let all = statsd.wait_for(
+        &mut agent,
+        40 * S,
+        "RTT metrics for app.datadoghq.com",
+        |m| has_rtt_for(m, "app.datadoghq.com"),
+    );
+    check_pair(
+        &all,
+        "10.200.14.1",
+        "app.datadoghq.com",
+        &["env:prod"],
+        100.0,
+    );
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait(10 * S).success());
+}
+
+#[test]
+fn host_name_whose_address_changes_is_followed() {
+    let p = Pair::new("dns", 15);
+    p.s.ip(&["addr", "add", "10.200.15.3/24", "dev", "veth0"]);
+    p.c.write_etc("hosts", "127.0.0.1 localhost\n10.200.15.2 db.test\n");
+    p.c.write_etc("resolv.conf", "nameserver 127.0.0.1\n");
+    let dir = TempDir::new("dns");
+    let old = EchoServer::start(&p.s, "10.200.15.2:5432");
+    let new = EchoServer::start(&p.s, "10.200.15.3:5432");
+    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+    let statsd = Statsd::udp(rx);
+    let cfg = dir.write(
+        "metro.yaml",
+        &config(
+            "1",
+            UDP_STATSD,
+            &[],
+            &["db.test"],
+            &[],
+            "  dns_refresh: 1\n",
+        ),
+    );
+    let mut agent = Agent::start(
+        &p.c,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+    );
+    agent.wait_log("host 10.200.15.2", 20 * S);
+    // Phase 1: traffic to the old address is measured as db.test.
+    let mut c_old = Client::start(&p.c, old.addr, 200, Duration::from_millis(10), 1000);
+    statsd.wait_for(&mut agent, 30 * S, "db.test on its first address", |m| {
+        has_rtt_for(m, "db.test")
+    });
+    c_old.stop();
+    // Phase 2: the name moves; only the new address carries traffic.
+    p.c.write_etc("hosts", "127.0.0.1 localhost\n10.200.15.3 db.test\n");
+    agent.wait_log("host 10.200.15.3", 20 * S);
+    assert!(
+        agent
+            .log()
+            .contains("`db.test` now resolves to [10.200.15.3]"),
+        "{}",
+        agent.log()
+    );
+    let moved = Instant::now();
+    let _c_new = Client::start(&p.c, new.addr, 200, Duration::from_millis(10), 1000);
+    let all = statsd.wait_for(&mut agent, 30 * S, "db.test on its new address", |m| {
+        m.iter().any(|x| {
+            x.name == "system.net.tcp.rtt.samples"
+                && x.tag("dst") == Some("db.test")
+                && x.at > moved + 2 * S
+        })
+    });
+    // The metrics follow the name: still dst:db.test, never the bare new address.
+    assert!(
+        !all.iter()
+            .any(|m| is_rtt(m) && m.tag("dst") == Some("10.200.15.3"))
+    );
+    assert!(agent.alive());
+}
+
+#[test]
+fn sighup_with_broken_config_keeps_measuring_and_good_reload_applies() {
+    let p = Pair::new("hup", 16);
+    let dir = TempDir::new("hup");
+    let srv = EchoServer::start(&p.s, "10.200.16.2:7000");
+    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+    let statsd = Statsd::udp(rx);
+    let good = config("1", UDP_STATSD, &["10.200.16.2"], &[], &["gen:1"], "");
+    let cfg = dir.write("metro.yaml", &good);
+    let mut agent = Agent::start(
+        &p.c,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+    );
+    agent.wait_log("capture filter", 20 * S);
+    let _client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 1000);
+    statsd.wait_for(&mut agent, 30 * S, "first samples", |m| {
+        has_rtt_for(m, "10.200.16.2")
+    });
+
+    // A broken file: logged, the running configuration kept.
+    std::fs::write(&cfg, "init_config:\n  snaplen: [oops\ninstances: 3\n").unwrap();
+    agent.signal(libc::SIGHUP);
+    agent.wait_log("reload failed, keeping the running configuration", 10 * S);
+    let hup = Instant::now();
+    statsd.wait_for(&mut agent, 15 * S, "samples after the broken reload", |m| {
+        m.iter().any(|x| {
+            x.name == "system.net.tcp.rtt.samples"
+                && x.at > hup + 2 * S
+                && x.tag("gen") == Some("1")
+        })
+    });
+    assert!(agent.alive());
+
+    // A good one: applied (new tags).
+    std::fs::write(&cfg, good.replace("gen:1", "gen:2")).unwrap();
+    agent.signal(libc::SIGHUP);
+    agent.wait_log("configuration reloaded", 10 * S);
+    statsd.wait_for(&mut agent, 15 * S, "samples with the reloaded tags", |m| {
+        m.iter()
+            .any(|x| x.name == "system.net.tcp.rtt.samples" && x.tag("gen") == Some("2"))
+    });
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait(10 * S).success());
+}
+
+#[test]
+fn sigterm_flushes_then_exits_zero() {
+    let p = Pair::new("term", 17);
+    let dir = TempDir::new("term");
+    let srv = EchoServer::start(&p.s, "10.200.17.2:7000");
+    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+    let statsd = Statsd::udp(rx);
+    // A flush interval far longer than the test: only the final flush can send anything.
+    let cfg = dir.write(
+        "metro.yaml",
+        &config("600", UDP_STATSD, &["10.200.17.2"], &[], &[], ""),
+    );
+    let mut agent = Agent::start(
+        &p.c,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+    );
+    agent.wait_log("capture filter", 20 * S);
+    let mut client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 1000);
+    while client.requests.load(std::sync::atomic::Ordering::Relaxed) < 30 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    client.stop();
+    let requests = client.requests.load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        statsd.all().is_empty(),
+        "nothing may be sent before the final flush"
+    );
+    agent.signal(libc::SIGTERM);
+    let status = agent.wait(10 * S);
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        agent.log()
+    );
+    let all = statsd.wait_for(&mut agent, 5 * S, "the final flush", |m| {
+        has_rtt_for(m, "10.200.17.2")
+    });
+    let n = sum(&all, "system.net.tcp.rtt.samples", |_| true);
+    assert!(
+        n >= f64::from(requests),
+        "{n} samples for {requests} request/response exchanges"
+    );
+}
+
+#[test]
+fn dead_statsd_receiver_costs_no_samples() {
+    let p = Pair::new("dead", 18);
+    let dir = TempDir::new("dead");
+    let srv = EchoServer::start(&p.s, "10.200.18.2:7000");
+    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+    let mut statsd = Statsd::udp(rx);
+    let cfg = dir.write(
+        "metro.yaml",
+        &config(
+            "1",
+            UDP_STATSD,
+            &["10.200.18.2"],
+            &[],
+            &[],
+            "  prometheus_listen: 127.0.0.1:9464\n",
+        ),
+    );
+    let mut agent = Agent::start(
+        &p.c,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+    );
+    agent.wait_log("capture filter", 20 * S);
+    let client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 1000);
+    statsd.wait_for(&mut agent, 30 * S, "samples", |m| {
+        has_rtt_for(m, "10.200.18.2")
+    });
+    let prom_samples = || -> f64 {
+        let body = http_get(&p.c, "127.0.0.1:9464", "/metrics");
+        body.lines()
+            .find(|l| l.starts_with("metro_samples_total{iface=\"veth0\",kind=\"seq\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+
+    // The receiver goes away: the port is closed (ICMP unreachable on every send).
+    statsd.stop();
+    drop(statsd);
+    let before = prom_samples();
+    std::thread::sleep(3 * S);
+    // Every exchange made while the receiver was down was still measured: the cumulative
+    // count catches up with the client's (each exchange yields one seq sample).
+    let requests = f64::from(client.requests.load(std::sync::atomic::Ordering::Relaxed));
+    let end = Instant::now() + 10 * S;
+    let mut counted = prom_samples();
+    while counted < requests * 0.95 {
+        assert!(
+            Instant::now() < end,
+            "{counted} seq samples counted for {requests} exchanges"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        counted = prom_samples();
+    }
+    assert!(counted > before);
+    assert!(agent.alive());
+
+    // It comes back: metrics flow again, and the send errors were counted.
+    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+    let statsd = Statsd::udp(rx);
+    statsd.wait_for(
+        &mut agent,
+        15 * S,
+        "metrics after the receiver came back",
+        |m| {
+            m.iter()
+                .any(|x| x.name == "metro.samples" && x.tag("kind") == Some("seq") && x.value > 0.0)
+                && m.iter()
+                    .any(|x| x.name == "metro.statsd.send_errors" && x.value > 0.0)
+        },
+    );
+    drop(client);
+    assert!(
+        agent.log().contains("statsd udp://127.0.0.1:8125"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// CPU time (user + system) of a process, in seconds.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[test]
+fn interface_down_and_up_again_resumes_without_spinning() {
+    let p = Pair::new("flap", 19);
+    let dir = TempDir::new("flap");
+    let srv = EchoServer::start(&p.s, "10.200.19.2:7000");
+    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+    let statsd = Statsd::udp(rx);
+    let cfg = dir.write(
+        "metro.yaml",
+        &config("1", UDP_STATSD, &["10.200.19.2"], &[], &[], ""),
+    );
+    let mut agent = Agent::start(
+        &p.c,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+    );
+    agent.wait_log("capture filter", 20 * S);
+    let _client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 20);
+    statsd.wait_for(&mut agent, 30 * S, "samples", |m| {
+        has_rtt_for(m, "10.200.19.2")
+    });
+
+    // Gone: the veth is deleted (both ends), so the capture fails and reopening fails.
+    p.c.ip(&["link", "del", "veth0"]);
+    agent.wait_log("capture stopped", 10 * S);
+    let cpu0 = cpu_seconds(agent.pid());
+    std::thread::sleep(4 * S);
+    let cpu = cpu_seconds(agent.pid()) - cpu0;
+    assert!(
+        cpu < 0.5,
+        "{cpu} s of CPU in 4 s while the interface was gone: a busy loop"
+    );
+    assert!(agent.alive());
+    assert!(
+        agent.log().contains("no interface named `veth0`"),
+        "{}",
+        agent.log()
+    );
+
+    // Back: same names and addresses; capture resumes on its own.
+    netns::veth(
+        &p.c,
+        "veth0",
+        Some("10.200.19.1/24"),
+        &p.s,
+        "veth0",
+        Some("10.200.19.2/24"),
+    );
+    let srv2 = EchoServer::start(&p.s, "10.200.19.2:7001");
+    let back = Instant::now();
+    let _client2 = Client::start(&p.c, srv2.addr, 200, Duration::from_millis(10), 20);
+    statsd.wait_for(
+        &mut agent,
+        40 * S,
+        "samples after the interface came back",
+        |m| {
+            m.iter()
+                .any(|x| x.name == "system.net.tcp.rtt.samples" && x.at > back + S)
+        },
+    );
+    drop(srv);
+}
+
+#[test]
+fn vlan_tagged_frames_replayed_with_tcpreplay() {
+    let p = Pair::new("vlan", 20);
+    let dir = TempDir::new("vlan");
+    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+    let statsd = Statsd::udp(rx);
+    // A remote pair on VLAN 100 the client namespace overhears: 10.200.20.7 talks to
+    // 10.200.20.9 with a 10 ms round trip.
+    let mut fr = frames::conversation(
+        [10, 200, 20, 7],
+        [10, 200, 20, 9],
+        [2, 0, 0, 0, 0, 7],
+        [2, 0, 0, 0, 0, 9],
+        1_700_000_000_000_000_000,
+        10.0,
+        40,
+        20.0,
+        Some(100),
+    );
+    let pcap = dir.path("vlan.pcap");
+    frames::write_pcap(&pcap, &mut fr);
+    let cfg = dir.write(
+        "metro.yaml",
+        &config("1", UDP_STATSD, &["10.200.20.9"], &[], &[], ""),
+    );
+    let mut agent = Agent::start(
+        &p.c,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+    );
+    agent.wait_log("capture filter", 20 * S);
+    assert!(
+        agent
+            .log()
+            .contains("(vlan and (tcp) and (host 10.200.20.9))"),
+        "{}",
+        agent.log()
+    );
+    let out =
+        p.s.command("tcpreplay")
+            .args(["-q", "-i", "veth0", pcap.to_str().unwrap()])
+            .output()
+            .expect("run tcpreplay (Debian package `tcpreplay`)");
+    assert!(
+        out.status.success(),
+        "tcpreplay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = statsd.wait_for(&mut agent, 20 * S, "samples from the VLAN frames", |m| {
+        sum(m, "system.net.tcp.rtt.samples", |x| {
+            x.tag("dst") == Some("10.200.20.9")
+        }) >= 35.0
+    });
+    let p50 = named(&all, "system.net.tcp.rtt.p50")
+        .iter()
+        .map(|m| m.value)
+        .fold(0.0f64, f64::max);
+    assert!(
+        (p50 - 10.0).abs() < 4.0,
+        "p50 {p50} ms for a replayed 10 ms round trip"
+    );
+    assert!(
+        named(&all, "system.net.tcp.rtt")
+            .iter()
+            .all(|m| m.tag("src") == Some("10.200.20.7"))
+    );
+}
+
+#[test]
+fn netns_helpers_clean_up() {
+    let name;
+    {
+        let ns = Netns::new("gc");
+        name = ns.name.clone();
+        ns.write_etc("hosts", "127.0.0.1 localhost\n");
+        assert!(std::path::Path::new(&format!("/run/netns/{name}")).exists());
+    }
+    assert!(!std::path::Path::new(&format!("/run/netns/{name}")).exists());
+    assert!(!std::path::Path::new(&format!("/etc/netns/{name}")).exists());
+}

@@ -1,0 +1,429 @@
+//! Running `metro run` in a test and reading what it sends: the process (inside a
+//! namespace, stderr kept in a file), DogStatsD receivers on UDP and Unix datagram sockets,
+//! and an independent parser of the DogStatsD line format.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::net::UdpSocket;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::netns::Netns;
+
+static DIRS: AtomicU32 = AtomicU32::new(0);
+
+/// A scratch directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = DIRS.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("metro-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Environment variable that turns a test binary into the agent (see [`child_entry`]).
+const CHILD_ENV: &str = "METRO_TEST_AGENT_ARGS";
+
+/// How to start metro: the real binary when it knows `run`, else this test binary
+/// re-executed as the agent (until main.rs dispatches `run`; see [`child_entry`]).
+fn program(args: &[&str]) -> (OsString, Vec<OsString>, Option<String>) {
+    let bin = env!("CARGO_BIN_EXE_metro");
+    static HAS_RUN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let has_run = *HAS_RUN.get_or_init(|| {
+        Command::new(bin)
+            .args(["run", "--help"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+    if has_run {
+        (bin.into(), args.iter().map(OsString::from).collect(), None)
+    } else {
+        let me = std::env::current_exe().unwrap();
+        (
+            me.into(),
+            [
+                "agent_child_entry",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ]
+            .iter()
+            .map(OsString::from)
+            .collect(),
+            Some(args.join("\u{1f}")),
+        )
+    }
+}
+
+/// Call from a `#[test] fn agent_child_entry()` in each test binary: when this binary was
+/// started as the agent, run it and exit with its status; otherwise do nothing.
+pub fn child_entry() {
+    let Ok(joined) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+    #[derive(clap::Subcommand)]
+    enum Cmd {
+        Run(metro::agent::RunArgs),
+        CheckConfig(metro::agent::CheckConfigArgs),
+    }
+    let mut argv: Vec<OsString> = vec!["metro".into()];
+    argv.extend(joined.split('\u{1f}').map(OsString::from));
+    let argv = metro::agent::translate_legacy_args(argv);
+    let r = match Cli::try_parse_from(argv) {
+        Ok(Cli { cmd: Cmd::Run(a) }) => metro::agent::run(a),
+        Ok(Cli {
+            cmd: Cmd::CheckConfig(a),
+        }) => metro::agent::check_config(a),
+        Err(e) => e.exit(),
+    };
+    match r {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("metro: {e:#}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// A `metro ARGS` command (outside any namespace).
+pub fn metro_command(args: &[&str]) -> Command {
+    let (prog, pre, env) = program(args);
+    let mut c = Command::new(prog);
+    c.args(&pre);
+    if let Some(e) = env {
+        c.env(CHILD_ENV, e);
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+/// A `metro` command line run to completion (outside any namespace): status, stdout, stderr.
+pub fn metro_output(args: &[&str]) -> (ExitStatus, String, String) {
+    output(metro_command(args))
+}
+
+/// Run a command to completion: status, stdout, stderr.
+pub fn output(mut c: Command) -> (ExitStatus, String, String) {
+    let out = c.output().expect("run metro");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `metro`.
+pub struct Agent {
+    child: Option<Child>,
+    pub stderr_path: PathBuf,
+}
+
+impl Agent {
+    /// Start `metro ARGS` inside `ns` (via `ip netns exec`), stderr to `stderr_path`.
+    pub fn start(ns: &Netns, args: &[&str], stderr_path: &Path) -> Agent {
+        let (prog, pre, env) = program(args);
+        let mut c = ns.command(prog.to_str().unwrap());
+        c.args(&pre);
+        if let Some(e) = env {
+            c.env(CHILD_ENV, e);
+        }
+        let err = std::fs::File::create(stderr_path).unwrap();
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+        let child = c.spawn().expect("spawn metro");
+        Agent {
+            child: Some(child),
+            stderr_path: stderr_path.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
+    }
+
+    /// Wait for it to exit, at most `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > end {
+                panic!(
+                    "metro did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Poll the log until it contains `needle`.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            if Instant::now() > end {
+                panic!("metro's log never said {needle:?}; log:\n{}", self.log());
+            }
+            if !self.alive() {
+                panic!(
+                    "metro exited before saying {needle:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+// --- DogStatsD ------------------------------------------------------------------------------
+
+/// One metric line, parsed independently of metro's own encoder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub ty: String,
+    pub tags: Vec<String>,
+    /// When the datagram arrived.
+    pub at: Instant,
+}
+
+impl Metric {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        let prefix = format!("{key}:");
+        self.tags
+            .iter()
+            .find_map(|t| t.strip_prefix(prefix.as_str()))
+    }
+}
+
+/// Parse one datagram: `name:value|type[|#tags]` lines joined by `\n`.
+pub fn parse(datagram: &str, at: Instant) -> Vec<Metric> {
+    datagram
+        .split('\n')
+        .map(|line| {
+            let mut parts = line.split('|');
+            let nv = parts.next().unwrap();
+            let colon = nv
+                .rfind(':')
+                .unwrap_or_else(|| panic!("no value in {line:?}"));
+            let (name, value) = (&nv[..colon], &nv[colon + 1..]);
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            let ty = parts
+                .next()
+                .unwrap_or_else(|| panic!("no type in {line:?}"))
+                .to_string();
+            assert!(ty == "g" || ty == "c", "unexpected type in {line:?}");
+            let mut tags = Vec::new();
+            for p in parts {
+                let t = p
+                    .strip_prefix('#')
+                    .unwrap_or_else(|| panic!("unexpected field in {line:?}"));
+                tags.extend(t.split(',').map(String::from));
+            }
+            assert!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_'),
+                "{line:?}"
+            );
+            Metric {
+                name: name.to_string(),
+                value,
+                ty,
+                tags,
+                at,
+            }
+        })
+        .collect()
+}
+
+enum Sock {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+/// A DogStatsD receiver collecting every metric, with the largest datagram seen.
+pub struct Statsd {
+    pub metrics: Arc<Mutex<Vec<Metric>>>,
+    pub max_datagram: Arc<Mutex<usize>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Statsd {
+    pub fn udp(s: UdpSocket) -> Statsd {
+        Self::start(Sock::Udp(s))
+    }
+    pub fn unix(s: UnixDatagram) -> Statsd {
+        Self::start(Sock::Unix(s))
+    }
+
+    fn start(s: Sock) -> Statsd {
+        let metrics = Arc::new(Mutex::new(Vec::new()));
+        let max_datagram = Arc::new(Mutex::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, mx, st) = (metrics.clone(), max_datagram.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            match &s {
+                Sock::Udp(u) => u.set_read_timeout(Some(Duration::from_millis(50))).unwrap(),
+                Sock::Unix(u) => u.set_read_timeout(Some(Duration::from_millis(50))).unwrap(),
+            }
+            while !st.load(Ordering::Relaxed) {
+                let r = match &s {
+                    Sock::Udp(u) => u.recv(&mut buf),
+                    Sock::Unix(u) => u.recv(&mut buf),
+                };
+                if let Ok(n) = r {
+                    let text = std::str::from_utf8(&buf[..n]).expect("datagram is not UTF-8");
+                    let parsed = parse(text, Instant::now());
+                    let mut g = mx.lock().unwrap();
+                    *g = (*g).max(n);
+                    m.lock().unwrap().extend(parsed);
+                }
+            }
+        });
+        Statsd {
+            metrics,
+            max_datagram,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn all(&self) -> Vec<Metric> {
+        self.metrics.lock().unwrap().clone()
+    }
+
+    /// Poll until `pred` holds over everything received; panics (with what was received
+    /// and the agent's log) after `timeout`.
+    pub fn wait_for(
+        &self,
+        agent: &mut Agent,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&[Metric]) -> bool,
+    ) -> Vec<Metric> {
+        let end = Instant::now() + timeout;
+        loop {
+            let all = self.all();
+            if pred(&all) {
+                return all;
+            }
+            if Instant::now() > end || !agent.alive() {
+                let names: std::collections::BTreeSet<String> = all
+                    .iter()
+                    .map(|m| format!("{} {:?}", m.name, m.tags))
+                    .collect();
+                panic!(
+                    "timed out waiting for {what} ({} metrics received: {:#?})\nmetro's log:\n{}",
+                    all.len(),
+                    names,
+                    agent.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Statsd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Metrics named `name`.
+pub fn named<'a>(all: &'a [Metric], name: &str) -> Vec<&'a Metric> {
+    all.iter().filter(|m| m.name == name).collect()
+}
+
+/// HTTP GET on a plain TCP connection; returns the body. `ns` joins the namespace first.
+pub fn http_get(ns: &Netns, addr: &str, path: &str) -> String {
+    let (addr, path) = (addr.to_string(), path.to_string());
+    ns.enter(move || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&addr).expect("connect to the metrics endpoint");
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: metro\r\nAccept: */*\r\n\r\n"
+        )
+        .unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        let (head, body) = s.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_string()
+    })
+}
