@@ -69,8 +69,8 @@ best_of() {
         t0=$(date +%s.%N)
         "$@" >/dev/null 2>&1 || { echo "FAILED: $*" >&2; echo "nan"; return; }
         t1=$(date +%s.%N)
-        dt=$(echo "$t1 - $t0" | bc -l)
-        if [[ -z $best ]] || (($(echo "$dt < $best" | bc -l))); then best=$dt; fi
+        dt=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", b - a }')
+        if [[ -z $best ]] || awk -v d="$dt" -v b="$best" 'BEGIN { exit !(d < b) }'; then best=$dt; fi
     done
     echo "$best"
 }
@@ -108,8 +108,8 @@ for i in "${!names[@]}"; do
         printf '%-24s %10s\n' "${names[$i]}" "failed"
         continue
     fi
-    printf '%-24s %10.3f %12.2f %10.1f\n' "${names[$i]}" "$t" "$(echo "$PACKETS / $t / 1000000" | bc -l)" \
-        "$(echo "$t / $base" | bc -l)"
+    awk -v n="${names[$i]}" -v t="$t" -v p="$PACKETS" -v b="$base" \
+        'BEGIN { printf "%-24s %10.3f %12.2f %10.1f\n", n, t, p / t / 1e6, t / b }'
 done
 if command -v tshark >/dev/null; then
     n=$(tshark -n -r "$file" -Y tcp.analysis.ack_rtt -T fields -e tcp.analysis.ack_rtt 2>/dev/null | wc -l)

@@ -12,6 +12,7 @@
 //! concurrent connections and for 10M vs 50M packets of the same mix. Prints a table and
 //! writes it as Markdown to target/bench-data/results.md.
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,7 +22,7 @@ use anyhow::{Context, bail};
 use metro::r#gen::GenConfig;
 use metro_bench::{
     Measure, RunOut, analyze_library, cores, cpu_model, decode, engine_alone, ensure_capture,
-    floor, measure, pipeline, reader, run_child, target_dir,
+    floor, measure, pipeline, reader, run_child, runner_main_if_requested, target_dir,
 };
 
 struct Opts {
@@ -107,16 +108,19 @@ fn build_metro(o: &Opts) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn analyze_cmd(o: &Opts, file: &Path, one_core: bool) -> Command {
-    let mut c = if one_core {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"]).arg(&o.metro);
-        c
-    } else {
-        Command::new(&o.metro)
-    };
-    c.args(["analyze", "--quiet"]).arg(file);
-    c
+/// `metro analyze --quiet FILE`, pinned to core 0 with `taskset` if `one_core`.
+fn analyze_argv(o: &Opts, file: &Path, one_core: bool) -> Vec<OsString> {
+    let mut v: Vec<OsString> = Vec::new();
+    if one_core {
+        v.extend(["taskset".into(), "-c".into(), "0".into()]);
+    }
+    v.extend([
+        o.metro.clone().into_os_string(),
+        "analyze".into(),
+        "--quiet".into(),
+        file.into(),
+    ]);
+    v
 }
 
 fn mib(kib: u64) -> f64 {
@@ -124,6 +128,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    runner_main_if_requested();
     let o = parse()?;
     let started = Instant::now();
     let cfg = GenConfig {
@@ -172,13 +177,13 @@ fn main() -> anyhow::Result<()> {
     if have_bin {
         if have_taskset {
             rows.push(measure("`metro analyze` binary, 1 core", r, || {
-                run_child(&mut analyze_cmd(&o, &file, true), o.packets)
+                run_child(&analyze_argv(&o, &file, true), o.packets, None)
             })?);
         }
         rows.push(measure(
             &format!("`metro analyze` binary, {} cores", cores()),
             r,
-            || run_child(&mut analyze_cmd(&o, &file, false), o.packets),
+            || run_child(&analyze_argv(&o, &file, false), o.packets, None),
         )?);
     }
     let floor_ns = rows[0].ns_per_packet();
@@ -238,18 +243,22 @@ fn main() -> anyhow::Result<()> {
             md,
             "\n| capture | packets | connections | peak RSS MiB | s |\n|---|---|---|---|---|"
         )?;
-        let (big, conns_1m) = if o.quick {
-            (5, 100_000)
+        // A million connections, all opened (handshake) within the first second and kept
+        // open: about 28 packets each before the last one has made its first exchange.
+        let (conns_1m, packets_1m) = if o.quick {
+            (100_000, 3_000_000)
         } else {
-            (5, 1_000_000)
+            (1_000_000, 30_000_000)
         };
+        let big = 5;
         let cases = [
             (
                 "1M concurrent, no churn",
                 GenConfig {
-                    packets: o.packets,
+                    packets: packets_1m,
                     connections: conns_1m,
                     churn: false,
+                    midstream: 0.0,
                     ..cfg.clone()
                 },
             ),
@@ -279,11 +288,26 @@ fn main() -> anyhow::Result<()> {
         ];
         for (name, c) in cases {
             let f = ensure_capture(&c, &o.data)?;
-            let m = measure(name, 1, || {
-                run_child(&mut analyze_cmd(&o, &f, false), c.packets)
-            })?;
+            // Not quiet: the closing summary (on stderr, kept in a file) says how many
+            // connections metro saw.
+            let log = o.data.join("last-analyze-stderr.txt");
+            let argv = [
+                o.metro.clone().into_os_string(),
+                "analyze".into(),
+                f.clone().into_os_string(),
+            ];
+            let m = measure(name, 1, || run_child(&argv, c.packets, Some(&log)))?;
+            let seen = std::fs::read_to_string(&log)
+                .ok()
+                .and_then(|t| {
+                    let l = t.lines().find(|l| l.starts_with("summary:"))?;
+                    let w: Vec<&str> = l.split_whitespace().collect();
+                    let i = w.iter().position(|x| x.starts_with("connections"))?;
+                    Some(w[i - 1].to_string())
+                })
+                .unwrap_or_else(|| "?".into());
             let line = format!(
-                "| {name} | {} | {} | {:.0} | {:.1} |",
+                "| {name} | {} | {} | {seen} | {:.0} | {:.1} |",
                 c.packets,
                 c.connections,
                 mib(m.max_rss_kib.unwrap_or(0)),

@@ -1,3 +1,4 @@
+//! Generator throughput: `gen_speed PACKETS CONNECTIONS [sink]` (sink: no file).
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let packets: u64 = a.get(1).map_or(1_000_000, |s| s.parse().unwrap());
@@ -8,11 +9,12 @@ fn main() {
         ..Default::default()
     };
     let t = std::time::Instant::now();
-    let out = std::io::BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create("/tmp/gen_speed.pcap").unwrap(),
-    );
-    let s = metro::r#gen::write_capture(&cfg, out).unwrap();
+    let s = if a.get(3).is_some_and(|s| s == "sink") {
+        metro::r#gen::write_capture(&cfg, std::io::sink()).unwrap()
+    } else {
+        let f = std::fs::File::create("/tmp/gen_speed.pcap").unwrap();
+        metro::r#gen::write_capture(&cfg, std::io::BufWriter::with_capacity(1 << 20, f)).unwrap()
+    };
     let e = t.elapsed().as_secs_f64();
     eprintln!("{s:?} {:.2} s {:.2} Mpps", e, s.packets as f64 / e / 1e6);
 }

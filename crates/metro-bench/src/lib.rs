@@ -6,11 +6,12 @@
 //! Every stage reads the same file, which the floor has just pulled into the page cache, so
 //! ratios to the floor measured in the same run stay meaningful as machines drift.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -333,33 +334,90 @@ pub fn analyze_library(path: &Path) -> anyhow::Result<RunOut> {
     })
 }
 
-/// Runs a command with standard output to /dev/null; returns its wall time (measured by the
-/// caller), peak RSS and CPU time (from `wait4`). Fails if it exits non-zero.
-pub fn run_child(cmd: &mut Command, packets: u64) -> anyhow::Result<RunOut> {
-    let child = cmd
-        .stdout(std::process::Stdio::null())
+/// Set in the environment of a runner: see [`runner_main_if_requested`].
+const RUNNER_ENV: &str = "METRO_BENCH_RUNNER";
+
+/// Runs `argv` (standard output to /dev/null, standard error to `stderr` or inherited) and
+/// returns its wall time, peak RSS and CPU time.
+///
+/// Linux charges a child's peak RSS with the peak of the process it was forked from (exec
+/// records the old address space's high-water mark in the shared `signal->maxrss`), so a
+/// child of this big benchmark process would report our own peak. The command is therefore
+/// started by a runner: this same executable re-executed small (see
+/// [`runner_main_if_requested`]), which forks the command and reports its `wait4` figures.
+pub fn run_child(argv: &[OsString], packets: u64, stderr: Option<&Path>) -> anyhow::Result<RunOut> {
+    let mut runner = Command::new(std::env::current_exe()?);
+    runner.env(RUNNER_ENV, "1").args(argv).stdin(Stdio::null());
+    if let Some(p) = stderr {
+        runner.stderr(File::create(p)?);
+    }
+    let out = runner
+        .output()
+        .with_context(|| format!("running {argv:?}"))?;
+    if !out.status.success() {
+        bail!("{argv:?} failed ({})", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [wall_ns, rss_kib, cpu_ns] = v[..] else {
+        bail!("runner said {text:?}")
+    };
+    Ok(RunOut {
+        packets,
+        max_rss_kib: Some(rss_kib),
+        cpu: Some(Duration::from_nanos(cpu_ns)),
+        timed: Some(Duration::from_nanos(wall_ns)),
+        ..RunOut::default()
+    })
+}
+
+/// Call first in `main` of any program that uses [`run_child`]: in a runner, runs the
+/// command given as arguments, prints "wall_ns max_rss_kib cpu_ns" and exits.
+pub fn runner_main_if_requested() {
+    if std::env::var_os(RUNNER_ENV).is_none() {
+        return;
+    }
+    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match run_and_wait(&argv) {
+        Ok((wall, rss, cpu)) => {
+            println!("{} {rss} {}", wall.as_nanos(), cpu.as_nanos());
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("runner: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run_and_wait(argv: &[OsString]) -> anyhow::Result<(Duration, u64, Duration)> {
+    let (prog, args) = argv.split_first().context("no command")?;
+    let started = Instant::now();
+    let child = Command::new(prog)
+        .args(args)
+        .env_remove(RUNNER_ENV)
+        .stdout(Stdio::null())
         .spawn()
-        .with_context(|| format!("running {cmd:?}"))?;
+        .with_context(|| format!("running {argv:?}"))?;
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data, zero is a valid value; wait4 fills it for our own child.
+    // SAFETY: rusage is plain old data, zero is a valid value; wait4 fills it for our child.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child, not yet reaped (std's Child is dropped without waiting).
+    // SAFETY: pid is our own child, not reaped yet (std's Child is dropped without waiting).
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let wall = started.elapsed();
     if rc != pid {
-        bail!("wait4 on {cmd:?}: {}", io::Error::last_os_error());
+        bail!("wait4: {}", io::Error::last_os_error());
     }
     drop(child);
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        bail!("{cmd:?} failed (wait status {status:#x})");
+        bail!("{argv:?} failed (wait status {status:#x})");
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Ok(RunOut {
-        packets,
-        max_rss_kib: Some(ru.ru_maxrss as u64),
-        cpu: Some(tv(ru.ru_utime) + tv(ru.ru_stime)),
-        ..RunOut::default()
-    })
+    Ok((wall, ru.ru_maxrss as u64, tv(ru.ru_utime) + tv(ru.ru_stime)))
 }
 
 /// "AMD EPYC 7B13" or whatever /proc/cpuinfo says.

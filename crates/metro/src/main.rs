@@ -22,12 +22,25 @@ struct Cli {
 enum Command {
     /// Measure RTT in pcap/pcapng capture files (offline; the same engine as `run`).
     Analyze(AnalyzeArgs),
+    /// Capture live traffic and report RTT to DogStatsD and Prometheus (a drop-in go-metro
+    /// replacement; `metro -cfg=PATH` is accepted too).
+    Run(metro::agent::RunArgs),
+    /// Check a configuration: print it with defaults filled in, and every warning.
+    CheckConfig(metro::agent::CheckConfigArgs),
+    /// Write a deterministic synthetic capture (for benchmarks and tests).
+    Generate(metro::r#gen::GenArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // go-metro's service files run `go-metro -cfg=PATH -log=PATH`: translate its flags.
+    let cli = Cli::parse_from(metro::agent::translate_legacy_args(
+        std::env::args_os().collect(),
+    ));
     let result = match &cli.command {
         Command::Analyze(args) => metro::analyze::run(args),
+        Command::Run(args) => metro::agent::run(args.clone()).map(|()| 0),
+        Command::CheckConfig(args) => metro::agent::check_config(args.clone()).map(|()| 0),
+        Command::Generate(args) => metro::r#gen::generate(args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

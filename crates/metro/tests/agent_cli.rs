@@ -224,3 +224,100 @@ fn file_instance_reports_on_packet_time_and_exits() {
     assert!((70.0..=73.0).contains(&n), "{n} samples");
     assert_eq!(named(&all, "metro.packets.received").len(), 4);
 }
+
+/// Run a file instance with `extra` instance keys over `frames`; returns every metric sent.
+fn run_file(tag: &str, frames: &mut [frames::Frame], ips: &str, extra: &str) -> Vec<Metric> {
+    let dir = TempDir::new(tag);
+    let pcap = dir.path("in.pcap");
+    frames::write_pcap(&pcap, frames);
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let cfg = dir.write(
+        "metro.yaml",
+        &format!(
+            "init_config:\n  statsd_port: {port}\n  flush_interval: 10\ninstances:\n  - interface: file\n    pcap: {}\n    ips: [{ips}]\n{extra}",
+            pcap.display()
+        ),
+    );
+    let (st, _, err) = metro_output(&["run", "--config", cfg.to_str().unwrap()]);
+    assert!(st.success(), "{err}");
+    let mut all: Vec<Metric> = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = rx.recv(&mut buf) {
+        all.extend(parse(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            Instant::now(),
+        ));
+    }
+    all
+}
+
+#[test]
+fn max_flows_holds_and_evictions_are_counted() {
+    // 20 connections at once (20 clients, one server), 5 allowed.
+    let mut fr = Vec::new();
+    for k in 0..20u8 {
+        fr.extend(frames::conversation(
+            [10, 9, 1, 10 + k],
+            [10, 9, 1, 2],
+            [2, 0, 0, 0, 1, k],
+            [2, 0, 0, 0, 0, 2],
+            1_700_000_000_000_000_000 + i64::from(k) * 10_000_000,
+            5.0,
+            30,
+            100.0,
+            None,
+        ));
+    }
+    let all = run_file("maxflows", &mut fr, "10.9.1.2", "    max_flows: 5\n");
+    let active = named(&all, "metro.flows.active");
+    assert!(!active.is_empty());
+    assert!(active.iter().all(|m| m.value <= 5.0), "{active:?}");
+    let evicted: f64 = named(&all, "metro.flows.evicted")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    assert!(evicted >= 15.0, "{evicted} evictions");
+}
+
+#[test]
+fn sample_duty_cycle_skips_the_off_periods() {
+    // The 35 s conversation of the test above, sampled 5 s on, 5 s off: about 40 of its
+    // 72 samples fall in the four windows.
+    let mut fr = frames::conversation(
+        [10, 9, 0, 1],
+        [10, 9, 0, 2],
+        [2, 0, 0, 0, 0, 1],
+        [2, 0, 0, 0, 0, 2],
+        1_700_000_000_000_000_000,
+        25.0,
+        70,
+        500.0,
+        None,
+    );
+    let all = run_file(
+        "duty",
+        &mut fr,
+        "10.9.0.2",
+        "    sample: true\n    sample_duration: 5\n    sample_interval: 5\n",
+    );
+    let n: f64 = named(&all, "system.net.tcp.rtt.samples")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    assert!((35.0..=45.0).contains(&n), "{n} samples");
+}
+
+#[test]
+fn deploy_examples_are_valid() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    for name in ["go-metro.yaml", "metro.yaml"] {
+        let l = metro::agent::config::load(&deploy.join(name)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(l.warnings.is_empty(), "{name}: {:?}", l.warnings);
+    }
+    let unit = std::fs::read_to_string(deploy.join("metro.service")).unwrap();
+    assert!(unit.contains("AmbientCapabilities=CAP_NET_RAW"));
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+}

@@ -168,7 +168,14 @@ impl Conn {
         let responder = SocketAddr::new(pkt.src, tcp.sport);
         let peer = SocketAddr::new(pkt.dst, tcp.dport);
         let id = self.id;
+        // A first fragment reaches the receiver only with the last fragment, which the
+        // capture shows without a TCP header: its time is not the segment's time.
+        let timed = !pkt.first_fragment;
         let emit = |cx: &mut Ctx<'_, O>, kind: Kind, open: Pending| {
+            if !timed {
+                cx.counters.ambiguous += 1;
+                return;
+            }
             let rtt = ts - open.ts;
             if rtt <= 0 {
                 cx.counters.non_positive += 1;
@@ -268,7 +275,7 @@ impl Conn {
                     snd.right = end;
                 }
             }
-            if record {
+            if record && timed {
                 if snd.segs.len() >= cx.cfg.max_pending_segments {
                     snd.segs.pop_front(cx.pool);
                     cx.counters.segments_evicted += 1;
@@ -300,7 +307,7 @@ impl Conn {
                     }
                 }
             }
-            if occupies && tsval != 0 && (!snd.has(TS_SEEN) || gt(tsval, snd.ts_last)) {
+            if occupies && timed && tsval != 0 && (!snd.has(TS_SEEN) || gt(tsval, snd.ts_last)) {
                 while let Some(front) = snd.tsvals.front(cx.pool) {
                     if ts - front.ts <= cx.cfg.tsval_max_age {
                         break;

@@ -70,16 +70,19 @@ pub fn decode_ip(ip: &[u8], depth: u8) -> Result<Packet<'_>, DecodeError> {
 /// TCP; `depth` is how many IP headers enclose it.
 #[inline]
 pub fn decode_net(mut l3: Network<'_>, mut depth: u8) -> Result<Packet<'_>, DecodeError> {
+    // Whether this IP header or an enclosing one is the first fragment of several.
+    let mut in_first_fragment = false;
     loop {
         let ip = match l3.net {
             Net::Ipv4 => ipv4(l3.bytes, l3.exact)?,
             Net::Ipv6 => ipv6(l3.bytes, l3.exact)?,
         };
+        in_first_fragment |= ip.first_fragment;
         if ip.proto == proto::TCP && !ip.later_fragment {
             let seg = match tcp::parse(ip.payload, ip.payload_len) {
                 Ok(seg) => seg,
                 // A first fragment too short for the whole TCP header.
-                Err(_) if ip.first_fragment => return Err(DecodeError::Fragment),
+                Err(_) if in_first_fragment => return Err(DecodeError::Fragment),
                 Err(e) => return Err(e),
             };
             return Ok(Packet {
@@ -90,6 +93,7 @@ pub fn decode_net(mut l3: Network<'_>, mut depth: u8) -> Result<Packet<'_>, Deco
                 payload_len: seg.payload_len,
                 payload: seg.payload,
                 tunnel_depth: depth,
+                first_fragment: in_first_fragment,
             });
         }
         let next = match ip.proto {
@@ -329,10 +333,13 @@ mod tests {
         // ... of ICMP: not TCP, whatever the fragment.
         f[9] = 1;
         assert_eq!(raw(&f).unwrap_err(), DecodeError::NotTcp);
-        // The first fragment (MF set, offset 0) has the TCP header.
+        // The first fragment (MF set, offset 0) has the TCP header, marked as such.
         let mut f = t.clone();
         f[6] = 0x20;
-        check(&raw(&f).unwrap(), false, 0);
+        let p = raw(&f).unwrap();
+        check(&p, false, 0);
+        assert!(p.first_fragment);
+        assert!(!raw(&t).unwrap().first_fragment);
         // A first fragment too short for the TCP header.
         let mut f = ipv4(6, &tcp()[..8]);
         f[6] = 0x20;

@@ -9,7 +9,7 @@
 //! Parsing is a small state machine (`Next`) driven by `resolve`, so a GRE or VXLAN
 //! tunnel in `tunnel.rs` can re-enter it at any layer. The number of steps is bounded, so no
 //! input can make it loop (MPLS pseudowire inside MPLS pseudowire ...). The common case —
-//! Ethernet carrying IPv4 or IPv6 — never enters the state machine.
+//! Ethernet, VLAN-tagged or not, carrying IPv4 or IPv6 — never enters the state machine.
 
 use super::{DecodeError, Layer, linktype as lt};
 
@@ -64,6 +64,8 @@ mod ppp_proto {
 const MAX_STEPS: usize = 32;
 /// Upper bound on MPLS labels in one stack.
 const MAX_MPLS_LABELS: usize = 16;
+/// Upper bound on VLAN tags in one stack.
+const MAX_VLAN_TAGS: usize = 16;
 
 /// Where the link-layer state machine goes next, with the bytes that start there.
 #[derive(Clone, Copy, Debug)]
@@ -95,11 +97,12 @@ pub(super) enum Next<'a> {
 #[inline]
 pub fn strip(linktype: u32, frame: &[u8]) -> Result<Network<'_>, DecodeError> {
     if linktype == lt::ETHERNET {
-        // Straight-line common case: untagged Ethernet II carrying IP.
+        // Straight-line common case: Ethernet II, maybe VLAN-tagged, carrying IP.
         let Some((hdr, rest)) = frame.split_first_chunk::<14>() else {
             return Err(DecodeError::Truncated(Layer::Link));
         };
-        return match u16::from_be_bytes([hdr[12], hdr[13]]) {
+        let (t, rest) = untag(u16::from_be_bytes([hdr[12], hdr[13]]), rest)?;
+        return match t {
             ethertype::IPV4 => Ok(Network::captured(Net::Ipv4, rest)),
             ethertype::IPV6 => Ok(Network::captured(Net::Ipv6, rest)),
             t => resolve(Next::EtherType(t, rest)),
@@ -197,11 +200,8 @@ fn by_ethertype(t: u16, b: &[u8]) -> Result<Next<'_>, DecodeError> {
         et::IPV4 => Next::Ip(Net::Ipv4, b),
         et::IPV6 => Next::Ip(Net::Ipv6, b),
         et::VLAN | et::QINQ | et::QINQ_9100 | et::QINQ_9200 => {
-            // TCI (2) + the inner EtherType (2).
-            let (tag, rest) = b
-                .split_first_chunk::<4>()
-                .ok_or(DecodeError::Truncated(Layer::Vlan))?;
-            Next::EtherType(u16::from_be_bytes([tag[2], tag[3]]), rest)
+            let (t, rest) = untag(t, b)?;
+            Next::EtherType(t, rest)
         }
         et::PBB => {
             // 802.1ah I-TAG (4), customer DA and SA (12), then the customer EtherType.
@@ -217,6 +217,28 @@ fn by_ethertype(t: u16, b: &[u8]) -> Result<Next<'_>, DecodeError> {
         0..=et::MAX_8023_LEN => Next::Llc(b),
         _ => return Err(DecodeError::NotIp),
     })
+}
+
+/// Pops a stack of VLAN tags (TCI and the next EtherType, 4 bytes each) if `t` starts
+/// one; returns the first EtherType that is not a tag and the bytes after it. Kept out of
+/// the state machine: tagged traffic is common and each state-machine step costs more
+/// than a tag.
+#[inline]
+fn untag(mut t: u16, mut b: &[u8]) -> Result<(u16, &[u8]), DecodeError> {
+    use ethertype as et;
+    let mut tags = 0;
+    while matches!(t, et::VLAN | et::QINQ | et::QINQ_9100 | et::QINQ_9200) {
+        if tags == MAX_VLAN_TAGS {
+            return Err(DecodeError::TooDeep);
+        }
+        let (tag, rest) = b
+            .split_first_chunk::<4>()
+            .ok_or(DecodeError::Truncated(Layer::Vlan))?;
+        t = u16::from_be_bytes([tag[2], tag[3]]);
+        b = rest;
+        tags += 1;
+    }
+    Ok((t, b))
 }
 
 /// 802.2 LLC: SNAP carries an EtherType; SAP 0x06 is IPv4 directly (RFC 948).

@@ -1,12 +1,14 @@
 //! Decoding one captured frame into a borrowed view of its innermost TCP segment.
 //!
 //! Owns: link layers, VLAN/MPLS/PPPoE, IPv4/IPv6 (extension headers), tunnels (IP-in-IP,
-//! GRE, VXLAN, Geneve), TCP header and options. Never allocates, never panics: every read
-//! is bounds-checked and a malformed option ends option parsing while keeping the header.
+//! GRE/ERSPAN, VXLAN, Geneve, GTP-U, Teredo, AYIYA, L2TP), TCP header and options. Never
+//! allocates, never panics: every read is bounds-checked and a malformed option ends option
+//! parsing while keeping the header.
 //!
 //! Files: `link.rs` (everything before the IP header, per LINKTYPE), `ip.rs` (IPv4/IPv6 and
 //! the loop down through nested IP headers), `tunnel.rs` (GRE/ERSPAN and the UDP tunnels:
-//! VXLAN, Geneve, GTP-U, Teredo, AYIYA), `tcp.rs` (TCP header and options).
+//! VXLAN, Geneve, GTP-U, Teredo, AYIYA, L2TPv2), `tcp.rs` (TCP header and options).
+//! The innermost TCP wins; [`Packet::tunnel_depth`] counts the IP headers around it.
 
 pub mod ip;
 pub mod link;
@@ -121,6 +123,10 @@ pub struct Packet<'a> {
     pub payload: &'a [u8],
     /// How many IP headers enclosed the innermost one (0 = not tunnelled).
     pub tunnel_depth: u8,
+    /// The segment (or a tunnel around it) is the first fragment of a fragmented IP
+    /// datagram. Its receiver gets it only with the last fragment, which carries no TCP
+    /// header of its own, so the engine uses it to track state but times nothing by it.
+    pub first_fragment: bool,
 }
 
 /// A TCP header with its options parsed.
@@ -147,7 +153,8 @@ pub enum DecodeError {
     NotIp,
     /// IP, but not TCP at the innermost layer (UDP that is not a tunnel, ICMP, ...).
     NotTcp,
-    /// An IPv4/IPv6 fragment other than the first: no TCP header to read.
+    /// An IP fragment other than the first (no TCP header here), or a first fragment too
+    /// short to hold the TCP header.
     Fragment,
     /// A header field holds an impossible value (IHL < 5, TCP data offset < 5, ...).
     Malformed(Layer),

@@ -143,6 +143,11 @@ impl Processor {
         &self.watch.1
     }
 
+    /// The generation of the watch list this processor uses.
+    pub fn watch_generation(&self) -> u64 {
+        self.watch.0
+    }
+
     #[inline]
     pub fn packet(&mut self, linktype: u32, ts: i64, data: &[u8]) {
         self.frame += 1;
@@ -154,10 +159,10 @@ impl Processor {
             self.locals = self.shared.locals.get();
         }
         self.refresh_watch();
-        if let Some(d) = &mut self.duty {
-            if !d.admit(ts) {
-                return;
-            }
+        if let Some(d) = &mut self.duty
+            && !d.admit(ts)
+        {
+            return;
         }
         match metro_core::wire::decode(linktype, data) {
             Ok(pkt) => {
@@ -282,6 +287,7 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
             }
         }
         proc.refresh_watch();
+        let mut filter_gen = proc.watch_generation();
         install_filter(&mut live, &iface, &w.base_filter, proc.watch());
         let linktype = live.linktype();
         let mut last_stats = Instant::now();
@@ -290,10 +296,12 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
             if w.stop.load(Ordering::Relaxed) {
                 break 'outer;
             }
-            if proc.refresh_watch() {
+            if w.shared.watch.generation() != filter_gen {
+                proc.refresh_watch();
+                filter_gen = proc.watch_generation();
                 install_filter(&mut live, &iface, &w.base_filter, proc.watch());
             }
-            match live.next() {
+            match live.next_packet() {
                 Ok(Next::Packet { ts, data }) => proc.packet(linktype, ts, data),
                 Ok(Next::Timeout) => proc.tick(wall_ns()),
                 Err(e) => {
@@ -365,8 +373,9 @@ pub fn run_file(
             next_flush = Some(n);
         }
         // The same kernel filter as live capture, run in user space.
-        if proc.refresh_watch() || watch_gen == 0 {
-            watch_gen = w.shared.watch.generation();
+        proc.refresh_watch();
+        if proc.watch_generation() != watch_gen {
+            watch_gen = proc.watch_generation();
             programs.clear();
         }
         let prog = match programs.iter().position(|(lt, _)| *lt == rec.linktype) {
@@ -381,10 +390,10 @@ pub fn run_file(
                 &programs.last().expect("just pushed").1
             }
         };
-        if let Some(p) = prog {
-            if !p.filter(rec.data) {
-                continue;
-            }
+        if let Some(p) = prog
+            && !p.filter(rec.data)
+        {
+            continue;
         }
         proc.packet(rec.linktype, ts, rec.data);
     }

@@ -1,7 +1,8 @@
 //! Live capture with libpcap: one handle per instance, not promiscuous, the configured
-//! snaplen and kernel buffer, immediate delivery with a 100 ms read timeout (so the capture
-//! thread notices a stop request or a new filter promptly, and never spins), nanosecond
-//! time stamps.
+//! snaplen and kernel buffer, immediate delivery, nanosecond time stamps. The handle is
+//! non-blocking and metro polls its descriptor itself with a 100 ms timeout: libpcap's own
+//! read timeout does not return on Linux in immediate mode when no packet arrives, and the
+//! capture thread must notice a stop request or a new filter promptly without spinning.
 //!
 //! Opening errors are classified so that the operator reads what to do: a missing
 //! interface lists the ones that exist, a missing capability names the exact `setcap`
@@ -18,7 +19,7 @@ pub const READ_TIMEOUT_MS: i32 = 100;
 /// Why a capture could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenError {
-    /// No such interface; `available` lists those libpcap can open.
+    /// No such interface; `available` lists the interfaces that exist.
     NoDevice {
         iface: String,
         available: Vec<String>,
@@ -80,6 +81,14 @@ pub fn device_names() -> Vec<String> {
     }
 }
 
+/// The interfaces worth naming to an operator: this namespace's network interfaces, then
+/// `any` (libpcap also lists pseudo-devices such as `nflog` or `dbus-system`).
+pub fn interface_list() -> Vec<String> {
+    let mut v = super::resolve::interface_names();
+    v.push("any".to_string());
+    v
+}
+
 /// Whether this process holds CAP_NET_RAW in its effective set (from /proc/self/status).
 pub fn has_cap_net_raw() -> bool {
     const CAP_NET_RAW: u32 = 13;
@@ -105,7 +114,7 @@ fn classify(iface: &str, detail: String) -> OpenError {
         if !available.is_empty() && !available.iter().any(|n| n == iface) {
             return OpenError::NoDevice {
                 iface: iface.to_string(),
-                available,
+                available: interface_list(),
             };
         }
     }
@@ -126,7 +135,7 @@ fn classify(iface: &str, detail: String) -> OpenError {
     if lower.contains("no such device") || lower.contains("disappeared") {
         return OpenError::NoDevice {
             iface: iface.to_string(),
-            available: device_names(),
+            available: interface_list(),
         };
     }
     OpenError::Other {
@@ -146,9 +155,12 @@ pub struct LiveOptions {
 /// An open live capture.
 pub struct Live {
     cap: Capture<Active>,
+    fd: std::os::fd::RawFd,
     linktype: u32,
     /// Time stamps are in ns (else µs).
     nanos: bool,
+    /// Consecutive polls that reported an error condition without libpcap reporting one.
+    error_polls: u32,
 }
 
 unsafe extern "C" {
@@ -162,7 +174,7 @@ pub fn open(opts: &LiveOptions) -> Result<Live, OpenError> {
         if !available.is_empty() && !available.iter().any(|n| n == &opts.iface) {
             return Err(OpenError::NoDevice {
                 iface: opts.iface.clone(),
-                available,
+                available: interface_list(),
             });
         }
     }
@@ -177,17 +189,23 @@ pub fn open(opts: &LiveOptions) -> Result<Live, OpenError> {
         .precision(Precision::Nano)
         .open()
         .map_err(|e| classify(&opts.iface, e.to_string()))?;
+    let cap = cap
+        .setnonblock()
+        .map_err(|e| classify(&opts.iface, e.to_string()))?;
     let linktype = cap.get_datalink().0 as u32;
     // SAFETY: the handle is valid for the life of `cap`; the call only reads a field.
     let nanos = unsafe { pcap_get_tstamp_precision(cap.as_ptr().cast()) } == 1;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&cap);
     Ok(Live {
         cap,
+        fd,
         linktype,
         nanos,
+        error_polls: 0,
     })
 }
 
-/// One packet from [`Live::next`].
+/// One packet from [`Live::next_packet`].
 pub enum Next<'a> {
     Packet {
         ts: i64,
@@ -212,24 +230,48 @@ impl Live {
         self.cap.filter(f, true).map_err(|e| e.to_string())
     }
 
-    /// The next packet, or a timeout, or the error that ended the capture (the interface
-    /// went down or disappeared).
-    pub fn next(&mut self) -> Result<Next<'_>, String> {
+    /// The next packet, or a timeout (none within the read timeout), or the error that
+    /// ended the capture (the interface went down or disappeared).
+    // `timeval` fields are i64 on 64-bit Linux, narrower elsewhere.
+    #[allow(clippy::useless_conversion)]
+    pub fn next_packet(&mut self) -> Result<Next<'_>, String> {
         let nanos = self.nanos;
         match self.cap.next_packet() {
             Ok(p) => {
+                self.error_polls = 0;
                 let tv = p.header.ts;
                 let sub = if nanos {
-                    tv.tv_usec as i64
+                    i64::from(tv.tv_usec)
                 } else {
-                    tv.tv_usec as i64 * 1000
+                    i64::from(tv.tv_usec) * 1000
                 };
                 Ok(Next::Packet {
-                    ts: tv.tv_sec as i64 * 1_000_000_000 + sub,
+                    ts: i64::from(tv.tv_sec) * 1_000_000_000 + sub,
                     data: p.data,
                 })
             }
-            Err(pcap::Error::TimeoutExpired) => Ok(Next::Timeout),
+            Err(pcap::Error::TimeoutExpired) => {
+                // Nothing buffered: wait for the descriptor (the next call reads).
+                let mut p = libc::pollfd {
+                    fd: self.fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                let r = unsafe { libc::poll(&mut p, 1, READ_TIMEOUT_MS) };
+                if r > 0 && p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                    // libpcap reports such conditions on the next read; if it keeps not
+                    // doing so, give up on this handle rather than spin.
+                    self.error_polls += 1;
+                    if self.error_polls > 50 {
+                        return Err(format!(
+                            "capture descriptor reports an error (poll revents {:#x})",
+                            p.revents
+                        ));
+                    }
+                }
+                Ok(Next::Timeout)
+            }
             Err(e) => Err(e.to_string()),
         }
     }

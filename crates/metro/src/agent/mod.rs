@@ -89,7 +89,7 @@ pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
                     errors.push(format!(
                         "{name}: no interface named `{}` on this host; the interfaces that exist are: {}",
                         inst.interface,
-                        devices.join(", ")
+                        live::interface_list().join(", ")
                     ));
                     continue;
                 }
@@ -114,12 +114,11 @@ pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if let config::StatsdTarget::Udp { host, .. } = &cfg.statsd {
-        if host.parse::<std::net::IpAddr>().is_err() {
-            if let Err(e) = resolve::resolve_host(host) {
-                warnings.push(format!("statsd_ip `{host}` does not resolve now: {e}"));
-            }
-        }
+    if let config::StatsdTarget::Udp { host, .. } = &cfg.statsd
+        && host.parse::<std::net::IpAddr>().is_err()
+        && let Err(e) = resolve::resolve_host(host)
+    {
+        warnings.push(format!("statsd_ip `{host}` does not resolve now: {e}"));
     }
     print!("{}", cfg.to_yaml());
     for w in &warnings {

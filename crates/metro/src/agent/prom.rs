@@ -297,10 +297,10 @@ impl PromServer {
                     if st.load(Ordering::Relaxed) {
                         break;
                     }
-                    if let Ok(c) = conn {
-                        if let Err(e) = serve(c, &prom) {
-                            tracing::debug!("prometheus: {e}");
-                        }
+                    if let Ok(c) = conn
+                        && let Err(e) = serve(c, &prom)
+                    {
+                        tracing::debug!("prometheus: {e}");
                     }
                 }
             })?;

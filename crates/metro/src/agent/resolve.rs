@@ -201,10 +201,10 @@ pub fn interface_addresses(iface: Option<&str>) -> io::Result<HashSet<IpAddr>> {
             if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
                 continue;
             }
-            if let Some(want) = iface.filter(|n| *n != "any") {
-                if CStr::from_ptr(ifa.ifa_name).to_bytes() != want.as_bytes() {
-                    continue;
-                }
+            if let Some(want) = iface.filter(|n| *n != "any")
+                && CStr::from_ptr(ifa.ifa_name).to_bytes() != want.as_bytes()
+            {
+                continue;
             }
             match i32::from((*ifa.ifa_addr).sa_family) {
                 libc::AF_INET => {
@@ -221,6 +221,32 @@ pub fn interface_addresses(iface: Option<&str>) -> io::Result<HashSet<IpAddr>> {
         libc::freeifaddrs(head);
     }
     Ok(out)
+}
+
+/// Names of this network namespace's interfaces (every one, with or without addresses).
+pub fn interface_names() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: as in `interface_addresses`.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut p = head;
+        while !p.is_null() {
+            let ifa = &*p;
+            p = ifa.ifa_next;
+            if ifa.ifa_name.is_null() {
+                continue;
+            }
+            let n = CStr::from_ptr(ifa.ifa_name).to_string_lossy().into_owned();
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        libc::freeifaddrs(head);
+    }
+    out
 }
 
 /// What the resolver keeps per instance.

@@ -83,14 +83,14 @@ impl Default for GenConfig {
             timestamps: 0.7,
             sack: 0.9,
             loss: 0.005,
-            bulk: 0.05,
+            bulk: 0.002,
             client_side: 0.2,
             midpath: 0.1,
             midstream: 0.5,
             snaplen: 128,
             nanos: false,
             start_ns: 1_700_000_000_000_000_000,
-            ramp_us: 100_000,
+            ramp_us: 1_000_000,
             churn: true,
         }
     }
@@ -133,7 +133,7 @@ impl GenConfig {
 }
 
 /// Bumped whenever the model changes the bytes for a given configuration (cache keys).
-pub const GENERATOR_VERSION: u32 = 1;
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// What a run produced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -233,7 +233,7 @@ pub struct GenArgs {
     #[arg(long, default_value_t = 0.005)]
     pub loss: f64,
     /// Fraction of bulk-transfer connections.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.002)]
     pub bulk: f64,
     /// Fraction of connections captured at the client.
     #[arg(long, default_value_t = 0.2)]

@@ -58,21 +58,24 @@ const APP_DELAY_US: &[Class] = &[
     class(100, 5_000, 60_000),
 ];
 /// Client time between a response and the next request.
+/// Mean about 5 s: most keep-alive connections are idle most of the time, so a busy server's
+/// 100k connections make a few hundred thousand packets per second, not tens of millions.
 const THINK_US: &[Class] = &[
-    class(500, 100, 10_000),
-    class(300, 10_000, 500_000),
-    class(200, 500_000, 5_000_000),
+    class(200, 1_000, 100_000),
+    class(400, 100_000, 2_000_000),
+    class(400, 2_000_000, 20_000_000),
 ];
 const REQUEST_BYTES: &[Class] = &[
     class(700, 50, 600),
     class(250, 600, 3_000),
     class(50, 3_000, 30_000),
 ];
+/// Mean about 20 KB (web objects, API responses, the odd download).
 const RESPONSE_BYTES: &[Class] = &[
-    class(500, 100, 2_000),
-    class(350, 2_000, 30_000),
-    class(140, 30_000, 300_000),
-    class(10, 300_000, 3_000_000),
+    class(600, 100, 2_000),
+    class(300, 2_000, 20_000),
+    class(95, 20_000, 200_000),
+    class(5, 200_000, 2_000_000),
 ];
 const BULK_BYTES: &[Class] = &[class(1, 1_000_000, 20_000_000)];
 /// Transactions on one request/response connection (keep-alive, RPC channels).
@@ -555,7 +558,8 @@ impl<W: Write> Ctx<'_, W> {
                 x.last_ack_sent = x.rcv_nxt;
                 x.ts_recent = peer_ts;
             }
-            let t = now + c.rng.pick(APP_DELAY_US) * US;
+            // Caught mid-life, it is probably idle: its first request comes after a think time.
+            let t = now + c.rng.pick(THINK_US) * US;
             self.schedule_simple(c, t, Kind::AppSend, CLIENT);
             return Ok(());
         }

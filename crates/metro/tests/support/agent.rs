@@ -65,6 +65,13 @@ fn program(args: &[&str]) -> (OsString, Vec<OsString>, Option<String>) {
     if has_run {
         (bin.into(), args.iter().map(OsString::from).collect(), None)
     } else {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!(
+                "NOTE: {bin} does not dispatch `run` yet: this test binary stands in for it \
+                 (metro::agent::run through the same argument translation)"
+            )
+        });
         let me = std::env::current_exe().unwrap();
         (
             me.into(),
@@ -309,7 +316,9 @@ enum Sock {
 /// A DogStatsD receiver collecting every metric, with the largest datagram seen.
 pub struct Statsd {
     pub metrics: Arc<Mutex<Vec<Metric>>>,
+    /// Largest datagram (bytes) and most metric lines in one datagram.
     pub max_datagram: Arc<Mutex<usize>>,
+    pub max_lines: Arc<Mutex<usize>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -325,8 +334,14 @@ impl Statsd {
     fn start(s: Sock) -> Statsd {
         let metrics = Arc::new(Mutex::new(Vec::new()));
         let max_datagram = Arc::new(Mutex::new(0));
+        let max_lines = Arc::new(Mutex::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (m, mx, st) = (metrics.clone(), max_datagram.clone(), stop.clone());
+        let (m, mx, ml, st) = (
+            metrics.clone(),
+            max_datagram.clone(),
+            max_lines.clone(),
+            stop.clone(),
+        );
         let thread = std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
             match &s {
@@ -343,6 +358,8 @@ impl Statsd {
                     let parsed = parse(text, Instant::now());
                     let mut g = mx.lock().unwrap();
                     *g = (*g).max(n);
+                    let mut l = ml.lock().unwrap();
+                    *l = (*l).max(parsed.len());
                     m.lock().unwrap().extend(parsed);
                 }
             }
@@ -350,6 +367,7 @@ impl Statsd {
         Statsd {
             metrics,
             max_datagram,
+            max_lines,
             stop,
             thread: Some(thread),
         }
