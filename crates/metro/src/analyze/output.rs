@@ -17,9 +17,9 @@ pub fn sample_line(buf: &mut Vec<u8>, file: &str, s: &Sample) {
     let _ = serde_json::to_writer(&mut *buf, file);
     let secs = s.ts.div_euclid(1_000_000_000);
     let nanos = s.ts.rem_euclid(1_000_000_000);
-    let _ = write!(
+    let _ = writeln!(
         buf,
-        ",\"frame\":{},\"open_frame\":{},\"ts\":{}.{:09},\"kind\":\"{}\",\"src\":\"{}\",\"sport\":{},\"dst\":\"{}\",\"dport\":{},\"rtt_ms\":{}}}\n",
+        ",\"frame\":{},\"open_frame\":{},\"ts\":{}.{:09},\"kind\":\"{}\",\"src\":\"{}\",\"sport\":{},\"dst\":\"{}\",\"dport\":{},\"rtt_ms\":{}}}",
         s.frame,
         s.open_frame,
         secs,

@@ -18,6 +18,7 @@ pub struct Frame {
 /// A TCP conversation `client:40000` -> `server:443`: handshake, then `requests` requests of
 /// 100 bytes every `gap_ms`, each answered by 300 bytes `rtt_ms` later (the answer carries
 /// the ACK), each answer acknowledged 0.05 ms later; FIN at the end. Optionally VLAN-tagged.
+#[allow(clippy::too_many_arguments)]
 pub fn conversation(
     client: [u8; 4],
     server: [u8; 4],
