@@ -32,6 +32,7 @@ struct Opts {
     connections: u32,
     repeat: usize,
     memory: bool,
+    throughput: bool,
     data: PathBuf,
     metro: PathBuf,
 }
@@ -44,6 +45,7 @@ fn parse() -> anyhow::Result<Opts> {
         connections: 100_000,
         repeat: 3,
         memory: true,
+        throughput: true,
         data: target_dir().join("bench-data"),
         metro: target_dir().join("release/metro"),
     };
@@ -60,12 +62,13 @@ fn parse() -> anyhow::Result<Opts> {
             "--connections" => connections = Some(val("--connections")?.parse()?),
             "--repeat" => o.repeat = val("--repeat")?.parse()?,
             "--no-memory" => o.memory = false,
+            "--memory-only" => o.throughput = false,
             "--data" => o.data = val("--data")?.into(),
             "--metro" => o.metro = val("--metro")?.into(),
             "-h" | "--help" => {
                 println!(
                     "usage: cargo bench -p metro-bench --bench throughput -- [--quick] [--seed N] \
-                     [--packets N] [--connections N] [--repeat N] [--no-memory] [--data DIR] [--metro BIN]"
+                     [--packets N] [--connections N] [--repeat N] [--no-memory] [--memory-only] [--data DIR] [--metro BIN]"
                 );
                 std::process::exit(0);
             }
@@ -161,82 +164,83 @@ fn main() -> anyhow::Result<()> {
     println!("{head}");
     writeln!(md, "{head}\n")?;
 
-    // Warm the page cache, then measure.
-    floor(&file)?;
-    let r = o.repeat;
-    let mut rows: Vec<Measure> = vec![
-        measure("floor: read(2) + touch each record", r, || floor(&file))?,
-        measure("metro reader (CaptureReader)", r, || reader(&file))?,
-        measure("reader + decode", r, || decode(&file))?,
-        measure("engine alone (pre-decoded)", r, || engine_alone(&file))?,
-        measure("reader + decode + engine", r, || pipeline(&file))?,
-        measure("analyze (library, with aggregation)", r, || {
-            analyze_library(&file)
-        })?,
-    ];
-    if have_bin {
-        if have_taskset {
-            rows.push(measure("`metro analyze` binary, 1 core", r, || {
-                run_child(&analyze_argv(&o, &file, true), o.packets, None)
-            })?);
+    if o.throughput {
+        // Warm the page cache, then measure.
+        floor(&file)?;
+        let r = o.repeat;
+        let mut rows: Vec<Measure> = vec![
+            measure("floor: read(2) + touch each record", r, || floor(&file))?,
+            measure("metro reader (CaptureReader)", r, || reader(&file))?,
+            measure("reader + decode", r, || decode(&file))?,
+            measure("engine alone (pre-decoded)", r, || engine_alone(&file))?,
+            measure("reader + decode + engine", r, || pipeline(&file))?,
+            measure("analyze (library, with aggregation)", r, || {
+                analyze_library(&file)
+            })?,
+        ];
+        if have_bin {
+            if have_taskset {
+                rows.push(measure("`metro analyze` binary, 1 core", r, || {
+                    run_child(&analyze_argv(&o, &file, true), o.packets, None)
+                })?);
+            }
+            rows.push(measure(
+                &format!("`metro analyze` binary, {} cores", cores()),
+                r,
+                || run_child(&analyze_argv(&o, &file, false), o.packets, None),
+            )?);
         }
-        rows.push(measure(
-            &format!("`metro analyze` binary, {} cores", cores()),
-            r,
-            || run_child(&analyze_argv(&o, &file, false), o.packets, None),
-        )?);
-    }
-    let floor_ns = rows[0].ns_per_packet();
-    let line = format!(
-        "| {:<38} | {:>8} | {:>8} | {:>9} | {:>7} | {:>9} | {:>8} |",
-        "stage", "best s", "ns/pkt", "Mpkt/s", "x floor", "ns/sample", "RSS MiB"
-    );
-    println!("{line}");
-    writeln!(md, "{line}\n|{}|", ["---"; 7].join("|"))?;
-    for m in &rows {
-        let per_sample = if m.samples > 0 {
-            format!("{:.1}", m.best.as_secs_f64() * 1e9 / m.samples as f64)
-        } else {
-            "-".into()
-        };
-        let rss = m
-            .max_rss_kib
-            .map_or("-".into(), |k| format!("{:.0}", mib(k)));
+        let floor_ns = rows[0].ns_per_packet();
         let line = format!(
-            "| {:<38} | {:>8.3} | {:>8.1} | {:>9.2} | {:>7.2} | {:>9} | {:>8} |",
-            m.name,
-            m.best.as_secs_f64(),
-            m.ns_per_packet(),
-            m.mpps(),
-            m.ns_per_packet() / floor_ns,
-            per_sample,
-            rss
+            "| {:<38} | {:>8} | {:>8} | {:>9} | {:>7} | {:>9} | {:>8} |",
+            "stage", "best s", "ns/pkt", "Mpkt/s", "x floor", "ns/sample", "RSS MiB"
         );
         println!("{line}");
-        writeln!(md, "{line}")?;
-    }
-    let samples = rows.iter().map(|m| m.samples).max().unwrap_or(0);
-    let note = format!(
-        "\nsamples: {samples}; best of {r} runs (medians within {:.0}% of best); 1 core = `taskset -c 0`.",
-        rows.iter()
-            .map(|m| (m.median.as_secs_f64() / m.best.as_secs_f64() - 1.0) * 100.0)
-            .fold(0.0, f64::max)
-    );
-    println!("{note}");
-    writeln!(md, "{note}")?;
-    let one = rows.iter().find(|m| m.name.contains("1 core"));
-    let all = rows.iter().find(|m| m.name.contains("cores"));
-    if let (Some(one), Some(all)) = (one, all) {
-        let line = format!(
-            "all cores vs 1 core: {:.2}x; CPU per million packets: {:.3} s (1 core), {:.3} s (all)",
-            one.best.as_secs_f64() / all.best.as_secs_f64(),
-            one.cpu.unwrap_or_default().as_secs_f64() * 1e6 / one.packets as f64,
-            all.cpu.unwrap_or_default().as_secs_f64() * 1e6 / all.packets as f64
+        writeln!(md, "{line}\n|{}|", ["---"; 7].join("|"))?;
+        for m in &rows {
+            let per_sample = if m.samples > 0 {
+                format!("{:.1}", m.best.as_secs_f64() * 1e9 / m.samples as f64)
+            } else {
+                "-".into()
+            };
+            let rss = m
+                .max_rss_kib
+                .map_or("-".into(), |k| format!("{:.0}", mib(k)));
+            let line = format!(
+                "| {:<38} | {:>8.3} | {:>8.1} | {:>9.2} | {:>7.2} | {:>9} | {:>8} |",
+                m.name,
+                m.best.as_secs_f64(),
+                m.ns_per_packet(),
+                m.mpps(),
+                m.ns_per_packet() / floor_ns,
+                per_sample,
+                rss
+            );
+            println!("{line}");
+            writeln!(md, "{line}")?;
+        }
+        let samples = rows.iter().map(|m| m.samples).max().unwrap_or(0);
+        let note = format!(
+            "\nsamples: {samples}; best of {r} runs (medians within {:.0}% of best); 1 core = `taskset -c 0`.",
+            rows.iter()
+                .map(|m| (m.median.as_secs_f64() / m.best.as_secs_f64() - 1.0) * 100.0)
+                .fold(0.0, f64::max)
         );
-        println!("{line}");
-        writeln!(md, "{line}")?;
+        println!("{note}");
+        writeln!(md, "{note}")?;
+        let one = rows.iter().find(|m| m.name.contains("1 core"));
+        let all = rows.iter().find(|m| m.name.contains("cores"));
+        if let (Some(one), Some(all)) = (one, all) {
+            let line = format!(
+                "all cores vs 1 core: {:.2}x; CPU per million packets: {:.3} s (1 core), {:.3} s (all)",
+                one.best.as_secs_f64() / all.best.as_secs_f64(),
+                one.cpu.unwrap_or_default().as_secs_f64() * 1e6 / one.packets as f64,
+                all.cpu.unwrap_or_default().as_secs_f64() * 1e6 / all.packets as f64
+            );
+            println!("{line}");
+            writeln!(md, "{line}")?;
+        }
     }
-
     if o.memory && have_bin {
         println!("\npeak RSS of `metro analyze` (one run each):");
         writeln!(

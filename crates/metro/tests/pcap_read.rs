@@ -766,11 +766,29 @@ fn corpus_errors_say_what_is_wrong() {
             .starts_with("ERF (Endace) capture: metro reads pcap and pcapng"),
         "{e}"
     );
-    let e = corpus_error("tcptrace__reno.epeek");
-    assert!(
-        e.to_string().starts_with("EtherPeek/AiroPeek capture"),
-        "{e}"
-    );
+}
+
+#[test]
+fn etherpeek_classic_is_read() {
+    // tshark 4.0 on tcptrace__reno.epeek: 1000 frames; the first three are stamped
+    // 869040884.000 with frame/captured lengths 70/70, 530/100, 530/100; the last is stamped
+    // 869040892.000000000 (`tshark -T fields -e frame.time_epoch -e frame.len -e frame.cap_len`).
+    let mut r = CaptureReader::open(&Path::new(CORPUS).join("tcptrace__reno.epeek")).unwrap();
+    assert_eq!(r.format(), metro::pcap::Format::EtherPeek);
+    let mut n = 0u64;
+    let mut last_ts = 0;
+    let expect = [(70u32, 70u32), (530, 100), (530, 100)];
+    while let Some(rec) = r.next_record().unwrap() {
+        if let Some(&(len, cap)) = expect.get(n as usize) {
+            assert_eq!((rec.orig_len, rec.caplen), (len, cap));
+            assert_eq!(rec.ts, 869_040_884_000_000_000);
+            assert_eq!(rec.linktype, 1);
+        }
+        last_ts = rec.ts;
+        n += 1;
+    }
+    assert_eq!(n, 1000);
+    assert_eq!(last_ts, 869_040_892_000_000_000);
 }
 
 #[test]
