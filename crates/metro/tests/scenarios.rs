@@ -501,21 +501,29 @@ fn zero_interval_is_no_sample() {
 }
 
 #[test]
-fn keepalive_is_not_a_retransmission() {
+fn keepalive_is_timed_not_a_retransmission() {
     let mut cap = Cap::new();
     handshake(&mut cap, 1000, 5000);
     cap.pkt(100_000, Cl, 1001, 5001, ACK, 100); // 4
     cap.pkt(130_000, Sv, 5001, 1101, ACK, 0); // 5: 30 ms
     cap.pkt(10_000_000, Cl, 1100, 5001, ACK, 1); // 6: keep-alive (one old byte)
-    cap.pkt(10_030_000, Sv, 5001, 1101, ACK, 0); // 7: its answer: a duplicate ACK
+    cap.pkt(10_030_000, Sv, 5001, 1101, ACK, 0); // 7: its answer (ACK of its end): 30 ms
     cap.pkt(10_100_000, Cl, 1101, 5001, ACK, 100); // 8
     cap.pkt(10_130_000, Sv, 5001, 1201, ACK, 0); // 9: 30 ms
+    cap.pkt(20_000_000, Cl, 1200, 5001, ACK, 1); // 10: keep-alive
+    cap.pkt(21_000_000, Cl, 1200, 5001, ACK, 1); // 11: again, unanswered
+    cap.pkt(21_040_000, Sv, 5001, 1201, ACK, 0); // 12: answers 10 or 11: ambiguous
     let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
     assert_eq!(
         &got[2..],
-        &[s(5, 4, "seq", SRV, 30_000.0), s(9, 8, "seq", SRV, 30_000.0)]
+        &[
+            s(5, 4, "seq", SRV, 30_000.0),
+            s(7, 6, "seq", SRV, 30_000.0),
+            s(9, 8, "seq", SRV, 30_000.0)
+        ]
     );
     assert_eq!(report.summary.engine.retransmits, 0);
+    assert_eq!(report.summary.engine.ambiguous, 1);
 }
 
 #[test]

@@ -29,6 +29,10 @@ const ACKED: u8 = 4;
 const VOID: u8 = 8;
 const TS_SEEN: u8 = 16;
 const LAST: u8 = 32;
+/// A keep-alive awaits its answer (`ka_ts`, `ka_frame`).
+const KA: u8 = 64;
+/// The keep-alive was sent again before an answer: the answer is ambiguous.
+const KA_AGAIN: u8 = 128;
 
 /// What one direction of a connection has sent, and what the other side acknowledged of it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -46,6 +50,8 @@ pub struct DirState {
     /// Newest TSval recorded (valid with TS_SEEN).
     ts_last: u32,
     tsvals: Queue,
+    ka_ts: Nanos,
+    ka_frame: u64,
     // The previous frame in this direction, to recognise a frame captured twice.
     last_ts: Nanos,
     last_seq: u32,
@@ -202,6 +208,7 @@ impl Conn {
             if !rcv.has(ACKED) || gt(ack, rcv.acked) {
                 rcv.flags |= ACKED;
                 rcv.acked = ack;
+                rcv.flags &= !(KA | KA_AGAIN);
                 while let Some(front) = rcv.segs.front(cx.pool) {
                     if !le(front.key, ack) {
                         break;
@@ -224,6 +231,21 @@ impl Conn {
                 // (and a stale mark must not alias after the sequence space wraps).
                 if rcv.has(VOID) && !lt(ack, rcv.void) {
                     rcv.flags &= !VOID;
+                }
+            } else if rcv.has(KA) && ack == rcv.right {
+                // The answer to a keep-alive: its one old byte ends at `right`.
+                let again = rcv.has(KA_AGAIN);
+                rcv.flags &= !(KA | KA_AGAIN);
+                let open = Pending {
+                    key: ack,
+                    handshake: false,
+                    ts: rcv.ka_ts,
+                    frame: rcv.ka_frame,
+                };
+                if again {
+                    cx.counters.ambiguous += 1;
+                } else {
+                    emit(cx, Kind::Seq, open);
                 }
             }
         }
@@ -259,14 +281,23 @@ impl Conn {
             } else if !lt(start, snd.right) {
                 // In order, or after a gap: extend.
                 snd.right = end;
+                snd.flags &= !(KA | KA_AGAIN);
             } else if len <= 1
                 && !flags.fin()
                 && start == snd.right.wrapping_sub(1)
                 && snd.has(ACKED)
                 && snd.acked == snd.right
             {
-                // A keep-alive: one old byte re-sent with everything acknowledged.
+                // A keep-alive: one old byte re-sent with everything acknowledged. Its
+                // answer (an ACK of `right`) is timed from it, unless it was sent twice.
                 record = false;
+                if snd.has(KA) {
+                    snd.flags |= KA_AGAIN;
+                } else {
+                    snd.flags |= KA;
+                    snd.ka_ts = ts;
+                    snd.ka_frame = frame;
+                }
             } else {
                 // Retransmission or reordering: nothing in flight can be timed.
                 Self::void(snd, responder, peer, ts, cx);
