@@ -279,6 +279,23 @@ fn reordering_is_ambiguous() {
 }
 
 #[test]
+fn reordering_after_a_segment_keeps_it_timed() {
+    // PcapPlusPlus many-protocols.pcap frames 2597-2600: data, then the FIN captured before
+    // the last data segment. Only what lies beyond the late segment's start is ambiguous;
+    // the ACK of the first segment cannot be caused by it and is timed.
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Sv, 5001, 1001, ACK, 1360); // 4: [5001, 6361)
+    cap.pkt(100_700, Sv, 6457, 1001, ACK | FIN, 0); // 5: FIN [6457, 6458), seen early
+    cap.pkt(100_701, Sv, 6361, 1001, ACK | PSH | FIN, 96); // 6: [6361, 6458) late
+    cap.pkt(100_752, Cl, 1001, 6361, ACK, 0); // 7: acks frame 4: 0.752 ms
+    cap.pkt(100_800, Cl, 1001, 6458, ACK, 0); // 8: acks 5 or 6: ambiguous
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[s(7, 4, "seq", CLI, 752.0)]);
+    assert_eq!(report.summary.engine.ambiguous, 1);
+}
+
+#[test]
 fn sack_recovery() {
     let mut cap = Cap::new();
     handshake(&mut cap, 1000, 5000);

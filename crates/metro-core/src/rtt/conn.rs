@@ -5,8 +5,9 @@
 //! moves the cumulative acknowledgement forward pops every pending segment it covers and
 //! closes a sample from the one ending exactly at the ACK (Wireshark's `ack_rtt`).
 //! Ambiguity follows Karn and Dart: a segment that starts below `right` (retransmission or
-//! reordering) voids everything up to `right`; an ACK that lands on a voided segment is
-//! counted as ambiguous, not timed. A gap (a segment starting beyond `right`, e.g. capture
+//! reordering) makes every pending segment ending beyond its start ambiguous (their bytes
+//! went twice, or their cumulative ACK may be caused by it); an ACK that lands on an
+//! ambiguous segment is counted, not timed. A gap (a segment starting beyond `right`, e.g. capture
 //! loss) keeps the segments before it: their ACKs are still unambiguous.
 //!
 //! `ts`: pping's rules. A packet that occupies sequence space records its TSval the first
@@ -26,7 +27,6 @@ use crate::wire::Packet;
 const INIT: u8 = 1;
 const SYN_SEEN: u8 = 2;
 const ACKED: u8 = 4;
-const VOID: u8 = 8;
 const TS_SEEN: u8 = 16;
 const LAST: u8 = 32;
 /// A keep-alive awaits its answer (`ka_ts`, `ka_frame`).
@@ -42,8 +42,6 @@ pub struct DirState {
     isn: u32,
     /// One past the highest sequence number sent.
     right: u32,
-    /// Pending segments ending at or below this are ambiguous (valid with VOID).
-    void: u32,
     /// Highest cumulative ACK received for this direction's data (valid with ACKED).
     acked: u32,
     segs: Queue,
@@ -215,7 +213,7 @@ impl Conn {
                     }
                     rcv.segs.pop_front(cx.pool);
                     if front.key == ack {
-                        if rcv.has(VOID) && le(front.key, rcv.void) {
+                        if front.ambiguous {
                             cx.counters.ambiguous += 1;
                         } else {
                             let kind = if front.handshake {
@@ -227,11 +225,6 @@ impl Conn {
                         }
                     }
                 }
-                // Once the ACK passes the voided range, no pending entry is ambiguous any more
-                // (and a stale mark must not alias after the sequence space wraps).
-                if rcv.has(VOID) && !lt(ack, rcv.void) {
-                    rcv.flags &= !VOID;
-                }
             } else if rcv.has(KA) && ack == rcv.right {
                 // The answer to a keep-alive: its one old byte ends at `right`.
                 let again = rcv.has(KA_AGAIN);
@@ -239,6 +232,7 @@ impl Conn {
                 let open = Pending {
                     key: ack,
                     handshake: false,
+                    ambiguous: false,
                     ts: rcv.ka_ts,
                     frame: rcv.ka_frame,
                 };
@@ -262,16 +256,15 @@ impl Conn {
                 if snd.has(SYN_SEEN) && start == snd.isn {
                     // A retransmitted SYN or SYN/ACK: the handshake sample is ambiguous.
                     record = false;
-                    Self::void(snd, responder, peer, ts, cx);
+                    Self::retransmitted(snd, start, responder, peer, ts, cx);
                 } else {
                     if !flags.ack() && rcv.has(SYN_SEEN) {
                         // A SYN captured after the other side's SYN (reordered capture, or
                         // simultaneous open): what that side sent cannot be timed reliably.
-                        rcv.flags |= VOID;
-                        rcv.void = rcv.right;
+                        rcv.segs.mark_ambiguous(cx.pool, None);
                     }
                     snd.segs.clear(cx.pool);
-                    snd.flags = (snd.flags | INIT | SYN_SEEN) & !(VOID | ACKED);
+                    snd.flags = (snd.flags | INIT | SYN_SEEN) & !ACKED;
                     snd.isn = start;
                     snd.right = end;
                 }
@@ -300,7 +293,7 @@ impl Conn {
                 }
             } else {
                 // Retransmission or reordering: nothing in flight can be timed.
-                Self::void(snd, responder, peer, ts, cx);
+                Self::retransmitted(snd, start, responder, peer, ts, cx);
                 record = gt(end, snd.right);
                 if record {
                     snd.right = end;
@@ -316,6 +309,7 @@ impl Conn {
                     Pending {
                         key: end,
                         handshake: flags.syn(),
+                        ambiguous: false,
                         ts,
                         frame,
                     },
@@ -357,6 +351,7 @@ impl Conn {
                     Pending {
                         key: tsval,
                         handshake: false,
+                        ambiguous: false,
                         ts,
                         frame,
                     },
@@ -365,16 +360,20 @@ impl Conn {
         }
     }
 
-    /// Mark everything this direction has in flight as ambiguous (Karn; Dart's collapse).
-    fn void<O: Observer>(
+    /// A segment starting at `start`, below the highest byte sent: a retransmission or a
+    /// reordering. Every pending segment ending beyond `start` is ambiguous: its bytes were
+    /// sent twice, or its cumulative ACK may be caused by this segment's arrival (Karn; Dart's
+    /// collapse). Segments ending at or before `start` keep their timing: this segment cannot
+    /// complete an ACK at or below its own start.
+    fn retransmitted<O: Observer>(
         snd: &mut DirState,
+        start: u32,
         sender: SocketAddr,
         receiver: SocketAddr,
         ts: Nanos,
         cx: &mut Ctx<'_, O>,
     ) {
-        snd.flags |= VOID;
-        snd.void = snd.right;
+        snd.segs.mark_ambiguous(cx.pool, Some(start));
         cx.counters.retransmits += 1;
         cx.out.retransmit(sender, receiver, ts);
     }

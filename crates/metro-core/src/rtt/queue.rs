@@ -13,6 +13,8 @@ const NIL: u32 = u32::MAX;
 pub struct Pending {
     pub key: u32,
     pub handshake: bool,
+    /// Its answer cannot be timed (data sent twice, or reordered before it).
+    pub ambiguous: bool,
     pub ts: Nanos,
     pub frame: u64,
 }
@@ -151,6 +153,19 @@ impl Queue {
         Some(node.item)
     }
 
+    /// Mark every entry whose key is beyond `after` (serial order), or every entry if
+    /// `after` is `None`, as ambiguous.
+    pub fn mark_ambiguous(&self, pool: &mut Pool, after: Option<u32>) {
+        let mut i = self.head;
+        while i != NIL {
+            let node = &mut pool.nodes[i as usize];
+            if after.is_none_or(|a| crate::seq::gt(node.item.key, a)) {
+                node.item.ambiguous = true;
+            }
+            i = node.next;
+        }
+    }
+
     /// Return every node to the pool.
     pub fn clear(&mut self, pool: &mut Pool) {
         while self.pop_front(pool).is_some() {}
@@ -165,6 +180,7 @@ mod tests {
         Pending {
             key,
             handshake: false,
+            ambiguous: false,
             ts: key as i64,
             frame: key as u64,
         }
@@ -195,5 +211,19 @@ mod tests {
         assert_eq!(b.pop_front(&mut pool).map(|x| x.key), Some(12));
         assert_eq!(b.pop_front(&mut pool).map(|x| x.key), Some(13));
         assert_eq!(b.pop_front(&mut pool), None);
+    }
+
+    #[test]
+    fn marks_entries_beyond_a_point_across_wrap() {
+        let mut pool = Pool::new();
+        let mut q = Queue::new();
+        for k in [0xffff_fff0u32, 0xffff_fffa, 5, 20] {
+            q.push_back(&mut pool, p(k));
+        }
+        q.mark_ambiguous(&mut pool, Some(0xffff_fffa));
+        let got: Vec<bool> = std::iter::from_fn(|| q.pop_front(&mut pool))
+            .map(|e| e.ambiguous)
+            .collect();
+        assert_eq!(got, vec![false, false, true, true]);
     }
 }
