@@ -49,13 +49,14 @@ echo "building metro (release) ..." >&2
 cargo build --release --quiet -p metro --bin metro -p metro-bench --bin metro-gen
 metro="$target/release/metro"
 file="$data/compare-s$SEED-p$PACKETS-c$CONNECTIONS.pcap"
-if [[ ! -s $file ]]; then
+if "$metro" generate --help >/dev/null 2>&1; then
+    gen=("$metro" generate)
+else
+    gen=("$target/release/metro-gen")
+fi
+# Regenerate when the generator was rebuilt since (its model may have changed).
+if [[ ! -s $file || ${gen[0]} -nt $file ]]; then
     echo "generating $file ..." >&2
-    if "$metro" generate --help >/dev/null 2>&1; then
-        gen=("$metro" generate)
-    else
-        gen=("$target/release/metro-gen")
-    fi
     "${gen[@]}" --seed "$SEED" --packets "$PACKETS" --connections "$CONNECTIONS" --output "$file.tmp" --verbose
     mv "$file.tmp" "$file"
 fi

@@ -2,8 +2,12 @@
 //! by a direction bit from the canonical key), bounded, with expiry on packet time.
 //!
 //! Entries live in a slab (`Vec`) indexed by `u32`; a hash map from the canonical key to the
-//! slot is the one lookup per packet. Two intrusive LRU lists (open and closed connections)
-//! make expiry and eviction O(what is removed): the tail of each list is always its oldest.
+//! slot is the one lookup per packet, and a hit only stamps the slot's `last_seen`: no list
+//! is relinked per packet (an LRU list costs two more cache misses a packet at 100k flows).
+//! Expiry sweeps a slice of the slab on every `expire` call, so the whole table is visited
+//! every [`SWEEP_SLICES`] calls (one a second of packet time from the engine); eviction when
+//! full picks the stalest of a few candidates, closed connections first (Redis-style
+//! sampled LRU).
 
 use std::hash::{BuildHasherDefault, Hash};
 use std::net::IpAddr;
@@ -14,13 +18,16 @@ use crate::Nanos;
 
 type FxMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
-const NIL: u32 = u32::MAX;
+/// The sweep visits the whole slab once every this many `expire` calls.
+pub const SWEEP_SLICES: usize = 16;
+/// Candidates examined to choose a victim when the table is full.
+const EVICTION_CANDIDATES: usize = 8;
 
 /// A connection's canonical key: the (address, port) endpoint that sorts lower comes first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    lo_addr: [u8; 16],
-    hi_addr: [u8; 16],
+    lo_addr: u128,
+    hi_addr: u128,
     lo_port: u16,
     hi_port: u16,
 }
@@ -48,18 +55,13 @@ impl Dir {
     }
 }
 
+/// An address as one integer. IPv4 is kept distinct from IPv4-mapped IPv6 by a prefix no
+/// IPv6 unicast address uses (ffff:ffff::/32 is multicast space).
 #[inline]
-fn addr_bytes(a: IpAddr) -> [u8; 16] {
+fn addr_bits(a: IpAddr) -> u128 {
     match a {
-        // IPv4 is kept distinct from IPv4-mapped IPv6 by a marker byte pattern that no
-        // IPv6 unicast address uses (ff..ff prefix would be multicast).
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            [
-                0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, o[0], o[1], o[2], o[3],
-            ]
-        }
-        IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V4(v4) => (0xffff_ffffu128 << 96) | u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
     }
 }
 
@@ -68,9 +70,9 @@ impl FlowKey {
     /// direction within it.
     #[inline]
     pub fn new(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> (FlowKey, Dir) {
-        let s = addr_bytes(src);
-        let d = addr_bytes(dst);
-        if (s, sport) <= (d, dport) {
+        let s = addr_bits(src);
+        let d = addr_bits(dst);
+        if s < d || (s == d && sport <= dport) {
             (
                 FlowKey {
                     lo_addr: s,
@@ -97,7 +99,7 @@ impl FlowKey {
 /// Why an entry left the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Removal {
-    /// The table was full and this was the least recently seen entry.
+    /// The table was full and this was the stalest of the candidates examined.
     Full,
     /// No packet for the idle timeout.
     Idle,
@@ -107,24 +109,10 @@ pub enum Removal {
 
 struct Slot<T> {
     key: FlowKey,
-    prev: u32,
-    next: u32,
     last_seen: Nanos,
+    live: bool,
     closed: bool,
     value: T,
-}
-
-#[derive(Clone, Copy)]
-struct List {
-    head: u32,
-    tail: u32,
-}
-
-impl List {
-    const EMPTY: List = List {
-        head: NIL,
-        tail: NIL,
-    };
 }
 
 /// A bounded table of connections, each holding a `T`.
@@ -132,9 +120,9 @@ pub struct FlowTable<T> {
     map: FxMap<FlowKey, u32>,
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
-    open: List,
-    closed: List,
     cap: usize,
+    sweep_cursor: usize,
+    evict_cursor: usize,
 }
 
 impl<T> FlowTable<T> {
@@ -144,9 +132,9 @@ impl<T> FlowTable<T> {
             map: FxMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
-            open: List::EMPTY,
-            closed: List::EMPTY,
             cap,
+            sweep_cursor: 0,
+            evict_cursor: 0,
         }
     }
 
@@ -177,9 +165,9 @@ impl<T> FlowTable<T> {
         self.slots[idx as usize].closed
     }
 
-    /// Find the entry for `key` and mark it seen at `now` (most recently used), or create
-    /// it with `make()` — evicting the least recently seen entry through `evicted` if the
-    /// table is full. Returns the slot and whether it is new.
+    /// Find the entry for `key` and mark it seen at `now`, or create it with `make()`,
+    /// evicting a stale entry through `evicted` if the table is full. Returns the slot and
+    /// whether it is new.
     #[inline]
     pub fn touch_or_insert(
         &mut self,
@@ -189,25 +177,17 @@ impl<T> FlowTable<T> {
         mut evicted: impl FnMut(&mut T, Removal),
     ) -> (u32, bool) {
         if let Some(&idx) = self.map.get(&key) {
-            let closed = self.slots[idx as usize].closed;
-            self.unlink(idx, closed);
             self.slots[idx as usize].last_seen = now;
-            self.push_front(idx, closed);
             return (idx, false);
         }
         if self.map.len() >= self.cap {
-            let victim = if self.closed.tail != NIL {
-                self.closed.tail
-            } else {
-                self.open.tail
-            };
+            let victim = self.pick_victim();
             self.remove(victim, |v| evicted(v, Removal::Full));
         }
         let slot = Slot {
             key,
-            prev: NIL,
-            next: NIL,
             last_seen: now,
+            live: true,
             closed: false,
             value: make(),
         };
@@ -222,29 +202,46 @@ impl<T> FlowTable<T> {
             }
         };
         self.map.insert(key, idx);
-        self.push_front(idx, false);
         (idx, true)
     }
 
-    /// Move an entry to the closed list (after FIN or RST): it expires on the closed timeout.
+    /// The stalest of the next few live slots, closed ones first.
+    fn pick_victim(&mut self) -> u32 {
+        let n = self.slots.len();
+        let mut best: Option<(bool, Nanos, u32)> = None;
+        let mut seen = 0;
+        let mut steps = 0;
+        while seen < EVICTION_CANDIDATES && steps < n {
+            let i = self.evict_cursor % n;
+            self.evict_cursor = (i + 1) % n;
+            steps += 1;
+            let s = &self.slots[i];
+            if !s.live {
+                continue;
+            }
+            seen += 1;
+            // Sort key: open after closed, then older first.
+            let cand = (!s.closed, s.last_seen, i as u32);
+            if best.is_none_or(|b| (cand.0, cand.1) < (b.0, b.1)) {
+                best = Some(cand);
+            }
+        }
+        best.map(|b| b.2).expect("a full table has a live slot")
+    }
+
+    /// Mark an entry closed (after FIN or RST): it expires on the closed timeout.
     pub fn mark_closed(&mut self, idx: u32) {
-        if !self.slots[idx as usize].closed {
-            self.unlink(idx, false);
-            self.slots[idx as usize].closed = true;
-            self.push_front(idx, true);
-        }
+        self.slots[idx as usize].closed = true;
     }
 
-    /// Move an entry back to the open list (a new connection reused its ports).
+    /// Mark an entry open again (a new connection reused its ports).
     pub fn mark_open(&mut self, idx: u32) {
-        if self.slots[idx as usize].closed {
-            self.unlink(idx, true);
-            self.slots[idx as usize].closed = false;
-            self.push_front(idx, false);
-        }
+        self.slots[idx as usize].closed = false;
     }
 
-    /// Remove entries idle for `idle` and closed entries unseen for `closed`, as of `now`.
+    /// Remove, from the next slice of the slab, entries idle for `idle` and closed entries
+    /// unseen for `closed`, as of `now`. Called once a second, every entry is looked at
+    /// every [`SWEEP_SLICES`] seconds.
     pub fn expire(
         &mut self,
         now: Nanos,
@@ -252,91 +249,132 @@ impl<T> FlowTable<T> {
         closed: Nanos,
         mut removed: impl FnMut(&mut T, Removal),
     ) {
-        for (is_closed, timeout, why) in [
-            (true, closed, Removal::Closed),
-            (false, idle, Removal::Idle),
-        ] {
-            loop {
-                let tail = if is_closed {
-                    self.closed.tail
-                } else {
-                    self.open.tail
-                };
-                if tail == NIL || now.saturating_sub(self.slots[tail as usize].last_seen) < timeout
-                {
-                    break;
-                }
-                self.remove(tail, |v| removed(v, why));
+        let n = self.slots.len();
+        if n == 0 {
+            return;
+        }
+        let budget = n.div_ceil(SWEEP_SLICES).max(1024).min(n);
+        for _ in 0..budget {
+            let i = self.sweep_cursor % n;
+            self.sweep_cursor = (i + 1) % n;
+            let s = &self.slots[i];
+            if !s.live {
+                continue;
             }
+            let age = now.saturating_sub(s.last_seen);
+            let why = if s.closed && age >= closed {
+                Removal::Closed
+            } else if age >= idle {
+                Removal::Idle
+            } else {
+                continue;
+            };
+            self.remove(i as u32, |v| removed(v, why));
         }
     }
 
     /// Remove every entry (e.g. at the end of a file).
     pub fn drain(&mut self, mut removed: impl FnMut(&mut T)) {
-        for closed in [false, true] {
-            loop {
-                let tail = self.list(closed).tail;
-                if tail == NIL {
-                    break;
-                }
-                self.remove(tail, |v| removed(v));
+        for i in 0..self.slots.len() {
+            if self.slots[i].live {
+                self.remove(i as u32, &mut removed);
             }
         }
     }
 
-    /// Unlink and free a slot; `removed` sees the value before the slot is reused.
+    /// Free a slot; `removed` sees the value before the slot is reused.
     fn remove(&mut self, idx: u32, removed: impl FnOnce(&mut T)) {
-        let closed = self.slots[idx as usize].closed;
-        self.unlink(idx, closed);
-        let key = self.slots[idx as usize].key;
+        let s = &mut self.slots[idx as usize];
+        s.live = false;
+        let key = s.key;
+        removed(&mut s.value);
         self.map.remove(&key);
-        removed(&mut self.slots[idx as usize].value);
         self.free.push(idx);
     }
+}
 
-    #[inline]
-    fn list(&mut self, closed: bool) -> &mut List {
-        if closed {
-            &mut self.closed
-        } else {
-            &mut self.open
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn key(port: u16) -> FlowKey {
+        FlowKey::new(
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            port,
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            80,
+        )
+        .0
     }
 
-    #[inline]
-    fn unlink(&mut self, idx: u32, closed: bool) {
-        let (prev, next) = {
-            let s = &self.slots[idx as usize];
-            (s.prev, s.next)
-        };
-        if prev != NIL {
-            self.slots[prev as usize].next = next;
-        } else {
-            self.list(closed).head = next;
-        }
-        if next != NIL {
-            self.slots[next as usize].prev = prev;
-        } else {
-            self.list(closed).tail = prev;
-        }
-        let s = &mut self.slots[idx as usize];
-        s.prev = NIL;
-        s.next = NIL;
+    #[test]
+    fn both_directions_share_a_key() {
+        let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let b = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        let (k1, d1) = FlowKey::new(a, 1234, b, 80);
+        let (k2, d2) = FlowKey::new(b, 80, a, 1234);
+        assert_eq!(k1, k2);
+        assert_ne!(d1, d2);
+        // Same address both ends: the port decides.
+        let (k3, d3) = FlowKey::new(a, 80, a, 1234);
+        let (k4, d4) = FlowKey::new(a, 1234, a, 80);
+        assert_eq!(k3, k4);
+        assert_ne!(d3, d4);
+        // IPv4 and its IPv4-mapped IPv6 form are different endpoints.
+        let m = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+        assert_ne!(FlowKey::new(a, 1, b, 2).0, FlowKey::new(m, 1, b, 2).0);
+        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        assert_eq!(FlowKey::new(v6, 1, a, 2).0, FlowKey::new(a, 2, v6, 1).0);
     }
 
-    #[inline]
-    fn push_front(&mut self, idx: u32, closed: bool) {
-        let head = self.list(closed).head;
-        {
-            let s = &mut self.slots[idx as usize];
-            s.prev = NIL;
-            s.next = head;
+    #[test]
+    fn full_table_evicts_closed_then_stalest() {
+        let mut t: FlowTable<u16> = FlowTable::new(4);
+        let mut gone = Vec::new();
+        for p in 0..4u16 {
+            t.touch_or_insert(key(p), i64::from(p) * 10, || p, |_, _| unreachable!());
         }
-        if head != NIL {
-            self.slots[head as usize].prev = idx;
-        } else {
-            self.list(closed).tail = idx;
+        t.touch_or_insert(key(0), 100, || 0, |_, _| unreachable!());
+        let (i2, _) = t.touch_or_insert(key(2), 101, || 2, |_, _| unreachable!());
+        t.mark_closed(i2);
+        // Full: the closed one goes first, then the stalest open one (1, seen at 10).
+        t.touch_or_insert(key(10), 200, || 10, |v, why| gone.push((*v, why)));
+        t.touch_or_insert(key(11), 201, || 11, |v, why| gone.push((*v, why)));
+        assert_eq!(gone, vec![(2, Removal::Full), (1, Removal::Full)]);
+        assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn sweep_expires_idle_and_closed_entries() {
+        let mut t: FlowTable<u16> = FlowTable::new(100);
+        for p in 0..10u16 {
+            let (i, _) = t.touch_or_insert(key(p), 0, || p, |_, _| unreachable!());
+            if p < 3 {
+                t.mark_closed(i);
+            }
         }
-        self.list(closed).head = idx;
+        t.touch_or_insert(key(9), 50, || 9, |_, _| unreachable!());
+        let mut gone = Vec::new();
+        // At 60: closed ones (closed timeout 60) go; open ones (idle 100) stay.
+        t.expire(60, 100, 60, |v, why| gone.push((*v, why)));
+        gone.sort_by_key(|g| g.0);
+        assert_eq!(
+            gone,
+            vec![
+                (0, Removal::Closed),
+                (1, Removal::Closed),
+                (2, Removal::Closed)
+            ]
+        );
+        gone.clear();
+        t.expire(120, 100, 60, |v, why| gone.push((*v, why)));
+        assert_eq!(gone.len(), 6, "{gone:?}");
+        assert!(gone.iter().all(|g| g.1 == Removal::Idle && g.0 != 9));
+        assert_eq!(t.len(), 1);
+        let mut drained = Vec::new();
+        t.drain(|v| drained.push(*v));
+        assert_eq!(drained, vec![9]);
+        assert!(t.is_empty());
     }
 }
