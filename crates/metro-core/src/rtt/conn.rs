@@ -138,10 +138,16 @@ impl Conn {
         let [a, b] = &mut self.dirs;
         let (snd, rcv) = if d == 0 { (a, b) } else { (b, a) };
 
+        let flags = tcp.flags;
+        let occupies = !flags.rst() && (len > 0 || flags.syn() || flags.fin());
+
         // A frame captured twice (span ports, capture hardware): skip the copy entirely so
         // it does not look like a retransmission. Without an IP ID to compare (IPv6, or a
-        // stack that sends ID 0) only a much shorter interval counts.
-        if snd.has(LAST)
+        // stack that sends ID 0) only a much shorter interval counts. Only segments that
+        // occupy sequence space matter: a second copy of a pure ACK changes nothing, and
+        // back-to-back duplicate ACKs are legitimately alike.
+        if occupies
+            && snd.has(LAST)
             && snd.last_ip_id == pkt.ip_id
             && snd.last_seq == tcp.seq
             && snd.last_ack == tcp.ack
@@ -167,8 +173,6 @@ impl Conn {
         snd.last_ip_id = pkt.ip_id;
         snd.last_flags = tcp.flags.0;
 
-        let flags = tcp.flags;
-        let occupies = !flags.rst() && (len > 0 || flags.syn() || flags.fin());
         let responder = SocketAddr::new(pkt.src, tcp.sport);
         let peer = SocketAddr::new(pkt.dst, tcp.dport);
         let id = self.id;
