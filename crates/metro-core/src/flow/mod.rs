@@ -9,14 +9,15 @@
 //! full picks the stalest of a few candidates, closed connections first (Redis-style
 //! sampled LRU).
 
-use std::hash::{BuildHasherDefault, Hash};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash};
 use std::net::IpAddr;
 
+use hashbrown::HashTable;
 use rustc_hash::FxHasher;
 
 use crate::Nanos;
 
-type FxMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FxHasher>>;
+type FxBuild = BuildHasherDefault<FxHasher>;
 
 /// The sweep visits the whole slab once every this many `expire` calls.
 pub const SWEEP_SLICES: usize = 16;
@@ -26,8 +27,9 @@ const EVICTION_CANDIDATES: usize = 8;
 /// A connection's canonical key: the (address, port) endpoint that sorts lower comes first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    lo_addr: u128,
-    hi_addr: u128,
+    // Addresses as pairs of u64 (not u128, whose 16-byte alignment would pad the key).
+    lo_addr: [u64; 2],
+    hi_addr: [u64; 2],
     lo_port: u16,
     hi_port: u16,
 }
@@ -65,6 +67,11 @@ fn addr_bits(a: IpAddr) -> u128 {
     }
 }
 
+#[inline]
+fn split(a: u128) -> [u64; 2] {
+    [(a >> 64) as u64, a as u64]
+}
+
 impl FlowKey {
     /// The canonical key of a packet from `src:sport` to `dst:dport`, and the packet's
     /// direction within it.
@@ -72,7 +79,8 @@ impl FlowKey {
     pub fn new(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> (FlowKey, Dir) {
         let s = addr_bits(src);
         let d = addr_bits(dst);
-        if s < d || (s == d && sport <= dport) {
+        let (s, d, up) = (split(s), split(d), s < d || (s == d && sport <= dport));
+        if up {
             (
                 FlowKey {
                     lo_addr: s,
@@ -117,7 +125,10 @@ struct Slot<T> {
 
 /// A bounded table of connections, each holding a `T`.
 pub struct FlowTable<T> {
-    map: FxMap<FlowKey, u32>,
+    /// Slot indexes, hashed by their slot's key: 4 bytes a bucket, so the probe stays in
+    /// cache; the key itself is compared in the slot, which the packet needs anyway.
+    map: HashTable<u32>,
+    hasher: FxBuild,
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     cap: usize,
@@ -129,7 +140,8 @@ impl<T> FlowTable<T> {
     pub fn new(cap: usize) -> FlowTable<T> {
         let cap = cap.max(1);
         FlowTable {
-            map: FxMap::default(),
+            map: HashTable::new(),
+            hasher: FxBuild::default(),
             slots: Vec::new(),
             free: Vec::new(),
             cap,
@@ -176,7 +188,9 @@ impl<T> FlowTable<T> {
         make: impl FnOnce() -> T,
         mut evicted: impl FnMut(&mut T, Removal),
     ) -> (u32, bool) {
-        if let Some(&idx) = self.map.get(&key) {
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        if let Some(&idx) = self.map.find(hash, |&i| slots[i as usize].key == key) {
             self.slots[idx as usize].last_seen = now;
             return (idx, false);
         }
@@ -201,7 +215,9 @@ impl<T> FlowTable<T> {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.map.insert(key, idx);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.map
+            .insert_unique(hash, idx, |&i| hasher.hash_one(slots[i as usize].key));
         (idx, true)
     }
 
@@ -286,9 +302,11 @@ impl<T> FlowTable<T> {
     fn remove(&mut self, idx: u32, removed: impl FnOnce(&mut T)) {
         let s = &mut self.slots[idx as usize];
         s.live = false;
-        let key = s.key;
+        let hash = self.hasher.hash_one(s.key);
         removed(&mut s.value);
-        self.map.remove(&key);
+        if let Ok(entry) = self.map.find_entry(hash, |&i| i == idx) {
+            entry.remove();
+        }
         self.free.push(idx);
     }
 }

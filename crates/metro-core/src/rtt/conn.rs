@@ -17,7 +17,7 @@
 
 use std::net::SocketAddr;
 
-use super::queue::{Pending, Pool, Queue};
+use super::queue::{NIL, Pending, Pool, Queue};
 use super::{Kind, Sample};
 use crate::Nanos;
 use crate::engine::{Counters, EngineConfig, Observer};
@@ -29,13 +29,13 @@ const SYN_SEEN: u8 = 2;
 const ACKED: u8 = 4;
 const TS_SEEN: u8 = 16;
 const LAST: u8 = 32;
-/// A keep-alive awaits its answer (`ka_ts`, `ka_frame`).
+/// A keep-alive awaits its answer (its time and frame are in the pool node `ka`).
 const KA: u8 = 64;
 /// The keep-alive was sent again before an answer: the answer is ambiguous.
 const KA_AGAIN: u8 = 128;
 
 /// What one direction of a connection has sent, and what the other side acknowledged of it.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct DirState {
     flags: u8,
     /// ISN, valid with SYN_SEEN.
@@ -48,15 +48,39 @@ pub struct DirState {
     /// Newest TSval recorded (valid with TS_SEEN).
     ts_last: u32,
     tsvals: Queue,
-    ka_ts: Nanos,
-    ka_frame: u64,
-    // The previous frame in this direction, to recognise a frame captured twice.
+    ka: u32,
+    // The previous frame in this direction, to recognise a frame captured twice: its time,
+    // sequence number, and a fingerprint of its IP ID, ACK, length and flags.
     last_ts: Nanos,
     last_seq: u32,
-    last_ack: u32,
-    last_len: u32,
-    last_ip_id: u16,
-    last_flags: u16,
+    last_fp: u32,
+}
+
+impl Default for DirState {
+    fn default() -> Self {
+        DirState {
+            flags: 0,
+            isn: 0,
+            right: 0,
+            acked: 0,
+            segs: Queue::new(),
+            ts_last: 0,
+            tsvals: Queue::new(),
+            ka: NIL,
+            last_ts: 0,
+            last_seq: 0,
+            last_fp: 0,
+        }
+    }
+}
+
+/// A fingerprint of the fields that, with the sequence number, tell a frame captured twice.
+#[inline]
+fn fingerprint(ip_id: u16, ack: u32, len: u32, flags: u16) -> u32 {
+    let x = (u64::from(ip_id) << 48 | u64::from(flags) << 32 | u64::from(ack))
+        ^ u64::from(len).rotate_left(17);
+    let h = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 32) as u32
 }
 
 impl DirState {
@@ -68,6 +92,15 @@ impl DirState {
     fn release(&mut self, pool: &mut Pool) {
         self.segs.clear(pool);
         self.tsvals.clear(pool);
+        self.drop_keepalive(pool);
+    }
+
+    fn drop_keepalive(&mut self, pool: &mut Pool) {
+        if self.ka != NIL {
+            pool.take(self.ka);
+            self.ka = NIL;
+        }
+        self.flags &= !(KA | KA_AGAIN);
     }
 
     /// True if this direction has sent a SYN.
@@ -146,14 +179,8 @@ impl Conn {
         // stack that sends ID 0) only a much shorter interval counts. Only segments that
         // occupy sequence space matter: a second copy of a pure ACK changes nothing, and
         // back-to-back duplicate ACKs are legitimately alike.
-        if occupies
-            && snd.has(LAST)
-            && snd.last_ip_id == pkt.ip_id
-            && snd.last_seq == tcp.seq
-            && snd.last_ack == tcp.ack
-            && snd.last_len == len
-            && snd.last_flags == tcp.flags.0
-        {
+        let fp = fingerprint(pkt.ip_id, tcp.ack, len, tcp.flags.0);
+        if occupies && snd.has(LAST) && snd.last_seq == tcp.seq && snd.last_fp == fp {
             let dt = ts - snd.last_ts;
             let window = if pkt.ip_id != 0 {
                 cx.cfg.duplicate_window
@@ -168,10 +195,7 @@ impl Conn {
         snd.flags |= LAST;
         snd.last_ts = ts;
         snd.last_seq = tcp.seq;
-        snd.last_ack = tcp.ack;
-        snd.last_len = len;
-        snd.last_ip_id = pkt.ip_id;
-        snd.last_flags = tcp.flags.0;
+        snd.last_fp = fp;
 
         let responder = SocketAddr::new(pkt.src, tcp.sport);
         let peer = SocketAddr::new(pkt.dst, tcp.dport);
@@ -210,7 +234,7 @@ impl Conn {
             if !rcv.has(ACKED) || gt(ack, rcv.acked) {
                 rcv.flags |= ACKED;
                 rcv.acked = ack;
-                rcv.flags &= !(KA | KA_AGAIN);
+                rcv.drop_keepalive(cx.pool);
                 while let Some(front) = rcv.segs.front(cx.pool) {
                     if !le(front.key, ack) {
                         break;
@@ -233,13 +257,8 @@ impl Conn {
                 // The answer to a keep-alive: its one old byte ends at `right`.
                 let again = rcv.has(KA_AGAIN);
                 rcv.flags &= !(KA | KA_AGAIN);
-                let open = Pending {
-                    key: ack,
-                    handshake: false,
-                    ambiguous: false,
-                    ts: rcv.ka_ts,
-                    frame: rcv.ka_frame,
-                };
+                let open = cx.pool.take(rcv.ka);
+                rcv.ka = NIL;
                 if again {
                     cx.counters.ambiguous += 1;
                 } else {
@@ -268,6 +287,7 @@ impl Conn {
                         rcv.segs.mark_ambiguous(cx.pool, None);
                     }
                     snd.segs.clear(cx.pool);
+                    snd.drop_keepalive(cx.pool);
                     snd.flags = (snd.flags | INIT | SYN_SEEN) & !ACKED;
                     snd.isn = start;
                     snd.right = end;
@@ -278,7 +298,7 @@ impl Conn {
             } else if !lt(start, snd.right) {
                 // In order, or after a gap: extend.
                 snd.right = end;
-                snd.flags &= !(KA | KA_AGAIN);
+                snd.drop_keepalive(cx.pool);
             } else if len <= 1
                 && !flags.fin()
                 && start == snd.right.wrapping_sub(1)
@@ -292,8 +312,13 @@ impl Conn {
                     snd.flags |= KA_AGAIN;
                 } else {
                     snd.flags |= KA;
-                    snd.ka_ts = ts;
-                    snd.ka_frame = frame;
+                    snd.ka = cx.pool.put(Pending {
+                        key: snd.right,
+                        handshake: false,
+                        ambiguous: false,
+                        ts,
+                        frame,
+                    });
                 }
             } else {
                 // Retransmission or reordering: nothing in flight can be timed.
@@ -380,5 +405,20 @@ impl Conn {
         snd.segs.mark_ambiguous(cx.pool, Some(start));
         cx.counters.retransmits += 1;
         cx.out.retransmit(sender, receiver, ts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_connection_state_stays_small() {
+        // 1M connections must fit in 300 MB with the table's own overhead.
+        assert!(
+            std::mem::size_of::<Conn>() <= 144,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
     }
 }

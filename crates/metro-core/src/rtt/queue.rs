@@ -5,7 +5,8 @@
 
 use crate::Nanos;
 
-const NIL: u32 = u32::MAX;
+/// No node.
+pub const NIL: u32 = u32::MAX;
 
 /// One pending opener: the sequence number (segment end) or TSval that will close it, when
 /// and in which frame it was seen, and whether it was a SYN or SYN/ACK.
@@ -50,6 +51,20 @@ impl Pool {
     /// Nodes allocated in all (in use or free).
     pub fn allocated(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Store one item outside any queue; `take` returns it and frees the node.
+    #[inline]
+    pub fn put(&mut self, item: Pending) -> u32 {
+        self.alloc(item)
+    }
+
+    /// The item stored by `put` under `i`; the node is freed.
+    #[inline]
+    pub fn take(&mut self, i: u32) -> Pending {
+        let item = self.nodes[i as usize].item;
+        self.release(i);
+        item
     }
 
     #[inline]

@@ -7,6 +7,9 @@ mod output;
 mod progress;
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
+
+use rustc_hash::FxHasher;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -95,6 +98,9 @@ fn parse_kinds(s: &str) -> Result<KindSet, String> {
     Ok(set)
 }
 
+/// A hash map with a fast hasher: the responder map is touched once per sample.
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
 /// Statistics for one responder (the source of closing packets).
 #[derive(Debug, Clone)]
 pub struct ResponderReport {
@@ -169,7 +175,7 @@ struct Collector<'w, 'o> {
     file_name: String,
     samples_out: Option<&'w mut (dyn Write + 'o)>,
     write_error: Option<io::Error>,
-    responders: HashMap<IpAddr, ResponderReport>,
+    responders: FxMap<IpAddr, ResponderReport>,
     flows: Option<HashMap<(usize, u64, SocketAddr), FlowReport>>,
     line: Vec<u8>,
 }
@@ -227,7 +233,7 @@ pub fn analyze_files(
     progress: bool,
 ) -> io::Result<Report> {
     let mut report = Report::default();
-    let mut responders: HashMap<IpAddr, ResponderReport> = HashMap::new();
+    let mut responders: FxMap<IpAddr, ResponderReport> = FxMap::default();
     let mut flows = with_flows.then(HashMap::new);
     for (file_idx, path) in files.iter().enumerate() {
         let mut collector = Collector {

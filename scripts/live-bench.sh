@@ -1,0 +1,384 @@
+#!/usr/bin/env bash
+# Live benchmark of `metro run`: a generated capture replayed with `tcpreplay --topspeed`
+# onto a veth pair between two private network namespaces, `metro run` capturing the other
+# end with its default settings, and the CPU it used per million packets next to the same
+# figure for `metro analyze -q` of the same file, measured in the same run.
+#
+#   scripts/live-bench.sh [--quick] [--packets N] [--connections C] [--seed S] [--no-build]
+#
+#   default   2,000,000 packets over 20,000 concurrent connections, seed 1
+#   --quick     500,000 packets over  5,000 concurrent connections
+#   --no-build  use target/release/metro as it is (default: `cargo build --release -p metro`)
+#
+# Run as root. Installs `tcpreplay` and `iproute2` with apt-get if missing; needs python3
+# (the DogStatsD listener).
+#
+# What it does:
+#   1. generates (or reuses) target/bench-data/live-sS-pN-cC.pcap with `metro generate`
+#      (regenerated when the metro binary is newer than the file);
+#   2. creates two network namespaces of its own joined by a veth pair (no addresses, IPv6
+#      off; the generated packets never leave the pair and no other interface or namespace
+#      carries anything). Everything is deleted by a trap, on success or failure;
+#   3. in the receiving namespace: a DogStatsD listener on 127.0.0.1 (UDP) and `metro run`
+#      with a configuration that sets only the interface, the watch list (the generator's
+#      address space: clients 10.0.0.0/8 and fd00:0:0:c::/64, servers 172.16.0.0/12 and
+#      fd00:0:0:5::/64, so every packet of the capture passes the kernel filter) and the
+#      DogStatsD address; every other key (snaplen, buffer_size, flush_interval, max_flows...)
+#      is the default;
+#   4. `tcpreplay --topspeed --preload-pcap --no-flow-stats` of the capture from the sending
+#      namespace;
+#   5. waits for metro to drain (its CPU time stops moving, then 2 s so that libpcap's drop
+#      counter has been read again), reads metro's utime+stime from /proc/PID/stat, sends
+#      SIGTERM (metro flushes once more and exits 0), and totals the DogStatsD self-metrics
+#      `metro.packets.received` and `metro.packets.dropped` over every flush;
+#   6. times `metro analyze -q` of the same file (page cache warm; best of 2 by CPU);
+#   7. prints a table. Exit status 1 if the kernel dropped packets (or packets were lost
+#      before the capture: metro received fewer than tcpreplay sent); the results are also
+#      written to target/bench-data/live-results.md.
+set -euo pipefail
+
+PACKETS=2000000
+CONNECTIONS=20000
+SEED=1
+BUILD=1
+while (($#)); do
+    case $1 in
+    --quick) PACKETS=500000 CONNECTIONS=5000 ;;
+    --packets) PACKETS=$2; shift ;;
+    --connections) CONNECTIONS=$2; shift ;;
+    --seed) SEED=$2; shift ;;
+    --no-build) BUILD=0 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "live-bench: run as root (it creates network namespaces)" >&2
+    exit 2
+fi
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+target=${CARGO_TARGET_DIR:-$root/target}
+data="$target/bench-data"
+mkdir -p "$data"
+metro="$target/release/metro"
+
+# --- tools -----------------------------------------------------------------------------------
+missing=()
+command -v tcpreplay >/dev/null || missing+=(tcpreplay)
+command -v ip >/dev/null || missing+=(iproute2)
+if ((${#missing[@]})); then
+    echo "installing ${missing[*]} ..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v python3 >/dev/null || { echo "live-bench: python3 is needed (DogStatsD listener)" >&2; exit 2; }
+
+# --- build and generate ----------------------------------------------------------------------
+if ((BUILD)); then
+    echo "building metro (release) ..." >&2
+    cargo build --release --quiet -p metro
+fi
+[[ -x $metro ]] || { echo "live-bench: no $metro (build it: cargo build --release -p metro)" >&2; exit 2; }
+file="$data/live-s$SEED-p$PACKETS-c$CONNECTIONS.pcap"
+if [[ ! -s $file || $metro -nt $file ]]; then
+    echo "generating $file ..." >&2
+    "$metro" generate --seed "$SEED" --packets "$PACKETS" --connections "$CONNECTIONS" \
+        --output "$file.tmp"
+    mv "$file.tmp" "$file"
+fi
+
+# --- namespaces, cleaned up on any exit ------------------------------------------------------
+tag="mlb$$"
+ns_tx="metro-livebench-$$-tx"
+ns_rx="metro-livebench-$$-rx"
+if_tx="${tag}t" # in ns_tx: tcpreplay sends here
+if_rx="${tag}r" # in ns_rx: metro captures here
+tmp=$(mktemp -d /tmp/metro-live-bench.XXXXXX)
+metro_pid="" time_pid="" listener_pid="" replay_pid=""
+
+stop_pid() { # stop_pid PID: SIGTERM, then SIGKILL after 5 s
+    local pid=$1 i
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_pid "$replay_pid"
+    stop_pid "$metro_pid"
+    stop_pid "$time_pid"
+    stop_pid "$listener_pid"
+    wait 2>/dev/null || true
+    ip netns del "$ns_tx" 2>/dev/null || true
+    ip netns del "$ns_rx" 2>/dev/null || true
+    rm -rf "$tmp"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+ip netns add "$ns_tx"
+ip netns add "$ns_rx"
+for ns in "$ns_tx" "$ns_rx"; do
+    ip -n "$ns" link set lo up
+    # No IPv6 on the namespace's interfaces: no link-local address, no router solicitation.
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+done
+ip link add "$if_tx" netns "$ns_tx" type veth peer name "$if_rx" netns "$ns_rx"
+ip -n "$ns_tx" link set "$if_tx" up
+ip -n "$ns_rx" link set "$if_rx" up
+
+# --- DogStatsD listener ----------------------------------------------------------------------
+port=8125
+cat >"$tmp/listener.py" <<'EOF'
+# DogStatsD listener: totals the metro.* self-metrics over every datagram; on SIGTERM it
+# drains the socket and writes `name value` lines.
+import signal, socket, sys
+
+port, out, ready = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:  # SO_RCVBUFFORCE (root): a flush of tens of thousands of pairs must not overflow it
+    s.setsockopt(socket.SOL_SOCKET, 33, 512 << 20)
+except OSError:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 512 << 20)
+s.bind(("127.0.0.1", port))
+s.settimeout(0.3)
+open(ready, "w").close()
+stop = False
+def on_term(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, on_term)
+totals = {"datagrams": 0, "bytes": 0, "lines": 0, "pairs": 0, "bad_lines": 0}
+while True:
+    try:
+        d = s.recv(65536)
+    except socket.timeout:
+        if stop:
+            break
+        continue
+    totals["datagrams"] += 1
+    totals["bytes"] += len(d)
+    for line in d.decode("utf-8", "replace").split("\n"):
+        if not line:
+            continue
+        totals["lines"] += 1
+        try:
+            name, rest = line.split(":", 1)
+            fields = rest.split("|")
+            value = float(fields[0])
+        except ValueError:
+            totals["bad_lines"] += 1
+            continue
+        if name == "system.net.tcp.rtt.samples":
+            totals["pairs"] += 1  # one per (src, dst) pair and flush
+            name = "rtt.samples"
+        elif not name.startswith("metro."):
+            continue
+        totals[name] = totals.get(name, 0) + value
+with open(out, "w") as f:
+    for k, v in totals.items():
+        f.write(f"{k} {v:.0f}\n")
+EOF
+ip netns exec "$ns_rx" python3 "$tmp/listener.py" "$port" "$tmp/statsd.txt" "$tmp/listener.ready" &
+listener_pid=$!
+for ((i = 0; i < 100; i++)); do
+    [[ -e $tmp/listener.ready ]] && break
+    kill -0 "$listener_pid" 2>/dev/null || { echo "live-bench: the DogStatsD listener failed" >&2; exit 2; }
+    sleep 0.05
+done
+[[ -e $tmp/listener.ready ]] || { echo "live-bench: the DogStatsD listener did not start" >&2; exit 2; }
+
+# --- metro run -------------------------------------------------------------------------------
+# Only what the setup needs; every other key keeps its default.
+cat >"$tmp/metro.yaml" <<EOF
+init_config:
+  statsd_ip: 127.0.0.1
+  statsd_port: $port
+instances:
+  - interface: $if_rx
+    ips: [10.0.0.0/8, 172.16.0.0/12, 'fd00:0:0:c::/64', 'fd00:0:0:5::/64']
+EOF
+"$metro" check-config "$tmp/metro.yaml" >"$tmp/check-config.txt" 2>&1 || {
+    cat "$tmp/check-config.txt" >&2
+    exit 2
+}
+
+# Under /usr/bin/time (when present) for the total CPU including the final flush; metro is
+# its child, found by parent pid.
+if [[ -x /usr/bin/time ]]; then
+    ip netns exec "$ns_rx" /usr/bin/time -f '%U %S %M' -o "$tmp/time.txt" \
+        "$metro" run --config "$tmp/metro.yaml" 2>"$tmp/metro.log" &
+    time_pid=$!
+    for ((i = 0; i < 100; i++)); do
+        metro_pid=$(pgrep -P "$time_pid" || true)
+        [[ -n $metro_pid ]] && break
+        sleep 0.05
+    done
+else
+    ip netns exec "$ns_rx" "$metro" run --config "$tmp/metro.yaml" 2>"$tmp/metro.log" &
+    metro_pid=$!
+fi
+[[ -n $metro_pid ]] || { echo "live-bench: metro run did not start" >&2; exit 2; }
+for ((i = 0; i < 200; i++)); do
+    grep -q "capture filter" "$tmp/metro.log" 2>/dev/null && break
+    kill -0 "$metro_pid" 2>/dev/null || { echo "live-bench: metro run exited:" >&2; cat "$tmp/metro.log" >&2; exit 2; }
+    sleep 0.05
+done
+grep -q "capture filter" "$tmp/metro.log" || { echo "live-bench: metro run installed no filter:" >&2; cat "$tmp/metro.log" >&2; exit 2; }
+
+clk_tck=$(getconf CLK_TCK)
+cpu_ticks() { # utime + stime of PID (all threads), in clock ticks
+    local s
+    s=$(<"/proc/$1/stat")
+    s=${s##*) }
+    # shellcheck disable=SC2086
+    set -- $s
+    echo $((${12} + ${13}))
+}
+sysfs() { ip netns exec "$1" cat "/sys/class/net/$2/statistics/$3"; }
+
+# --- replay ----------------------------------------------------------------------------------
+cat "$file" >/dev/null # page cache
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+cpu_start=$(cpu_ticks "$metro_pid")
+echo "replaying $file ($(du -m "$file" | cut -f1) MB) onto $if_tx -> $if_rx ..." >&2
+ip netns exec "$ns_tx" tcpreplay --topspeed --preload-pcap --no-flow-stats -i "$if_tx" "$file" \
+    >"$tmp/tcpreplay.txt" 2>&1 &
+replay_pid=$!
+wait "$replay_pid" || { cat "$tmp/tcpreplay.txt" >&2; replay_pid=""; exit 2; }
+replay_pid=""
+
+# Wait for metro to drain the ring: until its CPU time stops moving for 0.5 s (30 s at
+# most), then 2 s more so that the capture thread has read libpcap's drop counter again
+# (it does so every second).
+prev=-1
+for ((i = 0; i < 60; i++)); do
+    now=$(cpu_ticks "$metro_pid")
+    ((now == prev)) && break
+    prev=$now
+    sleep 0.5
+done
+sleep 2
+cpu_end=$(cpu_ticks "$metro_pid")
+kill -TERM "$metro_pid"
+if [[ -n $time_pid ]]; then
+    wait "$time_pid" && metro_rc=0 || metro_rc=$?
+else
+    wait "$metro_pid" && metro_rc=0 || metro_rc=$?
+fi
+metro_pid="" time_pid=""
+if ((metro_rc != 0)); then
+    echo "live-bench: metro run exited with status $metro_rc after SIGTERM:" >&2
+    tail -20 "$tmp/metro.log" >&2
+    exit 2
+fi
+kill -TERM "$listener_pid"
+wait "$listener_pid" || true
+listener_pid=""
+
+rx_packets=$(sysfs "$ns_rx" "$if_rx" rx_packets)
+rx_dropped=$(sysfs "$ns_rx" "$if_rx" rx_dropped)
+tx_dropped=$(sysfs "$ns_tx" "$if_tx" tx_dropped)
+
+# --- metro analyze of the same file ----------------------------------------------------------
+# CPU (user + sys), best of 2 by CPU; the file is in the page cache.
+TIMEFORMAT='%R %U %S'
+an_cpu="" an_wall=""
+for _ in 1 2; do
+    { time "$metro" analyze -q "$file" >/dev/null 2>"$tmp/analyze.err"; } 2>"$tmp/analyze.time" || {
+        cat "$tmp/analyze.err" >&2
+        exit 2
+    }
+    read -r w u s <"$tmp/analyze.time"
+    c=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.3f", u + s }')
+    if [[ -z $an_cpu ]] || awk -v c="$c" -v b="$an_cpu" 'BEGIN { exit !(c < b) }'; then
+        an_cpu=$c an_wall=$w
+    fi
+done
+
+# --- report ----------------------------------------------------------------------------------
+metric() { awk -v k="$1" '$1 == k { print $2; f = 1 } END { if (!f) print 0 }' "$tmp/statsd.txt"; }
+sent=$(awk '/Successful packets:/ { print $3 }' "$tmp/tcpreplay.txt")
+failed=$(awk '/Failed packets:/ { print $3 }' "$tmp/tcpreplay.txt")
+rate_pps=$(awk '/Rated:/ { for (i = 1; i <= NF; i++) if ($i ~ /^pps/) print $(i - 1) }' "$tmp/tcpreplay.txt")
+replay_s=$(awk '/Actual:/ { for (i = 1; i <= NF; i++) if ($i == "in") print $(i + 1) }' "$tmp/tcpreplay.txt")
+received=$(metric metro.packets.received)
+dropped=$(metric metro.packets.dropped)
+samples=$(($(metric metro.samples)))
+pairs=$(metric pairs)
+live_cpu=$(awk -v a="$cpu_start" -v b="$cpu_end" -v t="$clk_tck" 'BEGIN { printf "%.2f", b / t }')
+live_cpu_replay=$(awk -v a="$cpu_start" -v b="$cpu_end" -v t="$clk_tck" 'BEGIN { printf "%.2f", (b - a) / t }')
+live_total=""
+if [[ -s $tmp/time.txt ]]; then
+    read -r tu ts tm < <(tail -1 "$tmp/time.txt")
+    live_total=$(awk -v u="$tu" -v s="$ts" 'BEGIN { printf "%.2f", u + s }')
+    live_rss_mb=$((tm / 1024))
+fi
+per_m() { awk -v c="$1" -v n="$2" 'BEGIN { if (n > 0) printf "%.3f", c / (n / 1e6); else print "-" }'; }
+live_per_m=$(per_m "$live_cpu" "$received")
+an_per_m=$(per_m "$an_cpu" "$PACKETS")
+ratio=$(awk -v a="$live_per_m" -v b="$an_per_m" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+
+lost_before=$((sent - received - dropped))
+verdict="PASS: zero kernel drops"
+status=0
+if ((dropped > 0)); then
+    verdict="FAIL: the kernel dropped $dropped packets ($(awk -v d="$dropped" -v s="$sent" 'BEGIN { printf "%.2f", 100 * d / s }')%)"
+    status=1
+elif ((received != sent)); then
+    verdict="FAIL: metro received $received of $sent packets sent (libpcap reports no drop)"
+    status=1
+fi
+
+report=$(
+    cat <<EOF
+Live capture: \`tcpreplay --topspeed\` onto a veth, \`metro run\` (default settings) on the peer
+
+capture: $(basename "$file")
+  $PACKETS packets, $CONNECTIONS concurrent connections, seed $SEED, $(du -m "$file" | cut -f1) MB
+machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), Linux $(uname -r), load average before: $load_before
+
+| measure                                   | value |
+|---|---|
+| tcpreplay packets sent (failed)           | $sent ($failed) |
+| tcpreplay time, rate                      | $replay_s s, $(printf '%.0f' "$rate_pps") pps |
+| veth rx packets (rx dropped, peer tx dropped) | $rx_packets ($rx_dropped, $tx_dropped) |
+| metro.packets.received                    | $received |
+| metro.packets.dropped (kernel, libpcap)   | $dropped |
+| metro.samples (all kinds)                 | $samples |
+| (src, dst) pairs reported                 | $pairs |
+| metro run CPU s, start to before SIGTERM  | $live_cpu (replay alone $live_cpu_replay) |
+| metro run CPU s, including final flush    | ${live_total:--} |
+| metro run peak RSS                        | ${live_rss_mb:--} MB |
+| metro analyze -q CPU s (wall s)           | $an_cpu ($an_wall) |
+
+| CPU s per million packets | |
+|---|---|
+| metro run (live)          | $live_per_m |
+| metro analyze (same file) | $an_per_m |
+| ratio live / analyze      | $ratio |
+
+$verdict
+EOF
+)
+echo
+echo "$report"
+echo "$report" >"$data/live-results.md"
+if ((status)); then
+    echo
+    echo "metro log (last lines):"
+    tail -5 "$tmp/metro.log"
+fi
+exit "$status"
