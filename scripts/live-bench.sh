@@ -4,11 +4,13 @@
 # end with its default settings, and the CPU it used per million packets next to the same
 # figure for `metro analyze -q` of the same file, measured in the same run.
 #
-#   scripts/live-bench.sh [--quick] [--packets N] [--connections C] [--seed S] [--no-build]
+#   scripts/live-bench.sh [--quick] [--packets N] [--connections C] [--seed S] [--no-build] [--perf]
 #
 #   default   2,000,000 packets over 20,000 concurrent connections, seed 1
 #   --quick     500,000 packets over  5,000 concurrent connections
 #   --no-build  use target/release/metro as it is (default: `cargo build --release -p metro`)
+#   --perf      also profile metro during the replay (`perf record -g`, Debian `linux-perf`)
+#               and print the top of `perf report`; the data stays in target/bench-data/
 #
 # Run as root. Installs `tcpreplay` and `iproute2` with apt-get if missing; needs python3
 # (the DogStatsD listener).
@@ -26,7 +28,8 @@
 #      DogStatsD address; every other key (snaplen, buffer_size, flush_interval, max_flows...)
 #      is the default;
 #   4. `tcpreplay --topspeed --preload-pcap --no-flow-stats` of the capture from the sending
-#      namespace;
+#      namespace: once before metro starts (nothing captures: the sender's own ceiling),
+#      then with metro capturing;
 #   5. waits for metro to drain (its CPU time stops moving, then 2 s so that libpcap's drop
 #      counter has been read again), reads metro's utime+stime from /proc/PID/stat, sends
 #      SIGTERM (metro flushes once more and exits 0), and totals the DogStatsD self-metrics
@@ -41,6 +44,7 @@ PACKETS=2000000
 CONNECTIONS=20000
 SEED=1
 BUILD=1
+PERF=0
 while (($#)); do
     case $1 in
     --quick) PACKETS=500000 CONNECTIONS=5000 ;;
@@ -48,6 +52,7 @@ while (($#)); do
     --connections) CONNECTIONS=$2; shift ;;
     --seed) SEED=$2; shift ;;
     --no-build) BUILD=0 ;;
+    --perf) PERF=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -99,7 +104,7 @@ ns_rx="metro-livebench-$$-rx"
 if_tx="${tag}t" # in ns_tx: tcpreplay sends here
 if_rx="${tag}r" # in ns_rx: metro captures here
 tmp=$(mktemp -d /tmp/metro-live-bench.XXXXXX)
-metro_pid="" time_pid="" listener_pid="" replay_pid=""
+metro_pid="" time_pid="" listener_pid="" replay_pid="" perf_pid=""
 
 stop_pid() { # stop_pid PID: SIGTERM, then SIGKILL after 5 s
     local pid=$1 i
@@ -115,6 +120,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_pid "$replay_pid"
+    [[ -n $perf_pid ]] && kill -INT "$perf_pid" 2>/dev/null
     stop_pid "$metro_pid"
     stop_pid "$time_pid"
     stop_pid "$listener_pid"
@@ -138,6 +144,27 @@ done
 ip link add "$if_tx" netns "$ns_tx" type veth peer name "$if_rx" netns "$ns_rx"
 ip -n "$ns_tx" link set "$if_tx" up
 ip -n "$ns_rx" link set "$if_rx" up
+
+replay() { # replay OUT: tcpreplay at top speed from ns_tx, output to OUT
+    ip netns exec "$ns_tx" tcpreplay --topspeed --preload-pcap --no-flow-stats -i "$if_tx" "$file" \
+        >"$1" 2>&1 &
+    replay_pid=$!
+    wait "$replay_pid" || { cat "$1" >&2; replay_pid=""; exit 2; }
+    replay_pid=""
+}
+# tcpreplay fields: packets sent, failed, pps, seconds.
+replay_fields() {
+    awk '/Successful packets:/ { ok = $3 } /Failed packets:/ { bad = $3 }
+         /Rated:/ { for (i = 1; i <= NF; i++) if ($i ~ /^pps/) pps = $(i - 1) }
+         /Actual:/ { for (i = 1; i <= NF; i++) if ($i == "in") secs = $(i + 1) }
+         END { printf "%s %s %.0f %s\n", ok, bad, pps, secs }' "$1"
+}
+
+# The sender's ceiling: the same replay with nothing capturing on the other end.
+cat "$file" >/dev/null # page cache
+echo "replaying $file ($(du -m "$file" | cut -f1) MB) with nothing capturing ..." >&2
+replay "$tmp/tcpreplay-alone.txt"
+read -r alone_sent _ alone_pps alone_s < <(replay_fields "$tmp/tcpreplay-alone.txt")
 
 # --- DogStatsD listener ----------------------------------------------------------------------
 port=8125
@@ -210,7 +237,7 @@ instances:
   - interface: $if_rx
     ips: [10.0.0.0/8, 172.16.0.0/12, 'fd00:0:0:c::/64', 'fd00:0:0:5::/64']
 EOF
-"$metro" check-config "$tmp/metro.yaml" >"$tmp/check-config.txt" 2>&1 || {
+ip netns exec "$ns_rx" "$metro" check-config "$tmp/metro.yaml" >"$tmp/check-config.txt" 2>&1 || {
     cat "$tmp/check-config.txt" >&2
     exit 2
 }
@@ -239,26 +266,27 @@ done
 grep -q "capture filter" "$tmp/metro.log" || { echo "live-bench: metro run installed no filter:" >&2; cat "$tmp/metro.log" >&2; exit 2; }
 
 clk_tck=$(getconf CLK_TCK)
-cpu_ticks() { # utime + stime of PID (all threads), in clock ticks
-    local s
+cpu_ticks() { # utime + stime of PID (all threads), in clock ticks; `cpu_ticks PID split`: "utime stime"
+    local s split=${2:-}
     s=$(<"/proc/$1/stat")
     s=${s##*) }
     # shellcheck disable=SC2086
     set -- $s
-    echo $((${12} + ${13}))
+    if [[ -n $split ]]; then echo "${12} ${13}"; else echo $((${12} + ${13})); fi
 }
 sysfs() { ip netns exec "$1" cat "/sys/class/net/$2/statistics/$3"; }
 
 # --- replay ----------------------------------------------------------------------------------
-cat "$file" >/dev/null # page cache
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 cpu_start=$(cpu_ticks "$metro_pid")
-echo "replaying $file ($(du -m "$file" | cut -f1) MB) onto $if_tx -> $if_rx ..." >&2
-ip netns exec "$ns_tx" tcpreplay --topspeed --preload-pcap --no-flow-stats -i "$if_tx" "$file" \
-    >"$tmp/tcpreplay.txt" 2>&1 &
-replay_pid=$!
-wait "$replay_pid" || { cat "$tmp/tcpreplay.txt" >&2; replay_pid=""; exit 2; }
-replay_pid=""
+if ((PERF)); then
+    command -v perf >/dev/null || { echo "live-bench: --perf needs perf (apt-get install linux-perf)" >&2; exit 2; }
+    perf record -q -g -F 1999 -p "$metro_pid" -o "$data/live-perf.data" 2>"$tmp/perf.err" &
+    perf_pid=$!
+    sleep 0.5
+fi
+echo "replaying it onto $if_tx -> $if_rx, metro run capturing ..." >&2
+replay "$tmp/tcpreplay.txt"
 
 # Wait for metro to drain the ring: until its CPU time stops moving for 0.5 s (30 s at
 # most), then 2 s more so that the capture thread has read libpcap's drop counter again
@@ -271,7 +299,13 @@ for ((i = 0; i < 60; i++)); do
     sleep 0.5
 done
 sleep 2
+if [[ -n $perf_pid ]]; then
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+    perf_pid=""
+fi
 cpu_end=$(cpu_ticks "$metro_pid")
+read -r cpu_end_user cpu_end_sys < <(cpu_ticks "$metro_pid" split)
 kill -TERM "$metro_pid"
 if [[ -n $time_pid ]]; then
     wait "$time_pid" && metro_rc=0 || metro_rc=$?
@@ -304,21 +338,20 @@ for _ in 1 2; do
     read -r w u s <"$tmp/analyze.time"
     c=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.3f", u + s }')
     if [[ -z $an_cpu ]] || awk -v c="$c" -v b="$an_cpu" 'BEGIN { exit !(c < b) }'; then
-        an_cpu=$c an_wall=$w
+        an_cpu=$c an_wall=$w an_user=$u an_sys=$s
     fi
 done
 
 # --- report ----------------------------------------------------------------------------------
 metric() { awk -v k="$1" '$1 == k { print $2; f = 1 } END { if (!f) print 0 }' "$tmp/statsd.txt"; }
-sent=$(awk '/Successful packets:/ { print $3 }' "$tmp/tcpreplay.txt")
-failed=$(awk '/Failed packets:/ { print $3 }' "$tmp/tcpreplay.txt")
-rate_pps=$(awk '/Rated:/ { for (i = 1; i <= NF; i++) if ($i ~ /^pps/) print $(i - 1) }' "$tmp/tcpreplay.txt")
-replay_s=$(awk '/Actual:/ { for (i = 1; i <= NF; i++) if ($i == "in") print $(i + 1) }' "$tmp/tcpreplay.txt")
+read -r sent failed rate_pps replay_s < <(replay_fields "$tmp/tcpreplay.txt")
 received=$(metric metro.packets.received)
 dropped=$(metric metro.packets.dropped)
 samples=$(($(metric metro.samples)))
 pairs=$(metric pairs)
 live_cpu=$(awk -v a="$cpu_start" -v b="$cpu_end" -v t="$clk_tck" 'BEGIN { printf "%.2f", b / t }')
+live_user=$(awk -v b="$cpu_end_user" -v t="$clk_tck" 'BEGIN { printf "%.2f", b / t }')
+live_sys=$(awk -v b="$cpu_end_sys" -v t="$clk_tck" 'BEGIN { printf "%.2f", b / t }')
 live_cpu_replay=$(awk -v a="$cpu_start" -v b="$cpu_end" -v t="$clk_tck" 'BEGIN { printf "%.2f", (b - a) / t }')
 live_total=""
 if [[ -s $tmp/time.txt ]]; then
@@ -353,16 +386,17 @@ machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpu
 | measure                                   | value |
 |---|---|
 | tcpreplay packets sent (failed)           | $sent ($failed) |
-| tcpreplay time, rate                      | $replay_s s, $(printf '%.0f' "$rate_pps") pps |
+| tcpreplay time, rate                      | $replay_s s, $rate_pps pps |
+| same replay with nothing capturing        | $alone_s s, $alone_pps pps |
 | veth rx packets (rx dropped, peer tx dropped) | $rx_packets ($rx_dropped, $tx_dropped) |
 | metro.packets.received                    | $received |
 | metro.packets.dropped (kernel, libpcap)   | $dropped |
 | metro.samples (all kinds)                 | $samples |
 | (src, dst) pairs reported                 | $pairs |
-| metro run CPU s, start to before SIGTERM  | $live_cpu (replay alone $live_cpu_replay) |
+| metro run CPU s, start to before SIGTERM  | $live_cpu (user $live_user, sys $live_sys; during the replay $live_cpu_replay) |
 | metro run CPU s, including final flush    | ${live_total:--} |
 | metro run peak RSS                        | ${live_rss_mb:--} MB |
-| metro analyze -q CPU s (wall s)           | $an_cpu ($an_wall) |
+| metro analyze -q CPU s                    | $an_cpu (user $an_user, sys $an_sys; wall $an_wall s) |
 
 | CPU s per million packets | |
 |---|---|
@@ -376,6 +410,12 @@ EOF
 echo
 echo "$report"
 echo "$report" >"$data/live-results.md"
+if ((PERF)); then
+    echo
+    echo "perf report (metro during the replay; data: $data/live-perf.data):"
+    perf report -i "$data/live-perf.data" --no-children -g none --percent-limit 0.7 --sort dso,symbol --stdio 2>/dev/null |
+        grep -v '^#' | grep -E '^ +[0-9]' | head -30
+fi
 if ((status)); then
     echo
     echo "metro log (last lines):"

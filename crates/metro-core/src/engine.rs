@@ -51,8 +51,8 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_flows: 1 << 20,
-            max_pending_segments: 256,
-            max_pending_tsvals: 64,
+            max_pending_segments: 1024,
+            max_pending_tsvals: 256,
             idle_timeout: 300 * 1_000_000_000,
             closed_timeout: 60 * 1_000_000_000,
             tsval_max_age: 10 * 1_000_000_000,

@@ -4,6 +4,7 @@
 //! never stops the others; the samples before the damage are kept.
 
 mod output;
+mod parallel;
 mod progress;
 
 use std::collections::{BTreeMap, HashMap};
@@ -78,7 +79,29 @@ pub struct AnalyzeArgs {
     /// Do not print the closing summary or the progress bar on standard error.
     #[arg(long, short)]
     pub quiet: bool,
+
+    // --threads (parallel.rs): begin
+    /// Threads for each file's engine work [default: the number of available cores]. 1 runs
+    /// everything on one thread; more split the connections over that many engines (the
+    /// output is the same).
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    pub threads: Option<usize>,
+    // --threads: end
 }
+
+// --threads (parallel.rs): begin
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a number of threads (1 or more)")),
+    }
+}
+
+/// The default for `--threads`: the cores this process may run on.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+// --threads: end
 
 fn parse_kinds(s: &str) -> Result<KindSet, String> {
     let mut set = KindSet::NONE;
@@ -224,13 +247,26 @@ impl Observer for Collector<'_, '_> {
 const TICK: Nanos = 1_000_000_000;
 
 /// Analyze `files`, writing samples to `samples_out` if given. Never fails as a whole: each
-/// file's error is recorded in its [`FileReport`].
+/// file's error is recorded in its [`FileReport`]. One thread; see [`analyze_files_threads`].
 pub fn analyze_files(
+    files: &[PathBuf],
+    cfg: &EngineConfig,
+    with_flows: bool,
+    samples_out: Option<&mut dyn Write>,
+    progress: bool,
+) -> io::Result<Report> {
+    analyze_files_threads(files, cfg, with_flows, samples_out, progress, 1)
+}
+
+/// [`analyze_files`] with each file's engine work spread over `threads` threads (1: all on
+/// the calling thread). The report and the sample lines do not depend on `threads`.
+pub fn analyze_files_threads(
     files: &[PathBuf],
     cfg: &EngineConfig,
     with_flows: bool,
     mut samples_out: Option<&mut dyn Write>,
     progress: bool,
+    threads: usize,
 ) -> io::Result<Report> {
     let mut report = Report::default();
     let mut responders: FxMap<IpAddr, ResponderReport> = FxMap::default();
@@ -245,7 +281,18 @@ pub fn analyze_files(
             flows: flows.take(),
             line: Vec::with_capacity(256),
         };
-        let fr = analyze_one(path, cfg, &mut collector, &mut report.summary, progress);
+        let fr = if threads > 1 {
+            parallel::analyze_one(
+                path,
+                cfg,
+                threads,
+                &mut collector,
+                &mut report.summary,
+                progress,
+            )
+        } else {
+            analyze_one(path, cfg, &mut collector, &mut report.summary, progress)
+        };
         if let Some(e) = collector.write_error.take() {
             return Err(e);
         }
@@ -377,12 +424,13 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
         .samples
         .as_deref()
         .is_some_and(|p| p.as_os_str() == "-");
-    let report = analyze_files(
+    let report = analyze_files_threads(
         &args.files,
         &cfg,
         args.flows,
         sample_file.as_deref_mut().map(|w| w as &mut dyn Write),
         progress,
+        args.threads.unwrap_or_else(default_threads),
     )?;
     if let Some(mut w) = sample_file {
         w.flush()?;

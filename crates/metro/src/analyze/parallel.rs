@@ -1,0 +1,435 @@
+//! `metro analyze --threads N` (N > 1): one file over several cores, with exactly the output
+//! of the one-thread path.
+//!
+//! ```text
+//!  reader thread                      shard threads (N)                 calling thread
+//!  next_record + wire::decode  ──►  Engine (own flow table)  ──►  merge by frame ──► Collector
+//!  shard = hash(canonical key)       samples of the epoch            (sample lines, stats)
+//! ```
+//!
+//! The reader decodes each record and appends the packet (a copy of the `Packet` without its
+//! payload slice, which the engine never reads) to the batch of the shard its canonical flow
+//! key hashes to; a connection's packets all go to one shard, in capture order. Every
+//! [`EPOCH`] packets the reader sends each shard its batch, empty or not, so batch `k` of
+//! every shard covers the same frames: the calling thread takes batch `k`'s samples from
+//! every shard, merges them by frame number (a frame's samples all come from one shard, in
+//! the engine's emission order) and feeds them to the same `Collector` as the one-thread
+//! path. Expiry ticks are decided by the reader with the one-thread rule (on the global
+//! packet stream) and delivered to every shard at the same place in its stream, so each
+//! shard ticks at the same packet times as the single engine.
+//!
+//! Flow ids: each shard's engine numbers its connections 1, 2, ... A connection gets an id
+//! when a packet creates it (at most one per packet), so the one-thread id is the rank of the
+//! creating frame among all creating frames. Only per-connection rows use the id; with them,
+//! each shard records the frame that created each of its ids, samples carry that frame as
+//! their id meanwhile (same order, same grouping), and at the end of the file the rows are
+//! renumbered to the rank.
+//!
+//! Memory is bounded: `IN_FLIGHT` batches per shard and direction, buffers recycled.
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::thread;
+
+use metro_core::Nanos;
+use metro_core::engine::{Counters, Engine, EngineConfig, Observer};
+use metro_core::flow::FlowKey;
+use metro_core::rtt::Sample;
+use metro_core::wire::{self, DecodeError, Packet};
+use rustc_hash::FxBuildHasher;
+
+use super::{Collector, FileReport, Summary, TICK, describe_read_error, progress};
+use crate::pcap::CaptureReader;
+
+/// Packets per epoch (all shards together): one batch per shard and epoch.
+const EPOCH: usize = 8192;
+/// Batches queued per shard, each way.
+const IN_FLIGHT: usize = 4;
+
+/// One decoded TCP packet for a shard.
+struct Item {
+    frame: u64,
+    ts: Nanos,
+    pkt: Packet<'static>,
+}
+
+/// One epoch's packets for one shard, and the ticks to run before `items[pos]`.
+#[derive(Default)]
+struct InBatch {
+    items: Vec<Item>,
+    ticks: Vec<(usize, Nanos)>,
+}
+
+/// What a shard's engine emitted during one epoch, in emission order.
+#[derive(Default)]
+struct OutBatch {
+    samples: Vec<Sample>,
+}
+
+/// What the reader thread found in the file.
+#[derive(Default)]
+struct ReaderEnd {
+    frames: u64,
+    error: Option<String>,
+    undecodable: BTreeMap<&'static str, u64>,
+    unsupported_linktypes: BTreeMap<u32, u64>,
+}
+
+/// What a shard hands back at the end of the file.
+struct ShardEnd {
+    counters: Counters,
+    /// The frame that created each of the shard's flow ids (id 1 first), if tracked.
+    created: Vec<u64>,
+}
+
+/// The packet without its payload slice (the engine does not read payload bytes).
+#[inline]
+fn detach(p: &Packet<'_>) -> Packet<'static> {
+    Packet {
+        src: p.src,
+        dst: p.dst,
+        ip_id: p.ip_id,
+        tcp: p.tcp,
+        payload_len: p.payload_len,
+        payload: &[],
+        tunnel_depth: p.tunnel_depth,
+        first_fragment: p.first_fragment,
+    }
+}
+
+/// The shard of a packet: a hash of its connection's canonical key (both directions agree).
+#[inline]
+fn shard_of(pkt: &Packet<'_>, shards: usize) -> usize {
+    let (key, _) = FlowKey::new(pkt.src, pkt.tcp.sport, pkt.dst, pkt.tcp.dport);
+    let h = FxBuildHasher.hash_one(key);
+    // The high bits of the product: uniform over 0..shards, whatever the hash's low bits.
+    ((u128::from(h) * shards as u128) >> 64) as usize
+}
+
+/// Analyze one file with `threads` (> 1) shard engines. Same contract and same results as
+/// the one-thread `analyze_one`.
+pub(super) fn analyze_one(
+    path: &Path,
+    cfg: &EngineConfig,
+    threads: usize,
+    collector: &mut Collector<'_, '_>,
+    summary: &mut Summary,
+    progress: bool,
+) -> FileReport {
+    let mut fr = FileReport {
+        path: path.to_path_buf(),
+        records: 0,
+        error: None,
+    };
+    let reader = match CaptureReader::open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            fr.error = Some(e.to_string());
+            return fr;
+        }
+    };
+    let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let bar = progress::Bar::new(progress, &collector.file_name, total);
+    let n = threads.max(1);
+    let track_ids = collector.flows.is_some();
+
+    let (reader_end, shard_ends) = thread::scope(|scope| {
+        let mut to_shard = Vec::with_capacity(n);
+        let mut in_free = Vec::with_capacity(n);
+        let mut from_shard = Vec::with_capacity(n);
+        let mut out_free = Vec::with_capacity(n);
+        let mut shard_handles = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (in_tx, in_rx) = mpsc::sync_channel::<InBatch>(IN_FLIGHT);
+            let (in_back_tx, in_back_rx) = mpsc::channel::<InBatch>();
+            let (out_tx, out_rx) = mpsc::sync_channel::<OutBatch>(IN_FLIGHT);
+            let (out_back_tx, out_back_rx) = mpsc::channel::<OutBatch>();
+            to_shard.push(in_tx);
+            in_free.push(in_back_rx);
+            from_shard.push(out_rx);
+            out_free.push(out_back_tx);
+            let cfg = cfg.clone();
+            shard_handles.push(
+                thread::Builder::new()
+                    .name("metro-shard".into())
+                    .spawn_scoped(scope, move || {
+                        run_shard(cfg, track_ids, in_rx, in_back_tx, out_tx, out_back_rx)
+                    })
+                    .expect("spawning a shard thread"),
+            );
+        }
+        let reader_handle = thread::Builder::new()
+            .name("metro-reader".into())
+            .spawn_scoped(scope, move || {
+                read_and_dispatch(path, reader, bar, progress, to_shard, in_free)
+            })
+            .expect("spawning the reader thread");
+
+        merge_into(collector, &from_shard, &out_free);
+        // Whatever happened, let the other threads see closed channels, then join them.
+        drop(from_shard);
+        drop(out_free);
+        let reader_end = reader_handle
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let shard_ends: Vec<ShardEnd> = shard_handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect();
+        (reader_end, shard_ends)
+    });
+
+    fr.records = reader_end.frames;
+    fr.error = reader_end.error;
+    summary.records += reader_end.frames;
+    for (reason, count) in reader_end.undecodable {
+        *summary.undecodable.entry(reason).or_insert(0) += count;
+    }
+    for (lt, count) in reader_end.unsupported_linktypes {
+        *summary.unsupported_linktypes.entry(lt).or_insert(0) += count;
+    }
+    for s in &shard_ends {
+        summary.tcp_packets += s.counters.packets;
+        summary.add_engine(&s.counters);
+    }
+    if track_ids {
+        renumber_flows(collector, &shard_ends);
+    }
+    fr
+}
+
+/// The reader thread: records to decoded packets to per-shard batches, one epoch at a time.
+fn read_and_dispatch(
+    path: &Path,
+    mut reader: CaptureReader,
+    mut bar: progress::Bar,
+    progress: bool,
+    to_shard: Vec<SyncSender<InBatch>>,
+    in_free: Vec<Receiver<InBatch>>,
+) -> ReaderEnd {
+    let n = to_shard.len();
+    let mut end = ReaderEnd::default();
+    let per_shard = EPOCH.div_ceil(n) + EPOCH / 8;
+    let fresh = |free: &Receiver<InBatch>| {
+        free.try_recv().unwrap_or_else(|_| InBatch {
+            items: Vec::with_capacity(per_shard),
+            ticks: Vec::new(),
+        })
+    };
+    let mut batches: Vec<InBatch> = in_free.iter().map(fresh).collect();
+    let mut in_epoch = 0usize;
+    let mut next_tick: Nanos = Nanos::MIN;
+    let mut unsupported_seen: Vec<u32> = Vec::new();
+    // Sends every shard its batch; false once a shard is gone (the merger stopped).
+    let flush = |batches: &mut Vec<InBatch>| -> bool {
+        for (s, tx) in to_shard.iter().enumerate() {
+            let next = fresh(&in_free[s]);
+            let b = std::mem::replace(&mut batches[s], next);
+            if tx.send(b).is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    loop {
+        let rec = match reader.next_record() {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                end.error = Some(describe_read_error(&e));
+                break;
+            }
+        };
+        end.frames += 1;
+        let frame = end.frames;
+        let ts = rec.ts;
+        match wire::decode(rec.linktype, rec.data) {
+            Ok(pkt) => {
+                if ts >= next_tick {
+                    for b in batches.iter_mut() {
+                        b.ticks.push((b.items.len(), ts));
+                    }
+                    next_tick = ts.saturating_add(TICK);
+                }
+                let s = shard_of(&pkt, n);
+                batches[s].items.push(Item {
+                    frame,
+                    ts,
+                    pkt: detach(&pkt),
+                });
+                in_epoch += 1;
+                if in_epoch == EPOCH {
+                    in_epoch = 0;
+                    if !flush(&mut batches) {
+                        return end;
+                    }
+                }
+            }
+            Err(e) => {
+                *end.undecodable.entry(e.reason()).or_insert(0) += 1;
+                if let DecodeError::UnsupportedLinkType(lt) = e {
+                    *end.unsupported_linktypes.entry(lt).or_insert(0) += 1;
+                    if !unsupported_seen.contains(&lt) {
+                        unsupported_seen.push(lt);
+                        if progress {
+                            bar.clear();
+                        }
+                        eprintln!(
+                            "metro: {}: link type {lt} is not decoded; its packets are counted and skipped",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+        if frame & 0xffff == 0 {
+            bar.update(reader.compressed_bytes_read());
+        }
+    }
+    if in_epoch > 0 || batches.iter().any(|b| !b.ticks.is_empty()) {
+        flush(&mut batches);
+    }
+    bar.clear();
+    end
+}
+
+/// Collects what the engine emits into a batch.
+struct Sink<'a>(&'a mut Vec<Sample>);
+
+impl Observer for Sink<'_> {
+    #[inline]
+    fn sample(&mut self, s: &Sample) {
+        self.0.push(*s);
+    }
+}
+
+/// A shard thread: its own engine over its connections' packets, one batch at a time.
+fn run_shard(
+    cfg: EngineConfig,
+    track_ids: bool,
+    rx: Receiver<InBatch>,
+    in_back: Sender<InBatch>,
+    tx: SyncSender<OutBatch>,
+    out_free: Receiver<OutBatch>,
+) -> ShardEnd {
+    let mut engine = Engine::new(cfg);
+    let mut created: Vec<u64> = Vec::new();
+    while let Ok(mut batch) = rx.recv() {
+        let mut out = out_free.try_recv().unwrap_or_default();
+        out.samples.clear();
+        let mut ticks = batch.ticks.iter().peekable();
+        for (i, it) in batch.items.iter().enumerate() {
+            while let Some(&(_, ts)) = ticks.next_if(|t| t.0 == i) {
+                engine.tick(ts);
+            }
+            if track_ids {
+                let before = engine.counters().flows_created;
+                let first = out.samples.len();
+                engine.process(it.frame, it.ts, &it.pkt, &mut Sink(&mut out.samples));
+                let after = engine.counters().flows_created;
+                debug_assert!(after - before <= 1, "one flow id at most per packet");
+                if after != before {
+                    created.push(it.frame);
+                }
+                for s in &mut out.samples[first..] {
+                    s.flow_id = *usize::try_from(s.flow_id - 1)
+                        .ok()
+                        .and_then(|i| created.get(i))
+                        .expect("flow ids are numbered by flows_created");
+                }
+            } else {
+                engine.process(it.frame, it.ts, &it.pkt, &mut Sink(&mut out.samples));
+            }
+        }
+        for &(_, ts) in ticks {
+            engine.tick(ts);
+        }
+        batch.items.clear();
+        batch.ticks.clear();
+        let _ = in_back.send(batch);
+        if tx.send(out).is_err() {
+            break;
+        }
+    }
+    ShardEnd {
+        counters: engine.counters().clone(),
+        created,
+    }
+}
+
+/// The calling thread: each epoch's samples from every shard, merged by frame, into the
+/// collector. Returns when the shards are done (or one is gone).
+fn merge_into(
+    collector: &mut Collector<'_, '_>,
+    from_shard: &[Receiver<OutBatch>],
+    out_free: &[Sender<OutBatch>],
+) {
+    let n = from_shard.len();
+    let mut outs: Vec<OutBatch> = (0..n).map(|_| OutBatch::default()).collect();
+    let mut pos = vec![0usize; n];
+    'epochs: loop {
+        for s in 0..n {
+            match from_shard[s].recv() {
+                Ok(b) => outs[s] = b,
+                // All shards get the same number of batches: the first closed channel ends
+                // the file (a panicked shard is re-raised when it is joined).
+                Err(_) => break 'epochs,
+            }
+            pos[s] = 0;
+        }
+        loop {
+            // The shard with the lowest next frame, and the lowest next frame of the others.
+            let mut best = usize::MAX;
+            let mut best_frame = u64::MAX;
+            let mut second = u64::MAX;
+            for s in 0..n {
+                if let Some(x) = outs[s].samples.get(pos[s]) {
+                    if x.frame < best_frame {
+                        second = best_frame;
+                        best_frame = x.frame;
+                        best = s;
+                    } else if x.frame < second {
+                        second = x.frame;
+                    }
+                }
+            }
+            if best == usize::MAX {
+                break;
+            }
+            let run = &outs[best].samples[pos[best]..];
+            let len = run.iter().take_while(|x| x.frame < second).count();
+            for x in &run[..len] {
+                collector.sample(x);
+            }
+            pos[best] += len;
+        }
+        for (s, b) in outs.iter_mut().enumerate() {
+            let _ = out_free[s].send(std::mem::take(b));
+        }
+    }
+}
+
+/// Gives this file's per-connection rows the one-thread flow ids: the rank of the creating
+/// frame among every shard's creating frames (rows carry the creating frame until now).
+fn renumber_flows(collector: &mut Collector<'_, '_>, shard_ends: &[ShardEnd]) {
+    let Some(flows) = collector.flows.as_mut() else {
+        return;
+    };
+    let mut frames: Vec<u64> = shard_ends
+        .iter()
+        .flat_map(|s| s.created.iter().copied())
+        .collect();
+    frames.sort_unstable();
+    let file = collector.file_idx;
+    let rows: Vec<_> = flows.extract_if(|k, _| k.0 == file).collect();
+    for ((f, created_at, responder), mut row) in rows {
+        let id = frames
+            .binary_search(&created_at)
+            .map(|i| i as u64 + 1)
+            .expect("a sample's flow was created in this file");
+        row.flow_id = id;
+        flows.insert((f, id, responder), row);
+    }
+}
