@@ -5,12 +5,15 @@
 # figure for `metro analyze -q` of the same file, measured in the same run.
 #
 #   scripts/live-bench.sh [--quick] [--packets N] [--connections C] [--seed S] [--no-build] [--perf]
+#                         [--pause-metro SECONDS]
 #
 #   default   2,000,000 packets over 20,000 concurrent connections, seed 1
 #   --quick     500,000 packets over  5,000 concurrent connections
 #   --no-build  use target/release/metro as it is (default: `cargo build --release -p metro`)
 #   --perf      also profile metro during the replay (`perf record -g`, Debian `linux-perf`)
 #               and print the top of `perf report`; the data stays in target/bench-data/
+#   --pause-metro S  stop metro (SIGSTOP) for S seconds during the replay: the ring overflows,
+#               so the run must report kernel drops and exit 1 (checks the drop detection)
 #
 # Run as root. Installs `tcpreplay` and `iproute2` with apt-get if missing; needs python3
 # (the DogStatsD listener).
@@ -45,6 +48,7 @@ CONNECTIONS=20000
 SEED=1
 BUILD=1
 PERF=0
+PAUSE=""
 while (($#)); do
     case $1 in
     --quick) PACKETS=500000 CONNECTIONS=5000 ;;
@@ -53,6 +57,7 @@ while (($#)); do
     --seed) SEED=$2; shift ;;
     --no-build) BUILD=0 ;;
     --perf) PERF=1 ;;
+    --pause-metro) PAUSE=$2; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -104,7 +109,7 @@ ns_rx="metro-livebench-$$-rx"
 if_tx="${tag}t" # in ns_tx: tcpreplay sends here
 if_rx="${tag}r" # in ns_rx: metro captures here
 tmp=$(mktemp -d /tmp/metro-live-bench.XXXXXX)
-metro_pid="" time_pid="" listener_pid="" replay_pid="" perf_pid=""
+metro_pid="" time_pid="" listener_pid="" replay_pid="" perf_pid="" pause_pid=""
 
 stop_pid() { # stop_pid PID: SIGTERM, then SIGKILL after 5 s
     local pid=$1 i
@@ -120,6 +125,8 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_pid "$replay_pid"
+    stop_pid "$pause_pid"
+    [[ -n $metro_pid ]] && kill -CONT "$metro_pid" 2>/dev/null
     [[ -n $perf_pid ]] && kill -INT "$perf_pid" 2>/dev/null
     stop_pid "$metro_pid"
     stop_pid "$time_pid"
@@ -278,6 +285,7 @@ sysfs() { ip netns exec "$1" cat "/sys/class/net/$2/statistics/$3"; }
 
 # --- replay ----------------------------------------------------------------------------------
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+rx_before=$(sysfs "$ns_rx" "$if_rx" rx_packets)
 cpu_start=$(cpu_ticks "$metro_pid")
 if ((PERF)); then
     command -v perf >/dev/null || { echo "live-bench: --perf needs perf (apt-get install linux-perf)" >&2; exit 2; }
@@ -286,7 +294,23 @@ if ((PERF)); then
     sleep 0.5
 fi
 echo "replaying it onto $if_tx -> $if_rx, metro run capturing ..." >&2
+if [[ -n $PAUSE ]]; then
+    # Once packets flow (tcpreplay preloads the file first): the receiving veth's counter,
+    # read from metro's own view of its namespace.
+    rx_now() { awk -v i="$if_rx:" '$1 == i { print $3 }' "/proc/$metro_pid/net/dev"; }
+    rx0=$(rx_now)
+    (
+        while (($(rx_now) < rx0 + 10000)); do sleep 0.01; done
+        kill -STOP "$metro_pid" && sleep "$PAUSE"
+        kill -CONT "$metro_pid"
+    ) &
+    pause_pid=$!
+fi
 replay "$tmp/tcpreplay.txt"
+if [[ -n $pause_pid ]]; then
+    wait "$pause_pid" || true
+    pause_pid=""
+fi
 
 # Wait for metro to drain the ring: until its CPU time stops moving for 0.5 s (30 s at
 # most), then 2 s more so that the capture thread has read libpcap's drop counter again
@@ -322,7 +346,10 @@ kill -TERM "$listener_pid"
 wait "$listener_pid" || true
 listener_pid=""
 
-rx_packets=$(sysfs "$ns_rx" "$if_rx" rx_packets)
+rx_packets=$(($(sysfs "$ns_rx" "$if_rx" rx_packets) - rx_before))
+# UDP datagrams the namespace's stack dropped for want of receive buffer (the listener's).
+udp_rcvbuf_errors=$(ip netns exec "$ns_rx" awk '$1 == "Udp:" && !h { for (i = 2; i <= NF; i++) c[$i] = i; h = 1; next }
+    $1 == "Udp:" { print $c["RcvbufErrors"] }' /proc/net/snmp)
 rx_dropped=$(sysfs "$ns_rx" "$if_rx" rx_dropped)
 tx_dropped=$(sysfs "$ns_tx" "$if_tx" tx_dropped)
 
@@ -349,7 +376,7 @@ received=$(metric metro.packets.received)
 dropped=$(metric metro.packets.dropped)
 samples=$(($(metric metro.samples)))
 pairs=$(metric pairs)
-live_cpu=$(awk -v a="$cpu_start" -v b="$cpu_end" -v t="$clk_tck" 'BEGIN { printf "%.2f", b / t }')
+live_cpu=$(awk -v b="$cpu_end" -v t="$clk_tck" 'BEGIN { printf "%.2f", b / t }')
 live_user=$(awk -v b="$cpu_end_user" -v t="$clk_tck" 'BEGIN { printf "%.2f", b / t }')
 live_sys=$(awk -v b="$cpu_end_sys" -v t="$clk_tck" 'BEGIN { printf "%.2f", b / t }')
 live_cpu_replay=$(awk -v a="$cpu_start" -v b="$cpu_end" -v t="$clk_tck" 'BEGIN { printf "%.2f", (b - a) / t }')
@@ -364,14 +391,13 @@ live_per_m=$(per_m "$live_cpu" "$received")
 an_per_m=$(per_m "$an_cpu" "$PACKETS")
 ratio=$(awk -v a="$live_per_m" -v b="$an_per_m" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
 
-lost_before=$((sent - received - dropped))
 verdict="PASS: zero kernel drops"
 status=0
 if ((dropped > 0)); then
     verdict="FAIL: the kernel dropped $dropped packets ($(awk -v d="$dropped" -v s="$sent" 'BEGIN { printf "%.2f", 100 * d / s }')%)"
     status=1
 elif ((received != sent)); then
-    verdict="FAIL: metro received $received of $sent packets sent (libpcap reports no drop)"
+    verdict="FAIL: metro received $received of $sent packets sent (libpcap reports no drop; veth received $rx_packets; UDP receive-buffer errors $udp_rcvbuf_errors)"
     status=1
 fi
 
@@ -393,6 +419,7 @@ machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpu
 | metro.packets.dropped (kernel, libpcap)   | $dropped |
 | metro.samples (all kinds)                 | $samples |
 | (src, dst) pairs reported                 | $pairs |
+| DogStatsD datagrams (UDP rcvbuf errors)   | $(metric datagrams) ($udp_rcvbuf_errors) |
 | metro run CPU s, start to before SIGTERM  | $live_cpu (user $live_user, sys $live_sys; during the replay $live_cpu_replay) |
 | metro run CPU s, including final flush    | ${live_total:--} |
 | metro run peak RSS                        | ${live_rss_mb:--} MB |

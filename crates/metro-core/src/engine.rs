@@ -43,6 +43,9 @@ pub struct EngineConfig {
     /// Two copies of one frame (same direction, IP ID, seq and length) within this interval
     /// are a duplicate capture, not a retransmission.
     pub duplicate_window: Nanos,
+    /// A sample longer than this is implausible (TCP's retransmission timer never waits
+    /// longer than 120 s; damaged captures have timestamps years apart): dropped, counted.
+    pub max_rtt: Nanos,
     /// Which kinds of sample to produce.
     pub kinds: KindSet,
 }
@@ -57,6 +60,7 @@ impl Default for EngineConfig {
             closed_timeout: 60 * 1_000_000_000,
             tsval_max_age: 10 * 1_000_000_000,
             duplicate_window: 2_000_000,
+            max_rtt: 120 * 1_000_000_000,
             kinds: KindSet::ALL,
         }
     }
@@ -77,6 +81,8 @@ pub struct Counters {
     pub duplicates: u64,
     /// Closing packet stamped at or before its opener: no sample.
     pub non_positive: u64,
+    /// Samples longer than `max_rtt`: dropped.
+    pub implausible: u64,
     pub flows_created: u64,
     /// Flows evicted because the table was full.
     pub flows_evicted_full: u64,

@@ -518,6 +518,18 @@ fn zero_interval_is_no_sample() {
 }
 
 #[test]
+fn implausible_interval_is_no_sample() {
+    // A damaged capture (suricata-verify tls_DER-incomplete-header.pcap) stamps one frame
+    // 21 years before its neighbours: no round trip lasts longer than TCP's 120 s timer.
+    let mut cap = Cap::new();
+    cap.pkt(0, Cl, 1001, 5001, ACK, 100); // 1
+    cap.pkt(200_000_000, Sv, 5001, 1101, ACK, 0); // 2: 200 s later
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(report.summary.engine.implausible, 1);
+}
+
+#[test]
 fn keepalive_is_timed_not_a_retransmission() {
     let mut cap = Cap::new();
     handshake(&mut cap, 1000, 5000);

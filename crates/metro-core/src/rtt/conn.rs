@@ -213,6 +213,10 @@ impl Conn {
                 cx.counters.non_positive += 1;
                 return;
             }
+            if rtt > cx.cfg.max_rtt {
+                cx.counters.implausible += 1;
+                return;
+            }
             cx.counters.samples[kind.index()] += 1;
             if cx.cfg.kinds.contains(kind) {
                 cx.out.sample(&Sample {

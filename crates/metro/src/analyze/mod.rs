@@ -182,6 +182,7 @@ impl Summary {
         e.retransmits += c.retransmits;
         e.duplicates += c.duplicates;
         e.non_positive += c.non_positive;
+        e.implausible += c.implausible;
         e.flows_created += c.flows_created;
         e.flows_evicted_full += c.flows_evicted_full;
         e.flows_expired_idle += c.flows_expired_idle;
@@ -337,6 +338,10 @@ fn analyze_one(
     };
     let mut reader = match CaptureReader::open(path) {
         Ok(r) => r,
+        Err(ReadError::Io { source, .. }) => {
+            fr.error = Some(format!("cannot open: {source}"));
+            return fr;
+        }
         Err(e) => {
             fr.error = Some(e.to_string());
             return fr;

@@ -234,6 +234,7 @@ fn summary_json(report: &Report) -> Value {
         "retransmissions": e.retransmits,
         "duplicate_frames": e.duplicates,
         "non_positive_intervals": e.non_positive,
+        "implausible_over_120s": e.implausible,
         "evicted": {
             "flows_table_full": e.flows_evicted_full,
             "flows_idle": e.flows_expired_idle,
@@ -269,14 +270,15 @@ pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     }
     writeln!(
         out,
-        "  samples: seq {}, handshake {}, ts {}; ambiguous dropped {}; retransmissions {}; duplicate frames {}; zero or negative intervals {}",
+        "  samples: seq {}, handshake {}, ts {}; ambiguous dropped {}; retransmissions {}; duplicate frames {}; zero or negative intervals {}; implausible (> max RTT) {}",
         e.samples[0],
         e.samples[1],
         e.samples[2],
         e.ambiguous,
         e.retransmits,
         e.duplicates,
-        e.non_positive
+        e.non_positive,
+        e.implausible
     )?;
     writeln!(
         out,

@@ -1,0 +1,240 @@
+//! `metro analyze --threads N`: the output does not depend on N. For every corpus file and a
+//! generated capture (whole, and cut short in the middle of a record), the sample lines, the
+//! JSON report with per-connection rows, the text tables, the counters and the per-file
+//! outcome are byte-identical with 1, 2 and 3 threads; through the binary too (standard
+//! output, standard error, exit status).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use metro::analyze::{Report, analyze_files_threads, render_json, render_table};
+use metro::r#gen::{GenConfig, write_capture};
+use metro_core::engine::EngineConfig;
+
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus");
+
+fn corpus_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(CORPUS)
+        .unwrap_or_else(|e| panic!("the shared corpus must be at {CORPUS}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            !n.ends_with(".md") && !n.ends_with(".tsv")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 140, "corpus looks incomplete");
+    files
+}
+
+/// A generated capture (200k packets over 5k connections, written once per test run) and a
+/// copy cut in the middle of a record past its middle.
+fn generated() -> &'static (PathBuf, PathBuf) {
+    static FILES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parallel");
+        std::fs::create_dir_all(&dir).unwrap();
+        let whole = dir.join("gen-200k-5k.pcap");
+        let cfg = GenConfig {
+            seed: 7,
+            packets: 200_000,
+            connections: 5_000,
+            ..GenConfig::default()
+        };
+        let mut bytes = Vec::new();
+        write_capture(&cfg, &mut bytes).unwrap();
+        std::fs::write(&whole, &bytes).unwrap();
+        let cut = dir.join("gen-200k-5k-cut.pcap");
+        // Past the middle, and not on a record boundary (odd offset; records are 4-aligned
+        // only by accident): the reader reports damage there.
+        std::fs::write(&cut, &bytes[..bytes.len() * 3 / 5 | 1]).unwrap();
+        (whole, cut)
+    })
+}
+
+/// Everything `analyze` produces for `files` with `threads`, rendered.
+struct Run {
+    samples: Vec<u8>,
+    json: Vec<u8>,
+    table: Vec<u8>,
+    summary: String,
+    files: Vec<(u64, Option<String>)>,
+    flow_ids: Vec<(usize, u64)>,
+}
+
+fn run(files: &[PathBuf], threads: usize) -> Run {
+    let mut samples = Vec::new();
+    let report: Report = analyze_files_threads(
+        files,
+        &EngineConfig::default(),
+        true,
+        Some(&mut samples),
+        false,
+        threads,
+    )
+    .unwrap();
+    let mut json = Vec::new();
+    render_json(&mut json, &report, true).unwrap();
+    let mut table = Vec::new();
+    render_table(&mut table, &report, true).unwrap();
+    Run {
+        samples,
+        json,
+        table,
+        summary: format!("{:?}", report.summary),
+        files: report
+            .files
+            .iter()
+            .map(|f| (f.records, f.error.clone()))
+            .collect(),
+        flow_ids: report.flows.iter().map(|f| (f.file, f.flow_id)).collect(),
+    }
+}
+
+fn assert_same(what: &str, one: &Run, many: &Run, threads: usize) {
+    let ctx = format!("{what}, 1 vs {threads} threads");
+    assert_eq!(one.files, many.files, "{ctx}: per-file outcome");
+    assert!(
+        one.samples == many.samples,
+        "{ctx}: sample lines differ ({} vs {} bytes)",
+        one.samples.len(),
+        many.samples.len()
+    );
+    assert!(one.json == many.json, "{ctx}: JSON report differs");
+    assert!(one.table == many.table, "{ctx}: tables differ");
+    assert_eq!(one.summary, many.summary, "{ctx}: counters");
+    assert_eq!(one.flow_ids, many.flow_ids, "{ctx}: flow ids");
+}
+
+fn check(what: &str, files: &[PathBuf]) -> Run {
+    let one = run(files, 1);
+    for threads in [2, 3] {
+        assert_same(what, &one, &run(files, threads), threads);
+    }
+    one
+}
+
+#[test]
+fn every_corpus_file_gives_the_same_output_on_1_2_3_threads() {
+    let mut with_samples = 0;
+    for path in corpus_files() {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let one = check(&name, std::slice::from_ref(&path));
+        with_samples += usize::from(!one.samples.is_empty());
+    }
+    assert!(with_samples >= 50, "only {with_samples} files with samples");
+}
+
+#[test]
+fn a_generated_capture_gives_the_same_output_on_1_2_3_threads() {
+    let (whole, _) = generated();
+    let one = check("generated", std::slice::from_ref(whole));
+    let lines = one.samples.iter().filter(|&&b| b == b'\n').count();
+    assert!(lines > 50_000, "{lines} samples");
+    assert_eq!(one.files[0].0, 200_000);
+}
+
+#[test]
+fn a_capture_cut_mid_record_keeps_the_same_samples_and_message() {
+    let (whole, cut) = generated();
+    let one = check("cut", std::slice::from_ref(cut));
+    let (records, error) = &one.files[0];
+    assert!(error.is_some(), "the cut file reads as damaged");
+    assert!(*records > 100_000 && *records < 200_000, "{records}");
+    // The samples before the damage are the whole file's first samples (the file name in
+    // each line aside).
+    let full = run(std::slice::from_ref(whole), 2);
+    let body = |l: &[u8]| l[l.windows(9).position(|w| w == b",\"frame\":").unwrap()..].to_vec();
+    let cut_lines: Vec<Vec<u8>> = one
+        .samples
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(body)
+        .collect();
+    let full_lines: Vec<Vec<u8>> = full
+        .samples
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(body)
+        .collect();
+    assert!(
+        cut_lines.len() > 10_000,
+        "{} samples before the damage",
+        cut_lines.len()
+    );
+    assert!(cut_lines.len() < full_lines.len());
+    // A sample is emitted at its closing frame: the cut file's samples are the whole file's
+    // first ones, in the same order.
+    assert_eq!(cut_lines[..], full_lines[..cut_lines.len()]);
+}
+
+#[test]
+fn several_files_in_one_run_give_the_same_output() {
+    let (whole, cut) = generated();
+    let files = vec![
+        whole.clone(),
+        PathBuf::from(CORPUS).join("go-metro__test_scp.pcap"),
+        cut.clone(),
+        PathBuf::from(CORPUS).join("does-not-exist.pcap"),
+        PathBuf::from(CORPUS).join("PcapPlusPlus__many-protocols.pcap"),
+    ];
+    let one = check("several files", &files);
+    assert!(one.files[2].1.is_some() && one.files[3].1.is_some());
+}
+
+/// The binary: `--samples`, `--format json --flows`, standard error and exit status.
+fn binary(threads: usize, files: &[&Path], samples: &Path) -> (Vec<u8>, Vec<u8>, Option<i32>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_metro"))
+        .arg("analyze")
+        .arg(format!("--threads={threads}"))
+        .args(["--format", "json", "--flows", "--samples"])
+        .arg(samples)
+        .args(files)
+        .output()
+        .unwrap();
+    (out.stdout, out.stderr, out.status.code())
+}
+
+#[test]
+fn the_binary_prints_the_same_on_1_2_3_threads() {
+    let (whole, cut) = generated();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parallel");
+    let scp = PathBuf::from(CORPUS).join("go-metro__test_scp.pcap");
+    let cases: [(&str, Vec<&Path>, Option<i32>); 3] = [
+        ("whole", vec![whole.as_path()], Some(0)),
+        ("cut", vec![cut.as_path()], Some(1)),
+        ("two", vec![scp.as_path(), cut.as_path()], Some(1)),
+    ];
+    for (name, files, code) in cases {
+        let path = |t: usize| dir.join(format!("bin-{name}-{t}.jsonl"));
+        let (out1, err1, code1) = binary(1, &files, &path(1));
+        assert_eq!(code1, code, "{name}: exit status");
+        let samples1 = std::fs::read(path(1)).unwrap();
+        assert!(!samples1.is_empty() && !out1.is_empty(), "{name}");
+        for t in [2, 3] {
+            let (out, err, c) = binary(t, &files, &path(t));
+            assert_eq!(c, code1, "{name}, {t} threads: exit status");
+            assert!(out == out1, "{name}, {t} threads: JSON report differs");
+            assert_eq!(
+                String::from_utf8_lossy(&err),
+                String::from_utf8_lossy(&err1),
+                "{name}, {t} threads: standard error"
+            );
+            assert!(
+                std::fs::read(path(t)).unwrap() == samples1,
+                "{name}, {t} threads: sample lines differ"
+            );
+        }
+    }
+}
+
+#[test]
+fn threads_must_be_at_least_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_metro"))
+        .args(["analyze", "--threads", "0", "x.pcap"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("threads"));
+}
