@@ -440,7 +440,7 @@ echo "$report" >"$data/live-results.md"
 if ((PERF)); then
     echo
     echo "perf report (metro during the replay; data: $data/live-perf.data):"
-    perf report -i "$data/live-perf.data" --no-children -g none --percent-limit 0.7 --sort dso,symbol --stdio 2>/dev/null |
+    perf report -i "$data/live-perf.data" --no-children -g none --percent-limit 0.7 -F overhead,dso,sym --stdio 2>/dev/null |
         grep -v '^#' | grep -E '^ +[0-9]' | head -30
 fi
 if ((status)); then

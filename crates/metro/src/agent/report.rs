@@ -7,6 +7,9 @@
 //! stale values forever).
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use rustc_hash::FxHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,7 +67,7 @@ struct PairAcc {
 /// fixed when the pair first appears in the interval.
 #[derive(Default)]
 pub struct Interval {
-    pairs: HashMap<(IpAddr, IpAddr), PairAcc>,
+    pairs: HashMap<(IpAddr, IpAddr), PairAcc, BuildHasherDefault<FxHasher>>,
     samples: [u64; 3],
     samples_internal: u64,
     /// Samples whose responder is neither local nor watched (e.g. traffic seen on `any`
