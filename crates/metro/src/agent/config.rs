@@ -25,7 +25,7 @@ pub const DEFAULT_FLUSH_INTERVAL: f64 = 10.0;
 pub const DEFAULT_DNS_REFRESH: f64 = 60.0;
 pub const DEFAULT_LOG_FILE: &str = "/var/log/metro/metro.log";
 /// Kernel capture buffer per instance (libpcap's own default is 2 MiB).
-pub const DEFAULT_BUFFER_SIZE: u64 = 4 << 20;
+pub const DEFAULT_BUFFER_SIZE: u64 = 16 << 20;
 /// Connections tracked per instance. A connection's state is at most a few KiB, so this
 /// bounds one instance's flow memory to a few hundred MiB in the worst case.
 pub const DEFAULT_MAX_FLOWS: u64 = 100_000;
