@@ -107,8 +107,10 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
+        let mut flows = FlowTable::new(cfg.max_flows);
+        flows.set_timeouts(cfg.idle_timeout, cfg.closed_timeout);
         Engine {
-            flows: FlowTable::new(cfg.max_flows),
+            flows,
             cfg,
             counters: Counters::default(),
             pool: Pool::new(),
@@ -137,9 +139,13 @@ impl Engine {
                 *next_id += 1;
                 c
             },
-            |old, _why| {
+            |old, why| {
                 old.release(pool);
-                counters.flows_evicted_full += 1;
+                match why {
+                    Removal::Idle => counters.flows_expired_idle += 1,
+                    Removal::Closed => counters.flows_expired_closed += 1,
+                    Removal::Full => counters.flows_evicted_full += 1,
+                }
             },
         );
         if new {

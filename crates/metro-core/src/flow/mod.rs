@@ -134,6 +134,8 @@ pub struct FlowTable<T> {
     cap: usize,
     sweep_cursor: usize,
     evict_cursor: usize,
+    idle_timeout: Nanos,
+    closed_timeout: Nanos,
 }
 
 impl<T> FlowTable<T> {
@@ -147,7 +149,15 @@ impl<T> FlowTable<T> {
             cap,
             sweep_cursor: 0,
             evict_cursor: 0,
+            idle_timeout: Nanos::MAX,
+            closed_timeout: Nanos::MAX,
         }
+    }
+
+    /// Timeouts applied when a packet finds its entry (the sweep applies them too).
+    pub fn set_timeouts(&mut self, idle: Nanos, closed: Nanos) {
+        self.idle_timeout = idle;
+        self.closed_timeout = closed;
     }
 
     pub fn len(&self) -> usize {
@@ -191,8 +201,18 @@ impl<T> FlowTable<T> {
         let hash = self.hasher.hash_one(key);
         let slots = &self.slots;
         if let Some(&idx) = self.map.find(hash, |&i| slots[i as usize].key == key) {
-            self.slots[idx as usize].last_seen = now;
-            return (idx, false);
+            let s = &mut self.slots[idx as usize];
+            let age = now.saturating_sub(s.last_seen);
+            let why = if s.closed && age >= self.closed_timeout {
+                Removal::Closed
+            } else if age >= self.idle_timeout {
+                Removal::Idle
+            } else {
+                s.last_seen = now;
+                return (idx, false);
+            };
+            // Past its timeout: gone, whether or not the sweep got to it yet.
+            self.remove(idx, |v| evicted(v, why));
         }
         if self.map.len() >= self.cap {
             let victim = self.pick_victim();
@@ -361,6 +381,28 @@ mod tests {
         t.touch_or_insert(key(11), 201, || 11, |v, why| gone.push((*v, why)));
         assert_eq!(gone, vec![(2, Removal::Full), (1, Removal::Full)]);
         assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn a_packet_after_the_timeout_finds_a_fresh_entry() {
+        let mut t: FlowTable<u16> = FlowTable::new(100);
+        t.set_timeouts(100, 60);
+        let mut gone = Vec::new();
+        let (a, new) = t.touch_or_insert(key(1), 0, || 1, |v, why| gone.push((*v, why)));
+        assert!(new);
+        // Within the timeout: the same entry.
+        let (b, new) = t.touch_or_insert(key(1), 99, || 2, |v, why| gone.push((*v, why)));
+        assert_eq!((a, new), (b, false));
+        // Idle for the timeout: expired on touch, whether or not a sweep ran.
+        let (_, new) = t.touch_or_insert(key(1), 199, || 3, |v, why| gone.push((*v, why)));
+        assert!(new);
+        assert_eq!(gone, vec![(1, Removal::Idle)]);
+        let (c, _) = t.touch_or_insert(key(1), 200, || 4, |_, _| unreachable!());
+        assert_eq!(*t.get(c), 3);
+        t.mark_closed(c);
+        let (_, new) = t.touch_or_insert(key(1), 260, || 5, |v, why| gone.push((*v, why)));
+        assert!(new);
+        assert_eq!(gone[1], (3, Removal::Closed));
     }
 
     #[test]

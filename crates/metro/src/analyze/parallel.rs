@@ -1,5 +1,5 @@
-//! `metro analyze --threads N` (N > 1): one file over several cores, with exactly the output
-//! of the one-thread path.
+//! `metro analyze --threads N` (N > 1): one file over several cores, with the output of the
+//! one-thread path.
 //!
 //! ```text
 //!  reader thread                      shard threads (N)                 calling thread
@@ -9,14 +9,16 @@
 //!
 //! The reader decodes each record and appends the packet (a copy of the `Packet` without its
 //! payload slice, which the engine never reads) to the batch of the shard its canonical flow
-//! key hashes to; a connection's packets all go to one shard, in capture order. Every
-//! [`EPOCH`] packets the reader sends each shard its batch, empty or not, so batch `k` of
-//! every shard covers the same frames: the calling thread takes batch `k`'s samples from
+//! key hashes to; a connection's packets all go to one shard, in capture order. Every epoch
+//! ([`epoch_len`] packets) the reader sends each shard its batch, empty or not, so batch `k`
+//! of every shard covers the same frames: the calling thread takes batch `k`'s samples from
 //! every shard, merges them by frame number (a frame's samples all come from one shard, in
 //! the engine's emission order) and feeds them to the same `Collector` as the one-thread
 //! path. Expiry ticks are decided by the reader with the one-thread rule (on the global
 //! packet stream) and delivered to every shard at the same place in its stream, so each
-//! shard ticks at the same packet times as the single engine.
+//! shard ticks at the same packet times as the single engine. Undecodable records, the
+//! unsupported-link-type messages and the damage message come from the reader, as in the
+//! one-thread loop.
 //!
 //! Flow ids: each shard's engine numbers its connections 1, 2, ... A connection gets an id
 //! when a packet creates it (at most one per packet), so the one-thread id is the rank of the
@@ -25,7 +27,22 @@
 //! their id meanwhile (same order, same grouping), and at the end of the file the rows are
 //! renumbered to the rank.
 //!
-//! Memory is bounded: `IN_FLIGHT` batches per shard and direction, buffers recycled.
+//! Same output, and its limits: a shard's engine sees exactly its connections' packets and
+//! the same ticks, so it computes what the single engine computes for them, as long as the
+//! single engine's choices do not depend on the other connections. Two do, in the flow
+//! table: eviction when the table is full (the victim is sampled from slab positions), and
+//! the expiry sweep, which visits a slice of the slab per tick once the table has more than
+//! 1024 slots (a connection past its idle or closed timeout is removed when the sweep
+//! reaches it, and a packet arriving before that continues it). So the samples are the same
+//! unless the one-thread run evicts for a full table, or a connection sends again (other
+//! than a SYN after a close) between its timeout and the sweep reaching it: more than 300 s
+//! idle, or 60 s after FIN/RST, in a table of more than 1024 connections. The corpus's
+//! captures, which do expire connections, have small tables and come out identical.
+//!
+//! Table size: each shard's engine may track [`shard_max_flows`] connections.
+//!
+//! Memory is bounded and does not depend on the capture: [`IN_FLIGHT`] batches queued per
+//! shard and direction, each of at most [`batch_cap`] packets, buffers recycled.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -43,10 +60,41 @@ use rustc_hash::FxBuildHasher;
 use super::{Collector, FileReport, Summary, TICK, describe_read_error, progress};
 use crate::pcap::CaptureReader;
 
-/// Packets per epoch (all shards together): one batch per shard and epoch.
-const EPOCH: usize = 8192;
-/// Batches queued per shard, each way.
-const IN_FLIGHT: usize = 4;
+/// Packets per shard and epoch, on average: large enough that handing a batch over costs
+/// little (1024 made the 2-core run slower).
+const SHARD_BATCH: usize = 4096;
+/// Batches queued per shard, each way. Queues absorb the moments one shard has more work
+/// than the other, or a thread is descheduled: 4 left a core idle more often (2-core run on
+/// the 10M-packet bench capture 5-10% slower); 16 was no faster than 8 and holds 15 MB more
+/// (a batch of 4096 packets is about 0.6 MB).
+const IN_FLIGHT: usize = 8;
+
+/// Packets per epoch (all shards together).
+fn epoch_len(shards: usize) -> usize {
+    (SHARD_BATCH * shards).min(1 << 15)
+}
+
+/// Packets a shard's batch holds at most: a quarter over its share of an epoch. An epoch
+/// ends early when one batch is full (a connection much busier than the rest), so buffers
+/// never grow and memory does not depend on the capture.
+fn batch_cap(shards: usize) -> usize {
+    epoch_len(shards).div_ceil(shards) * 5 / 4 + 16
+}
+
+/// Connections each shard's engine may track: twice its share of `max_flows` (so all of it
+/// up to 2 shards). A shard holds only its own connections: with the whole `max_flows` it
+/// would never evict one the single engine keeps, but N shards could then hold N times
+/// `max_flows`; with `max_flows / N` it would evict as soon as its share ran a little over
+/// the average, while the single engine still had room. Hashed connections do not pile up
+/// to twice their share, and all shards together stay within about twice `max_flows`.
+fn shard_max_flows(max_flows: usize, shards: usize) -> usize {
+    max_flows.min(
+        max_flows
+            .div_ceil(shards)
+            .saturating_mul(2)
+            .saturating_add(64),
+    )
+}
 
 /// One decoded TCP packet for a shard.
 struct Item {
@@ -56,7 +104,6 @@ struct Item {
 }
 
 /// One epoch's packets for one shard, and the ticks to run before `items[pos]`.
-#[derive(Default)]
 struct InBatch {
     items: Vec<Item>,
     ticks: Vec<(usize, Nanos)>,
@@ -120,17 +167,9 @@ pub(super) fn analyze_one(
     summary: &mut Summary,
     progress: bool,
 ) -> FileReport {
-    let mut fr = FileReport {
-        path: path.to_path_buf(),
-        records: 0,
-        error: None,
-    };
-    let reader = match CaptureReader::open(path) {
-        Ok(r) => r,
-        Err(e) => {
-            fr.error = Some(e.to_string());
-            return fr;
-        }
+    let Ok(reader) = CaptureReader::open(path) else {
+        // Not a capture we can read: the one-thread path says so, in its own words.
+        return super::analyze_one(path, cfg, collector, summary, progress);
     };
     let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let bar = progress::Bar::new(progress, &collector.file_name, total);
@@ -152,7 +191,10 @@ pub(super) fn analyze_one(
             in_free.push(in_back_rx);
             from_shard.push(out_rx);
             out_free.push(out_back_tx);
-            let cfg = cfg.clone();
+            let cfg = EngineConfig {
+                max_flows: shard_max_flows(cfg.max_flows, n),
+                ..cfg.clone()
+            };
             shard_handles.push(
                 thread::Builder::new()
                     .name("metro-shard".into())
@@ -183,8 +225,6 @@ pub(super) fn analyze_one(
         (reader_end, shard_ends)
     });
 
-    fr.records = reader_end.frames;
-    fr.error = reader_end.error;
     summary.records += reader_end.frames;
     for (reason, count) in reader_end.undecodable {
         *summary.undecodable.entry(reason).or_insert(0) += count;
@@ -199,7 +239,11 @@ pub(super) fn analyze_one(
     if track_ids {
         renumber_flows(collector, &shard_ends);
     }
-    fr
+    FileReport {
+        path: path.to_path_buf(),
+        records: reader_end.frames,
+        error: reader_end.error,
+    }
 }
 
 /// The reader thread: records to decoded packets to per-shard batches, one epoch at a time.
@@ -213,10 +257,12 @@ fn read_and_dispatch(
 ) -> ReaderEnd {
     let n = to_shard.len();
     let mut end = ReaderEnd::default();
-    let per_shard = EPOCH.div_ceil(n) + EPOCH / 8;
+
+    let epoch = epoch_len(n);
+    let cap = batch_cap(n);
     let fresh = |free: &Receiver<InBatch>| {
         free.try_recv().unwrap_or_else(|_| InBatch {
-            items: Vec::with_capacity(per_shard),
+            items: Vec::with_capacity(cap),
             ticks: Vec::new(),
         })
     };
@@ -256,13 +302,14 @@ fn read_and_dispatch(
                     next_tick = ts.saturating_add(TICK);
                 }
                 let s = shard_of(&pkt, n);
-                batches[s].items.push(Item {
+                let batch = &mut batches[s].items;
+                batch.push(Item {
                     frame,
                     ts,
                     pkt: detach(&pkt),
                 });
                 in_epoch += 1;
-                if in_epoch == EPOCH {
+                if in_epoch == epoch || batch.len() == cap {
                     in_epoch = 0;
                     if !flush(&mut batches) {
                         return end;
@@ -319,8 +366,15 @@ fn run_shard(
     let mut engine = Engine::new(cfg);
     let mut created: Vec<u64> = Vec::new();
     while let Ok(mut batch) = rx.recv() {
-        let mut out = out_free.try_recv().unwrap_or_default();
+        let cap = batch.items.capacity();
+        let mut out = out_free.try_recv().unwrap_or_else(|_| OutBatch {
+            samples: Vec::with_capacity(cap),
+        });
         out.samples.clear();
+        // A burst of samples (more than one a packet over a whole batch) may have grown it.
+        if out.samples.capacity() > 2 * cap {
+            out.samples.shrink_to(cap);
+        }
         let mut ticks = batch.ticks.iter().peekable();
         for (i, it) in batch.items.iter().enumerate() {
             while let Some(&(_, ts)) = ticks.next_if(|t| t.0 == i) {
