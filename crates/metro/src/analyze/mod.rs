@@ -193,13 +193,37 @@ impl Summary {
     }
 }
 
+/// Per-responder statistics: a small index (address -> position) so that the hash probe per
+/// sample stays in cache, and the reports themselves in a vector.
+#[derive(Default)]
+struct Responders {
+    index: FxMap<IpAddr, u32>,
+    list: Vec<ResponderReport>,
+}
+
+impl Responders {
+    #[inline]
+    fn get(&mut self, addr: IpAddr) -> &mut ResponderReport {
+        let list = &mut self.list;
+        let i = *self.index.entry(addr).or_insert_with(|| {
+            list.push(ResponderReport {
+                addr,
+                stats: Stats::new(),
+                kinds: [0; 3],
+            });
+            (list.len() - 1) as u32
+        });
+        &mut self.list[i as usize]
+    }
+}
+
 /// Collects samples: the per-line sample writer and the aggregates.
 struct Collector<'w, 'o> {
     file_idx: usize,
     file_name: String,
     samples_out: Option<&'w mut (dyn Write + 'o)>,
     write_error: Option<io::Error>,
-    responders: FxMap<IpAddr, ResponderReport>,
+    responders: Responders,
     flows: Option<HashMap<(usize, u64, SocketAddr), FlowReport>>,
     line: Vec<u8>,
 }
@@ -207,14 +231,7 @@ struct Collector<'w, 'o> {
 impl Observer for Collector<'_, '_> {
     fn sample(&mut self, s: &Sample) {
         let ms = s.rtt_ms();
-        let r = self
-            .responders
-            .entry(s.responder.ip())
-            .or_insert_with(|| ResponderReport {
-                addr: s.responder.ip(),
-                stats: Stats::new(),
-                kinds: [0; 3],
-            });
+        let r = self.responders.get(s.responder.ip());
         r.stats.add(ms);
         r.kinds[s.kind.index()] += 1;
         if let Some(flows) = &mut self.flows {
@@ -270,7 +287,7 @@ pub fn analyze_files_threads(
     threads: usize,
 ) -> io::Result<Report> {
     let mut report = Report::default();
-    let mut responders: FxMap<IpAddr, ResponderReport> = FxMap::default();
+    let mut responders = Responders::default();
     let mut flows = with_flows.then(HashMap::new);
     for (file_idx, path) in files.iter().enumerate() {
         let mut collector = Collector {
@@ -301,7 +318,7 @@ pub fn analyze_files_threads(
         flows = collector.flows;
         report.files.push(fr);
     }
-    let mut rs: Vec<ResponderReport> = responders.into_values().collect();
+    let mut rs: Vec<ResponderReport> = responders.list;
     rs.sort_by(|a, b| {
         b.stats
             .count()
