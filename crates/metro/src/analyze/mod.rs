@@ -389,22 +389,14 @@ fn analyze_one(
                 }
                 engine.process(frame, ts, &pkt, collector);
             }
-            Err(e) => {
-                *summary.undecodable.entry(e.reason()).or_insert(0) += 1;
-                if let DecodeError::UnsupportedLinkType(lt) = e {
-                    *summary.unsupported_linktypes.entry(lt).or_insert(0) += 1;
-                    if !unsupported_seen.contains(&lt) {
-                        unsupported_seen.push(lt);
-                        if progress {
-                            bar.clear();
-                        }
-                        eprintln!(
-                            "metro: {}: link type {lt} is not decoded; its packets are counted and skipped",
-                            path.display()
-                        );
-                    }
-                }
-            }
+            Err(e) => count_undecodable(
+                e,
+                &mut summary.undecodable,
+                &mut summary.unsupported_linktypes,
+                &mut unsupported_seen,
+                &mut bar,
+                path,
+            ),
         }
         if frame & 0xffff == 0 {
             bar.update(reader.compressed_bytes_read());
@@ -416,6 +408,29 @@ fn analyze_one(
     summary.tcp_packets += engine.counters().packets;
     summary.add_engine(engine.counters());
     fr
+}
+
+/// Count a frame that yielded no TCP segment; name an unsupported link type once per file.
+fn count_undecodable(
+    e: DecodeError,
+    undecodable: &mut BTreeMap<&'static str, u64>,
+    unsupported: &mut BTreeMap<u32, u64>,
+    seen: &mut Vec<u32>,
+    bar: &mut progress::Bar,
+    path: &Path,
+) {
+    *undecodable.entry(e.reason()).or_insert(0) += 1;
+    if let DecodeError::UnsupportedLinkType(lt) = e {
+        *unsupported.entry(lt).or_insert(0) += 1;
+        if !seen.contains(&lt) {
+            seen.push(lt);
+            bar.clear();
+            eprintln!(
+                "metro: {}: link type {lt} is not decoded; its packets are counted and skipped",
+                path.display()
+            );
+        }
+    }
 }
 
 fn describe_read_error(e: &ReadError) -> String {

@@ -54,7 +54,7 @@ use metro_core::Nanos;
 use metro_core::engine::{Counters, Engine, EngineConfig, Observer};
 use metro_core::flow::FlowKey;
 use metro_core::rtt::Sample;
-use metro_core::wire::{self, DecodeError, Packet};
+use metro_core::wire::{self, Packet};
 use rustc_hash::FxBuildHasher;
 
 use super::{Collector, FileReport, Summary, TICK, describe_read_error, progress};
@@ -207,7 +207,7 @@ pub(super) fn analyze_one(
         let reader_handle = thread::Builder::new()
             .name("metro-reader".into())
             .spawn_scoped(scope, move || {
-                read_and_dispatch(path, reader, bar, progress, to_shard, in_free)
+                read_and_dispatch(path, reader, bar, to_shard, in_free)
             })
             .expect("spawning the reader thread");
 
@@ -251,7 +251,6 @@ fn read_and_dispatch(
     path: &Path,
     mut reader: CaptureReader,
     mut bar: progress::Bar,
-    progress: bool,
     to_shard: Vec<SyncSender<InBatch>>,
     in_free: Vec<Receiver<InBatch>>,
 ) -> ReaderEnd {
@@ -316,22 +315,14 @@ fn read_and_dispatch(
                     }
                 }
             }
-            Err(e) => {
-                *end.undecodable.entry(e.reason()).or_insert(0) += 1;
-                if let DecodeError::UnsupportedLinkType(lt) = e {
-                    *end.unsupported_linktypes.entry(lt).or_insert(0) += 1;
-                    if !unsupported_seen.contains(&lt) {
-                        unsupported_seen.push(lt);
-                        if progress {
-                            bar.clear();
-                        }
-                        eprintln!(
-                            "metro: {}: link type {lt} is not decoded; its packets are counted and skipped",
-                            path.display()
-                        );
-                    }
-                }
-            }
+            Err(e) => super::count_undecodable(
+                e,
+                &mut end.undecodable,
+                &mut end.unsupported_linktypes,
+                &mut unsupported_seen,
+                &mut bar,
+                path,
+            ),
         }
         if frame & 0xffff == 0 {
             bar.update(reader.compressed_bytes_read());
