@@ -36,8 +36,12 @@ pub struct EngineConfig {
     pub max_pending_tsvals: usize,
     /// A connection with no packet for this long is forgotten.
     pub idle_timeout: Nanos,
-    /// A connection this long after its FIN or RST is forgotten.
+    /// A connection this long after its FIN is forgotten.
     pub closed_timeout: Nanos,
+    /// A connection this long after it closed in both directions, or was reset, is forgotten
+    /// (only stray retransmissions can follow; keeps the table from filling with finished
+    /// connections). At most `closed_timeout`.
+    pub done_timeout: Nanos,
     /// A recorded TSval older than this is dropped unmatched (pping: at most 10 s).
     pub tsval_max_age: Nanos,
     /// Two copies of one frame (same direction, IP ID, seq and length) within this interval
@@ -58,6 +62,7 @@ impl Default for EngineConfig {
             max_pending_tsvals: 256,
             idle_timeout: 300 * 1_000_000_000,
             closed_timeout: 60 * 1_000_000_000,
+            done_timeout: 5 * 1_000_000_000,
             tsval_max_age: 10 * 1_000_000_000,
             duplicate_window: 2_000_000,
             max_rtt: 120 * 1_000_000_000,
@@ -108,7 +113,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
         let mut flows = FlowTable::new(cfg.max_flows);
-        flows.set_timeouts(cfg.idle_timeout, cfg.closed_timeout);
+        flows.set_timeouts(cfg.idle_timeout, cfg.closed_timeout, cfg.done_timeout);
         Engine {
             flows,
             cfg,
@@ -173,7 +178,9 @@ impl Engine {
         self.flows
             .get_mut(idx)
             .process(dir.index(), frame, ts, pkt, &mut cx);
-        if tcp.flags.rst() || tcp.flags.fin() {
+        if tcp.flags.rst() || self.flows.get(idx).fin_both_ways() {
+            self.flows.mark_done(idx);
+        } else if tcp.flags.fin() {
             self.flows.mark_closed(idx);
         }
     }

@@ -120,6 +120,8 @@ struct Slot<T> {
     last_seen: Nanos,
     live: bool,
     closed: bool,
+    /// Closed in both directions (or reset): only stray retransmissions can follow.
+    done: bool,
     value: T,
 }
 
@@ -136,6 +138,7 @@ pub struct FlowTable<T> {
     evict_cursor: usize,
     idle_timeout: Nanos,
     closed_timeout: Nanos,
+    done_timeout: Nanos,
 }
 
 impl<T> FlowTable<T> {
@@ -151,13 +154,29 @@ impl<T> FlowTable<T> {
             evict_cursor: 0,
             idle_timeout: Nanos::MAX,
             closed_timeout: Nanos::MAX,
+            done_timeout: Nanos::MAX,
         }
     }
 
-    /// Timeouts applied when a packet finds its entry (the sweep applies them too).
-    pub fn set_timeouts(&mut self, idle: Nanos, closed: Nanos) {
+    /// Timeouts applied when a packet finds its entry (the sweep applies them too): idle,
+    /// after a FIN or RST (`closed`), and after both directions closed or a reset (`done`,
+    /// at most `closed`).
+    pub fn set_timeouts(&mut self, idle: Nanos, closed: Nanos, done: Nanos) {
         self.idle_timeout = idle;
         self.closed_timeout = closed;
+        self.done_timeout = done.min(closed);
+    }
+
+    /// Why an entry last seen `age` ago has expired, if it has.
+    #[inline]
+    fn expiry(&self, s: &Slot<T>, age: Nanos, idle: Nanos, closed: Nanos) -> Option<Removal> {
+        if s.closed && (age >= closed || (s.done && age >= self.done_timeout)) {
+            Some(Removal::Closed)
+        } else if age >= idle {
+            Some(Removal::Idle)
+        } else {
+            None
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -201,14 +220,10 @@ impl<T> FlowTable<T> {
         let hash = self.hasher.hash_one(key);
         let slots = &self.slots;
         if let Some(&idx) = self.map.find(hash, |&i| slots[i as usize].key == key) {
-            let s = &mut self.slots[idx as usize];
+            let s = &self.slots[idx as usize];
             let age = now.saturating_sub(s.last_seen);
-            let why = if s.closed && age >= self.closed_timeout {
-                Removal::Closed
-            } else if age >= self.idle_timeout {
-                Removal::Idle
-            } else {
-                s.last_seen = now;
+            let Some(why) = self.expiry(s, age, self.idle_timeout, self.closed_timeout) else {
+                self.slots[idx as usize].last_seen = now;
                 return (idx, false);
             };
             // Past its timeout: gone, whether or not the sweep got to it yet.
@@ -223,6 +238,7 @@ impl<T> FlowTable<T> {
             last_seen: now,
             live: true,
             closed: false,
+            done: false,
             value: make(),
         };
         let idx = match self.free.pop() {
@@ -270,9 +286,19 @@ impl<T> FlowTable<T> {
         self.slots[idx as usize].closed = true;
     }
 
+    /// Mark an entry finished (both directions closed, or reset): it expires on the shorter
+    /// done timeout.
+    pub fn mark_done(&mut self, idx: u32) {
+        let s = &mut self.slots[idx as usize];
+        s.closed = true;
+        s.done = true;
+    }
+
     /// Mark an entry open again (a new connection reused its ports).
     pub fn mark_open(&mut self, idx: u32) {
-        self.slots[idx as usize].closed = false;
+        let s = &mut self.slots[idx as usize];
+        s.closed = false;
+        s.done = false;
     }
 
     /// Remove, from the next slice of the slab, entries idle for `idle` and closed entries
@@ -298,11 +324,7 @@ impl<T> FlowTable<T> {
                 continue;
             }
             let age = now.saturating_sub(s.last_seen);
-            let why = if s.closed && age >= closed {
-                Removal::Closed
-            } else if age >= idle {
-                Removal::Idle
-            } else {
+            let Some(why) = self.expiry(s, age, idle, closed) else {
                 continue;
             };
             self.remove(i as u32, |v| removed(v, why));
@@ -386,7 +408,7 @@ mod tests {
     #[test]
     fn a_packet_after_the_timeout_finds_a_fresh_entry() {
         let mut t: FlowTable<u16> = FlowTable::new(100);
-        t.set_timeouts(100, 60);
+        t.set_timeouts(100, 60, 60);
         let mut gone = Vec::new();
         let (a, new) = t.touch_or_insert(key(1), 0, || 1, |v, why| gone.push((*v, why)));
         assert!(new);
@@ -403,6 +425,15 @@ mod tests {
         let (_, new) = t.touch_or_insert(key(1), 260, || 5, |v, why| gone.push((*v, why)));
         assert!(new);
         assert_eq!(gone[1], (3, Removal::Closed));
+        // Done (both sides closed): the shorter timeout.
+        t.set_timeouts(100, 60, 5);
+        let (d, _) = t.touch_or_insert(key(2), 300, || 6, |_, _| unreachable!());
+        t.mark_done(d);
+        let (d2, new) = t.touch_or_insert(key(2), 304, || 7, |_, _| unreachable!());
+        assert_eq!((d2, new), (d, false));
+        let (_, new) = t.touch_or_insert(key(2), 309, || 8, |v, why| gone.push((*v, why)));
+        assert!(new);
+        assert_eq!(gone[2], (6, Removal::Closed));
     }
 
     #[test]

@@ -27,6 +27,8 @@ use crate::wire::Packet;
 const INIT: u8 = 1;
 const SYN_SEEN: u8 = 2;
 const ACKED: u8 = 4;
+/// This direction has sent a FIN.
+const FIN_SEEN: u8 = 8;
 const TS_SEEN: u8 = 16;
 const LAST: u8 = 32;
 /// A keep-alive awaits its answer (its time and frame are in the pool node `ka`).
@@ -149,6 +151,11 @@ impl Conn {
         }
     }
 
+    /// Both directions have sent a FIN.
+    pub fn fin_both_ways(&self) -> bool {
+        self.dirs[0].has(FIN_SEEN) && self.dirs[1].has(FIN_SEEN)
+    }
+
     /// Whether a SYN (without ACK) from direction `d` starts a new connection on these ports
     /// rather than continuing (or retransmitting the SYN of) this one.
     pub fn syn_starts_new(&self, d: usize, seq: u32) -> bool {
@@ -269,6 +276,10 @@ impl Conn {
                     emit(cx, Kind::Seq, open);
                 }
             }
+        }
+
+        if flags.fin() && !flags.rst() {
+            snd.flags |= FIN_SEEN;
         }
 
         // --- Sequence space: record what this direction sends.
