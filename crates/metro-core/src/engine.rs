@@ -101,6 +101,37 @@ pub struct Counters {
     pub tsvals_expired: u64,
 }
 
+impl Counters {
+    /// Count a flow leaving the table, by reason.
+    fn count_removal(&mut self, why: Removal) {
+        match why {
+            Removal::Idle => self.flows_expired_idle += 1,
+            Removal::Closed => self.flows_expired_closed += 1,
+            Removal::Full => self.flows_evicted_full += 1,
+        }
+    }
+
+    /// Add another engine's counters (several files, or several shards of one file).
+    pub fn add(&mut self, c: &Counters) {
+        self.packets += c.packets;
+        for (a, b) in self.samples.iter_mut().zip(c.samples) {
+            *a += b;
+        }
+        self.ambiguous += c.ambiguous;
+        self.retransmits += c.retransmits;
+        self.duplicates += c.duplicates;
+        self.non_positive += c.non_positive;
+        self.implausible += c.implausible;
+        self.flows_created += c.flows_created;
+        self.flows_evicted_full += c.flows_evicted_full;
+        self.flows_expired_idle += c.flows_expired_idle;
+        self.flows_expired_closed += c.flows_expired_closed;
+        self.segments_evicted += c.segments_evicted;
+        self.tsvals_evicted += c.tsvals_evicted;
+        self.tsvals_expired += c.tsvals_expired;
+    }
+}
+
 /// The RTT engine. Not thread-safe; one per packet source (or per shard).
 pub struct Engine {
     cfg: EngineConfig,
@@ -146,11 +177,7 @@ impl Engine {
             },
             |old, why| {
                 old.release(pool);
-                match why {
-                    Removal::Idle => counters.flows_expired_idle += 1,
-                    Removal::Closed => counters.flows_expired_closed += 1,
-                    Removal::Full => counters.flows_evicted_full += 1,
-                }
+                counters.count_removal(why);
             },
         );
         if new {
@@ -195,11 +222,7 @@ impl Engine {
             self.cfg.closed_timeout,
             |c, why| {
                 c.release(pool);
-                match why {
-                    Removal::Idle => counters.flows_expired_idle += 1,
-                    Removal::Closed => counters.flows_expired_closed += 1,
-                    Removal::Full => counters.flows_evicted_full += 1,
-                }
+                counters.count_removal(why);
             },
         );
     }

@@ -171,28 +171,6 @@ pub struct Summary {
     pub engine: Counters,
 }
 
-impl Summary {
-    fn add_engine(&mut self, c: &Counters) {
-        let e = &mut self.engine;
-        e.packets += c.packets;
-        for i in 0..3 {
-            e.samples[i] += c.samples[i];
-        }
-        e.ambiguous += c.ambiguous;
-        e.retransmits += c.retransmits;
-        e.duplicates += c.duplicates;
-        e.non_positive += c.non_positive;
-        e.implausible += c.implausible;
-        e.flows_created += c.flows_created;
-        e.flows_evicted_full += c.flows_evicted_full;
-        e.flows_expired_idle += c.flows_expired_idle;
-        e.flows_expired_closed += c.flows_expired_closed;
-        e.segments_evicted += c.segments_evicted;
-        e.tsvals_evicted += c.tsvals_evicted;
-        e.tsvals_expired += c.tsvals_expired;
-    }
-}
-
 /// Per-responder statistics: a small index (address -> position) so that the hash probe per
 /// sample stays in cache, and the reports themselves in a vector.
 #[derive(Default)]
@@ -406,7 +384,7 @@ fn analyze_one(
     fr.records = frame;
     summary.records += frame;
     summary.tcp_packets += engine.counters().packets;
-    summary.add_engine(engine.counters());
+    summary.engine.add(engine.counters());
     fr
 }
 

@@ -234,7 +234,7 @@ pub(super) fn analyze_one(
     }
     for s in &shard_ends {
         summary.tcp_packets += s.counters.packets;
-        summary.add_engine(&s.counters);
+        summary.engine.add(&s.counters);
     }
     if track_ids {
         renumber_flows(collector, &shard_ends);
