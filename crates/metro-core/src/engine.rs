@@ -216,15 +216,10 @@ impl Engine {
     pub fn tick(&mut self, now: Nanos) {
         let pool = &mut self.pool;
         let counters = &mut self.counters;
-        self.flows.expire(
-            now,
-            self.cfg.idle_timeout,
-            self.cfg.closed_timeout,
-            |c, why| {
-                c.release(pool);
-                counters.count_removal(why);
-            },
-        );
+        self.flows.expire(now, |c, why| {
+            c.release(pool);
+            counters.count_removal(why);
+        });
     }
 
     /// Forget every flow (e.g. between two unrelated capture files).

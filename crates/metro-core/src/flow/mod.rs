@@ -301,16 +301,11 @@ impl<T> FlowTable<T> {
         s.done = false;
     }
 
-    /// Remove, from the next slice of the slab, entries idle for `idle` and closed entries
-    /// unseen for `closed`, as of `now`. Called once a second, every entry is looked at
+    /// Remove, from the next slice of the slab, entries past their timeout (see
+    /// [`FlowTable::set_timeouts`]) as of `now`. Called once a second, every entry is looked at
     /// every [`SWEEP_SLICES`] seconds.
-    pub fn expire(
-        &mut self,
-        now: Nanos,
-        idle: Nanos,
-        closed: Nanos,
-        mut removed: impl FnMut(&mut T, Removal),
-    ) {
+    pub fn expire(&mut self, now: Nanos, mut removed: impl FnMut(&mut T, Removal)) {
+        let (idle, closed) = (self.idle_timeout, self.closed_timeout);
         let n = self.slots.len();
         if n == 0 {
             return;
@@ -439,6 +434,7 @@ mod tests {
     #[test]
     fn sweep_expires_idle_and_closed_entries() {
         let mut t: FlowTable<u16> = FlowTable::new(100);
+        t.set_timeouts(100, 60, 60);
         for p in 0..10u16 {
             let (i, _) = t.touch_or_insert(key(p), 0, || p, |_, _| unreachable!());
             if p < 3 {
@@ -448,7 +444,7 @@ mod tests {
         t.touch_or_insert(key(9), 50, || 9, |_, _| unreachable!());
         let mut gone = Vec::new();
         // At 60: closed ones (closed timeout 60) go; open ones (idle 100) stay.
-        t.expire(60, 100, 60, |v, why| gone.push((*v, why)));
+        t.expire(60, |v, why| gone.push((*v, why)));
         gone.sort_by_key(|g| g.0);
         assert_eq!(
             gone,
@@ -459,7 +455,7 @@ mod tests {
             ]
         );
         gone.clear();
-        t.expire(120, 100, 60, |v, why| gone.push((*v, why)));
+        t.expire(120, |v, why| gone.push((*v, why)));
         assert_eq!(gone.len(), 6, "{gone:?}");
         assert!(gone.iter().all(|g| g.1 == Removal::Idle && g.0 != 9));
         assert_eq!(t.len(), 1);
