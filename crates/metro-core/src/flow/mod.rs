@@ -25,13 +25,25 @@ pub const SWEEP_SLICES: usize = 16;
 const EVICTION_CANDIDATES: usize = 8;
 
 /// A connection's canonical key: the (address, port) endpoint that sorts lower comes first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowKey {
     // Addresses as pairs of u64 (not u128, whose 16-byte alignment would pad the key).
     lo_addr: [u64; 2],
     hi_addr: [u64; 2],
     lo_port: u16,
     hi_port: u16,
+}
+
+impl Hash for FlowKey {
+    /// Five words (the derived hash adds a length word per address array).
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.lo_addr[0]);
+        state.write_u64(self.lo_addr[1]);
+        state.write_u64(self.hi_addr[0]);
+        state.write_u64(self.hi_addr[1]);
+        state.write_u32(u32::from(self.lo_port) << 16 | u32::from(self.hi_port));
+    }
 }
 
 /// Which way a packet travels relative to its flow's canonical key.

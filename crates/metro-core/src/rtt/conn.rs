@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use super::queue::{NIL, Pending, Pool, Queue};
 use super::{Kind, Sample};
 use crate::Nanos;
-use crate::engine::{Counters, EngineConfig, Observer};
+use crate::engine::{Counters, EngineConfig, NO_TAG, Observer};
 use crate::seq::{gt, le, lt};
 use crate::wire::Packet;
 
@@ -125,6 +125,8 @@ impl DirState {
 pub struct Conn {
     pub id: u64,
     pub dirs: [DirState; 2],
+    /// The observer's tags, by the responder's direction (see [`Observer::sample_tagged`]).
+    tags: [u32; 2],
 }
 
 /// Everything the matcher needs besides the connection: shared pool, limits, counters and
@@ -141,6 +143,7 @@ impl Conn {
         Conn {
             id,
             dirs: [DirState::default(); 2],
+            tags: [NO_TAG; 2],
         }
     }
 
@@ -176,6 +179,7 @@ impl Conn {
         let tcp = &pkt.tcp;
         let len = pkt.payload_len;
         let [a, b] = &mut self.dirs;
+        let tag = &mut self.tags[d];
         let (snd, rcv) = if d == 0 { (a, b) } else { (b, a) };
 
         let flags = tcp.flags;
@@ -204,13 +208,14 @@ impl Conn {
         snd.last_seq = tcp.seq;
         snd.last_fp = fp;
 
-        let responder = SocketAddr::new(pkt.src, tcp.sport);
-        let peer = SocketAddr::new(pkt.dst, tcp.dport);
+        // Built only when needed (most packets emit nothing).
+        let responder = || SocketAddr::new(pkt.src, tcp.sport);
+        let peer = || SocketAddr::new(pkt.dst, tcp.dport);
         let id = self.id;
         // A first fragment reaches the receiver only with the last fragment, which the
         // capture shows without a TCP header: its time is not the segment's time.
         let timed = !pkt.first_fragment;
-        let emit = |cx: &mut Ctx<'_, O>, kind: Kind, open: Pending| {
+        let mut emit = |cx: &mut Ctx<'_, O>, kind: Kind, open: Pending| {
             if !timed {
                 cx.counters.ambiguous += 1;
                 return;
@@ -226,16 +231,19 @@ impl Conn {
             }
             cx.counters.samples[kind.index()] += 1;
             if cx.cfg.kinds.contains(kind) {
-                cx.out.sample(&Sample {
-                    kind,
-                    frame,
-                    open_frame: open.frame,
-                    ts,
-                    rtt,
-                    responder,
-                    peer,
-                    flow_id: id,
-                });
+                cx.out.sample_tagged(
+                    &Sample {
+                        kind,
+                        frame,
+                        open_frame: open.frame,
+                        ts,
+                        rtt,
+                        responder: responder(),
+                        peer: peer(),
+                        flow_id: id,
+                    },
+                    tag,
+                );
             }
         };
 
@@ -294,7 +302,7 @@ impl Conn {
                 if snd.has(SYN_SEEN) && start == snd.isn {
                     // A retransmitted SYN or SYN/ACK: the handshake sample is ambiguous.
                     record = false;
-                    Self::retransmitted(snd, start, responder, peer, ts, cx);
+                    Self::retransmitted(snd, start, responder(), peer(), ts, cx);
                 } else {
                     if !flags.ack() && rcv.has(SYN_SEEN) {
                         // A SYN captured after the other side's SYN (reordered capture, or
@@ -337,7 +345,7 @@ impl Conn {
                 }
             } else {
                 // Retransmission or reordering: nothing in flight can be timed.
-                Self::retransmitted(snd, start, responder, peer, ts, cx);
+                Self::retransmitted(snd, start, responder(), peer(), ts, cx);
                 record = gt(end, snd.right);
                 if record {
                     snd.right = end;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use metro_core::Nanos;
 use metro_core::aggregate::Stats;
-use metro_core::engine::{Counters, Engine, EngineConfig, Observer};
+use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::{Kind, KindSet, Sample};
 use metro_core::wire::{self, DecodeError};
 
@@ -180,18 +180,30 @@ struct Responders {
 }
 
 impl Responders {
+    /// The report for `addr`, found first where `tag` says (set to its index when not).
     #[inline]
-    fn get(&mut self, addr: IpAddr) -> &mut ResponderReport {
+    fn get_tagged(&mut self, addr: IpAddr, tag: &mut u32) -> &mut ResponderReport {
+        if let Some(r) = self.list.get(*tag as usize)
+            && r.addr == addr
+        {
+            return &mut self.list[*tag as usize];
+        }
+        let i = self.index_of(addr);
+        *tag = i;
+        &mut self.list[i as usize]
+    }
+
+    #[inline]
+    fn index_of(&mut self, addr: IpAddr) -> u32 {
         let list = &mut self.list;
-        let i = *self.index.entry(addr).or_insert_with(|| {
+        *self.index.entry(addr).or_insert_with(|| {
             list.push(ResponderReport {
                 addr,
                 stats: Stats::new(),
                 kinds: [0; 3],
             });
             (list.len() - 1) as u32
-        });
-        &mut self.list[i as usize]
+        })
     }
 }
 
@@ -208,8 +220,13 @@ struct Collector<'w, 'o> {
 
 impl Observer for Collector<'_, '_> {
     fn sample(&mut self, s: &Sample) {
+        let mut tag = NO_TAG;
+        self.sample_tagged(s, &mut tag);
+    }
+
+    fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
         let ms = s.rtt_ms();
-        let r = self.responders.get(s.responder.ip());
+        let r = self.responders.get_tagged(s.responder.ip(), tag);
         r.stats.add(ms);
         r.kinds[s.kind.index()] += 1;
         if let Some(flows) = &mut self.flows {
@@ -472,4 +489,34 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
         output::render_summary(&mut io::stderr(), &report)?;
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_or_foreign_tag_finds_the_right_responder() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut r = Responders::default();
+        let mut ta = NO_TAG;
+        r.get_tagged(a, &mut ta).kinds[0] += 1;
+        let mut tb = NO_TAG;
+        r.get_tagged(b, &mut tb).kinds[0] += 1;
+        assert_eq!((ta, tb), (0, 1));
+        // A tag pointing at another responder's report (another engine's, or a reused
+        // connection's) is corrected, not trusted.
+        let mut wrong = ta;
+        r.get_tagged(b, &mut wrong).kinds[0] += 1;
+        assert_eq!(wrong, tb);
+        // Out of range.
+        let mut beyond = 7;
+        r.get_tagged(a, &mut beyond).kinds[0] += 1;
+        assert_eq!(beyond, ta);
+        assert_eq!(r.list[0].addr, a);
+        assert_eq!(r.list[0].kinds[0], 2);
+        assert_eq!(r.list[1].kinds[0], 2);
+        assert_eq!(r.list.len(), 2);
+    }
 }

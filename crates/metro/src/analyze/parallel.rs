@@ -44,14 +44,15 @@
 //! Memory is bounded and does not depend on the capture: [`IN_FLIGHT`] batches queued per
 //! shard and direction, each of at most [`batch_cap`] packets, buffers recycled.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread;
 
 use metro_core::Nanos;
-use metro_core::engine::{Counters, Engine, EngineConfig, Observer};
+use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::flow::FlowKey;
 use metro_core::rtt::Sample;
 use metro_core::wire::{self, Packet};
@@ -113,6 +114,8 @@ struct InBatch {
 #[derive(Default)]
 struct OutBatch {
     samples: Vec<Sample>,
+    /// Each sample's responder as the shard numbers them (see [`ShardResponders`]).
+    responders: Vec<u32>,
 }
 
 /// What the reader thread found in the file.
@@ -335,13 +338,50 @@ fn read_and_dispatch(
     end
 }
 
+/// A shard's own numbering of responder addresses, so that the calling thread finds where
+/// it aggregates a sample's responder by position instead of hashing its address: the
+/// engine keeps each connection's number in the connection ([`Observer::sample_tagged`]),
+/// so even this map is probed only for a connection's first sample.
+#[derive(Default)]
+struct ShardResponders {
+    index: HashMap<IpAddr, u32, FxBuildHasher>,
+    addrs: Vec<IpAddr>,
+}
+
+impl ShardResponders {
+    #[inline]
+    fn number(&mut self, ip: IpAddr, tag: &mut u32) -> u32 {
+        if self.addrs.get(*tag as usize) == Some(&ip) {
+            return *tag;
+        }
+        let addrs = &mut self.addrs;
+        let n = *self.index.entry(ip).or_insert_with(|| {
+            addrs.push(ip);
+            (addrs.len() - 1) as u32
+        });
+        *tag = n;
+        n
+    }
+}
+
 /// Collects what the engine emits into a batch.
-struct Sink<'a>(&'a mut Vec<Sample>);
+struct Sink<'a> {
+    out: &'a mut OutBatch,
+    responders: &'a mut ShardResponders,
+}
 
 impl Observer for Sink<'_> {
     #[inline]
     fn sample(&mut self, s: &Sample) {
-        self.0.push(*s);
+        let mut tag = NO_TAG;
+        self.sample_tagged(s, &mut tag);
+    }
+
+    #[inline]
+    fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
+        let n = self.responders.number(s.responder.ip(), tag);
+        self.out.samples.push(*s);
+        self.out.responders.push(n);
     }
 }
 
@@ -356,15 +396,19 @@ fn run_shard(
 ) -> ShardEnd {
     let mut engine = Engine::new(cfg);
     let mut created: Vec<u64> = Vec::new();
+    let mut responders = ShardResponders::default();
     while let Ok(mut batch) = rx.recv() {
         let cap = batch.items.capacity();
         let mut out = out_free.try_recv().unwrap_or_else(|_| OutBatch {
             samples: Vec::with_capacity(cap),
+            responders: Vec::with_capacity(cap),
         });
         out.samples.clear();
+        out.responders.clear();
         // A burst of samples (more than one a packet over a whole batch) may have grown it.
         if out.samples.capacity() > 2 * cap {
             out.samples.shrink_to(cap);
+            out.responders.shrink_to(cap);
         }
         let mut ticks = batch.ticks.iter().peekable();
         for (i, it) in batch.items.iter().enumerate() {
@@ -374,7 +418,11 @@ fn run_shard(
             if track_ids {
                 let before = engine.counters().flows_created;
                 let first = out.samples.len();
-                engine.process(it.frame, it.ts, &it.pkt, &mut Sink(&mut out.samples));
+                let mut sink = Sink {
+                    out: &mut out,
+                    responders: &mut responders,
+                };
+                engine.process(it.frame, it.ts, &it.pkt, &mut sink);
                 let after = engine.counters().flows_created;
                 debug_assert!(after - before <= 1, "one flow id at most per packet");
                 if after != before {
@@ -387,7 +435,11 @@ fn run_shard(
                         .expect("flow ids are numbered by flows_created");
                 }
             } else {
-                engine.process(it.frame, it.ts, &it.pkt, &mut Sink(&mut out.samples));
+                let mut sink = Sink {
+                    out: &mut out,
+                    responders: &mut responders,
+                };
+                engine.process(it.frame, it.ts, &it.pkt, &mut sink);
             }
         }
         for &(_, ts) in ticks {
@@ -416,6 +468,8 @@ fn merge_into(
     let n = from_shard.len();
     let mut outs: Vec<OutBatch> = (0..n).map(|_| OutBatch::default()).collect();
     let mut pos = vec![0usize; n];
+    // Per shard, by the shard's responder number: where the collector aggregates it.
+    let mut tags: Vec<Vec<u32>> = vec![Vec::new(); n];
     'epochs: loop {
         for s in 0..n {
             match from_shard[s].recv() {
@@ -445,10 +499,16 @@ fn merge_into(
             if best == usize::MAX {
                 break;
             }
-            let run = &outs[best].samples[pos[best]..];
+            let out = &outs[best];
+            let run = &out.samples[pos[best]..];
             let len = run.iter().take_while(|x| x.frame < second).count();
-            for x in &run[..len] {
-                collector.sample(x);
+            let shard_tags = &mut tags[best];
+            for (x, &r) in run[..len].iter().zip(&out.responders[pos[best]..]) {
+                let r = r as usize;
+                if r >= shard_tags.len() {
+                    shard_tags.resize(r + 1, NO_TAG);
+                }
+                collector.sample_tagged(x, &mut shard_tags[r]);
             }
             pos[best] += len;
         }

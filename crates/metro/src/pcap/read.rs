@@ -343,7 +343,7 @@ fn block_name(t: u32) -> &'static str {
 
 #[inline]
 fn rd16(b: &[u8], at: usize, be: bool) -> u16 {
-    let v = [b[at], b[at + 1]];
+    let v: [u8; 2] = b[at..at + 2].try_into().expect("2 bytes");
     if be {
         u16::from_be_bytes(v)
     } else {
@@ -353,7 +353,7 @@ fn rd16(b: &[u8], at: usize, be: bool) -> u16 {
 
 #[inline]
 fn rd32(b: &[u8], at: usize, be: bool) -> u32 {
-    let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+    let v: [u8; 4] = b[at..at + 4].try_into().expect("4 bytes");
     if be {
         u32::from_be_bytes(v)
     } else {
@@ -796,8 +796,62 @@ fn check_caplen(caplen: u32, snaplen: u32, offset: u64, what: &str) -> Result<()
     Ok(())
 }
 
+/// A pcap record header's captured and original lengths.
+#[inline]
+fn pcap_lengths(h: &[u8], st: &PcapState) -> (u32, u32) {
+    let be = st.big_endian;
+    let caplen = rd32(h, 8, be);
+    let orig_len = rd32(h, 12, be);
+    if st.swap == LengthsSwapped::Yes || (st.swap == LengthsSwapped::Maybe && caplen > orig_len) {
+        (orig_len, caplen)
+    } else {
+        (caplen, orig_len)
+    }
+}
+
+/// A pcap record header's time stamp in nanoseconds.
+#[inline]
+fn pcap_ts(h: &[u8], st: &PcapState) -> i64 {
+    let secs = rd32(h, 0, st.big_endian);
+    let frac = rd32(h, 4, st.big_endian);
+    let sub = if st.nanos {
+        i64::from(frac)
+    } else {
+        i64::from(frac) * 1000
+    };
+    i64::from(secs) * 1_000_000_000 + sub
+}
+
+/// The common case, without a call that may refill the buffer or fail: the next record
+/// lies whole in the buffer with an ordinary length (what [`check_caplen`] accepts).
+#[inline]
+fn pcap_take(input: &mut Input, st: &PcapState) -> Option<Found> {
+    let hl = st.hdr_len;
+    let avail = input.bytes();
+    let h = avail.get(..hl)?;
+    let (caplen, orig_len) = pcap_lengths(h, st);
+    let total = hl + caplen as usize;
+    if caplen > STANDARD_MAX_SNAPLEN || avail.len() < total {
+        return None;
+    }
+    let ts = pcap_ts(h, st);
+    let data_at = input.start + hl;
+    input.start += total;
+    Some(Found {
+        linktype: st.linktype,
+        ts,
+        orig_len,
+        interface: 0,
+        data_at,
+        data_len: caplen as usize,
+    })
+}
+
 #[inline]
 fn next_pcap(input: &mut Input, st: &PcapState) -> Result<Option<Found>, ReadError> {
+    if let Some(found) = pcap_take(input, st) {
+        return Ok(Some(found));
+    }
     let hl = st.hdr_len;
     if input.avail() < hl && !input.fill(hl).map_err(io_at(input))? {
         if input.avail() == 0 {
@@ -809,15 +863,9 @@ fn next_pcap(input: &mut Input, st: &PcapState) -> Result<Option<Found>, ReadErr
             what: format!("the record header needs {hl} bytes, the file ends after {have}"),
         });
     }
-    let be = st.big_endian;
     let h = &input.buf[input.start..input.start + hl];
-    let secs = rd32(h, 0, be);
-    let frac = rd32(h, 4, be);
-    let mut caplen = rd32(h, 8, be);
-    let mut orig_len = rd32(h, 12, be);
-    if st.swap == LengthsSwapped::Yes || (st.swap == LengthsSwapped::Maybe && caplen > orig_len) {
-        std::mem::swap(&mut caplen, &mut orig_len);
-    }
+    let ts = pcap_ts(h, st);
+    let (caplen, orig_len) = pcap_lengths(h, st);
     check_caplen(caplen, st.snaplen, input.offset(), "record header")?;
     let total = hl + caplen as usize;
     if input.avail() < total && !input.fill(total).map_err(io_at(input))? {
@@ -830,12 +878,6 @@ fn next_pcap(input: &mut Input, st: &PcapState) -> Result<Option<Found>, ReadErr
             ),
         });
     }
-    let sub = if st.nanos {
-        i64::from(frac)
-    } else {
-        i64::from(frac) * 1000
-    };
-    let ts = i64::from(secs) * 1_000_000_000 + sub;
     let data_at = input.start + hl;
     input.start += total;
     Ok(Some(Found {
