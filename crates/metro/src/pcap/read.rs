@@ -835,16 +835,23 @@ fn pcap_take(input: &mut Input, st: &PcapState) -> Option<Found> {
         return None;
     }
     let ts = pcap_ts(h, st);
-    let data_at = input.start + hl;
-    input.start += total;
-    Some(Found {
+    Some(pcap_consume(input, st, ts, caplen, orig_len))
+}
+
+/// Consumes the record at the start of the buffer (its header, then `caplen` bytes, all
+/// available) and says where its data lies.
+#[inline]
+fn pcap_consume(input: &mut Input, st: &PcapState, ts: i64, caplen: u32, orig_len: u32) -> Found {
+    let data_at = input.start + st.hdr_len;
+    input.start = data_at + caplen as usize;
+    Found {
         linktype: st.linktype,
         ts,
         orig_len,
         interface: 0,
         data_at,
         data_len: caplen as usize,
-    })
+    }
 }
 
 #[inline]
@@ -878,16 +885,7 @@ fn next_pcap(input: &mut Input, st: &PcapState) -> Result<Option<Found>, ReadErr
             ),
         });
     }
-    let data_at = input.start + hl;
-    input.start += total;
-    Ok(Some(Found {
-        linktype: st.linktype,
-        ts,
-        orig_len,
-        interface: 0,
-        data_at,
-        data_len: caplen as usize,
-    }))
+    Ok(Some(pcap_consume(input, st, ts, caplen, orig_len)))
 }
 
 /// Seconds between 1904-01-01 (the Mac epoch EtherPeek uses) and 1970-01-01.
