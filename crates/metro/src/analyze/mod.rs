@@ -376,13 +376,14 @@ fn analyze_one(
         };
         frame += 1;
         let ts = rec.ts;
+        // By reference: moving the decoded packet out of the result costs a memcpy.
         match wire::decode(rec.linktype, rec.data) {
-            Ok(pkt) => {
+            Ok(ref pkt) => {
                 if ts >= next_tick {
                     engine.tick(ts);
                     next_tick = ts.saturating_add(TICK);
                 }
-                engine.process(frame, ts, &pkt, collector);
+                engine.process(frame, ts, pkt, collector);
             }
             Err(e) => count_undecodable(
                 e,
