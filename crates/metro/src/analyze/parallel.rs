@@ -55,7 +55,7 @@ use metro_core::Nanos;
 use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::flow::FlowKey;
 use metro_core::rtt::Sample;
-use metro_core::wire::{self, Packet};
+use metro_core::wire::{self, Packet, TcpFlags, TcpHeader, TcpOptions};
 use rustc_hash::FxBuildHasher;
 
 use super::{Collector, FileReport, Summary, TICK, describe_read_error, progress};
@@ -97,11 +97,72 @@ fn shard_max_flows(max_flows: usize, shards: usize) -> usize {
     )
 }
 
-/// One decoded TCP packet for a shard.
+/// One decoded TCP packet for a shard: only the fields the engine reads (88 bytes instead
+/// of the 152 of a whole `Packet` with its frame and time; the reader's core writes every
+/// byte and a shard's core reads it). The shard rebuilds the `Packet` the engine takes; a
+/// field missing here would make the output differ from the one-thread run, which
+/// tests/parallel.rs compares over the whole corpus.
 struct Item {
     frame: u64,
     ts: Nanos,
-    pkt: Packet<'static>,
+    seq: u32,
+    ack: u32,
+    payload_len: u32,
+    timestamp: Option<(u32, u32)>,
+    src: IpAddr,
+    dst: IpAddr,
+    ip_id: u16,
+    sport: u16,
+    dport: u16,
+    flags: TcpFlags,
+    first_fragment: bool,
+}
+
+impl Item {
+    #[inline]
+    fn new(frame: u64, ts: Nanos, p: &Packet<'_>) -> Item {
+        Item {
+            frame,
+            ts,
+            seq: p.tcp.seq,
+            ack: p.tcp.ack,
+            payload_len: p.payload_len,
+            timestamp: p.tcp.options.timestamp,
+            src: p.src,
+            dst: p.dst,
+            ip_id: p.ip_id,
+            sport: p.tcp.sport,
+            dport: p.tcp.dport,
+            flags: p.tcp.flags,
+            first_fragment: p.first_fragment,
+        }
+    }
+
+    /// The packet as the engine sees it (no payload bytes, no other options).
+    #[inline]
+    fn packet(&self) -> Packet<'static> {
+        Packet {
+            src: self.src,
+            dst: self.dst,
+            ip_id: self.ip_id,
+            tcp: TcpHeader {
+                sport: self.sport,
+                dport: self.dport,
+                seq: self.seq,
+                ack: self.ack,
+                flags: self.flags,
+                options: TcpOptions {
+                    timestamp: self.timestamp,
+                    ..TcpOptions::default()
+                },
+                ..TcpHeader::default()
+            },
+            payload_len: self.payload_len,
+            payload: &[],
+            tunnel_depth: 0,
+            first_fragment: self.first_fragment,
+        }
+    }
 }
 
 /// One epoch's packets for one shard, and the ticks to run before `items[pos]`.
@@ -132,21 +193,6 @@ struct ShardEnd {
     counters: Counters,
     /// The frame that created each of the shard's flow ids (id 1 first), if tracked.
     created: Vec<u64>,
-}
-
-/// The packet without its payload slice (the engine does not read payload bytes).
-#[inline]
-fn detach(p: &Packet<'_>) -> Packet<'static> {
-    Packet {
-        src: p.src,
-        dst: p.dst,
-        ip_id: p.ip_id,
-        tcp: p.tcp,
-        payload_len: p.payload_len,
-        payload: &[],
-        tunnel_depth: p.tunnel_depth,
-        first_fragment: p.first_fragment,
-    }
 }
 
 /// The shard of a packet: a hash of its connection's canonical key (both directions agree).
@@ -305,11 +351,7 @@ fn read_and_dispatch(
                 }
                 let s = shard_of(&pkt, n);
                 let batch = &mut batches[s].items;
-                batch.push(Item {
-                    frame,
-                    ts,
-                    pkt: detach(&pkt),
-                });
+                batch.push(Item::new(frame, ts, &pkt));
                 in_epoch += 1;
                 if in_epoch == epoch || batch.len() == cap {
                     in_epoch = 0;
@@ -422,7 +464,7 @@ fn run_shard(
                     out: &mut out,
                     responders: &mut responders,
                 };
-                engine.process(it.frame, it.ts, &it.pkt, &mut sink);
+                engine.process(it.frame, it.ts, &it.packet(), &mut sink);
                 let after = engine.counters().flows_created;
                 debug_assert!(after - before <= 1, "one flow id at most per packet");
                 if after != before {
@@ -439,7 +481,7 @@ fn run_shard(
                     out: &mut out,
                     responders: &mut responders,
                 };
-                engine.process(it.frame, it.ts, &it.pkt, &mut sink);
+                engine.process(it.frame, it.ts, &it.packet(), &mut sink);
             }
         }
         for &(_, ts) in ticks {
