@@ -582,3 +582,17 @@ fn renumber_flows(collector: &mut Collector<'_, '_>, shard_ends: &[ShardEnd]) {
         flows.insert((f, id, responder), row);
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn an_item_is_smaller_than_a_packet_with_its_frame_and_time() {
+        let item = std::mem::size_of::<Item>();
+        let whole = 16 + std::mem::size_of::<Packet<'static>>();
+        eprintln!("Item {item} bytes, Packet + frame + time {whole} bytes");
+        assert!(item <= 88, "{item}");
+        assert!(item * 3 <= whole * 2, "{item} vs {whole}");
+    }
+}
