@@ -500,26 +500,20 @@ impl CaptureReader {
     }
 
     /// The next record, `Ok(None)` at a clean end of file. After an error, always `Ok(None)`.
+    #[inline]
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, ReadError> {
-        if self.done {
-            return Ok(None);
-        }
-        let found = match &mut self.state {
-            State::Pcap(st) => next_pcap(&mut self.input, st),
-            State::PcapNg(st) => next_pcapng(&mut self.input, st, self.last_ts),
-            State::Snoop => next_snoop(&mut self.input),
-            State::EtherPeek(base) => next_peek(&mut self.input, *base),
+        // The common case first, inlined into the caller's loop: a pcap record lying whole
+        // in the buffer.
+        let found = match &self.state {
+            State::Pcap(st) if !self.done => pcap_take(&mut self.input, st),
+            _ => None,
         };
         let found = match found {
-            Ok(Some(f)) => f,
-            Ok(None) => {
-                self.done = true;
-                return Ok(None);
-            }
-            Err(e) => {
-                self.done = true;
-                return Err(self.annotate(e));
-            }
+            Some(f) => f,
+            None => match self.next_found_slow()? {
+                Some(f) => f,
+                None => return Ok(None),
+            },
         };
         self.records += 1;
         self.last_ts = found.ts;
@@ -531,6 +525,31 @@ impl CaptureReader {
             interface: found.interface,
             data: &self.input.buf[found.data_at..found.data_at + found.data_len],
         }))
+    }
+
+    /// Every other case: other formats, a refill, the end of the file, damage.
+    #[inline(never)]
+    fn next_found_slow(&mut self) -> Result<Option<Found>, ReadError> {
+        if self.done {
+            return Ok(None);
+        }
+        let found = match &mut self.state {
+            State::Pcap(st) => next_pcap(&mut self.input, st),
+            State::PcapNg(st) => next_pcapng(&mut self.input, st, self.last_ts),
+            State::Snoop => next_snoop(&mut self.input),
+            State::EtherPeek(base) => next_peek(&mut self.input, *base),
+        };
+        match found {
+            Ok(Some(f)) => Ok(Some(f)),
+            Ok(None) => {
+                self.done = true;
+                Ok(None)
+            }
+            Err(e) => {
+                self.done = true;
+                Err(self.annotate(e))
+            }
+        }
     }
 
     /// Says that offsets are in the decompressed data when the file is gzipped.
