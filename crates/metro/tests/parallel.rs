@@ -66,21 +66,23 @@ struct Run {
     flow_ids: Vec<(usize, u64)>,
 }
 
-fn run(files: &[PathBuf], threads: usize) -> Run {
+/// `whole`: with sample lines and per-connection rows (shards send whole samples), or
+/// without (shards send only what the per-responder statistics need).
+fn run(files: &[PathBuf], threads: usize, whole: bool) -> Run {
     let mut samples = Vec::new();
     let report: Report = analyze_files_threads(
         files,
         &EngineConfig::default(),
-        true,
-        Some(&mut samples),
+        whole,
+        whole.then_some(&mut samples as &mut dyn std::io::Write),
         false,
         threads,
     )
     .unwrap();
     let mut json = Vec::new();
-    render_json(&mut json, &report, true).unwrap();
+    render_json(&mut json, &report, whole).unwrap();
     let mut table = Vec::new();
-    render_table(&mut table, &report, true).unwrap();
+    render_table(&mut table, &report, whole).unwrap();
     Run {
         samples,
         json,
@@ -111,9 +113,15 @@ fn assert_same(what: &str, one: &Run, many: &Run, threads: usize) {
 }
 
 fn check(what: &str, files: &[PathBuf]) -> Run {
-    let one = run(files, 1);
+    let one = run(files, 1, true);
     for threads in [2, 3] {
-        assert_same(what, &one, &run(files, threads), threads);
+        assert_same(what, &one, &run(files, threads, true), threads);
+    }
+    let lean = run(files, 1, false);
+    assert!(lean.samples.is_empty() && lean.flow_ids.is_empty());
+    for threads in [2, 3] {
+        let ctx = format!("{what} (report only)");
+        assert_same(&ctx, &lean, &run(files, threads, false), threads);
     }
     one
 }
@@ -147,7 +155,7 @@ fn a_capture_cut_mid_record_keeps_the_same_samples_and_message() {
     assert!(*records > 100_000 && *records < 200_000, "{records}");
     // The samples before the damage are the whole file's first samples (the file name in
     // each line aside).
-    let full = run(std::slice::from_ref(whole), 2);
+    let full = run(std::slice::from_ref(whole), 2, true);
     let body = |l: &[u8]| l[l.windows(9).position(|w| w == b",\"frame\":").unwrap()..].to_vec();
     let cut_lines: Vec<Vec<u8>> = one
         .samples

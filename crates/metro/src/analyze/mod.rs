@@ -218,6 +218,28 @@ struct Collector<'w, 'o> {
     line: Vec<u8>,
 }
 
+impl Collector<'_, '_> {
+    /// Whether each sample is needed whole (sample lines or per-connection rows), not just
+    /// its responder, kind and RTT.
+    fn wants_whole_samples(&self) -> bool {
+        self.samples_out.is_some() || self.flows.is_some()
+    }
+
+    /// The position of `addr`'s report (created if new).
+    fn responder_index(&mut self, addr: IpAddr) -> u32 {
+        self.responders.index_of(addr)
+    }
+
+    /// Aggregate one sample known only by its responder's position, kind and RTT (when
+    /// [`Self::wants_whole_samples`] is false).
+    #[inline]
+    fn aggregate_at(&mut self, responder: u32, kind: Kind, rtt: Nanos) {
+        let r = &mut self.responders.list[responder as usize];
+        r.stats.add(rtt as f64 / 1e6);
+        r.kinds[kind.index()] += 1;
+    }
+}
+
 impl Observer for Collector<'_, '_> {
     fn sample(&mut self, s: &Sample) {
         let mut tag = NO_TAG;

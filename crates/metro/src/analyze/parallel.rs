@@ -52,7 +52,7 @@ use std::thread;
 
 use metro_core::Nanos;
 use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
-use metro_core::rtt::Sample;
+use metro_core::rtt::{Kind, Sample};
 use metro_core::wire::{self, Packet, TcpFlags, TcpHeader, TcpOptions};
 use rustc_hash::FxBuildHasher;
 
@@ -172,9 +172,62 @@ struct InBatch {
 /// What a shard's engine emitted during one epoch, in emission order.
 #[derive(Default)]
 struct OutBatch {
+    /// Whole samples, when the collector wants them (sample lines, per-connection rows).
     samples: Vec<Sample>,
-    /// Each sample's responder as the shard numbers them (see [`ShardResponders`]).
+    /// Each whole sample's responder as the shard numbers them (see [`ShardResponders`]).
     responders: Vec<u32>,
+    /// Otherwise just what the per-responder statistics need: 24 bytes instead of 116
+    /// written by the shard and read by the merging thread.
+    compact: Vec<Compact>,
+    /// Responders the shard numbered during this batch, with their addresses.
+    new_responders: Vec<(u32, IpAddr)>,
+}
+
+/// A sample as the per-responder statistics see it.
+#[derive(Clone, Copy)]
+struct Compact {
+    frame: u64,
+    rtt: Nanos,
+    /// The shard's number of the responder.
+    responder: u32,
+    kind: Kind,
+}
+
+impl OutBatch {
+    fn with_capacity(cap: usize, whole: bool) -> OutBatch {
+        let (whole_cap, compact_cap) = if whole { (cap, 0) } else { (0, cap) };
+        OutBatch {
+            samples: Vec::with_capacity(whole_cap),
+            responders: Vec::with_capacity(whole_cap),
+            compact: Vec::with_capacity(compact_cap),
+            new_responders: Vec::new(),
+        }
+    }
+
+    /// Empty, and no larger than twice `cap` (a burst of samples, more than one a packet
+    /// over a whole batch, may have grown it).
+    fn reset(&mut self, cap: usize) {
+        self.samples.clear();
+        self.responders.clear();
+        self.compact.clear();
+        self.new_responders.clear();
+        if self.samples.capacity() > 2 * cap {
+            self.samples.shrink_to(cap);
+            self.responders.shrink_to(cap);
+        }
+        if self.compact.capacity() > 2 * cap {
+            self.compact.shrink_to(cap);
+        }
+    }
+
+    /// The frame of the `i`th sample, whichever form they take.
+    #[inline]
+    fn frame(&self, i: usize) -> Option<u64> {
+        match self.samples.get(i) {
+            Some(s) => Some(s.frame),
+            None => self.compact.get(i).map(|c| c.frame),
+        }
+    }
 }
 
 /// What the reader thread found in the file.
@@ -233,6 +286,7 @@ pub(super) fn analyze_one(
     let bar = progress::Bar::new(progress, &collector.file_name, total);
     let n = threads.max(1);
     let track_ids = collector.flows.is_some();
+    let whole = collector.wants_whole_samples();
 
     let (reader_end, shard_ends) = thread::scope(|scope| {
         let mut to_shard = Vec::with_capacity(n);
@@ -257,7 +311,15 @@ pub(super) fn analyze_one(
                 thread::Builder::new()
                     .name("metro-shard".into())
                     .spawn_scoped(scope, move || {
-                        run_shard(cfg, track_ids, in_rx, in_back_tx, out_tx, out_back_rx)
+                        run_shard(
+                            cfg,
+                            track_ids,
+                            whole,
+                            in_rx,
+                            in_back_tx,
+                            out_tx,
+                            out_back_rx,
+                        )
                     })
                     .expect("spawning a shard thread"),
             );
@@ -400,15 +462,19 @@ struct ShardResponders {
 }
 
 impl ShardResponders {
+    /// The shard's number for `ip`, found first where `tag` says; a responder numbered for
+    /// the first time is announced in `new`.
     #[inline]
-    fn number(&mut self, ip: IpAddr, tag: &mut u32) -> u32 {
+    fn number(&mut self, ip: IpAddr, tag: &mut u32, new: &mut Vec<(u32, IpAddr)>) -> u32 {
         if self.addrs.get(*tag as usize) == Some(&ip) {
             return *tag;
         }
         let addrs = &mut self.addrs;
         let n = *self.index.entry(ip).or_insert_with(|| {
             addrs.push(ip);
-            (addrs.len() - 1) as u32
+            let n = (addrs.len() - 1) as u32;
+            new.push((n, ip));
+            n
         });
         *tag = n;
         n
@@ -419,6 +485,8 @@ impl ShardResponders {
 struct Sink<'a> {
     out: &'a mut OutBatch,
     responders: &'a mut ShardResponders,
+    /// Whole samples, or compact ones.
+    whole: bool,
 }
 
 impl Observer for Sink<'_> {
@@ -430,9 +498,21 @@ impl Observer for Sink<'_> {
 
     #[inline]
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
-        let n = self.responders.number(s.responder.ip(), tag);
-        self.out.samples.push(*s);
-        self.out.responders.push(n);
+        let out = &mut *self.out;
+        let n = self
+            .responders
+            .number(s.responder.ip(), tag, &mut out.new_responders);
+        if self.whole {
+            out.samples.push(*s);
+            out.responders.push(n);
+        } else {
+            out.compact.push(Compact {
+                frame: s.frame,
+                rtt: s.rtt,
+                responder: n,
+                kind: s.kind,
+            });
+        }
     }
 }
 
@@ -440,6 +520,7 @@ impl Observer for Sink<'_> {
 fn run_shard(
     cfg: EngineConfig,
     track_ids: bool,
+    whole: bool,
     rx: Receiver<InBatch>,
     in_back: Sender<InBatch>,
     tx: SyncSender<OutBatch>,
@@ -450,17 +531,10 @@ fn run_shard(
     let mut responders = ShardResponders::default();
     while let Ok(mut batch) = rx.recv() {
         let cap = batch.items.capacity();
-        let mut out = out_free.try_recv().unwrap_or_else(|_| OutBatch {
-            samples: Vec::with_capacity(cap),
-            responders: Vec::with_capacity(cap),
-        });
-        out.samples.clear();
-        out.responders.clear();
-        // A burst of samples (more than one a packet over a whole batch) may have grown it.
-        if out.samples.capacity() > 2 * cap {
-            out.samples.shrink_to(cap);
-            out.responders.shrink_to(cap);
-        }
+        let mut out = out_free
+            .try_recv()
+            .unwrap_or_else(|_| OutBatch::with_capacity(cap, whole));
+        out.reset(cap);
         let mut ticks = batch.ticks.iter().peekable();
         for (i, it) in batch.items.iter().enumerate() {
             while let Some(&(_, ts)) = ticks.next_if(|t| t.0 == i) {
@@ -472,6 +546,7 @@ fn run_shard(
                 let mut sink = Sink {
                     out: &mut out,
                     responders: &mut responders,
+                    whole,
                 };
                 engine.process(it.frame, it.ts, &it.packet(), &mut sink);
                 let after = engine.counters().flows_created;
@@ -489,6 +564,7 @@ fn run_shard(
                 let mut sink = Sink {
                     out: &mut out,
                     responders: &mut responders,
+                    whole,
                 };
                 engine.process(it.frame, it.ts, &it.packet(), &mut sink);
             }
@@ -519,7 +595,8 @@ fn merge_into(
     let n = from_shard.len();
     let mut outs: Vec<OutBatch> = (0..n).map(|_| OutBatch::default()).collect();
     let mut pos = vec![0usize; n];
-    // Per shard, by the shard's responder number: where the collector aggregates it.
+    // Per shard, by the shard's responder number: where the collector aggregates it (its
+    // tag, for whole samples; its exact position, for compact ones).
     let mut tags: Vec<Vec<u32>> = vec![Vec::new(); n];
     'epochs: loop {
         for s in 0..n {
@@ -530,6 +607,13 @@ fn merge_into(
                 Err(_) => break 'epochs,
             }
             pos[s] = 0;
+            for &(r, ip) in &outs[s].new_responders {
+                let t = &mut tags[s];
+                if r as usize >= t.len() {
+                    t.resize(r as usize + 1, NO_TAG);
+                }
+                t[r as usize] = collector.responder_index(ip);
+            }
         }
         loop {
             // The shard with the lowest next frame, and the lowest next frame of the others.
@@ -537,13 +621,13 @@ fn merge_into(
             let mut best_frame = u64::MAX;
             let mut second = u64::MAX;
             for s in 0..n {
-                if let Some(x) = outs[s].samples.get(pos[s]) {
-                    if x.frame < best_frame {
+                if let Some(f) = outs[s].frame(pos[s]) {
+                    if f < best_frame {
                         second = best_frame;
-                        best_frame = x.frame;
+                        best_frame = f;
                         best = s;
-                    } else if x.frame < second {
-                        second = x.frame;
+                    } else if f < second {
+                        second = f;
                     }
                 }
             }
@@ -551,17 +635,23 @@ fn merge_into(
                 break;
             }
             let out = &outs[best];
-            let run = &out.samples[pos[best]..];
-            let len = run.iter().take_while(|x| x.frame < second).count();
+            let from = pos[best];
             let shard_tags = &mut tags[best];
-            for (x, &r) in run[..len].iter().zip(&out.responders[pos[best]..]) {
-                let r = r as usize;
-                if r >= shard_tags.len() {
-                    shard_tags.resize(r + 1, NO_TAG);
+            if out.samples.is_empty() {
+                let run = &out.compact[from..];
+                let len = run.iter().take_while(|x| x.frame < second).count();
+                for c in &run[..len] {
+                    collector.aggregate_at(shard_tags[c.responder as usize], c.kind, c.rtt);
                 }
-                collector.sample_tagged(x, &mut shard_tags[r]);
+                pos[best] += len;
+            } else {
+                let run = &out.samples[from..];
+                let len = run.iter().take_while(|x| x.frame < second).count();
+                for (x, &r) in run[..len].iter().zip(&out.responders[from..]) {
+                    collector.sample_tagged(x, &mut shard_tags[r as usize]);
+                }
+                pos[best] += len;
             }
-            pos[best] += len;
         }
         for (s, b) in outs.iter_mut().enumerate() {
             let _ = out_free[s].send(std::mem::take(b));
