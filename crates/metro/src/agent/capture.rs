@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use metro_core::engine::{Engine, EngineConfig, Observer};
+use metro_core::engine::{Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::Sample;
 
 use super::config::DutyCycle;
@@ -73,12 +73,16 @@ struct Obs<'a> {
 
 impl Observer for Obs<'_> {
     fn sample(&mut self, s: &Sample) {
+        let mut tag = NO_TAG;
+        self.sample_tagged(s, &mut tag);
+    }
+    fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
         let mut iv = self
             .shared
             .interval
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        iv.add_sample(s, self.locals, self.watch);
+        iv.add_sample_tagged(s, self.locals, self.watch, tag);
     }
     fn retransmit(
         &mut self,
@@ -293,6 +297,9 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
         let linktype = live.linktype();
         let mut last_stats = Instant::now();
         let mut dropped_now = 0u64;
+        // Packets since the clock was last read: reading it per packet cost ~6% of the
+        // capture thread (perf, scripts/live-bench.sh --perf).
+        let mut since_clock = 0u32;
         loop {
             if w.stop.load(Ordering::Relaxed) {
                 break 'outer;
@@ -303,7 +310,13 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
                 install_filter(&mut live, &iface, &w.base_filter, proc.watch());
             }
             match live.next_packet() {
-                Ok(Next::Packet { ts, data }) => proc.packet(linktype, ts, data),
+                Ok(Next::Packet { ts, data }) => {
+                    proc.packet(linktype, ts, data);
+                    since_clock += 1;
+                    if since_clock < STATS_CHECK_PACKETS {
+                        continue;
+                    }
+                }
                 Ok(Next::Timeout) => proc.tick(wall_ns()),
                 Err(e) => {
                     tracing::warn!("{iface}: capture stopped: {e}; reopening");
@@ -316,6 +329,7 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
                     continue 'outer;
                 }
             }
+            since_clock = 0;
             if last_stats.elapsed() >= Duration::from_secs(1) {
                 last_stats = Instant::now();
                 if let Some((_, dropped)) = live.stats() {
@@ -331,6 +345,11 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
     proc.tick(wall_ns());
     proc.publish();
 }
+
+/// The capture loop reads the clock (for the once-a-second drop statistics) after this many
+/// packets, or when the read times out (at least every [`crate::agent::live::READ_TIMEOUT_MS`]
+/// when idle).
+const STATS_CHECK_PACKETS: u32 = 64;
 
 /// A capture file on packet time: flushes every `flush_interval` of packet time into `tx`,
 /// then a final report at the end. Returns when the file ends, fails, or `stop` is set.

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use metro_core::aggregate::Stats;
+use metro_core::engine::NO_TAG;
 use metro_core::rtt::Sample;
 
 use super::resolve::{LocalSet, Shared, WatchList};
@@ -58,16 +59,21 @@ pub struct InstanceReport {
 }
 
 struct PairAcc {
+    /// (local, remote)
+    key: (IpAddr, IpAddr),
     dst: Arc<str>,
     stats: Stats,
     retransmits: u64,
 }
 
 /// Accumulates one interval. Keyed by addresses (no allocation per sample); the `dst` tag is
-/// fixed when the pair first appears in the interval.
+/// fixed when the pair first appears in the interval. Pairs live in a vector with a small
+/// index beside it, so that a connection can keep its pair's position (the engine's
+/// per-connection tag) and find it without hashing on its next sample.
 #[derive(Default)]
 pub struct Interval {
-    pairs: HashMap<(IpAddr, IpAddr), PairAcc, BuildHasherDefault<FxHasher>>,
+    index: HashMap<(IpAddr, IpAddr), u32, BuildHasherDefault<FxHasher>>,
+    pairs: Vec<PairAcc>,
     samples: [u64; 3],
     samples_internal: u64,
     /// Samples whose responder is neither local nor watched (e.g. traffic seen on `any`
@@ -77,31 +83,61 @@ pub struct Interval {
 }
 
 impl Interval {
+    /// The pair (local, remote), found first where `tag` says (a position from an earlier
+    /// interval, or another pair's, is checked and corrected).
     fn pair(
         &mut self,
         local: IpAddr,
         remote: IpAddr,
         dst: impl FnOnce() -> Arc<str>,
+        tag: &mut u32,
     ) -> Option<&mut PairAcc> {
+        let key = (local, remote);
+        if self.pairs.get(*tag as usize).is_some_and(|p| p.key == key) {
+            return Some(&mut self.pairs[*tag as usize]);
+        }
         let full = self.pairs.len() >= MAX_PAIRS;
-        match self.pairs.entry((local, remote)) {
-            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+        let i = match self.index.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
             std::collections::hash_map::Entry::Vacant(_) if full => {
                 self.pairs_dropped += 1;
-                None
+                return None;
             }
-            std::collections::hash_map::Entry::Vacant(e) => Some(e.insert(PairAcc {
-                dst: dst(),
-                stats: Stats::new(),
-                retransmits: 0,
-            })),
-        }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let i = self.pairs.len() as u32;
+                e.insert(i);
+                self.pairs.push(PairAcc {
+                    key,
+                    dst: dst(),
+                    stats: Stats::new(),
+                    retransmits: 0,
+                });
+                i
+            }
+        };
+        *tag = i;
+        Some(&mut self.pairs[i as usize])
     }
 
     /// Fold one sample in. A sample answered by a local address is internal; one answered by
     /// a watched remote address is network RTT for the pair (closing packet's destination,
     /// responder).
     pub fn add_sample(&mut self, s: &Sample, locals: &LocalSet, watch: &WatchList) {
+        let mut tag = NO_TAG;
+        self.add_sample_tagged(s, locals, watch, &mut tag);
+    }
+
+    /// [`Self::add_sample`], with the connection's tag (see [`Observer::sample_tagged`])
+    /// remembering the pair's position.
+    ///
+    /// [`Observer::sample_tagged`]: metro_core::engine::Observer::sample_tagged
+    pub fn add_sample_tagged(
+        &mut self,
+        s: &Sample,
+        locals: &LocalSet,
+        watch: &WatchList,
+        tag: &mut u32,
+    ) {
         let resp = s.responder.ip();
         if locals.contains(resp) {
             self.samples_internal += 1;
@@ -113,7 +149,7 @@ impl Interval {
         }
         let local = s.peer.ip();
         let kind = s.kind.index();
-        if let Some(p) = self.pair(local, resp, || watch.tag(resp)) {
+        if let Some(p) = self.pair(local, resp, || watch.tag(resp), tag) {
             p.stats.add(s.rtt_ms());
             self.samples[kind] += 1;
         }
@@ -134,7 +170,8 @@ impl Interval {
         } else {
             return;
         };
-        if let Some(p) = self.pair(local, remote, || watch.tag(remote)) {
+        let mut no_tag = NO_TAG;
+        if let Some(p) = self.pair(local, remote, || watch.tag(remote), &mut no_tag) {
             p.retransmits += 1;
         }
     }
@@ -144,10 +181,11 @@ impl Interval {
     pub fn into_pairs(self) -> (Vec<PairReport>, [u64; 3], u64) {
         let mut out: Vec<PairReport> = Vec::new();
         let mut index: HashMap<(IpAddr, Arc<str>), usize> = HashMap::new();
-        let mut entries: Vec<_> = self.pairs.into_iter().collect();
+        let mut entries = self.pairs;
         // Deterministic order: by local address, then tag.
-        entries.sort_by(|a, b| (a.0.0, &a.1.dst, a.0.1).cmp(&(b.0.0, &b.1.dst, b.0.1)));
-        for ((local, _), acc) in entries {
+        entries.sort_by(|a, b| (a.key.0, &a.dst, a.key.1).cmp(&(b.key.0, &b.dst, b.key.1)));
+        for acc in entries {
+            let local = acc.key.0;
             if acc.stats.is_empty() {
                 continue;
             }
@@ -290,6 +328,40 @@ mod tests {
 
     fn locals() -> LocalSet {
         LocalSet::from(HashSet::from(["10.0.0.1".parse().unwrap()]))
+    }
+
+    #[test]
+    fn a_connection_tag_finds_its_pair_and_a_stale_one_is_corrected() {
+        let (w, l) = (watch(), locals());
+        let mut iv = Interval::default();
+        let (mut ta, mut tb) = (NO_TAG, NO_TAG);
+        let a = |ms| sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:40000", ms);
+        let b = |ms| sample(Kind::Seq, "10.9.1.1:443", "10.0.0.1:40001", ms);
+        iv.add_sample_tagged(&a(1.0), &l, &w, &mut ta);
+        iv.add_sample_tagged(&b(5.0), &l, &w, &mut tb);
+        assert_eq!((ta, tb), (0, 1));
+        iv.add_sample_tagged(&a(2.0), &l, &w, &mut ta);
+        // Another pair's position (a reused connection, another engine): corrected.
+        let mut wrong = ta;
+        iv.add_sample_tagged(&b(7.0), &l, &w, &mut wrong);
+        assert_eq!(wrong, tb);
+        let (pairs, _, _) = iv.into_pairs();
+        let counts: Vec<(String, u64)> = pairs
+            .iter()
+            .map(|p| (p.dst.to_string(), p.stats.count()))
+            .collect();
+        assert_eq!(
+            counts,
+            vec![("10.0.0.2".to_string(), 2), ("10.9.1.1".to_string(), 2)]
+        );
+        // The next interval starts empty: last interval's position is looked up again.
+        let mut iv = Interval::default();
+        let mut stale = tb;
+        iv.add_sample_tagged(&a(3.0), &l, &w, &mut stale);
+        assert_eq!(stale, 0);
+        let (pairs, _, _) = iv.into_pairs();
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(&*pairs[0].dst, "10.0.0.2");
     }
 
     #[test]
