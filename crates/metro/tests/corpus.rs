@@ -275,3 +275,40 @@ fn seq_and_handshake_samples_agree_with_tshark() {
         per_file.join("\n")
     );
 }
+
+/// `wire::decode`'s shortcut for the common Ethernet / IP / TCP shape gives what the general
+/// decoder gives, on every record of every corpus file (and the shortcut is taken often).
+#[test]
+fn the_decoder_shortcut_agrees_with_the_general_path_on_every_record() {
+    use metro::pcap::CaptureReader;
+    use metro_core::wire::{decode, decode_general};
+    let (mut records, mut ethernet_tcp) = (0u64, 0u64);
+    for path in corpus_files() {
+        let Ok(mut r) = CaptureReader::open(&path) else {
+            continue;
+        };
+        while let Ok(Some(rec)) = r.next_record() {
+            records += 1;
+            let (a, b) = (
+                decode(rec.linktype, rec.data),
+                decode_general(rec.linktype, rec.data),
+            );
+            assert_eq!(
+                format!("{a:?}"),
+                format!("{b:?}"),
+                "{} record {}",
+                path.display(),
+                r.records()
+            );
+            if let (Ok(a), Ok(b)) = (a, b) {
+                assert_eq!(a.payload.as_ptr_range(), b.payload.as_ptr_range());
+                ethernet_tcp += u64::from(rec.linktype == 1);
+            }
+        }
+    }
+    assert!(records > 70_000, "{records} records");
+    assert!(
+        ethernet_tcp > 50_000,
+        "{ethernet_tcp} Ethernet records decoded"
+    );
+}

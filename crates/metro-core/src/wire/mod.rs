@@ -10,6 +10,7 @@
 //! VXLAN, Geneve, GTP-U, Teredo, AYIYA, L2TPv2), `tcp.rs` (TCP header and options).
 //! The innermost TCP wins; [`Packet::tunnel_depth`] counts the IP headers around it.
 
+mod fast;
 pub mod ip;
 pub mod link;
 pub mod tcp;
@@ -213,6 +214,17 @@ impl DecodeError {
 /// the first layer that cannot be read decides the error.
 #[inline]
 pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
+    if linktype == linktype::ETHERNET
+        && let Some(p) = fast::ethernet(frame)
+    {
+        return Ok(p);
+    }
+    decode_general(linktype, frame)
+}
+
+/// [`decode`] without its shortcut for the common Ethernet / IPv4-or-IPv6 / TCP shape: the
+/// same result for every frame (the tests compare the two), only slower for that shape.
+pub fn decode_general(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
     ip::decode_net(link::strip(linktype, frame)?, 0)
 }
 
@@ -343,7 +355,22 @@ mod tests {
     }
 
     /// Whatever decode returns, it must hold together.
+    /// `decode` and `decode_general` agree: the same packet (the same payload slice of the
+    /// frame) or the same error.
+    fn assert_same_as_general(lt: u32, frame: &[u8]) {
+        let (a, b) = (decode(lt, frame), decode_general(lt, frame));
+        assert_eq!(
+            format!("{a:?}"),
+            format!("{b:?}"),
+            "linktype {lt}: {frame:02x?}"
+        );
+        if let (Ok(a), Ok(b)) = (a, b) {
+            assert_eq!(a.payload.as_ptr_range(), b.payload.as_ptr_range());
+        }
+    }
+
     fn decode_and_check(lt: u32, frame: &[u8]) {
+        assert_same_as_general(lt, frame);
         if let Ok(p) = decode(lt, frame) {
             assert!(p.payload.len() <= p.payload_len as usize);
             assert!(p.tcp.header_len >= 20 && p.tcp.header_len <= 60);
@@ -379,6 +406,22 @@ mod tests {
                 decode_and_check(lt, &buf[..len]);
             }
         }
+    }
+
+    /// The shortcut is taken for the common shapes (and agrees with the general path on
+    /// them, as on everything `decode_and_check` sees).
+    #[test]
+    fn the_common_shapes_take_the_shortcut() {
+        let mut taken = 0;
+        for (lt, frame) in samples() {
+            assert_same_as_general(lt, &frame);
+            if lt == linktype::ETHERNET && fast::ethernet(&frame).is_some() {
+                taken += 1;
+            }
+        }
+        assert!(taken >= 2, "{taken} sample frames took the shortcut");
+        let v4 = testutil::eth_v4_tcp();
+        assert!(fast::ethernet(&v4).is_some());
     }
 
     #[test]
