@@ -1,8 +1,9 @@
 //! Per-interval aggregation: samples and retransmissions folded per (local address, remote
 //! host) pair, and the [`InstanceReport`] a flush hands to the sinks.
 //!
-//! The capture thread adds to an [`Interval`] under a short-lived lock (one `HashMap` update
-//! per sample); a flush swaps the whole interval out and builds the report outside the lock,
+//! The capture thread adds to an [`Interval`] under a short-lived lock (one update per
+//! sample, found through the connection's tag; a hash lookup only for a connection's first
+//! sample in an interval); a flush swaps the whole interval out and builds the report outside the lock,
 //! so no sink ever holds it. Pairs with no new sample are not reported (go-metro re-sent
 //! stale values forever).
 

@@ -4,17 +4,19 @@
 //! ```text
 //!  reader thread                      shard threads (N)                 calling thread
 //!  next_record + wire::decode  ──►  Engine (own flow table)  ──►  merge by frame ──► Collector
-//!  shard = hash(canonical key)       samples of the epoch            (sample lines, stats)
+//!  shard = hash(both endpoints)      samples of the epoch            (sample lines, stats)
 //! ```
 //!
-//! The reader decodes each record and appends the packet (a copy of the `Packet` without its
-//! payload slice, which the engine never reads) to the batch of the shard its canonical flow
-//! key hashes to; a connection's packets all go to one shard, in capture order. Every epoch
+//! The reader decodes each record and appends the fields of the packet the engine reads (an
+//! [`Item`], 88 bytes) to the batch of the shard its two endpoints hash to (a symmetric
+//! hash, so a connection's packets all go to one shard, in capture order). Every epoch
 //! ([`epoch_len`] packets) the reader sends each shard its batch, empty or not, so batch `k`
 //! of every shard covers the same frames: the calling thread takes batch `k`'s samples from
 //! every shard, merges them by frame number (a frame's samples all come from one shard, in
 //! the engine's emission order) and feeds them to the same `Collector` as the one-thread
-//! path. Expiry ticks are decided by the reader with the one-thread rule (on the global
+//! path: whole samples when it writes sample lines or per-connection rows, otherwise 24-byte
+//! ones (frame, RTT, kind, the shard's number for the responder, whose address the shard
+//! announces once). Expiry ticks are decided by the reader with the one-thread rule (on the global
 //! packet stream) and delivered to every shard at the same place in its stream, so each
 //! shard ticks at the same packet times as the single engine. Undecodable records, the
 //! unsupported-link-type messages and the damage message come from the reader, as in the
