@@ -1,7 +1,12 @@
 //! Folding samples into statistics: count, min, max, mean, last, go-metro's jitter (mean
 //! absolute difference of consecutive samples) and quantiles from a DDSketch (1% relative
-//! error, mergeable). Values are milliseconds as `f64`.
+//! error, mergeable). Values are milliseconds as `f64`. [`Numbering`] finds where an observer
+//! aggregates a sample's key.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use rustc_hash::FxBuildHasher;
 use sketches_ddsketch::{Config, DDSketch};
 
 /// Relative accuracy of the quantile sketch.
@@ -128,9 +133,98 @@ impl Stats {
     }
 }
 
+/// Keys numbered 0, 1, 2, ... in the order they are first seen, for an observer that keeps
+/// what it aggregates per key in a vector: the number is found through the tag the engine
+/// keeps per connection ([`crate::engine::Observer::sample_tagged`]), checked against the
+/// key, and the hash index is consulted only when the tag does not name the key (a
+/// connection's first sample, or a tag from another numbering).
+#[derive(Debug)]
+pub struct Numbering<K> {
+    index: HashMap<K, u32, FxBuildHasher>,
+    keys: Vec<K>,
+}
+
+impl<K> Default for Numbering<K> {
+    fn default() -> Self {
+        Numbering {
+            index: HashMap::default(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+impl<K: Copy + Eq + Hash> Numbering<K> {
+    /// Keys numbered so far.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The keys, by number.
+    pub fn keys(&self) -> &[K] {
+        &self.keys
+    }
+
+    /// The number of `key` if it has one, found first where `tag` says; `tag` is set to it.
+    #[inline]
+    pub fn find(&mut self, key: K, tag: &mut u32) -> Option<u32> {
+        if self.keys.get(*tag as usize) == Some(&key) {
+            return Some(*tag);
+        }
+        let n = *self.index.get(&key)?;
+        *tag = n;
+        Some(n)
+    }
+
+    /// The next number, for a key [`Self::find`] did not find; `tag` is set to it.
+    pub fn add(&mut self, key: K, tag: &mut u32) -> u32 {
+        let n = self.keys.len() as u32;
+        self.index.insert(key, n);
+        self.keys.push(key);
+        *tag = n;
+        n
+    }
+
+    /// The number of `key`, given one if it has none (then `true`); `tag` is set to it.
+    #[inline]
+    pub fn number(&mut self, key: K, tag: &mut u32) -> (u32, bool) {
+        match self.find(key, tag) {
+            Some(n) => (n, false),
+            None => (self.add(key, tag), true),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::NO_TAG;
+
+    #[test]
+    fn numbering_trusts_a_tag_only_when_it_names_the_key() {
+        let mut n = Numbering::default();
+        let (mut ta, mut tb) = (NO_TAG, NO_TAG);
+        assert_eq!(n.number('a', &mut ta), (0, true));
+        assert_eq!(n.number('b', &mut tb), (1, true));
+        assert_eq!((ta, tb), (0, 1));
+        assert_eq!(n.number('a', &mut ta), (0, false));
+        // Another key's number, or one beyond the end: corrected through the index.
+        let mut wrong = tb;
+        assert_eq!(n.find('a', &mut wrong), Some(0));
+        assert_eq!(wrong, 0);
+        let mut beyond = 7;
+        assert_eq!(n.find('b', &mut beyond), Some(1));
+        assert_eq!(beyond, 1);
+        // A key never numbered: not found, tag untouched.
+        let mut t = 1;
+        assert_eq!(n.find('c', &mut t), None);
+        assert_eq!(t, 1);
+        assert_eq!(n.keys(), &['a', 'b']);
+        assert_eq!(n.len(), 2);
+    }
 
     #[test]
     fn basic_stats() {

@@ -8,14 +8,12 @@
 //! stale values forever).
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 
-use rustc_hash::FxHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use metro_core::aggregate::Stats;
+use metro_core::aggregate::{Numbering, Stats};
 use metro_core::engine::NO_TAG;
 use metro_core::rtt::Sample;
 
@@ -60,8 +58,6 @@ pub struct InstanceReport {
 }
 
 struct PairAcc {
-    /// (local, remote)
-    key: (IpAddr, IpAddr),
     dst: Arc<str>,
     stats: Stats,
     retransmits: u64,
@@ -73,7 +69,8 @@ struct PairAcc {
 /// per-connection tag) and find it without hashing on its next sample.
 #[derive(Default)]
 pub struct Interval {
-    index: HashMap<(IpAddr, IpAddr), u32, BuildHasherDefault<FxHasher>>,
+    /// (local, remote) -> position in `pairs`.
+    numbers: Numbering<(IpAddr, IpAddr)>,
     pairs: Vec<PairAcc>,
     samples: [u64; 3],
     samples_internal: u64,
@@ -94,29 +91,21 @@ impl Interval {
         tag: &mut u32,
     ) -> Option<&mut PairAcc> {
         let key = (local, remote);
-        if self.pairs.get(*tag as usize).is_some_and(|p| p.key == key) {
-            return Some(&mut self.pairs[*tag as usize]);
-        }
-        let full = self.pairs.len() >= MAX_PAIRS;
-        let i = match self.index.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
-            std::collections::hash_map::Entry::Vacant(_) if full => {
+        let i = match self.numbers.find(key, tag) {
+            Some(i) => i,
+            None if self.pairs.len() >= MAX_PAIRS => {
                 self.pairs_dropped += 1;
                 return None;
             }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let i = self.pairs.len() as u32;
-                e.insert(i);
+            None => {
                 self.pairs.push(PairAcc {
-                    key,
                     dst: dst(),
                     stats: Stats::new(),
                     retransmits: 0,
                 });
-                i
+                self.numbers.add(key, tag)
             }
         };
-        *tag = i;
         Some(&mut self.pairs[i as usize])
     }
 
@@ -182,11 +171,16 @@ impl Interval {
     pub fn into_pairs(self) -> (Vec<PairReport>, [u64; 3], u64) {
         let mut out: Vec<PairReport> = Vec::new();
         let mut index: HashMap<(IpAddr, Arc<str>), usize> = HashMap::new();
-        let mut entries = self.pairs;
+        let mut entries: Vec<((IpAddr, IpAddr), PairAcc)> = self
+            .numbers
+            .keys()
+            .iter()
+            .copied()
+            .zip(self.pairs)
+            .collect();
         // Deterministic order: by local address, then tag.
-        entries.sort_by(|a, b| (a.key.0, &a.dst, a.key.1).cmp(&(b.key.0, &b.dst, b.key.1)));
-        for acc in entries {
-            let local = acc.key.0;
+        entries.sort_by(|a, b| (a.0.0, &a.1.dst, a.0.1).cmp(&(b.0.0, &b.1.dst, b.0.1)));
+        for ((local, _), acc) in entries {
             if acc.stats.is_empty() {
                 continue;
             }

@@ -8,9 +8,7 @@ mod parallel;
 mod progress;
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasherDefault;
 
-use rustc_hash::FxHasher;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use metro_core::Nanos;
-use metro_core::aggregate::Stats;
+use metro_core::aggregate::{Numbering, Stats};
 use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::{Kind, KindSet, Sample};
 use metro_core::wire::{self, DecodeError};
@@ -122,8 +120,6 @@ fn parse_kinds(s: &str) -> Result<KindSet, String> {
 }
 
 /// A hash map with a fast hasher: the responder map is touched once per sample.
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
 /// Statistics for one responder (the source of closing packets).
 #[derive(Debug, Clone)]
 pub struct ResponderReport {
@@ -171,39 +167,33 @@ pub struct Summary {
     pub engine: Counters,
 }
 
-/// Per-responder statistics: a small index (address -> position) so that the hash probe per
-/// sample stays in cache, and the reports themselves in a vector.
+/// Per-responder statistics, in the order responders are first seen.
 #[derive(Default)]
 struct Responders {
-    index: FxMap<IpAddr, u32>,
+    numbers: Numbering<IpAddr>,
     list: Vec<ResponderReport>,
 }
 
 impl Responders {
-    /// The report for `addr`, found first where `tag` says (set to its index when not).
+    /// The report for `addr`, found first where `tag` says (set to its position).
     #[inline]
     fn get_tagged(&mut self, addr: IpAddr, tag: &mut u32) -> &mut ResponderReport {
-        if let Some(r) = self.list.get(*tag as usize)
-            && r.addr == addr
-        {
-            return &mut self.list[*tag as usize];
-        }
-        let i = self.index_of(addr);
-        *tag = i;
+        let i = self.index_of(addr, tag);
         &mut self.list[i as usize]
     }
 
+    /// The position of `addr`'s report, created if new.
     #[inline]
-    fn index_of(&mut self, addr: IpAddr) -> u32 {
-        let list = &mut self.list;
-        *self.index.entry(addr).or_insert_with(|| {
-            list.push(ResponderReport {
+    fn index_of(&mut self, addr: IpAddr, tag: &mut u32) -> u32 {
+        let (i, new) = self.numbers.number(addr, tag);
+        if new {
+            self.list.push(ResponderReport {
                 addr,
                 stats: Stats::new(),
                 kinds: [0; 3],
             });
-            (list.len() - 1) as u32
-        })
+        }
+        i
     }
 }
 
@@ -227,7 +217,8 @@ impl Collector<'_, '_> {
 
     /// The position of `addr`'s report (created if new).
     fn responder_index(&mut self, addr: IpAddr) -> u32 {
-        self.responders.index_of(addr)
+        let mut tag = NO_TAG;
+        self.responders.index_of(addr, &mut tag)
     }
 
     /// Aggregate one sample known only by its responder's position, kind and RTT (when

@@ -46,17 +46,17 @@
 //! Memory is bounded and does not depend on the capture: [`IN_FLIGHT`] batches queued per
 //! shard and direction, each of at most [`batch_cap`] packets, buffers recycled.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread;
 
 use metro_core::Nanos;
+use metro_core::aggregate::Numbering;
 use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::{Kind, Sample};
 use metro_core::wire::{self, Packet, TcpFlags, TcpHeader, TcpOptions};
-use rustc_hash::FxBuildHasher;
 
 use super::{Collector, FileReport, Summary, TICK, describe_read_error, progress};
 use crate::pcap::CaptureReader;
@@ -176,7 +176,7 @@ struct InBatch {
 struct OutBatch {
     /// Whole samples, when the collector wants them (sample lines, per-connection rows).
     samples: Vec<Sample>,
-    /// Each whole sample's responder as the shard numbers them (see [`ShardResponders`]).
+    /// Each whole sample's responder as the shard numbers them (see [`Sink::responders`]).
     responders: Vec<u32>,
     /// Otherwise just what the per-responder statistics need: 24 bytes instead of 116
     /// written by the shard and read by the merging thread.
@@ -453,40 +453,12 @@ fn read_and_dispatch(
     end
 }
 
-/// A shard's own numbering of responder addresses, so that the calling thread finds where
-/// it aggregates a sample's responder by position instead of hashing its address: the
-/// engine keeps each connection's number in the connection ([`Observer::sample_tagged`]),
-/// so even this map is probed only for a connection's first sample.
-#[derive(Default)]
-struct ShardResponders {
-    index: HashMap<IpAddr, u32, FxBuildHasher>,
-    addrs: Vec<IpAddr>,
-}
-
-impl ShardResponders {
-    /// The shard's number for `ip`, found first where `tag` says; a responder numbered for
-    /// the first time is announced in `new`.
-    #[inline]
-    fn number(&mut self, ip: IpAddr, tag: &mut u32, new: &mut Vec<(u32, IpAddr)>) -> u32 {
-        if self.addrs.get(*tag as usize) == Some(&ip) {
-            return *tag;
-        }
-        let addrs = &mut self.addrs;
-        let n = *self.index.entry(ip).or_insert_with(|| {
-            addrs.push(ip);
-            let n = (addrs.len() - 1) as u32;
-            new.push((n, ip));
-            n
-        });
-        *tag = n;
-        n
-    }
-}
-
 /// Collects what the engine emits into a batch.
 struct Sink<'a> {
     out: &'a mut OutBatch,
-    responders: &'a mut ShardResponders,
+    /// The shard's own numbering of responder addresses (a shard numbers its responders
+    /// without asking the calling thread, which maps each number to its report once).
+    responders: &'a mut Numbering<IpAddr>,
     /// Whole samples, or compact ones.
     whole: bool,
 }
@@ -501,9 +473,11 @@ impl Observer for Sink<'_> {
     #[inline]
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
         let out = &mut *self.out;
-        let n = self
-            .responders
-            .number(s.responder.ip(), tag, &mut out.new_responders);
+        let ip = s.responder.ip();
+        let (n, new) = self.responders.number(ip, tag);
+        if new {
+            out.new_responders.push((n, ip));
+        }
         if self.whole {
             out.samples.push(*s);
             out.responders.push(n);
@@ -530,7 +504,7 @@ fn run_shard(
 ) -> ShardEnd {
     let mut engine = Engine::new(cfg);
     let mut created: Vec<u64> = Vec::new();
-    let mut responders = ShardResponders::default();
+    let mut responders = Numbering::default();
     while let Ok(mut batch) = rx.recv() {
         let cap = batch.items.capacity();
         let mut out = out_free
