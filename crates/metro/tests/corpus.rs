@@ -6,40 +6,16 @@
 //! scripts/tshark-expectations.sh), so this test does not need tshark.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
+#[path = "support/corpus.rs"]
+mod corpus_support;
+use corpus_support::corpus_files;
+
 use metro_core::engine::EngineConfig;
 use serde_json::Value;
-
-fn corpus_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
-    assert!(
-        dir.is_dir(),
-        "the shared corpus must be at {} (CI lays shared/ beside the clone)",
-        dir.display()
-    );
-    dir
-}
-
-fn corpus_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy();
-            !n.ends_with(".md") && !n.ends_with(".tsv")
-        })
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 140,
-        "corpus looks incomplete: {}",
-        files.len()
-    );
-    files
-}
 
 struct Outcome {
     records: u64,

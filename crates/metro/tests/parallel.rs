@@ -15,21 +15,9 @@ use metro::r#gen::{GenConfig, write_capture};
 use metro::pcap::PcapWriter;
 use metro_core::engine::EngineConfig;
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus");
-
-fn corpus_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(CORPUS)
-        .unwrap_or_else(|e| panic!("the shared corpus must be at {CORPUS}: {e}"))
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy();
-            !n.ends_with(".md") && !n.ends_with(".tsv")
-        })
-        .collect();
-    files.sort();
-    assert!(files.len() >= 140, "corpus looks incomplete");
-    files
-}
+#[path = "support/corpus.rs"]
+mod corpus_support;
+use corpus_support::{corpus_dir, corpus_files};
 
 /// A generated capture (200k packets over 5k connections, written once per test run) and a
 /// copy cut in the middle of a record past its middle.
@@ -157,18 +145,14 @@ fn a_capture_cut_mid_record_keeps_the_same_samples_and_message() {
     // each line aside).
     let full = run(std::slice::from_ref(whole), 2, true);
     let body = |l: &[u8]| l[l.windows(9).position(|w| w == b",\"frame\":").unwrap()..].to_vec();
-    let cut_lines: Vec<Vec<u8>> = one
-        .samples
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(body)
-        .collect();
-    let full_lines: Vec<Vec<u8>> = full
-        .samples
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(body)
-        .collect();
+    let lines = |r: &Run| -> Vec<Vec<u8>> {
+        r.samples
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(body)
+            .collect()
+    };
+    let (cut_lines, full_lines) = (lines(&one), lines(&full));
     assert!(
         cut_lines.len() > 10_000,
         "{} samples before the damage",
@@ -202,10 +186,10 @@ fn several_files_in_one_run_give_the_same_output() {
     let (whole, cut) = generated();
     let files = vec![
         whole.clone(),
-        PathBuf::from(CORPUS).join("go-metro__test_scp.pcap"),
+        corpus_dir().join("go-metro__test_scp.pcap"),
         cut.clone(),
-        PathBuf::from(CORPUS).join("does-not-exist.pcap"),
-        PathBuf::from(CORPUS).join("PcapPlusPlus__many-protocols.pcap"),
+        corpus_dir().join("does-not-exist.pcap"),
+        corpus_dir().join("PcapPlusPlus__many-protocols.pcap"),
     ];
     let one = check("several files", &files);
     assert!(one.files[2].1.is_some() && one.files[3].1.is_some());
@@ -228,7 +212,7 @@ fn binary(threads: usize, files: &[&Path], samples: &Path) -> (Vec<u8>, Vec<u8>,
 fn the_binary_prints_the_same_on_1_2_3_threads() {
     let (whole, cut) = generated();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parallel");
-    let scp = PathBuf::from(CORPUS).join("go-metro__test_scp.pcap");
+    let scp = corpus_dir().join("go-metro__test_scp.pcap");
     let cases: [(&str, Vec<&Path>, Option<i32>); 3] = [
         ("whole", vec![whole.as_path()], Some(0)),
         ("cut", vec![cut.as_path()], Some(1)),

@@ -354,7 +354,6 @@ mod tests {
         }
     }
 
-    /// Whatever decode returns, it must hold together.
     /// `decode` and `decode_general` agree: the same packet (the same payload slice of the
     /// frame) or the same error.
     fn assert_same_as_general(lt: u32, frame: &[u8]) {
@@ -369,6 +368,7 @@ mod tests {
         }
     }
 
+    /// Whatever decode returns, it must hold together (and agree with the general path).
     fn decode_and_check(lt: u32, frame: &[u8]) {
         assert_same_as_general(lt, frame);
         if let Ok(p) = decode(lt, frame) {
