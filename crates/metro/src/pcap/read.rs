@@ -873,11 +873,9 @@ fn pcap_consume(input: &mut Input, st: &PcapState, ts: i64, caplen: u32, orig_le
     }
 }
 
-#[inline]
+/// The next pcap record the careful way: refilling the buffer as needed, naming damage and
+/// truncation ([`CaptureReader::next_record`] tries [`pcap_take`] first).
 fn next_pcap(input: &mut Input, st: &PcapState) -> Result<Option<Found>, ReadError> {
-    if let Some(found) = pcap_take(input, st) {
-        return Ok(Some(found));
-    }
     let hl = st.hdr_len;
     if input.avail() < hl && !input.fill(hl).map_err(io_at(input))? {
         if input.avail() == 0 {
