@@ -6,3 +6,4 @@ pub mod analyze;
 pub mod build;
 pub mod r#gen;
 pub mod pcap;
+pub mod plot;

@@ -29,6 +29,8 @@ enum Command {
     CheckConfig(metro::agent::CheckConfigArgs),
     /// Write a deterministic synthetic capture (for benchmarks and tests).
     Generate(metro::r#gen::GenArgs),
+    /// Draw RTT over time, the RTT CDF and retransmissions as an SVG or PNG picture.
+    Plot(metro::plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Run(args) => metro::agent::run(args.clone()).map(|()| 0),
         Command::CheckConfig(args) => metro::agent::check_config(args.clone()).map(|()| 0),
         Command::Generate(args) => metro::r#gen::generate(args).map(|()| 0),
+        Command::Plot(args) => metro::plot::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

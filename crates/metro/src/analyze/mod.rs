@@ -101,7 +101,7 @@ pub fn default_threads() -> usize {
 }
 // --threads: end
 
-fn parse_kinds(s: &str) -> Result<KindSet, String> {
+pub(crate) fn parse_kinds(s: &str) -> Result<KindSet, String> {
     let mut set = KindSet::NONE;
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match Kind::parse(part) {

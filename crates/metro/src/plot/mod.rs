@@ -1,0 +1,577 @@
+//! `metro plot`: RTT as pictures. Reads capture files (through the same engine as
+//! `metro analyze`) or the JSON lines `metro analyze --samples` writes, and draws one SVG or
+//! PNG (by the output's extension) with RTT over time per responder, the RTT distribution
+//! (CDF) per responder, and retransmissions as marks on the time axis.
+//!
+//! Memory does not depend on the input: the input is read twice. The first pass
+//! ([`Census`]) counts samples per responder and finds the time and RTT ranges; the second
+//! ([`Bins`]) folds each sample into fixed grids for the top responders and one "other"
+//! group: a time × log-RTT grid (drawn as cells whose opacity grows with the count, so
+//! sparse data looks like a scatter plot and dense data like a heat map), a fine log-RTT
+//! histogram (the CDF) and a DDSketch (the key's quantiles). Retransmissions are kept one by
+//! one up to [`MAX_MARKS`], beyond which they are counted per time column. Drawing is in
+//! [`draw`].
+
+mod draw;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use metro_core::Nanos;
+use metro_core::aggregate::Stats;
+use metro_core::engine::{Engine, EngineConfig, Observer};
+use metro_core::rtt::{Kind, KindSet, Sample};
+use metro_core::wire;
+
+use crate::pcap::CaptureReader;
+
+pub use draw::{DEFAULT_FONT, FONT_PACKAGE};
+
+/// Time columns of the RTT-over-time grid (the plot is ~1100 px wide: ~4 px a column).
+pub const TIME_BINS: usize = 280;
+/// Log-RTT rows of the RTT-over-time grid.
+pub const RTT_BINS: usize = 110;
+/// Log-RTT bins of each CDF.
+pub const CDF_BINS: usize = 1000;
+/// Retransmissions drawn one mark each up to this many; beyond, one mark per time column
+/// whose height follows the count.
+pub const MAX_MARKS: usize = 2000;
+/// Colours available for responders (the palette in [`draw`]).
+pub const MAX_TOP: usize = 10;
+
+/// Draw RTT over time, the RTT CDF and retransmissions from captures or sample lines.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "\
+INPUT is a pcap/pcapng capture (optionally gzip-compressed) or a file of JSON lines written by
+`metro analyze --samples PATH` (recognised by its first character, `{`). Captures also give
+the retransmissions (red marks on the time axis); sample lines do not carry them.
+
+The picture has three parts: RTT over time (log scale), one colour per responder for the
+--top responders by samples and grey for the others, each cell's opacity growing with the
+samples in it; the CDF of RTT per responder; and a key with each responder's samples, p50
+and p99. Memory does not depend on the input size: the input is read twice and binned.
+
+Text is laid out with a TrueType font read at run time (both for SVG and PNG), by default
+/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf (Debian package fonts-dejavu-core).
+
+Examples:
+  metro plot -o rtt.svg capture.pcap
+  metro plot -o rtt.png --top 5 a.pcapng b.pcap.gz
+  metro analyze --samples s.jsonl capture.pcap && metro plot -o rtt.png s.jsonl")]
+pub struct PlotArgs {
+    /// Capture files or sample-line files (not standard input: the input is read twice).
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+
+    /// The picture to write: PATH.svg or PATH.png.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+
+    /// Responders drawn in their own colour (most samples first); the rest are grouped.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = parse_top)]
+    pub top: usize,
+
+    /// Which kinds of sample to plot, comma-separated: seq, handshake, ts.
+    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = crate::analyze::parse_kinds)]
+    pub kinds: KindSet,
+
+    /// Picture width in pixels.
+    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(600..=8000))]
+    pub width: u32,
+
+    /// Picture height in pixels.
+    #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u32).range(400..=8000))]
+    pub height: u32,
+
+    /// The TrueType font text is drawn with.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_FONT)]
+    pub font: PathBuf,
+
+    /// Title at the top (default: the input names).
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+fn parse_top(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_TOP).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of responders from 1 to {MAX_TOP} (one colour each)"
+        )),
+    }
+}
+
+/// The picture formats, from the output's extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    Svg,
+    Png,
+}
+
+impl ImageFormat {
+    pub fn from_path(p: &Path) -> anyhow::Result<ImageFormat> {
+        match p
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("svg") => Ok(ImageFormat::Svg),
+            Some("png") => Ok(ImageFormat::Png),
+            _ => bail!(
+                "{}: the picture's format comes from its extension: use .svg or .png",
+                p.display()
+            ),
+        }
+    }
+}
+
+/// What the plot is drawn from.
+#[derive(Clone, Debug)]
+pub struct PlotOptions {
+    pub top: usize,
+    pub kinds: KindSet,
+    pub width: u32,
+    pub height: u32,
+    pub font: PathBuf,
+    pub title: Option<String>,
+}
+
+/// One thing the input says.
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    Sample {
+        ts: Nanos,
+        responder: IpAddr,
+        rtt: Nanos,
+    },
+    Retransmit {
+        ts: Nanos,
+    },
+}
+
+/// How an input file is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InputKind {
+    Capture,
+    SampleLines,
+}
+
+/// What reading the inputs found besides the events.
+#[derive(Debug, Default)]
+pub struct ScanNotes {
+    /// Whether any input was a capture (so retransmissions are known).
+    pub had_capture: bool,
+    /// Damaged or truncated captures: the message; the samples before it were used.
+    pub damaged: Vec<String>,
+}
+
+/// Sample lines from `metro analyze --samples`: the fields the plot needs.
+#[derive(serde::Deserialize)]
+struct SampleLine {
+    ts: f64,
+    kind: String,
+    src: IpAddr,
+    rtt_ms: f64,
+}
+
+fn input_kind(path: &Path) -> anyhow::Result<InputKind> {
+    if path.as_os_str() == "-" {
+        bail!(
+            "metro plot reads its input twice (to keep memory bounded) and cannot read standard \
+             input: save it to a file first"
+        );
+    }
+    let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut head = [0u8; 64];
+    let n = f
+        .read(&mut head)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let first = head[..n].iter().find(|b| !b.is_ascii_whitespace());
+    Ok(if first == Some(&b'{') {
+        InputKind::SampleLines
+    } else {
+        InputKind::Capture
+    })
+}
+
+/// Observer adapter: engine output to events.
+struct Forward<'f>(&'f mut dyn FnMut(Event));
+
+impl Observer for Forward<'_> {
+    fn sample(&mut self, s: &Sample) {
+        (self.0)(Event::Sample {
+            ts: s.ts,
+            responder: s.responder.ip(),
+            rtt: s.rtt,
+        });
+    }
+    fn retransmit(&mut self, _sender: SocketAddr, _receiver: SocketAddr, ts: Nanos) {
+        (self.0)(Event::Retransmit { ts });
+    }
+}
+
+/// Every event of every input, in order. Fails on an input that is neither a capture nor
+/// sample lines, or a malformed sample line (naming the line); a capture damaged part way
+/// gives its events up to the damage and a note.
+fn scan(inputs: &[PathBuf], kinds: KindSet, f: &mut dyn FnMut(Event)) -> anyhow::Result<ScanNotes> {
+    let mut notes = ScanNotes::default();
+    for path in inputs {
+        match input_kind(path)? {
+            InputKind::SampleLines => scan_lines(path, kinds, f)?,
+            InputKind::Capture => {
+                notes.had_capture = true;
+                if let Some(d) = scan_capture(path, kinds, f)? {
+                    notes.damaged.push(d);
+                }
+            }
+        }
+    }
+    Ok(notes)
+}
+
+fn scan_capture(
+    path: &Path,
+    kinds: KindSet,
+    f: &mut dyn FnMut(Event),
+) -> anyhow::Result<Option<String>> {
+    let mut reader =
+        CaptureReader::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut engine = Engine::new(EngineConfig {
+        kinds,
+        ..EngineConfig::default()
+    });
+    let mut out = Forward(f);
+    let mut frame = 0u64;
+    let mut next_tick = Nanos::MIN;
+    loop {
+        let rec = match reader.next_record() {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(e) => return Ok(Some(format!("{}: {e}", path.display()))),
+        };
+        frame += 1;
+        let ts = rec.ts;
+        if let Ok(ref pkt) = wire::decode(rec.linktype, rec.data) {
+            // The same expiry rhythm as `metro analyze` (once a second of packet time).
+            if ts >= next_tick {
+                engine.tick(ts);
+                next_tick = ts.saturating_add(1_000_000_000);
+            }
+            engine.process(frame, ts, pkt, &mut out);
+        }
+    }
+}
+
+fn scan_lines(path: &Path, kinds: KindSet, f: &mut dyn FnMut(Event)) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut r = BufReader::with_capacity(1 << 16, file);
+    let mut line = String::new();
+    let mut n = 0u64;
+    loop {
+        line.clear();
+        let got = r
+            .read_line(&mut line)
+            .with_context(|| format!("{}:{}: cannot read", path.display(), n + 1))?;
+        if got == 0 {
+            return Ok(());
+        }
+        n += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let s: SampleLine = serde_json::from_str(&line).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{n}: not a sample line of `metro analyze --samples` ({e})",
+                path.display()
+            )
+        })?;
+        let Some(kind) = Kind::parse(&s.kind) else {
+            bail!(
+                "{}:{n}: unknown kind `{}` (expected seq, handshake or ts)",
+                path.display(),
+                s.kind
+            );
+        };
+        if !(s.rtt_ms.is_finite() && s.rtt_ms > 0.0 && s.ts.is_finite()) {
+            bail!(
+                "{}:{n}: rtt_ms must be a positive number and ts a time",
+                path.display()
+            );
+        }
+        if kinds.contains(kind) {
+            f(Event::Sample {
+                ts: (s.ts * 1e9) as Nanos,
+                responder: s.src,
+                rtt: ((s.rtt_ms * 1e6).round() as Nanos).max(1),
+            });
+        }
+    }
+}
+
+/// First pass: samples per responder, the time and RTT ranges, retransmissions.
+#[derive(Debug, Default)]
+struct Census {
+    per_responder: HashMap<IpAddr, u64>,
+    samples: u64,
+    retransmits: u64,
+    t_min: Option<Nanos>,
+    t_max: Nanos,
+    rtt_min: Nanos,
+    rtt_max: Nanos,
+}
+
+impl Census {
+    fn add(&mut self, e: Event) {
+        let ts = match e {
+            Event::Sample { ts, responder, rtt } => {
+                *self.per_responder.entry(responder).or_insert(0) += 1;
+                if self.samples == 0 {
+                    self.rtt_min = rtt;
+                    self.rtt_max = rtt;
+                }
+                self.samples += 1;
+                self.rtt_min = self.rtt_min.min(rtt);
+                self.rtt_max = self.rtt_max.max(rtt);
+                ts
+            }
+            Event::Retransmit { ts } => {
+                self.retransmits += 1;
+                ts
+            }
+        };
+        self.t_min = Some(self.t_min.map_or(ts, |t| t.min(ts)));
+        self.t_max = self.t_max.max(ts);
+    }
+
+    /// The responders with the most samples (ties by address), at most `n`.
+    fn top(&self, n: usize) -> Vec<(IpAddr, u64)> {
+        let mut all: Vec<(IpAddr, u64)> =
+            self.per_responder.iter().map(|(a, c)| (*a, *c)).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+}
+
+/// The axes every grid is binned on.
+#[derive(Clone, Copy, Debug)]
+pub struct Axes {
+    /// Time of the first event.
+    pub t0: Nanos,
+    /// Seconds from `t0` the time axis spans (> 0).
+    pub span_s: f64,
+    /// RTT range in ms (decade bounds, `lo < hi`).
+    pub rtt_lo_ms: f64,
+    pub rtt_hi_ms: f64,
+}
+
+impl Axes {
+    fn new(c: &Census) -> Axes {
+        let t0 = c.t_min.unwrap_or(0);
+        let span_s = ((c.t_max - t0) as f64 / 1e9).max(1e-3);
+        let (lo, hi) = if c.samples == 0 {
+            (1.0, 1000.0)
+        } else {
+            let lo = 10f64.powf((c.rtt_min as f64 / 1e6).log10().floor());
+            let mut hi = 10f64.powf((c.rtt_max as f64 / 1e6).log10().ceil());
+            if hi <= lo {
+                hi = lo * 10.0;
+            }
+            (lo, hi)
+        };
+        Axes {
+            t0,
+            span_s,
+            rtt_lo_ms: lo,
+            rtt_hi_ms: hi,
+        }
+    }
+
+    /// The time column of `ts`.
+    pub fn time_bin(&self, ts: Nanos) -> usize {
+        let x = (ts - self.t0) as f64 / 1e9 / self.span_s;
+        ((x * TIME_BINS as f64) as usize).min(TIME_BINS - 1)
+    }
+
+    /// Position of an RTT between the axis bounds on the log scale, in [0, 1].
+    fn rtt_frac(&self, rtt: Nanos) -> f64 {
+        let ms = rtt as f64 / 1e6;
+        ((ms / self.rtt_lo_ms).ln() / (self.rtt_hi_ms / self.rtt_lo_ms).ln()).clamp(0.0, 1.0)
+    }
+
+    fn rtt_bin(&self, rtt: Nanos, bins: usize) -> usize {
+        ((self.rtt_frac(rtt) * bins as f64) as usize).min(bins - 1)
+    }
+
+    /// The lower edge of RTT bin `i` of `bins`, in ms.
+    pub fn rtt_edge_ms(&self, i: usize, bins: usize) -> f64 {
+        self.rtt_lo_ms * (self.rtt_hi_ms / self.rtt_lo_ms).powf(i as f64 / bins as f64)
+    }
+
+    /// Seconds from `t0` at the left edge of time column `i`.
+    pub fn time_edge_s(&self, i: usize) -> f64 {
+        self.span_s * i as f64 / TIME_BINS as f64
+    }
+}
+
+/// One drawn group: a top responder, or all the others.
+pub struct Series {
+    /// `None` for the group of other responders.
+    pub responder: Option<IpAddr>,
+    /// Responders in the group (1 for a top responder).
+    pub members: u64,
+    /// Samples per (time column, RTT row): `grid[t * RTT_BINS + r]`.
+    pub grid: Vec<u32>,
+    /// Samples per fine RTT bin, for the CDF.
+    pub cdf: Vec<u64>,
+    pub stats: Stats,
+}
+
+impl Series {
+    fn new(responder: Option<IpAddr>, members: u64) -> Series {
+        Series {
+            responder,
+            members,
+            grid: vec![0; TIME_BINS * RTT_BINS],
+            cdf: vec![0; CDF_BINS],
+            stats: Stats::new(),
+        }
+    }
+}
+
+/// Retransmissions as drawn.
+pub enum Marks {
+    /// Each retransmission's time (seconds from `t0`).
+    Each(Vec<f64>),
+    /// Retransmissions per time column.
+    Binned(Vec<u64>),
+}
+
+/// Everything the picture shows.
+pub struct Bins {
+    pub axes: Axes,
+    /// Top responders (most samples first), then the others if any.
+    pub series: Vec<Series>,
+    pub samples: u64,
+    pub responders: usize,
+    pub retransmits: u64,
+    /// Whether retransmissions are known (some input was a capture).
+    pub retransmits_known: bool,
+    pub marks: Marks,
+}
+
+/// Both passes over `inputs`: the binned picture data, and what was noted on the way.
+pub fn bin_inputs(
+    inputs: &[PathBuf],
+    kinds: KindSet,
+    top: usize,
+) -> anyhow::Result<(Bins, ScanNotes)> {
+    let mut census = Census::default();
+    let notes = scan(inputs, kinds, &mut |e| census.add(e))?;
+    let axes = Axes::new(&census);
+    let top_list = census.top(top);
+    let mut slot: HashMap<IpAddr, usize> = HashMap::new();
+    let mut series: Vec<Series> = Vec::new();
+    for (i, (addr, _)) in top_list.iter().enumerate() {
+        slot.insert(*addr, i);
+        series.push(Series::new(Some(*addr), 1));
+    }
+    let others = census.per_responder.len() - top_list.len();
+    if others > 0 {
+        series.push(Series::new(None, others as u64));
+    }
+    let other_slot = top_list.len();
+    let each = census.retransmits as usize <= MAX_MARKS;
+    let mut marks = if each {
+        Marks::Each(Vec::with_capacity(census.retransmits as usize))
+    } else {
+        Marks::Binned(vec![0; TIME_BINS])
+    };
+    scan(inputs, kinds, &mut |e| match e {
+        Event::Sample { ts, responder, rtt } => {
+            let s = &mut series[*slot.get(&responder).unwrap_or(&other_slot)];
+            let t = axes.time_bin(ts);
+            s.grid[t * RTT_BINS + axes.rtt_bin(rtt, RTT_BINS)] += 1;
+            s.cdf[axes.rtt_bin(rtt, CDF_BINS)] += 1;
+            s.stats.add(rtt as f64 / 1e6);
+        }
+        Event::Retransmit { ts } => match &mut marks {
+            Marks::Each(v) => v.push((ts - axes.t0) as f64 / 1e9),
+            Marks::Binned(v) => v[axes.time_bin(ts)] += 1,
+        },
+    })?;
+    let bins = Bins {
+        axes,
+        series,
+        samples: census.samples,
+        responders: census.per_responder.len(),
+        retransmits: census.retransmits,
+        retransmits_known: notes.had_capture,
+        marks,
+    };
+    Ok((bins, notes))
+}
+
+/// Bin `inputs` and write the picture to `output` (format by extension). Damaged captures
+/// are reported in the returned notes; the picture holds the samples before the damage.
+pub fn plot_files(
+    inputs: &[PathBuf],
+    output: &Path,
+    opts: &PlotOptions,
+) -> anyhow::Result<ScanNotes> {
+    let format = ImageFormat::from_path(output)?;
+    // The font first: a missing font should not cost two passes over a large capture.
+    draw::load_font(&opts.font)?;
+    let (bins, notes) = bin_inputs(inputs, opts.kinds, opts.top)?;
+    let title = opts.title.clone().unwrap_or_else(|| {
+        let names: Vec<String> = inputs
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+            })
+            .collect();
+        format!("RTT: {}", names.join(", "))
+    });
+    let bytes = match format {
+        ImageFormat::Svg => draw::svg(&bins, &title, opts.width, opts.height)?.into_bytes(),
+        ImageFormat::Png => draw::png(&bins, &title, opts.width, opts.height)?,
+    };
+    std::fs::write(output, bytes).with_context(|| format!("cannot write {}", output.display()))?;
+    Ok(notes)
+}
+
+/// The picture as an SVG document (for the HTML report).
+pub fn svg_of_files(inputs: &[PathBuf], opts: &PlotOptions) -> anyhow::Result<String> {
+    draw::load_font(&opts.font)?;
+    let (bins, _) = bin_inputs(inputs, opts.kinds, opts.top)?;
+    draw::svg(
+        &bins,
+        opts.title.as_deref().unwrap_or("RTT"),
+        opts.width,
+        opts.height,
+    )
+}
+
+/// `metro plot`. Returns the exit code: 1 when a capture was damaged (the picture holds the
+/// samples before the damage).
+pub fn run(args: &PlotArgs) -> anyhow::Result<i32> {
+    let opts = PlotOptions {
+        top: args.top,
+        kinds: args.kinds,
+        width: args.width,
+        height: args.height,
+        font: args.font.clone(),
+        title: args.title.clone(),
+    };
+    let notes = plot_files(&args.inputs, &args.output, &opts)?;
+    for d in &notes.damaged {
+        eprintln!("metro: {d} (plotted the samples before it)");
+    }
+    Ok(if notes.damaged.is_empty() { 0 } else { 1 })
+}
