@@ -41,8 +41,15 @@ its receiver got it passing back: `seq` (data acknowledged, as tshark's tcp.anal
 `handshake` (SYN and SYN/ACK acknowledged), `ts` (TCP timestamp echo). Samples over
 retransmitted or reordered data are ambiguous and dropped (counted in the summary).
 
+Output: the report (the table, or JSON with --format json) goes to standard output and the
+closing summary to standard error. With `--samples -` standard output carries only the sample
+lines, and the report moves to standard error (after a line saying so); add -q to get the
+samples alone.
+
 Examples:
   metro analyze capture.pcap
+  metro generate -n 100000 | metro analyze -
+  metro analyze --plot rtt.png --report rtt.html capture.pcap
   metro analyze --flows --kinds seq,handshake a.pcapng b.pcap.gz
   metro analyze --samples - capture.pcap | jq 'select(.rtt_ms > 100)'
   metro analyze --format json capture.pcap > report.json
@@ -50,7 +57,8 @@ Examples:
 Exit status: 0 all files read; 1 a file was damaged, truncated or unreadable (its samples up
 to the damage are still reported); 2 bad usage.")]
 pub struct AnalyzeArgs {
-    /// Capture files: pcap or pcapng, optionally gzip-compressed (detected by content).
+    /// Capture files: pcap or pcapng, optionally gzip-compressed (detected by content);
+    /// `-` reads standard input.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 
@@ -62,9 +70,20 @@ pub struct AnalyzeArgs {
     #[arg(long)]
     pub flows: bool,
 
-    /// Write every sample as one JSON object per line to PATH (`-` for standard output).
+    /// Write every sample as one JSON object per line to PATH (`-` for standard output: the
+    /// report then goes to standard error, or nowhere with -q).
     #[arg(long, value_name = "PATH")]
     pub samples: Option<PathBuf>,
+
+    /// Also draw the RTT plot (`metro plot`'s picture) to PATH.svg or PATH.png. Reads the
+    /// files a second time.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+
+    /// Also write one self-contained HTML page (the table, the summary and the plot; opens
+    /// without network access) to PATH. Reads the files a second time.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
 
     /// Which kinds of sample to report, comma-separated: seq, handshake, ts.
     #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = parse_kinds)]
@@ -74,7 +93,8 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value_t = 1 << 20, value_name = "N")]
     pub max_flows: usize,
 
-    /// Do not print the closing summary or the progress bar on standard error.
+    /// Print only what was asked for: no summary, no progress bar, and with `--samples -` no
+    /// report (errors are still printed).
     #[arg(long, short)]
     pub quiet: bool,
 
@@ -146,6 +166,42 @@ pub struct FileReport {
     pub path: PathBuf,
     pub records: u64,
     pub error: Option<String>,
+    /// The file was opened and recognised as a capture (its records, if any, were read).
+    pub opened: bool,
+}
+
+impl Report {
+    /// Files opened and recognised as captures (the summary's count).
+    pub fn files_read(&self) -> usize {
+        self.files.iter().filter(|f| f.opened).count()
+    }
+}
+
+/// How a file is named in messages (`-` is standard input).
+pub fn display_name(path: &Path) -> String {
+    if is_stdin(path) {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Opens a capture file, or standard input for `-`; the error is the message for the file's
+/// report.
+pub(crate) fn open_capture(path: &Path) -> Result<CaptureReader, String> {
+    let opened = if is_stdin(path) {
+        CaptureReader::from_reader(Box::new(io::stdin()))
+    } else {
+        CaptureReader::open(path)
+    };
+    opened.map_err(|e| match e {
+        ReadError::Io { source, .. } => format!("cannot open: {source}"),
+        e => e.to_string(),
+    })
 }
 
 /// Everything `metro analyze` found, ready to render.
@@ -360,18 +416,16 @@ fn analyze_one(
         path: path.to_path_buf(),
         records: 0,
         error: None,
+        opened: false,
     };
-    let mut reader = match CaptureReader::open(path) {
+    let mut reader = match open_capture(path) {
         Ok(r) => r,
-        Err(ReadError::Io { source, .. }) => {
-            fr.error = Some(format!("cannot open: {source}"));
-            return fr;
-        }
         Err(e) => {
-            fr.error = Some(e.to_string());
+            fr.error = Some(e);
             return fr;
         }
     };
+    fr.opened = true;
     let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut bar = progress::Bar::new(progress, &collector.file_name, total);
     let mut engine = Engine::new(cfg.clone());
@@ -448,28 +502,43 @@ fn describe_read_error(e: &ReadError) -> String {
 
 /// The `metro analyze` command. Returns the process exit code.
 pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
+    if args.files.iter().filter(|p| is_stdin(p)).count() > 1 {
+        anyhow::bail!("standard input (`-`) can be read only once");
+    }
+    let second_pass = args.plot.is_some() || args.report.is_some();
+    if second_pass && args.files.iter().any(|p| is_stdin(p)) {
+        anyhow::bail!(
+            "--plot and --report read the files a second time, which standard input cannot \
+             give: save it to a file first"
+        );
+    }
+    // Check what can be checked before the (possibly long) analysis.
+    if let Some(p) = &args.plot {
+        crate::plot::ImageFormat::from_path(p)?;
+    }
+    if second_pass {
+        crate::plot::load_font(Path::new(crate::plot::DEFAULT_FONT))?;
+    }
     let cfg = EngineConfig {
         max_flows: args.max_flows,
         kinds: args.kinds,
         ..EngineConfig::default()
     };
     let stdout = io::stdout();
-    let progress = !args.quiet && io::stderr().is_terminal();
+    let samples_to_stdout = args.samples.as_deref().is_some_and(is_stdin);
+    // The bar redraws a line of standard error: not while sample lines stream to the same
+    // terminal, where it would land in the middle of them.
+    let progress =
+        !args.quiet && io::stderr().is_terminal() && !(samples_to_stdout && stdout.is_terminal());
     let mut sample_file: Option<Box<dyn Write>> = match &args.samples {
         None => None,
-        Some(p) if p.as_os_str() == "-" => {
-            Some(Box::new(BufWriter::with_capacity(1 << 16, stdout.lock())))
-        }
+        Some(p) if is_stdin(p) => Some(Box::new(BufWriter::with_capacity(1 << 16, stdout.lock()))),
         Some(p) => {
             let f = File::create(p)
                 .map_err(|e| anyhow::anyhow!("cannot create samples file {}: {e}", p.display()))?;
             Some(Box::new(BufWriter::with_capacity(1 << 16, f)))
         }
     };
-    let samples_to_stdout = args
-        .samples
-        .as_deref()
-        .is_some_and(|p| p.as_os_str() == "-");
     let report = analyze_files_threads(
         &args.files,
         &cfg,
@@ -481,26 +550,79 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     if let Some(mut w) = sample_file {
         w.flush()?;
     }
+    // Whatever went to standard output is out before standard error says anything, so the
+    // two never share a line on a terminal or a common pipe.
+    io::stdout().flush()?;
     let mut failed = false;
     for f in &report.files {
         if let Some(e) = &f.error {
             failed = true;
-            eprintln!("metro: {}: {e}", f.path.display());
+            eprintln!("metro: {}: {e}", display_name(&f.path));
         }
     }
-    // With samples on stdout, the report goes to stderr so the stream stays JSON lines.
-    let mut out: Box<dyn Write> = if samples_to_stdout {
-        Box::new(io::stderr())
-    } else {
-        Box::new(BufWriter::new(stdout.lock()))
-    };
-    match args.format {
-        Format::Table => render_table(&mut out, &report, args.flows)?,
-        Format::Json => render_json(&mut out, &report, args.flows)?,
+    if report.files_read() == 0 {
+        // Nothing was read: the errors say why; an all-zero report would only hide them.
+        return Ok(1);
     }
-    out.flush()?;
+    let mut rendered = Vec::new();
+    match args.format {
+        Format::Table => render_table(&mut rendered, &report, args.flows)?,
+        Format::Json => render_json(&mut rendered, &report, args.flows)?,
+    }
+    if !samples_to_stdout {
+        let mut out = stdout.lock();
+        out.write_all(&rendered)?;
+        out.flush()?;
+    } else if !args.quiet {
+        // Standard output carries only sample lines; the report goes here, and says so.
+        let mut err = io::stderr().lock();
+        writeln!(
+            err,
+            "metro: the report follows on standard error (--samples - uses standard output; \
+             -q leaves only the samples)"
+        )?;
+        err.write_all(&rendered)?;
+    }
     if !args.quiet {
-        output::render_summary(&mut io::stderr(), &report)?;
+        output::render_summary(&mut io::stderr().lock(), &report)?;
+    }
+    if second_pass {
+        let opts = crate::plot::PlotOptions {
+            kinds: args.kinds,
+            ..crate::plot::PlotOptions::default()
+        };
+        // The files this analysis could open (the others' errors are already printed).
+        let readable: Vec<PathBuf> = report
+            .files
+            .iter()
+            .filter(|f| f.opened)
+            .map(|f| f.path.clone())
+            .collect();
+        if let Some(p) = &args.plot {
+            crate::plot::plot_files(&readable, p, &opts)?;
+        }
+        if let Some(p) = &args.report {
+            let svg = crate::plot::svg_of_files(&readable, &opts)?;
+            let mut summary = Vec::new();
+            output::render_summary(&mut summary, &report)?;
+            let mut errors = String::new();
+            for f in &report.files {
+                if let Some(e) = &f.error {
+                    errors.push_str(&format!("{}: {e}\n", display_name(&f.path)));
+                }
+            }
+            let mut table = Vec::new();
+            render_table(&mut table, &report, args.flows)?;
+            let page = output::html_page(
+                &args.files,
+                &String::from_utf8_lossy(&table),
+                &String::from_utf8_lossy(&summary),
+                &errors,
+                &svg,
+            );
+            std::fs::write(p, page)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+        }
     }
     Ok(if failed { 1 } else { 0 })
 }

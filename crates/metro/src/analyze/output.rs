@@ -254,7 +254,7 @@ pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     writeln!(
         out,
         "summary: {} files, {} records, {} TCP packets, {} undecodable, {} connections",
-        report.files.len(),
+        report.files_read(),
         s.records,
         s.tcp_packets,
         undecodable,
@@ -291,4 +291,49 @@ pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         e.tsvals_expired
     )?;
     Ok(())
+}
+
+/// Text made safe inside HTML elements.
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `metro analyze --report`: one self-contained page (no script, no stylesheet or font to
+/// fetch; the plot is inline SVG) with the table, the summary, any file errors and the plot.
+pub fn html_page(
+    files: &[std::path::PathBuf],
+    table: &str,
+    summary: &str,
+    errors: &str,
+    svg: &str,
+) -> String {
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    let title = html_escape(&format!("metro analyze: {}", names.join(", ")));
+    let errors = if errors.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<h2>Errors</h2>\n<pre class=\"errors\">{}</pre>\n",
+            html_escape(errors)
+        )
+    };
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n\
+         <style>body{{font-family:sans-serif;margin:1.5em;color:#222}}pre{{background:#f6f6f6;padding:.8em;overflow-x:auto}}\
+         .errors{{color:#a00}}svg{{max-width:100%;height:auto}}</style>\n</head>\n<body>\n\
+         <h1>{title}</h1>\n<h2>RTT by responder</h2>\n<pre class=\"table\">{}</pre>\n\
+         <h2>Summary</h2>\n<pre class=\"summary\">{}</pre>\n{errors}<h2>Plot</h2>\n{svg}\n</body>\n</html>\n",
+        html_escape(table),
+        html_escape(summary),
+    )
 }

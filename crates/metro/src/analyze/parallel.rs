@@ -280,9 +280,16 @@ pub(super) fn analyze_one(
     summary: &mut Summary,
     progress: bool,
 ) -> FileReport {
-    let Ok(reader) = CaptureReader::open(path) else {
-        // Not a capture we can read: the one-thread path says so, in its own words.
-        return super::analyze_one(path, cfg, collector, summary, progress);
+    let reader = match super::open_capture(path) {
+        Ok(r) => r,
+        Err(e) => {
+            return FileReport {
+                path: path.to_path_buf(),
+                records: 0,
+                error: Some(e),
+                opened: false,
+            };
+        }
     };
     let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let bar = progress::Bar::new(progress, &collector.file_name, total);
@@ -365,6 +372,7 @@ pub(super) fn analyze_one(
         path: path.to_path_buf(),
         records: reader_end.frames,
         error: reader_end.error,
+        opened: true,
     }
 }
 

@@ -20,7 +20,7 @@ mod sim;
 mod wheel;
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -202,7 +202,7 @@ pub fn write_capture_with_truth<W: Write>(
 /// `metro generate`: write a synthetic capture.
 #[derive(clap::Args, Clone, Debug)]
 pub struct GenArgs {
-    /// Output pcap file ("-" for standard output).
+    /// Output pcap file ("-" for standard output, which must not be a terminal).
     #[arg(short, long, default_value = "-")]
     pub output: PathBuf,
     /// Seed: the same seed and options give the same bytes.
@@ -290,6 +290,14 @@ pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
     let cfg = args.config();
     let started = std::time::Instant::now();
     let out: Box<dyn Write> = if args.output.as_os_str() == "-" {
+        // Binary on a terminal is garbage on the screen and can leave the terminal in a
+        // strange state (as gzip, refuse).
+        if io::stdout().is_terminal() {
+            anyhow::bail!(
+                "refusing to write a binary capture to a terminal: name a file with \
+                 `-o FILE.pcap`, redirect (`> FILE.pcap`) or pipe it (`| metro analyze -`)"
+            );
+        }
         Box::new(io::stdout().lock())
     } else {
         let f = File::create(&args.output)

@@ -29,7 +29,7 @@ use metro_core::wire;
 
 use crate::pcap::CaptureReader;
 
-pub use draw::{DEFAULT_FONT, FONT_PACKAGE};
+pub use draw::{DEFAULT_FONT, FONT_PACKAGE, MARK, load_font};
 
 /// Time columns of the RTT-over-time grid (the plot is ~1100 px wide: ~4 px a column).
 pub const TIME_BINS: usize = 280;
@@ -139,6 +139,20 @@ pub struct PlotOptions {
     pub height: u32,
     pub font: PathBuf,
     pub title: Option<String>,
+}
+
+impl Default for PlotOptions {
+    /// `metro plot`'s defaults.
+    fn default() -> Self {
+        PlotOptions {
+            top: 8,
+            kinds: KindSet::ALL,
+            width: 1200,
+            height: 800,
+            font: PathBuf::from(DEFAULT_FONT),
+            title: None,
+        }
+    }
 }
 
 /// One thing the input says.
@@ -528,16 +542,7 @@ pub fn plot_files(
     // The font first: a missing font should not cost two passes over a large capture.
     draw::load_font(&opts.font)?;
     let (bins, notes) = bin_inputs(inputs, opts.kinds, opts.top)?;
-    let title = opts.title.clone().unwrap_or_else(|| {
-        let names: Vec<String> = inputs
-            .iter()
-            .map(|p| {
-                p.file_name()
-                    .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
-            })
-            .collect();
-        format!("RTT: {}", names.join(", "))
-    });
+    let title = title_of(inputs, opts);
     let bytes = match format {
         ImageFormat::Svg => draw::svg(&bins, &title, opts.width, opts.height)?.into_bytes(),
         ImageFormat::Png => draw::png(&bins, &title, opts.width, opts.height)?,
@@ -546,16 +551,25 @@ pub fn plot_files(
     Ok(notes)
 }
 
+/// The title: the one asked for, or the inputs' file names.
+fn title_of(inputs: &[PathBuf], opts: &PlotOptions) -> String {
+    opts.title.clone().unwrap_or_else(|| {
+        let names: Vec<String> = inputs
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+            })
+            .collect();
+        format!("RTT: {}", names.join(", "))
+    })
+}
+
 /// The picture as an SVG document (for the HTML report).
 pub fn svg_of_files(inputs: &[PathBuf], opts: &PlotOptions) -> anyhow::Result<String> {
     draw::load_font(&opts.font)?;
     let (bins, _) = bin_inputs(inputs, opts.kinds, opts.top)?;
-    draw::svg(
-        &bins,
-        opts.title.as_deref().unwrap_or("RTT"),
-        opts.width,
-        opts.height,
-    )
+    draw::svg(&bins, &title_of(inputs, opts), opts.width, opts.height)
 }
 
 /// `metro plot`. Returns the exit code: 1 when a capture was damaged (the picture holds the
