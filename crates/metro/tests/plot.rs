@@ -26,11 +26,27 @@ fn metro(args: &[&str]) -> Output {
         .expect("running metro")
 }
 
-fn tmpdir(name: &str) -> PathBuf {
+/// A scratch directory, removed when the test ends (pass or fail).
+struct Tmp(PathBuf);
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn tmpdir(name: &str) -> Tmp {
     let d = std::env::temp_dir().join(format!("metro-plot-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Tmp(d)
 }
 
 fn s(p: &Path) -> &str {

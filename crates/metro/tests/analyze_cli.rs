@@ -1,0 +1,372 @@
+//! The rough edges a new user meets first, each tried as they would try it: `metro generate |
+//! metro analyze -`, a file that is not there or not a capture, `--samples -` with and
+//! without `-q`, standard output and standard error sharing a pipe or a terminal, `metro
+//! generate` on a terminal, `.ci/run` without root. Terminals are real pseudo-terminals.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use metro::r#gen::{GenConfig, write_capture};
+use serde_json::Value;
+
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/scp-upload.pcap"
+);
+const METRO: &str = env!("CARGO_BIN_EXE_metro");
+
+fn metro(args: &[&str]) -> Output {
+    Command::new(METRO)
+        .args(args)
+        .output()
+        .expect("running metro")
+}
+
+/// A scratch directory, removed when the test ends (pass or fail).
+struct Tmp(PathBuf);
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn tmpdir(name: &str) -> Tmp {
+    let d = std::env::temp_dir().join(format!("metro-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    Tmp(d)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `cmd` with standard output and standard error both on one new pseudo-terminal;
+/// returns everything written to it and the exit code.
+fn on_terminal(cmd: &mut Command) -> (Vec<u8>, i32) {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors; the name, termios and size pointers may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .expect("running metro");
+    // The parent's copies of the terminal's slave side are closed (moved into the Command
+    // and dropped with it below): reading the master ends with EIO once the child exits.
+    let reader = std::thread::spawn(move || {
+        let mut f = File::from(master);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        out
+    });
+    let status = child.wait().unwrap();
+    drop(std::mem::replace(cmd, Command::new("true")));
+    (reader.join().unwrap(), status.code().unwrap_or(-1))
+}
+
+fn small_capture(dir: &Path, packets: u64) -> PathBuf {
+    let cfg = GenConfig {
+        packets,
+        connections: 200,
+        servers: 20,
+        ..GenConfig::default()
+    };
+    let mut bytes = Vec::new();
+    write_capture(&cfg, &mut bytes).unwrap();
+    let p = dir.join(format!("gen-{packets}.pcap"));
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// The responders of a JSON report, without the file names.
+fn responders(json: &[u8]) -> Value {
+    let doc: Value = serde_json::from_slice(json).unwrap();
+    doc["responders"].clone()
+}
+
+#[test]
+fn generate_piped_into_analyze_dash_reads_standard_input() {
+    let dir = tmpdir("stdin");
+    let file = dir.join("g.pcap");
+    let out = metro(&[
+        "generate",
+        "-n",
+        "5000",
+        "-c",
+        "50",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let from_file = metro(&["analyze", "-q", "--format", "json", file.to_str().unwrap()]);
+    assert!(from_file.status.success());
+
+    // The pipe a new user types.
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{METRO}' generate -n 5000 -c 50 | '{METRO}' analyze --format json -"
+        ))
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{}", text(&piped.stderr));
+    let r = responders(&piped.stdout);
+    assert!(r.as_array().unwrap().len() > 5);
+    assert_eq!(r, responders(&from_file.stdout));
+    assert!(text(&piped.stderr).contains("summary: 1 files, 5000 records"));
+
+    // Gzip through standard input too, and the sample lines name it `-`.
+    let gz = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -c '{}' | '{METRO}' analyze -q --samples - - | head -1",
+            file.display()
+        ))
+        .output()
+        .unwrap();
+    let line: Value = serde_json::from_slice(&gz.stdout).unwrap();
+    assert_eq!(line["file"], "-");
+
+    // Twice is refused rather than reading an empty second stream.
+    let twice = metro(&["analyze", "-", "-"]);
+    assert_eq!(twice.status.code(), Some(1));
+    assert!(text(&twice.stderr).contains("can be read only once"));
+}
+
+#[test]
+fn a_missing_or_foreign_file_prints_its_error_and_no_report() {
+    let dir = tmpdir("missing");
+    let junk = dir.join("notes.txt");
+    std::fs::write(&junk, "hello\n").unwrap();
+    let missing = dir.join("nope.pcap");
+    for (f, says) in [
+        (&missing, "cannot open: No such file"),
+        (&junk, "not a pcap or pcapng file"),
+    ] {
+        for threads in ["1", "2"] {
+            let out = metro(&["analyze", "--threads", threads, f.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(1));
+            let err = text(&out.stderr);
+            assert!(
+                err.contains(&format!("metro: {}: {says}", f.display())),
+                "{err}"
+            );
+            assert!(!err.contains("summary"), "{err}");
+            assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+        }
+    }
+    // With a good file: the report and a summary counting only the file that was read.
+    let out = metro(&["analyze", junk.to_str().unwrap(), EXAMPLE]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("162.243.251.92"));
+    let err = text(&out.stderr);
+    assert!(err.contains("summary: 1 files, 657 records"), "{err}");
+}
+
+#[test]
+fn samples_on_standard_output_move_the_report_and_say_so() {
+    let out = metro(&["analyze", "--samples", "-", EXAMPLE]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 241);
+    for l in stdout.lines() {
+        serde_json::from_str::<Value>(l).expect("only sample lines on standard output");
+    }
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(
+            "metro: the report follows on standard error (--samples - uses standard output"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("162.243.251.92      198") && err.contains("summary:"));
+    // --help says where the report goes.
+    let help = text(&metro(&["analyze", "--help"]).stdout);
+    assert!(
+        help.contains("the report then goes to standard error"),
+        "{help}"
+    );
+
+    // -q: the samples and nothing else.
+    let out = metro(&["analyze", "-q", "--samples", "-", EXAMPLE]);
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 241);
+    // -q without --samples -: the table only.
+    let out = metro(&["analyze", "-q", EXAMPLE]);
+    assert!(out.stderr.is_empty());
+    assert!(text(&out.stdout).starts_with("RTT by responder"));
+}
+
+/// Both streams into one pipe: every line whole, and everything standard output had comes
+/// before what standard error says after it.
+#[test]
+fn standard_output_and_error_in_one_pipe_never_share_a_line() {
+    let dir = tmpdir("pipe");
+    let cap = small_capture(&dir, 60_000);
+    for extra in ["--samples -", "", "--samples - --threads 1"] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "'{METRO}' analyze {extra} '{}' '{}' 2>&1",
+                cap.display(),
+                dir.join("missing.pcap").display()
+            ))
+            .output()
+            .unwrap();
+        let all = text(&out.stdout);
+        let mut seen_stderr = false;
+        let mut samples = 0;
+        for l in all.lines() {
+            if l.starts_with('{') {
+                serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+                assert!(!seen_stderr, "a sample line after standard error's: {l}");
+                samples += 1;
+            } else if l.starts_with("metro: ") || l.starts_with("summary: ") {
+                assert!(!l.contains('{'), "{l}");
+                seen_stderr = true;
+            }
+        }
+        if extra.is_empty() {
+            // The table (stdout) before the summary (stderr), each on lines of their own.
+            let table = all.find("RTT by responder").unwrap();
+            let summary = all.find("\nsummary: ").unwrap();
+            assert!(table < summary, "{all}");
+            assert!(all.contains("missing.pcap: cannot open"));
+            assert!(
+                all.lines()
+                    .any(|l| l.starts_with("summary: 1 files, 60000 records"))
+            );
+        } else {
+            assert!(samples > 10_000, "{samples}");
+        }
+    }
+}
+
+/// On a terminal, the progress bar (which redraws a line of standard error) stays away
+/// from sample lines streaming to the same terminal.
+#[test]
+fn no_progress_bar_in_the_middle_of_samples_on_a_terminal() {
+    let dir = tmpdir("tty");
+    // Long enough (in a debug build) for the bar's first half second to pass.
+    let cap = small_capture(&dir, 400_000);
+    let (out, code) =
+        on_terminal(Command::new(METRO).args(["analyze", "--samples", "-", cap.to_str().unwrap()]));
+    assert_eq!(code, 0, "{}", text(&out[out.len().saturating_sub(2000)..]));
+    let all = text(&out);
+    assert!(!all.contains("MB/s"), "a progress bar was drawn");
+    assert!(
+        !all.contains('\u{1b}'),
+        "terminal control codes in the output"
+    );
+    let lines: Vec<&str> = all.lines().collect();
+    let samples = lines.iter().filter(|l| l.starts_with('{')).count();
+    assert!(samples > 100_000, "{samples}");
+    for l in lines.iter().filter(|l| l.starts_with('{')) {
+        let l = l.trim_end_matches('\r');
+        serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+    }
+    // With the table on the terminal the bar is allowed (standard error only), and the
+    // table's lines are whole.
+    let (out, code) = on_terminal(Command::new(METRO).args(["analyze", cap.to_str().unwrap()]));
+    assert_eq!(code, 0);
+    let all = text(&out);
+    assert!(all.lines().any(|l| l.starts_with("responder ")), "{all}");
+    assert!(
+        all.lines().any(|l| l.starts_with("summary: 1 files")),
+        "{all}"
+    );
+}
+
+#[test]
+fn generate_refuses_to_write_binary_to_a_terminal() {
+    let (out, code) = on_terminal(Command::new(METRO).args(["generate", "-n", "100"]));
+    assert_eq!(code, 1);
+    let all = text(&out);
+    assert!(
+        all.contains("refusing to write a binary capture to a terminal"),
+        "{all}"
+    );
+    // Not one byte of a pcap (its little-endian magic) reached the terminal.
+    assert!(!out.windows(4).any(|w| w == [0xd4, 0xc3, 0xb2, 0xa1]));
+    // A pipe or a file is fine.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{METRO}' generate -n 100 -c 5 | wc -c"))
+        .output()
+        .unwrap();
+    let bytes: u64 = text(&out.stdout).trim().parse().unwrap();
+    assert!(bytes > 24 + 100 * 16, "{bytes}");
+}
+
+/// `.ci/run` run by an unprivileged user stops at the root check, before it tries apt-get.
+#[test]
+fn ci_run_checks_for_root_before_installing() {
+    let dir = tmpdir("ci");
+    std::fs::create_dir_all(dir.join(".ci")).unwrap();
+    let script = dir.join(".ci/run");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../.ci/run"),
+        &script,
+    )
+    .unwrap();
+    // A copy the unprivileged user can reach (the worktree may not be).
+    Command::new("chmod")
+        .args(["-R", "a+rX", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    Command::new("chmod")
+        .args(["a+rx", std::env::temp_dir().to_str().unwrap()])
+        .status()
+        .unwrap();
+    // As root, drop to nobody; as anyone else, the test itself is unprivileged.
+    let out = if unsafe { libc::geteuid() } == 0 {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "bash",
+                script.to_str().unwrap(),
+            ])
+            .output()
+            .expect("setpriv (util-linux)")
+    } else {
+        Command::new("bash").arg(&script).output().unwrap()
+    };
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("CI must run as root"));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("== system packages"), "{stdout}");
+    assert!(!text(&out.stderr).contains("apt-get"));
+}
