@@ -41,6 +41,9 @@ const OTHERS: RGBColor = RGBColor(0x90, 0x90, 0x90);
 /// Retransmission marks (no other element of the picture has this colour).
 pub const MARK: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 
+/// Up to this many samples, each non-empty cell also gets a dot.
+const SPARSE: u64 = 3000;
+
 /// The font file registered so far (plotters keeps registered fonts for the process).
 static LOADED: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
 
@@ -193,6 +196,7 @@ fn draw_over_time<DB: DrawingBackend>(
         .map_err(err)?;
     // The others first (the grey background), then the top responders, busiest first, so a
     // sparse responder stays visible on top of a dense one.
+    let sparse = bins.samples <= SPARSE;
     let mut order: Vec<usize> = (0..bins.series.len()).collect();
     order.sort_by_key(|&i| bins.series[i].responder.is_some());
     for i in order {
@@ -220,6 +224,21 @@ fn draw_over_time<DB: DrawingBackend>(
                 )
             });
         chart.draw_series(cells).map_err(err)?;
+        if sparse {
+            // Few samples: a dot on each cell, so a lone sample is seen at a glance.
+            let dots = s
+                .grid
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, _)| {
+                    let (t, r) = (k / RTT_BINS, k % RTT_BINS);
+                    let x = (a.time_edge_s(t) + a.time_edge_s(t + 1)) / 2.0;
+                    let y = (a.rtt_edge_ms(r, RTT_BINS) * a.rtt_edge_ms(r + 1, RTT_BINS)).sqrt();
+                    Circle::new((x, y), 3, c.filled())
+                });
+            chart.draw_series(dots).map_err(err)?;
+        }
     }
     // Retransmissions: ticks rising from the time axis.
     let y_at = |frac: f64| band * (hi / lo).powf(frac);
