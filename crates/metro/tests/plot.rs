@@ -4,7 +4,7 @@
 //! dimensions and visible text and marks; the cells drawn from sample lines are the cells a
 //! separate binning of those lines (done here) finds; bad input is named.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -274,9 +274,10 @@ fn png_has_the_signature_the_size_text_and_marks() {
     assert!(red > 20, "{red} mark pixels");
 }
 
-/// Sample lines in, cells out: the cells of the busiest responder are those this test's own
-/// binning of the lines finds (280 time columns over the sample times, 110 log rows between
-/// the decades around the smallest and largest RTT).
+/// Sample lines in, cells out: the cells drawn in the busiest responder's colour are those
+/// where this test's own binning of the lines (280 time columns over the sample times, 110
+/// log rows between the decades around the smallest and largest RTT) finds it has the most
+/// samples among the top 8 and the group of the others (ties to the busier).
 #[test]
 fn plotting_sample_lines_draws_the_cells_they_fall_in() {
     let dir = tmpdir("lines");
@@ -295,7 +296,12 @@ fn plotting_sample_lines_draws_the_cells_they_fall_in() {
         })
         .collect();
     let (responders, _) = analyze(&cap);
-    let busiest = &responders[0].0;
+    let series_of = |addr: &str| {
+        responders[..8]
+            .iter()
+            .position(|r| r.0 == addr)
+            .unwrap_or(8)
+    };
     let t0 = samples.iter().map(|s| s.0).min().unwrap();
     let t1 = samples.iter().map(|s| s.0).max().unwrap();
     let r0 = samples.iter().map(|s| s.2).min().unwrap() as f64 / 1e6;
@@ -303,15 +309,22 @@ fn plotting_sample_lines_draws_the_cells_they_fall_in() {
     let lo = 10f64.powf(r0.log10().floor());
     let hi = 10f64.powf(r1.log10().ceil());
     let span = (t1 - t0) as f64 / 1e9;
-    let cells: HashSet<(usize, usize)> = samples
-        .iter()
-        .filter(|s| &s.1 == busiest)
-        .map(|&(ts, _, rtt)| {
-            let t = (((ts - t0) as f64 / 1e9 / span * 280.0) as usize).min(279);
-            let f = ((rtt as f64 / 1e6 / lo).ln() / (hi / lo).ln()).clamp(0.0, 1.0);
-            (t, ((f * 110.0) as usize).min(109))
-        })
-        .collect();
+    let mut counts: HashMap<(usize, usize), [u32; 9]> = HashMap::new();
+    for (ts, addr, rtt) in &samples {
+        let t = (((ts - t0) as f64 / 1e9 / span * 280.0) as usize).min(279);
+        let f = ((*rtt as f64 / 1e6 / lo).ln() / (hi / lo).ln()).clamp(0.0, 1.0);
+        let r = ((f * 110.0) as usize).min(109);
+        counts.entry((t, r)).or_default()[series_of(addr)] += 1;
+    }
+    let dominated_by = |want: usize| {
+        counts
+            .values()
+            .filter(|c| {
+                let max = *c.iter().max().unwrap();
+                c.iter().position(|&n| n == max) == Some(want)
+            })
+            .count()
+    };
     let out_svg = dir.join("lines.svg");
     let out = metro(&["plot", "-o", s(&out_svg), s(&lines)]);
     assert!(
@@ -320,21 +333,20 @@ fn plotting_sample_lines_draws_the_cells_they_fall_in() {
         String::from_utf8_lossy(&out.stderr)
     );
     let svg = parse_svg(&out_svg);
-    // Cells are translucent; the key's swatch in the same colour is opaque.
-    let drawn = svg
-        .rects
-        .iter()
-        .filter(|(f, o)| f == FIRST && *o < 1.0)
-        .count()
-        + svg
-            .rects
-            .iter()
-            .filter(|(f, o)| f == FIRST && *o >= 1.0)
-            .count()
-            .saturating_sub(1);
-    assert!(cells.len() > 100, "{} cells", cells.len());
-    assert_eq!(drawn, cells.len());
-    assert!(svg.has_text(busiest));
+    // Cells are translucent (opacity < 1) but for the fullest; the key's swatch is one
+    // opaque rect of each colour.
+    let drawn = |colour: &str| svg.rects.iter().filter(|(f, _)| f == colour).count() - 1;
+    let first = dominated_by(0);
+    assert!(first > 100, "{first} cells");
+    assert_eq!(drawn(FIRST), first);
+    assert_eq!(drawn("#FF7F0E"), dominated_by(1));
+    assert_eq!(drawn("#909090"), dominated_by(8));
+    assert_eq!(
+        svg.rects.iter().filter(|(_, o)| *o < 1.0).count() + 1,
+        counts.len(),
+        "one rect per non-empty cell"
+    );
+    assert!(svg.has_text(&responders[0].0));
     assert!(svg.has_text("retransmissions: not in sample lines (plot a capture to see them)"));
     assert_eq!(svg.marks(), 0);
 }

@@ -163,7 +163,42 @@ fn draw_all<DB: DrawingBackend>(
     Ok(())
 }
 
-/// RTT over time: each series' non-empty cells, then the retransmission marks.
+/// A non-empty cell of the RTT-over-time grid.
+struct Cell {
+    t: usize,
+    r: usize,
+    /// The series with the most samples in the cell.
+    series: usize,
+    /// Samples of all series in the cell.
+    total: u64,
+}
+
+/// Every non-empty cell with its dominant series.
+fn dominant_cells(bins: &Bins) -> Vec<Cell> {
+    let mut out = Vec::new();
+    for k in 0..TIME_BINS * RTT_BINS {
+        let mut total = 0u64;
+        let mut best = (0u32, 0usize);
+        for (i, s) in bins.series.iter().enumerate() {
+            let n = s.grid[k];
+            total += u64::from(n);
+            if n > best.0 {
+                best = (n, i);
+            }
+        }
+        if total > 0 {
+            out.push(Cell {
+                t: k / RTT_BINS,
+                r: k % RTT_BINS,
+                series: best.1,
+                total,
+            });
+        }
+    }
+    out
+}
+
+/// RTT over time: the cells, then the retransmission marks.
 fn draw_over_time<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     bins: &Bins,
@@ -176,7 +211,7 @@ fn draw_over_time<DB: DrawingBackend>(
         .margin(8)
         .margin_right(20)
         .caption(
-            "RTT over time (each cell's opacity grows with its samples)",
+            "RTT over time (each cell: the responder with most samples in it; darker: more samples)",
             (FAMILY, 15),
         )
         .x_label_area_size(38)
@@ -194,51 +229,31 @@ fn draw_over_time<DB: DrawingBackend>(
         .bold_line_style(RGBColor(0xd8, 0xd8, 0xd8))
         .draw()
         .map_err(err)?;
-    // The others first (the grey background), then the top responders, busiest first, so a
-    // sparse responder stays visible on top of a dense one.
-    let sparse = bins.samples <= SPARSE;
-    let mut order: Vec<usize> = (0..bins.series.len()).collect();
-    order.sort_by_key(|&i| bins.series[i].responder.is_some());
-    for i in order {
-        let s = &bins.series[i];
-        let c = colour(i, s);
-        let max = s.grid.iter().copied().max().unwrap_or(0);
-        if max == 0 {
-            continue;
-        }
-        let scale = (1.0 + f64::from(max)).ln();
-        let cells = s
-            .grid
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| **n > 0)
-            .map(|(k, &n)| {
-                let (t, r) = (k / RTT_BINS, k % RTT_BINS);
-                let alpha = 0.2 + 0.8 * (1.0 + f64::from(n)).ln() / scale;
-                Rectangle::new(
-                    [
-                        (a.time_edge_s(t), a.rtt_edge_ms(r, RTT_BINS)),
-                        (a.time_edge_s(t + 1), a.rtt_edge_ms(r + 1, RTT_BINS)),
-                    ],
-                    c.mix(alpha).filled(),
-                )
-            });
-        chart.draw_series(cells).map_err(err)?;
-        if sparse {
-            // Few samples: a dot on each cell, so a lone sample is seen at a glance.
-            let dots = s
-                .grid
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| **n > 0)
-                .map(|(k, _)| {
-                    let (t, r) = (k / RTT_BINS, k % RTT_BINS);
-                    let x = (a.time_edge_s(t) + a.time_edge_s(t + 1)) / 2.0;
-                    let y = (a.rtt_edge_ms(r, RTT_BINS) * a.rtt_edge_ms(r + 1, RTT_BINS)).sqrt();
-                    Circle::new((x, y), 3, c.filled())
-                });
-            chart.draw_series(dots).map_err(err)?;
-        }
+    // One rectangle per non-empty cell, in the colour of the series with the most samples
+    // in it (ties: the busier series), more opaque with more samples (log scale): layered
+    // translucent colours would turn into mud where responders overlap.
+    let cells = dominant_cells(bins);
+    let max = cells.iter().map(|c| c.total).max().unwrap_or(0);
+    let scale = (1.0 + max as f64).ln().max(f64::MIN_POSITIVE);
+    let rect = |c: &Cell| {
+        let alpha = 0.2 + 0.8 * (1.0 + c.total as f64).ln() / scale;
+        Rectangle::new(
+            [
+                (a.time_edge_s(c.t), a.rtt_edge_ms(c.r, RTT_BINS)),
+                (a.time_edge_s(c.t + 1), a.rtt_edge_ms(c.r + 1, RTT_BINS)),
+            ],
+            colour(c.series, &bins.series[c.series]).mix(alpha).filled(),
+        )
+    };
+    chart.draw_series(cells.iter().map(rect)).map_err(err)?;
+    if bins.samples <= SPARSE {
+        // Few samples: a dot on each cell too, so a lone sample is seen at a glance.
+        let dot = |c: &Cell| {
+            let x = (a.time_edge_s(c.t) + a.time_edge_s(c.t + 1)) / 2.0;
+            let y = (a.rtt_edge_ms(c.r, RTT_BINS) * a.rtt_edge_ms(c.r + 1, RTT_BINS)).sqrt();
+            Circle::new((x, y), 3, colour(c.series, &bins.series[c.series]).filled())
+        };
+        chart.draw_series(cells.iter().map(dot)).map_err(err)?;
     }
     // Retransmissions: ticks rising from the time axis.
     let y_at = |frac: f64| band * (hi / lo).powf(frac);
