@@ -6,8 +6,9 @@
 //! Memory does not depend on the input: the input is read twice. The first pass
 //! ([`Census`]) counts samples per responder and finds the time and RTT ranges; the second
 //! ([`Bins`]) folds each sample into fixed grids for the top responders and one "other"
-//! group: a time × log-RTT grid (drawn as cells whose opacity grows with the count, so
-//! sparse data looks like a scatter plot and dense data like a heat map), a fine log-RTT
+//! group: a time × log-RTT grid (each cell drawn in its dominant group's colour with an
+//! opacity that grows with the count, so sparse data looks like a scatter plot and dense
+//! data like a heat map), a fine log-RTT
 //! histogram (the CDF) and a DDSketch (the key's quantiles). Retransmissions are kept one by
 //! one up to [`MAX_MARKS`], beyond which they are counted per time column. Drawing is in
 //! [`draw`].
@@ -51,9 +52,10 @@ INPUT is a pcap/pcapng capture (optionally gzip-compressed) or a file of JSON li
 the retransmissions (red marks on the time axis); sample lines do not carry them.
 
 The picture has three parts: RTT over time (log scale), one colour per responder for the
---top responders by samples and grey for the others, each cell's opacity growing with the
-samples in it; the CDF of RTT per responder; and a key with each responder's samples, p50
-and p99. Memory does not depend on the input size: the input is read twice and binned.
+--top responders by samples and grey for the others, each cell of the grid in the colour of
+the responder with the most samples in it and darker with more samples; the CDF of RTT per
+responder; and a key with each responder's samples, p50 and p99. Memory does not depend on
+the input size: the input is read twice and binned.
 
 Text is laid out with a TrueType font read at run time (both for SVG and PNG), by default
 /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf (Debian package fonts-dejavu-core).
