@@ -442,3 +442,61 @@ fn analyze_writes_the_plot_and_a_self_contained_report() {
     let end = page.rfind("</svg>").unwrap() + "</svg>".len();
     roxmltree::Document::parse(&page[start..end]).expect("inline SVG is XML");
 }
+
+/// A capture cut short: the picture holds the samples before the cut (as many as
+/// `metro analyze` finds in the same bytes), and the exit status says the file was damaged.
+#[test]
+fn a_cut_capture_is_plotted_up_to_the_cut_and_reported() {
+    let dir = tmpdir("cut");
+    let cap = generated(&dir);
+    let bytes = std::fs::read(&cap).unwrap();
+    let cut = dir.join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2 + 7]).unwrap();
+    let out = metro(&["analyze", "-q", "--format", "json", s(&cut)]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let samples: u64 = doc["responders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["samples"].as_u64().unwrap())
+        .sum();
+    assert!(samples > 1000, "{samples}");
+    let out_svg = dir.join("cut.svg");
+    let out = metro(&["plot", "-o", s(&out_svg), s(&cut)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cut.pcap: cut short at byte offset")
+            && err.contains("plotted the samples before it"),
+        "{err}"
+    );
+    let svg = parse_svg(&out_svg);
+    assert!(
+        svg.texts
+            .iter()
+            .any(|t| t.starts_with(&format!("{samples} samples from "))),
+        "{:?}",
+        svg.texts
+    );
+}
+
+/// The report page lists the files that could not be read, and plots the others.
+#[test]
+fn the_report_names_unreadable_files_and_plots_the_rest() {
+    let dir = tmpdir("report-errors");
+    let junk = dir.join("<junk>.pcap");
+    std::fs::write(&junk, "not a capture").unwrap();
+    let html = dir.join("r.html");
+    let out = metro(&["analyze", "-q", "--report", s(&html), s(&junk), EXAMPLE]);
+    assert_eq!(out.status.code(), Some(1));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<h2>Errors</h2>"));
+    // Its name is escaped wherever it appears; the plot is of the example alone.
+    assert!(
+        page.contains("&lt;junk&gt;.pcap: not a pcap or pcapng file"),
+        "{page}"
+    );
+    assert!(!page.contains("<junk>"));
+    assert!(page.contains("241 samples from 2 responders"));
+}
