@@ -207,6 +207,16 @@ fn draw_over_time<DB: DrawingBackend>(
     let (lo, hi) = (a.rtt_lo_ms, a.rtt_hi_ms);
     // A band below the lowest RTT row holds the retransmission marks, clear of the cells.
     let band = lo / (hi / lo).powf(0.08);
+    // Long captures read better in minutes or hours than in thousands of seconds: the x
+    // axis counts in `unit`, `per` seconds each.
+    let (unit, per) = if a.span_s > 3.0 * 3600.0 {
+        ("h", 3600.0)
+    } else if a.span_s > 300.0 {
+        ("min", 60.0)
+    } else {
+        ("s", 1.0)
+    };
+    let x = |secs: f64| secs / per;
     let mut chart = ChartBuilder::on(area)
         .margin(8)
         .margin_right(20)
@@ -216,11 +226,13 @@ fn draw_over_time<DB: DrawingBackend>(
         )
         .x_label_area_size(38)
         .y_label_area_size(64)
-        .build_cartesian_2d(0f64..a.span_s, (band..hi).log_scale())
+        .build_cartesian_2d(0f64..x(a.span_s), (band..hi).log_scale())
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("time (s from the first sample or retransmission)")
+        .x_desc(format!(
+            "time ({unit} from the first sample or retransmission)"
+        ))
         .y_desc("RTT (ms, log scale)")
         .y_label_formatter(&|v| fmt_ms(*v))
         .label_style((FAMILY, 12))
@@ -239,8 +251,8 @@ fn draw_over_time<DB: DrawingBackend>(
         let alpha = 0.2 + 0.8 * (1.0 + c.total as f64).ln() / scale;
         Rectangle::new(
             [
-                (a.time_edge_s(c.t), a.rtt_edge_ms(c.r, RTT_BINS)),
-                (a.time_edge_s(c.t + 1), a.rtt_edge_ms(c.r + 1, RTT_BINS)),
+                (x(a.time_edge_s(c.t)), a.rtt_edge_ms(c.r, RTT_BINS)),
+                (x(a.time_edge_s(c.t + 1)), a.rtt_edge_ms(c.r + 1, RTT_BINS)),
             ],
             colour(c.series, &bins.series[c.series]).mix(alpha).filled(),
         )
@@ -249,9 +261,13 @@ fn draw_over_time<DB: DrawingBackend>(
     if bins.samples <= SPARSE {
         // Few samples: a dot on each cell too, so a lone sample is seen at a glance.
         let dot = |c: &Cell| {
-            let x = (a.time_edge_s(c.t) + a.time_edge_s(c.t + 1)) / 2.0;
+            let mid = x((a.time_edge_s(c.t) + a.time_edge_s(c.t + 1)) / 2.0);
             let y = (a.rtt_edge_ms(c.r, RTT_BINS) * a.rtt_edge_ms(c.r + 1, RTT_BINS)).sqrt();
-            Circle::new((x, y), 3, colour(c.series, &bins.series[c.series]).filled())
+            Circle::new(
+                (mid, y),
+                3,
+                colour(c.series, &bins.series[c.series]).filled(),
+            )
         };
         chart.draw_series(cells.iter().map(dot)).map_err(err)?;
     }
@@ -261,7 +277,7 @@ fn draw_over_time<DB: DrawingBackend>(
         Marks::Each(ts) => {
             chart
                 .draw_series(ts.iter().map(|&t| {
-                    PathElement::new(vec![(t, band), (t, y_at(0.06))], MARK.stroke_width(1))
+                    PathElement::new(vec![(x(t), band), (x(t), y_at(0.06))], MARK.stroke_width(1))
                 }))
                 .map_err(err)?;
         }
@@ -276,8 +292,11 @@ fn draw_over_time<DB: DrawingBackend>(
                         .filter(|(_, n)| **n > 0)
                         .map(|(t, &n)| {
                             let frac = 0.015 + 0.05 * (1.0 + n as f64).ln() / scale;
-                            let x = a.time_edge_s(t) + a.span_s / TIME_BINS as f64 / 2.0;
-                            PathElement::new(vec![(x, band), (x, y_at(frac))], MARK.stroke_width(2))
+                            let mid = x(a.time_edge_s(t) + a.span_s / TIME_BINS as f64 / 2.0);
+                            PathElement::new(
+                                vec![(mid, band), (mid, y_at(frac))],
+                                MARK.stroke_width(2),
+                            )
                         }),
                 )
                 .map_err(err)?;
