@@ -47,8 +47,8 @@ pub const MAX_TOP: usize = 10;
 /// Draw RTT over time, the RTT CDF and retransmissions from captures or sample lines.
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "\
-INPUT is a pcap/pcapng capture (optionally gzip-compressed) or a file of JSON lines written by
-`metro analyze --samples PATH` (recognised by its first character, `{`). Captures also give
+INPUT is a pcap/pcapng capture (optionally gzip-compressed) or a plain file of JSON lines
+written by `metro analyze --samples PATH` (recognised by its first character, `{`). Captures also give
 the retransmissions (red marks on the time axis); sample lines do not carry them.
 
 The picture has three parts: RTT over time (log scale), one colour per responder for the
@@ -73,7 +73,8 @@ pub struct PlotArgs {
     #[arg(short, long, value_name = "PATH")]
     pub output: PathBuf,
 
-    /// Responders drawn in their own colour (most samples first); the rest are grouped.
+    /// Responders drawn in their own colour (most samples first; 1 to 10); the rest are
+    /// grouped.
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = parse_top)]
     pub top: usize,
 
