@@ -35,6 +35,16 @@ pub const DEFAULT_SAMPLE_INTERVAL: f64 = 50.0;
 pub const DEFAULT_BASE_FILTER: &str = "tcp";
 /// The `interface` value that replays the instance's `pcap` file instead of capturing.
 pub const FILE_INTERFACE: &str = "file";
+/// The longest duration any key takes (about 31 years): keeps nanosecond arithmetic far
+/// from overflow.
+pub const MAX_SECONDS: f64 = 1e9;
+/// Floors: below them a value is a typo or an attack, not a setting. A report every 0.1 s
+/// (`flush_interval`); connections idle for at least 1 s (`idle_ttl`); names re-resolved at
+/// most every second (`dns_refresh`); duty-cycle windows of at least 0.1 s.
+pub const MIN_FLUSH_INTERVAL: f64 = 0.1;
+pub const MIN_IDLE_TTL: f64 = 1.0;
+pub const MIN_DNS_REFRESH: f64 = 1.0;
+pub const MIN_SAMPLE_WINDOW: f64 = 0.1;
 
 // ---------------------------------------------------------------------------------------
 // Raw form: what the YAML says.
@@ -596,36 +606,32 @@ impl Ctx<'_> {
         }
     }
 
+    /// A duration in seconds: finite, at least `min` (0 also when `allow_zero`), at most
+    /// [`MAX_SECONDS`].
     fn seconds(
         &self,
         key: &str,
         v: Option<&Spanned<f64>>,
         default: f64,
+        min: f64,
         allow_zero: bool,
     ) -> Result<Duration, ConfigError> {
         let Some(v) = v else {
             return Ok(Duration::from_secs_f64(default));
         };
-        let ok = v.value.is_finite()
-            && if allow_zero {
-                v.value >= 0.0
-            } else {
-                v.value > 0.0
-            }
-            && v.value < 1e9;
+        let x = v.value;
+        let ok = x.is_finite() && (x >= min || allow_zero && x == 0.0) && x <= MAX_SECONDS;
         if !ok {
-            let want = if allow_zero {
-                "a number of seconds >= 0"
-            } else {
-                "a number of seconds > 0"
-            };
+            let zero = if allow_zero { " (or 0)" } else { "" };
             return Err(self.err(
                 key,
                 Some(v.referenced),
-                format!("expected {want}, found {}", v.value),
+                format!(
+                    "expected a number of seconds from {min} to {MAX_SECONDS}{zero}, found {x}"
+                ),
             ));
         }
-        Ok(Duration::from_secs_f64(v.value))
+        Ok(Duration::from_secs_f64(x))
     }
 }
 
@@ -660,6 +666,7 @@ impl Config {
             "init_config.idle_ttl",
             init.idle_ttl.as_ref(),
             DEFAULT_IDLE_TTL,
+            MIN_IDLE_TTL,
             false,
         )?;
         let exp_ttl = match (&init.exp_ttl, &init.expired_ttl) {
@@ -670,12 +677,18 @@ impl Config {
                         a.value, b.value
                     ));
                 }
-                cx.seconds("init_config.exp_ttl", Some(a), DEFAULT_EXP_TTL, true)?
+                cx.seconds("init_config.exp_ttl", Some(a), DEFAULT_EXP_TTL, 0.0, true)?
             }
-            (Some(a), None) => cx.seconds("init_config.exp_ttl", Some(a), DEFAULT_EXP_TTL, true)?,
-            (None, Some(b)) => {
-                cx.seconds("init_config.expired_ttl", Some(b), DEFAULT_EXP_TTL, true)?
+            (Some(a), None) => {
+                cx.seconds("init_config.exp_ttl", Some(a), DEFAULT_EXP_TTL, 0.0, true)?
             }
+            (None, Some(b)) => cx.seconds(
+                "init_config.expired_ttl",
+                Some(b),
+                DEFAULT_EXP_TTL,
+                0.0,
+                true,
+            )?,
             (None, None) => Duration::from_secs_f64(DEFAULT_EXP_TTL),
         };
 
@@ -746,12 +759,14 @@ impl Config {
             "init_config.flush_interval",
             init.flush_interval.as_ref(),
             DEFAULT_FLUSH_INTERVAL,
+            MIN_FLUSH_INTERVAL,
             false,
         )?;
         let dns_refresh = cx.seconds(
             "init_config.dns_refresh",
             init.dns_refresh.as_ref(),
             DEFAULT_DNS_REFRESH,
+            MIN_DNS_REFRESH,
             false,
         )?;
         let buffer_size = match &init.buffer_size {
@@ -903,6 +918,8 @@ fn instance(
     }
 
     let mut ips = Vec::new();
+    // Duplicates dropped in O(1) each: lists of a million entries are allowed.
+    let mut seen = std::collections::HashSet::new();
     for (j, s) in inst.ips.iter().flatten().enumerate() {
         match Cidr::parse(&s.value) {
             Ok((c, host_bits)) => {
@@ -914,7 +931,7 @@ fn instance(
                         s.value
                     ));
                 }
-                if !ips.contains(&c) {
+                if seen.insert(c) {
                     ips.push(c);
                 }
             }
@@ -930,6 +947,7 @@ fn instance(
         }
     }
     let mut hosts = Vec::new();
+    let mut seen_hosts = std::collections::HashSet::new();
     for (j, h) in inst.hosts.iter().flatten().enumerate() {
         let v = h.value.trim();
         if v.is_empty() || v.contains(char::is_whitespace) || v.contains('/') {
@@ -940,7 +958,7 @@ fn instance(
             ));
         }
         // An address under `hosts` works (it resolves to itself) but belongs under `ips`.
-        if !hosts.iter().any(|x: &String| x == v) {
+        if seen_hosts.insert(v) {
             hosts.push(v.to_string());
         }
     }
@@ -958,12 +976,14 @@ fn instance(
             &format!("{key}.sample_duration"),
             inst.sample_duration.as_ref(),
             DEFAULT_SAMPLE_DURATION,
+            MIN_SAMPLE_WINDOW,
             false,
         )?;
         let interval = cx.seconds(
             &format!("{key}.sample_interval"),
             inst.sample_interval.as_ref(),
             DEFAULT_SAMPLE_INTERVAL,
+            MIN_SAMPLE_WINDOW,
             true,
         )?;
         if interval.is_zero() {
@@ -1409,6 +1429,82 @@ extra: 1
         );
         assert_eq!(c.instances[0].max_flows, 500);
         assert_eq!(c.instances[1].max_flows, 7);
+    }
+
+    #[test]
+    fn durations_have_floors_and_ceilings() {
+        let with = |key: &str, v: &str| {
+            let (section, indent) = if key.starts_with("sample") {
+                ("", "    ")
+            } else {
+                ("init_config:\n", "  ")
+            };
+            let inst = if key.starts_with("sample") {
+                format!("    sample: true\n{indent}{key}: {v}\n")
+            } else {
+                String::new()
+            };
+            let init = if section.is_empty() {
+                String::new()
+            } else {
+                format!("{section}{indent}{key}: {v}\n")
+            };
+            parse(
+                &format!("{init}instances:\n  - interface: eth0\n    ips: [10.0.0.1]\n{inst}"),
+                "test.yaml",
+            )
+        };
+        for (key, bad) in [
+            ("flush_interval", "1e-10"),
+            ("flush_interval", "0"),
+            ("flush_interval", "0.05"),
+            ("flush_interval", ".nan"),
+            ("flush_interval", "-1"),
+            ("flush_interval", ".inf"),
+            ("flush_interval", "1e300"),
+            ("dns_refresh", "0.5"),
+            ("idle_ttl", "0.001"),
+            ("exp_ttl", "-0.1"),
+            ("sample_duration", "1e-9"),
+            ("sample_interval", "0.001"),
+        ] {
+            let e = with(key, bad).expect_err(&format!("{key}: {bad} accepted"));
+            assert!(
+                e.key.as_deref().is_some_and(|k| k.ends_with(key)),
+                "{key}: {bad}: {e}"
+            );
+            assert!(
+                e.message.contains("expected a number of seconds from"),
+                "{e}"
+            );
+        }
+        for (key, good) in [
+            ("flush_interval", "0.1"),
+            ("flush_interval", "1e9"),
+            ("dns_refresh", "1"),
+            ("idle_ttl", "1"),
+            ("exp_ttl", "0"),
+            ("sample_duration", "0.1"),
+            ("sample_interval", "0"),
+        ] {
+            if let Err(e) = with(key, good) {
+                panic!("{key}: {good} refused: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn large_lists_with_duplicates_load_quickly() {
+        // 40,000 entries, half of them repeats: deduplicated, order kept.
+        let mut y = String::from("instances:\n  - interface: eth0\n    ips:\n");
+        for i in 0..20_000u32 {
+            let a = format!("      - 10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255);
+            y.push_str(&a);
+            y.push_str(&a);
+        }
+        let c = ok(&y).config;
+        assert_eq!(c.instances[0].ips.len(), 20_000);
+        assert_eq!(c.instances[0].ips[19_999].to_string(), "10.0.78.31");
     }
 
     #[test]
