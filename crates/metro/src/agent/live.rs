@@ -176,10 +176,40 @@ pub struct Live {
     /// Set when the kernel filter is wider than the watch list: packets are matched
     /// against this in user space.
     gate: Option<WatchList>,
-    /// Packets the user-space match dropped since the handle opened.
-    filtered: u64,
-    /// `filtered` when it was last logged, and when.
-    filtered_logged: (u64, Instant),
+    /// Packets the user-space match dropped.
+    dropped: Dropped,
+}
+
+/// Packets the user-space match dropped since the handle opened, and when the count was
+/// last logged (with the count then).
+struct Dropped {
+    n: u64,
+    logged: (u64, Instant),
+}
+
+impl Dropped {
+    /// Count one; log the first, then the count every [`FILTERED_LOG_EVERY`] (looking at
+    /// the clock every 64 drops).
+    fn count(&mut self, iface: &str) {
+        self.n += 1;
+        if self.n == 1 {
+            tracing::info!(
+                "{iface}: packets outside the watch list are dropped in user space (the kernel \
+                 filter is wider); their count is logged every {}s",
+                FILTERED_LOG_EVERY.as_secs()
+            );
+            self.logged = (0, Instant::now());
+        } else if self.n.is_multiple_of(64) && self.logged.1.elapsed() >= FILTERED_LOG_EVERY {
+            tracing::info!(
+                "{iface}: {} packets outside the watch list dropped in user space in the last \
+                 {}s ({} since the capture opened)",
+                self.n - self.logged.0,
+                self.logged.1.elapsed().as_secs(),
+                self.n
+            );
+            self.logged = (self.n, Instant::now());
+        }
+    }
 }
 
 /// How often the count of packets dropped in user space is logged (when it grew).
@@ -231,8 +261,10 @@ pub fn open(opts: &LiveOptions) -> Result<Live, OpenError> {
         nanos,
         error_polls: 0,
         gate: None,
-        filtered: 0,
-        filtered_logged: (0, Instant::now()),
+        dropped: Dropped {
+            n: 0,
+            logged: (0, Instant::now()),
+        },
     })
 }
 
@@ -373,7 +405,7 @@ impl Live {
 
     /// Packets dropped in user space as outside the watch list, since the handle opened.
     pub fn filtered(&self) -> u64 {
-        self.filtered
+        self.dropped.n
     }
 
     /// The next packet, or a timeout (none within the read timeout), or the error that
@@ -388,19 +420,7 @@ impl Live {
                 if let Some(w) = &self.gate
                     && !filter::watched(self.linktype, p.data, w)
                 {
-                    self.filtered += 1;
-                    if self.filtered % 4096 == 1
-                        && self.filtered_logged.1.elapsed() >= FILTERED_LOG_EVERY
-                    {
-                        tracing::info!(
-                            "{}: {} packets outside the watch list dropped in user space in the \
-                             last {}s",
-                            self.iface,
-                            self.filtered - self.filtered_logged.0,
-                            self.filtered_logged.1.elapsed().as_secs()
-                        );
-                        self.filtered_logged = (self.filtered, Instant::now());
-                    }
+                    self.dropped.count(&self.iface);
                     // The caller checks its stop flag and clock, then reads again.
                     return Ok(Next::Timeout);
                 }
@@ -475,6 +495,37 @@ mod tests {
             msg.contains("no interface named `nosuchif0`") && msg.contains("lo"),
             "{msg}"
         );
+    }
+
+    /// Needs CAP_NET_RAW (CI runs as root): a small list is installed exactly and the kernel
+    /// holds the very program; a huge one is covered, fits the kernel, and turns on the
+    /// user-space match.
+    #[test]
+    fn filters_reach_the_kernel_within_its_limit() {
+        use super::super::config::Cidr;
+        let mut l = open(&LiveOptions {
+            iface: "lo".into(),
+            snaplen: 256,
+            buffer_size: 1 << 20,
+        })
+        .unwrap_or_else(|e| panic!("this test needs CAP_NET_RAW: {e}"));
+        let small = WatchList::new(vec![Cidr::parse("10.0.0.1").unwrap().0]);
+        l.apply_watch("lo", "tcp", &small);
+        assert!(!l.matches_in_user_space());
+        let exact = l
+            .cap
+            .compile(&filter::build("tcp", &small.blocks(), true), true);
+        let n = exact.unwrap().get_instructions().len() as u32;
+        assert_eq!(l.kernel_filter_len(), Some(n));
+        let huge = WatchList::new(
+            (0..200_000u32)
+                .map(|i| Cidr::host(std::net::Ipv4Addr::from(0x0A00_0000 + i * 7).into()))
+                .collect(),
+        );
+        l.apply_watch("lo", "tcp", &huge);
+        assert!(l.matches_in_user_space());
+        let k = l.kernel_filter_len().unwrap();
+        assert!(k > 0 && k as usize <= filter::BPF_MAXINSNS, "{k}");
     }
 
     #[test]
