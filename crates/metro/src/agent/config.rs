@@ -373,23 +373,63 @@ fn at(loc: Location) -> String {
     }
 }
 
-/// Read and parse a configuration file. A missing or unreadable file is an error.
+/// The largest configuration file metro reads (a million watch-list entries take about
+/// 25 MB of YAML).
+pub const MAX_CONFIG_BYTES: u64 = 256 << 20;
+/// The most YAML nodes (scalars, lists, maps) a configuration may hold: about four million
+/// watch-list entries. serde-saphyr's default (250,000) would refuse a list of that length;
+/// a bound stays, so that memory does too.
+pub const MAX_YAML_NODES: usize = 4_000_000;
+
+/// serde-saphyr's options: its defaults, with room for long watch lists.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_YAML_NODES,
+            max_events: 2 * MAX_YAML_NODES,
+            max_total_scalar_bytes: MAX_CONFIG_BYTES as usize,
+        },
+    }
+}
+
+/// Read and parse a configuration file. A missing or unreadable file, or one larger than
+/// [`MAX_CONFIG_BYTES`], is an error.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    use std::io::Read;
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let fail = |message: String| ConfigError {
         origin: origin.clone(),
         position: None,
         key: None,
-        message: format!("cannot read the configuration file: {e}"),
+        message,
         snippet: None,
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|e| fail(format!("cannot read the configuration file: {e}")))?;
+    // Read one byte past the limit (a pipe or /dev/zero has no size to check first).
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read the configuration file: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(fail(format!(
+            "the configuration file is larger than {} MiB",
+            MAX_CONFIG_BYTES >> 20
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        fail(format!(
+            "cannot read the configuration file: not UTF-8 text (byte offset {})",
+            e.utf8_error().valid_up_to()
+        ))
     })?;
     parse(&text, &origin)
 }
 
 /// Parse configuration text; `origin` names it in errors and warnings.
 pub fn parse(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
-    let raw: Option<RawFile> =
-        serde_saphyr::from_str(text).map_err(|e| yaml_error(&e, origin, text))?;
+    let raw: Option<RawFile> = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| yaml_error(&e, origin, text))?;
     let Some(raw) = raw else {
         return Err(ConfigError {
             origin: origin.to_string(),
@@ -467,7 +507,7 @@ fn key_at(text: &str, line: u64, col: u64) -> Option<String> {
             Node::Other => {}
         }
     }
-    let node = serde_saphyr::from_str::<Node>(text).ok()?;
+    let node = serde_saphyr::from_str_with_options::<Node>(text, yaml_options()).ok()?;
     let mut best = None;
     walk(&node, "", line, col, &mut best);
     best
@@ -543,7 +583,8 @@ impl<'de> Deserialize<'de> for Node {
 fn unknown_keys(text: &str, origin: &str, warnings: &mut Vec<String>) {
     // The typed parse already succeeded; a document this scan cannot walk (e.g. a key that
     // is not a string) only loses the warnings.
-    let Ok(Node::Map(top)) = serde_saphyr::from_str::<Node>(text) else {
+    let Ok(Node::Map(top)) = serde_saphyr::from_str_with_options::<Node>(text, yaml_options())
+    else {
         return;
     };
     let mut warn = |path: String, key: &Spanned<String>| {
