@@ -187,10 +187,15 @@ impl Plan {
                     self.blocks
                 ));
             } else {
+                let (n, verb) = if self.terms == 1 {
+                    ("1 wider block".to_string(), "covers")
+                } else {
+                    (format!("{} wider blocks", self.terms), "cover")
+                };
                 s.push_str(&format!(
-                    "; {} wider blocks cover the {} watched ones: packets outside them are \
-                     dropped in user space",
-                    self.terms, self.blocks
+                    "; {n} {verb} the {} watched ones: packets outside them are dropped in \
+                     user space",
+                    self.blocks
                 ));
             }
         }

@@ -526,6 +526,21 @@ mod tests {
         assert!(l.matches_in_user_space());
         let k = l.kernel_filter_len().unwrap();
         assert!(k > 0 && k as usize <= filter::BPF_MAXINSNS, "{k}");
+        // `any` (Linux cooked capture, no VLAN form): the kernel holds the program too.
+        let mut any = open(&LiveOptions {
+            iface: "any".into(),
+            snaplen: 256,
+            buffer_size: 1 << 20,
+        })
+        .unwrap();
+        any.apply_watch("any", "tcp and not port 22", &small);
+        let plain = any.cap.compile(
+            &filter::build("tcp and not port 22", &small.blocks(), false),
+            true,
+        );
+        let n = plain.unwrap().get_instructions().len() as u32;
+        assert_eq!(any.kernel_filter_len(), Some(n));
+        assert!(!any.matches_in_user_space());
     }
 
     #[test]
