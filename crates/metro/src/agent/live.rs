@@ -297,6 +297,8 @@ impl Live {
         let set = watch.set();
         let vlan = self.has_vlans();
         let mut limit = filter::BPF_MAXINSNS;
+        // The last program the kernel refused (installed: libpcap runs it in user space).
+        let mut refused: Option<filter::Plan> = None;
         loop {
             let cap = &mut self.cap;
             let set = &set;
@@ -313,6 +315,18 @@ impl Live {
             let plan = match planned {
                 Ok(p) => p,
                 Err(e) => {
+                    if let Some(p) = refused.take() {
+                        // Nothing smaller can be built: the refused program stays.
+                        tracing::error!(
+                            "{iface}: the kernel refused the capture filter {} ({} BPF \
+                             instructions) and no smaller one can be built ({e}): libpcap \
+                             filters every packet in user space",
+                            p.expr,
+                            p.instructions()
+                        );
+                        self.installed(iface, &p, watch);
+                        return;
+                    }
                     tracing::error!(
                         "{iface}: no capture filter can be built: {e}; capturing nothing until \
                          the watch list changes"
@@ -335,7 +349,7 @@ impl Live {
             }
             let n = plan.instructions();
             match self.kernel_filter_len() {
-                Some(k) if k as usize != n && plan.terms > 1 => {
+                Some(k) if k as usize != n && plan.terms > 0 => {
                     // The kernel refused it (its socket-filter memory, net.core.optmem_max,
                     // can be below BPF_MAXINSNS): libpcap would filter every packet in user
                     // space. Try a smaller program.
@@ -344,6 +358,7 @@ impl Live {
                          trying fewer watched blocks"
                     );
                     limit = n / 2;
+                    refused = Some(plan);
                     continue;
                 }
                 Some(k) if k as usize != n => tracing::error!(
@@ -353,15 +368,20 @@ impl Live {
                 ),
                 _ => {}
             }
-            if let Some(e) = &plan.vlan_refused {
-                tracing::warn!(
-                    "{iface}: the VLAN form of the filter was refused ({e}); untagged frames only"
-                );
-            }
-            tracing::info!("{iface}: capture filter: {}", plan.describe());
-            self.gate = (!plan.exact).then(|| watch.clone());
+            self.installed(iface, &plan, watch);
             return;
         }
+    }
+
+    /// Log the filter now installed, and match in user space if it is wider than the list.
+    fn installed(&mut self, iface: &str, plan: &filter::Plan, watch: &WatchList) {
+        if let Some(e) = &plan.vlan_refused {
+            tracing::warn!(
+                "{iface}: the VLAN form of the filter was refused ({e}); untagged frames only"
+            );
+        }
+        tracing::info!("{iface}: capture filter: {}", plan.describe());
+        self.gate = (!plan.exact).then(|| watch.clone());
     }
 
     /// Install a compiled program on this handle.
