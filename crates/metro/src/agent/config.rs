@@ -376,10 +376,11 @@ fn at(loc: Location) -> String {
 /// The largest configuration file metro reads (a million watch-list entries take about
 /// 25 MB of YAML).
 pub const MAX_CONFIG_BYTES: u64 = 256 << 20;
-/// The most YAML nodes (scalars, lists, maps) a configuration may hold: about four million
-/// watch-list entries. serde-saphyr's default (250,000) would refuse a list of that length;
-/// a bound stays, so that memory does too.
-pub const MAX_YAML_NODES: usize = 4_000_000;
+/// The most YAML nodes (scalars, lists, maps) a configuration may hold: about two million
+/// watch-list entries. serde-saphyr's default (250,000) would refuse lists of 250,000; a
+/// bound stays, so that memory does too (`check-config` of two million entries peaks near
+/// 400 MB).
+pub const MAX_YAML_NODES: usize = 2_000_000;
 
 /// serde-saphyr's options: its defaults, with room for long watch lists.
 fn yaml_options() -> serde_saphyr::Options {
@@ -463,6 +464,10 @@ fn yaml_error(e: &serde_saphyr::Error, origin: &str, text: &str) -> ConfigError 
         "invalid f64" => "expected a number".to_string(),
         "expected sequence start" => "expected a list (`- item` lines or `[a, b]`)".to_string(),
         "expected mapping start" => "expected `key: value` entries".to_string(),
+        m if m.starts_with("budget breached") => format!(
+            "the configuration is too large: metro reads at most {MAX_YAML_NODES} YAML nodes \
+             (list entries, keys and values) ({m})"
+        ),
         _ => message,
     };
     let full = e.render_with_options(serde_saphyr::render_options! { source_name: Some(origin) });
