@@ -1,8 +1,8 @@
 //! What is local and what is watched, kept current off the capture path.
 //!
-//! [`WatchList`]: the configured `ips` (addresses and CIDR blocks) plus the current
-//! addresses of the configured `hosts`, each remembered with its host name for the `dst`
-//! tag. [`LocalSet`]: the addresses of the captured interface (or of the host, for `any`).
+//! [`WatchList`]: the configured `ips` (addresses and CIDR blocks, any number, kept as a
+//! [`NetSet`]: one binary search per lookup) plus the current addresses of the configured
+//! `hosts`, each remembered with its host name for the `dst` tag. [`LocalSet`]: the addresses of the captured interface (or of the host, for `any`).
 //! Both are published through a [`Shared`]: the capture thread compares a generation number
 //! per packet (one relaxed atomic load) and fetches the new value only when it changed.
 //!
