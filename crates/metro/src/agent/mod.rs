@@ -6,9 +6,9 @@
 //! Modules: [`config`] (YAML -> validated [`config::Config`]), [`filter`] (the kernel
 //! filter), [`live`] (libpcap handles), [`capture`] (the per-instance capture loop),
 //! [`netset`] (address sets of any size), [`resolve`] (watch list, local addresses, DNS
-//! refresh), [`report`] (per-interval
-//! aggregation), [`statsd`] (DogStatsD encoder and sink), [`prom`] (Prometheus exposition),
-//! [`log`] (rotating log file), [`run`] (threads, signals, reload).
+//! refresh), [`report`] (per-interval aggregation), [`statsd`] (DogStatsD encoder and
+//! sink), [`prom`] (Prometheus exposition), [`log`] (rotating log file), [`run`] (threads,
+//! signals, reload).
 
 pub mod capture;
 pub mod config;
