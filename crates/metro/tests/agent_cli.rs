@@ -321,3 +321,131 @@ fn deploy_examples_are_valid() {
     assert!(unit.contains("AmbientCapabilities=CAP_NET_RAW"));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
 }
+
+#[test]
+fn bad_long_and_oversized_filters_fail_at_start_with_libpcap_message() {
+    let dir = TempDir::new("filt");
+    let cfg = dir.write(
+        "metro.yaml",
+        "instances:\n  - interface: lo\n    ips: [10.0.0.1]\n",
+    );
+    let path = cfg.to_str().unwrap();
+    // A syntax error: libpcap's message, before anything starts (no capture is opened).
+    for args in [
+        vec!["run", "--config", path, "--filter", "tcp and ("],
+        vec!["-cfg", path, "-f", "tcp and ("],
+        vec!["check-config", path, "--filter", "tcp and ("],
+    ] {
+        let (st, out, err) = metro_output(&args);
+        assert!(!st.success(), "{args:?}: {out}{err}");
+        assert!(
+            err.contains("--filter: libpcap refuses the filter `tcp and (`")
+                && err.contains("syntax error"),
+            "{args:?}: {err}"
+        );
+    }
+    // 3,000 `port N` terms (the expression that kept libpcap busy for minutes): refused by
+    // its length, at once.
+    let long = (1..=3000)
+        .map(|p| format!("port {p}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let t = Instant::now();
+    let (st, _, err) = metro_output(&["run", "--config", path, "--filter", &long]);
+    assert!(!st.success());
+    assert!(
+        err.contains(&format!(
+            "the filter is {} bytes long; metro compiles at most 1024",
+            long.len()
+        )),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+}
+
+#[test]
+fn check_config_compiles_each_capture_filter_and_reads_each_pcap() {
+    let dir = TempDir::new("ccfilt");
+    // 5,000 entries: too many for the kernel filter, covered by wider blocks.
+    let mut ips = String::new();
+    for i in 0..5000u32 {
+        ips.push_str(&format!(
+            "      - 10.{}.{}.{}\n",
+            20 + i / 1000,
+            (i / 10) % 100,
+            i % 250
+        ));
+    }
+    let cfg = dir.write(
+        "metro.yaml",
+        &format!(
+            "instances:\n  - interface: lo\n    ips:\n{ips}  - interface: lo\n    ips: [10.0.0.1]\n"
+        ),
+    );
+    let (st, _, err) = metro_output(&["check-config", cfg.to_str().unwrap()]);
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("instances[0] (lo): capture filter: ((tcp) and (net ")
+            && err.contains("wider blocks cover the")
+            && err.contains("dropped in user space"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "instances[1] (lo): capture filter: ((tcp) and (host 10.0.0.1)) or (vlan and (tcp) and (host 10.0.0.1))"
+        ),
+        "{err}"
+    );
+    // With --filter: the same, on that base.
+    let (st, _, err) = metro_output(&[
+        "check-config",
+        cfg.to_str().unwrap(),
+        "--filter",
+        "tcp and not port 22",
+    ]);
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("((tcp and not port 22) and (host 10.0.0.1))"),
+        "{err}"
+    );
+
+    // A `pcap:` that is a directory, or not a capture: errors naming the key.
+    let not_pcap = dir.write("notes.txt", "hello, not a capture\n");
+    for (p, want) in [
+        (dir.0.to_str().unwrap().to_string(), "is a directory"),
+        (not_pcap.to_str().unwrap().to_string(), "cannot read"),
+    ] {
+        let cfg = dir.write(
+            "file.yaml",
+            &format!("instances:\n  - interface: file\n    pcap: {p}\n    ips: [10.0.0.1]\n"),
+        );
+        let (st, _, err) = metro_output(&["check-config", cfg.to_str().unwrap()]);
+        assert!(!st.success(), "{p}: {err}");
+        assert!(
+            err.contains("error: instances[0] (file): pcap: ") && err.contains(want),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn durations_below_their_floor_are_refused_naming_the_key() {
+    let dir = TempDir::new("floor");
+    for (v, line) in [("1e-10", 2), ("0", 2), (".nan", 2), ("-5", 2), ("1e12", 2)] {
+        let cfg = dir.write(
+            "metro.yaml",
+            &format!(
+                "init_config:\n  flush_interval: {v}\ninstances:\n  - interface: lo\n    ips: [10.0.0.1]\n"
+            ),
+        );
+        let path = cfg.to_str().unwrap();
+        for args in [vec!["check-config", path], vec!["run", "--config", path]] {
+            let (st, _, err) = metro_output(&args);
+            assert!(!st.success(), "{v}: {err}");
+            assert!(
+                err.contains(&format!("{path}:{line}:19: init_config.flush_interval: expected a number of seconds from 0.1 to 1000000000")),
+                "{v}: {err}"
+            );
+        }
+    }
+}

@@ -214,24 +214,7 @@ pub struct Worker {
 }
 
 fn install_filter(live: &mut Live, iface: &str, base: &str, watch: &WatchList) {
-    let blocks = watch.blocks();
-    let f = filter::build(base, &blocks, live.has_vlans());
-    match live.set_filter(&f) {
-        Ok(()) => tracing::info!("{iface}: capture filter: {f}"),
-        Err(e) => {
-            // A base filter libpcap refuses in the VLAN form still works without it.
-            let plain = filter::build(base, &blocks, false);
-            match live.set_filter(&plain) {
-                Ok(()) => tracing::warn!("{iface}: filter `{f}` refused ({e}); using `{plain}`"),
-                Err(e2) => {
-                    tracing::error!(
-                        "{iface}: capture filter `{plain}` refused: {e2}; capturing nothing"
-                    );
-                    let _ = live.set_filter(filter::MATCH_NOTHING);
-                }
-            }
-        }
-    }
+    live.apply_watch(iface, base, watch);
 }
 
 /// Sleep up to `d`, returning early (true) if `stop` is set.
@@ -363,7 +346,7 @@ pub fn run_file(
     let mut proc = Processor::new(w.shared.clone(), w.engine.clone(), w.duty);
     let every = flush_interval.as_nanos() as i64;
     let mut next_flush: Option<i64> = None;
-    let mut programs: Vec<(u32, Option<pcap::BpfProgram>)> = Vec::new();
+    let mut filters = filter::FileFilters::new(&name);
     let mut watch_gen = 0u64;
     let mut last_ts = 0i64;
     loop {
@@ -396,23 +379,9 @@ pub fn run_file(
         proc.refresh_watch();
         if proc.watch_generation() != watch_gen {
             watch_gen = proc.watch_generation();
-            programs.clear();
+            filters.clear();
         }
-        let prog = match programs.iter().position(|(lt, _)| *lt == rec.linktype) {
-            Some(i) => &programs[i].1,
-            None => {
-                let dead = pcap::Capture::dead(pcap::Linktype(rec.linktype as i32)).ok();
-                let blocks = proc.watch().blocks();
-                let vlan = rec.linktype == metro_core::wire::linktype::ETHERNET;
-                let f = filter::build(&w.base_filter, &blocks, vlan);
-                let p = dead.and_then(|d| d.compile(&f, true).ok());
-                programs.push((rec.linktype, p));
-                &programs.last().expect("just pushed").1
-            }
-        };
-        if let Some(p) = prog
-            && !p.filter(rec.data)
-        {
+        if !filters.admit(&w.base_filter, proc.watch(), rec.linktype, rec.data) {
             continue;
         }
         proc.packet(rec.linktype, ts, rec.data);

@@ -35,6 +35,16 @@ pub const DEFAULT_SAMPLE_INTERVAL: f64 = 50.0;
 pub const DEFAULT_BASE_FILTER: &str = "tcp";
 /// The `interface` value that replays the instance's `pcap` file instead of capturing.
 pub const FILE_INTERFACE: &str = "file";
+/// The longest duration any key takes (about 31 years): keeps nanosecond arithmetic far
+/// from overflow.
+pub const MAX_SECONDS: f64 = 1e9;
+/// Floors: below them a value is a typo or an attack, not a setting. A report every 0.1 s
+/// (`flush_interval`); connections idle for at least 1 s (`idle_ttl`); names re-resolved at
+/// most every second (`dns_refresh`); duty-cycle windows of at least 0.1 s.
+pub const MIN_FLUSH_INTERVAL: f64 = 0.1;
+pub const MIN_IDLE_TTL: f64 = 1.0;
+pub const MIN_DNS_REFRESH: f64 = 1.0;
+pub const MIN_SAMPLE_WINDOW: f64 = 0.1;
 
 // ---------------------------------------------------------------------------------------
 // Raw form: what the YAML says.
@@ -363,23 +373,64 @@ fn at(loc: Location) -> String {
     }
 }
 
-/// Read and parse a configuration file. A missing or unreadable file is an error.
+/// The largest configuration file metro reads (a million watch-list entries take about
+/// 25 MB of YAML).
+pub const MAX_CONFIG_BYTES: u64 = 256 << 20;
+/// The most YAML nodes (scalars, lists, maps) a configuration may hold: about two million
+/// watch-list entries. serde-saphyr's default (250,000) would refuse lists of 250,000; a
+/// bound stays, so that memory does too (`check-config` of two million entries peaks near
+/// 400 MB).
+pub const MAX_YAML_NODES: usize = 2_000_000;
+
+/// serde-saphyr's options: its defaults, with room for long watch lists.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_YAML_NODES,
+            max_events: 2 * MAX_YAML_NODES,
+            max_total_scalar_bytes: MAX_CONFIG_BYTES as usize,
+        },
+    }
+}
+
+/// Read and parse a configuration file. A missing or unreadable file, or one larger than
+/// [`MAX_CONFIG_BYTES`], is an error.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    use std::io::Read;
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let fail = |message: String| ConfigError {
         origin: origin.clone(),
         position: None,
         key: None,
-        message: format!("cannot read the configuration file: {e}"),
+        message,
         snippet: None,
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|e| fail(format!("cannot read the configuration file: {e}")))?;
+    // Read one byte past the limit (a pipe or /dev/zero has no size to check first).
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read the configuration file: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(fail(format!(
+            "the configuration file is larger than {} MiB",
+            MAX_CONFIG_BYTES >> 20
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        fail(format!(
+            "cannot read the configuration file: not UTF-8 text (byte offset {})",
+            e.utf8_error().valid_up_to()
+        ))
     })?;
     parse(&text, &origin)
 }
 
 /// Parse configuration text; `origin` names it in errors and warnings.
 pub fn parse(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
-    let raw: Option<RawFile> =
-        serde_saphyr::from_str(text).map_err(|e| yaml_error(&e, origin, text))?;
+    let raw: Option<RawFile> = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| yaml_error(&e, origin, text))?;
     let Some(raw) = raw else {
         return Err(ConfigError {
             origin: origin.to_string(),
@@ -413,6 +464,10 @@ fn yaml_error(e: &serde_saphyr::Error, origin: &str, text: &str) -> ConfigError 
         "invalid f64" => "expected a number".to_string(),
         "expected sequence start" => "expected a list (`- item` lines or `[a, b]`)".to_string(),
         "expected mapping start" => "expected `key: value` entries".to_string(),
+        m if m.starts_with("budget breached") => format!(
+            "the configuration is too large: metro reads at most {MAX_YAML_NODES} YAML nodes \
+             (list entries, keys and values) ({m})"
+        ),
         _ => message,
     };
     let full = e.render_with_options(serde_saphyr::render_options! { source_name: Some(origin) });
@@ -457,7 +512,7 @@ fn key_at(text: &str, line: u64, col: u64) -> Option<String> {
             Node::Other => {}
         }
     }
-    let node = serde_saphyr::from_str::<Node>(text).ok()?;
+    let node = serde_saphyr::from_str_with_options::<Node>(text, yaml_options()).ok()?;
     let mut best = None;
     walk(&node, "", line, col, &mut best);
     best
@@ -533,7 +588,8 @@ impl<'de> Deserialize<'de> for Node {
 fn unknown_keys(text: &str, origin: &str, warnings: &mut Vec<String>) {
     // The typed parse already succeeded; a document this scan cannot walk (e.g. a key that
     // is not a string) only loses the warnings.
-    let Ok(Node::Map(top)) = serde_saphyr::from_str::<Node>(text) else {
+    let Ok(Node::Map(top)) = serde_saphyr::from_str_with_options::<Node>(text, yaml_options())
+    else {
         return;
     };
     let mut warn = |path: String, key: &Spanned<String>| {
@@ -596,36 +652,32 @@ impl Ctx<'_> {
         }
     }
 
+    /// A duration in seconds: finite, at least `min` (0 also when `allow_zero`), at most
+    /// [`MAX_SECONDS`].
     fn seconds(
         &self,
         key: &str,
         v: Option<&Spanned<f64>>,
         default: f64,
+        min: f64,
         allow_zero: bool,
     ) -> Result<Duration, ConfigError> {
         let Some(v) = v else {
             return Ok(Duration::from_secs_f64(default));
         };
-        let ok = v.value.is_finite()
-            && if allow_zero {
-                v.value >= 0.0
-            } else {
-                v.value > 0.0
-            }
-            && v.value < 1e9;
+        let x = v.value;
+        let ok = x.is_finite() && (x >= min || allow_zero && x == 0.0) && x <= MAX_SECONDS;
         if !ok {
-            let want = if allow_zero {
-                "a number of seconds >= 0"
-            } else {
-                "a number of seconds > 0"
-            };
+            let zero = if allow_zero { " (or 0)" } else { "" };
             return Err(self.err(
                 key,
                 Some(v.referenced),
-                format!("expected {want}, found {}", v.value),
+                format!(
+                    "expected a number of seconds from {min} to {MAX_SECONDS}{zero}, found {x}"
+                ),
             ));
         }
-        Ok(Duration::from_secs_f64(v.value))
+        Ok(Duration::from_secs_f64(x))
     }
 }
 
@@ -660,6 +712,7 @@ impl Config {
             "init_config.idle_ttl",
             init.idle_ttl.as_ref(),
             DEFAULT_IDLE_TTL,
+            MIN_IDLE_TTL,
             false,
         )?;
         let exp_ttl = match (&init.exp_ttl, &init.expired_ttl) {
@@ -670,12 +723,18 @@ impl Config {
                         a.value, b.value
                     ));
                 }
-                cx.seconds("init_config.exp_ttl", Some(a), DEFAULT_EXP_TTL, true)?
+                cx.seconds("init_config.exp_ttl", Some(a), DEFAULT_EXP_TTL, 0.0, true)?
             }
-            (Some(a), None) => cx.seconds("init_config.exp_ttl", Some(a), DEFAULT_EXP_TTL, true)?,
-            (None, Some(b)) => {
-                cx.seconds("init_config.expired_ttl", Some(b), DEFAULT_EXP_TTL, true)?
+            (Some(a), None) => {
+                cx.seconds("init_config.exp_ttl", Some(a), DEFAULT_EXP_TTL, 0.0, true)?
             }
+            (None, Some(b)) => cx.seconds(
+                "init_config.expired_ttl",
+                Some(b),
+                DEFAULT_EXP_TTL,
+                0.0,
+                true,
+            )?,
             (None, None) => Duration::from_secs_f64(DEFAULT_EXP_TTL),
         };
 
@@ -746,12 +805,14 @@ impl Config {
             "init_config.flush_interval",
             init.flush_interval.as_ref(),
             DEFAULT_FLUSH_INTERVAL,
+            MIN_FLUSH_INTERVAL,
             false,
         )?;
         let dns_refresh = cx.seconds(
             "init_config.dns_refresh",
             init.dns_refresh.as_ref(),
             DEFAULT_DNS_REFRESH,
+            MIN_DNS_REFRESH,
             false,
         )?;
         let buffer_size = match &init.buffer_size {
@@ -903,6 +964,8 @@ fn instance(
     }
 
     let mut ips = Vec::new();
+    // Duplicates dropped in O(1) each: lists of a million entries are allowed.
+    let mut seen = std::collections::HashSet::new();
     for (j, s) in inst.ips.iter().flatten().enumerate() {
         match Cidr::parse(&s.value) {
             Ok((c, host_bits)) => {
@@ -914,7 +977,7 @@ fn instance(
                         s.value
                     ));
                 }
-                if !ips.contains(&c) {
+                if seen.insert(c) {
                     ips.push(c);
                 }
             }
@@ -930,6 +993,7 @@ fn instance(
         }
     }
     let mut hosts = Vec::new();
+    let mut seen_hosts = std::collections::HashSet::new();
     for (j, h) in inst.hosts.iter().flatten().enumerate() {
         let v = h.value.trim();
         if v.is_empty() || v.contains(char::is_whitespace) || v.contains('/') {
@@ -940,7 +1004,7 @@ fn instance(
             ));
         }
         // An address under `hosts` works (it resolves to itself) but belongs under `ips`.
-        if !hosts.iter().any(|x: &String| x == v) {
+        if seen_hosts.insert(v) {
             hosts.push(v.to_string());
         }
     }
@@ -958,12 +1022,14 @@ fn instance(
             &format!("{key}.sample_duration"),
             inst.sample_duration.as_ref(),
             DEFAULT_SAMPLE_DURATION,
+            MIN_SAMPLE_WINDOW,
             false,
         )?;
         let interval = cx.seconds(
             &format!("{key}.sample_interval"),
             inst.sample_interval.as_ref(),
             DEFAULT_SAMPLE_INTERVAL,
+            MIN_SAMPLE_WINDOW,
             true,
         )?;
         if interval.is_zero() {
@@ -1409,6 +1475,82 @@ extra: 1
         );
         assert_eq!(c.instances[0].max_flows, 500);
         assert_eq!(c.instances[1].max_flows, 7);
+    }
+
+    #[test]
+    fn durations_have_floors_and_ceilings() {
+        let with = |key: &str, v: &str| {
+            let (section, indent) = if key.starts_with("sample") {
+                ("", "    ")
+            } else {
+                ("init_config:\n", "  ")
+            };
+            let inst = if key.starts_with("sample") {
+                format!("    sample: true\n{indent}{key}: {v}\n")
+            } else {
+                String::new()
+            };
+            let init = if section.is_empty() {
+                String::new()
+            } else {
+                format!("{section}{indent}{key}: {v}\n")
+            };
+            parse(
+                &format!("{init}instances:\n  - interface: eth0\n    ips: [10.0.0.1]\n{inst}"),
+                "test.yaml",
+            )
+        };
+        for (key, bad) in [
+            ("flush_interval", "1e-10"),
+            ("flush_interval", "0"),
+            ("flush_interval", "0.05"),
+            ("flush_interval", ".nan"),
+            ("flush_interval", "-1"),
+            ("flush_interval", ".inf"),
+            ("flush_interval", "1e300"),
+            ("dns_refresh", "0.5"),
+            ("idle_ttl", "0.001"),
+            ("exp_ttl", "-0.1"),
+            ("sample_duration", "1e-9"),
+            ("sample_interval", "0.001"),
+        ] {
+            let e = with(key, bad).expect_err(&format!("{key}: {bad} accepted"));
+            assert!(
+                e.key.as_deref().is_some_and(|k| k.ends_with(key)),
+                "{key}: {bad}: {e}"
+            );
+            assert!(
+                e.message.contains("expected a number of seconds from"),
+                "{e}"
+            );
+        }
+        for (key, good) in [
+            ("flush_interval", "0.1"),
+            ("flush_interval", "1e9"),
+            ("dns_refresh", "1"),
+            ("idle_ttl", "1"),
+            ("exp_ttl", "0"),
+            ("sample_duration", "0.1"),
+            ("sample_interval", "0"),
+        ] {
+            if let Err(e) = with(key, good) {
+                panic!("{key}: {good} refused: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn large_lists_with_duplicates_load_quickly() {
+        // 40,000 entries, half of them repeats: deduplicated, order kept.
+        let mut y = String::from("instances:\n  - interface: eth0\n    ips:\n");
+        for i in 0..20_000u32 {
+            let a = format!("      - 10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255);
+            y.push_str(&a);
+            y.push_str(&a);
+        }
+        let c = ok(&y).config;
+        assert_eq!(c.instances[0].ips.len(), 20_000);
+        assert_eq!(c.instances[0].ips[19_999].to_string(), "10.0.78.31");
     }
 
     #[test]

@@ -7,11 +7,22 @@
 //! Opening errors are classified so that the operator reads what to do: a missing
 //! interface lists the ones that exist, a missing capability names the exact `setcap`
 //! command, an interface that is down is retried by the caller.
+//!
+//! The kernel filter ([`Live::apply_watch`]) is compiled on a thread with a large stack
+//! against this handle (libpcap generates link-specific code, e.g. the kernel's VLAN
+//! metadata on Linux), installed, and read back from the socket: when the kernel refused it
+//! (libpcap then silently filters every packet in user space), a smaller program is tried.
+//! When the filter is wider than the watch list, [`Live::next_packet`] drops the packets
+//! outside the list before they reach the engine, and counts them.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use pcap::{Active, Capture, Device, Precision};
+use pcap::{Active, BpfProgram, Capture, Device, Precision};
+
+use super::filter;
+use super::resolve::WatchList;
 
 /// Read timeout: the longest a capture thread waits before it checks for work.
 pub const READ_TIMEOUT_MS: i32 = 100;
@@ -154,6 +165,7 @@ pub struct LiveOptions {
 
 /// An open live capture.
 pub struct Live {
+    iface: String,
     cap: Capture<Active>,
     fd: std::os::fd::RawFd,
     linktype: u32,
@@ -161,10 +173,52 @@ pub struct Live {
     nanos: bool,
     /// Consecutive polls that reported an error condition without libpcap reporting one.
     error_polls: u32,
+    /// Set when the kernel filter is wider than the watch list: packets are matched
+    /// against this in user space.
+    gate: Option<WatchList>,
+    /// Packets the user-space match dropped.
+    dropped: Dropped,
 }
+
+/// Packets the user-space match dropped since the handle opened, and when the count was
+/// last logged (with the count then).
+struct Dropped {
+    n: u64,
+    logged: (u64, Instant),
+}
+
+impl Dropped {
+    /// Count one; log the first, then the count every [`FILTERED_LOG_EVERY`] (looking at
+    /// the clock every 64 drops).
+    fn count(&mut self, iface: &str) {
+        self.n += 1;
+        if self.n == 1 {
+            tracing::info!(
+                "{iface}: packets outside the watch list are dropped in user space (the kernel \
+                 filter is wider); their count is logged every {}s",
+                FILTERED_LOG_EVERY.as_secs()
+            );
+            self.logged = (0, Instant::now());
+        } else if self.n.is_multiple_of(64) && self.logged.1.elapsed() >= FILTERED_LOG_EVERY {
+            tracing::info!(
+                "{iface}: {} packets outside the watch list dropped in user space in the last \
+                 {}s ({} since the capture opened)",
+                self.n - self.logged.0,
+                self.logged.1.elapsed().as_secs(),
+                self.n
+            );
+            self.logged = (self.n, Instant::now());
+        }
+    }
+}
+
+/// How often the count of packets dropped in user space is logged (when it grew).
+const FILTERED_LOG_EVERY: Duration = Duration::from_secs(60);
 
 unsafe extern "C" {
     fn pcap_get_tstamp_precision(p: *mut libc::c_void) -> libc::c_int;
+    fn pcap_setfilter(p: *mut libc::c_void, fp: *mut libc::c_void) -> libc::c_int;
+    fn pcap_geterr(p: *mut libc::c_void) -> *const libc::c_char;
 }
 
 /// Open a capture on `opts.iface`.
@@ -200,11 +254,17 @@ pub fn open(opts: &LiveOptions) -> Result<Live, OpenError> {
     let nanos = unsafe { pcap_get_tstamp_precision(cap.as_ptr().cast()) } == 1;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&cap);
     Ok(Live {
+        iface: opts.iface.clone(),
         cap,
         fd,
         linktype,
         nanos,
         error_polls: 0,
+        gate: None,
+        dropped: Dropped {
+            n: 0,
+            logged: (0, Instant::now()),
+        },
     })
 }
 
@@ -214,7 +274,8 @@ pub enum Next<'a> {
         ts: i64,
         data: &'a [u8],
     },
-    /// The read timeout passed without a packet.
+    /// No packet for the caller: the read timeout passed, or the packet read was outside the
+    /// watch list and dropped (counted in [`Live::filtered`]).
     Timeout,
 }
 
@@ -228,9 +289,143 @@ impl Live {
         self.linktype == metro_core::wire::linktype::ETHERNET
     }
 
-    /// Compile and install a filter.
-    pub fn set_filter(&mut self, f: &str) -> Result<(), String> {
-        self.cap.filter(f, true).map_err(|e| e.to_string())
+    /// Compile and install the kernel filter for `watch` on the base filter `base`
+    /// ([`filter::plan`]), and match in user space when it is wider than the list. Logs what
+    /// was installed (`capture filter: ...`). Never fails: a filter that cannot be built is
+    /// an error in the log and the handle then captures nothing until the list changes.
+    pub fn apply_watch(&mut self, iface: &str, base: &str, watch: &WatchList) {
+        let set = watch.set();
+        let vlan = self.has_vlans();
+        let mut limit = filter::BPF_MAXINSNS;
+        // The last program the kernel refused (installed: libpcap runs it in user space).
+        let mut refused: Option<filter::Plan> = None;
+        loop {
+            let cap = &mut self.cap;
+            let set = &set;
+            let planned = filter::on_compile_stack(move || {
+                filter::plan_within(
+                    &mut |e| cap.compile(e, true).map_err(|e| e.to_string()),
+                    base,
+                    set,
+                    vlan,
+                    limit,
+                )
+            })
+            .and_then(|r| r);
+            let plan = match planned {
+                Ok(p) => p,
+                Err(e) => {
+                    if let Some(p) = refused.take() {
+                        // Nothing smaller can be built: the refused program stays.
+                        tracing::error!(
+                            "{iface}: the kernel refused the capture filter {} ({} BPF \
+                             instructions) and no smaller one can be built ({e}): libpcap \
+                             filters every packet in user space",
+                            p.expr,
+                            p.instructions()
+                        );
+                        self.installed(iface, &p, watch);
+                        return;
+                    }
+                    tracing::error!(
+                        "{iface}: no capture filter can be built: {e}; capturing nothing until \
+                         the watch list changes"
+                    );
+                    self.gate = None;
+                    if let Ok(p) = self.cap.compile(filter::MATCH_NOTHING, true) {
+                        let _ = self.install(&p);
+                    }
+                    return;
+                }
+            };
+            if let Err(e) = self.install(&plan.program) {
+                tracing::error!(
+                    "{iface}: libpcap cannot install the capture filter {}: {e}; capturing \
+                     nothing until the watch list changes",
+                    plan.expr
+                );
+                self.gate = None;
+                return;
+            }
+            let n = plan.instructions();
+            match self.kernel_filter_len() {
+                Some(k) if k as usize != n && plan.terms > 0 => {
+                    // The kernel refused it (its socket-filter memory, net.core.optmem_max,
+                    // can be below BPF_MAXINSNS): libpcap would filter every packet in user
+                    // space. Try a smaller program.
+                    tracing::warn!(
+                        "{iface}: the kernel refused a capture filter of {n} BPF instructions; \
+                         trying fewer watched blocks"
+                    );
+                    limit = n / 2;
+                    refused = Some(plan);
+                    continue;
+                }
+                Some(k) if k as usize != n => tracing::error!(
+                    "{iface}: the kernel refused the capture filter {} ({n} BPF instructions): \
+                     libpcap filters every packet in user space",
+                    plan.expr
+                ),
+                _ => {}
+            }
+            self.installed(iface, &plan, watch);
+            return;
+        }
+    }
+
+    /// Log the filter now installed, and match in user space if it is wider than the list.
+    fn installed(&mut self, iface: &str, plan: &filter::Plan, watch: &WatchList) {
+        if let Some(e) = &plan.vlan_refused {
+            tracing::warn!(
+                "{iface}: the VLAN form of the filter was refused ({e}); untagged frames only"
+            );
+        }
+        tracing::info!("{iface}: capture filter: {}", plan.describe());
+        self.gate = (!plan.exact).then(|| watch.clone());
+    }
+
+    /// Install a compiled program on this handle.
+    fn install(&mut self, p: &BpfProgram) -> Result<(), String> {
+        let h = self.cap.as_ptr().cast::<libc::c_void>();
+        // SAFETY: `BpfProgram` is a transparent `struct bpf_program`; pcap_setfilter copies
+        // it and does not keep the pointer. The handle is valid for the life of `self.cap`.
+        let r = unsafe { pcap_setfilter(h, (p as *const BpfProgram).cast_mut().cast()) };
+        if r == 0 {
+            return Ok(());
+        }
+        // SAFETY: pcap_geterr returns the handle's NUL-terminated error buffer.
+        Err(unsafe { std::ffi::CStr::from_ptr(pcap_geterr(h)) }
+            .to_string_lossy()
+            .into_owned())
+    }
+
+    /// Instructions of the filter attached to the capture socket (0 when none), read back
+    /// from the kernel (`SO_GET_FILTER`); `None` when the socket cannot tell.
+    pub fn kernel_filter_len(&self) -> Option<u32> {
+        let mut len: libc::socklen_t = 0;
+        // SAFETY: with a zero length the kernel writes only `len` (the filter's instruction
+        // count); no buffer is read or written.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_GET_FILTER,
+                std::ptr::null_mut(),
+                &mut len,
+            )
+        };
+        (r == 0).then_some(len)
+    }
+
+    /// Whether packets are matched against the watch list in user space (the kernel filter
+    /// is wider than the list).
+    pub fn matches_in_user_space(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    /// Packets dropped in user space as outside the watch list, since the handle opened.
+    pub fn filtered(&self) -> u64 {
+        self.dropped.n
     }
 
     /// The next packet, or a timeout (none within the read timeout), or the error that
@@ -242,6 +437,13 @@ impl Live {
         match self.cap.next_packet() {
             Ok(p) => {
                 self.error_polls = 0;
+                if let Some(w) = &self.gate
+                    && !filter::watched(self.linktype, p.data, w)
+                {
+                    self.dropped.count(&self.iface);
+                    // The caller checks its stop flag and clock, then reads again.
+                    return Ok(Next::Timeout);
+                }
                 let tv = p.header.ts;
                 let sub = if nanos {
                     i64::from(tv.tv_usec)
@@ -313,6 +515,52 @@ mod tests {
             msg.contains("no interface named `nosuchif0`") && msg.contains("lo"),
             "{msg}"
         );
+    }
+
+    /// Needs CAP_NET_RAW (CI runs as root): a small list is installed exactly and the kernel
+    /// holds the very program; a huge one is covered, fits the kernel, and turns on the
+    /// user-space match.
+    #[test]
+    fn filters_reach_the_kernel_within_its_limit() {
+        use super::super::config::Cidr;
+        let mut l = open(&LiveOptions {
+            iface: "lo".into(),
+            snaplen: 256,
+            buffer_size: 1 << 20,
+        })
+        .unwrap_or_else(|e| panic!("this test needs CAP_NET_RAW: {e}"));
+        let small = WatchList::new(vec![Cidr::parse("10.0.0.1").unwrap().0]);
+        l.apply_watch("lo", "tcp", &small);
+        assert!(!l.matches_in_user_space());
+        let exact = l
+            .cap
+            .compile(&filter::build("tcp", &small.blocks(), true), true);
+        let n = exact.unwrap().get_instructions().len() as u32;
+        assert_eq!(l.kernel_filter_len(), Some(n));
+        let huge = WatchList::new(
+            (0..200_000u32)
+                .map(|i| Cidr::host(std::net::Ipv4Addr::from(0x0A00_0000 + i * 7).into()))
+                .collect(),
+        );
+        l.apply_watch("lo", "tcp", &huge);
+        assert!(l.matches_in_user_space());
+        let k = l.kernel_filter_len().unwrap();
+        assert!(k > 0 && k as usize <= filter::BPF_MAXINSNS, "{k}");
+        // `any` (Linux cooked capture, no VLAN form): the kernel holds the program too.
+        let mut any = open(&LiveOptions {
+            iface: "any".into(),
+            snaplen: 256,
+            buffer_size: 1 << 20,
+        })
+        .unwrap();
+        any.apply_watch("any", "tcp and not port 22", &small);
+        let plain = any.cap.compile(
+            &filter::build("tcp and not port 22", &small.blocks(), false),
+            true,
+        );
+        let n = plain.unwrap().get_instructions().len() as u32;
+        assert_eq!(any.kernel_filter_len(), Some(n));
+        assert!(!any.matches_in_user_space());
     }
 
     #[test]

@@ -5,15 +5,17 @@
 //!
 //! Modules: [`config`] (YAML -> validated [`config::Config`]), [`filter`] (the kernel
 //! filter), [`live`] (libpcap handles), [`capture`] (the per-instance capture loop),
-//! [`resolve`] (watch list, local addresses, DNS refresh), [`report`] (per-interval
-//! aggregation), [`statsd`] (DogStatsD encoder and sink), [`prom`] (Prometheus exposition),
-//! [`log`] (rotating log file), [`run`] (threads, signals, reload).
+//! [`netset`] (address sets of any size), [`resolve`] (watch list, local addresses, DNS
+//! refresh), [`report`] (per-interval aggregation), [`statsd`] (DogStatsD encoder and
+//! sink), [`prom`] (Prometheus exposition), [`log`] (rotating log file), [`run`] (threads,
+//! signals, reload).
 
 pub mod capture;
 pub mod config;
 pub mod filter;
 pub mod live;
 pub mod log;
+pub mod netset;
 pub mod prom;
 pub mod report;
 pub mod resolve;
@@ -39,7 +41,9 @@ pub struct RunArgs {
     /// `log_to_file`.
     #[arg(long, value_name = "PATH")]
     pub log: Option<PathBuf>,
-    /// Base capture filter (go-metro's `-f`), combined with the watched addresses.
+    /// Base capture filter (go-metro's `-f`, default `tcp`), combined with the watched
+    /// addresses. libpcap syntax, at most 1024 bytes; an expression libpcap refuses, or one
+    /// too large for the kernel on its own, stops metro at start with libpcap's message.
     #[arg(long, value_name = "FILTER")]
     pub filter: Option<String>,
 }
@@ -50,11 +54,20 @@ pub struct CheckConfigArgs {
     /// The configuration file to check.
     #[arg(value_name = "PATH")]
     pub config: PathBuf,
+    /// The base capture filter `metro run --filter` would use: compiled with each instance's
+    /// watch list as the agent would.
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Option<String>,
 }
 
 /// Run the agent. Returns when SIGTERM or SIGINT arrives (after a final flush) or when every
 /// instance was a capture file and all of them ended; an error means it could not start.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Before anything starts: a filter libpcap refuses (or cannot compile in bounded time)
+    // is an error now, not a capture that sees nothing.
+    if let Some(f) = &args.filter {
+        filter::check_base(f).map_err(|e| anyhow!("--filter: {e}"))?;
+    }
     run::run_agent(
         &args.config,
         run::Overrides {
@@ -66,12 +79,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Check a configuration: print the effective configuration (YAML) on stdout and every
 /// warning on stderr. Fails on an error, including ones only this host can tell: an
-/// interface that does not exist here, or a watch list of this host's own addresses.
+/// interface that does not exist here, a watch list of this host's own addresses, a capture
+/// file that cannot be read, or a capture filter libpcap refuses. Each live instance's
+/// kernel filter is compiled as the agent would (for an Ethernet link, or Linux cooked
+/// capture for `any`) and described on stderr.
 pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
+    let base = args
+        .filter
+        .clone()
+        .unwrap_or_else(|| config::DEFAULT_BASE_FILTER.to_string());
+    filter::check_base(&base).map_err(|e| anyhow!("--filter: {e}"))?;
     let loaded = config::load(&args.config).map_err(|e| anyhow!("{e}"))?;
     let cfg = &loaded.config;
     let mut warnings = loaded.warnings.clone();
     let mut errors = Vec::new();
+    let mut notes = Vec::new();
     let devices = live::device_names();
     let mut cache = HashMap::new();
     for (i, inst) in cfg.instances.iter().enumerate() {
@@ -106,10 +128,24 @@ pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
                         inst.interface
                     ));
                 }
+                let linktype = if inst.interface == "any" {
+                    metro_core::wire::linktype::LINUX_SLL
+                } else {
+                    metro_core::wire::linktype::ETHERNET
+                };
+                match filter::plan_dead(linktype, &base, &watch.set()) {
+                    Ok(p) => notes.push(format!("{name}: capture filter: {}", p.describe())),
+                    Err(e) => errors.push(format!("{name}: {e}")),
+                }
             }
             config::Source::File(p) => {
-                if let Err(e) = std::fs::File::open(p) {
-                    errors.push(format!("{name}: cannot open {}: {e}", p.display()));
+                if p.is_dir() {
+                    errors.push(format!(
+                        "{name}: pcap: {} is a directory; expected a capture file",
+                        p.display()
+                    ));
+                } else if let Err(e) = crate::pcap::CaptureReader::open(p) {
+                    errors.push(format!("{name}: pcap: cannot read {}: {e}", p.display()));
                 }
             }
         }
@@ -121,6 +157,9 @@ pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
         warnings.push(format!("statsd_ip `{host}` does not resolve now: {e}"));
     }
     print!("{}", cfg.to_yaml());
+    for n in &notes {
+        eprintln!("{n}");
+    }
     for w in &warnings {
         eprintln!("warning: {w}");
     }

@@ -1,8 +1,8 @@
 //! What is local and what is watched, kept current off the capture path.
 //!
-//! [`WatchList`]: the configured `ips` (addresses and CIDR blocks) plus the current
-//! addresses of the configured `hosts`, each remembered with its host name for the `dst`
-//! tag. [`LocalSet`]: the addresses of the captured interface (or of the host, for `any`).
+//! [`WatchList`]: the configured `ips` (addresses and CIDR blocks, any number, kept as a
+//! [`NetSet`]: one binary search per lookup) plus the current addresses of the configured
+//! `hosts`, each remembered with its host name for the `dst` tag. [`LocalSet`]: the addresses of the captured interface (or of the host, for `any`).
 //! Both are published through a [`Shared`]: the capture thread compares a generation number
 //! per packet (one relaxed atomic load) and fetches the new value only when it changed.
 //!
@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::config::Cidr;
+use super::netset::NetSet;
 use super::report::InstanceShared;
 
 /// How often local addresses are re-read.
@@ -77,19 +78,33 @@ impl From<HashSet<IpAddr>> for LocalSet {
 }
 
 /// The remote addresses an instance watches.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// The configured blocks live in a [`NetSet`] behind an `Arc`: a lookup is one binary
+/// search whatever the list's length, and the resolver's copy-on-change costs a pointer,
+/// not the list.
+#[derive(Clone, Debug, Default)]
 pub struct WatchList {
-    nets: Vec<Cidr>,
+    nets: Arc<NetSet>,
     /// Host name -> its current addresses (sorted).
     resolved: BTreeMap<String, Vec<IpAddr>>,
     /// Address -> the host name it was resolved from (the first configured name wins).
     names: HashMap<IpAddr, Arc<str>>,
 }
 
+impl PartialEq for WatchList {
+    fn eq(&self, o: &WatchList) -> bool {
+        (Arc::ptr_eq(&self.nets, &o.nets) || self.nets == o.nets)
+            && self.resolved == o.resolved
+            && self.names == o.names
+    }
+}
+
+impl Eq for WatchList {}
+
 impl WatchList {
     pub fn new(nets: Vec<Cidr>) -> WatchList {
         WatchList {
-            nets,
+            nets: Arc::new(NetSet::new(nets)),
             resolved: BTreeMap::new(),
             names: HashMap::new(),
         }
@@ -118,9 +133,10 @@ impl WatchList {
         self.resolved.get(host).map(Vec::as_slice)
     }
 
+    /// Whether `ip` is watched: a hash lookup and a binary search.
     #[inline]
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.names.contains_key(&ip) || self.nets.iter().any(|n| n.contains(ip))
+        self.names.contains_key(&ip) || self.nets.contains(ip)
     }
 
     /// The `dst` tag for a watched address: its configured host name, else the address.
@@ -131,19 +147,17 @@ impl WatchList {
         }
     }
 
-    /// Every watched block: the configured ones and each resolved address, without
-    /// duplicates, in a stable order (for the capture filter).
-    pub fn blocks(&self) -> Vec<Cidr> {
-        let mut out = self.nets.clone();
+    /// Every watched address, configured and resolved, as one set (for the capture filter).
+    pub fn set(&self) -> NetSet {
         let mut addrs: Vec<IpAddr> = self.names.keys().copied().collect();
         addrs.sort();
-        for a in addrs {
-            let c = Cidr::host(a);
-            if !out.contains(&c) {
-                out.push(c);
-            }
-        }
-        out
+        self.nets.with(addrs.into_iter().map(Cidr::host))
+    }
+
+    /// Every watched block, configured and resolved, as the fewest CIDR blocks covering
+    /// them (duplicates and overlaps merged), IPv4 first, in address order.
+    pub fn blocks(&self) -> Vec<Cidr> {
+        self.set().cidrs()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -355,9 +369,15 @@ mod tests {
         assert_eq!(&*w.tag("10.0.0.2".parse().unwrap()), "a.example");
         assert_eq!(&*w.tag("10.1.9.9".parse().unwrap()), "10.1.9.9");
         let blocks: Vec<String> = w.blocks().iter().map(|b| b.to_string()).collect();
-        assert_eq!(blocks, ["10.1.0.0/16", "10.0.0.2"]);
+        assert_eq!(blocks, ["10.0.0.2", "10.1.0.0/16"]);
+        // A resolved address inside a configured block adds nothing.
+        w.set_resolved("b.example", &["10.1.2.3".parse().unwrap()]);
+        assert_eq!(w.blocks().len(), 2);
+        assert_eq!(&*w.tag("10.1.2.3".parse().unwrap()), "b.example");
         // The address moves: the old one is no longer watched.
+        let before = w.clone();
         w.set_resolved("a.example", &["10.0.0.3".parse().unwrap()]);
+        assert_ne!(w, before);
         assert!(!w.contains("10.0.0.2".parse().unwrap()));
         assert_eq!(&*w.tag("10.0.0.3".parse().unwrap()), "a.example");
     }
