@@ -550,10 +550,7 @@ mod tests {
             .iter()
             .map(|p| (p.dst.to_string(), p.stats.count(), p.retransmits))
             .collect();
-        assert_eq!(
-            got,
-            [("10.0.0.2".into(), 1, 1), ("10.0.0.3".into(), 1, 0)]
-        );
+        assert_eq!(got, [("10.0.0.2".into(), 1, 1), ("10.0.0.3".into(), 1, 0)]);
 
         // A full table of pairs with samples: a new pair's samples are dropped and counted,
         // the pairs already there keep theirs.
