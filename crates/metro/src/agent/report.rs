@@ -1,11 +1,12 @@
 //! Per-interval aggregation: samples and retransmissions folded per (local address, remote
 //! host) pair, and the [`InstanceReport`] a flush hands to the sinks.
 //!
-//! The capture thread adds to an [`Interval`] under a short-lived lock (one update per
+//! The capture thread owns the [`Interval`] it fills, without any lock (one update per
 //! sample, found through the connection's tag; a hash lookup only for a connection's first
-//! sample in an interval); a flush swaps the whole interval out and builds the report outside the lock,
-//! so no sink ever holds it. Pairs with no new sample are not reported (go-metro re-sent
-//! stale values forever).
+//! sample in an interval). At a flush tick the flusher raises the instance's request
+//! counter; the capture thread, between packets, swaps in an empty interval and sends the
+//! full one over the instance's channel; the flusher builds the report from it. Pairs with
+//! no new sample are not reported (go-metro re-sent stale values forever).
 //!
 //! Only a sample takes one of the interval's [`MAX_PAIRS`] slots: a retransmission on a pair
 //! without a slot waits in a separate bounded table and joins its pair when the pair's first
@@ -17,7 +18,9 @@ use std::collections::HashMap;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use metro_core::aggregate::{Numbering, Stats};
 use metro_core::engine::NO_TAG;
@@ -25,6 +28,8 @@ use metro_core::rtt::Sample;
 
 use super::resolve::{LocalSet, Shared, WatchList};
 
+/// Intervals a capture thread can hand over before the flusher collects them.
+const HANDOFF_SLOTS: usize = 8;
 /// Pairs with samples kept per interval; a sample of a new pair beyond this is dropped and
 /// counted.
 pub const MAX_PAIRS: usize = 65_536;
@@ -150,6 +155,47 @@ impl Interval {
         self.pairs.len()
     }
 
+    /// Fold a later interval of the same instance in (a hand-over that arrived late).
+    pub fn merge(&mut self, other: Interval) {
+        let keys = other.numbers.keys().to_vec();
+        for (key, acc) in keys.into_iter().zip(other.pairs) {
+            let mut tag = NO_TAG;
+            match self.numbers.find(key, &mut tag) {
+                Some(i) => {
+                    let p = &mut self.pairs[i as usize];
+                    p.stats.merge(&acc.stats);
+                    p.retransmits += acc.retransmits;
+                }
+                None if self.pairs.len() >= MAX_PAIRS => {
+                    self.pairs_dropped.samples += acc.stats.count();
+                }
+                None => {
+                    self.pairs.push(acc);
+                    self.numbers.add(key, &mut tag);
+                }
+            }
+        }
+        for (key, n) in other.pending {
+            let mut tag = NO_TAG;
+            if let Some(i) = self.numbers.find(key, &mut tag) {
+                self.pairs[i as usize].retransmits += n;
+            } else if let Some(m) = self.pending.get_mut(&key) {
+                *m += n;
+            } else if self.pending.len() < MAX_PENDING_PAIRS {
+                self.pending.insert(key, n);
+            } else {
+                self.pairs_dropped.retransmits += n;
+            }
+        }
+        for (a, b) in self.samples.iter_mut().zip(other.samples) {
+            *a += b;
+        }
+        self.samples_internal += other.samples_internal;
+        self.samples_unwatched += other.samples_unwatched;
+        self.pairs_dropped.samples += other.pairs_dropped.samples;
+        self.pairs_dropped.retransmits += other.pairs_dropped.retransmits;
+    }
+
     /// Fold one sample in. A sample answered by a local address is internal; one answered by
     /// a watched remote address is network RTT for the pair (closing packet's destination,
     /// responder).
@@ -272,7 +318,12 @@ pub struct InstanceShared {
     pub iface: String,
     /// The instance's tags: replaced in place by a reload that keeps the capture.
     pub tags: Mutex<Vec<String>>,
-    pub interval: Mutex<Interval>,
+    /// Raised by the flusher: the capture thread hands its interval over when this moves.
+    pub flush_requests: AtomicU64,
+    /// The capture thread's end of the hand-over channel.
+    pub handoff: SyncSender<Interval>,
+    /// The flusher's end.
+    handoff_rx: Mutex<Receiver<Interval>>,
     pub cumulative: Cumulative,
     pub watch: Shared<WatchList>,
     pub locals: Shared<LocalSet>,
@@ -290,10 +341,14 @@ impl InstanceShared {
         watch: WatchList,
         locals: LocalSet,
     ) -> InstanceShared {
+        // Room for a few late hand-overs; a capture thread never blocks on it (try_send).
+        let (handoff, handoff_rx) = mpsc::sync_channel(HANDOFF_SLOTS);
         InstanceShared {
             iface,
             tags: Mutex::new(tags),
-            interval: Mutex::new(Interval::default()),
+            flush_requests: AtomicU64::new(0),
+            handoff,
+            handoff_rx: Mutex::new(handoff_rx),
             cumulative: Cumulative::default(),
             watch: Shared::new(watch),
             locals: Shared::new(locals),
@@ -303,10 +358,31 @@ impl InstanceShared {
         }
     }
 
-    /// Swap the interval out and build its report. The interval lock is held only for the
-    /// swap.
-    pub fn take_report(&self) -> InstanceReport {
-        let iv = std::mem::take(&mut *self.interval.lock().unwrap_or_else(|e| e.into_inner()));
+    /// Ask the capture thread for its interval (see [`Self::collect`]).
+    pub fn request_flush(&self) {
+        self.flush_requests.fetch_add(1, Ordering::Release);
+    }
+
+    /// Every interval the capture thread handed over, merged: waits up to `wait` for the
+    /// first (zero: take what is there). An empty interval if none came; a late one is
+    /// reported with the next flush.
+    pub fn collect(&self, wait: Duration) -> Interval {
+        let rx = self.handoff_rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut iv = match rx.recv_timeout(wait) {
+            Ok(iv) => iv,
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                return Interval::default();
+            }
+        };
+        while let Ok(more) = rx.try_recv() {
+            iv.merge(more);
+        }
+        iv
+    }
+
+    /// Build the report of `iv`, this instance's interval, with the counters' deltas since
+    /// the last report.
+    pub fn take_report(&self, iv: Interval) -> InstanceReport {
         let dropped = iv.pairs_dropped;
         if dropped.samples > 0 {
             tracing::warn!(
@@ -587,26 +663,43 @@ mod tests {
     #[test]
     fn take_report_resets_and_reports_deltas() {
         let sh = InstanceShared::new("eth0".into(), vec!["a:b".into()], watch(), locals());
-        {
-            let w = sh.watch.get().1;
-            let l = sh.locals.get().1;
-            let mut iv = sh.interval.lock().unwrap();
-            iv.add_sample(
-                &sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0),
-                &l,
-                &w,
-            );
-        }
+        let w = sh.watch.get().1;
+        let l = sh.locals.get().1;
+        let mut iv = Interval::default();
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0),
+            &l,
+            &w,
+        );
+        // Handed over in two parts (the second late): merged into one report.
+        let mut late = Interval::default();
+        late.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5001", 30.0),
+            &l,
+            &w,
+        );
+        late.add_retransmit(
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            &l,
+            &w,
+        );
+        assert_eq!(sh.collect(Duration::ZERO).pairs_len(), 0);
+        sh.handoff.try_send(iv).unwrap();
+        sh.handoff.try_send(late).unwrap();
         sh.cumulative.packets_received.store(100, Ordering::Relaxed);
-        let r = sh.take_report();
+        let r = sh.take_report(sh.collect(Duration::from_secs(1)));
+        assert_eq!(r.pairs[0].stats.count(), 2);
+        assert_eq!(r.pairs[0].stats.max(), 30.0);
+        assert_eq!(r.pairs[0].retransmits, 1);
         assert_eq!(r.pairs.len(), 1);
         assert_eq!(r.counters.packets_received, 100);
-        assert_eq!(r.counters.samples, [1, 0, 0]);
+        assert_eq!(r.counters.samples, [2, 0, 0]);
         sh.cumulative.packets_received.store(150, Ordering::Relaxed);
-        let r = sh.take_report();
+        let r = sh.take_report(sh.collect(Duration::ZERO));
         assert!(r.pairs.is_empty());
         assert_eq!(r.counters.packets_received, 50);
         assert_eq!(r.counters.samples, [0, 0, 0]);
-        assert_eq!(sh.samples_total[0].load(Ordering::Relaxed), 1);
+        assert_eq!(sh.samples_total[0].load(Ordering::Relaxed), 2);
     }
 }

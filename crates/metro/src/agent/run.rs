@@ -2,13 +2,14 @@
 //! that owns the sinks, and the main thread waiting for signals.
 //!
 //! ```text
-//!  capture (per instance) --lock per sample--> Interval <--swap-- flusher --> DogStatsD
-//!  file instance --------------Msg::Report (packet time)-------> flusher --> Prometheus
+//!  capture (per instance, owns its Interval) --hand-over channel--> flusher --> DogStatsD
+//!  file instance --------------Msg::Report (packet time)-----------> flusher --> Prometheus
 //!  resolver --(generation-stamped WatchList / LocalSet)--> capture threads
 //! ```
 //!
-//! The flusher swaps each live instance's interval out every `flush_interval` and sends
-//! outside any lock. It lives as long as the agent: a reload hands it the new set of
+//! Every `flush_interval` the flusher asks each live instance for its interval (a counter
+//! the capture thread reads between packets: no lock per sample), collects what the capture
+//! threads hand over, and sends. It lives as long as the agent: a reload hands it the new set of
 //! instances and, if they changed, the new DogStatsD target and interval.
 //!
 //! Signals only set flags (installed before anything else, so that none is lost or kills
@@ -451,6 +452,9 @@ fn emit(
     prom.observe(&r, failed);
 }
 
+/// How long a flush waits for the capture threads' intervals.
+const HANDOVER_WAIT: Duration = Duration::from_millis(500);
+
 fn run_flusher(rx: Receiver<Msg>, mut sink: StatsdSink, prom: Arc<Prom>, mut every: Duration) {
     let mut live: Vec<Arc<InstanceShared>> = Vec::new();
     let mut pending_errors: HashMap<String, u64> = HashMap::new();
@@ -461,7 +465,9 @@ fn run_flusher(rx: Receiver<Msg>, mut sink: StatsdSink, prom: Arc<Prom>, mut eve
             Ok(Msg::Live(new)) => {
                 for s in &live {
                     if !new.iter().any(|n| Arc::ptr_eq(n, s)) {
-                        emit(s.take_report(), &mut sink, &prom, &mut pending_errors);
+                        // Its thread has ended: its last interval is waiting.
+                        let iv = s.collect(Duration::ZERO);
+                        emit(s.take_report(iv), &mut sink, &prom, &mut pending_errors);
                     }
                 }
                 live = new;
@@ -474,14 +480,23 @@ fn run_flusher(rx: Receiver<Msg>, mut sink: StatsdSink, prom: Arc<Prom>, mut eve
                 }
             }
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                // The capture threads have ended: their last intervals are waiting.
                 for s in &live {
-                    emit(s.take_report(), &mut sink, &prom, &mut pending_errors);
+                    let iv = s.collect(Duration::ZERO);
+                    emit(s.take_report(iv), &mut sink, &prom, &mut pending_errors);
                 }
                 break;
             }
             Err(RecvTimeoutError::Timeout) => {
                 for s in &live {
-                    emit(s.take_report(), &mut sink, &prom, &mut pending_errors);
+                    s.request_flush();
+                }
+                // A capture thread answers between packets, or within its read timeout when
+                // idle; one that does not (busy reopening) is reported empty this time.
+                let deadline = Instant::now() + HANDOVER_WAIT;
+                for s in &live {
+                    let iv = s.collect(deadline.saturating_duration_since(Instant::now()));
+                    emit(s.take_report(iv), &mut sink, &prom, &mut pending_errors);
                 }
                 next += every;
                 let now = Instant::now();
