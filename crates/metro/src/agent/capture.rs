@@ -1,8 +1,10 @@
 //! One instance's capture thread: packets from libpcap (or a capture file) through
-//! `metro_core`'s decoder and engine into the instance's [`Interval`](super::report::Interval).
+//! `metro_core`'s decoder and engine into the [`Interval`] the thread owns, handed to the
+//! flusher when it asks (no lock per sample).
 //!
 //! The loop never blocks longer than the read timeout, checks the stop flag and the watch
 //! list's generation between packets (re-installing the kernel filter when a host name moved),
+//! answers the flusher's request for the interval at least every 64 packets or read timeout,
 //! ticks the engine on packet time (wall time while idle), and reopens a capture that failed
 //! (interface down or gone) with exponential backoff from 1 s to 30 s.
 //!
