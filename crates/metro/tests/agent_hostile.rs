@@ -304,7 +304,7 @@ fn sigterm_at_any_moment_of_start_up_exits_zero() {
 }
 
 #[test]
-fn sighup_burst_with_unchanged_instance_keeps_capture_and_flows() {
+fn sighup_burst_keeps_capture_and_flows_and_a_new_watch_list_keeps_them_too() {
     let d = Delayed::new("burst", 23, Duration::from_millis(10));
     let dir = TempDir::new("burst");
     let srv = EchoServer::start(&d.s, "10.200.23.2:7000");
@@ -342,15 +342,6 @@ fn sighup_burst_with_unchanged_instance_keeps_capture_and_flows() {
         })
     });
     std::thread::sleep(S);
-    client.stop();
-    let requests = client.requests.load(std::sync::atomic::Ordering::Relaxed);
-    std::thread::sleep(S / 2);
-    // Same capture thread, never reopened.
-    assert_eq!(threads_named(agent.pid(), "metro-cap-veth0"), cap_threads);
-    agent.signal(libc::SIGTERM);
-    let status = agent.wait(10 * S);
-    assert!(status.success(), "{status}; log:\n{}", agent.log());
-    std::thread::sleep(S / 2);
     let log = agent.log();
     let reloads = count_lines(&log, "SIGHUP: reloading");
     assert!(
@@ -360,12 +351,53 @@ fn sighup_burst_with_unchanged_instance_keeps_capture_and_flows() {
     assert_eq!(
         count_lines(
             &log,
-            "configuration reloaded: 1 instance(s); 1 capture(s) kept, 0 started, 0 stopped"
+            "configuration reloaded: 1 instance(s); 1 capture(s) kept (0 with a new watch \
+             list), 0 started, 0 stopped"
         ),
         reloads,
         "{log}"
     );
     assert_eq!(count_lines(&log, "capture filter"), 1, "{log}");
+
+    // One more address to watch: the same capture takes the new list (a new kernel filter)
+    // and keeps its flows.
+    std::fs::write(
+        &cfg,
+        good.replace("gen:1", "gen:2")
+            .replace("['10.200.23.2']", "['10.200.23.2', '10.200.23.9']"),
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    agent.wait_log("(1 with a new watch list), 0 started, 0 stopped", 10 * S);
+    agent.wait_log("host 10.200.23.9", 10 * S);
+    assert_eq!(
+        count_lines(&agent.log(), "capture filter"),
+        2,
+        "{}",
+        agent.log()
+    );
+    let rewatched = Instant::now();
+    statsd.wait_for(
+        &mut agent,
+        15 * S,
+        "samples after the new watch list",
+        |m| {
+            m.iter().any(|x| {
+                x.name == "system.net.tcp.rtt.samples"
+                    && x.tag("gen") == Some("2")
+                    && x.at > rewatched + S
+            })
+        },
+    );
+    client.stop();
+    let requests = client.requests.load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(S / 2);
+    // Same capture thread all along.
+    assert_eq!(threads_named(agent.pid(), "metro-cap-veth0"), cap_threads);
+    agent.signal(libc::SIGTERM);
+    let status = agent.wait(10 * S);
+    assert!(status.success(), "{status}; log:\n{}", agent.log());
+    std::thread::sleep(S / 2);
 
     let all = statsd.all();
     // Each request/response exchange yields exactly one seq sample (the request, answered

@@ -17,9 +17,10 @@
 //! exit 0: during start-up at once, once running after stopping the captures and flushing
 //! one last time. SIGHUP loads the configuration again once the signals stop arriving (a
 //! burst is one reload) and, only if it is valid and every new capture opens, applies it:
-//! an instance whose capture (interface or file, snaplen, buffer, watch list, engine
-//! settings) is unchanged keeps its thread, its libpcap handle and its flows, and only takes
-//! the new tags; the others are stopped (flushing their last interval) or started.
+//! an instance whose capture (interface or file, snaplen, buffer, engine settings, duty
+//! cycle) is unchanged keeps its thread, its libpcap handle and its flows, and takes the
+//! new tags and watch list (its thread re-installs the kernel filter); the others are
+//! stopped (flushing their last interval) or started.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,16 @@ struct CaptureKey {
 }
 
 impl CaptureKey {
+    /// The same capture with another watch list: the running capture can take the new list
+    /// (its thread re-installs the kernel filter) and keep its flows.
+    fn same_but_watch(&self, other: &CaptureKey) -> bool {
+        CaptureKey {
+            ips: other.ips.clone(),
+            hosts: other.hosts.clone(),
+            ..self.clone()
+        } == *other
+    }
+
     fn of(cfg: &Config, inst: &Instance) -> CaptureKey {
         CaptureKey {
             interface: inst.interface.clone(),
@@ -116,8 +127,10 @@ enum Prepared {
 /// What a reload did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Instances whose capture kept running (only their tags may have changed).
+    /// Instances whose capture kept running (their tags and watch list may have changed).
     pub kept: usize,
+    /// Of those, the ones that took a new watch list (and re-installed their filter).
+    pub rewatched: usize,
     pub started: usize,
     pub stopped: usize,
 }
@@ -126,8 +139,8 @@ impl std::fmt::Display for Applied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} capture(s) kept, {} started, {} stopped",
-            self.kept, self.started, self.stopped
+            "{} capture(s) kept ({} with a new watch list), {} started, {} stopped",
+            self.kept, self.rewatched, self.started, self.stopped
         )
     }
 }
@@ -144,13 +157,15 @@ pub struct Runtime {
     dns_refresh: Duration,
 }
 
-/// Resolve, check and open one instance (nothing runs yet).
-fn prepare(
+type DnsCache = HashMap<String, Result<Vec<std::net::IpAddr>, String>>;
+
+/// An instance's watch list, resolved and checked, with its local addresses.
+fn watch_list(
     cfg: &Config,
     i: usize,
     inst: &Instance,
-    cache: &mut HashMap<String, Result<Vec<std::net::IpAddr>, String>>,
-) -> anyhow::Result<(Arc<InstanceShared>, Prepared)> {
+    cache: &mut DnsCache,
+) -> anyhow::Result<(WatchList, std::collections::HashSet<std::net::IpAddr>)> {
     let name = format!("instances[{i}] ({})", inst.interface);
     let mut watch = WatchList::new(inst.ips.clone());
     for w in resolve::resolve_all(&mut watch, &inst.hosts, cache) {
@@ -180,6 +195,18 @@ fn prepare(
     if watch.is_empty() {
         tracing::warn!("{name}: nothing to watch until a host name resolves");
     }
+    Ok((watch, locals))
+}
+
+/// Resolve, check and open one instance (nothing runs yet).
+fn prepare(
+    cfg: &Config,
+    i: usize,
+    inst: &Instance,
+    cache: &mut DnsCache,
+) -> anyhow::Result<(Arc<InstanceShared>, Prepared)> {
+    let name = format!("instances[{i}] ({})", inst.interface);
+    let (watch, locals) = watch_list(cfg, i, inst, cache)?;
     let src = match &inst.source {
         Source::Live => {
             let opts = LiveOptions {
@@ -248,6 +275,7 @@ impl Runtime {
     pub fn apply(&mut self, cfg: &Config) -> anyhow::Result<Applied> {
         enum Plan {
             Keep(usize, Vec<String>),
+            Rewatch(usize, Vec<String>, Box<(CaptureKey, WatchList)>),
             New(Box<(CaptureKey, Arc<InstanceShared>, Prepared)>),
         }
         let mut claimed = vec![false; self.running.len()];
@@ -259,6 +287,14 @@ impl Runtime {
             if let Some(j) = same {
                 claimed[j] = true;
                 plan.push(Plan::Keep(j, inst.tags.clone()));
+                continue;
+            }
+            let similar = (0..self.running.len())
+                .find(|&j| !claimed[j] && self.running[j].key.same_but_watch(&key));
+            if let Some(j) = similar {
+                let (watch, _) = watch_list(cfg, i, inst, &mut cache)?;
+                claimed[j] = true;
+                plan.push(Plan::Rewatch(j, inst.tags.clone(), Box::new((key, watch))));
                 continue;
             }
             let (shared, src) = prepare(cfg, i, inst, &mut cache)?;
@@ -290,6 +326,17 @@ impl Runtime {
                     self.running.push(r);
                     applied.kept += 1;
                 }
+                Plan::Rewatch(j, tags, new) => {
+                    let (key, watch) = *new;
+                    let mut r = old[j].take().expect("claimed once");
+                    *r.shared.tags.lock().unwrap_or_else(|e| e.into_inner()) = tags;
+                    // The capture thread sees the new generation between packets.
+                    r.shared.watch.set(watch);
+                    r.key = key;
+                    self.running.push(r);
+                    applied.kept += 1;
+                    applied.rewatched += 1;
+                }
                 Plan::New(new) => match self.spawn(cfg, inst, *new) {
                     Ok(r) => {
                         self.running.push(r);
@@ -315,6 +362,7 @@ impl Runtime {
         }
         if applied.started > 0
             || applied.stopped > 0
+            || applied.rewatched > 0
             || cfg.dns_refresh != self.dns_refresh
             || self.resolver.is_none()
         {
