@@ -119,6 +119,7 @@ impl Processor {
     ) -> Processor {
         let watch = shared.watch.get();
         let locals = shared.locals.get();
+        let opts = shared.opts.clone();
         Processor {
             shared,
             engine: Engine::new(engine),
@@ -131,7 +132,7 @@ impl Processor {
                 window: None,
             }),
             decode_errors: 0,
-            interval: Interval::default(),
+            interval: Interval::new(opts),
             flushes_seen: 0,
         }
     }
@@ -150,7 +151,8 @@ impl Processor {
     /// behind that the channel is full, keep filling this one (nothing is lost: it goes
     /// with the next request).
     pub fn hand_over(&mut self) {
-        let iv = std::mem::take(&mut self.interval);
+        let fresh = self.interval.fresh();
+        let iv = std::mem::replace(&mut self.interval, fresh);
         if let Err(std::sync::mpsc::TrySendError::Full(iv)) = self.shared.handoff.try_send(iv) {
             self.interval = iv;
         }
@@ -158,7 +160,8 @@ impl Processor {
 
     /// The interval so far, leaving an empty one (file instances report it themselves).
     pub fn take_interval(&mut self) -> Interval {
-        std::mem::take(&mut self.interval)
+        let fresh = self.interval.fresh();
+        std::mem::replace(&mut self.interval, fresh)
     }
 
     /// Whether the watch list changed since this processor last looked (and pick it up).

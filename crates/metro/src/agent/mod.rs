@@ -13,6 +13,7 @@
 pub mod capture;
 pub mod config;
 pub mod filter;
+pub mod fleet;
 pub mod live;
 pub mod log;
 pub mod netset;

@@ -26,6 +26,7 @@ use metro_core::aggregate::{Numbering, Stats};
 use metro_core::engine::NO_TAG;
 use metro_core::rtt::Sample;
 
+use super::fleet::{Fine, Group, IntervalOpts, MAX_VALUES, OTHER};
 use super::resolve::{LocalSet, Shared, WatchList};
 
 /// Intervals a capture thread can hand over before the flusher collects them.
@@ -46,6 +47,12 @@ pub struct PairReport {
     pub dst: Arc<str>,
     pub stats: Stats,
     pub retransmits: u64,
+    /// Histogram buckets, exponential histogram and distribution values, when a fleet
+    /// output asks for them.
+    pub fine: Option<Box<Fine>>,
+    /// Tags of this pair beyond src/dst/iface and the instance's (`key:value`), added at
+    /// report time (e.g. by a container lookup); sinks send them after the instance tags.
+    pub extra_tags: Vec<String>,
 }
 
 /// Self-metrics of one instance over an interval (deltas), plus the active flow gauge.
@@ -63,6 +70,10 @@ pub struct InstanceCounters {
     pub samples_internal: u64,
     /// Samples and retransmissions that found no room in the interval's pair tables.
     pub pairs_dropped: PairsDropped,
+    /// Samples that went to `dst:other` because `max_series` series had samples.
+    pub series_overflow: u64,
+    /// Distribution values not kept: more than [`MAX_VALUES`] in the interval.
+    pub distribution_dropped: u64,
 }
 
 /// What the interval's pair tables had no room for.
@@ -94,15 +105,43 @@ struct PairAcc {
     dst: Arc<str>,
     stats: Stats,
     retransmits: u64,
+    fine: Option<Box<Fine>>,
 }
 
-/// Accumulates one interval. Keyed by addresses (no allocation per sample); the `dst` tag is
-/// fixed when the pair first appears in the interval. Pairs live in a vector with a small
+impl PairAcc {
+    fn new(dst: Arc<str>, retransmits: u64, opts: &IntervalOpts) -> PairAcc {
+        PairAcc {
+            dst,
+            stats: Stats::new(),
+            retransmits,
+            fine: opts.fine().then(|| Box::new(Fine::new(opts))),
+        }
+    }
+
+    fn merge(&mut self, o: &PairAcc) {
+        self.stats.merge(&o.stats);
+        self.retransmits += o.retransmits;
+        match (&mut self.fine, &o.fine) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.fine = Some(b.clone()),
+            _ => {}
+        }
+    }
+}
+
+/// Accumulates one interval. Keyed by (local address, remote group) where the group is the
+/// remote address, its subnet or its `ips` entry ([`IntervalOpts::group`]; no allocation
+/// per sample); the `dst` tag is fixed when the pair first appears in the interval. Pairs live in a vector with a small
 /// index beside it, so that a connection can keep its pair's position (the engine's
 /// per-connection tag) and find it without hashing on its next sample.
-#[derive(Default)]
 pub struct Interval {
-    /// (local, remote) -> position in `pairs`.
+    /// What to keep per pair and how to group (shared by every interval of the instance).
+    opts: Arc<IntervalOpts>,
+    /// Distribution values the interval can still keep.
+    values_room: usize,
+    /// Per local address: the `dst:other` pair past `max_series`.
+    other: Vec<(IpAddr, PairAcc)>,
+    /// (local, remote group) -> position in `pairs`.
     numbers: Numbering<(IpAddr, IpAddr)>,
     pairs: Vec<PairAcc>,
     samples: [u64; 3],
@@ -113,23 +152,74 @@ pub struct Interval {
     /// between two other hosts): dropped.
     pub samples_unwatched: u64,
     pub pairs_dropped: PairsDropped,
+    /// Samples that went to `dst:other` (past `max_series`).
+    pub series_overflow: u64,
+    /// Distribution values refused (past [`MAX_VALUES`]).
+    pub distribution_dropped: u64,
+}
+
+impl Default for Interval {
+    fn default() -> Self {
+        Interval::new(Arc::default())
+    }
 }
 
 impl Interval {
-    /// The pair (local, remote) for a sample, found first where `tag` says (a position from
-    /// an earlier interval, or another pair's, is checked and corrected); created (with the
-    /// retransmissions that waited for it) if there is room.
+    pub fn new(opts: Arc<IntervalOpts>) -> Interval {
+        Interval {
+            opts,
+            values_room: MAX_VALUES,
+            other: Vec::new(),
+            numbers: Numbering::default(),
+            pairs: Vec::new(),
+            samples: [0; 3],
+            samples_internal: 0,
+            pending: HashMap::new(),
+            samples_unwatched: 0,
+            pairs_dropped: PairsDropped::default(),
+            series_overflow: 0,
+            distribution_dropped: 0,
+        }
+    }
+
+    /// An empty interval with the same options (what the capture thread fills next).
+    pub fn fresh(&self) -> Interval {
+        Interval::new(self.opts.clone())
+    }
+
+    /// The `dst:other` pair of `local`.
+    fn other_pair(&mut self, local: IpAddr) -> &mut PairAcc {
+        let i = match self.other.iter().position(|(l, _)| *l == local) {
+            Some(i) => i,
+            None => {
+                self.other
+                    .push((local, PairAcc::new(Arc::from(OTHER), 0, &self.opts)));
+                self.other.len() - 1
+            }
+        };
+        &mut self.other[i].1
+    }
+
+    /// The pair (local, remote group) for a sample, found first where `tag` says (a
+    /// position from an earlier interval, or another pair's, is checked and corrected);
+    /// created (with the retransmissions that waited for it) if there is room; past
+    /// `max_series`, the local address's `dst:other` pair.
     fn pair(
         &mut self,
         local: IpAddr,
         remote: IpAddr,
-        dst: impl FnOnce() -> Arc<str>,
+        watch: &WatchList,
         tag: &mut u32,
     ) -> Option<&mut PairAcc> {
-        let key = (local, remote);
+        let (group, how) = self.opts.group(remote);
+        let key = (local, group);
         let i = match self.numbers.find(key, tag) {
             Some(i) => i,
-            None if self.pairs.len() >= MAX_PAIRS => {
+            None if self.pairs.len() >= self.opts.max_series.min(MAX_PAIRS) => {
+                if self.opts.max_series <= MAX_PAIRS {
+                    self.series_overflow += 1;
+                    return Some(self.other_pair(local));
+                }
                 self.pairs_dropped.samples += 1;
                 return None;
             }
@@ -139,11 +229,11 @@ impl Interval {
                 } else {
                     self.pending.remove(&key).unwrap_or(0)
                 };
-                self.pairs.push(PairAcc {
-                    dst: dst(),
-                    stats: Stats::new(),
-                    retransmits,
-                });
+                let dst = match how {
+                    Group::Host => watch.tag(remote),
+                    Group::Net(p) => Arc::from(format!("{group}/{p}").as_str()),
+                };
+                self.pairs.push(PairAcc::new(dst, retransmits, &self.opts));
                 self.numbers.add(key, tag)
             }
         };
@@ -161,11 +251,7 @@ impl Interval {
         for (key, acc) in keys.into_iter().zip(other.pairs) {
             let mut tag = NO_TAG;
             match self.numbers.find(key, &mut tag) {
-                Some(i) => {
-                    let p = &mut self.pairs[i as usize];
-                    p.stats.merge(&acc.stats);
-                    p.retransmits += acc.retransmits;
-                }
+                Some(i) => self.pairs[i as usize].merge(&acc),
                 None if self.pairs.len() >= MAX_PAIRS => {
                     self.pairs_dropped.samples += acc.stats.count();
                 }
@@ -194,6 +280,11 @@ impl Interval {
         self.samples_unwatched += other.samples_unwatched;
         self.pairs_dropped.samples += other.pairs_dropped.samples;
         self.pairs_dropped.retransmits += other.pairs_dropped.retransmits;
+        for (local, acc) in other.other {
+            self.other_pair(local).merge(&acc);
+        }
+        self.series_overflow += other.series_overflow;
+        self.distribution_dropped += other.distribution_dropped;
     }
 
     /// Fold one sample in. A sample answered by a local address is internal; one answered by
@@ -226,10 +317,20 @@ impl Interval {
         }
         let local = s.peer.ip();
         let kind = s.kind.index();
-        if let Some(p) = self.pair(local, resp, || watch.tag(resp), tag) {
-            p.stats.add(s.rtt_ms());
-            self.samples[kind] += 1;
-        }
+        let ms = s.rtt_ms();
+        let opts = self.opts.clone();
+        let mut room = self.values_room;
+        let Some(p) = self.pair(local, resp, watch, tag) else {
+            return;
+        };
+        p.stats.add(ms);
+        let refused = match &mut p.fine {
+            Some(f) => f.add(ms, &opts, &mut room),
+            None => false,
+        };
+        self.values_room = room;
+        self.distribution_dropped += u64::from(refused);
+        self.samples[kind] += 1;
     }
 
     /// Count a retransmission on the pair it belongs to (whichever end is the watched remote).
@@ -247,7 +348,7 @@ impl Interval {
         } else {
             return;
         };
-        let key = (local, remote);
+        let key = (local, self.opts.group(remote).0);
         let mut no_tag = NO_TAG;
         if let Some(i) = self.numbers.find(key, &mut no_tag) {
             self.pairs[i as usize].retransmits += 1;
@@ -280,14 +381,23 @@ impl Interval {
             .collect();
         // Deterministic order: by local address, then tag.
         entries.sort_by(|a, b| (a.0.0, &a.1.dst, a.0.1).cmp(&(b.0.0, &b.1.dst, b.0.1)));
-        for ((local, _), acc) in entries {
+        let mut other = self.other;
+        other.sort_by_key(|(l, _)| *l);
+        let others = other.into_iter().map(|(l, acc)| ((l, l), acc));
+        for ((local, _), acc) in entries.into_iter().chain(others) {
             if acc.stats.is_empty() {
                 continue;
             }
             match index.get(&(local, acc.dst.clone())) {
                 Some(&i) => {
-                    out[i].stats.merge(&acc.stats);
-                    out[i].retransmits += acc.retransmits;
+                    let o = &mut out[i];
+                    o.stats.merge(&acc.stats);
+                    o.retransmits += acc.retransmits;
+                    match (&mut o.fine, acc.fine) {
+                        (Some(a), Some(b)) => a.merge(&b),
+                        (None, b) => o.fine = b,
+                        _ => {}
+                    }
                 }
                 None => {
                     index.insert((local, acc.dst.clone()), out.len());
@@ -296,6 +406,8 @@ impl Interval {
                         dst: acc.dst,
                         stats: acc.stats,
                         retransmits: acc.retransmits,
+                        fine: acc.fine,
+                        extra_tags: Vec::new(),
                     });
                 }
             }
@@ -332,6 +444,8 @@ pub struct InstanceShared {
     /// Cumulative sample totals (for the Prometheus counters and tests).
     pub samples_total: [AtomicU64; 3],
     pub samples_internal_total: AtomicU64,
+    /// What the instance's intervals keep and how they group.
+    pub opts: Arc<IntervalOpts>,
 }
 
 impl InstanceShared {
@@ -355,7 +469,14 @@ impl InstanceShared {
             last: Mutex::new((0, 0, 0)),
             samples_total: Default::default(),
             samples_internal_total: AtomicU64::new(0),
+            opts: Arc::default(),
         }
+    }
+
+    /// The same, with these interval options (before the capture thread starts).
+    pub fn with_opts(mut self, opts: IntervalOpts) -> InstanceShared {
+        self.opts = Arc::new(opts);
+        self
     }
 
     /// Ask the capture thread for its interval (see [`Self::collect`]).
@@ -400,6 +521,15 @@ impl InstanceShared {
                 dropped.retransmits
             );
         }
+        if iv.series_overflow > 0 {
+            tracing::debug!(
+                "{}: {} samples went to dst:other this interval: more than {} series",
+                self.iface,
+                iv.series_overflow,
+                iv.opts.max_series
+            );
+        }
+        let (series_overflow, distribution_dropped) = (iv.series_overflow, iv.distribution_dropped);
         let (pairs, samples, internal) = iv.into_pairs();
         for (t, n) in self.samples_total.iter().zip(samples) {
             t.fetch_add(n, Ordering::Relaxed);
@@ -419,6 +549,8 @@ impl InstanceShared {
             samples,
             samples_internal: internal,
             pairs_dropped: dropped,
+            series_overflow,
+            distribution_dropped,
         };
         *last = (recv, drop, evict);
         InstanceReport {

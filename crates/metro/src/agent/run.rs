@@ -35,6 +35,7 @@ use metro_core::engine::EngineConfig;
 
 use super::capture::{self, Worker};
 use super::config::{self, Cidr, Config, DutyCycle, Instance, Source, StatsdTarget};
+use super::fleet::IntervalOpts;
 use super::live::{self, LiveOptions};
 use super::log;
 use super::prom::{Prom, PromServer};
@@ -81,6 +82,8 @@ struct CaptureKey {
     buffer_size: u64,
     idle_ttl: Duration,
     exp_ttl: Duration,
+    /// Grouping, series budget and what the fleet outputs need kept per series.
+    opts: IntervalOpts,
 }
 
 impl CaptureKey {
@@ -106,6 +109,7 @@ impl CaptureKey {
             buffer_size: cfg.buffer_size,
             idle_ttl: cfg.idle_ttl,
             exp_ttl: cfg.exp_ttl,
+            opts: IntervalOpts::of(cfg, inst),
         }
     }
 }
@@ -229,12 +233,15 @@ fn prepare(
             Prepared::File(r, p.clone())
         }
     };
-    let shared = Arc::new(InstanceShared::new(
-        inst.interface.clone(),
-        inst.tags.clone(),
-        watch,
-        LocalSet::from(locals),
-    ));
+    let shared = Arc::new(
+        InstanceShared::new(
+            inst.interface.clone(),
+            inst.tags.clone(),
+            watch,
+            LocalSet::from(locals),
+        )
+        .with_opts(IntervalOpts::of(cfg, inst)),
+    );
     Ok((shared, src))
 }
 

@@ -165,6 +165,8 @@ pub struct Metric {
     pub value: f64,
     pub ty: String,
     pub tags: Vec<String>,
+    /// The line's sample rate (`|@rate`, else 1).
+    pub rate: f64,
     /// When the datagram arrived.
     pub at: Instant,
 }
@@ -178,27 +180,44 @@ impl Metric {
     }
 }
 
-/// Parse one datagram: `name:value|type[|#tags]` lines joined by `\n`.
+/// Parse one datagram: `name:value|type[|@rate][|#tags]` lines joined by `\n`; a
+/// distribution (`d`) may carry several values (`name:v1:v2:...|d`), one [`Metric`] each.
 pub fn parse(datagram: &str, at: Instant) -> Vec<Metric> {
     datagram
         .split('\n')
-        .map(|line| {
+        .flat_map(|line| {
             let mut parts = line.split('|');
             let nv = parts.next().unwrap();
             let colon = nv
-                .rfind(':')
+                .find(':')
                 .unwrap_or_else(|| panic!("no value in {line:?}"));
-            let (name, value) = (&nv[..colon], &nv[colon + 1..]);
-            let value: f64 = value
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            let (name, values) = (&nv[..colon], &nv[colon + 1..]);
+            let values: Vec<f64> = values
+                .split(':')
+                .map(|v| {
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("bad value in {line:?}"))
+                })
+                .collect();
             let ty = parts
                 .next()
                 .unwrap_or_else(|| panic!("no type in {line:?}"))
                 .to_string();
-            assert!(ty == "g" || ty == "c", "unexpected type in {line:?}");
+            assert!(
+                ty == "g" || ty == "c" || ty == "d",
+                "unexpected type in {line:?}"
+            );
+            assert!(values.len() == 1 || ty == "d", "several values in {line:?}");
             let mut tags = Vec::new();
+            let mut rate = 1.0;
             for p in parts {
+                if let Some(r) = p.strip_prefix('@') {
+                    rate = r
+                        .parse()
+                        .unwrap_or_else(|_| panic!("bad sample rate in {line:?}"));
+                    assert!(ty == "d" && rate > 0.0 && rate <= 1.0, "{line:?}");
+                    continue;
+                }
                 let t = p
                     .strip_prefix('#')
                     .unwrap_or_else(|| panic!("unexpected field in {line:?}"));
@@ -211,13 +230,17 @@ pub fn parse(datagram: &str, at: Instant) -> Vec<Metric> {
                         .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_'),
                 "{line:?}"
             );
-            Metric {
-                name: name.to_string(),
-                value,
-                ty,
-                tags,
-                at,
-            }
+            values
+                .into_iter()
+                .map(|value| Metric {
+                    name: name.to_string(),
+                    value,
+                    ty: ty.clone(),
+                    tags: tags.clone(),
+                    rate,
+                    at,
+                })
+                .collect::<Vec<_>>()
         })
         .collect()
 }
