@@ -553,3 +553,157 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
     assert!(exported > 0.0, "{line}");
     assert!(sub.alive());
 }
+
+/// The Python that has PyPI's opentelemetry-proto (`.ci/run` makes a venv and sets
+/// `METRO_PYTHON`); fails loudly when it cannot import the schema.
+fn otlp_python() -> String {
+    let py = std::env::var("METRO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args([
+            "-c",
+            "import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{py} cannot import opentelemetry.proto: `pip install opentelemetry-proto==1.45.2` \
+         (or set METRO_PYTHON to a Python that can; .ci/run does)"
+    );
+    py
+}
+
+#[test]
+fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
+    let py = otlp_python();
+    let d = Delayed::new("flo", 34, Duration::from_millis(5));
+    let dir = TempDir::new("flotlp");
+    let srv = EchoServer::start(&d.s, "10.200.34.2:7000");
+    let rx = Statsd::udp(d.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap()));
+    let out = dir.path("otlp.jsonl");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/otlp_receiver.py"
+    );
+    let mut receiver =
+        d.c.command(&py)
+            .args([script, "127.0.0.1:4318", out.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the OTLP receiver");
+    let mut ready = [0u8; 6];
+    receiver
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut ready)
+        .expect("the OTLP receiver did not start");
+    assert_eq!(&ready, b"ready\n");
+    let cfg = dir.write(
+        "metro.yaml",
+        &config(
+            8125,
+            "off",
+            "'10.200.34.2'",
+            "  distributions: true\n  otlp_endpoint: http://127.0.0.1:4318\n",
+            "",
+        ),
+    );
+    let mut ag = Agent::start(
+        &d.c,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+    );
+    ag.wait_log("capture filter", 20 * S);
+    let mut client = Client::start(&d.c, srv.addr, 200, Duration::from_millis(2), 50);
+    rx.wait_for(&mut ag, 30 * S, "three flushes with samples", |m| {
+        named(m, "system.net.tcp.rtt.samples").len() >= 3
+    });
+    client.stop();
+    ag.signal(libc::SIGTERM);
+    assert!(ag.wait(20 * S).success(), "{}", ag.log());
+    std::thread::sleep(S / 2);
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+
+    let all = rx.all();
+    let sent: f64 = named(&all, "system.net.tcp.rtt.samples")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    let values: Vec<f64> = named(&all, "system.net.tcp.rtt.distribution")
+        .iter()
+        .map(|m| m.value / 1000.0)
+        .collect();
+    assert_eq!(values.len() as f64, sent);
+    let text = std::fs::read_to_string(&out).expect("the receiver got nothing");
+    let (mut count, mut sum, mut pushes, mut samples_sum) = (0u64, 0.0, 0, 0i64);
+    for line in text.lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+        pushes += 1;
+        let res = &rec["resource"][0];
+        assert_eq!(res["service.name"], "metro");
+        assert_eq!(res["service.version"], env!("CARGO_PKG_VERSION"));
+        assert!(!res["host.name"].as_str().unwrap().is_empty());
+        for m in rec["metrics"].as_array().unwrap() {
+            match m["name"].as_str().unwrap() {
+                "metro.tcp.rtt" => {
+                    assert_eq!(m["type"], "exponential_histogram");
+                    assert_eq!(m["unit"], "s");
+                    assert_eq!(m["temporality"], 1, "delta");
+                    for p in m["points"].as_array().unwrap() {
+                        let a = &p["attributes"];
+                        assert_eq!(
+                            (&a["src"], &a["dst"], &a["iface"], &a["env"]),
+                            (
+                                &serde_json::json!("10.200.34.1"),
+                                &serde_json::json!("10.200.34.2"),
+                                &serde_json::json!("veth0"),
+                                &serde_json::json!("fleet")
+                            )
+                        );
+                        let n = p["count"].as_u64().unwrap();
+                        let buckets: u64 = p["bucket_counts"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|b| b.as_u64().unwrap())
+                            .sum();
+                        assert_eq!(buckets + p["zero_count"].as_u64().unwrap(), n);
+                        // The values lie in the buckets' range.
+                        let scale = p["scale"].as_i64().unwrap() as i32;
+                        let base = 2f64.powf(2f64.powi(-scale));
+                        let lo = base.powi(p["offset"].as_i64().unwrap() as i32);
+                        let hi = base.powi(
+                            p["offset"].as_i64().unwrap() as i32
+                                + p["bucket_counts"].as_array().unwrap().len() as i32,
+                        );
+                        let (min, max) = (p["min"].as_f64().unwrap(), p["max"].as_f64().unwrap());
+                        assert!(lo < min && max <= hi * (1.0 + 1e-9), "{p}");
+                        count += n;
+                        sum += p["sum"].as_f64().unwrap();
+                    }
+                }
+                "metro.tcp.rtt.samples" => {
+                    for p in m["points"].as_array().unwrap() {
+                        samples_sum += p["value"].as_i64().unwrap();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let want_sum: f64 = values.iter().sum();
+    eprintln!(
+        "{pushes} pushes: count {count} (DogStatsD {sent}), sum {sum:.6} s (distribution values {want_sum:.6} s)"
+    );
+    assert!(pushes >= 3);
+    assert_eq!(count as f64, sent, "histogram counts vs samples sent");
+    assert_eq!(samples_sum as f64, sent);
+    // DogStatsD values are rounded to the microsecond (ms with three decimals).
+    assert!(
+        (sum - want_sum).abs() <= values.len() as f64 * 1e-6,
+        "OTLP sum {sum} s vs DogStatsD values {want_sum} s"
+    );
+}

@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod live;
 pub mod log;
 pub mod netset;
+pub mod otlp;
 pub mod prom;
 pub mod report;
 pub mod resolve;

@@ -38,6 +38,7 @@ use super::config::{self, Cidr, Config, DutyCycle, Instance, Source, StatsdTarge
 use super::fleet::IntervalOpts;
 use super::live::{self, LiveOptions};
 use super::log;
+use super::otlp::OtlpSink;
 use super::prom::{Prom, PromServer};
 use super::report::{InstanceReport, InstanceShared};
 use super::resolve::{self, LocalSet, WatchList, Watched};
@@ -51,6 +52,8 @@ pub enum Msg {
     Live(Vec<Arc<InstanceShared>>),
     /// A new DogStatsD sink and flush interval (a reload changed them).
     Sink(StatsdSink, Duration),
+    /// A new OTLP sink, or none (a reload changed `otlp_endpoint`).
+    Otlp(Option<OtlpSink>),
     /// Flush every live instance one last time and end.
     Stop,
 }
@@ -159,6 +162,7 @@ pub struct Runtime {
     statsd: StatsdTarget,
     flush_interval: Duration,
     dns_refresh: Duration,
+    otlp_endpoint: Option<String>,
 }
 
 type DnsCache = HashMap<String, Result<Vec<std::net::IpAddr>, String>>;
@@ -254,9 +258,10 @@ impl Runtime {
         let (tx, rx) = mpsc::sync_channel::<Msg>(64);
         let sink = StatsdSink::new(cfg.statsd.clone(), cfg.dns_refresh);
         let every = cfg.flush_interval;
+        let otlp = cfg.fleet.otlp_endpoint.as_deref().map(OtlpSink::new);
         let flusher = std::thread::Builder::new()
             .name("metro-flush".into())
-            .spawn(move || run_flusher(rx, sink, prom, every))?;
+            .spawn(move || run_flusher(rx, sink, otlp, prom, every))?;
         let mut rt = Runtime {
             running: Vec::new(),
             resolver: None,
@@ -266,6 +271,7 @@ impl Runtime {
             statsd: cfg.statsd.clone(),
             flush_interval: cfg.flush_interval,
             dns_refresh: cfg.dns_refresh,
+            otlp_endpoint: cfg.fleet.otlp_endpoint.clone(),
         };
         match rt.apply(cfg) {
             Ok(_) => Ok(rt),
@@ -366,6 +372,11 @@ impl Runtime {
             self.flush_interval = cfg.flush_interval;
             let sink = StatsdSink::new(cfg.statsd.clone(), cfg.dns_refresh);
             let _ = self.tx.send(Msg::Sink(sink, cfg.flush_interval));
+        }
+        if cfg.fleet.otlp_endpoint != self.otlp_endpoint {
+            self.otlp_endpoint = cfg.fleet.otlp_endpoint.clone();
+            let otlp = cfg.fleet.otlp_endpoint.as_deref().map(OtlpSink::new);
+            let _ = self.tx.send(Msg::Otlp(otlp));
         }
         if applied.started > 0
             || applied.stopped > 0
@@ -490,55 +501,76 @@ impl Runtime {
     }
 }
 
-/// Send one report to DogStatsD and Prometheus; send errors are reported with the
-/// instance's next interval.
-fn emit(
-    r: InstanceReport,
-    sink: &mut StatsdSink,
-    prom: &Prom,
-    pending_errors: &mut HashMap<String, u64>,
-) {
-    let errs = pending_errors.remove(&r.iface).unwrap_or(0);
-    let datagrams = encode_report(&r, errs, sink.max_datagram());
-    let failed = sink.send(&datagrams);
-    if failed > 0 {
-        *pending_errors.entry(r.iface.clone()).or_default() += failed;
+/// The flusher's outputs: every interval report goes to each sink in turn (DogStatsD,
+/// Prometheus, OTLP), each encoding it its own way from the same statistics, histogram
+/// buckets and values.
+struct Sinks {
+    statsd: StatsdSink,
+    prom: Arc<Prom>,
+    otlp: Option<OtlpSink>,
+    /// DogStatsD send errors, reported with the instance's next interval.
+    pending_errors: HashMap<String, u64>,
+}
+
+impl Sinks {
+    fn emit(&mut self, r: InstanceReport) {
+        let errs = self.pending_errors.remove(&r.iface).unwrap_or(0);
+        let datagrams = encode_report(&r, errs, self.statsd.max_datagram());
+        let failed = self.statsd.send(&datagrams);
+        if failed > 0 {
+            *self.pending_errors.entry(r.iface.clone()).or_default() += failed;
+        }
+        self.prom.observe(&r, failed);
+        if let Some(o) = &mut self.otlp {
+            o.send(&r);
+        }
     }
-    prom.observe(&r, failed);
 }
 
 /// How long a flush waits for the capture threads' intervals.
 const HANDOVER_WAIT: Duration = Duration::from_millis(500);
 
-fn run_flusher(rx: Receiver<Msg>, mut sink: StatsdSink, prom: Arc<Prom>, mut every: Duration) {
+fn run_flusher(
+    rx: Receiver<Msg>,
+    statsd: StatsdSink,
+    otlp: Option<OtlpSink>,
+    prom: Arc<Prom>,
+    mut every: Duration,
+) {
     let mut live: Vec<Arc<InstanceShared>> = Vec::new();
-    let mut pending_errors: HashMap<String, u64> = HashMap::new();
+    let mut sinks = Sinks {
+        statsd,
+        prom,
+        otlp,
+        pending_errors: HashMap::new(),
+    };
     let mut next = Instant::now() + every;
     loop {
         match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
-            Ok(Msg::Report(r)) => emit(r, &mut sink, &prom, &mut pending_errors),
+            Ok(Msg::Report(r)) => sinks.emit(r),
             Ok(Msg::Live(new)) => {
                 for s in &live {
                     if !new.iter().any(|n| Arc::ptr_eq(n, s)) {
                         // Its thread has ended: its last interval is waiting.
                         let iv = s.collect(Duration::ZERO);
-                        emit(s.take_report(iv), &mut sink, &prom, &mut pending_errors);
+                        sinks.emit(s.take_report(iv));
                     }
                 }
                 live = new;
             }
             Ok(Msg::Sink(s, e)) => {
-                sink = s;
+                sinks.statsd = s;
                 if e != every {
                     every = e;
                     next = Instant::now() + every;
                 }
             }
+            Ok(Msg::Otlp(o)) => sinks.otlp = o,
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                 // The capture threads have ended: their last intervals are waiting.
                 for s in &live {
                     let iv = s.collect(Duration::ZERO);
-                    emit(s.take_report(iv), &mut sink, &prom, &mut pending_errors);
+                    sinks.emit(s.take_report(iv));
                 }
                 break;
             }
@@ -551,7 +583,7 @@ fn run_flusher(rx: Receiver<Msg>, mut sink: StatsdSink, prom: Arc<Prom>, mut eve
                 let deadline = Instant::now() + HANDOVER_WAIT;
                 for s in &live {
                     let iv = s.collect(deadline.saturating_duration_since(Instant::now()));
-                    emit(s.take_report(iv), &mut sink, &prom, &mut pending_errors);
+                    sinks.emit(s.take_report(iv));
                 }
                 next += every;
                 let now = Instant::now();
