@@ -974,13 +974,10 @@ fn fleet_config(cx: &Ctx, init: &RawInit) -> Result<FleetConfig, ConfigError> {
             ))
         } else if let Some(x) = v.iter().find(|x| !x.is_finite() || **x <= 0.0) {
             Some(format!("{x} is not a positive number of seconds"))
-        } else if let Some(w) = v.windows(2).find(|w| w[0] >= w[1]) {
-            Some(format!(
-                "bounds must increase: {} is followed by {}",
-                w[0], w[1]
-            ))
         } else {
-            None
+            v.windows(2)
+                .find(|w| w[0] >= w[1])
+                .map(|w| format!("bounds must increase: {} is followed by {}", w[0], w[1]))
         };
         if let Some(m) = bad {
             return Err(cx.err("init_config.histogram_buckets", Some(b.referenced), m));

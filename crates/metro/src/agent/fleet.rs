@@ -84,8 +84,8 @@ impl Blocks {
                 None => list.push((c.prefix, HashSet::from([mask(c.addr, c.prefix)]))),
             }
         }
-        b.v4.sort_by(|a, b| b.0.cmp(&a.0));
-        b.v6.sort_by(|a, b| b.0.cmp(&a.0));
+        b.v4.sort_by_key(|e| std::cmp::Reverse(e.0));
+        b.v6.sort_by_key(|e| std::cmp::Reverse(e.0));
         b
     }
 
