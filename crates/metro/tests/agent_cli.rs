@@ -16,12 +16,6 @@ use std::time::{Duration, Instant};
 
 use agent::{Metric, TempDir, metro_command, metro_output, named, output, parse};
 
-/// Runs the agent when this binary is re-executed as `metro` (see support/agent.rs).
-#[test]
-fn agent_child_entry() {
-    agent::child_entry();
-}
-
 #[test]
 fn check_config_prints_effective_config_and_warnings() {
     let dir = TempDir::new("cc");

@@ -1,8 +1,10 @@
 //! One instance's capture thread: packets from libpcap (or a capture file) through
-//! `metro_core`'s decoder and engine into the instance's [`Interval`](super::report::Interval).
+//! `metro_core`'s decoder and engine into the [`Interval`] the thread owns, handed to the
+//! flusher when it asks (no lock per sample).
 //!
 //! The loop never blocks longer than the read timeout, checks the stop flag and the watch
 //! list's generation between packets (re-installing the kernel filter when a host name moved),
+//! answers the flusher's request for the interval at least every 64 packets or read timeout,
 //! ticks the engine on packet time (wall time while idle), and reopens a capture that failed
 //! (interface down or gone) with exponential backoff from 1 s to 30 s.
 //!
@@ -20,7 +22,7 @@ use metro_core::rtt::Sample;
 use super::config::DutyCycle;
 use super::filter;
 use super::live::{self, Live, LiveOptions, Next};
-use super::report::InstanceShared;
+use super::report::{InstanceShared, Interval};
 use super::resolve::{LocalSet, WatchList, interface_addresses};
 use super::run::Msg;
 
@@ -65,8 +67,10 @@ impl Duty {
     }
 }
 
+/// The engine's observer: folds samples and retransmissions into the interval the capture
+/// thread owns (no lock).
 struct Obs<'a> {
-    shared: &'a InstanceShared,
+    interval: &'a mut Interval,
     locals: &'a LocalSet,
     watch: &'a WatchList,
 }
@@ -77,12 +81,8 @@ impl Observer for Obs<'_> {
         self.sample_tagged(s, &mut tag);
     }
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
-        let mut iv = self
-            .shared
-            .interval
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        iv.add_sample_tagged(s, self.locals, self.watch, tag);
+        self.interval
+            .add_sample_tagged(s, self.locals, self.watch, tag);
     }
     fn retransmit(
         &mut self,
@@ -90,12 +90,8 @@ impl Observer for Obs<'_> {
         receiver: std::net::SocketAddr,
         _ts: i64,
     ) {
-        let mut iv = self
-            .shared
-            .interval
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        iv.add_retransmit(sender.ip(), receiver.ip(), self.locals, self.watch);
+        self.interval
+            .add_retransmit(sender.ip(), receiver.ip(), self.locals, self.watch);
     }
 }
 
@@ -109,6 +105,10 @@ pub struct Processor {
     last_tick: Option<i64>,
     duty: Option<Duty>,
     decode_errors: u64,
+    /// The interval being filled; handed to the flusher on request.
+    interval: Interval,
+    /// The last flush request answered.
+    flushes_seen: u64,
 }
 
 impl Processor {
@@ -131,7 +131,34 @@ impl Processor {
                 window: None,
             }),
             decode_errors: 0,
+            interval: Interval::default(),
+            flushes_seen: 0,
         }
+    }
+
+    /// Hand the interval over if the flusher asked for it since the last time.
+    #[inline]
+    pub fn serve_flush(&mut self) {
+        let asked = self.shared.flush_requests.load(Ordering::Acquire);
+        if asked != self.flushes_seen {
+            self.flushes_seen = asked;
+            self.hand_over();
+        }
+    }
+
+    /// Send the interval to the flusher and start an empty one. If the flusher is so far
+    /// behind that the channel is full, keep filling this one (nothing is lost: it goes
+    /// with the next request).
+    pub fn hand_over(&mut self) {
+        let iv = std::mem::take(&mut self.interval);
+        if let Err(std::sync::mpsc::TrySendError::Full(iv)) = self.shared.handoff.try_send(iv) {
+            self.interval = iv;
+        }
+    }
+
+    /// The interval so far, leaving an empty one (file instances report it themselves).
+    pub fn take_interval(&mut self) -> Interval {
+        std::mem::take(&mut self.interval)
     }
 
     /// Whether the watch list changed since this processor last looked (and pick it up).
@@ -172,7 +199,7 @@ impl Processor {
         match metro_core::wire::decode(linktype, data) {
             Ok(ref pkt) => {
                 let mut obs = Obs {
-                    shared: &self.shared,
+                    interval: &mut self.interval,
                     locals: &self.locals.1,
                     watch: &self.watch.1,
                 };
@@ -217,13 +244,15 @@ fn install_filter(live: &mut Live, iface: &str, base: &str, watch: &WatchList) {
     live.apply_watch(iface, base, watch);
 }
 
-/// Sleep up to `d`, returning early (true) if `stop` is set.
-fn sleep_or_stop(d: Duration, stop: &AtomicBool) -> bool {
+/// Sleep up to `d`, returning early (true) if `stop` is set; flush requests are answered
+/// meanwhile.
+fn sleep_or_stop(d: Duration, stop: &AtomicBool, proc: &mut Processor) -> bool {
     let end = Instant::now() + d;
     while Instant::now() < end {
         if stop.load(Ordering::Relaxed) {
             return true;
         }
+        proc.serve_flush();
         std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
     }
     stop.load(Ordering::Relaxed)
@@ -258,7 +287,7 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
                     } else {
                         tracing::debug!("{iface}: still failing: {e}");
                     }
-                    if sleep_or_stop(backoff, &w.stop) {
+                    if sleep_or_stop(backoff, &w.stop, &mut proc) {
                         break;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -306,13 +335,14 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
                     last_error.clear();
                     dropped_before += dropped_now;
                     // Give a flapping interface a moment before the first reopen.
-                    if sleep_or_stop(BACKOFF_MIN, &w.stop) {
+                    if sleep_or_stop(BACKOFF_MIN, &w.stop, &mut proc) {
                         break 'outer;
                     }
                     continue 'outer;
                 }
             }
             since_clock = 0;
+            proc.serve_flush();
             if last_stats.elapsed() >= Duration::from_secs(1) {
                 last_stats = Instant::now();
                 if let Some((_, dropped)) = live.stats() {
@@ -327,6 +357,8 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
     }
     proc.tick(wall_ns());
     proc.publish();
+    // The last interval: the flusher collects it once this thread has ended.
+    proc.hand_over();
 }
 
 /// The capture loop reads the clock (for the once-a-second drop statistics) after this many
@@ -368,7 +400,7 @@ pub fn run_file(
         last_ts = ts;
         let nf = *next_flush.get_or_insert(ts + every);
         if ts >= nf {
-            let _ = tx.send(Msg::Report(w.shared.take_report()));
+            let _ = tx.send(Msg::Report(w.shared.take_report(proc.take_interval())));
             let mut n = nf + every;
             if ts >= n {
                 n += (ts - n) / every * every + every;
@@ -388,7 +420,7 @@ pub fn run_file(
     }
     proc.tick(last_ts + TICK);
     proc.publish();
-    let _ = tx.send(Msg::Report(w.shared.take_report()));
+    let _ = tx.send(Msg::Report(w.shared.take_report(proc.take_interval())));
 }
 
 #[cfg(test)]

@@ -58,6 +58,7 @@ pub struct Prom {
     flows_evicted: Family<Labels, Counter>,
     samples: Family<Labels, Counter>,
     samples_internal: Family<Labels, Counter>,
+    pairs_dropped: Family<Labels, Counter>,
     send_errors: Family<Labels, Counter>,
     state: Mutex<PromState>,
 }
@@ -99,6 +100,7 @@ impl Prom {
             flows_evicted: Family::default(),
             samples: Family::default(),
             samples_internal: Family::default(),
+            pairs_dropped: Family::default(),
             send_errors: Family::default(),
             state: Mutex::new(PromState::default()),
             registry,
@@ -146,6 +148,12 @@ impl Prom {
             p.samples_internal.clone(),
         );
         r.register(
+            "metro_pairs_dropped",
+            "Samples (kind=sample) and retransmissions (kind=retransmit) that found no room in \
+             an interval's (local, remote) pair tables",
+            p.pairs_dropped.clone(),
+        );
+        r.register(
             "metro_statsd_send_errors",
             "DogStatsD datagrams that could not be sent",
             p.send_errors.clone(),
@@ -178,6 +186,14 @@ impl Prom {
         self.samples_internal
             .get_or_create(&il)
             .inc_by(c.samples_internal);
+        for (k, n) in [
+            ("sample", c.pairs_dropped.samples),
+            ("retransmit", c.pairs_dropped.retransmits),
+        ] {
+            let mut l = il.clone();
+            l.push(("kind".into(), k.into()));
+            self.pairs_dropped.get_or_create(&l).inc_by(n);
+        }
         self.send_errors.get_or_create(&il).inc_by(send_errors);
 
         let now = Instant::now();
@@ -425,6 +441,10 @@ mod tests {
             counters: InstanceCounters {
                 packets_received: 10,
                 samples: [2, 0, 0],
+                pairs_dropped: crate::agent::report::PairsDropped {
+                    samples: 0,
+                    retransmits: 4,
+                },
                 ..Default::default()
             },
         }
@@ -449,6 +469,10 @@ mod tests {
         let t = p.render();
         assert!(t.contains("metro_tcp_rtt_last_seconds{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\"} 0.042"), "{t}");
         assert!(t.contains("metro_tcp_rtt_samples_total{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\"} 2"), "{t}");
+        assert!(
+            t.contains("metro_pairs_dropped_total{iface=\"eth0\",kind=\"retransmit\"} 4"),
+            "{t}"
+        );
         assert!(
             t.contains("metro_statsd_send_errors_total{iface=\"eth0\"} 3"),
             "{t}"

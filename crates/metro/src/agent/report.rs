@@ -1,17 +1,26 @@
 //! Per-interval aggregation: samples and retransmissions folded per (local address, remote
 //! host) pair, and the [`InstanceReport`] a flush hands to the sinks.
 //!
-//! The capture thread adds to an [`Interval`] under a short-lived lock (one update per
+//! The capture thread owns the [`Interval`] it fills, without any lock (one update per
 //! sample, found through the connection's tag; a hash lookup only for a connection's first
-//! sample in an interval); a flush swaps the whole interval out and builds the report outside the lock,
-//! so no sink ever holds it. Pairs with no new sample are not reported (go-metro re-sent
-//! stale values forever).
+//! sample in an interval). At a flush tick the flusher raises the instance's request
+//! counter; the capture thread, between packets, swaps in an empty interval and sends the
+//! full one over the instance's channel; the flusher builds the report from it. Pairs with
+//! no new sample are not reported (go-metro re-sent stale values forever).
+//!
+//! Only a sample takes one of the interval's [`MAX_PAIRS`] slots: a retransmission on a pair
+//! without a slot waits in a separate bounded table and joins its pair when the pair's first
+//! sample arrives. One-sided traffic (forged or not) from any number of addresses therefore
+//! never pushes a host with samples out of the report; whatever finds no room is counted
+//! (`metro.pairs.dropped`).
 
 use std::collections::HashMap;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use metro_core::aggregate::{Numbering, Stats};
 use metro_core::engine::NO_TAG;
@@ -19,8 +28,14 @@ use metro_core::rtt::Sample;
 
 use super::resolve::{LocalSet, Shared, WatchList};
 
-/// Pairs kept per interval; a new pair beyond this is dropped and counted.
+/// Intervals a capture thread can hand over before the flusher collects them.
+const HANDOFF_SLOTS: usize = 8;
+/// Pairs with samples kept per interval; a sample of a new pair beyond this is dropped and
+/// counted.
 pub const MAX_PAIRS: usize = 65_536;
+/// Pairs with retransmissions but no sample (yet) kept per interval; a retransmission on a
+/// new such pair beyond this is dropped and counted.
+pub const MAX_PENDING_PAIRS: usize = 65_536;
 
 /// One (local address, remote host) pair over an interval.
 #[derive(Clone, Debug)]
@@ -46,6 +61,24 @@ pub struct InstanceCounters {
     pub samples: [u64; 3],
     /// Samples answered by this host: counted, not reported as RTT.
     pub samples_internal: u64,
+    /// Samples and retransmissions that found no room in the interval's pair tables.
+    pub pairs_dropped: PairsDropped,
+}
+
+/// What the interval's pair tables had no room for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairsDropped {
+    /// Samples of a new pair while [`MAX_PAIRS`] pairs had samples.
+    pub samples: u64,
+    /// Retransmissions on a new pair without samples while [`MAX_PENDING_PAIRS`] such pairs
+    /// were waiting.
+    pub retransmits: u64,
+}
+
+impl PairsDropped {
+    pub fn total(&self) -> u64 {
+        self.samples + self.retransmits
+    }
 }
 
 /// What one instance sends for one interval.
@@ -74,15 +107,18 @@ pub struct Interval {
     pairs: Vec<PairAcc>,
     samples: [u64; 3],
     samples_internal: u64,
+    /// Retransmissions on pairs that have no sample (no slot) yet this interval.
+    pending: HashMap<(IpAddr, IpAddr), u64>,
     /// Samples whose responder is neither local nor watched (e.g. traffic seen on `any`
     /// between two other hosts): dropped.
     pub samples_unwatched: u64,
-    pub pairs_dropped: u64,
+    pub pairs_dropped: PairsDropped,
 }
 
 impl Interval {
-    /// The pair (local, remote), found first where `tag` says (a position from an earlier
-    /// interval, or another pair's, is checked and corrected).
+    /// The pair (local, remote) for a sample, found first where `tag` says (a position from
+    /// an earlier interval, or another pair's, is checked and corrected); created (with the
+    /// retransmissions that waited for it) if there is room.
     fn pair(
         &mut self,
         local: IpAddr,
@@ -94,19 +130,70 @@ impl Interval {
         let i = match self.numbers.find(key, tag) {
             Some(i) => i,
             None if self.pairs.len() >= MAX_PAIRS => {
-                self.pairs_dropped += 1;
+                self.pairs_dropped.samples += 1;
                 return None;
             }
             None => {
+                let retransmits = if self.pending.is_empty() {
+                    0
+                } else {
+                    self.pending.remove(&key).unwrap_or(0)
+                };
                 self.pairs.push(PairAcc {
                     dst: dst(),
                     stats: Stats::new(),
-                    retransmits: 0,
+                    retransmits,
                 });
                 self.numbers.add(key, tag)
             }
         };
         Some(&mut self.pairs[i as usize])
+    }
+
+    /// Pairs with samples this interval.
+    pub fn pairs_len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Fold a later interval of the same instance in (a hand-over that arrived late).
+    pub fn merge(&mut self, other: Interval) {
+        let keys = other.numbers.keys().to_vec();
+        for (key, acc) in keys.into_iter().zip(other.pairs) {
+            let mut tag = NO_TAG;
+            match self.numbers.find(key, &mut tag) {
+                Some(i) => {
+                    let p = &mut self.pairs[i as usize];
+                    p.stats.merge(&acc.stats);
+                    p.retransmits += acc.retransmits;
+                }
+                None if self.pairs.len() >= MAX_PAIRS => {
+                    self.pairs_dropped.samples += acc.stats.count();
+                }
+                None => {
+                    self.pairs.push(acc);
+                    self.numbers.add(key, &mut tag);
+                }
+            }
+        }
+        for (key, n) in other.pending {
+            let mut tag = NO_TAG;
+            if let Some(i) = self.numbers.find(key, &mut tag) {
+                self.pairs[i as usize].retransmits += n;
+            } else if let Some(m) = self.pending.get_mut(&key) {
+                *m += n;
+            } else if self.pending.len() < MAX_PENDING_PAIRS {
+                self.pending.insert(key, n);
+            } else {
+                self.pairs_dropped.retransmits += n;
+            }
+        }
+        for (a, b) in self.samples.iter_mut().zip(other.samples) {
+            *a += b;
+        }
+        self.samples_internal += other.samples_internal;
+        self.samples_unwatched += other.samples_unwatched;
+        self.pairs_dropped.samples += other.pairs_dropped.samples;
+        self.pairs_dropped.retransmits += other.pairs_dropped.retransmits;
     }
 
     /// Fold one sample in. A sample answered by a local address is internal; one answered by
@@ -160,15 +247,28 @@ impl Interval {
         } else {
             return;
         };
+        let key = (local, remote);
         let mut no_tag = NO_TAG;
-        if let Some(p) = self.pair(local, remote, || watch.tag(remote), &mut no_tag) {
-            p.retransmits += 1;
+        if let Some(i) = self.numbers.find(key, &mut no_tag) {
+            self.pairs[i as usize].retransmits += 1;
+            return;
+        }
+        // No sample yet: no slot. Wait (bounded) for the pair's first sample.
+        let room = self.pending.len() < MAX_PENDING_PAIRS;
+        match self.pending.get_mut(&key) {
+            Some(n) => *n += 1,
+            None if room => {
+                self.pending.insert(key, 1);
+            }
+            None => self.pairs_dropped.retransmits += 1,
         }
     }
 
     /// Pairs with at least one sample, merged by (src, dst tag): two addresses of one host
     /// name are one series.
     pub fn into_pairs(self) -> (Vec<PairReport>, [u64; 3], u64) {
+        // Retransmissions on pairs that never had a sample are not reported (no RTT to
+        // report them with), as before.
         let mut out: Vec<PairReport> = Vec::new();
         let mut index: HashMap<(IpAddr, Arc<str>), usize> = HashMap::new();
         let mut entries: Vec<((IpAddr, IpAddr), PairAcc)> = self
@@ -216,8 +316,14 @@ pub struct Cumulative {
 /// State one instance shares between its capture thread, the resolver and the flusher.
 pub struct InstanceShared {
     pub iface: String,
-    pub tags: Vec<String>,
-    pub interval: Mutex<Interval>,
+    /// The instance's tags: replaced in place by a reload that keeps the capture.
+    pub tags: Mutex<Vec<String>>,
+    /// Raised by the flusher: the capture thread hands its interval over when this moves.
+    pub flush_requests: AtomicU64,
+    /// The capture thread's end of the hand-over channel.
+    pub handoff: SyncSender<Interval>,
+    /// The flusher's end.
+    handoff_rx: Mutex<Receiver<Interval>>,
     pub cumulative: Cumulative,
     pub watch: Shared<WatchList>,
     pub locals: Shared<LocalSet>,
@@ -235,10 +341,14 @@ impl InstanceShared {
         watch: WatchList,
         locals: LocalSet,
     ) -> InstanceShared {
+        // Room for a few late hand-overs; a capture thread never blocks on it (try_send).
+        let (handoff, handoff_rx) = mpsc::sync_channel(HANDOFF_SLOTS);
         InstanceShared {
             iface,
-            tags,
-            interval: Mutex::new(Interval::default()),
+            tags: Mutex::new(tags),
+            flush_requests: AtomicU64::new(0),
+            handoff,
+            handoff_rx: Mutex::new(handoff_rx),
             cumulative: Cumulative::default(),
             watch: Shared::new(watch),
             locals: Shared::new(locals),
@@ -248,15 +358,46 @@ impl InstanceShared {
         }
     }
 
-    /// Swap the interval out and build its report. The interval lock is held only for the
-    /// swap.
-    pub fn take_report(&self) -> InstanceReport {
-        let iv = std::mem::take(&mut *self.interval.lock().unwrap_or_else(|e| e.into_inner()));
-        if iv.pairs_dropped > 0 {
+    /// Ask the capture thread for its interval (see [`Self::collect`]).
+    pub fn request_flush(&self) {
+        self.flush_requests.fetch_add(1, Ordering::Release);
+    }
+
+    /// Every interval the capture thread handed over, merged: waits up to `wait` for the
+    /// first (zero: take what is there). An empty interval if none came; a late one is
+    /// reported with the next flush.
+    pub fn collect(&self, wait: Duration) -> Interval {
+        let rx = self.handoff_rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut iv = match rx.recv_timeout(wait) {
+            Ok(iv) => iv,
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                return Interval::default();
+            }
+        };
+        while let Ok(more) = rx.try_recv() {
+            iv.merge(more);
+        }
+        iv
+    }
+
+    /// Build the report of `iv`, this instance's interval, with the counters' deltas since
+    /// the last report.
+    pub fn take_report(&self, iv: Interval) -> InstanceReport {
+        let dropped = iv.pairs_dropped;
+        if dropped.samples > 0 {
             tracing::warn!(
-                "{}: {} new (local, remote) pairs dropped this interval: more than {MAX_PAIRS}",
+                "{}: {} samples of new (local, remote) pairs dropped this interval: more than \
+                 {MAX_PAIRS} pairs had samples",
                 self.iface,
-                iv.pairs_dropped
+                dropped.samples
+            );
+        }
+        if dropped.retransmits > 0 {
+            tracing::debug!(
+                "{}: {} retransmissions on pairs without samples dropped this interval: more \
+                 than {MAX_PENDING_PAIRS} such pairs",
+                self.iface,
+                dropped.retransmits
             );
         }
         let (pairs, samples, internal) = iv.into_pairs();
@@ -277,11 +418,12 @@ impl InstanceShared {
             flows_evicted: evict.saturating_sub(last.2),
             samples,
             samples_internal: internal,
+            pairs_dropped: dropped,
         };
         *last = (recv, drop, evict);
         InstanceReport {
             iface: self.iface.clone(),
-            tags: self.tags.clone(),
+            tags: self.tags.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             pairs,
             counters,
         }
@@ -450,28 +592,114 @@ mod tests {
     }
 
     #[test]
+    fn one_sided_retransmissions_take_no_slot_and_real_hosts_win() {
+        // Watch 10.0.0.0/8; this host is 192.168.0.1.
+        let w = WatchList::new(vec![Cidr::parse("10.0.0.0/8").unwrap().0]);
+        let l = LocalSet::from(HashSet::from(["192.168.0.1".parse().unwrap()]));
+        let me: IpAddr = "192.168.0.1".parse().unwrap();
+        let forged = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a10_0000 + i));
+        let mut iv = Interval::default();
+        // A real host retransmits before its first sample: the count waits for the sample.
+        iv.add_retransmit(me, "10.0.0.2".parse().unwrap(), &l, &w);
+        // 70,000 forged remotes, each with two retransmissions and no sample.
+        for i in 0..70_000 {
+            iv.add_retransmit(forged(i), me, &l, &w);
+            iv.add_retransmit(me, forged(i), &l, &w);
+        }
+        assert_eq!(iv.pairs_len(), 0, "retransmissions alone took slots");
+        let over = 70_000 - (MAX_PENDING_PAIRS as u64 - 1);
+        assert_eq!(iv.pairs_dropped.retransmits, 2 * over);
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "192.168.0.1:5000", 10.0),
+            &l,
+            &w,
+        );
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.3:80", "192.168.0.1:5001", 20.0),
+            &l,
+            &w,
+        );
+        assert_eq!(iv.pairs_dropped.samples, 0);
+        let (pairs, samples, _) = iv.into_pairs();
+        assert_eq!(samples, [2, 0, 0]);
+        let got: Vec<(String, u64, u64)> = pairs
+            .iter()
+            .map(|p| (p.dst.to_string(), p.stats.count(), p.retransmits))
+            .collect();
+        assert_eq!(got, [("10.0.0.2".into(), 1, 1), ("10.0.0.3".into(), 1, 0)]);
+
+        // A full table of pairs with samples: a new pair's samples are dropped and counted,
+        // the pairs already there keep theirs.
+        let mut iv = Interval::default();
+        for i in 0..MAX_PAIRS as u32 {
+            let s = Sample {
+                responder: std::net::SocketAddr::new(forged(i), 80),
+                ..sample(Kind::Seq, "10.0.0.1:80", "192.168.0.1:5000", 1.0)
+            };
+            iv.add_sample(&s, &l, &w);
+        }
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "192.168.0.1:5000", 10.0),
+            &l,
+            &w,
+        );
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "192.168.0.1:5000", 10.0),
+            &l,
+            &w,
+        );
+        let first = Sample {
+            responder: std::net::SocketAddr::new(forged(0), 80),
+            ..sample(Kind::Seq, "10.0.0.1:80", "192.168.0.1:5000", 3.0)
+        };
+        iv.add_sample(&first, &l, &w);
+        assert_eq!(iv.pairs_dropped.samples, 2);
+        let (pairs, _, _) = iv.into_pairs();
+        assert_eq!(pairs.len(), MAX_PAIRS);
+        let p0 = pairs.iter().find(|p| &*p.dst == "10.16.0.0").unwrap();
+        assert_eq!(p0.stats.count(), 2);
+    }
+
+    #[test]
     fn take_report_resets_and_reports_deltas() {
         let sh = InstanceShared::new("eth0".into(), vec!["a:b".into()], watch(), locals());
-        {
-            let w = sh.watch.get().1;
-            let l = sh.locals.get().1;
-            let mut iv = sh.interval.lock().unwrap();
-            iv.add_sample(
-                &sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0),
-                &l,
-                &w,
-            );
-        }
+        let w = sh.watch.get().1;
+        let l = sh.locals.get().1;
+        let mut iv = Interval::default();
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0),
+            &l,
+            &w,
+        );
+        // Handed over in two parts (the second late): merged into one report.
+        let mut late = Interval::default();
+        late.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5001", 30.0),
+            &l,
+            &w,
+        );
+        late.add_retransmit(
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            &l,
+            &w,
+        );
+        assert_eq!(sh.collect(Duration::ZERO).pairs_len(), 0);
+        sh.handoff.try_send(iv).unwrap();
+        sh.handoff.try_send(late).unwrap();
         sh.cumulative.packets_received.store(100, Ordering::Relaxed);
-        let r = sh.take_report();
+        let r = sh.take_report(sh.collect(Duration::from_secs(1)));
+        assert_eq!(r.pairs[0].stats.count(), 2);
+        assert_eq!(r.pairs[0].stats.max(), 30.0);
+        assert_eq!(r.pairs[0].retransmits, 1);
         assert_eq!(r.pairs.len(), 1);
         assert_eq!(r.counters.packets_received, 100);
-        assert_eq!(r.counters.samples, [1, 0, 0]);
+        assert_eq!(r.counters.samples, [2, 0, 0]);
         sh.cumulative.packets_received.store(150, Ordering::Relaxed);
-        let r = sh.take_report();
+        let r = sh.take_report(sh.collect(Duration::ZERO));
         assert!(r.pairs.is_empty());
         assert_eq!(r.counters.packets_received, 50);
         assert_eq!(r.counters.samples, [0, 0, 0]);
-        assert_eq!(sh.samples_total[0].load(Ordering::Relaxed), 1);
+        assert_eq!(sh.samples_total[0].load(Ordering::Relaxed), 2);
     }
 }

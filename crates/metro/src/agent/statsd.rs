@@ -144,7 +144,8 @@ pub const RTT_GAUGES: [&str; 8] = [
 ///
 /// Per pair with samples: the eight RTT gauges, `system.net.tcp.rtt.samples` and
 /// `system.net.tcp.retransmits` (counts), tagged `src`, `dst`, `iface`, then the instance's
-/// tags. Then the self-metrics, tagged `iface` and the instance's tags.
+/// tags. Then the self-metrics, tagged `iface` and the instance's tags (`metro.samples` also
+/// `kind:seq|handshake|ts`, `metro.pairs.dropped` also `kind:sample|retransmit`).
 pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Vec<u8>> {
     let mut b = Batcher::new(max);
     let iface = format!("iface:{}", r.iface);
@@ -224,6 +225,14 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         Type::Count,
         &tags,
     );
+    for (what, n) in [
+        ("kind:sample", c.pairs_dropped.samples),
+        ("kind:retransmit", c.pairs_dropped.retransmits),
+    ] {
+        let mut t = tags.clone();
+        t.push(what);
+        b.push("metro.pairs.dropped", n as f64, Type::Count, &t);
+    }
     b.push(
         "metro.statsd.send_errors",
         send_errors as f64,
@@ -487,6 +496,10 @@ mod tests {
                 flows_evicted: 0,
                 samples: [4, 0, 1],
                 samples_internal: 9,
+                pairs_dropped: crate::agent::report::PairsDropped {
+                    samples: 6,
+                    retransmits: 11,
+                },
             },
         }
     }
@@ -516,8 +529,8 @@ mod tests {
             assert!(d.len() <= UDP_MAX, "datagram of {} bytes", d.len());
             all.extend(parse_datagram(std::str::from_utf8(d).unwrap()).unwrap());
         }
-        // 2 pairs x 10 metrics + 4 + 3 kinds + internal + send_errors.
-        assert_eq!(all.len(), 2 * 10 + 4 + 3 + 2);
+        // 2 pairs x 10 metrics + 4 + 3 kinds + internal + 2 pairs dropped + send_errors.
+        assert_eq!(all.len(), 2 * 10 + 4 + 3 + 1 + 2 + 1);
         let find = |name: &str, dst: &str| {
             all.iter()
                 .find(|m| m.name == name && m.tag("dst") == Some(dst))
@@ -580,6 +593,15 @@ mod tests {
             .find(|m| m.name == "metro.samples" && m.tag("kind") == Some("seq"))
             .unwrap();
         assert_eq!(seq.value, 4.0);
+        let dropped = |kind: &str| {
+            let m = selfm
+                .iter()
+                .find(|m| m.name == "metro.pairs.dropped" && m.tag("kind") == Some(kind))
+                .unwrap_or_else(|| panic!("metro.pairs.dropped kind:{kind} missing"));
+            assert_eq!(m.ty, "c");
+            m.value
+        };
+        assert_eq!((dropped("sample"), dropped("retransmit")), (6.0, 11.0));
     }
 
     #[test]
@@ -606,7 +628,7 @@ mod tests {
                     .unwrap()
                     .len();
             }
-            assert_eq!(n, 202 * 10 + 4 + 3 + 2);
+            assert_eq!(n, 202 * 10 + 4 + 3 + 1 + 2 + 1);
         }
     }
 

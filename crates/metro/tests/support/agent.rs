@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-use std::ffi::OsString;
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -45,94 +44,13 @@ impl Drop for TempDir {
     }
 }
 
-/// Environment variable that turns a test binary into the agent (see [`child_entry`]).
-const CHILD_ENV: &str = "METRO_TEST_AGENT_ARGS";
-
-/// How to start metro: the real binary when it knows `run`, else this test binary
-/// re-executed as the agent (until main.rs dispatches `run`; see [`child_entry`]).
-fn program(args: &[&str]) -> (OsString, Vec<OsString>, Option<String>) {
-    let bin = env!("CARGO_BIN_EXE_metro");
-    static HAS_RUN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let has_run = *HAS_RUN.get_or_init(|| {
-        Command::new(bin)
-            .args(["run", "--help"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    });
-    if has_run {
-        (bin.into(), args.iter().map(OsString::from).collect(), None)
-    } else {
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| {
-            eprintln!(
-                "NOTE: {bin} does not dispatch `run` yet: this test binary stands in for it \
-                 (metro::agent::run through the same argument translation)"
-            )
-        });
-        let me = std::env::current_exe().unwrap();
-        (
-            me.into(),
-            [
-                "agent_child_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ]
-            .iter()
-            .map(OsString::from)
-            .collect(),
-            Some(args.join("\u{1f}")),
-        )
-    }
-}
-
-/// Call from a `#[test] fn agent_child_entry()` in each test binary: when this binary was
-/// started as the agent, run it and exit with its status; otherwise do nothing.
-pub fn child_entry() {
-    let Ok(joined) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    use clap::Parser;
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(subcommand)]
-        cmd: Cmd,
-    }
-    #[derive(clap::Subcommand)]
-    enum Cmd {
-        Run(metro::agent::RunArgs),
-        CheckConfig(metro::agent::CheckConfigArgs),
-    }
-    let mut argv: Vec<OsString> = vec!["metro".into()];
-    argv.extend(joined.split('\u{1f}').map(OsString::from));
-    let argv = metro::agent::translate_legacy_args(argv);
-    let r = match Cli::try_parse_from(argv) {
-        Ok(Cli { cmd: Cmd::Run(a) }) => metro::agent::run(a),
-        Ok(Cli {
-            cmd: Cmd::CheckConfig(a),
-        }) => metro::agent::check_config(a),
-        Err(e) => e.exit(),
-    };
-    match r {
-        Ok(()) => std::process::exit(0),
-        Err(e) => {
-            eprintln!("metro: {e:#}");
-            std::process::exit(1)
-        }
-    }
-}
+/// The `metro` binary under test (Cargo builds it for the integration tests).
+pub const METRO: &str = env!("CARGO_BIN_EXE_metro");
 
 /// A `metro ARGS` command (outside any namespace).
 pub fn metro_command(args: &[&str]) -> Command {
-    let (prog, pre, env) = program(args);
-    let mut c = Command::new(prog);
-    c.args(&pre);
-    if let Some(e) = env {
-        c.env(CHILD_ENV, e);
-    }
+    let mut c = Command::new(METRO);
+    c.args(args);
     c.stdin(Stdio::null());
     c
 }
@@ -161,12 +79,8 @@ pub struct Agent {
 impl Agent {
     /// Start `metro ARGS` inside `ns` (via `ip netns exec`), stderr to `stderr_path`.
     pub fn start(ns: &Netns, args: &[&str], stderr_path: &Path) -> Agent {
-        let (prog, pre, env) = program(args);
-        let mut c = ns.command(prog.to_str().unwrap());
-        c.args(&pre);
-        if let Some(e) = env {
-            c.env(CHILD_ENV, e);
-        }
+        let mut c = ns.command(METRO);
+        c.args(args);
         let err = std::fs::File::create(stderr_path).unwrap();
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
         let child = c.spawn().expect("spawn metro");
