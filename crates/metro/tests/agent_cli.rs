@@ -25,7 +25,6 @@ fn check_config_prints_effective_config_and_warnings() {
     );
     let (st, out, err) = metro_output(&["check-config", cfg.to_str().unwrap()]);
     assert!(st.success(), "{st}\n{out}\n{err}");
-    // (When this binary stands in for metro, the test harness prints a line first.)
     let out = out[out.find("init_config:").expect("no configuration printed")..].to_string();
     for want in [
         "snaplen: 256",
