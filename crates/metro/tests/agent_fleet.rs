@@ -707,3 +707,99 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
         "OTLP sum {sum} s vs DogStatsD values {want_sum} s"
     );
 }
+
+#[test]
+fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
+    let p = Pair::new("fls", 35);
+    let dir = TempDir::new("flsamples");
+    let srv = EchoServer::start(&p.s, "10.200.35.2:7000");
+    let rx = Statsd::udp(p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap()));
+    let stuck_rx = Statsd::udp(p.c.enter(|| UdpSocket::bind("127.0.0.1:8126").unwrap()));
+    let out = dir.path("samples.jsonl");
+    // A FIFO opened for reading and never read: its 64 KiB fill, then every write blocks.
+    let fifo = dir.path("stuck.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: plain libc calls on a path we own; the fd is closed at the end.
+    let fd = unsafe {
+        assert_eq!(libc::mkfifo(c.as_ptr(), 0o600), 0);
+        libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK)
+    };
+    assert!(fd >= 0);
+    let cfg = dir.write("metro.yaml", &config(8125, "off", "'10.200.35.2'", "", ""));
+    let stuck_cfg = dir.write("stuck.yaml", &config(8126, "off", "'10.200.35.2'", "", ""));
+    let mut ag = Agent::start(
+        &p.c,
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--samples",
+            out.to_str().unwrap(),
+        ],
+        &dir.path("stderr"),
+    );
+    let mut stuck = Agent::start(
+        &p.c,
+        &[
+            "run",
+            "--config",
+            stuck_cfg.to_str().unwrap(),
+            "--samples",
+            fifo.to_str().unwrap(),
+        ],
+        &dir.path("stderr-stuck"),
+    );
+    ag.wait_log("capture filter", 20 * S);
+    stuck.wait_log("capture filter", 20 * S);
+    // Fast traffic: thousands of samples a second, far more than 64 KiB of lines.
+    let mut client = Client::start(&p.c, srv.addr, 100, Duration::ZERO, 1000);
+    stuck.wait_log("lines lost so far", 30 * S);
+    std::thread::sleep(2 * S);
+    client.stop();
+    for a in [&mut ag, &mut stuck] {
+        a.signal(libc::SIGTERM);
+        assert!(a.wait(20 * S).success(), "{}", a.log());
+    }
+    // SAFETY: closing the fd opened above.
+    unsafe { libc::close(fd) };
+
+    let sent: f64 = named(&rx.all(), "system.net.tcp.rtt.samples")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut from_server = 0;
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["iface"], "veth0");
+        assert!(v.get("file").is_none() && v.get("frame").is_none());
+        assert!(["seq", "handshake", "ts"].contains(&v["kind"].as_str().unwrap()));
+        assert!(v["rtt_ms"].as_f64().unwrap() >= 0.0);
+        if v["src"] == "10.200.35.2" {
+            assert_eq!(v["dst"], "10.200.35.1");
+            from_server += 1;
+        }
+    }
+    eprintln!(
+        "{} lines, {from_server} answered by the server; DogStatsD {sent}",
+        text.lines().count()
+    );
+    assert!(sent > 1000.0, "{sent} samples");
+    // Every sample the agent reported is a line (and answered by the watched server).
+    assert_eq!(from_server as f64, sent);
+    assert!(ag.log().contains(", 0 lost"), "{}", ag.log());
+
+    // The agent whose reader never reads lost lines, said so, and measured every sample
+    // all the same: its counts equal the other agent's, on the same traffic.
+    let stuck_sent: f64 = named(&stuck_rx.all(), "system.net.tcp.rtt.samples")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    assert_eq!(stuck_sent, sent, "{}", stuck.log());
+    let dropped: f64 = named(&stuck_rx.all(), "metro.packets.dropped")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    assert_eq!(dropped, 0.0);
+}

@@ -25,6 +25,7 @@ use super::live::{self, Live, LiveOptions, Next};
 use super::report::{InstanceShared, Interval};
 use super::resolve::{LocalSet, WatchList, interface_addresses};
 use super::run::Msg;
+use super::samples::SampleBuf;
 
 const NS: i64 = 1_000_000_000;
 /// Engine expiry runs at most this often (packet time).
@@ -71,6 +72,8 @@ impl Duty {
 /// thread owns (no lock).
 struct Obs<'a> {
     interval: &'a mut Interval,
+    /// `--samples`: this thread's buffer of JSON lines.
+    samples: Option<&'a mut SampleBuf>,
     locals: &'a LocalSet,
     watch: &'a WatchList,
 }
@@ -81,6 +84,9 @@ impl Observer for Obs<'_> {
         self.sample_tagged(s, &mut tag);
     }
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
+        if let Some(b) = &mut self.samples {
+            b.push(s);
+        }
         self.interval
             .add_sample_tagged(s, self.locals, self.watch, tag);
     }
@@ -109,6 +115,8 @@ pub struct Processor {
     interval: Interval,
     /// The last flush request answered.
     flushes_seen: u64,
+    /// `--samples`: lines waiting for the writer thread.
+    samples: Option<SampleBuf>,
 }
 
 impl Processor {
@@ -120,6 +128,7 @@ impl Processor {
         let watch = shared.watch.get();
         let locals = shared.locals.get();
         let opts = shared.opts.clone();
+        let samples = SampleBuf::new(&shared.iface);
         Processor {
             shared,
             engine: Engine::new(engine),
@@ -132,6 +141,7 @@ impl Processor {
                 window: None,
             }),
             decode_errors: 0,
+            samples,
             interval: Interval::new(opts),
             flushes_seen: 0,
         }
@@ -151,6 +161,9 @@ impl Processor {
     /// behind that the channel is full, keep filling this one (nothing is lost: it goes
     /// with the next request).
     pub fn hand_over(&mut self) {
+        if let Some(b) = &mut self.samples {
+            b.hand_over();
+        }
         let fresh = self.interval.fresh();
         let iv = std::mem::replace(&mut self.interval, fresh);
         if let Err(std::sync::mpsc::TrySendError::Full(iv)) = self.shared.handoff.try_send(iv) {
@@ -160,6 +173,9 @@ impl Processor {
 
     /// The interval so far, leaving an empty one (file instances report it themselves).
     pub fn take_interval(&mut self) -> Interval {
+        if let Some(b) = &mut self.samples {
+            b.hand_over();
+        }
         let fresh = self.interval.fresh();
         std::mem::replace(&mut self.interval, fresh)
     }
@@ -203,6 +219,7 @@ impl Processor {
             Ok(ref pkt) => {
                 let mut obs = Obs {
                     interval: &mut self.interval,
+                    samples: self.samples.as_mut(),
                     locals: &self.locals.1,
                     watch: &self.watch.1,
                 };
@@ -221,6 +238,9 @@ impl Processor {
                 self.last_tick = Some(now);
                 self.engine.tick(now);
                 self.publish();
+                if let Some(b) = &mut self.samples {
+                    b.hand_over();
+                }
             }
         }
     }

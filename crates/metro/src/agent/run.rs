@@ -65,6 +65,8 @@ pub struct Overrides {
     pub log: Option<PathBuf>,
     /// `--filter` / go-metro's `-f`: the base capture filter.
     pub filter: Option<String>,
+    /// `--samples PATH|-`: every sample as a JSON line.
+    pub samples: Option<PathBuf>,
 }
 
 fn ns(d: Duration) -> i64 {
@@ -510,6 +512,8 @@ struct Sinks {
     otlp: Option<OtlpSink>,
     /// DogStatsD send errors, reported with the instance's next interval.
     pending_errors: HashMap<String, u64>,
+    /// `--samples` lines lost, as last logged.
+    samples_lost: u64,
 }
 
 impl Sinks {
@@ -523,6 +527,14 @@ impl Sinks {
         self.prom.observe(&r, failed);
         if let Some(o) = &mut self.otlp {
             o.send(&r);
+        }
+        let lost = super::samples::lost();
+        if lost > self.samples_lost {
+            tracing::warn!(
+                "--samples: {} lines lost so far: the reader is slower than the traffic",
+                lost
+            );
+            self.samples_lost = lost;
         }
     }
 }
@@ -543,6 +555,7 @@ fn run_flusher(
         prom,
         otlp,
         pending_errors: HashMap::new(),
+        samples_lost: 0,
     };
     let mut next = Instant::now() + every;
     loop {
@@ -696,6 +709,10 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
     let loaded = loaded.map_err(|e| anyhow!("{e}"))?;
     let mut cfg = loaded.config;
     apply_logging(&cfg, &o);
+    if let Some(p) = &o.samples {
+        super::samples::start(p)
+            .with_context(|| format!("--samples: cannot write {}", p.display()))?;
+    }
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -726,6 +743,7 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
             if let Some(mut s) = server.take() {
                 s.stop();
             }
+            super::samples::finish(Duration::from_secs(2));
             return Ok(());
         }
         let now = Instant::now();
@@ -777,6 +795,7 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
             if let Some(mut s) = server.take() {
                 s.stop();
             }
+            super::samples::finish(Duration::from_secs(2));
             return Ok(());
         }
         std::thread::sleep(SIGNAL_POLL);
