@@ -756,6 +756,8 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
     stuck.wait_log("lines lost so far", 30 * S);
     std::thread::sleep(2 * S);
     client.stop();
+    // Both read everything captured before they stop.
+    std::thread::sleep(2 * S);
     for a in [&mut ag, &mut stuck] {
         a.signal(libc::SIGTERM);
         assert!(a.wait(20 * S).success(), "{}", a.log());
@@ -796,6 +798,15 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
         .iter()
         .map(|m| m.value)
         .sum();
+    let count =
+        |rx: &Statsd, name: &str| -> f64 { named(&rx.all(), name).iter().map(|m| m.value).sum() };
+    eprintln!(
+        "received {} / {}, dropped {} / {}",
+        count(&rx, "metro.packets.received"),
+        count(&stuck_rx, "metro.packets.received"),
+        count(&rx, "metro.packets.dropped"),
+        count(&stuck_rx, "metro.packets.dropped")
+    );
     assert_eq!(stuck_sent, sent, "{}", stuck.log());
     let dropped: f64 = named(&stuck_rx.all(), "metro.packets.dropped")
         .iter()
