@@ -34,7 +34,7 @@ const RTT_GAUGES: [&str; 8] = [
     "system.net.tcp.rtt.p99",
 ];
 const RTT_COUNTS: [&str; 2] = ["system.net.tcp.rtt.samples", "system.net.tcp.retransmits"];
-const SELF_METRICS: [(&str, &str); 8] = [
+const SELF_METRICS: [(&str, &str); 9] = [
     ("metro.packets.received", "c"),
     ("metro.packets.dropped", "c"),
     ("metro.flows.active", "g"),
@@ -42,6 +42,7 @@ const SELF_METRICS: [(&str, &str); 8] = [
     ("metro.samples", "c"),
     ("metro.samples.internal", "c"),
     ("metro.pairs.dropped", "c"),
+    ("metro.series.overflow", "c"),
     ("metro.statsd.send_errors", "c"),
 ];
 
