@@ -24,6 +24,7 @@ pub mod resolve;
 pub mod run;
 pub mod samples;
 pub mod statsd;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -27,7 +27,7 @@ use metro_core::engine::NO_TAG;
 use metro_core::rtt::Sample;
 
 use super::fleet::{Fine, Group, IntervalOpts, MAX_VALUES, OTHER};
-use super::resolve::{LocalSet, Shared, WatchList};
+use super::watch::{LocalSet, Shared, WatchList};
 
 /// Intervals a capture thread can hand over before the flusher collects them.
 const HANDOFF_SLOTS: usize = 8;
