@@ -4,5 +4,6 @@
 pub mod agent;
 pub mod analyze;
 pub mod build;
+pub mod docs;
 pub mod r#gen;
 pub mod pcap;
