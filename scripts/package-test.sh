@@ -28,6 +28,8 @@ fail() {
   exit 1
 }
 step() { echo "== package-test: $*"; }
+# Any other failing command fails the test with its line (set -e alone would exit silently).
+trap 'fail "line $LINENO: \`$BASH_COMMAND\` failed"' ERR
 
 [ "$(id -u)" = 0 ] || fail "must run as root (dpkg -i, network namespaces)"
 if dpkg-query -W -f='${Status}' metro 2>/dev/null | grep -q installed; then
@@ -63,7 +65,7 @@ DEB=$(scripts/package.sh -o "$WORK/deb1")
 VERSION=$(dpkg-deb -f "$DEB" Version)
 UPSTREAM=${VERSION%-*}
 BUMPED="$VERSION+upgradetest1"
-cargo deb -p metro --locked --no-build --deb-version "$BUMPED" -o "$WORK/deb2" >/dev/null
+cargo deb -p metro --locked --no-build --strip --deb-version "$BUMPED" -o "$WORK/deb2" >/dev/null
 DEB2=$(ls "$WORK"/deb2/*.deb)
 dpkg --compare-versions "$BUMPED" gt "$VERSION" || fail "$BUMPED does not sort after $VERSION"
 echo "built $DEB ($VERSION) and $DEB2 ($BUMPED)"
@@ -177,11 +179,9 @@ step "without the capability, the same binary cannot capture"
 cp /usr/bin/metro "$WORK/metro-nocap"
 chmod 755 "$WORK/metro-nocap"
 [ -z "$(getcap "$WORK/metro-nocap")" ] || fail "the copy kept a capability"
-set +e
+rc=0
 timeout 10 ip netns exec "$NS_A" setpriv --reuid=nobody --regid=nogroup --clear-groups \
-  "$WORK/metro-nocap" run --config /etc/metro/metro.yaml >"$WORK/nocap.log" 2>&1
-rc=$?
-set -e
+  "$WORK/metro-nocap" run --config /etc/metro/metro.yaml >"$WORK/nocap.log" 2>&1 || rc=$?
 [ $rc != 0 ] && [ $rc != 124 ] || fail "metro without the capability did not fail (exit $rc)"
 grep -q CAP_NET_RAW "$WORK/nocap.log" || fail "metro without the capability does not name CAP_NET_RAW: $(cat "$WORK/nocap.log")"
 echo "refused as expected: $(grep -m1 CAP_NET_RAW "$WORK/nocap.log" | cut -c1-160)..."
