@@ -90,6 +90,8 @@ ls /usr/share/man/man1/metro.1* /usr/share/man/man1/metro-run.1* >/dev/null 2>&1
 man_page=$(ls /usr/share/man/man1/metro-run.1*)
 man_text=$(case "$man_page" in *.gz) zcat "$man_page" ;; *) cat "$man_page" ;; esac)
 grep -qF -- '\-\-config' <<<"$man_text" || fail "$man_page does not document --config"
+bash -c 'source /usr/share/bash-completion/completions/metro && complete -p metro' >/dev/null \
+  || fail "the bash completion does not register for metro"
 grep -q 'ExecStart=/usr/bin/metro run' /lib/systemd/system/metro.service || fail "the unit does not run /usr/bin/metro"
 
 step "version and provenance"
