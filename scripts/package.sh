@@ -16,6 +16,7 @@ command -v cargo-deb >/dev/null || {
 cargo build --release --locked -p metro >&2
 rm -rf target/release/assets
 target/release/metro generate-docs target/release/assets >&2
+gzip -9n target/release/assets/man/*.1   # Debian policy: compressed man pages
 # --no-build: the binary just built (or reused) is the one packaged (--strip: its debug info
 # stays in target/release, the package carries 4 MB instead of 25); the package metadata is
 # in crates/metro/Cargo.toml.
