@@ -73,7 +73,7 @@ echo "built $DEB ($VERSION) and $DEB2 ($BUMPED)"
 step "package metadata"
 DEPENDS=$(dpkg-deb -f "$DEB" Depends)
 echo "Depends: $DEPENDS"
-for d in libpcap0.8 libc6 libcap2-bin; do
+for d in libpcap0.8 libc6 libcap2-bin procps; do
   grep -q "$d" <<<"$DEPENDS" || fail "Depends lacks $d: $DEPENDS"
 done
 CONFFILES=$(dpkg-deb --ctrl-tarfile "$DEB" | tar -xO ./conffiles)
