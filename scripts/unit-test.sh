@@ -9,7 +9,8 @@
 #   3. checks: the unit is enabled and running on the shipped /etc/metro/metro.yaml as a
 #      dynamic (non-root) user with CAP_NET_RAW its only capability, no_new_privs and a
 #      seccomp filter; RTT metrics reach DogStatsD on the namespace's 127.0.0.1:8125;
-#      `systemctl reload` (SIGHUP) works; `systemctl stop` ends it cleanly; the online
+#      an upgrade restarts the unit and keeps the capability; `systemctl reload` (SIGHUP)
+#      works; `systemctl stop` ends it cleanly; the online
 #      `systemd-analyze security` score.
 #
 # Cleans up (container, image, namespaces, processes) even on failure. Prints PASS or FAIL.
@@ -112,6 +113,18 @@ done
 [ -n "$ok" ] || fail "no system.net.tcp.rtt.avg for dst:10.234.0.2 from the unit"
 grep -m1 'system.net.tcp.rtt.avg:' "$WORK/dsd.out"
 
+step "upgrade under the running unit"
+VERSION=$(dpkg-deb -f "$DEB" Version)
+cargo deb -p metro --locked --no-build --strip --deb-version "$VERSION+unittest1" -o "$WORK/deb2" >/dev/null
+"${PODMAN[@]}" cp "$(ls "$WORK"/deb2/*.deb)" "$CTR:/tmp/metro2.deb"
+in_ctr dpkg -i /tmp/metro2.deb >"$WORK/upgrade.log" 2>&1 || { cat "$WORK/upgrade.log"; fail "the upgrade failed"; }
+[ "$(in_ctr dpkg-query -W -f='${Version}' metro)" = "$VERSION+unittest1" ] || fail "not upgraded"
+in_ctr systemctl is-active metro >/dev/null || fail "metro is not running after the upgrade"
+PID2=$(in_ctr systemctl show -p MainPID --value metro)
+[ "$PID2" != "$PID" ] || fail "the upgrade did not restart the unit (MainPID still $PID)"
+in_ctr getcap /usr/bin/metro | grep -q 'cap_net_raw[=+]ep' || fail "the capability is gone after the upgrade"
+echo "upgraded to $VERSION+unittest1: the unit restarted (pid $PID -> $PID2), the capability kept"
+
 step "reload and stop"
 in_ctr systemctl reload metro || fail "systemctl reload metro failed"
 sleep 1
@@ -124,4 +137,4 @@ echo "reloaded (SIGHUP), stopped: $RESULT"
 SCORE=$(in_ctr systemd-analyze security metro.service 2>&1 | tail -n 1)
 echo "$SCORE"
 
-echo "PASS: unit-test (metro.service under systemd: dynamic user, CAP_NET_RAW only, seccomp; capture, reload, stop)"
+echo "PASS: unit-test (metro.service under systemd: dynamic user, CAP_NET_RAW only, seccomp; capture, upgrade restart, reload, stop)"
