@@ -35,6 +35,17 @@ const STANDARD_MAX_SNAPLEN: u32 = 262_144;
 /// They exist so that record numbers match tshark's frame numbers; skip them.
 pub const NOT_A_PACKET: u32 = u32::MAX;
 
+/// Interfaces one pcapng section may describe. Each costs a few bytes of state for the
+/// rest of the section, and an interface description block is 20 bytes that compress to
+/// almost nothing: without a limit a small gzip'd file makes the reader hold gigabytes.
+/// Real captures describe a handful (a host's interfaces, a few hundred on a router).
+pub const MAX_INTERFACES: usize = 1 << 16;
+/// Record times must lie within this many nanoseconds of 1970 (about 146 years: 1824 to
+/// 2116): then the difference of any two fits in an `i64` and no RTT can come from
+/// arithmetic that wrapped. pcap and snoop headers cannot exceed it (32-bit seconds); a
+/// pcapng time stamp with its resolution and offset can.
+pub const MAX_ABS_TS: i64 = 1 << 62;
+
 const DEFAULT_BUFFER: usize = 1 << 20;
 /// Largest buffer: the largest record plus its headers, rounded up.
 const MAX_BUFFER: usize = MAX_RECORD as usize + (1 << 16);
@@ -46,6 +57,7 @@ pub struct Record<'a> {
     pub linktype: u32,
     /// Nanoseconds since the Unix epoch. Records without a time stamp (pcapng SPB, custom
     /// blocks) carry the previous record's time (0 before the first).
+    /// Always within [`MAX_ABS_TS`] of 0: the difference of two never overflows.
     pub ts: i64,
     /// Bytes captured (`data.len()`).
     pub caplen: u32,
@@ -305,13 +317,16 @@ impl TsConv {
         }
     }
 
+    /// `units` in nanoseconds, if that fits in an `i64`.
     #[inline]
-    fn nanos(self, units: u64) -> i64 {
-        match self {
-            TsConv::Mul(m) => units.wrapping_mul(m) as i64,
-            TsConv::Div(d) => (units / d) as i64,
-            TsConv::Pow2(e) => ((u128::from(units) * 1_000_000_000) >> e.min(127)) as i64,
-        }
+    fn nanos(self, units: u64) -> Option<i64> {
+        let ns = match self {
+            TsConv::Mul(m) => units.checked_mul(m)?,
+            TsConv::Div(d) => units / d,
+            // At most 2^64 * 10^9 < 2^94: no overflow in u128.
+            TsConv::Pow2(e) => u64::try_from((u128::from(units) * 1_000_000_000) >> e.min(127)).ok()?,
+        };
+        i64::try_from(ns).ok()
     }
 }
 
@@ -1191,12 +1206,30 @@ fn ng_block(input: &mut Input, st: &mut NgState, last_ts: i64) -> Result<Step, R
                         })?;
                     }
                     (14, 8) => {
-                        iface.offset_ns = (rd64(v, 0, be) as i64).wrapping_mul(1_000_000_000)
+                        let secs = rd64(v, 0, be) as i64;
+                        iface.offset_ns = secs
+                            .checked_mul(1_000_000_000)
+                            .filter(|ns| ns.abs() <= MAX_ABS_TS)
+                            .ok_or_else(|| ReadError::Damaged {
+                                offset: off,
+                                what: format!(
+                                    "the interface description's if_tsoffset of {secs} s is more than 146 years"
+                                ),
+                            })?;
                     }
                     _ => {}
                 }
                 Ok(())
             })?;
+            if st.interfaces.len() >= MAX_INTERFACES {
+                return Err(ReadError::Damaged {
+                    offset: off,
+                    what: format!(
+                        "the section already describes {MAX_INTERFACES} interfaces, more than any real capture \
+                         (limit {MAX_INTERFACES} per section)"
+                    ),
+                });
+            }
             st.interfaces.push(iface);
         }
         NG_EPB | NG_PB => {
@@ -1221,7 +1254,18 @@ fn ng_block(input: &mut Input, st: &mut NgState, last_ts: i64) -> Result<Step, R
                     ),
                 });
             }
-            let ts = iface.conv.nanos(units).wrapping_add(iface.offset_ns);
+            let ts = iface
+                .conv
+                .nanos(units)
+                .and_then(|ns| ns.checked_add(iface.offset_ns))
+                .filter(|ns| ns.abs() <= MAX_ABS_TS)
+                .ok_or_else(|| ReadError::Damaged {
+                    offset: off + ts_at as u64,
+                    what: format!(
+                        "the {name}'s time stamp ({units} units, interface {iface_id}) is not a time \
+                         between the years 1824 and 2116"
+                    ),
+                })?;
             found = Some(Found {
                 linktype: iface.linktype,
                 ts,
@@ -1305,14 +1349,18 @@ mod tests {
     fn tsresol_conversions() {
         assert_eq!(
             TsConv::from_tsresol(6).unwrap().nanos(1_500_000),
-            1_500_000_000
+            Some(1_500_000_000)
         );
-        assert_eq!(TsConv::from_tsresol(9).unwrap().nanos(7), 7);
-        assert_eq!(TsConv::from_tsresol(12).unwrap().nanos(7_000), 7);
+        assert_eq!(TsConv::from_tsresol(9).unwrap().nanos(7), Some(7));
+        assert_eq!(TsConv::from_tsresol(12).unwrap().nanos(7_000), Some(7));
         assert_eq!(
             TsConv::from_tsresol(0x8a).unwrap().nanos(1536),
-            1_500_000_000
+            Some(1_500_000_000)
         );
+        // What does not fit in nanoseconds since 1970 is refused, not wrapped.
+        assert_eq!(TsConv::from_tsresol(6).unwrap().nanos(u64::MAX / 999), None);
+        assert_eq!(TsConv::from_tsresol(9).unwrap().nanos(u64::MAX), None);
+        assert_eq!(TsConv::from_tsresol(0x80).unwrap().nanos(u64::MAX), None);
         assert!(TsConv::from_tsresol(20).is_none());
     }
 
