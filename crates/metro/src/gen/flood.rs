@@ -160,7 +160,8 @@ pub fn write_flood<W: Write>(cfg: &FloodConfig, out: W) -> io::Result<FloodSumma
     // The i-th spoofed SYN lands at a random point of its own 1/rate slot.
     let slot = 1_000_000_000 / cfg.syn_rate.max(1);
     let syn_time = |i: u64, rng: &mut Rng| {
-        cfg.start_ns + (u128::from(i) * 1_000_000_000 / u128::from(cfg.syn_rate.max(1))) as i64
+        cfg.start_ns
+            + (u128::from(i) * 1_000_000_000 / u128::from(cfg.syn_rate.max(1))) as i64
             + rng.below(slot.max(1)) as i64
     };
     let mut next_syn = (syns > 0).then(|| (0u64, syn_time(0, &mut rng)));

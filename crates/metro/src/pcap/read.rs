@@ -324,7 +324,9 @@ impl TsConv {
             TsConv::Mul(m) => units.checked_mul(m)?,
             TsConv::Div(d) => units / d,
             // At most 2^64 * 10^9 < 2^94: no overflow in u128.
-            TsConv::Pow2(e) => u64::try_from((u128::from(units) * 1_000_000_000) >> e.min(127)).ok()?,
+            TsConv::Pow2(e) => {
+                u64::try_from((u128::from(units) * 1_000_000_000) >> e.min(127)).ok()?
+            }
         };
         i64::try_from(ns).ok()
     }
@@ -1362,6 +1364,111 @@ mod tests {
         assert_eq!(TsConv::from_tsresol(9).unwrap().nanos(u64::MAX), None);
         assert_eq!(TsConv::from_tsresol(0x80).unwrap().nanos(u64::MAX), None);
         assert!(TsConv::from_tsresol(20).is_none());
+    }
+
+    /// A little-endian pcapng block of `btype` around `body`.
+    fn ng(btype: u32, body: &[u8]) -> Vec<u8> {
+        let len = (12 + body.len()) as u32;
+        let mut b = btype.to_le_bytes().to_vec();
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(body);
+        b.extend_from_slice(&len.to_le_bytes());
+        b
+    }
+
+    fn shb() -> Vec<u8> {
+        let mut body = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+        body.extend_from_slice(&[1, 0, 0, 0]);
+        body.extend_from_slice(&u64::MAX.to_le_bytes());
+        ng(NG_SHB, &body)
+    }
+
+    /// An Ethernet interface with these options (code, value), each padded to 4 bytes.
+    fn idb(opts: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = vec![1, 0, 0, 0, 0, 0, 0, 0];
+        for (code, v) in opts {
+            body.extend_from_slice(&code.to_le_bytes());
+            body.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            body.extend_from_slice(v);
+            body.resize(body.len().next_multiple_of(4), 0);
+        }
+        if !opts.is_empty() {
+            body.extend_from_slice(&[0; 4]);
+        }
+        ng(NG_IDB, &body)
+    }
+
+    fn epb(iface: u32, units: u64) -> Vec<u8> {
+        let mut body = iface.to_le_bytes().to_vec();
+        body.extend_from_slice(&((units >> 32) as u32).to_le_bytes());
+        body.extend_from_slice(&(units as u32).to_le_bytes());
+        body.extend_from_slice(&[4, 0, 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]);
+        ng(NG_EPB, &body)
+    }
+
+    #[test]
+    fn pcapng_interfaces_are_capped_with_the_offset() {
+        let mut f = shb();
+        let one = idb(&[]);
+        for _ in 0..MAX_INTERFACES {
+            f.extend_from_slice(&one);
+        }
+        f.extend_from_slice(&epb(MAX_INTERFACES as u32 - 1, 5));
+        let mut r = reader(&f).unwrap();
+        assert_eq!(r.next_record().unwrap().unwrap().interface, 65535);
+        // One more interface: damage, at the block that would exceed the limit.
+        let at = f.len() - epb(0, 0).len();
+        f.truncate(at);
+        f.extend_from_slice(&one);
+        let mut r = reader(&f).unwrap();
+        let e = r.next_record().unwrap_err();
+        assert!(
+            matches!(e, ReadError::Damaged { offset, .. } if offset == at as u64),
+            "{e}"
+        );
+        assert!(e.to_string().contains("65536 interfaces"), "{e}");
+        // A new section starts with none.
+        let mut f2 = f[..at].to_vec();
+        f2.extend_from_slice(&shb());
+        f2.extend_from_slice(&one);
+        f2.extend_from_slice(&epb(0, 7));
+        assert_eq!(
+            reader(&f2).unwrap().next_record().unwrap().unwrap().ts,
+            7000
+        );
+    }
+
+    #[test]
+    fn pcapng_time_stamps_never_wrap() {
+        let read = |iface: Vec<u8>, units: u64| {
+            let mut f = shb();
+            f.extend_from_slice(&iface);
+            let at = f.len();
+            f.extend_from_slice(&epb(0, units));
+            let mut r = reader(&f).unwrap();
+            (r.next_record().map(|rec| rec.map(|x| x.ts)), at)
+        };
+        // Microseconds (the default): 2^64 - 1 µs would wrap in nanoseconds.
+        let (ts, at) = read(idb(&[]), u64::MAX);
+        let e = ts.unwrap_err();
+        assert!(
+            matches!(e, ReadError::Damaged { offset, .. } if offset == at as u64 + 12),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("between the years 1824 and 2116"),
+            "{e}"
+        );
+        // Nanoseconds: fits in a u64, not within 146 years of 1970.
+        let ns = idb(&[(9, &[9])]);
+        assert!(read(ns.clone(), 1 << 63).0.is_err());
+        assert_eq!(read(ns.clone(), 1 << 62).0.unwrap(), Some(1 << 62));
+        // An offset that would carry the time past the limit, or that overflows by itself.
+        let off = |secs: i64| idb(&[(9, &[9]), (14, &secs.to_le_bytes())]);
+        assert_eq!(read(off(-1), 5_000_000_000).0.unwrap(), Some(4_000_000_000));
+        assert!(read(off(4_000_000_000), 1 << 62).0.is_err());
+        let (big, _) = read(off(i64::MAX / 1000), 0);
+        assert!(big.unwrap_err().to_string().contains("if_tsoffset"));
     }
 
     #[test]
