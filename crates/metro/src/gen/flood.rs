@@ -44,6 +44,9 @@ pub struct FloodConfig {
     pub rtt_us: (u64, u64),
     /// False: only the real connections (the same packets at the same times).
     pub flood: bool,
+    /// Spoofed sources are drawn from this IPv4 block (address, prefix length) instead of
+    /// the whole address space: an attacker who knows what the monitor watches.
+    pub spoof_net: Option<(Ipv4Addr, u8)>,
     /// Time of the first packet, ns since the Unix epoch.
     pub start_ns: i64,
 }
@@ -57,6 +60,7 @@ impl Default for FloodConfig {
             real: 300,
             rtt_us: (200, 5_000),
             flood: true,
+            spoof_net: None,
             start_ns: 1_700_000_000_000_000_000,
         }
     }
@@ -80,10 +84,19 @@ fn real_client(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(0xc612_0000 + i)
 }
 
-/// A random spoofed source outside the real clients' block.
-fn flood_source(rng: &mut Rng) -> (Ipv4Addr, u16) {
+/// A random spoofed source (in `net` if given), never a real client or the server.
+fn flood_source(rng: &mut Rng, net: Option<(Ipv4Addr, u8)>) -> (Ipv4Addr, u16) {
+    let (base, keep) = match net {
+        Some((a, len)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            (u32::from(a) & mask, !mask)
+        }
+        None => (0, u32::MAX),
+    };
     loop {
-        let a = rng.next_u32();
+        let a = base | (rng.next_u32() & keep);
         if a >> 17 != 0xc612_0000 >> 17 && a != u32::from(SERVER) {
             return (Ipv4Addr::from(a), 1024 + rng.below(64_512) as u16);
         }
@@ -191,7 +204,7 @@ pub fn write_flood<W: Write>(cfg: &FloodConfig, out: W) -> io::Result<FloodSumma
             w.write_packet(ts, &buf, buf.len() as u32)?;
         } else {
             let (i, ts) = next_syn.expect("a SYN is due");
-            let (src, port) = flood_source(&mut rng);
+            let (src, port) = flood_source(&mut rng, cfg.spoof_net);
             let isn = rng.next_u32();
             buf.clear();
             TcpFrame::v4(src, port, SERVER, SERVER_PORT)

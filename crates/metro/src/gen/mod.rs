@@ -278,9 +278,20 @@ pub struct GenArgs {
     /// Largest round-trip time of a real client, µs (drawn from 200 µs up to it).
     #[arg(long, default_value_t = 5_000, value_name = "US")]
     pub real_rtt_max_us: u64,
+    /// Draw spoofed sources from this IPv4 block (e.g. 100.64.0.0/10) rather than anywhere.
+    #[arg(long, value_name = "NET", value_parser = parse_net)]
+    pub spoof_net: Option<(std::net::Ipv4Addr, u8)>,
     /// Interface description blocks (`--attack interface-bomb`).
     #[arg(long, default_value_t = 30_000_000, value_name = "N")]
     pub interfaces: u64,
+}
+
+fn parse_net(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let (a, len) = s.split_once('/').unwrap_or((s, "32"));
+    match (a.parse(), len.parse::<u8>()) {
+        (Ok(a), Ok(len)) if len <= 32 => Ok((a, len)),
+        _ => Err(format!("`{s}` is not an IPv4 block such as 100.64.0.0/10")),
+    }
 }
 
 /// The hostile captures `metro generate --attack` writes.
@@ -301,6 +312,7 @@ impl GenArgs {
             real: self.real_connections,
             rtt_us: (200.min(self.real_rtt_max_us), self.real_rtt_max_us),
             flood: self.attack == Some(Attack::SynFlood),
+            spoof_net: self.spoof_net,
             ..flood::FloodConfig::default()
         }
     }
