@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 
 use agent::{Metric, TempDir, metro_output, named, parse};
 use metro::analyze::{Report, analyze_files_threads};
-use metro::r#gen::flood::{FloodConfig, SAMPLES_PER_CONNECTION, write_flood, write_interface_bomb};
+use metro::r#gen::flood::{
+    CLIENT_SAMPLES_PER_CONNECTION, FloodConfig, SAMPLES_PER_CONNECTION, write_flood,
+    write_interface_bomb,
+};
 use metro::pcap::{CaptureReader, ReadError};
 use metro_core::engine::EngineConfig;
 
@@ -138,7 +141,8 @@ fn captures(tag: &str, cfg: FloodConfig) -> Captures {
 }
 
 /// 1M spoofed SYNs in one second (each answered by the server) from sources inside the
-/// watched block, 300 real connections with client RTTs of 0.2-5 ms, max_flows 10,000:
+/// watched block, 300 real connections with client RTTs of 0.2-5 ms, each idle 20-200 ms
+/// between its three exchanges, max_flows 10,000:
 /// every real sample is kept, exactly, by `metro analyze` with one thread and with two, and
 /// by the agent's file mode; the flood's entries are shed, no confirmed connection is evicted.
 #[test]
@@ -186,8 +190,11 @@ fn a_syn_flood_keeps_every_real_sample() {
         .iter()
         .map(|m| m.value)
         .sum();
-    // Three samples a connection are answered by the client (handshake, response, FIN).
-    assert_eq!(samples, f64::from(c.cfg.real) * 3.0);
+    // The client answers the handshake's last packet, each response and the server's FIN.
+    assert_eq!(
+        samples,
+        (u64::from(c.cfg.real) * CLIENT_SAMPLES_PER_CONNECTION) as f64
+    );
     assert_eq!(want, got);
     let evicted: f64 = named(&flooded, "metro.flows.evicted")
         .iter()
@@ -199,7 +206,7 @@ fn a_syn_flood_keeps_every_real_sample() {
 /// The limit stated in the README: a new connection is timed from its SYN only if its
 /// handshake completes before `max_flows` (less the confirmed connections) newer one-sided
 /// entries arrive, here about 9.7 ms at 1M SYN/s. Real clients up to 30 ms away: those
-/// nearer than that keep all six samples; farther ones lose exactly one (the handshake's
+/// nearer than that keep all their samples; farther ones lose exactly one (the handshake's
 /// last, timed from the SYN/ACK) and keep the rest, exact.
 #[test]
 fn a_syn_flood_costs_a_far_client_only_its_handshake_sample() {

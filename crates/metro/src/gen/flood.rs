@@ -5,9 +5,10 @@
 //! The flood capture is taken at the attacked server (10.0.0.1, port 443). Each spoofed SYN
 //! comes from a random IPv4 address and port and is answered by the server's SYN/ACK
 //! [`SERVER_DELAY_NS`] later (as a server with SYN cookies does); nothing answers the
-//! SYN/ACK. Each real connection, from its own client address, is a handshake, a request,
-//! a response, and a close initiated by the client, with the client at a drawn round-trip
-//! time from the capture point: six samples, all exact (no loss, no retransmission). The
+//! SYN/ACK. Each real connection, from its own client address, is a handshake,
+//! [`EXCHANGES`] requests and responses with the client thinking [`THINK_US`] between them,
+//! and a close initiated by the client, with the client at a drawn round-trip time from the
+//! capture point: [`SAMPLES_PER_CONNECTION`] samples, all exact (no loss, no retransmission). The
 //! real packets are the same bytes at the same times with and without the flood, so their
 //! samples can be compared frame for frame. Everything is a pure function of the
 //! configuration.
@@ -25,9 +26,16 @@ pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const SERVER_PORT: u16 = 443;
 /// The server's time from a packet arriving to its answer leaving (its own stack).
 pub const SERVER_DELAY_NS: u64 = 30_000;
-/// Samples each real connection yields: two handshake, four seq (request, response, and
-/// each side's FIN).
-pub const SAMPLES_PER_CONNECTION: u64 = 6;
+/// Request/response exchanges of each real connection.
+pub const EXCHANGES: u64 = 3;
+/// The client's think time between a response and its next request, µs: an established
+/// connection sits idle meanwhile (and a least-recently-seen table would evict it).
+pub const THINK_US: (u64, u64) = (20_000, 200_000);
+/// Samples each real connection yields: two handshake, two seq per exchange (request and
+/// response acknowledged), two seq for the FINs.
+pub const SAMPLES_PER_CONNECTION: u64 = 2 + 2 * EXCHANGES + 2;
+/// Of those, answered by the client: the handshake's last, each response's ACK, its FIN's.
+pub const CLIENT_SAMPLES_PER_CONNECTION: u64 = 1 + EXCHANGES + 1;
 
 /// What a flood capture holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,10 +121,9 @@ fn real_packets(cfg: &FloodConfig, summary: &mut FloodSummary) -> Vec<(i64, Vec<
         let rtt = rng.range(cfg.rtt_us.0, cfg.rtt_us.1) * 1_000;
         summary.max_real_rtt_ns = summary.max_real_rtt_ns.max(rtt);
         let d = SERVER_DELAY_NS;
-        // Starts spread over the flood, leaving room for the conversation to end in it.
-        let t0 = cfg.start_ns + rng.below(cfg.duration_ns.max(1)) as i64;
+        // Starts spread over the flood's first half: most conversations end within it.
+        let t0 = cfg.start_ns + rng.below((cfg.duration_ns / 2).max(1)) as i64;
         let (c, s) = (rng.next_u32(), rng.next_u32());
-        let (req, resp) = (rng.range(50, 1_000) as u32, rng.range(100, 1_400) as u32);
         let up = |seq: u32, ack: u32, f: u16, len: u32| {
             TcpFrame::v4(client, cport, SERVER, SERVER_PORT)
                 .seq(seq)
@@ -139,17 +146,26 @@ fn real_packets(cfg: &FloodConfig, summary: &mut FloodSummary) -> Vec<(i64, Vec<
             t += dt as i64;
             out.push((t, frame));
         };
-        let (c1, s1) = (c.wrapping_add(1), s.wrapping_add(1));
-        let (c2, s2) = (c1.wrapping_add(req), s1.wrapping_add(resp));
+        let (mut cs, mut ss) = (c.wrapping_add(1), s.wrapping_add(1));
         at(0, up(c, 0, syn, 0));
-        at(d, down(s, c1, syn | ack, 0));
-        at(rtt, up(c1, s1, ack, 0));
-        at(10_000, up(c1, s1, psh | ack, req));
-        at(d, down(s1, c2, psh | ack, resp));
-        at(rtt, up(c2, s2, ack, 0));
-        at(10_000, up(c2, s2, fin | ack, 0));
-        at(d, down(s2, c2.wrapping_add(1), fin | ack, 0));
-        at(rtt, up(c2.wrapping_add(1), s2.wrapping_add(1), ack, 0));
+        at(d, down(s, cs, syn | ack, 0));
+        at(rtt, up(cs, ss, ack, 0));
+        for e in 0..EXCHANGES {
+            let think = if e == 0 {
+                10_000
+            } else {
+                rng.range(THINK_US.0, THINK_US.1) * 1_000
+            };
+            let (req, resp) = (rng.range(50, 1_000) as u32, rng.range(100, 1_400) as u32);
+            at(think, up(cs, ss, psh | ack, req));
+            cs = cs.wrapping_add(req);
+            at(d, down(ss, cs, psh | ack, resp));
+            ss = ss.wrapping_add(resp);
+            at(rtt, up(cs, ss, ack, 0));
+        }
+        at(10_000, up(cs, ss, fin | ack, 0));
+        at(d, down(ss, cs.wrapping_add(1), fin | ack, 0));
+        at(rtt, up(cs.wrapping_add(1), ss.wrapping_add(1), ack, 0));
     }
     // Stable: a connection's own packets keep their order at equal times.
     out.sort_by_key(|p| p.0);
