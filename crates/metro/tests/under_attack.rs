@@ -357,3 +357,50 @@ fn the_interface_bomb_is_an_error_at_its_offset() {
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(err.contains(&format!("byte offset {at}")), "{err}");
 }
+
+/// `--max-flows` is the total over all threads: whatever the thread count, the tables hold
+/// at most that many connections at once (every flow created and not removed for room is
+/// still held: nothing expires within this capture). Without removals for room, the output
+/// does not depend on the thread count.
+#[test]
+fn max_flows_is_the_total_over_threads() {
+    let c = captures(
+        "total",
+        FloodConfig {
+            duration_ns: 20_000_000,
+            real: 20,
+            ..FloodConfig::default()
+        },
+    );
+    for threads in [1, 2, 3] {
+        let (_, r) = analyze(&c.flood, threads, 1_000);
+        let e = &r.summary.engine;
+        // (A real connection whose handshake outlasts this small table's 1 ms is created
+        // again by its next packet.)
+        assert!(e.flows_created >= 20_000 + 20);
+        let held = e.flows_created - e.flows_evicted_full;
+        assert!(held <= 1_000, "{threads} threads hold {held}");
+        assert!(held >= 1_000 - 3, "{threads} threads hold {held}");
+    }
+    let lines = |threads| {
+        let mut out = Vec::new();
+        let cfg = EngineConfig {
+            max_flows: 100_000,
+            ..EngineConfig::default()
+        };
+        let r = analyze_files_threads(
+            std::slice::from_ref(&c.flood),
+            &cfg,
+            true,
+            Some(&mut out),
+            false,
+            threads,
+        )
+        .unwrap();
+        assert_eq!(r.summary.engine.flows_evicted_full, 0);
+        (out, format!("{:?} {:?}", r.responders, r.flows))
+    };
+    let one = lines(1);
+    assert!(one.0.len() > 1_000_000);
+    assert!(one == lines(3), "3 threads differ from 1");
+}

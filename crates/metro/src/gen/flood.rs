@@ -86,6 +86,9 @@ pub struct FloodSummary {
     pub max_real_rtt_ns: u64,
 }
 
+/// Real connections at most: one client address each in 198.18.0.0/15.
+pub const MAX_REAL: u32 = 1 << 17;
+
 /// One real connection's client.
 fn real_client(i: u32) -> Ipv4Addr {
     // 198.18.0.0/15 (benchmarking addresses): never drawn for the flood, see `flood_source`.
@@ -176,6 +179,27 @@ fn real_packets(cfg: &FloodConfig, summary: &mut FloodSummary) -> Vec<(i64, Vec<
 
 /// Writes the flood capture (nanosecond pcap, Ethernet) to `out`. Buffer `out` yourself.
 pub fn write_flood<W: Write>(cfg: &FloodConfig, out: W) -> io::Result<FloodSummary> {
+    if let Some((net, len)) = cfg.spoof_net {
+        let a = u32::from(net);
+        if (len >= 15 && a >> 17 == 0xc612_0000 >> 17) || (len == 32 && net == SERVER) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--spoof-net {net}/{len} leaves no address for spoofed sources: it lies within \
+                     the real clients' 198.18.0.0/15 or is the server {SERVER}"
+                ),
+            ));
+        }
+    }
+    if cfg.real > MAX_REAL {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} real connections: at most {MAX_REAL} (one client address each in 198.18.0.0/15)",
+                cfg.real
+            ),
+        ));
+    }
     let mut summary = FloodSummary::default();
     let real = real_packets(cfg, &mut summary);
     let mut w = PcapWriter::nanos(out, LINKTYPE_ETHERNET, 262_144)?;
