@@ -317,18 +317,18 @@ impl TsConv {
         }
     }
 
-    /// `units` in nanoseconds, if that fits in an `i64`.
+    /// `units` in nanoseconds, exactly. The 64-bit time stamp is read as signed (times
+    /// before 1970 occur in real files, e.g. PcapPlusPlus's pcapng-example; tshark prints
+    /// them as unsigned); fractions of a nanosecond are dropped (rounding down).
     #[inline]
-    fn nanos(self, units: u64) -> Option<i64> {
-        let ns = match self {
-            TsConv::Mul(m) => units.checked_mul(m)?,
-            TsConv::Div(d) => units / d,
-            // At most 2^64 * 10^9 < 2^94: no overflow in u128.
-            TsConv::Pow2(e) => {
-                u64::try_from((u128::from(units) * 1_000_000_000) >> e.min(127)).ok()?
-            }
-        };
-        i64::try_from(ns).ok()
+    fn nanos(self, units: u64) -> i128 {
+        let u = i128::from(units as i64);
+        match self {
+            TsConv::Mul(m) => u * i128::from(m),
+            TsConv::Div(d) => u.div_euclid(i128::from(d)),
+            // |u| < 2^63, so |u * 10^9| < 2^93: no overflow in i128.
+            TsConv::Pow2(e) => (u * 1_000_000_000) >> e.min(127),
+        }
     }
 }
 
@@ -1256,18 +1256,18 @@ fn ng_block(input: &mut Input, st: &mut NgState, last_ts: i64) -> Result<Step, R
                     ),
                 });
             }
-            let ts = iface
-                .conv
-                .nanos(units)
-                .and_then(|ns| ns.checked_add(iface.offset_ns))
-                .filter(|ns| ns.abs() <= MAX_ABS_TS)
-                .ok_or_else(|| ReadError::Damaged {
+            let ns = iface.conv.nanos(units) + i128::from(iface.offset_ns);
+            if ns.abs() > i128::from(MAX_ABS_TS) {
+                return Err(ReadError::Damaged {
                     offset: off + ts_at as u64,
                     what: format!(
-                        "the {name}'s time stamp ({units} units, interface {iface_id}) is not a time \
-                         between the years 1824 and 2116"
+                        "the {name}'s time stamp ({} units, interface {iface_id}) is not a time \
+                         between the years 1824 and 2116",
+                        units as i64
                     ),
-                })?;
+                });
+            }
+            let ts = ns as i64;
             found = Some(Found {
                 linktype: iface.linktype,
                 ts,
@@ -1351,18 +1351,23 @@ mod tests {
     fn tsresol_conversions() {
         assert_eq!(
             TsConv::from_tsresol(6).unwrap().nanos(1_500_000),
-            Some(1_500_000_000)
+            1_500_000_000
         );
-        assert_eq!(TsConv::from_tsresol(9).unwrap().nanos(7), Some(7));
-        assert_eq!(TsConv::from_tsresol(12).unwrap().nanos(7_000), Some(7));
+        assert_eq!(TsConv::from_tsresol(9).unwrap().nanos(7), 7);
+        assert_eq!(TsConv::from_tsresol(12).unwrap().nanos(7_000), 7);
         assert_eq!(
             TsConv::from_tsresol(0x8a).unwrap().nanos(1536),
-            Some(1_500_000_000)
+            1_500_000_000
         );
-        // What does not fit in nanoseconds since 1970 is refused, not wrapped.
-        assert_eq!(TsConv::from_tsresol(6).unwrap().nanos(u64::MAX / 999), None);
-        assert_eq!(TsConv::from_tsresol(9).unwrap().nanos(u64::MAX), None);
-        assert_eq!(TsConv::from_tsresol(0x80).unwrap().nanos(u64::MAX), None);
+        // Signed, and exact (no wrapping): what does not fit is for the caller to refuse.
+        let us = TsConv::from_tsresol(6).unwrap();
+        assert_eq!(us.nanos(u64::MAX), -1000);
+        assert_eq!(us.nanos(1 << 62), (1i128 << 62) * 1000);
+        assert_eq!(TsConv::from_tsresol(10).unwrap().nanos(u64::MAX), -1);
+        assert_eq!(
+            TsConv::from_tsresol(0x80).unwrap().nanos(u64::MAX),
+            -1_000_000_000
+        );
         assert!(TsConv::from_tsresol(20).is_none());
     }
 
@@ -1448,8 +1453,9 @@ mod tests {
             let mut r = reader(&f).unwrap();
             (r.next_record().map(|rec| rec.map(|x| x.ts)), at)
         };
-        // Microseconds (the default): 2^64 - 1 µs would wrap in nanoseconds.
-        let (ts, at) = read(idb(&[]), u64::MAX);
+        // Microseconds (the default): 2^62 µs would wrap in nanoseconds; -1 µs is a time.
+        assert_eq!(read(idb(&[]), u64::MAX).0.unwrap(), Some(-1000));
+        let (ts, at) = read(idb(&[]), 1 << 62);
         let e = ts.unwrap_err();
         assert!(
             matches!(e, ReadError::Damaged { offset, .. } if offset == at as u64 + 12),
