@@ -301,6 +301,9 @@ pub fn analyze_files_threads(
     let mut report = Report::default();
     let mut responders = Responders::default();
     let mut flows = with_flows.then(HashMap::new);
+    // Each thread's engine tracks max_flows / threads connections, at least one: no more
+    // threads than that, so the total never exceeds max_flows.
+    let threads = threads.min(cfg.max_flows.max(1));
     for (file_idx, path) in files.iter().enumerate() {
         let mut collector = Collector {
             file_idx,
