@@ -29,12 +29,6 @@ use metro::r#gen::flood::{
 use metro::pcap::{CaptureReader, ReadError};
 use metro_core::engine::EngineConfig;
 
-/// Runs the agent when this binary is re-executed as `metro` (see support/agent.rs).
-#[test]
-fn agent_child_entry() {
-    agent::child_entry();
-}
-
 const MAX_FLOWS: usize = 10_000;
 
 fn is_real(ip: &str) -> bool {
