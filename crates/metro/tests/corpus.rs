@@ -179,6 +179,19 @@ fn cut_frames(path: &Path) -> Vec<(bool, bool)> {
     out
 }
 
+/// Single samples where tshark is wrong, with metro's answer and why (docs/accuracy.md):
+/// (file, closing frame, metro's opening frame, metro's RTT in seconds, reason).
+const TSHARK_WRONG: &[(&str, u64, u64, f64, &str)] = &[(
+    "tcptrace__first_seg_ooo.dmp",
+    6,
+    5,
+    0.574646,
+    "frame 5 re-sends frame 3's bytes and first delivers the bytes before them (never \
+     received: the ACKs stop at the start); ACK 6 echoes frame 5's TSval (2625, frame 3 \
+     carried 2621), so it answers frame 5: 0.575 s, as the handshake's 0.574 s. tshark \
+     times it from frame 3 (2.841 s).",
+)];
+
 const TOLERANCE: f64 = 1.0e-6 + 1e-9;
 
 #[test]
@@ -188,6 +201,7 @@ fn seq_and_handshake_samples_agree_with_tshark() {
     let mut total_agree = 0usize;
     let mut problems = Vec::new();
     let mut per_file = Vec::new();
+    let mut wrong_seen = 0usize;
     for path in corpus_files() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let empty = BTreeMap::new();
@@ -205,6 +219,22 @@ fn seq_and_handshake_samples_agree_with_tshark() {
         let mut agree = 0usize;
         let mut excused = 0usize;
         for (frame, open, kind, rtt) in o.samples.iter().filter(|s| s.2 != "ts") {
+            if let Some(w) = TSHARK_WRONG.iter().find(|w| w.0 == name && w.1 == *frame) {
+                assert!(
+                    w.2 == *open && (w.3 - rtt).abs() <= TOLERANCE,
+                    "{name} frame {frame}: metro now {open} {rtt:.9} s, expected {} {} s ({})",
+                    w.2,
+                    w.3,
+                    w.4
+                );
+                let t = refs.get(frame).expect("tshark has a value there");
+                assert!(
+                    (t - rtt).abs() > TOLERANCE,
+                    "{name} frame {frame} now agrees"
+                );
+                wrong_seen += 1;
+                continue;
+            }
             let excuse = match misled {
                 Some(Misled::CutSegments) => cut[*open as usize].0,
                 Some(Misled::CutOptions) => cut[*open as usize].1,
@@ -242,6 +272,11 @@ fn seq_and_handshake_samples_agree_with_tshark() {
             .cloned()
             .collect::<Vec<_>>()
             .join("\n")
+    );
+    assert_eq!(
+        wrong_seen,
+        TSHARK_WRONG.len(),
+        "every listed difference is still produced"
     );
     let coverage = total_agree as f64 / total_ref as f64;
     eprintln!("coverage of tshark's samples: {total_agree}/{total_ref} = {coverage:.4}");

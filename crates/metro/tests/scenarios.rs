@@ -79,6 +79,11 @@ impl Cap {
         self.frames.push((t_us * 1000, f.to_vec()));
     }
 
+    /// Add a frame built by hand (its own IP ID, options) at `t_us` microseconds.
+    fn push(&mut self, t_us: i64, f: TcpFrame<'_>) {
+        self.frames.push((t_us * 1000, f.to_vec()));
+    }
+
     /// Repeat frame `n` (1-based) at another time, byte for byte.
     fn copy_of(&mut self, n: usize, t_us: i64) {
         let data = self.frames[n - 1].1.clone();
@@ -588,4 +593,282 @@ fn flow_table_is_bounded_and_counted() {
     let (_, report) = run_frames(&frames, &cfg);
     assert_eq!(report.summary.engine.flows_created, 10);
     assert_eq!(report.summary.engine.flows_evicted_full, 7);
+}
+
+// --- Accuracy past Karn (docs/accuracy.md): copies, disambiguated retransmissions.
+
+/// A frame from `from` with everything given by hand.
+fn raw(from: Side, ip_id: u16, seq: u32, ack: u32, flags: u16, len: usize) -> TcpFrame<'static> {
+    let (src, sp, dst, dp) = match from {
+        Side::Client => (C, CP, S, SP),
+        Side::Server => (S, SP, C, CP),
+    };
+    TcpFrame::v4(Ipv4Addr::from(src), sp, Ipv4Addr::from(dst), dp)
+        .ip_id(ip_id)
+        .seq(seq)
+        .ack(ack)
+        .flags(flags)
+        .payload_len(len)
+}
+
+/// A mirror port delivering every frame twice, the copy 12 ms late, interleaved with the ACK
+/// that answers the original.
+fn interleaved_copies() -> Cap {
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Cl, 1001, 5001, ACK, 100); // 4: A
+    cap.pkt(104_000, Cl, 1101, 5001, ACK, 100); // 5: B
+    cap.pkt(108_000, Sv, 5001, 1101, ACK, 0); // 6: acks A: 8 ms
+    cap.copy_of(4, 112_000); // 7: A again, 12 ms later, B still in flight
+    cap.pkt(112_500, Sv, 5001, 1201, ACK, 0); // 8: acks B: 8.5 ms
+    cap.copy_of(5, 116_000); // 9: B again
+    cap.copy_of(6, 120_000); // 10: the ACKs again
+    cap.copy_of(8, 124_500); // 11
+    cap
+}
+
+#[test]
+fn interleaved_copy_12ms_apart_is_a_duplicate_when_ip_ids_vary() {
+    let cap = interleaved_copies();
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(
+        &got[2..],
+        &[s(6, 4, "seq", SRV, 8_000.0), s(8, 5, "seq", SRV, 8_500.0)]
+    );
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.duplicates_wide), (2, [2, 0]));
+    assert_eq!((e.retransmits, e.ambiguous), (0, 0));
+}
+
+#[test]
+fn distrusting_the_ip_id_makes_the_late_copy_a_retransmission() {
+    // A middlebox may rewrite IP IDs: without them and without timestamps a copy 12 ms late
+    // cannot be told from a retransmission, so B's ACK is ambiguous.
+    let cap = interleaved_copies();
+    let cfg = EngineConfig {
+        trust_ip_id: false,
+        ..EngineConfig::default()
+    };
+    let (got, report) = run_frames(&cap.frames, &cfg);
+    assert_eq!(&got[2..], &[s(6, 4, "seq", SRV, 8_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.retransmits, e.ambiguous), (0, 2, 1));
+}
+
+#[test]
+fn constant_ip_id_identical_frame_30ms_later_is_a_retransmission() {
+    // A hand-made capture: every frame of the client carries IP ID 0x4242, no timestamps.
+    // Two identical frames 30 ms apart are then a retransmission, not a copy.
+    let mut cap = Cap::new();
+    cap.push(0, raw(Cl, 0x4242, 1000, 0, SYN, 0)); // 1
+    cap.push(30_000, raw(Sv, 7, 5000, 1001, SYN | ACK, 0)); // 2
+    cap.push(31_000, raw(Cl, 0x4242, 1001, 5001, ACK, 0)); // 3
+    cap.push(100_000, raw(Cl, 0x4242, 1001, 5001, ACK, 100)); // 4: A
+    cap.push(101_000, raw(Cl, 0x4242, 1101, 5001, ACK, 100)); // 5: B
+    cap.push(131_000, raw(Cl, 0x4242, 1101, 5001, ACK, 100)); // 6: B, byte for byte
+    cap.push(140_000, raw(Sv, 8, 5001, 1101, ACK, 0)); // 7: acks A: 40 ms
+    cap.push(161_000, raw(Sv, 9, 5001, 1201, ACK, 0)); // 8: B or its retransmission?
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[s(7, 4, "seq", SRV, 40_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.retransmits, e.ambiguous), (0, 1, 1));
+}
+
+#[test]
+fn retransmission_with_a_new_ip_id_is_never_a_duplicate() {
+    // Same as a copy in every field but the IP ID, 12 ms later: a fast retransmission.
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Cl, 1001, 5001, ACK, 100); // 4: A
+    cap.pkt(101_000, Cl, 1101, 5001, ACK, 100); // 5: B
+    cap.pkt(113_000, Cl, 1101, 5001, ACK, 100); // 6: B again, its own IP ID
+    cap.pkt(131_000, Sv, 5001, 1201, ACK, 0); // 7: ambiguous
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[]);
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.retransmits, e.ambiguous), (0, 1, 1));
+}
+
+/// Handshake with timestamps (client clock starts at 1000, server at 9000); IP ID 0 on every
+/// client frame, so only TSvals can tell a copy.
+fn ts_handshake(cap: &mut Cap) {
+    cap.push(0, raw(Cl, 0, 1000, 0, SYN, 0).timestamps(1000, 0)); // 1
+    cap.push(
+        30_000,
+        raw(Sv, 0, 5000, 1001, SYN | ACK, 0).timestamps(9000, 1000),
+    ); // 2
+    cap.push(
+        31_000,
+        raw(Cl, 0, 1001, 5001, ACK, 0).timestamps(1031, 9000),
+    ); // 3
+}
+
+#[test]
+fn late_copy_is_a_duplicate_when_the_senders_tsval_clock_moved_on() {
+    let mut cap = Cap::new();
+    ts_handshake(&mut cap);
+    cap.push(
+        100_000,
+        raw(Cl, 0, 1001, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 4: A
+    cap.push(
+        104_000,
+        raw(Cl, 0, 1101, 5001, ACK, 100).timestamps(1104, 9000),
+    ); // 5: B
+    cap.copy_of(4, 112_000); // 6: A again: TSval 1100, but the clock showed 1104 already
+    cap.push(
+        132_000,
+        raw(Sv, 0, 5001, 1201, ACK, 0).timestamps(9132, 1100),
+    ); // 7: 28 ms
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[s(7, 5, "seq", SRV, 28_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.duplicates_wide), (1, [0, 1]));
+    assert_eq!(e.retransmits, 0);
+}
+
+#[test]
+fn identical_frame_with_the_newest_tsval_and_no_ip_id_is_a_retransmission() {
+    // The copy's TSval is still the newest: a retransmission in the same clock tick would
+    // look the same. Beyond the narrow window, that is a retransmission.
+    let mut cap = Cap::new();
+    ts_handshake(&mut cap);
+    cap.push(
+        100_000,
+        raw(Cl, 0, 1001, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 4
+    cap.copy_of(4, 101_000); // 5: 1 ms later, ID 0: beyond a twentieth of 2 ms
+    cap.push(
+        131_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9131, 1100),
+    ); // 6
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[]);
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.retransmits, e.ambiguous), (0, 1, 1));
+}
+
+/// Client data A [1001, 1101) sent at 100 ms with TSval 1100, re-sent at 400 ms (TSval
+/// 1400, a new IP ID) after a timeout.
+fn timeout_with_ts(cap: &mut Cap) {
+    ts_handshake(cap);
+    cap.push(
+        100_000,
+        raw(Cl, 1, 1001, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 4
+    cap.push(
+        400_000,
+        raw(Cl, 2, 1001, 5001, ACK, 100).timestamps(1400, 9000),
+    ); // 5
+}
+
+#[test]
+fn ack_echoing_the_retransmissions_tsval_times_the_retransmission() {
+    let mut cap = Cap::new();
+    timeout_with_ts(&mut cap);
+    cap.push(
+        430_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9430, 1400),
+    ); // 6
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[s(6, 5, "seq", SRV, 30_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.ambiguous), ([1, 0, 0, 0], 0));
+}
+
+#[test]
+fn ack_echoing_the_originals_tsval_times_the_original() {
+    // A spurious timeout: the original's ACK was only slow (320 ms).
+    let mut cap = Cap::new();
+    timeout_with_ts(&mut cap);
+    cap.push(
+        420_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9420, 1100),
+    ); // 6
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[s(6, 4, "seq", SRV, 320_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.ambiguous), ([0, 1, 0, 0], 0));
+}
+
+#[test]
+fn ack_echoing_neither_tsval_stays_ambiguous() {
+    let mut cap = Cap::new();
+    timeout_with_ts(&mut cap);
+    cap.push(
+        420_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9420, 1031),
+    ); // 6
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[]);
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.ambiguous), ([0; 4], 1));
+}
+
+#[test]
+fn dsack_marks_the_retransmission_spurious_and_times_the_original() {
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Cl, 1001, 5001, ACK, 100); // 4: A
+    cap.pkt(101_000, Cl, 1101, 5001, ACK, 100); // 5: B
+    cap.pkt(130_000, Sv, 5001, 1101, ACK, 0); // 6: acks A: 30 ms
+    cap.pkt(250_000, Cl, 1101, 5001, ACK, 100); // 7: B re-sent (timeout)
+    // 8: acks B and reports [1101, 1201) received twice: B itself got there.
+    cap.push(
+        280_000,
+        raw(Sv, 99, 5001, 1201, ACK, 0).sack(&[(1101, 1201)]),
+    );
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(
+        &got[2..],
+        &[
+            s(6, 4, "seq", SRV, 30_000.0),
+            s(8, 5, "seq", SRV, 179_000.0)
+        ]
+    );
+    let e = &report.summary.engine;
+    assert_eq!(
+        (e.disambiguated, e.ambiguous, e.retransmits),
+        ([0, 0, 1, 0], 0, 1)
+    );
+}
+
+#[test]
+fn sack_that_is_not_a_dsack_resolves_nothing() {
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Cl, 1001, 5001, ACK, 100); // 4: A
+    cap.pkt(101_000, Cl, 1101, 5001, ACK, 100); // 5: B
+    cap.pkt(102_000, Cl, 1201, 5001, ACK, 100); // 6: C
+    cap.pkt(250_000, Cl, 1101, 5001, ACK, 100); // 7: B re-sent
+    // 8: acks B; its SACK block lies above the ACK (C held out of order): not a DSACK.
+    cap.push(
+        280_000,
+        raw(Sv, 99, 5001, 1201, ACK, 0).sack(&[(1201, 1301)]),
+    );
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[]);
+    assert_eq!(report.summary.engine.disambiguated, [0; 4]);
+}
+
+#[test]
+fn ack_stopping_inside_a_retransmission_times_the_original() {
+    // Frame 6 re-sends A and B as one segment; an ACK of A's end (inside it) could not have
+    // been caused by it (it would acknowledge 1201): it answers A. B's ACK stays ambiguous.
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Cl, 1001, 5001, ACK, 100); // 4: A
+    cap.pkt(101_000, Cl, 1101, 5001, ACK, 100); // 5: B
+    cap.pkt(300_000, Cl, 1001, 5001, ACK, 200); // 6: A+B re-sent
+    cap.pkt(310_000, Sv, 5001, 1101, ACK, 0); // 7: 210 ms from A
+    cap.pkt(330_000, Sv, 5001, 1201, ACK, 0); // 8: B or frame 6?
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[s(7, 4, "seq", SRV, 210_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.ambiguous), ([0, 0, 0, 1], 1));
 }
