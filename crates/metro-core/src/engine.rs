@@ -63,7 +63,9 @@ pub struct EngineConfig {
     /// Two such copies up to this far apart are still a duplicate capture when the evidence is
     /// strong (mirror ports and taps deliver copies 10-15 ms apart): the sender's IP IDs vary
     /// (and `trust_ip_id`), so a retransmission would carry a new one; or the sender's TSval
-    /// clock had already moved past the copy's TSval, so it cannot be a new transmission.
+    /// clock had already moved past the copy's TSval, so it cannot be a new transmission; or
+    /// the copy is a SYN or SYN/ACK, first retransmitted after 1 s. Keep it well below the
+    /// 200 ms minimum retransmission timeout.
     pub duplicate_window_wide: Nanos,
     /// Use the IP ID as evidence that two identical frames are one frame captured twice.
     /// Turn off where a middlebox rewrites IP IDs (then only TSvals and the narrow window
@@ -110,8 +112,8 @@ pub struct Counters {
     pub duplicates: u64,
     // Accuracy past Karn (docs/accuracy.md), grouped here.
     /// Of `duplicates`, copies beyond the narrow window recognised by strong evidence, by
-    /// evidence: [IP ID, TSval].
-    pub duplicates_wide: [u64; 2],
+    /// evidence: [IP ID, TSval, SYN or SYN/ACK (retransmitted only after 1 s)].
+    pub duplicates_wide: [u64; 3],
     /// Samples over a retransmitted segment that the evidence tied to one transmission, by
     /// evidence: [the ACK echoes the retransmission's TSval, the ACK echoes the original's
     /// TSval, a DSACK reports the retransmission as a duplicate, the ACK stops inside the

@@ -636,7 +636,7 @@ fn interleaved_copy_12ms_apart_is_a_duplicate_when_ip_ids_vary() {
         &[s(6, 4, "seq", SRV, 8_000.0), s(8, 5, "seq", SRV, 8_500.0)]
     );
     let e = &report.summary.engine;
-    assert_eq!((e.duplicates, e.duplicates_wide), (2, [2, 0]));
+    assert_eq!((e.duplicates, e.duplicates_wide), (2, [2, 0, 0]));
     assert_eq!((e.retransmits, e.ambiguous), (0, 0));
 }
 
@@ -724,7 +724,7 @@ fn late_copy_is_a_duplicate_when_the_senders_tsval_clock_moved_on() {
     let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
     assert_eq!(&seq[2..], &[s(7, 5, "seq", SRV, 28_000.0)]);
     let e = &report.summary.engine;
-    assert_eq!((e.duplicates, e.duplicates_wide), (1, [0, 1]));
+    assert_eq!((e.duplicates, e.duplicates_wide), (1, [0, 1, 0]));
     assert_eq!(e.retransmits, 0);
 }
 
@@ -871,4 +871,40 @@ fn ack_stopping_inside_a_retransmission_times_the_original() {
     assert_eq!(&got[2..], &[s(7, 4, "seq", SRV, 210_000.0)]);
     let e = &report.summary.engine;
     assert_eq!((e.disambiguated, e.ambiguous), ([0, 0, 0, 1], 1));
+}
+
+#[test]
+fn syn_ack_copy_2_5ms_later_is_a_duplicate_on_its_first_frame() {
+    // tcptrace's pcap_v2.2.dmp: the server's every frame is captured twice, 2.56 ms apart;
+    // the first copy is the SYN/ACK, before any IP ID could be seen to vary. A SYN/ACK is
+    // re-sent only after a second (or a retransmitted SYN): this is a copy.
+    let mut cap = Cap::new();
+    cap.push(0, raw(Cl, 0x439b, 1000, 0, SYN, 0)); // 1
+    cap.push(1_556, raw(Sv, 0x19cf, 5000, 1001, SYN | ACK, 0)); // 2
+    cap.copy_of(2, 4_119); // 3
+    cap.push(39_508, raw(Cl, 0x439e, 1001, 5001, ACK, 0)); // 4
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(
+        got,
+        vec![
+            s(2, 1, "handshake", SRV, 1_556.0),
+            s(4, 2, "handshake", CLI, 37_952.0)
+        ]
+    );
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.duplicates_wide), (1, [0, 0, 1]));
+    assert_eq!(e.retransmits, 0);
+}
+
+#[test]
+fn syn_ack_sent_again_a_second_later_is_a_retransmission() {
+    let mut cap = Cap::new();
+    cap.push(0, raw(Cl, 0x439b, 1000, 0, SYN, 0)); // 1
+    cap.push(1_556, raw(Sv, 0x19cf, 5000, 1001, SYN | ACK, 0)); // 2
+    cap.copy_of(2, 1_001_556); // 3: byte for byte, 1 s later: the timer fired
+    cap.push(1_030_000, raw(Cl, 0x439e, 1001, 5001, ACK, 0)); // 4: answers 2 or 3
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(got, vec![s(2, 1, "handshake", SRV, 1_556.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.retransmits, e.ambiguous), (0, 1, 1));
 }

@@ -270,15 +270,29 @@ impl Conn {
             } else {
                 cx.cfg.duplicate_window / 20
             };
-            let by_id = cx.cfg.trust_ip_id && pkt.ip_id != 0 && snd.flags2 & ID_VARIES != 0;
-            let by_ts = tsval != 0 && snd.has(TS_SEEN) && lt(tsval, snd.ts_last);
+            // Evidence that a retransmission would not look like this: the sender gives
+            // every packet its own IP ID; its TSval clock had already moved past the copy's
+            // TSval; or it is a SYN or SYN/ACK, whose retransmission timer starts at 1 s
+            // (RFC 6298 2.1; 3 s on older stacks), ten times the wide window.
+            let evidence = if cx.cfg.trust_ip_id && pkt.ip_id != 0 && snd.flags2 & ID_VARIES != 0 {
+                Some(0)
+            } else if tsval != 0 && snd.has(TS_SEEN) && lt(tsval, snd.ts_last) {
+                Some(1)
+            } else if flags.syn() {
+                Some(2)
+            } else {
+                None
+            };
             if dt >= 0 && dt <= narrow {
                 cx.counters.duplicates += 1;
                 return;
             }
-            if dt >= 0 && dt <= cx.cfg.duplicate_window_wide && (by_id || by_ts) {
+            if dt >= 0
+                && dt <= cx.cfg.duplicate_window_wide
+                && let Some(by) = evidence
+            {
                 cx.counters.duplicates += 1;
-                cx.counters.duplicates_wide[usize::from(!by_id)] += 1;
+                cx.counters.duplicates_wide[by] += 1;
                 return;
             }
         }

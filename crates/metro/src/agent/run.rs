@@ -151,6 +151,7 @@ impl Runtime {
         for (inst, shared, src) in prepared {
             let engine = EngineConfig {
                 max_flows: inst.max_flows,
+                trust_ip_id: inst.trust_ip_id,
                 idle_timeout: ns(cfg.idle_ttl),
                 closed_timeout: ns(cfg.exp_ttl),
                 ..EngineConfig::default()

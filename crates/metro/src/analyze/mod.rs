@@ -74,6 +74,12 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value_t = 1 << 20, value_name = "N")]
     pub max_flows: usize,
 
+    /// Do not use IP IDs to tell a frame captured twice (mirror port, tap) from a
+    /// retransmission: for captures behind a middlebox that rewrites them. TSvals and the
+    /// 2 ms window still decide (docs/accuracy.md).
+    #[arg(long)]
+    pub ignore_ip_id: bool,
+
     /// Do not print the closing summary or the progress bar on standard error.
     #[arg(long, short)]
     pub quiet: bool,
@@ -451,6 +457,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     let cfg = EngineConfig {
         max_flows: args.max_flows,
         kinds: args.kinds,
+        trust_ip_id: !args.ignore_ip_id,
         ..EngineConfig::default()
     };
     let stdout = io::stdout();
