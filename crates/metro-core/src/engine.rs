@@ -117,8 +117,9 @@ pub struct Counters {
     /// Samples over a retransmitted segment that the evidence tied to one transmission, by
     /// evidence: [the ACK echoes the retransmission's TSval, the ACK echoes the original's
     /// TSval, a DSACK reports the retransmission as a duplicate, the ACK stops inside the
-    /// retransmitted range]. Included in `samples`.
-    pub disambiguated: [u64; 4],
+    /// retransmitted range, a DSACK answers a retransmission of bytes already acknowledged].
+    /// Included in `samples`.
+    pub disambiguated: [u64; 5],
     /// Closing packet stamped at or before its opener: no sample.
     pub non_positive: u64,
     /// Samples longer than `max_rtt`: dropped.

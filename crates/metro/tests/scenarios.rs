@@ -776,7 +776,7 @@ fn ack_echoing_the_retransmissions_tsval_times_the_retransmission() {
     let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
     assert_eq!(&seq[2..], &[s(6, 5, "seq", SRV, 30_000.0)]);
     let e = &report.summary.engine;
-    assert_eq!((e.disambiguated, e.ambiguous), ([1, 0, 0, 0], 0));
+    assert_eq!((e.disambiguated, e.ambiguous), ([1, 0, 0, 0, 0], 0));
 }
 
 #[test]
@@ -792,7 +792,7 @@ fn ack_echoing_the_originals_tsval_times_the_original() {
     let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
     assert_eq!(&seq[2..], &[s(6, 4, "seq", SRV, 320_000.0)]);
     let e = &report.summary.engine;
-    assert_eq!((e.disambiguated, e.ambiguous), ([0, 1, 0, 0], 0));
+    assert_eq!((e.disambiguated, e.ambiguous), ([0, 1, 0, 0, 0], 0));
 }
 
 #[test]
@@ -807,7 +807,7 @@ fn ack_echoing_neither_tsval_stays_ambiguous() {
     let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
     assert_eq!(&seq[2..], &[]);
     let e = &report.summary.engine;
-    assert_eq!((e.disambiguated, e.ambiguous), ([0; 4], 1));
+    assert_eq!((e.disambiguated, e.ambiguous), ([0; 5], 1));
 }
 
 #[test]
@@ -834,7 +834,7 @@ fn dsack_marks_the_retransmission_spurious_and_times_the_original() {
     let e = &report.summary.engine;
     assert_eq!(
         (e.disambiguated, e.ambiguous, e.retransmits),
-        ([0, 0, 1, 0], 0, 1)
+        ([0, 0, 1, 0, 0], 0, 1)
     );
 }
 
@@ -853,7 +853,7 @@ fn sack_that_is_not_a_dsack_resolves_nothing() {
     );
     let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
     assert_eq!(&got[2..], &[]);
-    assert_eq!(report.summary.engine.disambiguated, [0; 4]);
+    assert_eq!(report.summary.engine.disambiguated, [0; 5]);
 }
 
 #[test]
@@ -870,7 +870,7 @@ fn ack_stopping_inside_a_retransmission_times_the_original() {
     let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
     assert_eq!(&got[2..], &[s(7, 4, "seq", SRV, 210_000.0)]);
     let e = &report.summary.engine;
-    assert_eq!((e.disambiguated, e.ambiguous), ([0, 0, 0, 1], 1));
+    assert_eq!((e.disambiguated, e.ambiguous), ([0, 0, 0, 1, 0], 1));
 }
 
 #[test]
@@ -907,4 +907,125 @@ fn syn_ack_sent_again_a_second_later_is_a_retransmission() {
     assert_eq!(got, vec![s(2, 1, "handshake", SRV, 1_556.0)]);
     let e = &report.summary.engine;
     assert_eq!((e.duplicates, e.retransmits, e.ambiguous), (0, 1, 1));
+}
+
+#[test]
+fn dsack_answering_a_retransmission_of_acknowledged_bytes_times_it() {
+    // suricata-verify's ftp-ippair-leak capture: data acknowledged, sent again (a new IP ID),
+    // answered at once by a duplicate ACK whose DSACK block is exactly the re-sent range.
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Sv, 5001, 1001, ACK | PSH, 20); // 4
+    cap.pkt(100_008, Cl, 1001, 5021, ACK, 0); // 5: 8 us
+    cap.pkt(100_016, Sv, 5001, 1001, ACK | PSH, 20); // 6: sent again
+    cap.push(
+        100_023,
+        raw(Cl, 77, 1001, 5021, ACK, 0).sack(&[(5001, 5021)]),
+    ); // 7: 7 us from frame 6
+    cap.push(
+        100_030,
+        raw(Cl, 78, 1001, 5021, ACK, 0).sack(&[(5001, 5021)]),
+    ); // 8: the same report again: nothing more
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(
+        &got[2..],
+        &[s(5, 4, "seq", CLI, 8.0), s(7, 6, "seq", CLI, 7.0)]
+    );
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.retransmits), ([0, 0, 0, 0, 1], 1));
+}
+
+#[test]
+fn dsack_after_a_third_copy_times_nothing() {
+    // The same bytes re-sent twice after their ACK: a DSACK no longer says which copy.
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Sv, 5001, 1001, ACK | PSH, 20); // 4
+    cap.pkt(100_008, Cl, 1001, 5021, ACK, 0); // 5
+    cap.pkt(100_016, Sv, 5001, 1001, ACK | PSH, 20); // 6
+    cap.pkt(100_020, Sv, 5001, 1001, ACK | PSH, 20); // 7
+    cap.push(
+        100_023,
+        raw(Cl, 77, 1001, 5021, ACK, 0).sack(&[(5001, 5021)]),
+    ); // 8
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[s(5, 4, "seq", CLI, 8.0)]);
+    assert_eq!(report.summary.engine.disambiguated, [0; 5]);
+}
+
+#[test]
+fn segment_filling_a_hole_is_timed_by_the_ack_echoing_its_tsval() {
+    // nDPI's ultrasurf capture: the bytes [1001, 1101) never passed the capture point; the
+    // client sends B and C, then [1001, 1101) (a retransmission of the lost first copy, a
+    // new IP ID and the newest TSval). The server's ACK of 1101 echoes that TSval: it
+    // answers the hole's filler. B and C stay ambiguous (its arrival may have caused their
+    // ACK).
+    let mut cap = Cap::new();
+    ts_handshake(&mut cap);
+    cap.push(
+        100_000,
+        raw(Cl, 1, 1101, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 4: B
+    cap.push(
+        101_000,
+        raw(Cl, 2, 1201, 5001, ACK, 100).timestamps(1101, 9000),
+    ); // 5: C
+    cap.push(
+        300_000,
+        raw(Cl, 3, 1001, 5001, ACK, 100).timestamps(1300, 9000),
+    ); // 6: hole
+    cap.push(
+        330_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9330, 1300),
+    ); // 7: 30 ms
+    cap.push(
+        331_000,
+        raw(Sv, 0, 5001, 1301, ACK, 0).timestamps(9331, 1300),
+    ); // 8: B, C?
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[s(7, 6, "seq", SRV, 30_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.ambiguous), ([1, 0, 0, 0, 0], 1));
+}
+
+#[test]
+fn segment_filling_a_hole_without_its_tsval_echoed_is_not_timed() {
+    let mut cap = Cap::new();
+    ts_handshake(&mut cap);
+    cap.push(
+        100_000,
+        raw(Cl, 1, 1101, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 4: B
+    cap.push(
+        300_000,
+        raw(Cl, 3, 1001, 5001, ACK, 100).timestamps(1300, 9000),
+    ); // 5: hole
+    cap.push(
+        330_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9330, 1031),
+    ); // 6
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[]);
+    assert_eq!(report.summary.engine.disambiguated, [0; 5]);
+}
+
+#[test]
+fn dsack_after_copies_sent_on_both_sides_of_the_ack_times_nothing() {
+    // B re-sent while pending (frame 5) and again after its ACK (frame 7): the DSACK may
+    // report either late copy.
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Sv, 5001, 1001, ACK | PSH, 20); // 4
+    cap.pkt(100_005, Sv, 5001, 1001, ACK | PSH, 20); // 5: re-sent before the ACK
+    cap.pkt(100_008, Cl, 1001, 5021, ACK, 0); // 6: ambiguous
+    cap.pkt(100_016, Sv, 5001, 1001, ACK | PSH, 20); // 7: a third copy
+    cap.push(
+        100_023,
+        raw(Cl, 77, 1001, 5021, ACK, 0).sack(&[(5001, 5021)]),
+    ); // 8: reports frame 5 or frame 7
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[]);
+    assert_eq!(report.summary.engine.disambiguated, [0; 5]);
 }

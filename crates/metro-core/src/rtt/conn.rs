@@ -49,6 +49,7 @@ const BY_TSECR_RX: usize = 0;
 const BY_TSECR_ORIGINAL: usize = 1;
 const BY_DSACK: usize = 2;
 const BY_ACK_INSIDE: usize = 3;
+const BY_DSACK_RX: usize = 4;
 
 /// What one direction of a connection has sent, and what the other side acknowledged of it.
 #[derive(Clone, Copy, Debug)]
@@ -347,6 +348,26 @@ impl Conn {
         // --- ACK: close a seq/handshake sample on the other direction's data.
         if flags.ack() && rcv.has(INIT) {
             let ack = tcp.ack;
+            // A retransmission of bytes already acknowledged, answered by a DSACK reporting
+            // exactly it (RFC 2883): the receiver acknowledges a duplicate at once, so this
+            // ACK answers the retransmission.
+            if let Some(r) = rcv.rx(cx.pool)
+                && rcv.has(ACKED)
+                && le(r.seg.key, rcv.acked)
+                && le(r.seg.key, ack)
+                && tcp.options.sack_count > 0
+                && tcp.options.sack[0] == (r.start, r.seg.key)
+            {
+                rcv.drop_slot(cx.pool);
+                let kind = if r.seg.handshake {
+                    Kind::Handshake
+                } else {
+                    Kind::Seq
+                };
+                if emit(cx, kind, r.seg) {
+                    cx.counters.disambiguated[BY_DSACK_RX] += 1;
+                }
+            }
             if !rcv.has(ACKED) || gt(ack, rcv.acked) {
                 let prev = rcv.has(ACKED).then_some(rcv.acked);
                 rcv.flags |= ACKED;
@@ -364,10 +385,12 @@ impl Conn {
                         rcv.done.pop_front(cx.pool);
                     }
                 }
+                let mut landed = false;
                 while let Some(front) = rcv.segs.front(cx.pool) {
                     if !le(front.key, ack) {
                         break;
                     }
+                    landed |= front.key == ack;
                     if keep {
                         rcv.segs.move_front_to(cx.pool, &mut rcv.done);
                     } else {
@@ -395,6 +418,16 @@ impl Conn {
                 if let Some(r) = rx
                     && ge(ack, r.seg.key)
                 {
+                    // A retransmission that filled a hole (its bytes' first copy was never
+                    // captured, or ended elsewhere): no segment ends at the ACK, but an ACK of
+                    // its end echoing its TSval answers it.
+                    if !landed
+                        && ack == r.seg.key
+                        && Self::answers_rx(r, prev, &tcp.options)
+                        && emit(cx, Kind::Seq, r.seg)
+                    {
+                        cx.counters.disambiguated[BY_TSECR_RX] += 1;
+                    }
                     rcv.drop_slot(cx.pool);
                 }
             } else if rcv.has(KA) && ack == rcv.right {
@@ -430,7 +463,7 @@ impl Conn {
                 if snd.has(SYN_SEEN) && start == snd.isn {
                     // A retransmitted SYN or SYN/ACK: the handshake sample is ambiguous.
                     record = false;
-                    Self::retransmitted(snd, start, None, responder(), peer(), ts, cx);
+                    Self::retransmitted(snd, start, Some(this), responder(), peer(), ts, cx);
                 } else {
                     if !flags.ack() && rcv.has(SYN_SEEN) {
                         // A SYN captured after the other side's SYN (reordered capture, or
@@ -572,21 +605,29 @@ impl Conn {
         // TSecr (RFC 7323): the receiver echoes the TSval of the segment that last moved its
         // left edge. With everything before the retransmission acknowledged, the
         // retransmission's arrival would set it to the retransmission's TSval.
+        if node.tsval == 0 || !lt(node.tsval, rx.seg.tsval) {
+            return None;
+        }
+        if Self::answers_rx(rx, prev, opts) {
+            return Some((rx.seg, BY_TSECR_RX));
+        }
         let prev = prev?;
         let (_, tsecr) = opts.timestamp?;
-        if lt(prev, rx.start) || node.tsval == 0 || rx.seg.tsval == 0 || tsecr == 0 {
-            return None;
-        }
-        if !lt(node.tsval, rx.seg.tsval) {
-            return None;
-        }
-        if tsecr == rx.seg.tsval {
-            Some((rx.seg, BY_TSECR_RX))
-        } else if tsecr == node.tsval {
+        if !lt(prev, rx.start) && tsecr != 0 && tsecr == node.tsval {
             Some((node, BY_TSECR_ORIGINAL))
         } else {
             None
         }
+    }
+
+    /// The ACK echoes the retransmission's TSval, and everything before the retransmission
+    /// was acknowledged before it: the retransmission had arrived (it set the echoed value),
+    /// so the ACK answers it.
+    fn answers_rx(rx: Rx, prev: Option<u32>, opts: &crate::wire::tcp::TcpOptions) -> bool {
+        let Some((_, tsecr)) = opts.timestamp else {
+            return false;
+        };
+        prev.is_some_and(|p| !lt(p, rx.start)) && rx.seg.tsval != 0 && tsecr == rx.seg.tsval
     }
 
     /// A segment starting at `start`, below the highest byte sent: a retransmission or a
@@ -605,9 +646,23 @@ impl Conn {
         cx: &mut Ctx<'_, O>,
     ) {
         let clean = snd.segs.mark_ambiguous(cx.pool, Some(start));
+        // Bytes of the last retransmission sent yet again: a third copy, no longer told apart.
+        let again = seg.is_some_and(|seg| {
+            snd.rx(cx.pool)
+                .is_some_and(|r| lt(r.start, seg.key) && lt(start, r.seg.key))
+        });
+        // Bytes already acknowledged, sent again: only their answer (a DSACK) can be timed,
+        // and only if this is their second copy; mark them so a third is known.
+        let spurious = seg.is_some_and(|seg| snd.has(ACKED) && le(seg.key, snd.acked));
+        let once = spurious && seg.is_some_and(|seg| snd.done.sent_once(cx.pool, start, seg.key));
+        if spurious {
+            snd.done.mark_ambiguous(cx.pool, Some(start));
+        }
         snd.drop_slot(cx.pool);
         if let Some(seg) = seg
             && clean
+            && !again
+            && (!spurious || once)
         {
             snd.flags |= RX;
             snd.slot = cx.pool.put(seg, start);

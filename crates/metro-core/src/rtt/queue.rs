@@ -220,6 +220,24 @@ impl Queue {
         None
     }
 
+    /// Whether an entry ends exactly at `end` and none ending in (`after`, `end`] is
+    /// ambiguous: those bytes were sent once, by segments this queue still holds.
+    pub fn sent_once(&self, pool: &Pool, after: u32, end: u32) -> bool {
+        let mut found = false;
+        let mut i = self.head;
+        while i != NIL {
+            let n = &pool.nodes[i as usize];
+            if crate::seq::gt(n.key, after) && crate::seq::le(n.key, end) {
+                if n.frame & AMBIGUOUS != 0 {
+                    return false;
+                }
+                found |= n.key == end;
+            }
+            i = n.next;
+        }
+        found
+    }
+
     /// Move the oldest entry to the back of `to` (no allocation); returns it.
     #[inline]
     pub fn move_front_to(&mut self, pool: &mut Pool, to: &mut Queue) -> Option<Pending> {

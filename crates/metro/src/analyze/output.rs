@@ -243,6 +243,7 @@ fn summary_json(report: &Report) -> Value {
             "tsecr_original": e.disambiguated[1],
             "dsack": e.disambiguated[2],
             "ack_inside": e.disambiguated[3],
+            "dsack_answers_retransmission": e.disambiguated[4],
         },
         "non_positive_intervals": e.non_positive,
         "implausible_over_120s": e.implausible,
@@ -298,14 +299,16 @@ pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     if wide + timed > 0 {
         writeln!(
             out,
-            "  accuracy: late copies recognised by IP ID {}, TSval {}, handshake {}; retransmitted ranges timed by TSecr {} (of the retransmission {}, of the original {}), DSACK {}, ACK inside {}",
+            "  accuracy: late copies recognised by IP ID {}, TSval {}, handshake {}; retransmitted ranges timed by TSecr {} (of the retransmission {}, of the original {}), DSACK {} (of the original {}, of a spurious retransmission {}), ACK inside {}",
             e.duplicates_wide[0],
             e.duplicates_wide[1],
             e.duplicates_wide[2],
             e.disambiguated[0] + e.disambiguated[1],
             e.disambiguated[0],
             e.disambiguated[1],
+            e.disambiguated[2] + e.disambiguated[4],
             e.disambiguated[2],
+            e.disambiguated[4],
             e.disambiguated[3]
         )?;
     }
