@@ -1029,3 +1029,26 @@ fn dsack_after_copies_sent_on_both_sides_of_the_ack_times_nothing() {
     assert_eq!(&got[2..], &[]);
     assert_eq!(report.summary.engine.disambiguated, [0; 5]);
 }
+
+#[test]
+fn copy_of_a_retransmission_after_its_ack_is_still_a_copy() {
+    // suricata-verify's http-range-multiflows (loopback, IP ID 0): a FIN sent again, its
+    // copy, the ACK, then one more copy 16 us after the first.
+    let mut cap = Cap::new();
+    cap.push(0, raw(Cl, 0, 1000, 0, SYN, 0)); // 1
+    cap.push(10, raw(Sv, 0, 5000, 1001, SYN | ACK, 0)); // 2
+    cap.push(20, raw(Cl, 0, 1001, 5001, ACK, 0)); // 3
+    cap.push(100, raw(Cl, 0, 1001, 5001, ACK | FIN, 0)); // 4
+    cap.push(113, raw(Sv, 0, 5001, 1001, ACK | FIN, 0)); // 5
+    cap.push(127, raw(Cl, 0, 1001, 5002, ACK | FIN, 0)); // 6: FIN again (a new ACK)
+    cap.copy_of(6, 137); // 7: its copy
+    cap.push(141, raw(Sv, 0, 5002, 1002, ACK, 0)); // 8: acks it
+    cap.copy_of(6, 143); // 9: one more copy, after the ACK
+    let (_, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let e = &report.summary.engine;
+    assert_eq!(
+        (e.duplicates, e.retransmits),
+        (2, 1),
+        "frames 7 and 9 are copies of 6"
+    );
+}

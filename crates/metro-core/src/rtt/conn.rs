@@ -137,6 +137,26 @@ impl DirState {
         self.flags &= !(KA | KA_AGAIN | RX);
     }
 
+    /// Forget the retransmission in the slot, once answered, but keep it with the
+    /// acknowledged segments (ambiguous: its bytes went twice) so a late copy of it is still
+    /// recognised.
+    fn retire_rx(&mut self, pool: &mut Pool, keep: bool) {
+        if keep && self.has(RX) {
+            let (seg, _) = pool.take(self.slot);
+            self.slot = NIL;
+            self.flags &= !RX;
+            self.done.push_back(
+                pool,
+                Pending {
+                    ambiguous: true,
+                    ..seg
+                },
+            );
+        } else {
+            self.drop_slot(pool);
+        }
+    }
+
     fn drop_keepalive(&mut self, pool: &mut Pool) {
         if self.has(KA) {
             self.drop_slot(pool);
@@ -358,7 +378,7 @@ impl Conn {
                 && tcp.options.sack_count > 0
                 && tcp.options.sack[0] == (r.start, r.seg.key)
             {
-                rcv.drop_slot(cx.pool);
+                rcv.retire_rx(cx.pool, cx.cfg.duplicate_window_wide > 0);
                 let kind = if r.seg.handshake {
                     Kind::Handshake
                 } else {
@@ -428,7 +448,7 @@ impl Conn {
                     {
                         cx.counters.disambiguated[BY_TSECR_RX] += 1;
                     }
-                    rcv.drop_slot(cx.pool);
+                    rcv.retire_rx(cx.pool, keep);
                 }
             } else if rcv.has(KA) && ack == rcv.right {
                 // The answer to a keep-alive: its one old byte ends at `right`.

@@ -369,4 +369,50 @@ mod tests {
             .collect();
         assert_eq!(got, vec![false, false, true, true]);
     }
+
+    #[test]
+    fn acknowledged_entries_move_without_allocating_and_are_found_again() {
+        let mut pool = Pool::new();
+        let (mut segs, mut done) = (Queue::new(), Queue::new());
+        for k in [10u32, 20, 30] {
+            segs.push_back(&mut pool, p(k));
+        }
+        let before = pool.allocated();
+        assert_eq!(segs.move_front_to(&mut pool, &mut done), Some(p(10)));
+        assert_eq!(segs.move_front_to(&mut pool, &mut done), Some(p(20)));
+        assert_eq!((segs.len(), done.len(), pool.allocated()), (1, 2, before));
+        assert_eq!(done.find(&pool, 20, 20), Some(p(20)));
+        assert_eq!(
+            done.find(&pool, 20, 21),
+            None,
+            "the fingerprint must match too"
+        );
+        assert_eq!(segs.find(&pool, 30, 30), Some(p(30)));
+        // Both queues stay whole: the moved node no longer links to the rest of `segs`.
+        let keys: Vec<u32> = std::iter::from_fn(|| done.pop_front(&mut pool))
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, vec![10, 20]);
+        assert_eq!(segs.pop_front(&mut pool), Some(p(30)));
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn sent_once_needs_the_end_and_no_ambiguous_entry_in_the_range() {
+        let mut pool = Pool::new();
+        let mut q = Queue::new();
+        for k in [100u32, 200, 300] {
+            q.push_back(&mut pool, p(k));
+        }
+        assert!(q.sent_once(&pool, 100, 200));
+        assert!(q.sent_once(&pool, 0, 300));
+        assert!(!q.sent_once(&pool, 100, 250), "no entry ends at 250");
+        assert!(
+            q.mark_ambiguous(&mut pool, Some(250)),
+            "none was ambiguous before"
+        );
+        assert!(!q.sent_once(&pool, 0, 300));
+        assert!(q.sent_once(&pool, 0, 200));
+        assert!(!q.mark_ambiguous(&mut pool, Some(150)), "300 already was");
+    }
 }
