@@ -1052,3 +1052,41 @@ fn copy_of_a_retransmission_after_its_ack_is_still_a_copy() {
         "frames 7 and 9 are copies of 6"
     );
 }
+
+#[test]
+fn echo_already_sent_before_the_retransmission_names_nothing() {
+    // suricata-verify's syn_retransmit_with_ts: two retransmissions in one clock tick. The
+    // first is answered (its TSval echoed); the second carries the same TSval, which the
+    // receiver was already echoing: the next ACK's echo does not name it.
+    let mut cap = Cap::new();
+    ts_handshake(&mut cap);
+    cap.push(
+        100_000,
+        raw(Cl, 1, 1001, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 4: A
+    cap.push(
+        100_001,
+        raw(Cl, 2, 1101, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 5: B
+    cap.push(
+        300_000,
+        raw(Cl, 3, 1001, 5001, ACK, 100).timestamps(1300, 9000),
+    ); // 6: A again
+    cap.push(
+        330_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9330, 1300),
+    ); // 7: 30 ms
+    cap.push(
+        330_001,
+        raw(Cl, 4, 1101, 5001, ACK, 100).timestamps(1300, 9330),
+    ); // 8: B again
+    cap.push(
+        330_002,
+        raw(Sv, 0, 5001, 1201, ACK, 0).timestamps(9330, 1300),
+    ); // 9: B or 8?
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[s(7, 6, "seq", SRV, 30_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.ambiguous), ([1, 0, 0, 0, 0], 1));
+}

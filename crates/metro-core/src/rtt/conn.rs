@@ -70,6 +70,8 @@ pub struct DirState {
     done: Queue,
     /// Newest TSval recorded (valid with TS_SEEN).
     ts_last: u32,
+    /// The last TSecr the other side sent (an echo of this direction's TSvals; 0: none).
+    echoed: u32,
     tsvals: Queue,
     /// Pool node of the keep-alive awaiting its answer (KA), or of the last retransmission
     /// (RX), or NIL.
@@ -88,6 +90,7 @@ impl Default for DirState {
             segs: Queue::new(),
             done: Queue::new(),
             ts_last: 0,
+            echoed: 0,
             tsvals: Queue::new(),
             slot: NIL,
         }
@@ -100,8 +103,8 @@ impl Default for DirState {
 #[inline]
 pub fn fingerprint(ip_id: u16, ack: u32, len: u32, flags: u16, tsval: u32, tsecr: u32) -> u32 {
     let x = (u64::from(ip_id) << 48 | u64::from(flags) << 32 | u64::from(ack))
-        ^ u64::from(len).rotate_left(17)
-        ^ (u64::from(tsval) << 32 | u64::from(tsecr)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        ^ (u64::from(tsval) << 32 | u64::from(tsecr)).rotate_left(23)
+        ^ u64::from(len).rotate_left(17);
     let h = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (h >> 32) as u32
 }
@@ -272,7 +275,12 @@ impl Conn {
             .wrapping_add(flags.syn() as u32)
             .wrapping_add(flags.fin() as u32);
         let (tsval, tsecr) = tcp.options.timestamp.unwrap_or((0, 0));
-        let fp = fingerprint(pkt.ip_id, tcp.ack, len, flags.0, tsval, tsecr);
+        // Only what occupies sequence space is ever recorded or compared.
+        let fp = if occupies {
+            fingerprint(pkt.ip_id, tcp.ack, len, flags.0, tsval, tsecr)
+        } else {
+            0
+        };
 
         // A frame captured twice (span ports, taps, `any` captures): skip the copy entirely
         // so it does not look like a retransmission. Only a segment below the highest byte
@@ -317,7 +325,8 @@ impl Conn {
                 return;
             }
         }
-        if pkt.ip_id != 0 {
+        // Data segments are enough to see whether the sender numbers its packets.
+        if occupies && pkt.ip_id != 0 {
             if snd.flags2 & ID_SEEN != 0 && snd.last_ip_id != pkt.ip_id {
                 snd.flags2 |= ID_VARIES;
             }
@@ -372,6 +381,7 @@ impl Conn {
             // exactly it (RFC 2883): the receiver acknowledges a duplicate at once, so this
             // ACK answers the retransmission.
             if let Some(r) = rcv.rx(cx.pool)
+                && !r.seg.ambiguous
                 && rcv.has(ACKED)
                 && le(r.seg.key, rcv.acked)
                 && le(r.seg.key, ack)
@@ -395,9 +405,9 @@ impl Conn {
                 rcv.drop_keepalive(cx.pool);
                 let rx = rcv.rx(cx.pool);
                 let keep = cx.cfg.duplicate_window_wide > 0;
-                if keep {
-                    while let Some(old) = rcv.done.front(cx.pool) {
-                        if ts - old.ts <= cx.cfg.duplicate_window_wide
+                if keep && !rcv.done.is_empty() {
+                    while let Some(old) = rcv.done.front_ts(cx.pool) {
+                        if ts - old <= cx.cfg.duplicate_window_wide
                             && rcv.done.len() < cx.cfg.max_pending_segments
                         {
                             break;
@@ -547,6 +557,10 @@ impl Conn {
             }
         }
 
+        if tsecr != 0 {
+            rcv.echoed = tsecr;
+        }
+
         // --- Timestamp echo.
         if cx.cfg.kinds.contains(Kind::Ts) && tcp.options.timestamp.is_some() {
             if flags.ack() && tsecr != 0 {
@@ -604,6 +618,19 @@ impl Conn {
         pkt: &Packet<'_>,
     ) -> Option<(Pending, usize)> {
         let opts = &pkt.tcp.options;
+        if rx.seg.ambiguous {
+            // Its bytes went more than twice: only an echo of its own TSval names it.
+            return (ack == rx.seg.key
+                && node.tsval != rx.seg.tsval
+                && Self::answers_rx(rx, prev, opts))
+            .then_some((
+                Pending {
+                    ambiguous: false,
+                    ..rx.seg
+                },
+                BY_TSECR_RX,
+            ));
+        }
         if lt(rx.start, ack) && lt(ack, rx.seg.key) {
             // The ACK stops inside the retransmission: the receiver had every byte up to
             // `ack`, beyond the retransmission's start, so had the retransmission arrived it
@@ -678,14 +705,32 @@ impl Conn {
         if spurious {
             snd.done.mark_ambiguous(cx.pool, Some(start));
         }
+        // A copy sent in the same clock tick as the last one carries its TSval: an echo no
+        // longer tells them apart.
+        // So does one whose TSval the receiver already echoes (another segment of that tick
+        // moved its left edge).
+        let twin = seg.is_some_and(|seg| {
+            (seg.tsval != 0 && seg.tsval == snd.echoed)
+                || snd
+                    .rx(cx.pool)
+                    .is_some_and(|r| r.seg.tsval == seg.tsval && lt(r.start, seg.key))
+        });
         snd.drop_slot(cx.pool);
         if let Some(seg) = seg
-            && clean
-            && !again
-            && (!spurious || once)
+            && !twin
         {
+            // Kept even when its bytes went more than twice: an echo of its own TSval still
+            // names it. Rules that time the original need it to be the only other copy
+            // (`ambiguous` clear in the slot).
+            let only = clean && !again && (!spurious || once);
             snd.flags |= RX;
-            snd.slot = cx.pool.put(seg, start);
+            snd.slot = cx.pool.put(
+                Pending {
+                    ambiguous: !only,
+                    ..seg
+                },
+                start,
+            );
         }
         cx.counters.retransmits += 1;
         cx.out.retransmit(sender, receiver, ts);

@@ -184,6 +184,12 @@ impl Queue {
         }
     }
 
+    /// The time of the oldest entry.
+    #[inline]
+    pub fn front_ts(&self, pool: &Pool) -> Option<Nanos> {
+        (self.head != NIL).then(|| pool.nodes[self.head as usize].ts)
+    }
+
     #[inline]
     pub fn back(&self, pool: &Pool) -> Option<Pending> {
         if self.tail == NIL {
@@ -238,15 +244,14 @@ impl Queue {
         found
     }
 
-    /// Move the oldest entry to the back of `to` (no allocation); returns it.
+    /// Move the oldest entry to the back of `to` (no allocation); false if there was none.
     #[inline]
-    pub fn move_front_to(&mut self, pool: &mut Pool, to: &mut Queue) -> Option<Pending> {
+    pub fn move_front_to(&mut self, pool: &mut Pool, to: &mut Queue) -> bool {
         if self.head == NIL {
-            return None;
+            return false;
         }
         let i = self.head;
         let node = &mut pool.nodes[i as usize];
-        let item = node.item();
         self.head = node.next;
         node.next = NIL;
         if self.head == NIL {
@@ -260,7 +265,7 @@ impl Queue {
         }
         to.tail = i;
         to.len += 1;
-        Some(item)
+        true
     }
 
     #[inline]
@@ -378,8 +383,9 @@ mod tests {
             segs.push_back(&mut pool, p(k));
         }
         let before = pool.allocated();
-        assert_eq!(segs.move_front_to(&mut pool, &mut done), Some(p(10)));
-        assert_eq!(segs.move_front_to(&mut pool, &mut done), Some(p(20)));
+        assert!(segs.move_front_to(&mut pool, &mut done));
+        assert!(segs.move_front_to(&mut pool, &mut done));
+        assert_eq!(done.front_ts(&pool), Some(10));
         assert_eq!((segs.len(), done.len(), pool.allocated()), (1, 2, before));
         assert_eq!(done.find(&pool, 20, 20), Some(p(20)));
         assert_eq!(
