@@ -1090,3 +1090,23 @@ fn echo_already_sent_before_the_retransmission_names_nothing() {
     let e = &report.summary.engine;
     assert_eq!((e.disambiguated, e.ambiguous), ([1, 0, 0, 0, 0], 1));
 }
+
+#[test]
+fn copies_on_loopback_with_one_tsval_for_everything_are_still_copies() {
+    // Loopback within one clock tick: every frame carries the same TSval and TSecr, so the
+    // receiver already echoes the re-sent FIN's TSval. Its copies must still be copies.
+    let mut cap = Cap::new();
+    let t = |f: TcpFrame<'static>| f.timestamps(7, 7);
+    cap.push(0, t(raw(Cl, 0, 1000, 0, SYN, 0))); // 1
+    cap.push(10, t(raw(Sv, 0, 5000, 1001, SYN | ACK, 0))); // 2
+    cap.push(20, t(raw(Cl, 0, 1001, 5001, ACK, 0))); // 3
+    cap.push(100, t(raw(Cl, 0, 1001, 5001, ACK | FIN, 0))); // 4
+    cap.push(113, t(raw(Sv, 0, 5001, 1001, ACK | FIN, 0))); // 5
+    cap.push(127, t(raw(Cl, 0, 1001, 5002, ACK | FIN, 0))); // 6: FIN again
+    cap.copy_of(6, 137); // 7
+    cap.push(141, t(raw(Sv, 0, 5002, 1002, ACK, 0))); // 8
+    cap.copy_of(6, 143); // 9
+    let (_, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.retransmits), (2, 1));
+}

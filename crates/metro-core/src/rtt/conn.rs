@@ -716,17 +716,18 @@ impl Conn {
                     .is_some_and(|r| r.seg.tsval == seg.tsval && lt(r.start, seg.key))
         });
         snd.drop_slot(cx.pool);
-        if let Some(seg) = seg
-            && !twin
-        {
+        if let Some(seg) = seg {
             // Kept even when its bytes went more than twice: an echo of its own TSval still
             // names it. Rules that time the original need it to be the only other copy
             // (`ambiguous` clear in the slot).
             let only = clean && !again && (!spurious || once);
             snd.flags |= RX;
+            // A twin's TSval is forgotten: no echo may name it (it is still recognised
+            // by its fingerprint if captured twice).
             snd.slot = cx.pool.put(
                 Pending {
                     ambiguous: !only,
+                    tsval: if twin { 0 } else { seg.tsval },
                     ..seg
                 },
                 start,
