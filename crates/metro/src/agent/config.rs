@@ -88,6 +88,7 @@ pub struct RawInstance {
     pub sample_interval: Option<Spanned<f64>>,
     pub pcap: Option<Spanned<String>>,
     pub max_flows: Option<Spanned<u64>>,
+    pub trust_ip_id: Option<bool>,
 }
 
 const INIT_KEYS: &[&str] = &[
@@ -117,6 +118,7 @@ const INSTANCE_KEYS: &[&str] = &[
     "sample_interval",
     "pcap",
     "max_flows",
+    "trust_ip_id",
 ];
 const TOP_KEYS: &[&str] = &["init_config", "instances", "config"];
 
@@ -298,6 +300,9 @@ pub struct Instance {
     pub hosts: Vec<String>,
     pub sample: Option<DutyCycle>,
     pub max_flows: usize,
+    /// Use IP IDs to tell a frame captured twice from a retransmission (false where a
+    /// middlebox rewrites them). Default true.
+    pub trust_ip_id: bool,
 }
 
 /// The agent's validated configuration.
@@ -1060,6 +1065,7 @@ fn instance(
         hosts,
         sample,
         max_flows: max_flows as usize,
+        trust_ip_id: inst.trust_ip_id.unwrap_or(true),
     })
 }
 
@@ -1167,6 +1173,7 @@ impl Config {
                 }
             }
             let _ = writeln!(o, "    max_flows: {}", i.max_flows);
+            let _ = writeln!(o, "    trust_ip_id: {}", i.trust_ip_id);
         }
         o
     }
@@ -1465,7 +1472,7 @@ extra: 1
 
     #[test]
     fn sampling_and_max_flows() {
-        let c = ok("init_config:\n  max_flows: 500\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n    sample: true\n    sample_duration: 5\n    sample_interval: 20\n  - interface: eth1\n    ips: [10.0.0.1]\n    max_flows: 7\n").config;
+        let c = ok("init_config:\n  max_flows: 500\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n    sample: true\n    sample_duration: 5\n    sample_interval: 20\n  - interface: eth1\n    ips: [10.0.0.1]\n    max_flows: 7\n    trust_ip_id: false\n").config;
         assert_eq!(
             c.instances[0].sample,
             Some(DutyCycle {
@@ -1475,6 +1482,8 @@ extra: 1
         );
         assert_eq!(c.instances[0].max_flows, 500);
         assert_eq!(c.instances[1].max_flows, 7);
+        assert!(c.instances[0].trust_ip_id, "trusted unless told otherwise");
+        assert!(!c.instances[1].trust_ip_id);
     }
 
     #[test]
