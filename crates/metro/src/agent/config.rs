@@ -99,6 +99,7 @@ pub struct RawInstance {
     pub group_by: Option<Spanned<String>>,
     pub subnet_v4_prefix: Option<Spanned<u64>>,
     pub subnet_v6_prefix: Option<Spanned<u64>>,
+    pub trust_ip_id: Option<bool>,
 }
 
 const INIT_KEYS: &[&str] = &[
@@ -136,6 +137,7 @@ const INSTANCE_KEYS: &[&str] = &[
     "group_by",
     "subnet_v4_prefix",
     "subnet_v6_prefix",
+    "trust_ip_id",
 ];
 const TOP_KEYS: &[&str] = &["init_config", "instances", "config"];
 
@@ -319,6 +321,9 @@ pub struct Instance {
     pub max_flows: usize,
     /// How remote addresses are grouped into series.
     pub group_by: GroupBy,
+    /// Use IP IDs to tell a frame captured twice from a retransmission (false where a
+    /// middlebox rewrites them). Default true.
+    pub trust_ip_id: bool,
 }
 
 /// The agent's validated configuration.
@@ -1211,6 +1216,7 @@ fn instance(
         sample,
         max_flows: max_flows as usize,
         group_by,
+        trust_ip_id: inst.trust_ip_id.unwrap_or(true),
     })
 }
 
@@ -1343,6 +1349,7 @@ impl Config {
                 let _ = writeln!(o, "    subnet_v4_prefix: {v4}");
                 let _ = writeln!(o, "    subnet_v6_prefix: {v6}");
             }
+            let _ = writeln!(o, "    trust_ip_id: {}", i.trust_ip_id);
         }
         o
     }
@@ -1641,7 +1648,7 @@ extra: 1
 
     #[test]
     fn sampling_and_max_flows() {
-        let c = ok("init_config:\n  max_flows: 500\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n    sample: true\n    sample_duration: 5\n    sample_interval: 20\n  - interface: eth1\n    ips: [10.0.0.1]\n    max_flows: 7\n").config;
+        let c = ok("init_config:\n  max_flows: 500\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n    sample: true\n    sample_duration: 5\n    sample_interval: 20\n  - interface: eth1\n    ips: [10.0.0.1]\n    max_flows: 7\n    trust_ip_id: false\n").config;
         assert_eq!(
             c.instances[0].sample,
             Some(DutyCycle {
@@ -1651,6 +1658,8 @@ extra: 1
         );
         assert_eq!(c.instances[0].max_flows, 500);
         assert_eq!(c.instances[1].max_flows, 7);
+        assert!(c.instances[0].trust_ip_id, "trusted unless told otherwise");
+        assert!(!c.instances[1].trust_ip_id);
     }
 
     #[test]
