@@ -9,7 +9,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use metro::r#gen::{GenConfig, write_capture};
+use metro_testkit::generator::{GenConfig, write_capture};
 use serde_json::Value;
 
 const EXAMPLE: &str = concat!(

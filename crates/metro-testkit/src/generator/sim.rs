@@ -24,7 +24,7 @@ use metro_core::seq;
 use super::rng::{Class, Prob, Rng, class, mix};
 use super::wheel::{Timed, Wheel};
 use super::{ConnTruth, GenConfig, GenSummary};
-use crate::build::{TcpFrame, VlanTag, flags};
+use crate::frame::{TcpFrame, VlanTag, flags};
 use crate::pcap::PcapWriter;
 
 const US: u64 = 1_000;
@@ -291,9 +291,9 @@ pub(super) fn run<W: Write>(
     truth: Option<&mut dyn FnMut(&ConnTruth)>,
 ) -> io::Result<GenSummary> {
     let pcap = if cfg.nanos {
-        PcapWriter::nanos(out, crate::build::LINKTYPE_ETHERNET, cfg.snaplen_or_max())?
+        PcapWriter::nanos(out, crate::frame::LINKTYPE_ETHERNET, cfg.snaplen_or_max())?
     } else {
-        PcapWriter::micros(out, crate::build::LINKTYPE_ETHERNET, cfg.snaplen_or_max())?
+        PcapWriter::micros(out, crate::frame::LINKTYPE_ETHERNET, cfg.snaplen_or_max())?
     };
     let p = Params {
         ipv6: Prob::new(cfg.ipv6),

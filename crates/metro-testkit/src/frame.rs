@@ -1,5 +1,5 @@
 //! Frame builder: Ethernet (with any number of VLAN tags) or raw-IP frames carrying
-//! IPv4/IPv6 and a TCP segment with options, for tests and for the capture generator.
+//! IPv4/IPv6 and a TCP segment with options, for tests and for the capture generator (`metro generate`).
 //!
 //! A [`TcpFrame`] describes one frame; [`TcpFrame::write`] appends its bytes to a
 //! caller-provided `Vec<u8>` without allocating anything else, so a generator can build
@@ -8,7 +8,7 @@
 //! zero, as on a capture taken before checksum offload).
 //!
 //! ```
-//! use metro::build::{TcpFrame, flags};
+//! use metro_testkit::frame::{TcpFrame, flags};
 //! let mut buf = Vec::new();
 //! TcpFrame::v4([10, 0, 0, 1], 40000, [10, 0, 0, 2], 443)
 //!     .seq(1000)

@@ -1,0 +1,8 @@
+//! metro's test tooling, kept out of the agent's library: the frame builder ([`frame`]),
+//! the capture writers ([`pcap`]) and the deterministic traffic generator ([`generator`])
+//! behind `metro generate`. Tests, benchmarks and the `metro generate` command use it;
+//! `metro analyze` and `metro run` do not.
+
+pub mod frame;
+pub mod generator;
+pub mod pcap;
