@@ -164,7 +164,9 @@ impl Timed for Ev {
     }
 }
 
-/// One endpoint's TCP state.
+/// One endpoint's TCP state: its sequence space and header fields here, the mechanisms
+/// that change them (congestion control, the one loss at a time, the receiver's
+/// out-of-order range, delayed ACKs, pacing) in parts of their own.
 #[derive(Clone, Debug, Default)]
 struct Ep {
     iss: u32,
@@ -173,38 +175,74 @@ struct Ep {
     /// End of the message being sent; equal to `snd_nxt` once it is all sent.
     msg_end: u32,
     rcv_nxt: u32,
-    ooo_start: u32,
-    ooo_end: u32,
     last_ack_sent: u32,
     ts_base: u32,
     ts_recent: u32,
-    lost_seq: u32,
-    lost_len: u32,
-    delack_token: u32,
-    cwnd: u32,
-    ssthresh: u32,
-    max_cwnd: u32,
-    cwnd_acc: u32,
     /// Round trip between the capture point and this endpoint, ns (a whole number of µs).
     rtt: u64,
     /// Latest time a segment was scheduled to reach this endpoint: no reordering.
     last_arrival: u64,
-    next_send: u64,
-    gap: u64,
     window: u16,
     ip_id: u16,
     ttl: u8,
-    unacked: u8,
-    dupacks: u8,
-    has_ooo: bool,
-    lost: bool,
-    delack_armed: bool,
-    pacer_armed: bool,
     /// A message is being sent whose completion the peer has not yet noticed.
     msg_open: bool,
     fin_sent: bool,
     /// On the capturing host (its losses happen after the capture point).
     local: bool,
+    cc: Congestion,
+    loss: Loss,
+    ooo: OutOfOrder,
+    delack: DelayedAck,
+    pacer: Pacer,
+}
+
+/// Congestion window, in segments.
+#[derive(Clone, Debug, Default)]
+struct Congestion {
+    cwnd: u32,
+    ssthresh: u32,
+    /// Ceiling of `cwnd` (drawn per connection: the receive window, in effect).
+    max_cwnd: u32,
+    /// Segments acknowledged towards the next increase in congestion avoidance.
+    acc: u32,
+    dupacks: u8,
+}
+
+/// The one segment of this sender lost at a time.
+#[derive(Clone, Debug, Default)]
+struct Loss {
+    seq: u32,
+    len: u32,
+    /// A segment is lost and not yet retransmitted.
+    pending: bool,
+}
+
+/// The receiver's single out-of-order range (data above `rcv_nxt`).
+#[derive(Clone, Debug, Default)]
+struct OutOfOrder {
+    start: u32,
+    end: u32,
+    held: bool,
+}
+
+/// The delayed-ACK timer.
+#[derive(Clone, Debug, Default)]
+struct DelayedAck {
+    /// Identifies the armed timer, so that a stale one does nothing.
+    token: u32,
+    armed: bool,
+    /// Segments received and not yet acknowledged.
+    unacked: u8,
+}
+
+/// Spacing of data segments.
+#[derive(Clone, Debug, Default)]
+struct Pacer {
+    next_send: u64,
+    /// Time between two full segments.
+    gap: u64,
+    armed: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -412,7 +450,7 @@ impl<W: Write> Ctx<'_, W> {
                 Ok(())
             }
             Kind::DelAck => {
-                if conn.ep[side].delack_armed && conn.ep[side].delack_token == ev.seq {
+                if conn.ep[side].delack.armed && conn.ep[side].delack.token == ev.seq {
                     self.emit_ack(conn, side, now, None)?;
                 }
                 Ok(())
@@ -493,11 +531,17 @@ impl<W: Write> Ctx<'_, W> {
                 snd_nxt: iss,
                 msg_end: iss,
                 ts_base: rng.next_u32(),
-                cwnd: 10,
-                ssthresh: max_cwnd,
-                max_cwnd,
+                cc: Congestion {
+                    cwnd: 10,
+                    ssthresh: max_cwnd,
+                    max_cwnd,
+                    ..Congestion::default()
+                },
                 rtt,
-                gap,
+                pacer: Pacer {
+                    gap,
+                    ..Pacer::default()
+                },
                 window: rng.range(500, 3000) as u16,
                 ip_id: rng.next_u32() as u16,
                 ttl,
@@ -589,7 +633,7 @@ impl<W: Write> Ctx<'_, W> {
         Ok(())
     }
 
-    /// Writes one segment from endpoint `e` (unless it was lost before the capture point) and
+    /// Writes one segment from endpoint `side` (unless it was lost before the capture point) and
     /// schedules its arrival at the peer (unless lost).
     fn emit(&mut self, conn: &mut Conn, side: usize, now: u64, host: Tx) -> io::Result<()> {
         let (seq_no, len, fl) = (host.seq, host.len, host.flags);
@@ -601,8 +645,8 @@ impl<W: Write> Ctx<'_, W> {
             host.ip_id = host.ip_id.wrapping_add(1);
             if has_ack {
                 host.last_ack_sent = host.rcv_nxt;
-                host.unacked = 0;
-                host.delack_armed = false;
+                host.delack.unacked = 0;
+                host.delack.armed = false;
                 (host.rcv_nxt, host.ts_recent)
             } else {
                 (0, 0)
@@ -737,7 +781,7 @@ impl<W: Write> Ctx<'_, W> {
         )
     }
 
-    /// A segment from the peer reaches endpoint `e`.
+    /// A segment from the peer reaches endpoint `side`.
     fn deliver(&mut self, conn: &mut Conn, side: usize, now: u64, seg: Seg) -> io::Result<()> {
         if conn.phase == Phase::Closed || seg.flags & flags::RST != 0 {
             return Ok(());
@@ -800,21 +844,21 @@ impl<W: Write> Ctx<'_, W> {
         if seq::gt(ack, host.snd_una) && seq::le(ack, host.snd_nxt) {
             let segs = (ack.wrapping_sub(host.snd_una)).div_ceil(mss);
             host.snd_una = ack;
-            host.dupacks = 0;
-            if host.cwnd < host.ssthresh {
-                host.cwnd = (host.cwnd + segs).min(host.max_cwnd);
+            host.cc.dupacks = 0;
+            if host.cc.cwnd < host.cc.ssthresh {
+                host.cc.cwnd = (host.cc.cwnd + segs).min(host.cc.max_cwnd);
             } else {
-                host.cwnd_acc += segs;
-                if host.cwnd_acc >= host.cwnd {
-                    host.cwnd_acc = 0;
-                    host.cwnd = (host.cwnd + 1).min(host.max_cwnd);
+                host.cc.acc += segs;
+                if host.cc.acc >= host.cc.cwnd {
+                    host.cc.acc = 0;
+                    host.cc.cwnd = (host.cc.cwnd + 1).min(host.cc.max_cwnd);
                 }
             }
         } else if pure && ack == host.snd_una && host.snd_nxt != host.snd_una {
-            host.dupacks = host.dupacks.saturating_add(1);
-            if host.dupacks == 3 && host.lost && host.lost_seq == host.snd_una {
-                host.ssthresh = (host.cwnd / 2).max(2);
-                host.cwnd = host.ssthresh;
+            host.cc.dupacks = host.cc.dupacks.saturating_add(1);
+            if host.cc.dupacks == 3 && host.loss.pending && host.loss.seq == host.snd_una {
+                host.cc.ssthresh = (host.cc.cwnd / 2).max(2);
+                host.cc.cwnd = host.cc.ssthresh;
                 self.retransmit(conn, side, now)?;
             }
         }
@@ -833,14 +877,14 @@ impl<W: Write> Ctx<'_, W> {
             }
             host.rcv_nxt = seg.end;
             let mut at_once = false;
-            if host.has_ooo && seq::ge(host.rcv_nxt, host.ooo_start) {
-                if seq::gt(host.ooo_end, host.rcv_nxt) {
-                    host.rcv_nxt = host.ooo_end;
+            if host.ooo.held && seq::ge(host.rcv_nxt, host.ooo.start) {
+                if seq::gt(host.ooo.end, host.rcv_nxt) {
+                    host.rcv_nxt = host.ooo.end;
                 }
-                host.has_ooo = false;
+                host.ooo.held = false;
                 at_once = true;
             }
-            host.unacked = host.unacked.saturating_add(1);
+            host.delack.unacked = host.delack.unacked.saturating_add(1);
             if fin {
                 return self.on_fin(conn, side, now);
             }
@@ -850,12 +894,12 @@ impl<W: Write> Ctx<'_, W> {
                 self.on_message(conn, side, now);
             }
             let host = &mut conn.ep[side];
-            if at_once || host.unacked >= 2 {
+            if at_once || host.delack.unacked >= 2 {
                 self.emit_ack(conn, side, now, None)?;
-            } else if !host.delack_armed {
-                host.delack_armed = true;
-                host.delack_token = host.delack_token.wrapping_add(1);
-                let token = host.delack_token;
+            } else if !host.delack.armed {
+                host.delack.armed = true;
+                host.delack.token = host.delack.token.wrapping_add(1);
+                let token = host.delack.token;
                 self.schedule(
                     conn,
                     now + DELACK,
@@ -868,14 +912,14 @@ impl<W: Write> Ctx<'_, W> {
                 );
             }
         } else if seq::gt(seg.seq, host.rcv_nxt) {
-            if !host.has_ooo {
-                host.has_ooo = true;
-                host.ooo_start = seg.seq;
-                host.ooo_end = seg.end;
-            } else if seq::gt(seg.end, host.ooo_end) {
-                host.ooo_end = seg.end;
+            if !host.ooo.held {
+                host.ooo.held = true;
+                host.ooo.start = seg.seq;
+                host.ooo.end = seg.end;
+            } else if seq::gt(seg.end, host.ooo.end) {
+                host.ooo.end = seg.end;
             }
-            let block = (host.ooo_start, host.ooo_end);
+            let block = (host.ooo.start, host.ooo.end);
             self.emit_ack(conn, side, now, Some(block))?;
         } else {
             self.emit_ack(conn, side, now, None)?;
@@ -883,7 +927,7 @@ impl<W: Write> Ctx<'_, W> {
         Ok(())
     }
 
-    /// Endpoint `e` has received a whole message from its peer.
+    /// Endpoint `side` has received a whole message from its peer.
     fn on_message(&mut self, conn: &mut Conn, side: usize, now: u64) {
         if side == SERVER {
             let at = now + conn.rng.pick(APP_DELAY_US) * US;
@@ -954,22 +998,22 @@ impl<W: Write> Ctx<'_, W> {
         self.kick(conn, side, now);
     }
 
-    /// Arms the pacer if `e` has new data and the window allows a segment.
+    /// Arms the pacer if `side` has new data and the window allows a segment.
     fn kick(&mut self, conn: &mut Conn, side: usize, now: u64) {
         let mss = conn.mss;
         let host = &mut conn.ep[side];
-        if host.pacer_armed || !host.can_send(mss) {
+        if host.pacer.armed || !host.can_send(mss) {
             return;
         }
-        host.pacer_armed = true;
-        let at = now.max(host.next_send);
+        host.pacer.armed = true;
+        let at = now.max(host.pacer.next_send);
         self.schedule_simple(conn, at, Kind::Send, side);
     }
 
     fn send(&mut self, conn: &mut Conn, side: usize, now: u64) -> io::Result<()> {
         let mss = conn.mss;
         let host = &mut conn.ep[side];
-        host.pacer_armed = false;
+        host.pacer.armed = false;
         if conn.phase != Phase::Established || !host.can_send(mss) {
             return Ok(());
         }
@@ -977,19 +1021,19 @@ impl<W: Write> Ctx<'_, W> {
         let len = remaining.min(mss);
         let last = len == remaining;
         let seq_no = host.snd_nxt;
-        let lose = !host.lost && conn.rng.chance(self.params.loss);
+        let lose = !host.loss.pending && conn.rng.chance(self.params.loss);
         let host = &mut conn.ep[side];
         host.snd_nxt = seq_no.wrapping_add(len);
-        host.next_send = now
-            + (host.gap * u64::from(len) / u64::from(mss))
+        host.pacer.next_send = now
+            + (host.pacer.gap * u64::from(len) / u64::from(mss))
                 .div_ceil(US)
                 .max(1)
                 * US;
         let fl = flags::ACK | if last { flags::PSH } else { 0 };
         if lose {
-            host.lost = true;
-            host.lost_seq = seq_no;
-            host.lost_len = len;
+            host.loss.pending = true;
+            host.loss.seq = seq_no;
+            host.loss.len = len;
             let rto = (2 * (conn.ep[0].rtt + conn.ep[1].rtt)).max(MIN_RTO) + 10 * MS;
             self.sum.lost += 1;
             self.schedule_simple(conn, now + rto, Kind::Rto, side);
@@ -1014,8 +1058,8 @@ impl<W: Write> Ctx<'_, W> {
 
     fn retransmit(&mut self, conn: &mut Conn, side: usize, now: u64) -> io::Result<()> {
         let host = &mut conn.ep[side];
-        host.lost = false;
-        let (seq_no, len) = (host.lost_seq, host.lost_len);
+        host.loss.pending = false;
+        let (seq_no, len) = (host.loss.seq, host.loss.len);
         let fl = flags::ACK
             | if seq_no.wrapping_add(len) == host.msg_end {
                 flags::PSH
@@ -1055,9 +1099,12 @@ impl<W: Write> Ctx<'_, W> {
             );
         }
         let host = &mut conn.ep[side];
-        if conn.phase == Phase::Established && host.lost && seq::le(host.snd_una, host.lost_seq) {
-            host.ssthresh = (host.cwnd / 2).max(2);
-            host.cwnd = 2;
+        if conn.phase == Phase::Established
+            && host.loss.pending
+            && seq::le(host.snd_una, host.loss.seq)
+        {
+            host.cc.ssthresh = (host.cc.cwnd / 2).max(2);
+            host.cc.cwnd = 2;
             self.retransmit(conn, side, now)?;
         }
         Ok(())
@@ -1111,7 +1158,7 @@ impl Ep {
             return false;
         }
         let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
-        in_flight + remaining.min(mss) <= self.cwnd * mss
+        in_flight + remaining.min(mss) <= self.cc.cwnd * mss
     }
 }
 
