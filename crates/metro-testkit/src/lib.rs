@@ -3,6 +3,8 @@
 //! behind `metro generate`. Tests, benchmarks and the `metro generate` command use it;
 //! `metro analyze` and `metro run` do not.
 
+#![forbid(unsafe_code)]
+
 pub mod frame;
 pub mod generator;
 pub mod pcap;
