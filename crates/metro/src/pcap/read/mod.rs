@@ -16,9 +16,10 @@
 //! Where the file is damaged or cut short, the records before the damage are returned
 //! first; the next call returns the error, and every call after that returns `Ok(None)`.
 //!
-//! One file per concern: [`input`](self) (the buffer, gzip sniffing, field readers),
-//! `detect` (which format), one parser per format (`pcap`, `pcapng`, `snoop`, `peek`),
-//! `error` ([`ReadError`]). This file holds the record type and the reader that drives them.
+//! One file per concern: `input` (the buffer, gzip sniffing, field readers, truncation),
+//! `detect` (which format), one parser per format (`pcap`, `pcapng`, `snoop`, `peek` for
+//! EtherPeek classic), `error` ([`ReadError`]). This file holds the record type and the
+//! reader that drives them: every record takes one path, `next_record`, with pcap inlined.
 
 use std::fmt;
 use std::fs::File;
