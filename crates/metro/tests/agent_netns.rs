@@ -34,11 +34,13 @@ const RTT_GAUGES: [&str; 8] = [
     "system.net.tcp.rtt.p99",
 ];
 const RTT_COUNTS: [&str; 2] = ["system.net.tcp.rtt.samples", "system.net.tcp.retransmits"];
-const SELF_METRICS: [(&str, &str); 9] = [
+const SELF_METRICS: [(&str, &str); 11] = [
     ("metro.packets.received", "c"),
     ("metro.packets.dropped", "c"),
+    ("metro.packets.filtered", "c"),
     ("metro.flows.active", "g"),
     ("metro.flows.evicted", "c"),
+    ("metro.flows.shed", "c"),
     ("metro.samples", "c"),
     ("metro.samples.internal", "c"),
     ("metro.pairs.dropped", "c"),

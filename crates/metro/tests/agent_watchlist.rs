@@ -256,4 +256,10 @@ fn capture_file_with_a_huge_list_times_the_watched_server_and_counts_the_rest() 
         assert_eq!(m.tag("dst"), Some("10.9.0.2"), "{m:?}");
         assert!((m.value - 25.0).abs() <= 0.25, "{m:?}");
     }
+    // The same count reaches the metrics.
+    let filtered: f64 = named(&all, "metro.packets.filtered")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    assert_eq!(filtered, unwatched_frames as f64, "{err}");
 }

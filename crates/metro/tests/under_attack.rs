@@ -195,6 +195,12 @@ fn a_syn_flood_keeps_every_real_sample() {
         .map(|m| m.value)
         .sum();
     assert!(evicted >= (1_000_000 - MAX_FLOWS) as f64, "{evicted}");
+    // Every eviction was a flood entry shed: no confirmed connection was evicted.
+    let shed: f64 = named(&flooded, "metro.flows.shed")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    assert_eq!(shed, evicted);
 }
 
 /// The limit stated in the README: a new connection is timed from its SYN only if its

@@ -249,8 +249,11 @@ impl Processor {
         let c = &self.shared.cumulative;
         c.flows_active
             .store(self.engine.active_flows() as u64, Ordering::Relaxed);
+        let counters = self.engine.counters();
         c.flows_evicted
-            .store(self.engine.counters().flows_evicted_full, Ordering::Relaxed);
+            .store(counters.flows_evicted_full, Ordering::Relaxed);
+        c.flows_shed
+            .store(counters.flows_shed_unconfirmed, Ordering::Relaxed);
     }
 }
 
@@ -290,6 +293,8 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
     let mut last_error = String::new();
     // Kernel drops of the handles closed so far (each handle counts from zero).
     let mut dropped_before = 0u64;
+    // Packets dropped in user space by the handles closed so far (each counts from zero).
+    let mut filtered_before = 0u64;
     'outer: while !w.stop.load(Ordering::Relaxed) {
         let mut live = match first.take() {
             Some(l) => l,
@@ -357,6 +362,7 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
                     tracing::warn!("{iface}: capture stopped: {e}; reopening");
                     last_error.clear();
                     dropped_before += dropped_now;
+                    filtered_before += live.filtered();
                     // Give a flapping interface a moment before the first reopen.
                     if sleep_or_stop(BACKOFF_MIN, &w.stop, &mut proc) {
                         break 'outer;
@@ -368,6 +374,10 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
             proc.serve_flush();
             if last_stats.elapsed() >= Duration::from_secs(1) {
                 last_stats = Instant::now();
+                w.shared
+                    .cumulative
+                    .packets_filtered
+                    .store(filtered_before + live.filtered(), Ordering::Relaxed);
                 if let Some((_, dropped)) = live.stats() {
                     dropped_now = dropped;
                     w.shared
@@ -437,6 +447,10 @@ pub fn run_file(
             filters.clear();
         }
         if !filters.admit(&w.base_filter, proc.watch(), rec.linktype, rec.data) {
+            w.shared
+                .cumulative
+                .packets_filtered
+                .store(filters.filtered(), Ordering::Relaxed);
             continue;
         }
         proc.packet(rec.linktype, ts, rec.data);

@@ -371,6 +371,13 @@ impl FileFilters {
     }
 }
 
+impl FileFilters {
+    /// Packets dropped so far as outside the watch list.
+    pub fn filtered(&self) -> u64 {
+        self.filtered
+    }
+}
+
 impl Drop for FileFilters {
     fn drop(&mut self) {
         if self.filtered > 0 {

@@ -172,6 +172,25 @@ pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMet
         one(c.packets_dropped),
     ));
     metrics.push(sum_metric(
+        "metro.packets.filtered",
+        "Packets outside the watch list dropped in user space",
+        "{packet}",
+        one(c.packets_filtered),
+    ));
+    metrics.push(sum_metric(
+        "metro.flows.evicted",
+        "Connections evicted because the flow table was full, by kind",
+        "{flow}",
+        vec![
+            with("kind", "unconfirmed", c.flows_shed),
+            with(
+                "kind",
+                "confirmed",
+                c.flows_evicted.saturating_sub(c.flows_shed),
+            ),
+        ],
+    ));
+    metrics.push(sum_metric(
         "metro.samples",
         "Network RTT samples, by kind",
         "{sample}",

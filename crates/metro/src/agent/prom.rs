@@ -161,6 +161,8 @@ pub struct Prom {
     packets_dropped: Family<Labels, Counter>,
     flows_active: Family<Labels, Gauge>,
     flows_evicted: Family<Labels, Counter>,
+    flows_shed: Family<Labels, Counter>,
+    packets_filtered: Family<Labels, Counter>,
     samples: Family<Labels, Counter>,
     samples_internal: Family<Labels, Counter>,
     pairs_dropped: Family<Labels, Counter>,
@@ -207,6 +209,8 @@ impl Prom {
             packets_dropped: Family::default(),
             flows_active: Family::default(),
             flows_evicted: Family::default(),
+            flows_shed: Family::default(),
+            packets_filtered: Family::default(),
             samples: Family::default(),
             samples_internal: Family::default(),
             pairs_dropped: Family::default(),
@@ -247,6 +251,16 @@ impl Prom {
             "metro_flows_evicted",
             "Connections evicted because the flow table was full",
             p.flows_evicted.clone(),
+        );
+        r.register(
+            "metro_flows_shed",
+            "Of the evicted connections, unconfirmed ones (half-open or one-sided) shed to make room",
+            p.flows_shed.clone(),
+        );
+        r.register(
+            "metro_packets_filtered",
+            "Packets outside the watch list dropped in user space (kernel filter wider than the list)",
+            p.packets_filtered.clone(),
         );
         r.register(
             "metro_samples",
@@ -300,6 +314,10 @@ impl Prom {
         self.flows_evicted
             .get_or_create(&il)
             .inc_by(c.flows_evicted);
+        self.flows_shed.get_or_create(&il).inc_by(c.flows_shed);
+        self.packets_filtered
+            .get_or_create(&il)
+            .inc_by(c.packets_filtered);
         for (k, n) in metro_core::rtt::Kind::ALL.iter().zip(c.samples) {
             let mut l = il.clone();
             l.push(("kind".into(), k.name().into()));

@@ -62,8 +62,13 @@ pub struct InstanceCounters {
     /// Kernel drops (libpcap's `ps_drop` + `ps_ifdrop`).
     pub packets_dropped: u64,
     pub flows_active: u64,
-    /// Flows evicted because the table was full.
+    /// Flows evicted because the table was full (both kinds below).
     pub flows_evicted: u64,
+    /// Of those, unconfirmed flows (half-open or one-sided: a flood's) shed to make room.
+    pub flows_shed: u64,
+    /// Packets the kernel filter passed but the watch list did not (matched in user space
+    /// when the list is wider than the kernel filter can hold).
+    pub packets_filtered: u64,
     /// Network samples reported, by kind index (seq, handshake, ts).
     pub samples: [u64; 3],
     /// Samples answered by this host: counted, not reported as RTT.
@@ -430,6 +435,8 @@ pub struct Cumulative {
     pub packets_dropped: AtomicU64,
     pub flows_active: AtomicU64,
     pub flows_evicted: AtomicU64,
+    pub flows_shed: AtomicU64,
+    pub packets_filtered: AtomicU64,
 }
 
 /// State one instance shares between its capture thread, the resolver and the flusher.
@@ -447,7 +454,7 @@ pub struct InstanceShared {
     pub watch: Shared<WatchList>,
     pub locals: Shared<LocalSet>,
     /// Deltas are computed against these (flusher only).
-    last: Mutex<(u64, u64, u64)>,
+    last: Mutex<(u64, u64, u64, u64, u64)>,
     /// Cumulative sample totals (for the Prometheus counters and tests).
     pub samples_total: [AtomicU64; 3],
     pub samples_internal_total: AtomicU64,
@@ -473,7 +480,7 @@ impl InstanceShared {
             cumulative: Cumulative::default(),
             watch: Shared::new(watch),
             locals: Shared::new(locals),
-            last: Mutex::new((0, 0, 0)),
+            last: Mutex::new((0, 0, 0, 0, 0)),
             samples_total: Default::default(),
             samples_internal_total: AtomicU64::new(0),
             opts: Arc::default(),
@@ -547,19 +554,23 @@ impl InstanceShared {
         let recv = c.packets_received.load(Ordering::Relaxed);
         let drop = c.packets_dropped.load(Ordering::Relaxed);
         let evict = c.flows_evicted.load(Ordering::Relaxed);
+        let shed = c.flows_shed.load(Ordering::Relaxed);
+        let filtered = c.packets_filtered.load(Ordering::Relaxed);
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let counters = InstanceCounters {
             packets_received: recv.saturating_sub(last.0),
             packets_dropped: drop.saturating_sub(last.1),
             flows_active: c.flows_active.load(Ordering::Relaxed),
             flows_evicted: evict.saturating_sub(last.2),
+            flows_shed: shed.saturating_sub(last.3),
+            packets_filtered: filtered.saturating_sub(last.4),
             samples,
             samples_internal: internal,
             pairs_dropped: dropped,
             series_overflow,
             distribution_dropped,
         };
-        *last = (recv, drop, evict);
+        *last = (recv, drop, evict, shed, filtered);
         InstanceReport {
             iface: self.iface.clone(),
             tags: self.tags.lock().unwrap_or_else(|e| e.into_inner()).clone(),

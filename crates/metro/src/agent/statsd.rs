@@ -295,6 +295,13 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         Type::Count,
         &tags,
     );
+    b.push("metro.flows.shed", c.flows_shed as f64, Type::Count, &tags);
+    b.push(
+        "metro.packets.filtered",
+        c.packets_filtered as f64,
+        Type::Count,
+        &tags,
+    );
     for (kind, n) in metro_core::rtt::Kind::ALL.iter().zip(c.samples) {
         let k = format!("kind:{}", kind.name());
         let mut t = tags.clone();
@@ -652,9 +659,9 @@ mod tests {
             assert!(d.len() <= UDP_MAX, "datagram of {} bytes", d.len());
             all.extend(parse_datagram(std::str::from_utf8(d).unwrap()).unwrap());
         }
-        // 2 pairs x 10 metrics + 4 + 3 kinds + internal + 2 pairs dropped + series overflow
-        // + send_errors.
-        assert_eq!(all.len(), 2 * 10 + 4 + 3 + 1 + 2 + 1 + 1);
+        // 2 pairs x 10 metrics + 6 instance counters + 3 kinds + internal + 2 pairs dropped
+        // + series overflow + send_errors.
+        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 1);
         let find = |name: &str, dst: &str| {
             all.iter()
                 .find(|m| m.name == name && m.tag("dst") == Some(dst))
@@ -752,7 +759,7 @@ mod tests {
                     .unwrap()
                     .len();
             }
-            assert_eq!(n, 202 * 10 + 4 + 3 + 1 + 2 + 1 + 1);
+            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1);
         }
     }
 
