@@ -354,6 +354,25 @@ fn bad_long_and_oversized_filters_fail_at_start_with_libpcap_message() {
         "{err}"
     );
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    // Valid on Ethernet, refused on `any` (Linux cooked capture): an error at start that
+    // names the link, not a capture thread left capturing nothing (root: opens `any`).
+    let any = dir.write(
+        "any.yaml",
+        "instances:\n  - interface: any\n    ips: [10.0.0.1]\n",
+    );
+    let (st, out, err) = metro_output(&[
+        "run",
+        "--config",
+        any.to_str().unwrap(),
+        "--filter",
+        "ether dst 01:02:03:04:05:06",
+    ]);
+    assert!(!st.success(), "{out}{err}");
+    assert!(
+        err.contains("instances[0] (any): libpcap refuses the filter `ether dst 01:02:03:04:05:06` on this interface's link type")
+            && err.contains("ethernet addresses supported only on"),
+        "{err}"
+    );
 }
 
 #[test]

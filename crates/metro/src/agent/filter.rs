@@ -155,6 +155,19 @@ pub fn check_base(base: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// Check that the base filter compiles on `linktype` (a live handle's link: an expression
+/// may compile on Ethernet and not on another link). The error carries libpcap's message.
+pub fn check_base_on(linktype: u32, base: &str) -> Result<(), String> {
+    on_compile_stack(|| {
+        let dead = Capture::dead(Linktype(linktype as i32)).map_err(|e| e.to_string())?;
+        dead.compile(&build_base(base, false), true)
+            .map(|_| ())
+            .map_err(|e| {
+                format!("libpcap refuses the filter `{base}` on this interface's link type {linktype}: {e}")
+            })
+    })?
+}
+
 /// A compiled kernel filter for a watch list.
 pub struct Plan {
     /// The expression compiled.

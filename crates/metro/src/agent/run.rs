@@ -35,6 +35,7 @@ use metro_core::engine::EngineConfig;
 
 use super::capture::{self, Worker};
 use super::config::{self, Cidr, Config, DutyCycle, Instance, Source, StatsdTarget};
+use super::filter;
 use super::fleet::IntervalOpts;
 use super::live::{self, LiveOptions};
 use super::log;
@@ -215,6 +216,7 @@ fn prepare(
     cfg: &Config,
     i: usize,
     inst: &Instance,
+    base_filter: &str,
     cache: &mut DnsCache,
 ) -> anyhow::Result<(Arc<InstanceShared>, Prepared)> {
     let name = format!("instances[{i}] ({})", inst.interface);
@@ -227,7 +229,14 @@ fn prepare(
                 buffer_size: cfg.buffer_size,
             };
             match live::open(&opts) {
-                Ok(l) => Prepared::Live(opts, Some(l)),
+                Ok(l) => {
+                    // `--filter` was checked on Ethernet at start; some expressions compile
+                    // only on some links (e.g. `vlan` on `any`): refuse them here, not in the
+                    // capture thread, where they would leave it capturing nothing.
+                    filter::check_base_on(l.linktype(), base_filter)
+                        .map_err(|e| anyhow!("{name}: {e}"))?;
+                    Prepared::Live(opts, Some(l))
+                }
                 Err(e) if e.is_transient() => {
                     tracing::warn!("{name}: {e}; retrying until it comes up");
                     Prepared::Live(opts, None)
@@ -314,7 +323,7 @@ impl Runtime {
                 plan.push(Plan::Rewatch(j, inst.tags.clone(), Box::new((key, watch))));
                 continue;
             }
-            let (shared, src) = prepare(cfg, i, inst, &mut cache)?;
+            let (shared, src) = prepare(cfg, i, inst, &self.base_filter, &mut cache)?;
             plan.push(Plan::New(Box::new((key, shared, src))));
         }
 
