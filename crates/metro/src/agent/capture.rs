@@ -18,6 +18,8 @@ use metro_core::engine::{Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::Sample;
 
 use super::config::DutyCycle;
+use super::containers::{self, Attribution};
+use super::dedupe::Dedupe;
 use super::filter;
 use super::live::{self, Live, LiveOptions, Next};
 use super::report::InstanceShared;
@@ -69,6 +71,8 @@ struct Obs<'a> {
     shared: &'a InstanceShared,
     locals: &'a LocalSet,
     watch: &'a WatchList,
+    /// Namespace classification when container attribution is on.
+    attr: Option<&'a Attribution>,
 }
 
 impl Observer for Obs<'_> {
@@ -82,7 +86,10 @@ impl Observer for Obs<'_> {
             .interval
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        iv.add_sample_tagged(s, self.locals, self.watch, tag);
+        let internal = self
+            .attr
+            .and_then(|a| a.internal(s.responder.ip(), s.peer.ip()));
+        iv.add_sample_classified(s, internal, self.locals, self.watch, tag);
     }
     fn retransmit(
         &mut self,
@@ -109,6 +116,10 @@ pub struct Processor {
     last_tick: Option<i64>,
     duty: Option<Duty>,
     decode_errors: u64,
+    /// `interface: any`: copies of a packet on other interfaces are dropped.
+    dedupe: Option<Dedupe>,
+    /// The container attribution, when on for this instance.
+    attr: Option<(u64, Arc<Attribution>)>,
 }
 
 impl Processor {
@@ -119,6 +130,7 @@ impl Processor {
     ) -> Processor {
         let watch = shared.watch.get();
         let locals = shared.locals.get();
+        let dedupe = (shared.iface == "any").then(Dedupe::new);
         Processor {
             shared,
             engine: Engine::new(engine),
@@ -131,6 +143,8 @@ impl Processor {
                 window: None,
             }),
             decode_errors: 0,
+            dedupe,
+            attr: None,
         }
     }
 
@@ -163,6 +177,12 @@ impl Processor {
             self.locals = self.shared.locals.get();
         }
         self.refresh_watch();
+        if let Some(d) = &mut self.dedupe
+            && d.is_copy(linktype, ts, data)
+        {
+            return;
+        }
+        self.refresh_attr();
         if let Some(d) = &mut self.duty
             && !d.admit(ts)
         {
@@ -175,6 +195,7 @@ impl Processor {
                     shared: &self.shared,
                     locals: &self.locals.1,
                     watch: &self.watch.1,
+                    attr: self.attr.as_ref().map(|a| &*a.1),
                 };
                 self.engine.process(self.frame, ts, pkt, &mut obs);
             }
@@ -195,8 +216,24 @@ impl Processor {
         }
     }
 
+    /// Pick up a new container attribution (a generation compare per packet).
+    #[inline]
+    fn refresh_attr(&mut self) {
+        if !self.shared.container_tags.load(Ordering::Relaxed) {
+            self.attr = None;
+            return;
+        }
+        let g = containers::global();
+        if self.attr.as_ref().is_none_or(|a| a.0 != g.generation()) {
+            self.attr = Some(g.get());
+        }
+    }
+
     fn publish(&self) {
         let c = &self.shared.cumulative;
+        if let Some(d) = &self.dedupe {
+            c.packets_copies.store(d.copies, Ordering::Relaxed);
+        }
         c.flows_active
             .store(self.engine.active_flows() as u64, Ordering::Relaxed);
         c.flows_evicted

@@ -88,6 +88,7 @@ pub struct RawInstance {
     pub sample_interval: Option<Spanned<f64>>,
     pub pcap: Option<Spanned<String>>,
     pub max_flows: Option<Spanned<u64>>,
+    pub container_tags: Option<bool>,
 }
 
 const INIT_KEYS: &[&str] = &[
@@ -117,6 +118,7 @@ const INSTANCE_KEYS: &[&str] = &[
     "sample_interval",
     "pcap",
     "max_flows",
+    "container_tags",
 ];
 const TOP_KEYS: &[&str] = &["init_config", "instances", "config"];
 
@@ -298,6 +300,9 @@ pub struct Instance {
     pub hosts: Vec<String>,
     pub sample: Option<DutyCycle>,
     pub max_flows: usize,
+    /// Tag pairs with the container and pod that own the local address (see
+    /// [`super::containers`]); on unless `container_tags: false`.
+    pub container_tags: bool,
 }
 
 /// The agent's validated configuration.
@@ -1060,6 +1065,7 @@ fn instance(
         hosts,
         sample,
         max_flows: max_flows as usize,
+        container_tags: inst.container_tags.unwrap_or(true),
     })
 }
 
@@ -1167,6 +1173,7 @@ impl Config {
                 }
             }
             let _ = writeln!(o, "    max_flows: {}", i.max_flows);
+            let _ = writeln!(o, "    container_tags: {}", i.container_tags);
         }
         o
     }

@@ -12,6 +12,8 @@
 
 pub mod capture;
 pub mod config;
+pub mod containers;
+pub mod dedupe;
 pub mod filter;
 pub mod live;
 pub mod log;

@@ -184,11 +184,17 @@ impl Prom {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut fresh = Vec::with_capacity(r.pairs.len());
         for p in &r.pairs {
-            let l: Labels = vec![
+            let mut l: Labels = vec![
                 ("src".into(), p.src.to_string()),
                 ("dst".into(), esc(&p.dst)),
                 ("iface".into(), iface.clone()),
             ];
+            // Container and pod of `src` (agent::containers), when known.
+            for t in &p.container_tags {
+                if let Some((k, v)) = t.split_once(':') {
+                    l.push((k.into(), esc(v)));
+                }
+            }
             let s = &p.stats;
             let v = [
                 s.last(),
@@ -418,6 +424,7 @@ mod tests {
                     dst: "db \"main\"".into(),
                     stats: s,
                     retransmits: 1,
+                    container_tags: Vec::new(),
                 }]
             } else {
                 vec![]

@@ -31,6 +31,9 @@ pub struct PairReport {
     pub dst: Arc<str>,
     pub stats: Stats,
     pub retransmits: u64,
+    /// The container and pod that own `src` (`container_id:…`, …), attached when the report
+    /// is built ([`super::containers`]); empty when unknown or off.
+    pub container_tags: Vec<String>,
 }
 
 /// Self-metrics of one instance over an interval (deltas), plus the active flow gauge.
@@ -46,6 +49,8 @@ pub struct InstanceCounters {
     pub samples: [u64; 3],
     /// Samples answered by this host: counted, not reported as RTT.
     pub samples_internal: u64,
+    /// Copies of a packet seen on another interface of `any`, dropped ([`super::dedupe`]).
+    pub packets_copies: u64,
 }
 
 /// What one instance sends for one interval.
@@ -128,8 +133,23 @@ impl Interval {
         watch: &WatchList,
         tag: &mut u32,
     ) {
+        self.add_sample_classified(s, None, locals, watch, tag);
+    }
+
+    /// [`Self::add_sample_tagged`] with the namespace classification when known
+    /// ([`super::containers::Attribution::internal`]): `Some(true)` is internal, `Some(false)`
+    /// network RTT between namespaces even when the responder is one of this host's
+    /// addresses; `None` falls back to the host's addresses.
+    pub fn add_sample_classified(
+        &mut self,
+        s: &Sample,
+        internal: Option<bool>,
+        locals: &LocalSet,
+        watch: &WatchList,
+        tag: &mut u32,
+    ) {
         let resp = s.responder.ip();
-        if locals.contains(resp) {
+        if internal.unwrap_or_else(|| locals.contains(resp)) {
             self.samples_internal += 1;
             return;
         }
@@ -196,6 +216,7 @@ impl Interval {
                         dst: acc.dst,
                         stats: acc.stats,
                         retransmits: acc.retransmits,
+                        container_tags: Vec::new(),
                     });
                 }
             }
@@ -211,6 +232,13 @@ pub struct Cumulative {
     pub packets_dropped: AtomicU64,
     pub flows_active: AtomicU64,
     pub flows_evicted: AtomicU64,
+    pub packets_copies: AtomicU64,
+}
+
+/// The copies dropped since the last call (a delta, like the other packet counters).
+fn c_copies(c: &Cumulative, last: &AtomicU64) -> u64 {
+    let now = c.packets_copies.load(Ordering::Relaxed);
+    now.saturating_sub(last.swap(now, Ordering::Relaxed))
 }
 
 /// State one instance shares between its capture thread, the resolver and the flusher.
@@ -226,6 +254,10 @@ pub struct InstanceShared {
     /// Cumulative sample totals (for the Prometheus counters and tests).
     pub samples_total: [AtomicU64; 3],
     pub samples_internal_total: AtomicU64,
+    /// Attach container tags to pairs ([`super::containers`]); set by the runtime.
+    pub container_tags: std::sync::atomic::AtomicBool,
+    /// Copies dropped, at the last report (flusher only).
+    last_copies: AtomicU64,
 }
 
 impl InstanceShared {
@@ -245,6 +277,8 @@ impl InstanceShared {
             last: Mutex::new((0, 0, 0)),
             samples_total: Default::default(),
             samples_internal_total: AtomicU64::new(0),
+            container_tags: std::sync::atomic::AtomicBool::new(false),
+            last_copies: AtomicU64::new(0),
         }
     }
 
@@ -259,7 +293,11 @@ impl InstanceShared {
                 iv.pairs_dropped
             );
         }
-        let (pairs, samples, internal) = iv.into_pairs();
+        let (mut pairs, samples, internal) = iv.into_pairs();
+        if self.container_tags.load(Ordering::Relaxed) {
+            super::containers::tag_pairs(&mut pairs);
+        }
+        let copies = c_copies(&self.cumulative, &self.last_copies);
         for (t, n) in self.samples_total.iter().zip(samples) {
             t.fetch_add(n, Ordering::Relaxed);
         }
@@ -277,6 +315,7 @@ impl InstanceShared {
             flows_evicted: evict.saturating_sub(last.2),
             samples,
             samples_internal: internal,
+            packets_copies: copies,
         };
         *last = (recv, drop, evict);
         InstanceReport {

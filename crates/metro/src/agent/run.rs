@@ -138,6 +138,11 @@ impl Runtime {
                 watch,
                 LocalSet::from(locals),
             ));
+            // Container attribution (agent::containers): live captures only, unless off.
+            if inst.container_tags && matches!(inst.source, Source::Live) {
+                super::containers::ensure_refresher();
+                shared.container_tags.store(true, Ordering::Relaxed);
+            }
             prepared.push((inst, shared, src));
         }
 

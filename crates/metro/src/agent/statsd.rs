@@ -155,6 +155,8 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         tags.push(&src);
         tags.push(&dst);
         tags.push(&iface);
+        // Container and pod of `src` (agent::containers), when known.
+        tags.extend(p.container_tags.iter().map(String::as_str));
         tags.extend(r.tags.iter().map(String::as_str));
         let s = &p.stats;
         let values = [
@@ -218,6 +220,12 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         t.push(&k);
         b.push("metro.samples", n as f64, Type::Count, &t);
     }
+    b.push(
+        "metro.packets.copies",
+        c.packets_copies as f64,
+        Type::Count,
+        &tags,
+    );
     b.push(
         "metro.samples.internal",
         c.samples_internal as f64,
@@ -472,12 +480,14 @@ mod tests {
                     dst: "app.example.com".into(),
                     stats: s,
                     retransmits: 3,
+                    container_tags: vec!["container_name:checkout-api".into()],
                 },
                 PairReport {
                     src: "2001:db8::1".parse().unwrap(),
                     dst: "2001:db8::2".into(),
                     stats: s2,
                     retransmits: 0,
+                    container_tags: Vec::new(),
                 },
             ],
             counters: InstanceCounters {
@@ -487,6 +497,7 @@ mod tests {
                 flows_evicted: 0,
                 samples: [4, 0, 1],
                 samples_internal: 9,
+                packets_copies: 0,
             },
         }
     }
@@ -516,8 +527,8 @@ mod tests {
             assert!(d.len() <= UDP_MAX, "datagram of {} bytes", d.len());
             all.extend(parse_datagram(std::str::from_utf8(d).unwrap()).unwrap());
         }
-        // 2 pairs x 10 metrics + 4 + 3 kinds + internal + send_errors.
-        assert_eq!(all.len(), 2 * 10 + 4 + 3 + 2);
+        // 2 pairs x 10 metrics + 4 + 3 kinds + copies + internal + send_errors.
+        assert_eq!(all.len(), 2 * 10 + 4 + 3 + 3);
         let find = |name: &str, dst: &str| {
             all.iter()
                 .find(|m| m.name == name && m.tag("dst") == Some(dst))
@@ -532,6 +543,7 @@ mod tests {
                 "src:10.0.0.1",
                 "dst:app.example.com",
                 "iface:eth0",
+                "container_name:checkout-api",
                 "env:prod",
                 "team:net_ops"
             ]
@@ -606,7 +618,7 @@ mod tests {
                     .unwrap()
                     .len();
             }
-            assert_eq!(n, 202 * 10 + 4 + 3 + 2);
+            assert_eq!(n, 202 * 10 + 4 + 3 + 3);
         }
     }
 
