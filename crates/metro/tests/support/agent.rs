@@ -161,8 +161,19 @@ pub struct Agent {
 impl Agent {
     /// Start `metro ARGS` inside `ns` (via `ip netns exec`), stderr to `stderr_path`.
     pub fn start(ns: &Netns, args: &[&str], stderr_path: &Path) -> Agent {
+        Agent::start_env(ns, args, stderr_path, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables.
+    pub fn start_env(
+        ns: &Netns,
+        args: &[&str],
+        stderr_path: &Path,
+        vars: &[(&str, &str)],
+    ) -> Agent {
         let (prog, pre, env) = program(args);
         let mut c = ns.command(prog.to_str().unwrap());
+        c.envs(vars.iter().copied());
         c.args(&pre);
         if let Some(e) = env {
             c.env(CHILD_ENV, e);
