@@ -371,6 +371,10 @@ impl Drop for Cgroup {
 /// A pod's namespace and cgroups as the kubelet (systemd driver) and containerd lay them
 /// out, and the kubelet's log directories under METRO_HOST_ROOT: the pair of the pod's
 /// address is tagged with the container, pod and Kubernetes namespace.
+///
+/// Classification by namespace: the pod talking to the host's own stack is RTT between
+/// them (reported, though the host's address is local), while the pod answering a client
+/// off the host is the pod's own response time (internal, not reported).
 #[test]
 fn kubelet_layout_gives_pod_tags() {
     const N: u8 = 22;
@@ -402,6 +406,10 @@ fn kubelet_layout_gives_pod_tags() {
     ]);
     let server = format!("10.200.{N}.2");
     let srv = CountingEcho::start(&d.s, &format!("{server}:7000"));
+    let host_ip = format!("10.202.{N}.1");
+    let pod_ip = format!("10.202.{N}.2");
+    let host_srv = CountingEcho::start(host, &format!("{host_ip}:7001"));
+    let pod_srv = CountingEcho::start(&pod_ns, &format!("{pod_ip}:7002"));
 
     // The pod: a process in the pod's namespace, in a containerd scope of a kubepods slice.
     let uid = format!("5f0c1d2e-3a4b-4c5d-8e9f-{:012x}", std::process::id());
@@ -462,7 +470,7 @@ fn kubelet_layout_gives_pod_tags() {
     let cfg = dir.write(
         "metro.yaml",
         &format!(
-            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\ninstances:\n  - interface: any\n    ips: ['{server}']\n"
+            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\ninstances:\n  - interface: any\n    ips: ['{server}', '{host_ip}', '{pod_ip}']\n"
         ),
     );
     let mut agent = Agent::start_env(
@@ -474,17 +482,52 @@ fn kubelet_layout_gives_pod_tags() {
     agent.wait_log("capture filter", 20 * S);
     let to: SocketAddr = format!("{server}:7000").parse().unwrap();
     let mut client = Client::start(&pod_ns, to, 100, Duration::from_millis(20), 5);
-    let src = format!("10.202.{N}.2");
+    let to_host: SocketAddr = format!("{host_ip}:7001").parse().unwrap();
+    let mut client_host = Client::start(&pod_ns, to_host, 100, Duration::from_millis(20), 5);
+    let to_pod: SocketAddr = format!("{pod_ip}:7002").parse().unwrap();
+    let mut client_remote = Client::start(&d.s, to_pod, 100, Duration::from_millis(20), 5);
+    let src = pod_ip.clone();
+    let p50_of = |m: &[Metric], src: &str, dst: &str| {
+        m.iter()
+            .filter(|x| {
+                x.name == "system.net.tcp.rtt.p50"
+                    && x.tag("src") == Some(src)
+                    && x.tag("dst") == Some(dst)
+            })
+            .cloned()
+            .collect::<Vec<Metric>>()
+    };
     let all = statsd.wait_for(&mut agent, 40 * S, "the pod's tagged RTT", |m| {
         m.iter().any(|x| {
-            x.name == "system.net.tcp.rtt.p50" && x.tag("pod_name") == Some("checkout-api-7d9f")
-        })
+            x.name == "system.net.tcp.rtt.p50"
+                && x.tag("pod_name") == Some("checkout-api-7d9f")
+                && x.tag("dst") == Some(server.as_str())
+        }) && !p50_of(m, &pod_ip, &host_ip).is_empty()
+            && client_remote.requests.load(Ordering::Relaxed) >= 20
     });
     client.stop();
-    assert!(srv.accepted.load(Ordering::SeqCst) >= 1);
+    client_host.stop();
+    client_remote.stop();
+    for s in [&srv, &host_srv, &pod_srv] {
+        assert!(s.accepted.load(Ordering::SeqCst) >= 1);
+    }
+    // The pod to the host's own stack: reported, tagged with the pod.
+    let to_host_stack = p50_of(&all, &pod_ip, &host_ip);
+    assert!(
+        to_host_stack
+            .iter()
+            .all(|m| m.tag("pod_name") == Some("checkout-api-7d9f"))
+    );
+    // The pod answering the remote client: internal, never a pair of the client's.
+    let remote = format!("10.200.{N}.2");
+    assert!(
+        p50_of(&all, &remote, &pod_ip).is_empty(),
+        "the pod's own response time reported as RTT"
+    );
+    assert!(sum(&all, "metro.samples.internal", |_| true) >= 20.0);
     let m = named(&all, "system.net.tcp.rtt.p50")
         .into_iter()
-        .find(|x| x.tag("pod_name").is_some())
+        .find(|x| x.tag("pod_name").is_some() && x.tag("dst") == Some(server.as_str()))
         .unwrap();
     assert_eq!(
         m.tags,
