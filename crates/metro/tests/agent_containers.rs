@@ -310,6 +310,20 @@ fn podman_containers_are_tagged_and_counted_once() {
         "{copies} copies of {received} packets"
     );
     assert_eq!(sum(&all, "system.net.tcp.retransmits", |_| true), 0.0);
+    // Both containers' namespaces attributed; every pair's local address known.
+    let attributed: Vec<f64> = named(&all, "metro.containers.namespaces")
+        .into_iter()
+        .filter(|m| m.tag("state") == Some("attributed"))
+        .map(|m| m.value)
+        .collect();
+    assert!(
+        attributed.last().is_some_and(|&n| n >= 2.0),
+        "{attributed:?}"
+    );
+    assert_eq!(
+        sum(&all, "metro.containers.pairs_unattributed", |_| true),
+        0.0
+    );
     for i in 0..2 {
         let src = format!("10.201.{N}.1{}", i + 1);
         let want_tags = vec![

@@ -178,16 +178,38 @@ pub fn global() -> &'static Shared<Attribution> {
     G.get_or_init(|| Shared::new(Attribution::default()))
 }
 
+/// What container attribution saw, reported with each interval (self-metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Namespaces found with a container or pod, and without one (the host's own, and
+    /// namespaces no runtime claims).
+    pub namespaces_attributed: u64,
+    pub namespaces_unattributed: u64,
+    /// Processes and namespaces not read at the last refresh: over the limits, or
+    /// unreadable (no permission).
+    pub skipped: u64,
+    /// Pairs of this interval whose local address no namespace on this host owns.
+    pub pairs_unattributed: u64,
+}
+
 /// Attach each pair's container tags from [`global`] (at report time: one lookup per pair
-/// and interval, none per packet).
-pub fn tag_pairs(pairs: &mut [super::report::PairReport]) {
+/// and interval, none per packet), and count what could not be attributed.
+pub fn tag_pairs(pairs: &mut [super::report::PairReport]) -> Counters {
     let a = global().get().1;
-    if a.is_empty() {
-        return;
-    }
+    let s = &a.stats;
+    let mut c = Counters {
+        namespaces_attributed: s.namespaces_attributed,
+        namespaces_unattributed: s.namespaces - s.namespaces_attributed,
+        skipped: s.pids_skipped + s.pids_unreadable + s.namespaces_skipped,
+        pairs_unattributed: 0,
+    };
     for p in pairs {
-        p.container_tags = a.tags(p.src).to_vec();
+        match a.namespace(p.src) {
+            Some(ns) => p.container_tags = ns.tags.clone(),
+            None => c.pairs_unattributed += 1,
+        }
     }
+    c
 }
 
 /// Start the process-wide refresher once (every [`REFRESH`], and when an interface

@@ -51,6 +51,8 @@ pub struct InstanceCounters {
     pub samples_internal: u64,
     /// Copies of a packet seen on another interface of `any`, dropped ([`super::dedupe`]).
     pub packets_copies: u64,
+    /// Container attribution's counts, when it is on for this instance.
+    pub containers: Option<super::containers::Counters>,
 }
 
 /// What one instance sends for one interval.
@@ -294,9 +296,10 @@ impl InstanceShared {
             );
         }
         let (mut pairs, samples, internal) = iv.into_pairs();
-        if self.container_tags.load(Ordering::Relaxed) {
-            super::containers::tag_pairs(&mut pairs);
-        }
+        let containers = self
+            .container_tags
+            .load(Ordering::Relaxed)
+            .then(|| super::containers::tag_pairs(&mut pairs));
         let copies = c_copies(&self.cumulative, &self.last_copies);
         for (t, n) in self.samples_total.iter().zip(samples) {
             t.fetch_add(n, Ordering::Relaxed);
@@ -316,6 +319,7 @@ impl InstanceShared {
             samples,
             samples_internal: internal,
             packets_copies: copies,
+            containers,
         };
         *last = (recv, drop, evict);
         InstanceReport {

@@ -226,6 +226,29 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         Type::Count,
         &tags,
     );
+    if let Some(ct) = &c.containers {
+        for (state, n) in [
+            ("attributed", ct.namespaces_attributed),
+            ("unattributed", ct.namespaces_unattributed),
+        ] {
+            let s = format!("state:{state}");
+            let mut t = tags.clone();
+            t.push(&s);
+            b.push("metro.containers.namespaces", n as f64, Type::Gauge, &t);
+        }
+        b.push(
+            "metro.containers.skipped",
+            ct.skipped as f64,
+            Type::Gauge,
+            &tags,
+        );
+        b.push(
+            "metro.containers.pairs_unattributed",
+            ct.pairs_unattributed as f64,
+            Type::Count,
+            &tags,
+        );
+    }
     b.push(
         "metro.samples.internal",
         c.samples_internal as f64,
@@ -498,6 +521,7 @@ mod tests {
                 samples: [4, 0, 1],
                 samples_internal: 9,
                 packets_copies: 0,
+                containers: None,
             },
         }
     }
