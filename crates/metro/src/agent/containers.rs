@@ -666,9 +666,27 @@ fn interface_names(proc_root: &Path) -> Vec<String> {
 /// going, until `stop`. The first refresh runs before this returns.
 pub fn start_refresher(every: Duration, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     let roots = Roots::default();
-    let refresh = move |roots: &Roots| {
+    let mut warned = false;
+    let mut refresh = move |roots: &Roots| {
         let a = discover(roots, Limits::default());
         let s = &a.stats;
+        if !warned && s.pids_unreadable > s.pids_scanned / 2 {
+            warned = true;
+            tracing::warn!(
+                "containers: {} of {} processes' network namespaces are unreadable: container \
+                 and pod tags need CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or root); RTT is \
+                 reported untagged meanwhile",
+                s.pids_unreadable,
+                s.pids_scanned
+            );
+        }
+        if s.pids_skipped + s.namespaces_skipped > 0 {
+            tracing::debug!(
+                "containers: over the limits, {} processes and {} namespaces not read",
+                s.pids_skipped,
+                s.namespaces_skipped
+            );
+        }
         tracing::debug!(
             "containers: {} addresses in {} namespaces ({} attributed); {} processes read, {} \
              unreadable, {} and {} namespaces over the limits, {} ambiguous addresses",
@@ -687,6 +705,7 @@ pub fn start_refresher(every: Duration, stop: Arc<AtomicBool>) -> std::thread::J
     std::thread::Builder::new()
         .name("containers".into())
         .spawn(move || {
+            let mut refresh = refresh;
             let mut last = Instant::now();
             let mut ifaces = interface_names(&roots.proc);
             while !stop.load(Ordering::Relaxed) {
