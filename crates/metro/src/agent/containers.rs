@@ -209,8 +209,21 @@ pub fn tag_pairs(pairs: &mut [super::report::PairReport]) -> Counters {
             None => c.pairs_unattributed += 1,
         }
     }
+    if c.pairs_unattributed > 0 {
+        // Perhaps a container that started since the last walk: look again soon.
+        REFRESH_WANTED.store(true, Ordering::Relaxed);
+    }
     c
 }
+
+/// Set when a report met a local address no namespace owns; the refresher honours it at
+/// most every [`WANTED_SPACING`].
+static REFRESH_WANTED: AtomicBool = AtomicBool::new(false);
+/// The least time between refreshes asked for by reports.
+const WANTED_SPACING: Duration = Duration::from_secs(5);
+/// After an interface appears, one more walk this much later: the container's process
+/// usually joins its namespace after its veth was set up.
+const FOLLOW_UP: Duration = Duration::from_secs(2);
 
 /// Start the process-wide refresher once (every [`REFRESH`], and when an interface
 /// appears); later calls do nothing. It runs until the process exits.
@@ -510,35 +523,44 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
     let own_netns = ns_inode(&roots.proc.join("self/ns/net")).unwrap_or(0);
     // Namespace inode -> processes in it (a few, for addresses and cgroups).
     let mut by_ns: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-    if let Ok(rd) = std::fs::read_dir(&roots.proc) {
-        for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if stats.pids_scanned as usize >= limits.max_pids {
-                stats.pids_skipped += 1;
-                continue;
-            }
-            stats.pids_scanned += 1;
-            match ns_inode(&e.path().join("ns/net")) {
-                Ok(ino) => {
-                    let known = by_ns.len();
-                    match by_ns.get_mut(&ino) {
-                        Some(v) => {
-                            if v.len() < limits.cgroups_per_namespace {
-                                v.push(pid)
-                            }
-                        }
-                        None if known >= limits.max_namespaces => stats.namespaces_skipped += 1,
-                        None => {
-                            by_ns.insert(ino, vec![pid]);
+    // In pid order (as /proc lists them; sorted for any other root): the limits keep the
+    // same, oldest, processes from one refresh to the next.
+    let mut pids: Vec<u32> = std::fs::read_dir(&roots.proc)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.sort_unstable();
+    let mut skipped_ns: HashSet<u64> = HashSet::new();
+    for pid in pids {
+        if stats.pids_scanned as usize >= limits.max_pids {
+            stats.pids_skipped += 1;
+            continue;
+        }
+        stats.pids_scanned += 1;
+        match ns_inode(&roots.proc.join(format!("{pid}/ns/net"))) {
+            Ok(ino) => {
+                let known = by_ns.len();
+                match by_ns.get_mut(&ino) {
+                    Some(v) => {
+                        if v.len() < limits.cgroups_per_namespace {
+                            v.push(pid)
                         }
                     }
+                    None if known >= limits.max_namespaces => {
+                        skipped_ns.insert(ino);
+                    }
+                    None => {
+                        by_ns.insert(ino, vec![pid]);
+                    }
                 }
-                Err(_) => stats.pids_unreadable += 1,
             }
+            Err(_) => stats.pids_unreadable += 1,
         }
     }
+    stats.namespaces_skipped = skipped_ns.len() as u64;
     // ip netns names.
     let mut names: HashMap<u64, String> = HashMap::new();
     if let Ok(rd) = std::fs::read_dir(&roots.netns_dir) {
@@ -555,17 +577,25 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
     for (&ino, pids) in &by_ns {
         let mut ids: Vec<String> = Vec::new();
         let mut pod = None;
+        // A process outside every container (the host's init, a host-network container's
+        // neighbours): the namespace is shared with the host, not a container's.
+        let mut outside = false;
         for pid in pids {
             let Ok(text) = std::fs::read_to_string(roots.proc.join(format!("{pid}/cgroup"))) else {
                 continue;
             };
             let (id, p) = parse_cgroup_file(&text);
-            if let Some(id) = id
-                && !ids.contains(&id)
-            {
-                ids.push(id);
+            match id {
+                Some(id) if !ids.contains(&id) => ids.push(id),
+                Some(_) => {}
+                None => outside = true,
             }
             pod = pod.or(p);
+        }
+        // The agent's own namespace is the host's: never tagged.
+        if outside || ino == own_netns {
+            ids.clear();
+            pod = None;
         }
         let mut addrs: Vec<IpAddr> = Vec::new();
         for pid in pids {
@@ -584,7 +614,9 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
         all_ids.extend(ids.iter().cloned());
         let ns = Namespace {
             inode: ino,
-            netns_name: names.get(&ino).cloned(),
+            netns_name: (ino != own_netns)
+                .then(|| names.get(&ino).cloned())
+                .flatten(),
             pod_uid: pod,
             ..Namespace::default()
         };
@@ -708,13 +740,19 @@ pub fn start_refresher(every: Duration, stop: Arc<AtomicBool>) -> std::thread::J
             let mut refresh = refresh;
             let mut last = Instant::now();
             let mut ifaces = interface_names(&roots.proc);
+            let mut follow_up: Option<Instant> = None;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(250));
                 let now_ifaces = interface_names(&roots.proc);
-                if last.elapsed() >= every || now_ifaces != ifaces {
+                let changed = now_ifaces != ifaces;
+                let wanted = last.elapsed() >= WANTED_SPACING
+                    && REFRESH_WANTED.swap(false, Ordering::Relaxed);
+                let due = follow_up.is_some_and(|t| Instant::now() >= t);
+                if last.elapsed() >= every || changed || wanted || due {
                     ifaces = now_ifaces;
                     refresh(&roots);
                     last = Instant::now();
+                    follow_up = changed.then(|| last + FOLLOW_UP);
                 }
             }
         })
@@ -919,6 +957,95 @@ mod tests {
         assert_eq!(at.internal(ip("10.88.0.2"), ip("192.0.2.9")), Some(true));
         // A remote responder: unknown here.
         assert_eq!(at.internal(ip("192.0.2.9"), ip("10.88.0.2")), None);
+    }
+
+    /// A fake /proc: processes in namespaces (symlinks `net:[N]`), cgroups and addresses.
+    fn fake_proc(root: &Path, pid: u32, ns: u64, cgroup: &str, v4: &[&str]) {
+        let d = root.join(pid.to_string());
+        std::fs::create_dir_all(d.join("ns")).unwrap();
+        std::fs::create_dir_all(d.join("net")).unwrap();
+        std::os::unix::fs::symlink(format!("net:[{ns}]"), d.join("ns/net")).unwrap();
+        std::fs::write(d.join("cgroup"), format!("0::{cgroup}\n")).unwrap();
+        let mut fib = String::from("Local:\n");
+        for a in v4 {
+            fib.push_str(&format!("  |-- {a}\n     /32 host LOCAL\n"));
+        }
+        std::fs::write(d.join("net/fib_trie"), fib).unwrap();
+        std::fs::write(d.join("net/if_inet6"), "").unwrap();
+    }
+
+    #[test]
+    fn discovery_over_a_fake_proc() {
+        let root = tmp("proc");
+        let proc_ = root.join("proc");
+        std::fs::create_dir_all(proc_.join("self/ns")).unwrap();
+        std::os::unix::fs::symlink("net:[1]", proc_.join("self/ns/net")).unwrap();
+        let other = "aa".repeat(32);
+        // The agent's namespace (1): host processes and a host-network container.
+        fake_proc(&proc_, 1, 1, "/init.scope", &["10.0.0.1", "127.0.0.1"]);
+        fake_proc(&proc_, 2, 1, &format!("/libpod_parent/libpod-{other}"), &[]);
+        // A container's namespace (2), two processes of it.
+        fake_proc(
+            &proc_,
+            10,
+            2,
+            &format!("/libpod_parent/libpod-{ID}"),
+            &["10.88.0.2"],
+        );
+        fake_proc(&proc_, 11, 2, &format!("/libpod_parent/libpod-{ID}"), &[]);
+        // A namespace shared by a container and a process outside containers (3).
+        fake_proc(&proc_, 20, 3, &format!("/docker/{other}"), &["10.88.0.3"]);
+        fake_proc(&proc_, 21, 3, "/user.slice", &[]);
+        // Two namespaces claiming one address (4, 5): left out.
+        fake_proc(&proc_, 30, 4, "/", &["10.88.0.9"]);
+        fake_proc(&proc_, 31, 5, "/", &["10.88.0.9"]);
+        let host = root.join("host");
+        let s = host.join("var/lib/containers/storage/overlay-containers");
+        std::fs::create_dir_all(&s).unwrap();
+        std::fs::write(
+            s.join("containers.json"),
+            format!(r#"[{{"id":"{ID}","names":["web"]}}]"#),
+        )
+        .unwrap();
+        let roots = Roots {
+            proc: proc_.clone(),
+            host,
+            netns_dir: root.join("netns"),
+        };
+        let a = discover(&roots, Limits::default());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(a.own_netns, 1);
+        assert_eq!(
+            a.tags(ip("10.88.0.2")),
+            [
+                format!("container_id:{ID}"),
+                "container_name:web".to_string()
+            ]
+        );
+        assert!(
+            a.tags(ip("10.0.0.1")).is_empty(),
+            "the host is not a container"
+        );
+        assert_eq!(a.namespace(ip("10.0.0.1")).unwrap().inode, 1);
+        assert!(a.tags(ip("10.88.0.3")).is_empty(), "shared with the host");
+        assert!(a.namespace(ip("127.0.0.1")).is_none());
+        assert!(a.namespace(ip("10.88.0.9")).is_none());
+        assert_eq!(a.stats.addresses_ambiguous, 1);
+        assert_eq!(a.stats.namespaces, 5);
+        assert_eq!(a.stats.namespaces_attributed, 1);
+        assert_eq!(a.stats.pids_scanned, 8);
+        // Limits: processes and namespaces beyond them are counted, not read.
+        let l = Limits {
+            max_pids: 5,
+            max_namespaces: 2,
+            cgroups_per_namespace: 16,
+        };
+        let b = discover(&roots, l);
+        assert_eq!(b.stats.pids_scanned, 5);
+        assert_eq!(b.stats.pids_skipped, 3);
+        assert_eq!(b.stats.namespaces, 2);
+        assert_eq!(b.stats.namespaces_skipped, 1);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     /// The live discovery on this machine finds this process's own namespace and its
