@@ -40,7 +40,7 @@ const RTT_GAUGES: [&str; 8] = [
     "system.net.tcp.rtt.p99",
 ];
 const RTT_COUNTS: [&str; 2] = ["system.net.tcp.rtt.samples", "system.net.tcp.retransmits"];
-const SELF_METRICS: [(&str, &str); 7] = [
+const SELF_METRICS: [(&str, &str); 11] = [
     ("metro.packets.received", "c"),
     ("metro.packets.dropped", "c"),
     ("metro.flows.active", "g"),
@@ -48,6 +48,10 @@ const SELF_METRICS: [(&str, &str); 7] = [
     ("metro.samples", "c"),
     ("metro.samples.internal", "c"),
     ("metro.statsd.send_errors", "c"),
+    ("metro.packets.copies", "c"),
+    ("metro.containers.namespaces", "g"),
+    ("metro.containers.skipped", "g"),
+    ("metro.containers.pairs_unattributed", "c"),
 ];
 
 fn is_rtt(m: &Metric) -> bool {
