@@ -259,9 +259,15 @@ fn skip_addr(ip: IpAddr) -> bool {
 /// IPv4 addresses of the namespace: `/32 host LOCAL` leaves of `/proc/<pid>/net/fib_trie`
 /// (the address is the `|--` line above).
 pub fn parse_fib_trie(text: &str) -> Vec<Ipv4Addr> {
+    parse_fib_trie_lines(text.lines().map(str::to_string))
+}
+
+/// [`parse_fib_trie`] over lines as they are read: a router's namespace lists its whole
+/// routing table there, which is never held in memory.
+fn parse_fib_trie_lines(lines: impl Iterator<Item = String>) -> Vec<Ipv4Addr> {
     let mut out = Vec::new();
     let mut last: Option<Ipv4Addr> = None;
-    for line in text.lines() {
+    for line in lines {
         let t = line.trim_start();
         if let Some(a) = t.strip_prefix("|-- ") {
             last = a.trim().parse().ok();
@@ -388,6 +394,10 @@ pub struct Metadata {
 fn read_small(path: &Path) -> Option<String> {
     const MAX: u64 = 16 << 20;
     let m = std::fs::metadata(path).ok()?;
+    // Only regular files: a FIFO planted there would block the refresher forever.
+    if !m.is_file() {
+        return None;
+    }
     if m.len() > MAX {
         tracing::debug!("{}: larger than {MAX} bytes, not read", path.display());
         return None;
@@ -601,12 +611,14 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
         for pid in pids {
             let base = roots.proc.join(format!("{pid}/net"));
             let (Ok(fib), v6) = (
-                std::fs::read_to_string(base.join("fib_trie")),
+                std::fs::File::open(base.join("fib_trie")),
                 std::fs::read_to_string(base.join("if_inet6")).unwrap_or_default(),
             ) else {
                 continue;
             };
-            addrs.extend(parse_fib_trie(&fib).into_iter().map(IpAddr::V4));
+            use std::io::BufRead;
+            let lines = std::io::BufReader::new(fib).lines().map_while(Result::ok);
+            addrs.extend(parse_fib_trie_lines(lines).into_iter().map(IpAddr::V4));
             addrs.extend(parse_if_inet6(&v6).into_iter().map(IpAddr::V6));
             break;
         }

@@ -479,6 +479,23 @@ mod tests {
     }
 
     #[test]
+    fn container_tags_are_labels() {
+        let p = Arc::new(Prom::new());
+        let mut r = report(true);
+        r.pairs[0].container_tags = vec![
+            "container_id:ab12".into(),
+            "container_name:checkout\"api".into(),
+            "netns:cni-1".into(),
+        ];
+        p.observe(&r, 0);
+        let t = p.render();
+        assert!(
+            t.contains("metro_tcp_rtt_p50_seconds{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\",container_id=\"ab12\",container_name=\"checkout\\\"api\",netns=\"cni-1\"}"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn http_responder() {
         let p = Arc::new(Prom::new());
         p.observe(&report(true), 0);
