@@ -16,12 +16,6 @@ use std::time::{Duration, Instant};
 
 use agent::{Metric, TempDir, metro_command, metro_output, named, output, parse};
 
-/// Runs the agent when this binary is re-executed as `metro` (see support/agent.rs).
-#[test]
-fn agent_child_entry() {
-    agent::child_entry();
-}
-
 #[test]
 fn check_config_prints_effective_config_and_warnings() {
     let dir = TempDir::new("cc");
@@ -31,7 +25,6 @@ fn check_config_prints_effective_config_and_warnings() {
     );
     let (st, out, err) = metro_output(&["check-config", cfg.to_str().unwrap()]);
     assert!(st.success(), "{st}\n{out}\n{err}");
-    // (When this binary stands in for metro, the test harness prints a line first.)
     let out = out[out.find("init_config:").expect("no configuration printed")..].to_string();
     for want in [
         "snaplen: 256",

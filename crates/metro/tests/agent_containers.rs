@@ -29,12 +29,6 @@ use netns::{Client, Delayed, Netns, veth};
 
 const S: Duration = Duration::from_secs(1);
 
-/// Runs the agent when this binary is re-executed as `metro` (see support/agent.rs).
-#[test]
-fn agent_child_entry() {
-    agent::child_entry();
-}
-
 fn sum(all: &[Metric], name: &str, pred: impl Fn(&Metric) -> bool) -> f64 {
     all.iter()
         .filter(|m| m.name == name && pred(m))

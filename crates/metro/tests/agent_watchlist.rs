@@ -26,12 +26,6 @@ use netns::{Client, Delayed, EchoServer};
 
 const S: Duration = Duration::from_secs(1);
 
-/// Runs the agent when this binary is re-executed as `metro` (see support/agent.rs).
-#[test]
-fn agent_child_entry() {
-    agent::child_entry();
-}
-
 /// `n` watch-list entries, `include` among them (at the middle), none equal to `avoid`:
 /// IPv4 addresses spread over 10.201.0.0/14, IPv6 addresses in fd00:201::/32, /24 blocks in
 /// 10.210.0.0/16 each followed by an address inside it, and exact repeats.

@@ -1,8 +1,10 @@
 //! One instance's capture thread: packets from libpcap (or a capture file) through
-//! `metro_core`'s decoder and engine into the instance's [`Interval`](super::report::Interval).
+//! `metro_core`'s decoder and engine into the [`Interval`] the thread owns, handed to the
+//! flusher when it asks (no lock per sample).
 //!
 //! The loop never blocks longer than the read timeout, checks the stop flag and the watch
 //! list's generation between packets (re-installing the kernel filter when a host name moved),
+//! answers the flusher's request for the interval at least every 64 packets or read timeout,
 //! ticks the engine on packet time (wall time while idle), and reopens a capture that failed
 //! (interface down or gone) with exponential backoff from 1 s to 30 s.
 //!
@@ -22,9 +24,10 @@ use super::containers::{self, Attribution};
 use super::dedupe::Dedupe;
 use super::filter;
 use super::live::{self, Live, LiveOptions, Next};
-use super::report::InstanceShared;
+use super::report::{InstanceShared, Interval};
 use super::resolve::{LocalSet, WatchList, interface_addresses};
 use super::run::Msg;
+use super::samples::SampleBuf;
 
 const NS: i64 = 1_000_000_000;
 /// Engine expiry runs at most this often (packet time).
@@ -67,8 +70,12 @@ impl Duty {
     }
 }
 
+/// The engine's observer: folds samples and retransmissions into the interval the capture
+/// thread owns (no lock).
 struct Obs<'a> {
-    shared: &'a InstanceShared,
+    interval: &'a mut Interval,
+    /// `--samples`: this thread's buffer of JSON lines.
+    samples: Option<&'a mut SampleBuf>,
     locals: &'a LocalSet,
     watch: &'a WatchList,
     /// Namespace classification when container attribution is on.
@@ -81,15 +88,15 @@ impl Observer for Obs<'_> {
         self.sample_tagged(s, &mut tag);
     }
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
-        let mut iv = self
-            .shared
-            .interval
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = &mut self.samples {
+            b.push(s);
+        }
+        // By namespace when container attribution is on (agent::containers).
         let internal = self
             .attr
             .and_then(|a| a.internal(s.responder.ip(), s.peer.ip()));
-        iv.add_sample_classified(s, internal, self.locals, self.watch, tag);
+        self.interval
+            .add_sample_classified(s, internal, self.locals, self.watch, tag);
     }
     fn retransmit(
         &mut self,
@@ -97,12 +104,8 @@ impl Observer for Obs<'_> {
         receiver: std::net::SocketAddr,
         _ts: i64,
     ) {
-        let mut iv = self
-            .shared
-            .interval
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        iv.add_retransmit(sender.ip(), receiver.ip(), self.locals, self.watch);
+        self.interval
+            .add_retransmit(sender.ip(), receiver.ip(), self.locals, self.watch);
     }
 }
 
@@ -120,6 +123,12 @@ pub struct Processor {
     dedupe: Option<Dedupe>,
     /// The container attribution, when on for this instance.
     attr: Option<(u64, Arc<Attribution>)>,
+    /// The interval being filled; handed to the flusher on request.
+    interval: Interval,
+    /// The last flush request answered.
+    flushes_seen: u64,
+    /// `--samples`: lines waiting for the writer thread.
+    samples: Option<SampleBuf>,
 }
 
 impl Processor {
@@ -131,6 +140,8 @@ impl Processor {
         let watch = shared.watch.get();
         let locals = shared.locals.get();
         let dedupe = (shared.iface == "any").then(Dedupe::new);
+        let opts = shared.opts.clone();
+        let samples = SampleBuf::new(&shared.iface);
         Processor {
             shared,
             engine: Engine::new(engine),
@@ -145,7 +156,43 @@ impl Processor {
             decode_errors: 0,
             dedupe,
             attr: None,
+            samples,
+            interval: Interval::new(opts),
+            flushes_seen: 0,
         }
+    }
+
+    /// Hand the interval over if the flusher asked for it since the last time.
+    #[inline]
+    pub fn serve_flush(&mut self) {
+        let asked = self.shared.flush_requests.load(Ordering::Acquire);
+        if asked != self.flushes_seen {
+            self.flushes_seen = asked;
+            self.hand_over();
+        }
+    }
+
+    /// Send the interval to the flusher and start an empty one. If the flusher is so far
+    /// behind that the channel is full, keep filling this one (nothing is lost: it goes
+    /// with the next request).
+    pub fn hand_over(&mut self) {
+        if let Some(b) = &mut self.samples {
+            b.hand_over();
+        }
+        let fresh = self.interval.fresh();
+        let iv = std::mem::replace(&mut self.interval, fresh);
+        if let Err(std::sync::mpsc::TrySendError::Full(iv)) = self.shared.handoff.try_send(iv) {
+            self.interval = iv;
+        }
+    }
+
+    /// The interval so far, leaving an empty one (file instances report it themselves).
+    pub fn take_interval(&mut self) -> Interval {
+        if let Some(b) = &mut self.samples {
+            b.hand_over();
+        }
+        let fresh = self.interval.fresh();
+        std::mem::replace(&mut self.interval, fresh)
     }
 
     /// Whether the watch list changed since this processor last looked (and pick it up).
@@ -192,7 +239,8 @@ impl Processor {
         match metro_core::wire::decode(linktype, data) {
             Ok(ref pkt) => {
                 let mut obs = Obs {
-                    shared: &self.shared,
+                    interval: &mut self.interval,
+                    samples: self.samples.as_mut(),
                     locals: &self.locals.1,
                     watch: &self.watch.1,
                     attr: self.attr.as_ref().map(|a| &*a.1),
@@ -212,6 +260,9 @@ impl Processor {
                 self.last_tick = Some(now);
                 self.engine.tick(now);
                 self.publish();
+                if let Some(b) = &mut self.samples {
+                    b.hand_over();
+                }
             }
         }
     }
@@ -254,13 +305,15 @@ fn install_filter(live: &mut Live, iface: &str, base: &str, watch: &WatchList) {
     live.apply_watch(iface, base, watch);
 }
 
-/// Sleep up to `d`, returning early (true) if `stop` is set.
-fn sleep_or_stop(d: Duration, stop: &AtomicBool) -> bool {
+/// Sleep up to `d`, returning early (true) if `stop` is set; flush requests are answered
+/// meanwhile.
+fn sleep_or_stop(d: Duration, stop: &AtomicBool, proc: &mut Processor) -> bool {
     let end = Instant::now() + d;
     while Instant::now() < end {
         if stop.load(Ordering::Relaxed) {
             return true;
         }
+        proc.serve_flush();
         std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
     }
     stop.load(Ordering::Relaxed)
@@ -295,7 +348,7 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
                     } else {
                         tracing::debug!("{iface}: still failing: {e}");
                     }
-                    if sleep_or_stop(backoff, &w.stop) {
+                    if sleep_or_stop(backoff, &w.stop, &mut proc) {
                         break;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -343,13 +396,14 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
                     last_error.clear();
                     dropped_before += dropped_now;
                     // Give a flapping interface a moment before the first reopen.
-                    if sleep_or_stop(BACKOFF_MIN, &w.stop) {
+                    if sleep_or_stop(BACKOFF_MIN, &w.stop, &mut proc) {
                         break 'outer;
                     }
                     continue 'outer;
                 }
             }
             since_clock = 0;
+            proc.serve_flush();
             if last_stats.elapsed() >= Duration::from_secs(1) {
                 last_stats = Instant::now();
                 if let Some((_, dropped)) = live.stats() {
@@ -364,6 +418,8 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
     }
     proc.tick(wall_ns());
     proc.publish();
+    // The last interval: the flusher collects it once this thread has ended.
+    proc.hand_over();
 }
 
 /// The capture loop reads the clock (for the once-a-second drop statistics) after this many
@@ -405,7 +461,7 @@ pub fn run_file(
         last_ts = ts;
         let nf = *next_flush.get_or_insert(ts + every);
         if ts >= nf {
-            let _ = tx.send(Msg::Report(w.shared.take_report()));
+            let _ = tx.send(Msg::Report(w.shared.take_report(proc.take_interval())));
             let mut n = nf + every;
             if ts >= n {
                 n += (ts - n) / every * every + every;
@@ -425,7 +481,7 @@ pub fn run_file(
     }
     proc.tick(last_ts + TICK);
     proc.publish();
-    let _ = tx.send(Msg::Report(w.shared.take_report()));
+    let _ = tx.send(Msg::Report(w.shared.take_report(proc.take_interval())));
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use super::fleet::{DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, GroupBy};
+use super::report::MAX_PAIRS;
+
 /// The smallest snaplen metro accepts: Ethernet + VLAN + IPv6 + a TCP header with options.
 pub const MIN_SNAPLEN: u32 = 96;
 pub const DEFAULT_SNAPLEN: u32 = 256;
@@ -75,6 +78,11 @@ pub struct RawInit {
     pub buffer_size: Option<Spanned<u64>>,
     pub max_flows: Option<Spanned<u64>>,
     pub prometheus_listen: Option<Spanned<String>>,
+    pub distributions: Option<bool>,
+    pub distribution_sample_rate: Option<Spanned<f64>>,
+    pub histogram_buckets: Option<Spanned<Vec<f64>>>,
+    pub max_series: Option<Spanned<u64>>,
+    pub otlp_endpoint: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +97,9 @@ pub struct RawInstance {
     pub pcap: Option<Spanned<String>>,
     pub max_flows: Option<Spanned<u64>>,
     pub container_tags: Option<bool>,
+    pub group_by: Option<Spanned<String>>,
+    pub subnet_v4_prefix: Option<Spanned<u64>>,
+    pub subnet_v6_prefix: Option<Spanned<u64>>,
 }
 
 const INIT_KEYS: &[&str] = &[
@@ -107,6 +118,11 @@ const INIT_KEYS: &[&str] = &[
     "buffer_size",
     "max_flows",
     "prometheus_listen",
+    "distributions",
+    "distribution_sample_rate",
+    "histogram_buckets",
+    "max_series",
+    "otlp_endpoint",
 ];
 const INSTANCE_KEYS: &[&str] = &[
     "interface",
@@ -119,6 +135,9 @@ const INSTANCE_KEYS: &[&str] = &[
     "pcap",
     "max_flows",
     "container_tags",
+    "group_by",
+    "subnet_v4_prefix",
+    "subnet_v6_prefix",
 ];
 const TOP_KEYS: &[&str] = &["init_config", "instances", "config"];
 
@@ -303,6 +322,8 @@ pub struct Instance {
     /// Tag pairs with the container and pod that own the local address (see
     /// [`super::containers`]); on unless `container_tags: false`.
     pub container_tags: bool,
+    /// How remote addresses are grouped into series.
+    pub group_by: GroupBy,
 }
 
 /// The agent's validated configuration.
@@ -319,6 +340,8 @@ pub struct Config {
     pub dns_refresh: Duration,
     pub buffer_size: u64,
     pub prometheus_listen: Option<SocketAddr>,
+    /// The fleet outputs (distributions, histograms, OTLP) and the series budget.
+    pub fleet: FleetConfig,
     pub instances: Vec<Instance>,
 }
 
@@ -853,6 +876,8 @@ impl Config {
             })?),
         };
 
+        let fleet = fleet_config(&cx, &init)?;
+
         let (list_key, list) = match (raw.instances, raw.config) {
             (Some(i), Some(_)) => {
                 warnings.push(format!(
@@ -897,9 +922,107 @@ impl Config {
             dns_refresh,
             buffer_size,
             prometheus_listen,
+            fleet,
             instances,
         })
     }
+}
+
+/// `init_config`'s fleet keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetConfig {
+    /// DogStatsD distributions at this sample rate (`distributions: true`), else off.
+    pub distribution_rate: Option<f64>,
+    /// Prometheus histogram bucket upper bounds, seconds, increasing.
+    pub buckets: Vec<f64>,
+    pub max_series: usize,
+    /// OTLP/HTTP endpoint (`http://HOST:PORT`; metrics go to `/v1/metrics`).
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            distribution_rate: None,
+            buckets: DEFAULT_BUCKETS.to_vec(),
+            max_series: DEFAULT_MAX_SERIES,
+            otlp_endpoint: None,
+        }
+    }
+}
+
+fn fleet_config(cx: &Ctx, init: &RawInit) -> Result<FleetConfig, ConfigError> {
+    let mut f = FleetConfig::default();
+    let rate = match &init.distribution_sample_rate {
+        None => 1.0,
+        Some(r) if r.value > 0.0 && r.value <= 1.0 => r.value,
+        Some(r) => {
+            return Err(cx.err(
+                "init_config.distribution_sample_rate",
+                Some(r.referenced),
+                format!(
+                    "{} is out of range: expected a fraction of samples above 0 and at most 1",
+                    r.value
+                ),
+            ));
+        }
+    };
+    if init.distributions == Some(true) {
+        f.distribution_rate = Some(rate);
+    }
+    if let Some(b) = &init.histogram_buckets {
+        let v = &b.value;
+        let bad = if v.is_empty() || v.len() > 200 {
+            Some(format!(
+                "expected 1 to 200 bucket upper bounds in seconds, found {}",
+                v.len()
+            ))
+        } else if let Some(x) = v.iter().find(|x| !x.is_finite() || **x <= 0.0) {
+            Some(format!("{x} is not a positive number of seconds"))
+        } else {
+            v.windows(2)
+                .find(|w| w[0] >= w[1])
+                .map(|w| format!("bounds must increase: {} is followed by {}", w[0], w[1]))
+        };
+        if let Some(m) = bad {
+            return Err(cx.err("init_config.histogram_buckets", Some(b.referenced), m));
+        }
+        f.buckets = v.clone();
+    }
+    if let Some(m) = &init.max_series {
+        if m.value == 0 || m.value > MAX_PAIRS as u64 {
+            return Err(cx.err(
+                "init_config.max_series",
+                Some(m.referenced),
+                format!("{} is out of range: expected 1 to {MAX_PAIRS}", m.value),
+            ));
+        }
+        f.max_series = m.value as usize;
+    }
+    if let Some(e) = &init.otlp_endpoint {
+        let t = e.value.trim();
+        if !(t.is_empty() || t == "off") {
+            let ok = t
+                .strip_prefix("http://")
+                .and_then(|rest| rest.split('/').next())
+                .is_some_and(|hp| {
+                    hp.rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                });
+            if !ok {
+                return Err(cx.err(
+                    "init_config.otlp_endpoint",
+                    Some(e.referenced),
+                    format!(
+                        "expected http://HOST:PORT such as http://127.0.0.1:4318 (OTLP/HTTP; https is not supported), found `{}`",
+                        e.value
+                    ),
+                ));
+            }
+            f.otlp_endpoint = Some(t.trim_end_matches('/').to_string());
+        }
+    }
+    Ok(f)
 }
 
 fn check_max_flows(cx: &Ctx, key: &str, m: &Spanned<u64>) -> Result<u64, ConfigError> {
@@ -1056,6 +1179,33 @@ fn instance(
         None => default_max_flows,
         Some(m) => check_max_flows(cx, &format!("{key}.max_flows"), m)?,
     };
+    let prefix = |name: &str, v: &Option<Spanned<u64>>, default: u8, max: u8| match v {
+        None => Ok(default),
+        Some(p) if p.value <= u64::from(max) => Ok(p.value as u8),
+        Some(p) => Err(cx.err(
+            format!("{key}.{name}"),
+            Some(p.referenced),
+            format!("{} is out of range: expected 0 to {max}", p.value),
+        )),
+    };
+    let v4 = prefix("subnet_v4_prefix", &inst.subnet_v4_prefix, 24, 32)?;
+    let v6 = prefix("subnet_v6_prefix", &inst.subnet_v6_prefix, 48, 128)?;
+    let group_by = match inst
+        .group_by
+        .as_ref()
+        .map(|g| (g.value.trim(), g.referenced))
+    {
+        None | Some(("host", _)) => GroupBy::Host,
+        Some(("subnet", _)) => GroupBy::Subnet { v4, v6 },
+        Some(("block", _)) => GroupBy::Block,
+        Some((other, at)) => {
+            return Err(cx.err(
+                format!("{key}.group_by"),
+                Some(at),
+                format!("expected host, subnet or block, found `{other}`"),
+            ));
+        }
+    };
 
     Ok(Instance {
         interface,
@@ -1066,6 +1216,7 @@ fn instance(
         sample,
         max_flows: max_flows as usize,
         container_tags: inst.container_tags.unwrap_or(true),
+        group_by,
     })
 }
 
@@ -1134,6 +1285,26 @@ impl Config {
                 let _ = writeln!(o, "  prometheus_listen: off");
             }
         }
+        match self.fleet.distribution_rate {
+            Some(r) => {
+                let _ = writeln!(o, "  distributions: true");
+                let _ = writeln!(o, "  distribution_sample_rate: {r}");
+            }
+            None => {
+                let _ = writeln!(o, "  distributions: false");
+            }
+        }
+        let b: Vec<String> = self.fleet.buckets.iter().map(|b| b.to_string()).collect();
+        let _ = writeln!(o, "  histogram_buckets: [{}]", b.join(", "));
+        let _ = writeln!(o, "  max_series: {}", self.fleet.max_series);
+        match &self.fleet.otlp_endpoint {
+            Some(e) => {
+                let _ = writeln!(o, "  otlp_endpoint: {}", yaml_str(e));
+            }
+            None => {
+                let _ = writeln!(o, "  otlp_endpoint: off");
+            }
+        }
         let _ = writeln!(o, "instances:");
         for i in &self.instances {
             let _ = writeln!(o, "  - interface: {}", yaml_str(&i.interface));
@@ -1174,6 +1345,11 @@ impl Config {
             }
             let _ = writeln!(o, "    max_flows: {}", i.max_flows);
             let _ = writeln!(o, "    container_tags: {}", i.container_tags);
+            let _ = writeln!(o, "    group_by: {}", i.group_by.name());
+            if let GroupBy::Subnet { v4, v6 } = i.group_by {
+                let _ = writeln!(o, "    subnet_v4_prefix: {v4}");
+                let _ = writeln!(o, "    subnet_v6_prefix: {v6}");
+            }
         }
         o
     }

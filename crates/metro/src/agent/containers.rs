@@ -205,7 +205,7 @@ pub fn tag_pairs(pairs: &mut [super::report::PairReport]) -> Counters {
     };
     for p in pairs {
         match a.namespace(p.src) {
-            Some(ns) => p.container_tags = ns.tags.clone(),
+            Some(ns) => p.extra_tags = ns.tags.clone(),
             None => c.pairs_unattributed += 1,
         }
     }

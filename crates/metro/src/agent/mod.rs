@@ -15,14 +15,18 @@ pub mod config;
 pub mod containers;
 pub mod dedupe;
 pub mod filter;
+pub mod fleet;
 pub mod live;
 pub mod log;
 pub mod netset;
+pub mod otlp;
 pub mod prom;
 pub mod report;
 pub mod resolve;
 pub mod run;
+pub mod samples;
 pub mod statsd;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -48,6 +52,12 @@ pub struct RunArgs {
     /// too large for the kernel on its own, stops metro at start with libpcap's message.
     #[arg(long, value_name = "FILTER")]
     pub filter: Option<String>,
+    /// Also write every RTT sample as a JSON line to PATH (`-`: standard output), the
+    /// lines `metro analyze --samples` writes, without `file` and frame numbers, with
+    /// `iface`. Never slows capture: lines a slow reader cannot take are dropped and the
+    /// count is logged.
+    #[arg(long, value_name = "PATH|-")]
+    pub samples: Option<PathBuf>,
 }
 
 /// `metro check-config`: validate a configuration and print it with defaults filled in.
@@ -75,6 +85,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         run::Overrides {
             log: args.log,
             filter: args.filter,
+            samples: args.samples,
         },
     )
 }

@@ -7,6 +7,11 @@
 //! counters (`metro_tcp_rtt_samples_total`, `metro_tcp_retransmits_total`, `metro_samples_total`,
 //! ...). A pair's counters are dropped after an hour without samples, so the series set
 //! stays bounded.
+//!
+//! The fleet histogram `metro_tcp_rtt_seconds` (cumulative buckets, `_sum`, `_count`) is
+//! labelled `src`, `dst`, `iface` and the instance's `key:value` tags, so that
+//! `histogram_quantile(0.99, sum by (le) (rate(metro_tcp_rtt_seconds_bucket[5m])))` is a
+//! quantile over every host scraped.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -17,11 +22,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+use super::fleet::Fine;
 use super::report::InstanceReport;
 
 type Labels = Vec<(String, String)>;
@@ -44,6 +52,103 @@ fn esc(v: &str) -> String {
     o
 }
 
+/// A cumulative histogram whose buckets are set by the first interval folded in (the
+/// configured `histogram_buckets`); an interval with other bounds (a reload changed them)
+/// starts it again, which Prometheus reads as a counter reset.
+#[derive(Clone, Debug, Default)]
+pub struct CumHist(Arc<Mutex<HistState>>);
+
+#[derive(Debug, Default)]
+struct HistState {
+    /// Upper bounds, seconds.
+    bounds: Vec<f64>,
+    /// Per bucket (not cumulative), plus +Inf.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl CumHist {
+    /// Add one interval's bucket counts.
+    pub fn add(&self, f: &Fine) {
+        let Some(b) = &f.bounds_ms else { return };
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let secs: Vec<f64> = b.iter().map(|ms| ms / 1000.0).collect();
+        if st.bounds != secs || st.counts.len() != f.buckets.len() {
+            *st = HistState {
+                bounds: secs,
+                counts: vec![0; f.buckets.len()],
+                sum: 0.0,
+                count: 0,
+            };
+        }
+        for (a, n) in st.counts.iter_mut().zip(&f.buckets) {
+            *a += n;
+        }
+        st.sum += f.bucket_sum;
+        st.count += f.buckets.iter().sum::<u64>();
+    }
+}
+
+impl TypedMetric for CumHist {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for CumHist {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // prometheus-client accumulates the counts and writes f64::MAX as +Inf.
+        let buckets: Vec<(f64, u64)> = st
+            .bounds
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(st.counts.iter().copied())
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(st.sum, st.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// The instance tags that are `key:value` with a usable key, as Prometheus labels (the key's
+/// other characters become `_`); keys that would clash with metro's labels, repeat, or are
+/// reserved (`__`) are left out.
+pub fn tag_labels(tags: &[String]) -> Labels {
+    let mut out: Labels = Vec::new();
+    for t in tags {
+        let Some((k, v)) = t.split_once(':') else {
+            continue;
+        };
+        let mut name: String = k
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if name.is_empty() || v.is_empty() {
+            continue;
+        }
+        if name.starts_with(|c: char| c.is_ascii_digit()) {
+            name.insert(0, '_');
+        }
+        if name.starts_with("__")
+            || ["src", "dst", "iface", "le"].contains(&name.as_str())
+            || out.iter().any(|(n, _)| *n == name)
+        {
+            continue;
+        }
+        out.push((name, esc(v)));
+    }
+    out
+}
+
 const STATS: [&str; 8] = ["last", "avg", "jitter", "min", "max", "p50", "p90", "p99"];
 
 /// The metrics, updated by the flusher after each report.
@@ -58,7 +163,10 @@ pub struct Prom {
     flows_evicted: Family<Labels, Counter>,
     samples: Family<Labels, Counter>,
     samples_internal: Family<Labels, Counter>,
+    pairs_dropped: Family<Labels, Counter>,
     send_errors: Family<Labels, Counter>,
+    series_overflow: Family<Labels, Counter>,
+    histogram: Family<Labels, CumHist>,
     state: Mutex<PromState>,
 }
 
@@ -68,6 +176,8 @@ struct PromState {
     gauged: HashMap<String, Vec<Labels>>,
     /// Last time each pair had samples.
     seen: HashMap<Labels, Instant>,
+    /// Last time each histogram series had samples.
+    seen_hist: HashMap<Labels, Instant>,
 }
 
 impl Default for Prom {
@@ -99,7 +209,10 @@ impl Prom {
             flows_evicted: Family::default(),
             samples: Family::default(),
             samples_internal: Family::default(),
+            pairs_dropped: Family::default(),
             send_errors: Family::default(),
+            series_overflow: Family::default(),
+            histogram: Family::default(),
             state: Mutex::new(PromState::default()),
             registry,
         };
@@ -146,9 +259,26 @@ impl Prom {
             p.samples_internal.clone(),
         );
         r.register(
+            "metro_pairs_dropped",
+            "Samples (kind=sample) and retransmissions (kind=retransmit) that found no room in \
+             an interval's (local, remote) pair tables",
+            p.pairs_dropped.clone(),
+        );
+        r.register(
             "metro_statsd_send_errors",
             "DogStatsD datagrams that could not be sent",
             p.send_errors.clone(),
+        );
+        r.register(
+            "metro_series_overflow",
+            "Samples reported under dst=\"other\" because max_series series had samples",
+            p.series_overflow.clone(),
+        );
+        r.register(
+            "metro_tcp_rtt_seconds",
+            "TCP round-trip time to a watched remote host (histogram; sum over hosts and read \
+             with histogram_quantile)",
+            p.histogram.clone(),
         );
         p
     }
@@ -178,7 +308,19 @@ impl Prom {
         self.samples_internal
             .get_or_create(&il)
             .inc_by(c.samples_internal);
+        for (k, n) in [
+            ("sample", c.pairs_dropped.samples),
+            ("retransmit", c.pairs_dropped.retransmits),
+        ] {
+            let mut l = il.clone();
+            l.push(("kind".into(), k.into()));
+            self.pairs_dropped.get_or_create(&l).inc_by(n);
+        }
         self.send_errors.get_or_create(&il).inc_by(send_errors);
+        self.series_overflow
+            .get_or_create(&il)
+            .inc_by(c.series_overflow);
+        let tag_l = tag_labels(&r.tags);
 
         let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -189,12 +331,9 @@ impl Prom {
                 ("dst".into(), esc(&p.dst)),
                 ("iface".into(), iface.clone()),
             ];
-            // Container and pod of `src` (agent::containers), when known.
-            for t in &p.container_tags {
-                if let Some((k, v)) = t.split_once(':') {
-                    l.push((k.into(), esc(v)));
-                }
-            }
+            // The pair's own tags (container and pod of `src`, agent::containers): labels
+            // of its gauges and counters too, one series per local address either way.
+            l.extend(tag_labels(&p.extra_tags));
             let s = &p.stats;
             let v = [
                 s.last(),
@@ -211,6 +350,17 @@ impl Prom {
             }
             self.rtt_samples.get_or_create(&l).inc_by(s.count());
             self.retransmits.get_or_create(&l).inc_by(p.retransmits);
+            if let Some(f) = p.fine.as_deref().filter(|f| f.bounds_ms.is_some()) {
+                let mut hl = l.clone();
+                hl.extend(
+                    tag_l
+                        .iter()
+                        .filter(|(k, _)| !l.iter().any(|(n, _)| n == k))
+                        .cloned(),
+                );
+                self.histogram.get_or_create(&hl).add(f);
+                st.seen_hist.insert(hl, now);
+            }
             st.seen.insert(l.clone(), now);
             fresh.push(l);
         }
@@ -236,6 +386,16 @@ impl Prom {
             st.seen.remove(&l);
             self.rtt_samples.remove(&l);
             self.retransmits.remove(&l);
+        }
+        let expired: Vec<Labels> = st
+            .seen_hist
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) > PAIR_TTL)
+            .map(|(l, _)| l.clone())
+            .collect();
+        for l in expired {
+            st.seen_hist.remove(&l);
+            self.histogram.remove(&l);
         }
     }
 
@@ -424,7 +584,8 @@ mod tests {
                     dst: "db \"main\"".into(),
                     stats: s,
                     retransmits: 1,
-                    container_tags: Vec::new(),
+                    fine: None,
+                    extra_tags: vec![],
                 }]
             } else {
                 vec![]
@@ -432,6 +593,10 @@ mod tests {
             counters: InstanceCounters {
                 packets_received: 10,
                 samples: [2, 0, 0],
+                pairs_dropped: crate::agent::report::PairsDropped {
+                    samples: 0,
+                    retransmits: 4,
+                },
                 ..Default::default()
             },
         }
@@ -456,6 +621,10 @@ mod tests {
         let t = p.render();
         assert!(t.contains("metro_tcp_rtt_last_seconds{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\"} 0.042"), "{t}");
         assert!(t.contains("metro_tcp_rtt_samples_total{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\"} 2"), "{t}");
+        assert!(
+            t.contains("metro_pairs_dropped_total{iface=\"eth0\",kind=\"retransmit\"} 4"),
+            "{t}"
+        );
         assert!(
             t.contains("metro_statsd_send_errors_total{iface=\"eth0\"} 3"),
             "{t}"
@@ -482,7 +651,7 @@ mod tests {
     fn container_tags_are_labels() {
         let p = Arc::new(Prom::new());
         let mut r = report(true);
-        r.pairs[0].container_tags = vec![
+        r.pairs[0].extra_tags = vec![
             "container_id:ab12".into(),
             "container_name:checkout\"api".into(),
             "netns:cni-1".into(),

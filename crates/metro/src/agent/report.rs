@@ -1,26 +1,42 @@
 //! Per-interval aggregation: samples and retransmissions folded per (local address, remote
 //! host) pair, and the [`InstanceReport`] a flush hands to the sinks.
 //!
-//! The capture thread adds to an [`Interval`] under a short-lived lock (one update per
+//! The capture thread owns the [`Interval`] it fills, without any lock (one update per
 //! sample, found through the connection's tag; a hash lookup only for a connection's first
-//! sample in an interval); a flush swaps the whole interval out and builds the report outside the lock,
-//! so no sink ever holds it. Pairs with no new sample are not reported (go-metro re-sent
-//! stale values forever).
+//! sample in an interval). At a flush tick the flusher raises the instance's request
+//! counter; the capture thread, between packets, swaps in an empty interval and sends the
+//! full one over the instance's channel; the flusher builds the report from it. Pairs with
+//! no new sample are not reported (go-metro re-sent stale values forever).
+//!
+//! Only a sample takes one of the interval's [`MAX_PAIRS`] slots: a retransmission on a pair
+//! without a slot waits in a separate bounded table and joins its pair when the pair's first
+//! sample arrives. One-sided traffic (forged or not) from any number of addresses therefore
+//! never pushes a host with samples out of the report; whatever finds no room is counted
+//! (`metro.pairs.dropped`).
 
 use std::collections::HashMap;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use metro_core::aggregate::{Numbering, Stats};
 use metro_core::engine::NO_TAG;
 use metro_core::rtt::Sample;
 
-use super::resolve::{LocalSet, Shared, WatchList};
+use super::fleet::{Fine, Group, IntervalOpts, MAX_VALUES, OTHER};
+use super::watch::{LocalSet, Shared, WatchList};
 
-/// Pairs kept per interval; a new pair beyond this is dropped and counted.
+/// Intervals a capture thread can hand over before the flusher collects them.
+const HANDOFF_SLOTS: usize = 8;
+/// Pairs with samples kept per interval; a sample of a new pair beyond this is dropped and
+/// counted.
 pub const MAX_PAIRS: usize = 65_536;
+/// Pairs with retransmissions but no sample (yet) kept per interval; a retransmission on a
+/// new such pair beyond this is dropped and counted.
+pub const MAX_PENDING_PAIRS: usize = 65_536;
 
 /// One (local address, remote host) pair over an interval.
 #[derive(Clone, Debug)]
@@ -31,9 +47,12 @@ pub struct PairReport {
     pub dst: Arc<str>,
     pub stats: Stats,
     pub retransmits: u64,
-    /// The container and pod that own `src` (`container_id:…`, …), attached when the report
-    /// is built ([`super::containers`]); empty when unknown or off.
-    pub container_tags: Vec<String>,
+    /// Histogram buckets, exponential histogram and distribution values, when a fleet
+    /// output asks for them.
+    pub fine: Option<Box<Fine>>,
+    /// Tags of this pair beyond src/dst/iface and the instance's (`key:value`), added at
+    /// report time (e.g. by a container lookup); sinks send them after the instance tags.
+    pub extra_tags: Vec<String>,
 }
 
 /// Self-metrics of one instance over an interval (deltas), plus the active flow gauge.
@@ -53,6 +72,28 @@ pub struct InstanceCounters {
     pub packets_copies: u64,
     /// Container attribution's counts, when it is on for this instance.
     pub containers: Option<super::containers::Counters>,
+    /// Samples and retransmissions that found no room in the interval's pair tables.
+    pub pairs_dropped: PairsDropped,
+    /// Samples that went to `dst:other` because `max_series` series had samples.
+    pub series_overflow: u64,
+    /// Distribution values not kept: more than [`MAX_VALUES`] in the interval.
+    pub distribution_dropped: u64,
+}
+
+/// What the interval's pair tables had no room for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairsDropped {
+    /// Samples of a new pair while [`MAX_PAIRS`] pairs had samples.
+    pub samples: u64,
+    /// Retransmissions on a new pair without samples while [`MAX_PENDING_PAIRS`] such pairs
+    /// were waiting.
+    pub retransmits: u64,
+}
+
+impl PairsDropped {
+    pub fn total(&self) -> u64 {
+        self.samples + self.retransmits
+    }
 }
 
 /// What one instance sends for one interval.
@@ -68,52 +109,186 @@ struct PairAcc {
     dst: Arc<str>,
     stats: Stats,
     retransmits: u64,
+    fine: Option<Box<Fine>>,
 }
 
-/// Accumulates one interval. Keyed by addresses (no allocation per sample); the `dst` tag is
-/// fixed when the pair first appears in the interval. Pairs live in a vector with a small
+impl PairAcc {
+    fn new(dst: Arc<str>, retransmits: u64, opts: &IntervalOpts) -> PairAcc {
+        PairAcc {
+            dst,
+            stats: Stats::new(),
+            retransmits,
+            fine: opts.fine().then(|| Box::new(Fine::new(opts))),
+        }
+    }
+
+    fn merge(&mut self, o: &PairAcc) {
+        self.stats.merge(&o.stats);
+        self.retransmits += o.retransmits;
+        match (&mut self.fine, &o.fine) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.fine = Some(b.clone()),
+            _ => {}
+        }
+    }
+}
+
+/// Accumulates one interval. Keyed by (local address, remote group) where the group is the
+/// remote address, its subnet or its `ips` entry ([`IntervalOpts::group`]; no allocation
+/// per sample); the `dst` tag is fixed when the pair first appears in the interval. Pairs live in a vector with a small
 /// index beside it, so that a connection can keep its pair's position (the engine's
 /// per-connection tag) and find it without hashing on its next sample.
-#[derive(Default)]
 pub struct Interval {
-    /// (local, remote) -> position in `pairs`.
+    /// What to keep per pair and how to group (shared by every interval of the instance).
+    opts: Arc<IntervalOpts>,
+    /// Distribution values the interval can still keep.
+    values_room: usize,
+    /// Per local address: the `dst:other` pair past `max_series`.
+    other: Vec<(IpAddr, PairAcc)>,
+    /// (local, remote group) -> position in `pairs`.
     numbers: Numbering<(IpAddr, IpAddr)>,
     pairs: Vec<PairAcc>,
     samples: [u64; 3],
     samples_internal: u64,
+    /// Retransmissions on pairs that have no sample (no slot) yet this interval.
+    pending: HashMap<(IpAddr, IpAddr), u64>,
     /// Samples whose responder is neither local nor watched (e.g. traffic seen on `any`
     /// between two other hosts): dropped.
     pub samples_unwatched: u64,
-    pub pairs_dropped: u64,
+    pub pairs_dropped: PairsDropped,
+    /// Samples that went to `dst:other` (past `max_series`).
+    pub series_overflow: u64,
+    /// Distribution values refused (past [`MAX_VALUES`]).
+    pub distribution_dropped: u64,
+}
+
+impl Default for Interval {
+    fn default() -> Self {
+        Interval::new(Arc::default())
+    }
 }
 
 impl Interval {
-    /// The pair (local, remote), found first where `tag` says (a position from an earlier
-    /// interval, or another pair's, is checked and corrected).
+    pub fn new(opts: Arc<IntervalOpts>) -> Interval {
+        Interval {
+            opts,
+            values_room: MAX_VALUES,
+            other: Vec::new(),
+            numbers: Numbering::default(),
+            pairs: Vec::new(),
+            samples: [0; 3],
+            samples_internal: 0,
+            pending: HashMap::new(),
+            samples_unwatched: 0,
+            pairs_dropped: PairsDropped::default(),
+            series_overflow: 0,
+            distribution_dropped: 0,
+        }
+    }
+
+    /// An empty interval with the same options (what the capture thread fills next).
+    pub fn fresh(&self) -> Interval {
+        Interval::new(self.opts.clone())
+    }
+
+    /// The `dst:other` pair of `local`.
+    fn other_pair(&mut self, local: IpAddr) -> &mut PairAcc {
+        let i = match self.other.iter().position(|(l, _)| *l == local) {
+            Some(i) => i,
+            None => {
+                self.other
+                    .push((local, PairAcc::new(Arc::from(OTHER), 0, &self.opts)));
+                self.other.len() - 1
+            }
+        };
+        &mut self.other[i].1
+    }
+
+    /// The pair (local, remote group) for a sample, found first where `tag` says (a
+    /// position from an earlier interval, or another pair's, is checked and corrected);
+    /// created (with the retransmissions that waited for it) if there is room; past
+    /// `max_series`, the local address's `dst:other` pair.
     fn pair(
         &mut self,
         local: IpAddr,
         remote: IpAddr,
-        dst: impl FnOnce() -> Arc<str>,
+        watch: &WatchList,
         tag: &mut u32,
     ) -> Option<&mut PairAcc> {
-        let key = (local, remote);
+        let (group, how) = self.opts.group(remote);
+        let key = (local, group);
         let i = match self.numbers.find(key, tag) {
             Some(i) => i,
-            None if self.pairs.len() >= MAX_PAIRS => {
-                self.pairs_dropped += 1;
+            None if self.pairs.len() >= self.opts.max_series.min(MAX_PAIRS) => {
+                if self.opts.max_series <= MAX_PAIRS {
+                    self.series_overflow += 1;
+                    return Some(self.other_pair(local));
+                }
+                self.pairs_dropped.samples += 1;
                 return None;
             }
             None => {
-                self.pairs.push(PairAcc {
-                    dst: dst(),
-                    stats: Stats::new(),
-                    retransmits: 0,
-                });
+                let retransmits = if self.pending.is_empty() {
+                    0
+                } else {
+                    self.pending.remove(&key).unwrap_or(0)
+                };
+                let dst = match how {
+                    Group::Host => watch.tag(remote),
+                    Group::Net(p) => Arc::from(format!("{group}/{p}").as_str()),
+                };
+                self.pairs.push(PairAcc::new(dst, retransmits, &self.opts));
                 self.numbers.add(key, tag)
             }
         };
         Some(&mut self.pairs[i as usize])
+    }
+
+    /// Pairs with samples this interval.
+    pub fn pairs_len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Fold a later interval of the same instance in (a hand-over that arrived late).
+    pub fn merge(&mut self, other: Interval) {
+        let keys = other.numbers.keys().to_vec();
+        for (key, acc) in keys.into_iter().zip(other.pairs) {
+            let mut tag = NO_TAG;
+            match self.numbers.find(key, &mut tag) {
+                Some(i) => self.pairs[i as usize].merge(&acc),
+                None if self.pairs.len() >= MAX_PAIRS => {
+                    self.pairs_dropped.samples += acc.stats.count();
+                }
+                None => {
+                    self.pairs.push(acc);
+                    self.numbers.add(key, &mut tag);
+                }
+            }
+        }
+        for (key, n) in other.pending {
+            let mut tag = NO_TAG;
+            if let Some(i) = self.numbers.find(key, &mut tag) {
+                self.pairs[i as usize].retransmits += n;
+            } else if let Some(m) = self.pending.get_mut(&key) {
+                *m += n;
+            } else if self.pending.len() < MAX_PENDING_PAIRS {
+                self.pending.insert(key, n);
+            } else {
+                self.pairs_dropped.retransmits += n;
+            }
+        }
+        for (a, b) in self.samples.iter_mut().zip(other.samples) {
+            *a += b;
+        }
+        self.samples_internal += other.samples_internal;
+        self.samples_unwatched += other.samples_unwatched;
+        self.pairs_dropped.samples += other.pairs_dropped.samples;
+        self.pairs_dropped.retransmits += other.pairs_dropped.retransmits;
+        for (local, acc) in other.other {
+            self.other_pair(local).merge(&acc);
+        }
+        self.series_overflow += other.series_overflow;
+        self.distribution_dropped += other.distribution_dropped;
     }
 
     /// Fold one sample in. A sample answered by a local address is internal; one answered by
@@ -161,10 +336,20 @@ impl Interval {
         }
         let local = s.peer.ip();
         let kind = s.kind.index();
-        if let Some(p) = self.pair(local, resp, || watch.tag(resp), tag) {
-            p.stats.add(s.rtt_ms());
-            self.samples[kind] += 1;
-        }
+        let ms = s.rtt_ms();
+        let opts = self.opts.clone();
+        let mut room = self.values_room;
+        let Some(p) = self.pair(local, resp, watch, tag) else {
+            return;
+        };
+        p.stats.add(ms);
+        let refused = match &mut p.fine {
+            Some(f) => f.add(ms, &opts, &mut room),
+            None => false,
+        };
+        self.values_room = room;
+        self.distribution_dropped += u64::from(refused);
+        self.samples[kind] += 1;
     }
 
     /// Count a retransmission on the pair it belongs to (whichever end is the watched remote).
@@ -182,15 +367,28 @@ impl Interval {
         } else {
             return;
         };
+        let key = (local, self.opts.group(remote).0);
         let mut no_tag = NO_TAG;
-        if let Some(p) = self.pair(local, remote, || watch.tag(remote), &mut no_tag) {
-            p.retransmits += 1;
+        if let Some(i) = self.numbers.find(key, &mut no_tag) {
+            self.pairs[i as usize].retransmits += 1;
+            return;
+        }
+        // No sample yet: no slot. Wait (bounded) for the pair's first sample.
+        let room = self.pending.len() < MAX_PENDING_PAIRS;
+        match self.pending.get_mut(&key) {
+            Some(n) => *n += 1,
+            None if room => {
+                self.pending.insert(key, 1);
+            }
+            None => self.pairs_dropped.retransmits += 1,
         }
     }
 
     /// Pairs with at least one sample, merged by (src, dst tag): two addresses of one host
     /// name are one series.
     pub fn into_pairs(self) -> (Vec<PairReport>, [u64; 3], u64) {
+        // Retransmissions on pairs that never had a sample are not reported (no RTT to
+        // report them with), as before.
         let mut out: Vec<PairReport> = Vec::new();
         let mut index: HashMap<(IpAddr, Arc<str>), usize> = HashMap::new();
         let mut entries: Vec<((IpAddr, IpAddr), PairAcc)> = self
@@ -202,14 +400,23 @@ impl Interval {
             .collect();
         // Deterministic order: by local address, then tag.
         entries.sort_by(|a, b| (a.0.0, &a.1.dst, a.0.1).cmp(&(b.0.0, &b.1.dst, b.0.1)));
-        for ((local, _), acc) in entries {
+        let mut other = self.other;
+        other.sort_by_key(|(l, _)| *l);
+        let others = other.into_iter().map(|(l, acc)| ((l, l), acc));
+        for ((local, _), acc) in entries.into_iter().chain(others) {
             if acc.stats.is_empty() {
                 continue;
             }
             match index.get(&(local, acc.dst.clone())) {
                 Some(&i) => {
-                    out[i].stats.merge(&acc.stats);
-                    out[i].retransmits += acc.retransmits;
+                    let o = &mut out[i];
+                    o.stats.merge(&acc.stats);
+                    o.retransmits += acc.retransmits;
+                    match (&mut o.fine, acc.fine) {
+                        (Some(a), Some(b)) => a.merge(&b),
+                        (None, b) => o.fine = b,
+                        _ => {}
+                    }
                 }
                 None => {
                     index.insert((local, acc.dst.clone()), out.len());
@@ -218,7 +425,8 @@ impl Interval {
                         dst: acc.dst,
                         stats: acc.stats,
                         retransmits: acc.retransmits,
-                        container_tags: Vec::new(),
+                        fine: acc.fine,
+                        extra_tags: Vec::new(),
                     });
                 }
             }
@@ -246,8 +454,14 @@ fn c_copies(c: &Cumulative, last: &AtomicU64) -> u64 {
 /// State one instance shares between its capture thread, the resolver and the flusher.
 pub struct InstanceShared {
     pub iface: String,
-    pub tags: Vec<String>,
-    pub interval: Mutex<Interval>,
+    /// The instance's tags: replaced in place by a reload that keeps the capture.
+    pub tags: Mutex<Vec<String>>,
+    /// Raised by the flusher: the capture thread hands its interval over when this moves.
+    pub flush_requests: AtomicU64,
+    /// The capture thread's end of the hand-over channel.
+    pub handoff: SyncSender<Interval>,
+    /// The flusher's end.
+    handoff_rx: Mutex<Receiver<Interval>>,
     pub cumulative: Cumulative,
     pub watch: Shared<WatchList>,
     pub locals: Shared<LocalSet>,
@@ -260,6 +474,8 @@ pub struct InstanceShared {
     pub container_tags: std::sync::atomic::AtomicBool,
     /// Copies dropped, at the last report (flusher only).
     last_copies: AtomicU64,
+    /// What the instance's intervals keep and how they group.
+    pub opts: Arc<IntervalOpts>,
 }
 
 impl InstanceShared {
@@ -269,10 +485,14 @@ impl InstanceShared {
         watch: WatchList,
         locals: LocalSet,
     ) -> InstanceShared {
+        // Room for a few late hand-overs; a capture thread never blocks on it (try_send).
+        let (handoff, handoff_rx) = mpsc::sync_channel(HANDOFF_SLOTS);
         InstanceShared {
             iface,
-            tags,
-            interval: Mutex::new(Interval::default()),
+            tags: Mutex::new(tags),
+            flush_requests: AtomicU64::new(0),
+            handoff,
+            handoff_rx: Mutex::new(handoff_rx),
             cumulative: Cumulative::default(),
             watch: Shared::new(watch),
             locals: Shared::new(locals),
@@ -281,21 +501,69 @@ impl InstanceShared {
             samples_internal_total: AtomicU64::new(0),
             container_tags: std::sync::atomic::AtomicBool::new(false),
             last_copies: AtomicU64::new(0),
+            opts: Arc::default(),
         }
     }
 
-    /// Swap the interval out and build its report. The interval lock is held only for the
-    /// swap.
-    pub fn take_report(&self) -> InstanceReport {
-        let iv = std::mem::take(&mut *self.interval.lock().unwrap_or_else(|e| e.into_inner()));
-        if iv.pairs_dropped > 0 {
+    /// The same, with these interval options (before the capture thread starts).
+    pub fn with_opts(mut self, opts: IntervalOpts) -> InstanceShared {
+        self.opts = Arc::new(opts);
+        self
+    }
+
+    /// Ask the capture thread for its interval (see [`Self::collect`]).
+    pub fn request_flush(&self) {
+        self.flush_requests.fetch_add(1, Ordering::Release);
+    }
+
+    /// Every interval the capture thread handed over, merged: waits up to `wait` for the
+    /// first (zero: take what is there). An empty interval if none came; a late one is
+    /// reported with the next flush.
+    pub fn collect(&self, wait: Duration) -> Interval {
+        let rx = self.handoff_rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut iv = match rx.recv_timeout(wait) {
+            Ok(iv) => iv,
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                return Interval::default();
+            }
+        };
+        while let Ok(more) = rx.try_recv() {
+            iv.merge(more);
+        }
+        iv
+    }
+
+    /// Build the report of `iv`, this instance's interval, with the counters' deltas since
+    /// the last report.
+    pub fn take_report(&self, iv: Interval) -> InstanceReport {
+        let dropped = iv.pairs_dropped;
+        if dropped.samples > 0 {
             tracing::warn!(
-                "{}: {} new (local, remote) pairs dropped this interval: more than {MAX_PAIRS}",
+                "{}: {} samples of new (local, remote) pairs dropped this interval: more than \
+                 {MAX_PAIRS} pairs had samples",
                 self.iface,
-                iv.pairs_dropped
+                dropped.samples
             );
         }
+        if dropped.retransmits > 0 {
+            tracing::debug!(
+                "{}: {} retransmissions on pairs without samples dropped this interval: more \
+                 than {MAX_PENDING_PAIRS} such pairs",
+                self.iface,
+                dropped.retransmits
+            );
+        }
+        if iv.series_overflow > 0 {
+            tracing::debug!(
+                "{}: {} samples went to dst:other this interval: more than {} series",
+                self.iface,
+                iv.series_overflow,
+                iv.opts.max_series
+            );
+        }
+        let (series_overflow, distribution_dropped) = (iv.series_overflow, iv.distribution_dropped);
         let (mut pairs, samples, internal) = iv.into_pairs();
+        // Container and pod tags from each pair's local address (agent::containers).
         let containers = self
             .container_tags
             .load(Ordering::Relaxed)
@@ -320,11 +588,14 @@ impl InstanceShared {
             samples_internal: internal,
             packets_copies: copies,
             containers,
+            pairs_dropped: dropped,
+            series_overflow,
+            distribution_dropped,
         };
         *last = (recv, drop, evict);
         InstanceReport {
             iface: self.iface.clone(),
-            tags: self.tags.clone(),
+            tags: self.tags.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             pairs,
             counters,
         }
@@ -493,28 +764,114 @@ mod tests {
     }
 
     #[test]
+    fn one_sided_retransmissions_take_no_slot_and_real_hosts_win() {
+        // Watch 10.0.0.0/8; this host is 192.168.0.1.
+        let w = WatchList::new(vec![Cidr::parse("10.0.0.0/8").unwrap().0]);
+        let l = LocalSet::from(HashSet::from(["192.168.0.1".parse().unwrap()]));
+        let me: IpAddr = "192.168.0.1".parse().unwrap();
+        let forged = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a10_0000 + i));
+        let mut iv = Interval::default();
+        // A real host retransmits before its first sample: the count waits for the sample.
+        iv.add_retransmit(me, "10.0.0.2".parse().unwrap(), &l, &w);
+        // 70,000 forged remotes, each with two retransmissions and no sample.
+        for i in 0..70_000 {
+            iv.add_retransmit(forged(i), me, &l, &w);
+            iv.add_retransmit(me, forged(i), &l, &w);
+        }
+        assert_eq!(iv.pairs_len(), 0, "retransmissions alone took slots");
+        let over = 70_000 - (MAX_PENDING_PAIRS as u64 - 1);
+        assert_eq!(iv.pairs_dropped.retransmits, 2 * over);
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "192.168.0.1:5000", 10.0),
+            &l,
+            &w,
+        );
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.3:80", "192.168.0.1:5001", 20.0),
+            &l,
+            &w,
+        );
+        assert_eq!(iv.pairs_dropped.samples, 0);
+        let (pairs, samples, _) = iv.into_pairs();
+        assert_eq!(samples, [2, 0, 0]);
+        let got: Vec<(String, u64, u64)> = pairs
+            .iter()
+            .map(|p| (p.dst.to_string(), p.stats.count(), p.retransmits))
+            .collect();
+        assert_eq!(got, [("10.0.0.2".into(), 1, 1), ("10.0.0.3".into(), 1, 0)]);
+
+        // A full table of pairs with samples: a new pair's samples are dropped and counted,
+        // the pairs already there keep theirs.
+        let mut iv = Interval::default();
+        for i in 0..MAX_PAIRS as u32 {
+            let s = Sample {
+                responder: std::net::SocketAddr::new(forged(i), 80),
+                ..sample(Kind::Seq, "10.0.0.1:80", "192.168.0.1:5000", 1.0)
+            };
+            iv.add_sample(&s, &l, &w);
+        }
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "192.168.0.1:5000", 10.0),
+            &l,
+            &w,
+        );
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "192.168.0.1:5000", 10.0),
+            &l,
+            &w,
+        );
+        let first = Sample {
+            responder: std::net::SocketAddr::new(forged(0), 80),
+            ..sample(Kind::Seq, "10.0.0.1:80", "192.168.0.1:5000", 3.0)
+        };
+        iv.add_sample(&first, &l, &w);
+        assert_eq!(iv.pairs_dropped.samples, 2);
+        let (pairs, _, _) = iv.into_pairs();
+        assert_eq!(pairs.len(), MAX_PAIRS);
+        let p0 = pairs.iter().find(|p| &*p.dst == "10.16.0.0").unwrap();
+        assert_eq!(p0.stats.count(), 2);
+    }
+
+    #[test]
     fn take_report_resets_and_reports_deltas() {
         let sh = InstanceShared::new("eth0".into(), vec!["a:b".into()], watch(), locals());
-        {
-            let w = sh.watch.get().1;
-            let l = sh.locals.get().1;
-            let mut iv = sh.interval.lock().unwrap();
-            iv.add_sample(
-                &sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0),
-                &l,
-                &w,
-            );
-        }
+        let w = sh.watch.get().1;
+        let l = sh.locals.get().1;
+        let mut iv = Interval::default();
+        iv.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0),
+            &l,
+            &w,
+        );
+        // Handed over in two parts (the second late): merged into one report.
+        let mut late = Interval::default();
+        late.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5001", 30.0),
+            &l,
+            &w,
+        );
+        late.add_retransmit(
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            &l,
+            &w,
+        );
+        assert_eq!(sh.collect(Duration::ZERO).pairs_len(), 0);
+        sh.handoff.try_send(iv).unwrap();
+        sh.handoff.try_send(late).unwrap();
         sh.cumulative.packets_received.store(100, Ordering::Relaxed);
-        let r = sh.take_report();
+        let r = sh.take_report(sh.collect(Duration::from_secs(1)));
+        assert_eq!(r.pairs[0].stats.count(), 2);
+        assert_eq!(r.pairs[0].stats.max(), 30.0);
+        assert_eq!(r.pairs[0].retransmits, 1);
         assert_eq!(r.pairs.len(), 1);
         assert_eq!(r.counters.packets_received, 100);
-        assert_eq!(r.counters.samples, [1, 0, 0]);
+        assert_eq!(r.counters.samples, [2, 0, 0]);
         sh.cumulative.packets_received.store(150, Ordering::Relaxed);
-        let r = sh.take_report();
+        let r = sh.take_report(sh.collect(Duration::ZERO));
         assert!(r.pairs.is_empty());
         assert_eq!(r.counters.packets_received, 50);
         assert_eq!(r.counters.samples, [0, 0, 0]);
-        assert_eq!(sh.samples_total[0].load(Ordering::Relaxed), 1);
+        assert_eq!(sh.samples_total[0].load(Ordering::Relaxed), 2);
     }
 }

@@ -2,15 +2,25 @@
 //! that owns the sinks, and the main thread waiting for signals.
 //!
 //! ```text
-//!  capture (per instance) --lock per sample--> Interval <--swap-- flusher --> DogStatsD
-//!  file instance --------------Msg::Report (packet time)-------> flusher --> Prometheus
+//!  capture (per instance, owns its Interval) --hand-over channel--> flusher --> DogStatsD
+//!  file instance --------------Msg::Report (packet time)-----------> flusher --> Prometheus
 //!  resolver --(generation-stamped WatchList / LocalSet)--> capture threads
 //! ```
 //!
-//! The flusher swaps each live instance's interval out every `flush_interval` and sends
-//! outside any lock. SIGTERM/SIGINT stop the captures, flush once more and return; SIGHUP
-//! loads the configuration again and, only if it is valid and its captures open, replaces
-//! the running runtime (which flushes on its way out).
+//! Every `flush_interval` the flusher asks each live instance for its interval (a counter
+//! the capture thread reads between packets: no lock per sample), collects what the capture
+//! threads hand over, and sends. It lives as long as the agent: a reload hands it the new set of
+//! instances and, if they changed, the new DogStatsD target and interval.
+//!
+//! Signals only set flags (installed before anything else, so that none is lost or kills
+//! the process during start-up); the main thread polls them. SIGTERM/SIGINT at any moment
+//! exit 0: during start-up at once, once running after stopping the captures and flushing
+//! one last time. SIGHUP loads the configuration again once the signals stop arriving (a
+//! burst is one reload) and, only if it is valid and every new capture opens, applies it:
+//! an instance whose capture (interface or file, snaplen, buffer, engine settings, duty
+//! cycle) is unchanged keeps its thread, its libpcap handle and its flows, and takes the
+//! new tags and watch list (its thread re-installs the kernel filter); the others are
+//! stopped (flushing their last interval) or started.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +34,11 @@ use anyhow::{Context, anyhow, bail};
 use metro_core::engine::EngineConfig;
 
 use super::capture::{self, Worker};
-use super::config::{self, Config, Source};
+use super::config::{self, Cidr, Config, DutyCycle, Instance, Source, StatsdTarget};
+use super::fleet::IntervalOpts;
 use super::live::{self, LiveOptions};
 use super::log;
+use super::otlp::OtlpSink;
 use super::prom::{Prom, PromServer};
 use super::report::{InstanceReport, InstanceShared};
 use super::resolve::{self, LocalSet, WatchList, Watched};
@@ -36,6 +48,12 @@ use super::statsd::{StatsdSink, encode_report};
 pub enum Msg {
     /// A report made elsewhere (a file instance on packet time).
     Report(InstanceReport),
+    /// The live instances from now on; one no longer among them is flushed one last time.
+    Live(Vec<Arc<InstanceShared>>),
+    /// A new DogStatsD sink and flush interval (a reload changed them).
+    Sink(StatsdSink, Duration),
+    /// A new OTLP sink, or none (a reload changed `otlp_endpoint`).
+    Otlp(Option<OtlpSink>),
     /// Flush every live instance one last time and end.
     Stop,
 }
@@ -47,23 +65,67 @@ pub struct Overrides {
     pub log: Option<PathBuf>,
     /// `--filter` / go-metro's `-f`: the base capture filter.
     pub filter: Option<String>,
+    /// `--samples PATH|-`: every sample as a JSON line.
+    pub samples: Option<PathBuf>,
 }
 
 fn ns(d: Duration) -> i64 {
     d.as_nanos().min(i64::MAX as u128) as i64
 }
 
-/// A running set of instances.
-pub struct Runtime {
+/// Everything an instance's capture depends on. A reload that changes none of it keeps the
+/// running capture (thread, libpcap handle, flows); tags are not part of it.
+#[derive(Clone, Debug, PartialEq)]
+struct CaptureKey {
+    interface: String,
+    source: Source,
+    ips: Vec<Cidr>,
+    hosts: Vec<String>,
+    sample: Option<DutyCycle>,
+    max_flows: usize,
+    snaplen: u32,
+    buffer_size: u64,
+    idle_ttl: Duration,
+    exp_ttl: Duration,
+    /// Grouping, series budget and what the fleet outputs need kept per series.
+    opts: IntervalOpts,
+}
+
+impl CaptureKey {
+    /// The same capture with another watch list: the running capture can take the new list
+    /// (its thread re-installs the kernel filter) and keep its flows.
+    fn same_but_watch(&self, other: &CaptureKey) -> bool {
+        CaptureKey {
+            ips: other.ips.clone(),
+            hosts: other.hosts.clone(),
+            ..self.clone()
+        } == *other
+    }
+
+    fn of(cfg: &Config, inst: &Instance) -> CaptureKey {
+        CaptureKey {
+            interface: inst.interface.clone(),
+            source: inst.source.clone(),
+            ips: inst.ips.clone(),
+            hosts: inst.hosts.clone(),
+            sample: inst.sample,
+            max_flows: inst.max_flows,
+            snaplen: cfg.snaplen,
+            buffer_size: cfg.buffer_size,
+            idle_ttl: cfg.idle_ttl,
+            exp_ttl: cfg.exp_ttl,
+            opts: IntervalOpts::of(cfg, inst),
+        }
+    }
+}
+
+/// One running instance.
+struct Running {
+    key: CaptureKey,
+    shared: Arc<InstanceShared>,
     stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
-    files_running: Arc<AtomicUsize>,
-    has_live: bool,
-    resolver: Option<JoinHandle<()>>,
-    flusher: Option<JoinHandle<()>>,
-    tx: SyncSender<Msg>,
-    /// The instances' shared state (for tests and diagnostics).
-    pub shared: Vec<Arc<InstanceShared>>,
+    thread: JoinHandle<()>,
+    live: bool,
 }
 
 enum Prepared {
@@ -71,121 +133,310 @@ enum Prepared {
     File(crate::pcap::CaptureReader, PathBuf),
 }
 
+/// What a reload did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Instances whose capture kept running (their tags and watch list may have changed).
+    pub kept: usize,
+    /// Of those, the ones that took a new watch list (and re-installed their filter).
+    pub rewatched: usize,
+    pub started: usize,
+    pub stopped: usize,
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} capture(s) kept ({} with a new watch list), {} started, {} stopped",
+            self.kept, self.rewatched, self.started, self.stopped
+        )
+    }
+}
+
+/// A running set of instances, with the flusher and the resolver.
+pub struct Runtime {
+    running: Vec<Running>,
+    resolver: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    flusher: Option<JoinHandle<()>>,
+    tx: SyncSender<Msg>,
+    base_filter: String,
+    statsd: StatsdTarget,
+    flush_interval: Duration,
+    dns_refresh: Duration,
+    otlp_endpoint: Option<String>,
+}
+
+type DnsCache = HashMap<String, Result<Vec<std::net::IpAddr>, String>>;
+
+/// An instance's watch list, resolved and checked, with its local addresses.
+fn watch_list(
+    cfg: &Config,
+    i: usize,
+    inst: &Instance,
+    cache: &mut DnsCache,
+) -> anyhow::Result<(WatchList, std::collections::HashSet<std::net::IpAddr>)> {
+    let name = format!("instances[{i}] ({})", inst.interface);
+    let mut watch = WatchList::new(inst.ips.clone());
+    for w in resolve::resolve_all(&mut watch, &inst.hosts, cache) {
+        tracing::warn!(
+            "{name}: {w}; retrying every {}s",
+            cfg.dns_refresh.as_secs_f64()
+        );
+    }
+    let locals = match inst.source {
+        Source::Live => resolve::interface_addresses(Some(&inst.interface)).unwrap_or_default(),
+        Source::File(_) => Default::default(),
+    };
+    let blocks = watch.blocks();
+    if !blocks.is_empty()
+        && blocks
+            .iter()
+            .all(|b| b.is_host() && locals.contains(&b.addr))
+    {
+        let list: Vec<String> = blocks.iter().map(|b| b.to_string()).collect();
+        bail!(
+            "{name}: every watched address ({}) is an address of `{}` itself: metro measures \
+             the round trip to remote hosts, so `ips` and `hosts` must name the other ends",
+            list.join(", "),
+            inst.interface
+        );
+    }
+    if watch.is_empty() {
+        tracing::warn!("{name}: nothing to watch until a host name resolves");
+    }
+    Ok((watch, locals))
+}
+
+/// Resolve, check and open one instance (nothing runs yet).
+fn prepare(
+    cfg: &Config,
+    i: usize,
+    inst: &Instance,
+    cache: &mut DnsCache,
+) -> anyhow::Result<(Arc<InstanceShared>, Prepared)> {
+    let name = format!("instances[{i}] ({})", inst.interface);
+    let (watch, locals) = watch_list(cfg, i, inst, cache)?;
+    let src = match &inst.source {
+        Source::Live => {
+            let opts = LiveOptions {
+                iface: inst.interface.clone(),
+                snaplen: cfg.snaplen,
+                buffer_size: cfg.buffer_size,
+            };
+            match live::open(&opts) {
+                Ok(l) => Prepared::Live(opts, Some(l)),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!("{name}: {e}; retrying until it comes up");
+                    Prepared::Live(opts, None)
+                }
+                Err(e) => return Err(anyhow!("{name}: {e}")),
+            }
+        }
+        Source::File(p) => {
+            let r = crate::pcap::CaptureReader::open(p)
+                .map_err(|e| anyhow!("{name}: {}: {e}", p.display()))?;
+            Prepared::File(r, p.clone())
+        }
+    };
+    let shared = Arc::new(
+        InstanceShared::new(
+            inst.interface.clone(),
+            inst.tags.clone(),
+            watch,
+            LocalSet::from(locals),
+        )
+        .with_opts(IntervalOpts::of(cfg, inst)),
+    );
+    set_container_tags(&shared, inst);
+    Ok((shared, src))
+}
+
+/// Container attribution (agent::containers): live captures only, unless
+/// `container_tags: false`. Applied in place on a reload.
+fn set_container_tags(shared: &InstanceShared, inst: &Instance) {
+    let on = inst.container_tags && matches!(inst.source, Source::Live);
+    if on {
+        super::containers::ensure_refresher();
+    }
+    shared.container_tags.store(on, Ordering::Relaxed);
+}
+
 impl Runtime {
-    /// Resolve, check and open every instance, then start the threads. Fails (starting
-    /// nothing) if an instance cannot run: missing interface, missing capability, unreadable
-    /// capture file, or a watch list of local addresses only.
+    /// Start the flusher, then resolve, check and open every instance and start their
+    /// threads. Fails (leaving nothing running) if an instance cannot run: missing
+    /// interface, missing capability, unreadable capture file, or a watch list of local
+    /// addresses only.
     pub fn start(cfg: &Config, base_filter: &str, prom: Arc<Prom>) -> anyhow::Result<Runtime> {
-        let mut prepared = Vec::with_capacity(cfg.instances.len());
+        let (tx, rx) = mpsc::sync_channel::<Msg>(64);
+        let sink = StatsdSink::new(cfg.statsd.clone(), cfg.dns_refresh);
+        let every = cfg.flush_interval;
+        let otlp = cfg.fleet.otlp_endpoint.as_deref().map(OtlpSink::new);
+        let flusher = std::thread::Builder::new()
+            .name("metro-flush".into())
+            .spawn(move || run_flusher(rx, sink, otlp, prom, every))?;
+        let mut rt = Runtime {
+            running: Vec::new(),
+            resolver: None,
+            flusher: Some(flusher),
+            tx,
+            base_filter: base_filter.to_string(),
+            statsd: cfg.statsd.clone(),
+            flush_interval: cfg.flush_interval,
+            dns_refresh: cfg.dns_refresh,
+            otlp_endpoint: cfg.fleet.otlp_endpoint.clone(),
+        };
+        match rt.apply(cfg) {
+            Ok(_) => Ok(rt),
+            Err(e) => {
+                rt.stop();
+                Err(e)
+            }
+        }
+    }
+
+    /// Make the running instances those of `cfg`. Every new capture is opened before
+    /// anything changes: on an error nothing does. An instance whose [`CaptureKey`] is
+    /// unchanged keeps running and takes its new tags.
+    pub fn apply(&mut self, cfg: &Config) -> anyhow::Result<Applied> {
+        enum Plan {
+            Keep(usize, Vec<String>),
+            Rewatch(usize, Vec<String>, Box<(CaptureKey, WatchList)>),
+            New(Box<(CaptureKey, Arc<InstanceShared>, Prepared)>),
+        }
+        let mut claimed = vec![false; self.running.len()];
+        let mut plan = Vec::with_capacity(cfg.instances.len());
         let mut cache = HashMap::new();
         for (i, inst) in cfg.instances.iter().enumerate() {
-            let name = format!("instances[{i}] ({})", inst.interface);
-            let mut watch = WatchList::new(inst.ips.clone());
-            for w in resolve::resolve_all(&mut watch, &inst.hosts, &mut cache) {
-                tracing::warn!(
-                    "{name}: {w}; retrying every {}s",
-                    cfg.dns_refresh.as_secs_f64()
-                );
+            let key = CaptureKey::of(cfg, inst);
+            let same = (0..self.running.len()).find(|&j| !claimed[j] && self.running[j].key == key);
+            if let Some(j) = same {
+                claimed[j] = true;
+                plan.push(Plan::Keep(j, inst.tags.clone()));
+                continue;
             }
-            let locals = match inst.source {
-                Source::Live => {
-                    resolve::interface_addresses(Some(&inst.interface)).unwrap_or_default()
-                }
-                Source::File(_) => Default::default(),
-            };
-            let blocks = watch.blocks();
-            if !blocks.is_empty()
-                && blocks
-                    .iter()
-                    .all(|b| b.is_host() && locals.contains(&b.addr))
-            {
-                let list: Vec<String> = blocks.iter().map(|b| b.to_string()).collect();
-                bail!(
-                    "{name}: every watched address ({}) is an address of `{}` itself: metro measures \
-                     the round trip to remote hosts, so `ips` and `hosts` must name the other ends",
-                    list.join(", "),
-                    inst.interface
-                );
+            let similar = (0..self.running.len())
+                .find(|&j| !claimed[j] && self.running[j].key.same_but_watch(&key));
+            if let Some(j) = similar {
+                let (watch, _) = watch_list(cfg, i, inst, &mut cache)?;
+                claimed[j] = true;
+                plan.push(Plan::Rewatch(j, inst.tags.clone(), Box::new((key, watch))));
+                continue;
             }
-            if watch.is_empty() {
-                tracing::warn!("{name}: nothing to watch until a host name resolves");
-            }
-            let src = match &inst.source {
-                Source::Live => {
-                    let opts = LiveOptions {
-                        iface: inst.interface.clone(),
-                        snaplen: cfg.snaplen,
-                        buffer_size: cfg.buffer_size,
-                    };
-                    match live::open(&opts) {
-                        Ok(l) => Prepared::Live(opts, Some(l)),
-                        Err(e) if e.is_transient() => {
-                            tracing::warn!("{name}: {e}; retrying until it comes up");
-                            Prepared::Live(opts, None)
-                        }
-                        Err(e) => return Err(anyhow!("{name}: {e}")),
-                    }
-                }
-                Source::File(p) => {
-                    let r = crate::pcap::CaptureReader::open(p)
-                        .map_err(|e| anyhow!("{name}: {}: {e}", p.display()))?;
-                    Prepared::File(r, p.clone())
-                }
-            };
-            let shared = Arc::new(InstanceShared::new(
-                inst.interface.clone(),
-                inst.tags.clone(),
-                watch,
-                LocalSet::from(locals),
-            ));
-            // Container attribution (agent::containers): live captures only, unless off.
-            if inst.container_tags && matches!(inst.source, Source::Live) {
-                super::containers::ensure_refresher();
-                shared.container_tags.store(true, Ordering::Relaxed);
-            }
-            prepared.push((inst, shared, src));
+            let (shared, src) = prepare(cfg, i, inst, &mut cache)?;
+            plan.push(Plan::New(Box::new((key, shared, src))));
         }
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::sync_channel::<Msg>(64);
-        let files_running = Arc::new(AtomicUsize::new(0));
-        let mut workers = Vec::new();
-        let mut live_shared = Vec::new();
-        let mut watched = Vec::new();
-        let mut all_shared = Vec::new();
-        for (inst, shared, src) in prepared {
-            let engine = EngineConfig {
-                max_flows: inst.max_flows,
-                idle_timeout: ns(cfg.idle_ttl),
-                closed_timeout: ns(cfg.exp_ttl),
-                ..EngineConfig::default()
-            };
-            let worker = Worker {
-                shared: shared.clone(),
-                engine,
-                duty: inst.sample,
-                base_filter: base_filter.to_string(),
-                stop: stop.clone(),
-            };
-            all_shared.push(shared.clone());
-            watched.push(Watched {
-                shared: shared.clone(),
-                hosts: inst.hosts.clone(),
-                local_iface: matches!(inst.source, Source::Live).then(|| inst.interface.clone()),
-            });
-            let thread_name = format!("metro-cap-{}", inst.interface);
-            let h = match src {
-                Prepared::Live(opts, first) => {
-                    live_shared.push(shared.clone());
-                    std::thread::Builder::new()
-                        .name(thread_name)
-                        .spawn(move || capture::run_live(worker, opts, first))?
+        // Commit: nothing below fails the reload.
+        let mut applied = Applied::default();
+        let mut old: Vec<Option<Running>> = Vec::with_capacity(self.running.len());
+        let mut removed = Vec::new();
+        for (r, keep) in self.running.drain(..).zip(&claimed) {
+            if *keep {
+                old.push(Some(r));
+            } else {
+                r.stop.store(true, Ordering::SeqCst);
+                removed.push(r);
+                old.push(None);
+            }
+        }
+        for r in removed {
+            let _ = r.thread.join();
+            applied.stopped += 1;
+        }
+        for (p, inst) in plan.into_iter().zip(&cfg.instances) {
+            match p {
+                Plan::Keep(j, tags) => {
+                    let r = old[j].take().expect("claimed once");
+                    *r.shared.tags.lock().unwrap_or_else(|e| e.into_inner()) = tags;
+                    set_container_tags(&r.shared, inst);
+                    self.running.push(r);
+                    applied.kept += 1;
                 }
-                Prepared::File(reader, path) => {
-                    let tx = tx.clone();
-                    let fr = files_running.clone();
-                    fr.fetch_add(1, Ordering::SeqCst);
-                    let every = cfg.flush_interval;
+                Plan::Rewatch(j, tags, new) => {
+                    let (key, watch) = *new;
+                    let mut r = old[j].take().expect("claimed once");
+                    *r.shared.tags.lock().unwrap_or_else(|e| e.into_inner()) = tags;
+                    set_container_tags(&r.shared, inst);
+                    // The capture thread sees the new generation between packets.
+                    r.shared.watch.set(watch);
+                    r.key = key;
+                    self.running.push(r);
+                    applied.kept += 1;
+                    applied.rewatched += 1;
+                }
+                Plan::New(new) => match self.spawn(cfg, inst, *new) {
+                    Ok(r) => {
+                        self.running.push(r);
+                        applied.started += 1;
+                    }
+                    Err(e) => tracing::error!("{}: cannot start its thread: {e}", inst.interface),
+                },
+            }
+        }
+        let live: Vec<Arc<InstanceShared>> = self
+            .running
+            .iter()
+            .filter(|r| r.live)
+            .map(|r| r.shared.clone())
+            .collect();
+        // The flusher flushes the stopped instances (already joined) one last time.
+        let _ = self.tx.send(Msg::Live(live));
+        if cfg.statsd != self.statsd || cfg.flush_interval != self.flush_interval {
+            self.statsd = cfg.statsd.clone();
+            self.flush_interval = cfg.flush_interval;
+            let sink = StatsdSink::new(cfg.statsd.clone(), cfg.dns_refresh);
+            let _ = self.tx.send(Msg::Sink(sink, cfg.flush_interval));
+        }
+        if cfg.fleet.otlp_endpoint != self.otlp_endpoint {
+            self.otlp_endpoint = cfg.fleet.otlp_endpoint.clone();
+            let otlp = cfg.fleet.otlp_endpoint.as_deref().map(OtlpSink::new);
+            let _ = self.tx.send(Msg::Otlp(otlp));
+        }
+        if applied.started > 0
+            || applied.stopped > 0
+            || applied.rewatched > 0
+            || cfg.dns_refresh != self.dns_refresh
+            || self.resolver.is_none()
+        {
+            self.dns_refresh = cfg.dns_refresh;
+            self.restart_resolver(cfg);
+        }
+        Ok(applied)
+    }
+
+    fn spawn(
+        &self,
+        cfg: &Config,
+        inst: &Instance,
+        (key, shared, src): (CaptureKey, Arc<InstanceShared>, Prepared),
+    ) -> std::io::Result<Running> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = EngineConfig {
+            max_flows: inst.max_flows,
+            idle_timeout: ns(cfg.idle_ttl),
+            closed_timeout: ns(cfg.exp_ttl),
+            ..EngineConfig::default()
+        };
+        let worker = Worker {
+            shared: shared.clone(),
+            engine,
+            duty: inst.sample,
+            base_filter: self.base_filter.clone(),
+            stop: stop.clone(),
+        };
+        let thread_name = format!("metro-cap-{}", inst.interface);
+        let (thread, live) = match src {
+            Prepared::Live(opts, first) => (
+                std::thread::Builder::new()
+                    .name(thread_name)
+                    .spawn(move || capture::run_live(worker, opts, first))?,
+                true,
+            ),
+            Prepared::File(reader, path) => {
+                let tx = self.tx.clone();
+                let every = cfg.flush_interval;
+                (
                     std::thread::Builder::new()
                         .name(thread_name)
                         .spawn(move || {
@@ -193,89 +444,172 @@ impl Runtime {
                             tracing::info!("{name}: reading on packet time");
                             capture::run_file(worker, reader, name.clone(), every, tx);
                             tracing::info!("{name}: done");
-                            fr.fetch_sub(1, Ordering::SeqCst);
-                        })?
-                }
-            };
-            workers.push(h);
-        }
-        let has_live = !live_shared.is_empty();
+                        })?,
+                    false,
+                )
+            }
+        };
+        Ok(Running {
+            key,
+            shared,
+            stop,
+            thread,
+            live,
+        })
+    }
 
-        let sink = StatsdSink::new(cfg.statsd.clone(), cfg.dns_refresh);
-        let every = cfg.flush_interval;
-        let flusher = std::thread::Builder::new()
-            .name("metro-flush".into())
-            .spawn(move || run_flusher(rx, live_shared, sink, prom, every))?;
+    fn stop_resolver(&mut self) {
+        if let Some((h, stop)) = self.resolver.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = h.join();
+        }
+    }
+
+    fn restart_resolver(&mut self, cfg: &Config) {
+        self.stop_resolver();
+        let watched: Vec<Watched> = self
+            .running
+            .iter()
+            .map(|r| Watched {
+                shared: r.shared.clone(),
+                hosts: r.key.hosts.clone(),
+                local_iface: r.live.then(|| r.key.interface.clone()),
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
         let rstop = stop.clone();
         let refresh = cfg.dns_refresh;
-        let resolver = std::thread::Builder::new()
+        match std::thread::Builder::new()
             .name("metro-resolve".into())
-            .spawn(move || resolve::run_resolver(watched, refresh, rstop))?;
+            .spawn(move || resolve::run_resolver(watched, refresh, rstop))
+        {
+            Ok(h) => self.resolver = Some((h, stop)),
+            Err(e) => tracing::error!("cannot start the resolver thread: {e}"),
+        }
+    }
 
-        Ok(Runtime {
-            stop,
-            workers,
-            files_running,
-            has_live,
-            resolver: Some(resolver),
-            flusher: Some(flusher),
-            tx,
-            shared: all_shared,
-        })
+    /// The instances' shared state, in configuration order (for tests and diagnostics).
+    pub fn shared(&self) -> Vec<Arc<InstanceShared>> {
+        self.running.iter().map(|r| r.shared.clone()).collect()
     }
 
     /// True when every instance was a file and all of them ended.
     pub fn finished(&self) -> bool {
-        !self.has_live && self.files_running.load(Ordering::SeqCst) == 0
+        self.running
+            .iter()
+            .all(|r| !r.live && r.thread.is_finished())
     }
 
     /// Stop the captures, flush one last time, join every thread.
     pub fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+        for r in &self.running {
+            r.stop.store(true, Ordering::SeqCst);
         }
+        for r in self.running.drain(..) {
+            let _ = r.thread.join();
+        }
+        self.stop_resolver();
         let _ = self.tx.send(Msg::Stop);
         if let Some(f) = self.flusher.take() {
             let _ = f.join();
         }
-        if let Some(r) = self.resolver.take() {
-            let _ = r.join();
+    }
+}
+
+/// The flusher's outputs: every interval report goes to each sink in turn (DogStatsD,
+/// Prometheus, OTLP), each encoding it its own way from the same statistics, histogram
+/// buckets and values.
+struct Sinks {
+    statsd: StatsdSink,
+    prom: Arc<Prom>,
+    otlp: Option<OtlpSink>,
+    /// DogStatsD send errors, reported with the instance's next interval.
+    pending_errors: HashMap<String, u64>,
+    /// `--samples` lines lost, as last logged.
+    samples_lost: u64,
+}
+
+impl Sinks {
+    fn emit(&mut self, r: InstanceReport) {
+        let errs = self.pending_errors.remove(&r.iface).unwrap_or(0);
+        let datagrams = encode_report(&r, errs, self.statsd.max_datagram());
+        let failed = self.statsd.send(&datagrams);
+        if failed > 0 {
+            *self.pending_errors.entry(r.iface.clone()).or_default() += failed;
+        }
+        self.prom.observe(&r, failed);
+        if let Some(o) = &mut self.otlp {
+            o.send(&r);
+        }
+        let lost = super::samples::lost();
+        if lost > self.samples_lost {
+            tracing::warn!(
+                "--samples: {} lines lost so far: the reader is slower than the traffic",
+                lost
+            );
+            self.samples_lost = lost;
         }
     }
 }
 
+/// How long a flush waits for the capture threads' intervals.
+const HANDOVER_WAIT: Duration = Duration::from_millis(500);
+
 fn run_flusher(
     rx: Receiver<Msg>,
-    live: Vec<Arc<InstanceShared>>,
-    mut sink: StatsdSink,
+    statsd: StatsdSink,
+    otlp: Option<OtlpSink>,
     prom: Arc<Prom>,
-    every: Duration,
+    mut every: Duration,
 ) {
-    // Send errors are reported with the instance's next interval.
-    let mut pending_errors: HashMap<String, u64> = HashMap::new();
-    let mut emit = |r: InstanceReport| {
-        let errs = pending_errors.remove(&r.iface).unwrap_or(0);
-        let datagrams = encode_report(&r, errs, sink.max_datagram());
-        let failed = sink.send(&datagrams);
-        if failed > 0 {
-            *pending_errors.entry(r.iface.clone()).or_default() += failed;
-        }
-        prom.observe(&r, failed);
+    let mut live: Vec<Arc<InstanceShared>> = Vec::new();
+    let mut sinks = Sinks {
+        statsd,
+        prom,
+        otlp,
+        pending_errors: HashMap::new(),
+        samples_lost: 0,
     };
     let mut next = Instant::now() + every;
     loop {
         match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
-            Ok(Msg::Report(r)) => emit(r),
-            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+            Ok(Msg::Report(r)) => sinks.emit(r),
+            Ok(Msg::Live(new)) => {
                 for s in &live {
-                    emit(s.take_report());
+                    if !new.iter().any(|n| Arc::ptr_eq(n, s)) {
+                        // Its thread has ended: its last interval is waiting.
+                        let iv = s.collect(Duration::ZERO);
+                        sinks.emit(s.take_report(iv));
+                    }
+                }
+                live = new;
+            }
+            Ok(Msg::Sink(s, e)) => {
+                sinks.statsd = s;
+                if e != every {
+                    every = e;
+                    next = Instant::now() + every;
+                }
+            }
+            Ok(Msg::Otlp(o)) => sinks.otlp = o,
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                // The capture threads have ended: their last intervals are waiting.
+                for s in &live {
+                    let iv = s.collect(Duration::ZERO);
+                    sinks.emit(s.take_report(iv));
                 }
                 break;
             }
             Err(RecvTimeoutError::Timeout) => {
                 for s in &live {
-                    emit(s.take_report());
+                    s.request_flush();
+                }
+                // A capture thread answers between packets, or within its read timeout when
+                // idle; one that does not (busy reopening) is reported empty this time.
+                let deadline = Instant::now() + HANDOVER_WAIT;
+                for s in &live {
+                    let iv = s.collect(deadline.saturating_duration_since(Instant::now()));
+                    sinks.emit(s.take_report(iv));
                 }
                 next += every;
                 let now = Instant::now();
@@ -316,22 +650,92 @@ fn start_prom(
     }
 }
 
+/// How often the main thread looks at the signal flags.
+const SIGNAL_POLL: Duration = Duration::from_millis(20);
+/// A reload waits until no SIGHUP arrived for this long (a burst is one reload)...
+const RELOAD_QUIET: Duration = Duration::from_millis(200);
+/// ...but no longer than this after the first one (a steady stream still reloads).
+const RELOAD_MAX_DELAY: Duration = Duration::from_secs(2);
+
+fn signal_name(sig: usize) -> &'static str {
+    if sig == signal_hook::consts::SIGINT as usize {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    }
+}
+
+/// Load the configuration on another thread, so that SIGTERM/SIGINT is obeyed while a huge
+/// file is parsed. None: a stop signal arrived first (the loading thread is abandoned).
+fn load_unless_stopped(
+    path: &Path,
+    term: &AtomicUsize,
+) -> Option<Result<config::Loaded, config::ConfigError>> {
+    let p = path.to_path_buf();
+    let h = std::thread::Builder::new()
+        .name("metro-load".into())
+        .spawn(move || config::load(&p));
+    let h = match h {
+        Ok(h) => h,
+        Err(_) => return Some(config::load(path)),
+    };
+    while !h.is_finished() {
+        if term.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Some(h.join().unwrap_or_else(|_| {
+        Err(config::ConfigError {
+            origin: path.display().to_string(),
+            position: None,
+            key: None,
+            message: "the configuration loader panicked".into(),
+            snippet: None,
+        })
+    }))
+}
+
 /// Run the agent until SIGTERM/SIGINT (or until every file instance ended).
 pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let loaded = config::load(path).map_err(|e| anyhow!("{e}"))?;
+    // Signals first: from here on none kills the process or is lost. The handlers only set
+    // flags; the main thread acts on them.
+    let term = Arc::new(AtomicUsize::new(0));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_usize(sig, term.clone(), sig as usize)
+            .context("installing signal handlers")?;
+    }
+    signal_hook::flag::register(SIGHUP, hup.clone()).context("installing signal handlers")?;
+    let stopped_early = |what: &str| {
+        tracing::info!(
+            "{} during {what}: exiting",
+            signal_name(term.load(Ordering::SeqCst))
+        );
+        Ok(())
+    };
+
+    let Some(loaded) = load_unless_stopped(path, &term) else {
+        return stopped_early("start-up");
+    };
+    let loaded = loaded.map_err(|e| anyhow!("{e}"))?;
     let mut cfg = loaded.config;
     apply_logging(&cfg, &o);
+    if let Some(p) = &o.samples {
+        super::samples::start(p)
+            .with_context(|| format!("--samples: cannot write {}", p.display()))?;
+    }
     for w in &loaded.warnings {
         tracing::warn!("{w}");
+    }
+    if term.load(Ordering::SeqCst) != 0 {
+        return stopped_early("start-up");
     }
     let base = o
         .filter
         .clone()
         .unwrap_or_else(|| config::DEFAULT_BASE_FILTER.to_string());
-    // Signals first, so that one arriving during start-up is not lost.
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .context("installing signal handlers")?;
     let prom = Arc::new(Prom::new());
     let mut server = start_prom(cfg.prometheus_listen, &prom)?;
     let mut rt = Runtime::start(&cfg, &base, prom.clone())?;
@@ -342,52 +746,60 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
         cfg.statsd,
         cfg.flush_interval.as_secs_f64()
     );
+    // SIGHUPs not acted on yet: when the first and the last arrived.
+    let mut hups: Option<(Instant, Instant)> = None;
     loop {
-        for sig in signals.pending() {
-            if sig == SIGHUP {
-                tracing::info!("SIGHUP: reloading {}", path.display());
-                match config::load(path) {
+        let sig = term.load(Ordering::SeqCst);
+        if sig != 0 {
+            tracing::info!("{}: flushing and exiting", signal_name(sig));
+            rt.stop();
+            if let Some(mut s) = server.take() {
+                s.stop();
+            }
+            super::samples::finish(Duration::from_secs(2));
+            return Ok(());
+        }
+        let now = Instant::now();
+        if hup.swap(false, Ordering::SeqCst) {
+            hups = Some((hups.map_or(now, |(first, _)| first), now));
+        }
+        if let Some((first, last)) = hups
+            && (now - last >= RELOAD_QUIET || now - first >= RELOAD_MAX_DELAY)
+        {
+            hups = None;
+            tracing::info!("SIGHUP: reloading {}", path.display());
+            match load_unless_stopped(path, &term) {
+                // A stop signal: obeyed at the top of the loop.
+                None => continue,
+                Some(Err(e)) => {
+                    tracing::error!("reload failed, keeping the running configuration: {e}")
+                }
+                Some(Ok(l)) => match rt.apply(&l.config) {
                     Err(e) => {
-                        tracing::error!("reload failed, keeping the running configuration: {e}")
+                        tracing::error!("reload failed, keeping the running configuration: {e:#}")
                     }
-                    Ok(l) => match Runtime::start(&l.config, &base, prom.clone()) {
-                        Err(e) => tracing::error!(
-                            "reload failed, keeping the running configuration: {e:#}"
-                        ),
-                        Ok(new_rt) => {
-                            std::mem::replace(&mut rt, new_rt).stop();
-                            apply_logging(&l.config, &o);
-                            for w in &l.warnings {
-                                tracing::warn!("{w}");
-                            }
-                            if l.config.prometheus_listen != cfg.prometheus_listen {
-                                if let Some(mut s) = server.take() {
-                                    s.stop();
-                                }
-                                server = start_prom(l.config.prometheus_listen, &prom)
-                                    .unwrap_or_else(|e| {
-                                        tracing::error!("{e:#}");
-                                        None
-                                    });
-                            }
-                            cfg = l.config;
-                            tracing::info!(
-                                "configuration reloaded: {} instance(s)",
-                                cfg.instances.len()
-                            );
+                    Ok(applied) => {
+                        apply_logging(&l.config, &o);
+                        for w in &l.warnings {
+                            tracing::warn!("{w}");
                         }
-                    },
-                }
-            } else {
-                tracing::info!(
-                    "{}: flushing and exiting",
-                    if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }
-                );
-                rt.stop();
-                if let Some(mut s) = server.take() {
-                    s.stop();
-                }
-                return Ok(());
+                        if l.config.prometheus_listen != cfg.prometheus_listen {
+                            if let Some(mut s) = server.take() {
+                                s.stop();
+                            }
+                            server =
+                                start_prom(l.config.prometheus_listen, &prom).unwrap_or_else(|e| {
+                                    tracing::error!("{e:#}");
+                                    None
+                                });
+                        }
+                        cfg = l.config;
+                        tracing::info!(
+                            "configuration reloaded: {} instance(s); {applied}",
+                            cfg.instances.len()
+                        );
+                    }
+                },
             }
         }
         if rt.finished() {
@@ -396,8 +808,9 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
             if let Some(mut s) = server.take() {
                 s.stop();
             }
+            super::samples::finish(Duration::from_secs(2));
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(SIGNAL_POLL);
     }
 }

@@ -54,6 +54,22 @@ pub fn sanitize_tag(t: &str) -> std::borrow::Cow<'_, str> {
 pub fn encode_line(out: &mut String, name: &str, value: f64, ty: Type, tags: &[&str]) {
     out.push_str(name);
     out.push(':');
+    format_value(out, value);
+    out.push('|');
+    out.push_str(ty.code());
+    if !tags.is_empty() {
+        out.push_str("|#");
+        for (i, t) in tags.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&sanitize_tag(t));
+        }
+    }
+}
+
+/// A value as DogStatsD reads it: an integer when whole, else up to six decimals.
+fn format_value(out: &mut String, value: f64) {
     if value.is_finite() {
         if value.fract() == 0.0 && value.abs() < 1e15 {
             let _ = write!(out, "{}", value as i64);
@@ -69,17 +85,6 @@ pub fn encode_line(out: &mut String, name: &str, value: f64, ty: Type, tags: &[&
         }
     } else {
         out.push('0');
-    }
-    out.push('|');
-    out.push_str(ty.code());
-    if !tags.is_empty() {
-        out.push_str("|#");
-        for (i, t) in tags.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&sanitize_tag(t));
-        }
     }
 }
 
@@ -105,6 +110,50 @@ impl Batcher {
     pub fn push(&mut self, name: &str, value: f64, ty: Type, tags: &[&str]) {
         self.line.clear();
         encode_line(&mut self.line, name, value, ty, tags);
+        self.push_encoded();
+    }
+
+    /// Push many values of one distribution with DogStatsD's multi-value form
+    /// (`name:v1:v2:...|d|@rate|#tags`), as few lines as fit in the datagram limit.
+    pub fn push_values(&mut self, name: &str, values: &[f32], rate: Option<f64>, tags: &[&str]) {
+        let mut suffix = String::from("|d");
+        if let Some(r) = rate.filter(|r| *r < 1.0) {
+            let _ = write!(suffix, "|@{r}");
+        }
+        if !tags.is_empty() {
+            suffix.push_str("|#");
+            for (i, t) in tags.iter().enumerate() {
+                if i > 0 {
+                    suffix.push(',');
+                }
+                suffix.push_str(&sanitize_tag(t));
+            }
+        }
+        let mut v = String::new();
+        let mut rest = values;
+        while !rest.is_empty() {
+            self.line.clear();
+            self.line.push_str(name);
+            let mut n = 0;
+            for &x in rest {
+                v.clear();
+                format_value(&mut v, f64::from(x));
+                // At least one value per line, however long the tags.
+                if n > 0 && self.line.len() + 1 + v.len() + suffix.len() > self.max {
+                    break;
+                }
+                self.line.push(':');
+                self.line.push_str(&v);
+                n += 1;
+            }
+            self.line.push_str(&suffix);
+            self.push_encoded();
+            rest = &rest[n..];
+        }
+    }
+
+    /// Add `self.line` to the current datagram, or start the next one.
+    fn push_encoded(&mut self) {
         let need = if self.cur.is_empty() {
             self.line.len()
         } else {
@@ -140,11 +189,15 @@ pub const RTT_GAUGES: [&str; 8] = [
     "system.net.tcp.rtt.p99",
 ];
 
+/// The DogStatsD distribution of every RTT sample (ms), with `distributions: true`.
+pub const DISTRIBUTION: &str = "system.net.tcp.rtt.distribution";
+
 /// Encode one instance's interval into datagrams of at most `max` bytes.
 ///
 /// Per pair with samples: the eight RTT gauges, `system.net.tcp.rtt.samples` and
 /// `system.net.tcp.retransmits` (counts), tagged `src`, `dst`, `iface`, then the instance's
-/// tags. Then the self-metrics, tagged `iface` and the instance's tags.
+/// tags. Then the self-metrics, tagged `iface` and the instance's tags (`metro.samples` also
+/// `kind:seq|handshake|ts`, `metro.pairs.dropped` also `kind:sample|retransmit`).
 pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Vec<u8>> {
     let mut b = Batcher::new(max);
     let iface = format!("iface:{}", r.iface);
@@ -155,9 +208,8 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         tags.push(&src);
         tags.push(&dst);
         tags.push(&iface);
-        // Container and pod of `src` (agent::containers), when known.
-        tags.extend(p.container_tags.iter().map(String::as_str));
         tags.extend(r.tags.iter().map(String::as_str));
+        tags.extend(p.extra_tags.iter().map(String::as_str));
         let s = &p.stats;
         let values = [
             s.last(),
@@ -184,6 +236,9 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
             Type::Count,
             &tags,
         );
+        if let Some(f) = p.fine.as_deref().filter(|f| !f.values.is_empty()) {
+            b.push_values(DISTRIBUTION, &f.values, f.rate, &tags);
+        }
     }
 
     let mut tags: Vec<&str> = Vec::with_capacity(1 + r.tags.len());
@@ -255,6 +310,32 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         Type::Count,
         &tags,
     );
+    for (what, n) in [
+        ("kind:sample", c.pairs_dropped.samples),
+        ("kind:retransmit", c.pairs_dropped.retransmits),
+    ] {
+        let mut t = tags.clone();
+        t.push(what);
+        b.push("metro.pairs.dropped", n as f64, Type::Count, &t);
+    }
+    b.push(
+        "metro.series.overflow",
+        c.series_overflow as f64,
+        Type::Count,
+        &tags,
+    );
+    let distributions = r
+        .pairs
+        .iter()
+        .any(|p| p.fine.as_ref().is_some_and(|f| f.rate.is_some()));
+    if distributions || c.distribution_dropped > 0 {
+        b.push(
+            "metro.distribution.dropped",
+            c.distribution_dropped as f64,
+            Type::Count,
+            &tags,
+        );
+    }
     b.push(
         "metro.statsd.send_errors",
         send_errors as f64,
@@ -270,6 +351,8 @@ pub struct Metric {
     pub name: String,
     pub value: f64,
     pub ty: String,
+    /// The line's sample rate (`|@rate`, else 1).
+    pub rate: f64,
     pub tags: Vec<String>,
 }
 
@@ -296,30 +379,46 @@ pub fn parse_datagram(d: &str) -> Result<Vec<Metric>, String> {
             return Err(format!("empty name in {line:?}"));
         }
         let mut fields = rest.split('|');
-        let value = fields
+        // Several values (`v1:v2:...`) are one metric each (DogStatsD's multi-value form).
+        let values = fields
             .next()
             .unwrap_or("")
-            .parse::<f64>()
+            .split(':')
+            .map(|v| v.parse::<f64>())
+            .collect::<Result<Vec<f64>, _>>()
             .map_err(|e| format!("bad value in {line:?}: {e}"))?;
         let ty = fields
             .next()
             .filter(|t| ["g", "c", "ms", "h", "s", "d"].contains(t))
             .ok_or_else(|| format!("bad type in {line:?}"))?
             .to_string();
+        if values.len() > 1 && !["h", "d", "ms"].contains(&ty.as_str()) {
+            return Err(format!("several values for a {ty} in {line:?}"));
+        }
         let mut tags = Vec::new();
+        let mut rate = 1.0;
         for f in fields {
             if let Some(t) = f.strip_prefix('#') {
                 tags.extend(t.split(',').map(str::to_string));
+            } else if let Some(r) = f.strip_prefix('@') {
+                rate = r
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| *r > 0.0 && *r <= 1.0)
+                    .ok_or_else(|| format!("bad sample rate in {line:?}"))?;
             } else {
                 return Err(format!("unexpected field {f:?} in {line:?}"));
             }
         }
-        out.push(Metric {
-            name: name.to_string(),
-            value,
-            ty,
-            tags,
-        });
+        for value in values {
+            out.push(Metric {
+                name: name.to_string(),
+                value,
+                ty: ty.clone(),
+                tags: tags.clone(),
+                rate,
+            });
+        }
     }
     Ok(out)
 }
@@ -503,14 +602,16 @@ mod tests {
                     dst: "app.example.com".into(),
                     stats: s,
                     retransmits: 3,
-                    container_tags: vec!["container_name:checkout-api".into()],
+                    fine: None,
+                    extra_tags: vec![],
                 },
                 PairReport {
                     src: "2001:db8::1".parse().unwrap(),
                     dst: "2001:db8::2".into(),
                     stats: s2,
                     retransmits: 0,
-                    container_tags: Vec::new(),
+                    fine: None,
+                    extra_tags: vec![],
                 },
             ],
             counters: InstanceCounters {
@@ -520,8 +621,11 @@ mod tests {
                 flows_evicted: 0,
                 samples: [4, 0, 1],
                 samples_internal: 9,
-                packets_copies: 0,
-                containers: None,
+                pairs_dropped: crate::agent::report::PairsDropped {
+                    samples: 6,
+                    retransmits: 11,
+                },
+                ..Default::default()
             },
         }
     }
@@ -551,8 +655,9 @@ mod tests {
             assert!(d.len() <= UDP_MAX, "datagram of {} bytes", d.len());
             all.extend(parse_datagram(std::str::from_utf8(d).unwrap()).unwrap());
         }
-        // 2 pairs x 10 metrics + 4 + 3 kinds + copies + internal + send_errors.
-        assert_eq!(all.len(), 2 * 10 + 4 + 3 + 3);
+        // 2 pairs x 10 metrics + 4 + 3 kinds + internal + 2 pairs dropped + series overflow
+        // + send_errors + copies.
+        assert_eq!(all.len(), 2 * 10 + 4 + 3 + 1 + 2 + 1 + 1 + 1);
         let find = |name: &str, dst: &str| {
             all.iter()
                 .find(|m| m.name == name && m.tag("dst") == Some(dst))
@@ -567,7 +672,6 @@ mod tests {
                 "src:10.0.0.1",
                 "dst:app.example.com",
                 "iface:eth0",
-                "container_name:checkout-api",
                 "env:prod",
                 "team:net_ops"
             ]
@@ -616,6 +720,15 @@ mod tests {
             .find(|m| m.name == "metro.samples" && m.tag("kind") == Some("seq"))
             .unwrap();
         assert_eq!(seq.value, 4.0);
+        let dropped = |kind: &str| {
+            let m = selfm
+                .iter()
+                .find(|m| m.name == "metro.pairs.dropped" && m.tag("kind") == Some(kind))
+                .unwrap_or_else(|| panic!("metro.pairs.dropped kind:{kind} missing"));
+            assert_eq!(m.ty, "c");
+            m.value
+        };
+        assert_eq!((dropped("sample"), dropped("retransmit")), (6.0, 11.0));
     }
 
     #[test]
@@ -642,7 +755,69 @@ mod tests {
                     .unwrap()
                     .len();
             }
-            assert_eq!(n, 202 * 10 + 4 + 3 + 3);
+            assert_eq!(n, 202 * 10 + 4 + 3 + 1 + 2 + 1 + 1 + 1);
+        }
+    }
+
+    #[test]
+    fn distributions_pack_every_value_within_the_limit() {
+        use crate::agent::fleet::{Fine, IntervalOpts};
+        let mut r = report();
+        let o = IntervalOpts {
+            distribution_rate: Some(0.5),
+            ..IntervalOpts::default()
+        };
+        let mut f = Fine::new(&o);
+        let mut room = usize::MAX;
+        // 5,000 samples at rate 1/2: 2,500 values, 0.001 ms apart.
+        let want: Vec<f64> = (0..5000).map(|i| 10.0 + i as f64 * 0.001).collect();
+        for v in &want {
+            f.add(*v, &o, &mut room);
+        }
+        assert_eq!(f.values.len(), 2500);
+        r.pairs[0].fine = Some(Box::new(f.clone()));
+        r.pairs[0].extra_tags = vec!["container:web".into()];
+        for max in [UDP_MAX, UNIX_MAX, 300] {
+            let ds = encode_report(&r, 0, max);
+            let mut got = Vec::new();
+            let mut lines = 0;
+            for d in &ds {
+                assert!(d.len() <= max, "{} > {max}", d.len());
+                let text = std::str::from_utf8(d).unwrap();
+                lines += text.lines().filter(|l| l.starts_with(DISTRIBUTION)).count();
+                for m in parse_datagram(text).unwrap() {
+                    if m.name == DISTRIBUTION {
+                        assert_eq!(m.ty, "d");
+                        assert_eq!(m.rate, 0.5);
+                        assert_eq!(
+                            m.tags,
+                            [
+                                "src:10.0.0.1",
+                                "dst:app.example.com",
+                                "iface:eth0",
+                                "env:prod",
+                                "team:net_ops",
+                                "container:web"
+                            ]
+                        );
+                        got.push(m.value);
+                    }
+                }
+            }
+            // Every kept value, in order, to the microsecond; many per line.
+            assert_eq!(got.len(), 2500);
+            for (g, v) in got.iter().zip(&f.values) {
+                assert!((g - f64::from(*v)).abs() < 1e-3, "{g} vs {v}");
+            }
+            assert!(
+                lines < 2500 / 10,
+                "{lines} lines for 2500 values at {max} bytes"
+            );
+            let all: Vec<Metric> = ds
+                .iter()
+                .flat_map(|d| parse_datagram(std::str::from_utf8(d).unwrap()).unwrap())
+                .collect();
+            assert!(all.iter().any(|m| m.name == "metro.distribution.dropped"));
         }
     }
 

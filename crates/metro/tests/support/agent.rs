@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-use std::ffi::OsString;
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -45,94 +44,13 @@ impl Drop for TempDir {
     }
 }
 
-/// Environment variable that turns a test binary into the agent (see [`child_entry`]).
-const CHILD_ENV: &str = "METRO_TEST_AGENT_ARGS";
-
-/// How to start metro: the real binary when it knows `run`, else this test binary
-/// re-executed as the agent (until main.rs dispatches `run`; see [`child_entry`]).
-fn program(args: &[&str]) -> (OsString, Vec<OsString>, Option<String>) {
-    let bin = env!("CARGO_BIN_EXE_metro");
-    static HAS_RUN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let has_run = *HAS_RUN.get_or_init(|| {
-        Command::new(bin)
-            .args(["run", "--help"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    });
-    if has_run {
-        (bin.into(), args.iter().map(OsString::from).collect(), None)
-    } else {
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| {
-            eprintln!(
-                "NOTE: {bin} does not dispatch `run` yet: this test binary stands in for it \
-                 (metro::agent::run through the same argument translation)"
-            )
-        });
-        let me = std::env::current_exe().unwrap();
-        (
-            me.into(),
-            [
-                "agent_child_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ]
-            .iter()
-            .map(OsString::from)
-            .collect(),
-            Some(args.join("\u{1f}")),
-        )
-    }
-}
-
-/// Call from a `#[test] fn agent_child_entry()` in each test binary: when this binary was
-/// started as the agent, run it and exit with its status; otherwise do nothing.
-pub fn child_entry() {
-    let Ok(joined) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    use clap::Parser;
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(subcommand)]
-        cmd: Cmd,
-    }
-    #[derive(clap::Subcommand)]
-    enum Cmd {
-        Run(metro::agent::RunArgs),
-        CheckConfig(metro::agent::CheckConfigArgs),
-    }
-    let mut argv: Vec<OsString> = vec!["metro".into()];
-    argv.extend(joined.split('\u{1f}').map(OsString::from));
-    let argv = metro::agent::translate_legacy_args(argv);
-    let r = match Cli::try_parse_from(argv) {
-        Ok(Cli { cmd: Cmd::Run(a) }) => metro::agent::run(a),
-        Ok(Cli {
-            cmd: Cmd::CheckConfig(a),
-        }) => metro::agent::check_config(a),
-        Err(e) => e.exit(),
-    };
-    match r {
-        Ok(()) => std::process::exit(0),
-        Err(e) => {
-            eprintln!("metro: {e:#}");
-            std::process::exit(1)
-        }
-    }
-}
+/// The `metro` binary under test (Cargo builds it for the integration tests).
+pub const METRO: &str = env!("CARGO_BIN_EXE_metro");
 
 /// A `metro ARGS` command (outside any namespace).
 pub fn metro_command(args: &[&str]) -> Command {
-    let (prog, pre, env) = program(args);
-    let mut c = Command::new(prog);
-    c.args(&pre);
-    if let Some(e) = env {
-        c.env(CHILD_ENV, e);
-    }
+    let mut c = Command::new(METRO);
+    c.args(args);
     c.stdin(Stdio::null());
     c
 }
@@ -171,13 +89,9 @@ impl Agent {
         stderr_path: &Path,
         vars: &[(&str, &str)],
     ) -> Agent {
-        let (prog, pre, env) = program(args);
-        let mut c = ns.command(prog.to_str().unwrap());
+        let mut c = ns.command(METRO);
         c.envs(vars.iter().copied());
-        c.args(&pre);
-        if let Some(e) = env {
-            c.env(CHILD_ENV, e);
-        }
+        c.args(args);
         let err = std::fs::File::create(stderr_path).unwrap();
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
         let child = c.spawn().expect("spawn metro");
@@ -262,6 +176,8 @@ pub struct Metric {
     pub value: f64,
     pub ty: String,
     pub tags: Vec<String>,
+    /// The line's sample rate (`|@rate`, else 1).
+    pub rate: f64,
     /// When the datagram arrived.
     pub at: Instant,
 }
@@ -275,27 +191,44 @@ impl Metric {
     }
 }
 
-/// Parse one datagram: `name:value|type[|#tags]` lines joined by `\n`.
+/// Parse one datagram: `name:value|type[|@rate][|#tags]` lines joined by `\n`; a
+/// distribution (`d`) may carry several values (`name:v1:v2:...|d`), one [`Metric`] each.
 pub fn parse(datagram: &str, at: Instant) -> Vec<Metric> {
     datagram
         .split('\n')
-        .map(|line| {
+        .flat_map(|line| {
             let mut parts = line.split('|');
             let nv = parts.next().unwrap();
             let colon = nv
-                .rfind(':')
+                .find(':')
                 .unwrap_or_else(|| panic!("no value in {line:?}"));
-            let (name, value) = (&nv[..colon], &nv[colon + 1..]);
-            let value: f64 = value
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            let (name, values) = (&nv[..colon], &nv[colon + 1..]);
+            let values: Vec<f64> = values
+                .split(':')
+                .map(|v| {
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("bad value in {line:?}"))
+                })
+                .collect();
             let ty = parts
                 .next()
                 .unwrap_or_else(|| panic!("no type in {line:?}"))
                 .to_string();
-            assert!(ty == "g" || ty == "c", "unexpected type in {line:?}");
+            assert!(
+                ty == "g" || ty == "c" || ty == "d",
+                "unexpected type in {line:?}"
+            );
+            assert!(values.len() == 1 || ty == "d", "several values in {line:?}");
             let mut tags = Vec::new();
+            let mut rate = 1.0;
             for p in parts {
+                if let Some(r) = p.strip_prefix('@') {
+                    rate = r
+                        .parse()
+                        .unwrap_or_else(|_| panic!("bad sample rate in {line:?}"));
+                    assert!(ty == "d" && rate > 0.0 && rate <= 1.0, "{line:?}");
+                    continue;
+                }
                 let t = p
                     .strip_prefix('#')
                     .unwrap_or_else(|| panic!("unexpected field in {line:?}"));
@@ -308,13 +241,17 @@ pub fn parse(datagram: &str, at: Instant) -> Vec<Metric> {
                         .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_'),
                 "{line:?}"
             );
-            Metric {
-                name: name.to_string(),
-                value,
-                ty,
-                tags,
-                at,
-            }
+            values
+                .into_iter()
+                .map(|value| Metric {
+                    name: name.to_string(),
+                    value,
+                    ty: ty.clone(),
+                    tags: tags.clone(),
+                    rate,
+                    at,
+                })
+                .collect::<Vec<_>>()
         })
         .collect()
 }

@@ -1,0 +1,430 @@
+//! The OTLP sink (`otlp_endpoint: http://HOST:PORT`): each instance's interval report pushed
+//! as OTLP/HTTP protobuf metrics (`POST /v1/metrics`) at every flush.
+//!
+//! Per (src, dst) series: `metro.tcp.rtt`, an exponential histogram of RTT in seconds
+//! (OpenTelemetry's mergeable form, scale [`EXP_SCALE`], delta temporality), and the counters
+//! `metro.tcp.rtt.samples` and `metro.tcp.retransmits`; per instance the self-metrics as
+//! delta sums (and `metro.flows.active` as a gauge). Attributes: `src`, `dst`, `iface`, the
+//! instance's tags (`key:value` as key = value, a bare tag as tag = ""). Resource:
+//! `service.name` = metro, `service.version`, `host.name`.
+//!
+//! The encoder ([`encode`]) is pure; the message types are the official schema's
+//! (opentelemetry-proto, prost). The transport is one blocking HTTP/1.1 request per report
+//! from the flusher thread, with short timeouts: a dead collector costs the flusher at most
+//! those, never the capture.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, exponential_histogram_data_point, metric,
+    number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+use super::fleet::{EXP_SCALE, EXP_ZERO_THRESHOLD};
+use super::report::InstanceReport;
+
+/// Connect, write and read timeouts of one push.
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A tag as an attribute: `key:value` splits at the first colon.
+fn tag_kv(t: &str) -> KeyValue {
+    match t.split_once(':') {
+        Some((k, v)) => kv(k, v),
+        None => kv(t, ""),
+    }
+}
+
+fn sum_metric(name: &str, desc: &str, unit: &str, points: Vec<NumberDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        description: desc.into(),
+        unit: unit.into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: AggregationTemporality::Delta as i32,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+fn point(attrs: Vec<KeyValue>, start: u64, now: u64, v: u64) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes: attrs,
+        start_time_unix_nano: start,
+        time_unix_nano: now,
+        value: Some(number_data_point::Value::AsInt(v as i64)),
+        ..Default::default()
+    }
+}
+
+/// The resource every push carries.
+pub fn resource(host: &str) -> Resource {
+    Resource {
+        attributes: vec![
+            kv("service.name", "metro"),
+            kv("service.version", env!("CARGO_PKG_VERSION")),
+            kv("host.name", host),
+        ],
+        ..Default::default()
+    }
+}
+
+/// One instance's interval as an OTLP export request; `start`/`now` (ns since the epoch)
+/// bound the interval (delta temporality).
+pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMetricsServiceRequest {
+    let mut base = vec![kv("iface", &r.iface)];
+    base.extend(r.tags.iter().map(|t| tag_kv(t)));
+    let mut hist = Vec::new();
+    let mut samples = Vec::new();
+    let mut retrans = Vec::new();
+    for p in &r.pairs {
+        let mut attrs = vec![kv("src", &p.src.to_string()), kv("dst", &p.dst)];
+        attrs.extend(base.iter().cloned());
+        attrs.extend(p.extra_tags.iter().map(|t| tag_kv(t)));
+        if let Some(e) = p.fine.as_ref().and_then(|f| f.exp.as_ref()) {
+            hist.push(ExponentialHistogramDataPoint {
+                attributes: attrs.clone(),
+                start_time_unix_nano: start,
+                time_unix_nano: now,
+                count: e.count,
+                sum: Some(e.sum),
+                scale: EXP_SCALE,
+                zero_count: e.zero_count,
+                zero_threshold: EXP_ZERO_THRESHOLD,
+                positive: Some(exponential_histogram_data_point::Buckets {
+                    offset: e.offset,
+                    bucket_counts: e.counts.clone(),
+                }),
+                min: (e.count > 0).then_some(e.min),
+                max: (e.count > 0).then_some(e.max),
+                ..Default::default()
+            });
+        }
+        samples.push(point(attrs.clone(), start, now, p.stats.count()));
+        retrans.push(point(attrs, start, now, p.retransmits));
+    }
+    let c = &r.counters;
+    let mut metrics = Vec::new();
+    if !hist.is_empty() {
+        metrics.push(Metric {
+            name: "metro.tcp.rtt".into(),
+            description: "TCP round-trip time to a watched remote host".into(),
+            unit: "s".into(),
+            data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: hist,
+                aggregation_temporality: AggregationTemporality::Delta as i32,
+            })),
+            ..Default::default()
+        });
+    }
+    if !samples.is_empty() {
+        metrics.push(sum_metric(
+            "metro.tcp.rtt.samples",
+            "RTT samples answered by a watched remote host",
+            "{sample}",
+            samples,
+        ));
+        metrics.push(sum_metric(
+            "metro.tcp.retransmits",
+            "TCP retransmissions between a local address and a watched remote host",
+            "{packet}",
+            retrans,
+        ));
+    }
+    let one = |v: u64| vec![point(base.clone(), start, now, v)];
+    let with = |k: &str, v: &str, n: u64| {
+        let mut a = base.clone();
+        a.push(kv(k, v));
+        point(a, start, now, n)
+    };
+    metrics.push(sum_metric(
+        "metro.packets.received",
+        "Packets delivered by the capture",
+        "{packet}",
+        one(c.packets_received),
+    ));
+    metrics.push(sum_metric(
+        "metro.packets.dropped",
+        "Packets dropped by the kernel or the interface",
+        "{packet}",
+        one(c.packets_dropped),
+    ));
+    metrics.push(sum_metric(
+        "metro.samples",
+        "Network RTT samples, by kind",
+        "{sample}",
+        metro_core::rtt::Kind::ALL
+            .iter()
+            .zip(c.samples)
+            .map(|(k, n)| with("kind", k.name(), n))
+            .collect(),
+    ));
+    metrics.push(sum_metric(
+        "metro.pairs.dropped",
+        "Samples and retransmissions that found no room in an interval's pair tables",
+        "{event}",
+        vec![
+            with("kind", "sample", c.pairs_dropped.samples),
+            with("kind", "retransmit", c.pairs_dropped.retransmits),
+        ],
+    ));
+    metrics.push(sum_metric(
+        "metro.series.overflow",
+        "Samples reported under dst=other because max_series series had samples",
+        "{sample}",
+        one(c.series_overflow),
+    ));
+    metrics.push(Metric {
+        name: "metro.flows.active".into(),
+        description: "TCP connections tracked".into(),
+        unit: "{connection}".into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: vec![NumberDataPoint {
+                attributes: base.clone(),
+                time_unix_nano: now,
+                value: Some(number_data_point::Value::AsInt(c.flows_active as i64)),
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    });
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(resource(host)),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "metro".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// This host's name (the kernel's), for `host.name`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Pushes reports to one OTLP/HTTP endpoint.
+pub struct OtlpSink {
+    /// `HOST:PORT`.
+    authority: String,
+    path: String,
+    host: String,
+    /// End of the last interval pushed, per interface (the next one's start).
+    last: HashMap<String, u64>,
+    started: u64,
+    /// Pushes that failed, and whether the last one did (to log a streak once).
+    pub errors: u64,
+    failing: bool,
+}
+
+impl OtlpSink {
+    /// `endpoint` is `http://HOST:PORT[/PREFIX]` (checked by the configuration).
+    pub fn new(endpoint: &str) -> OtlpSink {
+        let rest = endpoint.strip_prefix("http://").unwrap_or(endpoint);
+        let (authority, prefix) = match rest.split_once('/') {
+            Some((a, p)) => (a, format!("/{}", p.trim_end_matches('/'))),
+            None => (rest, String::new()),
+        };
+        OtlpSink {
+            authority: authority.to_string(),
+            path: format!("{prefix}/v1/metrics"),
+            host: host_name(),
+            last: HashMap::new(),
+            started: now_ns(),
+            errors: 0,
+            failing: false,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}{}", self.authority, self.path)
+    }
+
+    /// Push one report; a failure is logged (once per streak) and counted.
+    pub fn send(&mut self, r: &InstanceReport) {
+        let now = now_ns();
+        let start = self
+            .last
+            .insert(r.iface.clone(), now)
+            .unwrap_or(self.started);
+        let body = encode(r, &self.host, start, now).encode_to_vec();
+        match self.post(&body) {
+            Ok(()) => {
+                if self.failing {
+                    tracing::info!("otlp: {} accepts metrics again", self.endpoint());
+                }
+                self.failing = false;
+            }
+            Err(e) => {
+                self.errors += 1;
+                if !self.failing {
+                    tracing::warn!("otlp: cannot push to {}: {e}", self.endpoint());
+                }
+                self.failing = true;
+            }
+        }
+    }
+
+    fn post(&self, body: &[u8]) -> io::Result<()> {
+        let addr = self
+            .authority
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::other("no address"))?;
+        let mut c = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+        c.set_read_timeout(Some(TIMEOUT))?;
+        c.set_write_timeout(Some(TIMEOUT))?;
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: metro/{}\r\n\r\n",
+            self.path,
+            self.authority,
+            body.len(),
+            env!("CARGO_PKG_VERSION")
+        );
+        c.write_all(head.as_bytes())?;
+        c.write_all(body)?;
+        // The status line is all that matters; read at most a little.
+        let mut buf = [0u8; 512];
+        let mut n = 0;
+        while n < 12 {
+            let k = c.read(&mut buf[n..])?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        let status = std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|s| s.split(' ').nth(1))
+            .and_then(|s| s.get(..3))
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| io::Error::other("no HTTP status in the answer"))?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("HTTP status {status}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::fleet::{Fine, IntervalOpts};
+    use crate::agent::report::{InstanceCounters, PairReport};
+    use metro_core::aggregate::Stats;
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+
+    #[test]
+    fn encodes_the_exponential_histogram_and_counters_and_decodes_back() {
+        let o = IntervalOpts {
+            exponential: true,
+            ..IntervalOpts::default()
+        };
+        let mut f = Fine::new(&o);
+        let mut s = Stats::new();
+        let mut room = 0;
+        for ms in [10.0, 10.5, 40.0, 0.0] {
+            s.add(ms);
+            f.add(ms, &o, &mut room);
+        }
+        let r = InstanceReport {
+            iface: "eth0".into(),
+            tags: vec!["env:prod".into(), "canary".into()],
+            pairs: vec![PairReport {
+                src: "10.0.0.1".parse().unwrap(),
+                dst: "db".into(),
+                stats: s,
+                retransmits: 2,
+                fine: Some(Box::new(f)),
+                extra_tags: vec!["container:web".into()],
+            }],
+            counters: InstanceCounters {
+                samples: [4, 0, 0],
+                series_overflow: 3,
+                ..Default::default()
+            },
+        };
+        let bytes = encode(&r, "h1", 100, 200).encode_to_vec();
+        let back = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
+        let rm = &back.resource_metrics[0];
+        let res: Vec<(String, String)> = rm
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .map(|k| match &k.value.as_ref().unwrap().value {
+                Some(any_value::Value::StringValue(v)) => (k.key.clone(), v.clone()),
+                _ => panic!(),
+            })
+            .collect();
+        assert!(res.contains(&("host.name".into(), "h1".into())));
+        let ms = &rm.scope_metrics[0].metrics;
+        let h = ms.iter().find(|m| m.name == "metro.tcp.rtt").unwrap();
+        assert_eq!(h.unit, "s");
+        let Some(Data::ExponentialHistogram(eh)) = &h.data else {
+            panic!()
+        };
+        let dp = &eh.data_points[0];
+        assert_eq!((dp.count, dp.zero_count, dp.scale), (4, 1, EXP_SCALE));
+        assert!((dp.sum.unwrap() - 0.0605).abs() < 1e-12);
+        let b = dp.positive.as_ref().unwrap();
+        assert_eq!(b.bucket_counts.iter().sum::<u64>(), 3);
+        // 40 ms lies in the last bucket.
+        let top = b.offset + b.bucket_counts.len() as i32 - 1;
+        let base = 2f64.powf(2f64.powi(-EXP_SCALE));
+        assert!(base.powi(top) < 0.040 && 0.040 <= base.powi(top + 1) * (1.0 + 1e-12));
+        let keys: Vec<&str> = dp.attributes.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["src", "dst", "iface", "env", "canary", "container"]);
+        let ov = ms
+            .iter()
+            .find(|m| m.name == "metro.series.overflow")
+            .unwrap();
+        let Some(Data::Sum(s)) = &ov.data else {
+            panic!()
+        };
+        assert_eq!(
+            s.data_points[0].value,
+            Some(number_data_point::Value::AsInt(3))
+        );
+        assert_eq!(s.data_points[0].start_time_unix_nano, 100);
+    }
+}

@@ -1,0 +1,816 @@
+//! Fleet outputs end to end: two `metro run` agents on two links with known delays, one real
+//! Prometheus scraping both (its PromQL quantile over the summed histogram against the
+//! pooled truth), the DogStatsD distribution values of both, and `group_by`/`max_series`
+//! over traffic to 300 addresses.
+//!
+//! These tests need root (CI runs as root) and the Debian `prometheus` package; they fail,
+//! never skip, when they cannot run. Each test uses its own namespaces and 10.200.N.0/24.
+
+#[path = "support/agent.rs"]
+mod agent;
+#[path = "support/netns.rs"]
+mod netns;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use agent::{Agent, Metric, Statsd, TempDir, http_get, named};
+use netns::{Client, Delayed, EchoServer, Netns, Pair};
+
+const S: Duration = Duration::from_secs(1);
+
+/// The default histogram buckets (seconds), as the README documents them.
+const BUCKETS: [f64; 25] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04,
+    0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The bucket a value (seconds) falls in: the first upper bound at or above it.
+fn bucket(v: f64) -> usize {
+    BUCKETS.partition_point(|&b| b < v)
+}
+
+/// Quantile `q` of `v` (sorted), nearest rank.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+/// Forward TCP connections from a loopback port of the test's namespace to `target` inside
+/// `ns` (the agents listen on their namespace's loopback; Prometheus runs outside).
+struct Proxy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(ns: &Netns, target: &str) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let target = target.to_string();
+        // The accepting thread lives in `ns`: the upstream connections it opens are there,
+        // the listener it was handed stays where it was made.
+        ns.spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((down, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                down.set_nonblocking(false).ok();
+                let Ok(up) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                let (mut d, mut u) = (down, up);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut d2, &mut u2);
+                    let _ = u2.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u, &mut d);
+                    let _ = d.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Proxy { addr, stop }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A real Prometheus (Debian's package) on a loopback port with a temp config and storage.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Prometheus {
+    fn start(dir: &TempDir, targets: &[SocketAddr]) -> Prometheus {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let t: Vec<String> = targets.iter().map(|a| format!("'{a}'")).collect();
+        let cfg = dir.write(
+            "prometheus.yml",
+            &format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: metro\n    static_configs:\n      - targets: [{}]\n",
+                t.join(", ")
+            ),
+        );
+        let log = std::fs::File::create(dir.path("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run prometheus (Debian package `prometheus`)");
+        let p = Prometheus { child, addr };
+        let end = Instant::now() + 30 * S;
+        while get(p.addr, "/-/ready").is_none_or(|(code, _)| code != 200) {
+            assert!(
+                Instant::now() < end,
+                "prometheus not ready: {}",
+                std::fs::read_to_string(dir.path("prometheus.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        p
+    }
+
+    /// An instant query's single value (`None`: empty result or NaN).
+    fn query(&self, promql: &str) -> Option<f64> {
+        let mut enc = String::new();
+        for b in promql.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                enc.push(b as char);
+            } else {
+                enc.push_str(&format!("%{b:02X}"));
+            }
+        }
+        let (code, body) = get(self.addr, &format!("/api/v1/query?query={enc}"))?;
+        assert_eq!(code, 200, "{promql}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "success", "{body}");
+        let r = v["data"]["result"].as_array()?;
+        assert!(r.len() <= 1, "{promql}: more than one series: {body}");
+        let s = r.first()?["value"][1].as_str()?;
+        s.parse::<f64>().ok().filter(|x| x.is_finite())
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// HTTP GET on the test's own namespace: (status, body).
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut c = TcpStream::connect_timeout(&addr, S).ok()?;
+    c.set_read_timeout(Some(10 * S)).ok();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut s = Vec::new();
+    c.read_to_end(&mut s).ok()?;
+    let s = String::from_utf8_lossy(&s).into_owned();
+    let (head, body) = s.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    // Prometheus answers small bodies whole; chunked bodies are decoded.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((len, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).ok()?;
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    Some((code, body))
+}
+
+fn config(statsd_port: u16, prom: &str, ips: &str, more_init: &str, more_inst: &str) -> String {
+    format!(
+        "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: {statsd_port}\n  prometheus_listen: {prom}\n{more_init}instances:\n  - interface: veth0\n    tags: ['env:fleet', 'role:web']\n    ips: [{ips}]\n{more_inst}"
+    )
+}
+
+fn promtool(dir: &TempDir, body: &str) {
+    let file = dir.write("metrics.txt", body);
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("run promtool (Debian package `prometheus`)");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
+    // Link A: 10 ms round trip, three times the requests of link B: 40 ms.
+    let a = Delayed::new("fla", 31, Duration::from_millis(5));
+    let b = Delayed::new("flb", 32, Duration::from_millis(20));
+    let dir = TempDir::new("fleet");
+    let mut agents = Vec::new();
+    let mut receivers = Vec::new();
+    let mut proxies = Vec::new();
+    let mut servers = Vec::new();
+    for (d, n) in [(&a, 31), (&b, 32)] {
+        servers.push(EchoServer::start(&d.s, &format!("10.200.{n}.2:7000")));
+        let rx = d.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+        receivers.push(Statsd::udp(rx));
+        let cfg = dir.write(
+            &format!("metro{n}.yaml"),
+            &config(
+                8125,
+                "127.0.0.1:9464",
+                &format!("'10.200.{n}.2'"),
+                "  distributions: true\n",
+                "",
+            ),
+        );
+        let mut ag = Agent::start(
+            &d.c,
+            &["run", "--config", cfg.to_str().unwrap()],
+            &dir.path(&format!("stderr{n}")),
+        );
+        ag.wait_log("capture filter", 20 * S);
+        agents.push(ag);
+        proxies.push(Proxy::start(&d.c, "127.0.0.1:9464"));
+    }
+    let prom = Prometheus::start(&dir, &[proxies[0].addr, proxies[1].addr]);
+    // 5 ms between requests: 15 ms a cycle on A, 45 ms on B (3:1), one connection each.
+    let mut ca = Client::start(
+        &a.c,
+        servers[0].addr,
+        200,
+        Duration::from_millis(5),
+        100_000,
+    );
+    let mut cb = Client::start(
+        &b.c,
+        servers[1].addr,
+        200,
+        Duration::from_millis(5),
+        100_000,
+    );
+    std::thread::sleep(25 * S);
+    ca.stop();
+    cb.stop();
+    // Let the last flush and two more scrapes land.
+    std::thread::sleep(4 * S);
+
+    // The pooled truth: every request's application round trip on both links.
+    let mut truth: Vec<f64> = ca
+        .rtts
+        .lock()
+        .unwrap()
+        .iter()
+        .chain(cb.rtts.lock().unwrap().iter())
+        .map(|d| d.as_secs_f64())
+        .collect();
+    truth.sort_by(f64::total_cmp);
+    let (na, nb) = (ca.rtts.lock().unwrap().len(), cb.rtts.lock().unwrap().len());
+    assert!(na > 2 * nb, "link A {na} requests, link B {nb}");
+    let (t50, t90) = (quantile(&truth, 0.5), quantile(&truth, 0.9));
+    eprintln!(
+        "truth: p50 {t50:.5} s p90 {t90:.5} s over {} requests",
+        truth.len()
+    );
+    assert!((0.0095..0.015).contains(&t50) && (0.039..0.05).contains(&t90));
+
+    // Prometheus: the quantile of the summed histogram (everything since the agents
+    // started; every series is a counter from zero) is within one bucket of the truth.
+    let series = prom
+        .query("count(count by (src, iface, env, role) (metro_tcp_rtt_seconds_bucket))")
+        .expect("no histogram series scraped");
+    assert_eq!(series, 2.0, "one histogram series per agent");
+    for (q, t) in [(0.5, t50), (0.9, t90)] {
+        let promql = format!(
+            "histogram_quantile({q}, sum by (le) (increase(metro_tcp_rtt_seconds_bucket[1m])))"
+        );
+        let got = prom
+            .query(&promql)
+            .unwrap_or_else(|| panic!("{promql}: no value"));
+        eprintln!("PromQL p{}: {got:.5} s (truth {t:.5} s)", q * 100.0);
+        assert!(
+            bucket(got).abs_diff(bucket(t)) <= 1,
+            "PromQL {promql} = {got} s, pooled truth {t} s: more than one bucket apart"
+        );
+    }
+    // The histogram's count is the agents' sample count.
+    let count = prom.query("sum(metro_tcp_rtt_seconds_count)").unwrap();
+    let samples = prom.query("sum(metro_tcp_rtt_samples_total)").unwrap();
+    assert_eq!(count, samples);
+    // What the fleet could do before: average the agents' p50 gauges. Wrong by buckets.
+    let all: Vec<Vec<Metric>> = receivers.iter().map(Statsd::all).collect();
+    let last_p50 = |m: &[Metric]| {
+        named(m, "system.net.tcp.rtt.p50")
+            .last()
+            .expect("a p50 gauge")
+            .value
+            / 1000.0
+    };
+    let naive = (last_p50(&all[0]) + last_p50(&all[1])) / 2.0;
+    eprintln!("mean of the agents' p50 gauges: {naive:.5} s");
+    assert!(
+        bucket(naive).abs_diff(bucket(t50)) > 1,
+        "averaging p50 gauges ({naive} s) happened to match the truth ({t50} s)"
+    );
+
+    // DogStatsD: the distribution values of both agents, pooled, give the same quantiles;
+    // one value per sample (rate 1), with the pair's tags.
+    let mut values = Vec::new();
+    for m in &all {
+        let d = named(m, "system.net.tcp.rtt.distribution");
+        let n: f64 = named(m, "system.net.tcp.rtt.samples")
+            .iter()
+            .map(|m| m.value)
+            .sum();
+        assert_eq!(d.len() as f64, n, "one distribution value per sample");
+        for v in &d {
+            assert_eq!((v.ty.as_str(), v.rate), ("d", 1.0));
+            assert_eq!(v.tag("env"), Some("fleet"));
+            assert!(v.tag("dst").is_some() && v.tag("src").is_some());
+        }
+        values.extend(d.iter().map(|m| m.value / 1000.0));
+    }
+    values.sort_by(f64::total_cmp);
+    for (q, t) in [(0.5, t50), (0.9, t90)] {
+        let got = quantile(&values, q);
+        eprintln!("DogStatsD p{}: {got:.5} s (truth {t:.5} s)", q * 100.0);
+        assert!(
+            (got - t).abs() <= 0.002,
+            "distribution p{} {got} s vs pooled truth {t} s",
+            q * 100.0
+        );
+    }
+
+    // The exposition with histograms passes promtool, labels as documented.
+    let body = http_get(&a.c, "127.0.0.1:9464", "/metrics");
+    promtool(&dir, &body);
+    let labels = [
+        "src=\"10.200.31.1\"",
+        "dst=\"10.200.31.2\"",
+        "iface=\"veth0\"",
+        "env=\"fleet\"",
+        "role=\"web\"",
+        "le=\"0.015\"",
+    ];
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("metro_tcp_rtt_seconds_bucket{")
+                && labels.iter().all(|x| l.contains(x))),
+        "{body}"
+    );
+    for ag in &mut agents {
+        assert!(ag.alive(), "{}", ag.log());
+    }
+}
+
+/// Traffic from the client to `n` addresses in each of `nets` (`10.210.K.0/24`), one
+/// connection and three requests per address, repeated until `stop`.
+fn many_addresses(
+    p: &Pair,
+    nets: u8,
+    n: u8,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    for k in 0..nets {
+        for i in 1..=n {
+            p.s.ip(&["addr", "add", &format!("10.210.{k}.{i}/32"), "dev", "veth0"]);
+        }
+    }
+    p.c.ip(&["route", "add", "10.210.0.0/16", "dev", "veth0"]);
+    p.c.spawn(move || {
+        let mut done = 0u64;
+        let mut buf = [0u8; 100];
+        while !stop.load(Ordering::Relaxed) {
+            for k in 0..nets {
+                for i in 1..=n {
+                    let to: SocketAddr = format!("10.210.{k}.{i}:7000").parse().unwrap();
+                    let Ok(mut c) = TcpStream::connect_timeout(&to, S) else {
+                        continue;
+                    };
+                    c.set_nodelay(true).ok();
+                    c.set_read_timeout(Some(S)).ok();
+                    for _ in 0..3 {
+                        if c.write_all(&[b'x'; 100]).is_err() || c.read_exact(&mut buf).is_err() {
+                            break;
+                        }
+                        done += 1;
+                    }
+                }
+            }
+        }
+        done
+    })
+}
+
+#[test]
+fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_counted() {
+    let p = Pair::new("flg", 33);
+    let dir = TempDir::new("flgroup");
+    let _srv = EchoServer::start(&p.s, "0.0.0.0:7000");
+    let sub_rx = Statsd::udp(p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap()));
+    let cap_rx = Statsd::udp(p.c.enter(|| UdpSocket::bind("127.0.0.1:8126").unwrap()));
+    let sub_cfg = dir.write(
+        "subnet.yaml",
+        &config(
+            8125,
+            "127.0.0.1:9464",
+            "'10.210.0.0/16'",
+            "",
+            "    group_by: subnet\n",
+        ),
+    );
+    let cap_cfg = dir.write(
+        "capped.yaml",
+        &config(
+            8126,
+            "127.0.0.1:9465",
+            "'10.210.0.0/16'",
+            "  max_series: 50\n",
+            "",
+        ),
+    );
+    let mut sub = Agent::start(
+        &p.c,
+        &["run", "--config", sub_cfg.to_str().unwrap()],
+        &dir.path("stderr-subnet"),
+    );
+    let mut cap = Agent::start(
+        &p.c,
+        &["run", "--config", cap_cfg.to_str().unwrap()],
+        &dir.path("stderr-capped"),
+    );
+    sub.wait_log("capture filter", 20 * S);
+    cap.wait_log("capture filter", 20 * S);
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = many_addresses(&p, 3, 100, stop.clone());
+    // Wait for flushes that saw every address.
+    let all = sub_rx.wait_for(&mut sub, 60 * S, "three flushes with samples", |m| {
+        named(m, "system.net.tcp.rtt.samples").len() >= 9
+    });
+    cap_rx.wait_for(&mut cap, 30 * S, "an overflow", |m| {
+        named(m, "metro.series.overflow")
+            .iter()
+            .any(|o| o.value > 0.0)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let requests = traffic.join().unwrap();
+    assert!(requests >= 900, "{requests} requests");
+    let capped_body = http_get(&p.c, "127.0.0.1:9465", "/metrics");
+    // The capped agent's last flush (SIGTERM flushes) arrives whole before it is read.
+    cap.signal(libc::SIGTERM);
+    assert!(cap.wait(20 * S).success(), "{}", cap.log());
+    std::thread::sleep(S / 2);
+
+    // group_by: subnet: exactly the three /24s, for every per-pair metric.
+    let want: BTreeSet<String> = (0..3).map(|k| format!("10.210.{k}.0/24")).collect();
+    for name in [
+        "system.net.tcp.rtt",
+        "system.net.tcp.rtt.p99",
+        "system.net.tcp.rtt.samples",
+        "system.net.tcp.retransmits",
+    ] {
+        let dsts: BTreeSet<String> = named(&all, name)
+            .iter()
+            .map(|m| m.tag("dst").unwrap().to_string())
+            .collect();
+        assert_eq!(dsts, want, "{name}");
+    }
+    let body = http_get(&p.c, "127.0.0.1:9464", "/metrics");
+    promtool(&dir, &body);
+    let hist_dsts: BTreeSet<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("metro_tcp_rtt_seconds_count{"))
+        .filter_map(|l| l.split("dst=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(
+        hist_dsts,
+        want.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+
+    // max_series: 50 with one series per host: at most 50 named series and `dst:other` per
+    // flush, the overflow counted, and the samples under `other` are exactly the overflow.
+    let capped = cap_rx.all();
+    // A flush ends with its metro.statsd.send_errors line.
+    let mut flushes: Vec<BTreeSet<String>> = vec![BTreeSet::new()];
+    for m in &capped {
+        if m.name == "system.net.tcp.rtt.samples" {
+            let cur = flushes.last_mut().unwrap();
+            assert!(
+                cur.insert(m.tag("dst").unwrap().to_string()),
+                "a series twice in one flush"
+            );
+        } else if m.name == "metro.statsd.send_errors" {
+            flushes.push(BTreeSet::new());
+        }
+    }
+    assert!(flushes.iter().any(|s| s.contains("other")), "{flushes:?}");
+    for s in &flushes {
+        assert!(s.len() <= 51, "{} series in one flush", s.len());
+    }
+    assert!(
+        flushes.iter().any(|s| s.len() == 51),
+        "no flush used the whole budget"
+    );
+    let other: f64 = named(&capped, "system.net.tcp.rtt.samples")
+        .iter()
+        .filter(|m| m.tag("dst") == Some("other"))
+        .map(|m| m.value)
+        .sum();
+    let overflow: f64 = named(&capped, "metro.series.overflow")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    assert!(overflow > 0.0);
+    assert_eq!(other, overflow);
+    let line = capped_body
+        .lines()
+        .find(|l| l.starts_with("metro_series_overflow_total{"))
+        .unwrap_or_else(|| panic!("{capped_body}"));
+    let exported: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(exported > 0.0, "{line}");
+    assert!(sub.alive());
+}
+
+/// The Python that has PyPI's opentelemetry-proto (`.ci/run` makes a venv and sets
+/// `METRO_PYTHON`); fails loudly when it cannot import the schema.
+fn otlp_python() -> String {
+    let py = std::env::var("METRO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args([
+            "-c",
+            "import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{py} cannot import opentelemetry.proto: `pip install opentelemetry-proto==1.45.2` \
+         (or set METRO_PYTHON to a Python that can; .ci/run does)"
+    );
+    py
+}
+
+#[test]
+fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
+    let py = otlp_python();
+    let d = Delayed::new("flo", 34, Duration::from_millis(5));
+    let dir = TempDir::new("flotlp");
+    let srv = EchoServer::start(&d.s, "10.200.34.2:7000");
+    let rx = Statsd::udp(d.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap()));
+    let out = dir.path("otlp.jsonl");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/otlp_receiver.py"
+    );
+    let mut receiver =
+        d.c.command(&py)
+            .args([script, "127.0.0.1:4318", out.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the OTLP receiver");
+    let mut ready = [0u8; 6];
+    receiver
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut ready)
+        .expect("the OTLP receiver did not start");
+    assert_eq!(&ready, b"ready\n");
+    let cfg = dir.write(
+        "metro.yaml",
+        &config(
+            8125,
+            "off",
+            "'10.200.34.2'",
+            "  distributions: true\n  otlp_endpoint: http://127.0.0.1:4318\n",
+            "",
+        ),
+    );
+    let mut ag = Agent::start(
+        &d.c,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+    );
+    ag.wait_log("capture filter", 20 * S);
+    let mut client = Client::start(&d.c, srv.addr, 200, Duration::from_millis(2), 50);
+    rx.wait_for(&mut ag, 30 * S, "three flushes with samples", |m| {
+        named(m, "system.net.tcp.rtt.samples").len() >= 3
+    });
+    client.stop();
+    ag.signal(libc::SIGTERM);
+    assert!(ag.wait(20 * S).success(), "{}", ag.log());
+    std::thread::sleep(S / 2);
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+
+    let all = rx.all();
+    let sent: f64 = named(&all, "system.net.tcp.rtt.samples")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    let values: Vec<f64> = named(&all, "system.net.tcp.rtt.distribution")
+        .iter()
+        .map(|m| m.value / 1000.0)
+        .collect();
+    assert_eq!(values.len() as f64, sent);
+    let text = std::fs::read_to_string(&out).expect("the receiver got nothing");
+    let (mut count, mut sum, mut pushes, mut samples_sum) = (0u64, 0.0, 0, 0i64);
+    for line in text.lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+        pushes += 1;
+        let res = &rec["resource"][0];
+        assert_eq!(res["service.name"], "metro");
+        assert_eq!(res["service.version"], env!("CARGO_PKG_VERSION"));
+        assert!(!res["host.name"].as_str().unwrap().is_empty());
+        for m in rec["metrics"].as_array().unwrap() {
+            match m["name"].as_str().unwrap() {
+                "metro.tcp.rtt" => {
+                    assert_eq!(m["type"], "exponential_histogram");
+                    assert_eq!(m["unit"], "s");
+                    assert_eq!(m["temporality"], 1, "delta");
+                    for p in m["points"].as_array().unwrap() {
+                        let a = &p["attributes"];
+                        assert_eq!(
+                            (&a["src"], &a["dst"], &a["iface"], &a["env"]),
+                            (
+                                &serde_json::json!("10.200.34.1"),
+                                &serde_json::json!("10.200.34.2"),
+                                &serde_json::json!("veth0"),
+                                &serde_json::json!("fleet")
+                            )
+                        );
+                        let n = p["count"].as_u64().unwrap();
+                        let buckets: u64 = p["bucket_counts"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|b| b.as_u64().unwrap())
+                            .sum();
+                        assert_eq!(buckets + p["zero_count"].as_u64().unwrap(), n);
+                        // The values lie in the buckets' range.
+                        let scale = p["scale"].as_i64().unwrap() as i32;
+                        let base = 2f64.powf(2f64.powi(-scale));
+                        let lo = base.powi(p["offset"].as_i64().unwrap() as i32);
+                        let hi = base.powi(
+                            p["offset"].as_i64().unwrap() as i32
+                                + p["bucket_counts"].as_array().unwrap().len() as i32,
+                        );
+                        let (min, max) = (p["min"].as_f64().unwrap(), p["max"].as_f64().unwrap());
+                        assert!(lo < min && max <= hi * (1.0 + 1e-9), "{p}");
+                        count += n;
+                        sum += p["sum"].as_f64().unwrap();
+                    }
+                }
+                "metro.tcp.rtt.samples" => {
+                    for p in m["points"].as_array().unwrap() {
+                        samples_sum += p["value"].as_i64().unwrap();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let want_sum: f64 = values.iter().sum();
+    eprintln!(
+        "{pushes} pushes: count {count} (DogStatsD {sent}), sum {sum:.6} s (distribution values {want_sum:.6} s)"
+    );
+    assert!(pushes >= 3);
+    assert_eq!(count as f64, sent, "histogram counts vs samples sent");
+    assert_eq!(samples_sum as f64, sent);
+    // DogStatsD values are rounded to the microsecond (ms with three decimals).
+    assert!(
+        (sum - want_sum).abs() <= values.len() as f64 * 1e-6,
+        "OTLP sum {sum} s vs DogStatsD values {want_sum} s"
+    );
+}
+
+#[test]
+fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
+    let p = Pair::new("fls", 35);
+    let dir = TempDir::new("flsamples");
+    let srv = EchoServer::start(&p.s, "10.200.35.2:7000");
+    let rx = Statsd::udp(p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap()));
+    let stuck_rx = Statsd::udp(p.c.enter(|| UdpSocket::bind("127.0.0.1:8126").unwrap()));
+    let out = dir.path("samples.jsonl");
+    // A FIFO opened for reading and never read: its 64 KiB fill, then every write blocks.
+    let fifo = dir.path("stuck.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: plain libc calls on a path we own; the fd is closed at the end.
+    let fd = unsafe {
+        assert_eq!(libc::mkfifo(c.as_ptr(), 0o600), 0);
+        libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK)
+    };
+    assert!(fd >= 0);
+    let cfg = dir.write("metro.yaml", &config(8125, "off", "'10.200.35.2'", "", ""));
+    let stuck_cfg = dir.write("stuck.yaml", &config(8126, "off", "'10.200.35.2'", "", ""));
+    let mut ag = Agent::start(
+        &p.c,
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--samples",
+            out.to_str().unwrap(),
+        ],
+        &dir.path("stderr"),
+    );
+    let mut stuck = Agent::start(
+        &p.c,
+        &[
+            "run",
+            "--config",
+            stuck_cfg.to_str().unwrap(),
+            "--samples",
+            fifo.to_str().unwrap(),
+        ],
+        &dir.path("stderr-stuck"),
+    );
+    ag.wait_log("capture filter", 20 * S);
+    stuck.wait_log("capture filter", 20 * S);
+    // Fast traffic: thousands of samples a second, far more than 64 KiB of lines.
+    let mut client = Client::start(&p.c, srv.addr, 100, Duration::ZERO, 1000);
+    stuck.wait_log("lines lost so far", 30 * S);
+    std::thread::sleep(2 * S);
+    client.stop();
+    // Both read everything captured before they stop.
+    std::thread::sleep(2 * S);
+    for a in [&mut ag, &mut stuck] {
+        a.signal(libc::SIGTERM);
+        assert!(a.wait(20 * S).success(), "{}", a.log());
+    }
+    // SAFETY: closing the fd opened above.
+    unsafe { libc::close(fd) };
+
+    let sent: f64 = named(&rx.all(), "system.net.tcp.rtt.samples")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut from_server = 0;
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["iface"], "veth0");
+        assert!(v.get("file").is_none() && v.get("frame").is_none());
+        assert!(["seq", "handshake", "ts"].contains(&v["kind"].as_str().unwrap()));
+        assert!(v["rtt_ms"].as_f64().unwrap() >= 0.0);
+        if v["src"] == "10.200.35.2" {
+            assert_eq!(v["dst"], "10.200.35.1");
+            from_server += 1;
+        }
+    }
+    eprintln!(
+        "{} lines, {from_server} answered by the server; DogStatsD {sent}",
+        text.lines().count()
+    );
+    assert!(sent > 1000.0, "{sent} samples");
+    // Every sample the agent reported is a line (and answered by the watched server).
+    assert_eq!(from_server as f64, sent);
+    assert!(ag.log().contains(", 0 lost"), "{}", ag.log());
+
+    // The agent whose reader never reads lost lines, said so, and measured every sample
+    // all the same: its counts equal the other agent's, on the same traffic.
+    let stuck_sent: f64 = named(&stuck_rx.all(), "system.net.tcp.rtt.samples")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    let count =
+        |rx: &Statsd, name: &str| -> f64 { named(&rx.all(), name).iter().map(|m| m.value).sum() };
+    eprintln!(
+        "received {} / {}, dropped {} / {}",
+        count(&rx, "metro.packets.received"),
+        count(&stuck_rx, "metro.packets.received"),
+        count(&rx, "metro.packets.dropped"),
+        count(&stuck_rx, "metro.packets.dropped")
+    );
+    assert_eq!(stuck_sent, sent, "{}", stuck.log());
+    let dropped: f64 = named(&stuck_rx.all(), "metro.packets.dropped")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    assert_eq!(dropped, 0.0);
+}
