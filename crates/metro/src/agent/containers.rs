@@ -518,6 +518,18 @@ impl Metadata {
             "io.kubernetes.container.name",
             "io.kubernetes.cri.container-name",
         ]);
+        // The pod's sandbox (pause) is no container of the user's: containerd marks it
+        // `container-type: sandbox`, CRI-O `ContainerType: sandbox` (and names it POD).
+        let kind = get(&[
+            "io.kubernetes.cri.container-type",
+            "io.kubernetes.cri-o.ContainerType",
+        ]);
+        if kind.as_deref() == Some("sandbox") || cname.as_deref() == Some("POD") {
+            if let (Some(pod), Some(ns)) = (pod, ns) {
+                self.pods_by_container.insert(id.to_string(), (pod, ns));
+            }
+            return;
+        }
         if let (Some(pod), Some(ns)) = (pod, ns) {
             self.pods_by_container.insert(id.to_string(), (pod, ns));
         }
@@ -897,6 +909,23 @@ mod tests {
         assert_eq!(m.names.get(&third).map(String::as_str), Some("web"));
         assert_eq!(m.names.get(&fourth).map(String::as_str), Some("cart"));
         assert_eq!(m.names.len(), 4, "a container not running here is not read");
+        // A CRI-O sandbox: its pod, but no container name.
+        let sandbox = "ee".repeat(32);
+        let sb = root.join(format!(
+            "run/containers/storage/overlay-containers/{sandbox}/userdata"
+        ));
+        std::fs::create_dir_all(&sb).unwrap();
+        std::fs::write(
+            sb.join("config.json"),
+            r#"{"annotations":{"io.kubernetes.container.name":"POD","io.kubernetes.cri-o.ContainerType":"sandbox","io.kubernetes.pod.name":"web-7d9f","io.kubernetes.pod.namespace":"shop"}}"#,
+        )
+        .unwrap();
+        let m2 = Metadata::read(&root, &[sandbox.clone()].into_iter().collect());
+        assert!(m2.names.is_empty());
+        assert_eq!(
+            m2.pods_by_container.get(&sandbox),
+            Some(&("web-7d9f".to_string(), "shop".to_string()))
+        );
         assert_eq!(
             m.pods_by_container.get(&third),
             Some(&("web-7d9f".to_string(), "shop".to_string()))
