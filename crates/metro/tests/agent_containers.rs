@@ -417,6 +417,17 @@ fn kubelet_layout_gives_pod_tags() {
         Some(&format!("10.202.{N}.1/24")),
     );
     pod_ns.ip(&["route", "add", "default", "via", &format!("10.202.{N}.1")]);
+    // IPv6 between the pod and the host's own stack (the pod's address from if_inet6).
+    let (pod6, host6) = (format!("fd00:202:{N}::2"), format!("fd00:202:{N}::1"));
+    pod_ns.ip(&["addr", "add", &format!("{pod6}/64"), "dev", "eth0", "nodad"]);
+    host.ip(&[
+        "addr",
+        "add",
+        &format!("{host6}/64"),
+        "dev",
+        "vpod",
+        "nodad",
+    ]);
     let st = host
         .command("sysctl")
         .args(["-qw", "net.ipv4.ip_forward=1"])
@@ -436,6 +447,7 @@ fn kubelet_layout_gives_pod_tags() {
     let pod_ip = format!("10.202.{N}.2");
     let host_srv = CountingEcho::start(host, &format!("{host_ip}:7001"));
     let pod_srv = CountingEcho::start(&pod_ns, &format!("{pod_ip}:7002"));
+    let host_srv6 = CountingEcho::start(host, &format!("[{host6}]:7003"));
 
     // The pod: a process in the pod's namespace, in a containerd scope of a kubepods slice.
     let uid = format!("5f0c1d2e-3a4b-4c5d-8e9f-{:012x}", std::process::id());
@@ -496,7 +508,7 @@ fn kubelet_layout_gives_pod_tags() {
     let cfg = dir.write(
         "metro.yaml",
         &format!(
-            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\ninstances:\n  - interface: any\n    ips: ['{server}', '{host_ip}', '{pod_ip}']\n"
+            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\ninstances:\n  - interface: any\n    ips: ['{server}', '{host_ip}', '{pod_ip}', '{host6}']\n"
         ),
     );
     let mut agent = Agent::start_env(
@@ -512,6 +524,8 @@ fn kubelet_layout_gives_pod_tags() {
     let mut client_host = Client::start(&pod_ns, to_host, 100, Duration::from_millis(20), 5);
     let to_pod: SocketAddr = format!("{pod_ip}:7002").parse().unwrap();
     let mut client_remote = Client::start(&d.s, to_pod, 100, Duration::from_millis(20), 5);
+    let to_host6: SocketAddr = format!("[{host6}]:7003").parse().unwrap();
+    let mut client6 = Client::start(&pod_ns, to_host6, 100, Duration::from_millis(20), 5);
     let src = pod_ip.clone();
     let p50_of = |m: &[Metric], src: &str, dst: &str| {
         m.iter()
@@ -529,12 +543,14 @@ fn kubelet_layout_gives_pod_tags() {
                 && x.tag("pod_name") == Some("checkout-api-7d9f")
                 && x.tag("dst") == Some(server.as_str())
         }) && !p50_of(m, &pod_ip, &host_ip).is_empty()
+            && !p50_of(m, &pod6, &host6).is_empty()
             && client_remote.requests.load(Ordering::Relaxed) >= 20
     });
     client.stop();
     client_host.stop();
     client_remote.stop();
-    for s in [&srv, &host_srv, &pod_srv] {
+    client6.stop();
+    for s in [&srv, &host_srv, &pod_srv, &host_srv6] {
         assert!(s.accepted.load(Ordering::SeqCst) >= 1);
     }
     // The pod to the host's own stack: reported, tagged with the pod.
@@ -544,6 +560,10 @@ fn kubelet_layout_gives_pod_tags() {
             .iter()
             .all(|m| m.tag("pod_name") == Some("checkout-api-7d9f"))
     );
+    for m in p50_of(&all, &pod6, &host6) {
+        assert_eq!(m.tag("container_id"), Some(cid.as_str()), "{m:?}");
+        assert_eq!(m.tag("kube_namespace"), Some("shop"), "{m:?}");
+    }
     // The pod answering the remote client: internal, never a pair of the client's.
     let remote = format!("10.200.{N}.2");
     assert!(
