@@ -40,7 +40,10 @@ impl<F: FnMut(&Sample)> Observer for F {
 /// Limits and timeouts. Every table is bounded; what falls out is counted.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Connections tracked at once; a new one beyond this evicts the least recently seen.
+    /// Connections tracked at once. A new one beyond this sheds the oldest unconfirmed entry
+    /// (half-open or one-sided); confirmed connections (a real two-way exchange) hold at
+    /// most 3/4 of the table and are evicted, stalest first, only by each other. See
+    /// [`crate::flow`].
     pub max_flows: usize,
     /// Segments awaiting an ACK, per direction of a connection.
     pub max_pending_segments: usize,
@@ -101,8 +104,14 @@ pub struct Counters {
     /// Samples longer than `max_rtt`: dropped.
     pub implausible: u64,
     pub flows_created: u64,
-    /// Flows evicted because the table was full.
+    /// Connections that showed a real two-way exchange (and became protected from floods).
+    pub flows_confirmed: u64,
+    /// Flows removed to make room, of both kinds below (the sum).
     pub flows_evicted_full: u64,
+    /// Of those, unconfirmed entries (half-open or one-sided) shed for a new entry.
+    pub flows_shed_unconfirmed: u64,
+    /// Of those, confirmed connections evicted because confirmed ones filled their share.
+    pub flows_evicted_confirmed: u64,
     pub flows_expired_idle: u64,
     pub flows_expired_closed: u64,
     /// Pending segments dropped because a direction's list was full.
@@ -119,7 +128,14 @@ impl Counters {
         match why {
             Removal::Idle => self.flows_expired_idle += 1,
             Removal::Closed => self.flows_expired_closed += 1,
-            Removal::Full => self.flows_evicted_full += 1,
+            Removal::Shed => {
+                self.flows_evicted_full += 1;
+                self.flows_shed_unconfirmed += 1;
+            }
+            Removal::Full => {
+                self.flows_evicted_full += 1;
+                self.flows_evicted_confirmed += 1;
+            }
         }
     }
 
@@ -135,7 +151,10 @@ impl Counters {
         self.non_positive += c.non_positive;
         self.implausible += c.implausible;
         self.flows_created += c.flows_created;
+        self.flows_confirmed += c.flows_confirmed;
         self.flows_evicted_full += c.flows_evicted_full;
+        self.flows_shed_unconfirmed += c.flows_shed_unconfirmed;
+        self.flows_evicted_confirmed += c.flows_evicted_confirmed;
         self.flows_expired_idle += c.flows_expired_idle;
         self.flows_expired_closed += c.flows_expired_closed;
         self.segments_evicted += c.segments_evicted;
@@ -217,6 +236,15 @@ impl Engine {
         self.flows
             .get_mut(idx)
             .process(dir.index(), frame, ts, pkt, &mut cx);
+        if !self.flows.is_confirmed(idx) && self.flows.get(idx).confirmed() {
+            let pool = &mut self.pool;
+            let counters = &mut self.counters;
+            self.flows.confirm(idx, |old, why| {
+                old.release(pool);
+                counters.count_removal(why);
+            });
+            self.counters.flows_confirmed += 1;
+        }
         if tcp.flags.rst() || self.flows.get(idx).fin_both_ways() {
             self.flows.mark_done(idx);
         } else if tcp.flags.fin() {
@@ -249,8 +277,145 @@ impl Engine {
         self.flows.len()
     }
 
+    /// Of those, confirmed ones (see [`crate::flow`]).
+    pub fn confirmed_flows(&self) -> usize {
+        self.flows.confirmed_len()
+    }
+
     /// Pending openers (segments and TSvals) held across all connections.
     pub fn pending(&self) -> usize {
         self.pool.in_use()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{TcpFlags, TcpHeader};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const SYN: u16 = TcpFlags::SYN;
+    const ACK: u16 = TcpFlags::ACK;
+    const RST: u16 = TcpFlags::RST;
+
+    /// Client `c` (port 40000) and the server 10.0.0.1:443; `up` is client to server.
+    fn pkt(c: u32, up: bool, flags: u16, seq: u32, ack: u32, len: u32) -> Packet<'static> {
+        let (cl, sv) = (
+            IpAddr::V4(Ipv4Addr::from(c)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        );
+        let (src, dst, sport, dport) = if up {
+            (cl, sv, 40000, 443)
+        } else {
+            (sv, cl, 443, 40000)
+        };
+        Packet {
+            src,
+            dst,
+            ip_id: 1,
+            tcp: TcpHeader {
+                sport,
+                dport,
+                seq,
+                ack,
+                flags: TcpFlags(flags),
+                ..TcpHeader::default()
+            },
+            payload_len: len,
+            payload: &[],
+            tunnel_depth: 0,
+            first_fragment: false,
+        }
+    }
+
+    /// Runs `pkts` (1 µs apart) through a fresh engine; its confirmed connections.
+    fn confirmed_after(pkts: &[Packet<'static>]) -> u64 {
+        let mut e = Engine::new(EngineConfig::default());
+        for (i, p) in pkts.iter().enumerate() {
+            e.process(i as u64 + 1, i as i64 * 1000, p, &mut |_: &Sample| {});
+        }
+        assert_eq!(e.counters().flows_confirmed, e.confirmed_flows() as u64);
+        e.counters().flows_confirmed
+    }
+
+    #[test]
+    fn only_a_real_exchange_confirms_a_connection() {
+        let c = 0x0b00_0001;
+        // A spoofed SYN answered by the server (SYN/ACK, or RST): not confirmed, though the
+        // answer acknowledges the SYN and even makes a handshake sample.
+        let syn = pkt(c, true, SYN, 1000, 0, 0);
+        let synack = pkt(c, false, SYN | ACK, 5000, 1001, 0);
+        assert_eq!(confirmed_after(&[syn, synack]), 0);
+        assert_eq!(
+            confirmed_after(&[syn, pkt(c, false, RST | ACK, 0, 1001, 0)]),
+            0
+        );
+        // Blind ACKs from the spoofed source, guessing the server's ISN: not confirmed.
+        let blind = pkt(c, true, ACK, 1001, 77_777, 0);
+        assert_eq!(confirmed_after(&[syn, synack, blind]), 0);
+        let blind_data = pkt(c, true, ACK, 1001, 4000, 100);
+        assert_eq!(confirmed_after(&[syn, synack, blind_data]), 0);
+        // The handshake's final ACK (acknowledging the server's ISN): confirmed.
+        let last = pkt(c, true, ACK, 1001, 5001, 0);
+        assert_eq!(confirmed_after(&[syn, synack, last]), 1);
+        // Without a handshake in the capture: data acknowledged by the other side.
+        let data = pkt(c, true, ACK, 7000, 9000, 100);
+        assert_eq!(confirmed_after(&[data]), 0);
+        assert_eq!(
+            confirmed_after(&[data, pkt(c, false, ACK, 9000, 7100, 0)]),
+            1
+        );
+        // ... but not an ACK beyond anything sent.
+        assert_eq!(
+            confirmed_after(&[data, pkt(c, false, ACK, 9000, 7200, 0)]),
+            0
+        );
+    }
+
+    #[test]
+    fn a_syn_flood_sheds_only_unconfirmed_entries() {
+        // 20 established connections in a table of 100, then 10,000 spoofed SYNs (each
+        // answered): every established connection stays, and goes on being timed.
+        let mut e = Engine::new(EngineConfig {
+            max_flows: 100,
+            ..EngineConfig::default()
+        });
+        let mut samples = Vec::new();
+        let mut frame = 0;
+        let mut t = 0;
+        let mut run = |e: &mut Engine, p: Packet<'static>, samples: &mut Vec<Sample>| {
+            frame += 1;
+            t += 1000;
+            e.process(frame, t, &p, &mut |s: &Sample| samples.push(*s));
+        };
+        for c in 0..20 {
+            run(&mut e, pkt(c, true, SYN, 1000, 0, 0), &mut samples);
+            run(
+                &mut e,
+                pkt(c, false, SYN | ACK, 5000, 1001, 0),
+                &mut samples,
+            );
+            run(&mut e, pkt(c, true, ACK, 1001, 5001, 0), &mut samples);
+        }
+        assert_eq!(e.confirmed_flows(), 20);
+        for n in 0..10_000 {
+            let c = 0x0b00_0000 + n;
+            run(&mut e, pkt(c, true, SYN, n, 0, 0), &mut samples);
+            run(
+                &mut e,
+                pkt(c, false, SYN | ACK, 5000, n + 1, 0),
+                &mut samples,
+            );
+        }
+        assert_eq!(e.confirmed_flows(), 20);
+        assert_eq!(e.active_flows(), 100);
+        assert_eq!(e.counters().flows_shed_unconfirmed, 10_000 - 80);
+        assert_eq!(e.counters().flows_evicted_confirmed, 0);
+        samples.clear();
+        for c in 0..20 {
+            run(&mut e, pkt(c, true, ACK, 1001, 5001, 100), &mut samples);
+            run(&mut e, pkt(c, false, ACK, 5001, 1101, 0), &mut samples);
+        }
+        assert_eq!(samples.len(), 20, "each connection's data is timed");
     }
 }

@@ -6,6 +6,8 @@
 //! [`engine::Engine::process`] looks up the connection in the [`flow`] table, runs the
 //! [`rtt`] matchers and emits [`rtt::Sample`]s; [`aggregate`] folds samples into sketches.
 
+#![forbid(unsafe_code)]
+
 pub mod aggregate;
 pub mod engine;
 pub mod flow;

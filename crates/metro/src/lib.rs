@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod analyze;
 pub mod build;
+pub mod docs;
 pub mod r#gen;
 pub mod pcap;
 pub mod plot;

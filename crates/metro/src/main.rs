@@ -3,7 +3,7 @@
 use std::io;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use metro::analyze::AnalyzeArgs;
 
@@ -12,7 +12,12 @@ use metro::analyze::AnalyzeArgs;
 /// metro times each packet a host sends against the TCP acknowledgement (or timestamp
 /// echo) that answers it, and reports RTT per remote host. It never sends a probe.
 #[derive(Parser, Debug)]
-#[command(name = "metro", version, propagate_version = true)]
+// The version line carries the git commit and build date (crates/metro/build.rs).
+#[command(
+    name = "metro",
+    version = env!("METRO_VERSION_LINE"),
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,6 +36,9 @@ enum Command {
     Generate(metro::r#gen::GenArgs),
     /// Draw RTT over time, the RTT CDF and retransmissions as an SVG or PNG picture.
     Plot(metro::plot::PlotArgs),
+    /// Write man pages and shell completions into a directory (for packagers).
+    #[command(hide = true)]
+    GenerateDocs(metro::docs::DocsArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +52,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => metro::agent::check_config(args.clone()).map(|()| 0),
         Command::Generate(args) => metro::r#gen::generate(args).map(|()| 0),
         Command::Plot(args) => metro::plot::run(args),
+        Command::GenerateDocs(args) => metro::docs::generate(Cli::command(), &args.dir).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

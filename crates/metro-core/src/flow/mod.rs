@@ -1,13 +1,26 @@
 //! The connection table: one entry per TCP connection (both directions share it, told apart
-//! by a direction bit from the canonical key), bounded, with expiry on packet time.
+//! by a direction bit from the canonical key), bounded, with expiry on packet time, and
+//! flood-resistant.
 //!
 //! Entries live in a slab (`Vec`) indexed by `u32`; a hash map from the canonical key to the
 //! slot is the one lookup per packet, and a hit only stamps the slot's `last_seen`: no list
 //! is relinked per packet (an LRU list costs two more cache misses a packet at 100k flows).
 //! Expiry sweeps a slice of the slab on every `expire` call, so the whole table is visited
-//! every [`SWEEP_SLICES`] calls (one a second of packet time from the engine); eviction when
-//! full picks the stalest of a few candidates, closed connections first (Redis-style
-//! sampled LRU).
+//! every [`SWEEP_SLICES`] calls (one a second of packet time from the engine).
+//!
+//! Two classes of entry. A new entry is *unconfirmed*; the engine [`FlowTable::confirm`]s it
+//! once the connection shows a real two-way exchange (see `Conn::confirmed`: something one
+//! side sent beyond a bare SYN was acknowledged, or both sides' SYNs were). A spoofed SYN
+//! flood never gets there: its sources never see the answers they would have to acknowledge.
+//! When the table is full a new entry sheds the oldest unconfirmed one (a FIFO in creation
+//! order, closed or reset ones moved to its front): under `R` new one-sided flows a second,
+//! an unconfirmed entry survives `U / R` seconds, `U` being the entries not confirmed. So a
+//! new real connection is kept, and later confirmed, if its first exchange completes within
+//! that time, and a flood cannot evict a confirmed connection at all. Confirmed entries may
+//! fill the table less its reserve of 1/[`UNCONFIRMED_RESERVE_DIV`] for unconfirmed ones;
+//! beyond that, confirming one evicts the stalest of a few sampled confirmed ones, closed
+//! first (Redis-style sampled LRU). What leaves the table is reported with its [`Removal`]
+//! reason.
 
 use std::hash::{BuildHasher, BuildHasherDefault, Hash};
 use std::net::IpAddr;
@@ -119,13 +132,27 @@ impl FlowKey {
 /// Why an entry left the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Removal {
-    /// The table was full and this was the stalest of the candidates examined.
+    /// The table was full and this unconfirmed entry (half-open or one-sided) was the oldest,
+    /// closed ones first: shed to make room for a new one.
+    Shed,
+    /// A confirmed connection, the stalest (closed ones first) of the candidates examined:
+    /// evicted because confirmed connections filled their share of the table (or the whole
+    /// table, which only a table of one or two entries allows).
     Full,
     /// No packet for the idle timeout.
     Idle,
     /// The closed timeout passed after FIN or RST.
     Closed,
 }
+
+/// No slot (the end of the unconfirmed FIFO).
+const NIL: u32 = u32::MAX;
+
+/// At least this fraction (1/N) of the table is kept for unconfirmed entries: confirmed
+/// connections may hold the rest. A new connection is unconfirmed until its first exchange
+/// completes, so this reserve is what lets new connections be timed at all once the table
+/// is full of established ones, however fast one-sided flows arrive.
+pub const UNCONFIRMED_RESERVE_DIV: usize = 4;
 
 struct Slot<T> {
     key: FlowKey,
@@ -134,6 +161,12 @@ struct Slot<T> {
     closed: bool,
     /// Closed in both directions (or reset): only stray retransmissions can follow.
     done: bool,
+    /// The connection has shown a two-way exchange; otherwise the slot is on the unconfirmed
+    /// FIFO.
+    confirmed: bool,
+    /// Links of the unconfirmed FIFO ([`NIL`] at its ends, and for confirmed slots).
+    prev: u32,
+    next: u32,
     value: T,
 }
 
@@ -146,6 +179,12 @@ pub struct FlowTable<T> {
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     cap: usize,
+    /// Confirmed entries allowed at once (`cap` less the unconfirmed reserve).
+    max_confirmed: usize,
+    confirmed: usize,
+    /// The unconfirmed FIFO: oldest (or most recently closed) at `head`, newest at `tail`.
+    head: u32,
+    tail: u32,
     sweep_cursor: usize,
     evict_cursor: usize,
     idle_timeout: Nanos,
@@ -162,6 +201,10 @@ impl<T> FlowTable<T> {
             slots: Vec::new(),
             free: Vec::new(),
             cap,
+            max_confirmed: (cap - cap.div_ceil(UNCONFIRMED_RESERVE_DIV)).max(1),
+            confirmed: 0,
+            head: NIL,
+            tail: NIL,
             sweep_cursor: 0,
             evict_cursor: 0,
             idle_timeout: Nanos::MAX,
@@ -203,6 +246,16 @@ impl<T> FlowTable<T> {
         self.cap
     }
 
+    /// Confirmed entries allowed at once: the capacity less the unconfirmed reserve.
+    pub fn max_confirmed(&self) -> usize {
+        self.max_confirmed
+    }
+
+    /// Confirmed entries held.
+    pub fn confirmed_len(&self) -> usize {
+        self.confirmed
+    }
+
     #[inline]
     pub fn get(&self, idx: u32) -> &T {
         &self.slots[idx as usize].value
@@ -218,9 +271,15 @@ impl<T> FlowTable<T> {
         self.slots[idx as usize].closed
     }
 
-    /// Find the entry for `key` and mark it seen at `now`, or create it with `make()`,
-    /// evicting a stale entry through `evicted` if the table is full. Returns the slot and
-    /// whether it is new.
+    #[inline]
+    pub fn is_confirmed(&self, idx: u32) -> bool {
+        self.slots[idx as usize].confirmed
+    }
+
+    /// Find the entry for `key` and mark it seen at `now`, or create it (unconfirmed) with
+    /// `make()`, shedding the oldest unconfirmed entry through `evicted` if the table is full
+    /// (the stalest confirmed one only if there is no unconfirmed entry at all). Returns the
+    /// slot and whether it is new.
     #[inline]
     pub fn touch_or_insert(
         &mut self,
@@ -242,8 +301,14 @@ impl<T> FlowTable<T> {
             self.remove(idx, |v| evicted(v, why));
         }
         if self.map.len() >= self.cap {
-            let victim = self.pick_victim();
-            self.remove(victim, |v| evicted(v, Removal::Full));
+            // Confirmed entries never exceed `max_confirmed` < `cap` (for `cap` > 1), so a
+            // full table has an unconfirmed entry to shed.
+            let (victim, why) = if self.head != NIL {
+                (self.head, Removal::Shed)
+            } else {
+                (self.pick_confirmed_victim(), Removal::Full)
+            };
+            self.remove(victim, |v| evicted(v, why));
         }
         let slot = Slot {
             key,
@@ -251,6 +316,9 @@ impl<T> FlowTable<T> {
             live: true,
             closed: false,
             done: false,
+            confirmed: false,
+            prev: NIL,
+            next: NIL,
             value: make(),
         };
         let idx = match self.free.pop() {
@@ -263,14 +331,32 @@ impl<T> FlowTable<T> {
                 (self.slots.len() - 1) as u32
             }
         };
+        self.push_back(idx);
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.map
             .insert_unique(hash, idx, |&i| hasher.hash_one(slots[i as usize].key));
         (idx, true)
     }
 
-    /// The stalest of the next few live slots, closed ones first.
-    fn pick_victim(&mut self) -> u32 {
+    /// Mark an unconfirmed entry confirmed: it leaves the unconfirmed FIFO and is evicted
+    /// from now on only by idle or closed expiry, or (stalest first) when confirmed entries
+    /// fill their share of the table; such a victim goes through `evicted`.
+    pub fn confirm(&mut self, idx: u32, evicted: impl FnOnce(&mut T, Removal)) {
+        if self.slots[idx as usize].confirmed {
+            return;
+        }
+        if self.confirmed >= self.max_confirmed {
+            let victim = self.pick_confirmed_victim();
+            self.remove(victim, |v| evicted(v, Removal::Full));
+        }
+        self.unlink(idx);
+        self.slots[idx as usize].confirmed = true;
+        self.confirmed += 1;
+    }
+
+    /// The stalest of the next few live confirmed slots, closed ones first (sampled LRU:
+    /// no list is relinked per packet).
+    fn pick_confirmed_victim(&mut self) -> u32 {
         let n = self.slots.len();
         let mut best: Option<(bool, Nanos, u32)> = None;
         let mut seen = 0;
@@ -280,7 +366,7 @@ impl<T> FlowTable<T> {
             self.evict_cursor = (i + 1) % n;
             steps += 1;
             let s = &self.slots[i];
-            if !s.live {
+            if !s.live || !s.confirmed {
                 continue;
             }
             seen += 1;
@@ -290,27 +376,50 @@ impl<T> FlowTable<T> {
                 best = Some(cand);
             }
         }
-        best.map(|b| b.2).expect("a full table has a live slot")
+        best.map(|b| b.2)
+            .expect("a table at its confirmed limit has a confirmed slot")
     }
 
-    /// Mark an entry closed (after FIN or RST): it expires on the closed timeout.
+    /// Mark an entry closed (after FIN or RST): it expires on the closed timeout, and if
+    /// unconfirmed it is the next to be shed.
     pub fn mark_closed(&mut self, idx: u32) {
-        self.slots[idx as usize].closed = true;
+        let s = &mut self.slots[idx as usize];
+        if !s.closed {
+            s.closed = true;
+            if !s.confirmed {
+                self.unlink(idx);
+                self.push_front(idx);
+            }
+        }
     }
 
     /// Mark an entry finished (both directions closed, or reset): it expires on the shorter
-    /// done timeout.
+    /// done timeout, and if unconfirmed it is the next to be shed.
     pub fn mark_done(&mut self, idx: u32) {
         let s = &mut self.slots[idx as usize];
-        s.closed = true;
-        s.done = true;
+        if !s.done {
+            s.closed = true;
+            s.done = true;
+            if !s.confirmed {
+                self.unlink(idx);
+                self.push_front(idx);
+            }
+        }
     }
 
-    /// Mark an entry open again (a new connection reused its ports).
+    /// Mark an entry open again: a new connection reused its ports, so it is unconfirmed
+    /// (the newest) until its own exchange completes.
     pub fn mark_open(&mut self, idx: u32) {
         let s = &mut self.slots[idx as usize];
         s.closed = false;
         s.done = false;
+        if s.confirmed {
+            s.confirmed = false;
+            self.confirmed -= 1;
+        } else {
+            self.unlink(idx);
+        }
+        self.push_back(idx);
     }
 
     /// Remove, from the next slice of the slab, entries past their timeout (see
@@ -349,14 +458,69 @@ impl<T> FlowTable<T> {
 
     /// Free a slot; `removed` sees the value before the slot is reused.
     fn remove(&mut self, idx: u32, removed: impl FnOnce(&mut T)) {
+        if self.slots[idx as usize].confirmed {
+            self.confirmed -= 1;
+        } else {
+            self.unlink(idx);
+        }
         let s = &mut self.slots[idx as usize];
         s.live = false;
+        s.confirmed = false;
         let hash = self.hasher.hash_one(s.key);
         removed(&mut s.value);
         if let Ok(entry) = self.map.find_entry(hash, |&i| i == idx) {
             entry.remove();
         }
         self.free.push(idx);
+    }
+
+    /// Take an unconfirmed slot off the FIFO.
+    fn unlink(&mut self, idx: u32) {
+        let (prev, next) = {
+            let s = &self.slots[idx as usize];
+            (s.prev, s.next)
+        };
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.slots[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.slots[next as usize].prev = prev;
+        }
+        let s = &mut self.slots[idx as usize];
+        s.prev = NIL;
+        s.next = NIL;
+    }
+
+    /// Put a slot at the newest end of the unconfirmed FIFO (the last to be shed).
+    fn push_back(&mut self, idx: u32) {
+        let tail = self.tail;
+        let s = &mut self.slots[idx as usize];
+        s.prev = tail;
+        s.next = NIL;
+        if tail == NIL {
+            self.head = idx;
+        } else {
+            self.slots[tail as usize].next = idx;
+        }
+        self.tail = idx;
+    }
+
+    /// Put a slot at the oldest end of the unconfirmed FIFO (the next to be shed).
+    fn push_front(&mut self, idx: u32) {
+        let head = self.head;
+        let s = &mut self.slots[idx as usize];
+        s.prev = NIL;
+        s.next = head;
+        if head == NIL {
+            self.tail = idx;
+        } else {
+            self.slots[head as usize].prev = idx;
+        }
+        self.head = idx;
     }
 }
 
@@ -396,7 +560,7 @@ mod tests {
     }
 
     #[test]
-    fn full_table_evicts_closed_then_stalest() {
+    fn full_table_sheds_closed_then_oldest_unconfirmed() {
         let mut t: FlowTable<u16> = FlowTable::new(4);
         let mut gone = Vec::new();
         for p in 0..4u16 {
@@ -405,11 +569,88 @@ mod tests {
         t.touch_or_insert(key(0), 100, || 0, |_, _| unreachable!());
         let (i2, _) = t.touch_or_insert(key(2), 101, || 2, |_, _| unreachable!());
         t.mark_closed(i2);
-        // Full: the closed one goes first, then the stalest open one (1, seen at 10).
+        // Full: the closed one goes first, then the oldest created (0, although seen since:
+        // first in, first out, so every entry gets the same time to confirm).
         t.touch_or_insert(key(10), 200, || 10, |v, why| gone.push((*v, why)));
         t.touch_or_insert(key(11), 201, || 11, |v, why| gone.push((*v, why)));
-        assert_eq!(gone, vec![(2, Removal::Full), (1, Removal::Full)]);
+        assert_eq!(gone, vec![(2, Removal::Shed), (0, Removal::Shed)]);
         assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn unconfirmed_entries_never_evict_confirmed_ones() {
+        let mut t: FlowTable<u32> = FlowTable::new(100);
+        assert_eq!(t.max_confirmed(), 75);
+        // 50 confirmed connections, then a flood of 10,000 one-sided entries.
+        for p in 0..50u16 {
+            let (i, _) = t.touch_or_insert(key(p), 0, || u32::from(p), |_, _| unreachable!());
+            t.confirm(i, |_, _| unreachable!());
+        }
+        let mut shed = 0;
+        for n in 0..10_000u32 {
+            let k = FlowKey::new(
+                IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + n)),
+                1024,
+                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+                80,
+            )
+            .0;
+            t.touch_or_insert(
+                k,
+                1 + i64::from(n),
+                || 1000 + n,
+                |v, why| {
+                    assert_eq!(why, Removal::Shed);
+                    assert!(*v >= 1000, "a confirmed entry was evicted");
+                    shed += 1;
+                },
+            );
+        }
+        assert_eq!(shed, 10_000 - 50);
+        assert_eq!((t.len(), t.confirmed_len()), (100, 50));
+        // The 50 newest flood entries are the ones left (first in, first out).
+        let mut left = Vec::new();
+        t.drain(|v| left.push(*v));
+        left.sort_unstable();
+        let want: Vec<u32> = (0..50).chain(1000 + 9950..1000 + 10_000).collect();
+        assert_eq!(left, want);
+    }
+
+    #[test]
+    fn confirmed_entries_fill_their_share_then_evict_each_other() {
+        let mut t: FlowTable<u16> = FlowTable::new(8);
+        assert_eq!(t.max_confirmed(), 6);
+        let mut gone = Vec::new();
+        for p in 0..7u16 {
+            let (i, _) = t.touch_or_insert(key(p), i64::from(p), || p, |_, _| unreachable!());
+            t.confirm(i, |v, why| gone.push((*v, why)));
+        }
+        // The seventh confirmation evicted the stalest confirmed entry.
+        assert_eq!(gone, vec![(0, Removal::Full)]);
+        assert_eq!((t.len(), t.confirmed_len()), (6, 6));
+        // A full table of unconfirmed + confirmed: new entries shed unconfirmed ones only.
+        for p in 100..110u16 {
+            t.touch_or_insert(key(p), 50, || p, |v, why| gone.push((*v, why)));
+        }
+        assert!(gone[1..].iter().all(|g| g.1 == Removal::Shed && g.0 >= 100));
+        assert_eq!((t.len(), t.confirmed_len()), (8, 6));
+        // A reused connection is unconfirmed again (and the newest).
+        let (i, new) = t.touch_or_insert(key(3), 60, || 0, |_, _| unreachable!());
+        assert!(!new && t.is_confirmed(i));
+        t.mark_open(i);
+        assert_eq!(t.confirmed_len(), 5);
+        assert!(!t.is_confirmed(i));
+        gone.clear();
+        t.touch_or_insert(key(200), 70, || 200, |v, why| gone.push((*v, why)));
+        t.touch_or_insert(key(201), 70, || 201, |v, why| gone.push((*v, why)));
+        assert_eq!(gone, vec![(108, Removal::Shed), (109, Removal::Shed)]);
+        // A table of one: the lone confirmed entry gives way.
+        let mut one: FlowTable<u16> = FlowTable::new(1);
+        let (i, _) = one.touch_or_insert(key(1), 0, || 1, |_, _| unreachable!());
+        one.confirm(i, |_, _| unreachable!());
+        let mut g = Vec::new();
+        one.touch_or_insert(key(2), 1, || 2, |v, why| g.push((*v, why)));
+        assert_eq!(g, vec![(1, Removal::Full)]);
     }
 
     #[test]

@@ -159,6 +159,24 @@ impl Conn {
         self.dirs[0].has(FIN_SEEN) && self.dirs[1].has(FIN_SEEN)
     }
 
+    /// Whether the connection has shown a real two-way exchange, which a flood from spoofed
+    /// sources cannot fake: both sides' SYNs acknowledged (the handshake's final ACK), or
+    /// something one side sent beyond a bare SYN (data, FIN, or anything of a connection
+    /// seen without its SYN) acknowledged by the other, with an ACK within what it sent. A
+    /// SYN answered by a SYN/ACK or RST alone is not enough: a server answers any SYN.
+    pub fn confirmed(&self) -> bool {
+        // Acknowledged within what the direction sent: past its ISN, at most its highest byte.
+        let valid = |d: &DirState| {
+            d.has(ACKED) && le(d.acked, d.right) && (!d.has(SYN_SEEN) || gt(d.acked, d.isn))
+        };
+        let beyond_syn =
+            |d: &DirState| valid(d) && !(d.has(SYN_SEEN) && d.acked == d.isn.wrapping_add(1));
+        let [a, b] = &self.dirs;
+        (a.has(SYN_SEEN) && b.has(SYN_SEEN) && valid(a) && valid(b))
+            || beyond_syn(a)
+            || beyond_syn(b)
+    }
+
     /// Whether a SYN (without ACK) from direction `d` starts a new connection on these ports
     /// rather than continuing (or retransmitting the SYN of) this one.
     pub fn syn_starts_new(&self, d: usize, seq: u32) -> bool {

@@ -1778,4 +1778,109 @@ extra: 1
         let (c, _) = Cidr::parse("2001:db8::/32").unwrap();
         assert!(c.contains("2001:db8:ffff::1".parse().unwrap()));
     }
+
+    #[test]
+    fn fleet_keys_parse_and_bad_values_name_the_key() {
+        let base = "instances:\n  - interface: eth0\n    ips: [10.0.0.0/8]\n";
+        let c = ok(base).config;
+        assert_eq!(c.fleet, FleetConfig::default());
+        assert_eq!(c.instances[0].group_by, GroupBy::Host);
+        let c = ok(&format!(
+            "init_config:\n  distributions: true\n  distribution_sample_rate: 0.25\n  histogram_buckets: [0.001, 0.01, 0.1]\n  max_series: 50\n  otlp_endpoint: http://collector:4318/\n{base}    group_by: subnet\n    subnet_v4_prefix: 16\n"
+        ))
+        .config;
+        assert_eq!(c.fleet.distribution_rate, Some(0.25));
+        assert_eq!(c.fleet.buckets, vec![0.001, 0.01, 0.1]);
+        assert_eq!(c.fleet.max_series, 50);
+        assert_eq!(
+            c.fleet.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        assert_eq!(c.instances[0].group_by, GroupBy::Subnet { v4: 16, v6: 48 });
+        // A rate without distributions: still off.
+        let c = ok(&format!(
+            "init_config:\n  distribution_sample_rate: 0.5\n{base}"
+        ))
+        .config;
+        assert_eq!(c.fleet.distribution_rate, None);
+        for (init, inst, key, says) in [
+            (
+                "  histogram_buckets: [0.1, 0.01]\n",
+                "",
+                "init_config.histogram_buckets",
+                "must increase",
+            ),
+            (
+                "  histogram_buckets: []\n",
+                "",
+                "init_config.histogram_buckets",
+                "1 to 200",
+            ),
+            (
+                "  histogram_buckets: [0, 1]\n",
+                "",
+                "init_config.histogram_buckets",
+                "positive",
+            ),
+            (
+                "  max_series: 0\n",
+                "",
+                "init_config.max_series",
+                "1 to 65536",
+            ),
+            (
+                "  max_series: 70000\n",
+                "",
+                "init_config.max_series",
+                "1 to 65536",
+            ),
+            (
+                "  distribution_sample_rate: 0\n",
+                "",
+                "init_config.distribution_sample_rate",
+                "above 0",
+            ),
+            (
+                "  distribution_sample_rate: 1.5\n",
+                "",
+                "init_config.distribution_sample_rate",
+                "at most 1",
+            ),
+            (
+                "  otlp_endpoint: https://x:4318\n",
+                "",
+                "init_config.otlp_endpoint",
+                "https is not supported",
+            ),
+            (
+                "  otlp_endpoint: http://x\n",
+                "",
+                "init_config.otlp_endpoint",
+                "http://HOST:PORT",
+            ),
+            (
+                "",
+                "    group_by: cidr\n",
+                "instances[0].group_by",
+                "host, subnet or block",
+            ),
+            (
+                "",
+                "    subnet_v4_prefix: 33\n",
+                "instances[0].subnet_v4_prefix",
+                "0 to 32",
+            ),
+            (
+                "",
+                "    subnet_v6_prefix: 129\n",
+                "instances[0].subnet_v6_prefix",
+                "0 to 128",
+            ),
+        ] {
+            let e = err(&format!("init_config:\n{init}{base}{inst}"));
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert!(e.message.contains(says), "{e}");
+            assert!(e.position.is_some(), "{e}");
+        }
+    }
 }

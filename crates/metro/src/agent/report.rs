@@ -105,6 +105,12 @@ pub struct InstanceReport {
     pub counters: InstanceCounters,
 }
 
+/// Where a sample's pair is: a named series, or the local address's `dst:other`.
+enum Slot {
+    Pair(usize),
+    Other(usize),
+}
+
 struct PairAcc {
     dst: Arc<str>,
     stats: Stats,
@@ -214,7 +220,7 @@ impl Interval {
         remote: IpAddr,
         watch: &WatchList,
         tag: &mut u32,
-    ) -> Option<&mut PairAcc> {
+    ) -> Option<Slot> {
         let (group, how) = self.opts.group(remote);
         let key = (local, group);
         let i = match self.numbers.find(key, tag) {
@@ -222,7 +228,9 @@ impl Interval {
             None if self.pairs.len() >= self.opts.max_series.min(MAX_PAIRS) => {
                 if self.opts.max_series <= MAX_PAIRS {
                     self.series_overflow += 1;
-                    return Some(self.other_pair(local));
+                    self.other_pair(local);
+                    let o = self.other.iter().position(|(l, _)| *l == local);
+                    return o.map(Slot::Other);
                 }
                 self.pairs_dropped.samples += 1;
                 return None;
@@ -241,7 +249,7 @@ impl Interval {
                 self.numbers.add(key, tag)
             }
         };
-        Some(&mut self.pairs[i as usize])
+        Some(Slot::Pair(i as usize))
     }
 
     /// Pairs with samples this interval.
@@ -337,18 +345,17 @@ impl Interval {
         let local = s.peer.ip();
         let kind = s.kind.index();
         let ms = s.rtt_ms();
-        let opts = self.opts.clone();
-        let mut room = self.values_room;
-        let Some(p) = self.pair(local, resp, watch, tag) else {
-            return;
+        let p = match self.pair(local, resp, watch, tag) {
+            Some(Slot::Pair(i)) => &mut self.pairs[i],
+            Some(Slot::Other(i)) => &mut self.other[i].1,
+            None => return,
         };
         p.stats.add(ms);
-        let refused = match &mut p.fine {
-            Some(f) => f.add(ms, &opts, &mut room),
-            None => false,
-        };
-        self.values_room = room;
-        self.distribution_dropped += u64::from(refused);
+        if let Some(f) = &mut p.fine
+            && f.add(ms, &self.opts, &mut self.values_room)
+        {
+            self.distribution_dropped += 1;
+        }
         self.samples[kind] += 1;
     }
 

@@ -89,7 +89,10 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = parse_kinds)]
     pub kinds: KindSet,
 
-    /// Maximum connections tracked at once (the least recently seen is evicted beyond it).
+    /// Maximum connections tracked at once, in total over all threads. Beyond it a new
+    /// connection sheds the oldest half-open or one-sided entry; connections that completed
+    /// a two-way exchange hold at most 3/4 of the table and are evicted (least recently seen
+    /// first) only to make room for each other, never by a flood of one-sided traffic.
     #[arg(long, default_value_t = 1 << 20, value_name = "N")]
     pub max_flows: usize,
 
@@ -100,8 +103,9 @@ pub struct AnalyzeArgs {
 
     // --threads (parallel.rs): begin
     /// Threads for each file's engine work [default: the number of available cores]. 1 runs
-    /// everything on one thread; more split the connections over that many engines (the
-    /// output is the same).
+    /// everything on one thread; more split the connections over that many engines, each
+    /// with max-flows/N of the table (the output is the same unless the summary counts flows
+    /// evicted for a full table).
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<usize>,
     // --threads: end
@@ -353,6 +357,9 @@ pub fn analyze_files_threads(
     let mut report = Report::default();
     let mut responders = Responders::default();
     let mut flows = with_flows.then(HashMap::new);
+    // Each thread's engine tracks max_flows / threads connections, at least one: no more
+    // threads than that, so the total never exceeds max_flows.
+    let threads = threads.min(cfg.max_flows.max(1));
     for (file_idx, path) in files.iter().enumerate() {
         let mut collector = Collector {
             file_idx,

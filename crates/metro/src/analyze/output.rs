@@ -235,8 +235,11 @@ fn summary_json(report: &Report) -> Value {
         "duplicate_frames": e.duplicates,
         "non_positive_intervals": e.non_positive,
         "implausible_over_120s": e.implausible,
+        "flows_confirmed": e.flows_confirmed,
         "evicted": {
             "flows_table_full": e.flows_evicted_full,
+            "flows_unconfirmed_shed": e.flows_shed_unconfirmed,
+            "flows_confirmed_evicted": e.flows_evicted_confirmed,
             "flows_idle": e.flows_expired_idle,
             "flows_closed": e.flows_expired_closed,
             "pending_segments": e.segments_evicted,
@@ -282,8 +285,10 @@ pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "  evicted: flows (table full) {}, pending segments {}, pending tsvals {}; expired: flows idle {}, closed {}, tsvals {}",
+        "  evicted: flows (table full) {} (unconfirmed shed {}, confirmed {}), pending segments {}, pending tsvals {}; expired: flows idle {}, closed {}, tsvals {}",
         e.flows_evicted_full,
+        e.flows_shed_unconfirmed,
+        e.flows_evicted_confirmed,
         e.segments_evicted,
         e.tsvals_evicted,
         e.flows_expired_idle,

@@ -32,16 +32,16 @@
 //! Same output, and its limits: a shard's engine sees exactly its connections' packets and
 //! the same ticks, so it computes what the single engine computes for them, as long as the
 //! single engine's choices do not depend on the other connections. Two do, in the flow
-//! table: eviction when the table is full (the victim is sampled from slab positions), and
-//! the expiry sweep, which visits a slice of the slab per tick once the table has more than
-//! 1024 slots (a connection past its idle or closed timeout is removed when the sweep
-//! reaches it, and a packet arriving before that continues it). So the samples are the same
-//! unless the one-thread run evicts for a full table, or a connection sends again (other
-//! than a SYN after a close) between its timeout and the sweep reaching it: more than 300 s
-//! idle, or 60 s after FIN/RST, in a table of more than 1024 connections. The corpus's
-//! captures, which do expire connections, have small tables and come out identical.
-//!
-//! Table size: each shard's engine may track [`shard_max_flows`] connections.
+//! table: making room when the table (or its confirmed share) is full, and the expiry
+//! sweep, which visits a slice of the slab per tick once the table has more than 1024 slots
+//! (a connection past its idle or closed timeout is removed when the sweep reaches it, and
+//! a packet arriving before that continues it). Each shard's table is `max_flows / N`
+//! ([`shard_max_flows`]): if the single engine would make room, a shard does too, so the
+//! samples are the same whenever the N-thread run's summary counts no flow removed for room
+//! (`evicted: flows (table full)` 0), unless a connection sends again (other than a SYN after
+//! a close) between its timeout and the sweep reaching it: more than 300 s idle, or 60 s
+//! after FIN/RST, in a table of more than 1024 connections. The corpus's captures, which do
+//! expire connections, have small tables and come out identical.
 //!
 //! Memory is bounded and does not depend on the capture: [`IN_FLIGHT`] batches queued per
 //! shard and direction, each of at most [`batch_cap`] packets, buffers recycled.
@@ -82,19 +82,14 @@ fn batch_cap(shards: usize) -> usize {
     epoch_len(shards).div_ceil(shards) * 5 / 4 + 16
 }
 
-/// Connections each shard's engine may track: twice its share of `max_flows` (so all of it
-/// up to 2 shards). A shard holds only its own connections: with the whole `max_flows` it
-/// would never evict one the single engine keeps, but N shards could then hold N times
-/// `max_flows`; with `max_flows / N` it would evict as soon as its share ran a little over
-/// the average, while the single engine still had room. Hashed connections do not pile up
-/// to twice their share, and all shards together stay within about twice `max_flows`.
+/// Connections each shard's engine may track: its share of `max_flows`, rounded down (at
+/// least 1), so all shards together never hold more than `max_flows` and the memory bound
+/// does not depend on `--threads`. Rounding down also keeps each kind of limit no looser
+/// than the single engine's (the shards' confirmed shares sum to at most its share): if the
+/// single engine would have to make room, some shard makes room too, at that packet. So an
+/// N-thread run that removed no connection for room computed what one thread computes.
 fn shard_max_flows(max_flows: usize, shards: usize) -> usize {
-    max_flows.min(
-        max_flows
-            .div_ceil(shards)
-            .saturating_mul(2)
-            .saturating_add(64),
-    )
+    (max_flows / shards.max(1)).max(1)
 }
 
 /// One decoded TCP packet for a shard: only the fields the engine reads (88 bytes instead

@@ -15,6 +15,7 @@
 //! assert_eq!(summary.packets, 1000);
 //! ```
 
+pub mod flood;
 mod rng;
 mod sim;
 mod wheel;
@@ -259,6 +260,62 @@ pub struct GenArgs {
     /// Print a summary to standard error.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Write a hostile capture instead (README, "Under attack"): `syn-flood` (--syn-rate
+    /// spoofed SYNs a second for --flood-secs, each answered, among --real-connections real
+    /// ones), `syn-flood-clean` (the same real connections alone, packet for packet), or
+    /// `interface-bomb` (a pcapng file of --interfaces interface description blocks).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub attack: Option<Attack>,
+    /// Spoofed SYNs per second (`--attack syn-flood`).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub syn_rate: u64,
+    /// Seconds the flood lasts (`--attack syn-flood`).
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    pub flood_secs: f64,
+    /// Real connections among the flood (`--attack syn-flood[-clean]`).
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    pub real_connections: u32,
+    /// Largest round-trip time of a real client, µs (drawn from 200 µs up to it).
+    #[arg(long, default_value_t = 5_000, value_name = "US")]
+    pub real_rtt_max_us: u64,
+    /// Draw spoofed sources from this IPv4 block (e.g. 100.64.0.0/10) rather than anywhere.
+    #[arg(long, value_name = "NET", value_parser = parse_net)]
+    pub spoof_net: Option<(std::net::Ipv4Addr, u8)>,
+    /// Interface description blocks (`--attack interface-bomb`).
+    #[arg(long, default_value_t = 30_000_000, value_name = "N")]
+    pub interfaces: u64,
+}
+
+fn parse_net(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let (a, len) = s.split_once('/').unwrap_or((s, "32"));
+    match (a.parse(), len.parse::<u8>()) {
+        (Ok(a), Ok(len)) if len <= 32 => Ok((a, len)),
+        _ => Err(format!("`{s}` is not an IPv4 block such as 100.64.0.0/10")),
+    }
+}
+
+/// The hostile captures `metro generate --attack` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attack {
+    SynFlood,
+    SynFloodClean,
+    InterfaceBomb,
+}
+
+impl GenArgs {
+    /// The flood capture's configuration (`--attack syn-flood[-clean]`).
+    pub fn flood_config(&self) -> flood::FloodConfig {
+        flood::FloodConfig {
+            seed: self.seed,
+            syn_rate: self.syn_rate,
+            duration_ns: (self.flood_secs.max(0.0) * 1e9) as u64,
+            real: self.real_connections,
+            rtt_us: (200.min(self.real_rtt_max_us), self.real_rtt_max_us),
+            flood: self.attack == Some(Attack::SynFlood),
+            spoof_net: self.spoof_net,
+            ..flood::FloodConfig::default()
+        }
+    }
 }
 
 impl GenArgs {
@@ -305,6 +362,28 @@ pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
         Box::new(f)
     };
     let out = BufWriter::with_capacity(1 << 20, out);
+    match args.attack {
+        Some(Attack::InterfaceBomb) => {
+            return flood::write_interface_bomb(out, args.interfaces)
+                .context("writing the capture");
+        }
+        Some(Attack::SynFlood | Attack::SynFloodClean) => {
+            let s = flood::write_flood(&args.flood_config(), out).context("writing the capture")?;
+            if args.verbose {
+                eprintln!(
+                    "{} packets: {} spoofed SYNs (each answered), {} real connections ({} packets, \
+                     RTT up to {} µs)",
+                    s.packets,
+                    s.flood_syns,
+                    s.real_connections,
+                    s.real_packets,
+                    s.max_real_rtt_ns / 1000
+                );
+            }
+            return Ok(());
+        }
+        None => {}
+    }
     let summary = match &args.truth {
         None => write_capture(&cfg, out),
         Some(path) => {

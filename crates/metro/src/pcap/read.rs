@@ -35,6 +35,17 @@ const STANDARD_MAX_SNAPLEN: u32 = 262_144;
 /// They exist so that record numbers match tshark's frame numbers; skip them.
 pub const NOT_A_PACKET: u32 = u32::MAX;
 
+/// Interfaces one pcapng section may describe. Each costs a few bytes of state for the
+/// rest of the section, and an interface description block is 20 bytes that compress to
+/// almost nothing: without a limit a small gzip'd file makes the reader hold gigabytes.
+/// Real captures describe a handful (a host's interfaces, a few hundred on a router).
+pub const MAX_INTERFACES: usize = 1 << 16;
+/// Record times must lie within this many nanoseconds of 1970 (about 146 years: 1824 to
+/// 2116): then the difference of any two fits in an `i64` and no RTT can come from
+/// arithmetic that wrapped. pcap and snoop headers cannot exceed it (32-bit seconds); a
+/// pcapng time stamp with its resolution and offset can.
+pub const MAX_ABS_TS: i64 = 1 << 62;
+
 const DEFAULT_BUFFER: usize = 1 << 20;
 /// Largest buffer: the largest record plus its headers, rounded up.
 const MAX_BUFFER: usize = MAX_RECORD as usize + (1 << 16);
@@ -46,6 +57,7 @@ pub struct Record<'a> {
     pub linktype: u32,
     /// Nanoseconds since the Unix epoch. Records without a time stamp (pcapng SPB, custom
     /// blocks) carry the previous record's time (0 before the first).
+    /// Always within [`MAX_ABS_TS`] of 0: the difference of two never overflows.
     pub ts: i64,
     /// Bytes captured (`data.len()`).
     pub caplen: u32,
@@ -305,12 +317,17 @@ impl TsConv {
         }
     }
 
+    /// `units` in nanoseconds, exactly. The 64-bit time stamp is read as signed (times
+    /// before 1970 occur in real files, e.g. PcapPlusPlus's pcapng-example; tshark prints
+    /// them as unsigned); fractions of a nanosecond are dropped (rounding down).
     #[inline]
-    fn nanos(self, units: u64) -> i64 {
+    fn nanos(self, units: u64) -> i128 {
+        let u = i128::from(units as i64);
         match self {
-            TsConv::Mul(m) => units.wrapping_mul(m) as i64,
-            TsConv::Div(d) => (units / d) as i64,
-            TsConv::Pow2(e) => ((u128::from(units) * 1_000_000_000) >> e.min(127)) as i64,
+            TsConv::Mul(m) => u * i128::from(m),
+            TsConv::Div(d) => u.div_euclid(i128::from(d)),
+            // |u| < 2^63, so |u * 10^9| < 2^93: no overflow in i128.
+            TsConv::Pow2(e) => (u * 1_000_000_000) >> e.min(127),
         }
     }
 }
@@ -1191,12 +1208,30 @@ fn ng_block(input: &mut Input, st: &mut NgState, last_ts: i64) -> Result<Step, R
                         })?;
                     }
                     (14, 8) => {
-                        iface.offset_ns = (rd64(v, 0, be) as i64).wrapping_mul(1_000_000_000)
+                        let secs = rd64(v, 0, be) as i64;
+                        iface.offset_ns = secs
+                            .checked_mul(1_000_000_000)
+                            .filter(|ns| ns.abs() <= MAX_ABS_TS)
+                            .ok_or_else(|| ReadError::Damaged {
+                                offset: off,
+                                what: format!(
+                                    "the interface description's if_tsoffset of {secs} s is more than 146 years"
+                                ),
+                            })?;
                     }
                     _ => {}
                 }
                 Ok(())
             })?;
+            if st.interfaces.len() >= MAX_INTERFACES {
+                return Err(ReadError::Damaged {
+                    offset: off,
+                    what: format!(
+                        "the section already describes {MAX_INTERFACES} interfaces, more than any real capture \
+                         (limit {MAX_INTERFACES} per section)"
+                    ),
+                });
+            }
             st.interfaces.push(iface);
         }
         NG_EPB | NG_PB => {
@@ -1221,7 +1256,18 @@ fn ng_block(input: &mut Input, st: &mut NgState, last_ts: i64) -> Result<Step, R
                     ),
                 });
             }
-            let ts = iface.conv.nanos(units).wrapping_add(iface.offset_ns);
+            let ns = iface.conv.nanos(units) + i128::from(iface.offset_ns);
+            if ns.abs() > i128::from(MAX_ABS_TS) {
+                return Err(ReadError::Damaged {
+                    offset: off + ts_at as u64,
+                    what: format!(
+                        "the {name}'s time stamp ({} units, interface {iface_id}) is not a time \
+                         between the years 1824 and 2116",
+                        units as i64
+                    ),
+                });
+            }
+            let ts = ns as i64;
             found = Some(Found {
                 linktype: iface.linktype,
                 ts,
@@ -1313,7 +1359,122 @@ mod tests {
             TsConv::from_tsresol(0x8a).unwrap().nanos(1536),
             1_500_000_000
         );
+        // Signed, and exact (no wrapping): what does not fit is for the caller to refuse.
+        let us = TsConv::from_tsresol(6).unwrap();
+        assert_eq!(us.nanos(u64::MAX), -1000);
+        assert_eq!(us.nanos(1 << 62), (1i128 << 62) * 1000);
+        assert_eq!(TsConv::from_tsresol(10).unwrap().nanos(u64::MAX), -1);
+        assert_eq!(
+            TsConv::from_tsresol(0x80).unwrap().nanos(u64::MAX),
+            -1_000_000_000
+        );
         assert!(TsConv::from_tsresol(20).is_none());
+    }
+
+    /// A little-endian pcapng block of `btype` around `body`.
+    fn ng(btype: u32, body: &[u8]) -> Vec<u8> {
+        let len = (12 + body.len()) as u32;
+        let mut b = btype.to_le_bytes().to_vec();
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(body);
+        b.extend_from_slice(&len.to_le_bytes());
+        b
+    }
+
+    fn shb() -> Vec<u8> {
+        let mut body = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+        body.extend_from_slice(&[1, 0, 0, 0]);
+        body.extend_from_slice(&u64::MAX.to_le_bytes());
+        ng(NG_SHB, &body)
+    }
+
+    /// An Ethernet interface with these options (code, value), each padded to 4 bytes.
+    fn idb(opts: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = vec![1, 0, 0, 0, 0, 0, 0, 0];
+        for (code, v) in opts {
+            body.extend_from_slice(&code.to_le_bytes());
+            body.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            body.extend_from_slice(v);
+            body.resize(body.len().next_multiple_of(4), 0);
+        }
+        if !opts.is_empty() {
+            body.extend_from_slice(&[0; 4]);
+        }
+        ng(NG_IDB, &body)
+    }
+
+    fn epb(iface: u32, units: u64) -> Vec<u8> {
+        let mut body = iface.to_le_bytes().to_vec();
+        body.extend_from_slice(&((units >> 32) as u32).to_le_bytes());
+        body.extend_from_slice(&(units as u32).to_le_bytes());
+        body.extend_from_slice(&[4, 0, 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]);
+        ng(NG_EPB, &body)
+    }
+
+    #[test]
+    fn pcapng_interfaces_are_capped_with_the_offset() {
+        let mut f = shb();
+        let one = idb(&[]);
+        for _ in 0..MAX_INTERFACES {
+            f.extend_from_slice(&one);
+        }
+        f.extend_from_slice(&epb(MAX_INTERFACES as u32 - 1, 5));
+        let mut r = reader(&f).unwrap();
+        assert_eq!(r.next_record().unwrap().unwrap().interface, 65535);
+        // One more interface: damage, at the block that would exceed the limit.
+        let at = f.len() - epb(0, 0).len();
+        f.truncate(at);
+        f.extend_from_slice(&one);
+        let mut r = reader(&f).unwrap();
+        let e = r.next_record().unwrap_err();
+        assert!(
+            matches!(e, ReadError::Damaged { offset, .. } if offset == at as u64),
+            "{e}"
+        );
+        assert!(e.to_string().contains("65536 interfaces"), "{e}");
+        // A new section starts with none.
+        let mut f2 = f[..at].to_vec();
+        f2.extend_from_slice(&shb());
+        f2.extend_from_slice(&one);
+        f2.extend_from_slice(&epb(0, 7));
+        assert_eq!(
+            reader(&f2).unwrap().next_record().unwrap().unwrap().ts,
+            7000
+        );
+    }
+
+    #[test]
+    fn pcapng_time_stamps_never_wrap() {
+        let read = |iface: Vec<u8>, units: u64| {
+            let mut f = shb();
+            f.extend_from_slice(&iface);
+            let at = f.len();
+            f.extend_from_slice(&epb(0, units));
+            let mut r = reader(&f).unwrap();
+            (r.next_record().map(|rec| rec.map(|x| x.ts)), at)
+        };
+        // Microseconds (the default): 2^62 µs would wrap in nanoseconds; -1 µs is a time.
+        assert_eq!(read(idb(&[]), u64::MAX).0.unwrap(), Some(-1000));
+        let (ts, at) = read(idb(&[]), 1 << 62);
+        let e = ts.unwrap_err();
+        assert!(
+            matches!(e, ReadError::Damaged { offset, .. } if offset == at as u64 + 12),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("between the years 1824 and 2116"),
+            "{e}"
+        );
+        // Nanoseconds: fits in a u64, not within 146 years of 1970.
+        let ns = idb(&[(9, &[9])]);
+        assert!(read(ns.clone(), 1 << 63).0.is_err());
+        assert_eq!(read(ns.clone(), 1 << 62).0.unwrap(), Some(1 << 62));
+        // An offset that would carry the time past the limit, or that overflows by itself.
+        let off = |secs: i64| idb(&[(9, &[9]), (14, &secs.to_le_bytes())]);
+        assert_eq!(read(off(-1), 5_000_000_000).0.unwrap(), Some(4_000_000_000));
+        assert!(read(off(4_000_000_000), 1 << 62).0.is_err());
+        let (big, _) = read(off(i64::MAX / 1000), 0);
+        assert!(big.unwrap_err().to_string().contains("if_tsoffset"));
     }
 
     #[test]

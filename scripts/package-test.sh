@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# The Debian package, end to end, on this machine (as root; CI runs it after the tests):
+#
+#   1. build the .deb (scripts/package.sh) and a second one with a bumped version from the
+#      same binary (`cargo deb --no-build --deb-version`);
+#   2. dpkg -i: files, conffile, Depends, man pages, completions, `metro --version` agreeing
+#      with the package, getcap on /usr/bin/metro, the unit checked by systemd-analyze
+#      (started too if systemd is PID 1);
+#   3. capture: the installed binary run as `nobody` (the file capability only) with the
+#      shipped /etc/metro/metro.yaml, inside a network namespace joined by a veth pair to
+#      another, with TCP traffic between them: RTT metrics must reach a DogStatsD receiver on
+#      the namespace's 127.0.0.1:8125 (the default). The same binary copied without the
+#      capability must fail to capture;
+#   4. edit the conffile (Unix-socket DogStatsD, a tag), upgrade to the bumped package: the
+#      edit and the capability survive (on the new file), and capture works again with the
+#      edited configuration;
+#   5. dpkg --purge: nothing of the package is left.
+#
+# The machine is left clean even on failure (trap: purge, namespaces, processes). Refuses
+# to run if a metro package is already installed (it would purge it). Prints PASS or FAIL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+fail() {
+  echo "package-test: $*" >&2
+  echo "FAIL: package-test ($*)"
+  exit 1
+}
+step() { echo "== package-test: $*"; }
+# Any other failing command fails the test with its line (set -e alone would exit silently).
+trap 'fail "line $LINENO: \`$BASH_COMMAND\` failed"' ERR
+
+[ "$(id -u)" = 0 ] || fail "must run as root (dpkg -i, network namespaces)"
+if dpkg-query -W -f='${Status}' metro 2>/dev/null | grep -q installed; then
+  fail "a metro package is already installed here; this test would purge it"
+fi
+
+WORK=$(mktemp -d /tmp/metro-pkgtest.XXXXXX)
+chmod 755 "$WORK"
+NS_A=mt-pkg-$$-a
+NS_B=mt-pkg-$$-b
+PIDS=()
+cleanup() {
+  local rc=$?
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  ip netns del "$NS_A" 2>/dev/null || true
+  ip netns del "$NS_B" 2>/dev/null || true
+  if dpkg-query -W -f='${Status}' metro 2>/dev/null | grep -q installed; then
+    dpkg --purge metro >/dev/null 2>&1 || echo "package-test: cleanup: dpkg --purge metro failed" >&2
+  fi
+  if [ $rc != 0 ]; then
+    for f in "$WORK"/*.log "$WORK"/*.out; do
+      [ -s "$f" ] && { echo "--- $f"; tail -n 20 "$f"; }
+    done
+  fi
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+
+step "build"
+DEB=$(scripts/package.sh -o "$WORK/deb1")
+[ -f "$DEB" ] || fail "scripts/package.sh did not print a .deb path (got '$DEB')"
+VERSION=$(dpkg-deb -f "$DEB" Version)
+UPSTREAM=${VERSION%-*}
+BUMPED="$VERSION+upgradetest1"
+cargo deb -p metro --locked --no-build --strip --deb-version "$BUMPED" -o "$WORK/deb2" >/dev/null
+DEB2=$(ls "$WORK"/deb2/*.deb)
+dpkg --compare-versions "$BUMPED" gt "$VERSION" || fail "$BUMPED does not sort after $VERSION"
+echo "built $DEB ($VERSION) and $DEB2 ($BUMPED)"
+
+step "package metadata"
+DEPENDS=$(dpkg-deb -f "$DEB" Depends)
+echo "Depends: $DEPENDS"
+for d in libpcap0.8 libc6 libcap2-bin procps; do
+  grep -q "$d" <<<"$DEPENDS" || fail "Depends lacks $d: $DEPENDS"
+done
+CONFFILES=$(dpkg-deb --ctrl-tarfile "$DEB" | tar -xO ./conffiles)
+grep -qx /etc/metro/metro.yaml <<<"$CONFFILES" || fail "/etc/metro/metro.yaml is not a conffile"
+
+step "install"
+dpkg -i "$DEB" </dev/null >"$WORK/dpkg-install.log" 2>&1 || { cat "$WORK/dpkg-install.log"; fail "dpkg -i failed"; }
+for f in /usr/bin/metro /etc/metro/metro.yaml /lib/systemd/system/metro.service \
+  /usr/share/bash-completion/completions/metro /usr/share/zsh/vendor-completions/_metro \
+  /usr/share/fish/vendor_completions.d/metro.fish; do
+  [ -f "$f" ] || fail "$f is not installed"
+done
+ls /usr/share/man/man1/metro.1* /usr/share/man/man1/metro-run.1* >/dev/null 2>&1 || fail "no man pages"
+man_page=$(ls /usr/share/man/man1/metro-run.1*)
+man_text=$(case "$man_page" in *.gz) zcat "$man_page" ;; *) cat "$man_page" ;; esac)
+grep -qF -- '\-\-config' <<<"$man_text" || fail "$man_page does not document --config"
+bash -c 'source /usr/share/bash-completion/completions/metro && complete -p metro' >/dev/null \
+  || fail "the bash completion does not register for metro"
+grep -q 'ExecStart=/usr/bin/metro run' /lib/systemd/system/metro.service || fail "the unit does not run /usr/bin/metro"
+
+step "version and provenance"
+LINE=$(/usr/bin/metro --version)
+echo "$LINE"
+[[ "$LINE" == "metro $UPSTREAM (commit "* ]] || fail "'metro --version' ($LINE) does not agree with the package version $UPSTREAM"
+if COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null); then
+  [[ "$LINE" == *"commit $COMMIT,"* ]] || fail "'metro --version' ($LINE) does not name HEAD ($COMMIT)"
+fi
+[[ "$LINE" =~ built\ [0-9]{4}-[0-9]{2}-[0-9]{2}\)$ ]] || fail "'metro --version' has no build date: $LINE"
+
+step "capability"
+CAPS=$(getcap /usr/bin/metro)
+echo "$CAPS"
+grep -q 'cap_net_raw[=+]ep' <<<"$CAPS" || fail "/usr/bin/metro lacks cap_net_raw+ep after install: '$CAPS'"
+INODE1=$(stat -c %i /usr/bin/metro)
+
+step "systemd unit"
+systemd-analyze verify /lib/systemd/system/metro.service || fail "systemd-analyze verify rejects the unit"
+SCORE=$(systemd-analyze security --offline=yes /lib/systemd/system/metro.service 2>&1 | tail -n 1)
+echo "$SCORE"
+if [ "$(ps -p 1 -o comm=)" = systemd ]; then
+  systemctl is-enabled metro >/dev/null || fail "the unit is not enabled after install"
+  sleep 2
+  systemctl is-active metro >/dev/null || { systemctl status metro --no-pager || true; fail "the unit is not running after install"; }
+  echo "the unit is enabled and running"
+else
+  echo "systemd is not PID 1 here ($(ps -p 1 -o comm=)): the unit was checked by systemd-analyze, not started; capture is checked below by running the binary as an unprivileged user"
+fi
+
+step "network namespaces"
+ip netns add "$NS_A"
+ip netns add "$NS_B"
+ip link add "mtpa$$" type veth peer name "mtpb$$"
+ip link set "mtpa$$" netns "$NS_A"
+ip link set "mtpb$$" netns "$NS_B"
+ip -n "$NS_A" addr add 10.231.0.1/24 dev "mtpa$$"
+ip -n "$NS_B" addr add 10.231.0.2/24 dev "mtpb$$"
+for ns in "$NS_A" "$NS_B"; do
+  ip -n "$ns" link set lo up
+done
+ip -n "$NS_A" link set "mtpa$$" up
+ip -n "$NS_B" link set "mtpb$$" up
+ip netns exec "$NS_B" /usr/bin/python3 scripts/lib/testnet.py echo-server 10.231.0.2 7777 &
+PIDS+=($!)
+
+# capture_check NAME CONFIG_RECEIVER...: start the receiver, metro as nobody, traffic; wait
+# for an RTT metric to 10.231.0.2; print it.
+run_unprivileged() { # BINARY OUT_LOG -> sets METRO_PID
+  ip netns exec "$NS_A" setpriv --reuid=nobody --regid=nogroup --clear-groups \
+    "$1" run --config /etc/metro/metro.yaml >"$2" 2>&1 &
+  METRO_PID=$!
+  PIDS+=($METRO_PID)
+}
+wait_for_metric() { # FILE PATTERN SECONDS
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    grep -q -- "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+check_unprivileged_process() { # PID
+  local st
+  st=$(cat "/proc/$1/status") || fail "metro (pid $1) is not running"
+  grep -qE '^Uid:\s+65534\s' <<<"$st" || fail "metro does not run as nobody: $(grep ^Uid <<<"$st")"
+  # CapEff: exactly CAP_NET_RAW (bit 13).
+  grep -qE '^CapEff:\s+0000000000002000$' <<<"$st" || fail "metro's effective capabilities are not CAP_NET_RAW alone: $(grep ^CapEff <<<"$st")"
+}
+
+step "capture as nobody with the shipped configuration (DogStatsD on 127.0.0.1:8125)"
+ip netns exec "$NS_A" /usr/bin/python3 scripts/lib/testnet.py dsd-udp 127.0.0.1 8125 "$WORK/dsd1.out" &
+PIDS+=($!)
+run_unprivileged /usr/bin/metro "$WORK/metro1.log"
+sleep 1
+check_unprivileged_process "$METRO_PID"
+# The shipped flush_interval is 10 s: traffic for 14 s covers a whole interval.
+ip netns exec "$NS_A" /usr/bin/python3 scripts/lib/testnet.py client 10.231.0.2 7777 14 &
+PIDS+=($!)
+wait_for_metric "$WORK/dsd1.out" 'system.net.tcp.rtt.avg:.*dst:10.231.0.2' 25 \
+  || fail "no system.net.tcp.rtt.avg for dst:10.231.0.2 from metro as nobody with /etc/metro/metro.yaml"
+grep -m1 'system.net.tcp.rtt.avg:' "$WORK/dsd1.out"
+kill "$METRO_PID"
+wait "$METRO_PID" || fail "metro did not exit 0 on SIGTERM"
+
+step "without the capability, the same binary cannot capture"
+cp /usr/bin/metro "$WORK/metro-nocap"
+chmod 755 "$WORK/metro-nocap"
+[ -z "$(getcap "$WORK/metro-nocap")" ] || fail "the copy kept a capability"
+rc=0
+timeout 10 ip netns exec "$NS_A" setpriv --reuid=nobody --regid=nogroup --clear-groups \
+  "$WORK/metro-nocap" run --config /etc/metro/metro.yaml >"$WORK/nocap.log" 2>&1 || rc=$?
+[ $rc != 0 ] && [ $rc != 124 ] || fail "metro without the capability did not fail (exit $rc)"
+grep -q CAP_NET_RAW "$WORK/nocap.log" || fail "metro without the capability does not name CAP_NET_RAW: $(cat "$WORK/nocap.log")"
+echo "refused as expected: $(grep -m1 CAP_NET_RAW "$WORK/nocap.log" | cut -c1-160)..."
+
+step "edit the conffile, upgrade to $BUMPED"
+DSD_SOCK="$WORK/dsd.socket"
+python3 - "$DSD_SOCK" <<'PY'
+import re, sys
+p = "/etc/metro/metro.yaml"
+s = open(p).read()
+s = s.replace("  flush_interval: 10 ", "  flush_interval: 2  ", 1)
+s = re.sub(r"(?m)^  # statsd_socket: \S+", "  statsd_socket: " + sys.argv[1], s, count=1)
+s = s.replace("    # tags: [env:prod, service:web]", "    tags: [pkgtest:edited]", 1)
+open(p, "w").write(s)
+PY
+grep -q 'tags: \[pkgtest:edited\]' /etc/metro/metro.yaml && grep -q "statsd_socket: $DSD_SOCK" /etc/metro/metro.yaml \
+  && grep -q 'flush_interval: 2 ' /etc/metro/metro.yaml || fail "could not edit /etc/metro/metro.yaml"
+/usr/bin/metro check-config /etc/metro/metro.yaml >/dev/null || fail "the edited configuration is invalid"
+EDITED_SUM=$(sha256sum </etc/metro/metro.yaml)
+dpkg -i "$DEB2" </dev/null >"$WORK/dpkg-upgrade.log" 2>&1 || { cat "$WORK/dpkg-upgrade.log"; fail "the upgrade failed"; }
+[ "$(dpkg-query -W -f='${Version}' metro)" = "$BUMPED" ] || fail "the installed version is not $BUMPED after the upgrade"
+[ "$(sha256sum </etc/metro/metro.yaml)" = "$EDITED_SUM" ] || fail "the edited /etc/metro/metro.yaml did not survive the upgrade"
+[ ! -e /etc/metro/metro.yaml.dpkg-new ] && [ ! -e /etc/metro/metro.yaml.dpkg-dist ] || fail "the upgrade left a .dpkg-new/.dpkg-dist beside the conffile"
+INODE2=$(stat -c %i /usr/bin/metro)
+[ "$INODE1" != "$INODE2" ] || fail "the upgrade did not replace /usr/bin/metro (same inode): the capability check would prove nothing"
+CAPS=$(getcap /usr/bin/metro)
+grep -q 'cap_net_raw[=+]ep' <<<"$CAPS" || fail "/usr/bin/metro lacks cap_net_raw+ep after the upgrade: '$CAPS'"
+echo "conffile kept, $CAPS on the new file (inode $INODE1 -> $INODE2)"
+
+step "capture as nobody after the upgrade, edited configuration (DogStatsD on a Unix socket)"
+/usr/bin/python3 scripts/lib/testnet.py dsd-unix "$DSD_SOCK" "$WORK/dsd2.out" &
+PIDS+=($!)
+for ((i = 0; i < 50; i++)); do [ -S "$DSD_SOCK" ] && break; sleep 0.1; done
+run_unprivileged /usr/bin/metro "$WORK/metro2.log"
+sleep 1
+check_unprivileged_process "$METRO_PID"
+ip netns exec "$NS_A" /usr/bin/python3 scripts/lib/testnet.py client 10.231.0.2 7777 5 &
+PIDS+=($!)
+wait_for_metric "$WORK/dsd2.out" 'system.net.tcp.rtt.avg:.*dst:10.231.0.2.*pkgtest:edited' 15 \
+  || fail "no system.net.tcp.rtt.avg tagged pkgtest:edited over the Unix socket after the upgrade"
+grep -m1 'system.net.tcp.rtt.avg:' "$WORK/dsd2.out"
+kill "$METRO_PID"
+wait "$METRO_PID" || fail "metro did not exit 0 on SIGTERM"
+
+step "purge"
+dpkg -L metro | sort >"$WORK/files"
+dpkg --purge metro </dev/null >"$WORK/dpkg-purge.log" 2>&1 || { cat "$WORK/dpkg-purge.log"; fail "dpkg --purge failed"; }
+dpkg-query -W -f='${Status}' metro 2>/dev/null | grep -q installed && fail "metro is still installed after purge"
+left=""
+while read -r f; do
+  # Directories shared with other packages (/usr/bin, /usr/share/man/man1, ...) stay.
+  [ -d "$f" ] && continue
+  [ -e "$f" ] || [ -L "$f" ] && left="$left $f"
+done <"$WORK/files"
+[ -z "$left" ] || fail "left after purge:$left"
+for p in /etc/metro /var/log/metro /var/log/private/metro /usr/share/doc/metro \
+  /etc/systemd/system/multi-user.target.wants/metro.service; do
+  [ ! -e "$p" ] && [ ! -L "$p" ] || fail "$p is left after purge"
+done
+echo "nothing left"
+
+echo "PASS: package-test (install, capture as nobody, upgrade $VERSION -> $BUMPED keeps the conffile and the capability, purge)"
