@@ -722,12 +722,21 @@ fn interface_names(proc_root: &Path) -> Vec<String> {
 /// going, until `stop`. The first refresh runs before this returns.
 pub fn start_refresher(every: Duration, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     let roots = Roots::default();
-    let mut warned = false;
+    let mut said_once = false;
     let mut refresh = move |roots: &Roots| {
         let a = discover(roots, Limits::default());
         let s = &a.stats;
-        if !warned && s.pids_unreadable > s.pids_scanned / 2 {
-            warned = true;
+        if !said_once {
+            // Once: what the operator needs to know whether attribution can work here (in a
+            // pod without the host's pid namespace only the pod's processes are visible).
+            tracing::info!(
+                "containers: {} processes visible, {} namespaces, {} with a container or pod",
+                s.pids_scanned + s.pids_skipped,
+                s.namespaces,
+                s.namespaces_attributed
+            );
+        }
+        if !said_once && s.pids_unreadable > s.pids_scanned / 2 {
             tracing::warn!(
                 "containers: {} of {} processes' network namespaces are unreadable: container \
                  and pod tags need CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or root); RTT is \
@@ -736,6 +745,7 @@ pub fn start_refresher(every: Duration, stop: Arc<AtomicBool>) -> std::thread::J
                 s.pids_scanned
             );
         }
+        said_once = true;
         if s.pids_skipped + s.namespaces_skipped > 0 {
             tracing::debug!(
                 "containers: over the limits, {} processes and {} namespaces not read",
