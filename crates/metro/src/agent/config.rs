@@ -1661,6 +1661,14 @@ extra: 1
     }
 
     #[test]
+    fn container_tags_default_on_and_can_be_turned_off() {
+        let c = ok("instances:\n  - interface: any\n    ips: [10.0.0.1]\n  - interface: eth1\n    ips: [10.0.0.1]\n    container_tags: false\n").config;
+        assert!(c.instances[0].container_tags);
+        assert!(!c.instances[1].container_tags);
+        assert!(c.to_yaml().contains("    container_tags: false\n"));
+    }
+
+    #[test]
     fn durations_have_floors_and_ceilings() {
         let with = |key: &str, v: &str| {
             let (section, indent) = if key.starts_with("sample") {
