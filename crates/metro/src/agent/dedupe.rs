@@ -51,48 +51,40 @@ fn mix(h: u64, v: u64) -> u64 {
     (h.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
 }
 
-fn hash_bytes(mut h: u64, b: &[u8], skip: Option<usize>) -> u64 {
-    for (i, chunk) in b.chunks(8).enumerate() {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        if let Some(s) = skip {
-            // Zero a two-byte field at offset `s` (a checksum).
-            for k in s..s + 2 {
-                if k / 8 == i {
-                    w[k % 8] = 0;
-                }
-            }
-        }
-        h = mix(h, u64::from_le_bytes(w));
-    }
-    mix(h, b.len() as u64)
-}
-
 /// The content key of an IP packet, without the fields a hop changes. None when it is not
 /// IP.
 pub fn key(ip: &[u8]) -> Option<u64> {
-    let v = ip.first()? >> 4;
-    let ip = &ip[..ip.len().min(HASHED)];
-    match v {
-        4 if ip.len() >= 20 => {
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            let proto = ip[9];
-            let mut h = 0x9e37_79b9_7f4a_7c15;
-            h = hash_bytes(h, &ip[..8], None); // version .. fragment offset
-            h = mix(h, u64::from(proto));
-            h = hash_bytes(h, &ip[12..ihl.clamp(20, ip.len())], None);
-            let l4 = ip.get(ihl..).unwrap_or(&[]);
-            Some(hash_bytes(h, l4, (proto == 6).then_some(16)))
+    let n = ip.len().min(HASHED);
+    // A copy of the hashed bytes with the changing fields zeroed, hashed a word at a time.
+    let mut b = [0u8; HASHED];
+    b[..n].copy_from_slice(&ip[..n]);
+    match b[0] >> 4 {
+        4 if n >= 20 => {
+            let ihl = usize::from(b[0] & 0x0f) * 4;
+            b[8] = 0; // TTL
+            b[10] = 0; // header checksum
+            b[11] = 0;
+            if b[9] == 6 && ihl >= 20 && ihl + 18 <= n {
+                b[ihl + 16] = 0; // TCP checksum
+                b[ihl + 17] = 0;
+            }
         }
-        6 if ip.len() >= 40 => {
-            let mut h = 0x6a09_e667_f3bc_c908;
-            h = hash_bytes(h, &ip[..7], None); // version .. next header
-            h = hash_bytes(h, &ip[8..40], None);
-            // The TCP checksum sits 16 bytes into TCP; extension headers are hashed whole.
-            Some(hash_bytes(h, &ip[40..], (ip[6] == 6).then_some(16)))
+        6 if n >= 40 => {
+            b[7] = 0; // hop limit
+            // The TCP checksum, right after the fixed header (extension headers are hashed
+            // whole, checksum included).
+            if b[6] == 6 && n >= 58 {
+                b[56] = 0;
+                b[57] = 0;
+            }
         }
-        _ => None,
+        _ => return None,
     }
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    for w in b[..n.div_ceil(8) * 8].chunks_exact(8) {
+        h = mix(h, u64::from_le_bytes(w.try_into().unwrap_or_default()));
+    }
+    Some(mix(h, ip.len() as u64))
 }
 
 impl Dedupe {
