@@ -59,9 +59,21 @@ pub struct EngineConfig {
     pub done_timeout: Nanos,
     /// A recorded TSval older than this is dropped unmatched (pping: at most 10 s).
     pub tsval_max_age: Nanos,
-    /// Two copies of one frame (same direction, IP ID, seq and length) within this interval
-    /// are a duplicate capture, not a retransmission.
+    /// Two copies of one frame (same direction, IP ID, seq, length, ACK, flags and
+    /// timestamps) within this interval are a duplicate capture, not a retransmission, whatever
+    /// the evidence (a twentieth of it when the IP ID is 0). See docs/accuracy.md.
     pub duplicate_window: Nanos,
+    /// Two such copies up to this far apart are still a duplicate capture when the evidence is
+    /// strong (mirror ports and taps deliver copies 10-15 ms apart): the sender's IP IDs vary
+    /// (and `trust_ip_id`), so a retransmission would carry a new one; or the sender's TSval
+    /// clock had already moved past the copy's TSval, so it cannot be a new transmission; or
+    /// the copy is a SYN or SYN/ACK, first retransmitted after 1 s. Keep it well below the
+    /// 200 ms minimum retransmission timeout.
+    pub duplicate_window_wide: Nanos,
+    /// Use the IP ID as evidence that two identical frames are one frame captured twice.
+    /// Turn off where a middlebox rewrites IP IDs (then only TSvals and the narrow window
+    /// decide).
+    pub trust_ip_id: bool,
     /// A sample longer than this is implausible (TCP's retransmission timer never waits
     /// longer than 120 s; damaged captures have timestamps years apart): dropped, counted.
     pub max_rtt: Nanos,
@@ -80,6 +92,8 @@ impl Default for EngineConfig {
             done_timeout: 5 * 1_000_000_000,
             tsval_max_age: 10 * 1_000_000_000,
             duplicate_window: 2_000_000,
+            duplicate_window_wide: 100_000_000,
+            trust_ip_id: true,
             max_rtt: 120 * 1_000_000_000,
             kinds: KindSet::ALL,
         }
@@ -99,6 +113,16 @@ pub struct Counters {
     pub retransmits: u64,
     /// Frames captured twice and skipped.
     pub duplicates: u64,
+    // Accuracy past Karn (docs/accuracy.md), grouped here.
+    /// Of `duplicates`, copies beyond the narrow window recognised by strong evidence, by
+    /// evidence: [IP ID, TSval, SYN or SYN/ACK (retransmitted only after 1 s)].
+    pub duplicates_wide: [u64; 3],
+    /// Samples over a retransmitted segment that the evidence tied to one transmission, by
+    /// evidence: [the ACK echoes the retransmission's TSval, the ACK echoes the original's
+    /// TSval, a DSACK reports the retransmission as a duplicate, the ACK stops inside the
+    /// retransmitted range, a DSACK answers a retransmission of bytes already acknowledged].
+    /// Included in `samples`.
+    pub disambiguated: [u64; 5],
     /// Closing packet stamped at or before its opener: no sample.
     pub non_positive: u64,
     /// Samples longer than `max_rtt`: dropped.
@@ -148,6 +172,12 @@ impl Counters {
         self.ambiguous += c.ambiguous;
         self.retransmits += c.retransmits;
         self.duplicates += c.duplicates;
+        for (a, b) in self.duplicates_wide.iter_mut().zip(c.duplicates_wide) {
+            *a += b;
+        }
+        for (a, b) in self.disambiguated.iter_mut().zip(c.disambiguated) {
+            *a += b;
+        }
         self.non_positive += c.non_positive;
         self.implausible += c.implausible;
         self.flows_created += c.flows_created;

@@ -79,6 +79,11 @@ impl Cap {
         self.frames.push((t_us * 1000, f.to_vec()));
     }
 
+    /// Add a frame built by hand (its own IP ID, options) at `t_us` microseconds.
+    fn push(&mut self, t_us: i64, f: TcpFrame<'_>) {
+        self.frames.push((t_us * 1000, f.to_vec()));
+    }
+
     /// Repeat frame `n` (1-based) at another time, byte for byte.
     fn copy_of(&mut self, n: usize, t_us: i64) {
         let data = self.frames[n - 1].1.clone();
@@ -588,4 +593,520 @@ fn flow_table_is_bounded_and_counted() {
     let (_, report) = run_frames(&frames, &cfg);
     assert_eq!(report.summary.engine.flows_created, 10);
     assert_eq!(report.summary.engine.flows_evicted_full, 7);
+}
+
+// --- Accuracy past Karn (docs/accuracy.md): copies, disambiguated retransmissions.
+
+/// A frame from `from` with everything given by hand.
+fn raw(from: Side, ip_id: u16, seq: u32, ack: u32, flags: u16, len: usize) -> TcpFrame<'static> {
+    let (src, sp, dst, dp) = match from {
+        Side::Client => (C, CP, S, SP),
+        Side::Server => (S, SP, C, CP),
+    };
+    TcpFrame::v4(Ipv4Addr::from(src), sp, Ipv4Addr::from(dst), dp)
+        .ip_id(ip_id)
+        .seq(seq)
+        .ack(ack)
+        .flags(flags)
+        .payload_len(len)
+}
+
+/// A mirror port delivering every frame twice, the copy 12 ms late, interleaved with the ACK
+/// that answers the original.
+fn interleaved_copies() -> Cap {
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Cl, 1001, 5001, ACK, 100); // 4: A
+    cap.pkt(104_000, Cl, 1101, 5001, ACK, 100); // 5: B
+    cap.pkt(108_000, Sv, 5001, 1101, ACK, 0); // 6: acks A: 8 ms
+    cap.copy_of(4, 112_000); // 7: A again, 12 ms later, B still in flight
+    cap.pkt(112_500, Sv, 5001, 1201, ACK, 0); // 8: acks B: 8.5 ms
+    cap.copy_of(5, 116_000); // 9: B again
+    cap.copy_of(6, 120_000); // 10: the ACKs again
+    cap.copy_of(8, 124_500); // 11
+    cap
+}
+
+#[test]
+fn interleaved_copy_12ms_apart_is_a_duplicate_when_ip_ids_vary() {
+    let cap = interleaved_copies();
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(
+        &got[2..],
+        &[s(6, 4, "seq", SRV, 8_000.0), s(8, 5, "seq", SRV, 8_500.0)]
+    );
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.duplicates_wide), (2, [2, 0, 0]));
+    assert_eq!((e.retransmits, e.ambiguous), (0, 0));
+}
+
+#[test]
+fn distrusting_the_ip_id_makes_the_late_copy_a_retransmission() {
+    // A middlebox may rewrite IP IDs: without them and without timestamps a copy 12 ms late
+    // cannot be told from a retransmission, so B's ACK is ambiguous.
+    let cap = interleaved_copies();
+    let cfg = EngineConfig {
+        trust_ip_id: false,
+        ..EngineConfig::default()
+    };
+    let (got, report) = run_frames(&cap.frames, &cfg);
+    assert_eq!(&got[2..], &[s(6, 4, "seq", SRV, 8_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.retransmits, e.ambiguous), (0, 2, 1));
+}
+
+#[test]
+fn constant_ip_id_identical_frame_30ms_later_is_a_retransmission() {
+    // A hand-made capture: every frame of the client carries IP ID 0x4242, no timestamps.
+    // Two identical frames 30 ms apart are then a retransmission, not a copy.
+    let mut cap = Cap::new();
+    cap.push(0, raw(Cl, 0x4242, 1000, 0, SYN, 0)); // 1
+    cap.push(30_000, raw(Sv, 7, 5000, 1001, SYN | ACK, 0)); // 2
+    cap.push(31_000, raw(Cl, 0x4242, 1001, 5001, ACK, 0)); // 3
+    cap.push(100_000, raw(Cl, 0x4242, 1001, 5001, ACK, 100)); // 4: A
+    cap.push(101_000, raw(Cl, 0x4242, 1101, 5001, ACK, 100)); // 5: B
+    cap.push(131_000, raw(Cl, 0x4242, 1101, 5001, ACK, 100)); // 6: B, byte for byte
+    cap.push(140_000, raw(Sv, 8, 5001, 1101, ACK, 0)); // 7: acks A: 40 ms
+    cap.push(161_000, raw(Sv, 9, 5001, 1201, ACK, 0)); // 8: B or its retransmission?
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[s(7, 4, "seq", SRV, 40_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.retransmits, e.ambiguous), (0, 1, 1));
+}
+
+#[test]
+fn retransmission_with_a_new_ip_id_is_never_a_duplicate() {
+    // Same as a copy in every field but the IP ID, 12 ms later: a fast retransmission.
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Cl, 1001, 5001, ACK, 100); // 4: A
+    cap.pkt(101_000, Cl, 1101, 5001, ACK, 100); // 5: B
+    cap.pkt(113_000, Cl, 1101, 5001, ACK, 100); // 6: B again, its own IP ID
+    cap.pkt(131_000, Sv, 5001, 1201, ACK, 0); // 7: ambiguous
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[]);
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.retransmits, e.ambiguous), (0, 1, 1));
+}
+
+/// Handshake with timestamps (client clock starts at 1000, server at 9000); IP ID 0 on every
+/// client frame, so only TSvals can tell a copy.
+fn ts_handshake(cap: &mut Cap) {
+    cap.push(0, raw(Cl, 0, 1000, 0, SYN, 0).timestamps(1000, 0)); // 1
+    cap.push(
+        30_000,
+        raw(Sv, 0, 5000, 1001, SYN | ACK, 0).timestamps(9000, 1000),
+    ); // 2
+    cap.push(
+        31_000,
+        raw(Cl, 0, 1001, 5001, ACK, 0).timestamps(1031, 9000),
+    ); // 3
+}
+
+#[test]
+fn late_copy_is_a_duplicate_when_the_senders_tsval_clock_moved_on() {
+    let mut cap = Cap::new();
+    ts_handshake(&mut cap);
+    cap.push(
+        100_000,
+        raw(Cl, 0, 1001, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 4: A
+    cap.push(
+        104_000,
+        raw(Cl, 0, 1101, 5001, ACK, 100).timestamps(1104, 9000),
+    ); // 5: B
+    cap.copy_of(4, 112_000); // 6: A again: TSval 1100, but the clock showed 1104 already
+    cap.push(
+        132_000,
+        raw(Sv, 0, 5001, 1201, ACK, 0).timestamps(9132, 1100),
+    ); // 7: 28 ms
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[s(7, 5, "seq", SRV, 28_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.duplicates_wide), (1, [0, 1, 0]));
+    assert_eq!(e.retransmits, 0);
+}
+
+#[test]
+fn identical_frame_with_the_newest_tsval_and_no_ip_id_is_a_retransmission() {
+    // The copy's TSval is still the newest: a retransmission in the same clock tick would
+    // look the same. Beyond the narrow window, that is a retransmission.
+    let mut cap = Cap::new();
+    ts_handshake(&mut cap);
+    cap.push(
+        100_000,
+        raw(Cl, 0, 1001, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 4
+    cap.copy_of(4, 101_000); // 5: 1 ms later, ID 0: beyond a twentieth of 2 ms
+    cap.push(
+        131_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9131, 1100),
+    ); // 6
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[]);
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.retransmits, e.ambiguous), (0, 1, 1));
+}
+
+/// Client data A [1001, 1101) sent at 100 ms with TSval 1100, re-sent at 400 ms (TSval
+/// 1400, a new IP ID) after a timeout.
+fn timeout_with_ts(cap: &mut Cap) {
+    ts_handshake(cap);
+    cap.push(
+        100_000,
+        raw(Cl, 1, 1001, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 4
+    cap.push(
+        400_000,
+        raw(Cl, 2, 1001, 5001, ACK, 100).timestamps(1400, 9000),
+    ); // 5
+}
+
+#[test]
+fn ack_echoing_the_retransmissions_tsval_times_the_retransmission() {
+    let mut cap = Cap::new();
+    timeout_with_ts(&mut cap);
+    cap.push(
+        430_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9430, 1400),
+    ); // 6
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[s(6, 5, "seq", SRV, 30_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.ambiguous), ([1, 0, 0, 0, 0], 0));
+}
+
+#[test]
+fn ack_echoing_the_originals_tsval_times_the_original() {
+    // A spurious timeout: the original's ACK was only slow (320 ms).
+    let mut cap = Cap::new();
+    timeout_with_ts(&mut cap);
+    cap.push(
+        420_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9420, 1100),
+    ); // 6
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[s(6, 4, "seq", SRV, 320_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.ambiguous), ([0, 1, 0, 0, 0], 0));
+}
+
+#[test]
+fn ack_echoing_neither_tsval_stays_ambiguous() {
+    let mut cap = Cap::new();
+    timeout_with_ts(&mut cap);
+    cap.push(
+        420_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9420, 1031),
+    ); // 6
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[]);
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.ambiguous), ([0; 5], 1));
+}
+
+#[test]
+fn dsack_marks_the_retransmission_spurious_and_times_the_original() {
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Cl, 1001, 5001, ACK, 100); // 4: A
+    cap.pkt(101_000, Cl, 1101, 5001, ACK, 100); // 5: B
+    cap.pkt(130_000, Sv, 5001, 1101, ACK, 0); // 6: acks A: 30 ms
+    cap.pkt(250_000, Cl, 1101, 5001, ACK, 100); // 7: B re-sent (timeout)
+    // 8: acks B and reports [1101, 1201) received twice: B itself got there.
+    cap.push(
+        280_000,
+        raw(Sv, 99, 5001, 1201, ACK, 0).sack(&[(1101, 1201)]),
+    );
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(
+        &got[2..],
+        &[
+            s(6, 4, "seq", SRV, 30_000.0),
+            s(8, 5, "seq", SRV, 179_000.0)
+        ]
+    );
+    let e = &report.summary.engine;
+    assert_eq!(
+        (e.disambiguated, e.ambiguous, e.retransmits),
+        ([0, 0, 1, 0, 0], 0, 1)
+    );
+}
+
+#[test]
+fn sack_that_is_not_a_dsack_resolves_nothing() {
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Cl, 1001, 5001, ACK, 100); // 4: A
+    cap.pkt(101_000, Cl, 1101, 5001, ACK, 100); // 5: B
+    cap.pkt(102_000, Cl, 1201, 5001, ACK, 100); // 6: C
+    cap.pkt(250_000, Cl, 1101, 5001, ACK, 100); // 7: B re-sent
+    // 8: acks B; its SACK block lies above the ACK (C held out of order): not a DSACK.
+    cap.push(
+        280_000,
+        raw(Sv, 99, 5001, 1201, ACK, 0).sack(&[(1201, 1301)]),
+    );
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[]);
+    assert_eq!(report.summary.engine.disambiguated, [0; 5]);
+}
+
+#[test]
+fn ack_stopping_inside_a_retransmission_times_the_original() {
+    // Frame 6 re-sends A and B as one segment; an ACK of A's end (inside it) could not have
+    // been caused by it (it would acknowledge 1201): it answers A. B's ACK stays ambiguous.
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Cl, 1001, 5001, ACK, 100); // 4: A
+    cap.pkt(101_000, Cl, 1101, 5001, ACK, 100); // 5: B
+    cap.pkt(300_000, Cl, 1001, 5001, ACK, 200); // 6: A+B re-sent
+    cap.pkt(310_000, Sv, 5001, 1101, ACK, 0); // 7: 210 ms from A
+    cap.pkt(330_000, Sv, 5001, 1201, ACK, 0); // 8: B or frame 6?
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[s(7, 4, "seq", SRV, 210_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.ambiguous), ([0, 0, 0, 1, 0], 1));
+}
+
+#[test]
+fn syn_ack_copy_2_5ms_later_is_a_duplicate_on_its_first_frame() {
+    // tcptrace's pcap_v2.2.dmp: the server's every frame is captured twice, 2.56 ms apart;
+    // the first copy is the SYN/ACK, before any IP ID could be seen to vary. A SYN/ACK is
+    // re-sent only after a second (or a retransmitted SYN): this is a copy.
+    let mut cap = Cap::new();
+    cap.push(0, raw(Cl, 0x439b, 1000, 0, SYN, 0)); // 1
+    cap.push(1_556, raw(Sv, 0x19cf, 5000, 1001, SYN | ACK, 0)); // 2
+    cap.copy_of(2, 4_119); // 3
+    cap.push(39_508, raw(Cl, 0x439e, 1001, 5001, ACK, 0)); // 4
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(
+        got,
+        vec![
+            s(2, 1, "handshake", SRV, 1_556.0),
+            s(4, 2, "handshake", CLI, 37_952.0)
+        ]
+    );
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.duplicates_wide), (1, [0, 0, 1]));
+    assert_eq!(e.retransmits, 0);
+}
+
+#[test]
+fn syn_ack_sent_again_a_second_later_is_a_retransmission() {
+    let mut cap = Cap::new();
+    cap.push(0, raw(Cl, 0x439b, 1000, 0, SYN, 0)); // 1
+    cap.push(1_556, raw(Sv, 0x19cf, 5000, 1001, SYN | ACK, 0)); // 2
+    cap.copy_of(2, 1_001_556); // 3: byte for byte, 1 s later: the timer fired
+    cap.push(1_030_000, raw(Cl, 0x439e, 1001, 5001, ACK, 0)); // 4: answers 2 or 3
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(got, vec![s(2, 1, "handshake", SRV, 1_556.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.retransmits, e.ambiguous), (0, 1, 1));
+}
+
+#[test]
+fn dsack_answering_a_retransmission_of_acknowledged_bytes_times_it() {
+    // suricata-verify's ftp-ippair-leak capture: data acknowledged, sent again (a new IP ID),
+    // answered at once by a duplicate ACK whose DSACK block is exactly the re-sent range.
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Sv, 5001, 1001, ACK | PSH, 20); // 4
+    cap.pkt(100_008, Cl, 1001, 5021, ACK, 0); // 5: 8 us
+    cap.pkt(100_016, Sv, 5001, 1001, ACK | PSH, 20); // 6: sent again
+    cap.push(
+        100_023,
+        raw(Cl, 77, 1001, 5021, ACK, 0).sack(&[(5001, 5021)]),
+    ); // 7: 7 us from frame 6
+    cap.push(
+        100_030,
+        raw(Cl, 78, 1001, 5021, ACK, 0).sack(&[(5001, 5021)]),
+    ); // 8: the same report again: nothing more
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(
+        &got[2..],
+        &[s(5, 4, "seq", CLI, 8.0), s(7, 6, "seq", CLI, 7.0)]
+    );
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.retransmits), ([0, 0, 0, 0, 1], 1));
+}
+
+#[test]
+fn dsack_after_a_third_copy_times_nothing() {
+    // The same bytes re-sent twice after their ACK: a DSACK no longer says which copy.
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Sv, 5001, 1001, ACK | PSH, 20); // 4
+    cap.pkt(100_008, Cl, 1001, 5021, ACK, 0); // 5
+    cap.pkt(100_016, Sv, 5001, 1001, ACK | PSH, 20); // 6
+    cap.pkt(100_020, Sv, 5001, 1001, ACK | PSH, 20); // 7
+    cap.push(
+        100_023,
+        raw(Cl, 77, 1001, 5021, ACK, 0).sack(&[(5001, 5021)]),
+    ); // 8
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[s(5, 4, "seq", CLI, 8.0)]);
+    assert_eq!(report.summary.engine.disambiguated, [0; 5]);
+}
+
+#[test]
+fn segment_filling_a_hole_is_timed_by_the_ack_echoing_its_tsval() {
+    // nDPI's ultrasurf capture: the bytes [1001, 1101) never passed the capture point; the
+    // client sends B and C, then [1001, 1101) (a retransmission of the lost first copy, a
+    // new IP ID and the newest TSval). The server's ACK of 1101 echoes that TSval: it
+    // answers the hole's filler. B and C stay ambiguous (its arrival may have caused their
+    // ACK).
+    let mut cap = Cap::new();
+    ts_handshake(&mut cap);
+    cap.push(
+        100_000,
+        raw(Cl, 1, 1101, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 4: B
+    cap.push(
+        101_000,
+        raw(Cl, 2, 1201, 5001, ACK, 100).timestamps(1101, 9000),
+    ); // 5: C
+    cap.push(
+        300_000,
+        raw(Cl, 3, 1001, 5001, ACK, 100).timestamps(1300, 9000),
+    ); // 6: hole
+    cap.push(
+        330_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9330, 1300),
+    ); // 7: 30 ms
+    cap.push(
+        331_000,
+        raw(Sv, 0, 5001, 1301, ACK, 0).timestamps(9331, 1300),
+    ); // 8: B, C?
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[s(7, 6, "seq", SRV, 30_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.ambiguous), ([1, 0, 0, 0, 0], 1));
+}
+
+#[test]
+fn segment_filling_a_hole_without_its_tsval_echoed_is_not_timed() {
+    let mut cap = Cap::new();
+    ts_handshake(&mut cap);
+    cap.push(
+        100_000,
+        raw(Cl, 1, 1101, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 4: B
+    cap.push(
+        300_000,
+        raw(Cl, 3, 1001, 5001, ACK, 100).timestamps(1300, 9000),
+    ); // 5: hole
+    cap.push(
+        330_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9330, 1031),
+    ); // 6
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[]);
+    assert_eq!(report.summary.engine.disambiguated, [0; 5]);
+}
+
+#[test]
+fn dsack_after_copies_sent_on_both_sides_of_the_ack_times_nothing() {
+    // B re-sent while pending (frame 5) and again after its ACK (frame 7): the DSACK may
+    // report either late copy.
+    let mut cap = Cap::new();
+    handshake(&mut cap, 1000, 5000);
+    cap.pkt(100_000, Sv, 5001, 1001, ACK | PSH, 20); // 4
+    cap.pkt(100_005, Sv, 5001, 1001, ACK | PSH, 20); // 5: re-sent before the ACK
+    cap.pkt(100_008, Cl, 1001, 5021, ACK, 0); // 6: ambiguous
+    cap.pkt(100_016, Sv, 5001, 1001, ACK | PSH, 20); // 7: a third copy
+    cap.push(
+        100_023,
+        raw(Cl, 77, 1001, 5021, ACK, 0).sack(&[(5001, 5021)]),
+    ); // 8: reports frame 5 or frame 7
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    assert_eq!(&got[2..], &[]);
+    assert_eq!(report.summary.engine.disambiguated, [0; 5]);
+}
+
+#[test]
+fn copy_of_a_retransmission_after_its_ack_is_still_a_copy() {
+    // suricata-verify's http-range-multiflows (loopback, IP ID 0): a FIN sent again, its
+    // copy, the ACK, then one more copy 16 us after the first.
+    let mut cap = Cap::new();
+    cap.push(0, raw(Cl, 0, 1000, 0, SYN, 0)); // 1
+    cap.push(10, raw(Sv, 0, 5000, 1001, SYN | ACK, 0)); // 2
+    cap.push(20, raw(Cl, 0, 1001, 5001, ACK, 0)); // 3
+    cap.push(100, raw(Cl, 0, 1001, 5001, ACK | FIN, 0)); // 4
+    cap.push(113, raw(Sv, 0, 5001, 1001, ACK | FIN, 0)); // 5
+    cap.push(127, raw(Cl, 0, 1001, 5002, ACK | FIN, 0)); // 6: FIN again (a new ACK)
+    cap.copy_of(6, 137); // 7: its copy
+    cap.push(141, raw(Sv, 0, 5002, 1002, ACK, 0)); // 8: acks it
+    cap.copy_of(6, 143); // 9: one more copy, after the ACK
+    let (_, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let e = &report.summary.engine;
+    assert_eq!(
+        (e.duplicates, e.retransmits),
+        (2, 1),
+        "frames 7 and 9 are copies of 6"
+    );
+}
+
+#[test]
+fn echo_already_sent_before_the_retransmission_names_nothing() {
+    // suricata-verify's syn_retransmit_with_ts: two retransmissions in one clock tick. The
+    // first is answered (its TSval echoed); the second carries the same TSval, which the
+    // receiver was already echoing: the next ACK's echo does not name it.
+    let mut cap = Cap::new();
+    ts_handshake(&mut cap);
+    cap.push(
+        100_000,
+        raw(Cl, 1, 1001, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 4: A
+    cap.push(
+        100_001,
+        raw(Cl, 2, 1101, 5001, ACK, 100).timestamps(1100, 9000),
+    ); // 5: B
+    cap.push(
+        300_000,
+        raw(Cl, 3, 1001, 5001, ACK, 100).timestamps(1300, 9000),
+    ); // 6: A again
+    cap.push(
+        330_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9330, 1300),
+    ); // 7: 30 ms
+    cap.push(
+        330_001,
+        raw(Cl, 4, 1101, 5001, ACK, 100).timestamps(1300, 9330),
+    ); // 8: B again
+    cap.push(
+        330_002,
+        raw(Sv, 0, 5001, 1201, ACK, 0).timestamps(9330, 1300),
+    ); // 9: B or 8?
+    let (got, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let seq: Vec<_> = got.iter().filter(|x| x.kind != "ts").cloned().collect();
+    assert_eq!(&seq[2..], &[s(7, 6, "seq", SRV, 30_000.0)]);
+    let e = &report.summary.engine;
+    assert_eq!((e.disambiguated, e.ambiguous), ([1, 0, 0, 0, 0], 1));
+}
+
+#[test]
+fn copies_on_loopback_with_one_tsval_for_everything_are_still_copies() {
+    // Loopback within one clock tick: every frame carries the same TSval and TSecr, so the
+    // receiver already echoes the re-sent FIN's TSval. Its copies must still be copies.
+    let mut cap = Cap::new();
+    let t = |f: TcpFrame<'static>| f.timestamps(7, 7);
+    cap.push(0, t(raw(Cl, 0, 1000, 0, SYN, 0))); // 1
+    cap.push(10, t(raw(Sv, 0, 5000, 1001, SYN | ACK, 0))); // 2
+    cap.push(20, t(raw(Cl, 0, 1001, 5001, ACK, 0))); // 3
+    cap.push(100, t(raw(Cl, 0, 1001, 5001, ACK | FIN, 0))); // 4
+    cap.push(113, t(raw(Sv, 0, 5001, 1001, ACK | FIN, 0))); // 5
+    cap.push(127, t(raw(Cl, 0, 1001, 5002, ACK | FIN, 0))); // 6: FIN again
+    cap.copy_of(6, 137); // 7
+    cap.push(141, t(raw(Sv, 0, 5002, 1002, ACK, 0))); // 8
+    cap.copy_of(6, 143); // 9
+    let (_, report) = run_frames(&cap.frames, &EngineConfig::default());
+    let e = &report.summary.engine;
+    assert_eq!((e.duplicates, e.retransmits), (2, 1));
 }

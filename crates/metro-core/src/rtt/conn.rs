@@ -21,7 +21,7 @@ use super::queue::{NIL, Pending, Pool, Queue};
 use super::{Kind, Sample};
 use crate::Nanos;
 use crate::engine::{Counters, EngineConfig, NO_TAG, Observer};
-use crate::seq::{gt, le, lt};
+use crate::seq::{ge, gt, le, lt};
 use crate::wire::Packet;
 
 const INIT: u8 = 1;
@@ -30,16 +30,34 @@ const ACKED: u8 = 4;
 /// This direction has sent a FIN.
 const FIN_SEEN: u8 = 8;
 const TS_SEEN: u8 = 16;
-const LAST: u8 = 32;
-/// A keep-alive awaits its answer (its time and frame are in the pool node `ka`).
+/// The slot holds the last retransmission (its start in the node's word), see `Rx`.
+const RX: u8 = 32;
+/// A keep-alive awaits its answer (its time and frame are in the slot).
 const KA: u8 = 64;
 /// The keep-alive was sent again before an answer: the answer is ambiguous.
 const KA_AGAIN: u8 = 128;
+
+// `flags2`.
+/// `last_ip_id` holds the IP ID of an earlier frame.
+const ID_SEEN: u8 = 1;
+/// Two frames of this direction carried different (non-zero) IP IDs: the sender gives each
+/// packet its own, so a retransmission would carry a new one.
+const ID_VARIES: u8 = 2;
+
+/// Evidence indices of [`Counters::disambiguated`].
+const BY_TSECR_RX: usize = 0;
+const BY_TSECR_ORIGINAL: usize = 1;
+const BY_DSACK: usize = 2;
+const BY_ACK_INSIDE: usize = 3;
+const BY_DSACK_RX: usize = 4;
 
 /// What one direction of a connection has sent, and what the other side acknowledged of it.
 #[derive(Clone, Copy, Debug)]
 pub struct DirState {
     flags: u8,
+    flags2: u8,
+    /// IP ID of the last frame of this direction that was not a copy (valid with ID_SEEN).
+    last_ip_id: u16,
     /// ISN, valid with SYN_SEEN.
     isn: u32,
     /// One past the highest sequence number sent.
@@ -47,42 +65,57 @@ pub struct DirState {
     /// Highest cumulative ACK received for this direction's data (valid with ACKED).
     acked: u32,
     segs: Queue,
+    /// Segments acknowledged within the last `duplicate_window_wide`: a late copy of one of
+    /// them (a mirror port's second copy, after the ACK) must still be recognised.
+    done: Queue,
     /// Newest TSval recorded (valid with TS_SEEN).
     ts_last: u32,
+    /// The last TSecr the other side sent (an echo of this direction's TSvals; 0: none).
+    echoed: u32,
     tsvals: Queue,
-    ka: u32,
-    // The previous frame in this direction, to recognise a frame captured twice: its time,
-    // sequence number, and a fingerprint of its IP ID, ACK, length and flags.
-    last_ts: Nanos,
-    last_seq: u32,
-    last_fp: u32,
+    /// Pool node of the keep-alive awaiting its answer (KA), or of the last retransmission
+    /// (RX), or NIL.
+    slot: u32,
 }
 
 impl Default for DirState {
     fn default() -> Self {
         DirState {
             flags: 0,
+            flags2: 0,
+            last_ip_id: 0,
             isn: 0,
             right: 0,
             acked: 0,
             segs: Queue::new(),
+            done: Queue::new(),
             ts_last: 0,
+            echoed: 0,
             tsvals: Queue::new(),
-            ka: NIL,
-            last_ts: 0,
-            last_seq: 0,
-            last_fp: 0,
+            slot: NIL,
         }
     }
 }
 
-/// A fingerprint of the fields that, with the sequence number, tell a frame captured twice.
+/// A fingerprint of the fields that, with the segment's end, tell a frame captured twice:
+/// a copy repeats every one of them, a retransmission differs in the IP ID (on every common
+/// stack) or the TSval (once the sender's clock has ticked).
 #[inline]
-fn fingerprint(ip_id: u16, ack: u32, len: u32, flags: u16) -> u32 {
+pub fn fingerprint(ip_id: u16, ack: u32, len: u32, flags: u16, tsval: u32, tsecr: u32) -> u32 {
     let x = (u64::from(ip_id) << 48 | u64::from(flags) << 32 | u64::from(ack))
+        ^ (u64::from(tsval) << 32 | u64::from(tsecr)).rotate_left(23)
         ^ u64::from(len).rotate_left(17);
     let h = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (h >> 32) as u32
+}
+
+/// The last retransmission of a direction, kept until the ACK that covers it: which copy
+/// the ACKs answer may still be told (docs/accuracy.md).
+#[derive(Clone, Copy)]
+struct Rx {
+    /// The retransmission (key: its end; ts, frame, tsval).
+    seg: Pending,
+    start: u32,
 }
 
 impl DirState {
@@ -93,16 +126,68 @@ impl DirState {
 
     fn release(&mut self, pool: &mut Pool) {
         self.segs.clear(pool);
+        self.done.clear(pool);
         self.tsvals.clear(pool);
-        self.drop_keepalive(pool);
+        self.drop_slot(pool);
+    }
+
+    /// Forget the keep-alive or retransmission in the slot.
+    fn drop_slot(&mut self, pool: &mut Pool) {
+        if self.slot != NIL {
+            pool.take(self.slot);
+            self.slot = NIL;
+        }
+        self.flags &= !(KA | KA_AGAIN | RX);
+    }
+
+    /// Forget the retransmission in the slot, once answered, but keep it with the
+    /// acknowledged segments (ambiguous: its bytes went twice) so a late copy of it is still
+    /// recognised.
+    fn retire_rx(&mut self, pool: &mut Pool, keep: bool) {
+        if keep && self.has(RX) {
+            let (seg, _) = pool.take(self.slot);
+            self.slot = NIL;
+            self.flags &= !RX;
+            self.done.push_back(
+                pool,
+                Pending {
+                    ambiguous: true,
+                    ..seg
+                },
+            );
+        } else {
+            self.drop_slot(pool);
+        }
     }
 
     fn drop_keepalive(&mut self, pool: &mut Pool) {
-        if self.ka != NIL {
-            pool.take(self.ka);
-            self.ka = NIL;
+        if self.has(KA) {
+            self.drop_slot(pool);
         }
-        self.flags &= !(KA | KA_AGAIN);
+    }
+
+    fn rx(&self, pool: &Pool) -> Option<Rx> {
+        self.has(RX).then(|| {
+            let (seg, start) = pool.peek(self.slot);
+            Rx { seg, start }
+        })
+    }
+
+    /// The recorded frame this one would be a copy of: same end, same fingerprint.
+    fn original_of(&self, pool: &Pool, end: u32, fp: u32) -> Option<Pending> {
+        if let Some(p) = self.segs.find(pool, end, fp) {
+            return Some(p);
+        }
+        if let Some(p) = self.done.find(pool, end, fp) {
+            return Some(p);
+        }
+        if self.slot != NIL {
+            let (p, _) = pool.peek(self.slot);
+            if p.key == end && p.fp == fp {
+                return Some(p);
+            }
+        }
+        None
     }
 
     /// True if this direction has sent a SYN.
@@ -202,29 +287,70 @@ impl Conn {
 
         let flags = tcp.flags;
         let occupies = !flags.rst() && (len > 0 || flags.syn() || flags.fin());
+        let start = tcp.seq;
+        let end = start
+            .wrapping_add(len)
+            .wrapping_add(flags.syn() as u32)
+            .wrapping_add(flags.fin() as u32);
+        let (tsval, tsecr) = tcp.options.timestamp.unwrap_or((0, 0));
+        // Only what occupies sequence space is ever recorded or compared.
+        let fp = if occupies {
+            fingerprint(pkt.ip_id, tcp.ack, len, flags.0, tsval, tsecr)
+        } else {
+            0
+        };
 
-        // A frame captured twice (span ports, capture hardware): skip the copy entirely so
-        // it does not look like a retransmission. Without an IP ID to compare (IPv6, or a
-        // stack that sends ID 0) only a much shorter interval counts. Only segments that
-        // occupy sequence space matter: a second copy of a pure ACK changes nothing, and
-        // back-to-back duplicate ACKs are legitimately alike.
-        let fp = fingerprint(pkt.ip_id, tcp.ack, len, tcp.flags.0);
-        if occupies && snd.has(LAST) && snd.last_seq == tcp.seq && snd.last_fp == fp {
-            let dt = ts - snd.last_ts;
-            let window = if pkt.ip_id != 0 {
+        // A frame captured twice (span ports, taps, `any` captures): skip the copy entirely
+        // so it does not look like a retransmission. Only a segment below the highest byte
+        // sent can be one, and only if a recorded frame matches it field for field. Close
+        // copies are always duplicates (a twentieth of the window without an IP ID); distant
+        // ones only on evidence that a retransmission would differ (docs/accuracy.md). Pure
+        // ACKs never count: a second copy changes nothing, and duplicate ACKs are alike.
+        if occupies
+            && snd.has(INIT)
+            && lt(start, snd.right)
+            && let Some(orig) = snd.original_of(cx.pool, end, fp)
+        {
+            let dt = ts - orig.ts;
+            let narrow = if pkt.ip_id != 0 {
                 cx.cfg.duplicate_window
             } else {
                 cx.cfg.duplicate_window / 20
             };
-            if (0..=window).contains(&dt) {
+            // Evidence that a retransmission would not look like this: the sender gives
+            // every packet its own IP ID; its TSval clock had already moved past the copy's
+            // TSval; or it is a SYN or SYN/ACK, whose retransmission timer starts at 1 s
+            // (RFC 6298 2.1; 3 s on older stacks), ten times the wide window.
+            let evidence = if cx.cfg.trust_ip_id && pkt.ip_id != 0 && snd.flags2 & ID_VARIES != 0 {
+                Some(0)
+            } else if tsval != 0 && snd.has(TS_SEEN) && lt(tsval, snd.ts_last) {
+                Some(1)
+            } else if flags.syn() {
+                Some(2)
+            } else {
+                None
+            };
+            if dt >= 0 && dt <= narrow {
                 cx.counters.duplicates += 1;
                 return;
             }
+            if dt >= 0
+                && dt <= cx.cfg.duplicate_window_wide
+                && let Some(by) = evidence
+            {
+                cx.counters.duplicates += 1;
+                cx.counters.duplicates_wide[by] += 1;
+                return;
+            }
         }
-        snd.flags |= LAST;
-        snd.last_ts = ts;
-        snd.last_seq = tcp.seq;
-        snd.last_fp = fp;
+        // Data segments are enough to see whether the sender numbers its packets.
+        if occupies && pkt.ip_id != 0 {
+            if snd.flags2 & ID_SEEN != 0 && snd.last_ip_id != pkt.ip_id {
+                snd.flags2 |= ID_VARIES;
+            }
+            snd.flags2 |= ID_SEEN;
+            snd.last_ip_id = pkt.ip_id;
+        }
 
         // Built only when needed (most packets emit nothing).
         let responder = || SocketAddr::new(pkt.src, tcp.sport);
@@ -233,19 +359,19 @@ impl Conn {
         // A first fragment reaches the receiver only with the last fragment, which the
         // capture shows without a TCP header: its time is not the segment's time.
         let timed = !pkt.first_fragment;
-        let mut emit = |cx: &mut Ctx<'_, O>, kind: Kind, open: Pending| {
+        let mut emit = |cx: &mut Ctx<'_, O>, kind: Kind, open: Pending| -> bool {
             if !timed {
                 cx.counters.ambiguous += 1;
-                return;
+                return false;
             }
             let rtt = ts - open.ts;
             if rtt <= 0 {
                 cx.counters.non_positive += 1;
-                return;
+                return false;
             }
             if rtt > cx.cfg.max_rtt {
                 cx.counters.implausible += 1;
-                return;
+                return false;
             }
             cx.counters.samples[kind.index()] += 1;
             if cx.cfg.kinds.contains(kind) {
@@ -263,39 +389,100 @@ impl Conn {
                     tag,
                 );
             }
+            true
         };
 
         // --- ACK: close a seq/handshake sample on the other direction's data.
         if flags.ack() && rcv.has(INIT) {
             let ack = tcp.ack;
+            // A retransmission of bytes already acknowledged, answered by a DSACK reporting
+            // exactly it (RFC 2883): the receiver acknowledges a duplicate at once, so this
+            // ACK answers the retransmission.
+            if let Some(r) = rcv.rx(cx.pool)
+                && !r.seg.ambiguous
+                && rcv.has(ACKED)
+                && le(r.seg.key, rcv.acked)
+                && le(r.seg.key, ack)
+                && tcp.options.sack_count > 0
+                && tcp.options.sack[0] == (r.start, r.seg.key)
+            {
+                rcv.retire_rx(cx.pool, cx.cfg.duplicate_window_wide > 0);
+                let kind = if r.seg.handshake {
+                    Kind::Handshake
+                } else {
+                    Kind::Seq
+                };
+                if emit(cx, kind, r.seg) {
+                    cx.counters.disambiguated[BY_DSACK_RX] += 1;
+                }
+            }
             if !rcv.has(ACKED) || gt(ack, rcv.acked) {
+                let prev = rcv.has(ACKED).then_some(rcv.acked);
                 rcv.flags |= ACKED;
                 rcv.acked = ack;
                 rcv.drop_keepalive(cx.pool);
+                let rx = rcv.rx(cx.pool);
+                let keep = cx.cfg.duplicate_window_wide > 0;
+                if keep && !rcv.done.is_empty() {
+                    while let Some(old) = rcv.done.front_ts(cx.pool) {
+                        if ts - old <= cx.cfg.duplicate_window_wide
+                            && rcv.done.len() < cx.cfg.max_pending_segments
+                        {
+                            break;
+                        }
+                        rcv.done.pop_front(cx.pool);
+                    }
+                }
+                let mut landed = false;
                 while let Some(front) = rcv.segs.front(cx.pool) {
                     if !le(front.key, ack) {
                         break;
                     }
-                    rcv.segs.pop_front(cx.pool);
+                    landed |= front.key == ack;
+                    if keep {
+                        rcv.segs.move_front_to(cx.pool, &mut rcv.done);
+                    } else {
+                        rcv.segs.pop_front(cx.pool);
+                    }
                     if front.key == ack {
-                        if front.ambiguous {
-                            cx.counters.ambiguous += 1;
+                        let kind = if front.handshake {
+                            Kind::Handshake
                         } else {
-                            let kind = if front.handshake {
-                                Kind::Handshake
-                            } else {
-                                Kind::Seq
-                            };
+                            Kind::Seq
+                        };
+                        if !front.ambiguous {
                             emit(cx, kind, front);
+                        } else if let Some((open, by)) =
+                            rx.and_then(|r| Self::disambiguate(front, r, prev, ack, pkt))
+                        {
+                            if emit(cx, kind, open) {
+                                cx.counters.disambiguated[by] += 1;
+                            }
+                        } else {
+                            cx.counters.ambiguous += 1;
                         }
                     }
+                }
+                if let Some(r) = rx
+                    && ge(ack, r.seg.key)
+                {
+                    // A retransmission that filled a hole (its bytes' first copy was never
+                    // captured, or ended elsewhere): no segment ends at the ACK, but an ACK of
+                    // its end echoing its TSval answers it.
+                    if !landed
+                        && ack == r.seg.key
+                        && Self::answers_rx(r, prev, &tcp.options)
+                        && emit(cx, Kind::Seq, r.seg)
+                    {
+                        cx.counters.disambiguated[BY_TSECR_RX] += 1;
+                    }
+                    rcv.retire_rx(cx.pool, keep);
                 }
             } else if rcv.has(KA) && ack == rcv.right {
                 // The answer to a keep-alive: its one old byte ends at `right`.
                 let again = rcv.has(KA_AGAIN);
-                rcv.flags &= !(KA | KA_AGAIN);
-                let open = cx.pool.take(rcv.ka);
-                rcv.ka = NIL;
+                let (open, _) = cx.pool.peek(rcv.slot);
+                rcv.drop_slot(cx.pool);
                 if again {
                     cx.counters.ambiguous += 1;
                 } else {
@@ -310,25 +497,33 @@ impl Conn {
 
         // --- Sequence space: record what this direction sends.
         if occupies {
-            let start = tcp.seq;
-            let end = start
-                .wrapping_add(len)
-                .wrapping_add(flags.syn() as u32)
-                .wrapping_add(flags.fin() as u32);
+            let this = Pending {
+                key: end,
+                handshake: flags.syn(),
+                ambiguous: false,
+                ts,
+                frame,
+                tsval,
+                fp,
+            };
             let mut record = true;
             if flags.syn() {
                 if snd.has(SYN_SEEN) && start == snd.isn {
                     // A retransmitted SYN or SYN/ACK: the handshake sample is ambiguous.
                     record = false;
-                    Self::retransmitted(snd, start, responder(), peer(), ts, cx);
+                    Self::retransmitted(snd, start, Some(this), responder(), peer(), ts, cx);
                 } else {
                     if !flags.ack() && rcv.has(SYN_SEEN) {
                         // A SYN captured after the other side's SYN (reordered capture, or
                         // simultaneous open): what that side sent cannot be timed reliably.
                         rcv.segs.mark_ambiguous(cx.pool, None);
+                        if rcv.has(RX) {
+                            rcv.drop_slot(cx.pool);
+                        }
                     }
                     snd.segs.clear(cx.pool);
-                    snd.drop_keepalive(cx.pool);
+                    snd.done.clear(cx.pool);
+                    snd.drop_slot(cx.pool);
                     snd.flags = (snd.flags | INIT | SYN_SEEN) & !ACKED;
                     snd.isn = start;
                     snd.right = end;
@@ -352,18 +547,20 @@ impl Conn {
                 if snd.has(KA) {
                     snd.flags |= KA_AGAIN;
                 } else {
+                    snd.drop_slot(cx.pool);
                     snd.flags |= KA;
-                    snd.ka = cx.pool.put(Pending {
-                        key: snd.right,
-                        handshake: false,
-                        ambiguous: false,
-                        ts,
-                        frame,
-                    });
+                    snd.slot = cx.pool.put(
+                        Pending {
+                            key: snd.right,
+                            ..this
+                        },
+                        0,
+                    );
                 }
             } else {
-                // Retransmission or reordering: nothing in flight can be timed.
-                Self::retransmitted(snd, start, responder(), peer(), ts, cx);
+                // Retransmission or reordering: nothing in flight can be timed, unless the
+                // ACKs tell which copy they answer (kept in the slot).
+                Self::retransmitted(snd, start, Some(this), responder(), peer(), ts, cx);
                 record = gt(end, snd.right);
                 if record {
                     snd.right = end;
@@ -374,23 +571,16 @@ impl Conn {
                     snd.segs.pop_front(cx.pool);
                     cx.counters.segments_evicted += 1;
                 }
-                snd.segs.push_back(
-                    cx.pool,
-                    Pending {
-                        key: end,
-                        handshake: flags.syn(),
-                        ambiguous: false,
-                        ts,
-                        frame,
-                    },
-                );
+                snd.segs.push_back(cx.pool, this);
             }
         }
 
+        if tsecr != 0 {
+            rcv.echoed = tsecr;
+        }
+
         // --- Timestamp echo.
-        if cx.cfg.kinds.contains(Kind::Ts)
-            && let Some((tsval, tsecr)) = tcp.options.timestamp
-        {
+        if cx.cfg.kinds.contains(Kind::Ts) && tcp.options.timestamp.is_some() {
             if flags.ack() && tsecr != 0 {
                 while let Some(front) = rcv.tsvals.front(cx.pool) {
                     if !le(front.key, tsecr) {
@@ -424,26 +614,143 @@ impl Conn {
                         ambiguous: false,
                         ts,
                         frame,
+                        tsval,
+                        fp: 0,
                     },
                 );
             }
+        } else if occupies && timed && tsval != 0 && (!snd.has(TS_SEEN) || gt(tsval, snd.ts_last)) {
+            // Without ts samples, still follow the sender's TSval clock (copy evidence).
+            snd.flags |= TS_SEEN;
+            snd.ts_last = tsval;
         }
+    }
+
+    /// The ACK `ack` lands on `node`, ambiguous because `rx` re-sent its bytes. Tell which
+    /// transmission it answers, if the evidence allows (docs/accuracy.md), and by what.
+    fn disambiguate(
+        node: Pending,
+        rx: Rx,
+        prev: Option<u32>,
+        ack: u32,
+        pkt: &Packet<'_>,
+    ) -> Option<(Pending, usize)> {
+        let opts = &pkt.tcp.options;
+        if rx.seg.ambiguous {
+            // Its bytes went more than twice: only an echo of its own TSval names it.
+            return (ack == rx.seg.key
+                && node.tsval != rx.seg.tsval
+                && Self::answers_rx(rx, prev, opts))
+            .then_some((
+                Pending {
+                    ambiguous: false,
+                    ..rx.seg
+                },
+                BY_TSECR_RX,
+            ));
+        }
+        if lt(rx.start, ack) && lt(ack, rx.seg.key) {
+            // The ACK stops inside the retransmission: the receiver had every byte up to
+            // `ack`, beyond the retransmission's start, so had the retransmission arrived it
+            // would acknowledge at least its end. The original answered.
+            return Some((node, BY_ACK_INSIDE));
+        }
+        if ack != rx.seg.key {
+            return None;
+        }
+        // DSACK (RFC 2883): a first SACK block at or below the cumulative ACK reports bytes
+        // received twice; covering the whole retransmission, it says the retransmission was
+        // spurious: the bytes came from the original.
+        if opts.sack_count > 0 {
+            let (l, r) = opts.sack[0];
+            if le(r, ack) && lt(l, r) && le(l, rx.start) && ge(r, rx.seg.key) {
+                return Some((node, BY_DSACK));
+            }
+        }
+        // TSecr (RFC 7323): the receiver echoes the TSval of the segment that last moved its
+        // left edge. With everything before the retransmission acknowledged, the
+        // retransmission's arrival would set it to the retransmission's TSval.
+        if node.tsval == 0 || !lt(node.tsval, rx.seg.tsval) {
+            return None;
+        }
+        if Self::answers_rx(rx, prev, opts) {
+            return Some((rx.seg, BY_TSECR_RX));
+        }
+        let prev = prev?;
+        let (_, tsecr) = opts.timestamp?;
+        if !lt(prev, rx.start) && tsecr != 0 && tsecr == node.tsval {
+            Some((node, BY_TSECR_ORIGINAL))
+        } else {
+            None
+        }
+    }
+
+    /// The ACK echoes the retransmission's TSval, and everything before the retransmission
+    /// was acknowledged before it: the retransmission had arrived (it set the echoed value),
+    /// so the ACK answers it.
+    fn answers_rx(rx: Rx, prev: Option<u32>, opts: &crate::wire::tcp::TcpOptions) -> bool {
+        let Some((_, tsecr)) = opts.timestamp else {
+            return false;
+        };
+        prev.is_some_and(|p| !lt(p, rx.start)) && rx.seg.tsval != 0 && tsecr == rx.seg.tsval
     }
 
     /// A segment starting at `start`, below the highest byte sent: a retransmission or a
     /// reordering. Every pending segment ending beyond `start` is ambiguous: its bytes were
     /// sent twice, or its cumulative ACK may be caused by this segment's arrival (Karn; Dart's
     /// collapse). Segments ending at or before `start` keep their timing: this segment cannot
-    /// complete an ACK at or below its own start.
+    /// complete an ACK at or below its own start. If every segment it made ambiguous was
+    /// sent only once before, it is kept (`seg`) so its ACKs may still be told apart.
     fn retransmitted<O: Observer>(
         snd: &mut DirState,
         start: u32,
+        seg: Option<Pending>,
         sender: SocketAddr,
         receiver: SocketAddr,
         ts: Nanos,
         cx: &mut Ctx<'_, O>,
     ) {
-        snd.segs.mark_ambiguous(cx.pool, Some(start));
+        let clean = snd.segs.mark_ambiguous(cx.pool, Some(start));
+        // Bytes of the last retransmission sent yet again: a third copy, no longer told apart.
+        let again = seg.is_some_and(|seg| {
+            snd.rx(cx.pool)
+                .is_some_and(|r| lt(r.start, seg.key) && lt(start, r.seg.key))
+        });
+        // Bytes already acknowledged, sent again: only their answer (a DSACK) can be timed,
+        // and only if this is their second copy; mark them so a third is known.
+        let spurious = seg.is_some_and(|seg| snd.has(ACKED) && le(seg.key, snd.acked));
+        let once = spurious && seg.is_some_and(|seg| snd.done.sent_once(cx.pool, start, seg.key));
+        if spurious {
+            snd.done.mark_ambiguous(cx.pool, Some(start));
+        }
+        // A copy sent in the same clock tick as the last one carries its TSval: an echo no
+        // longer tells them apart.
+        // So does one whose TSval the receiver already echoes (another segment of that tick
+        // moved its left edge).
+        let twin = seg.is_some_and(|seg| {
+            (seg.tsval != 0 && seg.tsval == snd.echoed)
+                || snd
+                    .rx(cx.pool)
+                    .is_some_and(|r| r.seg.tsval == seg.tsval && lt(r.start, seg.key))
+        });
+        snd.drop_slot(cx.pool);
+        if let Some(seg) = seg {
+            // Kept even when its bytes went more than twice: an echo of its own TSval still
+            // names it. Rules that time the original need it to be the only other copy
+            // (`ambiguous` clear in the slot).
+            let only = clean && !again && (!spurious || once);
+            snd.flags |= RX;
+            // A twin's TSval is forgotten: no echo may name it (it is still recognised
+            // by its fingerprint if captured twice).
+            snd.slot = cx.pool.put(
+                Pending {
+                    ambiguous: !only,
+                    tsval: if twin { 0 } else { seg.tsval },
+                    ..seg
+                },
+                start,
+            );
+        }
         cx.counters.retransmits += 1;
         cx.out.retransmit(sender, receiver, ts);
     }

@@ -10,7 +10,7 @@ pub const NIL: u32 = u32::MAX;
 
 /// One pending opener: the sequence number (segment end) or TSval that will close it, when
 /// and in which frame it was seen, and whether it was a SYN or SYN/ACK.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Pending {
     pub key: u32,
     pub handshake: bool,
@@ -18,12 +18,54 @@ pub struct Pending {
     pub ambiguous: bool,
     pub ts: Nanos,
     pub frame: u64,
+    /// The TSval the frame carried (0: none), to tell which copy an ACK's TSecr answers.
+    pub tsval: u32,
+    /// A fingerprint of the frame (see `conn::fingerprint`), to recognise a second capture of it.
+    pub fp: u32,
 }
 
+/// A stored [`Pending`], packed into 32 bytes: the two flags live in the top bits of the
+/// frame number (no capture has 2^62 frames).
 #[derive(Clone, Copy)]
 struct Node {
-    item: Pending,
+    ts: Nanos,
+    frame: u64,
+    key: u32,
     next: u32,
+    tsval: u32,
+    fp: u32,
+}
+
+const HANDSHAKE: u64 = 1 << 63;
+const AMBIGUOUS: u64 = 1 << 62;
+
+impl Node {
+    #[inline]
+    fn new(p: Pending, next: u32) -> Node {
+        Node {
+            ts: p.ts,
+            frame: (p.frame & !(HANDSHAKE | AMBIGUOUS))
+                | if p.handshake { HANDSHAKE } else { 0 }
+                | if p.ambiguous { AMBIGUOUS } else { 0 },
+            key: p.key,
+            next,
+            tsval: p.tsval,
+            fp: p.fp,
+        }
+    }
+
+    #[inline]
+    fn item(&self) -> Pending {
+        Pending {
+            key: self.key,
+            handshake: self.frame & HANDSHAKE != 0,
+            ambiguous: self.frame & AMBIGUOUS != 0,
+            ts: self.ts,
+            frame: self.frame & !(HANDSHAKE | AMBIGUOUS),
+            tsval: self.tsval,
+            fp: self.fp,
+        }
+    }
 }
 
 /// The shared node store.
@@ -53,18 +95,29 @@ impl Pool {
         self.nodes.len()
     }
 
-    /// Store one item outside any queue; `take` returns it and frees the node.
+    /// Store one item outside any queue, with a word of its own (`aux`); `take` returns both
+    /// and frees the node.
     #[inline]
-    pub fn put(&mut self, item: Pending) -> u32 {
-        self.alloc(item)
+    pub fn put(&mut self, item: Pending, aux: u32) -> u32 {
+        let i = self.alloc(item);
+        // A node outside a queue has no successor: its link word is free for `aux`.
+        self.nodes[i as usize].next = aux;
+        i
     }
 
-    /// The item stored by `put` under `i`; the node is freed.
+    /// The item and word stored by `put` under `i`, without freeing the node.
     #[inline]
-    pub fn take(&mut self, i: u32) -> Pending {
-        let item = self.nodes[i as usize].item;
+    pub fn peek(&self, i: u32) -> (Pending, u32) {
+        let n = &self.nodes[i as usize];
+        (n.item(), n.next)
+    }
+
+    /// The item and word stored by `put` under `i`; the node is freed.
+    #[inline]
+    pub fn take(&mut self, i: u32) -> (Pending, u32) {
+        let got = self.peek(i);
         self.release(i);
-        item
+        got
     }
 
     #[inline]
@@ -73,10 +126,10 @@ impl Pool {
         if self.free != NIL {
             let i = self.free;
             self.free = self.nodes[i as usize].next;
-            self.nodes[i as usize] = Node { item, next: NIL };
+            self.nodes[i as usize] = Node::new(item, NIL);
             i
         } else {
-            self.nodes.push(Node { item, next: NIL });
+            self.nodes.push(Node::new(item, NIL));
             (self.nodes.len() - 1) as u32
         }
     }
@@ -127,17 +180,92 @@ impl Queue {
         if self.head == NIL {
             None
         } else {
-            Some(pool.nodes[self.head as usize].item)
+            Some(pool.nodes[self.head as usize].item())
         }
     }
 
+    /// The time of the oldest entry.
     #[inline]
-    pub fn back_mut<'p>(&self, pool: &'p mut Pool) -> Option<&'p mut Pending> {
+    pub fn front_ts(&self, pool: &Pool) -> Option<Nanos> {
+        (self.head != NIL).then(|| pool.nodes[self.head as usize].ts)
+    }
+
+    #[inline]
+    pub fn back(&self, pool: &Pool) -> Option<Pending> {
         if self.tail == NIL {
             None
         } else {
-            Some(&mut pool.nodes[self.tail as usize].item)
+            Some(pool.nodes[self.tail as usize].item())
         }
+    }
+
+    /// The first entry with this key and fingerprint (a linear scan: for the rare segments
+    /// that start below the highest byte sent).
+    pub fn find(&self, pool: &Pool, key: u32, fp: u32) -> Option<Pending> {
+        let mut i = self.head;
+        while i != NIL {
+            let n = &pool.nodes[i as usize];
+            if n.key == key && n.fp == fp {
+                return Some(n.item());
+            }
+            i = n.next;
+        }
+        None
+    }
+
+    /// Whether an entry has this key; if so, whether it is already ambiguous.
+    pub fn ambiguous_at(&self, pool: &Pool, key: u32) -> Option<bool> {
+        let mut i = self.head;
+        while i != NIL {
+            let n = &pool.nodes[i as usize];
+            if n.key == key {
+                return Some(n.frame & AMBIGUOUS != 0);
+            }
+            i = n.next;
+        }
+        None
+    }
+
+    /// Whether an entry ends exactly at `end` and none ending in (`after`, `end`] is
+    /// ambiguous: those bytes were sent once, by segments this queue still holds.
+    pub fn sent_once(&self, pool: &Pool, after: u32, end: u32) -> bool {
+        let mut found = false;
+        let mut i = self.head;
+        while i != NIL {
+            let n = &pool.nodes[i as usize];
+            if crate::seq::gt(n.key, after) && crate::seq::le(n.key, end) {
+                if n.frame & AMBIGUOUS != 0 {
+                    return false;
+                }
+                found |= n.key == end;
+            }
+            i = n.next;
+        }
+        found
+    }
+
+    /// Move the oldest entry to the back of `to` (no allocation); false if there was none.
+    #[inline]
+    pub fn move_front_to(&mut self, pool: &mut Pool, to: &mut Queue) -> bool {
+        if self.head == NIL {
+            return false;
+        }
+        let i = self.head;
+        let node = &mut pool.nodes[i as usize];
+        self.head = node.next;
+        node.next = NIL;
+        if self.head == NIL {
+            self.tail = NIL;
+        }
+        self.len -= 1;
+        if to.tail == NIL {
+            to.head = i;
+        } else {
+            pool.nodes[to.tail as usize].next = i;
+        }
+        to.tail = i;
+        to.len += 1;
+        true
     }
 
     #[inline]
@@ -165,20 +293,23 @@ impl Queue {
         }
         self.len -= 1;
         pool.release(i);
-        Some(node.item)
+        Some(node.item())
     }
 
     /// Mark every entry whose key is beyond `after` (serial order), or every entry if
-    /// `after` is `None`, as ambiguous.
-    pub fn mark_ambiguous(&self, pool: &mut Pool, after: Option<u32>) {
+    /// `after` is `None`, as ambiguous. True if none of them was ambiguous before.
+    pub fn mark_ambiguous(&self, pool: &mut Pool, after: Option<u32>) -> bool {
+        let mut clean = true;
         let mut i = self.head;
         while i != NIL {
             let node = &mut pool.nodes[i as usize];
-            if after.is_none_or(|a| crate::seq::gt(node.item.key, a)) {
-                node.item.ambiguous = true;
+            if after.is_none_or(|a| crate::seq::gt(node.key, a)) {
+                clean &= node.frame & AMBIGUOUS == 0;
+                node.frame |= AMBIGUOUS;
             }
             i = node.next;
         }
+        clean
     }
 
     /// Return every node to the pool.
@@ -194,10 +325,12 @@ mod tests {
     fn p(key: u32) -> Pending {
         Pending {
             key,
-            handshake: false,
+            handshake: key.is_multiple_of(2),
             ambiguous: false,
             ts: key as i64,
             frame: key as u64,
+            tsval: key ^ 7,
+            fp: key,
         }
     }
 
@@ -213,7 +346,7 @@ mod tests {
         assert_eq!(a.len(), 3);
         assert_eq!(a.pop_front(&mut pool).map(|x| x.key), Some(1));
         assert_eq!(b.front(&pool).map(|x| x.key), Some(11));
-        assert_eq!(a.back_mut(&mut pool).map(|x| x.key), Some(3));
+        assert_eq!(a.back(&pool), Some(p(3)), "every field comes back");
         a.clear(&mut pool);
         assert!(a.is_empty());
         assert_eq!(pool.in_use(), 3);
@@ -240,5 +373,52 @@ mod tests {
             .map(|e| e.ambiguous)
             .collect();
         assert_eq!(got, vec![false, false, true, true]);
+    }
+
+    #[test]
+    fn acknowledged_entries_move_without_allocating_and_are_found_again() {
+        let mut pool = Pool::new();
+        let (mut segs, mut done) = (Queue::new(), Queue::new());
+        for k in [10u32, 20, 30] {
+            segs.push_back(&mut pool, p(k));
+        }
+        let before = pool.allocated();
+        assert!(segs.move_front_to(&mut pool, &mut done));
+        assert!(segs.move_front_to(&mut pool, &mut done));
+        assert_eq!(done.front_ts(&pool), Some(10));
+        assert_eq!((segs.len(), done.len(), pool.allocated()), (1, 2, before));
+        assert_eq!(done.find(&pool, 20, 20), Some(p(20)));
+        assert_eq!(
+            done.find(&pool, 20, 21),
+            None,
+            "the fingerprint must match too"
+        );
+        assert_eq!(segs.find(&pool, 30, 30), Some(p(30)));
+        // Both queues stay whole: the moved node no longer links to the rest of `segs`.
+        let keys: Vec<u32> = std::iter::from_fn(|| done.pop_front(&mut pool))
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, vec![10, 20]);
+        assert_eq!(segs.pop_front(&mut pool), Some(p(30)));
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn sent_once_needs_the_end_and_no_ambiguous_entry_in_the_range() {
+        let mut pool = Pool::new();
+        let mut q = Queue::new();
+        for k in [100u32, 200, 300] {
+            q.push_back(&mut pool, p(k));
+        }
+        assert!(q.sent_once(&pool, 100, 200));
+        assert!(q.sent_once(&pool, 0, 300));
+        assert!(!q.sent_once(&pool, 100, 250), "no entry ends at 250");
+        assert!(
+            q.mark_ambiguous(&mut pool, Some(250)),
+            "none was ambiguous before"
+        );
+        assert!(!q.sent_once(&pool, 0, 300));
+        assert!(q.sent_once(&pool, 0, 200));
+        assert!(!q.mark_ambiguous(&mut pool, Some(150)), "300 already was");
     }
 }

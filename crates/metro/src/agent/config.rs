@@ -100,6 +100,7 @@ pub struct RawInstance {
     pub group_by: Option<Spanned<String>>,
     pub subnet_v4_prefix: Option<Spanned<u64>>,
     pub subnet_v6_prefix: Option<Spanned<u64>>,
+    pub trust_ip_id: Option<bool>,
 }
 
 const INIT_KEYS: &[&str] = &[
@@ -138,6 +139,7 @@ const INSTANCE_KEYS: &[&str] = &[
     "group_by",
     "subnet_v4_prefix",
     "subnet_v6_prefix",
+    "trust_ip_id",
 ];
 const TOP_KEYS: &[&str] = &["init_config", "instances", "config"];
 
@@ -324,6 +326,9 @@ pub struct Instance {
     pub container_tags: bool,
     /// How remote addresses are grouped into series.
     pub group_by: GroupBy,
+    /// Use IP IDs to tell a frame captured twice from a retransmission (false where a
+    /// middlebox rewrites them). Default true.
+    pub trust_ip_id: bool,
 }
 
 /// The agent's validated configuration.
@@ -1217,6 +1222,7 @@ fn instance(
         max_flows: max_flows as usize,
         container_tags: inst.container_tags.unwrap_or(true),
         group_by,
+        trust_ip_id: inst.trust_ip_id.unwrap_or(true),
     })
 }
 
@@ -1350,6 +1356,7 @@ impl Config {
                 let _ = writeln!(o, "    subnet_v4_prefix: {v4}");
                 let _ = writeln!(o, "    subnet_v6_prefix: {v6}");
             }
+            let _ = writeln!(o, "    trust_ip_id: {}", i.trust_ip_id);
         }
         o
     }
@@ -1648,7 +1655,7 @@ extra: 1
 
     #[test]
     fn sampling_and_max_flows() {
-        let c = ok("init_config:\n  max_flows: 500\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n    sample: true\n    sample_duration: 5\n    sample_interval: 20\n  - interface: eth1\n    ips: [10.0.0.1]\n    max_flows: 7\n").config;
+        let c = ok("init_config:\n  max_flows: 500\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n    sample: true\n    sample_duration: 5\n    sample_interval: 20\n  - interface: eth1\n    ips: [10.0.0.1]\n    max_flows: 7\n    trust_ip_id: false\n").config;
         assert_eq!(
             c.instances[0].sample,
             Some(DutyCycle {
@@ -1658,6 +1665,8 @@ extra: 1
         );
         assert_eq!(c.instances[0].max_flows, 500);
         assert_eq!(c.instances[1].max_flows, 7);
+        assert!(c.instances[0].trust_ip_id, "trusted unless told otherwise");
+        assert!(!c.instances[1].trust_ip_id);
     }
 
     #[test]

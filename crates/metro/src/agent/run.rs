@@ -83,6 +83,7 @@ struct CaptureKey {
     hosts: Vec<String>,
     sample: Option<DutyCycle>,
     max_flows: usize,
+    trust_ip_id: bool,
     snaplen: u32,
     buffer_size: u64,
     idle_ttl: Duration,
@@ -110,6 +111,7 @@ impl CaptureKey {
             hosts: inst.hosts.clone(),
             sample: inst.sample,
             max_flows: inst.max_flows,
+            trust_ip_id: inst.trust_ip_id,
             snaplen: cfg.snaplen,
             buffer_size: cfg.buffer_size,
             idle_ttl: cfg.idle_ttl,
@@ -414,6 +416,7 @@ impl Runtime {
         let stop = Arc::new(AtomicBool::new(false));
         let engine = EngineConfig {
             max_flows: inst.max_flows,
+            trust_ip_id: inst.trust_ip_id,
             idle_timeout: ns(cfg.idle_ttl),
             closed_timeout: ns(cfg.exp_ttl),
             ..EngineConfig::default()

@@ -96,6 +96,12 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value_t = 1 << 20, value_name = "N")]
     pub max_flows: usize,
 
+    /// Do not use IP IDs to tell a frame captured twice (mirror port, tap) from a
+    /// retransmission: for captures behind a middlebox that rewrites them. TSvals and the
+    /// 2 ms window still decide (docs/accuracy.md).
+    #[arg(long)]
+    pub ignore_ip_id: bool,
+
     /// Print only what was asked for: no summary, no progress bar, and with `--samples -` no
     /// report (errors are still printed).
     #[arg(long, short)]
@@ -529,6 +535,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     let cfg = EngineConfig {
         max_flows: args.max_flows,
         kinds: args.kinds,
+        trust_ip_id: !args.ignore_ip_id,
         ..EngineConfig::default()
     };
     let stdout = io::stdout();

@@ -233,6 +233,18 @@ fn summary_json(report: &Report) -> Value {
         "ambiguous_dropped": e.ambiguous,
         "retransmissions": e.retransmits,
         "duplicate_frames": e.duplicates,
+        "duplicate_frames_by_evidence": {
+            "ip_id": e.duplicates_wide[0],
+            "tsval": e.duplicates_wide[1],
+            "handshake": e.duplicates_wide[2],
+        },
+        "retransmitted_but_timed": {
+            "tsecr_retransmission": e.disambiguated[0],
+            "tsecr_original": e.disambiguated[1],
+            "dsack": e.disambiguated[2],
+            "ack_inside": e.disambiguated[3],
+            "dsack_answers_retransmission": e.disambiguated[4],
+        },
         "non_positive_intervals": e.non_positive,
         "implausible_over_120s": e.implausible,
         "flows_confirmed": e.flows_confirmed,
@@ -283,6 +295,26 @@ pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         e.non_positive,
         e.implausible
     )?;
+    let (wide, timed) = (
+        e.duplicates_wide.iter().sum::<u64>(),
+        e.disambiguated.iter().sum::<u64>(),
+    );
+    if wide + timed > 0 {
+        writeln!(
+            out,
+            "  accuracy: late copies recognised by IP ID {}, TSval {}, handshake {}; retransmitted ranges timed by TSecr {} (of the retransmission {}, of the original {}), DSACK {} (of the original {}, of a spurious retransmission {}), ACK inside {}",
+            e.duplicates_wide[0],
+            e.duplicates_wide[1],
+            e.duplicates_wide[2],
+            e.disambiguated[0] + e.disambiguated[1],
+            e.disambiguated[0],
+            e.disambiguated[1],
+            e.disambiguated[2] + e.disambiguated[4],
+            e.disambiguated[2],
+            e.disambiguated[4],
+            e.disambiguated[3]
+        )?;
+    }
     writeln!(
         out,
         "  evicted: flows (table full) {} (unconfirmed shed {}, confirmed {}), pending segments {}, pending tsvals {}; expired: flows idle {}, closed {}, tsvals {}",
