@@ -1,8 +1,9 @@
 //! Counting each packet once on `interface: any`. On a container host a packet crosses the
 //! container's host-side veth, the bridge (when routed by the host) and the uplink, and a
-//! capture on `any` sees every crossing: left alone, the engine would take the second copy
-//! of a segment for a retransmission (and drop its sample under Karn's rule) or count a
-//! sample twice.
+//! capture on `any` sees every crossing. The engine recognises a late copy of a segment by
+//! its IP ID or TSval (metro_core::rtt), but only after decoding and tracking it, and not
+//! where that evidence is missing (`trust_ip_id: false`, no timestamps): dropping the copies
+//! here first saves that work for two packets in three and does not depend on it.
 //!
 //! metro captures `any` as Linux cooked v2 (SLL2), whose header carries the interface
 //! index, and recognises a copy by its content: the same IP packet (every header field but
