@@ -19,11 +19,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use metro::r#gen::GenConfig;
 use metro_bench::{
     Measure, RunOut, analyze_library, cores, cpu_model, decode, engine_alone, ensure_capture,
     floor, measure, pipeline, reader, run_child, runner_main_if_requested, target_dir,
 };
+use metro_testkit::generator::GenConfig;
 
 struct Opts {
     quick: bool,

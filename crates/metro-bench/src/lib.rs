@@ -15,12 +15,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use metro::r#gen::{GenConfig, write_capture};
 use metro::pcap::CaptureReader;
 use metro_core::Nanos;
 use metro_core::engine::{Engine, EngineConfig};
 use metro_core::rtt::Sample;
 use metro_core::wire::{self, Packet};
+use metro_testkit::generator::{GenConfig, write_capture};
 
 /// The workspace's target directory (`CARGO_TARGET_DIR` or `<workspace>/target`).
 pub fn target_dir() -> PathBuf {

@@ -9,11 +9,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use metro::r#gen::{GenConfig, write_capture};
 use metro::pcap::CaptureReader;
 use metro_core::engine::{Engine, EngineConfig};
 use metro_core::rtt::Sample;
 use metro_core::wire;
+use metro_testkit::generator::{GenConfig, write_capture};
 
 struct Counting;
 

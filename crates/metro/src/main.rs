@@ -33,7 +33,7 @@ enum Command {
     /// Check a configuration: print it with defaults filled in, and every warning.
     CheckConfig(metro::agent::CheckConfigArgs),
     /// Write a deterministic synthetic capture (for benchmarks and tests).
-    Generate(metro::r#gen::GenArgs),
+    Generate(metro::generate::GenArgs),
     /// Draw RTT over time, the RTT CDF and retransmissions as an SVG or PNG picture.
     Plot(metro::plot::PlotArgs),
     /// Write man pages and shell completions into a directory (for packagers).
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => metro::analyze::run(args),
         Command::Run(args) => metro::agent::run(args.clone()).map(|()| 0),
         Command::CheckConfig(args) => metro::agent::check_config(args.clone()).map(|()| 0),
-        Command::Generate(args) => metro::r#gen::generate(args).map(|()| 0),
+        Command::Generate(args) => metro::generate::generate(args).map(|()| 0),
         Command::Plot(args) => metro::plot::run(args),
         Command::GenerateDocs(args) => metro::docs::generate(Cli::command(), &args.dir).map(|()| 0),
     };

@@ -105,13 +105,18 @@ fn forged_one_sided_retransmissions_from_80000_watched_addresses_leave_real_host
             let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 16, 0, 1)) + i);
             frames::Frame {
                 ts: 1_700_000_000_000_000_000 + i64::from(i) * 10_000,
-                data: metro::build::TcpFrame::v4(src, 80, Ipv4Addr::new(10, 200, 21, 1), 40000)
-                    .ethernet([2, 0, 0, 0, 0, 0x16], [2, 0, 0, 0, 0, 0x21], &[])
-                    .seq(1000)
-                    .ack(1)
-                    .flags(metro::build::flags::ACK | metro::build::flags::PSH)
-                    .payload_len(100)
-                    .to_vec(),
+                data: metro_testkit::frame::TcpFrame::v4(
+                    src,
+                    80,
+                    Ipv4Addr::new(10, 200, 21, 1),
+                    40000,
+                )
+                .ethernet([2, 0, 0, 0, 0, 0x16], [2, 0, 0, 0, 0, 0x21], &[])
+                .seq(1000)
+                .ack(1)
+                .flags(metro_testkit::frame::flags::ACK | metro_testkit::frame::flags::PSH)
+                .payload_len(100)
+                .to_vec(),
             }
         })
         .collect();

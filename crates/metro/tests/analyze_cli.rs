@@ -9,7 +9,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use metro::r#gen::{GenConfig, write_capture};
+use metro_testkit::generator::{GenConfig, write_capture};
 use serde_json::Value;
 
 const EXAMPLE: &str = concat!(
@@ -350,7 +350,9 @@ fn ci_run_checks_for_root_before_installing() {
         .status()
         .unwrap();
     // As root, drop to nobody; as anyone else, the test itself is unprivileged.
-    let out = if unsafe { libc::geteuid() } == 0 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let out = if root {
         Command::new("setpriv")
             .args([
                 "--reuid=65534",

@@ -5,10 +5,10 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use metro::build::{TcpFrame, flags::*};
 use metro_core::engine::{Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::Sample;
 use metro_core::wire::{self, linktype};
+use metro_testkit::frame::{TcpFrame, flags::*};
 
 const C: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const S: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use metro::r#gen::{ConnTruth, GenConfig, write_capture, write_capture_with_truth};
+use metro_testkit::generator::{ConnTruth, GenConfig, write_capture, write_capture_with_truth};
 
 fn small(seed: u64) -> GenConfig {
     GenConfig {

@@ -10,10 +10,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use metro::analyze::{Report, analyze_files_threads, render_json, render_table};
-use metro::build::{TcpFrame, flags::*};
-use metro::r#gen::{GenConfig, write_capture};
-use metro::pcap::PcapWriter;
 use metro_core::engine::EngineConfig;
+use metro_testkit::frame::{TcpFrame, flags::*};
+use metro_testkit::generator::{GenConfig, write_capture};
+use metro_testkit::pcap::PcapWriter;
 
 #[path = "support/corpus.rs"]
 mod corpus_support;

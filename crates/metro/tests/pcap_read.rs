@@ -5,11 +5,9 @@
 use std::io::{self, Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
-use metro::build::{Payload, TcpFrame};
-use metro::pcap::{
-    CaptureReader, Format, Interface, NOT_A_PACKET, PcapNgWriter, PcapOptions, PcapWriter,
-    ReadError,
-};
+use metro::pcap::{CaptureReader, Format, NOT_A_PACKET, ReadError};
+use metro_testkit::frame::{Payload, TcpFrame};
+use metro_testkit::pcap::{Interface, PcapNgWriter, PcapOptions, PcapWriter};
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus");
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use metro::r#gen::{GenConfig, write_capture};
+use metro_testkit::generator::{GenConfig, write_capture};
 use serde_json::Value;
 
 const EXAMPLE: &str = concat!(

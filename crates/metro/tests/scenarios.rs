@@ -5,9 +5,9 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use metro::build::{TcpFrame, flags::*};
-use metro::pcap::PcapWriter;
 use metro_core::engine::EngineConfig;
+use metro_testkit::frame::{TcpFrame, flags::*};
+use metro_testkit::pcap::PcapWriter;
 use serde_json::Value;
 
 const C: [u8; 4] = [10, 0, 0, 1];

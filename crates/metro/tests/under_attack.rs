@@ -2,7 +2,7 @@
 //! million SYNs a second with 300 real connections among it, through `metro analyze` (one
 //! and two threads) and the agent's file mode, against the same real traffic without the
 //! flood; and the pcapng interface-block bomb. The hostile captures come from
-//! `metro::r#gen::flood`, the same generator as `metro generate --attack`.
+//! `metro_testkit::generator::flood`, the same generator as `metro generate --attack`.
 
 #[path = "support/agent.rs"]
 mod agent;
@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use agent::{Metric, TempDir, metro_output, named, parse};
 use metro::analyze::{Report, analyze_files_threads};
-use metro::r#gen::flood::{
+use metro::pcap::{CaptureReader, ReadError};
+use metro_core::engine::EngineConfig;
+use metro_testkit::generator::flood::{
     CLIENT_SAMPLES_PER_CONNECTION, FloodConfig, SAMPLES_PER_CONNECTION, write_flood,
     write_interface_bomb,
 };
-use metro::pcap::{CaptureReader, ReadError};
-use metro_core::engine::EngineConfig;
 
 const MAX_FLOWS: usize = 10_000;
 

@@ -2,7 +2,7 @@
 //! `metro generate` (for scripts that run before the subcommand exists, or without it).
 
 use clap::Parser;
-use metro::r#gen::{GenArgs, generate};
+use metro::generate::{GenArgs, generate};
 
 /// Write a deterministic synthetic TCP capture (pcap).
 #[derive(Parser)]

@@ -6,8 +6,8 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use metro::build::{TcpFrame, VlanTag, flags};
-use metro::pcap::PcapWriter;
+use metro_testkit::frame::{TcpFrame, VlanTag, flags};
+use metro_testkit::pcap::PcapWriter;
 
 /// One frame and its time stamp.
 pub struct Frame {
@@ -108,7 +108,7 @@ pub fn conversation(
 pub fn write_pcap(path: &Path, frames: &mut [Frame]) {
     frames.sort_by_key(|f| f.ts);
     let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut w = PcapWriter::micros(file, metro::build::LINKTYPE_ETHERNET, 65535).unwrap();
+    let mut w = PcapWriter::micros(file, metro_testkit::frame::LINKTYPE_ETHERNET, 65535).unwrap();
     for f in frames.iter() {
         w.write_packet(f.ts, &f.data, f.data.len() as u32).unwrap();
     }

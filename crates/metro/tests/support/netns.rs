@@ -27,12 +27,14 @@ pub fn ip(args: &[&str]) {
         .output()
         .unwrap_or_else(|e| panic!("cannot run `ip` (install iproute2): {e}"));
     if !out.status.success() {
+        // SAFETY: geteuid takes no arguments and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
         panic!(
             "`ip {}` failed ({}): {}{}",
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr),
-            if unsafe { libc::geteuid() } != 0 {
+            if !root {
                 " -- the agent tests need root (CI runs as root)"
             } else {
                 ""
@@ -257,6 +259,7 @@ impl Drop for Delayed {
 const ETH_P_ALL: u16 = 0x0003;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_OUTGOING: u8 = 4;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 
 /// A packet socket bound to one interface, with virtio-net headers so that partial
 /// checksums and GSO survive the trip through user space.
@@ -287,6 +290,32 @@ impl PacketSock {
                 std::mem::size_of::<libc::c_int>() as u32,
             );
             assert_eq!(r, 0, "PACKET_VNET_HDR: {}", std::io::Error::last_os_error());
+            // Frames sent out of this interface (ours, or a flood that a test injects with
+            // tcpreplay) must not queue on the socket: at tens of thousands a second they
+            // would fill its buffer whenever this thread waits for a core, and the real
+            // frames behind them would be dropped (seen as retransmissions under load).
+            let r = libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_IGNORE_OUTGOING,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+            assert_eq!(
+                r,
+                0,
+                "PACKET_IGNORE_OUTGOING: {}",
+                std::io::Error::last_os_error()
+            );
+            let rcvbuf: libc::c_int = 8 << 20;
+            let r = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                &rcvbuf as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+            assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
             let name = std::ffi::CString::new(ifname).unwrap();
             let index = libc::if_nametoindex(name.as_ptr());
             assert!(index != 0, "no interface {ifname}");

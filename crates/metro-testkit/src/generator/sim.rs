@@ -24,7 +24,7 @@ use metro_core::seq;
 use super::rng::{Class, Prob, Rng, class, mix};
 use super::wheel::{Timed, Wheel};
 use super::{ConnTruth, GenConfig, GenSummary};
-use crate::build::{TcpFrame, VlanTag, flags};
+use crate::frame::{TcpFrame, VlanTag, flags};
 use crate::pcap::PcapWriter;
 
 const US: u64 = 1_000;
@@ -137,10 +137,10 @@ enum Kind {
     Close,
 }
 
-/// One pending event, at `t` µs after the start.
+/// One pending event, at `time_us` µs after the start.
 #[derive(Clone, Copy, Debug)]
 struct Ev {
-    t: u64,
+    time_us: u64,
     slot: u32,
     epoch: u16,
     kind: Kind,
@@ -154,17 +154,19 @@ struct Ev {
 
 impl Ev {
     fn time(&self) -> u64 {
-        self.t * US
+        self.time_us * US
     }
 }
 
 impl Timed for Ev {
     fn time_us(&self) -> u64 {
-        self.t
+        self.time_us
     }
 }
 
-/// One endpoint's TCP state.
+/// One endpoint's TCP state: its sequence space and header fields here, the mechanisms
+/// that change them (congestion control, the one loss at a time, the receiver's
+/// out-of-order range, delayed ACKs, pacing) in parts of their own.
 #[derive(Clone, Debug, Default)]
 struct Ep {
     iss: u32,
@@ -173,38 +175,74 @@ struct Ep {
     /// End of the message being sent; equal to `snd_nxt` once it is all sent.
     msg_end: u32,
     rcv_nxt: u32,
-    ooo_start: u32,
-    ooo_end: u32,
     last_ack_sent: u32,
     ts_base: u32,
     ts_recent: u32,
-    lost_seq: u32,
-    lost_len: u32,
-    delack_token: u32,
-    cwnd: u32,
-    ssthresh: u32,
-    max_cwnd: u32,
-    cwnd_acc: u32,
     /// Round trip between the capture point and this endpoint, ns (a whole number of µs).
     rtt: u64,
     /// Latest time a segment was scheduled to reach this endpoint: no reordering.
     last_arrival: u64,
-    next_send: u64,
-    gap: u64,
     window: u16,
     ip_id: u16,
     ttl: u8,
-    unacked: u8,
-    dupacks: u8,
-    has_ooo: bool,
-    lost: bool,
-    delack_armed: bool,
-    pacer_armed: bool,
     /// A message is being sent whose completion the peer has not yet noticed.
     msg_open: bool,
     fin_sent: bool,
     /// On the capturing host (its losses happen after the capture point).
     local: bool,
+    cc: Congestion,
+    loss: Loss,
+    ooo: OutOfOrder,
+    delack: DelayedAck,
+    pacer: Pacer,
+}
+
+/// Congestion window, in segments.
+#[derive(Clone, Debug, Default)]
+struct Congestion {
+    cwnd: u32,
+    ssthresh: u32,
+    /// Ceiling of `cwnd` (drawn per connection: the receive window, in effect).
+    max_cwnd: u32,
+    /// Segments acknowledged towards the next increase in congestion avoidance.
+    acc: u32,
+    dupacks: u8,
+}
+
+/// The one segment of this sender lost at a time.
+#[derive(Clone, Debug, Default)]
+struct Loss {
+    seq: u32,
+    len: u32,
+    /// A segment is lost and not yet retransmitted.
+    pending: bool,
+}
+
+/// The receiver's single out-of-order range (data above `rcv_nxt`).
+#[derive(Clone, Debug, Default)]
+struct OutOfOrder {
+    start: u32,
+    end: u32,
+    held: bool,
+}
+
+/// The delayed-ACK timer.
+#[derive(Clone, Debug, Default)]
+struct DelayedAck {
+    /// Identifies the armed timer, so that a stale one does nothing.
+    token: u32,
+    armed: bool,
+    /// Segments received and not yet acknowledged.
+    unacked: u8,
+}
+
+/// Spacing of data segments.
+#[derive(Clone, Debug, Default)]
+struct Pacer {
+    next_send: u64,
+    /// Time between two full segments.
+    gap: u64,
+    armed: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -275,7 +313,7 @@ struct Ctx<'t, W: Write> {
     seed: u64,
     servers: u64,
     churn: bool,
-    p: Params,
+    params: Params,
     queue: Wheel<Ev>,
     serial: u64,
     out: Out<W>,
@@ -291,11 +329,11 @@ pub(super) fn run<W: Write>(
     truth: Option<&mut dyn FnMut(&ConnTruth)>,
 ) -> io::Result<GenSummary> {
     let pcap = if cfg.nanos {
-        PcapWriter::nanos(out, crate::build::LINKTYPE_ETHERNET, cfg.snaplen_or_max())?
+        PcapWriter::nanos(out, crate::frame::LINKTYPE_ETHERNET, cfg.snaplen_or_max())?
     } else {
-        PcapWriter::micros(out, crate::build::LINKTYPE_ETHERNET, cfg.snaplen_or_max())?
+        PcapWriter::micros(out, crate::frame::LINKTYPE_ETHERNET, cfg.snaplen_or_max())?
     };
-    let p = Params {
+    let params = Params {
         ipv6: Prob::new(cfg.ipv6),
         vlan: Prob::new(cfg.vlan),
         timestamps: Prob::new(cfg.timestamps),
@@ -310,12 +348,12 @@ pub(super) fn run<W: Write>(
         no_jitter: Prob::new(0.75),
         tunnel_mss: Prob::new(0.1),
     };
-    let n = cfg.connections.max(1) as usize;
+    let slots = cfg.connections.max(1) as usize;
     let mut ctx = Ctx {
         seed: cfg.seed,
         servers: u64::from(cfg.servers.max(1)),
         churn: cfg.churn,
-        p,
+        params,
         queue: Wheel::new(),
         serial: 0,
         out: Out {
@@ -330,28 +368,28 @@ pub(super) fn run<W: Write>(
         sum: GenSummary::default(),
         last_time: 0,
     };
-    let mut conns: Vec<Conn> = Vec::with_capacity(n);
+    let mut conns: Vec<Conn> = Vec::with_capacity(slots);
     // Initial connections appear over the ramp, in slot order; start times are drawn from
     // a stream of their own so that they do not depend on anything else.
     let mut ramp_rng = Rng::stream(cfg.seed, u64::MAX);
     let ramp_us = cfg.ramp_us.max(1);
-    for slot in 0..n {
+    for slot in 0..slots {
         conns.push(Conn {
             slot: slot as u32,
             ..Conn::default()
         });
-        let t = ramp_rng.below(ramp_us) * US;
-        ctx.schedule(&conns[slot], t, Kind::Start, 0, Seg::default());
+        let at = ramp_rng.below(ramp_us) * US;
+        ctx.schedule(&conns[slot], at, Kind::Start, 0, Seg::default());
     }
     while ctx.out.written < ctx.out.target {
         let Some(ev) = ctx.queue.pop() else { break };
-        let c = &mut conns[ev.slot as usize];
-        if c.epoch != ev.epoch {
+        let conn = &mut conns[ev.slot as usize];
+        if conn.epoch != ev.epoch {
             continue;
         }
         let now = ev.time();
         ctx.last_time = now;
-        ctx.handle(c, &ev, now)?;
+        ctx.handle(conn, &ev, now)?;
     }
     ctx.out.pcap.flush()?;
     let mut sum = ctx.sum;
@@ -372,79 +410,79 @@ struct Seg {
 }
 
 impl<W: Write> Ctx<'_, W> {
-    fn schedule(&mut self, c: &Conn, t: u64, kind: Kind, ep: usize, s: Seg) {
-        debug_assert!(t.is_multiple_of(US));
+    fn schedule(&mut self, conn: &Conn, at: u64, kind: Kind, ep: usize, seg: Seg) {
+        debug_assert!(at.is_multiple_of(US));
         self.queue.push(Ev {
-            t: t / US,
-            slot: c.slot,
-            epoch: c.epoch,
+            time_us: at / US,
+            slot: conn.slot,
+            epoch: conn.epoch,
             kind,
             ep: ep as u8,
-            flags: s.flags,
-            seq: s.seq,
-            end: s.end,
-            ack: s.ack,
-            tsval: s.tsval,
+            flags: seg.flags,
+            seq: seg.seq,
+            end: seg.end,
+            ack: seg.ack,
+            tsval: seg.tsval,
         });
     }
 
-    fn schedule_simple(&mut self, c: &Conn, t: u64, kind: Kind, ep: usize) {
-        self.schedule(c, t, kind, ep, Seg::default());
+    fn schedule_simple(&mut self, conn: &Conn, at: u64, kind: Kind, ep: usize) {
+        self.schedule(conn, at, kind, ep, Seg::default());
     }
 
-    fn handle(&mut self, c: &mut Conn, ev: &Ev, now: u64) -> io::Result<()> {
-        let e = ev.ep as usize;
+    fn handle(&mut self, conn: &mut Conn, ev: &Ev, now: u64) -> io::Result<()> {
+        let side = ev.ep as usize;
         match ev.kind {
-            Kind::Start => self.start(c, now, ev.seq == 0),
+            Kind::Start => self.start(conn, now, ev.seq == 0),
             Kind::Deliver => {
-                let s = Seg {
+                let seg = Seg {
                     flags: ev.flags,
                     seq: ev.seq,
                     end: ev.end,
                     ack: ev.ack,
                     tsval: ev.tsval,
                 };
-                self.deliver(c, e, now, s)
+                self.deliver(conn, side, now, seg)
             }
-            Kind::Send => self.send(c, e, now),
+            Kind::Send => self.send(conn, side, now),
             Kind::AppSend => {
-                self.app_send(c, e, now);
+                self.app_send(conn, side, now);
                 Ok(())
             }
             Kind::DelAck => {
-                if c.ep[e].delack_armed && c.ep[e].delack_token == ev.seq {
-                    self.emit_ack(c, e, now, None)?;
+                if conn.ep[side].delack.armed && conn.ep[side].delack.token == ev.seq {
+                    self.emit_ack(conn, side, now, None)?;
                 }
                 Ok(())
             }
-            Kind::Rto => self.rto(c, e, now),
-            Kind::Close => self.close(c, e, now),
+            Kind::Rto => self.rto(conn, side, now),
+            Kind::Close => self.close(conn, side, now),
         }
     }
 
     /// (Re)initialises the slot with a new connection and sends its SYN (or, for some of the
     /// connections present when the capture starts, its first request: the capture began
     /// after their handshake).
-    fn start(&mut self, c: &mut Conn, now: u64, initial: bool) -> io::Result<()> {
+    fn start(&mut self, conn: &mut Conn, now: u64, initial: bool) -> io::Result<()> {
         let serial = self.serial;
         self.serial += 1;
         self.sum.connections += 1;
-        let mut r = Rng::stream(self.seed, serial);
-        let p = &self.p;
-        let v6 = r.chance(p.ipv6);
-        let ts = r.chance(p.timestamps);
-        let sack = r.chance(p.sack);
-        let vlan = if r.chance(p.vlan) {
-            100 + r.below(8) as u16
+        let mut rng = Rng::stream(self.seed, serial);
+        let params = &self.params;
+        let v6 = rng.chance(params.ipv6);
+        let ts = rng.chance(params.timestamps);
+        let sack = rng.chance(params.sack);
+        let vlan = if rng.chance(params.vlan) {
+            100 + rng.below(8) as u16
         } else {
             0
         };
-        let server = r.below(self.servers) as u32;
-        let client_local = r.chance(p.client_side);
-        let midpath = !client_local && r.chance(p.midpath);
+        let server = rng.below(self.servers) as u32;
+        let client_local = rng.chance(params.client_side);
+        let midpath = !client_local && rng.chance(params.midpath);
         let server_local = !client_local && !midpath;
-        let bulk = if r.chance(p.bulk) {
-            if r.chance(p.half) {
+        let bulk = if rng.chance(params.bulk) {
+            if rng.chance(params.half) {
                 Bulk::Download
             } else {
                 Bulk::Upload
@@ -453,67 +491,73 @@ impl<W: Write> Ctx<'_, W> {
             Bulk::None
         };
         let txn_left = if bulk == Bulk::None {
-            r.pick(TXNS) as u32
+            rng.pick(TXNS) as u32
         } else {
-            r.range(1, 3) as u32
+            rng.range(1, 3) as u32
         };
         let txn_left = if self.churn { txn_left } else { u32::MAX };
         let mut mss_opt: u16 = if v6 { 1440 } else { 1460 };
-        if r.chance(p.tunnel_mss) {
+        if rng.chance(params.tunnel_mss) {
             mss_opt -= 80;
         }
         let mss = u32::from(mss_opt) - if ts { 12 } else { 0 };
-        let midstream = initial && r.chance(p.midstream);
+        let midstream = initial && rng.chance(params.midstream);
 
-        let gap = r.pick(GAP_PER_MSS_US) * US;
-        let max_cwnd = r.range(10, 40) as u32;
+        let gap = rng.pick(GAP_PER_MSS_US) * US;
+        let max_cwnd = rng.range(10, 40) as u32;
         let rtt_client = if client_local {
-            r.pick(LOCAL_RTT_US)
+            rng.pick(LOCAL_RTT_US)
         } else {
-            r.pick(REMOTE_RTT_US)
+            rng.pick(REMOTE_RTT_US)
         } * US;
         let rtt_server = if server_local {
-            r.pick(LOCAL_RTT_US) * US
+            rng.pick(LOCAL_RTT_US) * US
         } else {
             // A remote server is always at the same distance: its samples aggregate sensibly.
             Rng::stream(self.seed ^ 0x5e5e_5e5e, u64::from(server)).pick(REMOTE_RTT_US) * US
         };
-        let ep = |local: bool, rtt: u64, r: &mut Rng| {
-            let iss = r.next_u32();
+        let ep = |local: bool, rtt: u64, rng: &mut Rng| {
+            let iss = rng.next_u32();
             let windows_like = !ts;
             let ttl = match (local, windows_like) {
                 (true, false) => 64,
                 (true, true) => 128,
-                (false, false) => 64 - r.range(3, 20) as u8,
-                (false, true) => 128 - r.range(3, 20) as u8,
+                (false, false) => 64 - rng.range(3, 20) as u8,
+                (false, true) => 128 - rng.range(3, 20) as u8,
             };
             Ep {
                 iss,
                 snd_una: iss,
                 snd_nxt: iss,
                 msg_end: iss,
-                ts_base: r.next_u32(),
-                cwnd: 10,
-                ssthresh: max_cwnd,
-                max_cwnd,
+                ts_base: rng.next_u32(),
+                cc: Congestion {
+                    cwnd: 10,
+                    ssthresh: max_cwnd,
+                    max_cwnd,
+                    ..Congestion::default()
+                },
                 rtt,
-                gap,
-                window: r.range(500, 3000) as u16,
-                ip_id: r.next_u32() as u16,
+                pacer: Pacer {
+                    gap,
+                    ..Pacer::default()
+                },
+                window: rng.range(500, 3000) as u16,
+                ip_id: rng.next_u32() as u16,
                 ttl,
                 local,
                 ..Ep::default()
             }
         };
-        let client = ep(client_local, rtt_client, &mut r);
-        let srv = ep(server_local, rtt_server, &mut r);
+        let client = ep(client_local, rtt_client, &mut rng);
+        let srv = ep(server_local, rtt_server, &mut rng);
         let port = server_port(server);
-        *c = Conn {
+        *conn = Conn {
             ep: [client, srv],
-            rng: r,
+            rng,
             serial,
-            slot: c.slot,
-            epoch: c.epoch.wrapping_add(1),
+            slot: conn.slot,
+            epoch: conn.epoch.wrapping_add(1),
             phase: Phase::SynSent,
             bulk,
             v6,
@@ -527,12 +571,12 @@ impl<W: Write> Ctx<'_, W> {
             mss_opt,
             txn_left,
         };
-        if let Some(f) = self.truth.as_mut() {
-            let (client, server) = c.addrs();
-            f(&ConnTruth {
+        if let Some(report) = self.truth.as_mut() {
+            let (client, server) = conn.addrs();
+            report(&ConnTruth {
                 serial,
-                client: std::net::SocketAddr::new(client, c.client_port),
-                server: std::net::SocketAddr::new(server, c.server_port),
+                client: std::net::SocketAddr::new(client, conn.client_port),
+                server: std::net::SocketAddr::new(server, conn.server_port),
                 client_rtt_ns: rtt_client,
                 server_rtt_ns: rtt_server,
                 captured_at: if client_local {
@@ -546,32 +590,32 @@ impl<W: Write> Ctx<'_, W> {
             });
         }
         if midstream {
-            c.phase = Phase::Established;
-            for e in [CLIENT, SERVER] {
-                let peer_iss = c.ep[1 - e].iss;
-                let peer_ts = c.ep[1 - e].ts_base;
-                let x = &mut c.ep[e];
-                x.snd_una = x.iss.wrapping_add(1);
-                x.snd_nxt = x.snd_una;
-                x.msg_end = x.snd_una;
-                x.rcv_nxt = peer_iss.wrapping_add(1);
-                x.last_ack_sent = x.rcv_nxt;
-                x.ts_recent = peer_ts;
+            conn.phase = Phase::Established;
+            for side in [CLIENT, SERVER] {
+                let peer_iss = conn.ep[1 - side].iss;
+                let peer_ts = conn.ep[1 - side].ts_base;
+                let host = &mut conn.ep[side];
+                host.snd_una = host.iss.wrapping_add(1);
+                host.snd_nxt = host.snd_una;
+                host.msg_end = host.snd_una;
+                host.rcv_nxt = peer_iss.wrapping_add(1);
+                host.last_ack_sent = host.rcv_nxt;
+                host.ts_recent = peer_ts;
             }
             // Caught mid-life, it is probably idle: its first request comes after a think time.
-            let t = now + c.rng.pick(THINK_US) * US;
-            self.schedule_simple(c, t, Kind::AppSend, CLIENT);
+            let at = now + conn.rng.pick(THINK_US) * US;
+            self.schedule_simple(conn, at, Kind::AppSend, CLIENT);
             return Ok(());
         }
-        self.send_syn(c, now)
+        self.send_syn(conn, now)
     }
 
-    fn send_syn(&mut self, c: &mut Conn, now: u64) -> io::Result<()> {
-        let lose = c.rng.chance(self.p.loss);
-        let iss = c.ep[CLIENT].iss;
-        c.ep[CLIENT].snd_nxt = iss.wrapping_add(1);
+    fn send_syn(&mut self, conn: &mut Conn, now: u64) -> io::Result<()> {
+        let lose = conn.rng.chance(self.params.loss);
+        let iss = conn.ep[CLIENT].iss;
+        conn.ep[CLIENT].snd_nxt = iss.wrapping_add(1);
         self.emit(
-            c,
+            conn,
             CLIENT,
             now,
             Tx {
@@ -584,48 +628,50 @@ impl<W: Write> Ctx<'_, W> {
         )?;
         if lose {
             self.sum.lost += 1;
-            self.schedule_simple(c, now + SYN_RTO, Kind::Rto, CLIENT);
+            self.schedule_simple(conn, now + SYN_RTO, Kind::Rto, CLIENT);
         }
         Ok(())
     }
 
-    /// Writes one segment from endpoint `e` (unless it was lost before the capture point) and
+    /// Writes one segment from endpoint `side` (unless it was lost before the capture point) and
     /// schedules its arrival at the peer (unless lost).
-    fn emit(&mut self, c: &mut Conn, e: usize, now: u64, x: Tx) -> io::Result<()> {
-        let (seq_no, len, fl) = (x.seq, x.len, x.flags);
+    fn emit(&mut self, conn: &mut Conn, side: usize, now: u64, host: Tx) -> io::Result<()> {
+        let (seq_no, len, fl) = (host.seq, host.len, host.flags);
         let syn = fl & flags::SYN != 0;
         let has_ack = fl & flags::ACK != 0;
-        let tsval = c.ep[e].ts_base.wrapping_add((now / MS) as u32);
+        let tsval = conn.ep[side].ts_base.wrapping_add((now / MS) as u32);
         let (ack, tsecr) = {
-            let s = &mut c.ep[e];
-            s.ip_id = s.ip_id.wrapping_add(1);
+            let host = &mut conn.ep[side];
+            host.ip_id = host.ip_id.wrapping_add(1);
             if has_ack {
-                s.last_ack_sent = s.rcv_nxt;
-                s.unacked = 0;
-                s.delack_armed = false;
-                (s.rcv_nxt, s.ts_recent)
+                host.last_ack_sent = host.rcv_nxt;
+                host.delack.unacked = 0;
+                host.delack.armed = false;
+                (host.rcv_nxt, host.ts_recent)
             } else {
                 (0, 0)
             }
         };
-        let visible = x.deliver || c.ep[e].local;
+        let visible = host.deliver || conn.ep[side].local;
         if visible && self.out.written < self.out.target {
-            self.write_frame(c, e, now, seq_no, ack, len, fl, tsval, tsecr, x.sack)?;
+            self.write_frame(
+                conn, side, now, seq_no, ack, len, fl, tsval, tsecr, host.sack,
+            )?;
         }
-        if x.deliver {
+        if host.deliver {
             let end = seq_no.wrapping_add(len + u32::from(syn) + u32::from(fl & flags::FIN != 0));
-            let peer = 1 - e;
-            let rtt = c.ep[peer].rtt;
-            let jitter = if c.rng.chance(self.p.no_jitter) {
+            let peer = 1 - side;
+            let rtt = conn.ep[peer].rtt;
+            let jitter = if conn.rng.chance(self.params.no_jitter) {
                 0
             } else {
-                c.rng.below(rtt / US / 8 + 1) * US
+                conn.rng.below(rtt / US / 8 + 1) * US
             };
-            let t = (now + rtt + jitter).max(c.ep[peer].last_arrival);
-            c.ep[peer].last_arrival = t;
+            let at = (now + rtt + jitter).max(conn.ep[peer].last_arrival);
+            conn.ep[peer].last_arrival = at;
             self.schedule(
-                c,
-                t,
+                conn,
+                at,
                 Kind::Deliver,
                 peer,
                 Seg {
@@ -643,8 +689,8 @@ impl<W: Write> Ctx<'_, W> {
     #[allow(clippy::too_many_arguments)]
     fn write_frame(
         &mut self,
-        c: &Conn,
-        e: usize,
+        conn: &Conn,
+        side: usize,
         now: u64,
         seq_no: u32,
         ack: u32,
@@ -654,28 +700,30 @@ impl<W: Write> Ctx<'_, W> {
         tsecr: u32,
         sack: Option<(u32, u32)>,
     ) -> io::Result<()> {
-        let s = &c.ep[e];
-        let (client, server) = c.addrs();
-        let (src, sport, dst, dport) = if e == CLIENT {
-            (client, c.client_port, server, c.server_port)
+        let host = &conn.ep[side];
+        let (client, server) = conn.addrs();
+        let (src, sport, dst, dport) = if side == CLIENT {
+            (client, conn.client_port, server, conn.server_port)
         } else {
-            (server, c.server_port, client, c.client_port)
+            (server, conn.server_port, client, conn.client_port)
         };
-        let tags = [VlanTag::dot1q(c.vlan)];
-        let vlans: &[VlanTag] = if c.vlan != 0 { &tags } else { &[] };
-        let (smac, dmac) = if s.local {
+        let tags = [VlanTag::dot1q(conn.vlan)];
+        let vlans: &[VlanTag] = if conn.vlan != 0 { &tags } else { &[] };
+        let (smac, dmac) = if host.local {
             (LOCAL_MAC, ROUTER_MAC)
         } else {
             (ROUTER_MAC, LOCAL_MAC)
         };
-        let mut f = match (src, dst) {
-            (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
-                TcpFrame::v4(a, sport, b, dport).ip_id(s.ip_id)
+        let mut frame = match (src, dst) {
+            (std::net::IpAddr::V4(src_ip), std::net::IpAddr::V4(dst_ip)) => {
+                TcpFrame::v4(src_ip, sport, dst_ip, dport).ip_id(host.ip_id)
             }
-            (std::net::IpAddr::V6(a), std::net::IpAddr::V6(b)) => TcpFrame::v6(a, sport, b, dport),
-            _ => unreachable!("both endpoints share a family"),
+            (std::net::IpAddr::V6(src_ip), std::net::IpAddr::V6(dst_ip)) => {
+                TcpFrame::v6(src_ip, sport, dst_ip, dport)
+            }
+            _ => unreachable!("both endpoints share src_ip family"),
         };
-        f = f
+        frame = frame
             .ethernet(smac, dmac, vlans)
             .seq(seq_no)
             .ack(ack)
@@ -683,45 +731,45 @@ impl<W: Write> Ctx<'_, W> {
             .window(if fl & flags::SYN != 0 {
                 64240
             } else {
-                s.window
+                host.window
             })
-            .ttl(s.ttl)
+            .ttl(host.ttl)
             .payload_len(len as usize);
-        if c.ts {
-            f = f.timestamps(tsval, if fl == flags::SYN { 0 } else { tsecr });
+        if conn.ts {
+            frame = frame.timestamps(tsval, if fl == flags::SYN { 0 } else { tsecr });
         }
         if fl & flags::SYN != 0 {
-            f = f.mss(c.mss_opt).wscale(7);
-            if c.sack {
-                f = f.sack_permitted();
+            frame = frame.mss(conn.mss_opt).wscale(7);
+            if conn.sack {
+                frame = frame.sack_permitted();
             }
         }
         let blocks;
-        if let (Some(b), true) = (sack, c.sack) {
-            blocks = [b];
-            f = f.sack(&blocks);
+        if let (Some(block), true) = (sack, conn.sack) {
+            blocks = [block];
+            frame = frame.sack(&blocks);
         }
         self.out.buf.clear();
-        let n = f.write(&mut self.out.buf);
+        let len = frame.write(&mut self.out.buf);
         self.out
             .pcap
-            .write_packet(self.out.start_ns + now as i64, &self.out.buf, n as u32)?;
+            .write_packet(self.out.start_ns + now as i64, &self.out.buf, len as u32)?;
         self.out.written += 1;
-        self.out.bytes += n as u64;
+        self.out.bytes += len as u64;
         Ok(())
     }
 
     fn emit_ack(
         &mut self,
-        c: &mut Conn,
-        e: usize,
+        conn: &mut Conn,
+        side: usize,
         now: u64,
         sack: Option<(u32, u32)>,
     ) -> io::Result<()> {
-        let seq_no = c.ep[e].snd_nxt;
+        let seq_no = conn.ep[side].snd_nxt;
         self.emit(
-            c,
-            e,
+            conn,
+            side,
             now,
             Tx {
                 seq: seq_no,
@@ -733,22 +781,22 @@ impl<W: Write> Ctx<'_, W> {
         )
     }
 
-    /// A segment from the peer reaches endpoint `e`.
-    fn deliver(&mut self, c: &mut Conn, e: usize, now: u64, s: Seg) -> io::Result<()> {
-        if c.phase == Phase::Closed || s.flags & flags::RST != 0 {
+    /// A segment from the peer reaches endpoint `side`.
+    fn deliver(&mut self, conn: &mut Conn, side: usize, now: u64, seg: Seg) -> io::Result<()> {
+        if conn.phase == Phase::Closed || seg.flags & flags::RST != 0 {
             return Ok(());
         }
-        if s.flags & flags::SYN != 0 {
-            if s.flags & flags::ACK == 0 {
+        if seg.flags & flags::SYN != 0 {
+            if seg.flags & flags::ACK == 0 {
                 // Server: answer the SYN.
-                let x = &mut c.ep[e];
-                x.rcv_nxt = s.end;
-                x.ts_recent = s.tsval;
-                let iss = x.iss;
-                x.snd_nxt = iss.wrapping_add(1);
+                let host = &mut conn.ep[side];
+                host.rcv_nxt = seg.end;
+                host.ts_recent = seg.tsval;
+                let iss = host.iss;
+                host.snd_nxt = iss.wrapping_add(1);
                 return self.emit(
-                    c,
-                    e,
+                    conn,
+                    side,
                     now,
                     Tx {
                         seq: iss,
@@ -759,144 +807,151 @@ impl<W: Write> Ctx<'_, W> {
                     },
                 );
             }
-            if c.phase != Phase::SynSent {
+            if conn.phase != Phase::SynSent {
                 return Ok(());
             }
-            let x = &mut c.ep[e];
-            x.rcv_nxt = s.end;
-            x.ts_recent = s.tsval;
-            x.snd_una = s.ack;
-            x.msg_end = x.snd_nxt;
-            c.phase = Phase::Established;
-            self.emit_ack(c, e, now, None)?;
-            let t = now + c.rng.range(0, 200) * US;
-            self.schedule_simple(c, t, Kind::AppSend, CLIENT);
+            let host = &mut conn.ep[side];
+            host.rcv_nxt = seg.end;
+            host.ts_recent = seg.tsval;
+            host.snd_una = seg.ack;
+            host.msg_end = host.snd_nxt;
+            conn.phase = Phase::Established;
+            self.emit_ack(conn, side, now, None)?;
+            let at = now + conn.rng.range(0, 200) * US;
+            self.schedule_simple(conn, at, Kind::AppSend, CLIENT);
             return Ok(());
         }
-        let data = s.end != s.seq;
-        if s.flags & flags::ACK != 0 {
-            self.on_ack(c, e, now, s.ack, !data)?;
+        let data = seg.end != seg.seq;
+        if seg.flags & flags::ACK != 0 {
+            self.on_ack(conn, side, now, seg.ack, !data)?;
         }
         if data {
-            self.on_data(c, e, now, s)?;
+            self.on_data(conn, side, now, seg)?;
         }
         Ok(())
     }
 
-    fn on_ack(&mut self, c: &mut Conn, e: usize, now: u64, ack: u32, pure: bool) -> io::Result<()> {
-        let mss = c.mss;
-        let x = &mut c.ep[e];
-        if seq::gt(ack, x.snd_una) && seq::le(ack, x.snd_nxt) {
-            let segs = (ack.wrapping_sub(x.snd_una)).div_ceil(mss);
-            x.snd_una = ack;
-            x.dupacks = 0;
-            if x.cwnd < x.ssthresh {
-                x.cwnd = (x.cwnd + segs).min(x.max_cwnd);
+    fn on_ack(
+        &mut self,
+        conn: &mut Conn,
+        side: usize,
+        now: u64,
+        ack: u32,
+        pure: bool,
+    ) -> io::Result<()> {
+        let mss = conn.mss;
+        let host = &mut conn.ep[side];
+        if seq::gt(ack, host.snd_una) && seq::le(ack, host.snd_nxt) {
+            let segs = (ack.wrapping_sub(host.snd_una)).div_ceil(mss);
+            host.snd_una = ack;
+            host.cc.dupacks = 0;
+            if host.cc.cwnd < host.cc.ssthresh {
+                host.cc.cwnd = (host.cc.cwnd + segs).min(host.cc.max_cwnd);
             } else {
-                x.cwnd_acc += segs;
-                if x.cwnd_acc >= x.cwnd {
-                    x.cwnd_acc = 0;
-                    x.cwnd = (x.cwnd + 1).min(x.max_cwnd);
+                host.cc.acc += segs;
+                if host.cc.acc >= host.cc.cwnd {
+                    host.cc.acc = 0;
+                    host.cc.cwnd = (host.cc.cwnd + 1).min(host.cc.max_cwnd);
                 }
             }
-        } else if pure && ack == x.snd_una && x.snd_nxt != x.snd_una {
-            x.dupacks = x.dupacks.saturating_add(1);
-            if x.dupacks == 3 && x.lost && x.lost_seq == x.snd_una {
-                x.ssthresh = (x.cwnd / 2).max(2);
-                x.cwnd = x.ssthresh;
-                self.retransmit(c, e, now)?;
+        } else if pure && ack == host.snd_una && host.snd_nxt != host.snd_una {
+            host.cc.dupacks = host.cc.dupacks.saturating_add(1);
+            if host.cc.dupacks == 3 && host.loss.pending && host.loss.seq == host.snd_una {
+                host.cc.ssthresh = (host.cc.cwnd / 2).max(2);
+                host.cc.cwnd = host.cc.ssthresh;
+                self.retransmit(conn, side, now)?;
             }
         }
-        self.kick(c, e, now);
+        self.kick(conn, side, now);
         Ok(())
     }
 
-    fn on_data(&mut self, c: &mut Conn, e: usize, now: u64, s: Seg) -> io::Result<()> {
-        let fin = s.flags & flags::FIN != 0;
-        let peer = 1 - e;
-        let x = &mut c.ep[e];
-        if s.seq == x.rcv_nxt {
-            if seq::le(s.seq, x.last_ack_sent) {
+    fn on_data(&mut self, conn: &mut Conn, side: usize, now: u64, seg: Seg) -> io::Result<()> {
+        let fin = seg.flags & flags::FIN != 0;
+        let peer = 1 - side;
+        let host = &mut conn.ep[side];
+        if seg.seq == host.rcv_nxt {
+            if seq::le(seg.seq, host.last_ack_sent) {
                 // RFC 7323: TS.Recent comes from the oldest segment not yet acknowledged.
-                x.ts_recent = s.tsval;
+                host.ts_recent = seg.tsval;
             }
-            x.rcv_nxt = s.end;
+            host.rcv_nxt = seg.end;
             let mut at_once = false;
-            if x.has_ooo && seq::ge(x.rcv_nxt, x.ooo_start) {
-                if seq::gt(x.ooo_end, x.rcv_nxt) {
-                    x.rcv_nxt = x.ooo_end;
+            if host.ooo.held && seq::ge(host.rcv_nxt, host.ooo.start) {
+                if seq::gt(host.ooo.end, host.rcv_nxt) {
+                    host.rcv_nxt = host.ooo.end;
                 }
-                x.has_ooo = false;
+                host.ooo.held = false;
                 at_once = true;
             }
-            x.unacked = x.unacked.saturating_add(1);
+            host.delack.unacked = host.delack.unacked.saturating_add(1);
             if fin {
-                return self.on_fin(c, e, now);
+                return self.on_fin(conn, side, now);
             }
-            let rcv_nxt = x.rcv_nxt;
-            if c.ep[peer].msg_open && c.ep[peer].msg_end == rcv_nxt {
-                c.ep[peer].msg_open = false;
-                self.on_message(c, e, now);
+            let rcv_nxt = host.rcv_nxt;
+            if conn.ep[peer].msg_open && conn.ep[peer].msg_end == rcv_nxt {
+                conn.ep[peer].msg_open = false;
+                self.on_message(conn, side, now);
             }
-            let x = &mut c.ep[e];
-            if at_once || x.unacked >= 2 {
-                self.emit_ack(c, e, now, None)?;
-            } else if !x.delack_armed {
-                x.delack_armed = true;
-                x.delack_token = x.delack_token.wrapping_add(1);
-                let token = x.delack_token;
+            let host = &mut conn.ep[side];
+            if at_once || host.delack.unacked >= 2 {
+                self.emit_ack(conn, side, now, None)?;
+            } else if !host.delack.armed {
+                host.delack.armed = true;
+                host.delack.token = host.delack.token.wrapping_add(1);
+                let token = host.delack.token;
                 self.schedule(
-                    c,
+                    conn,
                     now + DELACK,
                     Kind::DelAck,
-                    e,
+                    side,
                     Seg {
                         seq: token,
                         ..Seg::default()
                     },
                 );
             }
-        } else if seq::gt(s.seq, x.rcv_nxt) {
-            if !x.has_ooo {
-                x.has_ooo = true;
-                x.ooo_start = s.seq;
-                x.ooo_end = s.end;
-            } else if seq::gt(s.end, x.ooo_end) {
-                x.ooo_end = s.end;
+        } else if seq::gt(seg.seq, host.rcv_nxt) {
+            if !host.ooo.held {
+                host.ooo.held = true;
+                host.ooo.start = seg.seq;
+                host.ooo.end = seg.end;
+            } else if seq::gt(seg.end, host.ooo.end) {
+                host.ooo.end = seg.end;
             }
-            let block = (x.ooo_start, x.ooo_end);
-            self.emit_ack(c, e, now, Some(block))?;
+            let block = (host.ooo.start, host.ooo.end);
+            self.emit_ack(conn, side, now, Some(block))?;
         } else {
-            self.emit_ack(c, e, now, None)?;
+            self.emit_ack(conn, side, now, None)?;
         }
         Ok(())
     }
 
-    /// Endpoint `e` has received a whole message from its peer.
-    fn on_message(&mut self, c: &mut Conn, e: usize, now: u64) {
-        if e == SERVER {
-            let t = now + c.rng.pick(APP_DELAY_US) * US;
-            self.schedule_simple(c, t, Kind::AppSend, SERVER);
-        } else if c.txn_left > 1 {
-            c.txn_left -= 1;
-            let t = now + c.rng.pick(THINK_US) * US;
-            self.schedule_simple(c, t, Kind::AppSend, CLIENT);
+    /// Endpoint `side` has received a whole message from its peer.
+    fn on_message(&mut self, conn: &mut Conn, side: usize, now: u64) {
+        if side == SERVER {
+            let at = now + conn.rng.pick(APP_DELAY_US) * US;
+            self.schedule_simple(conn, at, Kind::AppSend, SERVER);
+        } else if conn.txn_left > 1 {
+            conn.txn_left -= 1;
+            let at = now + conn.rng.pick(THINK_US) * US;
+            self.schedule_simple(conn, at, Kind::AppSend, CLIENT);
         } else {
-            c.txn_left = 0;
-            let t = now + c.rng.range(0, 2_000) * US;
-            self.schedule_simple(c, t, Kind::Close, CLIENT);
+            conn.txn_left = 0;
+            let at = now + conn.rng.range(0, 2_000) * US;
+            self.schedule_simple(conn, at, Kind::Close, CLIENT);
         }
     }
 
-    fn on_fin(&mut self, c: &mut Conn, e: usize, now: u64) -> io::Result<()> {
-        if !c.ep[e].fin_sent {
-            let x = &mut c.ep[e];
-            x.fin_sent = true;
-            let seq_no = x.snd_nxt;
-            x.snd_nxt = seq_no.wrapping_add(1);
+    fn on_fin(&mut self, conn: &mut Conn, side: usize, now: u64) -> io::Result<()> {
+        if !conn.ep[side].fin_sent {
+            let host = &mut conn.ep[side];
+            host.fin_sent = true;
+            let seq_no = host.snd_nxt;
+            host.snd_nxt = seq_no.wrapping_add(1);
             return self.emit(
-                c,
-                e,
+                conn,
+                side,
                 now,
                 Tx {
                     seq: seq_no,
@@ -907,18 +962,18 @@ impl<W: Write> Ctx<'_, W> {
                 },
             );
         }
-        self.emit_ack(c, e, now, None)?;
-        self.finish(c, now);
+        self.emit_ack(conn, side, now, None)?;
+        self.finish(conn, now);
         Ok(())
     }
 
     /// The connection is over: the slot starts a new one a little later.
-    fn finish(&mut self, c: &mut Conn, now: u64) {
-        c.phase = Phase::Closed;
-        let t = now + c.rng.range(1_000, 100_000) * US;
+    fn finish(&mut self, conn: &mut Conn, now: u64) {
+        conn.phase = Phase::Closed;
+        let at = now + conn.rng.range(1_000, 100_000) * US;
         self.schedule(
-            c,
-            t,
+            conn,
+            at,
             Kind::Start,
             0,
             Seg {
@@ -928,64 +983,64 @@ impl<W: Write> Ctx<'_, W> {
         );
     }
 
-    fn app_send(&mut self, c: &mut Conn, e: usize, now: u64) {
-        if c.phase != Phase::Established {
+    fn app_send(&mut self, conn: &mut Conn, side: usize, now: u64) {
+        if conn.phase != Phase::Established {
             return;
         }
-        let size = match (e, c.bulk) {
-            (CLIENT, Bulk::Upload) | (SERVER, Bulk::Download) => c.rng.pick(BULK_BYTES),
-            (CLIENT, _) | (SERVER, Bulk::Upload) => c.rng.pick(REQUEST_BYTES),
-            _ => c.rng.pick(RESPONSE_BYTES),
+        let size = match (side, conn.bulk) {
+            (CLIENT, Bulk::Upload) | (SERVER, Bulk::Download) => conn.rng.pick(BULK_BYTES),
+            (CLIENT, _) | (SERVER, Bulk::Upload) => conn.rng.pick(REQUEST_BYTES),
+            _ => conn.rng.pick(RESPONSE_BYTES),
         };
-        let x = &mut c.ep[e];
-        x.msg_end = x.snd_nxt.wrapping_add(size as u32);
-        x.msg_open = true;
-        self.kick(c, e, now);
+        let host = &mut conn.ep[side];
+        host.msg_end = host.snd_nxt.wrapping_add(size as u32);
+        host.msg_open = true;
+        self.kick(conn, side, now);
     }
 
-    /// Arms the pacer if `e` has new data and the window allows a segment.
-    fn kick(&mut self, c: &mut Conn, e: usize, now: u64) {
-        let mss = c.mss;
-        let x = &mut c.ep[e];
-        if x.pacer_armed || !x.can_send(mss) {
+    /// Arms the pacer if `side` has new data and the window allows a segment.
+    fn kick(&mut self, conn: &mut Conn, side: usize, now: u64) {
+        let mss = conn.mss;
+        let host = &mut conn.ep[side];
+        if host.pacer.armed || !host.can_send(mss) {
             return;
         }
-        x.pacer_armed = true;
-        let t = now.max(x.next_send);
-        self.schedule_simple(c, t, Kind::Send, e);
+        host.pacer.armed = true;
+        let at = now.max(host.pacer.next_send);
+        self.schedule_simple(conn, at, Kind::Send, side);
     }
 
-    fn send(&mut self, c: &mut Conn, e: usize, now: u64) -> io::Result<()> {
-        let mss = c.mss;
-        let x = &mut c.ep[e];
-        x.pacer_armed = false;
-        if c.phase != Phase::Established || !x.can_send(mss) {
+    fn send(&mut self, conn: &mut Conn, side: usize, now: u64) -> io::Result<()> {
+        let mss = conn.mss;
+        let host = &mut conn.ep[side];
+        host.pacer.armed = false;
+        if conn.phase != Phase::Established || !host.can_send(mss) {
             return Ok(());
         }
-        let remaining = x.msg_end.wrapping_sub(x.snd_nxt);
+        let remaining = host.msg_end.wrapping_sub(host.snd_nxt);
         let len = remaining.min(mss);
         let last = len == remaining;
-        let seq_no = x.snd_nxt;
-        let lose = !x.lost && c.rng.chance(self.p.loss);
-        let x = &mut c.ep[e];
-        x.snd_nxt = seq_no.wrapping_add(len);
-        x.next_send = now
-            + (x.gap * u64::from(len) / u64::from(mss))
+        let seq_no = host.snd_nxt;
+        let lose = !host.loss.pending && conn.rng.chance(self.params.loss);
+        let host = &mut conn.ep[side];
+        host.snd_nxt = seq_no.wrapping_add(len);
+        host.pacer.next_send = now
+            + (host.pacer.gap * u64::from(len) / u64::from(mss))
                 .div_ceil(US)
                 .max(1)
                 * US;
         let fl = flags::ACK | if last { flags::PSH } else { 0 };
         if lose {
-            x.lost = true;
-            x.lost_seq = seq_no;
-            x.lost_len = len;
-            let rto = (2 * (c.ep[0].rtt + c.ep[1].rtt)).max(MIN_RTO) + 10 * MS;
+            host.loss.pending = true;
+            host.loss.seq = seq_no;
+            host.loss.len = len;
+            let rto = (2 * (conn.ep[0].rtt + conn.ep[1].rtt)).max(MIN_RTO) + 10 * MS;
             self.sum.lost += 1;
-            self.schedule_simple(c, now + rto, Kind::Rto, e);
+            self.schedule_simple(conn, now + rto, Kind::Rto, side);
         }
         self.emit(
-            c,
-            e,
+            conn,
+            side,
             now,
             Tx {
                 seq: seq_no,
@@ -996,25 +1051,25 @@ impl<W: Write> Ctx<'_, W> {
             },
         )?;
         if !last {
-            self.kick(c, e, now);
+            self.kick(conn, side, now);
         }
         Ok(())
     }
 
-    fn retransmit(&mut self, c: &mut Conn, e: usize, now: u64) -> io::Result<()> {
-        let x = &mut c.ep[e];
-        x.lost = false;
-        let (seq_no, len) = (x.lost_seq, x.lost_len);
+    fn retransmit(&mut self, conn: &mut Conn, side: usize, now: u64) -> io::Result<()> {
+        let host = &mut conn.ep[side];
+        host.loss.pending = false;
+        let (seq_no, len) = (host.loss.seq, host.loss.len);
         let fl = flags::ACK
-            | if seq_no.wrapping_add(len) == x.msg_end {
+            | if seq_no.wrapping_add(len) == host.msg_end {
                 flags::PSH
             } else {
                 0
             };
         self.sum.retransmits += 1;
         self.emit(
-            c,
-            e,
+            conn,
+            side,
             now,
             Tx {
                 seq: seq_no,
@@ -1026,12 +1081,12 @@ impl<W: Write> Ctx<'_, W> {
         )
     }
 
-    fn rto(&mut self, c: &mut Conn, e: usize, now: u64) -> io::Result<()> {
-        if c.phase == Phase::SynSent && e == CLIENT {
+    fn rto(&mut self, conn: &mut Conn, side: usize, now: u64) -> io::Result<()> {
+        if conn.phase == Phase::SynSent && side == CLIENT {
             self.sum.retransmits += 1;
-            let iss = c.ep[CLIENT].iss;
+            let iss = conn.ep[CLIENT].iss;
             return self.emit(
-                c,
+                conn,
                 CLIENT,
                 now,
                 Tx {
@@ -1043,24 +1098,27 @@ impl<W: Write> Ctx<'_, W> {
                 },
             );
         }
-        let x = &mut c.ep[e];
-        if c.phase == Phase::Established && x.lost && seq::le(x.snd_una, x.lost_seq) {
-            x.ssthresh = (x.cwnd / 2).max(2);
-            x.cwnd = 2;
-            self.retransmit(c, e, now)?;
+        let host = &mut conn.ep[side];
+        if conn.phase == Phase::Established
+            && host.loss.pending
+            && seq::le(host.snd_una, host.loss.seq)
+        {
+            host.cc.ssthresh = (host.cc.cwnd / 2).max(2);
+            host.cc.cwnd = 2;
+            self.retransmit(conn, side, now)?;
         }
         Ok(())
     }
 
-    fn close(&mut self, c: &mut Conn, e: usize, now: u64) -> io::Result<()> {
-        if c.phase != Phase::Established {
+    fn close(&mut self, conn: &mut Conn, side: usize, now: u64) -> io::Result<()> {
+        if conn.phase != Phase::Established {
             return Ok(());
         }
-        let seq_no = c.ep[e].snd_nxt;
-        if c.rng.chance(self.p.rst) {
+        let seq_no = conn.ep[side].snd_nxt;
+        if conn.rng.chance(self.params.rst) {
             self.emit(
-                c,
-                e,
+                conn,
+                side,
                 now,
                 Tx {
                     seq: seq_no,
@@ -1070,16 +1128,16 @@ impl<W: Write> Ctx<'_, W> {
                     sack: None,
                 },
             )?;
-            self.finish(c, now);
+            self.finish(conn, now);
             return Ok(());
         }
-        let x = &mut c.ep[e];
-        x.fin_sent = true;
-        x.snd_nxt = seq_no.wrapping_add(1);
-        x.msg_end = x.snd_nxt;
+        let host = &mut conn.ep[side];
+        host.fin_sent = true;
+        host.snd_nxt = seq_no.wrapping_add(1);
+        host.msg_end = host.snd_nxt;
         self.emit(
-            c,
-            e,
+            conn,
+            side,
             now,
             Tx {
                 seq: seq_no,
@@ -1100,7 +1158,7 @@ impl Ep {
             return false;
         }
         let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
-        in_flight + remaining.min(mss) <= self.cwnd * mss
+        in_flight + remaining.min(mss) <= self.cc.cwnd * mss
     }
 }
 
@@ -1112,26 +1170,29 @@ impl Conn {
         let ci = (self.serial / PORTS_PER_CLIENT) as u32 + 1;
         let si = self.server + 1;
         if self.v6 {
-            let c = Ipv6Addr::from((0xfd00_0000_0000_000c_u128 << 64) | u128::from(ci));
-            let s = Ipv6Addr::from((0xfd00_0000_0000_0005_u128 << 64) | u128::from(si));
-            (c.into(), s.into())
+            let client = Ipv6Addr::from((0xfd00_0000_0000_000c_u128 << 64) | u128::from(ci));
+            let server = Ipv6Addr::from((0xfd00_0000_0000_0005_u128 << 64) | u128::from(si));
+            (client.into(), server.into())
         } else {
-            let c = Ipv4Addr::from(0x0a00_0000 | (ci & 0x00ff_ffff));
-            let s = Ipv4Addr::from(0xac10_0000 | (si & 0x000f_ffff));
-            (c.into(), s.into())
+            let client = Ipv4Addr::from(0x0a00_0000 | (ci & 0x00ff_ffff));
+            let server = Ipv4Addr::from(0xac10_0000 | (si & 0x000f_ffff));
+            (client.into(), server.into())
         }
     }
 }
 
 /// Maps a server index to its port, by weight, the same for every run.
 fn server_port(server: u32) -> u16 {
-    let total: u64 = SERVER_PORTS.iter().map(|&(w, _)| u64::from(w)).sum();
-    let mut r = mix(u64::from(server) ^ 0x706f_7274) % total;
-    for &(w, port) in SERVER_PORTS {
-        if r < u64::from(w) {
+    let total: u64 = SERVER_PORTS
+        .iter()
+        .map(|&(weight, _)| u64::from(weight))
+        .sum();
+    let mut pick = mix(u64::from(server) ^ 0x706f_7274) % total;
+    for &(weight, port) in SERVER_PORTS {
+        if pick < u64::from(weight) {
             return port;
         }
-        r -= u64::from(w);
+        pick -= u64::from(weight);
     }
     443
 }

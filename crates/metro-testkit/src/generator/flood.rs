@@ -18,7 +18,7 @@ use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
 use super::rng::Rng;
-use crate::build::{LINKTYPE_ETHERNET, TcpFrame, flags};
+use crate::frame::{LINKTYPE_ETHERNET, TcpFrame, flags};
 use crate::pcap::PcapWriter;
 
 /// The attacked server's address and port.

@@ -1,5 +1,5 @@
 //! Frame builder: Ethernet (with any number of VLAN tags) or raw-IP frames carrying
-//! IPv4/IPv6 and a TCP segment with options, for tests and for the capture generator.
+//! IPv4/IPv6 and a TCP segment with options, for tests and for the capture generator (`metro generate`).
 //!
 //! A [`TcpFrame`] describes one frame; [`TcpFrame::write`] appends its bytes to a
 //! caller-provided `Vec<u8>` without allocating anything else, so a generator can build
@@ -8,7 +8,7 @@
 //! zero, as on a capture taken before checksum offload).
 //!
 //! ```
-//! use metro::build::{TcpFrame, flags};
+//! use metro_testkit::frame::{TcpFrame, flags};
 //! let mut buf = Vec::new();
 //! TcpFrame::v4([10, 0, 0, 1], 40000, [10, 0, 0, 2], 443)
 //!     .seq(1000)
@@ -98,11 +98,34 @@ impl Link<'_> {
         }
     }
 
+    /// Bytes of the link header.
     #[inline]
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         match self {
             Link::Ethernet { vlans, .. } => 14 + 4 * vlans.len(),
             Link::Raw => 0,
+        }
+    }
+
+    /// True for [`Link::Raw`], which has no header.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the link header into `out[..self.len()]`, ending with `ethertype`.
+    #[inline]
+    pub fn write_header(&self, out: &mut [u8], ethertype: u16) {
+        if let Link::Ethernet { dst, src, vlans } = *self {
+            out[0..6].copy_from_slice(&dst);
+            out[6..12].copy_from_slice(&src);
+            let mut at = 12;
+            for tag in vlans {
+                out[at..at + 2].copy_from_slice(&tag.tpid.to_be_bytes());
+                out[at + 2..at + 4].copy_from_slice(&tag.tci.to_be_bytes());
+                at += 4;
+            }
+            out[at..at + 2].copy_from_slice(&ethertype.to_be_bytes());
         }
     }
 }
@@ -135,13 +158,75 @@ pub enum Ip {
 }
 
 impl Ip {
+    /// Bytes of the header (no IPv4 options, no IPv6 extension headers).
     #[inline]
-    fn header_len(&self) -> usize {
+    pub fn header_len(&self) -> usize {
         match self {
             Ip::V4 { .. } => 20,
             Ip::V6 { .. } => 40,
         }
     }
+
+    /// The EtherType announcing this header.
+    #[inline]
+    pub fn ethertype(&self) -> u16 {
+        match self {
+            Ip::V4 { .. } => ETHERTYPE_IPV4,
+            Ip::V6 { .. } => ETHERTYPE_IPV6,
+        }
+    }
+
+    /// Writes the header into `out[..self.header_len()]` (zero-filled by the caller) for
+    /// `payload_len` bytes of `protocol` after it. A length that does not fit 16 bits is
+    /// written as 0. The IPv4 header checksum is left zero: see [`ipv4_checksum`].
+    #[inline]
+    pub fn write_header(&self, out: &mut [u8], protocol: u8, payload_len: usize) {
+        match *self {
+            Ip::V4 {
+                src,
+                dst,
+                id,
+                ttl,
+                tos,
+                dont_fragment,
+            } => {
+                let total_len = u16::try_from(20 + payload_len).unwrap_or(0);
+                out[0] = 0x45;
+                out[1] = tos;
+                out[2..4].copy_from_slice(&total_len.to_be_bytes());
+                out[4..6].copy_from_slice(&id.to_be_bytes());
+                out[6] = if dont_fragment { 0x40 } else { 0 };
+                out[8] = ttl;
+                out[9] = protocol;
+                out[12..16].copy_from_slice(&src.octets());
+                out[16..20].copy_from_slice(&dst.octets());
+            }
+            Ip::V6 {
+                src,
+                dst,
+                hop_limit,
+                traffic_class,
+                flow_label,
+            } => {
+                let word =
+                    (6u32 << 28) | (u32::from(traffic_class) << 20) | (flow_label & 0xf_ffff);
+                out[0..4].copy_from_slice(&word.to_be_bytes());
+                let payload_len = u16::try_from(payload_len).unwrap_or(0);
+                out[4..6].copy_from_slice(&payload_len.to_be_bytes());
+                out[6] = protocol;
+                out[7] = hop_limit;
+                out[8..24].copy_from_slice(&src.octets());
+                out[24..40].copy_from_slice(&dst.octets());
+            }
+        }
+    }
+}
+
+/// Fills in the checksum of a 20-byte IPv4 header whose checksum field is zero.
+#[inline]
+pub fn ipv4_checksum(header: &mut [u8]) {
+    let sum = fold(sum_bytes(&header[..20], 0));
+    header[10..12].copy_from_slice(&(!sum).to_be_bytes());
 }
 
 /// TCP options, written in the order Linux uses (MSS, SACK-permitted, timestamps, window
@@ -486,66 +571,15 @@ impl<'a> TcpFrame<'a> {
         out.resize(start + total, 0);
         let frame = &mut out[start..];
 
-        // Link.
-        if let Link::Ethernet { dst, src, vlans } = self.link {
-            frame[0..6].copy_from_slice(&dst);
-            frame[6..12].copy_from_slice(&src);
-            let mut at = 12;
-            for tag in vlans {
-                frame[at..at + 2].copy_from_slice(&tag.tpid.to_be_bytes());
-                frame[at + 2..at + 4].copy_from_slice(&tag.tci.to_be_bytes());
-                at += 4;
-            }
-            let ethertype = match self.ip {
-                Ip::V4 { .. } => ETHERTYPE_IPV4,
-                Ip::V6 { .. } => ETHERTYPE_IPV6,
-            };
-            frame[at..at + 2].copy_from_slice(&ethertype.to_be_bytes());
-        }
-
-        // IP.
+        self.link.write_header(frame, self.ip.ethertype());
         let (ip, rest) = frame[link_len..].split_at_mut(ip_len);
+        self.ip.write_header(ip, IPPROTO_TCP, seg_len);
         let pseudo_sum = match self.ip {
-            Ip::V4 {
-                src,
-                dst,
-                id,
-                ttl,
-                tos,
-                dont_fragment,
-            } => {
-                let total_len = u16::try_from(ip_len + seg_len).unwrap_or(0);
-                ip[0] = 0x45;
-                ip[1] = tos;
-                ip[2..4].copy_from_slice(&total_len.to_be_bytes());
-                ip[4..6].copy_from_slice(&id.to_be_bytes());
-                ip[6] = if dont_fragment { 0x40 } else { 0 };
-                ip[8] = ttl;
-                ip[9] = IPPROTO_TCP;
-                ip[12..16].copy_from_slice(&src.octets());
-                ip[16..20].copy_from_slice(&dst.octets());
-                let sum = fold(sum_bytes(ip, 0));
-                ip[10..12].copy_from_slice(&(!sum).to_be_bytes());
+            Ip::V4 { .. } => {
+                ipv4_checksum(ip);
                 sum_bytes(&ip[12..20], u64::from(IPPROTO_TCP) + seg_len as u64)
             }
-            Ip::V6 {
-                src,
-                dst,
-                hop_limit,
-                traffic_class,
-                flow_label,
-            } => {
-                let word =
-                    (6u32 << 28) | (u32::from(traffic_class) << 20) | (flow_label & 0xf_ffff);
-                ip[0..4].copy_from_slice(&word.to_be_bytes());
-                let payload_len = u16::try_from(seg_len).unwrap_or(0);
-                ip[4..6].copy_from_slice(&payload_len.to_be_bytes());
-                ip[6] = IPPROTO_TCP;
-                ip[7] = hop_limit;
-                ip[8..24].copy_from_slice(&src.octets());
-                ip[24..40].copy_from_slice(&dst.octets());
-                sum_bytes(&ip[8..40], u64::from(IPPROTO_TCP) + seg_len as u64)
-            }
+            Ip::V6 { .. } => sum_bytes(&ip[8..40], u64::from(IPPROTO_TCP) + seg_len as u64),
         };
 
         // TCP.

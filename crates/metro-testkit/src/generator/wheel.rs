@@ -174,7 +174,7 @@ impl<T: Timed> Default for Wheel<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::r#gen::rng::Rng;
+    use crate::generator::rng::Rng;
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     struct E(u64, u64);

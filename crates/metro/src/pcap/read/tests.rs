@@ -1,0 +1,225 @@
+//! Unit tests of the reader's internals: time stamp conversion, pcapng limits, buffer
+//! growth and shrinking, format recognition. The file-level behaviour is in
+//! `tests/pcap_read.rs`.
+
+use std::io::Cursor;
+
+use super::input::DEFAULT_BUFFER;
+use super::pcapng::{NG_EPB, NG_IDB, NG_SHB, TsConv};
+use super::*;
+
+fn reader(bytes: &[u8]) -> Result<CaptureReader, ReadError> {
+    CaptureReader::from_reader(Box::new(Cursor::new(bytes.to_vec())))
+}
+
+#[test]
+fn tsresol_conversions() {
+    assert_eq!(
+        TsConv::from_tsresol(6).unwrap().nanos(1_500_000),
+        1_500_000_000
+    );
+    assert_eq!(TsConv::from_tsresol(9).unwrap().nanos(7), 7);
+    assert_eq!(TsConv::from_tsresol(12).unwrap().nanos(7_000), 7);
+    assert_eq!(
+        TsConv::from_tsresol(0x8a).unwrap().nanos(1536),
+        1_500_000_000
+    );
+    // Signed, and exact (no wrapping): what does not fit is for the caller to refuse.
+    let us = TsConv::from_tsresol(6).unwrap();
+    assert_eq!(us.nanos(u64::MAX), -1000);
+    assert_eq!(us.nanos(1 << 62), (1i128 << 62) * 1000);
+    assert_eq!(TsConv::from_tsresol(10).unwrap().nanos(u64::MAX), -1);
+    assert_eq!(
+        TsConv::from_tsresol(0x80).unwrap().nanos(u64::MAX),
+        -1_000_000_000
+    );
+    assert!(TsConv::from_tsresol(20).is_none());
+}
+
+/// A little-endian pcapng block of `btype` around `body`.
+fn ng(btype: u32, body: &[u8]) -> Vec<u8> {
+    let len = (12 + body.len()) as u32;
+    let mut b = btype.to_le_bytes().to_vec();
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(body);
+    b.extend_from_slice(&len.to_le_bytes());
+    b
+}
+
+fn shb() -> Vec<u8> {
+    let mut body = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+    body.extend_from_slice(&[1, 0, 0, 0]);
+    body.extend_from_slice(&u64::MAX.to_le_bytes());
+    ng(NG_SHB, &body)
+}
+
+/// An Ethernet interface with these options (code, value), each padded to 4 bytes.
+fn idb(opts: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut body = vec![1, 0, 0, 0, 0, 0, 0, 0];
+    for (code, v) in opts {
+        body.extend_from_slice(&code.to_le_bytes());
+        body.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        body.extend_from_slice(v);
+        body.resize(body.len().next_multiple_of(4), 0);
+    }
+    if !opts.is_empty() {
+        body.extend_from_slice(&[0; 4]);
+    }
+    ng(NG_IDB, &body)
+}
+
+fn epb(iface: u32, units: u64) -> Vec<u8> {
+    let mut body = iface.to_le_bytes().to_vec();
+    body.extend_from_slice(&((units >> 32) as u32).to_le_bytes());
+    body.extend_from_slice(&(units as u32).to_le_bytes());
+    body.extend_from_slice(&[4, 0, 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]);
+    ng(NG_EPB, &body)
+}
+
+#[test]
+fn pcapng_interfaces_are_capped_with_the_offset() {
+    let mut f = shb();
+    let one = idb(&[]);
+    for _ in 0..MAX_INTERFACES {
+        f.extend_from_slice(&one);
+    }
+    f.extend_from_slice(&epb(MAX_INTERFACES as u32 - 1, 5));
+    let mut r = reader(&f).unwrap();
+    assert_eq!(r.next_record().unwrap().unwrap().interface, 65535);
+    // One more interface: damage, at the block that would exceed the limit.
+    let at = f.len() - epb(0, 0).len();
+    f.truncate(at);
+    f.extend_from_slice(&one);
+    let mut r = reader(&f).unwrap();
+    let e = r.next_record().unwrap_err();
+    assert!(
+        matches!(e, ReadError::Damaged { offset, .. } if offset == at as u64),
+        "{e}"
+    );
+    assert!(e.to_string().contains("65536 interfaces"), "{e}");
+    // A new section starts with none.
+    let mut f2 = f[..at].to_vec();
+    f2.extend_from_slice(&shb());
+    f2.extend_from_slice(&one);
+    f2.extend_from_slice(&epb(0, 7));
+    assert_eq!(
+        reader(&f2).unwrap().next_record().unwrap().unwrap().ts,
+        7000
+    );
+}
+
+#[test]
+fn pcapng_time_stamps_never_wrap() {
+    let read = |iface: Vec<u8>, units: u64| {
+        let mut f = shb();
+        f.extend_from_slice(&iface);
+        let at = f.len();
+        f.extend_from_slice(&epb(0, units));
+        let mut r = reader(&f).unwrap();
+        (r.next_record().map(|rec| rec.map(|x| x.ts)), at)
+    };
+    // Microseconds (the default): 2^62 µs would wrap in nanoseconds; -1 µs is a time.
+    assert_eq!(read(idb(&[]), u64::MAX).0.unwrap(), Some(-1000));
+    let (ts, at) = read(idb(&[]), 1 << 62);
+    let e = ts.unwrap_err();
+    assert!(
+        matches!(e, ReadError::Damaged { offset, .. } if offset == at as u64 + 12),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("between the years 1824 and 2116"),
+        "{e}"
+    );
+    // Nanoseconds: fits in a u64, not within 146 years of 1970.
+    let ns = idb(&[(9, &[9])]);
+    assert!(read(ns.clone(), 1 << 63).0.is_err());
+    assert_eq!(read(ns.clone(), 1 << 62).0.unwrap(), Some(1 << 62));
+    // An offset that would carry the time past the limit, or that overflows by itself.
+    let off = |secs: i64| idb(&[(9, &[9]), (14, &secs.to_le_bytes())]);
+    assert_eq!(read(off(-1), 5_000_000_000).0.unwrap(), Some(4_000_000_000));
+    assert!(read(off(4_000_000_000), 1 << 62).0.is_err());
+    let (big, _) = read(off(i64::MAX / 1000), 0);
+    assert!(big.unwrap_err().to_string().contains("if_tsoffset"));
+}
+
+#[test]
+fn empty_and_tiny_inputs() {
+    let e = reader(b"").err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        "not a pcap or pcapng file (the file is empty)"
+    );
+    let e = reader(b"\x01\x02").err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        "not a pcap or pcapng file (the file is only 2 bytes long: 01 02)"
+    );
+    let e = reader(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0]).err().unwrap();
+    assert!(matches!(e, ReadError::Truncated { offset: 0, .. }), "{e}");
+}
+
+#[test]
+fn recognises_other_formats() {
+    let e = reader(b"\x28\xb5\x2f\xfd0000").err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        "zstd-compressed file: metro reads pcap and pcapng, plain or gzip-compressed; decompress it with `zstd -d`"
+    );
+    let e = reader(b"GMBU\0\0\0\0").err().unwrap();
+    assert!(
+        e.to_string()
+            .starts_with("Microsoft Network Monitor 2 capture: metro reads pcap and pcapng")
+    );
+}
+
+fn pcap_le(snaplen: u32, records: &[(u32, usize)]) -> Vec<u8> {
+    let mut f = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    f.extend_from_slice(&snaplen.to_le_bytes());
+    f.extend_from_slice(&1u32.to_le_bytes());
+    for &(caplen, have) in records {
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&caplen.to_le_bytes());
+        f.extend_from_slice(&caplen.to_le_bytes());
+        f.resize(f.len() + have, 0xab);
+    }
+    f
+}
+
+#[test]
+fn buffer_grows_for_a_big_record_and_shrinks_after() {
+    let mut records = vec![(3 << 20, 3 << 20)];
+    records.resize(3000, (3000, 3000));
+    let f = pcap_le(0, &records);
+    let mut r = reader(&f).unwrap();
+    assert_eq!(r.next_record().unwrap().unwrap().caplen, 3 << 20);
+    assert!(r.input.buf.len() >= 3 << 20);
+    for _ in 1..3000 {
+        assert_eq!(r.next_record().unwrap().unwrap().caplen, 3000);
+    }
+    assert!(r.next_record().unwrap().is_none());
+    assert_eq!(r.input.buf.len(), DEFAULT_BUFFER);
+}
+
+#[test]
+fn a_lying_length_costs_no_more_than_the_data() {
+    // 200 MiB claimed (snaplen 0 = unlimited), 3 MiB present.
+    let f = pcap_le(0, &[(200 << 20, 3 << 20)]);
+    let mut r = reader(&f).unwrap();
+    let e = r.next_record().unwrap_err();
+    assert!(matches!(e, ReadError::Truncated { offset: 24, .. }), "{e}");
+    assert!(r.input.buf.len() <= 8 << 20, "{}", r.input.buf.len());
+}
+
+#[test]
+fn pcap_record_header_lengths_swapped_before_2_3() {
+    // Version 2.2, big-endian: caplen and len written the other way round.
+    let mut f = vec![
+        0xa1, 0xb2, 0xc3, 0xd4, 0, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 1,
+    ];
+    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 9, 0, 0, 0, 4, 1, 2, 3, 4]);
+    let mut r = reader(&f).unwrap();
+    let rec = r.next_record().unwrap().unwrap();
+    assert_eq!((rec.caplen, rec.orig_len, rec.ts), (4, 9, 1_000_002_000));
+    assert_eq!(rec.data, &[1, 2, 3, 4]);
+    assert!(r.next_record().unwrap().is_none());
+}
