@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Measure RTT in pcap/pcapng capture files (offline; the same engine as `run`).
     Analyze(AnalyzeArgs),
-    /// Capture live traffic and report RTT to DogStatsD and Prometheus (a drop-in go-metro
+    /// Capture live traffic and report RTT to DogStatsD, Prometheus and OTLP (a drop-in go-metro
     /// replacement; `metro -cfg=PATH` is accepted too).
     Run(metro::agent::RunArgs),
     /// Check a configuration: print it with defaults filled in, and every warning.

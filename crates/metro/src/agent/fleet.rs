@@ -221,6 +221,9 @@ pub struct ExpHist {
     pub max: f64,
 }
 
+/// Empty buckets kept each side of a series' first value (one octave).
+const EXP_SLACK: i32 = 1 << EXP_SCALE;
+
 /// Values at or below this (seconds) count as zero.
 pub const EXP_ZERO_THRESHOLD: f64 = 1e-9;
 
@@ -257,21 +260,33 @@ impl ExpHist {
     }
 
     fn add_at(&mut self, i: i32, n: u64) {
+        // The dense range grows with slack (an octave each side at first, then doubling), so
+        // that a series' spread of RTTs settles after a few moves instead of shifting the
+        // vector at every new low; [`Self::trimmed`] drops the empty ends.
         if self.counts.is_empty() {
-            self.offset = i;
-            self.counts.push(n);
-            return;
+            self.offset = i - EXP_SLACK;
+            self.counts = vec![0; 2 * EXP_SLACK as usize + 1];
         }
         if i < self.offset {
-            let grow = (self.offset - i) as usize;
+            let grow = ((self.offset - i) as usize).max(self.counts.len());
             self.counts.splice(0..0, std::iter::repeat_n(0, grow));
-            self.offset = i;
+            self.offset -= grow as i32;
         }
         let at = (i - self.offset) as usize;
         if at >= self.counts.len() {
-            self.counts.resize(at + 1, 0);
+            let len = (at + 1).max(2 * self.counts.len());
+            self.counts.resize(len, 0);
         }
         self.counts[at] += n;
+    }
+
+    /// The buckets from the first to the last non-empty one: (offset, counts).
+    pub fn trimmed(&self) -> (i32, &[u64]) {
+        let Some(first) = self.counts.iter().position(|&c| c > 0) else {
+            return (0, &[]);
+        };
+        let last = self.counts.iter().rposition(|&c| c > 0).unwrap_or(first);
+        (self.offset + first as i32, &self.counts[first..=last])
     }
 
     pub fn merge(&mut self, o: &ExpHist) {
@@ -429,7 +444,22 @@ mod tests {
         assert_eq!(a.count, 4);
         assert_eq!(a.zero_count, 1);
         assert_eq!(a.counts.iter().sum::<u64>(), 3);
-        assert_eq!(a.offset, ExpHist::index(0.001));
+        let (offset, counts) = a.trimmed();
+        assert_eq!(offset, ExpHist::index(0.001));
+        assert_eq!(offset + counts.len() as i32 - 1, ExpHist::index(0.040));
+        assert_eq!((counts[0], counts[counts.len() - 1]), (1, 1));
+        // Far apart values (1 µs, 100 s) in both orders: every count where it belongs.
+        for vals in [[1e-6, 100.0, 0.5], [100.0, 1e-6, 0.5]] {
+            let mut h = ExpHist::default();
+            for v in vals {
+                h.add(v);
+            }
+            let (off, c) = h.trimmed();
+            assert_eq!(off, ExpHist::index(1e-6));
+            assert_eq!(off + c.len() as i32 - 1, ExpHist::index(100.0));
+            assert_eq!(c[(ExpHist::index(0.5) - off) as usize], 1);
+            assert_eq!(c.iter().sum::<u64>(), 3);
+        }
         assert!((a.sum - 0.051).abs() < 1e-12);
         assert_eq!((a.min, a.max), (0.0, 0.040));
     }

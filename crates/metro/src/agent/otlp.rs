@@ -110,9 +110,12 @@ pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMet
                 scale: EXP_SCALE,
                 zero_count: e.zero_count,
                 zero_threshold: EXP_ZERO_THRESHOLD,
-                positive: Some(exponential_histogram_data_point::Buckets {
-                    offset: e.offset,
-                    bucket_counts: e.counts.clone(),
+                positive: Some({
+                    let (offset, counts) = e.trimmed();
+                    exponential_histogram_data_point::Buckets {
+                        offset,
+                        bucket_counts: counts.to_vec(),
+                    }
                 }),
                 min: (e.count > 0).then_some(e.min),
                 max: (e.count > 0).then_some(e.max),
