@@ -34,7 +34,7 @@ const RTT_GAUGES: [&str; 8] = [
     "system.net.tcp.rtt.p99",
 ];
 const RTT_COUNTS: [&str; 2] = ["system.net.tcp.rtt.samples", "system.net.tcp.retransmits"];
-const SELF_METRICS: [(&str, &str); 11] = [
+const SELF_METRICS: [(&str, &str); 15] = [
     ("metro.packets.received", "c"),
     ("metro.packets.dropped", "c"),
     ("metro.packets.filtered", "c"),
@@ -46,6 +46,10 @@ const SELF_METRICS: [(&str, &str); 11] = [
     ("metro.pairs.dropped", "c"),
     ("metro.series.overflow", "c"),
     ("metro.statsd.send_errors", "c"),
+    ("metro.packets.copies", "c"),
+    ("metro.containers.namespaces", "g"),
+    ("metro.containers.skipped", "g"),
+    ("metro.containers.pairs_unattributed", "c"),
 ];
 
 fn is_rtt(m: &Metric) -> bool {

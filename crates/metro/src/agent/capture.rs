@@ -20,6 +20,8 @@ use metro_core::engine::{Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::Sample;
 
 use super::config::DutyCycle;
+use super::containers::{self, Attribution};
+use super::dedupe::Dedupe;
 use super::filter;
 use super::live::{self, Live, LiveOptions, Next};
 use super::report::{InstanceShared, Interval};
@@ -76,6 +78,8 @@ struct Obs<'a> {
     samples: Option<&'a mut SampleBuf>,
     locals: &'a LocalSet,
     watch: &'a WatchList,
+    /// Namespace classification when container attribution is on.
+    attr: Option<&'a Attribution>,
 }
 
 impl Observer for Obs<'_> {
@@ -87,8 +91,12 @@ impl Observer for Obs<'_> {
         if let Some(b) = &mut self.samples {
             b.push(s);
         }
+        // By namespace when container attribution is on (agent::containers).
+        let internal = self
+            .attr
+            .and_then(|a| a.internal(s.responder.ip(), s.peer.ip()));
         self.interval
-            .add_sample_tagged(s, self.locals, self.watch, tag);
+            .add_sample_classified(s, internal, self.locals, self.watch, tag);
     }
     fn retransmit(
         &mut self,
@@ -111,6 +119,10 @@ pub struct Processor {
     last_tick: Option<i64>,
     duty: Option<Duty>,
     decode_errors: u64,
+    /// `interface: any`: copies of a packet on other interfaces are dropped.
+    dedupe: Option<Dedupe>,
+    /// The container attribution, when on for this instance.
+    attr: Option<(u64, Arc<Attribution>)>,
     /// The interval being filled; handed to the flusher on request.
     interval: Interval,
     /// The last flush request answered.
@@ -127,6 +139,7 @@ impl Processor {
     ) -> Processor {
         let watch = shared.watch.get();
         let locals = shared.locals.get();
+        let dedupe = (shared.iface == "any").then(Dedupe::new);
         let opts = shared.opts.clone();
         let samples = SampleBuf::new(&shared.iface);
         Processor {
@@ -141,6 +154,8 @@ impl Processor {
                 window: None,
             }),
             decode_errors: 0,
+            dedupe,
+            attr: None,
             samples,
             interval: Interval::new(opts),
             flushes_seen: 0,
@@ -209,6 +224,12 @@ impl Processor {
             self.locals = self.shared.locals.get();
         }
         self.refresh_watch();
+        if let Some(d) = &mut self.dedupe
+            && d.is_copy(linktype, ts, data)
+        {
+            return;
+        }
+        self.refresh_attr();
         if let Some(d) = &mut self.duty
             && !d.admit(ts)
         {
@@ -222,6 +243,7 @@ impl Processor {
                     samples: self.samples.as_mut(),
                     locals: &self.locals.1,
                     watch: &self.watch.1,
+                    attr: self.attr.as_ref().map(|a| &*a.1),
                 };
                 self.engine.process(self.frame, ts, pkt, &mut obs);
             }
@@ -245,8 +267,24 @@ impl Processor {
         }
     }
 
+    /// Pick up a new container attribution (a generation compare per packet).
+    #[inline]
+    fn refresh_attr(&mut self) {
+        if !self.shared.container_tags.load(Ordering::Relaxed) {
+            self.attr = None;
+            return;
+        }
+        let g = containers::global();
+        if self.attr.as_ref().is_none_or(|a| a.0 != g.generation()) {
+            self.attr = Some(g.get());
+        }
+    }
+
     fn publish(&self) {
         let c = &self.shared.cumulative;
+        if let Some(d) = &self.dedupe {
+            c.packets_copies.store(d.copies, Ordering::Relaxed);
+        }
         c.flows_active
             .store(self.engine.active_flows() as u64, Ordering::Relaxed);
         let counters = self.engine.counters();

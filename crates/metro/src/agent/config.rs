@@ -96,6 +96,7 @@ pub struct RawInstance {
     pub sample_interval: Option<Spanned<f64>>,
     pub pcap: Option<Spanned<String>>,
     pub max_flows: Option<Spanned<u64>>,
+    pub container_tags: Option<bool>,
     pub group_by: Option<Spanned<String>>,
     pub subnet_v4_prefix: Option<Spanned<u64>>,
     pub subnet_v6_prefix: Option<Spanned<u64>>,
@@ -134,6 +135,7 @@ const INSTANCE_KEYS: &[&str] = &[
     "sample_interval",
     "pcap",
     "max_flows",
+    "container_tags",
     "group_by",
     "subnet_v4_prefix",
     "subnet_v6_prefix",
@@ -319,6 +321,9 @@ pub struct Instance {
     pub hosts: Vec<String>,
     pub sample: Option<DutyCycle>,
     pub max_flows: usize,
+    /// Tag pairs with the container and pod that own the local address (see
+    /// [`super::containers`]); on unless `container_tags: false`.
+    pub container_tags: bool,
     /// How remote addresses are grouped into series.
     pub group_by: GroupBy,
     /// Use IP IDs to tell a frame captured twice from a retransmission (false where a
@@ -1215,6 +1220,7 @@ fn instance(
         hosts,
         sample,
         max_flows: max_flows as usize,
+        container_tags: inst.container_tags.unwrap_or(true),
         group_by,
         trust_ip_id: inst.trust_ip_id.unwrap_or(true),
     })
@@ -1344,6 +1350,7 @@ impl Config {
                 }
             }
             let _ = writeln!(o, "    max_flows: {}", i.max_flows);
+            let _ = writeln!(o, "    container_tags: {}", i.container_tags);
             let _ = writeln!(o, "    group_by: {}", i.group_by.name());
             if let GroupBy::Subnet { v4, v6 } = i.group_by {
                 let _ = writeln!(o, "    subnet_v4_prefix: {v4}");
@@ -1660,6 +1667,14 @@ extra: 1
         assert_eq!(c.instances[1].max_flows, 7);
         assert!(c.instances[0].trust_ip_id, "trusted unless told otherwise");
         assert!(!c.instances[1].trust_ip_id);
+    }
+
+    #[test]
+    fn container_tags_default_on_and_can_be_turned_off() {
+        let c = ok("instances:\n  - interface: any\n    ips: [10.0.0.1]\n  - interface: eth1\n    ips: [10.0.0.1]\n    container_tags: false\n").config;
+        assert!(c.instances[0].container_tags);
+        assert!(!c.instances[1].container_tags);
+        assert!(c.to_yaml().contains("    container_tags: false\n"));
     }
 
     #[test]

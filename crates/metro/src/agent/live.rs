@@ -246,9 +246,22 @@ pub fn open(opts: &LiveOptions) -> Result<Live, OpenError> {
         .precision(Precision::Nano)
         .open()
         .map_err(|e| classify(&opts.iface, e.to_string()))?;
-    let cap = cap
+    let mut cap = cap
         .setnonblock()
         .map_err(|e| classify(&opts.iface, e.to_string()))?;
+    // `any` as cooked v2: its header carries the interface index, which tells a packet's
+    // copies on other interfaces apart (agent::dedupe). Older libpcaps keep SLL (no
+    // recognition of copies; logged).
+    if opts.iface == "any"
+        && let Err(e) = cap.set_datalink(pcap::Linktype(
+            metro_core::wire::linktype::LINUX_SLL2 as i32,
+        ))
+    {
+        tracing::warn!(
+            "any: cannot capture as LINUX_SLL2 ({e}): copies of a packet seen on several \
+             interfaces are not recognised and may be counted more than once"
+        );
+    }
     let linktype = cap.get_datalink().0 as u32;
     // SAFETY: the handle is valid for the life of `cap`; the call only reads a field.
     let nanos = unsafe { pcap_get_tstamp_precision(cap.as_ptr().cast()) } == 1;

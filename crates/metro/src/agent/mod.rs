@@ -12,6 +12,8 @@
 
 pub mod capture;
 pub mod config;
+pub mod containers;
+pub mod dedupe;
 pub mod filter;
 pub mod fleet;
 pub mod live;
@@ -139,8 +141,9 @@ pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
                         inst.interface
                     ));
                 }
+                // `any` is captured as cooked v2 (live.rs, for agent::dedupe).
                 let linktype = if inst.interface == "any" {
-                    metro_core::wire::linktype::LINUX_SLL
+                    metro_core::wire::linktype::LINUX_SLL2
                 } else {
                     metro_core::wire::linktype::ETHERNET
                 };

@@ -344,11 +344,14 @@ impl Prom {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut fresh = Vec::with_capacity(r.pairs.len());
         for p in &r.pairs {
-            let l: Labels = vec![
+            let mut l: Labels = vec![
                 ("src".into(), p.src.to_string()),
                 ("dst".into(), esc(&p.dst)),
                 ("iface".into(), iface.clone()),
             ];
+            // The pair's own tags (container and pod of `src`, agent::containers): labels
+            // of its gauges and counters too, one series per local address either way.
+            l.extend(tag_labels(&p.extra_tags));
             let s = &p.stats;
             let v = [
                 s.last(),
@@ -367,8 +370,12 @@ impl Prom {
             self.retransmits.get_or_create(&l).inc_by(p.retransmits);
             if let Some(f) = p.fine.as_deref().filter(|f| f.bounds_ms.is_some()) {
                 let mut hl = l.clone();
-                hl.extend(tag_l.iter().cloned());
-                hl.extend(tag_labels(&p.extra_tags));
+                hl.extend(
+                    tag_l
+                        .iter()
+                        .filter(|(k, _)| !l.iter().any(|(n, _)| n == k))
+                        .cloned(),
+                );
                 self.histogram.get_or_create(&hl).add(f);
                 st.seen_hist.insert(hl, now);
             }
@@ -654,6 +661,23 @@ mod tests {
         );
         assert!(
             t.contains("metro_packets_received_total{iface=\"eth0\"} 20"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn container_tags_are_labels() {
+        let p = Arc::new(Prom::new());
+        let mut r = report(true);
+        r.pairs[0].extra_tags = vec![
+            "container_id:ab12".into(),
+            "container_name:checkout\"api".into(),
+            "netns:cni-1".into(),
+        ];
+        p.observe(&r, 0);
+        let t = p.render();
+        assert!(
+            t.contains("metro_tcp_rtt_p50_seconds{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\",container_id=\"ab12\",container_name=\"checkout\\\"api\",netns=\"cni-1\"}"),
             "{t}"
         );
     }

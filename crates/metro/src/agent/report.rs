@@ -73,6 +73,10 @@ pub struct InstanceCounters {
     pub samples: [u64; 3],
     /// Samples answered by this host: counted, not reported as RTT.
     pub samples_internal: u64,
+    /// Copies of a packet seen on another interface of `any`, dropped ([`super::dedupe`]).
+    pub packets_copies: u64,
+    /// Container attribution's counts, when it is on for this instance.
+    pub containers: Option<super::containers::Counters>,
     /// Samples and retransmissions that found no room in the interval's pair tables.
     pub pairs_dropped: PairsDropped,
     /// Samples that went to `dst:other` because `max_series` series had samples.
@@ -319,8 +323,23 @@ impl Interval {
         watch: &WatchList,
         tag: &mut u32,
     ) {
+        self.add_sample_classified(s, None, locals, watch, tag);
+    }
+
+    /// [`Self::add_sample_tagged`] with the namespace classification when known
+    /// ([`super::containers::Attribution::internal`]): `Some(true)` is internal, `Some(false)`
+    /// network RTT between namespaces even when the responder is one of this host's
+    /// addresses; `None` falls back to the host's addresses.
+    pub fn add_sample_classified(
+        &mut self,
+        s: &Sample,
+        internal: Option<bool>,
+        locals: &LocalSet,
+        watch: &WatchList,
+        tag: &mut u32,
+    ) {
         let resp = s.responder.ip();
-        if locals.contains(resp) {
+        if internal.unwrap_or_else(|| locals.contains(resp)) {
             self.samples_internal += 1;
             return;
         }
@@ -437,6 +456,13 @@ pub struct Cumulative {
     pub flows_evicted: AtomicU64,
     pub flows_shed: AtomicU64,
     pub packets_filtered: AtomicU64,
+    pub packets_copies: AtomicU64,
+}
+
+/// The copies dropped since the last call (a delta, like the other packet counters).
+fn c_copies(c: &Cumulative, last: &AtomicU64) -> u64 {
+    let now = c.packets_copies.load(Ordering::Relaxed);
+    now.saturating_sub(last.swap(now, Ordering::Relaxed))
 }
 
 /// State one instance shares between its capture thread, the resolver and the flusher.
@@ -458,6 +484,10 @@ pub struct InstanceShared {
     /// Cumulative sample totals (for the Prometheus counters and tests).
     pub samples_total: [AtomicU64; 3],
     pub samples_internal_total: AtomicU64,
+    /// Attach container tags to pairs ([`super::containers`]); set by the runtime.
+    pub container_tags: std::sync::atomic::AtomicBool,
+    /// Copies dropped, at the last report (flusher only).
+    last_copies: AtomicU64,
     /// What the instance's intervals keep and how they group.
     pub opts: Arc<IntervalOpts>,
 }
@@ -483,6 +513,8 @@ impl InstanceShared {
             last: Mutex::new((0, 0, 0, 0, 0)),
             samples_total: Default::default(),
             samples_internal_total: AtomicU64::new(0),
+            container_tags: std::sync::atomic::AtomicBool::new(false),
+            last_copies: AtomicU64::new(0),
             opts: Arc::default(),
         }
     }
@@ -544,7 +576,13 @@ impl InstanceShared {
             );
         }
         let (series_overflow, distribution_dropped) = (iv.series_overflow, iv.distribution_dropped);
-        let (pairs, samples, internal) = iv.into_pairs();
+        let (mut pairs, samples, internal) = iv.into_pairs();
+        // Container and pod tags from each pair's local address (agent::containers).
+        let containers = self
+            .container_tags
+            .load(Ordering::Relaxed)
+            .then(|| super::containers::tag_pairs(&mut pairs));
+        let copies = c_copies(&self.cumulative, &self.last_copies);
         for (t, n) in self.samples_total.iter().zip(samples) {
             t.fetch_add(n, Ordering::Relaxed);
         }
@@ -566,6 +604,8 @@ impl InstanceShared {
             packets_filtered: filtered.saturating_sub(last.4),
             samples,
             samples_internal: internal,
+            packets_copies: copies,
+            containers,
             pairs_dropped: dropped,
             series_overflow,
             distribution_dropped,

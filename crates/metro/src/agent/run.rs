@@ -259,7 +259,18 @@ fn prepare(
         )
         .with_opts(IntervalOpts::of(cfg, inst)),
     );
+    set_container_tags(&shared, inst);
     Ok((shared, src))
+}
+
+/// Container attribution (agent::containers): live captures only, unless
+/// `container_tags: false`. Applied in place on a reload.
+fn set_container_tags(shared: &InstanceShared, inst: &Instance) {
+    let on = inst.container_tags && matches!(inst.source, Source::Live);
+    if on {
+        super::containers::ensure_refresher();
+    }
+    shared.container_tags.store(on, Ordering::Relaxed);
 }
 
 impl Runtime {
@@ -349,6 +360,7 @@ impl Runtime {
                 Plan::Keep(j, tags) => {
                     let r = old[j].take().expect("claimed once");
                     *r.shared.tags.lock().unwrap_or_else(|e| e.into_inner()) = tags;
+                    set_container_tags(&r.shared, inst);
                     self.running.push(r);
                     applied.kept += 1;
                 }
@@ -356,6 +368,7 @@ impl Runtime {
                     let (key, watch) = *new;
                     let mut r = old[j].take().expect("claimed once");
                     *r.shared.tags.lock().unwrap_or_else(|e| e.into_inner()) = tags;
+                    set_container_tags(&r.shared, inst);
                     // The capture thread sees the new generation between packets.
                     r.shared.watch.set(watch);
                     r.key = key;

@@ -309,6 +309,35 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         b.push("metro.samples", n as f64, Type::Count, &t);
     }
     b.push(
+        "metro.packets.copies",
+        c.packets_copies as f64,
+        Type::Count,
+        &tags,
+    );
+    if let Some(ct) = &c.containers {
+        for (state, n) in [
+            ("attributed", ct.namespaces_attributed),
+            ("unattributed", ct.namespaces_unattributed),
+        ] {
+            let s = format!("state:{state}");
+            let mut t = tags.clone();
+            t.push(&s);
+            b.push("metro.containers.namespaces", n as f64, Type::Gauge, &t);
+        }
+        b.push(
+            "metro.containers.skipped",
+            ct.skipped as f64,
+            Type::Gauge,
+            &tags,
+        );
+        b.push(
+            "metro.containers.pairs_unattributed",
+            ct.pairs_unattributed as f64,
+            Type::Count,
+            &tags,
+        );
+    }
+    b.push(
         "metro.samples.internal",
         c.samples_internal as f64,
         Type::Count,
@@ -660,8 +689,8 @@ mod tests {
             all.extend(parse_datagram(std::str::from_utf8(d).unwrap()).unwrap());
         }
         // 2 pairs x 10 metrics + 6 instance counters + 3 kinds + internal + 2 pairs dropped
-        // + series overflow + send_errors.
-        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 1);
+        // + series overflow + send_errors + copies.
+        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 1);
         let find = |name: &str, dst: &str| {
             all.iter()
                 .find(|m| m.name == name && m.tag("dst") == Some(dst))
@@ -759,7 +788,7 @@ mod tests {
                     .unwrap()
                     .len();
             }
-            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1);
+            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 1);
         }
     }
 

@@ -79,7 +79,18 @@ pub struct Agent {
 impl Agent {
     /// Start `metro ARGS` inside `ns` (via `ip netns exec`), stderr to `stderr_path`.
     pub fn start(ns: &Netns, args: &[&str], stderr_path: &Path) -> Agent {
+        Agent::start_env(ns, args, stderr_path, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables.
+    pub fn start_env(
+        ns: &Netns,
+        args: &[&str],
+        stderr_path: &Path,
+        vars: &[(&str, &str)],
+    ) -> Agent {
         let mut c = ns.command(METRO);
+        c.envs(vars.iter().copied());
         c.args(args);
         let err = std::fs::File::create(stderr_path).unwrap();
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);

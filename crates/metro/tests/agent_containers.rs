@@ -1,0 +1,666 @@
+//! `metro run` on a container host: per-container RTT attribution and counting each packet
+//! once on `interface: any` (agent::containers, agent::dedupe).
+//!
+//! The "host" is a network namespace of the test's own (metro runs in it, capturing on
+//! `any`): a bridge `br0` with the containers' veths, and an uplink `veth0` through a
+//! userspace delay line to a server. The host routes between the two, so each packet is
+//! seen three times (container veth, bridge, uplink). The containers are real podman
+//! containers (runc, cgroupfs) from a tiny busybox image built here, joined to namespaces
+//! created here; the Kubernetes test lays out namespaces and cgroups as the kubelet does.
+//!
+//! These tests need root and podman, runc and busybox-static (CI installs them); they fail,
+//! never skip, when they cannot set up. Containers, the image, cgroups and namespaces are
+//! removed when a test ends, pass or fail.
+
+#[path = "support/agent.rs"]
+mod agent;
+#[path = "support/netns.rs"]
+mod netns;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use agent::{Agent, Metric, Statsd, TempDir, named};
+use netns::{Client, Delayed, Netns, veth};
+
+const S: Duration = Duration::from_secs(1);
+
+fn sum(all: &[Metric], name: &str, pred: impl Fn(&Metric) -> bool) -> f64 {
+    all.iter()
+        .filter(|m| m.name == name && pred(m))
+        .map(|m| m.value)
+        .sum()
+}
+
+/// A TCP echo server that counts the connections it accepted.
+struct CountingEcho {
+    accepted: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+}
+
+impl CountingEcho {
+    fn start(ns: &Netns, bind: &str) -> CountingEcho {
+        let bind = bind.to_string();
+        let l = ns.enter(move || TcpListener::bind(&bind).expect("bind echo server"));
+        l.set_nonblocking(true).unwrap();
+        let accepted = Arc::new(AtomicU32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, st) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        a.fetch_add(1, Ordering::SeqCst);
+                        std::thread::spawn(move || {
+                            c.set_nonblocking(false).ok();
+                            c.set_read_timeout(Some(3 * S)).ok();
+                            let mut buf = [0u8; 4096];
+                            while let Ok(n) = c.read(&mut buf) {
+                                if n == 0 || c.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        CountingEcho { accepted, stop }
+    }
+}
+
+impl Drop for CountingEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+// --- podman ---------------------------------------------------------------------------------
+
+/// `podman` with the flags these machines need (hybrid cgroups: crun refuses them).
+fn podman(args: &[&str]) -> std::process::Output {
+    let mut c = Command::new("podman");
+    c.args(["--runtime", "runc", "--cgroup-manager=cgroupfs"]);
+    c.args(args);
+    c.output().unwrap_or_else(|e| {
+        panic!("cannot run podman ({e}): install podman, runc and busybox-static (.ci/run does)")
+    })
+}
+
+fn podman_ok(args: &[&str]) -> String {
+    let out = podman(args);
+    assert!(
+        out.status.success(),
+        "`podman {}` failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A local image holding busybox only (no registry is reachable), removed on drop with
+/// every container made from it.
+struct Image {
+    name: String,
+    containers: Vec<String>,
+}
+
+impl Image {
+    fn build(dir: &TempDir) -> Image {
+        let root = dir.path("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        let bb = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("busybox missing: install busybox-static (.ci/run does)");
+        std::fs::copy(bb, root.join("bin/busybox")).unwrap();
+        for a in [
+            "sh", "sleep", "nc", "seq", "timeout", "echo", "test", "[", "cat",
+        ] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+        }
+        // The containers' echo server: notes each connection in the shared /sig, then echoes.
+        let echo = root.join("bin/echoconn");
+        std::fs::write(&echo, "#!/bin/sh\necho x >> /sig/conns\nexec cat\n").unwrap();
+        let mut perm = std::fs::metadata(&echo).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&echo, perm).unwrap();
+        let tar = dir.path("rootfs.tar");
+        let st = Command::new("tar")
+            .args([
+                "-C",
+                root.to_str().unwrap(),
+                "-cf",
+                tar.to_str().unwrap(),
+                ".",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "tar of the image root failed");
+        let name = format!("localhost/metro-test-busybox:{}", std::process::id());
+        podman_ok(&["import", tar.to_str().unwrap(), &name]);
+        Image {
+            name,
+            containers: Vec::new(),
+        }
+    }
+
+    /// Run a container in the namespace `ns` (mounted at /run/netns), `/sig` bound to
+    /// `sig`; returns the full ID podman reports.
+    fn run(&mut self, name: &str, ns: &Netns, sig: &std::path::Path, script: &str) -> String {
+        // Registered first: removed on drop even if `run` half-fails.
+        self.containers.push(name.to_string());
+        let net = format!("ns:/run/netns/{}", ns.name);
+        let vol = format!("{}:/sig", sig.display());
+        podman_ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            &net,
+            "-v",
+            &vol,
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            &self.name,
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = podman(&["rm", "-f", "-t", "0", c]);
+        }
+        let _ = podman(&["rmi", "-f", &self.name]);
+    }
+}
+
+/// Podman containers behind a bridge on a routed host, talking to a server 2 x 10 ms away:
+/// each container's pair is tagged with the ID and name podman reports and the namespace
+/// name; every packet crosses three interfaces of `any` and still each handshake is counted
+/// exactly once (one per connection the server accepted), with no retransmission.
+#[test]
+fn podman_containers_are_tagged_and_counted_once() {
+    const N: u8 = 21;
+    const CONNS: u32 = 8;
+    let one_way = Duration::from_millis(10);
+    let d = Delayed::new("cth", N, one_way);
+    let host = &d.c;
+    let dir = TempDir::new("ctr");
+    let sig = dir.path("sig");
+    std::fs::create_dir_all(&sig).unwrap();
+    // The host: a bridge for the containers, routing to the uplink.
+    host.ip(&["link", "add", "br0", "type", "bridge"]);
+    host.ip(&["addr", "add", &format!("10.201.{N}.1/24"), "dev", "br0"]);
+    host.ip(&["link", "set", "br0", "up"]);
+    let st = host
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.ip_forward=1"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "enabling forwarding in the host namespace");
+    d.s.ip(&[
+        "route",
+        "add",
+        &format!("10.201.{N}.0/24"),
+        "via",
+        &format!("10.200.{N}.1"),
+    ]);
+    let server = format!("10.200.{N}.2");
+    let srv = CountingEcho::start(&d.s, &format!("{server}:7000"));
+    let mut image = Image::build(&dir);
+
+    let rx = host.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+    let statsd = Statsd::udp(rx);
+    let cfg = dir.write(
+        "metro.yaml",
+        &format!(
+            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\ninstances:\n  - interface: any\n    ips: ['{server}', '10.201.{N}.0/24']\n"
+        ),
+    );
+    // The containers wait for /sig/go: every connection happens while metro captures.
+    // Each container serves echo on 7100 and, on /sig/go, opens CONNS connections to the
+    // server behind the delay line and CONNS to the other container.
+    let script = |peer: &str| {
+        format!(
+            "nc -ll -p 7100 -e /bin/echoconn & while [ ! -e /sig/go ]; do sleep 0.1; done; for i in $(seq 1 {CONNS}); do echo hello | timeout 3 nc {server} 7000 >/dev/null; echo hello | timeout 3 nc {peer} 7100 >/dev/null; sleep 0.3; done; echo done; sleep 600"
+        )
+    };
+    let addr = |i: u8| format!("10.201.{N}.1{i}");
+    let mut ids = Vec::new();
+    let mut names = Vec::new();
+    let mut nss = Vec::new();
+    let mut add_container = |i: u8| {
+        let ns = Netns::new(&format!("ctc{i}"));
+        let hv = format!("vc{i}");
+        veth(
+            &ns,
+            "eth0",
+            Some(&format!("10.201.{N}.1{i}/24")),
+            host,
+            &hv,
+            None,
+        );
+        host.ip(&["link", "set", &hv, "master", "br0"]);
+        ns.ip(&["route", "add", "default", "via", &format!("10.201.{N}.1")]);
+        let name = format!("metro-ct-{}-{i}", std::process::id());
+        let id = image.run(&name, &ns, &sig, &script(&addr(3 - i)));
+        assert_eq!(id.len(), 64, "podman's container ID: {id:?}");
+        ids.push(id);
+        names.push(name);
+        nss.push(ns);
+    };
+    // One container before metro starts, one after (found by a later refresh).
+    add_container(1);
+    let samples_path = dir.path("samples.jsonl");
+    let mut agent = Agent::start(
+        host,
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--samples",
+            samples_path.to_str().unwrap(),
+        ],
+        &dir.path("stderr"),
+    );
+    agent.wait_log("capture filter", 20 * S);
+    add_container(2);
+    std::fs::write(sig.join("go"), "").unwrap();
+    // Both containers' pairs tagged, and every accepted connection's handshake counted.
+    let want = 2 * CONNS;
+    let c2c = || {
+        std::fs::read_to_string(sig.join("conns"))
+            .unwrap_or_default()
+            .lines()
+            .count() as u32
+    };
+    let all = statsd.wait_for(&mut agent, 60 * S, "both containers' tagged RTT", |m| {
+        let tagged = (0..2).all(|i| {
+            m.iter().any(|x| {
+                x.name == "system.net.tcp.rtt.p50"
+                    && x.tag("container_name") == Some(names[i].as_str())
+            })
+        });
+        let hs = sum(m, "metro.samples", |x| x.tag("kind") == Some("handshake"));
+        tagged && hs >= f64::from(want + 2 * CONNS)
+    });
+    // Every container finished its connections; one more flush must add nothing.
+    for n in &names {
+        let end = std::time::Instant::now() + 30 * S;
+        loop {
+            let logs = podman_ok(&["logs", n]);
+            if logs.contains("done") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "container {n} did not finish: {logs}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    std::thread::sleep(3 * S);
+    let all = {
+        let later = statsd.all();
+        assert!(later.len() >= all.len());
+        later
+    };
+    let accepted = srv.accepted.load(Ordering::SeqCst);
+    assert_eq!(accepted, want, "the server accepted {accepted} connections");
+    let between = c2c();
+    assert_eq!(between, 2 * CONNS, "connections between the containers");
+    // Every connection's handshake (SYN to SYN/ACK, answered by the server's port) is
+    // exactly one sample: a copy counted twice would make two, one taken for a
+    // retransmission none.
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait(15 * S).success(), "{}", agent.log());
+    let text = std::fs::read_to_string(&samples_path).unwrap();
+    let handshakes = |port: u64| {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "handshake" && v["sport"] == port)
+            .count() as u32
+    };
+    assert_eq!(
+        handshakes(7000),
+        accepted,
+        "handshakes answered by the server"
+    );
+    assert_eq!(
+        handshakes(7100),
+        between,
+        "handshakes answered by a container"
+    );
+    let hs = sum(&all, "metro.samples", |x| {
+        x.tag("kind") == Some("handshake")
+    });
+    assert!(
+        hs >= f64::from(accepted + between),
+        "{hs} handshake samples reported for {accepted} + {between} connections"
+    );
+    let copies = sum(&all, "metro.packets.copies", |_| true);
+    let received = sum(&all, "metro.packets.received", |_| true);
+    eprintln!("{received} packets received, {copies} copies dropped");
+    // Three sightings per routed packet (veth, bridge, uplink), two per bridged one between
+    // the containers (both veths): between a half and two thirds are copies.
+    assert!(
+        copies >= received * 0.5 && copies <= received * 0.67,
+        "{copies} copies of {received} packets"
+    );
+    assert_eq!(sum(&all, "system.net.tcp.retransmits", |_| true), 0.0);
+    // Both containers' namespaces attributed; every pair's local address known.
+    let attributed: Vec<f64> = named(&all, "metro.containers.namespaces")
+        .into_iter()
+        .filter(|m| m.tag("state") == Some("attributed"))
+        .map(|m| m.value)
+        .collect();
+    assert!(
+        attributed.last().is_some_and(|&n| n >= 2.0),
+        "{attributed:?}"
+    );
+    // A pair is reported untagged exactly when its address was not attributed (the late
+    // container's first flushes, perhaps).
+    let untagged = named(&all, "system.net.tcp.rtt.p50")
+        .iter()
+        .filter(|m| m.tag("container_id").is_none())
+        .count();
+    assert_eq!(
+        sum(&all, "metro.containers.pairs_unattributed", |_| true),
+        untagged as f64
+    );
+    for i in 0..2 {
+        let src = format!("10.201.{N}.1{}", i + 1);
+        let want_tags = vec![
+            format!("src:{src}"),
+            format!("dst:{server}"),
+            "iface:any".to_string(),
+            format!("container_id:{}", ids[i]),
+            format!("container_name:{}", names[i]),
+            format!("netns:{}", nss[i].name),
+        ];
+        let p50s: Vec<&Metric> = named(&all, "system.net.tcp.rtt.p50")
+            .into_iter()
+            .filter(|m| {
+                m.tag("container_name") == Some(names[i].as_str())
+                    && m.tag("dst") == Some(server.as_str())
+            })
+            .collect();
+        assert!(!p50s.is_empty());
+        for m in &p50s {
+            assert_eq!(m.tags, want_tags);
+            assert!(
+                m.value >= 20.0 * 0.99 && m.value < 40.0,
+                "p50 {} ms for {src}: the delay line adds 20 ms",
+                m.value
+            );
+        }
+        // Every sample of this container's address went to its tagged series.
+        let all_src = sum(&all, "system.net.tcp.rtt.samples", |m| {
+            m.tag("src") == Some(src.as_str())
+        });
+        let tagged = sum(&all, "system.net.tcp.rtt.samples", |m| {
+            m.tag("src") == Some(src.as_str()) && m.tag("container_id") == Some(ids[i].as_str())
+        });
+        assert!(all_src >= f64::from(CONNS), "{all_src} samples for {src}");
+        if i == 0 {
+            // Known from the start: every sample tagged.
+            assert_eq!(all_src, tagged, "some samples of {src} untagged");
+        }
+        // Container to container on this host: RTT between them, tagged with the local
+        // end's container, and no delay line on that path.
+        let peer = addr(2 - i as u8);
+        let c2c_p50: Vec<&Metric> = named(&all, "system.net.tcp.rtt.p50")
+            .into_iter()
+            .filter(|m| m.tag("src") == Some(src.as_str()) && m.tag("dst") == Some(peer.as_str()))
+            .collect();
+        assert!(
+            !c2c_p50.is_empty(),
+            "no RTT from {src} to the other container"
+        );
+        for m in c2c_p50 {
+            if m.tag("container_id").is_some() {
+                let mut t = want_tags.clone();
+                t[1] = format!("dst:{peer}");
+                assert_eq!(m.tags, t);
+            }
+            assert!(m.value < 15.0, "p50 {} ms between containers", m.value);
+        }
+    }
+    drop(agent);
+    drop(image);
+    drop(nss);
+}
+
+// --- Kubernetes layout ------------------------------------------------------------------------
+
+/// A cgroup directory tree under one v1 hierarchy (or the v2 root), removed on drop after
+/// its processes are killed.
+struct Cgroup {
+    dirs: Vec<std::path::PathBuf>,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// A pod's namespace and cgroups as the kubelet (systemd driver) and containerd lay them
+/// out, and the kubelet's log directories under METRO_HOST_ROOT: the pair of the pod's
+/// address is tagged with the container, pod and Kubernetes namespace.
+///
+/// Classification by namespace: the pod talking to the host's own stack is RTT between
+/// them (reported, though the host's address is local), while the pod answering a client
+/// off the host is the pod's own response time (internal, not reported).
+#[test]
+fn kubelet_layout_gives_pod_tags() {
+    const N: u8 = 22;
+    let one_way = Duration::from_millis(5);
+    let d = Delayed::new("kuh", N, one_way);
+    let host = &d.c;
+    let pod_ns = Netns::new("kup");
+    veth(
+        &pod_ns,
+        "eth0",
+        Some(&format!("10.202.{N}.2/24")),
+        host,
+        "vpod",
+        Some(&format!("10.202.{N}.1/24")),
+    );
+    pod_ns.ip(&["route", "add", "default", "via", &format!("10.202.{N}.1")]);
+    // IPv6 between the pod and the host's own stack (the pod's address from if_inet6).
+    let (pod6, host6) = (format!("fd00:202:{N}::2"), format!("fd00:202:{N}::1"));
+    pod_ns.ip(&["addr", "add", &format!("{pod6}/64"), "dev", "eth0", "nodad"]);
+    host.ip(&[
+        "addr",
+        "add",
+        &format!("{host6}/64"),
+        "dev",
+        "vpod",
+        "nodad",
+    ]);
+    let st = host
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.ip_forward=1"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    d.s.ip(&[
+        "route",
+        "add",
+        &format!("10.202.{N}.0/24"),
+        "via",
+        &format!("10.200.{N}.1"),
+    ]);
+    let server = format!("10.200.{N}.2");
+    let srv = CountingEcho::start(&d.s, &format!("{server}:7000"));
+    let host_ip = format!("10.202.{N}.1");
+    let pod_ip = format!("10.202.{N}.2");
+    let host_srv = CountingEcho::start(host, &format!("{host_ip}:7001"));
+    let pod_srv = CountingEcho::start(&pod_ns, &format!("{pod_ip}:7002"));
+    let host_srv6 = CountingEcho::start(host, &format!("[{host6}]:7003"));
+
+    // The pod: a process in the pod's namespace, in a containerd scope of a kubepods slice.
+    let uid = format!("5f0c1d2e-3a4b-4c5d-8e9f-{:012x}", std::process::id());
+    let cid = format!("{:064x}", u128::from(std::process::id()) * 7919);
+    let base = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.join("cgroup.procs").exists())
+        .expect("no writable cgroup hierarchy");
+    let mut cg = Cgroup {
+        dirs: Vec::new(),
+        child: None,
+    };
+    let mut path = base.clone();
+    for part in [
+        "kubepods.slice".to_string(),
+        "kubepods-besteffort.slice".to_string(),
+        format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_")),
+        format!("cri-containerd-{cid}.scope"),
+    ] {
+        path = path.join(part);
+        if !path.exists() {
+            std::fs::create_dir(&path)
+                .unwrap_or_else(|e| panic!("create cgroup {}: {e}", path.display()));
+            cg.dirs.push(path.clone());
+        }
+    }
+    let child = pod_ns
+        .command("sleep")
+        .arg("600")
+        .spawn()
+        .expect("spawn the pod's process");
+    let pid = child.id();
+    cg.child = Some(child);
+    // `ip netns exec` execs sleep in place: the same pid.
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(path.join("cgroup.procs"), pid.to_string())
+        .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", path.display()));
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroup.contains(&cid), "{cgroup}");
+
+    // The kubelet's log directories under a host root of our own.
+    let dir = TempDir::new("kube");
+    let root = dir.path("host");
+    std::fs::create_dir_all(root.join(format!("var/log/pods/shop_checkout-api-7d9f_{uid}/api")))
+        .unwrap();
+    std::fs::create_dir_all(root.join("var/log/containers")).unwrap();
+    std::fs::write(
+        root.join(format!(
+            "var/log/containers/checkout-api-7d9f_shop_api-{cid}.log"
+        )),
+        "",
+    )
+    .unwrap();
+
+    let rx = host.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
+    let statsd = Statsd::udp(rx);
+    let cfg = dir.write(
+        "metro.yaml",
+        &format!(
+            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\ninstances:\n  - interface: any\n    ips: ['{server}', '{host_ip}', '{pod_ip}', '{host6}']\n"
+        ),
+    );
+    let mut agent = Agent::start_env(
+        host,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+        &[("METRO_HOST_ROOT", root.to_str().unwrap())],
+    );
+    agent.wait_log("capture filter", 20 * S);
+    let to: SocketAddr = format!("{server}:7000").parse().unwrap();
+    let mut client = Client::start(&pod_ns, to, 100, Duration::from_millis(20), 5);
+    let to_host: SocketAddr = format!("{host_ip}:7001").parse().unwrap();
+    let mut client_host = Client::start(&pod_ns, to_host, 100, Duration::from_millis(20), 5);
+    let to_pod: SocketAddr = format!("{pod_ip}:7002").parse().unwrap();
+    let mut client_remote = Client::start(&d.s, to_pod, 100, Duration::from_millis(20), 5);
+    let to_host6: SocketAddr = format!("[{host6}]:7003").parse().unwrap();
+    let mut client6 = Client::start(&pod_ns, to_host6, 100, Duration::from_millis(20), 5);
+    let src = pod_ip.clone();
+    let p50_of = |m: &[Metric], src: &str, dst: &str| {
+        m.iter()
+            .filter(|x| {
+                x.name == "system.net.tcp.rtt.p50"
+                    && x.tag("src") == Some(src)
+                    && x.tag("dst") == Some(dst)
+            })
+            .cloned()
+            .collect::<Vec<Metric>>()
+    };
+    let all = statsd.wait_for(&mut agent, 40 * S, "the pod's tagged RTT", |m| {
+        m.iter().any(|x| {
+            x.name == "system.net.tcp.rtt.p50"
+                && x.tag("pod_name") == Some("checkout-api-7d9f")
+                && x.tag("dst") == Some(server.as_str())
+        }) && !p50_of(m, &pod_ip, &host_ip).is_empty()
+            && !p50_of(m, &pod6, &host6).is_empty()
+            && client_remote.requests.load(Ordering::Relaxed) >= 20
+    });
+    client.stop();
+    client_host.stop();
+    client_remote.stop();
+    client6.stop();
+    for s in [&srv, &host_srv, &pod_srv, &host_srv6] {
+        assert!(s.accepted.load(Ordering::SeqCst) >= 1);
+    }
+    // The pod to the host's own stack: reported, tagged with the pod.
+    let to_host_stack = p50_of(&all, &pod_ip, &host_ip);
+    assert!(
+        to_host_stack
+            .iter()
+            .all(|m| m.tag("pod_name") == Some("checkout-api-7d9f"))
+    );
+    for m in p50_of(&all, &pod6, &host6) {
+        assert_eq!(m.tag("container_id"), Some(cid.as_str()), "{m:?}");
+        assert_eq!(m.tag("kube_namespace"), Some("shop"), "{m:?}");
+    }
+    // The pod answering the remote client: internal, never a pair of the client's.
+    let remote = format!("10.200.{N}.2");
+    assert!(
+        p50_of(&all, &remote, &pod_ip).is_empty(),
+        "the pod's own response time reported as RTT"
+    );
+    assert!(sum(&all, "metro.samples.internal", |_| true) >= 20.0);
+    let m = named(&all, "system.net.tcp.rtt.p50")
+        .into_iter()
+        .find(|x| x.tag("pod_name").is_some() && x.tag("dst") == Some(server.as_str()))
+        .unwrap();
+    assert_eq!(
+        m.tags,
+        vec![
+            format!("src:{src}"),
+            format!("dst:{server}"),
+            "iface:any".to_string(),
+            format!("container_id:{cid}"),
+            "container_name:api".to_string(),
+            "pod_name:checkout-api-7d9f".to_string(),
+            "kube_namespace:shop".to_string(),
+            format!("netns:{}", pod_ns.name),
+        ]
+    );
+    assert!(m.value >= 10.0 * 0.99, "p50 {} ms", m.value);
+    drop(agent);
+    drop(cg);
+}
