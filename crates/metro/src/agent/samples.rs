@@ -150,22 +150,7 @@ impl SampleBuf {
 }
 
 /// The fields after `iface`: analyze's line without `file`, `frame` and `open_frame`.
-pub fn line_tail(buf: &mut Vec<u8>, s: &Sample) {
-    let secs = s.ts.div_euclid(1_000_000_000);
-    let nanos = s.ts.rem_euclid(1_000_000_000);
-    let _ = writeln!(
-        buf,
-        "\"ts\":{}.{:09},\"kind\":\"{}\",\"src\":\"{}\",\"sport\":{},\"dst\":\"{}\",\"dport\":{},\"rtt_ms\":{}}}",
-        secs,
-        nanos,
-        s.kind.name(),
-        s.responder.ip(),
-        s.responder.port(),
-        s.peer.ip(),
-        s.peer.port(),
-        s.rtt_ms(),
-    );
-}
+pub use crate::analyze::sample_line_tail as line_tail;
 
 #[cfg(test)]
 mod tests {

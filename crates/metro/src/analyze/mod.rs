@@ -23,7 +23,7 @@ use metro_core::wire::{self, DecodeError};
 
 use crate::pcap::{CaptureReader, ReadError};
 
-pub use output::{render_json, render_table};
+pub use output::{render_json, render_table, sample_line_tail};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {

@@ -15,13 +15,23 @@ pub fn sample_line(buf: &mut Vec<u8>, file: &str, s: &Sample) {
     // serde_json escapes the path correctly; paths are rarely odd, this is off the hot path
     // for everything but --samples.
     let _ = serde_json::to_writer(&mut *buf, file);
+    let _ = write!(
+        buf,
+        ",\"frame\":{},\"open_frame\":{},",
+        s.frame, s.open_frame
+    );
+    sample_line_tail(buf, s);
+}
+
+/// The fields every sample line ends with, from `ts` to the closing brace and newline:
+/// `metro analyze` writes the file and frames before them, `metro run --samples` the
+/// interface.
+pub fn sample_line_tail(buf: &mut Vec<u8>, s: &Sample) {
     let secs = s.ts.div_euclid(1_000_000_000);
     let nanos = s.ts.rem_euclid(1_000_000_000);
     let _ = writeln!(
         buf,
-        ",\"frame\":{},\"open_frame\":{},\"ts\":{}.{:09},\"kind\":\"{}\",\"src\":\"{}\",\"sport\":{},\"dst\":\"{}\",\"dport\":{},\"rtt_ms\":{}}}",
-        s.frame,
-        s.open_frame,
+        "\"ts\":{}.{:09},\"kind\":\"{}\",\"src\":\"{}\",\"sport\":{},\"dst\":\"{}\",\"dport\":{},\"rtt_ms\":{}}}",
         secs,
         nanos,
         s.kind.name(),
