@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+pub mod config;
 pub mod engine;
 pub mod flow;
 pub mod rtt;

@@ -18,9 +18,9 @@
 use std::net::SocketAddr;
 
 use super::queue::{NIL, Pending, Pool, Queue};
-use super::{Kind, Sample};
+use super::{Kind, NO_TAG, Observer, Sample};
 use crate::Nanos;
-use crate::engine::{Counters, EngineConfig, NO_TAG, Observer};
+use crate::config::{Counters, EngineConfig};
 use crate::seq::{ge, gt, le, lt};
 use crate::wire::Packet;
 

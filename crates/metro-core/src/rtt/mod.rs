@@ -1,6 +1,6 @@
 //! RTT samples and the three matchers that produce them: `seq` (data acknowledged, with
 //! Dart's ambiguity ranges), `handshake` (SYN and SYN/ACK acknowledged) and `ts` (RFC 7323
-//! timestamp echo, pping's rules).
+//! timestamp echo, pping's rules), and the [`Observer`] they are reported to.
 
 pub mod conn;
 pub mod queue;
@@ -90,5 +90,32 @@ pub struct Sample {
 impl Sample {
     pub fn rtt_ms(&self) -> f64 {
         self.rtt as f64 / 1e6
+    }
+}
+
+/// The initial value of the tag passed to [`Observer::sample_tagged`].
+pub const NO_TAG: u32 = u32::MAX;
+
+/// What the engine tells its caller, besides counters.
+pub trait Observer {
+    /// A new RTT sample.
+    fn sample(&mut self, s: &Sample);
+    /// A new RTT sample, with a word of storage that lives in the connection, one per
+    /// responder (direction): the observer may keep where it aggregates this responder there
+    /// (for example an index) and find it without a lookup on the next sample. It starts as
+    /// [`NO_TAG`] and is only a hint: an observer must check what it finds (a connection may
+    /// be shared between observers, e.g. across files). The default ignores it.
+    #[inline]
+    fn sample_tagged(&mut self, s: &Sample, _tag: &mut u32) {
+        self.sample(s)
+    }
+    /// `sender` retransmitted data to `receiver` (a segment starting below the highest byte
+    /// already sent, that was not a duplicate capture of the same frame).
+    fn retransmit(&mut self, _sender: SocketAddr, _receiver: SocketAddr, _ts: Nanos) {}
+}
+
+impl<F: FnMut(&Sample)> Observer for F {
+    fn sample(&mut self, s: &Sample) {
+        self(s)
     }
 }
