@@ -24,25 +24,30 @@ use crate::config::{Counters, EngineConfig};
 use crate::seq::{ge, gt, le, lt};
 use crate::wire::Packet;
 
-const INIT: u8 = 1;
+// `DirState::flags`: what this direction has shown, and what its `slot` holds.
+/// This direction has sent something that occupies sequence space: `right` is valid.
+const SEQ_KNOWN: u8 = 1;
+/// This direction has sent a SYN: `isn` is valid.
 const SYN_SEEN: u8 = 2;
-const ACKED: u8 = 4;
+/// The other side has acknowledged some of this direction's data: `acked` is valid.
+const ACK_KNOWN: u8 = 4;
 /// This direction has sent a FIN.
 const FIN_SEEN: u8 = 8;
-const TS_SEEN: u8 = 16;
-/// The slot holds the last retransmission (its start in the node's word), see `Rx`.
-const RX: u8 = 32;
+/// This direction has sent a TSval: `ts_last` is valid.
+const TSVAL_SEEN: u8 = 16;
+/// The slot holds the last retransmission (its start in the node's word), see [`HeldRetx`].
+const RETX_HELD: u8 = 32;
 /// A keep-alive awaits its answer (its time and frame are in the slot).
-const KA: u8 = 64;
+const KEEPALIVE_PENDING: u8 = 64;
 /// The keep-alive was sent again before an answer: the answer is ambiguous.
-const KA_AGAIN: u8 = 128;
+const KEEPALIVE_RESENT: u8 = 128;
 
-// `flags2`.
+// `DirState::ip_id_flags`: what the sender's IP IDs say about copies versus retransmissions.
 /// `last_ip_id` holds the IP ID of an earlier frame.
-const ID_SEEN: u8 = 1;
+const IP_ID_SEEN: u8 = 1;
 /// Two frames of this direction carried different (non-zero) IP IDs: the sender gives each
 /// packet its own, so a retransmission would carry a new one.
-const ID_VARIES: u8 = 2;
+const IP_ID_VARIES: u8 = 2;
 
 /// Evidence indices of [`Counters::disambiguated`].
 const BY_TSECR_RX: usize = 0;
@@ -54,27 +59,29 @@ const BY_DSACK_RX: usize = 4;
 /// What one direction of a connection has sent, and what the other side acknowledged of it.
 #[derive(Clone, Copy, Debug)]
 pub struct DirState {
+    /// `SEQ_KNOWN`, `SYN_SEEN`, ... (the constants above).
     flags: u8,
-    flags2: u8,
-    /// IP ID of the last frame of this direction that was not a copy (valid with ID_SEEN).
+    /// `IP_ID_SEEN`, `IP_ID_VARIES`.
+    ip_id_flags: u8,
+    /// IP ID of the last frame of this direction that was not a copy (valid with IP_ID_SEEN).
     last_ip_id: u16,
     /// ISN, valid with SYN_SEEN.
     isn: u32,
     /// One past the highest sequence number sent.
     right: u32,
-    /// Highest cumulative ACK received for this direction's data (valid with ACKED).
+    /// Highest cumulative ACK received for this direction's data (valid with ACK_KNOWN).
     acked: u32,
     segs: Queue,
     /// Segments acknowledged within the last `duplicate_window_wide`: a late copy of one of
     /// them (a mirror port's second copy, after the ACK) must still be recognised.
     done: Queue,
-    /// Newest TSval recorded (valid with TS_SEEN).
+    /// Newest TSval recorded (valid with TSVAL_SEEN).
     ts_last: u32,
     /// The last TSecr the other side sent (an echo of this direction's TSvals; 0: none).
     echoed: u32,
     tsvals: Queue,
-    /// Pool node of the keep-alive awaiting its answer (KA), or of the last retransmission
-    /// (RX), or NIL.
+    /// Pool node of the keep-alive awaiting its answer (KEEPALIVE_PENDING), or of the last
+    /// retransmission (RETX_HELD), or NIL.
     slot: u32,
 }
 
@@ -82,7 +89,7 @@ impl Default for DirState {
     fn default() -> Self {
         DirState {
             flags: 0,
-            flags2: 0,
+            ip_id_flags: 0,
             last_ip_id: 0,
             isn: 0,
             right: 0,
@@ -102,17 +109,17 @@ impl Default for DirState {
 /// stack) or the TSval (once the sender's clock has ticked).
 #[inline]
 pub fn fingerprint(ip_id: u16, ack: u32, len: u32, flags: u16, tsval: u32, tsecr: u32) -> u32 {
-    let x = (u64::from(ip_id) << 48 | u64::from(flags) << 32 | u64::from(ack))
+    let mixed = (u64::from(ip_id) << 48 | u64::from(flags) << 32 | u64::from(ack))
         ^ (u64::from(tsval) << 32 | u64::from(tsecr)).rotate_left(23)
         ^ u64::from(len).rotate_left(17);
-    let h = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (h >> 32) as u32
+    let hash = mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (hash >> 32) as u32
 }
 
 /// The last retransmission of a direction, kept until the ACK that covers it: which copy
 /// the ACKs answer may still be told (docs/accuracy.md).
 #[derive(Clone, Copy)]
-struct Rx {
+struct HeldRetx {
     /// The retransmission (key: its end; ts, frame, tsval).
     seg: Pending,
     start: u32,
@@ -120,8 +127,8 @@ struct Rx {
 
 impl DirState {
     #[inline]
-    fn has(&self, f: u8) -> bool {
-        self.flags & f != 0
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
     }
 
     fn release(&mut self, pool: &mut Pool) {
@@ -137,17 +144,17 @@ impl DirState {
             pool.take(self.slot);
             self.slot = NIL;
         }
-        self.flags &= !(KA | KA_AGAIN | RX);
+        self.flags &= !(KEEPALIVE_PENDING | KEEPALIVE_RESENT | RETX_HELD);
     }
 
     /// Forget the retransmission in the slot, once answered, but keep it with the
     /// acknowledged segments (ambiguous: its bytes went twice) so a late copy of it is still
     /// recognised.
     fn retire_rx(&mut self, pool: &mut Pool, keep: bool) {
-        if keep && self.has(RX) {
+        if keep && self.has(RETX_HELD) {
             let (seg, _) = pool.take(self.slot);
             self.slot = NIL;
-            self.flags &= !RX;
+            self.flags &= !RETX_HELD;
             self.done.push_back(
                 pool,
                 Pending {
@@ -161,30 +168,30 @@ impl DirState {
     }
 
     fn drop_keepalive(&mut self, pool: &mut Pool) {
-        if self.has(KA) {
+        if self.has(KEEPALIVE_PENDING) {
             self.drop_slot(pool);
         }
     }
 
-    fn rx(&self, pool: &Pool) -> Option<Rx> {
-        self.has(RX).then(|| {
+    fn held_retx(&self, pool: &Pool) -> Option<HeldRetx> {
+        self.has(RETX_HELD).then(|| {
             let (seg, start) = pool.peek(self.slot);
-            Rx { seg, start }
+            HeldRetx { seg, start }
         })
     }
 
     /// The recorded frame this one would be a copy of: same end, same fingerprint.
     fn original_of(&self, pool: &Pool, end: u32, fp: u32) -> Option<Pending> {
-        if let Some(p) = self.segs.find(pool, end, fp) {
-            return Some(p);
+        if let Some(found) = self.segs.find(pool, end, fp) {
+            return Some(found);
         }
-        if let Some(p) = self.done.find(pool, end, fp) {
-            return Some(p);
+        if let Some(found) = self.done.find(pool, end, fp) {
+            return Some(found);
         }
         if self.slot != NIL {
-            let (p, _) = pool.peek(self.slot);
-            if p.key == end && p.fp == fp {
-                return Some(p);
+            let (found, _) = pool.peek(self.slot);
+            if found.key == end && found.fp == fp {
+                return Some(found);
             }
         }
         None
@@ -201,7 +208,7 @@ impl DirState {
 
     /// True once this direction has sent anything that occupies sequence space.
     pub fn initialised(&self) -> bool {
-        self.has(INIT)
+        self.has(SEQ_KNOWN)
     }
 }
 
@@ -251,29 +258,32 @@ impl Conn {
     /// SYN answered by a SYN/ACK or RST alone is not enough: a server answers any SYN.
     pub fn confirmed(&self) -> bool {
         // Acknowledged within what the direction sent: past its ISN, at most its highest byte.
-        let valid = |d: &DirState| {
-            d.has(ACKED) && le(d.acked, d.right) && (!d.has(SYN_SEEN) || gt(d.acked, d.isn))
+        let valid = |side: &DirState| {
+            side.has(ACK_KNOWN)
+                && le(side.acked, side.right)
+                && (!side.has(SYN_SEEN) || gt(side.acked, side.isn))
         };
-        let beyond_syn =
-            |d: &DirState| valid(d) && !(d.has(SYN_SEEN) && d.acked == d.isn.wrapping_add(1));
-        let [a, b] = &self.dirs;
-        (a.has(SYN_SEEN) && b.has(SYN_SEEN) && valid(a) && valid(b))
-            || beyond_syn(a)
-            || beyond_syn(b)
+        let beyond_syn = |side: &DirState| {
+            valid(side) && !(side.has(SYN_SEEN) && side.acked == side.isn.wrapping_add(1))
+        };
+        let [one, other] = &self.dirs;
+        (one.has(SYN_SEEN) && other.has(SYN_SEEN) && valid(one) && valid(other))
+            || beyond_syn(one)
+            || beyond_syn(other)
     }
 
-    /// Whether a SYN (without ACK) from direction `d` starts a new connection on these ports
+    /// Whether a SYN (without ACK) from direction `dir` starts a new connection on these ports
     /// rather than continuing (or retransmitting the SYN of) this one.
-    pub fn syn_starts_new(&self, d: usize, seq: u32) -> bool {
-        let s = &self.dirs[d];
-        (s.has(SYN_SEEN) && s.isn != seq) || (s.has(INIT) && !s.has(SYN_SEEN))
+    pub fn syn_starts_new(&self, dir: usize, seq: u32) -> bool {
+        let side = &self.dirs[dir];
+        (side.has(SYN_SEEN) && side.isn != seq) || (side.has(SEQ_KNOWN) && !side.has(SYN_SEEN))
     }
 
-    /// Process one segment travelling in direction `d` (0 or 1).
+    /// Process one segment travelling in direction `dir` (0 or 1).
     #[inline]
     pub fn process<O: Observer>(
         &mut self,
-        d: usize,
+        dir: usize,
         frame: u64,
         ts: Nanos,
         pkt: &Packet<'_>,
@@ -281,9 +291,10 @@ impl Conn {
     ) {
         let tcp = &pkt.tcp;
         let len = pkt.payload_len;
-        let [a, b] = &mut self.dirs;
-        let tag = &mut self.tags[d];
-        let (snd, rcv) = if d == 0 { (a, b) } else { (b, a) };
+        let [dir0, dir1] = &mut self.dirs;
+        let tag = &mut self.tags[dir];
+        // The sending direction (this segment's) and the receiving one (its ACK's).
+        let (snd, rcv) = if dir == 0 { (dir0, dir1) } else { (dir1, dir0) };
 
         let flags = tcp.flags;
         let occupies = !flags.rst() && (len > 0 || flags.syn() || flags.fin());
@@ -307,7 +318,7 @@ impl Conn {
         // ones only on evidence that a retransmission would differ (docs/accuracy.md). Pure
         // ACKs never count: a second copy changes nothing, and duplicate ACKs are alike.
         if occupies
-            && snd.has(INIT)
+            && snd.has(SEQ_KNOWN)
             && lt(start, snd.right)
             && let Some(orig) = snd.original_of(cx.pool, end, fp)
         {
@@ -321,15 +332,16 @@ impl Conn {
             // every packet its own IP ID; its TSval clock had already moved past the copy's
             // TSval; or it is a SYN or SYN/ACK, whose retransmission timer starts at 1 s
             // (RFC 6298 2.1; 3 s on older stacks), ten times the wide window.
-            let evidence = if cx.cfg.trust_ip_id && pkt.ip_id != 0 && snd.flags2 & ID_VARIES != 0 {
-                Some(0)
-            } else if tsval != 0 && snd.has(TS_SEEN) && lt(tsval, snd.ts_last) {
-                Some(1)
-            } else if flags.syn() {
-                Some(2)
-            } else {
-                None
-            };
+            let evidence =
+                if cx.cfg.trust_ip_id && pkt.ip_id != 0 && snd.ip_id_flags & IP_ID_VARIES != 0 {
+                    Some(0)
+                } else if tsval != 0 && snd.has(TSVAL_SEEN) && lt(tsval, snd.ts_last) {
+                    Some(1)
+                } else if flags.syn() {
+                    Some(2)
+                } else {
+                    None
+                };
             if dt >= 0 && dt <= narrow {
                 cx.counters.duplicates += 1;
                 return;
@@ -345,10 +357,10 @@ impl Conn {
         }
         // Data segments are enough to see whether the sender numbers its packets.
         if occupies && pkt.ip_id != 0 {
-            if snd.flags2 & ID_SEEN != 0 && snd.last_ip_id != pkt.ip_id {
-                snd.flags2 |= ID_VARIES;
+            if snd.ip_id_flags & IP_ID_SEEN != 0 && snd.last_ip_id != pkt.ip_id {
+                snd.ip_id_flags |= IP_ID_VARIES;
             }
-            snd.flags2 |= ID_SEEN;
+            snd.ip_id_flags |= IP_ID_SEEN;
             snd.last_ip_id = pkt.ip_id;
         }
 
@@ -393,35 +405,35 @@ impl Conn {
         };
 
         // --- ACK: close a seq/handshake sample on the other direction's data.
-        if flags.ack() && rcv.has(INIT) {
+        if flags.ack() && rcv.has(SEQ_KNOWN) {
             let ack = tcp.ack;
             // A retransmission of bytes already acknowledged, answered by a DSACK reporting
             // exactly it (RFC 2883): the receiver acknowledges a duplicate at once, so this
             // ACK answers the retransmission.
-            if let Some(r) = rcv.rx(cx.pool)
-                && !r.seg.ambiguous
-                && rcv.has(ACKED)
-                && le(r.seg.key, rcv.acked)
-                && le(r.seg.key, ack)
+            if let Some(held) = rcv.held_retx(cx.pool)
+                && !held.seg.ambiguous
+                && rcv.has(ACK_KNOWN)
+                && le(held.seg.key, rcv.acked)
+                && le(held.seg.key, ack)
                 && tcp.options.sack_count > 0
-                && tcp.options.sack[0] == (r.start, r.seg.key)
+                && tcp.options.sack[0] == (held.start, held.seg.key)
             {
                 rcv.retire_rx(cx.pool, cx.cfg.duplicate_window_wide > 0);
-                let kind = if r.seg.handshake {
+                let kind = if held.seg.handshake {
                     Kind::Handshake
                 } else {
                     Kind::Seq
                 };
-                if emit(cx, kind, r.seg) {
+                if emit(cx, kind, held.seg) {
                     cx.counters.disambiguated[BY_DSACK_RX] += 1;
                 }
             }
-            if !rcv.has(ACKED) || gt(ack, rcv.acked) {
-                let prev = rcv.has(ACKED).then_some(rcv.acked);
-                rcv.flags |= ACKED;
+            if !rcv.has(ACK_KNOWN) || gt(ack, rcv.acked) {
+                let prev = rcv.has(ACK_KNOWN).then_some(rcv.acked);
+                rcv.flags |= ACK_KNOWN;
                 rcv.acked = ack;
                 rcv.drop_keepalive(cx.pool);
-                let rx = rcv.rx(cx.pool);
+                let rx = rcv.held_retx(cx.pool);
                 let keep = cx.cfg.duplicate_window_wide > 0;
                 if keep && !rcv.done.is_empty() {
                     while let Some(old) = rcv.done.front_ts(cx.pool) {
@@ -463,24 +475,24 @@ impl Conn {
                         }
                     }
                 }
-                if let Some(r) = rx
-                    && ge(ack, r.seg.key)
+                if let Some(held) = rx
+                    && ge(ack, held.seg.key)
                 {
                     // A retransmission that filled a hole (its bytes' first copy was never
                     // captured, or ended elsewhere): no segment ends at the ACK, but an ACK of
                     // its end echoing its TSval answers it.
                     if !landed
-                        && ack == r.seg.key
-                        && Self::answers_rx(r, prev, &tcp.options)
-                        && emit(cx, Kind::Seq, r.seg)
+                        && ack == held.seg.key
+                        && Self::answers_rx(held, prev, &tcp.options)
+                        && emit(cx, Kind::Seq, held.seg)
                     {
                         cx.counters.disambiguated[BY_TSECR_RX] += 1;
                     }
                     rcv.retire_rx(cx.pool, keep);
                 }
-            } else if rcv.has(KA) && ack == rcv.right {
+            } else if rcv.has(KEEPALIVE_PENDING) && ack == rcv.right {
                 // The answer to a keep-alive: its one old byte ends at `right`.
-                let again = rcv.has(KA_AGAIN);
+                let again = rcv.has(KEEPALIVE_RESENT);
                 let (open, _) = cx.pool.peek(rcv.slot);
                 rcv.drop_slot(cx.pool);
                 if again {
@@ -517,19 +529,19 @@ impl Conn {
                         // A SYN captured after the other side's SYN (reordered capture, or
                         // simultaneous open): what that side sent cannot be timed reliably.
                         rcv.segs.mark_ambiguous(cx.pool, None);
-                        if rcv.has(RX) {
+                        if rcv.has(RETX_HELD) {
                             rcv.drop_slot(cx.pool);
                         }
                     }
                     snd.segs.clear(cx.pool);
                     snd.done.clear(cx.pool);
                     snd.drop_slot(cx.pool);
-                    snd.flags = (snd.flags | INIT | SYN_SEEN) & !ACKED;
+                    snd.flags = (snd.flags | SEQ_KNOWN | SYN_SEEN) & !ACK_KNOWN;
                     snd.isn = start;
                     snd.right = end;
                 }
-            } else if !snd.has(INIT) {
-                snd.flags |= INIT;
+            } else if !snd.has(SEQ_KNOWN) {
+                snd.flags |= SEQ_KNOWN;
                 snd.right = end;
             } else if !lt(start, snd.right) {
                 // In order, or after a gap: extend.
@@ -538,17 +550,17 @@ impl Conn {
             } else if len <= 1
                 && !flags.fin()
                 && start == snd.right.wrapping_sub(1)
-                && snd.has(ACKED)
+                && snd.has(ACK_KNOWN)
                 && snd.acked == snd.right
             {
                 // A keep-alive: one old byte re-sent with everything acknowledged. Its
                 // answer (an ACK of `right`) is timed from it, unless it was sent twice.
                 record = false;
-                if snd.has(KA) {
-                    snd.flags |= KA_AGAIN;
+                if snd.has(KEEPALIVE_PENDING) {
+                    snd.flags |= KEEPALIVE_RESENT;
                 } else {
                     snd.drop_slot(cx.pool);
-                    snd.flags |= KA;
+                    snd.flags |= KEEPALIVE_PENDING;
                     snd.slot = cx.pool.put(
                         Pending {
                             key: snd.right,
@@ -592,7 +604,7 @@ impl Conn {
                     }
                 }
             }
-            if occupies && timed && tsval != 0 && (!snd.has(TS_SEEN) || gt(tsval, snd.ts_last)) {
+            if occupies && timed && tsval != 0 && (!snd.has(TSVAL_SEEN) || gt(tsval, snd.ts_last)) {
                 while let Some(front) = snd.tsvals.front(cx.pool) {
                     if ts - front.ts <= cx.cfg.tsval_max_age {
                         break;
@@ -604,7 +616,7 @@ impl Conn {
                     snd.tsvals.pop_front(cx.pool);
                     cx.counters.tsvals_evicted += 1;
                 }
-                snd.flags |= TS_SEEN;
+                snd.flags |= TSVAL_SEEN;
                 snd.ts_last = tsval;
                 snd.tsvals.push_back(
                     cx.pool,
@@ -619,9 +631,13 @@ impl Conn {
                     },
                 );
             }
-        } else if occupies && timed && tsval != 0 && (!snd.has(TS_SEEN) || gt(tsval, snd.ts_last)) {
+        } else if occupies
+            && timed
+            && tsval != 0
+            && (!snd.has(TSVAL_SEEN) || gt(tsval, snd.ts_last))
+        {
             // Without ts samples, still follow the sender's TSval clock (copy evidence).
-            snd.flags |= TS_SEEN;
+            snd.flags |= TSVAL_SEEN;
             snd.ts_last = tsval;
         }
     }
@@ -630,7 +646,7 @@ impl Conn {
     /// transmission it answers, if the evidence allows (docs/accuracy.md), and by what.
     fn disambiguate(
         node: Pending,
-        rx: Rx,
+        rx: HeldRetx,
         prev: Option<u32>,
         ack: u32,
         pkt: &Packet<'_>,
@@ -662,8 +678,8 @@ impl Conn {
         // received twice; covering the whole retransmission, it says the retransmission was
         // spurious: the bytes came from the original.
         if opts.sack_count > 0 {
-            let (l, r) = opts.sack[0];
-            if le(r, ack) && lt(l, r) && le(l, rx.start) && ge(r, rx.seg.key) {
+            let (left, right) = opts.sack[0];
+            if le(right, ack) && lt(left, right) && le(left, rx.start) && ge(right, rx.seg.key) {
                 return Some((node, BY_DSACK));
             }
         }
@@ -688,11 +704,11 @@ impl Conn {
     /// The ACK echoes the retransmission's TSval, and everything before the retransmission
     /// was acknowledged before it: the retransmission had arrived (it set the echoed value),
     /// so the ACK answers it.
-    fn answers_rx(rx: Rx, prev: Option<u32>, opts: &crate::wire::tcp::TcpOptions) -> bool {
+    fn answers_rx(rx: HeldRetx, prev: Option<u32>, opts: &crate::wire::tcp::TcpOptions) -> bool {
         let Some((_, tsecr)) = opts.timestamp else {
             return false;
         };
-        prev.is_some_and(|p| !lt(p, rx.start)) && rx.seg.tsval != 0 && tsecr == rx.seg.tsval
+        prev.is_some_and(|acked| !lt(acked, rx.start)) && rx.seg.tsval != 0 && tsecr == rx.seg.tsval
     }
 
     /// A segment starting at `start`, below the highest byte sent: a retransmission or a
@@ -713,12 +729,12 @@ impl Conn {
         let clean = snd.segs.mark_ambiguous(cx.pool, Some(start));
         // Bytes of the last retransmission sent yet again: a third copy, no longer told apart.
         let again = seg.is_some_and(|seg| {
-            snd.rx(cx.pool)
-                .is_some_and(|r| lt(r.start, seg.key) && lt(start, r.seg.key))
+            snd.held_retx(cx.pool)
+                .is_some_and(|held| lt(held.start, seg.key) && lt(start, held.seg.key))
         });
         // Bytes already acknowledged, sent again: only their answer (a DSACK) can be timed,
         // and only if this is their second copy; mark them so a third is known.
-        let spurious = seg.is_some_and(|seg| snd.has(ACKED) && le(seg.key, snd.acked));
+        let spurious = seg.is_some_and(|seg| snd.has(ACK_KNOWN) && le(seg.key, snd.acked));
         let once = spurious && seg.is_some_and(|seg| snd.done.sent_once(cx.pool, start, seg.key));
         if spurious {
             snd.done.mark_ambiguous(cx.pool, Some(start));
@@ -730,8 +746,8 @@ impl Conn {
         let twin = seg.is_some_and(|seg| {
             (seg.tsval != 0 && seg.tsval == snd.echoed)
                 || snd
-                    .rx(cx.pool)
-                    .is_some_and(|r| r.seg.tsval == seg.tsval && lt(r.start, seg.key))
+                    .held_retx(cx.pool)
+                    .is_some_and(|held| held.seg.tsval == seg.tsval && lt(held.start, seg.key))
         });
         snd.drop_slot(cx.pool);
         if let Some(seg) = seg {
@@ -739,7 +755,7 @@ impl Conn {
             // names it. Rules that time the original need it to be the only other copy
             // (`ambiguous` clear in the slot).
             let only = clean && !again && (!spurious || once);
-            snd.flags |= RX;
+            snd.flags |= RETX_HELD;
             // A twin's TSval is forgotten: no echo may name it (it is still recognised
             // by its fingerprint if captured twice).
             snd.slot = cx.pool.put(
