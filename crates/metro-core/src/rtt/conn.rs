@@ -775,6 +775,197 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{decode, linktype};
+    use metro_testkit::frame::{TcpFrame, flags};
+
+    const CLIENT: [u8; 4] = [10, 0, 0, 2];
+    const SERVER: [u8; 4] = [10, 0, 0, 1];
+    const CLIENT_PORT: u16 = 40000;
+    const SERVER_PORT: u16 = 443;
+    const US: Nanos = 1_000;
+
+    /// One connection driven alone: the pool, limits and counters an engine would lend it,
+    /// and the samples it reports. Frames are real bytes, decoded as a capture would be.
+    struct Rig {
+        conn: Conn,
+        pool: Pool,
+        cfg: EngineConfig,
+        counters: Counters,
+        samples: Vec<Sample>,
+        frames: u64,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            Rig {
+                conn: Conn::new(7),
+                pool: Pool::new(),
+                cfg: EngineConfig::default(),
+                counters: Counters::default(),
+                samples: Vec::new(),
+                frames: 0,
+            }
+        }
+
+        /// A frame from the client (`up`) or the server; the builder's defaults otherwise.
+        fn frame(up: bool) -> TcpFrame<'static> {
+            if up {
+                TcpFrame::v4(CLIENT, CLIENT_PORT, SERVER, SERVER_PORT)
+            } else {
+                TcpFrame::v4(SERVER, SERVER_PORT, CLIENT, CLIENT_PORT)
+            }
+        }
+
+        /// Decodes `f` and feeds it to the connection as the next frame, captured at `ts`.
+        /// Direction 0 is client to server.
+        fn send(&mut self, ts: Nanos, f: TcpFrame<'_>) {
+            let mut bytes = Vec::new();
+            f.write(&mut bytes);
+            let pkt = decode(linktype::ETHERNET, &bytes).expect("a well-formed frame");
+            let dir = if pkt.tcp.sport == CLIENT_PORT { 0 } else { 1 };
+            self.frames += 1;
+            let samples = &mut self.samples;
+            let mut out = |s: &Sample| samples.push(*s);
+            let mut cx = Ctx {
+                pool: &mut self.pool,
+                cfg: &self.cfg,
+                counters: &mut self.counters,
+                out: &mut out,
+            };
+            self.conn.process(dir, self.frames, ts, &pkt, &mut cx);
+        }
+
+        /// SYN (client ISN 1000) at 1 ms, SYN/ACK (server ISN 5000) at 1.5 ms, final ACK at
+        /// 1.6 ms.
+        fn handshake(&mut self) {
+            self.send(
+                1000 * US,
+                Rig::frame(true).flags(flags::SYN).seq(1000).ack(0),
+            );
+            self.send(
+                1500 * US,
+                Rig::frame(false)
+                    .flags(flags::SYN | flags::ACK)
+                    .seq(5000)
+                    .ack(1001),
+            );
+            self.send(1600 * US, Rig::frame(true).seq(1001).ack(5001));
+        }
+    }
+
+    fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
+        SocketAddr::from((ip, port))
+    }
+
+    #[test]
+    fn a_handshake_times_both_sides() {
+        let mut rig = Rig::new();
+        rig.handshake();
+        // The SYN/ACK answers the SYN (the server's RTT), the final ACK answers the SYN/ACK
+        // (the client's).
+        let want = [
+            Sample {
+                kind: Kind::Handshake,
+                frame: 2,
+                open_frame: 1,
+                ts: 1500 * US,
+                rtt: 500 * US,
+                responder: addr(SERVER, SERVER_PORT),
+                peer: addr(CLIENT, CLIENT_PORT),
+                flow_id: 7,
+            },
+            Sample {
+                kind: Kind::Handshake,
+                frame: 3,
+                open_frame: 2,
+                ts: 1600 * US,
+                rtt: 100 * US,
+                responder: addr(CLIENT, CLIENT_PORT),
+                peer: addr(SERVER, SERVER_PORT),
+                flow_id: 7,
+            },
+        ];
+        assert_eq!(rig.samples, want);
+        assert_eq!(rig.counters.samples, [0, 2, 0]);
+        assert!(rig.conn.confirmed());
+        assert_eq!(rig.conn.dirs[0].isn(), Some(1000));
+        assert_eq!(rig.conn.dirs[1].isn(), Some(5000));
+    }
+
+    #[test]
+    fn data_acknowledged_makes_a_seq_sample_from_the_segment_ending_at_the_ack() {
+        let mut rig = Rig::new();
+        rig.handshake();
+        rig.samples.clear();
+        // Two segments of 100 bytes; the server acknowledges the first, then both.
+        rig.send(
+            2000 * US,
+            Rig::frame(true).seq(1001).ack(5001).payload_len(100),
+        );
+        rig.send(
+            2100 * US,
+            Rig::frame(true).seq(1101).ack(5001).payload_len(100),
+        );
+        rig.send(2300 * US, Rig::frame(false).seq(5001).ack(1101));
+        rig.send(2450 * US, Rig::frame(false).seq(5001).ack(1201));
+        let got: Vec<_> = rig
+            .samples
+            .iter()
+            .map(|s| (s.kind, s.open_frame, s.frame, s.rtt, s.responder))
+            .collect();
+        let server = addr(SERVER, SERVER_PORT);
+        assert_eq!(
+            got,
+            [
+                (Kind::Seq, 4, 6, 300 * US, server),
+                (Kind::Seq, 5, 7, 350 * US, server),
+            ]
+        );
+        assert_eq!(rig.counters.samples, [2, 2, 0]);
+        // Every acknowledged segment left the pending list (kept only as recent, for copies).
+        assert!(rig.conn.dirs[0].segs.is_empty());
+    }
+
+    #[test]
+    fn an_ack_of_retransmitted_data_is_counted_not_timed() {
+        let mut rig = Rig::new();
+        rig.handshake();
+        rig.samples.clear();
+        rig.send(
+            2000 * US,
+            Rig::frame(true).seq(1001).ack(5001).payload_len(100),
+        );
+        // Sent again 250 ms later (far beyond any duplicate-capture window): Karn.
+        rig.send(
+            252_000 * US,
+            Rig::frame(true).seq(1001).ack(5001).payload_len(100),
+        );
+        rig.send(252_300 * US, Rig::frame(false).seq(5001).ack(1101));
+        assert_eq!(rig.samples, []);
+        assert_eq!(rig.counters.retransmits, 1);
+        assert_eq!(rig.counters.duplicates, 0);
+        assert_eq!(rig.counters.ambiguous, 1);
+        assert_eq!(rig.counters.samples, [0, 2, 0]);
+    }
+
+    #[test]
+    fn a_copy_captured_twice_is_skipped() {
+        let mut rig = Rig::new();
+        rig.handshake();
+        rig.samples.clear();
+        let data = Rig::frame(true).seq(1001).ack(5001).payload_len(100);
+        rig.send(2000 * US, data);
+        // The same frame 50 µs later: within the narrow window for IP ID 0 (2 ms / 20).
+        rig.send(2050 * US, data);
+        rig.send(2300 * US, Rig::frame(false).seq(5001).ack(1101));
+        assert_eq!(rig.counters.duplicates, 1);
+        assert_eq!(rig.counters.retransmits, 0);
+        assert_eq!(rig.samples.len(), 1);
+        assert_eq!(
+            (rig.samples[0].open_frame, rig.samples[0].rtt),
+            (4, 300 * US)
+        );
+    }
 
     #[test]
     fn per_connection_state_stays_small() {
