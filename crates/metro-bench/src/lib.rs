@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use metro::pcap::CaptureReader;
-use metro_core::Nanos;
 use metro_core::engine::{Engine, EngineConfig};
 use metro_core::rtt::Sample;
-use metro_core::wire::{self, Packet};
+use metro_core::wire;
+use metro_core::{Nanos, Segment};
 use metro_testkit::generator::{GenConfig, write_capture};
 
 /// The workspace's target directory (`CARGO_TARGET_DIR` or `<workspace>/target`).
@@ -237,7 +237,7 @@ pub fn pipeline(path: &Path) -> anyhow::Result<RunOut> {
                 engine.tick(rec.ts);
                 next_tick = rec.ts + TICK;
             }
-            engine.process(frame, rec.ts, &p, &mut count);
+            engine.process(frame, rec.ts, &Segment::from(&p), &mut count);
         }
     }
     Ok(RunOut {
@@ -268,7 +268,7 @@ pub fn engine_alone(path: &Path) -> anyhow::Result<RunOut> {
         data: Vec::with_capacity(CHUNK * 128),
         recs: Vec::with_capacity(CHUNK),
     };
-    let mut decoded: Vec<(u64, Nanos, Packet<'static>)> = Vec::with_capacity(CHUNK);
+    let mut decoded: Vec<(u64, Nanos, Segment)> = Vec::with_capacity(CHUNK);
     loop {
         chunk.data.clear();
         chunk.recs.clear();
@@ -281,25 +281,23 @@ pub fn engine_alone(path: &Path) -> anyhow::Result<RunOut> {
         if chunk.recs.is_empty() {
             break;
         }
-        // Decoded packets borrow `chunk.data`; the vector is emptied before the next refill.
-        let mut d = recycle(std::mem::take(&mut decoded));
+        decoded.clear();
         for &(ts, lt, at, len) in &chunk.recs {
             frame += 1;
             if let Ok(p) = wire::decode(lt, &chunk.data[at..at + len]) {
-                d.push((frame, ts, p));
+                decoded.push((frame, ts, Segment::from(&p)));
             }
         }
         let t = Instant::now();
         let mut count = |_: &Sample| samples += 1;
-        for (f, ts, p) in &d {
+        for (f, ts, seg) in &decoded {
             if *ts >= next_tick {
                 engine.tick(*ts);
                 next_tick = *ts + TICK;
             }
-            engine.process(*f, *ts, p, &mut count);
+            engine.process(*f, *ts, seg, &mut count);
         }
         timed += t.elapsed();
-        decoded = recycle(d);
     }
     Ok(RunOut {
         packets: frame,
@@ -307,13 +305,6 @@ pub fn engine_alone(path: &Path) -> anyhow::Result<RunOut> {
         timed: Some(timed),
         ..RunOut::default()
     })
-}
-
-/// Empties `v` and gives its allocation a fresh lifetime, so that one buffer of decoded
-/// packets serves every chunk (collecting an empty `Vec` of the same layout reuses it).
-fn recycle<'b>(mut v: Vec<(u64, Nanos, Packet<'_>)>) -> Vec<(u64, Nanos, Packet<'b>)> {
-    v.clear();
-    v.into_iter().map(|_| unreachable!("empty")).collect()
 }
 
 /// `metro analyze` through the library (aggregation included, no rendering, no process).

@@ -90,7 +90,7 @@ fn steady_state_allocates_nothing_per_packet() {
                 engine.tick(rec.ts);
                 next_tick = rec.ts + 1_000_000_000;
             }
-            engine.process(frame, rec.ts, &p, &mut observer);
+            engine.process(frame, rec.ts, &metro_core::Segment::from(&p), &mut observer);
         }
         if frame == WARMUP + WINDOW || frame == WARMUP + 2 * WINDOW {
             windows.push((

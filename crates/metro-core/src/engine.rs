@@ -1,12 +1,12 @@
-//! The engine: `process(frame, ts, packet)` per decoded TCP segment, `tick(ts)` for expiry.
+//! The engine: `process(frame, ts, segment)` per decoded TCP segment, `tick(ts)` for expiry.
 //! Owns the flow table and the counters; the matching rules are in [`crate::rtt`], the limits
 //! and counter fields in [`crate::config`].
 
 use crate::Nanos;
+use crate::Segment;
 use crate::flow::{FlowKey, FlowTable, Removal};
 use crate::rtt::conn::{Conn, Ctx};
 use crate::rtt::queue::Pool;
-use crate::wire::Packet;
 
 // Defined in leaf modules (so `rtt::conn` does not depend on the engine); re-exported here,
 // where callers have always found them.
@@ -57,10 +57,9 @@ impl Engine {
 
     /// Process one TCP segment captured at `ts` as record number `frame` (1-based).
     #[inline]
-    pub fn process<O: Observer>(&mut self, frame: u64, ts: Nanos, pkt: &Packet<'_>, out: &mut O) {
+    pub fn process<O: Observer>(&mut self, frame: u64, ts: Nanos, seg: &Segment, out: &mut O) {
         self.counters.packets += 1;
-        let tcp = &pkt.tcp;
-        let (key, dir) = FlowKey::new(pkt.src, tcp.sport, pkt.dst, tcp.dport);
+        let (key, dir) = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
         let next_id = &mut self.next_id;
         let pool = &mut self.pool;
         let counters = &mut self.counters;
@@ -79,11 +78,12 @@ impl Engine {
         );
         if new {
             self.counters.flows_created += 1;
-        } else if tcp.flags.syn() && !tcp.flags.ack() {
+            out.flow_started(self.flows.get(idx).id, frame);
+        } else if seg.flags.syn() && !seg.flags.ack() {
             // A SYN on known ports: the same connection's SYN again, or a new connection
             // reusing the ports (after a close, or after a start we never saw).
             let conn = self.flows.get(idx);
-            if self.flows.is_closed(idx) || conn.syn_starts_new(dir.index(), tcp.seq) {
+            if self.flows.is_closed(idx) || conn.syn_starts_new(dir.index(), seg.seq) {
                 let id = self.next_id;
                 self.next_id += 1;
                 let conn = self.flows.get_mut(idx);
@@ -91,6 +91,7 @@ impl Engine {
                 *conn = Conn::new(id);
                 self.flows.mark_open(idx);
                 self.counters.flows_created += 1;
+                out.flow_started(id, frame);
             }
         }
         let mut cx = Ctx {
@@ -101,7 +102,7 @@ impl Engine {
         };
         self.flows
             .get_mut(idx)
-            .process(dir.index(), frame, ts, pkt, &mut cx);
+            .process(dir.index(), frame, ts, seg, &mut cx);
         if !self.flows.is_confirmed(idx) && self.flows.get(idx).confirmed() {
             let pool = &mut self.pool;
             let counters = &mut self.counters;
@@ -111,9 +112,9 @@ impl Engine {
             });
             self.counters.flows_confirmed += 1;
         }
-        if tcp.flags.rst() || self.flows.get(idx).fin_both_ways() {
+        if seg.flags.rst() || self.flows.get(idx).fin_both_ways() {
             self.flows.mark_done(idx);
-        } else if tcp.flags.fin() {
+        } else if seg.flags.fin() {
             self.flows.mark_closed(idx);
         }
     }
@@ -158,7 +159,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::rtt::Sample;
-    use crate::wire::{TcpFlags, TcpHeader};
+    use crate::wire::TcpFlags;
     use std::net::{IpAddr, Ipv4Addr};
 
     const SYN: u16 = TcpFlags::SYN;
@@ -166,7 +167,7 @@ mod tests {
     const RST: u16 = TcpFlags::RST;
 
     /// Client `c` (port 40000) and the server 10.0.0.1:443; `up` is client to server.
-    fn pkt(c: u32, up: bool, flags: u16, seq: u32, ack: u32, len: u32) -> Packet<'static> {
+    fn pkt(c: u32, up: bool, flags: u16, seq: u32, ack: u32, len: u32) -> Segment {
         let (cl, sv) = (
             IpAddr::V4(Ipv4Addr::from(c)),
             IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
@@ -176,27 +177,24 @@ mod tests {
         } else {
             (sv, cl, 443, 40000)
         };
-        Packet {
+        Segment {
             src,
             dst,
             ip_id: 1,
-            tcp: TcpHeader {
-                sport,
-                dport,
-                seq,
-                ack,
-                flags: TcpFlags(flags),
-                ..TcpHeader::default()
-            },
+            sport,
+            dport,
+            flags: TcpFlags(flags),
+            seq,
+            ack,
             payload_len: len,
-            payload: &[],
-            tunnel_depth: 0,
+            timestamp: None,
+            dsack: None,
             first_fragment: false,
         }
     }
 
     /// Runs `pkts` (1 µs apart) through a fresh engine; its confirmed connections.
-    fn confirmed_after(pkts: &[Packet<'static>]) -> u64 {
+    fn confirmed_after(pkts: &[Segment]) -> u64 {
         let mut e = Engine::new(EngineConfig::default());
         for (i, p) in pkts.iter().enumerate() {
             e.process(i as u64 + 1, i as i64 * 1000, p, &mut |_: &Sample| {});
@@ -239,6 +237,49 @@ mod tests {
         );
     }
 
+    /// Records what the engine reports: flows started, and each sample's flow id and frame.
+    #[derive(Default)]
+    struct Starts {
+        started: Vec<(u64, u64)>,
+        samples: Vec<(u64, u64)>,
+    }
+
+    impl Observer for Starts {
+        fn sample(&mut self, s: &Sample) {
+            self.samples.push((s.flow_id, s.frame));
+        }
+        fn flow_started(&mut self, id: u64, frame: u64) {
+            self.started.push((id, frame));
+        }
+    }
+
+    #[test]
+    fn the_observer_hears_of_each_new_flow_before_its_samples() {
+        let mut e = Engine::new(EngineConfig::default());
+        let mut obs = Starts::default();
+        let (a, b) = (0x0b00_0001, 0x0b00_0002);
+        let pkts = [
+            pkt(a, true, SYN, 1000, 0, 0),           // 1: new key, flow 1
+            pkt(a, false, SYN | ACK, 5000, 1001, 0), // 2: sample of flow 1
+            pkt(b, true, SYN, 3000, 0, 0),           // 3: new key, flow 2
+            pkt(a, true, SYN, 1000, 0, 0),           // 4: the same SYN again: no new flow
+            pkt(a, true, ACK, 1001, 5001, 0),        // 5: sample of flow 1
+            pkt(a, true, SYN, 9000, 0, 0),           // 6: a new ISN on the same ports: flow 3
+            pkt(a, false, SYN | ACK, 7000, 9001, 0), // 7: sample of flow 3
+        ];
+        for (i, p) in pkts.iter().enumerate() {
+            let frame = i as u64 + 1;
+            e.process(frame, i as i64 * 1000, p, &mut obs);
+            // The announcement comes first: every sample's flow is already known.
+            for &(id, _) in &obs.samples {
+                assert!(obs.started.iter().any(|&(s, _)| s == id), "{id}");
+            }
+        }
+        assert_eq!(obs.started, [(1, 1), (2, 3), (3, 6)]);
+        assert_eq!(e.counters().flows_created, 3);
+        assert_eq!(obs.samples, [(1, 2), (1, 5), (3, 7)]);
+    }
+
     #[test]
     fn a_syn_flood_sheds_only_unconfirmed_entries() {
         // 20 established connections in a table of 100, then 10,000 spoofed SYNs (each
@@ -250,7 +291,7 @@ mod tests {
         let mut samples = Vec::new();
         let mut frame = 0;
         let mut t = 0;
-        let mut run = |e: &mut Engine, p: Packet<'static>, samples: &mut Vec<Sample>| {
+        let mut run = |e: &mut Engine, p: Segment, samples: &mut Vec<Sample>| {
             frame += 1;
             t += 1000;
             e.process(frame, t, &p, &mut |s: &Sample| samples.push(*s));

@@ -2,7 +2,8 @@
 //! per-responder snapshots come out. No I/O, no clock, no libpcap: the live agent and the
 //! file analyzer share every line of logic here.
 //!
-//! Pipeline: [`wire::decode`] turns one captured frame into a borrowed [`wire::Packet`];
+//! Pipeline: [`wire::decode`] turns one captured frame into a borrowed [`wire::Packet`],
+//! [`Segment::from`] keeps what the engine reads of it (a small owned [`Segment`]);
 //! [`engine::Engine::process`] looks up the connection in the [`flow`] table, runs the
 //! [`rtt`] matchers and emits [`rtt::Sample`]s; [`aggregate`] folds samples into sketches.
 
@@ -13,8 +14,11 @@ pub mod config;
 pub mod engine;
 pub mod flow;
 pub mod rtt;
+pub mod segment;
 pub mod seq;
 pub mod wire;
+
+pub use segment::Segment;
 
 /// Packet time: nanoseconds since the Unix epoch, from the capture's timestamp.
 pub type Nanos = i64;

@@ -5,6 +5,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use metro_core::Segment;
 use metro_core::engine::{Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::Sample;
 use metro_core::wire::{self, linktype};
@@ -53,7 +54,7 @@ fn run(pkts: &[Pkt]) -> Vec<(u64, SocketAddr, u32)> {
             .payload_len(len)
             .to_vec();
         let p = wire::decode(linktype::ETHERNET, &bytes).expect("decodes");
-        engine.process(i as u64 + 1, t * 1_000_000, &p, &mut obs);
+        engine.process(i as u64 + 1, t * 1_000_000, &Segment::from(&p), &mut obs);
     }
     obs.seen
 }

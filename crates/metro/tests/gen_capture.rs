@@ -248,7 +248,7 @@ fn gen_truth_agrees_with_metro_engine() {
             engine.process(
                 frame as u64 + 1,
                 ts,
-                &pkt,
+                &metro_core::Segment::from(&pkt),
                 &mut |s: &metro_core::rtt::Sample| samples.push(*s),
             );
         }

@@ -20,9 +20,9 @@ use std::net::SocketAddr;
 use super::queue::{NIL, Pending, Pool, Queue};
 use super::{Kind, NO_TAG, Observer, Sample};
 use crate::Nanos;
+use crate::Segment;
 use crate::config::{Counters, EngineConfig};
 use crate::seq::{ge, gt, le, lt};
-use crate::wire::Packet;
 
 // `DirState::flags`: what this direction has shown, and what its `slot` holds.
 /// This direction has sent something that occupies sequence space: `right` is valid.
@@ -286,27 +286,26 @@ impl Conn {
         dir: usize,
         frame: u64,
         ts: Nanos,
-        pkt: &Packet<'_>,
+        seg: &Segment,
         cx: &mut Ctx<'_, O>,
     ) {
-        let tcp = &pkt.tcp;
-        let len = pkt.payload_len;
+        let len = seg.payload_len;
         let [dir0, dir1] = &mut self.dirs;
         let tag = &mut self.tags[dir];
         // The sending direction (this segment's) and the receiving one (its ACK's).
         let (snd, rcv) = if dir == 0 { (dir0, dir1) } else { (dir1, dir0) };
 
-        let flags = tcp.flags;
+        let flags = seg.flags;
         let occupies = !flags.rst() && (len > 0 || flags.syn() || flags.fin());
-        let start = tcp.seq;
+        let start = seg.seq;
         let end = start
             .wrapping_add(len)
             .wrapping_add(flags.syn() as u32)
             .wrapping_add(flags.fin() as u32);
-        let (tsval, tsecr) = tcp.options.timestamp.unwrap_or((0, 0));
+        let (tsval, tsecr) = seg.timestamp.unwrap_or((0, 0));
         // Only what occupies sequence space is ever recorded or compared.
         let fp = if occupies {
-            fingerprint(pkt.ip_id, tcp.ack, len, flags.0, tsval, tsecr)
+            fingerprint(seg.ip_id, seg.ack, len, flags.0, tsval, tsecr)
         } else {
             0
         };
@@ -323,7 +322,7 @@ impl Conn {
             && let Some(orig) = snd.original_of(cx.pool, end, fp)
         {
             let dt = ts - orig.ts;
-            let narrow = if pkt.ip_id != 0 {
+            let narrow = if seg.ip_id != 0 {
                 cx.cfg.duplicate_window
             } else {
                 cx.cfg.duplicate_window / 20
@@ -333,7 +332,7 @@ impl Conn {
             // TSval; or it is a SYN or SYN/ACK, whose retransmission timer starts at 1 s
             // (RFC 6298 2.1; 3 s on older stacks), ten times the wide window.
             let evidence =
-                if cx.cfg.trust_ip_id && pkt.ip_id != 0 && snd.ip_id_flags & IP_ID_VARIES != 0 {
+                if cx.cfg.trust_ip_id && seg.ip_id != 0 && snd.ip_id_flags & IP_ID_VARIES != 0 {
                     Some(0)
                 } else if tsval != 0 && snd.has(TSVAL_SEEN) && lt(tsval, snd.ts_last) {
                     Some(1)
@@ -356,21 +355,21 @@ impl Conn {
             }
         }
         // Data segments are enough to see whether the sender numbers its packets.
-        if occupies && pkt.ip_id != 0 {
-            if snd.ip_id_flags & IP_ID_SEEN != 0 && snd.last_ip_id != pkt.ip_id {
+        if occupies && seg.ip_id != 0 {
+            if snd.ip_id_flags & IP_ID_SEEN != 0 && snd.last_ip_id != seg.ip_id {
                 snd.ip_id_flags |= IP_ID_VARIES;
             }
             snd.ip_id_flags |= IP_ID_SEEN;
-            snd.last_ip_id = pkt.ip_id;
+            snd.last_ip_id = seg.ip_id;
         }
 
         // Built only when needed (most packets emit nothing).
-        let responder = || SocketAddr::new(pkt.src, tcp.sport);
-        let peer = || SocketAddr::new(pkt.dst, tcp.dport);
+        let responder = || SocketAddr::new(seg.src, seg.sport);
+        let peer = || SocketAddr::new(seg.dst, seg.dport);
         let id = self.id;
         // A first fragment reaches the receiver only with the last fragment, which the
         // capture shows without a TCP header: its time is not the segment's time.
-        let timed = !pkt.first_fragment;
+        let timed = !seg.first_fragment;
         let mut emit = |cx: &mut Ctx<'_, O>, kind: Kind, open: Pending| -> bool {
             if !timed {
                 cx.counters.ambiguous += 1;
@@ -406,7 +405,7 @@ impl Conn {
 
         // --- ACK: close a seq/handshake sample on the other direction's data.
         if flags.ack() && rcv.has(SEQ_KNOWN) {
-            let ack = tcp.ack;
+            let ack = seg.ack;
             // A retransmission of bytes already acknowledged, answered by a DSACK reporting
             // exactly it (RFC 2883): the receiver acknowledges a duplicate at once, so this
             // ACK answers the retransmission.
@@ -415,8 +414,7 @@ impl Conn {
                 && rcv.has(ACK_KNOWN)
                 && le(held.seg.key, rcv.acked)
                 && le(held.seg.key, ack)
-                && tcp.options.sack_count > 0
-                && tcp.options.sack[0] == (held.start, held.seg.key)
+                && seg.dsack == Some((held.start, held.seg.key))
             {
                 rcv.retire_rx(cx.pool, cx.cfg.duplicate_window_wide > 0);
                 let kind = if held.seg.handshake {
@@ -465,7 +463,7 @@ impl Conn {
                         if !front.ambiguous {
                             emit(cx, kind, front);
                         } else if let Some((open, by)) =
-                            rx.and_then(|r| Self::disambiguate(front, r, prev, ack, pkt))
+                            rx.and_then(|r| Self::disambiguate(front, r, prev, ack, seg))
                         {
                             if emit(cx, kind, open) {
                                 cx.counters.disambiguated[by] += 1;
@@ -483,7 +481,7 @@ impl Conn {
                     // its end echoing its TSval answers it.
                     if !landed
                         && ack == held.seg.key
-                        && Self::answers_rx(held, prev, &tcp.options)
+                        && Self::answers_rx(held, prev, seg)
                         && emit(cx, Kind::Seq, held.seg)
                     {
                         cx.counters.disambiguated[BY_TSECR_RX] += 1;
@@ -592,7 +590,7 @@ impl Conn {
         }
 
         // --- Timestamp echo.
-        if cx.cfg.kinds.contains(Kind::Ts) && tcp.options.timestamp.is_some() {
+        if cx.cfg.kinds.contains(Kind::Ts) && seg.timestamp.is_some() {
             if flags.ack() && tsecr != 0 {
                 while let Some(front) = rcv.tsvals.front(cx.pool) {
                     if !le(front.key, tsecr) {
@@ -649,14 +647,13 @@ impl Conn {
         rx: HeldRetx,
         prev: Option<u32>,
         ack: u32,
-        pkt: &Packet<'_>,
+        seg: &Segment,
     ) -> Option<(Pending, usize)> {
-        let opts = &pkt.tcp.options;
         if rx.seg.ambiguous {
             // Its bytes went more than twice: only an echo of its own TSval names it.
             return (ack == rx.seg.key
                 && node.tsval != rx.seg.tsval
-                && Self::answers_rx(rx, prev, opts))
+                && Self::answers_rx(rx, prev, seg))
             .then_some((
                 Pending {
                     ambiguous: false,
@@ -677,11 +674,13 @@ impl Conn {
         // DSACK (RFC 2883): a first SACK block at or below the cumulative ACK reports bytes
         // received twice; covering the whole retransmission, it says the retransmission was
         // spurious: the bytes came from the original.
-        if opts.sack_count > 0 {
-            let (left, right) = opts.sack[0];
-            if le(right, ack) && lt(left, right) && le(left, rx.start) && ge(right, rx.seg.key) {
-                return Some((node, BY_DSACK));
-            }
+        if let Some((left, right)) = seg.dsack
+            && le(right, ack)
+            && lt(left, right)
+            && le(left, rx.start)
+            && ge(right, rx.seg.key)
+        {
+            return Some((node, BY_DSACK));
         }
         // TSecr (RFC 7323): the receiver echoes the TSval of the segment that last moved its
         // left edge. With everything before the retransmission acknowledged, the
@@ -689,11 +688,11 @@ impl Conn {
         if node.tsval == 0 || !lt(node.tsval, rx.seg.tsval) {
             return None;
         }
-        if Self::answers_rx(rx, prev, opts) {
+        if Self::answers_rx(rx, prev, seg) {
             return Some((rx.seg, BY_TSECR_RX));
         }
         let prev = prev?;
-        let (_, tsecr) = opts.timestamp?;
+        let (_, tsecr) = seg.timestamp?;
         if !lt(prev, rx.start) && tsecr != 0 && tsecr == node.tsval {
             Some((node, BY_TSECR_ORIGINAL))
         } else {
@@ -704,8 +703,8 @@ impl Conn {
     /// The ACK echoes the retransmission's TSval, and everything before the retransmission
     /// was acknowledged before it: the retransmission had arrived (it set the echoed value),
     /// so the ACK answers it.
-    fn answers_rx(rx: HeldRetx, prev: Option<u32>, opts: &crate::wire::tcp::TcpOptions) -> bool {
-        let Some((_, tsecr)) = opts.timestamp else {
+    fn answers_rx(rx: HeldRetx, prev: Option<u32>, seg: &Segment) -> bool {
+        let Some((_, tsecr)) = seg.timestamp else {
             return false;
         };
         prev.is_some_and(|acked| !lt(acked, rx.start)) && rx.seg.tsval != 0 && tsecr == rx.seg.tsval
@@ -832,7 +831,8 @@ mod tests {
                 counters: &mut self.counters,
                 out: &mut out,
             };
-            self.conn.process(dir, self.frames, ts, &pkt, &mut cx);
+            self.conn
+                .process(dir, self.frames, ts, &Segment::from(&pkt), &mut cx);
         }
 
         /// SYN (client ISN 1000) at 1 ms, SYN/ACK (server ISN 5000) at 1.5 ms, final ACK at

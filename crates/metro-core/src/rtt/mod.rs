@@ -112,6 +112,11 @@ pub trait Observer {
     /// `sender` retransmitted data to `receiver` (a segment starting below the highest byte
     /// already sent, that was not a duplicate capture of the same frame).
     fn retransmit(&mut self, _sender: SocketAddr, _receiver: SocketAddr, _ts: Nanos) {}
+    /// The engine started tracking a connection with id `id` (the `flow_id` of its samples)
+    /// at record number `frame`: a packet with a new address and port pair, or a SYN that
+    /// starts a new connection on ports already tracked. At most one per packet, before that
+    /// packet's samples; ids increase by one from 1 in the order of these calls.
+    fn flow_started(&mut self, _id: u64, _frame: u64) {}
 }
 
 impl<F: FnMut(&Sample)> Observer for F {

@@ -245,7 +245,8 @@ impl Processor {
                     watch: &self.watch.1,
                     attr: self.attr.as_ref().map(|a| &*a.1),
                 };
-                self.engine.process(self.frame, ts, pkt, &mut obs);
+                self.engine
+                    .process(self.frame, ts, &metro_core::Segment::from(pkt), &mut obs);
             }
             Err(_) => self.decode_errors += 1,
         }

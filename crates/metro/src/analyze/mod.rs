@@ -15,11 +15,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use metro_core::Nanos;
 use metro_core::aggregate::{Numbering, Stats};
 use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::{Kind, KindSet, Sample};
 use metro_core::wire::{self, DecodeError};
+use metro_core::{Nanos, Segment};
 
 use crate::pcap::{CaptureReader, ReadError};
 
@@ -463,7 +463,7 @@ fn analyze_one(
                     engine.tick(ts);
                     next_tick = ts.saturating_add(TICK);
                 }
-                engine.process(frame, ts, pkt, collector);
+                engine.process(frame, ts, &Segment::from(pkt), collector);
             }
             Err(e) => count_undecodable(
                 e,

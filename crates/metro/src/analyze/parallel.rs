@@ -7,8 +7,8 @@
 //!  shard = hash(both endpoints)      samples of the epoch            (sample lines, stats)
 //! ```
 //!
-//! The reader decodes each record and appends the fields of the packet the engine reads (an
-//! [`Item`], 96 bytes) to the batch of the shard its two endpoints hash to (a symmetric
+//! The reader decodes each record and appends what the engine reads of it (its frame number,
+//! time and [`Segment`]) to the batch of the shard its two endpoints hash to (a symmetric
 //! hash, so a connection's packets all go to one shard, in capture order). Every epoch
 //! ([`epoch_len`] packets) the reader sends each shard its batch, empty or not, so batch `k`
 //! of every shard covers the same frames: the calling thread takes batch `k`'s samples from
@@ -25,8 +25,8 @@
 //! Flow ids: each shard's engine numbers its connections 1, 2, ... A connection gets an id
 //! when a packet creates it (at most one per packet), so the one-thread id is the rank of the
 //! creating frame among all creating frames. Only per-connection rows use the id; with them,
-//! each shard records the frame that created each of its ids, samples carry that frame as
-//! their id meanwhile (same order, same grouping), and at the end of the file the rows are
+//! each shard records the frame that created each of its ids (the engine reports it,
+//! [`Observer::flow_started`]), samples carry that frame as their id meanwhile (same order, same grouping), and at the end of the file the rows are
 //! renumbered to the rank.
 //!
 //! Same output, and its limits: a shard's engine sees exactly its connections' packets and
@@ -52,11 +52,11 @@ use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread;
 
-use metro_core::Nanos;
 use metro_core::aggregate::Numbering;
 use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::{Kind, Sample};
-use metro_core::wire::{self, Packet, TcpFlags, TcpHeader, TcpOptions};
+use metro_core::wire;
+use metro_core::{Nanos, Segment};
 
 use super::{Collector, FileReport, Summary, TICK, describe_read_error, progress};
 use crate::pcap::CaptureReader;
@@ -92,86 +92,11 @@ fn shard_max_flows(max_flows: usize, shards: usize) -> usize {
     (max_flows / shards.max(1)).max(1)
 }
 
-/// One decoded TCP packet for a shard: only the fields the engine reads (96 bytes instead
-/// of the 152 of a whole `Packet` with its frame and time; the reader's core writes every
-/// byte and a shard's core reads it). The shard rebuilds the `Packet` the engine takes; a
-/// field missing here would make the output differ from the one-thread run, which
-/// tests/parallel.rs compares over the whole corpus.
-struct Item {
-    frame: u64,
-    ts: Nanos,
-    seq: u32,
-    ack: u32,
-    payload_len: u32,
-    timestamp: Option<(u32, u32)>,
-    /// The first SACK block when it is a DSACK (at or below the ACK; (0, 0) if none): the
-    /// only SACK information the engine reads (docs/accuracy.md).
-    dsack: (u32, u32),
-    src: IpAddr,
-    dst: IpAddr,
-    ip_id: u16,
-    sport: u16,
-    dport: u16,
-    flags: TcpFlags,
-    first_fragment: bool,
-}
-
-impl Item {
-    #[inline]
-    fn new(frame: u64, ts: Nanos, p: &Packet<'_>) -> Item {
-        Item {
-            frame,
-            ts,
-            seq: p.tcp.seq,
-            ack: p.tcp.ack,
-            payload_len: p.payload_len,
-            timestamp: p.tcp.options.timestamp,
-            dsack: match p.tcp.options.sack[0] {
-                b if p.tcp.options.sack_count > 0 && metro_core::seq::le(b.1, p.tcp.ack) => b,
-                _ => (0, 0),
-            },
-            src: p.src,
-            dst: p.dst,
-            ip_id: p.ip_id,
-            sport: p.tcp.sport,
-            dport: p.tcp.dport,
-            flags: p.tcp.flags,
-            first_fragment: p.first_fragment,
-        }
-    }
-
-    /// The packet as the engine sees it (no payload bytes, no other options).
-    #[inline]
-    fn packet(&self) -> Packet<'static> {
-        Packet {
-            src: self.src,
-            dst: self.dst,
-            ip_id: self.ip_id,
-            tcp: TcpHeader {
-                sport: self.sport,
-                dport: self.dport,
-                seq: self.seq,
-                ack: self.ack,
-                flags: self.flags,
-                options: TcpOptions {
-                    timestamp: self.timestamp,
-                    sack: [self.dsack, (0, 0), (0, 0), (0, 0)],
-                    sack_count: u8::from(self.dsack != (0, 0)),
-                    ..TcpOptions::default()
-                },
-                ..TcpHeader::default()
-            },
-            payload_len: self.payload_len,
-            payload: &[],
-            tunnel_depth: 0,
-            first_fragment: self.first_fragment,
-        }
-    }
-}
-
-/// One epoch's packets for one shard, and the ticks to run before `items[pos]`.
+/// One epoch's packets for one shard: frame number, time and what the engine reads of each
+/// (80 bytes of 96; the reader's core writes every byte and a shard's core reads it); and
+/// the ticks to run before `items[pos]`.
 struct InBatch {
-    items: Vec<Item>,
+    items: Vec<(u64, Nanos, Segment)>,
     ticks: Vec<(usize, Nanos)>,
 }
 
@@ -257,7 +182,7 @@ struct ShardEnd {
 /// engine does anyway. Unrelated to that table's hash, so a shard's connections spread over
 /// its buckets as all connections would.
 #[inline]
-fn shard_of(pkt: &Packet<'_>, shards: usize) -> usize {
+fn shard_of(seg: &Segment, shards: usize) -> usize {
     #[inline]
     fn endpoint(ip: IpAddr, port: u16) -> u64 {
         let folded = match ip {
@@ -270,7 +195,7 @@ fn shard_of(pkt: &Packet<'_>, shards: usize) -> usize {
         let x = (folded ^ u64::from(port) << 48).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         (x ^ x >> 29).wrapping_mul(0xbf58_476d_1ce4_e5b9)
     }
-    let h = endpoint(pkt.src, pkt.tcp.sport).wrapping_add(endpoint(pkt.dst, pkt.tcp.dport));
+    let h = endpoint(seg.src, seg.sport).wrapping_add(endpoint(seg.dst, seg.dport));
     ((u64::from((h >> 32) as u32) * shards as u64) >> 32) as usize
 }
 
@@ -434,9 +359,9 @@ fn read_and_dispatch(
                     }
                     next_tick = ts.saturating_add(TICK);
                 }
-                let s = shard_of(&pkt, n);
-                let batch = &mut batches[s].items;
-                batch.push(Item::new(frame, ts, &pkt));
+                let seg = Segment::from(&pkt);
+                let batch = &mut batches[shard_of(&seg, n)].items;
+                batch.push((frame, ts, seg));
                 in_epoch += 1;
                 if in_epoch == epoch || batch.len() == cap {
                     in_epoch = 0;
@@ -473,6 +398,9 @@ struct Sink<'a> {
     responders: &'a mut Numbering<IpAddr>,
     /// Whole samples, or compact ones.
     whole: bool,
+    /// When per-connection rows need flow ids: the frame that created each of the shard's
+    /// ids (id 1 first). Whole samples carry that frame as their id.
+    created: Option<&'a mut Vec<u64>>,
 }
 
 impl Observer for Sink<'_> {
@@ -491,7 +419,14 @@ impl Observer for Sink<'_> {
             out.new_responders.push((n, ip));
         }
         if self.whole {
-            out.samples.push(*s);
+            let mut s = *s;
+            if let Some(created) = &self.created {
+                s.flow_id = *usize::try_from(s.flow_id - 1)
+                    .ok()
+                    .and_then(|i| created.get(i))
+                    .expect("the engine reports each flow before its samples");
+            }
+            out.samples.push(s);
             out.responders.push(n);
         } else {
             out.compact.push(Compact {
@@ -500,6 +435,14 @@ impl Observer for Sink<'_> {
                 responder: n,
                 kind: s.kind,
             });
+        }
+    }
+
+    #[inline]
+    fn flow_started(&mut self, id: u64, frame: u64) {
+        if let Some(created) = &mut self.created {
+            debug_assert_eq!(id, created.len() as u64 + 1, "ids are numbered in order");
+            created.push(frame);
         }
     }
 }
@@ -524,38 +467,17 @@ fn run_shard(
             .unwrap_or_else(|_| OutBatch::with_capacity(cap, whole));
         out.reset(cap);
         let mut ticks = batch.ticks.iter().peekable();
-        for (i, it) in batch.items.iter().enumerate() {
+        let mut sink = Sink {
+            out: &mut out,
+            responders: &mut responders,
+            whole,
+            created: track_ids.then_some(&mut created),
+        };
+        for (i, (frame, ts, seg)) in batch.items.iter().enumerate() {
             while let Some(&(_, ts)) = ticks.next_if(|t| t.0 == i) {
                 engine.tick(ts);
             }
-            if track_ids {
-                let before = engine.counters().flows_created;
-                let first = out.samples.len();
-                let mut sink = Sink {
-                    out: &mut out,
-                    responders: &mut responders,
-                    whole,
-                };
-                engine.process(it.frame, it.ts, &it.packet(), &mut sink);
-                let after = engine.counters().flows_created;
-                debug_assert!(after - before <= 1, "one flow id at most per packet");
-                if after != before {
-                    created.push(it.frame);
-                }
-                for s in &mut out.samples[first..] {
-                    s.flow_id = *usize::try_from(s.flow_id - 1)
-                        .ok()
-                        .and_then(|i| created.get(i))
-                        .expect("flow ids are numbered by flows_created");
-                }
-            } else {
-                let mut sink = Sink {
-                    out: &mut out,
-                    responders: &mut responders,
-                    whole,
-                };
-                engine.process(it.frame, it.ts, &it.packet(), &mut sink);
-            }
+            engine.process(*frame, *ts, seg, &mut sink);
         }
         for &(_, ts) in ticks {
             engine.tick(ts);
@@ -675,30 +597,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_item_is_smaller_than_a_packet_with_its_frame_and_time() {
-        let item = std::mem::size_of::<Item>();
-        let whole = 16 + std::mem::size_of::<Packet<'static>>();
-        eprintln!("Item {item} bytes, Packet + frame + time {whole} bytes");
-        assert!(item <= 96, "{item}");
-        assert!(item * 3 <= whole * 2, "{item} vs {whole}");
+    fn a_batch_entry_is_smaller_than_a_packet_with_its_frame_and_time() {
+        let entry = std::mem::size_of::<(u64, Nanos, Segment)>();
+        let whole = 16 + std::mem::size_of::<wire::Packet<'static>>();
+        eprintln!("batch entry {entry} bytes, Packet + frame + time {whole} bytes");
+        assert!(entry <= 96, "{entry}");
+        assert!(entry * 3 <= whole * 2, "{entry} vs {whole}");
     }
 
     /// Both directions of a connection go to one shard, and connections spread evenly:
     /// clients of a few servers on one port (the usual shape), IPv4 and IPv6.
     #[test]
     fn shards_agree_on_both_directions_and_balance() {
-        let pkt = |src: IpAddr, sport: u16, dst: IpAddr, dport: u16| Packet {
+        let pkt = |src: IpAddr, sport: u16, dst: IpAddr, dport: u16| Segment {
             src,
             dst,
             ip_id: 0,
-            tcp: TcpHeader {
-                sport,
-                dport,
-                ..TcpHeader::default()
-            },
+            sport,
+            dport,
+            flags: wire::TcpFlags::default(),
+            seq: 0,
+            ack: 0,
             payload_len: 0,
-            payload: &[],
-            tunnel_depth: 0,
+            timestamp: None,
+            dsack: None,
             first_fragment: false,
         };
         for shards in [2usize, 3, 4, 7] {

@@ -22,11 +22,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use metro_core::Nanos;
 use metro_core::aggregate::Stats;
 use metro_core::engine::{Engine, EngineConfig, Observer};
 use metro_core::rtt::{Kind, KindSet, Sample};
 use metro_core::wire;
+use metro_core::{Nanos, Segment};
 
 use crate::pcap::CaptureReader;
 
@@ -279,7 +279,7 @@ fn scan_capture(
                 engine.tick(ts);
                 next_tick = ts.saturating_add(1_000_000_000);
             }
-            engine.process(frame, ts, pkt, &mut out);
+            engine.process(frame, ts, &Segment::from(pkt), &mut out);
         }
     }
 }
