@@ -159,6 +159,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::rtt::Sample;
+    use crate::seq::SeqNum;
     use crate::wire::TcpFlags;
     use std::net::{IpAddr, Ipv4Addr};
 
@@ -184,8 +185,8 @@ mod tests {
             sport,
             dport,
             flags: TcpFlags(flags),
-            seq,
-            ack,
+            seq: SeqNum::new(seq),
+            ack: SeqNum::new(ack),
             payload_len: len,
             timestamp: None,
             dsack: None,

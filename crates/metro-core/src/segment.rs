@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use crate::seq;
+use crate::seq::{SeqNum, TsVal};
 use crate::wire::{Packet, TcpFlags};
 
 /// One TCP segment as the engine sees it.
@@ -19,15 +19,15 @@ pub struct Segment {
     pub sport: u16,
     pub dport: u16,
     pub flags: TcpFlags,
-    pub seq: u32,
-    pub ack: u32,
+    pub seq: SeqNum,
+    pub ack: SeqNum,
     /// Payload length from the IP header (see [`Packet::payload_len`]).
     pub payload_len: u32,
     /// The timestamp option: (TSval, TSecr).
-    pub timestamp: Option<(u32, u32)>,
+    pub timestamp: Option<(TsVal, TsVal)>,
     /// The first SACK block when it is a DSACK (RFC 2883: its right edge at or below the
     /// cumulative ACK): the only SACK information the engine reads (docs/accuracy.md).
-    pub dsack: Option<(u32, u32)>,
+    pub dsack: Option<(SeqNum, SeqNum)>,
     /// The first fragment of a fragmented datagram: tracked, never timed (see
     /// [`Packet::first_fragment`]).
     pub first_fragment: bool,
@@ -37,7 +37,9 @@ impl From<&Packet<'_>> for Segment {
     #[inline]
     fn from(p: &Packet<'_>) -> Segment {
         let tcp = &p.tcp;
-        let first = tcp.options.sack[0];
+        let ack = SeqNum::new(tcp.ack);
+        let (left, right) = tcp.options.sack[0];
+        let first = (SeqNum::new(left), SeqNum::new(right));
         Segment {
             src: p.src,
             dst: p.dst,
@@ -45,11 +47,14 @@ impl From<&Packet<'_>> for Segment {
             sport: tcp.sport,
             dport: tcp.dport,
             flags: tcp.flags,
-            seq: tcp.seq,
-            ack: tcp.ack,
+            seq: SeqNum::new(tcp.seq),
+            ack,
             payload_len: p.payload_len,
-            timestamp: tcp.options.timestamp,
-            dsack: (tcp.options.sack_count > 0 && seq::le(first.1, tcp.ack)).then_some(first),
+            timestamp: tcp
+                .options
+                .timestamp
+                .map(|(val, ecr)| (TsVal::new(val), TsVal::new(ecr))),
+            dsack: (tcp.options.sack_count > 0 && first.1.le(ack)).then_some(first),
             first_fragment: p.first_fragment,
         }
     }
@@ -101,10 +106,10 @@ mod tests {
                 sport: 443,
                 dport: 40000,
                 flags: TcpFlags(TcpFlags::ACK),
-                seq: 100,
-                ack: 2000,
+                seq: SeqNum::new(100),
+                ack: SeqNum::new(2000),
                 payload_len: 10,
-                timestamp: Some((5, 6)),
+                timestamp: Some((TsVal::new(5), TsVal::new(6))),
                 dsack: None,
                 first_fragment: true,
             }
@@ -113,7 +118,11 @@ mod tests {
 
     #[test]
     fn only_a_first_block_at_or_below_the_ack_is_a_dsack() {
-        let dsack = |ack, sack: &[(u32, u32)]| Segment::from(&packet(ack, sack)).dsack;
+        let dsack = |ack, sack: &[(u32, u32)]| {
+            Segment::from(&packet(ack, sack))
+                .dsack
+                .map(|(l, r)| (l.get(), r.get()))
+        };
         assert_eq!(dsack(2000, &[(1000, 1500)]), Some((1000, 1500)));
         assert_eq!(
             dsack(2000, &[(1000, 2000), (3000, 4000)]),

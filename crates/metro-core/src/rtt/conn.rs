@@ -22,7 +22,7 @@ use super::{Kind, NO_TAG, Observer, Sample};
 use crate::Nanos;
 use crate::Segment;
 use crate::config::{Counters, EngineConfig};
-use crate::seq::{ge, gt, le, lt};
+use crate::seq::{SeqNum, TsClock, TsVal};
 
 // `DirState::flags`: what this direction has shown, and what its `slot` holds.
 /// This direction has sent something that occupies sequence space: `right` is valid.
@@ -66,20 +66,20 @@ pub struct DirState {
     /// IP ID of the last frame of this direction that was not a copy (valid with IP_ID_SEEN).
     last_ip_id: u16,
     /// ISN, valid with SYN_SEEN.
-    isn: u32,
+    isn: SeqNum,
     /// One past the highest sequence number sent.
-    right: u32,
+    right: SeqNum,
     /// Highest cumulative ACK received for this direction's data (valid with ACK_KNOWN).
-    acked: u32,
+    acked: SeqNum,
     segs: Queue,
     /// Segments acknowledged within the last `duplicate_window_wide`: a late copy of one of
     /// them (a mirror port's second copy, after the ACK) must still be recognised.
     done: Queue,
     /// Newest TSval recorded (valid with TSVAL_SEEN).
-    ts_last: u32,
+    ts_last: TsVal,
     /// The last TSecr the other side sent (an echo of this direction's TSvals; 0: none).
-    echoed: u32,
-    tsvals: Queue,
+    echoed: TsVal,
+    tsvals: Queue<TsClock>,
     /// Pool node of the keep-alive awaiting its answer (KEEPALIVE_PENDING), or of the last
     /// retransmission (RETX_HELD), or NIL.
     slot: u32,
@@ -91,13 +91,13 @@ impl Default for DirState {
             flags: 0,
             ip_id_flags: 0,
             last_ip_id: 0,
-            isn: 0,
-            right: 0,
-            acked: 0,
+            isn: SeqNum::ZERO,
+            right: SeqNum::ZERO,
+            acked: SeqNum::ZERO,
             segs: Queue::new(),
             done: Queue::new(),
-            ts_last: 0,
-            echoed: 0,
+            ts_last: TsVal::ZERO,
+            echoed: TsVal::ZERO,
             tsvals: Queue::new(),
             slot: NIL,
         }
@@ -108,9 +108,16 @@ impl Default for DirState {
 /// a copy repeats every one of them, a retransmission differs in the IP ID (on every common
 /// stack) or the TSval (once the sender's clock has ticked).
 #[inline]
-pub fn fingerprint(ip_id: u16, ack: u32, len: u32, flags: u16, tsval: u32, tsecr: u32) -> u32 {
-    let mixed = (u64::from(ip_id) << 48 | u64::from(flags) << 32 | u64::from(ack))
-        ^ (u64::from(tsval) << 32 | u64::from(tsecr)).rotate_left(23)
+pub fn fingerprint(
+    ip_id: u16,
+    ack: SeqNum,
+    len: u32,
+    flags: u16,
+    tsval: TsVal,
+    tsecr: TsVal,
+) -> u32 {
+    let mixed = (u64::from(ip_id) << 48 | u64::from(flags) << 32 | u64::from(ack.get()))
+        ^ (u64::from(tsval.get()) << 32 | u64::from(tsecr.get())).rotate_left(23)
         ^ u64::from(len).rotate_left(17);
     let hash = mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (hash >> 32) as u32
@@ -122,7 +129,7 @@ pub fn fingerprint(ip_id: u16, ack: u32, len: u32, flags: u16, tsval: u32, tsecr
 struct HeldRetx {
     /// The retransmission (key: its end; ts, frame, tsval).
     seg: Pending,
-    start: u32,
+    start: SeqNum,
 }
 
 impl DirState {
@@ -176,12 +183,15 @@ impl DirState {
     fn held_retx(&self, pool: &Pool) -> Option<HeldRetx> {
         self.has(RETX_HELD).then(|| {
             let (seg, start) = pool.peek(self.slot);
-            HeldRetx { seg, start }
+            HeldRetx {
+                seg,
+                start: SeqNum::new(start),
+            }
         })
     }
 
     /// The recorded frame this one would be a copy of: same end, same fingerprint.
-    fn original_of(&self, pool: &Pool, end: u32, fp: u32) -> Option<Pending> {
+    fn original_of(&self, pool: &Pool, end: SeqNum, fp: u32) -> Option<Pending> {
         if let Some(found) = self.segs.find(pool, end, fp) {
             return Some(found);
         }
@@ -202,7 +212,7 @@ impl DirState {
         self.has(SYN_SEEN)
     }
 
-    pub fn isn(&self) -> Option<u32> {
+    pub fn isn(&self) -> Option<SeqNum> {
         self.has(SYN_SEEN).then_some(self.isn)
     }
 
@@ -260,8 +270,8 @@ impl Conn {
         // Acknowledged within what the direction sent: past its ISN, at most its highest byte.
         let valid = |side: &DirState| {
             side.has(ACK_KNOWN)
-                && le(side.acked, side.right)
-                && (!side.has(SYN_SEEN) || gt(side.acked, side.isn))
+                && side.acked.le(side.right)
+                && (!side.has(SYN_SEEN) || side.acked.gt(side.isn))
         };
         let beyond_syn = |side: &DirState| {
             valid(side) && !(side.has(SYN_SEEN) && side.acked == side.isn.wrapping_add(1))
@@ -274,7 +284,7 @@ impl Conn {
 
     /// Whether a SYN (without ACK) from direction `dir` starts a new connection on these ports
     /// rather than continuing (or retransmitting the SYN of) this one.
-    pub fn syn_starts_new(&self, dir: usize, seq: u32) -> bool {
+    pub fn syn_starts_new(&self, dir: usize, seq: SeqNum) -> bool {
         let side = &self.dirs[dir];
         (side.has(SYN_SEEN) && side.isn != seq) || (side.has(SEQ_KNOWN) && !side.has(SYN_SEEN))
     }
@@ -302,7 +312,7 @@ impl Conn {
             .wrapping_add(len)
             .wrapping_add(flags.syn() as u32)
             .wrapping_add(flags.fin() as u32);
-        let (tsval, tsecr) = seg.timestamp.unwrap_or((0, 0));
+        let (tsval, tsecr) = seg.timestamp.unwrap_or((TsVal::ZERO, TsVal::ZERO));
         // Only what occupies sequence space is ever recorded or compared.
         let fp = if occupies {
             fingerprint(seg.ip_id, seg.ack, len, flags.0, tsval, tsecr)
@@ -318,7 +328,7 @@ impl Conn {
         // ACKs never count: a second copy changes nothing, and duplicate ACKs are alike.
         if occupies
             && snd.has(SEQ_KNOWN)
-            && lt(start, snd.right)
+            && start.lt(snd.right)
             && let Some(orig) = snd.original_of(cx.pool, end, fp)
         {
             let dt = ts - orig.ts;
@@ -334,7 +344,7 @@ impl Conn {
             let evidence =
                 if cx.cfg.trust_ip_id && seg.ip_id != 0 && snd.ip_id_flags & IP_ID_VARIES != 0 {
                     Some(0)
-                } else if tsval != 0 && snd.has(TSVAL_SEEN) && lt(tsval, snd.ts_last) {
+                } else if tsval != TsVal::ZERO && snd.has(TSVAL_SEEN) && tsval.lt(snd.ts_last) {
                     Some(1)
                 } else if flags.syn() {
                     Some(2)
@@ -370,38 +380,39 @@ impl Conn {
         // A first fragment reaches the receiver only with the last fragment, which the
         // capture shows without a TCP header: its time is not the segment's time.
         let timed = !seg.first_fragment;
-        let mut emit = |cx: &mut Ctx<'_, O>, kind: Kind, open: Pending| -> bool {
-            if !timed {
-                cx.counters.ambiguous += 1;
-                return false;
-            }
-            let rtt = ts - open.ts;
-            if rtt <= 0 {
-                cx.counters.non_positive += 1;
-                return false;
-            }
-            if rtt > cx.cfg.max_rtt {
-                cx.counters.implausible += 1;
-                return false;
-            }
-            cx.counters.samples[kind.index()] += 1;
-            if cx.cfg.kinds.contains(kind) {
-                cx.out.sample_tagged(
-                    &Sample {
-                        kind,
-                        frame,
-                        open_frame: open.frame,
-                        ts,
-                        rtt,
-                        responder: responder(),
-                        peer: peer(),
-                        flow_id: id,
-                    },
-                    tag,
-                );
-            }
-            true
-        };
+        let mut emit =
+            |cx: &mut Ctx<'_, O>, kind: Kind, (open_ts, open_frame): (Nanos, u64)| -> bool {
+                if !timed {
+                    cx.counters.ambiguous += 1;
+                    return false;
+                }
+                let rtt = ts - open_ts;
+                if rtt <= 0 {
+                    cx.counters.non_positive += 1;
+                    return false;
+                }
+                if rtt > cx.cfg.max_rtt {
+                    cx.counters.implausible += 1;
+                    return false;
+                }
+                cx.counters.samples[kind.index()] += 1;
+                if cx.cfg.kinds.contains(kind) {
+                    cx.out.sample_tagged(
+                        &Sample {
+                            kind,
+                            frame,
+                            open_frame,
+                            ts,
+                            rtt,
+                            responder: responder(),
+                            peer: peer(),
+                            flow_id: id,
+                        },
+                        tag,
+                    );
+                }
+                true
+            };
 
         // --- ACK: close a seq/handshake sample on the other direction's data.
         if flags.ack() && rcv.has(SEQ_KNOWN) {
@@ -412,8 +423,8 @@ impl Conn {
             if let Some(held) = rcv.held_retx(cx.pool)
                 && !held.seg.ambiguous
                 && rcv.has(ACK_KNOWN)
-                && le(held.seg.key, rcv.acked)
-                && le(held.seg.key, ack)
+                && held.seg.key.le(rcv.acked)
+                && held.seg.key.le(ack)
                 && seg.dsack == Some((held.start, held.seg.key))
             {
                 rcv.retire_rx(cx.pool, cx.cfg.duplicate_window_wide > 0);
@@ -422,11 +433,11 @@ impl Conn {
                 } else {
                     Kind::Seq
                 };
-                if emit(cx, kind, held.seg) {
+                if emit(cx, kind, held.seg.seen()) {
                     cx.counters.disambiguated[BY_DSACK_RX] += 1;
                 }
             }
-            if !rcv.has(ACK_KNOWN) || gt(ack, rcv.acked) {
+            if !rcv.has(ACK_KNOWN) || ack.gt(rcv.acked) {
                 let prev = rcv.has(ACK_KNOWN).then_some(rcv.acked);
                 rcv.flags |= ACK_KNOWN;
                 rcv.acked = ack;
@@ -445,7 +456,7 @@ impl Conn {
                 }
                 let mut landed = false;
                 while let Some(front) = rcv.segs.front(cx.pool) {
-                    if !le(front.key, ack) {
+                    if !front.key.le(ack) {
                         break;
                     }
                     landed |= front.key == ack;
@@ -461,11 +472,11 @@ impl Conn {
                             Kind::Seq
                         };
                         if !front.ambiguous {
-                            emit(cx, kind, front);
+                            emit(cx, kind, front.seen());
                         } else if let Some((open, by)) =
                             rx.and_then(|r| Self::disambiguate(front, r, prev, ack, seg))
                         {
-                            if emit(cx, kind, open) {
+                            if emit(cx, kind, open.seen()) {
                                 cx.counters.disambiguated[by] += 1;
                             }
                         } else {
@@ -474,7 +485,7 @@ impl Conn {
                     }
                 }
                 if let Some(held) = rx
-                    && ge(ack, held.seg.key)
+                    && ack.ge(held.seg.key)
                 {
                     // A retransmission that filled a hole (its bytes' first copy was never
                     // captured, or ended elsewhere): no segment ends at the ACK, but an ACK of
@@ -482,7 +493,7 @@ impl Conn {
                     if !landed
                         && ack == held.seg.key
                         && Self::answers_rx(held, prev, seg)
-                        && emit(cx, Kind::Seq, held.seg)
+                        && emit(cx, Kind::Seq, held.seg.seen())
                     {
                         cx.counters.disambiguated[BY_TSECR_RX] += 1;
                     }
@@ -496,7 +507,7 @@ impl Conn {
                 if again {
                     cx.counters.ambiguous += 1;
                 } else {
-                    emit(cx, Kind::Seq, open);
+                    emit(cx, Kind::Seq, open.seen());
                 }
             }
         }
@@ -541,7 +552,7 @@ impl Conn {
             } else if !snd.has(SEQ_KNOWN) {
                 snd.flags |= SEQ_KNOWN;
                 snd.right = end;
-            } else if !lt(start, snd.right) {
+            } else if !start.lt(snd.right) {
                 // In order, or after a gap: extend.
                 snd.right = end;
                 snd.drop_keepalive(cx.pool);
@@ -571,7 +582,7 @@ impl Conn {
                 // Retransmission or reordering: nothing in flight can be timed, unless the
                 // ACKs tell which copy they answer (kept in the slot).
                 Self::retransmitted(snd, start, Some(this), responder(), peer(), ts, cx);
-                record = gt(end, snd.right);
+                record = end.gt(snd.right);
                 if record {
                     snd.right = end;
                 }
@@ -585,24 +596,28 @@ impl Conn {
             }
         }
 
-        if tsecr != 0 {
+        if tsecr != TsVal::ZERO {
             rcv.echoed = tsecr;
         }
 
         // --- Timestamp echo.
         if cx.cfg.kinds.contains(Kind::Ts) && seg.timestamp.is_some() {
-            if flags.ack() && tsecr != 0 {
+            if flags.ack() && tsecr != TsVal::ZERO {
                 while let Some(front) = rcv.tsvals.front(cx.pool) {
-                    if !le(front.key, tsecr) {
+                    if !front.key.le(tsecr) {
                         break;
                     }
                     rcv.tsvals.pop_front(cx.pool);
                     if front.key == tsecr {
-                        emit(cx, Kind::Ts, front);
+                        emit(cx, Kind::Ts, front.seen());
                     }
                 }
             }
-            if occupies && timed && tsval != 0 && (!snd.has(TSVAL_SEEN) || gt(tsval, snd.ts_last)) {
+            if occupies
+                && timed
+                && tsval != TsVal::ZERO
+                && (!snd.has(TSVAL_SEEN) || tsval.gt(snd.ts_last))
+            {
                 while let Some(front) = snd.tsvals.front(cx.pool) {
                     if ts - front.ts <= cx.cfg.tsval_max_age {
                         break;
@@ -631,8 +646,8 @@ impl Conn {
             }
         } else if occupies
             && timed
-            && tsval != 0
-            && (!snd.has(TSVAL_SEEN) || gt(tsval, snd.ts_last))
+            && tsval != TsVal::ZERO
+            && (!snd.has(TSVAL_SEEN) || tsval.gt(snd.ts_last))
         {
             // Without ts samples, still follow the sender's TSval clock (copy evidence).
             snd.flags |= TSVAL_SEEN;
@@ -645,8 +660,8 @@ impl Conn {
     fn disambiguate(
         node: Pending,
         rx: HeldRetx,
-        prev: Option<u32>,
-        ack: u32,
+        prev: Option<SeqNum>,
+        ack: SeqNum,
         seg: &Segment,
     ) -> Option<(Pending, usize)> {
         if rx.seg.ambiguous {
@@ -662,7 +677,7 @@ impl Conn {
                 BY_TSECR_RX,
             ));
         }
-        if lt(rx.start, ack) && lt(ack, rx.seg.key) {
+        if rx.start.lt(ack) && ack.lt(rx.seg.key) {
             // The ACK stops inside the retransmission: the receiver had every byte up to
             // `ack`, beyond the retransmission's start, so had the retransmission arrived it
             // would acknowledge at least its end. The original answered.
@@ -675,17 +690,17 @@ impl Conn {
         // received twice; covering the whole retransmission, it says the retransmission was
         // spurious: the bytes came from the original.
         if let Some((left, right)) = seg.dsack
-            && le(right, ack)
-            && lt(left, right)
-            && le(left, rx.start)
-            && ge(right, rx.seg.key)
+            && right.le(ack)
+            && left.lt(right)
+            && left.le(rx.start)
+            && right.ge(rx.seg.key)
         {
             return Some((node, BY_DSACK));
         }
         // TSecr (RFC 7323): the receiver echoes the TSval of the segment that last moved its
         // left edge. With everything before the retransmission acknowledged, the
         // retransmission's arrival would set it to the retransmission's TSval.
-        if node.tsval == 0 || !lt(node.tsval, rx.seg.tsval) {
+        if node.tsval == TsVal::ZERO || !node.tsval.lt(rx.seg.tsval) {
             return None;
         }
         if Self::answers_rx(rx, prev, seg) {
@@ -693,7 +708,7 @@ impl Conn {
         }
         let prev = prev?;
         let (_, tsecr) = seg.timestamp?;
-        if !lt(prev, rx.start) && tsecr != 0 && tsecr == node.tsval {
+        if !prev.lt(rx.start) && tsecr != TsVal::ZERO && tsecr == node.tsval {
             Some((node, BY_TSECR_ORIGINAL))
         } else {
             None
@@ -703,11 +718,13 @@ impl Conn {
     /// The ACK echoes the retransmission's TSval, and everything before the retransmission
     /// was acknowledged before it: the retransmission had arrived (it set the echoed value),
     /// so the ACK answers it.
-    fn answers_rx(rx: HeldRetx, prev: Option<u32>, seg: &Segment) -> bool {
+    fn answers_rx(rx: HeldRetx, prev: Option<SeqNum>, seg: &Segment) -> bool {
         let Some((_, tsecr)) = seg.timestamp else {
             return false;
         };
-        prev.is_some_and(|acked| !lt(acked, rx.start)) && rx.seg.tsval != 0 && tsecr == rx.seg.tsval
+        prev.is_some_and(|acked| !acked.lt(rx.start))
+            && rx.seg.tsval != TsVal::ZERO
+            && tsecr == rx.seg.tsval
     }
 
     /// A segment starting at `start`, below the highest byte sent: a retransmission or a
@@ -718,7 +735,7 @@ impl Conn {
     /// sent only once before, it is kept (`seg`) so its ACKs may still be told apart.
     fn retransmitted<O: Observer>(
         snd: &mut DirState,
-        start: u32,
+        start: SeqNum,
         seg: Option<Pending>,
         sender: SocketAddr,
         receiver: SocketAddr,
@@ -729,11 +746,11 @@ impl Conn {
         // Bytes of the last retransmission sent yet again: a third copy, no longer told apart.
         let again = seg.is_some_and(|seg| {
             snd.held_retx(cx.pool)
-                .is_some_and(|held| lt(held.start, seg.key) && lt(start, held.seg.key))
+                .is_some_and(|held| held.start.lt(seg.key) && start.lt(held.seg.key))
         });
         // Bytes already acknowledged, sent again: only their answer (a DSACK) can be timed,
         // and only if this is their second copy; mark them so a third is known.
-        let spurious = seg.is_some_and(|seg| snd.has(ACK_KNOWN) && le(seg.key, snd.acked));
+        let spurious = seg.is_some_and(|seg| snd.has(ACK_KNOWN) && seg.key.le(snd.acked));
         let once = spurious && seg.is_some_and(|seg| snd.done.sent_once(cx.pool, start, seg.key));
         if spurious {
             snd.done.mark_ambiguous(cx.pool, Some(start));
@@ -743,10 +760,10 @@ impl Conn {
         // So does one whose TSval the receiver already echoes (another segment of that tick
         // moved its left edge).
         let twin = seg.is_some_and(|seg| {
-            (seg.tsval != 0 && seg.tsval == snd.echoed)
+            (seg.tsval != TsVal::ZERO && seg.tsval == snd.echoed)
                 || snd
                     .held_retx(cx.pool)
-                    .is_some_and(|held| held.seg.tsval == seg.tsval && lt(held.start, seg.key))
+                    .is_some_and(|held| held.seg.tsval == seg.tsval && held.start.lt(seg.key))
         });
         snd.drop_slot(cx.pool);
         if let Some(seg) = seg {
@@ -760,10 +777,10 @@ impl Conn {
             snd.slot = cx.pool.put(
                 Pending {
                     ambiguous: !only,
-                    tsval: if twin { 0 } else { seg.tsval },
+                    tsval: if twin { TsVal::ZERO } else { seg.tsval },
                     ..seg
                 },
-                start,
+                start.get(),
             );
         }
         cx.counters.retransmits += 1;
@@ -888,8 +905,8 @@ mod tests {
         assert_eq!(rig.samples, want);
         assert_eq!(rig.counters.samples, [0, 2, 0]);
         assert!(rig.conn.confirmed());
-        assert_eq!(rig.conn.dirs[0].isn(), Some(1000));
-        assert_eq!(rig.conn.dirs[1].isn(), Some(5000));
+        assert_eq!(rig.conn.dirs[0].isn(), Some(SeqNum::new(1000)));
+        assert_eq!(rig.conn.dirs[1].isn(), Some(SeqNum::new(5000)));
     }
 
     #[test]

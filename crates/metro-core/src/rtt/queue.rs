@@ -3,29 +3,42 @@
 //! flight, and a node freed by one connection is reused by the next: after warm-up the hot
 //! path allocates nothing.
 
+use std::marker::PhantomData;
+
 use crate::Nanos;
+use crate::seq::{SeqSpace, Serial, Space, TsVal};
 
 /// No node.
 pub const NIL: u32 = u32::MAX;
 
-/// One pending opener: the sequence number (segment end) or TSval that will close it, when
-/// and in which frame it was seen, and whether it was a SYN or SYN/ACK.
+/// One pending opener: the sequence number (segment end; `S` = [`SeqSpace`]) or TSval (`S` =
+/// [`crate::seq::TsClock`]) that will close it, when and in which frame it was seen, and
+/// whether it was a SYN or SYN/ACK.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Pending {
-    pub key: u32,
+pub struct Pending<S: Space = SeqSpace> {
+    pub key: Serial<S>,
     pub handshake: bool,
     /// Its answer cannot be timed (data sent twice, or reordered before it).
     pub ambiguous: bool,
     pub ts: Nanos,
     pub frame: u64,
     /// The TSval the frame carried (0: none), to tell which copy an ACK's TSecr answers.
-    pub tsval: u32,
+    pub tsval: TsVal,
     /// A fingerprint of the frame (see `conn::fingerprint`), to recognise a second capture of it.
     pub fp: u32,
 }
 
+impl<S: Space> Pending<S> {
+    /// When and in which frame the opener was seen: all a sample needs of it.
+    #[inline]
+    pub fn seen(&self) -> (Nanos, u64) {
+        (self.ts, self.frame)
+    }
+}
+
 /// A stored [`Pending`], packed into 32 bytes: the two flags live in the top bits of the
-/// frame number (no capture has 2^62 frames).
+/// frame number (no capture has 2^62 frames). Key and TSval are stored raw: the queue that
+/// owns the node knows which space its key is in.
 #[derive(Clone, Copy)]
 struct Node {
     ts: Nanos,
@@ -41,30 +54,35 @@ const AMBIGUOUS: u64 = 1 << 62;
 
 impl Node {
     #[inline]
-    fn new(p: Pending, next: u32) -> Node {
+    fn new<S: Space>(p: Pending<S>, next: u32) -> Node {
         Node {
             ts: p.ts,
             frame: (p.frame & !(HANDSHAKE | AMBIGUOUS))
                 | if p.handshake { HANDSHAKE } else { 0 }
                 | if p.ambiguous { AMBIGUOUS } else { 0 },
-            key: p.key,
+            key: p.key.get(),
             next,
-            tsval: p.tsval,
+            tsval: p.tsval.get(),
             fp: p.fp,
         }
     }
 
     #[inline]
-    fn item(&self) -> Pending {
+    fn item<S: Space>(&self) -> Pending<S> {
         Pending {
-            key: self.key,
+            key: Serial::new(self.key),
             handshake: self.frame & HANDSHAKE != 0,
             ambiguous: self.frame & AMBIGUOUS != 0,
             ts: self.ts,
             frame: self.frame & !(HANDSHAKE | AMBIGUOUS),
-            tsval: self.tsval,
+            tsval: TsVal::new(self.tsval),
             fp: self.fp,
         }
+    }
+
+    #[inline]
+    fn key<S: Space>(&self) -> Serial<S> {
+        Serial::new(self.key)
     }
 }
 
@@ -121,7 +139,7 @@ impl Pool {
     }
 
     #[inline]
-    fn alloc(&mut self, item: Pending) -> u32 {
+    fn alloc<S: Space>(&mut self, item: Pending<S>) -> u32 {
         self.in_use += 1;
         if self.free != NIL {
             let i = self.free;
@@ -142,26 +160,29 @@ impl Pool {
     }
 }
 
-/// A FIFO of pending openers, oldest first. Keys are pushed in increasing (serial) order.
+/// A FIFO of pending openers, oldest first. Keys (in space `S`) are pushed in increasing
+/// (serial) order.
 #[derive(Clone, Copy, Debug)]
-pub struct Queue {
+pub struct Queue<S: Space = SeqSpace> {
     head: u32,
     tail: u32,
     len: u32,
+    space: PhantomData<S>,
 }
 
-impl Default for Queue {
+impl<S: Space> Default for Queue<S> {
     fn default() -> Self {
         Queue::new()
     }
 }
 
-impl Queue {
-    pub const fn new() -> Queue {
+impl<S: Space> Queue<S> {
+    pub const fn new() -> Queue<S> {
         Queue {
             head: NIL,
             tail: NIL,
             len: 0,
+            space: PhantomData,
         }
     }
 
@@ -176,7 +197,7 @@ impl Queue {
     }
 
     #[inline]
-    pub fn front(&self, pool: &Pool) -> Option<Pending> {
+    pub fn front(&self, pool: &Pool) -> Option<Pending<S>> {
         if self.head == NIL {
             None
         } else {
@@ -191,7 +212,7 @@ impl Queue {
     }
 
     #[inline]
-    pub fn back(&self, pool: &Pool) -> Option<Pending> {
+    pub fn back(&self, pool: &Pool) -> Option<Pending<S>> {
         if self.tail == NIL {
             None
         } else {
@@ -201,11 +222,11 @@ impl Queue {
 
     /// The first entry with this key and fingerprint (a linear scan: for the rare segments
     /// that start below the highest byte sent).
-    pub fn find(&self, pool: &Pool, key: u32, fp: u32) -> Option<Pending> {
+    pub fn find(&self, pool: &Pool, key: Serial<S>, fp: u32) -> Option<Pending<S>> {
         let mut i = self.head;
         while i != NIL {
             let n = &pool.nodes[i as usize];
-            if n.key == key && n.fp == fp {
+            if n.key() == key && n.fp == fp {
                 return Some(n.item());
             }
             i = n.next;
@@ -214,11 +235,11 @@ impl Queue {
     }
 
     /// Whether an entry has this key; if so, whether it is already ambiguous.
-    pub fn ambiguous_at(&self, pool: &Pool, key: u32) -> Option<bool> {
+    pub fn ambiguous_at(&self, pool: &Pool, key: Serial<S>) -> Option<bool> {
         let mut i = self.head;
         while i != NIL {
             let n = &pool.nodes[i as usize];
-            if n.key == key {
+            if n.key() == key {
                 return Some(n.frame & AMBIGUOUS != 0);
             }
             i = n.next;
@@ -228,16 +249,17 @@ impl Queue {
 
     /// Whether an entry ends exactly at `end` and none ending in (`after`, `end`] is
     /// ambiguous: those bytes were sent once, by segments this queue still holds.
-    pub fn sent_once(&self, pool: &Pool, after: u32, end: u32) -> bool {
+    pub fn sent_once(&self, pool: &Pool, after: Serial<S>, end: Serial<S>) -> bool {
         let mut found = false;
         let mut i = self.head;
         while i != NIL {
             let n = &pool.nodes[i as usize];
-            if crate::seq::gt(n.key, after) && crate::seq::le(n.key, end) {
+            let key = n.key::<S>();
+            if key.gt(after) && key.le(end) {
                 if n.frame & AMBIGUOUS != 0 {
                     return false;
                 }
-                found |= n.key == end;
+                found |= key == end;
             }
             i = n.next;
         }
@@ -246,7 +268,7 @@ impl Queue {
 
     /// Move the oldest entry to the back of `to` (no allocation); false if there was none.
     #[inline]
-    pub fn move_front_to(&mut self, pool: &mut Pool, to: &mut Queue) -> bool {
+    pub fn move_front_to(&mut self, pool: &mut Pool, to: &mut Queue<S>) -> bool {
         if self.head == NIL {
             return false;
         }
@@ -269,7 +291,7 @@ impl Queue {
     }
 
     #[inline]
-    pub fn push_back(&mut self, pool: &mut Pool, item: Pending) {
+    pub fn push_back(&mut self, pool: &mut Pool, item: Pending<S>) {
         let i = pool.alloc(item);
         if self.tail == NIL {
             self.head = i;
@@ -281,7 +303,7 @@ impl Queue {
     }
 
     #[inline]
-    pub fn pop_front(&mut self, pool: &mut Pool) -> Option<Pending> {
+    pub fn pop_front(&mut self, pool: &mut Pool) -> Option<Pending<S>> {
         if self.head == NIL {
             return None;
         }
@@ -298,12 +320,12 @@ impl Queue {
 
     /// Mark every entry whose key is beyond `after` (serial order), or every entry if
     /// `after` is `None`, as ambiguous. True if none of them was ambiguous before.
-    pub fn mark_ambiguous(&self, pool: &mut Pool, after: Option<u32>) -> bool {
+    pub fn mark_ambiguous(&self, pool: &mut Pool, after: Option<Serial<S>>) -> bool {
         let mut clean = true;
         let mut i = self.head;
         while i != NIL {
             let node = &mut pool.nodes[i as usize];
-            if after.is_none_or(|a| crate::seq::gt(node.key, a)) {
+            if after.is_none_or(|a| node.key::<S>().gt(a)) {
                 clean &= node.frame & AMBIGUOUS == 0;
                 node.frame |= AMBIGUOUS;
             }
@@ -321,15 +343,20 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seq::SeqNum;
+
+    fn s(n: u32) -> SeqNum {
+        SeqNum::new(n)
+    }
 
     fn p(key: u32) -> Pending {
         Pending {
-            key,
+            key: s(key),
             handshake: key.is_multiple_of(2),
             ambiguous: false,
             ts: key as i64,
             frame: key as u64,
-            tsval: key ^ 7,
+            tsval: TsVal::new(key ^ 7),
             fp: key,
         }
     }
@@ -344,8 +371,8 @@ mod tests {
             b.push_back(&mut pool, p(10 + k));
         }
         assert_eq!(a.len(), 3);
-        assert_eq!(a.pop_front(&mut pool).map(|x| x.key), Some(1));
-        assert_eq!(b.front(&pool).map(|x| x.key), Some(11));
+        assert_eq!(a.pop_front(&mut pool).map(|x| x.key.get()), Some(1));
+        assert_eq!(b.front(&pool).map(|x| x.key.get()), Some(11));
         assert_eq!(a.back(&pool), Some(p(3)), "every field comes back");
         a.clear(&mut pool);
         assert!(a.is_empty());
@@ -355,9 +382,9 @@ mod tests {
             a.push_back(&mut pool, p(k));
         }
         assert_eq!(pool.allocated(), before, "freed nodes are reused");
-        assert_eq!(b.pop_front(&mut pool).map(|x| x.key), Some(11));
-        assert_eq!(b.pop_front(&mut pool).map(|x| x.key), Some(12));
-        assert_eq!(b.pop_front(&mut pool).map(|x| x.key), Some(13));
+        assert_eq!(b.pop_front(&mut pool).map(|x| x.key.get()), Some(11));
+        assert_eq!(b.pop_front(&mut pool).map(|x| x.key.get()), Some(12));
+        assert_eq!(b.pop_front(&mut pool).map(|x| x.key.get()), Some(13));
         assert_eq!(b.pop_front(&mut pool), None);
     }
 
@@ -368,7 +395,7 @@ mod tests {
         for k in [0xffff_fff0u32, 0xffff_fffa, 5, 20] {
             q.push_back(&mut pool, p(k));
         }
-        q.mark_ambiguous(&mut pool, Some(0xffff_fffa));
+        q.mark_ambiguous(&mut pool, Some(s(0xffff_fffa)));
         let got: Vec<bool> = std::iter::from_fn(|| q.pop_front(&mut pool))
             .map(|e| e.ambiguous)
             .collect();
@@ -387,16 +414,16 @@ mod tests {
         assert!(segs.move_front_to(&mut pool, &mut done));
         assert_eq!(done.front_ts(&pool), Some(10));
         assert_eq!((segs.len(), done.len(), pool.allocated()), (1, 2, before));
-        assert_eq!(done.find(&pool, 20, 20), Some(p(20)));
+        assert_eq!(done.find(&pool, s(20), 20), Some(p(20)));
         assert_eq!(
-            done.find(&pool, 20, 21),
+            done.find(&pool, s(20), 21),
             None,
             "the fingerprint must match too"
         );
-        assert_eq!(segs.find(&pool, 30, 30), Some(p(30)));
+        assert_eq!(segs.find(&pool, s(30), 30), Some(p(30)));
         // Both queues stay whole: the moved node no longer links to the rest of `segs`.
         let keys: Vec<u32> = std::iter::from_fn(|| done.pop_front(&mut pool))
-            .map(|e| e.key)
+            .map(|e| e.key.get())
             .collect();
         assert_eq!(keys, vec![10, 20]);
         assert_eq!(segs.pop_front(&mut pool), Some(p(30)));
@@ -410,15 +437,18 @@ mod tests {
         for k in [100u32, 200, 300] {
             q.push_back(&mut pool, p(k));
         }
-        assert!(q.sent_once(&pool, 100, 200));
-        assert!(q.sent_once(&pool, 0, 300));
-        assert!(!q.sent_once(&pool, 100, 250), "no entry ends at 250");
+        assert!(q.sent_once(&pool, s(100), s(200)));
+        assert!(q.sent_once(&pool, s(0), s(300)));
+        assert!(!q.sent_once(&pool, s(100), s(250)), "no entry ends at 250");
         assert!(
-            q.mark_ambiguous(&mut pool, Some(250)),
+            q.mark_ambiguous(&mut pool, Some(s(250))),
             "none was ambiguous before"
         );
-        assert!(!q.sent_once(&pool, 0, 300));
-        assert!(q.sent_once(&pool, 0, 200));
-        assert!(!q.mark_ambiguous(&mut pool, Some(150)), "300 already was");
+        assert!(!q.sent_once(&pool, s(0), s(300)));
+        assert!(q.sent_once(&pool, s(0), s(200)));
+        assert!(
+            !q.mark_ambiguous(&mut pool, Some(s(150))),
+            "300 already was"
+        );
     }
 }
