@@ -92,9 +92,9 @@ fn shard_max_flows(max_flows: usize, shards: usize) -> usize {
     (max_flows / shards.max(1)).max(1)
 }
 
-/// One epoch's packets for one shard: frame number, time and what the engine reads of each
-/// (80 bytes of 96; the reader's core writes every byte and a shard's core reads it); and
-/// the ticks to run before `items[pos]`.
+/// One epoch's packets for one shard: frame number, time and the engine's input of each, 96
+/// bytes an entry of which the `Segment` is 80 (the reader's core writes every byte and a
+/// shard's core reads it); and the ticks to run before `items[pos]`.
 struct InBatch {
     items: Vec<(u64, Nanos, Segment)>,
     ticks: Vec<(usize, Nanos)>,
