@@ -539,3 +539,201 @@ fn fleet_keys_parse_and_bad_values_name_the_key() {
         assert!(e.position.is_some(), "{e}");
     }
 }
+
+/// The field names serde's derive hands `deserialize_struct` for `T`: the keys serde
+/// reads (with any rename or alias), asked of serde itself through a deserializer that
+/// stops there.
+fn serde_fields<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
+    #[derive(Debug)]
+    struct Fields(&'static [&'static str]);
+    impl std::fmt::Display for Fields {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{:?}", self.0)
+        }
+    }
+    impl std::error::Error for Fields {}
+    impl serde::de::Error for Fields {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Fields(&[])
+        }
+    }
+    struct Probe;
+    impl<'de> serde::Deserializer<'de> for Probe {
+        type Error = Fields;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
+            Err(Fields(&[]))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Fields> {
+            Err(Fields(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    match T::deserialize(Probe) {
+        Err(Fields(f)) => f,
+        Ok(_) => panic!("the probe cannot produce a value"),
+    }
+}
+
+#[test]
+fn section_keys_are_the_keys_serde_reads() {
+    assert_eq!(RawFile::KEYS, serde_fields::<RawFile>());
+    assert_eq!(RawInit::KEYS, serde_fields::<RawInit>());
+    assert_eq!(RawInstance::KEYS, serde_fields::<RawInstance>());
+    // Both of go-metro's spellings of the linger time, and the older instance list.
+    assert!(RawInit::KEYS.contains(&"exp_ttl") && RawInit::KEYS.contains(&"expired_ttl"));
+    assert!(RawFile::KEYS.contains(&"config"));
+    assert_eq!(RawInit::KEYS.len(), 20);
+    assert_eq!(RawInstance::KEYS.len(), 14);
+}
+
+#[test]
+fn every_key_serde_reads_is_known_to_the_warnings() {
+    // Every key of every section present (null: the default), none warned about.
+    let mut y = String::from("init_config:\n");
+    for k in serde_fields::<RawInit>() {
+        y.push_str(&format!("  {k}: ~\n"));
+    }
+    y.push_str("instances:\n  - interface: eth0\n    ips: [10.0.0.1]\n");
+    for k in serde_fields::<RawInstance>() {
+        if !matches!(*k, "interface" | "ips") {
+            y.push_str(&format!("    {k}: ~\n"));
+        }
+    }
+    y.push_str("config: ~\n");
+    let l = ok(&y);
+    assert!(l.warnings.is_empty(), "{:?}\n{y}", l.warnings);
+    // And a key that is not one warns, at its position.
+    let l = ok(&y.replace("  snaplen: ~", "  snap_len: ~"));
+    assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+    assert!(
+        l.warnings[0].contains("test.yaml:2:3: unknown key `init_config.snap_len`"),
+        "{:?}",
+        l.warnings
+    );
+}
+
+#[test]
+fn type_errors_say_what_the_key_takes() {
+    let base = "instances:\n  - interface: eth0\n    ips: [10.0.0.1]\n";
+    for (text, key, message, position) in [
+        (
+            format!("init_config:\n  log_to_file: maybe\n{base}"),
+            Some("init_config.log_to_file"),
+            "expected true or false",
+            (2, 16),
+        ),
+        (
+            format!("init_config:\n  flush_interval: soon\n{base}"),
+            Some("init_config.flush_interval"),
+            "expected a number",
+            (2, 19),
+        ),
+        (
+            format!("init_config:\n  statsd_port: abc\n{base}"),
+            Some("init_config.statsd_port"),
+            "expected a whole number from 0 to 65535",
+            (2, 16),
+        ),
+        (
+            format!("init_config:\n  max_flows: -5\n{base}"),
+            Some("init_config.max_flows"),
+            "expected a whole number",
+            (2, 14),
+        ),
+        (
+            format!("init_config:\n  histogram_buckets:\n    - 0.1\n    - lots\n{base}"),
+            Some("init_config.histogram_buckets[1]"),
+            "expected a number",
+            (4, 7),
+        ),
+        (
+            format!("init_config: [1, 2]\n{base}"),
+            Some("init_config"),
+            "expected `key: value` entries",
+            (1, 14),
+        ),
+        (
+            "instances:\n  interface: eth0\n".to_string(),
+            Some("instances"),
+            "expected a list (`- item` lines or `[a, b]`)",
+            (2, 3),
+        ),
+        (
+            "instances: [eth0]\n".to_string(),
+            Some("instances[0]"),
+            "expected `key: value` entries",
+            (1, 13),
+        ),
+        (
+            "instances:\n  - interface: [a]\n    ips: [10.0.0.1]\n".to_string(),
+            Some("instances[0].interface"),
+            "expected a single value (not a list or `key: value` entries)",
+            (2, 16),
+        ),
+        (
+            "instances:\n  - interface: eth0\n    ips: [10.0.0.1, [x]]\n".to_string(),
+            Some("instances[0].ips[1]"),
+            "expected a single value (not a list or `key: value` entries)",
+            (3, 21),
+        ),
+        (
+            "- a\n- b\n".to_string(),
+            None,
+            "expected `key: value` entries (`init_config:` and `instances:`)",
+            (1, 1),
+        ),
+    ] {
+        let e = err(&text);
+        assert_eq!(e.key.as_deref(), key, "{e}\n{text}");
+        assert_eq!(e.message, message, "{e}\n{text}");
+        assert_eq!(e.position, Some(position), "{e}\n{text}");
+        // The picture of the line labels the value with the same words.
+        let snippet = e.snippet.as_deref().unwrap_or_default();
+        assert!(snippet.contains(&format!("^ {message}")), "{snippet}");
+    }
+}
+
+#[test]
+fn syntax_errors_keep_the_parser_s_own_words() {
+    // Not a type error: nothing of metro's to say but where.
+    let e = err("instances:\n  - interface: eth0\n    ips: [10.0.0.1\n");
+    assert_eq!(e.position.map(|p| p.0), Some(3), "{e}");
+    assert!(
+        !e.message.is_empty() && !e.message.starts_with("expected a"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_breached_node_budget_names_metro_s_limit() {
+    let mut y = String::from("instances:\n  - interface: eth0\n    ips:\n");
+    for i in 0..50 {
+        y.push_str(&format!("      - 10.0.0.{i}\n"));
+    }
+    let e = parse_within(&y, "test.yaml", 20).expect_err("over the budget");
+    assert!(
+        e.message
+            .starts_with("the configuration is too large: metro reads at most 20 YAML nodes"),
+        "{e}"
+    );
+    assert!(e.position.is_some(), "{e}");
+    // The same text within the budget loads.
+    assert_eq!(
+        parse_within(&y, "test.yaml", 1000)
+            .unwrap()
+            .config
+            .instances[0]
+            .ips
+            .len(),
+        50
+    );
+}
