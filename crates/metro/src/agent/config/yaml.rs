@@ -4,6 +4,7 @@
 //! too). Also serde-saphyr's options, the same for every read.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
@@ -37,26 +38,36 @@ pub fn pos(loc: Location) -> Option<(u64, u64)> {
     }
 }
 
-/// A YAML node as far as key paths need it: where it starts, and its keys or entries.
-struct Node {
-    /// Line and column (0 when unknown); `u32`, as serde-saphyr counts them, to keep a
-    /// node of a two-million-entry list small.
-    line: u32,
-    column: u32,
-    kind: Kind,
-}
-
-enum Kind {
-    Map(Vec<(Spanned<String>, Node)>),
-    Seq(Vec<Node>),
+/// A YAML node's keys or entries; `N` is the node type of its children.
+enum Kind<N> {
+    Map(Vec<(Spanned<String>, N)>),
+    Seq(Vec<N>),
     Scalar,
 }
 
-impl<'de> Deserialize<'de> for Node {
+/// A node with its keys and entries only: all the unknown-key scan needs, read on every
+/// load (a watch list of two million entries is two million of these).
+struct Bare(Kind<Bare>);
+
+/// A node and where it starts, for the key path at an error's position.
+struct Placed {
+    /// Line and column (0 when unknown); `u32`, as serde-saphyr counts them.
+    line: u32,
+    column: u32,
+    kind: Kind<Placed>,
+}
+
+impl<'de> Deserialize<'de> for Bare {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Spanned::<Kind>::deserialize(d)?;
+        Kind::deserialize(d).map(Bare)
+    }
+}
+
+impl<'de> Deserialize<'de> for Placed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Spanned::<Kind<Placed>>::deserialize(d)?;
         let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-        Ok(Node {
+        Ok(Placed {
             line: narrow(s.referenced.line()),
             column: narrow(s.referenced.column()),
             kind: s.value,
@@ -68,36 +79,42 @@ impl<'de> Deserialize<'de> for Node {
 macro_rules! scalar_visits {
     ($($method:ident($($arg:ty)?)),* $(,)?) => {
         $(
-            fn $method<E>(self $(, _: $arg)?) -> Result<Kind, E> {
+            fn $method<E>(self $(, _: $arg)?) -> Result<Kind<N>, E> {
                 Ok(Kind::Scalar)
             }
         )*
     };
 }
 
-impl<'de> Deserialize<'de> for Kind {
+impl<'de, N: Deserialize<'de>> Deserialize<'de> for Kind<N> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Kind;
+        struct V<N>(PhantomData<N>);
+        impl<'de, N: Deserialize<'de>> serde::de::Visitor<'de> for V<N> {
+            type Value = Kind<N>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any YAML node")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Kind, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Kind<N>, A::Error> {
                 let mut v = Vec::new();
                 while let Some(k) = m.next_key::<Spanned<String>>()? {
-                    v.push((k, m.next_value::<Node>()?));
+                    v.push((k, m.next_value::<N>()?));
                 }
                 Ok(Kind::Map(v))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Kind, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<Kind<N>, A::Error> {
                 let mut v = Vec::new();
-                while let Some(n) = s.next_element::<Node>()? {
+                while let Some(n) = s.next_element::<N>()? {
                     v.push(n);
                 }
                 Ok(Kind::Seq(v))
             }
-            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Kind, D::Error> {
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Kind<N>, D::Error> {
                 Kind::deserialize(d)
             }
             scalar_visits!(
@@ -112,12 +129,12 @@ impl<'de> Deserialize<'de> for Kind {
                 visit_none(),
             );
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(PhantomData))
     }
 }
 
-fn tree(text: &str) -> Option<Node> {
-    serde_saphyr::from_str_with_options::<Node>(text, default_options()).ok()
+fn tree<T: for<'de> Deserialize<'de>>(text: &str) -> Option<T> {
+    serde_saphyr::from_str_with_options::<T>(text, default_options()).ok()
 }
 
 /// The key path (`instances[0].ips[2]`, `""` for the whole document) of the node at
@@ -131,7 +148,7 @@ pub fn path_at(text: &str, line: u64, col: u64) -> Option<String> {
         node: Option<String>,
         key: Option<String>,
     }
-    fn walk(n: &Node, path: &str, best: &mut Best) {
+    fn walk(n: &Placed, path: &str, best: &mut Best) {
         if u64::from(n.line) == best.line && u64::from(n.column) == best.col {
             best.node = Some(path.to_string());
         }
@@ -163,7 +180,7 @@ pub fn path_at(text: &str, line: u64, col: u64) -> Option<String> {
         node: None,
         key: None,
     };
-    walk(&tree(text)?, "", &mut best);
+    walk(&tree::<Placed>(text)?, "", &mut best);
     best.node.or(best.key)
 }
 
@@ -171,11 +188,7 @@ pub fn path_at(text: &str, line: u64, col: u64) -> Option<String> {
 pub fn unknown_keys(text: &str, origin: &str, warnings: &mut Vec<String>) {
     // The typed parse already succeeded; a document this scan cannot walk (e.g. a key that
     // is not a string) only loses the warnings.
-    let Some(Node {
-        kind: Kind::Map(top),
-        ..
-    }) = tree(text)
-    else {
+    let Some(Bare(Kind::Map(top))) = tree(text) else {
         return;
     };
     let mut check = |known: &[&str], path: String, key: &Spanned<String>| {
@@ -188,8 +201,8 @@ pub fn unknown_keys(text: &str, origin: &str, warnings: &mut Vec<String>) {
             ));
         }
     };
-    fn keys(n: &Node) -> impl Iterator<Item = &Spanned<String>> {
-        let entries = match &n.kind {
+    fn keys(n: &Bare) -> impl Iterator<Item = &Spanned<String>> {
+        let entries = match &n.0 {
             Kind::Map(m) => m.as_slice(),
             _ => &[],
         };
@@ -198,7 +211,7 @@ pub fn unknown_keys(text: &str, origin: &str, warnings: &mut Vec<String>) {
     for (k, v) in &top {
         let name = k.value.as_str();
         check(RawFile::KEYS, name.to_string(), k);
-        match (name, &v.kind) {
+        match (name, &v.0) {
             ("init_config", _) => {
                 for k2 in keys(v) {
                     check(RawInit::KEYS, format!("init_config.{}", k2.value), k2);
