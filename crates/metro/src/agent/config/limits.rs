@@ -42,3 +42,45 @@ pub const MAX_CONFIG_BYTES: u64 = 256 << 20;
 /// bound stays, so that memory does too (`check-config` of two million entries peaks near
 /// 400 MB).
 pub const MAX_YAML_NODES: usize = 2_000_000;
+
+/// A duration key's default and bounds, in seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Seconds {
+    pub default: f64,
+    pub min: f64,
+    /// 0 is accepted too, below `min` (it turns the thing off).
+    pub allow_zero: bool,
+}
+
+pub const IDLE_TTL: Seconds = Seconds {
+    default: DEFAULT_IDLE_TTL,
+    min: MIN_IDLE_TTL,
+    allow_zero: false,
+};
+/// 0: a closed connection is forgotten at once.
+pub const EXP_TTL: Seconds = Seconds {
+    default: DEFAULT_EXP_TTL,
+    min: 0.0,
+    allow_zero: true,
+};
+pub const FLUSH_INTERVAL: Seconds = Seconds {
+    default: DEFAULT_FLUSH_INTERVAL,
+    min: MIN_FLUSH_INTERVAL,
+    allow_zero: false,
+};
+pub const DNS_REFRESH: Seconds = Seconds {
+    default: DEFAULT_DNS_REFRESH,
+    min: MIN_DNS_REFRESH,
+    allow_zero: false,
+};
+pub const SAMPLE_DURATION: Seconds = Seconds {
+    default: DEFAULT_SAMPLE_DURATION,
+    min: MIN_SAMPLE_WINDOW,
+    allow_zero: false,
+};
+/// 0: no duty cycle (every packet processed).
+pub const SAMPLE_INTERVAL: Seconds = Seconds {
+    default: DEFAULT_SAMPLE_INTERVAL,
+    min: MIN_SAMPLE_WINDOW,
+    allow_zero: true,
+};

@@ -17,59 +17,45 @@ pub trait Expect {
     }
 }
 
-impl Expect for i64 {
-    fn what() -> String {
-        "a whole number".into()
-    }
+/// `Expect` for types read as one scalar.
+macro_rules! scalar_expect {
+    ($($($ty:ty)|+ => $what:literal,)*) => {
+        $($(
+            impl Expect for $ty {
+                fn what() -> String {
+                    $what.into()
+                }
+            }
+        )+)*
+    };
 }
 
-impl Expect for u64 {
-    fn what() -> String {
-        "a whole number".into()
-    }
+scalar_expect! {
+    i64 | u64 => "a whole number",
+    u16 => "a whole number from 0 to 65535",
+    f64 => "a number",
+    bool => "true or false",
+    String => "a single value (not a list or `key: value` entries)",
 }
 
-impl Expect for u16 {
-    fn what() -> String {
-        "a whole number from 0 to 65535".into()
-    }
+/// `Expect` for wrappers that read their content as it is (`Option`: absent or null is
+/// the default; `Spanned`: the same value with its position).
+macro_rules! transparent_expect {
+    ($($wrapper:ident),*) => {
+        $(
+            impl<T: Expect> Expect for $wrapper<T> {
+                fn what() -> String {
+                    T::what()
+                }
+                fn entry() -> Option<String> {
+                    T::entry()
+                }
+            }
+        )*
+    };
 }
 
-impl Expect for f64 {
-    fn what() -> String {
-        "a number".into()
-    }
-}
-
-impl Expect for bool {
-    fn what() -> String {
-        "true or false".into()
-    }
-}
-
-impl Expect for String {
-    fn what() -> String {
-        "a single value (not a list or `key: value` entries)".into()
-    }
-}
-
-impl<T: Expect> Expect for Option<T> {
-    fn what() -> String {
-        T::what()
-    }
-    fn entry() -> Option<String> {
-        T::entry()
-    }
-}
-
-impl<T: Expect> Expect for Spanned<T> {
-    fn what() -> String {
-        T::what()
-    }
-    fn entry() -> Option<String> {
-        T::entry()
-    }
-}
+transparent_expect!(Option, Spanned);
 
 impl<T: Expect> Expect for Vec<T> {
     fn what() -> String {

@@ -38,10 +38,13 @@ impl Ctx<'_> {
         &self,
         key: &str,
         v: Option<&Spanned<f64>>,
-        default: f64,
-        min: f64,
-        allow_zero: bool,
+        bounds: Seconds,
     ) -> Result<Duration, ConfigError> {
+        let Seconds {
+            default,
+            min,
+            allow_zero,
+        } = bounds;
         let Some(v) = v else {
             return Ok(Duration::from_secs_f64(default));
         };
@@ -88,13 +91,7 @@ impl Config {
                 s.value as u32
             }
         };
-        let idle_ttl = cx.seconds(
-            "init_config.idle_ttl",
-            init.idle_ttl.as_ref(),
-            DEFAULT_IDLE_TTL,
-            MIN_IDLE_TTL,
-            false,
-        )?;
+        let idle_ttl = cx.seconds("init_config.idle_ttl", init.idle_ttl.as_ref(), IDLE_TTL)?;
         let exp_ttl = match (&init.exp_ttl, &init.expired_ttl) {
             (Some(a), Some(b)) => {
                 if a.value != b.value {
@@ -103,19 +100,11 @@ impl Config {
                         a.value, b.value
                     ));
                 }
-                cx.seconds("init_config.exp_ttl", Some(a), DEFAULT_EXP_TTL, 0.0, true)?
+                cx.seconds("init_config.exp_ttl", Some(a), EXP_TTL)?
             }
-            (Some(a), None) => {
-                cx.seconds("init_config.exp_ttl", Some(a), DEFAULT_EXP_TTL, 0.0, true)?
-            }
-            (None, Some(b)) => cx.seconds(
-                "init_config.expired_ttl",
-                Some(b),
-                DEFAULT_EXP_TTL,
-                0.0,
-                true,
-            )?,
-            (None, None) => Duration::from_secs_f64(DEFAULT_EXP_TTL),
+            (Some(a), None) => cx.seconds("init_config.exp_ttl", Some(a), EXP_TTL)?,
+            (None, Some(b)) => cx.seconds("init_config.expired_ttl", Some(b), EXP_TTL)?,
+            (None, None) => Duration::from_secs_f64(EXP_TTL.default),
         };
 
         let statsd = match &init.statsd_socket {
@@ -184,16 +173,12 @@ impl Config {
         let flush_interval = cx.seconds(
             "init_config.flush_interval",
             init.flush_interval.as_ref(),
-            DEFAULT_FLUSH_INTERVAL,
-            MIN_FLUSH_INTERVAL,
-            false,
+            FLUSH_INTERVAL,
         )?;
         let dns_refresh = cx.seconds(
             "init_config.dns_refresh",
             init.dns_refresh.as_ref(),
-            DEFAULT_DNS_REFRESH,
-            MIN_DNS_REFRESH,
-            false,
+            DNS_REFRESH,
         )?;
         let buffer_size = match &init.buffer_size {
             None => DEFAULT_BUFFER_SIZE,
@@ -473,20 +458,11 @@ fn instance(
     }
 
     let sample = if inst.sample.unwrap_or(false) {
-        let duration = cx.seconds(
-            &format!("{key}.sample_duration"),
-            inst.sample_duration.as_ref(),
-            DEFAULT_SAMPLE_DURATION,
-            MIN_SAMPLE_WINDOW,
-            false,
-        )?;
-        let interval = cx.seconds(
-            &format!("{key}.sample_interval"),
-            inst.sample_interval.as_ref(),
-            DEFAULT_SAMPLE_INTERVAL,
-            MIN_SAMPLE_WINDOW,
-            true,
-        )?;
+        let window = |name: &str, v: &Option<Spanned<f64>>, bounds| {
+            cx.seconds(&format!("{key}.{name}"), v.as_ref(), bounds)
+        };
+        let duration = window("sample_duration", &inst.sample_duration, SAMPLE_DURATION)?;
+        let interval = window("sample_interval", &inst.sample_interval, SAMPLE_INTERVAL)?;
         if interval.is_zero() {
             None
         } else {
