@@ -43,7 +43,7 @@ pub const MAX_CONFIG_BYTES: u64 = 256 << 20;
 /// 400 MB).
 pub const MAX_YAML_NODES: usize = 2_000_000;
 
-/// A duration key's default and bounds, in seconds.
+/// A duration key's default and bounds, in seconds (at most [`MAX_SECONDS`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Seconds {
     pub default: f64,
@@ -52,35 +52,28 @@ pub struct Seconds {
     pub allow_zero: bool,
 }
 
-pub const IDLE_TTL: Seconds = Seconds {
-    default: DEFAULT_IDLE_TTL,
-    min: MIN_IDLE_TTL,
-    allow_zero: false,
-};
-/// 0: a closed connection is forgotten at once.
-pub const EXP_TTL: Seconds = Seconds {
-    default: DEFAULT_EXP_TTL,
-    min: 0.0,
-    allow_zero: true,
-};
-pub const FLUSH_INTERVAL: Seconds = Seconds {
-    default: DEFAULT_FLUSH_INTERVAL,
-    min: MIN_FLUSH_INTERVAL,
-    allow_zero: false,
-};
-pub const DNS_REFRESH: Seconds = Seconds {
-    default: DEFAULT_DNS_REFRESH,
-    min: MIN_DNS_REFRESH,
-    allow_zero: false,
-};
-pub const SAMPLE_DURATION: Seconds = Seconds {
-    default: DEFAULT_SAMPLE_DURATION,
-    min: MIN_SAMPLE_WINDOW,
-    allow_zero: false,
-};
+impl Seconds {
+    const fn at_least(min: f64, default: f64) -> Seconds {
+        Seconds {
+            default,
+            min,
+            allow_zero: false,
+        }
+    }
+    const fn or_zero(self) -> Seconds {
+        Seconds {
+            allow_zero: true,
+            ..self
+        }
+    }
+}
+
+pub const IDLE_TTL: Seconds = Seconds::at_least(MIN_IDLE_TTL, DEFAULT_IDLE_TTL);
+/// Any length, 0 included: a closed connection may be forgotten at once.
+pub const EXP_TTL: Seconds = Seconds::at_least(0.0, DEFAULT_EXP_TTL).or_zero();
+pub const FLUSH_INTERVAL: Seconds = Seconds::at_least(MIN_FLUSH_INTERVAL, DEFAULT_FLUSH_INTERVAL);
+pub const DNS_REFRESH: Seconds = Seconds::at_least(MIN_DNS_REFRESH, DEFAULT_DNS_REFRESH);
+pub const SAMPLE_DURATION: Seconds = Seconds::at_least(MIN_SAMPLE_WINDOW, DEFAULT_SAMPLE_DURATION);
 /// 0: no duty cycle (every packet processed).
-pub const SAMPLE_INTERVAL: Seconds = Seconds {
-    default: DEFAULT_SAMPLE_INTERVAL,
-    min: MIN_SAMPLE_WINDOW,
-    allow_zero: true,
-};
+pub const SAMPLE_INTERVAL: Seconds =
+    Seconds::at_least(MIN_SAMPLE_WINDOW, DEFAULT_SAMPLE_INTERVAL).or_zero();

@@ -24,6 +24,13 @@ fn err(text: &str) -> ConfigError {
     }
 }
 
+fn udp(host: &str, port: u16) -> StatsdTarget {
+    StatsdTarget::Udp {
+        host: host.into(),
+        port,
+    }
+}
+
 #[test]
 fn go_metro_doc_example() {
     let l = ok(GO_METRO_DOC_EXAMPLE);
@@ -32,13 +39,7 @@ fn go_metro_doc_example() {
     assert_eq!(c.snaplen, 512);
     assert_eq!(c.idle_ttl, Duration::from_secs(300));
     assert_eq!(c.exp_ttl, Duration::from_secs(60));
-    assert_eq!(
-        c.statsd,
-        StatsdTarget::Udp {
-            host: "127.0.0.1".into(),
-            port: 8125
-        }
-    );
+    assert_eq!(c.statsd, udp("127.0.0.1", 8125));
     assert!(c.log_to_file);
     assert_eq!(c.log_level, LogLevel::Info);
     assert_eq!(c.flush_interval, Duration::from_secs(10));
@@ -88,13 +89,7 @@ fn defaults() {
     assert_eq!(c.snaplen, DEFAULT_SNAPLEN);
     assert_eq!(c.idle_ttl, Duration::from_secs(300));
     assert_eq!(c.exp_ttl, Duration::from_secs(60));
-    assert_eq!(
-        c.statsd,
-        StatsdTarget::Udp {
-            host: "127.0.0.1".into(),
-            port: 8125
-        }
-    );
+    assert_eq!(c.statsd, udp("127.0.0.1", 8125));
     assert!(!c.log_to_file);
     assert_eq!(c.log_file, PathBuf::from(DEFAULT_LOG_FILE));
     assert_eq!(c.log_level, LogLevel::Info);
@@ -270,13 +265,7 @@ fn statsd_socket_and_hostname() {
         StatsdTarget::Unix("/var/run/datadog/dsd.socket".into())
     );
     let c = ok("init_config:\n  statsd_ip: dogstatsd.local\ninstances:\n  - interface: eth0\n    ips: [10.0.0.1]\n").config;
-    assert_eq!(
-        c.statsd,
-        StatsdTarget::Udp {
-            host: "dogstatsd.local".into(),
-            port: 8125
-        }
-    );
+    assert_eq!(c.statsd, udp("dogstatsd.local", 8125));
 }
 
 #[test]
