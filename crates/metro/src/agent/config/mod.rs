@@ -2,12 +2,12 @@
 //! lacked) plus metro's own keys, read into the validated [`Config`] the agent runs on.
 //!
 //! One way through, one file a step, as in ripgrep's flags:
-//! YAML text -> [`raw`] (serde types that mirror the file, every key optional, locations
-//! kept; each section declared once, which also gives its key list) -> [`validate`]
-//! (bounds from [`limits`], defaults, warnings) -> [`model`] (what the agent runs).
-//! Beside the typed parse, [`yaml`] walks the document for key paths and unknown keys, and
-//! [`error`] turns serde-saphyr's structured errors into [`ConfigError`]s that name the
-//! file, line and column and the key path. [`render`] writes a `Config` back as YAML
+//! YAML text -> `raw` (serde types that mirror the file, every key optional, locations
+//! kept; each section declared once, which also gives its key list) -> `validate`
+//! (bounds from `limits`, defaults, warnings) -> `model` (what the agent runs).
+//! Beside the typed parse, `yaml` walks the document for key paths and unknown keys, and
+//! `error` turns serde-saphyr's structured errors into [`ConfigError`]s that name the
+//! file, line and column and the key path. `render` writes a `Config` back as YAML
 //! (`check-config`).
 
 mod error;

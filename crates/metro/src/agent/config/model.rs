@@ -185,7 +185,7 @@ pub struct Instance {
     pub sample: Option<DutyCycle>,
     pub max_flows: usize,
     /// Tag pairs with the container and pod that own the local address (see
-    /// [`super::containers`]); on unless `container_tags: false`.
+    /// [`crate::agent::containers`]); on unless `container_tags: false`.
     pub container_tags: bool,
     /// How remote addresses are grouped into series.
     pub group_by: GroupBy,

@@ -67,9 +67,9 @@ impl<T: Expect> Expect for Vec<T> {
 }
 
 /// Declares one section of the file: the serde struct (`Debug`, `Default`, `Deserialize`),
-/// `KEYS` (every key it reads, as the YAML spells it) and `expected(key)`. Field attributes
-/// other than doc comments would make `KEYS` differ from what serde reads (a rename, an
-/// alias); the test `section_keys_are_the_keys_serde_reads` catches that.
+/// `KEYS` (every key it reads, as the YAML spells it) and `expected(key, entry)`. Fields
+/// take doc comments only: a serde rename or alias would make `KEYS` differ from what
+/// serde reads (the test `section_keys_are_the_keys_serde_reads` compares the two).
 macro_rules! section {
     (
         $(#[$meta:meta])*
