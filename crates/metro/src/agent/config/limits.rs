@@ -5,6 +5,8 @@
 /// The smallest snaplen metro accepts: Ethernet + VLAN + IPv6 + a TCP header with options.
 pub const MIN_SNAPLEN: u32 = 96;
 pub const DEFAULT_SNAPLEN: u32 = 256;
+/// libpcap's own largest snaplen.
+pub const MAX_SNAPLEN: u32 = 262_144;
 pub const DEFAULT_IDLE_TTL: f64 = 300.0;
 pub const DEFAULT_EXP_TTL: f64 = 60.0;
 pub const DEFAULT_STATSD_IP: &str = "127.0.0.1";
@@ -14,9 +16,14 @@ pub const DEFAULT_DNS_REFRESH: f64 = 60.0;
 pub const DEFAULT_LOG_FILE: &str = "/var/log/metro/metro.log";
 /// Kernel capture buffer per instance (libpcap's own default is 2 MiB).
 pub const DEFAULT_BUFFER_SIZE: u64 = 16 << 20;
+pub const MIN_BUFFER_SIZE: u64 = 64 << 10;
+pub const MAX_BUFFER_SIZE: u64 = 2 << 30;
 /// Connections tracked per instance. A connection's state is at most a few KiB, so this
 /// bounds one instance's flow memory to a few hundred MiB in the worst case.
 pub const DEFAULT_MAX_FLOWS: u64 = 100_000;
+pub const MAX_FLOWS: u64 = 100_000_000;
+/// Prometheus histogram bucket bounds (`histogram_buckets`), at most.
+pub const MAX_HISTOGRAM_BUCKETS: usize = 200;
 pub const DEFAULT_SAMPLE_DURATION: f64 = 10.0;
 pub const DEFAULT_SAMPLE_INTERVAL: f64 = 50.0;
 /// The go-metro base capture filter (`-f`).

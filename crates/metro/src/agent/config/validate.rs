@@ -77,13 +77,13 @@ impl Config {
         let snaplen = match &init.snaplen {
             None => DEFAULT_SNAPLEN,
             Some(s) => {
-                if s.value < i64::from(MIN_SNAPLEN) || s.value > 262_144 {
+                if s.value < i64::from(MIN_SNAPLEN) || s.value > i64::from(MAX_SNAPLEN) {
                     return Err(cx.err(
                         "init_config.snaplen",
                         Some(s.referenced),
                         format!(
                             "{} is out of range: metro needs at least {MIN_SNAPLEN} bytes \
-                             (Ethernet, VLAN, IPv6 and a TCP header with options) and at most 262144",
+                             (Ethernet, VLAN, IPv6 and a TCP header with options) and at most {MAX_SNAPLEN}",
                             s.value
                         ),
                     ));
@@ -182,13 +182,13 @@ impl Config {
         )?;
         let buffer_size = match &init.buffer_size {
             None => DEFAULT_BUFFER_SIZE,
-            Some(b) if b.value >= 65_536 && b.value <= (1 << 31) => b.value,
+            Some(b) if (MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&b.value) => b.value,
             Some(b) => {
                 return Err(cx.err(
                     "init_config.buffer_size",
                     Some(b.referenced),
                     format!(
-                        "{} bytes is out of range: expected 65536 to 2147483648",
+                        "{} bytes is out of range: expected {MIN_BUFFER_SIZE} to {MAX_BUFFER_SIZE}",
                         b.value
                     ),
                 ));
@@ -284,9 +284,9 @@ fn fleet_config(cx: &Ctx, init: &RawInit) -> Result<FleetConfig, ConfigError> {
     }
     if let Some(b) = &init.histogram_buckets {
         let v = &b.value;
-        let bad = if v.is_empty() || v.len() > 200 {
+        let bad = if v.is_empty() || v.len() > MAX_HISTOGRAM_BUCKETS {
             Some(format!(
-                "expected 1 to 200 bucket upper bounds in seconds, found {}",
+                "expected 1 to {MAX_HISTOGRAM_BUCKETS} bucket upper bounds in seconds, found {}",
                 v.len()
             ))
         } else if let Some(x) = v.iter().find(|x| !x.is_finite() || **x <= 0.0) {
@@ -338,11 +338,11 @@ fn fleet_config(cx: &Ctx, init: &RawInit) -> Result<FleetConfig, ConfigError> {
 }
 
 fn check_max_flows(cx: &Ctx, key: &str, m: &Spanned<u64>) -> Result<u64, ConfigError> {
-    if m.value == 0 || m.value > 100_000_000 {
+    if m.value == 0 || m.value > MAX_FLOWS {
         return Err(cx.err(
             key,
             Some(m.referenced),
-            format!("{} is out of range: expected 1 to 100000000", m.value),
+            format!("{} is out of range: expected 1 to {MAX_FLOWS}", m.value),
         ));
     }
     Ok(m.value)
