@@ -423,21 +423,7 @@ fn go_metro_doc_example_runs_unchanged_with_legacy_flags() {
     // The example from go-metro's documentation, only the interface changed. Its host name
     // resolves, inside the namespace, to the test server (/etc/netns/NAME/hosts); its
     // public address is never contacted (metro sends nothing but DogStatsD to 127.0.0.1).
-    let yaml = "\
-init_config:
-  snaplen: 512          # capture length handed to libpcap (docs: >= 104)
-  idle_ttl: 300         # seconds without packets before a flow is forgotten
-  exp_ttl: 60           # seconds a flow lingers after FIN (the code read `expired_ttl`)
-  statsd_ip: 127.0.0.1
-  statsd_port: 8125
-  log_to_file: true     # true: rotated file /var/log/datadog/go-metro.log; false: stdout
-  log_level: info       # trace | debug | info | warn | error/err | critical/crit
-instances:              # one sniffer per entry
-  - interface: veth0
-    tags: [env:prod]    # added to every metric, plus iface:<interface>
-    ips: [45.33.125.153]         # remote addresses to watch
-    hosts: [app.datadoghq.com]   # names, resolved to addresses
-";
+    let yaml = include_str!("data/go-metro-doc-example.yaml");
     let p = Pair::new("doc", 14);
     p.c.write_etc(
         "hosts",

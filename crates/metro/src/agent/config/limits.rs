@@ -1,0 +1,86 @@
+//! Every key's default and bounds, in one place: what metro assumes when a key is absent
+//! and what it refuses. `validate` applies them; the agent reads some directly
+//! (`DEFAULT_BASE_FILTER`, `FILE_INTERFACE`).
+
+/// The smallest snaplen metro accepts: Ethernet + VLAN + IPv6 + a TCP header with options.
+pub const MIN_SNAPLEN: u32 = 96;
+pub const DEFAULT_SNAPLEN: u32 = 256;
+/// libpcap's own largest snaplen.
+pub const MAX_SNAPLEN: u32 = 262_144;
+pub const DEFAULT_IDLE_TTL: f64 = 300.0;
+pub const DEFAULT_EXP_TTL: f64 = 60.0;
+pub const DEFAULT_STATSD_IP: &str = "127.0.0.1";
+pub const DEFAULT_STATSD_PORT: u16 = 8125;
+pub const DEFAULT_FLUSH_INTERVAL: f64 = 10.0;
+pub const DEFAULT_DNS_REFRESH: f64 = 60.0;
+pub const DEFAULT_LOG_FILE: &str = "/var/log/metro/metro.log";
+/// Kernel capture buffer per instance (libpcap's own default is 2 MiB).
+pub const DEFAULT_BUFFER_SIZE: u64 = 16 << 20;
+pub const MIN_BUFFER_SIZE: u64 = 64 << 10;
+pub const MAX_BUFFER_SIZE: u64 = 2 << 30;
+/// Connections tracked per instance. A connection's state is at most a few KiB, so this
+/// bounds one instance's flow memory to a few hundred MiB in the worst case.
+pub const DEFAULT_MAX_FLOWS: u64 = 100_000;
+pub const MAX_FLOWS: u64 = 100_000_000;
+/// Prometheus histogram bucket bounds (`histogram_buckets`), at most.
+pub const MAX_HISTOGRAM_BUCKETS: usize = 200;
+pub const DEFAULT_SAMPLE_DURATION: f64 = 10.0;
+pub const DEFAULT_SAMPLE_INTERVAL: f64 = 50.0;
+/// The go-metro base capture filter (`-f`).
+pub const DEFAULT_BASE_FILTER: &str = "tcp";
+/// The `interface` value that replays the instance's `pcap` file instead of capturing.
+pub const FILE_INTERFACE: &str = "file";
+/// The longest duration any key takes (about 31 years): keeps nanosecond arithmetic far
+/// from overflow.
+pub const MAX_SECONDS: f64 = 1e9;
+/// Floors: below them a value is a typo or an attack, not a setting. A report every 0.1 s
+/// (`flush_interval`); connections idle for at least 1 s (`idle_ttl`); names re-resolved at
+/// most every second (`dns_refresh`); duty-cycle windows of at least 0.1 s.
+pub const MIN_FLUSH_INTERVAL: f64 = 0.1;
+pub const MIN_IDLE_TTL: f64 = 1.0;
+pub const MIN_DNS_REFRESH: f64 = 1.0;
+pub const MIN_SAMPLE_WINDOW: f64 = 0.1;
+
+/// The largest configuration file metro reads (a million watch-list entries take about
+/// 25 MB of YAML).
+pub const MAX_CONFIG_BYTES: u64 = 256 << 20;
+/// The most YAML nodes (scalars, lists, maps) a configuration may hold: about two million
+/// watch-list entries. serde-saphyr's default (250,000) would refuse lists of 250,000; a
+/// bound stays, so that memory does too (`check-config` of two million entries peaks near
+/// 400 MB).
+pub const MAX_YAML_NODES: usize = 2_000_000;
+
+/// A duration key's default and bounds, in seconds (at most [`MAX_SECONDS`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Seconds {
+    pub default: f64,
+    pub min: f64,
+    /// 0 is accepted too, below `min` (it turns the thing off).
+    pub allow_zero: bool,
+}
+
+impl Seconds {
+    const fn at_least(min: f64, default: f64) -> Seconds {
+        Seconds {
+            default,
+            min,
+            allow_zero: false,
+        }
+    }
+    const fn or_zero(self) -> Seconds {
+        Seconds {
+            allow_zero: true,
+            ..self
+        }
+    }
+}
+
+pub const IDLE_TTL: Seconds = Seconds::at_least(MIN_IDLE_TTL, DEFAULT_IDLE_TTL);
+/// Any length, 0 included: a closed connection may be forgotten at once.
+pub const EXP_TTL: Seconds = Seconds::at_least(0.0, DEFAULT_EXP_TTL).or_zero();
+pub const FLUSH_INTERVAL: Seconds = Seconds::at_least(MIN_FLUSH_INTERVAL, DEFAULT_FLUSH_INTERVAL);
+pub const DNS_REFRESH: Seconds = Seconds::at_least(MIN_DNS_REFRESH, DEFAULT_DNS_REFRESH);
+pub const SAMPLE_DURATION: Seconds = Seconds::at_least(MIN_SAMPLE_WINDOW, DEFAULT_SAMPLE_DURATION);
+/// 0: no duty cycle (every packet processed).
+pub const SAMPLE_INTERVAL: Seconds =
+    Seconds::at_least(MIN_SAMPLE_WINDOW, DEFAULT_SAMPLE_INTERVAL).or_zero();
