@@ -51,7 +51,7 @@ impl Ctx<'_> {
         let x = v.value;
         let ok = x.is_finite() && (x >= min || allow_zero && x == 0.0) && x <= MAX_SECONDS;
         if !ok {
-            let zero = if allow_zero { " (or 0)" } else { "" };
+            let zero = if allow_zero && min > 0.0 { " (or 0)" } else { "" };
             return Err(self.err(
                 key,
                 Some(v.referenced),
