@@ -237,16 +237,7 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         tags.extend(r.tags.iter().map(String::as_str));
         tags.extend(p.extra_tags.iter().map(String::as_str));
         let s = &p.stats;
-        let values = [
-            s.last(),
-            s.mean(),
-            s.jitter(),
-            s.min(),
-            s.max(),
-            s.quantile(0.5),
-            s.quantile(0.9),
-            s.quantile(0.99),
-        ];
+        let values = p.rtt_ms();
         for (name, v) in RTT_GAUGES.iter().zip(values) {
             b.push(name, v, Type::Gauge, &tags);
         }
