@@ -24,17 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use agent::{Agent, Metric, Statsd, TempDir, named};
+use agent::{Agent, Metric, Statsd, TempDir, named, sum};
 use netns::{Client, Delayed, Netns, veth};
 
 const S: Duration = Duration::from_secs(1);
-
-fn sum(all: &[Metric], name: &str, pred: impl Fn(&Metric) -> bool) -> f64 {
-    all.iter()
-        .filter(|m| m.name == name && pred(m))
-        .map(|m| m.value)
-        .sum()
-}
 
 /// A TCP echo server that counts the connections it accepted.
 struct CountingEcho {

@@ -16,34 +16,17 @@ mod netns;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Metric, Statsd, TempDir, named};
+use agent::{Agent, Metric, Statsd, TempDir, UDP_STATSD, named, sum, yaml_list};
 use netns::{Client, Delayed, EchoServer, Pair};
 
 const S: Duration = Duration::from_secs(1);
-const UDP_STATSD: &str = "  statsd_ip: 127.0.0.1\n  statsd_port: 8125\n";
 
 fn config(iface: &str, flush: &str, ips: &[&str], tags: &[&str], more: &str) -> String {
-    let list = |v: &[&str]| {
-        format!(
-            "[{}]",
-            v.iter()
-                .map(|s| format!("'{s}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
     format!(
         "init_config:\n  flush_interval: {flush}\n{UDP_STATSD}{more}instances:\n  - interface: {iface}\n    tags: {}\n    ips: {}\n",
-        list(tags),
-        list(ips),
+        yaml_list(tags),
+        yaml_list(ips),
     )
-}
-
-fn sum(all: &[Metric], name: &str, pred: impl Fn(&Metric) -> bool) -> f64 {
-    all.iter()
-        .filter(|m| m.name == name && pred(m))
-        .map(|m| m.value)
-        .sum()
 }
 
 fn count_lines(log: &str, needle: &str) -> usize {

@@ -18,7 +18,7 @@ use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Metric, Statsd, TempDir, http_get, named};
+use agent::{Agent, Metric, Statsd, TempDir, UDP_STATSD, http_get, named, sum, yaml_list};
 use netns::{Client, Delayed, EchoServer, Netns, Pair};
 
 const S: Duration = Duration::from_secs(1);
@@ -59,13 +59,6 @@ fn is_rtt(m: &Metric) -> bool {
 fn has_rtt_for(all: &[Metric], dst: &str) -> bool {
     all.iter()
         .any(|m| m.name == "system.net.tcp.rtt.p50" && m.tag("dst") == Some(dst))
-}
-
-fn sum(all: &[Metric], name: &str, pred: impl Fn(&Metric) -> bool) -> f64 {
-    all.iter()
-        .filter(|m| m.name == name && pred(m))
-        .map(|m| m.value)
-        .sum()
 }
 
 /// Check one flush's worth of RTT metrics for `dst`: all ten, right types, tags in order,
@@ -207,24 +200,13 @@ fn config_on(
     tags: &[&str],
     more: &str,
 ) -> String {
-    let list = |v: &[&str]| {
-        format!(
-            "[{}]",
-            v.iter()
-                .map(|s| format!("'{s}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
     format!(
         "init_config:\n  flush_interval: {flush}\n{statsd}{more}instances:\n  - interface: {iface}\n    tags: {}\n    ips: {}\n    hosts: {}\n",
-        list(tags),
-        list(ips),
-        list(hosts)
+        yaml_list(tags),
+        yaml_list(ips),
+        yaml_list(hosts)
     )
 }
-
-const UDP_STATSD: &str = "  statsd_ip: 127.0.0.1\n  statsd_port: 8125\n";
 
 #[test]
 fn udp_metrics_names_types_tags_values_ipv4_ipv6_and_no_stale_pairs() {

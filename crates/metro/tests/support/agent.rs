@@ -370,6 +370,23 @@ impl Drop for Statsd {
     }
 }
 
+/// The sum of the values of the metrics named `name` that `pred` keeps.
+pub fn sum(all: &[Metric], name: &str, pred: impl Fn(&Metric) -> bool) -> f64 {
+    all.iter()
+        .filter(|m| m.name == name && pred(m))
+        .map(|m| m.value)
+        .sum()
+}
+
+/// `init_config` lines for DogStatsD on UDP 127.0.0.1:8125 (in the agent's namespace).
+pub const UDP_STATSD: &str = "  statsd_ip: 127.0.0.1\n  statsd_port: 8125\n";
+
+/// A YAML flow list of single-quoted strings: `['a', 'b']`.
+pub fn yaml_list(v: &[&str]) -> String {
+    let quoted: Vec<String> = v.iter().map(|s| format!("'{s}'")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
 /// Metrics named `name`.
 pub fn named<'a>(all: &'a [Metric], name: &str) -> Vec<&'a Metric> {
     all.iter().filter(|m| m.name == name).collect()
