@@ -14,11 +14,12 @@ mod frames;
 mod netns;
 
 use std::collections::BTreeSet;
-use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Metric, Statsd, TempDir, UDP_STATSD, http_get, named, sum, yaml_list};
+use agent::{
+    Agent, Metric, Statsd, TempDir, UDP_STATSD, http_get, named, sum, udp_statsd, yaml_list,
+};
 use netns::{Client, Delayed, EchoServer, Netns, Pair};
 
 const S: Duration = Duration::from_secs(1);
@@ -214,8 +215,7 @@ fn udp_metrics_names_types_tags_values_ipv4_ipv6_and_no_stale_pairs() {
     let dir = TempDir::new("udp");
     let srv4 = EchoServer::start(&p.s, "10.200.11.2:7000");
     let srv6 = EchoServer::start(&p.s, "[fd00:200:11::2]:7000");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     let tags = ["env:test", "team:net"];
     let cfg = dir.write(
         "metro.yaml",
@@ -228,11 +228,7 @@ fn udp_metrics_names_types_tags_values_ipv4_ipv6_and_no_stale_pairs() {
             "",
         ),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let mut c4 = Client::start(&p.c, srv4.addr, 200, Duration::from_millis(10), 50);
     let mut c6 = Client::start(&p.c, srv6.addr, 200, Duration::from_millis(10), 50);
@@ -295,11 +291,7 @@ fn unix_socket_statsd_prometheus_exposition_and_interface_any() {
             "  prometheus_listen: 127.0.0.1:9464\n",
         ),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     assert!(
         agent.log().contains("net 10.200.12.0/24"),
@@ -361,17 +353,12 @@ fn known_delay_p50_within_2ms_of_true_rtt() {
     let d = Delayed::new("dly", 13, one_way);
     let dir = TempDir::new("dly");
     let srv = EchoServer::start(&d.s, "10.200.13.2:7000");
-    let rx = d.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&d.c);
     let cfg = dir.write(
         "metro.yaml",
         &config("2", UDP_STATSD, &["10.200.13.2"], &[], &[], ""),
     );
-    let mut agent = Agent::start(
-        &d.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&d.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let mut client = Client::start(&d.c, srv.addr, 200, Duration::from_millis(5), 25);
     // Two full flushes of traffic.
@@ -430,8 +417,7 @@ instances:              # one sniffer per entry
     let cfg = dir.write("go-metro.yaml", yaml);
     let log = dir.path("go-metro.log");
     let srv = EchoServer::start(&p.s, "10.200.14.2:443");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     let cfg_flag = format!("-cfg={}", cfg.display());
     let log_flag = format!("-log={}", log.display());
     let mut agent = Agent::start(&p.c, &[&cfg_flag, &log_flag], &dir.path("stderr"));
@@ -482,8 +468,7 @@ fn host_name_whose_address_changes_is_followed() {
     let dir = TempDir::new("dns");
     let old = EchoServer::start(&p.s, "10.200.15.2:5432");
     let new = EchoServer::start(&p.s, "10.200.15.3:5432");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     let cfg = dir.write(
         "metro.yaml",
         &config(
@@ -495,11 +480,7 @@ fn host_name_whose_address_changes_is_followed() {
             "  dns_refresh: 1\n",
         ),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("host 10.200.15.2", 20 * S);
     // Phase 1: traffic to the old address is measured as db.test.
     let mut c_old = Client::start(&p.c, old.addr, 200, Duration::from_millis(10), 1000);
@@ -539,15 +520,10 @@ fn sighup_with_broken_config_keeps_measuring_and_good_reload_applies() {
     let p = Pair::new("hup", 16);
     let dir = TempDir::new("hup");
     let srv = EchoServer::start(&p.s, "10.200.16.2:7000");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     let good = config("1", UDP_STATSD, &["10.200.16.2"], &[], &["gen:1"], "");
     let cfg = dir.write("metro.yaml", &good);
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let _client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 1000);
     statsd.wait_for(&mut agent, 30 * S, "first samples", |m| {
@@ -585,18 +561,13 @@ fn sigterm_flushes_then_exits_zero() {
     let p = Pair::new("term", 17);
     let dir = TempDir::new("term");
     let srv = EchoServer::start(&p.s, "10.200.17.2:7000");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     // A flush interval far longer than the test: only the final flush can send anything.
     let cfg = dir.write(
         "metro.yaml",
         &config("600", UDP_STATSD, &["10.200.17.2"], &[], &[], ""),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let mut client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 1000);
     while client.requests.load(std::sync::atomic::Ordering::Relaxed) < 30 {
@@ -631,8 +602,7 @@ fn dead_statsd_receiver_costs_no_samples() {
     let p = Pair::new("dead", 18);
     let dir = TempDir::new("dead");
     let srv = EchoServer::start(&p.s, "10.200.18.2:7000");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let mut statsd = Statsd::udp(rx);
+    let mut statsd = udp_statsd(&p.c);
     let cfg = dir.write(
         "metro.yaml",
         &config(
@@ -644,11 +614,7 @@ fn dead_statsd_receiver_costs_no_samples() {
             "  prometheus_listen: 127.0.0.1:9464\n",
         ),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 1000);
     statsd.wait_for(&mut agent, 30 * S, "samples", |m| {
@@ -685,8 +651,7 @@ fn dead_statsd_receiver_costs_no_samples() {
     assert!(agent.alive());
 
     // It comes back: metrics flow again, and the send errors were counted.
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     statsd.wait_for(
         &mut agent,
         15 * S,
@@ -722,17 +687,12 @@ fn interface_down_and_up_again_resumes_without_spinning() {
     let p = Pair::new("flap", 19);
     let dir = TempDir::new("flap");
     let srv = EchoServer::start(&p.s, "10.200.19.2:7000");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     let cfg = dir.write(
         "metro.yaml",
         &config("1", UDP_STATSD, &["10.200.19.2"], &[], &[], ""),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let _client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 20);
     statsd.wait_for(&mut agent, 30 * S, "samples", |m| {
@@ -806,8 +766,7 @@ fn interface_down_and_up_again_resumes_without_spinning() {
 fn vlan_tagged_frames_replayed_with_tcpreplay() {
     let p = Pair::new("vlan", 20);
     let dir = TempDir::new("vlan");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     // A remote pair on VLAN 100 the client namespace overhears: 10.200.20.7 talks to
     // 10.200.20.9 with a 10 ms round trip.
     let mut fr = frames::conversation(
@@ -827,11 +786,7 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
         "metro.yaml",
         &config("1", UDP_STATSD, &["10.200.20.9"], &[], &[], ""),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     assert!(
         agent
