@@ -15,39 +15,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fail() {
-  echo "container-test: $*" >&2
-  echo "FAIL: container-test ($*)"
-  exit 1
-}
-step() { echo "== container-test: $*"; }
-# Any other failing command fails the test with its line (set -e alone would exit silently).
-trap 'fail "line $LINENO: \`$BASH_COMMAND\` failed"' ERR
+TEST=container-test
+. scripts/lib/common.sh
 
-[ "$(id -u)" = 0 ] || fail "must run as root (network namespaces, rootful podman)"
-PODMAN=(podman --runtime runc --cgroup-manager=cgroupfs)
+need_root "network namespaces, rootful podman"
 RUN_OPTS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 
 WORK=$(mktemp -d /tmp/metro-ctrtest.XXXXXX)
 chmod 755 "$WORK"
-NS_A=mt-ctr-$$-a
-NS_B=mt-ctr-$$-b
+netns_names ctr
 CTR=mt-ctr-$$
 IMAGE=""
-PIDS=()
 cleanup() {
   local rc=$?
   "${PODMAN[@]}" rm -f "$CTR" >/dev/null 2>&1 || true
   "${PODMAN[@]}" rm -f "$CTR-nocap" >/dev/null 2>&1 || true
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  ip netns del "$NS_A" 2>/dev/null || true
-  ip netns del "$NS_B" 2>/dev/null || true
+  kill_background
+  netns_down
   [ -n "$IMAGE" ] && [ -z "${KEEP_IMAGE:-}" ] && "${PODMAN[@]}" rmi -f "$IMAGE" >/dev/null 2>&1
-  if [ $rc != 0 ]; then
-    for f in "$WORK"/*.log "$WORK"/*.out; do
-      [ -s "$f" ] && { echo "--- $f"; tail -n 20 "$f"; }
-    done
-  fi
+  [ $rc = 0 ] || show_work_logs
   rm -rf "$WORK"
   exit $rc
 }
@@ -79,30 +65,18 @@ grep -q 'cap_net_raw[=+]ep' <<<"$CAPS" || fail "/usr/bin/metro in the image lack
 echo "no shell; $(sed 's#.*/usr/bin/metro#/usr/bin/metro#' <<<"$CAPS")"
 
 step "network namespaces"
-ip netns add "$NS_A"
-ip netns add "$NS_B"
-ip link add "mtca$$" type veth peer name "mtcb$$"
-ip link set "mtca$$" netns "$NS_A"
-ip link set "mtcb$$" netns "$NS_B"
-ip -n "$NS_A" addr add 10.232.0.1/24 dev "mtca$$"
-ip -n "$NS_B" addr add 10.232.0.2/24 dev "mtcb$$"
-for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_A" link set "mtca$$" up
-ip -n "$NS_B" link set "mtcb$$" up
-ip netns exec "$NS_B" /usr/bin/python3 scripts/lib/testnet.py echo-server 10.232.0.2 7777 &
-PIDS+=($!)
+netns_up 10.232.0
 
 step "run: --network host, NET_RAW only, DogStatsD socket mounted from the host"
 mkdir -m 755 "$WORK/datadog"
-/usr/bin/python3 scripts/lib/testnet.py dsd-unix "$WORK/datadog/dsd.socket" "$WORK/dsd.out" &
-PIDS+=($!)
-for ((i = 0; i < 50; i++)); do [ -S "$WORK/datadog/dsd.socket" ] && break; sleep 0.1; done
+background /usr/bin/python3 scripts/lib/testnet.py dsd-unix "$WORK/datadog/dsd.socket" "$WORK/dsd.out"
+wait_for_socket "$WORK/datadog/dsd.socket"
 cat >"$WORK/metro.yaml" <<YAML
 init_config:
   statsd_socket: /var/run/datadog/dsd.socket
   flush_interval: 2
 instances:
-  - interface: mtca$$
+  - interface: $VETH_A
     ips: [10.232.0.2]
     tags: [ctrtest:$$]
 YAML
@@ -118,15 +92,11 @@ PID=$("${PODMAN[@]}" inspect -f '{{.State.Pid}}' "$CTR")
 [ "$PID" -gt 0 ] 2>/dev/null || { "${PODMAN[@]}" logs "$CTR" >"$WORK/ctr.log" 2>&1 || true; fail "the container is not running"; }
 ST=$(cat "/proc/$PID/status")
 grep -qE '^Uid:\s+65532\s' <<<"$ST" || fail "metro in the container is not uid 65532: $(grep ^Uid <<<"$ST")"
-grep -qE '^CapEff:\s+0000000000002000$' <<<"$ST" || fail "metro's effective capabilities are not CAP_NET_RAW alone: $(grep ^CapEff <<<"$ST")"
+net_raw_only "$ST" metro
 echo "metro runs as uid 65532 with CapEff=CAP_NET_RAW"
-ip netns exec "$NS_A" /usr/bin/python3 scripts/lib/testnet.py client 10.232.0.2 7777 5 &
-PIDS+=($!)
+traffic 5
 ok=""
-for ((i = 0; i < 150; i++)); do
-  grep -q "system.net.tcp.rtt.avg:.*dst:10.232.0.2.*ctrtest:$$" "$WORK/dsd.out" 2>/dev/null && { ok=1; break; }
-  sleep 0.1
-done
+wait_for_metric "$WORK/dsd.out" "system.net.tcp.rtt.avg:.*dst:10.232.0.2.*ctrtest:$$" 15 && ok=1
 "${PODMAN[@]}" logs "$CTR" >"$WORK/ctr.log" 2>&1 || true
 [ -n "$ok" ] || fail "no system.net.tcp.rtt.avg for dst:10.232.0.2 over the mounted socket"
 grep -m1 'system.net.tcp.rtt.avg:' "$WORK/dsd.out"

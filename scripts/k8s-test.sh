@@ -12,12 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fail() {
-  echo "k8s-test: $*" >&2
-  echo "FAIL: k8s-test ($*)"
-  exit 1
-}
-trap 'fail "line $LINENO: \`$BASH_COMMAND\` failed"' ERR
+TEST=k8s-test
+. scripts/lib/common.sh
 MANIFEST=deploy/kubernetes/metro.yaml
 KV_VERSION=1.37.0
 VENV=target/k8s-venv
@@ -30,7 +26,7 @@ if [ "$("$VENV/bin/kubernetes-validate" --version 2>/dev/null | awk '{print $NF}
   "$VENV/bin/pip" install --quiet "kubernetes-validate==$KV_VERSION"
 fi
 
-echo "== k8s-test: schemas"
+step schemas
 for k in 1.37.0 1.30.0; do
   "$VENV/bin/kubernetes-validate" --strict -k "$k" "$MANIFEST" || fail "$MANIFEST does not validate against Kubernetes $k"
 done
@@ -41,7 +37,7 @@ if "$VENV/bin/kubernetes-validate" --strict --quiet "$WORK/broken.yaml" >/dev/nu
 fi
 echo "a misspelt field is rejected"
 
-echo "== k8s-test: configuration and pod settings"
+step "configuration and pod settings"
 cargo build --release --locked -p metro 2>/dev/null || cargo build --release --locked -p metro
 VERSION=$(target/release/metro --version | awk '{print $2}')
 "$VENV/bin/python3" - "$MANIFEST" "$WORK" "$VERSION" <<'PY'

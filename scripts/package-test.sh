@@ -22,38 +22,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-fail() {
-  echo "package-test: $*" >&2
-  echo "FAIL: package-test ($*)"
-  exit 1
-}
-step() { echo "== package-test: $*"; }
-# Any other failing command fails the test with its line (set -e alone would exit silently).
-trap 'fail "line $LINENO: \`$BASH_COMMAND\` failed"' ERR
+TEST=package-test
+. scripts/lib/common.sh
 
-[ "$(id -u)" = 0 ] || fail "must run as root (dpkg -i, network namespaces)"
+need_root "dpkg -i, network namespaces"
 if dpkg-query -W -f='${Status}' metro 2>/dev/null | grep -q installed; then
   fail "a metro package is already installed here; this test would purge it"
 fi
 
 WORK=$(mktemp -d /tmp/metro-pkgtest.XXXXXX)
 chmod 755 "$WORK"
-NS_A=mt-pkg-$$-a
-NS_B=mt-pkg-$$-b
-PIDS=()
+netns_names pkg
 cleanup() {
   local rc=$?
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  ip netns del "$NS_A" 2>/dev/null || true
-  ip netns del "$NS_B" 2>/dev/null || true
+  kill_background
+  netns_down
   if dpkg-query -W -f='${Status}' metro 2>/dev/null | grep -q installed; then
     dpkg --purge metro >/dev/null 2>&1 || echo "package-test: cleanup: dpkg --purge metro failed" >&2
   fi
-  if [ $rc != 0 ]; then
-    for f in "$WORK"/*.log "$WORK"/*.out; do
-      [ -s "$f" ] && { echo "--- $f"; tail -n 20 "$f"; }
-    done
-  fi
+  [ $rc = 0 ] || show_work_logs
   rm -rf "$WORK"
   exit $rc
 }
@@ -123,59 +110,34 @@ else
 fi
 
 step "network namespaces"
-ip netns add "$NS_A"
-ip netns add "$NS_B"
-ip link add "mtpa$$" type veth peer name "mtpb$$"
-ip link set "mtpa$$" netns "$NS_A"
-ip link set "mtpb$$" netns "$NS_B"
-ip -n "$NS_A" addr add 10.231.0.1/24 dev "mtpa$$"
-ip -n "$NS_B" addr add 10.231.0.2/24 dev "mtpb$$"
-for ns in "$NS_A" "$NS_B"; do
-  ip -n "$ns" link set lo up
-done
-ip -n "$NS_A" link set "mtpa$$" up
-ip -n "$NS_B" link set "mtpb$$" up
-ip netns exec "$NS_B" /usr/bin/python3 scripts/lib/testnet.py echo-server 10.231.0.2 7777 &
-PIDS+=($!)
+netns_up 10.231.0
 
-# capture_check NAME CONFIG_RECEIVER...: start the receiver, metro as nobody, traffic; wait
-# for an RTT metric to 10.231.0.2; print it.
-run_unprivileged() { # BINARY OUT_LOG -> sets METRO_PID
+# capture_as_nobody LOG OUT PATTERN TRAFFIC_S WAIT_S FAILURE: the installed metro as nobody
+# (the file capability only) in A with /etc/metro/metro.yaml, logging to LOG, traffic to B
+# for TRAFFIC_S; a line matching PATTERN must reach the receiver's OUT within WAIT_S (else
+# FAILURE); it is printed, and SIGTERM must end metro with 0.
+capture_as_nobody() {
   ip netns exec "$NS_A" setpriv --reuid=nobody --regid=nogroup --clear-groups \
-    "$1" run --config /etc/metro/metro.yaml >"$2" 2>&1 &
-  METRO_PID=$!
-  PIDS+=($METRO_PID)
-}
-wait_for_metric() { # FILE PATTERN SECONDS
-  local i
-  for ((i = 0; i < $3 * 10; i++)); do
-    grep -q -- "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-check_unprivileged_process() { # PID
+    /usr/bin/metro run --config /etc/metro/metro.yaml >"$1" 2>&1 &
+  local pid=$!
+  PIDS+=($pid)
+  sleep 1
   local st
-  st=$(cat "/proc/$1/status") || fail "metro (pid $1) is not running"
+  st=$(cat "/proc/$pid/status") || fail "metro (pid $pid) is not running"
   grep -qE '^Uid:\s+65534\s' <<<"$st" || fail "metro does not run as nobody: $(grep ^Uid <<<"$st")"
-  # CapEff: exactly CAP_NET_RAW (bit 13).
-  grep -qE '^CapEff:\s+0000000000002000$' <<<"$st" || fail "metro's effective capabilities are not CAP_NET_RAW alone: $(grep ^CapEff <<<"$st")"
+  net_raw_only "$st" metro
+  traffic "$4"
+  wait_for_metric "$2" "$3" "$5" || fail "$6"
+  grep -m1 'system.net.tcp.rtt.avg:' "$2"
+  kill "$pid"
+  wait "$pid" || fail "metro did not exit 0 on SIGTERM"
 }
 
 step "capture as nobody with the shipped configuration (DogStatsD on 127.0.0.1:8125)"
-ip netns exec "$NS_A" /usr/bin/python3 scripts/lib/testnet.py dsd-udp 127.0.0.1 8125 "$WORK/dsd1.out" &
-PIDS+=($!)
-run_unprivileged /usr/bin/metro "$WORK/metro1.log"
-sleep 1
-check_unprivileged_process "$METRO_PID"
+background ip netns exec "$NS_A" /usr/bin/python3 scripts/lib/testnet.py dsd-udp 127.0.0.1 8125 "$WORK/dsd1.out"
 # The shipped flush_interval is 10 s: traffic for 14 s covers a whole interval.
-ip netns exec "$NS_A" /usr/bin/python3 scripts/lib/testnet.py client 10.231.0.2 7777 14 &
-PIDS+=($!)
-wait_for_metric "$WORK/dsd1.out" 'system.net.tcp.rtt.avg:.*dst:10.231.0.2' 25 \
-  || fail "no system.net.tcp.rtt.avg for dst:10.231.0.2 from metro as nobody with /etc/metro/metro.yaml"
-grep -m1 'system.net.tcp.rtt.avg:' "$WORK/dsd1.out"
-kill "$METRO_PID"
-wait "$METRO_PID" || fail "metro did not exit 0 on SIGTERM"
+capture_as_nobody "$WORK/metro1.log" "$WORK/dsd1.out" 'system.net.tcp.rtt.avg:.*dst:10.231.0.2' 14 25 \
+  "no system.net.tcp.rtt.avg for dst:10.231.0.2 from metro as nobody with /etc/metro/metro.yaml"
 
 step "without the capability, the same binary cannot capture"
 cp /usr/bin/metro "$WORK/metro-nocap"
@@ -214,19 +176,10 @@ grep -q 'cap_net_raw[=+]ep' <<<"$CAPS" || fail "/usr/bin/metro lacks cap_net_raw
 echo "conffile kept, $CAPS on the new file (inode $INODE1 -> $INODE2)"
 
 step "capture as nobody after the upgrade, edited configuration (DogStatsD on a Unix socket)"
-/usr/bin/python3 scripts/lib/testnet.py dsd-unix "$DSD_SOCK" "$WORK/dsd2.out" &
-PIDS+=($!)
-for ((i = 0; i < 50; i++)); do [ -S "$DSD_SOCK" ] && break; sleep 0.1; done
-run_unprivileged /usr/bin/metro "$WORK/metro2.log"
-sleep 1
-check_unprivileged_process "$METRO_PID"
-ip netns exec "$NS_A" /usr/bin/python3 scripts/lib/testnet.py client 10.231.0.2 7777 5 &
-PIDS+=($!)
-wait_for_metric "$WORK/dsd2.out" 'system.net.tcp.rtt.avg:.*dst:10.231.0.2.*pkgtest:edited' 15 \
-  || fail "no system.net.tcp.rtt.avg tagged pkgtest:edited over the Unix socket after the upgrade"
-grep -m1 'system.net.tcp.rtt.avg:' "$WORK/dsd2.out"
-kill "$METRO_PID"
-wait "$METRO_PID" || fail "metro did not exit 0 on SIGTERM"
+background /usr/bin/python3 scripts/lib/testnet.py dsd-unix "$DSD_SOCK" "$WORK/dsd2.out"
+wait_for_socket "$DSD_SOCK"
+capture_as_nobody "$WORK/metro2.log" "$WORK/dsd2.out" 'system.net.tcp.rtt.avg:.*dst:10.231.0.2.*pkgtest:edited' 5 15 \
+  "no system.net.tcp.rtt.avg tagged pkgtest:edited over the Unix socket after the upgrade"
 
 step "purge"
 dpkg -L metro | sort >"$WORK/files"

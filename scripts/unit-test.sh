@@ -17,22 +17,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fail() {
-  echo "unit-test: $*" >&2
-  echo "FAIL: unit-test ($*)"
-  exit 1
-}
-step() { echo "== unit-test: $*"; }
-trap 'fail "line $LINENO: \`$BASH_COMMAND\` failed"' ERR
+TEST=unit-test
+. scripts/lib/common.sh
 
-[ "$(id -u)" = 0 ] || fail "must run as root (mmdebstrap, network namespaces, rootful podman)"
-PODMAN=(podman --runtime runc --cgroup-manager=cgroupfs)
+need_root "mmdebstrap, network namespaces, rootful podman"
 WORK=$(mktemp -d /tmp/metro-unittest.XXXXXX)
-NS_A=mt-unit-$$-a
-NS_B=mt-unit-$$-b
+netns_names unit
 CTR=mt-unit-$$
 IMAGE=localhost/metro-unit-test:$$
-PIDS=()
 cleanup() {
   local rc=$?
   if [ $rc != 0 ]; then
@@ -41,9 +33,8 @@ cleanup() {
   fi
   "${PODMAN[@]}" rm -f "$CTR" >/dev/null 2>&1 || true
   "${PODMAN[@]}" rmi -f "$IMAGE" >/dev/null 2>&1 || true
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  ip netns del "$NS_A" 2>/dev/null || true
-  ip netns del "$NS_B" 2>/dev/null || true
+  kill_background
+  netns_down
   rm -rf "$WORK"
   exit $rc
 }
@@ -63,20 +54,8 @@ mmdebstrap --variant=apt --include=systemd,systemd-sysv \
 rm -f "$WORK/rootfs.tar"
 
 step "network namespaces, traffic peer, DogStatsD receiver"
-ip netns add "$NS_A"
-ip netns add "$NS_B"
-ip link add "mtua$$" type veth peer name "mtub$$"
-ip link set "mtua$$" netns "$NS_A"
-ip link set "mtub$$" netns "$NS_B"
-ip -n "$NS_A" addr add 10.234.0.1/24 dev "mtua$$"
-ip -n "$NS_B" addr add 10.234.0.2/24 dev "mtub$$"
-for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_A" link set "mtua$$" up
-ip -n "$NS_B" link set "mtub$$" up
-ip netns exec "$NS_B" /usr/bin/python3 scripts/lib/testnet.py echo-server 10.234.0.2 7777 &
-PIDS+=($!)
-ip netns exec "$NS_A" /usr/bin/python3 scripts/lib/testnet.py dsd-udp 127.0.0.1 8125 "$WORK/dsd.out" &
-PIDS+=($!)
+netns_up 10.234.0
+background ip netns exec "$NS_A" /usr/bin/python3 scripts/lib/testnet.py dsd-udp 127.0.0.1 8125 "$WORK/dsd.out"
 
 step "boot it"
 nsenter --net=/run/netns/"$NS_A" "${PODMAN[@]}" run -d --name "$CTR" --privileged --systemd=always \
@@ -96,21 +75,16 @@ PID=$(in_ctr systemctl show -p MainPID --value metro)
 ST=$(in_ctr cat "/proc/$PID/status")
 UID_=$(awk '/^Uid:/ {print $2}' <<<"$ST")
 [ "$UID_" != 0 ] || fail "metro runs as root"
-grep -qE '^CapEff:\s+0000000000002000$' <<<"$ST" || fail "CapEff is not CAP_NET_RAW alone: $(grep ^CapEff <<<"$ST")"
+net_raw_only "$ST" "the unit's process"
 grep -qE '^CapBnd:\s+0000000000002000$' <<<"$ST" || fail "the bounding set is not CAP_NET_RAW alone: $(grep ^CapBnd <<<"$ST")"
 grep -qE '^NoNewPrivs:\s+1$' <<<"$ST" || fail "no_new_privs is not set"
 grep -qE '^Seccomp:\s+2$' <<<"$ST" || fail "no seccomp filter"
 echo "dynamic uid $UID_, CapEff=CapBnd=CAP_NET_RAW, no_new_privs, seccomp filter"
 
 step "capture under the unit (shipped configuration, DogStatsD on 127.0.0.1:8125)"
-ip netns exec "$NS_A" /usr/bin/python3 scripts/lib/testnet.py client 10.234.0.2 7777 14 &
-PIDS+=($!)
-ok=""
-for ((i = 0; i < 250; i++)); do
-  grep -q 'system.net.tcp.rtt.avg:.*dst:10.234.0.2' "$WORK/dsd.out" 2>/dev/null && { ok=1; break; }
-  sleep 0.1
-done
-[ -n "$ok" ] || fail "no system.net.tcp.rtt.avg for dst:10.234.0.2 from the unit"
+traffic 14
+wait_for_metric "$WORK/dsd.out" 'system.net.tcp.rtt.avg:.*dst:10.234.0.2' 25 \
+  || fail "no system.net.tcp.rtt.avg for dst:10.234.0.2 from the unit"
 grep -m1 'system.net.tcp.rtt.avg:' "$WORK/dsd.out"
 
 step "upgrade under the running unit"

@@ -23,17 +23,20 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// TCP flag bits as on the wire (bit 8 is AE, formerly NS).
+/// TCP flag bits as on the wire (bit 8 is AE, formerly NS): metro-core's
+/// [`TcpFlags`](metro_core::wire::TcpFlags) values (one definition of the wire format),
+/// under short names for building frames (`flags::SYN | flags::ACK`).
 pub mod flags {
-    pub const FIN: u16 = 0x001;
-    pub const SYN: u16 = 0x002;
-    pub const RST: u16 = 0x004;
-    pub const PSH: u16 = 0x008;
-    pub const ACK: u16 = 0x010;
-    pub const URG: u16 = 0x020;
-    pub const ECE: u16 = 0x040;
-    pub const CWR: u16 = 0x080;
-    pub const AE: u16 = 0x100;
+    use metro_core::wire::TcpFlags;
+    pub const FIN: u16 = TcpFlags::FIN;
+    pub const SYN: u16 = TcpFlags::SYN;
+    pub const RST: u16 = TcpFlags::RST;
+    pub const PSH: u16 = TcpFlags::PSH;
+    pub const ACK: u16 = TcpFlags::ACK;
+    pub const URG: u16 = TcpFlags::URG;
+    pub const ECE: u16 = TcpFlags::ECE;
+    pub const CWR: u16 = TcpFlags::CWR;
+    pub const AE: u16 = TcpFlags::AE;
 }
 
 /// Link types of the frames this builder produces (LINKTYPE_* values).

@@ -7,6 +7,25 @@
 
 use std::io::{self, Write};
 
+/// `flush`, `get_ref` and `into_inner` over a writer's `out` field, the same in both writers.
+macro_rules! inner_writer_access {
+    () => {
+        pub fn flush(&mut self) -> io::Result<()> {
+            self.out.flush()
+        }
+
+        pub fn get_ref(&self) -> &W {
+            &self.out
+        }
+
+        /// Flushes and returns the inner writer.
+        pub fn into_inner(mut self) -> io::Result<W> {
+            self.out.flush()?;
+            Ok(self.out)
+        }
+    };
+}
+
 /// Classic pcap magic as a native number; written in the chosen byte order.
 const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
 const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
@@ -118,19 +137,7 @@ impl<W: Write> PcapWriter<W> {
         self.out.write_all(&data[..caplen])
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-
-    pub fn get_ref(&self) -> &W {
-        &self.out
-    }
-
-    /// Flushes and returns the inner writer.
-    pub fn into_inner(mut self) -> io::Result<W> {
-        self.out.flush()?;
-        Ok(self.out)
-    }
+    inner_writer_access!();
 }
 
 /// One pcapng interface (an IDB).
@@ -309,19 +316,7 @@ impl<W: Write> PcapNgWriter<W> {
         self.out.write_all(&u32_bytes(total, be))
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-
-    pub fn get_ref(&self) -> &W {
-        &self.out
-    }
-
-    /// Flushes and returns the inner writer.
-    pub fn into_inner(mut self) -> io::Result<W> {
-        self.out.flush()?;
-        Ok(self.out)
-    }
+    inner_writer_access!();
 }
 
 #[cfg(test)]

@@ -18,23 +18,16 @@ mod agent;
 mod netns;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use agent::{Agent, Metric, Statsd, TempDir, named};
+use agent::{Agent, Metric, TempDir, named, sum, udp_statsd};
 use netns::{Client, Delayed, Netns, veth};
 
 const S: Duration = Duration::from_secs(1);
-
-fn sum(all: &[Metric], name: &str, pred: impl Fn(&Metric) -> bool) -> f64 {
-    all.iter()
-        .filter(|m| m.name == name && pred(m))
-        .map(|m| m.value)
-        .sum()
-}
 
 /// A TCP echo server that counts the connections it accepted.
 struct CountingEcho {
@@ -223,8 +216,7 @@ fn podman_containers_are_tagged_and_counted_once() {
     let srv = CountingEcho::start(&d.s, &format!("{server}:7000"));
     let mut image = Image::build(&dir);
 
-    let rx = host.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(host);
     let cfg = dir.write(
         "metro.yaml",
         &format!(
@@ -575,8 +567,7 @@ fn kubelet_layout_gives_pod_tags() {
     )
     .unwrap();
 
-    let rx = host.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(host);
     let cfg = dir.write(
         "metro.yaml",
         &format!(

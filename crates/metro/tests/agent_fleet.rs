@@ -610,11 +610,7 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
             "",
         ),
     );
-    let mut ag = Agent::start(
-        &d.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut ag = Agent::run_config(&d.c, &cfg, &dir);
     ag.wait_log("capture filter", 20 * S);
     let mut client = Client::start(&d.c, srv.addr, 200, Duration::from_millis(2), 50);
     rx.wait_for(&mut ag, 30 * S, "three flushes with samples", |m| {

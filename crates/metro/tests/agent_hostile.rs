@@ -13,37 +13,20 @@ mod frames;
 #[path = "support/netns.rs"]
 mod netns;
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Metric, Statsd, TempDir, named};
+use agent::{Agent, Metric, TempDir, UDP_STATSD, named, sum, udp_statsd, yaml_list};
 use netns::{Client, Delayed, EchoServer, Pair};
 
 const S: Duration = Duration::from_secs(1);
-const UDP_STATSD: &str = "  statsd_ip: 127.0.0.1\n  statsd_port: 8125\n";
 
 fn config(iface: &str, flush: &str, ips: &[&str], tags: &[&str], more: &str) -> String {
-    let list = |v: &[&str]| {
-        format!(
-            "[{}]",
-            v.iter()
-                .map(|s| format!("'{s}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
     format!(
         "init_config:\n  flush_interval: {flush}\n{UDP_STATSD}{more}instances:\n  - interface: {iface}\n    tags: {}\n    ips: {}\n",
-        list(tags),
-        list(ips),
+        yaml_list(tags),
+        yaml_list(ips),
     )
-}
-
-fn sum(all: &[Metric], name: &str, pred: impl Fn(&Metric) -> bool) -> f64 {
-    all.iter()
-        .filter(|m| m.name == name && pred(m))
-        .map(|m| m.value)
-        .sum()
 }
 
 fn count_lines(log: &str, needle: &str) -> usize {
@@ -84,8 +67,7 @@ fn forged_one_sided_retransmissions_from_80000_watched_addresses_leave_real_host
     d.s.ip(&["addr", "add", "10.200.21.3/24", "dev", "veth0"]);
     let srv = EchoServer::start(&d.s, "10.200.21.2:7000");
     let srv2 = EchoServer::start(&d.s, "10.200.21.3:7000");
-    let rx = d.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&d.c);
     let cfg = dir.write(
         "metro.yaml",
         &config(
@@ -123,11 +105,7 @@ fn forged_one_sided_retransmissions_from_80000_watched_addresses_leave_real_host
     let pcap = dir.path("forged.pcap");
     frames::write_pcap(&pcap, &mut fr);
 
-    let mut agent = Agent::start(
-        &d.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&d.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let mut client = Client::start(&d.c, srv.addr, 200, Duration::from_millis(10), 1000);
     statsd.wait_for(&mut agent, 30 * S, "the real pair's first metrics", |m| {
@@ -313,15 +291,10 @@ fn sighup_burst_keeps_capture_and_flows_and_a_new_watch_list_keeps_them_too() {
     let d = Delayed::new("burst", 23, Duration::from_millis(10));
     let dir = TempDir::new("burst");
     let srv = EchoServer::start(&d.s, "10.200.23.2:7000");
-    let rx = d.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&d.c);
     let good = config("veth0", "1", &["10.200.23.2"], &["gen:1"], "");
     let cfg = dir.write("metro.yaml", &good);
-    let mut agent = Agent::start(
-        &d.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&d.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let cap_threads = threads_named(agent.pid(), "metro-cap-veth0");
     assert_eq!(cap_threads.len(), 1, "{cap_threads:?}");
@@ -432,15 +405,10 @@ fn reload_to_a_configuration_that_cannot_run_keeps_the_running_agent() {
     let p = Pair::new("badrl", 24);
     let dir = TempDir::new("badrl");
     let srv = EchoServer::start(&p.s, "10.200.24.2:7000");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     let good = config("veth0", "1", &["10.200.24.2"], &["gen:1"], "");
     let cfg = dir.write("metro.yaml", &good);
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let _client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 1000);
     statsd.wait_for(&mut agent, 30 * S, "first samples", |m| {

@@ -14,11 +14,12 @@ mod frames;
 mod netns;
 
 use std::collections::BTreeSet;
-use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Metric, Statsd, TempDir, http_get, named};
+use agent::{
+    Agent, Metric, Statsd, TempDir, UDP_STATSD, http_get, named, sum, udp_statsd, yaml_list,
+};
 use netns::{Client, Delayed, EchoServer, Netns, Pair};
 
 const S: Duration = Duration::from_secs(1);
@@ -59,13 +60,6 @@ fn is_rtt(m: &Metric) -> bool {
 fn has_rtt_for(all: &[Metric], dst: &str) -> bool {
     all.iter()
         .any(|m| m.name == "system.net.tcp.rtt.p50" && m.tag("dst") == Some(dst))
-}
-
-fn sum(all: &[Metric], name: &str, pred: impl Fn(&Metric) -> bool) -> f64 {
-    all.iter()
-        .filter(|m| m.name == name && pred(m))
-        .map(|m| m.value)
-        .sum()
 }
 
 /// Check one flush's worth of RTT metrics for `dst`: all ten, right types, tags in order,
@@ -207,24 +201,13 @@ fn config_on(
     tags: &[&str],
     more: &str,
 ) -> String {
-    let list = |v: &[&str]| {
-        format!(
-            "[{}]",
-            v.iter()
-                .map(|s| format!("'{s}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
     format!(
         "init_config:\n  flush_interval: {flush}\n{statsd}{more}instances:\n  - interface: {iface}\n    tags: {}\n    ips: {}\n    hosts: {}\n",
-        list(tags),
-        list(ips),
-        list(hosts)
+        yaml_list(tags),
+        yaml_list(ips),
+        yaml_list(hosts)
     )
 }
-
-const UDP_STATSD: &str = "  statsd_ip: 127.0.0.1\n  statsd_port: 8125\n";
 
 #[test]
 fn udp_metrics_names_types_tags_values_ipv4_ipv6_and_no_stale_pairs() {
@@ -232,8 +215,7 @@ fn udp_metrics_names_types_tags_values_ipv4_ipv6_and_no_stale_pairs() {
     let dir = TempDir::new("udp");
     let srv4 = EchoServer::start(&p.s, "10.200.11.2:7000");
     let srv6 = EchoServer::start(&p.s, "[fd00:200:11::2]:7000");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     let tags = ["env:test", "team:net"];
     let cfg = dir.write(
         "metro.yaml",
@@ -246,11 +228,7 @@ fn udp_metrics_names_types_tags_values_ipv4_ipv6_and_no_stale_pairs() {
             "",
         ),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let mut c4 = Client::start(&p.c, srv4.addr, 200, Duration::from_millis(10), 50);
     let mut c6 = Client::start(&p.c, srv6.addr, 200, Duration::from_millis(10), 50);
@@ -313,11 +291,7 @@ fn unix_socket_statsd_prometheus_exposition_and_interface_any() {
             "  prometheus_listen: 127.0.0.1:9464\n",
         ),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     assert!(
         agent.log().contains("net 10.200.12.0/24"),
@@ -379,17 +353,12 @@ fn known_delay_p50_within_2ms_of_true_rtt() {
     let d = Delayed::new("dly", 13, one_way);
     let dir = TempDir::new("dly");
     let srv = EchoServer::start(&d.s, "10.200.13.2:7000");
-    let rx = d.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&d.c);
     let cfg = dir.write(
         "metro.yaml",
         &config("2", UDP_STATSD, &["10.200.13.2"], &[], &[], ""),
     );
-    let mut agent = Agent::start(
-        &d.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&d.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let mut client = Client::start(&d.c, srv.addr, 200, Duration::from_millis(5), 25);
     // Two full flushes of traffic.
@@ -434,8 +403,7 @@ fn go_metro_doc_example_runs_unchanged_with_legacy_flags() {
     let cfg = dir.write("go-metro.yaml", yaml);
     let log = dir.path("go-metro.log");
     let srv = EchoServer::start(&p.s, "10.200.14.2:443");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     let cfg_flag = format!("-cfg={}", cfg.display());
     let log_flag = format!("-log={}", log.display());
     let mut agent = Agent::start(&p.c, &[&cfg_flag, &log_flag], &dir.path("stderr"));
@@ -486,8 +454,7 @@ fn host_name_whose_address_changes_is_followed() {
     let dir = TempDir::new("dns");
     let old = EchoServer::start(&p.s, "10.200.15.2:5432");
     let new = EchoServer::start(&p.s, "10.200.15.3:5432");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     let cfg = dir.write(
         "metro.yaml",
         &config(
@@ -499,11 +466,7 @@ fn host_name_whose_address_changes_is_followed() {
             "  dns_refresh: 1\n",
         ),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("host 10.200.15.2", 20 * S);
     // Phase 1: traffic to the old address is measured as db.test.
     let mut c_old = Client::start(&p.c, old.addr, 200, Duration::from_millis(10), 1000);
@@ -543,15 +506,10 @@ fn sighup_with_broken_config_keeps_measuring_and_good_reload_applies() {
     let p = Pair::new("hup", 16);
     let dir = TempDir::new("hup");
     let srv = EchoServer::start(&p.s, "10.200.16.2:7000");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     let good = config("1", UDP_STATSD, &["10.200.16.2"], &[], &["gen:1"], "");
     let cfg = dir.write("metro.yaml", &good);
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let _client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 1000);
     statsd.wait_for(&mut agent, 30 * S, "first samples", |m| {
@@ -589,18 +547,13 @@ fn sigterm_flushes_then_exits_zero() {
     let p = Pair::new("term", 17);
     let dir = TempDir::new("term");
     let srv = EchoServer::start(&p.s, "10.200.17.2:7000");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     // A flush interval far longer than the test: only the final flush can send anything.
     let cfg = dir.write(
         "metro.yaml",
         &config("600", UDP_STATSD, &["10.200.17.2"], &[], &[], ""),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let mut client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 1000);
     while client.requests.load(std::sync::atomic::Ordering::Relaxed) < 30 {
@@ -635,8 +588,7 @@ fn dead_statsd_receiver_costs_no_samples() {
     let p = Pair::new("dead", 18);
     let dir = TempDir::new("dead");
     let srv = EchoServer::start(&p.s, "10.200.18.2:7000");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let mut statsd = Statsd::udp(rx);
+    let mut statsd = udp_statsd(&p.c);
     let cfg = dir.write(
         "metro.yaml",
         &config(
@@ -648,11 +600,7 @@ fn dead_statsd_receiver_costs_no_samples() {
             "  prometheus_listen: 127.0.0.1:9464\n",
         ),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 1000);
     statsd.wait_for(&mut agent, 30 * S, "samples", |m| {
@@ -689,8 +637,7 @@ fn dead_statsd_receiver_costs_no_samples() {
     assert!(agent.alive());
 
     // It comes back: metrics flow again, and the send errors were counted.
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     statsd.wait_for(
         &mut agent,
         15 * S,
@@ -726,17 +673,12 @@ fn interface_down_and_up_again_resumes_without_spinning() {
     let p = Pair::new("flap", 19);
     let dir = TempDir::new("flap");
     let srv = EchoServer::start(&p.s, "10.200.19.2:7000");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     let cfg = dir.write(
         "metro.yaml",
         &config("1", UDP_STATSD, &["10.200.19.2"], &[], &[], ""),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     let _client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 20);
     statsd.wait_for(&mut agent, 30 * S, "samples", |m| {
@@ -810,8 +752,7 @@ fn interface_down_and_up_again_resumes_without_spinning() {
 fn vlan_tagged_frames_replayed_with_tcpreplay() {
     let p = Pair::new("vlan", 20);
     let dir = TempDir::new("vlan");
-    let rx = p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&p.c);
     // A remote pair on VLAN 100 the client namespace overhears: 10.200.20.7 talks to
     // 10.200.20.9 with a 10 ms round trip.
     let mut fr = frames::conversation(
@@ -831,11 +772,7 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
         "metro.yaml",
         &config("1", UDP_STATSD, &["10.200.20.9"], &[], &[], ""),
     );
-    let mut agent = Agent::start(
-        &p.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
     assert!(
         agent

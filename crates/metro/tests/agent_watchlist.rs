@@ -18,7 +18,7 @@ mod netns;
 use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Metric, Statsd, TempDir, metro_output, named, parse};
+use agent::{Agent, Metric, TempDir, metro_output, named, parse, udp_statsd};
 use metro::agent::config::Cidr;
 use metro::agent::filter::WATCH_TERMS;
 use metro::agent::netset::NetSet;
@@ -105,18 +105,13 @@ fn hundred_thousand_entries_measure_the_peer_in_bounded_memory_and_survive_sighu
     let dir = TempDir::new("wl");
     let srv = EchoServer::start(&d.s, "10.200.40.2:7000");
     let other = EchoServer::start(&d.s, "10.200.40.3:7000");
-    let rx = d.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap());
-    let statsd = Statsd::udp(rx);
+    let statsd = udp_statsd(&d.c);
     let list = big_list(100_000, "10.200.40.2", "10.200.40.3");
     assert_covered_not_exact(&list, "10.200.40.3");
     let cfg = dir.write("metro.yaml", &config(&list, "gen:1"));
 
     let t0 = Instant::now();
-    let mut agent = Agent::start(
-        &d.c,
-        &["run", "--config", cfg.to_str().unwrap()],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_config(&d.c, &cfg, &dir);
     agent.wait_log("capture filter", 60 * S);
     let to_filter = t0.elapsed();
     // `ip netns exec` has exec'd the agent by now: the memory read below is metro's.

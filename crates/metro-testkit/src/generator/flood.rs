@@ -127,22 +127,22 @@ fn real_packets(cfg: &FloodConfig, summary: &mut FloodSummary) -> Vec<(i64, Vec<
         // Starts spread over the flood's first half: most conversations end within it.
         let t0 = cfg.start_ns + rng.below((cfg.duration_ns / 2).max(1)) as i64;
         let (c, s) = (rng.next_u32(), rng.next_u32());
-        let up = |seq: u32, ack: u32, f: u16, len: u32| {
-            TcpFrame::v4(client, cport, SERVER, SERVER_PORT)
+        // One segment of this conversation, client to server (`up`) or back (`down`).
+        let segment = |up: bool, seq: u32, ack: u32, f: u16, len: u32| {
+            let frame = if up {
+                TcpFrame::v4(client, cport, SERVER, SERVER_PORT)
+            } else {
+                TcpFrame::v4(SERVER, SERVER_PORT, client, cport)
+            };
+            frame
                 .seq(seq)
                 .ack(ack)
                 .flags(f)
                 .payload_len(len as usize)
                 .to_vec()
         };
-        let down = |seq: u32, ack: u32, f: u16, len: u32| {
-            TcpFrame::v4(SERVER, SERVER_PORT, client, cport)
-                .seq(seq)
-                .ack(ack)
-                .flags(f)
-                .payload_len(len as usize)
-                .to_vec()
-        };
+        let up = |seq: u32, ack: u32, f: u16, len: u32| segment(true, seq, ack, f, len);
+        let down = |seq: u32, ack: u32, f: u16, len: u32| segment(false, seq, ack, f, len);
         let (syn, ack, psh, fin) = (flags::SYN, flags::ACK, flags::PSH, flags::FIN);
         let mut t = t0;
         let mut at = |dt: u64, frame: Vec<u8>| {

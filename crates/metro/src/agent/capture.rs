@@ -23,10 +23,10 @@ use super::config::DutyCycle;
 use super::containers::{self, Attribution};
 use super::dedupe::Dedupe;
 use super::filter;
+use super::flush::Msg;
 use super::live::{self, Live, LiveOptions, Next};
 use super::report::{InstanceShared, Interval};
 use super::resolve::{LocalSet, WatchList, interface_addresses};
-use super::run::Msg;
 use super::samples::SampleBuf;
 
 const NS: i64 = 1_000_000_000;

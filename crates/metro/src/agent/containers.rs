@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::resolve::Shared;
+use super::watch::Shared;
 
 /// How much one refresh may read.
 #[derive(Clone, Copy, Debug)]
@@ -193,8 +193,9 @@ pub struct Counters {
 }
 
 /// Attach each pair's container tags from [`global`] (at report time: one lookup per pair
-/// and interval, none per packet), and count what could not be attributed.
-pub fn tag_pairs(pairs: &mut [super::report::PairReport]) -> Counters {
+/// and interval, none per packet), and count what could not be attributed. Each pair is its
+/// local address and the tags to fill, so that this module need not know the report's types.
+pub fn tag_pairs<'a>(pairs: impl IntoIterator<Item = (IpAddr, &'a mut Vec<String>)>) -> Counters {
     let a = global().get().1;
     let s = &a.stats;
     let mut c = Counters {
@@ -203,9 +204,9 @@ pub fn tag_pairs(pairs: &mut [super::report::PairReport]) -> Counters {
         skipped: s.pids_skipped + s.pids_unreadable + s.namespaces_skipped,
         pairs_unattributed: 0,
     };
-    for p in pairs {
-        match a.namespace(p.src) {
-            Some(ns) => p.extra_tags = ns.tags.clone(),
+    for (src, tags) in pairs {
+        match a.namespace(src) {
+            Some(ns) => *tags = ns.tags.clone(),
             None => c.pairs_unattributed += 1,
         }
     }

@@ -6,9 +6,9 @@
 //! Modules: [`config`] (YAML -> validated [`config::Config`]), [`filter`] (the kernel
 //! filter), [`live`] (libpcap handles), [`capture`] (the per-instance capture loop),
 //! [`netset`] (address sets of any size), [`resolve`] (watch list, local addresses, DNS
-//! refresh), [`report`] (per-interval aggregation), [`statsd`] (DogStatsD encoder and
-//! sink), [`prom`] (Prometheus exposition), [`log`] (rotating log file), [`run`] (threads,
-//! signals, reload).
+//! refresh), [`report`] (per-interval aggregation), [`flush`] (the flusher thread that owns
+//! the sinks, and its messages), [`statsd`] (DogStatsD encoder and sink), [`prom`]
+//! (Prometheus exposition), [`log`] (rotating log file), [`run`] (threads, signals, reload).
 
 pub mod capture;
 pub mod config;
@@ -16,6 +16,7 @@ pub mod containers;
 pub mod dedupe;
 pub mod filter;
 pub mod fleet;
+pub mod flush;
 pub mod live;
 pub mod log;
 pub mod netset;

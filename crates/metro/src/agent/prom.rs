@@ -353,16 +353,7 @@ impl Prom {
             // of its gauges and counters too, one series per local address either way.
             l.extend(tag_labels(&p.extra_tags));
             let s = &p.stats;
-            let v = [
-                s.last(),
-                s.mean(),
-                s.jitter(),
-                s.min(),
-                s.max(),
-                s.quantile(0.5),
-                s.quantile(0.9),
-                s.quantile(0.99),
-            ];
+            let v = p.rtt_ms();
             for (fam, ms) in self.rtt.iter().zip(v) {
                 fam.get_or_create(&l).set(ms / 1000.0);
             }

@@ -55,6 +55,25 @@ pub struct PairReport {
     pub extra_tags: Vec<String>,
 }
 
+impl PairReport {
+    /// The eight RTT statistics (ms) every sink sends per pair, in this order: last, avg,
+    /// jitter, min, max, p50, p90, p99 (that of `statsd::RTT_GAUGES` and Prometheus'
+    /// `metro_tcp_rtt_*_seconds` families).
+    pub fn rtt_ms(&self) -> [f64; 8] {
+        let s = &self.stats;
+        [
+            s.last(),
+            s.mean(),
+            s.jitter(),
+            s.min(),
+            s.max(),
+            s.quantile(0.5),
+            s.quantile(0.9),
+            s.quantile(0.99),
+        ]
+    }
+}
+
 /// Self-metrics of one instance over an interval (deltas), plus the active flow gauge.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InstanceCounters {
@@ -578,10 +597,9 @@ impl InstanceShared {
         let (series_overflow, distribution_dropped) = (iv.series_overflow, iv.distribution_dropped);
         let (mut pairs, samples, internal) = iv.into_pairs();
         // Container and pod tags from each pair's local address (agent::containers).
-        let containers = self
-            .container_tags
-            .load(Ordering::Relaxed)
-            .then(|| super::containers::tag_pairs(&mut pairs));
+        let containers = self.container_tags.load(Ordering::Relaxed).then(|| {
+            super::containers::tag_pairs(pairs.iter_mut().map(|p| (p.src, &mut p.extra_tags)))
+        });
         let copies = c_copies(&self.cumulative, &self.last_copies);
         for (t, n) in self.samples_total.iter().zip(samples) {
             t.fetch_add(n, Ordering::Relaxed);

@@ -7,10 +7,8 @@
 //!  resolver --(generation-stamped WatchList / LocalSet)--> capture threads
 //! ```
 //!
-//! Every `flush_interval` the flusher asks each live instance for its interval (a counter
-//! the capture thread reads between packets: no lock per sample), collects what the capture
-//! threads hand over, and sends. It lives as long as the agent: a reload hands it the new set of
-//! instances and, if they changed, the new DogStatsD target and interval.
+//! The flusher and the [`Msg`]s it receives live in [`super::flush`]: this module starts it,
+//! and on a reload hands it the new set of instances and, if they changed, the new sinks.
 //!
 //! Signals only set flags (installed before anything else, so that none is lost or kills
 //! the process during start-up); the main thread polls them. SIGTERM/SIGINT at any moment
@@ -25,7 +23,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,27 +35,14 @@ use super::capture::{self, Worker};
 use super::config::{self, Cidr, Config, DutyCycle, Instance, Source, StatsdTarget};
 use super::filter;
 use super::fleet::IntervalOpts;
+use super::flush::{self, Msg};
 use super::live::{self, LiveOptions};
 use super::log;
 use super::otlp::OtlpSink;
 use super::prom::{Prom, PromServer};
-use super::report::{InstanceReport, InstanceShared};
+use super::report::InstanceShared;
 use super::resolve::{self, LocalSet, WatchList, Watched};
-use super::statsd::{StatsdSink, encode_report};
-
-/// What the flusher receives.
-pub enum Msg {
-    /// A report made elsewhere (a file instance on packet time).
-    Report(InstanceReport),
-    /// The live instances from now on; one no longer among them is flushed one last time.
-    Live(Vec<Arc<InstanceShared>>),
-    /// A new DogStatsD sink and flush interval (a reload changed them).
-    Sink(StatsdSink, Duration),
-    /// A new OTLP sink, or none (a reload changed `otlp_endpoint`).
-    Otlp(Option<OtlpSink>),
-    /// Flush every live instance one last time and end.
-    Stop,
-}
+use super::statsd::StatsdSink;
 
 /// Options that come from the command line rather than the file.
 #[derive(Clone, Debug, Default)]
@@ -285,7 +270,7 @@ impl Runtime {
         let otlp = cfg.fleet.otlp_endpoint.as_deref().map(OtlpSink::new);
         let flusher = std::thread::Builder::new()
             .name("metro-flush".into())
-            .spawn(move || run_flusher(rx, sink, otlp, prom, every))?;
+            .spawn(move || flush::run_flusher(rx, sink, otlp, prom, every))?;
         let mut rt = Runtime {
             running: Vec::new(),
             resolver: None,
@@ -524,111 +509,6 @@ impl Runtime {
         let _ = self.tx.send(Msg::Stop);
         if let Some(f) = self.flusher.take() {
             let _ = f.join();
-        }
-    }
-}
-
-/// The flusher's outputs: every interval report goes to each sink in turn (DogStatsD,
-/// Prometheus, OTLP), each encoding it its own way from the same statistics, histogram
-/// buckets and values.
-struct Sinks {
-    statsd: StatsdSink,
-    prom: Arc<Prom>,
-    otlp: Option<OtlpSink>,
-    /// DogStatsD send errors, reported with the instance's next interval.
-    pending_errors: HashMap<String, u64>,
-    /// `--samples` lines lost, as last logged.
-    samples_lost: u64,
-}
-
-impl Sinks {
-    fn emit(&mut self, r: InstanceReport) {
-        let errs = self.pending_errors.remove(&r.iface).unwrap_or(0);
-        let datagrams = encode_report(&r, errs, self.statsd.max_datagram());
-        let failed = self.statsd.send(&datagrams);
-        if failed > 0 {
-            *self.pending_errors.entry(r.iface.clone()).or_default() += failed;
-        }
-        self.prom.observe(&r, failed);
-        if let Some(o) = &mut self.otlp {
-            o.send(&r);
-        }
-        let lost = super::samples::lost();
-        if lost > self.samples_lost {
-            tracing::warn!(
-                "--samples: {} lines lost so far: the reader is slower than the traffic",
-                lost
-            );
-            self.samples_lost = lost;
-        }
-    }
-}
-
-/// How long a flush waits for the capture threads' intervals.
-const HANDOVER_WAIT: Duration = Duration::from_millis(500);
-
-fn run_flusher(
-    rx: Receiver<Msg>,
-    statsd: StatsdSink,
-    otlp: Option<OtlpSink>,
-    prom: Arc<Prom>,
-    mut every: Duration,
-) {
-    let mut live: Vec<Arc<InstanceShared>> = Vec::new();
-    let mut sinks = Sinks {
-        statsd,
-        prom,
-        otlp,
-        pending_errors: HashMap::new(),
-        samples_lost: 0,
-    };
-    let mut next = Instant::now() + every;
-    loop {
-        match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
-            Ok(Msg::Report(r)) => sinks.emit(r),
-            Ok(Msg::Live(new)) => {
-                for s in &live {
-                    if !new.iter().any(|n| Arc::ptr_eq(n, s)) {
-                        // Its thread has ended: its last interval is waiting.
-                        let iv = s.collect(Duration::ZERO);
-                        sinks.emit(s.take_report(iv));
-                    }
-                }
-                live = new;
-            }
-            Ok(Msg::Sink(s, e)) => {
-                sinks.statsd = s;
-                if e != every {
-                    every = e;
-                    next = Instant::now() + every;
-                }
-            }
-            Ok(Msg::Otlp(o)) => sinks.otlp = o,
-            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                // The capture threads have ended: their last intervals are waiting.
-                for s in &live {
-                    let iv = s.collect(Duration::ZERO);
-                    sinks.emit(s.take_report(iv));
-                }
-                break;
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                for s in &live {
-                    s.request_flush();
-                }
-                // A capture thread answers between packets, or within its read timeout when
-                // idle; one that does not (busy reopening) is reported empty this time.
-                let deadline = Instant::now() + HANDOVER_WAIT;
-                for s in &live {
-                    let iv = s.collect(deadline.saturating_duration_since(Instant::now()));
-                    sinks.emit(s.take_report(iv));
-                }
-                next += every;
-                let now = Instant::now();
-                if next <= now {
-                    next = now + every;
-                }
-            }
         }
     }
 }

@@ -237,16 +237,7 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         tags.extend(r.tags.iter().map(String::as_str));
         tags.extend(p.extra_tags.iter().map(String::as_str));
         let s = &p.stats;
-        let values = [
-            s.last(),
-            s.mean(),
-            s.jitter(),
-            s.min(),
-            s.max(),
-            s.quantile(0.5),
-            s.quantile(0.9),
-            s.quantile(0.99),
-        ];
+        let values = p.rtt_ms();
         for (name, v) in RTT_GAUGES.iter().zip(values) {
             b.push(name, v, Type::Gauge, &tags);
         }
@@ -271,110 +262,55 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
     tags.push(&iface);
     tags.extend(r.tags.iter().map(String::as_str));
     let c = &r.counters;
-    b.push(
-        "metro.packets.received",
-        c.packets_received as f64,
-        Type::Count,
-        &tags,
-    );
-    b.push(
-        "metro.packets.dropped",
-        c.packets_dropped as f64,
-        Type::Count,
-        &tags,
-    );
-    b.push(
-        "metro.flows.active",
-        c.flows_active as f64,
-        Type::Gauge,
-        &tags,
-    );
-    b.push(
-        "metro.flows.evicted",
-        c.flows_evicted as f64,
-        Type::Count,
-        &tags,
-    );
-    b.push("metro.flows.shed", c.flows_shed as f64, Type::Count, &tags);
-    b.push(
-        "metro.packets.filtered",
-        c.packets_filtered as f64,
-        Type::Count,
-        &tags,
-    );
+    // The self-metrics in the order they are sent: name, value, type, and the tag of a
+    // breakdown (`kind:`, `state:`) after the instance's.
+    use Type::{Count, Gauge};
+    let mut self_metrics: Vec<(&str, u64, Type, Option<String>)> = vec![
+        ("metro.packets.received", c.packets_received, Count, None),
+        ("metro.packets.dropped", c.packets_dropped, Count, None),
+        ("metro.flows.active", c.flows_active, Gauge, None),
+        ("metro.flows.evicted", c.flows_evicted, Count, None),
+        ("metro.flows.shed", c.flows_shed, Count, None),
+        ("metro.packets.filtered", c.packets_filtered, Count, None),
+    ];
     for (kind, n) in metro_core::rtt::Kind::ALL.iter().zip(c.samples) {
         let k = format!("kind:{}", kind.name());
-        let mut t = tags.clone();
-        t.push(&k);
-        b.push("metro.samples", n as f64, Type::Count, &t);
+        self_metrics.push(("metro.samples", n, Count, Some(k)));
     }
-    b.push(
-        "metro.packets.copies",
-        c.packets_copies as f64,
-        Type::Count,
-        &tags,
-    );
+    self_metrics.push(("metro.packets.copies", c.packets_copies, Count, None));
+    let tag = |t: &str| Some(t.to_string());
     if let Some(ct) = &c.containers {
-        for (state, n) in [
-            ("attributed", ct.namespaces_attributed),
-            ("unattributed", ct.namespaces_unattributed),
-        ] {
-            let s = format!("state:{state}");
-            let mut t = tags.clone();
-            t.push(&s);
-            b.push("metro.containers.namespaces", n as f64, Type::Gauge, &t);
-        }
-        b.push(
-            "metro.containers.skipped",
-            ct.skipped as f64,
-            Type::Gauge,
-            &tags,
-        );
-        b.push(
-            "metro.containers.pairs_unattributed",
-            ct.pairs_unattributed as f64,
-            Type::Count,
-            &tags,
-        );
+        let ns = "metro.containers.namespaces";
+        let (on, off) = (ct.namespaces_attributed, ct.namespaces_unattributed);
+        let unattributed = "metro.containers.pairs_unattributed";
+        self_metrics.extend([
+            (ns, on, Gauge, tag("state:attributed")),
+            (ns, off, Gauge, tag("state:unattributed")),
+            ("metro.containers.skipped", ct.skipped, Gauge, None),
+            (unattributed, ct.pairs_unattributed, Count, None),
+        ]);
     }
-    b.push(
-        "metro.samples.internal",
-        c.samples_internal as f64,
-        Type::Count,
-        &tags,
-    );
-    for (what, n) in [
-        ("kind:sample", c.pairs_dropped.samples),
-        ("kind:retransmit", c.pairs_dropped.retransmits),
-    ] {
-        let mut t = tags.clone();
-        t.push(what);
-        b.push("metro.pairs.dropped", n as f64, Type::Count, &t);
-    }
-    b.push(
-        "metro.series.overflow",
-        c.series_overflow as f64,
-        Type::Count,
-        &tags,
-    );
+    let (pd, dropped) = ("metro.pairs.dropped", &c.pairs_dropped);
+    self_metrics.extend([
+        ("metro.samples.internal", c.samples_internal, Count, None),
+        (pd, dropped.samples, Count, tag("kind:sample")),
+        (pd, dropped.retransmits, Count, tag("kind:retransmit")),
+        ("metro.series.overflow", c.series_overflow, Count, None),
+    ]);
     let distributions = r
         .pairs
         .iter()
         .any(|p| p.fine.as_ref().is_some_and(|f| f.rate.is_some()));
     if distributions || c.distribution_dropped > 0 {
-        b.push(
-            "metro.distribution.dropped",
-            c.distribution_dropped as f64,
-            Type::Count,
-            &tags,
-        );
+        let dd = c.distribution_dropped;
+        self_metrics.push(("metro.distribution.dropped", dd, Count, None));
     }
-    b.push(
-        "metro.statsd.send_errors",
-        send_errors as f64,
-        Type::Count,
-        &tags,
-    );
+    self_metrics.push(("metro.statsd.send_errors", send_errors, Count, None));
+    for (name, v, ty, extra) in &self_metrics {
+        let mut t = tags.clone();
+        t.extend(extra.as_deref());
+        b.push(name, *v as f64, *ty, &t);
+    }
     b.finish()
 }
 
@@ -619,6 +555,15 @@ mod tests {
     use crate::agent::report::{InstanceCounters, InstanceReport, PairReport};
     use metro_core::aggregate::Stats;
 
+    /// The tags of [`report`]'s first pair, in the order they are sent.
+    const PAIR_TAGS: [&str; 5] = [
+        "src:10.0.0.1",
+        "dst:app.example.com",
+        "iface:eth0",
+        "env:prod",
+        "team:net_ops",
+    ];
+
     fn report() -> InstanceReport {
         let mut s = Stats::new();
         for v in [40.1, 40.3, 39.9, 41.0] {
@@ -699,16 +644,7 @@ mod tests {
         let m = find("system.net.tcp.rtt", "app.example.com");
         assert_eq!(m.ty, "g");
         assert_eq!(m.value, 41.0);
-        assert_eq!(
-            m.tags,
-            [
-                "src:10.0.0.1",
-                "dst:app.example.com",
-                "iface:eth0",
-                "env:prod",
-                "team:net_ops"
-            ]
-        );
+        assert_eq!(m.tags, PAIR_TAGS);
         assert!((find("system.net.tcp.rtt.avg", "app.example.com").value - 40.325).abs() < 1e-6);
         assert!(
             (find("system.net.tcp.rtt.jitter", "app.example.com").value - (0.2 + 0.4 + 1.1) / 3.0)
@@ -822,17 +758,7 @@ mod tests {
                     if m.name == DISTRIBUTION {
                         assert_eq!(m.ty, "d");
                         assert_eq!(m.rate, 0.5);
-                        assert_eq!(
-                            m.tags,
-                            [
-                                "src:10.0.0.1",
-                                "dst:app.example.com",
-                                "iface:eth0",
-                                "env:prod",
-                                "team:net_ops",
-                                "container:web"
-                            ]
-                        );
+                        assert_eq!(m.tags, [&PAIR_TAGS[..], &["container:web"]].concat());
                         got.push(m.value);
                     }
                 }

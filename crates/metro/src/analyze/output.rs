@@ -102,73 +102,63 @@ fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io
     Ok(())
 }
 
+/// One of the default report's tables: a row per item, named by its first column (`first`
+/// in the header), then its statistics and the kinds of its samples.
+fn write_stats_table<'a>(
+    out: &mut dyn Write,
+    first: &str,
+    items: impl Iterator<Item = (String, &'a Stats, &'a [u64; 3])>,
+) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = items
+        .map(|(name, stats, kinds)| {
+            let mut row = vec![name];
+            row.extend(stats_cells(stats));
+            row.push(kinds_list(kinds));
+            row
+        })
+        .collect();
+    write_table(
+        out,
+        &[
+            first, "samples", "min", "p50", "p90", "p99", "max", "jitter", "kinds",
+        ],
+        &rows,
+    )
+}
+
 /// The default report: one row per responder, most samples first.
 pub fn render_table(out: &mut dyn Write, report: &Report, flows: bool) -> io::Result<()> {
     if report.responders.is_empty() {
         writeln!(out, "no RTT samples")?;
     } else {
-        let rows: Vec<Vec<String>> = report
-            .responders
-            .iter()
-            .map(|r| {
-                let mut row = vec![r.addr.to_string()];
-                row.extend(stats_cells(&r.stats));
-                row.push(kinds_list(&r.kinds));
-                row
-            })
-            .collect();
         writeln!(
             out,
             "RTT by responder (ms; the responder sends the closing packet)"
         )?;
-        write_table(
+        write_stats_table(
             out,
-            &[
-                "responder",
-                "samples",
-                "min",
-                "p50",
-                "p90",
-                "p99",
-                "max",
-                "jitter",
-                "kinds",
-            ],
-            &rows,
+            "responder",
+            report
+                .responders
+                .iter()
+                .map(|r| (r.addr.to_string(), &r.stats, &r.kinds)),
         )?;
     }
     if flows {
         writeln!(out)?;
         writeln!(out, "RTT by connection (ms)")?;
         let multi = report.files.len() > 1;
-        let rows: Vec<Vec<String>> = report
-            .flows
-            .iter()
-            .map(|f: &FlowReport| {
-                let mut row = vec![if multi {
+        write_stats_table(
+            out,
+            "responder <- peer",
+            report.flows.iter().map(|f: &FlowReport| {
+                let name = if multi {
                     format!("#{} {} <- {}", f.file + 1, f.responder, f.peer)
                 } else {
                     format!("{} <- {}", f.responder, f.peer)
-                }];
-                row.extend(stats_cells(&f.stats));
-                row.push(kinds_list(&f.kinds));
-                row
-            })
-            .collect();
-        write_table(
-            out,
-            &[
-                "responder <- peer",
-                "samples",
-                "min",
-                "p50",
-                "p90",
-                "p99",
-                "max",
-                "jitter",
-                "kinds",
-            ],
-            &rows,
+                };
+                (name, &f.stats, &f.kinds)
+            }),
         )?;
     }
     Ok(())

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, anyhow};
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -198,6 +200,16 @@ fn dominant_cells(bins: &Bins) -> Vec<Cell> {
     out
 }
 
+/// Both charts' mesh in one look: label fonts and the two greys of the grid lines.
+fn house_mesh<'m, 'a, 'b, X: Ranged, Y: Ranged, DB: DrawingBackend>(
+    mesh: &'m mut MeshStyle<'a, 'b, X, Y, DB>,
+) -> &'m mut MeshStyle<'a, 'b, X, Y, DB> {
+    mesh.label_style((FAMILY, 12))
+        .axis_desc_style((FAMILY, 13))
+        .light_line_style(RGBColor(0xf0, 0xf0, 0xf0))
+        .bold_line_style(RGBColor(0xd8, 0xd8, 0xd8))
+}
+
 /// RTT over time: the cells, then the retransmission marks.
 fn draw_over_time<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -228,17 +240,12 @@ fn draw_over_time<DB: DrawingBackend>(
         .y_label_area_size(64)
         .build_cartesian_2d(0f64..x(a.span_s), (band..hi).log_scale())
         .map_err(err)?;
-    chart
-        .configure_mesh()
+    house_mesh(&mut chart.configure_mesh())
         .x_desc(format!(
             "time ({unit} from the first sample or retransmission)"
         ))
         .y_desc("RTT (ms, log scale)")
         .y_label_formatter(&|v| fmt_ms(*v))
-        .label_style((FAMILY, 12))
-        .axis_desc_style((FAMILY, 13))
-        .light_line_style(RGBColor(0xf0, 0xf0, 0xf0))
-        .bold_line_style(RGBColor(0xd8, 0xd8, 0xd8))
         .draw()
         .map_err(err)?;
     // One rectangle per non-empty cell, in the colour of the series with the most samples
@@ -315,15 +322,10 @@ fn draw_cdf<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, bins: &Bins) -> a
         .y_label_area_size(64)
         .build_cartesian_2d((a.rtt_lo_ms..a.rtt_hi_ms).log_scale(), 0f64..1f64)
         .map_err(err)?;
-    chart
-        .configure_mesh()
+    house_mesh(&mut chart.configure_mesh())
         .x_desc("RTT (ms, log scale)")
         .y_desc("fraction of samples ≤ RTT")
         .x_label_formatter(&|v| fmt_ms(*v))
-        .label_style((FAMILY, 12))
-        .axis_desc_style((FAMILY, 13))
-        .light_line_style(RGBColor(0xf0, 0xf0, 0xf0))
-        .bold_line_style(RGBColor(0xd8, 0xd8, 0xd8))
         .draw()
         .map_err(err)?;
     for (i, s) in bins.series.iter().enumerate().rev() {

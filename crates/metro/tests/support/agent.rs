@@ -82,6 +82,12 @@ impl Agent {
         Agent::start_env(ns, args, stderr_path, &[])
     }
 
+    /// `metro run --config CONFIG` inside `ns`, stderr to `dir`'s `stderr`.
+    pub fn run_config(ns: &Netns, config: &Path, dir: &TempDir) -> Agent {
+        let config = config.to_str().unwrap();
+        Agent::start(ns, &["run", "--config", config], &dir.path("stderr"))
+    }
+
     /// [`Agent::start`] with extra environment variables.
     pub fn start_env(
         ns: &Netns,
@@ -368,6 +374,28 @@ impl Drop for Statsd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The sum of the values of the metrics named `name` that `pred` keeps.
+pub fn sum(all: &[Metric], name: &str, pred: impl Fn(&Metric) -> bool) -> f64 {
+    all.iter()
+        .filter(|m| m.name == name && pred(m))
+        .map(|m| m.value)
+        .sum()
+}
+
+/// `init_config` lines for DogStatsD on UDP 127.0.0.1:8125 (in the agent's namespace).
+pub const UDP_STATSD: &str = "  statsd_ip: 127.0.0.1\n  statsd_port: 8125\n";
+
+/// A YAML flow list of single-quoted strings: `['a', 'b']`.
+pub fn yaml_list(v: &[&str]) -> String {
+    let quoted: Vec<String> = v.iter().map(|s| format!("'{s}'")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A DogStatsD receiver on UDP 127.0.0.1:8125 inside `ns` (where [`UDP_STATSD`] points).
+pub fn udp_statsd(ns: &Netns) -> Statsd {
+    Statsd::udp(ns.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap()))
 }
 
 /// Metrics named `name`.
