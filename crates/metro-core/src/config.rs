@@ -1,10 +1,10 @@
 //! The engine's limits ([`EngineConfig`]) and what it counts ([`Counters`]): plain data,
 //! shared by the engine (which owns both) and the matcher in [`crate::rtt::conn`] (which reads
 //! the one and bumps the other). A leaf: it uses only the `Nanos` alias and the `KindSet`
-//! bitmask, so `rtt::conn` can be built and tested without the engine.
+//! bitmask of [`crate::sample`], so `rtt::conn` can be built and tested without the engine.
 
 use crate::Nanos;
-use crate::rtt::KindSet;
+use crate::sample::KindSet;
 
 /// Limits and timeouts. Every table is bounded; what falls out is counted.
 #[derive(Clone, Debug)]

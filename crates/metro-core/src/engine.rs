@@ -11,7 +11,7 @@ use crate::rtt::queue::Pool;
 // Defined in leaf modules (so `rtt::conn` does not depend on the engine); re-exported here,
 // where callers have always found them.
 pub use crate::config::{Counters, EngineConfig};
-pub use crate::rtt::{NO_TAG, Observer};
+pub use crate::sample::{NO_TAG, Observer};
 
 /// Count a flow leaving the table, by reason.
 fn count_removal(counters: &mut Counters, why: Removal) {

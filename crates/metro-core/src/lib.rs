@@ -14,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod flow;
 pub mod rtt;
+pub mod sample;
 pub mod segment;
 pub mod seq;
 pub mod wire;

@@ -18,10 +18,10 @@
 use std::net::SocketAddr;
 
 use super::queue::{NIL, Pending, Pool, Queue};
-use super::{Kind, NO_TAG, Observer, Sample};
 use crate::Nanos;
 use crate::Segment;
 use crate::config::{Counters, EngineConfig};
+use crate::sample::{Kind, NO_TAG, Observer, Sample};
 use crate::seq::{SeqNum, TsClock, TsVal};
 
 // `DirState::flags`: what this direction has shown, and what its `slot` holds.

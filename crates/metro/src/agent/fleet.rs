@@ -14,17 +14,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use super::config::{Cidr, Config, Instance};
-
-/// Prometheus histogram buckets (upper bounds, seconds) when `histogram_buckets` is not set:
-/// 50 µs (a LAN) to 60 s (a stalled connection), dense from 1 ms to 100 ms where most
-/// RTTs lie, so that a quantile is read within one bucket there.
-pub const DEFAULT_BUCKETS: [f64; 25] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04,
-    0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
-
-/// Series per interval when `max_series` is not set.
-pub const DEFAULT_MAX_SERIES: usize = 10_000;
+// Defined with the configuration they default (so `config` needs nothing of the agent);
+// re-exported here, where the outputs have always found them.
+pub use super::config::{DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, GroupBy};
 
 /// Distribution values kept per instance and interval; past it, values are counted in
 /// `metro.distribution.dropped` (the statistics and histograms still take them).
@@ -36,29 +28,6 @@ pub const EXP_SCALE: i32 = 4;
 
 /// `dst` of the series that takes samples past `max_series`.
 pub const OTHER: &str = "other";
-
-/// How remote addresses are grouped into series (`group_by`).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub enum GroupBy {
-    /// One series per remote host: its configured host name, else its address (go-metro).
-    #[default]
-    Host,
-    /// One series per remote subnet: the address masked to these prefix lengths.
-    Subnet { v4: u8, v6: u8 },
-    /// One series per `ips` entry that matched (the most specific one); resolved host names
-    /// outside every entry stay one series per host.
-    Block,
-}
-
-impl GroupBy {
-    pub fn name(&self) -> &'static str {
-        match self {
-            GroupBy::Host => "host",
-            GroupBy::Subnet { .. } => "subnet",
-            GroupBy::Block => "block",
-        }
-    }
-}
 
 /// The `ips` entries by prefix length, longest first, for `group_by: block`: finding the
 /// most specific entry is one hash lookup per distinct prefix length.

@@ -26,14 +26,12 @@ use metro_core::aggregate::{Numbering, Stats};
 use metro_core::engine::NO_TAG;
 use metro_core::rtt::Sample;
 
+pub use super::config::MAX_PAIRS;
 use super::fleet::{Fine, Group, IntervalOpts, MAX_VALUES, OTHER};
 use super::watch::{LocalSet, Shared, WatchList};
 
 /// Intervals a capture thread can hand over before the flusher collects them.
 const HANDOFF_SLOTS: usize = 8;
-/// Pairs with samples kept per interval; a sample of a new pair beyond this is dropped and
-/// counted.
-pub const MAX_PAIRS: usize = 65_536;
 /// Pairs with retransmissions but no sample (yet) kept per interval; a retransmission on a
 /// new such pair beyond this is dropped and counted.
 pub const MAX_PENDING_PAIRS: usize = 65_536;

@@ -86,7 +86,7 @@ pub struct AnalyzeArgs {
     pub report: Option<PathBuf>,
 
     /// Which kinds of sample to report, comma-separated: seq, handshake, ts.
-    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = parse_kinds)]
+    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = <KindSet as std::str::FromStr>::from_str)]
     pub kinds: KindSet,
 
     /// Maximum connections tracked at once, in total over all threads. Beyond it a new
@@ -107,17 +107,14 @@ pub struct AnalyzeArgs {
     #[arg(long, short)]
     pub quiet: bool,
 
-    // --threads (parallel.rs): begin
     /// Threads for each file's engine work [default: the number of available cores]. 1 runs
     /// everything on one thread; more split the connections over that many engines, each
     /// with max-flows/N of the table (the output is the same unless the summary counts flows
     /// evicted for a full table).
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<usize>,
-    // --threads: end
 }
 
-// --threads (parallel.rs): begin
 fn parse_threads(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -129,27 +126,7 @@ fn parse_threads(s: &str) -> Result<usize, String> {
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
-// --threads: end
 
-pub(crate) fn parse_kinds(s: &str) -> Result<KindSet, String> {
-    let mut set = KindSet::NONE;
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match Kind::parse(part) {
-            Some(k) => set = set.with(k),
-            None => {
-                return Err(format!(
-                    "unknown kind `{part}`: expected a comma-separated list of seq, handshake, ts"
-                ));
-            }
-        }
-    }
-    if set == KindSet::NONE {
-        return Err("no kind given: use seq, handshake and/or ts".into());
-    }
-    Ok(set)
-}
-
-/// A hash map with a fast hasher: the responder map is touched once per sample.
 /// Statistics for one responder (the source of closing packets).
 #[derive(Debug, Clone)]
 pub struct ResponderReport {

@@ -79,7 +79,7 @@ pub struct PlotArgs {
     pub top: usize,
 
     /// Which kinds of sample to plot, comma-separated: seq, handshake, ts.
-    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = crate::analyze::parse_kinds)]
+    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = <KindSet as std::str::FromStr>::from_str)]
     pub kinds: KindSet,
 
     /// Picture width in pixels.

@@ -84,3 +84,18 @@ pub const SAMPLE_DURATION: Seconds = Seconds::at_least(MIN_SAMPLE_WINDOW, DEFAUL
 /// 0: no duty cycle (every packet processed).
 pub const SAMPLE_INTERVAL: Seconds =
     Seconds::at_least(MIN_SAMPLE_WINDOW, DEFAULT_SAMPLE_INTERVAL).or_zero();
+
+/// Prometheus histogram buckets (upper bounds, seconds) when `histogram_buckets` is not set:
+/// 50 µs (a LAN) to 60 s (a stalled connection), dense from 1 ms to 100 ms where most
+/// RTTs lie, so that a quantile is read within one bucket there.
+pub const DEFAULT_BUCKETS: [f64; 25] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04,
+    0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Series per interval when `max_series` is not set.
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+
+/// Pairs with samples kept per interval; a sample of a new pair beyond this is dropped and
+/// counted.
+pub const MAX_PAIRS: usize = 65_536;

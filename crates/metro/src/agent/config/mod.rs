@@ -25,7 +25,9 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use limits::*;
-pub use model::{Cidr, Config, DutyCycle, FleetConfig, Instance, LogLevel, Source, StatsdTarget};
+pub use model::{
+    Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Source, StatsdTarget,
+};
 pub use raw::{RawFile, RawInit, RawInstance};
 
 /// A parsed configuration and the warnings found on the way.

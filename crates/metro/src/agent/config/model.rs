@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::super::fleet::{DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, GroupBy};
+use super::limits::{DEFAULT_BUCKETS, DEFAULT_MAX_SERIES};
 
 /// Where DogStatsD datagrams go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,6 +232,29 @@ impl Default for FleetConfig {
             buckets: DEFAULT_BUCKETS.to_vec(),
             max_series: DEFAULT_MAX_SERIES,
             otlp_endpoint: None,
+        }
+    }
+}
+
+/// How remote addresses are grouped into series (`group_by`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum GroupBy {
+    /// One series per remote host: its configured host name, else its address (go-metro).
+    #[default]
+    Host,
+    /// One series per remote subnet: the address masked to these prefix lengths.
+    Subnet { v4: u8, v6: u8 },
+    /// One series per `ips` entry that matched (the most specific one); resolved host names
+    /// outside every entry stay one series per host.
+    Block,
+}
+
+impl GroupBy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            GroupBy::Host => "host",
+            GroupBy::Subnet { .. } => "subnet",
+            GroupBy::Block => "block",
         }
     }
 }

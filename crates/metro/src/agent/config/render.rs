@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use super::super::fleet::GroupBy;
-use super::model::{Config, Source, StatsdTarget};
+use super::model::{Config, GroupBy, Source, StatsdTarget};
 
 fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();

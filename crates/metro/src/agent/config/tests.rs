@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::model::GroupBy;
 use super::*;
-use crate::agent::fleet::GroupBy;
 
 /// The example from go-metro's documentation (shared/docs/go-metro.md), unchanged but for
 /// the interface; `tests/agent_netns.rs` runs it.

@@ -9,12 +9,10 @@ use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::super::fleet::GroupBy;
-use super::super::report::MAX_PAIRS;
 use super::error::{ConfigError, at};
 use super::limits::*;
 use super::model::{
-    Cidr, Config, DutyCycle, FleetConfig, Instance, LogLevel, Source, StatsdTarget,
+    Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Source, StatsdTarget,
 };
 use super::raw::{RawFile, RawInit, RawInstance};
 
@@ -51,7 +49,11 @@ impl Ctx<'_> {
         let x = v.value;
         let ok = x.is_finite() && (x >= min || allow_zero && x == 0.0) && x <= MAX_SECONDS;
         if !ok {
-            let zero = if allow_zero && min > 0.0 { " (or 0)" } else { "" };
+            let zero = if allow_zero && min > 0.0 {
+                " (or 0)"
+            } else {
+                ""
+            };
             return Err(self.err(
                 key,
                 Some(v.referenced),

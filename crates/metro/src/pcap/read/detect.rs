@@ -2,16 +2,8 @@
 //! first bytes choose the parser, which consumes its file header; formats metro does not
 //! read are named from their magic numbers or, for ERF, from its record headers.
 
-use super::input::Input;
+use super::input::{Hints, Input};
 use super::{Format, ReadError, State, pcap, pcapng, peek, snoop};
-
-/// What the caller knows about the source besides its bytes.
-#[derive(Clone, Copy, Default)]
-pub(super) struct Hints {
-    pub(super) name_says_erf: bool,
-    pub(super) file_size: Option<u64>,
-    pub(super) gzipped: bool,
-}
 
 /// Recognises the format from the first bytes and consumes the file header.
 pub(super) fn detect(input: &mut Input, hints: Hints) -> Result<(State, Format), ReadError> {

@@ -1,7 +1,8 @@
 //! The byte source under every format: one reusable buffer filled in large chunks from the
 //! file (through a gzip decoder when the content starts with the gzip magic), a count of
 //! the raw bytes read for progress, and the helpers the format parsers share to make bytes
-//! available, name truncation and read fixed-width fields.
+//! available, name truncation and read fixed-width fields; and what the caller knows of the
+//! source besides its bytes (`Hints`).
 
 use std::io::{self, Cursor, Read};
 use std::sync::Arc;
@@ -206,4 +207,12 @@ pub(super) fn rd64(b: &[u8], at: usize, be: bool) -> u64 {
     } else {
         u64::from_le_bytes(v)
     }
+}
+
+/// What the caller knows about the source besides its bytes.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Hints {
+    pub(super) name_says_erf: bool,
+    pub(super) file_size: Option<u64>,
+    pub(super) gzipped: bool,
 }

@@ -40,8 +40,7 @@ mod tests;
 
 pub use error::ReadError;
 
-use detect::Hints;
-use input::Input;
+use input::{Hints, Input};
 
 /// Records larger than this are treated as damage, whatever the file's snaplen says.
 pub const MAX_RECORD: u32 = 256 << 20;

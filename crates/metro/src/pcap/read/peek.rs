@@ -1,8 +1,7 @@
 //! EtherPeek classic (versions 5 and 6, Ethernet only): a big-endian file header with a
 //! base time in seconds since 1904, then records timed in milliseconds after it.
 
-use super::detect::Hints;
-use super::input::{Input, need, rd16, rd32, record_header};
+use super::input::{Hints, Input, need, rd16, rd32, record_header};
 use super::{Format, Found, ReadError, State};
 
 /// Seconds between 1904-01-01 (the Mac epoch EtherPeek uses) and 1970-01-01.

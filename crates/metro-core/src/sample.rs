@@ -1,0 +1,163 @@
+//! What the engine reports: [`Sample`] and its [`Kind`], the [`Observer`] that hears of
+//! samples, retransmissions and new connections, and [`NO_TAG`]. A leaf module: the
+//! matchers in [`crate::rtt`], the limits in [`crate::config`] and the engine all use it,
+//! and it uses none of them.
+
+use std::net::SocketAddr;
+
+use crate::Nanos;
+
+/// The kind of a sample (see shared/docs/rtt-methods.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Seq,
+    Handshake,
+    Ts,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Seq, Kind::Handshake, Kind::Ts];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Seq => "seq",
+            Kind::Handshake => "handshake",
+            Kind::Ts => "ts",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "seq" => Some(Kind::Seq),
+            "handshake" => Some(Kind::Handshake),
+            "ts" => Some(Kind::Ts),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A set of kinds, as a bitmask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KindSet(pub u8);
+
+impl KindSet {
+    pub const ALL: KindSet = KindSet(0b111);
+    pub const NONE: KindSet = KindSet(0);
+
+    #[inline]
+    pub fn contains(self, k: Kind) -> bool {
+        self.0 & (1 << k.index()) != 0
+    }
+    pub fn with(self, k: Kind) -> KindSet {
+        KindSet(self.0 | (1 << k.index()))
+    }
+}
+
+impl Default for KindSet {
+    fn default() -> Self {
+        KindSet::ALL
+    }
+}
+
+/// A comma-separated list of kind names (`seq,handshake,ts`), as the command line takes it.
+impl std::str::FromStr for KindSet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<KindSet, String> {
+        let mut set = KindSet::NONE;
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match Kind::parse(part) {
+                Some(k) => set = set.with(k),
+                None => {
+                    return Err(format!(
+                        "unknown kind `{part}`: expected a comma-separated list of seq, handshake, ts"
+                    ));
+                }
+            }
+        }
+        if set == KindSet::NONE {
+            return Err("no kind given: use seq, handshake and/or ts".into());
+        }
+        Ok(set)
+    }
+}
+
+/// One RTT sample: the time between `open_frame` passing the capture point towards the
+/// responder and `frame` (the responder's answer) passing back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub kind: Kind,
+    /// 1-based index of the closing packet (its source is the responder).
+    pub frame: u64,
+    /// 1-based index of the packet the sample was timed from.
+    pub open_frame: u64,
+    /// Time of the closing packet.
+    pub ts: Nanos,
+    /// The round-trip time, always > 0.
+    pub rtt: Nanos,
+    /// Source address and port of the closing packet.
+    pub responder: SocketAddr,
+    /// The other endpoint.
+    pub peer: SocketAddr,
+    /// The engine's id of the connection (stable for the life of the flow entry).
+    pub flow_id: u64,
+}
+
+impl Sample {
+    pub fn rtt_ms(&self) -> f64 {
+        self.rtt as f64 / 1e6
+    }
+}
+
+/// The initial value of the tag passed to [`Observer::sample_tagged`].
+pub const NO_TAG: u32 = u32::MAX;
+
+/// What the engine tells its caller, besides counters.
+pub trait Observer {
+    /// A new RTT sample.
+    fn sample(&mut self, s: &Sample);
+    /// A new RTT sample, with a word of storage that lives in the connection, one per
+    /// responder (direction): the observer may keep where it aggregates this responder there
+    /// (for example an index) and find it without a lookup on the next sample. It starts as
+    /// [`NO_TAG`] and is only a hint: an observer must check what it finds (a connection may
+    /// be shared between observers, e.g. across files). The default ignores it.
+    #[inline]
+    fn sample_tagged(&mut self, s: &Sample, _tag: &mut u32) {
+        self.sample(s)
+    }
+    /// `sender` retransmitted data to `receiver` (a segment starting below the highest byte
+    /// already sent, that was not a duplicate capture of the same frame).
+    fn retransmit(&mut self, _sender: SocketAddr, _receiver: SocketAddr, _ts: Nanos) {}
+    /// The engine started tracking a connection with id `id` (the `flow_id` of its samples)
+    /// at record number `frame`: a packet with a new address and port pair, or a SYN that
+    /// starts a new connection on ports already tracked. At most one per packet, before that
+    /// packet's samples; ids increase by one from 1 in the order of these calls.
+    fn flow_started(&mut self, _id: u64, _frame: u64) {}
+}
+
+impl<F: FnMut(&Sample)> Observer for F {
+    fn sample(&mut self, s: &Sample) {
+        self(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_lists_parse_and_name_what_is_wrong() {
+        assert_eq!("seq".parse::<KindSet>(), Ok(KindSet::NONE.with(Kind::Seq)));
+        assert_eq!(" ts , handshake,".parse::<KindSet>(), Ok(KindSet(0b110)));
+        assert_eq!("seq,handshake,ts".parse::<KindSet>(), Ok(KindSet::ALL));
+        let e = "seq,rtt".parse::<KindSet>().unwrap_err();
+        assert!(e.contains("unknown kind `rtt`"), "{e}");
+        let e = " , ".parse::<KindSet>().unwrap_err();
+        assert!(e.contains("no kind given"), "{e}");
+    }
+}
