@@ -280,19 +280,19 @@ impl<S: Space> Queue<S> {
             self.tail = NIL;
         }
         self.len -= 1;
-        if to.tail == NIL {
-            to.head = i;
-        } else {
-            pool.nodes[to.tail as usize].next = i;
-        }
-        to.tail = i;
-        to.len += 1;
+        to.link_back(pool, i);
         true
     }
 
     #[inline]
     pub fn push_back(&mut self, pool: &mut Pool, item: Pending<S>) {
         let i = pool.alloc(item);
+        self.link_back(pool, i);
+    }
+
+    /// Link node `i` (whose `next` is `NIL`) after the last entry.
+    #[inline]
+    fn link_back(&mut self, pool: &mut Pool, i: u32) {
         if self.tail == NIL {
             self.head = i;
         } else {
