@@ -135,7 +135,7 @@ impl Stats {
 
 /// Keys numbered 0, 1, 2, ... in the order they are first seen, for an observer that keeps
 /// what it aggregates per key in a vector: the number is found through the tag the engine
-/// keeps per connection ([`crate::engine::Observer::sample_tagged`]), checked against the
+/// keeps per connection ([`crate::sample::Observer::sample_tagged`]), checked against the
 /// key, and the hash index is consulted only when the tag does not name the key (a
 /// connection's first sample, or a tag from another numbering).
 #[derive(Debug)]
@@ -201,7 +201,7 @@ impl<K: Copy + Eq + Hash> Numbering<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::NO_TAG;
+    use crate::sample::NO_TAG;
 
     #[test]
     fn numbering_trusts_a_tag_only_when_it_names_the_key() {
