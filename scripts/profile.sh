@@ -53,7 +53,7 @@ callgrind_annotate --threshold=100 --auto=no "$out" 2>/dev/null | awk -v n="$PAC
         f = $0; sub(/^[^)]*\) +/, "", f)
         if (f ~ /\/pcap\//) k = "reader (pcap/)"
         else if (f ~ /\/wire\//) k = "decoder (wire/)"
-        else if (f ~ /\/flow\/|\/rtt\/|\/seq\.rs|\/engine\.rs/) k = "engine, inlined into the analyze loop"
+        else if (f ~ /\/flow\/|\/rtt\/|\/seq\.rs|\/segment\.rs|\/sample\.rs|\/engine\.rs/) k = "engine, inlined into the analyze loop"
         else if (f ~ /aggregate|ddsketch|e_log|floor|log@|analyze\/mod\.rs:<metro::analyze::Collector/) k = "aggregation (sketches, per responder)"
         else if (f ~ /memmove|memcpy/) k = "memcpy (libc: moving decoded packets)"
         else if (f ~ /analyze\/output\.rs|fmt|format/) k = "final table and formatting (once)"
