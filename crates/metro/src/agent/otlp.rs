@@ -4,7 +4,8 @@
 //! Per (src, dst) series: `metro.tcp.rtt`, an exponential histogram of RTT in seconds
 //! (OpenTelemetry's mergeable form, scale [`EXP_SCALE`], delta temporality), and the counters
 //! `metro.tcp.rtt.samples` and `metro.tcp.retransmits`; per instance the self-metrics as
-//! delta sums (and `metro.flows.active` as a gauge). Attributes: `src`, `dst`, `iface`, the
+//! delta sums (`metro.flows.active` and the `metro.containers.*` levels as gauges).
+//! Attributes: `src`, `dst`, `iface`, the
 //! instance's tags (`key:value` as key = value, a bare tag as tag = ""). Resource:
 //! `service.name` = metro, `service.version`, `host.name`.
 //!
@@ -61,6 +62,18 @@ fn sum_metric(name: &str, desc: &str, unit: &str, points: Vec<NumberDataPoint>) 
             data_points: points,
             aggregation_temporality: AggregationTemporality::Delta as i32,
             is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+fn gauge_metric(name: &str, desc: &str, unit: &str, points: Vec<NumberDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        description: desc.into(),
+        unit: unit.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: points,
         })),
         ..Default::default()
     }
@@ -215,20 +228,58 @@ pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMet
         "{sample}",
         one(c.series_overflow),
     ));
-    metrics.push(Metric {
-        name: "metro.flows.active".into(),
-        description: "TCP connections tracked".into(),
-        unit: "{connection}".into(),
-        data: Some(metric::Data::Gauge(Gauge {
-            data_points: vec![NumberDataPoint {
-                attributes: base.clone(),
-                time_unix_nano: now,
-                value: Some(number_data_point::Value::AsInt(c.flows_active as i64)),
-                ..Default::default()
-            }],
-        })),
+    metrics.push(sum_metric(
+        "metro.packets.copies",
+        "Copies of a packet seen on another interface (capture on `any`), dropped",
+        "{packet}",
+        one(c.packets_copies),
+    ));
+    metrics.push(sum_metric(
+        "metro.samples.internal",
+        "Samples answered by this host or within one namespace (not reported as RTT)",
+        "{sample}",
+        one(c.samples_internal),
+    ));
+    let level = |attrs: Vec<KeyValue>, v: u64| NumberDataPoint {
+        attributes: attrs,
+        time_unix_nano: now,
+        value: Some(number_data_point::Value::AsInt(v as i64)),
         ..Default::default()
-    });
+    };
+    metrics.push(gauge_metric(
+        "metro.flows.active",
+        "TCP connections tracked",
+        "{connection}",
+        vec![level(base.clone(), c.flows_active)],
+    ));
+    if let Some(ct) = &c.containers {
+        let state = |v: &str, n: u64| {
+            let mut a = base.clone();
+            a.push(kv("state", v));
+            level(a, n)
+        };
+        metrics.push(gauge_metric(
+            "metro.containers.namespaces",
+            "Network namespaces on this host, with a container or pod (attributed) or without",
+            "{namespace}",
+            vec![
+                state("attributed", ct.namespaces_attributed),
+                state("unattributed", ct.namespaces_unattributed),
+            ],
+        ));
+        metrics.push(gauge_metric(
+            "metro.containers.skipped",
+            "Processes and namespaces not read at the last refresh (limits, permissions)",
+            "{object}",
+            vec![level(base.clone(), ct.skipped)],
+        ));
+        metrics.push(sum_metric(
+            "metro.containers.pairs_unattributed",
+            "Pairs whose local address no namespace on this host owns",
+            "{pair}",
+            one(ct.pairs_unattributed),
+        ));
+    }
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(resource(host)),
@@ -448,5 +499,84 @@ mod tests {
             Some(number_data_point::Value::AsInt(3))
         );
         assert_eq!(s.data_points[0].start_time_unix_nano, 100);
+    }
+
+    /// The value and attributes of each point of `name`, of either kind.
+    fn points(ms: &[Metric], name: &str) -> Vec<(Vec<String>, i64)> {
+        let m = ms
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name}"));
+        let dps = match &m.data {
+            Some(Data::Sum(s)) => &s.data_points,
+            Some(Data::Gauge(g)) => &g.data_points,
+            other => panic!("{name}: {other:?}"),
+        };
+        dps.iter()
+            .map(|dp| {
+                let attrs = dp
+                    .attributes
+                    .iter()
+                    .map(|k| match &k.value.as_ref().unwrap().value {
+                        Some(any_value::Value::StringValue(v)) => format!("{}={v}", k.key),
+                        _ => panic!(),
+                    })
+                    .collect();
+                let Some(number_data_point::Value::AsInt(v)) = dp.value else {
+                    panic!()
+                };
+                (attrs, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn self_metrics_match_the_other_sinks() {
+        let mut r = InstanceReport {
+            iface: "any".into(),
+            tags: vec![],
+            pairs: vec![],
+            counters: InstanceCounters {
+                flows_active: 7,
+                packets_copies: 11,
+                samples_internal: 5,
+                ..Default::default()
+            },
+        };
+        let decode = |r: &InstanceReport| {
+            let bytes = encode(r, "h1", 100, 200).encode_to_vec();
+            let back = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
+            back.resource_metrics[0].scope_metrics[0].metrics.clone()
+        };
+        let ms = decode(&r);
+        let iface = vec!["iface=any".to_string()];
+        assert_eq!(points(&ms, "metro.flows.active"), [(iface.clone(), 7)]);
+        assert_eq!(points(&ms, "metro.packets.copies"), [(iface.clone(), 11)]);
+        assert_eq!(points(&ms, "metro.samples.internal"), [(iface.clone(), 5)]);
+        // Container metrics only when attribution runs.
+        assert!(!ms.iter().any(|m| m.name.starts_with("metro.containers.")));
+        r.counters.containers = Some(crate::agent::containers::Counters {
+            namespaces_attributed: 3,
+            namespaces_unattributed: 2,
+            skipped: 1,
+            pairs_unattributed: 4,
+        });
+        let ms = decode(&r);
+        let with = |kv: &str| vec!["iface=any".to_string(), kv.to_string()];
+        assert_eq!(
+            points(&ms, "metro.containers.namespaces"),
+            [
+                (with("state=attributed"), 3),
+                (with("state=unattributed"), 2)
+            ]
+        );
+        assert_eq!(
+            points(&ms, "metro.containers.skipped"),
+            [(iface.clone(), 1)]
+        );
+        assert_eq!(
+            points(&ms, "metro.containers.pairs_unattributed"),
+            [(iface, 4)]
+        );
     }
 }

@@ -168,6 +168,10 @@ pub struct Prom {
     pairs_dropped: Family<Labels, Counter>,
     send_errors: Family<Labels, Counter>,
     series_overflow: Family<Labels, Counter>,
+    packets_copies: Family<Labels, Counter>,
+    containers_namespaces: Family<Labels, Gauge>,
+    containers_skipped: Family<Labels, Gauge>,
+    containers_pairs_unattributed: Family<Labels, Counter>,
     histogram: Family<Labels, CumHist>,
     state: Mutex<PromState>,
 }
@@ -216,6 +220,10 @@ impl Prom {
             pairs_dropped: Family::default(),
             send_errors: Family::default(),
             series_overflow: Family::default(),
+            packets_copies: Family::default(),
+            containers_namespaces: Family::default(),
+            containers_skipped: Family::default(),
+            containers_pairs_unattributed: Family::default(),
             histogram: Family::default(),
             state: Mutex::new(PromState::default()),
             registry,
@@ -289,6 +297,27 @@ impl Prom {
             p.series_overflow.clone(),
         );
         r.register(
+            "metro_packets_copies",
+            "Copies of a packet seen on another interface (capture on `any`), dropped",
+            p.packets_copies.clone(),
+        );
+        r.register(
+            "metro_containers_namespaces",
+            "Network namespaces on this host, with a container or pod (state=attributed) or \
+             without (state=unattributed)",
+            p.containers_namespaces.clone(),
+        );
+        r.register(
+            "metro_containers_skipped",
+            "Processes and namespaces not read at the last refresh (limits, permissions)",
+            p.containers_skipped.clone(),
+        );
+        r.register(
+            "metro_containers_pairs_unattributed",
+            "Pairs whose local address no namespace on this host owns",
+            p.containers_pairs_unattributed.clone(),
+        );
+        r.register(
             "metro_tcp_rtt_seconds",
             "TCP round-trip time to a watched remote host (histogram; sum over hosts and read \
              with histogram_quantile)",
@@ -338,6 +367,25 @@ impl Prom {
         self.series_overflow
             .get_or_create(&il)
             .inc_by(c.series_overflow);
+        self.packets_copies
+            .get_or_create(&il)
+            .inc_by(c.packets_copies);
+        if let Some(ct) = &c.containers {
+            for (state, n) in [
+                ("attributed", ct.namespaces_attributed),
+                ("unattributed", ct.namespaces_unattributed),
+            ] {
+                let mut l = il.clone();
+                l.push(("state".into(), state.into()));
+                self.containers_namespaces.get_or_create(&l).set(n as i64);
+            }
+            self.containers_skipped
+                .get_or_create(&il)
+                .set(ct.skipped as i64);
+            self.containers_pairs_unattributed
+                .get_or_create(&il)
+                .inc_by(ct.pairs_unattributed);
+        }
         let tag_l = tag_labels(&r.tags);
 
         let now = Instant::now();
@@ -601,6 +649,7 @@ mod tests {
             },
             counters: InstanceCounters {
                 packets_received: 10,
+                packets_copies: 6,
                 samples: [2, 0, 0],
                 pairs_dropped: crate::agent::report::PairsDropped {
                     samples: 0,
@@ -640,6 +689,15 @@ mod tests {
         );
         assert!(
             t.contains("metro_samples_total{iface=\"eth0\",kind=\"seq\"} 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("metro_packets_copies_total{iface=\"eth0\"} 6"),
+            "{t}"
+        );
+        // No attribution ran: no container series (their HELP and TYPE lines only).
+        assert!(
+            !t.lines().any(|l| l.starts_with("metro_containers_")),
             "{t}"
         );
         p.observe(&report(false), 0);
@@ -697,5 +755,29 @@ mod tests {
         assert!(!r.contains("# EOF"), "{r}");
         assert!(get(srv.addr, "/nope", "*/*").starts_with("HTTP/1.1 404"));
         srv.stop();
+    }
+
+    #[test]
+    fn container_attribution_counts() {
+        let p = Prom::new();
+        let mut r = report(false);
+        r.counters.containers = Some(crate::agent::containers::Counters {
+            namespaces_attributed: 3,
+            namespaces_unattributed: 2,
+            skipped: 1,
+            pairs_unattributed: 4,
+        });
+        p.observe(&r, 0);
+        p.observe(&r, 0);
+        let t = p.render();
+        for line in [
+            "metro_containers_namespaces{iface=\"eth0\",state=\"attributed\"} 3",
+            "metro_containers_namespaces{iface=\"eth0\",state=\"unattributed\"} 2",
+            "metro_containers_skipped{iface=\"eth0\"} 1",
+            // A counter: two intervals of 4.
+            "metro_containers_pairs_unattributed_total{iface=\"eth0\"} 8",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line} in\n{t}");
+        }
     }
 }
