@@ -1,11 +1,12 @@
 //! Serial-number arithmetic (RFC 1982) for 32-bit TCP sequence numbers and TSvals, which
 //! wrap at 2^32 and must never be compared as plain integers.
 //!
-//! The engine holds them as [`SeqNum`] and [`TsVal`]: newtypes with equality but no
-//! `Ord`/`PartialOrd`, so `a < b` does not compile and every order is a serial one
-//! ([`Serial::lt`] and its siblings). The two are distinct types: a sequence number cannot be
-//! compared with, or stored as, a TSval. The free functions over `u32` remain for code that
-//! keeps raw numbers (the traffic generator in metro-testkit).
+//! The engine and the traffic generator in metro-testkit hold them as [`SeqNum`] and
+//! [`TsVal`]: newtypes with equality but no `Ord`/`PartialOrd`, so `a < b` does not compile
+//! and every order is a serial one ([`Serial::lt`] and its siblings). The two are distinct
+//! types: a sequence number cannot be compared with, or stored as, a TSval. There is no
+//! comparison over raw `u32`s: [`Serial::get`] hands the raw number only to code that writes
+//! it to the wire, hashes it or packs it, never to one that orders it.
 
 use std::fmt;
 use std::hash::Hash;
@@ -129,30 +130,6 @@ impl<S: Space> fmt::Debug for Serial<S> {
     }
 }
 
-/// `a < b` in serial arithmetic, over raw numbers.
-#[inline]
-pub fn lt(a: u32, b: u32) -> bool {
-    SeqNum::new(a).lt(SeqNum::new(b))
-}
-
-/// `a <= b` in serial arithmetic, over raw numbers.
-#[inline]
-pub fn le(a: u32, b: u32) -> bool {
-    SeqNum::new(a).le(SeqNum::new(b))
-}
-
-/// `a > b` in serial arithmetic, over raw numbers.
-#[inline]
-pub fn gt(a: u32, b: u32) -> bool {
-    lt(b, a)
-}
-
-/// `a >= b` in serial arithmetic, over raw numbers.
-#[inline]
-pub fn ge(a: u32, b: u32) -> bool {
-    le(b, a)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,11 +140,11 @@ mod tests {
 
     #[test]
     fn wraps() {
-        assert!(lt(0xffff_fff0, 0x10));
-        assert!(gt(0x10, 0xffff_fff0));
-        assert!(le(5, 5) && ge(5, 5));
-        assert!(!lt(5, 5));
-        assert!(lt(1, 2) && !lt(2, 1));
+        assert!(s(0xffff_fff0).lt(s(0x10)));
+        assert!(s(0x10).gt(s(0xffff_fff0)));
+        assert!(s(5).le(s(5)) && s(5).ge(s(5)));
+        assert!(!s(5).lt(s(5)));
+        assert!(s(1).lt(s(2)) && !s(2).lt(s(1)));
     }
 
     #[test]

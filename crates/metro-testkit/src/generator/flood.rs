@@ -17,6 +17,8 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
+use metro_core::seq::SeqNum;
+
 use super::rng::Rng;
 use crate::frame::{LINKTYPE_ETHERNET, TcpFrame, flags};
 use crate::pcap::PcapWriter;
@@ -126,31 +128,31 @@ fn real_packets(cfg: &FloodConfig, summary: &mut FloodSummary) -> Vec<(i64, Vec<
         let d = SERVER_DELAY_NS;
         // Starts spread over the flood's first half: most conversations end within it.
         let t0 = cfg.start_ns + rng.below((cfg.duration_ns / 2).max(1)) as i64;
-        let (c, s) = (rng.next_u32(), rng.next_u32());
+        let (c, s) = (SeqNum::new(rng.next_u32()), SeqNum::new(rng.next_u32()));
         // One segment of this conversation, client to server (`up`) or back (`down`).
-        let segment = |up: bool, seq: u32, ack: u32, f: u16, len: u32| {
+        let segment = |up: bool, seq: SeqNum, ack: SeqNum, f: u16, len: u32| {
             let frame = if up {
                 TcpFrame::v4(client, cport, SERVER, SERVER_PORT)
             } else {
                 TcpFrame::v4(SERVER, SERVER_PORT, client, cport)
             };
             frame
-                .seq(seq)
-                .ack(ack)
+                .seq(seq.get())
+                .ack(ack.get())
                 .flags(f)
                 .payload_len(len as usize)
                 .to_vec()
         };
-        let up = |seq: u32, ack: u32, f: u16, len: u32| segment(true, seq, ack, f, len);
-        let down = |seq: u32, ack: u32, f: u16, len: u32| segment(false, seq, ack, f, len);
+        let up = |seq: SeqNum, ack: SeqNum, f: u16, len: u32| segment(true, seq, ack, f, len);
+        let down = |seq: SeqNum, ack: SeqNum, f: u16, len: u32| segment(false, seq, ack, f, len);
         let (syn, ack, psh, fin) = (flags::SYN, flags::ACK, flags::PSH, flags::FIN);
         let mut t = t0;
         let mut at = |dt: u64, frame: Vec<u8>| {
             t += dt as i64;
             out.push((t, frame));
         };
-        let (mut cs, mut ss) = (c.wrapping_add(1), s.wrapping_add(1));
-        at(0, up(c, 0, syn, 0));
+        let (mut cs, mut ss) = (c + 1, s + 1);
+        at(0, up(c, SeqNum::ZERO, syn, 0));
         at(d, down(s, cs, syn | ack, 0));
         at(rtt, up(cs, ss, ack, 0));
         for e in 0..EXCHANGES {
@@ -161,14 +163,14 @@ fn real_packets(cfg: &FloodConfig, summary: &mut FloodSummary) -> Vec<(i64, Vec<
             };
             let (req, resp) = (rng.range(50, 1_000) as u32, rng.range(100, 1_400) as u32);
             at(think, up(cs, ss, psh | ack, req));
-            cs = cs.wrapping_add(req);
+            cs = cs + req;
             at(d, down(ss, cs, psh | ack, resp));
-            ss = ss.wrapping_add(resp);
+            ss = ss + resp;
             at(rtt, up(cs, ss, ack, 0));
         }
         at(10_000, up(cs, ss, fin | ack, 0));
-        at(d, down(ss, cs.wrapping_add(1), fin | ack, 0));
-        at(rtt, up(cs.wrapping_add(1), ss.wrapping_add(1), ack, 0));
+        at(d, down(ss, cs + 1, fin | ack, 0));
+        at(rtt, up(cs + 1, ss + 1, ack, 0));
     }
     // Stable: a connection's own packets keep their order at equal times.
     out.sort_by_key(|p| p.0);
@@ -219,7 +221,7 @@ pub fn write_flood<W: Write>(cfg: &FloodConfig, out: W) -> io::Result<FloodSumma
     };
     let mut next_syn = (syns > 0).then(|| (0u64, syn_time(0, &mut rng)));
     // SYN/ACKs to send: (time, client, port, client ISN, server ISN), in time order.
-    let mut answers: VecDeque<(i64, Ipv4Addr, u16, u32, u32)> = VecDeque::new();
+    let mut answers: VecDeque<(i64, Ipv4Addr, u16, SeqNum, SeqNum)> = VecDeque::new();
     let mut real = real.into_iter().peekable();
     let mut buf = Vec::with_capacity(128);
     loop {
@@ -236,8 +238,8 @@ pub fn write_flood<W: Write>(cfg: &FloodConfig, out: W) -> io::Result<FloodSumma
             let (ts, src, port, isn, sisn) = answers.pop_front().expect("peeked");
             buf.clear();
             TcpFrame::v4(SERVER, SERVER_PORT, src, port)
-                .seq(sisn)
-                .ack(isn.wrapping_add(1))
+                .seq(sisn.get())
+                .ack((isn + 1).get())
                 .flags(flags::SYN | flags::ACK)
                 .mss(1460)
                 .write(&mut buf);
@@ -245,15 +247,16 @@ pub fn write_flood<W: Write>(cfg: &FloodConfig, out: W) -> io::Result<FloodSumma
         } else {
             let (i, ts) = next_syn.expect("a SYN is due");
             let (src, port) = flood_source(&mut rng, cfg.spoof_net);
-            let isn = rng.next_u32();
+            let isn = SeqNum::new(rng.next_u32());
             buf.clear();
             TcpFrame::v4(src, port, SERVER, SERVER_PORT)
-                .seq(isn)
+                .seq(isn.get())
                 .flags(flags::SYN)
                 .mss(1460)
                 .write(&mut buf);
             w.write_packet(ts, &buf, buf.len() as u32)?;
-            answers.push_back((ts + SERVER_DELAY_NS as i64, src, port, isn, rng.next_u32()));
+            let sisn = SeqNum::new(rng.next_u32());
+            answers.push_back((ts + SERVER_DELAY_NS as i64, src, port, isn, sisn));
             summary.flood_syns += 1;
             next_syn = (i + 1 < syns).then(|| (i + 1, syn_time(i + 1, &mut rng)));
         }

@@ -19,7 +19,7 @@
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use metro_core::seq;
+use metro_core::seq::{SeqNum, TsVal};
 
 use super::rng::{Class, Prob, Rng, class, mix};
 use super::wheel::{Timed, Wheel};
@@ -121,15 +121,17 @@ struct Params {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    /// Start a connection in this slot.
+    /// Start one of the connections open from the beginning in this slot.
     Start,
+    /// Start the slot's next connection (the previous one closed).
+    Restart,
     /// A segment reaches endpoint `ep` (in capture-point time: its reaction is seen now).
     Deliver,
     /// Pacer: `ep` may send its next data segment.
     Send,
     /// `ep`'s application starts a message.
     AppSend,
-    /// `ep`'s delayed-ACK timer (valid if `seq` is the current token).
+    /// `ep`'s delayed-ACK timer (valid if the event's `token` is the current one).
     DelAck,
     /// `ep`'s retransmission timer.
     Rto,
@@ -146,10 +148,12 @@ struct Ev {
     kind: Kind,
     ep: u8,
     flags: u16,
-    seq: u32,
-    end: u32,
-    ack: u32,
-    tsval: u32,
+    seq: SeqNum,
+    end: SeqNum,
+    ack: SeqNum,
+    tsval: TsVal,
+    /// Which delayed-ACK timer a `DelAck` event belongs to.
+    token: u32,
 }
 
 impl Ev {
@@ -169,15 +173,16 @@ impl Timed for Ev {
 /// out-of-order range, delayed ACKs, pacing) in parts of their own.
 #[derive(Clone, Debug, Default)]
 struct Ep {
-    iss: u32,
-    snd_una: u32,
-    snd_nxt: u32,
+    iss: SeqNum,
+    snd_una: SeqNum,
+    snd_nxt: SeqNum,
     /// End of the message being sent; equal to `snd_nxt` once it is all sent.
-    msg_end: u32,
-    rcv_nxt: u32,
-    last_ack_sent: u32,
-    ts_base: u32,
-    ts_recent: u32,
+    msg_end: SeqNum,
+    rcv_nxt: SeqNum,
+    last_ack_sent: SeqNum,
+    /// This endpoint's timestamp clock at the start of the capture (it ticks every ms).
+    ts_base: TsVal,
+    ts_recent: TsVal,
     /// Round trip between the capture point and this endpoint, ns (a whole number of µs).
     rtt: u64,
     /// Latest time a segment was scheduled to reach this endpoint: no reordering.
@@ -212,7 +217,7 @@ struct Congestion {
 /// The one segment of this sender lost at a time.
 #[derive(Clone, Debug, Default)]
 struct Loss {
-    seq: u32,
+    seq: SeqNum,
     len: u32,
     /// A segment is lost and not yet retransmitted.
     pending: bool,
@@ -221,8 +226,8 @@ struct Loss {
 /// The receiver's single out-of-order range (data above `rcv_nxt`).
 #[derive(Clone, Debug, Default)]
 struct OutOfOrder {
-    start: u32,
-    end: u32,
+    start: SeqNum,
+    end: SeqNum,
     held: bool,
 }
 
@@ -290,14 +295,14 @@ struct Conn {
 /// One segment to transmit.
 #[derive(Clone, Copy, Default)]
 struct Tx {
-    seq: u32,
+    seq: SeqNum,
     /// Payload bytes.
     len: u32,
     flags: u16,
     /// Deliver to the peer (false: lost).
     deliver: bool,
     /// One SACK block to send (if the connection negotiated SACK).
-    sack: Option<(u32, u32)>,
+    sack: Option<(SeqNum, SeqNum)>,
 }
 
 struct Out<W: Write> {
@@ -379,7 +384,7 @@ pub(super) fn run<W: Write>(
             ..Conn::default()
         });
         let at = ramp_rng.below(ramp_us) * US;
-        ctx.schedule(&conns[slot], at, Kind::Start, 0, Seg::default());
+        ctx.schedule_simple(&conns[slot], at, Kind::Start, 0);
     }
     while ctx.out.written < ctx.out.target {
         let Some(ev) = ctx.queue.pop() else { break };
@@ -403,14 +408,26 @@ pub(super) fn run<W: Write>(
 #[derive(Clone, Copy, Default)]
 struct Seg {
     flags: u16,
-    seq: u32,
-    end: u32,
-    ack: u32,
-    tsval: u32,
+    seq: SeqNum,
+    end: SeqNum,
+    ack: SeqNum,
+    tsval: TsVal,
 }
 
 impl<W: Write> Ctx<'_, W> {
     fn schedule(&mut self, conn: &Conn, at: u64, kind: Kind, ep: usize, seg: Seg) {
+        self.schedule_event(conn, at, kind, ep, seg, 0);
+    }
+
+    fn schedule_event(
+        &mut self,
+        conn: &Conn,
+        at: u64,
+        kind: Kind,
+        ep: usize,
+        seg: Seg,
+        token: u32,
+    ) {
         debug_assert!(at.is_multiple_of(US));
         self.queue.push(Ev {
             time_us: at / US,
@@ -423,6 +440,7 @@ impl<W: Write> Ctx<'_, W> {
             end: seg.end,
             ack: seg.ack,
             tsval: seg.tsval,
+            token,
         });
     }
 
@@ -433,7 +451,8 @@ impl<W: Write> Ctx<'_, W> {
     fn handle(&mut self, conn: &mut Conn, ev: &Ev, now: u64) -> io::Result<()> {
         let side = ev.ep as usize;
         match ev.kind {
-            Kind::Start => self.start(conn, now, ev.seq == 0),
+            Kind::Start => self.start(conn, now, true),
+            Kind::Restart => self.start(conn, now, false),
             Kind::Deliver => {
                 let seg = Seg {
                     flags: ev.flags,
@@ -450,7 +469,7 @@ impl<W: Write> Ctx<'_, W> {
                 Ok(())
             }
             Kind::DelAck => {
-                if conn.ep[side].delack.armed && conn.ep[side].delack.token == ev.seq {
+                if conn.ep[side].delack.armed && conn.ep[side].delack.token == ev.token {
                     self.emit_ack(conn, side, now, None)?;
                 }
                 Ok(())
@@ -517,7 +536,7 @@ impl<W: Write> Ctx<'_, W> {
             Rng::stream(self.seed ^ 0x5e5e_5e5e, u64::from(server)).pick(REMOTE_RTT_US) * US
         };
         let ep = |local: bool, rtt: u64, rng: &mut Rng| {
-            let iss = rng.next_u32();
+            let iss = SeqNum::new(rng.next_u32());
             let windows_like = !ts;
             let ttl = match (local, windows_like) {
                 (true, false) => 64,
@@ -530,7 +549,7 @@ impl<W: Write> Ctx<'_, W> {
                 snd_una: iss,
                 snd_nxt: iss,
                 msg_end: iss,
-                ts_base: rng.next_u32(),
+                ts_base: TsVal::new(rng.next_u32()),
                 cc: Congestion {
                     cwnd: 10,
                     ssthresh: max_cwnd,
@@ -595,10 +614,10 @@ impl<W: Write> Ctx<'_, W> {
                 let peer_iss = conn.ep[1 - side].iss;
                 let peer_ts = conn.ep[1 - side].ts_base;
                 let host = &mut conn.ep[side];
-                host.snd_una = host.iss.wrapping_add(1);
+                host.snd_una = host.iss + 1;
                 host.snd_nxt = host.snd_una;
                 host.msg_end = host.snd_una;
-                host.rcv_nxt = peer_iss.wrapping_add(1);
+                host.rcv_nxt = peer_iss + 1;
                 host.last_ack_sent = host.rcv_nxt;
                 host.ts_recent = peer_ts;
             }
@@ -613,7 +632,7 @@ impl<W: Write> Ctx<'_, W> {
     fn send_syn(&mut self, conn: &mut Conn, now: u64) -> io::Result<()> {
         let lose = conn.rng.chance(self.params.loss);
         let iss = conn.ep[CLIENT].iss;
-        conn.ep[CLIENT].snd_nxt = iss.wrapping_add(1);
+        conn.ep[CLIENT].snd_nxt = iss + 1;
         self.emit(
             conn,
             CLIENT,
@@ -639,7 +658,7 @@ impl<W: Write> Ctx<'_, W> {
         let (seq_no, len, fl) = (host.seq, host.len, host.flags);
         let syn = fl & flags::SYN != 0;
         let has_ack = fl & flags::ACK != 0;
-        let tsval = conn.ep[side].ts_base.wrapping_add((now / MS) as u32);
+        let tsval = conn.ep[side].ts_base + (now / MS) as u32;
         let (ack, tsecr) = {
             let host = &mut conn.ep[side];
             host.ip_id = host.ip_id.wrapping_add(1);
@@ -649,7 +668,7 @@ impl<W: Write> Ctx<'_, W> {
                 host.delack.armed = false;
                 (host.rcv_nxt, host.ts_recent)
             } else {
-                (0, 0)
+                (SeqNum::ZERO, TsVal::ZERO)
             }
         };
         let visible = host.deliver || conn.ep[side].local;
@@ -659,7 +678,7 @@ impl<W: Write> Ctx<'_, W> {
             )?;
         }
         if host.deliver {
-            let end = seq_no.wrapping_add(len + u32::from(syn) + u32::from(fl & flags::FIN != 0));
+            let end = seq_no + (len + u32::from(syn) + u32::from(fl & flags::FIN != 0));
             let peer = 1 - side;
             let rtt = conn.ep[peer].rtt;
             let jitter = if conn.rng.chance(self.params.no_jitter) {
@@ -692,13 +711,13 @@ impl<W: Write> Ctx<'_, W> {
         conn: &Conn,
         side: usize,
         now: u64,
-        seq_no: u32,
-        ack: u32,
+        seq_no: SeqNum,
+        ack: SeqNum,
         len: u32,
         fl: u16,
-        tsval: u32,
-        tsecr: u32,
-        sack: Option<(u32, u32)>,
+        tsval: TsVal,
+        tsecr: TsVal,
+        sack: Option<(SeqNum, SeqNum)>,
     ) -> io::Result<()> {
         let host = &conn.ep[side];
         let (client, server) = conn.addrs();
@@ -725,8 +744,8 @@ impl<W: Write> Ctx<'_, W> {
         };
         frame = frame
             .ethernet(smac, dmac, vlans)
-            .seq(seq_no)
-            .ack(ack)
+            .seq(seq_no.get())
+            .ack(ack.get())
             .flags(fl)
             .window(if fl & flags::SYN != 0 {
                 64240
@@ -736,7 +755,8 @@ impl<W: Write> Ctx<'_, W> {
             .ttl(host.ttl)
             .payload_len(len as usize);
         if conn.ts {
-            frame = frame.timestamps(tsval, if fl == flags::SYN { 0 } else { tsecr });
+            let tsecr = if fl == flags::SYN { 0 } else { tsecr.get() };
+            frame = frame.timestamps(tsval.get(), tsecr);
         }
         if fl & flags::SYN != 0 {
             frame = frame.mss(conn.mss_opt).wscale(7);
@@ -745,8 +765,8 @@ impl<W: Write> Ctx<'_, W> {
             }
         }
         let blocks;
-        if let (Some(block), true) = (sack, conn.sack) {
-            blocks = [block];
+        if let (Some((left, right)), true) = (sack, conn.sack) {
+            blocks = [(left.get(), right.get())];
             frame = frame.sack(&blocks);
         }
         self.out.buf.clear();
@@ -764,7 +784,7 @@ impl<W: Write> Ctx<'_, W> {
         conn: &mut Conn,
         side: usize,
         now: u64,
-        sack: Option<(u32, u32)>,
+        sack: Option<(SeqNum, SeqNum)>,
     ) -> io::Result<()> {
         let seq_no = conn.ep[side].snd_nxt;
         self.emit(
@@ -793,7 +813,7 @@ impl<W: Write> Ctx<'_, W> {
                 host.rcv_nxt = seg.end;
                 host.ts_recent = seg.tsval;
                 let iss = host.iss;
-                host.snd_nxt = iss.wrapping_add(1);
+                host.snd_nxt = iss + 1;
                 return self.emit(
                     conn,
                     side,
@@ -836,13 +856,13 @@ impl<W: Write> Ctx<'_, W> {
         conn: &mut Conn,
         side: usize,
         now: u64,
-        ack: u32,
+        ack: SeqNum,
         pure: bool,
     ) -> io::Result<()> {
         let mss = conn.mss;
         let host = &mut conn.ep[side];
-        if seq::gt(ack, host.snd_una) && seq::le(ack, host.snd_nxt) {
-            let segs = (ack.wrapping_sub(host.snd_una)).div_ceil(mss);
+        if ack.gt(host.snd_una) && ack.le(host.snd_nxt) {
+            let segs = ack.wrapping_diff(host.snd_una).div_ceil(mss);
             host.snd_una = ack;
             host.cc.dupacks = 0;
             if host.cc.cwnd < host.cc.ssthresh {
@@ -871,14 +891,14 @@ impl<W: Write> Ctx<'_, W> {
         let peer = 1 - side;
         let host = &mut conn.ep[side];
         if seg.seq == host.rcv_nxt {
-            if seq::le(seg.seq, host.last_ack_sent) {
+            if seg.seq.le(host.last_ack_sent) {
                 // RFC 7323: TS.Recent comes from the oldest segment not yet acknowledged.
                 host.ts_recent = seg.tsval;
             }
             host.rcv_nxt = seg.end;
             let mut at_once = false;
-            if host.ooo.held && seq::ge(host.rcv_nxt, host.ooo.start) {
-                if seq::gt(host.ooo.end, host.rcv_nxt) {
+            if host.ooo.held && host.rcv_nxt.ge(host.ooo.start) {
+                if host.ooo.end.gt(host.rcv_nxt) {
                     host.rcv_nxt = host.ooo.end;
                 }
                 host.ooo.held = false;
@@ -900,23 +920,21 @@ impl<W: Write> Ctx<'_, W> {
                 host.delack.armed = true;
                 host.delack.token = host.delack.token.wrapping_add(1);
                 let token = host.delack.token;
-                self.schedule(
+                self.schedule_event(
                     conn,
                     now + DELACK,
                     Kind::DelAck,
                     side,
-                    Seg {
-                        seq: token,
-                        ..Seg::default()
-                    },
+                    Seg::default(),
+                    token,
                 );
             }
-        } else if seq::gt(seg.seq, host.rcv_nxt) {
+        } else if seg.seq.gt(host.rcv_nxt) {
             if !host.ooo.held {
                 host.ooo.held = true;
                 host.ooo.start = seg.seq;
                 host.ooo.end = seg.end;
-            } else if seq::gt(seg.end, host.ooo.end) {
+            } else if seg.end.gt(host.ooo.end) {
                 host.ooo.end = seg.end;
             }
             let block = (host.ooo.start, host.ooo.end);
@@ -948,7 +966,7 @@ impl<W: Write> Ctx<'_, W> {
             let host = &mut conn.ep[side];
             host.fin_sent = true;
             let seq_no = host.snd_nxt;
-            host.snd_nxt = seq_no.wrapping_add(1);
+            host.snd_nxt = seq_no + 1;
             return self.emit(
                 conn,
                 side,
@@ -971,16 +989,7 @@ impl<W: Write> Ctx<'_, W> {
     fn finish(&mut self, conn: &mut Conn, now: u64) {
         conn.phase = Phase::Closed;
         let at = now + conn.rng.range(1_000, 100_000) * US;
-        self.schedule(
-            conn,
-            at,
-            Kind::Start,
-            0,
-            Seg {
-                seq: 1,
-                ..Seg::default()
-            },
-        );
+        self.schedule_simple(conn, at, Kind::Restart, 0);
     }
 
     fn app_send(&mut self, conn: &mut Conn, side: usize, now: u64) {
@@ -993,7 +1002,7 @@ impl<W: Write> Ctx<'_, W> {
             _ => conn.rng.pick(RESPONSE_BYTES),
         };
         let host = &mut conn.ep[side];
-        host.msg_end = host.snd_nxt.wrapping_add(size as u32);
+        host.msg_end = host.snd_nxt + size as u32;
         host.msg_open = true;
         self.kick(conn, side, now);
     }
@@ -1017,13 +1026,13 @@ impl<W: Write> Ctx<'_, W> {
         if conn.phase != Phase::Established || !host.can_send(mss) {
             return Ok(());
         }
-        let remaining = host.msg_end.wrapping_sub(host.snd_nxt);
+        let remaining = host.msg_end.wrapping_diff(host.snd_nxt);
         let len = remaining.min(mss);
         let last = len == remaining;
         let seq_no = host.snd_nxt;
         let lose = !host.loss.pending && conn.rng.chance(self.params.loss);
         let host = &mut conn.ep[side];
-        host.snd_nxt = seq_no.wrapping_add(len);
+        host.snd_nxt = seq_no + len;
         host.pacer.next_send = now
             + (host.pacer.gap * u64::from(len) / u64::from(mss))
                 .div_ceil(US)
@@ -1061,7 +1070,7 @@ impl<W: Write> Ctx<'_, W> {
         host.loss.pending = false;
         let (seq_no, len) = (host.loss.seq, host.loss.len);
         let fl = flags::ACK
-            | if seq_no.wrapping_add(len) == host.msg_end {
+            | if seq_no + len == host.msg_end {
                 flags::PSH
             } else {
                 0
@@ -1099,10 +1108,7 @@ impl<W: Write> Ctx<'_, W> {
             );
         }
         let host = &mut conn.ep[side];
-        if conn.phase == Phase::Established
-            && host.loss.pending
-            && seq::le(host.snd_una, host.loss.seq)
-        {
+        if conn.phase == Phase::Established && host.loss.pending && host.snd_una.le(host.loss.seq) {
             host.cc.ssthresh = (host.cc.cwnd / 2).max(2);
             host.cc.cwnd = 2;
             self.retransmit(conn, side, now)?;
@@ -1133,7 +1139,7 @@ impl<W: Write> Ctx<'_, W> {
         }
         let host = &mut conn.ep[side];
         host.fin_sent = true;
-        host.snd_nxt = seq_no.wrapping_add(1);
+        host.snd_nxt = seq_no + 1;
         host.msg_end = host.snd_nxt;
         self.emit(
             conn,
@@ -1153,11 +1159,12 @@ impl<W: Write> Ctx<'_, W> {
 impl Ep {
     /// New data waits and the congestion window has room for the next segment.
     fn can_send(&self, mss: u32) -> bool {
-        let remaining = self.msg_end.wrapping_sub(self.snd_nxt);
-        if remaining == 0 || remaining > (1 << 31) {
+        // Not ahead: all sent, or (a server between its SYN/ACK and its first message) behind.
+        if self.msg_end.le(self.snd_nxt) {
             return false;
         }
-        let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
+        let remaining = self.msg_end.wrapping_diff(self.snd_nxt);
+        let in_flight = self.snd_nxt.wrapping_diff(self.snd_una);
         in_flight + remaining.min(mss) <= self.cc.cwnd * mss
     }
 }
