@@ -21,52 +21,57 @@ pub struct GenArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Packets to write.
-    #[arg(short = 'n', long, default_value_t = 1_000_000)]
+    #[arg(
+        conflicts_with = "attack",
+        short = 'n',
+        long,
+        default_value_t = 1_000_000
+    )]
     pub packets: u64,
     /// Concurrent connections.
-    #[arg(short, long, default_value_t = 10_000)]
+    #[arg(conflicts_with = "attack", short, long, default_value_t = 10_000)]
     pub connections: u32,
     /// Distinct servers.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(conflicts_with = "attack", long, default_value_t = 1_000)]
     pub servers: u32,
     /// Fraction of connections over IPv6.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(conflicts_with = "attack", long, default_value_t = 0.3)]
     pub ipv6: f64,
     /// Fraction of connections VLAN-tagged.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(conflicts_with = "attack", long, default_value_t = 0.2)]
     pub vlan: f64,
     /// Fraction of connections with TCP timestamps.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(conflicts_with = "attack", long, default_value_t = 0.7)]
     pub timestamps: f64,
     /// Fraction of connections with SACK.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(conflicts_with = "attack", long, default_value_t = 0.9)]
     pub sack: f64,
     /// Probability that a data segment is lost.
-    #[arg(long, default_value_t = 0.005)]
+    #[arg(conflicts_with = "attack", long, default_value_t = 0.005)]
     pub loss: f64,
     /// Fraction of bulk-transfer connections.
-    #[arg(long, default_value_t = 0.002)]
+    #[arg(conflicts_with = "attack", long, default_value_t = 0.002)]
     pub bulk: f64,
     /// Fraction of connections captured at the client.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(conflicts_with = "attack", long, default_value_t = 0.2)]
     pub client_side: f64,
     /// Fraction of the others captured mid-path.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(conflicts_with = "attack", long, default_value_t = 0.1)]
     pub midpath: f64,
     /// Fraction of initial connections already open when the capture starts.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(conflicts_with = "attack", long, default_value_t = 0.5)]
     pub midstream: f64,
     /// Bytes captured per frame (0: whole frames).
-    #[arg(long, default_value_t = 128)]
+    #[arg(conflicts_with = "attack", long, default_value_t = 128)]
     pub snaplen: u32,
     /// Nanosecond-resolution pcap.
-    #[arg(long)]
+    #[arg(conflicts_with = "attack", long)]
     pub nanos: bool,
     /// Keep every connection open for the whole capture (no closes, no new connections).
-    #[arg(long)]
+    #[arg(conflicts_with = "attack", long)]
     pub no_churn: bool,
     /// Write each connection's true RTTs as CSV to this file.
-    #[arg(long)]
+    #[arg(conflicts_with = "attack", long)]
     pub truth: Option<PathBuf>,
     /// Print a summary to standard error.
     #[arg(short, long)]
@@ -78,22 +83,32 @@ pub struct GenArgs {
     #[arg(long, value_enum, value_name = "KIND")]
     pub attack: Option<Attack>,
     /// Spoofed SYNs per second (`--attack syn-flood`).
-    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    #[arg(
+        requires = "attack",
+        long,
+        default_value_t = 1_000_000,
+        value_name = "N"
+    )]
     pub syn_rate: u64,
     /// Seconds the flood lasts (`--attack syn-flood`).
-    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    #[arg(requires = "attack", long, default_value_t = 1.0, value_name = "S")]
     pub flood_secs: f64,
     /// Real connections among the flood (`--attack syn-flood[-clean]`).
-    #[arg(long, default_value_t = 300, value_name = "N")]
+    #[arg(requires = "attack", long, default_value_t = 300, value_name = "N")]
     pub real_connections: u32,
     /// Largest round-trip time of a real client, µs (drawn from 200 µs up to it).
-    #[arg(long, default_value_t = 5_000, value_name = "US")]
+    #[arg(requires = "attack", long, default_value_t = 5_000, value_name = "US")]
     pub real_rtt_max_us: u64,
     /// Draw spoofed sources from this IPv4 block (e.g. 100.64.0.0/10) rather than anywhere.
-    #[arg(long, value_name = "NET", value_parser = parse_net)]
+    #[arg(requires = "attack", long, value_name = "NET", value_parser = parse_net)]
     pub spoof_net: Option<(std::net::Ipv4Addr, u8)>,
     /// Interface description blocks (`--attack interface-bomb`).
-    #[arg(long, default_value_t = 30_000_000, value_name = "N")]
+    #[arg(
+        requires = "attack",
+        long,
+        default_value_t = 30_000_000,
+        value_name = "N"
+    )]
     pub interfaces: u64,
 }
 

@@ -372,3 +372,55 @@ fn ci_run_checks_for_root_before_installing() {
     assert!(!stdout.contains("== system packages"), "{stdout}");
     assert!(!text(&out.stderr).contains("apt-get"));
 }
+
+#[test]
+fn generate_refuses_options_its_mode_would_ignore() {
+    let dir = tmpdir("gen-modes");
+    let out = dir.join("x.pcap");
+    let out = out.to_str().unwrap();
+    let truth = dir.join("truth.csv");
+    // The flood writes no truth file and takes none of the simulation's options.
+    for extra in [
+        &["--truth", truth.to_str().unwrap()][..],
+        &["--loss", "0.1"],
+        &["-n", "1000"],
+    ] {
+        let mut args = vec!["generate", "--attack", "syn-flood", "-o", out];
+        args.extend_from_slice(extra);
+        let o = metro(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("cannot be used with") && err.contains("--attack"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!truth.exists());
+    // The flood's own options need `--attack`.
+    let o = metro(&["generate", "--syn-rate", "10", "-o", out]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--attack"), "{err}");
+    // Each mode with its own options still works.
+    let o = metro(&[
+        "generate",
+        "--attack",
+        "syn-flood",
+        "--syn-rate",
+        "1000",
+        "-o",
+        out,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = metro(&[
+        "generate",
+        "-n",
+        "1000",
+        "--truth",
+        truth.to_str().unwrap(),
+        "-o",
+        out,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(truth.exists());
+}
