@@ -24,6 +24,7 @@
 //! CAP_SYS_PTRACE); a process that cannot be read is counted in
 //! [`Stats::pids_unreadable`] and its namespace stays unknown (no tags: the pair is
 //! reported as before). Loopback and link-local addresses exist in every namespace and are
+//! never mapped; an address found in two namespaces is left out and counted.
 //!
 //! One file per concern, one way through: `procfs` reads the kernel's view (namespace
 //! links, addresses, interface names), `cgroup` turns cgroup paths into container IDs and
