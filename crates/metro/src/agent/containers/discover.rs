@@ -1,0 +1,239 @@
+//! One refresh: the walk that builds an [`Attribution`] within [`Limits`]. It lists the
+//! processes, groups them by network namespace (a few per namespace), reads each
+//! namespace's container IDs from their cgroups and its addresses from one of them, looks
+//! the names up once for all the IDs found, and maps every address to the one namespace
+//! that has it (an address two namespaces have is left out), counting in [`Stats`] what it
+//! could not or would not read.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::metadata::{Metadata, attribute};
+use super::{Attribution, Limits, Namespace, Roots, Stats, cgroup, procfs};
+
+/// One refresh: walk the processes, read each namespace's addresses and container.
+pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
+    let mut stats = Stats::default();
+    let own_netns = procfs::ns_inode(&roots.proc.join("self/ns/net")).unwrap_or(0);
+    // Namespace inode -> processes in it (a few, for addresses and cgroups).
+    let mut by_ns: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    let mut skipped_ns: HashSet<u64> = HashSet::new();
+    for pid in procfs::pids(&roots.proc) {
+        if stats.pids_scanned as usize >= limits.max_pids {
+            stats.pids_skipped += 1;
+            continue;
+        }
+        stats.pids_scanned += 1;
+        match procfs::ns_inode(&roots.proc.join(format!("{pid}/ns/net"))) {
+            Ok(ino) => {
+                let known = by_ns.len();
+                match by_ns.get_mut(&ino) {
+                    Some(v) => {
+                        if v.len() < limits.cgroups_per_namespace {
+                            v.push(pid)
+                        }
+                    }
+                    None if known >= limits.max_namespaces => {
+                        skipped_ns.insert(ino);
+                    }
+                    None => {
+                        by_ns.insert(ino, vec![pid]);
+                    }
+                }
+            }
+            Err(_) => stats.pids_unreadable += 1,
+        }
+    }
+    stats.namespaces_skipped = skipped_ns.len() as u64;
+    let names = procfs::netns_names(&roots.netns_dir, limits.max_namespaces);
+    // Containers per namespace, from the cgroups.
+    let mut found: Vec<(Namespace, Vec<String>, Vec<IpAddr>)> = Vec::new();
+    let mut all_ids: HashSet<String> = HashSet::new();
+    for (&ino, pids) in &by_ns {
+        let mut ids: Vec<String> = Vec::new();
+        let mut pod = None;
+        // A process outside every container (the host's init, a host-network container's
+        // neighbours): the namespace is shared with the host, not a container's.
+        let mut outside = false;
+        for pid in pids {
+            let Some((id, p)) = cgroup::of_pid(&roots.proc, *pid) else {
+                continue;
+            };
+            match id {
+                Some(id) if !ids.contains(&id) => ids.push(id),
+                Some(_) => {}
+                None => outside = true,
+            }
+            pod = pod.or(p);
+        }
+        // The agent's own namespace is the host's: never tagged.
+        if outside || ino == own_netns {
+            ids.clear();
+            pod = None;
+        }
+        // The addresses from the first of its processes that can still be read.
+        let addrs = pids
+            .iter()
+            .find_map(|&pid| procfs::addresses(&roots.proc, pid))
+            .unwrap_or_default();
+        all_ids.extend(ids.iter().cloned());
+        let ns = Namespace {
+            inode: ino,
+            netns_name: (ino != own_netns)
+                .then(|| names.get(&ino).cloned())
+                .flatten(),
+            pod_uid: pod,
+            ..Namespace::default()
+        };
+        found.push((ns, ids, addrs));
+    }
+    stats.namespaces = found.len() as u64;
+    let meta = Metadata::read(&roots.host, &all_ids);
+    let mut by_addr: HashMap<IpAddr, Arc<Namespace>> = HashMap::new();
+    let mut ambiguous: HashSet<IpAddr> = HashSet::new();
+    for (mut ns, ids, addrs) in found {
+        attribute(&mut ns, &ids, &meta);
+        if ns.container_id.is_some() || ns.pod_uid.is_some() {
+            stats.namespaces_attributed += 1;
+        }
+        ns.finish();
+        let ns = Arc::new(ns);
+        for a in addrs {
+            if ambiguous.contains(&a) {
+                continue;
+            }
+            match by_addr.get(&a) {
+                Some(o) if o.inode != ns.inode => {
+                    by_addr.remove(&a);
+                    ambiguous.insert(a);
+                }
+                Some(_) => {}
+                None => {
+                    by_addr.insert(a, ns.clone());
+                }
+            }
+        }
+    }
+    stats.addresses_ambiguous = ambiguous.len() as u64;
+    Attribution {
+        own_netns,
+        by_addr,
+        stats,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::tests::{ID, tmp};
+    use super::*;
+
+    /// A fake /proc: processes in namespaces (symlinks `net:[N]`), cgroups and addresses.
+    fn fake_proc(root: &Path, pid: u32, ns: u64, cgroup: &str, v4: &[&str]) {
+        let d = root.join(pid.to_string());
+        std::fs::create_dir_all(d.join("ns")).unwrap();
+        std::fs::create_dir_all(d.join("net")).unwrap();
+        std::os::unix::fs::symlink(format!("net:[{ns}]"), d.join("ns/net")).unwrap();
+        std::fs::write(d.join("cgroup"), format!("0::{cgroup}\n")).unwrap();
+        let mut fib = String::from("Local:\n");
+        for a in v4 {
+            fib.push_str(&format!("  |-- {a}\n     /32 host LOCAL\n"));
+        }
+        std::fs::write(d.join("net/fib_trie"), fib).unwrap();
+        std::fs::write(d.join("net/if_inet6"), "").unwrap();
+    }
+
+    #[test]
+    fn discovery_over_a_fake_proc() {
+        let root = tmp("proc");
+        let proc_ = root.join("proc");
+        std::fs::create_dir_all(proc_.join("self/ns")).unwrap();
+        std::os::unix::fs::symlink("net:[1]", proc_.join("self/ns/net")).unwrap();
+        let other = "aa".repeat(32);
+        // The agent's namespace (1): host processes and a host-network container.
+        fake_proc(&proc_, 1, 1, "/init.scope", &["10.0.0.1", "127.0.0.1"]);
+        fake_proc(&proc_, 2, 1, &format!("/libpod_parent/libpod-{other}"), &[]);
+        // A container's namespace (2), two processes of it.
+        fake_proc(
+            &proc_,
+            10,
+            2,
+            &format!("/libpod_parent/libpod-{ID}"),
+            &["10.88.0.2"],
+        );
+        fake_proc(&proc_, 11, 2, &format!("/libpod_parent/libpod-{ID}"), &[]);
+        // A namespace shared by a container and a process outside containers (3).
+        fake_proc(&proc_, 20, 3, &format!("/docker/{other}"), &["10.88.0.3"]);
+        fake_proc(&proc_, 21, 3, "/user.slice", &[]);
+        // Two namespaces claiming one address (4, 5): left out.
+        fake_proc(&proc_, 30, 4, "/", &["10.88.0.9"]);
+        fake_proc(&proc_, 31, 5, "/", &["10.88.0.9"]);
+        let host = root.join("host");
+        let s = host.join("var/lib/containers/storage/overlay-containers");
+        std::fs::create_dir_all(&s).unwrap();
+        std::fs::write(
+            s.join("containers.json"),
+            format!(r#"[{{"id":"{ID}","names":["web"]}}]"#),
+        )
+        .unwrap();
+        let roots = Roots {
+            proc: proc_.clone(),
+            host,
+            netns_dir: root.join("netns"),
+        };
+        let a = discover(&roots, Limits::default());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(a.own_netns, 1);
+        assert_eq!(
+            a.tags(ip("10.88.0.2")),
+            [
+                format!("container_id:{ID}"),
+                "container_name:web".to_string()
+            ]
+        );
+        assert!(
+            a.tags(ip("10.0.0.1")).is_empty(),
+            "the host is not a container"
+        );
+        assert_eq!(a.namespace(ip("10.0.0.1")).unwrap().inode, 1);
+        assert!(a.tags(ip("10.88.0.3")).is_empty(), "shared with the host");
+        assert!(a.namespace(ip("127.0.0.1")).is_none());
+        assert!(a.namespace(ip("10.88.0.9")).is_none());
+        assert_eq!(a.stats.addresses_ambiguous, 1);
+        assert_eq!(a.stats.namespaces, 5);
+        assert_eq!(a.stats.namespaces_attributed, 1);
+        assert_eq!(a.stats.pids_scanned, 8);
+        // Limits: processes and namespaces beyond them are counted, not read.
+        let l = Limits {
+            max_pids: 5,
+            max_namespaces: 2,
+            cgroups_per_namespace: 16,
+        };
+        let b = discover(&roots, l);
+        assert_eq!(b.stats.pids_scanned, 5);
+        assert_eq!(b.stats.pids_skipped, 3);
+        assert_eq!(b.stats.namespaces, 2);
+        assert_eq!(b.stats.namespaces_skipped, 1);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The live discovery on this machine finds this process's own namespace and its
+    /// addresses (every process can read its own links).
+    #[test]
+    fn discovers_its_own_namespace() {
+        let a = discover(&Roots::default(), Limits::default());
+        assert!(a.own_netns != 0);
+        assert!(a.stats.pids_scanned >= 1);
+        assert!(a.stats.namespaces >= 1);
+        let l = Limits {
+            max_pids: 1,
+            ..Limits::default()
+        };
+        let b = discover(&Roots::default(), l);
+        assert_eq!(b.stats.pids_scanned, 1);
+        // This test binary and its parent at least: the rest is counted, not read.
+        assert!(b.stats.pids_skipped >= 1);
+    }
+}

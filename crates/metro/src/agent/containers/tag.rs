@@ -1,0 +1,47 @@
+//! Tagging a report's pairs from the current [`Attribution`](super::Attribution): the
+//! report hands over each pair's local address and tags to fill, and gets back the
+//! [`Counters`] it reports as self-metrics. A local address no namespace owns asks the
+//! refresher for a walk soon.
+
+use std::net::IpAddr;
+
+use super::{global, refresh};
+
+/// What container attribution saw, reported with each interval (self-metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Namespaces found with a container or pod, and without one (the host's own, and
+    /// namespaces no runtime claims).
+    pub namespaces_attributed: u64,
+    pub namespaces_unattributed: u64,
+    /// Processes and namespaces not read at the last refresh: over the limits, or
+    /// unreadable (no permission).
+    pub skipped: u64,
+    /// Pairs of this interval whose local address no namespace on this host owns.
+    pub pairs_unattributed: u64,
+}
+
+/// Attach each pair's container tags from [`global`] (at report time: one lookup per pair
+/// and interval, none per packet), and count what could not be attributed. Each pair is its
+/// local address and the tags to fill, so that this module need not know the report's types.
+pub fn tag_pairs<'a>(pairs: impl IntoIterator<Item = (IpAddr, &'a mut Vec<String>)>) -> Counters {
+    let a = global().get().1;
+    let s = &a.stats;
+    let mut c = Counters {
+        namespaces_attributed: s.namespaces_attributed,
+        namespaces_unattributed: s.namespaces - s.namespaces_attributed,
+        skipped: s.pids_skipped + s.pids_unreadable + s.namespaces_skipped,
+        pairs_unattributed: 0,
+    };
+    for (src, tags) in pairs {
+        match a.namespace(src) {
+            Some(ns) => *tags = ns.tags.clone(),
+            None => c.pairs_unattributed += 1,
+        }
+    }
+    if c.pairs_unattributed > 0 {
+        // Perhaps a container that started since the last walk: look again soon.
+        refresh::ask_soon();
+    }
+    c
+}
