@@ -9,15 +9,15 @@
 //! It depends on the sinks and the reports only, never on the capture or the runtime that
 //! feed it, so that both can name [`Msg`] without naming each other.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use super::otlp::OtlpSink;
-use super::prom::Prom;
 use super::report::{InstanceReport, InstanceShared};
-use super::statsd::{StatsdSink, encode_report};
+use super::sinks::Sinks;
+use super::sinks::otlp::OtlpSink;
+use super::sinks::prom::Prom;
+use super::sinks::statsd::StatsdSink;
 
 /// What the flusher receives.
 pub enum Msg {
@@ -31,42 +31,6 @@ pub enum Msg {
     Otlp(Option<OtlpSink>),
     /// Flush every live instance one last time and end.
     Stop,
-}
-
-/// The flusher's outputs: every interval report goes to each sink in turn (DogStatsD,
-/// Prometheus, OTLP), each encoding it its own way from the same statistics, histogram
-/// buckets and values.
-struct Sinks {
-    statsd: StatsdSink,
-    prom: Arc<Prom>,
-    otlp: Option<OtlpSink>,
-    /// DogStatsD send errors, reported with the instance's next interval.
-    pending_errors: HashMap<String, u64>,
-    /// `--samples` lines lost, as last logged.
-    samples_lost: u64,
-}
-
-impl Sinks {
-    fn emit(&mut self, r: InstanceReport) {
-        let errs = self.pending_errors.remove(&r.iface).unwrap_or(0);
-        let datagrams = encode_report(&r, errs, self.statsd.max_datagram());
-        let failed = self.statsd.send(&datagrams);
-        if failed > 0 {
-            *self.pending_errors.entry(r.iface.clone()).or_default() += failed;
-        }
-        self.prom.observe(&r, failed);
-        if let Some(o) = &mut self.otlp {
-            o.send(&r);
-        }
-        let lost = super::samples::lost();
-        if lost > self.samples_lost {
-            tracing::warn!(
-                "--samples: {} lines lost so far: the reader is slower than the traffic",
-                lost
-            );
-            self.samples_lost = lost;
-        }
-    }
 }
 
 /// How long a flush waits for the capture threads' intervals.
@@ -84,13 +48,7 @@ pub fn run_flusher(
     mut every: Duration,
 ) {
     let mut live: Vec<Arc<InstanceShared>> = Vec::new();
-    let mut sinks = Sinks {
-        statsd,
-        prom,
-        otlp,
-        pending_errors: HashMap::new(),
-        samples_lost: 0,
-    };
+    let mut sinks = Sinks::new(statsd, prom, otlp);
     let mut next = Instant::now() + every;
     loop {
         match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {

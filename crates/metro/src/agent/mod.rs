@@ -1,14 +1,14 @@
 //! `metro run`: the long-running agent that replaces go-metro. It reads an existing
 //! go-metro.yaml, captures on each instance's interface with libpcap (or replays a capture
 //! file), runs the same engine as `metro analyze`, and reports per (local address, remote
-//! host) RTT statistics to DogStatsD (and, optionally, Prometheus).
+//! host) RTT statistics to DogStatsD (and, optionally, Prometheus and OTLP).
 //!
 //! Modules: [`config`] (YAML -> validated [`config::Config`]), [`filter`] (the kernel
 //! filter), [`live`] (libpcap handles), [`capture`] (the per-instance capture loop),
 //! [`netset`] (address sets of any size), [`resolve`] (watch list, local addresses, DNS
 //! refresh), [`report`] (per-interval aggregation), [`flush`] (the flusher thread that owns
-//! the sinks, and its messages), [`statsd`] (DogStatsD encoder and sink), [`prom`]
-//! (Prometheus exposition), [`log`] (rotating log file), [`run`] (threads, signals, reload).
+//! the sinks, and its messages), [`sinks`] (DogStatsD, Prometheus and OTLP: an encoder and
+//! a transport each), [`log`] (rotating log file), [`run`] (threads, signals, reload).
 
 pub mod capture;
 pub mod config;
@@ -20,13 +20,11 @@ pub mod flush;
 pub mod live;
 pub mod log;
 pub mod netset;
-pub mod otlp;
-pub mod prom;
 pub mod report;
 pub mod resolve;
 pub mod run;
 pub mod samples;
-pub mod statsd;
+pub mod sinks;
 pub mod watch;
 
 use std::collections::HashMap;

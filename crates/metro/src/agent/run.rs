@@ -38,11 +38,11 @@ use super::fleet::IntervalOpts;
 use super::flush::{self, Msg};
 use super::live::{self, LiveOptions};
 use super::log;
-use super::otlp::OtlpSink;
-use super::prom::{Prom, PromServer};
 use super::report::InstanceShared;
 use super::resolve::{self, LocalSet, WatchList, Watched};
-use super::statsd::StatsdSink;
+use super::sinks::otlp::OtlpSink;
+use super::sinks::prom::{Prom, PromServer};
+use super::sinks::statsd::StatsdSink;
 
 /// Options that come from the command line rather than the file.
 #[derive(Clone, Debug, Default)]

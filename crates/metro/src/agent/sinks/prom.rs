@@ -29,8 +29,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use super::fleet::Fine;
-use super::report::InstanceReport;
+use crate::agent::fleet::Fine;
+use crate::agent::report::InstanceReport;
 
 type Labels = Vec<(String, String)>;
 type GaugeF = Gauge<f64, AtomicU64>;

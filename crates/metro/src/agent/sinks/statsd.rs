@@ -13,8 +13,8 @@ use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use super::config::StatsdTarget;
-use super::report::InstanceReport;
+use crate::agent::config::StatsdTarget;
+use crate::agent::report::InstanceReport;
 
 /// Largest UDP datagram: 1500 (Ethernet MTU) - 20 (IPv4) - 8 (UDP) - 40 of headroom for
 /// IPv6 and tunnels: the value the Datadog clients use.

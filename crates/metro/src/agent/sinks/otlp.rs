@@ -29,8 +29,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use super::fleet::{EXP_SCALE, EXP_ZERO_THRESHOLD};
-use super::report::InstanceReport;
+use crate::agent::fleet::{EXP_SCALE, EXP_ZERO_THRESHOLD};
+use crate::agent::report::InstanceReport;
 
 /// Connect, write and read timeouts of one push.
 const TIMEOUT: Duration = Duration::from_secs(3);
