@@ -232,12 +232,13 @@ pub fn pipeline(path: &Path) -> anyhow::Result<RunOut> {
     let mut count = |_: &Sample| samples += 1;
     while let Some(rec) = r.next_record()? {
         frame += 1;
-        if let Ok(p) = wire::decode(rec.linktype, rec.data) {
+        // As `metro analyze` decodes: straight to the engine's Segment.
+        if let Ok(seg) = Segment::decode(rec.linktype, rec.data) {
             if rec.ts >= next_tick {
                 engine.tick(rec.ts);
                 next_tick = rec.ts + TICK;
             }
-            engine.process(frame, rec.ts, &Segment::from(&p), &mut count);
+            engine.process(frame, rec.ts, &seg, &mut count);
         }
     }
     Ok(RunOut {
@@ -284,8 +285,8 @@ pub fn engine_alone(path: &Path) -> anyhow::Result<RunOut> {
         decoded.clear();
         for &(ts, lt, at, len) in &chunk.recs {
             frame += 1;
-            if let Ok(p) = wire::decode(lt, &chunk.data[at..at + len]) {
-                decoded.push((frame, ts, Segment::from(&p)));
+            if let Ok(seg) = Segment::decode(lt, &chunk.data[at..at + len]) {
+                decoded.push((frame, ts, seg));
             }
         }
         let t = Instant::now();

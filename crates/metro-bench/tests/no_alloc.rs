@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use metro::pcap::CaptureReader;
 use metro_core::engine::{Engine, EngineConfig};
 use metro_core::rtt::Sample;
-use metro_core::wire;
 use metro_testkit::generator::{GenConfig, write_capture};
 
 struct Counting;
@@ -85,12 +84,12 @@ fn steady_state_allocates_nothing_per_packet() {
                 engine.counters().flows_created,
             );
         }
-        if let Ok(p) = wire::decode(rec.linktype, rec.data) {
+        if let Ok(seg) = metro_core::Segment::decode(rec.linktype, rec.data) {
             if rec.ts >= next_tick {
                 engine.tick(rec.ts);
                 next_tick = rec.ts + 1_000_000_000;
             }
-            engine.process(frame, rec.ts, &metro_core::Segment::from(&p), &mut observer);
+            engine.process(frame, rec.ts, &seg, &mut observer);
         }
         if frame == WARMUP + WINDOW || frame == WARMUP + 2 * WINDOW {
             windows.push((

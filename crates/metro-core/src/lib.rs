@@ -3,7 +3,8 @@
 //! file analyzer share every line of logic here.
 //!
 //! Pipeline: [`wire::decode`] turns one captured frame into a borrowed [`wire::Packet`],
-//! [`Segment::from`] keeps what the engine reads of it (a small owned [`Segment`]);
+//! [`Segment::from`] keeps what the engine reads of it (a small owned [`Segment`];
+//! [`Segment::decode`] does both, the common frame shape straight into the Segment);
 //! [`engine::Engine::process`] looks up the connection in the [`flow`] table, runs the
 //! [`rtt`] matchers and emits [`rtt::Sample`]s; [`aggregate`] folds samples into sketches.
 

@@ -1,13 +1,14 @@
 //! [`Segment`]: the engine's input, the few fields of a decoded TCP packet that
 //! [`crate::engine`], [`crate::flow`] and [`crate::rtt`] read, and nothing else (no payload
-//! bytes, no options but the timestamp and a DSACK block, no tunnel). Every caller builds one
-//! from a [`Packet`] with `Segment::from(&packet)`; `metro analyze --threads N` hands
+//! bytes, no options but the timestamp and a DSACK block, no tunnel). A caller builds one
+//! from a [`Packet`] with `Segment::from(&packet)`, or straight from a frame with
+//! [`Segment::decode`] when it needs nothing else of the packet; `metro analyze --threads N` hands
 //! Segments from the reader's core to the shards', so it is kept small.
 
 use std::net::IpAddr;
 
 use crate::seq::{SeqNum, TsVal};
-use crate::wire::{Packet, TcpFlags};
+use crate::wire::{self, DecodeError, Packet, TcpFlags};
 
 /// One TCP segment as the engine sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +32,25 @@ pub struct Segment {
     /// The first fragment of a fragmented datagram: tracked, never timed (see
     /// [`Packet::first_fragment`]).
     pub first_fragment: bool,
+}
+
+impl Segment {
+    /// The segment of one captured frame: `Segment::from(&wire::decode(linktype, frame)?)`,
+    /// the same result for every frame (tested), but the common shape's fields go straight
+    /// from the decoder into the Segment: moving the whole decoded [`Packet`] through a
+    /// `Result` first cost about forty instructions a packet, and so does a call (always
+    /// inlined: a caller decodes in its loop). For callers that need nothing
+    /// else of the packet (its payload, its tunnel depth).
+    #[inline(always)]
+    pub fn decode(linktype: u32, frame: &[u8]) -> Result<Segment, DecodeError> {
+        if let Some(ref p) = wire::decode_common(linktype, frame) {
+            return Ok(Segment::from(p));
+        }
+        match wire::decode_general(linktype, frame) {
+            Ok(ref p) => Ok(Segment::from(p)),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl From<&Packet<'_>> for Segment {
@@ -133,6 +153,69 @@ mod tests {
         // Across the wrap of the sequence space.
         assert_eq!(dsack(10, &[(0xffff_ff00, 5)]), Some((0xffff_ff00, 5)));
         assert_eq!(dsack(0xffff_fff0, &[(0xffff_fff8, 8)]), None);
+    }
+
+    /// `Segment::decode` is `Segment::from` of the general decoder's packet (or its error)
+    /// on every frame: the decoder's sample frames, mutations of them, random bytes, under
+    /// every link type.
+    #[test]
+    fn decode_is_from_of_the_general_decoder() {
+        fn same(lt: u32, frame: &[u8]) -> bool {
+            let want = wire::decode_general(lt, frame).map(|p| Segment::from(&p));
+            assert_eq!(
+                Segment::decode(lt, frame),
+                want,
+                "linktype {lt}: {frame:02x?}"
+            );
+            want.is_ok()
+        }
+        // xorshift64*: deterministic pseudo-random bytes.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let samples = metro_testkit::vectors::samples();
+        let mut decoded = 0;
+        for (lt, frame) in &samples {
+            decoded += usize::from(same(*lt, frame));
+        }
+        assert!(
+            decoded >= samples.len() / 2,
+            "{decoded} of {}",
+            samples.len()
+        );
+        let common = metro_testkit::vectors::eth_v4_tcp();
+        assert!(wire::decode_common(wire::linktype::ETHERNET, &common).is_some());
+        assert!(same(wire::linktype::ETHERNET, &common));
+        let mut frame = Vec::new();
+        for _ in 0..100_000 {
+            let (lt, base) = &samples[next() as usize % samples.len()];
+            frame.clear();
+            frame.extend_from_slice(base);
+            for _ in 0..1 + next() % 4 {
+                if frame.is_empty() {
+                    break;
+                }
+                let at = next() as usize % frame.len();
+                match next() % 4 {
+                    0 => frame.truncate(at),
+                    1 => frame[at] ^= 1 << (next() % 8),
+                    _ => frame[at] = next() as u8,
+                }
+            }
+            same(*lt, &frame);
+            let other =
+                wire::linktype::SUPPORTED[next() as usize % wire::linktype::SUPPORTED.len()];
+            same(other, &frame);
+        }
+        for _ in 0..20_000 {
+            let len = next() as usize % 128;
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            same(wire::linktype::ETHERNET, &bytes);
+        }
     }
 
     #[test]

@@ -373,46 +373,17 @@ impl Conn {
             snd.last_ip_id = seg.ip_id;
         }
 
-        // Built only when needed (most packets emit nothing).
-        let responder = || SocketAddr::new(seg.src, seg.sport);
-        let peer = || SocketAddr::new(seg.dst, seg.dport);
         let id = self.id;
         // A first fragment reaches the receiver only with the last fragment, which the
         // capture shows without a TCP header: its time is not the segment's time.
         let timed = !seg.first_fragment;
-        let mut emit =
-            |cx: &mut Ctx<'_, O>, kind: Kind, (open_ts, open_frame): (Nanos, u64)| -> bool {
-                if !timed {
-                    cx.counters.ambiguous += 1;
-                    return false;
-                }
-                let rtt = ts - open_ts;
-                if rtt <= 0 {
-                    cx.counters.non_positive += 1;
-                    return false;
-                }
-                if rtt > cx.cfg.max_rtt {
-                    cx.counters.implausible += 1;
-                    return false;
-                }
-                cx.counters.samples[kind.index()] += 1;
-                if cx.cfg.kinds.contains(kind) {
-                    cx.out.sample_tagged(
-                        &Sample {
-                            kind,
-                            frame,
-                            open_frame,
-                            ts,
-                            rtt,
-                            responder: responder(),
-                            peer: peer(),
-                            flow_id: id,
-                        },
-                        tag,
-                    );
-                }
-                true
+        // A call, not a closure: a closure's captures were gathered on every packet, though
+        // most packets emit nothing.
+        macro_rules! emit {
+            ($cx:expr, $kind:expr, $open:expr) => {
+                Self::emit($cx, $kind, $open, seg, id, frame, ts, &mut *tag)
             };
+        }
 
         // --- ACK: close a seq/handshake sample on the other direction's data.
         if flags.ack() && rcv.has(SEQ_KNOWN) {
@@ -433,7 +404,7 @@ impl Conn {
                 } else {
                     Kind::Seq
                 };
-                if emit(cx, kind, held.seg.seen()) {
+                if emit!(cx, kind, held.seg.seen()) {
                     cx.counters.disambiguated[BY_DSACK_RX] += 1;
                 }
             }
@@ -472,11 +443,11 @@ impl Conn {
                             Kind::Seq
                         };
                         if !front.ambiguous {
-                            emit(cx, kind, front.seen());
+                            emit!(cx, kind, front.seen());
                         } else if let Some((open, by)) =
                             rx.and_then(|r| Self::disambiguate(front, r, prev, ack, seg))
                         {
-                            if emit(cx, kind, open.seen()) {
+                            if emit!(cx, kind, open.seen()) {
                                 cx.counters.disambiguated[by] += 1;
                             }
                         } else {
@@ -493,7 +464,7 @@ impl Conn {
                     if !landed
                         && ack == held.seg.key
                         && Self::answers_rx(held, prev, seg)
-                        && emit(cx, Kind::Seq, held.seg.seen())
+                        && emit!(cx, Kind::Seq, held.seg.seen())
                     {
                         cx.counters.disambiguated[BY_TSECR_RX] += 1;
                     }
@@ -507,7 +478,7 @@ impl Conn {
                 if again {
                     cx.counters.ambiguous += 1;
                 } else {
-                    emit(cx, Kind::Seq, open.seen());
+                    emit!(cx, Kind::Seq, open.seen());
                 }
             }
         }
@@ -532,7 +503,7 @@ impl Conn {
                 if snd.has(SYN_SEEN) && start == snd.isn {
                     // A retransmitted SYN or SYN/ACK: the handshake sample is ambiguous.
                     record = false;
-                    Self::retransmitted(snd, start, Some(this), responder(), peer(), ts, cx);
+                    Self::retransmitted(snd, start, Some(this), seg, ts, cx);
                 } else {
                     if !flags.ack() && rcv.has(SYN_SEEN) {
                         // A SYN captured after the other side's SYN (reordered capture, or
@@ -581,7 +552,7 @@ impl Conn {
             } else {
                 // Retransmission or reordering: nothing in flight can be timed, unless the
                 // ACKs tell which copy they answer (kept in the slot).
-                Self::retransmitted(snd, start, Some(this), responder(), peer(), ts, cx);
+                Self::retransmitted(snd, start, Some(this), seg, ts, cx);
                 record = end.gt(snd.right);
                 if record {
                     snd.right = end;
@@ -609,7 +580,7 @@ impl Conn {
                     }
                     rcv.tsvals.pop_front(cx.pool);
                     if front.key == tsecr {
-                        emit(cx, Kind::Ts, front.seen());
+                        emit!(cx, Kind::Ts, front.seen());
                     }
                 }
             }
@@ -653,6 +624,51 @@ impl Conn {
             snd.flags |= TSVAL_SEEN;
             snd.ts_last = tsval;
         }
+    }
+
+    /// Close a sample opened at `open` by `seg` (captured at `ts` as record `frame`), unless
+    /// it cannot be timed; true if it counted.
+    #[allow(clippy::too_many_arguments)]
+    fn emit<O: Observer>(
+        cx: &mut Ctx<'_, O>,
+        kind: Kind,
+        (open_ts, open_frame): (Nanos, u64),
+        seg: &Segment,
+        id: u64,
+        frame: u64,
+        ts: Nanos,
+        tag: &mut u32,
+    ) -> bool {
+        if seg.first_fragment {
+            cx.counters.ambiguous += 1;
+            return false;
+        }
+        let rtt = ts - open_ts;
+        if rtt <= 0 {
+            cx.counters.non_positive += 1;
+            return false;
+        }
+        if rtt > cx.cfg.max_rtt {
+            cx.counters.implausible += 1;
+            return false;
+        }
+        cx.counters.samples[kind.index()] += 1;
+        if cx.cfg.kinds.contains(kind) {
+            cx.out.sample_tagged(
+                &Sample {
+                    kind,
+                    frame,
+                    open_frame,
+                    ts,
+                    rtt,
+                    responder: SocketAddr::new(seg.src, seg.sport),
+                    peer: SocketAddr::new(seg.dst, seg.dport),
+                    flow_id: id,
+                },
+                tag,
+            );
+        }
+        true
     }
 
     /// The ACK `ack` lands on `node`, ambiguous because `rx` re-sent its bytes. Tell which
@@ -737,8 +753,7 @@ impl Conn {
         snd: &mut DirState,
         start: SeqNum,
         seg: Option<Pending>,
-        sender: SocketAddr,
-        receiver: SocketAddr,
+        by: &Segment,
         ts: Nanos,
         cx: &mut Ctx<'_, O>,
     ) {
@@ -784,7 +799,11 @@ impl Conn {
             );
         }
         cx.counters.retransmits += 1;
-        cx.out.retransmit(sender, receiver, ts);
+        cx.out.retransmit(
+            SocketAddr::new(by.src, by.sport),
+            SocketAddr::new(by.dst, by.dport),
+            ts,
+        );
     }
 }
 

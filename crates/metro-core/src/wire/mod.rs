@@ -214,12 +214,23 @@ impl DecodeError {
 /// the first layer that cannot be read decides the error.
 #[inline]
 pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
-    if linktype == linktype::ETHERNET
-        && let Some(p) = fast::ethernet(frame)
-    {
+    if let Some(p) = decode_common(linktype, frame) {
         return Ok(p);
     }
     decode_general(linktype, frame)
+}
+
+/// [`decode`]'s shortcut alone: the common Ethernet / IPv4-or-IPv6 / TCP shape decoded
+/// straight, `None` for anything else (which [`decode_general`] then decides). Exposed so a
+/// caller that keeps only a few fields (`Segment::decode`) builds them from the packet in
+/// place instead of moving the whole packet through a `Result` first.
+#[inline(always)]
+pub fn decode_common(linktype: u32, frame: &[u8]) -> Option<Packet<'_>> {
+    if linktype == linktype::ETHERNET {
+        fast::ethernet(frame)
+    } else {
+        None
+    }
 }
 
 /// [`decode`] without its shortcut for the common Ethernet / IPv4-or-IPv6 / TCP shape: the

@@ -235,9 +235,9 @@ impl Processor {
         {
             return;
         }
-        // By reference: moving the decoded packet out of the result costs a memcpy.
-        match metro_core::wire::decode(linktype, data) {
-            Ok(ref pkt) => {
+        // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
+        match metro_core::Segment::decode(linktype, data) {
+            Ok(ref seg) => {
                 let mut obs = Obs {
                     interval: &mut self.interval,
                     samples: self.samples.as_mut(),
@@ -245,8 +245,7 @@ impl Processor {
                     watch: &self.watch.1,
                     attr: self.attr.as_ref().map(|a| &*a.1),
                 };
-                self.engine
-                    .process(self.frame, ts, &metro_core::Segment::from(pkt), &mut obs);
+                self.engine.process(self.frame, ts, seg, &mut obs);
             }
             Err(_) => self.decode_errors += 1,
         }

@@ -18,7 +18,7 @@ use clap::{Args, ValueEnum};
 use metro_core::aggregate::{Numbering, Stats};
 use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::{Kind, KindSet, Sample};
-use metro_core::wire::{self, DecodeError};
+use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 
 use crate::pcap::{CaptureReader, ReadError};
@@ -433,14 +433,14 @@ fn analyze_one(
         };
         frame += 1;
         let ts = rec.ts;
-        // By reference: moving the decoded packet out of the result costs a memcpy.
-        match wire::decode(rec.linktype, rec.data) {
-            Ok(ref pkt) => {
+        // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
+        match Segment::decode(rec.linktype, rec.data) {
+            Ok(ref seg) => {
                 if ts >= next_tick {
                     engine.tick(ts);
                     next_tick = ts.saturating_add(TICK);
                 }
-                engine.process(frame, ts, &Segment::from(pkt), collector);
+                engine.process(frame, ts, seg, collector);
             }
             Err(e) => count_undecodable(
                 e,

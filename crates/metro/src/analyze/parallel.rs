@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  reader thread                      shard threads (N)                 calling thread
-//!  next_record + wire::decode  ──►  Engine (own flow table)  ──►  merge by frame ──► Collector
+//!  next_record + Segment::decode ──►  Engine (own flow table)  ──►  merge by frame ──► Collector
 //!  shard = hash(both endpoints)      samples of the epoch            (sample lines, stats)
 //! ```
 //!
@@ -55,7 +55,6 @@ use std::thread;
 use metro_core::aggregate::Numbering;
 use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::{Kind, Sample};
-use metro_core::wire;
 use metro_core::{Nanos, Segment};
 
 use super::{Collector, FileReport, Summary, TICK, describe_read_error, progress};
@@ -351,15 +350,14 @@ fn read_and_dispatch(
         end.frames += 1;
         let frame = end.frames;
         let ts = rec.ts;
-        match wire::decode(rec.linktype, rec.data) {
-            Ok(pkt) => {
+        match Segment::decode(rec.linktype, rec.data) {
+            Ok(seg) => {
                 if ts >= next_tick {
                     for b in batches.iter_mut() {
                         b.ticks.push((b.items.len(), ts));
                     }
                     next_tick = ts.saturating_add(TICK);
                 }
-                let seg = Segment::from(&pkt);
                 let batch = &mut batches[shard_of(&seg, n)].items;
                 batch.push((frame, ts, seg));
                 in_epoch += 1;
@@ -595,6 +593,7 @@ fn renumber_flows(collector: &mut Collector<'_, '_>, shard_ends: &[ShardEnd]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use metro_core::wire;
 
     #[test]
     fn a_batch_entry_is_smaller_than_a_packet_with_its_frame_and_time() {
