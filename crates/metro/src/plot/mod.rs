@@ -25,7 +25,6 @@ use anyhow::{Context, bail};
 use metro_core::aggregate::Stats;
 use metro_core::engine::{Engine, EngineConfig, Observer};
 use metro_core::rtt::{Kind, KindSet, Sample};
-use metro_core::wire;
 use metro_core::{Nanos, Segment};
 
 use crate::pcap::CaptureReader;
@@ -273,13 +272,13 @@ fn scan_capture(
         };
         frame += 1;
         let ts = rec.ts;
-        if let Ok(ref pkt) = wire::decode(rec.linktype, rec.data) {
+        if let Ok(seg) = Segment::decode(rec.linktype, rec.data) {
             // The same expiry rhythm as `metro analyze` (once a second of packet time).
             if ts >= next_tick {
                 engine.tick(ts);
                 next_tick = ts.saturating_add(1_000_000_000);
             }
-            engine.process(frame, ts, &Segment::from(pkt), &mut out);
+            engine.process(frame, ts, &seg, &mut out);
         }
     }
 }
