@@ -18,6 +18,12 @@ pub struct EngineConfig {
     pub max_pending_segments: usize,
     /// TSvals awaiting an echo, per direction of a connection.
     pub max_pending_tsvals: usize,
+    /// Acknowledged segments kept per direction of a connection, the newest, each for at
+    /// most `duplicate_window_wide`, so that a copy captured after its ACK is still
+    /// recognised (docs/accuracy.md). An idle connection holds them until its next ACK:
+    /// this bounds what a table of idle connections holds (and so the memory and cache
+    /// footprint of the pool), beyond which a late copy counts as a retransmission.
+    pub max_recent_segments: usize,
     /// A connection with no packet for this long is forgotten.
     pub idle_timeout: Nanos,
     /// A connection this long after its FIN is forgotten.
@@ -56,6 +62,7 @@ impl Default for EngineConfig {
             max_flows: 1 << 20,
             max_pending_segments: 1024,
             max_pending_tsvals: 256,
+            max_recent_segments: 8,
             idle_timeout: 300 * 1_000_000_000,
             closed_timeout: 60 * 1_000_000_000,
             done_timeout: 5 * 1_000_000_000,

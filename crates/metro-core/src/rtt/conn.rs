@@ -72,8 +72,9 @@ pub struct DirState {
     /// Highest cumulative ACK received for this direction's data (valid with ACK_KNOWN).
     acked: SeqNum,
     segs: Queue,
-    /// Segments acknowledged within the last `duplicate_window_wide`: a late copy of one of
-    /// them (a mirror port's second copy, after the ACK) must still be recognised.
+    /// Segments acknowledged within the last `duplicate_window_wide`, the newest
+    /// `max_recent_segments`: a late copy of one of them (a mirror port's second copy, after
+    /// the ACK) must still be recognised.
     done: Queue,
     /// Newest TSval recorded (valid with TSVAL_SEEN).
     ts_last: TsVal,
@@ -418,7 +419,7 @@ impl Conn {
                 if keep && !rcv.done.is_empty() {
                     while let Some(old) = rcv.done.front_ts(cx.pool) {
                         if ts - old <= cx.cfg.duplicate_window_wide
-                            && rcv.done.len() < cx.cfg.max_pending_segments
+                            && rcv.done.len() < cx.cfg.max_recent_segments
                         {
                             break;
                         }
@@ -433,6 +434,9 @@ impl Conn {
                     landed |= front.key == ack;
                     if keep {
                         rcv.segs.move_front_to(cx.pool, &mut rcv.done);
+                        if rcv.done.len() > cx.cfg.max_recent_segments {
+                            rcv.done.pop_front(cx.pool);
+                        }
                     } else {
                         rcv.segs.pop_front(cx.pool);
                     }
@@ -1001,6 +1005,33 @@ mod tests {
             (rig.samples[0].open_frame, rig.samples[0].rtt),
             (4, 300 * US)
         );
+    }
+
+    #[test]
+    fn acknowledged_segments_kept_for_late_copies_are_bounded() {
+        let mut rig = Rig::new();
+        rig.handshake();
+        let max = rig.cfg.max_recent_segments;
+        // 20 segments of 100 bytes, each with its own IP ID (the sender numbers its
+        // packets: evidence for the wide window), then one ACK of them all.
+        let seg = |i: u32| {
+            Rig::frame(true)
+                .seq(1001 + 100 * i)
+                .ack(5001)
+                .payload_len(100)
+                .ip_id(100 + i as u16)
+        };
+        for i in 0..20 {
+            rig.send((2000 + u64::from(i)) as Nanos * US, seg(i));
+        }
+        rig.send(3000 * US, Rig::frame(false).seq(5001).ack(3001));
+        assert_eq!(rig.conn.dirs[0].done.len(), max);
+        // 30 ms later (beyond the narrow window, inside the wide one): a copy of the newest
+        // segment is recognised; a copy of the first, no longer kept, is a retransmission.
+        rig.send(32_000 * US, seg(19));
+        assert_eq!((rig.counters.duplicates, rig.counters.retransmits), (1, 0));
+        rig.send(32_100 * US, seg(0));
+        assert_eq!((rig.counters.duplicates, rig.counters.retransmits), (1, 1));
     }
 
     #[test]
