@@ -46,10 +46,7 @@ impl Segment {
         if let Some(ref p) = wire::decode_common(linktype, frame) {
             return Ok(Segment::from(p));
         }
-        match wire::decode_general(linktype, frame) {
-            Ok(ref p) => Ok(Segment::from(p)),
-            Err(e) => Err(e),
-        }
+        wire::decode_general(linktype, frame).map(|p| Segment::from(&p))
     }
 }
 

@@ -400,12 +400,7 @@ impl Conn {
                 && seg.dsack == Some((held.start, held.seg.key))
             {
                 rcv.retire_rx(cx.pool, cx.cfg.duplicate_window_wide > 0);
-                let kind = if held.seg.handshake {
-                    Kind::Handshake
-                } else {
-                    Kind::Seq
-                };
-                if emit!(cx, kind, held.seg.seen()) {
+                if emit!(cx, held.seg.kind(), held.seg.seen()) {
                     cx.counters.disambiguated[BY_DSACK_RX] += 1;
                 }
             }
@@ -441,11 +436,7 @@ impl Conn {
                         rcv.segs.pop_front(cx.pool);
                     }
                     if front.key == ack {
-                        let kind = if front.handshake {
-                            Kind::Handshake
-                        } else {
-                            Kind::Seq
-                        };
+                        let kind = front.kind();
                         if !front.ambiguous {
                             emit!(cx, kind, front.seen());
                         } else if let Some((open, by)) =

@@ -6,6 +6,7 @@
 use std::marker::PhantomData;
 
 use crate::Nanos;
+use crate::sample::Kind;
 use crate::seq::{SeqSpace, Serial, Space, TsVal};
 
 /// No node.
@@ -33,6 +34,16 @@ impl<S: Space> Pending<S> {
     #[inline]
     pub fn seen(&self) -> (Nanos, u64) {
         (self.ts, self.frame)
+    }
+
+    /// The kind of sample its answer makes: a SYN's or SYN/ACK's is the handshake's.
+    #[inline]
+    pub fn kind(&self) -> Kind {
+        if self.handshake {
+            Kind::Handshake
+        } else {
+            Kind::Seq
+        }
     }
 }
 

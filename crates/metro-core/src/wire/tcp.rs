@@ -62,10 +62,11 @@ pub struct TcpOptions {
     pub malformed: bool,
 }
 
-/// A parsed TCP segment: the header, the payload length the IP header declares, and the
+/// A parsed TCP segment (the parser's result; the engine's input is [`crate::Segment`]): the
+/// header, the payload length the IP header declares, and the
 /// captured part of the payload.
 #[derive(Clone, Copy, Debug)]
-pub struct Segment<'a> {
+pub struct Parsed<'a> {
     pub header: TcpHeader,
     pub payload_len: u32,
     pub payload: &'a [u8],
@@ -76,7 +77,7 @@ pub struct Segment<'a> {
 // Always inlined: in the fast path the header is then built in place of the caller's
 // segment rather than returned through memory and copied (a tenth of a packet's cost).
 #[inline(always)]
-pub fn parse(segment: &[u8], ip_payload_len: u32) -> Result<Segment<'_>, DecodeError> {
+pub fn parse(segment: &[u8], ip_payload_len: u32) -> Result<Parsed<'_>, DecodeError> {
     if ip_payload_len < 20 {
         return Err(DecodeError::Malformed(Layer::Tcp));
     }
@@ -104,7 +105,7 @@ pub fn parse(segment: &[u8], ip_payload_len: u32) -> Result<Segment<'_>, DecodeE
     let payload = payload
         .get(..payload.len().min(payload_len as usize))
         .unwrap_or(payload);
-    Ok(Segment {
+    Ok(Parsed {
         header: TcpHeader {
             sport: u16::from_be_bytes([h[0], h[1]]),
             dport: u16::from_be_bytes([h[2], h[3]]),
@@ -287,7 +288,7 @@ mod tests {
         v
     }
 
-    fn parse_all(seg: &[u8]) -> Result<Segment<'_>, DecodeError> {
+    fn parse_all(seg: &[u8]) -> Result<Parsed<'_>, DecodeError> {
         parse(seg, seg.len() as u32)
     }
 
