@@ -176,11 +176,7 @@ impl Processor {
     /// behind that the channel is full, keep filling this one (nothing is lost: it goes
     /// with the next request).
     pub fn hand_over(&mut self) {
-        if let Some(b) = &mut self.samples {
-            b.hand_over();
-        }
-        let fresh = self.interval.fresh();
-        let iv = std::mem::replace(&mut self.interval, fresh);
+        let iv = self.take_interval();
         if let Err(std::sync::mpsc::TrySendError::Full(iv)) = self.shared.handoff.try_send(iv) {
             self.interval = iv;
         }

@@ -310,8 +310,8 @@ pub fn plan_dead(linktype: u32, base: &str, set: &NetSet) -> Result<Plan, String
 /// the innermost IP header watched). Frames metro cannot decode pass: the engine counts them.
 #[inline]
 pub fn watched(linktype: u32, frame: &[u8], watch: &WatchList) -> bool {
-    match metro_core::wire::decode(linktype, frame) {
-        Ok(p) => watch.contains(p.src) || watch.contains(p.dst),
+    match metro_core::Segment::decode(linktype, frame) {
+        Ok(s) => watch.contains(s.src) || watch.contains(s.dst),
         Err(_) => true,
     }
 }

@@ -10,10 +10,10 @@
 //! interval.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::config::{Cidr, Config, Instance};
+use super::config::{Cidr, Config, Instance, mask};
 // Defined with the configuration they default (so `config` needs nothing of the agent);
 // re-exported here, where the outputs have always found them.
 pub use super::config::{DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, GroupBy};
@@ -65,28 +65,6 @@ impl Blocks {
             let net = mask(ip, *p);
             s.contains(&net).then_some((net, *p))
         })
-    }
-}
-
-/// `ip` with all but its first `prefix` bits cleared.
-pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let m = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix.min(32)))
-            };
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
-        }
-        IpAddr::V6(a) => {
-            let m = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix.min(128)))
-            };
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
-        }
     }
 }
 

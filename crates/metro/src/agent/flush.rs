@@ -57,8 +57,7 @@ pub fn run_flusher(
                 for s in &live {
                     if !new.iter().any(|n| Arc::ptr_eq(n, s)) {
                         // Its thread has ended: its last interval is waiting.
-                        let iv = s.collect(Duration::ZERO);
-                        sinks.emit(s.take_report(iv));
+                        sinks.emit(s.report(Duration::ZERO));
                     }
                 }
                 live = new;
@@ -74,8 +73,7 @@ pub fn run_flusher(
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                 // The capture threads have ended: their last intervals are waiting.
                 for s in &live {
-                    let iv = s.collect(Duration::ZERO);
-                    sinks.emit(s.take_report(iv));
+                    sinks.emit(s.report(Duration::ZERO));
                 }
                 break;
             }
@@ -87,8 +85,7 @@ pub fn run_flusher(
                 // idle; one that does not (busy reopening) is reported empty this time.
                 let deadline = Instant::now() + HANDOVER_WAIT;
                 for s in &live {
-                    let iv = s.collect(deadline.saturating_duration_since(Instant::now()));
-                    sinks.emit(s.take_report(iv));
+                    sinks.emit(s.report(deadline.saturating_duration_since(Instant::now())));
                 }
                 next += every;
                 let now = Instant::now();

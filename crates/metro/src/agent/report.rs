@@ -564,6 +564,12 @@ impl InstanceShared {
         iv
     }
 
+    /// The report of what the capture thread handed over ([`Self::collect`], waiting up to
+    /// `wait`), with the counters' deltas since the last report.
+    pub fn report(&self, wait: Duration) -> InstanceReport {
+        self.take_report(self.collect(wait))
+    }
+
     /// Build the report of `iv`, this instance's interval, with the counters' deltas since
     /// the last report.
     pub fn take_report(&self, iv: Interval) -> InstanceReport {

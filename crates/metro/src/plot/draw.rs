@@ -120,7 +120,8 @@ fn name(s: &Series) -> String {
     }
 }
 
-/// An RTT in ms as `metro analyze`'s table writes it.
+/// An RTT in ms as `metro analyze`'s table writes it (its own copy: `analyze` uses `plot`
+/// for `--plot`, so `plot` does not use `analyze`).
 fn table_ms(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.1}")

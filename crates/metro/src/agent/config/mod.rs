@@ -26,7 +26,7 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use limits::*;
 pub use model::{
-    Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Source, StatsdTarget,
+    Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Source, StatsdTarget, mask,
 };
 pub use raw::{RawFile, RawInit, RawInstance};
 

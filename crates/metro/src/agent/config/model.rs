@@ -135,13 +135,15 @@ impl fmt::Display for Cidr {
     }
 }
 
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+/// `addr` with all but its first `prefix` bits cleared (a prefix past the address's
+/// length keeps it whole).
+pub fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
             let m = if prefix == 0 {
                 0
             } else {
-                u32::MAX << (32 - u32::from(prefix))
+                u32::MAX << (32 - u32::from(prefix.min(32)))
             };
             IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
         }
@@ -149,7 +151,7 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
             let m = if prefix == 0 {
                 0
             } else {
-                u128::MAX << (128 - u32::from(prefix))
+                u128::MAX << (128 - u32::from(prefix.min(128)))
             };
             IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
         }

@@ -13,7 +13,7 @@
 //! `histogram_quantile(0.99, sum by (le) (rate(metro_tcp_rtt_seconds_bucket[5m])))` is a
 //! quantile over every host scraped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -426,6 +426,9 @@ impl Prom {
             .gauged
             .insert(r.iface.clone(), fresh.clone())
             .unwrap_or_default();
+        // A set: an interval has up to 65,536 pairs, and a scan of `fresh` per old pair would
+        // cost billions of comparisons a flush.
+        let fresh: HashSet<&Labels> = fresh.iter().collect();
         for l in old {
             if !fresh.contains(&l) {
                 for fam in &self.rtt {
