@@ -578,13 +578,10 @@ fn load_unless_stopped(
         std::thread::sleep(Duration::from_millis(5));
     }
     Some(h.join().unwrap_or_else(|_| {
-        Err(config::ConfigError {
-            origin: path.display().to_string(),
-            position: None,
-            key: None,
-            message: "the configuration loader panicked".into(),
-            snippet: None,
-        })
+        Err(config::ConfigError::file(
+            &path.display().to_string(),
+            "the configuration loader panicked",
+        ))
     }))
 }
 
