@@ -391,6 +391,16 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
                         continue;
                     }
                 }
+                // Like a packet: the clock is read once every STATS_CHECK_PACKETS, not per
+                // frame (a flood outside the watch list is all filtered frames); the tick
+                // keeps flows expiring while nothing else arrives.
+                Ok(Next::Filtered) => {
+                    since_clock += 1;
+                    if since_clock < STATS_CHECK_PACKETS {
+                        continue;
+                    }
+                    proc.tick(wall_ns());
+                }
                 Ok(Next::Timeout) => proc.tick(wall_ns()),
                 Err(e) => {
                     tracing::warn!("{iface}: capture stopped: {e}; reopening");

@@ -287,8 +287,9 @@ pub enum Next<'a> {
         ts: i64,
         data: &'a [u8],
     },
-    /// No packet for the caller: the read timeout passed, or the packet read was outside the
-    /// watch list and dropped (counted in [`Live::filtered`]).
+    /// A packet outside the watch list, dropped (counted in [`Live::filtered`]).
+    Filtered,
+    /// No packet within the read timeout.
     Timeout,
 }
 
@@ -454,8 +455,7 @@ impl Live {
                     && !filter::watched(self.linktype, p.data, w)
                 {
                     self.dropped.count(&self.iface);
-                    // The caller checks its stop flag and clock, then reads again.
-                    return Ok(Next::Timeout);
+                    return Ok(Next::Filtered);
                 }
                 let tv = p.header.ts;
                 let sub = if nanos {
