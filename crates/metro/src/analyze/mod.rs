@@ -76,12 +76,13 @@ pub struct AnalyzeArgs {
     pub samples: Option<PathBuf>,
 
     /// Also draw the RTT plot (`metro plot`'s picture) to PATH.svg or PATH.png. Reads the
-    /// files a second time.
+    /// files twice more (the plot's two passes; shared with --report).
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
 
     /// Also write one self-contained HTML page (the table, the summary and the plot; opens
-    /// without network access) to PATH. Reads the files a second time.
+    /// without network access) to PATH. Reads the files twice more (the plot's two passes;
+    /// shared with --plot).
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 
@@ -589,11 +590,13 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
             .filter(|f| f.opened)
             .map(|f| f.path.clone())
             .collect();
+        // Binned once for both the picture and the report.
+        let (picture, _) = crate::plot::Picture::of_files(&readable, &opts)?;
         if let Some(p) = &args.plot {
-            crate::plot::plot_files(&readable, p, &opts)?;
+            picture.write(p, crate::plot::ImageFormat::from_path(p)?)?;
         }
         if let Some(p) = &args.report {
-            let svg = crate::plot::svg_of_files(&readable, &opts)?;
+            let svg = picture.svg()?;
             let mut summary = Vec::new();
             output::render_summary(&mut summary, &report)?;
             let mut errors = String::new();

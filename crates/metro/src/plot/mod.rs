@@ -533,6 +533,48 @@ pub fn bin_inputs(
     Ok((bins, notes))
 }
 
+/// The inputs binned once (two passes over them), ready to be drawn in any format.
+pub struct Picture {
+    bins: Bins,
+    title: String,
+    width: u32,
+    height: u32,
+}
+
+impl Picture {
+    /// Bin `inputs`. Damaged captures are reported in the returned notes; the picture holds
+    /// the samples before the damage.
+    pub fn of_files(
+        inputs: &[PathBuf],
+        opts: &PlotOptions,
+    ) -> anyhow::Result<(Picture, ScanNotes)> {
+        // The font first: a missing font should not cost two passes over a large capture.
+        draw::load_font(&opts.font)?;
+        let (bins, notes) = bin_inputs(inputs, opts.kinds, opts.top)?;
+        let picture = Picture {
+            bins,
+            title: title_of(inputs, opts),
+            width: opts.width,
+            height: opts.height,
+        };
+        Ok((picture, notes))
+    }
+
+    /// The picture as an SVG document (also what the HTML report embeds).
+    pub fn svg(&self) -> anyhow::Result<String> {
+        draw::svg(&self.bins, &self.title, self.width, self.height)
+    }
+
+    /// Write the picture to `output`, in `format`.
+    pub fn write(&self, output: &Path, format: ImageFormat) -> anyhow::Result<()> {
+        let bytes = match format {
+            ImageFormat::Svg => self.svg()?.into_bytes(),
+            ImageFormat::Png => draw::png(&self.bins, &self.title, self.width, self.height)?,
+        };
+        std::fs::write(output, bytes).with_context(|| format!("cannot write {}", output.display()))
+    }
+}
+
 /// Bin `inputs` and write the picture to `output` (format by extension). Damaged captures
 /// are reported in the returned notes; the picture holds the samples before the damage.
 pub fn plot_files(
@@ -541,15 +583,8 @@ pub fn plot_files(
     opts: &PlotOptions,
 ) -> anyhow::Result<ScanNotes> {
     let format = ImageFormat::from_path(output)?;
-    // The font first: a missing font should not cost two passes over a large capture.
-    draw::load_font(&opts.font)?;
-    let (bins, notes) = bin_inputs(inputs, opts.kinds, opts.top)?;
-    let title = title_of(inputs, opts);
-    let bytes = match format {
-        ImageFormat::Svg => draw::svg(&bins, &title, opts.width, opts.height)?.into_bytes(),
-        ImageFormat::Png => draw::png(&bins, &title, opts.width, opts.height)?,
-    };
-    std::fs::write(output, bytes).with_context(|| format!("cannot write {}", output.display()))?;
+    let (picture, notes) = Picture::of_files(inputs, opts)?;
+    picture.write(output, format)?;
     Ok(notes)
 }
 
@@ -565,13 +600,6 @@ fn title_of(inputs: &[PathBuf], opts: &PlotOptions) -> String {
             .collect();
         format!("RTT: {}", names.join(", "))
     })
-}
-
-/// The picture as an SVG document (for the HTML report).
-pub fn svg_of_files(inputs: &[PathBuf], opts: &PlotOptions) -> anyhow::Result<String> {
-    draw::load_font(&opts.font)?;
-    let (bins, _) = bin_inputs(inputs, opts.kinds, opts.top)?;
-    draw::svg(&bins, &title_of(inputs, opts), opts.width, opts.height)
 }
 
 /// `metro plot`. Returns the exit code: 1 when a capture was damaged (the picture holds the
