@@ -580,7 +580,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     }
     if second_pass {
         let opts = crate::plot::PlotOptions {
-            kinds: args.kinds,
+            engine: cfg.clone(),
             ..crate::plot::PlotOptions::default()
         };
         // The files this analysis could open (the others' errors are already printed).

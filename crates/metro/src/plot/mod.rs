@@ -136,7 +136,9 @@ impl ImageFormat {
 #[derive(Clone, Debug)]
 pub struct PlotOptions {
     pub top: usize,
-    pub kinds: KindSet,
+    /// The engine a capture is run through (its `kinds` also filter sample lines): the
+    /// same as the analysis beside the picture, for `analyze --plot/--report`.
+    pub engine: EngineConfig,
     pub width: u32,
     pub height: u32,
     pub font: PathBuf,
@@ -148,7 +150,7 @@ impl Default for PlotOptions {
     fn default() -> Self {
         PlotOptions {
             top: 8,
-            kinds: KindSet::ALL,
+            engine: EngineConfig::default(),
             width: 1200,
             height: 800,
             font: PathBuf::from(DEFAULT_FONT),
@@ -234,14 +236,18 @@ impl Observer for Forward<'_> {
 /// Every event of every input, in order. Fails on an input that is neither a capture nor
 /// sample lines, or a malformed sample line (naming the line); a capture damaged part way
 /// gives its events up to the damage and a note.
-fn scan(inputs: &[PathBuf], kinds: KindSet, f: &mut dyn FnMut(Event)) -> anyhow::Result<ScanNotes> {
+fn scan(
+    inputs: &[PathBuf],
+    engine: &EngineConfig,
+    f: &mut dyn FnMut(Event),
+) -> anyhow::Result<ScanNotes> {
     let mut notes = ScanNotes::default();
     for path in inputs {
         match input_kind(path)? {
-            InputKind::SampleLines => scan_lines(path, kinds, f)?,
+            InputKind::SampleLines => scan_lines(path, engine.kinds, f)?,
             InputKind::Capture => {
                 notes.had_capture = true;
-                if let Some(d) = scan_capture(path, kinds, f)? {
+                if let Some(d) = scan_capture(path, engine, f)? {
                     notes.damaged.push(d);
                 }
             }
@@ -252,15 +258,12 @@ fn scan(inputs: &[PathBuf], kinds: KindSet, f: &mut dyn FnMut(Event)) -> anyhow:
 
 fn scan_capture(
     path: &Path,
-    kinds: KindSet,
+    cfg: &EngineConfig,
     f: &mut dyn FnMut(Event),
 ) -> anyhow::Result<Option<String>> {
     let mut reader =
         CaptureReader::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let mut engine = Engine::new(EngineConfig {
-        kinds,
-        ..EngineConfig::default()
-    });
+    let mut engine = Engine::new(cfg.clone());
     let mut out = Forward(f);
     let mut frame = 0u64;
     let mut next_tick = Nanos::MIN;
@@ -484,11 +487,11 @@ pub struct Bins {
 /// Both passes over `inputs`: the binned picture data, and what was noted on the way.
 pub fn bin_inputs(
     inputs: &[PathBuf],
-    kinds: KindSet,
+    engine: &EngineConfig,
     top: usize,
 ) -> anyhow::Result<(Bins, ScanNotes)> {
     let mut census = Census::default();
-    let notes = scan(inputs, kinds, &mut |e| census.add(e))?;
+    let notes = scan(inputs, engine, &mut |e| census.add(e))?;
     let axes = Axes::new(&census);
     let top_list = census.top(top);
     let mut slot: HashMap<IpAddr, usize> = HashMap::new();
@@ -508,7 +511,7 @@ pub fn bin_inputs(
     } else {
         Marks::Binned(vec![0; TIME_BINS])
     };
-    scan(inputs, kinds, &mut |e| match e {
+    scan(inputs, engine, &mut |e| match e {
         Event::Sample { ts, responder, rtt } => {
             let s = &mut series[*slot.get(&responder).unwrap_or(&other_slot)];
             let t = axes.time_bin(ts);
@@ -550,7 +553,7 @@ impl Picture {
     ) -> anyhow::Result<(Picture, ScanNotes)> {
         // The font first: a missing font should not cost two passes over a large capture.
         draw::load_font(&opts.font)?;
-        let (bins, notes) = bin_inputs(inputs, opts.kinds, opts.top)?;
+        let (bins, notes) = bin_inputs(inputs, &opts.engine, opts.top)?;
         let picture = Picture {
             bins,
             title: title_of(inputs, opts),
@@ -607,7 +610,10 @@ fn title_of(inputs: &[PathBuf], opts: &PlotOptions) -> String {
 pub fn run(args: &PlotArgs) -> anyhow::Result<i32> {
     let opts = PlotOptions {
         top: args.top,
-        kinds: args.kinds,
+        engine: EngineConfig {
+            kinds: args.kinds,
+            ..EngineConfig::default()
+        },
         width: args.width,
         height: args.height,
         font: args.font.clone(),
