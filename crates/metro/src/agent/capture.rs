@@ -300,10 +300,6 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
 }
 
-fn install_filter(live: &mut Live, iface: &str, base: &str, watch: &WatchList) {
-    live.apply_watch(iface, base, watch);
-}
-
 /// Sleep up to `d`, returning early (true) if `stop` is set; flush requests are answered
 /// meanwhile.
 fn sleep_or_stop(d: Duration, stop: &AtomicBool, proc: &mut Processor) -> bool {
@@ -367,7 +363,7 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
         }
         proc.refresh_watch();
         let mut filter_gen = proc.watch_generation();
-        install_filter(&mut live, &iface, &w.base_filter, proc.watch());
+        live.apply_watch(&w.base_filter, proc.watch());
         let linktype = live.linktype();
         let mut last_stats = Instant::now();
         let mut dropped_now = 0u64;
@@ -381,7 +377,7 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
             if w.shared.watch.generation() != filter_gen {
                 proc.refresh_watch();
                 filter_gen = proc.watch_generation();
-                install_filter(&mut live, &iface, &w.base_filter, proc.watch());
+                live.apply_watch(&w.base_filter, proc.watch());
             }
             match live.next_packet() {
                 Ok(Next::Packet { ts, data }) => {

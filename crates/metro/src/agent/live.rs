@@ -307,7 +307,9 @@ impl Live {
     /// ([`filter::plan`]), and match in user space when it is wider than the list. Logs what
     /// was installed (`capture filter: ...`). Never fails: a filter that cannot be built is
     /// an error in the log and the handle then captures nothing until the list changes.
-    pub fn apply_watch(&mut self, iface: &str, base: &str, watch: &WatchList) {
+    pub fn apply_watch(&mut self, base: &str, watch: &WatchList) {
+        let iface = self.iface.clone();
+        let iface = iface.as_str();
         let set = watch.set();
         let vlan = self.has_vlans();
         let mut limit = filter::BPF_MAXINSNS;
@@ -543,7 +545,7 @@ mod tests {
         })
         .unwrap_or_else(|e| panic!("this test needs CAP_NET_RAW: {e}"));
         let small = WatchList::new(vec![Cidr::parse("10.0.0.1").unwrap().0]);
-        l.apply_watch("lo", "tcp", &small);
+        l.apply_watch("tcp", &small);
         assert!(!l.matches_in_user_space());
         let exact = l
             .cap
@@ -555,7 +557,7 @@ mod tests {
                 .map(|i| Cidr::host(std::net::Ipv4Addr::from(0x0A00_0000 + i * 7).into()))
                 .collect(),
         );
-        l.apply_watch("lo", "tcp", &huge);
+        l.apply_watch("tcp", &huge);
         assert!(l.matches_in_user_space());
         let k = l.kernel_filter_len().unwrap();
         assert!(k > 0 && k as usize <= filter::BPF_MAXINSNS, "{k}");
@@ -566,7 +568,7 @@ mod tests {
             buffer_size: 1 << 20,
         })
         .unwrap();
-        any.apply_watch("any", "tcp and not port 22", &small);
+        any.apply_watch("tcp and not port 22", &small);
         let plain = any.cap.compile(
             &filter::build("tcp and not port 22", &small.blocks(), false),
             true,
