@@ -476,10 +476,29 @@ pub struct Cumulative {
     pub packets_copies: AtomicU64,
 }
 
-/// The copies dropped since the last call (a delta, like the other packet counters).
-fn c_copies(c: &Cumulative, last: &AtomicU64) -> u64 {
-    let now = c.packets_copies.load(Ordering::Relaxed);
-    now.saturating_sub(last.swap(now, Ordering::Relaxed))
+/// The cumulative counters a report turns into deltas, read at one moment.
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    received: u64,
+    dropped: u64,
+    evicted: u64,
+    shed: u64,
+    filtered: u64,
+    copies: u64,
+}
+
+impl Cumulative {
+    fn totals(&self) -> Totals {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Totals {
+            received: load(&self.packets_received),
+            dropped: load(&self.packets_dropped),
+            evicted: load(&self.flows_evicted),
+            shed: load(&self.flows_shed),
+            filtered: load(&self.packets_filtered),
+            copies: load(&self.packets_copies),
+        }
+    }
 }
 
 /// State one instance shares between its capture thread, the resolver and the flusher.
@@ -497,14 +516,12 @@ pub struct InstanceShared {
     pub watch: Shared<WatchList>,
     pub locals: Shared<LocalSet>,
     /// Deltas are computed against these (flusher only).
-    last: Mutex<(u64, u64, u64, u64, u64)>,
+    last: Mutex<Totals>,
     /// Cumulative sample totals (for the Prometheus counters and tests).
     pub samples_total: [AtomicU64; 3],
     pub samples_internal_total: AtomicU64,
     /// Attach container tags to pairs ([`super::containers`]); set by the runtime.
     pub container_tags: std::sync::atomic::AtomicBool,
-    /// Copies dropped, at the last report (flusher only).
-    last_copies: AtomicU64,
     /// What the instance's intervals keep and how they group.
     pub opts: Arc<IntervalOpts>,
 }
@@ -527,11 +544,10 @@ impl InstanceShared {
             cumulative: Cumulative::default(),
             watch: Shared::new(watch),
             locals: Shared::new(locals),
-            last: Mutex::new((0, 0, 0, 0, 0)),
+            last: Mutex::new(Totals::default()),
             samples_total: Default::default(),
             samples_internal_total: AtomicU64::new(0),
             container_tags: std::sync::atomic::AtomicBool::new(false),
-            last_copies: AtomicU64::new(0),
             opts: Arc::default(),
         }
     }
@@ -604,35 +620,31 @@ impl InstanceShared {
         let containers = self.container_tags.load(Ordering::Relaxed).then(|| {
             super::containers::tag_pairs(pairs.iter_mut().map(|p| (p.src, &mut p.extra_tags)))
         });
-        let copies = c_copies(&self.cumulative, &self.last_copies);
         for (t, n) in self.samples_total.iter().zip(samples) {
             t.fetch_add(n, Ordering::Relaxed);
         }
         self.samples_internal_total
             .fetch_add(internal, Ordering::Relaxed);
-        let c = &self.cumulative;
-        let recv = c.packets_received.load(Ordering::Relaxed);
-        let drop = c.packets_dropped.load(Ordering::Relaxed);
-        let evict = c.flows_evicted.load(Ordering::Relaxed);
-        let shed = c.flows_shed.load(Ordering::Relaxed);
-        let filtered = c.packets_filtered.load(Ordering::Relaxed);
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.cumulative.totals();
+        let was = std::mem::replace(
+            &mut *self.last.lock().unwrap_or_else(|e| e.into_inner()),
+            now,
+        );
         let counters = InstanceCounters {
-            packets_received: recv.saturating_sub(last.0),
-            packets_dropped: drop.saturating_sub(last.1),
-            flows_active: c.flows_active.load(Ordering::Relaxed),
-            flows_evicted: evict.saturating_sub(last.2),
-            flows_shed: shed.saturating_sub(last.3),
-            packets_filtered: filtered.saturating_sub(last.4),
+            packets_received: now.received.saturating_sub(was.received),
+            packets_dropped: now.dropped.saturating_sub(was.dropped),
+            flows_active: self.cumulative.flows_active.load(Ordering::Relaxed),
+            flows_evicted: now.evicted.saturating_sub(was.evicted),
+            flows_shed: now.shed.saturating_sub(was.shed),
+            packets_filtered: now.filtered.saturating_sub(was.filtered),
             samples,
             samples_internal: internal,
-            packets_copies: copies,
+            packets_copies: now.copies.saturating_sub(was.copies),
             containers,
             pairs_dropped: dropped,
             series_overflow,
             distribution_dropped,
         };
-        *last = (recv, drop, evict, shed, filtered);
         InstanceReport {
             iface: self.iface.clone(),
             tags: self.tags.lock().unwrap_or_else(|e| e.into_inner()).clone(),
