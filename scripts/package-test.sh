@@ -2,7 +2,7 @@
 # The Debian package, end to end, on this machine (as root; CI runs it after the tests):
 #
 #   1. build the .deb (scripts/package.sh) and a second one with a bumped version from the
-#      same binary (`cargo deb --no-build --deb-version`);
+#      same binary (`scripts/package.sh --deb-version`: the build is a no-op);
 #   2. dpkg -i: files, conffile, Depends, man pages, completions, `metro --version` agreeing
 #      with the package, getcap on /usr/bin/metro, the unit checked by systemd-analyze
 #      (started too if systemd is PID 1);
@@ -52,8 +52,8 @@ DEB=$(scripts/package.sh -o "$WORK/deb1")
 VERSION=$(dpkg-deb -f "$DEB" Version)
 UPSTREAM=${VERSION%-*}
 BUMPED="$VERSION+upgradetest1"
-cargo deb -p metro --locked --no-build --strip --deb-version "$BUMPED" -o "$WORK/deb2" >/dev/null
-DEB2=$(ls "$WORK"/deb2/*.deb)
+DEB2=$(scripts/package.sh --deb-version "$BUMPED" -o "$WORK/deb2")
+[ -f "$DEB2" ] || fail "scripts/package.sh did not print a .deb path (got '$DEB2')"
 dpkg --compare-versions "$BUMPED" gt "$VERSION" || fail "$BUMPED does not sort after $VERSION"
 echo "built $DEB ($VERSION) and $DEB2 ($BUMPED)"
 

@@ -89,8 +89,8 @@ grep -m1 'system.net.tcp.rtt.avg:' "$WORK/dsd.out"
 
 step "upgrade under the running unit"
 VERSION=$(dpkg-deb -f "$DEB" Version)
-cargo deb -p metro --locked --no-build --strip --deb-version "$VERSION+unittest1" -o "$WORK/deb2" >/dev/null
-"${PODMAN[@]}" cp "$(ls "$WORK"/deb2/*.deb)" "$CTR:/tmp/metro2.deb"
+DEB2=$(scripts/package.sh --deb-version "$VERSION+unittest1" -o "$WORK/deb2")
+"${PODMAN[@]}" cp "$DEB2" "$CTR:/tmp/metro2.deb"
 in_ctr dpkg -i /tmp/metro2.deb >"$WORK/upgrade.log" 2>&1 || { cat "$WORK/upgrade.log"; fail "the upgrade failed"; }
 [ "$(in_ctr dpkg-query -W -f='${Version}' metro)" = "$VERSION+unittest1" ] || fail "not upgraded"
 in_ctr systemctl is-active metro >/dev/null || fail "metro is not running after the upgrade"
