@@ -20,6 +20,23 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Whether a test that needs root (network namespaces, podman, tcpreplay, raw capture) can
+/// run. As root: true. Otherwise the test is skipped with a line on stderr saying what and
+/// why, so that `cargo test` passes for any user; but where `METRO_TESTS_REQUIRE_ROOT` is
+/// set (`.ci/run` sets it), a skip would hide a test, so it panics instead.
+/// Use: `if !netns::needs_root("the agent between namespaces") { return; }`.
+pub fn needs_root(what: &str) -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("METRO_TESTS_REQUIRE_ROOT").is_some() {
+        panic!("{what} needs root, and METRO_TESTS_REQUIRE_ROOT is set: run as root");
+    }
+    eprintln!("skipped: {what} needs root (run `sudo -E cargo test` or .ci/run to include it)");
+    false
+}
+
 /// Run `ip ARGS`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) {
     let out = Command::new("ip")
