@@ -4,7 +4,8 @@
 //! `metro run` scraped by a real Prometheus that loads the rules: every metric name the kit
 //! uses is one the agent exposes (or sends to DogStatsD), every rule evaluates without error
 //! and stays quiet on a healthy agent, the recorded p50 lands in the true RTT's bucket, every
-//! dashboard query answers, and an agent that stops is seen as down.
+//! dashboard query answers, and an agent that stops is seen as down. A pod laid out as the
+//! kubelet does feeds the per-namespace rules and the dashboard's per-container panel.
 //!
 //! The names the kit uses are extracted from the files themselves ([`kit_prometheus_names`],
 //! [`kit_statsd_names`]): after a change of the metric catalog, this test says which name
@@ -26,7 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::{Agent, Statsd, TempDir, http_get, named};
-use netns::{Client, Delayed, EchoServer, Netns};
+use netns::{Client, Delayed, EchoServer, Netns, veth};
 use serde_json::Value;
 
 const S: Duration = Duration::from_secs(1);
@@ -812,7 +813,7 @@ impl Drop for Prometheus<'_> {
 }
 
 /// Dashboard panels whose queries are empty on a host without containers.
-const EMPTY_WITHOUT_CONTAINERS: &[&str] = &["RTT p99 per container / pod"];
+const CONTAINER_PANELS: &[&str] = &["RTT p99 per container / pod"];
 
 #[test]
 fn a_real_agent_serves_every_metric_the_kit_uses_and_prometheus_runs_the_rules() {
@@ -937,7 +938,7 @@ fn a_real_agent_serves_every_metric_the_kit_uses_and_prometheus_runs_the_rules()
     // Every dashboard query answers with data, but for containers (none here).
     for (title, e) in grafana_targets() {
         let r = prom.query(&grafana_expr(&e, "1m", "5m"));
-        if EMPTY_WITHOUT_CONTAINERS.contains(&title.as_str()) {
+        if CONTAINER_PANELS.contains(&title.as_str()) {
             assert!(r.is_empty(), "{title}: {r:?}");
         } else {
             assert!(!r.is_empty(), "{title}: {e}: no data");
@@ -964,4 +965,178 @@ fn a_real_agent_serves_every_metric_the_kit_uses_and_prometheus_runs_the_rules()
     let up = prom.query("ALERTS{alertname=\"MetroAgentDown\"}");
     assert_eq!(up.len(), 1, "{up:?}");
     assert_eq!(up[0]["metric"]["instance"], "127.0.0.1:9464");
+}
+
+/// A cgroup directory tree, removed on drop after its process is killed.
+struct Cgroup {
+    dirs: Vec<PathBuf>,
+    child: Option<Child>,
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// A pod laid out as the kubelet (systemd cgroup driver) and containerd do (as in
+/// tests/agent_containers.rs): its namespace behind a routed host, its process in a
+/// containerd scope of a kubepods slice, the kubelet's log links naming pod `checkout-api-7d9f`
+/// in namespace `shop`, container `api`. The pod talks to a server 10 ms away; the
+/// per-namespace recording rules and the dashboard's per-container panel show it.
+#[test]
+fn pod_tags_feed_the_namespace_rules_and_the_container_panel() {
+    if !netns::needs_root("a pod's namespace and cgroups, a live agent") {
+        return;
+    }
+    const N: u8 = 44;
+    let d = Delayed::new("opp", N, Duration::from_millis(5));
+    let host = &d.c;
+    let pod_ns = Netns::new("opq");
+    let (pod_ip, host_ip) = (format!("10.202.{N}.2"), format!("10.202.{N}.1"));
+    veth(
+        &pod_ns,
+        "eth0",
+        Some(&format!("{pod_ip}/24")),
+        host,
+        "vpod",
+        Some(&format!("{host_ip}/24")),
+    );
+    pod_ns.ip(&["route", "add", "default", "via", &host_ip]);
+    let st = host
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.ip_forward=1"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    d.s.ip(&[
+        "route",
+        "add",
+        &format!("10.202.{N}.0/24"),
+        "via",
+        &format!("10.200.{N}.1"),
+    ]);
+    let server = format!("10.200.{N}.2");
+    let _srv = EchoServer::start(&d.s, &format!("{server}:7000"));
+
+    // The pod's process in a containerd scope under kubepods (names unique to this process).
+    let uid = format!("0be7a7e0-3a4b-4c5d-8e9f-{:012x}", std::process::id());
+    let cid = format!("{:064x}", u128::from(std::process::id()) * 104_729);
+    let base = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.procs").exists())
+        .expect("no writable cgroup hierarchy");
+    let mut cg = Cgroup {
+        dirs: Vec::new(),
+        child: None,
+    };
+    let mut path = base;
+    for part in [
+        "kubepods.slice".to_string(),
+        "kubepods-besteffort.slice".to_string(),
+        format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_")),
+        format!("cri-containerd-{cid}.scope"),
+    ] {
+        path = path.join(part);
+        if !path.exists() {
+            std::fs::create_dir(&path)
+                .unwrap_or_else(|e| panic!("create cgroup {}: {e}", path.display()));
+            cg.dirs.push(path.clone());
+        }
+    }
+    let child = pod_ns.command("sleep").arg("600").spawn().unwrap();
+    let pid = child.id();
+    cg.child = Some(child);
+    // `ip netns exec` execs sleep in place: the same pid.
+    std::thread::sleep(S / 5);
+    std::fs::write(path.join("cgroup.procs"), pid.to_string())
+        .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", path.display()));
+    let dir = TempDir::new("operate-pod");
+    let root = dir.path("host");
+    std::fs::create_dir_all(root.join(format!("var/log/pods/shop_checkout-api-7d9f_{uid}/api")))
+        .unwrap();
+    std::fs::create_dir_all(root.join("var/log/containers")).unwrap();
+    std::fs::write(
+        root.join(format!(
+            "var/log/containers/checkout-api-7d9f_shop_api-{cid}.log"
+        )),
+        "",
+    )
+    .unwrap();
+
+    let _rx = Statsd::udp(host.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap()));
+    let cfg = dir.write(
+        "metro.yaml",
+        &format!(
+            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\n  prometheus_listen: 127.0.0.1:9464\ninstances:\n  - interface: any\n    ips: ['{server}']\n"
+        ),
+    );
+    let mut ag = Agent::start_env(
+        host,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("stderr"),
+        &[("METRO_HOST_ROOT", root.to_str().unwrap())],
+    );
+    ag.wait_log("capture filter", 20 * S);
+    let prom = Prometheus::start(host, &dir, "127.0.0.1:9464", &repo(RULES));
+    let to = format!("{server}:7000").parse().unwrap();
+    let mut client = Client::start(&pod_ns, to, 100, Duration::from_millis(5), 20);
+
+    let end = Instant::now() + 60 * S;
+    let p50 = loop {
+        let r = prom.query("kube_namespace:metro_tcp_rtt_seconds:p50_5m");
+        if let Some(s) = r.first() {
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert_eq!(s["metric"]["kube_namespace"], "shop", "{r:?}");
+            if let Some(v) = s["value"][1].as_str().and_then(|v| v.parse::<f64>().ok())
+                && v.is_finite()
+            {
+                break v;
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "no per-namespace p50: {r:?}\n{}",
+            ag.log()
+        );
+        std::thread::sleep(S);
+    };
+    let truth = client.median_ms() / 1000.0;
+    eprintln!("namespace shop: recorded p50 {p50:.5} s, the pod's median round trip {truth:.5} s");
+    assert!((0.0075..=0.015).contains(&p50), "recorded p50 {p50} s");
+    for q in ["p90_5m", "p99_5m"] {
+        let r = prom.query(&format!("kube_namespace:metro_tcp_rtt_seconds:{q}"));
+        assert_eq!(r.len(), 1, "{q}: {r:?}");
+    }
+    // The container panel's two queries: one series each, named by the pod and the container.
+    let mut seen = BTreeSet::new();
+    for (title, e) in grafana_targets() {
+        if !CONTAINER_PANELS.contains(&title.as_str()) {
+            continue;
+        }
+        let r = prom.query(&grafana_expr(&e, "1m", "5m"));
+        assert_eq!(r.len(), 1, "{title}: {e}: {r:?}");
+        let m = &r[0]["metric"];
+        for (k, v) in [
+            ("pod_name", "checkout-api-7d9f"),
+            ("kube_namespace", "shop"),
+            ("container_name", "api"),
+        ] {
+            if m.get(k).is_some() {
+                assert_eq!(m[k], v, "{e}");
+                seen.insert(k);
+            }
+        }
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    client.stop();
+    drop(ag);
+    drop(cg);
 }
