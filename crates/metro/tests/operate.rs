@@ -666,6 +666,77 @@ fn datadog_dashboard_and_monitors_are_well_formed() {
     }
 }
 
+/// The Python that has PyPI's datadog-api-client (`.ci/run` puts it in its venv and sets
+/// `METRO_PYTHON`); fails loudly when it cannot import it.
+fn datadog_python() -> String {
+    let py = std::env::var("METRO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import datadog_api_client.v1.model.dashboard"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{py} cannot import datadog_api_client: `pip install datadog-api-client==2.62.0` \
+         (or set METRO_PYTHON to a Python that can; .ci/run does)"
+    );
+    py
+}
+
+/// Datadog's own API client parses the dashboard and every monitor into its models (made
+/// from Datadog's OpenAPI specification), and refuses a copy with an unknown widget type,
+/// a wrong monitor type and a monitor without its query.
+#[test]
+fn datadog_json_parses_with_datadogs_own_api_client() {
+    let py = datadog_python();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/datadog_check.py"
+    );
+    let run = |dash: &Path, mons: &Path| {
+        let out = Command::new(&py)
+            .arg(script)
+            .arg(dash)
+            .arg(mons)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = run(&repo(DD_DASHBOARD), &repo(DD_MONITORS));
+    assert!(ok, "{out}");
+    let n = json(DD_MONITORS).as_array().unwrap().len();
+    assert_eq!(out.matches(": ok").count(), 1 + n, "{out}");
+
+    let dir = TempDir::new("operate-dd");
+    let mut d = json(DD_DASHBOARD);
+    d["widgets"][0]["definition"]["widgets"][1]["definition"]["type"] = "heat_map".into();
+    let mut m = json(DD_MONITORS);
+    m[0]["type"] = "query_alert".into();
+    m[1].as_object_mut().unwrap().remove("query");
+    let (bd, bm) = (
+        dir.write("d.json", &d.to_string()),
+        dir.write("m.json", &m.to_string()),
+    );
+    let (ok, out) = run(&bd, &bm);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("dashboard: not parsed: $.widgets[0].definition"),
+        "{out}"
+    );
+    assert!(
+        out.contains("monitor 0 ") && out.contains("not parsed: $.type"),
+        "{out}"
+    );
+    assert!(
+        out.contains("missing 1 required positional argument: 'query'"),
+        "{out}"
+    );
+}
+
 // --- a real agent, a real Prometheus --------------------------------------------------------
 
 /// HTTP GET inside `ns`: (status, body), chunked bodies decoded (Prometheus' API answers
