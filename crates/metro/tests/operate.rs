@@ -94,8 +94,8 @@ fn prom_names(expr: &str) -> BTreeSet<String> {
                 i += 1;
             }
             let id = &expr[start..i];
-            // A label name (`dst=`, `by (dst)`) is not followed by a selector or a range;
-            // only metric names are checked, and only metro's and `up`.
+            // No label of metro's starts with `metro_`, and no function is called `up`: the
+            // identifiers kept are metric names.
             if id.starts_with("metro_") || id == "up" {
                 out.insert(id.to_string());
             }
