@@ -41,7 +41,8 @@ use super::log;
 use super::report::InstanceShared;
 use super::resolve::{self, LocalSet, WatchList, Watched};
 use super::sinks::otlp::OtlpSink;
-use super::sinks::prom::{Prom, PromServer};
+use super::sinks::prom::Prom;
+use super::sinks::prom::http::PromServer;
 use super::sinks::statsd::StatsdSink;
 
 /// Options that come from the command line rather than the file.
