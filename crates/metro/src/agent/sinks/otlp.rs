@@ -29,6 +29,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+use super::SendErrors;
 use crate::agent::fleet::{EXP_SCALE, EXP_ZERO_THRESHOLD};
 use crate::agent::report::InstanceReport;
 
@@ -102,8 +103,15 @@ pub fn resource(host: &str) -> Resource {
 }
 
 /// One instance's interval as an OTLP export request; `start`/`now` (ns since the epoch)
-/// bound the interval (delta temporality).
-pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMetricsServiceRequest {
+/// bound the interval (delta temporality); `errs` are the sinks' send errors since the
+/// instance's previous report.
+pub fn encode(
+    r: &InstanceReport,
+    host: &str,
+    start: u64,
+    now: u64,
+    errs: SendErrors,
+) -> ExportMetricsServiceRequest {
     let mut base = vec![kv("iface", &r.iface)];
     base.extend(r.tags.iter().map(|t| tag_kv(t)));
     let mut hist = Vec::new();
@@ -240,6 +248,20 @@ pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMet
         "{sample}",
         one(c.samples_internal),
     ));
+    metrics.push(sum_metric(
+        "metro.statsd.send_errors",
+        "DogStatsD datagrams that could not be sent",
+        "{datagram}",
+        one(errs.statsd),
+    ));
+    if let Some(n) = errs.otlp {
+        metrics.push(sum_metric(
+            "metro.otlp.send_errors",
+            "OTLP pushes that failed",
+            "{request}",
+            one(n),
+        ));
+    }
     let level = |attrs: Vec<KeyValue>, v: u64| NumberDataPoint {
         attributes: attrs,
         time_unix_nano: now,
@@ -322,8 +344,8 @@ pub struct OtlpSink {
     /// End of the last interval pushed, per interface (the next one's start).
     last: HashMap<String, u64>,
     started: u64,
-    /// Pushes that failed, and whether the last one did (to log a streak once).
-    pub errors: u64,
+    /// Whether the last push failed (to log a streak once); failures are counted by the
+    /// caller ([`super::Sinks`]) and exported as `metro.otlp.send_errors`.
     failing: bool,
 }
 
@@ -341,7 +363,6 @@ impl OtlpSink {
             host: host_name(),
             last: HashMap::new(),
             started: now_ns(),
-            errors: 0,
             failing: false,
         }
     }
@@ -350,27 +371,29 @@ impl OtlpSink {
         format!("http://{}{}", self.authority, self.path)
     }
 
-    /// Push one report; a failure is logged (once per streak) and counted.
-    pub fn send(&mut self, r: &InstanceReport) {
+    /// Push one report with the send errors counted before it; a failure is logged (once
+    /// per streak) and counted. Returns whether the push was accepted.
+    pub fn send(&mut self, r: &InstanceReport, errs: SendErrors) -> bool {
         let now = now_ns();
         let start = self
             .last
             .insert(r.iface.clone(), now)
             .unwrap_or(self.started);
-        let body = encode(r, &self.host, start, now).encode_to_vec();
+        let body = encode(r, &self.host, start, now, errs).encode_to_vec();
         match self.post(&body) {
             Ok(()) => {
                 if self.failing {
                     tracing::info!("otlp: {} accepts metrics again", self.endpoint());
                 }
                 self.failing = false;
+                true
             }
             Err(e) => {
-                self.errors += 1;
                 if !self.failing {
                     tracing::warn!("otlp: cannot push to {}: {e}", self.endpoint());
                 }
                 self.failing = true;
+                false
             }
         }
     }
@@ -455,7 +478,7 @@ mod tests {
                 ..Default::default()
             },
         };
-        let bytes = encode(&r, "h1", 100, 200).encode_to_vec();
+        let bytes = encode(&r, "h1", 100, 200, SendErrors::default()).encode_to_vec();
         let back = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
         let rm = &back.resource_metrics[0];
         let res: Vec<(String, String)> = rm
@@ -544,7 +567,11 @@ mod tests {
             },
         };
         let decode = |r: &InstanceReport| {
-            let bytes = encode(r, "h1", 100, 200).encode_to_vec();
+            let errs = SendErrors {
+                statsd: 6,
+                otlp: Some(2),
+            };
+            let bytes = encode(r, "h1", 100, 200, errs).encode_to_vec();
             let back = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
             back.resource_metrics[0].scope_metrics[0].metrics.clone()
         };
@@ -553,6 +580,12 @@ mod tests {
         assert_eq!(points(&ms, "metro.flows.active"), [(iface.clone(), 7)]);
         assert_eq!(points(&ms, "metro.packets.copies"), [(iface.clone(), 11)]);
         assert_eq!(points(&ms, "metro.samples.internal"), [(iface.clone(), 5)]);
+        // Both sinks' delivery failures, as DogStatsD and Prometheus export them.
+        assert_eq!(
+            points(&ms, "metro.statsd.send_errors"),
+            [(iface.clone(), 6)]
+        );
+        assert_eq!(points(&ms, "metro.otlp.send_errors"), [(iface.clone(), 2)]);
         // Container metrics only when attribution runs.
         assert!(!ms.iter().any(|m| m.name.starts_with("metro.containers.")));
         r.counters.containers = Some(crate::agent::containers::Counters {

@@ -13,6 +13,7 @@ use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
+use super::SendErrors;
 use crate::agent::config::StatsdTarget;
 use crate::agent::report::InstanceReport;
 
@@ -224,7 +225,7 @@ pub const DISTRIBUTION: &str = "system.net.tcp.rtt.distribution";
 /// `system.net.tcp.retransmits` (counts), tagged `src`, `dst`, `iface`, then the instance's
 /// tags. Then the self-metrics, tagged `iface` and the instance's tags (`metro.samples` also
 /// `kind:seq|handshake|ts`, `metro.pairs.dropped` also `kind:sample|retransmit`).
-pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Vec<u8>> {
+pub fn encode_report(r: &InstanceReport, send_errors: SendErrors, max: usize) -> Vec<Vec<u8>> {
     let mut b = Batcher::new(max);
     let iface = format!("iface:{}", r.iface);
     for p in &r.pairs {
@@ -305,7 +306,11 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         let dd = c.distribution_dropped;
         self_metrics.push(("metro.distribution.dropped", dd, Count, None));
     }
-    self_metrics.push(("metro.statsd.send_errors", send_errors, Count, None));
+    if let Some(n) = send_errors.otlp {
+        self_metrics.push(("metro.otlp.send_errors", n, Count, None));
+    }
+    // Last: a flush ends with this line.
+    self_metrics.push(("metro.statsd.send_errors", send_errors.statsd, Count, None));
     for (name, v, ty, extra) in &self_metrics {
         let mut t = tags.clone();
         t.extend(extra.as_deref());
@@ -627,15 +632,22 @@ mod tests {
     #[test]
     fn report_round_trips_through_the_parser() {
         let r = report();
-        let ds = encode_report(&r, 2, UDP_MAX);
+        let ds = encode_report(
+            &r,
+            SendErrors {
+                statsd: 2,
+                otlp: Some(5),
+            },
+            UDP_MAX,
+        );
         let mut all = Vec::new();
         for d in &ds {
             assert!(d.len() <= UDP_MAX, "datagram of {} bytes", d.len());
             all.extend(parse_datagram(std::str::from_utf8(d).unwrap()).unwrap());
         }
         // 2 pairs x 10 metrics + 6 instance counters + 3 kinds + internal + 2 pairs dropped
-        // + series overflow + send_errors + copies.
-        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 1);
+        // + series overflow + two send_errors + copies.
+        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 2 + 1);
         let find = |name: &str, dst: &str| {
             all.iter()
                 .find(|m| m.name == name && m.tag("dst") == Some(dst))
@@ -684,6 +696,8 @@ mod tests {
         assert_eq!(get("metro.packets.dropped").value, 5.0);
         assert_eq!(get("metro.flows.active").ty, "g");
         assert_eq!(get("metro.statsd.send_errors").value, 2.0);
+        assert_eq!(get("metro.otlp.send_errors").value, 5.0);
+        assert_eq!(all.last().unwrap().name, "metro.statsd.send_errors");
         let seq = selfm
             .iter()
             .find(|m| m.name == "metro.samples" && m.tag("kind") == Some("seq"))
@@ -710,7 +724,7 @@ mod tests {
             r.pairs.push(q);
         }
         for max in [UDP_MAX, UNIX_MAX, 300] {
-            let ds = encode_report(&r, 0, max);
+            let ds = encode_report(&r, SendErrors::default(), max);
             let mut n = 0;
             // Greedy packing: the next datagram's first line would not have fit.
             for w in ds.windows(2) {
@@ -747,7 +761,7 @@ mod tests {
         r.pairs[0].fine = Some(Box::new(f.clone()));
         r.pairs[0].extra_tags = vec!["container:web".into()];
         for max in [UDP_MAX, UNIX_MAX, 300] {
-            let ds = encode_report(&r, 0, max);
+            let ds = encode_report(&r, SendErrors::default(), max);
             let mut got = Vec::new();
             let mut lines = 0;
             for d in &ds {

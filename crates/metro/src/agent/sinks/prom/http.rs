@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn http_responder() {
         let p = Arc::new(Prom::new());
-        p.observe(&report(true), 0);
+        p.observe(&report(true), crate::agent::sinks::SendErrors::default());
         let mut srv = PromServer::start("127.0.0.1:0".parse().unwrap(), p).unwrap();
         let r = get(
             srv.addr,

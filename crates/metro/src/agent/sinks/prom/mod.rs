@@ -28,6 +28,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+use super::SendErrors;
 use crate::agent::fleet::Fine;
 use crate::agent::report::InstanceReport;
 
@@ -166,6 +167,7 @@ pub struct Prom {
     samples_internal: Family<Labels, Counter>,
     pairs_dropped: Family<Labels, Counter>,
     send_errors: Family<Labels, Counter>,
+    otlp_send_errors: Family<Labels, Counter>,
     series_overflow: Family<Labels, Counter>,
     packets_copies: Family<Labels, Counter>,
     containers_namespaces: Family<Labels, Gauge>,
@@ -218,6 +220,7 @@ impl Prom {
             samples_internal: Family::default(),
             pairs_dropped: Family::default(),
             send_errors: Family::default(),
+            otlp_send_errors: Family::default(),
             series_overflow: Family::default(),
             packets_copies: Family::default(),
             containers_namespaces: Family::default(),
@@ -291,6 +294,11 @@ impl Prom {
             p.send_errors.clone(),
         );
         r.register(
+            "metro_otlp_send_errors",
+            "OTLP pushes that failed",
+            p.otlp_send_errors.clone(),
+        );
+        r.register(
             "metro_series_overflow",
             "Samples reported under dst=\"other\" because max_series series had samples",
             p.series_overflow.clone(),
@@ -326,7 +334,7 @@ impl Prom {
     }
 
     /// Fold one instance's report in.
-    pub fn observe(&self, r: &InstanceReport, send_errors: u64) {
+    pub fn observe(&self, r: &InstanceReport, send_errors: SendErrors) {
         let iface = esc(&r.iface);
         let il: Labels = vec![("iface".into(), iface.clone())];
         let c = &r.counters;
@@ -362,7 +370,12 @@ impl Prom {
             l.push(("kind".into(), k.into()));
             self.pairs_dropped.get_or_create(&l).inc_by(n);
         }
-        self.send_errors.get_or_create(&il).inc_by(send_errors);
+        self.send_errors
+            .get_or_create(&il)
+            .inc_by(send_errors.statsd);
+        if let Some(n) = send_errors.otlp {
+            self.otlp_send_errors.get_or_create(&il).inc_by(n);
+        }
         self.series_overflow
             .get_or_create(&il)
             .inc_by(c.series_overflow);
@@ -542,7 +555,13 @@ mod tests {
     #[test]
     fn exposition_and_stale_gauges() {
         let p = Arc::new(Prom::new());
-        p.observe(&report(true), 3);
+        p.observe(
+            &report(true),
+            SendErrors {
+                statsd: 3,
+                otlp: Some(2),
+            },
+        );
         let t = p.render();
         assert!(t.contains("metro_tcp_rtt_last_seconds{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\"} 0.042"), "{t}");
         assert!(t.contains("metro_tcp_rtt_samples_total{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\"} 2"), "{t}");
@@ -552,6 +571,10 @@ mod tests {
         );
         assert!(
             t.contains("metro_statsd_send_errors_total{iface=\"eth0\"} 3"),
+            "{t}"
+        );
+        assert!(
+            t.contains("metro_otlp_send_errors_total{iface=\"eth0\"} 2"),
             "{t}"
         );
         assert!(
@@ -567,7 +590,7 @@ mod tests {
             !t.lines().any(|l| l.starts_with("metro_containers_")),
             "{t}"
         );
-        p.observe(&report(false), 0);
+        p.observe(&report(false), SendErrors::default());
         let t = p.render();
         assert!(!t.contains("metro_tcp_rtt_last_seconds{"), "{t}");
         // Counters stay.
@@ -590,7 +613,7 @@ mod tests {
             "container_name:checkout\"api".into(),
             "netns:cni-1".into(),
         ];
-        p.observe(&r, 0);
+        p.observe(&r, SendErrors::default());
         let t = p.render();
         assert!(
             t.contains("metro_tcp_rtt_p50_seconds{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\",container_id=\"ab12\",container_name=\"checkout\\\"api\",netns=\"cni-1\"}"),
@@ -608,8 +631,8 @@ mod tests {
             skipped: 1,
             pairs_unattributed: 4,
         });
-        p.observe(&r, 0);
-        p.observe(&r, 0);
+        p.observe(&r, SendErrors::default());
+        p.observe(&r, SendErrors::default());
         let t = p.render();
         for line in [
             "metro_containers_namespaces{iface=\"eth0\",state=\"attributed\"} 3",
