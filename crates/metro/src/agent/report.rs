@@ -127,6 +127,19 @@ pub struct InstanceReport {
     pub counters: InstanceCounters,
 }
 
+impl InstanceReport {
+    /// Whether the report speaks of distribution values: a pair kept some
+    /// (`distributions: true`), or some were refused. Every sink then exports
+    /// `metro.distribution.dropped`.
+    pub fn has_distributions(&self) -> bool {
+        self.counters.distribution_dropped > 0
+            || self
+                .pairs
+                .iter()
+                .any(|p| p.fine.as_ref().is_some_and(|f| f.rate.is_some()))
+    }
+}
+
 /// Where a sample's pair is: a named series, or the local address's `dst:other`.
 enum Slot {
     Pair(usize),

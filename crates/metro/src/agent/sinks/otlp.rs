@@ -248,6 +248,14 @@ pub fn encode(
         "{sample}",
         one(c.samples_internal),
     ));
+    if r.has_distributions() {
+        metrics.push(sum_metric(
+            "metro.distribution.dropped",
+            "Distribution values not kept: more than 2^20 in one interval",
+            "{sample}",
+            one(c.distribution_dropped),
+        ));
+    }
     metrics.push(sum_metric(
         "metro.statsd.send_errors",
         "DogStatsD datagrams that could not be sent",
@@ -586,15 +594,21 @@ mod tests {
             [(iface.clone(), 6)]
         );
         assert_eq!(points(&ms, "metro.otlp.send_errors"), [(iface.clone(), 2)]);
-        // Container metrics only when attribution runs.
+        // Container metrics only when attribution runs, distribution ones with values.
         assert!(!ms.iter().any(|m| m.name.starts_with("metro.containers.")));
+        assert!(!ms.iter().any(|m| m.name == "metro.distribution.dropped"));
         r.counters.containers = Some(crate::agent::containers::Counters {
             namespaces_attributed: 3,
             namespaces_unattributed: 2,
             skipped: 1,
             pairs_unattributed: 4,
         });
+        r.counters.distribution_dropped = 9;
         let ms = decode(&r);
+        assert_eq!(
+            points(&ms, "metro.distribution.dropped"),
+            [(iface.clone(), 9)]
+        );
         let with = |kv: &str| vec!["iface=any".to_string(), kv.to_string()];
         assert_eq!(
             points(&ms, "metro.containers.namespaces"),

@@ -298,11 +298,7 @@ pub fn encode_report(r: &InstanceReport, send_errors: SendErrors, max: usize) ->
         (pd, dropped.retransmits, Count, tag("kind:retransmit")),
         ("metro.series.overflow", c.series_overflow, Count, None),
     ]);
-    let distributions = r
-        .pairs
-        .iter()
-        .any(|p| p.fine.as_ref().is_some_and(|f| f.rate.is_some()));
-    if distributions || c.distribution_dropped > 0 {
+    if r.has_distributions() {
         let dd = c.distribution_dropped;
         self_metrics.push(("metro.distribution.dropped", dd, Count, None));
     }

@@ -169,6 +169,7 @@ pub struct Prom {
     send_errors: Family<Labels, Counter>,
     otlp_send_errors: Family<Labels, Counter>,
     series_overflow: Family<Labels, Counter>,
+    distribution_dropped: Family<Labels, Counter>,
     packets_copies: Family<Labels, Counter>,
     containers_namespaces: Family<Labels, Gauge>,
     containers_skipped: Family<Labels, Gauge>,
@@ -222,6 +223,7 @@ impl Prom {
             send_errors: Family::default(),
             otlp_send_errors: Family::default(),
             series_overflow: Family::default(),
+            distribution_dropped: Family::default(),
             packets_copies: Family::default(),
             containers_namespaces: Family::default(),
             containers_skipped: Family::default(),
@@ -304,6 +306,11 @@ impl Prom {
             p.series_overflow.clone(),
         );
         r.register(
+            "metro_distribution_dropped",
+            "Distribution values not kept: more than 2^20 in one interval",
+            p.distribution_dropped.clone(),
+        );
+        r.register(
             "metro_packets_copies",
             "Copies of a packet seen on another interface (capture on `any`), dropped",
             p.packets_copies.clone(),
@@ -382,6 +389,11 @@ impl Prom {
         self.packets_copies
             .get_or_create(&il)
             .inc_by(c.packets_copies);
+        if r.has_distributions() {
+            self.distribution_dropped
+                .get_or_create(&il)
+                .inc_by(c.distribution_dropped);
+        }
         if let Some(ct) = &c.containers {
             for (state, n) in [
                 ("attributed", ct.namespaces_attributed),
@@ -585,6 +597,12 @@ mod tests {
             t.contains("metro_packets_copies_total{iface=\"eth0\"} 6"),
             "{t}"
         );
+        // No distributions configured, none refused: no series.
+        assert!(
+            !t.lines()
+                .any(|l| l.starts_with("metro_distribution_dropped")),
+            "{t}"
+        );
         // No attribution ran: no container series (their HELP and TYPE lines only).
         assert!(
             !t.lines().any(|l| l.starts_with("metro_containers_")),
@@ -631,6 +649,7 @@ mod tests {
             skipped: 1,
             pairs_unattributed: 4,
         });
+        r.counters.distribution_dropped = 5;
         p.observe(&r, SendErrors::default());
         p.observe(&r, SendErrors::default());
         let t = p.render();
@@ -638,6 +657,8 @@ mod tests {
             "metro_containers_namespaces{iface=\"eth0\",state=\"attributed\"} 3",
             "metro_containers_namespaces{iface=\"eth0\",state=\"unattributed\"} 2",
             "metro_containers_skipped{iface=\"eth0\"} 1",
+            // Two intervals of 5 values refused.
+            "metro_distribution_dropped_total{iface=\"eth0\"} 10",
             // A counter: two intervals of 4.
             "metro_containers_pairs_unattributed_total{iface=\"eth0\"} 8",
         ] {
