@@ -200,16 +200,15 @@ pub fn encode(
     ));
     metrics.push(sum_metric(
         "metro.flows.evicted",
-        "Connections evicted because the flow table was full, by kind",
+        "Connections evicted because the flow table was full",
         "{flow}",
-        vec![
-            with("kind", "unconfirmed", c.flows_shed),
-            with(
-                "kind",
-                "confirmed",
-                c.flows_evicted.saturating_sub(c.flows_shed),
-            ),
-        ],
+        one(c.flows_evicted),
+    ));
+    metrics.push(sum_metric(
+        "metro.flows.shed",
+        "Of the evicted connections, unconfirmed ones (half-open or one-sided) shed to make room",
+        "{flow}",
+        one(c.flows_shed),
     ));
     metrics.push(sum_metric(
         "metro.samples",
@@ -569,6 +568,8 @@ mod tests {
             pairs: vec![],
             counters: InstanceCounters {
                 flows_active: 7,
+                flows_evicted: 10,
+                flows_shed: 8,
                 packets_copies: 11,
                 samples_internal: 5,
                 ..Default::default()
@@ -586,6 +587,9 @@ mod tests {
         let ms = decode(&r);
         let iface = vec!["iface=any".to_string()];
         assert_eq!(points(&ms, "metro.flows.active"), [(iface.clone(), 7)]);
+        // The eviction total and, of it, the unconfirmed shed: as DogStatsD and Prometheus.
+        assert_eq!(points(&ms, "metro.flows.evicted"), [(iface.clone(), 10)]);
+        assert_eq!(points(&ms, "metro.flows.shed"), [(iface.clone(), 8)]);
         assert_eq!(points(&ms, "metro.packets.copies"), [(iface.clone(), 11)]);
         assert_eq!(points(&ms, "metro.samples.internal"), [(iface.clone(), 5)]);
         // Both sinks' delivery failures, as DogStatsD and Prometheus export them.
