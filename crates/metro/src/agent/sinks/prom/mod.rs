@@ -114,7 +114,8 @@ impl EncodeMetric for CumHist {
 }
 
 /// The instance tags that are `key:value` with a usable key, as Prometheus labels (the key's
-/// other characters become `_`); keys that would clash with metro's labels, repeat, or are
+/// other characters become `_`); keys that would clash with metro's labels (`src`, `dst`,
+/// `iface`, `le`, and `kind`, `state` of the self-metrics' breakdowns), repeat, or are
 /// reserved (`__`) are left out.
 pub fn tag_labels(tags: &[String]) -> Labels {
     let mut out: Labels = Vec::new();
@@ -139,7 +140,7 @@ pub fn tag_labels(tags: &[String]) -> Labels {
             name.insert(0, '_');
         }
         if name.starts_with("__")
-            || ["src", "dst", "iface", "le"].contains(&name.as_str())
+            || ["src", "dst", "iface", "le", "kind", "state"].contains(&name.as_str())
             || out.iter().any(|(n, _)| *n == name)
         {
             continue;
@@ -343,7 +344,11 @@ impl Prom {
     /// Fold one instance's report in.
     pub fn observe(&self, r: &InstanceReport, send_errors: SendErrors) {
         let iface = esc(&r.iface);
-        let il: Labels = vec![("iface".into(), iface.clone())];
+        // Every series carries the instance's tags, as its DogStatsD tags and OTLP
+        // attributes do: `iface`, the tags, then a breakdown (`kind`, `state`).
+        let tag_l = tag_labels(&r.tags);
+        let mut il: Labels = vec![("iface".into(), iface.clone())];
+        il.extend(tag_l.iter().cloned());
         let c = &r.counters;
         self.packets_received
             .get_or_create(&il)
@@ -410,7 +415,6 @@ impl Prom {
                 .get_or_create(&il)
                 .inc_by(ct.pairs_unattributed);
         }
-        let tag_l = tag_labels(&r.tags);
 
         let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -421,9 +425,14 @@ impl Prom {
                 ("dst".into(), esc(&p.dst)),
                 ("iface".into(), iface.clone()),
             ];
+            l.extend(tag_l.iter().cloned());
             // The pair's own tags (container and pod of `src`, agent::containers): labels
             // of its gauges and counters too, one series per local address either way.
-            l.extend(tag_labels(&p.extra_tags));
+            for t in tag_labels(&p.extra_tags) {
+                if !l.iter().any(|(n, _)| *n == t.0) {
+                    l.push(t);
+                }
+            }
             let s = &p.stats;
             let v = p.rtt_ms();
             for (fam, ms) in self.rtt.iter().zip(v) {
@@ -432,15 +441,8 @@ impl Prom {
             self.rtt_samples.get_or_create(&l).inc_by(s.count());
             self.retransmits.get_or_create(&l).inc_by(p.retransmits);
             if let Some(f) = p.fine.as_deref().filter(|f| f.bounds_ms.is_some()) {
-                let mut hl = l.clone();
-                hl.extend(
-                    tag_l
-                        .iter()
-                        .filter(|(k, _)| !l.iter().any(|(n, _)| n == k))
-                        .cloned(),
-                );
-                self.histogram.get_or_create(&hl).add(f);
-                st.seen_hist.insert(hl, now);
+                self.histogram.get_or_create(&l).add(f);
+                st.seen_hist.insert(l.clone(), now);
             }
             st.seen.insert(l.clone(), now);
             fresh.push(l);
@@ -618,6 +620,36 @@ mod tests {
         );
         assert!(
             t.contains("metro_packets_received_total{iface=\"eth0\"} 20"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn instance_tags_label_every_series() {
+        let p = Prom::new();
+        let mut r = report(true);
+        r.tags = vec!["env:prod".into(), "kind:x".into(), "bare".into()];
+        p.observe(&r, SendErrors::default());
+        let t = p.render();
+        let pair = "{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\",env=\"prod\"}";
+        for name in [
+            "metro_tcp_rtt_last_seconds",
+            "metro_tcp_rtt_p99_seconds",
+            "metro_tcp_rtt_samples_total",
+            "metro_tcp_retransmits_total",
+        ] {
+            assert!(
+                t.contains(&format!("{name}{pair} ")),
+                "{name}{pair} in\n{t}"
+            );
+        }
+        // `kind:x` would clash with the breakdown label, a bare tag is no label.
+        assert!(
+            t.contains("metro_samples_total{iface=\"eth0\",env=\"prod\",kind=\"seq\"} 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("metro_packets_received_total{iface=\"eth0\",env=\"prod\"} 10"),
             "{t}"
         );
     }
