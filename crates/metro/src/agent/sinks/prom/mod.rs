@@ -13,142 +13,32 @@
 //! `histogram_quantile(0.99, sum by (le) (rate(metro_tcp_rtt_seconds_bucket[5m])))` is a
 //! quantile over every host scraped.
 
+mod hist;
 pub mod http;
+mod text;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use super::SendErrors;
-use crate::agent::fleet::Fine;
 use crate::agent::report::InstanceReport;
+use hist::CumHist;
+use text::openmetrics_to_text;
+use text::{esc, tag_labels};
 
 type Labels = Vec<(String, String)>;
 type GaugeF = Gauge<f64, AtomicU64>;
 
 /// A pair's counters go after this long without samples.
 const PAIR_TTL: Duration = Duration::from_secs(3600);
-
-/// Escape a label value for the text format (prometheus-client writes values verbatim).
-fn esc(v: &str) -> String {
-    let mut o = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => o.push_str("\\\\"),
-            '"' => o.push_str("\\\""),
-            '\n' => o.push_str("\\n"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-/// A cumulative histogram whose buckets are set by the first interval folded in (the
-/// configured `histogram_buckets`); an interval with other bounds (a reload changed them)
-/// starts it again, which Prometheus reads as a counter reset.
-#[derive(Clone, Debug, Default)]
-pub struct CumHist(Arc<Mutex<HistState>>);
-
-#[derive(Debug, Default)]
-struct HistState {
-    /// Upper bounds, seconds.
-    bounds: Vec<f64>,
-    /// Per bucket (not cumulative), plus +Inf.
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl CumHist {
-    /// Add one interval's bucket counts.
-    pub fn add(&self, f: &Fine) {
-        let Some(b) = &f.bounds_ms else { return };
-        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let secs: Vec<f64> = b.iter().map(|ms| ms / 1000.0).collect();
-        if st.bounds != secs || st.counts.len() != f.buckets.len() {
-            *st = HistState {
-                bounds: secs,
-                counts: vec![0; f.buckets.len()],
-                sum: 0.0,
-                count: 0,
-            };
-        }
-        for (a, n) in st.counts.iter_mut().zip(&f.buckets) {
-            *a += n;
-        }
-        st.sum += f.bucket_sum;
-        st.count += f.buckets.iter().sum::<u64>();
-    }
-}
-
-impl TypedMetric for CumHist {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for CumHist {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let st = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // prometheus-client accumulates the counts and writes f64::MAX as +Inf.
-        let buckets: Vec<(f64, u64)> = st
-            .bounds
-            .iter()
-            .copied()
-            .chain([f64::MAX])
-            .zip(st.counts.iter().copied())
-            .collect();
-        encoder.encode_histogram::<NoLabelSet>(st.sum, st.count, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
-    }
-}
-
-/// The instance tags that are `key:value` with a usable key, as Prometheus labels (the key's
-/// other characters become `_`); keys that would clash with metro's labels (`src`, `dst`,
-/// `iface`, `le`, and `kind`, `state` of the self-metrics' breakdowns), repeat, or are
-/// reserved (`__`) are left out.
-pub fn tag_labels(tags: &[String]) -> Labels {
-    let mut out: Labels = Vec::new();
-    for t in tags {
-        let Some((k, v)) = t.split_once(':') else {
-            continue;
-        };
-        let mut name: String = k
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        if name.is_empty() || v.is_empty() {
-            continue;
-        }
-        if name.starts_with(|c: char| c.is_ascii_digit()) {
-            name.insert(0, '_');
-        }
-        if name.starts_with("__")
-            || ["src", "dst", "iface", "le", "kind", "state"].contains(&name.as_str())
-            || out.iter().any(|(n, _)| *n == name)
-        {
-            continue;
-        }
-        out.push((name, esc(v)));
-    }
-    out
-}
 
 const STATS: [&str; 8] = ["last", "avg", "jitter", "min", "max", "p50", "p90", "p99"];
 
@@ -499,40 +389,12 @@ impl Prom {
     }
 }
 
-/// OpenMetrics text to Prometheus text 0.0.4: counter families are named with their
-/// `_total` suffix in `# HELP`/`# TYPE`, and `# UNIT`/`# EOF` lines go.
-pub fn openmetrics_to_text(om: &str) -> String {
-    let counters: std::collections::HashSet<&str> = om
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(om.len());
-    for line in om.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| {
-            let rest = line.strip_prefix(p)?;
-            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            counters
-                .contains(name)
-                .then(|| format!("{p}{name}_total {tail}"))
-        });
-        match meta {
-            Some(m) => out.push_str(m.trim_end()),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::agent::report::{InstanceCounters, PairReport};
     use metro_core::aggregate::Stats;
+    use std::sync::Arc;
 
     pub(super) fn report(with_pair: bool) -> InstanceReport {
         let mut s = Stats::new();
