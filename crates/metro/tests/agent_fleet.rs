@@ -635,9 +635,31 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
     assert_eq!(values.len() as f64, sent);
     let text = std::fs::read_to_string(&out).expect("the receiver got nothing");
     let (mut count, mut sum, mut pushes, mut samples_sum) = (0u64, 0.0, 0, 0i64);
+    // Every self-metric of the catalog (but the container ones: attribution is off) in
+    // every push, as in DogStatsD.
+    let catalog: Vec<&str> = metro::agent::sinks::catalog::SELF
+        .iter()
+        .map(|m| m.name)
+        .filter(|n| !n.starts_with("metro.containers."))
+        .collect();
+    for name in &catalog {
+        assert!(!named(&all, name).is_empty(), "{name} not in DogStatsD");
+    }
     for line in text.lines() {
         let rec: serde_json::Value = serde_json::from_str(line).unwrap();
         pushes += 1;
+        let names: BTreeSet<&str> = rec["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        for name in &catalog {
+            assert!(
+                names.contains(name),
+                "{name} not in an OTLP push: {names:?}"
+            );
+        }
         let res = &rec["resource"][0];
         assert_eq!(res["service.name"], "metro");
         assert_eq!(res["service.version"], env!("CARGO_PKG_VERSION"));

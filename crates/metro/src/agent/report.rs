@@ -55,7 +55,7 @@ pub struct PairReport {
 
 impl PairReport {
     /// The eight RTT statistics (ms) every sink sends per pair, in this order: last, avg,
-    /// jitter, min, max, p50, p90, p99 (that of `statsd::RTT_GAUGES` and Prometheus'
+    /// jitter, min, max, p50, p90, p99 (that of `sinks::catalog::STATS`: DogStatsD's `system.net.tcp.rtt*` and Prometheus'
     /// `metro_tcp_rtt_*_seconds` families).
     pub fn rtt_ms(&self) -> [f64; 8] {
         let s = &self.stats;

@@ -1,16 +1,21 @@
-//! The outputs of `metro run`, one module per sink in the manner of Vector's `sinks/`: each
-//! has a pure encoder from an interval report ([`crate::agent::report::InstanceReport`]) to
-//! its wire form, tested by decoding its own output (our DogStatsD parser, promtool and a
-//! real Prometheus, the official OTLP schema), and the transport that sends it:
+//! The outputs of `metro run`, one module per sink in the manner of Vector's `sinks/`:
+//! [`catalog`] describes, once and sink-neutrally, every metric an interval report
+//! ([`crate::agent::report::InstanceReport`]) becomes (name, kind, unit, help, labels,
+//! value); each sink only encodes that description into its wire form with a pure
+//! function, tested by decoding its own output (our DogStatsD parser, promtool and a real
+//! Prometheus, the official OTLP schema), and has the transport that sends it:
 //! [`statsd`] (DogStatsD over UDP or a Unix socket, distributions), [`prom`] (the
 //! `/metrics` exposition and its HTTP responder, the cumulative histogram), [`otlp`]
 //! (OTLP/HTTP protobuf push, the exponential histogram). [`Sinks`] is the set the flusher
 //! ([`crate::agent::flush`]) hands every report to. Sinks see reports only: nothing here
 //! knows the capture.
 
+pub mod catalog;
 pub mod otlp;
 pub mod prom;
 pub mod statsd;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,6 +1,8 @@
-//! Prometheus exposition: the same reports the DogStatsD sink sends, as a registry of
+//! Prometheus exposition: what [`super::catalog`] describes, as a registry of
 //! prometheus-client metrics served on `GET /metrics` by the responder in [`http`]
-//! (`prometheus_listen`, off by default).
+//! (`prometheus_listen`, off by default). One concern per file: [`hist`] the cumulative
+//! histogram, [`text`] labels and the text formats, [`http`] the responder, this file the
+//! registry the flusher updates.
 //!
 //! RTT statistics are gauges in seconds (`metro_tcp_rtt_{last,avg,jitter,min,max,p50,p90,p99}_seconds`)
 //! that exist only for pairs with samples in the last interval; counts are cumulative
@@ -9,7 +11,8 @@
 //! stays bounded.
 //!
 //! The fleet histogram `metro_tcp_rtt_seconds` (cumulative buckets, `_sum`, `_count`) is
-//! labelled `src`, `dst`, `iface` and the instance's `key:value` tags, so that
+//! labelled like every pair series (`src`, `dst`, `iface`, the instance's `key:value` tags,
+//! the pair's own), so that
 //! `histogram_quantile(0.99, sum by (le) (rate(metro_tcp_rtt_seconds_bucket[5m])))` is a
 //! quantile over every host scraped.
 
@@ -29,10 +32,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::SendErrors;
+use super::catalog::{self, Kind, RttFamily};
 use crate::agent::report::InstanceReport;
 use hist::CumHist;
-use text::openmetrics_to_text;
-use text::{esc, tag_labels};
+use text::{labels, openmetrics_to_text};
 
 type Labels = Vec<(String, String)>;
 type GaugeF = Gauge<f64, AtomicU64>;
@@ -40,32 +43,74 @@ type GaugeF = Gauge<f64, AtomicU64>;
 /// A pair's counters go after this long without samples.
 const PAIR_TTL: Duration = Duration::from_secs(3600);
 
-const STATS: [&str; 8] = ["last", "avg", "jitter", "min", "max", "p50", "p90", "p99"];
+/// One self-metric's family, by kind.
+enum SelfFamily {
+    Counter(Family<Labels, Counter>),
+    Gauge(Family<Labels, Gauge>),
+}
+
+/// The families of one [`RttFamily`].
+struct RttFamilies {
+    family: &'static RttFamily,
+    stats: [Family<Labels, GaugeF>; 8],
+    samples: Family<Labels, Counter>,
+    /// One per [`RttFamily::counters`].
+    counters: Vec<Family<Labels, Counter>>,
+    histogram: Family<Labels, CumHist>,
+}
+
+impl RttFamilies {
+    fn register(family: &'static RttFamily, r: &mut Registry) -> RttFamilies {
+        let names = family.names();
+        let f = RttFamilies {
+            family,
+            stats: Default::default(),
+            samples: Family::default(),
+            counters: family.counters.iter().map(|_| Family::default()).collect(),
+            histogram: Family::default(),
+        };
+        for ((name, fam), (_, word)) in names.prom_stats.iter().zip(&f.stats).zip(catalog::STATS) {
+            r.register(
+                name,
+                format!("{} over the last interval: {word}", family.help),
+                fam.clone(),
+            );
+        }
+        r.register(&names.prom_samples, family.samples_help, f.samples.clone());
+        for (c, fam) in family.counters.iter().zip(&f.counters) {
+            r.register(c.prom, c.help, fam.clone());
+        }
+        r.register(
+            &names.prom_histogram,
+            format!(
+                "{} (histogram; sum over hosts and read with histogram_quantile)",
+                family.help
+            ),
+            f.histogram.clone(),
+        );
+        f
+    }
+
+    fn remove_gauges(&self, l: &Labels) {
+        for fam in &self.stats {
+            fam.remove(l);
+        }
+    }
+
+    fn remove_counters(&self, l: &Labels) {
+        self.samples.remove(l);
+        for fam in &self.counters {
+            fam.remove(l);
+        }
+    }
+}
 
 /// The metrics, updated by the flusher after each report.
 pub struct Prom {
     registry: Registry,
-    rtt: [Family<Labels, GaugeF>; 8],
-    rtt_samples: Family<Labels, Counter>,
-    retransmits: Family<Labels, Counter>,
-    packets_received: Family<Labels, Counter>,
-    packets_dropped: Family<Labels, Counter>,
-    flows_active: Family<Labels, Gauge>,
-    flows_evicted: Family<Labels, Counter>,
-    flows_shed: Family<Labels, Counter>,
-    packets_filtered: Family<Labels, Counter>,
-    samples: Family<Labels, Counter>,
-    samples_internal: Family<Labels, Counter>,
-    pairs_dropped: Family<Labels, Counter>,
-    send_errors: Family<Labels, Counter>,
-    otlp_send_errors: Family<Labels, Counter>,
-    series_overflow: Family<Labels, Counter>,
-    distribution_dropped: Family<Labels, Counter>,
-    packets_copies: Family<Labels, Counter>,
-    containers_namespaces: Family<Labels, Gauge>,
-    containers_skipped: Family<Labels, Gauge>,
-    containers_pairs_unattributed: Family<Labels, Counter>,
-    histogram: Family<Labels, CumHist>,
+    /// One per [`catalog::SELF`] entry, in its order.
+    own: Vec<SelfFamily>,
+    rtt: RttFamilies,
     state: Mutex<PromState>,
 }
 
@@ -88,250 +133,69 @@ impl Default for Prom {
 impl Prom {
     pub fn new() -> Prom {
         let mut registry = Registry::default();
-        let rtt: [Family<Labels, GaugeF>; 8] = Default::default();
-        for (name, fam) in STATS.iter().zip(rtt.iter()) {
-            registry.register(
-                format!("metro_tcp_rtt_{name}_seconds"),
-                format!(
-                    "TCP round-trip time to a watched remote host over the last interval: {name}"
-                ),
-                fam.clone(),
-            );
-        }
-        let p = Prom {
-            rtt,
-            rtt_samples: Family::default(),
-            retransmits: Family::default(),
-            packets_received: Family::default(),
-            packets_dropped: Family::default(),
-            flows_active: Family::default(),
-            flows_evicted: Family::default(),
-            flows_shed: Family::default(),
-            packets_filtered: Family::default(),
-            samples: Family::default(),
-            samples_internal: Family::default(),
-            pairs_dropped: Family::default(),
-            send_errors: Family::default(),
-            otlp_send_errors: Family::default(),
-            series_overflow: Family::default(),
-            distribution_dropped: Family::default(),
-            packets_copies: Family::default(),
-            containers_namespaces: Family::default(),
-            containers_skipped: Family::default(),
-            containers_pairs_unattributed: Family::default(),
-            histogram: Family::default(),
-            state: Mutex::new(PromState::default()),
+        let rtt = RttFamilies::register(&catalog::TCP_RTT, &mut registry);
+        let own = catalog::SELF
+            .iter()
+            .map(|m| match m.kind {
+                Kind::Counter => {
+                    let f = Family::<Labels, Counter>::default();
+                    registry.register(m.prom, m.help, f.clone());
+                    SelfFamily::Counter(f)
+                }
+                Kind::Gauge => {
+                    let f = Family::<Labels, Gauge>::default();
+                    registry.register(m.prom, m.help, f.clone());
+                    SelfFamily::Gauge(f)
+                }
+            })
+            .collect();
+        Prom {
             registry,
-        };
-        let mut p = p;
-        let r = &mut p.registry;
-        r.register(
-            "metro_tcp_rtt_samples",
-            "RTT samples answered by a watched remote host",
-            p.rtt_samples.clone(),
-        );
-        r.register(
-            "metro_tcp_retransmits",
-            "TCP retransmissions between a local address and a watched remote host",
-            p.retransmits.clone(),
-        );
-        r.register(
-            "metro_packets_received",
-            "Packets delivered by the capture",
-            p.packets_received.clone(),
-        );
-        r.register(
-            "metro_packets_dropped",
-            "Packets dropped by the kernel or the interface (libpcap's counters)",
-            p.packets_dropped.clone(),
-        );
-        r.register(
-            "metro_flows_active",
-            "TCP connections tracked",
-            p.flows_active.clone(),
-        );
-        r.register(
-            "metro_flows_evicted",
-            "Connections evicted because the flow table was full",
-            p.flows_evicted.clone(),
-        );
-        r.register(
-            "metro_flows_shed",
-            "Of the evicted connections, unconfirmed ones (half-open or one-sided) shed to make room",
-            p.flows_shed.clone(),
-        );
-        r.register(
-            "metro_packets_filtered",
-            "Packets outside the watch list dropped in user space (kernel filter wider than the list)",
-            p.packets_filtered.clone(),
-        );
-        r.register(
-            "metro_samples",
-            "Network RTT samples, by kind",
-            p.samples.clone(),
-        );
-        r.register(
-            "metro_samples_internal",
-            "Samples answered by this host (not reported as RTT)",
-            p.samples_internal.clone(),
-        );
-        r.register(
-            "metro_pairs_dropped",
-            "Samples (kind=sample) and retransmissions (kind=retransmit) that found no room in \
-             an interval's (local, remote) pair tables",
-            p.pairs_dropped.clone(),
-        );
-        r.register(
-            "metro_statsd_send_errors",
-            "DogStatsD datagrams that could not be sent",
-            p.send_errors.clone(),
-        );
-        r.register(
-            "metro_otlp_send_errors",
-            "OTLP pushes that failed",
-            p.otlp_send_errors.clone(),
-        );
-        r.register(
-            "metro_series_overflow",
-            "Samples reported under dst=\"other\" because max_series series had samples",
-            p.series_overflow.clone(),
-        );
-        r.register(
-            "metro_distribution_dropped",
-            "Distribution values not kept: more than 2^20 in one interval",
-            p.distribution_dropped.clone(),
-        );
-        r.register(
-            "metro_packets_copies",
-            "Copies of a packet seen on another interface (capture on `any`), dropped",
-            p.packets_copies.clone(),
-        );
-        r.register(
-            "metro_containers_namespaces",
-            "Network namespaces on this host, with a container or pod (state=attributed) or \
-             without (state=unattributed)",
-            p.containers_namespaces.clone(),
-        );
-        r.register(
-            "metro_containers_skipped",
-            "Processes and namespaces not read at the last refresh (limits, permissions)",
-            p.containers_skipped.clone(),
-        );
-        r.register(
-            "metro_containers_pairs_unattributed",
-            "Pairs whose local address no namespace on this host owns",
-            p.containers_pairs_unattributed.clone(),
-        );
-        r.register(
-            "metro_tcp_rtt_seconds",
-            "TCP round-trip time to a watched remote host (histogram; sum over hosts and read \
-             with histogram_quantile)",
-            p.histogram.clone(),
-        );
-        p
+            own,
+            rtt,
+            state: Mutex::new(PromState::default()),
+        }
     }
 
     /// Fold one instance's report in.
     pub fn observe(&self, r: &InstanceReport, send_errors: SendErrors) {
-        let iface = esc(&r.iface);
-        // Every series carries the instance's tags, as its DogStatsD tags and OTLP
-        // attributes do: `iface`, the tags, then a breakdown (`kind`, `state`).
-        let tag_l = tag_labels(&r.tags);
-        let mut il: Labels = vec![("iface".into(), iface.clone())];
-        il.extend(tag_l.iter().cloned());
-        let c = &r.counters;
-        self.packets_received
-            .get_or_create(&il)
-            .inc_by(c.packets_received);
-        self.packets_dropped
-            .get_or_create(&il)
-            .inc_by(c.packets_dropped);
-        self.flows_active
-            .get_or_create(&il)
-            .set(c.flows_active as i64);
-        self.flows_evicted
-            .get_or_create(&il)
-            .inc_by(c.flows_evicted);
-        self.flows_shed.get_or_create(&il).inc_by(c.flows_shed);
-        self.packets_filtered
-            .get_or_create(&il)
-            .inc_by(c.packets_filtered);
-        for (k, n) in metro_core::rtt::Kind::ALL.iter().zip(c.samples) {
-            let mut l = il.clone();
-            l.push(("kind".into(), k.name().into()));
-            self.samples.get_or_create(&l).inc_by(n);
-        }
-        self.samples_internal
-            .get_or_create(&il)
-            .inc_by(c.samples_internal);
-        for (k, n) in [
-            ("sample", c.pairs_dropped.samples),
-            ("retransmit", c.pairs_dropped.retransmits),
-        ] {
-            let mut l = il.clone();
-            l.push(("kind".into(), k.into()));
-            self.pairs_dropped.get_or_create(&l).inc_by(n);
-        }
-        self.send_errors
-            .get_or_create(&il)
-            .inc_by(send_errors.statsd);
-        if let Some(n) = send_errors.otlp {
-            self.otlp_send_errors.get_or_create(&il).inc_by(n);
-        }
-        self.series_overflow
-            .get_or_create(&il)
-            .inc_by(c.series_overflow);
-        self.packets_copies
-            .get_or_create(&il)
-            .inc_by(c.packets_copies);
-        if r.has_distributions() {
-            self.distribution_dropped
-                .get_or_create(&il)
-                .inc_by(c.distribution_dropped);
-        }
-        if let Some(ct) = &c.containers {
-            for (state, n) in [
-                ("attributed", ct.namespaces_attributed),
-                ("unattributed", ct.namespaces_unattributed),
-            ] {
-                let mut l = il.clone();
-                l.push(("state".into(), state.into()));
-                self.containers_namespaces.get_or_create(&l).set(n as i64);
+        let input = catalog::Input {
+            report: r,
+            errors: send_errors,
+        };
+        let mut base = catalog::instance_labels(r);
+        for (m, fam) in catalog::SELF.iter().zip(&self.own) {
+            for (by, v) in (m.points)(&input) {
+                base.extend(m.by.map(|k| catalog::breakdown(k, by)));
+                let l = labels(&base);
+                base.truncate(1 + r.tags.len());
+                match fam {
+                    SelfFamily::Counter(f) => {
+                        f.get_or_create(&l).inc_by(v);
+                    }
+                    SelfFamily::Gauge(f) => {
+                        f.get_or_create(&l).set(v as i64);
+                    }
+                }
             }
-            self.containers_skipped
-                .get_or_create(&il)
-                .set(ct.skipped as i64);
-            self.containers_pairs_unattributed
-                .get_or_create(&il)
-                .inc_by(ct.pairs_unattributed);
         }
+        debug_assert!(std::ptr::eq(self.rtt.family, catalog::family_of(r)));
 
         let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut fresh = Vec::with_capacity(r.pairs.len());
+        let fams = &self.rtt;
         for p in &r.pairs {
-            let mut l: Labels = vec![
-                ("src".into(), p.src.to_string()),
-                ("dst".into(), esc(&p.dst)),
-                ("iface".into(), iface.clone()),
-            ];
-            l.extend(tag_l.iter().cloned());
-            // The pair's own tags (container and pod of `src`, agent::containers): labels
-            // of its gauges and counters too, one series per local address either way.
-            for t in tag_labels(&p.extra_tags) {
-                if !l.iter().any(|(n, _)| *n == t.0) {
-                    l.push(t);
-                }
-            }
-            let s = &p.stats;
-            let v = p.rtt_ms();
-            for (fam, ms) in self.rtt.iter().zip(v) {
+            let l = labels(&catalog::pair_labels(r, p));
+            for (fam, ms) in fams.stats.iter().zip(p.rtt_ms()) {
                 fam.get_or_create(&l).set(ms / 1000.0);
             }
-            self.rtt_samples.get_or_create(&l).inc_by(s.count());
-            self.retransmits.get_or_create(&l).inc_by(p.retransmits);
+            fams.samples.get_or_create(&l).inc_by(p.stats.count());
+            for (c, fam) in fams.family.counters.iter().zip(&fams.counters) {
+                fam.get_or_create(&l).inc_by((c.value)(p));
+            }
             if let Some(f) = p.fine.as_deref().filter(|f| f.bounds_ms.is_some()) {
-                self.histogram.get_or_create(&l).add(f);
+                fams.histogram.get_or_create(&l).add(f);
                 st.seen_hist.insert(l.clone(), now);
             }
             st.seen.insert(l.clone(), now);
@@ -347,9 +211,7 @@ impl Prom {
         let fresh: HashSet<&Labels> = fresh.iter().collect();
         for l in old {
             if !fresh.contains(&l) {
-                for fam in &self.rtt {
-                    fam.remove(&l);
-                }
+                fams.remove_gauges(&l);
             }
         }
         let expired: Vec<Labels> = st
@@ -360,8 +222,7 @@ impl Prom {
             .collect();
         for l in expired {
             st.seen.remove(&l);
-            self.rtt_samples.remove(&l);
-            self.retransmits.remove(&l);
+            fams.remove_counters(&l);
         }
         let expired: Vec<Labels> = st
             .seen_hist
@@ -371,7 +232,7 @@ impl Prom {
             .collect();
         for l in expired {
             st.seen_hist.remove(&l);
-            self.histogram.remove(&l);
+            fams.histogram.remove(&l);
         }
     }
 

@@ -2,6 +2,7 @@
 //! OpenMetrics-to-classic conversion for scrapers that do not ask for OpenMetrics.
 
 use super::Labels;
+use crate::agent::sinks::catalog::{self, Label};
 
 /// Escape a label value for the text format (prometheus-client writes values verbatim).
 pub fn esc(v: &str) -> String {
@@ -17,17 +18,20 @@ pub fn esc(v: &str) -> String {
     o
 }
 
-/// The instance tags that are `key:value` with a usable key, as Prometheus labels (the key's
-/// other characters become `_`); keys that would clash with metro's labels (`src`, `dst`,
-/// `iface`, `le`, and `kind`, `state` of the self-metrics' breakdowns), repeat, or are
-/// reserved (`__`) are left out.
-pub fn tag_labels(tags: &[String]) -> Labels {
-    let mut out: Labels = Vec::new();
-    for t in tags {
-        let Some((k, v)) = t.split_once(':') else {
+/// Labels as Prometheus labels, values escaped. A tag becomes a label only when it is
+/// `key:value` with a non-empty value (the key's other characters become `_`, a leading
+/// digit gets a `_`); one whose key is reserved (`__`, `le`, metro's own keys:
+/// [`catalog::reserved_keys`]) or already present is left out.
+pub fn labels(ls: &[Label]) -> Labels {
+    let mut out: Labels = Vec::with_capacity(ls.len());
+    for l in ls {
+        if !l.tag {
+            out.push((l.key.to_string(), esc(l.value())));
             continue;
-        };
-        let mut name: String = k
+        }
+        let v = l.value();
+        let mut name: String = l
+            .key
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '_' {
@@ -44,7 +48,8 @@ pub fn tag_labels(tags: &[String]) -> Labels {
             name.insert(0, '_');
         }
         if name.starts_with("__")
-            || ["src", "dst", "iface", "le", "kind", "state"].contains(&name.as_str())
+            || name == "le"
+            || catalog::reserved_keys().any(|k| k == name)
             || out.iter().any(|(n, _)| *n == name)
         {
             continue;
