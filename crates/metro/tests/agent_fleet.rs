@@ -551,6 +551,49 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
         .unwrap_or_else(|| panic!("{capped_body}"));
     let exported: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(exported > 0.0, "{line}");
+    // The exposition keeps the budget over its lifetime, not per interval only: 300 hosts
+    // took turns at the 50 named series of each flush, and the exposition still holds 50
+    // named series; what it refused is under dst="other", counted as overflow.
+    let prom_samples: Vec<(&str, f64)> = capped_body
+        .lines()
+        .filter(|l| l.starts_with("metro_tcp_rtt_samples_total{"))
+        .map(|l| {
+            let dst = l.split("dst=\"").nth(1).unwrap().split('"').next().unwrap();
+            (dst, l.rsplit(' ').next().unwrap().parse().unwrap())
+        })
+        .collect();
+    let named_hosts: BTreeSet<&str> = capped
+        .iter()
+        .filter(|m| m.name == "system.net.tcp.rtt.samples")
+        .filter_map(|m| m.tag("dst"))
+        .filter(|d| *d != "other")
+        .collect();
+    let prom_named = prom_samples.iter().filter(|(d, _)| *d != "other").count();
+    eprintln!(
+        "max_series 50: {} hosts named in DogStatsD flushes, {prom_named} named series in the exposition",
+        named_hosts.len()
+    );
+    assert!(
+        named_hosts.len() > 50,
+        "the test's traffic never exceeded the budget"
+    );
+    assert_eq!(prom_named, 50, "{capped_body}");
+    let prom_other: f64 = prom_samples
+        .iter()
+        .filter(|(d, _)| *d == "other")
+        .map(|x| x.1)
+        .sum();
+    assert_eq!(prom_other, exported, "{capped_body}");
+    for family in [
+        "metro_tcp_rtt_seconds_count{",
+        "metro_tcp_retransmits_total{",
+    ] {
+        let n = capped_body
+            .lines()
+            .filter(|l| l.starts_with(family))
+            .count();
+        assert!(n <= 51, "{n} series of {family}");
+    }
     assert!(sub.alive());
 }
 

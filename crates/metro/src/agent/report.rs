@@ -58,18 +58,22 @@ impl PairReport {
     /// jitter, min, max, p50, p90, p99 (that of `sinks::catalog::STATS`: DogStatsD's `system.net.tcp.rtt*` and Prometheus'
     /// `metro_tcp_rtt_*_seconds` families).
     pub fn rtt_ms(&self) -> [f64; 8] {
-        let s = &self.stats;
-        [
-            s.last(),
-            s.mean(),
-            s.jitter(),
-            s.min(),
-            s.max(),
-            s.quantile(0.5),
-            s.quantile(0.9),
-            s.quantile(0.99),
-        ]
+        stats_ms(&self.stats)
     }
+}
+
+/// The eight statistics of [`PairReport::rtt_ms`], of any statistics (a merge of pairs').
+pub fn stats_ms(s: &Stats) -> [f64; 8] {
+    [
+        s.last(),
+        s.mean(),
+        s.jitter(),
+        s.min(),
+        s.max(),
+        s.quantile(0.5),
+        s.quantile(0.9),
+        s.quantile(0.99),
+    ]
 }
 
 /// Self-metrics of one instance over an interval (deltas), plus the active flow gauge.

@@ -103,6 +103,11 @@ fn one(v: u64) -> Points {
 
 use Kind::{Counter, Gauge};
 
+/// Samples reported under `dst:other` past the series budget: the interval's (every sink),
+/// and in Prometheus also those the exposition folded to stay within the budget over its
+/// lifetime.
+pub const SERIES_OVERFLOW: &str = "metro.series.overflow";
+
 /// Every self-metric, in the order DogStatsD sends them (go-metro's receivers see the same
 /// lines as before the catalog); `metro.statsd.send_errors` last: a flush ends with it.
 pub static SELF: [Metric; 17] = [
@@ -237,7 +242,7 @@ pub static SELF: [Metric; 17] = [
     )
     .by("kind"),
     Metric::new(
-        "metro.series.overflow",
+        SERIES_OVERFLOW,
         "metro_series_overflow",
         Counter,
         "{sample}",

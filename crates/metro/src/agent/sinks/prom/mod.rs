@@ -7,8 +7,10 @@
 //! RTT statistics are gauges in seconds (`metro_tcp_rtt_{last,avg,jitter,min,max,p50,p90,p99}_seconds`)
 //! that exist only for pairs with samples in the last interval; counts are cumulative
 //! counters (`metro_tcp_rtt_samples_total`, `metro_tcp_retransmits_total`, `metro_samples_total`,
-//! ...). A pair's counters are dropped after an hour without samples, so the series set
-//! stays bounded.
+//! ...). A pair's counters are dropped after an hour without samples; the exposition holds
+//! at most `max_series` named pair series over its whole lifetime (not per interval only):
+//! a pair new to it past that is folded into its local address's `dst="other"` series,
+//! its samples counted in `metro_series_overflow_total`.
 //!
 //! The fleet histogram `metro_tcp_rtt_seconds` (cumulative buckets, `_sum`, `_count`) is
 //! labelled like every pair series (`src`, `dst`, `iface`, the instance's `key:value` tags,
@@ -22,7 +24,7 @@ mod text;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
@@ -33,7 +35,9 @@ use prometheus_client::registry::Registry;
 
 use super::SendErrors;
 use super::catalog::{self, Kind, RttFamily};
-use crate::agent::report::InstanceReport;
+use crate::agent::config::DEFAULT_MAX_SERIES;
+use crate::agent::fleet::OTHER;
+use crate::agent::report::{InstanceReport, PairReport, stats_ms};
 use hist::CumHist;
 use text::{labels, openmetrics_to_text};
 
@@ -111,6 +115,8 @@ pub struct Prom {
     /// One per [`catalog::SELF`] entry, in its order.
     own: Vec<SelfFamily>,
     rtt: RttFamilies,
+    /// The named pair series the exposition holds at most ([`Prom::set_max_series`]).
+    max_series: AtomicUsize,
     state: Mutex<PromState>,
 }
 
@@ -118,10 +124,16 @@ pub struct Prom {
 struct PromState {
     /// Pair label sets with gauges now, per iface.
     gauged: HashMap<String, Vec<Labels>>,
-    /// Last time each pair had samples.
-    seen: HashMap<Labels, Instant>,
-    /// Last time each histogram series had samples.
-    seen_hist: HashMap<Labels, Instant>,
+    /// Every pair series the exposition holds (counters, histogram, gauges): when it last
+    /// had samples, and whether it is a named one (not `dst="other"`).
+    seen: HashMap<Labels, Seen>,
+    /// Named series in `seen`: at most the budget.
+    named: usize,
+}
+
+struct Seen {
+    at: Instant,
+    named: bool,
 }
 
 impl Default for Prom {
@@ -153,19 +165,34 @@ impl Prom {
             registry,
             own,
             rtt,
+            max_series: AtomicUsize::new(DEFAULT_MAX_SERIES),
             state: Mutex::new(PromState::default()),
         }
     }
 
+    /// The pair series the exposition may hold over its lifetime (`max_series`): a pair
+    /// new to it past the budget is folded into its local address's `dst="other"` series
+    /// and its samples counted in `metro_series_overflow_total`.
+    pub fn set_max_series(&self, n: usize) {
+        self.max_series.store(n, Ordering::Relaxed);
+    }
+
     /// Fold one instance's report in.
     pub fn observe(&self, r: &InstanceReport, send_errors: SendErrors) {
+        // Held to the end: a scrape sees a report whole (the samples under `other` and the
+        // overflow counted with them).
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let folded = self.observe_pairs(r, &mut guard);
         let input = catalog::Input {
             report: r,
             errors: send_errors,
         };
         let mut base = catalog::instance_labels(r);
         for (m, fam) in catalog::SELF.iter().zip(&self.own) {
-            for (by, v) in (m.points)(&input) {
+            for (by, mut v) in (m.points)(&input) {
+                if m.name == catalog::SERIES_OVERFLOW {
+                    v += folded;
+                }
                 base.extend(m.by.map(|k| catalog::breakdown(k, by)));
                 let l = labels(&base);
                 base.truncate(1 + r.tags.len());
@@ -179,26 +206,88 @@ impl Prom {
                 }
             }
         }
-        debug_assert!(std::ptr::eq(self.rtt.family, catalog::family_of(r)));
+    }
 
+    /// The report's pairs into the RTT families, within the series budget; returns how
+    /// many samples were folded into `dst="other"` for it.
+    fn observe_pairs(&self, r: &InstanceReport, st: &mut PromState) -> u64 {
+        debug_assert!(std::ptr::eq(self.rtt.family, catalog::family_of(r)));
+        let budget = self.max_series.load(Ordering::Relaxed);
         let now = Instant::now();
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut fresh = Vec::with_capacity(r.pairs.len());
         let fams = &self.rtt;
+        // Series quiet for an hour go first, making room.
+        let expired: Vec<Labels> = st
+            .seen
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.at) > PAIR_TTL)
+            .map(|(l, _)| l.clone())
+            .collect();
+        for l in expired {
+            if st.seen.remove(&l).is_some_and(|s| s.named) {
+                st.named -= 1;
+            }
+            fams.remove_counters(&l);
+            fams.histogram.remove(&l);
+        }
+
+        // Each pair's series: its own, or past the budget its local address's "other".
+        let mut folded = 0;
+        let mut series: HashMap<Labels, Vec<&PairReport>> = HashMap::new();
         for p in &r.pairs {
-            let l = labels(&catalog::pair_labels(r, p));
-            for (fam, ms) in fams.stats.iter().zip(p.rtt_ms()) {
+            let mut l = labels(&catalog::pair_labels(r, p));
+            let named = &*p.dst != OTHER;
+            match st.seen.get_mut(&l) {
+                Some(s) => s.at = now,
+                None if named && st.named >= budget => {
+                    for (k, v) in &mut l {
+                        if k == "dst" {
+                            *v = OTHER.to_string();
+                        }
+                    }
+                    folded += p.stats.count();
+                    st.seen
+                        .entry(l.clone())
+                        .or_insert(Seen {
+                            at: now,
+                            named: false,
+                        })
+                        .at = now;
+                }
+                None => {
+                    st.named += usize::from(named);
+                    st.seen.insert(l.clone(), Seen { at: now, named });
+                }
+            }
+            series.entry(l).or_default().push(p);
+        }
+        let mut fresh = Vec::with_capacity(series.len());
+        for (l, ps) in series {
+            let merged;
+            let stats = match ps.as_slice() {
+                [p] => &p.stats,
+                _ => {
+                    let mut s = ps[0].stats.clone();
+                    for p in &ps[1..] {
+                        s.merge(&p.stats);
+                    }
+                    merged = s;
+                    &merged
+                }
+            };
+            for (fam, ms) in fams.stats.iter().zip(stats_ms(stats)) {
                 fam.get_or_create(&l).set(ms / 1000.0);
             }
-            fams.samples.get_or_create(&l).inc_by(p.stats.count());
+            let count: u64 = ps.iter().map(|p| p.stats.count()).sum();
+            fams.samples.get_or_create(&l).inc_by(count);
             for (c, fam) in fams.family.counters.iter().zip(&fams.counters) {
-                fam.get_or_create(&l).inc_by((c.value)(p));
+                fam.get_or_create(&l)
+                    .inc_by(ps.iter().map(|p| (c.value)(p)).sum());
             }
-            if let Some(f) = p.fine.as_deref().filter(|f| f.bounds_ms.is_some()) {
-                fams.histogram.get_or_create(&l).add(f);
-                st.seen_hist.insert(l.clone(), now);
+            for p in &ps {
+                if let Some(f) = p.fine.as_deref().filter(|f| f.bounds_ms.is_some()) {
+                    fams.histogram.get_or_create(&l).add(f);
+                }
             }
-            st.seen.insert(l.clone(), now);
             fresh.push(l);
         }
         // Gauges of pairs without new samples go (no stale values).
@@ -214,30 +303,12 @@ impl Prom {
                 fams.remove_gauges(&l);
             }
         }
-        let expired: Vec<Labels> = st
-            .seen
-            .iter()
-            .filter(|(_, t)| now.duration_since(**t) > PAIR_TTL)
-            .map(|(l, _)| l.clone())
-            .collect();
-        for l in expired {
-            st.seen.remove(&l);
-            fams.remove_counters(&l);
-        }
-        let expired: Vec<Labels> = st
-            .seen_hist
-            .iter()
-            .filter(|(_, t)| now.duration_since(**t) > PAIR_TTL)
-            .map(|(l, _)| l.clone())
-            .collect();
-        for l in expired {
-            st.seen_hist.remove(&l);
-            fams.histogram.remove(&l);
-        }
+        folded
     }
 
     /// The exposition in the OpenMetrics text format.
     pub fn render(&self) -> String {
+        let _whole = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut s = String::new();
         let _ = encode(&mut s, &self.registry);
         s
@@ -373,6 +444,89 @@ mod tests {
         );
         assert!(
             t.contains("metro_packets_received_total{iface=\"eth0\",env=\"prod\"} 10"),
+            "{t}"
+        );
+    }
+
+    /// 3,000 remote hosts, 100 new ones an interval, each with samples once, under a budget
+    /// of 100: the exposition holds 100 named pair series (not 3,000), the rest folded into
+    /// `dst="other"`, whose samples are the overflow counted; no sample is lost.
+    #[test]
+    fn the_series_budget_holds_over_the_exposition_s_lifetime() {
+        let p = Prom::new();
+        p.set_max_series(100);
+        let mut fed = 0;
+        for interval in 0..30 {
+            let mut r = report(false);
+            for i in 0..100 {
+                let mut s = Stats::new();
+                for k in 0..=(i % 3) {
+                    s.add(10.0 + k as f64);
+                }
+                fed += s.count();
+                r.pairs.push(PairReport {
+                    src: "10.0.0.1".parse().unwrap(),
+                    dst: format!("h{}", interval * 100 + i).into(),
+                    stats: s,
+                    retransmits: 1,
+                    fine: None,
+                    extra_tags: vec![],
+                });
+            }
+            p.observe(&r, SendErrors::default());
+        }
+        let t = p.render_text();
+        let samples: Vec<(String, f64)> = t
+            .lines()
+            .filter(|l| l.starts_with("metro_tcp_rtt_samples_total{"))
+            .map(|l| {
+                let dst = l.split("dst=\"").nth(1).unwrap().split('"').next().unwrap();
+                (
+                    dst.to_string(),
+                    l.rsplit(' ').next().unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        let named = samples.iter().filter(|(d, _)| d != "other").count();
+        assert_eq!(named, 100, "{t}");
+        assert_eq!(samples.len(), 101);
+        let other: f64 = samples
+            .iter()
+            .filter(|(d, _)| d == "other")
+            .map(|x| x.1)
+            .sum();
+        let total: f64 = samples.iter().map(|x| x.1).sum();
+        assert_eq!(total, fed as f64);
+        let overflow: f64 = t
+            .lines()
+            .find(|l| l.starts_with("metro_series_overflow_total{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap();
+        assert!(other > 0.0);
+        assert_eq!(other, overflow);
+        // Every RTT family and counter within the same series.
+        for name in ["metro_tcp_retransmits_total{", "metro_tcp_rtt_p99_seconds{"] {
+            let n = t.lines().filter(|l| l.starts_with(name)).count();
+            assert!(n <= 101, "{n} {name}");
+        }
+        // A named series keeps its own labels once admitted.
+        let mut r = report(false);
+        let mut s = Stats::new();
+        s.add(5.0);
+        r.pairs.push(PairReport {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "h0".into(),
+            stats: s,
+            retransmits: 0,
+            fine: None,
+            extra_tags: vec![],
+        });
+        p.observe(&r, SendErrors::default());
+        let t = p.render_text();
+        assert!(
+            t.contains(
+                "metro_tcp_rtt_last_seconds{src=\"10.0.0.1\",dst=\"h0\",iface=\"eth0\"} 0.005"
+            ),
             "{t}"
         );
     }
