@@ -335,13 +335,13 @@ fn unix_socket_statsd_prometheus_exposition_and_interface_any() {
     );
     assert!(
         body.contains(
-            "metro_tcp_rtt_p50_seconds{src=\"10.200.12.1\",dst=\"10.200.12.2\",iface=\"any\"}"
+            "metro_tcp_rtt_p50_seconds{src=\"10.200.12.1\",dst=\"10.200.12.2\",iface=\"any\",env=\"unix\"}"
         ),
         "{body}"
     );
     let samples_line = body
         .lines()
-        .find(|l| l.starts_with("metro_samples_total{iface=\"any\",kind=\"seq\"}"))
+        .find(|l| l.starts_with("metro_samples_total{iface=\"any\",env=\"unix\",kind=\"seq\"}"))
         .unwrap_or_else(|| panic!("{body}"));
     let n: f64 = samples_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n > 0.0, "{samples_line}");

@@ -55,21 +55,25 @@ pub struct PairReport {
 
 impl PairReport {
     /// The eight RTT statistics (ms) every sink sends per pair, in this order: last, avg,
-    /// jitter, min, max, p50, p90, p99 (that of `statsd::RTT_GAUGES` and Prometheus'
+    /// jitter, min, max, p50, p90, p99 (that of `sinks::catalog::STATS`: DogStatsD's `system.net.tcp.rtt*` and Prometheus'
     /// `metro_tcp_rtt_*_seconds` families).
     pub fn rtt_ms(&self) -> [f64; 8] {
-        let s = &self.stats;
-        [
-            s.last(),
-            s.mean(),
-            s.jitter(),
-            s.min(),
-            s.max(),
-            s.quantile(0.5),
-            s.quantile(0.9),
-            s.quantile(0.99),
-        ]
+        stats_ms(&self.stats)
     }
+}
+
+/// The eight statistics of [`PairReport::rtt_ms`], of any statistics (a merge of pairs').
+pub fn stats_ms(s: &Stats) -> [f64; 8] {
+    [
+        s.last(),
+        s.mean(),
+        s.jitter(),
+        s.min(),
+        s.max(),
+        s.quantile(0.5),
+        s.quantile(0.9),
+        s.quantile(0.99),
+    ]
 }
 
 /// Self-metrics of one instance over an interval (deltas), plus the active flow gauge.
@@ -125,6 +129,19 @@ pub struct InstanceReport {
     pub tags: Vec<String>,
     pub pairs: Vec<PairReport>,
     pub counters: InstanceCounters,
+}
+
+impl InstanceReport {
+    /// Whether the report speaks of distribution values: a pair kept some
+    /// (`distributions: true`), or some were refused. Every sink then exports
+    /// `metro.distribution.dropped`.
+    pub fn has_distributions(&self) -> bool {
+        self.counters.distribution_dropped > 0
+            || self
+                .pairs
+                .iter()
+                .any(|p| p.fine.as_ref().is_some_and(|f| f.rate.is_some()))
+    }
 }
 
 /// Where a sample's pair is: a named series, or the local address's `dst:other`.

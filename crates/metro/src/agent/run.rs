@@ -41,7 +41,8 @@ use super::log;
 use super::report::InstanceShared;
 use super::resolve::{self, LocalSet, WatchList, Watched};
 use super::sinks::otlp::OtlpSink;
-use super::sinks::prom::{Prom, PromServer};
+use super::sinks::prom::Prom;
+use super::sinks::prom::http::PromServer;
 use super::sinks::statsd::StatsdSink;
 
 /// Options that come from the command line rather than the file.
@@ -626,6 +627,7 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| config::DEFAULT_BASE_FILTER.to_string());
     let prom = Arc::new(Prom::new());
+    prom.set_max_series(cfg.fleet.max_series);
     let mut server = start_prom(cfg.prometheus_listen, &prom)?;
     let mut rt = Runtime::start(&cfg, &base, prom.clone())?;
     tracing::info!(
@@ -669,6 +671,7 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
                     }
                     Ok(applied) => {
                         apply_logging(&l.config, &o);
+                        prom.set_max_series(l.config.fleet.max_series);
                         for w in &l.warnings {
                             tracing::warn!("{w}");
                         }

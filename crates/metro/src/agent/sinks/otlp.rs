@@ -1,10 +1,10 @@
 //! The OTLP sink (`otlp_endpoint: http://HOST:PORT`): each instance's interval report pushed
 //! as OTLP/HTTP protobuf metrics (`POST /v1/metrics`) at every flush.
 //!
-//! Per (src, dst) series: `metro.tcp.rtt`, an exponential histogram of RTT in seconds
-//! (OpenTelemetry's mergeable form, scale [`EXP_SCALE`], delta temporality), and the counters
-//! `metro.tcp.rtt.samples` and `metro.tcp.retransmits`; per instance the self-metrics as
-//! delta sums (`metro.flows.active` and the `metro.containers.*` levels as gauges).
+//! What [`catalog`] describes: per (src, dst) series `metro.tcp.rtt`, an exponential
+//! histogram of RTT in seconds (OpenTelemetry's mergeable form, scale [`EXP_SCALE`], delta
+//! temporality), and the counters `metro.tcp.rtt.samples` and `metro.tcp.retransmits`; per
+//! instance the self-metrics ([`catalog::SELF`]) as delta sums, the levels as gauges.
 //! Attributes: `src`, `dst`, `iface`, the
 //! instance's tags (`key:value` as key = value, a bare tag as tag = ""). Resource:
 //! `service.name` = metro, `service.version`, `host.name`.
@@ -29,6 +29,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+use super::SendErrors;
+use super::catalog::{self, Kind, Label};
 use crate::agent::fleet::{EXP_SCALE, EXP_ZERO_THRESHOLD};
 use crate::agent::report::InstanceReport;
 
@@ -45,12 +47,13 @@ fn kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
-/// A tag as an attribute: `key:value` splits at the first colon.
-fn tag_kv(t: &str) -> KeyValue {
-    match t.split_once(':') {
-        Some((k, v)) => kv(k, v),
-        None => kv(t, ""),
-    }
+/// A label as an attribute (a bare tag: an empty value).
+fn attr(l: &Label) -> KeyValue {
+    kv(l.key, l.value())
+}
+
+fn attrs(ls: &[Label]) -> Vec<KeyValue> {
+    ls.iter().map(attr).collect()
 }
 
 fn sum_metric(name: &str, desc: &str, unit: &str, points: Vec<NumberDataPoint>) -> Metric {
@@ -101,18 +104,23 @@ pub fn resource(host: &str) -> Resource {
     }
 }
 
-/// One instance's interval as an OTLP export request; `start`/`now` (ns since the epoch)
-/// bound the interval (delta temporality).
-pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMetricsServiceRequest {
-    let mut base = vec![kv("iface", &r.iface)];
-    base.extend(r.tags.iter().map(|t| tag_kv(t)));
+/// One instance's interval as an OTLP export request: what [`catalog`] describes, per
+/// pair the family's exponential histogram, sample count and counters, then the
+/// self-metrics. `start`/`now` (ns since the epoch) bound the interval (delta temporality);
+/// `errs` are the sinks' send errors since the instance's previous report.
+pub fn encode(
+    r: &InstanceReport,
+    host: &str,
+    start: u64,
+    now: u64,
+    errs: SendErrors,
+) -> ExportMetricsServiceRequest {
+    let family = catalog::family_of(r);
     let mut hist = Vec::new();
     let mut samples = Vec::new();
-    let mut retrans = Vec::new();
+    let mut counters: Vec<Vec<NumberDataPoint>> = family.counters.iter().map(|_| vec![]).collect();
     for p in &r.pairs {
-        let mut attrs = vec![kv("src", &p.src.to_string()), kv("dst", &p.dst)];
-        attrs.extend(base.iter().cloned());
-        attrs.extend(p.extra_tags.iter().map(|t| tag_kv(t)));
+        let attrs = attrs(&catalog::pair_labels(r, p));
         if let Some(e) = p.fine.as_ref().and_then(|f| f.exp.as_ref()) {
             hist.push(ExponentialHistogramDataPoint {
                 attributes: attrs.clone(),
@@ -136,14 +144,15 @@ pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMet
             });
         }
         samples.push(point(attrs.clone(), start, now, p.stats.count()));
-        retrans.push(point(attrs, start, now, p.retransmits));
+        for (c, points) in family.counters.iter().zip(&mut counters) {
+            points.push(point(attrs.clone(), start, now, (c.value)(p)));
+        }
     }
-    let c = &r.counters;
     let mut metrics = Vec::new();
     if !hist.is_empty() {
         metrics.push(Metric {
-            name: "metro.tcp.rtt".into(),
-            description: "TCP round-trip time to a watched remote host".into(),
+            name: family.otlp.into(),
+            description: family.help.into(),
             unit: "s".into(),
             data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
                 data_points: hist,
@@ -153,132 +162,41 @@ pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMet
         });
     }
     if !samples.is_empty() {
+        let names = family.names();
         metrics.push(sum_metric(
-            "metro.tcp.rtt.samples",
-            "RTT samples answered by a watched remote host",
+            &names.otlp_samples,
+            family.samples_help,
             "{sample}",
             samples,
         ));
-        metrics.push(sum_metric(
-            "metro.tcp.retransmits",
-            "TCP retransmissions between a local address and a watched remote host",
-            "{packet}",
-            retrans,
-        ));
+        for (c, points) in family.counters.iter().zip(counters) {
+            metrics.push(sum_metric(c.otlp, c.help, c.unit, points));
+        }
     }
-    let one = |v: u64| vec![point(base.clone(), start, now, v)];
-    let with = |k: &str, v: &str, n: u64| {
-        let mut a = base.clone();
-        a.push(kv(k, v));
-        point(a, start, now, n)
+    let input = catalog::Input {
+        report: r,
+        errors: errs,
     };
-    metrics.push(sum_metric(
-        "metro.packets.received",
-        "Packets delivered by the capture",
-        "{packet}",
-        one(c.packets_received),
-    ));
-    metrics.push(sum_metric(
-        "metro.packets.dropped",
-        "Packets dropped by the kernel or the interface",
-        "{packet}",
-        one(c.packets_dropped),
-    ));
-    metrics.push(sum_metric(
-        "metro.packets.filtered",
-        "Packets outside the watch list dropped in user space",
-        "{packet}",
-        one(c.packets_filtered),
-    ));
-    metrics.push(sum_metric(
-        "metro.flows.evicted",
-        "Connections evicted because the flow table was full, by kind",
-        "{flow}",
-        vec![
-            with("kind", "unconfirmed", c.flows_shed),
-            with(
-                "kind",
-                "confirmed",
-                c.flows_evicted.saturating_sub(c.flows_shed),
-            ),
-        ],
-    ));
-    metrics.push(sum_metric(
-        "metro.samples",
-        "Network RTT samples, by kind",
-        "{sample}",
-        metro_core::rtt::Kind::ALL
-            .iter()
-            .zip(c.samples)
-            .map(|(k, n)| with("kind", k.name(), n))
-            .collect(),
-    ));
-    metrics.push(sum_metric(
-        "metro.pairs.dropped",
-        "Samples and retransmissions that found no room in an interval's pair tables",
-        "{event}",
-        vec![
-            with("kind", "sample", c.pairs_dropped.samples),
-            with("kind", "retransmit", c.pairs_dropped.retransmits),
-        ],
-    ));
-    metrics.push(sum_metric(
-        "metro.series.overflow",
-        "Samples reported under dst=other because max_series series had samples",
-        "{sample}",
-        one(c.series_overflow),
-    ));
-    metrics.push(sum_metric(
-        "metro.packets.copies",
-        "Copies of a packet seen on another interface (capture on `any`), dropped",
-        "{packet}",
-        one(c.packets_copies),
-    ));
-    metrics.push(sum_metric(
-        "metro.samples.internal",
-        "Samples answered by this host or within one namespace (not reported as RTT)",
-        "{sample}",
-        one(c.samples_internal),
-    ));
-    let level = |attrs: Vec<KeyValue>, v: u64| NumberDataPoint {
-        attributes: attrs,
-        time_unix_nano: now,
-        value: Some(number_data_point::Value::AsInt(v as i64)),
-        ..Default::default()
-    };
-    metrics.push(gauge_metric(
-        "metro.flows.active",
-        "TCP connections tracked",
-        "{connection}",
-        vec![level(base.clone(), c.flows_active)],
-    ));
-    if let Some(ct) = &c.containers {
-        let state = |v: &str, n: u64| {
-            let mut a = base.clone();
-            a.push(kv("state", v));
-            level(a, n)
-        };
-        metrics.push(gauge_metric(
-            "metro.containers.namespaces",
-            "Network namespaces on this host, with a container or pod (attributed) or without",
-            "{namespace}",
-            vec![
-                state("attributed", ct.namespaces_attributed),
-                state("unattributed", ct.namespaces_unattributed),
-            ],
-        ));
-        metrics.push(gauge_metric(
-            "metro.containers.skipped",
-            "Processes and namespaces not read at the last refresh (limits, permissions)",
-            "{object}",
-            vec![level(base.clone(), ct.skipped)],
-        ));
-        metrics.push(sum_metric(
-            "metro.containers.pairs_unattributed",
-            "Pairs whose local address no namespace on this host owns",
-            "{pair}",
-            one(ct.pairs_unattributed),
-        ));
+    let mut base = catalog::instance_labels(r);
+    for m in &catalog::SELF {
+        let mut points = Vec::new();
+        for (by, v) in (m.points)(&input) {
+            base.extend(m.by.map(|k| catalog::breakdown(k, by)));
+            let a = attrs(&base);
+            base.truncate(1 + r.tags.len());
+            points.push(match m.kind {
+                Kind::Counter => point(a, start, now, v),
+                // A level: no start time.
+                Kind::Gauge => point(a, 0, now, v),
+            });
+        }
+        if points.is_empty() {
+            continue;
+        }
+        metrics.push(match m.kind {
+            Kind::Counter => sum_metric(m.name, m.help, m.unit, points),
+            Kind::Gauge => gauge_metric(m.name, m.help, m.unit, points),
+        });
     }
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
@@ -322,8 +240,8 @@ pub struct OtlpSink {
     /// End of the last interval pushed, per interface (the next one's start).
     last: HashMap<String, u64>,
     started: u64,
-    /// Pushes that failed, and whether the last one did (to log a streak once).
-    pub errors: u64,
+    /// Whether the last push failed (to log a streak once); failures are counted by the
+    /// caller ([`super::Sinks`]) and exported as `metro.otlp.send_errors`.
     failing: bool,
 }
 
@@ -341,7 +259,6 @@ impl OtlpSink {
             host: host_name(),
             last: HashMap::new(),
             started: now_ns(),
-            errors: 0,
             failing: false,
         }
     }
@@ -350,27 +267,29 @@ impl OtlpSink {
         format!("http://{}{}", self.authority, self.path)
     }
 
-    /// Push one report; a failure is logged (once per streak) and counted.
-    pub fn send(&mut self, r: &InstanceReport) {
+    /// Push one report with the send errors counted before it; a failure is logged (once
+    /// per streak) and counted. Returns whether the push was accepted.
+    pub fn send(&mut self, r: &InstanceReport, errs: SendErrors) -> bool {
         let now = now_ns();
         let start = self
             .last
             .insert(r.iface.clone(), now)
             .unwrap_or(self.started);
-        let body = encode(r, &self.host, start, now).encode_to_vec();
+        let body = encode(r, &self.host, start, now, errs).encode_to_vec();
         match self.post(&body) {
             Ok(()) => {
                 if self.failing {
                     tracing::info!("otlp: {} accepts metrics again", self.endpoint());
                 }
                 self.failing = false;
+                true
             }
             Err(e) => {
-                self.errors += 1;
                 if !self.failing {
                     tracing::warn!("otlp: cannot push to {}: {e}", self.endpoint());
                 }
                 self.failing = true;
+                false
             }
         }
     }
@@ -455,7 +374,7 @@ mod tests {
                 ..Default::default()
             },
         };
-        let bytes = encode(&r, "h1", 100, 200).encode_to_vec();
+        let bytes = encode(&r, "h1", 100, 200, SendErrors::default()).encode_to_vec();
         let back = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
         let rm = &back.resource_metrics[0];
         let res: Vec<(String, String)> = rm
@@ -538,30 +457,51 @@ mod tests {
             pairs: vec![],
             counters: InstanceCounters {
                 flows_active: 7,
+                flows_evicted: 10,
+                flows_shed: 8,
                 packets_copies: 11,
                 samples_internal: 5,
                 ..Default::default()
             },
         };
         let decode = |r: &InstanceReport| {
-            let bytes = encode(r, "h1", 100, 200).encode_to_vec();
+            let errs = SendErrors {
+                statsd: 6,
+                otlp: Some(2),
+            };
+            let bytes = encode(r, "h1", 100, 200, errs).encode_to_vec();
             let back = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
             back.resource_metrics[0].scope_metrics[0].metrics.clone()
         };
         let ms = decode(&r);
         let iface = vec!["iface=any".to_string()];
         assert_eq!(points(&ms, "metro.flows.active"), [(iface.clone(), 7)]);
+        // The eviction total and, of it, the unconfirmed shed: as DogStatsD and Prometheus.
+        assert_eq!(points(&ms, "metro.flows.evicted"), [(iface.clone(), 10)]);
+        assert_eq!(points(&ms, "metro.flows.shed"), [(iface.clone(), 8)]);
         assert_eq!(points(&ms, "metro.packets.copies"), [(iface.clone(), 11)]);
         assert_eq!(points(&ms, "metro.samples.internal"), [(iface.clone(), 5)]);
-        // Container metrics only when attribution runs.
+        // Both sinks' delivery failures, as DogStatsD and Prometheus export them.
+        assert_eq!(
+            points(&ms, "metro.statsd.send_errors"),
+            [(iface.clone(), 6)]
+        );
+        assert_eq!(points(&ms, "metro.otlp.send_errors"), [(iface.clone(), 2)]);
+        // Container metrics only when attribution runs, distribution ones with values.
         assert!(!ms.iter().any(|m| m.name.starts_with("metro.containers.")));
+        assert!(!ms.iter().any(|m| m.name == "metro.distribution.dropped"));
         r.counters.containers = Some(crate::agent::containers::Counters {
             namespaces_attributed: 3,
             namespaces_unattributed: 2,
             skipped: 1,
             pairs_unattributed: 4,
         });
+        r.counters.distribution_dropped = 9;
         let ms = decode(&r);
+        assert_eq!(
+            points(&ms, "metro.distribution.dropped"),
+            [(iface.clone(), 9)]
+        );
         let with = |kv: &str| vec!["iface=any".to_string(), kv.to_string()];
         assert_eq!(
             points(&ms, "metro.containers.namespaces"),

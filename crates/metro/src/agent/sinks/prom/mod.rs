@@ -1,0 +1,577 @@
+//! Prometheus exposition: what [`super::catalog`] describes, as a registry of
+//! prometheus-client metrics served on `GET /metrics` by the responder in [`http`]
+//! (`prometheus_listen`, off by default). One concern per file: [`hist`] the cumulative
+//! histogram, [`text`] labels and the text formats, [`http`] the responder, this file the
+//! registry the flusher updates.
+//!
+//! RTT statistics are gauges in seconds (`metro_tcp_rtt_{last,avg,jitter,min,max,p50,p90,p99}_seconds`)
+//! that exist only for pairs with samples in the last interval; counts are cumulative
+//! counters (`metro_tcp_rtt_samples_total`, `metro_tcp_retransmits_total`, `metro_samples_total`,
+//! ...). A pair's counters are dropped after an hour without samples; the exposition holds
+//! at most `max_series` named pair series over its whole lifetime (not per interval only):
+//! a pair new to it past that is folded into its local address's `dst="other"` series,
+//! its samples counted in `metro_series_overflow_total`.
+//!
+//! The fleet histogram `metro_tcp_rtt_seconds` (cumulative buckets, `_sum`, `_count`) is
+//! labelled like every pair series (`src`, `dst`, `iface`, the instance's `key:value` tags,
+//! the pair's own), so that
+//! `histogram_quantile(0.99, sum by (le) (rate(metro_tcp_rtt_seconds_bucket[5m])))` is a
+//! quantile over every host scraped.
+
+mod hist;
+pub mod http;
+mod text;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::SendErrors;
+use super::catalog::{self, Kind, RttFamily};
+use crate::agent::config::DEFAULT_MAX_SERIES;
+use crate::agent::fleet::OTHER;
+use crate::agent::report::{InstanceReport, PairReport, stats_ms};
+use hist::CumHist;
+use text::{labels, openmetrics_to_text};
+
+type Labels = Vec<(String, String)>;
+type GaugeF = Gauge<f64, AtomicU64>;
+
+/// A pair's counters go after this long without samples.
+const PAIR_TTL: Duration = Duration::from_secs(3600);
+
+/// One self-metric's family, by kind.
+enum SelfFamily {
+    Counter(Family<Labels, Counter>),
+    Gauge(Family<Labels, Gauge>),
+}
+
+/// The families of one [`RttFamily`].
+struct RttFamilies {
+    family: &'static RttFamily,
+    stats: [Family<Labels, GaugeF>; 8],
+    samples: Family<Labels, Counter>,
+    /// One per [`RttFamily::counters`].
+    counters: Vec<Family<Labels, Counter>>,
+    histogram: Family<Labels, CumHist>,
+}
+
+impl RttFamilies {
+    fn register(family: &'static RttFamily, r: &mut Registry) -> RttFamilies {
+        let names = family.names();
+        let f = RttFamilies {
+            family,
+            stats: Default::default(),
+            samples: Family::default(),
+            counters: family.counters.iter().map(|_| Family::default()).collect(),
+            histogram: Family::default(),
+        };
+        for ((name, fam), (_, word)) in names.prom_stats.iter().zip(&f.stats).zip(catalog::STATS) {
+            r.register(
+                name,
+                format!("{} over the last interval: {word}", family.help),
+                fam.clone(),
+            );
+        }
+        r.register(&names.prom_samples, family.samples_help, f.samples.clone());
+        for (c, fam) in family.counters.iter().zip(&f.counters) {
+            r.register(c.prom, c.help, fam.clone());
+        }
+        r.register(
+            &names.prom_histogram,
+            format!(
+                "{} (histogram; sum over hosts and read with histogram_quantile)",
+                family.help
+            ),
+            f.histogram.clone(),
+        );
+        f
+    }
+
+    fn remove_gauges(&self, l: &Labels) {
+        for fam in &self.stats {
+            fam.remove(l);
+        }
+    }
+
+    fn remove_counters(&self, l: &Labels) {
+        self.samples.remove(l);
+        for fam in &self.counters {
+            fam.remove(l);
+        }
+    }
+}
+
+/// The metrics, updated by the flusher after each report.
+pub struct Prom {
+    registry: Registry,
+    /// One per [`catalog::SELF`] entry, in its order.
+    own: Vec<SelfFamily>,
+    rtt: RttFamilies,
+    /// The named pair series the exposition holds at most ([`Prom::set_max_series`]).
+    max_series: AtomicUsize,
+    state: Mutex<PromState>,
+}
+
+#[derive(Default)]
+struct PromState {
+    /// Pair label sets with gauges now, per iface.
+    gauged: HashMap<String, Vec<Labels>>,
+    /// Every pair series the exposition holds (counters, histogram, gauges): when it last
+    /// had samples, and whether it is a named one (not `dst="other"`).
+    seen: HashMap<Labels, Seen>,
+    /// Named series in `seen`: at most the budget.
+    named: usize,
+}
+
+struct Seen {
+    at: Instant,
+    named: bool,
+}
+
+impl Default for Prom {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Prom {
+    pub fn new() -> Prom {
+        let mut registry = Registry::default();
+        let rtt = RttFamilies::register(&catalog::TCP_RTT, &mut registry);
+        let own = catalog::SELF
+            .iter()
+            .map(|m| match m.kind {
+                Kind::Counter => {
+                    let f = Family::<Labels, Counter>::default();
+                    registry.register(m.prom, m.help, f.clone());
+                    SelfFamily::Counter(f)
+                }
+                Kind::Gauge => {
+                    let f = Family::<Labels, Gauge>::default();
+                    registry.register(m.prom, m.help, f.clone());
+                    SelfFamily::Gauge(f)
+                }
+            })
+            .collect();
+        Prom {
+            registry,
+            own,
+            rtt,
+            max_series: AtomicUsize::new(DEFAULT_MAX_SERIES),
+            state: Mutex::new(PromState::default()),
+        }
+    }
+
+    /// The pair series the exposition may hold over its lifetime (`max_series`): a pair
+    /// new to it past the budget is folded into its local address's `dst="other"` series
+    /// and its samples counted in `metro_series_overflow_total`.
+    pub fn set_max_series(&self, n: usize) {
+        self.max_series.store(n, Ordering::Relaxed);
+    }
+
+    /// Fold one instance's report in.
+    pub fn observe(&self, r: &InstanceReport, send_errors: SendErrors) {
+        // Held to the end: a scrape sees a report whole (the samples under `other` and the
+        // overflow counted with them).
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let folded = self.observe_pairs(r, &mut guard);
+        let input = catalog::Input {
+            report: r,
+            errors: send_errors,
+        };
+        let mut base = catalog::instance_labels(r);
+        for (m, fam) in catalog::SELF.iter().zip(&self.own) {
+            for (by, mut v) in (m.points)(&input) {
+                if m.name == catalog::SERIES_OVERFLOW {
+                    v += folded;
+                }
+                base.extend(m.by.map(|k| catalog::breakdown(k, by)));
+                let l = labels(&base);
+                base.truncate(1 + r.tags.len());
+                match fam {
+                    SelfFamily::Counter(f) => {
+                        f.get_or_create(&l).inc_by(v);
+                    }
+                    SelfFamily::Gauge(f) => {
+                        f.get_or_create(&l).set(v as i64);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The report's pairs into the RTT families, within the series budget; returns how
+    /// many samples were folded into `dst="other"` for it.
+    fn observe_pairs(&self, r: &InstanceReport, st: &mut PromState) -> u64 {
+        debug_assert!(std::ptr::eq(self.rtt.family, catalog::family_of(r)));
+        let budget = self.max_series.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let fams = &self.rtt;
+        // Series quiet for an hour go first, making room.
+        let expired: Vec<Labels> = st
+            .seen
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.at) > PAIR_TTL)
+            .map(|(l, _)| l.clone())
+            .collect();
+        for l in expired {
+            if st.seen.remove(&l).is_some_and(|s| s.named) {
+                st.named -= 1;
+            }
+            fams.remove_counters(&l);
+            fams.histogram.remove(&l);
+        }
+
+        // Each pair's series: its own, or past the budget its local address's "other".
+        let mut folded = 0;
+        let mut series: HashMap<Labels, Vec<&PairReport>> = HashMap::new();
+        for p in &r.pairs {
+            let mut l = labels(&catalog::pair_labels(r, p));
+            let named = &*p.dst != OTHER;
+            match st.seen.get_mut(&l) {
+                Some(s) => s.at = now,
+                None if named && st.named >= budget => {
+                    for (k, v) in &mut l {
+                        if k == "dst" {
+                            *v = OTHER.to_string();
+                        }
+                    }
+                    folded += p.stats.count();
+                    st.seen
+                        .entry(l.clone())
+                        .or_insert(Seen {
+                            at: now,
+                            named: false,
+                        })
+                        .at = now;
+                }
+                None => {
+                    st.named += usize::from(named);
+                    st.seen.insert(l.clone(), Seen { at: now, named });
+                }
+            }
+            series.entry(l).or_default().push(p);
+        }
+        let mut fresh = Vec::with_capacity(series.len());
+        for (l, ps) in series {
+            let merged;
+            let stats = match ps.as_slice() {
+                [p] => &p.stats,
+                _ => {
+                    let mut s = ps[0].stats.clone();
+                    for p in &ps[1..] {
+                        s.merge(&p.stats);
+                    }
+                    merged = s;
+                    &merged
+                }
+            };
+            for (fam, ms) in fams.stats.iter().zip(stats_ms(stats)) {
+                fam.get_or_create(&l).set(ms / 1000.0);
+            }
+            let count: u64 = ps.iter().map(|p| p.stats.count()).sum();
+            fams.samples.get_or_create(&l).inc_by(count);
+            for (c, fam) in fams.family.counters.iter().zip(&fams.counters) {
+                fam.get_or_create(&l)
+                    .inc_by(ps.iter().map(|p| (c.value)(p)).sum());
+            }
+            for p in &ps {
+                if let Some(f) = p.fine.as_deref().filter(|f| f.bounds_ms.is_some()) {
+                    fams.histogram.get_or_create(&l).add(f);
+                }
+            }
+            fresh.push(l);
+        }
+        // Gauges of pairs without new samples go (no stale values).
+        let old = st
+            .gauged
+            .insert(r.iface.clone(), fresh.clone())
+            .unwrap_or_default();
+        // A set: an interval has up to 65,536 pairs, and a scan of `fresh` per old pair would
+        // cost billions of comparisons a flush.
+        let fresh: HashSet<&Labels> = fresh.iter().collect();
+        for l in old {
+            if !fresh.contains(&l) {
+                fams.remove_gauges(&l);
+            }
+        }
+        folded
+    }
+
+    /// The exposition in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let _whole = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = String::new();
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+
+    /// The exposition in the classic Prometheus text format (0.0.4), for scrapers and tools
+    /// that do not ask for OpenMetrics (`promtool check metrics`).
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::report::{InstanceCounters, PairReport};
+    use metro_core::aggregate::Stats;
+    use std::sync::Arc;
+
+    pub(super) fn report(with_pair: bool) -> InstanceReport {
+        let mut s = Stats::new();
+        s.add(40.0);
+        s.add(42.0);
+        InstanceReport {
+            iface: "eth0".into(),
+            tags: vec![],
+            pairs: if with_pair {
+                vec![PairReport {
+                    src: "10.0.0.1".parse().unwrap(),
+                    dst: "db \"main\"".into(),
+                    stats: s,
+                    retransmits: 1,
+                    fine: None,
+                    extra_tags: vec![],
+                }]
+            } else {
+                vec![]
+            },
+            counters: InstanceCounters {
+                packets_received: 10,
+                packets_copies: 6,
+                samples: [2, 0, 0],
+                pairs_dropped: crate::agent::report::PairsDropped {
+                    samples: 0,
+                    retransmits: 4,
+                },
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn exposition_and_stale_gauges() {
+        let p = Arc::new(Prom::new());
+        p.observe(
+            &report(true),
+            SendErrors {
+                statsd: 3,
+                otlp: Some(2),
+            },
+        );
+        let t = p.render();
+        assert!(t.contains("metro_tcp_rtt_last_seconds{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\"} 0.042"), "{t}");
+        assert!(t.contains("metro_tcp_rtt_samples_total{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\"} 2"), "{t}");
+        assert!(
+            t.contains("metro_pairs_dropped_total{iface=\"eth0\",kind=\"retransmit\"} 4"),
+            "{t}"
+        );
+        assert!(
+            t.contains("metro_statsd_send_errors_total{iface=\"eth0\"} 3"),
+            "{t}"
+        );
+        assert!(
+            t.contains("metro_otlp_send_errors_total{iface=\"eth0\"} 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("metro_samples_total{iface=\"eth0\",kind=\"seq\"} 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("metro_packets_copies_total{iface=\"eth0\"} 6"),
+            "{t}"
+        );
+        // No distributions configured, none refused: no series.
+        assert!(
+            !t.lines()
+                .any(|l| l.starts_with("metro_distribution_dropped")),
+            "{t}"
+        );
+        // No attribution ran: no container series (their HELP and TYPE lines only).
+        assert!(
+            !t.lines().any(|l| l.starts_with("metro_containers_")),
+            "{t}"
+        );
+        p.observe(&report(false), SendErrors::default());
+        let t = p.render();
+        assert!(!t.contains("metro_tcp_rtt_last_seconds{"), "{t}");
+        // Counters stay.
+        assert!(
+            t.contains("metro_tcp_rtt_samples_total{src=\"10.0.0.1\""),
+            "{t}"
+        );
+        assert!(
+            t.contains("metro_packets_received_total{iface=\"eth0\"} 20"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn instance_tags_label_every_series() {
+        let p = Prom::new();
+        let mut r = report(true);
+        r.tags = vec!["env:prod".into(), "kind:x".into(), "bare".into()];
+        p.observe(&r, SendErrors::default());
+        let t = p.render();
+        let pair = "{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\",env=\"prod\"}";
+        for name in [
+            "metro_tcp_rtt_last_seconds",
+            "metro_tcp_rtt_p99_seconds",
+            "metro_tcp_rtt_samples_total",
+            "metro_tcp_retransmits_total",
+        ] {
+            assert!(
+                t.contains(&format!("{name}{pair} ")),
+                "{name}{pair} in\n{t}"
+            );
+        }
+        // `kind:x` would clash with the breakdown label, a bare tag is no label.
+        assert!(
+            t.contains("metro_samples_total{iface=\"eth0\",env=\"prod\",kind=\"seq\"} 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("metro_packets_received_total{iface=\"eth0\",env=\"prod\"} 10"),
+            "{t}"
+        );
+    }
+
+    /// 3,000 remote hosts, 100 new ones an interval, each with samples once, under a budget
+    /// of 100: the exposition holds 100 named pair series (not 3,000), the rest folded into
+    /// `dst="other"`, whose samples are the overflow counted; no sample is lost.
+    #[test]
+    fn the_series_budget_holds_over_the_exposition_s_lifetime() {
+        let p = Prom::new();
+        p.set_max_series(100);
+        let mut fed = 0;
+        for interval in 0..30 {
+            let mut r = report(false);
+            for i in 0..100 {
+                let mut s = Stats::new();
+                for k in 0..=(i % 3) {
+                    s.add(10.0 + k as f64);
+                }
+                fed += s.count();
+                r.pairs.push(PairReport {
+                    src: "10.0.0.1".parse().unwrap(),
+                    dst: format!("h{}", interval * 100 + i).into(),
+                    stats: s,
+                    retransmits: 1,
+                    fine: None,
+                    extra_tags: vec![],
+                });
+            }
+            p.observe(&r, SendErrors::default());
+        }
+        let t = p.render_text();
+        let samples: Vec<(String, f64)> = t
+            .lines()
+            .filter(|l| l.starts_with("metro_tcp_rtt_samples_total{"))
+            .map(|l| {
+                let dst = l.split("dst=\"").nth(1).unwrap().split('"').next().unwrap();
+                (
+                    dst.to_string(),
+                    l.rsplit(' ').next().unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        let named = samples.iter().filter(|(d, _)| d != "other").count();
+        assert_eq!(named, 100, "{t}");
+        assert_eq!(samples.len(), 101);
+        let other: f64 = samples
+            .iter()
+            .filter(|(d, _)| d == "other")
+            .map(|x| x.1)
+            .sum();
+        let total: f64 = samples.iter().map(|x| x.1).sum();
+        assert_eq!(total, fed as f64);
+        let overflow: f64 = t
+            .lines()
+            .find(|l| l.starts_with("metro_series_overflow_total{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap();
+        assert!(other > 0.0);
+        assert_eq!(other, overflow);
+        // Every RTT family and counter within the same series.
+        for name in ["metro_tcp_retransmits_total{", "metro_tcp_rtt_p99_seconds{"] {
+            let n = t.lines().filter(|l| l.starts_with(name)).count();
+            assert!(n <= 101, "{n} {name}");
+        }
+        // A named series keeps its own labels once admitted.
+        let mut r = report(false);
+        let mut s = Stats::new();
+        s.add(5.0);
+        r.pairs.push(PairReport {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "h0".into(),
+            stats: s,
+            retransmits: 0,
+            fine: None,
+            extra_tags: vec![],
+        });
+        p.observe(&r, SendErrors::default());
+        let t = p.render_text();
+        assert!(
+            t.contains(
+                "metro_tcp_rtt_last_seconds{src=\"10.0.0.1\",dst=\"h0\",iface=\"eth0\"} 0.005"
+            ),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn container_tags_are_labels() {
+        let p = Arc::new(Prom::new());
+        let mut r = report(true);
+        r.pairs[0].extra_tags = vec![
+            "container_id:ab12".into(),
+            "container_name:checkout\"api".into(),
+            "netns:cni-1".into(),
+        ];
+        p.observe(&r, SendErrors::default());
+        let t = p.render();
+        assert!(
+            t.contains("metro_tcp_rtt_p50_seconds{src=\"10.0.0.1\",dst=\"db \\\"main\\\"\",iface=\"eth0\",container_id=\"ab12\",container_name=\"checkout\\\"api\",netns=\"cni-1\"}"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn container_attribution_counts() {
+        let p = Prom::new();
+        let mut r = report(false);
+        r.counters.containers = Some(crate::agent::containers::Counters {
+            namespaces_attributed: 3,
+            namespaces_unattributed: 2,
+            skipped: 1,
+            pairs_unattributed: 4,
+        });
+        r.counters.distribution_dropped = 5;
+        p.observe(&r, SendErrors::default());
+        p.observe(&r, SendErrors::default());
+        let t = p.render();
+        for line in [
+            "metro_containers_namespaces{iface=\"eth0\",state=\"attributed\"} 3",
+            "metro_containers_namespaces{iface=\"eth0\",state=\"unattributed\"} 2",
+            "metro_containers_skipped{iface=\"eth0\"} 1",
+            // Two intervals of 5 values refused.
+            "metro_distribution_dropped_total{iface=\"eth0\"} 10",
+            // A counter: two intervals of 4.
+            "metro_containers_pairs_unattributed_total{iface=\"eth0\"} 8",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line} in\n{t}");
+        }
+    }
+}
