@@ -913,6 +913,24 @@ fn values_run_cannot_use_are_refused_with_their_position() {
             "{e}"
         );
     }
+    // Watch-list entries no TCP packet can match.
+    for (entry, says) in [
+        ("224.0.0.0/4", "multicast"),
+        ("239.1.2.3", "multicast"),
+        ("ff02::1", "multicast"),
+        ("255.255.255.255", "broadcast"),
+        ("0.0.0.0", "0.0.0.0/0"),
+        ("'::'", "0.0.0.0/0"),
+    ] {
+        let e = err(&format!(
+            "instances:\n  - interface: eth0\n    ips: [10.0.0.0/8,\n          {entry}]\n"
+        ));
+        assert_eq!(e.key.as_deref(), Some("instances[0].ips[1]"), "{e}");
+        assert!(e.message.contains(says), "{e}");
+        assert!(e.to_string().starts_with("test.yaml:4:11: "), "{e}");
+    }
+    // Blocks that hold peers too stay.
+    ok("instances:\n  - interface: eth0\n    ips: [0.0.0.0/0, '::/0', 192.0.0.0/2]\n");
     // An interface name longer than the kernel's.
     let e = err("instances:\n  - interface: eth0-with-a-long-name\n    ips: [10.0.0.0/8]\n");
     assert_eq!(e.key.as_deref(), Some("instances[0].interface"), "{e}");

@@ -427,6 +427,26 @@ fn not_local(ip: IpAddr) -> Option<String> {
     }
 }
 
+/// Why no TCP connection can have its remote end in `c`, if none can: a watch-list entry
+/// that would never match a packet.
+fn no_tcp_peer(c: &Cidr) -> Option<&'static str> {
+    match c.addr {
+        IpAddr::V4(a) if a.is_multicast() && c.prefix >= 4 => {
+            Some("a multicast block: TCP never has a multicast peer")
+        }
+        IpAddr::V6(a) if a.is_multicast() && c.prefix >= 8 => {
+            Some("a multicast block: TCP never has a multicast peer")
+        }
+        IpAddr::V4(a) if a.is_broadcast() => {
+            Some("the broadcast address: TCP never has it as a peer")
+        }
+        a if a.is_unspecified() && c.is_host() => Some(
+            "the unspecified address is never a peer (to watch every address: 0.0.0.0/0 or ::/0)",
+        ),
+        _ => None,
+    }
+}
+
 /// Why `v` is not a host name a resolver can look up (RFC 1123 labels: ASCII letters,
 /// digits, `-`, and `_` as some records use; at most 63 bytes a label, 253 in all).
 fn host_name_problem(v: &str) -> Option<String> {
@@ -598,6 +618,13 @@ fn instance(
     for (j, s) in inst.ips.iter().flatten().enumerate() {
         match Cidr::parse(&s.value) {
             Ok((c, host_bits)) => {
+                if let Some(why) = no_tcp_peer(&c) {
+                    return Err(cx.err(
+                        format!("{key}.ips[{j}]"),
+                        Some(s.referenced),
+                        format!("`{}`: {why}", s.value),
+                    ));
+                }
                 if host_bits {
                     warnings.push(format!(
                         "{}{}: `{key}.ips[{j}]`: `{}` has host bits set; watching {c}",
