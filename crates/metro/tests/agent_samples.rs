@@ -1,7 +1,8 @@
 //! `metro run --samples PATH` when PATH cannot take the lines: a FIFO nobody reads (start-up
 //! must not wait for a reader, SIGTERM must be obeyed, lines count as lost until a reader
-//! comes) and a full file system (a tmpfs of 64 KiB mounted here: ENOSPC logged with the
-//! path, the lines counted as written exactly the lines in the file).
+//! comes) and a full file system (a tmpfs of 256 KiB mounted here, filled, given room back
+//! and filled again: ENOSPC logged with the path each time it starts, writing resumed, the
+//! lines counted as written exactly the lines in the file).
 //!
 //! Root: network namespaces, live capture and mount(8). Each test uses its own namespaces
 //! and 10.200.N.0/24.
@@ -157,7 +158,7 @@ fn a_full_disk_is_named_and_the_counts_match_the_file() {
             "-t",
             "tmpfs",
             "-o",
-            "size=64k",
+            "size=256k",
             "metro-test",
             mnt.to_str().unwrap(),
         ])
@@ -165,6 +166,9 @@ fn a_full_disk_is_named_and_the_counts_match_the_file() {
         .unwrap();
     assert!(st.success(), "mount tmpfs");
     let _m = Mount(mnt.clone());
+    // Room that comes back while the agent runs: writing resumes, still whole lines.
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![0u8; 160 << 10]).unwrap();
     let out = mnt.join("samples.jsonl");
     let cfg = dir.write("metro.yaml", &config("'10.200.42.2'"));
     let mut a = Agent::start(
@@ -181,7 +185,9 @@ fn a_full_disk_is_named_and_the_counts_match_the_file() {
     a.wait_log("capture filter", 20 * S);
     let mut client = Client::start(&p.c, srv.addr, 100, Duration::from_millis(1), 1000);
     a.wait_log("ENOSPC", 30 * S);
-    // More lines after the disk filled: lost, counted, logged once.
+    std::fs::remove_file(&filler).unwrap();
+    a.wait_log("--samples: writing", 10 * S);
+    // It fills again at once: more lines lost, counted, logged again.
     std::thread::sleep(2 * S);
     client.stop();
     a.signal(libc::SIGTERM);
@@ -206,10 +212,14 @@ fn a_full_disk_is_named_and_the_counts_match_the_file() {
         "cannot write {}: No space left on device (os error 28) (ENOSPC)",
         out.display()
     );
+    // Logged when the disk filled, again when it filled after the room came back (not once
+    // per lost buffer), and in the summary.
+    assert_eq!(log.matches(&named).count(), 3, "{log}");
     assert_eq!(
-        log.matches(&named).count(),
-        2,
-        "logged once, in the summary once:\n{log}"
+        log.matches(&format!("--samples: writing {} again", out.display()))
+            .count(),
+        1,
+        "{log}"
     );
     assert!(
         log.contains(&format!("{lost} lost ({lost} not written: {named})")),
