@@ -413,3 +413,33 @@ fn readers_that_never_read_are_cut_at_the_response_deadline() {
     assert_eq!(all.len() - head, 64 << 20);
     srv.stop();
 }
+
+/// A handler that panics costs its request a 500, not the endpoint.
+#[test]
+fn a_panicking_handler_answers_500_and_the_server_goes_on() {
+    let mut srv = Server::start(
+        "127.0.0.1:0".parse().unwrap(),
+        "test-http-panic",
+        Limits::default(),
+        |r| {
+            assert!(r.path != "/boom", "the handler's own bug");
+            Response::text(200, "fine\n")
+        },
+    )
+    .unwrap();
+    let ask = |path: &str| {
+        let mut c = TcpStream::connect(srv.addr()).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\n\r\n").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    };
+    assert!(ask("/boom").starts_with("HTTP/1.1 500 Internal Server Error\r\n"));
+    let r = ask("/");
+    assert!(
+        r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nfine\n"),
+        "{r}"
+    );
+    srv.stop();
+}

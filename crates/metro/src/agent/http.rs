@@ -16,6 +16,9 @@
 //! The handler runs on the loop; it should be quick or memoise (the Prometheus plug reuses a
 //! render for a second, so a flood of requests costs one render a second).
 //!
+//! Memory: per connection a head buffer of at most `max_head_bytes` + 1 bytes; bodies are the
+//! handler's, shared by reference count.
+//!
 //! Why not a crate: tiny_http serves each connection from a thread pool with blocking reads
 //! and has no deadline for a whole request, hyper/axum need an async runtime, and the loop
 //! below is ~300 lines whose every bound is visible and tested.
@@ -138,6 +141,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "",
     }
@@ -419,7 +423,11 @@ impl<H: FnMut(&Request) -> Response> Loop<H> {
                 Some(e) => match Request::parse(&buf[..e]) {
                     None => (Response::text(400, "bad request\n"), false),
                     Some(r) if r.method == "GET" || r.method == "HEAD" => {
-                        ((self.handler)(&r), r.method == "HEAD")
+                        // A handler that panics answers 500; the endpoint stays up.
+                        let h = &mut self.handler;
+                        let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(&r)))
+                            .unwrap_or_else(|_| Response::text(500, "internal error\n"));
+                        (resp, r.method == "HEAD")
                     }
                     Some(_) => (Response::text(405, "only GET and HEAD\n"), false),
                 },
