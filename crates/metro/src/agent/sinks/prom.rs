@@ -509,7 +509,7 @@ pub struct PromServer {
 }
 
 /// A render answers every request for this long: a flood of scrapes costs one render a
-/// second, and the bodies in flight share it.
+/// second, and the bodies in flight are at most one a second of the answer deadline.
 const RENDER_REUSE: Duration = Duration::from_secs(1);
 
 impl PromServer {
