@@ -17,6 +17,7 @@ pub mod dedupe;
 pub mod filter;
 pub mod fleet;
 pub mod flush;
+pub mod http;
 pub mod live;
 pub mod log;
 pub mod netset;

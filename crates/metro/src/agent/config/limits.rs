@@ -93,6 +93,22 @@ pub const DEFAULT_BUCKETS: [f64; 25] = [
     0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// The smallest `distribution_sample_rate`: below one value in a million samples a series
+/// sends nothing in an interval unless it has over a million samples in it (a rate such as
+/// 1e-300 sends nothing ever, and its `|@rate` is 300 digits long).
+pub const MIN_DISTRIBUTION_RATE: f64 = 1e-6;
+/// Histogram bucket bounds, seconds: the capture clock's resolution (a bound below it is never
+/// reached) to [`MAX_SECONDS`].
+pub const MIN_BUCKET_SECONDS: f64 = 1e-9;
+/// Interface names, at most (Linux's IFNAMSIZ less the terminating NUL).
+pub const MAX_INTERFACE_NAME: usize = 15;
+/// A Unix socket path, at most (`sun_path` less the terminating NUL): a longer one fails every
+/// send.
+pub const MAX_UNIX_SOCKET_PATH: usize = 107;
+/// The kernel buffer must hold a packet of `snaplen` bytes and libpcap's per-packet header,
+/// rounded to a page: `buffer_size` at least `snaplen` plus this.
+pub const BUFFER_SLACK: u64 = 4096;
+
 /// Series per interval when `max_series` is not set.
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
 
