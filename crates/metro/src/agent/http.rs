@@ -23,7 +23,7 @@
 //!
 //! Why not a crate: tiny_http serves each connection from a thread pool with blocking reads
 //! and has no deadline for a whole request, hyper/axum need an async runtime, and the loop
-//! below is ~300 lines whose every bound is visible and tested.
+//! below is ~450 lines whose every bound is visible and tested.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
