@@ -4,7 +4,8 @@
 //! deadline (`curl -m 1`) must succeed every time: the DaemonSet's liveness probe scrapes it.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -227,42 +228,103 @@ fn scrapes_succeed_through_a_flood_of_idle_connections() {
     assert!(held > 500, "{held}");
 }
 
+/// A connection from `src` (a loopback address: any of 127/8 is this host's) to `to`.
+fn connect_from(src: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let SocketAddr::V4(to) = to else {
+        panic!("IPv4 only")
+    };
+    let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a socket we create, bind and connect with valid sockaddr_in values, then hand
+    // to TcpStream, which owns and closes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        let from = sin(src, 0);
+        let r = libc::bind(fd, (&raw const from).cast(), len);
+        assert_eq!(r, 0, "bind {src}: {}", std::io::Error::last_os_error());
+        let dst = sin(*to.ip(), to.port());
+        let r = libc::connect(fd, (&raw const dst).cast(), len);
+        assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// Whether the server still holds `c` open (nothing to read, no EOF).
+fn still_open(c: &mut TcpStream) -> bool {
+    c.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 1];
+    let r = c.read(&mut b);
+    c.set_nonblocking(false).unwrap();
+    matches!(&r, Err(e) if e.kind() == ErrorKind::WouldBlock)
+}
+
 #[test]
 fn idle_connections_past_the_cap_are_closed_oldest_first() {
     let srv = server();
-    let cap = Limits::default().max_connections;
-    let mut first: Vec<TcpStream> = (0..cap)
-        .map(|_| TcpStream::connect(srv.addr).unwrap())
+    let Limits {
+        max_connections: cap,
+        max_per_peer: per,
+        ..
+    } = Limits::default();
+    assert_eq!(cap % per, 0);
+    // The cap filled from cap/per addresses, per each.
+    let mut first: Vec<TcpStream> = (0..cap / per)
+        .flat_map(|k| {
+            let ip = Ipv4Addr::new(127, 0, 0, 2 + k as u8);
+            (0..per).map(move |_| ip)
+        })
+        .map(|ip| connect_from(ip, srv.addr))
         .collect();
     // Let the server accept them all before the next ones.
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
-    let mut more: Vec<TcpStream> = (0..50)
-        .map(|_| TcpStream::connect(srv.addr).unwrap())
+    let more: Vec<TcpStream> = (0..50)
+        .map(|_| connect_from(Ipv4Addr::new(127, 0, 0, 100), srv.addr))
         .collect();
     scrape(srv.addr).expect("a scrape at the cap");
-    // The 50 oldest were closed for the newcomers (and the scrape), well before the 2 s
-    // request deadline.
-    for (i, c) in first.iter_mut().take(50).enumerate() {
+    // The 50 oldest were closed for the newcomers, and one more for the scrape, well before
+    // the 2 s request deadline; the rest are open.
+    for (i, c) in first.iter_mut().take(51).enumerate() {
         let d = closed_within(c, Duration::from_millis(1500))
             .unwrap_or_else(|| panic!("old connection {i} still open"));
         assert!(t0.elapsed() < Duration::from_millis(1500), "{d:?}");
     }
-    // The newest are still open (the deadline has not come).
-    let mut b = [0u8; 1];
-    for c in more.iter_mut() {
-        c.set_nonblocking(true).unwrap();
-        let r = c.read(&mut b);
-        assert!(
-            matches!(&r, Err(e) if e.kind() == ErrorKind::WouldBlock),
-            "{r:?}"
-        );
+    for (i, c) in first.iter_mut().enumerate().skip(51) {
+        assert!(still_open(c), "connection {i} closed");
     }
     // And at the deadline they go too.
-    for c in more.iter_mut().take(5) {
-        c.set_nonblocking(false).unwrap();
-        assert!(closed_within(c, Duration::from_secs(3)).is_some());
+    let mut last = more.into_iter().last().unwrap();
+    assert!(closed_within(&mut last, Duration::from_secs(3)).is_some());
+}
+
+/// One address at its own cap pushes out only its own connections.
+#[test]
+fn one_address_only_ever_pushes_out_its_own_connections() {
+    let srv = server();
+    let per = Limits::default().max_per_peer;
+    let mut others: Vec<TcpStream> = (0..10)
+        .map(|_| connect_from(Ipv4Addr::new(127, 0, 0, 2), srv.addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut flood: Vec<TcpStream> = (0..per + 30)
+        .map(|_| connect_from(Ipv4Addr::new(127, 0, 0, 3), srv.addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, c) in flood.iter_mut().enumerate() {
+        assert_eq!(still_open(c), i >= 30, "flood connection {i}");
     }
+    for c in others.iter_mut() {
+        assert!(still_open(c));
+    }
+    scrape(srv.addr).expect("a scrape");
 }
 
 #[test]
@@ -353,10 +415,10 @@ fn methods_paths_and_bad_requests() {
 }
 
 /// Clients that ask for a large body and never read it hold their slot only until the
-/// response deadline; while every slot is taken by them a newcomer is closed at once (not
-/// queued), and once they are cut a request is answered again.
+/// response deadline, and while they fill every slot a newcomer pushes out the oldest of
+/// them instead of waiting or being refused.
 #[test]
-fn readers_that_never_read_are_cut_at_the_response_deadline() {
+fn readers_that_never_read_are_cut_and_pushed_out() {
     raise_fd_limit();
     let limits = Limits {
         max_connections: 4,
@@ -382,13 +444,18 @@ fn readers_that_never_read_are_cut_at_the_response_deadline() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    // Every slot is answering: the newcomer is closed without an answer.
+    // Every slot is answering: a reader that reads gets all of it at once.
     let mut c = TcpStream::connect(addr).unwrap();
-    let _ = c.write_all(b"GET / HTTP/1.1\r\n\r\n");
-    let d = closed_within(&mut c, Duration::from_millis(900)).expect("a fifth connection kept");
-    assert!(d < Duration::from_millis(900));
-    // The four are cut at the response deadline: read after it, what the kernel buffered
-    // ends in EOF or a reset well before 64 MiB.
+    c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    assert!(all.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let head = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(all.len() - head, 64 << 20);
+    assert!(all[head..].iter().all(|&b| b == b'x'));
+    // The four were cut (the oldest for the newcomer, the others at the response deadline):
+    // read after it, what the kernel buffered ends in EOF or a reset well before 64 MiB.
     std::thread::sleep(Duration::from_millis(1500).saturating_sub(t0.elapsed()));
     for c in stuck.iter_mut() {
         let mut n = 0usize;
@@ -402,16 +469,6 @@ fn readers_that_never_read_are_cut_at_the_response_deadline() {
         }
         assert!(n < 64 << 20, "{n} bytes");
     }
-    // A reader that reads gets all of it.
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut all = Vec::new();
-    c.read_to_end(&mut all).unwrap();
-    assert!(all.starts_with(b"HTTP/1.1 200 OK\r\n"));
-    assert!(all.ends_with(&[b'x'; 1000]));
-    let head = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert_eq!(all.len() - head, 64 << 20);
     srv.stop();
 }
 

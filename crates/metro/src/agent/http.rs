@@ -8,9 +8,11 @@
 //! - a connection has [`Limits::request_timeout`] from its accept to send a whole request
 //!   head, then [`Limits::response_timeout`] to take the response; past either it is closed;
 //! - a request head over [`Limits::max_head_bytes`] is answered 431 and closed;
-//! - at most [`Limits::max_connections`] are open: one more closes the oldest connection
-//!   still sending its request (an attacker's, a real scraper sends its head at once), or is
-//!   itself closed when every slot is taking a response.
+//! - at most [`Limits::max_connections`] are open, at most [`Limits::max_per_peer`] from one
+//!   address: one more closes the oldest connection (of that address when it is at its own
+//!   cap) still sending its request, else the oldest still taking its answer. A real scraper
+//!   sends its head as it connects and reads its answer at once, so it is among the newest,
+//!   and an attacker from one address only ever pushes out its own connections.
 //!
 //! One request per connection (`Connection: close`), GET and HEAD only: all a scraper needs.
 //! The handler runs on the loop; it should be quick or memoise (the Prometheus plug reuses a
@@ -21,7 +23,7 @@
 //!
 //! Why not a crate: tiny_http serves each connection from a thread pool with blocking reads
 //! and has no deadline for a whole request, hyper/axum need an async runtime, and the loop
-//! below is ~300 lines whose every bound is visible and tested.
+//! below is ~450 lines whose every bound is visible and tested.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -36,6 +38,8 @@ use std::time::{Duration, Instant};
 pub struct Limits {
     /// Open connections at most (each is one file descriptor and a head buffer).
     pub max_connections: usize,
+    /// Open connections from one address at most.
+    pub max_per_peer: usize,
     /// From accept to the end of the request head.
     pub request_timeout: Duration,
     /// From the end of the request head to the last byte of the response handed to the kernel.
@@ -48,6 +52,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 256,
+            max_per_peer: 64,
             request_timeout: Duration::from_secs(2),
             // Prometheus's default scrape_timeout.
             response_timeout: Duration::from_secs(10),
@@ -221,6 +226,7 @@ enum State {
 }
 
 struct Conn {
+    peer: std::net::IpAddr,
     stream: TcpStream,
     state: State,
     deadline: Instant,
@@ -231,7 +237,6 @@ struct Conn {
 struct Cut {
     deadline: u64,
     evicted: u64,
-    refused: u64,
     too_large: u64,
     since_log: Option<Instant>,
 }
@@ -335,34 +340,37 @@ impl<H: FnMut(&Request) -> Response> Loop<H> {
         }
     }
 
-    /// Accept pending connections, at most half the cap: a newcomer then sees the next
-    /// round's reads before the round's accepts can push it out, and a scraper's request
-    /// (sent as soon as it connects) is read before it becomes the oldest.
+    /// Accept pending connections, at most half the smaller cap a round: a newcomer then
+    /// sees the next round's reads before that round's accepts can push it out, and a
+    /// scraper's request (sent as soon as it connects) is read before it becomes the oldest.
     fn accept(&mut self, now: Instant) {
-        for _ in 0..self.limits.max_connections.div_ceil(2) {
+        let batch = self
+            .limits
+            .max_connections
+            .min(self.limits.max_per_peer)
+            .div_ceil(2);
+        for _ in 0..batch {
             match self.listener.accept() {
-                Ok((s, _)) => {
+                Ok((s, peer)) => {
                     if s.set_nonblocking(true).is_err() {
                         continue;
                     }
                     let _ = s.set_nodelay(true);
-                    if self.conns.len() >= self.limits.max_connections {
-                        match self
-                            .conns
-                            .iter()
-                            .position(|c| matches!(c.state, State::Head(_)))
-                        {
-                            Some(i) => {
-                                self.conns.remove(i);
-                                self.cut.evicted += 1;
-                            }
-                            None => {
-                                self.cut.refused += 1;
-                                continue;
-                            }
-                        }
+                    let ip = peer.ip();
+                    let same = self.conns.iter().filter(|c| c.peer == ip).count();
+                    let victim = if same >= self.limits.max_per_peer {
+                        self.oldest(|c| c.peer == ip)
+                    } else if self.conns.len() >= self.limits.max_connections {
+                        self.oldest(|_| true)
+                    } else {
+                        None
+                    };
+                    if let Some(i) = victim {
+                        self.conns.remove(i);
+                        self.cut.evicted += 1;
                     }
                     self.conns.push(Conn {
+                        peer: ip,
                         stream: s,
                         state: State::Head(Vec::new()),
                         deadline: now + self.limits.request_timeout,
@@ -387,6 +395,17 @@ impl<H: FnMut(&Request) -> Response> Loop<H> {
                 Err(e) => tracing::debug!("http: accept: {e}"),
             }
         }
+    }
+
+    /// The connection to close for a newcomer among those `pick` selects: the oldest still
+    /// sending its request, else the oldest taking its answer (connections are in accept
+    /// order).
+    fn oldest(&self, pick: impl Fn(&Conn) -> bool) -> Option<usize> {
+        let sending = |c: &Conn| matches!(c.state, State::Head(_));
+        self.conns
+            .iter()
+            .position(|c| pick(c) && sending(c))
+            .or_else(|| self.conns.iter().position(&pick))
     }
 
     /// Read or write what connection `i` is ready for.
@@ -480,7 +499,7 @@ impl<H: FnMut(&Request) -> Response> Loop<H> {
 
     fn log_cuts(&mut self, now: Instant) {
         let c = &mut self.cut;
-        if c.deadline + c.evicted + c.refused + c.too_large == 0 {
+        if c.deadline + c.evicted + c.too_large == 0 {
             return;
         }
         if c.since_log
@@ -490,11 +509,11 @@ impl<H: FnMut(&Request) -> Response> Loop<H> {
         }
         tracing::warn!(
             "http: closed {} connection(s) past their deadline, {} for a newer one at the \
-             cap of {}, {} refused (every slot answering), {} with a request head over {} bytes",
+             cap of {} ({} from one address), {} with a request head over {} bytes",
             c.deadline,
             c.evicted,
             self.limits.max_connections,
-            c.refused,
+            self.limits.max_per_peer,
             c.too_large,
             self.limits.max_head_bytes
         );

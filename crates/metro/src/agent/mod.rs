@@ -54,8 +54,9 @@ pub struct RunArgs {
     pub filter: Option<String>,
     /// Also write every RTT sample as a JSON line to PATH (`-`: standard output), the
     /// lines `metro analyze --samples` writes, without `file` and frame numbers, with
-    /// `iface`. Never slows capture: lines a slow reader cannot take are dropped and the
-    /// count is logged.
+    /// `iface`. Never slows capture nor holds start-up: lines a slow reader cannot take are
+    /// dropped and the count is logged; a FIFO may get its reader later (the lines until
+    /// then are counted as lost); a write error (a full disk) is logged with the path.
     #[arg(long, value_name = "PATH|-")]
     pub samples: Option<PathBuf>,
 }

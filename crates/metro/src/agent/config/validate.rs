@@ -410,20 +410,17 @@ fn fleet_config(cx: &Ctx, init: &RawInit) -> Result<FleetConfig, ConfigError> {
     Ok(f)
 }
 
-/// Why `run` could not listen on `ip`, if it could not: it must be this host's (the
-/// unspecified address, loopback, or an interface's address now).
+/// Why `run` could not listen on `ip`, if it could not: the address must be this host's
+/// (the unspecified address, loopback, an interface's). Asked of the kernel the way `run`
+/// asks it, by binding: a UDP socket on `ip` and port 0, closed at once.
 fn not_local(ip: IpAddr) -> Option<String> {
-    if ip.is_unspecified() || ip.is_loopback() {
-        return None;
-    }
-    match crate::agent::resolve::interface_addresses(None) {
-        Ok(local) if local.contains(&ip) => None,
-        Ok(_) => Some(format!(
+    match std::net::UdpSocket::bind((ip, 0)) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Some(format!(
             "{ip} is not an address of this host: expected 0.0.0.0 or [::] (every \
              interface), a loopback address, or one of this host's interface addresses"
         )),
-        // Cannot tell: `run` will say if the bind fails.
-        Err(_) => None,
+        // Local; or the kernel cannot say (no IPv6, ...): `run` will say if its bind fails.
+        _ => None,
     }
 }
 
