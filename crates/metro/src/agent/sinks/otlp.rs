@@ -444,7 +444,14 @@ fn post(
     body: &[u8],
     mut left: impl FnMut() -> Option<Duration>,
 ) -> io::Result<()> {
-    let addr = lookup.resolve(left().ok_or_else(|| timed_out("resolving"))?)?;
+    // In slices too: a lookup that hangs is waited for until the deadline or shutdown.
+    let addr = loop {
+        let wait = left().ok_or_else(|| timed_out("resolving"))?.min(SLICE);
+        match lookup.resolve(wait) {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            r => break r?,
+        }
+    };
     let wait = left()
         .ok_or_else(|| timed_out("connecting"))?
         .min(CONNECT_TIMEOUT);
