@@ -875,3 +875,149 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
         .sum();
     assert_eq!(dropped, 0.0);
 }
+
+/// Issue 22 item 3: an OTLP receiver that accepts and answers one byte every 2.9 s, beside
+/// a healthy DogStatsD receiver. DogStatsD gets every flush on time (each second, not two
+/// in 20 s), the slow pushes are counted as failures, and SIGTERM exits within a few
+/// seconds, the last flush reaching DogStatsD.
+#[test]
+fn a_slow_otlp_receiver_delays_only_itself() {
+    let p = Pair::new("flslow", 37);
+    let dir = TempDir::new("flslow");
+    let listener = p.c.enter(|| TcpListener::bind("127.0.0.1:4318").unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let trickler = std::thread::spawn(move || {
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let mut conns: Vec<(TcpStream, usize)> = Vec::new();
+        let mut accepted = 0;
+        let mut next = Instant::now();
+        while !st.load(Ordering::Relaxed) {
+            while let Ok((c, _)) = listener.accept() {
+                accepted += 1;
+                conns.push((c, 0));
+            }
+            if Instant::now() >= next {
+                for (c, sent) in &mut conns {
+                    if *sent < answer.len() && c.write_all(&answer[*sent..*sent + 1]).is_ok() {
+                        *sent += 1;
+                    }
+                }
+                next += Duration::from_millis(2900);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        accepted
+    });
+    let rx = flushes_on_time_beside(&p, &dir, "10.200.37.2", "http://127.0.0.1:4318");
+    stop.store(true, Ordering::Relaxed);
+    let accepted = trickler.join().unwrap();
+    assert!(accepted >= 2, "{accepted} pushes reached the receiver");
+    drop(rx);
+}
+
+/// Issue 22 item 3: an OTLP endpoint whose name no resolver answers (the namespace's
+/// resolv.conf names a nameserver that reads queries and never replies; glibc would wait
+/// 3 s twice): DogStatsD's flushes stay a second apart and SIGTERM exits within a few
+/// seconds.
+#[test]
+fn a_black_holed_otlp_name_delays_only_its_pushes() {
+    let p = Pair::new("fldns", 38);
+    let dir = TempDir::new("fldns");
+    p.c.write_etc("hosts", "127.0.0.1 localhost\n");
+    p.c.write_etc(
+        "resolv.conf",
+        "nameserver 127.0.0.1\noptions timeout:3 attempts:2\n",
+    );
+    // The black hole: queries arrive and are never answered.
+    let hole = p.c.enter(|| UdpSocket::bind("127.0.0.1:53").unwrap());
+    let rx = flushes_on_time_beside(
+        &p,
+        &dir,
+        "10.200.38.2",
+        "http://collector.blackhole.test:4318",
+    );
+    hole.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 512];
+    assert!(
+        hole.recv(&mut buf).is_ok(),
+        "no DNS query reached the black hole"
+    );
+    drop(rx);
+}
+
+/// With an OTLP receiver at `endpoint` that does not answer in time, DogStatsD (on
+/// 127.0.0.1:8125 in `p.c`) gets a flush every second, the failed pushes are counted, and
+/// SIGTERM exits within a few seconds, the last flush reaching DogStatsD.
+fn flushes_on_time_beside(p: &Pair, dir: &TempDir, server: &str, endpoint: &str) -> Statsd {
+    let srv = EchoServer::start(&p.s, &format!("{server}:7000"));
+    let rx = Statsd::udp(p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap()));
+    let cfg = dir.write(
+        "metro.yaml",
+        &config(
+            8125,
+            "off",
+            &format!("'{server}'"),
+            &format!("  otlp_endpoint: {endpoint}\n"),
+            "",
+        ),
+    );
+    let mut ag = Agent::run_config(&p.c, &cfg, dir);
+    ag.wait_log("capture filter", 20 * S);
+    let mut client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 50);
+    // A flush ends with its metro.statsd.send_errors line.
+    let flushes = |m: &[Metric]| named(m, "metro.statsd.send_errors").len();
+    let all = rx.wait_for(&mut ag, 40 * S, "15 flushes", |m| {
+        flushes(m) >= 15
+            && named(m, "metro.otlp.send_errors")
+                .iter()
+                .any(|e| e.value > 0.0)
+    });
+    let times: Vec<Instant> = named(&all, "metro.statsd.send_errors")
+        .iter()
+        .map(|m| m.at)
+        .collect();
+    let longest = times
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap();
+    let span = times.last().unwrap().duration_since(times[0]);
+    eprintln!(
+        "{} DogStatsD flushes in {span:?} (longest gap {longest:?}) beside {endpoint}",
+        times.len()
+    );
+    // flush_interval: 1 s. Before each sink had its own schedule, a push held every flush
+    // for as long as the receiver trickled or the name took to fail.
+    assert!(longest < Duration::from_millis(1600), "gap of {longest:?}");
+    let failed: f64 = named(&all, "metro.otlp.send_errors")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    assert!(failed >= 1.0);
+
+    client.stop();
+    let before = flushes(&rx.all());
+    let t = Instant::now();
+    ag.signal(libc::SIGTERM);
+    assert!(ag.wait(20 * S).success(), "{}", ag.log());
+    let exit = t.elapsed();
+    eprintln!("SIGTERM to exit: {exit:?}");
+    assert!(exit < 4 * S, "SIGTERM took {exit:?}");
+    // The last flush reached the healthy receiver (the agent has exited: its datagrams are
+    // in the receiver's socket or already read).
+    let end = Instant::now() + 5 * S;
+    let mut last = rx.all();
+    while flushes(&last) <= before && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+        last = rx.all();
+    }
+    assert!(
+        named(&last, "metro.statsd.send_errors")
+            .iter()
+            .any(|m| m.at >= t),
+        "no flush after SIGTERM"
+    );
+    rx
+}

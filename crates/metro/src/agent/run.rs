@@ -268,7 +268,11 @@ impl Runtime {
         let (tx, rx) = mpsc::sync_channel::<Msg>(64);
         let sink = StatsdSink::new(cfg.statsd.clone(), cfg.dns_refresh);
         let every = cfg.flush_interval;
-        let otlp = cfg.fleet.otlp_endpoint.as_deref().map(OtlpSink::new);
+        let otlp = cfg
+            .fleet
+            .otlp_endpoint
+            .as_deref()
+            .map(|e| OtlpSink::new(e, cfg.dns_refresh));
         let flusher = std::thread::Builder::new()
             .name("metro-flush".into())
             .spawn(move || flush::run_flusher(rx, sink, otlp, prom, every))?;
@@ -387,7 +391,11 @@ impl Runtime {
         }
         if cfg.fleet.otlp_endpoint != self.otlp_endpoint {
             self.otlp_endpoint = cfg.fleet.otlp_endpoint.clone();
-            let otlp = cfg.fleet.otlp_endpoint.as_deref().map(OtlpSink::new);
+            let otlp = cfg
+                .fleet
+                .otlp_endpoint
+                .as_deref()
+                .map(|e| OtlpSink::new(e, cfg.dns_refresh));
             let _ = self.tx.send(Msg::Otlp(otlp));
         }
         if applied.started > 0

@@ -11,6 +11,7 @@
 //! knows the capture.
 
 pub mod catalog;
+mod dns;
 pub mod otlp;
 pub mod prom;
 pub mod statsd;
@@ -43,8 +44,8 @@ pub struct Sinks {
     pub statsd: StatsdSink,
     pub prom: Arc<Prom>,
     pub otlp: Option<OtlpSink>,
-    /// Send errors per instance (interface), reported with the instance's next interval.
-    pending_errors: HashMap<String, SendErrors>,
+    /// DogStatsD send errors per instance (interface), reported with its next interval.
+    pending_errors: HashMap<String, u64>,
     /// `--samples` lines lost, as last logged.
     samples_lost: u64,
 }
@@ -62,23 +63,19 @@ impl Sinks {
 
     /// Send one interval report to every sink.
     pub fn emit(&mut self, r: InstanceReport) {
-        let mut errs = self.pending_errors.remove(&r.iface).unwrap_or_default();
-        if self.otlp.is_some() {
-            errs.otlp.get_or_insert(0);
-        } else {
-            errs.otlp = None;
-        }
+        let errs = SendErrors {
+            statsd: self.pending_errors.remove(&r.iface).unwrap_or(0),
+            otlp: self.otlp.as_ref().map(|o| o.take_failures(&r.iface)),
+        };
         let datagrams = encode_report(&r, errs, self.statsd.max_datagram());
         let failed = self.statsd.send(&datagrams);
+        if failed > 0 {
+            *self.pending_errors.entry(r.iface.clone()).or_default() += failed;
+        }
         self.prom.observe(&r, errs);
-        let otlp_failed = match &mut self.otlp {
-            Some(o) => u64::from(!o.send(&r, errs)),
-            None => 0,
-        };
-        if failed > 0 || otlp_failed > 0 {
-            let e = self.pending_errors.entry(r.iface.clone()).or_default();
-            e.statsd += failed;
-            *e.otlp.get_or_insert(0) += otlp_failed;
+        // Queued for the OTLP sender thread: never waits for the receiver.
+        if let Some(o) = &mut self.otlp {
+            o.send(&r, errs);
         }
         let lost = crate::agent::samples::lost();
         if lost > self.samples_lost {

@@ -9,12 +9,13 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use super::SendErrors;
 use super::catalog::{self, Kind, Label};
+use super::dns::Lookup;
 use crate::agent::config::StatsdTarget;
 use crate::agent::report::InstanceReport;
 
@@ -23,6 +24,9 @@ use crate::agent::report::InstanceReport;
 pub const UDP_MAX: usize = 1432;
 /// Largest datagram on a Unix socket (the Agent reads 8 KiB at a time).
 pub const UNIX_MAX: usize = 8192;
+/// What a flush waits for the receiver's name to resolve; a slower lookup goes on in the
+/// background and the flush uses the last address (or counts its datagrams as errors).
+const DNS_WAIT: Duration = Duration::from_millis(250);
 
 /// The DogStatsD metric types metro sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -354,6 +358,8 @@ enum Conn {
 pub struct StatsdSink {
     target: StatsdTarget,
     conn: Option<Conn>,
+    /// The UDP receiver's name, resolved with a deadline.
+    lookup: Option<Lookup>,
     /// When the current connection was made (UDP targets given by name are re-resolved
     /// every `refresh`).
     connected_at: Instant,
@@ -371,6 +377,7 @@ impl StatsdSink {
         StatsdSink {
             target,
             conn: None,
+            lookup: None,
             connected_at: Instant::now(),
             refresh,
             last_log: None,
@@ -397,13 +404,14 @@ impl StatsdSink {
         std::mem::take(&mut self.errors)
     }
 
-    fn connect(&self) -> io::Result<Conn> {
+    fn connect(&mut self) -> io::Result<Conn> {
         match &self.target {
             StatsdTarget::Udp { host, port } => {
-                let addr: SocketAddr = (host.as_str(), *port)
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| io::Error::other(format!("{host} has no address")))?;
+                let (host, port, refresh) = (host.as_str(), *port, self.refresh);
+                let lookup = self
+                    .lookup
+                    .get_or_insert_with(|| Lookup::new(host, port, refresh));
+                let addr: SocketAddr = lookup.resolve(DNS_WAIT)?;
                 let bind: SocketAddr = if addr.is_ipv4() {
                     "0.0.0.0:0".parse().expect("literal")
                 } else {

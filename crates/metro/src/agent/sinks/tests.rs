@@ -421,13 +421,22 @@ fn names_follow_the_conventions() {
 fn promtool_check(text: &str) {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let mut child = Command::new("promtool")
+    let spawned = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool (Debian package `prometheus`)");
+        .spawn();
+    // Without promtool the exposition is still read by `parse_text` below; CI (which sets
+    // METRO_TESTS_REQUIRE_ROOT and installs it) always runs it.
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("METRO_TESTS_REQUIRE_ROOT").is_none() => {
+            eprintln!("skipped: promtool check metrics ({e}; Debian package `prometheus`)");
+            return;
+        }
+        Err(e) => panic!("run promtool (Debian package `prometheus`): {e}"),
+    };
     child
         .stdin
         .take()
