@@ -72,11 +72,19 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
             ids.clear();
             pod = None;
         }
-        // The addresses from the first of its processes that can still be read.
-        let addrs = pids
+        // The addresses from the first of its processes that can still be read, at most
+        // `addresses_per_namespace` (the rest counted: an unprivileged user can give a
+        // namespace of its own any number of addresses).
+        let addrs = match pids
             .iter()
-            .find_map(|&pid| procfs::addresses(&roots.proc, pid))
-            .unwrap_or_default();
+            .find_map(|&pid| procfs::addresses(&roots.proc, pid, limits.addresses_per_namespace))
+        {
+            Some(a) => {
+                stats.addresses_skipped += a.skipped;
+                a.list
+            }
+            None => Vec::new(),
+        };
         all_ids.extend(ids.iter().cloned());
         let ns = Namespace {
             inode: ino,
@@ -209,13 +217,35 @@ mod tests {
         let l = Limits {
             max_pids: 5,
             max_namespaces: 2,
-            cgroups_per_namespace: 16,
+            ..Limits::default()
         };
         let b = discover(&roots, l);
         assert_eq!(b.stats.pids_scanned, 5);
         assert_eq!(b.stats.pids_skipped, 3);
         assert_eq!(b.stats.namespaces, 2);
         assert_eq!(b.stats.namespaces_skipped, 1);
+        // Addresses beyond the per-namespace cap: the first kept, the rest counted once
+        // each (the `Local:` table lists each once; `Main:` may repeat it).
+        let many: Vec<String> = (0..10).map(|i| format!("10.77.0.{i}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        fake_proc(&proc_, 40, 6, "/", &refs);
+        let fib = proc_.join("40/net/fib_trie");
+        let local = std::fs::read_to_string(&fib).unwrap();
+        let main = local.replacen("Local:", "Main:", 1);
+        std::fs::write(&fib, format!("{main}{local}")).unwrap();
+        let l = Limits {
+            addresses_per_namespace: 4,
+            ..Limits::default()
+        };
+        let c = discover(&roots, l);
+        assert_eq!(c.stats.addresses_skipped, 6);
+        assert!(c.namespace(ip("10.77.0.3")).is_some());
+        assert!(c.namespace(ip("10.77.0.4")).is_none());
+        // Loopback takes no room under the cap.
+        assert_eq!(
+            discover(&roots, Limits::default()).stats.addresses_skipped,
+            0
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -63,6 +63,10 @@ pub struct Limits {
     pub max_namespaces: usize,
     /// Processes of one namespace whose cgroup is read (a pod has several containers).
     pub cgroups_per_namespace: usize,
+    /// Addresses of one namespace mapped; the rest are counted in
+    /// [`Stats::addresses_skipped`] (a container has a few; anyone may give a namespace of
+    /// their own thousands, `unshare -rn` then `ip addr add`).
+    pub addresses_per_namespace: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +75,7 @@ impl Default for Limits {
             max_pids: 32_768,
             max_namespaces: 4_096,
             cgroups_per_namespace: 16,
+            addresses_per_namespace: 1024,
         }
     }
 }
@@ -112,6 +117,8 @@ pub struct Stats {
     pub namespaces_attributed: u64,
     /// Addresses found in more than one namespace, left out.
     pub addresses_ambiguous: u64,
+    /// Addresses beyond [`Limits::addresses_per_namespace`], not mapped.
+    pub addresses_skipped: u64,
 }
 
 /// One namespace as attributed.

@@ -14,8 +14,8 @@ pub struct Counters {
     /// namespaces no runtime claims).
     pub namespaces_attributed: u64,
     pub namespaces_unattributed: u64,
-    /// Processes and namespaces not read at the last refresh: over the limits, or
-    /// unreadable (no permission).
+    /// Processes, namespaces and addresses not read at the last refresh: over the limits,
+    /// or unreadable (no permission).
     pub skipped: u64,
     /// Pairs of this interval whose local address no namespace on this host owns.
     pub pairs_unattributed: u64,
@@ -30,7 +30,7 @@ pub fn tag_pairs<'a>(pairs: impl IntoIterator<Item = (IpAddr, &'a mut Vec<String
     let mut c = Counters {
         namespaces_attributed: s.namespaces_attributed,
         namespaces_unattributed: s.namespaces - s.namespaces_attributed,
-        skipped: s.pids_skipped + s.pids_unreadable + s.namespaces_skipped,
+        skipped: s.pids_skipped + s.pids_unreadable + s.namespaces_skipped + s.addresses_skipped,
         pairs_unattributed: 0,
     };
     for (src, tags) in pairs {
