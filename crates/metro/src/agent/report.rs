@@ -618,7 +618,11 @@ impl InstanceShared {
         let (mut pairs, samples, internal) = iv.into_pairs();
         // Container and pod tags from each pair's local address (agent::containers).
         let containers = self.container_tags.load(Ordering::Relaxed).then(|| {
-            super::containers::tag_pairs(pairs.iter_mut().map(|p| (p.src, &mut p.extra_tags)))
+            super::containers::tag_pairs(
+                pairs
+                    .iter_mut()
+                    .map(|p| (p.src, &*p.dst, &mut p.extra_tags)),
+            )
         });
         for (t, n) in self.samples_total.iter().zip(samples) {
             t.fetch_add(n, Ordering::Relaxed);

@@ -2,7 +2,8 @@
 //! container (and Kubernetes pod) owns that namespace. The agent runs once on the host; a
 //! sample's local address is looked up here when a report is built, so that a pair is
 //! tagged `container_id`, `container_name`, `pod_name`, `kube_namespace` and `netns`
-//! (each only when known).
+//! (each only when known), and, when its remote address is a container's or pod's of this
+//! host too, the same of the remote end prefixed `dst_` (`dst_container_name`, ...).
 //!
 //! Discovery reads files only (no `setns`, no runtime API, no credentials):
 //! - `/proc/<pid>/ns/net` (its inode names the namespace) for every process, at most
@@ -133,6 +134,9 @@ pub struct Namespace {
     pub kube_namespace: Option<String>,
     /// The tags, in a fixed order, each only when known.
     pub tags: Vec<String>,
+    /// The same for a pair whose remote end is this namespace: each key prefixed `dst_`
+    /// (none for a namespace without a container or pod: the host's own is no one's).
+    pub dst_tags: Vec<String>,
 }
 
 impl Namespace {
@@ -150,6 +154,12 @@ impl Namespace {
                 t.push(format!("{k}:{v}"));
             }
         }
+        let owned = self.container_id.is_some() || self.pod_name.is_some();
+        self.dst_tags = if owned {
+            t.iter().map(|x| format!("dst_{x}")).collect()
+        } else {
+            Vec::new()
+        };
         self.tags = t;
     }
 }

@@ -1,5 +1,5 @@
 //! Tagging a report's pairs from the current [`Attribution`](super::Attribution): the
-//! report hands over each pair's local address and tags to fill, and gets back the
+//! report hands over each pair's local address, remote end and tags to fill, and gets back the
 //! [`Counters`] it reports as self-metrics. A local address no namespace owns asks the
 //! refresher for a walk soon.
 
@@ -23,8 +23,12 @@ pub struct Counters {
 
 /// Attach each pair's container tags from [`global`] (at report time: one lookup per pair
 /// and interval, none per packet), and count what could not be attributed. Each pair is its
-/// local address and the tags to fill, so that this module need not know the report's types.
-pub fn tag_pairs<'a>(pairs: impl IntoIterator<Item = (IpAddr, &'a mut Vec<String>)>) -> Counters {
+/// local address, its remote end's tag value (an address, or a configured host name) and the
+/// tags to fill, so that this module need not know the report's types. When the remote end
+/// is a container or pod of this host too, its tags follow, each key prefixed `dst_`.
+pub fn tag_pairs<'a>(
+    pairs: impl IntoIterator<Item = (IpAddr, &'a str, &'a mut Vec<String>)>,
+) -> Counters {
     let a = global().get().1;
     let s = &a.stats;
     let mut c = Counters {
@@ -33,10 +37,16 @@ pub fn tag_pairs<'a>(pairs: impl IntoIterator<Item = (IpAddr, &'a mut Vec<String
         skipped: s.pids_skipped + s.pids_unreadable + s.namespaces_skipped + s.addresses_skipped,
         pairs_unattributed: 0,
     };
-    for (src, tags) in pairs {
+    for (src, dst, tags) in pairs {
+        tags.clear();
         match a.namespace(src) {
-            Some(ns) => *tags = ns.tags.clone(),
+            Some(ns) => tags.extend(ns.tags.iter().cloned()),
             None => c.pairs_unattributed += 1,
+        }
+        if let Ok(ip) = dst.parse::<IpAddr>()
+            && let Some(ns) = a.namespace(ip)
+        {
+            tags.extend(ns.dst_tags.iter().cloned());
         }
     }
     if c.pairs_unattributed > 0 {
