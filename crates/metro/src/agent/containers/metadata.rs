@@ -290,6 +290,25 @@ mod tests {
                 "netns:cni-1234".to_string(),
             ]
         );
+        // As a pair's remote end: the same, each key prefixed dst_.
+        assert_eq!(
+            ns.dst_tags,
+            vec![
+                format!("dst_container_id:{fourth}"),
+                "dst_container_name:cart".to_string(),
+                "dst_pod_name:cart-5c".to_string(),
+                "dst_kube_namespace:shop".to_string(),
+                "dst_netns:cni-1234".to_string(),
+            ]
+        );
+        // A namespace of no container or pod (the host's, a bare `ip netns`): no dst tags.
+        let mut bare = Namespace {
+            netns_name: Some("lab".into()),
+            ..Namespace::default()
+        };
+        bare.finish();
+        assert_eq!(bare.tags, vec!["netns:lab".to_string()]);
+        assert!(bare.dst_tags.is_empty());
         // Two named containers in one namespace: pod tags only.
         let mut ns = Namespace {
             pod_uid: Some("0a1b2c3d-1111-2222-3333-444455556666".into()),

@@ -93,12 +93,15 @@ pub struct Roots {
 
 impl Default for Roots {
     fn default() -> Roots {
+        let host = std::env::var_os("METRO_HOST_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
         Roots {
             proc: PathBuf::from("/proc"),
-            host: std::env::var_os("METRO_HOST_ROOT")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/")),
-            netns_dir: PathBuf::from("/run/netns"),
+            // The `ip netns` bind mounts are the host's too (seen in a container through a
+            // recursive mount of the host's /).
+            netns_dir: host.join("run/netns"),
+            host,
         }
     }
 }
