@@ -522,6 +522,8 @@ pub struct InstanceShared {
     pub samples_internal_total: AtomicU64,
     /// Attach container tags to pairs ([`super::containers`]); set by the runtime.
     pub container_tags: std::sync::atomic::AtomicBool,
+    /// Also the pods' workload tags (`kube_labels: true`); set by the runtime.
+    pub kube_labels: std::sync::atomic::AtomicBool,
     /// What the instance's intervals keep and how they group.
     pub opts: Arc<IntervalOpts>,
 }
@@ -548,6 +550,7 @@ impl InstanceShared {
             samples_total: Default::default(),
             samples_internal_total: AtomicU64::new(0),
             container_tags: std::sync::atomic::AtomicBool::new(false),
+            kube_labels: std::sync::atomic::AtomicBool::new(false),
             opts: Arc::default(),
         }
     }
@@ -622,6 +625,7 @@ impl InstanceShared {
                 pairs
                     .iter_mut()
                     .map(|p| (p.src, &*p.dst, &mut p.extra_tags)),
+                self.kube_labels.load(Ordering::Relaxed),
             )
         });
         for (t, n) in self.samples_total.iter().zip(samples) {

@@ -100,8 +100,18 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
     let meta = Metadata::read(&roots.host, &all_ids);
     let mut by_addr: HashMap<IpAddr, Arc<Namespace>> = HashMap::new();
     let mut ambiguous: HashSet<IpAddr> = HashSet::new();
+    let mut workload_sets: HashSet<Vec<String>> = HashSet::new();
     for (mut ns, ids, addrs) in found {
         attribute(&mut ns, &ids, &meta);
+        if !ns.workload_tags.is_empty()
+            && !workload_sets.contains(&ns.workload_tags)
+            && workload_sets.len() >= limits.workload_tag_sets
+        {
+            ns.workload_tags.clear();
+            stats.workloads_skipped += 1;
+        } else if !ns.workload_tags.is_empty() {
+            workload_sets.insert(ns.workload_tags.clone());
+        }
         if ns.container_id.is_some() || ns.pod_uid.is_some() {
             stats.namespaces_attributed += 1;
         }
@@ -224,6 +234,35 @@ mod tests {
         assert_eq!(b.stats.pids_skipped, 3);
         assert_eq!(b.stats.namespaces, 2);
         assert_eq!(b.stats.namespaces_skipped, 1);
+        // Workload tags (CRI-O's record of the pod's labels) within the budget of distinct
+        // sets, and beyond it left out and counted.
+        let ud = roots.host.join(format!(
+            "run/containers/storage/overlay-containers/{ID}/userdata"
+        ));
+        std::fs::create_dir_all(&ud).unwrap();
+        let labels = serde_json::json!({ "app": "web", "pod-template-hash": "7d9f" });
+        let spec = serde_json::json!({ "annotations": {
+            "io.kubernetes.pod.name": "web-7d9f-abcde",
+            "io.kubernetes.pod.namespace": "shop",
+            "io.kubernetes.cri-o.Labels": labels.to_string(),
+        }});
+        std::fs::write(ud.join("config.json"), spec.to_string()).unwrap();
+        let w = discover(&roots, Limits::default());
+        let ns = w.namespace(ip("10.88.0.2")).unwrap();
+        assert_eq!(ns.workload_tags, ["kube_app:web", "kube_deployment:web"]);
+        assert_eq!(w.stats.workloads_skipped, 0);
+        let none = Limits {
+            workload_tag_sets: 0,
+            ..Limits::default()
+        };
+        let w = discover(&roots, none);
+        assert!(
+            w.namespace(ip("10.88.0.2"))
+                .unwrap()
+                .workload_tags
+                .is_empty()
+        );
+        assert_eq!(w.stats.workloads_skipped, 1);
         // Addresses beyond the per-namespace cap: the first kept, the rest counted once
         // each (the `Local:` table lists each once; `Main:` may repeat it).
         let many: Vec<String> = (0..10).map(|i| format!("10.77.0.{i}")).collect();

@@ -64,6 +64,10 @@ pub struct Limits {
     pub max_namespaces: usize,
     /// Processes of one namespace whose cgroup is read (a pod has several containers).
     pub cgroups_per_namespace: usize,
+    /// Distinct workload tag sets (`kube_labels`) kept per refresh: pods' labels are the
+    /// users', so their values are bounded; the namespaces beyond are counted in
+    /// [`Stats::workloads_skipped`] and sent without them.
+    pub workload_tag_sets: usize,
     /// Addresses of one namespace mapped; the rest are counted in
     /// [`Stats::addresses_skipped`] (a container has a few; anyone may give a namespace of
     /// their own thousands, `unshare -rn` then `ip addr add`).
@@ -77,6 +81,7 @@ impl Default for Limits {
             max_namespaces: 4_096,
             cgroups_per_namespace: 16,
             addresses_per_namespace: 1024,
+            workload_tag_sets: 1024,
         }
     }
 }
@@ -123,6 +128,8 @@ pub struct Stats {
     pub addresses_ambiguous: u64,
     /// Addresses beyond [`Limits::addresses_per_namespace`], not mapped.
     pub addresses_skipped: u64,
+    /// Namespaces whose workload tags were left out: beyond [`Limits::workload_tag_sets`].
+    pub workloads_skipped: u64,
 }
 
 /// One namespace as attributed.
@@ -140,6 +147,11 @@ pub struct Namespace {
     /// The same for a pair whose remote end is this namespace: each key prefixed `dst_`
     /// (none for a namespace without a container or pod: the host's own is no one's).
     pub dst_tags: Vec<String>,
+    /// The pod's workload tags (`kube_app_name`, `kube_app`, `kube_deployment`, ...), sent
+    /// only by instances with `kube_labels: true` ([`metadata::workload_tags`]), and the
+    /// same prefixed `dst_`.
+    pub workload_tags: Vec<String>,
+    pub dst_workload_tags: Vec<String>,
 }
 
 impl Namespace {
@@ -157,6 +169,11 @@ impl Namespace {
                 t.push(format!("{k}:{v}"));
             }
         }
+        self.dst_workload_tags = self
+            .workload_tags
+            .iter()
+            .map(|x| format!("dst_{x}"))
+            .collect();
         let owned = self.container_id.is_some() || self.pod_name.is_some();
         self.dst_tags = if owned {
             t.iter().map(|x| format!("dst_{x}")).collect()

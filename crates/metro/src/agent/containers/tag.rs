@@ -25,28 +25,42 @@ pub struct Counters {
 /// and interval, none per packet), and count what could not be attributed. Each pair is its
 /// local address, its remote end's tag value (an address, or a configured host name) and the
 /// tags to fill, so that this module need not know the report's types. When the remote end
-/// is a container or pod of this host too, its tags follow, each key prefixed `dst_`.
+/// is a container or pod of this host too, its tags follow, each key prefixed `dst_`. With
+/// `workloads` (`kube_labels: true`), each end's pod workload tags follow its own.
 pub fn tag_pairs<'a>(
     pairs: impl IntoIterator<Item = (IpAddr, &'a str, &'a mut Vec<String>)>,
+    workloads: bool,
 ) -> Counters {
     let a = global().get().1;
     let s = &a.stats;
     let mut c = Counters {
         namespaces_attributed: s.namespaces_attributed,
         namespaces_unattributed: s.namespaces - s.namespaces_attributed,
-        skipped: s.pids_skipped + s.pids_unreadable + s.namespaces_skipped + s.addresses_skipped,
+        skipped: s.pids_skipped
+            + s.pids_unreadable
+            + s.namespaces_skipped
+            + s.addresses_skipped
+            + s.workloads_skipped,
         pairs_unattributed: 0,
     };
     for (src, dst, tags) in pairs {
         tags.clear();
         match a.namespace(src) {
-            Some(ns) => tags.extend(ns.tags.iter().cloned()),
+            Some(ns) => {
+                tags.extend(ns.tags.iter().cloned());
+                if workloads {
+                    tags.extend(ns.workload_tags.iter().cloned());
+                }
+            }
             None => c.pairs_unattributed += 1,
         }
         if let Ok(ip) = dst.parse::<IpAddr>()
             && let Some(ns) = a.namespace(ip)
         {
             tags.extend(ns.dst_tags.iter().cloned());
+            if workloads {
+                tags.extend(ns.dst_workload_tags.iter().cloned());
+            }
         }
     }
     if c.pairs_unattributed > 0 {
