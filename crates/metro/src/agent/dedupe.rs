@@ -9,7 +9,7 @@
 //!
 //! metro captures `any` as Linux cooked v2 (SLL2), whose header carries the interface
 //! index. A sighting is a copy of an earlier one when, seen on ANOTHER interface within
-//! [`WINDOW_NS`], it has the same content: every byte of the first [`HASHED`] of the IP
+//! [`WINDOW_NS`] ([`NAT_WINDOW_NS`] for a NAT copy), it has the same content: every byte of the first [`HASHED`] of the IP
 //! packet and its length, but for the fields a hop or a NAT rewrites: the TTL / hop limit,
 //! the IPv4 header checksum, the TCP checksum, and the addresses and ports, which are
 //! compared on their own:
@@ -31,7 +31,7 @@
 //! the translation (the outer addresses and ports, per direction, in a fixed table of
 //! [`MAPS`]): a later packet on the outer tuple in the inbound direction is dropped on
 //! sight, and its inner copy, when it comes, confirms it. A translation is forgotten when
-//! an inner copy fails to come within [`WINDOW_NS`] of a drop, when a packet on the outer
+//! an inner copy fails to come within [`NAT_WINDOW_NS`] of a drop, when a packet on the outer
 //! tuple in the outbound direction comes with no inner sighting before it (the host itself
 //! now uses those addresses and ports), or after [`MAP_IDLE_NS`] without a confirmed copy.
 //! The only rewritten sighting that reaches the engine is thus the first inbound packet of
@@ -51,6 +51,11 @@ use metro_core::wire::linktype::LINUX_SLL2;
 /// one packet are a few microseconds apart (one softirq); a retransmission carries a new
 /// IPv4 ID or TCP timestamp and comes an RTO later.
 pub const WINDOW_NS: i64 = 50_000_000;
+/// The same for a NAT copy, and for the inner copy of an outer sighting dropped on sight:
+/// after the NAT a packet may wait for the next hop's link-layer address (ARP or neighbour
+/// discovery, retried every second), as a connection's first packets to a new server do. A
+/// retransmission is never taken for one: it keeps its addresses and ports.
+pub const NAT_WINDOW_NS: i64 = 3_000_000_000;
 /// How long a learned translation lasts without a confirmed copy.
 pub const MAP_IDLE_NS: i64 = 60_000_000_000;
 /// Recent packets remembered (a power of two).
@@ -338,9 +343,10 @@ impl Dedupe {
             tuple,
             dropped_outer: false,
         };
-        if slot.key == k && slot.ifindex != ifindex && (0..=WINDOW_NS).contains(&(ts - slot.ts)) {
+        if slot.key == k && slot.ifindex != ifindex && (0..=NAT_WINDOW_NS).contains(&(ts - slot.ts))
+        {
             match relation(&slot.tuple, &tuple) {
-                Relation::Same => {
+                Relation::Same if ts - slot.ts <= WINDOW_NS => {
                     self.copies += 1;
                     return true;
                 }
@@ -367,7 +373,7 @@ impl Dedupe {
                     self.slots[slot_i] = fresh;
                     return false;
                 }
-                Relation::Other => {}
+                Relation::Same | Relation::Other => {}
             }
         }
         if tuple.tcp && self.learned > 0 && self.outer_on_sight(&tuple, ts) {
@@ -436,7 +442,7 @@ impl Dedupe {
             return false;
         }
         let stale = ts - m.last_ok > MAP_IDLE_NS;
-        let unanswered = m.unconfirmed > 0 && ts - m.since > WINDOW_NS;
+        let unanswered = m.unconfirmed > 0 && ts - m.since > NAT_WINDOW_NS;
         if !m.outer_first || stale || unanswered {
             if unanswered {
                 self.nat_unconfirmed += 1;
@@ -634,6 +640,30 @@ mod tests {
         assert_eq!(kept[41].0, uplink);
     }
 
+    /// The first packet of a connection to a new server waits after the NAT for the next
+    /// hop's address (ARP): its rewritten sighting comes 200 ms after the container's and is
+    /// still its copy; a plain copy that late is not (a real duplicate, the engine's).
+    #[test]
+    fn a_nat_copy_delayed_by_address_resolution_is_still_a_copy() {
+        let mut d = Dedupe::new();
+        let srv = (SRV, 443);
+        let syn = |src, ttl| tcp4(src, srv, ttl, 0, 777);
+        assert!(!d.is_copy_ranked(LINUX_SLL2, 0, &sll2(5, &syn((CTR, 40000), 64)), rank));
+        assert!(d.is_copy_ranked(
+            LINUX_SLL2,
+            200_000_000,
+            &sll2(2, &syn((HOST, 61000), 63)),
+            rank
+        ));
+        assert!(!d.is_copy_ranked(
+            LINUX_SLL2,
+            300_000_000,
+            &sll2(3, &syn((CTR, 40000), 64)),
+            rank
+        ));
+        assert_eq!((d.copies, d.nat_copies), (1, 1));
+    }
+
     /// A published port (DNAT) over IPv6: the SYN's outer sighting comes first and reaches
     /// the engine (the NAT is not known yet); from then on only the container's sightings.
     #[test]
@@ -683,7 +713,7 @@ mod tests {
         assert!(drop(&mut d, 100_000, uplink, tcp6(client, published, 50)));
         assert!(!drop(
             &mut d,
-            100_000 + 2 * WINDOW_NS,
+            100_000 + 2 * NAT_WINDOW_NS,
             uplink,
             tcp6(client, published, 51)
         ));

@@ -46,7 +46,15 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
         }
     }
     stats.namespaces_skipped = skipped_ns.len() as u64;
-    let names = procfs::netns_names(&roots.netns_dir, limits.max_namespaces);
+    let mut names = procfs::netns_names(&roots.netns_dir, limits.max_namespaces);
+    // In a container the host's `ip netns` bind mounts are under the host's root (a
+    // recursive mount of its /).
+    let host_netns = roots.host.join("run/netns");
+    if host_netns != roots.netns_dir {
+        for (ino, name) in procfs::netns_names(&host_netns, limits.max_namespaces) {
+            names.entry(ino).or_insert(name);
+        }
+    }
     // Containers per namespace, from the cgroups.
     let mut found: Vec<(Namespace, Vec<String>, Vec<IpAddr>)> = Vec::new();
     let mut all_ids: HashSet<String> = HashSet::new();

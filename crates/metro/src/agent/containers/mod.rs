@@ -103,9 +103,7 @@ impl Default for Roots {
             .unwrap_or_else(|| PathBuf::from("/"));
         Roots {
             proc: PathBuf::from("/proc"),
-            // The `ip netns` bind mounts are the host's too (seen in a container through a
-            // recursive mount of the host's /).
-            netns_dir: host.join("run/netns"),
+            netns_dir: PathBuf::from("/run/netns"),
             host,
         }
     }
