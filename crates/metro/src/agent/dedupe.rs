@@ -335,26 +335,20 @@ impl Dedupe {
             return false;
         };
         let slot_i = (k as usize) & (SLOTS - 1);
-        let slot = self.slots[slot_i];
-        let fresh = Slot {
-            key: k,
-            ifindex,
-            ts,
-            tuple,
-            dropped_outer: false,
-        };
-        if slot.key == k && slot.ifindex != ifindex && (0..=NAT_WINDOW_NS).contains(&(ts - slot.ts))
-        {
-            match relation(&slot.tuple, &tuple) {
-                Relation::Same if ts - slot.ts <= WINDOW_NS => {
+        let s = &self.slots[slot_i];
+        if s.key == k && s.ifindex != ifindex && (0..=NAT_WINDOW_NS).contains(&(ts - s.ts)) {
+            let (age, dropped_outer) = (ts - s.ts, s.dropped_outer);
+            match relation(&s.tuple, &tuple) {
+                Relation::Same if age <= WINDOW_NS => {
                     self.copies += 1;
                     return true;
                 }
                 Relation::Nat(was, now) => {
-                    if slot.dropped_outer {
+                    let prev = s.tuple;
+                    if dropped_outer {
                         // The inner copy of an outer sighting dropped on sight: kept.
-                        self.confirm(&slot.tuple, ts);
-                        self.slots[slot_i] = fresh;
+                        self.confirm(&prev, ts);
+                        self.remember(slot_i, k, ifindex, ts, tuple, false);
                         return false;
                     }
                     let (r_was, r_now) = (rank(was), rank(now));
@@ -369,24 +363,32 @@ impl Dedupe {
                     }
                     // The earlier sighting was the rewritten one, and went to the engine.
                     self.nat_outer_kept += 1;
-                    self.learn(slot.tuple, ts);
-                    self.slots[slot_i] = fresh;
+                    self.learn(prev, ts);
+                    self.remember(slot_i, k, ifindex, ts, tuple, false);
                     return false;
                 }
                 Relation::Same | Relation::Other => {}
             }
         }
         if tuple.tcp && self.learned > 0 && self.outer_on_sight(&tuple, ts) {
-            self.slots[slot_i] = Slot {
-                dropped_outer: true,
-                ..fresh
-            };
+            self.remember(slot_i, k, ifindex, ts, tuple, true);
             self.copies += 1;
             self.nat_copies += 1;
             return true;
         }
-        self.slots[slot_i] = fresh;
+        self.remember(slot_i, k, ifindex, ts, tuple, false);
         false
+    }
+
+    /// Note a sighting in its slot (written in place).
+    #[inline]
+    fn remember(&mut self, i: usize, key: u64, ifindex: u32, ts: i64, tuple: Tuple, dropped: bool) {
+        let s = &mut self.slots[i];
+        s.key = key;
+        s.ifindex = ifindex;
+        s.ts = ts;
+        s.tuple = tuple;
+        s.dropped_outer = dropped;
     }
 
     fn map_index(t: &Tuple) -> usize {

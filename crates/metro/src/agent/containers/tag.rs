@@ -44,7 +44,6 @@ pub fn tag_pairs<'a>(
         pairs_unattributed: 0,
     };
     for (src, dst, tags) in pairs {
-        tags.clear();
         match a.namespace(src) {
             Some(ns) => {
                 tags.extend(ns.tags.iter().cloned());
