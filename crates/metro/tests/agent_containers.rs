@@ -936,3 +936,190 @@ fn podman_nat_counted_once_under_the_containers_address() {
     drop(agent);
     drop(image);
 }
+
+// --- the DaemonSet's settings ------------------------------------------------------------------
+
+/// The pod of deploy/kubernetes/metro.yaml under podman, every setting read from the
+/// manifest by scripts/lib/k8s-podman.py (as scripts/container-test.sh does with the real
+/// image, which needs a Debian mirror to build): the host's pid namespace, uid 0 with the
+/// manifest's three capabilities, no_new_privs, a read-only root, the host's / read-only at
+/// /host with METRO_HOST_ROOT. The image here is this build's binary and the libraries it
+/// links, nothing else. A workload container in a namespace of its own fetches from the
+/// "host": its pair carries its container tags, and the host's pair towards it the `dst_`
+/// ones.
+#[test]
+fn daemonset_settings_under_podman_give_tags() {
+    if !netns::needs_root("podman with the DaemonSet's settings") {
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = TempDir::new("dset");
+    // The stand-in image: the binary and what `ldd` says it loads.
+    let rootfs = dir.path("metro-rootfs");
+    let bin = env!("CARGO_BIN_EXE_metro");
+    let ldd = Command::new("ldd").arg(bin).output().expect("run ldd");
+    let mut files = vec![std::path::PathBuf::from(bin)];
+    for l in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(p) = l.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(p.into());
+        }
+    }
+    for f in &files {
+        let to = if f.as_os_str() == bin {
+            rootfs.join("usr/bin/metro")
+        } else {
+            rootfs.join(f.strip_prefix("/").unwrap())
+        };
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(f, &to).unwrap_or_else(|e| panic!("copy {}: {e}", f.display()));
+    }
+    let tar = dir.path("metro-rootfs.tar");
+    let st = Command::new("tar")
+        .args([
+            "-C",
+            rootfs.to_str().unwrap(),
+            "-cf",
+            tar.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let metro_image = format!("localhost/metro-test-standin:{}", std::process::id());
+    podman_ok(&[
+        "import",
+        "--change",
+        "ENTRYPOINT [\"/usr/bin/metro\"]",
+        tar.to_str().unwrap(),
+        &metro_image,
+    ]);
+    // Removed last (after the containers made from either image).
+    struct Rmi(String);
+    impl Drop for Rmi {
+        fn drop(&mut self) {
+            let _ = podman(&["rmi", "-f", &self.0]);
+        }
+    }
+    let _rmi = Rmi(metro_image.clone());
+
+    // The "host" and a workload's namespace, joined by a veth pair.
+    let host = Netns::new("dsh");
+    let work_ns = Netns::new("dsw");
+    veth(
+        &work_ns,
+        "eth0",
+        Some("10.234.0.2/24"),
+        &host,
+        "vwork",
+        Some("10.234.0.1/24"),
+    );
+    let _srv = CountingEcho::start(&host, "10.234.0.1:7000");
+    let statsd = udp_statsd(&host);
+    let sig = dir.path("sig");
+    std::fs::create_dir_all(&sig).unwrap();
+    let mut image = Image::build(&dir);
+    let work_name = format!("metro-ds-{}-work", std::process::id());
+    let work_id = image.run(
+        &work_name,
+        &work_ns,
+        &sig,
+        "nc -ll -p 7100 -e /bin/echoconn & while true; do echo hello | timeout 2 nc 10.234.0.1 7000 >/dev/null; sleep 0.2; done",
+    );
+
+    // The pod's settings from the manifest; this test's configuration and receiver.
+    let etc = dir.path("etc-metro");
+    let dsd = dir.path("datadog");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::create_dir_all(&dsd).unwrap();
+    std::fs::write(
+        etc.join("metro.yaml"),
+        "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\ninstances:\n  - interface: any\n    ips: [10.234.0.0/24]\n",
+    )
+    .unwrap();
+    let out = Command::new("python3")
+        .arg(root.join("scripts/lib/k8s-podman.py"))
+        .arg(root.join("deploy/kubernetes/metro.yaml"))
+        .arg(format!("/var/run/datadog/={}", dsd.display()))
+        .arg(format!("configMap:metro-config={}", etc.display()))
+        .output()
+        .expect("run scripts/lib/k8s-podman.py (python3-yaml)");
+    assert!(
+        out.status.success(),
+        "k8s-podman.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let sep = lines.iter().position(|l| *l == "--").expect("no `--`");
+    let (opts, args) = (&lines[..sep], &lines[sep + 1..]);
+    for want in [
+        "--pid=host",
+        "--network=host",
+        "--env=METRO_HOST_ROOT=/host",
+        "--volume=/:/host:ro,rslave",
+        "--cap-drop=all",
+    ] {
+        assert!(
+            opts.contains(&want),
+            "the manifest's settings lack {want}: {opts:?}"
+        );
+    }
+    let agent_name = format!("metro-ds-{}-agent", std::process::id());
+    image.netns = Some(host.name.clone());
+    image.containers.push(agent_name.clone());
+    let mut run: Vec<&str> = vec![
+        "run",
+        "-d",
+        "--name",
+        &agent_name,
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+    run.extend_from_slice(opts);
+    run.push(&metro_image);
+    run.extend_from_slice(args);
+    podman_in(&host, &run);
+    let pid = podman_ok(&["inspect", "-f", "{{.State.Pid}}", &agent_name]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("CapEff:") && l.ends_with("0000000000082004")),
+        "NET_RAW, SYS_PTRACE, DAC_READ_SEARCH only: {status}"
+    );
+    // A client on the host to the workload's echo service: the host's pair to it.
+    let mut client = Client::start(
+        &host,
+        "10.234.0.2:7100".parse().unwrap(),
+        100,
+        Duration::from_millis(50),
+        5,
+    );
+    let end = std::time::Instant::now() + 60 * S;
+    let (mut src_tagged, mut dst_tagged) = (false, false);
+    while !(src_tagged && dst_tagged) {
+        assert!(
+            std::time::Instant::now() < end,
+            "no tagged pairs within 60 s: {:#?}\n{}",
+            named(&statsd.all(), "system.net.tcp.rtt.p50"),
+            podman_ok(&["logs", &agent_name])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let all = statsd.all();
+        src_tagged = all.iter().any(|m| {
+            m.tag("src") == Some("10.234.0.2")
+                && m.tag("container_name") == Some(work_name.as_str())
+                && m.tag("container_id") == Some(work_id.as_str())
+        });
+        dst_tagged = all.iter().any(|m| {
+            m.tag("src") == Some("10.234.0.1")
+                && m.tag("dst") == Some("10.234.0.2")
+                && m.tag("dst_container_name") == Some(work_name.as_str())
+                && m.tag("container_name").is_none()
+        });
+    }
+    client.stop();
+    drop(image);
+}
