@@ -220,12 +220,20 @@ impl Processor {
             self.locals = self.shared.locals.get();
         }
         self.refresh_watch();
-        if let Some(d) = &mut self.dedupe
-            && d.is_copy(linktype, ts, data)
-        {
-            return;
-        }
         self.refresh_attr();
+        if let Some(d) = &mut self.dedupe {
+            // Of a NAT copy's two sightings, the one with the container's address is kept
+            // (agent::dedupe): a container's namespace over an unknown address over the
+            // host's own.
+            let (locals, attr) = (&self.locals.1, self.attr.as_ref().map(|a| &*a.1));
+            let rank = |ip| match attr.and_then(|a| a.namespace(ip).map(|n| (a, n))) {
+                Some((a, n)) => u8::from(n.inode != a.own_netns) * 2,
+                None => u8::from(!locals.contains(ip)),
+            };
+            if d.is_copy_ranked(linktype, ts, data, rank) {
+                return;
+            }
+        }
         if let Some(d) = &mut self.duty
             && !d.admit(ts)
         {

@@ -539,6 +539,8 @@ pub struct InstanceShared {
     pub samples_internal_total: AtomicU64,
     /// Attach container tags to pairs ([`super::containers`]); set by the runtime.
     pub container_tags: std::sync::atomic::AtomicBool,
+    /// Also the pods' workload tags (`kube_labels: true`); set by the runtime.
+    pub kube_labels: std::sync::atomic::AtomicBool,
     /// What the instance's intervals keep and how they group.
     pub opts: Arc<IntervalOpts>,
 }
@@ -565,6 +567,7 @@ impl InstanceShared {
             samples_total: Default::default(),
             samples_internal_total: AtomicU64::new(0),
             container_tags: std::sync::atomic::AtomicBool::new(false),
+            kube_labels: std::sync::atomic::AtomicBool::new(false),
             opts: Arc::default(),
         }
     }
@@ -635,7 +638,12 @@ impl InstanceShared {
         let (mut pairs, samples, internal) = iv.into_pairs();
         // Container and pod tags from each pair's local address (agent::containers).
         let containers = self.container_tags.load(Ordering::Relaxed).then(|| {
-            super::containers::tag_pairs(pairs.iter_mut().map(|p| (p.src, &mut p.extra_tags)))
+            super::containers::tag_pairs(
+                pairs
+                    .iter_mut()
+                    .map(|p| (p.src, &*p.dst, &mut p.extra_tags)),
+                self.kube_labels.load(Ordering::Relaxed),
+            )
         });
         for (t, n) in self.samples_total.iter().zip(samples) {
             t.fetch_add(n, Ordering::Relaxed);

@@ -257,6 +257,9 @@ fn set_container_tags(shared: &InstanceShared, inst: &Instance) {
         super::containers::ensure_refresher();
     }
     shared.container_tags.store(on, Ordering::Relaxed);
+    shared
+        .kube_labels
+        .store(on && inst.kube_labels, Ordering::Relaxed);
 }
 
 impl Runtime {

@@ -189,6 +189,10 @@ pub struct Instance {
     /// Tag pairs with the container and pod that own the local address (see
     /// [`crate::agent::containers`]); on unless `container_tags: false`.
     pub container_tags: bool,
+    /// With `container_tags`, also each pod's workload tags from its labels where the node's
+    /// files record them (`kube_app_name`, `kube_app`, `kube_deployment`, ...); off unless
+    /// `kube_labels: true`.
+    pub kube_labels: bool,
     /// How remote addresses are grouped into series.
     pub group_by: GroupBy,
     /// Use IP IDs to tell a frame captured twice from a retransmission (false where a

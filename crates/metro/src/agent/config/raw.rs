@@ -159,6 +159,7 @@ section! {
         pub pcap: Option<Spanned<String>>,
         pub max_flows: Option<Spanned<u64>>,
         pub container_tags: Option<bool>,
+        pub kube_labels: Option<bool>,
         pub group_by: Option<Spanned<String>>,
         pub subnet_v4_prefix: Option<Spanned<u64>>,
         pub subnet_v6_prefix: Option<Spanned<u64>>,

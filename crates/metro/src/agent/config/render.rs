@@ -128,6 +128,7 @@ impl Config {
             }
             let _ = writeln!(o, "    max_flows: {}", i.max_flows);
             let _ = writeln!(o, "    container_tags: {}", i.container_tags);
+            let _ = writeln!(o, "    kube_labels: {}", i.kube_labels);
             let _ = writeln!(o, "    group_by: {}", i.group_by.name());
             if let GroupBy::Subnet { v4, v6 } = i.group_by {
                 let _ = writeln!(o, "    subnet_v4_prefix: {v4}");

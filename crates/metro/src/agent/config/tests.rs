@@ -285,6 +285,14 @@ fn sampling_and_max_flows() {
 }
 
 #[test]
+fn kube_labels_default_off_and_can_be_turned_on() {
+    let c = ok("instances:\n  - interface: any\n    ips: [10.0.0.1]\n  - interface: eth1\n    ips: [10.0.0.1]\n    kube_labels: true\n").config;
+    assert!(!c.instances[0].kube_labels);
+    assert!(c.instances[1].kube_labels);
+    assert!(c.to_yaml().contains("    kube_labels: true\n"));
+}
+
+#[test]
 fn container_tags_default_on_and_can_be_turned_off() {
     let c = ok("instances:\n  - interface: any\n    ips: [10.0.0.1]\n  - interface: eth1\n    ips: [10.0.0.1]\n    container_tags: false\n").config;
     assert!(c.instances[0].container_tags);
@@ -567,7 +575,7 @@ fn section_keys_are_the_keys_serde_reads() {
     assert!(RawInit::KEYS.contains(&"exp_ttl") && RawInit::KEYS.contains(&"expired_ttl"));
     assert!(RawFile::KEYS.contains(&"config"));
     assert_eq!(RawInit::KEYS.len(), 20);
-    assert_eq!(RawInstance::KEYS.len(), 14);
+    assert_eq!(RawInstance::KEYS.len(), 15);
 }
 
 #[test]

@@ -742,6 +742,7 @@ fn instance(
         sample,
         max_flows: max_flows as usize,
         container_tags: inst.container_tags.unwrap_or(true),
+        kube_labels: inst.kube_labels.unwrap_or(false),
         group_by,
         trust_ip_id: inst.trust_ip_id.unwrap_or(true),
     })
