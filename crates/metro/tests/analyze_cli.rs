@@ -424,3 +424,70 @@ fn generate_refuses_options_its_mode_would_ignore() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(truth.exists());
 }
+
+/// Issue 19: a pcapng custom block is a frame to tshark (so metro numbers it) but not a
+/// packet: `analyze` skipped it only in the agent and reported it as link type 4294967295,
+/// "not decoded". Now every path skips it, and the summary says what it was.
+#[test]
+fn a_pcapng_custom_block_is_numbered_not_reported_as_an_unknown_link_type() {
+    use metro_testkit::frame::{TcpFrame, flags};
+    use metro_testkit::pcap::{Interface, PcapNgWriter};
+    let dir = tmpdir("custom-block");
+    let (c, s) = ([10, 0, 0, 2], [10, 0, 0, 1]);
+    let mut w = PcapNgWriter::new(Vec::new(), false).unwrap();
+    let i = w.add_interface(Interface::new(1, 0)).unwrap();
+    let t0 = 1_700_000_000_000_000_000i64;
+    let syn = TcpFrame::v4(c, 40000, s, 443)
+        .flags(flags::SYN)
+        .seq(1000)
+        .to_vec();
+    let synack = TcpFrame::v4(s, 443, c, 40000)
+        .flags(flags::SYN | flags::ACK)
+        .seq(5000)
+        .ack(1001)
+        .to_vec();
+    let ack = TcpFrame::v4(c, 40000, s, 443).seq(1001).ack(5001).to_vec();
+    w.write_packet(i, t0, &syn, syn.len() as u32).unwrap();
+    // Frame 2: a custom block (its Private Enterprise Number, then data).
+    w.write_block(0xbad, &[0, 0, 0x7e, 0xd9, 1, 2, 3, 4])
+        .unwrap();
+    w.write_packet(i, t0 + 20_000_000, &synack, synack.len() as u32)
+        .unwrap();
+    w.write_packet(i, t0 + 50_000_000, &ack, ack.len() as u32)
+        .unwrap();
+    let path = dir.join("custom.pcapng");
+    std::fs::write(&path, w.into_inner().unwrap()).unwrap();
+    for threads in ["1", "2"] {
+        let out = metro(&[
+            "analyze",
+            "--threads",
+            threads,
+            "--format",
+            "json",
+            path.to_str().unwrap(),
+        ]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(!err.contains("link type"), "threads {threads}: {err}");
+        assert!(
+            err.contains("summary: 1 files, 4 records, 3 TCP packets, 0 undecodable"),
+            "threads {threads}: {err}"
+        );
+        assert!(
+            err.contains("not packets (pcapng custom or journal blocks, numbered as frames): 1"),
+            "{err}"
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let summary = &doc["summary"];
+        assert_eq!(summary["records"], 4, "{summary}");
+        assert_eq!(summary["undecodable"], serde_json::json!({}), "{summary}");
+        assert_eq!(
+            summary["unsupported_linktypes"],
+            serde_json::json!({}),
+            "{summary}"
+        );
+        // The handshake's two samples (the SYN/ACK 20 ms from the capture point to the
+        // client and back... the server side; the ACK 30 ms on the client side).
+        assert_eq!(summary["samples"]["handshake"], 2, "{summary}");
+    }
+}

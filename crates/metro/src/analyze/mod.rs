@@ -21,7 +21,7 @@ use metro_core::rtt::{Kind, KindSet, Sample};
 use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 
-use crate::pcap::{CaptureReader, ReadError};
+use crate::pcap::{CaptureReader, NOT_A_PACKET, ReadError};
 
 pub use output::{render_json, render_table, sample_line_tail};
 
@@ -208,6 +208,9 @@ pub struct Summary {
     pub tcp_packets: u64,
     pub undecodable: BTreeMap<&'static str, u64>,
     pub unsupported_linktypes: BTreeMap<u32, u64>,
+    /// Records that are not packets (pcapng custom and systemd journal blocks): counted in
+    /// `records`, as tshark numbers them, and otherwise skipped.
+    pub non_packets: u64,
     pub engine: Counters,
 }
 
@@ -433,6 +436,11 @@ fn analyze_one(
             }
         };
         frame += 1;
+        if rec.linktype == NOT_A_PACKET {
+            // A pcapng custom or journal block: a frame number, nothing to decode.
+            summary.non_packets += 1;
+            continue;
+        }
         let ts = rec.ts;
         // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
         match Segment::decode(rec.linktype, rec.data) {

@@ -283,6 +283,13 @@ pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             .collect();
         writeln!(out, "  undecodable: {}", parts.join(", "))?;
     }
+    if s.non_packets > 0 {
+        writeln!(
+            out,
+            "  not packets (pcapng custom or journal blocks, numbered as frames): {}",
+            s.non_packets
+        )?;
+    }
     writeln!(
         out,
         "  samples: seq {}, handshake {}, ts {}; ambiguous dropped {}; retransmissions {}; duplicate frames {}; zero or negative intervals {}; implausible (> max RTT) {}",

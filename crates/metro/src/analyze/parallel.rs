@@ -58,7 +58,7 @@ use metro_core::rtt::{Kind, Sample};
 use metro_core::{Nanos, Segment};
 
 use super::{Collector, FileReport, Summary, TICK, describe_read_error, progress};
-use crate::pcap::CaptureReader;
+use crate::pcap::{CaptureReader, NOT_A_PACKET};
 
 /// Packets per shard and epoch, on average: large enough that handing a batch over costs
 /// little (1024 made the 2-core run slower).
@@ -167,6 +167,7 @@ struct ReaderEnd {
     error: Option<String>,
     undecodable: BTreeMap<&'static str, u64>,
     unsupported_linktypes: BTreeMap<u32, u64>,
+    non_packets: u64,
 }
 
 /// What a shard hands back at the end of the file.
@@ -283,6 +284,7 @@ pub(super) fn analyze_one(
     });
 
     summary.records += reader_end.frames;
+    summary.non_packets += reader_end.non_packets;
     for (reason, count) in reader_end.undecodable {
         *summary.undecodable.entry(reason).or_insert(0) += count;
     }
@@ -349,6 +351,10 @@ fn read_and_dispatch(
         };
         end.frames += 1;
         let frame = end.frames;
+        if rec.linktype == NOT_A_PACKET {
+            end.non_packets += 1;
+            continue;
+        }
         let ts = rec.ts;
         match Segment::decode(rec.linktype, rec.data) {
             Ok(seg) => {
