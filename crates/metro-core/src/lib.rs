@@ -12,6 +12,7 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod driver;
 pub mod engine;
 pub mod flow;
 pub mod rtt;

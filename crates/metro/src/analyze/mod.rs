@@ -12,16 +12,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use metro_core::aggregate::{Numbering, Stats};
-use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
+use metro_core::driver::Driver;
+use metro_core::engine::{Counters, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::{Kind, KindSet, Sample};
 use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 
-use crate::pcap::{CaptureReader, NOT_A_PACKET, ReadError};
+use crate::pcap::{CaptureReader, ReadError};
+use crate::replay::{Frames, ToDriver, replay};
 
 pub use output::{render_json, render_table, sample_line_tail};
 
@@ -316,9 +319,6 @@ impl Observer for Collector<'_, '_> {
     }
 }
 
-/// How often (in packet time) the engine's expiry runs.
-const TICK: Nanos = 1_000_000_000;
-
 /// Analyze `files`, writing samples to `samples_out` if given. Never fails as a whole: each
 /// file's error is recorded in its [`FileReport`]. One thread; see [`analyze_files_threads`].
 pub fn analyze_files(
@@ -421,76 +421,77 @@ fn analyze_one(
     };
     fr.opened = true;
     let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let mut bar = progress::Bar::new(progress, &collector.file_name, total);
-    let mut engine = Engine::new(cfg.clone());
-    let mut frame: u64 = 0;
-    let mut next_tick: Nanos = Nanos::MIN;
-    let mut unsupported_seen: Vec<u32> = Vec::new();
-    loop {
-        let rec = match reader.next_record() {
-            Ok(Some(r)) => r,
-            Ok(None) => break,
-            Err(e) => {
-                fr.error = Some(describe_read_error(&e));
-                break;
-            }
-        };
-        frame += 1;
-        if rec.linktype == NOT_A_PACKET {
-            // A pcapng custom or journal block: a frame number, nothing to decode.
-            summary.non_packets += 1;
-            continue;
-        }
-        let ts = rec.ts;
-        // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
-        match Segment::decode(rec.linktype, rec.data) {
-            Ok(ref seg) => {
-                if ts >= next_tick {
-                    engine.tick(ts);
-                    next_tick = ts.saturating_add(TICK);
-                }
-                engine.process(frame, ts, seg, collector);
-            }
-            Err(e) => count_undecodable(
-                e,
-                &mut summary.undecodable,
-                &mut summary.unsupported_linktypes,
-                &mut unsupported_seen,
-                &mut bar,
-                path,
-            ),
-        }
-        if frame & 0xffff == 0 {
-            bar.update(reader.compressed_bytes_read());
-        }
-    }
-    bar.clear();
-    fr.records = frame;
-    summary.records += frame;
-    summary.tcp_packets += engine.counters().packets;
-    summary.engine.add(engine.counters());
+    let bar = progress::Bar::new(progress, &collector.file_name, total);
+    let mut driver = Driver::new(cfg.clone());
+    let mut frames = OneThread {
+        to: ToDriver {
+            driver: &mut driver,
+            out: collector,
+        },
+        skipped: Skipped {
+            undecodable: &mut summary.undecodable,
+            unsupported: &mut summary.unsupported_linktypes,
+            seen: Vec::new(),
+            bar,
+            path,
+        },
+    };
+    let done = replay(&mut reader, &mut frames);
+    frames.skipped.bar.clear();
+    fr.error = done.error.as_ref().map(describe_read_error);
+    fr.records = done.records;
+    summary.records += done.records;
+    summary.non_packets += done.non_packets;
+    summary.tcp_packets += driver.tcp().counters().packets;
+    summary.engine.add(driver.tcp().counters());
     fr
 }
 
-/// Count a frame that yielded no TCP segment; name an unsupported link type once per file.
-fn count_undecodable(
-    e: DecodeError,
-    undecodable: &mut BTreeMap<&'static str, u64>,
-    unsupported: &mut BTreeMap<u32, u64>,
-    seen: &mut Vec<u32>,
-    bar: &mut progress::Bar,
-    path: &Path,
-) {
-    *undecodable.entry(e.reason()).or_insert(0) += 1;
-    if let DecodeError::UnsupportedLinkType(lt) = e {
-        *unsupported.entry(lt).or_insert(0) += 1;
-        if !seen.contains(&lt) {
-            seen.push(lt);
-            bar.clear();
-            eprintln!(
-                "metro: {}: link type {lt} is not decoded; its packets are counted and skipped",
-                path.display()
-            );
+/// The one-thread replay: frames to the driver, the rest counted.
+struct OneThread<'a, 'c, 'w, 'o> {
+    to: ToDriver<'a, Collector<'w, 'o>>,
+    skipped: Skipped<'a, 'c>,
+}
+
+impl Frames for OneThread<'_, '_, '_, '_> {
+    #[inline]
+    fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment) -> ControlFlow<()> {
+        self.to.segment(frame, ts, seg)
+    }
+
+    fn undecodable(&mut self, e: DecodeError) {
+        self.skipped.count(e);
+    }
+
+    fn progress(&mut self, reader: &CaptureReader) {
+        self.skipped.bar.update(reader.compressed_bytes_read());
+    }
+}
+
+/// Where a file's undecodable frames are counted (the summary's maps, or a reader
+/// thread's), each unsupported link type named once per file.
+struct Skipped<'a, 'c> {
+    undecodable: &'a mut BTreeMap<&'static str, u64>,
+    unsupported: &'a mut BTreeMap<u32, u64>,
+    seen: Vec<u32>,
+    bar: progress::Bar,
+    path: &'c Path,
+}
+
+impl Skipped<'_, '_> {
+    /// Count a frame that yielded no TCP segment; name an unsupported link type once.
+    fn count(&mut self, e: DecodeError) {
+        *self.undecodable.entry(e.reason()).or_insert(0) += 1;
+        if let DecodeError::UnsupportedLinkType(lt) = e {
+            *self.unsupported.entry(lt).or_insert(0) += 1;
+            if !self.seen.contains(&lt) {
+                self.seen.push(lt);
+                self.bar.clear();
+                eprintln!(
+                    "metro: {}: link type {lt} is not decoded; its packets are counted and skipped",
+                    self.path.display()
+                );
+            }
         }
     }
 }

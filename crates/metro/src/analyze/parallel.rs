@@ -48,17 +48,21 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread;
 
 use metro_core::aggregate::Numbering;
+use metro_core::driver::Clock;
 use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
 use metro_core::rtt::{Kind, Sample};
+use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 
-use super::{Collector, FileReport, Summary, TICK, describe_read_error, progress};
-use crate::pcap::{CaptureReader, NOT_A_PACKET};
+use super::{Collector, FileReport, Skipped, Summary, describe_read_error, progress};
+use crate::pcap::CaptureReader;
+use crate::replay::{Frames, replay};
 
 /// Packets per shard and epoch, on average: large enough that handing a batch over costs
 /// little (1024 made the 2-core run slower).
@@ -310,88 +314,110 @@ pub(super) fn analyze_one(
 fn read_and_dispatch(
     path: &Path,
     mut reader: CaptureReader,
-    mut bar: progress::Bar,
+    bar: progress::Bar,
     to_shard: Vec<SyncSender<InBatch>>,
     in_free: Vec<Receiver<InBatch>>,
 ) -> ReaderEnd {
     let n = to_shard.len();
-    let mut end = ReaderEnd::default();
-
-    let epoch = epoch_len(n);
     let cap = batch_cap(n);
-    let fresh = |free: &Receiver<InBatch>| {
-        free.try_recv().unwrap_or_else(|_| InBatch {
-            items: Vec::with_capacity(cap),
-            ticks: Vec::new(),
-        })
+    let mut end = ReaderEnd::default();
+    let mut dispatch = Dispatch {
+        batches: in_free.iter().map(|f| fresh(f, cap)).collect(),
+        to_shard,
+        in_free,
+        epoch: epoch_len(n),
+        cap,
+        in_epoch: 0,
+        stopped: false,
+        clock: Clock::default(),
+        skipped: Skipped {
+            undecodable: &mut end.undecodable,
+            unsupported: &mut end.unsupported_linktypes,
+            seen: Vec::new(),
+            bar,
+            path,
+        },
     };
-    let mut batches: Vec<InBatch> = in_free.iter().map(fresh).collect();
-    let mut in_epoch = 0usize;
-    let mut next_tick: Nanos = Nanos::MIN;
-    let mut unsupported_seen: Vec<u32> = Vec::new();
-    // Sends every shard its batch; false once a shard is gone (the merger stopped).
-    let flush = |batches: &mut Vec<InBatch>| -> bool {
-        for (s, tx) in to_shard.iter().enumerate() {
-            let next = fresh(&in_free[s]);
-            let b = std::mem::replace(&mut batches[s], next);
+    let done = replay(&mut reader, &mut dispatch);
+    // The last, partial epoch (unless a shard is gone: the merger stopped).
+    if !dispatch.stopped
+        && (dispatch.in_epoch > 0 || dispatch.batches.iter().any(|b| !b.ticks.is_empty()))
+    {
+        dispatch.flush();
+    }
+    dispatch.skipped.bar.clear();
+    end.frames = done.records;
+    end.non_packets = done.non_packets;
+    end.error = done.error.as_ref().map(describe_read_error);
+    end
+}
+
+/// A batch buffer handed back by its shard, or a new one.
+fn fresh(free: &Receiver<InBatch>, cap: usize) -> InBatch {
+    free.try_recv().unwrap_or_else(|_| InBatch {
+        items: Vec::with_capacity(cap),
+        ticks: Vec::new(),
+    })
+}
+
+/// The reader's end of a replay: each decoded packet to its shard's batch, expiry decided
+/// on the whole stream (the one-thread driver's clock) and delivered to every shard.
+struct Dispatch<'a, 'c> {
+    batches: Vec<InBatch>,
+    to_shard: Vec<SyncSender<InBatch>>,
+    in_free: Vec<Receiver<InBatch>>,
+    epoch: usize,
+    cap: usize,
+    in_epoch: usize,
+    /// A flush found a shard gone.
+    stopped: bool,
+    clock: Clock,
+    skipped: Skipped<'a, 'c>,
+}
+
+impl Dispatch<'_, '_> {
+    /// Sends every shard its batch; false once a shard is gone (the merger stopped).
+    fn flush(&mut self) -> bool {
+        for (s, tx) in self.to_shard.iter().enumerate() {
+            let next = fresh(&self.in_free[s], self.cap);
+            let b = std::mem::replace(&mut self.batches[s], next);
             if tx.send(b).is_err() {
+                self.stopped = true;
                 return false;
             }
         }
         true
-    };
-    loop {
-        let rec = match reader.next_record() {
-            Ok(Some(r)) => r,
-            Ok(None) => break,
-            Err(e) => {
-                end.error = Some(describe_read_error(&e));
-                break;
-            }
-        };
-        end.frames += 1;
-        let frame = end.frames;
-        if rec.linktype == NOT_A_PACKET {
-            end.non_packets += 1;
-            continue;
-        }
-        let ts = rec.ts;
-        match Segment::decode(rec.linktype, rec.data) {
-            Ok(seg) => {
-                if ts >= next_tick {
-                    for b in batches.iter_mut() {
-                        b.ticks.push((b.items.len(), ts));
-                    }
-                    next_tick = ts.saturating_add(TICK);
-                }
-                let batch = &mut batches[shard_of(&seg, n)].items;
-                batch.push((frame, ts, seg));
-                in_epoch += 1;
-                if in_epoch == epoch || batch.len() == cap {
-                    in_epoch = 0;
-                    if !flush(&mut batches) {
-                        return end;
-                    }
-                }
-            }
-            Err(e) => super::count_undecodable(
-                e,
-                &mut end.undecodable,
-                &mut end.unsupported_linktypes,
-                &mut unsupported_seen,
-                &mut bar,
-                path,
-            ),
-        }
-        if frame & 0xffff == 0 {
-            bar.update(reader.compressed_bytes_read());
-        }
     }
-    if in_epoch > 0 || batches.iter().any(|b| !b.ticks.is_empty()) {
-        flush(&mut batches);
+}
+
+impl Frames for Dispatch<'_, '_> {
+    #[inline]
+    fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment) -> ControlFlow<()> {
+        if self.clock.due(ts) {
+            for b in self.batches.iter_mut() {
+                b.ticks.push((b.items.len(), ts));
+            }
+        }
+        let n = self.batches.len();
+        let batch = &mut self.batches[shard_of(seg, n)].items;
+        batch.push((frame, ts, *seg));
+        self.in_epoch += 1;
+        if self.in_epoch == self.epoch || batch.len() == self.cap {
+            self.in_epoch = 0;
+            if !self.flush() {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
     }
-    bar.clear();
-    end
+
+    fn undecodable(&mut self, e: DecodeError) {
+        self.skipped.count(e);
+    }
+
+    fn progress(&mut self, reader: &CaptureReader) {
+        self.skipped.bar.update(reader.compressed_bytes_read());
+    }
 }
 
 /// Collects what the engine emits into a batch.

@@ -22,12 +22,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use metro_core::Nanos;
 use metro_core::aggregate::Stats;
-use metro_core::engine::{Engine, EngineConfig, Observer};
+use metro_core::driver::Driver;
+use metro_core::engine::{EngineConfig, Observer};
 use metro_core::rtt::{Kind, KindSet, Sample};
-use metro_core::{Nanos, Segment};
 
 use crate::pcap::CaptureReader;
+use crate::replay::{ToDriver, replay};
 
 pub use draw::{DEFAULT_FONT, FONT_PACKAGE, MARK, load_font};
 
@@ -263,27 +265,17 @@ fn scan_capture(
 ) -> anyhow::Result<Option<String>> {
     let mut reader =
         CaptureReader::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let mut engine = Engine::new(cfg.clone());
+    // The same driver, so the same expiry rhythm, as `metro analyze`.
+    let mut driver = Driver::new(cfg.clone());
     let mut out = Forward(f);
-    let mut frame = 0u64;
-    let mut next_tick = Nanos::MIN;
-    loop {
-        let rec = match reader.next_record() {
-            Ok(Some(r)) => r,
-            Ok(None) => return Ok(None),
-            Err(e) => return Ok(Some(format!("{}: {e}", path.display()))),
-        };
-        frame += 1;
-        let ts = rec.ts;
-        if let Ok(seg) = Segment::decode(rec.linktype, rec.data) {
-            // The same expiry rhythm as `metro analyze` (once a second of packet time).
-            if ts >= next_tick {
-                engine.tick(ts);
-                next_tick = ts.saturating_add(1_000_000_000);
-            }
-            engine.process(frame, ts, &seg, &mut out);
-        }
-    }
+    let done = replay(
+        &mut reader,
+        &mut ToDriver {
+            driver: &mut driver,
+            out: &mut out,
+        },
+    );
+    Ok(done.error.map(|e| format!("{}: {e}", path.display())))
 }
 
 fn scan_lines(path: &Path, kinds: KindSet, f: &mut dyn FnMut(Event)) -> anyhow::Result<()> {
