@@ -7,7 +7,7 @@
 use std::ops::ControlFlow;
 
 use metro_core::driver::Driver;
-use metro_core::engine::Observer;
+use metro_core::sample::Observer;
 use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 

@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use metro_core::config::EngineConfig;
 use metro_core::driver::{Driver, TICK};
-use metro_core::engine::{EngineConfig, NO_TAG, Observer};
-use metro_core::rtt::Sample;
+use metro_core::sample::Sample;
+use metro_core::sample::{NO_TAG, Observer};
 
 use super::config::DutyCycle;
 use super::containers::{self, Attribution};
@@ -27,8 +28,9 @@ use super::filter;
 use super::flush::Msg;
 use super::live::{self, Live, LiveOptions, Next};
 use super::report::{InstanceShared, Interval};
-use super::resolve::{LocalSet, WatchList, interface_addresses};
+use super::resolve::interface_addresses;
 use super::samples::SampleBuf;
+use super::watch::{LocalSet, WatchList};
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);

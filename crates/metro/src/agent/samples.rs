@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 
-use metro_core::rtt::Sample;
+use metro_core::sample::Sample;
 
 /// Buffers in flight between the capture threads and the writer.
 const SLOTS: usize = 64;
@@ -155,7 +155,7 @@ pub use crate::analyze::sample_line_tail as line_tail;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metro_core::rtt::Kind;
+    use metro_core::sample::Kind;
 
     #[test]
     fn a_line_is_analyze_s_json_with_the_interface() {

@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use metro_core::aggregate::{Numbering, Stats};
+use metro_core::config::{Counters, EngineConfig};
 use metro_core::driver::Driver;
-use metro_core::engine::{Counters, EngineConfig, NO_TAG, Observer};
-use metro_core::rtt::{Kind, KindSet, Sample};
+use metro_core::sample::{Kind, KindSet, Sample};
+use metro_core::sample::{NO_TAG, Observer};
 use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 

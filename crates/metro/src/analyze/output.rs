@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use metro_core::aggregate::Stats;
-use metro_core::rtt::{Kind, Sample};
+use metro_core::sample::{Kind, Sample};
 use serde_json::{Value, json};
 
 use super::{FlowReport, Report};

@@ -54,9 +54,11 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread;
 
 use metro_core::aggregate::Numbering;
+use metro_core::config::{Counters, EngineConfig};
 use metro_core::driver::Clock;
-use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
-use metro_core::rtt::{Kind, Sample};
+use metro_core::engine::Engine;
+use metro_core::sample::{Kind, Sample};
+use metro_core::sample::{NO_TAG, Observer};
 use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 

@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use metro_core::Nanos;
 use metro_core::aggregate::Stats;
+use metro_core::config::EngineConfig;
 use metro_core::driver::Driver;
-use metro_core::engine::{EngineConfig, Observer};
-use metro_core::rtt::{Kind, KindSet, Sample};
+use metro_core::sample::Observer;
+use metro_core::sample::{Kind, KindSet, Sample};
 
 use crate::pcap::CaptureReader;
 use crate::replay::{ToDriver, replay};

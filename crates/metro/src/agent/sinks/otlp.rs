@@ -207,7 +207,7 @@ pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMet
         "metro.samples",
         "Network RTT samples, by kind",
         "{sample}",
-        metro_core::rtt::Kind::ALL
+        metro_core::sample::Kind::ALL
             .iter()
             .zip(c.samples)
             .map(|(k, n)| with("kind", k.name(), n))

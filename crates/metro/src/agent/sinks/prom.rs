@@ -347,7 +347,7 @@ impl Prom {
         self.packets_filtered
             .get_or_create(&il)
             .inc_by(c.packets_filtered);
-        for (k, n) in metro_core::rtt::Kind::ALL.iter().zip(c.samples) {
+        for (k, n) in metro_core::sample::Kind::ALL.iter().zip(c.samples) {
             let mut l = il.clone();
             l.push(("kind".into(), k.name().into()));
             self.samples.get_or_create(&l).inc_by(n);

@@ -273,7 +273,7 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         ("metro.flows.shed", c.flows_shed, Count, None),
         ("metro.packets.filtered", c.packets_filtered, Count, None),
     ];
-    for (kind, n) in metro_core::rtt::Kind::ALL.iter().zip(c.samples) {
+    for (kind, n) in metro_core::sample::Kind::ALL.iter().zip(c.samples) {
         let k = format!("kind:{}", kind.name());
         self_metrics.push(("metro.samples", n, Count, Some(k)));
     }
