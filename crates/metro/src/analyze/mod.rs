@@ -79,14 +79,14 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "PATH")]
     pub samples: Option<PathBuf>,
 
-    /// Also draw the RTT plot (`metro plot`'s picture) to PATH.svg or PATH.png. Reads the
-    /// files twice more (the plot's two passes; shared with --report).
+    /// Also draw the RTT plot (`metro plot`'s picture) to PATH.svg or PATH.png, from the
+    /// same run of the engine as the table (its events kept in a temporary file).
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
 
     /// Also write one self-contained HTML page (the table, the summary and the plot; opens
-    /// without network access) to PATH. Reads the files twice more (the plot's two passes;
-    /// shared with --plot).
+    /// without network access) to PATH, from the same run of the engine as the table (the
+    /// picture shared with --plot).
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 
@@ -257,13 +257,20 @@ struct Collector<'w, 'o> {
     responders: Responders,
     flows: Option<HashMap<(usize, u64, SocketAddr), FlowReport>>,
     line: Vec<u8>,
+    /// `--plot`/`--report`: the picture's events, kept as the engine reports them.
+    spool: Option<&'w mut crate::plot::Spool>,
 }
 
 impl Collector<'_, '_> {
     /// Whether each sample is needed whole (sample lines or per-connection rows), not just
     /// its responder, kind and RTT.
     fn wants_whole_samples(&self) -> bool {
-        self.samples_out.is_some() || self.flows.is_some()
+        self.samples_out.is_some() || self.flows.is_some() || self.spool.is_some()
+    }
+
+    /// Whether retransmissions are wanted (for the picture).
+    fn wants_retransmits(&self) -> bool {
+        self.spool.is_some()
     }
 
     /// The position of `addr`'s report (created if new).
@@ -308,6 +315,9 @@ impl Observer for Collector<'_, '_> {
             f.stats.add(ms);
             f.kinds[s.kind.index()] += 1;
         }
+        if let Some(spool) = self.spool.as_mut() {
+            spool.sample(s);
+        }
         if let Some(out) = self.samples_out.as_mut()
             && self.write_error.is_none()
         {
@@ -316,6 +326,12 @@ impl Observer for Collector<'_, '_> {
             if let Err(e) = out.write_all(&self.line) {
                 self.write_error = Some(e);
             }
+        }
+    }
+
+    fn retransmit(&mut self, _sender: SocketAddr, _receiver: SocketAddr, ts: Nanos) {
+        if let Some(spool) = self.spool.as_mut() {
+            spool.retransmit(ts);
         }
     }
 }
@@ -338,9 +354,23 @@ pub fn analyze_files_threads(
     files: &[PathBuf],
     cfg: &EngineConfig,
     with_flows: bool,
+    samples_out: Option<&mut dyn Write>,
+    progress: bool,
+    threads: usize,
+) -> io::Result<Report> {
+    analyze_files_spooled(files, cfg, with_flows, samples_out, progress, threads, None)
+}
+
+/// [`analyze_files_threads`], also keeping the picture's events in `spool` (`--plot`,
+/// `--report`: the engine runs once for the table and the picture).
+fn analyze_files_spooled(
+    files: &[PathBuf],
+    cfg: &EngineConfig,
+    with_flows: bool,
     mut samples_out: Option<&mut dyn Write>,
     progress: bool,
     threads: usize,
+    mut spool: Option<&mut crate::plot::Spool>,
 ) -> io::Result<Report> {
     let mut report = Report::default();
     let mut responders = Responders::default();
@@ -357,6 +387,7 @@ pub fn analyze_files_threads(
             responders: std::mem::take(&mut responders),
             flows: flows.take(),
             line: Vec::with_capacity(256),
+            spool: spool.as_deref_mut(),
         };
         let fr = if threads > 1 {
             parallel::analyze_one(
@@ -506,18 +537,12 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     if args.files.iter().filter(|p| is_stdin(p)).count() > 1 {
         anyhow::bail!("standard input (`-`) can be read only once");
     }
-    let second_pass = args.plot.is_some() || args.report.is_some();
-    if second_pass && args.files.iter().any(|p| is_stdin(p)) {
-        anyhow::bail!(
-            "--plot and --report read the files a second time, which standard input cannot \
-             give: save it to a file first"
-        );
-    }
+    let plotting = args.plot.is_some() || args.report.is_some();
     // Check what can be checked before the (possibly long) analysis.
     if let Some(p) = &args.plot {
         crate::plot::ImageFormat::from_path(p)?;
     }
-    if second_pass {
+    if plotting {
         crate::plot::load_font(Path::new(crate::plot::DEFAULT_FONT))?;
     }
     let cfg = EngineConfig {
@@ -541,13 +566,20 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
             Some(Box::new(BufWriter::with_capacity(1 << 16, f)))
         }
     };
-    let report = analyze_files_threads(
+    // The picture's events, kept as the analysis runs (the engine runs once for both).
+    let mut spool = if plotting {
+        Some(crate::plot::Spool::new()?)
+    } else {
+        None
+    };
+    let report = analyze_files_spooled(
         &args.files,
         &cfg,
         args.flows,
         sample_file.as_deref_mut().map(|w| w as &mut dyn Write),
         progress,
         args.threads.unwrap_or_else(default_threads),
+        spool.as_mut(),
     )?;
     if let Some(mut w) = sample_file {
         w.flush()?;
@@ -588,7 +620,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     if !args.quiet {
         output::render_summary(&mut io::stderr().lock(), &report)?;
     }
-    if second_pass {
+    if let Some(spool) = spool {
         let opts = crate::plot::PlotOptions {
             engine: cfg.clone(),
             ..crate::plot::PlotOptions::default()
@@ -601,7 +633,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
             .map(|f| f.path.clone())
             .collect();
         // Binned once for both the picture and the report.
-        let (picture, _) = crate::plot::Picture::of_files(&readable, &opts)?;
+        let picture = spool.picture(&readable, &opts)?;
         if let Some(p) = &args.plot {
             picture.write(p, crate::plot::ImageFormat::from_path(p)?)?;
         }

@@ -47,7 +47,7 @@
 //! shard and direction, each of at most [`batch_cap`] packets, buffers recycled.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -117,6 +117,8 @@ struct OutBatch {
     compact: Vec<Compact>,
     /// Responders the shard numbered during this batch, with their addresses.
     new_responders: Vec<(u32, IpAddr)>,
+    /// Retransmissions (frame, time), when the collector wants them (the picture).
+    retransmits: Vec<(u64, Nanos)>,
 }
 
 /// A sample as the per-responder statistics see it.
@@ -137,6 +139,7 @@ impl OutBatch {
             responders: Vec::with_capacity(whole_cap),
             compact: Vec::with_capacity(compact_cap),
             new_responders: Vec::new(),
+            retransmits: Vec::new(),
         }
     }
 
@@ -147,6 +150,7 @@ impl OutBatch {
         self.responders.clear();
         self.compact.clear();
         self.new_responders.clear();
+        self.retransmits.clear();
         if self.samples.capacity() > 2 * cap {
             self.samples.shrink_to(cap);
             self.responders.shrink_to(cap);
@@ -229,8 +233,11 @@ pub(super) fn analyze_one(
     let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let bar = progress::Bar::new(progress, &collector.file_name, total);
     let n = threads.max(1);
-    let track_ids = collector.flows.is_some();
-    let whole = collector.wants_whole_samples();
+    let wants = Wants {
+        flow_ids: collector.flows.is_some(),
+        whole: collector.wants_whole_samples(),
+        retransmits: collector.wants_retransmits(),
+    };
 
     let (reader_end, shard_ends) = thread::scope(|scope| {
         let mut to_shard = Vec::with_capacity(n);
@@ -255,15 +262,7 @@ pub(super) fn analyze_one(
                 thread::Builder::new()
                     .name("metro-shard".into())
                     .spawn_scoped(scope, move || {
-                        run_shard(
-                            cfg,
-                            track_ids,
-                            whole,
-                            in_rx,
-                            in_back_tx,
-                            out_tx,
-                            out_back_rx,
-                        )
+                        run_shard(cfg, wants, in_rx, in_back_tx, out_tx, out_back_rx)
                     })
                     .expect("spawning a shard thread"),
             );
@@ -301,7 +300,7 @@ pub(super) fn analyze_one(
         summary.tcp_packets += s.counters.packets;
         summary.engine.add(&s.counters);
     }
-    if track_ids {
+    if wants.flow_ids {
         renumber_flows(collector, &shard_ends);
     }
     FileReport {
@@ -422,6 +421,9 @@ impl Frames for Dispatch<'_, '_> {
     }
 }
 
+/// The endpoints of a retransmission handed to the collector (which keeps only its time).
+const NOWHERE: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
 /// Collects what the engine emits into a batch.
 struct Sink<'a> {
     out: &'a mut OutBatch,
@@ -433,6 +435,9 @@ struct Sink<'a> {
     /// When per-connection rows need flow ids: the frame that created each of the shard's
     /// ids (id 1 first). Whole samples carry that frame as their id.
     created: Option<&'a mut Vec<u64>>,
+    /// Whether retransmissions are kept (with the frame being processed).
+    retransmits: bool,
+    frame: u64,
 }
 
 impl Observer for Sink<'_> {
@@ -470,6 +475,12 @@ impl Observer for Sink<'_> {
         }
     }
 
+    fn retransmit(&mut self, _sender: SocketAddr, _receiver: SocketAddr, ts: Nanos) {
+        if self.retransmits {
+            self.out.retransmits.push((self.frame, ts));
+        }
+    }
+
     #[inline]
     fn flow_started(&mut self, id: u64, frame: u64) {
         if let Some(created) = &mut self.created {
@@ -479,11 +490,21 @@ impl Observer for Sink<'_> {
     }
 }
 
+/// What a shard keeps of what its engine emits, besides the per-responder statistics.
+#[derive(Clone, Copy)]
+struct Wants {
+    /// The frame that created each flow id (per-connection rows).
+    flow_ids: bool,
+    /// Whole samples (sample lines, per-connection rows, the picture).
+    whole: bool,
+    /// Retransmissions (the picture).
+    retransmits: bool,
+}
+
 /// A shard thread: its own engine over its connections' packets, one batch at a time.
 fn run_shard(
     cfg: EngineConfig,
-    track_ids: bool,
-    whole: bool,
+    wants: Wants,
     rx: Receiver<InBatch>,
     in_back: Sender<InBatch>,
     tx: SyncSender<OutBatch>,
@@ -496,19 +517,22 @@ fn run_shard(
         let cap = batch.items.capacity();
         let mut out = out_free
             .try_recv()
-            .unwrap_or_else(|_| OutBatch::with_capacity(cap, whole));
+            .unwrap_or_else(|_| OutBatch::with_capacity(cap, wants.whole));
         out.reset(cap);
         let mut ticks = batch.ticks.iter().peekable();
         let mut sink = Sink {
             out: &mut out,
             responders: &mut responders,
-            whole,
-            created: track_ids.then_some(&mut created),
+            whole: wants.whole,
+            created: wants.flow_ids.then_some(&mut created),
+            retransmits: wants.retransmits,
+            frame: 0,
         };
         for (i, (frame, ts, seg)) in batch.items.iter().enumerate() {
             while let Some(&(_, ts)) = ticks.next_if(|t| t.0 == i) {
                 engine.tick(ts);
             }
+            sink.frame = *frame;
             engine.process(*frame, *ts, seg, &mut sink);
         }
         for &(_, ts) in ticks {
@@ -540,6 +564,7 @@ fn merge_into(
     // Per shard, by the shard's responder number: where the collector aggregates it (its
     // tag, for whole samples; its exact position, for compact ones).
     let mut tags: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut retransmits: Vec<(u64, Nanos)> = Vec::new();
     'epochs: loop {
         for s in 0..n {
             match from_shard[s].recv() {
@@ -593,6 +618,18 @@ fn merge_into(
                     collector.sample_tagged(x, &mut shard_tags[r as usize]);
                 }
                 pos[best] += len;
+            }
+        }
+        if collector.wants_retransmits() {
+            // In frame order, as one engine reports them (a frame's all come from one shard,
+            // in order: the sort is stable). The picture bins them apart from the samples.
+            retransmits.clear();
+            for b in &outs {
+                retransmits.extend_from_slice(&b.retransmits);
+            }
+            retransmits.sort_by_key(|r| r.0);
+            for &(_, ts) in &retransmits {
+                collector.retransmit(NOWHERE, NOWHERE, ts);
             }
         }
         for (s, b) in outs.iter_mut().enumerate() {

@@ -17,7 +17,7 @@ mod draw;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -477,6 +477,74 @@ pub struct Bins {
     pub marks: Marks,
 }
 
+/// The second pass's state: each event binned on the first pass's axes and top responders.
+struct Binner {
+    axes: Axes,
+    slot: HashMap<IpAddr, usize>,
+    other_slot: usize,
+    series: Vec<Series>,
+    marks: Marks,
+}
+
+impl Binner {
+    fn new(census: &Census, top: usize) -> Binner {
+        let axes = Axes::new(census);
+        let top_list = census.top(top);
+        let mut slot: HashMap<IpAddr, usize> = HashMap::new();
+        let mut series: Vec<Series> = Vec::new();
+        for (i, (addr, _)) in top_list.iter().enumerate() {
+            slot.insert(*addr, i);
+            series.push(Series::new(Some(*addr), 1));
+        }
+        let others = census.per_responder.len() - top_list.len();
+        if others > 0 {
+            series.push(Series::new(None, others as u64));
+        }
+        let each = census.retransmits as usize <= MAX_MARKS;
+        let marks = if each {
+            Marks::Each(Vec::with_capacity(census.retransmits as usize))
+        } else {
+            Marks::Binned(vec![0; TIME_BINS])
+        };
+        Binner {
+            axes,
+            slot,
+            other_slot: top_list.len(),
+            series,
+            marks,
+        }
+    }
+
+    fn add(&mut self, e: Event) {
+        let axes = &self.axes;
+        match e {
+            Event::Sample { ts, responder, rtt } => {
+                let s = &mut self.series[*self.slot.get(&responder).unwrap_or(&self.other_slot)];
+                let t = axes.time_bin(ts);
+                s.grid[t * RTT_BINS + axes.rtt_bin(rtt, RTT_BINS)] += 1;
+                s.cdf[axes.rtt_bin(rtt, CDF_BINS)] += 1;
+                s.stats.add(rtt as f64 / 1e6);
+            }
+            Event::Retransmit { ts } => match &mut self.marks {
+                Marks::Each(v) => v.push((ts - axes.t0) as f64 / 1e9),
+                Marks::Binned(v) => v[axes.time_bin(ts)] += 1,
+            },
+        }
+    }
+
+    fn finish(self, census: &Census, retransmits_known: bool) -> Bins {
+        Bins {
+            axes: self.axes,
+            series: self.series,
+            samples: census.samples,
+            responders: census.per_responder.len(),
+            retransmits: census.retransmits,
+            retransmits_known,
+            marks: self.marks,
+        }
+    }
+}
+
 /// Both passes over `inputs`: the binned picture data, and what was noted on the way.
 pub fn bin_inputs(
     inputs: &[PathBuf],
@@ -485,48 +553,154 @@ pub fn bin_inputs(
 ) -> anyhow::Result<(Bins, ScanNotes)> {
     let mut census = Census::default();
     let notes = scan(inputs, engine, &mut |e| census.add(e))?;
-    let axes = Axes::new(&census);
-    let top_list = census.top(top);
-    let mut slot: HashMap<IpAddr, usize> = HashMap::new();
-    let mut series: Vec<Series> = Vec::new();
-    for (i, (addr, _)) in top_list.iter().enumerate() {
-        slot.insert(*addr, i);
-        series.push(Series::new(Some(*addr), 1));
-    }
-    let others = census.per_responder.len() - top_list.len();
-    if others > 0 {
-        series.push(Series::new(None, others as u64));
-    }
-    let other_slot = top_list.len();
-    let each = census.retransmits as usize <= MAX_MARKS;
-    let mut marks = if each {
-        Marks::Each(Vec::with_capacity(census.retransmits as usize))
-    } else {
-        Marks::Binned(vec![0; TIME_BINS])
-    };
-    scan(inputs, engine, &mut |e| match e {
-        Event::Sample { ts, responder, rtt } => {
-            let s = &mut series[*slot.get(&responder).unwrap_or(&other_slot)];
-            let t = axes.time_bin(ts);
-            s.grid[t * RTT_BINS + axes.rtt_bin(rtt, RTT_BINS)] += 1;
-            s.cdf[axes.rtt_bin(rtt, CDF_BINS)] += 1;
-            s.stats.add(rtt as f64 / 1e6);
-        }
-        Event::Retransmit { ts } => match &mut marks {
-            Marks::Each(v) => v.push((ts - axes.t0) as f64 / 1e9),
-            Marks::Binned(v) => v[axes.time_bin(ts)] += 1,
-        },
-    })?;
-    let bins = Bins {
-        axes,
-        series,
-        samples: census.samples,
-        responders: census.per_responder.len(),
-        retransmits: census.retransmits,
-        retransmits_known: notes.had_capture,
-        marks,
-    };
+    let mut binner = Binner::new(&census, top);
+    scan(inputs, engine, &mut |e| binner.add(e))?;
+    let bins = binner.finish(&census, notes.had_capture);
     Ok((bins, notes))
+}
+
+/// The events of a run of the engine made elsewhere (`analyze --plot/--report`, beside its
+/// table), kept for the picture so that the engine runs once: the first pass's census is
+/// taken as they come, and the events themselves go to an unlinked temporary file (33 bytes
+/// each), read back for the second pass. Memory does not depend on the input; disk does.
+pub struct Spool {
+    census: Census,
+    file: io::BufWriter<File>,
+    record: [u8; SPOOLED],
+    error: Option<io::Error>,
+}
+
+/// Bytes a spooled event takes: its kind (sample from an IPv4 or IPv6 responder, or a
+/// retransmission), time, RTT and responder address.
+const SPOOLED: usize = 1 + 8 + 8 + 16;
+
+impl Spool {
+    /// An empty spool, its file created (and unlinked at once) in the temporary directory.
+    pub fn new() -> anyhow::Result<Spool> {
+        let dir = std::env::temp_dir();
+        let mut n = 0u32;
+        let file = loop {
+            let path = dir.join(format!("metro-plot-{}-{n}", std::process::id()));
+            match File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(f) => {
+                    let _ = std::fs::remove_file(&path);
+                    break f;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "cannot create a temporary file in {} for the plot: {e}",
+                        dir.display()
+                    ));
+                }
+            }
+        };
+        Ok(Spool {
+            census: Census::default(),
+            file: io::BufWriter::with_capacity(1 << 16, file),
+            record: [0; SPOOLED],
+            error: None,
+        })
+    }
+
+    /// One event, in the order the engine told it.
+    fn push(&mut self, e: Event) {
+        self.census.add(e);
+        if self.error.is_some() {
+            return;
+        }
+        let r = &mut self.record;
+        match e {
+            Event::Sample { ts, responder, rtt } => {
+                r[1..9].copy_from_slice(&ts.to_le_bytes());
+                r[9..17].copy_from_slice(&rtt.to_le_bytes());
+                match responder {
+                    IpAddr::V4(a) => {
+                        r[0] = 4;
+                        r[17..21].copy_from_slice(&a.octets());
+                    }
+                    IpAddr::V6(a) => {
+                        r[0] = 6;
+                        r[17..33].copy_from_slice(&a.octets());
+                    }
+                }
+            }
+            Event::Retransmit { ts } => {
+                r[0] = 0;
+                r[1..9].copy_from_slice(&ts.to_le_bytes());
+            }
+        }
+        if let Err(e) = self.file.write_all(&self.record) {
+            self.error = Some(e);
+        }
+    }
+
+    /// A sample, as the engine reported it.
+    pub fn sample(&mut self, s: &Sample) {
+        self.push(Event::Sample {
+            ts: s.ts,
+            responder: s.responder.ip(),
+            rtt: s.rtt,
+        });
+    }
+
+    /// A retransmission seen at `ts`.
+    pub fn retransmit(&mut self, ts: Nanos) {
+        self.push(Event::Retransmit { ts });
+    }
+
+    /// The picture of everything spooled, drawn from `inputs` (for its title), all of them
+    /// captures.
+    pub fn picture(self, inputs: &[PathBuf], opts: &PlotOptions) -> anyhow::Result<Picture> {
+        let Spool {
+            census,
+            file,
+            error,
+            ..
+        } = self;
+        let spool_error = |e: io::Error| anyhow::anyhow!("the plot's temporary file failed: {e}");
+        if let Some(e) = error {
+            return Err(spool_error(e));
+        }
+        let mut file = file.into_inner().map_err(|e| spool_error(e.into_error()))?;
+        file.seek(io::SeekFrom::Start(0)).map_err(spool_error)?;
+        let mut binner = Binner::new(&census, opts.top);
+        let mut r = io::BufReader::with_capacity(1 << 16, file);
+        let mut rec = [0u8; SPOOLED];
+        let word = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("8 bytes"));
+        loop {
+            match r.read_exact(&mut rec) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(spool_error(e)),
+            }
+            let ts = word(&rec[1..9]);
+            binner.add(match rec[0] {
+                0 => Event::Retransmit { ts },
+                v => Event::Sample {
+                    ts,
+                    rtt: word(&rec[9..17]),
+                    responder: if v == 4 {
+                        IpAddr::from(<[u8; 4]>::try_from(&rec[17..21]).expect("4 bytes"))
+                    } else {
+                        IpAddr::from(<[u8; 16]>::try_from(&rec[17..33]).expect("16 bytes"))
+                    },
+                },
+            });
+        }
+        draw::load_font(&opts.font)?;
+        Ok(Picture {
+            bins: binner.finish(&census, true),
+            title: title_of(inputs, opts),
+            width: opts.width,
+            height: opts.height,
+        })
+    }
 }
 
 /// The inputs binned once (two passes over them), ready to be drawn in any format.
