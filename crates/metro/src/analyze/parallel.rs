@@ -110,7 +110,7 @@ struct InBatch {
 struct OutBatch {
     /// Whole samples, when the collector wants them (sample lines, per-connection rows).
     samples: Vec<Sample>,
-    /// Each whole sample's responder as the shard numbers them (see [`Sink::responders`]).
+    /// Each whole sample's responder as the shard numbers them (see [`ShardObserver::responders`]).
     responders: Vec<u32>,
     /// Otherwise just what the per-responder statistics need: 24 bytes instead of 116
     /// written by the shard and read by the merging thread.
@@ -425,7 +425,7 @@ impl Frames for Dispatch<'_, '_> {
 const NOWHERE: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// Collects what the engine emits into a batch.
-struct Sink<'a> {
+struct ShardObserver<'a> {
     out: &'a mut OutBatch,
     /// The shard's own numbering of responder addresses (a shard numbers its responders
     /// without asking the calling thread, which maps each number to its report once).
@@ -440,7 +440,7 @@ struct Sink<'a> {
     frame: u64,
 }
 
-impl Observer for Sink<'_> {
+impl Observer for ShardObserver<'_> {
     #[inline]
     fn sample(&mut self, s: &Sample) {
         let mut tag = NO_TAG;
@@ -520,7 +520,7 @@ fn run_shard(
             .unwrap_or_else(|_| OutBatch::with_capacity(cap, wants.whole));
         out.reset(cap);
         let mut ticks = batch.ticks.iter().peekable();
-        let mut sink = Sink {
+        let mut sink = ShardObserver {
             out: &mut out,
             responders: &mut responders,
             whole: wants.whole,
