@@ -225,13 +225,12 @@ pub fn decode(path: &Path) -> anyhow::Result<RunOut> {
 /// loop, into a counter instead of the per-responder statistics.
 pub fn pipeline(path: &Path) -> anyhow::Result<RunOut> {
     let mut r = CaptureReader::open(path)?;
-    let mut driver = Driver::new(EngineConfig::default());
     let mut samples = 0u64;
     let mut count = |_: &Sample| samples += 1;
     let done = replay(
         &mut r,
         &mut ToDriver {
-            driver: &mut driver,
+            driver: Driver::new(EngineConfig::default()),
             out: &mut count,
         },
     );

@@ -73,9 +73,11 @@ pub fn replay(reader: &mut CaptureReader, to: &mut impl Frames) -> Replayed {
     done
 }
 
-/// Frames into a driver, its samples to an observer: the one-thread replay.
+/// Frames into a driver, its samples to an observer: the one-thread replay. The driver is
+/// held here, not borrowed, so that the replay loop reaches the engine's state without
+/// loading a pointer first (borrowed, callgrind counted more instructions per packet).
 pub struct ToDriver<'a, O> {
-    pub driver: &'a mut Driver,
+    pub driver: Driver,
     pub out: &'a mut O,
 }
 

@@ -491,3 +491,109 @@ fn a_pcapng_custom_block_is_numbered_not_reported_as_an_unknown_link_type() {
         assert_eq!(summary["samples"]["handshake"], 2, "{summary}");
     }
 }
+
+/// Issue 22 item 5: memory bounded by `--max-responders`. Beyond the cap, responders share
+/// one `other` row: the rows are bounded, the totals kept, the same with 1 and 2 threads,
+/// and the tracked rows are exactly what the uncapped run says of them.
+#[test]
+fn responders_beyond_the_cap_share_the_other_row_and_keep_the_totals() {
+    let dir = tmpdir("max-responders");
+    let cap = small_capture(&dir, 20_000);
+    let cap = cap.to_str().unwrap();
+    let total = |doc: &Value| -> u64 {
+        let k = &doc["summary"]["samples"];
+        ["seq", "handshake", "ts"]
+            .iter()
+            .map(|n| k[n].as_u64().unwrap())
+            .sum()
+    };
+    let full = metro(&["analyze", "--threads", "1", "--format", "json", cap]);
+    assert!(full.status.success(), "{}", text(&full.stderr));
+    let full: Value = serde_json::from_slice(&full.stdout).unwrap();
+    let all = full["responders"].as_array().unwrap();
+    assert!(all.len() > 20, "the capture has {} responders", all.len());
+    assert!(full.get("other_responders").is_none());
+    let mut capped_docs = Vec::new();
+    for threads in ["1", "2"] {
+        let out = metro(&[
+            "analyze",
+            "--threads",
+            threads,
+            "--max-responders",
+            "5",
+            "--format",
+            "json",
+            cap,
+        ]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains("the first 5 have rows of their own (--max-responders)"),
+            "{err}"
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rows = doc["responders"].as_array().unwrap();
+        assert_eq!(rows.len(), 5);
+        assert_eq!(doc["summary"]["max_responders"], 5);
+        // Each tracked row is the uncapped run's row for that responder.
+        for r in rows {
+            let same = all
+                .iter()
+                .find(|a| a["responder"] == r["responder"])
+                .unwrap();
+            assert_eq!(same, r);
+        }
+        let tracked: u64 = rows.iter().map(|r| r["samples"].as_u64().unwrap()).sum();
+        let other = &doc["other_responders"];
+        assert_eq!(other["samples"].as_u64().unwrap(), total(&full) - tracked);
+        for k in ["seq", "handshake", "ts"] {
+            let in_rows: u64 = rows.iter().map(|r| r["kinds"][k].as_u64().unwrap()).sum();
+            let everywhere: u64 = all.iter().map(|r| r["kinds"][k].as_u64().unwrap()).sum();
+            assert_eq!(
+                other["kinds"][k].as_u64().unwrap(),
+                everywhere - in_rows,
+                "{k}"
+            );
+        }
+        assert_eq!(total(&doc), total(&full));
+        capped_docs.push(doc);
+    }
+    assert_eq!(capped_docs[0], capped_docs[1], "1 and 2 threads");
+    // With per-connection rows the shards send whole samples: the same rows.
+    let out = metro(&[
+        "analyze",
+        "--threads",
+        "2",
+        "--flows",
+        "--max-responders",
+        "5",
+        "--format",
+        "json",
+        cap,
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["responders"], capped_docs[0]["responders"]);
+    assert_eq!(doc["other_responders"], capped_docs[0]["other_responders"]);
+    // The table: 5 rows and the `other` row.
+    let table = metro(&["analyze", "-q", "--max-responders", "5", cap]);
+    let table = text(&table.stdout);
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("other ")).count(),
+        1,
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 2 + 5 + 1, "{table}");
+    // The picture groups them with the others, and says there were more.
+    let svg = dir.join("p.svg");
+    let out = metro(&[
+        "plot",
+        "--max-responders",
+        "5",
+        "-o",
+        svg.to_str().unwrap(),
+        cap,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.contains("5+ responders"), "the key");
+}

@@ -101,6 +101,12 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value_t = 1 << 20, value_name = "N")]
     pub max_flows: usize,
 
+    /// Responders given a row of their own, at most (the first seen); the samples of any
+    /// more are summarised in one `other` row, so that memory stays bounded (about 2 KB a
+    /// responder) whatever the capture holds. Applies to --plot and --report too.
+    #[arg(long, default_value_t = crate::plot::DEFAULT_MAX_RESPONDERS, value_name = "N", value_parser = crate::plot::parse_max_responders)]
+    pub max_responders: usize,
+
     /// Do not use IP IDs to tell a frame captured twice (mirror port, tap) from a
     /// retransmission: for captures behind a middlebox that rewrites them. TSvals and the
     /// 2 ms window still decide (docs/accuracy.md).
@@ -201,6 +207,10 @@ pub(crate) fn open_capture(path: &Path) -> Result<CaptureReader, String> {
 pub struct Report {
     pub files: Vec<FileReport>,
     pub responders: Vec<ResponderReport>,
+    /// The samples of responders beyond `--max-responders`, if any (its `addr` is unused).
+    pub other: Option<ResponderReport>,
+    /// The `--max-responders` in force.
+    pub max_responders: usize,
     pub flows: Vec<FlowReport>,
     pub summary: Summary,
 }
@@ -218,32 +228,63 @@ pub struct Summary {
     pub engine: Counters,
 }
 
-/// Per-responder statistics, in the order responders are first seen.
-#[derive(Default)]
+/// The position of the `other` row: responders beyond the cap.
+const OTHER: u32 = u32::MAX - 1;
+
+/// Per-responder statistics, in the order responders are first seen: at most `cap`
+/// responders, the samples of any more in one `other` report.
 struct Responders {
     numbers: Numbering<IpAddr>,
     list: Vec<ResponderReport>,
+    other: Option<ResponderReport>,
+    cap: usize,
 }
 
 impl Responders {
+    fn new(cap: usize) -> Responders {
+        Responders {
+            numbers: Numbering::default(),
+            list: Vec::new(),
+            other: None,
+            cap,
+        }
+    }
+
     /// The report for `addr`, found first where `tag` says (set to its position).
     #[inline]
     fn get_tagged(&mut self, addr: IpAddr, tag: &mut u32) -> &mut ResponderReport {
         let i = self.index_of(addr, tag);
-        &mut self.list[i as usize]
+        self.at(i)
     }
 
-    /// The position of `addr`'s report, created if new.
+    /// The report at position `i` (or the `other` one).
     #[inline]
-    fn index_of(&mut self, addr: IpAddr, tag: &mut u32) -> u32 {
-        let (i, new) = self.numbers.number(addr, tag);
-        if new {
-            self.list.push(ResponderReport {
-                addr,
+    fn at(&mut self, i: u32) -> &mut ResponderReport {
+        if i == OTHER {
+            return self.other.get_or_insert_with(|| ResponderReport {
+                addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
                 stats: Stats::new(),
                 kinds: [0; 3],
             });
         }
+        &mut self.list[i as usize]
+    }
+
+    /// The position of `addr`'s report, created if new and there is room, else [`OTHER`].
+    #[inline]
+    fn index_of(&mut self, addr: IpAddr, tag: &mut u32) -> u32 {
+        if let Some(i) = self.numbers.find(addr, tag) {
+            return i;
+        }
+        if self.list.len() >= self.cap {
+            return OTHER;
+        }
+        let i = self.numbers.add(addr, tag);
+        self.list.push(ResponderReport {
+            addr,
+            stats: Stats::new(),
+            kinds: [0; 3],
+        });
         i
     }
 }
@@ -283,7 +324,7 @@ impl Collector<'_, '_> {
     /// [`Self::wants_whole_samples`] is false).
     #[inline]
     fn aggregate_at(&mut self, responder: u32, kind: Kind, rtt: Nanos) {
-        let r = &mut self.responders.list[responder as usize];
+        let r = self.responders.at(responder);
         r.stats.add(rtt as f64 / 1e6);
         r.kinds[kind.index()] += 1;
     }
@@ -345,7 +386,26 @@ pub fn analyze_files(
     samples_out: Option<&mut dyn Write>,
     progress: bool,
 ) -> io::Result<Report> {
-    analyze_files_threads(files, cfg, with_flows, samples_out, progress, 1)
+    let opts = Options {
+        with_flows,
+        progress,
+        threads: 1,
+        max_responders: crate::plot::DEFAULT_MAX_RESPONDERS,
+    };
+    analyze_files_with(files, cfg, &opts, samples_out, None)
+}
+
+/// How `metro analyze` runs, besides the engine's configuration.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Per-connection rows.
+    pub with_flows: bool,
+    /// The progress bar on standard error.
+    pub progress: bool,
+    /// Threads for each file's engine work (1: all on the calling thread).
+    pub threads: usize,
+    /// Responders with a row of their own; the rest share the `other` row.
+    pub max_responders: usize,
 }
 
 /// [`analyze_files`] with each file's engine work spread over `threads` threads (1: all on
@@ -358,22 +418,30 @@ pub fn analyze_files_threads(
     progress: bool,
     threads: usize,
 ) -> io::Result<Report> {
-    analyze_files_spooled(files, cfg, with_flows, samples_out, progress, threads, None)
+    let opts = Options {
+        with_flows,
+        progress,
+        threads,
+        max_responders: crate::plot::DEFAULT_MAX_RESPONDERS,
+    };
+    analyze_files_with(files, cfg, &opts, samples_out, None)
 }
 
-/// [`analyze_files_threads`], also keeping the picture's events in `spool` (`--plot`,
-/// `--report`: the engine runs once for the table and the picture).
-fn analyze_files_spooled(
+/// [`analyze_files_threads`] with every option, also keeping the picture's events in
+/// `spool` (`--plot`, `--report`: the engine runs once for the table and the picture).
+pub fn analyze_files_with(
     files: &[PathBuf],
     cfg: &EngineConfig,
-    with_flows: bool,
+    opts: &Options,
     mut samples_out: Option<&mut dyn Write>,
-    progress: bool,
-    threads: usize,
     mut spool: Option<&mut crate::plot::Spool>,
 ) -> io::Result<Report> {
-    let mut report = Report::default();
-    let mut responders = Responders::default();
+    let (with_flows, progress, threads) = (opts.with_flows, opts.progress, opts.threads);
+    let mut report = Report {
+        max_responders: opts.max_responders,
+        ..Report::default()
+    };
+    let mut responders = Responders::new(opts.max_responders);
     let mut flows = with_flows.then(HashMap::new);
     // Each thread's engine tracks max_flows / threads connections, at least one: no more
     // threads than that, so the total never exceeds max_flows.
@@ -384,7 +452,7 @@ fn analyze_files_spooled(
             file_name: path.display().to_string(),
             samples_out: samples_out.as_deref_mut(),
             write_error: None,
-            responders: std::mem::take(&mut responders),
+            responders: std::mem::replace(&mut responders, Responders::new(0)),
             flows: flows.take(),
             line: Vec::with_capacity(256),
             spool: spool.as_deref_mut(),
@@ -408,6 +476,7 @@ fn analyze_files_spooled(
         flows = collector.flows;
         report.files.push(fr);
     }
+    report.other = responders.other;
     let mut rs: Vec<ResponderReport> = responders.list;
     rs.sort_by(|a, b| {
         b.stats
@@ -454,10 +523,9 @@ fn analyze_one(
     fr.opened = true;
     let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let bar = progress::Bar::new(progress, &collector.file_name, total);
-    let mut driver = Driver::new(cfg.clone());
     let mut frames = OneThread {
         to: ToDriver {
-            driver: &mut driver,
+            driver: Driver::new(cfg.clone()),
             out: collector,
         },
         skipped: Skipped {
@@ -474,8 +542,9 @@ fn analyze_one(
     fr.records = done.records;
     summary.records += done.records;
     summary.non_packets += done.non_packets;
-    summary.tcp_packets += driver.tcp().counters().packets;
-    summary.engine.add(driver.tcp().counters());
+    let engine = frames.to.driver.tcp();
+    summary.tcp_packets += engine.counters().packets;
+    summary.engine.add(engine.counters());
     fr
 }
 
@@ -568,17 +637,21 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     };
     // The picture's events, kept as the analysis runs (the engine runs once for both).
     let mut spool = if plotting {
-        Some(crate::plot::Spool::new()?)
+        Some(crate::plot::Spool::new(args.max_responders)?)
     } else {
         None
     };
-    let report = analyze_files_spooled(
+    let opts = Options {
+        with_flows: args.flows,
+        progress,
+        threads: args.threads.unwrap_or_else(default_threads),
+        max_responders: args.max_responders,
+    };
+    let report = analyze_files_with(
         &args.files,
         &cfg,
-        args.flows,
+        &opts,
         sample_file.as_deref_mut().map(|w| w as &mut dyn Write),
-        progress,
-        args.threads.unwrap_or_else(default_threads),
         spool.as_mut(),
     )?;
     if let Some(mut w) = sample_file {
@@ -623,6 +696,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     if let Some(spool) = spool {
         let opts = crate::plot::PlotOptions {
             engine: cfg.clone(),
+            max_responders: args.max_responders,
             ..crate::plot::PlotOptions::default()
         };
         // The files this analysis could open (the others' errors are already printed).
@@ -671,7 +745,7 @@ mod tests {
     fn a_stale_or_foreign_tag_finds_the_right_responder() {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let mut r = Responders::default();
+        let mut r = Responders::new(10);
         let mut ta = NO_TAG;
         r.get_tagged(a, &mut ta).kinds[0] += 1;
         let mut tb = NO_TAG;

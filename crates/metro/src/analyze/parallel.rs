@@ -62,7 +62,7 @@ use metro_core::sample::{NO_TAG, Observer};
 use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 
-use super::{Collector, FileReport, Skipped, Summary, describe_read_error, progress};
+use super::{Collector, FileReport, OTHER, Skipped, Summary, describe_read_error, progress};
 use crate::pcap::CaptureReader;
 use crate::replay::{Frames, replay};
 
@@ -117,6 +117,9 @@ struct OutBatch {
     compact: Vec<Compact>,
     /// Responders the shard numbered during this batch, with their addresses.
     new_responders: Vec<(u32, IpAddr)>,
+    /// Addresses of compact samples whose responder the shard did not number (beyond the
+    /// cap): such a sample's `responder` is [`INLINE`] plus the position here.
+    inline: Vec<IpAddr>,
     /// Retransmissions (frame, time), when the collector wants them (the picture).
     retransmits: Vec<(u64, Nanos)>,
 }
@@ -139,6 +142,7 @@ impl OutBatch {
             responders: Vec::with_capacity(whole_cap),
             compact: Vec::with_capacity(compact_cap),
             new_responders: Vec::new(),
+            inline: Vec::new(),
             retransmits: Vec::new(),
         }
     }
@@ -150,6 +154,7 @@ impl OutBatch {
         self.responders.clear();
         self.compact.clear();
         self.new_responders.clear();
+        self.inline.clear();
         self.retransmits.clear();
         if self.samples.capacity() > 2 * cap {
             self.samples.shrink_to(cap);
@@ -237,6 +242,7 @@ pub(super) fn analyze_one(
         flow_ids: collector.flows.is_some(),
         whole: collector.wants_whole_samples(),
         retransmits: collector.wants_retransmits(),
+        max_responders: collector.responders.cap,
     };
 
     let (reader_end, shard_ends) = thread::scope(|scope| {
@@ -421,6 +427,9 @@ impl Frames for Dispatch<'_, '_> {
     }
 }
 
+/// Marks a compact sample's responder as a position in its batch's `inline` addresses.
+const INLINE: u32 = 1 << 31;
+
 /// The endpoints of a retransmission handed to the collector (which keeps only its time).
 const NOWHERE: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
@@ -438,6 +447,8 @@ struct ShardObserver<'a> {
     /// Whether retransmissions are kept (with the frame being processed).
     retransmits: bool,
     frame: u64,
+    /// Responders numbered at most (the collector's cap); any more are [`OTHER`].
+    max_responders: usize,
 }
 
 impl Observer for ShardObserver<'_> {
@@ -451,10 +462,18 @@ impl Observer for ShardObserver<'_> {
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
         let out = &mut *self.out;
         let ip = s.responder.ip();
-        let (n, new) = self.responders.number(ip, tag);
-        if new {
-            out.new_responders.push((n, ip));
-        }
+        // Numbered up to the collector's cap; beyond, [`OTHER`], and the sample carries its
+        // address (whole ones always do; compact ones in `inline`): a shard cannot know
+        // which responders the collector tracks, the first `cap` of all shards.
+        let n = match self.responders.find(ip, tag) {
+            Some(n) => n,
+            None if self.responders.len() < self.max_responders => {
+                let n = self.responders.add(ip, tag);
+                out.new_responders.push((n, ip));
+                n
+            }
+            None => OTHER,
+        };
         if self.whole {
             let mut s = *s;
             if let Some(created) = &self.created {
@@ -466,10 +485,16 @@ impl Observer for ShardObserver<'_> {
             out.samples.push(s);
             out.responders.push(n);
         } else {
+            let responder = if n == OTHER {
+                out.inline.push(ip);
+                INLINE | (out.inline.len() - 1) as u32
+            } else {
+                n
+            };
             out.compact.push(Compact {
                 frame: s.frame,
                 rtt: s.rtt,
-                responder: n,
+                responder,
                 kind: s.kind,
             });
         }
@@ -499,6 +524,8 @@ struct Wants {
     whole: bool,
     /// Retransmissions (the picture).
     retransmits: bool,
+    /// The collector's cap on responders.
+    max_responders: usize,
 }
 
 /// A shard thread: its own engine over its connections' packets, one batch at a time.
@@ -527,6 +554,7 @@ fn run_shard(
             created: wants.flow_ids.then_some(&mut created),
             retransmits: wants.retransmits,
             frame: 0,
+            max_responders: wants.max_responders,
         };
         for (i, (frame, ts, seg)) in batch.items.iter().enumerate() {
             while let Some(&(_, ts)) = ticks.next_if(|t| t.0 == i) {
@@ -565,6 +593,8 @@ fn merge_into(
     // tag, for whole samples; its exact position, for compact ones).
     let mut tags: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut retransmits: Vec<(u64, Nanos)> = Vec::new();
+    // Per shard, by the shard's responder number: the address.
+    let mut addrs: Vec<Vec<IpAddr>> = vec![Vec::new(); n];
     'epochs: loop {
         for s in 0..n {
             match from_shard[s].recv() {
@@ -574,12 +604,13 @@ fn merge_into(
                 Err(_) => break 'epochs,
             }
             pos[s] = 0;
+            // Numbers announced now are mapped to the collector's report at their first
+            // sample, in the merged order, so that the first `max_responders` responders
+            // get their own rows as in the one-thread run.
             for &(r, ip) in &outs[s].new_responders {
-                let t = &mut tags[s];
-                if r as usize >= t.len() {
-                    t.resize(r as usize + 1, NO_TAG);
-                }
-                t[r as usize] = collector.responder_index(ip);
+                debug_assert_eq!(r as usize, addrs[s].len(), "numbered in order");
+                addrs[s].push(ip);
+                tags[s].push(NO_TAG);
             }
         }
         loop {
@@ -608,14 +639,25 @@ fn merge_into(
                 let run = &out.compact[from..];
                 let len = run.iter().take_while(|x| x.frame < second).count();
                 for c in &run[..len] {
-                    collector.aggregate_at(shard_tags[c.responder as usize], c.kind, c.rtt);
+                    let at = if c.responder & INLINE != 0 {
+                        collector.responder_index(out.inline[(c.responder & !INLINE) as usize])
+                    } else {
+                        let t = &mut shard_tags[c.responder as usize];
+                        if *t == NO_TAG {
+                            *t = collector.responder_index(addrs[best][c.responder as usize]);
+                        }
+                        *t
+                    };
+                    collector.aggregate_at(at, c.kind, c.rtt);
                 }
                 pos[best] += len;
             } else {
                 let run = &out.samples[from..];
                 let len = run.iter().take_while(|x| x.frame < second).count();
                 for (x, &r) in run[..len].iter().zip(&out.responders[from..]) {
-                    collector.sample_tagged(x, &mut shard_tags[r as usize]);
+                    let mut beyond = NO_TAG;
+                    let tag = shard_tags.get_mut(r as usize).unwrap_or(&mut beyond);
+                    collector.sample_tagged(x, tag);
                 }
                 pos[best] += len;
             }

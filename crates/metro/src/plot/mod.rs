@@ -4,7 +4,7 @@
 //! (CDF) per responder, and retransmissions as marks on the time axis.
 //!
 //! Memory does not depend on the input: the input is read twice. The first pass
-//! ([`Census`]) counts samples per responder and finds the time and RTT ranges; the second
+//! ([`Census`]) counts samples per responder (at most `max_responders` told apart) and finds the time and RTT ranges; the second
 //! ([`Bins`]) folds each sample into fixed grids for the top responders and one "other"
 //! group: a time × log-RTT grid (each cell drawn in its dominant group's colour with an
 //! opacity that grows with the count, so sparse data looks like a scatter plot and dense
@@ -46,6 +46,18 @@ pub const MAX_MARKS: usize = 2000;
 /// Colours available for responders (the palette in [`draw`]).
 pub const MAX_TOP: usize = 10;
 
+/// The default for `--max-responders` (`metro plot`'s and `metro analyze`'s): as many as the agent's pairs per
+/// interval.
+pub const DEFAULT_MAX_RESPONDERS: usize = 65_536;
+
+/// A `--max-responders` value: 1 or more.
+pub fn parse_max_responders(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..1 << 31).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a number of responders (1 or more)")),
+    }
+}
+
 /// Draw RTT over time, the RTT CDF and retransmissions from captures or sample lines.
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "\
@@ -79,6 +91,11 @@ pub struct PlotArgs {
     /// grouped.
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = parse_top)]
     pub top: usize,
+
+    /// Responders told apart at most: the first seen; the samples of any more join the
+    /// grey group of others, so that memory stays bounded whatever the input holds.
+    #[arg(long, default_value_t = DEFAULT_MAX_RESPONDERS, value_name = "N", value_parser = parse_max_responders)]
+    pub max_responders: usize,
 
     /// Which kinds of sample to plot, comma-separated: seq, handshake, ts.
     #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = <KindSet as std::str::FromStr>::from_str)]
@@ -139,6 +156,8 @@ impl ImageFormat {
 #[derive(Clone, Debug)]
 pub struct PlotOptions {
     pub top: usize,
+    /// Responders told apart at most (the first seen; the rest join the others' group).
+    pub max_responders: usize,
     /// The engine a capture is run through (its `kinds` also filter sample lines): the
     /// same as the analysis beside the picture, for `analyze --plot/--report`.
     pub engine: EngineConfig,
@@ -153,6 +172,7 @@ impl Default for PlotOptions {
     fn default() -> Self {
         PlotOptions {
             top: 8,
+            max_responders: DEFAULT_MAX_RESPONDERS,
             engine: EngineConfig::default(),
             width: 1200,
             height: 800,
@@ -267,12 +287,11 @@ fn scan_capture(
     let mut reader =
         CaptureReader::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     // The same driver, so the same expiry rhythm, as `metro analyze`.
-    let mut driver = Driver::new(cfg.clone());
     let mut out = Forward(f);
     let done = replay(
         &mut reader,
         &mut ToDriver {
-            driver: &mut driver,
+            driver: Driver::new(cfg.clone()),
             out: &mut out,
         },
     );
@@ -325,10 +344,14 @@ fn scan_lines(path: &Path, kinds: KindSet, f: &mut dyn FnMut(Event)) -> anyhow::
     }
 }
 
-/// First pass: samples per responder, the time and RTT ranges, retransmissions.
-#[derive(Debug, Default)]
+/// First pass: samples per responder (the first `cap` responders; the samples of any more
+/// are only counted), the time and RTT ranges, retransmissions.
+#[derive(Debug)]
 struct Census {
     per_responder: HashMap<IpAddr, u64>,
+    cap: usize,
+    /// Samples of responders beyond the cap.
+    untracked: u64,
     samples: u64,
     retransmits: u64,
     t_min: Option<Nanos>,
@@ -338,10 +361,30 @@ struct Census {
 }
 
 impl Census {
+    fn new(cap: usize) -> Census {
+        Census {
+            per_responder: HashMap::new(),
+            cap,
+            untracked: 0,
+            samples: 0,
+            retransmits: 0,
+            t_min: None,
+            t_max: 0,
+            rtt_min: 0,
+            rtt_max: 0,
+        }
+    }
+
     fn add(&mut self, e: Event) {
         let ts = match e {
             Event::Sample { ts, responder, rtt } => {
-                *self.per_responder.entry(responder).or_insert(0) += 1;
+                if let Some(n) = self.per_responder.get_mut(&responder) {
+                    *n += 1;
+                } else if self.per_responder.len() < self.cap {
+                    self.per_responder.insert(responder, 1);
+                } else {
+                    self.untracked += 1;
+                }
                 if self.samples == 0 {
                     self.rtt_min = rtt;
                     self.rtt_max = rtt;
@@ -470,7 +513,11 @@ pub struct Bins {
     /// Top responders (most samples first), then the others if any.
     pub series: Vec<Series>,
     pub samples: u64,
+    /// Responders told apart (at most the cap).
     pub responders: usize,
+    /// Whether some samples came from responders beyond the cap (in the others' group,
+    /// which then has more members than `members` says).
+    pub beyond_cap: bool,
     pub retransmits: u64,
     /// Whether retransmissions are known (some input was a capture).
     pub retransmits_known: bool,
@@ -497,7 +544,7 @@ impl Binner {
             series.push(Series::new(Some(*addr), 1));
         }
         let others = census.per_responder.len() - top_list.len();
-        if others > 0 {
+        if others > 0 || census.untracked > 0 {
             series.push(Series::new(None, others as u64));
         }
         let each = census.retransmits as usize <= MAX_MARKS;
@@ -538,6 +585,7 @@ impl Binner {
             series: self.series,
             samples: census.samples,
             responders: census.per_responder.len(),
+            beyond_cap: census.untracked > 0,
             retransmits: census.retransmits,
             retransmits_known,
             marks: self.marks,
@@ -550,8 +598,9 @@ pub fn bin_inputs(
     inputs: &[PathBuf],
     engine: &EngineConfig,
     top: usize,
+    max_responders: usize,
 ) -> anyhow::Result<(Bins, ScanNotes)> {
-    let mut census = Census::default();
+    let mut census = Census::new(max_responders);
     let notes = scan(inputs, engine, &mut |e| census.add(e))?;
     let mut binner = Binner::new(&census, top);
     scan(inputs, engine, &mut |e| binner.add(e))?;
@@ -575,8 +624,9 @@ pub struct Spool {
 const SPOOLED: usize = 1 + 8 + 8 + 16;
 
 impl Spool {
-    /// An empty spool, its file created (and unlinked at once) in the temporary directory.
-    pub fn new() -> anyhow::Result<Spool> {
+    /// An empty spool, its file created (and unlinked at once) in the temporary directory;
+    /// responders told apart up to `max_responders`.
+    pub fn new(max_responders: usize) -> anyhow::Result<Spool> {
         let dir = std::env::temp_dir();
         let mut n = 0u32;
         let file = loop {
@@ -601,7 +651,7 @@ impl Spool {
             }
         };
         Ok(Spool {
-            census: Census::default(),
+            census: Census::new(max_responders),
             file: io::BufWriter::with_capacity(1 << 16, file),
             record: [0; SPOOLED],
             error: None,
@@ -720,7 +770,7 @@ impl Picture {
     ) -> anyhow::Result<(Picture, ScanNotes)> {
         // The font first: a missing font should not cost two passes over a large capture.
         draw::load_font(&opts.font)?;
-        let (bins, notes) = bin_inputs(inputs, &opts.engine, opts.top)?;
+        let (bins, notes) = bin_inputs(inputs, &opts.engine, opts.top, opts.max_responders)?;
         let picture = Picture {
             bins,
             title: title_of(inputs, opts),
@@ -777,6 +827,7 @@ fn title_of(inputs: &[PathBuf], opts: &PlotOptions) -> String {
 pub fn run(args: &PlotArgs) -> anyhow::Result<i32> {
     let opts = PlotOptions {
         top: args.top,
+        max_responders: args.max_responders,
         engine: EngineConfig {
             kinds: args.kinds,
             ..EngineConfig::default()
