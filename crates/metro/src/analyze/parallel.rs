@@ -14,13 +14,17 @@
 //! of every shard covers the same frames: the calling thread takes batch `k`'s samples from
 //! every shard, merges them by frame number (a frame's samples all come from one shard, in
 //! the engine's emission order) and feeds them to the same `Collector` as the one-thread
-//! path: whole samples when it writes sample lines or per-connection rows, otherwise 24-byte
-//! ones (frame, RTT, kind, the shard's number for the responder, whose address the shard
-//! announces once). Expiry ticks are decided by the reader with the one-thread rule (on the global
-//! packet stream) and delivered to every shard at the same place in its stream, so each
-//! shard ticks at the same packet times as the single engine. Undecodable records, the
-//! unsupported-link-type messages and the damage message come from the reader, as in the
-//! one-thread loop.
+//! path: whole samples when it writes sample lines, per-connection rows or the picture
+//! (`--plot`, `--report`: then also each epoch's retransmissions, merged by frame),
+//! otherwise 24-byte ones (frame, RTT, kind, the shard's number for the responder, whose
+//! address the shard announces once; beyond `--max-responders` numbers, the address itself,
+//! in the batch). The calling thread maps a shard's number to its report at the number's
+//! first sample, in the merged order, so the responders with rows of their own are the
+//! one-thread run's. Expiry ticks are decided by the reader with the one-thread rule (the
+//! driver's `Clock`, on the global packet stream) and delivered to every shard at the same
+//! place in its stream, so each shard ticks at the same packet times as the single engine.
+//! Undecodable records, the unsupported-link-type messages and the damage message come
+//! from the reader, as in the one-thread loop.
 //!
 //! Flow ids: each shard's engine numbers its connections 1, 2, ... A connection gets an id
 //! when a packet creates it (at most one per packet), so the one-thread id is the rank of the
