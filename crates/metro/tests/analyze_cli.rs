@@ -597,3 +597,35 @@ fn responders_beyond_the_cap_share_the_other_row_and_keep_the_totals() {
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.contains("5+ responders"), "the key");
 }
+
+/// Issue 19: `--plot` and `--report` no longer run the engine again over the files, so they
+/// work on standard input too, and draw what they draw from the file.
+#[test]
+fn plot_and_report_from_standard_input_match_the_file() {
+    let dir = tmpdir("plot-stdin");
+    let svg = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let from_file = metro(&["analyze", "-q", "--plot", &svg("f.svg"), EXAMPLE]);
+    assert!(from_file.status.success(), "{}", text(&from_file.stderr));
+    let piped = Command::new(METRO)
+        .args([
+            "analyze",
+            "-q",
+            "--plot",
+            &svg("s.svg"),
+            "--report",
+            &svg("s.html"),
+            "-",
+        ])
+        .stdin(File::open(EXAMPLE).unwrap())
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{}", text(&piped.stderr));
+    assert_eq!(piped.stdout, from_file.stdout);
+    let f = std::fs::read_to_string(dir.join("f.svg")).unwrap();
+    let s = std::fs::read_to_string(dir.join("s.svg")).unwrap();
+    // The title names the input; everything else is the same picture.
+    assert_eq!(f.replace("scp-upload.pcap", "-"), s);
+    assert!(s.contains("<svg"));
+    let html = std::fs::read_to_string(dir.join("s.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("RTT by responder"));
+}
