@@ -4,14 +4,11 @@
 
 use crate::Nanos;
 use crate::Segment;
+use crate::config::{Counters, EngineConfig};
 use crate::flow::{FlowKey, FlowTable, Removal};
 use crate::rtt::conn::{Conn, Ctx};
 use crate::rtt::queue::Pool;
-
-// Defined in leaf modules (so `rtt::conn` does not depend on the engine); re-exported here,
-// where callers have always found them.
-pub use crate::config::{Counters, EngineConfig};
-pub use crate::sample::{NO_TAG, Observer};
+use crate::sample::Observer;
 
 /// Count a flow leaving the table, by reason.
 fn count_removal(counters: &mut Counters, why: Removal) {
@@ -158,7 +155,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtt::Sample;
+    use crate::sample::Sample;
     use crate::seq::SeqNum;
     use crate::wire::TcpFlags;
     use std::net::{IpAddr, Ipv4Addr};

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use agent::{Metric, TempDir, metro_output, named, parse};
 use metro::analyze::{Report, analyze_files_threads};
 use metro::pcap::{CaptureReader, ReadError};
-use metro_core::engine::EngineConfig;
+use metro_core::config::EngineConfig;
 use metro_testkit::generator::flood::{
     CLIENT_SAMPLES_PER_CONNECTION, FloodConfig, SAMPLES_PER_CONNECTION, write_flood,
     write_interface_bomb,

@@ -16,8 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use metro_core::engine::{Engine, EngineConfig, NO_TAG, Observer};
-use metro_core::rtt::Sample;
+use metro_core::config::EngineConfig;
+use metro_core::driver::{Driver, TICK};
+use metro_core::sample::Sample;
+use metro_core::sample::{NO_TAG, Observer};
 
 use super::config::DutyCycle;
 use super::containers::{self, Attribution};
@@ -26,12 +28,10 @@ use super::filter;
 use super::flush::Msg;
 use super::live::{self, Live, LiveOptions, Next};
 use super::report::{InstanceShared, Interval};
-use super::resolve::{LocalSet, WatchList, interface_addresses};
+use super::resolve::interface_addresses;
 use super::samples::SampleBuf;
+use super::watch::{LocalSet, WatchList};
 
-const NS: i64 = 1_000_000_000;
-/// Engine expiry runs at most this often (packet time).
-const TICK: i64 = NS;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -112,11 +112,11 @@ impl Observer for Obs<'_> {
 /// The per-packet work shared by live and file capture.
 pub struct Processor {
     shared: Arc<InstanceShared>,
-    engine: Engine,
+    /// The engine and its clock: packet time, and the wall clock while idle.
+    driver: Driver,
     watch: (u64, Arc<WatchList>),
     locals: (u64, Arc<LocalSet>),
     frame: u64,
-    last_tick: Option<i64>,
     duty: Option<Duty>,
     decode_errors: u64,
     /// `interface: any`: copies of a packet on other interfaces are dropped.
@@ -144,11 +144,10 @@ impl Processor {
         let samples = SampleBuf::new(&shared.iface);
         Processor {
             shared,
-            engine: Engine::new(engine),
+            driver: Driver::new(engine),
             watch,
             locals,
             frame: 0,
-            last_tick: None,
             duty: duty.map(|cycle| Duty {
                 cycle,
                 window: None,
@@ -240,7 +239,7 @@ impl Processor {
             return;
         }
         // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
-        match metro_core::Segment::decode(linktype, data) {
+        let ticked = match metro_core::Segment::decode(linktype, data) {
             Ok(ref seg) => {
                 let mut obs = Obs {
                     interval: &mut self.interval,
@@ -249,25 +248,31 @@ impl Processor {
                     watch: &self.watch.1,
                     attr: self.attr.as_ref().map(|a| &*a.1),
                 };
-                self.engine.process(self.frame, ts, seg, &mut obs);
+                self.driver.segment(self.frame, ts, seg, &mut obs)
             }
-            Err(_) => self.decode_errors += 1,
+            Err(_) => {
+                self.decode_errors += 1;
+                self.driver.advance(ts)
+            }
+        };
+        if ticked {
+            self.ticked();
         }
-        self.tick(ts);
     }
 
-    /// Run expiry if a tick's worth of time passed since the last one.
+    /// Time reaches `now` (the wall clock, while no packet comes): expiry runs if a tick's
+    /// worth of time passed since the last run.
     pub fn tick(&mut self, now: i64) {
-        match self.last_tick {
-            Some(t) if now - t < TICK => {}
-            _ => {
-                self.last_tick = Some(now);
-                self.engine.tick(now);
-                self.publish();
-                if let Some(b) = &mut self.samples {
-                    b.hand_over();
-                }
-            }
+        if self.driver.advance(now) {
+            self.ticked();
+        }
+    }
+
+    /// After expiry: the counters published, the sample lines handed to the writer.
+    fn ticked(&mut self) {
+        self.publish();
+        if let Some(b) = &mut self.samples {
+            b.hand_over();
         }
     }
 
@@ -290,8 +295,8 @@ impl Processor {
             c.packets_copies.store(d.copies, Ordering::Relaxed);
         }
         c.flows_active
-            .store(self.engine.active_flows() as u64, Ordering::Relaxed);
-        let counters = self.engine.counters();
+            .store(self.driver.tcp().active_flows() as u64, Ordering::Relaxed);
+        let counters = self.driver.tcp().counters();
         c.flows_evicted
             .store(counters.flows_evicted_full, Ordering::Relaxed);
         c.flows_shed
@@ -511,6 +516,8 @@ pub fn run_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NS: i64 = 1_000_000_000;
 
     #[test]
     fn duty_cycle_windows() {

@@ -13,10 +13,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::config::{Cidr, Config, Instance, mask};
-// Defined with the configuration they default (so `config` needs nothing of the agent);
-// re-exported here, where the outputs have always found them.
-pub use super::config::{DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, GroupBy};
+use super::config::{Cidr, Config, GroupBy, Instance, mask};
 
 /// Distribution values kept per instance and interval; past it, values are counted in
 /// `metro.distribution.dropped` (the statistics and histograms still take them).

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use pcap::{Active, BpfProgram, Capture, Device, Precision};
 
 use super::filter;
-use super::resolve::WatchList;
+use super::watch::WatchList;
 
 /// Read timeout: the longest a capture thread waits before it checks for work.
 pub const READ_TIMEOUT_MS: i32 = 100;

@@ -112,7 +112,7 @@ pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
     let mut cache = HashMap::new();
     for (i, inst) in cfg.instances.iter().enumerate() {
         let name = format!("instances[{i}] ({})", inst.interface);
-        let mut watch = resolve::WatchList::new(inst.ips.clone());
+        let mut watch = watch::WatchList::new(inst.ips.clone());
         for w in resolve::resolve_all(&mut watch, &inst.hosts, &mut cache) {
             warnings.push(format!("{name}: {w}"));
         }

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use metro_core::aggregate::{Numbering, Stats};
-use metro_core::engine::NO_TAG;
-use metro_core::rtt::Sample;
+use metro_core::sample::NO_TAG;
+use metro_core::sample::Sample;
 
 pub use super::config::MAX_PAIRS;
 use super::fleet::{Fine, Group, IntervalOpts, MAX_VALUES, OTHER};
@@ -349,7 +349,7 @@ impl Interval {
     /// [`Self::add_sample`], with the connection's tag (see [`Observer::sample_tagged`])
     /// remembering the pair's position.
     ///
-    /// [`Observer::sample_tagged`]: metro_core::engine::Observer::sample_tagged
+    /// [`Observer::sample_tagged`]: metro_core::sample::Observer::sample_tagged
     pub fn add_sample_tagged(
         &mut self,
         s: &Sample,
@@ -683,7 +683,7 @@ impl InstanceShared {
 mod tests {
     use super::*;
     use crate::agent::config::Cidr;
-    use metro_core::rtt::Kind;
+    use metro_core::sample::Kind;
     use std::collections::HashSet;
     use std::net::SocketAddr;
 

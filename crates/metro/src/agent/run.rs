@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use metro_core::engine::EngineConfig;
+use metro_core::config::EngineConfig;
 
 use super::capture::{self, Worker};
 use super::config::{self, Cidr, Config, DutyCycle, Instance, Source, StatsdTarget};
@@ -39,11 +39,12 @@ use super::flush::{self, Msg};
 use super::live::{self, LiveOptions};
 use super::log;
 use super::report::InstanceShared;
-use super::resolve::{self, LocalSet, WatchList, Watched};
+use super::resolve::{self, Watched};
 use super::sinks::otlp::OtlpSink;
 use super::sinks::prom::Prom;
 use super::sinks::prom::http::PromServer;
 use super::sinks::statsd::StatsdSink;
+use super::watch::{LocalSet, WatchList};
 
 /// Options that come from the command line rather than the file.
 #[derive(Clone, Debug, Default)]

@@ -25,7 +25,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use metro_core::rtt::Sample;
+use metro_core::sample::Sample;
 
 /// Buffers in flight between the capture threads and the writer.
 const SLOTS: usize = 64;
@@ -454,7 +454,7 @@ pub use crate::analyze::sample_line_tail as line_tail;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metro_core::rtt::Kind;
+    use metro_core::sample::Kind;
 
     #[test]
     fn a_line_is_analyze_s_json_with_the_interface() {

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use metro_core::aggregate::Stats;
-use metro_core::rtt::{Kind, Sample};
+use metro_core::sample::{Kind, Sample};
 use serde_json::{Value, json};
 
 use super::{FlowReport, Report};
@@ -135,13 +135,19 @@ pub fn render_table(out: &mut dyn Write, report: &Report, flows: bool) -> io::Re
             out,
             "RTT by responder (ms; the responder sends the closing packet)"
         )?;
+        // Responders beyond --max-responders: one row, last.
+        let other = report
+            .other
+            .iter()
+            .map(|r| ("other".to_string(), &r.stats, &r.kinds));
         write_stats_table(
             out,
             "responder",
             report
                 .responders
                 .iter()
-                .map(|r| (r.addr.to_string(), &r.stats, &r.kinds)),
+                .map(|r| (r.addr.to_string(), &r.stats, &r.kinds))
+                .chain(other),
         )?;
     }
     if flows {
@@ -198,6 +204,14 @@ pub fn render_json(out: &mut dyn Write, report: &Report, flows: bool) -> io::Res
         }).collect::<Vec<_>>(),
         "summary": summary_json(report),
     });
+    // Only when some responder was beyond the cap: the report of a capture within it is
+    // what it always was.
+    if let Some(r) = &report.other {
+        let mut v = stats_json(&r.stats);
+        v["kinds"] = kinds_json(&r.kinds);
+        doc["other_responders"] = v;
+        doc["summary"]["max_responders"] = json!(report.max_responders);
+    }
     if flows {
         doc["flows"] = Value::Array(
             report
@@ -282,6 +296,21 @@ pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         writeln!(out, "  undecodable: {}", parts.join(", "))?;
+    }
+    if let Some(r) = &report.other {
+        writeln!(
+            out,
+            "  responders: the first {} have rows of their own (--max-responders); the {} samples of the others are in the `other` row",
+            report.max_responders,
+            r.stats.count()
+        )?;
+    }
+    if s.non_packets > 0 {
+        writeln!(
+            out,
+            "  not packets (pcapng custom or journal blocks, numbered as frames): {}",
+            s.non_packets
+        )?;
     }
     writeln!(
         out,

@@ -16,11 +16,11 @@ use super::model::{
 };
 use super::raw::{RawFile, RawInit, RawInstance};
 
-struct Ctx<'a> {
+struct Reporter<'a> {
     origin: &'a str,
 }
 
-impl Ctx<'_> {
+impl Reporter<'_> {
     fn err(
         &self,
         key: impl Into<String>,
@@ -73,7 +73,7 @@ impl Config {
         origin: &str,
         warnings: &mut Vec<String>,
     ) -> Result<Config, ConfigError> {
-        let cx = Ctx { origin };
+        let cx = Reporter { origin };
         let init = raw.init_config.unwrap_or_default();
 
         let snaplen = match &init.snaplen {
@@ -323,7 +323,7 @@ impl Config {
     }
 }
 
-fn fleet_config(cx: &Ctx, init: &RawInit) -> Result<FleetConfig, ConfigError> {
+fn fleet_config(cx: &Reporter, init: &RawInit) -> Result<FleetConfig, ConfigError> {
     let mut f = FleetConfig::default();
     let rate = match &init.distribution_sample_rate {
         None => 1.0,
@@ -530,7 +530,7 @@ fn otlp_endpoint_problem(t: &str) -> Option<String> {
     host_name_problem(host)
 }
 
-fn check_max_flows(cx: &Ctx, key: &str, m: &Spanned<u64>) -> Result<u64, ConfigError> {
+fn check_max_flows(cx: &Reporter, key: &str, m: &Spanned<u64>) -> Result<u64, ConfigError> {
     if m.value == 0 || m.value > MAX_FLOWS {
         return Err(cx.err(
             key,
@@ -542,7 +542,7 @@ fn check_max_flows(cx: &Ctx, key: &str, m: &Spanned<u64>) -> Result<u64, ConfigE
 }
 
 fn instance(
-    cx: &Ctx,
+    cx: &Reporter,
     key: &str,
     inst: Spanned<RawInstance>,
     default_max_flows: u64,

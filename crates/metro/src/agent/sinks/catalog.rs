@@ -166,7 +166,7 @@ pub static SELF: [Metric; 17] = [
         "{sample}",
         "Network RTT samples, by kind",
         |i| {
-            metro_core::rtt::Kind::ALL
+            metro_core::sample::Kind::ALL
                 .iter()
                 .zip(i.c().samples)
                 .map(|(k, n)| (k.name(), n))
