@@ -14,6 +14,7 @@ pub mod capture;
 pub mod config;
 pub mod containers;
 pub mod dedupe;
+pub mod ebpf;
 pub mod filter;
 pub mod fleet;
 pub mod flush;
