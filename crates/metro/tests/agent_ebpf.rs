@@ -5,8 +5,12 @@
 //! Segments metro-core decodes from libpcap's copies, in the same order; what the program
 //! does not decode must show in its counters.
 
+#[path = "support/agent.rs"]
+mod agent;
 #[path = "support/corpus.rs"]
 mod corpus;
+#[path = "support/frames.rs"]
+mod frames;
 #[path = "support/netns.rs"]
 mod netns;
 
@@ -15,6 +19,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use agent::{Agent, METRO, TempDir};
 use corpus::corpus_files;
 use metro::agent::config::Cidr;
 use metro::agent::ebpf::{Kernel, RING_BYTES};
@@ -114,8 +119,10 @@ fn replay(cap: &Netns, snd: &Netns, frames: &[Vec<u8>], tag: &str) -> Seen {
         let mut pc = pcap::Capture::from_device("veth0")
             .unwrap()
             .immediate_mode(true)
+            // Ring slots are sized by the snaplen: 2 KiB ones hold every replayed frame
+            // (at most 1514 bytes) and let 64 MiB queue all of them.
             .buffer_size(64 << 20)
-            .snaplen(65535)
+            .snaplen(2048)
             .timeout(10)
             .open()
             .unwrap()
@@ -370,4 +377,436 @@ fn egress_records_carry_the_sockets_cgroup_and_the_watch_list_filters() {
     // The other connection's segments were counted, not written.
     assert!(counters.not_watched >= 6, "{counters:?}");
     assert_eq!(counters.records, records.len() as u64);
+}
+
+// ---- `metro run` with `capture: ebpf` beside `capture: pcap` ----
+
+fn agent_config(capture: &str) -> String {
+    format!(
+        "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 9\ninstances:\n  - interface: veth0\n    ips: ['0.0.0.0/0', '::/0']\n    capture: {capture}\n"
+    )
+}
+
+/// A sample line's (kind, src, sport, dst, dport).
+type SampleKey = (String, String, u64, String, u64);
+
+/// The sample lines of `--samples`: their keys and RTTs.
+fn sample_lines(path: &Path) -> Vec<(SampleKey, f64)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            let n = |k: &str| v[k].as_u64().unwrap();
+            (
+                (s("kind"), s("src"), n("sport"), s("dst"), n("dport")),
+                v["rtt_ms"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Two agents on one interface, one capturing in the kernel and one with libpcap, on the
+/// same tcpreplay of `pcap`: the same samples, in the same order, with RTTs within 0.5 ms
+/// (each path reads its own clock as the frame arrives).
+fn same_samples_both_ways(tag: &str, pcap: &Path, pps: &str, min_samples: usize) {
+    let (cap, snd) = pair(tag);
+    let dir = TempDir::new(tag);
+    let mut agents = Vec::new();
+    for mode in ["ebpf", "pcap"] {
+        let cfg = dir.write(&format!("{mode}.yaml"), &agent_config(mode));
+        let out = dir.path(&format!("{mode}.samples"));
+        let mut a = Agent::start(
+            &cap,
+            &[
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--samples",
+                out.to_str().unwrap(),
+            ],
+            &dir.path(&format!("{mode}.stderr")),
+        );
+        a.wait_log(
+            if mode == "ebpf" {
+                "capture in the kernel (eBPF) on veth0"
+            } else {
+                "capture filter"
+            },
+            Duration::from_secs(30),
+        );
+        agents.push((a, out));
+    }
+    let out = snd
+        .command("tcpreplay")
+        .args(["-q", "--pps", pps, "-i", "veth0", pcap.to_str().unwrap()])
+        .output()
+        .expect("run tcpreplay (Debian package `tcpreplay`)");
+    assert!(
+        out.status.success(),
+        "tcpreplay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let mut got = Vec::new();
+    for (a, out) in &mut agents {
+        a.signal(libc::SIGTERM);
+        assert!(a.wait(Duration::from_secs(20)).success(), "{}", a.log());
+        got.push(sample_lines(out));
+    }
+    let (k, p) = (&got[0], &got[1]);
+    eprintln!(
+        "{tag}: {} samples in the kernel, {} with libpcap",
+        k.len(),
+        p.len()
+    );
+    assert!(p.len() >= min_samples, "{} samples with libpcap", p.len());
+    assert_eq!(k.len(), p.len(), "sample counts differ");
+    for (i, (a, b)) in k.iter().zip(p).enumerate() {
+        assert_eq!(a.0, b.0, "sample {i}");
+        assert!(
+            (a.1 - b.1).abs() < 0.5,
+            "sample {i}: {} ms in the kernel, {} ms with libpcap",
+            a.1,
+            b.1
+        );
+    }
+}
+
+/// A generated capture (IPv4 and IPv6, VLAN tags, timestamps, SACK, loss) replayed.
+#[test]
+fn samples_in_the_kernel_equal_libpcaps_on_a_generated_replay() {
+    if !netns::needs_root("agents capturing on a veth in a namespace") {
+        return;
+    }
+    let dir = TempDir::new("ebgen");
+    let file = dir.path("gen.pcap");
+    let st = std::process::Command::new(METRO)
+        .args([
+            "generate",
+            "-n",
+            "20000",
+            "-c",
+            "200",
+            "--servers",
+            "20",
+            "--snaplen",
+            "0",
+            "-o",
+        ])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    same_samples_both_ways("ebgn", &file, "10000", 2_000);
+}
+
+/// Corpus captures replayed: real stacks' options and shapes.
+#[test]
+fn samples_in_the_kernel_equal_libpcaps_on_corpus_replay() {
+    if !netns::needs_root("agents capturing on a veth in a namespace") {
+        return;
+    }
+    let dir = TempDir::new("ebcor");
+    let file = dir.path("corpus.pcap");
+    write_pcap(&file, &corpus_frames(20_000));
+    same_samples_both_ways("ebcr", &file, "10000", 500);
+}
+
+/// Without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN the kernel refuses the program:
+/// `capture: auto` says so and captures with libpcap (samples flow, the gauge says 0);
+/// `capture: ebpf` refuses to start and says why.
+#[test]
+fn a_kernel_that_refuses_the_program_falls_back_to_libpcap() {
+    if !netns::needs_root("dropping capabilities and capturing in a namespace") {
+        return;
+    }
+    let (cap, snd) = pair("ebf");
+    let dir = TempDir::new("ebf");
+    let drop_caps = "--drop=cap_bpf,cap_perfmon,cap_sys_admin";
+    let spawn = |mode: &str| {
+        let cfg = dir.write(
+            &format!("{mode}.yaml"),
+            &agent_config(mode).replace("statsd_port: 9", "statsd_port: 8125"),
+        );
+        let err = std::fs::File::create(dir.path(&format!("{mode}.stderr"))).unwrap();
+        cap.command("capsh")
+            .args([drop_caps, "--", "-c", "exec \"$0\" \"$@\""])
+            .args([METRO, "run", "--config", cfg.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("run capsh (Debian package libcap2-bin)")
+    };
+    let log = |mode: &str| std::fs::read_to_string(dir.path(&format!("{mode}.stderr"))).unwrap();
+
+    // capture: ebpf cannot run: exit non-zero, naming what is missing.
+    let st = spawn("ebpf").wait().unwrap();
+    assert!(!st.success(), "{}", log("ebpf"));
+    assert!(log("ebpf").contains("CAP_BPF"), "{}", log("ebpf"));
+
+    // capture: auto falls back, and measures.
+    let rx = cap.enter(|| {
+        let s = std::net::UdpSocket::bind("127.0.0.1:8125").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    });
+    let mut child = spawn("auto");
+    let end = Instant::now() + Duration::from_secs(30);
+    while !log("auto").contains("capture filter") {
+        assert!(Instant::now() < end, "{}", log("auto"));
+        assert!(child.try_wait().unwrap().is_none(), "{}", log("auto"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        log("auto").contains("capture with libpcap: the kernel refused"),
+        "{}",
+        log("auto")
+    );
+    let dirp = TempDir::new("ebfg");
+    let file = dirp.path("gen.pcap");
+    let st = std::process::Command::new(METRO)
+        .args([
+            "generate",
+            "-n",
+            "5000",
+            "-c",
+            "50",
+            "--servers",
+            "5",
+            "--snaplen",
+            "0",
+            "-o",
+        ])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = snd
+        .command("tcpreplay")
+        .args(["-q", "--pps", "5000", "-i", "veth0", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut text = String::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 65536];
+    while Instant::now() < end
+        && !(text.contains("metro.capture.ebpf:0|g") && text.contains("system.net.tcp.rtt.samples"))
+    {
+        if let Ok(n) = rx.recv(&mut buf) {
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            text.push('\n');
+        }
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success(), "{}", log("auto"));
+    assert!(text.contains("metro.capture.ebpf:0|g"), "{text}");
+    assert!(text.contains("system.net.tcp.rtt.samples"), "{text}");
+}
+
+// ---- The watch list in the kernel's LPM tries ----
+
+/// `n` watched hosts, none adjacent (the tries hold them one by one): 10.64.0.0/10 at every
+/// other address, plus `extra`.
+fn big_list(n: usize, extra: &str) -> String {
+    let mut s = String::with_capacity(n * 18);
+    s.push_str("['");
+    s.push_str(extra);
+    s.push('\'');
+    for i in 0..n - 1 {
+        let a = 0x0a40_0000u32 + 2 * i as u32;
+        s.push_str(&format!(", '{}'", std::net::Ipv4Addr::from(a)));
+    }
+    s.push(']');
+    s
+}
+
+/// A conversation between `client` and `server` (10 ms round trip, 20 requests) as a pcap.
+fn conversation_pcap(
+    dir: &TempDir,
+    name: &str,
+    client: [u8; 4],
+    server: [u8; 4],
+) -> std::path::PathBuf {
+    let mut fr = frames::conversation(
+        client,
+        server,
+        [2, 0, 0, 0, 0, 1],
+        [2, 0, 0, 0, 0, 2],
+        1_700_000_000_000_000_000,
+        10.0,
+        20,
+        20.0,
+        None,
+    );
+    let path = dir.path(name);
+    frames::write_pcap(&path, &mut fr);
+    path
+}
+
+fn replay_file(snd: &Netns, pcap: &Path) {
+    let out = snd
+        .command("tcpreplay")
+        .args(["-q", "-i", "veth0", pcap.to_str().unwrap()])
+        .output()
+        .expect("run tcpreplay (Debian package `tcpreplay`)");
+    assert!(
+        out.status.success(),
+        "tcpreplay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Samples per responder in the `--samples` file so far.
+fn responders(path: &Path) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for ((_, src, ..), _) in sample_lines(path) {
+        *m.entry(src).or_insert(0) += 1;
+    }
+    m
+}
+
+/// 100,000 watched hosts in the tries, then a reload (SIGHUP) that swaps which of two
+/// servers is among them: the thread keeps running, the tries change in place, and only
+/// the watched server's samples come out, before and after.
+#[test]
+fn a_100k_watch_list_in_the_kernel_and_a_reload_that_changes_it() {
+    if !netns::needs_root("an agent capturing on a veth in a namespace") {
+        return;
+    }
+    let (cap, snd) = pair("ebw");
+    let dir = TempDir::new("ebw");
+    let (a, b) = ([10, 213, 0, 2], [10, 213, 0, 4]);
+    let conv_a = conversation_pcap(&dir, "a.pcap", [10, 213, 0, 1], a);
+    let conv_b = conversation_pcap(&dir, "b.pcap", [10, 213, 0, 3], b);
+    let cfg_text = |watched: &str| {
+        format!(
+            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 9\ninstances:\n  - interface: veth0\n    ips: {}\n    capture: ebpf\n",
+            big_list(100_000, watched)
+        )
+    };
+    let cfg = dir.write("metro.yaml", &cfg_text("10.213.0.2"));
+    let out = dir.path("samples");
+    let mut ag = Agent::start(
+        &cap,
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--samples",
+            out.to_str().unwrap(),
+        ],
+        &dir.path("stderr"),
+    );
+    ag.wait_log("tcp and 100000 watched blocks", Duration::from_secs(60));
+    replay_file(&snd, &conv_a);
+    replay_file(&snd, &conv_b);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = responders(&out);
+    assert!(
+        before.get("10.213.0.2").copied().unwrap_or(0) >= 15,
+        "{before:?}\n{}",
+        ag.log()
+    );
+    assert_eq!(before.get("10.213.0.4"), None, "{before:?}");
+
+    // Swap the two servers in the list and reload.
+    dir.write("metro.yaml", &cfg_text("10.213.0.4"));
+    ag.signal(libc::SIGHUP);
+    let end = Instant::now() + Duration::from_secs(60);
+    while ag.log().matches("tcp and 100000 watched blocks").count() < 2 {
+        assert!(Instant::now() < end && ag.alive(), "{}", ag.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        ag.log()
+            .contains("1 capture(s) kept (1 with a new watch list)"),
+        "{}",
+        ag.log()
+    );
+    replay_file(&snd, &conv_a);
+    replay_file(&snd, &conv_b);
+    std::thread::sleep(Duration::from_secs(2));
+    ag.signal(libc::SIGTERM);
+    assert!(ag.wait(Duration::from_secs(20)).success(), "{}", ag.log());
+    let after = responders(&out);
+    // Only B's samples were added.
+    assert_eq!(
+        after.get("10.213.0.2"),
+        before.get("10.213.0.2"),
+        "{after:?}"
+    );
+    assert!(
+        after.get("10.213.0.4").copied().unwrap_or(0) >= 15,
+        "{after:?}"
+    );
+}
+
+// ---- `any`: interfaces that appear after start ----
+
+/// On `interface: any` the program follows the namespace's interfaces: a veth created
+/// after start is attached within a couple of seconds (logged), and a conversation replayed
+/// into it is measured.
+#[test]
+fn any_follows_an_interface_created_after_start() {
+    if !netns::needs_root("an agent capturing in a namespace") {
+        return;
+    }
+    let cap = Netns::new("ebac");
+    let snd = Netns::new("ebas");
+    let dir = TempDir::new("eba");
+    let cfg = dir.write(
+        "metro.yaml",
+        "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 9\ninstances:\n  - interface: any\n    ips: ['10.214.0.2']\n    capture: ebpf\n",
+    );
+    let out = dir.path("samples");
+    let mut ag = Agent::start(
+        &cap,
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--samples",
+            out.to_str().unwrap(),
+        ],
+        &dir.path("stderr"),
+    );
+    ag.wait_log(
+        "capture in the kernel (eBPF) on lo",
+        Duration::from_secs(30),
+    );
+    assert!(!ag.log().contains("late0"), "{}", ag.log());
+    // The interface appears.
+    veth(&cap, "late0", None, &snd, "veth0", None);
+    ag.wait_log("in-kernel capture on late0", Duration::from_secs(10));
+    let conv = conversation_pcap(&dir, "late.pcap", [10, 214, 0, 1], [10, 214, 0, 2]);
+    replay_file(&snd, &conv);
+    std::thread::sleep(Duration::from_secs(2));
+    ag.signal(libc::SIGTERM);
+    assert!(ag.wait(Duration::from_secs(20)).success(), "{}", ag.log());
+    let got = sample_lines(&out);
+    let from_server = got
+        .iter()
+        .filter(|((_, src, ..), _)| src == "10.214.0.2")
+        .count();
+    assert!(
+        from_server >= 15,
+        "{} samples: {got:?}\n{}",
+        got.len(),
+        ag.log()
+    );
+    // 10 ms round trips, replayed at their own pace: the median says so.
+    let mut rtts: Vec<f64> = got
+        .iter()
+        .filter(|((_, src, ..), _)| src == "10.214.0.2")
+        .map(|(_, rtt)| *rtt)
+        .collect();
+    rtts.sort_by(f64::total_cmp);
+    let median = rtts[rtts.len() / 2];
+    assert!((median - 10.0).abs() < 3.0, "median {median} ms: {rtts:?}");
 }

@@ -248,6 +248,42 @@ impl Processor {
         self.tick(ts);
     }
 
+    /// A segment the in-kernel capture decoded ([`super::ebpf`]): what [`Processor::packet`]
+    /// does after decoding, with copies on `any` recognised by the segment's content and
+    /// the interface it crossed.
+    #[inline]
+    pub fn segment(&mut self, ts: i64, seg: &metro_core::Segment, ifindex: u32) {
+        self.frame += 1;
+        self.shared
+            .cumulative
+            .packets_received
+            .fetch_add(1, Ordering::Relaxed);
+        if self.shared.locals.generation() != self.locals.0 {
+            self.locals = self.shared.locals.get();
+        }
+        self.refresh_watch();
+        if let Some(d) = &mut self.dedupe
+            && d.is_copy_key(super::dedupe::segment_key(seg), ifindex, ts)
+        {
+            return;
+        }
+        self.refresh_attr();
+        if let Some(d) = &mut self.duty
+            && !d.admit(ts)
+        {
+            return;
+        }
+        let mut obs = Obs {
+            interval: &mut self.interval,
+            samples: self.samples.as_mut(),
+            locals: &self.locals.1,
+            watch: &self.watch.1,
+            attr: self.attr.as_ref().map(|a| &*a.1),
+        };
+        self.engine.process(self.frame, ts, seg, &mut obs);
+        self.tick(ts);
+    }
+
     /// Run expiry if a tick's worth of time passed since the last one.
     pub fn tick(&mut self, now: i64) {
         match self.last_tick {
@@ -276,7 +312,7 @@ impl Processor {
         }
     }
 
-    fn publish(&self) {
+    pub fn publish(&self) {
         let c = &self.shared.cumulative;
         if let Some(d) = &self.dedupe {
             c.packets_copies.store(d.copies, Ordering::Relaxed);

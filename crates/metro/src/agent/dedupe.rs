@@ -88,6 +88,34 @@ pub fn key(ip: &[u8]) -> Option<u64> {
     Some(mix(h, ip.len() as u64))
 }
 
+/// The content key of a segment the in-kernel capture decoded (agent::ebpf): every field
+/// the engine reads, none that a hop changes (the record has no TTL or checksum).
+pub fn segment_key(s: &metro_core::Segment) -> u64 {
+    let addr = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V4(v) => u128::from(u32::from(v)),
+        std::net::IpAddr::V6(v) => u128::from(v),
+    };
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    for a in [addr(s.src), addr(s.dst)] {
+        h = mix(h, a as u64);
+        h = mix(h, (a >> 64) as u64);
+    }
+    let (tsval, tsecr) = s.timestamp.map_or((0, 0), |(v, e)| (v.get(), e.get()));
+    h = mix(
+        h,
+        u64::from(s.sport) << 48
+            | u64::from(s.dport) << 32
+            | u64::from(s.ip_id) << 16
+            | u64::from(s.flags.0),
+    );
+    h = mix(h, u64::from(s.seq.get()) << 32 | u64::from(s.ack.get()));
+    h = mix(
+        h,
+        u64::from(s.payload_len) << 32 | u64::from(s.timestamp.is_some()),
+    );
+    mix(h, u64::from(tsval) << 32 | u64::from(tsecr))
+}
+
 impl Dedupe {
     pub fn new() -> Dedupe {
         Dedupe {
@@ -111,6 +139,13 @@ impl Dedupe {
         let Some(k) = key(&frame[20..]) else {
             return false;
         };
+        self.is_copy_key(k, ifindex, ts)
+    }
+
+    /// Whether a packet of content key `k` (from [`key`] or [`segment_key`]) seen on
+    /// `ifindex` at `ts` is a copy of one seen on another interface (drop it).
+    #[inline]
+    pub fn is_copy_key(&mut self, k: u64, ifindex: u32, ts: i64) -> bool {
         let slot = &mut self.slots[(k as usize) & (SLOTS - 1)];
         if slot.key == k && slot.ifindex != ifindex && (0..=WINDOW_NS).contains(&(ts - slot.ts)) {
             self.copies += 1;

@@ -567,7 +567,7 @@ fn section_keys_are_the_keys_serde_reads() {
     assert!(RawInit::KEYS.contains(&"exp_ttl") && RawInit::KEYS.contains(&"expired_ttl"));
     assert!(RawFile::KEYS.contains(&"config"));
     assert_eq!(RawInit::KEYS.len(), 20);
-    assert_eq!(RawInstance::KEYS.len(), 14);
+    assert_eq!(RawInstance::KEYS.len(), 15);
 }
 
 #[test]

@@ -27,7 +27,12 @@ use aya::programs::ProgramError;
 use aya::programs::tc::{self, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::capture::{Processor, Worker};
 use super::config::Cidr;
+use super::live::READ_TIMEOUT_MS;
 use super::resolve::WatchList;
 use record::Record;
 
@@ -275,14 +280,14 @@ impl Kernel {
         Ok(())
     }
 
-    /// `any`: attaches to the interfaces that appeared since the last call and forgets
-    /// those that went (the kernel detached the program with the device). Returns the
-    /// names of the new ones. Does nothing for a single interface.
+    /// Attaches to the interfaces that appeared since the last call (on `any`, every one; else
+    /// the named one, come back after it went) and forgets those that went (the kernel
+    /// detached the program with the device). Returns the names of the new ones.
     pub fn follow_interfaces(&mut self) -> Vec<String> {
+        let mut now = interfaces();
         if self.iface != "any" {
-            return Vec::new();
+            now.retain(|(_, n, _)| *n == self.iface);
         }
-        let now = interfaces();
         let present: HashSet<u32> = now.iter().map(|(i, _, _)| *i).collect();
         self.attached.retain(|i, _| present.contains(i));
         let mut new = Vec::new();
@@ -293,8 +298,8 @@ impl Kernel {
             match self.attach(index, &name, kind) {
                 Ok(()) => new.push(name),
                 // A device that went between the listing and the attach, or one that
-                // takes no tc program: logged once per appearance.
-                Err(e) => tracing::debug!("any: {e}"),
+                // takes no tc program.
+                Err(e) => tracing::debug!("{}: {e}", self.iface),
             }
         }
         new
@@ -398,18 +403,157 @@ impl Kernel {
     }
 }
 
+/// The capture thread of an instance whose packets the kernel decodes: records from the
+/// ring buffer into the [`Processor`] (the same engine, interval and hand-over as libpcap's
+/// loop), the watch list written into the tries when its generation moves, and once a
+/// second the program's counters published (ring-buffer overruns as kernel drops), the
+/// clock offset read again and the interfaces followed.
+pub fn run(w: Worker, mut k: Kernel) {
+    let iface = w.shared.iface.clone();
+    let mut proc = Processor::new(w.shared.clone(), w.engine.clone(), w.duty);
+    proc.refresh_watch();
+    let mut watch_gen = proc.watch_generation();
+    install(&iface, &mut k, proc.watch());
+    let mut offset = realtime_offset();
+    let mut last_second = Instant::now();
+    let mut lost_reported = 0u64;
+    while !w.stop.load(Ordering::Relaxed) {
+        if w.shared.watch.generation() != watch_gen {
+            proc.refresh_watch();
+            watch_gen = proc.watch_generation();
+            install(&iface, &mut k, proc.watch());
+        }
+        let mut n = 0u32;
+        while let Some(r) = k.next_record() {
+            proc.segment(r.mono_ns as i64 + offset, &r.segment, r.ifindex);
+            n += 1;
+            // Answer the flusher and the stop flag in a flood too.
+            if n == 1024 {
+                proc.serve_flush();
+                if w.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                n = 0;
+            }
+        }
+        proc.serve_flush();
+        if last_second.elapsed() >= Duration::from_secs(1) {
+            last_second = Instant::now();
+            offset = realtime_offset();
+            let c = k.counters();
+            w.shared
+                .cumulative
+                .packets_dropped
+                .store(c.ring_full, Ordering::Relaxed);
+            if c.ring_full > lost_reported {
+                tracing::warn!(
+                    "{iface}: the ring buffer overflowed: {} records lost so far",
+                    c.ring_full
+                );
+                lost_reported = c.ring_full;
+            }
+            for name in k.follow_interfaces() {
+                tracing::info!("{iface}: in-kernel capture on {name}");
+            }
+            proc.tick(realtime_offset() + monotonic_ns());
+        }
+        k.wait(READ_TIMEOUT_MS);
+    }
+    let now = realtime_offset() + monotonic_ns();
+    proc.tick(now);
+    proc.publish();
+    // The last interval: the flusher collects it once this thread has ended.
+    proc.hand_over();
+}
+
+/// Writes the watch list into the tries and says so (the line libpcap's path writes for its
+/// filter, `capture filter: ...`).
+fn install(iface: &str, k: &mut Kernel, watch: &WatchList) {
+    match k.apply_watch(watch) {
+        // The blocks in libpcap's words when they are few.
+        Ok(n) if n <= 16 => {
+            let list: Vec<String> = watch
+                .blocks()
+                .iter()
+                .map(super::filter::primitive)
+                .collect();
+            tracing::info!(
+                "{iface}: capture filter: in the kernel, tcp and ({})",
+                if list.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    list.join(" or ")
+                }
+            )
+        }
+        Ok(n) => {
+            tracing::info!("{iface}: capture filter: in the kernel, tcp and {n} watched blocks")
+        }
+        Err(e) => tracing::error!("{iface}: {e}"),
+    }
+}
+
+/// Raises every permitted capability into the effective set of the calling thread (and of
+/// the threads it starts afterwards). The package gives /usr/bin/metro its capabilities as
+/// permitted only (`setcap cap_net_raw,cap_net_admin,cap_bpf,cap_perfmon+p`): with the
+/// effective bit, the kernel refuses to exec a binary at all when one of them is missing
+/// from the bounding set (a container granted NET_RAW alone), whereas metro can run with
+/// what it gets: libpcap needs CAP_NET_RAW, the in-kernel capture the other three. Called
+/// once, first thing in `metro run`.
+pub fn raise_capabilities() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    // _LINUX_CAPABILITY_VERSION_3: two Data words (64 capabilities).
+    let mut h = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut d = [Data::default(); 2];
+    // SAFETY: capget reads the header and writes two Data structs (version 3) into `d`,
+    // which holds two; both outlive the call.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) } != 0 {
+        return;
+    }
+    if d.iter().all(|x| x.effective == x.permitted) {
+        return;
+    }
+    for x in &mut d {
+        x.effective = x.permitted;
+    }
+    // SAFETY: capset reads the header and two Data structs, valid for the call. Raising the
+    // effective set within the permitted one never needs privilege; a refusal (a seccomp
+    // filter) leaves the sets as they were, and capture then says what is missing.
+    unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) };
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill; both clocks metro reads always
+    // exist.
+    unsafe { libc::clock_gettime(clock, &mut t) };
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
+fn monotonic_ns() -> i64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
 /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in nanoseconds: added to a record's time to give
 /// the wall time the engine and the reports use (read again every second, so that a
 /// clock step is followed).
 pub fn realtime_offset() -> i64 {
-    fn now(clock: libc::clockid_t) -> i64 {
-        let mut t = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `t` is a valid timespec for the call to fill; both clocks always exist.
-        unsafe { libc::clock_gettime(clock, &mut t) };
-        t.tv_sec * 1_000_000_000 + t.tv_nsec
-    }
-    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
+    clock_ns(libc::CLOCK_REALTIME) - monotonic_ns()
 }

@@ -252,6 +252,12 @@ pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMet
         "{connection}",
         vec![level(base.clone(), c.flows_active)],
     ));
+    metrics.push(gauge_metric(
+        "metro.capture.ebpf",
+        "1 when the instance captures in the kernel (eBPF), 0 with libpcap",
+        "1",
+        vec![level(base.clone(), c.capture_ebpf)],
+    ));
     if let Some(ct) = &c.containers {
         let state = |v: &str, n: u64| {
             let mut a = base.clone();

@@ -160,6 +160,7 @@ pub struct Prom {
     packets_received: Family<Labels, Counter>,
     packets_dropped: Family<Labels, Counter>,
     flows_active: Family<Labels, Gauge>,
+    capture_ebpf: Family<Labels, Gauge>,
     flows_evicted: Family<Labels, Counter>,
     flows_shed: Family<Labels, Counter>,
     packets_filtered: Family<Labels, Counter>,
@@ -212,6 +213,7 @@ impl Prom {
             packets_received: Family::default(),
             packets_dropped: Family::default(),
             flows_active: Family::default(),
+            capture_ebpf: Family::default(),
             flows_evicted: Family::default(),
             flows_shed: Family::default(),
             packets_filtered: Family::default(),
@@ -254,6 +256,11 @@ impl Prom {
             "metro_flows_active",
             "TCP connections tracked",
             p.flows_active.clone(),
+        );
+        r.register(
+            "metro_capture_ebpf",
+            "1 when the instance captures in the kernel (eBPF), 0 with libpcap",
+            p.capture_ebpf.clone(),
         );
         r.register(
             "metro_flows_evicted",
@@ -340,6 +347,9 @@ impl Prom {
         self.flows_active
             .get_or_create(&il)
             .set(c.flows_active as i64);
+        self.capture_ebpf
+            .get_or_create(&il)
+            .set(c.capture_ebpf as i64);
         self.flows_evicted
             .get_or_create(&il)
             .inc_by(c.flows_evicted);

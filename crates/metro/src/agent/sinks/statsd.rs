@@ -278,6 +278,7 @@ pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Ve
         self_metrics.push(("metro.samples", n, Count, Some(k)));
     }
     self_metrics.push(("metro.packets.copies", c.packets_copies, Count, None));
+    self_metrics.push(("metro.capture.ebpf", c.capture_ebpf, Gauge, None));
     let tag = |t: &str| Some(t.to_string());
     if let Some(ct) = &c.containers {
         let ns = "metro.containers.namespaces";
@@ -634,8 +635,8 @@ mod tests {
             all.extend(parse_datagram(std::str::from_utf8(d).unwrap()).unwrap());
         }
         // 2 pairs x 10 metrics + 6 instance counters + 3 kinds + internal + 2 pairs dropped
-        // + series overflow + send_errors + copies.
-        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 1);
+        // + series overflow + send_errors + copies + the capture gauge.
+        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 1 + 1);
         let find = |name: &str, dst: &str| {
             all.iter()
                 .find(|m| m.name == name && m.tag("dst") == Some(dst))
@@ -683,6 +684,7 @@ mod tests {
         assert_eq!(get("metro.packets.received").value, 1234.0);
         assert_eq!(get("metro.packets.dropped").value, 5.0);
         assert_eq!(get("metro.flows.active").ty, "g");
+        assert_eq!(get("metro.capture.ebpf").ty, "g");
         assert_eq!(get("metro.statsd.send_errors").value, 2.0);
         let seq = selfm
             .iter()
@@ -724,7 +726,7 @@ mod tests {
                     .unwrap()
                     .len();
             }
-            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 1);
+            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 1 + 1);
         }
     }
 
