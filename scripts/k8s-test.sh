@@ -5,7 +5,7 @@
 #   2. the validator is not a no-op: a copy with a misspelt field must be rejected;
 #   3. the ConfigMap's metro.yaml passes `metro check-config`;
 #   4. the pod's settings match what scripts/container-test.sh exercised: host network,
-#      capabilities exactly drop ALL / add NET_RAW, uid 65532, the DogStatsD socket inside
+#      capabilities exactly drop ALL / add NET_RAW BPF PERFMON NET_ADMIN, uid 65532, the DogStatsD socket inside
 #      the mounted /var/run/datadog, the image tagged with the package's version, the
 #      Prometheus port in the scrape annotation equal to prometheus_listen's.
 # Prints PASS or FAIL. Nothing here runs the pod on a real cluster.
@@ -55,7 +55,7 @@ spec = pod["spec"]
 c = spec["containers"][0]
 sc = c["securityContext"]
 need(spec.get("hostNetwork") is True, "hostNetwork is not true")
-need(sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW"]}, f"capabilities are {sc['capabilities']}, not drop ALL / add NET_RAW")
+need(sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW", "BPF", "PERFMON", "NET_ADMIN"]}, f"capabilities are {sc['capabilities']}, not drop ALL / add NET_RAW BPF PERFMON NET_ADMIN")
 need(sc.get("allowPrivilegeEscalation") is True, "allowPrivilegeEscalation must be true (the file capability)")
 need(spec["securityContext"].get("runAsUser") == 65532 and spec["securityContext"].get("runAsNonRoot") is True, "not uid 65532 / runAsNonRoot")
 need(c["image"].endswith(":" + version), f"image {c['image']} is not tagged with the package version {version}")
