@@ -52,6 +52,9 @@
 // TCP options area: at most 40 bytes.
 #define MAX_OPTS 40
 
+// Bytes waiting in the ring buffer that wake the reader (about 1,400 records).
+#define WAKEUP_BYTES (128 * 1024)
+
 // Record.bits
 #define BIT_IPV6 1
 #define BIT_TIMESTAMP 2
@@ -454,7 +457,13 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		r->bits |= BIT_EGRESS;
 		r->cgroup = bpf_skb_cgroup_id(skb);
 	}
-	if (bpf_ringbuf_output(&records, r, sizeof(*r), 0) < 0)
+	// Wake the reader only once a batch is waiting: a wakeup per record cost the reader a
+	// system call per packet and the sender an interrupt-time wakeup per packet. The reader
+	// polls on a short timeout meanwhile (agent::ebpf::run).
+	__u64 wake = bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ?
+			     BPF_RB_FORCE_WAKEUP :
+			     BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&records, r, sizeof(*r), wake) < 0)
 		count(C_RING_FULL);
 	else
 		count(C_RECORDS);
