@@ -147,7 +147,14 @@ impl Dedupe {
     #[inline]
     pub fn is_copy_key(&mut self, k: u64, ifindex: u32, ts: i64) -> bool {
         let slot = &mut self.slots[(k as usize) & (SLOTS - 1)];
-        if slot.key == k && slot.ifindex != ifindex && (0..=WINDOW_NS).contains(&(ts - slot.ts)) {
+        // Either side of the first sighting: packets handled on different CPUs reach the
+        // reader in an order their times may contradict by microseconds (the in-kernel
+        // capture's ring buffer is ordered by when each record was reserved, after its time
+        // was read).
+        if slot.key == k
+            && slot.ifindex != ifindex
+            && (-WINDOW_NS..=WINDOW_NS).contains(&(ts - slot.ts))
+        {
             self.copies += 1;
             return true;
         }
