@@ -72,7 +72,7 @@ for sh in bin/sh usr/bin/sh bin/bash usr/bin/bash bin/dash usr/bin/dash bin/busy
 done
 CAPS=$(getcap "$MNT/usr/bin/metro")
 "${PODMAN[@]}" image unmount "$IMAGE" >/dev/null
-grep -q 'cap_net_raw[=+]ep' <<<"$CAPS" || fail "/usr/bin/metro in the image lacks cap_net_raw+ep: '$CAPS'"
+grep -q ' cap_net_admin,cap_net_raw,cap_perfmon,cap_bpf=p$' <<<"$CAPS" || fail "/usr/bin/metro in the image lacks its capture capabilities (+p): '$CAPS'"
 echo "no shell; $(sed 's#.*/usr/bin/metro#/usr/bin/metro#' <<<"$CAPS")"
 
 step "network namespaces"
@@ -140,7 +140,7 @@ ST=$(cat "/proc/$PID/status")
 UID_WANT=$(printf '%s\n' "${OPTS[@]}" | sed -n 's/^--user=\([0-9]*\).*/\1/p')
 grep -qE "^Uid:\s+$UID_WANT\s" <<<"$ST" || fail "metro in the container is not uid $UID_WANT: $(grep ^Uid <<<"$ST")"
 # Exactly the manifest's capabilities: CapEff's bits from their names.
-declare -A CAPBIT=([DAC_READ_SEARCH]=2 [NET_RAW]=13 [SYS_PTRACE]=19 [NET_ADMIN]=12 [SYS_ADMIN]=21 [DAC_OVERRIDE]=1)
+declare -A CAPBIT=([DAC_READ_SEARCH]=2 [NET_RAW]=13 [SYS_PTRACE]=19 [NET_ADMIN]=12 [SYS_ADMIN]=21 [DAC_OVERRIDE]=1 [PERFMON]=38 [BPF]=39)
 mask=0
 for a in "${OPTS[@]}"; do
   case "$a" in --cap-add=*)

@@ -6,8 +6,8 @@
 #   3. the ConfigMap's metro.yaml passes `metro check-config`;
 #   4. the pod's settings are what container tags need (scripts/container-test.sh runs the
 #      image with the settings it reads from this manifest and checks the tags): host
-#      network and pid namespace, capabilities exactly drop ALL / add NET_RAW, SYS_PTRACE,
-#      DAC_READ_SEARCH, uid 0 without privilege escalation, the host's / mounted read-only
+#      network and pid namespace, capabilities exactly drop ALL / add NET_RAW, BPF, PERFMON,
+#      NET_ADMIN, SYS_PTRACE, DAC_READ_SEARCH, uid 0 without privilege escalation, the host's / mounted read-only
 #      where METRO_HOST_ROOT says; and the DogStatsD socket inside the mounted
 #      /var/run/datadog, the image tagged with the package's version, the Prometheus port in
 #      the scrape annotation equal to prometheus_listen's.
@@ -59,7 +59,7 @@ c = spec["containers"][0]
 sc = c["securityContext"]
 need(spec.get("hostNetwork") is True, "hostNetwork is not true")
 need(spec.get("hostPID") is True, "hostPID is not true (container tags read the node's /proc)")
-caps = {"drop": ["ALL"], "add": ["NET_RAW", "SYS_PTRACE", "DAC_READ_SEARCH"]}
+caps = {"drop": ["ALL"], "add": ["NET_RAW", "BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]}
 need(sc["capabilities"] == caps, f"capabilities are {sc['capabilities']}, not {caps}")
 need(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation must be false (uid 0 holds its capabilities)")
 need(sc.get("readOnlyRootFilesystem") is True, "the root filesystem is not read-only")

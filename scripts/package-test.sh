@@ -93,7 +93,7 @@ fi
 step "capability"
 CAPS=$(getcap /usr/bin/metro)
 echo "$CAPS"
-grep -q 'cap_net_raw[=+]ep' <<<"$CAPS" || fail "/usr/bin/metro lacks cap_net_raw+ep after install: '$CAPS'"
+grep -q ' cap_net_admin,cap_net_raw,cap_perfmon,cap_bpf=p$' <<<"$CAPS" || fail "/usr/bin/metro lacks its capture capabilities (+p) after install: '$CAPS'"
 INODE1=$(stat -c %i /usr/bin/metro)
 
 step "systemd unit"
@@ -172,7 +172,7 @@ dpkg -i "$DEB2" </dev/null >"$WORK/dpkg-upgrade.log" 2>&1 || { cat "$WORK/dpkg-u
 INODE2=$(stat -c %i /usr/bin/metro)
 [ "$INODE1" != "$INODE2" ] || fail "the upgrade did not replace /usr/bin/metro (same inode): the capability check would prove nothing"
 CAPS=$(getcap /usr/bin/metro)
-grep -q 'cap_net_raw[=+]ep' <<<"$CAPS" || fail "/usr/bin/metro lacks cap_net_raw+ep after the upgrade: '$CAPS'"
+grep -q ' cap_net_admin,cap_net_raw,cap_perfmon,cap_bpf=p$' <<<"$CAPS" || fail "/usr/bin/metro lacks its capture capabilities (+p) after the upgrade: '$CAPS'"
 echo "conffile kept, $CAPS on the new file (inode $INODE1 -> $INODE2)"
 
 step "capture as nobody after the upgrade, edited configuration (DogStatsD on a Unix socket)"

@@ -133,7 +133,8 @@ fn without_cap_net_raw_the_error_names_setcap() {
     let dir = TempDir::new("nocap");
     let cfg = dir.write(
         "metro.yaml",
-        "instances:\n  - interface: lo\n    ips: [10.0.0.1]\n",
+        // libpcap's error: the in-kernel capture needs no CAP_NET_RAW.
+        "instances:\n  - interface: lo\n    ips: [10.0.0.1]\n    capture: pcap\n",
     );
     let mut c = metro_command(&["run", "--config", cfg.to_str().unwrap()]);
     // SAFETY: prctl in the child between fork and exec; no allocation.

@@ -35,7 +35,7 @@ const RTT_GAUGES: [&str; 8] = [
     "system.net.tcp.rtt.p99",
 ];
 const RTT_COUNTS: [&str; 2] = ["system.net.tcp.rtt.samples", "system.net.tcp.retransmits"];
-const SELF_METRICS: [(&str, &str); 15] = [
+const SELF_METRICS: [(&str, &str); 16] = [
     ("metro.packets.received", "c"),
     ("metro.packets.dropped", "c"),
     ("metro.packets.filtered", "c"),
@@ -48,6 +48,7 @@ const SELF_METRICS: [(&str, &str); 15] = [
     ("metro.series.overflow", "c"),
     ("metro.statsd.send_errors", "c"),
     ("metro.packets.copies", "c"),
+    ("metro.capture.ebpf", "g"),
     ("metro.containers.namespaces", "g"),
     ("metro.containers.skipped", "g"),
     ("metro.containers.pairs_unattributed", "c"),
@@ -676,7 +677,9 @@ fn interface_down_and_up_again_resumes_without_spinning() {
     let statsd = udp_statsd(&p.c);
     let cfg = dir.write(
         "metro.yaml",
-        &config("1", UDP_STATSD, &["10.200.19.2"], &[], &[], ""),
+        // libpcap's reopening (the in-kernel program stays attached to an interface that
+        // is down: tests/agent_ebpf.rs).
+        &(config("1", UDP_STATSD, &["10.200.19.2"], &[], &[], "") + "    capture: pcap\n"),
     );
     let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
@@ -768,9 +771,11 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
     );
     let pcap = dir.path("vlan.pcap");
     frames::write_pcap(&pcap, &mut fr);
+    // libpcap's filter with its VLAN half (the in-kernel path reads tags itself:
+    // tests/agent_ebpf.rs).
     let cfg = dir.write(
         "metro.yaml",
-        &config("1", UDP_STATSD, &["10.200.20.9"], &[], &[], ""),
+        &(config("1", UDP_STATSD, &["10.200.20.9"], &[], &[], "") + "    capture: pcap\n"),
     );
     let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);

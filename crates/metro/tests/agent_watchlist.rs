@@ -82,10 +82,12 @@ fn peak_rss_mib(pid: i32) -> f64 {
     kb / 1024.0
 }
 
+/// libpcap's path (`capture: pcap`): its covering filter and user-space match are what
+/// these tests measure (the in-kernel path holds any list exactly: tests/agent_ebpf.rs).
 fn config(list: &[String], tag: &str) -> String {
     format!(
         "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\n  exp_ttl: 0\n\
-         instances:\n  - interface: veth0\n    tags: ['{tag}']\n    ips:\n{}",
+         instances:\n  - interface: veth0\n    capture: pcap\n    tags: ['{tag}']\n    ips:\n{}",
         yaml_list(list)
     )
 }

@@ -70,6 +70,18 @@ impl Duty {
     }
 }
 
+/// How a NAT copy's two rewritten addresses rank (agent::dedupe keeps the higher one's
+/// sighting): a container's namespace (2) over an unknown address (1) over the host's own (0).
+fn nat_rank<'a>(
+    locals: &'a LocalSet,
+    attr: Option<&'a Attribution>,
+) -> impl Fn(std::net::IpAddr) -> u8 + 'a {
+    move |ip| match attr.and_then(|a| a.namespace(ip).map(|n| (a, n))) {
+        Some((a, n)) => u8::from(n.inode != a.own_netns) * 2,
+        None => u8::from(!locals.contains(ip)),
+    }
+}
+
 /// The engine's observer: folds samples and retransmissions into the interval the capture
 /// thread owns (no lock).
 struct Obs<'a> {
@@ -224,11 +236,7 @@ impl Processor {
             // Of a NAT copy's two sightings, the one with the container's address is kept
             // (agent::dedupe): a container's namespace over an unknown address over the
             // host's own.
-            let (locals, attr) = (&self.locals.1, self.attr.as_ref().map(|a| &*a.1));
-            let rank = |ip| match attr.and_then(|a| a.namespace(ip).map(|n| (a, n))) {
-                Some((a, n)) => u8::from(n.inode != a.own_netns) * 2,
-                None => u8::from(!locals.contains(ip)),
-            };
+            let rank = nat_rank(&self.locals.1, self.attr.as_ref().map(|a| &*a.1));
             if d.is_copy_ranked(linktype, ts, data, rank) {
                 return;
             }
@@ -256,6 +264,44 @@ impl Processor {
             }
         };
         if ticked {
+            self.ticked();
+        }
+    }
+
+    /// A segment the in-kernel capture decoded ([`super::ebpf`]): what [`Processor::packet`]
+    /// does after decoding, with copies on `any` recognised by the segment's content and
+    /// the interface it crossed.
+    #[inline]
+    pub fn segment(&mut self, ts: i64, seg: &metro_core::Segment, ifindex: u32) {
+        self.frame += 1;
+        self.shared
+            .cumulative
+            .packets_received
+            .fetch_add(1, Ordering::Relaxed);
+        if self.shared.locals.generation() != self.locals.0 {
+            self.locals = self.shared.locals.get();
+        }
+        self.refresh_watch();
+        self.refresh_attr();
+        if let Some(d) = &mut self.dedupe {
+            let rank = nat_rank(&self.locals.1, self.attr.as_ref().map(|a| &*a.1));
+            if d.is_copy_segment(seg, ifindex, ts, rank) {
+                return;
+            }
+        }
+        if let Some(d) = &mut self.duty
+            && !d.admit(ts)
+        {
+            return;
+        }
+        let mut obs = Obs {
+            interval: &mut self.interval,
+            samples: self.samples.as_mut(),
+            locals: &self.locals.1,
+            watch: &self.watch.1,
+            attr: self.attr.as_ref().map(|a| &*a.1),
+        };
+        if self.driver.segment(self.frame, ts, seg, &mut obs) {
             self.ticked();
         }
     }
@@ -289,7 +335,7 @@ impl Processor {
         }
     }
 
-    fn publish(&self) {
+    pub fn publish(&self) {
         let c = &self.shared.cumulative;
         if let Some(d) = &self.dedupe {
             c.packets_copies.store(d.copies, Ordering::Relaxed);

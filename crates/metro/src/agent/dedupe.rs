@@ -289,6 +289,48 @@ fn relation(was: &Tuple, now: &Tuple) -> Relation {
     }
 }
 
+/// The content key of a segment the in-kernel capture decoded (agent::ebpf): every field
+/// of the record that neither a hop nor a NAT changes (the record has no TTL or checksum;
+/// its addresses and ports are the [`segment_tuple`], compared apart, as [`parse`] does).
+/// The sequence and acknowledgement numbers, IP ID, flags, length and TCP timestamps.
+pub fn segment_key(s: &metro_core::Segment) -> u64 {
+    let (tsval, tsecr) = s.timestamp.map_or((0, 0), |(v, e)| (v.get(), e.get()));
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(s.src.is_ipv6());
+    h = mix(
+        h,
+        u64::from(s.ip_id) << 16 | u64::from(s.flags.0) | u64::from(s.first_fragment) << 40,
+    );
+    h = mix(h, u64::from(s.seq.get()) << 32 | u64::from(s.ack.get()));
+    h = mix(
+        h,
+        u64::from(s.payload_len) << 32 | u64::from(s.timestamp.is_some()),
+    );
+    if let Some((l, r)) = s.dsack {
+        h = mix(h, u64::from(l.get()) << 32 | u64::from(r.get()));
+    }
+    mix(h, u64::from(tsval) << 32 | u64::from(tsecr))
+}
+
+/// A segment's ends, as [`parse`] reads them from a frame.
+fn segment_tuple(s: &metro_core::Segment) -> Tuple {
+    let mut t = Tuple {
+        sport: s.sport,
+        dport: s.dport,
+        tcp: true,
+        ..Tuple::default()
+    };
+    for (ip, out) in [(s.src, &mut t.src), (s.dst, &mut t.dst)] {
+        match ip {
+            IpAddr::V4(v) => out[..4].copy_from_slice(&v.octets()),
+            IpAddr::V6(v) => {
+                t.v6 = true;
+                out.copy_from_slice(&v.octets());
+            }
+        }
+    }
+    t
+}
+
 impl Dedupe {
     pub fn new() -> Dedupe {
         Dedupe {
@@ -334,12 +376,43 @@ impl Dedupe {
         let Some((k, tuple)) = parse(&frame[sll2::LEN..]) else {
             return false;
         };
+        self.check(k, tuple, ifindex, ts, rank)
+    }
+
+    /// [`Self::is_copy_ranked`] for a segment the in-kernel capture decoded, seen on
+    /// `ifindex`: its content key from [`segment_key`], its ends from the segment.
+    #[inline]
+    pub fn is_copy_segment(
+        &mut self,
+        seg: &metro_core::Segment,
+        ifindex: u32,
+        ts: i64,
+        rank: impl Fn(IpAddr) -> u8,
+    ) -> bool {
+        self.check(segment_key(seg), segment_tuple(seg), ifindex, ts, rank)
+    }
+
+    /// The copy check of a sighting of content `k` with ends `tuple`.
+    #[inline]
+    fn check(
+        &mut self,
+        k: u64,
+        tuple: Tuple,
+        ifindex: u32,
+        ts: i64,
+        rank: impl Fn(IpAddr) -> u8,
+    ) -> bool {
         let slot_i = (k as usize) & (SLOTS - 1);
         let s = &self.slots[slot_i];
-        if s.key == k && s.ifindex != ifindex && (0..=NAT_WINDOW_NS).contains(&(ts - s.ts)) {
+        // Either side of the first sighting: packets handled on different CPUs reach the
+        // in-kernel capture's reader in an order their times may contradict by microseconds
+        // (its ring buffer is ordered by when each record was reserved, after its time was
+        // read).
+        if s.key == k && s.ifindex != ifindex && (-WINDOW_NS..=NAT_WINDOW_NS).contains(&(ts - s.ts))
+        {
             let (age, dropped_outer) = (ts - s.ts, s.dropped_outer);
             match relation(&s.tuple, &tuple) {
-                Relation::Same if age <= WINDOW_NS => {
+                Relation::Same if age.abs() <= WINDOW_NS => {
                     self.copies += 1;
                     return true;
                 }

@@ -14,6 +14,7 @@ pub mod capture;
 pub mod config;
 pub mod containers;
 pub mod dedupe;
+pub mod ebpf;
 pub mod filter;
 pub mod fleet;
 pub mod flush;
@@ -76,6 +77,8 @@ pub struct CheckConfigArgs {
 /// Run the agent. Returns when SIGTERM or SIGINT arrives (after a final flush) or when every
 /// instance was a capture file and all of them ended; an error means it could not start.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    // The file's permitted capabilities made effective, before any thread starts.
+    ebpf::raise_capabilities();
     // Before anything starts: a filter libpcap refuses (or cannot compile in bounded time)
     // is an error now, not a capture that sees nothing.
     if let Some(f) = &args.filter {

@@ -96,6 +96,8 @@ pub struct InstanceCounters {
     pub samples_internal: u64,
     /// Copies of a packet seen on another interface of `any`, dropped ([`super::dedupe`]).
     pub packets_copies: u64,
+    /// Gauge: 1 when the instance captures in the kernel ([`super::ebpf`]), 0 with libpcap.
+    pub capture_ebpf: u64,
     /// Container attribution's counts, when it is on for this instance.
     pub containers: Option<super::containers::Counters>,
     /// Samples and retransmissions that found no room in the interval's pair tables.
@@ -491,6 +493,8 @@ pub struct Cumulative {
     pub flows_shed: AtomicU64,
     pub packets_filtered: AtomicU64,
     pub packets_copies: AtomicU64,
+    /// 1 while the instance captures in the kernel (agent::ebpf), 0 with libpcap.
+    pub capture_ebpf: AtomicU64,
 }
 
 /// The cumulative counters a report turns into deltas, read at one moment.
@@ -665,6 +669,7 @@ impl InstanceShared {
             samples,
             samples_internal: internal,
             packets_copies: now.copies.saturating_sub(was.copies),
+            capture_ebpf: self.cumulative.capture_ebpf.load(Ordering::Relaxed),
             containers,
             pairs_dropped: dropped,
             series_overflow,

@@ -198,6 +198,32 @@ pub struct Instance {
     /// Use IP IDs to tell a frame captured twice from a retransmission (false where a
     /// middlebox rewrites them). Default true.
     pub trust_ip_id: bool,
+    /// How a live instance captures (`capture`): in the kernel, with libpcap, or the first
+    /// that works.
+    pub capture: CaptureMode,
+}
+
+/// `capture`: where a live instance's packets are decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CaptureMode {
+    /// The in-kernel program where the kernel and the capabilities allow it (and the base
+    /// filter is the default `tcp`), libpcap otherwise.
+    #[default]
+    Auto,
+    /// The in-kernel program ([`crate::agent::ebpf`]); the instance fails to start without it.
+    Ebpf,
+    /// libpcap, as go-metro.
+    Pcap,
+}
+
+impl CaptureMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            CaptureMode::Auto => "auto",
+            CaptureMode::Ebpf => "ebpf",
+            CaptureMode::Pcap => "pcap",
+        }
+    }
 }
 
 /// The agent's validated configuration.

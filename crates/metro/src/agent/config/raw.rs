@@ -164,6 +164,7 @@ section! {
         pub subnet_v4_prefix: Option<Spanned<u64>>,
         pub subnet_v6_prefix: Option<Spanned<u64>>,
         pub trust_ip_id: Option<bool>,
+        pub capture: Option<Spanned<String>>,
     }
 }
 

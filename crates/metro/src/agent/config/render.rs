@@ -135,6 +135,7 @@ impl Config {
                 let _ = writeln!(o, "    subnet_v6_prefix: {v6}");
             }
             let _ = writeln!(o, "    trust_ip_id: {}", i.trust_ip_id);
+            let _ = writeln!(o, "    capture: {}", i.capture.name());
         }
         o
     }

@@ -12,7 +12,8 @@ use serde_saphyr::{Location, Spanned};
 use super::error::{ConfigError, at};
 use super::limits::*;
 use super::model::{
-    Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Source, StatsdTarget,
+    CaptureMode, Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Source,
+    StatsdTarget,
 };
 use super::raw::{RawFile, RawInit, RawInstance};
 
@@ -733,6 +734,23 @@ fn instance(
         }
     };
 
+    let capture = match inst
+        .capture
+        .as_ref()
+        .map(|c| (c.value.trim(), c.referenced))
+    {
+        None | Some(("auto", _)) => CaptureMode::Auto,
+        Some(("ebpf", _)) => CaptureMode::Ebpf,
+        Some(("pcap", _)) => CaptureMode::Pcap,
+        Some((other, at)) => {
+            return Err(cx.err(
+                format!("{key}.capture"),
+                Some(at),
+                format!("expected auto, ebpf or pcap, found `{other}`"),
+            ));
+        }
+    };
+
     Ok(Instance {
         interface,
         source,
@@ -745,5 +763,6 @@ fn instance(
         kube_labels: inst.kube_labels.unwrap_or(false),
         group_by,
         trust_ip_id: inst.trust_ip_id.unwrap_or(true),
+        capture,
     })
 }

@@ -110,7 +110,7 @@ pub const SERIES_OVERFLOW: &str = "metro.series.overflow";
 
 /// Every self-metric, in the order DogStatsD sends them (go-metro's receivers see the same
 /// lines as before the catalog); `metro.statsd.send_errors` last: a flush ends with it.
-pub static SELF: [Metric; 17] = [
+pub static SELF: [Metric; 18] = [
     Metric::new(
         "metro.packets.received",
         "metro_packets_received",
@@ -181,6 +181,14 @@ pub static SELF: [Metric; 17] = [
         "{packet}",
         "Copies of a packet seen on another interface (capture on `any`), dropped",
         |i| one(i.c().packets_copies),
+    ),
+    Metric::new(
+        "metro.capture.ebpf",
+        "metro_capture_ebpf",
+        Gauge,
+        "1",
+        "1 when the instance captures in the kernel (eBPF), 0 with libpcap",
+        |i| one(i.c().capture_ebpf),
     ),
     Metric::new(
         "metro.containers.namespaces",

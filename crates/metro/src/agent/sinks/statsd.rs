@@ -647,6 +647,7 @@ mod tests {
         assert_eq!(get("metro.packets.received").value, 1234.0);
         assert_eq!(get("metro.packets.dropped").value, 5.0);
         assert_eq!(get("metro.flows.active").ty, "g");
+        assert_eq!(get("metro.capture.ebpf").ty, "g");
         assert_eq!(get("metro.statsd.send_errors").value, 2.0);
         assert_eq!(get("metro.otlp.send_errors").value, 5.0);
         assert_eq!(all.last().unwrap().name, "metro.statsd.send_errors");
@@ -690,7 +691,7 @@ mod tests {
                     .unwrap()
                     .len();
             }
-            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 1);
+            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 1 + 1);
         }
     }
 

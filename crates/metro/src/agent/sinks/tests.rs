@@ -73,6 +73,7 @@ fn full_report() -> InstanceReport {
             samples: [7, 8, 9],
             samples_internal: 10,
             packets_copies: 11,
+            capture_ebpf: 1,
             containers: Some(crate::agent::containers::Counters {
                 namespaces_attributed: 12,
                 namespaces_unattributed: 13,
