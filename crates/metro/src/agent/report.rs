@@ -95,7 +95,7 @@ pub struct InstanceCounters {
     /// Samples answered by this host: counted, not reported as RTT.
     pub samples_internal: u64,
     /// Copies of a packet seen on another interface of `any`, dropped ([`super::dedupe`]).
-    pub packets_copies: u64,
+    pub packets_copies: Copies,
     /// Container attribution's counts, when it is on for this instance.
     pub containers: Option<super::containers::Counters>,
     /// Samples and retransmissions that found no room in the interval's pair tables.
@@ -119,6 +119,21 @@ pub struct PairsDropped {
 impl PairsDropped {
     pub fn total(&self) -> u64 {
         self.samples + self.retransmits
+    }
+}
+
+/// The copies an `any` capture dropped, by kind ([`super::dedupe::Dedupe`]'s counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Copies {
+    /// Routed or bridged copies: the same addresses and ports on another interface.
+    pub plain: u64,
+    /// NAT'd copies: one end's address or port rewritten.
+    pub nat: u64,
+}
+
+impl Copies {
+    pub fn total(&self) -> u64 {
+        self.plain + self.nat
     }
 }
 
@@ -490,7 +505,10 @@ pub struct Cumulative {
     pub flows_evicted: AtomicU64,
     pub flows_shed: AtomicU64,
     pub packets_filtered: AtomicU64,
+    /// All copies dropped (plain and NAT'd).
     pub packets_copies: AtomicU64,
+    /// Of those, NAT'd copies.
+    pub packets_copies_nat: AtomicU64,
 }
 
 /// The cumulative counters a report turns into deltas, read at one moment.
@@ -502,9 +520,17 @@ struct Totals {
     shed: u64,
     filtered: u64,
     copies: u64,
+    copies_nat: u64,
 }
 
 impl Cumulative {
+    /// Publish an `any` capture's copy counts (all, and of them the NAT'd).
+    pub fn publish_copies(&self, d: &super::dedupe::Dedupe) {
+        self.packets_copies.store(d.copies, Ordering::Relaxed);
+        self.packets_copies_nat
+            .store(d.nat_copies, Ordering::Relaxed);
+    }
+
     fn totals(&self) -> Totals {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Totals {
@@ -514,6 +540,7 @@ impl Cumulative {
             shed: load(&self.flows_shed),
             filtered: load(&self.packets_filtered),
             copies: load(&self.packets_copies),
+            copies_nat: load(&self.packets_copies_nat),
         }
     }
 }
@@ -664,7 +691,14 @@ impl InstanceShared {
             packets_filtered: now.filtered.saturating_sub(was.filtered),
             samples,
             samples_internal: internal,
-            packets_copies: now.copies.saturating_sub(was.copies),
+            packets_copies: {
+                let all = now.copies.saturating_sub(was.copies);
+                let nat = now.copies_nat.saturating_sub(was.copies_nat).min(all);
+                Copies {
+                    plain: all - nat,
+                    nat,
+                }
+            },
             containers,
             pairs_dropped: dropped,
             series_overflow,

@@ -179,9 +179,14 @@ pub static SELF: [Metric; 17] = [
         "metro_packets_copies",
         Counter,
         "{packet}",
-        "Copies of a packet seen on another interface (capture on `any`), dropped",
-        |i| one(i.c().packets_copies),
-    ),
+        "Copies of a packet seen on another interface (capture on `any`), dropped, by kind \
+         (plain: routed or bridged, same addresses; nat: one end rewritten by a NAT)",
+        |i| {
+            let c = &i.c().packets_copies;
+            vec![("plain", c.plain), ("nat", c.nat)]
+        },
+    )
+    .by("kind"),
     Metric::new(
         "metro.containers.namespaces",
         "metro_containers_namespaces",
