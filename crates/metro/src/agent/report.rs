@@ -505,9 +505,10 @@ pub struct Cumulative {
     pub flows_evicted: AtomicU64,
     pub flows_shed: AtomicU64,
     pub packets_filtered: AtomicU64,
-    /// All copies dropped (plain and NAT'd).
-    pub packets_copies: AtomicU64,
-    /// Of those, NAT'd copies.
+    /// Plain copies dropped (routed or bridged) and NAT'd ones: two counts that each only
+    /// grow, so that each interval's deltas are exact whatever a report reads between the
+    /// two stores.
+    pub packets_copies_plain: AtomicU64,
     pub packets_copies_nat: AtomicU64,
 }
 
@@ -519,14 +520,15 @@ struct Totals {
     evicted: u64,
     shed: u64,
     filtered: u64,
-    copies: u64,
+    copies_plain: u64,
     copies_nat: u64,
 }
 
 impl Cumulative {
-    /// Publish an `any` capture's copy counts (all, and of them the NAT'd).
+    /// Publish an `any` capture's copy counts, by kind.
     pub fn publish_copies(&self, d: &super::dedupe::Dedupe) {
-        self.packets_copies.store(d.copies, Ordering::Relaxed);
+        self.packets_copies_plain
+            .store(d.copies - d.nat_copies, Ordering::Relaxed);
         self.packets_copies_nat
             .store(d.nat_copies, Ordering::Relaxed);
     }
@@ -539,7 +541,7 @@ impl Cumulative {
             evicted: load(&self.flows_evicted),
             shed: load(&self.flows_shed),
             filtered: load(&self.packets_filtered),
-            copies: load(&self.packets_copies),
+            copies_plain: load(&self.packets_copies_plain),
             copies_nat: load(&self.packets_copies_nat),
         }
     }
@@ -691,13 +693,9 @@ impl InstanceShared {
             packets_filtered: now.filtered.saturating_sub(was.filtered),
             samples,
             samples_internal: internal,
-            packets_copies: {
-                let all = now.copies.saturating_sub(was.copies);
-                let nat = now.copies_nat.saturating_sub(was.copies_nat).min(all);
-                Copies {
-                    plain: all - nat,
-                    nat,
-                }
+            packets_copies: Copies {
+                plain: now.copies_plain.saturating_sub(was.copies_plain),
+                nat: now.copies_nat.saturating_sub(was.copies_nat),
             },
             containers,
             pairs_dropped: dropped,
