@@ -368,6 +368,14 @@ fn podman_containers_are_tagged_and_counted_once() {
         copies >= received * 0.5 && copies <= received * 0.67,
         "{copies} copies of {received} packets"
     );
+    // Routed and bridged, no NAT: every copy is plain.
+    let kind = |k: &'static str| {
+        sum(&all, "metro.packets.copies", move |x| {
+            x.tag("kind") == Some(k)
+        })
+    };
+    assert_eq!(kind("nat"), 0.0);
+    assert_eq!(kind("plain"), copies);
     assert_eq!(sum(&all, "system.net.tcp.retransmits", |_| true), 0.0);
     // Both containers' namespaces attributed; every pair's local address known.
     let attributed: Vec<f64> = named(&all, "metro.containers.namespaces")
@@ -928,6 +936,17 @@ fn podman_nat_counted_once_under_the_containers_address() {
         && m.tag("container_id").is_none()));
     let copies = sum(&all, "metro.packets.copies", |_| true);
     assert!(copies > 0.0);
+    // Masqueraded and port-forwarded connections: NAT copies, counted as such; the kinds
+    // add up to the total.
+    let kind = |k: &'static str| {
+        sum(&all, "metro.packets.copies", move |x| {
+            x.tag("kind") == Some(k)
+        })
+    };
+    let (plain, nat) = (kind("plain"), kind("nat"));
+    eprintln!("{copies} copies dropped: {plain} plain, {nat} NAT'd");
+    assert!(nat > 0.0, "{copies} copies, none NAT'd");
+    assert_eq!(plain + nat, copies);
     let retransmits: Vec<&Metric> = named(&all, "system.net.tcp.retransmits")
         .into_iter()
         .filter(|m| m.value > 0.0)

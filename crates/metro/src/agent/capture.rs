@@ -338,7 +338,7 @@ impl Processor {
     pub fn publish(&self) {
         let c = &self.shared.cumulative;
         if let Some(d) = &self.dedupe {
-            c.packets_copies.store(d.copies, Ordering::Relaxed);
+            c.publish_copies(d);
         }
         c.flows_active
             .store(self.driver.tcp().active_flows() as u64, Ordering::Relaxed);

@@ -795,6 +795,49 @@ mod tests {
         assert_eq!(d.nat_unconfirmed, 1);
     }
 
+    /// A NAT copy counted here reaches a report, and every sink through the catalog, as
+    /// `kind:nat`; a routed copy as `kind:plain`; the two add up to the total, per interval.
+    #[test]
+    fn a_nat_copy_is_reported_as_kind_nat() {
+        use crate::agent::report::{Copies, InstanceShared};
+        use crate::agent::sinks::catalog::{Input, SELF};
+        use std::time::Duration;
+        let sh = InstanceShared::new("any".into(), vec![], Default::default(), Default::default());
+        let mut d = Dedupe::new();
+        let lt = LINUX_SLL2;
+        let (veth, bridge, uplink) = (5, 3, 2);
+        let out = |src, id| tcp4(src, (SRV, 443), 64, id, 5000);
+        let report = |d: &Dedupe| {
+            sh.cumulative.publish_copies(d);
+            sh.take_report(sh.collect(Duration::ZERO))
+        };
+        // The container's packet on its veth, routed over the bridge, masqueraded out.
+        assert!(!d.is_copy_ranked(lt, 0, &sll2(veth, &out((CTR, 40000), 1)), rank));
+        assert!(d.is_copy_ranked(lt, 10, &sll2(bridge, &out((CTR, 40000), 1)), rank));
+        assert!(d.is_copy_ranked(lt, 20, &sll2(uplink, &out((HOST, 61000), 1)), rank));
+        let r = report(&d);
+        assert_eq!(r.counters.packets_copies, Copies { plain: 1, nat: 1 });
+        // Deltas: the next interval has two more NAT copies and nothing else.
+        for (i, id) in [(1, 2), (2, 3)] {
+            let ts = i * 1_000_000;
+            assert!(!d.is_copy_ranked(lt, ts, &sll2(veth, &out((CTR, 40000), id)), rank));
+            assert!(d.is_copy_ranked(lt, ts + 10, &sll2(uplink, &out((HOST, 61000), id)), rank));
+        }
+        let r = report(&d);
+        assert_eq!(r.counters.packets_copies, Copies { plain: 0, nat: 2 });
+        assert_eq!(d.copies, 4);
+        let m = SELF
+            .iter()
+            .find(|m| m.name == "metro.packets.copies")
+            .unwrap();
+        assert_eq!(m.by, Some("kind"));
+        let input = Input {
+            report: &r,
+            errors: Default::default(),
+        };
+        assert_eq!((m.points)(&input), [("plain", 0), ("nat", 2)]);
+    }
+
     /// What identifies a copy: two real connections of two containers to one server, with
     /// equal payloads at the same moment, differ in their sequence numbers (and IP IDs):
     /// never merged, though one end (the server's) is the same. Only all of seq, ack, IP ID,

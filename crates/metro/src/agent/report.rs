@@ -95,7 +95,7 @@ pub struct InstanceCounters {
     /// Samples answered by this host: counted, not reported as RTT.
     pub samples_internal: u64,
     /// Copies of a packet seen on another interface of `any`, dropped ([`super::dedupe`]).
-    pub packets_copies: u64,
+    pub packets_copies: Copies,
     /// Gauge: 1 when the instance captures in the kernel ([`super::ebpf`]), 0 with libpcap.
     pub capture_ebpf: u64,
     /// Container attribution's counts, when it is on for this instance.
@@ -121,6 +121,21 @@ pub struct PairsDropped {
 impl PairsDropped {
     pub fn total(&self) -> u64 {
         self.samples + self.retransmits
+    }
+}
+
+/// The copies an `any` capture dropped, by kind ([`super::dedupe::Dedupe`]'s counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Copies {
+    /// Routed or bridged copies: the same addresses and ports on another interface.
+    pub plain: u64,
+    /// NAT'd copies: one end's address or port rewritten.
+    pub nat: u64,
+}
+
+impl Copies {
+    pub fn total(&self) -> u64 {
+        self.plain + self.nat
     }
 }
 
@@ -492,7 +507,11 @@ pub struct Cumulative {
     pub flows_evicted: AtomicU64,
     pub flows_shed: AtomicU64,
     pub packets_filtered: AtomicU64,
-    pub packets_copies: AtomicU64,
+    /// Plain copies dropped (routed or bridged) and NAT'd ones: two counts that each only
+    /// grow, so that each interval's deltas are exact whatever a report reads between the
+    /// two stores.
+    pub packets_copies_plain: AtomicU64,
+    pub packets_copies_nat: AtomicU64,
     /// 1 while the instance captures in the kernel (agent::ebpf), 0 with libpcap.
     pub capture_ebpf: AtomicU64,
 }
@@ -505,10 +524,19 @@ struct Totals {
     evicted: u64,
     shed: u64,
     filtered: u64,
-    copies: u64,
+    copies_plain: u64,
+    copies_nat: u64,
 }
 
 impl Cumulative {
+    /// Publish an `any` capture's copy counts, by kind.
+    pub fn publish_copies(&self, d: &super::dedupe::Dedupe) {
+        self.packets_copies_plain
+            .store(d.copies - d.nat_copies, Ordering::Relaxed);
+        self.packets_copies_nat
+            .store(d.nat_copies, Ordering::Relaxed);
+    }
+
     fn totals(&self) -> Totals {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Totals {
@@ -517,7 +545,8 @@ impl Cumulative {
             evicted: load(&self.flows_evicted),
             shed: load(&self.flows_shed),
             filtered: load(&self.packets_filtered),
-            copies: load(&self.packets_copies),
+            copies_plain: load(&self.packets_copies_plain),
+            copies_nat: load(&self.packets_copies_nat),
         }
     }
 }
@@ -668,7 +697,10 @@ impl InstanceShared {
             packets_filtered: now.filtered.saturating_sub(was.filtered),
             samples,
             samples_internal: internal,
-            packets_copies: now.copies.saturating_sub(was.copies),
+            packets_copies: Copies {
+                plain: now.copies_plain.saturating_sub(was.copies_plain),
+                nat: now.copies_nat.saturating_sub(was.copies_nat),
+            },
             capture_ebpf: self.cumulative.capture_ebpf.load(Ordering::Relaxed),
             containers,
             pairs_dropped: dropped,

@@ -575,7 +575,7 @@ fn section_keys_are_the_keys_serde_reads() {
     assert!(RawInit::KEYS.contains(&"exp_ttl") && RawInit::KEYS.contains(&"expired_ttl"));
     assert!(RawFile::KEYS.contains(&"config"));
     assert_eq!(RawInit::KEYS.len(), 20);
-    assert_eq!(RawInstance::KEYS.len(), 15);
+    assert_eq!(RawInstance::KEYS.len(), 16);
 }
 
 #[test]

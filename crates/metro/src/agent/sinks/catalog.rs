@@ -179,14 +179,19 @@ pub static SELF: [Metric; 18] = [
         "metro_packets_copies",
         Counter,
         "{packet}",
-        "Copies of a packet seen on another interface (capture on `any`), dropped",
-        |i| one(i.c().packets_copies),
-    ),
+        "Copies of a packet seen on another interface (capture on `any`), dropped, by kind \
+         (plain: routed or bridged, same addresses; nat: one end rewritten by a NAT)",
+        |i| {
+            let c = &i.c().packets_copies;
+            vec![("plain", c.plain), ("nat", c.nat)]
+        },
+    )
+    .by("kind"),
     Metric::new(
         "metro.capture.ebpf",
         "metro_capture_ebpf",
         Gauge,
-        "1",
+        "{capture}",
         "1 when the instance captures in the kernel (eBPF), 0 with libpcap",
         |i| one(i.c().capture_ebpf),
     ),

@@ -634,7 +634,7 @@ mod tests {
                 flows_active: 7,
                 flows_evicted: 10,
                 flows_shed: 8,
-                packets_copies: 11,
+                packets_copies: crate::agent::report::Copies { plain: 4, nat: 7 },
                 samples_internal: 5,
                 ..Default::default()
             },
@@ -654,7 +654,12 @@ mod tests {
         // The eviction total and, of it, the unconfirmed shed: as DogStatsD and Prometheus.
         assert_eq!(points(&ms, "metro.flows.evicted"), [(iface.clone(), 10)]);
         assert_eq!(points(&ms, "metro.flows.shed"), [(iface.clone(), 8)]);
-        assert_eq!(points(&ms, "metro.packets.copies"), [(iface.clone(), 11)]);
+        // By kind, the sum what was one series before the breakdown.
+        let kind = |k: &str| vec!["iface=any".to_string(), format!("kind={k}")];
+        assert_eq!(
+            points(&ms, "metro.packets.copies"),
+            [(kind("plain"), 4), (kind("nat"), 7)]
+        );
         assert_eq!(points(&ms, "metro.samples.internal"), [(iface.clone(), 5)]);
         // Both sinks' delivery failures, as DogStatsD and Prometheus export them.
         assert_eq!(

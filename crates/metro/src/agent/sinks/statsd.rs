@@ -598,8 +598,9 @@ mod tests {
             all.extend(parse_datagram(std::str::from_utf8(d).unwrap()).unwrap());
         }
         // 2 pairs x 10 metrics + 6 instance counters + 3 kinds + internal + 2 pairs dropped
-        // + series overflow + two send_errors + copies.
-        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 2 + 1);
+        // + series overflow + two send_errors + copies by kind (plain, nat) + the capture
+        // gauge.
+        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 2 + 2 + 1);
         let find = |name: &str, dst: &str| {
             all.iter()
                 .find(|m| m.name == name && m.tag("dst") == Some(dst))
@@ -691,7 +692,7 @@ mod tests {
                     .unwrap()
                     .len();
             }
-            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 1 + 1);
+            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 2 + 1);
         }
     }
 

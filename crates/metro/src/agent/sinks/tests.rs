@@ -72,7 +72,7 @@ fn full_report() -> InstanceReport {
             packets_filtered: 6,
             samples: [7, 8, 9],
             samples_internal: 10,
-            packets_copies: 11,
+            packets_copies: crate::agent::report::Copies { plain: 11, nat: 22 },
             capture_ebpf: 1,
             containers: Some(crate::agent::containers::Counters {
                 namespaces_attributed: 12,

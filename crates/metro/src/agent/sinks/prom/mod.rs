@@ -349,7 +349,7 @@ mod tests {
             },
             counters: InstanceCounters {
                 packets_received: 10,
-                packets_copies: 6,
+                packets_copies: crate::agent::report::Copies { plain: 5, nat: 1 },
                 samples: [2, 0, 0],
                 pairs_dropped: crate::agent::report::PairsDropped {
                     samples: 0,
@@ -390,7 +390,11 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("metro_packets_copies_total{iface=\"eth0\"} 6"),
+            t.contains("metro_packets_copies_total{iface=\"eth0\",kind=\"plain\"} 5"),
+            "{t}"
+        );
+        assert!(
+            t.contains("metro_packets_copies_total{iface=\"eth0\",kind=\"nat\"} 1"),
             "{t}"
         );
         // No distributions configured, none refused: no series.
