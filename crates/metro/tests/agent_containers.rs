@@ -1105,8 +1105,8 @@ fn daemonset_settings_under_podman_give_tags() {
     assert!(
         status
             .lines()
-            .any(|l| l.starts_with("CapEff:") && l.ends_with("0000000000082004")),
-        "NET_RAW, SYS_PTRACE, DAC_READ_SEARCH only: {status}"
+            .any(|l| l.starts_with("CapEff:") && l.ends_with("000000c000083004")),
+        "NET_RAW, NET_ADMIN, PERFMON, BPF, SYS_PTRACE, DAC_READ_SEARCH only: {status}"
     );
     // A client on the host to the workload's echo service: the host's pair to it.
     let mut client = Client::start(
