@@ -275,11 +275,49 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
         Duration::from_millis(5),
         100_000,
     );
-    std::thread::sleep(25 * S);
+    // About 25 s of traffic: until link B (the slower) made 550 exchanges.
+    let end = Instant::now() + 120 * S;
+    while cb.requests.load(Ordering::Relaxed) < 550 {
+        assert!(
+            Instant::now() < end,
+            "link B is too slow: {:?}",
+            cb.requests
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     ca.stop();
     cb.stop();
-    // Let the last flush and two more scrapes land.
-    std::thread::sleep(4 * S);
+    // The agents' last samples are out: each sent a flush of an interval that began after
+    // the clients stopped.
+    let stopped = Instant::now();
+    for (rx, ag) in receivers.iter().zip(agents.iter_mut()) {
+        rx.wait_for(ag, 10 * S, "a flush after the traffic", |m| {
+            m.iter().any(|x| x.at > stopped + S)
+        });
+    }
+    // And Prometheus has scraped those final counters: its sum is the agents' own.
+    let on_agents = || -> f64 {
+        [&a, &b]
+            .iter()
+            .map(|d| {
+                http_get(&d.c, "127.0.0.1:9464", "/metrics")
+                    .lines()
+                    .filter(|l| l.starts_with("metro_tcp_rtt_samples_total{"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let final_samples = on_agents();
+    let end = Instant::now() + 15 * S;
+    while prom.query("sum(metro_tcp_rtt_samples_total)") != Some(final_samples) {
+        assert!(
+            Instant::now() < end,
+            "Prometheus never scraped the final counters: {:?}, the agents {final_samples}",
+            prom.query("sum(metro_tcp_rtt_samples_total)")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // The pooled truth: every request's application round trip on both links.
     let mut truth: Vec<f64> = ca
@@ -488,7 +526,8 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
     // The capped agent's last flush (SIGTERM flushes) arrives whole before it is read.
     cap.signal(libc::SIGTERM);
     assert!(cap.wait(20 * S).success(), "{}", cap.log());
-    std::thread::sleep(S / 2);
+    let mut cap_rx = cap_rx;
+    cap_rx.finish();
 
     // group_by: subnet: exactly the three /24s, for every per-pair metric.
     let want: BTreeSet<String> = (0..3).map(|k| format!("10.210.{k}.0/24")).collect();
@@ -628,11 +667,13 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
     client.stop();
     ag.signal(libc::SIGTERM);
     assert!(ag.wait(20 * S).success(), "{}", ag.log());
-    std::thread::sleep(S / 2);
+    // The receiver writes each push before it answers it, and the agent waits for the
+    // answer to its last push before it exits: everything is in `out` by now.
     let _ = receiver.kill();
     let _ = receiver.wait();
 
-    let all = rx.all();
+    let mut rx = rx;
+    let all = rx.finish();
     let sent: f64 = named(&all, "system.net.tcp.rtt.samples")
         .iter()
         .map(|m| m.value)
@@ -762,16 +803,32 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
     // Fast traffic: thousands of samples a second, far more than 64 KiB of lines.
     let mut client = Client::start(&p.c, srv.addr, 100, Duration::ZERO, 1000);
     stuck.wait_log("lines lost so far", 30 * S);
-    std::thread::sleep(2 * S);
+    // Traffic goes on while the stuck reader loses lines: until 3000 samples are reported.
+    rx.wait_for(&mut ag, 30 * S, "3000 samples", |m| {
+        named(m, "system.net.tcp.rtt.samples")
+            .iter()
+            .map(|x| x.value)
+            .sum::<f64>()
+            >= 3000.0
+    });
     client.stop();
-    // Both read everything captured before they stop.
-    std::thread::sleep(2 * S);
+    // Both read everything captured before they stop: each sent a flush of an interval
+    // that began after the client stopped.
+    let stopped = Instant::now();
+    for (r, a) in [(&rx, &mut ag), (&stuck_rx, &mut stuck)] {
+        r.wait_for(a, 10 * S, "a flush after the traffic", |m| {
+            m.iter().any(|x| x.at > stopped + S)
+        });
+    }
     for a in [&mut ag, &mut stuck] {
         a.signal(libc::SIGTERM);
         assert!(a.wait(20 * S).success(), "{}", a.log());
     }
     // SAFETY: closing the fd opened above.
     unsafe { libc::close(fd) };
+    let (mut rx, mut stuck_rx) = (rx, stuck_rx);
+    rx.finish();
+    stuck_rx.finish();
 
     let sent: f64 = named(&rx.all(), "system.net.tcp.rtt.samples")
         .iter()
