@@ -582,11 +582,7 @@ fn sigterm_flushes_then_exits_zero() {
     }
     client.stop();
     let requests = client.requests.load(std::sync::atomic::Ordering::Relaxed);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        statsd.all().is_empty(),
-        "nothing may be sent before the final flush"
-    );
+    let term = Instant::now();
     agent.signal(libc::SIGTERM);
     let status = agent.wait(10 * S);
     assert!(
@@ -594,9 +590,18 @@ fn sigterm_flushes_then_exits_zero() {
         "exit status {status}; log:\n{}",
         agent.log()
     );
-    let all = statsd.wait_for(&mut agent, 5 * S, "the final flush", |m| {
-        has_rtt_for(m, "10.200.17.2")
-    });
+    let mut statsd = statsd;
+    let all = statsd.finish();
+    assert!(
+        has_rtt_for(&all, "10.200.17.2"),
+        "no RTT for 10.200.17.2 in the final flush: {all:?}"
+    );
+    // Nothing was sent before the final flush, which SIGTERM caused.
+    assert!(
+        all.iter().all(|m| m.at > term),
+        "sent before SIGTERM: {:?}",
+        all.iter().find(|m| m.at <= term)
+    );
     let n = sum(&all, "system.net.tcp.rtt.samples", |_| true);
     assert!(
         n >= f64::from(requests),
@@ -643,7 +648,26 @@ fn dead_statsd_receiver_costs_no_samples() {
     statsd.stop();
     drop(statsd);
     let before = prom_samples();
-    std::thread::sleep(3 * S);
+    // Down long enough that sends failed (counted) and the client went on exchanging.
+    let prom_send_errors = || -> f64 {
+        http_get(&p.c, "127.0.0.1:9464", "/metrics")
+            .lines()
+            .find(|l| l.starts_with("metro_statsd_send_errors_total{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let down_from = client.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let end = Instant::now() + 15 * S;
+    while prom_send_errors() == 0.0
+        || client.requests.load(std::sync::atomic::Ordering::Relaxed) < down_from + 100
+    {
+        assert!(
+            Instant::now() < end && agent.alive(),
+            "no send error counted while the receiver was down; log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Every exchange made while the receiver was down was still measured: the cumulative
     // count catches up with the client's (each exchange yields one seq sample).
     let requests = f64::from(client.requests.load(std::sync::atomic::Ordering::Relaxed));
