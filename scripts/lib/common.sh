@@ -24,6 +24,31 @@ need_root() { # WHY
   [ "$(id -u)" = 0 ] || fail "must run as root ($1)"
 }
 
+# host_metro_state: this host's own metro, as the packaging tests must leave it (they test in
+# a chroot or container of their own): the package's status and version, and the conffile's
+# and the binary's checksum, inode, mode and owner, and the binary's capability.
+host_metro_state() {
+  dpkg-query -W -f='${Status} ${Version}\n' metro 2>/dev/null || echo "metro: no package"
+  local f
+  for f in /etc/metro/metro.yaml /usr/bin/metro; do
+    if [ -e "$f" ]; then
+      echo "$(sha256sum <"$f" | cut -d' ' -f1) $(stat -c '%i %a %U:%G %y' "$f") $f"
+    else
+      echo "$f: absent"
+    fi
+  done
+  [ ! -e /usr/bin/metro ] || echo "capability: $(getcap /usr/bin/metro)"
+}
+host_metro_unchanged() { # STATE: what host_metro_state said at the start
+  local now
+  now=$(host_metro_state)
+  [ "$now" = "$1" ] || fail "this host's metro changed during the test: was
+$1
+now
+$now"
+  echo "$1"
+}
+
 # Rootful podman with runc and cgroupfs: crun refuses this machine's hybrid cgroup layout.
 PODMAN=(podman --runtime runc --cgroup-manager=cgroupfs)
 
