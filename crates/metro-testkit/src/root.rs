@@ -1,6 +1,7 @@
-//! Tests that need root (network namespaces, podman, tcpreplay, raw capture, BPF): the one
-//! way they skip for other users, so that `cargo test` passes for anyone, and fail where a
-//! skip would hide them (`.ci/run` sets `METRO_TESTS_REQUIRE_ROOT`).
+//! Tests that need root (network namespaces, podman, tcpreplay, raw capture, BPF), or
+//! something else that `.ci/run` provides (its Python venv of PyPI packages): the one way
+//! they skip for other users, so that `cargo test` passes for anyone, and fail where a skip
+//! would hide them (`.ci/run` sets `METRO_TESTS_REQUIRE_ROOT`).
 
 /// Whether a test that needs root can run. As root: true. Otherwise the test is skipped
 /// with a line on stderr saying what and why, so that `cargo test` passes for any user; but
@@ -8,13 +9,23 @@
 /// it panics instead.
 /// Use: `if !needs_root("the agent between namespaces") { return; }`.
 pub fn needs_root(what: &str) -> bool {
-    if effective_uid() == Some(0) {
+    needs(
+        effective_uid() == Some(0),
+        &format!("{what} needs root"),
+        "as root, `cargo test` or .ci/run includes it",
+    )
+}
+
+/// [`needs_root`] for anything else `.ci/run` provides: whether `present`; if not, the test
+/// is skipped with a line saying `why` (what is missing) and `how` (how to include it), or,
+/// under `.ci/run` (`METRO_TESTS_REQUIRE_ROOT`), it panics saying so.
+/// Use: `if !needs(can_import, "python3 cannot import X", "pip install X==1.2") { return; }`.
+pub fn needs(present: bool, why: &str, how: &str) -> bool {
+    if present {
         return true;
     }
     if std::env::var_os("METRO_TESTS_REQUIRE_ROOT").is_some() {
-        panic!(
-            "{what} needs root, and METRO_TESTS_REQUIRE_ROOT is set (as .ci/run does): run as root"
-        );
+        panic!("{why}, and METRO_TESTS_REQUIRE_ROOT is set (as .ci/run does): {how}");
     }
     // Straight to the process's stderr, not through eprintln!: the test harness captures
     // what a passing test prints with the macros, and a skip must be seen.
@@ -22,10 +33,7 @@ pub fn needs_root(what: &str) -> bool {
     use std::io::Write;
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("a test");
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped: {test}: {what} needs root (as root, `cargo test` or .ci/run includes it)"
-    );
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why} ({how})");
     false
 }
 
