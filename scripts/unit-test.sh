@@ -13,7 +13,8 @@
 #      works; `systemctl stop` ends it cleanly; the online
 #      `systemd-analyze security` score.
 #
-# Cleans up (container, image, namespaces, processes) even on failure. Prints PASS or FAIL.
+# Cleans up (container, image, namespaces, processes) even on failure, and checks that this
+# host's own metro (installed or not) is as it was. Prints PASS or FAIL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,7 @@ TEST=unit-test
 . scripts/lib/common.sh
 
 need_root "mmdebstrap, network namespaces, rootful podman"
+HOST_STATE=$(host_metro_state)
 WORK=$(mktemp -d /tmp/metro-unittest.XXXXXX)
 netns_names unit
 CTR=mt-unit-$$
@@ -112,5 +114,8 @@ RESULT=$(in_ctr systemctl show -p Result --value metro)
 echo "reloaded (SIGHUP), stopped: $RESULT"
 SCORE=$(in_ctr systemd-analyze security metro.service 2>&1 | tail -n 1)
 echo "$SCORE"
+
+step "this host's own metro is as it was"
+host_metro_unchanged "$HOST_STATE"
 
 echo "PASS: unit-test (metro.service under systemd: dynamic user, the capture capabilities only, seccomp; capture, upgrade restart, reload, stop)"

@@ -8,8 +8,8 @@
 //! containers (runc, cgroupfs) from a tiny busybox image built here, joined to namespaces
 //! created here; the Kubernetes test lays out namespaces and cgroups as the kubelet does.
 //!
-//! These tests need root and podman, runc and busybox-static (CI installs them); they fail,
-//! never skip, when they cannot set up. Containers, the image, cgroups and namespaces are
+//! These tests need root (each skips for another user, saying so) and podman, runc and
+//! busybox-static (CI installs them); as root they fail, never skip, when they cannot set up. Containers, the image, cgroups and namespaces are
 //! removed when a test ends, pass or fail.
 
 #[path = "support/agent.rs"]
@@ -202,6 +202,9 @@ impl Drop for Image {
 /// exactly once (one per connection the server accepted), with no retransmission.
 #[test]
 fn podman_containers_are_tagged_and_counted_once() {
+    if !netns::needs_root("podman containers in network namespaces") {
+        return;
+    }
     const N: u8 = 21;
     const CONNS: u32 = 8;
     let one_way = Duration::from_millis(10);
@@ -503,6 +506,9 @@ impl Drop for Cgroup {
 /// off the host is the pod's own response time (internal, not reported).
 #[test]
 fn kubelet_layout_gives_pod_tags() {
+    if !netns::needs_root("network namespaces laid out as a kubelet does") {
+        return;
+    }
     const N: u8 = 22;
     let one_way = Duration::from_millis(5);
     let d = Delayed::new("kuh", N, one_way);

@@ -3,8 +3,8 @@
 //! pooled truth), the DogStatsD distribution values of both, and `group_by`/`max_series`
 //! over traffic to 300 addresses.
 //!
-//! These tests need root (CI runs as root) and the Debian `prometheus` package; they fail,
-//! never skip, when they cannot run. Each test uses its own namespaces and 10.200.N.0/24.
+//! These tests need root (each skips for another user, saying so) and the Debian
+//! `prometheus` package; as root they fail, never skip, when they cannot run. Each test uses its own namespaces and 10.200.N.0/24.
 
 #[path = "support/agent.rs"]
 mod agent;
@@ -225,6 +225,9 @@ fn promtool(dir: &TempDir, body: &str) {
 
 #[test]
 fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
+    if !netns::needs_root("two agents in network namespaces") {
+        return;
+    }
     // Link A: 10 ms round trip, three times the requests of link B: 40 ms.
     let a = Delayed::new("fla", 31, Duration::from_millis(5));
     let b = Delayed::new("flb", 32, Duration::from_millis(20));
@@ -272,11 +275,49 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
         Duration::from_millis(5),
         100_000,
     );
-    std::thread::sleep(25 * S);
+    // About 25 s of traffic: until link B (the slower) made 550 exchanges.
+    let end = Instant::now() + 120 * S;
+    while cb.requests.load(Ordering::Relaxed) < 550 {
+        assert!(
+            Instant::now() < end,
+            "link B is too slow: {:?}",
+            cb.requests
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     ca.stop();
     cb.stop();
-    // Let the last flush and two more scrapes land.
-    std::thread::sleep(4 * S);
+    // The agents' last samples are out: each sent a flush of an interval that began after
+    // the clients stopped.
+    let stopped = Instant::now();
+    for (rx, ag) in receivers.iter().zip(agents.iter_mut()) {
+        rx.wait_for(ag, 10 * S, "a flush after the traffic", |m| {
+            m.iter().any(|x| x.at > stopped + S)
+        });
+    }
+    // And Prometheus has scraped those final counters: its sum is the agents' own.
+    let on_agents = || -> f64 {
+        [&a, &b]
+            .iter()
+            .map(|d| {
+                http_get(&d.c, "127.0.0.1:9464", "/metrics")
+                    .lines()
+                    .filter(|l| l.starts_with("metro_tcp_rtt_samples_total{"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let final_samples = on_agents();
+    let end = Instant::now() + 15 * S;
+    while prom.query("sum(metro_tcp_rtt_samples_total)") != Some(final_samples) {
+        assert!(
+            Instant::now() < end,
+            "Prometheus never scraped the final counters: {:?}, the agents {final_samples}",
+            prom.query("sum(metro_tcp_rtt_samples_total)")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // The pooled truth: every request's application round trip on both links.
     let mut truth: Vec<f64> = ca
@@ -427,6 +468,9 @@ fn many_addresses(
 
 #[test]
 fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_counted() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("flg", 33);
     let dir = TempDir::new("flgroup");
     let _srv = EchoServer::start(&p.s, "0.0.0.0:7000");
@@ -482,7 +526,8 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
     // The capped agent's last flush (SIGTERM flushes) arrives whole before it is read.
     cap.signal(libc::SIGTERM);
     assert!(cap.wait(20 * S).success(), "{}", cap.log());
-    std::thread::sleep(S / 2);
+    let mut cap_rx = cap_rx;
+    cap_rx.finish();
 
     // group_by: subnet: exactly the three /24s, for every per-pair metric.
     let want: BTreeSet<String> = (0..3).map(|k| format!("10.210.{k}.0/24")).collect();
@@ -598,8 +643,8 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
 }
 
 /// The Python that has PyPI's opentelemetry-proto (`.ci/run` makes a venv and sets
-/// `METRO_PYTHON`); fails loudly when it cannot import the schema.
-fn otlp_python() -> String {
+/// `METRO_PYTHON`), or None and the test is skipped, saying so (a failure under .ci/run).
+fn otlp_python() -> Option<String> {
     let py = std::env::var("METRO_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&py)
         .args([
@@ -608,17 +653,23 @@ fn otlp_python() -> String {
         ])
         .status()
         .is_ok_and(|s| s.success());
-    assert!(
+    metro_testkit::root::needs(
         ok,
-        "{py} cannot import opentelemetry.proto: `pip install opentelemetry-proto==1.45.2` \
-         (or set METRO_PYTHON to a Python that can; .ci/run does)"
-    );
-    py
+        &format!("{py} cannot import opentelemetry.proto"),
+        "`pip install opentelemetry-proto==1.45.2`, or set METRO_PYTHON to a Python that can; \
+         .ci/run does",
+    )
+    .then_some(py)
 }
 
 #[test]
 fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
-    let py = otlp_python();
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
+    let Some(py) = otlp_python() else {
+        return;
+    };
     let d = Delayed::new("flo", 34, Duration::from_millis(5));
     let dir = TempDir::new("flotlp");
     let srv = EchoServer::start(&d.s, "10.200.34.2:7000");
@@ -662,11 +713,13 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
     client.stop();
     ag.signal(libc::SIGTERM);
     assert!(ag.wait(20 * S).success(), "{}", ag.log());
-    std::thread::sleep(S / 2);
+    // The receiver writes each push before it answers it, and the agent waits for the
+    // answer to its last push before it exits: everything is in `out` by now.
     let _ = receiver.kill();
     let _ = receiver.wait();
 
-    let all = rx.all();
+    let mut rx = rx;
+    let all = rx.finish();
     let sent: f64 = named(&all, "system.net.tcp.rtt.samples")
         .iter()
         .map(|m| m.value)
@@ -771,6 +824,9 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
 
 #[test]
 fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
+    if !netns::needs_root("two agents in network namespaces") {
+        return;
+    }
     let p = Pair::new("fls", 35);
     let dir = TempDir::new("flsamples");
     let srv = EchoServer::start(&p.s, "10.200.35.2:7000");
@@ -815,16 +871,32 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
     // Fast traffic: thousands of samples a second, far more than 64 KiB of lines.
     let mut client = Client::start(&p.c, srv.addr, 100, Duration::ZERO, 1000);
     stuck.wait_log("lines lost so far", 30 * S);
-    std::thread::sleep(2 * S);
+    // Traffic goes on while the stuck reader loses lines: until 3000 samples are reported.
+    rx.wait_for(&mut ag, 30 * S, "3000 samples", |m| {
+        named(m, "system.net.tcp.rtt.samples")
+            .iter()
+            .map(|x| x.value)
+            .sum::<f64>()
+            >= 3000.0
+    });
     client.stop();
-    // Both read everything captured before they stop.
-    std::thread::sleep(2 * S);
+    // Both read everything captured before they stop: each sent a flush of an interval
+    // that began after the client stopped.
+    let stopped = Instant::now();
+    for (r, a) in [(&rx, &mut ag), (&stuck_rx, &mut stuck)] {
+        r.wait_for(a, 10 * S, "a flush after the traffic", |m| {
+            m.iter().any(|x| x.at > stopped + S)
+        });
+    }
     for a in [&mut ag, &mut stuck] {
         a.signal(libc::SIGTERM);
         assert!(a.wait(20 * S).success(), "{}", a.log());
     }
     // SAFETY: closing the fd opened above.
     unsafe { libc::close(fd) };
+    let (mut rx, mut stuck_rx) = (rx, stuck_rx);
+    rx.finish();
+    stuck_rx.finish();
 
     let sent: f64 = named(&rx.all(), "system.net.tcp.rtt.samples")
         .iter()

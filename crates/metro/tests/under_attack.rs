@@ -311,7 +311,8 @@ fn run_file(dir: &TempDir, name: &str, pcap: &Path) -> Vec<Metric> {
     );
     let (st, _, err) = metro_output(&["run", "--config", cfg.to_str().unwrap()]);
     assert!(st.success(), "{err}");
-    std::thread::sleep(Duration::from_millis(300));
+    // The agent has exited: its datagrams are all queued on the socket, and the receiver,
+    // once stopped, reads until the queue is empty.
     stop.store(true, Ordering::Relaxed);
     let now = Instant::now();
     h.join()
