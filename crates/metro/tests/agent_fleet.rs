@@ -954,6 +954,9 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
 /// seconds, the last flush reaching DogStatsD.
 #[test]
 fn a_slow_otlp_receiver_delays_only_itself() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("flslow", 37);
     let dir = TempDir::new("flslow");
     let listener = p.c.enter(|| TcpListener::bind("127.0.0.1:4318").unwrap());
@@ -995,6 +998,9 @@ fn a_slow_otlp_receiver_delays_only_itself() {
 /// seconds.
 #[test]
 fn a_black_holed_otlp_name_delays_only_its_pushes() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("fldns", 38);
     let dir = TempDir::new("fldns");
     p.c.write_etc("hosts", "127.0.0.1 localhost\n");
