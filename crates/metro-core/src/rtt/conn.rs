@@ -290,6 +290,57 @@ impl Conn {
         (side.has(SYN_SEEN) && side.isn != seq) || (side.has(SEQ_KNOWN) && !side.has(SYN_SEEN))
     }
 
+    /// The SYN or SYN/ACK that direction `dir` sent and that still awaits its ACK: the ACK
+    /// number that answers it, when and in which frame it was seen, and whether its answer
+    /// is ambiguous (it was sent more than once). What the handshake cache keeps of a
+    /// connection shed before the answer came.
+    pub fn handshake_awaiting_ack(
+        &self,
+        dir: usize,
+        pool: &Pool,
+    ) -> Option<(SeqNum, (Nanos, u64), bool)> {
+        let side = &self.dirs[dir];
+        if !side.has(SYN_SEEN) || side.has(ACK_KNOWN) {
+            return None;
+        }
+        let front = side.segs.front(pool)?;
+        (front.handshake && front.key == side.isn.wrapping_add(1))
+            .then(|| (front.key, front.seen(), front.ambiguous))
+    }
+
+    /// Put back, into this new connection, the SYN or SYN/ACK (ending at `end`, seen at
+    /// `open`) that direction `dir` sent before the connection was shed, as if it had been
+    /// recorded here: its ACK makes the handshake sample, and a copy sent again is a
+    /// retransmission, all by the rules of [`Conn::process`].
+    pub fn resume_handshake(
+        &mut self,
+        dir: usize,
+        end: SeqNum,
+        (ts, frame): (Nanos, u64),
+        ambiguous: bool,
+        pool: &mut Pool,
+    ) {
+        let side = &mut self.dirs[dir];
+        if side.has(SEQ_KNOWN) {
+            return;
+        }
+        side.flags |= SEQ_KNOWN | SYN_SEEN;
+        side.isn = end.wrapping_sub(1);
+        side.right = end;
+        side.segs.push_back(
+            pool,
+            Pending {
+                key: end,
+                handshake: true,
+                ambiguous,
+                ts,
+                frame,
+                tsval: TsVal::ZERO,
+                fp: 0,
+            },
+        );
+    }
+
     /// Process one segment travelling in direction `dir` (0 or 1).
     #[inline]
     pub fn process<O: Observer>(
