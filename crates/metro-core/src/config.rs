@@ -83,6 +83,34 @@ impl Default for EngineConfig {
     }
 }
 
+/// What showed a copy captured beyond the narrow window to be the same frame: the index of
+/// [`Counters::duplicates_wide`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyEvidence {
+    /// The sender gives every packet its own IP ID.
+    IpId = 0,
+    /// The sender's TSval clock had already moved past the copy's TSval.
+    TsVal = 1,
+    /// A SYN or SYN/ACK, first retransmitted only after 1 s.
+    Handshake = 2,
+}
+
+/// What tied a sample over a retransmitted segment to one transmission: the index of
+/// [`Counters::disambiguated`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimedBy {
+    /// The ACK echoes the retransmission's TSval.
+    TsecrRetransmission = 0,
+    /// The ACK echoes the original's TSval.
+    TsecrOriginal = 1,
+    /// A DSACK reports the retransmission as a duplicate.
+    Dsack = 2,
+    /// The ACK stops inside the retransmitted range.
+    AckInside = 3,
+    /// A DSACK answers a retransmission of bytes already acknowledged.
+    DsackRetransmission = 4,
+}
+
 /// Counters of everything the engine saw, dropped or evicted. Monotonic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -98,10 +126,11 @@ pub struct Counters {
     pub duplicates: u64,
     // Accuracy past Karn (docs/accuracy.md), grouped here.
     /// Of `duplicates`, copies beyond the narrow window recognised by strong evidence, by
-    /// evidence: [IP ID, TSval, SYN or SYN/ACK (retransmitted only after 1 s)].
+    /// evidence ([`CopyEvidence`]): [IP ID, TSval, SYN or SYN/ACK (retransmitted only after
+    /// 1 s)].
     pub duplicates_wide: [u64; 3],
     /// Samples over a retransmitted segment that the evidence tied to one transmission, by
-    /// evidence: [the ACK echoes the retransmission's TSval, the ACK echoes the original's
+    /// evidence ([`TimedBy`]): [the ACK echoes the retransmission's TSval, the ACK echoes the original's
     /// TSval, a DSACK reports the retransmission as a duplicate, the ACK stops inside the
     /// retransmitted range, a DSACK answers a retransmission of bytes already acknowledged].
     /// Included in `samples`.
