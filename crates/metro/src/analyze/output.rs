@@ -237,6 +237,21 @@ pub fn render_json(out: &mut dyn Write, report: &Report, flows: bool) -> io::Res
 fn summary_json(report: &Report) -> Value {
     let s = &report.summary;
     let e = &s.engine;
+    let mut v = summary_counters_json(report);
+    // Only once the flow table shed a connection awaiting its handshake's ACK (a flood).
+    if e.handshakes_cached > 0 {
+        v["handshake_cache"] = json!({
+            "cached": e.handshakes_cached,
+            "resumed": e.handshakes_resumed,
+            "overwritten": e.handshakes_overwritten,
+        });
+    }
+    v
+}
+
+fn summary_counters_json(report: &Report) -> Value {
+    let s = &report.summary;
+    let e = &s.engine;
     json!({
         "records": s.records,
         "tcp_packets": s.tcp_packets,
@@ -356,6 +371,13 @@ pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         e.flows_expired_closed,
         e.tsvals_expired
     )?;
+    if e.handshakes_cached > 0 {
+        writeln!(
+            out,
+            "  handshake cache: {} SYNs or SYN/ACKs of shed connections kept, {} of them resumed (answered or sent again), {} overwritten",
+            e.handshakes_cached, e.handshakes_resumed, e.handshakes_overwritten
+        )?;
+    }
     Ok(())
 }
 

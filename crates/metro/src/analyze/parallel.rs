@@ -266,6 +266,8 @@ pub(super) fn analyze_one(
             out_free.push(out_back_tx);
             let cfg = EngineConfig {
                 max_flows: shard_max_flows(cfg.max_flows, n),
+                // Each shard sees its share of a flood: its share of the handshake cache.
+                handshake_cache: cfg.handshake_cache.div_ceil(n),
                 ..cfg.clone()
             };
             shard_handles.push(
