@@ -81,7 +81,7 @@ pub struct IntervalOpts {
     pub buckets_ms: Option<Arc<[f64]>>,
     /// Keep sample values for DogStatsD distributions, at this sample rate (`None`: off).
     pub distribution_rate: Option<f64>,
-    /// Keep an exponential histogram (OTLP).
+    /// Keep an exponential histogram (OTLP, and Prometheus native histograms).
     pub exponential: bool,
 }
 
@@ -102,7 +102,8 @@ impl Default for IntervalOpts {
 
 impl IntervalOpts {
     /// What `inst` keeps under `cfg`: histogram buckets with `prometheus_listen`, values with
-    /// `distributions`, an exponential histogram with `otlp_endpoint`.
+    /// `distributions`, an exponential histogram with `otlp_endpoint` or `prometheus_listen`
+    /// (the native histogram a protobuf scrape gets).
     pub fn of(cfg: &Config, inst: &Instance) -> IntervalOpts {
         let f = &cfg.fleet;
         IntervalOpts {
@@ -117,7 +118,7 @@ impl IntervalOpts {
                 .prometheus_listen
                 .map(|_| f.buckets.iter().map(|b| b * 1000.0).collect()),
             distribution_rate: f.distribution_rate,
-            exponential: f.otlp_endpoint.is_some(),
+            exponential: f.otlp_endpoint.is_some() || cfg.prometheus_listen.is_some(),
         }
     }
 

@@ -16,7 +16,10 @@
 //! labelled like every pair series (`src`, `dst`, `iface`, the instance's `key:value` tags,
 //! the pair's own), so that
 //! `histogram_quantile(0.99, sum by (le) (rate(metro_tcp_rtt_seconds_bucket[5m])))` is a
-//! quantile over every host scraped.
+//! quantile over every host scraped. A scraper that asks for protobuf (Prometheus with
+//! `--enable-feature=native-histograms`) gets it also as a native histogram (schema
+//! [`crate::agent::fleet::EXP_SCALE`]), read with
+//! `histogram_quantile(0.99, sum(rate(metro_tcp_rtt_seconds[5m])))`.
 
 mod hist;
 pub mod http;
@@ -27,6 +30,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::prometheus_protobuf;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -318,6 +322,15 @@ impl Prom {
     /// that do not ask for OpenMetrics (`promtool check metrics`).
     pub fn render_text(&self) -> String {
         openmetrics_to_text(&self.render())
+    }
+
+    /// The exposition as length-delimited `io.prometheus.client.MetricFamily` messages (the
+    /// protobuf format a scraper with native histograms asks for): the histogram carries its
+    /// native buckets beside the classic ones.
+    pub fn render_protobuf(&self) -> Vec<u8> {
+        let _whole = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Fails only when a metric fails to encode, which none of ours does.
+        prometheus_protobuf::encode_to_vec(&self.registry).unwrap_or_default()
     }
 }
 

@@ -4,21 +4,8 @@
 use super::Labels;
 use crate::agent::sinks::catalog::{self, Label};
 
-/// Escape a label value for the text format (prometheus-client writes values verbatim).
-pub fn esc(v: &str) -> String {
-    let mut o = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => o.push_str("\\\\"),
-            '"' => o.push_str("\\\""),
-            '\n' => o.push_str("\\n"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-/// Labels as Prometheus labels, values escaped. A tag becomes a label only when it is
+/// Labels as Prometheus labels, values as they are (prometheus-client escapes them for the
+/// text formats; protobuf carries them raw). A tag becomes a label only when it is
 /// `key:value` with a non-empty value (the key's other characters become `_`, a leading
 /// digit gets a `_`); one whose key is reserved (`__`, `le`, metro's own keys:
 /// [`catalog::reserved_keys`]) or already present is left out.
@@ -26,7 +13,7 @@ pub fn labels(ls: &[Label]) -> Labels {
     let mut out: Labels = Vec::with_capacity(ls.len());
     for l in ls {
         if !l.tag {
-            out.push((l.key.to_string(), esc(l.value())));
+            out.push((l.key.to_string(), l.value().to_string()));
             continue;
         }
         let v = l.value();
@@ -54,7 +41,7 @@ pub fn labels(ls: &[Label]) -> Labels {
         {
             continue;
         }
-        out.push((name, esc(v)));
+        out.push((name, v.to_string()));
     }
     out
 }
