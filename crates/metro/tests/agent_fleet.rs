@@ -142,6 +142,47 @@ impl Prometheus {
         p
     }
 
+    /// `/api/v1/query_exemplars` over the last ten minutes: per series, its labels and
+    /// its exemplars' (labels, value).
+    fn exemplars(&self, promql: &str) -> Vec<(serde_json::Value, Vec<(serde_json::Value, f64)>)> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let path = format!(
+            "/api/v1/query_exemplars?query={}&start={}&end={}",
+            promql
+                .replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('"', "%22"),
+            now - 600,
+            now + 60
+        );
+        let (code, body) = get(self.addr, &path).expect("query_exemplars");
+        assert_eq!(code, 200, "{promql}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "success", "{body}");
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let exs = s["exemplars"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["labels"].clone(),
+                            e["value"].as_str().unwrap().parse().unwrap(),
+                        )
+                    })
+                    .collect();
+                (s["seriesLabels"].clone(), exs)
+            })
+            .collect()
+    }
+
     /// An instant query's single value (`None`: empty result or NaN).
     fn query(&self, promql: &str) -> Option<f64> {
         let mut enc = String::new();
@@ -261,13 +302,18 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
         proxies.push(Proxy::start(&d.c, "127.0.0.1:9464"));
     }
     let targets = [proxies[0].addr, proxies[1].addr];
-    let prom = Prometheus::start(&dir, "prometheus", &targets, &[]);
+    let prom = Prometheus::start(
+        &dir,
+        "prometheus",
+        &targets,
+        &["--enable-feature=exemplar-storage"],
+    );
     // A second one scraping the same agents asks for protobuf and keeps native histograms.
     let native = Prometheus::start(
         &dir,
         "native",
         &targets,
-        &["--enable-feature=native-histograms"],
+        &["--enable-feature=native-histograms,exemplar-storage"],
     );
     // 5 ms between requests: 15 ms a cycle on A, 45 ms on B (3:1), one connection each.
     let mut ca = Client::start(
@@ -361,6 +407,55 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
         .expect("no native histogram");
     let native_samples = native.query("sum(metro_tcp_rtt_samples_total)").unwrap();
     assert_eq!(native_count, native_samples);
+
+    // Exemplars: each classic bucket series' exemplars name a connection of its agent's
+    // link (client address, server address and port 7000, a port on each side) whose value
+    // lies in that bucket; the native histograms carry them too (2.42 reads them from the
+    // classic buckets of the protobuf message).
+    let classic = prom.exemplars("metro_tcp_rtt_seconds_bucket");
+    let mut n = 0;
+    for (series, exs) in &classic {
+        let le: f64 = match series["le"].as_str().unwrap() {
+            "+Inf" => f64::INFINITY,
+            x => x.parse().unwrap(),
+        };
+        let below = BUCKETS
+            .iter()
+            .copied()
+            .filter(|&b| b < le)
+            .fold(0.0, f64::max);
+        let net = series["src"]
+            .as_str()
+            .unwrap()
+            .rsplit_once('.')
+            .unwrap()
+            .0
+            .to_string();
+        for (l, v) in exs {
+            assert_eq!(l["dst"].as_str(), series["dst"].as_str(), "{l} on {series}");
+            assert_eq!(l["src"].as_str(), series["src"].as_str(), "{l} on {series}");
+            assert!(l["dst"].as_str().unwrap().starts_with(&net));
+            assert_eq!(l["dport"], "7000", "{l}");
+            let sport: u16 = l["sport"].as_str().unwrap().parse().unwrap();
+            assert!(sport >= 1024, "{l}");
+            assert!(
+                below < *v && *v <= le,
+                "exemplar {v} s in bucket le={le}: {l}"
+            );
+            n += 1;
+        }
+    }
+    let native_ex: usize = native
+        .exemplars("metro_tcp_rtt_seconds")
+        .iter()
+        .map(|(_, e)| e.len())
+        .sum();
+    eprintln!(
+        "exemplars: {n} on {} classic bucket series, {native_ex} on the native histograms",
+        classic.len()
+    );
+    assert!(n >= 4 && classic.len() >= 4, "{classic:?}");
+    assert!(native_ex >= 2);
 
     // What the fleet could do before: average the agents' p50 gauges. Wrong by buckets.
     let all: Vec<Vec<Metric>> = receivers.iter().map(Statsd::all).collect();

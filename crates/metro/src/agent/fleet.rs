@@ -10,7 +10,7 @@
 //! interval.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use super::config::{Cidr, Config, Instance, mask};
@@ -274,6 +274,22 @@ pub struct Fine {
     pub rate: Option<f64>,
     /// Samples offered to the distribution sampler (for its deterministic choice).
     pub offered: u64,
+    /// With histogram buckets: the interval's latest sample and its slowest, as exemplars
+    /// (two slots overwritten in place: no allocation per sample).
+    pub latest: Option<Exemplar>,
+    pub slowest: Option<Exemplar>,
+}
+
+/// A sample behind a histogram bucket, naming its connection: an operator goes from a slow
+/// bucket to the connection (Prometheus exemplars).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Exemplar {
+    pub secs: f64,
+    /// The closing packet's time, ns since the epoch.
+    pub ts: i64,
+    /// The local end (the pair's `src`) and the responder.
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
 }
 
 impl Fine {
@@ -290,7 +306,27 @@ impl Fine {
             values: Vec::new(),
             rate: o.distribution_rate,
             offered: 0,
+            latest: None,
+            slowest: None,
         }
+    }
+
+    /// [`Self::add`], and the sample as the latest exemplar (and the slowest when it is).
+    #[inline]
+    pub fn add_exemplar(
+        &mut self,
+        ms: f64,
+        ex: Exemplar,
+        o: &IntervalOpts,
+        values_room: &mut usize,
+    ) -> bool {
+        if o.buckets_ms.is_some() {
+            if self.slowest.is_none_or(|s| ex.secs >= s.secs) {
+                self.slowest = Some(ex);
+            }
+            self.latest = Some(ex);
+        }
+        self.add(ms, o, values_room)
     }
 
     /// Fold one sample in; `values_room` is how many more distribution values the interval
@@ -336,6 +372,15 @@ impl Fine {
         }
         self.values.extend_from_slice(&o.values);
         self.offered += o.offered;
+        // `o` is the later one (a late hand-over, or a pair's other address).
+        if o.latest.is_some() {
+            self.latest = o.latest;
+        }
+        if let Some(b) = o.slowest
+            && self.slowest.is_none_or(|a| b.secs >= a.secs)
+        {
+            self.slowest = Some(b);
+        }
     }
 
     /// Approximate heap bytes (for the memory-per-series figure).

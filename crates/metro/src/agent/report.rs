@@ -27,7 +27,7 @@ use metro_core::engine::NO_TAG;
 use metro_core::rtt::Sample;
 
 pub use super::config::MAX_PAIRS;
-use super::fleet::{Fine, Group, IntervalOpts, MAX_VALUES, OTHER};
+use super::fleet::{Exemplar, Fine, Group, IntervalOpts, MAX_VALUES, OTHER};
 use super::watch::{LocalSet, Shared, WatchList};
 
 /// Intervals a capture thread can hand over before the flusher collects them.
@@ -384,6 +384,12 @@ impl Interval {
         let local = s.peer.ip();
         let kind = s.kind.index();
         let ms = s.rtt_ms();
+        let ex = Exemplar {
+            secs: ms / 1000.0,
+            ts: s.ts,
+            src: s.peer,
+            dst: s.responder,
+        };
         let p = match self.pair(local, resp, watch, tag) {
             Some(Slot::Pair(i)) => &mut self.pairs[i],
             Some(Slot::Other(i)) => &mut self.other[i].1,
@@ -391,7 +397,7 @@ impl Interval {
         };
         p.stats.add(ms);
         if let Some(f) = &mut p.fine
-            && f.add(ms, &self.opts, &mut self.values_room)
+            && f.add_exemplar(ms, ex, &self.opts, &mut self.values_room)
         {
             self.distribution_dropped += 1;
         }

@@ -16,7 +16,7 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-use crate::agent::fleet::{EXP_SCALE, EXP_ZERO_THRESHOLD, ExpHist, Fine};
+use crate::agent::fleet::{EXP_SCALE, EXP_ZERO_THRESHOLD, Exemplar, ExpHist, Fine};
 
 /// A cumulative histogram whose buckets are set by the first interval folded in (the
 /// configured `histogram_buckets`); an interval with other bounds (a reload changed them)
@@ -34,6 +34,9 @@ struct HistState {
     count: u64,
     /// The same samples in exponential buckets, when the intervals kept them.
     exp: Option<ExpHist>,
+    /// Per classic bucket, the last exemplar that fell in it (each interval offers its
+    /// latest and its slowest sample).
+    exemplars: Vec<Option<Exemplar>>,
 }
 
 /// Runs of this many empty buckets or more split a native histogram's span.
@@ -90,7 +93,14 @@ impl CumHist {
                 sum: 0.0,
                 count: 0,
                 exp: None,
+                exemplars: vec![None; f.buckets.len()],
             };
+        }
+        for ex in [f.latest, f.slowest].into_iter().flatten() {
+            // Upper-inclusive, as the counts (the same division on both sides keeps the
+            // order of a value and a bound in ms).
+            let i = st.bounds.partition_point(|&ub| ub < ex.secs);
+            st.exemplars[i] = Some(ex);
         }
         for (a, n) in st.counts.iter_mut().zip(&f.buckets) {
             *a += n;
@@ -107,6 +117,14 @@ impl CumHist {
             (Some(_), None) => st.exp = None,
             _ => {}
         }
+    }
+}
+
+impl CumHist {
+    /// The exemplar of each classic bucket (the last one +Inf).
+    pub fn exemplars(&self) -> Vec<Option<Exemplar>> {
+        let st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        st.exemplars.clone()
     }
 }
 
