@@ -501,6 +501,56 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
         );
     }
 
+    // The baseline: each agent's least RTT over the window, at least its link's round
+    // trip (10 ms, 40 ms) and at most the least round trip its client measured (which adds
+    // the echo server and the client's own stack); the queueing delay above it is the p50
+    // less the baseline, small on a link without queues. Prometheus has the same.
+    let rtts = [
+        ca.rtts.lock().unwrap().clone(),
+        cb.rtts.lock().unwrap().clone(),
+    ];
+    for ((m, link), (rtt, n)) in all
+        .iter()
+        .zip([0.010, 0.040])
+        .zip(rtts.iter().zip([31, 32]))
+    {
+        let client_min = rtt.iter().min().unwrap().as_secs_f64();
+        let base = named(m, "system.net.tcp.rtt.baseline")
+            .last()
+            .expect("a baseline gauge")
+            .value
+            / 1000.0;
+        let queueing = named(m, "system.net.tcp.queueing_delay")
+            .last()
+            .expect("a queueing delay gauge")
+            .value
+            / 1000.0;
+        let p50 = last_p50(m);
+        eprintln!(
+            "link {link} s: baseline {base:.5} s (client's least {client_min:.5} s), p50 {p50:.5} s, queueing {queueing:.5} s"
+        );
+        assert!(
+            base >= link * 0.99 && base <= client_min,
+            "baseline {base} s: link {link} s, client's least round trip {client_min} s"
+        );
+        assert!((0.0..=0.002).contains(&queueing), "{queueing}");
+        assert!(
+            (p50 - base - queueing).abs() < 0.0002,
+            "{p50} {base} {queueing}"
+        );
+        // The gauges went stale with the traffic: their last values.
+        let promql =
+            format!("last_over_time(metro_tcp_rtt_baseline_seconds{{dst=\"10.200.{n}.2\"}}[1m])");
+        let pb = prom.query(&promql).unwrap_or_else(|| panic!("{promql}"));
+        assert!(pb >= link * 0.99 && pb <= client_min, "{promql} = {pb}");
+        let q = prom
+            .query(&format!(
+                "last_over_time(metro_tcp_queueing_delay_seconds{{dst=\"10.200.{n}.2\"}}[1m])"
+            ))
+            .unwrap();
+        assert!((0.0..=0.002).contains(&q), "{q}");
+    }
+
     // The exposition with histograms passes promtool, labels as documented.
     let body = http_get(&a.c, "127.0.0.1:9464", "/metrics");
     promtool(&dir, &body);

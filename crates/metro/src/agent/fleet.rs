@@ -16,7 +16,7 @@ use std::sync::Arc;
 use super::config::{Cidr, Config, Instance, mask};
 // Defined with the configuration they default (so `config` needs nothing of the agent);
 // re-exported here, where the outputs have always found them.
-pub use super::config::{DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, GroupBy};
+pub use super::config::{DEFAULT_BASELINE_WINDOW, DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, GroupBy};
 
 /// Distribution values kept per instance and interval; past it, values are counted in
 /// `metro.distribution.dropped` (the statistics and histograms still take them).
@@ -83,6 +83,8 @@ pub struct IntervalOpts {
     pub distribution_rate: Option<f64>,
     /// Keep an exponential histogram (OTLP, and Prometheus native histograms).
     pub exponential: bool,
+    /// Each pair's baseline is its least RTT over this window (`baseline_window`).
+    pub baseline_window: std::time::Duration,
 }
 
 impl Default for IntervalOpts {
@@ -96,6 +98,7 @@ impl Default for IntervalOpts {
             buckets_ms: None,
             distribution_rate: None,
             exponential: false,
+            baseline_window: std::time::Duration::from_secs_f64(DEFAULT_BASELINE_WINDOW),
         }
     }
 }
@@ -119,6 +122,7 @@ impl IntervalOpts {
                 .map(|_| f.buckets.iter().map(|b| b * 1000.0).collect()),
             distribution_rate: f.distribution_rate,
             exponential: f.otlp_endpoint.is_some() || cfg.prometheus_listen.is_some(),
+            baseline_window: cfg.baseline_window,
         }
     }
 

@@ -66,6 +66,8 @@ struct RttFamilies {
     samples: Family<Labels, Counter>,
     /// One per [`RttFamily::counters`].
     counters: Vec<Family<Labels, Counter>>,
+    /// One per [`RttFamily::gauges`].
+    gauges: Vec<Family<Labels, GaugeF>>,
     histogram: Family<Labels, CumHist>,
 }
 
@@ -77,6 +79,7 @@ impl RttFamilies {
             stats: Default::default(),
             samples: Family::default(),
             counters: family.counters.iter().map(|_| Family::default()).collect(),
+            gauges: family.gauges.iter().map(|_| Family::default()).collect(),
             histogram: Family::default(),
         };
         for ((name, fam), (_, word)) in names.prom_stats.iter().zip(&f.stats).zip(catalog::STATS) {
@@ -90,6 +93,9 @@ impl RttFamilies {
         for (c, fam) in family.counters.iter().zip(&f.counters) {
             r.register(c.prom, c.help, fam.clone());
         }
+        for (g, fam) in family.gauges.iter().zip(&f.gauges) {
+            r.register(g.prom, g.help, fam.clone());
+        }
         r.register(
             &names.prom_histogram,
             format!(
@@ -102,7 +108,7 @@ impl RttFamilies {
     }
 
     fn remove_gauges(&self, l: &Labels) {
-        for fam in &self.stats {
+        for fam in self.stats.iter().chain(&self.gauges) {
             fam.remove(l);
         }
     }
@@ -283,6 +289,18 @@ impl Prom {
             for (fam, ms) in fams.stats.iter().zip(stats_ms(stats)) {
                 fam.get_or_create(&l).set(ms / 1000.0);
             }
+            // A series several pairs fold into: the least of their baselines.
+            let baseline = ps.iter().filter_map(|p| p.baseline_ms).reduce(f64::min);
+            for (g, fam) in fams.family.gauges.iter().zip(&fams.gauges) {
+                match (g.value)(stats, baseline) {
+                    Some(ms) => {
+                        fam.get_or_create(&l).set(ms / 1000.0);
+                    }
+                    None => {
+                        fam.remove(&l);
+                    }
+                }
+            }
             let count: u64 = ps.iter().map(|p| p.stats.count()).sum();
             fams.samples.get_or_create(&l).inc_by(count);
             for (c, fam) in fams.family.counters.iter().zip(&fams.counters) {
@@ -421,6 +439,7 @@ mod tests {
                     retransmits: 1,
                     fine: None,
                     extra_tags: vec![],
+                    baseline_ms: None,
                 }]
             } else {
                 vec![]
@@ -549,6 +568,7 @@ mod tests {
                     retransmits: 1,
                     fine: None,
                     extra_tags: vec![],
+                    baseline_ms: None,
                 });
             }
             p.observe(&r, SendErrors::default());
@@ -598,6 +618,7 @@ mod tests {
             retransmits: 0,
             fine: None,
             extra_tags: vec![],
+            baseline_ms: None,
         });
         p.observe(&r, SendErrors::default());
         let t = p.render_text();
