@@ -98,8 +98,15 @@ struct Prometheus {
 
 impl Prometheus {
     /// `name` names its files in `dir`; `flags` go on its command line
-    /// (`--enable-feature=...`).
-    fn start(dir: &TempDir, name: &str, targets: &[SocketAddr], flags: &[&str]) -> Prometheus {
+    /// (`--enable-feature=...`); `rules`, a rule file of the repository, is evaluated every
+    /// second.
+    fn start(
+        dir: &TempDir,
+        name: &str,
+        targets: &[SocketAddr],
+        flags: &[&str],
+        rules: Option<&str>,
+    ) -> Prometheus {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -110,7 +117,11 @@ impl Prometheus {
         let cfg = dir.write(
             &format!("{name}.yml"),
             &format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: metro\n    static_configs:\n      - targets: [{}]\n",
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n{}scrape_configs:\n  - job_name: metro\n    static_configs:\n      - targets: [{}]\n",
+                rules.map_or(String::new(), |r| format!(
+                    "rule_files: ['{}/../../{r}']\n",
+                    env!("CARGO_MANIFEST_DIR")
+                )),
                 t.join(", ")
             ),
         );
@@ -307,6 +318,7 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
         "prometheus",
         &targets,
         &["--enable-feature=exemplar-storage"],
+        None,
     );
     // A second one scraping the same agents asks for protobuf and keeps native histograms.
     let native = Prometheus::start(
@@ -314,6 +326,7 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
         "native",
         &targets,
         &["--enable-feature=native-histograms,exemplar-storage"],
+        Some("deploy/prometheus/metro.native.rules.yml"),
     );
     // 5 ms between requests: 15 ms a cycle on A, 45 ms on B (3:1), one connection each.
     let mut ca = Client::start(
@@ -500,6 +513,34 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
             q * 100.0
         );
     }
+
+    // deploy/prometheus/metro.native.rules.yml: each link's recorded p90 within 10% of the
+    // exact p90 of the same samples (its agent's distribution values, one per sample; a
+    // link's client round trips are not its samples: the delayed ACKs of a 10 ms link are
+    // in its tail), and the recorded quantiles per node.
+    for (m, n) in all.iter().zip([31, 32]) {
+        let mut v: Vec<f64> = named(m, "system.net.tcp.rtt.distribution")
+            .iter()
+            .map(|m| m.value / 1000.0)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let t = quantile(&v, 0.9);
+        let promql = format!("dst:metro_tcp_rtt_seconds:p90_5m{{dst=\"10.200.{n}.2\"}}");
+        let got = native
+            .query(&promql)
+            .unwrap_or_else(|| panic!("{promql}: no value"));
+        eprintln!(
+            "recorded native p90 to 10.200.{n}.2: {got:.5} s (its {} samples' p90 {t:.5} s, {:+.1}%)",
+            v.len(),
+            (got / t - 1.0) * 100.0
+        );
+        assert!(
+            (got / t - 1.0).abs() <= 0.10,
+            "{promql} = {got}, samples' p90 {t}"
+        );
+    }
+    let nodes = native.query("count(instance:metro_tcp_rtt_seconds:p99_5m)");
+    assert_eq!(nodes, Some(2.0));
 
     // The baseline: each agent's least RTT over the window, at least its link's round
     // trip (10 ms, 40 ms) and at most the least round trip its client measured (which adds
