@@ -33,6 +33,8 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use prometheus_client::encoding::prometheus_protobuf;
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -57,6 +59,26 @@ const PAIR_TTL: Duration = Duration::from_secs(3600);
 enum SelfFamily {
     Counter(Family<Labels, Counter>),
     Gauge(Family<Labels, Gauge>),
+}
+
+/// A family described (`# HELP`, `# TYPE`) in the text formats even before it has a series,
+/// as prometheus-client did before 0.24: a scrape before the first report shows what metro
+/// exports. Protobuf leaves such families out ([`Prom::render_protobuf`]).
+#[derive(Debug)]
+struct Described<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Described<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// The families of one [`RttFamily`].
@@ -86,15 +108,19 @@ impl RttFamilies {
             r.register(
                 name,
                 format!("{} over the last interval: {word}", family.help),
-                fam.clone(),
+                Described(fam.clone()),
             );
         }
-        r.register(&names.prom_samples, family.samples_help, f.samples.clone());
+        r.register(
+            &names.prom_samples,
+            family.samples_help,
+            Described(f.samples.clone()),
+        );
         for (c, fam) in family.counters.iter().zip(&f.counters) {
-            r.register(c.prom, c.help, fam.clone());
+            r.register(c.prom, c.help, Described(fam.clone()));
         }
         for (g, fam) in family.gauges.iter().zip(&f.gauges) {
-            r.register(g.prom, g.help, fam.clone());
+            r.register(g.prom, g.help, Described(fam.clone()));
         }
         r.register(
             &names.prom_histogram,
@@ -102,7 +128,7 @@ impl RttFamilies {
                 "{} (histogram; sum over hosts and read with histogram_quantile)",
                 family.help
             ),
-            f.histogram.clone(),
+            Described(f.histogram.clone()),
         );
         f
     }
@@ -163,12 +189,12 @@ impl Prom {
             .map(|m| match m.kind {
                 Kind::Counter => {
                     let f = Family::<Labels, Counter>::default();
-                    registry.register(m.prom, m.help, f.clone());
+                    registry.register(m.prom, m.help, Described(f.clone()));
                     SelfFamily::Counter(f)
                 }
                 Kind::Gauge => {
                     let f = Family::<Labels, Gauge>::default();
-                    registry.register(m.prom, m.help, f.clone());
+                    registry.register(m.prom, m.help, Described(f.clone()));
                     SelfFamily::Gauge(f)
                 }
             })
@@ -409,7 +435,8 @@ impl Prom {
             }
         }
         let mut out = Vec::new();
-        for f in families {
+        // A family without series is no message (the Go client sends none).
+        for f in families.into_iter().filter(|f| !f.metric.is_empty()) {
             // Into a Vec: cannot run out of room.
             let _ = f.encode_length_delimited(&mut out);
         }
