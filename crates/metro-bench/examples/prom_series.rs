@@ -44,6 +44,7 @@ fn main() {
                     retransmits: 0,
                     fine: hist.then(|| Box::new(f)),
                     extra_tags: vec![],
+                    baseline_ms: None,
                 }
             })
             .collect();

@@ -97,7 +97,16 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(dir: &TempDir, targets: &[SocketAddr]) -> Prometheus {
+    /// `name` names its files in `dir`; `flags` go on its command line
+    /// (`--enable-feature=...`); `rules`, a rule file of the repository, is evaluated every
+    /// second.
+    fn start(
+        dir: &TempDir,
+        name: &str,
+        targets: &[SocketAddr],
+        flags: &[&str],
+        rules: Option<&str>,
+    ) -> Prometheus {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -106,20 +115,26 @@ impl Prometheus {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let t: Vec<String> = targets.iter().map(|a| format!("'{a}'")).collect();
         let cfg = dir.write(
-            "prometheus.yml",
+            &format!("{name}.yml"),
             &format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: metro\n    static_configs:\n      - targets: [{}]\n",
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n{}scrape_configs:\n  - job_name: metro\n    static_configs:\n      - targets: [{}]\n",
+                rules.map_or(String::new(), |r| format!(
+                    "rule_files: ['{}/../../{r}']\n",
+                    env!("CARGO_MANIFEST_DIR")
+                )),
                 t.join(", ")
             ),
         );
-        let log = std::fs::File::create(dir.path("prometheus.log")).unwrap();
+        let log_path = dir.path(&format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.path("tsdb").display()
+                dir.path(&format!("{name}-tsdb")).display()
             ))
             .arg(format!("--web.listen-address={addr}"))
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -131,11 +146,52 @@ impl Prometheus {
             assert!(
                 Instant::now() < end,
                 "prometheus not ready: {}",
-                std::fs::read_to_string(dir.path("prometheus.log")).unwrap_or_default()
+                std::fs::read_to_string(&log_path).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
         p
+    }
+
+    /// `/api/v1/query_exemplars` over the last ten minutes: per series, its labels and
+    /// its exemplars' (labels, value).
+    fn exemplars(&self, promql: &str) -> Vec<(serde_json::Value, Vec<(serde_json::Value, f64)>)> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let path = format!(
+            "/api/v1/query_exemplars?query={}&start={}&end={}",
+            promql
+                .replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('"', "%22"),
+            now - 600,
+            now + 60
+        );
+        let (code, body) = get(self.addr, &path).expect("query_exemplars");
+        assert_eq!(code, 200, "{promql}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "success", "{body}");
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let exs = s["exemplars"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["labels"].clone(),
+                            e["value"].as_str().unwrap().parse().unwrap(),
+                        )
+                    })
+                    .collect();
+                (s["seriesLabels"].clone(), exs)
+            })
+            .collect()
     }
 
     /// An instant query's single value (`None`: empty result or NaN).
@@ -259,7 +315,22 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
         agents.push(ag);
         proxies.push(Proxy::start(&d.c, "127.0.0.1:9464"));
     }
-    let prom = Prometheus::start(&dir, &[proxies[0].addr, proxies[1].addr]);
+    let targets = [proxies[0].addr, proxies[1].addr];
+    let prom = Prometheus::start(
+        &dir,
+        "prometheus",
+        &targets,
+        &["--enable-feature=exemplar-storage"],
+        None,
+    );
+    // A second one scraping the same agents asks for protobuf and keeps native histograms.
+    let native = Prometheus::start(
+        &dir,
+        "native",
+        &targets,
+        &["--enable-feature=native-histograms,exemplar-storage"],
+        Some("deploy/prometheus/metro.native.rules.yml"),
+    );
     // 5 ms between requests: 15 ms a cycle on A, 45 ms on B (3:1), one connection each.
     let mut ca = Client::start(
         &a.c,
@@ -361,6 +432,85 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
     let count = prom.query("sum(metro_tcp_rtt_seconds_count)").unwrap();
     let samples = prom.query("sum(metro_tcp_rtt_samples_total)").unwrap();
     assert_eq!(count, samples);
+    // The native histogram (schema 4, 16 buckets an octave): the pooled quantiles within
+    // 10% of the truth; that Prometheus holds no classic bucket series (it took the native
+    // one, which it can tell only from the nonzero zero threshold), and the native count is
+    // the agents' sample count.
+    assert_eq!(
+        native.query("count(metro_tcp_rtt_seconds_bucket)"),
+        None,
+        "the native-histogram Prometheus ingested classic buckets"
+    );
+    for (q, t) in [(0.5, t50), (0.9, t90)] {
+        let promql = format!("histogram_quantile({q}, sum(increase(metro_tcp_rtt_seconds[1m])))");
+        let got = native
+            .query(&promql)
+            .unwrap_or_else(|| panic!("{promql}: no value"));
+        eprintln!(
+            "PromQL native p{}: {got:.5} s (truth {t:.5} s, {:+.1}%)",
+            q * 100.0,
+            (got / t - 1.0) * 100.0
+        );
+        assert!(
+            (got / t - 1.0).abs() <= 0.10,
+            "PromQL {promql} = {got} s, pooled truth {t} s: more than 10% apart"
+        );
+    }
+    let native_count = native
+        .query("histogram_count(sum(metro_tcp_rtt_seconds))")
+        .expect("no native histogram");
+    let native_samples = native.query("sum(metro_tcp_rtt_samples_total)").unwrap();
+    assert_eq!(native_count, native_samples);
+
+    // Exemplars: each classic bucket series' exemplars name a connection of its agent's
+    // link (client address, server address and port 7000, a port on each side) whose value
+    // lies in that bucket; the native histograms carry them too (2.42 reads them from the
+    // classic buckets of the protobuf message).
+    let classic = prom.exemplars("metro_tcp_rtt_seconds_bucket");
+    let mut n = 0;
+    for (series, exs) in &classic {
+        let le: f64 = match series["le"].as_str().unwrap() {
+            "+Inf" => f64::INFINITY,
+            x => x.parse().unwrap(),
+        };
+        let below = BUCKETS
+            .iter()
+            .copied()
+            .filter(|&b| b < le)
+            .fold(0.0, f64::max);
+        let net = series["src"]
+            .as_str()
+            .unwrap()
+            .rsplit_once('.')
+            .unwrap()
+            .0
+            .to_string();
+        for (l, v) in exs {
+            assert_eq!(l["dst"].as_str(), series["dst"].as_str(), "{l} on {series}");
+            assert_eq!(l["src"].as_str(), series["src"].as_str(), "{l} on {series}");
+            assert!(l["dst"].as_str().unwrap().starts_with(&net));
+            assert_eq!(l["dport"], "7000", "{l}");
+            let sport: u16 = l["sport"].as_str().unwrap().parse().unwrap();
+            assert!(sport >= 1024, "{l}");
+            assert!(
+                below < *v && *v <= le,
+                "exemplar {v} s in bucket le={le}: {l}"
+            );
+            n += 1;
+        }
+    }
+    let native_ex: usize = native
+        .exemplars("metro_tcp_rtt_seconds")
+        .iter()
+        .map(|(_, e)| e.len())
+        .sum();
+    eprintln!(
+        "exemplars: {n} on {} classic bucket series, {native_ex} on the native histograms",
+        classic.len()
+    );
+    assert!(n >= 4 && classic.len() >= 4, "{classic:?}");
+    assert!(native_ex >= 2);
+
     // What the fleet could do before: average the agents' p50 gauges. Wrong by buckets.
     let all: Vec<Vec<Metric>> = receivers.iter().map(Statsd::all).collect();
     let last_p50 = |m: &[Metric]| {
@@ -403,6 +553,84 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
             "distribution p{} {got} s vs pooled truth {t} s",
             q * 100.0
         );
+    }
+
+    // deploy/prometheus/metro.native.rules.yml: each link's recorded p90 within 10% of the
+    // exact p90 of the same samples (its agent's distribution values, one per sample; a
+    // link's client round trips are not its samples: the delayed ACKs of a 10 ms link are
+    // in its tail), and the recorded quantiles per node.
+    for (m, n) in all.iter().zip([31, 32]) {
+        let mut v: Vec<f64> = named(m, "system.net.tcp.rtt.distribution")
+            .iter()
+            .map(|m| m.value / 1000.0)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let t = quantile(&v, 0.9);
+        let promql = format!("dst:metro_tcp_rtt_seconds:p90_5m{{dst=\"10.200.{n}.2\"}}");
+        let got = native
+            .query(&promql)
+            .unwrap_or_else(|| panic!("{promql}: no value"));
+        eprintln!(
+            "recorded native p90 to 10.200.{n}.2: {got:.5} s (its {} samples' p90 {t:.5} s, {:+.1}%)",
+            v.len(),
+            (got / t - 1.0) * 100.0
+        );
+        assert!(
+            (got / t - 1.0).abs() <= 0.10,
+            "{promql} = {got}, samples' p90 {t}"
+        );
+    }
+    let nodes = native.query("count(instance:metro_tcp_rtt_seconds:p99_5m)");
+    assert_eq!(nodes, Some(2.0));
+
+    // The baseline: each agent's least RTT over the window, at least its link's round
+    // trip (10 ms, 40 ms) and at most the least round trip its client measured (which adds
+    // the echo server and the client's own stack); the queueing delay above it is the p50
+    // less the baseline, small on a link without queues. Prometheus has the same.
+    let rtts = [
+        ca.rtts.lock().unwrap().clone(),
+        cb.rtts.lock().unwrap().clone(),
+    ];
+    for ((m, link), (rtt, n)) in all
+        .iter()
+        .zip([0.010, 0.040])
+        .zip(rtts.iter().zip([31, 32]))
+    {
+        let client_min = rtt.iter().min().unwrap().as_secs_f64();
+        let base = named(m, "system.net.tcp.rtt.baseline")
+            .last()
+            .expect("a baseline gauge")
+            .value
+            / 1000.0;
+        let queueing = named(m, "system.net.tcp.queueing_delay")
+            .last()
+            .expect("a queueing delay gauge")
+            .value
+            / 1000.0;
+        let p50 = last_p50(m);
+        eprintln!(
+            "link {link} s: baseline {base:.5} s (client's least {client_min:.5} s), p50 {p50:.5} s, queueing {queueing:.5} s"
+        );
+        assert!(
+            base >= link * 0.99 && base <= client_min,
+            "baseline {base} s: link {link} s, client's least round trip {client_min} s"
+        );
+        assert!((0.0..=0.002).contains(&queueing), "{queueing}");
+        assert!(
+            (p50 - base - queueing).abs() < 0.0002,
+            "{p50} {base} {queueing}"
+        );
+        // The gauges went stale with the traffic: their last values.
+        let promql =
+            format!("last_over_time(metro_tcp_rtt_baseline_seconds{{dst=\"10.200.{n}.2\"}}[1m])");
+        let pb = prom.query(&promql).unwrap_or_else(|| panic!("{promql}"));
+        assert!(pb >= link * 0.99 && pb <= client_min, "{promql} = {pb}");
+        let q = prom
+            .query(&format!(
+                "last_over_time(metro_tcp_queueing_delay_seconds{{dst=\"10.200.{n}.2\"}}[1m])"
+            ))
+            .unwrap();
+        assert!((0.0..=0.002).contains(&q), "{q}");
     }
 
     // The exposition with histograms passes promtool, labels as documented.

@@ -24,7 +24,7 @@ use netns::{Client, Delayed, EchoServer, Netns, Pair};
 
 const S: Duration = Duration::from_secs(1);
 
-const RTT_GAUGES: [&str; 8] = [
+const RTT_GAUGES: [&str; 10] = [
     "system.net.tcp.rtt",
     "system.net.tcp.rtt.avg",
     "system.net.tcp.rtt.jitter",
@@ -33,6 +33,8 @@ const RTT_GAUGES: [&str; 8] = [
     "system.net.tcp.rtt.p50",
     "system.net.tcp.rtt.p90",
     "system.net.tcp.rtt.p99",
+    "system.net.tcp.rtt.baseline",
+    "system.net.tcp.queueing_delay",
 ];
 const RTT_COUNTS: [&str; 2] = ["system.net.tcp.rtt.samples", "system.net.tcp.retransmits"];
 const SELF_METRICS: [(&str, &str); 16] = [
@@ -97,7 +99,7 @@ fn check_pair_on(
             assert_eq!(m.ty, ty, "{m:?}");
         }
     }
-    // Every flush carries the ten metrics of the pair together: compare within flushes.
+    // Every flush carries the twelve metrics of the pair together: compare within flushes.
     let p50s = of("system.net.tcp.rtt.p50");
     for (i, p50) in p50s.iter().enumerate() {
         let get = |name: &str| of(name)[i].value;
@@ -117,6 +119,21 @@ fn check_pair_on(
             );
         }
         assert!(p50.value <= p90 * 1.0001 && p90 <= p99 * 1.0001);
+        // The baseline is the least RTT of the window, this interval's included; the
+        // queueing delay the p50 above it.
+        let (base, queueing) = (
+            get("system.net.tcp.rtt.baseline"),
+            get("system.net.tcp.queueing_delay"),
+        );
+        assert!(
+            base > 0.0 && base <= min * 1.0001,
+            "baseline {base}, min {min}"
+        );
+        assert!(
+            (p50.value - base - queueing).abs() <= 1e-5 + p50.value * 1e-4,
+            "p50 {} baseline {base} queueing {queueing}",
+            p50.value
+        );
         // Jitter is a mean absolute difference between consecutive samples: within the
         // spread of the samples.
         let jitter = get("system.net.tcp.rtt.jitter");

@@ -27,7 +27,7 @@ use metro_core::sample::NO_TAG;
 use metro_core::sample::Sample;
 
 pub use super::config::MAX_PAIRS;
-use super::fleet::{Fine, Group, IntervalOpts, MAX_VALUES, OTHER};
+use super::fleet::{Exemplar, Fine, Group, IntervalOpts, MAX_VALUES, OTHER};
 use super::watch::{LocalSet, Shared, WatchList};
 
 /// Intervals a capture thread can hand over before the flusher collects them.
@@ -51,6 +51,9 @@ pub struct PairReport {
     /// Tags of this pair beyond src/dst/iface and the instance's (`key:value`), added at
     /// report time (e.g. by a container lookup); sinks send them after the instance tags.
     pub extra_tags: Vec<String>,
+    /// The least RTT (ms) of the pair over the baseline window, this interval included
+    /// ([`Baselines`]); set at report time.
+    pub baseline_ms: Option<f64>,
 }
 
 impl PairReport {
@@ -401,6 +404,12 @@ impl Interval {
         let local = s.peer.ip();
         let kind = s.kind.index();
         let ms = s.rtt_ms();
+        let ex = Exemplar {
+            secs: ms / 1000.0,
+            ts: s.ts,
+            src: s.peer,
+            dst: s.responder,
+        };
         let p = match self.pair(local, resp, watch, tag) {
             Some(Slot::Pair(i)) => &mut self.pairs[i],
             Some(Slot::Other(i)) => &mut self.other[i].1,
@@ -408,7 +417,7 @@ impl Interval {
         };
         p.stats.add(ms);
         if let Some(f) = &mut p.fine
-            && f.add(ms, &self.opts, &mut self.values_room)
+            && f.add_exemplar(ms, ex, &self.opts, &mut self.values_room)
         {
             self.distribution_dropped += 1;
         }
@@ -490,11 +499,98 @@ impl Interval {
                         retransmits: acc.retransmits,
                         fine: acc.fine,
                         extra_tags: Vec::new(),
+                        baseline_ms: None,
                     });
                 }
             }
         }
         (out, self.samples, self.samples_internal)
+    }
+}
+
+/// Slots of a pair's baseline ring: the window in this many parts, each the least RTT of
+/// the intervals reported in it.
+pub const BASELINE_SLOTS: usize = 10;
+/// Pairs whose baseline is kept; a new pair past it (once the pairs quiet for a whole window
+/// are gone) gets its interval's least RTT as its baseline, without history.
+pub const MAX_BASELINE_PAIRS: usize = MAX_PAIRS;
+
+/// Each pair's least RTT over a sliding window (`baseline_window`), in bounded memory: a
+/// ring of [`BASELINE_SLOTS`] minima, each over a tenth of the window, so the baseline is
+/// the least RTT of the last 9 to 10 tenths of the window and this interval. About 200
+/// bytes a pair, at most [`MAX_BASELINE_PAIRS`] pairs (about 16 MB).
+pub struct Baselines {
+    window: Duration,
+    /// (src, dst tag) -> per slot: (slot number, least RTT ms); slot number = time since
+    /// start / (window / slots).
+    pairs: HashMap<(IpAddr, Arc<str>), Ring>,
+}
+
+/// A pair's baseline slots: (slot number, least RTT ms), `u64::MAX` when never filled.
+type Ring = [(u64, f64); BASELINE_SLOTS];
+
+impl Baselines {
+    pub fn new(window: Duration) -> Baselines {
+        Baselines {
+            window,
+            pairs: HashMap::new(),
+        }
+    }
+
+    /// Pairs kept.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Fold the pairs' least RTTs of an interval reported at `now` (time since a fixed
+    /// start) in, and set each pair's [`PairReport::baseline_ms`].
+    pub fn update(&mut self, pairs: &mut [PairReport], now: Duration) {
+        let slot_ns = (self.window.as_nanos() / BASELINE_SLOTS as u128).max(1);
+        let slot = (now.as_nanos() / slot_ns) as u64;
+        // A slot is in the window when it is one of the last BASELINE_SLOTS (u64::MAX: never
+        // filled).
+        let live = |n: u64| {
+            n.checked_add(BASELINE_SLOTS as u64)
+                .is_some_and(|e| e > slot)
+        };
+        if pairs
+            .iter()
+            .any(|p| !self.pairs.contains_key(&(p.src, p.dst.clone())))
+            && self.pairs.len() >= MAX_BASELINE_PAIRS
+        {
+            self.pairs
+                .retain(|_, ring| ring.iter().any(|&(n, _)| live(n)));
+        }
+        for p in pairs {
+            if p.stats.is_empty() {
+                continue;
+            }
+            let min = p.stats.min();
+            let key = (p.src, p.dst.clone());
+            if !self.pairs.contains_key(&key) && self.pairs.len() >= MAX_BASELINE_PAIRS {
+                p.baseline_ms = Some(min);
+                continue;
+            }
+            let ring = self
+                .pairs
+                .entry(key)
+                .or_insert([(u64::MAX, f64::INFINITY); BASELINE_SLOTS]);
+            let at = &mut ring[(slot % BASELINE_SLOTS as u64) as usize];
+            if at.0 != slot {
+                *at = (slot, min);
+            } else {
+                at.1 = at.1.min(min);
+            }
+            p.baseline_ms = ring
+                .iter()
+                .filter(|&&(n, _)| live(n))
+                .map(|&(_, m)| m)
+                .reduce(f64::min);
+        }
     }
 }
 
@@ -576,6 +672,10 @@ pub struct InstanceShared {
     pub kube_labels: std::sync::atomic::AtomicBool,
     /// What the instance's intervals keep and how they group.
     pub opts: Arc<IntervalOpts>,
+    /// Each pair's least RTT over the baseline window (flusher only), and the start its
+    /// slots count from.
+    baselines: Mutex<Baselines>,
+    started: std::time::Instant,
 }
 
 impl InstanceShared {
@@ -602,11 +702,14 @@ impl InstanceShared {
             container_tags: std::sync::atomic::AtomicBool::new(false),
             kube_labels: std::sync::atomic::AtomicBool::new(false),
             opts: Arc::default(),
+            baselines: Mutex::new(Baselines::new(IntervalOpts::default().baseline_window)),
+            started: std::time::Instant::now(),
         }
     }
 
     /// The same, with these interval options (before the capture thread starts).
     pub fn with_opts(mut self, opts: IntervalOpts) -> InstanceShared {
+        self.baselines = Mutex::new(Baselines::new(opts.baseline_window));
         self.opts = Arc::new(opts);
         self
     }
@@ -669,6 +772,10 @@ impl InstanceShared {
         }
         let (series_overflow, distribution_dropped) = (iv.series_overflow, iv.distribution_dropped);
         let (mut pairs, samples, internal) = iv.into_pairs();
+        self.baselines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(&mut pairs, self.started.elapsed());
         // Container and pod tags from each pair's local address (agent::containers).
         let containers = self.container_tags.load(Ordering::Relaxed).then(|| {
             super::containers::tag_pairs(
@@ -987,5 +1094,78 @@ mod tests {
         assert_eq!(r.counters.packets_received, 50);
         assert_eq!(r.counters.samples, [0, 0, 0]);
         assert_eq!(sh.samples_total[0].load(Ordering::Relaxed), 2);
+    }
+
+    fn pair_with(dst: &str, rtts: &[f64]) -> PairReport {
+        let mut stats = Stats::new();
+        for &ms in rtts {
+            stats.add(ms);
+        }
+        PairReport {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: dst.into(),
+            stats,
+            retransmits: 0,
+            fine: None,
+            extra_tags: vec![],
+            baseline_ms: None,
+        }
+    }
+
+    /// A 100 s window in ten 10 s slots: the baseline is the least RTT of the slots still
+    /// in the window, this interval's included; the queueing delay the p50 above it.
+    #[test]
+    fn baseline_is_the_least_rtt_over_the_window() {
+        use crate::agent::sinks::catalog::TCP_RTT;
+        let mut b = Baselines::new(Duration::from_secs(100));
+        let mut at = |t: u64, rtts: &[f64]| {
+            let mut ps = vec![pair_with("db", rtts)];
+            b.update(&mut ps, Duration::from_secs(t));
+            let p = ps.pop().unwrap();
+            let q = TCP_RTT.gauges[1].of(&p);
+            (p.baseline_ms, q)
+        };
+        assert_eq!(at(0, &[20.0, 30.0]).0, Some(20.0));
+        assert_eq!(at(5, &[12.0]).0, Some(12.0));
+        // Slot 0 (12 ms) still in the window at 50 s and 99 s: the p50 of 30, 31, 33 ms
+        // queues about 19 ms above it.
+        let (base, q) = at(50, &[30.0, 31.0, 33.0]);
+        assert_eq!(base, Some(12.0));
+        let q = q.unwrap();
+        assert!((q - 19.0).abs() < 0.4, "{q}");
+        assert_eq!(at(99, &[40.0]).0, Some(12.0));
+        // At 101 s slot 0 has left: slot 5's 30 ms and this interval's 35 ms remain.
+        assert_eq!(at(101, &[35.0]).0, Some(30.0));
+        // Never negative: a p50 below the baseline (a sketch's rounding) queues nothing.
+        let p = PairReport {
+            baseline_ms: Some(10.0),
+            ..pair_with("db", &[10.0])
+        };
+        assert!(TCP_RTT.gauges[1].of(&p).unwrap() >= 0.0);
+        // Without a baseline, no queueing delay.
+        assert_eq!(TCP_RTT.gauges[1].of(&pair_with("db", &[1.0])), None);
+    }
+
+    /// Bounded: at most MAX_BASELINE_PAIRS pairs; past it a new pair's baseline is its own
+    /// interval's least RTT; once a window has passed, quiet pairs go and new ones are kept.
+    #[test]
+    fn baselines_are_bounded() {
+        let mut b = Baselines::new(Duration::from_secs(10));
+        let mut ps: Vec<PairReport> = (0..MAX_BASELINE_PAIRS)
+            .map(|i| pair_with(&format!("h{i}"), &[5.0]))
+            .collect();
+        b.update(&mut ps, Duration::ZERO);
+        assert_eq!(b.len(), MAX_BASELINE_PAIRS);
+        let mut new = vec![pair_with("late", &[7.0])];
+        b.update(&mut new, Duration::from_secs(1));
+        assert_eq!(new[0].baseline_ms, Some(7.0));
+        assert_eq!(b.len(), MAX_BASELINE_PAIRS);
+        // 12 s later every old pair is out of its window: they go, the new pair stays.
+        let mut new = vec![pair_with("later", &[8.0])];
+        b.update(&mut new, Duration::from_secs(12));
+        assert_eq!(b.len(), 1);
+        let mut again = vec![pair_with("later", &[9.0])];
+        b.update(&mut again, Duration::from_secs(13));
+        assert_eq!(again[0].baseline_ms, Some(8.0));
     }
 }

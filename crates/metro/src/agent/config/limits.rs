@@ -13,6 +13,8 @@ pub const DEFAULT_STATSD_IP: &str = "127.0.0.1";
 pub const DEFAULT_STATSD_PORT: u16 = 8125;
 pub const DEFAULT_FLUSH_INTERVAL: f64 = 10.0;
 pub const DEFAULT_DNS_REFRESH: f64 = 60.0;
+/// Each pair's baseline is its least RTT over this window (`baseline_window`, seconds).
+pub const DEFAULT_BASELINE_WINDOW: f64 = 600.0;
 pub const DEFAULT_LOG_FILE: &str = "/var/log/metro/metro.log";
 /// Kernel capture buffer per instance (libpcap's own default is 2 MiB).
 pub const DEFAULT_BUFFER_SIZE: u64 = 16 << 20;
@@ -40,6 +42,8 @@ pub const MIN_FLUSH_INTERVAL: f64 = 0.1;
 pub const MIN_IDLE_TTL: f64 = 1.0;
 pub const MIN_DNS_REFRESH: f64 = 1.0;
 pub const MIN_SAMPLE_WINDOW: f64 = 0.1;
+/// A baseline over less than a second is the interval's minimum, not a baseline.
+pub const MIN_BASELINE_WINDOW: f64 = 1.0;
 
 /// The largest configuration file metro reads (a million watch-list entries take about
 /// 25 MB of YAML).
@@ -80,6 +84,8 @@ pub const IDLE_TTL: Seconds = Seconds::at_least(MIN_IDLE_TTL, DEFAULT_IDLE_TTL);
 pub const EXP_TTL: Seconds = Seconds::at_least(0.0, DEFAULT_EXP_TTL).or_zero();
 pub const FLUSH_INTERVAL: Seconds = Seconds::at_least(MIN_FLUSH_INTERVAL, DEFAULT_FLUSH_INTERVAL);
 pub const DNS_REFRESH: Seconds = Seconds::at_least(MIN_DNS_REFRESH, DEFAULT_DNS_REFRESH);
+pub const BASELINE_WINDOW: Seconds =
+    Seconds::at_least(MIN_BASELINE_WINDOW, DEFAULT_BASELINE_WINDOW);
 pub const SAMPLE_DURATION: Seconds = Seconds::at_least(MIN_SAMPLE_WINDOW, DEFAULT_SAMPLE_DURATION);
 /// 0: no duty cycle (every packet processed).
 pub const SAMPLE_INTERVAL: Seconds =

@@ -238,6 +238,8 @@ pub struct Config {
     pub log_file: PathBuf,
     pub flush_interval: Duration,
     pub dns_refresh: Duration,
+    /// Each pair's baseline is its least RTT over this window.
+    pub baseline_window: Duration,
     pub buffer_size: u64,
     pub prometheus_listen: Option<SocketAddr>,
     /// The fleet outputs (distributions, histograms, OTLP) and the series budget.

@@ -135,6 +135,7 @@ section! {
         pub log_file: Option<String>,
         pub flush_interval: Option<Spanned<f64>>,
         pub dns_refresh: Option<Spanned<f64>>,
+        pub baseline_window: Option<Spanned<f64>>,
         pub buffer_size: Option<Spanned<u64>>,
         pub max_flows: Option<Spanned<u64>>,
         pub prometheus_listen: Option<Spanned<String>>,

@@ -51,6 +51,7 @@ impl Config {
             }
         }
         let _ = writeln!(o, "  flush_interval: {}", secs(self.flush_interval));
+        let _ = writeln!(o, "  baseline_window: {}", secs(self.baseline_window));
         let _ = writeln!(o, "  dns_refresh: {}", secs(self.dns_refresh));
         let _ = writeln!(o, "  log_to_file: {}", self.log_to_file);
         let _ = writeln!(

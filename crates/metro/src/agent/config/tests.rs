@@ -44,6 +44,7 @@ fn go_metro_doc_example() {
     assert_eq!(c.log_level, LogLevel::Info);
     assert_eq!(c.flush_interval, Duration::from_secs(10));
     assert_eq!(c.dns_refresh, Duration::from_secs(60));
+    assert_eq!(c.baseline_window, Duration::from_secs(600));
     assert_eq!(c.instances.len(), 1);
     let i = &c.instances[0];
     assert_eq!(i.interface, "veth0");
@@ -332,6 +333,9 @@ fn durations_have_floors_and_ceilings() {
         ("flush_interval", ".inf"),
         ("flush_interval", "1e300"),
         ("dns_refresh", "0.5"),
+        ("baseline_window", "0.5"),
+        ("baseline_window", "0"),
+        ("baseline_window", ".inf"),
         ("idle_ttl", "0.001"),
         ("exp_ttl", "-0.1"),
         ("sample_duration", "1e-9"),
@@ -351,6 +355,8 @@ fn durations_have_floors_and_ceilings() {
         ("flush_interval", "0.1"),
         ("flush_interval", "1e9"),
         ("dns_refresh", "1"),
+        ("baseline_window", "1"),
+        ("baseline_window", "86400"),
         ("idle_ttl", "1"),
         ("exp_ttl", "0"),
         ("sample_duration", "0.1"),
@@ -574,7 +580,7 @@ fn section_keys_are_the_keys_serde_reads() {
     // Both of go-metro's spellings of the linger time, and the older instance list.
     assert!(RawInit::KEYS.contains(&"exp_ttl") && RawInit::KEYS.contains(&"expired_ttl"));
     assert!(RawFile::KEYS.contains(&"config"));
-    assert_eq!(RawInit::KEYS.len(), 20);
+    assert_eq!(RawInit::KEYS.len(), 21);
     assert_eq!(RawInstance::KEYS.len(), 16);
 }
 

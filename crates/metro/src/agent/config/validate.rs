@@ -214,6 +214,11 @@ impl Config {
             init.dns_refresh.as_ref(),
             DNS_REFRESH,
         )?;
+        let baseline_window = cx.seconds(
+            "init_config.baseline_window",
+            init.baseline_window.as_ref(),
+            BASELINE_WINDOW,
+        )?;
         let buffer_size = match &init.buffer_size {
             None => DEFAULT_BUFFER_SIZE,
             Some(b) if b.value < u64::from(snaplen) + BUFFER_SLACK => {
@@ -316,6 +321,7 @@ impl Config {
             log_file,
             flush_interval,
             dns_refresh,
+            baseline_window,
             buffer_size,
             prometheus_listen,
             fleet,

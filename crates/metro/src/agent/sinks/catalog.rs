@@ -11,7 +11,8 @@
 //!   statistics as gauges (`system.net.tcp.rtt`, `.avg`, ... in DogStatsD,
 //!   `metro_tcp_rtt_{stat}_seconds` in Prometheus), the sample count, the distribution of
 //!   values (DogStatsD), the histogram (Prometheus cumulative, OTLP exponential), and the
-//!   family's per-pair counters ([`PairMetric`], e.g. retransmissions). A new protocol names
+//!   family's per-pair counters ([`PairMetric`], e.g. retransmissions) and gauges
+//!   ([`PairGauge`]: the baseline and the queueing delay above it). A new protocol names
 //!   a new family with its three base names; every sink encodes it as it does TCP's.
 //! - [`Label`]: the labels of a point, parsed once: `src`, `dst`, `iface`, the instance's
 //!   tags, the pair's own tags, a breakdown. Each sink escapes them for its format only.
@@ -22,6 +23,8 @@
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
+
+use metro_core::aggregate::Stats;
 
 use super::SendErrors;
 use crate::agent::report::{InstanceCounters, InstanceReport, PairReport};
@@ -304,6 +307,30 @@ pub struct PairMetric {
     pub value: fn(&PairReport) -> u64,
 }
 
+/// A per-pair gauge of an RTT family beyond the eight statistics (TCP's baseline and
+/// queueing delay): milliseconds in DogStatsD, seconds in Prometheus and OTLP. A pair
+/// without a value (no baseline yet) has no point.
+pub struct PairGauge {
+    /// DogStatsD name (`system.net.tcp.rtt.baseline`), milliseconds.
+    pub statsd: &'static str,
+    /// Prometheus family name, seconds (`metro_tcp_rtt_baseline_seconds`).
+    pub prom: &'static str,
+    /// OTLP name (`metro.tcp.rtt.baseline`), seconds.
+    pub otlp: &'static str,
+    pub help: &'static str,
+    /// Milliseconds, from a series' interval statistics and its baseline
+    /// ([`PairReport::baseline_ms`]); for a series several pairs fold into, their merged
+    /// statistics and the least baseline.
+    pub value: fn(&Stats, Option<f64>) -> Option<f64>,
+}
+
+impl PairGauge {
+    /// The value (ms) of one pair.
+    pub fn of(&self, p: &PairReport) -> Option<f64> {
+        (self.value)(&p.stats, p.baseline_ms)
+    }
+}
+
 /// The eight statistics of a pair's interval, in the order [`PairReport::rtt_ms`] gives
 /// them: the DogStatsD suffix (the last sample is the bare name, go-metro's) and the
 /// Prometheus word (`metro_tcp_rtt_{word}_seconds`).
@@ -332,6 +359,8 @@ pub struct RttFamily {
     /// What a sample is, for the count's help: "RTT samples answered by a watched remote host".
     pub samples_help: &'static str,
     pub counters: &'static [PairMetric],
+    /// Per-pair gauges beyond the statistics.
+    pub gauges: &'static [PairGauge],
     names: OnceLock<RttNames>,
 }
 
@@ -369,6 +398,29 @@ impl RttFamily {
             help,
             samples_help,
             counters,
+            gauges: &[],
+            names: OnceLock::new(),
+        }
+    }
+
+    /// [`RttFamily::new`] with per-pair gauges.
+    pub const fn with_gauges(
+        statsd: &'static str,
+        prom: &'static str,
+        otlp: &'static str,
+        help: &'static str,
+        samples_help: &'static str,
+        counters: &'static [PairMetric],
+        gauges: &'static [PairGauge],
+    ) -> RttFamily {
+        RttFamily {
+            statsd,
+            prom,
+            otlp,
+            help,
+            samples_help,
+            counters,
+            gauges,
             names: OnceLock::new(),
         }
     }
@@ -387,7 +439,7 @@ impl RttFamily {
 }
 
 /// TCP: go-metro's `system.net.tcp.rtt*` and `system.net.tcp.retransmits`.
-pub static TCP_RTT: RttFamily = RttFamily::new(
+pub static TCP_RTT: RttFamily = RttFamily::with_gauges(
     "system.net.tcp.rtt",
     "metro_tcp_rtt",
     "metro.tcp.rtt",
@@ -401,6 +453,22 @@ pub static TCP_RTT: RttFamily = RttFamily::new(
         help: "TCP retransmissions between a local address and a watched remote host",
         value: |p| p.retransmits,
     }],
+    &[
+        PairGauge {
+            statsd: "system.net.tcp.rtt.baseline",
+            prom: "metro_tcp_rtt_baseline_seconds",
+            otlp: "metro.tcp.rtt.baseline",
+            help: "Least TCP round-trip time to a watched remote host over the baseline window (`baseline_window`): the path's propagation delay",
+            value: |_, baseline| baseline,
+        },
+        PairGauge {
+            statsd: "system.net.tcp.queueing_delay",
+            prom: "metro_tcp_queueing_delay_seconds",
+            otlp: "metro.tcp.queueing_delay",
+            help: "TCP round-trip time's median over the last interval above its baseline: the delay queues add",
+            value: |s, baseline| Some((s.quantile(0.5) - baseline?).max(0.0)),
+        },
+    ],
 );
 
 /// The family of a report's pairs (every report is TCP's today; the QUIC, DNS and ICMP

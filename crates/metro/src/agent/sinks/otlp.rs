@@ -107,7 +107,7 @@ pub fn resource(host: &str) -> Resource {
 }
 
 /// One instance's interval as an OTLP export request: what [`catalog`] describes, per
-/// pair the family's exponential histogram, sample count and counters, then the
+/// pair the family's exponential histogram, sample count, counters and gauges, then the
 /// self-metrics. `start`/`now` (ns since the epoch) bound the interval (delta temporality);
 /// `errs` are the sinks' send errors since the instance's previous report.
 pub fn encode(
@@ -121,6 +121,7 @@ pub fn encode(
     let mut hist = Vec::new();
     let mut samples = Vec::new();
     let mut counters: Vec<Vec<NumberDataPoint>> = family.counters.iter().map(|_| vec![]).collect();
+    let mut gauges: Vec<Vec<NumberDataPoint>> = family.gauges.iter().map(|_| vec![]).collect();
     for p in &r.pairs {
         let attrs = attrs(&catalog::pair_labels(r, p));
         if let Some(e) = p.fine.as_ref().and_then(|f| f.exp.as_ref()) {
@@ -149,6 +150,17 @@ pub fn encode(
         for (c, points) in family.counters.iter().zip(&mut counters) {
             points.push(point(attrs.clone(), start, now, (c.value)(p)));
         }
+        for (g, points) in family.gauges.iter().zip(&mut gauges) {
+            if let Some(ms) = g.of(p) {
+                // A level: no start time.
+                points.push(NumberDataPoint {
+                    attributes: attrs.clone(),
+                    time_unix_nano: now,
+                    value: Some(number_data_point::Value::AsDouble(ms / 1000.0)),
+                    ..Default::default()
+                });
+            }
+        }
     }
     let mut metrics = Vec::new();
     if !hist.is_empty() {
@@ -173,6 +185,11 @@ pub fn encode(
         ));
         for (c, points) in family.counters.iter().zip(counters) {
             metrics.push(sum_metric(c.otlp, c.help, c.unit, points));
+        }
+    }
+    for (g, points) in family.gauges.iter().zip(gauges) {
+        if !points.is_empty() {
+            metrics.push(gauge_metric(g.otlp, g.help, "s", points));
         }
     }
     let input = catalog::Input {
@@ -542,6 +559,7 @@ mod tests {
                 retransmits: 2,
                 fine: Some(Box::new(f)),
                 extra_tags: vec!["container:web".into()],
+                baseline_ms: None,
             }],
             counters: InstanceCounters {
                 samples: [4, 0, 0],

@@ -221,8 +221,9 @@ fn tag(l: &Label) -> String {
 /// [`catalog`] describes, as DogStatsD lines.
 ///
 /// Per pair with samples: the family's eight RTT gauges (`system.net.tcp.rtt`, `.avg`, ...),
-/// its sample count (`system.net.tcp.rtt.samples`) and counters
-/// (`system.net.tcp.retransmits`), and with `distributions` every value
+/// its sample count (`system.net.tcp.rtt.samples`), counters
+/// (`system.net.tcp.retransmits`) and gauges (`system.net.tcp.rtt.baseline`,
+/// `system.net.tcp.queueing_delay`), and with `distributions` every value
 /// (`system.net.tcp.rtt.distribution`), tagged `src`, `dst`, `iface`, the instance's tags,
 /// the pair's own. Then the self-metrics ([`catalog::SELF`]), tagged `iface`, the
 /// instance's tags and a breakdown (`kind:seq`).
@@ -240,6 +241,11 @@ pub fn encode_report(r: &InstanceReport, send_errors: SendErrors, max: usize) ->
         b.push(&names.statsd_samples, n, Type::Count, &tags);
         for c in family.counters {
             b.push(c.statsd, (c.value)(p) as f64, Type::Count, &tags);
+        }
+        for g in family.gauges {
+            if let Some(v) = g.of(p) {
+                b.push(g.statsd, v, Type::Gauge, &tags);
+            }
         }
         if let Some(f) = p.fine.as_deref().filter(|f| !f.values.is_empty()) {
             b.push_values(&names.statsd_distribution, &f.values, f.rate, &tags);
@@ -539,6 +545,7 @@ mod tests {
                     retransmits: 3,
                     fine: None,
                     extra_tags: vec![],
+                    baseline_ms: None,
                 },
                 PairReport {
                     src: "2001:db8::1".parse().unwrap(),
@@ -547,6 +554,7 @@ mod tests {
                     retransmits: 0,
                     fine: None,
                     extra_tags: vec![],
+                    baseline_ms: None,
                 },
             ],
             counters: InstanceCounters {

@@ -48,6 +48,8 @@ fn full_report() -> InstanceReport {
             retransmits,
             fine: Some(Box::new(f)),
             extra_tags: extra.iter().map(|t| t.to_string()).collect(),
+            // Below the interval's least RTT, as after a faster interval.
+            baseline_ms: Some(rtts[0] * 0.5),
         }
     };
     InstanceReport {
@@ -141,6 +143,12 @@ fn want(r: &InstanceReport) -> Want {
             w.statsd.push((c.statsd.into(), l.clone(), v));
             w.prom.push((format!("{}_total", c.prom), l.clone(), v));
             w.otlp.push((c.otlp.into(), l.clone(), v));
+        }
+        for g in family.gauges {
+            let ms = g.of(p).expect("a baseline in the full report");
+            w.statsd.push((g.statsd.into(), l.clone(), ms));
+            w.prom.push((g.prom.into(), l.clone(), ms / 1000.0));
+            w.otlp.push((g.otlp.into(), l.clone(), ms / 1000.0));
         }
         // The distribution: one point per value, counted here as their number.
         let values = p.fine.as_ref().unwrap().values.len() as f64;

@@ -16,7 +16,10 @@
 //! labelled like every pair series (`src`, `dst`, `iface`, the instance's `key:value` tags,
 //! the pair's own), so that
 //! `histogram_quantile(0.99, sum by (le) (rate(metro_tcp_rtt_seconds_bucket[5m])))` is a
-//! quantile over every host scraped.
+//! quantile over every host scraped. A scraper that asks for protobuf (Prometheus with
+//! `--enable-feature=native-histograms`) gets it also as a native histogram (schema
+//! [`crate::agent::fleet::EXP_SCALE`]), read with
+//! `histogram_quantile(0.99, sum(rate(metro_tcp_rtt_seconds[5m])))`.
 
 mod hist;
 pub mod http;
@@ -25,21 +28,26 @@ mod text;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use prometheus_client::encoding::prometheus_protobuf;
+use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use prost::Message;
 
 use super::SendErrors;
 use super::catalog::{self, Kind, RttFamily};
 use crate::agent::config::DEFAULT_MAX_SERIES;
-use crate::agent::fleet::OTHER;
+use crate::agent::fleet::{Exemplar, OTHER};
 use crate::agent::report::{InstanceReport, PairReport, stats_ms};
 use hist::CumHist;
-use text::{labels, openmetrics_to_text};
+use text::{exemplar_labels, labels, openmetrics_to_text, with_exemplars};
 
 type Labels = Vec<(String, String)>;
 type GaugeF = Gauge<f64, AtomicU64>;
@@ -53,6 +61,26 @@ enum SelfFamily {
     Gauge(Family<Labels, Gauge>),
 }
 
+/// A family described (`# HELP`, `# TYPE`) in the text formats even before it has a series,
+/// as prometheus-client did before 0.24: a scrape before the first report shows what metro
+/// exports. Protobuf leaves such families out ([`Prom::render_protobuf`]).
+#[derive(Debug)]
+struct Described<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Described<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 /// The families of one [`RttFamily`].
 struct RttFamilies {
     family: &'static RttFamily,
@@ -60,6 +88,8 @@ struct RttFamilies {
     samples: Family<Labels, Counter>,
     /// One per [`RttFamily::counters`].
     counters: Vec<Family<Labels, Counter>>,
+    /// One per [`RttFamily::gauges`].
+    gauges: Vec<Family<Labels, GaugeF>>,
     histogram: Family<Labels, CumHist>,
 }
 
@@ -71,18 +101,26 @@ impl RttFamilies {
             stats: Default::default(),
             samples: Family::default(),
             counters: family.counters.iter().map(|_| Family::default()).collect(),
+            gauges: family.gauges.iter().map(|_| Family::default()).collect(),
             histogram: Family::default(),
         };
         for ((name, fam), (_, word)) in names.prom_stats.iter().zip(&f.stats).zip(catalog::STATS) {
             r.register(
                 name,
                 format!("{} over the last interval: {word}", family.help),
-                fam.clone(),
+                Described(fam.clone()),
             );
         }
-        r.register(&names.prom_samples, family.samples_help, f.samples.clone());
+        r.register(
+            &names.prom_samples,
+            family.samples_help,
+            Described(f.samples.clone()),
+        );
         for (c, fam) in family.counters.iter().zip(&f.counters) {
-            r.register(c.prom, c.help, fam.clone());
+            r.register(c.prom, c.help, Described(fam.clone()));
+        }
+        for (g, fam) in family.gauges.iter().zip(&f.gauges) {
+            r.register(g.prom, g.help, Described(fam.clone()));
         }
         r.register(
             &names.prom_histogram,
@@ -90,13 +128,13 @@ impl RttFamilies {
                 "{} (histogram; sum over hosts and read with histogram_quantile)",
                 family.help
             ),
-            f.histogram.clone(),
+            Described(f.histogram.clone()),
         );
         f
     }
 
     fn remove_gauges(&self, l: &Labels) {
-        for fam in &self.stats {
+        for fam in self.stats.iter().chain(&self.gauges) {
             fam.remove(l);
         }
     }
@@ -151,12 +189,12 @@ impl Prom {
             .map(|m| match m.kind {
                 Kind::Counter => {
                     let f = Family::<Labels, Counter>::default();
-                    registry.register(m.prom, m.help, f.clone());
+                    registry.register(m.prom, m.help, Described(f.clone()));
                     SelfFamily::Counter(f)
                 }
                 Kind::Gauge => {
                     let f = Family::<Labels, Gauge>::default();
-                    registry.register(m.prom, m.help, f.clone());
+                    registry.register(m.prom, m.help, Described(f.clone()));
                     SelfFamily::Gauge(f)
                 }
             })
@@ -277,6 +315,18 @@ impl Prom {
             for (fam, ms) in fams.stats.iter().zip(stats_ms(stats)) {
                 fam.get_or_create(&l).set(ms / 1000.0);
             }
+            // A series several pairs fold into: the least of their baselines.
+            let baseline = ps.iter().filter_map(|p| p.baseline_ms).reduce(f64::min);
+            for (g, fam) in fams.family.gauges.iter().zip(&fams.gauges) {
+                match (g.value)(stats, baseline) {
+                    Some(ms) => {
+                        fam.get_or_create(&l).set(ms / 1000.0);
+                    }
+                    None => {
+                        fam.remove(&l);
+                    }
+                }
+            }
             let count: u64 = ps.iter().map(|p| p.stats.count()).sum();
             fams.samples.get_or_create(&l).inc_by(count);
             for (c, fam) in fams.family.counters.iter().zip(&fams.counters) {
@@ -306,18 +356,91 @@ impl Prom {
         folded
     }
 
-    /// The exposition in the OpenMetrics text format.
+    /// Each histogram series' labels and bucket exemplars (those with any).
+    fn exemplars(&self, st: &PromState) -> Vec<(Labels, Vec<Option<Exemplar>>)> {
+        st.seen
+            .keys()
+            .filter_map(|l| {
+                let ex = self.rtt.histogram.get(l)?.exemplars();
+                ex.iter().any(Option::is_some).then(|| (l.clone(), ex))
+            })
+            .collect()
+    }
+
+    /// The exposition in the OpenMetrics text format, the histogram's buckets with their
+    /// exemplars.
     pub fn render(&self) -> String {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = String::new();
+        let _ = encode(&mut s, &self.registry);
+        with_exemplars(
+            &s,
+            &self.rtt.family.names().prom_histogram,
+            &self.exemplars(&st),
+        )
+    }
+
+    /// The exposition in the classic Prometheus text format (0.0.4, which has no
+    /// exemplars), for scrapers and tools that do not ask for OpenMetrics (`promtool check
+    /// metrics`).
+    pub fn render_text(&self) -> String {
         let _whole = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut s = String::new();
         let _ = encode(&mut s, &self.registry);
-        s
+        openmetrics_to_text(&s)
     }
 
-    /// The exposition in the classic Prometheus text format (0.0.4), for scrapers and tools
-    /// that do not ask for OpenMetrics (`promtool check metrics`).
-    pub fn render_text(&self) -> String {
-        openmetrics_to_text(&self.render())
+    /// The exposition as length-delimited `io.prometheus.client.MetricFamily` messages (the
+    /// protobuf format a scraper with native histograms asks for): the histogram carries its
+    /// native buckets beside the classic ones, and its exemplars on the classic buckets
+    /// (where Prometheus 2.42 reads a native histogram's exemplars) and in the histogram's
+    /// own list (where later versions look first).
+    pub fn render_protobuf(&self) -> Vec<u8> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Fails only when a metric fails to encode, which none of ours does.
+        let Ok(mut families) = prometheus_protobuf::encode(&self.registry) else {
+            return Vec::new();
+        };
+        let name = &self.rtt.family.names().prom_histogram;
+        let exemplars: HashMap<Labels, Vec<Option<Exemplar>>> =
+            self.exemplars(&st).into_iter().collect();
+        for f in families.iter_mut().filter(|f| &f.name == name) {
+            for m in &mut f.metric {
+                let l: Labels = m
+                    .label
+                    .iter()
+                    .map(|p| (p.name.clone(), p.value.clone()))
+                    .collect();
+                let (Some(h), Some(exs)) = (&mut m.histogram, exemplars.get(&l)) else {
+                    continue;
+                };
+                for (b, ex) in h.bucket.iter_mut().zip(exs) {
+                    let Some(ex) = ex else { continue };
+                    let pb = pb::Exemplar {
+                        label: exemplar_labels(ex)
+                            .into_iter()
+                            .map(|(name, value)| pb::LabelPair {
+                                name: name.to_string(),
+                                value,
+                            })
+                            .collect(),
+                        value: ex.secs,
+                        timestamp: Some(
+                            (UNIX_EPOCH + Duration::from_nanos(ex.ts.max(0) as u64)).into(),
+                        ),
+                    };
+                    h.exemplars.push(pb.clone());
+                    b.exemplar = Some(pb);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        // A family without series is no message (the Go client sends none).
+        for f in families.into_iter().filter(|f| !f.metric.is_empty()) {
+            // Into a Vec: cannot run out of room.
+            let _ = f.encode_length_delimited(&mut out);
+        }
+        out
     }
 }
 
@@ -343,6 +466,7 @@ mod tests {
                     retransmits: 1,
                     fine: None,
                     extra_tags: vec![],
+                    baseline_ms: None,
                 }]
             } else {
                 vec![]
@@ -475,6 +599,7 @@ mod tests {
                     retransmits: 1,
                     fine: None,
                     extra_tags: vec![],
+                    baseline_ms: None,
                 });
             }
             p.observe(&r, SendErrors::default());
@@ -524,6 +649,7 @@ mod tests {
             retransmits: 0,
             fine: None,
             extra_tags: vec![],
+            baseline_ms: None,
         });
         p.observe(&r, SendErrors::default());
         let t = p.render_text();
@@ -577,5 +703,153 @@ mod tests {
         ] {
             assert!(t.lines().any(|l| l == line), "{line} in\n{t}");
         }
+    }
+
+    /// Two intervals of one pair with buckets and an exponential histogram: OpenMetrics
+    /// carries each interval's latest and slowest sample as its bucket's exemplar, the
+    /// classic text none; protobuf (decoded with the same official messages) the native
+    /// buckets shifted by one from OpenTelemetry's, the zero threshold, and the exemplars.
+    #[test]
+    fn exemplars_and_native_buckets() {
+        use crate::agent::fleet::{ExpHist, Fine, IntervalOpts};
+        let o = IntervalOpts {
+            buckets_ms: Some(Arc::from(&[10.0, 20.0, 50.0][..])),
+            exponential: true,
+            ..IntervalOpts::default()
+        };
+        let conn = |port: u16, ms: f64, ts: i64| Exemplar {
+            secs: ms / 1000.0,
+            ts,
+            src: format!("10.0.0.1:{port}").parse().unwrap(),
+            dst: "[2001:db8::ffff:ffff:ffff:ffff]:443".parse().unwrap(),
+        };
+        let p = Prom::new();
+        let mut room = 100;
+        for (k, samples) in [
+            [(41000, 12.0), (41001, 45.0), (41002, 15.0)],
+            [(41003, 9.0), (41004, 8.0), (41005, 60.0)],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut f = Fine::new(&o);
+            for (i, &(port, ms)) in samples.iter().enumerate() {
+                f.add_exemplar(
+                    ms,
+                    conn(
+                        port,
+                        ms,
+                        1_700_000_000_000_000_000 + (k * 10 + i) as i64 * 1_000_000,
+                    ),
+                    &o,
+                    &mut room,
+                );
+            }
+            let mut r = report(true);
+            r.pairs[0].stats = Stats::new();
+            for &(_, ms) in samples {
+                r.pairs[0].stats.add(ms);
+            }
+            r.pairs[0].fine = Some(Box::new(f));
+            p.observe(&r, SendErrors::default());
+        }
+        let om = p.render();
+        let ex_of = |le: &str| {
+            om.lines()
+                .find(|l| {
+                    l.starts_with("metro_tcp_rtt_seconds_bucket{")
+                        && l.contains(&format!("le=\"{le}\""))
+                })
+                .unwrap_or_else(|| panic!("le {le} in\n{om}"))
+                .split_once(" # ")
+                .map(|x| x.1.to_string())
+        };
+        // Interval 1: latest 15 ms (port 41002), slowest 45 ms (41001); interval 2: latest
+        // 60 ms (41005), which is also its slowest; 9 ms (41003) neither.
+        assert_eq!(ex_of("0.01"), None, "{om}");
+        assert_eq!(
+            ex_of("0.02").as_deref(),
+            Some(
+                "{src=\"10.0.0.1\",sport=\"41002\",dst=\"2001:db8::ffff:ffff:ffff:ffff\",dport=\"443\"} 0.015 1700000000.002000000"
+            ),
+            "{om}"
+        );
+        assert!(ex_of("0.05").unwrap().contains("sport=\"41001\""), "{om}");
+        let inf = ex_of("+Inf").unwrap();
+        assert!(
+            inf.contains("sport=\"41005\"") && inf.ends_with("} 0.06 1700000000.012000000"),
+            "{om}"
+        );
+        assert!(!p.render_text().contains(" # {"));
+        // The longest label set (two IPv6 addresses, 5-digit ports) is within OpenMetrics'
+        // 128 characters.
+        let long = conn(65535, 1.0, 0);
+        let long = Exemplar {
+            src: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+                .parse()
+                .unwrap(),
+            ..long
+        };
+        let n: usize = exemplar_labels(&Exemplar {
+            dst: long.src,
+            ..long
+        })
+        .iter()
+        .map(|(k, v)| k.len() + v.chars().count())
+        .sum();
+        assert!(n <= 128, "{n}");
+
+        let bytes = p.render_protobuf();
+        let mut buf = bytes.as_slice();
+        let mut hist = None;
+        while !buf.is_empty() {
+            let f = pb::MetricFamily::decode_length_delimited(&mut buf).unwrap();
+            if f.name == "metro_tcp_rtt_seconds" {
+                hist = f.metric.into_iter().next().and_then(|m| m.histogram);
+            }
+        }
+        let h = hist.expect("the histogram family");
+        assert_eq!(h.sample_count, 6);
+        assert_eq!(h.schema, 4);
+        assert!(h.zero_threshold > 0.0);
+        // The native buckets hold the six samples, each where Prometheus looks for it.
+        let base = 2f64.powf(1.0 / 16.0);
+        let mut idx = 0;
+        let mut count = 0i64;
+        let mut deltas = h.positive_delta.iter();
+        let mut native = Vec::new();
+        for (k, sp) in h.positive_span.iter().enumerate() {
+            idx = if k == 0 { sp.offset } else { idx + sp.offset };
+            for _ in 0..sp.length {
+                count += deltas.next().unwrap();
+                if count > 0 {
+                    native.push((idx, count));
+                }
+                idx += 1;
+            }
+        }
+        let mut want: Vec<(i32, i64)> = Vec::new();
+        for ms in [12.0, 45.0, 15.0, 9.0, 8.0, 60.0] {
+            let i = ExpHist::index(ms / 1000.0) + 1;
+            assert!(base.powi(i - 1) < ms / 1000.0 && ms / 1000.0 <= base.powi(i));
+            match want.iter_mut().find(|w| w.0 == i) {
+                Some(w) => w.1 += 1,
+                None => want.push((i, 1)),
+            }
+        }
+        want.sort();
+        assert_eq!(native, want);
+        let ports: Vec<String> = h
+            .bucket
+            .iter()
+            .map(|b| {
+                b.exemplar
+                    .as_ref()
+                    .map_or(String::new(), |e| e.label[1].value.clone())
+            })
+            .collect();
+        assert_eq!(ports, ["", "41002", "41001", "41005"]);
+        assert_eq!(h.exemplars.len(), 3);
+        assert_eq!(h.exemplars[0].timestamp.unwrap().seconds, 1_700_000_000);
     }
 }
