@@ -222,42 +222,12 @@ impl Processor {
 
     #[inline]
     pub fn packet(&mut self, linktype: u32, ts: i64, data: &[u8]) {
-        self.frame += 1;
-        self.shared
-            .cumulative
-            .packets_received
-            .fetch_add(1, Ordering::Relaxed);
-        if self.shared.locals.generation() != self.locals.0 {
-            self.locals = self.shared.locals.get();
-        }
-        self.refresh_watch();
-        self.refresh_attr();
-        if let Some(d) = &mut self.dedupe {
-            // Of a NAT copy's two sightings, the one with the container's address is kept
-            // (agent::dedupe): a container's namespace over an unknown address over the
-            // host's own.
-            let rank = nat_rank(&self.locals.1, self.attr.as_ref().map(|a| &*a.1));
-            if d.is_copy_ranked(linktype, ts, data, rank) {
-                return;
-            }
-        }
-        if let Some(d) = &mut self.duty
-            && !d.admit(ts)
-        {
+        if !self.admit(ts, |d, rank| d.is_copy_ranked(linktype, ts, data, rank)) {
             return;
         }
         // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
         let ticked = match metro_core::Segment::decode(linktype, data) {
-            Ok(ref seg) => {
-                let mut obs = Obs {
-                    interval: &mut self.interval,
-                    samples: self.samples.as_mut(),
-                    locals: &self.locals.1,
-                    watch: &self.watch.1,
-                    attr: self.attr.as_ref().map(|a| &*a.1),
-                };
-                self.driver.segment(self.frame, ts, seg, &mut obs)
-            }
+            Ok(ref seg) => self.drive(ts, seg),
             Err(_) => {
                 self.decode_errors += 1;
                 self.driver.advance(ts)
@@ -273,6 +243,23 @@ impl Processor {
     /// the interface it crossed.
     #[inline]
     pub fn segment(&mut self, ts: i64, seg: &metro_core::Segment, ifindex: u32) {
+        if self.admit(ts, |d, rank| d.is_copy_segment(seg, ifindex, ts, rank))
+            && self.drive(ts, seg)
+        {
+            self.ticked();
+        }
+    }
+
+    /// What every captured packet passes before decoding: counted, the shared sets picked
+    /// up, and dropped (false) when `is_copy` says it is a copy on `any` or the duty cycle
+    /// is off. Of a NAT copy's two sightings, the one with the container's address is kept
+    /// (agent::dedupe): `is_copy` gets the ranking ([`nat_rank`]).
+    #[inline]
+    fn admit(
+        &mut self,
+        ts: i64,
+        is_copy: impl FnOnce(&mut Dedupe, &dyn Fn(std::net::IpAddr) -> u8) -> bool,
+    ) -> bool {
         self.frame += 1;
         self.shared
             .cumulative
@@ -285,15 +272,16 @@ impl Processor {
         self.refresh_attr();
         if let Some(d) = &mut self.dedupe {
             let rank = nat_rank(&self.locals.1, self.attr.as_ref().map(|a| &*a.1));
-            if d.is_copy_segment(seg, ifindex, ts, rank) {
-                return;
+            if is_copy(d, &rank) {
+                return false;
             }
         }
-        if let Some(d) = &mut self.duty
-            && !d.admit(ts)
-        {
-            return;
-        }
+        self.duty.as_mut().is_none_or(|d| d.admit(ts))
+    }
+
+    /// A segment to the driver with this instance's observer; whether expiry ran.
+    #[inline]
+    fn drive(&mut self, ts: i64, seg: &metro_core::Segment) -> bool {
         let mut obs = Obs {
             interval: &mut self.interval,
             samples: self.samples.as_mut(),
@@ -301,9 +289,7 @@ impl Processor {
             watch: &self.watch.1,
             attr: self.attr.as_ref().map(|a| &*a.1),
         };
-        if self.driver.segment(self.frame, ts, seg, &mut obs) {
-            self.ticked();
-        }
+        self.driver.segment(self.frame, ts, seg, &mut obs)
     }
 
     /// Time reaches `now` (the wall clock, while no packet comes): expiry runs if a tick's
