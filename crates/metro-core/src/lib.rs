@@ -14,6 +14,7 @@ pub mod aggregate;
 pub mod config;
 pub mod engine;
 pub mod flow;
+pub mod proto;
 pub mod rtt;
 pub mod sample;
 pub mod segment;

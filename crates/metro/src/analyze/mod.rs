@@ -15,11 +15,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use metro_core::Nanos;
 use metro_core::aggregate::{Numbering, Stats};
 use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
+use metro_core::proto::{self, ProtoConfig, ProtoCounters, Tracker};
 use metro_core::rtt::{Kind, KindSet, Sample};
-use metro_core::wire::DecodeError;
-use metro_core::{Nanos, Segment};
+use metro_core::wire::{self, DecodeError};
 
 use crate::pcap::{CaptureReader, ReadError};
 
@@ -86,8 +87,9 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 
-    /// Which kinds of sample to report, comma-separated: seq, handshake, ts.
-    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = <KindSet as std::str::FromStr>::from_str)]
+    /// Which kinds of sample to report, comma-separated: seq, handshake, ts (TCP),
+    /// quic_handshake, quic_spin, dns, icmp [default: all].
+    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts,quic_handshake,quic_spin,dns,icmp", hide_default_value = true, value_parser = <KindSet as std::str::FromStr>::from_str)]
     pub kinds: KindSet,
 
     /// Maximum connections tracked at once, in total over all threads. Beyond it a new
@@ -132,9 +134,16 @@ pub fn default_threads() -> usize {
 #[derive(Debug, Clone)]
 pub struct ResponderReport {
     pub addr: IpAddr,
+    /// The protocol of its samples (a host answering TCP and DNS has a row for each):
+    /// `tcp`, `quic`, `dns` or `icmp`.
+    pub protocol: &'static str,
     pub stats: Stats,
-    pub kinds: [u64; 3],
+    pub kinds: [u64; Kind::COUNT],
 }
+
+/// A responder's key: its address and the protocol of its samples
+/// ([`Kind::protocol_index`]).
+pub(crate) type ResponderKey = (IpAddr, u8);
 
 /// Statistics for one connection, from one responder's side.
 #[derive(Debug, Clone)]
@@ -145,7 +154,7 @@ pub struct FlowReport {
     pub peer: SocketAddr,
     pub first_ts: Nanos,
     pub stats: Stats,
-    pub kinds: [u64; 3],
+    pub kinds: [u64; Kind::COUNT],
 }
 
 /// Per-file reading outcome.
@@ -209,32 +218,35 @@ pub struct Summary {
     pub undecodable: BTreeMap<&'static str, u64>,
     pub unsupported_linktypes: BTreeMap<u32, u64>,
     pub engine: Counters,
+    /// QUIC, DNS and ICMP.
+    pub proto: ProtoCounters,
 }
 
 /// Per-responder statistics, in the order responders are first seen.
 #[derive(Default)]
 struct Responders {
-    numbers: Numbering<IpAddr>,
+    numbers: Numbering<ResponderKey>,
     list: Vec<ResponderReport>,
 }
 
 impl Responders {
     /// The report for `addr`, found first where `tag` says (set to its position).
     #[inline]
-    fn get_tagged(&mut self, addr: IpAddr, tag: &mut u32) -> &mut ResponderReport {
+    fn get_tagged(&mut self, addr: ResponderKey, tag: &mut u32) -> &mut ResponderReport {
         let i = self.index_of(addr, tag);
         &mut self.list[i as usize]
     }
 
     /// The position of `addr`'s report, created if new.
     #[inline]
-    fn index_of(&mut self, addr: IpAddr, tag: &mut u32) -> u32 {
-        let (i, new) = self.numbers.number(addr, tag);
+    fn index_of(&mut self, key: ResponderKey, tag: &mut u32) -> u32 {
+        let (i, new) = self.numbers.number(key, tag);
         if new {
             self.list.push(ResponderReport {
-                addr,
+                addr: key.0,
+                protocol: metro_core::sample::PROTOCOLS[usize::from(key.1)],
                 stats: Stats::new(),
-                kinds: [0; 3],
+                kinds: [0; Kind::COUNT],
             });
         }
         i
@@ -260,7 +272,7 @@ impl Collector<'_, '_> {
     }
 
     /// The position of `addr`'s report (created if new).
-    fn responder_index(&mut self, addr: IpAddr) -> u32 {
+    fn responder_index(&mut self, addr: ResponderKey) -> u32 {
         let mut tag = NO_TAG;
         self.responders.index_of(addr, &mut tag)
     }
@@ -283,7 +295,9 @@ impl Observer for Collector<'_, '_> {
 
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
         let ms = s.rtt_ms();
-        let r = self.responders.get_tagged(s.responder.ip(), tag);
+        let r = self
+            .responders
+            .get_tagged((s.responder.ip(), s.kind.protocol_index()), tag);
         r.stats.add(ms);
         r.kinds[s.kind.index()] += 1;
         if let Some(flows) = &mut self.flows {
@@ -296,7 +310,7 @@ impl Observer for Collector<'_, '_> {
                     peer: s.peer,
                     first_ts: s.ts,
                     stats: Stats::new(),
-                    kinds: [0; 3],
+                    kinds: [0; Kind::COUNT],
                 });
             f.stats.add(ms);
             f.kinds[s.kind.index()] += 1;
@@ -379,6 +393,7 @@ pub fn analyze_files_threads(
             .count()
             .cmp(&a.stats.count())
             .then_with(|| a.addr.cmp(&b.addr))
+            .then_with(|| a.protocol.cmp(b.protocol))
     });
     report.responders = rs;
     if let Some(flows) = flows {
@@ -420,8 +435,10 @@ fn analyze_one(
     let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut bar = progress::Bar::new(progress, &collector.file_name, total);
     let mut engine = Engine::new(cfg.clone());
+    let mut tracker = Tracker::new(ProtoConfig::default(), cfg.kinds);
     let mut frame: u64 = 0;
     let mut next_tick: Nanos = Nanos::MIN;
+    let mut last_ts: Nanos = Nanos::MIN;
     let mut unsupported_seen: Vec<u32> = Vec::new();
     loop {
         let rec = match reader.next_record() {
@@ -434,34 +451,84 @@ fn analyze_one(
         };
         frame += 1;
         let ts = rec.ts;
+        last_ts = last_ts.max(ts);
         // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
-        match Segment::decode(rec.linktype, rec.data) {
-            Ok(ref seg) => {
+        match proto::decode_tcp(rec.linktype, rec.data) {
+            Ok((ref seg, payload)) => {
                 if ts >= next_tick {
                     engine.tick(ts);
                     next_tick = ts.saturating_add(TICK);
                 }
                 engine.process(frame, ts, seg, collector);
+                if !payload.is_empty() {
+                    tcp_payload(&mut tracker, frame, ts, seg, payload, collector);
+                }
             }
-            Err(e) => count_undecodable(
-                e,
-                &mut summary.undecodable,
-                &mut summary.unsupported_linktypes,
-                &mut unsupported_seen,
-                &mut bar,
-                path,
-            ),
+            Err(e) => {
+                if e == DecodeError::NotTcp {
+                    datagram(&mut tracker, frame, ts, rec.linktype, rec.data, collector);
+                }
+                count_undecodable(
+                    e,
+                    &mut summary.undecodable,
+                    &mut summary.unsupported_linktypes,
+                    &mut unsupported_seen,
+                    &mut bar,
+                    path,
+                )
+            }
         }
         if frame & 0xffff == 0 {
             bar.update(reader.compressed_bytes_read());
         }
     }
     bar.clear();
+    tracker.finish(last_ts);
     fr.records = frame;
     summary.records += frame;
     summary.tcp_packets += engine.counters().packets;
     summary.engine.add(engine.counters());
+    summary.proto.add(tracker.counters());
     fr
+}
+
+/// The TCP path's hook for DNS over TCP: a segment's payload to the tracker.
+#[inline]
+pub(crate) fn tcp_payload(
+    tracker: &mut Tracker,
+    frame: u64,
+    ts: Nanos,
+    seg: &metro_core::Segment,
+    payload: &[u8],
+    obs: &mut dyn Observer,
+) {
+    tracker.tcp_payload(
+        frame,
+        ts,
+        SocketAddr::new(seg.src, seg.sport),
+        SocketAddr::new(seg.dst, seg.dport),
+        payload,
+        obs,
+    );
+}
+
+/// A frame the TCP decoder says is not TCP: its UDP datagram or ICMP message, if any, to the
+/// tracker.
+#[cold]
+pub(crate) fn datagram(
+    tracker: &mut Tracker,
+    frame: u64,
+    ts: Nanos,
+    linktype: u32,
+    data: &[u8],
+    obs: &mut dyn Observer,
+) {
+    if !tracker.enabled() {
+        return;
+    }
+    if let Some(d) = wire::decode_datagram(linktype, data) {
+        tracker.datagram(frame, ts, &d, obs);
+    }
 }
 
 /// Count a frame that yielded no TCP segment; name an unsupported link type once per file.
@@ -631,6 +698,7 @@ mod tests {
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let mut r = Responders::default();
         let mut ta = NO_TAG;
+        let (a, b) = ((a, 0), (b, 0));
         r.get_tagged(a, &mut ta).kinds[0] += 1;
         let mut tb = NO_TAG;
         r.get_tagged(b, &mut tb).kinds[0] += 1;
@@ -644,7 +712,7 @@ mod tests {
         let mut beyond = 7;
         r.get_tagged(a, &mut beyond).kinds[0] += 1;
         assert_eq!(beyond, ta);
-        assert_eq!(r.list[0].addr, a);
+        assert_eq!(r.list[0].addr, a.0);
         assert_eq!(r.list[0].kinds[0], 2);
         assert_eq!(r.list[1].kinds[0], 2);
         assert_eq!(r.list.len(), 2);

@@ -54,10 +54,12 @@ use std::thread;
 
 use metro_core::aggregate::Numbering;
 use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
+use metro_core::proto::{self, ProtoConfig, ProtoCounters, Tracker};
 use metro_core::rtt::{Kind, Sample};
+use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 
-use super::{Collector, FileReport, Summary, TICK, describe_read_error, progress};
+use super::{Collector, FileReport, ResponderKey, Summary, TICK, describe_read_error, progress};
 use crate::pcap::CaptureReader;
 
 /// Packets per shard and epoch, on average: large enough that handing a batch over costs
@@ -110,7 +112,7 @@ struct OutBatch {
     /// written by the shard and read by the merging thread.
     compact: Vec<Compact>,
     /// Responders the shard numbered during this batch, with their addresses.
-    new_responders: Vec<(u32, IpAddr)>,
+    new_responders: Vec<(u32, ResponderKey)>,
 }
 
 /// A sample as the per-responder statistics see it.
@@ -167,6 +169,7 @@ struct ReaderEnd {
     error: Option<String>,
     undecodable: BTreeMap<&'static str, u64>,
     unsupported_linktypes: BTreeMap<u32, u64>,
+    proto: ProtoCounters,
 }
 
 /// What a shard hands back at the end of the file.
@@ -261,10 +264,17 @@ pub(super) fn analyze_one(
                     .expect("spawning a shard thread"),
             );
         }
+        // The reader's own matchers (QUIC, DNS, ICMP) send their samples as one more shard.
+        let (proto_tx, proto_rx) = mpsc::sync_channel::<OutBatch>(IN_FLIGHT);
+        let (proto_back_tx, proto_back_rx) = mpsc::channel::<OutBatch>();
+        from_shard.push(proto_rx);
+        out_free.push(proto_back_tx);
+        let tracker = Tracker::new(ProtoConfig::default(), cfg.kinds);
+        let proto_out = (tracker, whole, proto_tx, proto_back_rx);
         let reader_handle = thread::Builder::new()
             .name("metro-reader".into())
             .spawn_scoped(scope, move || {
-                read_and_dispatch(path, reader, bar, to_shard, in_free)
+                read_and_dispatch(path, reader, bar, to_shard, in_free, proto_out)
             })
             .expect("spawning the reader thread");
 
@@ -289,6 +299,7 @@ pub(super) fn analyze_one(
     for (lt, count) in reader_end.unsupported_linktypes {
         *summary.unsupported_linktypes.entry(lt).or_insert(0) += count;
     }
+    summary.proto.add(&reader_end.proto);
     for s in &shard_ends {
         summary.tcp_packets += s.counters.packets;
         summary.engine.add(&s.counters);
@@ -311,6 +322,12 @@ fn read_and_dispatch(
     mut bar: progress::Bar,
     to_shard: Vec<SyncSender<InBatch>>,
     in_free: Vec<Receiver<InBatch>>,
+    (mut tracker, whole, proto_tx, proto_free): (
+        Tracker,
+        bool,
+        SyncSender<OutBatch>,
+        Receiver<OutBatch>,
+    ),
 ) -> ReaderEnd {
     let n = to_shard.len();
     let mut end = ReaderEnd::default();
@@ -324,11 +341,14 @@ fn read_and_dispatch(
         })
     };
     let mut batches: Vec<InBatch> = in_free.iter().map(fresh).collect();
+    let mut proto_out = OutBatch::with_capacity(16, whole);
+    let mut proto_numbers: Numbering<ResponderKey> = Numbering::default();
+    let mut last_ts = Nanos::MIN;
     let mut in_epoch = 0usize;
     let mut next_tick: Nanos = Nanos::MIN;
     let mut unsupported_seen: Vec<u32> = Vec::new();
     // Sends every shard its batch; false once a shard is gone (the merger stopped).
-    let flush = |batches: &mut Vec<InBatch>| -> bool {
+    let flush = |batches: &mut Vec<InBatch>, proto_out: &mut OutBatch| -> bool {
         for (s, tx) in to_shard.iter().enumerate() {
             let next = fresh(&in_free[s]);
             let b = std::mem::replace(&mut batches[s], next);
@@ -336,7 +356,11 @@ fn read_and_dispatch(
                 return false;
             }
         }
-        true
+        let mut next = proto_free
+            .try_recv()
+            .unwrap_or_else(|_| OutBatch::with_capacity(16, whole));
+        next.reset(16);
+        proto_tx.send(std::mem::replace(proto_out, next)).is_ok()
     };
     loop {
         let rec = match reader.next_record() {
@@ -350,8 +374,18 @@ fn read_and_dispatch(
         end.frames += 1;
         let frame = end.frames;
         let ts = rec.ts;
-        match Segment::decode(rec.linktype, rec.data) {
-            Ok(seg) => {
+        last_ts = last_ts.max(ts);
+        let mut sink = Sink {
+            out: &mut proto_out,
+            responders: &mut proto_numbers,
+            whole,
+            created: None,
+        };
+        match proto::decode_tcp(rec.linktype, rec.data) {
+            Ok((seg, payload)) => {
+                if !payload.is_empty() {
+                    super::tcp_payload(&mut tracker, frame, ts, &seg, payload, &mut sink);
+                }
                 if ts >= next_tick {
                     for b in batches.iter_mut() {
                         b.ticks.push((b.items.len(), ts));
@@ -363,26 +397,33 @@ fn read_and_dispatch(
                 in_epoch += 1;
                 if in_epoch == epoch || batch.len() == cap {
                     in_epoch = 0;
-                    if !flush(&mut batches) {
+                    if !flush(&mut batches, &mut proto_out) {
                         return end;
                     }
                 }
             }
-            Err(e) => super::count_undecodable(
-                e,
-                &mut end.undecodable,
-                &mut end.unsupported_linktypes,
-                &mut unsupported_seen,
-                &mut bar,
-                path,
-            ),
+            Err(e) => {
+                if e == DecodeError::NotTcp {
+                    super::datagram(&mut tracker, frame, ts, rec.linktype, rec.data, &mut sink);
+                }
+                super::count_undecodable(
+                    e,
+                    &mut end.undecodable,
+                    &mut end.unsupported_linktypes,
+                    &mut unsupported_seen,
+                    &mut bar,
+                    path,
+                )
+            }
         }
         if frame & 0xffff == 0 {
             bar.update(reader.compressed_bytes_read());
         }
     }
-    if in_epoch > 0 || batches.iter().any(|b| !b.ticks.is_empty()) {
-        flush(&mut batches);
+    tracker.finish(last_ts);
+    end.proto = tracker.counters().clone();
+    if in_epoch > 0 || batches.iter().any(|b| !b.ticks.is_empty()) || proto_out.frame(0).is_some() {
+        flush(&mut batches, &mut proto_out);
     }
     bar.clear();
     end
@@ -393,7 +434,7 @@ struct Sink<'a> {
     out: &'a mut OutBatch,
     /// The shard's own numbering of responder addresses (a shard numbers its responders
     /// without asking the calling thread, which maps each number to its report once).
-    responders: &'a mut Numbering<IpAddr>,
+    responders: &'a mut Numbering<ResponderKey>,
     /// Whole samples, or compact ones.
     whole: bool,
     /// When per-connection rows need flow ids: the frame that created each of the shard's
@@ -411,7 +452,7 @@ impl Observer for Sink<'_> {
     #[inline]
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
         let out = &mut *self.out;
-        let ip = s.responder.ip();
+        let ip = (s.responder.ip(), s.kind.protocol_index());
         let (n, new) = self.responders.number(ip, tag);
         if new {
             out.new_responders.push((n, ip));
@@ -542,19 +583,27 @@ fn merge_into(
             if best == usize::MAX {
                 break;
             }
+            // A frame's samples come from one shard, except a TCP segment carrying DNS: its
+            // TCP samples (lower shard) first, then the reader's, as one thread emits them.
             let out = &outs[best];
             let from = pos[best];
             let shard_tags = &mut tags[best];
             if out.samples.is_empty() {
                 let run = &out.compact[from..];
-                let len = run.iter().take_while(|x| x.frame < second).count();
+                let len = run
+                    .iter()
+                    .take_while(|x| x.frame < second || x.frame == best_frame)
+                    .count();
                 for c in &run[..len] {
                     collector.aggregate_at(shard_tags[c.responder as usize], c.kind, c.rtt);
                 }
                 pos[best] += len;
             } else {
                 let run = &out.samples[from..];
-                let len = run.iter().take_while(|x| x.frame < second).count();
+                let len = run
+                    .iter()
+                    .take_while(|x| x.frame < second || x.frame == best_frame)
+                    .count();
                 for (x, &r) in run[..len].iter().zip(&out.responders[from..]) {
                     collector.sample_tagged(x, &mut shard_tags[r as usize]);
                 }
@@ -581,6 +630,11 @@ fn renumber_flows(collector: &mut Collector<'_, '_>, shard_ends: &[ShardEnd]) {
     let file = collector.file_idx;
     let rows: Vec<_> = flows.extract_if(|k, _| k.0 == file).collect();
     for ((f, created_at, responder), mut row) in rows {
+        if created_at == 0 {
+            // Not a TCP connection (QUIC, DNS, ICMP samples carry 0).
+            flows.insert((f, 0, responder), row);
+            continue;
+        }
         let id = frames
             .binary_search(&created_at)
             .map(|i| i as u64 + 1)
