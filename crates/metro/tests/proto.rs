@@ -233,3 +233,61 @@ fn every_answered_connection_has_a_handshake_sample() {
         assert!(r.summary.proto.quic_connections >= 1, "{name}");
     }
 }
+
+fn metro(args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_metro"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The command line: a table per protocol, JSON with the protocol of each responder and the
+/// DNS/ICMP/QUIC counters, the summary's lines, `--kinds` choosing among the new kinds, and
+/// `metro plot` drawing DNS samples.
+#[test]
+fn analyze_and_plot_show_the_new_kinds() {
+    let dns = shared("corpus-proto", "PcapPlusPlus__DnsPackets.pcap");
+    let dns = dns.to_str().unwrap();
+    let tcp_dns = shared(
+        "corpus-proto",
+        "suricata-verify__dns-tcp-multirequest-buffer.pcap",
+    );
+    let (table, summary) = metro(&["analyze", tcp_dns.to_str().unwrap()]);
+    assert!(table.starts_with("RTT by responder"), "{table}");
+    assert!(
+        table.contains("\nDNS response time by server (ms)\n"),
+        "{table}"
+    );
+    assert!(table.contains("10.16.1.1       20"), "{table}");
+    assert!(
+        summary.contains("  dns: 20 responses (NXDOMAIN 20); timeouts 0"),
+        "{summary}"
+    );
+
+    let (json, _) = metro(&["analyze", "--format", "json", dns]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["responders"][0]["protocol"], "dns");
+    assert_eq!(v["responders"][0]["kinds"]["dns"], 212);
+    let p = &v["summary"]["proto"];
+    assert_eq!(p["samples"]["dns"], 212);
+    assert_eq!(p["dns"]["responses_by_rcode"]["NOERROR"], 210);
+    assert_eq!(p["dns"]["responses_by_rcode"]["NXDOMAIN"], 2);
+
+    let (only, _) = metro(&["analyze", "--kinds", "icmp", "--samples", "-", "-q", dns]);
+    assert!(only.is_empty(), "{only}");
+    let (lines, _) = metro(&["analyze", "--kinds", "dns", "--samples", "-", "-q", dns]);
+    assert_eq!(lines.lines().count(), 212);
+
+    let dir = std::env::temp_dir().join(format!("metro-proto-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("dns.svg");
+    metro(&["plot", "-o", svg.to_str().unwrap(), dns]);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("212 samples from 1 responder"), "plot text");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -22,10 +22,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use metro_core::Nanos;
 use metro_core::aggregate::Stats;
 use metro_core::engine::{Engine, EngineConfig, Observer};
+use metro_core::proto::{self, ProtoConfig, Tracker};
 use metro_core::rtt::{Kind, KindSet, Sample};
-use metro_core::{Nanos, Segment};
+use metro_core::wire::{DecodeError, decode_datagram};
 
 use crate::pcap::CaptureReader;
 
@@ -77,8 +79,9 @@ pub struct PlotArgs {
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = parse_top)]
     pub top: usize,
 
-    /// Which kinds of sample to plot, comma-separated: seq, handshake, ts.
-    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = <KindSet as std::str::FromStr>::from_str)]
+    /// Which kinds of sample to plot, comma-separated: seq, handshake, ts (TCP),
+    /// quic_handshake, quic_spin, dns, icmp [default: all].
+    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts,quic_handshake,quic_spin,dns,icmp", hide_default_value = true, value_parser = <KindSet as std::str::FromStr>::from_str)]
     pub kinds: KindSet,
 
     /// Picture width in pixels.
@@ -264,6 +267,7 @@ fn scan_capture(
     let mut reader =
         CaptureReader::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut engine = Engine::new(cfg.clone());
+    let mut tracker = Tracker::new(ProtoConfig::default(), cfg.kinds);
     let mut out = Forward(f);
     let mut frame = 0u64;
     let mut next_tick = Nanos::MIN;
@@ -275,13 +279,29 @@ fn scan_capture(
         };
         frame += 1;
         let ts = rec.ts;
-        if let Ok(seg) = Segment::decode(rec.linktype, rec.data) {
-            // The same expiry rhythm as `metro analyze` (once a second of packet time).
-            if ts >= next_tick {
-                engine.tick(ts);
-                next_tick = ts.saturating_add(1_000_000_000);
+        match proto::decode_tcp(rec.linktype, rec.data) {
+            Ok((seg, payload)) => {
+                // The same expiry rhythm as `metro analyze` (once a second of packet time).
+                if ts >= next_tick {
+                    engine.tick(ts);
+                    next_tick = ts.saturating_add(1_000_000_000);
+                }
+                engine.process(frame, ts, &seg, &mut out);
+                if !payload.is_empty() {
+                    let (src, dst) = (
+                        SocketAddr::new(seg.src, seg.sport),
+                        SocketAddr::new(seg.dst, seg.dport),
+                    );
+                    tracker.tcp_payload(frame, ts, src, dst, payload, &mut out);
+                }
             }
-            engine.process(frame, ts, &seg, &mut out);
+            // QUIC, DNS and ICMP, as `metro analyze` reads them.
+            Err(DecodeError::NotTcp) if tracker.enabled() => {
+                if let Some(d) = decode_datagram(rec.linktype, rec.data) {
+                    tracker.datagram(frame, ts, &d, &mut out);
+                }
+            }
+            Err(_) => {}
         }
     }
 }
@@ -311,7 +331,7 @@ fn scan_lines(path: &Path, kinds: KindSet, f: &mut dyn FnMut(Event)) -> anyhow::
         })?;
         let Some(kind) = Kind::parse(&s.kind) else {
             bail!(
-                "{}:{n}: unknown kind `{}` (expected seq, handshake or ts)",
+                "{}:{n}: unknown kind `{}` (expected seq, handshake, ts, quic_handshake, quic_spin, dns or icmp)",
                 path.display(),
                 s.kind
             );
