@@ -85,7 +85,7 @@ pub fn parse(m: &[u8]) -> Option<Message> {
 type Key = (SocketAddr, SocketAddr, u16);
 
 pub(crate) struct Dns {
-    pending: Pending<Key, u64>,
+    pub(super) pending: Pending<Key, u64>,
 }
 
 impl Dns {

@@ -13,7 +13,7 @@ use crate::sample::{Kind, Observer};
 type Key = (IpAddr, IpAddr, u16, u16);
 
 pub(crate) struct Icmp {
-    pending: Pending<Key, ()>,
+    pub(super) pending: Pending<Key, ()>,
 }
 
 /// An echo message: (is a reply, identifier, sequence), or `None`.

@@ -478,6 +478,144 @@ pub(crate) fn is_group(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sample::Sample;
+    use std::net::Ipv4Addr;
+
+    /// Floods of forged DNS responses, ICMP echo requests and replies, and QUIC-looking
+    /// Initials from random sources, interleaved with one real exchange of each: the real
+    /// ones keep their samples, the tables stay within their bounds, the floods are counted.
+    #[test]
+    fn real_traffic_keeps_its_samples_under_floods() {
+        let cfg = ProtoConfig {
+            max_dns_pending: 64,
+            max_icmp_pending: 64,
+            max_quic_connections: 64,
+            ..ProtoConfig::default()
+        };
+        let mut t = Tracker::new(cfg, KindSet::ALL);
+        let mut out: Vec<Sample> = Vec::new();
+        let client: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
+        let server: IpAddr = Ipv4Addr::new(10, 0, 0, 53).into();
+        #[rustfmt::skip]
+        let query: [u8; 29] = [
+            0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
+            7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c', b'o', b'm', 0, 0, 1, 0, 1,
+        ];
+        let mut response = query;
+        response[2] = 0x81;
+        response[3] = 0x80;
+        let mut initial = vec![
+            0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x44, 0xb0,
+        ];
+        initial.resize(1250, 0);
+        fn udp(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8]) -> Datagram<'_> {
+            Datagram {
+                src,
+                dst,
+                l4: L4::Udp {
+                    sport,
+                    dport,
+                    payload,
+                },
+            }
+        }
+        fn send(t: &mut Tracker, out: &mut Vec<Sample>, ts: Nanos, d: Datagram<'_>) {
+            let frame = out.len() as u64 + 1;
+            let mut obs = |s: &Sample| out.push(*s);
+            t.datagram(frame, ts, &d, &mut obs);
+        }
+        send(
+            &mut t,
+            &mut out,
+            1_000,
+            udp(client, 40000, server, 53, &query),
+        );
+        for i in 0..10_000u32 {
+            let forged: IpAddr = Ipv4Addr::from(0x6440_0000 + i).into();
+            let ts = 2_000 + Nanos::from(i);
+            if i == 10_000 - 40 {
+                // The real echo request, answered before 64 forged requests follow it: the
+                // flood cycles the table oldest first, so a request survives as long as
+                // fewer than the bound arrive before its reply (65,536 by default: 655,360
+                // forged requests a second against a 100 ms round trip).
+                send(
+                    &mut t,
+                    &mut out,
+                    ts,
+                    Datagram {
+                        src: client,
+                        dst: server,
+                        l4: L4::Icmp(&[8, 0, 0, 0, 0, 9, 0, 1]),
+                    },
+                );
+            }
+            let mut r = response;
+            r[..2].copy_from_slice(&(i as u16).to_be_bytes());
+            send(&mut t, &mut out, ts, udp(server, 53, client, 40000, &r));
+            send(
+                &mut t,
+                &mut out,
+                ts,
+                Datagram {
+                    src: forged,
+                    dst: server,
+                    l4: L4::Icmp(&[8, 0, 0, 0, 0, 1, 0, 1]),
+                },
+            );
+            send(
+                &mut t,
+                &mut out,
+                ts,
+                Datagram {
+                    src: forged,
+                    dst: client,
+                    l4: L4::Icmp(&[0, 0, 0, 0, 0, 9, 0, 1]),
+                },
+            );
+            send(
+                &mut t,
+                &mut out,
+                ts,
+                udp(forged, 443, server, 443, &initial),
+            );
+        }
+        send(
+            &mut t,
+            &mut out,
+            50_000,
+            udp(server, 53, client, 40000, &response),
+        );
+        send(
+            &mut t,
+            &mut out,
+            50_100,
+            Datagram {
+                src: server,
+                dst: client,
+                l4: L4::Icmp(&[0, 0, 0, 0, 0, 9, 0, 1]),
+            },
+        );
+        let got: Vec<(Kind, Nanos)> = out.iter().map(|s| (s.kind, s.rtt)).collect();
+        // The forged DNS response with ID 0x1234 matched the real query first (same
+        // addresses, ports, ID and question): a forger who knows all four can answer; the
+        // real response then counts as unmatched. Any other ID matches nothing.
+        assert_eq!(
+            got,
+            [
+                (Kind::Dns, 0x1234 + 2_000 - 1_000),
+                (Kind::Icmp, 50_100 - 11_960)
+            ]
+        );
+        let c = t.counters();
+        assert_eq!(c.dns_unmatched, 10_000);
+        // Each forged reply matches nothing (another source than the real target); the
+        // forged requests fill and cycle the table.
+        assert!(c.icmp_unmatched >= 10_000);
+        assert!(c.icmp_evicted >= 10_000 - 64);
+        assert!(c.quic_shed >= 10_000 - 64);
+        assert!(t.dns.pending.map.len() <= 64 && t.icmp.pending.map.len() <= 64);
+        assert!(t.icmp.pending.order.len() <= 2 * 64 + 1);
+    }
 
     #[test]
     fn pending_is_bounded_keeps_the_first_and_expires_in_order() {
