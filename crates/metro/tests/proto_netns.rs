@@ -192,3 +192,131 @@ fn is_tcp(pcap: &std::path::Path, n: u64) -> bool {
         .unwrap();
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
+
+/// aioquic's server and client (PyPI, pinned in .ci/run's venv; `METRO_PYTHON`) across the
+/// delay line: the handshake sample is at least the line's round trip and no more than the
+/// client's whole connect; the spin samples' median is within a few ms of the client's own
+/// median exchange time (send to echo: the network's round trip plus both endpoints'
+/// processing, which the spin bit also carries).
+#[test]
+fn aioquic_spin_and_handshake_across_the_delay_line() {
+    if !netns::needs_root("namespaces, aioquic and a capture") {
+        return;
+    }
+    let py = std::env::var("METRO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/quic_echo.py");
+    let check = Command::new(&py).args(["-c", "import aioquic"]).status();
+    assert!(
+        check.is_ok_and(|s| s.success()),
+        "{py} cannot import aioquic: `pip install aioquic==1.2.0` (or set METRO_PYTHON to a \
+         Python that can; .ci/run does)"
+    );
+    let one_way = Duration::from_millis(20);
+    let d = Delayed::new("prq", 61, one_way);
+    let dir = std::env::temp_dir().join(format!("metro-proto-quic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("c.pcapng");
+
+    let mut srv = d.s.command(&py);
+    srv.args([script, "server", "10.200.61.2", "4433"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut srv = Kill(srv.spawn().expect("aioquic server"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(srv.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "listening");
+
+    let mut warm = d.c.command("ping");
+    warm.args(["-c", "1", "-W", "5", "10.200.61.2"]);
+    run(warm, "ping (ARP)");
+    let mut cap = d.c.command("dumpcap");
+    cap.args(["-q", "-i", "veth0", "-f", "udp", "-w"])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut cap = Kill(cap.spawn().expect("dumpcap"));
+    let t0 = Instant::now();
+    while std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "dumpcap did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut cli = d.c.command(&py);
+    cli.args([script, "client", "10.200.61.2", "4433", "60", "0"]);
+    let out = run(cli, "aioquic client");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let connect_ms = v["connect"].as_f64().unwrap() * 1e3;
+    let mut app: Vec<f64> = v["rtts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() * 1e3)
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(cap.0.id().to_string())
+        .status();
+    let _ = cap.0.wait();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_metro"))
+        .args([
+            "analyze",
+            "--kinds",
+            "quic_handshake,quic_spin",
+            "--samples",
+            "-",
+            "-q",
+        ])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (mut hs, mut spin) = (Vec::new(), Vec::new());
+    for l in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        let ms = v["rtt_ms"].as_f64().unwrap();
+        match v["kind"].as_str().unwrap() {
+            "quic_handshake" => hs.push((v["src"].as_str().unwrap().to_string(), ms)),
+            "quic_spin" => spin.push(ms),
+            k => panic!("{k}"),
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let floor = 2.0 * one_way.as_secs_f64() * 1e3;
+    eprintln!(
+        "handshake {hs:?}; spin {} samples, median {:.3} ms; client: connect {connect_ms:.3} ms, \
+         exchange median {:.3} ms",
+        spin.len(),
+        median(&mut spin.clone()),
+        median(&mut app.clone())
+    );
+    // The server's side: the client's first Initial to the server's answer.
+    let server_side = hs
+        .iter()
+        .find(|h| h.0 == "10.200.61.2")
+        .expect("server's handshake");
+    assert!(
+        server_side.1 >= floor && server_side.1 <= connect_ms,
+        "{hs:?}"
+    );
+    assert!(spin.len() >= 10, "{spin:?}");
+    assert!(spin.iter().all(|s| *s >= floor), "{spin:?}");
+    let (s, a) = (median(&mut spin), median(&mut app));
+    assert!(
+        (s - a).abs() < 5.0,
+        "spin median {s} ms, the client's {a} ms"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

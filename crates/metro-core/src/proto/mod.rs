@@ -131,7 +131,7 @@ pub struct ProtoCounters {
     pub quic_spin_invalid: u64,
     /// Spin edges rejected, by reason: [the period held no edge or several edges of the
     /// other direction (greasing, reordering, a side that does not reflect), shorter than
-    /// half the handshake's RTT, a silence of `quic_spin_max_silence` within the period].
+    /// a quarter of the handshake's RTT, a silence of `quic_spin_max_silence` within the period].
     pub quic_spin_rejected: [u64; 3],
 }
 
