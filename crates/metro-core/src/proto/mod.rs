@@ -323,6 +323,24 @@ impl Tracker {
         }
     }
 
+    /// Whether a TCP payload may start a DNS message (RFC 7766's two-byte length, at least
+    /// a minimal message, a header with one question): a few comparisons, so the TCP path
+    /// can skip [`Tracker::tcp_payload`] and what it takes to call it.
+    #[inline(always)]
+    pub fn may_be_dns(&self, payload: &[u8]) -> bool {
+        match *payload {
+            // Length, ID, flags, QDCOUNT 1.
+            [l0, l1, _, _, f0, _, 0, 1, ..] => {
+                usize::from(u16::from_be_bytes([l0, l1])) >= dns::MIN_MESSAGE
+                    && payload.len() >= 2 + dns::MIN_MESSAGE
+                    // Opcode QUERY.
+                    && f0 & 0x78 == 0
+                    && self.kinds.contains(Kind::Dns)
+            }
+            _ => false,
+        }
+    }
+
     /// The payload of one TCP segment, for DNS over TCP (RFC 7766: each message after a
     /// two-byte length). Segments without payload cost one comparison.
     #[inline]
@@ -615,6 +633,23 @@ mod tests {
         assert!(c.quic_shed >= 10_000 - 64);
         assert!(t.dns.pending.map.len() <= 64 && t.icmp.pending.map.len() <= 64);
         assert!(t.icmp.pending.order.len() <= 2 * 64 + 1);
+    }
+
+    #[test]
+    fn may_be_dns_lets_queries_through_and_little_else() {
+        let t = Tracker::new(ProtoConfig::default(), KindSet::ALL);
+        #[rustfmt::skip]
+        let framed: [u8; 19] = [
+            0, 17, 0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1,
+        ];
+        assert!(t.may_be_dns(&framed));
+        assert!(!t.may_be_dns(&framed[..18]), "shorter than a message");
+        assert!(!t.may_be_dns(&[0; 60]), "zeros");
+        let mut update = framed;
+        update[4] = 0x28;
+        assert!(!t.may_be_dns(&update), "opcode UPDATE");
+        let tcp_only = Tracker::new(ProtoConfig::default(), KindSet(0b111));
+        assert!(!tcp_only.may_be_dns(&framed), "dns not asked for");
     }
 
     #[test]

@@ -502,6 +502,10 @@ pub(crate) fn tcp_payload(
     payload: &[u8],
     obs: &mut dyn Observer,
 ) {
+    // Before building any address: most segments cannot hold a DNS message.
+    if !tracker.may_be_dns(payload) {
+        return;
+    }
     tracker.tcp_payload(
         frame,
         ts,
