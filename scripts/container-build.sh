@@ -3,7 +3,8 @@
 #   - the base is Debian 12's libpcap0.8 and its dependencies, unpacked by mmdebstrap
 #     (variant `extract`: files only, no shell, no package manager);
 #   - the binary is the one in the Debian package (scripts/package.sh), with the
-#     cap_net_raw file capability set here, so package, image and binary agree.
+#     file capabilities set here (cap_net_raw, cap_net_admin, cap_bpf, cap_perfmon, permitted
+#     only), so package, image and binary agree.
 #
 #   scripts/container-build.sh        # as root; CONTAINER_ENGINE=docker for Docker
 #
@@ -26,7 +27,8 @@ dpkg-deb -x "$DEB" "$CTX/pkg"
 cp "$CTX/pkg/usr/bin/metro" "$CTX/metro"
 cp "$CTX/pkg/etc/metro/metro.yaml" "$CTX/metro.yaml"
 rm -rf "$CTX/pkg"
-setcap cap_net_raw+ep "$CTX/metro"
+# As the package's postinst: permitted only (metro raises what the container grants).
+setcap cap_net_raw,cap_net_admin,cap_bpf,cap_perfmon+p "$CTX/metro"
 cp deploy/container/Containerfile deploy/container/passwd deploy/container/group \
   deploy/container/nsswitch.conf "$CTX/"
 

@@ -4,10 +4,13 @@
 #      pinned, in a virtualenv under target/), for the current and an older Kubernetes;
 #   2. the validator is not a no-op: a copy with a misspelt field must be rejected;
 #   3. the ConfigMap's metro.yaml passes `metro check-config`;
-#   4. the pod's settings match what scripts/container-test.sh exercised: host network,
-#      capabilities exactly drop ALL / add NET_RAW, uid 65532, the DogStatsD socket inside
-#      the mounted /var/run/datadog, the image tagged with the package's version, the
-#      Prometheus port in the scrape annotation equal to prometheus_listen's.
+#   4. the pod's settings are what container tags need (scripts/container-test.sh runs the
+#      image with the settings it reads from this manifest and checks the tags): host
+#      network and pid namespace, capabilities exactly drop ALL / add NET_RAW, BPF, PERFMON,
+#      NET_ADMIN, SYS_PTRACE, DAC_READ_SEARCH, uid 0 without privilege escalation, the host's / mounted read-only
+#      where METRO_HOST_ROOT says; and the DogStatsD socket inside the mounted
+#      /var/run/datadog, the image tagged with the package's version, the Prometheus port in
+#      the scrape annotation equal to prometheus_listen's.
 # Prints PASS or FAIL. Nothing here runs the pod on a real cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,9 +58,12 @@ spec = pod["spec"]
 c = spec["containers"][0]
 sc = c["securityContext"]
 need(spec.get("hostNetwork") is True, "hostNetwork is not true")
-need(sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW"]}, f"capabilities are {sc['capabilities']}, not drop ALL / add NET_RAW")
-need(sc.get("allowPrivilegeEscalation") is True, "allowPrivilegeEscalation must be true (the file capability)")
-need(spec["securityContext"].get("runAsUser") == 65532 and spec["securityContext"].get("runAsNonRoot") is True, "not uid 65532 / runAsNonRoot")
+need(spec.get("hostPID") is True, "hostPID is not true (container tags read the node's /proc)")
+caps = {"drop": ["ALL"], "add": ["NET_RAW", "BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]}
+need(sc["capabilities"] == caps, f"capabilities are {sc['capabilities']}, not {caps}")
+need(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation must be false (uid 0 holds its capabilities)")
+need(sc.get("readOnlyRootFilesystem") is True, "the root filesystem is not read-only")
+need(spec["securityContext"].get("runAsUser") == 0, "not uid 0 (the runtimes' state is root's)")
 need(c["image"].endswith(":" + version), f"image {c['image']} is not tagged with the package version {version}")
 mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
 vols = {v["name"]: v for v in spec["volumes"]}
@@ -68,6 +74,11 @@ need(dsd and vols[dsd[0]]["hostPath"]["path"].rstrip("/") == "/var/run/datadog",
 cm = [n for n, p in mounts.items() if p == "/etc/metro"]
 need(cm and vols[cm[0]]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"], "the ConfigMap is not mounted at /etc/metro")
 need(c["args"] == ["run", "--config", "/etc/metro/metro.yaml"], f"args are {c['args']}")
+env = {e["name"]: e.get("value") for e in c.get("env", [])}
+root = env.get("METRO_HOST_ROOT")
+hr = [m for m in c["volumeMounts"] if m["mountPath"] == root]
+need(root and hr and hr[0].get("readOnly") is True and vols[hr[0]["name"]].get("hostPath", {}).get("path") == "/",
+     f"METRO_HOST_ROOT ({root}) is not the mount point of the host's / read-only")
 port = cfg["prometheus_listen"].rsplit(":", 1)[1]
 ann = pod["metadata"]["annotations"]
 need(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == port, f"scrape annotations {ann} do not match prometheus_listen {cfg['prometheus_listen']}")
@@ -78,4 +89,4 @@ print(f"pod settings agree (image {c['image']}, DogStatsD {sock}, Prometheus :{p
 PY
 target/release/metro check-config "$WORK/metro.yaml" >/dev/null || fail "the ConfigMap's metro.yaml fails metro check-config"
 echo "the ConfigMap's metro.yaml passes metro check-config"
-echo "PASS: k8s-test ($MANIFEST: Kubernetes 1.37 and 1.30 schemas, strict; pod settings as tested with podman; not run on a real cluster)"
+echo "PASS: k8s-test ($MANIFEST: Kubernetes 1.37 and 1.30 schemas, strict; pod settings for container tags, as container-test.sh runs them with podman; not run on a real cluster)"

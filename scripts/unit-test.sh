@@ -7,13 +7,14 @@
 #      for a host's, can build the unit's sandbox) on --network host inside a network
 #      namespace joined by a veth pair to another, with TCP traffic between them;
 #   3. checks: the unit is enabled and running on the shipped /etc/metro/metro.yaml as a
-#      dynamic (non-root) user with CAP_NET_RAW its only capability, no_new_privs and a
+#      dynamic (non-root) user with the four capture capabilities only, no_new_privs and a
 #      seccomp filter; RTT metrics reach DogStatsD on the namespace's 127.0.0.1:8125;
 #      an upgrade restarts the unit and keeps the capability; `systemctl reload` (SIGHUP)
 #      works; `systemctl stop` ends it cleanly; the online
 #      `systemd-analyze security` score.
 #
-# Cleans up (container, image, namespaces, processes) even on failure. Prints PASS or FAIL.
+# Cleans up (container, image, namespaces, processes) even on failure, and checks that this
+# host's own metro (installed or not) is as it was. Prints PASS or FAIL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,7 @@ TEST=unit-test
 . scripts/lib/common.sh
 
 need_root "mmdebstrap, network namespaces, rootful podman"
+HOST_STATE=$(host_metro_state)
 WORK=$(mktemp -d /tmp/metro-unittest.XXXXXX)
 netns_names unit
 CTR=mt-unit-$$
@@ -75,11 +77,13 @@ PID=$(in_ctr systemctl show -p MainPID --value metro)
 ST=$(in_ctr cat "/proc/$PID/status")
 UID_=$(awk '/^Uid:/ {print $2}' <<<"$ST")
 [ "$UID_" != 0 ] || fail "metro runs as root"
-net_raw_only "$ST" "the unit's process"
-grep -qE '^CapBnd:\s+0000000000002000$' <<<"$ST" || fail "the bounding set is not CAP_NET_RAW alone: $(grep ^CapBnd <<<"$ST")"
+# CAP_NET_RAW (libpcap), CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF (the in-kernel capture): bits
+# 13, 12, 38, 39.
+grep -qE '^CapEff:\s+000000c000003000$' <<<"$ST" || fail "the effective set is not the four capture capabilities: $(grep ^CapEff <<<"$ST")"
+grep -qE '^CapBnd:\s+000000c000003000$' <<<"$ST" || fail "the bounding set is not the four capture capabilities: $(grep ^CapBnd <<<"$ST")"
 grep -qE '^NoNewPrivs:\s+1$' <<<"$ST" || fail "no_new_privs is not set"
 grep -qE '^Seccomp:\s+2$' <<<"$ST" || fail "no seccomp filter"
-echo "dynamic uid $UID_, CapEff=CapBnd=CAP_NET_RAW, no_new_privs, seccomp filter"
+echo "dynamic uid $UID_, CapEff=CapBnd=CAP_NET_RAW CAP_NET_ADMIN CAP_PERFMON CAP_BPF, no_new_privs, seccomp filter"
 
 step "capture under the unit (shipped configuration, DogStatsD on 127.0.0.1:8125)"
 traffic 14
@@ -96,7 +100,7 @@ in_ctr dpkg -i /tmp/metro2.deb >"$WORK/upgrade.log" 2>&1 || { cat "$WORK/upgrade
 in_ctr systemctl is-active metro >/dev/null || fail "metro is not running after the upgrade"
 PID2=$(in_ctr systemctl show -p MainPID --value metro)
 [ "$PID2" != "$PID" ] || fail "the upgrade did not restart the unit (MainPID still $PID)"
-in_ctr getcap /usr/bin/metro | grep -q 'cap_net_raw[=+]ep' || fail "the capability is gone after the upgrade"
+in_ctr getcap /usr/bin/metro | grep -q ' cap_net_admin,cap_net_raw,cap_perfmon,cap_bpf=p$' || fail "the capabilities are gone after the upgrade"
 echo "upgraded to $VERSION+unittest1: the unit restarted (pid $PID -> $PID2), the capability kept"
 
 step "reload and stop"
@@ -111,4 +115,7 @@ echo "reloaded (SIGHUP), stopped: $RESULT"
 SCORE=$(in_ctr systemd-analyze security metro.service 2>&1 | tail -n 1)
 echo "$SCORE"
 
-echo "PASS: unit-test (metro.service under systemd: dynamic user, CAP_NET_RAW only, seccomp; capture, upgrade restart, reload, stop)"
+step "this host's own metro is as it was"
+host_metro_unchanged "$HOST_STATE"
+
+echo "PASS: unit-test (metro.service under systemd: dynamic user, the capture capabilities only, seccomp; capture, upgrade restart, reload, stop)"

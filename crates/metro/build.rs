@@ -6,6 +6,10 @@
 //! `SOURCE_DATE_EPOCH` if set (reproducible builds: the Debian and container builds set it
 //! to the commit's time), else the time of this build. The package, the image label and the
 //! binary all take the version from Cargo.toml, so they agree by construction.
+//!
+//! Also compiles the in-kernel capture program (`bpf/capture.bpf.c`, agent::ebpf) with clang
+//! for the `bpf` target into `OUT_DIR/capture.bpf.o`, which the binary embeds: the package
+//! and the image carry it inside /usr/bin/metro. `METRO_CLANG` names another clang.
 
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,7 +38,42 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// clang -target bpf: the tc program, with BTF (-g) for its map definitions.
+fn compile_bpf() {
+    let src = "bpf/capture.bpf.c";
+    println!("cargo:rerun-if-changed={src}");
+    println!("cargo:rerun-if-env-changed=METRO_CLANG");
+    let clang = std::env::var("METRO_CLANG").unwrap_or_else(|_| "clang".to_string());
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join("capture.bpf.o");
+    // The kernel's UAPI headers include <asm/types.h>, which Debian keeps under the
+    // multiarch directory of the build machine.
+    let multiarch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("aarch64") => "aarch64-linux-gnu",
+        _ => "x86_64-linux-gnu",
+    };
+    let status = Command::new(&clang)
+        .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"])
+        .arg(format!("-I/usr/include/{multiarch}"))
+        .args(["-c", src, "-o"])
+        .arg(&out)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!(
+            "{clang} failed ({s}) compiling {src}, metro's in-kernel capture program: see its \
+             messages above (it needs libbpf-dev for <bpf/bpf_helpers.h> and linux-libc-dev)"
+        ),
+        Err(e) => panic!(
+            "cannot run {clang:?} ({e}): building metro needs clang to compile its in-kernel \
+             capture program {src} (Debian: apt-get install clang libbpf-dev; or set \
+             METRO_CLANG to a clang that targets bpf)"
+        ),
+    }
+}
+
 fn main() {
+    compile_bpf();
     println!("cargo:rerun-if-env-changed=METRO_GIT_COMMIT");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     // Rebuild the line when HEAD moves: HEAD itself (a branch switch) and the branch's ref

@@ -24,6 +24,31 @@ need_root() { # WHY
   [ "$(id -u)" = 0 ] || fail "must run as root ($1)"
 }
 
+# host_metro_state: this host's own metro, as the packaging tests must leave it (they test in
+# a chroot or container of their own): the package's status and version, and the conffile's
+# and the binary's checksum, inode, mode and owner, and the binary's capability.
+host_metro_state() {
+  dpkg-query -W -f='${Status} ${Version}\n' metro 2>/dev/null || echo "metro: no package"
+  local f
+  for f in /etc/metro/metro.yaml /usr/bin/metro; do
+    if [ -e "$f" ]; then
+      echo "$(sha256sum <"$f" | cut -d' ' -f1) $(stat -c '%i %a %U:%G %y' "$f") $f"
+    else
+      echo "$f: absent"
+    fi
+  done
+  [ ! -e /usr/bin/metro ] || echo "capability: $(getcap /usr/bin/metro)"
+}
+host_metro_unchanged() { # STATE: what host_metro_state said at the start
+  local now
+  now=$(host_metro_state)
+  [ "$now" = "$1" ] || fail "this host's metro changed during the test: was
+$1
+now
+$now"
+  echo "$1"
+}
+
 # Rootful podman with runc and cgroupfs: crun refuses this machine's hybrid cgroup layout.
 PODMAN=(podman --runtime runc --cgroup-manager=cgroupfs)
 
@@ -105,8 +130,18 @@ wait_for_socket() { # PATH: up to 5 s for a receiver to create its socket
   fail "no socket at $1 after 5 s"
 }
 
-# net_raw_only STATUS WHO: /proc/PID/status's CapEff must be exactly CAP_NET_RAW (bit 13).
-net_raw_only() {
-  grep -qE '^CapEff:\s+0000000000002000$' <<<"$1" \
-    || fail "$2's effective capabilities are not CAP_NET_RAW alone: $(grep ^CapEff <<<"$1")"
+# capture_caps_only PID WHO: metro's effective capabilities are exactly the four capture
+# capabilities its file holds as permitted (CAP_NET_RAW, CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF:
+# bits 13, 12, 38, 39), which it raises at start (agent::ebpf::raise_capabilities): waits up
+# to 5 s for the raise, then checks the set. Prints the status it read.
+capture_caps_only() {
+  local st i
+  for ((i = 0; i < 50; i++)); do
+    st=$(cat "/proc/$1/status") || fail "$2 (pid $1) is not running"
+    grep -qE '^CapEff:\s+0000000000000000$' <<<"$st" || break
+    sleep 0.1
+  done
+  grep -qE '^CapEff:\s+000000c000003000$' <<<"$st" \
+    || fail "$2's effective capabilities are not the four capture capabilities: $(grep ^CapEff <<<"$st")"
+  printf '%s\n' "$st"
 }

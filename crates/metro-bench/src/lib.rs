@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use metro::pcap::CaptureReader;
-use metro_core::engine::{Engine, EngineConfig};
-use metro_core::rtt::Sample;
+use metro::replay::{ToDriver, replay};
+use metro_core::config::EngineConfig;
+use metro_core::driver::Driver;
+use metro_core::proto::{ProtoConfig, Tracker};
+use metro_core::sample::Sample;
 use metro_core::wire;
 use metro_core::{Nanos, Segment};
 use metro_testkit::generator::{GenConfig, write_capture};
@@ -219,30 +222,26 @@ pub fn decode(path: &Path) -> anyhow::Result<RunOut> {
     })
 }
 
-/// How often (in packet time) the benches call `Engine::tick`, as `metro analyze` does.
-pub const TICK: Nanos = 1_000_000_000;
-
-/// Reader, decode and engine (samples counted, not aggregated).
+/// Reader, decode and engine (samples counted, not aggregated): `metro analyze`'s replay
+/// loop, into a counter instead of the per-responder statistics.
 pub fn pipeline(path: &Path) -> anyhow::Result<RunOut> {
     let mut r = CaptureReader::open(path)?;
-    let mut engine = Engine::new(EngineConfig::default());
     let mut samples = 0u64;
-    let mut frame = 0u64;
-    let mut next_tick = Nanos::MIN;
     let mut count = |_: &Sample| samples += 1;
-    while let Some(rec) = r.next_record()? {
-        frame += 1;
-        // As `metro analyze` decodes: straight to the engine's Segment.
-        if let Ok(seg) = Segment::decode(rec.linktype, rec.data) {
-            if rec.ts >= next_tick {
-                engine.tick(rec.ts);
-                next_tick = rec.ts + TICK;
-            }
-            engine.process(frame, rec.ts, &seg, &mut count);
-        }
+    let done = replay(
+        &mut r,
+        &mut ToDriver {
+            driver: Driver::new(EngineConfig::default()),
+            // As `metro analyze` replays: QUIC, DNS and ICMP beside TCP.
+            proto: Tracker::new(ProtoConfig::default(), EngineConfig::default().kinds),
+            out: &mut count,
+        },
+    );
+    if let Some(e) = done.error {
+        return Err(e.into());
     }
     Ok(RunOut {
-        packets: frame,
+        packets: done.records,
         samples,
         ..RunOut::default()
     })
@@ -260,10 +259,9 @@ struct Chunk {
 pub fn engine_alone(path: &Path) -> anyhow::Result<RunOut> {
     const CHUNK: usize = 1 << 18;
     let mut r = CaptureReader::open(path)?;
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut driver = Driver::new(EngineConfig::default());
     let mut samples = 0u64;
     let mut frame = 0u64;
-    let mut next_tick = Nanos::MIN;
     let mut timed = Duration::ZERO;
     let mut chunk = Chunk {
         data: Vec::with_capacity(CHUNK * 128),
@@ -292,11 +290,7 @@ pub fn engine_alone(path: &Path) -> anyhow::Result<RunOut> {
         let t = Instant::now();
         let mut count = |_: &Sample| samples += 1;
         for (f, ts, seg) in &decoded {
-            if *ts >= next_tick {
-                engine.tick(*ts);
-                next_tick = *ts + TICK;
-            }
-            engine.process(*f, *ts, seg, &mut count);
+            driver.segment(*f, *ts, seg, &mut count);
         }
         timed += t.elapsed();
     }

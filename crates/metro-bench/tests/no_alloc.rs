@@ -10,8 +10,9 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use metro::pcap::CaptureReader;
-use metro_core::engine::{Engine, EngineConfig};
-use metro_core::rtt::Sample;
+use metro_core::config::EngineConfig;
+use metro_core::engine::Engine;
+use metro_core::sample::Sample;
 use metro_testkit::generator::{GenConfig, write_capture};
 
 struct Counting;

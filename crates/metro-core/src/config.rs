@@ -14,6 +14,12 @@ pub struct EngineConfig {
     /// most 3/4 of the table and are evicted, stalest first, only by each other. See
     /// [`crate::flow`].
     pub max_flows: usize,
+    /// Entries of the handshake cache (16 bytes each, allocated when the flow table first
+    /// sheds a connection whose SYN or SYN/ACK awaits its ACK; 0: none): such a segment is
+    /// kept there, so the ACK one round trip later is still timed. Rounded up to a power of
+    /// two; the default, 2^21, is 32 MiB and holds about 1.5 s of a 1M SYN/s flood. See
+    /// [`crate::flow::handshakes`].
+    pub handshake_cache: usize,
     /// Segments awaiting an ACK, per direction of a connection.
     pub max_pending_segments: usize,
     /// TSvals awaiting an echo, per direction of a connection.
@@ -60,6 +66,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_flows: 1 << 20,
+            handshake_cache: 1 << 21,
             max_pending_segments: 1024,
             max_pending_tsvals: 256,
             max_recent_segments: 8,
@@ -74,6 +81,34 @@ impl Default for EngineConfig {
             kinds: KindSet::ALL,
         }
     }
+}
+
+/// What showed a copy captured beyond the narrow window to be the same frame: the index of
+/// [`Counters::duplicates_wide`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyEvidence {
+    /// The sender gives every packet its own IP ID.
+    IpId = 0,
+    /// The sender's TSval clock had already moved past the copy's TSval.
+    TsVal = 1,
+    /// A SYN or SYN/ACK, first retransmitted only after 1 s.
+    Handshake = 2,
+}
+
+/// What tied a sample over a retransmitted segment to one transmission: the index of
+/// [`Counters::disambiguated`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimedBy {
+    /// The ACK echoes the retransmission's TSval.
+    TsecrRetransmission = 0,
+    /// The ACK echoes the original's TSval.
+    TsecrOriginal = 1,
+    /// A DSACK reports the retransmission as a duplicate.
+    Dsack = 2,
+    /// The ACK stops inside the retransmitted range.
+    AckInside = 3,
+    /// A DSACK answers a retransmission of bytes already acknowledged.
+    DsackRetransmission = 4,
 }
 
 /// Counters of everything the engine saw, dropped or evicted. Monotonic.
@@ -91,10 +126,11 @@ pub struct Counters {
     pub duplicates: u64,
     // Accuracy past Karn (docs/accuracy.md), grouped here.
     /// Of `duplicates`, copies beyond the narrow window recognised by strong evidence, by
-    /// evidence: [IP ID, TSval, SYN or SYN/ACK (retransmitted only after 1 s)].
+    /// evidence ([`CopyEvidence`]): [IP ID, TSval, SYN or SYN/ACK (retransmitted only after
+    /// 1 s)].
     pub duplicates_wide: [u64; 3],
     /// Samples over a retransmitted segment that the evidence tied to one transmission, by
-    /// evidence: [the ACK echoes the retransmission's TSval, the ACK echoes the original's
+    /// evidence ([`TimedBy`]): [the ACK echoes the retransmission's TSval, the ACK echoes the original's
     /// TSval, a DSACK reports the retransmission as a duplicate, the ACK stops inside the
     /// retransmitted range, a DSACK answers a retransmission of bytes already acknowledged].
     /// Included in `samples`.
@@ -114,6 +150,15 @@ pub struct Counters {
     pub flows_evicted_confirmed: u64,
     pub flows_expired_idle: u64,
     pub flows_expired_closed: u64,
+    /// SYNs and SYN/ACKs awaiting their ACK when their connection was shed, kept in the
+    /// handshake cache.
+    pub handshakes_cached: u64,
+    /// Of those, the ones put back into a new connection by the packet that answered them
+    /// (or sent them again): the answer is then timed (or counted ambiguous) as if the
+    /// connection had never been shed.
+    pub handshakes_resumed: u64,
+    /// Cached ones displaced by newer ones before their ACK came.
+    pub handshakes_overwritten: u64,
     /// Pending segments dropped because a direction's list was full.
     pub segments_evicted: u64,
     /// Pending TSvals dropped because a direction's list was full.
@@ -147,6 +192,9 @@ impl Counters {
         self.flows_evicted_confirmed += c.flows_evicted_confirmed;
         self.flows_expired_idle += c.flows_expired_idle;
         self.flows_expired_closed += c.flows_expired_closed;
+        self.handshakes_cached += c.handshakes_cached;
+        self.handshakes_resumed += c.handshakes_resumed;
+        self.handshakes_overwritten += c.handshakes_overwritten;
         self.segments_evicted += c.segments_evicted;
         self.tsvals_evicted += c.tsvals_evicted;
         self.tsvals_expired += c.tsvals_expired;

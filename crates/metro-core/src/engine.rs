@@ -4,14 +4,12 @@
 
 use crate::Nanos;
 use crate::Segment;
-use crate::flow::{FlowKey, FlowTable, Removal};
+use crate::config::{Counters, EngineConfig};
+use crate::flow::handshakes::{HandshakeCache, Opener};
+use crate::flow::{Dir, FlowKey, FlowTable, Removal};
 use crate::rtt::conn::{Conn, Ctx};
 use crate::rtt::queue::Pool;
-
-// Defined in leaf modules (so `rtt::conn` does not depend on the engine); re-exported here,
-// where callers have always found them.
-pub use crate::config::{Counters, EngineConfig};
-pub use crate::sample::{NO_TAG, Observer};
+use crate::sample::Observer;
 
 /// Count a flow leaving the table, by reason.
 fn count_removal(counters: &mut Counters, why: Removal) {
@@ -29,12 +27,40 @@ fn count_removal(counters: &mut Counters, why: Removal) {
     }
 }
 
+/// Keep what a connection shed for room still awaits of its handshake: the SYN or SYN/ACK
+/// whose ACK would make a handshake sample, in the handshake cache. Out of line: a flood's
+/// path, not the common one.
+#[cold]
+#[inline(never)]
+fn cache_handshakes(
+    cache: &mut HandshakeCache,
+    counters: &mut Counters,
+    key: &FlowKey,
+    conn: &Conn,
+    pool: &Pool,
+) {
+    for dir in [Dir::Up, Dir::Down] {
+        if let Some((ack, open, ambiguous)) = conn.handshake_awaiting_ack(dir.index(), pool) {
+            // A SYN/ACK (or a SYN after the other side's) versus a connection's first SYN.
+            let kind = if conn.dirs[dir.reverse().index()].syn_seen() {
+                Opener::SynAck
+            } else {
+                Opener::Syn
+            };
+            counters.handshakes_overwritten += cache.insert(key, dir, kind, ack, open, ambiguous);
+            counters.handshakes_cached += 1;
+        }
+    }
+}
+
 /// The RTT engine. Not thread-safe; one per packet source (or per shard).
 pub struct Engine {
     cfg: EngineConfig,
     counters: Counters,
     flows: FlowTable<Conn>,
     pool: Pool,
+    /// Handshake segments of connections shed before their ACK came.
+    handshakes: HandshakeCache,
     next_id: u64,
 }
 
@@ -44,6 +70,7 @@ impl Engine {
         flows.set_timeouts(cfg.idle_timeout, cfg.closed_timeout, cfg.done_timeout);
         Engine {
             flows,
+            handshakes: HandshakeCache::new(cfg.handshake_cache),
             cfg,
             counters: Counters::default(),
             pool: Pool::new(),
@@ -63,6 +90,7 @@ impl Engine {
         let next_id = &mut self.next_id;
         let pool = &mut self.pool;
         let counters = &mut self.counters;
+        let handshakes = &mut self.handshakes;
         let (idx, new) = self.flows.touch_or_insert(
             key,
             ts,
@@ -71,7 +99,10 @@ impl Engine {
                 *next_id += 1;
                 c
             },
-            |old, why| {
+            |key, old, why| {
+                if why == Removal::Shed && handshakes.enabled() {
+                    cache_handshakes(handshakes, counters, key, old, pool);
+                }
                 old.release(pool);
                 count_removal(counters, why);
             },
@@ -79,6 +110,9 @@ impl Engine {
         if new {
             self.counters.flows_created += 1;
             out.flow_started(self.flows.get(idx).id, frame);
+            if !self.handshakes.is_empty() {
+                self.resume_handshakes(idx, dir, seg);
+            }
         } else if seg.flags.syn() && !seg.flags.ack() {
             // A SYN on known ports: the same connection's SYN again, or a new connection
             // reusing the ports (after a close, or after a start we never saw).
@@ -119,6 +153,41 @@ impl Engine {
         }
     }
 
+    /// A new entry (`idx`) while the handshake cache holds something: this packet may
+    /// acknowledge the other side's SYN or SYN/ACK of a connection shed meanwhile, or send
+    /// its own SYN or SYN/ACK again. Either is put back into the new connection, whose
+    /// rules then time the answer or count it ambiguous. Out of line: a flood's path, not
+    /// the common one.
+    #[cold]
+    #[inline(never)]
+    fn resume_handshakes(&mut self, idx: u32, dir: Dir, seg: &Segment) {
+        let (key, _) = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
+        let hs = &mut self.handshakes;
+        let conn = self.flows.get_mut(idx);
+        if seg.flags.ack() {
+            let back = dir.reverse();
+            let found = hs
+                .take(&key, back, Opener::SynAck, seg.ack)
+                .or_else(|| hs.take(&key, back, Opener::Syn, seg.ack));
+            if let Some((open, ambiguous)) = found {
+                conn.resume_handshake(back.index(), seg.ack, open, ambiguous, &mut self.pool);
+                self.counters.handshakes_resumed += 1;
+            }
+        }
+        if seg.flags.syn() {
+            let kind = if seg.flags.ack() {
+                Opener::SynAck
+            } else {
+                Opener::Syn
+            };
+            let end = seg.seq.wrapping_add(1);
+            if let Some((open, ambiguous)) = hs.take(&key, dir, kind, end) {
+                conn.resume_handshake(dir.index(), end, open, ambiguous, &mut self.pool);
+                self.counters.handshakes_resumed += 1;
+            }
+        }
+    }
+
     /// Expire idle and closed flows as of packet time `now`.
     pub fn tick(&mut self, now: Nanos) {
         let pool = &mut self.pool;
@@ -133,6 +202,7 @@ impl Engine {
     pub fn reset_flows(&mut self) {
         let pool = &mut self.pool;
         self.flows.drain(|c| c.release(pool));
+        self.handshakes.clear();
     }
 
     pub fn counters(&self) -> &Counters {
@@ -158,7 +228,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtt::Sample;
+    use crate::sample::Sample;
     use crate::seq::SeqNum;
     use crate::wire::TcpFlags;
     use std::net::{IpAddr, Ipv4Addr};
@@ -326,5 +396,82 @@ mod tests {
             run(&mut e, pkt(c, false, ACK, 5001, 1101, 0), &mut samples);
         }
         assert_eq!(samples.len(), 20, "each connection's data is timed");
+    }
+
+    /// A far client's handshake: SYN and SYN/ACK, then `flood` spoofed SYNs (each answered)
+    /// in a table of 100, then the client's final ACK (acknowledging `ack`), after a copy of
+    /// the SYN/ACK if `resend`. The samples of the client (frame, open frame, RTT) and the
+    /// counters.
+    fn far_client(
+        cache: usize,
+        flood: u32,
+        resend: bool,
+        ack: u32,
+    ) -> (Vec<(u64, u64, i64)>, Counters) {
+        let mut e = Engine::new(EngineConfig {
+            max_flows: 100,
+            handshake_cache: cache,
+            ..EngineConfig::default()
+        });
+        let c = 0xc612_0001;
+        let mut samples = Vec::new();
+        let mut frame = 0;
+        let mut run = |e: &mut Engine, t: i64, p: Segment| {
+            frame += 1;
+            e.process(frame, t, &p, &mut |s: &Sample| {
+                if s.responder.ip() == IpAddr::V4(Ipv4Addr::from(c)) {
+                    samples.push((s.frame, s.open_frame, s.rtt));
+                }
+            });
+        };
+        run(&mut e, 1_000, pkt(c, true, SYN, 1000, 0, 0));
+        run(&mut e, 31_000, pkt(c, false, SYN | ACK, 5000, 1001, 0));
+        for n in 0..flood {
+            let t = 40_000 + i64::from(n) * 1_000;
+            run(&mut e, t, pkt(0x0b00_0000 + n, true, SYN, n, 0, 0));
+            run(
+                &mut e,
+                t + 500,
+                pkt(0x0b00_0000 + n, false, SYN | ACK, 7, n + 1, 0),
+            );
+        }
+        if resend {
+            run(&mut e, 1_031_000, pkt(c, false, SYN | ACK, 5000, 1001, 0));
+        }
+        run(&mut e, 1_500_031_000, pkt(c, true, ACK, 1001, ack, 0));
+        (samples, e.counters().clone())
+    }
+
+    #[test]
+    fn a_shed_handshake_is_timed_from_the_cache() {
+        // The client's ACK 1.5 s after the SYN/ACK, its entry long shed: timed from the
+        // cache, from the SYN/ACK's frame (2) and time, exactly.
+        let (samples, c) = far_client(1 << 12, 1_000, false, 5001);
+        assert_eq!(samples, [(2003, 2, 1_500_000_000)]);
+        assert_eq!(c.flows_shed_unconfirmed, 1_002 - 100);
+        assert_eq!(c.handshakes_cached, c.flows_shed_unconfirmed);
+        assert_eq!(c.handshakes_resumed, 1);
+        assert_eq!(c.samples[1], 1 + 1_000 + 1);
+        // Without the cache, or with one too small to hold 1,000 SYN/ACKs: lost.
+        let (samples, c) = far_client(0, 1_000, false, 5001);
+        assert_eq!((samples.len(), c.handshakes_cached), (0, 0));
+        let (samples, c) = far_client(64, 1_000, false, 5001);
+        assert_eq!(samples.len(), 0);
+        assert_eq!(c.handshakes_overwritten, c.handshakes_cached - 64);
+        // An ACK of anything else is not the SYN/ACK's answer.
+        let (samples, c) = far_client(1 << 12, 1_000, false, 5002);
+        assert_eq!((samples.len(), c.handshakes_resumed), (0, 0));
+        // The SYN/ACK sent again after its entry was shed: the ACK may answer either copy.
+        let (samples, c) = far_client(1 << 12, 1_000, true, 5001);
+        assert_eq!(samples.len(), 0);
+        // (The copy takes the cached original back: a retransmission, as without a flood.)
+        assert_eq!(
+            (c.handshakes_resumed, c.ambiguous, c.retransmits),
+            (1, 1, 1)
+        );
+        // A table that never sheds: the cache is never used (nor allocated).
+        let (samples, c) = far_client(1 << 12, 10, false, 5001);
+        assert_eq!(samples, [(23, 2, 1_500_000_000)]);
+        assert_eq!(c.handshakes_cached, 0);
     }
 }

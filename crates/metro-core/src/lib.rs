@@ -6,12 +6,13 @@
 //! [`Segment::from`] keeps what the engine reads of it (a small owned [`Segment`];
 //! [`Segment::decode`] does both, the common frame shape straight into the Segment);
 //! [`engine::Engine::process`] looks up the connection in the [`flow`] table, runs the
-//! [`rtt`] matchers and emits [`rtt::Sample`]s; [`aggregate`] folds samples into sketches.
+//! [`rtt`] matchers and emits [`sample::Sample`]s; [`aggregate`] folds samples into sketches.
 
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
 pub mod config;
+pub mod driver;
 pub mod engine;
 pub mod flow;
 pub mod proto;

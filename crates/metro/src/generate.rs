@@ -96,9 +96,17 @@ pub struct GenArgs {
     /// Real connections among the flood (`--attack syn-flood[-clean]`).
     #[arg(requires = "attack", long, default_value_t = 300, value_name = "N")]
     pub real_connections: u32,
-    /// Largest round-trip time of a real client, µs (drawn from 200 µs up to it).
+    /// Largest round-trip time of a real client, µs (drawn uniformly from
+    /// --real-rtt-min-us up to it).
     #[arg(requires = "attack", long, default_value_t = 5_000, value_name = "US")]
     pub real_rtt_max_us: u64,
+    /// Smallest round-trip time of a real client, µs (at most --real-rtt-max-us).
+    #[arg(requires = "attack", long, default_value_t = 200, value_name = "US")]
+    pub real_rtt_min_us: u64,
+    /// Real connections start within this many seconds of the first packet (default: the
+    /// flood's first half).
+    #[arg(requires = "attack", long, value_name = "S")]
+    pub real_starts_secs: Option<f64>,
     /// Draw spoofed sources from this IPv4 block (e.g. 100.64.0.0/10) rather than anywhere.
     #[arg(requires = "attack", long, value_name = "NET", value_parser = parse_net)]
     pub spoof_net: Option<(std::net::Ipv4Addr, u8)>,
@@ -136,7 +144,11 @@ impl GenArgs {
             syn_rate: self.syn_rate,
             duration_ns: (self.flood_secs.max(0.0) * 1e9) as u64,
             real: self.real_connections,
-            rtt_us: (200.min(self.real_rtt_max_us), self.real_rtt_max_us),
+            rtt_us: (
+                self.real_rtt_min_us.min(self.real_rtt_max_us),
+                self.real_rtt_max_us,
+            ),
+            real_starts_ns: self.real_starts_secs.map(|s| (s.max(0.0) * 1e9) as u64),
             flood: self.attack == Some(Attack::SynFlood),
             spoof_net: self.spoof_net,
             ..flood::FloodConfig::default()

@@ -8,3 +8,4 @@ pub mod docs;
 pub mod generate;
 pub mod pcap;
 pub mod plot;
+pub mod replay;

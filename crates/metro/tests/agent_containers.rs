@@ -8,8 +8,8 @@
 //! containers (runc, cgroupfs) from a tiny busybox image built here, joined to namespaces
 //! created here; the Kubernetes test lays out namespaces and cgroups as the kubelet does.
 //!
-//! These tests need root and podman, runc and busybox-static (CI installs them); they fail,
-//! never skip, when they cannot set up. Containers, the image, cgroups and namespaces are
+//! These tests need root (each skips for another user, saying so) and podman, runc and
+//! busybox-static (CI installs them); as root they fail, never skip, when they cannot set up. Containers, the image, cgroups and namespaces are
 //! removed when a test ends, pass or fail.
 
 #[path = "support/agent.rs"]
@@ -102,6 +102,9 @@ fn podman_ok(args: &[&str]) -> String {
 struct Image {
     name: String,
     containers: Vec<String>,
+    /// The namespace podman ran the containers from (its default network's bridge and
+    /// firewall rules are there: they are removed from there too), when not the test's.
+    netns: Option<String>,
 }
 
 impl Image {
@@ -141,6 +144,7 @@ impl Image {
         Image {
             name,
             containers: Vec::new(),
+            netns: None,
         }
     }
 
@@ -175,7 +179,18 @@ impl Image {
 impl Drop for Image {
     fn drop(&mut self) {
         for c in &self.containers {
-            let _ = podman(&["rm", "-f", "-t", "0", c]);
+            match &self.netns {
+                Some(ns) => {
+                    let _ = Command::new("nsenter")
+                        .arg(format!("--net=/run/netns/{ns}"))
+                        .args(["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"])
+                        .args(["rm", "-f", "-t", "0", c])
+                        .output();
+                }
+                None => {
+                    let _ = podman(&["rm", "-f", "-t", "0", c]);
+                }
+            }
         }
         let _ = podman(&["rmi", "-f", &self.name]);
     }
@@ -187,6 +202,9 @@ impl Drop for Image {
 /// exactly once (one per connection the server accepted), with no retransmission.
 #[test]
 fn podman_containers_are_tagged_and_counted_once() {
+    if !netns::needs_root("podman containers in network namespaces") {
+        return;
+    }
     const N: u8 = 21;
     const CONNS: u32 = 8;
     let one_way = Duration::from_millis(10);
@@ -353,6 +371,14 @@ fn podman_containers_are_tagged_and_counted_once() {
         copies >= received * 0.5 && copies <= received * 0.67,
         "{copies} copies of {received} packets"
     );
+    // Routed and bridged, no NAT: every copy is plain.
+    let kind = |k: &'static str| {
+        sum(&all, "metro.packets.copies", move |x| {
+            x.tag("kind") == Some(k)
+        })
+    };
+    assert_eq!(kind("nat"), 0.0);
+    assert_eq!(kind("plain"), copies);
     assert_eq!(sum(&all, "system.net.tcp.retransmits", |_| true), 0.0);
     // Both containers' namespaces attributed; every pair's local address known.
     let attributed: Vec<f64> = named(&all, "metro.containers.namespaces")
@@ -423,10 +449,23 @@ fn podman_containers_are_tagged_and_counted_once() {
             !c2c_p50.is_empty(),
             "no RTT from {src} to the other container"
         );
+        let j = 1 - i;
+        assert!(
+            c2c_p50
+                .iter()
+                .any(|m| m.tag("dst_container_name") == Some(names[j].as_str())),
+            "no pair of {src} tagged with the remote container's name"
+        );
         for m in c2c_p50 {
-            if m.tag("container_id").is_some() {
+            if m.tag("container_id").is_some() && m.tag("dst_container_id").is_some() {
+                // Both ends are containers of this host: the remote end's tags follow.
                 let mut t = want_tags.clone();
                 t[1] = format!("dst:{peer}");
+                t.extend([
+                    format!("dst_container_id:{}", ids[j]),
+                    format!("dst_container_name:{}", names[j]),
+                    format!("dst_netns:{}", nss[j].name),
+                ]);
                 assert_eq!(m.tags, t);
             }
             assert!(m.value < 15.0, "p50 {} ms between containers", m.value);
@@ -467,6 +506,9 @@ impl Drop for Cgroup {
 /// off the host is the pod's own response time (internal, not reported).
 #[test]
 fn kubelet_layout_gives_pod_tags() {
+    if !netns::needs_root("network namespaces laid out as a kubelet does") {
+        return;
+    }
     const N: u8 = 22;
     let one_way = Duration::from_millis(5);
     let d = Delayed::new("kuh", N, one_way);
@@ -654,4 +696,455 @@ fn kubelet_layout_gives_pod_tags() {
     assert!(m.value >= 10.0 * 0.99, "p50 {} ms", m.value);
     drop(agent);
     drop(cg);
+}
+
+// --- podman's own NAT -------------------------------------------------------------------------
+
+/// `podman` run inside the namespace `ns` (`nsenter --net`, which, unlike `ip netns exec`,
+/// keeps the host's /sys and so its cgroups): podman's default network (netavark) then
+/// makes its bridge and its masquerade and port-forwarding rules in that namespace.
+fn podman_in(ns: &Netns, args: &[&str]) -> String {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{}", ns.name));
+    c.args(["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]);
+    c.args(args);
+    let out = c.output().expect("run nsenter podman");
+    assert!(
+        out.status.success(),
+        "`podman {}` in {} failed ({}): {}",
+        args.join(" "),
+        ns.name,
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The lines of a `--samples` file.
+fn sample_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .collect()
+}
+
+/// Podman's default network on a "host" namespace, captured on `any` there: its masquerade
+/// towards a server 2 x 5 ms away and its port publishing (`-p`), with metro ranking each
+/// NAT copy's sightings. Two containers fetch the same payload from the server at the same
+/// moment, a host process fetches from it too, and a client outside fetches from a third
+/// container's published port. Every connection gives exactly one handshake sample per
+/// direction, under the container's own address (tagged) or, for the host process only,
+/// under the host's; no sample under the host's address on a port the NAT chose.
+#[test]
+fn podman_nat_counted_once_under_the_containers_address() {
+    if !netns::needs_root("podman's NAT in a namespace") {
+        return;
+    }
+    const N: u8 = 23;
+    const CONNS: u32 = 6;
+    const HOST_CONNS: u32 = 3;
+    const PUBLISHED_CONNS: u32 = 5;
+    let d = Delayed::new("nat", N, Duration::from_millis(5));
+    let host = &d.c;
+    let (host_ip, server) = (d.client_ip(), d.server_ip());
+    let srv = CountingEcho::start(&d.s, &format!("{server}:7000"));
+    let dir = TempDir::new("nat");
+    let sig = dir.path("sig");
+    std::fs::create_dir_all(&sig).unwrap();
+    let mut image = Image::build(&dir);
+    image.netns = Some(host.name.clone());
+    let vol = format!("{}:/sig", sig.display());
+    let mut run = |name: &str, extra: &[&str], script: &str| -> String {
+        image.containers.push(name.to_string());
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-v",
+            &vol,
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[&image.name, "/bin/sh", "-c", script]);
+        podman_in(host, &args)
+    };
+    let fetch = format!(
+        "while [ ! -e /sig/go ]; do sleep 0.01; done; for i in $(seq 1 {CONNS}); do echo hello | timeout 3 nc {server} 7000 >/dev/null; sleep 0.3; done; echo done; sleep 600"
+    );
+    let pid = std::process::id();
+    let names: Vec<String> = (1..=3).map(|i| format!("metro-nat-{pid}-{i}")).collect();
+    let ids = [
+        run(&names[0], &[], &fetch),
+        run(&names[1], &[], &fetch),
+        run(
+            &names[2],
+            &["-p", &format!("{host_ip}:8080:80")],
+            "nc -ll -p 80 -e /bin/echoconn & sleep 600",
+        ),
+    ];
+    let ip_of = |name: &str| {
+        podman_in(
+            host,
+            &[
+                "inspect",
+                "-f",
+                "{{.NetworkSettings.Networks.podman.IPAddress}}",
+                name,
+            ],
+        )
+    };
+    let ctr_ips: Vec<String> = names.iter().map(|n| ip_of(n)).collect();
+    assert!(
+        ctr_ips.iter().all(|a| a.starts_with("10.88.")),
+        "{ctr_ips:?}"
+    );
+
+    let statsd = udp_statsd(host);
+    let samples_path = dir.path("samples.jsonl");
+    let cfg = dir.write(
+        "metro.yaml",
+        &format!(
+            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\ninstances:\n  - interface: any\n    ips: ['10.200.{N}.0/24', '10.88.0.0/16']\n"
+        ),
+    );
+    let mut agent = Agent::start(
+        host,
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--samples",
+            samples_path.to_str().unwrap(),
+        ],
+        &dir.path("stderr"),
+    );
+    agent.wait_log("capture filter", 20 * S);
+    std::fs::write(sig.join("go"), "").unwrap();
+    // The host's own process, and a client outside fetching from the published port.
+    let to: SocketAddr = format!("{server}:7000").parse().unwrap();
+    let host_ports: Vec<u16> = host.enter(move || {
+        (0..HOST_CONNS)
+            .map(|_| {
+                let mut c = std::net::TcpStream::connect(to).expect("host to the server");
+                let port = c.local_addr().unwrap().port();
+                c.write_all(b"hello\n").unwrap();
+                let mut b = [0u8; 6];
+                c.read_exact(&mut b).unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+                port
+            })
+            .collect()
+    });
+    let published: SocketAddr = format!("{host_ip}:8080").parse().unwrap();
+    let outside_ports: Vec<u16> = d.s.enter(move || {
+        (0..PUBLISHED_CONNS)
+            .map(|_| {
+                let mut c = std::net::TcpStream::connect(published).expect("to the published port");
+                c.set_read_timeout(Some(5 * S)).unwrap();
+                let port = c.local_addr().unwrap().port();
+                c.write_all(b"hello\n").unwrap();
+                let mut b = [0u8; 6];
+                c.read_exact(&mut b)
+                    .expect("echo through the published port");
+                std::thread::sleep(Duration::from_millis(200));
+                port
+            })
+            .collect()
+    });
+    for n in &names[..2] {
+        let end = std::time::Instant::now() + 60 * S;
+        while !podman_in(host, &["logs", n]).contains("done") {
+            assert!(
+                std::time::Instant::now() < end,
+                "container {n} did not finish"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    std::thread::sleep(3 * S);
+    let all = statsd.all();
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait(15 * S).success(), "{}", agent.log());
+    let lines = sample_lines(&std::fs::read_to_string(&samples_path).unwrap());
+    let accepted = srv.accepted.load(Ordering::SeqCst);
+    assert_eq!(
+        accepted,
+        2 * CONNS + HOST_CONNS,
+        "connections the server accepted"
+    );
+    let hs = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        lines
+            .iter()
+            .filter(|v| v["kind"] == "handshake" && pred(v))
+            .count() as u32
+    };
+    // The server's SYN/ACK: one per connection, under the container's address for theirs
+    // (the two at the same moment never merged), the host's for the host process's.
+    for ip in &ctr_ips[..2] {
+        assert_eq!(
+            hs(&|v| v["sport"] == 7000 && v["dst"] == ip.as_str()),
+            CONNS,
+            "handshakes of {ip}"
+        );
+    }
+    let under_host: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["dst"] == host_ip.as_str() || v["src"] == host_ip.as_str())
+        .collect();
+    assert_eq!(
+        hs(&|v| v["sport"] == 7000 && v["dst"] == host_ip.as_str()),
+        HOST_CONNS,
+        "the host process's ports {host_ports:?}; samples under the host's address: {under_host:#?}"
+    );
+    assert_eq!(hs(&|v| v["sport"] == 7000), accepted);
+    // The published port: the container's SYN/ACK and the client's ACK, once each per
+    // connection, under the container's address.
+    let pub_ip = ctr_ips[2].as_str();
+    assert_eq!(
+        hs(&|v| v["src"] == pub_ip && v["sport"] == 80),
+        PUBLISHED_CONNS
+    );
+    assert_eq!(
+        hs(&|v| v["dst"] == pub_ip && v["dport"] == 80),
+        PUBLISHED_CONNS
+    );
+    // Nothing under the host's address but the host process's own connections.
+    for v in &lines {
+        for (ip, port) in [("src", "sport"), ("dst", "dport")] {
+            if v[ip] == host_ip.as_str() {
+                let p = v[port].as_u64().unwrap() as u16;
+                assert!(
+                    host_ports.contains(&p),
+                    "a sample under the host's address on port {p}, not the host process's: {v}"
+                );
+            }
+        }
+    }
+    assert_eq!(outside_ports.len(), PUBLISHED_CONNS as usize);
+    // Tagged with each container; the host's pair untagged.
+    let p50 = named(&all, "system.net.tcp.rtt.p50");
+    for (i, ip) in ctr_ips.iter().enumerate() {
+        let tagged: Vec<&&Metric> = p50
+            .iter()
+            .filter(|m| m.tag("src") == Some(ip.as_str()))
+            .collect();
+        assert!(!tagged.is_empty(), "no pair of {ip}");
+        for m in tagged {
+            assert_eq!(m.tag("container_name"), Some(names[i].as_str()), "{m:?}");
+            assert_eq!(m.tag("container_id"), Some(ids[i].as_str()), "{m:?}");
+        }
+    }
+    assert!(p50.iter().any(|m| m.tag("src") == Some(host_ip.as_str())
+        && m.tag("dst") == Some(server.as_str())
+        && m.tag("container_id").is_none()));
+    let copies = sum(&all, "metro.packets.copies", |_| true);
+    assert!(copies > 0.0);
+    // Masqueraded and port-forwarded connections: NAT copies, counted as such; the kinds
+    // add up to the total.
+    let kind = |k: &'static str| {
+        sum(&all, "metro.packets.copies", move |x| {
+            x.tag("kind") == Some(k)
+        })
+    };
+    let (plain, nat) = (kind("plain"), kind("nat"));
+    eprintln!("{copies} copies dropped: {plain} plain, {nat} NAT'd");
+    assert!(nat > 0.0, "{copies} copies, none NAT'd");
+    assert_eq!(plain + nat, copies);
+    let retransmits: Vec<&Metric> = named(&all, "system.net.tcp.retransmits")
+        .into_iter()
+        .filter(|m| m.value > 0.0)
+        .collect();
+    assert!(retransmits.is_empty(), "{retransmits:#?}");
+    drop(agent);
+    drop(image);
+}
+
+// --- the DaemonSet's settings ------------------------------------------------------------------
+
+/// The pod of deploy/kubernetes/metro.yaml under podman, every setting read from the
+/// manifest by scripts/lib/k8s-podman.py (as scripts/container-test.sh does with the real
+/// image, which needs a Debian mirror to build): the host's pid namespace, uid 0 with the
+/// manifest's three capabilities, no_new_privs, a read-only root, the host's / read-only at
+/// /host with METRO_HOST_ROOT. The image here is this build's binary and the libraries it
+/// links, nothing else. A workload container in a namespace of its own fetches from the
+/// "host": its pair carries its container tags, and the host's pair towards it the `dst_`
+/// ones.
+#[test]
+fn daemonset_settings_under_podman_give_tags() {
+    if !netns::needs_root("podman with the DaemonSet's settings") {
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = TempDir::new("dset");
+    // The stand-in image: the binary and what `ldd` says it loads.
+    let rootfs = dir.path("metro-rootfs");
+    let bin = env!("CARGO_BIN_EXE_metro");
+    let ldd = Command::new("ldd").arg(bin).output().expect("run ldd");
+    let mut files = vec![std::path::PathBuf::from(bin)];
+    for l in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(p) = l.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(p.into());
+        }
+    }
+    for f in &files {
+        let to = if f.as_os_str() == bin {
+            rootfs.join("usr/bin/metro")
+        } else {
+            rootfs.join(f.strip_prefix("/").unwrap())
+        };
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(f, &to).unwrap_or_else(|e| panic!("copy {}: {e}", f.display()));
+    }
+    let tar = dir.path("metro-rootfs.tar");
+    let st = Command::new("tar")
+        .args([
+            "-C",
+            rootfs.to_str().unwrap(),
+            "-cf",
+            tar.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let metro_image = format!("localhost/metro-test-standin:{}", std::process::id());
+    podman_ok(&[
+        "import",
+        "--change",
+        "ENTRYPOINT [\"/usr/bin/metro\"]",
+        tar.to_str().unwrap(),
+        &metro_image,
+    ]);
+    // Removed last (after the containers made from either image).
+    struct Rmi(String);
+    impl Drop for Rmi {
+        fn drop(&mut self) {
+            let _ = podman(&["rmi", "-f", &self.0]);
+        }
+    }
+    let _rmi = Rmi(metro_image.clone());
+
+    // The "host" and a workload's namespace, joined by a veth pair.
+    let host = Netns::new("dsh");
+    let work_ns = Netns::new("dsw");
+    veth(
+        &work_ns,
+        "eth0",
+        Some("10.234.0.2/24"),
+        &host,
+        "vwork",
+        Some("10.234.0.1/24"),
+    );
+    let _srv = CountingEcho::start(&host, "10.234.0.1:7000");
+    let statsd = udp_statsd(&host);
+    let sig = dir.path("sig");
+    std::fs::create_dir_all(&sig).unwrap();
+    let mut image = Image::build(&dir);
+    let work_name = format!("metro-ds-{}-work", std::process::id());
+    let work_id = image.run(
+        &work_name,
+        &work_ns,
+        &sig,
+        "nc -ll -p 7100 -e /bin/echoconn & while true; do echo hello | timeout 2 nc 10.234.0.1 7000 >/dev/null; sleep 0.2; done",
+    );
+
+    // The pod's settings from the manifest; this test's configuration and receiver.
+    let etc = dir.path("etc-metro");
+    let dsd = dir.path("datadog");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::create_dir_all(&dsd).unwrap();
+    std::fs::write(
+        etc.join("metro.yaml"),
+        "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\ninstances:\n  - interface: any\n    ips: [10.234.0.0/24]\n",
+    )
+    .unwrap();
+    let out = Command::new("python3")
+        .arg(root.join("scripts/lib/k8s-podman.py"))
+        .arg(root.join("deploy/kubernetes/metro.yaml"))
+        .arg(format!("/var/run/datadog/={}", dsd.display()))
+        .arg(format!("configMap:metro-config={}", etc.display()))
+        .output()
+        .expect("run scripts/lib/k8s-podman.py (python3-yaml)");
+    assert!(
+        out.status.success(),
+        "k8s-podman.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let sep = lines.iter().position(|l| *l == "--").expect("no `--`");
+    let (opts, args) = (&lines[..sep], &lines[sep + 1..]);
+    for want in [
+        "--pid=host",
+        "--network=host",
+        "--env=METRO_HOST_ROOT=/host",
+        "--volume=/:/host:ro,rslave",
+        "--cap-drop=all",
+    ] {
+        assert!(
+            opts.contains(&want),
+            "the manifest's settings lack {want}: {opts:?}"
+        );
+    }
+    let agent_name = format!("metro-ds-{}-agent", std::process::id());
+    image.netns = Some(host.name.clone());
+    image.containers.push(agent_name.clone());
+    let mut run: Vec<&str> = vec![
+        "run",
+        "-d",
+        "--name",
+        &agent_name,
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+    run.extend_from_slice(opts);
+    run.push(&metro_image);
+    run.extend_from_slice(args);
+    podman_in(&host, &run);
+    let pid = podman_ok(&["inspect", "-f", "{{.State.Pid}}", &agent_name]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("CapEff:") && l.ends_with("000000c000083004")),
+        "NET_RAW, NET_ADMIN, PERFMON, BPF, SYS_PTRACE, DAC_READ_SEARCH only: {status}"
+    );
+    // A client on the host to the workload's echo service: the host's pair to it.
+    let mut client = Client::start(
+        &host,
+        "10.234.0.2:7100".parse().unwrap(),
+        100,
+        Duration::from_millis(50),
+        5,
+    );
+    let end = std::time::Instant::now() + 60 * S;
+    let (mut src_tagged, mut dst_tagged) = (false, false);
+    while !(src_tagged && dst_tagged) {
+        assert!(
+            std::time::Instant::now() < end,
+            "no tagged pairs within 60 s: {:#?}\n{}",
+            named(&statsd.all(), "system.net.tcp.rtt.p50"),
+            podman_ok(&["logs", &agent_name])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let all = statsd.all();
+        src_tagged = all.iter().any(|m| {
+            m.tag("src") == Some("10.234.0.2")
+                && m.tag("container_name") == Some(work_name.as_str())
+                && m.tag("container_id") == Some(work_id.as_str())
+        });
+        dst_tagged = all.iter().any(|m| {
+            m.tag("src") == Some("10.234.0.1")
+                && m.tag("dst") == Some("10.234.0.2")
+                && m.tag("dst_container_name") == Some(work_name.as_str())
+                && m.tag("container_name").is_none()
+        });
+    }
+    client.stop();
+    drop(image);
 }

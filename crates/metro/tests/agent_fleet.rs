@@ -3,8 +3,8 @@
 //! pooled truth), the DogStatsD distribution values of both, and `group_by`/`max_series`
 //! over traffic to 300 addresses.
 //!
-//! These tests need root (CI runs as root) and the Debian `prometheus` package; they fail,
-//! never skip, when they cannot run. Each test uses its own namespaces and 10.200.N.0/24.
+//! These tests need root (each skips for another user, saying so) and the Debian
+//! `prometheus` package; as root they fail, never skip, when they cannot run. Each test uses its own namespaces and 10.200.N.0/24.
 
 #[path = "support/agent.rs"]
 mod agent;
@@ -97,7 +97,16 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(dir: &TempDir, targets: &[SocketAddr]) -> Prometheus {
+    /// `name` names its files in `dir`; `flags` go on its command line
+    /// (`--enable-feature=...`); `rules`, a rule file of the repository, is evaluated every
+    /// second.
+    fn start(
+        dir: &TempDir,
+        name: &str,
+        targets: &[SocketAddr],
+        flags: &[&str],
+        rules: Option<&str>,
+    ) -> Prometheus {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -106,20 +115,26 @@ impl Prometheus {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let t: Vec<String> = targets.iter().map(|a| format!("'{a}'")).collect();
         let cfg = dir.write(
-            "prometheus.yml",
+            &format!("{name}.yml"),
             &format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: metro\n    static_configs:\n      - targets: [{}]\n",
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n{}scrape_configs:\n  - job_name: metro\n    static_configs:\n      - targets: [{}]\n",
+                rules.map_or(String::new(), |r| format!(
+                    "rule_files: ['{}/../../{r}']\n",
+                    env!("CARGO_MANIFEST_DIR")
+                )),
                 t.join(", ")
             ),
         );
-        let log = std::fs::File::create(dir.path("prometheus.log")).unwrap();
+        let log_path = dir.path(&format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.path("tsdb").display()
+                dir.path(&format!("{name}-tsdb")).display()
             ))
             .arg(format!("--web.listen-address={addr}"))
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -131,11 +146,52 @@ impl Prometheus {
             assert!(
                 Instant::now() < end,
                 "prometheus not ready: {}",
-                std::fs::read_to_string(dir.path("prometheus.log")).unwrap_or_default()
+                std::fs::read_to_string(&log_path).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
         p
+    }
+
+    /// `/api/v1/query_exemplars` over the last ten minutes: per series, its labels and
+    /// its exemplars' (labels, value).
+    fn exemplars(&self, promql: &str) -> Vec<(serde_json::Value, Vec<(serde_json::Value, f64)>)> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let path = format!(
+            "/api/v1/query_exemplars?query={}&start={}&end={}",
+            promql
+                .replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('"', "%22"),
+            now - 600,
+            now + 60
+        );
+        let (code, body) = get(self.addr, &path).expect("query_exemplars");
+        assert_eq!(code, 200, "{promql}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "success", "{body}");
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let exs = s["exemplars"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["labels"].clone(),
+                            e["value"].as_str().unwrap().parse().unwrap(),
+                        )
+                    })
+                    .collect();
+                (s["seriesLabels"].clone(), exs)
+            })
+            .collect()
     }
 
     /// An instant query's single value (`None`: empty result or NaN).
@@ -225,6 +281,9 @@ fn promtool(dir: &TempDir, body: &str) {
 
 #[test]
 fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
+    if !netns::needs_root("two agents in network namespaces") {
+        return;
+    }
     // Link A: 10 ms round trip, three times the requests of link B: 40 ms.
     let a = Delayed::new("fla", 31, Duration::from_millis(5));
     let b = Delayed::new("flb", 32, Duration::from_millis(20));
@@ -256,7 +315,22 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
         agents.push(ag);
         proxies.push(Proxy::start(&d.c, "127.0.0.1:9464"));
     }
-    let prom = Prometheus::start(&dir, &[proxies[0].addr, proxies[1].addr]);
+    let targets = [proxies[0].addr, proxies[1].addr];
+    let prom = Prometheus::start(
+        &dir,
+        "prometheus",
+        &targets,
+        &["--enable-feature=exemplar-storage"],
+        None,
+    );
+    // A second one scraping the same agents asks for protobuf and keeps native histograms.
+    let native = Prometheus::start(
+        &dir,
+        "native",
+        &targets,
+        &["--enable-feature=native-histograms,exemplar-storage"],
+        Some("deploy/prometheus/metro.native.rules.yml"),
+    );
     // 5 ms between requests: 15 ms a cycle on A, 45 ms on B (3:1), one connection each.
     let mut ca = Client::start(
         &a.c,
@@ -272,11 +346,49 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
         Duration::from_millis(5),
         100_000,
     );
-    std::thread::sleep(25 * S);
+    // About 25 s of traffic: until link B (the slower) made 550 exchanges.
+    let end = Instant::now() + 120 * S;
+    while cb.requests.load(Ordering::Relaxed) < 550 {
+        assert!(
+            Instant::now() < end,
+            "link B is too slow: {:?}",
+            cb.requests
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     ca.stop();
     cb.stop();
-    // Let the last flush and two more scrapes land.
-    std::thread::sleep(4 * S);
+    // The agents' last samples are out: each sent a flush of an interval that began after
+    // the clients stopped.
+    let stopped = Instant::now();
+    for (rx, ag) in receivers.iter().zip(agents.iter_mut()) {
+        rx.wait_for(ag, 10 * S, "a flush after the traffic", |m| {
+            m.iter().any(|x| x.at > stopped + S)
+        });
+    }
+    // And Prometheus has scraped those final counters: its sum is the agents' own.
+    let on_agents = || -> f64 {
+        [&a, &b]
+            .iter()
+            .map(|d| {
+                http_get(&d.c, "127.0.0.1:9464", "/metrics")
+                    .lines()
+                    .filter(|l| l.starts_with("metro_tcp_rtt_samples_total{"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let final_samples = on_agents();
+    let end = Instant::now() + 15 * S;
+    while prom.query("sum(metro_tcp_rtt_samples_total)") != Some(final_samples) {
+        assert!(
+            Instant::now() < end,
+            "Prometheus never scraped the final counters: {:?}, the agents {final_samples}",
+            prom.query("sum(metro_tcp_rtt_samples_total)")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // The pooled truth: every request's application round trip on both links.
     let mut truth: Vec<f64> = ca
@@ -320,6 +432,85 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
     let count = prom.query("sum(metro_tcp_rtt_seconds_count)").unwrap();
     let samples = prom.query("sum(metro_tcp_rtt_samples_total)").unwrap();
     assert_eq!(count, samples);
+    // The native histogram (schema 4, 16 buckets an octave): the pooled quantiles within
+    // 10% of the truth; that Prometheus holds no classic bucket series (it took the native
+    // one, which it can tell only from the nonzero zero threshold), and the native count is
+    // the agents' sample count.
+    assert_eq!(
+        native.query("count(metro_tcp_rtt_seconds_bucket)"),
+        None,
+        "the native-histogram Prometheus ingested classic buckets"
+    );
+    for (q, t) in [(0.5, t50), (0.9, t90)] {
+        let promql = format!("histogram_quantile({q}, sum(increase(metro_tcp_rtt_seconds[1m])))");
+        let got = native
+            .query(&promql)
+            .unwrap_or_else(|| panic!("{promql}: no value"));
+        eprintln!(
+            "PromQL native p{}: {got:.5} s (truth {t:.5} s, {:+.1}%)",
+            q * 100.0,
+            (got / t - 1.0) * 100.0
+        );
+        assert!(
+            (got / t - 1.0).abs() <= 0.10,
+            "PromQL {promql} = {got} s, pooled truth {t} s: more than 10% apart"
+        );
+    }
+    let native_count = native
+        .query("histogram_count(sum(metro_tcp_rtt_seconds))")
+        .expect("no native histogram");
+    let native_samples = native.query("sum(metro_tcp_rtt_samples_total)").unwrap();
+    assert_eq!(native_count, native_samples);
+
+    // Exemplars: each classic bucket series' exemplars name a connection of its agent's
+    // link (client address, server address and port 7000, a port on each side) whose value
+    // lies in that bucket; the native histograms carry them too (2.42 reads them from the
+    // classic buckets of the protobuf message).
+    let classic = prom.exemplars("metro_tcp_rtt_seconds_bucket");
+    let mut n = 0;
+    for (series, exs) in &classic {
+        let le: f64 = match series["le"].as_str().unwrap() {
+            "+Inf" => f64::INFINITY,
+            x => x.parse().unwrap(),
+        };
+        let below = BUCKETS
+            .iter()
+            .copied()
+            .filter(|&b| b < le)
+            .fold(0.0, f64::max);
+        let net = series["src"]
+            .as_str()
+            .unwrap()
+            .rsplit_once('.')
+            .unwrap()
+            .0
+            .to_string();
+        for (l, v) in exs {
+            assert_eq!(l["dst"].as_str(), series["dst"].as_str(), "{l} on {series}");
+            assert_eq!(l["src"].as_str(), series["src"].as_str(), "{l} on {series}");
+            assert!(l["dst"].as_str().unwrap().starts_with(&net));
+            assert_eq!(l["dport"], "7000", "{l}");
+            let sport: u16 = l["sport"].as_str().unwrap().parse().unwrap();
+            assert!(sport >= 1024, "{l}");
+            assert!(
+                below < *v && *v <= le,
+                "exemplar {v} s in bucket le={le}: {l}"
+            );
+            n += 1;
+        }
+    }
+    let native_ex: usize = native
+        .exemplars("metro_tcp_rtt_seconds")
+        .iter()
+        .map(|(_, e)| e.len())
+        .sum();
+    eprintln!(
+        "exemplars: {n} on {} classic bucket series, {native_ex} on the native histograms",
+        classic.len()
+    );
+    assert!(n >= 4 && classic.len() >= 4, "{classic:?}");
+    assert!(native_ex >= 2);
+
     // What the fleet could do before: average the agents' p50 gauges. Wrong by buckets.
     let all: Vec<Vec<Metric>> = receivers.iter().map(Statsd::all).collect();
     let last_p50 = |m: &[Metric]| {
@@ -362,6 +553,84 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
             "distribution p{} {got} s vs pooled truth {t} s",
             q * 100.0
         );
+    }
+
+    // deploy/prometheus/metro.native.rules.yml: each link's recorded p90 within 10% of the
+    // exact p90 of the same samples (its agent's distribution values, one per sample; a
+    // link's client round trips are not its samples: the delayed ACKs of a 10 ms link are
+    // in its tail), and the recorded quantiles per node.
+    for (m, n) in all.iter().zip([31, 32]) {
+        let mut v: Vec<f64> = named(m, "system.net.tcp.rtt.distribution")
+            .iter()
+            .map(|m| m.value / 1000.0)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let t = quantile(&v, 0.9);
+        let promql = format!("dst:metro_tcp_rtt_seconds:p90_5m{{dst=\"10.200.{n}.2\"}}");
+        let got = native
+            .query(&promql)
+            .unwrap_or_else(|| panic!("{promql}: no value"));
+        eprintln!(
+            "recorded native p90 to 10.200.{n}.2: {got:.5} s (its {} samples' p90 {t:.5} s, {:+.1}%)",
+            v.len(),
+            (got / t - 1.0) * 100.0
+        );
+        assert!(
+            (got / t - 1.0).abs() <= 0.10,
+            "{promql} = {got}, samples' p90 {t}"
+        );
+    }
+    let nodes = native.query("count(instance:metro_tcp_rtt_seconds:p99_5m)");
+    assert_eq!(nodes, Some(2.0));
+
+    // The baseline: each agent's least RTT over the window, at least its link's round
+    // trip (10 ms, 40 ms) and at most the least round trip its client measured (which adds
+    // the echo server and the client's own stack); the queueing delay above it is the p50
+    // less the baseline, small on a link without queues. Prometheus has the same.
+    let rtts = [
+        ca.rtts.lock().unwrap().clone(),
+        cb.rtts.lock().unwrap().clone(),
+    ];
+    for ((m, link), (rtt, n)) in all
+        .iter()
+        .zip([0.010, 0.040])
+        .zip(rtts.iter().zip([31, 32]))
+    {
+        let client_min = rtt.iter().min().unwrap().as_secs_f64();
+        let base = named(m, "system.net.tcp.rtt.baseline")
+            .last()
+            .expect("a baseline gauge")
+            .value
+            / 1000.0;
+        let queueing = named(m, "system.net.tcp.queueing_delay")
+            .last()
+            .expect("a queueing delay gauge")
+            .value
+            / 1000.0;
+        let p50 = last_p50(m);
+        eprintln!(
+            "link {link} s: baseline {base:.5} s (client's least {client_min:.5} s), p50 {p50:.5} s, queueing {queueing:.5} s"
+        );
+        assert!(
+            base >= link * 0.99 && base <= client_min,
+            "baseline {base} s: link {link} s, client's least round trip {client_min} s"
+        );
+        assert!((0.0..=0.002).contains(&queueing), "{queueing}");
+        assert!(
+            (p50 - base - queueing).abs() < 0.0002,
+            "{p50} {base} {queueing}"
+        );
+        // The gauges went stale with the traffic: their last values.
+        let promql =
+            format!("last_over_time(metro_tcp_rtt_baseline_seconds{{dst=\"10.200.{n}.2\"}}[1m])");
+        let pb = prom.query(&promql).unwrap_or_else(|| panic!("{promql}"));
+        assert!(pb >= link * 0.99 && pb <= client_min, "{promql} = {pb}");
+        let q = prom
+            .query(&format!(
+                "last_over_time(metro_tcp_queueing_delay_seconds{{dst=\"10.200.{n}.2\"}}[1m])"
+            ))
+            .unwrap();
+        assert!((0.0..=0.002).contains(&q), "{q}");
     }
 
     // The exposition with histograms passes promtool, labels as documented.
@@ -427,6 +696,9 @@ fn many_addresses(
 
 #[test]
 fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_counted() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("flg", 33);
     let dir = TempDir::new("flgroup");
     let _srv = EchoServer::start(&p.s, "0.0.0.0:7000");
@@ -482,7 +754,8 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
     // The capped agent's last flush (SIGTERM flushes) arrives whole before it is read.
     cap.signal(libc::SIGTERM);
     assert!(cap.wait(20 * S).success(), "{}", cap.log());
-    std::thread::sleep(S / 2);
+    let mut cap_rx = cap_rx;
+    cap_rx.finish();
 
     // group_by: subnet: exactly the three /24s, for every per-pair metric.
     let want: BTreeSet<String> = (0..3).map(|k| format!("10.210.{k}.0/24")).collect();
@@ -551,12 +824,55 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
         .unwrap_or_else(|| panic!("{capped_body}"));
     let exported: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(exported > 0.0, "{line}");
+    // The exposition keeps the budget over its lifetime, not per interval only: 300 hosts
+    // took turns at the 50 named series of each flush, and the exposition still holds 50
+    // named series; what it refused is under dst="other", counted as overflow.
+    let prom_samples: Vec<(&str, f64)> = capped_body
+        .lines()
+        .filter(|l| l.starts_with("metro_tcp_rtt_samples_total{"))
+        .map(|l| {
+            let dst = l.split("dst=\"").nth(1).unwrap().split('"').next().unwrap();
+            (dst, l.rsplit(' ').next().unwrap().parse().unwrap())
+        })
+        .collect();
+    let named_hosts: BTreeSet<&str> = capped
+        .iter()
+        .filter(|m| m.name == "system.net.tcp.rtt.samples")
+        .filter_map(|m| m.tag("dst"))
+        .filter(|d| *d != "other")
+        .collect();
+    let prom_named = prom_samples.iter().filter(|(d, _)| *d != "other").count();
+    eprintln!(
+        "max_series 50: {} hosts named in DogStatsD flushes, {prom_named} named series in the exposition",
+        named_hosts.len()
+    );
+    assert!(
+        named_hosts.len() > 50,
+        "the test's traffic never exceeded the budget"
+    );
+    assert_eq!(prom_named, 50, "{capped_body}");
+    let prom_other: f64 = prom_samples
+        .iter()
+        .filter(|(d, _)| *d == "other")
+        .map(|x| x.1)
+        .sum();
+    assert_eq!(prom_other, exported, "{capped_body}");
+    for family in [
+        "metro_tcp_rtt_seconds_count{",
+        "metro_tcp_retransmits_total{",
+    ] {
+        let n = capped_body
+            .lines()
+            .filter(|l| l.starts_with(family))
+            .count();
+        assert!(n <= 51, "{n} series of {family}");
+    }
     assert!(sub.alive());
 }
 
 /// The Python that has PyPI's opentelemetry-proto (`.ci/run` makes a venv and sets
-/// `METRO_PYTHON`); fails loudly when it cannot import the schema.
-fn otlp_python() -> String {
+/// `METRO_PYTHON`), or None and the test is skipped, saying so (a failure under .ci/run).
+fn otlp_python() -> Option<String> {
     let py = std::env::var("METRO_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&py)
         .args([
@@ -565,17 +881,23 @@ fn otlp_python() -> String {
         ])
         .status()
         .is_ok_and(|s| s.success());
-    assert!(
+    metro_testkit::root::needs(
         ok,
-        "{py} cannot import opentelemetry.proto: `pip install opentelemetry-proto==1.45.2` \
-         (or set METRO_PYTHON to a Python that can; .ci/run does)"
-    );
-    py
+        &format!("{py} cannot import opentelemetry.proto"),
+        "`pip install opentelemetry-proto==1.45.2`, or set METRO_PYTHON to a Python that can; \
+         .ci/run does",
+    )
+    .then_some(py)
 }
 
 #[test]
 fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
-    let py = otlp_python();
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
+    let Some(py) = otlp_python() else {
+        return;
+    };
     let d = Delayed::new("flo", 34, Duration::from_millis(5));
     let dir = TempDir::new("flotlp");
     let srv = EchoServer::start(&d.s, "10.200.34.2:7000");
@@ -619,11 +941,13 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
     client.stop();
     ag.signal(libc::SIGTERM);
     assert!(ag.wait(20 * S).success(), "{}", ag.log());
-    std::thread::sleep(S / 2);
+    // The receiver writes each push before it answers it, and the agent waits for the
+    // answer to its last push before it exits: everything is in `out` by now.
     let _ = receiver.kill();
     let _ = receiver.wait();
 
-    let all = rx.all();
+    let mut rx = rx;
+    let all = rx.finish();
     let sent: f64 = named(&all, "system.net.tcp.rtt.samples")
         .iter()
         .map(|m| m.value)
@@ -635,9 +959,31 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
     assert_eq!(values.len() as f64, sent);
     let text = std::fs::read_to_string(&out).expect("the receiver got nothing");
     let (mut count, mut sum, mut pushes, mut samples_sum) = (0u64, 0.0, 0, 0i64);
+    // Every self-metric of the catalog (but the container ones: attribution is off) in
+    // every push, as in DogStatsD.
+    let catalog: Vec<&str> = metro::agent::sinks::catalog::SELF
+        .iter()
+        .map(|m| m.name)
+        .filter(|n| !n.starts_with("metro.containers."))
+        .collect();
+    for name in &catalog {
+        assert!(!named(&all, name).is_empty(), "{name} not in DogStatsD");
+    }
     for line in text.lines() {
         let rec: serde_json::Value = serde_json::from_str(line).unwrap();
         pushes += 1;
+        let names: BTreeSet<&str> = rec["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        for name in &catalog {
+            assert!(
+                names.contains(name),
+                "{name} not in an OTLP push: {names:?}"
+            );
+        }
         let res = &rec["resource"][0];
         assert_eq!(res["service.name"], "metro");
         assert_eq!(res["service.version"], env!("CARGO_PKG_VERSION"));
@@ -706,6 +1052,9 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
 
 #[test]
 fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
+    if !netns::needs_root("two agents in network namespaces") {
+        return;
+    }
     let p = Pair::new("fls", 35);
     let dir = TempDir::new("flsamples");
     let srv = EchoServer::start(&p.s, "10.200.35.2:7000");
@@ -750,16 +1099,32 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
     // Fast traffic: thousands of samples a second, far more than 64 KiB of lines.
     let mut client = Client::start(&p.c, srv.addr, 100, Duration::ZERO, 1000);
     stuck.wait_log("lines lost so far", 30 * S);
-    std::thread::sleep(2 * S);
+    // Traffic goes on while the stuck reader loses lines: until 3000 samples are reported.
+    rx.wait_for(&mut ag, 30 * S, "3000 samples", |m| {
+        named(m, "system.net.tcp.rtt.samples")
+            .iter()
+            .map(|x| x.value)
+            .sum::<f64>()
+            >= 3000.0
+    });
     client.stop();
-    // Both read everything captured before they stop.
-    std::thread::sleep(2 * S);
+    // Both read everything captured before they stop: each sent a flush of an interval
+    // that began after the client stopped.
+    let stopped = Instant::now();
+    for (r, a) in [(&rx, &mut ag), (&stuck_rx, &mut stuck)] {
+        r.wait_for(a, 10 * S, "a flush after the traffic", |m| {
+            m.iter().any(|x| x.at > stopped + S)
+        });
+    }
     for a in [&mut ag, &mut stuck] {
         a.signal(libc::SIGTERM);
         assert!(a.wait(20 * S).success(), "{}", a.log());
     }
     // SAFETY: closing the fd opened above.
     unsafe { libc::close(fd) };
+    let (mut rx, mut stuck_rx) = (rx, stuck_rx);
+    rx.finish();
+    stuck_rx.finish();
 
     let sent: f64 = named(&rx.all(), "system.net.tcp.rtt.samples")
         .iter()
@@ -809,4 +1174,156 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
         .map(|m| m.value)
         .sum();
     assert_eq!(dropped, 0.0);
+}
+
+/// Issue 22 item 3: an OTLP receiver that accepts and answers one byte every 2.9 s, beside
+/// a healthy DogStatsD receiver. DogStatsD gets every flush on time (each second, not two
+/// in 20 s), the slow pushes are counted as failures, and SIGTERM exits within a few
+/// seconds, the last flush reaching DogStatsD.
+#[test]
+fn a_slow_otlp_receiver_delays_only_itself() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
+    let p = Pair::new("flslow", 37);
+    let dir = TempDir::new("flslow");
+    let listener = p.c.enter(|| TcpListener::bind("127.0.0.1:4318").unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let trickler = std::thread::spawn(move || {
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let mut conns: Vec<(TcpStream, usize)> = Vec::new();
+        let mut accepted = 0;
+        let mut next = Instant::now();
+        while !st.load(Ordering::Relaxed) {
+            while let Ok((c, _)) = listener.accept() {
+                accepted += 1;
+                conns.push((c, 0));
+            }
+            if Instant::now() >= next {
+                for (c, sent) in &mut conns {
+                    if *sent < answer.len() && c.write_all(&answer[*sent..*sent + 1]).is_ok() {
+                        *sent += 1;
+                    }
+                }
+                next += Duration::from_millis(2900);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        accepted
+    });
+    let rx = flushes_on_time_beside(&p, &dir, "10.200.37.2", "http://127.0.0.1:4318");
+    stop.store(true, Ordering::Relaxed);
+    let accepted = trickler.join().unwrap();
+    assert!(accepted >= 2, "{accepted} pushes reached the receiver");
+    drop(rx);
+}
+
+/// Issue 22 item 3: an OTLP endpoint whose name no resolver answers (the namespace's
+/// resolv.conf names a nameserver that reads queries and never replies; glibc would wait
+/// 3 s twice): DogStatsD's flushes stay a second apart and SIGTERM exits within a few
+/// seconds.
+#[test]
+fn a_black_holed_otlp_name_delays_only_its_pushes() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
+    let p = Pair::new("fldns", 38);
+    let dir = TempDir::new("fldns");
+    p.c.write_etc("hosts", "127.0.0.1 localhost\n");
+    p.c.write_etc(
+        "resolv.conf",
+        "nameserver 127.0.0.1\noptions timeout:3 attempts:2\n",
+    );
+    // The black hole: queries arrive and are never answered.
+    let hole = p.c.enter(|| UdpSocket::bind("127.0.0.1:53").unwrap());
+    let rx = flushes_on_time_beside(
+        &p,
+        &dir,
+        "10.200.38.2",
+        "http://collector.blackhole.test:4318",
+    );
+    hole.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 512];
+    assert!(
+        hole.recv(&mut buf).is_ok(),
+        "no DNS query reached the black hole"
+    );
+    drop(rx);
+}
+
+/// With an OTLP receiver at `endpoint` that does not answer in time, DogStatsD (on
+/// 127.0.0.1:8125 in `p.c`) gets a flush every second, the failed pushes are counted, and
+/// SIGTERM exits within a few seconds, the last flush reaching DogStatsD.
+fn flushes_on_time_beside(p: &Pair, dir: &TempDir, server: &str, endpoint: &str) -> Statsd {
+    let srv = EchoServer::start(&p.s, &format!("{server}:7000"));
+    let rx = Statsd::udp(p.c.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap()));
+    let cfg = dir.write(
+        "metro.yaml",
+        &config(
+            8125,
+            "off",
+            &format!("'{server}'"),
+            &format!("  otlp_endpoint: {endpoint}\n"),
+            "",
+        ),
+    );
+    let mut ag = Agent::run_config(&p.c, &cfg, dir);
+    ag.wait_log("capture filter", 20 * S);
+    let mut client = Client::start(&p.c, srv.addr, 200, Duration::from_millis(10), 50);
+    // A flush ends with its metro.statsd.send_errors line.
+    let flushes = |m: &[Metric]| named(m, "metro.statsd.send_errors").len();
+    let all = rx.wait_for(&mut ag, 40 * S, "15 flushes", |m| {
+        flushes(m) >= 15
+            && named(m, "metro.otlp.send_errors")
+                .iter()
+                .any(|e| e.value > 0.0)
+    });
+    let times: Vec<Instant> = named(&all, "metro.statsd.send_errors")
+        .iter()
+        .map(|m| m.at)
+        .collect();
+    let longest = times
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap();
+    let span = times.last().unwrap().duration_since(times[0]);
+    eprintln!(
+        "{} DogStatsD flushes in {span:?} (longest gap {longest:?}) beside {endpoint}",
+        times.len()
+    );
+    // flush_interval: 1 s. Before each sink had its own schedule, a push held every flush
+    // for as long as the receiver trickled or the name took to fail.
+    assert!(longest < Duration::from_millis(1600), "gap of {longest:?}");
+    let failed: f64 = named(&all, "metro.otlp.send_errors")
+        .iter()
+        .map(|m| m.value)
+        .sum();
+    assert!(failed >= 1.0);
+
+    client.stop();
+    let before = flushes(&rx.all());
+    let t = Instant::now();
+    ag.signal(libc::SIGTERM);
+    assert!(ag.wait(20 * S).success(), "{}", ag.log());
+    let exit = t.elapsed();
+    eprintln!("SIGTERM to exit: {exit:?}");
+    assert!(exit < 4 * S, "SIGTERM took {exit:?}");
+    // The last flush reached the healthy receiver (the agent has exited: its datagrams are
+    // in the receiver's socket or already read).
+    let end = Instant::now() + 5 * S;
+    let mut last = rx.all();
+    while flushes(&last) <= before && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+        last = rx.all();
+    }
+    assert!(
+        named(&last, "metro.statsd.send_errors")
+            .iter()
+            .any(|m| m.at >= t),
+        "no flush after SIGTERM"
+    );
+    rx
 }

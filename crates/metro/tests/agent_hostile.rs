@@ -3,8 +3,8 @@
 //! next to real connections, SIGTERM at any moment of start-up, bursts of SIGHUP, and
 //! reloads to a configuration that cannot run.
 //!
-//! Like agent_netns.rs these tests need root (CI runs as root) and fail, never skip, when
-//! they cannot build their namespaces. Each test uses its own namespaces and 10.200.N.0/24.
+//! Like agent_netns.rs these tests need root (each skips for another user, saying so) and,
+//! as root, fail, never skip, when they cannot build their namespaces. Each test uses its own namespaces and 10.200.N.0/24.
 
 #[path = "support/agent.rs"]
 mod agent;
@@ -61,6 +61,9 @@ fn catches_sigterm(pid: i32) -> bool {
 
 #[test]
 fn forged_one_sided_retransmissions_from_80000_watched_addresses_leave_real_hosts_reported() {
+    if !netns::needs_root("the agent in network namespaces with tcpreplay") {
+        return;
+    }
     // Real connections through a 5 ms + 5 ms delay line; the whole 10.0.0.0/8 is watched.
     let d = Delayed::new("flood", 21, Duration::from_millis(5));
     let dir = TempDir::new("flood");
@@ -135,15 +138,31 @@ fn forged_one_sided_retransmissions_from_80000_watched_addresses_leave_real_host
     );
     sparse.stop();
     let sparse_requests = sparse.requests.load(std::sync::atomic::Ordering::Relaxed);
-    std::thread::sleep(3 * S);
+    // The real pair goes on being measured after the flood: a whole interval (2 s) that
+    // began after it carries its metrics.
+    let flood_end = Instant::now();
+    statsd.wait_for(&mut agent, 15 * S, "the real pair after the flood", |m| {
+        m.iter().any(|x| {
+            x.name == "system.net.tcp.rtt.p50"
+                && x.tag("dst") == Some("10.200.21.2")
+                && x.at > flood_end + 2 * S
+        })
+    });
     client.stop();
     let requests = client.requests.load(std::sync::atomic::Ordering::Relaxed);
-    std::thread::sleep(S);
+    let sparse_handshakes = f64::from(sparse_requests);
+    let measured = |m: &[Metric]| {
+        let seq = sum(m, "metro.samples", |x| x.tag("kind") == Some("seq"));
+        let hs = sum(m, "metro.samples", |x| x.tag("kind") == Some("handshake"));
+        seq >= f64::from(requests + sparse_requests) && hs > sparse_handshakes
+    };
+    // Until every exchange is counted (asserted below, with the figures), at most 10 s.
+    statsd.wait_until(10 * S, measured);
     agent.signal(libc::SIGTERM);
     let status = agent.wait(20 * S);
     assert!(status.success(), "{status}; log:\n{}", agent.log());
-    std::thread::sleep(S / 2);
-    let all = statsd.all();
+    let mut statsd = statsd;
+    let all = statsd.finish();
 
     let dropped = |kind: &str| sum(&all, "metro.pairs.dropped", |m| m.tag("kind") == Some(kind));
     let kernel_drops = sum(&all, "metro.packets.dropped", |_| true);
@@ -227,6 +246,9 @@ fn forged_one_sided_retransmissions_from_80000_watched_addresses_leave_real_host
 
 #[test]
 fn sigterm_at_any_moment_of_start_up_exits_zero() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("early", 22);
     let dir = TempDir::new("early");
     let small = dir.write(
@@ -271,23 +293,40 @@ fn sigterm_at_any_moment_of_start_up_exits_zero() {
         &["run", "--config", huge.to_str().unwrap()],
         &dir.path("stderr-huge"),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The signal lands while the configuration loads: the agent loads it on a thread of its
+    // own (`metro-load`), and SIGTERM goes as soon as that thread exists (loading this
+    // file takes seconds: `metro check-config` on it, 17 to 20 s in a debug build).
+    let end = Instant::now() + 10 * S;
+    while threads_named(agent.pid(), "metro-load").is_empty() {
+        assert!(
+            Instant::now() < end && agent.alive(),
+            "metro never started loading its configuration; log:\n{}",
+            agent.log()
+        );
+        std::thread::yield_now();
+    }
     let sent = Instant::now();
     agent.signal(libc::SIGTERM);
     let status = agent.wait(10 * S);
+    let took = sent.elapsed();
     assert!(status.success(), "{status}; log:\n{}", agent.log());
-    eprintln!("exited {:?} after SIGTERM", sent.elapsed());
-    if agent.log().contains("during start-up") {
-        assert!(
-            sent.elapsed() < 2 * S,
-            "SIGTERM while loading took {:?}",
-            sent.elapsed()
-        );
-    }
+    eprintln!("exited {took:?} after SIGTERM");
+    // Obeyed at once, not after the loading it interrupted: nothing that follows loading
+    // (opening the capture, running) happened. (Logging is configured by the file being
+    // loaded: until then the agent says nothing.)
+    let log = agent.log();
+    assert!(
+        !log.contains("capture filter") && !log.contains("instance(s); DogStatsD"),
+        "{log}"
+    );
+    assert!(took < 2 * S, "SIGTERM while loading took {took:?}");
 }
 
 #[test]
 fn sighup_burst_keeps_capture_and_flows_and_a_new_watch_list_keeps_them_too() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let d = Delayed::new("burst", 23, Duration::from_millis(10));
     let dir = TempDir::new("burst");
     let srv = EchoServer::start(&d.s, "10.200.23.2:7000");
@@ -319,7 +358,19 @@ fn sighup_burst_keeps_capture_and_flows_and_a_new_watch_list_keeps_them_too() {
             x.name == "system.net.tcp.rtt.samples" && x.tag("gen") == Some("2") && x.at > burst_end
         })
     });
-    std::thread::sleep(S);
+    // The burst's last reload has begun (the new tags are out) and ended: every reload
+    // begun has logged its result.
+    let end = Instant::now() + 10 * S;
+    while count_lines(&agent.log(), "SIGHUP: reloading")
+        != count_lines(&agent.log(), "configuration reloaded")
+    {
+        assert!(
+            Instant::now() < end && agent.alive(),
+            "a reload never ended; log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = agent.log();
     let reloads = count_lines(&log, "SIGHUP: reloading");
     assert!(
@@ -369,15 +420,17 @@ fn sighup_burst_keeps_capture_and_flows_and_a_new_watch_list_keeps_them_too() {
     );
     client.stop();
     let requests = client.requests.load(std::sync::atomic::Ordering::Relaxed);
-    std::thread::sleep(S / 2);
+    // Until every exchange is counted (asserted below, with the figures), at most 10 s.
+    statsd.wait_until(10 * S, |m| {
+        sum(m, "metro.samples", |x| x.tag("kind") == Some("seq")) >= f64::from(requests)
+    });
     // Same capture thread all along.
     assert_eq!(threads_named(agent.pid(), "metro-cap-veth0"), cap_threads);
     agent.signal(libc::SIGTERM);
     let status = agent.wait(10 * S);
     assert!(status.success(), "{status}; log:\n{}", agent.log());
-    std::thread::sleep(S / 2);
-
-    let all = statsd.all();
+    let mut statsd = statsd;
+    let all = statsd.finish();
     // Each request/response exchange yields exactly one seq sample (the request, answered
     // by the response); timestamps add ts samples beside it.
     let seq = sum(&all, "metro.samples", |m| m.tag("kind") == Some("seq"));
@@ -402,6 +455,9 @@ fn sighup_burst_keeps_capture_and_flows_and_a_new_watch_list_keeps_them_too() {
 
 #[test]
 fn reload_to_a_configuration_that_cannot_run_keeps_the_running_agent() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("badrl", 24);
     let dir = TempDir::new("badrl");
     let srv = EchoServer::start(&p.s, "10.200.24.2:7000");

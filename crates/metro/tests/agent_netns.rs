@@ -2,8 +2,8 @@
 //! real libpcap capture, real DogStatsD receivers (UDP and Unix datagram sockets) and a
 //! Prometheus scrape checked by promtool.
 //!
-//! These tests need root (CI runs as root) and fail, never skip, when they cannot build
-//! their namespaces. Each test uses its own namespaces and 10.200.N.0/24 subnet; the
+//! These tests need root: for another user each skips, saying so (`netns::needs_root`);
+//! as root (CI) they fail, never skip, when they cannot build their namespaces. Each test uses its own namespaces and 10.200.N.0/24 subnet; the
 //! namespaces are deleted when the test ends, pass or fail.
 
 #[path = "support/agent.rs"]
@@ -24,7 +24,7 @@ use netns::{Client, Delayed, EchoServer, Netns, Pair};
 
 const S: Duration = Duration::from_secs(1);
 
-const RTT_GAUGES: [&str; 8] = [
+const RTT_GAUGES: [&str; 10] = [
     "system.net.tcp.rtt",
     "system.net.tcp.rtt.avg",
     "system.net.tcp.rtt.jitter",
@@ -33,9 +33,11 @@ const RTT_GAUGES: [&str; 8] = [
     "system.net.tcp.rtt.p50",
     "system.net.tcp.rtt.p90",
     "system.net.tcp.rtt.p99",
+    "system.net.tcp.rtt.baseline",
+    "system.net.tcp.queueing_delay",
 ];
 const RTT_COUNTS: [&str; 2] = ["system.net.tcp.rtt.samples", "system.net.tcp.retransmits"];
-const SELF_METRICS: [(&str, &str); 15] = [
+const SELF_METRICS: [(&str, &str); 16] = [
     ("metro.packets.received", "c"),
     ("metro.packets.dropped", "c"),
     ("metro.packets.filtered", "c"),
@@ -48,6 +50,7 @@ const SELF_METRICS: [(&str, &str); 15] = [
     ("metro.series.overflow", "c"),
     ("metro.statsd.send_errors", "c"),
     ("metro.packets.copies", "c"),
+    ("metro.capture.ebpf", "g"),
     ("metro.containers.namespaces", "g"),
     ("metro.containers.skipped", "g"),
     ("metro.containers.pairs_unattributed", "c"),
@@ -96,7 +99,7 @@ fn check_pair_on(
             assert_eq!(m.ty, ty, "{m:?}");
         }
     }
-    // Every flush carries the ten metrics of the pair together: compare within flushes.
+    // Every flush carries the twelve metrics of the pair together: compare within flushes.
     let p50s = of("system.net.tcp.rtt.p50");
     for (i, p50) in p50s.iter().enumerate() {
         let get = |name: &str| of(name)[i].value;
@@ -116,6 +119,21 @@ fn check_pair_on(
             );
         }
         assert!(p50.value <= p90 * 1.0001 && p90 <= p99 * 1.0001);
+        // The baseline is the least RTT of the window, this interval's included; the
+        // queueing delay the p50 above it.
+        let (base, queueing) = (
+            get("system.net.tcp.rtt.baseline"),
+            get("system.net.tcp.queueing_delay"),
+        );
+        assert!(
+            base > 0.0 && base <= min * 1.0001,
+            "baseline {base}, min {min}"
+        );
+        assert!(
+            (p50.value - base - queueing).abs() <= 1e-5 + p50.value * 1e-4,
+            "p50 {} baseline {base} queueing {queueing}",
+            p50.value
+        );
         // Jitter is a mean absolute difference between consecutive samples: within the
         // spread of the samples.
         let jitter = get("system.net.tcp.rtt.jitter");
@@ -211,6 +229,9 @@ fn config_on(
 
 #[test]
 fn udp_metrics_names_types_tags_values_ipv4_ipv6_and_no_stale_pairs() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("udp", 11);
     let dir = TempDir::new("udp");
     let srv4 = EchoServer::start(&p.s, "10.200.11.2:7000");
@@ -273,6 +294,9 @@ fn udp_metrics_names_types_tags_values_ipv4_ipv6_and_no_stale_pairs() {
 
 #[test]
 fn unix_socket_statsd_prometheus_exposition_and_interface_any() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("unix", 12);
     let dir = TempDir::new("unix");
     let sock_path = dir.path("dsd.socket");
@@ -335,13 +359,13 @@ fn unix_socket_statsd_prometheus_exposition_and_interface_any() {
     );
     assert!(
         body.contains(
-            "metro_tcp_rtt_p50_seconds{src=\"10.200.12.1\",dst=\"10.200.12.2\",iface=\"any\"}"
+            "metro_tcp_rtt_p50_seconds{src=\"10.200.12.1\",dst=\"10.200.12.2\",iface=\"any\",env=\"unix\"}"
         ),
         "{body}"
     );
     let samples_line = body
         .lines()
-        .find(|l| l.starts_with("metro_samples_total{iface=\"any\",kind=\"seq\"}"))
+        .find(|l| l.starts_with("metro_samples_total{iface=\"any\",env=\"unix\",kind=\"seq\"}"))
         .unwrap_or_else(|| panic!("{body}"));
     let n: f64 = samples_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n > 0.0, "{samples_line}");
@@ -349,6 +373,9 @@ fn unix_socket_statsd_prometheus_exposition_and_interface_any() {
 
 #[test]
 fn known_delay_p50_within_2ms_of_true_rtt() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let one_way = Duration::from_millis(20);
     let d = Delayed::new("dly", 13, one_way);
     let dir = TempDir::new("dly");
@@ -389,6 +416,9 @@ fn known_delay_p50_within_2ms_of_true_rtt() {
 
 #[test]
 fn go_metro_doc_example_runs_unchanged_with_legacy_flags() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     // The example from go-metro's documentation, only the interface changed. Its host name
     // resolves, inside the namespace, to the test server (/etc/netns/NAME/hosts); its
     // public address is never contacted (metro sends nothing but DogStatsD to 127.0.0.1).
@@ -447,6 +477,9 @@ fn go_metro_doc_example_runs_unchanged_with_legacy_flags() {
 
 #[test]
 fn host_name_whose_address_changes_is_followed() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("dns", 15);
     p.s.ip(&["addr", "add", "10.200.15.3/24", "dev", "veth0"]);
     p.c.write_etc("hosts", "127.0.0.1 localhost\n10.200.15.2 db.test\n");
@@ -503,6 +536,9 @@ fn host_name_whose_address_changes_is_followed() {
 
 #[test]
 fn sighup_with_broken_config_keeps_measuring_and_good_reload_applies() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("hup", 16);
     let dir = TempDir::new("hup");
     let srv = EchoServer::start(&p.s, "10.200.16.2:7000");
@@ -544,6 +580,9 @@ fn sighup_with_broken_config_keeps_measuring_and_good_reload_applies() {
 
 #[test]
 fn sigterm_flushes_then_exits_zero() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("term", 17);
     let dir = TempDir::new("term");
     let srv = EchoServer::start(&p.s, "10.200.17.2:7000");
@@ -561,11 +600,7 @@ fn sigterm_flushes_then_exits_zero() {
     }
     client.stop();
     let requests = client.requests.load(std::sync::atomic::Ordering::Relaxed);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        statsd.all().is_empty(),
-        "nothing may be sent before the final flush"
-    );
+    let term = Instant::now();
     agent.signal(libc::SIGTERM);
     let status = agent.wait(10 * S);
     assert!(
@@ -573,9 +608,18 @@ fn sigterm_flushes_then_exits_zero() {
         "exit status {status}; log:\n{}",
         agent.log()
     );
-    let all = statsd.wait_for(&mut agent, 5 * S, "the final flush", |m| {
-        has_rtt_for(m, "10.200.17.2")
-    });
+    let mut statsd = statsd;
+    let all = statsd.finish();
+    assert!(
+        has_rtt_for(&all, "10.200.17.2"),
+        "no RTT for 10.200.17.2 in the final flush: {all:?}"
+    );
+    // Nothing was sent before the final flush, which SIGTERM caused.
+    assert!(
+        all.iter().all(|m| m.at > term),
+        "sent before SIGTERM: {:?}",
+        all.iter().find(|m| m.at <= term)
+    );
     let n = sum(&all, "system.net.tcp.rtt.samples", |_| true);
     assert!(
         n >= f64::from(requests),
@@ -585,6 +629,9 @@ fn sigterm_flushes_then_exits_zero() {
 
 #[test]
 fn dead_statsd_receiver_costs_no_samples() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("dead", 18);
     let dir = TempDir::new("dead");
     let srv = EchoServer::start(&p.s, "10.200.18.2:7000");
@@ -619,7 +666,26 @@ fn dead_statsd_receiver_costs_no_samples() {
     statsd.stop();
     drop(statsd);
     let before = prom_samples();
-    std::thread::sleep(3 * S);
+    // Down long enough that sends failed (counted) and the client went on exchanging.
+    let prom_send_errors = || -> f64 {
+        http_get(&p.c, "127.0.0.1:9464", "/metrics")
+            .lines()
+            .find(|l| l.starts_with("metro_statsd_send_errors_total{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let down_from = client.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let end = Instant::now() + 15 * S;
+    while prom_send_errors() == 0.0
+        || client.requests.load(std::sync::atomic::Ordering::Relaxed) < down_from + 100
+    {
+        assert!(
+            Instant::now() < end && agent.alive(),
+            "no send error counted while the receiver was down; log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Every exchange made while the receiver was down was still measured: the cumulative
     // count catches up with the client's (each exchange yields one seq sample).
     let requests = f64::from(client.requests.load(std::sync::atomic::Ordering::Relaxed));
@@ -670,13 +736,18 @@ fn cpu_seconds(pid: i32) -> f64 {
 
 #[test]
 fn interface_down_and_up_again_resumes_without_spinning() {
+    if !netns::needs_root("the agent in network namespaces") {
+        return;
+    }
     let p = Pair::new("flap", 19);
     let dir = TempDir::new("flap");
     let srv = EchoServer::start(&p.s, "10.200.19.2:7000");
     let statsd = udp_statsd(&p.c);
     let cfg = dir.write(
         "metro.yaml",
-        &config("1", UDP_STATSD, &["10.200.19.2"], &[], &[], ""),
+        // libpcap's reopening (the in-kernel program stays attached to an interface that
+        // is down: tests/agent_ebpf.rs).
+        &(config("1", UDP_STATSD, &["10.200.19.2"], &[], &[], "") + "    capture: pcap\n"),
     );
     let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
@@ -750,6 +821,9 @@ fn interface_down_and_up_again_resumes_without_spinning() {
 
 #[test]
 fn vlan_tagged_frames_replayed_with_tcpreplay() {
+    if !netns::needs_root("the agent in network namespaces with tcpreplay") {
+        return;
+    }
     let p = Pair::new("vlan", 20);
     let dir = TempDir::new("vlan");
     let statsd = udp_statsd(&p.c);
@@ -768,9 +842,11 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
     );
     let pcap = dir.path("vlan.pcap");
     frames::write_pcap(&pcap, &mut fr);
+    // libpcap's filter with its VLAN half (the in-kernel path reads tags itself:
+    // tests/agent_ebpf.rs).
     let cfg = dir.write(
         "metro.yaml",
-        &config("1", UDP_STATSD, &["10.200.20.9"], &[], &[], ""),
+        &(config("1", UDP_STATSD, &["10.200.20.9"], &[], &[], "") + "    capture: pcap\n"),
     );
     let mut agent = Agent::run_config(&p.c, &cfg, &dir);
     agent.wait_log("capture filter", 20 * S);
@@ -813,6 +889,9 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
 
 #[test]
 fn netns_helpers_clean_up() {
+    if !netns::needs_root("network namespaces") {
+        return;
+    }
     let name;
     {
         let ns = Netns::new("gc");

@@ -424,3 +424,208 @@ fn generate_refuses_options_its_mode_would_ignore() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(truth.exists());
 }
+
+/// Issue 19: a pcapng custom block is a frame to tshark (so metro numbers it) but not a
+/// packet: `analyze` skipped it only in the agent and reported it as link type 4294967295,
+/// "not decoded". Now every path skips it, and the summary says what it was.
+#[test]
+fn a_pcapng_custom_block_is_numbered_not_reported_as_an_unknown_link_type() {
+    use metro_testkit::frame::{TcpFrame, flags};
+    use metro_testkit::pcap::{Interface, PcapNgWriter};
+    let dir = tmpdir("custom-block");
+    let (c, s) = ([10, 0, 0, 2], [10, 0, 0, 1]);
+    let mut w = PcapNgWriter::new(Vec::new(), false).unwrap();
+    let i = w.add_interface(Interface::new(1, 0)).unwrap();
+    let t0 = 1_700_000_000_000_000_000i64;
+    let syn = TcpFrame::v4(c, 40000, s, 443)
+        .flags(flags::SYN)
+        .seq(1000)
+        .to_vec();
+    let synack = TcpFrame::v4(s, 443, c, 40000)
+        .flags(flags::SYN | flags::ACK)
+        .seq(5000)
+        .ack(1001)
+        .to_vec();
+    let ack = TcpFrame::v4(c, 40000, s, 443).seq(1001).ack(5001).to_vec();
+    w.write_packet(i, t0, &syn, syn.len() as u32).unwrap();
+    // Frame 2: a custom block (its Private Enterprise Number, then data).
+    w.write_block(0xbad, &[0, 0, 0x7e, 0xd9, 1, 2, 3, 4])
+        .unwrap();
+    w.write_packet(i, t0 + 20_000_000, &synack, synack.len() as u32)
+        .unwrap();
+    w.write_packet(i, t0 + 50_000_000, &ack, ack.len() as u32)
+        .unwrap();
+    let path = dir.join("custom.pcapng");
+    std::fs::write(&path, w.into_inner().unwrap()).unwrap();
+    for threads in ["1", "2"] {
+        let out = metro(&[
+            "analyze",
+            "--threads",
+            threads,
+            "--format",
+            "json",
+            path.to_str().unwrap(),
+        ]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(!err.contains("link type"), "threads {threads}: {err}");
+        assert!(
+            err.contains("summary: 1 files, 4 records, 3 TCP packets, 0 undecodable"),
+            "threads {threads}: {err}"
+        );
+        assert!(
+            err.contains("not packets (pcapng custom or journal blocks, numbered as frames): 1"),
+            "{err}"
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let summary = &doc["summary"];
+        assert_eq!(summary["records"], 4, "{summary}");
+        assert_eq!(summary["undecodable"], serde_json::json!({}), "{summary}");
+        assert_eq!(
+            summary["unsupported_linktypes"],
+            serde_json::json!({}),
+            "{summary}"
+        );
+        // The handshake's two samples (the SYN/ACK 20 ms from the capture point to the
+        // client and back... the server side; the ACK 30 ms on the client side).
+        assert_eq!(summary["samples"]["handshake"], 2, "{summary}");
+    }
+}
+
+/// Issue 22 item 5: memory bounded by `--max-responders`. Beyond the cap, responders share
+/// one `other` row: the rows are bounded, the totals kept, the same with 1 and 2 threads,
+/// and the tracked rows are exactly what the uncapped run says of them.
+#[test]
+fn responders_beyond_the_cap_share_the_other_row_and_keep_the_totals() {
+    let dir = tmpdir("max-responders");
+    let cap = small_capture(&dir, 20_000);
+    let cap = cap.to_str().unwrap();
+    let total = |doc: &Value| -> u64 {
+        let k = &doc["summary"]["samples"];
+        ["seq", "handshake", "ts"]
+            .iter()
+            .map(|n| k[n].as_u64().unwrap())
+            .sum()
+    };
+    let full = metro(&["analyze", "--threads", "1", "--format", "json", cap]);
+    assert!(full.status.success(), "{}", text(&full.stderr));
+    let full: Value = serde_json::from_slice(&full.stdout).unwrap();
+    let all = full["responders"].as_array().unwrap();
+    assert!(all.len() > 20, "the capture has {} responders", all.len());
+    assert!(full.get("other_responders").is_none());
+    let mut capped_docs = Vec::new();
+    for threads in ["1", "2"] {
+        let out = metro(&[
+            "analyze",
+            "--threads",
+            threads,
+            "--max-responders",
+            "5",
+            "--format",
+            "json",
+            cap,
+        ]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains("the first 5 have rows of their own (--max-responders)"),
+            "{err}"
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rows = doc["responders"].as_array().unwrap();
+        assert_eq!(rows.len(), 5);
+        assert_eq!(doc["summary"]["max_responders"], 5);
+        // Each tracked row is the uncapped run's row for that responder.
+        for r in rows {
+            let same = all
+                .iter()
+                .find(|a| a["responder"] == r["responder"])
+                .unwrap();
+            assert_eq!(same, r);
+        }
+        let tracked: u64 = rows.iter().map(|r| r["samples"].as_u64().unwrap()).sum();
+        let other = &doc["other_responders"];
+        assert_eq!(other["samples"].as_u64().unwrap(), total(&full) - tracked);
+        for k in ["seq", "handshake", "ts"] {
+            let in_rows: u64 = rows.iter().map(|r| r["kinds"][k].as_u64().unwrap()).sum();
+            let everywhere: u64 = all.iter().map(|r| r["kinds"][k].as_u64().unwrap()).sum();
+            assert_eq!(
+                other["kinds"][k].as_u64().unwrap(),
+                everywhere - in_rows,
+                "{k}"
+            );
+        }
+        assert_eq!(total(&doc), total(&full));
+        capped_docs.push(doc);
+    }
+    assert_eq!(capped_docs[0], capped_docs[1], "1 and 2 threads");
+    // With per-connection rows the shards send whole samples: the same rows.
+    let out = metro(&[
+        "analyze",
+        "--threads",
+        "2",
+        "--flows",
+        "--max-responders",
+        "5",
+        "--format",
+        "json",
+        cap,
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["responders"], capped_docs[0]["responders"]);
+    assert_eq!(doc["other_responders"], capped_docs[0]["other_responders"]);
+    // The table: 5 rows and the `other` row.
+    let table = metro(&["analyze", "-q", "--max-responders", "5", cap]);
+    let table = text(&table.stdout);
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("other ")).count(),
+        1,
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 2 + 5 + 1, "{table}");
+    // The picture groups them with the others, and says there were more.
+    let svg = dir.join("p.svg");
+    let out = metro(&[
+        "plot",
+        "--max-responders",
+        "5",
+        "-o",
+        svg.to_str().unwrap(),
+        cap,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.contains("5+ responders"), "the key");
+}
+
+/// Issue 19: `--plot` and `--report` no longer run the engine again over the files, so they
+/// work on standard input too, and draw what they draw from the file.
+#[test]
+fn plot_and_report_from_standard_input_match_the_file() {
+    let dir = tmpdir("plot-stdin");
+    let svg = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let from_file = metro(&["analyze", "-q", "--plot", &svg("f.svg"), EXAMPLE]);
+    assert!(from_file.status.success(), "{}", text(&from_file.stderr));
+    let piped = Command::new(METRO)
+        .args([
+            "analyze",
+            "-q",
+            "--plot",
+            &svg("s.svg"),
+            "--report",
+            &svg("s.html"),
+            "-",
+        ])
+        .stdin(File::open(EXAMPLE).unwrap())
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{}", text(&piped.stderr));
+    assert_eq!(piped.stdout, from_file.stdout);
+    let f = std::fs::read_to_string(dir.join("f.svg")).unwrap();
+    let s = std::fs::read_to_string(dir.join("s.svg")).unwrap();
+    // The title names the input; everything else is the same picture.
+    assert_eq!(f.replace("scp-upload.pcap", "-"), s);
+    assert!(s.contains("<svg"));
+    let html = std::fs::read_to_string(dir.join("s.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("RTT by responder"));
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 mod corpus_support;
 use corpus_support::corpus_files;
 
-use metro_core::engine::EngineConfig;
+use metro_core::config::EngineConfig;
 use serde_json::Value;
 
 struct Outcome {

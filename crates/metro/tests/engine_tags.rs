@@ -6,8 +6,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use metro_core::Segment;
-use metro_core::engine::{Engine, EngineConfig, NO_TAG, Observer};
-use metro_core::rtt::Sample;
+use metro_core::config::EngineConfig;
+use metro_core::engine::Engine;
+use metro_core::sample::Sample;
+use metro_core::sample::{NO_TAG, Observer};
 use metro_core::wire::{self, linktype};
 use metro_testkit::frame::{TcpFrame, flags::*};
 

@@ -228,8 +228,9 @@ fn gen_truth_agrees_with_tshark() {
 /// metro's own samples against the truth: the same bounds as tshark's, for every kind.
 #[test]
 fn gen_truth_agrees_with_metro_engine() {
-    use metro_core::engine::{Engine, EngineConfig};
-    use metro_core::rtt::Sample;
+    use metro_core::config::EngineConfig;
+    use metro_core::engine::Engine;
+    use metro_core::sample::Sample;
 
     let cfg = GenConfig {
         packets: 50_000,
@@ -249,7 +250,7 @@ fn gen_truth_agrees_with_metro_engine() {
                 frame as u64 + 1,
                 ts,
                 &metro_core::Segment::from(&pkt),
-                &mut |s: &metro_core::rtt::Sample| samples.push(*s),
+                &mut |s: &metro_core::sample::Sample| samples.push(*s),
             );
         }
     }

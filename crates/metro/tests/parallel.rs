@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use metro::analyze::{Report, analyze_files_threads, render_json, render_table};
-use metro_core::engine::EngineConfig;
+use metro_core::config::EngineConfig;
 use metro_testkit::frame::{TcpFrame, flags::*};
 use metro_testkit::generator::{GenConfig, write_capture};
 use metro_testkit::pcap::PcapWriter;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use metro::analyze::{Report, analyze_files_threads};
-use metro_core::engine::EngineConfig;
+use metro_core::config::EngineConfig;
 use serde_json::Value;
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared");

@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use metro_core::engine::EngineConfig;
+use metro_core::config::EngineConfig;
 use metro_testkit::frame::{TcpFrame, flags::*};
 use metro_testkit::pcap::PcapWriter;
 use serde_json::Value;

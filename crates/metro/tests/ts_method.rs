@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use metro::pcap::CaptureReader;
-use metro_core::engine::EngineConfig;
+use metro_core::config::EngineConfig;
 use metro_core::wire;
 use serde_json::Value;
 

@@ -30,6 +30,8 @@ use rustc_hash::FxHasher;
 
 use crate::Nanos;
 
+pub mod handshakes;
+
 type FxBuild = BuildHasherDefault<FxHasher>;
 
 /// The sweep visits the whole slab once every this many `expire` calls.
@@ -277,16 +279,16 @@ impl<T> FlowTable<T> {
     }
 
     /// Find the entry for `key` and mark it seen at `now`, or create it (unconfirmed) with
-    /// `make()`, shedding the oldest unconfirmed entry through `evicted` if the table is full
-    /// (the stalest confirmed one only if there is no unconfirmed entry at all). Returns the
-    /// slot and whether it is new.
+    /// `make()`, shedding the oldest unconfirmed entry through `evicted` (with its key) if the
+    /// table is full (the stalest confirmed one only if there is no unconfirmed entry at all).
+    /// Returns the slot and whether it is new.
     #[inline]
     pub fn touch_or_insert(
         &mut self,
         key: FlowKey,
         now: Nanos,
         make: impl FnOnce() -> T,
-        mut evicted: impl FnMut(&mut T, Removal),
+        mut evicted: impl FnMut(&FlowKey, &mut T, Removal),
     ) -> (u32, bool) {
         let hash = self.hasher.hash_one(key);
         let slots = &self.slots;
@@ -298,7 +300,7 @@ impl<T> FlowTable<T> {
                 return (idx, false);
             };
             // Past its timeout: gone, whether or not the sweep got to it yet.
-            self.remove(idx, |v| evicted(v, why));
+            self.remove(idx, |k, v| evicted(k, v, why));
         }
         if self.map.len() >= self.cap {
             // Confirmed entries never exceed `max_confirmed` < `cap` (for `cap` > 1), so a
@@ -308,7 +310,7 @@ impl<T> FlowTable<T> {
             } else {
                 (self.pick_confirmed_victim(), Removal::Full)
             };
-            self.remove(victim, |v| evicted(v, why));
+            self.remove(victim, |k, v| evicted(k, v, why));
         }
         let slot = Slot {
             key,
@@ -347,7 +349,7 @@ impl<T> FlowTable<T> {
         }
         if self.confirmed >= self.max_confirmed {
             let victim = self.pick_confirmed_victim();
-            self.remove(victim, |v| evicted(v, Removal::Full));
+            self.remove(victim, |_, v| evicted(v, Removal::Full));
         }
         self.unlink(idx);
         self.slots[idx as usize].confirmed = true;
@@ -443,7 +445,7 @@ impl<T> FlowTable<T> {
             let Some(why) = self.expiry(s, age, idle, closed) else {
                 continue;
             };
-            self.remove(i as u32, |v| removed(v, why));
+            self.remove(i as u32, |_, v| removed(v, why));
         }
     }
 
@@ -451,13 +453,13 @@ impl<T> FlowTable<T> {
     pub fn drain(&mut self, mut removed: impl FnMut(&mut T)) {
         for i in 0..self.slots.len() {
             if self.slots[i].live {
-                self.remove(i as u32, &mut removed);
+                self.remove(i as u32, |_, v| removed(v));
             }
         }
     }
 
     /// Free a slot; `removed` sees the value before the slot is reused.
-    fn remove(&mut self, idx: u32, removed: impl FnOnce(&mut T)) {
+    fn remove(&mut self, idx: u32, removed: impl FnOnce(&FlowKey, &mut T)) {
         if self.slots[idx as usize].confirmed {
             self.confirmed -= 1;
         } else {
@@ -467,7 +469,7 @@ impl<T> FlowTable<T> {
         s.live = false;
         s.confirmed = false;
         let hash = self.hasher.hash_one(s.key);
-        removed(&mut s.value);
+        removed(&s.key, &mut s.value);
         if let Ok(entry) = self.map.find_entry(hash, |&i| i == idx) {
             entry.remove();
         }
@@ -564,15 +566,15 @@ mod tests {
         let mut t: FlowTable<u16> = FlowTable::new(4);
         let mut gone = Vec::new();
         for p in 0..4u16 {
-            t.touch_or_insert(key(p), i64::from(p) * 10, || p, |_, _| unreachable!());
+            t.touch_or_insert(key(p), i64::from(p) * 10, || p, |_, _, _| unreachable!());
         }
-        t.touch_or_insert(key(0), 100, || 0, |_, _| unreachable!());
-        let (i2, _) = t.touch_or_insert(key(2), 101, || 2, |_, _| unreachable!());
+        t.touch_or_insert(key(0), 100, || 0, |_, _, _| unreachable!());
+        let (i2, _) = t.touch_or_insert(key(2), 101, || 2, |_, _, _| unreachable!());
         t.mark_closed(i2);
         // Full: the closed one goes first, then the oldest created (0, although seen since:
         // first in, first out, so every entry gets the same time to confirm).
-        t.touch_or_insert(key(10), 200, || 10, |v, why| gone.push((*v, why)));
-        t.touch_or_insert(key(11), 201, || 11, |v, why| gone.push((*v, why)));
+        t.touch_or_insert(key(10), 200, || 10, |_, v, why| gone.push((*v, why)));
+        t.touch_or_insert(key(11), 201, || 11, |_, v, why| gone.push((*v, why)));
         assert_eq!(gone, vec![(2, Removal::Shed), (0, Removal::Shed)]);
         assert_eq!(t.len(), 4);
     }
@@ -583,7 +585,7 @@ mod tests {
         assert_eq!(t.max_confirmed(), 75);
         // 50 confirmed connections, then a flood of 10,000 one-sided entries.
         for p in 0..50u16 {
-            let (i, _) = t.touch_or_insert(key(p), 0, || u32::from(p), |_, _| unreachable!());
+            let (i, _) = t.touch_or_insert(key(p), 0, || u32::from(p), |_, _, _| unreachable!());
             t.confirm(i, |_, _| unreachable!());
         }
         let mut shed = 0;
@@ -599,7 +601,7 @@ mod tests {
                 k,
                 1 + i64::from(n),
                 || 1000 + n,
-                |v, why| {
+                |_, v, why| {
                     assert_eq!(why, Removal::Shed);
                     assert!(*v >= 1000, "a confirmed entry was evicted");
                     shed += 1;
@@ -622,7 +624,7 @@ mod tests {
         assert_eq!(t.max_confirmed(), 6);
         let mut gone = Vec::new();
         for p in 0..7u16 {
-            let (i, _) = t.touch_or_insert(key(p), i64::from(p), || p, |_, _| unreachable!());
+            let (i, _) = t.touch_or_insert(key(p), i64::from(p), || p, |_, _, _| unreachable!());
             t.confirm(i, |v, why| gone.push((*v, why)));
         }
         // The seventh confirmation evicted the stalest confirmed entry.
@@ -630,26 +632,26 @@ mod tests {
         assert_eq!((t.len(), t.confirmed_len()), (6, 6));
         // A full table of unconfirmed + confirmed: new entries shed unconfirmed ones only.
         for p in 100..110u16 {
-            t.touch_or_insert(key(p), 50, || p, |v, why| gone.push((*v, why)));
+            t.touch_or_insert(key(p), 50, || p, |_, v, why| gone.push((*v, why)));
         }
         assert!(gone[1..].iter().all(|g| g.1 == Removal::Shed && g.0 >= 100));
         assert_eq!((t.len(), t.confirmed_len()), (8, 6));
         // A reused connection is unconfirmed again (and the newest).
-        let (i, new) = t.touch_or_insert(key(3), 60, || 0, |_, _| unreachable!());
+        let (i, new) = t.touch_or_insert(key(3), 60, || 0, |_, _, _| unreachable!());
         assert!(!new && t.is_confirmed(i));
         t.mark_open(i);
         assert_eq!(t.confirmed_len(), 5);
         assert!(!t.is_confirmed(i));
         gone.clear();
-        t.touch_or_insert(key(200), 70, || 200, |v, why| gone.push((*v, why)));
-        t.touch_or_insert(key(201), 70, || 201, |v, why| gone.push((*v, why)));
+        t.touch_or_insert(key(200), 70, || 200, |_, v, why| gone.push((*v, why)));
+        t.touch_or_insert(key(201), 70, || 201, |_, v, why| gone.push((*v, why)));
         assert_eq!(gone, vec![(108, Removal::Shed), (109, Removal::Shed)]);
         // A table of one: the lone confirmed entry gives way.
         let mut one: FlowTable<u16> = FlowTable::new(1);
-        let (i, _) = one.touch_or_insert(key(1), 0, || 1, |_, _| unreachable!());
+        let (i, _) = one.touch_or_insert(key(1), 0, || 1, |_, _, _| unreachable!());
         one.confirm(i, |_, _| unreachable!());
         let mut g = Vec::new();
-        one.touch_or_insert(key(2), 1, || 2, |v, why| g.push((*v, why)));
+        one.touch_or_insert(key(2), 1, || 2, |_, v, why| g.push((*v, why)));
         assert_eq!(g, vec![(1, Removal::Full)]);
     }
 
@@ -658,28 +660,28 @@ mod tests {
         let mut t: FlowTable<u16> = FlowTable::new(100);
         t.set_timeouts(100, 60, 60);
         let mut gone = Vec::new();
-        let (a, new) = t.touch_or_insert(key(1), 0, || 1, |v, why| gone.push((*v, why)));
+        let (a, new) = t.touch_or_insert(key(1), 0, || 1, |_, v, why| gone.push((*v, why)));
         assert!(new);
         // Within the timeout: the same entry.
-        let (b, new) = t.touch_or_insert(key(1), 99, || 2, |v, why| gone.push((*v, why)));
+        let (b, new) = t.touch_or_insert(key(1), 99, || 2, |_, v, why| gone.push((*v, why)));
         assert_eq!((a, new), (b, false));
         // Idle for the timeout: expired on touch, whether or not a sweep ran.
-        let (_, new) = t.touch_or_insert(key(1), 199, || 3, |v, why| gone.push((*v, why)));
+        let (_, new) = t.touch_or_insert(key(1), 199, || 3, |_, v, why| gone.push((*v, why)));
         assert!(new);
         assert_eq!(gone, vec![(1, Removal::Idle)]);
-        let (c, _) = t.touch_or_insert(key(1), 200, || 4, |_, _| unreachable!());
+        let (c, _) = t.touch_or_insert(key(1), 200, || 4, |_, _, _| unreachable!());
         assert_eq!(*t.get(c), 3);
         t.mark_closed(c);
-        let (_, new) = t.touch_or_insert(key(1), 260, || 5, |v, why| gone.push((*v, why)));
+        let (_, new) = t.touch_or_insert(key(1), 260, || 5, |_, v, why| gone.push((*v, why)));
         assert!(new);
         assert_eq!(gone[1], (3, Removal::Closed));
         // Done (both sides closed): the shorter timeout.
         t.set_timeouts(100, 60, 5);
-        let (d, _) = t.touch_or_insert(key(2), 300, || 6, |_, _| unreachable!());
+        let (d, _) = t.touch_or_insert(key(2), 300, || 6, |_, _, _| unreachable!());
         t.mark_done(d);
-        let (d2, new) = t.touch_or_insert(key(2), 304, || 7, |_, _| unreachable!());
+        let (d2, new) = t.touch_or_insert(key(2), 304, || 7, |_, _, _| unreachable!());
         assert_eq!((d2, new), (d, false));
-        let (_, new) = t.touch_or_insert(key(2), 309, || 8, |v, why| gone.push((*v, why)));
+        let (_, new) = t.touch_or_insert(key(2), 309, || 8, |_, v, why| gone.push((*v, why)));
         assert!(new);
         assert_eq!(gone[2], (6, Removal::Closed));
     }
@@ -689,12 +691,12 @@ mod tests {
         let mut t: FlowTable<u16> = FlowTable::new(100);
         t.set_timeouts(100, 60, 60);
         for p in 0..10u16 {
-            let (i, _) = t.touch_or_insert(key(p), 0, || p, |_, _| unreachable!());
+            let (i, _) = t.touch_or_insert(key(p), 0, || p, |_, _, _| unreachable!());
             if p < 3 {
                 t.mark_closed(i);
             }
         }
-        t.touch_or_insert(key(9), 50, || 9, |_, _| unreachable!());
+        t.touch_or_insert(key(9), 50, || 9, |_, _, _| unreachable!());
         let mut gone = Vec::new();
         // At 60: closed ones (closed timeout 60) go; open ones (idle 100) stay.
         t.expire(60, |v, why| gone.push((*v, why)));

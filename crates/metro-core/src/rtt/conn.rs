@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use super::queue::{NIL, Pending, Pool, Queue};
 use crate::Nanos;
 use crate::Segment;
-use crate::config::{Counters, EngineConfig};
+use crate::config::{CopyEvidence, Counters, EngineConfig, TimedBy};
 use crate::sample::{Kind, NO_TAG, Observer, Sample};
 use crate::seq::{SeqNum, TsClock, TsVal};
 
@@ -48,13 +48,6 @@ const IP_ID_SEEN: u8 = 1;
 /// Two frames of this direction carried different (non-zero) IP IDs: the sender gives each
 /// packet its own, so a retransmission would carry a new one.
 const IP_ID_VARIES: u8 = 2;
-
-/// Evidence indices of [`Counters::disambiguated`].
-const BY_TSECR_RX: usize = 0;
-const BY_TSECR_ORIGINAL: usize = 1;
-const BY_DSACK: usize = 2;
-const BY_ACK_INSIDE: usize = 3;
-const BY_DSACK_RX: usize = 4;
 
 /// What one direction of a connection has sent, and what the other side acknowledged of it.
 #[derive(Clone, Copy, Debug)]
@@ -290,6 +283,57 @@ impl Conn {
         (side.has(SYN_SEEN) && side.isn != seq) || (side.has(SEQ_KNOWN) && !side.has(SYN_SEEN))
     }
 
+    /// The SYN or SYN/ACK that direction `dir` sent and that still awaits its ACK: the ACK
+    /// number that answers it, when and in which frame it was seen, and whether its answer
+    /// is ambiguous (it was sent more than once). What the handshake cache keeps of a
+    /// connection shed before the answer came.
+    pub fn handshake_awaiting_ack(
+        &self,
+        dir: usize,
+        pool: &Pool,
+    ) -> Option<(SeqNum, (Nanos, u64), bool)> {
+        let side = &self.dirs[dir];
+        if !side.has(SYN_SEEN) || side.has(ACK_KNOWN) {
+            return None;
+        }
+        let front = side.segs.front(pool)?;
+        (front.handshake && front.key == side.isn.wrapping_add(1))
+            .then(|| (front.key, front.seen(), front.ambiguous))
+    }
+
+    /// Put back, into this new connection, the SYN or SYN/ACK (ending at `end`, seen at
+    /// `open`) that direction `dir` sent before the connection was shed, as if it had been
+    /// recorded here: its ACK makes the handshake sample, and a copy sent again is a
+    /// retransmission, all by the rules of [`Conn::process`].
+    pub fn resume_handshake(
+        &mut self,
+        dir: usize,
+        end: SeqNum,
+        (ts, frame): (Nanos, u64),
+        ambiguous: bool,
+        pool: &mut Pool,
+    ) {
+        let side = &mut self.dirs[dir];
+        if side.has(SEQ_KNOWN) {
+            return;
+        }
+        side.flags |= SEQ_KNOWN | SYN_SEEN;
+        side.isn = end.wrapping_sub(1);
+        side.right = end;
+        side.segs.push_back(
+            pool,
+            Pending {
+                key: end,
+                handshake: true,
+                ambiguous,
+                ts,
+                frame,
+                tsval: TsVal::ZERO,
+                fp: 0,
+            },
+        );
+    }
+
     /// Process one segment travelling in direction `dir` (0 or 1).
     #[inline]
     pub fn process<O: Observer>(
@@ -344,11 +388,11 @@ impl Conn {
             // (RFC 6298 2.1; 3 s on older stacks), ten times the wide window.
             let evidence =
                 if cx.cfg.trust_ip_id && seg.ip_id != 0 && snd.ip_id_flags & IP_ID_VARIES != 0 {
-                    Some(0)
+                    Some(CopyEvidence::IpId)
                 } else if tsval != TsVal::ZERO && snd.has(TSVAL_SEEN) && tsval.lt(snd.ts_last) {
-                    Some(1)
+                    Some(CopyEvidence::TsVal)
                 } else if flags.syn() {
-                    Some(2)
+                    Some(CopyEvidence::Handshake)
                 } else {
                     None
                 };
@@ -361,7 +405,7 @@ impl Conn {
                 && let Some(by) = evidence
             {
                 cx.counters.duplicates += 1;
-                cx.counters.duplicates_wide[by] += 1;
+                cx.counters.duplicates_wide[by as usize] += 1;
                 return;
             }
         }
@@ -401,7 +445,7 @@ impl Conn {
             {
                 rcv.retire_rx(cx.pool, cx.cfg.duplicate_window_wide > 0);
                 if emit!(cx, held.seg.kind(), held.seg.seen()) {
-                    cx.counters.disambiguated[BY_DSACK_RX] += 1;
+                    cx.counters.disambiguated[TimedBy::DsackRetransmission as usize] += 1;
                 }
             }
             if !rcv.has(ACK_KNOWN) || ack.gt(rcv.acked) {
@@ -443,7 +487,7 @@ impl Conn {
                             rx.and_then(|r| Self::disambiguate(front, r, prev, ack, seg))
                         {
                             if emit!(cx, kind, open.seen()) {
-                                cx.counters.disambiguated[by] += 1;
+                                cx.counters.disambiguated[by as usize] += 1;
                             }
                         } else {
                             cx.counters.ambiguous += 1;
@@ -461,7 +505,7 @@ impl Conn {
                         && Self::answers_rx(held, prev, seg)
                         && emit!(cx, Kind::Seq, held.seg.seen())
                     {
-                        cx.counters.disambiguated[BY_TSECR_RX] += 1;
+                        cx.counters.disambiguated[TimedBy::TsecrRetransmission as usize] += 1;
                     }
                     rcv.retire_rx(cx.pool, keep);
                 }
@@ -674,7 +718,7 @@ impl Conn {
         prev: Option<SeqNum>,
         ack: SeqNum,
         seg: &Segment,
-    ) -> Option<(Pending, usize)> {
+    ) -> Option<(Pending, TimedBy)> {
         if rx.seg.ambiguous {
             // Its bytes went more than twice: only an echo of its own TSval names it.
             return (ack == rx.seg.key
@@ -685,14 +729,14 @@ impl Conn {
                     ambiguous: false,
                     ..rx.seg
                 },
-                BY_TSECR_RX,
+                TimedBy::TsecrRetransmission,
             ));
         }
         if rx.start.lt(ack) && ack.lt(rx.seg.key) {
             // The ACK stops inside the retransmission: the receiver had every byte up to
             // `ack`, beyond the retransmission's start, so had the retransmission arrived it
             // would acknowledge at least its end. The original answered.
-            return Some((node, BY_ACK_INSIDE));
+            return Some((node, TimedBy::AckInside));
         }
         if ack != rx.seg.key {
             return None;
@@ -706,7 +750,7 @@ impl Conn {
             && left.le(rx.start)
             && right.ge(rx.seg.key)
         {
-            return Some((node, BY_DSACK));
+            return Some((node, TimedBy::Dsack));
         }
         // TSecr (RFC 7323): the receiver echoes the TSval of the segment that last moved its
         // left edge. With everything before the retransmission acknowledged, the
@@ -715,12 +759,12 @@ impl Conn {
             return None;
         }
         if Self::answers_rx(rx, prev, seg) {
-            return Some((rx.seg, BY_TSECR_RX));
+            return Some((rx.seg, TimedBy::TsecrRetransmission));
         }
         let prev = prev?;
         let (_, tsecr) = seg.timestamp?;
         if !prev.lt(rx.start) && tsecr != TsVal::ZERO && tsecr == node.tsval {
-            Some((node, BY_TSECR_ORIGINAL))
+            Some((node, TimedBy::TsecrOriginal))
         } else {
             None
         }

@@ -11,6 +11,44 @@ use super::ip::proto;
 use super::link::ethertype;
 use super::tcp;
 
+/// Byte offsets in the headers this path reads (smoltcp's `mod field`).
+mod field {
+    use std::ops::Range;
+
+    /// Ethernet II: destination and source MAC, then the EtherType.
+    pub const ETH_TYPE: usize = 12;
+    pub const ETH_LEN: usize = 14;
+    /// An 802.1Q tag: priority and VLAN id, then the inner EtherType.
+    pub const VLAN_TYPE: usize = 2;
+    pub const VLAN_LEN: usize = 4;
+
+    /// IPv4: version and header length (one byte).
+    pub const V4_VER_IHL: usize = 0;
+    pub const V4_TOTAL_LEN: usize = 2;
+    pub const V4_ID: usize = 4;
+    /// Flags and fragment offset.
+    pub const V4_FRAG: usize = 6;
+    pub const V4_PROTO: usize = 9;
+    pub const V4_SRC: Range<usize> = 12..16;
+    pub const V4_DST: Range<usize> = 16..20;
+    /// The header without options.
+    pub const V4_LEN: usize = 20;
+
+    /// IPv6: version (the first byte's high nibble).
+    pub const V6_VER: usize = 0;
+    pub const V6_PAYLOAD_LEN: usize = 4;
+    pub const V6_NEXT_HEADER: usize = 6;
+    pub const V6_SRC: Range<usize> = 8..24;
+    pub const V6_DST: Range<usize> = 24..40;
+    /// The fixed header.
+    pub const V6_LEN: usize = 40;
+}
+
+/// IPv4 version 4 with a 5-word header (no options).
+const V4_NO_OPTIONS: u8 = 0x45;
+/// The fragment offset and the More Fragments flag (DF may be set).
+const V4_FRAGMENT_BITS: u16 = 0x3FFF;
+
 #[inline]
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
@@ -19,11 +57,11 @@ fn be16(b: &[u8], at: usize) -> u16 {
 /// An Ethernet frame, if it has the common shape.
 #[inline(always)]
 pub(super) fn ethernet(frame: &[u8]) -> Option<Packet<'_>> {
-    let (eth, mut rest) = frame.split_first_chunk::<14>()?;
-    let mut t = be16(eth, 12);
+    let (eth, mut rest) = frame.split_first_chunk::<{ field::ETH_LEN }>()?;
+    let mut t = be16(eth, field::ETH_TYPE);
     if t == ethertype::VLAN {
-        let (tag, r) = rest.split_first_chunk::<4>()?;
-        t = be16(tag, 2);
+        let (tag, r) = rest.split_first_chunk::<{ field::VLAN_LEN }>()?;
+        t = be16(tag, field::VLAN_TYPE);
         rest = r;
     }
     match t {
@@ -35,22 +73,27 @@ pub(super) fn ethernet(frame: &[u8]) -> Option<Packet<'_>> {
 
 #[inline(always)]
 fn ipv4(b: &[u8]) -> Option<Packet<'_>> {
-    let h = b.first_chunk::<20>()?;
+    let h = b.first_chunk::<{ field::V4_LEN }>()?;
     // Version 4 without options; not a fragment (DF may be set); TCP.
-    if h[0] != 0x45 || be16(h, 6) & 0x3FFF != 0 || h[9] != proto::TCP {
+    if h[field::V4_VER_IHL] != V4_NO_OPTIONS
+        || be16(h, field::V4_FRAG) & V4_FRAGMENT_BITS != 0
+        || h[field::V4_PROTO] != proto::TCP
+    {
         return None;
     }
     // 0 (segmentation offload) and impossible lengths are the general path's business.
-    let total = usize::from(be16(h, 2));
-    if total < 20 {
+    let total = usize::from(be16(h, field::V4_TOTAL_LEN));
+    if total < field::V4_LEN {
         return None;
     }
-    let payload = b.get(20..total.min(b.len()))?;
-    let seg = tcp::parse(payload, (total - 20) as u32).ok()?;
+    let payload = b.get(field::V4_LEN..total.min(b.len()))?;
+    let seg = tcp::parse(payload, (total - field::V4_LEN) as u32).ok()?;
+    let src: [u8; 4] = h[field::V4_SRC].try_into().ok()?;
+    let dst: [u8; 4] = h[field::V4_DST].try_into().ok()?;
     Some(Packet {
-        src: IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15])),
-        dst: IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19])),
-        ip_id: be16(h, 4),
+        src: IpAddr::V4(Ipv4Addr::from(src)),
+        dst: IpAddr::V4(Ipv4Addr::from(dst)),
+        ip_id: be16(h, field::V4_ID),
         tcp: seg.header,
         payload_len: seg.payload_len,
         payload: seg.payload,
@@ -61,20 +104,20 @@ fn ipv4(b: &[u8]) -> Option<Packet<'_>> {
 
 #[inline(always)]
 fn ipv6(b: &[u8]) -> Option<Packet<'_>> {
-    let (h, rest) = b.split_first_chunk::<40>()?;
+    let (h, rest) = b.split_first_chunk::<{ field::V6_LEN }>()?;
     // Version 6, TCP right after the fixed header, a payload length (0 is a jumbogram or
     // segmentation offload: the general path's business).
-    if h[0] >> 4 != 6 || h[6] != proto::TCP {
+    if h[field::V6_VER] >> 4 != 6 || h[field::V6_NEXT_HEADER] != proto::TCP {
         return None;
     }
-    let plen = usize::from(be16(h, 4));
+    let plen = usize::from(be16(h, field::V6_PAYLOAD_LEN));
     if plen == 0 {
         return None;
     }
     let payload = rest.get(..plen.min(rest.len()))?;
     let seg = tcp::parse(payload, plen as u32).ok()?;
-    let src: [u8; 16] = h[8..24].try_into().ok()?;
-    let dst: [u8; 16] = h[24..40].try_into().ok()?;
+    let src: [u8; 16] = h[field::V6_SRC].try_into().ok()?;
+    let dst: [u8; 16] = h[field::V6_DST].try_into().ok()?;
     Some(Packet {
         src: IpAddr::V6(Ipv6Addr::from(src)),
         dst: IpAddr::V6(Ipv6Addr::from(dst)),

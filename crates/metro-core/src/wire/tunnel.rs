@@ -129,22 +129,22 @@ pub(super) fn udp(b: &[u8]) -> Result<Next<'_>, DecodeError> {
     };
     let kind = match by_port(dport).or_else(|| by_port(sport)) {
         Some(k) => k,
-        None if looks_like_gtp_u(payload) => Kind::GtpU,
+        None if looks_like_gtp_u(payload) => Encap::GtpU,
         None => return Err(DecodeError::NotTcp),
     };
     match kind {
-        Kind::Vxlan => vxlan(payload),
-        Kind::VxlanGpe => vxlan_gpe(payload),
-        Kind::Geneve => geneve(payload),
-        Kind::GtpU => gtp_u(payload),
-        Kind::Teredo => teredo(payload),
-        Kind::Ayiya => ayiya(payload),
-        Kind::L2tp => l2tp(payload),
+        Encap::Vxlan => vxlan(payload),
+        Encap::VxlanGpe => vxlan_gpe(payload),
+        Encap::Geneve => geneve(payload),
+        Encap::GtpU => gtp_u(payload),
+        Encap::Teredo => teredo(payload),
+        Encap::Ayiya => ayiya(payload),
+        Encap::L2tp => l2tp(payload),
     }
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+enum Encap {
     Vxlan,
     VxlanGpe,
     Geneve,
@@ -155,15 +155,15 @@ enum Kind {
 }
 
 #[inline]
-fn by_port(p: u16) -> Option<Kind> {
+fn by_port(p: u16) -> Option<Encap> {
     Some(match p {
-        port::VXLAN | port::VXLAN_LINUX => Kind::Vxlan,
-        port::VXLAN_GPE => Kind::VxlanGpe,
-        port::GENEVE => Kind::Geneve,
-        port::GTP_U => Kind::GtpU,
-        port::TEREDO => Kind::Teredo,
-        port::AYIYA => Kind::Ayiya,
-        port::L2TP => Kind::L2tp,
+        port::VXLAN | port::VXLAN_LINUX => Encap::Vxlan,
+        port::VXLAN_GPE => Encap::VxlanGpe,
+        port::GENEVE => Encap::Geneve,
+        port::GTP_U => Encap::GtpU,
+        port::TEREDO => Encap::Teredo,
+        port::AYIYA => Encap::Ayiya,
+        port::L2TP => Encap::L2tp,
         _ => return None,
     })
 }

@@ -52,6 +52,9 @@ pub struct FloodConfig {
     /// Round-trip time from the capture point to a real client, drawn uniformly in this
     /// range (µs).
     pub rtt_us: (u64, u64),
+    /// Real connections start at times drawn uniformly over this long from the first packet,
+    /// ns (None: the flood's first half, so most conversations end within it).
+    pub real_starts_ns: Option<u64>,
     /// False: only the real connections (the same packets at the same times).
     pub flood: bool,
     /// Spoofed sources are drawn from this IPv4 block (address, prefix length) instead of
@@ -69,6 +72,7 @@ impl Default for FloodConfig {
             duration_ns: 1_000_000_000,
             real: 300,
             rtt_us: (200, 5_000),
+            real_starts_ns: None,
             flood: true,
             spoof_net: None,
             start_ns: 1_700_000_000_000_000_000,
@@ -126,8 +130,8 @@ fn real_packets(cfg: &FloodConfig, summary: &mut FloodSummary) -> Vec<(i64, Vec<
         let rtt = rng.range(cfg.rtt_us.0, cfg.rtt_us.1) * 1_000;
         summary.max_real_rtt_ns = summary.max_real_rtt_ns.max(rtt);
         let d = SERVER_DELAY_NS;
-        // Starts spread over the flood's first half: most conversations end within it.
-        let t0 = cfg.start_ns + rng.below((cfg.duration_ns / 2).max(1)) as i64;
+        let starts = cfg.real_starts_ns.unwrap_or(cfg.duration_ns / 2);
+        let t0 = cfg.start_ns + rng.below(starts.max(1)) as i64;
         let (c, s) = (SeqNum::new(rng.next_u32()), SeqNum::new(rng.next_u32()));
         // One segment of this conversation, client to server (`up`) or back (`down`).
         let segment = |up: bool, seq: SeqNum, ack: SeqNum, f: u16, len: u32| {

@@ -120,7 +120,7 @@ struct Params {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+enum EventKind {
     /// Start one of the connections open from the beginning in this slot.
     Start,
     /// Start the slot's next connection (the previous one closed).
@@ -145,7 +145,7 @@ struct Ev {
     time_us: u64,
     slot: u32,
     epoch: u16,
-    kind: Kind,
+    kind: EventKind,
     ep: u8,
     flags: u16,
     seq: SeqNum,
@@ -269,7 +269,7 @@ enum Bulk {
 
 /// One connection slot.
 #[derive(Clone, Debug, Default)]
-struct Conn {
+struct ConnSlot {
     ep: [Ep; 2],
     rng: Rng,
     serial: u64,
@@ -314,7 +314,7 @@ struct Out<W: Write> {
     bytes: u64,
 }
 
-struct Ctx<'t, W: Write> {
+struct Sim<'t, W: Write> {
     seed: u64,
     servers: u64,
     churn: bool,
@@ -354,7 +354,7 @@ pub(super) fn run<W: Write>(
         tunnel_mss: Prob::new(0.1),
     };
     let slots = cfg.connections.max(1) as usize;
-    let mut ctx = Ctx {
+    let mut ctx = Sim {
         seed: cfg.seed,
         servers: u64::from(cfg.servers.max(1)),
         churn: cfg.churn,
@@ -373,18 +373,18 @@ pub(super) fn run<W: Write>(
         sum: GenSummary::default(),
         last_time: 0,
     };
-    let mut conns: Vec<Conn> = Vec::with_capacity(slots);
+    let mut conns: Vec<ConnSlot> = Vec::with_capacity(slots);
     // Initial connections appear over the ramp, in slot order; start times are drawn from
     // a stream of their own so that they do not depend on anything else.
     let mut ramp_rng = Rng::stream(cfg.seed, u64::MAX);
     let ramp_us = cfg.ramp_us.max(1);
     for slot in 0..slots {
-        conns.push(Conn {
+        conns.push(ConnSlot {
             slot: slot as u32,
-            ..Conn::default()
+            ..ConnSlot::default()
         });
         let at = ramp_rng.below(ramp_us) * US;
-        ctx.schedule_simple(&conns[slot], at, Kind::Start, 0);
+        ctx.schedule_simple(&conns[slot], at, EventKind::Start, 0);
     }
     while ctx.out.written < ctx.out.target {
         let Some(ev) = ctx.queue.pop() else { break };
@@ -414,16 +414,16 @@ struct Seg {
     tsval: TsVal,
 }
 
-impl<W: Write> Ctx<'_, W> {
-    fn schedule(&mut self, conn: &Conn, at: u64, kind: Kind, ep: usize, seg: Seg) {
+impl<W: Write> Sim<'_, W> {
+    fn schedule(&mut self, conn: &ConnSlot, at: u64, kind: EventKind, ep: usize, seg: Seg) {
         self.schedule_event(conn, at, kind, ep, seg, 0);
     }
 
     fn schedule_event(
         &mut self,
-        conn: &Conn,
+        conn: &ConnSlot,
         at: u64,
-        kind: Kind,
+        kind: EventKind,
         ep: usize,
         seg: Seg,
         token: u32,
@@ -444,16 +444,16 @@ impl<W: Write> Ctx<'_, W> {
         });
     }
 
-    fn schedule_simple(&mut self, conn: &Conn, at: u64, kind: Kind, ep: usize) {
+    fn schedule_simple(&mut self, conn: &ConnSlot, at: u64, kind: EventKind, ep: usize) {
         self.schedule(conn, at, kind, ep, Seg::default());
     }
 
-    fn handle(&mut self, conn: &mut Conn, ev: &Ev, now: u64) -> io::Result<()> {
+    fn handle(&mut self, conn: &mut ConnSlot, ev: &Ev, now: u64) -> io::Result<()> {
         let side = ev.ep as usize;
         match ev.kind {
-            Kind::Start => self.start(conn, now, true),
-            Kind::Restart => self.start(conn, now, false),
-            Kind::Deliver => {
+            EventKind::Start => self.start(conn, now, true),
+            EventKind::Restart => self.start(conn, now, false),
+            EventKind::Deliver => {
                 let seg = Seg {
                     flags: ev.flags,
                     seq: ev.seq,
@@ -463,26 +463,26 @@ impl<W: Write> Ctx<'_, W> {
                 };
                 self.deliver(conn, side, now, seg)
             }
-            Kind::Send => self.send(conn, side, now),
-            Kind::AppSend => {
+            EventKind::Send => self.send(conn, side, now),
+            EventKind::AppSend => {
                 self.app_send(conn, side, now);
                 Ok(())
             }
-            Kind::DelAck => {
+            EventKind::DelAck => {
                 if conn.ep[side].delack.armed && conn.ep[side].delack.token == ev.token {
                     self.emit_ack(conn, side, now, None)?;
                 }
                 Ok(())
             }
-            Kind::Rto => self.rto(conn, side, now),
-            Kind::Close => self.close(conn, side, now),
+            EventKind::Rto => self.rto(conn, side, now),
+            EventKind::Close => self.close(conn, side, now),
         }
     }
 
     /// (Re)initialises the slot with a new connection and sends its SYN (or, for some of the
     /// connections present when the capture starts, its first request: the capture began
     /// after their handshake).
-    fn start(&mut self, conn: &mut Conn, now: u64, initial: bool) -> io::Result<()> {
+    fn start(&mut self, conn: &mut ConnSlot, now: u64, initial: bool) -> io::Result<()> {
         let serial = self.serial;
         self.serial += 1;
         self.sum.connections += 1;
@@ -571,7 +571,7 @@ impl<W: Write> Ctx<'_, W> {
         let client = ep(client_local, rtt_client, &mut rng);
         let srv = ep(server_local, rtt_server, &mut rng);
         let port = server_port(server);
-        *conn = Conn {
+        *conn = ConnSlot {
             ep: [client, srv],
             rng,
             serial,
@@ -623,13 +623,13 @@ impl<W: Write> Ctx<'_, W> {
             }
             // Caught mid-life, it is probably idle: its first request comes after a think time.
             let at = now + conn.rng.pick(THINK_US) * US;
-            self.schedule_simple(conn, at, Kind::AppSend, CLIENT);
+            self.schedule_simple(conn, at, EventKind::AppSend, CLIENT);
             return Ok(());
         }
         self.send_syn(conn, now)
     }
 
-    fn send_syn(&mut self, conn: &mut Conn, now: u64) -> io::Result<()> {
+    fn send_syn(&mut self, conn: &mut ConnSlot, now: u64) -> io::Result<()> {
         let lose = conn.rng.chance(self.params.loss);
         let iss = conn.ep[CLIENT].iss;
         conn.ep[CLIENT].snd_nxt = iss + 1;
@@ -647,14 +647,14 @@ impl<W: Write> Ctx<'_, W> {
         )?;
         if lose {
             self.sum.lost += 1;
-            self.schedule_simple(conn, now + SYN_RTO, Kind::Rto, CLIENT);
+            self.schedule_simple(conn, now + SYN_RTO, EventKind::Rto, CLIENT);
         }
         Ok(())
     }
 
     /// Writes one segment from endpoint `side` (unless it was lost before the capture point) and
     /// schedules its arrival at the peer (unless lost).
-    fn emit(&mut self, conn: &mut Conn, side: usize, now: u64, host: Tx) -> io::Result<()> {
+    fn emit(&mut self, conn: &mut ConnSlot, side: usize, now: u64, host: Tx) -> io::Result<()> {
         let (seq_no, len, fl) = (host.seq, host.len, host.flags);
         let syn = fl & flags::SYN != 0;
         let has_ack = fl & flags::ACK != 0;
@@ -691,7 +691,7 @@ impl<W: Write> Ctx<'_, W> {
             self.schedule(
                 conn,
                 at,
-                Kind::Deliver,
+                EventKind::Deliver,
                 peer,
                 Seg {
                     flags: fl,
@@ -708,7 +708,7 @@ impl<W: Write> Ctx<'_, W> {
     #[allow(clippy::too_many_arguments)]
     fn write_frame(
         &mut self,
-        conn: &Conn,
+        conn: &ConnSlot,
         side: usize,
         now: u64,
         seq_no: SeqNum,
@@ -781,7 +781,7 @@ impl<W: Write> Ctx<'_, W> {
 
     fn emit_ack(
         &mut self,
-        conn: &mut Conn,
+        conn: &mut ConnSlot,
         side: usize,
         now: u64,
         sack: Option<(SeqNum, SeqNum)>,
@@ -802,7 +802,7 @@ impl<W: Write> Ctx<'_, W> {
     }
 
     /// A segment from the peer reaches endpoint `side`.
-    fn deliver(&mut self, conn: &mut Conn, side: usize, now: u64, seg: Seg) -> io::Result<()> {
+    fn deliver(&mut self, conn: &mut ConnSlot, side: usize, now: u64, seg: Seg) -> io::Result<()> {
         if conn.phase == Phase::Closed || seg.flags & flags::RST != 0 {
             return Ok(());
         }
@@ -838,7 +838,7 @@ impl<W: Write> Ctx<'_, W> {
             conn.phase = Phase::Established;
             self.emit_ack(conn, side, now, None)?;
             let at = now + conn.rng.range(0, 200) * US;
-            self.schedule_simple(conn, at, Kind::AppSend, CLIENT);
+            self.schedule_simple(conn, at, EventKind::AppSend, CLIENT);
             return Ok(());
         }
         let data = seg.end != seg.seq;
@@ -853,7 +853,7 @@ impl<W: Write> Ctx<'_, W> {
 
     fn on_ack(
         &mut self,
-        conn: &mut Conn,
+        conn: &mut ConnSlot,
         side: usize,
         now: u64,
         ack: SeqNum,
@@ -886,7 +886,7 @@ impl<W: Write> Ctx<'_, W> {
         Ok(())
     }
 
-    fn on_data(&mut self, conn: &mut Conn, side: usize, now: u64, seg: Seg) -> io::Result<()> {
+    fn on_data(&mut self, conn: &mut ConnSlot, side: usize, now: u64, seg: Seg) -> io::Result<()> {
         let fin = seg.flags & flags::FIN != 0;
         let peer = 1 - side;
         let host = &mut conn.ep[side];
@@ -923,7 +923,7 @@ impl<W: Write> Ctx<'_, W> {
                 self.schedule_event(
                     conn,
                     now + DELACK,
-                    Kind::DelAck,
+                    EventKind::DelAck,
                     side,
                     Seg::default(),
                     token,
@@ -946,22 +946,22 @@ impl<W: Write> Ctx<'_, W> {
     }
 
     /// Endpoint `side` has received a whole message from its peer.
-    fn on_message(&mut self, conn: &mut Conn, side: usize, now: u64) {
+    fn on_message(&mut self, conn: &mut ConnSlot, side: usize, now: u64) {
         if side == SERVER {
             let at = now + conn.rng.pick(APP_DELAY_US) * US;
-            self.schedule_simple(conn, at, Kind::AppSend, SERVER);
+            self.schedule_simple(conn, at, EventKind::AppSend, SERVER);
         } else if conn.txn_left > 1 {
             conn.txn_left -= 1;
             let at = now + conn.rng.pick(THINK_US) * US;
-            self.schedule_simple(conn, at, Kind::AppSend, CLIENT);
+            self.schedule_simple(conn, at, EventKind::AppSend, CLIENT);
         } else {
             conn.txn_left = 0;
             let at = now + conn.rng.range(0, 2_000) * US;
-            self.schedule_simple(conn, at, Kind::Close, CLIENT);
+            self.schedule_simple(conn, at, EventKind::Close, CLIENT);
         }
     }
 
-    fn on_fin(&mut self, conn: &mut Conn, side: usize, now: u64) -> io::Result<()> {
+    fn on_fin(&mut self, conn: &mut ConnSlot, side: usize, now: u64) -> io::Result<()> {
         if !conn.ep[side].fin_sent {
             let host = &mut conn.ep[side];
             host.fin_sent = true;
@@ -986,13 +986,13 @@ impl<W: Write> Ctx<'_, W> {
     }
 
     /// The connection is over: the slot starts a new one a little later.
-    fn finish(&mut self, conn: &mut Conn, now: u64) {
+    fn finish(&mut self, conn: &mut ConnSlot, now: u64) {
         conn.phase = Phase::Closed;
         let at = now + conn.rng.range(1_000, 100_000) * US;
-        self.schedule_simple(conn, at, Kind::Restart, 0);
+        self.schedule_simple(conn, at, EventKind::Restart, 0);
     }
 
-    fn app_send(&mut self, conn: &mut Conn, side: usize, now: u64) {
+    fn app_send(&mut self, conn: &mut ConnSlot, side: usize, now: u64) {
         if conn.phase != Phase::Established {
             return;
         }
@@ -1008,7 +1008,7 @@ impl<W: Write> Ctx<'_, W> {
     }
 
     /// Arms the pacer if `side` has new data and the window allows a segment.
-    fn kick(&mut self, conn: &mut Conn, side: usize, now: u64) {
+    fn kick(&mut self, conn: &mut ConnSlot, side: usize, now: u64) {
         let mss = conn.mss;
         let host = &mut conn.ep[side];
         if host.pacer.armed || !host.can_send(mss) {
@@ -1016,10 +1016,10 @@ impl<W: Write> Ctx<'_, W> {
         }
         host.pacer.armed = true;
         let at = now.max(host.pacer.next_send);
-        self.schedule_simple(conn, at, Kind::Send, side);
+        self.schedule_simple(conn, at, EventKind::Send, side);
     }
 
-    fn send(&mut self, conn: &mut Conn, side: usize, now: u64) -> io::Result<()> {
+    fn send(&mut self, conn: &mut ConnSlot, side: usize, now: u64) -> io::Result<()> {
         let mss = conn.mss;
         let host = &mut conn.ep[side];
         host.pacer.armed = false;
@@ -1045,7 +1045,7 @@ impl<W: Write> Ctx<'_, W> {
             host.loss.len = len;
             let rto = (2 * (conn.ep[0].rtt + conn.ep[1].rtt)).max(MIN_RTO) + 10 * MS;
             self.sum.lost += 1;
-            self.schedule_simple(conn, now + rto, Kind::Rto, side);
+            self.schedule_simple(conn, now + rto, EventKind::Rto, side);
         }
         self.emit(
             conn,
@@ -1065,7 +1065,7 @@ impl<W: Write> Ctx<'_, W> {
         Ok(())
     }
 
-    fn retransmit(&mut self, conn: &mut Conn, side: usize, now: u64) -> io::Result<()> {
+    fn retransmit(&mut self, conn: &mut ConnSlot, side: usize, now: u64) -> io::Result<()> {
         let host = &mut conn.ep[side];
         host.loss.pending = false;
         let (seq_no, len) = (host.loss.seq, host.loss.len);
@@ -1090,7 +1090,7 @@ impl<W: Write> Ctx<'_, W> {
         )
     }
 
-    fn rto(&mut self, conn: &mut Conn, side: usize, now: u64) -> io::Result<()> {
+    fn rto(&mut self, conn: &mut ConnSlot, side: usize, now: u64) -> io::Result<()> {
         if conn.phase == Phase::SynSent && side == CLIENT {
             self.sum.retransmits += 1;
             let iss = conn.ep[CLIENT].iss;
@@ -1116,7 +1116,7 @@ impl<W: Write> Ctx<'_, W> {
         Ok(())
     }
 
-    fn close(&mut self, conn: &mut Conn, side: usize, now: u64) -> io::Result<()> {
+    fn close(&mut self, conn: &mut ConnSlot, side: usize, now: u64) -> io::Result<()> {
         if conn.phase != Phase::Established {
             return Ok(());
         }
@@ -1169,7 +1169,7 @@ impl Ep {
     }
 }
 
-impl Conn {
+impl ConnSlot {
     /// (client, server) addresses: clients walk through 10.0.0.0/8 (fd00:0:0:c::/64),
     /// servers through 172.16.0.0/12 (fd00:0:0:5::/64).
     fn addrs(&self) -> (std::net::IpAddr, std::net::IpAddr) {

@@ -16,8 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use metro_core::engine::{Engine, EngineConfig, NO_TAG, Observer};
-use metro_core::rtt::Sample;
+use metro_core::config::EngineConfig;
+use metro_core::driver::{Driver, TICK};
+use metro_core::sample::Sample;
+use metro_core::sample::{NO_TAG, Observer};
 
 use super::config::DutyCycle;
 use super::containers::{self, Attribution};
@@ -26,12 +28,10 @@ use super::filter;
 use super::flush::Msg;
 use super::live::{self, Live, LiveOptions, Next};
 use super::report::{InstanceShared, Interval};
-use super::resolve::{LocalSet, WatchList, interface_addresses};
+use super::resolve::interface_addresses;
 use super::samples::SampleBuf;
+use super::watch::{LocalSet, WatchList};
 
-const NS: i64 = 1_000_000_000;
-/// Engine expiry runs at most this often (packet time).
-const TICK: i64 = NS;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -67,6 +67,18 @@ impl Duty {
         }
         self.window = Some((s, s + dur));
         ts >= s && ts < s + dur
+    }
+}
+
+/// How a NAT copy's two rewritten addresses rank (agent::dedupe keeps the higher one's
+/// sighting): a container's namespace (2) over an unknown address (1) over the host's own (0).
+fn nat_rank<'a>(
+    locals: &'a LocalSet,
+    attr: Option<&'a Attribution>,
+) -> impl Fn(std::net::IpAddr) -> u8 + 'a {
+    move |ip| match attr.and_then(|a| a.namespace(ip).map(|n| (a, n))) {
+        Some((a, n)) => u8::from(n.inode != a.own_netns) * 2,
+        None => u8::from(!locals.contains(ip)),
     }
 }
 
@@ -112,11 +124,11 @@ impl Observer for Obs<'_> {
 /// The per-packet work shared by live and file capture.
 pub struct Processor {
     shared: Arc<InstanceShared>,
-    engine: Engine,
+    /// The engine and its clock: packet time, and the wall clock while idle.
+    driver: Driver,
     watch: (u64, Arc<WatchList>),
     locals: (u64, Arc<LocalSet>),
     frame: u64,
-    last_tick: Option<i64>,
     duty: Option<Duty>,
     decode_errors: u64,
     /// `interface: any`: copies of a packet on other interfaces are dropped.
@@ -144,11 +156,10 @@ impl Processor {
         let samples = SampleBuf::new(&shared.iface);
         Processor {
             shared,
-            engine: Engine::new(engine),
+            driver: Driver::new(engine),
             watch,
             locals,
             frame: 0,
-            last_tick: None,
             duty: duty.map(|cycle| Duty {
                 cycle,
                 window: None,
@@ -220,19 +231,23 @@ impl Processor {
             self.locals = self.shared.locals.get();
         }
         self.refresh_watch();
-        if let Some(d) = &mut self.dedupe
-            && d.is_copy(linktype, ts, data)
-        {
-            return;
-        }
         self.refresh_attr();
+        if let Some(d) = &mut self.dedupe {
+            // Of a NAT copy's two sightings, the one with the container's address is kept
+            // (agent::dedupe): a container's namespace over an unknown address over the
+            // host's own.
+            let rank = nat_rank(&self.locals.1, self.attr.as_ref().map(|a| &*a.1));
+            if d.is_copy_ranked(linktype, ts, data, rank) {
+                return;
+            }
+        }
         if let Some(d) = &mut self.duty
             && !d.admit(ts)
         {
             return;
         }
         // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
-        match metro_core::Segment::decode(linktype, data) {
+        let ticked = match metro_core::Segment::decode(linktype, data) {
             Ok(ref seg) => {
                 let mut obs = Obs {
                     interval: &mut self.interval,
@@ -241,25 +256,69 @@ impl Processor {
                     watch: &self.watch.1,
                     attr: self.attr.as_ref().map(|a| &*a.1),
                 };
-                self.engine.process(self.frame, ts, seg, &mut obs);
+                self.driver.segment(self.frame, ts, seg, &mut obs)
             }
-            Err(_) => self.decode_errors += 1,
+            Err(_) => {
+                self.decode_errors += 1;
+                self.driver.advance(ts)
+            }
+        };
+        if ticked {
+            self.ticked();
         }
-        self.tick(ts);
     }
 
-    /// Run expiry if a tick's worth of time passed since the last one.
-    pub fn tick(&mut self, now: i64) {
-        match self.last_tick {
-            Some(t) if now - t < TICK => {}
-            _ => {
-                self.last_tick = Some(now);
-                self.engine.tick(now);
-                self.publish();
-                if let Some(b) = &mut self.samples {
-                    b.hand_over();
-                }
+    /// A segment the in-kernel capture decoded ([`super::ebpf`]): what [`Processor::packet`]
+    /// does after decoding, with copies on `any` recognised by the segment's content and
+    /// the interface it crossed.
+    #[inline]
+    pub fn segment(&mut self, ts: i64, seg: &metro_core::Segment, ifindex: u32) {
+        self.frame += 1;
+        self.shared
+            .cumulative
+            .packets_received
+            .fetch_add(1, Ordering::Relaxed);
+        if self.shared.locals.generation() != self.locals.0 {
+            self.locals = self.shared.locals.get();
+        }
+        self.refresh_watch();
+        self.refresh_attr();
+        if let Some(d) = &mut self.dedupe {
+            let rank = nat_rank(&self.locals.1, self.attr.as_ref().map(|a| &*a.1));
+            if d.is_copy_segment(seg, ifindex, ts, rank) {
+                return;
             }
+        }
+        if let Some(d) = &mut self.duty
+            && !d.admit(ts)
+        {
+            return;
+        }
+        let mut obs = Obs {
+            interval: &mut self.interval,
+            samples: self.samples.as_mut(),
+            locals: &self.locals.1,
+            watch: &self.watch.1,
+            attr: self.attr.as_ref().map(|a| &*a.1),
+        };
+        if self.driver.segment(self.frame, ts, seg, &mut obs) {
+            self.ticked();
+        }
+    }
+
+    /// Time reaches `now` (the wall clock, while no packet comes): expiry runs if a tick's
+    /// worth of time passed since the last run.
+    pub fn tick(&mut self, now: i64) {
+        if self.driver.advance(now) {
+            self.ticked();
+        }
+    }
+
+    /// After expiry: the counters published, the sample lines handed to the writer.
+    fn ticked(&mut self) {
+        self.publish();
+        if let Some(b) = &mut self.samples {
+            b.hand_over();
         }
     }
 
@@ -276,14 +335,14 @@ impl Processor {
         }
     }
 
-    fn publish(&self) {
+    pub fn publish(&self) {
         let c = &self.shared.cumulative;
         if let Some(d) = &self.dedupe {
-            c.packets_copies.store(d.copies, Ordering::Relaxed);
+            c.publish_copies(d);
         }
         c.flows_active
-            .store(self.engine.active_flows() as u64, Ordering::Relaxed);
-        let counters = self.engine.counters();
+            .store(self.driver.tcp().active_flows() as u64, Ordering::Relaxed);
+        let counters = self.driver.tcp().counters();
         c.flows_evicted
             .store(counters.flows_evicted_full, Ordering::Relaxed);
         c.flows_shed
@@ -503,6 +562,8 @@ pub fn run_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NS: i64 = 1_000_000_000;
 
     #[test]
     fn duty_cycle_windows() {

@@ -23,7 +23,7 @@ use pcap::{BpfProgram, Capture, Linktype};
 
 use super::config::Cidr;
 use super::netset::NetSet;
-use super::resolve::WatchList;
+use super::watch::WatchList;
 
 /// A filter that matches no packet (an instance whose names do not resolve yet).
 pub const MATCH_NOTHING: &str = "less 1";

@@ -10,13 +10,10 @@
 //! interval.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use super::config::{Cidr, Config, Instance, mask};
-// Defined with the configuration they default (so `config` needs nothing of the agent);
-// re-exported here, where the outputs have always found them.
-pub use super::config::{DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, GroupBy};
+use super::config::{Cidr, Config, DEFAULT_BASELINE_WINDOW, GroupBy, Instance, mask};
 
 /// Distribution values kept per instance and interval; past it, values are counted in
 /// `metro.distribution.dropped` (the statistics and histograms still take them).
@@ -81,8 +78,10 @@ pub struct IntervalOpts {
     pub buckets_ms: Option<Arc<[f64]>>,
     /// Keep sample values for DogStatsD distributions, at this sample rate (`None`: off).
     pub distribution_rate: Option<f64>,
-    /// Keep an exponential histogram (OTLP).
+    /// Keep an exponential histogram (OTLP, and Prometheus native histograms).
     pub exponential: bool,
+    /// Each pair's baseline is its least RTT over this window (`baseline_window`).
+    pub baseline_window: std::time::Duration,
 }
 
 impl Default for IntervalOpts {
@@ -96,13 +95,15 @@ impl Default for IntervalOpts {
             buckets_ms: None,
             distribution_rate: None,
             exponential: false,
+            baseline_window: std::time::Duration::from_secs_f64(DEFAULT_BASELINE_WINDOW),
         }
     }
 }
 
 impl IntervalOpts {
     /// What `inst` keeps under `cfg`: histogram buckets with `prometheus_listen`, values with
-    /// `distributions`, an exponential histogram with `otlp_endpoint`.
+    /// `distributions`, an exponential histogram with `otlp_endpoint` or `prometheus_listen`
+    /// (the native histogram a protobuf scrape gets).
     pub fn of(cfg: &Config, inst: &Instance) -> IntervalOpts {
         let f = &cfg.fleet;
         IntervalOpts {
@@ -117,7 +118,8 @@ impl IntervalOpts {
                 .prometheus_listen
                 .map(|_| f.buckets.iter().map(|b| b * 1000.0).collect()),
             distribution_rate: f.distribution_rate,
-            exponential: f.otlp_endpoint.is_some(),
+            exponential: f.otlp_endpoint.is_some() || cfg.prometheus_listen.is_some(),
+            baseline_window: cfg.baseline_window,
         }
     }
 
@@ -273,6 +275,22 @@ pub struct Fine {
     pub rate: Option<f64>,
     /// Samples offered to the distribution sampler (for its deterministic choice).
     pub offered: u64,
+    /// With histogram buckets: the interval's latest sample and its slowest, as exemplars
+    /// (two slots overwritten in place: no allocation per sample).
+    pub latest: Option<Exemplar>,
+    pub slowest: Option<Exemplar>,
+}
+
+/// A sample behind a histogram bucket, naming its connection: an operator goes from a slow
+/// bucket to the connection (Prometheus exemplars).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Exemplar {
+    pub secs: f64,
+    /// The closing packet's time, ns since the epoch.
+    pub ts: i64,
+    /// The local end (the pair's `src`) and the responder.
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
 }
 
 impl Fine {
@@ -289,7 +307,27 @@ impl Fine {
             values: Vec::new(),
             rate: o.distribution_rate,
             offered: 0,
+            latest: None,
+            slowest: None,
         }
+    }
+
+    /// [`Self::add`], and the sample as the latest exemplar (and the slowest when it is).
+    #[inline]
+    pub fn add_exemplar(
+        &mut self,
+        ms: f64,
+        ex: Exemplar,
+        o: &IntervalOpts,
+        values_room: &mut usize,
+    ) -> bool {
+        if o.buckets_ms.is_some() {
+            if self.slowest.is_none_or(|s| ex.secs >= s.secs) {
+                self.slowest = Some(ex);
+            }
+            self.latest = Some(ex);
+        }
+        self.add(ms, o, values_room)
     }
 
     /// Fold one sample in; `values_room` is how many more distribution values the interval
@@ -335,6 +373,15 @@ impl Fine {
         }
         self.values.extend_from_slice(&o.values);
         self.offered += o.offered;
+        // `o` is the later one (a late hand-over, or a pair's other address).
+        if o.latest.is_some() {
+            self.latest = o.latest;
+        }
+        if let Some(b) = o.slowest
+            && self.slowest.is_none_or(|a| b.secs >= a.secs)
+        {
+            self.slowest = Some(b);
+        }
     }
 
     /// Approximate heap bytes (for the memory-per-series figure).

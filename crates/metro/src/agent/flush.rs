@@ -69,7 +69,15 @@ pub fn run_flusher(
                     next = Instant::now() + every;
                 }
             }
-            Ok(Msg::Otlp(o)) => sinks.otlp = o,
+            Ok(Msg::Otlp(o)) => {
+                // The old sink's last pushes (up to its shutdown grace) go on without the
+                // flusher.
+                if let Some(old) = std::mem::replace(&mut sinks.otlp, o) {
+                    let _ = std::thread::Builder::new()
+                        .name("metro-otlp-close".into())
+                        .spawn(move || drop(old));
+                }
+            }
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                 // The capture threads have ended: their last intervals are waiting.
                 for s in &live {

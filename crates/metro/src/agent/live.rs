@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use pcap::{Active, BpfProgram, Capture, Device, Precision};
 
 use super::filter;
-use super::resolve::WatchList;
+use super::watch::WatchList;
 
 /// Read timeout: the longest a capture thread waits before it checks for work.
 pub const READ_TIMEOUT_MS: i32 = 100;
@@ -532,12 +532,15 @@ mod tests {
         );
     }
 
-    /// Needs CAP_NET_RAW (CI runs as root): a small list is installed exactly and the kernel
+    /// Needs CAP_NET_RAW (root; CI runs as root): a small list is installed exactly and the kernel
     /// holds the very program; a huge one is covered, fits the kernel, and turns on the
     /// user-space match.
     #[test]
     fn filters_reach_the_kernel_within_its_limit() {
         use super::super::config::Cidr;
+        if !metro_testkit::root::needs_root("opening a live capture on lo and any") {
+            return;
+        }
         let mut l = open(&LiveOptions {
             iface: "lo".into(),
             snaplen: 256,

@@ -14,9 +14,11 @@ pub mod capture;
 pub mod config;
 pub mod containers;
 pub mod dedupe;
+pub mod ebpf;
 pub mod filter;
 pub mod fleet;
 pub mod flush;
+pub mod http;
 pub mod live;
 pub mod log;
 pub mod netset;
@@ -53,8 +55,9 @@ pub struct RunArgs {
     pub filter: Option<String>,
     /// Also write every RTT sample as a JSON line to PATH (`-`: standard output), the
     /// lines `metro analyze --samples` writes, without `file` and frame numbers, with
-    /// `iface`. Never slows capture: lines a slow reader cannot take are dropped and the
-    /// count is logged.
+    /// `iface`. Never slows capture nor holds start-up: lines a slow reader cannot take are
+    /// dropped and the count is logged; a FIFO may get its reader later (the lines until
+    /// then are counted as lost); a write error (a full disk) is logged with the path.
     #[arg(long, value_name = "PATH|-")]
     pub samples: Option<PathBuf>,
 }
@@ -74,6 +77,8 @@ pub struct CheckConfigArgs {
 /// Run the agent. Returns when SIGTERM or SIGINT arrives (after a final flush) or when every
 /// instance was a capture file and all of them ended; an error means it could not start.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    // The file's permitted capabilities made effective, before any thread starts.
+    ebpf::raise_capabilities();
     // Before anything starts: a filter libpcap refuses (or cannot compile in bounded time)
     // is an error now, not a capture that sees nothing.
     if let Some(f) = &args.filter {
@@ -110,7 +115,7 @@ pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
     let mut cache = HashMap::new();
     for (i, inst) in cfg.instances.iter().enumerate() {
         let name = format!("instances[{i}] ({})", inst.interface);
-        let mut watch = resolve::WatchList::new(inst.ips.clone());
+        let mut watch = watch::WatchList::new(inst.ips.clone());
         for w in resolve::resolve_all(&mut watch, &inst.hosts, &mut cache) {
             warnings.push(format!("{name}: {w}"));
         }

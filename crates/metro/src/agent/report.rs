@@ -23,11 +23,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use metro_core::aggregate::{Numbering, Stats};
-use metro_core::engine::NO_TAG;
-use metro_core::rtt::Sample;
+use metro_core::sample::NO_TAG;
+use metro_core::sample::Sample;
 
 pub use super::config::MAX_PAIRS;
-use super::fleet::{Fine, Group, IntervalOpts, MAX_VALUES, OTHER};
+use super::fleet::{Exemplar, Fine, Group, IntervalOpts, MAX_VALUES, OTHER};
 use super::watch::{LocalSet, Shared, WatchList};
 
 /// Intervals a capture thread can hand over before the flusher collects them.
@@ -51,25 +51,32 @@ pub struct PairReport {
     /// Tags of this pair beyond src/dst/iface and the instance's (`key:value`), added at
     /// report time (e.g. by a container lookup); sinks send them after the instance tags.
     pub extra_tags: Vec<String>,
+    /// The least RTT (ms) of the pair over the baseline window, this interval included
+    /// ([`Baselines`]); set at report time.
+    pub baseline_ms: Option<f64>,
 }
 
 impl PairReport {
     /// The eight RTT statistics (ms) every sink sends per pair, in this order: last, avg,
-    /// jitter, min, max, p50, p90, p99 (that of `statsd::RTT_GAUGES` and Prometheus'
+    /// jitter, min, max, p50, p90, p99 (that of `sinks::catalog::STATS`: DogStatsD's `system.net.tcp.rtt*` and Prometheus'
     /// `metro_tcp_rtt_*_seconds` families).
     pub fn rtt_ms(&self) -> [f64; 8] {
-        let s = &self.stats;
-        [
-            s.last(),
-            s.mean(),
-            s.jitter(),
-            s.min(),
-            s.max(),
-            s.quantile(0.5),
-            s.quantile(0.9),
-            s.quantile(0.99),
-        ]
+        stats_ms(&self.stats)
     }
+}
+
+/// The eight statistics of [`PairReport::rtt_ms`], of any statistics (a merge of pairs').
+pub fn stats_ms(s: &Stats) -> [f64; 8] {
+    [
+        s.last(),
+        s.mean(),
+        s.jitter(),
+        s.min(),
+        s.max(),
+        s.quantile(0.5),
+        s.quantile(0.9),
+        s.quantile(0.99),
+    ]
 }
 
 /// Self-metrics of one instance over an interval (deltas), plus the active flow gauge.
@@ -91,7 +98,9 @@ pub struct InstanceCounters {
     /// Samples answered by this host: counted, not reported as RTT.
     pub samples_internal: u64,
     /// Copies of a packet seen on another interface of `any`, dropped ([`super::dedupe`]).
-    pub packets_copies: u64,
+    pub packets_copies: Copies,
+    /// Gauge: 1 when the instance captures in the kernel ([`super::ebpf`]), 0 with libpcap.
+    pub capture_ebpf: u64,
     /// Container attribution's counts, when it is on for this instance.
     pub containers: Option<super::containers::Counters>,
     /// Samples and retransmissions that found no room in the interval's pair tables.
@@ -118,6 +127,21 @@ impl PairsDropped {
     }
 }
 
+/// The copies an `any` capture dropped, by kind ([`super::dedupe::Dedupe`]'s counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Copies {
+    /// Routed or bridged copies: the same addresses and ports on another interface.
+    pub plain: u64,
+    /// NAT'd copies: one end's address or port rewritten.
+    pub nat: u64,
+}
+
+impl Copies {
+    pub fn total(&self) -> u64 {
+        self.plain + self.nat
+    }
+}
+
 /// What one instance sends for one interval.
 #[derive(Clone, Debug)]
 pub struct InstanceReport {
@@ -125,6 +149,19 @@ pub struct InstanceReport {
     pub tags: Vec<String>,
     pub pairs: Vec<PairReport>,
     pub counters: InstanceCounters,
+}
+
+impl InstanceReport {
+    /// Whether the report speaks of distribution values: a pair kept some
+    /// (`distributions: true`), or some were refused. Every sink then exports
+    /// `metro.distribution.dropped`.
+    pub fn has_distributions(&self) -> bool {
+        self.counters.distribution_dropped > 0
+            || self
+                .pairs
+                .iter()
+                .any(|p| p.fine.as_ref().is_some_and(|f| f.rate.is_some()))
+    }
 }
 
 /// Where a sample's pair is: a named series, or the local address's `dst:other`.
@@ -332,7 +369,7 @@ impl Interval {
     /// [`Self::add_sample`], with the connection's tag (see [`Observer::sample_tagged`])
     /// remembering the pair's position.
     ///
-    /// [`Observer::sample_tagged`]: metro_core::engine::Observer::sample_tagged
+    /// [`Observer::sample_tagged`]: metro_core::sample::Observer::sample_tagged
     pub fn add_sample_tagged(
         &mut self,
         s: &Sample,
@@ -367,6 +404,12 @@ impl Interval {
         let local = s.peer.ip();
         let kind = s.kind.index();
         let ms = s.rtt_ms();
+        let ex = Exemplar {
+            secs: ms / 1000.0,
+            ts: s.ts,
+            src: s.peer,
+            dst: s.responder,
+        };
         let p = match self.pair(local, resp, watch, tag) {
             Some(Slot::Pair(i)) => &mut self.pairs[i],
             Some(Slot::Other(i)) => &mut self.other[i].1,
@@ -374,7 +417,7 @@ impl Interval {
         };
         p.stats.add(ms);
         if let Some(f) = &mut p.fine
-            && f.add(ms, &self.opts, &mut self.values_room)
+            && f.add_exemplar(ms, ex, &self.opts, &mut self.values_room)
         {
             self.distribution_dropped += 1;
         }
@@ -456,11 +499,98 @@ impl Interval {
                         retransmits: acc.retransmits,
                         fine: acc.fine,
                         extra_tags: Vec::new(),
+                        baseline_ms: None,
                     });
                 }
             }
         }
         (out, self.samples, self.samples_internal)
+    }
+}
+
+/// Slots of a pair's baseline ring: the window in this many parts, each the least RTT of
+/// the intervals reported in it.
+pub const BASELINE_SLOTS: usize = 10;
+/// Pairs whose baseline is kept; a new pair past it (once the pairs quiet for a whole window
+/// are gone) gets its interval's least RTT as its baseline, without history.
+pub const MAX_BASELINE_PAIRS: usize = MAX_PAIRS;
+
+/// Each pair's least RTT over a sliding window (`baseline_window`), in bounded memory: a
+/// ring of [`BASELINE_SLOTS`] minima, each over a tenth of the window, so the baseline is
+/// the least RTT of the last 9 to 10 tenths of the window and this interval. About 200
+/// bytes a pair, at most [`MAX_BASELINE_PAIRS`] pairs (about 16 MB).
+pub struct Baselines {
+    window: Duration,
+    /// (src, dst tag) -> per slot: (slot number, least RTT ms); slot number = time since
+    /// start / (window / slots).
+    pairs: HashMap<(IpAddr, Arc<str>), Ring>,
+}
+
+/// A pair's baseline slots: (slot number, least RTT ms), `u64::MAX` when never filled.
+type Ring = [(u64, f64); BASELINE_SLOTS];
+
+impl Baselines {
+    pub fn new(window: Duration) -> Baselines {
+        Baselines {
+            window,
+            pairs: HashMap::new(),
+        }
+    }
+
+    /// Pairs kept.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Fold the pairs' least RTTs of an interval reported at `now` (time since a fixed
+    /// start) in, and set each pair's [`PairReport::baseline_ms`].
+    pub fn update(&mut self, pairs: &mut [PairReport], now: Duration) {
+        let slot_ns = (self.window.as_nanos() / BASELINE_SLOTS as u128).max(1);
+        let slot = (now.as_nanos() / slot_ns) as u64;
+        // A slot is in the window when it is one of the last BASELINE_SLOTS (u64::MAX: never
+        // filled).
+        let live = |n: u64| {
+            n.checked_add(BASELINE_SLOTS as u64)
+                .is_some_and(|e| e > slot)
+        };
+        if pairs
+            .iter()
+            .any(|p| !self.pairs.contains_key(&(p.src, p.dst.clone())))
+            && self.pairs.len() >= MAX_BASELINE_PAIRS
+        {
+            self.pairs
+                .retain(|_, ring| ring.iter().any(|&(n, _)| live(n)));
+        }
+        for p in pairs {
+            if p.stats.is_empty() {
+                continue;
+            }
+            let min = p.stats.min();
+            let key = (p.src, p.dst.clone());
+            if !self.pairs.contains_key(&key) && self.pairs.len() >= MAX_BASELINE_PAIRS {
+                p.baseline_ms = Some(min);
+                continue;
+            }
+            let ring = self
+                .pairs
+                .entry(key)
+                .or_insert([(u64::MAX, f64::INFINITY); BASELINE_SLOTS]);
+            let at = &mut ring[(slot % BASELINE_SLOTS as u64) as usize];
+            if at.0 != slot {
+                *at = (slot, min);
+            } else {
+                at.1 = at.1.min(min);
+            }
+            p.baseline_ms = ring
+                .iter()
+                .filter(|&&(n, _)| live(n))
+                .map(|&(_, m)| m)
+                .reduce(f64::min);
+        }
     }
 }
 
@@ -473,7 +603,13 @@ pub struct Cumulative {
     pub flows_evicted: AtomicU64,
     pub flows_shed: AtomicU64,
     pub packets_filtered: AtomicU64,
-    pub packets_copies: AtomicU64,
+    /// Plain copies dropped (routed or bridged) and NAT'd ones: two counts that each only
+    /// grow, so that each interval's deltas are exact whatever a report reads between the
+    /// two stores.
+    pub packets_copies_plain: AtomicU64,
+    pub packets_copies_nat: AtomicU64,
+    /// 1 while the instance captures in the kernel (agent::ebpf), 0 with libpcap.
+    pub capture_ebpf: AtomicU64,
 }
 
 /// The cumulative counters a report turns into deltas, read at one moment.
@@ -484,10 +620,19 @@ struct Totals {
     evicted: u64,
     shed: u64,
     filtered: u64,
-    copies: u64,
+    copies_plain: u64,
+    copies_nat: u64,
 }
 
 impl Cumulative {
+    /// Publish an `any` capture's copy counts, by kind.
+    pub fn publish_copies(&self, d: &super::dedupe::Dedupe) {
+        self.packets_copies_plain
+            .store(d.copies - d.nat_copies, Ordering::Relaxed);
+        self.packets_copies_nat
+            .store(d.nat_copies, Ordering::Relaxed);
+    }
+
     fn totals(&self) -> Totals {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Totals {
@@ -496,7 +641,8 @@ impl Cumulative {
             evicted: load(&self.flows_evicted),
             shed: load(&self.flows_shed),
             filtered: load(&self.packets_filtered),
-            copies: load(&self.packets_copies),
+            copies_plain: load(&self.packets_copies_plain),
+            copies_nat: load(&self.packets_copies_nat),
         }
     }
 }
@@ -522,8 +668,14 @@ pub struct InstanceShared {
     pub samples_internal_total: AtomicU64,
     /// Attach container tags to pairs ([`super::containers`]); set by the runtime.
     pub container_tags: std::sync::atomic::AtomicBool,
+    /// Also the pods' workload tags (`kube_labels: true`); set by the runtime.
+    pub kube_labels: std::sync::atomic::AtomicBool,
     /// What the instance's intervals keep and how they group.
     pub opts: Arc<IntervalOpts>,
+    /// Each pair's least RTT over the baseline window (flusher only), and the start its
+    /// slots count from.
+    baselines: Mutex<Baselines>,
+    started: std::time::Instant,
 }
 
 impl InstanceShared {
@@ -548,12 +700,16 @@ impl InstanceShared {
             samples_total: Default::default(),
             samples_internal_total: AtomicU64::new(0),
             container_tags: std::sync::atomic::AtomicBool::new(false),
+            kube_labels: std::sync::atomic::AtomicBool::new(false),
             opts: Arc::default(),
+            baselines: Mutex::new(Baselines::new(IntervalOpts::default().baseline_window)),
+            started: std::time::Instant::now(),
         }
     }
 
     /// The same, with these interval options (before the capture thread starts).
     pub fn with_opts(mut self, opts: IntervalOpts) -> InstanceShared {
+        self.baselines = Mutex::new(Baselines::new(opts.baseline_window));
         self.opts = Arc::new(opts);
         self
     }
@@ -616,9 +772,18 @@ impl InstanceShared {
         }
         let (series_overflow, distribution_dropped) = (iv.series_overflow, iv.distribution_dropped);
         let (mut pairs, samples, internal) = iv.into_pairs();
+        self.baselines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(&mut pairs, self.started.elapsed());
         // Container and pod tags from each pair's local address (agent::containers).
         let containers = self.container_tags.load(Ordering::Relaxed).then(|| {
-            super::containers::tag_pairs(pairs.iter_mut().map(|p| (p.src, &mut p.extra_tags)))
+            super::containers::tag_pairs(
+                pairs
+                    .iter_mut()
+                    .map(|p| (p.src, &*p.dst, &mut p.extra_tags)),
+                self.kube_labels.load(Ordering::Relaxed),
+            )
         });
         for (t, n) in self.samples_total.iter().zip(samples) {
             t.fetch_add(n, Ordering::Relaxed);
@@ -639,7 +804,11 @@ impl InstanceShared {
             packets_filtered: now.filtered.saturating_sub(was.filtered),
             samples,
             samples_internal: internal,
-            packets_copies: now.copies.saturating_sub(was.copies),
+            packets_copies: Copies {
+                plain: now.copies_plain.saturating_sub(was.copies_plain),
+                nat: now.copies_nat.saturating_sub(was.copies_nat),
+            },
+            capture_ebpf: self.cumulative.capture_ebpf.load(Ordering::Relaxed),
             containers,
             pairs_dropped: dropped,
             series_overflow,
@@ -658,7 +827,7 @@ impl InstanceShared {
 mod tests {
     use super::*;
     use crate::agent::config::Cidr;
-    use metro_core::rtt::Kind;
+    use metro_core::sample::Kind;
     use std::collections::HashSet;
     use std::net::SocketAddr;
 
@@ -925,5 +1094,78 @@ mod tests {
         assert_eq!(r.counters.packets_received, 50);
         assert_eq!(r.counters.samples, [0, 0, 0]);
         assert_eq!(sh.samples_total[0].load(Ordering::Relaxed), 2);
+    }
+
+    fn pair_with(dst: &str, rtts: &[f64]) -> PairReport {
+        let mut stats = Stats::new();
+        for &ms in rtts {
+            stats.add(ms);
+        }
+        PairReport {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: dst.into(),
+            stats,
+            retransmits: 0,
+            fine: None,
+            extra_tags: vec![],
+            baseline_ms: None,
+        }
+    }
+
+    /// A 100 s window in ten 10 s slots: the baseline is the least RTT of the slots still
+    /// in the window, this interval's included; the queueing delay the p50 above it.
+    #[test]
+    fn baseline_is_the_least_rtt_over_the_window() {
+        use crate::agent::sinks::catalog::TCP_RTT;
+        let mut b = Baselines::new(Duration::from_secs(100));
+        let mut at = |t: u64, rtts: &[f64]| {
+            let mut ps = vec![pair_with("db", rtts)];
+            b.update(&mut ps, Duration::from_secs(t));
+            let p = ps.pop().unwrap();
+            let q = TCP_RTT.gauges[1].of(&p);
+            (p.baseline_ms, q)
+        };
+        assert_eq!(at(0, &[20.0, 30.0]).0, Some(20.0));
+        assert_eq!(at(5, &[12.0]).0, Some(12.0));
+        // Slot 0 (12 ms) still in the window at 50 s and 99 s: the p50 of 30, 31, 33 ms
+        // queues about 19 ms above it.
+        let (base, q) = at(50, &[30.0, 31.0, 33.0]);
+        assert_eq!(base, Some(12.0));
+        let q = q.unwrap();
+        assert!((q - 19.0).abs() < 0.4, "{q}");
+        assert_eq!(at(99, &[40.0]).0, Some(12.0));
+        // At 101 s slot 0 has left: slot 5's 30 ms and this interval's 35 ms remain.
+        assert_eq!(at(101, &[35.0]).0, Some(30.0));
+        // Never negative: a p50 below the baseline (a sketch's rounding) queues nothing.
+        let p = PairReport {
+            baseline_ms: Some(10.0),
+            ..pair_with("db", &[10.0])
+        };
+        assert!(TCP_RTT.gauges[1].of(&p).unwrap() >= 0.0);
+        // Without a baseline, no queueing delay.
+        assert_eq!(TCP_RTT.gauges[1].of(&pair_with("db", &[1.0])), None);
+    }
+
+    /// Bounded: at most MAX_BASELINE_PAIRS pairs; past it a new pair's baseline is its own
+    /// interval's least RTT; once a window has passed, quiet pairs go and new ones are kept.
+    #[test]
+    fn baselines_are_bounded() {
+        let mut b = Baselines::new(Duration::from_secs(10));
+        let mut ps: Vec<PairReport> = (0..MAX_BASELINE_PAIRS)
+            .map(|i| pair_with(&format!("h{i}"), &[5.0]))
+            .collect();
+        b.update(&mut ps, Duration::ZERO);
+        assert_eq!(b.len(), MAX_BASELINE_PAIRS);
+        let mut new = vec![pair_with("late", &[7.0])];
+        b.update(&mut new, Duration::from_secs(1));
+        assert_eq!(new[0].baseline_ms, Some(7.0));
+        assert_eq!(b.len(), MAX_BASELINE_PAIRS);
+        // 12 s later every old pair is out of its window: they go, the new pair stays.
+        let mut new = vec![pair_with("later", &[8.0])];
+        b.update(&mut new, Duration::from_secs(12));
+        assert_eq!(b.len(), 1);
+        let mut again = vec![pair_with("later", &[9.0])];
+        b.update(&mut again, Duration::from_secs(13));
+        assert_eq!(again[0].baseline_ms, Some(8.0));
     }
 }

@@ -4,7 +4,7 @@
 //! kept as a `NetSet`: one binary search per lookup) plus the current addresses of the
 //! configured `hosts`, each remembered with its host name for the `dst` tag. [`LocalSet`]:
 //! the addresses of the captured interface (or of the host, for `any`).
-//! Both are published through a [`Shared`]: the capture thread compares a generation number
+//! Both are published through a [`Shared`](super::watch::Shared): the capture thread compares a generation number
 //! per packet (one relaxed atomic load) and fetches the new value only when it changed.
 //!
 //! The resolver thread re-resolves `hosts` every `dns_refresh` and re-reads local addresses
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::report::InstanceShared;
-pub use super::watch::{LocalSet, Shared, WatchList};
+use super::watch::{LocalSet, WatchList};
 
 /// How often local addresses are re-read.
 pub const LOCAL_REFRESH: Duration = Duration::from_secs(10);
@@ -219,6 +219,7 @@ fn sorted(it: impl Iterator<Item = IpAddr>) -> Vec<IpAddr> {
 mod tests {
     use super::*;
     use crate::agent::config::Cidr;
+    use crate::agent::watch::Shared;
 
     #[test]
     fn watch_list_tags_and_blocks() {

@@ -29,20 +29,23 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use metro_core::engine::EngineConfig;
+use metro_core::config::EngineConfig;
 
 use super::capture::{self, Worker};
-use super::config::{self, Cidr, Config, DutyCycle, Instance, Source, StatsdTarget};
+use super::config::{self, CaptureMode, Cidr, Config, DutyCycle, Instance, Source, StatsdTarget};
+use super::ebpf;
 use super::filter;
 use super::fleet::IntervalOpts;
 use super::flush::{self, Msg};
 use super::live::{self, LiveOptions};
 use super::log;
 use super::report::InstanceShared;
-use super::resolve::{self, LocalSet, WatchList, Watched};
+use super::resolve::{self, Watched};
 use super::sinks::otlp::OtlpSink;
-use super::sinks::prom::{Prom, PromServer};
+use super::sinks::prom::Prom;
+use super::sinks::prom::http::PromServer;
 use super::sinks::statsd::StatsdSink;
+use super::watch::{LocalSet, WatchList};
 
 /// Options that come from the command line rather than the file.
 #[derive(Clone, Debug, Default)]
@@ -70,6 +73,7 @@ struct CaptureKey {
     sample: Option<DutyCycle>,
     max_flows: usize,
     trust_ip_id: bool,
+    capture: CaptureMode,
     snaplen: u32,
     buffer_size: u64,
     idle_ttl: Duration,
@@ -98,6 +102,7 @@ impl CaptureKey {
             sample: inst.sample,
             max_flows: inst.max_flows,
             trust_ip_id: inst.trust_ip_id,
+            capture: inst.capture,
             snaplen: cfg.snaplen,
             buffer_size: cfg.buffer_size,
             idle_ttl: cfg.idle_ttl,
@@ -118,6 +123,8 @@ struct Running {
 
 enum Prepared {
     Live(LiveOptions, Option<live::Live>),
+    /// The in-kernel capture, loaded and attached (agent::ebpf).
+    Ebpf(Box<ebpf::Kernel>),
     File(crate::pcap::CaptureReader, PathBuf),
 }
 
@@ -196,6 +203,47 @@ fn watch_list(
     Ok((watch, locals))
 }
 
+/// `capture: auto|ebpf`: the in-kernel program, loaded and attached, or None for libpcap
+/// (`pcap`; `auto` where the kernel or the capabilities refuse it, or a base filter other
+/// than `tcp` needs libpcap's compiler). The choice is logged.
+fn open_in_kernel(
+    name: &str,
+    inst: &Instance,
+    base_filter: &str,
+) -> anyhow::Result<Option<ebpf::Kernel>> {
+    let plain_tcp = matches!(base_filter.trim(), "" | "tcp");
+    match inst.capture {
+        CaptureMode::Pcap => {
+            tracing::info!("{name}: capture with libpcap (capture: pcap)");
+            Ok(None)
+        }
+        CaptureMode::Ebpf if !plain_tcp => bail!(
+            "{name}: capture: ebpf reads TCP segments only and cannot apply the capture filter \
+             `{base_filter}`; use capture: pcap (or auto) for this filter"
+        ),
+        CaptureMode::Auto if !plain_tcp => {
+            tracing::info!(
+                "{name}: capture with libpcap: the capture filter `{base_filter}` needs it"
+            );
+            Ok(None)
+        }
+        mode => match ebpf::Kernel::open(&inst.interface, ebpf::RING_BYTES) {
+            Ok(k) => {
+                tracing::info!(
+                    "{name}: capture in the kernel (eBPF) on {}",
+                    k.interfaces().join(", ")
+                );
+                Ok(Some(k))
+            }
+            Err(e) if mode == CaptureMode::Ebpf => Err(anyhow!("{name}: {e}")),
+            Err(e) => {
+                tracing::info!("{name}: capture with libpcap: {e}");
+                Ok(None)
+            }
+        },
+    }
+}
+
 /// Resolve, check and open one instance (nothing runs yet).
 fn prepare(
     cfg: &Config,
@@ -207,6 +255,9 @@ fn prepare(
     let name = format!("instances[{i}] ({})", inst.interface);
     let (watch, locals) = watch_list(cfg, i, inst, cache)?;
     let src = match &inst.source {
+        Source::Live if let Some(k) = open_in_kernel(&name, inst, base_filter)? => {
+            Prepared::Ebpf(Box::new(k))
+        }
         Source::Live => {
             let opts = LiveOptions {
                 iface: inst.interface.clone(),
@@ -256,6 +307,9 @@ fn set_container_tags(shared: &InstanceShared, inst: &Instance) {
         super::containers::ensure_refresher();
     }
     shared.container_tags.store(on, Ordering::Relaxed);
+    shared
+        .kube_labels
+        .store(on && inst.kube_labels, Ordering::Relaxed);
 }
 
 impl Runtime {
@@ -267,7 +321,11 @@ impl Runtime {
         let (tx, rx) = mpsc::sync_channel::<Msg>(64);
         let sink = StatsdSink::new(cfg.statsd.clone(), cfg.dns_refresh);
         let every = cfg.flush_interval;
-        let otlp = cfg.fleet.otlp_endpoint.as_deref().map(OtlpSink::new);
+        let otlp = cfg
+            .fleet
+            .otlp_endpoint
+            .as_deref()
+            .map(|e| OtlpSink::new(e, cfg.dns_refresh));
         let flusher = std::thread::Builder::new()
             .name("metro-flush".into())
             .spawn(move || flush::run_flusher(rx, sink, otlp, prom, every))?;
@@ -386,7 +444,11 @@ impl Runtime {
         }
         if cfg.fleet.otlp_endpoint != self.otlp_endpoint {
             self.otlp_endpoint = cfg.fleet.otlp_endpoint.clone();
-            let otlp = cfg.fleet.otlp_endpoint.as_deref().map(OtlpSink::new);
+            let otlp = cfg
+                .fleet
+                .otlp_endpoint
+                .as_deref()
+                .map(|e| OtlpSink::new(e, cfg.dns_refresh));
             let _ = self.tx.send(Msg::Otlp(otlp));
         }
         if applied.started > 0
@@ -423,7 +485,17 @@ impl Runtime {
             stop: stop.clone(),
         };
         let thread_name = format!("metro-cap-{}", inst.interface);
+        shared.cumulative.capture_ebpf.store(
+            u64::from(matches!(src, Prepared::Ebpf(_))),
+            Ordering::Relaxed,
+        );
         let (thread, live) = match src {
+            Prepared::Ebpf(k) => (
+                std::thread::Builder::new()
+                    .name(thread_name)
+                    .spawn(move || ebpf::run(worker, *k))?,
+                true,
+            ),
             Prepared::Live(opts, first) => (
                 std::thread::Builder::new()
                     .name(thread_name)
@@ -626,6 +698,7 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| config::DEFAULT_BASE_FILTER.to_string());
     let prom = Arc::new(Prom::new());
+    prom.set_max_series(cfg.fleet.max_series);
     let mut server = start_prom(cfg.prometheus_listen, &prom)?;
     let mut rt = Runtime::start(&cfg, &base, prom.clone())?;
     tracing::info!(
@@ -669,6 +742,7 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
                     }
                     Ok(applied) => {
                         apply_logging(&l.config, &o);
+                        prom.set_max_series(l.config.fleet.max_series);
                         for w in &l.warnings {
                             tracing::warn!("{w}");
                         }

@@ -12,17 +12,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use metro_core::Nanos;
+use metro_core::Segment;
 use metro_core::aggregate::{Numbering, Stats};
-use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
-use metro_core::proto::{self, ProtoConfig, ProtoCounters, Tracker};
-use metro_core::rtt::{Kind, KindSet, Sample};
-use metro_core::wire::{self, DecodeError};
+use metro_core::config::{Counters, EngineConfig};
+use metro_core::driver::Driver;
+use metro_core::proto::{ProtoConfig, ProtoCounters, Tracker};
+use metro_core::sample::{Kind, KindSet, Sample};
+use metro_core::sample::{NO_TAG, Observer};
+use metro_core::wire::DecodeError;
 
 use crate::pcap::{CaptureReader, ReadError};
+use crate::replay::{Frames, ToDriver, replay};
 
 pub use output::{render_json, render_table, sample_line_tail};
 
@@ -76,14 +81,14 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "PATH")]
     pub samples: Option<PathBuf>,
 
-    /// Also draw the RTT plot (`metro plot`'s picture) to PATH.svg or PATH.png. Reads the
-    /// files twice more (the plot's two passes; shared with --report).
+    /// Also draw the RTT plot (`metro plot`'s picture) to PATH.svg or PATH.png, from the
+    /// same run of the engine as the table (its events kept in a temporary file).
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
 
     /// Also write one self-contained HTML page (the table, the summary and the plot; opens
-    /// without network access) to PATH. Reads the files twice more (the plot's two passes;
-    /// shared with --plot).
+    /// without network access) to PATH, from the same run of the engine as the table (the
+    /// picture shared with --plot).
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 
@@ -98,6 +103,12 @@ pub struct AnalyzeArgs {
     /// first) only to make room for each other, never by a flood of one-sided traffic.
     #[arg(long, default_value_t = 1 << 20, value_name = "N")]
     pub max_flows: usize,
+
+    /// Responders given a row of their own, at most (the first seen); the samples of any
+    /// more are summarised in one `other` row, so that memory stays bounded (about 2 KB a
+    /// responder) whatever the capture holds. Applies to --plot and --report too.
+    #[arg(long, default_value_t = crate::plot::DEFAULT_MAX_RESPONDERS, value_name = "N", value_parser = crate::plot::parse_max_responders)]
+    pub max_responders: usize,
 
     /// Do not use IP IDs to tell a frame captured twice (mirror port, tap) from a
     /// retransmission: for captures behind a middlebox that rewrites them. TSvals and the
@@ -206,6 +217,10 @@ pub(crate) fn open_capture(path: &Path) -> Result<CaptureReader, String> {
 pub struct Report {
     pub files: Vec<FileReport>,
     pub responders: Vec<ResponderReport>,
+    /// The samples of responders beyond `--max-responders`, if any (its `addr` is unused).
+    pub other: Option<ResponderReport>,
+    /// The `--max-responders` in force.
+    pub max_responders: usize,
     pub flows: Vec<FlowReport>,
     pub summary: Summary,
 }
@@ -217,38 +232,73 @@ pub struct Summary {
     pub tcp_packets: u64,
     pub undecodable: BTreeMap<&'static str, u64>,
     pub unsupported_linktypes: BTreeMap<u32, u64>,
+    /// Records that are not packets (pcapng custom and systemd journal blocks): counted in
+    /// `records`, as tshark numbers them, and otherwise skipped.
+    pub non_packets: u64,
     pub engine: Counters,
     /// QUIC, DNS and ICMP.
     pub proto: ProtoCounters,
 }
 
-/// Per-responder statistics, in the order responders are first seen.
-#[derive(Default)]
+/// The position of the `other` row: responders beyond the cap.
+const OTHER: u32 = u32::MAX - 1;
+
+/// Per-responder statistics, in the order responders are first seen: at most `cap`
+/// responders, the samples of any more in one `other` report.
 struct Responders {
     numbers: Numbering<ResponderKey>,
     list: Vec<ResponderReport>,
+    other: Option<ResponderReport>,
+    cap: usize,
 }
 
 impl Responders {
+    fn new(cap: usize) -> Responders {
+        Responders {
+            numbers: Numbering::default(),
+            list: Vec::new(),
+            other: None,
+            cap,
+        }
+    }
+
     /// The report for `addr`, found first where `tag` says (set to its position).
     #[inline]
     fn get_tagged(&mut self, addr: ResponderKey, tag: &mut u32) -> &mut ResponderReport {
         let i = self.index_of(addr, tag);
-        &mut self.list[i as usize]
+        self.at(i)
     }
 
-    /// The position of `addr`'s report, created if new.
+    /// The report at position `i` (or the `other` one).
     #[inline]
-    fn index_of(&mut self, key: ResponderKey, tag: &mut u32) -> u32 {
-        let (i, new) = self.numbers.number(key, tag);
-        if new {
-            self.list.push(ResponderReport {
-                addr: key.0,
-                protocol: metro_core::sample::PROTOCOLS[usize::from(key.1)],
+    fn at(&mut self, i: u32) -> &mut ResponderReport {
+        if i == OTHER {
+            return self.other.get_or_insert_with(|| ResponderReport {
+                addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                protocol: "other",
                 stats: Stats::new(),
                 kinds: [0; Kind::COUNT],
             });
         }
+        &mut self.list[i as usize]
+    }
+
+    /// The position of `addr`'s report, created if new and there is room, else [`OTHER`].
+    #[inline]
+    fn index_of(&mut self, key: ResponderKey, tag: &mut u32) -> u32 {
+        if let Some(i) = self.numbers.find(key, tag) {
+            return i;
+        }
+        if self.list.len() >= self.cap {
+            return OTHER;
+        }
+        let i = self.numbers.add(key, tag);
+        self.list.push(ResponderReport {
+            addr: key.0,
+            protocol: metro_core::sample::PROTOCOLS[usize::from(key.1)],
+            stats: Stats::new(),
+            kinds: [0; Kind::COUNT],
+        });
         i
     }
 }
@@ -262,13 +312,20 @@ struct Collector<'w, 'o> {
     responders: Responders,
     flows: Option<HashMap<(usize, u64, SocketAddr), FlowReport>>,
     line: Vec<u8>,
+    /// `--plot`/`--report`: the picture's events, kept as the engine reports them.
+    spool: Option<&'w mut crate::plot::Spool>,
 }
 
 impl Collector<'_, '_> {
     /// Whether each sample is needed whole (sample lines or per-connection rows), not just
     /// its responder, kind and RTT.
     fn wants_whole_samples(&self) -> bool {
-        self.samples_out.is_some() || self.flows.is_some()
+        self.samples_out.is_some() || self.flows.is_some() || self.spool.is_some()
+    }
+
+    /// Whether retransmissions are wanted (for the picture).
+    fn wants_retransmits(&self) -> bool {
+        self.spool.is_some()
     }
 
     /// The position of `addr`'s report (created if new).
@@ -281,7 +338,7 @@ impl Collector<'_, '_> {
     /// [`Self::wants_whole_samples`] is false).
     #[inline]
     fn aggregate_at(&mut self, responder: u32, kind: Kind, rtt: Nanos) {
-        let r = &mut self.responders.list[responder as usize];
+        let r = self.responders.at(responder);
         r.stats.add(rtt as f64 / 1e6);
         r.kinds[kind.index()] += 1;
     }
@@ -315,6 +372,9 @@ impl Observer for Collector<'_, '_> {
             f.stats.add(ms);
             f.kinds[s.kind.index()] += 1;
         }
+        if let Some(spool) = self.spool.as_mut() {
+            spool.sample(s);
+        }
         if let Some(out) = self.samples_out.as_mut()
             && self.write_error.is_none()
         {
@@ -325,10 +385,13 @@ impl Observer for Collector<'_, '_> {
             }
         }
     }
-}
 
-/// How often (in packet time) the engine's expiry runs.
-const TICK: Nanos = 1_000_000_000;
+    fn retransmit(&mut self, _sender: SocketAddr, _receiver: SocketAddr, ts: Nanos) {
+        if let Some(spool) = self.spool.as_mut() {
+            spool.retransmit(ts);
+        }
+    }
+}
 
 /// Analyze `files`, writing samples to `samples_out` if given. Never fails as a whole: each
 /// file's error is recorded in its [`FileReport`]. One thread; see [`analyze_files_threads`].
@@ -339,7 +402,26 @@ pub fn analyze_files(
     samples_out: Option<&mut dyn Write>,
     progress: bool,
 ) -> io::Result<Report> {
-    analyze_files_threads(files, cfg, with_flows, samples_out, progress, 1)
+    let opts = Options {
+        with_flows,
+        progress,
+        threads: 1,
+        max_responders: crate::plot::DEFAULT_MAX_RESPONDERS,
+    };
+    analyze_files_with(files, cfg, &opts, samples_out, None)
+}
+
+/// How `metro analyze` runs, besides the engine's configuration.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Per-connection rows.
+    pub with_flows: bool,
+    /// The progress bar on standard error.
+    pub progress: bool,
+    /// Threads for each file's engine work (1: all on the calling thread).
+    pub threads: usize,
+    /// Responders with a row of their own; the rest share the `other` row.
+    pub max_responders: usize,
 }
 
 /// [`analyze_files`] with each file's engine work spread over `threads` threads (1: all on
@@ -348,12 +430,34 @@ pub fn analyze_files_threads(
     files: &[PathBuf],
     cfg: &EngineConfig,
     with_flows: bool,
-    mut samples_out: Option<&mut dyn Write>,
+    samples_out: Option<&mut dyn Write>,
     progress: bool,
     threads: usize,
 ) -> io::Result<Report> {
-    let mut report = Report::default();
-    let mut responders = Responders::default();
+    let opts = Options {
+        with_flows,
+        progress,
+        threads,
+        max_responders: crate::plot::DEFAULT_MAX_RESPONDERS,
+    };
+    analyze_files_with(files, cfg, &opts, samples_out, None)
+}
+
+/// [`analyze_files_threads`] with every option, also keeping the picture's events in
+/// `spool` (`--plot`, `--report`: the engine runs once for the table and the picture).
+pub fn analyze_files_with(
+    files: &[PathBuf],
+    cfg: &EngineConfig,
+    opts: &Options,
+    mut samples_out: Option<&mut dyn Write>,
+    mut spool: Option<&mut crate::plot::Spool>,
+) -> io::Result<Report> {
+    let (with_flows, progress, threads) = (opts.with_flows, opts.progress, opts.threads);
+    let mut report = Report {
+        max_responders: opts.max_responders,
+        ..Report::default()
+    };
+    let mut responders = Responders::new(opts.max_responders);
     let mut flows = with_flows.then(HashMap::new);
     // Each thread's engine tracks max_flows / threads connections, at least one: no more
     // threads than that, so the total never exceeds max_flows.
@@ -364,9 +468,10 @@ pub fn analyze_files_threads(
             file_name: path.display().to_string(),
             samples_out: samples_out.as_deref_mut(),
             write_error: None,
-            responders: std::mem::take(&mut responders),
+            responders: std::mem::replace(&mut responders, Responders::new(0)),
             flows: flows.take(),
             line: Vec::with_capacity(256),
+            spool: spool.as_deref_mut(),
         };
         let fr = if threads > 1 {
             parallel::analyze_one(
@@ -387,6 +492,7 @@ pub fn analyze_files_threads(
         flows = collector.flows;
         report.files.push(fr);
     }
+    report.other = responders.other;
     let mut rs: Vec<ResponderReport> = responders.list;
     rs.sort_by(|a, b| {
         b.stats
@@ -433,127 +539,85 @@ fn analyze_one(
     };
     fr.opened = true;
     let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let mut bar = progress::Bar::new(progress, &collector.file_name, total);
-    let mut engine = Engine::new(cfg.clone());
-    let mut tracker = Tracker::new(ProtoConfig::default(), cfg.kinds);
-    let mut frame: u64 = 0;
-    let mut next_tick: Nanos = Nanos::MIN;
-    let mut last_ts: Nanos = Nanos::MIN;
-    let mut unsupported_seen: Vec<u32> = Vec::new();
-    loop {
-        let rec = match reader.next_record() {
-            Ok(Some(r)) => r,
-            Ok(None) => break,
-            Err(e) => {
-                fr.error = Some(describe_read_error(&e));
-                break;
-            }
-        };
-        frame += 1;
-        let ts = rec.ts;
-        last_ts = last_ts.max(ts);
-        // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
-        match proto::decode_tcp(rec.linktype, rec.data) {
-            Ok((ref seg, payload)) => {
-                if ts >= next_tick {
-                    engine.tick(ts);
-                    next_tick = ts.saturating_add(TICK);
-                }
-                engine.process(frame, ts, seg, collector);
-                if !payload.is_empty() {
-                    tcp_payload(&mut tracker, frame, ts, seg, payload, collector);
-                }
-            }
-            Err(e) => {
-                if e == DecodeError::NotTcp {
-                    datagram(&mut tracker, frame, ts, rec.linktype, rec.data, collector);
-                }
-                count_undecodable(
-                    e,
-                    &mut summary.undecodable,
-                    &mut summary.unsupported_linktypes,
-                    &mut unsupported_seen,
-                    &mut bar,
-                    path,
-                )
-            }
-        }
-        if frame & 0xffff == 0 {
-            bar.update(reader.compressed_bytes_read());
-        }
-    }
-    bar.clear();
-    tracker.finish(last_ts);
-    fr.records = frame;
-    summary.records += frame;
+    let bar = progress::Bar::new(progress, &collector.file_name, total);
+    let mut frames = OneThread {
+        to: ToDriver {
+            driver: Driver::new(cfg.clone()),
+            proto: Tracker::new(ProtoConfig::default(), cfg.kinds),
+            out: collector,
+        },
+        skipped: Skipped {
+            undecodable: &mut summary.undecodable,
+            unsupported: &mut summary.unsupported_linktypes,
+            seen: Vec::new(),
+            bar,
+            path,
+        },
+    };
+    let done = replay(&mut reader, &mut frames);
+    frames.skipped.bar.clear();
+    fr.error = done.error.as_ref().map(describe_read_error);
+    fr.records = done.records;
+    summary.records += done.records;
+    summary.non_packets += done.non_packets;
+    let tracker = &mut frames.to.proto;
+    tracker.finish(done.last_ts);
+    summary.proto.add(tracker.counters());
+    let engine = frames.to.driver.tcp();
     summary.tcp_packets += engine.counters().packets;
     summary.engine.add(engine.counters());
-    summary.proto.add(tracker.counters());
     fr
 }
 
-/// The TCP path's hook for DNS over TCP: a segment's payload to the tracker.
-#[inline]
-pub(crate) fn tcp_payload(
-    tracker: &mut Tracker,
-    frame: u64,
-    ts: Nanos,
-    seg: &metro_core::Segment,
-    payload: &[u8],
-    obs: &mut dyn Observer,
-) {
-    // Before building any address: most segments cannot hold a DNS message.
-    if !tracker.may_be_dns(payload) {
-        return;
-    }
-    tracker.tcp_payload(
-        frame,
-        ts,
-        SocketAddr::new(seg.src, seg.sport),
-        SocketAddr::new(seg.dst, seg.dport),
-        payload,
-        obs,
-    );
+/// The one-thread replay: frames to the driver, the rest counted.
+struct OneThread<'a, 'c, 'w, 'o> {
+    to: ToDriver<'a, Collector<'w, 'o>>,
+    skipped: Skipped<'a, 'c>,
 }
 
-/// A frame the TCP decoder says is not TCP: its UDP datagram or ICMP message, if any, to the
-/// tracker.
-#[cold]
-pub(crate) fn datagram(
-    tracker: &mut Tracker,
-    frame: u64,
-    ts: Nanos,
-    linktype: u32,
-    data: &[u8],
-    obs: &mut dyn Observer,
-) {
-    if !tracker.enabled() {
-        return;
+impl Frames for OneThread<'_, '_, '_, '_> {
+    #[inline]
+    fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment, payload: &[u8]) -> ControlFlow<()> {
+        self.to.segment(frame, ts, seg, payload)
     }
-    if let Some(d) = wire::decode_datagram(linktype, data) {
-        tracker.datagram(frame, ts, &d, obs);
+
+    fn not_tcp(&mut self, frame: u64, ts: Nanos, linktype: u32, data: &[u8]) {
+        self.to.not_tcp(frame, ts, linktype, data);
+    }
+
+    fn undecodable(&mut self, e: DecodeError) {
+        self.skipped.count(e);
+    }
+
+    fn progress(&mut self, reader: &CaptureReader) {
+        self.skipped.bar.update(reader.compressed_bytes_read());
     }
 }
 
-/// Count a frame that yielded no TCP segment; name an unsupported link type once per file.
-fn count_undecodable(
-    e: DecodeError,
-    undecodable: &mut BTreeMap<&'static str, u64>,
-    unsupported: &mut BTreeMap<u32, u64>,
-    seen: &mut Vec<u32>,
-    bar: &mut progress::Bar,
-    path: &Path,
-) {
-    *undecodable.entry(e.reason()).or_insert(0) += 1;
-    if let DecodeError::UnsupportedLinkType(lt) = e {
-        *unsupported.entry(lt).or_insert(0) += 1;
-        if !seen.contains(&lt) {
-            seen.push(lt);
-            bar.clear();
-            eprintln!(
-                "metro: {}: link type {lt} is not decoded; its packets are counted and skipped",
-                path.display()
-            );
+/// Where a file's undecodable frames are counted (the summary's maps, or a reader
+/// thread's), each unsupported link type named once per file.
+struct Skipped<'a, 'c> {
+    undecodable: &'a mut BTreeMap<&'static str, u64>,
+    unsupported: &'a mut BTreeMap<u32, u64>,
+    seen: Vec<u32>,
+    bar: progress::Bar,
+    path: &'c Path,
+}
+
+impl Skipped<'_, '_> {
+    /// Count a frame that yielded no TCP segment; name an unsupported link type once.
+    fn count(&mut self, e: DecodeError) {
+        *self.undecodable.entry(e.reason()).or_insert(0) += 1;
+        if let DecodeError::UnsupportedLinkType(lt) = e {
+            *self.unsupported.entry(lt).or_insert(0) += 1;
+            if !self.seen.contains(&lt) {
+                self.seen.push(lt);
+                self.bar.clear();
+                eprintln!(
+                    "metro: {}: link type {lt} is not decoded; its packets are counted and skipped",
+                    self.path.display()
+                );
+            }
         }
     }
 }
@@ -567,18 +631,12 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     if args.files.iter().filter(|p| is_stdin(p)).count() > 1 {
         anyhow::bail!("standard input (`-`) can be read only once");
     }
-    let second_pass = args.plot.is_some() || args.report.is_some();
-    if second_pass && args.files.iter().any(|p| is_stdin(p)) {
-        anyhow::bail!(
-            "--plot and --report read the files a second time, which standard input cannot \
-             give: save it to a file first"
-        );
-    }
+    let plotting = args.plot.is_some() || args.report.is_some();
     // Check what can be checked before the (possibly long) analysis.
     if let Some(p) = &args.plot {
         crate::plot::ImageFormat::from_path(p)?;
     }
-    if second_pass {
+    if plotting {
         crate::plot::load_font(Path::new(crate::plot::DEFAULT_FONT))?;
     }
     let cfg = EngineConfig {
@@ -602,13 +660,24 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
             Some(Box::new(BufWriter::with_capacity(1 << 16, f)))
         }
     };
-    let report = analyze_files_threads(
+    // The picture's events, kept as the analysis runs (the engine runs once for both).
+    let mut spool = if plotting {
+        Some(crate::plot::Spool::new(args.max_responders)?)
+    } else {
+        None
+    };
+    let opts = Options {
+        with_flows: args.flows,
+        progress,
+        threads: args.threads.unwrap_or_else(default_threads),
+        max_responders: args.max_responders,
+    };
+    let report = analyze_files_with(
         &args.files,
         &cfg,
-        args.flows,
+        &opts,
         sample_file.as_deref_mut().map(|w| w as &mut dyn Write),
-        progress,
-        args.threads.unwrap_or_else(default_threads),
+        spool.as_mut(),
     )?;
     if let Some(mut w) = sample_file {
         w.flush()?;
@@ -649,9 +718,10 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     if !args.quiet {
         output::render_summary(&mut io::stderr().lock(), &report)?;
     }
-    if second_pass {
+    if let Some(spool) = spool {
         let opts = crate::plot::PlotOptions {
             engine: cfg.clone(),
+            max_responders: args.max_responders,
             ..crate::plot::PlotOptions::default()
         };
         // The files this analysis could open (the others' errors are already printed).
@@ -662,7 +732,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<i32> {
             .map(|f| f.path.clone())
             .collect();
         // Binned once for both the picture and the report.
-        let (picture, _) = crate::plot::Picture::of_files(&readable, &opts)?;
+        let picture = spool.picture(&readable, &opts)?;
         if let Some(p) = &args.plot {
             picture.write(p, crate::plot::ImageFormat::from_path(p)?)?;
         }
@@ -700,7 +770,7 @@ mod tests {
     fn a_stale_or_foreign_tag_finds_the_right_responder() {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let mut r = Responders::default();
+        let mut r = Responders::new(10);
         let mut ta = NO_TAG;
         let (a, b) = ((a, 0), (b, 0));
         r.get_tagged(a, &mut ta).kinds[0] += 1;

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use metro_core::aggregate::Stats;
 use metro_core::proto::{ProtoCounters, rcode_name};
-use metro_core::rtt::{Kind, Sample};
+use metro_core::sample::{Kind, Sample};
 use serde_json::{Value, json};
 
 use super::{FlowReport, Report};
@@ -132,9 +132,9 @@ pub fn render_table(out: &mut dyn Write, report: &Report, flows: bool) -> io::Re
     if report.responders.is_empty() {
         writeln!(out, "no RTT samples")?;
     }
-    // One table per protocol, TCP's first (as it always was).
-    let mut first_table = true;
-    for (protocol, title, column) in [
+    // One table per protocol, TCP's first (as it always was). Responders beyond
+    // --max-responders (of any protocol): one `other` row, last in the last table.
+    let tables: Vec<(&str, &str, &str)> = [
         (
             "tcp",
             "RTT by responder (ms; the responder sends the closing packet)",
@@ -147,24 +147,29 @@ pub fn render_table(out: &mut dyn Write, report: &Report, flows: bool) -> io::Re
         ),
         ("dns", "DNS response time by server (ms)", "server"),
         ("icmp", "ICMP echo RTT by target (ms)", "target"),
-    ] {
-        let mut rows = report
-            .responders
-            .iter()
-            .filter(|r| r.protocol == protocol)
-            .peekable();
-        if rows.peek().is_none() {
-            continue;
-        }
-        if !first_table {
+    ]
+    .into_iter()
+    .filter(|(protocol, _, _)| report.responders.iter().any(|r| r.protocol == *protocol))
+    .collect();
+    for (i, (protocol, title, column)) in tables.iter().enumerate() {
+        if i > 0 {
             writeln!(out)?;
         }
-        first_table = false;
         writeln!(out, "{title}")?;
+        let other = report
+            .other
+            .iter()
+            .filter(|_| i + 1 == tables.len())
+            .map(|r| ("other".to_string(), &r.stats, &r.kinds));
         write_stats_table(
             out,
             column,
-            rows.map(|r| (r.addr.to_string(), &r.stats, &r.kinds)),
+            report
+                .responders
+                .iter()
+                .filter(|r| r.protocol == *protocol)
+                .map(|r| (r.addr.to_string(), &r.stats, &r.kinds))
+                .chain(other),
         )?;
     }
     if flows {
@@ -282,6 +287,14 @@ pub fn render_json(out: &mut dyn Write, report: &Report, flows: bool) -> io::Res
         }).collect::<Vec<_>>(),
         "summary": summary_json(report),
     });
+    // Only when some responder was beyond the cap: the report of a capture within it is
+    // what it always was.
+    if let Some(r) = &report.other {
+        let mut v = stats_json(&r.stats);
+        v["kinds"] = kinds_json(&r.kinds);
+        doc["other_responders"] = v;
+        doc["summary"]["max_responders"] = json!(report.max_responders);
+    }
     if flows {
         doc["flows"] = Value::Array(
             report
@@ -305,6 +318,21 @@ pub fn render_json(out: &mut dyn Write, report: &Report, flows: bool) -> io::Res
 }
 
 fn summary_json(report: &Report) -> Value {
+    let s = &report.summary;
+    let e = &s.engine;
+    let mut v = summary_counters_json(report);
+    // Only once the flow table shed a connection awaiting its handshake's ACK (a flood).
+    if e.handshakes_cached > 0 {
+        v["handshake_cache"] = json!({
+            "cached": e.handshakes_cached,
+            "resumed": e.handshakes_resumed,
+            "overwritten": e.handshakes_overwritten,
+        });
+    }
+    v
+}
+
+fn summary_counters_json(report: &Report) -> Value {
     let s = &report.summary;
     let e = &s.engine;
     json!({
@@ -368,6 +396,21 @@ pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             .collect();
         writeln!(out, "  undecodable: {}", parts.join(", "))?;
     }
+    if let Some(r) = &report.other {
+        writeln!(
+            out,
+            "  responders: the first {} have rows of their own (--max-responders); the {} samples of the others are in the `other` row",
+            report.max_responders,
+            r.stats.count()
+        )?;
+    }
+    if s.non_packets > 0 {
+        writeln!(
+            out,
+            "  not packets (pcapng custom or journal blocks, numbered as frames): {}",
+            s.non_packets
+        )?;
+    }
     writeln!(
         out,
         "  samples: seq {}, handshake {}, ts {}; ambiguous dropped {}; retransmissions {}; duplicate frames {}; zero or negative intervals {}; implausible (> max RTT) {}",
@@ -412,6 +455,13 @@ pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         e.flows_expired_closed,
         e.tsvals_expired
     )?;
+    if e.handshakes_cached > 0 {
+        writeln!(
+            out,
+            "  handshake cache: {} SYNs or SYN/ACKs of shed connections kept, {} of them resumed (answered or sent again), {} overwritten",
+            e.handshakes_cached, e.handshakes_resumed, e.handshakes_overwritten
+        )?;
+    }
     let p = &s.proto;
     let n = |k: Kind| p.samples[k.index()];
     if p.datagrams > 0 || n(Kind::Dns) > 0 {

@@ -14,13 +14,17 @@
 //! of every shard covers the same frames: the calling thread takes batch `k`'s samples from
 //! every shard, merges them by frame number (a frame's samples all come from one shard, in
 //! the engine's emission order) and feeds them to the same `Collector` as the one-thread
-//! path: whole samples when it writes sample lines or per-connection rows, otherwise 24-byte
-//! ones (frame, RTT, kind, the shard's number for the responder, whose address the shard
-//! announces once). Expiry ticks are decided by the reader with the one-thread rule (on the global
-//! packet stream) and delivered to every shard at the same place in its stream, so each
-//! shard ticks at the same packet times as the single engine. Undecodable records, the
-//! unsupported-link-type messages and the damage message come from the reader, as in the
-//! one-thread loop.
+//! path: whole samples when it writes sample lines, per-connection rows or the picture
+//! (`--plot`, `--report`: then also each epoch's retransmissions, merged by frame),
+//! otherwise 24-byte ones (frame, RTT, kind, the shard's number for the responder, whose
+//! address the shard announces once; beyond `--max-responders` numbers, the address itself,
+//! in the batch). The calling thread maps a shard's number to its report at the number's
+//! first sample, in the merged order, so the responders with rows of their own are the
+//! one-thread run's. Expiry ticks are decided by the reader with the one-thread rule (the
+//! driver's `Clock`, on the global packet stream) and delivered to every shard at the same
+//! place in its stream, so each shard ticks at the same packet times as the single engine.
+//! Undecodable records, the unsupported-link-type messages and the damage message come
+//! from the reader, as in the one-thread loop.
 //!
 //! Flow ids: each shard's engine numbers its connections 1, 2, ... A connection gets an id
 //! when a packet creates it (at most one per packet), so the one-thread id is the rank of the
@@ -47,20 +51,27 @@
 //! shard and direction, each of at most [`batch_cap`] packets, buffers recycled.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread;
 
 use metro_core::aggregate::Numbering;
-use metro_core::engine::{Counters, Engine, EngineConfig, NO_TAG, Observer};
-use metro_core::proto::{self, ProtoConfig, ProtoCounters, Tracker};
-use metro_core::rtt::{Kind, Sample};
+use metro_core::config::{Counters, EngineConfig};
+use metro_core::driver::Clock;
+use metro_core::engine::Engine;
+use metro_core::proto::{ProtoConfig, ProtoCounters, Tracker};
+use metro_core::sample::{Kind, Sample};
+use metro_core::sample::{NO_TAG, Observer};
 use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 
-use super::{Collector, FileReport, ResponderKey, Summary, TICK, describe_read_error, progress};
+use super::{
+    Collector, FileReport, OTHER, ResponderKey, Skipped, Summary, describe_read_error, progress,
+};
 use crate::pcap::CaptureReader;
+use crate::replay::{self, Frames, replay};
 
 /// Packets per shard and epoch, on average: large enough that handing a batch over costs
 /// little (1024 made the 2-core run slower).
@@ -106,13 +117,18 @@ struct InBatch {
 struct OutBatch {
     /// Whole samples, when the collector wants them (sample lines, per-connection rows).
     samples: Vec<Sample>,
-    /// Each whole sample's responder as the shard numbers them (see [`Sink::responders`]).
+    /// Each whole sample's responder as the shard numbers them (see [`ShardObserver::responders`]).
     responders: Vec<u32>,
     /// Otherwise just what the per-responder statistics need: 24 bytes instead of 116
     /// written by the shard and read by the merging thread.
     compact: Vec<Compact>,
     /// Responders the shard numbered during this batch, with their addresses.
     new_responders: Vec<(u32, ResponderKey)>,
+    /// Responders of compact samples the shard did not number (beyond the cap): such a
+    /// sample's `responder` is [`INLINE`] plus the position here.
+    inline: Vec<ResponderKey>,
+    /// Retransmissions (frame, time), when the collector wants them (the picture).
+    retransmits: Vec<(u64, Nanos)>,
 }
 
 /// A sample as the per-responder statistics see it.
@@ -133,6 +149,8 @@ impl OutBatch {
             responders: Vec::with_capacity(whole_cap),
             compact: Vec::with_capacity(compact_cap),
             new_responders: Vec::new(),
+            inline: Vec::new(),
+            retransmits: Vec::new(),
         }
     }
 
@@ -143,6 +161,8 @@ impl OutBatch {
         self.responders.clear();
         self.compact.clear();
         self.new_responders.clear();
+        self.inline.clear();
+        self.retransmits.clear();
         if self.samples.capacity() > 2 * cap {
             self.samples.shrink_to(cap);
             self.responders.shrink_to(cap);
@@ -169,6 +189,8 @@ struct ReaderEnd {
     error: Option<String>,
     undecodable: BTreeMap<&'static str, u64>,
     unsupported_linktypes: BTreeMap<u32, u64>,
+    non_packets: u64,
+    /// QUIC, DNS and ICMP (the reader's tracker).
     proto: ProtoCounters,
 }
 
@@ -225,8 +247,12 @@ pub(super) fn analyze_one(
     let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let bar = progress::Bar::new(progress, &collector.file_name, total);
     let n = threads.max(1);
-    let track_ids = collector.flows.is_some();
-    let whole = collector.wants_whole_samples();
+    let wants = Wants {
+        flow_ids: collector.flows.is_some(),
+        whole: collector.wants_whole_samples(),
+        retransmits: collector.wants_retransmits(),
+        max_responders: collector.responders.cap,
+    };
 
     let (reader_end, shard_ends) = thread::scope(|scope| {
         let mut to_shard = Vec::with_capacity(n);
@@ -245,21 +271,15 @@ pub(super) fn analyze_one(
             out_free.push(out_back_tx);
             let cfg = EngineConfig {
                 max_flows: shard_max_flows(cfg.max_flows, n),
+                // Each shard sees its share of a flood: its share of the handshake cache.
+                handshake_cache: cfg.handshake_cache.div_ceil(n),
                 ..cfg.clone()
             };
             shard_handles.push(
                 thread::Builder::new()
                     .name("metro-shard".into())
                     .spawn_scoped(scope, move || {
-                        run_shard(
-                            cfg,
-                            track_ids,
-                            whole,
-                            in_rx,
-                            in_back_tx,
-                            out_tx,
-                            out_back_rx,
-                        )
+                        run_shard(cfg, wants, in_rx, in_back_tx, out_tx, out_back_rx)
                     })
                     .expect("spawning a shard thread"),
             );
@@ -270,11 +290,11 @@ pub(super) fn analyze_one(
         from_shard.push(proto_rx);
         out_free.push(proto_back_tx);
         let tracker = Tracker::new(ProtoConfig::default(), cfg.kinds);
-        let proto_out = (tracker, whole, proto_tx, proto_back_rx);
+        let proto_out = (tracker, proto_tx, proto_back_rx);
         let reader_handle = thread::Builder::new()
             .name("metro-reader".into())
             .spawn_scoped(scope, move || {
-                read_and_dispatch(path, reader, bar, to_shard, in_free, proto_out)
+                read_and_dispatch(path, reader, bar, to_shard, in_free, proto_out, wants)
             })
             .expect("spawning the reader thread");
 
@@ -293,6 +313,7 @@ pub(super) fn analyze_one(
     });
 
     summary.records += reader_end.frames;
+    summary.non_packets += reader_end.non_packets;
     for (reason, count) in reader_end.undecodable {
         *summary.undecodable.entry(reason).or_insert(0) += count;
     }
@@ -304,7 +325,7 @@ pub(super) fn analyze_one(
         summary.tcp_packets += s.counters.packets;
         summary.engine.add(&s.counters);
     }
-    if track_ids {
+    if wants.flow_ids {
         renumber_flows(collector, &shard_ends);
     }
     FileReport {
@@ -319,118 +340,182 @@ pub(super) fn analyze_one(
 fn read_and_dispatch(
     path: &Path,
     mut reader: CaptureReader,
-    mut bar: progress::Bar,
+    bar: progress::Bar,
     to_shard: Vec<SyncSender<InBatch>>,
     in_free: Vec<Receiver<InBatch>>,
-    (mut tracker, whole, proto_tx, proto_free): (
-        Tracker,
-        bool,
-        SyncSender<OutBatch>,
-        Receiver<OutBatch>,
-    ),
+    (proto, proto_tx, proto_free): (Tracker, SyncSender<OutBatch>, Receiver<OutBatch>),
+    wants: Wants,
 ) -> ReaderEnd {
     let n = to_shard.len();
-    let mut end = ReaderEnd::default();
-
-    let epoch = epoch_len(n);
     let cap = batch_cap(n);
-    let fresh = |free: &Receiver<InBatch>| {
-        free.try_recv().unwrap_or_else(|_| InBatch {
-            items: Vec::with_capacity(cap),
-            ticks: Vec::new(),
-        })
+    let mut end = ReaderEnd::default();
+    let mut dispatch = Dispatch {
+        batches: in_free.iter().map(|f| fresh(f, cap)).collect(),
+        to_shard,
+        in_free,
+        epoch: epoch_len(n),
+        cap,
+        in_epoch: 0,
+        stopped: false,
+        clock: Clock::default(),
+        skipped: Skipped {
+            undecodable: &mut end.undecodable,
+            unsupported: &mut end.unsupported_linktypes,
+            seen: Vec::new(),
+            bar,
+            path,
+        },
+        proto,
+        proto_out: OutBatch::with_capacity(16, wants.whole),
+        proto_numbers: Numbering::default(),
+        proto_tx,
+        proto_free,
+        wants,
     };
-    let mut batches: Vec<InBatch> = in_free.iter().map(fresh).collect();
-    let mut proto_out = OutBatch::with_capacity(16, whole);
-    let mut proto_numbers: Numbering<ResponderKey> = Numbering::default();
-    let mut last_ts = Nanos::MIN;
-    let mut in_epoch = 0usize;
-    let mut next_tick: Nanos = Nanos::MIN;
-    let mut unsupported_seen: Vec<u32> = Vec::new();
-    // Sends every shard its batch; false once a shard is gone (the merger stopped).
-    let flush = |batches: &mut Vec<InBatch>, proto_out: &mut OutBatch| -> bool {
-        for (s, tx) in to_shard.iter().enumerate() {
-            let next = fresh(&in_free[s]);
-            let b = std::mem::replace(&mut batches[s], next);
-            if tx.send(b).is_err() {
-                return false;
-            }
-        }
-        let mut next = proto_free
-            .try_recv()
-            .unwrap_or_else(|_| OutBatch::with_capacity(16, whole));
-        next.reset(16);
-        proto_tx.send(std::mem::replace(proto_out, next)).is_ok()
-    };
-    loop {
-        let rec = match reader.next_record() {
-            Ok(Some(r)) => r,
-            Ok(None) => break,
-            Err(e) => {
-                end.error = Some(describe_read_error(&e));
-                break;
-            }
-        };
-        end.frames += 1;
-        let frame = end.frames;
-        let ts = rec.ts;
-        last_ts = last_ts.max(ts);
-        let mut sink = Sink {
-            out: &mut proto_out,
-            responders: &mut proto_numbers,
-            whole,
-            created: None,
-        };
-        match proto::decode_tcp(rec.linktype, rec.data) {
-            Ok((seg, payload)) => {
-                if !payload.is_empty() {
-                    super::tcp_payload(&mut tracker, frame, ts, &seg, payload, &mut sink);
-                }
-                if ts >= next_tick {
-                    for b in batches.iter_mut() {
-                        b.ticks.push((b.items.len(), ts));
-                    }
-                    next_tick = ts.saturating_add(TICK);
-                }
-                let batch = &mut batches[shard_of(&seg, n)].items;
-                batch.push((frame, ts, seg));
-                in_epoch += 1;
-                if in_epoch == epoch || batch.len() == cap {
-                    in_epoch = 0;
-                    if !flush(&mut batches, &mut proto_out) {
-                        return end;
-                    }
-                }
-            }
-            Err(e) => {
-                if e == DecodeError::NotTcp {
-                    super::datagram(&mut tracker, frame, ts, rec.linktype, rec.data, &mut sink);
-                }
-                super::count_undecodable(
-                    e,
-                    &mut end.undecodable,
-                    &mut end.unsupported_linktypes,
-                    &mut unsupported_seen,
-                    &mut bar,
-                    path,
-                )
-            }
-        }
-        if frame & 0xffff == 0 {
-            bar.update(reader.compressed_bytes_read());
-        }
+    let done = replay(&mut reader, &mut dispatch);
+    dispatch.proto.finish(done.last_ts);
+    // The last, partial epoch (unless a shard is gone: the merger stopped).
+    if !dispatch.stopped
+        && (dispatch.in_epoch > 0
+            || dispatch.batches.iter().any(|b| !b.ticks.is_empty())
+            || dispatch.proto_out.frame(0).is_some())
+    {
+        dispatch.flush();
     }
-    tracker.finish(last_ts);
-    end.proto = tracker.counters().clone();
-    if in_epoch > 0 || batches.iter().any(|b| !b.ticks.is_empty()) || proto_out.frame(0).is_some() {
-        flush(&mut batches, &mut proto_out);
-    }
-    bar.clear();
+    dispatch.skipped.bar.clear();
+    end.proto = dispatch.proto.counters().clone();
+    end.frames = done.records;
+    end.non_packets = done.non_packets;
+    end.error = done.error.as_ref().map(describe_read_error);
     end
 }
 
+/// A batch buffer handed back by its shard, or a new one.
+fn fresh(free: &Receiver<InBatch>, cap: usize) -> InBatch {
+    free.try_recv().unwrap_or_else(|_| InBatch {
+        items: Vec::with_capacity(cap),
+        ticks: Vec::new(),
+    })
+}
+
+/// The reader's end of a replay: each decoded packet to its shard's batch, expiry decided
+/// on the whole stream (the one-thread driver's clock) and delivered to every shard; QUIC,
+/// DNS and ICMP to the reader's own tracker, whose samples go out as one more shard's.
+struct Dispatch<'a, 'c> {
+    batches: Vec<InBatch>,
+    to_shard: Vec<SyncSender<InBatch>>,
+    in_free: Vec<Receiver<InBatch>>,
+    epoch: usize,
+    cap: usize,
+    in_epoch: usize,
+    /// A flush found a shard gone.
+    stopped: bool,
+    clock: Clock,
+    skipped: Skipped<'a, 'c>,
+    proto: Tracker,
+    /// The tracker's samples of this epoch, numbered as a shard numbers its own.
+    proto_out: OutBatch,
+    proto_numbers: Numbering<ResponderKey>,
+    proto_tx: SyncSender<OutBatch>,
+    proto_free: Receiver<OutBatch>,
+    wants: Wants,
+}
+
+impl Dispatch<'_, '_> {
+    /// The tracker's observer: into `proto_out`, as a shard's.
+    #[inline]
+    fn proto_sink<'b>(
+        out: &'b mut OutBatch,
+        numbers: &'b mut Numbering<ResponderKey>,
+        wants: Wants,
+    ) -> ShardObserver<'b> {
+        ShardObserver {
+            out,
+            responders: numbers,
+            whole: wants.whole,
+            created: None,
+            retransmits: false,
+            frame: 0,
+            max_responders: wants.max_responders,
+        }
+    }
+
+    /// Sends every shard its batch; false once a shard is gone (the merger stopped).
+    fn flush(&mut self) -> bool {
+        for (s, tx) in self.to_shard.iter().enumerate() {
+            let next = fresh(&self.in_free[s], self.cap);
+            let b = std::mem::replace(&mut self.batches[s], next);
+            if tx.send(b).is_err() {
+                self.stopped = true;
+                return false;
+            }
+        }
+        let mut next = self
+            .proto_free
+            .try_recv()
+            .unwrap_or_else(|_| OutBatch::with_capacity(16, self.wants.whole));
+        next.reset(16);
+        if self
+            .proto_tx
+            .send(std::mem::replace(&mut self.proto_out, next))
+            .is_err()
+        {
+            self.stopped = true;
+            return false;
+        }
+        true
+    }
+}
+
+impl Frames for Dispatch<'_, '_> {
+    #[inline]
+    fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment, payload: &[u8]) -> ControlFlow<()> {
+        // DNS over TCP, in this epoch's tracker batch as the segment is in its shard's.
+        if self.proto.may_be_dns(payload) {
+            let mut sink =
+                Self::proto_sink(&mut self.proto_out, &mut self.proto_numbers, self.wants);
+            replay::tcp_payload(&mut self.proto, frame, ts, seg, payload, &mut sink);
+        }
+        if self.clock.due(ts) {
+            for b in self.batches.iter_mut() {
+                b.ticks.push((b.items.len(), ts));
+            }
+        }
+        let n = self.batches.len();
+        let batch = &mut self.batches[shard_of(seg, n)].items;
+        batch.push((frame, ts, *seg));
+        self.in_epoch += 1;
+        if self.in_epoch == self.epoch || batch.len() == self.cap {
+            self.in_epoch = 0;
+            if !self.flush() {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn not_tcp(&mut self, frame: u64, ts: Nanos, linktype: u32, data: &[u8]) {
+        let mut sink = Self::proto_sink(&mut self.proto_out, &mut self.proto_numbers, self.wants);
+        replay::datagram(&mut self.proto, frame, ts, linktype, data, &mut sink);
+    }
+
+    fn undecodable(&mut self, e: DecodeError) {
+        self.skipped.count(e);
+    }
+
+    fn progress(&mut self, reader: &CaptureReader) {
+        self.skipped.bar.update(reader.compressed_bytes_read());
+    }
+}
+
+/// Marks a compact sample's responder as a position in its batch's `inline` addresses.
+const INLINE: u32 = 1 << 31;
+
+/// The endpoints of a retransmission handed to the collector (which keeps only its time).
+const NOWHERE: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
 /// Collects what the engine emits into a batch.
-struct Sink<'a> {
+struct ShardObserver<'a> {
     out: &'a mut OutBatch,
     /// The shard's own numbering of responder addresses (a shard numbers its responders
     /// without asking the calling thread, which maps each number to its report once).
@@ -440,9 +525,14 @@ struct Sink<'a> {
     /// When per-connection rows need flow ids: the frame that created each of the shard's
     /// ids (id 1 first). Whole samples carry that frame as their id.
     created: Option<&'a mut Vec<u64>>,
+    /// Whether retransmissions are kept (with the frame being processed).
+    retransmits: bool,
+    frame: u64,
+    /// Responders numbered at most (the collector's cap); any more are [`OTHER`].
+    max_responders: usize,
 }
 
-impl Observer for Sink<'_> {
+impl Observer for ShardObserver<'_> {
     #[inline]
     fn sample(&mut self, s: &Sample) {
         let mut tag = NO_TAG;
@@ -453,10 +543,18 @@ impl Observer for Sink<'_> {
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
         let out = &mut *self.out;
         let ip = (s.responder.ip(), s.kind.protocol_index());
-        let (n, new) = self.responders.number(ip, tag);
-        if new {
-            out.new_responders.push((n, ip));
-        }
+        // Numbered up to the collector's cap; beyond, [`OTHER`], and the sample carries its
+        // address (whole ones always do; compact ones in `inline`): a shard cannot know
+        // which responders the collector tracks, the first `cap` of all shards.
+        let n = match self.responders.find(ip, tag) {
+            Some(n) => n,
+            None if self.responders.len() < self.max_responders => {
+                let n = self.responders.add(ip, tag);
+                out.new_responders.push((n, ip));
+                n
+            }
+            None => OTHER,
+        };
         if self.whole {
             let mut s = *s;
             if let Some(created) = &self.created {
@@ -468,12 +566,24 @@ impl Observer for Sink<'_> {
             out.samples.push(s);
             out.responders.push(n);
         } else {
+            let responder = if n == OTHER {
+                out.inline.push(ip);
+                INLINE | (out.inline.len() - 1) as u32
+            } else {
+                n
+            };
             out.compact.push(Compact {
                 frame: s.frame,
                 rtt: s.rtt,
-                responder: n,
+                responder,
                 kind: s.kind,
             });
+        }
+    }
+
+    fn retransmit(&mut self, _sender: SocketAddr, _receiver: SocketAddr, ts: Nanos) {
+        if self.retransmits {
+            self.out.retransmits.push((self.frame, ts));
         }
     }
 
@@ -486,11 +596,23 @@ impl Observer for Sink<'_> {
     }
 }
 
+/// What a shard keeps of what its engine emits, besides the per-responder statistics.
+#[derive(Clone, Copy)]
+struct Wants {
+    /// The frame that created each flow id (per-connection rows).
+    flow_ids: bool,
+    /// Whole samples (sample lines, per-connection rows, the picture).
+    whole: bool,
+    /// Retransmissions (the picture).
+    retransmits: bool,
+    /// The collector's cap on responders.
+    max_responders: usize,
+}
+
 /// A shard thread: its own engine over its connections' packets, one batch at a time.
 fn run_shard(
     cfg: EngineConfig,
-    track_ids: bool,
-    whole: bool,
+    wants: Wants,
     rx: Receiver<InBatch>,
     in_back: Sender<InBatch>,
     tx: SyncSender<OutBatch>,
@@ -503,19 +625,23 @@ fn run_shard(
         let cap = batch.items.capacity();
         let mut out = out_free
             .try_recv()
-            .unwrap_or_else(|_| OutBatch::with_capacity(cap, whole));
+            .unwrap_or_else(|_| OutBatch::with_capacity(cap, wants.whole));
         out.reset(cap);
         let mut ticks = batch.ticks.iter().peekable();
-        let mut sink = Sink {
+        let mut sink = ShardObserver {
             out: &mut out,
             responders: &mut responders,
-            whole,
-            created: track_ids.then_some(&mut created),
+            whole: wants.whole,
+            created: wants.flow_ids.then_some(&mut created),
+            retransmits: wants.retransmits,
+            frame: 0,
+            max_responders: wants.max_responders,
         };
         for (i, (frame, ts, seg)) in batch.items.iter().enumerate() {
             while let Some(&(_, ts)) = ticks.next_if(|t| t.0 == i) {
                 engine.tick(ts);
             }
+            sink.frame = *frame;
             engine.process(*frame, *ts, seg, &mut sink);
         }
         for &(_, ts) in ticks {
@@ -547,6 +673,9 @@ fn merge_into(
     // Per shard, by the shard's responder number: where the collector aggregates it (its
     // tag, for whole samples; its exact position, for compact ones).
     let mut tags: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut retransmits: Vec<(u64, Nanos)> = Vec::new();
+    // Per shard, by the shard's responder number: the address.
+    let mut addrs: Vec<Vec<ResponderKey>> = vec![Vec::new(); n];
     'epochs: loop {
         for s in 0..n {
             match from_shard[s].recv() {
@@ -556,12 +685,13 @@ fn merge_into(
                 Err(_) => break 'epochs,
             }
             pos[s] = 0;
+            // Numbers announced now are mapped to the collector's report at their first
+            // sample, in the merged order, so that the first `max_responders` responders
+            // get their own rows as in the one-thread run.
             for &(r, ip) in &outs[s].new_responders {
-                let t = &mut tags[s];
-                if r as usize >= t.len() {
-                    t.resize(r as usize + 1, NO_TAG);
-                }
-                t[r as usize] = collector.responder_index(ip);
+                debug_assert_eq!(r as usize, addrs[s].len(), "numbered in order");
+                addrs[s].push(ip);
+                tags[s].push(NO_TAG);
             }
         }
         loop {
@@ -595,7 +725,16 @@ fn merge_into(
                     .take_while(|x| x.frame < second || x.frame == best_frame)
                     .count();
                 for c in &run[..len] {
-                    collector.aggregate_at(shard_tags[c.responder as usize], c.kind, c.rtt);
+                    let at = if c.responder & INLINE != 0 {
+                        collector.responder_index(out.inline[(c.responder & !INLINE) as usize])
+                    } else {
+                        let t = &mut shard_tags[c.responder as usize];
+                        if *t == NO_TAG {
+                            *t = collector.responder_index(addrs[best][c.responder as usize]);
+                        }
+                        *t
+                    };
+                    collector.aggregate_at(at, c.kind, c.rtt);
                 }
                 pos[best] += len;
             } else {
@@ -605,9 +744,23 @@ fn merge_into(
                     .take_while(|x| x.frame < second || x.frame == best_frame)
                     .count();
                 for (x, &r) in run[..len].iter().zip(&out.responders[from..]) {
-                    collector.sample_tagged(x, &mut shard_tags[r as usize]);
+                    let mut beyond = NO_TAG;
+                    let tag = shard_tags.get_mut(r as usize).unwrap_or(&mut beyond);
+                    collector.sample_tagged(x, tag);
                 }
                 pos[best] += len;
+            }
+        }
+        if collector.wants_retransmits() {
+            // In frame order, as one engine reports them (a frame's all come from one shard,
+            // in order: the sort is stable). The picture bins them apart from the samples.
+            retransmits.clear();
+            for b in &outs {
+                retransmits.extend_from_slice(&b.retransmits);
+            }
+            retransmits.sort_by_key(|r| r.0);
+            for &(_, ts) in &retransmits {
+                collector.retransmit(NOWHERE, NOWHERE, ts);
             }
         }
         for (s, b) in outs.iter_mut().enumerate() {

@@ -109,9 +109,10 @@ fn colour(i: usize, s: &Series) -> RGBColor {
     }
 }
 
-fn name(s: &Series) -> String {
+fn name(s: &Series, beyond_cap: bool) -> String {
     match s.responder {
         Some(a) => a.to_string(),
+        None if beyond_cap => format!("{}+ other responders", s.members),
         None => format!(
             "{} other responder{}",
             s.members,
@@ -380,7 +381,7 @@ fn draw_key<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, bins: &Bins) -> a
             colour(i, s).filled(),
         ))
         .map_err(err)?;
-        t(area, name(s), cols[0], y, 13)?;
+        t(area, name(s, bins.beyond_cap), cols[0], y, 13)?;
         t(area, s.stats.count().to_string(), cols[1], y, 13)?;
         t(area, table_ms(s.stats.quantile(0.5)), cols[2], y, 13)?;
         t(area, table_ms(s.stats.quantile(0.99)), cols[3], y, 13)?;
@@ -409,10 +410,15 @@ fn draw_key<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, bins: &Bins) -> a
     t(
         area,
         format!(
-            "{} samples from {} responder{}; times are the closing packets'",
+            "{} samples from {}{} responder{}; times are the closing packets'",
             bins.samples,
             bins.responders,
-            if bins.responders == 1 { "" } else { "s" }
+            if bins.beyond_cap { "+" } else { "" },
+            if bins.responders == 1 && !bins.beyond_cap {
+                ""
+            } else {
+                "s"
+            }
         ),
         12,
         y,

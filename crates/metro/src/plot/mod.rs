@@ -4,7 +4,7 @@
 //! (CDF) per responder, and retransmissions as marks on the time axis.
 //!
 //! Memory does not depend on the input: the input is read twice. The first pass
-//! ([`Census`]) counts samples per responder and finds the time and RTT ranges; the second
+//! ([`Census`]) counts samples per responder (at most `max_responders` told apart) and finds the time and RTT ranges; the second
 //! ([`Bins`]) folds each sample into fixed grids for the top responders and one "other"
 //! group: a time × log-RTT grid (each cell drawn in its dominant group's colour with an
 //! opacity that grows with the count, so sparse data looks like a scatter plot and dense
@@ -17,19 +17,21 @@ mod draw;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use metro_core::Nanos;
 use metro_core::aggregate::Stats;
-use metro_core::engine::{Engine, EngineConfig, Observer};
-use metro_core::proto::{self, ProtoConfig, Tracker};
-use metro_core::rtt::{Kind, KindSet, Sample};
-use metro_core::wire::{DecodeError, decode_datagram};
+use metro_core::config::EngineConfig;
+use metro_core::driver::Driver;
+use metro_core::proto::{ProtoConfig, Tracker};
+use metro_core::sample::Observer;
+use metro_core::sample::{Kind, KindSet, Sample};
 
 use crate::pcap::CaptureReader;
+use crate::replay::{ToDriver, replay};
 
 pub use draw::{DEFAULT_FONT, FONT_PACKAGE, MARK, load_font};
 
@@ -44,6 +46,18 @@ pub const CDF_BINS: usize = 1000;
 pub const MAX_MARKS: usize = 2000;
 /// Colours available for responders (the palette in [`draw`]).
 pub const MAX_TOP: usize = 10;
+
+/// The default for `--max-responders` (`metro plot`'s and `metro analyze`'s): as many as the agent's pairs per
+/// interval.
+pub const DEFAULT_MAX_RESPONDERS: usize = 65_536;
+
+/// A `--max-responders` value: 1 or more.
+pub fn parse_max_responders(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..1 << 31).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a number of responders (1 or more)")),
+    }
+}
 
 /// Draw RTT over time, the RTT CDF and retransmissions from captures or sample lines.
 #[derive(clap::Args, Debug, Clone)]
@@ -78,6 +92,11 @@ pub struct PlotArgs {
     /// grouped.
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = parse_top)]
     pub top: usize,
+
+    /// Responders told apart at most: the first seen; the samples of any more join the
+    /// grey group of others, so that memory stays bounded whatever the input holds.
+    #[arg(long, default_value_t = DEFAULT_MAX_RESPONDERS, value_name = "N", value_parser = parse_max_responders)]
+    pub max_responders: usize,
 
     /// Which kinds of sample to plot, comma-separated: seq, handshake, ts (TCP),
     /// quic_handshake, quic_spin, dns, icmp [default: all].
@@ -139,6 +158,8 @@ impl ImageFormat {
 #[derive(Clone, Debug)]
 pub struct PlotOptions {
     pub top: usize,
+    /// Responders told apart at most (the first seen; the rest join the others' group).
+    pub max_responders: usize,
     /// The engine a capture is run through (its `kinds` also filter sample lines): the
     /// same as the analysis beside the picture, for `analyze --plot/--report`.
     pub engine: EngineConfig,
@@ -153,6 +174,7 @@ impl Default for PlotOptions {
     fn default() -> Self {
         PlotOptions {
             top: 8,
+            max_responders: DEFAULT_MAX_RESPONDERS,
             engine: EngineConfig::default(),
             width: 1200,
             height: 800,
@@ -266,44 +288,18 @@ fn scan_capture(
 ) -> anyhow::Result<Option<String>> {
     let mut reader =
         CaptureReader::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let mut engine = Engine::new(cfg.clone());
-    let mut tracker = Tracker::new(ProtoConfig::default(), cfg.kinds);
+    // The same driver, so the same expiry rhythm, and the same QUIC, DNS and ICMP tracker
+    // as `metro analyze`.
     let mut out = Forward(f);
-    let mut frame = 0u64;
-    let mut next_tick = Nanos::MIN;
-    loop {
-        let rec = match reader.next_record() {
-            Ok(Some(r)) => r,
-            Ok(None) => return Ok(None),
-            Err(e) => return Ok(Some(format!("{}: {e}", path.display()))),
-        };
-        frame += 1;
-        let ts = rec.ts;
-        match proto::decode_tcp(rec.linktype, rec.data) {
-            Ok((seg, payload)) => {
-                // The same expiry rhythm as `metro analyze` (once a second of packet time).
-                if ts >= next_tick {
-                    engine.tick(ts);
-                    next_tick = ts.saturating_add(1_000_000_000);
-                }
-                engine.process(frame, ts, &seg, &mut out);
-                if !payload.is_empty() {
-                    let (src, dst) = (
-                        SocketAddr::new(seg.src, seg.sport),
-                        SocketAddr::new(seg.dst, seg.dport),
-                    );
-                    tracker.tcp_payload(frame, ts, src, dst, payload, &mut out);
-                }
-            }
-            // QUIC, DNS and ICMP, as `metro analyze` reads them.
-            Err(DecodeError::NotTcp) if tracker.enabled() => {
-                if let Some(d) = decode_datagram(rec.linktype, rec.data) {
-                    tracker.datagram(frame, ts, &d, &mut out);
-                }
-            }
-            Err(_) => {}
-        }
-    }
+    let done = replay(
+        &mut reader,
+        &mut ToDriver {
+            driver: Driver::new(cfg.clone()),
+            proto: Tracker::new(ProtoConfig::default(), cfg.kinds),
+            out: &mut out,
+        },
+    );
+    Ok(done.error.map(|e| format!("{}: {e}", path.display())))
 }
 
 fn scan_lines(path: &Path, kinds: KindSet, f: &mut dyn FnMut(Event)) -> anyhow::Result<()> {
@@ -352,10 +348,14 @@ fn scan_lines(path: &Path, kinds: KindSet, f: &mut dyn FnMut(Event)) -> anyhow::
     }
 }
 
-/// First pass: samples per responder, the time and RTT ranges, retransmissions.
-#[derive(Debug, Default)]
+/// First pass: samples per responder (the first `cap` responders; the samples of any more
+/// are only counted), the time and RTT ranges, retransmissions.
+#[derive(Debug)]
 struct Census {
     per_responder: HashMap<IpAddr, u64>,
+    cap: usize,
+    /// Samples of responders beyond the cap.
+    untracked: u64,
     samples: u64,
     retransmits: u64,
     t_min: Option<Nanos>,
@@ -365,10 +365,30 @@ struct Census {
 }
 
 impl Census {
+    fn new(cap: usize) -> Census {
+        Census {
+            per_responder: HashMap::new(),
+            cap,
+            untracked: 0,
+            samples: 0,
+            retransmits: 0,
+            t_min: None,
+            t_max: 0,
+            rtt_min: 0,
+            rtt_max: 0,
+        }
+    }
+
     fn add(&mut self, e: Event) {
         let ts = match e {
             Event::Sample { ts, responder, rtt } => {
-                *self.per_responder.entry(responder).or_insert(0) += 1;
+                if let Some(n) = self.per_responder.get_mut(&responder) {
+                    *n += 1;
+                } else if self.per_responder.len() < self.cap {
+                    self.per_responder.insert(responder, 1);
+                } else {
+                    self.untracked += 1;
+                }
                 if self.samples == 0 {
                     self.rtt_min = rtt;
                     self.rtt_max = rtt;
@@ -497,11 +517,84 @@ pub struct Bins {
     /// Top responders (most samples first), then the others if any.
     pub series: Vec<Series>,
     pub samples: u64,
+    /// Responders told apart (at most the cap).
     pub responders: usize,
+    /// Whether some samples came from responders beyond the cap (in the others' group,
+    /// which then has more members than `members` says).
+    pub beyond_cap: bool,
     pub retransmits: u64,
     /// Whether retransmissions are known (some input was a capture).
     pub retransmits_known: bool,
     pub marks: Marks,
+}
+
+/// The second pass's state: each event binned on the first pass's axes and top responders.
+struct Binner {
+    axes: Axes,
+    slot: HashMap<IpAddr, usize>,
+    other_slot: usize,
+    series: Vec<Series>,
+    marks: Marks,
+}
+
+impl Binner {
+    fn new(census: &Census, top: usize) -> Binner {
+        let axes = Axes::new(census);
+        let top_list = census.top(top);
+        let mut slot: HashMap<IpAddr, usize> = HashMap::new();
+        let mut series: Vec<Series> = Vec::new();
+        for (i, (addr, _)) in top_list.iter().enumerate() {
+            slot.insert(*addr, i);
+            series.push(Series::new(Some(*addr), 1));
+        }
+        let others = census.per_responder.len() - top_list.len();
+        if others > 0 || census.untracked > 0 {
+            series.push(Series::new(None, others as u64));
+        }
+        let each = census.retransmits as usize <= MAX_MARKS;
+        let marks = if each {
+            Marks::Each(Vec::with_capacity(census.retransmits as usize))
+        } else {
+            Marks::Binned(vec![0; TIME_BINS])
+        };
+        Binner {
+            axes,
+            slot,
+            other_slot: top_list.len(),
+            series,
+            marks,
+        }
+    }
+
+    fn add(&mut self, e: Event) {
+        let axes = &self.axes;
+        match e {
+            Event::Sample { ts, responder, rtt } => {
+                let s = &mut self.series[*self.slot.get(&responder).unwrap_or(&self.other_slot)];
+                let t = axes.time_bin(ts);
+                s.grid[t * RTT_BINS + axes.rtt_bin(rtt, RTT_BINS)] += 1;
+                s.cdf[axes.rtt_bin(rtt, CDF_BINS)] += 1;
+                s.stats.add(rtt as f64 / 1e6);
+            }
+            Event::Retransmit { ts } => match &mut self.marks {
+                Marks::Each(v) => v.push((ts - axes.t0) as f64 / 1e9),
+                Marks::Binned(v) => v[axes.time_bin(ts)] += 1,
+            },
+        }
+    }
+
+    fn finish(self, census: &Census, retransmits_known: bool) -> Bins {
+        Bins {
+            axes: self.axes,
+            series: self.series,
+            samples: census.samples,
+            responders: census.per_responder.len(),
+            beyond_cap: census.untracked > 0,
+            retransmits: census.retransmits,
+            retransmits_known,
+            marks: self.marks,
+        }
+    }
 }
 
 /// Both passes over `inputs`: the binned picture data, and what was noted on the way.
@@ -509,51 +602,159 @@ pub fn bin_inputs(
     inputs: &[PathBuf],
     engine: &EngineConfig,
     top: usize,
+    max_responders: usize,
 ) -> anyhow::Result<(Bins, ScanNotes)> {
-    let mut census = Census::default();
+    let mut census = Census::new(max_responders);
     let notes = scan(inputs, engine, &mut |e| census.add(e))?;
-    let axes = Axes::new(&census);
-    let top_list = census.top(top);
-    let mut slot: HashMap<IpAddr, usize> = HashMap::new();
-    let mut series: Vec<Series> = Vec::new();
-    for (i, (addr, _)) in top_list.iter().enumerate() {
-        slot.insert(*addr, i);
-        series.push(Series::new(Some(*addr), 1));
-    }
-    let others = census.per_responder.len() - top_list.len();
-    if others > 0 {
-        series.push(Series::new(None, others as u64));
-    }
-    let other_slot = top_list.len();
-    let each = census.retransmits as usize <= MAX_MARKS;
-    let mut marks = if each {
-        Marks::Each(Vec::with_capacity(census.retransmits as usize))
-    } else {
-        Marks::Binned(vec![0; TIME_BINS])
-    };
-    scan(inputs, engine, &mut |e| match e {
-        Event::Sample { ts, responder, rtt } => {
-            let s = &mut series[*slot.get(&responder).unwrap_or(&other_slot)];
-            let t = axes.time_bin(ts);
-            s.grid[t * RTT_BINS + axes.rtt_bin(rtt, RTT_BINS)] += 1;
-            s.cdf[axes.rtt_bin(rtt, CDF_BINS)] += 1;
-            s.stats.add(rtt as f64 / 1e6);
-        }
-        Event::Retransmit { ts } => match &mut marks {
-            Marks::Each(v) => v.push((ts - axes.t0) as f64 / 1e9),
-            Marks::Binned(v) => v[axes.time_bin(ts)] += 1,
-        },
-    })?;
-    let bins = Bins {
-        axes,
-        series,
-        samples: census.samples,
-        responders: census.per_responder.len(),
-        retransmits: census.retransmits,
-        retransmits_known: notes.had_capture,
-        marks,
-    };
+    let mut binner = Binner::new(&census, top);
+    scan(inputs, engine, &mut |e| binner.add(e))?;
+    let bins = binner.finish(&census, notes.had_capture);
     Ok((bins, notes))
+}
+
+/// The events of a run of the engine made elsewhere (`analyze --plot/--report`, beside its
+/// table), kept for the picture so that the engine runs once: the first pass's census is
+/// taken as they come, and the events themselves go to an unlinked temporary file (33 bytes
+/// each), read back for the second pass. Memory does not depend on the input; disk does.
+pub struct Spool {
+    census: Census,
+    file: io::BufWriter<File>,
+    record: [u8; SPOOLED],
+    error: Option<io::Error>,
+}
+
+/// Bytes a spooled event takes: its kind (sample from an IPv4 or IPv6 responder, or a
+/// retransmission), time, RTT and responder address.
+const SPOOLED: usize = 1 + 8 + 8 + 16;
+
+impl Spool {
+    /// An empty spool, its file created (and unlinked at once) in the temporary directory;
+    /// responders told apart up to `max_responders`.
+    pub fn new(max_responders: usize) -> anyhow::Result<Spool> {
+        let dir = std::env::temp_dir();
+        let mut n = 0u32;
+        let file = loop {
+            let path = dir.join(format!("metro-plot-{}-{n}", std::process::id()));
+            match File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(f) => {
+                    let _ = std::fs::remove_file(&path);
+                    break f;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "cannot create a temporary file in {} for the plot: {e}",
+                        dir.display()
+                    ));
+                }
+            }
+        };
+        Ok(Spool {
+            census: Census::new(max_responders),
+            file: io::BufWriter::with_capacity(1 << 16, file),
+            record: [0; SPOOLED],
+            error: None,
+        })
+    }
+
+    /// One event, in the order the engine told it.
+    fn push(&mut self, e: Event) {
+        self.census.add(e);
+        if self.error.is_some() {
+            return;
+        }
+        let r = &mut self.record;
+        match e {
+            Event::Sample { ts, responder, rtt } => {
+                r[1..9].copy_from_slice(&ts.to_le_bytes());
+                r[9..17].copy_from_slice(&rtt.to_le_bytes());
+                match responder {
+                    IpAddr::V4(a) => {
+                        r[0] = 4;
+                        r[17..21].copy_from_slice(&a.octets());
+                    }
+                    IpAddr::V6(a) => {
+                        r[0] = 6;
+                        r[17..33].copy_from_slice(&a.octets());
+                    }
+                }
+            }
+            Event::Retransmit { ts } => {
+                r[0] = 0;
+                r[1..9].copy_from_slice(&ts.to_le_bytes());
+            }
+        }
+        if let Err(e) = self.file.write_all(&self.record) {
+            self.error = Some(e);
+        }
+    }
+
+    /// A sample, as the engine reported it.
+    pub fn sample(&mut self, s: &Sample) {
+        self.push(Event::Sample {
+            ts: s.ts,
+            responder: s.responder.ip(),
+            rtt: s.rtt,
+        });
+    }
+
+    /// A retransmission seen at `ts`.
+    pub fn retransmit(&mut self, ts: Nanos) {
+        self.push(Event::Retransmit { ts });
+    }
+
+    /// The picture of everything spooled, drawn from `inputs` (for its title), all of them
+    /// captures.
+    pub fn picture(self, inputs: &[PathBuf], opts: &PlotOptions) -> anyhow::Result<Picture> {
+        let Spool {
+            census,
+            file,
+            error,
+            ..
+        } = self;
+        let spool_error = |e: io::Error| anyhow::anyhow!("the plot's temporary file failed: {e}");
+        if let Some(e) = error {
+            return Err(spool_error(e));
+        }
+        let mut file = file.into_inner().map_err(|e| spool_error(e.into_error()))?;
+        file.seek(io::SeekFrom::Start(0)).map_err(spool_error)?;
+        let mut binner = Binner::new(&census, opts.top);
+        let mut r = io::BufReader::with_capacity(1 << 16, file);
+        let mut rec = [0u8; SPOOLED];
+        let word = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("8 bytes"));
+        loop {
+            match r.read_exact(&mut rec) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(spool_error(e)),
+            }
+            let ts = word(&rec[1..9]);
+            binner.add(match rec[0] {
+                0 => Event::Retransmit { ts },
+                v => Event::Sample {
+                    ts,
+                    rtt: word(&rec[9..17]),
+                    responder: if v == 4 {
+                        IpAddr::from(<[u8; 4]>::try_from(&rec[17..21]).expect("4 bytes"))
+                    } else {
+                        IpAddr::from(<[u8; 16]>::try_from(&rec[17..33]).expect("16 bytes"))
+                    },
+                },
+            });
+        }
+        draw::load_font(&opts.font)?;
+        Ok(Picture {
+            bins: binner.finish(&census, true),
+            title: title_of(inputs, opts),
+            width: opts.width,
+            height: opts.height,
+        })
+    }
 }
 
 /// The inputs binned once (two passes over them), ready to be drawn in any format.
@@ -573,7 +774,7 @@ impl Picture {
     ) -> anyhow::Result<(Picture, ScanNotes)> {
         // The font first: a missing font should not cost two passes over a large capture.
         draw::load_font(&opts.font)?;
-        let (bins, notes) = bin_inputs(inputs, &opts.engine, opts.top)?;
+        let (bins, notes) = bin_inputs(inputs, &opts.engine, opts.top, opts.max_responders)?;
         let picture = Picture {
             bins,
             title: title_of(inputs, opts),
@@ -630,6 +831,7 @@ fn title_of(inputs: &[PathBuf], opts: &PlotOptions) -> String {
 pub fn run(args: &PlotArgs) -> anyhow::Result<i32> {
     let opts = PlotOptions {
         top: args.top,
+        max_responders: args.max_responders,
         engine: EngineConfig {
             kinds: args.kinds,
             ..EngineConfig::default()

@@ -302,20 +302,35 @@ impl Statsd {
                 Sock::Udp(u) => u.set_read_timeout(Some(Duration::from_millis(50))).unwrap(),
                 Sock::Unix(u) => u.set_read_timeout(Some(Duration::from_millis(50))).unwrap(),
             }
+            let take = |n: usize, buf: &[u8]| {
+                let text = std::str::from_utf8(&buf[..n]).expect("datagram is not UTF-8");
+                let parsed = parse(text, Instant::now());
+                let mut g = mx.lock().unwrap();
+                *g = (*g).max(n);
+                let mut l = ml.lock().unwrap();
+                *l = (*l).max(parsed.len());
+                m.lock().unwrap().extend(parsed);
+            };
             while !st.load(Ordering::Relaxed) {
                 let r = match &s {
                     Sock::Udp(u) => u.recv(&mut buf),
                     Sock::Unix(u) => u.recv(&mut buf),
                 };
                 if let Ok(n) = r {
-                    let text = std::str::from_utf8(&buf[..n]).expect("datagram is not UTF-8");
-                    let parsed = parse(text, Instant::now());
-                    let mut g = mx.lock().unwrap();
-                    *g = (*g).max(n);
-                    let mut l = ml.lock().unwrap();
-                    *l = (*l).max(parsed.len());
-                    m.lock().unwrap().extend(parsed);
+                    take(n, &buf);
                 }
+            }
+            // Stopped: what is already queued is still read, up to an empty queue (a
+            // datagram sent before the stop is never lost to it).
+            match &s {
+                Sock::Udp(u) => u.set_nonblocking(true).unwrap(),
+                Sock::Unix(u) => u.set_nonblocking(true).unwrap(),
+            }
+            while let Ok(n) = match &s {
+                Sock::Udp(u) => u.recv(&mut buf),
+                Sock::Unix(u) => u.recv(&mut buf),
+            } {
+                take(n, &buf);
             }
         });
         Statsd {
@@ -329,6 +344,28 @@ impl Statsd {
 
     pub fn all(&self) -> Vec<Metric> {
         self.metrics.lock().unwrap().clone()
+    }
+
+    /// Everything received, once every datagram already sent has been read: for after the
+    /// agent exited (its last flush is queued on the socket by then). Stops the receiver.
+    pub fn finish(&mut self) -> Vec<Metric> {
+        self.stop();
+        self.all()
+    }
+
+    /// Poll until `pred` holds over everything received, at most `timeout`: whether it
+    /// came to hold (the caller asserts what it needs, with its own message).
+    pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&[Metric]) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if pred(&self.all()) {
+                return true;
+            }
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Poll until `pred` holds over everything received; panics (with what was received

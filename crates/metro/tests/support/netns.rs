@@ -2,8 +2,9 @@
 //! running a closure or a command inside a namespace, TCP echo traffic, and a userspace
 //! delay line (this kernel has no netem).
 //!
-//! Everything here needs root. A failure to set up is a panic that says what failed:
-//! CI runs as root, and a test that cannot build its namespaces must fail, not skip.
+//! Everything here needs root: a test that uses it starts with [`needs_root`], which skips
+//! it for another user. As root, a failure to set up is a panic that says what failed: a
+//! test that cannot build its namespaces must fail, not skip.
 //! Only the namespaces created here carry traffic.
 
 #![allow(dead_code)]
@@ -21,21 +22,10 @@ use std::time::{Duration, Instant};
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Whether a test that needs root (network namespaces, podman, tcpreplay, raw capture) can
-/// run. As root: true. Otherwise the test is skipped with a line on stderr saying what and
-/// why, so that `cargo test` passes for any user; but where `METRO_TESTS_REQUIRE_ROOT` is
-/// set (`.ci/run` sets it), a skip would hide a test, so it panics instead.
+/// run: skips with a line saying so for other users, panics instead under .ci/run
+/// ([`metro_testkit::root::needs_root`]).
 /// Use: `if !netns::needs_root("the agent between namespaces") { return; }`.
-pub fn needs_root(what: &str) -> bool {
-    // SAFETY: geteuid takes no arguments and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("METRO_TESTS_REQUIRE_ROOT").is_some() {
-        panic!("{what} needs root, and METRO_TESTS_REQUIRE_ROOT is set: run as root");
-    }
-    eprintln!("skipped: {what} needs root (run `sudo -E cargo test` or .ci/run to include it)");
-    false
-}
+pub use metro_testkit::root::needs_root;
 
 /// Run `ip ARGS`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) {

@@ -13,6 +13,8 @@ pub const DEFAULT_STATSD_IP: &str = "127.0.0.1";
 pub const DEFAULT_STATSD_PORT: u16 = 8125;
 pub const DEFAULT_FLUSH_INTERVAL: f64 = 10.0;
 pub const DEFAULT_DNS_REFRESH: f64 = 60.0;
+/// Each pair's baseline is its least RTT over this window (`baseline_window`, seconds).
+pub const DEFAULT_BASELINE_WINDOW: f64 = 600.0;
 pub const DEFAULT_LOG_FILE: &str = "/var/log/metro/metro.log";
 /// Kernel capture buffer per instance (libpcap's own default is 2 MiB).
 pub const DEFAULT_BUFFER_SIZE: u64 = 16 << 20;
@@ -40,6 +42,8 @@ pub const MIN_FLUSH_INTERVAL: f64 = 0.1;
 pub const MIN_IDLE_TTL: f64 = 1.0;
 pub const MIN_DNS_REFRESH: f64 = 1.0;
 pub const MIN_SAMPLE_WINDOW: f64 = 0.1;
+/// A baseline over less than a second is the interval's minimum, not a baseline.
+pub const MIN_BASELINE_WINDOW: f64 = 1.0;
 
 /// The largest configuration file metro reads (a million watch-list entries take about
 /// 25 MB of YAML).
@@ -80,6 +84,8 @@ pub const IDLE_TTL: Seconds = Seconds::at_least(MIN_IDLE_TTL, DEFAULT_IDLE_TTL);
 pub const EXP_TTL: Seconds = Seconds::at_least(0.0, DEFAULT_EXP_TTL).or_zero();
 pub const FLUSH_INTERVAL: Seconds = Seconds::at_least(MIN_FLUSH_INTERVAL, DEFAULT_FLUSH_INTERVAL);
 pub const DNS_REFRESH: Seconds = Seconds::at_least(MIN_DNS_REFRESH, DEFAULT_DNS_REFRESH);
+pub const BASELINE_WINDOW: Seconds =
+    Seconds::at_least(MIN_BASELINE_WINDOW, DEFAULT_BASELINE_WINDOW);
 pub const SAMPLE_DURATION: Seconds = Seconds::at_least(MIN_SAMPLE_WINDOW, DEFAULT_SAMPLE_DURATION);
 /// 0: no duty cycle (every packet processed).
 pub const SAMPLE_INTERVAL: Seconds =
@@ -92,6 +98,22 @@ pub const DEFAULT_BUCKETS: [f64; 25] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04,
     0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+
+/// The smallest `distribution_sample_rate`: below one value in a million samples a series
+/// sends nothing in an interval unless it has over a million samples in it (a rate such as
+/// 1e-300 sends nothing ever, and its `|@rate` is 300 digits long).
+pub const MIN_DISTRIBUTION_RATE: f64 = 1e-6;
+/// Histogram bucket bounds, seconds: the capture clock's resolution (a bound below it is never
+/// reached) to [`MAX_SECONDS`].
+pub const MIN_BUCKET_SECONDS: f64 = 1e-9;
+/// Interface names, at most (Linux's IFNAMSIZ less the terminating NUL).
+pub const MAX_INTERFACE_NAME: usize = 15;
+/// A Unix socket path, at most (`sun_path` less the terminating NUL): a longer one fails every
+/// send.
+pub const MAX_UNIX_SOCKET_PATH: usize = 107;
+/// The kernel buffer must hold a packet of `snaplen` bytes and libpcap's per-packet header,
+/// rounded to a page: `buffer_size` at least `snaplen` plus this.
+pub const BUFFER_SLACK: u64 = 4096;
 
 /// Series per interval when `max_series` is not set.
 pub const DEFAULT_MAX_SERIES: usize = 10_000;

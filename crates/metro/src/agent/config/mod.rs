@@ -26,7 +26,8 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use limits::*;
 pub use model::{
-    Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Source, StatsdTarget, mask,
+    CaptureMode, Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Source,
+    StatsdTarget, mask,
 };
 pub use raw::{RawFile, RawInit, RawInstance};
 

@@ -189,11 +189,41 @@ pub struct Instance {
     /// Tag pairs with the container and pod that own the local address (see
     /// [`crate::agent::containers`]); on unless `container_tags: false`.
     pub container_tags: bool,
+    /// With `container_tags`, also each pod's workload tags from its labels where the node's
+    /// files record them (`kube_app_name`, `kube_app`, `kube_deployment`, ...); off unless
+    /// `kube_labels: true`.
+    pub kube_labels: bool,
     /// How remote addresses are grouped into series.
     pub group_by: GroupBy,
     /// Use IP IDs to tell a frame captured twice from a retransmission (false where a
     /// middlebox rewrites them). Default true.
     pub trust_ip_id: bool,
+    /// How a live instance captures (`capture`): in the kernel, with libpcap, or the first
+    /// that works.
+    pub capture: CaptureMode,
+}
+
+/// `capture`: where a live instance's packets are decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CaptureMode {
+    /// The in-kernel program where the kernel and the capabilities allow it (and the base
+    /// filter is the default `tcp`), libpcap otherwise.
+    #[default]
+    Auto,
+    /// The in-kernel program ([`crate::agent::ebpf`]); the instance fails to start without it.
+    Ebpf,
+    /// libpcap, as go-metro.
+    Pcap,
+}
+
+impl CaptureMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            CaptureMode::Auto => "auto",
+            CaptureMode::Ebpf => "ebpf",
+            CaptureMode::Pcap => "pcap",
+        }
+    }
 }
 
 /// The agent's validated configuration.
@@ -208,6 +238,8 @@ pub struct Config {
     pub log_file: PathBuf,
     pub flush_interval: Duration,
     pub dns_refresh: Duration,
+    /// Each pair's baseline is its least RTT over this window.
+    pub baseline_window: Duration,
     pub buffer_size: u64,
     pub prometheus_listen: Option<SocketAddr>,
     /// The fleet outputs (distributions, histograms, OTLP) and the series budget.

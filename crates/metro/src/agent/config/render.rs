@@ -51,6 +51,7 @@ impl Config {
             }
         }
         let _ = writeln!(o, "  flush_interval: {}", secs(self.flush_interval));
+        let _ = writeln!(o, "  baseline_window: {}", secs(self.baseline_window));
         let _ = writeln!(o, "  dns_refresh: {}", secs(self.dns_refresh));
         let _ = writeln!(o, "  log_to_file: {}", self.log_to_file);
         let _ = writeln!(
@@ -128,12 +129,14 @@ impl Config {
             }
             let _ = writeln!(o, "    max_flows: {}", i.max_flows);
             let _ = writeln!(o, "    container_tags: {}", i.container_tags);
+            let _ = writeln!(o, "    kube_labels: {}", i.kube_labels);
             let _ = writeln!(o, "    group_by: {}", i.group_by.name());
             if let GroupBy::Subnet { v4, v6 } = i.group_by {
                 let _ = writeln!(o, "    subnet_v4_prefix: {v4}");
                 let _ = writeln!(o, "    subnet_v6_prefix: {v6}");
             }
             let _ = writeln!(o, "    trust_ip_id: {}", i.trust_ip_id);
+            let _ = writeln!(o, "    capture: {}", i.capture.name());
         }
         o
     }

@@ -44,6 +44,7 @@ fn go_metro_doc_example() {
     assert_eq!(c.log_level, LogLevel::Info);
     assert_eq!(c.flush_interval, Duration::from_secs(10));
     assert_eq!(c.dns_refresh, Duration::from_secs(60));
+    assert_eq!(c.baseline_window, Duration::from_secs(600));
     assert_eq!(c.instances.len(), 1);
     let i = &c.instances[0];
     assert_eq!(i.interface, "veth0");
@@ -285,6 +286,14 @@ fn sampling_and_max_flows() {
 }
 
 #[test]
+fn kube_labels_default_off_and_can_be_turned_on() {
+    let c = ok("instances:\n  - interface: any\n    ips: [10.0.0.1]\n  - interface: eth1\n    ips: [10.0.0.1]\n    kube_labels: true\n").config;
+    assert!(!c.instances[0].kube_labels);
+    assert!(c.instances[1].kube_labels);
+    assert!(c.to_yaml().contains("    kube_labels: true\n"));
+}
+
+#[test]
 fn container_tags_default_on_and_can_be_turned_off() {
     let c = ok("instances:\n  - interface: any\n    ips: [10.0.0.1]\n  - interface: eth1\n    ips: [10.0.0.1]\n    container_tags: false\n").config;
     assert!(c.instances[0].container_tags);
@@ -324,6 +333,9 @@ fn durations_have_floors_and_ceilings() {
         ("flush_interval", ".inf"),
         ("flush_interval", "1e300"),
         ("dns_refresh", "0.5"),
+        ("baseline_window", "0.5"),
+        ("baseline_window", "0"),
+        ("baseline_window", ".inf"),
         ("idle_ttl", "0.001"),
         ("exp_ttl", "-0.1"),
         ("sample_duration", "1e-9"),
@@ -343,6 +355,8 @@ fn durations_have_floors_and_ceilings() {
         ("flush_interval", "0.1"),
         ("flush_interval", "1e9"),
         ("dns_refresh", "1"),
+        ("baseline_window", "1"),
+        ("baseline_window", "86400"),
         ("idle_ttl", "1"),
         ("exp_ttl", "0"),
         ("sample_duration", "0.1"),
@@ -566,8 +580,8 @@ fn section_keys_are_the_keys_serde_reads() {
     // Both of go-metro's spellings of the linger time, and the older instance list.
     assert!(RawInit::KEYS.contains(&"exp_ttl") && RawInit::KEYS.contains(&"expired_ttl"));
     assert!(RawFile::KEYS.contains(&"config"));
-    assert_eq!(RawInit::KEYS.len(), 20);
-    assert_eq!(RawInstance::KEYS.len(), 14);
+    assert_eq!(RawInit::KEYS.len(), 21);
+    assert_eq!(RawInstance::KEYS.len(), 16);
 }
 
 #[test]
@@ -709,4 +723,255 @@ fn a_breached_node_budget_names_metro_s_limit() {
             .len(),
         50
     );
+}
+
+/// Issue 22, item 8: every value `run` would fail on, or that would make its feature
+/// silently useless, is refused at load (check-config and run alike), naming the key and
+/// its position.
+#[test]
+fn values_run_cannot_use_are_refused_with_their_position() {
+    let base = "instances:\n  - interface: eth0\n    ips: [10.0.0.0/8]\n";
+    let long_socket = format!("/run/{}/dsd.socket", "d".repeat(100));
+    let long_label = "a".repeat(64);
+    let long_name = format!("{}.example", "abcdefghi.".repeat(26));
+    for (init, inst, key, line, says) in [
+        // Where run cannot listen or nobody can scrape.
+        (
+            "  prometheus_listen: 8.8.8.8:9464\n",
+            "",
+            "init_config.prometheus_listen",
+            2,
+            "8.8.8.8 is not an address of this host",
+        ),
+        (
+            "  prometheus_listen: '[2001:db8::1]:9464'\n",
+            "",
+            "init_config.prometheus_listen",
+            2,
+            "not an address of this host",
+        ),
+        (
+            "  prometheus_listen: 127.0.0.1:0\n",
+            "",
+            "init_config.prometheus_listen",
+            2,
+            "port 0",
+        ),
+        // Pushes that would all fail.
+        (
+            "  otlp_endpoint: http://user:pw@host:4318\n",
+            "",
+            "init_config.otlp_endpoint",
+            2,
+            "credentials",
+        ),
+        (
+            "  otlp_endpoint: 'http://col lector:4318'\n",
+            "",
+            "init_config.otlp_endpoint",
+            2,
+            "whitespace",
+        ),
+        (
+            "  otlp_endpoint: 'http://collector:4318/v1 /x'\n",
+            "",
+            "init_config.otlp_endpoint",
+            2,
+            "whitespace",
+        ),
+        (
+            "  otlp_endpoint: http://collector:0\n",
+            "",
+            "init_config.otlp_endpoint",
+            2,
+            "not a port from 1 to 65535",
+        ),
+        (
+            "  otlp_endpoint: http://collector:4318/p?token=1\n",
+            "",
+            "init_config.otlp_endpoint",
+            2,
+            "query",
+        ),
+        (
+            "  otlp_endpoint: ftp://collector:4318\n",
+            "",
+            "init_config.otlp_endpoint",
+            2,
+            "scheme must be http://",
+        ),
+        (
+            "  otlp_endpoint: http://coll_ector!:4318\n",
+            "",
+            "init_config.otlp_endpoint",
+            2,
+            "`!` cannot be in a host name",
+        ),
+        (
+            "  otlp_endpoint: 'http://[::1:4318'\n",
+            "",
+            "init_config.otlp_endpoint",
+            2,
+            "not an IPv6 address",
+        ),
+        // Rates and bounds that round to nothing.
+        (
+            "  distribution_sample_rate: 1e-300\n",
+            "",
+            "init_config.distribution_sample_rate",
+            2,
+            "1e-300 is below 1e-6: a series would send a value only after 1e300 samples",
+        ),
+        (
+            "  distribution_sample_rate: 0.0000005\n",
+            "",
+            "init_config.distribution_sample_rate",
+            2,
+            "5e-7 is below 1e-6",
+        ),
+        (
+            "  histogram_buckets: [1e-12, 0.001]\n",
+            "",
+            "init_config.histogram_buckets",
+            2,
+            "capture clock's resolution",
+        ),
+        (
+            "  histogram_buckets: [0.001, 1e12]\n",
+            "",
+            "init_config.histogram_buckets",
+            2,
+            "1000000000 s",
+        ),
+        // Sizes too small to hold one record.
+        (
+            "  snaplen: 262144\n  buffer_size: 65536\n",
+            "",
+            "init_config.buffer_size",
+            3,
+            "cannot hold one packet of snaplen 262144 bytes",
+        ),
+        // DogStatsD targets every send to would fail.
+        (
+            &format!("  statsd_socket: {long_socket}\n"),
+            "",
+            "init_config.statsd_socket",
+            2,
+            "longer than a Unix socket address holds",
+        ),
+        (
+            "  statsd_ip: 255.255.255.255\n",
+            "",
+            "init_config.statsd_ip",
+            2,
+            "broadcast",
+        ),
+        (
+            "  statsd_ip: 127.0.0.1:8125\n",
+            "",
+            "init_config.statsd_ip",
+            2,
+            "a port goes in its own key",
+        ),
+        (
+            "  statsd_ip: dd-agent..local\n",
+            "",
+            "init_config.statsd_ip",
+            2,
+            "empty label",
+        ),
+        (
+            "  statsd_port: 0\n",
+            "",
+            "init_config.statsd_port",
+            2,
+            "1 to 65535",
+        ),
+        // Names no resolver or libpcap can take.
+        (
+            "",
+            &format!("    hosts: [{long_label}.example.com]\n"),
+            "instances[0].hosts[0]",
+            5,
+            "more than a host name's 63",
+        ),
+        (
+            "",
+            &format!("    hosts: [{long_name}]\n"),
+            "instances[0].hosts[0]",
+            5,
+            "longer than a host name can be (253)",
+        ),
+        (
+            "",
+            "    hosts: [db.example.com, -db.example.com]\n",
+            "instances[0].hosts[1]",
+            5,
+            "begins or ends with `-`",
+        ),
+        (
+            "",
+            "    hosts: ['bücher.example']\n",
+            "instances[0].hosts[0]",
+            5,
+            "xn--",
+        ),
+    ] {
+        let text = format!("init_config:\n{init}{base}{inst}");
+        let e = err(&text);
+        assert_eq!(e.key.as_deref(), Some(key), "{e}\n{text}");
+        assert!(e.message.contains(says), "{e}\n{text}");
+        assert_eq!(e.position.map(|p| p.0), Some(line), "{e}\n{text}");
+        assert!(
+            e.to_string().starts_with(&format!("test.yaml:{line}:")),
+            "{e}"
+        );
+    }
+    // Watch-list entries no TCP packet can match.
+    for (entry, says) in [
+        ("224.0.0.0/4", "multicast"),
+        ("239.1.2.3", "multicast"),
+        ("ff02::1", "multicast"),
+        ("255.255.255.255", "broadcast"),
+        ("0.0.0.0", "0.0.0.0/0"),
+        ("'::'", "0.0.0.0/0"),
+    ] {
+        let e = err(&format!(
+            "instances:\n  - interface: eth0\n    ips: [10.0.0.0/8,\n          {entry}]\n"
+        ));
+        assert_eq!(e.key.as_deref(), Some("instances[0].ips[1]"), "{e}");
+        assert!(e.message.contains(says), "{e}");
+        assert!(e.to_string().starts_with("test.yaml:4:11: "), "{e}");
+    }
+    // Blocks that hold peers too stay.
+    ok("instances:\n  - interface: eth0\n    ips: [0.0.0.0/0, '::/0', 192.0.0.0/2]\n");
+    // An interface name longer than the kernel's.
+    let e = err("instances:\n  - interface: eth0-with-a-long-name\n    ips: [10.0.0.0/8]\n");
+    assert_eq!(e.key.as_deref(), Some("instances[0].interface"), "{e}");
+    assert!(e.to_string().starts_with("test.yaml:2:16: "), "{e}");
+
+    // What run can use still loads.
+    let c = ok(&format!(
+        "init_config:\n  prometheus_listen: 0.0.0.0:9464\n  otlp_endpoint: 'http://[::1]:4318/otlp/'\n  distribution_sample_rate: 0.000001\n  distributions: true\n  histogram_buckets: [0.000000001, 1000000000]\n  snaplen: 262144\n  buffer_size: 266240\n  statsd_ip: dd_agent.svc.cluster.local.\n{base}    hosts: [xn--bcher-kva.example, 2001:db8::1, db-1.example.com]\n"
+    ))
+    .config;
+    assert_eq!(c.prometheus_listen, Some("0.0.0.0:9464".parse().unwrap()));
+    assert_eq!(
+        c.fleet.otlp_endpoint.as_deref(),
+        Some("http://[::1]:4318/otlp")
+    );
+    assert_eq!(c.fleet.distribution_rate, Some(1e-6));
+    assert_eq!(c.buffer_size, 266240);
+    for listen in [
+        "127.0.0.1:9464",
+        "127.0.0.2:9464",
+        "'[::]:9464'",
+        "'[::1]:9464'",
+    ] {
+        let c = ok(&format!(
+            "init_config:\n  prometheus_listen: {listen}\n{base}"
+        ))
+        .config;
+        assert!(c.prometheus_listen.is_some(), "{listen}");
+    }
 }

@@ -3,7 +3,7 @@
 //! watch lists parsed and deduplicated. Errors name the key path and its line; odd but
 //! usable values become warnings.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,15 +12,16 @@ use serde_saphyr::{Location, Spanned};
 use super::error::{ConfigError, at};
 use super::limits::*;
 use super::model::{
-    Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Source, StatsdTarget,
+    CaptureMode, Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Source,
+    StatsdTarget,
 };
 use super::raw::{RawFile, RawInit, RawInstance};
 
-struct Ctx<'a> {
+struct Reporter<'a> {
     origin: &'a str,
 }
 
-impl Ctx<'_> {
+impl Reporter<'_> {
     fn err(
         &self,
         key: impl Into<String>,
@@ -73,7 +74,7 @@ impl Config {
         origin: &str,
         warnings: &mut Vec<String>,
     ) -> Result<Config, ConfigError> {
-        let cx = Ctx { origin };
+        let cx = Reporter { origin };
         let init = raw.init_config.unwrap_or_default();
 
         let snaplen = match &init.snaplen {
@@ -110,13 +111,25 @@ impl Config {
         };
 
         let statsd = match &init.statsd_socket {
-            Some(p) if !p.trim().is_empty() => {
+            Some(p) if !p.value.trim().is_empty() => {
+                let path = p.value.trim();
+                if path.len() > MAX_UNIX_SOCKET_PATH {
+                    return Err(cx.err(
+                        "init_config.statsd_socket",
+                        Some(p.referenced),
+                        format!(
+                            "the path is {} bytes, longer than a Unix socket address holds \
+                             ({MAX_UNIX_SOCKET_PATH}): every send would fail",
+                            path.len()
+                        ),
+                    ));
+                }
                 if init.statsd_ip.is_some() || init.statsd_port.is_some() {
                     warnings.push(format!(
                         "{origin}: `init_config.statsd_socket` is set: `statsd_ip`/`statsd_port` are ignored"
                     ));
                 }
-                StatsdTarget::Unix(PathBuf::from(p.trim()))
+                StatsdTarget::Unix(PathBuf::from(path))
             }
             _ => {
                 let host = match &init.statsd_ip {
@@ -137,14 +150,33 @@ impl Config {
                                 ),
                             ));
                         }
+                        let why = match v.parse::<IpAddr>() {
+                            Ok(IpAddr::V4(a)) if a.is_broadcast() => Some(
+                                "the broadcast address: the kernel refuses every send to it \
+                                 (EACCES)"
+                                    .to_string(),
+                            ),
+                            Ok(_) => None,
+                            Err(_) => host_name_problem(v),
+                        };
+                        if let Some(why) = why {
+                            return Err(cx.err(
+                                "init_config.statsd_ip",
+                                Some(h.referenced),
+                                format!("`{}`: {why}", h.value),
+                            ));
+                        }
                         v.to_string()
                     }
                 };
-                let port = init.statsd_port.unwrap_or(DEFAULT_STATSD_PORT);
+                let port = init
+                    .statsd_port
+                    .as_ref()
+                    .map_or(DEFAULT_STATSD_PORT, |p| p.value);
                 if port == 0 {
                     return Err(cx.err(
                         "init_config.statsd_port",
-                        None,
+                        init.statsd_port.as_ref().map(|p| p.referenced),
                         "the port must be 1 to 65535",
                     ));
                 }
@@ -182,8 +214,25 @@ impl Config {
             init.dns_refresh.as_ref(),
             DNS_REFRESH,
         )?;
+        let baseline_window = cx.seconds(
+            "init_config.baseline_window",
+            init.baseline_window.as_ref(),
+            BASELINE_WINDOW,
+        )?;
         let buffer_size = match &init.buffer_size {
             None => DEFAULT_BUFFER_SIZE,
+            Some(b) if b.value < u64::from(snaplen) + BUFFER_SLACK => {
+                return Err(cx.err(
+                    "init_config.buffer_size",
+                    Some(b.referenced),
+                    format!(
+                        "{} bytes cannot hold one packet of snaplen {snaplen} bytes with \
+                         libpcap's header: expected at least {}",
+                        b.value,
+                        u64::from(snaplen) + BUFFER_SLACK
+                    ),
+                ));
+            }
             Some(b) if (MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&b.value) => b.value,
             Some(b) => {
                 return Err(cx.err(
@@ -203,16 +252,31 @@ impl Config {
         let prometheus_listen = match &init.prometheus_listen {
             None => None,
             Some(s) if s.value.trim().is_empty() || s.value.trim() == "off" => None,
-            Some(s) => Some(s.value.trim().parse::<SocketAddr>().map_err(|_| {
-                cx.err(
-                    "init_config.prometheus_listen",
-                    Some(s.referenced),
-                    format!(
-                        "expected ADDRESS:PORT such as 127.0.0.1:9464, found `{}`",
-                        s.value
-                    ),
-                )
-            })?),
+            Some(s) => {
+                let key = "init_config.prometheus_listen";
+                let a = s.value.trim().parse::<SocketAddr>().map_err(|_| {
+                    cx.err(
+                        key,
+                        Some(s.referenced),
+                        format!(
+                            "expected ADDRESS:PORT such as 127.0.0.1:9464, found `{}`",
+                            s.value
+                        ),
+                    )
+                })?;
+                if a.port() == 0 {
+                    return Err(cx.err(
+                        key,
+                        Some(s.referenced),
+                        "port 0 would listen on a port chosen at random, where no scraper \
+                         looks: expected 1 to 65535",
+                    ));
+                }
+                if let Some(why) = not_local(a.ip()) {
+                    return Err(cx.err(key, Some(s.referenced), why));
+                }
+                Some(a)
+            }
         };
 
         let fleet = fleet_config(&cx, &init)?;
@@ -257,6 +321,7 @@ impl Config {
             log_file,
             flush_interval,
             dns_refresh,
+            baseline_window,
             buffer_size,
             prometheus_listen,
             fleet,
@@ -265,10 +330,22 @@ impl Config {
     }
 }
 
-fn fleet_config(cx: &Ctx, init: &RawInit) -> Result<FleetConfig, ConfigError> {
+fn fleet_config(cx: &Reporter, init: &RawInit) -> Result<FleetConfig, ConfigError> {
     let mut f = FleetConfig::default();
     let rate = match &init.distribution_sample_rate {
         None => 1.0,
+        Some(r) if r.value > 0.0 && r.value < MIN_DISTRIBUTION_RATE => {
+            return Err(cx.err(
+                "init_config.distribution_sample_rate",
+                Some(r.referenced),
+                format!(
+                    "{:e} is below {MIN_DISTRIBUTION_RATE:e}: a series would send a value \
+                     only after {:.0e} samples in one interval, in practice never",
+                    r.value,
+                    1.0 / r.value
+                ),
+            ));
+        }
         Some(r) if r.value > 0.0 && r.value <= 1.0 => r.value,
         Some(r) => {
             return Err(cx.err(
@@ -293,6 +370,14 @@ fn fleet_config(cx: &Ctx, init: &RawInit) -> Result<FleetConfig, ConfigError> {
             ))
         } else if let Some(x) = v.iter().find(|x| !x.is_finite() || **x <= 0.0) {
             Some(format!("{x} is not a positive number of seconds"))
+        } else if let Some(x) = v
+            .iter()
+            .find(|x| **x < MIN_BUCKET_SECONDS || **x > MAX_SECONDS)
+        {
+            Some(format!(
+                "{x} s is outside {MIN_BUCKET_SECONDS} s (the capture clock's resolution: no RTT \
+                 is below it) to {MAX_SECONDS} s"
+            ))
         } else {
             v.windows(2)
                 .find(|w| w[0] >= w[1])
@@ -316,19 +401,12 @@ fn fleet_config(cx: &Ctx, init: &RawInit) -> Result<FleetConfig, ConfigError> {
     if let Some(e) = &init.otlp_endpoint {
         let t = e.value.trim();
         if !(t.is_empty() || t == "off") {
-            let ok = t
-                .strip_prefix("http://")
-                .and_then(|rest| rest.split('/').next())
-                .is_some_and(|hp| {
-                    hp.rsplit_once(':')
-                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-                });
-            if !ok {
+            if let Some(why) = otlp_endpoint_problem(t) {
                 return Err(cx.err(
                     "init_config.otlp_endpoint",
                     Some(e.referenced),
                     format!(
-                        "expected http://HOST:PORT such as http://127.0.0.1:4318 (OTLP/HTTP; https is not supported), found `{}`",
+                        "expected http://HOST:PORT such as http://127.0.0.1:4318 (OTLP/HTTP; https is not supported), found `{}`: {why}",
                         e.value
                     ),
                 ));
@@ -339,7 +417,127 @@ fn fleet_config(cx: &Ctx, init: &RawInit) -> Result<FleetConfig, ConfigError> {
     Ok(f)
 }
 
-fn check_max_flows(cx: &Ctx, key: &str, m: &Spanned<u64>) -> Result<u64, ConfigError> {
+/// Why `run` could not listen on `ip`, if it could not: the address must be this host's
+/// (the unspecified address, loopback, an interface's). Asked of the kernel the way `run`
+/// asks it, by binding: a UDP socket on `ip` and port 0, closed at once.
+fn not_local(ip: IpAddr) -> Option<String> {
+    match std::net::UdpSocket::bind((ip, 0)) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Some(format!(
+            "{ip} is not an address of this host: expected 0.0.0.0 or [::] (every \
+             interface), a loopback address, or one of this host's interface addresses"
+        )),
+        // Local; or the kernel cannot say (no IPv6, ...): `run` will say if its bind fails.
+        _ => None,
+    }
+}
+
+/// Why no TCP connection can have its remote end in `c`, if none can: a watch-list entry
+/// that would never match a packet.
+fn no_tcp_peer(c: &Cidr) -> Option<&'static str> {
+    match c.addr {
+        IpAddr::V4(a) if a.is_multicast() && c.prefix >= 4 => {
+            Some("a multicast block: TCP never has a multicast peer")
+        }
+        IpAddr::V6(a) if a.is_multicast() && c.prefix >= 8 => {
+            Some("a multicast block: TCP never has a multicast peer")
+        }
+        IpAddr::V4(a) if a.is_broadcast() => {
+            Some("the broadcast address: TCP never has it as a peer")
+        }
+        a if a.is_unspecified() && c.is_host() => Some(
+            "the unspecified address is never a peer (to watch every address: 0.0.0.0/0 or ::/0)",
+        ),
+        _ => None,
+    }
+}
+
+/// Why `v` is not a host name a resolver can look up (RFC 1123 labels: ASCII letters,
+/// digits, `-`, and `_` as some records use; at most 63 bytes a label, 253 in all).
+fn host_name_problem(v: &str) -> Option<String> {
+    if v.contains(':') {
+        return Some(
+            "a host name has no `:` (a port goes in its own key; an IPv6 address must be a \
+             valid one)"
+                .into(),
+        );
+    }
+    let name = v.strip_suffix('.').unwrap_or(v);
+    if name.len() > 253 {
+        return Some(format!(
+            "{} bytes is longer than a host name can be (253)",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Some("a host name has no empty label (`..`, or a leading `.`)".into());
+        }
+        if label.len() > 63 {
+            return Some(format!(
+                "the label `{label}` is {} bytes, more than a host name's 63",
+                label.len()
+            ));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Some(format!(
+                "`{c}` cannot be in a host name (ASCII letters, digits, `-` and `_`; an \
+                 internationalised name in its xn-- form)"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Some(format!("the label `{label}` begins or ends with `-`"));
+        }
+    }
+    None
+}
+
+/// Why `t` is not an endpoint the OTLP sink can push to (`http://HOST:PORT[/PREFIX]`).
+fn otlp_endpoint_problem(t: &str) -> Option<String> {
+    if t.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Some("it holds whitespace or a control character".into());
+    }
+    let Some(rest) = t.strip_prefix("http://") else {
+        return Some("the scheme must be http://".into());
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.contains('@') {
+        return Some(
+            "credentials (`user:password@`) are not supported: metro sends no Authorization \
+             header, every push would be refused"
+                .into(),
+        );
+    }
+    if path.contains(['?', '#']) {
+        return Some(
+            "a query or fragment is not supported: metro appends /v1/metrics to the path".into(),
+        );
+    }
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return Some("the port is missing".into());
+    };
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Some(format!("`{port}` is not a port from 1 to 65535")),
+        Ok(_) => {}
+    }
+    if let Some(v6) = host.strip_prefix('[') {
+        return match v6.strip_suffix(']').map(str::parse::<std::net::Ipv6Addr>) {
+            Some(Ok(_)) => None,
+            _ => Some(format!("`{host}` is not an IPv6 address in brackets")),
+        };
+    }
+    if host.is_empty() {
+        return Some("the host is missing".into());
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return None;
+    }
+    host_name_problem(host)
+}
+
+fn check_max_flows(cx: &Reporter, key: &str, m: &Spanned<u64>) -> Result<u64, ConfigError> {
     if m.value == 0 || m.value > MAX_FLOWS {
         return Err(cx.err(
             key,
@@ -351,7 +549,7 @@ fn check_max_flows(cx: &Ctx, key: &str, m: &Spanned<u64>) -> Result<u64, ConfigE
 }
 
 fn instance(
-    cx: &Ctx,
+    cx: &Reporter,
     key: &str,
     inst: Spanned<RawInstance>,
     default_max_flows: u64,
@@ -360,7 +558,20 @@ fn instance(
     let here = inst.referenced;
     let inst = inst.value;
     let interface = match &inst.interface {
-        Some(s) if !s.value.trim().is_empty() => s.value.trim().to_string(),
+        Some(s) if !s.value.trim().is_empty() => {
+            let v = s.value.trim();
+            if v.len() > MAX_INTERFACE_NAME || v.contains(|c: char| c.is_whitespace() || c == '/') {
+                return Err(cx.err(
+                    format!("{key}.interface"),
+                    Some(s.referenced),
+                    format!(
+                        "`{v}` cannot be an interface name (at most {MAX_INTERFACE_NAME} bytes, \
+                         no whitespace or `/`)"
+                    ),
+                ));
+            }
+            v.to_string()
+        }
         _ => {
             return Err(cx.err(
                 format!("{key}.interface"),
@@ -411,6 +622,13 @@ fn instance(
     for (j, s) in inst.ips.iter().flatten().enumerate() {
         match Cidr::parse(&s.value) {
             Ok((c, host_bits)) => {
+                if let Some(why) = no_tcp_peer(&c) {
+                    return Err(cx.err(
+                        format!("{key}.ips[{j}]"),
+                        Some(s.referenced),
+                        format!("`{}`: {why}", s.value),
+                    ));
+                }
                 if host_bits {
                     warnings.push(format!(
                         "{}{}: `{key}.ips[{j}]`: `{}` has host bits set; watching {c}",
@@ -443,6 +661,16 @@ fn instance(
                 format!("{key}.hosts[{j}]"),
                 Some(h.referenced),
                 format!("expected a host name, found `{}`", h.value),
+            ));
+        }
+        // An address resolves to itself; anything else must be a name a resolver takes.
+        if v.parse::<IpAddr>().is_err()
+            && let Some(why) = host_name_problem(v)
+        {
+            return Err(cx.err(
+                format!("{key}.hosts[{j}]"),
+                Some(h.referenced),
+                format!("`{}`: {why}", h.value),
             ));
         }
         // An address under `hosts` works (it resolves to itself) but belongs under `ips`.
@@ -512,6 +740,23 @@ fn instance(
         }
     };
 
+    let capture = match inst
+        .capture
+        .as_ref()
+        .map(|c| (c.value.trim(), c.referenced))
+    {
+        None | Some(("auto", _)) => CaptureMode::Auto,
+        Some(("ebpf", _)) => CaptureMode::Ebpf,
+        Some(("pcap", _)) => CaptureMode::Pcap,
+        Some((other, at)) => {
+            return Err(cx.err(
+                format!("{key}.capture"),
+                Some(at),
+                format!("expected auto, ebpf or pcap, found `{other}`"),
+            ));
+        }
+    };
+
     Ok(Instance {
         interface,
         source,
@@ -521,7 +766,9 @@ fn instance(
         sample,
         max_flows: max_flows as usize,
         container_tags: inst.container_tags.unwrap_or(true),
+        kube_labels: inst.kube_labels.unwrap_or(false),
         group_by,
         trust_ip_id: inst.trust_ip_id.unwrap_or(true),
+        capture,
     })
 }

@@ -39,7 +39,7 @@ pub fn pos(loc: Location) -> Option<(u64, u64)> {
 }
 
 /// A YAML node's keys or entries; `N` is the node type of its children.
-enum Kind<N> {
+enum Shape<N> {
     Map(Vec<(Spanned<String>, N)>),
     Seq(Vec<N>),
     Scalar,
@@ -47,25 +47,25 @@ enum Kind<N> {
 
 /// A node with its keys and entries only: all the unknown-key scan needs, read on every
 /// load (a watch list of two million entries is two million of these).
-struct Bare(Kind<Bare>);
+struct Bare(Shape<Bare>);
 
 /// A node and where it starts, for the key path at an error's position.
 struct Placed {
     /// Line and column (0 when unknown); `u32`, as serde-saphyr counts them.
     line: u32,
     column: u32,
-    kind: Kind<Placed>,
+    kind: Shape<Placed>,
 }
 
 impl<'de> Deserialize<'de> for Bare {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Kind::deserialize(d).map(Bare)
+        Shape::deserialize(d).map(Bare)
     }
 }
 
 impl<'de> Deserialize<'de> for Placed {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Spanned::<Kind<Placed>>::deserialize(d)?;
+        let s = Spanned::<Shape<Placed>>::deserialize(d)?;
         let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(Placed {
             line: narrow(s.referenced.line()),
@@ -75,47 +75,47 @@ impl<'de> Deserialize<'de> for Placed {
     }
 }
 
-/// Every scalar visit gives `Kind::Scalar`: the value itself does not matter here.
+/// Every scalar visit gives `Shape::Scalar`: the value itself does not matter here.
 macro_rules! scalar_visits {
     ($($method:ident($($arg:ty)?)),* $(,)?) => {
         $(
-            fn $method<E>(self $(, _: $arg)?) -> Result<Kind<N>, E> {
-                Ok(Kind::Scalar)
+            fn $method<E>(self $(, _: $arg)?) -> Result<Shape<N>, E> {
+                Ok(Shape::Scalar)
             }
         )*
     };
 }
 
-impl<'de, N: Deserialize<'de>> Deserialize<'de> for Kind<N> {
+impl<'de, N: Deserialize<'de>> Deserialize<'de> for Shape<N> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<N>(PhantomData<N>);
         impl<'de, N: Deserialize<'de>> serde::de::Visitor<'de> for V<N> {
-            type Value = Kind<N>;
+            type Value = Shape<N>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any YAML node")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut m: A,
-            ) -> Result<Kind<N>, A::Error> {
+            ) -> Result<Shape<N>, A::Error> {
                 let mut v = Vec::new();
                 while let Some(k) = m.next_key::<Spanned<String>>()? {
                     v.push((k, m.next_value::<N>()?));
                 }
-                Ok(Kind::Map(v))
+                Ok(Shape::Map(v))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut s: A,
-            ) -> Result<Kind<N>, A::Error> {
+            ) -> Result<Shape<N>, A::Error> {
                 let mut v = Vec::new();
                 while let Some(n) = s.next_element::<N>()? {
                     v.push(n);
                 }
-                Ok(Kind::Seq(v))
+                Ok(Shape::Seq(v))
             }
-            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Kind<N>, D::Error> {
-                Kind::deserialize(d)
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Shape<N>, D::Error> {
+                Shape::deserialize(d)
             }
             scalar_visits!(
                 visit_bool(bool),
@@ -153,7 +153,7 @@ pub fn path_at(text: &str, line: u64, col: u64) -> Option<String> {
             best.node = Some(path.to_string());
         }
         match &n.kind {
-            Kind::Map(m) => {
+            Shape::Map(m) => {
                 for (k, v) in m {
                     let p = if path.is_empty() {
                         k.value.clone()
@@ -166,12 +166,12 @@ pub fn path_at(text: &str, line: u64, col: u64) -> Option<String> {
                     walk(v, &p, best);
                 }
             }
-            Kind::Seq(items) => {
+            Shape::Seq(items) => {
                 for (i, v) in items.iter().enumerate() {
                     walk(v, &format!("{path}[{i}]"), best);
                 }
             }
-            Kind::Scalar => {}
+            Shape::Scalar => {}
         }
     }
     let mut best = Best {
@@ -188,7 +188,7 @@ pub fn path_at(text: &str, line: u64, col: u64) -> Option<String> {
 pub fn unknown_keys(text: &str, origin: &str, warnings: &mut Vec<String>) {
     // The typed parse already succeeded; a document this scan cannot walk (e.g. a key that
     // is not a string) only loses the warnings.
-    let Some(Bare(Kind::Map(top))) = tree(text) else {
+    let Some(Bare(Shape::Map(top))) = tree(text) else {
         return;
     };
     let mut check = |known: &[&str], path: String, key: &Spanned<String>| {
@@ -203,7 +203,7 @@ pub fn unknown_keys(text: &str, origin: &str, warnings: &mut Vec<String>) {
     };
     fn keys(n: &Bare) -> impl Iterator<Item = &Spanned<String>> {
         let entries = match &n.0 {
-            Kind::Map(m) => m.as_slice(),
+            Shape::Map(m) => m.as_slice(),
             _ => &[],
         };
         entries.iter().map(|(k, _)| k)
@@ -217,7 +217,7 @@ pub fn unknown_keys(text: &str, origin: &str, warnings: &mut Vec<String>) {
                     check(RawInit::KEYS, format!("init_config.{}", k2.value), k2);
                 }
             }
-            ("instances" | "config", Kind::Seq(items)) => {
+            ("instances" | "config", Shape::Seq(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     for k2 in keys(item) {
                         check(RawInstance::KEYS, format!("{name}[{i}].{}", k2.value), k2);

@@ -46,7 +46,15 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
         }
     }
     stats.namespaces_skipped = skipped_ns.len() as u64;
-    let names = procfs::netns_names(&roots.netns_dir, limits.max_namespaces);
+    let mut names = procfs::netns_names(&roots.netns_dir, limits.max_namespaces);
+    // In a container the host's `ip netns` bind mounts are under the host's root (a
+    // recursive mount of its /).
+    let host_netns = roots.host.join("run/netns");
+    if host_netns != roots.netns_dir {
+        for (ino, name) in procfs::netns_names(&host_netns, limits.max_namespaces) {
+            names.entry(ino).or_insert(name);
+        }
+    }
     // Containers per namespace, from the cgroups.
     let mut found: Vec<(Namespace, Vec<String>, Vec<IpAddr>)> = Vec::new();
     let mut all_ids: HashSet<String> = HashSet::new();
@@ -72,11 +80,19 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
             ids.clear();
             pod = None;
         }
-        // The addresses from the first of its processes that can still be read.
-        let addrs = pids
+        // The addresses from the first of its processes that can still be read, at most
+        // `addresses_per_namespace` (the rest counted: an unprivileged user can give a
+        // namespace of its own any number of addresses).
+        let addrs = match pids
             .iter()
-            .find_map(|&pid| procfs::addresses(&roots.proc, pid))
-            .unwrap_or_default();
+            .find_map(|&pid| procfs::addresses(&roots.proc, pid, limits.addresses_per_namespace))
+        {
+            Some(a) => {
+                stats.addresses_skipped += a.skipped;
+                a.list
+            }
+            None => Vec::new(),
+        };
         all_ids.extend(ids.iter().cloned());
         let ns = Namespace {
             inode: ino,
@@ -92,8 +108,18 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
     let meta = Metadata::read(&roots.host, &all_ids);
     let mut by_addr: HashMap<IpAddr, Arc<Namespace>> = HashMap::new();
     let mut ambiguous: HashSet<IpAddr> = HashSet::new();
+    let mut workload_sets: HashSet<Vec<String>> = HashSet::new();
     for (mut ns, ids, addrs) in found {
         attribute(&mut ns, &ids, &meta);
+        if !ns.workload_tags.is_empty()
+            && !workload_sets.contains(&ns.workload_tags)
+            && workload_sets.len() >= limits.workload_tag_sets
+        {
+            ns.workload_tags.clear();
+            stats.workloads_skipped += 1;
+        } else if !ns.workload_tags.is_empty() {
+            workload_sets.insert(ns.workload_tags.clone());
+        }
         if ns.container_id.is_some() || ns.pod_uid.is_some() {
             stats.namespaces_attributed += 1;
         }
@@ -209,13 +235,64 @@ mod tests {
         let l = Limits {
             max_pids: 5,
             max_namespaces: 2,
-            cgroups_per_namespace: 16,
+            ..Limits::default()
         };
         let b = discover(&roots, l);
         assert_eq!(b.stats.pids_scanned, 5);
         assert_eq!(b.stats.pids_skipped, 3);
         assert_eq!(b.stats.namespaces, 2);
         assert_eq!(b.stats.namespaces_skipped, 1);
+        // Workload tags (CRI-O's record of the pod's labels) within the budget of distinct
+        // sets, and beyond it left out and counted.
+        let ud = roots.host.join(format!(
+            "run/containers/storage/overlay-containers/{ID}/userdata"
+        ));
+        std::fs::create_dir_all(&ud).unwrap();
+        let labels = serde_json::json!({ "app": "web", "pod-template-hash": "7d9f" });
+        let spec = serde_json::json!({ "annotations": {
+            "io.kubernetes.pod.name": "web-7d9f-abcde",
+            "io.kubernetes.pod.namespace": "shop",
+            "io.kubernetes.cri-o.Labels": labels.to_string(),
+        }});
+        std::fs::write(ud.join("config.json"), spec.to_string()).unwrap();
+        let w = discover(&roots, Limits::default());
+        let ns = w.namespace(ip("10.88.0.2")).unwrap();
+        assert_eq!(ns.workload_tags, ["kube_app:web", "kube_deployment:web"]);
+        assert_eq!(w.stats.workloads_skipped, 0);
+        let none = Limits {
+            workload_tag_sets: 0,
+            ..Limits::default()
+        };
+        let w = discover(&roots, none);
+        assert!(
+            w.namespace(ip("10.88.0.2"))
+                .unwrap()
+                .workload_tags
+                .is_empty()
+        );
+        assert_eq!(w.stats.workloads_skipped, 1);
+        // Addresses beyond the per-namespace cap: the first kept, the rest counted once
+        // each (the `Local:` table lists each once; `Main:` may repeat it).
+        let many: Vec<String> = (0..10).map(|i| format!("10.77.0.{i}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        fake_proc(&proc_, 40, 6, "/", &refs);
+        let fib = proc_.join("40/net/fib_trie");
+        let local = std::fs::read_to_string(&fib).unwrap();
+        let main = local.replacen("Local:", "Main:", 1);
+        std::fs::write(&fib, format!("{main}{local}")).unwrap();
+        let l = Limits {
+            addresses_per_namespace: 4,
+            ..Limits::default()
+        };
+        let c = discover(&roots, l);
+        assert_eq!(c.stats.addresses_skipped, 6);
+        assert!(c.namespace(ip("10.77.0.3")).is_some());
+        assert!(c.namespace(ip("10.77.0.4")).is_none());
+        // Loopback takes no room under the cap.
+        assert_eq!(
+            discover(&roots, Limits::default()).stats.addresses_skipped,
+            0
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 

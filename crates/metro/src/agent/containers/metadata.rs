@@ -21,6 +21,53 @@ pub struct Metadata {
     pub pods_by_container: HashMap<String, (String, String)>,
     /// pod UID -> (pod name, namespace).
     pub pods_by_uid: HashMap<String, (String, String)>,
+    /// container ID -> the pod's workload tags (`kube_app_name`, `kube_app`, and the owner:
+    /// `kube_deployment`, `kube_stateful_set`, `kube_daemon_set` or `kube_job`), from the
+    /// pod's labels where the runtime records them (CRI-O's `io.kubernetes.cri-o.Labels`).
+    pub workloads: HashMap<String, Vec<String>>,
+}
+
+/// The workload tags of a pod from its labels: the `app.kubernetes.io/name` and `app` labels,
+/// and the owning workload from the labels its controller sets on every pod it makes: a
+/// Deployment's ReplicaSet `pod-template-hash` (its pods are `<deployment>-<hash>-<5>`), a
+/// StatefulSet's `statefulset.kubernetes.io/pod-name` with `apps.kubernetes.io/pod-index`
+/// (`<set>-<index>`), a DaemonSet's `pod-template-generation` (`<set>-<5>`), a Job's
+/// `batch.kubernetes.io/job-name` (or the older `job-name`). The name is split only where a
+/// label says how; otherwise no owner tag.
+pub fn workload_tags(
+    pod: &str,
+    labels: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<String> {
+    let get = |k: &str| labels.get(k).and_then(|v| v.as_str());
+    let mut t = Vec::new();
+    if let Some(v) = get("app.kubernetes.io/name") {
+        t.push(format!("kube_app_name:{v}"));
+    }
+    if let Some(v) = get("app") {
+        t.push(format!("kube_app:{v}"));
+    }
+    let owner = if let Some(job) = get("batch.kubernetes.io/job-name").or(get("job-name")) {
+        Some(("kube_job", job.to_string()))
+    } else if let Some(h) = get("pod-template-hash") {
+        pod.rsplit_once(&format!("-{h}-"))
+            .map(|(d, _)| ("kube_deployment", d.to_string()))
+    } else if get("statefulset.kubernetes.io/pod-name") == Some(pod) {
+        get("apps.kubernetes.io/pod-index")
+            .and_then(|i| pod.strip_suffix(&format!("-{i}")))
+            .map(|s| ("kube_stateful_set", s.to_string()))
+    } else if get("pod-template-generation").is_some() && get("controller-revision-hash").is_some()
+    {
+        // generateName `<set>-` and five random characters.
+        pod.rsplit_once('-')
+            .filter(|(_, r)| r.len() == 5)
+            .map(|(d, _)| ("kube_daemon_set", d.to_string()))
+    } else {
+        None
+    };
+    if let Some((k, v)) = owner {
+        t.push(format!("{k}:{v}"));
+    }
+    t
 }
 
 /// Bounded JSON read: runtime state files are small; a huge one is not read.
@@ -159,6 +206,16 @@ impl Metadata {
             "io.kubernetes.cri-o.ContainerType",
         ]);
         let sandbox = kind.as_deref() == Some("sandbox") || cname.as_deref() == Some("POD");
+        // CRI-O records the pod's labels on its sandbox (and the container's own on each
+        // container), as a JSON object in a string.
+        if let (Some(pod), Some(labels)) = (&pod, get(&["io.kubernetes.cri-o.Labels"]))
+            && let Ok(serde_json::Value::Object(l)) = serde_json::from_str(&labels)
+        {
+            let w = workload_tags(pod, &l);
+            if !w.is_empty() {
+                self.workloads.insert(id.to_string(), w);
+            }
+        }
         if let (Some(pod), Some(ns)) = (pod, ns) {
             self.pods_by_container.insert(id.to_string(), (pod, ns));
         }
@@ -191,6 +248,10 @@ pub(super) fn attribute(ns: &mut Namespace, ids: &[String], meta: &Metadata) {
     if let Some((p, n)) = pod {
         ns.pod_name = Some(p.clone());
         ns.kube_namespace = Some(n.clone());
+    }
+    // The pod's labels are on its sandbox, one of the namespace's containers.
+    if let Some(w) = ids.iter().find_map(|i| meta.workloads.get(i)) {
+        ns.workload_tags = w.clone();
     }
 }
 
@@ -290,6 +351,25 @@ mod tests {
                 "netns:cni-1234".to_string(),
             ]
         );
+        // As a pair's remote end: the same, each key prefixed dst_.
+        assert_eq!(
+            ns.dst_tags,
+            vec![
+                format!("dst_container_id:{fourth}"),
+                "dst_container_name:cart".to_string(),
+                "dst_pod_name:cart-5c".to_string(),
+                "dst_kube_namespace:shop".to_string(),
+                "dst_netns:cni-1234".to_string(),
+            ]
+        );
+        // A namespace of no container or pod (the host's, a bare `ip netns`): no dst tags.
+        let mut bare = Namespace {
+            netns_name: Some("lab".into()),
+            ..Namespace::default()
+        };
+        bare.finish();
+        assert_eq!(bare.tags, vec!["netns:lab".to_string()]);
+        assert!(bare.dst_tags.is_empty());
         // Two named containers in one namespace: pod tags only.
         let mut ns = Namespace {
             pod_uid: Some("0a1b2c3d-1111-2222-3333-444455556666".into()),
@@ -305,5 +385,108 @@ mod tests {
             ]
         );
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A CRI-O node's files as CRI-O writes them: the pod's sandbox under
+    /// /run/containers/storage/overlay-containers/<id>/userdata/config.json with the pod's
+    /// labels in `io.kubernetes.cri-o.Labels` (a JSON object in a string), its app container
+    /// with the container's own labels only.
+    #[test]
+    fn workload_tags_from_a_cri_o_sandbox() {
+        let root = tmp("crio");
+        let (sandbox, app) = ("5a".repeat(32), "6b".repeat(32));
+        let write = |id: &str, annotations: serde_json::Value| {
+            let d = root.join(format!(
+                "run/containers/storage/overlay-containers/{id}/userdata"
+            ));
+            std::fs::create_dir_all(&d).unwrap();
+            let spec = serde_json::json!({ "ociVersion": "1.0.2", "annotations": annotations });
+            std::fs::write(d.join("config.json"), spec.to_string()).unwrap();
+        };
+        let pod = "cart-5c7d9f8b4-x2k9p";
+        let pod_labels = serde_json::json!({
+            "app": "cart",
+            "app.kubernetes.io/name": "shop-cart",
+            "pod-template-hash": "5c7d9f8b4",
+            "io.kubernetes.pod.name": pod,
+            "io.kubernetes.pod.namespace": "shop",
+            "io.kubernetes.pod.uid": "0a1b2c3d-1111-2222-3333-444455556666",
+        });
+        write(
+            &sandbox,
+            serde_json::json!({
+                "io.kubernetes.cri-o.ContainerType": "sandbox",
+                "io.kubernetes.container.name": "POD",
+                "io.kubernetes.pod.name": pod,
+                "io.kubernetes.pod.namespace": "shop",
+                "io.kubernetes.cri-o.Labels": pod_labels.to_string(),
+            }),
+        );
+        let container_labels = serde_json::json!({
+            "io.kubernetes.container.name": "cart",
+            "io.kubernetes.pod.name": pod,
+            "io.kubernetes.pod.namespace": "shop",
+        });
+        write(
+            &app,
+            serde_json::json!({
+                "io.kubernetes.cri-o.ContainerType": "container",
+                "io.kubernetes.container.name": "cart",
+                "io.kubernetes.pod.name": pod,
+                "io.kubernetes.pod.namespace": "shop",
+                "io.kubernetes.cri-o.Labels": container_labels.to_string(),
+            }),
+        );
+        let ids: HashSet<String> = [sandbox.clone(), app.clone()].into_iter().collect();
+        let m = Metadata::read(&root, &ids);
+        let mut ns = Namespace::default();
+        attribute(&mut ns, &[sandbox.clone(), app.clone()], &m);
+        ns.finish();
+        assert_eq!(ns.container_name.as_deref(), Some("cart"));
+        assert_eq!(
+            ns.workload_tags,
+            [
+                "kube_app_name:shop-cart",
+                "kube_app:cart",
+                "kube_deployment:cart"
+            ]
+        );
+        assert_eq!(ns.dst_workload_tags[2], "dst_kube_deployment:cart");
+        // Not among the pair tags every instance sends (kube_labels is opt-in).
+        assert!(!ns.tags.iter().any(|t| t.starts_with("kube_app")));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn owners_only_where_a_label_says_how_to_split_the_name() {
+        let l = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let ss = l(serde_json::json!({
+            "controller-revision-hash": "db-7c9d",
+            "statefulset.kubernetes.io/pod-name": "db-main-2",
+            "apps.kubernetes.io/pod-index": "2",
+        }));
+        assert_eq!(
+            workload_tags("db-main-2", &ss),
+            ["kube_stateful_set:db-main"]
+        );
+        let ds = l(serde_json::json!({
+            "controller-revision-hash": "6d5f",
+            "pod-template-generation": "3",
+            "app": "node-exporter",
+        }));
+        assert_eq!(
+            workload_tags("node-exporter-x7k2q", &ds),
+            ["kube_app:node-exporter", "kube_daemon_set:node-exporter"]
+        );
+        let job = l(serde_json::json!({ "batch.kubernetes.io/job-name": "backup-29001" }));
+        assert_eq!(
+            workload_tags("backup-29001-abcde", &job),
+            ["kube_job:backup-29001"]
+        );
+        // A hash that is not in the name: no owner guessed.
+        let odd = l(serde_json::json!({ "pod-template-hash": "zzz" }));
+        assert!(workload_tags("cart-5c7d9f8b4-x2k9p", &odd).is_empty());
+        // No controller label: a bare pod, no owner from its name's shape.
+        assert!(workload_tags("cart-5c7d9f8b4-x2k9p", &serde_json::Map::new()).is_empty());
     }
 }

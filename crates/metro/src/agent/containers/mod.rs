@@ -2,7 +2,8 @@
 //! container (and Kubernetes pod) owns that namespace. The agent runs once on the host; a
 //! sample's local address is looked up here when a report is built, so that a pair is
 //! tagged `container_id`, `container_name`, `pod_name`, `kube_namespace` and `netns`
-//! (each only when known).
+//! (each only when known), and, when its remote address is a container's or pod's of this
+//! host too, the same of the remote end prefixed `dst_` (`dst_container_name`, ...).
 //!
 //! Discovery reads files only (no `setns`, no runtime API, no credentials):
 //! - `/proc/<pid>/ns/net` (its inode names the namespace) for every process, at most
@@ -63,6 +64,14 @@ pub struct Limits {
     pub max_namespaces: usize,
     /// Processes of one namespace whose cgroup is read (a pod has several containers).
     pub cgroups_per_namespace: usize,
+    /// Distinct workload tag sets (`kube_labels`) kept per refresh: pods' labels are the
+    /// users', so their values are bounded; the namespaces beyond are counted in
+    /// [`Stats::workloads_skipped`] and sent without them.
+    pub workload_tag_sets: usize,
+    /// Addresses of one namespace mapped; the rest are counted in
+    /// [`Stats::addresses_skipped`] (a container has a few; anyone may give a namespace of
+    /// their own thousands, `unshare -rn` then `ip addr add`).
+    pub addresses_per_namespace: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +80,8 @@ impl Default for Limits {
             max_pids: 32_768,
             max_namespaces: 4_096,
             cgroups_per_namespace: 16,
+            addresses_per_namespace: 1024,
+            workload_tag_sets: 1024,
         }
     }
 }
@@ -87,12 +98,13 @@ pub struct Roots {
 
 impl Default for Roots {
     fn default() -> Roots {
+        let host = std::env::var_os("METRO_HOST_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
         Roots {
             proc: PathBuf::from("/proc"),
-            host: std::env::var_os("METRO_HOST_ROOT")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/")),
             netns_dir: PathBuf::from("/run/netns"),
+            host,
         }
     }
 }
@@ -112,6 +124,10 @@ pub struct Stats {
     pub namespaces_attributed: u64,
     /// Addresses found in more than one namespace, left out.
     pub addresses_ambiguous: u64,
+    /// Addresses beyond [`Limits::addresses_per_namespace`], not mapped.
+    pub addresses_skipped: u64,
+    /// Namespaces whose workload tags were left out: beyond [`Limits::workload_tag_sets`].
+    pub workloads_skipped: u64,
 }
 
 /// One namespace as attributed.
@@ -126,6 +142,14 @@ pub struct Namespace {
     pub kube_namespace: Option<String>,
     /// The tags, in a fixed order, each only when known.
     pub tags: Vec<String>,
+    /// The same for a pair whose remote end is this namespace: each key prefixed `dst_`
+    /// (none for a namespace without a container or pod: the host's own is no one's).
+    pub dst_tags: Vec<String>,
+    /// The pod's workload tags (`kube_app_name`, `kube_app`, `kube_deployment`, ...), sent
+    /// only by instances with `kube_labels: true` ([`metadata::workload_tags`]), and the
+    /// same prefixed `dst_`.
+    pub workload_tags: Vec<String>,
+    pub dst_workload_tags: Vec<String>,
 }
 
 impl Namespace {
@@ -143,6 +167,17 @@ impl Namespace {
                 t.push(format!("{k}:{v}"));
             }
         }
+        self.dst_workload_tags = self
+            .workload_tags
+            .iter()
+            .map(|x| format!("dst_{x}"))
+            .collect();
+        let owned = self.container_id.is_some() || self.pod_name.is_some();
+        self.dst_tags = if owned {
+            t.iter().map(|x| format!("dst_{x}")).collect()
+        } else {
+            Vec::new()
+        };
         self.tags = t;
     }
 }

@@ -4,7 +4,7 @@
 //! interface names whose change starts a refresh. Plain file reads and text parsing only;
 //! which processes to read, and what the results mean, is `discover`'s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -48,67 +48,127 @@ fn skip_addr(ip: IpAddr) -> bool {
 /// IPv4 addresses of the namespace: `/32 host LOCAL` leaves of `/proc/<pid>/net/fib_trie`
 /// (the address is the `|--` line above).
 pub fn parse_fib_trie(text: &str) -> Vec<Ipv4Addr> {
-    parse_fib_trie_lines(text.lines().map(str::to_string))
-}
-
-/// [`parse_fib_trie`] over lines as they are read: a router's namespace lists its whole
-/// routing table there, which is never held in memory.
-fn parse_fib_trie_lines(lines: impl Iterator<Item = String>) -> Vec<Ipv4Addr> {
-    let mut out = Vec::new();
-    let mut last: Option<Ipv4Addr> = None;
-    for line in lines {
-        let t = line.trim_start();
-        if let Some(a) = t.strip_prefix("|-- ") {
-            last = a.trim().parse().ok();
-        } else if t.starts_with("/32 host LOCAL")
-            && let Some(a) = last
-            && !out.contains(&a)
-        {
-            out.push(a);
-        }
-    }
-    out
+    let mut a = Addresses::new(usize::MAX);
+    a.fib_trie(text.lines().map(str::to_string));
+    a.list
+        .into_iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
 }
 
 /// Global-scope IPv6 addresses of `/proc/<pid>/net/if_inet6` (32 hex digits, index,
 /// prefix length, scope, flags, name).
 pub fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(hex), Some(_), Some(_), Some(scope)) = (f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
-        if scope != "00" || hex.len() != 32 {
-            continue;
+    let mut a = Addresses::new(usize::MAX);
+    a.if_inet6(text.lines().map(str::to_string));
+    a.list
+        .into_iter()
+        .filter_map(|a| match a {
+            IpAddr::V6(v6) => Some(v6),
+            IpAddr::V4(_) => None,
+        })
+        .collect()
+}
+
+/// A namespace's addresses as they are parsed: each kept once (a set, so that the work is
+/// linear in the addresses listed), at most `cap` of them; the distinct addresses beyond
+/// the cap are counted in `skipped`, not kept.
+pub(super) struct Addresses {
+    pub list: Vec<IpAddr>,
+    seen: HashSet<IpAddr>,
+    cap: usize,
+    pub skipped: u64,
+    /// Whether loopback and link-local addresses are kept (the parsers' callers see all).
+    unmapped_too: bool,
+}
+
+impl Addresses {
+    pub fn new(cap: usize) -> Addresses {
+        Addresses {
+            list: Vec::new(),
+            seen: HashSet::new(),
+            cap,
+            skipped: 0,
+            unmapped_too: true,
         }
-        if let Ok(v) = u128::from_str_radix(hex, 16) {
-            let a = Ipv6Addr::from(v);
-            if !out.contains(&a) {
-                out.push(a);
+    }
+
+    /// Keep `a` unless it is already kept or the cap is reached (then count it when
+    /// `count_skipped`: the caller knows whether this listing names each address once).
+    fn add(&mut self, a: IpAddr, count_skipped: bool) {
+        if (!self.unmapped_too && skip_addr(a)) || self.seen.contains(&a) {
+            return;
+        }
+        if self.list.len() < self.cap {
+            self.seen.insert(a);
+            self.list.push(a);
+        } else if count_skipped {
+            self.skipped += 1;
+        }
+    }
+
+    /// The `/32 host LOCAL` leaves of `fib_trie`, over lines as they are read (a router's
+    /// namespace lists its whole routing table there, which is never held in memory). The
+    /// `Main:` table repeats some of the `Local:` table's leaves: addresses beyond the cap
+    /// are counted in the `Local:` table only, which lists each local address once.
+    fn fib_trie(&mut self, lines: impl Iterator<Item = String>) {
+        let mut last: Option<Ipv4Addr> = None;
+        let mut local_table = false;
+        for line in lines {
+            if !line.starts_with(' ') {
+                // A table's header (`Main:`, `Local:`).
+                local_table = line.starts_with("Local:");
+                last = None;
+                continue;
+            }
+            let t = line.trim_start();
+            if let Some(a) = t.strip_prefix("|-- ") {
+                last = a.trim().parse().ok();
+            } else if t.starts_with("/32 host LOCAL")
+                && let Some(a) = last
+            {
+                self.add(IpAddr::V4(a), local_table);
             }
         }
     }
-    out
+
+    /// The global-scope addresses of `if_inet6`.
+    fn if_inet6(&mut self, lines: impl Iterator<Item = String>) {
+        for line in lines {
+            let mut f = line.split_whitespace();
+            let (Some(hex), Some(_), Some(_), Some(scope)) =
+                (f.next(), f.next(), f.next(), f.next())
+            else {
+                continue;
+            };
+            if scope != "00" || hex.len() != 32 {
+                continue;
+            }
+            if let Ok(v) = u128::from_str_radix(hex, 16) {
+                self.add(IpAddr::V6(Ipv6Addr::from(v)), true);
+            }
+        }
+    }
 }
 
-/// The addresses of the namespace `pid` is in (but those [`skip_addr`] leaves out), or
-/// `None` when its `fib_trie` cannot be opened (the process is gone, or unreadable).
-pub(super) fn addresses(proc_root: &Path, pid: u32) -> Option<Vec<IpAddr>> {
+/// The addresses of the namespace `pid` is in (but those [`skip_addr`] leaves out), at most
+/// `cap` (the rest counted in [`Addresses::skipped`]), or `None` when its `fib_trie` cannot
+/// be opened (the process is gone, or unreadable). Linear in the addresses listed.
+pub(super) fn addresses(proc_root: &Path, pid: u32, cap: usize) -> Option<Addresses> {
     let base = proc_root.join(format!("{pid}/net"));
-    let (Ok(fib), v6) = (
-        std::fs::File::open(base.join("fib_trie")),
-        std::fs::read_to_string(base.join("if_inet6")).unwrap_or_default(),
-    ) else {
-        return None;
-    };
+    let fib = std::fs::File::open(base.join("fib_trie")).ok()?;
+    let mut a = Addresses::new(cap);
+    // Loopback and link-local: never mapped, so never taking room under the cap.
+    a.unmapped_too = false;
     let lines = std::io::BufReader::new(fib).lines().map_while(Result::ok);
-    let mut addrs: Vec<IpAddr> = Vec::new();
-    addrs.extend(parse_fib_trie_lines(lines).into_iter().map(IpAddr::V4));
-    addrs.extend(parse_if_inet6(&v6).into_iter().map(IpAddr::V6));
-    addrs.retain(|a| !skip_addr(*a));
-    Some(addrs)
+    a.fib_trie(lines);
+    if let Ok(v6) = std::fs::File::open(base.join("if_inet6")) {
+        a.if_inet6(std::io::BufReader::new(v6).lines().map_while(Result::ok));
+    }
+    Some(a)
 }
 
 /// The `ip netns` names: namespace inode -> the name of its bind mount in `dir`, at most

@@ -66,11 +66,13 @@ pub fn start_refresher(every: Duration, stop: Arc<AtomicBool>) -> std::thread::J
             );
         }
         said_once = true;
-        if s.pids_skipped + s.namespaces_skipped > 0 {
+        if s.pids_skipped + s.namespaces_skipped + s.addresses_skipped > 0 {
             tracing::debug!(
-                "containers: over the limits, {} processes and {} namespaces not read",
+                "containers: over the limits, {} processes, {} namespaces and {} addresses \
+                 not read",
                 s.pids_skipped,
-                s.namespaces_skipped
+                s.namespaces_skipped,
+                s.addresses_skipped
             );
         }
         tracing::debug!(

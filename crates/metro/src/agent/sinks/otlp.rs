@@ -1,23 +1,27 @@
 //! The OTLP sink (`otlp_endpoint: http://HOST:PORT`): each instance's interval report pushed
 //! as OTLP/HTTP protobuf metrics (`POST /v1/metrics`) at every flush.
 //!
-//! Per (src, dst) series: `metro.tcp.rtt`, an exponential histogram of RTT in seconds
-//! (OpenTelemetry's mergeable form, scale [`EXP_SCALE`], delta temporality), and the counters
-//! `metro.tcp.rtt.samples` and `metro.tcp.retransmits`; per instance the self-metrics as
-//! delta sums (`metro.flows.active` and the `metro.containers.*` levels as gauges).
+//! What [`catalog`] describes: per (src, dst) series `metro.tcp.rtt`, an exponential
+//! histogram of RTT in seconds (OpenTelemetry's mergeable form, scale [`EXP_SCALE`], delta
+//! temporality), and the counters `metro.tcp.rtt.samples` and `metro.tcp.retransmits`; per
+//! instance the self-metrics ([`catalog::SELF`]) as delta sums, the levels as gauges.
 //! Attributes: `src`, `dst`, `iface`, the
 //! instance's tags (`key:value` as key = value, a bare tag as tag = ""). Resource:
 //! `service.name` = metro, `service.version`, `host.name`.
 //!
 //! The encoder ([`encode`]) is pure; the message types are the official schema's
-//! (opentelemetry-proto, prost). The transport is one blocking HTTP/1.1 request per report
-//! from the flusher thread, with short timeouts: a dead collector costs the flusher at most
-//! those, never the capture.
+//! (opentelemetry-proto, prost). The transport is one HTTP/1.1 request per report from a
+//! sender thread of the sink's own, under connect and whole-push deadlines, with its name
+//! resolved under a deadline too ([`super::dns`]): a slow, silent or unresolvable
+//! collector delays only its own pushes, never the other sinks, the capture or shutdown.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::TcpStream;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -29,11 +33,11 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+use super::SendErrors;
+use super::catalog::{self, Kind, Label};
+use super::dns::Lookup;
 use crate::agent::fleet::{EXP_SCALE, EXP_ZERO_THRESHOLD};
 use crate::agent::report::InstanceReport;
-
-/// Connect, write and read timeouts of one push.
-const TIMEOUT: Duration = Duration::from_secs(3);
 
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -45,12 +49,13 @@ fn kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
-/// A tag as an attribute: `key:value` splits at the first colon.
-fn tag_kv(t: &str) -> KeyValue {
-    match t.split_once(':') {
-        Some((k, v)) => kv(k, v),
-        None => kv(t, ""),
-    }
+/// A label as an attribute (a bare tag: an empty value).
+fn attr(l: &Label) -> KeyValue {
+    kv(l.key, l.value())
+}
+
+fn attrs(ls: &[Label]) -> Vec<KeyValue> {
+    ls.iter().map(attr).collect()
 }
 
 fn sum_metric(name: &str, desc: &str, unit: &str, points: Vec<NumberDataPoint>) -> Metric {
@@ -101,18 +106,24 @@ pub fn resource(host: &str) -> Resource {
     }
 }
 
-/// One instance's interval as an OTLP export request; `start`/`now` (ns since the epoch)
-/// bound the interval (delta temporality).
-pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMetricsServiceRequest {
-    let mut base = vec![kv("iface", &r.iface)];
-    base.extend(r.tags.iter().map(|t| tag_kv(t)));
+/// One instance's interval as an OTLP export request: what [`catalog`] describes, per
+/// pair the family's exponential histogram, sample count, counters and gauges, then the
+/// self-metrics. `start`/`now` (ns since the epoch) bound the interval (delta temporality);
+/// `errs` are the sinks' send errors since the instance's previous report.
+pub fn encode(
+    r: &InstanceReport,
+    host: &str,
+    start: u64,
+    now: u64,
+    errs: SendErrors,
+) -> ExportMetricsServiceRequest {
+    let family = catalog::family_of(r);
     let mut hist = Vec::new();
     let mut samples = Vec::new();
-    let mut retrans = Vec::new();
+    let mut counters: Vec<Vec<NumberDataPoint>> = family.counters.iter().map(|_| vec![]).collect();
+    let mut gauges: Vec<Vec<NumberDataPoint>> = family.gauges.iter().map(|_| vec![]).collect();
     for p in &r.pairs {
-        let mut attrs = vec![kv("src", &p.src.to_string()), kv("dst", &p.dst)];
-        attrs.extend(base.iter().cloned());
-        attrs.extend(p.extra_tags.iter().map(|t| tag_kv(t)));
+        let attrs = attrs(&catalog::pair_labels(r, p));
         if let Some(e) = p.fine.as_ref().and_then(|f| f.exp.as_ref()) {
             hist.push(ExponentialHistogramDataPoint {
                 attributes: attrs.clone(),
@@ -136,14 +147,26 @@ pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMet
             });
         }
         samples.push(point(attrs.clone(), start, now, p.stats.count()));
-        retrans.push(point(attrs, start, now, p.retransmits));
+        for (c, points) in family.counters.iter().zip(&mut counters) {
+            points.push(point(attrs.clone(), start, now, (c.value)(p)));
+        }
+        for (g, points) in family.gauges.iter().zip(&mut gauges) {
+            if let Some(ms) = g.of(p) {
+                // A level: no start time.
+                points.push(NumberDataPoint {
+                    attributes: attrs.clone(),
+                    time_unix_nano: now,
+                    value: Some(number_data_point::Value::AsDouble(ms / 1000.0)),
+                    ..Default::default()
+                });
+            }
+        }
     }
-    let c = &r.counters;
     let mut metrics = Vec::new();
     if !hist.is_empty() {
         metrics.push(Metric {
-            name: "metro.tcp.rtt".into(),
-            description: "TCP round-trip time to a watched remote host".into(),
+            name: family.otlp.into(),
+            description: family.help.into(),
             unit: "s".into(),
             data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
                 data_points: hist,
@@ -153,132 +176,46 @@ pub fn encode(r: &InstanceReport, host: &str, start: u64, now: u64) -> ExportMet
         });
     }
     if !samples.is_empty() {
+        let names = family.names();
         metrics.push(sum_metric(
-            "metro.tcp.rtt.samples",
-            "RTT samples answered by a watched remote host",
+            &names.otlp_samples,
+            family.samples_help,
             "{sample}",
             samples,
         ));
-        metrics.push(sum_metric(
-            "metro.tcp.retransmits",
-            "TCP retransmissions between a local address and a watched remote host",
-            "{packet}",
-            retrans,
-        ));
+        for (c, points) in family.counters.iter().zip(counters) {
+            metrics.push(sum_metric(c.otlp, c.help, c.unit, points));
+        }
     }
-    let one = |v: u64| vec![point(base.clone(), start, now, v)];
-    let with = |k: &str, v: &str, n: u64| {
-        let mut a = base.clone();
-        a.push(kv(k, v));
-        point(a, start, now, n)
+    for (g, points) in family.gauges.iter().zip(gauges) {
+        if !points.is_empty() {
+            metrics.push(gauge_metric(g.otlp, g.help, "s", points));
+        }
+    }
+    let input = catalog::Input {
+        report: r,
+        errors: errs,
     };
-    metrics.push(sum_metric(
-        "metro.packets.received",
-        "Packets delivered by the capture",
-        "{packet}",
-        one(c.packets_received),
-    ));
-    metrics.push(sum_metric(
-        "metro.packets.dropped",
-        "Packets dropped by the kernel or the interface",
-        "{packet}",
-        one(c.packets_dropped),
-    ));
-    metrics.push(sum_metric(
-        "metro.packets.filtered",
-        "Packets outside the watch list dropped in user space",
-        "{packet}",
-        one(c.packets_filtered),
-    ));
-    metrics.push(sum_metric(
-        "metro.flows.evicted",
-        "Connections evicted because the flow table was full, by kind",
-        "{flow}",
-        vec![
-            with("kind", "unconfirmed", c.flows_shed),
-            with(
-                "kind",
-                "confirmed",
-                c.flows_evicted.saturating_sub(c.flows_shed),
-            ),
-        ],
-    ));
-    metrics.push(sum_metric(
-        "metro.samples",
-        "Network RTT samples, by kind",
-        "{sample}",
-        metro_core::rtt::Kind::ALL
-            .iter()
-            .zip(c.samples)
-            .map(|(k, n)| with("kind", k.name(), n))
-            .collect(),
-    ));
-    metrics.push(sum_metric(
-        "metro.pairs.dropped",
-        "Samples and retransmissions that found no room in an interval's pair tables",
-        "{event}",
-        vec![
-            with("kind", "sample", c.pairs_dropped.samples),
-            with("kind", "retransmit", c.pairs_dropped.retransmits),
-        ],
-    ));
-    metrics.push(sum_metric(
-        "metro.series.overflow",
-        "Samples reported under dst=other because max_series series had samples",
-        "{sample}",
-        one(c.series_overflow),
-    ));
-    metrics.push(sum_metric(
-        "metro.packets.copies",
-        "Copies of a packet seen on another interface (capture on `any`), dropped",
-        "{packet}",
-        one(c.packets_copies),
-    ));
-    metrics.push(sum_metric(
-        "metro.samples.internal",
-        "Samples answered by this host or within one namespace (not reported as RTT)",
-        "{sample}",
-        one(c.samples_internal),
-    ));
-    let level = |attrs: Vec<KeyValue>, v: u64| NumberDataPoint {
-        attributes: attrs,
-        time_unix_nano: now,
-        value: Some(number_data_point::Value::AsInt(v as i64)),
-        ..Default::default()
-    };
-    metrics.push(gauge_metric(
-        "metro.flows.active",
-        "TCP connections tracked",
-        "{connection}",
-        vec![level(base.clone(), c.flows_active)],
-    ));
-    if let Some(ct) = &c.containers {
-        let state = |v: &str, n: u64| {
-            let mut a = base.clone();
-            a.push(kv("state", v));
-            level(a, n)
-        };
-        metrics.push(gauge_metric(
-            "metro.containers.namespaces",
-            "Network namespaces on this host, with a container or pod (attributed) or without",
-            "{namespace}",
-            vec![
-                state("attributed", ct.namespaces_attributed),
-                state("unattributed", ct.namespaces_unattributed),
-            ],
-        ));
-        metrics.push(gauge_metric(
-            "metro.containers.skipped",
-            "Processes and namespaces not read at the last refresh (limits, permissions)",
-            "{object}",
-            vec![level(base.clone(), ct.skipped)],
-        ));
-        metrics.push(sum_metric(
-            "metro.containers.pairs_unattributed",
-            "Pairs whose local address no namespace on this host owns",
-            "{pair}",
-            one(ct.pairs_unattributed),
-        ));
+    let mut base = catalog::instance_labels(r);
+    for m in &catalog::SELF {
+        let mut points = Vec::new();
+        for (by, v) in (m.points)(&input) {
+            base.extend(m.by.map(|k| catalog::breakdown(k, by)));
+            let a = attrs(&base);
+            base.truncate(1 + r.tags.len());
+            points.push(match m.kind {
+                Kind::Counter => point(a, start, now, v),
+                // A level: no start time.
+                Kind::Gauge => point(a, 0, now, v),
+            });
+        }
+        if points.is_empty() {
+            continue;
+        }
+        metrics.push(match m.kind {
+            Kind::Counter => sum_metric(m.name, m.help, m.unit, points),
+            Kind::Gauge => gauge_metric(m.name, m.help, m.unit, points),
+        });
     }
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
@@ -313,108 +250,282 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Pushes reports to one OTLP/HTTP endpoint.
+/// A whole push (resolve, connect, send, read the status) ends by this: a receiver that
+/// trickles its answer costs this, not a read timeout per byte.
+const PUSH_DEADLINE: Duration = Duration::from_secs(5);
+/// Connecting alone ends by this (a black-holed address).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Socket reads and writes wait at most this at a time, so that a push notices the end of
+/// its deadline or the agent's shutdown.
+const SLICE: Duration = Duration::from_millis(200);
+/// Pushes waiting for the sender thread; past this a report is dropped (a failed push).
+const QUEUE: usize = 16;
+/// What the last pushes may take once the agent stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// What the flusher and the sender thread share.
+#[derive(Default)]
+struct Shared {
+    /// Failed (or dropped) pushes per instance, not yet reported.
+    failures: Mutex<HashMap<String, u64>>,
+    /// Once the agent stops: when the last pushes must be done.
+    stop_by: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn fail(&self, iface: &str) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        *f.entry(iface.to_string()).or_default() += 1;
+    }
+
+    fn stop_by(&self) -> Option<Instant> {
+        *self.stop_by.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Push {
+    iface: String,
+    body: Vec<u8>,
+}
+
+/// Pushes reports to one OTLP/HTTP endpoint from a thread of its own: the flusher encodes
+/// and queues ([`send`](Self::send) never blocks), the sender thread pushes under
+/// deadlines, so a slow, silent or unresolvable receiver delays only itself. Failures come
+/// back to the flusher through [`take_failures`](Self::take_failures).
 pub struct OtlpSink {
-    /// `HOST:PORT`.
-    authority: String,
-    path: String,
+    endpoint: String,
     host: String,
     /// End of the last interval pushed, per interface (the next one's start).
     last: HashMap<String, u64>,
     started: u64,
-    /// Pushes that failed, and whether the last one did (to log a streak once).
-    pub errors: u64,
-    failing: bool,
+    tx: Option<SyncSender<Push>>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl OtlpSink {
-    /// `endpoint` is `http://HOST:PORT[/PREFIX]` (checked by the configuration).
-    pub fn new(endpoint: &str) -> OtlpSink {
+    /// `endpoint` is `http://HOST:PORT[/PREFIX]` (checked by the configuration); names are
+    /// resolved again every `dns_refresh`.
+    pub fn new(endpoint: &str, dns_refresh: Duration) -> OtlpSink {
         let rest = endpoint.strip_prefix("http://").unwrap_or(endpoint);
         let (authority, prefix) = match rest.split_once('/') {
             Some((a, p)) => (a, format!("/{}", p.trim_end_matches('/'))),
             None => (rest, String::new()),
         };
-        OtlpSink {
+        let target = Target {
             authority: authority.to_string(),
             path: format!("{prefix}/v1/metrics"),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().unwrap_or(4318)),
+            None => (authority, 80),
+        };
+        let lookup = Lookup::new(host, port, dns_refresh);
+        let endpoint = target.endpoint();
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = mpsc::sync_channel::<Push>(QUEUE);
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("metro-otlp".into())
+            .spawn(move || sender(rx, target, lookup, &sh))
+            .map_err(|e| tracing::error!("otlp: cannot start the sender thread: {e}"))
+            .ok();
+        OtlpSink {
+            endpoint,
             host: host_name(),
             last: HashMap::new(),
             started: now_ns(),
-            errors: 0,
-            failing: false,
+            tx: thread.is_some().then_some(tx),
+            shared,
+            thread,
         }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}{}", self.authority, self.path)
+        self.endpoint.clone()
     }
 
-    /// Push one report; a failure is logged (once per streak) and counted.
-    pub fn send(&mut self, r: &InstanceReport) {
+    /// Encode one report with the send errors counted before it and queue it; never
+    /// blocks. A report the queue has no room for is a failed push.
+    pub fn send(&mut self, r: &InstanceReport, errs: SendErrors) {
         let now = now_ns();
         let start = self
             .last
             .insert(r.iface.clone(), now)
             .unwrap_or(self.started);
-        let body = encode(r, &self.host, start, now).encode_to_vec();
-        match self.post(&body) {
-            Ok(()) => {
-                if self.failing {
-                    tracing::info!("otlp: {} accepts metrics again", self.endpoint());
+        let body = encode(r, &self.host, start, now, errs).encode_to_vec();
+        let push = Push {
+            iface: r.iface.clone(),
+            body,
+        };
+        let queued = match &self.tx {
+            Some(tx) => match tx.try_send(push) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    tracing::debug!("otlp: {QUEUE} pushes waiting: one dropped");
+                    false
                 }
-                self.failing = false;
-            }
-            Err(e) => {
-                self.errors += 1;
-                if !self.failing {
-                    tracing::warn!("otlp: cannot push to {}: {e}", self.endpoint());
-                }
-                self.failing = true;
-            }
+                Err(TrySendError::Disconnected(_)) => false,
+            },
+            None => false,
+        };
+        if !queued {
+            self.shared.fail(&r.iface);
         }
     }
 
-    fn post(&self, body: &[u8]) -> io::Result<()> {
-        let addr = self
-            .authority
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::other("no address"))?;
-        let mut c = TcpStream::connect_timeout(&addr, TIMEOUT)?;
-        c.set_read_timeout(Some(TIMEOUT))?;
-        c.set_write_timeout(Some(TIMEOUT))?;
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: metro/{}\r\n\r\n",
-            self.path,
-            self.authority,
-            body.len(),
-            env!("CARGO_PKG_VERSION")
-        );
-        c.write_all(head.as_bytes())?;
-        c.write_all(body)?;
-        // The status line is all that matters; read at most a little.
-        let mut buf = [0u8; 512];
-        let mut n = 0;
-        while n < 12 {
-            let k = c.read(&mut buf[n..])?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-        }
-        let status = std::str::from_utf8(&buf[..n])
-            .ok()
-            .and_then(|s| s.split(' ').nth(1))
-            .and_then(|s| s.get(..3))
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| io::Error::other("no HTTP status in the answer"))?;
-        if (200..300).contains(&status) {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!("HTTP status {status}")))
+    /// Pushes for `iface` that failed or were dropped since the previous call.
+    pub fn take_failures(&self, iface: &str) -> u64 {
+        let mut f = self
+            .shared
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        f.remove(iface).unwrap_or(0)
+    }
+
+    /// Push what is queued within [`SHUTDOWN_GRACE`], then end the sender thread.
+    pub fn close(&mut self) {
+        *self
+            .shared
+            .stop_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + SHUTDOWN_GRACE);
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
+}
+
+impl Drop for OtlpSink {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Where pushes go.
+struct Target {
+    /// `HOST:PORT`, the `Host` header.
+    authority: String,
+    path: String,
+}
+
+impl Target {
+    fn endpoint(&self) -> String {
+        format!("http://{}{}", self.authority, self.path)
+    }
+}
+
+/// The sender thread: one push at a time, each within [`PUSH_DEADLINE`] (and, once the
+/// agent stops, within its grace); a failure is logged once per streak and counted.
+fn sender(rx: Receiver<Push>, target: Target, mut lookup: Lookup, shared: &Shared) {
+    let mut failing = false;
+    while let Ok(push) = rx.recv() {
+        let mut deadline = Instant::now() + PUSH_DEADLINE;
+        let result = post(&target, &mut lookup, &push.body, || {
+            if let Some(s) = shared.stop_by() {
+                deadline = deadline.min(s);
+            }
+            deadline.checked_duration_since(Instant::now())
+        });
+        match result {
+            Ok(()) => {
+                if failing {
+                    tracing::info!("otlp: {} accepts metrics again", target.endpoint());
+                }
+                failing = false;
+            }
+            Err(e) => {
+                shared.fail(&push.iface);
+                if !failing {
+                    tracing::warn!("otlp: cannot push to {}: {e}", target.endpoint());
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{what}: past the push deadline"),
+    )
+}
+
+/// One push; `left` says how long the push may still take (`None`: its deadline passed).
+fn post(
+    t: &Target,
+    lookup: &mut Lookup,
+    body: &[u8],
+    mut left: impl FnMut() -> Option<Duration>,
+) -> io::Result<()> {
+    // In slices too: a lookup that hangs is waited for until the deadline or shutdown.
+    let addr = loop {
+        let wait = left().ok_or_else(|| timed_out("resolving"))?.min(SLICE);
+        match lookup.resolve(wait) {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            r => break r?,
+        }
+    };
+    let wait = left()
+        .ok_or_else(|| timed_out("connecting"))?
+        .min(CONNECT_TIMEOUT);
+    let mut c = TcpStream::connect_timeout(&addr, wait)?;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: metro/{}\r\n\r\n",
+        t.path,
+        t.authority,
+        body.len(),
+        env!("CARGO_PKG_VERSION")
+    );
+    for part in [head.as_bytes(), body] {
+        let mut off = 0;
+        while off < part.len() {
+            let slice = left().ok_or_else(|| timed_out("sending"))?.min(SLICE);
+            c.set_write_timeout(Some(slice.max(Duration::from_millis(1))))?;
+            match c.write(&part[off..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => off += n,
+                Err(e) if is_wait(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    // The status line is all that matters; read at most a little.
+    let mut buf = [0u8; 512];
+    let mut n = 0;
+    while n < 12 {
+        let slice = left()
+            .ok_or_else(|| timed_out("reading the answer"))?
+            .min(SLICE);
+        c.set_read_timeout(Some(slice.max(Duration::from_millis(1))))?;
+        match c.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if is_wait(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let status = std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|s| s.split(' ').nth(1))
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| io::Error::other("no HTTP status in the answer"))?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("HTTP status {status}")))
+    }
+}
+
+fn is_wait(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 #[cfg(test)]
@@ -448,6 +559,7 @@ mod tests {
                 retransmits: 2,
                 fine: Some(Box::new(f)),
                 extra_tags: vec!["container:web".into()],
+                baseline_ms: None,
             }],
             counters: InstanceCounters {
                 samples: [4, 0, 0],
@@ -455,7 +567,7 @@ mod tests {
                 ..Default::default()
             },
         };
-        let bytes = encode(&r, "h1", 100, 200).encode_to_vec();
+        let bytes = encode(&r, "h1", 100, 200, SendErrors::default()).encode_to_vec();
         let back = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
         let rm = &back.resource_metrics[0];
         let res: Vec<(String, String)> = rm
@@ -538,30 +650,56 @@ mod tests {
             pairs: vec![],
             counters: InstanceCounters {
                 flows_active: 7,
-                packets_copies: 11,
+                flows_evicted: 10,
+                flows_shed: 8,
+                packets_copies: crate::agent::report::Copies { plain: 4, nat: 7 },
                 samples_internal: 5,
                 ..Default::default()
             },
         };
         let decode = |r: &InstanceReport| {
-            let bytes = encode(r, "h1", 100, 200).encode_to_vec();
+            let errs = SendErrors {
+                statsd: 6,
+                otlp: Some(2),
+            };
+            let bytes = encode(r, "h1", 100, 200, errs).encode_to_vec();
             let back = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
             back.resource_metrics[0].scope_metrics[0].metrics.clone()
         };
         let ms = decode(&r);
         let iface = vec!["iface=any".to_string()];
         assert_eq!(points(&ms, "metro.flows.active"), [(iface.clone(), 7)]);
-        assert_eq!(points(&ms, "metro.packets.copies"), [(iface.clone(), 11)]);
+        // The eviction total and, of it, the unconfirmed shed: as DogStatsD and Prometheus.
+        assert_eq!(points(&ms, "metro.flows.evicted"), [(iface.clone(), 10)]);
+        assert_eq!(points(&ms, "metro.flows.shed"), [(iface.clone(), 8)]);
+        // By kind, the sum what was one series before the breakdown.
+        let kind = |k: &str| vec!["iface=any".to_string(), format!("kind={k}")];
+        assert_eq!(
+            points(&ms, "metro.packets.copies"),
+            [(kind("plain"), 4), (kind("nat"), 7)]
+        );
         assert_eq!(points(&ms, "metro.samples.internal"), [(iface.clone(), 5)]);
-        // Container metrics only when attribution runs.
+        // Both sinks' delivery failures, as DogStatsD and Prometheus export them.
+        assert_eq!(
+            points(&ms, "metro.statsd.send_errors"),
+            [(iface.clone(), 6)]
+        );
+        assert_eq!(points(&ms, "metro.otlp.send_errors"), [(iface.clone(), 2)]);
+        // Container metrics only when attribution runs, distribution ones with values.
         assert!(!ms.iter().any(|m| m.name.starts_with("metro.containers.")));
+        assert!(!ms.iter().any(|m| m.name == "metro.distribution.dropped"));
         r.counters.containers = Some(crate::agent::containers::Counters {
             namespaces_attributed: 3,
             namespaces_unattributed: 2,
             skipped: 1,
             pairs_unattributed: 4,
         });
+        r.counters.distribution_dropped = 9;
         let ms = decode(&r);
+        assert_eq!(
+            points(&ms, "metro.distribution.dropped"),
+            [(iface.clone(), 9)]
+        );
         let with = |kv: &str| vec!["iface=any".to_string(), kv.to_string()];
         assert_eq!(
             points(&ms, "metro.containers.namespaces"),
@@ -578,5 +716,94 @@ mod tests {
             points(&ms, "metro.containers.pairs_unattributed"),
             [(iface, 4)]
         );
+    }
+
+    /// A receiver that accepts and answers one byte every `every` (never, for a long one).
+    fn trickler(every: Duration) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        std::thread::spawn(move || {
+            l.set_nonblocking(true).unwrap();
+            let mut conns = Vec::new();
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((c, _)) = l.accept() {
+                    conns.push(c);
+                }
+                for c in &mut conns {
+                    let _ = c.write(b"H");
+                }
+                std::thread::sleep(every.min(Duration::from_millis(50)));
+                if every > Duration::from_millis(50) {
+                    std::thread::sleep(every - Duration::from_millis(50));
+                }
+            }
+        });
+        (addr, stop)
+    }
+
+    fn small_report() -> InstanceReport {
+        InstanceReport {
+            iface: "eth0".into(),
+            tags: vec![],
+            pairs: vec![],
+            counters: InstanceCounters::default(),
+        }
+    }
+
+    #[test]
+    fn a_trickling_receiver_costs_a_push_its_deadline_not_a_timeout_per_byte() {
+        let (addr, stop) = trickler(Duration::from_millis(100));
+        let t = Target {
+            authority: addr.to_string(),
+            path: "/v1/metrics".into(),
+        };
+        let mut lookup = Lookup::new("127.0.0.1", addr.port(), Duration::from_secs(60));
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(600);
+        let e = post(&t, &mut lookup, b"x", || {
+            deadline.checked_duration_since(Instant::now())
+        })
+        .unwrap_err();
+        let took = start.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Bytes kept coming every 100 ms, each resetting a per-read timeout: only the
+        // push's deadline ends it.
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(took >= Duration::from_millis(600), "{took:?}");
+        assert!(took < Duration::from_millis(1200), "{took:?}");
+    }
+
+    #[test]
+    fn send_never_waits_and_close_ends_within_the_grace() {
+        // Accepts, never answers.
+        let (addr, stop) = trickler(Duration::from_secs(3600));
+        let mut sink = OtlpSink::new(&format!("http://{addr}"), Duration::from_secs(60));
+        let t = Instant::now();
+        for _ in 0..3 {
+            sink.send(&small_report(), SendErrors::default());
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(sink.take_failures("eth0"), 0);
+        let t = Instant::now();
+        sink.close();
+        let took = t.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            took < SHUTDOWN_GRACE + Duration::from_millis(500),
+            "{took:?}"
+        );
+        // The push under way and the two queued failed, counted for their instance.
+        assert_eq!(sink.take_failures("eth0"), 3);
+        // A full queue drops and counts; send still never waits.
+        let mut sink = OtlpSink::new("http://127.0.0.1:9", Duration::from_secs(60));
+        sink.tx = None;
+        sink.send(&small_report(), SendErrors::default());
+        assert_eq!(sink.take_failures("eth0"), 1);
     }
 }

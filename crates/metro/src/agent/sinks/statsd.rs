@@ -9,10 +9,13 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
+use super::SendErrors;
+use super::catalog::{self, Kind, Label};
+use super::dns::Lookup;
 use crate::agent::config::StatsdTarget;
 use crate::agent::report::InstanceReport;
 
@@ -21,6 +24,9 @@ use crate::agent::report::InstanceReport;
 pub const UDP_MAX: usize = 1432;
 /// Largest datagram on a Unix socket (the Agent reads 8 KiB at a time).
 pub const UNIX_MAX: usize = 8192;
+/// What a flush waits for the receiver's name to resolve; a slower lookup goes on in the
+/// background and the flush uses the last address (or counts its datagrams as errors).
+const DNS_WAIT: Duration = Duration::from_millis(250);
 
 /// The DogStatsD metric types metro sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,113 +209,66 @@ impl Batcher {
     }
 }
 
-/// The RTT gauges, in the order they are sent.
-pub const RTT_GAUGES: [&str; 8] = [
-    "system.net.tcp.rtt",
-    "system.net.tcp.rtt.avg",
-    "system.net.tcp.rtt.jitter",
-    "system.net.tcp.rtt.min",
-    "system.net.tcp.rtt.max",
-    "system.net.tcp.rtt.p50",
-    "system.net.tcp.rtt.p90",
-    "system.net.tcp.rtt.p99",
-];
+/// A label as a DogStatsD tag: `key:value`, or the bare tag (sanitized by the line encoder).
+fn tag(l: &Label) -> String {
+    match &l.value {
+        Some(v) => format!("{}:{v}", l.key),
+        None => l.key.to_string(),
+    }
+}
 
-/// The DogStatsD distribution of every RTT sample (ms), with `distributions: true`.
-pub const DISTRIBUTION: &str = "system.net.tcp.rtt.distribution";
-
-/// Encode one instance's interval into datagrams of at most `max` bytes.
+/// Encode one instance's interval into datagrams of at most `max` bytes: what
+/// [`catalog`] describes, as DogStatsD lines.
 ///
-/// Per pair with samples: the eight RTT gauges, `system.net.tcp.rtt.samples` and
-/// `system.net.tcp.retransmits` (counts), tagged `src`, `dst`, `iface`, then the instance's
-/// tags. Then the self-metrics, tagged `iface` and the instance's tags (`metro.samples` also
-/// `kind:seq|handshake|ts`, `metro.pairs.dropped` also `kind:sample|retransmit`).
-pub fn encode_report(r: &InstanceReport, send_errors: u64, max: usize) -> Vec<Vec<u8>> {
+/// Per pair with samples: the family's eight RTT gauges (`system.net.tcp.rtt`, `.avg`, ...),
+/// its sample count (`system.net.tcp.rtt.samples`), counters
+/// (`system.net.tcp.retransmits`) and gauges (`system.net.tcp.rtt.baseline`,
+/// `system.net.tcp.queueing_delay`), and with `distributions` every value
+/// (`system.net.tcp.rtt.distribution`), tagged `src`, `dst`, `iface`, the instance's tags,
+/// the pair's own. Then the self-metrics ([`catalog::SELF`]), tagged `iface`, the
+/// instance's tags and a breakdown (`kind:seq`).
+pub fn encode_report(r: &InstanceReport, send_errors: SendErrors, max: usize) -> Vec<Vec<u8>> {
     let mut b = Batcher::new(max);
-    let iface = format!("iface:{}", r.iface);
+    let family = catalog::family_of(r);
+    let names = family.names();
     for p in &r.pairs {
-        let src = format!("src:{}", p.src);
-        let dst = format!("dst:{}", p.dst);
-        let mut tags: Vec<&str> = Vec::with_capacity(3 + r.tags.len());
-        tags.push(&src);
-        tags.push(&dst);
-        tags.push(&iface);
-        tags.extend(r.tags.iter().map(String::as_str));
-        tags.extend(p.extra_tags.iter().map(String::as_str));
-        let s = &p.stats;
-        let values = p.rtt_ms();
-        for (name, v) in RTT_GAUGES.iter().zip(values) {
+        let owned: Vec<String> = catalog::pair_labels(r, p).iter().map(tag).collect();
+        let tags: Vec<&str> = owned.iter().map(String::as_str).collect();
+        for (name, v) in names.statsd_stats.iter().zip(p.rtt_ms()) {
             b.push(name, v, Type::Gauge, &tags);
         }
-        b.push(
-            "system.net.tcp.rtt.samples",
-            s.count() as f64,
-            Type::Count,
-            &tags,
-        );
-        b.push(
-            "system.net.tcp.retransmits",
-            p.retransmits as f64,
-            Type::Count,
-            &tags,
-        );
+        let n = p.stats.count() as f64;
+        b.push(&names.statsd_samples, n, Type::Count, &tags);
+        for c in family.counters {
+            b.push(c.statsd, (c.value)(p) as f64, Type::Count, &tags);
+        }
+        for g in family.gauges {
+            if let Some(v) = g.of(p) {
+                b.push(g.statsd, v, Type::Gauge, &tags);
+            }
+        }
         if let Some(f) = p.fine.as_deref().filter(|f| !f.values.is_empty()) {
-            b.push_values(DISTRIBUTION, &f.values, f.rate, &tags);
+            b.push_values(&names.statsd_distribution, &f.values, f.rate, &tags);
         }
     }
 
-    let mut tags: Vec<&str> = Vec::with_capacity(1 + r.tags.len());
-    tags.push(&iface);
-    tags.extend(r.tags.iter().map(String::as_str));
-    let c = &r.counters;
-    // The self-metrics in the order they are sent: name, value, type, and the tag of a
-    // breakdown (`kind:`, `state:`) after the instance's.
-    use Type::{Count, Gauge};
-    let mut self_metrics: Vec<(&str, u64, Type, Option<String>)> = vec![
-        ("metro.packets.received", c.packets_received, Count, None),
-        ("metro.packets.dropped", c.packets_dropped, Count, None),
-        ("metro.flows.active", c.flows_active, Gauge, None),
-        ("metro.flows.evicted", c.flows_evicted, Count, None),
-        ("metro.flows.shed", c.flows_shed, Count, None),
-        ("metro.packets.filtered", c.packets_filtered, Count, None),
-    ];
-    for (kind, n) in metro_core::rtt::Kind::ALL.iter().zip(c.samples) {
-        let k = format!("kind:{}", kind.name());
-        self_metrics.push(("metro.samples", n, Count, Some(k)));
-    }
-    self_metrics.push(("metro.packets.copies", c.packets_copies, Count, None));
-    let tag = |t: &str| Some(t.to_string());
-    if let Some(ct) = &c.containers {
-        let ns = "metro.containers.namespaces";
-        let (on, off) = (ct.namespaces_attributed, ct.namespaces_unattributed);
-        let unattributed = "metro.containers.pairs_unattributed";
-        self_metrics.extend([
-            (ns, on, Gauge, tag("state:attributed")),
-            (ns, off, Gauge, tag("state:unattributed")),
-            ("metro.containers.skipped", ct.skipped, Gauge, None),
-            (unattributed, ct.pairs_unattributed, Count, None),
-        ]);
-    }
-    let (pd, dropped) = ("metro.pairs.dropped", &c.pairs_dropped);
-    self_metrics.extend([
-        ("metro.samples.internal", c.samples_internal, Count, None),
-        (pd, dropped.samples, Count, tag("kind:sample")),
-        (pd, dropped.retransmits, Count, tag("kind:retransmit")),
-        ("metro.series.overflow", c.series_overflow, Count, None),
-    ]);
-    let distributions = r
-        .pairs
-        .iter()
-        .any(|p| p.fine.as_ref().is_some_and(|f| f.rate.is_some()));
-    if distributions || c.distribution_dropped > 0 {
-        let dd = c.distribution_dropped;
-        self_metrics.push(("metro.distribution.dropped", dd, Count, None));
-    }
-    self_metrics.push(("metro.statsd.send_errors", send_errors, Count, None));
-    for (name, v, ty, extra) in &self_metrics {
-        let mut t = tags.clone();
-        t.extend(extra.as_deref());
-        b.push(name, *v as f64, *ty, &t);
+    let owned: Vec<String> = catalog::instance_labels(r).iter().map(tag).collect();
+    let tags: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let input = catalog::Input {
+        report: r,
+        errors: send_errors,
+    };
+    for m in &catalog::SELF {
+        let ty = match m.kind {
+            Kind::Counter => Type::Count,
+            Kind::Gauge => Type::Gauge,
+        };
+        for (by, v) in (m.points)(&input) {
+            let extra = m.by.map(|k| tag(&catalog::breakdown(k, by)));
+            let mut t = tags.clone();
+            t.extend(extra.as_deref());
+            b.push(m.name, v as f64, ty, &t);
+        }
     }
     b.finish()
 }
@@ -405,6 +364,8 @@ enum Conn {
 pub struct StatsdSink {
     target: StatsdTarget,
     conn: Option<Conn>,
+    /// The UDP receiver's name, resolved with a deadline.
+    lookup: Option<Lookup>,
     /// When the current connection was made (UDP targets given by name are re-resolved
     /// every `refresh`).
     connected_at: Instant,
@@ -422,6 +383,7 @@ impl StatsdSink {
         StatsdSink {
             target,
             conn: None,
+            lookup: None,
             connected_at: Instant::now(),
             refresh,
             last_log: None,
@@ -448,13 +410,14 @@ impl StatsdSink {
         std::mem::take(&mut self.errors)
     }
 
-    fn connect(&self) -> io::Result<Conn> {
+    fn connect(&mut self) -> io::Result<Conn> {
         match &self.target {
             StatsdTarget::Udp { host, port } => {
-                let addr: SocketAddr = (host.as_str(), *port)
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| io::Error::other(format!("{host} has no address")))?;
+                let (host, port, refresh) = (host.as_str(), *port, self.refresh);
+                let lookup = self
+                    .lookup
+                    .get_or_insert_with(|| Lookup::new(host, port, refresh));
+                let addr: SocketAddr = lookup.resolve(DNS_WAIT)?;
                 let bind: SocketAddr = if addr.is_ipv4() {
                     "0.0.0.0:0".parse().expect("literal")
                 } else {
@@ -582,6 +545,7 @@ mod tests {
                     retransmits: 3,
                     fine: None,
                     extra_tags: vec![],
+                    baseline_ms: None,
                 },
                 PairReport {
                     src: "2001:db8::1".parse().unwrap(),
@@ -590,6 +554,7 @@ mod tests {
                     retransmits: 0,
                     fine: None,
                     extra_tags: vec![],
+                    baseline_ms: None,
                 },
             ],
             counters: InstanceCounters {
@@ -627,15 +592,23 @@ mod tests {
     #[test]
     fn report_round_trips_through_the_parser() {
         let r = report();
-        let ds = encode_report(&r, 2, UDP_MAX);
+        let ds = encode_report(
+            &r,
+            SendErrors {
+                statsd: 2,
+                otlp: Some(5),
+            },
+            UDP_MAX,
+        );
         let mut all = Vec::new();
         for d in &ds {
             assert!(d.len() <= UDP_MAX, "datagram of {} bytes", d.len());
             all.extend(parse_datagram(std::str::from_utf8(d).unwrap()).unwrap());
         }
         // 2 pairs x 10 metrics + 6 instance counters + 3 kinds + internal + 2 pairs dropped
-        // + series overflow + send_errors + copies.
-        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 1);
+        // + series overflow + two send_errors + copies by kind (plain, nat) + the capture
+        // gauge.
+        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 2 + 2 + 1);
         let find = |name: &str, dst: &str| {
             all.iter()
                 .find(|m| m.name == name && m.tag("dst") == Some(dst))
@@ -683,7 +656,10 @@ mod tests {
         assert_eq!(get("metro.packets.received").value, 1234.0);
         assert_eq!(get("metro.packets.dropped").value, 5.0);
         assert_eq!(get("metro.flows.active").ty, "g");
+        assert_eq!(get("metro.capture.ebpf").ty, "g");
         assert_eq!(get("metro.statsd.send_errors").value, 2.0);
+        assert_eq!(get("metro.otlp.send_errors").value, 5.0);
+        assert_eq!(all.last().unwrap().name, "metro.statsd.send_errors");
         let seq = selfm
             .iter()
             .find(|m| m.name == "metro.samples" && m.tag("kind") == Some("seq"))
@@ -710,7 +686,7 @@ mod tests {
             r.pairs.push(q);
         }
         for max in [UDP_MAX, UNIX_MAX, 300] {
-            let ds = encode_report(&r, 0, max);
+            let ds = encode_report(&r, SendErrors::default(), max);
             let mut n = 0;
             // Greedy packing: the next datagram's first line would not have fit.
             for w in ds.windows(2) {
@@ -724,7 +700,7 @@ mod tests {
                     .unwrap()
                     .len();
             }
-            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 1);
+            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 2 + 1);
         }
     }
 
@@ -747,15 +723,18 @@ mod tests {
         r.pairs[0].fine = Some(Box::new(f.clone()));
         r.pairs[0].extra_tags = vec!["container:web".into()];
         for max in [UDP_MAX, UNIX_MAX, 300] {
-            let ds = encode_report(&r, 0, max);
+            let ds = encode_report(&r, SendErrors::default(), max);
             let mut got = Vec::new();
             let mut lines = 0;
             for d in &ds {
                 assert!(d.len() <= max, "{} > {max}", d.len());
                 let text = std::str::from_utf8(d).unwrap();
-                lines += text.lines().filter(|l| l.starts_with(DISTRIBUTION)).count();
+                lines += text
+                    .lines()
+                    .filter(|l| l.starts_with("system.net.tcp.rtt.distribution"))
+                    .count();
                 for m in parse_datagram(text).unwrap() {
-                    if m.name == DISTRIBUTION {
+                    if m.name == "system.net.tcp.rtt.distribution" {
                         assert_eq!(m.ty, "d");
                         assert_eq!(m.rate, 0.5);
                         assert_eq!(m.tags, [&PAIR_TAGS[..], &["container:web"]].concat());

@@ -1,0 +1,485 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0
+//
+// metro's in-kernel capture (agent::ebpf): a tc classifier run on ingress and egress of each
+// captured interface. It decodes Ethernet (up to two VLAN/QinQ tags), IPv4 (options,
+// fragments) or IPv6 (extension headers, fragments) and TCP (header, timestamp option, first
+// SACK block), keeps the segments of which either address is in the watch list (two LPM
+// tries, filled and changed in place by user space) and writes one fixed-size record per
+// segment into a ring buffer: the fields of the engine's `Segment`, a timestamp, the
+// interface and, on egress, the sending socket's cgroup. It never changes or drops a packet
+// (always TC_ACT_UNSPEC). What it cannot decode is counted by reason in `counters`, never
+// passed over silently; user space reads the counters with the records.
+//
+// The record layout is mirrored by crates/metro/src/agent/ebpf/record.rs; the root tests in
+// tests/agent_ebpf.rs compare its records with metro-core's decode of the same frames.
+//
+// Built by crates/metro/build.rs with clang (-target bpf), embedded in the binary, and
+// checked by the kernel's verifier in a root test (tests/agent_ebpf.rs).
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+#define ETH_P_MPLS_UC 0x8847
+#define ETH_P_MPLS_MC 0x8848
+#define ETH_P_PPP_SES 0x8864
+
+#define IPPROTO_HOPOPTS 0
+#define IPPROTO_IPIP 4
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_IPV6 41
+#define IPPROTO_ROUTING 43
+#define IPPROTO_FRAGMENT 44
+#define IPPROTO_GRE 47
+#define IPPROTO_AH 51
+#define IPPROTO_DSTOPTS 60
+#define IPPROTO_ETHERIP 97
+#define IPPROTO_MOBILITY 135
+#define IPPROTO_MPLS 137
+#define IPPROTO_HIP 139
+#define IPPROTO_SHIM6 140
+#define IPPROTO_ETHERNET 143
+
+// As metro-core's IPv6 decoder: at most this many extension headers.
+#define MAX_EXT_HEADERS 16
+// TCP options area: at most 40 bytes.
+#define MAX_OPTS 40
+
+// Bytes waiting in the ring buffer that wake the reader (about 1,400 records).
+#define WAKEUP_BYTES (128 * 1024)
+
+// Record.bits
+#define BIT_IPV6 1
+#define BIT_TIMESTAMP 2
+#define BIT_SACK 4
+#define BIT_FIRST_FRAGMENT 8
+#define BIT_EGRESS 16
+
+// counters: indexes (agent::ebpf::Counter mirrors them).
+#define C_RECORDS 0         // records written
+#define C_RING_FULL 1       // records lost: the ring buffer was full (a kernel drop)
+#define C_UNPARSED 2        // frames the program does not decode (MPLS, PPPoE, tunnels, 3+ VLAN tags, too many IPv6 extension headers)
+#define C_MALFORMED 3       // IP or TCP headers that are truncated or impossible
+#define C_FRAGMENTS 4       // later fragments of TCP datagrams (no TCP header)
+#define C_NOT_WATCHED 5     // TCP segments outside the watch list
+#define C_COUNTERS 6
+
+// One TCP segment: 92 bytes (96 with padding); numbers in host order, addresses as on the
+// wire.
+struct record {
+	__u64 ts;          // bpf_ktime_get_ns(): CLOCK_MONOTONIC
+	__u64 cgroup;      // egress: bpf_skb_cgroup_id(); 0 on ingress
+	__u8 src[16];      // IPv4: the first 4 bytes
+	__u8 dst[16];
+	__u32 ifindex;
+	__u32 seq;
+	__u32 ack;
+	__u32 payload_len;
+	__u32 tsval;
+	__u32 tsecr;
+	__u32 sack_left;   // the first SACK block (user space decides whether it is a DSACK)
+	__u32 sack_right;
+	__u16 sport;
+	__u16 dport;
+	__u16 ip_id;
+	__u16 flags;       // TCP flags, AE/NS in bit 8
+	__u32 bits;        // BIT_*
+};
+
+// Scratch space for the record being built and the TCP options (a map value, so that the
+// options can be read at a variable offset).
+struct scratch {
+	struct record rec;
+	__u8 opts[128];
+	// Loop state kept in the map value, not in registers: the verifier then sees every
+	// iteration alike (an unknown position, bounded by a check) and walks each once.
+	__u32 pos;
+	__u32 nh;
+};
+
+struct lpm4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct lpm6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 23); // user space sets the size at load time
+} records SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 22);
+	__type(key, struct lpm4);
+	__type(value, __u8);
+} watch4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 22);
+	__type(key, struct lpm6);
+	__type(value, __u8);
+} watch6 SEC(".maps");
+
+// Interfaces without a link-layer header (tun, WireGuard): their frames start at IP.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} l3_interfaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, C_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &which);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline __u32 be32_at(const __u8 *p)
+{
+	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | (__u32)p[3];
+}
+
+// The timestamp option and the first SACK block, as metro-core's TcpOptions::parse: skip
+// unknown options, stop at the end-of-list, at a malformed option (length below 2 or past
+// the end) and at a known option with the wrong length, keeping what was read. A global
+// function: the verifier checks it once, not once per path of the caller.
+// An index into the options buffer, masked in a way clang cannot drop as redundant: the
+// verifier must see the bound on the register it indexes with.
+static __always_inline __u32 opt_index(__u32 i)
+{
+	asm volatile("%[i] &= 63" : [i] "+r"(i));
+	return i;
+}
+
+__noinline int parse_options(struct scratch *s, __u32 len)
+{
+	if (!s)
+		return 0;
+	volatile __u32 *pos = &s->pos;
+	*pos = 0;
+	for (int k = 0; k < MAX_OPTS; k++) {
+		__u32 i = *pos;
+		if (i >= len || i >= MAX_OPTS)
+			break;
+		__u8 kind = s->opts[opt_index(i)];
+		if (kind == 0)
+			break;
+		if (kind == 1) {
+			*pos = i + 1;
+			continue;
+		}
+		if (i + 1 >= len)
+			break;
+		__u32 olen = s->opts[opt_index(i + 1)];
+		if (olen < 2 || i + olen > len)
+			break;
+		if ((kind == 2 && olen != 4) || (kind == 3 && olen != 3) || (kind == 4 && olen != 2))
+			break;
+		if (kind == 8) {
+			if (olen != 10)
+				break;
+			s->rec.tsval = be32_at(&s->opts[opt_index(i + 2)]);
+			s->rec.tsecr = be32_at(&s->opts[opt_index(i + 6)]);
+			s->rec.bits |= BIT_TIMESTAMP;
+		} else if (kind == 5) {
+			if (olen == 2 || (olen - 2) % 8 != 0)
+				break;
+			// The engine reads the first block of the last SACK option.
+			s->rec.sack_left = be32_at(&s->opts[opt_index(i + 2)]);
+			s->rec.sack_right = be32_at(&s->opts[opt_index(i + 6)]);
+			s->rec.bits |= BIT_SACK;
+		}
+		*pos = i + olen;
+	}
+	return 0;
+}
+
+// The IPv6 extension headers from `off` (right after the fixed header) with `nh` the first
+// next header, as metro-core's decoder walks them. Returns the bytes they take in the low
+// 32 bits, the upper-layer protocol in bits 32-39, FRAG_FIRST/FRAG_LATER, or a negative
+// C_* counter when the walk failed. A global function, verified once.
+#define FRAG_FIRST (1ULL << 40)
+#define FRAG_LATER (1ULL << 41)
+__noinline __s64 ipv6_ext(struct __sk_buff *skb, struct scratch *s, __u32 off, __u32 first)
+{
+	if (!s)
+		return -C_MALFORMED;
+	volatile __u32 *pos = &s->pos;
+	volatile __u32 *next = &s->nh;
+	*pos = 0;
+	*next = first;
+	__u64 frag = 0;
+	for (int k = 0; k < MAX_EXT_HEADERS; k++) {
+		__u32 ext = *pos;
+		__u32 nh = *next;
+		__u32 len;
+		__u8 e[4];
+		if (ext > 0xffff)
+			return -C_MALFORMED;
+		if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS &&
+		    nh != IPPROTO_MOBILITY && nh != IPPROTO_HIP && nh != IPPROTO_SHIM6 &&
+		    nh != IPPROTO_AH && nh != IPPROTO_FRAGMENT)
+			return (__s64)((__u64)ext | ((__u64)(nh & 0xff) << 32) | frag);
+		if (bpf_skb_load_bytes(skb, off + ext, e, 4) < 0)
+			return -C_MALFORMED;
+		if (nh == IPPROTO_FRAGMENT) {
+			__u16 word = ((__u16)e[2] << 8) | e[3];
+			len = 8;
+			if (word >> 3)
+				// What follows is data, not headers.
+				return (__s64)((__u64)(ext + len) | ((__u64)e[0] << 32) | FRAG_LATER);
+			if (word & 1)
+				frag = FRAG_FIRST;
+		} else if (nh == IPPROTO_AH) {
+			len = ((__u32)e[1] + 2) * 4;
+		} else {
+			len = ((__u32)e[1] + 1) * 8;
+		}
+		*next = e[0];
+		*pos = ext + len;
+	}
+	return -C_UNPARSED;
+}
+
+static __always_inline int is_tunnel(__u8 proto)
+{
+	return proto == IPPROTO_IPIP || proto == IPPROTO_IPV6 || proto == IPPROTO_GRE ||
+	       proto == IPPROTO_MPLS || proto == IPPROTO_ETHERNET || proto == IPPROTO_ETHERIP;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, int egress)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return TC_ACT_UNSPEC;
+	struct record *r = &s->rec;
+	__u32 ifindex = skb->ifindex;
+	__u32 off = 0;
+	__u16 proto;
+
+	if (bpf_map_lookup_elem(&l3_interfaces, &ifindex)) {
+		proto = bpf_ntohs(skb->protocol);
+	} else {
+		__u8 eth[ETH_HLEN];
+		if (bpf_skb_load_bytes(skb, 0, eth, ETH_HLEN) < 0)
+			return TC_ACT_UNSPEC;
+		proto = ((__u16)eth[12] << 8) | eth[13];
+		off = ETH_HLEN;
+#pragma unroll
+		for (int k = 0; k < 2; k++) {
+			if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
+				__u8 tag[4];
+				if (bpf_skb_load_bytes(skb, off, tag, 4) < 0) {
+					count(C_MALFORMED);
+					return TC_ACT_UNSPEC;
+				}
+				proto = ((__u16)tag[2] << 8) | tag[3];
+				off += 4;
+			}
+		}
+		if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
+			count(C_UNPARSED);
+			return TC_ACT_UNSPEC;
+		}
+	}
+
+	__builtin_memset(r, 0, sizeof(*r));
+	__u32 l3 = off;
+	__u32 ip_payload;
+	__u8 nh;
+	if (proto == ETH_P_IP) {
+		__u8 h[20];
+		if (bpf_skb_load_bytes(skb, off, h, 20) < 0 || (h[0] >> 4) != 4) {
+			count(C_MALFORMED);
+			return TC_ACT_UNSPEC;
+		}
+		__u32 hl = (h[0] & 0x0f) * 4;
+		__u32 total = ((__u32)h[2] << 8) | h[3];
+		__u16 frag = ((__u16)h[6] << 8) | h[7];
+		nh = h[9];
+		if (nh != IPPROTO_TCP) {
+			if (is_tunnel(nh))
+				count(C_UNPARSED);
+			return TC_ACT_UNSPEC;
+		}
+		if (frag & 0x1fff) {
+			count(C_FRAGMENTS);
+			return TC_ACT_UNSPEC;
+		}
+		// Segmentation offload leaves the length 0: the packet's own length.
+		if (total == 0)
+			total = skb->len - l3;
+		if (hl < 20 || total < hl || skb->len < l3 + hl) {
+			count(C_MALFORMED);
+			return TC_ACT_UNSPEC;
+		}
+		ip_payload = total - hl;
+		__builtin_memcpy(r->src, &h[12], 4);
+		__builtin_memcpy(r->dst, &h[16], 4);
+		r->ip_id = ((__u16)h[4] << 8) | h[5];
+		if ((frag & 0x3fff) == 0x2000)
+			r->bits |= BIT_FIRST_FRAGMENT;
+		off += hl;
+	} else if (proto == ETH_P_IPV6) {
+		__u8 h[40];
+		if (bpf_skb_load_bytes(skb, off, h, 40) < 0 || (h[0] >> 4) != 6) {
+			count(C_MALFORMED);
+			return TC_ACT_UNSPEC;
+		}
+		__u32 plen = ((__u32)h[4] << 8) | h[5];
+		nh = h[6];
+		__builtin_memcpy(r->src, &h[8], 16);
+		__builtin_memcpy(r->dst, &h[24], 16);
+		r->bits |= BIT_IPV6;
+		off += 40;
+		__s64 walk = ipv6_ext(skb, s, off, nh);
+		if (walk < 0) {
+			count((__u32)(-walk));
+			return TC_ACT_UNSPEC;
+		}
+		__u32 ext = (__u32)walk;
+		nh = (__u8)(walk >> 32);
+		if (walk & FRAG_LATER) {
+			if (nh == IPPROTO_TCP)
+				count(C_FRAGMENTS);
+			return TC_ACT_UNSPEC;
+		}
+		if (walk & FRAG_FIRST)
+			r->bits |= BIT_FIRST_FRAGMENT;
+		if (nh != IPPROTO_TCP) {
+			if (is_tunnel(nh))
+				count(C_UNPARSED);
+			return TC_ACT_UNSPEC;
+		}
+		// Payload length 0: segmentation offload (or a jumbogram): the packet's length.
+		__u32 declared = plen ? plen : skb->len - l3 - 40;
+		if (ext > declared) {
+			count(C_MALFORMED);
+			return TC_ACT_UNSPEC;
+		}
+		ip_payload = declared - ext;
+		off += ext;
+	} else {
+		if (proto == ETH_P_MPLS_UC || proto == ETH_P_MPLS_MC || proto == ETH_P_PPP_SES)
+			count(C_UNPARSED);
+		return TC_ACT_UNSPEC;
+	}
+
+	// The watch list: either address.
+	if (r->bits & BIT_IPV6) {
+		struct lpm6 k = {.prefixlen = 128};
+		__builtin_memcpy(k.addr, r->src, 16);
+		if (!bpf_map_lookup_elem(&watch6, &k)) {
+			__builtin_memcpy(k.addr, r->dst, 16);
+			if (!bpf_map_lookup_elem(&watch6, &k)) {
+				count(C_NOT_WATCHED);
+				return TC_ACT_UNSPEC;
+			}
+		}
+	} else {
+		struct lpm4 k = {.prefixlen = 32};
+		__builtin_memcpy(k.addr, r->src, 4);
+		if (!bpf_map_lookup_elem(&watch4, &k)) {
+			__builtin_memcpy(k.addr, r->dst, 4);
+			if (!bpf_map_lookup_elem(&watch4, &k)) {
+				count(C_NOT_WATCHED);
+				return TC_ACT_UNSPEC;
+			}
+		}
+	}
+
+	__u8 t[20];
+	if (ip_payload < 20 || bpf_skb_load_bytes(skb, off, t, 20) < 0) {
+		count(C_MALFORMED);
+		return TC_ACT_UNSPEC;
+	}
+	__u32 doff = (t[12] >> 4) * 4;
+	if (doff < 20 || ip_payload < doff) {
+		count(C_MALFORMED);
+		return TC_ACT_UNSPEC;
+	}
+	r->sport = ((__u16)t[0] << 8) | t[1];
+	r->dport = ((__u16)t[2] << 8) | t[3];
+	r->seq = be32_at(&t[4]);
+	r->ack = be32_at(&t[8]);
+	r->flags = (((__u16)t[12] << 8) | t[13]) & 0x01ff;
+	r->payload_len = ip_payload - doff;
+
+	// Options: what the packet holds of them (all of it, short of a truncated frame), read
+	// 4 bytes at a time (the area is a multiple of 4; constant sizes keep the verifier
+	// simple).
+	__u32 optlen = doff - 20;
+	__u32 got = 0;
+	for (int k = 0; k < MAX_OPTS / 4; k++) {
+		if (got >= optlen)
+			break;
+		if (bpf_skb_load_bytes(skb, off + 20 + k * 4, &s->opts[k * 4], 4) < 0)
+			break;
+		got += 4;
+	}
+	if (got > 0)
+		parse_options(s, got);
+
+	r->ts = bpf_ktime_get_ns();
+	r->ifindex = ifindex;
+	if (egress) {
+		r->bits |= BIT_EGRESS;
+		r->cgroup = bpf_skb_cgroup_id(skb);
+	}
+	// Wake the reader only once a batch is waiting: a wakeup per record cost the reader a
+	// system call per packet and the sender an interrupt-time wakeup per packet. The reader
+	// polls on a short timeout meanwhile (agent::ebpf::run).
+	__u64 wake = bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ?
+			     BPF_RB_FORCE_WAKEUP :
+			     BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&records, r, sizeof(*r), wake) < 0)
+		count(C_RING_FULL);
+	else
+		count(C_RECORDS);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("classifier")
+int metro_ingress(struct __sk_buff *skb)
+{
+	return handle(skb, 0);
+}
+
+SEC("classifier")
+int metro_egress(struct __sk_buff *skb)
+{
+	return handle(skb, 1);
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
