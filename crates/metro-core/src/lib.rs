@@ -15,6 +15,7 @@ pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod flow;
+pub mod proto;
 pub mod rtt;
 pub mod sample;
 pub mod segment;

@@ -13,16 +13,41 @@ pub enum Kind {
     Seq,
     Handshake,
     Ts,
+    /// QUIC: the client's first Initial to the server's first answer, or the server's first
+    /// Handshake packet to the client's next datagram ([`crate::proto::quic`]).
+    QuicHandshake,
+    /// QUIC: the time between two spin-bit edges of one direction ([`crate::proto::quic`]).
+    QuicSpin,
+    /// DNS: a query to its response ([`crate::proto::dns`]).
+    Dns,
+    /// ICMP or ICMPv6 echo: a request to its reply ([`crate::proto::icmp`]).
+    Icmp,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Seq, Kind::Handshake, Kind::Ts];
+    /// How many kinds there are (the length of per-kind arrays).
+    pub const COUNT: usize = 7;
+    pub const ALL: [Kind; Kind::COUNT] = [
+        Kind::Seq,
+        Kind::Handshake,
+        Kind::Ts,
+        Kind::QuicHandshake,
+        Kind::QuicSpin,
+        Kind::Dns,
+        Kind::Icmp,
+    ];
+    /// The kinds the TCP engine produces.
+    pub const TCP: [Kind; 3] = [Kind::Seq, Kind::Handshake, Kind::Ts];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Seq => "seq",
             Kind::Handshake => "handshake",
             Kind::Ts => "ts",
+            Kind::QuicHandshake => "quic_handshake",
+            Kind::QuicSpin => "quic_spin",
+            Kind::Dns => "dns",
+            Kind::Icmp => "icmp",
         }
     }
 
@@ -31,6 +56,10 @@ impl Kind {
             "seq" => Some(Kind::Seq),
             "handshake" => Some(Kind::Handshake),
             "ts" => Some(Kind::Ts),
+            "quic_handshake" => Some(Kind::QuicHandshake),
+            "quic_spin" => Some(Kind::QuicSpin),
+            "dns" => Some(Kind::Dns),
+            "icmp" => Some(Kind::Icmp),
             _ => None,
         }
     }
@@ -39,14 +68,33 @@ impl Kind {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// The protocol the kind measures: `tcp`, `quic`, `dns` or `icmp`.
+    pub fn protocol(self) -> &'static str {
+        PROTOCOLS[usize::from(self.protocol_index())]
+    }
+
+    /// The protocol's position in [`PROTOCOLS`].
+    #[inline]
+    pub fn protocol_index(self) -> u8 {
+        match self {
+            Kind::Seq | Kind::Handshake | Kind::Ts => 0,
+            Kind::QuicHandshake | Kind::QuicSpin => 1,
+            Kind::Dns => 2,
+            Kind::Icmp => 3,
+        }
+    }
 }
+
+/// The protocols samples come from, as [`Kind::protocol_index`] numbers them.
+pub const PROTOCOLS: [&str; 4] = ["tcp", "quic", "dns", "icmp"];
 
 /// A set of kinds, as a bitmask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KindSet(pub u8);
 
 impl KindSet {
-    pub const ALL: KindSet = KindSet(0b111);
+    pub const ALL: KindSet = KindSet(0b111_1111);
     pub const NONE: KindSet = KindSet(0);
 
     #[inline]
@@ -75,13 +123,16 @@ impl std::str::FromStr for KindSet {
                 Some(k) => set = set.with(k),
                 None => {
                     return Err(format!(
-                        "unknown kind `{part}`: expected a comma-separated list of seq, handshake, ts"
+                        "unknown kind `{part}`: expected a comma-separated list of seq, handshake, ts, quic_handshake, quic_spin, dns, icmp"
                     ));
                 }
             }
         }
         if set == KindSet::NONE {
-            return Err("no kind given: use seq, handshake and/or ts".into());
+            return Err(
+                "no kind given: use seq, handshake, ts, quic_handshake, quic_spin, dns and/or icmp"
+                    .into(),
+            );
         }
         Ok(set)
     }
@@ -154,7 +205,14 @@ mod tests {
     fn kind_lists_parse_and_name_what_is_wrong() {
         assert_eq!("seq".parse::<KindSet>(), Ok(KindSet::NONE.with(Kind::Seq)));
         assert_eq!(" ts , handshake,".parse::<KindSet>(), Ok(KindSet(0b110)));
-        assert_eq!("seq,handshake,ts".parse::<KindSet>(), Ok(KindSet::ALL));
+        assert_eq!("seq,handshake,ts".parse::<KindSet>(), Ok(KindSet(0b111)));
+        assert_eq!(
+            "seq,handshake,ts,quic_handshake,quic_spin,dns,icmp".parse::<KindSet>(),
+            Ok(KindSet::ALL)
+        );
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.name()), Some(k));
+        }
         let e = "seq,rtt".parse::<KindSet>().unwrap_err();
         assert!(e.contains("unknown kind `rtt`"), "{e}");
         let e = " , ".parse::<KindSet>().unwrap_err();

@@ -1,25 +1,33 @@
 //! The replay loop, written once: a capture's records numbered as tshark numbers its frames,
 //! records that are not packets (pcapng custom and journal blocks) skipped, each packet
-//! decoded and handed to a [`Frames`]. `metro analyze` (one thread: to a [`Driver`]; several:
+//! decoded and handed to a [`Frames`]: a TCP segment with its payload (DNS over TCP), a frame
+//! that is not TCP to the datagram path (QUIC, DNS, ICMP: [`proto::Tracker`]). `metro analyze` (one thread: to a [`Driver`]; several:
 //! to the reader that shards them), `metro plot` and the bench replay through it; the live
 //! agent hands its packets to the same [`Driver`] (`agent::capture`), which owns the time.
 
 use std::ops::ControlFlow;
 
+use std::net::SocketAddr;
+
 use metro_core::driver::Driver;
+use metro_core::proto::{self, Tracker};
 use metro_core::sample::Observer;
-use metro_core::wire::DecodeError;
+use metro_core::wire::{self, DecodeError};
 use metro_core::{Nanos, Segment};
 
 use crate::pcap::{CaptureReader, NOT_A_PACKET, ReadError};
 
 /// Where a replay's frames go.
 pub trait Frames {
-    /// A decoded TCP segment, record number `frame` (1-based) captured at `ts`. `Break`
-    /// ends the replay.
-    fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment) -> ControlFlow<()>;
+    /// A decoded TCP segment, record number `frame` (1-based) captured at `ts`, with its
+    /// payload (empty for most). `Break` ends the replay.
+    fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment, payload: &[u8]) -> ControlFlow<()>;
 
-    /// A packet that decoded to nothing an engine takes.
+    /// A packet the TCP decoder says is not TCP ([`DecodeError::NotTcp`]), its link type and
+    /// bytes: for the datagram path (UDP, ICMP). Called before [`Frames::undecodable`].
+    fn not_tcp(&mut self, _frame: u64, _ts: Nanos, _linktype: u32, _data: &[u8]) {}
+
+    /// A packet that decoded to nothing the TCP engine takes.
     fn undecodable(&mut self, _e: DecodeError) {}
 
     /// Called every 65,536 records, with the reader (how far it got, for a progress bar).
@@ -27,15 +35,29 @@ pub trait Frames {
 }
 
 /// What a replay found besides its frames.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Replayed {
     /// Records read: the last one's tshark frame number.
     pub records: u64,
     /// Of those, records that are not packets.
     pub non_packets: u64,
+    /// The latest capture time of a packet (`Nanos::MIN` if none): where the datagram
+    /// path's pending queries and requests end.
+    pub last_ts: Nanos,
     /// The damage that ended the capture early, if any (the records before it were
     /// replayed).
     pub error: Option<ReadError>,
+}
+
+impl Default for Replayed {
+    fn default() -> Replayed {
+        Replayed {
+            records: 0,
+            non_packets: 0,
+            last_ts: Nanos::MIN,
+            error: None,
+        }
+    }
 }
 
 /// Replays `reader` to its end (or its damage, or until `to` says stop) into `to`.
@@ -57,14 +79,20 @@ pub fn replay(reader: &mut CaptureReader, to: &mut impl Frames) -> Replayed {
             done.non_packets += 1;
             continue;
         }
+        done.last_ts = done.last_ts.max(rec.ts);
         // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
-        match Segment::decode(rec.linktype, rec.data) {
-            Ok(ref seg) => {
-                if to.segment(frame, rec.ts, seg).is_break() {
+        match proto::decode_tcp(rec.linktype, rec.data) {
+            Ok((ref seg, payload)) => {
+                if to.segment(frame, rec.ts, seg, payload).is_break() {
                     break;
                 }
             }
-            Err(e) => to.undecodable(e),
+            Err(e) => {
+                if e == DecodeError::NotTcp {
+                    to.not_tcp(frame, rec.ts, rec.linktype, rec.data);
+                }
+                to.undecodable(e)
+            }
         }
         if frame & 0xffff == 0 {
             to.progress(reader);
@@ -73,18 +101,68 @@ pub fn replay(reader: &mut CaptureReader, to: &mut impl Frames) -> Replayed {
     done
 }
 
-/// Frames into a driver, its samples to an observer: the one-thread replay. The driver is
+/// The TCP path's hook for DNS over TCP: a segment's payload to the tracker.
+#[inline]
+pub fn tcp_payload(
+    tracker: &mut Tracker,
+    frame: u64,
+    ts: Nanos,
+    seg: &Segment,
+    payload: &[u8],
+    obs: &mut dyn Observer,
+) {
+    // Before building any address: most segments cannot hold a DNS message.
+    if !tracker.may_be_dns(payload) {
+        return;
+    }
+    tracker.tcp_payload(
+        frame,
+        ts,
+        SocketAddr::new(seg.src, seg.sport),
+        SocketAddr::new(seg.dst, seg.dport),
+        payload,
+        obs,
+    );
+}
+
+/// A frame the TCP decoder says is not TCP: its UDP datagram or ICMP message, if any, to the
+/// tracker.
+#[cold]
+pub fn datagram(
+    tracker: &mut Tracker,
+    frame: u64,
+    ts: Nanos,
+    linktype: u32,
+    data: &[u8],
+    obs: &mut dyn Observer,
+) {
+    if !tracker.enabled() {
+        return;
+    }
+    if let Some(d) = wire::decode_datagram(linktype, data) {
+        tracker.datagram(frame, ts, &d, obs);
+    }
+}
+
+/// Frames into a driver (TCP) and a tracker (QUIC, DNS, ICMP), their samples to an
+/// observer: the one-thread replay. The driver is
 /// held here, not borrowed, so that the replay loop reaches the engine's state without
 /// loading a pointer first (borrowed, callgrind counted more instructions per packet).
 pub struct ToDriver<'a, O> {
     pub driver: Driver,
+    pub proto: Tracker,
     pub out: &'a mut O,
 }
 
 impl<O: Observer> Frames for ToDriver<'_, O> {
     #[inline]
-    fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment) -> ControlFlow<()> {
+    fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment, payload: &[u8]) -> ControlFlow<()> {
         self.driver.segment(frame, ts, seg, self.out);
+        tcp_payload(&mut self.proto, frame, ts, seg, payload, self.out);
         ControlFlow::Continue(())
+    }
+
+    fn not_tcp(&mut self, frame: u64, ts: Nanos, linktype: u32, data: &[u8]) {
+        datagram(&mut self.proto, frame, ts, linktype, data, self.out);
     }
 }

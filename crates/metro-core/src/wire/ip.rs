@@ -43,21 +43,21 @@ const MAX_EXT_HEADERS: usize = 16;
 
 /// What the TCP parser (or a tunnel) needs from one IP header.
 #[derive(Clone, Copy, Debug)]
-struct Ip<'a> {
-    src: IpAddr,
-    dst: IpAddr,
-    ip_id: u16,
+pub(super) struct Ip<'a> {
+    pub(super) src: IpAddr,
+    pub(super) dst: IpAddr,
+    pub(super) ip_id: u16,
     /// The upper-layer protocol (after IPv6 extension headers).
-    proto: u8,
+    pub(super) proto: u8,
     /// A fragment other than the first: no upper-layer header here.
-    later_fragment: bool,
+    pub(super) later_fragment: bool,
     /// The first fragment of several: the upper-layer header may not be all here.
-    first_fragment: bool,
+    pub(super) first_fragment: bool,
     /// Upper-layer bytes captured, cut at the length the header declares (so Ethernet
     /// padding and trailers are not payload).
-    payload: &'a [u8],
+    pub(super) payload: &'a [u8],
     /// Upper-layer length the header declares.
-    payload_len: u32,
+    pub(super) payload_len: u32,
 }
 
 /// Decodes an IP packet whose version is told by its version nibble; `depth` is how many IP
@@ -127,7 +127,7 @@ pub fn decode_net(mut l3: Network<'_>, mut depth: u8) -> Result<Packet<'_>, Deco
 
 /// `exact`: see [`Network::exact`].
 #[inline]
-fn ipv4(b: &[u8], exact: bool) -> Result<Ip<'_>, DecodeError> {
+pub(super) fn ipv4(b: &[u8], exact: bool) -> Result<Ip<'_>, DecodeError> {
     let (h, _) = b
         .split_first_chunk::<20>()
         .ok_or(DecodeError::Truncated(Layer::Ipv4))?;
@@ -167,7 +167,7 @@ fn ipv4(b: &[u8], exact: bool) -> Result<Ip<'_>, DecodeError> {
 
 /// `exact`: see [`Network::exact`].
 #[inline]
-fn ipv6(b: &[u8], exact: bool) -> Result<Ip<'_>, DecodeError> {
+pub(super) fn ipv6(b: &[u8], exact: bool) -> Result<Ip<'_>, DecodeError> {
     const TRUNC: DecodeError = DecodeError::Truncated(Layer::Ipv6);
     let (h, rest) = b.split_first_chunk::<8>().ok_or(TRUNC)?;
     let (src, rest) = rest.split_first_chunk::<16>().ok_or(TRUNC)?;

@@ -10,6 +10,7 @@
 //! VXLAN, Geneve, GTP-U, Teredo, AYIYA, L2TPv2), `tcp.rs` (TCP header and options).
 //! The innermost TCP wins; [`Packet::tunnel_depth`] counts the IP headers around it.
 
+pub mod datagram;
 mod fast;
 pub mod ip;
 pub mod link;
@@ -21,6 +22,7 @@ mod testutil;
 
 use std::net::IpAddr;
 
+pub use datagram::{Datagram, L4, decode_datagram};
 pub use tcp::{TcpFlags, TcpOptions};
 
 /// LINKTYPE_* values metro decodes (see <https://www.tcpdump.org/linktypes.html>).

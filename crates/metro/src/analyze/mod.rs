@@ -16,13 +16,15 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use metro_core::Nanos;
+use metro_core::Segment;
 use metro_core::aggregate::{Numbering, Stats};
 use metro_core::config::{Counters, EngineConfig};
 use metro_core::driver::Driver;
+use metro_core::proto::{ProtoConfig, ProtoCounters, Tracker};
 use metro_core::sample::{Kind, KindSet, Sample};
 use metro_core::sample::{NO_TAG, Observer};
 use metro_core::wire::DecodeError;
-use metro_core::{Nanos, Segment};
 
 use crate::pcap::{CaptureReader, ReadError};
 use crate::replay::{Frames, ToDriver, replay};
@@ -90,8 +92,9 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 
-    /// Which kinds of sample to report, comma-separated: seq, handshake, ts.
-    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = <KindSet as std::str::FromStr>::from_str)]
+    /// Which kinds of sample to report, comma-separated: seq, handshake, ts (TCP),
+    /// quic_handshake, quic_spin, dns, icmp [default: all].
+    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts,quic_handshake,quic_spin,dns,icmp", hide_default_value = true, value_parser = <KindSet as std::str::FromStr>::from_str)]
     pub kinds: KindSet,
 
     /// Maximum connections tracked at once, in total over all threads. Beyond it a new
@@ -142,9 +145,16 @@ pub fn default_threads() -> usize {
 #[derive(Debug, Clone)]
 pub struct ResponderReport {
     pub addr: IpAddr,
+    /// The protocol of its samples (a host answering TCP and DNS has a row for each):
+    /// `tcp`, `quic`, `dns` or `icmp`.
+    pub protocol: &'static str,
     pub stats: Stats,
-    pub kinds: [u64; 3],
+    pub kinds: [u64; Kind::COUNT],
 }
+
+/// A responder's key: its address and the protocol of its samples
+/// ([`Kind::protocol_index`]).
+pub(crate) type ResponderKey = (IpAddr, u8);
 
 /// Statistics for one connection, from one responder's side.
 #[derive(Debug, Clone)]
@@ -155,7 +165,7 @@ pub struct FlowReport {
     pub peer: SocketAddr,
     pub first_ts: Nanos,
     pub stats: Stats,
-    pub kinds: [u64; 3],
+    pub kinds: [u64; Kind::COUNT],
 }
 
 /// Per-file reading outcome.
@@ -226,6 +236,8 @@ pub struct Summary {
     /// `records`, as tshark numbers them, and otherwise skipped.
     pub non_packets: u64,
     pub engine: Counters,
+    /// QUIC, DNS and ICMP.
+    pub proto: ProtoCounters,
 }
 
 /// The position of the `other` row: responders beyond the cap.
@@ -234,7 +246,7 @@ const OTHER: u32 = u32::MAX - 1;
 /// Per-responder statistics, in the order responders are first seen: at most `cap`
 /// responders, the samples of any more in one `other` report.
 struct Responders {
-    numbers: Numbering<IpAddr>,
+    numbers: Numbering<ResponderKey>,
     list: Vec<ResponderReport>,
     other: Option<ResponderReport>,
     cap: usize,
@@ -252,7 +264,7 @@ impl Responders {
 
     /// The report for `addr`, found first where `tag` says (set to its position).
     #[inline]
-    fn get_tagged(&mut self, addr: IpAddr, tag: &mut u32) -> &mut ResponderReport {
+    fn get_tagged(&mut self, addr: ResponderKey, tag: &mut u32) -> &mut ResponderReport {
         let i = self.index_of(addr, tag);
         self.at(i)
     }
@@ -263,8 +275,9 @@ impl Responders {
         if i == OTHER {
             return self.other.get_or_insert_with(|| ResponderReport {
                 addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                protocol: "other",
                 stats: Stats::new(),
-                kinds: [0; 3],
+                kinds: [0; Kind::COUNT],
             });
         }
         &mut self.list[i as usize]
@@ -272,18 +285,19 @@ impl Responders {
 
     /// The position of `addr`'s report, created if new and there is room, else [`OTHER`].
     #[inline]
-    fn index_of(&mut self, addr: IpAddr, tag: &mut u32) -> u32 {
-        if let Some(i) = self.numbers.find(addr, tag) {
+    fn index_of(&mut self, key: ResponderKey, tag: &mut u32) -> u32 {
+        if let Some(i) = self.numbers.find(key, tag) {
             return i;
         }
         if self.list.len() >= self.cap {
             return OTHER;
         }
-        let i = self.numbers.add(addr, tag);
+        let i = self.numbers.add(key, tag);
         self.list.push(ResponderReport {
-            addr,
+            addr: key.0,
+            protocol: metro_core::sample::PROTOCOLS[usize::from(key.1)],
             stats: Stats::new(),
-            kinds: [0; 3],
+            kinds: [0; Kind::COUNT],
         });
         i
     }
@@ -315,7 +329,7 @@ impl Collector<'_, '_> {
     }
 
     /// The position of `addr`'s report (created if new).
-    fn responder_index(&mut self, addr: IpAddr) -> u32 {
+    fn responder_index(&mut self, addr: ResponderKey) -> u32 {
         let mut tag = NO_TAG;
         self.responders.index_of(addr, &mut tag)
     }
@@ -338,7 +352,9 @@ impl Observer for Collector<'_, '_> {
 
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
         let ms = s.rtt_ms();
-        let r = self.responders.get_tagged(s.responder.ip(), tag);
+        let r = self
+            .responders
+            .get_tagged((s.responder.ip(), s.kind.protocol_index()), tag);
         r.stats.add(ms);
         r.kinds[s.kind.index()] += 1;
         if let Some(flows) = &mut self.flows {
@@ -351,7 +367,7 @@ impl Observer for Collector<'_, '_> {
                     peer: s.peer,
                     first_ts: s.ts,
                     stats: Stats::new(),
-                    kinds: [0; 3],
+                    kinds: [0; Kind::COUNT],
                 });
             f.stats.add(ms);
             f.kinds[s.kind.index()] += 1;
@@ -483,6 +499,7 @@ pub fn analyze_files_with(
             .count()
             .cmp(&a.stats.count())
             .then_with(|| a.addr.cmp(&b.addr))
+            .then_with(|| a.protocol.cmp(b.protocol))
     });
     report.responders = rs;
     if let Some(flows) = flows {
@@ -526,6 +543,7 @@ fn analyze_one(
     let mut frames = OneThread {
         to: ToDriver {
             driver: Driver::new(cfg.clone()),
+            proto: Tracker::new(ProtoConfig::default(), cfg.kinds),
             out: collector,
         },
         skipped: Skipped {
@@ -542,6 +560,9 @@ fn analyze_one(
     fr.records = done.records;
     summary.records += done.records;
     summary.non_packets += done.non_packets;
+    let tracker = &mut frames.to.proto;
+    tracker.finish(done.last_ts);
+    summary.proto.add(tracker.counters());
     let engine = frames.to.driver.tcp();
     summary.tcp_packets += engine.counters().packets;
     summary.engine.add(engine.counters());
@@ -556,8 +577,12 @@ struct OneThread<'a, 'c, 'w, 'o> {
 
 impl Frames for OneThread<'_, '_, '_, '_> {
     #[inline]
-    fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment) -> ControlFlow<()> {
-        self.to.segment(frame, ts, seg)
+    fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment, payload: &[u8]) -> ControlFlow<()> {
+        self.to.segment(frame, ts, seg, payload)
+    }
+
+    fn not_tcp(&mut self, frame: u64, ts: Nanos, linktype: u32, data: &[u8]) {
+        self.to.not_tcp(frame, ts, linktype, data);
     }
 
     fn undecodable(&mut self, e: DecodeError) {
@@ -747,6 +772,7 @@ mod tests {
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let mut r = Responders::new(10);
         let mut ta = NO_TAG;
+        let (a, b) = ((a, 0), (b, 0));
         r.get_tagged(a, &mut ta).kinds[0] += 1;
         let mut tb = NO_TAG;
         r.get_tagged(b, &mut tb).kinds[0] += 1;
@@ -760,7 +786,7 @@ mod tests {
         let mut beyond = 7;
         r.get_tagged(a, &mut beyond).kinds[0] += 1;
         assert_eq!(beyond, ta);
-        assert_eq!(r.list[0].addr, a);
+        assert_eq!(r.list[0].addr, a.0);
         assert_eq!(r.list[0].kinds[0], 2);
         assert_eq!(r.list[1].kinds[0], 2);
         assert_eq!(r.list.len(), 2);

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use metro_core::aggregate::Stats;
+use metro_core::proto::{ProtoCounters, rcode_name};
 use metro_core::sample::{Kind, Sample};
 use serde_json::{Value, json};
 
@@ -43,7 +44,7 @@ pub fn sample_line_tail(buf: &mut Vec<u8>, s: &Sample) {
     );
 }
 
-fn kinds_list(kinds: &[u64; 3]) -> String {
+fn kinds_list(kinds: &[u64; Kind::COUNT]) -> String {
     let names: Vec<&str> = Kind::ALL
         .iter()
         .filter(|k| kinds[k.index()] > 0)
@@ -107,7 +108,7 @@ fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io
 fn write_stats_table<'a>(
     out: &mut dyn Write,
     first: &str,
-    items: impl Iterator<Item = (String, &'a Stats, &'a [u64; 3])>,
+    items: impl Iterator<Item = (String, &'a Stats, &'a [u64; Kind::COUNT])>,
 ) -> io::Result<()> {
     let rows: Vec<Vec<String>> = items
         .map(|(name, stats, kinds)| {
@@ -130,22 +131,43 @@ fn write_stats_table<'a>(
 pub fn render_table(out: &mut dyn Write, report: &Report, flows: bool) -> io::Result<()> {
     if report.responders.is_empty() {
         writeln!(out, "no RTT samples")?;
-    } else {
-        writeln!(
-            out,
-            "RTT by responder (ms; the responder sends the closing packet)"
-        )?;
-        // Responders beyond --max-responders: one row, last.
+    }
+    // One table per protocol, TCP's first (as it always was). Responders beyond
+    // --max-responders (of any protocol): one `other` row, last in the last table.
+    let tables: Vec<(&str, &str, &str)> = [
+        (
+            "tcp",
+            "RTT by responder (ms; the responder sends the closing packet)",
+            "responder",
+        ),
+        (
+            "quic",
+            "QUIC RTT by responder (ms; handshake and spin-bit samples)",
+            "responder",
+        ),
+        ("dns", "DNS response time by server (ms)", "server"),
+        ("icmp", "ICMP echo RTT by target (ms)", "target"),
+    ]
+    .into_iter()
+    .filter(|(protocol, _, _)| report.responders.iter().any(|r| r.protocol == *protocol))
+    .collect();
+    for (i, (protocol, title, column)) in tables.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        writeln!(out, "{title}")?;
         let other = report
             .other
             .iter()
+            .filter(|_| i + 1 == tables.len())
             .map(|r| ("other".to_string(), &r.stats, &r.kinds));
         write_stats_table(
             out,
-            "responder",
+            column,
             report
                 .responders
                 .iter()
+                .filter(|r| r.protocol == *protocol)
                 .map(|r| (r.addr.to_string(), &r.stats, &r.kinds))
                 .chain(other),
         )?;
@@ -184,8 +206,68 @@ fn stats_json(s: &Stats) -> Value {
     })
 }
 
-fn kinds_json(k: &[u64; 3]) -> Value {
+fn kinds_json(k: &[u64; Kind::COUNT]) -> Value {
+    Value::Object(
+        Kind::ALL
+            .iter()
+            .map(|kind| (kind.name().to_string(), json!(k[kind.index()])))
+            .collect(),
+    )
+}
+
+fn tcp_kinds_json(k: &[u64; 3]) -> Value {
     json!({"seq": k[0], "handshake": k[1], "ts": k[2]})
+}
+
+fn proto_json(p: &ProtoCounters) -> Value {
+    let rcodes: serde_json::Map<String, Value> = p
+        .dns_rcodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(i, n)| (rcode_name(i as u8).to_string(), json!(n)))
+        .collect();
+    json!({
+        "datagrams": p.datagrams,
+        "samples": {
+            "quic_handshake": p.samples[Kind::QuicHandshake.index()],
+            "quic_spin": p.samples[Kind::QuicSpin.index()],
+            "dns": p.samples[Kind::Dns.index()],
+            "icmp": p.samples[Kind::Icmp.index()],
+        },
+        "non_positive_intervals": p.non_positive,
+        "implausible": p.implausible,
+        "dns": {
+            "responses_by_rcode": rcodes,
+            "timeouts": p.dns_timeouts,
+            "pending_at_end": p.dns_pending_at_end,
+            "unmatched_responses": p.dns_unmatched,
+            "repeated_queries": p.dns_repeated,
+            "evicted_table_full": p.dns_evicted,
+        },
+        "icmp": {
+            "timeouts": p.icmp_timeouts,
+            "pending_at_end": p.icmp_pending_at_end,
+            "unmatched_replies": p.icmp_unmatched,
+            "repeated_requests": p.icmp_repeated,
+            "evicted_table_full": p.icmp_evicted,
+        },
+        "quic": {
+            "initials": p.quic_initials,
+            "connections": p.quic_connections,
+            "unanswered": p.quic_unanswered,
+            "shed_table_full": p.quic_shed,
+            "not_followed_table_full": p.quic_full,
+            "spinning": p.quic_spinning,
+            "spin_constant": p.quic_spin_constant,
+            "spin_invalid": p.quic_spin_invalid,
+            "spin_edges_rejected": {
+                "no_reflection": p.quic_spin_rejected[0],
+                "below_floor": p.quic_spin_rejected[1],
+                "idle": p.quic_spin_rejected[2],
+            },
+        },
+    })
 }
 
 /// The whole report as one JSON document.
@@ -199,6 +281,7 @@ pub fn render_json(out: &mut dyn Write, report: &Report, flows: bool) -> io::Res
         "responders": report.responders.iter().map(|r| {
             let mut v = stats_json(&r.stats);
             v["responder"] = json!(r.addr.to_string());
+            v["protocol"] = json!(r.protocol);
             v["kinds"] = kinds_json(&r.kinds);
             v
         }).collect::<Vec<_>>(),
@@ -258,7 +341,8 @@ fn summary_counters_json(report: &Report) -> Value {
         "undecodable": s.undecodable,
         "unsupported_linktypes": s.unsupported_linktypes.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
         "flows": e.flows_created,
-        "samples": kinds_json(&e.samples),
+        "samples": tcp_kinds_json(&e.samples),
+        "proto": proto_json(&s.proto),
         "ambiguous_dropped": e.ambiguous,
         "retransmissions": e.retransmits,
         "duplicate_frames": e.duplicates,
@@ -376,6 +460,60 @@ pub fn render_summary(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             out,
             "  handshake cache: {} SYNs or SYN/ACKs of shed connections kept, {} of them resumed (answered or sent again), {} overwritten",
             e.handshakes_cached, e.handshakes_resumed, e.handshakes_overwritten
+        )?;
+    }
+    let p = &s.proto;
+    let n = |k: Kind| p.samples[k.index()];
+    if p.datagrams > 0 || n(Kind::Dns) > 0 {
+        let rcodes: Vec<String> = p
+            .dns_rcodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| format!("{} {n}", rcode_name(i as u8)))
+            .collect();
+        writeln!(
+            out,
+            "  dns: {} responses ({}); timeouts {}, pending at the end {}, unmatched responses {}, repeated queries {}, dropped (table full) {}",
+            n(Kind::Dns),
+            if rcodes.is_empty() {
+                "none".to_string()
+            } else {
+                rcodes.join(", ")
+            },
+            p.dns_timeouts,
+            p.dns_pending_at_end,
+            p.dns_unmatched,
+            p.dns_repeated,
+            p.dns_evicted
+        )?;
+    }
+    if p.datagrams > 0 {
+        writeln!(
+            out,
+            "  icmp: {} echo replies; timeouts {}, pending at the end {}, unmatched replies {}, repeated requests {}, dropped (table full) {}",
+            n(Kind::Icmp),
+            p.icmp_timeouts,
+            p.icmp_pending_at_end,
+            p.icmp_unmatched,
+            p.icmp_repeated,
+            p.icmp_evicted
+        )?;
+        writeln!(
+            out,
+            "  quic: {} connections answered of {} client Initials; samples handshake {}, spin {}; spinning {}, spin constant {}, spin invalid (greased or one-sided) {}; spin edges rejected: no reflection {}, below the handshake floor {}, idle {}; shed (table full) {}, not followed (table full) {}",
+            p.quic_connections,
+            p.quic_initials,
+            n(Kind::QuicHandshake),
+            n(Kind::QuicSpin),
+            p.quic_spinning,
+            p.quic_spin_constant,
+            p.quic_spin_invalid,
+            p.quic_spin_rejected[0],
+            p.quic_spin_rejected[1],
+            p.quic_spin_rejected[2],
+            p.quic_shed,
+            p.quic_full
         )?;
     }
     Ok(())

@@ -61,14 +61,17 @@ use metro_core::aggregate::Numbering;
 use metro_core::config::{Counters, EngineConfig};
 use metro_core::driver::Clock;
 use metro_core::engine::Engine;
+use metro_core::proto::{ProtoConfig, ProtoCounters, Tracker};
 use metro_core::sample::{Kind, Sample};
 use metro_core::sample::{NO_TAG, Observer};
 use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 
-use super::{Collector, FileReport, OTHER, Skipped, Summary, describe_read_error, progress};
+use super::{
+    Collector, FileReport, OTHER, ResponderKey, Skipped, Summary, describe_read_error, progress,
+};
 use crate::pcap::CaptureReader;
-use crate::replay::{Frames, replay};
+use crate::replay::{self, Frames, replay};
 
 /// Packets per shard and epoch, on average: large enough that handing a batch over costs
 /// little (1024 made the 2-core run slower).
@@ -120,10 +123,10 @@ struct OutBatch {
     /// written by the shard and read by the merging thread.
     compact: Vec<Compact>,
     /// Responders the shard numbered during this batch, with their addresses.
-    new_responders: Vec<(u32, IpAddr)>,
-    /// Addresses of compact samples whose responder the shard did not number (beyond the
-    /// cap): such a sample's `responder` is [`INLINE`] plus the position here.
-    inline: Vec<IpAddr>,
+    new_responders: Vec<(u32, ResponderKey)>,
+    /// Responders of compact samples the shard did not number (beyond the cap): such a
+    /// sample's `responder` is [`INLINE`] plus the position here.
+    inline: Vec<ResponderKey>,
     /// Retransmissions (frame, time), when the collector wants them (the picture).
     retransmits: Vec<(u64, Nanos)>,
 }
@@ -187,6 +190,8 @@ struct ReaderEnd {
     undecodable: BTreeMap<&'static str, u64>,
     unsupported_linktypes: BTreeMap<u32, u64>,
     non_packets: u64,
+    /// QUIC, DNS and ICMP (the reader's tracker).
+    proto: ProtoCounters,
 }
 
 /// What a shard hands back at the end of the file.
@@ -279,10 +284,17 @@ pub(super) fn analyze_one(
                     .expect("spawning a shard thread"),
             );
         }
+        // The reader's own matchers (QUIC, DNS, ICMP) send their samples as one more shard.
+        let (proto_tx, proto_rx) = mpsc::sync_channel::<OutBatch>(IN_FLIGHT);
+        let (proto_back_tx, proto_back_rx) = mpsc::channel::<OutBatch>();
+        from_shard.push(proto_rx);
+        out_free.push(proto_back_tx);
+        let tracker = Tracker::new(ProtoConfig::default(), cfg.kinds);
+        let proto_out = (tracker, proto_tx, proto_back_rx);
         let reader_handle = thread::Builder::new()
             .name("metro-reader".into())
             .spawn_scoped(scope, move || {
-                read_and_dispatch(path, reader, bar, to_shard, in_free)
+                read_and_dispatch(path, reader, bar, to_shard, in_free, proto_out, wants)
             })
             .expect("spawning the reader thread");
 
@@ -308,6 +320,7 @@ pub(super) fn analyze_one(
     for (lt, count) in reader_end.unsupported_linktypes {
         *summary.unsupported_linktypes.entry(lt).or_insert(0) += count;
     }
+    summary.proto.add(&reader_end.proto);
     for s in &shard_ends {
         summary.tcp_packets += s.counters.packets;
         summary.engine.add(&s.counters);
@@ -330,6 +343,8 @@ fn read_and_dispatch(
     bar: progress::Bar,
     to_shard: Vec<SyncSender<InBatch>>,
     in_free: Vec<Receiver<InBatch>>,
+    (proto, proto_tx, proto_free): (Tracker, SyncSender<OutBatch>, Receiver<OutBatch>),
+    wants: Wants,
 ) -> ReaderEnd {
     let n = to_shard.len();
     let cap = batch_cap(n);
@@ -350,15 +365,25 @@ fn read_and_dispatch(
             bar,
             path,
         },
+        proto,
+        proto_out: OutBatch::with_capacity(16, wants.whole),
+        proto_numbers: Numbering::default(),
+        proto_tx,
+        proto_free,
+        wants,
     };
     let done = replay(&mut reader, &mut dispatch);
+    dispatch.proto.finish(done.last_ts);
     // The last, partial epoch (unless a shard is gone: the merger stopped).
     if !dispatch.stopped
-        && (dispatch.in_epoch > 0 || dispatch.batches.iter().any(|b| !b.ticks.is_empty()))
+        && (dispatch.in_epoch > 0
+            || dispatch.batches.iter().any(|b| !b.ticks.is_empty())
+            || dispatch.proto_out.frame(0).is_some())
     {
         dispatch.flush();
     }
     dispatch.skipped.bar.clear();
+    end.proto = dispatch.proto.counters().clone();
     end.frames = done.records;
     end.non_packets = done.non_packets;
     end.error = done.error.as_ref().map(describe_read_error);
@@ -374,7 +399,8 @@ fn fresh(free: &Receiver<InBatch>, cap: usize) -> InBatch {
 }
 
 /// The reader's end of a replay: each decoded packet to its shard's batch, expiry decided
-/// on the whole stream (the one-thread driver's clock) and delivered to every shard.
+/// on the whole stream (the one-thread driver's clock) and delivered to every shard; QUIC,
+/// DNS and ICMP to the reader's own tracker, whose samples go out as one more shard's.
 struct Dispatch<'a, 'c> {
     batches: Vec<InBatch>,
     to_shard: Vec<SyncSender<InBatch>>,
@@ -386,9 +412,34 @@ struct Dispatch<'a, 'c> {
     stopped: bool,
     clock: Clock,
     skipped: Skipped<'a, 'c>,
+    proto: Tracker,
+    /// The tracker's samples of this epoch, numbered as a shard numbers its own.
+    proto_out: OutBatch,
+    proto_numbers: Numbering<ResponderKey>,
+    proto_tx: SyncSender<OutBatch>,
+    proto_free: Receiver<OutBatch>,
+    wants: Wants,
 }
 
 impl Dispatch<'_, '_> {
+    /// The tracker's observer: into `proto_out`, as a shard's.
+    #[inline]
+    fn proto_sink<'b>(
+        out: &'b mut OutBatch,
+        numbers: &'b mut Numbering<ResponderKey>,
+        wants: Wants,
+    ) -> ShardObserver<'b> {
+        ShardObserver {
+            out,
+            responders: numbers,
+            whole: wants.whole,
+            created: None,
+            retransmits: false,
+            frame: 0,
+            max_responders: wants.max_responders,
+        }
+    }
+
     /// Sends every shard its batch; false once a shard is gone (the merger stopped).
     fn flush(&mut self) -> bool {
         for (s, tx) in self.to_shard.iter().enumerate() {
@@ -399,13 +450,32 @@ impl Dispatch<'_, '_> {
                 return false;
             }
         }
+        let mut next = self
+            .proto_free
+            .try_recv()
+            .unwrap_or_else(|_| OutBatch::with_capacity(16, self.wants.whole));
+        next.reset(16);
+        if self
+            .proto_tx
+            .send(std::mem::replace(&mut self.proto_out, next))
+            .is_err()
+        {
+            self.stopped = true;
+            return false;
+        }
         true
     }
 }
 
 impl Frames for Dispatch<'_, '_> {
     #[inline]
-    fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment) -> ControlFlow<()> {
+    fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment, payload: &[u8]) -> ControlFlow<()> {
+        // DNS over TCP, in this epoch's tracker batch as the segment is in its shard's.
+        if self.proto.may_be_dns(payload) {
+            let mut sink =
+                Self::proto_sink(&mut self.proto_out, &mut self.proto_numbers, self.wants);
+            replay::tcp_payload(&mut self.proto, frame, ts, seg, payload, &mut sink);
+        }
         if self.clock.due(ts) {
             for b in self.batches.iter_mut() {
                 b.ticks.push((b.items.len(), ts));
@@ -422,6 +492,11 @@ impl Frames for Dispatch<'_, '_> {
             }
         }
         ControlFlow::Continue(())
+    }
+
+    fn not_tcp(&mut self, frame: u64, ts: Nanos, linktype: u32, data: &[u8]) {
+        let mut sink = Self::proto_sink(&mut self.proto_out, &mut self.proto_numbers, self.wants);
+        replay::datagram(&mut self.proto, frame, ts, linktype, data, &mut sink);
     }
 
     fn undecodable(&mut self, e: DecodeError) {
@@ -444,7 +519,7 @@ struct ShardObserver<'a> {
     out: &'a mut OutBatch,
     /// The shard's own numbering of responder addresses (a shard numbers its responders
     /// without asking the calling thread, which maps each number to its report once).
-    responders: &'a mut Numbering<IpAddr>,
+    responders: &'a mut Numbering<ResponderKey>,
     /// Whole samples, or compact ones.
     whole: bool,
     /// When per-connection rows need flow ids: the frame that created each of the shard's
@@ -467,7 +542,7 @@ impl Observer for ShardObserver<'_> {
     #[inline]
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
         let out = &mut *self.out;
-        let ip = s.responder.ip();
+        let ip = (s.responder.ip(), s.kind.protocol_index());
         // Numbered up to the collector's cap; beyond, [`OTHER`], and the sample carries its
         // address (whole ones always do; compact ones in `inline`): a shard cannot know
         // which responders the collector tracks, the first `cap` of all shards.
@@ -600,7 +675,7 @@ fn merge_into(
     let mut tags: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut retransmits: Vec<(u64, Nanos)> = Vec::new();
     // Per shard, by the shard's responder number: the address.
-    let mut addrs: Vec<Vec<IpAddr>> = vec![Vec::new(); n];
+    let mut addrs: Vec<Vec<ResponderKey>> = vec![Vec::new(); n];
     'epochs: loop {
         for s in 0..n {
             match from_shard[s].recv() {
@@ -638,12 +713,17 @@ fn merge_into(
             if best == usize::MAX {
                 break;
             }
+            // A frame's samples come from one shard, except a TCP segment carrying DNS: its
+            // TCP samples (lower shard) first, then the reader's, as one thread emits them.
             let out = &outs[best];
             let from = pos[best];
             let shard_tags = &mut tags[best];
             if out.samples.is_empty() {
                 let run = &out.compact[from..];
-                let len = run.iter().take_while(|x| x.frame < second).count();
+                let len = run
+                    .iter()
+                    .take_while(|x| x.frame < second || x.frame == best_frame)
+                    .count();
                 for c in &run[..len] {
                     let at = if c.responder & INLINE != 0 {
                         collector.responder_index(out.inline[(c.responder & !INLINE) as usize])
@@ -659,7 +739,10 @@ fn merge_into(
                 pos[best] += len;
             } else {
                 let run = &out.samples[from..];
-                let len = run.iter().take_while(|x| x.frame < second).count();
+                let len = run
+                    .iter()
+                    .take_while(|x| x.frame < second || x.frame == best_frame)
+                    .count();
                 for (x, &r) in run[..len].iter().zip(&out.responders[from..]) {
                     let mut beyond = NO_TAG;
                     let tag = shard_tags.get_mut(r as usize).unwrap_or(&mut beyond);
@@ -700,6 +783,11 @@ fn renumber_flows(collector: &mut Collector<'_, '_>, shard_ends: &[ShardEnd]) {
     let file = collector.file_idx;
     let rows: Vec<_> = flows.extract_if(|k, _| k.0 == file).collect();
     for ((f, created_at, responder), mut row) in rows {
+        if created_at == 0 {
+            // Not a TCP connection (QUIC, DNS, ICMP samples carry 0).
+            flows.insert((f, 0, responder), row);
+            continue;
+        }
         let id = frames
             .binary_search(&created_at)
             .map(|i| i as u64 + 1)

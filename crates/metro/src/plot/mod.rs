@@ -26,6 +26,7 @@ use metro_core::Nanos;
 use metro_core::aggregate::Stats;
 use metro_core::config::EngineConfig;
 use metro_core::driver::Driver;
+use metro_core::proto::{ProtoConfig, Tracker};
 use metro_core::sample::Observer;
 use metro_core::sample::{Kind, KindSet, Sample};
 
@@ -97,8 +98,9 @@ pub struct PlotArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_RESPONDERS, value_name = "N", value_parser = parse_max_responders)]
     pub max_responders: usize,
 
-    /// Which kinds of sample to plot, comma-separated: seq, handshake, ts.
-    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts", value_parser = <KindSet as std::str::FromStr>::from_str)]
+    /// Which kinds of sample to plot, comma-separated: seq, handshake, ts (TCP),
+    /// quic_handshake, quic_spin, dns, icmp [default: all].
+    #[arg(long, value_name = "LIST", default_value = "seq,handshake,ts,quic_handshake,quic_spin,dns,icmp", hide_default_value = true, value_parser = <KindSet as std::str::FromStr>::from_str)]
     pub kinds: KindSet,
 
     /// Picture width in pixels.
@@ -286,12 +288,14 @@ fn scan_capture(
 ) -> anyhow::Result<Option<String>> {
     let mut reader =
         CaptureReader::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    // The same driver, so the same expiry rhythm, as `metro analyze`.
+    // The same driver, so the same expiry rhythm, and the same QUIC, DNS and ICMP tracker
+    // as `metro analyze`.
     let mut out = Forward(f);
     let done = replay(
         &mut reader,
         &mut ToDriver {
             driver: Driver::new(cfg.clone()),
+            proto: Tracker::new(ProtoConfig::default(), cfg.kinds),
             out: &mut out,
         },
     );
@@ -323,7 +327,7 @@ fn scan_lines(path: &Path, kinds: KindSet, f: &mut dyn FnMut(Event)) -> anyhow::
         })?;
         let Some(kind) = Kind::parse(&s.kind) else {
             bail!(
-                "{}:{n}: unknown kind `{}` (expected seq, handshake or ts)",
+                "{}:{n}: unknown kind `{}` (expected seq, handshake, ts, quic_handshake, quic_spin, dns or icmp)",
                 path.display(),
                 s.kind
             );
