@@ -463,15 +463,24 @@ fn same_samples_both_ways(tag: &str, pcap: &Path, pps: &str, min_samples: usize)
     );
     assert!(p.len() >= min_samples, "{} samples with libpcap", p.len());
     assert_eq!(k.len(), p.len(), "sample counts differ");
+    // The same samples (kind and ends, in order). Their times come from two hooks, the tc
+    // program's and the packet tap's, which a loaded machine can hold apart for a moment:
+    // each pair agrees within 5 ms, and the typical one (the median) within 0.1 ms.
+    let mut diffs = Vec::with_capacity(k.len());
     for (i, (a, b)) in k.iter().zip(p).enumerate() {
         assert_eq!(a.0, b.0, "sample {i}");
+        let d = (a.1 - b.1).abs();
         assert!(
-            (a.1 - b.1).abs() < 0.5,
+            d < 5.0,
             "sample {i}: {} ms in the kernel, {} ms with libpcap",
             a.1,
             b.1
         );
+        diffs.push(d);
     }
+    diffs.sort_by(f64::total_cmp);
+    let median = diffs.get(diffs.len() / 2).copied().unwrap_or(0.0);
+    assert!(median < 0.1, "median difference {median} ms");
 }
 
 /// A generated capture (IPv4 and IPv6, VLAN tags, timestamps, SACK, loss) replayed.
