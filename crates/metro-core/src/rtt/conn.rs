@@ -48,6 +48,13 @@ const IP_ID_SEEN: u8 = 1;
 /// Two frames of this direction carried different (non-zero) IP IDs: the sender gives each
 /// packet its own, so a retransmission would carry a new one.
 const IP_ID_VARIES: u8 = 2;
+// `DirState::ip_id_flags` also holds, for want of room in `flags` (a connection must stay
+// within 144 bytes):
+/// The retransmission in the slot started at or below the highest ACK seen when it was sent
+/// (the receiver's echo takes its TSval on arrival). Set with RETX_HELD, and kept without it
+/// once the retransmission is answered, for the ACKs of the segments behind it (see
+/// [`Conn::sent_before_rx`]).
+const RETX_AT_LEFT_EDGE: u8 = 4;
 
 /// What one direction of a connection has sent, and what the other side acknowledged of it.
 #[derive(Clone, Copy, Debug)]
@@ -146,6 +153,7 @@ impl DirState {
             self.slot = NIL;
         }
         self.flags &= !(KEEPALIVE_PENDING | KEEPALIVE_RESENT | RETX_HELD);
+        self.ip_id_flags &= !RETX_AT_LEFT_EDGE;
     }
 
     /// Forget the retransmission in the slot, once answered, but keep it with the
@@ -156,6 +164,7 @@ impl DirState {
             let (seg, _) = pool.take(self.slot);
             self.slot = NIL;
             self.flags &= !RETX_HELD;
+            self.ip_id_flags &= !RETX_AT_LEFT_EDGE;
             self.done.push_back(
                 pool,
                 Pending {
@@ -489,6 +498,10 @@ impl Conn {
                             if emit!(cx, kind, open.seen()) {
                                 cx.counters.disambiguated[by as usize] += 1;
                             }
+                        } else if Self::sent_before_rx(rcv, cx.pool, front, prev, seg) {
+                            if emit!(cx, kind, front.seen()) {
+                                cx.counters.disambiguated[TimedBy::TsecrOriginal as usize] += 1;
+                            }
                         } else {
                             cx.counters.ambiguous += 1;
                         }
@@ -507,7 +520,11 @@ impl Conn {
                     {
                         cx.counters.disambiguated[TimedBy::TsecrRetransmission as usize] += 1;
                     }
+                    let at_left_edge = rcv.ip_id_flags & RETX_AT_LEFT_EDGE != 0;
                     rcv.retire_rx(cx.pool, keep);
+                    if keep && at_left_edge {
+                        Self::keep_echo_bound(rcv, cx.pool, held, ack);
+                    }
                 }
             } else if rcv.has(KEEPALIVE_PENDING) && ack == rcv.right {
                 // The answer to a keep-alive: its one old byte ends at `right`.
@@ -548,7 +565,7 @@ impl Conn {
                         // A SYN captured after the other side's SYN (reordered capture, or
                         // simultaneous open): what that side sent cannot be timed reliably.
                         rcv.segs.mark_ambiguous(cx.pool, None);
-                        if rcv.has(RETX_HELD) {
+                        if rcv.has(RETX_HELD) || rcv.ip_id_flags & RETX_AT_LEFT_EDGE != 0 {
                             rcv.drop_slot(cx.pool);
                         }
                     }
@@ -782,6 +799,72 @@ impl Conn {
             && tsecr == rx.seg.tsval
     }
 
+    /// The ACK of `seg` lands on `node`, ambiguous because the retransmission in the slot
+    /// (held, or kept after its answer: RETX_AT_LEFT_EDGE) re-sent bytes before it. True if
+    /// the ACK was sent before that retransmission reached the receiver, so it answers
+    /// segments that were each sent once, and `node` times it (docs/accuracy.md, "Behind a
+    /// retransmission"). The receiver echoes the TSval of the segment that last moved its left
+    /// edge and never goes back (RFC 7323 4.3); the retransmission started at or below an ACK
+    /// the receiver had sent, so its arrival set the echo to its TSval. An echo older than
+    /// that TSval, equal to the TSval of a segment this ACK acknowledges for the first time,
+    /// was therefore sent before it arrived. The retransmission must be the only other copy
+    /// (`ambiguous` clear: nothing it collapsed had been sent twice) and end before the ACK.
+    fn sent_before_rx(
+        rcv: &mut DirState,
+        pool: &mut Pool,
+        node: Pending,
+        prev: Option<SeqNum>,
+        seg: &Segment,
+    ) -> bool {
+        if rcv.ip_id_flags & RETX_AT_LEFT_EDGE == 0 || rcv.slot == NIL {
+            return false;
+        }
+        let (rx, _) = pool.peek(rcv.slot);
+        let Some((_, tsecr)) = seg.timestamp else {
+            return false;
+        };
+        let Some(prev) = prev else {
+            return false;
+        };
+        if rx.ambiguous || rx.tsval == TsVal::ZERO || tsecr == TsVal::ZERO {
+            return false;
+        }
+        if !tsecr.lt(rx.tsval) {
+            // The echo has reached the retransmission: no later ACK can be older than it.
+            if !rcv.has(RETX_HELD) {
+                rcv.drop_slot(pool);
+            }
+            return false;
+        }
+        // Sent before the retransmission (it collapsed `node`), ending past it.
+        if !node.key.gt(rx.key) || node.frame >= rx.frame {
+            return false;
+        }
+        // The echo names a segment sent before the retransmission that this ACK acknowledges
+        // first: `node`, or one acknowledged with it (moved aside a moment ago).
+        node.tsval == tsecr
+            || rcv.done.any(pool, |p| {
+                p.key.gt(prev) && p.key.le(node.key) && p.frame < rx.frame && p.tsval == tsecr
+            })
+    }
+
+    /// The retransmission `held`, sent from the left edge, was just answered by an ACK of
+    /// `ack` and retired. If it was the only other copy and carried a TSval, and segments it
+    /// collapsed are still in flight beyond the ACK, keep it in the slot (without RETX_HELD)
+    /// so their ACKs can still be told to precede its arrival ([`Conn::sent_before_rx`]).
+    /// It is also with the acknowledged segments, as before: a late copy finds either.
+    fn keep_echo_bound(rcv: &mut DirState, pool: &mut Pool, held: HeldRetx, ack: SeqNum) {
+        if rcv.slot != NIL
+            || held.seg.ambiguous
+            || held.seg.tsval == TsVal::ZERO
+            || !ack.lt(rcv.right)
+        {
+            return;
+        }
+        rcv.slot = pool.put(held.seg, held.start.get());
+        rcv.ip_id_flags |= RETX_AT_LEFT_EDGE;
+    }
+
     /// A segment starting at `start`, below the highest byte sent: a retransmission or a
     /// reordering. Every pending segment ending beyond `start` is ambiguous: its bytes were
     /// sent twice, or its cumulative ACK may be caused by this segment's arrival (Karn; Dart's
@@ -836,6 +919,9 @@ impl Conn {
                 },
                 start.get(),
             );
+            if snd.has(ACK_KNOWN) && start.le(snd.acked) {
+                snd.ip_id_flags |= RETX_AT_LEFT_EDGE;
+            }
         }
         cx.counters.retransmits += 1;
         cx.out.retransmit(

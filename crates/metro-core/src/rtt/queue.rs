@@ -245,6 +245,19 @@ impl<S: Space> Queue<S> {
         None
     }
 
+    /// Whether some entry satisfies `f` (a linear scan: for rare paths).
+    pub fn any(&self, pool: &Pool, mut f: impl FnMut(Pending<S>) -> bool) -> bool {
+        let mut i = self.head;
+        while i != NIL {
+            let n = &pool.nodes[i as usize];
+            if f(n.item()) {
+                return true;
+            }
+            i = n.next;
+        }
+        false
+    }
+
     /// Whether an entry has this key; if so, whether it is already ambiguous.
     pub fn ambiguous_at(&self, pool: &Pool, key: Serial<S>) -> Option<bool> {
         let mut i = self.head;

@@ -1,0 +1,333 @@
+//! Samples that Karn's and Dart's rules alone would drop, recovered when the capture proves
+//! which transmission an ACK answers (docs/accuracy.md). Hand-built captures with
+//! hand-computed answers, run through the whole pipeline (pcap writer, reader, decoder,
+//! engine, JSON sample lines); frame numbers are 1-based, as tshark counts them. Each rule has
+//! its negative cases: an ACK that could answer either copy is never timed.
+
+use std::net::Ipv4Addr;
+
+use metro_core::config::EngineConfig;
+use metro_testkit::frame::{TcpFrame, flags::*};
+use metro_testkit::pcap::PcapWriter;
+use serde_json::Value;
+
+const C: [u8; 4] = [10, 0, 0, 1];
+const S: [u8; 4] = [10, 0, 0, 2];
+const SRV: &str = "10.0.0.2:80";
+
+#[derive(Clone, Copy)]
+enum Side {
+    Client,
+    Server,
+}
+use Side::{Client as Cl, Server as Sv};
+
+/// A frame from `from` with IP ID `ip_id`, sequence and ACK numbers, flags and a payload of
+/// `len` bytes.
+fn raw(from: Side, ip_id: u16, seq: u32, ack: u32, flags: u16, len: usize) -> TcpFrame<'static> {
+    let (src, sp, dst, dp) = match from {
+        Cl => (C, 40000, S, 80),
+        Sv => (S, 80, C, 40000),
+    };
+    TcpFrame::v4(Ipv4Addr::from(src), sp, Ipv4Addr::from(dst), dp)
+        .ip_id(ip_id)
+        .seq(seq)
+        .ack(ack)
+        .flags(flags)
+        .payload_len(len)
+}
+
+/// A capture under construction: (time in microseconds, frame bytes).
+#[derive(Default)]
+struct Cap(Vec<(i64, Vec<u8>)>);
+
+impl Cap {
+    fn push(&mut self, t_us: i64, f: TcpFrame<'_>) {
+        self.0.push((t_us * 1000, f.to_vec()));
+    }
+}
+
+/// One sample line: (frame, open_frame, kind, responder, rtt in microseconds).
+type Sample = (u64, u64, String, String, f64);
+
+fn s(frame: u64, open_frame: u64, kind: &str, rtt_us: f64) -> Sample {
+    (frame, open_frame, kind.to_string(), SRV.to_string(), rtt_us)
+}
+
+/// Write the capture, analyze it, return the seq and handshake samples and the engine's
+/// counters of retransmitted-but-timed ACKs (by evidence) and ambiguous ones.
+fn run(cap: &Cap) -> (Vec<Sample>, [u64; 5], u64) {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let path = std::env::temp_dir().join(format!("metro-accuracy-{}-{n}.pcap", std::process::id()));
+    {
+        let f = std::fs::File::create(&path).unwrap();
+        let mut w = PcapWriter::nanos(f, 1, 65535).unwrap();
+        for (ts, data) in &cap.0 {
+            w.write_packet(*ts, data, data.len() as u32).unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let mut out: Vec<u8> = Vec::new();
+    let report = metro::analyze::analyze_files(
+        std::slice::from_ref(&path),
+        &EngineConfig::default(),
+        true,
+        Some(&mut out),
+        false,
+    )
+    .unwrap();
+    std::fs::remove_file(&path).ok();
+    assert!(report.files[0].error.is_none());
+    let samples = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] != "ts")
+        .map(|v| {
+            (
+                v["frame"].as_u64().unwrap(),
+                v["open_frame"].as_u64().unwrap(),
+                v["kind"].as_str().unwrap().to_string(),
+                format!("{}:{}", v["src"].as_str().unwrap(), v["sport"]),
+                (v["rtt_ms"].as_f64().unwrap() * 1e6).round() / 1000.0,
+            )
+        })
+        .collect();
+    let e = &report.summary.engine;
+    (samples, e.disambiguated, e.ambiguous)
+}
+
+// --- (a) Behind a retransmission from the left edge.
+
+/// Handshake with timestamps (frames 1-3: client ISN 1000, server ISN 5000), three segments
+/// of 100 bytes sent once (frames 4-6, TSvals 1100-1102, IP IDs 1-3), then a retransmission
+/// timeout: the first is sent again 300 ms later (frame 7, TSval 1400, IP ID 4). Before it,
+/// the server acknowledged the SYN only: the retransmission starts at its left edge.
+fn rto_of_the_first_segment(cap: &mut Cap) {
+    cap.push(0, raw(Cl, 0, 1000, 0, SYN, 0).timestamps(1000, 0));
+    cap.push(
+        30_000,
+        raw(Sv, 0, 5000, 1001, SYN | ACK, 0).timestamps(9000, 1000),
+    );
+    cap.push(
+        31_000,
+        raw(Cl, 0, 1001, 5001, ACK, 0).timestamps(1031, 9000),
+    );
+    for i in 0..3u32 {
+        cap.push(
+            100_000 + i64::from(i) * 1000,
+            raw(Cl, 1 + i as u16, 1001 + 100 * i, 5001, ACK | PSH, 100).timestamps(1100 + i, 9000),
+        );
+    }
+    cap.push(
+        400_000,
+        raw(Cl, 4, 1001, 5001, ACK | PSH, 100).timestamps(1400, 9000),
+    );
+}
+
+fn handshake_samples() -> Vec<Sample> {
+    vec![
+        s(2, 1, "handshake", 30_000.0),
+        (3, 2, "handshake".into(), "10.0.0.1:40000".into(), 1000.0),
+    ]
+}
+
+#[test]
+fn acks_of_segments_behind_a_spurious_rto_echoing_their_own_tsvals_are_timed() {
+    // The server's ACKs were slow, not lost: each echoes the TSval of the original it
+    // acknowledges (older than the retransmission's 1400), so each was sent before the
+    // retransmission arrived and answers a segment sent once. tshark: 0.320 s on each.
+    let mut cap = Cap::default();
+    rto_of_the_first_segment(&mut cap);
+    cap.push(
+        420_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9420, 1100),
+    ); // 8
+    cap.push(
+        421_000,
+        raw(Sv, 0, 5001, 1201, ACK, 0).timestamps(9421, 1101),
+    ); // 9
+    cap.push(
+        422_000,
+        raw(Sv, 0, 5001, 1301, ACK, 0).timestamps(9422, 1102),
+    ); // 10
+    // The retransmission arrives as a duplicate: a duplicate ACK echoing it, not timed.
+    cap.push(
+        431_000,
+        raw(Sv, 0, 5001, 1301, ACK, 0).timestamps(9431, 1400),
+    ); // 11
+    let (got, by, ambiguous) = run(&cap);
+    let mut want = handshake_samples();
+    want.extend([
+        s(8, 4, "seq", 320_000.0),
+        s(9, 5, "seq", 320_000.0),
+        s(10, 6, "seq", 320_000.0),
+    ]);
+    assert_eq!(got, want);
+    // Frame 8 by the rule that was already there (it lands on the retransmission's end),
+    // frames 9 and 10 by the new one; both count as timed by the original's TSecr.
+    assert_eq!((by, ambiguous), ([0, 3, 0, 0, 0], 0));
+}
+
+#[test]
+fn one_ack_of_everything_echoing_the_first_originals_tsval_is_timed_from_the_last() {
+    // A delayed cumulative ACK of all three, sent before the retransmission arrived (it
+    // echoes frame 4's TSval): timed from the newest segment it completes, frame 6.
+    let mut cap = Cap::default();
+    rto_of_the_first_segment(&mut cap);
+    cap.push(
+        420_000,
+        raw(Sv, 0, 5001, 1301, ACK, 0).timestamps(9420, 1100),
+    ); // 8
+    let (got, by, ambiguous) = run(&cap);
+    let mut want = handshake_samples();
+    want.push(s(8, 6, "seq", 318_000.0));
+    assert_eq!(got, want);
+    assert_eq!((by, ambiguous), ([0, 1, 0, 0, 0], 0));
+}
+
+#[test]
+fn an_ack_echoing_the_retransmission_is_not_timed() {
+    // The first segment was lost: the retransmission filled the hole and released the
+    // cumulative ACK of all three (it echoes 1400). Its time belongs to neither copy of the
+    // segments behind it (Dart's collapse): no sample.
+    let mut cap = Cap::default();
+    rto_of_the_first_segment(&mut cap);
+    cap.push(
+        430_000,
+        raw(Sv, 0, 5001, 1301, ACK, 0).timestamps(9430, 1400),
+    ); // 8
+    let (got, by, ambiguous) = run(&cap);
+    assert_eq!(got, handshake_samples());
+    assert_eq!((by, ambiguous), ([0; 5], 1));
+}
+
+#[test]
+fn once_the_echo_reaches_the_retransmission_later_acks_are_not_timed() {
+    // The first ACK answers the original (320 ms); the next echoes the retransmission: the
+    // receiver had it when it acknowledged frame 5, which may have waited for it.
+    let mut cap = Cap::default();
+    rto_of_the_first_segment(&mut cap);
+    cap.push(
+        420_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9420, 1100),
+    ); // 8
+    cap.push(
+        431_000,
+        raw(Sv, 0, 5001, 1201, ACK, 0).timestamps(9431, 1400),
+    ); // 9
+    cap.push(
+        432_000,
+        raw(Sv, 0, 5001, 1301, ACK, 0).timestamps(9432, 1102),
+    ); // 10
+    let (got, by, ambiguous) = run(&cap);
+    let mut want = handshake_samples();
+    want.push(s(8, 4, "seq", 320_000.0));
+    assert_eq!(got, want);
+    // Frame 10's echo (1102) cannot go back below 1400 on an RFC 7323 receiver: the bound
+    // was dropped at frame 9, so it is not timed either.
+    assert_eq!((by, ambiguous), ([0, 1, 0, 0, 0], 2));
+}
+
+#[test]
+fn an_echo_naming_no_segment_the_ack_acknowledges_is_not_trusted() {
+    // Frame 9 acknowledges frame 5 but echoes frame 4's TSval: older than the
+    // retransmission, but it names nothing this ACK acknowledges for the first time.
+    let mut cap = Cap::default();
+    rto_of_the_first_segment(&mut cap);
+    cap.push(
+        420_000,
+        raw(Sv, 0, 5001, 1101, ACK, 0).timestamps(9420, 1100),
+    ); // 8
+    cap.push(
+        421_000,
+        raw(Sv, 0, 5001, 1201, ACK, 0).timestamps(9421, 1100),
+    ); // 9
+    let (got, by, ambiguous) = run(&cap);
+    let mut want = handshake_samples();
+    want.push(s(8, 4, "seq", 320_000.0));
+    assert_eq!(got, want);
+    assert_eq!((by, ambiguous), ([0, 1, 0, 0, 0], 1));
+}
+
+#[test]
+fn a_retransmission_in_the_same_clock_tick_tells_nothing() {
+    // A fast retransmission 1 ms after the last segment carries its TSval (1102): an echo
+    // of 1102 may come from either copy.
+    let mut cap = Cap::default();
+    rto_of_the_first_segment(&mut cap);
+    cap.0.pop();
+    cap.push(
+        103_000,
+        raw(Cl, 4, 1001, 5001, ACK | PSH, 100).timestamps(1102, 9000),
+    ); // 7
+    cap.push(
+        130_000,
+        raw(Sv, 0, 5001, 1301, ACK, 0).timestamps(9130, 1102),
+    ); // 8
+    let (got, by, ambiguous) = run(&cap);
+    assert_eq!(got, handshake_samples());
+    assert_eq!((by, ambiguous), ([0; 5], 1));
+}
+
+#[test]
+fn a_retransmission_past_the_left_edge_bounds_nothing() {
+    // The second segment is sent again, not the first: it starts beyond everything the
+    // receiver had acknowledged, so its arrival need not move the echo (an out-of-order
+    // segment does not), and an old echo no longer proves the ACK came before it.
+    let mut cap = Cap::default();
+    rto_of_the_first_segment(&mut cap);
+    cap.0.pop();
+    cap.push(
+        400_000,
+        raw(Cl, 4, 1101, 5001, ACK | PSH, 100).timestamps(1400, 9000),
+    ); // 7
+    cap.push(
+        420_000,
+        raw(Sv, 0, 5001, 1301, ACK, 0).timestamps(9420, 1100),
+    ); // 8
+    let (got, by, ambiguous) = run(&cap);
+    assert_eq!(got, handshake_samples());
+    assert_eq!((by, ambiguous), ([0; 5], 1));
+}
+
+#[test]
+fn a_segment_sent_three_times_bounds_nothing() {
+    // The first segment is sent a third time: the retransmission is no longer the only other
+    // copy, and the rule is off for everything it collapsed.
+    let mut cap = Cap::default();
+    rto_of_the_first_segment(&mut cap);
+    cap.push(
+        1_000_000,
+        raw(Cl, 5, 1001, 5001, ACK | PSH, 100).timestamps(2000, 9000),
+    ); // 8
+    cap.push(
+        1_020_000,
+        raw(Sv, 0, 5001, 1201, ACK, 0).timestamps(9420, 1101),
+    ); // 9
+    let (got, by, ambiguous) = run(&cap);
+    assert_eq!(got, handshake_samples());
+    assert_eq!((by, ambiguous), ([0; 5], 1));
+}
+
+#[test]
+fn without_timestamps_nothing_behind_a_retransmission_is_timed() {
+    let mut cap = Cap::default();
+    cap.push(0, raw(Cl, 0, 1000, 0, SYN, 0));
+    cap.push(30_000, raw(Sv, 0, 5000, 1001, SYN | ACK, 0));
+    cap.push(31_000, raw(Cl, 0, 1001, 5001, ACK, 0));
+    for i in 0..3u32 {
+        cap.push(
+            100_000 + i64::from(i) * 1000,
+            raw(Cl, 1 + i as u16, 1001 + 100 * i, 5001, ACK | PSH, 100),
+        );
+    }
+    cap.push(400_000, raw(Cl, 4, 1001, 5001, ACK | PSH, 100)); // 7
+    cap.push(421_000, raw(Sv, 0, 5001, 1201, ACK, 0)); // 8
+    let (got, by, ambiguous) = run(&cap);
+    assert_eq!(got, handshake_samples());
+    assert_eq!((by, ambiguous), ([0; 5], 1));
+}
