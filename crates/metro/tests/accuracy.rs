@@ -331,3 +331,34 @@ fn without_timestamps_nothing_behind_a_retransmission_is_timed() {
     assert_eq!(got, handshake_samples());
     assert_eq!((by, ambiguous), ([0; 5], 1));
 }
+
+// --- (b) Reordered before the capture point: not timed yet.
+
+#[test]
+fn an_ack_released_by_a_late_segment_is_not_timed_from_the_segment_captured_before_it() {
+    // tcpflow__jpegs.cap frames 18-22, as seen at the client (there the first segment's
+    // last part comes as an IP fragment; here it is one whole segment): the server's IP IDs (5, 7, 6)
+    // prove the middle segment was sent before the FIN segment captured ahead of it, so it
+    // is a late original, not a retransmission. The client's ACK of everything comes 67 us
+    // after the late segment: its arrival released the ACK. Timing it from the FIN segment
+    // (tshark: 23.48 ms there) would add the time that segment waited for the hole to fill;
+    // the ACK is counted, not timed (docs/accuracy.md, "Reordering").
+    let mut cap = Cap::default();
+    cap.push(0, raw(Cl, 0, 1000, 0, SYN, 0));
+    cap.push(30_000, raw(Sv, 1, 5000, 1001, SYN | ACK, 0));
+    cap.push(31_000, raw(Cl, 0, 1001, 5001, ACK, 0));
+    cap.push(100_000, raw(Sv, 5, 5001, 1001, ACK, 1460)); // 4
+    cap.push(100_790, raw(Sv, 7, 7680, 1001, ACK | PSH | FIN, 5)); // 5
+    cap.push(100_829, raw(Cl, 0, 1001, 6461, ACK, 0)); // 6: acks frame 4 (internal)
+    cap.push(124_203, raw(Sv, 6, 6461, 1001, ACK | PSH, 1219)); // 7: the late one
+    cap.push(124_270, raw(Cl, 0, 1001, 7686, ACK, 0)); // 8: acks everything
+    let (got, by, ambiguous) = run(&cap);
+    let client = "10.0.0.1:40000".to_string();
+    let want = vec![
+        s(2, 1, "handshake", 30_000.0),
+        (3, 2, "handshake".into(), client.clone(), 1000.0),
+        (6, 4, "seq".into(), client, 829.0),
+    ];
+    assert_eq!(got, want);
+    assert_eq!((by, ambiguous), ([0; 5], 1));
+}
