@@ -4,7 +4,13 @@
 //! engine, JSON sample lines); frame numbers are 1-based, as tshark counts them. Each rule has
 //! its negative cases: an ACK that could answer either copy is never timed.
 
-use std::net::Ipv4Addr;
+#[path = "support/netns.rs"]
+mod netns;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use metro_core::config::EngineConfig;
 use metro_testkit::frame::{TcpFrame, flags::*};
@@ -54,32 +60,18 @@ fn s(frame: u64, open_frame: u64, kind: &str, rtt_us: f64) -> Sample {
     (frame, open_frame, kind.to_string(), SRV.to_string(), rtt_us)
 }
 
-/// Write the capture, analyze it, return the seq and handshake samples and the engine's
-/// counters of retransmitted-but-timed ACKs (by evidence) and ambiguous ones.
-fn run(cap: &Cap) -> (Vec<Sample>, [u64; 5], u64) {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let path = std::env::temp_dir().join(format!("metro-accuracy-{}-{n}.pcap", std::process::id()));
-    {
-        let f = std::fs::File::create(&path).unwrap();
-        let mut w = PcapWriter::nanos(f, 1, 65535).unwrap();
-        for (ts, data) in &cap.0 {
-            w.write_packet(*ts, data, data.len() as u32).unwrap();
-        }
-        w.flush().unwrap();
-    }
+/// Analyze the capture at `path`: seq and handshake samples, and the engine's counters of
+/// retransmitted-but-timed ACKs (by evidence) and ambiguous ones.
+fn analyze(path: &std::path::Path) -> (Vec<Sample>, [u64; 5], u64) {
     let mut out: Vec<u8> = Vec::new();
     let report = metro::analyze::analyze_files(
-        std::slice::from_ref(&path),
+        &[path.to_path_buf()],
         &EngineConfig::default(),
         true,
         Some(&mut out),
         false,
     )
     .unwrap();
-    std::fs::remove_file(&path).ok();
     assert!(report.files[0].error.is_none());
     let samples = String::from_utf8(out)
         .unwrap()
@@ -98,6 +90,27 @@ fn run(cap: &Cap) -> (Vec<Sample>, [u64; 5], u64) {
         .collect();
     let e = &report.summary.engine;
     (samples, e.disambiguated, e.ambiguous)
+}
+
+/// Write the capture, analyze it, return the seq and handshake samples and the engine's
+/// counters of retransmitted-but-timed ACKs (by evidence) and ambiguous ones.
+fn run(cap: &Cap) -> (Vec<Sample>, [u64; 5], u64) {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let path = std::env::temp_dir().join(format!("metro-accuracy-{}-{n}.pcap", std::process::id()));
+    {
+        let f = std::fs::File::create(&path).unwrap();
+        let mut w = PcapWriter::nanos(f, 1, 65535).unwrap();
+        for (ts, data) in &cap.0 {
+            w.write_packet(*ts, data, data.len() as u32).unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let got = analyze(&path);
+    std::fs::remove_file(&path).ok();
+    got
 }
 
 // --- (a) Behind a retransmission from the left edge.
@@ -361,4 +374,131 @@ fn an_ack_released_by_a_late_segment_is_not_timed_from_the_segment_captured_befo
     ];
     assert_eq!(got, want);
     assert_eq!((by, ambiguous), ([0; 5], 1));
+}
+
+// --- Real traffic: Linux TCP between namespaces.
+
+#[test]
+fn linux_spurious_timeout_behind_the_first_segment_is_timed_as_tshark_times_it() {
+    if !netns::needs_root("namespaces and a capture of real TCP") {
+        return;
+    }
+    // client -- delay line (5 ms each way) -- server. The client sends three segments of
+    // 1000 bytes (too big for Linux to merge them into one retransmission) while the server's ACKs are held 600 ms more: its retransmission timer
+    // (about 210 ms here) fires and re-sends the first segment; the ACKs then arrive, each
+    // echoing the TSval of the original it acknowledges. Tail loss probes are off in the
+    // client's namespace, so the timeout's retransmission is the only one.
+    let d = netns::Delayed::new("acc", 61, Duration::from_millis(5));
+    let sysctl =
+        d.c.command("sysctl")
+            .args(["-qw", "net.ipv4.tcp_early_retrans=0"])
+            .status()
+            .unwrap();
+    assert!(sysctl.success());
+    let dir = std::env::temp_dir().join(format!("metro-accuracy-rto-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("client.pcapng");
+    let mut dumpcap =
+        d.c.command("dumpcap")
+            .args(["-q", "-i", "veth0", "-f", "tcp", "-w"])
+            .arg(&pcap)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    // dumpcap says "Capturing on" once it listens.
+    let mut err = dumpcap.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("Capturing on") {
+        assert_eq!(err.read(&mut byte).unwrap(), 1, "dumpcap stopped");
+        seen.push(byte[0]);
+    }
+    let server = format!("{}:8080", d.server_ip());
+    let bind = server.clone();
+    let srv = d.s.spawn(move || {
+        let l = TcpListener::bind(&bind).unwrap();
+        let (mut c, _) = l.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while let Ok(n) = c.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let to = server.clone();
+    let sent = d.c.enter(move || {
+        let mut c = TcpStream::connect(&to).unwrap();
+        c.set_nodelay(true).unwrap();
+        // Let the handshake's RTT settle the timer (a few round trips of 10 ms).
+        for _ in 0..5 {
+            c.write_all(&[1u8; 100]).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        c
+    });
+    d.set_extra_delay(true, Duration::from_millis(600));
+    let mut c = sent;
+    for _ in 0..3 {
+        c.write_all(&[2u8; 1000]).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    d.set_extra_delay(true, Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(c);
+    assert_eq!(srv.join().unwrap(), 3500);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling the dumpcap this test started, by its pid.
+    unsafe {
+        libc::kill(dumpcap.id() as i32, libc::SIGINT);
+    }
+    dumpcap.wait().unwrap();
+
+    let (got, by, _) = analyze(&pcap);
+    let tshark = Command::new("tshark")
+        .args(["-r"])
+        .arg(&pcap)
+        .args([
+            "-Y",
+            "tcp.analysis.ack_rtt",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "tcp.analysis.ack_rtt",
+        ])
+        .output()
+        .unwrap();
+    let reference: std::collections::BTreeMap<u64, f64> = String::from_utf8(tshark.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (f, v) = l.split_once('\t')?;
+            Some((f.parse().ok()?, v.parse().ok()?))
+        })
+        .collect();
+    if let Some(keep) = std::env::var_os("METRO_ACCURACY_KEEP") {
+        std::fs::copy(&pcap, keep).unwrap();
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    // Every sample metro gives is tshark's, to the microsecond.
+    for (frame, _, kind, _, rtt_us) in &got {
+        let t = reference.get(frame).copied();
+        assert!(
+            t.is_some_and(|t| (t * 1e6 - rtt_us).abs() <= 1.5),
+            "frame {frame} ({kind}): metro {rtt_us} us, tshark {t:?} s\n{got:?}\n{reference:?}"
+        );
+    }
+    // The three held ACKs are timed from their originals (about 610 ms): the first by the
+    // ACK landing on the retransmission's end, the two behind it by the new rule.
+    let slow: Vec<_> = got.iter().filter(|x| x.4 > 600_000.0).collect();
+    assert_eq!(slow.len(), 3, "{got:?}");
+    assert!(slow.iter().all(|x| x.4 < 700_000.0), "{slow:?}");
+    assert_eq!(by[1], 3, "{by:?}");
 }

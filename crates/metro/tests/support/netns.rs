@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -236,7 +236,7 @@ impl Delayed {
             "ms",
             None,
         );
-        let bridge = Bridge::start(&m, "mc", "ms", one_way);
+        let bridge = Bridge::start(&m, "mc", "ms", one_way, Arc::default());
         Delayed {
             c,
             m,
@@ -250,6 +250,15 @@ impl Delayed {
     }
     pub fn server_ip(&self) -> String {
         format!("10.200.{}.2", self.n)
+    }
+
+    /// Hold every frame from the server (`from_server`) or from the client `extra` longer
+    /// than `one_way`, from now on (frames stay in order: one queue per direction). Zero
+    /// goes back to `one_way`.
+    pub fn set_extra_delay(&self, from_server: bool, extra: Duration) {
+        if let Some(b) = &self.bridge {
+            b.extra[usize::from(from_server)].store(extra.as_nanos() as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -390,14 +399,24 @@ impl Drop for PacketSock {
 
 struct Bridge {
     stop: Arc<AtomicBool>,
+    /// Nanoseconds added to `delay` for frames read from `if1` and from `if2`.
+    extra: Arc<[AtomicU64; 2]>,
     thread: JoinHandle<()>,
 }
 
 impl Bridge {
-    /// Forward every frame between `if1` and `if2` in `ns`, each `delay` late.
-    fn start(ns: &Netns, if1: &str, if2: &str, delay: Duration) -> Bridge {
+    /// Forward every frame between `if1` and `if2` in `ns`, each `delay` late (plus `extra`
+    /// of its direction).
+    fn start(
+        ns: &Netns,
+        if1: &str,
+        if2: &str,
+        delay: Duration,
+        extra: Arc<[AtomicU64; 2]>,
+    ) -> Bridge {
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
+        let ex = extra.clone();
         let (if1, if2) = (if1.to_string(), if2.to_string());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = ns.spawn(move || {
@@ -436,8 +455,9 @@ impl Bridge {
                 }
                 let now = Instant::now();
                 for (i, s) in socks.iter().enumerate() {
+                    let late = delay + Duration::from_nanos(ex[i].load(Ordering::Relaxed));
                     while let Some(n) = s.recv(&mut buf) {
-                        queues[i].push_back((now + delay, buf[..n].to_vec()));
+                        queues[i].push_back((now + late, buf[..n].to_vec()));
                     }
                 }
                 let now = Instant::now();
@@ -452,7 +472,11 @@ impl Bridge {
         ready_rx
             .recv_timeout(Duration::from_secs(5))
             .expect("delay line did not start");
-        Bridge { stop, thread }
+        Bridge {
+            stop,
+            extra,
+            thread,
+        }
     }
 
     fn stop(self) {
