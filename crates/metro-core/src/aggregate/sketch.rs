@@ -162,14 +162,15 @@ impl Store {
         lo
     }
 
-    /// A new window around `lo..=hi`, with room to grow both ways (at least 128 bins, a
-    /// factor of 3.6 each way around a first value, then twice the bins each time it grows,
-    /// as a `Vec` does); counts below `lo` move to `lo`.
+    /// A new window around `lo..=hi`, with room to grow both ways (at least 16 bins, a
+    /// factor of 1.17 each way around a first value, then twice the bins each time it
+    /// grows, as a `Vec` does): a sketch's first sample costs little, and one that spans a
+    /// factor of 10 grows four times; counts below `lo` move to `lo`.
     fn relayout(&mut self, lo: i32, hi: i32) {
         let len = (i64::from(hi) - i64::from(lo) + 1) as usize;
         let want = (len + len / 2)
             .max(2 * self.bins.len())
-            .max(128)
+            .max(16)
             .min(MAX_BINS as usize)
             .max(len);
         let start = (i64::from(lo) - ((want - len) / 2) as i64)
