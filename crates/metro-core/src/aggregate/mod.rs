@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::hash::Hash;
 
 use rustc_hash::FxBuildHasher;
-use sketches_ddsketch::{Config, DDSketch};
+
+mod sketch;
+use sketch::Sketch;
 
 /// Relative accuracy of the quantile sketch.
 pub const RELATIVE_ERROR: f64 = 0.01;
@@ -21,7 +23,7 @@ pub struct Stats {
     max: f64,
     last: f64,
     jitter_sum: f64,
-    sketch: DDSketch,
+    sketch: Sketch,
 }
 
 impl Default for Stats {
@@ -41,11 +43,6 @@ impl std::fmt::Debug for Stats {
     }
 }
 
-fn sketch_config() -> Config {
-    // max_num_bins 2048 at 1% covers ~9 decades, min value 1 ns (1e-6 ms).
-    Config::new(RELATIVE_ERROR, 2048, 1e-6)
-}
-
 impl Stats {
     pub fn new() -> Stats {
         Stats {
@@ -55,7 +52,7 @@ impl Stats {
             max: f64::NEG_INFINITY,
             last: 0.0,
             jitter_sum: 0.0,
-            sketch: DDSketch::new(sketch_config()),
+            sketch: Sketch::new(),
         }
     }
 
@@ -109,9 +106,9 @@ impl Stats {
         if self.count == 0 {
             return 0.0;
         }
-        match self.sketch.quantile(q) {
-            Ok(Some(v)) => v.clamp(self.min, self.max),
-            _ => 0.0,
+        match self.sketch.quantile(q, self.min, self.max) {
+            Some(v) => v.clamp(self.min, self.max),
+            None => 0.0,
         }
     }
 
@@ -128,8 +125,7 @@ impl Stats {
         self.max = self.max.max(other.max);
         self.jitter_sum += other.jitter_sum;
         self.last = other.last;
-        // Both sketches share one config, so merge cannot fail.
-        let _ = self.sketch.merge(&other.sketch);
+        self.sketch.merge(&other.sketch);
     }
 }
 

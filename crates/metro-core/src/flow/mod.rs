@@ -22,17 +22,16 @@
 //! first (Redis-style sampled LRU). What leaves the table is reported with its [`Removal`]
 //! reason.
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hash};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 
+use foldhash::SharedSeed;
+use foldhash::fast::FoldHasher;
 use hashbrown::HashTable;
-use rustc_hash::FxHasher;
 
 use crate::Nanos;
 
 pub mod handshakes;
-
-type FxBuild = BuildHasherDefault<FxHasher>;
 
 /// The sweep visits the whole slab once every this many `expire` calls.
 pub const SWEEP_SLICES: usize = 16;
@@ -50,14 +49,43 @@ pub struct FlowKey {
 }
 
 impl Hash for FlowKey {
-    /// Five words (the derived hash adds a length word per address array).
+    /// Two addresses and the ports: three words (the derived hash adds a length word per
+    /// address array).
     #[inline]
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.lo_addr[0]);
-        state.write_u64(self.lo_addr[1]);
-        state.write_u64(self.hi_addr[0]);
-        state.write_u64(self.hi_addr[1]);
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let wide = |a: [u64; 2]| u128::from(a[0]) << 64 | u128::from(a[1]);
+        state.write_u128(wide(self.lo_addr));
+        state.write_u128(wide(self.hi_addr));
         state.write_u32(u32::from(self.lo_port) << 16 | u32::from(self.hi_port));
+    }
+}
+
+/// The table's keyed hash. A capture's addresses and ports are chosen by whoever sends the
+/// packets: with a hash anyone can compute (FxHash, as before), a flood of chosen keys can
+/// be aimed at one probe sequence so that every lookup walks it. foldhash's folded
+/// multiplies take a secret seed per table, here from the operating system's randomness
+/// (std's `RandomState` keys), so the keys cannot be aimed without it; foldhash claims
+/// minimal DoS resistance only (SipHash would be the strong choice, at several times the
+/// cost a packet). The output never depends on the seed: nothing iterates the map.
+struct KeyedHash {
+    per_table: u64,
+    shared: SharedSeed,
+}
+
+impl KeyedHash {
+    fn new() -> KeyedHash {
+        let os = std::hash::RandomState::new();
+        KeyedHash {
+            per_table: os.hash_one(0u8),
+            shared: SharedSeed::from_u64(os.hash_one(1u8)),
+        }
+    }
+
+    #[inline]
+    fn hash(&self, key: &FlowKey) -> u64 {
+        let mut h = FoldHasher::with_seed(self.per_table, &self.shared);
+        key.hash(&mut h);
+        h.finish()
     }
 }
 
@@ -177,7 +205,7 @@ pub struct FlowTable<T> {
     /// Slot indexes, hashed by their slot's key: 4 bytes a bucket, so the probe stays in
     /// cache; the key itself is compared in the slot, which the packet needs anyway.
     map: HashTable<u32>,
-    hasher: FxBuild,
+    hasher: KeyedHash,
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     cap: usize,
@@ -199,7 +227,7 @@ impl<T> FlowTable<T> {
         let cap = cap.max(1);
         FlowTable {
             map: HashTable::new(),
-            hasher: FxBuild::default(),
+            hasher: KeyedHash::new(),
             slots: Vec::new(),
             free: Vec::new(),
             cap,
@@ -290,7 +318,7 @@ impl<T> FlowTable<T> {
         make: impl FnOnce() -> T,
         mut evicted: impl FnMut(&FlowKey, &mut T, Removal),
     ) -> (u32, bool) {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hasher.hash(&key);
         let slots = &self.slots;
         if let Some(&idx) = self.map.find(hash, |&i| slots[i as usize].key == key) {
             let s = &self.slots[idx as usize];
@@ -336,7 +364,7 @@ impl<T> FlowTable<T> {
         self.push_back(idx);
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.map
-            .insert_unique(hash, idx, |&i| hasher.hash_one(slots[i as usize].key));
+            .insert_unique(hash, idx, |&i| hasher.hash(&slots[i as usize].key));
         (idx, true)
     }
 
@@ -468,7 +496,7 @@ impl<T> FlowTable<T> {
         let s = &mut self.slots[idx as usize];
         s.live = false;
         s.confirmed = false;
-        let hash = self.hasher.hash_one(s.key);
+        let hash = self.hasher.hash(&s.key);
         removed(&s.key, &mut s.value);
         if let Ok(entry) = self.map.find_entry(hash, |&i| i == idx) {
             entry.remove();
@@ -539,6 +567,19 @@ mod tests {
             80,
         )
         .0
+    }
+
+    #[test]
+    fn each_table_hashes_with_its_own_secret_seed() {
+        // Two tables (as two processes) place the same keys differently: no one can aim a
+        // flood of keys at one probe sequence without the seed (one equal pair by chance:
+        // about 2^-62).
+        let (one, other) = (KeyedHash::new(), KeyedHash::new());
+        let same = (1..=5).filter(|&p| one.hash(&key(p)) == other.hash(&key(p)));
+        assert_eq!(same.count(), 0);
+        // A table agrees with itself, and tells the keys apart.
+        assert_eq!(one.hash(&key(1)), one.hash(&key(1)));
+        assert_ne!(one.hash(&key(1)), one.hash(&key(2)));
     }
 
     #[test]

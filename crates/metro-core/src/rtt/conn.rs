@@ -133,6 +133,77 @@ struct HeldRetx {
     start: SeqNum,
 }
 
+/// One segment as the steps of [`Conn::process`] see it: the segment, when and in which
+/// frame it was captured, its connection's id, and what follows from its header.
+struct Arrival<'s> {
+    seg: &'s Segment,
+    frame: u64,
+    ts: Nanos,
+    /// The connection's id, for the samples it closes.
+    id: u64,
+    /// It occupies sequence space (data, SYN or FIN, and not a RST): only such a segment is
+    /// recorded, compared with recorded ones, or opens a ts sample.
+    occupies: bool,
+    start: SeqNum,
+    /// One past its last sequence number (SYN and FIN count one each).
+    end: SeqNum,
+    tsval: TsVal,
+    tsecr: TsVal,
+    /// Its [`fingerprint`] if it occupies sequence space (0 otherwise).
+    fp: u32,
+    /// Not a first fragment: a first fragment reaches the receiver only with the last
+    /// fragment, which the capture shows without a TCP header, so its time is not the
+    /// segment's time.
+    timed: bool,
+}
+
+impl<'s> Arrival<'s> {
+    #[inline(always)]
+    fn new(seg: &'s Segment, frame: u64, ts: Nanos, id: u64) -> Arrival<'s> {
+        let len = seg.payload_len;
+        let flags = seg.flags;
+        let occupies = !flags.rst() && (len > 0 || flags.syn() || flags.fin());
+        let start = seg.seq;
+        let end = start
+            .wrapping_add(len)
+            .wrapping_add(flags.syn() as u32)
+            .wrapping_add(flags.fin() as u32);
+        let (tsval, tsecr) = seg.timestamp.unwrap_or((TsVal::ZERO, TsVal::ZERO));
+        let fp = if occupies {
+            fingerprint(seg.ip_id, seg.ack, len, flags.0, tsval, tsecr)
+        } else {
+            0
+        };
+        Arrival {
+            seg,
+            frame,
+            ts,
+            id,
+            occupies,
+            start,
+            end,
+            tsval,
+            tsecr,
+            fp,
+            timed: !seg.first_fragment,
+        }
+    }
+
+    /// Close a sample opened at `open` by this segment (see [`Conn::emit`]); true if it
+    /// counted. A call, not a closure: a closure's captures were gathered on every packet,
+    /// though most packets emit nothing.
+    #[inline(always)]
+    fn emit<O: Observer>(
+        &self,
+        cx: &mut Ctx<'_, O>,
+        kind: Kind,
+        open: (Nanos, u64),
+        tag: &mut u32,
+    ) -> bool {
+        Conn::emit(cx, kind, open, self.seg, self.id, self.frame, self.ts, tag)
+    }
+}
+
 impl DirState {
     #[inline]
     fn has(&self, flag: u8) -> bool {
@@ -343,7 +414,11 @@ impl Conn {
         );
     }
 
-    /// Process one segment travelling in direction `dir` (0 or 1).
+    /// Process one segment travelling in direction `dir` (0 or 1), in five steps: skip a
+    /// frame captured twice ([`Conn::is_copy`]), follow the sender's IP IDs, close what the
+    /// segment's ACK answers ([`Conn::on_ack`]), record what it sends ([`Conn::on_send`]),
+    /// then match its timestamps ([`Conn::on_timestamps`]). The steps are inlined into this
+    /// one function: the hot path stays one body, as fast as when it was written as one.
     #[inline]
     pub fn process<O: Observer>(
         &mut self,
@@ -353,300 +428,320 @@ impl Conn {
         seg: &Segment,
         cx: &mut Ctx<'_, O>,
     ) {
-        let len = seg.payload_len;
         let [dir0, dir1] = &mut self.dirs;
         let tag = &mut self.tags[dir];
         // The sending direction (this segment's) and the receiving one (its ACK's).
         let (snd, rcv) = if dir == 0 { (dir0, dir1) } else { (dir1, dir0) };
+        let a = Arrival::new(seg, frame, ts, self.id);
 
-        let flags = seg.flags;
-        let occupies = !flags.rst() && (len > 0 || flags.syn() || flags.fin());
-        let start = seg.seq;
-        let end = start
-            .wrapping_add(len)
-            .wrapping_add(flags.syn() as u32)
-            .wrapping_add(flags.fin() as u32);
-        let (tsval, tsecr) = seg.timestamp.unwrap_or((TsVal::ZERO, TsVal::ZERO));
-        // Only what occupies sequence space is ever recorded or compared.
-        let fp = if occupies {
-            fingerprint(seg.ip_id, seg.ack, len, flags.0, tsval, tsecr)
-        } else {
-            0
-        };
-
-        // A frame captured twice (span ports, taps, `any` captures): skip the copy entirely
-        // so it does not look like a retransmission. Only a segment below the highest byte
-        // sent can be one, and only if a recorded frame matches it field for field. Close
-        // copies are always duplicates (a twentieth of the window without an IP ID); distant
-        // ones only on evidence that a retransmission would differ (docs/accuracy.md). Pure
-        // ACKs never count: a second copy changes nothing, and duplicate ACKs are alike.
-        if occupies
-            && snd.has(SEQ_KNOWN)
-            && start.lt(snd.right)
-            && let Some(orig) = snd.original_of(cx.pool, end, fp)
-        {
-            let dt = ts - orig.ts;
-            let narrow = if seg.ip_id != 0 {
-                cx.cfg.duplicate_window
-            } else {
-                cx.cfg.duplicate_window / 20
-            };
-            // Evidence that a retransmission would not look like this: the sender gives
-            // every packet its own IP ID; its TSval clock had already moved past the copy's
-            // TSval; or it is a SYN or SYN/ACK, whose retransmission timer starts at 1 s
-            // (RFC 6298 2.1; 3 s on older stacks), ten times the wide window.
-            let evidence =
-                if cx.cfg.trust_ip_id && seg.ip_id != 0 && snd.ip_id_flags & IP_ID_VARIES != 0 {
-                    Some(CopyEvidence::IpId)
-                } else if tsval != TsVal::ZERO && snd.has(TSVAL_SEEN) && tsval.lt(snd.ts_last) {
-                    Some(CopyEvidence::TsVal)
-                } else if flags.syn() {
-                    Some(CopyEvidence::Handshake)
-                } else {
-                    None
-                };
-            if dt >= 0 && dt <= narrow {
-                cx.counters.duplicates += 1;
-                return;
-            }
-            if dt >= 0
-                && dt <= cx.cfg.duplicate_window_wide
-                && let Some(by) = evidence
-            {
-                cx.counters.duplicates += 1;
-                cx.counters.duplicates_wide[by as usize] += 1;
-                return;
-            }
+        if a.occupies && Self::is_copy(snd, &a, cx) {
+            return;
         }
         // Data segments are enough to see whether the sender numbers its packets.
-        if occupies && seg.ip_id != 0 {
+        if a.occupies && seg.ip_id != 0 {
             if snd.ip_id_flags & IP_ID_SEEN != 0 && snd.last_ip_id != seg.ip_id {
                 snd.ip_id_flags |= IP_ID_VARIES;
             }
             snd.ip_id_flags |= IP_ID_SEEN;
             snd.last_ip_id = seg.ip_id;
         }
-
-        let id = self.id;
-        // A first fragment reaches the receiver only with the last fragment, which the
-        // capture shows without a TCP header: its time is not the segment's time.
-        let timed = !seg.first_fragment;
-        // A call, not a closure: a closure's captures were gathered on every packet, though
-        // most packets emit nothing.
-        macro_rules! emit {
-            ($cx:expr, $kind:expr, $open:expr) => {
-                Self::emit($cx, $kind, $open, seg, id, frame, ts, &mut *tag)
-            };
+        if seg.flags.ack() && rcv.has(SEQ_KNOWN) {
+            Self::on_ack(rcv, &a, tag, cx);
         }
-
-        // --- ACK: close a seq/handshake sample on the other direction's data.
-        if flags.ack() && rcv.has(SEQ_KNOWN) {
-            let ack = seg.ack;
-            // A retransmission of bytes already acknowledged, answered by a DSACK reporting
-            // exactly it (RFC 2883): the receiver acknowledges a duplicate at once, so this
-            // ACK answers the retransmission.
-            if let Some(held) = rcv.held_retx(cx.pool)
-                && !held.seg.ambiguous
-                && rcv.has(ACK_KNOWN)
-                && held.seg.key.le(rcv.acked)
-                && held.seg.key.le(ack)
-                && seg.dsack == Some((held.start, held.seg.key))
-            {
-                rcv.retire_rx(cx.pool, cx.cfg.duplicate_window_wide > 0);
-                if emit!(cx, held.seg.kind(), held.seg.seen()) {
-                    cx.counters.disambiguated[TimedBy::DsackRetransmission as usize] += 1;
-                }
-            }
-            if !rcv.has(ACK_KNOWN) || ack.gt(rcv.acked) {
-                let prev = rcv.has(ACK_KNOWN).then_some(rcv.acked);
-                rcv.flags |= ACK_KNOWN;
-                rcv.acked = ack;
-                rcv.drop_keepalive(cx.pool);
-                let rx = rcv.held_retx(cx.pool);
-                let keep = cx.cfg.duplicate_window_wide > 0;
-                if keep && !rcv.done.is_empty() {
-                    while let Some(old) = rcv.done.front_ts(cx.pool) {
-                        if ts - old <= cx.cfg.duplicate_window_wide
-                            && rcv.done.len() < cx.cfg.max_recent_segments
-                        {
-                            break;
-                        }
-                        rcv.done.pop_front(cx.pool);
-                    }
-                }
-                let mut landed = false;
-                while let Some(front) = rcv.segs.front(cx.pool) {
-                    if !front.key.le(ack) {
-                        break;
-                    }
-                    landed |= front.key == ack;
-                    if keep {
-                        rcv.segs.move_front_to(cx.pool, &mut rcv.done);
-                        if rcv.done.len() > cx.cfg.max_recent_segments {
-                            rcv.done.pop_front(cx.pool);
-                        }
-                    } else {
-                        rcv.segs.pop_front(cx.pool);
-                    }
-                    if front.key == ack {
-                        let kind = front.kind();
-                        if !front.ambiguous {
-                            emit!(cx, kind, front.seen());
-                        } else if let Some((open, by)) =
-                            rx.and_then(|r| Self::disambiguate(front, r, prev, ack, seg))
-                        {
-                            if emit!(cx, kind, open.seen()) {
-                                cx.counters.disambiguated[by as usize] += 1;
-                            }
-                        } else if Self::sent_before_rx(rcv, cx.pool, front, prev, seg) {
-                            if emit!(cx, kind, front.seen()) {
-                                cx.counters.disambiguated[TimedBy::TsecrOriginal as usize] += 1;
-                            }
-                        } else {
-                            cx.counters.ambiguous += 1;
-                        }
-                    }
-                }
-                if let Some(held) = rx
-                    && ack.ge(held.seg.key)
-                {
-                    // A retransmission that filled a hole (its bytes' first copy was never
-                    // captured, or ended elsewhere): no segment ends at the ACK, but an ACK of
-                    // its end echoing its TSval answers it.
-                    if !landed
-                        && ack == held.seg.key
-                        && Self::answers_rx(held, prev, seg)
-                        && emit!(cx, Kind::Seq, held.seg.seen())
-                    {
-                        cx.counters.disambiguated[TimedBy::TsecrRetransmission as usize] += 1;
-                    }
-                    let at_left_edge = rcv.ip_id_flags & RETX_AT_LEFT_EDGE != 0;
-                    rcv.retire_rx(cx.pool, keep);
-                    if keep && at_left_edge {
-                        Self::keep_echo_bound(rcv, cx.pool, held, ack);
-                    }
-                }
-            } else if rcv.has(KEEPALIVE_PENDING) && ack == rcv.right {
-                // The answer to a keep-alive: its one old byte ends at `right`.
-                let again = rcv.has(KEEPALIVE_RESENT);
-                let (open, _) = cx.pool.peek(rcv.slot);
-                rcv.drop_slot(cx.pool);
-                if again {
-                    cx.counters.ambiguous += 1;
-                } else {
-                    emit!(cx, Kind::Seq, open.seen());
-                }
-            }
-        }
-
-        if flags.fin() && !flags.rst() {
+        if seg.flags.fin() && !seg.flags.rst() {
             snd.flags |= FIN_SEEN;
         }
+        if a.occupies {
+            Self::on_send(snd, rcv, &a, cx);
+        }
+        if a.tsecr != TsVal::ZERO {
+            rcv.echoed = a.tsecr;
+        }
+        Self::on_timestamps(snd, rcv, &a, tag, cx);
+    }
 
-        // --- Sequence space: record what this direction sends.
-        if occupies {
-            let this = Pending {
-                key: end,
-                handshake: flags.syn(),
-                ambiguous: false,
-                ts,
-                frame,
-                tsval,
-                fp,
-            };
-            let mut record = true;
-            if flags.syn() {
-                if snd.has(SYN_SEEN) && start == snd.isn {
-                    // A retransmitted SYN or SYN/ACK: the handshake sample is ambiguous.
-                    record = false;
-                    Self::retransmitted(snd, start, Some(this), seg, ts, cx);
-                } else {
-                    if !flags.ack() && rcv.has(SYN_SEEN) {
-                        // A SYN captured after the other side's SYN (reordered capture, or
-                        // simultaneous open): what that side sent cannot be timed reliably.
-                        rcv.segs.mark_ambiguous(cx.pool, None);
-                        if rcv.has(RETX_HELD) || rcv.ip_id_flags & RETX_AT_LEFT_EDGE != 0 {
-                            rcv.drop_slot(cx.pool);
-                        }
-                    }
-                    snd.segs.clear(cx.pool);
-                    snd.done.clear(cx.pool);
-                    snd.drop_slot(cx.pool);
-                    snd.flags = (snd.flags | SEQ_KNOWN | SYN_SEEN) & !ACK_KNOWN;
-                    snd.isn = start;
-                    snd.right = end;
-                }
-            } else if !snd.has(SEQ_KNOWN) {
-                snd.flags |= SEQ_KNOWN;
-                snd.right = end;
-            } else if !start.lt(snd.right) {
-                // In order, or after a gap: extend.
-                snd.right = end;
-                snd.drop_keepalive(cx.pool);
-            } else if len <= 1
-                && !flags.fin()
-                && start == snd.right.wrapping_sub(1)
-                && snd.has(ACK_KNOWN)
-                && snd.acked == snd.right
-            {
-                // A keep-alive: one old byte re-sent with everything acknowledged. Its
-                // answer (an ACK of `right`) is timed from it, unless it was sent twice.
-                record = false;
-                if snd.has(KEEPALIVE_PENDING) {
-                    snd.flags |= KEEPALIVE_RESENT;
-                } else {
-                    snd.drop_slot(cx.pool);
-                    snd.flags |= KEEPALIVE_PENDING;
-                    snd.slot = cx.pool.put(
-                        Pending {
-                            key: snd.right,
-                            ..this
-                        },
-                        0,
-                    );
-                }
+    /// A frame captured twice (span ports, taps, `any` captures): skip the copy entirely so
+    /// it does not look like a retransmission. Only a segment below the highest byte sent
+    /// can be one, and only if a recorded frame matches it field for field. Close copies are
+    /// always duplicates (a twentieth of the window without an IP ID); distant ones only on
+    /// evidence that a retransmission would differ (docs/accuracy.md). Pure ACKs never
+    /// count (the caller asks only for segments that occupy sequence space): a second copy
+    /// changes nothing, and duplicate ACKs are alike. True if `a` is a copy (counted).
+    #[inline(always)]
+    fn is_copy<O: Observer>(snd: &DirState, a: &Arrival<'_>, cx: &mut Ctx<'_, O>) -> bool {
+        let seg = a.seg;
+        if !(snd.has(SEQ_KNOWN) && a.start.lt(snd.right)) {
+            return false;
+        }
+        let Some(orig) = snd.original_of(cx.pool, a.end, a.fp) else {
+            return false;
+        };
+        let dt = a.ts - orig.ts;
+        let narrow = if seg.ip_id != 0 {
+            cx.cfg.duplicate_window
+        } else {
+            cx.cfg.duplicate_window / 20
+        };
+        // Evidence that a retransmission would not look like this: the sender gives every
+        // packet its own IP ID; its TSval clock had already moved past the copy's TSval; or
+        // it is a SYN or SYN/ACK, whose retransmission timer starts at 1 s (RFC 6298 2.1;
+        // 3 s on older stacks), ten times the wide window.
+        let evidence =
+            if cx.cfg.trust_ip_id && seg.ip_id != 0 && snd.ip_id_flags & IP_ID_VARIES != 0 {
+                Some(CopyEvidence::IpId)
+            } else if a.tsval != TsVal::ZERO && snd.has(TSVAL_SEEN) && a.tsval.lt(snd.ts_last) {
+                Some(CopyEvidence::TsVal)
+            } else if seg.flags.syn() {
+                Some(CopyEvidence::Handshake)
             } else {
-                // Retransmission or reordering: nothing in flight can be timed, unless the
-                // ACKs tell which copy they answer (kept in the slot).
-                Self::retransmitted(snd, start, Some(this), seg, ts, cx);
-                record = end.gt(snd.right);
-                if record {
-                    snd.right = end;
-                }
-            }
-            if record && timed {
-                if snd.segs.len() >= cx.cfg.max_pending_segments {
-                    snd.segs.pop_front(cx.pool);
-                    cx.counters.segments_evicted += 1;
-                }
-                snd.segs.push_back(cx.pool, this);
+                None
+            };
+        if dt >= 0 && dt <= narrow {
+            cx.counters.duplicates += 1;
+            return true;
+        }
+        if dt >= 0
+            && dt <= cx.cfg.duplicate_window_wide
+            && let Some(by) = evidence
+        {
+            cx.counters.duplicates += 1;
+            cx.counters.duplicates_wide[by as usize] += 1;
+            return true;
+        }
+        false
+    }
+
+    /// An ACK for what `rcv` (the other direction) sent: close a seq or handshake sample on
+    /// the segment ending at it, or on the keep-alive it answers.
+    #[inline(always)]
+    fn on_ack<O: Observer>(
+        rcv: &mut DirState,
+        a: &Arrival<'_>,
+        tag: &mut u32,
+        cx: &mut Ctx<'_, O>,
+    ) {
+        let seg = a.seg;
+        let ack = seg.ack;
+        // A retransmission of bytes already acknowledged, answered by a DSACK reporting
+        // exactly it (RFC 2883): the receiver acknowledges a duplicate at once, so this ACK
+        // answers the retransmission.
+        if let Some(held) = rcv.held_retx(cx.pool)
+            && !held.seg.ambiguous
+            && rcv.has(ACK_KNOWN)
+            && held.seg.key.le(rcv.acked)
+            && held.seg.key.le(ack)
+            && seg.dsack == Some((held.start, held.seg.key))
+        {
+            rcv.retire_rx(cx.pool, cx.cfg.duplicate_window_wide > 0);
+            if a.emit(cx, held.seg.kind(), held.seg.seen(), tag) {
+                cx.counters.disambiguated[TimedBy::DsackRetransmission as usize] += 1;
             }
         }
-
-        if tsecr != TsVal::ZERO {
-            rcv.echoed = tsecr;
+        if !rcv.has(ACK_KNOWN) || ack.gt(rcv.acked) {
+            let prev = rcv.has(ACK_KNOWN).then_some(rcv.acked);
+            rcv.flags |= ACK_KNOWN;
+            rcv.acked = ack;
+            rcv.drop_keepalive(cx.pool);
+            let rx = rcv.held_retx(cx.pool);
+            let keep = cx.cfg.duplicate_window_wide > 0;
+            if keep && !rcv.done.is_empty() {
+                while let Some(old) = rcv.done.front_ts(cx.pool) {
+                    if a.ts - old <= cx.cfg.duplicate_window_wide
+                        && rcv.done.len() < cx.cfg.max_recent_segments
+                    {
+                        break;
+                    }
+                    rcv.done.pop_front(cx.pool);
+                }
+            }
+            let mut landed = false;
+            while let Some(front) = rcv.segs.front(cx.pool) {
+                if !front.key.le(ack) {
+                    break;
+                }
+                landed |= front.key == ack;
+                if keep {
+                    rcv.segs.move_front_to(cx.pool, &mut rcv.done);
+                    if rcv.done.len() > cx.cfg.max_recent_segments {
+                        rcv.done.pop_front(cx.pool);
+                    }
+                } else {
+                    rcv.segs.pop_front(cx.pool);
+                }
+                if front.key == ack {
+                    let kind = front.kind();
+                    if !front.ambiguous {
+                        a.emit(cx, kind, front.seen(), tag);
+                    } else if let Some((open, by)) =
+                        rx.and_then(|r| Self::disambiguate(front, r, prev, ack, seg))
+                    {
+                        if a.emit(cx, kind, open.seen(), tag) {
+                            cx.counters.disambiguated[by as usize] += 1;
+                        }
+                    } else if Self::sent_before_rx(rcv, cx.pool, front, prev, seg) {
+                        if a.emit(cx, kind, front.seen(), tag) {
+                            cx.counters.disambiguated[TimedBy::TsecrOriginal as usize] += 1;
+                        }
+                    } else {
+                        cx.counters.ambiguous += 1;
+                    }
+                }
+            }
+            if let Some(held) = rx
+                && ack.ge(held.seg.key)
+            {
+                // A retransmission that filled a hole (its bytes' first copy was never
+                // captured, or ended elsewhere): no segment ends at the ACK, but an ACK of
+                // its end echoing its TSval answers it.
+                if !landed
+                    && ack == held.seg.key
+                    && Self::answers_rx(held, prev, seg)
+                    && a.emit(cx, Kind::Seq, held.seg.seen(), tag)
+                {
+                    cx.counters.disambiguated[TimedBy::TsecrRetransmission as usize] += 1;
+                }
+                let at_left_edge = rcv.ip_id_flags & RETX_AT_LEFT_EDGE != 0;
+                rcv.retire_rx(cx.pool, keep);
+                if keep && at_left_edge {
+                    Self::keep_echo_bound(rcv, cx.pool, held, ack);
+                }
+            }
+        } else if rcv.has(KEEPALIVE_PENDING) && ack == rcv.right {
+            // The answer to a keep-alive: its one old byte ends at `right`.
+            let again = rcv.has(KEEPALIVE_RESENT);
+            let (open, _) = cx.pool.peek(rcv.slot);
+            rcv.drop_slot(cx.pool);
+            if again {
+                cx.counters.ambiguous += 1;
+            } else {
+                a.emit(cx, Kind::Seq, open.seen(), tag);
+            }
         }
+    }
 
-        // --- Timestamp echo.
-        if cx.cfg.kinds.contains(Kind::Ts) && seg.timestamp.is_some() {
-            if flags.ack() && tsecr != TsVal::ZERO {
+    /// Sequence space: record what `snd` sends (a segment that occupies some), or tell a
+    /// retransmission, a keep-alive or a new connection's SYN.
+    #[inline(always)]
+    fn on_send<O: Observer>(
+        snd: &mut DirState,
+        rcv: &mut DirState,
+        a: &Arrival<'_>,
+        cx: &mut Ctx<'_, O>,
+    ) {
+        let seg = a.seg;
+        let flags = seg.flags;
+        let (start, end) = (a.start, a.end);
+        let this = Pending {
+            key: end,
+            handshake: flags.syn(),
+            ambiguous: false,
+            ts: a.ts,
+            frame: a.frame,
+            tsval: a.tsval,
+            fp: a.fp,
+        };
+        let mut record = true;
+        if flags.syn() {
+            if snd.has(SYN_SEEN) && start == snd.isn {
+                // A retransmitted SYN or SYN/ACK: the handshake sample is ambiguous.
+                record = false;
+                Self::retransmitted(snd, start, Some(this), seg, a.ts, cx);
+            } else {
+                if !flags.ack() && rcv.has(SYN_SEEN) {
+                    // A SYN captured after the other side's SYN (reordered capture, or
+                    // simultaneous open): what that side sent cannot be timed reliably.
+                    rcv.segs.mark_ambiguous(cx.pool, None);
+                    if rcv.has(RETX_HELD) || rcv.ip_id_flags & RETX_AT_LEFT_EDGE != 0 {
+                        rcv.drop_slot(cx.pool);
+                    }
+                }
+                snd.segs.clear(cx.pool);
+                snd.done.clear(cx.pool);
+                snd.drop_slot(cx.pool);
+                snd.flags = (snd.flags | SEQ_KNOWN | SYN_SEEN) & !ACK_KNOWN;
+                snd.isn = start;
+                snd.right = end;
+            }
+        } else if !snd.has(SEQ_KNOWN) {
+            snd.flags |= SEQ_KNOWN;
+            snd.right = end;
+        } else if !start.lt(snd.right) {
+            // In order, or after a gap: extend.
+            snd.right = end;
+            snd.drop_keepalive(cx.pool);
+        } else if seg.payload_len <= 1
+            && !flags.fin()
+            && start == snd.right.wrapping_sub(1)
+            && snd.has(ACK_KNOWN)
+            && snd.acked == snd.right
+        {
+            // A keep-alive: one old byte re-sent with everything acknowledged. Its answer
+            // (an ACK of `right`) is timed from it, unless it was sent twice.
+            record = false;
+            if snd.has(KEEPALIVE_PENDING) {
+                snd.flags |= KEEPALIVE_RESENT;
+            } else {
+                snd.drop_slot(cx.pool);
+                snd.flags |= KEEPALIVE_PENDING;
+                snd.slot = cx.pool.put(
+                    Pending {
+                        key: snd.right,
+                        ..this
+                    },
+                    0,
+                );
+            }
+        } else {
+            // Retransmission or reordering: nothing in flight can be timed, unless the ACKs
+            // tell which copy they answer (kept in the slot).
+            Self::retransmitted(snd, start, Some(this), seg, a.ts, cx);
+            record = end.gt(snd.right);
+            if record {
+                snd.right = end;
+            }
+        }
+        if record && a.timed {
+            if snd.segs.len() >= cx.cfg.max_pending_segments {
+                snd.segs.pop_front(cx.pool);
+                cx.counters.segments_evicted += 1;
+            }
+            snd.segs.push_back(cx.pool, this);
+        }
+    }
+
+    /// Timestamp echo: close a ts sample on the TSval the segment's TSecr echoes, and record
+    /// its own TSval if it is the sender's newest (without ts samples, only follow the
+    /// sender's TSval clock, which is copy evidence).
+    #[inline(always)]
+    fn on_timestamps<O: Observer>(
+        snd: &mut DirState,
+        rcv: &mut DirState,
+        a: &Arrival<'_>,
+        tag: &mut u32,
+        cx: &mut Ctx<'_, O>,
+    ) {
+        let (tsval, tsecr) = (a.tsval, a.tsecr);
+        // Only a segment that occupies sequence space opens; one that is newer (serial) than
+        // the last recorded.
+        let opens = a.occupies
+            && a.timed
+            && tsval != TsVal::ZERO
+            && (!snd.has(TSVAL_SEEN) || tsval.gt(snd.ts_last));
+        if cx.cfg.kinds.contains(Kind::Ts) && a.seg.timestamp.is_some() {
+            if a.seg.flags.ack() && tsecr != TsVal::ZERO {
                 while let Some(front) = rcv.tsvals.front(cx.pool) {
                     if !front.key.le(tsecr) {
                         break;
                     }
                     rcv.tsvals.pop_front(cx.pool);
                     if front.key == tsecr {
-                        emit!(cx, Kind::Ts, front.seen());
+                        a.emit(cx, Kind::Ts, front.seen(), tag);
                     }
                 }
             }
-            if occupies
-                && timed
-                && tsval != TsVal::ZERO
-                && (!snd.has(TSVAL_SEEN) || tsval.gt(snd.ts_last))
-            {
+            if opens {
                 while let Some(front) = snd.tsvals.front(cx.pool) {
-                    if ts - front.ts <= cx.cfg.tsval_max_age {
+                    if a.ts - front.ts <= cx.cfg.tsval_max_age {
                         break;
                     }
                     snd.tsvals.pop_front(cx.pool);
@@ -664,19 +759,14 @@ impl Conn {
                         key: tsval,
                         handshake: false,
                         ambiguous: false,
-                        ts,
-                        frame,
+                        ts: a.ts,
+                        frame: a.frame,
                         tsval,
                         fp: 0,
                     },
                 );
             }
-        } else if occupies
-            && timed
-            && tsval != TsVal::ZERO
-            && (!snd.has(TSVAL_SEEN) || tsval.gt(snd.ts_last))
-        {
-            // Without ts samples, still follow the sender's TSval clock (copy evidence).
+        } else if opens {
             snd.flags |= TSVAL_SEEN;
             snd.ts_last = tsval;
         }

@@ -1,0 +1,473 @@
+//! The quantile sketch: DDSketch (Masson, Rim and Lee, VLDB 2019) with a logarithmic
+//! mapping at 1% relative accuracy and a collapsing-lowest dense store of at most 2048 bins,
+//! the same buckets and answers as the `sketches-ddsketch` crate with `Config::new(0.01,
+//! 2048, 1e-6)` (which metro used before, and which the tests below compare against), at a
+//! fraction of the cost per sample: the bucket index comes from the float's exponent bits,
+//! a table of 256 logarithms and a short series instead of a call to `ln` and `floor`, and
+//! falls back to them only for a value within 1e-6 of a bucket boundary, where the two
+//! computations' rounding could disagree. So every value lands in exactly the bucket the
+//! crate's `floor(ln(v) / ln(gamma))` gives it.
+//!
+//! Bucket `k` holds the values in (gamma^k, gamma^(k+1)] and answers gamma^k * 2 gamma /
+//! (gamma + 1), within 1% of any of them. When the buckets in use would span more than 2048
+//! indices, the lowest ones fold into the lowest kept (`max - 2047`): the crate's rule,
+//! which gives the same store whatever the order of adds and merges.
+
+use std::sync::OnceLock;
+
+/// Relative accuracy (alpha).
+const ALPHA: f64 = super::RELATIVE_ERROR;
+/// Most bins a store keeps.
+const MAX_BINS: i32 = 2048;
+/// Values within this of zero (either sign) are counted as zero.
+const MIN_VALUE: f64 = 1e-6;
+
+/// gamma = (1 + alpha) / (1 - alpha), and its logarithm, computed as the crate computes them.
+fn gamma() -> f64 {
+    (1.0 + ALPHA) / (1.0 - ALPHA)
+}
+
+/// The mapping's constants and the logarithm table, computed once.
+struct Mapping {
+    gamma_ln: f64,
+    /// 1 / ln(gamma).
+    inv_gamma_ln: f64,
+    /// gamma^k * this is bucket k's value.
+    value_factor: f64,
+    /// For the mantissa's top 8 bits `i` (m in [1 + i/256, 1 + (i+1)/256)): `recip[i]`, a
+    /// float near 1 / (1 + (i + 0.5) / 256), and `ln_recip[i]` = -ln(recip[i]), so that
+    /// ln(m) = ln(m * recip[i]) + ln_recip[i] with m * recip[i] within 2^-9 of 1.
+    recip: [f64; 256],
+    ln_recip: [f64; 256],
+}
+
+fn mapping() -> &'static Mapping {
+    static MAPPING: OnceLock<Mapping> = OnceLock::new();
+    MAPPING.get_or_init(|| {
+        let gamma = gamma();
+        let gamma_ln = gamma.ln();
+        let mut recip = [0.0; 256];
+        let mut ln_recip = [0.0; 256];
+        for i in 0..256 {
+            recip[i] = 1.0 / (1.0 + (i as f64 + 0.5) / 256.0);
+            ln_recip[i] = -recip[i].ln();
+        }
+        Mapping {
+            gamma_ln,
+            inv_gamma_ln: 1.0 / gamma_ln,
+            value_factor: 2.0 * gamma / (1.0 + gamma),
+            recip,
+            ln_recip,
+        }
+    })
+}
+
+/// Bucket fractions closer than this to an integer are decided by the exact computation.
+/// The fast path's error is below 1e-11 in these units (ln error under 1e-13 from the
+/// series, the table and the sum, divided by ln(gamma) = 0.02), and so is the error of the
+/// crate's `ln(v) / ln(gamma)` (one rounding of `ln`, one of the division, each below
+/// 1e-11 at indices up to 40,000): outside this margin both floors are the same integer.
+const MARGIN: f64 = 1e-6;
+
+/// The bucket index of `v` > 0: `floor(ln(v) / ln(gamma))` as the crate computes it
+/// (`as i32`, saturating).
+#[inline]
+pub fn key(v: f64) -> i32 {
+    let m = mapping();
+    let bits = v.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    // Normal, finite and positive (the sign bit is clear); everything else takes ln.
+    if bits >> 63 == 0 && exp != 0 && exp != 0x7ff {
+        let top = ((bits >> 44) & 0xff) as usize;
+        let mant = f64::from_bits((bits & ((1 << 52) - 1)) | (1023 << 52));
+        let r = mant * m.recip[top] - 1.0;
+        // ln(1 + r) for |r| < 2^-9: the series to r^5 (error under r^6 / 6 < 3e-17).
+        let ln1p = r * (1.0 - r * (0.5 - r * (1.0 / 3.0 - r * (0.25 - r * 0.2))));
+        let ln = f64::from(exp - 1023) * std::f64::consts::LN_2 + m.ln_recip[top] + ln1p;
+        let t = ln * m.inv_gamma_ln;
+        // |t| < 36,000 for a normal float: its floor by truncation, without a call to `floor`
+        // (no SSE4.1 `roundsd` in the baseline x86-64 target).
+        let whole = t as i32;
+        let floor = whole - i32::from(f64::from(whole) > t);
+        let frac = t - f64::from(floor);
+        if frac > MARGIN && frac < 1.0 - MARGIN {
+            return floor;
+        }
+    }
+    exact_key(v, m)
+}
+
+/// The crate's own computation, for the values the fast path leaves.
+#[cold]
+#[inline(never)]
+fn exact_key(v: f64, m: &Mapping) -> i32 {
+    (v.ln() / m.gamma_ln).floor() as i32
+}
+
+/// Bucket `k`'s value, within 1% of every value in it.
+fn value(k: i32) -> f64 {
+    let m = mapping();
+    (f64::from(k) * m.gamma_ln).exp() * m.value_factor
+}
+
+/// Counts by bucket index, over a window of indices that covers the ones in use.
+#[derive(Clone, Debug, Default)]
+struct Store {
+    /// `bins[i]` counts index `offset + i`.
+    bins: Vec<u64>,
+    offset: i32,
+    count: u64,
+    /// Lowest and highest index in use (valid when `count > 0`), at most [`MAX_BINS`] apart.
+    min_key: i32,
+    max_key: i32,
+}
+
+impl Store {
+    #[inline]
+    fn add(&mut self, key: i32, n: u64) {
+        if self.count > 0 && key >= self.min_key && key <= self.max_key {
+            // Inside the range in use, so inside the window.
+            self.bins[(key - self.offset) as usize] += n;
+            self.count += n;
+        } else {
+            self.add_outside(key, n);
+        }
+    }
+
+    /// An index outside the range in use: widen the range first.
+    #[cold]
+    #[inline(never)]
+    fn add_outside(&mut self, key: i32, n: u64) {
+        let (lo, hi) = if self.count == 0 {
+            (key, key)
+        } else {
+            (self.min_key.min(key), self.max_key.max(key))
+        };
+        let lo = self.widen(lo, hi);
+        self.bins[(key.max(lo) - self.offset) as usize] += n;
+        self.count += n;
+    }
+
+    /// Make `lo..=hi` the range in use, folding the counts of indices below `hi - 2047` (and
+    /// `lo` itself, if lower) into `hi - 2047`; returns the range's new lowest index.
+    fn widen(&mut self, lo: i32, hi: i32) -> i32 {
+        let lo = lo.max(hi.saturating_sub(MAX_BINS - 1));
+        let folds = self.count > 0 && lo > self.min_key;
+        let end = i64::from(self.offset) + self.bins.len() as i64;
+        if folds || lo < self.offset || i64::from(hi) >= end {
+            self.relayout(lo, hi);
+        }
+        self.min_key = lo;
+        self.max_key = hi;
+        lo
+    }
+
+    /// A new window around `lo..=hi`, with room to grow both ways (at least 16 bins, a
+    /// factor of 1.17 each way around a first value, then twice the bins each time it
+    /// grows, as a `Vec` does): a sketch's first sample costs little, and one that spans a
+    /// factor of 10 grows four times; counts below `lo` move to `lo`.
+    fn relayout(&mut self, lo: i32, hi: i32) {
+        let len = (i64::from(hi) - i64::from(lo) + 1) as usize;
+        let want = (len + len / 2)
+            .max(2 * self.bins.len())
+            .max(16)
+            .min(MAX_BINS as usize)
+            .max(len);
+        let start = (i64::from(lo) - ((want - len) / 2) as i64)
+            .min(i64::from(i32::MAX) - want as i64 + 1) as i32;
+        let mut bins = vec![0u64; want];
+        if self.count > 0 {
+            for (i, &c) in self.bins.iter().enumerate() {
+                if c != 0 {
+                    let k = (i64::from(self.offset) + i as i64).max(i64::from(lo));
+                    bins[(k - i64::from(start)) as usize] += c;
+                }
+            }
+        }
+        self.bins = bins;
+        self.offset = start;
+    }
+
+    /// The index holding the `rank`-th smallest value (0-based).
+    fn key_at_rank(&self, rank: u64) -> i32 {
+        let mut n = 0;
+        let from = (self.min_key - self.offset).max(0) as usize;
+        for (i, &c) in self.bins.iter().enumerate().skip(from) {
+            n += c;
+            if n > rank {
+                return self.offset + i as i32;
+            }
+        }
+        self.max_key
+    }
+
+    fn merge(&mut self, other: &Store) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = other.clone();
+            return;
+        }
+        let lo = self.widen(
+            self.min_key.min(other.min_key),
+            self.max_key.max(other.max_key),
+        );
+        for (i, &c) in other.bins.iter().enumerate() {
+            if c != 0 {
+                let k = (other.offset + i as i32).max(lo);
+                self.bins[(k - self.offset) as usize] += c;
+            }
+        }
+        self.count += other.count;
+    }
+}
+
+/// A mergeable quantile sketch of values of either sign (see the module's text).
+#[derive(Clone, Debug, Default)]
+pub struct Sketch {
+    positive: Store,
+    /// Values below `-MIN_VALUE`, by the index of their magnitude.
+    negative: Store,
+    zero: u64,
+}
+
+impl Sketch {
+    pub fn new() -> Sketch {
+        Sketch::default()
+    }
+
+    #[inline]
+    pub fn add(&mut self, v: f64) {
+        if v > MIN_VALUE {
+            self.positive.add(key(v), 1);
+        } else if v < -MIN_VALUE {
+            self.negative.add(key(-v), 1);
+        } else {
+            self.zero += 1;
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.positive.count + self.zero + self.negative.count
+    }
+
+    /// The value at quantile `q` in [0, 1] (`min` and `max` are the smallest and largest
+    /// value added, which answer 0 and 1); None if the sketch is empty or `q` is outside.
+    pub fn quantile(&self, q: f64, min: f64, max: f64) -> Option<f64> {
+        if !(0.0..=1.0).contains(&q) || self.count() == 0 {
+            return None;
+        }
+        if q == 0.0 {
+            return Some(min);
+        }
+        if q == 1.0 {
+            return Some(max);
+        }
+        let rank = (q * (self.count() as f64 - 1.0)) as u64;
+        let neg = self.negative.count;
+        Some(if rank < neg {
+            -value(self.negative.key_at_rank(neg - rank - 1))
+        } else if rank < self.zero + neg {
+            0.0
+        } else {
+            value(self.positive.key_at_rank(rank - self.zero - neg))
+        })
+    }
+
+    /// Fold `other` in: the same sketch as if its values had been added here.
+    pub fn merge(&mut self, other: &Sketch) {
+        self.positive.merge(&other.positive);
+        self.negative.merge(&other.negative);
+        self.zero += other.zero;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metro_testkit::generator::Rng;
+    use sketches_ddsketch::{Config, DDSketch};
+
+    /// The crate's sketch as metro configured it before: the reference.
+    fn reference() -> DDSketch {
+        DDSketch::new(Config::new(ALPHA, MAX_BINS as u32, MIN_VALUE))
+    }
+
+    fn reference_key(v: f64) -> i32 {
+        Config::new(ALPHA, MAX_BINS as u32, MIN_VALUE).key(v)
+    }
+
+    /// A uniform float in [0, 1).
+    fn unit(rng: &mut Rng) -> f64 {
+        (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    #[test]
+    fn gamma_is_the_crates() {
+        assert_eq!(reference().quantile(0.5).unwrap(), None);
+        let c = Config::new(ALPHA, MAX_BINS as u32, MIN_VALUE);
+        assert_eq!(c.gamma, gamma());
+        // Bucket values from the same formula: equal to the last bit.
+        for k in [-690, -1, 0, 1, 7, 345, 1000, 2500] {
+            assert_eq!(c.value(k), value(k), "bucket {k}");
+        }
+    }
+
+    #[test]
+    fn keys_match_ln_over_a_dense_sweep() {
+        // Every 2^-20 of a factor over 1 ns to 11 days in milliseconds (1e-6 to 1e9 ms)...
+        let (lo, hi) = (1e-6f64.ln(), 1e9f64.ln());
+        let steps = 20_000_000u64;
+        let mut fast_path = 0u64;
+        for i in 0..=steps {
+            let v = (lo + (hi - lo) * i as f64 / steps as f64).exp();
+            assert_eq!(key(v), reference_key(v), "{v:e}");
+            let t = v.ln() / mapping().gamma_ln;
+            fast_path += u64::from((t - t.floor()) > MARGIN && (t - t.floor()) < 1.0 - MARGIN);
+        }
+        // ...almost all of them without `ln` (the margin is 2e-6 of each bucket).
+        assert!(fast_path as f64 > 0.9999 * steps as f64, "{fast_path}");
+    }
+
+    #[test]
+    fn keys_match_ln_at_every_bucket_boundary() {
+        // The floats nearest each boundary gamma^k, where a rounding could tip the index.
+        let m = mapping();
+        for k in -700..40_000 {
+            let b = (f64::from(k) * m.gamma_ln).exp();
+            let mut lo = b;
+            let mut hi = b;
+            for _ in 0..64 {
+                assert_eq!(key(lo), reference_key(lo), "{lo:e} (bucket {k})");
+                assert_eq!(key(hi), reference_key(hi), "{hi:e} (bucket {k})");
+                lo = lo.next_down();
+                hi = hi.next_up();
+            }
+        }
+    }
+
+    #[test]
+    fn keys_match_ln_for_any_float() {
+        let mut rng = Rng::new(24);
+        for _ in 0..2_000_000 {
+            // Any positive bit pattern: normal, subnormal, infinite, NaN.
+            let v = f64::from_bits(rng.next_u64() >> 1);
+            if v > 0.0 {
+                assert_eq!(key(v), reference_key(v), "{v:e}");
+            }
+        }
+        for v in [
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::MAX,
+            f64::INFINITY,
+            1.0,
+            2.0,
+            0.5,
+        ] {
+            assert_eq!(key(v), reference_key(v), "{v:e}");
+        }
+    }
+
+    #[test]
+    fn every_value_is_within_one_percent_of_its_bucket() {
+        let mut rng = Rng::new(7);
+        for _ in 0..1_000_000 {
+            let v = (unit(&mut rng) * 40.0 - 13.0).exp();
+            let answer = value(key(v));
+            assert!(
+                (answer - v).abs() <= ALPHA * v * (1.0 + 1e-12),
+                "{v:e} -> {answer:e}"
+            );
+        }
+    }
+
+    /// `n` values from one of several shapes: RTT-like, spanning more than the 2048 buckets
+    /// (which folds the lowest), of both signs and zero, or few distinct values.
+    fn stream(rng: &mut Rng, shape: u64, n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|_| match shape {
+                0 => (unit(rng) * 6.0 - 2.0).exp(),
+                1 => (unit(rng) * 120.0 - 13.0).exp(),
+                2 => {
+                    let x = (unit(rng) * 20.0 - 10.0).exp();
+                    match rng.next_u64() % 5 {
+                        0 => -x,
+                        1 => 0.0,
+                        2 => 1e-7,
+                        _ => x,
+                    }
+                }
+                3 => f64::from((rng.next_u64() % 4) as u32) * 1.5 + 0.25,
+                _ => {
+                    // Rising over the stream: the range widens as it goes.
+                    let i = unit(rng);
+                    (i * 100.0 - 13.0).exp()
+                }
+            })
+            .collect()
+    }
+
+    const QS: [f64; 12] = [
+        0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0,
+    ];
+
+    fn assert_same(ours: &Sketch, theirs: &DDSketch, values: &[f64], what: &str) {
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(ours.count(), theirs.count() as u64, "{what}");
+        for q in QS {
+            let want = theirs.quantile(q).unwrap();
+            assert_eq!(ours.quantile(q, min, max), want, "{what}, q {q}");
+        }
+        assert_eq!(ours.quantile(1.5, min, max), None);
+    }
+
+    #[test]
+    fn quantiles_match_the_crate_for_added_and_merged_streams() {
+        let mut rng = Rng::new(19);
+        for round in 0..200 {
+            let shape = round % 5;
+            let n = 1 + (rng.next_u64() % 3000) as usize;
+            let values = stream(&mut rng, shape, n);
+            let what = format!("round {round}, shape {shape}, {n} values");
+            let (mut ours, mut theirs) = (Sketch::new(), reference());
+            for &v in &values {
+                ours.add(v);
+                theirs.add(v);
+            }
+            assert_same(&ours, &theirs, &values, &what);
+
+            // The same values in parts, merged in a random order, both ways.
+            let parts = 1 + (rng.next_u64() % 6) as usize;
+            let mut chunks: Vec<(Sketch, DDSketch)> =
+                (0..parts).map(|_| (Sketch::new(), reference())).collect();
+            for &v in &values {
+                let c = &mut chunks[(rng.next_u64() % parts as u64) as usize];
+                c.0.add(v);
+                c.1.add(v);
+            }
+            let (mut ours, mut theirs) = (Sketch::new(), reference());
+            while !chunks.is_empty() {
+                let (o, t) = chunks.swap_remove((rng.next_u64() % chunks.len() as u64) as usize);
+                ours.merge(&o);
+                theirs.merge(&t).unwrap();
+                // Values added after a merge, as a live interval does.
+                let extra = stream(&mut rng, shape, 3);
+                for &v in &extra {
+                    ours.add(v);
+                    theirs.add(v);
+                }
+            }
+            assert_eq!(ours.count(), theirs.count() as u64, "{what}, merged");
+            for q in &QS[1..QS.len() - 1] {
+                assert_eq!(
+                    ours.quantile(*q, 0.0, 0.0),
+                    theirs.quantile(*q).unwrap(),
+                    "{what}, merged, q {q}"
+                );
+            }
+        }
+    }
+}
