@@ -9,8 +9,7 @@
 //! (The userspace delay line on a loaded machine adds its own jitter, up to tens of ms: the
 //! clients' own timings are the independent measure, the known delay the floor.)
 
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::netns;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -204,7 +203,7 @@ fn aioquic_spin_and_handshake_across_the_delay_line() {
         return;
     }
     let py = std::env::var("METRO_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/quic_echo.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/quic_echo.py");
     let check = Command::new(&py).args(["-c", "import aioquic"]).status();
     assert!(
         check.is_ok_and(|s| s.success()),

@@ -6,12 +6,9 @@
 //! Like agent_netns.rs these tests need root (each skips for another user, saying so) and,
 //! as root, fail, never skip, when they cannot build their namespaces. Each test uses its own namespaces and 10.200.N.0/24.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/frames.rs"]
-mod frames;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::agent;
+use crate::support::frames;
+use crate::support::netns;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};

@@ -12,10 +12,8 @@
 //! busybox-static (CI installs them); as root they fail, never skip, when they cannot set up. Containers, the image, cgroups and namespaces are
 //! removed when a test ends, pass or fail.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::agent;
+use crate::support::netns;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};

@@ -10,8 +10,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-#[path = "support/corpus.rs"]
-mod corpus_support;
+use crate::support::corpus as corpus_support;
 use corpus_support::corpus_files;
 
 use metro_core::config::EngineConfig;
@@ -118,7 +117,7 @@ fn every_corpus_file_runs_without_panic_or_hang() {
 
 /// tshark's ack_rtt per file: frame -> seconds.
 fn tshark_reference() -> HashMap<String, BTreeMap<u64, f64>> {
-    let text = include_str!("data/tshark_ack_rtt.tsv");
+    let text = include_str!("../data/tshark_ack_rtt.tsv");
     let mut m: HashMap<String, BTreeMap<u64, f64>> = HashMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')).skip(1) {
         let mut it = line.split('\t');

@@ -7,10 +7,8 @@
 //! Root: network namespaces, live capture and mount(8). Each test uses its own namespaces
 //! and 10.200.N.0/24.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::agent;
+use crate::support::netns;
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;

@@ -9,12 +9,9 @@
 //! .ci/run (METRO_TESTS_REQUIRE_ROOT) without it. It
 //! uses 10.200.40.0/24 (see tests/agent_netns.rs for the other tests' subnets).
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/frames.rs"]
-mod frames;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::agent;
+use crate::support::frames;
+use crate::support::netns;
 
 use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};

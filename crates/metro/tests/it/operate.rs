@@ -14,10 +14,8 @@
 //! promtool and prometheus come from Debian's `prometheus` package (`.ci/run` installs it).
 //! The real run needs root (network namespaces).
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::agent;
+use crate::support::netns;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -693,7 +691,7 @@ fn datadog_json_parses_with_datadogs_own_api_client() {
     };
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/datadog_check.py"
+        "/tests/it/support/datadog_check.py"
     );
     let run = |dash: &Path, mons: &Path| {
         let out = Command::new(&py)

@@ -5,14 +5,10 @@
 //! Segments metro-core decodes from libpcap's copies, in the same order; what the program
 //! does not decode must show in its counters.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/corpus.rs"]
-mod corpus;
-#[path = "support/frames.rs"]
-mod frames;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::agent;
+use crate::support::corpus;
+use crate::support::frames;
+use crate::support::netns;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};

@@ -4,8 +4,7 @@
 //! `metro.containers.skipped`), and its work is linear in the addresses listed (a set, not a
 //! list searched per address: the figures are in the `containers_cost` example).
 
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::netns;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};

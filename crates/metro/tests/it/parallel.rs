@@ -15,8 +15,7 @@ use metro_testkit::frame::{TcpFrame, flags::*};
 use metro_testkit::generator::{GenConfig, write_capture};
 use metro_testkit::pcap::PcapWriter;
 
-#[path = "support/corpus.rs"]
-mod corpus_support;
+use crate::support::corpus as corpus_support;
 use corpus_support::{corpus_dir, corpus_files};
 
 /// A generated capture (200k packets over 5k connections, written once per test run) and a

@@ -6,10 +6,8 @@
 //! These tests need root (each skips for another user, saying so) and the Debian
 //! `prometheus` package; as root they fail, never skip, when they cannot run. Each test uses its own namespaces and 10.200.N.0/24.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::agent;
+use crate::support::netns;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -911,7 +909,7 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
     let out = dir.path("otlp.jsonl");
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/otlp_receiver.py"
+        "/tests/it/support/otlp_receiver.py"
     );
     let mut receiver =
         d.c.command(&py)

@@ -6,12 +6,9 @@
 //! as root (CI) they fail, never skip, when they cannot build their namespaces. Each test uses its own namespaces and 10.200.N.0/24 subnet; the
 //! namespaces are deleted when the test ends, pass or fail.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/frames.rs"]
-mod frames;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::agent;
+use crate::support::frames;
+use crate::support::netns;
 
 use std::collections::BTreeSet;
 use std::os::unix::net::UnixDatagram;
@@ -422,7 +419,7 @@ fn go_metro_doc_example_runs_unchanged_with_legacy_flags() {
     // The example from go-metro's documentation, only the interface changed. Its host name
     // resolves, inside the namespace, to the test server (/etc/netns/NAME/hosts); its
     // public address is never contacted (metro sends nothing but DogStatsD to 127.0.0.1).
-    let yaml = include_str!("data/go-metro-doc-example.yaml");
+    let yaml = include_str!("../data/go-metro-doc-example.yaml");
     let p = Pair::new("doc", 14);
     p.c.write_etc(
         "hosts",

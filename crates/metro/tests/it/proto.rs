@@ -49,7 +49,7 @@ fn analyze(path: &Path, threads: usize) -> (Vec<(u64, u64, String, f64)>, Report
 /// file -> kind -> frame -> seconds.
 fn tshark() -> HashMap<String, HashMap<String, BTreeMap<u64, f64>>> {
     let mut m: HashMap<String, HashMap<String, BTreeMap<u64, f64>>> = HashMap::new();
-    let text = include_str!("data/tshark_proto.tsv");
+    let text = include_str!("../data/tshark_proto.tsv");
     for line in text.lines().filter(|l| !l.starts_with('#')).skip(1) {
         let f: Vec<&str> = line.split('\t').collect();
         let [file, kind, frame, secs] = f[..] else {

@@ -4,11 +4,9 @@
 //! flood; and the pcapng interface-block bomb. The hostile captures come from
 //! `metro_testkit::generator::flood`, the same generator as `metro generate --attack`.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/netns.rs"]
+use crate::support::agent;
 #[allow(unused)]
-mod netns;
+use crate::support::netns;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

@@ -1,0 +1,8 @@
+//! What the test groups share: running `metro run` and reading what it sends ([`agent`]),
+//! network namespaces and the delay line ([`netns`]), hand-made frames ([`frames`]), the
+//! shared corpus ([`corpus`]).
+
+pub mod agent;
+pub mod corpus;
+pub mod frames;
+pub mod netns;
