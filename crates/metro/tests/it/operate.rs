@@ -16,6 +16,7 @@
 
 use crate::support::agent;
 use crate::support::netns;
+use crate::support::pod::Pod;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -25,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::{Agent, Statsd, TempDir, http_get, named};
-use netns::{Client, Delayed, EchoServer, Netns, veth};
+use netns::{Client, Delayed, EchoServer, Netns};
 use serde_json::Value;
 
 const S: Duration = Duration::from_secs(1);
@@ -1039,24 +1040,6 @@ fn a_real_agent_serves_every_metric_the_kit_uses_and_prometheus_runs_the_rules()
     assert_eq!(up[0]["metric"]["instance"], "127.0.0.1:9464");
 }
 
-/// A cgroup directory tree, removed on drop after its process is killed.
-struct Cgroup {
-    dirs: Vec<PathBuf>,
-    child: Option<Child>,
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for d in self.dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
 /// A pod laid out as the kubelet (systemd cgroup driver) and containerd do (as in
 /// tests/agent_containers.rs): its namespace behind a routed host, its process in a
 /// containerd scope of a kubepods slice, the kubelet's log links naming pod `checkout-api-7d9f`
@@ -1070,78 +1053,11 @@ fn pod_tags_feed_the_namespace_rules_and_the_container_panel() {
     const N: u8 = 44;
     let d = Delayed::new("opp", N, Duration::from_millis(5));
     let host = &d.c;
-    let pod_ns = Netns::new("opq");
-    let (pod_ip, host_ip) = (format!("10.202.{N}.2"), format!("10.202.{N}.1"));
-    veth(
-        &pod_ns,
-        "eth0",
-        Some(&format!("{pod_ip}/24")),
-        host,
-        "vpod",
-        Some(&format!("{host_ip}/24")),
-    );
-    pod_ns.ip(&["route", "add", "default", "via", &host_ip]);
-    let st = host
-        .command("sysctl")
-        .args(["-qw", "net.ipv4.ip_forward=1"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    d.s.ip(&[
-        "route",
-        "add",
-        &format!("10.202.{N}.0/24"),
-        "via",
-        &format!("10.200.{N}.1"),
-    ]);
-    let server = format!("10.200.{N}.2");
-    let _srv = EchoServer::start(&d.s, &format!("{server}:7000"));
-
-    // The pod's process in a containerd scope under kubepods (names unique to this process).
-    let uid = format!("0be7a7e0-3a4b-4c5d-8e9f-{:012x}", std::process::id());
-    let cid = format!("{:064x}", u128::from(std::process::id()) * 104_729);
-    let base = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.procs").exists())
-        .expect("no writable cgroup hierarchy");
-    let mut cg = Cgroup {
-        dirs: Vec::new(),
-        child: None,
-    };
-    let mut path = base;
-    for part in [
-        "kubepods.slice".to_string(),
-        "kubepods-besteffort.slice".to_string(),
-        format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_")),
-        format!("cri-containerd-{cid}.scope"),
-    ] {
-        path = path.join(part);
-        if !path.exists() {
-            std::fs::create_dir(&path)
-                .unwrap_or_else(|e| panic!("create cgroup {}: {e}", path.display()));
-            cg.dirs.push(path.clone());
-        }
-    }
-    let child = pod_ns.command("sleep").arg("600").spawn().unwrap();
-    let pid = child.id();
-    cg.child = Some(child);
-    // `ip netns exec` execs sleep in place: the same pid.
-    std::thread::sleep(S / 5);
-    std::fs::write(path.join("cgroup.procs"), pid.to_string())
-        .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", path.display()));
     let dir = TempDir::new("operate-pod");
     let root = dir.path("host");
-    std::fs::create_dir_all(root.join(format!("var/log/pods/shop_checkout-api-7d9f_{uid}/api")))
-        .unwrap();
-    std::fs::create_dir_all(root.join("var/log/containers")).unwrap();
-    std::fs::write(
-        root.join(format!(
-            "var/log/containers/checkout-api-7d9f_shop_api-{cid}.log"
-        )),
-        "",
-    )
-    .unwrap();
+    let pod = Pod::new("opq", N, host, &d.s, &root);
+    let server = format!("10.200.{N}.2");
+    let _srv = EchoServer::start(&d.s, &format!("{server}:7000"));
 
     let _rx = Statsd::udp(host.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap()));
     let cfg = dir.write(
@@ -1159,7 +1075,7 @@ fn pod_tags_feed_the_namespace_rules_and_the_container_panel() {
     ag.wait_log("capture filter", 20 * S);
     let prom = Prometheus::start(host, &dir, "127.0.0.1:9464", &repo(RULES));
     let to = format!("{server}:7000").parse().unwrap();
-    let mut client = Client::start(&pod_ns, to, 100, Duration::from_millis(5), 20);
+    let mut client = Client::start(&pod.ns, to, 100, Duration::from_millis(5), 20);
 
     let end = Instant::now() + 60 * S;
     let p50 = loop {
@@ -1210,5 +1126,5 @@ fn pod_tags_feed_the_namespace_rules_and_the_container_panel() {
     assert_eq!(seen.len(), 3, "{seen:?}");
     client.stop();
     drop(ag);
-    drop(cg);
+    drop(pod);
 }
