@@ -275,17 +275,7 @@ fn podman_containers_are_tagged_and_counted_once() {
     // One container before metro starts, one after (found by a later refresh).
     add_container(1);
     let samples_path = dir.path("samples.jsonl");
-    let mut agent = Agent::start(
-        host,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--samples",
-            samples_path.to_str().unwrap(),
-        ],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_samples(host, &cfg, &samples_path, &dir.path("stderr"));
     agent.wait_log("capture filter", 20 * S);
     add_container(2);
     std::fs::write(sig.join("go"), "").unwrap();
@@ -335,8 +325,7 @@ fn podman_containers_are_tagged_and_counted_once() {
     // Every connection's handshake (SYN to SYN/ACK, answered by the server's port) is
     // exactly one sample: a copy counted twice would make two, one taken for a
     // retransmission none.
-    agent.signal(libc::SIGTERM);
-    assert!(agent.wait(15 * S).success(), "{}", agent.log());
+    agent.terminate(15 * S);
     let text = std::fs::read_to_string(&samples_path).unwrap();
     let handshakes = |port: u64| {
         text.lines()
@@ -717,17 +706,7 @@ fn podman_nat_counted_once_under_the_containers_address() {
             "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\ninstances:\n  - interface: any\n    ips: ['10.200.{N}.0/24', '10.88.0.0/16']\n"
         ),
     );
-    let mut agent = Agent::start(
-        host,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--samples",
-            samples_path.to_str().unwrap(),
-        ],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_samples(host, &cfg, &samples_path, &dir.path("stderr"));
     agent.wait_log("capture filter", 20 * S);
     std::fs::write(sig.join("go"), "").unwrap();
     // The host's own process, and a client outside fetching from the published port.
@@ -773,8 +752,7 @@ fn podman_nat_counted_once_under_the_containers_address() {
     }
     std::thread::sleep(3 * S);
     let all = statsd.all();
-    agent.signal(libc::SIGTERM);
-    assert!(agent.wait(15 * S).success(), "{}", agent.log());
+    agent.terminate(15 * S);
     let lines = sample_lines(&std::fs::read_to_string(&samples_path).unwrap());
     let accepted = srv.accepted.load(Ordering::SeqCst);
     assert_eq!(

@@ -12,7 +12,7 @@ use crate::support::netns;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agent::{Agent, METRO, TempDir};
@@ -386,8 +386,11 @@ fn agent_config(capture: &str) -> String {
 /// A sample line's (kind, src, sport, dst, dport).
 type SampleKey = (String, String, u64, String, u64);
 
+/// A sample line's key and RTT in ms.
+type SampleLine = (SampleKey, f64);
+
 /// The sample lines of `--samples`: their keys and RTTs.
-fn sample_lines(path: &Path) -> Vec<(SampleKey, f64)> {
+fn sample_lines(path: &Path) -> Vec<SampleLine> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .map(|l| {
@@ -403,37 +406,43 @@ fn sample_lines(path: &Path) -> Vec<(SampleKey, f64)> {
         .collect()
 }
 
+/// Two agents in `cap`, the first capturing in the kernel (`ebpf`), the second with libpcap
+/// (`pcap`), each configured by `config(mode)` and writing `--samples`; returned once each
+/// has set its capture filter.
+fn both_ways(cap: &Netns, dir: &TempDir, config: impl Fn(&str) -> String) -> Vec<(Agent, PathBuf)> {
+    ["ebpf", "pcap"]
+        .into_iter()
+        .map(|mode| {
+            let cfg = dir.write(&format!("{mode}.yaml"), &config(mode));
+            let out = dir.path(&format!("{mode}.samples"));
+            let mut a = Agent::run_samples(cap, &cfg, &out, &dir.path(&format!("{mode}.stderr")));
+            a.wait_log("capture filter", Duration::from_secs(30));
+            (a, out)
+        })
+        .collect()
+}
+
+/// Stops [`both_ways`]'s agents; their sample lines, the kernel's and libpcap's.
+fn stop_both(agents: &mut [(Agent, PathBuf)]) -> (Vec<SampleLine>, Vec<SampleLine>) {
+    let mut got = agents.iter_mut().map(|(a, out)| {
+        a.terminate(Duration::from_secs(20));
+        sample_lines(out)
+    });
+    let k = got.next().unwrap();
+    (k, got.next().unwrap())
+}
+
 /// Two agents on one interface, one capturing in the kernel and one with libpcap, on the
 /// same tcpreplay of `pcap`: the same samples, in the same order, with RTTs within 0.5 ms
 /// (each path reads its own clock as the frame arrives).
 fn same_samples_both_ways(tag: &str, pcap: &Path, pps: &str, min_samples: usize) {
     let (cap, snd) = pair(tag);
     let dir = TempDir::new(tag);
-    let mut agents = Vec::new();
-    for mode in ["ebpf", "pcap"] {
-        let cfg = dir.write(&format!("{mode}.yaml"), &agent_config(mode));
-        let out = dir.path(&format!("{mode}.samples"));
-        let mut a = Agent::start(
-            &cap,
-            &[
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--samples",
-                out.to_str().unwrap(),
-            ],
-            &dir.path(&format!("{mode}.stderr")),
-        );
-        a.wait_log(
-            if mode == "ebpf" {
-                "capture in the kernel (eBPF) on veth0"
-            } else {
-                "capture filter"
-            },
-            Duration::from_secs(30),
-        );
-        agents.push((a, out));
-    }
+    let mut agents = both_ways(&cap, &dir, agent_config);
+    agents[0].0.wait_log(
+        "capture in the kernel (eBPF) on veth0",
+        Duration::from_secs(30),
+    );
     let out = snd
         .command("tcpreplay")
         .args(["-q", "--pps", pps, "-i", "veth0", pcap.to_str().unwrap()])
@@ -445,13 +454,7 @@ fn same_samples_both_ways(tag: &str, pcap: &Path, pps: &str, min_samples: usize)
         String::from_utf8_lossy(&out.stderr)
     );
     std::thread::sleep(Duration::from_secs(2));
-    let mut got = Vec::new();
-    for (a, out) in &mut agents {
-        a.signal(libc::SIGTERM);
-        assert!(a.wait(Duration::from_secs(20)).success(), "{}", a.log());
-        got.push(sample_lines(out));
-    }
-    let (k, p) = (&got[0], &got[1]);
+    let (k, p) = &stop_both(&mut agents);
     eprintln!(
         "{tag}: {} samples in the kernel, {} with libpcap",
         k.len(),
@@ -697,17 +700,7 @@ fn a_100k_watch_list_in_the_kernel_and_a_reload_that_changes_it() {
     };
     let cfg = dir.write("metro.yaml", &cfg_text("10.213.0.2"));
     let out = dir.path("samples");
-    let mut ag = Agent::start(
-        &cap,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--samples",
-            out.to_str().unwrap(),
-        ],
-        &dir.path("stderr"),
-    );
+    let mut ag = Agent::run_samples(&cap, &cfg, &out, &dir.path("stderr"));
     ag.wait_log("tcp and 100000 watched blocks", Duration::from_secs(60));
     replay_file(&snd, &conv_a);
     replay_file(&snd, &conv_b);
@@ -737,8 +730,7 @@ fn a_100k_watch_list_in_the_kernel_and_a_reload_that_changes_it() {
     replay_file(&snd, &conv_a);
     replay_file(&snd, &conv_b);
     std::thread::sleep(Duration::from_secs(2));
-    ag.signal(libc::SIGTERM);
-    assert!(ag.wait(Duration::from_secs(20)).success(), "{}", ag.log());
+    ag.terminate(Duration::from_secs(20));
     let after = responders(&out);
     // Only B's samples were added.
     assert_eq!(
@@ -765,29 +757,11 @@ fn any_follows_an_interface_created_after_start() {
     let cap = Netns::new("ebac");
     let snd = Netns::new("ebas");
     let dir = TempDir::new("eba");
-    let mut agents = Vec::new();
-    for mode in ["ebpf", "pcap"] {
-        let cfg = dir.write(
-            &format!("{mode}.yaml"),
-            &format!(
-                "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 9\ninstances:\n  - interface: any\n    ips: ['10.214.0.2']\n    capture: {mode}\n"
-            ),
-        );
-        let out = dir.path(&format!("{mode}.samples"));
-        let mut a = Agent::start(
-            &cap,
-            &[
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--samples",
-                out.to_str().unwrap(),
-            ],
-            &dir.path(&format!("{mode}.stderr")),
-        );
-        a.wait_log("capture filter", Duration::from_secs(30));
-        agents.push((a, out));
-    }
+    let mut agents = both_ways(&cap, &dir, |mode| {
+        format!(
+            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 9\ninstances:\n  - interface: any\n    ips: ['10.214.0.2']\n    capture: {mode}\n"
+        )
+    });
     assert!(
         agents[0]
             .0
@@ -805,13 +779,7 @@ fn any_follows_an_interface_created_after_start() {
     let conv = conversation_pcap(&dir, "late.pcap", [10, 214, 0, 1], [10, 214, 0, 2]);
     replay_file(&snd, &conv);
     std::thread::sleep(Duration::from_secs(2));
-    let mut got = Vec::new();
-    for (a, out) in &mut agents {
-        a.signal(libc::SIGTERM);
-        assert!(a.wait(Duration::from_secs(20)).success(), "{}", a.log());
-        got.push(sample_lines(out));
-    }
-    let (k, p) = (&got[0], &got[1]);
+    let (k, p) = &stop_both(&mut agents);
     let from_server = k
         .iter()
         .filter(|((_, src, ..), _)| src == "10.214.0.2")

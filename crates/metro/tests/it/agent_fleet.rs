@@ -756,8 +756,7 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
     assert!(requests >= 900, "{requests} requests");
     let capped_body = http_get(&p.c, "127.0.0.1:9465", "/metrics");
     // The capped agent's last flush (SIGTERM flushes) arrives whole before it is read.
-    cap.signal(libc::SIGTERM);
-    assert!(cap.wait(20 * S).success(), "{}", cap.log());
+    cap.terminate(20 * S);
     let mut cap_rx = cap_rx;
     cap_rx.finish();
 
@@ -943,8 +942,7 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
         named(m, "system.net.tcp.rtt.samples").len() >= 3
     });
     client.stop();
-    ag.signal(libc::SIGTERM);
-    assert!(ag.wait(20 * S).success(), "{}", ag.log());
+    ag.terminate(20 * S);
     // The receiver writes each push before it answers it, and the agent waits for the
     // answer to its last push before it exits: everything is in `out` by now.
     let _ = receiver.kill();
@@ -1079,28 +1077,8 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
     assert!(fd >= 0);
     let cfg = dir.write("metro.yaml", &config(8125, "off", "'10.200.35.2'", "", ""));
     let stuck_cfg = dir.write("stuck.yaml", &config(8126, "off", "'10.200.35.2'", "", ""));
-    let mut ag = Agent::start(
-        &p.c,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--samples",
-            out.to_str().unwrap(),
-        ],
-        &dir.path("stderr"),
-    );
-    let mut stuck = Agent::start(
-        &p.c,
-        &[
-            "run",
-            "--config",
-            stuck_cfg.to_str().unwrap(),
-            "--samples",
-            fifo.to_str().unwrap(),
-        ],
-        &dir.path("stderr-stuck"),
-    );
+    let mut ag = Agent::run_samples(&p.c, &cfg, &out, &dir.path("stderr"));
+    let mut stuck = Agent::run_samples(&p.c, &stuck_cfg, &fifo, &dir.path("stderr-stuck"));
     ag.wait_log("capture filter", 20 * S);
     stuck.wait_log("capture filter", 20 * S);
     // Fast traffic: thousands of samples a second, far more than 64 KiB of lines.
@@ -1124,8 +1102,7 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
         });
     }
     for a in [&mut ag, &mut stuck] {
-        a.signal(libc::SIGTERM);
-        assert!(a.wait(20 * S).success(), "{}", a.log());
+        a.terminate(20 * S);
     }
     // SAFETY: closing the fd opened above.
     unsafe { libc::close(fd) };
@@ -1313,8 +1290,7 @@ fn flushes_on_time_beside(p: &Pair, dir: &TempDir, server: &str, endpoint: &str)
     client.stop();
     let before = flushes(&rx.all());
     let t = Instant::now();
-    ag.signal(libc::SIGTERM);
-    assert!(ag.wait(20 * S).success(), "{}", ag.log());
+    ag.terminate(20 * S);
     let exit = t.elapsed();
     eprintln!("SIGTERM to exit: {exit:?}");
     assert!(exit < 4 * S, "SIGTERM took {exit:?}");

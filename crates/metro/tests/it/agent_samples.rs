@@ -48,17 +48,7 @@ fn summary(log: &str, path: &Path) -> (u64, u64) {
 
 fn start(p: &Pair, dir: &TempDir, samples: &Path, stderr: &str) -> Agent {
     let cfg = dir.write(&format!("{stderr}.yaml"), &config("'10.200.41.2'"));
-    Agent::start(
-        &p.c,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--samples",
-            samples.to_str().unwrap(),
-        ],
-        &dir.path(stderr),
-    )
+    Agent::run_samples(&p.c, &cfg, samples, &dir.path(stderr))
 }
 
 #[test]
@@ -84,8 +74,7 @@ fn a_fifo_without_reader_holds_nothing_and_its_reader_gets_every_line_counted() 
     );
     eprintln!("capturing {:?} after start", t.elapsed());
     let t = Instant::now();
-    a.signal(libc::SIGTERM);
-    assert!(a.wait(5 * S).success(), "{}", a.log());
+    a.terminate(5 * S);
     assert!(t.elapsed() < 3 * S, "SIGTERM took {:?}", t.elapsed());
 
     // A reader that comes late: the lines before it are lost (counted), the rest it reads.
@@ -113,8 +102,7 @@ fn a_fifo_without_reader_holds_nothing_and_its_reader_gets_every_line_counted() 
     std::thread::sleep(2 * S);
     client.stop();
     std::thread::sleep(S);
-    a.signal(libc::SIGTERM);
-    assert!(a.wait(10 * S).success(), "{}", a.log());
+    a.terminate(10 * S);
     let read = reader.join().unwrap();
     let log = a.log();
     let (written, lost) = summary(&log, &fifo);
@@ -169,17 +157,7 @@ fn a_full_disk_is_named_and_the_counts_match_the_file() {
     std::fs::write(&filler, vec![0u8; 160 << 10]).unwrap();
     let out = mnt.join("samples.jsonl");
     let cfg = dir.write("metro.yaml", &config("'10.200.42.2'"));
-    let mut a = Agent::start(
-        &p.c,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--samples",
-            out.to_str().unwrap(),
-        ],
-        &dir.path("stderr"),
-    );
+    let mut a = Agent::run_samples(&p.c, &cfg, &out, &dir.path("stderr"));
     a.wait_log("capture filter", 20 * S);
     let mut client = Client::start(&p.c, srv.addr, 100, Duration::from_millis(1), 1000);
     a.wait_log("ENOSPC", 30 * S);
@@ -188,8 +166,7 @@ fn a_full_disk_is_named_and_the_counts_match_the_file() {
     // It fills again at once: more lines lost, counted, logged again.
     std::thread::sleep(2 * S);
     client.stop();
-    a.signal(libc::SIGTERM);
-    assert!(a.wait(10 * S).success(), "{}", a.log());
+    a.terminate(10 * S);
     let log = a.log();
     let text = std::fs::read_to_string(&out).unwrap();
     let in_file = text.lines().count() as u64;

@@ -178,8 +178,7 @@ fn hundred_thousand_entries_measure_the_peer_in_bounded_memory_and_survive_sighu
          peak RSS {rss_100k:.0} MiB; SIGHUP to 300,000: samples after {to_reload:.1?}, peak \
          RSS {rss_300k:.0} MiB"
     );
-    agent.signal(libc::SIGTERM);
-    assert!(agent.wait(20 * S).success(), "{}", agent.log());
+    agent.terminate(20 * S);
 }
 
 #[test]

@@ -1021,8 +1021,7 @@ fn a_real_agent_serves_every_metric_the_kit_uses_and_prometheus_runs_the_rules()
 
     // The agent stops: its scrapes fail and MetroAgentDown goes pending (it fires after 5
     // minutes, longer than a test waits).
-    ag.signal(libc::SIGTERM);
-    assert!(ag.wait(20 * S).success(), "{}", ag.log());
+    ag.terminate(20 * S);
     let end = Instant::now() + 30 * S;
     loop {
         let (states, _) = prom.rules();

@@ -88,6 +88,13 @@ impl Agent {
         Agent::start(ns, &["run", "--config", config], &dir.path("stderr"))
     }
 
+    /// `metro run --config CONFIG --samples SAMPLES` inside `ns`, stderr to `stderr_path`.
+    pub fn run_samples(ns: &Netns, config: &Path, samples: &Path, stderr_path: &Path) -> Agent {
+        let (config, samples) = (config.to_str().unwrap(), samples.to_str().unwrap());
+        let args = ["run", "--config", config, "--samples", samples];
+        Agent::start(ns, &args, stderr_path)
+    }
+
     /// [`Agent::start`] with extra environment variables.
     pub fn start_env(
         ns: &Netns,
@@ -120,6 +127,13 @@ impl Agent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGTERM; it must exit 0 within `timeout` (a failure shows its log).
+    pub fn terminate(&mut self, timeout: Duration) {
+        self.signal(libc::SIGTERM);
+        let st = self.wait(timeout);
+        assert!(st.success(), "{st}\n{}", self.log());
     }
 
     /// Whether it is still running.
