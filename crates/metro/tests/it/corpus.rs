@@ -11,16 +11,14 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::support::corpus as corpus_support;
-use corpus_support::corpus_files;
+use corpus_support::{SampleLine, corpus_files, sample_lines, tshark_rows};
 
 use metro_core::config::EngineConfig;
-use serde_json::Value;
 
 struct Outcome {
     records: u64,
     error: Option<String>,
-    /// (frame, open_frame, kind, rtt in seconds)
-    samples: Vec<(u64, u64, String, f64)>,
+    samples: Vec<SampleLine>,
 }
 
 /// Analyze one file on a thread, so a panic is caught and a hang is detected.
@@ -37,19 +35,7 @@ fn analyze(path: &Path) -> Outcome {
             false,
         )
         .unwrap();
-        let samples = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).unwrap();
-                (
-                    v["frame"].as_u64().unwrap(),
-                    v["open_frame"].as_u64().unwrap(),
-                    v["kind"].as_str().unwrap().to_string(),
-                    v["rtt_ms"].as_f64().unwrap() / 1000.0,
-                )
-            })
-            .collect();
+        let samples = sample_lines(&out);
         let f = &report.files[0];
         let _ = tx.send(Outcome {
             records: f.records,
@@ -119,10 +105,9 @@ fn every_corpus_file_runs_without_panic_or_hang() {
 fn tshark_reference() -> HashMap<String, BTreeMap<u64, f64>> {
     let text = include_str!("../data/tshark_ack_rtt.tsv");
     let mut m: HashMap<String, BTreeMap<u64, f64>> = HashMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')).skip(1) {
-        let mut it = line.split('\t');
-        let (Some(f), Some(frame), Some(v)) = (it.next(), it.next(), it.next()) else {
-            panic!("bad line {line:?}");
+    for row in tshark_rows(text) {
+        let [f, frame, v] = row[..] else {
+            panic!("bad row {row:?}");
         };
         m.entry(f.to_string())
             .or_default()
