@@ -156,23 +156,7 @@ fn replay(cap: &Netns, snd: &Netns, frames: &[Vec<u8>], tag: &str) -> Seen {
         }
     });
     ready_rx.recv().unwrap();
-    let out = snd
-        .command("tcpreplay")
-        .args([
-            "-q",
-            "--pps",
-            "20000",
-            "-i",
-            "veth0",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .expect("run tcpreplay (Debian package `tcpreplay`)");
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    snd.tcpreplay(&["--pps", "20000", "-i", "veth0", file.to_str().unwrap()]);
     done_tx.send(()).unwrap();
     let seen = h.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -443,16 +427,7 @@ fn same_samples_both_ways(tag: &str, pcap: &Path, pps: &str, min_samples: usize)
         "capture in the kernel (eBPF) on veth0",
         Duration::from_secs(30),
     );
-    let out = snd
-        .command("tcpreplay")
-        .args(["-q", "--pps", pps, "-i", "veth0", pcap.to_str().unwrap()])
-        .output()
-        .expect("run tcpreplay (Debian package `tcpreplay`)");
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    snd.tcpreplay(&["--pps", pps, "-i", "veth0", pcap.to_str().unwrap()]);
     std::thread::sleep(Duration::from_secs(2));
     let (k, p) = &stop_both(&mut agents);
     eprintln!(
@@ -593,12 +568,7 @@ fn a_kernel_that_refuses_the_program_falls_back_to_libpcap() {
         .status()
         .unwrap();
     assert!(st.success());
-    let out = snd
-        .command("tcpreplay")
-        .args(["-q", "--pps", "5000", "-i", "veth0", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    snd.tcpreplay(&["--pps", "5000", "-i", "veth0", file.to_str().unwrap()]);
     let mut text = String::new();
     let end = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 65536];
@@ -658,16 +628,7 @@ fn conversation_pcap(
 }
 
 fn replay_file(snd: &Netns, pcap: &Path) {
-    let out = snd
-        .command("tcpreplay")
-        .args(["-q", "-i", "veth0", pcap.to_str().unwrap()])
-        .output()
-        .expect("run tcpreplay (Debian package `tcpreplay`)");
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    snd.tcpreplay(&["-i", "veth0", pcap.to_str().unwrap()]);
 }
 
 /// Samples per responder in the `--samples` file so far.

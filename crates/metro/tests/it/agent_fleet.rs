@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Metric, Statsd, TempDir, http_get, named};
+use agent::{Agent, Metric, Statsd, TempDir, http_get, http_status, named};
 use netns::{Client, Delayed, EchoServer, Netns, Pair};
 
 const S: Duration = Duration::from_secs(1);
@@ -140,7 +140,7 @@ impl Prometheus {
             .expect("run prometheus (Debian package `prometheus`)");
         let p = Prometheus { child, addr };
         let end = Instant::now() + 30 * S;
-        while get(p.addr, "/-/ready").is_none_or(|(code, _)| code != 200) {
+        while http_status(p.addr, "/-/ready").is_none_or(|(code, _)| code != 200) {
             assert!(
                 Instant::now() < end,
                 "prometheus not ready: {}",
@@ -167,7 +167,7 @@ impl Prometheus {
             now - 600,
             now + 60
         );
-        let (code, body) = get(self.addr, &path).expect("query_exemplars");
+        let (code, body) = http_status(self.addr, &path).expect("query_exemplars");
         assert_eq!(code, 200, "{promql}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "success", "{body}");
@@ -202,7 +202,7 @@ impl Prometheus {
                 enc.push_str(&format!("%{b:02X}"));
             }
         }
-        let (code, body) = get(self.addr, &format!("/api/v1/query?query={enc}"))?;
+        let (code, body) = http_status(self.addr, &format!("/api/v1/query?query={enc}"))?;
         assert_eq!(code, 200, "{promql}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "success", "{body}");
@@ -218,42 +218,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// HTTP GET on the test's own namespace: (status, body).
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut c = TcpStream::connect_timeout(&addr, S).ok()?;
-    c.set_read_timeout(Some(10 * S)).ok();
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut s = Vec::new();
-    c.read_to_end(&mut s).ok()?;
-    let s = String::from_utf8_lossy(&s).into_owned();
-    let (head, body) = s.split_once("\r\n\r\n")?;
-    let code = head.split(' ').nth(1)?.parse().ok()?;
-    // Prometheus answers small bodies whole; chunked bodies are decoded.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((len, tail)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(len.trim(), 16).ok()?;
-            if n == 0 {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            rest = &tail[n + 2..];
-        }
-        out
-    } else {
-        body.to_string()
-    };
-    Some((code, body))
 }
 
 fn config(statsd_port: u16, prom: &str, ips: &str, more_init: &str, more_inst: &str) -> String {

@@ -116,23 +116,13 @@ fn forged_one_sided_retransmissions_from_80000_watched_addresses_leave_real_host
     // in each interval, after the flood has had time to fill the table.
     let mut sparse = Client::start(&d.c, srv2.addr, 200, Duration::from_millis(300), 1);
     // Injected on the delay line's side of the client's link: straight to the client.
-    let out =
-        d.m.command("tcpreplay")
-            .args([
-                "-q",
-                "--pps=60000",
-                "--loop=5",
-                "-i",
-                "mc",
-                pcap.to_str().unwrap(),
-            ])
-            .output()
-            .expect("run tcpreplay (Debian package `tcpreplay`)");
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.m.tcpreplay(&[
+        "--pps=60000",
+        "--loop=5",
+        "-i",
+        "mc",
+        pcap.to_str().unwrap(),
+    ]);
     sparse.stop();
     let sparse_requests = sparse.requests.load(std::sync::atomic::Ordering::Relaxed);
     // The real pair goes on being measured after the flood: a whole interval (2 s) that

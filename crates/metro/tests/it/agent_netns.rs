@@ -854,16 +854,7 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
         "{}",
         agent.log()
     );
-    let out =
-        p.s.command("tcpreplay")
-            .args(["-q", "-i", "veth0", pcap.to_str().unwrap()])
-            .output()
-            .expect("run tcpreplay (Debian package `tcpreplay`)");
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    p.s.tcpreplay(&["-i", "veth0", pcap.to_str().unwrap()]);
     let all = statsd.wait_for(&mut agent, 20 * S, "samples from the VLAN frames", |m| {
         sum(m, "system.net.tcp.rtt.samples", |x| {
             x.tag("dst") == Some("10.200.20.9")

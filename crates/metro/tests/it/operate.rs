@@ -19,13 +19,12 @@ use crate::support::netns;
 use crate::support::pod::Pod;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Statsd, TempDir, http_get, named};
+use agent::{Agent, Statsd, TempDir, http_get, http_status, named};
 use netns::{Client, Delayed, EchoServer, Netns};
 use serde_json::Value;
 
@@ -741,40 +740,10 @@ fn datadog_json_parses_with_datadogs_own_api_client() {
 
 // --- a real agent, a real Prometheus --------------------------------------------------------
 
-/// HTTP GET inside `ns`: (status, body), chunked bodies decoded (Prometheus' API answers
-/// large bodies chunked).
+/// HTTP GET inside `ns`: (status, body) ([`http_status`]).
 fn get(ns: &Netns, addr: &str, path: &str) -> Option<(u16, String)> {
-    let (addr, path) = (addr.to_string(), path.to_string());
-    ns.enter(move || {
-        let mut c = TcpStream::connect_timeout(&addr.parse().ok()?, S).ok()?;
-        c.set_read_timeout(Some(10 * S)).ok();
-        write!(
-            c,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut s = Vec::new();
-        c.read_to_end(&mut s).ok()?;
-        let s = String::from_utf8_lossy(&s).into_owned();
-        let (head, body) = s.split_once("\r\n\r\n")?;
-        let code = head.split(' ').nth(1)?.parse().ok()?;
-        if !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            return Some((code, body.to_string()));
-        }
-        let (mut out, mut rest) = (String::new(), body);
-        while let Some((len, tail)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(len.trim(), 16).ok()?;
-            if n == 0 {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            rest = &tail[n + 2..];
-        }
-        Some((code, out))
-    })
+    let (addr, path) = (addr.parse().ok()?, path.to_string());
+    ns.enter(move || http_status(addr, &path))
 }
 
 fn urlencode(s: &str) -> String {

@@ -454,6 +454,40 @@ pub fn named<'a>(all: &'a [Metric], name: &str) -> Vec<&'a Metric> {
     all.iter().filter(|m| m.name == name).collect()
 }
 
+/// HTTP GET from the calling thread's namespace: (status, body), a chunked body decoded
+/// (Prometheus' API answers large bodies chunked); None if the server does not answer.
+pub fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut s = Vec::new();
+    c.read_to_end(&mut s).ok()?;
+    let s = String::from_utf8_lossy(&s).into_owned();
+    let (head, body) = s.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Some((code, body.to_string()));
+    }
+    let (mut out, mut rest) = (String::new(), body);
+    while let Some((len, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).ok()?;
+        if n == 0 {
+            break;
+        }
+        out.push_str(tail.get(..n)?);
+        rest = tail.get(n + 2..)?;
+    }
+    Some((code, out))
+}
+
 /// HTTP GET on a plain TCP connection; returns the body. `ns` joins the namespace first.
 pub fn http_get(ns: &Netns, addr: &str, path: &str) -> String {
     let (addr, path) = (addr.to_string(), path.to_string());

@@ -104,6 +104,23 @@ impl Netns {
         })
     }
 
+    /// `tcpreplay -q ARGS` inside the namespace (Debian package `tcpreplay`), which must
+    /// succeed: it returns once every frame is sent.
+    pub fn tcpreplay(&self, args: &[&str]) {
+        let out = self
+            .command("tcpreplay")
+            .arg("-q")
+            .args(args)
+            .output()
+            .expect("run tcpreplay (Debian package `tcpreplay`)");
+        assert!(
+            out.status.success(),
+            "tcpreplay {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Write /etc/netns/NAME/FILE (seen as /etc/FILE by `command`). Rewrites in place, so
     /// that a running process's bind mount sees the change.
     pub fn write_etc(&self, file: &str, content: &str) {
