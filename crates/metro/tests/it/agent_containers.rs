@@ -12,6 +12,7 @@
 //! busybox-static (CI installs them); as root they fail, never skip, when they cannot set up. Containers, the image, cgroups and namespaces are
 //! removed when a test ends, pass or fail.
 
+use crate::support;
 use crate::support::agent;
 use crate::support::netns;
 use crate::support::pod::Pod;
@@ -204,6 +205,7 @@ fn podman_containers_are_tagged_and_counted_once() {
     if !netns::needs_root("podman containers in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     const N: u8 = 21;
     const CONNS: u32 = 8;
     let one_way = Duration::from_millis(10);
@@ -478,6 +480,7 @@ fn kubelet_layout_gives_pod_tags() {
     if !netns::needs_root("network namespaces laid out as a kubelet does") {
         return;
     }
+    let _load = support::heavy();
     const N: u8 = 22;
     let one_way = Duration::from_millis(5);
     let d = Delayed::new("kuh", N, one_way);
@@ -635,6 +638,7 @@ fn podman_nat_counted_once_under_the_containers_address() {
     if !netns::needs_root("podman's NAT in a namespace") {
         return;
     }
+    let _load = support::heavy();
     const N: u8 = 23;
     const CONNS: u32 = 6;
     const HOST_CONNS: u32 = 3;
@@ -862,6 +866,7 @@ fn daemonset_settings_under_podman_give_tags() {
     if !netns::needs_root("podman with the DaemonSet's settings") {
         return;
     }
+    let _load = support::heavy();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = TempDir::new("dset");
     // The stand-in image: the binary and what `ldd` says it loads.

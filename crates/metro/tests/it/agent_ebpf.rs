@@ -5,6 +5,7 @@
 //! Segments metro-core decodes from libpcap's copies, in the same order; what the program
 //! does not decode must show in its counters.
 
+use crate::support;
 use crate::support::agent;
 use crate::support::corpus;
 use crate::support::frames;
@@ -222,6 +223,7 @@ fn records_equal_libpcap_decode_on_corpus_frames() {
     if !netns::needs_root("loading a BPF program and replaying into a veth") {
         return;
     }
+    let _load = support::heavy();
     let (cap, snd) = pair("ebc");
     let frames = corpus_frames(20_000);
     assert!(frames.len() > 5_000, "{} corpus frames", frames.len());
@@ -236,6 +238,7 @@ fn records_equal_libpcap_decode_on_decoder_vectors_and_mutations() {
     if !netns::needs_root("loading a BPF program and replaying into a veth") {
         return;
     }
+    let _load = support::heavy();
     let (cap, snd) = pair("ebv");
     // xorshift64*: deterministic pseudo-random bytes.
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
@@ -287,6 +290,7 @@ fn egress_records_carry_the_sockets_cgroup_and_the_watch_list_filters() {
     if !netns::needs_root("loading a BPF program on a veth in a namespace") {
         return;
     }
+    let _load = support::heavy();
     let (cap, snd) = pair("ebg");
     cap.ip(&["addr", "add", "10.211.0.1/24", "dev", "veth0"]);
     snd.ip(&["addr", "add", "10.211.0.2/24", "dev", "veth0"]);
@@ -463,6 +467,7 @@ fn samples_in_the_kernel_equal_libpcaps_on_a_generated_replay() {
     if !netns::needs_root("agents capturing on a veth in a namespace") {
         return;
     }
+    let _load = support::timed();
     let dir = TempDir::new("ebgen");
     let file = dir.path("gen.pcap");
     let st = std::process::Command::new(METRO)
@@ -491,6 +496,7 @@ fn samples_in_the_kernel_equal_libpcaps_on_corpus_replay() {
     if !netns::needs_root("agents capturing on a veth in a namespace") {
         return;
     }
+    let _load = support::timed();
     let dir = TempDir::new("ebcor");
     let file = dir.path("corpus.pcap");
     write_pcap(&file, &corpus_frames(20_000));
@@ -648,6 +654,7 @@ fn a_100k_watch_list_in_the_kernel_and_a_reload_that_changes_it() {
     if !netns::needs_root("an agent capturing on a veth in a namespace") {
         return;
     }
+    let _load = support::heavy();
     let (cap, snd) = pair("ebw");
     let dir = TempDir::new("ebw");
     let (a, b) = ([10, 213, 0, 2], [10, 213, 0, 4]);
@@ -715,6 +722,7 @@ fn any_follows_an_interface_created_after_start() {
     if !netns::needs_root("agents capturing in a namespace") {
         return;
     }
+    let _load = support::timed();
     let cap = Netns::new("ebac");
     let snd = Netns::new("ebas");
     let dir = TempDir::new("eba");

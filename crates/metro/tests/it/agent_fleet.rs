@@ -6,6 +6,7 @@
 //! These tests need root (each skips for another user, saying so) and the Debian
 //! `prometheus` package; as root they fail, never skip, when they cannot run. Each test uses its own namespaces and 10.200.N.0/24.
 
+use crate::support;
 use crate::support::agent;
 use crate::support::netns;
 
@@ -246,6 +247,7 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
     if !netns::needs_root("two agents in network namespaces") {
         return;
     }
+    let _load = support::timed();
     // Link A: 10 ms round trip, three times the requests of link B: 40 ms.
     let a = Delayed::new("fla", 31, Duration::from_millis(5));
     let b = Delayed::new("flb", 32, Duration::from_millis(20));
@@ -667,6 +669,7 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     let p = Pair::new("flg", 33);
     let dir = TempDir::new("flgroup");
     let _srv = EchoServer::start(&p.s, "0.0.0.0:7000");
@@ -862,6 +865,7 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     let Some(py) = otlp_python() else {
         return;
     };
@@ -1024,6 +1028,7 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
     if !netns::needs_root("two agents in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     let p = Pair::new("fls", 35);
     let dir = TempDir::new("flsamples");
     let srv = EchoServer::start(&p.s, "10.200.35.2:7000");
@@ -1133,6 +1138,7 @@ fn a_slow_otlp_receiver_delays_only_itself() {
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     let p = Pair::new("flslow", 37);
     let dir = TempDir::new("flslow");
     let listener = p.c.enter(|| TcpListener::bind("127.0.0.1:4318").unwrap());
@@ -1177,6 +1183,7 @@ fn a_black_holed_otlp_name_delays_only_its_pushes() {
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     let p = Pair::new("fldns", 38);
     let dir = TempDir::new("fldns");
     p.c.write_etc("hosts", "127.0.0.1 localhost\n");

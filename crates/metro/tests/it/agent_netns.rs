@@ -6,6 +6,7 @@
 //! as root (CI) they fail, never skip, when they cannot build their namespaces. Each test uses its own namespaces and 10.200.N.0/24 subnet; the
 //! namespaces are deleted when the test ends, pass or fail.
 
+use crate::support;
 use crate::support::agent;
 use crate::support::frames;
 use crate::support::netns;
@@ -373,6 +374,7 @@ fn known_delay_p50_within_2ms_of_true_rtt() {
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::timed();
     let one_way = Duration::from_millis(20);
     let d = Delayed::new("dly", 13, one_way);
     let dir = TempDir::new("dly");
@@ -821,6 +823,7 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
     if !netns::needs_root("the agent in network namespaces with tcpreplay") {
         return;
     }
+    let _load = support::timed();
     let p = Pair::new("vlan", 20);
     let dir = TempDir::new("vlan");
     let statsd = udp_statsd(&p.c);

@@ -7,6 +7,7 @@
 //! Root: network namespaces, live capture and mount(8). Each test uses its own namespaces
 //! and 10.200.N.0/24.
 
+use crate::support;
 use crate::support::agent;
 use crate::support::netns;
 
@@ -56,6 +57,7 @@ fn a_fifo_without_reader_holds_nothing_and_its_reader_gets_every_line_counted() 
     if !netns::needs_root("network namespaces and live capture") {
         return;
     }
+    let _load = support::timed();
     let p = Pair::new("smf", 41);
     let dir = TempDir::new("smfifo");
     let srv = EchoServer::start(&p.s, "10.200.41.2:7000");

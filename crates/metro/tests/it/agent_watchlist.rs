@@ -9,6 +9,7 @@
 //! .ci/run (METRO_TESTS_REQUIRE_ROOT) without it. It
 //! uses 10.200.40.0/24 (see tests/agent_netns.rs for the other tests' subnets).
 
+use crate::support;
 use crate::support::agent;
 use crate::support::frames;
 use crate::support::netns;
@@ -100,6 +101,7 @@ fn hundred_thousand_entries_measure_the_peer_in_bounded_memory_and_survive_sighu
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     const LIMIT_MIB: f64 = 300.0;
     let one_way = Duration::from_millis(10);
     let d = Delayed::new("wl", 40, one_way);

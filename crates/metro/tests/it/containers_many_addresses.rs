@@ -4,6 +4,7 @@
 //! `metro.containers.skipped`), and its work is linear in the addresses listed (a set, not a
 //! list searched per address: the figures are in the `containers_cost` example).
 
+use crate::support;
 use crate::support::netns;
 
 use std::io::Write;
@@ -22,6 +23,7 @@ fn a_namespace_with_thousands_of_addresses_is_capped_and_counted() {
     if !netns::needs_root("a namespace with 12,000 addresses") {
         return;
     }
+    let _load = support::heavy();
     let ns = Netns::new("many");
     let addr = |i: u32| Ipv4Addr::from(0xac1d_0000 + i); // 172.29.0.0/16 and up
     let mut batch = String::new();

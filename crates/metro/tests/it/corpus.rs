@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::support;
 use crate::support::corpus as corpus_support;
 use corpus_support::{SampleLine, corpus_files, sample_lines, tshark_rows};
 
@@ -78,6 +79,7 @@ const EXPECTED_ERRORS: &[(&str, &str)] = &[
 
 #[test]
 fn every_corpus_file_runs_without_panic_or_hang() {
+    let _load = support::heavy();
     let mut unexpected = Vec::new();
     for path in corpus_files() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -209,6 +211,7 @@ const TOLERANCE: f64 = 1.0e-6 + 1e-9;
 
 #[test]
 fn seq_and_handshake_samples_agree_with_tshark() {
+    let _load = support::heavy();
     let reference = tshark_reference();
     let mut total_ref = 0usize;
     let mut total_agree = 0usize;
@@ -309,6 +312,7 @@ fn seq_and_handshake_samples_agree_with_tshark() {
 /// decoder gives, on every record of every corpus file (and the shortcut is taken often).
 #[test]
 fn the_decoder_shortcut_agrees_with_the_general_path_on_every_record() {
+    let _load = support::heavy();
     use metro::pcap::CaptureReader;
     use metro_core::wire::{decode, decode_general};
     let (mut records, mut ethernet_tcp) = (0u64, 0u64);

@@ -14,6 +14,7 @@
 //! promtool and prometheus come from Debian's `prometheus` package (`.ci/run` installs it).
 //! The real run needs root (network namespaces).
 
+use crate::support;
 use crate::support::agent;
 use crate::support::netns;
 use crate::support::pod::Pod;
@@ -862,6 +863,7 @@ fn a_real_agent_serves_every_metric_the_kit_uses_and_prometheus_runs_the_rules()
     if !netns::needs_root("a live agent in network namespaces") {
         return;
     }
+    let _load = support::timed();
     // A 10 ms round trip (5 ms each way) between the client namespace, where metro and
     // Prometheus run, and a server.
     let d = Delayed::new("opk", 43, Duration::from_millis(5));
@@ -1018,6 +1020,7 @@ fn pod_tags_feed_the_namespace_rules_and_the_container_panel() {
     if !netns::needs_root("a pod's namespace and cgroups, a live agent") {
         return;
     }
+    let _load = support::timed();
     const N: u8 = 44;
     let d = Delayed::new("opp", N, Duration::from_millis(5));
     let host = &d.c;

@@ -12,6 +12,7 @@ use metro::analyze::{Report, analyze_files_threads};
 use metro_core::config::EngineConfig;
 use serde_json::Value;
 
+use crate::support;
 use crate::support::corpus::{SampleLine, sample_lines, tshark_rows};
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared");
@@ -63,6 +64,7 @@ const TSHARK_LENIENT: &[(&str, &str, u64, &str)] = &[(
 
 #[test]
 fn dns_and_icmp_samples_equal_tsharks_on_every_capture() {
+    let _load = support::heavy();
     let reference = tshark();
     let mut files: Vec<PathBuf> = Vec::new();
     for dir in ["corpus", "corpus-proto"] {

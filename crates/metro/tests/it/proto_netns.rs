@@ -9,6 +9,7 @@
 //! (The userspace delay line on a loaded machine adds its own jitter, up to tens of ms: the
 //! clients' own timings are the independent measure, the known delay the floor.)
 
+use crate::support;
 use crate::support::netns;
 
 use std::process::{Child, Command, Stdio};
@@ -86,6 +87,7 @@ fn dig_over_udp_and_tcp_and_ping_across_the_delay_line() {
     if !netns::needs_root("namespaces, dnsmasq and a capture") {
         return;
     }
+    let _load = support::timed();
     let one_way = Duration::from_millis(20);
     let d = Delayed::new("prt", 60, one_way);
     let dir = std::env::temp_dir().join(format!("metro-proto-netns-{}", std::process::id()));
@@ -226,6 +228,7 @@ fn aioquic_spin_and_handshake_across_the_delay_line() {
     if !netns::needs_root("namespaces, aioquic and a capture") {
         return;
     }
+    let _load = support::timed();
     let py = std::env::var("METRO_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/quic_echo.py");
     let check = Command::new(&py).args(["-c", "import aioquic"]).status();
