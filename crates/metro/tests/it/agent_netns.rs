@@ -745,7 +745,7 @@ fn interface_down_and_up_again_resumes_without_spinning() {
     let cfg = dir.write(
         "metro.yaml",
         // libpcap's reopening (the in-kernel program stays attached to an interface that
-        // is down: tests/agent_ebpf.rs).
+        // is down: tests/it/agent_ebpf.rs).
         &(config("1", UDP_STATSD, &["10.200.19.2"], &[], &[], "") + "    capture: pcap\n"),
     );
     let mut agent = Agent::run_config(&p.c, &cfg, &dir);
@@ -843,7 +843,7 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
     let pcap = dir.path("vlan.pcap");
     frames::write_pcap(&pcap, &mut fr);
     // libpcap's filter with its VLAN half (the in-kernel path reads tags itself:
-    // tests/agent_ebpf.rs).
+    // tests/it/agent_ebpf.rs).
     let cfg = dir.write(
         "metro.yaml",
         &(config("1", UDP_STATSD, &["10.200.20.9"], &[], &[], "") + "    capture: pcap\n"),

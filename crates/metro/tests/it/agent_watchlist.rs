@@ -7,7 +7,7 @@
 //!
 //! The namespace test needs root: it skips for another user, saying so, and fails under
 //! .ci/run (METRO_TESTS_REQUIRE_ROOT) without it. It
-//! uses 10.200.40.0/24 (see tests/agent_netns.rs for the other tests' subnets).
+//! uses 10.200.40.0/24 (see tests/it/agent_netns.rs for the other tests' subnets).
 
 use crate::support;
 use crate::support::agent;
@@ -82,7 +82,7 @@ fn peak_rss_mib(pid: i32) -> f64 {
 }
 
 /// libpcap's path (`capture: pcap`): its covering filter and user-space match are what
-/// these tests measure (the in-kernel path holds any list exactly: tests/agent_ebpf.rs).
+/// these tests measure (the in-kernel path holds any list exactly: tests/it/agent_ebpf.rs).
 fn config(list: &[String], tag: &str) -> String {
     format!(
         "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\n  exp_ttl: 0\n\

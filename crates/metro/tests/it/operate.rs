@@ -1011,7 +1011,7 @@ fn a_real_agent_serves_every_metric_the_kit_uses_and_prometheus_runs_the_rules()
 }
 
 /// A pod laid out as the kubelet (systemd cgroup driver) and containerd do (as in
-/// tests/agent_containers.rs): its namespace behind a routed host, its process in a
+/// tests/it/agent_containers.rs): its namespace behind a routed host, its process in a
 /// containerd scope of a kubepods slice, the kubelet's log links naming pod `checkout-api-7d9f`
 /// in namespace `shop`, container `api`. The pod talks to a server 10 ms away; the
 /// per-namespace recording rules and the dashboard's per-container panel show it.

@@ -1,4 +1,4 @@
-//! DNS and ICMP with real implementations across the delay line (tests/support/netns.rs):
+//! DNS and ICMP with real implementations across the delay line (tests/it/support/netns.rs):
 //! dnsmasq (Debian) answering a local zone in the server's namespace, queried with dig over
 //! UDP and TCP, and ping, from the client's namespace through a userspace delay line of a
 //! known one-way delay. dumpcap captures on the client's interface; `metro analyze` on that
