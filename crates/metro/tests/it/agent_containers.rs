@@ -314,7 +314,7 @@ fn podman_containers_are_tagged_and_counted_once() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    std::thread::sleep(3 * S);
+    statsd.wait_flush_after(&mut agent, std::time::Instant::now(), S);
     let all = {
         let later = statsd.all();
         assert!(later.len() >= all.len());
@@ -754,7 +754,7 @@ fn podman_nat_counted_once_under_the_containers_address() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    std::thread::sleep(3 * S);
+    statsd.wait_flush_after(&mut agent, std::time::Instant::now(), S);
     let all = statsd.all();
     agent.terminate(15 * S);
     let lines = sample_lines(&std::fs::read_to_string(&samples_path).unwrap());

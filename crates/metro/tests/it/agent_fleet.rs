@@ -326,9 +326,7 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
     // the clients stopped.
     let stopped = Instant::now();
     for (rx, ag) in receivers.iter().zip(agents.iter_mut()) {
-        rx.wait_for(ag, 10 * S, "a flush after the traffic", |m| {
-            m.iter().any(|x| x.at > stopped + S)
-        });
+        rx.wait_flush_after(ag, stopped, S);
     }
     // And Prometheus has scraped those final counters: its sum is the agents' own.
     let on_agents = || -> f64 {
@@ -1066,9 +1064,7 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
     // that began after the client stopped.
     let stopped = Instant::now();
     for (r, a) in [(&rx, &mut ag), (&stuck_rx, &mut stuck)] {
-        r.wait_for(a, 10 * S, "a flush after the traffic", |m| {
-            m.iter().any(|x| x.at > stopped + S)
-        });
+        r.wait_flush_after(a, stopped, S);
     }
     for a in [&mut ag, &mut stuck] {
         a.terminate(20 * S);

@@ -42,8 +42,7 @@ fn a_namespace_with_thousands_of_addresses_is_capped_and_counted() {
         .unwrap();
     assert!(ip.wait().unwrap().success(), "ip -batch addr add");
     // A process in the namespace for discovery to find it by.
-    let mut sleeper = ns.command("sleep").arg("60").spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut sleeper = ns.sleeper(60);
 
     let limits = Limits::default();
     let a = discover(&Roots::default(), limits);

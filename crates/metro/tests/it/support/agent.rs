@@ -382,6 +382,18 @@ impl Statsd {
         }
     }
 
+    /// Waits (at most 10 s) until `agent` has sent a flush of an interval that began after
+    /// `since`: a datagram received more than one `flush_interval` after it. Everything the
+    /// agent captured before `since` is then in what this receiver holds.
+    pub fn wait_flush_after(&self, agent: &mut Agent, since: Instant, flush_interval: Duration) {
+        self.wait_for(
+            agent,
+            Duration::from_secs(10),
+            "a flush after the traffic",
+            |m| m.iter().any(|x| x.at > since + flush_interval),
+        );
+    }
+
     /// Poll until `pred` holds over everything received; panics (with what was received
     /// and the agent's log) after `timeout`.
     pub fn wait_for(

@@ -104,6 +104,28 @@ impl Netns {
         })
     }
 
+    /// `sleep SECS` inside the namespace, returned once it runs there (`ip netns exec` has
+    /// joined the namespace and exec'd it in place: the same pid): a process for container
+    /// discovery to find the namespace by.
+    pub fn sleeper(&self, secs: u32) -> std::process::Child {
+        let child = self
+            .command("sleep")
+            .arg(secs.to_string())
+            .spawn()
+            .expect("spawn sleep in the namespace");
+        let comm = format!("/proc/{}/comm", child.id());
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&comm).ok().as_deref() != Some("sleep\n") {
+            assert!(
+                Instant::now() < end,
+                "`ip netns exec {} sleep` never ran",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    }
+
     /// `tcpreplay -q ARGS` inside the namespace (Debian package `tcpreplay`), which must
     /// succeed: it returns once every frame is sent.
     pub fn tcpreplay(&self, args: &[&str]) {

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 use super::netns::{Netns, veth};
 
@@ -90,26 +89,9 @@ impl Pod {
                 cgroup.dirs.push(path.clone());
             }
         }
-        let child = ns
-            .command("sleep")
-            .arg("600")
-            .spawn()
-            .expect("spawn the pod's process");
+        let child = ns.sleeper(600);
         let pid = child.id();
         cgroup.child = Some(child);
-        // `ip netns exec` execs sleep in place, in the pod's namespace: the same pid.
-        let end = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .ok()
-            .as_deref()
-            != Some("sleep\n")
-        {
-            assert!(
-                Instant::now() < end,
-                "the pod's process never became `sleep`"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
         std::fs::write(path.join("cgroup.procs"), pid.to_string())
             .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", path.display()));
         let in_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
