@@ -189,7 +189,7 @@ fn scrapes_succeed_through_slowloris_clients() {
 
 #[test]
 fn scrapes_succeed_through_a_flood_of_idle_connections() {
-    let _load = support::heavy();
+    let _load = support::timed();
     let srv = server();
     let addr = srv.addr;
     let cap = Limits::default().max_connections;
@@ -425,7 +425,7 @@ fn methods_paths_and_bad_requests() {
 /// them instead of waiting or being refused.
 #[test]
 fn readers_that_never_read_are_cut_and_pushed_out() {
-    let _load = support::heavy();
+    let _load = support::timed();
     raise_fd_limit();
     let limits = Limits {
         max_connections: 4,
