@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Metric, Statsd, TempDir, http_get, http_status, named};
+use agent::{Agent, Metric, Statsd, TempDir, http_get, http_status, named, promtool_check_metrics};
 use netns::{Client, Delayed, EchoServer, Netns, Pair};
 
 const S: Duration = Duration::from_secs(1);
@@ -225,21 +225,6 @@ fn config(statsd_port: u16, prom: &str, ips: &str, more_init: &str, more_inst: &
     format!(
         "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: {statsd_port}\n  prometheus_listen: {prom}\n{more_init}instances:\n  - interface: veth0\n    tags: ['env:fleet', 'role:web']\n    ips: [{ips}]\n{more_inst}"
     )
-}
-
-fn promtool(dir: &TempDir, body: &str) {
-    let file = dir.write("metrics.txt", body);
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&file).unwrap())
-        .output()
-        .expect("run promtool (Debian package `prometheus`)");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed: {}{}\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -603,7 +588,7 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
 
     // The exposition with histograms passes promtool, labels as documented.
     let body = http_get(&a.c, "127.0.0.1:9464", "/metrics");
-    promtool(&dir, &body);
+    promtool_check_metrics(&dir, &body);
     let labels = [
         "src=\"10.200.31.1\"",
         "dst=\"10.200.31.2\"",
@@ -740,7 +725,7 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
         assert_eq!(dsts, want, "{name}");
     }
     let body = http_get(&p.c, "127.0.0.1:9464", "/metrics");
-    promtool(&dir, &body);
+    promtool_check_metrics(&dir, &body);
     let hist_dsts: BTreeSet<&str> = body
         .lines()
         .filter(|l| l.starts_with("metro_tcp_rtt_seconds_count{"))

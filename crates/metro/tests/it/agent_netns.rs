@@ -343,18 +343,7 @@ fn unix_socket_statsd_prometheus_exposition_and_interface_any() {
     assert!(*statsd.max_lines.lock().unwrap() >= 10 + SELF_METRICS.len());
 
     let body = http_get(&p.c, "127.0.0.1:9464", "/metrics");
-    let file = dir.write("metrics.txt", &body);
-    let out = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&file).unwrap())
-        .output()
-        .expect("run promtool (Debian package `prometheus`)");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed: {}{}\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent::promtool_check_metrics(&dir, &body);
     assert!(
         body.contains(
             "metro_tcp_rtt_p50_seconds{src=\"10.200.12.1\",dst=\"10.200.12.2\",iface=\"any\",env=\"unix\"}"

@@ -38,6 +38,13 @@ impl TempDir {
     }
 }
 
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -46,6 +53,14 @@ impl Drop for TempDir {
 
 /// The `metro` binary under test (Cargo builds it for the integration tests).
 pub const METRO: &str = env!("CARGO_BIN_EXE_metro");
+
+/// `metro ARGS` run to completion (outside any namespace).
+pub fn metro(args: &[&str]) -> std::process::Output {
+    Command::new(METRO)
+        .args(args)
+        .output()
+        .expect("running metro")
+}
 
 /// A `metro ARGS` command (outside any namespace).
 pub fn metro_command(args: &[&str]) -> Command {
@@ -517,4 +532,21 @@ pub fn http_get(ns: &Netns, addr: &str, path: &str) -> String {
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         body.to_string()
     })
+}
+
+/// `promtool check metrics` on an exposition `body` (Debian package `prometheus`), which
+/// must pass; the file is written in `dir`.
+pub fn promtool_check_metrics(dir: &TempDir, body: &str) {
+    let file = dir.write("metrics.txt", body);
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("run promtool (Debian package `prometheus`)");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
