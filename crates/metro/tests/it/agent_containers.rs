@@ -218,12 +218,7 @@ fn podman_containers_are_tagged_and_counted_once() {
     host.ip(&["link", "add", "br0", "type", "bridge"]);
     host.ip(&["addr", "add", &format!("10.201.{N}.1/24"), "dev", "br0"]);
     host.ip(&["link", "set", "br0", "up"]);
-    let st = host
-        .command("sysctl")
-        .args(["-qw", "net.ipv4.ip_forward=1"])
-        .status()
-        .unwrap();
-    assert!(st.success(), "enabling forwarding in the host namespace");
+    host.forward_ipv4();
     d.s.ip(&[
         "route",
         "add",

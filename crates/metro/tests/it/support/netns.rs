@@ -126,6 +126,16 @@ impl Netns {
         child
     }
 
+    /// Turns IPv4 forwarding on in the namespace (it routes between its interfaces).
+    pub fn forward_ipv4(&self) {
+        let st = self
+            .command("sysctl")
+            .args(["-qw", "net.ipv4.ip_forward=1"])
+            .status()
+            .expect("run sysctl (Debian package `procps`)");
+        assert!(st.success(), "enabling forwarding in {}", self.name);
+    }
+
     /// `tcpreplay -q ARGS` inside the namespace (Debian package `tcpreplay`), which must
     /// succeed: it returns once every frame is sent.
     pub fn tcpreplay(&self, args: &[&str]) {

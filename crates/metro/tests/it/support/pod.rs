@@ -47,12 +47,7 @@ impl Pod {
             Some(&format!("{host_ip}/24")),
         );
         ns.ip(&["route", "add", "default", "via", &host_ip]);
-        let st = host
-            .command("sysctl")
-            .args(["-qw", "net.ipv4.ip_forward=1"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "enabling forwarding in the host namespace");
+        host.forward_ipv4();
         server.ip(&[
             "route",
             "add",
