@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate crates/metro/tests/data/tshark_proto.tsv: tshark's DNS response times (dns.time)
 # and ICMP/ICMPv6 echo response times (icmp.resptime, icmpv6.resptime) for every frame of
-# every capture in the shared corpora that has one. crates/metro/tests/proto.rs compares
+# every capture in the shared corpora that has one. crates/metro/tests/it/proto.rs compares
 # metro's dns and icmp samples with it, frame by frame, so tshark is not needed to run the tests.
 #
 # DNS responses sent to a multicast or broadcast address are left out: tshark pairs an mDNS

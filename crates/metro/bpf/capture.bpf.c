@@ -11,10 +11,10 @@
 // passed over silently; user space reads the counters with the records.
 //
 // The record layout is mirrored by crates/metro/src/agent/ebpf/record.rs; the root tests in
-// tests/agent_ebpf.rs compare its records with metro-core's decode of the same frames.
+// tests/it/agent_ebpf.rs compare its records with metro-core's decode of the same frames.
 //
 // Built by crates/metro/build.rs with clang (-target bpf), embedded in the binary, and
-// checked by the kernel's verifier in a root test (tests/agent_ebpf.rs).
+// checked by the kernel's verifier in a root test (tests/it/agent_ebpf.rs).
 
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>

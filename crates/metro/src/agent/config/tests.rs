@@ -7,7 +7,7 @@ use super::model::GroupBy;
 use super::*;
 
 /// The example from go-metro's documentation (shared/docs/go-metro.md), unchanged but for
-/// the interface; `tests/agent_netns.rs` runs it.
+/// the interface; `tests/it/agent_netns.rs` runs it.
 const GO_METRO_DOC_EXAMPLE: &str = include_str!("../../../tests/data/go-metro-doc-example.yaml");
 
 fn ok(text: &str) -> Loaded {

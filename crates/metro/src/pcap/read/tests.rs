@@ -1,6 +1,6 @@
 //! Unit tests of the reader's internals: time stamp conversion, pcapng limits, buffer
 //! growth and shrinking, format recognition. The file-level behaviour is in
-//! `tests/pcap_read.rs`.
+//! `tests/it/pcap_read.rs`.
 
 use std::io::Cursor;
 

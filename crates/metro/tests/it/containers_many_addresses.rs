@@ -4,8 +4,8 @@
 //! `metro.containers.skipped`), and its work is linear in the addresses listed (a set, not a
 //! list searched per address: the figures are in the `containers_cost` example).
 
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support;
+use crate::support::netns;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -23,6 +23,7 @@ fn a_namespace_with_thousands_of_addresses_is_capped_and_counted() {
     if !netns::needs_root("a namespace with 12,000 addresses") {
         return;
     }
+    let _load = support::heavy();
     let ns = Netns::new("many");
     let addr = |i: u32| Ipv4Addr::from(0xac1d_0000 + i); // 172.29.0.0/16 and up
     let mut batch = String::new();
@@ -41,8 +42,7 @@ fn a_namespace_with_thousands_of_addresses_is_capped_and_counted() {
         .unwrap();
     assert!(ip.wait().unwrap().success(), "ip -batch addr add");
     // A process in the namespace for discovery to find it by.
-    let mut sleeper = ns.command("sleep").arg("60").spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut sleeper = ns.sleeper(60);
 
     let limits = Limits::default();
     let a = discover(&Roots::default(), limits);

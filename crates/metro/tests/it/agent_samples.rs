@@ -7,10 +7,9 @@
 //! Root: network namespaces, live capture and mount(8). Each test uses its own namespaces
 //! and 10.200.N.0/24.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support;
+use crate::support::agent;
+use crate::support::netns;
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
@@ -50,17 +49,7 @@ fn summary(log: &str, path: &Path) -> (u64, u64) {
 
 fn start(p: &Pair, dir: &TempDir, samples: &Path, stderr: &str) -> Agent {
     let cfg = dir.write(&format!("{stderr}.yaml"), &config("'10.200.41.2'"));
-    Agent::start(
-        &p.c,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--samples",
-            samples.to_str().unwrap(),
-        ],
-        &dir.path(stderr),
-    )
+    Agent::run_samples(&p.c, &cfg, samples, &dir.path(stderr))
 }
 
 #[test]
@@ -68,6 +57,7 @@ fn a_fifo_without_reader_holds_nothing_and_its_reader_gets_every_line_counted() 
     if !netns::needs_root("network namespaces and live capture") {
         return;
     }
+    let _load = support::timed();
     let p = Pair::new("smf", 41);
     let dir = TempDir::new("smfifo");
     let srv = EchoServer::start(&p.s, "10.200.41.2:7000");
@@ -86,8 +76,7 @@ fn a_fifo_without_reader_holds_nothing_and_its_reader_gets_every_line_counted() 
     );
     eprintln!("capturing {:?} after start", t.elapsed());
     let t = Instant::now();
-    a.signal(libc::SIGTERM);
-    assert!(a.wait(5 * S).success(), "{}", a.log());
+    a.terminate(5 * S);
     assert!(t.elapsed() < 3 * S, "SIGTERM took {:?}", t.elapsed());
 
     // A reader that comes late: the lines before it are lost (counted), the rest it reads.
@@ -115,8 +104,7 @@ fn a_fifo_without_reader_holds_nothing_and_its_reader_gets_every_line_counted() 
     std::thread::sleep(2 * S);
     client.stop();
     std::thread::sleep(S);
-    a.signal(libc::SIGTERM);
-    assert!(a.wait(10 * S).success(), "{}", a.log());
+    a.terminate(10 * S);
     let read = reader.join().unwrap();
     let log = a.log();
     let (written, lost) = summary(&log, &fifo);
@@ -171,17 +159,7 @@ fn a_full_disk_is_named_and_the_counts_match_the_file() {
     std::fs::write(&filler, vec![0u8; 160 << 10]).unwrap();
     let out = mnt.join("samples.jsonl");
     let cfg = dir.write("metro.yaml", &config("'10.200.42.2'"));
-    let mut a = Agent::start(
-        &p.c,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--samples",
-            out.to_str().unwrap(),
-        ],
-        &dir.path("stderr"),
-    );
+    let mut a = Agent::run_samples(&p.c, &cfg, &out, &dir.path("stderr"));
     a.wait_log("capture filter", 20 * S);
     let mut client = Client::start(&p.c, srv.addr, 100, Duration::from_millis(1), 1000);
     a.wait_log("ENOSPC", 30 * S);
@@ -190,8 +168,7 @@ fn a_full_disk_is_named_and_the_counts_match_the_file() {
     // It fills again at once: more lines lost, counted, logged again.
     std::thread::sleep(2 * S);
     client.stop();
-    a.signal(libc::SIGTERM);
-    assert!(a.wait(10 * S).success(), "{}", a.log());
+    a.terminate(10 * S);
     let log = a.log();
     let text = std::fs::read_to_string(&out).unwrap();
     let in_file = text.lines().count() as u64;

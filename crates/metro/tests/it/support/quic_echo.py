@@ -1,5 +1,5 @@
 """A QUIC echo server and client on aioquic (PyPI, pinned in .ci/run's venv), for
-tests/proto_netns.rs. aioquic spins the latency spin bit (RFC 9000 17.4).
+tests/it/proto_netns.rs. aioquic spins the latency spin bit (RFC 9000 17.4).
 
   quic_echo.py server ADDR PORT        echo every stream's data back until killed
   quic_echo.py client ADDR PORT N GAP  N exchanges GAP seconds apart on one stream;

@@ -2,13 +2,10 @@
 //! go-metro's flags, a missing interface, a missing capability, and an `interface: file`
 //! instance reporting on packet time to a real UDP socket on loopback.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/frames.rs"]
-mod frames;
-#[path = "support/netns.rs"]
+use crate::support::agent;
+use crate::support::frames;
 #[allow(unused)]
-mod netns;
+use crate::support::netns;
 
 use std::net::UdpSocket;
 use std::os::unix::process::CommandExt;

@@ -6,12 +6,10 @@
 //! as root (CI) they fail, never skip, when they cannot build their namespaces. Each test uses its own namespaces and 10.200.N.0/24 subnet; the
 //! namespaces are deleted when the test ends, pass or fail.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/frames.rs"]
-mod frames;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support;
+use crate::support::agent;
+use crate::support::frames;
+use crate::support::netns;
 
 use std::collections::BTreeSet;
 use std::os::unix::net::UnixDatagram;
@@ -345,18 +343,7 @@ fn unix_socket_statsd_prometheus_exposition_and_interface_any() {
     assert!(*statsd.max_lines.lock().unwrap() >= 10 + SELF_METRICS.len());
 
     let body = http_get(&p.c, "127.0.0.1:9464", "/metrics");
-    let file = dir.write("metrics.txt", &body);
-    let out = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&file).unwrap())
-        .output()
-        .expect("run promtool (Debian package `prometheus`)");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed: {}{}\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent::promtool_check_metrics(&dir, &body);
     assert!(
         body.contains(
             "metro_tcp_rtt_p50_seconds{src=\"10.200.12.1\",dst=\"10.200.12.2\",iface=\"any\",env=\"unix\"}"
@@ -376,6 +363,7 @@ fn known_delay_p50_within_2ms_of_true_rtt() {
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::timed();
     let one_way = Duration::from_millis(20);
     let d = Delayed::new("dly", 13, one_way);
     let dir = TempDir::new("dly");
@@ -422,7 +410,7 @@ fn go_metro_doc_example_runs_unchanged_with_legacy_flags() {
     // The example from go-metro's documentation, only the interface changed. Its host name
     // resolves, inside the namespace, to the test server (/etc/netns/NAME/hosts); its
     // public address is never contacted (metro sends nothing but DogStatsD to 127.0.0.1).
-    let yaml = include_str!("data/go-metro-doc-example.yaml");
+    let yaml = include_str!("../data/go-metro-doc-example.yaml");
     let p = Pair::new("doc", 14);
     p.c.write_etc(
         "hosts",
@@ -746,7 +734,7 @@ fn interface_down_and_up_again_resumes_without_spinning() {
     let cfg = dir.write(
         "metro.yaml",
         // libpcap's reopening (the in-kernel program stays attached to an interface that
-        // is down: tests/agent_ebpf.rs).
+        // is down: tests/it/agent_ebpf.rs).
         &(config("1", UDP_STATSD, &["10.200.19.2"], &[], &[], "") + "    capture: pcap\n"),
     );
     let mut agent = Agent::run_config(&p.c, &cfg, &dir);
@@ -824,6 +812,7 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
     if !netns::needs_root("the agent in network namespaces with tcpreplay") {
         return;
     }
+    let _load = support::timed();
     let p = Pair::new("vlan", 20);
     let dir = TempDir::new("vlan");
     let statsd = udp_statsd(&p.c);
@@ -843,7 +832,7 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
     let pcap = dir.path("vlan.pcap");
     frames::write_pcap(&pcap, &mut fr);
     // libpcap's filter with its VLAN half (the in-kernel path reads tags itself:
-    // tests/agent_ebpf.rs).
+    // tests/it/agent_ebpf.rs).
     let cfg = dir.write(
         "metro.yaml",
         &(config("1", UDP_STATSD, &["10.200.20.9"], &[], &[], "") + "    capture: pcap\n"),
@@ -857,16 +846,7 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
         "{}",
         agent.log()
     );
-    let out =
-        p.s.command("tcpreplay")
-            .args(["-q", "-i", "veth0", pcap.to_str().unwrap()])
-            .output()
-            .expect("run tcpreplay (Debian package `tcpreplay`)");
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    p.s.tcpreplay(&["-i", "veth0", pcap.to_str().unwrap()]);
     let all = statsd.wait_for(&mut agent, 20 * S, "samples from the VLAN frames", |m| {
         sum(m, "system.net.tcp.rtt.samples", |x| {
             x.tag("dst") == Some("10.200.20.9")

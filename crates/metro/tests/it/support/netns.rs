@@ -104,6 +104,55 @@ impl Netns {
         })
     }
 
+    /// `sleep SECS` inside the namespace, returned once it runs there (`ip netns exec` has
+    /// joined the namespace and exec'd it in place: the same pid): a process for container
+    /// discovery to find the namespace by.
+    pub fn sleeper(&self, secs: u32) -> std::process::Child {
+        let child = self
+            .command("sleep")
+            .arg(secs.to_string())
+            .spawn()
+            .expect("spawn sleep in the namespace");
+        let comm = format!("/proc/{}/comm", child.id());
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&comm).ok().as_deref() != Some("sleep\n") {
+            assert!(
+                Instant::now() < end,
+                "`ip netns exec {} sleep` never ran",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    }
+
+    /// Turns IPv4 forwarding on in the namespace (it routes between its interfaces).
+    pub fn forward_ipv4(&self) {
+        let st = self
+            .command("sysctl")
+            .args(["-qw", "net.ipv4.ip_forward=1"])
+            .status()
+            .expect("run sysctl (Debian package `procps`)");
+        assert!(st.success(), "enabling forwarding in {}", self.name);
+    }
+
+    /// `tcpreplay -q ARGS` inside the namespace (Debian package `tcpreplay`), which must
+    /// succeed: it returns once every frame is sent.
+    pub fn tcpreplay(&self, args: &[&str]) {
+        let out = self
+            .command("tcpreplay")
+            .arg("-q")
+            .args(args)
+            .output()
+            .expect("run tcpreplay (Debian package `tcpreplay`)");
+        assert!(
+            out.status.success(),
+            "tcpreplay {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Write /etc/netns/NAME/FILE (seen as /etc/FILE by `command`). Rewrites in place, so
     /// that a running process's bind mount sees the change.
     pub fn write_etc(&self, file: &str, content: &str) {

@@ -6,10 +6,9 @@
 //! These tests need root (each skips for another user, saying so) and the Debian
 //! `prometheus` package; as root they fail, never skip, when they cannot run. Each test uses its own namespaces and 10.200.N.0/24.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support;
+use crate::support::agent;
+use crate::support::netns;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -19,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Metric, Statsd, TempDir, http_get, named};
+use agent::{Agent, Metric, Statsd, TempDir, http_get, http_status, named, promtool_check_metrics};
 use netns::{Client, Delayed, EchoServer, Netns, Pair};
 
 const S: Duration = Duration::from_secs(1);
@@ -142,7 +141,7 @@ impl Prometheus {
             .expect("run prometheus (Debian package `prometheus`)");
         let p = Prometheus { child, addr };
         let end = Instant::now() + 30 * S;
-        while get(p.addr, "/-/ready").is_none_or(|(code, _)| code != 200) {
+        while http_status(p.addr, "/-/ready").is_none_or(|(code, _)| code != 200) {
             assert!(
                 Instant::now() < end,
                 "prometheus not ready: {}",
@@ -169,7 +168,7 @@ impl Prometheus {
             now - 600,
             now + 60
         );
-        let (code, body) = get(self.addr, &path).expect("query_exemplars");
+        let (code, body) = http_status(self.addr, &path).expect("query_exemplars");
         assert_eq!(code, 200, "{promql}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "success", "{body}");
@@ -204,7 +203,7 @@ impl Prometheus {
                 enc.push_str(&format!("%{b:02X}"));
             }
         }
-        let (code, body) = get(self.addr, &format!("/api/v1/query?query={enc}"))?;
+        let (code, body) = http_status(self.addr, &format!("/api/v1/query?query={enc}"))?;
         assert_eq!(code, 200, "{promql}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "success", "{body}");
@@ -222,61 +221,10 @@ impl Drop for Prometheus {
     }
 }
 
-/// HTTP GET on the test's own namespace: (status, body).
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut c = TcpStream::connect_timeout(&addr, S).ok()?;
-    c.set_read_timeout(Some(10 * S)).ok();
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut s = Vec::new();
-    c.read_to_end(&mut s).ok()?;
-    let s = String::from_utf8_lossy(&s).into_owned();
-    let (head, body) = s.split_once("\r\n\r\n")?;
-    let code = head.split(' ').nth(1)?.parse().ok()?;
-    // Prometheus answers small bodies whole; chunked bodies are decoded.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((len, tail)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(len.trim(), 16).ok()?;
-            if n == 0 {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            rest = &tail[n + 2..];
-        }
-        out
-    } else {
-        body.to_string()
-    };
-    Some((code, body))
-}
-
 fn config(statsd_port: u16, prom: &str, ips: &str, more_init: &str, more_inst: &str) -> String {
     format!(
         "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: {statsd_port}\n  prometheus_listen: {prom}\n{more_init}instances:\n  - interface: veth0\n    tags: ['env:fleet', 'role:web']\n    ips: [{ips}]\n{more_inst}"
     )
-}
-
-fn promtool(dir: &TempDir, body: &str) {
-    let file = dir.write("metrics.txt", body);
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&file).unwrap())
-        .output()
-        .expect("run promtool (Debian package `prometheus`)");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed: {}{}\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -284,6 +232,7 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
     if !netns::needs_root("two agents in network namespaces") {
         return;
     }
+    let _load = support::timed();
     // Link A: 10 ms round trip, three times the requests of link B: 40 ms.
     let a = Delayed::new("fla", 31, Duration::from_millis(5));
     let b = Delayed::new("flb", 32, Duration::from_millis(20));
@@ -362,9 +311,7 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
     // the clients stopped.
     let stopped = Instant::now();
     for (rx, ag) in receivers.iter().zip(agents.iter_mut()) {
-        rx.wait_for(ag, 10 * S, "a flush after the traffic", |m| {
-            m.iter().any(|x| x.at > stopped + S)
-        });
+        rx.wait_flush_after(ag, stopped, S);
     }
     // And Prometheus has scraped those final counters: its sum is the agents' own.
     let on_agents = || -> f64 {
@@ -641,7 +588,7 @@ fn two_agents_merge_into_fleet_quantiles_in_prometheus_and_dogstatsd() {
 
     // The exposition with histograms passes promtool, labels as documented.
     let body = http_get(&a.c, "127.0.0.1:9464", "/metrics");
-    promtool(&dir, &body);
+    promtool_check_metrics(&dir, &body);
     let labels = [
         "src=\"10.200.31.1\"",
         "dst=\"10.200.31.2\"",
@@ -705,6 +652,7 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     let p = Pair::new("flg", 33);
     let dir = TempDir::new("flgroup");
     let _srv = EchoServer::start(&p.s, "0.0.0.0:7000");
@@ -758,8 +706,7 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
     assert!(requests >= 900, "{requests} requests");
     let capped_body = http_get(&p.c, "127.0.0.1:9465", "/metrics");
     // The capped agent's last flush (SIGTERM flushes) arrives whole before it is read.
-    cap.signal(libc::SIGTERM);
-    assert!(cap.wait(20 * S).success(), "{}", cap.log());
+    cap.terminate(20 * S);
     let mut cap_rx = cap_rx;
     cap_rx.finish();
 
@@ -778,7 +725,7 @@ fn group_by_subnet_yields_one_series_per_subnet_and_max_series_overflow_is_count
         assert_eq!(dsts, want, "{name}");
     }
     let body = http_get(&p.c, "127.0.0.1:9464", "/metrics");
-    promtool(&dir, &body);
+    promtool_check_metrics(&dir, &body);
     let hist_dsts: BTreeSet<&str> = body
         .lines()
         .filter(|l| l.starts_with("metro_tcp_rtt_seconds_count{"))
@@ -901,6 +848,7 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     let Some(py) = otlp_python() else {
         return;
     };
@@ -911,7 +859,7 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
     let out = dir.path("otlp.jsonl");
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/otlp_receiver.py"
+        "/tests/it/support/otlp_receiver.py"
     );
     let mut receiver =
         d.c.command(&py)
@@ -945,8 +893,7 @@ fn otlp_receiver_decodes_exponential_histograms_whose_counts_and_sums_match() {
         named(m, "system.net.tcp.rtt.samples").len() >= 3
     });
     client.stop();
-    ag.signal(libc::SIGTERM);
-    assert!(ag.wait(20 * S).success(), "{}", ag.log());
+    ag.terminate(20 * S);
     // The receiver writes each push before it answers it, and the agent waits for the
     // answer to its last push before it exits: everything is in `out` by now.
     let _ = receiver.kill();
@@ -1064,6 +1011,7 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
     if !netns::needs_root("two agents in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     let p = Pair::new("fls", 35);
     let dir = TempDir::new("flsamples");
     let srv = EchoServer::start(&p.s, "10.200.35.2:7000");
@@ -1081,28 +1029,8 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
     assert!(fd >= 0);
     let cfg = dir.write("metro.yaml", &config(8125, "off", "'10.200.35.2'", "", ""));
     let stuck_cfg = dir.write("stuck.yaml", &config(8126, "off", "'10.200.35.2'", "", ""));
-    let mut ag = Agent::start(
-        &p.c,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--samples",
-            out.to_str().unwrap(),
-        ],
-        &dir.path("stderr"),
-    );
-    let mut stuck = Agent::start(
-        &p.c,
-        &[
-            "run",
-            "--config",
-            stuck_cfg.to_str().unwrap(),
-            "--samples",
-            fifo.to_str().unwrap(),
-        ],
-        &dir.path("stderr-stuck"),
-    );
+    let mut ag = Agent::run_samples(&p.c, &cfg, &out, &dir.path("stderr"));
+    let mut stuck = Agent::run_samples(&p.c, &stuck_cfg, &fifo, &dir.path("stderr-stuck"));
     ag.wait_log("capture filter", 20 * S);
     stuck.wait_log("capture filter", 20 * S);
     // Fast traffic: thousands of samples a second, far more than 64 KiB of lines.
@@ -1121,13 +1049,10 @@ fn samples_out_writes_every_sample_and_a_reader_that_never_reads_costs_none() {
     // that began after the client stopped.
     let stopped = Instant::now();
     for (r, a) in [(&rx, &mut ag), (&stuck_rx, &mut stuck)] {
-        r.wait_for(a, 10 * S, "a flush after the traffic", |m| {
-            m.iter().any(|x| x.at > stopped + S)
-        });
+        r.wait_flush_after(a, stopped, S);
     }
     for a in [&mut ag, &mut stuck] {
-        a.signal(libc::SIGTERM);
-        assert!(a.wait(20 * S).success(), "{}", a.log());
+        a.terminate(20 * S);
     }
     // SAFETY: closing the fd opened above.
     unsafe { libc::close(fd) };
@@ -1194,6 +1119,7 @@ fn a_slow_otlp_receiver_delays_only_itself() {
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     let p = Pair::new("flslow", 37);
     let dir = TempDir::new("flslow");
     let listener = p.c.enter(|| TcpListener::bind("127.0.0.1:4318").unwrap());
@@ -1238,6 +1164,7 @@ fn a_black_holed_otlp_name_delays_only_its_pushes() {
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     let p = Pair::new("fldns", 38);
     let dir = TempDir::new("fldns");
     p.c.write_etc("hosts", "127.0.0.1 localhost\n");
@@ -1315,8 +1242,7 @@ fn flushes_on_time_beside(p: &Pair, dir: &TempDir, server: &str, endpoint: &str)
     client.stop();
     let before = flushes(&rx.all());
     let t = Instant::now();
-    ag.signal(libc::SIGTERM);
-    assert!(ag.wait(20 * S).success(), "{}", ag.log());
+    ag.terminate(20 * S);
     let exit = t.elapsed();
     eprintln!("SIGTERM to exit: {exit:?}");
     assert!(exit < 4 * S, "SIGTERM took {exit:?}");

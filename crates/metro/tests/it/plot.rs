@@ -4,9 +4,10 @@
 //! dimensions and visible text and marks; the cells drawn from sample lines are the cells a
 //! separate binning of those lines (done here) finds; bad input is named.
 
+use crate::support::agent::{TempDir, metro};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use metro_testkit::generator::{GenConfig, write_capture};
 use serde_json::Value;
@@ -18,36 +19,6 @@ const EXAMPLE: &str = concat!(
 /// The palette's first colour (the busiest responder) and the retransmission marks'.
 const FIRST: &str = "#1F77B4";
 const MARK: &str = "#D62728";
-
-fn metro(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_metro"))
-        .args(args)
-        .output()
-        .expect("running metro")
-}
-
-/// A scratch directory, removed when the test ends (pass or fail).
-struct Tmp(PathBuf);
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl std::ops::Deref for Tmp {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-fn tmpdir(name: &str) -> Tmp {
-    let d = std::env::temp_dir().join(format!("metro-plot-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Tmp(d)
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -149,7 +120,7 @@ impl Svg {
 
 #[test]
 fn svg_of_the_bundled_example_shows_its_responders_and_counts() {
-    let dir = tmpdir("example");
+    let dir = TempDir::new("plot-example");
     let out_svg = dir.join("rtt.svg");
     let out = metro(&["plot", "-o", s(&out_svg), EXAMPLE]);
     assert!(
@@ -186,7 +157,7 @@ fn svg_of_the_bundled_example_shows_its_responders_and_counts() {
 
 #[test]
 fn svg_of_a_generated_capture_marks_every_retransmission_and_groups_the_rest() {
-    let dir = tmpdir("gen-svg");
+    let dir = TempDir::new("plot-gen-svg");
     let cap = generated(&dir);
     let (responders, retransmits) = analyze(&cap);
     assert!(responders.len() > 8, "{}", responders.len());
@@ -226,7 +197,7 @@ fn svg_of_a_generated_capture_marks_every_retransmission_and_groups_the_rest() {
 
 #[test]
 fn png_has_the_signature_the_size_text_and_marks() {
-    let dir = tmpdir("png");
+    let dir = TempDir::new("plot-png");
     let cap = generated(&dir);
     let out_png = dir.join("rtt.png");
     let out = metro(&[
@@ -280,7 +251,7 @@ fn png_has_the_signature_the_size_text_and_marks() {
 /// samples among the top 8 and the group of the others (ties to the busier).
 #[test]
 fn plotting_sample_lines_draws_the_cells_they_fall_in() {
-    let dir = tmpdir("lines");
+    let dir = TempDir::new("plot-lines");
     let cap = generated(&dir);
     let lines = dir.join("s.jsonl");
     let out = metro(&["analyze", "-q", "--samples", s(&lines), s(&cap)]);
@@ -353,7 +324,7 @@ fn plotting_sample_lines_draws_the_cells_they_fall_in() {
 
 #[test]
 fn a_malformed_sample_line_is_named_by_its_number() {
-    let dir = tmpdir("bad-line");
+    let dir = TempDir::new("plot-bad-line");
     let lines = dir.join("s.jsonl");
     std::fs::write(
         &lines,
@@ -373,7 +344,7 @@ fn a_malformed_sample_line_is_named_by_its_number() {
 
 #[test]
 fn bad_output_names_inputs_and_fonts_are_explained() {
-    let dir = tmpdir("errors");
+    let dir = TempDir::new("plot-errors");
     let out = metro(&["plot", "-o", s(&dir.join("x.jpg")), EXAMPLE]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("use .svg or .png"));
@@ -413,7 +384,7 @@ fn bad_output_names_inputs_and_fonts_are_explained() {
 
 #[test]
 fn analyze_writes_the_plot_and_a_self_contained_report() {
-    let dir = tmpdir("report");
+    let dir = TempDir::new("plot-report");
     let png = dir.join("a.png");
     let html = dir.join("a.html");
     let out = metro(&["analyze", "--plot", s(&png), "--report", s(&html), EXAMPLE]);
@@ -447,7 +418,7 @@ fn analyze_writes_the_plot_and_a_self_contained_report() {
 /// `metro analyze` finds in the same bytes), and the exit status says the file was damaged.
 #[test]
 fn a_cut_capture_is_plotted_up_to_the_cut_and_reported() {
-    let dir = tmpdir("cut");
+    let dir = TempDir::new("plot-cut");
     let cap = generated(&dir);
     let bytes = std::fs::read(&cap).unwrap();
     let cut = dir.join("cut.pcap");
@@ -484,7 +455,7 @@ fn a_cut_capture_is_plotted_up_to_the_cut_and_reported() {
 /// The report page lists the files that could not be read, and plots the others.
 #[test]
 fn the_report_names_unreadable_files_and_plots_the_rest() {
-    let dir = tmpdir("report-errors");
+    let dir = TempDir::new("plot-report-errors");
     let junk = dir.join("<junk>.pcap");
     std::fs::write(&junk, "not a capture").unwrap();
     let html = dir.join("r.html");

@@ -15,8 +15,8 @@ use metro_testkit::frame::{TcpFrame, flags::*};
 use metro_testkit::generator::{GenConfig, write_capture};
 use metro_testkit::pcap::PcapWriter;
 
-#[path = "support/corpus.rs"]
-mod corpus_support;
+use crate::support;
+use crate::support::corpus as corpus_support;
 use corpus_support::{corpus_dir, corpus_files};
 
 /// A generated capture (200k packets over 5k connections, written once per test run) and a
@@ -116,6 +116,7 @@ fn check(what: &str, files: &[PathBuf]) -> Run {
 
 #[test]
 fn every_corpus_file_gives_the_same_output_on_1_2_3_threads() {
+    let _load = support::heavy();
     let mut with_samples = 0;
     for path in corpus_files() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();

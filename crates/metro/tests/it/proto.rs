@@ -12,6 +12,9 @@ use metro::analyze::{Report, analyze_files_threads};
 use metro_core::config::EngineConfig;
 use serde_json::Value;
 
+use crate::support;
+use crate::support::corpus::{SampleLine, sample_lines, tshark_rows};
+
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared");
 
 fn shared(dir: &str, name: &str) -> PathBuf {
@@ -19,7 +22,7 @@ fn shared(dir: &str, name: &str) -> PathBuf {
 }
 
 /// (frame, open_frame, kind, rtt in seconds) of every sample, and the report.
-fn analyze(path: &Path, threads: usize) -> (Vec<(u64, u64, String, f64)>, Report) {
+fn analyze(path: &Path, threads: usize) -> (Vec<SampleLine>, Report) {
     let mut out: Vec<u8> = Vec::new();
     let report = analyze_files_threads(
         &[path.to_path_buf()],
@@ -30,30 +33,16 @@ fn analyze(path: &Path, threads: usize) -> (Vec<(u64, u64, String, f64)>, Report
         threads,
     )
     .unwrap();
-    let samples = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (
-                v["frame"].as_u64().unwrap(),
-                v["open_frame"].as_u64().unwrap(),
-                v["kind"].as_str().unwrap().to_string(),
-                v["rtt_ms"].as_f64().unwrap() / 1000.0,
-            )
-        })
-        .collect();
-    (samples, report)
+    (sample_lines(&out), report)
 }
 
 /// file -> kind -> frame -> seconds.
 fn tshark() -> HashMap<String, HashMap<String, BTreeMap<u64, f64>>> {
     let mut m: HashMap<String, HashMap<String, BTreeMap<u64, f64>>> = HashMap::new();
-    let text = include_str!("data/tshark_proto.tsv");
-    for line in text.lines().filter(|l| !l.starts_with('#')).skip(1) {
-        let f: Vec<&str> = line.split('\t').collect();
-        let [file, kind, frame, secs] = f[..] else {
-            panic!("bad line {line:?}");
+    let text = include_str!("../data/tshark_proto.tsv");
+    for row in tshark_rows(text) {
+        let [file, kind, frame, secs] = row[..] else {
+            panic!("bad row {row:?}");
         };
         m.entry(file.to_string())
             .or_default()
@@ -75,6 +64,7 @@ const TSHARK_LENIENT: &[(&str, &str, u64, &str)] = &[(
 
 #[test]
 fn dns_and_icmp_samples_equal_tsharks_on_every_capture() {
+    let _load = support::heavy();
     let reference = tshark();
     let mut files: Vec<PathBuf> = Vec::new();
     for dir in ["corpus", "corpus-proto"] {

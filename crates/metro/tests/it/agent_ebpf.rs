@@ -5,18 +5,15 @@
 //! Segments metro-core decodes from libpcap's copies, in the same order; what the program
 //! does not decode must show in its counters.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/corpus.rs"]
-mod corpus;
-#[path = "support/frames.rs"]
-mod frames;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support;
+use crate::support::agent;
+use crate::support::corpus;
+use crate::support::frames;
+use crate::support::netns;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agent::{Agent, METRO, TempDir};
@@ -160,23 +157,7 @@ fn replay(cap: &Netns, snd: &Netns, frames: &[Vec<u8>], tag: &str) -> Seen {
         }
     });
     ready_rx.recv().unwrap();
-    let out = snd
-        .command("tcpreplay")
-        .args([
-            "-q",
-            "--pps",
-            "20000",
-            "-i",
-            "veth0",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .expect("run tcpreplay (Debian package `tcpreplay`)");
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    snd.tcpreplay(&["--pps", "20000", "-i", "veth0", file.to_str().unwrap()]);
     done_tx.send(()).unwrap();
     let seen = h.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -242,6 +223,7 @@ fn records_equal_libpcap_decode_on_corpus_frames() {
     if !netns::needs_root("loading a BPF program and replaying into a veth") {
         return;
     }
+    let _load = support::heavy();
     let (cap, snd) = pair("ebc");
     let frames = corpus_frames(20_000);
     assert!(frames.len() > 5_000, "{} corpus frames", frames.len());
@@ -256,6 +238,7 @@ fn records_equal_libpcap_decode_on_decoder_vectors_and_mutations() {
     if !netns::needs_root("loading a BPF program and replaying into a veth") {
         return;
     }
+    let _load = support::heavy();
     let (cap, snd) = pair("ebv");
     // xorshift64*: deterministic pseudo-random bytes.
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
@@ -307,6 +290,7 @@ fn egress_records_carry_the_sockets_cgroup_and_the_watch_list_filters() {
     if !netns::needs_root("loading a BPF program on a veth in a namespace") {
         return;
     }
+    let _load = support::heavy();
     let (cap, snd) = pair("ebg");
     cap.ip(&["addr", "add", "10.211.0.1/24", "dev", "veth0"]);
     snd.ip(&["addr", "add", "10.211.0.2/24", "dev", "veth0"]);
@@ -390,8 +374,11 @@ fn agent_config(capture: &str) -> String {
 /// A sample line's (kind, src, sport, dst, dport).
 type SampleKey = (String, String, u64, String, u64);
 
+/// A sample line's key and RTT in ms.
+type SampleLine = (SampleKey, f64);
+
 /// The sample lines of `--samples`: their keys and RTTs.
-fn sample_lines(path: &Path) -> Vec<(SampleKey, f64)> {
+fn sample_lines(path: &Path) -> Vec<SampleLine> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .map(|l| {
@@ -407,55 +394,46 @@ fn sample_lines(path: &Path) -> Vec<(SampleKey, f64)> {
         .collect()
 }
 
+/// Two agents in `cap`, the first capturing in the kernel (`ebpf`), the second with libpcap
+/// (`pcap`), each configured by `config(mode)` and writing `--samples`; returned once each
+/// has set its capture filter.
+fn both_ways(cap: &Netns, dir: &TempDir, config: impl Fn(&str) -> String) -> Vec<(Agent, PathBuf)> {
+    ["ebpf", "pcap"]
+        .into_iter()
+        .map(|mode| {
+            let cfg = dir.write(&format!("{mode}.yaml"), &config(mode));
+            let out = dir.path(&format!("{mode}.samples"));
+            let mut a = Agent::run_samples(cap, &cfg, &out, &dir.path(&format!("{mode}.stderr")));
+            a.wait_log("capture filter", Duration::from_secs(30));
+            (a, out)
+        })
+        .collect()
+}
+
+/// Stops [`both_ways`]'s agents; their sample lines, the kernel's and libpcap's.
+fn stop_both(agents: &mut [(Agent, PathBuf)]) -> (Vec<SampleLine>, Vec<SampleLine>) {
+    let mut got = agents.iter_mut().map(|(a, out)| {
+        a.terminate(Duration::from_secs(20));
+        sample_lines(out)
+    });
+    let k = got.next().unwrap();
+    (k, got.next().unwrap())
+}
+
 /// Two agents on one interface, one capturing in the kernel and one with libpcap, on the
 /// same tcpreplay of `pcap`: the same samples, in the same order, with RTTs within 0.5 ms
 /// (each path reads its own clock as the frame arrives).
 fn same_samples_both_ways(tag: &str, pcap: &Path, pps: &str, min_samples: usize) {
     let (cap, snd) = pair(tag);
     let dir = TempDir::new(tag);
-    let mut agents = Vec::new();
-    for mode in ["ebpf", "pcap"] {
-        let cfg = dir.write(&format!("{mode}.yaml"), &agent_config(mode));
-        let out = dir.path(&format!("{mode}.samples"));
-        let mut a = Agent::start(
-            &cap,
-            &[
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--samples",
-                out.to_str().unwrap(),
-            ],
-            &dir.path(&format!("{mode}.stderr")),
-        );
-        a.wait_log(
-            if mode == "ebpf" {
-                "capture in the kernel (eBPF) on veth0"
-            } else {
-                "capture filter"
-            },
-            Duration::from_secs(30),
-        );
-        agents.push((a, out));
-    }
-    let out = snd
-        .command("tcpreplay")
-        .args(["-q", "--pps", pps, "-i", "veth0", pcap.to_str().unwrap()])
-        .output()
-        .expect("run tcpreplay (Debian package `tcpreplay`)");
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut agents = both_ways(&cap, &dir, agent_config);
+    agents[0].0.wait_log(
+        "capture in the kernel (eBPF) on veth0",
+        Duration::from_secs(30),
     );
+    snd.tcpreplay(&["--pps", pps, "-i", "veth0", pcap.to_str().unwrap()]);
     std::thread::sleep(Duration::from_secs(2));
-    let mut got = Vec::new();
-    for (a, out) in &mut agents {
-        a.signal(libc::SIGTERM);
-        assert!(a.wait(Duration::from_secs(20)).success(), "{}", a.log());
-        got.push(sample_lines(out));
-    }
-    let (k, p) = (&got[0], &got[1]);
+    let (k, p) = &stop_both(&mut agents);
     eprintln!(
         "{tag}: {} samples in the kernel, {} with libpcap",
         k.len(),
@@ -489,6 +467,7 @@ fn samples_in_the_kernel_equal_libpcaps_on_a_generated_replay() {
     if !netns::needs_root("agents capturing on a veth in a namespace") {
         return;
     }
+    let _load = support::timed();
     let dir = TempDir::new("ebgen");
     let file = dir.path("gen.pcap");
     let st = std::process::Command::new(METRO)
@@ -517,6 +496,7 @@ fn samples_in_the_kernel_equal_libpcaps_on_corpus_replay() {
     if !netns::needs_root("agents capturing on a veth in a namespace") {
         return;
     }
+    let _load = support::timed();
     let dir = TempDir::new("ebcor");
     let file = dir.path("corpus.pcap");
     write_pcap(&file, &corpus_frames(20_000));
@@ -594,12 +574,7 @@ fn a_kernel_that_refuses_the_program_falls_back_to_libpcap() {
         .status()
         .unwrap();
     assert!(st.success());
-    let out = snd
-        .command("tcpreplay")
-        .args(["-q", "--pps", "5000", "-i", "veth0", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    snd.tcpreplay(&["--pps", "5000", "-i", "veth0", file.to_str().unwrap()]);
     let mut text = String::new();
     let end = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 65536];
@@ -659,16 +634,7 @@ fn conversation_pcap(
 }
 
 fn replay_file(snd: &Netns, pcap: &Path) {
-    let out = snd
-        .command("tcpreplay")
-        .args(["-q", "-i", "veth0", pcap.to_str().unwrap()])
-        .output()
-        .expect("run tcpreplay (Debian package `tcpreplay`)");
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    snd.tcpreplay(&["-i", "veth0", pcap.to_str().unwrap()]);
 }
 
 /// Samples per responder in the `--samples` file so far.
@@ -688,6 +654,7 @@ fn a_100k_watch_list_in_the_kernel_and_a_reload_that_changes_it() {
     if !netns::needs_root("an agent capturing on a veth in a namespace") {
         return;
     }
+    let _load = support::heavy();
     let (cap, snd) = pair("ebw");
     let dir = TempDir::new("ebw");
     let (a, b) = ([10, 213, 0, 2], [10, 213, 0, 4]);
@@ -701,17 +668,7 @@ fn a_100k_watch_list_in_the_kernel_and_a_reload_that_changes_it() {
     };
     let cfg = dir.write("metro.yaml", &cfg_text("10.213.0.2"));
     let out = dir.path("samples");
-    let mut ag = Agent::start(
-        &cap,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--samples",
-            out.to_str().unwrap(),
-        ],
-        &dir.path("stderr"),
-    );
+    let mut ag = Agent::run_samples(&cap, &cfg, &out, &dir.path("stderr"));
     ag.wait_log("tcp and 100000 watched blocks", Duration::from_secs(60));
     replay_file(&snd, &conv_a);
     replay_file(&snd, &conv_b);
@@ -741,8 +698,7 @@ fn a_100k_watch_list_in_the_kernel_and_a_reload_that_changes_it() {
     replay_file(&snd, &conv_a);
     replay_file(&snd, &conv_b);
     std::thread::sleep(Duration::from_secs(2));
-    ag.signal(libc::SIGTERM);
-    assert!(ag.wait(Duration::from_secs(20)).success(), "{}", ag.log());
+    ag.terminate(Duration::from_secs(20));
     let after = responders(&out);
     // Only B's samples were added.
     assert_eq!(
@@ -766,32 +722,15 @@ fn any_follows_an_interface_created_after_start() {
     if !netns::needs_root("agents capturing in a namespace") {
         return;
     }
+    let _load = support::timed();
     let cap = Netns::new("ebac");
     let snd = Netns::new("ebas");
     let dir = TempDir::new("eba");
-    let mut agents = Vec::new();
-    for mode in ["ebpf", "pcap"] {
-        let cfg = dir.write(
-            &format!("{mode}.yaml"),
-            &format!(
-                "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 9\ninstances:\n  - interface: any\n    ips: ['10.214.0.2']\n    capture: {mode}\n"
-            ),
-        );
-        let out = dir.path(&format!("{mode}.samples"));
-        let mut a = Agent::start(
-            &cap,
-            &[
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--samples",
-                out.to_str().unwrap(),
-            ],
-            &dir.path(&format!("{mode}.stderr")),
-        );
-        a.wait_log("capture filter", Duration::from_secs(30));
-        agents.push((a, out));
-    }
+    let mut agents = both_ways(&cap, &dir, |mode| {
+        format!(
+            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 9\ninstances:\n  - interface: any\n    ips: ['10.214.0.2']\n    capture: {mode}\n"
+        )
+    });
     assert!(
         agents[0]
             .0
@@ -809,13 +748,7 @@ fn any_follows_an_interface_created_after_start() {
     let conv = conversation_pcap(&dir, "late.pcap", [10, 214, 0, 1], [10, 214, 0, 2]);
     replay_file(&snd, &conv);
     std::thread::sleep(Duration::from_secs(2));
-    let mut got = Vec::new();
-    for (a, out) in &mut agents {
-        a.signal(libc::SIGTERM);
-        assert!(a.wait(Duration::from_secs(20)).success(), "{}", a.log());
-        got.push(sample_lines(out));
-    }
-    let (k, p) = (&got[0], &got[1]);
+    let (k, p) = &stop_both(&mut agents);
     let from_server = k
         .iter()
         .filter(|((_, src, ..), _)| src == "10.214.0.2")

@@ -38,6 +38,13 @@ impl TempDir {
     }
 }
 
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -46,6 +53,14 @@ impl Drop for TempDir {
 
 /// The `metro` binary under test (Cargo builds it for the integration tests).
 pub const METRO: &str = env!("CARGO_BIN_EXE_metro");
+
+/// `metro ARGS` run to completion (outside any namespace).
+pub fn metro(args: &[&str]) -> std::process::Output {
+    Command::new(METRO)
+        .args(args)
+        .output()
+        .expect("running metro")
+}
 
 /// A `metro ARGS` command (outside any namespace).
 pub fn metro_command(args: &[&str]) -> Command {
@@ -88,6 +103,13 @@ impl Agent {
         Agent::start(ns, &["run", "--config", config], &dir.path("stderr"))
     }
 
+    /// `metro run --config CONFIG --samples SAMPLES` inside `ns`, stderr to `stderr_path`.
+    pub fn run_samples(ns: &Netns, config: &Path, samples: &Path, stderr_path: &Path) -> Agent {
+        let (config, samples) = (config.to_str().unwrap(), samples.to_str().unwrap());
+        let args = ["run", "--config", config, "--samples", samples];
+        Agent::start(ns, &args, stderr_path)
+    }
+
     /// [`Agent::start`] with extra environment variables.
     pub fn start_env(
         ns: &Netns,
@@ -120,6 +142,13 @@ impl Agent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGTERM; it must exit 0 within `timeout` (a failure shows its log).
+    pub fn terminate(&mut self, timeout: Duration) {
+        self.signal(libc::SIGTERM);
+        let st = self.wait(timeout);
+        assert!(st.success(), "{st}\n{}", self.log());
     }
 
     /// Whether it is still running.
@@ -368,6 +397,18 @@ impl Statsd {
         }
     }
 
+    /// Waits (at most 10 s) until `agent` has sent a flush of an interval that began after
+    /// `since`: a datagram received more than one `flush_interval` after it. Everything the
+    /// agent captured before `since` is then in what this receiver holds.
+    pub fn wait_flush_after(&self, agent: &mut Agent, since: Instant, flush_interval: Duration) {
+        self.wait_for(
+            agent,
+            Duration::from_secs(10),
+            "a flush after the traffic",
+            |m| m.iter().any(|x| x.at > since + flush_interval),
+        );
+    }
+
     /// Poll until `pred` holds over everything received; panics (with what was received
     /// and the agent's log) after `timeout`.
     pub fn wait_for(
@@ -440,6 +481,40 @@ pub fn named<'a>(all: &'a [Metric], name: &str) -> Vec<&'a Metric> {
     all.iter().filter(|m| m.name == name).collect()
 }
 
+/// HTTP GET from the calling thread's namespace: (status, body), a chunked body decoded
+/// (Prometheus' API answers large bodies chunked); None if the server does not answer.
+pub fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut s = Vec::new();
+    c.read_to_end(&mut s).ok()?;
+    let s = String::from_utf8_lossy(&s).into_owned();
+    let (head, body) = s.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Some((code, body.to_string()));
+    }
+    let (mut out, mut rest) = (String::new(), body);
+    while let Some((len, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).ok()?;
+        if n == 0 {
+            break;
+        }
+        out.push_str(tail.get(..n)?);
+        rest = tail.get(n + 2..)?;
+    }
+    Some((code, out))
+}
+
 /// HTTP GET on a plain TCP connection; returns the body. `ns` joins the namespace first.
 pub fn http_get(ns: &Netns, addr: &str, path: &str) -> String {
     let (addr, path) = (addr.to_string(), path.to_string());
@@ -457,4 +532,21 @@ pub fn http_get(ns: &Netns, addr: &str, path: &str) -> String {
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         body.to_string()
     })
+}
+
+/// `promtool check metrics` on an exposition `body` (Debian package `prometheus`), which
+/// must pass; the file is written in `dir`.
+pub fn promtool_check_metrics(dir: &TempDir, body: &str) {
+    let file = dir.write("metrics.txt", body);
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("run promtool (Debian package `prometheus`)");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -10,18 +10,16 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-#[path = "support/corpus.rs"]
-mod corpus_support;
-use corpus_support::corpus_files;
+use crate::support;
+use crate::support::corpus as corpus_support;
+use corpus_support::{SampleLine, corpus_files, sample_lines, tshark_rows};
 
 use metro_core::config::EngineConfig;
-use serde_json::Value;
 
 struct Outcome {
     records: u64,
     error: Option<String>,
-    /// (frame, open_frame, kind, rtt in seconds)
-    samples: Vec<(u64, u64, String, f64)>,
+    samples: Vec<SampleLine>,
 }
 
 /// Analyze one file on a thread, so a panic is caught and a hang is detected.
@@ -38,19 +36,7 @@ fn analyze(path: &Path) -> Outcome {
             false,
         )
         .unwrap();
-        let samples = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).unwrap();
-                (
-                    v["frame"].as_u64().unwrap(),
-                    v["open_frame"].as_u64().unwrap(),
-                    v["kind"].as_str().unwrap().to_string(),
-                    v["rtt_ms"].as_f64().unwrap() / 1000.0,
-                )
-            })
-            .collect();
+        let samples = sample_lines(&out);
         let f = &report.files[0];
         let _ = tx.send(Outcome {
             records: f.records,
@@ -93,6 +79,7 @@ const EXPECTED_ERRORS: &[(&str, &str)] = &[
 
 #[test]
 fn every_corpus_file_runs_without_panic_or_hang() {
+    let _load = support::heavy();
     let mut unexpected = Vec::new();
     for path in corpus_files() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -118,12 +105,11 @@ fn every_corpus_file_runs_without_panic_or_hang() {
 
 /// tshark's ack_rtt per file: frame -> seconds.
 fn tshark_reference() -> HashMap<String, BTreeMap<u64, f64>> {
-    let text = include_str!("data/tshark_ack_rtt.tsv");
+    let text = include_str!("../data/tshark_ack_rtt.tsv");
     let mut m: HashMap<String, BTreeMap<u64, f64>> = HashMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')).skip(1) {
-        let mut it = line.split('\t');
-        let (Some(f), Some(frame), Some(v)) = (it.next(), it.next(), it.next()) else {
-            panic!("bad line {line:?}");
+    for row in tshark_rows(text) {
+        let [f, frame, v] = row[..] else {
+            panic!("bad row {row:?}");
         };
         m.entry(f.to_string())
             .or_default()
@@ -225,6 +211,7 @@ const TOLERANCE: f64 = 1.0e-6 + 1e-9;
 
 #[test]
 fn seq_and_handshake_samples_agree_with_tshark() {
+    let _load = support::heavy();
     let reference = tshark_reference();
     let mut total_ref = 0usize;
     let mut total_agree = 0usize;
@@ -325,6 +312,7 @@ fn seq_and_handshake_samples_agree_with_tshark() {
 /// decoder gives, on every record of every corpus file (and the shortcut is taken often).
 #[test]
 fn the_decoder_shortcut_agrees_with_the_general_path_on_every_record() {
+    let _load = support::heavy();
     use metro::pcap::CaptureReader;
     use metro_core::wire::{decode, decode_general};
     let (mut records, mut ethernet_tcp) = (0u64, 0u64);

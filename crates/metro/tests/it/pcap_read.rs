@@ -858,7 +858,7 @@ fn corpus_formats_and_first_records() {
 /// against tshark's (tests/data/pcap/tshark-frames.tsv, generated once with tshark 4.0.17).
 #[test]
 fn corpus_matches_tshark_lengths_and_times() {
-    let reference = include_str!("data/pcap/tshark-frames.tsv");
+    let reference = include_str!("../data/pcap/tshark-frames.tsv");
     let mut checked = 0;
     let mut failures = Vec::new();
     for line in reference.lines().filter(|l| !l.starts_with('#')).skip(1) {

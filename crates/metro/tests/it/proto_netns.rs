@@ -1,4 +1,4 @@
-//! DNS and ICMP with real implementations across the delay line (tests/support/netns.rs):
+//! DNS and ICMP with real implementations across the delay line (tests/it/support/netns.rs):
 //! dnsmasq (Debian) answering a local zone in the server's namespace, queried with dig over
 //! UDP and TCP, and ping, from the client's namespace through a userspace delay line of a
 //! known one-way delay. dumpcap captures on the client's interface; `metro analyze` on that
@@ -9,8 +9,8 @@
 //! (The userspace delay line on a loaded machine adds its own jitter, up to tens of ms: the
 //! clients' own timings are the independent measure, the known delay the floor.)
 
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support;
+use crate::support::netns;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,11 +33,61 @@ fn run(mut c: Command, what: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// dumpcap capturing on the client's `veth0` into `pcap` (with a capture filter, or none),
+/// after a ping has resolved the server's address (otherwise the first exchange waits for
+/// ARP across the delay line, which the client counts and the capture point does not see).
+struct Dumpcap(Kill);
+
+impl Dumpcap {
+    fn start(
+        ns: &netns::Netns,
+        server: &str,
+        filter: Option<&str>,
+        pcap: &std::path::Path,
+    ) -> Dumpcap {
+        let mut warm = ns.command("ping");
+        warm.args(["-c", "1", "-W", "5", server]);
+        run(warm, "ping (ARP)");
+        let mut cap = ns.command("dumpcap");
+        cap.args(["-q", "-i", "veth0"]);
+        if let Some(f) = filter {
+            cap.args(["-f", f]);
+        }
+        cap.arg("-w")
+            .arg(pcap)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let cap = Kill(cap.spawn().expect("dumpcap"));
+        // Wait until dumpcap has written its file header.
+        let t0 = Instant::now();
+        while std::fs::metadata(pcap).map(|m| m.len()).unwrap_or(0) == 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "dumpcap did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        Dumpcap(cap)
+    }
+
+    /// Stops it (SIGINT: it closes the file whole).
+    fn stop(mut self) {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.0.0.id().to_string())
+            .status();
+        let _ = self.0.0.wait();
+    }
+}
+
 #[test]
 fn dig_over_udp_and_tcp_and_ping_across_the_delay_line() {
     if !netns::needs_root("namespaces, dnsmasq and a capture") {
         return;
     }
+    let _load = support::timed();
     let one_way = Duration::from_millis(20);
     let d = Delayed::new("prt", 60, one_way);
     let dir = std::env::temp_dir().join(format!("metro-proto-netns-{}", std::process::id()));
@@ -63,27 +113,7 @@ fn dig_over_udp_and_tcp_and_ping_across_the_delay_line() {
     .stderr(Stdio::null());
     let _dns = Kill(dns.spawn().expect("dnsmasq"));
 
-    // Resolve the server's address first: otherwise the first query waits for ARP across
-    // the delay line, which dig counts and the capture point does not see.
-    let mut warm = d.c.command("ping");
-    warm.args(["-c", "1", "-W", "5", "10.200.60.2"]);
-    run(warm, "ping (ARP)");
-    let mut cap = d.c.command("dumpcap");
-    cap.args(["-q", "-i", "veth0", "-w"])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut cap = Kill(cap.spawn().expect("dumpcap"));
-    // Wait until dumpcap has written its file header.
-    let t0 = Instant::now();
-    while std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0) == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "dumpcap did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let cap = Dumpcap::start(&d.c, "10.200.60.2", None, &pcap);
 
     let mut dig_ms: Vec<f64> = Vec::new();
     for tcp in [false, true] {
@@ -114,12 +144,7 @@ fn dig_over_udp_and_tcp_and_ping_across_the_delay_line() {
         .filter_map(|l| l.split_once(" time=")?.1.strip_suffix(" ms")?.parse().ok())
         .collect();
     assert_eq!(ping_ms.len(), 5, "{ping_out}");
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("kill")
-        .arg("-INT")
-        .arg(cap.0.id().to_string())
-        .status();
-    let _ = cap.0.wait();
+    cap.stop();
 
     let out = Command::new(env!("CARGO_BIN_EXE_metro"))
         .args(["analyze", "--kinds", "dns,icmp", "--samples", "-", "-q"])
@@ -203,8 +228,9 @@ fn aioquic_spin_and_handshake_across_the_delay_line() {
     if !netns::needs_root("namespaces, aioquic and a capture") {
         return;
     }
+    let _load = support::timed();
     let py = std::env::var("METRO_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/quic_echo.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/quic_echo.py");
     let check = Command::new(&py).args(["-c", "import aioquic"]).status();
     assert!(
         check.is_ok_and(|s| s.success()),
@@ -230,24 +256,7 @@ fn aioquic_spin_and_handshake_across_the_delay_line() {
     .unwrap();
     assert_eq!(line.trim(), "listening");
 
-    let mut warm = d.c.command("ping");
-    warm.args(["-c", "1", "-W", "5", "10.200.61.2"]);
-    run(warm, "ping (ARP)");
-    let mut cap = d.c.command("dumpcap");
-    cap.args(["-q", "-i", "veth0", "-f", "udp", "-w"])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut cap = Kill(cap.spawn().expect("dumpcap"));
-    let t0 = Instant::now();
-    while std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0) == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "dumpcap did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let cap = Dumpcap::start(&d.c, "10.200.61.2", Some("udp"), &pcap);
 
     let mut cli = d.c.command(&py);
     cli.args([script, "client", "10.200.61.2", "4433", "60", "0"]);
@@ -260,12 +269,7 @@ fn aioquic_spin_and_handshake_across_the_delay_line() {
         .iter()
         .map(|x| x.as_f64().unwrap() * 1e3)
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("kill")
-        .arg("-INT")
-        .arg(cap.0.id().to_string())
-        .status();
-    let _ = cap.0.wait();
+    cap.stop();
 
     let out = Command::new(env!("CARGO_BIN_EXE_metro"))
         .args([

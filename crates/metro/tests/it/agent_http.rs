@@ -3,6 +3,8 @@
 //! and never-ending request heads. Through all of it a plain scrape with a one-second
 //! deadline (`curl -m 1`) must succeed every time: the DaemonSet's liveness probe scrapes it.
 
+use crate::support;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::FromRawFd;
@@ -120,6 +122,7 @@ fn closed_within(c: &mut TcpStream, limit: Duration) -> Option<Duration> {
 
 #[test]
 fn scrapes_succeed_through_slowloris_clients() {
+    let _load = support::timed();
     let srv = server();
     let addr = srv.addr;
     let stop = Arc::new(AtomicBool::new(false));
@@ -186,6 +189,7 @@ fn scrapes_succeed_through_slowloris_clients() {
 
 #[test]
 fn scrapes_succeed_through_a_flood_of_idle_connections() {
+    let _load = support::timed();
     let srv = server();
     let addr = srv.addr;
     let cap = Limits::default().max_connections;
@@ -268,6 +272,7 @@ fn still_open(c: &mut TcpStream) -> bool {
 
 #[test]
 fn idle_connections_past_the_cap_are_closed_oldest_first() {
+    let _load = support::timed();
     let srv = server();
     let Limits {
         max_connections: cap,
@@ -365,6 +370,7 @@ fn oversized_heads_are_refused() {
 
 #[test]
 fn a_request_that_never_ends_is_cut_at_the_deadline() {
+    let _load = support::timed();
     let srv = server();
     let deadline = Limits::default().request_timeout;
     // A head without its blank line, then silence.
@@ -419,6 +425,7 @@ fn methods_paths_and_bad_requests() {
 /// them instead of waiting or being refused.
 #[test]
 fn readers_that_never_read_are_cut_and_pushed_out() {
+    let _load = support::timed();
     raise_fd_limit();
     let limits = Limits {
         max_connections: 4,

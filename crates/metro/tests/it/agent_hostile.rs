@@ -6,12 +6,10 @@
 //! Like agent_netns.rs these tests need root (each skips for another user, saying so) and,
 //! as root, fail, never skip, when they cannot build their namespaces. Each test uses its own namespaces and 10.200.N.0/24.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/frames.rs"]
-mod frames;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support;
+use crate::support::agent;
+use crate::support::frames;
+use crate::support::netns;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -64,6 +62,7 @@ fn forged_one_sided_retransmissions_from_80000_watched_addresses_leave_real_host
     if !netns::needs_root("the agent in network namespaces with tcpreplay") {
         return;
     }
+    let _load = support::heavy();
     // Real connections through a 5 ms + 5 ms delay line; the whole 10.0.0.0/8 is watched.
     let d = Delayed::new("flood", 21, Duration::from_millis(5));
     let dir = TempDir::new("flood");
@@ -119,23 +118,13 @@ fn forged_one_sided_retransmissions_from_80000_watched_addresses_leave_real_host
     // in each interval, after the flood has had time to fill the table.
     let mut sparse = Client::start(&d.c, srv2.addr, 200, Duration::from_millis(300), 1);
     // Injected on the delay line's side of the client's link: straight to the client.
-    let out =
-        d.m.command("tcpreplay")
-            .args([
-                "-q",
-                "--pps=60000",
-                "--loop=5",
-                "-i",
-                "mc",
-                pcap.to_str().unwrap(),
-            ])
-            .output()
-            .expect("run tcpreplay (Debian package `tcpreplay`)");
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.m.tcpreplay(&[
+        "--pps=60000",
+        "--loop=5",
+        "-i",
+        "mc",
+        pcap.to_str().unwrap(),
+    ]);
     sparse.stop();
     let sparse_requests = sparse.requests.load(std::sync::atomic::Ordering::Relaxed);
     // The real pair goes on being measured after the flood: a whole interval (2 s) that
@@ -249,6 +238,7 @@ fn sigterm_at_any_moment_of_start_up_exits_zero() {
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::timed();
     let p = Pair::new("early", 22);
     let dir = TempDir::new("early");
     let small = dir.write(
@@ -327,6 +317,7 @@ fn sighup_burst_keeps_capture_and_flows_and_a_new_watch_list_keeps_them_too() {
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     let d = Delayed::new("burst", 23, Duration::from_millis(10));
     let dir = TempDir::new("burst");
     let srv = EchoServer::start(&d.s, "10.200.23.2:7000");

@@ -14,20 +14,19 @@
 //! promtool and prometheus come from Debian's `prometheus` package (`.ci/run` installs it).
 //! The real run needs root (network namespaces).
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support;
+use crate::support::agent;
+use crate::support::netns;
+use crate::support::pod::Pod;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Statsd, TempDir, http_get, named};
-use netns::{Client, Delayed, EchoServer, Netns, veth};
+use agent::{Agent, Statsd, TempDir, http_get, http_status, named};
+use netns::{Client, Delayed, EchoServer, Netns};
 use serde_json::Value;
 
 const S: Duration = Duration::from_secs(1);
@@ -693,7 +692,7 @@ fn datadog_json_parses_with_datadogs_own_api_client() {
     };
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/datadog_check.py"
+        "/tests/it/support/datadog_check.py"
     );
     let run = |dash: &Path, mons: &Path| {
         let out = Command::new(&py)
@@ -742,40 +741,10 @@ fn datadog_json_parses_with_datadogs_own_api_client() {
 
 // --- a real agent, a real Prometheus --------------------------------------------------------
 
-/// HTTP GET inside `ns`: (status, body), chunked bodies decoded (Prometheus' API answers
-/// large bodies chunked).
+/// HTTP GET inside `ns`: (status, body) ([`http_status`]).
 fn get(ns: &Netns, addr: &str, path: &str) -> Option<(u16, String)> {
-    let (addr, path) = (addr.to_string(), path.to_string());
-    ns.enter(move || {
-        let mut c = TcpStream::connect_timeout(&addr.parse().ok()?, S).ok()?;
-        c.set_read_timeout(Some(10 * S)).ok();
-        write!(
-            c,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut s = Vec::new();
-        c.read_to_end(&mut s).ok()?;
-        let s = String::from_utf8_lossy(&s).into_owned();
-        let (head, body) = s.split_once("\r\n\r\n")?;
-        let code = head.split(' ').nth(1)?.parse().ok()?;
-        if !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            return Some((code, body.to_string()));
-        }
-        let (mut out, mut rest) = (String::new(), body);
-        while let Some((len, tail)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(len.trim(), 16).ok()?;
-            if n == 0 {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            rest = &tail[n + 2..];
-        }
-        Some((code, out))
-    })
+    let (addr, path) = (addr.parse().ok()?, path.to_string());
+    ns.enter(move || http_status(addr, &path))
 }
 
 fn urlencode(s: &str) -> String {
@@ -894,6 +863,7 @@ fn a_real_agent_serves_every_metric_the_kit_uses_and_prometheus_runs_the_rules()
     if !netns::needs_root("a live agent in network namespaces") {
         return;
     }
+    let _load = support::timed();
     // A 10 ms round trip (5 ms each way) between the client namespace, where metro and
     // Prometheus run, and a server.
     let d = Delayed::new("opk", 43, Duration::from_millis(5));
@@ -1022,8 +992,7 @@ fn a_real_agent_serves_every_metric_the_kit_uses_and_prometheus_runs_the_rules()
 
     // The agent stops: its scrapes fail and MetroAgentDown goes pending (it fires after 5
     // minutes, longer than a test waits).
-    ag.signal(libc::SIGTERM);
-    assert!(ag.wait(20 * S).success(), "{}", ag.log());
+    ag.terminate(20 * S);
     let end = Instant::now() + 30 * S;
     loop {
         let (states, _) = prom.rules();
@@ -1041,26 +1010,8 @@ fn a_real_agent_serves_every_metric_the_kit_uses_and_prometheus_runs_the_rules()
     assert_eq!(up[0]["metric"]["instance"], "127.0.0.1:9464");
 }
 
-/// A cgroup directory tree, removed on drop after its process is killed.
-struct Cgroup {
-    dirs: Vec<PathBuf>,
-    child: Option<Child>,
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for d in self.dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
 /// A pod laid out as the kubelet (systemd cgroup driver) and containerd do (as in
-/// tests/agent_containers.rs): its namespace behind a routed host, its process in a
+/// tests/it/agent_containers.rs): its namespace behind a routed host, its process in a
 /// containerd scope of a kubepods slice, the kubelet's log links naming pod `checkout-api-7d9f`
 /// in namespace `shop`, container `api`. The pod talks to a server 10 ms away; the
 /// per-namespace recording rules and the dashboard's per-container panel show it.
@@ -1069,81 +1020,15 @@ fn pod_tags_feed_the_namespace_rules_and_the_container_panel() {
     if !netns::needs_root("a pod's namespace and cgroups, a live agent") {
         return;
     }
+    let _load = support::timed();
     const N: u8 = 44;
     let d = Delayed::new("opp", N, Duration::from_millis(5));
     let host = &d.c;
-    let pod_ns = Netns::new("opq");
-    let (pod_ip, host_ip) = (format!("10.202.{N}.2"), format!("10.202.{N}.1"));
-    veth(
-        &pod_ns,
-        "eth0",
-        Some(&format!("{pod_ip}/24")),
-        host,
-        "vpod",
-        Some(&format!("{host_ip}/24")),
-    );
-    pod_ns.ip(&["route", "add", "default", "via", &host_ip]);
-    let st = host
-        .command("sysctl")
-        .args(["-qw", "net.ipv4.ip_forward=1"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    d.s.ip(&[
-        "route",
-        "add",
-        &format!("10.202.{N}.0/24"),
-        "via",
-        &format!("10.200.{N}.1"),
-    ]);
-    let server = format!("10.200.{N}.2");
-    let _srv = EchoServer::start(&d.s, &format!("{server}:7000"));
-
-    // The pod's process in a containerd scope under kubepods (names unique to this process).
-    let uid = format!("0be7a7e0-3a4b-4c5d-8e9f-{:012x}", std::process::id());
-    let cid = format!("{:064x}", u128::from(std::process::id()) * 104_729);
-    let base = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.procs").exists())
-        .expect("no writable cgroup hierarchy");
-    let mut cg = Cgroup {
-        dirs: Vec::new(),
-        child: None,
-    };
-    let mut path = base;
-    for part in [
-        "kubepods.slice".to_string(),
-        "kubepods-besteffort.slice".to_string(),
-        format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_")),
-        format!("cri-containerd-{cid}.scope"),
-    ] {
-        path = path.join(part);
-        if !path.exists() {
-            std::fs::create_dir(&path)
-                .unwrap_or_else(|e| panic!("create cgroup {}: {e}", path.display()));
-            cg.dirs.push(path.clone());
-        }
-    }
-    let child = pod_ns.command("sleep").arg("600").spawn().unwrap();
-    let pid = child.id();
-    cg.child = Some(child);
-    // `ip netns exec` execs sleep in place: the same pid.
-    std::thread::sleep(S / 5);
-    std::fs::write(path.join("cgroup.procs"), pid.to_string())
-        .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", path.display()));
     let dir = TempDir::new("operate-pod");
     let root = dir.path("host");
-    std::fs::create_dir_all(root.join(format!("var/log/pods/shop_checkout-api-7d9f_{uid}/api")))
-        .unwrap();
-    std::fs::create_dir_all(root.join("var/log/containers")).unwrap();
-    std::fs::write(
-        root.join(format!(
-            "var/log/containers/checkout-api-7d9f_shop_api-{cid}.log"
-        )),
-        "",
-    )
-    .unwrap();
+    let pod = Pod::new("opq", N, host, &d.s, &root);
+    let server = format!("10.200.{N}.2");
+    let _srv = EchoServer::start(&d.s, &format!("{server}:7000"));
 
     let _rx = Statsd::udp(host.enter(|| UdpSocket::bind("127.0.0.1:8125").unwrap()));
     let cfg = dir.write(
@@ -1161,7 +1046,7 @@ fn pod_tags_feed_the_namespace_rules_and_the_container_panel() {
     ag.wait_log("capture filter", 20 * S);
     let prom = Prometheus::start(host, &dir, "127.0.0.1:9464", &repo(RULES));
     let to = format!("{server}:7000").parse().unwrap();
-    let mut client = Client::start(&pod_ns, to, 100, Duration::from_millis(5), 20);
+    let mut client = Client::start(&pod.ns, to, 100, Duration::from_millis(5), 20);
 
     let end = Instant::now() + 60 * S;
     let p50 = loop {
@@ -1212,5 +1097,5 @@ fn pod_tags_feed_the_namespace_rules_and_the_container_panel() {
     assert_eq!(seen.len(), 3, "{seen:?}");
     client.stop();
     drop(ag);
-    drop(cg);
+    drop(pod);
 }

@@ -7,14 +7,12 @@
 //!
 //! The namespace test needs root: it skips for another user, saying so, and fails under
 //! .ci/run (METRO_TESTS_REQUIRE_ROOT) without it. It
-//! uses 10.200.40.0/24 (see tests/agent_netns.rs for the other tests' subnets).
+//! uses 10.200.40.0/24 (see tests/it/agent_netns.rs for the other tests' subnets).
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/frames.rs"]
-mod frames;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support;
+use crate::support::agent;
+use crate::support::frames;
+use crate::support::netns;
 
 use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -84,7 +82,7 @@ fn peak_rss_mib(pid: i32) -> f64 {
 }
 
 /// libpcap's path (`capture: pcap`): its covering filter and user-space match are what
-/// these tests measure (the in-kernel path holds any list exactly: tests/agent_ebpf.rs).
+/// these tests measure (the in-kernel path holds any list exactly: tests/it/agent_ebpf.rs).
 fn config(list: &[String], tag: &str) -> String {
     format!(
         "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\n  exp_ttl: 0\n\
@@ -103,6 +101,7 @@ fn hundred_thousand_entries_measure_the_peer_in_bounded_memory_and_survive_sighu
     if !netns::needs_root("the agent in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     const LIMIT_MIB: f64 = 300.0;
     let one_way = Duration::from_millis(10);
     let d = Delayed::new("wl", 40, one_way);
@@ -181,8 +180,7 @@ fn hundred_thousand_entries_measure_the_peer_in_bounded_memory_and_survive_sighu
          peak RSS {rss_100k:.0} MiB; SIGHUP to 300,000: samples after {to_reload:.1?}, peak \
          RSS {rss_300k:.0} MiB"
     );
-    agent.signal(libc::SIGTERM);
-    assert!(agent.wait(20 * S).success(), "{}", agent.log());
+    agent.terminate(20 * S);
 }
 
 #[test]

@@ -3,11 +3,13 @@
 //! without `-q`, standard output and standard error sharing a pipe or a terminal, `metro
 //! generate` on a terminal, `.ci/run` without root. Terminals are real pseudo-terminals.
 
+use crate::support::agent::{METRO, TempDir, metro};
+
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use metro_testkit::generator::{GenConfig, write_capture};
 use serde_json::Value;
@@ -16,37 +18,6 @@ const EXAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../examples/scp-upload.pcap"
 );
-const METRO: &str = env!("CARGO_BIN_EXE_metro");
-
-fn metro(args: &[&str]) -> Output {
-    Command::new(METRO)
-        .args(args)
-        .output()
-        .expect("running metro")
-}
-
-/// A scratch directory, removed when the test ends (pass or fail).
-struct Tmp(PathBuf);
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl std::ops::Deref for Tmp {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-fn tmpdir(name: &str) -> Tmp {
-    let d = std::env::temp_dir().join(format!("metro-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Tmp(d)
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -116,7 +87,7 @@ fn responders(json: &[u8]) -> Value {
 
 #[test]
 fn generate_piped_into_analyze_dash_reads_standard_input() {
-    let dir = tmpdir("stdin");
+    let dir = TempDir::new("cli-stdin");
     let file = dir.join("g.pcap");
     let out = metro(&[
         "generate",
@@ -165,7 +136,7 @@ fn generate_piped_into_analyze_dash_reads_standard_input() {
 
 #[test]
 fn a_missing_or_foreign_file_prints_its_error_and_no_report() {
-    let dir = tmpdir("missing");
+    let dir = TempDir::new("cli-missing");
     let junk = dir.join("notes.txt");
     std::fs::write(&junk, "hello\n").unwrap();
     let missing = dir.join("nope.pcap");
@@ -232,7 +203,7 @@ fn samples_on_standard_output_move_the_report_and_say_so() {
 /// before what standard error says after it.
 #[test]
 fn standard_output_and_error_in_one_pipe_never_share_a_line() {
-    let dir = tmpdir("pipe");
+    let dir = TempDir::new("cli-pipe");
     let cap = small_capture(&dir, 60_000);
     for extra in ["--samples -", "", "--samples - --threads 1"] {
         let out = Command::new("sh")
@@ -277,7 +248,7 @@ fn standard_output_and_error_in_one_pipe_never_share_a_line() {
 /// from sample lines streaming to the same terminal.
 #[test]
 fn no_progress_bar_in_the_middle_of_samples_on_a_terminal() {
-    let dir = tmpdir("tty");
+    let dir = TempDir::new("cli-tty");
     // Long enough (in a debug build) for the bar's first half second to pass.
     let cap = small_capture(&dir, 400_000);
     let (out, code) =
@@ -332,7 +303,7 @@ fn generate_refuses_to_write_binary_to_a_terminal() {
 /// `.ci/run` run by an unprivileged user stops at the root check, before it tries apt-get.
 #[test]
 fn ci_run_checks_for_root_before_installing() {
-    let dir = tmpdir("ci");
+    let dir = TempDir::new("cli-ci");
     std::fs::create_dir_all(dir.join(".ci")).unwrap();
     let script = dir.join(".ci/run");
     std::fs::copy(
@@ -375,7 +346,7 @@ fn ci_run_checks_for_root_before_installing() {
 
 #[test]
 fn generate_refuses_options_its_mode_would_ignore() {
-    let dir = tmpdir("gen-modes");
+    let dir = TempDir::new("cli-gen-modes");
     let out = dir.join("x.pcap");
     let out = out.to_str().unwrap();
     let truth = dir.join("truth.csv");
@@ -432,7 +403,7 @@ fn generate_refuses_options_its_mode_would_ignore() {
 fn a_pcapng_custom_block_is_numbered_not_reported_as_an_unknown_link_type() {
     use metro_testkit::frame::{TcpFrame, flags};
     use metro_testkit::pcap::{Interface, PcapNgWriter};
-    let dir = tmpdir("custom-block");
+    let dir = TempDir::new("cli-custom-block");
     let (c, s) = ([10, 0, 0, 2], [10, 0, 0, 1]);
     let mut w = PcapNgWriter::new(Vec::new(), false).unwrap();
     let i = w.add_interface(Interface::new(1, 0)).unwrap();
@@ -497,7 +468,7 @@ fn a_pcapng_custom_block_is_numbered_not_reported_as_an_unknown_link_type() {
 /// and the tracked rows are exactly what the uncapped run says of them.
 #[test]
 fn responders_beyond_the_cap_share_the_other_row_and_keep_the_totals() {
-    let dir = tmpdir("max-responders");
+    let dir = TempDir::new("cli-max-responders");
     let cap = small_capture(&dir, 20_000);
     let cap = cap.to_str().unwrap();
     let total = |doc: &Value| -> u64 {
@@ -602,7 +573,7 @@ fn responders_beyond_the_cap_share_the_other_row_and_keep_the_totals() {
 /// work on standard input too, and draw what they draw from the file.
 #[test]
 fn plot_and_report_from_standard_input_match_the_file() {
-    let dir = tmpdir("plot-stdin");
+    let dir = TempDir::new("cli-plot-stdin");
     let svg = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let from_file = metro(&["analyze", "-q", "--plot", &svg("f.svg"), EXAMPLE]);
     assert!(from_file.status.success(), "{}", text(&from_file.stderr));

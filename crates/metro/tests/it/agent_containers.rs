@@ -12,10 +12,10 @@
 //! busybox-static (CI installs them); as root they fail, never skip, when they cannot set up. Containers, the image, cgroups and namespaces are
 //! removed when a test ends, pass or fail.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support;
+use crate::support::agent;
+use crate::support::netns;
+use crate::support::pod::Pod;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -205,6 +205,7 @@ fn podman_containers_are_tagged_and_counted_once() {
     if !netns::needs_root("podman containers in network namespaces") {
         return;
     }
+    let _load = support::heavy();
     const N: u8 = 21;
     const CONNS: u32 = 8;
     let one_way = Duration::from_millis(10);
@@ -217,12 +218,7 @@ fn podman_containers_are_tagged_and_counted_once() {
     host.ip(&["link", "add", "br0", "type", "bridge"]);
     host.ip(&["addr", "add", &format!("10.201.{N}.1/24"), "dev", "br0"]);
     host.ip(&["link", "set", "br0", "up"]);
-    let st = host
-        .command("sysctl")
-        .args(["-qw", "net.ipv4.ip_forward=1"])
-        .status()
-        .unwrap();
-    assert!(st.success(), "enabling forwarding in the host namespace");
+    host.forward_ipv4();
     d.s.ip(&[
         "route",
         "add",
@@ -276,17 +272,7 @@ fn podman_containers_are_tagged_and_counted_once() {
     // One container before metro starts, one after (found by a later refresh).
     add_container(1);
     let samples_path = dir.path("samples.jsonl");
-    let mut agent = Agent::start(
-        host,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--samples",
-            samples_path.to_str().unwrap(),
-        ],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_samples(host, &cfg, &samples_path, &dir.path("stderr"));
     agent.wait_log("capture filter", 20 * S);
     add_container(2);
     std::fs::write(sig.join("go"), "").unwrap();
@@ -323,7 +309,7 @@ fn podman_containers_are_tagged_and_counted_once() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    std::thread::sleep(3 * S);
+    statsd.wait_flush_after(&mut agent, std::time::Instant::now(), S);
     let all = {
         let later = statsd.all();
         assert!(later.len() >= all.len());
@@ -336,8 +322,7 @@ fn podman_containers_are_tagged_and_counted_once() {
     // Every connection's handshake (SYN to SYN/ACK, answered by the server's port) is
     // exactly one sample: a copy counted twice would make two, one taken for a
     // retransmission none.
-    agent.signal(libc::SIGTERM);
-    assert!(agent.wait(15 * S).success(), "{}", agent.log());
+    agent.terminate(15 * S);
     let text = std::fs::read_to_string(&samples_path).unwrap();
     let handshakes = |port: u64| {
         text.lines()
@@ -478,25 +463,6 @@ fn podman_containers_are_tagged_and_counted_once() {
 
 // --- Kubernetes layout ------------------------------------------------------------------------
 
-/// A cgroup directory tree under one v1 hierarchy (or the v2 root), removed on drop after
-/// its processes are killed.
-struct Cgroup {
-    dirs: Vec<std::path::PathBuf>,
-    child: Option<std::process::Child>,
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for d in self.dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
 /// A pod's namespace and cgroups as the kubelet (systemd driver) and containerd lay them
 /// out, and the kubelet's log directories under METRO_HOST_ROOT: the pair of the pod's
 /// address is tagged with the container, pod and Kubernetes namespace.
@@ -509,20 +475,17 @@ fn kubelet_layout_gives_pod_tags() {
     if !netns::needs_root("network namespaces laid out as a kubelet does") {
         return;
     }
+    let _load = support::heavy();
     const N: u8 = 22;
     let one_way = Duration::from_millis(5);
     let d = Delayed::new("kuh", N, one_way);
     let host = &d.c;
-    let pod_ns = Netns::new("kup");
-    veth(
-        &pod_ns,
-        "eth0",
-        Some(&format!("10.202.{N}.2/24")),
-        host,
-        "vpod",
-        Some(&format!("10.202.{N}.1/24")),
-    );
-    pod_ns.ip(&["route", "add", "default", "via", &format!("10.202.{N}.1")]);
+    // The pod, its process in a containerd scope of a kubepods slice, the kubelet's log
+    // directories under a host root of our own.
+    let dir = TempDir::new("kube");
+    let root = dir.path("host");
+    let pod = Pod::new("kup", N, host, &d.s, &root);
+    let (pod_ns, pod_ip, host_ip, cid) = (&pod.ns, &pod.ip, &pod.host_ip, &pod.cid);
     // IPv6 between the pod and the host's own stack (the pod's address from if_inet6).
     let (pod6, host6) = (format!("fd00:202:{N}::2"), format!("fd00:202:{N}::1"));
     pod_ns.ip(&["addr", "add", &format!("{pod6}/64"), "dev", "eth0", "nodad"]);
@@ -534,80 +497,11 @@ fn kubelet_layout_gives_pod_tags() {
         "vpod",
         "nodad",
     ]);
-    let st = host
-        .command("sysctl")
-        .args(["-qw", "net.ipv4.ip_forward=1"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    d.s.ip(&[
-        "route",
-        "add",
-        &format!("10.202.{N}.0/24"),
-        "via",
-        &format!("10.200.{N}.1"),
-    ]);
     let server = format!("10.200.{N}.2");
     let srv = CountingEcho::start(&d.s, &format!("{server}:7000"));
-    let host_ip = format!("10.202.{N}.1");
-    let pod_ip = format!("10.202.{N}.2");
     let host_srv = CountingEcho::start(host, &format!("{host_ip}:7001"));
-    let pod_srv = CountingEcho::start(&pod_ns, &format!("{pod_ip}:7002"));
+    let pod_srv = CountingEcho::start(pod_ns, &format!("{pod_ip}:7002"));
     let host_srv6 = CountingEcho::start(host, &format!("[{host6}]:7003"));
-
-    // The pod: a process in the pod's namespace, in a containerd scope of a kubepods slice.
-    let uid = format!("5f0c1d2e-3a4b-4c5d-8e9f-{:012x}", std::process::id());
-    let cid = format!("{:064x}", u128::from(std::process::id()) * 7919);
-    let base = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
-        .into_iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.join("cgroup.procs").exists())
-        .expect("no writable cgroup hierarchy");
-    let mut cg = Cgroup {
-        dirs: Vec::new(),
-        child: None,
-    };
-    let mut path = base.clone();
-    for part in [
-        "kubepods.slice".to_string(),
-        "kubepods-besteffort.slice".to_string(),
-        format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_")),
-        format!("cri-containerd-{cid}.scope"),
-    ] {
-        path = path.join(part);
-        if !path.exists() {
-            std::fs::create_dir(&path)
-                .unwrap_or_else(|e| panic!("create cgroup {}: {e}", path.display()));
-            cg.dirs.push(path.clone());
-        }
-    }
-    let child = pod_ns
-        .command("sleep")
-        .arg("600")
-        .spawn()
-        .expect("spawn the pod's process");
-    let pid = child.id();
-    cg.child = Some(child);
-    // `ip netns exec` execs sleep in place: the same pid.
-    std::thread::sleep(Duration::from_millis(200));
-    std::fs::write(path.join("cgroup.procs"), pid.to_string())
-        .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", path.display()));
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    assert!(cgroup.contains(&cid), "{cgroup}");
-
-    // The kubelet's log directories under a host root of our own.
-    let dir = TempDir::new("kube");
-    let root = dir.path("host");
-    std::fs::create_dir_all(root.join(format!("var/log/pods/shop_checkout-api-7d9f_{uid}/api")))
-        .unwrap();
-    std::fs::create_dir_all(root.join("var/log/containers")).unwrap();
-    std::fs::write(
-        root.join(format!(
-            "var/log/containers/checkout-api-7d9f_shop_api-{cid}.log"
-        )),
-        "",
-    )
-    .unwrap();
 
     let statsd = udp_statsd(host);
     let cfg = dir.write(
@@ -624,13 +518,13 @@ fn kubelet_layout_gives_pod_tags() {
     );
     agent.wait_log("capture filter", 20 * S);
     let to: SocketAddr = format!("{server}:7000").parse().unwrap();
-    let mut client = Client::start(&pod_ns, to, 100, Duration::from_millis(20), 5);
+    let mut client = Client::start(pod_ns, to, 100, Duration::from_millis(20), 5);
     let to_host: SocketAddr = format!("{host_ip}:7001").parse().unwrap();
-    let mut client_host = Client::start(&pod_ns, to_host, 100, Duration::from_millis(20), 5);
+    let mut client_host = Client::start(pod_ns, to_host, 100, Duration::from_millis(20), 5);
     let to_pod: SocketAddr = format!("{pod_ip}:7002").parse().unwrap();
     let mut client_remote = Client::start(&d.s, to_pod, 100, Duration::from_millis(20), 5);
     let to_host6: SocketAddr = format!("[{host6}]:7003").parse().unwrap();
-    let mut client6 = Client::start(&pod_ns, to_host6, 100, Duration::from_millis(20), 5);
+    let mut client6 = Client::start(pod_ns, to_host6, 100, Duration::from_millis(20), 5);
     let src = pod_ip.clone();
     let p50_of = |m: &[Metric], src: &str, dst: &str| {
         m.iter()
@@ -647,7 +541,7 @@ fn kubelet_layout_gives_pod_tags() {
             x.name == "system.net.tcp.rtt.p50"
                 && x.tag("pod_name") == Some("checkout-api-7d9f")
                 && x.tag("dst") == Some(server.as_str())
-        }) && !p50_of(m, &pod_ip, &host_ip).is_empty()
+        }) && !p50_of(m, pod_ip, host_ip).is_empty()
             && !p50_of(m, &pod6, &host6).is_empty()
             && client_remote.requests.load(Ordering::Relaxed) >= 20
     });
@@ -659,7 +553,7 @@ fn kubelet_layout_gives_pod_tags() {
         assert!(s.accepted.load(Ordering::SeqCst) >= 1);
     }
     // The pod to the host's own stack: reported, tagged with the pod.
-    let to_host_stack = p50_of(&all, &pod_ip, &host_ip);
+    let to_host_stack = p50_of(&all, pod_ip, host_ip);
     assert!(
         to_host_stack
             .iter()
@@ -672,7 +566,7 @@ fn kubelet_layout_gives_pod_tags() {
     // The pod answering the remote client: internal, never a pair of the client's.
     let remote = format!("10.200.{N}.2");
     assert!(
-        p50_of(&all, &remote, &pod_ip).is_empty(),
+        p50_of(&all, &remote, pod_ip).is_empty(),
         "the pod's own response time reported as RTT"
     );
     assert!(sum(&all, "metro.samples.internal", |_| true) >= 20.0);
@@ -695,7 +589,7 @@ fn kubelet_layout_gives_pod_tags() {
     );
     assert!(m.value >= 10.0 * 0.99, "p50 {} ms", m.value);
     drop(agent);
-    drop(cg);
+    drop(pod);
 }
 
 // --- podman's own NAT -------------------------------------------------------------------------
@@ -739,6 +633,7 @@ fn podman_nat_counted_once_under_the_containers_address() {
     if !netns::needs_root("podman's NAT in a namespace") {
         return;
     }
+    let _load = support::heavy();
     const N: u8 = 23;
     const CONNS: u32 = 6;
     const HOST_CONNS: u32 = 3;
@@ -810,17 +705,7 @@ fn podman_nat_counted_once_under_the_containers_address() {
             "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\ninstances:\n  - interface: any\n    ips: ['10.200.{N}.0/24', '10.88.0.0/16']\n"
         ),
     );
-    let mut agent = Agent::start(
-        host,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--samples",
-            samples_path.to_str().unwrap(),
-        ],
-        &dir.path("stderr"),
-    );
+    let mut agent = Agent::run_samples(host, &cfg, &samples_path, &dir.path("stderr"));
     agent.wait_log("capture filter", 20 * S);
     std::fs::write(sig.join("go"), "").unwrap();
     // The host's own process, and a client outside fetching from the published port.
@@ -864,10 +749,9 @@ fn podman_nat_counted_once_under_the_containers_address() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    std::thread::sleep(3 * S);
+    statsd.wait_flush_after(&mut agent, std::time::Instant::now(), S);
     let all = statsd.all();
-    agent.signal(libc::SIGTERM);
-    assert!(agent.wait(15 * S).success(), "{}", agent.log());
+    agent.terminate(15 * S);
     let lines = sample_lines(&std::fs::read_to_string(&samples_path).unwrap());
     let accepted = srv.accepted.load(Ordering::SeqCst);
     assert_eq!(
@@ -977,6 +861,7 @@ fn daemonset_settings_under_podman_give_tags() {
     if !netns::needs_root("podman with the DaemonSet's settings") {
         return;
     }
+    let _load = support::heavy();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = TempDir::new("dset");
     // The stand-in image: the binary and what `ldd` says it loads.

@@ -4,11 +4,10 @@
 //! flood; and the pcapng interface-block bomb. The hostile captures come from
 //! `metro_testkit::generator::flood`, the same generator as `metro generate --attack`.
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/netns.rs"]
+use crate::support;
+use crate::support::agent;
 #[allow(unused)]
-mod netns;
+use crate::support::netns;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -141,6 +140,7 @@ fn captures(tag: &str, cfg: FloodConfig) -> Captures {
 /// by the agent's file mode; the flood's entries are shed, no confirmed connection is evicted.
 #[test]
 fn a_syn_flood_keeps_every_real_sample() {
+    let _load = support::heavy();
     let c = captures(
         "flood",
         FloodConfig {
@@ -210,6 +210,7 @@ fn a_syn_flood_keeps_every_real_sample() {
 /// kept, exactly, with one and two threads, and no sample differs.
 #[test]
 fn a_syn_flood_costs_far_clients_nothing() {
+    let _load = support::heavy();
     for (rtt_ms, seed) in [(20u64, 11), (100, 12), (1_500, 13)] {
         let starts = 200_000_000;
         let c = captures(
