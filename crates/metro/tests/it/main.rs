@@ -10,6 +10,7 @@
 
 mod support;
 
+mod accuracy;
 mod agent_cli;
 mod agent_containers;
 mod agent_ebpf;

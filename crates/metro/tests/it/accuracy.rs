@@ -4,8 +4,7 @@
 //! engine, JSON sample lines); frame numbers are 1-based, as tshark counts them. Each rule has
 //! its negative cases: an ACK that could answer either copy is never timed.
 
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::netns;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
