@@ -151,6 +151,7 @@ pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
                 } else {
                     metro_core::wire::linktype::ETHERNET
                 };
+                let base = filter::instance_base(&base, inst.protocols);
                 match filter::plan_dead(linktype, &base, &watch.set()) {
                     Ok(p) => notes.push(format!("{name}: capture filter: {}", p.describe())),
                     Err(e) => errors.push(format!("{name}: {e}")),
