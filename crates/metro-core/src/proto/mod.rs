@@ -315,6 +315,7 @@ impl Tracker {
                 sport,
                 dport,
                 payload,
+                len,
             } => {
                 let src = SocketAddr::new(d.src, sport);
                 let dst = SocketAddr::new(d.dst, dport);
@@ -324,7 +325,7 @@ impl Tracker {
                     return;
                 }
                 if kinds.contains(Kind::QuicHandshake) || kinds.contains(Kind::QuicSpin) {
-                    quic.datagram(&mut cx, frame, ts, src, dst, payload, obs);
+                    quic.datagram(&mut cx, frame, ts, src, dst, payload, len, obs);
                 }
             }
             L4::Icmp(m) | L4::Icmpv6(m) if kinds.contains(Kind::Icmp) => {
@@ -545,6 +546,7 @@ mod tests {
                     sport,
                     dport,
                     payload,
+                    len: payload.len(),
                 },
             }
         }
