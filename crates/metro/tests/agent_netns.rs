@@ -853,7 +853,7 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
     assert!(
         agent
             .log()
-            .contains("(vlan and (tcp) and (host 10.200.20.9))"),
+            .contains("(vlan and (tcp or udp or icmp or icmp6) and (host 10.200.20.9))"),
         "{}",
         agent.log()
     );
