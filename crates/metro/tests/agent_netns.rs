@@ -193,6 +193,13 @@ fn check_self_metrics_on(all: &[Metric], iface: &str, tags: &[&str]) {
         .chain(RTT_COUNTS.iter())
         .copied()
         .chain(SELF_METRICS.iter().map(|(n, _)| *n))
+        // The QUIC, DNS and ICMP tracker's counts (tests/agent_proto.rs checks their values).
+        .chain([
+            "system.net.dns.timeouts",
+            "system.net.dns.responses",
+            "metro.proto.dropped",
+            "metro.proto.unmatched",
+        ])
         .collect();
     for m in all {
         assert!(known.contains(m.name.as_str()), "unexpected metric {m:?}");
