@@ -39,6 +39,7 @@ fn main() {
                 f.add(12.0, &o, &mut room);
                 PairReport {
                     src: "10.0.0.1".parse().unwrap(),
+                    protocol: 0,
                     dst: format!("100.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255).into(),
                     stats: s,
                     retransmits: 0,

@@ -19,7 +19,6 @@ use metro::pcap::CaptureReader;
 use metro::replay::{ToDriver, replay};
 use metro_core::config::EngineConfig;
 use metro_core::driver::Driver;
-use metro_core::proto::{ProtoConfig, Tracker};
 use metro_core::sample::Sample;
 use metro_core::wire;
 use metro_core::{Nanos, Segment};
@@ -231,9 +230,8 @@ pub fn pipeline(path: &Path) -> anyhow::Result<RunOut> {
     let done = replay(
         &mut r,
         &mut ToDriver {
+            // As `metro analyze` replays: QUIC, DNS and ICMP beside TCP (the driver's).
             driver: Driver::new(EngineConfig::default()),
-            // As `metro analyze` replays: QUIC, DNS and ICMP beside TCP.
-            proto: Tracker::new(ProtoConfig::default(), EngineConfig::default().kinds),
             out: &mut count,
         },
     );

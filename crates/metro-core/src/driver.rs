@@ -4,14 +4,23 @@
 //! and the driver decides when expiry runs, on one schedule for every caller ([`Clock`]:
 //! at the first time it sees, then once per [`TICK`] of that time).
 //!
-//! Today a decoded frame is a TCP [`Segment`] and goes to the TCP [`Engine`]; an engine for
-//! other protocols sits beside it here, dispatched by the frame's kind, on the same clock.
+//! A decoded frame is a TCP [`Segment`] (to the TCP [`Engine`], its payload also to the
+//! [`Tracker`] for DNS over TCP) or a frame that is not TCP (its UDP datagram or ICMP message
+//! to the [`Tracker`]: QUIC, DNS, ICMP). Both engines run on the one clock, and a tick
+//! expires both: a replay's TCP segments move it, a live capture's every frame (and the
+//! wall clock while idle). `metro analyze` (one thread), `metro plot` and the
+//! live agent all hand their frames here; [`Driver::frame`] decodes a raw frame and
+//! dispatches it.
+
+use std::net::SocketAddr;
 
 use crate::Nanos;
 use crate::Segment;
 use crate::config::EngineConfig;
 use crate::engine::Engine;
+use crate::proto::{self, ProtoConfig, Tracker};
 use crate::sample::Observer;
+use crate::wire::{self, DecodeError};
 
 /// How often expiry runs, in the time the driver is given (packet time, or the wall clock
 /// of an idle live capture).
@@ -47,19 +56,104 @@ impl Clock {
 /// parallel replay uses its [`Engine`] directly, with the reader's clock).
 pub struct Driver {
     tcp: Engine,
+    proto: Tracker,
     clock: Clock,
 }
 
 impl Driver {
+    /// The TCP engine with `cfg`, the QUIC, DNS and ICMP tracker with its default limits,
+    /// both tracking the kinds `cfg` asks for.
     pub fn new(cfg: EngineConfig) -> Driver {
+        Driver::with_proto(cfg, ProtoConfig::default())
+    }
+
+    /// [`Driver::new`] with the tracker's limits.
+    pub fn with_proto(cfg: EngineConfig, proto: ProtoConfig) -> Driver {
+        let kinds = cfg.kinds;
         Driver {
             tcp: Engine::new(cfg),
+            proto: Tracker::new(proto, kinds).on_driver_clock(),
             clock: Clock::default(),
         }
     }
 
-    /// One decoded TCP segment, record number `frame` (1-based) captured at `ts`: expiry
-    /// first when due, then the segment to the engine. Returns whether expiry ran.
+    /// One raw captured frame of link type `linktype`, record number `frame` (1-based),
+    /// captured at `ts` (the live path: every frame moves the clock): decoded, then a TCP
+    /// segment to [`Driver::segment_payload`], any other frame to [`Driver::datagram`]. `Err` is why no TCP segment came out of it
+    /// (`DecodeError::NotTcp` for a frame the tracker was handed); time advanced either way.
+    /// `Ok` and `Err` carry whether expiry ran.
+    #[inline]
+    pub fn frame<O: Observer>(
+        &mut self,
+        frame: u64,
+        ts: Nanos,
+        linktype: u32,
+        data: &[u8],
+        out: &mut O,
+    ) -> Result<bool, (DecodeError, bool)> {
+        // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
+        match proto::decode_tcp(linktype, data) {
+            Ok((ref seg, payload)) => Ok(self.segment_payload(frame, ts, seg, payload, out)),
+            Err(DecodeError::NotTcp) => {
+                let ticked = self.advance(ts);
+                self.datagram(frame, ts, linktype, data, out);
+                Err((DecodeError::NotTcp, ticked))
+            }
+            Err(e) => Err((e, self.advance(ts))),
+        }
+    }
+
+    /// A decoded TCP segment with its captured payload: [`Driver::segment`], then the
+    /// payload to the tracker when it may hold a DNS message (one length check for most
+    /// segments). Returns whether expiry ran.
+    #[inline]
+    pub fn segment_payload<O: Observer>(
+        &mut self,
+        frame: u64,
+        ts: Nanos,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut O,
+    ) -> bool {
+        let ticked = self.segment(frame, ts, seg, out);
+        // Before building any address: most segments cannot hold a DNS message.
+        if self.proto.may_be_dns(payload) {
+            self.proto.tcp_payload(
+                frame,
+                ts,
+                SocketAddr::new(seg.src, seg.sport),
+                SocketAddr::new(seg.dst, seg.dport),
+                payload,
+                out,
+            );
+        }
+        ticked
+    }
+
+    /// A frame that is not TCP (the TCP decoder said [`DecodeError::NotTcp`]), its link type
+    /// and bytes: its UDP datagram or ICMP message, if any, to the tracker. The clock does
+    /// not move: a replay's time is its TCP segments' (as before the tracker came into the
+    /// driver: `metro analyze`'s expiry, and so its counts, are those of every earlier
+    /// release); a live capture moves it with [`Driver::advance`] ([`Driver::frame`] does).
+    #[cold]
+    pub fn datagram<O: Observer>(
+        &mut self,
+        frame: u64,
+        ts: Nanos,
+        linktype: u32,
+        data: &[u8],
+        out: &mut O,
+    ) {
+        if self.proto.enabled()
+            && let Some(d) = wire::decode_datagram(linktype, data)
+        {
+            self.proto.datagram(frame, ts, &d, out);
+        }
+    }
+
+    /// One decoded TCP segment (without its payload: DNS over TCP is not looked for),
+    /// record number `frame` (1-based) captured at `ts`: expiry first when due, then the
+    /// segment to the engine. Returns whether expiry ran.
     #[inline]
     pub fn segment<O: Observer>(
         &mut self,
@@ -80,13 +174,25 @@ impl Driver {
         let due = self.clock.due(now);
         if due {
             self.tcp.tick(now);
+            self.proto.tick(now);
         }
         due
+    }
+
+    /// The end of a capture at `now`: the tracker's books closed ([`Tracker::finish`]:
+    /// timeouts, pending entries, QUIC connections classified).
+    pub fn finish(&mut self, now: Nanos) {
+        self.proto.finish(now);
     }
 
     /// The TCP engine (its counters, its table's size).
     pub fn tcp(&self) -> &Engine {
         &self.tcp
+    }
+
+    /// The QUIC, DNS and ICMP tracker (its counters).
+    pub fn proto(&self) -> &Tracker {
+        &self.proto
     }
 }
 

@@ -1,8 +1,9 @@
 //! The replay loop, written once: a capture's records numbered as tshark numbers its frames,
 //! records that are not packets (pcapng custom and journal blocks) skipped, each packet
 //! decoded and handed to a [`Frames`]: a TCP segment with its payload (DNS over TCP), a frame
-//! that is not TCP to the datagram path (QUIC, DNS, ICMP: [`proto::Tracker`]). `metro analyze` (one thread: to a [`Driver`]; several:
-//! to the reader that shards them), `metro plot` and the bench replay through it; the live
+//! that is not TCP to the datagram path (QUIC, DNS, ICMP: [`proto::Tracker`]). `metro
+//! analyze` (one thread: to a [`Driver`], which owns the tracker; several: to the reader
+//! that shards them), `metro plot` and the bench replay through it; the live
 //! agent hands its packets to the same [`Driver`] (`agent::capture`), which owns the time.
 
 use std::ops::ControlFlow;
@@ -101,7 +102,8 @@ pub fn replay(reader: &mut CaptureReader, to: &mut impl Frames) -> Replayed {
     done
 }
 
-/// The TCP path's hook for DNS over TCP: a segment's payload to the tracker.
+/// The TCP path's hook for DNS over TCP: a segment's payload to a tracker of its own (a
+/// parallel replay's reader; the [`Driver`] does this for its own tracker).
 #[inline]
 pub fn tcp_payload(
     tracker: &mut Tracker,
@@ -125,8 +127,8 @@ pub fn tcp_payload(
     );
 }
 
-/// A frame the TCP decoder says is not TCP: its UDP datagram or ICMP message, if any, to the
-/// tracker.
+/// A frame the TCP decoder says is not TCP: its UDP datagram or ICMP message, if any, to a
+/// tracker of its own (a parallel replay's reader; the [`Driver`] does this for its own).
 #[cold]
 pub fn datagram(
     tracker: &mut Tracker,
@@ -144,25 +146,24 @@ pub fn datagram(
     }
 }
 
-/// Frames into a driver (TCP) and a tracker (QUIC, DNS, ICMP), their samples to an
-/// observer: the one-thread replay. The driver is
-/// held here, not borrowed, so that the replay loop reaches the engine's state without
-/// loading a pointer first (borrowed, callgrind counted more instructions per packet).
+/// Frames into a driver (TCP, and its tracker: QUIC, DNS, ICMP), their samples to an
+/// observer: the one-thread replay. The driver is held here, not borrowed, so that the
+/// replay loop reaches the engine's state without loading a pointer first (borrowed,
+/// callgrind counted more instructions per packet).
 pub struct ToDriver<'a, O> {
     pub driver: Driver,
-    pub proto: Tracker,
     pub out: &'a mut O,
 }
 
 impl<O: Observer> Frames for ToDriver<'_, O> {
     #[inline]
     fn segment(&mut self, frame: u64, ts: Nanos, seg: &Segment, payload: &[u8]) -> ControlFlow<()> {
-        self.driver.segment(frame, ts, seg, self.out);
-        tcp_payload(&mut self.proto, frame, ts, seg, payload, self.out);
+        self.driver
+            .segment_payload(frame, ts, seg, payload, self.out);
         ControlFlow::Continue(())
     }
 
     fn not_tcp(&mut self, frame: u64, ts: Nanos, linktype: u32, data: &[u8]) {
-        datagram(&mut self.proto, frame, ts, linktype, data, self.out);
+        self.driver.datagram(frame, ts, linktype, data, self.out);
     }
 }

@@ -197,8 +197,11 @@ pub struct Tracker {
     icmp: icmp::Icmp,
     quic: quic::Quic,
     counters: ProtoCounters,
-    /// When expiry runs next (every second of packet time, as the engine's).
+    /// When expiry runs next (every second of packet time, as the engine's), for a
+    /// tracker on its own clock; one a [`crate::driver::Driver`] owns runs on the driver's
+    /// ([`Tracker::on_driver_clock`]).
     next_tick: Nanos,
+    own_clock: bool,
 }
 
 /// What every matcher needs to report a sample.
@@ -260,7 +263,15 @@ impl Tracker {
             kinds,
             counters: ProtoCounters::default(),
             next_tick: Nanos::MIN,
+            own_clock: true,
         }
+    }
+
+    /// A tracker whose expiry the caller runs ([`Tracker::tick`], the driver's clock), not
+    /// one of its own every second of the packet time it is handed.
+    pub(crate) fn on_driver_clock(mut self) -> Tracker {
+        self.own_clock = false;
+        self
     }
 
     /// Whether any non-TCP kind is asked for.
@@ -304,6 +315,7 @@ impl Tracker {
                 sport,
                 dport,
                 payload,
+                len,
             } => {
                 let src = SocketAddr::new(d.src, sport);
                 let dst = SocketAddr::new(d.dst, dport);
@@ -313,7 +325,7 @@ impl Tracker {
                     return;
                 }
                 if kinds.contains(Kind::QuicHandshake) || kinds.contains(Kind::QuicSpin) {
-                    quic.datagram(&mut cx, frame, ts, src, dst, payload, obs);
+                    quic.datagram(&mut cx, frame, ts, src, dst, payload, len, obs);
                 }
             }
             L4::Icmp(m) | L4::Icmpv6(m) if kinds.contains(Kind::Icmp) => {
@@ -364,14 +376,14 @@ impl Tracker {
 
     #[inline]
     fn maybe_tick(&mut self, ts: Nanos) {
-        if ts >= self.next_tick {
+        if self.own_clock && ts >= self.next_tick {
             self.tick(ts);
             self.next_tick = ts.saturating_add(1_000_000_000);
         }
     }
 
-    /// Expiry on packet time: timeouts counted, old entries forgotten (also run by the
-    /// tracker itself every second of packet time).
+    /// Expiry on packet time: timeouts counted, old entries forgotten (run by the tracker
+    /// itself every second of packet time, unless a driver owns it and runs it).
     pub fn tick(&mut self, now: Nanos) {
         let (cx, dns, icmp, quic) = self.cx();
         let (cfg, c) = (cx.cfg, cx.counters);
@@ -534,6 +546,7 @@ mod tests {
                     sport,
                     dport,
                     payload,
+                    len: payload.len(),
                 },
             }
         }

@@ -210,6 +210,7 @@ impl Quic {
         src: SocketAddr,
         dst: SocketAddr,
         d: &[u8],
+        wire_len: usize,
         obs: &mut dyn Observer,
     ) {
         let Some(first) = header(d) else {
@@ -228,7 +229,8 @@ impl Quic {
                 ..
             } = first
                 && dcid.len() >= 8
-                && d.len() >= MIN_INITIAL_DATAGRAM
+                // The datagram's size on the wire: a live capture keeps its first bytes only.
+                && wire_len.max(d.len()) >= MIN_INITIAL_DATAGRAM
                 // A client's first Initial sets the fixed bit (RFC 9287 §3.1).
                 && d[0] & 0x40 != 0
             {
@@ -588,7 +590,7 @@ mod tests {
             let mut obs = |x: &Sample| out.push(*x);
             let ts = (ms * 1e6) as Nanos;
             self.quic
-                .datagram(&mut cx, self.frame, ts, src, dst, d, &mut obs);
+                .datagram(&mut cx, self.frame, ts, src, dst, d, d.len(), &mut obs);
         }
         fn handshake(&mut self) {
             self.send(0.0, true, &long(0, 1, &ODCID, &CID_C, 1200));
@@ -719,6 +721,31 @@ mod tests {
     }
 
     #[test]
+    fn an_initial_cut_by_the_capture_counts_by_its_size_on_the_wire() {
+        let cfg = ProtoConfig::default();
+        let mut counters = ProtoCounters::default();
+        let mut q = Quic::new(16);
+        let d = long(0, 1, &ODCID, &CID_C, 1200);
+        let cut = &d[..200];
+        let mut obs = |_: &Sample| {};
+        let mut open = |q: &mut Quic, c: &mut ProtoCounters, port: u16, len: usize| {
+            let mut cx = Cx {
+                cfg: &cfg,
+                counters: c,
+                kinds: KindSet::ALL,
+            };
+            let src = SocketAddr::new(std::net::Ipv4Addr::new(10, 0, 0, 1).into(), port);
+            q.datagram(&mut cx, 1, 0, src, S.parse().unwrap(), cut, len, &mut obs);
+        };
+        // 200 bytes captured of a datagram of 1,200 (a live capture's snaplen): an Initial.
+        open(&mut q, &mut counters, 1000, d.len());
+        assert_eq!(counters.quic_initials, 1);
+        // 200 bytes that were the whole datagram: too short for a client's Initial.
+        open(&mut q, &mut counters, 1001, cut.len());
+        assert_eq!(counters.quic_initials, 1);
+    }
+
+    #[test]
     fn a_flood_of_initials_never_evicts_an_answered_connection() {
         let mut r = Run::new();
         r.handshake();
@@ -739,6 +766,7 @@ mod tests {
                 src,
                 S.parse().unwrap(),
                 &d,
+                d.len(),
                 &mut obs,
             );
         }

@@ -34,6 +34,10 @@ pub enum L4<'a> {
         sport: u16,
         dport: u16,
         payload: &'a [u8],
+        /// The payload's length on the wire, from the UDP header (the captured length when
+        /// the header's is implausible): more than `payload.len()` when the capture cut
+        /// the datagram (a live capture's snaplen).
+        len: usize,
     },
     /// The whole ICMP message, from its type byte.
     Icmp(&'a [u8]),
@@ -95,9 +99,9 @@ pub fn decode_datagram(linktype: u32, frame: &[u8]) -> Option<Datagram<'_>> {
 fn udp(src: IpAddr, dst: IpAddr, b: &[u8]) -> Option<Datagram<'_>> {
     let (h, rest) = b.split_first_chunk::<8>()?;
     let ulen = usize::from(u16::from_be_bytes([h[4], h[5]]));
-    let payload = match ulen.checked_sub(8) {
-        Some(n) => rest.get(..n).unwrap_or(rest),
-        None => rest,
+    let (payload, len) = match ulen.checked_sub(8) {
+        Some(n) => (rest.get(..n).unwrap_or(rest), n),
+        None => (rest, rest.len()),
     };
     Some(Datagram {
         src,
@@ -106,6 +110,7 @@ fn udp(src: IpAddr, dst: IpAddr, b: &[u8]) -> Option<Datagram<'_>> {
             sport: u16::from_be_bytes([h[0], h[1]]),
             dport: u16::from_be_bytes([h[2], h[3]]),
             payload,
+            len,
         },
     })
 }
@@ -150,7 +155,8 @@ mod tests {
             L4::Udp {
                 sport: 53,
                 dport: 40000,
-                payload: &[1, 2, 3, 4]
+                payload: &[1, 2, 3, 4],
+                len: 4,
             }
         );
     }

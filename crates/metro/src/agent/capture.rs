@@ -220,17 +220,39 @@ impl Processor {
         self.watch.0
     }
 
+    /// One raw captured frame of link type `linktype` (a DLT, as libpcap gives it), captured
+    /// at `ts` (ns since the epoch): counted, left out if it is a copy on `any` or outside
+    /// the duty cycle, then decoded and handed to the driver: a TCP segment (with its
+    /// payload, for DNS over TCP) to the TCP engine, a UDP datagram or ICMP message to the
+    /// QUIC, DNS and ICMP tracker; samples into this instance's interval. The one entry
+    /// point of every path that has a frame's bytes: libpcap, capture files, and the eBPF
+    /// capture's raw frame records (its TCP segments, decoded in the kernel, come through
+    /// [`Processor::segment`]).
     #[inline]
     pub fn packet(&mut self, linktype: u32, ts: i64, data: &[u8]) {
         if !self.admit(ts, |d, rank| d.is_copy_ranked(linktype, ts, data, rank)) {
             return;
         }
-        // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
-        let ticked = match metro_core::Segment::decode(linktype, data) {
-            Ok(ref seg) => self.drive(ts, seg),
-            Err(_) => {
-                self.decode_errors += 1;
-                self.driver.advance(ts)
+        self.frame(linktype, ts, data);
+    }
+
+    /// [`Processor::packet`] after admission: the frame decoded and driven.
+    #[inline]
+    fn frame(&mut self, linktype: u32, ts: i64, data: &[u8]) {
+        let mut obs = Obs {
+            interval: &mut self.interval,
+            samples: self.samples.as_mut(),
+            locals: &self.locals.1,
+            watch: &self.watch.1,
+            attr: self.attr.as_ref().map(|a| &*a.1),
+        };
+        let ticked = match self.driver.frame(self.frame, ts, linktype, data, &mut obs) {
+            Ok(ticked) => ticked,
+            Err((e, ticked)) => {
+                if e != metro_core::wire::DecodeError::NotTcp {
+                    self.decode_errors += 1;
+                }
+                ticked
             }
         };
         if ticked {
@@ -333,6 +355,10 @@ impl Processor {
             .store(counters.flows_evicted_full, Ordering::Relaxed);
         c.flows_shed
             .store(counters.flows_shed_unconfirmed, Ordering::Relaxed);
+        c.proto
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone_from(self.driver.proto().counters());
     }
 }
 

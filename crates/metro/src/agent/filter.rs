@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use pcap::{BpfProgram, Capture, Linktype};
 
-use super::config::Cidr;
+use super::config::{Cidr, Protocols};
 use super::netset::NetSet;
 use super::watch::WatchList;
 
@@ -61,6 +61,27 @@ pub fn primitive(c: &Cidr) -> String {
 fn base_or_tcp(base: &str) -> &str {
     let base = base.trim();
     if base.is_empty() { "tcp" } else { base }
+}
+
+/// An instance's base filter: the default `tcp` (or none) widened only as far as its
+/// `protocols` need (`tcp` for TCP and DNS over TCP, `udp` for QUIC and DNS, `icmp or
+/// icmp6` for ICMP echo); a `--filter` of the user's own is theirs, taken as given.
+pub fn instance_base(base: &str, protocols: Protocols) -> String {
+    let base = base.trim();
+    if !base.is_empty() && base != super::config::DEFAULT_BASE_FILTER {
+        return base.to_string();
+    }
+    let mut parts = Vec::new();
+    if protocols.has(Protocols::TCP) || protocols.has(Protocols::DNS) {
+        parts.push("tcp");
+    }
+    if protocols.has(Protocols::QUIC) || protocols.has(Protocols::DNS) {
+        parts.push("udp");
+    }
+    if protocols.has(Protocols::ICMP) {
+        parts.push("icmp or icmp6");
+    }
+    parts.join(" or ")
 }
 
 /// The filter for `blocks` on a base filter, with or without the VLAN half.
@@ -546,6 +567,62 @@ mod tests {
         assert!(!watched(1, &e, &w));
         // Not decodable: passes (the engine counts it).
         assert!(watched(1, &a[..20], &w));
+    }
+
+    #[test]
+    fn the_base_widens_only_as_far_as_the_protocols_need() {
+        let p = |names: &[&str]| {
+            let mut p = Protocols(0);
+            for n in names {
+                p.0 |= 1 << Protocols::parse_one(n).unwrap();
+            }
+            p
+        };
+        assert_eq!(instance_base("tcp", p(&["tcp"])), "tcp");
+        assert_eq!(instance_base("", p(&["tcp"])), "tcp");
+        assert_eq!(
+            instance_base("tcp", Protocols::ALL),
+            "tcp or udp or icmp or icmp6"
+        );
+        assert_eq!(instance_base(" tcp ", p(&["quic"])), "udp");
+        // DNS over UDP and over TCP.
+        assert_eq!(instance_base("tcp", p(&["dns"])), "tcp or udp");
+        assert_eq!(instance_base("tcp", p(&["icmp"])), "icmp or icmp6");
+        assert_eq!(
+            instance_base("tcp", p(&["tcp", "icmp"])),
+            "tcp or icmp or icmp6"
+        );
+        // The user's own filter is theirs.
+        assert_eq!(
+            instance_base("tcp and not port 22", Protocols::ALL),
+            "tcp and not port 22"
+        );
+        // Each compiles, with the watch list and the VLAN half, and passes what it should:
+        // a UDP datagram passes `udp`, not `tcp`; an ICMP echo passes only the ICMP base.
+        let blocks = [Cidr::host("10.0.0.1".parse().unwrap())];
+        let dead = Capture::dead(Linktype(1)).unwrap();
+        for base in [
+            "tcp",
+            "udp",
+            "tcp or udp",
+            "icmp or icmp6",
+            "tcp or udp or icmp or icmp6",
+        ] {
+            let expr = build(base, &blocks, true);
+            let prog = dead.compile(&expr, true).unwrap();
+            let eth_ip = |proto: u8| {
+                let mut f = vec![0u8; 12];
+                f.extend_from_slice(&[0x08, 0x00]);
+                f.extend_from_slice(&[0x45, 0, 0, 48, 0, 0, 0x40, 0, 64, proto, 0, 0]);
+                f.extend_from_slice(&[10, 0, 0, 2, 10, 0, 0, 1]);
+                f.extend_from_slice(&[0u8; 28]);
+                f
+            };
+            let passes = |proto: u8| prog.filter(&eth_ip(proto));
+            assert_eq!(passes(6), base.contains("tcp"), "{base}: tcp");
+            assert_eq!(passes(17), base.contains("udp"), "{base}: udp");
+            assert_eq!(passes(1), base.contains("icmp"), "{base}: icmp");
+        }
     }
 
     #[test]

@@ -49,8 +49,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub log: Option<PathBuf>,
     /// Base capture filter (go-metro's `-f`, default `tcp`), combined with the watched
-    /// addresses. libpcap syntax, at most 1024 bytes; an expression libpcap refuses, or one
-    /// too large for the kernel on its own, stops metro at start with libpcap's message.
+    /// addresses. The default is widened to what each instance's `protocols:` (tcp, quic,
+    /// dns, icmp; all four unless listed) needs: `udp` for QUIC and DNS, `icmp or icmp6`
+    /// for ICMP echo; a filter of your own is used as given. libpcap syntax, at most 1024
+    /// bytes; an expression libpcap refuses, or one too large for the kernel on its own,
+    /// stops metro at start with libpcap's message.
     #[arg(long, value_name = "FILTER")]
     pub filter: Option<String>,
     /// Also write every RTT sample as a JSON line to PATH (`-`: standard output), the
@@ -151,6 +154,7 @@ pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
                 } else {
                     metro_core::wire::linktype::ETHERNET
                 };
+                let base = filter::instance_base(&base, inst.protocols);
                 match filter::plan_dead(linktype, &base, &watch.set()) {
                     Ok(p) => notes.push(format!("{name}: capture filter: {}", p.describe())),
                     Err(e) => errors.push(format!("{name}: {e}")),

@@ -23,8 +23,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use metro_core::aggregate::{Numbering, Stats};
-use metro_core::sample::NO_TAG;
+use metro_core::proto::ProtoCounters;
 use metro_core::sample::Sample;
+use metro_core::sample::{Kind, NO_TAG};
 
 pub use super::config::MAX_PAIRS;
 use super::fleet::{Exemplar, Fine, Group, IntervalOpts, MAX_VALUES, OTHER};
@@ -41,6 +42,9 @@ pub const MAX_PENDING_PAIRS: usize = 65_536;
 pub struct PairReport {
     /// The local end.
     pub src: IpAddr,
+    /// The protocol of its samples: its position in `metro_core::sample::PROTOCOLS` (tcp,
+    /// quic, dns, icmp), which names its family (`sinks::catalog::FAMILIES`).
+    pub protocol: u8,
     /// The remote end's tag value: the configured host name, else the address.
     pub dst: Arc<str>,
     pub stats: Stats,
@@ -93,8 +97,8 @@ pub struct InstanceCounters {
     /// Packets the kernel filter passed but the watch list did not (matched in user space
     /// when the list is wider than the kernel filter can hold).
     pub packets_filtered: u64,
-    /// Network samples reported, by kind index (seq, handshake, ts).
-    pub samples: [u64; 3],
+    /// Network samples reported, by kind index (`Kind::ALL`'s order).
+    pub samples: [u64; Kind::COUNT],
     /// Samples answered by this host: counted, not reported as RTT.
     pub samples_internal: u64,
     /// Copies of a packet seen on another interface of `any`, dropped ([`super::dedupe`]).
@@ -109,6 +113,47 @@ pub struct InstanceCounters {
     pub series_overflow: u64,
     /// Distribution values not kept: more than [`MAX_VALUES`] in the interval.
     pub distribution_dropped: u64,
+    /// The QUIC, DNS and ICMP tracker's counts over the interval ([`ProtoDeltas`]; boxed:
+    /// a report travels in a message beside small ones).
+    pub proto: Box<ProtoDeltas>,
+}
+
+/// What the QUIC, DNS and ICMP tracker counted over an interval.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProtoDeltas {
+    /// DNS responses matched to their query, by RCODE.
+    pub dns_rcodes: [u64; 16],
+    /// DNS queries without a response after the timeout.
+    pub dns_timeouts: u64,
+    /// Entries not kept because a table was full, by protocol (quic, dns, icmp): Initials
+    /// shed or not followed, queries and echo requests evicted.
+    pub dropped: [u64; 3],
+    /// Answers that matched nothing pending, by protocol (dns, icmp).
+    pub unmatched: [u64; 2],
+}
+
+impl ProtoDeltas {
+    /// The counts between two of the tracker's cumulative snapshots.
+    fn between(was: &ProtoCounters, now: &ProtoCounters) -> ProtoDeltas {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let mut rc = [0; 16];
+        for (i, r) in rc.iter_mut().enumerate() {
+            *r = d(now.dns_rcodes[i], was.dns_rcodes[i]);
+        }
+        ProtoDeltas {
+            dns_rcodes: rc,
+            dns_timeouts: d(now.dns_timeouts, was.dns_timeouts),
+            dropped: [
+                d(now.quic_shed + now.quic_full, was.quic_shed + was.quic_full),
+                d(now.dns_evicted, was.dns_evicted),
+                d(now.icmp_evicted, was.icmp_evicted),
+            ],
+            unmatched: [
+                d(now.dns_unmatched, was.dns_unmatched),
+                d(now.icmp_unmatched, was.icmp_unmatched),
+            ],
+        }
+    }
 }
 
 /// What the interval's pair tables had no room for.
@@ -164,6 +209,9 @@ impl InstanceReport {
     }
 }
 
+/// An interval's pair: (local address, remote group, protocol index).
+type PairKey = (IpAddr, IpAddr, u8);
+
 /// Where a sample's pair is: a named series, or the local address's `dst:other`.
 enum Slot {
     Pair(usize),
@@ -208,12 +256,12 @@ pub struct Interval {
     opts: Arc<IntervalOpts>,
     /// Distribution values the interval can still keep.
     values_room: usize,
-    /// Per local address: the `dst:other` pair past `max_series`.
-    other: Vec<(IpAddr, PairAcc)>,
-    /// (local, remote group) -> position in `pairs`.
-    numbers: Numbering<(IpAddr, IpAddr)>,
+    /// Per (local address, protocol): the `dst:other` pair past `max_series`.
+    other: Vec<((IpAddr, u8), PairAcc)>,
+    /// (local, remote group, protocol) -> position in `pairs`.
+    numbers: Numbering<PairKey>,
     pairs: Vec<PairAcc>,
-    samples: [u64; 3],
+    samples: [u64; Kind::COUNT],
     samples_internal: u64,
     /// Retransmissions on pairs that have no sample (no slot) yet this interval.
     pending: HashMap<(IpAddr, IpAddr), u64>,
@@ -241,7 +289,7 @@ impl Interval {
             other: Vec::new(),
             numbers: Numbering::default(),
             pairs: Vec::new(),
-            samples: [0; 3],
+            samples: [0; Kind::COUNT],
             samples_internal: 0,
             pending: HashMap::new(),
             samples_unwatched: 0,
@@ -256,8 +304,8 @@ impl Interval {
         Interval::new(self.opts.clone())
     }
 
-    /// The `dst:other` pair of `local`.
-    fn other_pair(&mut self, local: IpAddr) -> &mut PairAcc {
+    /// The `dst:other` pair of `local` (and a protocol).
+    fn other_pair(&mut self, local: (IpAddr, u8)) -> &mut PairAcc {
         let i = match self.other.iter().position(|(l, _)| *l == local) {
             Some(i) => i,
             None => {
@@ -277,28 +325,30 @@ impl Interval {
         &mut self,
         local: IpAddr,
         remote: IpAddr,
+        protocol: u8,
         watch: &WatchList,
         tag: &mut u32,
     ) -> Option<Slot> {
         let (group, how) = self.opts.group(remote);
-        let key = (local, group);
+        let key = (local, group, protocol);
         let i = match self.numbers.find(key, tag) {
             Some(i) => i,
             None if self.pairs.len() >= self.opts.max_series.min(MAX_PAIRS) => {
                 if self.opts.max_series <= MAX_PAIRS {
                     self.series_overflow += 1;
-                    self.other_pair(local);
-                    let o = self.other.iter().position(|(l, _)| *l == local);
+                    self.other_pair((local, protocol));
+                    let o = self.other.iter().position(|(l, _)| *l == (local, protocol));
                     return o.map(Slot::Other);
                 }
                 self.pairs_dropped.samples += 1;
                 return None;
             }
             None => {
-                let retransmits = if self.pending.is_empty() {
+                // Retransmissions are TCP's.
+                let retransmits = if self.pending.is_empty() || protocol != 0 {
                     0
                 } else {
-                    self.pending.remove(&key).unwrap_or(0)
+                    self.pending.remove(&(local, group)).unwrap_or(0)
                 };
                 let dst = match how {
                     Group::Host => watch.tag(remote),
@@ -334,7 +384,7 @@ impl Interval {
         }
         for (key, n) in other.pending {
             let mut tag = NO_TAG;
-            if let Some(i) = self.numbers.find(key, &mut tag) {
+            if let Some(i) = self.numbers.find((key.0, key.1, 0), &mut tag) {
                 self.pairs[i as usize].retransmits += n;
             } else if let Some(m) = self.pending.get_mut(&key) {
                 *m += n;
@@ -403,6 +453,7 @@ impl Interval {
         }
         let local = s.peer.ip();
         let kind = s.kind.index();
+        let protocol = s.kind.protocol_index();
         let ms = s.rtt_ms();
         let ex = Exemplar {
             secs: ms / 1000.0,
@@ -410,7 +461,7 @@ impl Interval {
             src: s.peer,
             dst: s.responder,
         };
-        let p = match self.pair(local, resp, watch, tag) {
+        let p = match self.pair(local, resp, protocol, watch, tag) {
             Some(Slot::Pair(i)) => &mut self.pairs[i],
             Some(Slot::Other(i)) => &mut self.other[i].1,
             None => return,
@@ -441,7 +492,7 @@ impl Interval {
         };
         let key = (local, self.opts.group(remote).0);
         let mut no_tag = NO_TAG;
-        if let Some(i) = self.numbers.find(key, &mut no_tag) {
+        if let Some(i) = self.numbers.find((key.0, key.1, 0), &mut no_tag) {
             self.pairs[i as usize].retransmits += 1;
             return;
         }
@@ -458,28 +509,29 @@ impl Interval {
 
     /// Pairs with at least one sample, merged by (src, dst tag): two addresses of one host
     /// name are one series.
-    pub fn into_pairs(self) -> (Vec<PairReport>, [u64; 3], u64) {
+    pub fn into_pairs(self) -> (Vec<PairReport>, [u64; Kind::COUNT], u64) {
         // Retransmissions on pairs that never had a sample are not reported (no RTT to
         // report them with), as before.
         let mut out: Vec<PairReport> = Vec::new();
-        let mut index: HashMap<(IpAddr, Arc<str>), usize> = HashMap::new();
-        let mut entries: Vec<((IpAddr, IpAddr), PairAcc)> = self
+        let mut index: HashMap<(IpAddr, Arc<str>, u8), usize> = HashMap::new();
+        let mut entries: Vec<(PairKey, PairAcc)> = self
             .numbers
             .keys()
             .iter()
             .copied()
             .zip(self.pairs)
             .collect();
-        // Deterministic order: by local address, then tag.
-        entries.sort_by(|a, b| (a.0.0, &a.1.dst, a.0.1).cmp(&(b.0.0, &b.1.dst, b.0.1)));
+        // Deterministic order: by protocol, local address, then tag.
+        entries
+            .sort_by(|a, b| (a.0.2, a.0.0, &a.1.dst, a.0.1).cmp(&(b.0.2, b.0.0, &b.1.dst, b.0.1)));
         let mut other = self.other;
-        other.sort_by_key(|(l, _)| *l);
-        let others = other.into_iter().map(|(l, acc)| ((l, l), acc));
-        for ((local, _), acc) in entries.into_iter().chain(others) {
+        other.sort_by_key(|((l, p), _)| (*p, *l));
+        let others = other.into_iter().map(|((l, p), acc)| ((l, l, p), acc));
+        for ((local, _, protocol), acc) in entries.into_iter().chain(others) {
             if acc.stats.is_empty() {
                 continue;
             }
-            match index.get(&(local, acc.dst.clone())) {
+            match index.get(&(local, acc.dst.clone(), protocol)) {
                 Some(&i) => {
                     let o = &mut out[i];
                     o.stats.merge(&acc.stats);
@@ -491,9 +543,10 @@ impl Interval {
                     }
                 }
                 None => {
-                    index.insert((local, acc.dst.clone()), out.len());
+                    index.insert((local, acc.dst.clone(), protocol), out.len());
                     out.push(PairReport {
                         src: local,
+                        protocol,
                         dst: acc.dst,
                         stats: acc.stats,
                         retransmits: acc.retransmits,
@@ -610,11 +663,15 @@ pub struct Cumulative {
     pub packets_copies_nat: AtomicU64,
     /// 1 while the instance captures in the kernel (agent::ebpf), 0 with libpcap.
     pub capture_ebpf: AtomicU64,
+    /// The QUIC, DNS and ICMP tracker's counters, as of its last expiry (published once a
+    /// tick, not per packet).
+    pub proto: Mutex<ProtoCounters>,
 }
 
 /// The cumulative counters a report turns into deltas, read at one moment.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Totals {
+    proto: ProtoCounters,
     received: u64,
     dropped: u64,
     evicted: u64,
@@ -643,6 +700,7 @@ impl Cumulative {
             filtered: load(&self.packets_filtered),
             copies_plain: load(&self.packets_copies_plain),
             copies_nat: load(&self.packets_copies_nat),
+            proto: self.proto.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 }
@@ -664,7 +722,7 @@ pub struct InstanceShared {
     /// Deltas are computed against these (flusher only).
     last: Mutex<Totals>,
     /// Cumulative sample totals (for the Prometheus counters and tests).
-    pub samples_total: [AtomicU64; 3],
+    pub samples_total: [AtomicU64; Kind::COUNT],
     pub samples_internal_total: AtomicU64,
     /// Attach container tags to pairs ([`super::containers`]); set by the runtime.
     pub container_tags: std::sync::atomic::AtomicBool,
@@ -793,7 +851,7 @@ impl InstanceShared {
         let now = self.cumulative.totals();
         let was = std::mem::replace(
             &mut *self.last.lock().unwrap_or_else(|e| e.into_inner()),
-            now,
+            now.clone(),
         );
         let counters = InstanceCounters {
             packets_received: now.received.saturating_sub(was.received),
@@ -813,6 +871,7 @@ impl InstanceShared {
             pairs_dropped: dropped,
             series_overflow,
             distribution_dropped,
+            proto: Box::new(ProtoDeltas::between(&was.proto, &now.proto)),
         };
         InstanceReport {
             iface: self.iface.clone(),
@@ -895,6 +954,47 @@ mod tests {
     }
 
     #[test]
+    fn each_protocol_is_its_own_pair_and_retransmissions_stay_tcp() {
+        let (w, l) = (watch(), locals());
+        let mut iv = Interval::default();
+        // One remote host answering TCP, DNS (both its kinds' samples) and ICMP, and QUIC.
+        iv.add_retransmit(
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            &l,
+            &w,
+        );
+        for (kind, ms) in [
+            (Kind::Dns, 3.0),
+            (Kind::Seq, 10.0),
+            (Kind::Icmp, 1.0),
+            (Kind::Dns, 5.0),
+            (Kind::QuicHandshake, 20.0),
+            (Kind::QuicSpin, 22.0),
+            (Kind::Ts, 12.0),
+        ] {
+            iv.add_sample(&sample(kind, "10.0.0.2:53", "10.0.0.1:40000", ms), &l, &w);
+        }
+        let (pairs, samples, _) = iv.into_pairs();
+        let got: Vec<(u8, u64, f64, u64)> = pairs
+            .iter()
+            .map(|p| (p.protocol, p.stats.count(), p.stats.max(), p.retransmits))
+            .collect();
+        // tcp, quic, dns, icmp: in that order, each with its own samples; the
+        // retransmission on TCP's pair only.
+        assert_eq!(
+            got,
+            [
+                (0, 2, 12.0, 1),
+                (1, 2, 22.0, 0),
+                (2, 2, 5.0, 0),
+                (3, 1, 1.0, 0)
+            ]
+        );
+        assert_eq!(samples, [1, 0, 1, 1, 1, 2, 1]);
+    }
+
+    #[test]
     fn classifies_and_groups() {
         let (w, l) = (watch(), locals());
         let mut iv = Interval::default();
@@ -958,7 +1058,7 @@ mod tests {
         );
         assert_eq!(iv.samples_unwatched, 1);
         let (pairs, samples, internal) = iv.into_pairs();
-        assert_eq!(samples, [3, 1, 1]);
+        assert_eq!(samples, [3, 1, 1, 0, 0, 0, 0]);
         assert_eq!(internal, 1);
         let got: Vec<(String, String, u64, u64)> = pairs
             .iter()
@@ -1014,7 +1114,7 @@ mod tests {
         );
         assert_eq!(iv.pairs_dropped.samples, 0);
         let (pairs, samples, _) = iv.into_pairs();
-        assert_eq!(samples, [2, 0, 0]);
+        assert_eq!(samples, [2, 0, 0, 0, 0, 0, 0]);
         let got: Vec<(String, u64, u64)> = pairs
             .iter()
             .map(|p| (p.dst.to_string(), p.stats.count(), p.retransmits))
@@ -1087,12 +1187,12 @@ mod tests {
         assert_eq!(r.pairs[0].retransmits, 1);
         assert_eq!(r.pairs.len(), 1);
         assert_eq!(r.counters.packets_received, 100);
-        assert_eq!(r.counters.samples, [2, 0, 0]);
+        assert_eq!(r.counters.samples, [2, 0, 0, 0, 0, 0, 0]);
         sh.cumulative.packets_received.store(150, Ordering::Relaxed);
         let r = sh.take_report(sh.collect(Duration::ZERO));
         assert!(r.pairs.is_empty());
         assert_eq!(r.counters.packets_received, 50);
-        assert_eq!(r.counters.samples, [0, 0, 0]);
+        assert_eq!(r.counters.samples, [0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(sh.samples_total[0].load(Ordering::Relaxed), 2);
     }
 
@@ -1103,6 +1203,7 @@ mod tests {
         }
         PairReport {
             src: "10.0.0.1".parse().unwrap(),
+            protocol: 0,
             dst: dst.into(),
             stats,
             retransmits: 0,

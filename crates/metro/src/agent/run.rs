@@ -32,7 +32,9 @@ use anyhow::{Context, anyhow, bail};
 use metro_core::config::EngineConfig;
 
 use super::capture::{self, Worker};
-use super::config::{self, CaptureMode, Cidr, Config, DutyCycle, Instance, Source, StatsdTarget};
+use super::config::{
+    self, CaptureMode, Cidr, Config, DutyCycle, Instance, Protocols, Source, StatsdTarget,
+};
 use super::ebpf;
 use super::filter;
 use super::fleet::IntervalOpts;
@@ -74,6 +76,7 @@ struct CaptureKey {
     max_flows: usize,
     trust_ip_id: bool,
     capture: CaptureMode,
+    protocols: Protocols,
     snaplen: u32,
     buffer_size: u64,
     idle_ttl: Duration,
@@ -103,6 +106,7 @@ impl CaptureKey {
             max_flows: inst.max_flows,
             trust_ip_id: inst.trust_ip_id,
             capture: inst.capture,
+            protocols: inst.protocols,
             snaplen: cfg.snaplen,
             buffer_size: cfg.buffer_size,
             idle_ttl: cfg.idle_ttl,
@@ -475,13 +479,15 @@ impl Runtime {
             trust_ip_id: inst.trust_ip_id,
             idle_timeout: ns(cfg.idle_ttl),
             closed_timeout: ns(cfg.exp_ttl),
+            kinds: inst.protocols.kinds(),
             ..EngineConfig::default()
         };
         let worker = Worker {
             shared: shared.clone(),
             engine,
             duty: inst.sample,
-            base_filter: self.base_filter.clone(),
+            // The default `tcp` widened to the instance's protocols (agent::filter).
+            base_filter: filter::instance_base(&self.base_filter, inst.protocols),
             stop: stop.clone(),
         };
         let thread_name = format!("metro-cap-{}", inst.interface);

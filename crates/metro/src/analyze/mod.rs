@@ -21,7 +21,7 @@ use metro_core::Segment;
 use metro_core::aggregate::{Numbering, Stats};
 use metro_core::config::{Counters, EngineConfig};
 use metro_core::driver::Driver;
-use metro_core::proto::{ProtoConfig, ProtoCounters, Tracker};
+use metro_core::proto::ProtoCounters;
 use metro_core::sample::{Kind, KindSet, Sample};
 use metro_core::sample::{NO_TAG, Observer};
 use metro_core::wire::DecodeError;
@@ -543,7 +543,6 @@ fn analyze_one(
     let mut frames = OneThread {
         to: ToDriver {
             driver: Driver::new(cfg.clone()),
-            proto: Tracker::new(ProtoConfig::default(), cfg.kinds),
             out: collector,
         },
         skipped: Skipped {
@@ -560,9 +559,9 @@ fn analyze_one(
     fr.records = done.records;
     summary.records += done.records;
     summary.non_packets += done.non_packets;
-    let tracker = &mut frames.to.proto;
-    tracker.finish(done.last_ts);
-    summary.proto.add(tracker.counters());
+    let driver = &mut frames.to.driver;
+    driver.finish(done.last_ts);
+    summary.proto.add(driver.proto().counters());
     let engine = frames.to.driver.tcp();
     summary.tcp_packets += engine.counters().packets;
     summary.engine.add(engine.counters());

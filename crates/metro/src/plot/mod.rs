@@ -26,7 +26,6 @@ use metro_core::Nanos;
 use metro_core::aggregate::Stats;
 use metro_core::config::EngineConfig;
 use metro_core::driver::Driver;
-use metro_core::proto::{ProtoConfig, Tracker};
 use metro_core::sample::Observer;
 use metro_core::sample::{Kind, KindSet, Sample};
 
@@ -288,14 +287,13 @@ fn scan_capture(
 ) -> anyhow::Result<Option<String>> {
     let mut reader =
         CaptureReader::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    // The same driver, so the same expiry rhythm, and the same QUIC, DNS and ICMP tracker
-    // as `metro analyze`.
+    // The same driver as `metro analyze`: the same expiry rhythm, the same QUIC, DNS and
+    // ICMP tracker.
     let mut out = Forward(f);
     let done = replay(
         &mut reader,
         &mut ToDriver {
             driver: Driver::new(cfg.clone()),
-            proto: Tracker::new(ProtoConfig::default(), cfg.kinds),
             out: &mut out,
         },
     );

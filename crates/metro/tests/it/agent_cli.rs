@@ -403,13 +403,14 @@ fn check_config_compiles_each_capture_filter_and_reads_each_pcap() {
     let cfg = dir.write(
         "metro.yaml",
         &format!(
-            "instances:\n  - interface: lo\n    ips:\n{ips}  - interface: lo\n    ips: [10.0.0.1]\n"
+            "instances:\n  - interface: lo\n    ips:\n{ips}  - interface: lo\n    ips: [10.0.0.1]\n    protocols: [tcp]\n"
         ),
     );
     let (st, _, err) = metro_output(&["check-config", cfg.to_str().unwrap()]);
     assert!(st.success(), "{err}");
     assert!(
-        err.contains("instances[0] (lo): capture filter: ((tcp) and (net ")
+        // The default protocols (all four) widen the default base; TCP alone keeps `tcp`.
+        err.contains("instances[0] (lo): capture filter: ((tcp or udp or icmp or icmp6) and (net ")
             && err.contains("wider blocks cover the")
             && err.contains("dropped in user space"),
         "{err}"

@@ -365,9 +365,11 @@ fn egress_records_carry_the_sockets_cgroup_and_the_watch_list_filters() {
 
 // ---- `metro run` with `capture: ebpf` beside `capture: pcap` ----
 
+/// TCP only: the in-kernel program hands over TCP segments (libpcap would add the other
+/// protocols' samples).
 fn agent_config(capture: &str) -> String {
     format!(
-        "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 9\ninstances:\n  - interface: veth0\n    ips: ['0.0.0.0/0', '::/0']\n    capture: {capture}\n"
+        "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 9\ninstances:\n  - interface: veth0\n    ips: ['0.0.0.0/0', '::/0']\n    capture: {capture}\n    protocols: [tcp]\n"
     )
 }
 

@@ -191,6 +191,13 @@ fn check_self_metrics_on(all: &[Metric], iface: &str, tags: &[&str]) {
         .chain(RTT_COUNTS.iter())
         .copied()
         .chain(SELF_METRICS.iter().map(|(n, _)| *n))
+        // The QUIC, DNS and ICMP tracker's counts (tests/agent_proto.rs checks their values).
+        .chain([
+            "system.net.dns.timeouts",
+            "system.net.dns.responses",
+            "metro.proto.dropped",
+            "metro.proto.unmatched",
+        ])
         .collect();
     for m in all {
         assert!(known.contains(m.name.as_str()), "unexpected metric {m:?}");
@@ -842,7 +849,7 @@ fn vlan_tagged_frames_replayed_with_tcpreplay() {
     assert!(
         agent
             .log()
-            .contains("(vlan and (tcp) and (host 10.200.20.9))"),
+            .contains("(vlan and (tcp or udp or icmp or icmp6) and (host 10.200.20.9))"),
         "{}",
         agent.log()
     );

@@ -18,6 +18,7 @@ mod agent_fleet;
 mod agent_hostile;
 mod agent_http;
 mod agent_netns;
+mod agent_proto;
 mod agent_samples;
 mod agent_watchlist;
 mod analyze_cli;

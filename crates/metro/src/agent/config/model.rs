@@ -201,6 +201,59 @@ pub struct Instance {
     /// How a live instance captures (`capture`): in the kernel, with libpcap, or the first
     /// that works.
     pub capture: CaptureMode,
+    /// The protocols whose round trips the instance measures (`protocols`; all four by
+    /// default).
+    pub protocols: Protocols,
+}
+
+/// `protocols`: which of TCP, QUIC, DNS and ICMP an instance measures, a bit per protocol
+/// in `metro_core::sample::PROTOCOLS`' order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protocols(pub u8);
+
+impl Default for Protocols {
+    fn default() -> Protocols {
+        Protocols::ALL
+    }
+}
+
+impl Protocols {
+    pub const ALL: Protocols = Protocols(0b1111);
+    pub const TCP: u8 = 0;
+    pub const QUIC: u8 = 1;
+    pub const DNS: u8 = 2;
+    pub const ICMP: u8 = 3;
+
+    /// The protocol named `s` (`tcp`, `quic`, `dns`, `icmp`): its bit position.
+    pub fn parse_one(s: &str) -> Option<u8> {
+        metro_core::sample::PROTOCOLS
+            .iter()
+            .position(|p| *p == s)
+            .map(|i| i as u8)
+    }
+
+    pub fn has(self, p: u8) -> bool {
+        self.0 & (1 << p) != 0
+    }
+
+    /// The engine's kinds: those of the protocols measured.
+    pub fn kinds(self) -> metro_core::sample::KindSet {
+        let mut k = metro_core::sample::KindSet::NONE;
+        for kind in metro_core::sample::Kind::ALL {
+            if self.has(kind.protocol_index()) {
+                k = k.with(kind);
+            }
+        }
+        k
+    }
+
+    /// The names, in order (`tcp, dns`).
+    pub fn names(self) -> Vec<&'static str> {
+        (0..4u8)
+            .filter(|&p| self.has(p))
+            .map(|p| metro_core::sample::PROTOCOLS[usize::from(p)])
+            .collect()
+    }
 }
 
 /// `capture`: where a live instance's packets are decoded.

@@ -581,7 +581,7 @@ fn section_keys_are_the_keys_serde_reads() {
     assert!(RawInit::KEYS.contains(&"exp_ttl") && RawInit::KEYS.contains(&"expired_ttl"));
     assert!(RawFile::KEYS.contains(&"config"));
     assert_eq!(RawInit::KEYS.len(), 21);
-    assert_eq!(RawInstance::KEYS.len(), 16);
+    assert_eq!(RawInstance::KEYS.len(), 17);
 }
 
 #[test]
@@ -973,5 +973,42 @@ fn values_run_cannot_use_are_refused_with_their_position() {
         ))
         .config;
         assert!(c.prometheus_listen.is_some(), "{listen}");
+    }
+}
+
+#[test]
+fn protocols_default_to_all_four_and_bad_lists_name_the_entry() {
+    let base = "instances:\n  - interface: eth0\n    ips: [10.0.0.0/8]\n";
+    assert_eq!(ok(base).config.instances[0].protocols, Protocols::ALL);
+    let c = ok(&format!("{base}    protocols: [dns, icmp]\n")).config;
+    let p = c.instances[0].protocols;
+    assert_eq!(p.names(), ["dns", "icmp"]);
+    assert!(p.kinds().contains(metro_core::sample::Kind::Dns));
+    assert!(!p.kinds().contains(metro_core::sample::Kind::Seq));
+    assert!(!p.kinds().contains(metro_core::sample::Kind::QuicSpin));
+    for (inst, key, says, positioned) in [
+        (
+            "    protocols: [tcp, http]\n",
+            "instances[0].protocols[1]",
+            "expected tcp, quic, dns or icmp, found `http`",
+            true,
+        ),
+        (
+            "    protocols: [dns, dns]\n",
+            "instances[0].protocols[1]",
+            "`dns` is listed twice",
+            true,
+        ),
+        (
+            "    protocols: []\n",
+            "instances[0].protocols",
+            "empty",
+            false,
+        ),
+    ] {
+        let e = err(&format!("{base}{inst}"));
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        assert!(e.message.contains(says), "{e}");
+        assert_eq!(e.position.is_some(), positioned, "{e}");
     }
 }

@@ -12,8 +12,8 @@ use serde_saphyr::{Location, Spanned};
 use super::error::{ConfigError, at};
 use super::limits::*;
 use super::model::{
-    CaptureMode, Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Source,
-    StatsdTarget,
+    CaptureMode, Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Protocols,
+    Source, StatsdTarget,
 };
 use super::raw::{RawFile, RawInit, RawInstance};
 
@@ -757,6 +757,41 @@ fn instance(
         }
     };
 
+    let protocols = match &inst.protocols {
+        None => Protocols::ALL,
+        Some(list) => {
+            let mut p = Protocols(0);
+            for (j, name) in list.iter().enumerate() {
+                let v = name.value.trim();
+                let Some(bit) = Protocols::parse_one(v) else {
+                    return Err(cx.err(
+                        format!("{key}.protocols[{j}]"),
+                        Some(name.referenced),
+                        format!("expected tcp, quic, dns or icmp, found `{v}`"),
+                    ));
+                };
+                if p.has(bit) {
+                    return Err(cx.err(
+                        format!("{key}.protocols[{j}]"),
+                        Some(name.referenced),
+                        format!("`{v}` is listed twice"),
+                    ));
+                }
+                p.0 |= 1 << bit;
+            }
+            if p.0 == 0 {
+                return Err(cx.err(
+                    format!("{key}.protocols"),
+                    None,
+                    "empty: list at least one of tcp, quic, dns, icmp (or leave the key out \
+                     for all four)"
+                        .to_string(),
+                ));
+            }
+            p
+        }
+    };
+
     Ok(Instance {
         interface,
         source,
@@ -770,5 +805,6 @@ fn instance(
         group_by,
         trust_ip_id: inst.trust_ip_id.unwrap_or(true),
         capture,
+        protocols,
     })
 }

@@ -12,8 +12,9 @@
 //!   `metro_tcp_rtt_{stat}_seconds` in Prometheus), the sample count, the distribution of
 //!   values (DogStatsD), the histogram (Prometheus cumulative, OTLP exponential), and the
 //!   family's per-pair counters ([`PairMetric`], e.g. retransmissions) and gauges
-//!   ([`PairGauge`]: the baseline and the queueing delay above it). A new protocol names
-//!   a new family with its three base names; every sink encodes it as it does TCP's.
+//!   ([`PairGauge`]: the baseline and the queueing delay above it). Each protocol has its
+//!   family ([`FAMILIES`]: TCP, QUIC, DNS, ICMP), named by its three base names; every
+//!   sink encodes each as it does TCP's, a pair in its protocol's ([`family_of`]).
 //! - [`Label`]: the labels of a point, parsed once: `src`, `dst`, `iface`, the instance's
 //!   tags, the pair's own tags, a breakdown. Each sink escapes them for its format only.
 //!
@@ -113,7 +114,7 @@ pub const SERIES_OVERFLOW: &str = "metro.series.overflow";
 
 /// Every self-metric, in the order DogStatsD sends them (go-metro's receivers see the same
 /// lines as before the catalog); `metro.statsd.send_errors` last: a flush ends with it.
-pub static SELF: [Metric; 18] = [
+pub static SELF: [Metric; 22] = [
     Metric::new(
         "metro.packets.received",
         "metro_packets_received",
@@ -168,10 +169,12 @@ pub static SELF: [Metric; 18] = [
         Counter,
         "{sample}",
         "Network RTT samples, by kind",
+        // TCP's kinds always, the others' once they have samples.
         |i| {
             metro_core::sample::Kind::ALL
                 .iter()
                 .zip(i.c().samples)
+                .filter(|(k, n)| k.protocol_index() == 0 || *n > 0)
                 .map(|(k, n)| (k.name(), n))
                 .collect()
         },
@@ -277,6 +280,62 @@ pub static SELF: [Metric; 18] = [
         },
     ),
     Metric::new(
+        "system.net.dns.responses",
+        "metro_dns_responses",
+        Counter,
+        "{response}",
+        "DNS responses matched to their query, by response code (rcode: NOERROR, NXDOMAIN, \
+         SERVFAIL, ...)",
+        |i| {
+            let rc = &i.c().proto.dns_rcodes;
+            let mut v: Points = (0..12u8)
+                .filter(|&c| rc[usize::from(c)] > 0)
+                .map(|c| (metro_core::proto::rcode_name(c), rc[usize::from(c)]))
+                .collect();
+            let reserved: u64 = rc[12..].iter().sum();
+            if reserved > 0 {
+                v.push((metro_core::proto::rcode_name(12), reserved));
+            }
+            v
+        },
+    )
+    .by("rcode"),
+    Metric::new(
+        "system.net.dns.timeouts",
+        "metro_dns_timeouts",
+        Counter,
+        "{query}",
+        "DNS queries without a response within 30 s",
+        |i| one(i.c().proto.dns_timeouts),
+    ),
+    Metric::new(
+        "metro.proto.dropped",
+        "metro_proto_dropped",
+        Counter,
+        "{entry}",
+        "QUIC connections, DNS queries and ICMP echo requests not followed because their \
+         protocol's table was full, by protocol (the oldest unanswered ones go first; \
+         answered QUIC connections are kept)",
+        |i| {
+            let d = &i.c().proto.dropped;
+            vec![("quic", d[0]), ("dns", d[1]), ("icmp", d[2])]
+        },
+    )
+    .by("protocol"),
+    Metric::new(
+        "metro.proto.unmatched",
+        "metro_proto_unmatched",
+        Counter,
+        "{packet}",
+        "DNS responses and ICMP echo replies that matched no pending query or request, by \
+         protocol (not measured)",
+        |i| {
+            let u = &i.c().proto.unmatched;
+            vec![("dns", u[0]), ("icmp", u[1])]
+        },
+    )
+    .by("protocol"),
+    Metric::new(
         "metro.otlp.send_errors",
         "metro_otlp_send_errors",
         Counter,
@@ -294,14 +353,19 @@ pub static SELF: [Metric; 18] = [
     ),
 ];
 
+/// The three names of a per-pair metric: DogStatsD's, Prometheus' and OTLP's.
+pub struct Names {
+    /// DogStatsD name (`system.net.tcp.retransmits`; a gauge's in milliseconds).
+    pub statsd: &'static str,
+    /// Prometheus family name (`metro_tcp_retransmits`; a gauge's in seconds).
+    pub prom: &'static str,
+    /// OTLP name (`metro.tcp.retransmits`; a gauge's in seconds).
+    pub otlp: &'static str,
+}
+
 /// A per-pair counter of an RTT family (TCP's retransmissions).
 pub struct PairMetric {
-    /// DogStatsD name (`system.net.tcp.retransmits`).
-    pub statsd: &'static str,
-    /// Prometheus family name (`metro_tcp_retransmits`).
-    pub prom: &'static str,
-    /// OTLP name (`metro.tcp.retransmits`).
-    pub otlp: &'static str,
+    pub names: Names,
     pub unit: &'static str,
     pub help: &'static str,
     pub value: fn(&PairReport) -> u64,
@@ -311,12 +375,9 @@ pub struct PairMetric {
 /// queueing delay): milliseconds in DogStatsD, seconds in Prometheus and OTLP. A pair
 /// without a value (no baseline yet) has no point.
 pub struct PairGauge {
-    /// DogStatsD name (`system.net.tcp.rtt.baseline`), milliseconds.
-    pub statsd: &'static str,
-    /// Prometheus family name, seconds (`metro_tcp_rtt_baseline_seconds`).
-    pub prom: &'static str,
-    /// OTLP name (`metro.tcp.rtt.baseline`), seconds.
-    pub otlp: &'static str,
+    /// `system.net.tcp.rtt.baseline` (ms), `metro_tcp_rtt_baseline_seconds`,
+    /// `metro.tcp.rtt.baseline` (s).
+    pub names: Names,
     pub help: &'static str,
     /// Milliseconds, from a series' interval statistics and its baseline
     /// ([`PairReport::baseline_ms`]); for a series several pairs fold into, their merged
@@ -446,35 +507,81 @@ pub static TCP_RTT: RttFamily = RttFamily::with_gauges(
     "TCP round-trip time to a watched remote host",
     "RTT samples answered by a watched remote host",
     &[PairMetric {
-        statsd: "system.net.tcp.retransmits",
-        prom: "metro_tcp_retransmits",
-        otlp: "metro.tcp.retransmits",
+        names: Names {
+            statsd: "system.net.tcp.retransmits",
+            prom: "metro_tcp_retransmits",
+            otlp: "metro.tcp.retransmits",
+        },
         unit: "{packet}",
         help: "TCP retransmissions between a local address and a watched remote host",
         value: |p| p.retransmits,
     }],
     &[
         PairGauge {
-            statsd: "system.net.tcp.rtt.baseline",
-            prom: "metro_tcp_rtt_baseline_seconds",
-            otlp: "metro.tcp.rtt.baseline",
+            names: Names {
+                statsd: "system.net.tcp.rtt.baseline",
+                prom: "metro_tcp_rtt_baseline_seconds",
+                otlp: "metro.tcp.rtt.baseline",
+            },
             help: "Least TCP round-trip time to a watched remote host over the baseline window (`baseline_window`): the path's propagation delay",
             value: |_, baseline| baseline,
         },
         PairGauge {
-            statsd: "system.net.tcp.queueing_delay",
-            prom: "metro_tcp_queueing_delay_seconds",
-            otlp: "metro.tcp.queueing_delay",
+            names: Names {
+                statsd: "system.net.tcp.queueing_delay",
+                prom: "metro_tcp_queueing_delay_seconds",
+                otlp: "metro.tcp.queueing_delay",
+            },
             help: "TCP round-trip time's median over the last interval above its baseline: the delay queues add",
             value: |s, baseline| Some((s.quantile(0.5) - baseline?).max(0.0)),
         },
     ],
 );
 
-/// The family of a report's pairs (every report is TCP's today; the QUIC, DNS and ICMP
-/// matchers will name theirs).
-pub fn family_of(_r: &InstanceReport) -> &'static RttFamily {
-    &TCP_RTT
+/// QUIC: the handshake's and the spin bit's round trips to a watched remote host.
+pub static QUIC_RTT: RttFamily = RttFamily::new(
+    "system.net.quic.rtt",
+    "metro_quic_rtt",
+    "metro.quic.rtt",
+    "QUIC round-trip time to a watched remote host (handshake and spin bit)",
+    "QUIC RTT samples answered by a watched remote host",
+    &[],
+);
+
+/// DNS: a query to its response, per server.
+pub static DNS_RESPONSE: RttFamily = RttFamily::new(
+    "system.net.dns.response_time",
+    "metro_dns_response",
+    "metro.dns.response_time",
+    "DNS response time of a watched server (query to matching response)",
+    "DNS responses of a watched server matched to their query",
+    &[],
+);
+
+/// ICMP and ICMPv6 echo: a request to its reply.
+pub static ICMP_RTT: RttFamily = RttFamily::new(
+    "system.net.icmp.rtt",
+    "metro_icmp_rtt",
+    "metro.icmp.rtt",
+    "ICMP echo round-trip time to a watched remote host",
+    "ICMP echo replies of a watched remote host matched to their request",
+    &[],
+);
+
+/// Every RTT family, by protocol: position `i` is `metro_core::sample::PROTOCOLS[i]`'s
+/// (a pair's [`PairReport::protocol`]). Every sink sends each family's pairs in this order.
+pub static FAMILIES: [&RttFamily; 4] = [&TCP_RTT, &QUIC_RTT, &DNS_RESPONSE, &ICMP_RTT];
+
+/// The family of a pair (by its protocol).
+pub fn family_of(p: &PairReport) -> &'static RttFamily {
+    FAMILIES[usize::from(p.protocol)]
+}
+
+/// A report's pairs of one family (by position in [`FAMILIES`]).
+pub fn pairs_of(r: &InstanceReport, family: usize) -> impl Iterator<Item = &PairReport> {
+    r.pairs
+        .iter()
+        .filter(move |p| usize::from(p.protocol) == family)
 }
 
 /// One label of a point, sink-neutral: a key and, unless it came from a bare tag, a value.

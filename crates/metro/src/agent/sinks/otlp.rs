@@ -117,79 +117,81 @@ pub fn encode(
     now: u64,
     errs: SendErrors,
 ) -> ExportMetricsServiceRequest {
-    let family = catalog::family_of(r);
-    let mut hist = Vec::new();
-    let mut samples = Vec::new();
-    let mut counters: Vec<Vec<NumberDataPoint>> = family.counters.iter().map(|_| vec![]).collect();
-    let mut gauges: Vec<Vec<NumberDataPoint>> = family.gauges.iter().map(|_| vec![]).collect();
-    for p in &r.pairs {
-        let attrs = attrs(&catalog::pair_labels(r, p));
-        if let Some(e) = p.fine.as_ref().and_then(|f| f.exp.as_ref()) {
-            hist.push(ExponentialHistogramDataPoint {
-                attributes: attrs.clone(),
-                start_time_unix_nano: start,
-                time_unix_nano: now,
-                count: e.count,
-                sum: Some(e.sum),
-                scale: EXP_SCALE,
-                zero_count: e.zero_count,
-                zero_threshold: EXP_ZERO_THRESHOLD,
-                positive: Some({
-                    let (offset, counts) = e.trimmed();
-                    exponential_histogram_data_point::Buckets {
-                        offset,
-                        bucket_counts: counts.to_vec(),
-                    }
-                }),
-                min: (e.count > 0).then_some(e.min),
-                max: (e.count > 0).then_some(e.max),
-                ..Default::default()
-            });
-        }
-        samples.push(point(attrs.clone(), start, now, p.stats.count()));
-        for (c, points) in family.counters.iter().zip(&mut counters) {
-            points.push(point(attrs.clone(), start, now, (c.value)(p)));
-        }
-        for (g, points) in family.gauges.iter().zip(&mut gauges) {
-            if let Some(ms) = g.of(p) {
-                // A level: no start time.
-                points.push(NumberDataPoint {
+    let mut metrics = Vec::new();
+    for (fi, family) in catalog::FAMILIES.iter().enumerate() {
+        let mut hist = Vec::new();
+        let mut samples = Vec::new();
+        let mut counters: Vec<Vec<NumberDataPoint>> =
+            family.counters.iter().map(|_| vec![]).collect();
+        let mut gauges: Vec<Vec<NumberDataPoint>> = family.gauges.iter().map(|_| vec![]).collect();
+        for p in catalog::pairs_of(r, fi) {
+            let attrs = attrs(&catalog::pair_labels(r, p));
+            if let Some(e) = p.fine.as_ref().and_then(|f| f.exp.as_ref()) {
+                hist.push(ExponentialHistogramDataPoint {
                     attributes: attrs.clone(),
+                    start_time_unix_nano: start,
                     time_unix_nano: now,
-                    value: Some(number_data_point::Value::AsDouble(ms / 1000.0)),
+                    count: e.count,
+                    sum: Some(e.sum),
+                    scale: EXP_SCALE,
+                    zero_count: e.zero_count,
+                    zero_threshold: EXP_ZERO_THRESHOLD,
+                    positive: Some({
+                        let (offset, counts) = e.trimmed();
+                        exponential_histogram_data_point::Buckets {
+                            offset,
+                            bucket_counts: counts.to_vec(),
+                        }
+                    }),
+                    min: (e.count > 0).then_some(e.min),
+                    max: (e.count > 0).then_some(e.max),
                     ..Default::default()
                 });
             }
+            samples.push(point(attrs.clone(), start, now, p.stats.count()));
+            for (c, points) in family.counters.iter().zip(&mut counters) {
+                points.push(point(attrs.clone(), start, now, (c.value)(p)));
+            }
+            for (g, points) in family.gauges.iter().zip(&mut gauges) {
+                if let Some(ms) = g.of(p) {
+                    // A level: no start time.
+                    points.push(NumberDataPoint {
+                        attributes: attrs.clone(),
+                        time_unix_nano: now,
+                        value: Some(number_data_point::Value::AsDouble(ms / 1000.0)),
+                        ..Default::default()
+                    });
+                }
+            }
         }
-    }
-    let mut metrics = Vec::new();
-    if !hist.is_empty() {
-        metrics.push(Metric {
-            name: family.otlp.into(),
-            description: family.help.into(),
-            unit: "s".into(),
-            data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
-                data_points: hist,
-                aggregation_temporality: AggregationTemporality::Delta as i32,
-            })),
-            ..Default::default()
-        });
-    }
-    if !samples.is_empty() {
-        let names = family.names();
-        metrics.push(sum_metric(
-            &names.otlp_samples,
-            family.samples_help,
-            "{sample}",
-            samples,
-        ));
-        for (c, points) in family.counters.iter().zip(counters) {
-            metrics.push(sum_metric(c.otlp, c.help, c.unit, points));
+        if !hist.is_empty() {
+            metrics.push(Metric {
+                name: family.otlp.into(),
+                description: family.help.into(),
+                unit: "s".into(),
+                data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: hist,
+                    aggregation_temporality: AggregationTemporality::Delta as i32,
+                })),
+                ..Default::default()
+            });
         }
-    }
-    for (g, points) in family.gauges.iter().zip(gauges) {
-        if !points.is_empty() {
-            metrics.push(gauge_metric(g.otlp, g.help, "s", points));
+        if !samples.is_empty() {
+            let names = family.names();
+            metrics.push(sum_metric(
+                &names.otlp_samples,
+                family.samples_help,
+                "{sample}",
+                samples,
+            ));
+            for (c, points) in family.counters.iter().zip(counters) {
+                metrics.push(sum_metric(c.names.otlp, c.help, c.unit, points));
+            }
+        }
+        for (g, points) in family.gauges.iter().zip(gauges) {
+            if !points.is_empty() {
+                metrics.push(gauge_metric(g.names.otlp, g.help, "s", points));
+            }
         }
     }
     let input = catalog::Input {
@@ -554,6 +556,7 @@ mod tests {
             tags: vec!["env:prod".into(), "canary".into()],
             pairs: vec![PairReport {
                 src: "10.0.0.1".parse().unwrap(),
+                protocol: 0,
                 dst: "db".into(),
                 stats: s,
                 retransmits: 2,
@@ -562,7 +565,7 @@ mod tests {
                 baseline_ms: None,
             }],
             counters: InstanceCounters {
-                samples: [4, 0, 0],
+                samples: [4, 0, 0, 0, 0, 0, 0],
                 series_overflow: 3,
                 ..Default::default()
             },

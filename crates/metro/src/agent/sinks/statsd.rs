@@ -220,7 +220,9 @@ fn tag(l: &Label) -> String {
 /// Encode one instance's interval into datagrams of at most `max` bytes: what
 /// [`catalog`] describes, as DogStatsD lines.
 ///
-/// Per pair with samples: the family's eight RTT gauges (`system.net.tcp.rtt`, `.avg`, ...),
+/// Per pair with samples, in its protocol's family ([`catalog::family_of`]: TCP's
+/// `system.net.tcp.rtt`, QUIC's `system.net.quic.rtt`, DNS's `system.net.dns.response_time`,
+/// ICMP's `system.net.icmp.rtt`): the family's eight RTT gauges (`system.net.tcp.rtt`, `.avg`, ...),
 /// its sample count (`system.net.tcp.rtt.samples`), counters
 /// (`system.net.tcp.retransmits`) and gauges (`system.net.tcp.rtt.baseline`,
 /// `system.net.tcp.queueing_delay`), and with `distributions` every value
@@ -229,9 +231,9 @@ fn tag(l: &Label) -> String {
 /// instance's tags and a breakdown (`kind:seq`).
 pub fn encode_report(r: &InstanceReport, send_errors: SendErrors, max: usize) -> Vec<Vec<u8>> {
     let mut b = Batcher::new(max);
-    let family = catalog::family_of(r);
-    let names = family.names();
     for p in &r.pairs {
+        let family = catalog::family_of(p);
+        let names = family.names();
         let owned: Vec<String> = catalog::pair_labels(r, p).iter().map(tag).collect();
         let tags: Vec<&str> = owned.iter().map(String::as_str).collect();
         for (name, v) in names.statsd_stats.iter().zip(p.rtt_ms()) {
@@ -240,11 +242,11 @@ pub fn encode_report(r: &InstanceReport, send_errors: SendErrors, max: usize) ->
         let n = p.stats.count() as f64;
         b.push(&names.statsd_samples, n, Type::Count, &tags);
         for c in family.counters {
-            b.push(c.statsd, (c.value)(p) as f64, Type::Count, &tags);
+            b.push(c.names.statsd, (c.value)(p) as f64, Type::Count, &tags);
         }
         for g in family.gauges {
             if let Some(v) = g.of(p) {
-                b.push(g.statsd, v, Type::Gauge, &tags);
+                b.push(g.names.statsd, v, Type::Gauge, &tags);
             }
         }
         if let Some(f) = p.fine.as_deref().filter(|f| !f.values.is_empty()) {
@@ -540,6 +542,7 @@ mod tests {
             pairs: vec![
                 PairReport {
                     src: "10.0.0.1".parse().unwrap(),
+                    protocol: 0,
                     dst: "app.example.com".into(),
                     stats: s,
                     retransmits: 3,
@@ -549,6 +552,7 @@ mod tests {
                 },
                 PairReport {
                     src: "2001:db8::1".parse().unwrap(),
+                    protocol: 0,
                     dst: "2001:db8::2".into(),
                     stats: s2,
                     retransmits: 0,
@@ -562,7 +566,7 @@ mod tests {
                 packets_dropped: 5,
                 flows_active: 7,
                 flows_evicted: 0,
-                samples: [4, 0, 1],
+                samples: [4, 0, 1, 0, 0, 0, 0],
                 samples_internal: 9,
                 pairs_dropped: crate::agent::report::PairsDropped {
                     samples: 6,
@@ -607,8 +611,12 @@ mod tests {
         }
         // 2 pairs x 10 metrics + 6 instance counters + 3 kinds + internal + 2 pairs dropped
         // + series overflow + two send_errors + copies by kind (plain, nat) + the capture
-        // gauge.
-        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 2 + 2 + 1);
+        // gauge + DNS timeouts + proto tables' drops (quic, dns, icmp) and unmatched answers
+        // (dns, icmp).
+        assert_eq!(
+            all.len(),
+            2 * 10 + 6 + 3 + 1 + 2 + 1 + 2 + 2 + 1 + 1 + 3 + 2
+        );
         let find = |name: &str, dst: &str| {
             all.iter()
                 .find(|m| m.name == name && m.tag("dst") == Some(dst))
@@ -700,7 +708,7 @@ mod tests {
                     .unwrap()
                     .len();
             }
-            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 2 + 1);
+            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 2 + 1 + 1 + 3 + 2);
         }
     }
 

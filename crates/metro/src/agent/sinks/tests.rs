@@ -33,7 +33,7 @@ fn full_report() -> InstanceReport {
         exponential: true,
         ..IntervalOpts::default()
     };
-    let pair = |src: &str, dst: &str, rtts: &[f64], retransmits, extra: &[&str]| {
+    let pair = |protocol: u8, src: &str, dst: &str, rtts: &[f64], retransmits, extra: &[&str]| {
         let mut s = Stats::new();
         let mut f = Fine::new(&o);
         let mut room = usize::MAX;
@@ -43,6 +43,7 @@ fn full_report() -> InstanceReport {
         }
         PairReport {
             src: src.parse().unwrap(),
+            protocol,
             dst: dst.into(),
             stats: s,
             retransmits,
@@ -56,8 +57,20 @@ fn full_report() -> InstanceReport {
         iface: "eth0".into(),
         tags: vec!["env:prod".into(), "team:net ops".into(), "canary".into()],
         pairs: vec![
-            pair("10.0.0.1", "db", &[4.0, 12.5, 40.0], 3, &[]),
+            pair(0, "10.0.0.1", "db", &[4.0, 12.5, 40.0], 3, &[]),
+            // QUIC, DNS and ICMP: their families, without retransmissions.
+            pair(1, "10.0.0.1", "db", &[20.0, 22.0], 0, &[]),
             pair(
+                2,
+                "10.0.0.1",
+                "ns",
+                &[1.5, 3.0, 70.0],
+                0,
+                &["container_name:web"],
+            ),
+            pair(3, "2001:db8::1", "2001:db8::2", &[0.75], 0, &[]),
+            pair(
+                0,
                 "2001:db8::1",
                 "2001:db8::2",
                 &[0.25, 60.0],
@@ -72,7 +85,7 @@ fn full_report() -> InstanceReport {
             flows_evicted: 4,
             flows_shed: 5,
             packets_filtered: 6,
-            samples: [7, 8, 9],
+            samples: [7, 8, 9, 23, 24, 25, 26],
             samples_internal: 10,
             packets_copies: crate::agent::report::Copies { plain: 11, nat: 22 },
             capture_ebpf: 1,
@@ -88,6 +101,12 @@ fn full_report() -> InstanceReport {
             },
             series_overflow: 21,
             distribution_dropped: 16,
+            proto: Box::new(crate::agent::report::ProtoDeltas {
+                dns_rcodes: [27, 0, 28, 29, 0, 0, 0, 0, 0, 0, 0, 0, 0, 30, 0, 0],
+                dns_timeouts: 31,
+                dropped: [32, 33, 34],
+                unmatched: [35, 36],
+            }),
         },
     }
 }
@@ -112,14 +131,22 @@ struct Want {
 }
 
 fn want(r: &InstanceReport) -> Want {
+    // Every family has a pair in the report, so every family's names are checked.
+    for f in FAMILIES {
+        assert!(
+            r.pairs.iter().any(|p| std::ptr::eq(family_of(p), f)),
+            "no {} pair in the full report",
+            f.statsd
+        );
+    }
     let mut w = Want {
         statsd: vec![],
         prom: vec![],
         otlp: vec![],
     };
-    let family = family_of(r);
-    let names = family.names();
     for p in &r.pairs {
+        let family = family_of(p);
+        let names = family.names();
         let l = want_labels(&pair_labels(r, p));
         for ((s, pr), ms) in names
             .statsd_stats
@@ -140,15 +167,16 @@ fn want(r: &InstanceReport) -> Want {
         w.otlp.push((family.otlp.to_string(), l.clone(), n));
         for c in family.counters {
             let v = (c.value)(p) as f64;
-            w.statsd.push((c.statsd.into(), l.clone(), v));
-            w.prom.push((format!("{}_total", c.prom), l.clone(), v));
-            w.otlp.push((c.otlp.into(), l.clone(), v));
+            w.statsd.push((c.names.statsd.into(), l.clone(), v));
+            w.prom
+                .push((format!("{}_total", c.names.prom), l.clone(), v));
+            w.otlp.push((c.names.otlp.into(), l.clone(), v));
         }
         for g in family.gauges {
             let ms = g.of(p).expect("a baseline in the full report");
-            w.statsd.push((g.statsd.into(), l.clone(), ms));
-            w.prom.push((g.prom.into(), l.clone(), ms / 1000.0));
-            w.otlp.push((g.otlp.into(), l.clone(), ms / 1000.0));
+            w.statsd.push((g.names.statsd.into(), l.clone(), ms));
+            w.prom.push((g.names.prom.into(), l.clone(), ms / 1000.0));
+            w.otlp.push((g.names.otlp.into(), l.clone(), ms / 1000.0));
         }
         // The distribution: one point per value, counted here as their number.
         let values = p.fine.as_ref().unwrap().values.len() as f64;
@@ -382,8 +410,15 @@ fn a_metric_without_points_reaches_no_sink() {
 fn names_follow_the_conventions() {
     let mut seen = BTreeSet::new();
     for m in &SELF {
-        assert!(m.name.starts_with("metro."), "{}", m.name);
-        assert_eq!(m.prom, m.name.replace('.', "_"), "{}", m.name);
+        // metro's own, or a protocol's count beside its RTT family (`system.net.dns.*`,
+        // `metro_dns_*` in Prometheus).
+        match m.name.strip_prefix("system.net.") {
+            Some(rest) => assert_eq!(m.prom, format!("metro_{}", rest.replace('.', "_"))),
+            None => {
+                assert!(m.name.starts_with("metro."), "{}", m.name);
+                assert_eq!(m.prom, m.name.replace('.', "_"), "{}", m.name);
+            }
+        }
         assert!(seen.insert(m.name), "{} twice", m.name);
         assert!(
             m.unit.starts_with('{') && m.unit.ends_with('}'),
@@ -410,6 +445,29 @@ fn names_follow_the_conventions() {
     assert_eq!(n.prom_stats[0], "metro_tcp_rtt_last_seconds");
     assert_eq!(n.prom_stats[7], "metro_tcp_rtt_p99_seconds");
     assert_eq!(n.prom_histogram, "metro_tcp_rtt_seconds");
+    // The other protocols' families: the names.
+    let hist: Vec<&str> = FAMILIES
+        .iter()
+        .map(|f| f.names().prom_histogram.as_str())
+        .collect();
+    assert_eq!(
+        hist,
+        [
+            "metro_tcp_rtt_seconds",
+            "metro_quic_rtt_seconds",
+            "metro_dns_response_seconds",
+            "metro_icmp_rtt_seconds"
+        ]
+    );
+    let dns = DNS_RESPONSE.names();
+    assert_eq!(dns.statsd_stats[1], "system.net.dns.response_time.avg");
+    assert_eq!(dns.statsd_samples, "system.net.dns.response_time.samples");
+    assert_eq!(
+        dns.statsd_distribution,
+        "system.net.dns.response_time.distribution"
+    );
+    assert_eq!(QUIC_RTT.names().statsd_stats[7], "system.net.quic.rtt.p99");
+    assert_eq!(ICMP_RTT.names().statsd_stats[5], "system.net.icmp.rtt.p50");
     assert_eq!(n.otlp_samples, "metro.tcp.rtt.samples");
     // A new protocol is one static: its names follow from its bases.
     static DNS: RttFamily = RttFamily::new(

@@ -5,9 +5,11 @@
 
 pub mod agent;
 pub mod corpus;
+pub mod dns;
 pub mod frames;
 pub mod netns;
 pub mod pod;
+pub mod quic;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -117,10 +117,10 @@ impl RttFamilies {
             Described(f.samples.clone()),
         );
         for (c, fam) in family.counters.iter().zip(&f.counters) {
-            r.register(c.prom, c.help, Described(fam.clone()));
+            r.register(c.names.prom, c.help, Described(fam.clone()));
         }
         for (g, fam) in family.gauges.iter().zip(&f.gauges) {
-            r.register(g.prom, g.help, Described(fam.clone()));
+            r.register(g.names.prom, g.help, Described(fam.clone()));
         }
         r.register(
             &names.prom_histogram,
@@ -152,7 +152,8 @@ pub struct Prom {
     registry: Registry,
     /// One per [`catalog::SELF`] entry, in its order.
     own: Vec<SelfFamily>,
-    rtt: RttFamilies,
+    /// One per [`catalog::FAMILIES`] entry, in its order.
+    rtt: Vec<RttFamilies>,
     /// The named pair series the exposition holds at most ([`Prom::set_max_series`]).
     max_series: AtomicUsize,
     state: Mutex<PromState>,
@@ -160,14 +161,18 @@ pub struct Prom {
 
 #[derive(Default)]
 struct PromState {
-    /// Pair label sets with gauges now, per iface.
-    gauged: HashMap<String, Vec<Labels>>,
-    /// Every pair series the exposition holds (counters, histogram, gauges): when it last
-    /// had samples, and whether it is a named one (not `dst="other"`).
-    seen: HashMap<Labels, Seen>,
+    /// Pair series (family, label set) with gauges now, per iface.
+    gauged: HashMap<String, Vec<Series>>,
+    /// Every pair series the exposition holds (counters, histogram, gauges), by family
+    /// (its position in [`catalog::FAMILIES`]) and labels: when it last had samples, and
+    /// whether it is a named one (not `dst="other"`).
+    seen: HashMap<Series, Seen>,
     /// Named series in `seen`: at most the budget.
     named: usize,
 }
+
+/// A pair series: its family's position in [`catalog::FAMILIES`], its labels.
+type Series = (usize, Labels);
 
 struct Seen {
     at: Instant,
@@ -183,7 +188,10 @@ impl Default for Prom {
 impl Prom {
     pub fn new() -> Prom {
         let mut registry = Registry::default();
-        let rtt = RttFamilies::register(&catalog::TCP_RTT, &mut registry);
+        let rtt = catalog::FAMILIES
+            .iter()
+            .map(|f| RttFamilies::register(f, &mut registry))
+            .collect();
         let own = catalog::SELF
             .iter()
             .map(|m| match m.kind {
@@ -249,35 +257,35 @@ impl Prom {
     /// The report's pairs into the RTT families, within the series budget; returns how
     /// many samples were folded into `dst="other"` for it.
     fn observe_pairs(&self, r: &InstanceReport, st: &mut PromState) -> u64 {
-        debug_assert!(std::ptr::eq(self.rtt.family, catalog::family_of(r)));
         let budget = self.max_series.load(Ordering::Relaxed);
         let now = Instant::now();
-        let fams = &self.rtt;
         // Series quiet for an hour go first, making room.
-        let expired: Vec<Labels> = st
+        let expired: Vec<Series> = st
             .seen
             .iter()
             .filter(|(_, s)| now.duration_since(s.at) > PAIR_TTL)
             .map(|(l, _)| l.clone())
             .collect();
-        for l in expired {
-            if st.seen.remove(&l).is_some_and(|s| s.named) {
+        for k in expired {
+            if st.seen.remove(&k).is_some_and(|s| s.named) {
                 st.named -= 1;
             }
-            fams.remove_counters(&l);
-            fams.histogram.remove(&l);
+            let (fams, l) = (&self.rtt[k.0], &k.1);
+            fams.remove_counters(l);
+            fams.histogram.remove(l);
         }
 
         // Each pair's series: its own, or past the budget its local address's "other".
         let mut folded = 0;
-        let mut series: HashMap<Labels, Vec<&PairReport>> = HashMap::new();
+        let mut series: HashMap<Series, Vec<&PairReport>> = HashMap::new();
         for p in &r.pairs {
-            let mut l = labels(&catalog::pair_labels(r, p));
+            let fi = usize::from(p.protocol);
+            let mut l = (fi, labels(&catalog::pair_labels(r, p)));
             let named = &*p.dst != OTHER;
             match st.seen.get_mut(&l) {
                 Some(s) => s.at = now,
                 None if named && st.named >= budget => {
-                    for (k, v) in &mut l {
+                    for (k, v) in &mut l.1 {
                         if k == "dst" {
                             *v = OTHER.to_string();
                         }
@@ -299,7 +307,8 @@ impl Prom {
             series.entry(l).or_default().push(p);
         }
         let mut fresh = Vec::with_capacity(series.len());
-        for (l, ps) in series {
+        for (k, ps) in series {
+            let (fams, l) = (&self.rtt[k.0], &k.1);
             let merged;
             let stats = match ps.as_slice() {
                 [p] => &p.stats,
@@ -313,32 +322,32 @@ impl Prom {
                 }
             };
             for (fam, ms) in fams.stats.iter().zip(stats_ms(stats)) {
-                fam.get_or_create(&l).set(ms / 1000.0);
+                fam.get_or_create(l).set(ms / 1000.0);
             }
             // A series several pairs fold into: the least of their baselines.
             let baseline = ps.iter().filter_map(|p| p.baseline_ms).reduce(f64::min);
             for (g, fam) in fams.family.gauges.iter().zip(&fams.gauges) {
                 match (g.value)(stats, baseline) {
                     Some(ms) => {
-                        fam.get_or_create(&l).set(ms / 1000.0);
+                        fam.get_or_create(l).set(ms / 1000.0);
                     }
                     None => {
-                        fam.remove(&l);
+                        fam.remove(l);
                     }
                 }
             }
             let count: u64 = ps.iter().map(|p| p.stats.count()).sum();
-            fams.samples.get_or_create(&l).inc_by(count);
+            fams.samples.get_or_create(l).inc_by(count);
             for (c, fam) in fams.family.counters.iter().zip(&fams.counters) {
-                fam.get_or_create(&l)
+                fam.get_or_create(l)
                     .inc_by(ps.iter().map(|p| (c.value)(p)).sum());
             }
             for p in &ps {
                 if let Some(f) = p.fine.as_deref().filter(|f| f.bounds_ms.is_some()) {
-                    fams.histogram.get_or_create(&l).add(f);
+                    fams.histogram.get_or_create(l).add(f);
                 }
             }
-            fresh.push(l);
+            fresh.push(k);
         }
         // Gauges of pairs without new samples go (no stale values).
         let old = st
@@ -347,21 +356,23 @@ impl Prom {
             .unwrap_or_default();
         // A set: an interval has up to 65,536 pairs, and a scan of `fresh` per old pair would
         // cost billions of comparisons a flush.
-        let fresh: HashSet<&Labels> = fresh.iter().collect();
-        for l in old {
-            if !fresh.contains(&l) {
-                fams.remove_gauges(&l);
+        let fresh: HashSet<&Series> = fresh.iter().collect();
+        for k in old {
+            if !fresh.contains(&k) {
+                self.rtt[k.0].remove_gauges(&k.1);
             }
         }
         folded
     }
 
     /// Each histogram series' labels and bucket exemplars (those with any).
-    fn exemplars(&self, st: &PromState) -> Vec<(Labels, Vec<Option<Exemplar>>)> {
+    /// Of family `fi` (its position in [`catalog::FAMILIES`]).
+    fn exemplars(&self, st: &PromState, fi: usize) -> Vec<(Labels, Vec<Option<Exemplar>>)> {
         st.seen
             .keys()
-            .filter_map(|l| {
-                let ex = self.rtt.histogram.get(l)?.exemplars();
+            .filter(|k| k.0 == fi)
+            .filter_map(|(_, l)| {
+                let ex = self.rtt[fi].histogram.get(l)?.exemplars();
                 ex.iter().any(Option::is_some).then(|| (l.clone(), ex))
             })
             .collect()
@@ -373,11 +384,14 @@ impl Prom {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut s = String::new();
         let _ = encode(&mut s, &self.registry);
-        with_exemplars(
-            &s,
-            &self.rtt.family.names().prom_histogram,
-            &self.exemplars(&st),
-        )
+        for (fi, fams) in self.rtt.iter().enumerate() {
+            s = with_exemplars(
+                &s,
+                &fams.family.names().prom_histogram,
+                &self.exemplars(&st, fi),
+            );
+        }
+        s
     }
 
     /// The exposition in the classic Prometheus text format (0.0.4, which has no
@@ -401,36 +415,38 @@ impl Prom {
         let Ok(mut families) = prometheus_protobuf::encode(&self.registry) else {
             return Vec::new();
         };
-        let name = &self.rtt.family.names().prom_histogram;
-        let exemplars: HashMap<Labels, Vec<Option<Exemplar>>> =
-            self.exemplars(&st).into_iter().collect();
-        for f in families.iter_mut().filter(|f| &f.name == name) {
-            for m in &mut f.metric {
-                let l: Labels = m
-                    .label
-                    .iter()
-                    .map(|p| (p.name.clone(), p.value.clone()))
-                    .collect();
-                let (Some(h), Some(exs)) = (&mut m.histogram, exemplars.get(&l)) else {
-                    continue;
-                };
-                for (b, ex) in h.bucket.iter_mut().zip(exs) {
-                    let Some(ex) = ex else { continue };
-                    let pb = pb::Exemplar {
-                        label: exemplar_labels(ex)
-                            .into_iter()
-                            .map(|(name, value)| pb::LabelPair {
-                                name: name.to_string(),
-                                value,
-                            })
-                            .collect(),
-                        value: ex.secs,
-                        timestamp: Some(
-                            (UNIX_EPOCH + Duration::from_nanos(ex.ts.max(0) as u64)).into(),
-                        ),
+        for (fi, fams) in self.rtt.iter().enumerate() {
+            let name = &fams.family.names().prom_histogram;
+            let exemplars: HashMap<Labels, Vec<Option<Exemplar>>> =
+                self.exemplars(&st, fi).into_iter().collect();
+            for f in families.iter_mut().filter(|f| &f.name == name) {
+                for m in &mut f.metric {
+                    let l: Labels = m
+                        .label
+                        .iter()
+                        .map(|p| (p.name.clone(), p.value.clone()))
+                        .collect();
+                    let (Some(h), Some(exs)) = (&mut m.histogram, exemplars.get(&l)) else {
+                        continue;
                     };
-                    h.exemplars.push(pb.clone());
-                    b.exemplar = Some(pb);
+                    for (b, ex) in h.bucket.iter_mut().zip(exs) {
+                        let Some(ex) = ex else { continue };
+                        let pb = pb::Exemplar {
+                            label: exemplar_labels(ex)
+                                .into_iter()
+                                .map(|(name, value)| pb::LabelPair {
+                                    name: name.to_string(),
+                                    value,
+                                })
+                                .collect(),
+                            value: ex.secs,
+                            timestamp: Some(
+                                (UNIX_EPOCH + Duration::from_nanos(ex.ts.max(0) as u64)).into(),
+                            ),
+                        };
+                        h.exemplars.push(pb.clone());
+                        b.exemplar = Some(pb);
+                    }
                 }
             }
         }
@@ -461,6 +477,7 @@ mod tests {
             pairs: if with_pair {
                 vec![PairReport {
                     src: "10.0.0.1".parse().unwrap(),
+                    protocol: 0,
                     dst: "db \"main\"".into(),
                     stats: s,
                     retransmits: 1,
@@ -474,7 +491,7 @@ mod tests {
             counters: InstanceCounters {
                 packets_received: 10,
                 packets_copies: crate::agent::report::Copies { plain: 5, nat: 1 },
-                samples: [2, 0, 0],
+                samples: [2, 0, 0, 0, 0, 0, 0],
                 pairs_dropped: crate::agent::report::PairsDropped {
                     samples: 0,
                     retransmits: 4,
@@ -594,6 +611,7 @@ mod tests {
                 fed += s.count();
                 r.pairs.push(PairReport {
                     src: "10.0.0.1".parse().unwrap(),
+                    protocol: 0,
                     dst: format!("h{}", interval * 100 + i).into(),
                     stats: s,
                     retransmits: 1,
@@ -644,6 +662,7 @@ mod tests {
         s.add(5.0);
         r.pairs.push(PairReport {
             src: "10.0.0.1".parse().unwrap(),
+            protocol: 0,
             dst: "h0".into(),
             stats: s,
             retransmits: 0,
