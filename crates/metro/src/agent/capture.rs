@@ -250,6 +250,38 @@ impl Processor {
         }
     }
 
+    /// A frame the in-kernel capture handed over whole ([`super::ebpf::record::RawFrame`]:
+    /// a tunnel, a header chain or a malformed header the program does not decode, up to its
+    /// first 256 bytes): decoded here as libpcap's copies are, kept when either end of its
+    /// innermost IP header is watched (the program could not look: counted as filtered
+    /// otherwise), then what [`Processor::segment`] does. One metro-core does not decode
+    /// either is counted as a decode error, as on the libpcap path.
+    pub fn raw_frame(&mut self, linktype: u32, ts: i64, data: &[u8], ifindex: u32) {
+        match metro_core::Segment::decode(linktype, data) {
+            Ok(seg) => {
+                if self.watch.1.contains(seg.src) || self.watch.1.contains(seg.dst) {
+                    self.segment(ts, &seg, ifindex);
+                } else {
+                    self.shared
+                        .cumulative
+                        .packets_filtered
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                self.frame += 1;
+                self.shared
+                    .cumulative
+                    .packets_received
+                    .fetch_add(1, Ordering::Relaxed);
+                self.decode_errors += 1;
+                if self.driver.advance(ts) {
+                    self.ticked();
+                }
+            }
+        }
+    }
+
     /// What every captured packet passes before decoding: counted, the shared sets picked
     /// up, and dropped (false) when `is_copy` says it is a copy on `any` or the duty cycle
     /// is off. Of a NAT copy's two sightings, the one with the container's address is kept

@@ -101,6 +101,9 @@ pub struct InstanceCounters {
     pub packets_copies: Copies,
     /// Gauge: 1 when the instance captures in the kernel ([`super::ebpf`]), 0 with libpcap.
     pub capture_ebpf: u64,
+    /// Frames the in-kernel capture handed over whole, by reason
+    /// ([`super::ebpf::record::RawReason`] index).
+    pub packets_raw: [u64; 4],
     /// Container attribution's counts, when it is on for this instance.
     pub containers: Option<super::containers::Counters>,
     /// Samples and retransmissions that found no room in the interval's pair tables.
@@ -610,6 +613,8 @@ pub struct Cumulative {
     pub packets_copies_nat: AtomicU64,
     /// 1 while the instance captures in the kernel (agent::ebpf), 0 with libpcap.
     pub capture_ebpf: AtomicU64,
+    /// Raw frames from the in-kernel capture, by reason (agent::ebpf::record::RawReason).
+    pub packets_raw: [AtomicU64; 4],
 }
 
 /// The cumulative counters a report turns into deltas, read at one moment.
@@ -622,6 +627,7 @@ struct Totals {
     filtered: u64,
     copies_plain: u64,
     copies_nat: u64,
+    raw: [u64; 4],
 }
 
 impl Cumulative {
@@ -643,6 +649,7 @@ impl Cumulative {
             filtered: load(&self.packets_filtered),
             copies_plain: load(&self.packets_copies_plain),
             copies_nat: load(&self.packets_copies_nat),
+            raw: std::array::from_fn(|i| load(&self.packets_raw[i])),
         }
     }
 }
@@ -809,6 +816,7 @@ impl InstanceShared {
                 nat: now.copies_nat.saturating_sub(was.copies_nat),
             },
             capture_ebpf: self.cumulative.capture_ebpf.load(Ordering::Relaxed),
+            packets_raw: std::array::from_fn(|i| now.raw[i].saturating_sub(was.raw[i])),
             containers,
             pairs_dropped: dropped,
             series_overflow,

@@ -228,7 +228,13 @@ fn open_in_kernel(
             Ok(None)
         }
         mode => match ebpf::Kernel::open(&inst.interface, ebpf::RING_BYTES) {
-            Ok(k) => {
+            Ok(mut k) => {
+                // Watched UDP, ICMP and ICMPv6 frames to user space: off, so that a TCP-only
+                // instance pays nothing for them. The instance's `protocols:` key (QUIC, DNS,
+                // ICMP latency) sets this when it names one of those protocols.
+                let other_protocols = false;
+                k.set_other_protocols(other_protocols)
+                    .map_err(|e| anyhow!("{name}: {e}"))?;
                 tracing::info!(
                     "{name}: capture in the kernel (eBPF) on {}",
                     k.interfaces().join(", ")

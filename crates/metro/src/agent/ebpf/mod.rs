@@ -12,6 +12,13 @@
 //! twice). On `any` it attaches to every interface of the namespace and follows those that
 //! appear ([`Kernel::follow_interfaces`]).
 //!
+//! Frames the program does not decode (tunnels, MPLS, PPPoE, deep header chains, malformed
+//! headers) come as raw-frame records ([`record::RawFrame`]: the frame's first 256 bytes);
+//! [`run`] decodes them with metro-core's decoder and feeds them to the same processing as
+//! the records ([`Processor::raw_frame`]), counted by reason in `metro.packets.raw`. Watched
+//! UDP, ICMP and ICMPv6 frames come the same way when [`Kernel::set_other_protocols`] turns
+//! them on.
+//!
 //! Loading needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), attaching CAP_NET_ADMIN: an
 //! [`OpenError`] says which step failed so that `capture: auto` falls back to libpcap.
 
@@ -22,7 +29,7 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::ProgramError;
 use aya::programs::tc::{self, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
@@ -34,7 +41,7 @@ use super::capture::{Processor, Worker};
 use super::config::Cidr;
 use super::live::READ_TIMEOUT_MS;
 use super::watch::WatchList;
-use record::Record;
+use record::{RawFrame, Record};
 
 /// The compiled program (build.rs: clang -target bpf).
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
@@ -63,9 +70,22 @@ pub struct Counters {
     pub fragments: u64,
     /// TCP segments neither of whose addresses is watched.
     pub not_watched: u64,
+    /// Raw-frame records written: frames handed over whole ([`RawFrame`]).
+    pub raw: u64,
 }
 
-const N_COUNTERS: u32 = 6;
+const N_COUNTERS: u32 = 7;
+
+/// `config` bit: watched UDP, ICMP and ICMPv6 frames go to user space as raw frames.
+const CFG_OTHER_PROTOCOLS: u32 = 1;
+
+/// One ring-buffer entry.
+pub enum Item<'a> {
+    /// A TCP segment the program decoded.
+    Segment(Record),
+    /// A frame handed over whole.
+    Raw(RawFrame<'a>),
+}
 
 /// Why the program could not be put to work.
 #[derive(Debug)]
@@ -134,6 +154,7 @@ pub struct Kernel {
     watch6: LpmTrie<MapData, [u8; 16], u8>,
     counters: PerCpuArray<MapData, u64>,
     l3: BpfHashMap<MapData, u32, u8>,
+    config: Array<MapData, u32>,
     /// The blocks in the tries now.
     installed: HashSet<Cidr>,
     /// What `iface` named: one interface, or every one (`any`).
@@ -213,12 +234,14 @@ impl Kernel {
         let watch6 = LpmTrie::try_from(take(&mut bpf, "watch6")?).map_err(map_err)?;
         let counters = PerCpuArray::try_from(take(&mut bpf, "counters")?).map_err(map_err)?;
         let l3 = BpfHashMap::try_from(take(&mut bpf, "l3_interfaces")?).map_err(map_err)?;
+        let config = Array::try_from(take(&mut bpf, "config")?).map_err(map_err)?;
         let mut k = Kernel {
             ring,
             watch4,
             watch6,
             counters,
             l3,
+            config,
             installed: HashSet::new(),
             iface: iface.to_string(),
             attached: HashMap::new(),
@@ -378,12 +401,37 @@ impl Kernel {
         n > 0
     }
 
-    /// The next record, if one is ready.
+    /// Whether the program hands watched UDP, ICMP and ICMPv6 frames to user space as raw
+    /// frames (off when the program is loaded: a TCP-only instance pays nothing for them).
+    pub fn set_other_protocols(&mut self, on: bool) -> Result<(), String> {
+        self.config
+            .set(0, if on { CFG_OTHER_PROTOCOLS } else { 0 }, 0)
+            .map_err(|e| format!("cannot configure metro's eBPF program: {}", describe(&e)))
+    }
+
+    /// The next entry of the ring buffer, if one is ready, given to `f` (a raw frame borrows
+    /// the ring buffer's memory until `f` returns).
+    #[inline]
+    pub fn next_item<T>(&mut self, f: impl FnOnce(Item<'_>) -> T) -> Option<T> {
+        loop {
+            let item = self.ring.next()?;
+            if let Some(raw) = RawFrame::parse(&item) {
+                return Some(f(Item::Raw(raw)));
+            }
+            if let Some(r) = Record::parse(&item) {
+                return Some(f(Item::Segment(r)));
+            }
+        }
+    }
+
+    /// The next TCP segment record, if one is ready (raw frames before it are skipped).
     #[inline]
     pub fn next_record(&mut self) -> Option<Record> {
         loop {
-            let item = self.ring.next()?;
-            if let Some(r) = Record::parse(&item) {
+            if let Some(r) = self.next_item(|i| match i {
+                Item::Segment(r) => Some(r),
+                Item::Raw(_) => None,
+            })? {
                 return Some(r);
             }
         }
@@ -404,6 +452,7 @@ impl Kernel {
             malformed: v[3],
             fragments: v[4],
             not_watched: v[5],
+            raw: v[6],
         }
     }
 }
@@ -431,9 +480,18 @@ pub fn run(w: Worker, mut k: Kernel) {
         }
         let mut n = 0u32;
         let mut got = false;
-        while let Some(r) = k.next_record() {
+        while k
+            .next_item(|item| match item {
+                Item::Segment(r) => proc.segment(r.mono_ns as i64 + offset, &r.segment, r.ifindex),
+                Item::Raw(f) => {
+                    w.shared.cumulative.packets_raw[f.reason.index()]
+                        .fetch_add(1, Ordering::Relaxed);
+                    proc.raw_frame(f.linktype(), f.mono_ns as i64 + offset, f.data, f.ifindex);
+                }
+            })
+            .is_some()
+        {
             got = true;
-            proc.segment(r.mono_ns as i64 + offset, &r.segment, r.ifindex);
             n += 1;
             // Answer the flusher and the stop flag in a flood too.
             if n == 1024 {
@@ -465,7 +523,8 @@ pub fn run(w: Worker, mut k: Kernel) {
             if aside != aside_reported.0 && aside_reported.1.elapsed() >= Duration::from_secs(60) {
                 tracing::info!(
                     "{iface}: in the kernel, {aside} frames not decoded so far ({} MPLS, PPPoE, \
-                     tunnels or deep headers; {} malformed; {} later fragments)",
+                     tunnels or deep headers and {} malformed, decoded in user space; {} later \
+                     fragments)",
                     c.unparsed,
                     c.malformed,
                     c.fragments

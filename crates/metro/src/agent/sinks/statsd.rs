@@ -607,8 +607,8 @@ mod tests {
         }
         // 2 pairs x 10 metrics + 6 instance counters + 3 kinds + internal + 2 pairs dropped
         // + series overflow + two send_errors + copies by kind (plain, nat) + the capture
-        // gauge.
-        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 2 + 2 + 1);
+        // gauge + raw frames by reason (4).
+        assert_eq!(all.len(), 2 * 10 + 6 + 3 + 1 + 2 + 1 + 2 + 2 + 1 + 4);
         let find = |name: &str, dst: &str| {
             all.iter()
                 .find(|m| m.name == name && m.tag("dst") == Some(dst))
@@ -700,7 +700,7 @@ mod tests {
                     .unwrap()
                     .len();
             }
-            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 2 + 1);
+            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 2 + 1 + 4);
         }
     }
 
