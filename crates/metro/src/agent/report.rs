@@ -79,6 +79,10 @@ pub fn stats_ms(s: &Stats) -> [f64; 8] {
     ]
 }
 
+/// Why the in-kernel capture handed frames over whole, in the order of
+/// [`InstanceCounters::packets_raw`] (agent::ebpf::record::RawReason).
+pub const RAW_REASONS: [&str; 4] = ["unparsed", "malformed", "udp", "icmp"];
+
 /// Self-metrics of one instance over an interval (deltas), plus the active flow gauge.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InstanceCounters {

@@ -169,12 +169,7 @@ impl RawReason {
 
     /// The metric tag value (`metro.packets.raw`, `reason:`).
     pub fn name(self) -> &'static str {
-        match self {
-            RawReason::Unparsed => "unparsed",
-            RawReason::Malformed => "malformed",
-            RawReason::Udp => "udp",
-            RawReason::Icmp => "icmp",
-        }
+        crate::agent::report::RAW_REASONS[self.index()]
     }
 }
 

@@ -206,10 +206,10 @@ pub static SELF: [Metric; 19] = [
         "Frames the in-kernel capture handed to user space whole, by reason (unparsed: a \
          tunnel, link layer or header chain it does not walk; malformed; udp; icmp)",
         |i| {
-            crate::agent::ebpf::record::RawReason::ALL
+            crate::agent::report::RAW_REASONS
                 .iter()
                 .zip(i.c().packets_raw)
-                .map(|(r, n)| (r.name(), n))
+                .map(|(r, n)| (*r, n))
                 .collect()
         },
     )
