@@ -1060,3 +1060,111 @@ fn udp_and_icmp_frames_are_raw_records_only_when_switched_on() {
     assert_eq!(icmp, [0, 3, 0]);
     assert_eq!(tcp_before, 0);
 }
+
+/// A consumer that stops (SIGSTOP) while 150,000 segments arrive overruns the 8 MiB ring
+/// buffer (about 87,000 records): the records the program could not write are counted in
+/// `metro.packets.dropped`, exactly: with the segments delivered, they make up every frame
+/// of the program's shape that libpcap saw on the interface meanwhile.
+#[test]
+fn ring_buffer_overruns_are_counted_as_kernel_drops() {
+    if !netns::needs_root("an agent capturing on a veth in a namespace") {
+        return;
+    }
+    let dir = TempDir::new("ebdrop");
+    let file = dir.path("gen.pcap");
+    let st = std::process::Command::new(METRO)
+        .args([
+            "generate",
+            "-n",
+            "150000",
+            "-c",
+            "500",
+            "--servers",
+            "20",
+            "-o",
+        ])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (cap, snd) = pair("ebdr");
+    let mut statsd = udp_statsd(&cap);
+    let cfg = dir.write("ebpf.yaml", &agent_config_to("ebpf", 8125));
+    let mut a = Agent::start(
+        &cap,
+        &["run", "--config", cfg.to_str().unwrap()],
+        &dir.path("ebpf.stderr"),
+    );
+    a.wait_log(
+        "capture in the kernel (eBPF) on veth0",
+        Duration::from_secs(30),
+    );
+    // libpcap beside it: what reached the interface.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let counter = cap.spawn(move || {
+        let mut pc = pcap::Capture::from_device("veth0")
+            .unwrap()
+            .immediate_mode(true)
+            .buffer_size(128 << 20)
+            .snaplen(256)
+            .timeout(10)
+            .open()
+            .unwrap()
+            .setnonblock()
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut n, mut last, mut finished) = (0u64, Instant::now(), false);
+        loop {
+            let mut got = false;
+            while let Ok(p) = pc.next_packet() {
+                n += u64::from(program_shape(p.data));
+                got = true;
+            }
+            if got {
+                last = Instant::now();
+            }
+            finished |= done_rx.try_recv().is_ok();
+            if finished && last.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let stats = pc.stats().unwrap();
+        (n, stats.dropped + stats.if_dropped)
+    });
+    ready_rx.recv().unwrap();
+    a.signal(libc::SIGSTOP);
+    let out = snd
+        .command("tcpreplay")
+        .args([
+            "-q",
+            "--pps",
+            "100000",
+            "-i",
+            "veth0",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run tcpreplay (Debian package `tcpreplay`)");
+    assert!(out.status.success());
+    done_tx.send(()).unwrap();
+    let (seen, pcap_dropped) = counter.join().unwrap();
+    a.signal(libc::SIGCONT);
+    std::thread::sleep(Duration::from_secs(2));
+    a.signal(libc::SIGTERM);
+    assert!(a.wait(Duration::from_secs(20)).success(), "{}", a.log());
+    let metrics = statsd.finish();
+    let received = sum(&metrics, "metro.packets.received", |_| true);
+    let dropped = sum(&metrics, "metro.packets.dropped", |_| true);
+    eprintln!("{seen} frames on the interface: {received} delivered, {dropped} dropped");
+    assert_eq!(pcap_dropped, 0, "libpcap's own count is incomplete");
+    assert!(seen > 100_000, "{seen} frames reached the interface");
+    assert!(dropped > 10_000.0, "{dropped} dropped");
+    assert_eq!(received + dropped, seen as f64);
+    assert!(
+        a.log().contains("the ring buffer overflowed"),
+        "{}",
+        a.log()
+    );
+}
