@@ -1168,3 +1168,207 @@ fn ring_buffer_overruns_are_counted_as_kernel_drops() {
         a.log()
     );
 }
+
+// ---- containers by cgroup ----
+
+/// `podman` with the flags these machines need (hybrid cgroups: crun refuses them).
+fn podman(args: &[&str]) -> String {
+    let out = std::process::Command::new("podman")
+        .args(["--runtime", "runc", "--cgroup-manager=cgroupfs"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run podman ({e}): install podman, runc"));
+    assert!(
+        out.status.success(),
+        "`podman {}`: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A busybox image (no registry) and the containers run from it, removed on drop.
+struct Pod {
+    image: String,
+    containers: Vec<String>,
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        for c in self.containers.iter().rev() {
+            let _ = std::process::Command::new("podman")
+                .args(["--runtime", "runc", "--cgroup-manager=cgroupfs"])
+                .args(["rm", "-f", "-t", "0", c])
+                .output();
+        }
+        let _ = std::process::Command::new("podman")
+            .args(["rmi", "-f", &self.image])
+            .output();
+    }
+}
+
+/// Two containers in one network namespace (the second joins the first's with `--network
+/// container:`), the agent's too (as host-network containers share the host's), each
+/// talking to its own server: the /proc walk cannot tell them apart (the namespace is the
+/// agent's own, and holds two containers), so libpcap's pairs carry no container; in the
+/// kernel, each egress segment names its socket's cgroup, and each pair is tagged with the
+/// container that opened its connections.
+#[test]
+fn containers_sharing_a_namespace_are_told_apart_by_cgroup() {
+    if !netns::needs_root("podman containers and an agent capturing in the kernel") {
+        return;
+    }
+    let dir = TempDir::new("ebcg");
+    let (h, s) = pair("ebk");
+    h.ip(&["addr", "add", "10.214.0.1/24", "dev", "veth0"]);
+    s.ip(&["addr", "add", "10.214.0.2/24", "dev", "veth0"]);
+    s.ip(&["addr", "add", "10.214.0.3/24", "dev", "veth0"]);
+    // One echo server per address: read once, answer, close.
+    for addr in ["10.214.0.2:7000", "10.214.0.3:7000"] {
+        let l = s.enter(move || TcpListener::bind(addr).unwrap());
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                let mut b = [0u8; 64];
+                if let Ok(n) = c.read(&mut b) {
+                    let _ = c.write_all(&b[..n]);
+                }
+            }
+        });
+    }
+    // The image: busybox alone.
+    let root = dir.path("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox missing: install busybox-static (.ci/run does)");
+    std::fs::copy(bb, root.join("bin/busybox")).unwrap();
+    for a in ["sh", "sleep", "nc", "seq", "timeout", "echo", "test", "["] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    let tar = dir.path("rootfs.tar");
+    let st = std::process::Command::new("tar")
+        .args([
+            "-C",
+            root.to_str().unwrap(),
+            "-cf",
+            tar.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut pod = Pod {
+        image: format!("localhost/metro-ebpf-cgroup:{}", std::process::id()),
+        containers: Vec::new(),
+    };
+    podman(&["import", tar.to_str().unwrap(), &pod.image]);
+    let sig = dir.path("sig");
+    std::fs::create_dir_all(&sig).unwrap();
+    let vol = format!("{}:/sig", sig.display());
+    let names = [
+        format!("metro-cg-a-{}", std::process::id()),
+        format!("metro-cg-b-{}", std::process::id()),
+    ];
+    let nets = [
+        format!("ns:/run/netns/{}", h.name),
+        format!("container:{}", names[0]),
+    ];
+    for (i, server) in ["10.214.0.2", "10.214.0.3"].iter().enumerate() {
+        let script = format!(
+            "while [ ! -e /sig/go ]; do sleep 0.1; done; for i in $(seq 1 6); do echo hello | \
+             timeout 3 nc {server} 7000 >/dev/null; sleep 0.3; done; echo done; sleep 600"
+        );
+        pod.containers.push(names[i].clone());
+        podman(&[
+            "run",
+            "-d",
+            "--name",
+            &names[i],
+            "--network",
+            &nets[i],
+            "-v",
+            &vol,
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            &pod.image,
+            "/bin/sh",
+            "-c",
+            &script,
+        ]);
+    }
+    // Two agents in the namespace: in the kernel (DogStatsD on 8125), libpcap (8126).
+    let statsd = [
+        udp_statsd(&h),
+        agent::Statsd::udp(h.enter(|| std::net::UdpSocket::bind("127.0.0.1:8126").unwrap())),
+    ];
+    let mut agents = Vec::new();
+    for (mode, port) in [("ebpf", 8125), ("pcap", 8126)] {
+        let cfg = dir.write(
+            &format!("{mode}.yaml"),
+            &format!(
+                "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: {port}\ninstances:\n  - interface: veth0\n    ips: ['10.214.0.0/24']\n    capture: {mode}\n"
+            ),
+        );
+        // `nsenter --net`, not `ip netns exec`: it keeps the host's /sys, so its cgroups.
+        let mut c = std::process::Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", h.name)).args([
+            METRO,
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
+        let mut a = Agent::spawn(c, &dir.path(&format!("{mode}.stderr")));
+        a.wait_log("capture", Duration::from_secs(30));
+        agents.push(a);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(sig.join("go"), "").unwrap();
+    let name_of = |m: &[agent::Metric], dst: &str| -> Vec<Option<String>> {
+        let mut v: Vec<Option<String>> = m
+            .iter()
+            .filter(|x| x.name == "system.net.tcp.rtt.p50" && x.tag("dst") == Some(dst))
+            .map(|x| x.tag("container_name").map(str::to_string))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let all = statsd[0].wait_for(
+        &mut agents[0],
+        Duration::from_secs(60),
+        "tagged pairs",
+        |m| !name_of(m, "10.214.0.2").is_empty() && !name_of(m, "10.214.0.3").is_empty(),
+    );
+    for n in &names {
+        let end = Instant::now() + Duration::from_secs(30);
+        while !podman(&["logs", n]).contains("done") {
+            assert!(Instant::now() < end, "container {n} did not finish");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let kernel = statsd[0].all();
+    let pcap = statsd[1].all();
+    assert!(kernel.len() >= all.len());
+    eprintln!(
+        "in the kernel: .2 {:?}, .3 {:?}; libpcap: .2 {:?}, .3 {:?}",
+        name_of(&kernel, "10.214.0.2"),
+        name_of(&kernel, "10.214.0.3"),
+        name_of(&pcap, "10.214.0.2"),
+        name_of(&pcap, "10.214.0.3")
+    );
+    // Each pair names its own container, in every flush.
+    assert_eq!(name_of(&kernel, "10.214.0.2"), [Some(names[0].clone())]);
+    assert_eq!(name_of(&kernel, "10.214.0.3"), [Some(names[1].clone())]);
+    // libpcap: the same pairs, no container (the namespace is shared).
+    assert_eq!(name_of(&pcap, "10.214.0.2"), [None]);
+    assert_eq!(name_of(&pcap, "10.214.0.3"), [None]);
+    for a in &mut agents {
+        a.signal(libc::SIGTERM);
+        assert!(a.wait(Duration::from_secs(20)).success(), "{}", a.log());
+    }
+}

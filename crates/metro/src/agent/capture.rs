@@ -11,6 +11,8 @@
 //! A file instance runs on packet time only: it flushes every `flush_interval` of packet
 //! time, as fast as it reads, and hands its reports to the flusher through a channel.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
@@ -92,6 +94,8 @@ struct Obs<'a> {
     watch: &'a WatchList,
     /// Namespace classification when container attribution is on.
     attr: Option<&'a Attribution>,
+    /// (local, remote) socket -> the local socket's cgroup, from the in-kernel capture.
+    cgroups: &'a HashMap<(SocketAddr, SocketAddr), u64>,
 }
 
 impl Observer for Obs<'_> {
@@ -109,6 +113,9 @@ impl Observer for Obs<'_> {
             .and_then(|a| a.internal(s.responder.ip(), s.peer.ip()));
         self.interval
             .add_sample_classified(s, internal, self.locals, self.watch, tag);
+        if let Some(&c) = self.cgroups.get(&(s.peer, s.responder)) {
+            self.interval.note_cgroup(s.peer.ip(), s.responder.ip(), c);
+        }
     }
     fn retransmit(
         &mut self,
@@ -141,7 +148,14 @@ pub struct Processor {
     flushes_seen: u64,
     /// `--samples`: lines waiting for the writer thread.
     samples: Option<SampleBuf>,
+    /// The in-kernel capture's egress records with container attribution on: (local,
+    /// remote) socket -> the sending socket's cgroup, at most [`MAX_FLOW_CGROUPS`] (then
+    /// started over).
+    cgroups: HashMap<(SocketAddr, SocketAddr), u64>,
 }
+
+/// Connections whose local socket's cgroup a [`Processor`] remembers.
+const MAX_FLOW_CGROUPS: usize = 65_536;
 
 impl Processor {
     pub fn new(
@@ -170,6 +184,7 @@ impl Processor {
             samples,
             interval: Interval::new(opts),
             flushes_seen: 0,
+            cgroups: HashMap::new(),
         }
     }
 
@@ -282,6 +297,26 @@ impl Processor {
         }
     }
 
+    /// An egress segment of the in-kernel capture left from a socket of cgroup `cgroup`
+    /// (not 0): remembered for its connection while container attribution is on, so that
+    /// its pair is attributed to that container (agent::containers::tag_pairs).
+    #[inline]
+    pub fn egress_cgroup(&mut self, seg: &metro_core::Segment, cgroup: u64) {
+        if self.attr.is_none() {
+            return;
+        }
+        let key = (
+            SocketAddr::new(seg.src, seg.sport),
+            SocketAddr::new(seg.dst, seg.dport),
+        );
+        if self.cgroups.get(&key) != Some(&cgroup) {
+            if self.cgroups.len() >= MAX_FLOW_CGROUPS {
+                self.cgroups.clear();
+            }
+            self.cgroups.insert(key, cgroup);
+        }
+    }
+
     /// What every captured packet passes before decoding: counted, the shared sets picked
     /// up, and dropped (false) when `is_copy` says it is a copy on `any` or the duty cycle
     /// is off. Of a NAT copy's two sightings, the one with the container's address is kept
@@ -320,6 +355,7 @@ impl Processor {
             locals: &self.locals.1,
             watch: &self.watch.1,
             attr: self.attr.as_ref().map(|a| &*a.1),
+            cgroups: &self.cgroups,
         };
         self.driver.segment(self.frame, ts, seg, &mut obs)
     }

@@ -232,7 +232,14 @@ pub struct Interval {
     pub series_overflow: u64,
     /// Distribution values refused (past [`MAX_VALUES`]).
     pub distribution_dropped: u64,
+    /// (local, remote) address -> the cgroup (v2) ID of the local sockets of its samples'
+    /// connections ([`MIXED_CGROUPS`] when they differ), from the in-kernel capture's egress
+    /// records; at most [`MAX_PAIRS`].
+    cgroups: HashMap<(IpAddr, IpAddr), u64>,
 }
+
+/// [`Interval`]'s cgroup of a pair whose connections left from more than one cgroup.
+const MIXED_CGROUPS: u64 = u64::MAX;
 
 impl Default for Interval {
     fn default() -> Self {
@@ -251,6 +258,7 @@ impl Interval {
             samples: [0; 3],
             samples_internal: 0,
             pending: HashMap::new(),
+            cgroups: HashMap::new(),
             samples_unwatched: 0,
             pairs_dropped: PairsDropped::default(),
             series_overflow: 0,
@@ -318,6 +326,19 @@ impl Interval {
         Some(Slot::Pair(i as usize))
     }
 
+    /// The connection of a sample between `local` and `remote` left from the local socket's
+    /// cgroup `cgroup` (agent::ebpf): the pair is attributed to that container at report time
+    /// (agent::containers::tag_pairs), unless its connections come from several.
+    pub fn note_cgroup(&mut self, local: IpAddr, remote: IpAddr, cgroup: u64) {
+        if let Some(c) = self.cgroups.get_mut(&(local, remote)) {
+            if *c != cgroup {
+                *c = MIXED_CGROUPS;
+            }
+        } else if self.cgroups.len() < MAX_PAIRS {
+            self.cgroups.insert((local, remote), cgroup);
+        }
+    }
+
     /// Pairs with samples this interval.
     pub fn pairs_len(&self) -> usize {
         self.pairs.len()
@@ -353,6 +374,9 @@ impl Interval {
         }
         for (a, b) in self.samples.iter_mut().zip(other.samples) {
             *a += b;
+        }
+        for ((l, r), c) in other.cgroups {
+            self.note_cgroup(l, r, c);
         }
         self.samples_internal += other.samples_internal;
         self.samples_unwatched += other.samples_unwatched;
@@ -755,7 +779,7 @@ impl InstanceShared {
 
     /// Build the report of `iv`, this instance's interval, with the counters' deltas since
     /// the last report.
-    pub fn take_report(&self, iv: Interval) -> InstanceReport {
+    pub fn take_report(&self, mut iv: Interval) -> InstanceReport {
         let dropped = iv.pairs_dropped;
         if dropped.samples > 0 {
             tracing::warn!(
@@ -782,6 +806,7 @@ impl InstanceShared {
             );
         }
         let (series_overflow, distribution_dropped) = (iv.series_overflow, iv.distribution_dropped);
+        let cgroups = std::mem::take(&mut iv.cgroups);
         let (mut pairs, samples, internal) = iv.into_pairs();
         self.baselines
             .lock()
@@ -790,9 +815,16 @@ impl InstanceShared {
         // Container and pod tags from each pair's local address (agent::containers).
         let containers = self.container_tags.load(Ordering::Relaxed).then(|| {
             super::containers::tag_pairs(
-                pairs
-                    .iter_mut()
-                    .map(|p| (p.src, &*p.dst, &mut p.extra_tags)),
+                pairs.iter_mut().map(|p| {
+                    // A remote end named by a configured host is a group: no one connection.
+                    let cgroup = p
+                        .dst
+                        .parse::<IpAddr>()
+                        .ok()
+                        .and_then(|r| cgroups.get(&(p.src, r)).copied())
+                        .filter(|&c| c != MIXED_CGROUPS);
+                    (p.src, &*p.dst, cgroup, &mut p.extra_tags)
+                }),
                 self.kube_labels.load(Ordering::Relaxed),
             )
         });

@@ -482,7 +482,12 @@ pub fn run(w: Worker, mut k: Kernel) {
         let mut got = false;
         while k
             .next_item(|item| match item {
-                Item::Segment(r) => proc.segment(r.mono_ns as i64 + offset, &r.segment, r.ifindex),
+                Item::Segment(r) => {
+                    if r.cgroup != 0 {
+                        proc.egress_cgroup(&r.segment, r.cgroup);
+                    }
+                    proc.segment(r.mono_ns as i64 + offset, &r.segment, r.ifindex)
+                }
                 Item::Raw(f) => {
                     w.shared.cumulative.packets_raw[f.reason.index()]
                         .fetch_add(1, Ordering::Relaxed);
