@@ -1372,3 +1372,105 @@ fn containers_sharing_a_namespace_are_told_apart_by_cgroup() {
         assert!(a.wait(Duration::from_secs(20)).success(), "{}", a.log());
     }
 }
+
+/// `threads: 2` (two engines, connections sharded between them) beside `threads: 1` on the
+/// same replay of a generated capture: the same samples (kinds and ends, as a multiset: the
+/// engines write their lines in their own order), each within 5 ms of its twin and the
+/// typical one (the median) within 0.1 ms.
+#[test]
+fn two_engine_threads_give_the_samples_of_one() {
+    if !netns::needs_root("agents capturing on a veth in a namespace") {
+        return;
+    }
+    let dir = TempDir::new("ebthr");
+    let file = dir.path("gen.pcap");
+    let st = std::process::Command::new(METRO)
+        .args([
+            "generate",
+            "-n",
+            "30000",
+            "-c",
+            "300",
+            "--servers",
+            "30",
+            "--snaplen",
+            "0",
+            "-o",
+        ])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (cap, snd) = pair("ebth");
+    let mut agents = Vec::new();
+    for threads in [1, 2] {
+        let cfg = dir.write(
+            &format!("t{threads}.yaml"),
+            &format!("{}    threads: {threads}\n", agent_config("ebpf")),
+        );
+        let out = dir.path(&format!("t{threads}.samples"));
+        let mut a = Agent::start(
+            &cap,
+            &[
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--samples",
+                out.to_str().unwrap(),
+            ],
+            &dir.path(&format!("t{threads}.stderr")),
+        );
+        a.wait_log(
+            "capture in the kernel (eBPF) on veth0",
+            Duration::from_secs(30),
+        );
+        agents.push((a, out));
+    }
+    let out = snd
+        .command("tcpreplay")
+        .args([
+            "-q",
+            "--pps",
+            "10000",
+            "-i",
+            "veth0",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run tcpreplay (Debian package `tcpreplay`)");
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_secs(2));
+    let mut got = Vec::new();
+    for (a, out) in &mut agents {
+        a.signal(libc::SIGTERM);
+        assert!(a.wait(Duration::from_secs(20)).success(), "{}", a.log());
+        let mut v = sample_lines(out);
+        v.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)));
+        got.push(v);
+    }
+    let (one, two) = (&got[0], &got[1]);
+    eprintln!(
+        "{} samples with one engine, {} with two",
+        one.len(),
+        two.len()
+    );
+    assert!(one.len() >= 3_000, "{} samples", one.len());
+    let keys = |v: &[(SampleKey, f64)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(one), keys(two), "the samples differ");
+    let mut diffs: Vec<f64> = one
+        .iter()
+        .zip(two)
+        .map(|(a, b)| (a.1 - b.1).abs())
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    assert!(
+        diffs.last().copied().unwrap_or(0.0) < 5.0,
+        "{:?}",
+        diffs.last()
+    );
+    assert!(
+        diffs[diffs.len() / 2] < 0.1,
+        "median {}",
+        diffs[diffs.len() / 2]
+    );
+}

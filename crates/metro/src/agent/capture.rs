@@ -152,6 +152,8 @@ pub struct Processor {
     /// remote) socket -> the sending socket's cgroup, at most [`MAX_FLOW_CGROUPS`] (then
     /// started over).
     cgroups: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// The counters as last published ([`Processor::publish`]).
+    published: [u64; 5],
 }
 
 /// Connections whose local socket's cgroup a [`Processor`] remembers.
@@ -185,6 +187,7 @@ impl Processor {
             interval: Interval::new(opts),
             flushes_seen: 0,
             cgroups: HashMap::new(),
+            published: [0; 5],
         }
     }
 
@@ -389,18 +392,36 @@ impl Processor {
         }
     }
 
-    pub fn publish(&self) {
+    /// Adds what changed since the last call to the instance's counters: several
+    /// processors (an in-kernel capture's `threads`) publish into one set, each its share
+    /// (the flow gauge moves both ways: wrapping deltas sum to the total).
+    pub fn publish(&mut self) {
         let c = &self.shared.cumulative;
-        if let Some(d) = &self.dedupe {
-            c.publish_copies(d);
-        }
-        c.flows_active
-            .store(self.driver.tcp().active_flows() as u64, Ordering::Relaxed);
         let counters = self.driver.tcp().counters();
-        c.flows_evicted
-            .store(counters.flows_evicted_full, Ordering::Relaxed);
-        c.flows_shed
-            .store(counters.flows_shed_unconfirmed, Ordering::Relaxed);
+        let (plain, nat) = self
+            .dedupe
+            .as_ref()
+            .map_or((0, 0), |d| (d.copies - d.nat_copies, d.nat_copies));
+        let now = [
+            plain,
+            nat,
+            self.driver.tcp().active_flows() as u64,
+            counters.flows_evicted_full,
+            counters.flows_shed_unconfirmed,
+        ];
+        let to = [
+            &c.packets_copies_plain,
+            &c.packets_copies_nat,
+            &c.flows_active,
+            &c.flows_evicted,
+            &c.flows_shed,
+        ];
+        for ((n, was), a) in now.iter().zip(&mut self.published).zip(to) {
+            if *n != *was {
+                a.fetch_add(n.wrapping_sub(*was), Ordering::Relaxed);
+                *was = *n;
+            }
+        }
     }
 }
 

@@ -74,6 +74,7 @@ struct CaptureKey {
     max_flows: usize,
     trust_ip_id: bool,
     capture: CaptureMode,
+    threads: usize,
     snaplen: u32,
     buffer_size: u64,
     idle_ttl: Duration,
@@ -103,6 +104,7 @@ impl CaptureKey {
             max_flows: inst.max_flows,
             trust_ip_id: inst.trust_ip_id,
             capture: inst.capture,
+            threads: inst.threads,
             snaplen: cfg.snaplen,
             buffer_size: cfg.buffer_size,
             idle_ttl: cfg.idle_ttl,
@@ -491,6 +493,7 @@ impl Runtime {
             stop: stop.clone(),
         };
         let thread_name = format!("metro-cap-{}", inst.interface);
+        let threads = inst.threads;
         shared.cumulative.capture_ebpf.store(
             u64::from(matches!(src, Prepared::Ebpf(_))),
             Ordering::Relaxed,
@@ -499,7 +502,7 @@ impl Runtime {
             Prepared::Ebpf(k) => (
                 std::thread::Builder::new()
                     .name(thread_name)
-                    .spawn(move || ebpf::run(worker, *k))?,
+                    .spawn(move || ebpf::run(worker, *k, threads))?,
                 true,
             ),
             Prepared::Live(opts, first) => (

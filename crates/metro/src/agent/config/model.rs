@@ -201,7 +201,13 @@ pub struct Instance {
     /// How a live instance captures (`capture`): in the kernel, with libpcap, or the first
     /// that works.
     pub capture: CaptureMode,
+    /// `threads`: engines consuming an in-kernel capture, each given the connections of one
+    /// shard of the flow space (default 1: one engine, one flow table, as libpcap's path).
+    pub threads: usize,
 }
+
+/// The most `threads` an instance takes.
+pub const MAX_THREADS: u64 = 64;
 
 /// `capture`: where a live instance's packets are decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -166,6 +166,7 @@ section! {
         pub subnet_v6_prefix: Option<Spanned<u64>>,
         pub trust_ip_id: Option<bool>,
         pub capture: Option<Spanned<String>>,
+        pub threads: Option<Spanned<u64>>,
     }
 }
 

@@ -462,7 +462,16 @@ impl Kernel {
 /// loop), the watch list written into the tries when its generation moves, and once a
 /// second the program's counters published (ring-buffer overruns as kernel drops), the
 /// clock offset read again and the interfaces followed.
-pub fn run(w: Worker, mut k: Kernel) {
+pub fn run(w: Worker, k: Kernel, threads: usize) {
+    if threads > 1 {
+        run_sharded(w, k, threads)
+    } else {
+        run_one(w, k)
+    }
+}
+
+/// One engine: the records straight into the [`Processor`] on this thread.
+fn run_one(w: Worker, mut k: Kernel) {
     let iface = w.shared.iface.clone();
     let mut proc = Processor::new(w.shared.clone(), w.engine.clone(), w.duty);
     proc.refresh_watch();
@@ -549,6 +558,185 @@ pub fn run(w: Worker, mut k: Kernel) {
     proc.tick(now);
     proc.publish();
     // The last interval: the flusher collects it once this thread has ended.
+    proc.hand_over();
+}
+
+/// What the reader hands an engine thread.
+enum Work {
+    Segment {
+        ts: i64,
+        record: Record,
+    },
+    Raw {
+        ts: i64,
+        linktype: u32,
+        ifindex: u32,
+        data: Vec<u8>,
+    },
+}
+
+/// Items per hand-over from the reader to an engine thread.
+const BATCH: usize = 256;
+
+/// Batches waiting per engine thread before the reader waits for it (then the ring buffer
+/// fills, and what it cannot hold is counted as kernel drops).
+const QUEUED_BATCHES: usize = 64;
+
+/// The engine thread of a connection: both directions of it (and its copies on other
+/// interfaces of `any`) give the same shard, as `analyze --threads` shards by flow.
+fn shard_of(seg: &metro_core::Segment, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let a = (seg.src, seg.sport);
+    let b = (seg.dst, seg.dport);
+    let mut h = std::hash::DefaultHasher::new();
+    if a <= b { (a, b) } else { (b, a) }.hash(&mut h);
+    (h.finish() % n as u64) as usize
+}
+
+/// `threads: N`: this thread reads the ring buffer and hands each record, by connection, to
+/// one of N engine threads, each with its own [`Processor`] (engine, flow table, interval;
+/// the flusher merges the intervals they hand over). The reader keeps the watch list in the
+/// tries, publishes the program's counters and follows the interfaces, as [`run_one`].
+fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
+    let iface = w.shared.iface.clone();
+    let (mut watch_gen, watch) = w.shared.watch.get();
+    install(&iface, &mut k, &watch);
+    let mut offset = realtime_offset();
+    let mut last_second = Instant::now();
+    let mut lost_reported = 0u64;
+    std::thread::scope(|scope| {
+        let mut txs = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Work>>(QUEUED_BATCHES);
+            txs.push(tx);
+            let proc = Processor::new(w.shared.clone(), w.engine.clone(), w.duty);
+            let spawned = std::thread::Builder::new()
+                .name(format!("metro-eng-{i}"))
+                .spawn_scoped(scope, move || engine_thread(rx, proc));
+            if let Err(e) = spawned {
+                tracing::error!("{iface}: cannot start engine thread {i}: {e}");
+                return;
+            }
+        }
+        let mut batches: Vec<Vec<Work>> = (0..n).map(|_| Vec::with_capacity(BATCH)).collect();
+        let send = |i: usize, batches: &mut Vec<Vec<Work>>| {
+            let b = std::mem::replace(&mut batches[i], Vec::with_capacity(BATCH));
+            // An engine thread ends only when this one drops its sender.
+            let _ = txs[i].send(b);
+        };
+        while !w.stop.load(Ordering::Relaxed) {
+            if w.shared.watch.generation() != watch_gen {
+                let (g, watch) = w.shared.watch.get();
+                watch_gen = g;
+                install(&iface, &mut k, &watch);
+            }
+            let mut got = 0u32;
+            while let Some((i, work)) = k.next_item(|item| match item {
+                Item::Segment(record) => (
+                    shard_of(&record.segment, n),
+                    Work::Segment {
+                        ts: record.mono_ns as i64 + offset,
+                        record,
+                    },
+                ),
+                Item::Raw(f) => {
+                    w.shared.cumulative.packets_raw[f.reason.index()]
+                        .fetch_add(1, Ordering::Relaxed);
+                    let i = metro_core::Segment::decode(f.linktype(), f.data)
+                        .map_or(0, |seg| shard_of(&seg, n));
+                    (
+                        i,
+                        Work::Raw {
+                            ts: f.mono_ns as i64 + offset,
+                            linktype: f.linktype(),
+                            ifindex: f.ifindex,
+                            data: f.data.to_vec(),
+                        },
+                    )
+                }
+            }) {
+                batches[i].push(work);
+                if batches[i].len() == BATCH {
+                    send(i, &mut batches);
+                }
+                got += 1;
+                if got.is_multiple_of(4096) && w.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            for i in 0..n {
+                if !batches[i].is_empty() {
+                    send(i, &mut batches);
+                }
+            }
+            if last_second.elapsed() >= Duration::from_secs(1) {
+                last_second = Instant::now();
+                offset = realtime_offset();
+                let c = k.counters();
+                w.shared
+                    .cumulative
+                    .packets_dropped
+                    .store(c.ring_full, Ordering::Relaxed);
+                if c.ring_full > lost_reported {
+                    tracing::warn!(
+                        "{iface}: the ring buffer overflowed: {} records lost so far",
+                        c.ring_full
+                    );
+                    lost_reported = c.ring_full;
+                }
+                for name in k.follow_interfaces() {
+                    tracing::info!("{iface}: in-kernel capture on {name}");
+                }
+            }
+            k.wait(if got > 0 {
+                BATCH_WAIT_MS
+            } else {
+                READ_TIMEOUT_MS
+            });
+        }
+        // Dropping the senders ends the engine threads, each after its last interval.
+        drop(txs);
+    });
+}
+
+/// One engine thread of [`run_sharded`]: its shard's records into its [`Processor`],
+/// answering the flusher between batches and ticking once a second (on the wall clock while
+/// idle), until the reader hangs up.
+fn engine_thread(rx: std::sync::mpsc::Receiver<Vec<Work>>, mut proc: Processor) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let wait = Duration::from_millis(READ_TIMEOUT_MS as u64);
+    let mut last_tick = Instant::now();
+    loop {
+        match rx.recv_timeout(wait) {
+            Ok(batch) => {
+                for work in batch {
+                    match work {
+                        Work::Segment { ts, record } => {
+                            if record.cgroup != 0 {
+                                proc.egress_cgroup(&record.segment, record.cgroup);
+                            }
+                            proc.segment(ts, &record.segment, record.ifindex);
+                        }
+                        Work::Raw {
+                            ts,
+                            linktype,
+                            ifindex,
+                            data,
+                        } => proc.raw_frame(linktype, ts, &data, ifindex),
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        proc.serve_flush();
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            proc.tick(realtime_offset() + monotonic_ns());
+        }
+    }
+    proc.tick(realtime_offset() + monotonic_ns());
+    proc.publish();
     proc.hand_over();
 }
 
