@@ -19,6 +19,10 @@
 //! UDP, ICMP and ICMPv6 frames come the same way when [`Kernel::set_other_protocols`] turns
 //! them on.
 //!
+//! With `threads: N` ([`run`]), this thread only reads the ring buffer and hands each record
+//! to one of N engine threads by its connection (both directions to one), each with its
+//! own [`Processor`]; the flusher merges their intervals.
+//!
 //! Loading needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), attaching CAP_NET_ADMIN: an
 //! [`OpenError`] says which step failed so that `capture: auto` falls back to libpcap.
 
