@@ -5,7 +5,7 @@
 # figure for `metro analyze -q` of the same file, measured in the same run.
 #
 #   scripts/live-bench.sh [--quick] [--packets N] [--connections C] [--seed S] [--no-build] [--perf]
-#                         [--pause-metro SECONDS] [--fleet] [--capture auto|ebpf|pcap]
+#                         [--pause-metro SECONDS] [--fleet] [--capture auto|ebpf|pcap] [--threads N]
 #
 #   default   2,000,000 packets over 20,000 concurrent connections, seed 1
 #   --quick     500,000 packets over  5,000 concurrent connections
@@ -25,6 +25,7 @@
 #               its own threads' time: the kernel's work for either path (the tc program, or
 #               copying frames into libpcap's ring) runs in softirq context and shows in the
 #               sender's rate instead.
+#   --threads N the instance's `threads` key: N engine threads for an in-kernel capture.
 #
 # Run as root. Installs `tcpreplay` and `iproute2` with apt-get if missing; needs python3
 # (the DogStatsD listener).
@@ -62,6 +63,7 @@ PERF=0
 PAUSE=""
 FLEET=0
 CAPTURE=""
+THREADS=""
 while (($#)); do
     case $1 in
     --quick) PACKETS=500000 CONNECTIONS=5000 ;;
@@ -73,6 +75,7 @@ while (($#)); do
     --pause-metro) PAUSE=$2; shift ;;
     --fleet) FLEET=1 ;;
     --capture) CAPTURE=$2; shift ;;
+    --threads) THREADS=$2; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -260,6 +263,7 @@ instances:
   - interface: $if_rx
     ips: [10.0.0.0/8, 172.16.0.0/12, 'fd00:0:0:c::/64', 'fd00:0:0:5::/64']
 $(if [[ -n $CAPTURE ]]; then printf '    capture: %s\n' "$CAPTURE"; fi)
+$(if [[ -n $THREADS ]]; then printf '    threads: %s\n' "$THREADS"; fi)
 EOF
 ip netns exec "$ns_rx" "$metro" check-config "$tmp/metro.yaml" >"$tmp/check-config.txt" 2>&1 || {
     cat "$tmp/check-config.txt" >&2
@@ -433,7 +437,7 @@ machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpu
 | same replay with nothing capturing        | $alone_s s, $alone_pps pps |
 | veth rx packets (rx dropped, peer tx dropped) | $rx_packets ($rx_dropped, $tx_dropped) |
 | metro.packets.received                    | $received |
-| capture path (metro.capture.ebpf)         | $(if (($(metric metro.capture.ebpf) > 0)); then echo "in the kernel (eBPF)"; else echo "libpcap"; fi) |
+| capture path (metro.capture.ebpf)         | $(if (($(metric metro.capture.ebpf) > 0)); then echo "in the kernel (eBPF)"; else echo "libpcap"; fi)${THREADS:+, threads: $THREADS} |
 | metro.packets.dropped (kernel)            | $dropped |
 | metro.samples (all kinds)                 | $samples |
 | (src, dst) pairs reported                 | $pairs |

@@ -7,8 +7,11 @@
 // tries, filled and changed in place by user space) and writes one fixed-size record per
 // segment into a ring buffer: the fields of the engine's `Segment`, a timestamp, the
 // interface and, on egress, the sending socket's cgroup. It never changes or drops a packet
-// (always TC_ACT_UNSPEC). What it cannot decode is counted by reason in `counters`, never
-// passed over silently; user space reads the counters with the records.
+// (always TC_ACT_UNSPEC). What it cannot decode (tunnels, MPLS, PPPoE, a third VLAN tag,
+// too many IPv6 extension headers, malformed headers) is counted by reason in `counters` and
+// handed to user space whole, as a raw-frame record (the frame's first 256 bytes) that
+// metro-core's decoder reads as it reads libpcap's copies; so are watched UDP, ICMP and
+// ICMPv6 frames when user space sets CFG_OTHER_PROTOCOLS in `config`.
 //
 // The record layout is mirrored by crates/metro/src/agent/ebpf/record.rs; the root tests in
 // tests/it/agent_ebpf.rs compare its records with metro-core's decode of the same frames.
@@ -31,11 +34,13 @@
 #define ETH_P_PPP_SES 0x8864
 
 #define IPPROTO_HOPOPTS 0
+#define IPPROTO_ICMP 1
 #define IPPROTO_IPIP 4
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define IPPROTO_IPV6 41
 #define IPPROTO_ROUTING 43
+#define IPPROTO_ICMPV6 58
 #define IPPROTO_FRAGMENT 44
 #define IPPROTO_GRE 47
 #define IPPROTO_AH 51
@@ -69,7 +74,20 @@
 #define C_MALFORMED 3       // IP or TCP headers that are truncated or impossible
 #define C_FRAGMENTS 4       // later fragments of TCP datagrams (no TCP header)
 #define C_NOT_WATCHED 5     // TCP segments outside the watch list
-#define C_COUNTERS 6
+#define C_RAW 6             // raw-frame records written (struct raw)
+#define C_COUNTERS 7
+
+// struct raw.reason: why a frame went to user space whole (agent::ebpf::record::RawReason).
+#define R_UNPARSED 1        // a link layer, tunnel or header chain the program does not walk
+#define R_MALFORMED 2       // IP or TCP headers the program finds truncated or impossible
+#define R_UDP 3             // UDP (config: CFG_OTHER_PROTOCOLS)
+#define R_ICMP 4            // ICMP or ICMPv6 (config: CFG_OTHER_PROTOCOLS)
+
+// config[0] bits, set by user space.
+#define CFG_OTHER_PROTOCOLS 1 // pass watched UDP, ICMP and ICMPv6 frames as raw records
+
+// The bytes of a frame a raw record carries at most.
+#define RAW_BYTES 256
 
 // One TCP segment: 92 bytes (96 with padding); numbers in host order, addresses as on the
 // wire.
@@ -104,6 +122,22 @@ struct scratch {
 	__u32 nh;
 };
 
+// A frame the program hands over whole (its first RAW_BYTES bytes): 288 bytes, told apart
+// from a `struct record` by its size. User space decodes it with metro-core's decoder.
+struct raw {
+	__u64 ts;          // bpf_ktime_get_ns()
+	__u64 cgroup;      // egress: bpf_skb_cgroup_id(); 0 on ingress
+	__u32 ifindex;
+	__u32 len;         // the frame's length (skb->len)
+	__u32 caplen;      // the bytes of it in data
+	__u16 reason;      // R_*
+	__u16 bits;        // RAW_EGRESS, RAW_L3
+	__u8 data[RAW_BYTES];
+};
+
+#define RAW_EGRESS 1
+#define RAW_L3 2     // the frame starts at the IP header (no link-layer header)
+
 struct lpm4 {
 	__u32 prefixlen;
 	__u8 addr[4];
@@ -134,6 +168,14 @@ struct {
 	__type(key, struct lpm6);
 	__type(value, __u8);
 } watch6 SEC(".maps");
+
+// What user space switched on (CFG_*): one word.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} config SEC(".maps");
 
 // Interfaces without a link-layer header (tun, WireGuard): their frames start at IP.
 struct {
@@ -277,6 +319,54 @@ static __always_inline int is_tunnel(__u8 proto)
 	       proto == IPPROTO_MPLS || proto == IPPROTO_ETHERNET || proto == IPPROTO_ETHERIP;
 }
 
+static __always_inline __u64 wake_flag(void)
+{
+	// Wake the reader only once a batch is waiting: a wakeup per record cost the reader a
+	// system call per packet and the sender an interrupt-time wakeup per packet. The reader
+	// polls on a short timeout meanwhile (agent::ebpf::run).
+	return bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP :
+										 BPF_RB_NO_WAKEUP;
+}
+
+// Hands the frame over whole (its first RAW_BYTES bytes) for user space to decode. A
+// subprogram, verified once.
+static __noinline int emit_raw(struct __sk_buff *skb, __u32 reason, __u32 egress, __u32 l3)
+{
+	__u32 len = skb->len;
+	__u32 n = len < RAW_BYTES ? len : RAW_BYTES;
+	if (n == 0)
+		return 0;
+	struct raw *r = bpf_ringbuf_reserve(&records, sizeof(struct raw), 0);
+	if (!r) {
+		count(C_RING_FULL);
+		return 0;
+	}
+	r->ts = bpf_ktime_get_ns();
+	r->cgroup = egress ? bpf_skb_cgroup_id(skb) : 0;
+	r->ifindex = skb->ifindex;
+	r->len = len;
+	r->reason = reason;
+	r->bits = (egress ? RAW_EGRESS : 0) | (l3 ? RAW_L3 : 0);
+	_Static_assert(RAW_BYTES == 256, "the mask below is RAW_BYTES - 1");
+	// The verifier needs the length bounded (1 to RAW_BYTES) on the register itself.
+	__u32 m = n - 1;
+	asm volatile("%[m] &= 255" : [m] "+r"(m));
+	if (bpf_skb_load_bytes(skb, 0, r->data, m + 1) < 0)
+		m = (__u32)-1;
+	r->caplen = m + 1;
+	bpf_ringbuf_submit(r, wake_flag());
+	count(C_RAW);
+	return 0;
+}
+
+// A frame the program leaves aside: counted by `which` and handed over whole.
+#define ASIDE(which, reason)                                   \
+	do {                                                   \
+		count(which);                                  \
+		emit_raw(skb, (reason), egress, l3_iface);     \
+		return TC_ACT_UNSPEC;                          \
+	} while (0)
+
 static __always_inline int handle(struct __sk_buff *skb, int egress)
 {
 	__u32 zero = 0;
@@ -287,8 +377,14 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	__u32 ifindex = skb->ifindex;
 	__u32 off = 0;
 	__u16 proto;
+	__u32 *cfg = bpf_map_lookup_elem(&config, &zero);
+	__u32 other = cfg && (*cfg & CFG_OTHER_PROTOCOLS);
+	// R_UDP or R_ICMP once the watch list is checked: the frame goes over whole.
+	__u32 pass = 0;
+	__u32 l3_iface = 0;
 
 	if (bpf_map_lookup_elem(&l3_interfaces, &ifindex)) {
+		l3_iface = 1;
 		proto = bpf_ntohs(skb->protocol);
 	} else {
 		__u8 eth[ETH_HLEN];
@@ -300,18 +396,14 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		for (int k = 0; k < 2; k++) {
 			if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
 				__u8 tag[4];
-				if (bpf_skb_load_bytes(skb, off, tag, 4) < 0) {
-					count(C_MALFORMED);
-					return TC_ACT_UNSPEC;
-				}
+				if (bpf_skb_load_bytes(skb, off, tag, 4) < 0)
+					ASIDE(C_MALFORMED, R_MALFORMED);
 				proto = ((__u16)tag[2] << 8) | tag[3];
 				off += 4;
 			}
 		}
-		if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
-			count(C_UNPARSED);
-			return TC_ACT_UNSPEC;
-		}
+		if (proto == ETH_P_8021Q || proto == ETH_P_8021AD)
+			ASIDE(C_UNPARSED, R_UNPARSED);
 	}
 
 	__builtin_memset(r, 0, sizeof(*r));
@@ -320,30 +412,29 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	__u8 nh;
 	if (proto == ETH_P_IP) {
 		__u8 h[20];
-		if (bpf_skb_load_bytes(skb, off, h, 20) < 0 || (h[0] >> 4) != 4) {
-			count(C_MALFORMED);
-			return TC_ACT_UNSPEC;
-		}
+		if (bpf_skb_load_bytes(skb, off, h, 20) < 0 || (h[0] >> 4) != 4)
+			ASIDE(C_MALFORMED, R_MALFORMED);
 		__u32 hl = (h[0] & 0x0f) * 4;
 		__u32 total = ((__u32)h[2] << 8) | h[3];
 		__u16 frag = ((__u16)h[6] << 8) | h[7];
 		nh = h[9];
+		if (is_tunnel(nh))
+			ASIDE(C_UNPARSED, R_UNPARSED);
 		if (nh != IPPROTO_TCP) {
-			if (is_tunnel(nh))
-				count(C_UNPARSED);
-			return TC_ACT_UNSPEC;
+			if (!other || (nh != IPPROTO_UDP && nh != IPPROTO_ICMP))
+				return TC_ACT_UNSPEC;
+			pass = nh == IPPROTO_UDP ? R_UDP : R_ICMP;
 		}
 		if (frag & 0x1fff) {
-			count(C_FRAGMENTS);
+			if (!pass)
+				count(C_FRAGMENTS);
 			return TC_ACT_UNSPEC;
 		}
 		// Segmentation offload leaves the length 0: the packet's own length.
 		if (total == 0)
 			total = skb->len - l3;
-		if (hl < 20 || total < hl || skb->len < l3 + hl) {
-			count(C_MALFORMED);
-			return TC_ACT_UNSPEC;
-		}
+		if (hl < 20 || total < hl || skb->len < l3 + hl)
+			ASIDE(C_MALFORMED, R_MALFORMED);
 		ip_payload = total - hl;
 		__builtin_memcpy(r->src, &h[12], 4);
 		__builtin_memcpy(r->dst, &h[16], 4);
@@ -353,10 +444,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		off += hl;
 	} else if (proto == ETH_P_IPV6) {
 		__u8 h[40];
-		if (bpf_skb_load_bytes(skb, off, h, 40) < 0 || (h[0] >> 4) != 6) {
-			count(C_MALFORMED);
-			return TC_ACT_UNSPEC;
-		}
+		if (bpf_skb_load_bytes(skb, off, h, 40) < 0 || (h[0] >> 4) != 6)
+			ASIDE(C_MALFORMED, R_MALFORMED);
 		__u32 plen = ((__u32)h[4] << 8) | h[5];
 		nh = h[6];
 		__builtin_memcpy(r->src, &h[8], 16);
@@ -364,10 +453,10 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		r->bits |= BIT_IPV6;
 		off += 40;
 		__s64 walk = ipv6_ext(skb, s, off, nh);
-		if (walk < 0) {
-			count((__u32)(-walk));
-			return TC_ACT_UNSPEC;
-		}
+		if (walk == -C_UNPARSED)
+			ASIDE(C_UNPARSED, R_UNPARSED);
+		if (walk < 0)
+			ASIDE(C_MALFORMED, R_MALFORMED);
 		__u32 ext = (__u32)walk;
 		nh = (__u8)(walk >> 32);
 		if (walk & FRAG_LATER) {
@@ -377,22 +466,22 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		}
 		if (walk & FRAG_FIRST)
 			r->bits |= BIT_FIRST_FRAGMENT;
+		if (is_tunnel(nh))
+			ASIDE(C_UNPARSED, R_UNPARSED);
 		if (nh != IPPROTO_TCP) {
-			if (is_tunnel(nh))
-				count(C_UNPARSED);
-			return TC_ACT_UNSPEC;
+			if (!other || (nh != IPPROTO_UDP && nh != IPPROTO_ICMPV6))
+				return TC_ACT_UNSPEC;
+			pass = nh == IPPROTO_UDP ? R_UDP : R_ICMP;
 		}
 		// Payload length 0: segmentation offload (or a jumbogram): the packet's length.
 		__u32 declared = plen ? plen : skb->len - l3 - 40;
-		if (ext > declared) {
-			count(C_MALFORMED);
-			return TC_ACT_UNSPEC;
-		}
+		if (ext > declared)
+			ASIDE(C_MALFORMED, R_MALFORMED);
 		ip_payload = declared - ext;
 		off += ext;
 	} else {
 		if (proto == ETH_P_MPLS_UC || proto == ETH_P_MPLS_MC || proto == ETH_P_PPP_SES)
-			count(C_UNPARSED);
+			ASIDE(C_UNPARSED, R_UNPARSED);
 		return TC_ACT_UNSPEC;
 	}
 
@@ -419,16 +508,17 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		}
 	}
 
+	if (pass) {
+		emit_raw(skb, pass, egress, l3_iface);
+		return TC_ACT_UNSPEC;
+	}
+
 	__u8 t[20];
-	if (ip_payload < 20 || bpf_skb_load_bytes(skb, off, t, 20) < 0) {
-		count(C_MALFORMED);
-		return TC_ACT_UNSPEC;
-	}
+	if (ip_payload < 20 || bpf_skb_load_bytes(skb, off, t, 20) < 0)
+		ASIDE(C_MALFORMED, R_MALFORMED);
 	__u32 doff = (t[12] >> 4) * 4;
-	if (doff < 20 || ip_payload < doff) {
-		count(C_MALFORMED);
-		return TC_ACT_UNSPEC;
-	}
+	if (doff < 20 || ip_payload < doff)
+		ASIDE(C_MALFORMED, R_MALFORMED);
 	r->sport = ((__u16)t[0] << 8) | t[1];
 	r->dport = ((__u16)t[2] << 8) | t[3];
 	r->seq = be32_at(&t[4]);
@@ -457,13 +547,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		r->bits |= BIT_EGRESS;
 		r->cgroup = bpf_skb_cgroup_id(skb);
 	}
-	// Wake the reader only once a batch is waiting: a wakeup per record cost the reader a
-	// system call per packet and the sender an interrupt-time wakeup per packet. The reader
-	// polls on a short timeout meanwhile (agent::ebpf::run).
-	__u64 wake = bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ?
-			     BPF_RB_FORCE_WAKEUP :
-			     BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_output(&records, r, sizeof(*r), wake) < 0)
+	if (bpf_ringbuf_output(&records, r, sizeof(*r), wake_flag()) < 0)
 		count(C_RING_FULL);
 	else
 		count(C_RECORDS);

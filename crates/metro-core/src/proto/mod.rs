@@ -138,35 +138,48 @@ pub struct ProtoCounters {
 impl ProtoCounters {
     /// Add another tracker's counters (several files).
     pub fn add(&mut self, c: &ProtoCounters) {
-        fn sum<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+        self.each_with(c, |x, y| *x += y);
+    }
+
+    /// What changed since `earlier` (the same tracker's counters at an earlier moment): the
+    /// share one of several trackers adds to a total they publish together.
+    pub fn since(&self, earlier: &ProtoCounters) -> ProtoCounters {
+        let mut d = self.clone();
+        d.each_with(earlier, |x, y| *x = x.wrapping_sub(y));
+        d
+    }
+
+    /// `f` on each counter of `self` with the same counter of `c`.
+    fn each_with(&mut self, c: &ProtoCounters, f: impl Fn(&mut u64, u64)) {
+        fn all<const N: usize>(a: &mut [u64; N], b: &[u64; N], f: &impl Fn(&mut u64, u64)) {
             for (x, y) in a.iter_mut().zip(b) {
-                *x += y;
+                f(x, *y);
             }
         }
-        self.datagrams += c.datagrams;
-        sum(&mut self.samples, &c.samples);
-        self.non_positive += c.non_positive;
-        self.implausible += c.implausible;
-        sum(&mut self.dns_rcodes, &c.dns_rcodes);
-        self.dns_timeouts += c.dns_timeouts;
-        self.dns_pending_at_end += c.dns_pending_at_end;
-        self.dns_unmatched += c.dns_unmatched;
-        self.dns_repeated += c.dns_repeated;
-        self.dns_evicted += c.dns_evicted;
-        self.icmp_timeouts += c.icmp_timeouts;
-        self.icmp_pending_at_end += c.icmp_pending_at_end;
-        self.icmp_unmatched += c.icmp_unmatched;
-        self.icmp_repeated += c.icmp_repeated;
-        self.icmp_evicted += c.icmp_evicted;
-        self.quic_initials += c.quic_initials;
-        self.quic_connections += c.quic_connections;
-        self.quic_unanswered += c.quic_unanswered;
-        self.quic_shed += c.quic_shed;
-        self.quic_full += c.quic_full;
-        self.quic_spinning += c.quic_spinning;
-        self.quic_spin_constant += c.quic_spin_constant;
-        self.quic_spin_invalid += c.quic_spin_invalid;
-        sum(&mut self.quic_spin_rejected, &c.quic_spin_rejected);
+        f(&mut self.datagrams, c.datagrams);
+        all(&mut self.samples, &c.samples, &f);
+        f(&mut self.non_positive, c.non_positive);
+        f(&mut self.implausible, c.implausible);
+        all(&mut self.dns_rcodes, &c.dns_rcodes, &f);
+        f(&mut self.dns_timeouts, c.dns_timeouts);
+        f(&mut self.dns_pending_at_end, c.dns_pending_at_end);
+        f(&mut self.dns_unmatched, c.dns_unmatched);
+        f(&mut self.dns_repeated, c.dns_repeated);
+        f(&mut self.dns_evicted, c.dns_evicted);
+        f(&mut self.icmp_timeouts, c.icmp_timeouts);
+        f(&mut self.icmp_pending_at_end, c.icmp_pending_at_end);
+        f(&mut self.icmp_unmatched, c.icmp_unmatched);
+        f(&mut self.icmp_repeated, c.icmp_repeated);
+        f(&mut self.icmp_evicted, c.icmp_evicted);
+        f(&mut self.quic_initials, c.quic_initials);
+        f(&mut self.quic_connections, c.quic_connections);
+        f(&mut self.quic_unanswered, c.quic_unanswered);
+        f(&mut self.quic_shed, c.quic_shed);
+        f(&mut self.quic_full, c.quic_full);
+        f(&mut self.quic_spinning, c.quic_spinning);
+        f(&mut self.quic_spin_constant, c.quic_spin_constant);
+        f(&mut self.quic_spin_invalid, c.quic_spin_invalid);
+        all(&mut self.quic_spin_rejected, &c.quic_spin_rejected, &f);
     }
 }
 

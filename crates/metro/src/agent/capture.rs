@@ -11,6 +11,8 @@
 //! A file instance runs on packet time only: it flushes every `flush_interval` of packet
 //! time, as fast as it reads, and hands its reports to the flusher through a channel.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metro_core::config::EngineConfig;
 use metro_core::driver::{Driver, TICK};
+use metro_core::proto::ProtoCounters;
 use metro_core::sample::Sample;
 use metro_core::sample::{NO_TAG, Observer};
 
@@ -92,6 +95,8 @@ struct Obs<'a> {
     watch: &'a WatchList,
     /// Namespace classification when container attribution is on.
     attr: Option<&'a Attribution>,
+    /// (local, remote) socket -> the local socket's cgroup, from the in-kernel capture.
+    cgroups: &'a HashMap<(SocketAddr, SocketAddr), u64>,
 }
 
 impl Observer for Obs<'_> {
@@ -109,6 +114,9 @@ impl Observer for Obs<'_> {
             .and_then(|a| a.internal(s.responder.ip(), s.peer.ip()));
         self.interval
             .add_sample_classified(s, internal, self.locals, self.watch, tag);
+        if let Some(&c) = self.cgroups.get(&(s.peer, s.responder)) {
+            self.interval.note_cgroup(s.peer.ip(), s.responder.ip(), c);
+        }
     }
     fn retransmit(
         &mut self,
@@ -141,7 +149,18 @@ pub struct Processor {
     flushes_seen: u64,
     /// `--samples`: lines waiting for the writer thread.
     samples: Option<SampleBuf>,
+    /// The in-kernel capture's egress records with container attribution on: (local,
+    /// remote) socket -> the sending socket's cgroup, at most [`MAX_FLOW_CGROUPS`] (then
+    /// started over).
+    cgroups: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// The counters as last published ([`Processor::publish`]).
+    published: [u64; 5],
+    /// The QUIC, DNS and ICMP counters as last published.
+    published_proto: ProtoCounters,
 }
+
+/// Connections whose local socket's cgroup a [`Processor`] remembers.
+const MAX_FLOW_CGROUPS: usize = 65_536;
 
 impl Processor {
     pub fn new(
@@ -170,6 +189,9 @@ impl Processor {
             samples,
             interval: Interval::new(opts),
             flushes_seen: 0,
+            cgroups: HashMap::new(),
+            published: [0; 5],
+            published_proto: ProtoCounters::default(),
         }
     }
 
@@ -245,6 +267,7 @@ impl Processor {
             locals: &self.locals.1,
             watch: &self.watch.1,
             attr: self.attr.as_ref().map(|a| &*a.1),
+            cgroups: &self.cgroups,
         };
         let ticked = match self.driver.frame(self.frame, ts, linktype, data, &mut obs) {
             Ok(ticked) => ticked,
@@ -269,6 +292,61 @@ impl Processor {
             && self.drive(ts, seg)
         {
             self.ticked();
+        }
+    }
+
+    /// A frame the in-kernel capture handed over whole ([`super::ebpf::record::RawFrame`]:
+    /// a tunnel, a header chain or a malformed header the program does not decode, up to its
+    /// first 256 bytes): decoded here as libpcap's copies are, kept when either end of its
+    /// innermost IP header is watched (the program could not look: counted as filtered
+    /// otherwise), then what [`Processor::segment`] does. One metro-core does not decode
+    /// either is counted as a decode error, as on the libpcap path.
+    pub fn raw_frame(&mut self, linktype: u32, ts: i64, data: &[u8], ifindex: u32) {
+        match metro_core::Segment::decode(linktype, data) {
+            Ok(seg) => {
+                if self.watch.1.contains(seg.src) || self.watch.1.contains(seg.dst) {
+                    self.segment(ts, &seg, ifindex);
+                } else {
+                    self.shared
+                        .cumulative
+                        .packets_filtered
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // A UDP or ICMP frame (QUIC, DNS, ICMP echo: the program hands over the watched
+            // ones when the instance's `protocols` name them) takes the libpcap path's way.
+            Err(metro_core::wire::DecodeError::NotTcp) => self.packet(linktype, ts, data),
+            Err(_) => {
+                self.frame += 1;
+                self.shared
+                    .cumulative
+                    .packets_received
+                    .fetch_add(1, Ordering::Relaxed);
+                self.decode_errors += 1;
+                if self.driver.advance(ts) {
+                    self.ticked();
+                }
+            }
+        }
+    }
+
+    /// An egress segment of the in-kernel capture left from a socket of cgroup `cgroup`
+    /// (not 0): remembered for its connection while container attribution is on, so that
+    /// its pair is attributed to that container (agent::containers::tag_pairs).
+    #[inline]
+    pub fn egress_cgroup(&mut self, seg: &metro_core::Segment, cgroup: u64) {
+        if self.attr.is_none() {
+            return;
+        }
+        let key = (
+            SocketAddr::new(seg.src, seg.sport),
+            SocketAddr::new(seg.dst, seg.dport),
+        );
+        if self.cgroups.get(&key) != Some(&cgroup) {
+            if self.cgroups.len() >= MAX_FLOW_CGROUPS {
+                self.cgroups.clear();
+            }
+            self.cgroups.insert(key, cgroup);
         }
     }
 
@@ -310,6 +388,7 @@ impl Processor {
             locals: &self.locals.1,
             watch: &self.watch.1,
             attr: self.attr.as_ref().map(|a| &*a.1),
+            cgroups: &self.cgroups,
         };
         self.driver.segment(self.frame, ts, seg, &mut obs)
     }
@@ -343,22 +422,44 @@ impl Processor {
         }
     }
 
-    pub fn publish(&self) {
+    /// Adds what changed since the last call to the instance's counters: several
+    /// processors (an in-kernel capture's `threads`) publish into one set, each its share
+    /// (the flow gauge moves both ways: wrapping deltas sum to the total).
+    pub fn publish(&mut self) {
         let c = &self.shared.cumulative;
-        if let Some(d) = &self.dedupe {
-            c.publish_copies(d);
-        }
-        c.flows_active
-            .store(self.driver.tcp().active_flows() as u64, Ordering::Relaxed);
         let counters = self.driver.tcp().counters();
-        c.flows_evicted
-            .store(counters.flows_evicted_full, Ordering::Relaxed);
-        c.flows_shed
-            .store(counters.flows_shed_unconfirmed, Ordering::Relaxed);
-        c.proto
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone_from(self.driver.proto().counters());
+        let (plain, nat) = self
+            .dedupe
+            .as_ref()
+            .map_or((0, 0), |d| (d.copies - d.nat_copies, d.nat_copies));
+        let now = [
+            plain,
+            nat,
+            self.driver.tcp().active_flows() as u64,
+            counters.flows_evicted_full,
+            counters.flows_shed_unconfirmed,
+        ];
+        let to = [
+            &c.packets_copies_plain,
+            &c.packets_copies_nat,
+            &c.flows_active,
+            &c.flows_evicted,
+            &c.flows_shed,
+        ];
+        for ((n, was), a) in now.iter().zip(&mut self.published).zip(to) {
+            if *n != *was {
+                a.fetch_add(n.wrapping_sub(*was), Ordering::Relaxed);
+                *was = *n;
+            }
+        }
+        let now = self.driver.proto().counters();
+        if *now != self.published_proto {
+            c.proto
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&now.since(&self.published_proto));
+            self.published_proto.clone_from(now);
+        }
     }
 }
 

@@ -41,7 +41,10 @@ pub const GO_METRO_DEFAULT_CONFIG: &str = "/etc/dd-agent/checks.d/go-metro.yaml"
 /// `metro run`: capture and report until stopped.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The configuration file (a go-metro.yaml works unchanged).
+    /// The configuration file (a go-metro.yaml works unchanged). Per instance, `capture:
+    /// auto|ebpf|pcap` (default auto: in the kernel where it loads) and `threads: N`
+    /// (default 1): an in-kernel capture's engines, each fed the connections of one shard
+    /// of the flows (libpcap's path has one).
     #[arg(long, short = 'c', value_name = "PATH")]
     pub config: PathBuf,
     /// Log to this file (rotated by size) instead of stderr; overrides `log_file` and

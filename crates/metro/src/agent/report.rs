@@ -83,6 +83,10 @@ pub fn stats_ms(s: &Stats) -> [f64; 8] {
     ]
 }
 
+/// Why the in-kernel capture handed frames over whole, in the order of
+/// [`InstanceCounters::packets_raw`] (agent::ebpf::record::RawReason).
+pub const RAW_REASONS: [&str; 4] = ["unparsed", "malformed", "udp", "icmp"];
+
 /// Self-metrics of one instance over an interval (deltas), plus the active flow gauge.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InstanceCounters {
@@ -105,6 +109,9 @@ pub struct InstanceCounters {
     pub packets_copies: Copies,
     /// Gauge: 1 when the instance captures in the kernel ([`super::ebpf`]), 0 with libpcap.
     pub capture_ebpf: u64,
+    /// Frames the in-kernel capture handed over whole, by reason
+    /// ([`super::ebpf::record::RawReason`] index).
+    pub packets_raw: [u64; 4],
     /// Container attribution's counts, when it is on for this instance.
     pub containers: Option<super::containers::Counters>,
     /// Samples and retransmissions that found no room in the interval's pair tables.
@@ -273,7 +280,14 @@ pub struct Interval {
     pub series_overflow: u64,
     /// Distribution values refused (past [`MAX_VALUES`]).
     pub distribution_dropped: u64,
+    /// (local, remote) address -> the cgroup (v2) ID of the local sockets of its samples'
+    /// connections ([`MIXED_CGROUPS`] when they differ), from the in-kernel capture's egress
+    /// records; at most [`MAX_PAIRS`].
+    cgroups: HashMap<(IpAddr, IpAddr), u64>,
 }
+
+/// [`Interval`]'s cgroup of a pair whose connections left from more than one cgroup.
+const MIXED_CGROUPS: u64 = u64::MAX;
 
 impl Default for Interval {
     fn default() -> Self {
@@ -292,6 +306,7 @@ impl Interval {
             samples: [0; Kind::COUNT],
             samples_internal: 0,
             pending: HashMap::new(),
+            cgroups: HashMap::new(),
             samples_unwatched: 0,
             pairs_dropped: PairsDropped::default(),
             series_overflow: 0,
@@ -361,6 +376,19 @@ impl Interval {
         Some(Slot::Pair(i as usize))
     }
 
+    /// The connection of a sample between `local` and `remote` left from the local socket's
+    /// cgroup `cgroup` (agent::ebpf): the pair is attributed to that container at report time
+    /// (agent::containers::tag_pairs), unless its connections come from several.
+    pub fn note_cgroup(&mut self, local: IpAddr, remote: IpAddr, cgroup: u64) {
+        if let Some(c) = self.cgroups.get_mut(&(local, remote)) {
+            if *c != cgroup {
+                *c = MIXED_CGROUPS;
+            }
+        } else if self.cgroups.len() < MAX_PAIRS {
+            self.cgroups.insert((local, remote), cgroup);
+        }
+    }
+
     /// Pairs with samples this interval.
     pub fn pairs_len(&self) -> usize {
         self.pairs.len()
@@ -396,6 +424,9 @@ impl Interval {
         }
         for (a, b) in self.samples.iter_mut().zip(other.samples) {
             *a += b;
+        }
+        for ((l, r), c) in other.cgroups {
+            self.note_cgroup(l, r, c);
         }
         self.samples_internal += other.samples_internal;
         self.samples_unwatched += other.samples_unwatched;
@@ -666,6 +697,8 @@ pub struct Cumulative {
     /// The QUIC, DNS and ICMP tracker's counters, as of its last expiry (published once a
     /// tick, not per packet).
     pub proto: Mutex<ProtoCounters>,
+    /// Raw frames from the in-kernel capture, by reason (agent::ebpf::record::RawReason).
+    pub packets_raw: [AtomicU64; 4],
 }
 
 /// The cumulative counters a report turns into deltas, read at one moment.
@@ -679,6 +712,7 @@ struct Totals {
     filtered: u64,
     copies_plain: u64,
     copies_nat: u64,
+    raw: [u64; 4],
 }
 
 impl Cumulative {
@@ -701,6 +735,7 @@ impl Cumulative {
             copies_plain: load(&self.packets_copies_plain),
             copies_nat: load(&self.packets_copies_nat),
             proto: self.proto.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            raw: std::array::from_fn(|i| load(&self.packets_raw[i])),
         }
     }
 }
@@ -802,7 +837,7 @@ impl InstanceShared {
 
     /// Build the report of `iv`, this instance's interval, with the counters' deltas since
     /// the last report.
-    pub fn take_report(&self, iv: Interval) -> InstanceReport {
+    pub fn take_report(&self, mut iv: Interval) -> InstanceReport {
         let dropped = iv.pairs_dropped;
         if dropped.samples > 0 {
             tracing::warn!(
@@ -829,6 +864,7 @@ impl InstanceShared {
             );
         }
         let (series_overflow, distribution_dropped) = (iv.series_overflow, iv.distribution_dropped);
+        let cgroups = std::mem::take(&mut iv.cgroups);
         let (mut pairs, samples, internal) = iv.into_pairs();
         self.baselines
             .lock()
@@ -837,9 +873,16 @@ impl InstanceShared {
         // Container and pod tags from each pair's local address (agent::containers).
         let containers = self.container_tags.load(Ordering::Relaxed).then(|| {
             super::containers::tag_pairs(
-                pairs
-                    .iter_mut()
-                    .map(|p| (p.src, &*p.dst, &mut p.extra_tags)),
+                pairs.iter_mut().map(|p| {
+                    // A remote end named by a configured host is a group: no one connection.
+                    let cgroup = p
+                        .dst
+                        .parse::<IpAddr>()
+                        .ok()
+                        .and_then(|r| cgroups.get(&(p.src, r)).copied())
+                        .filter(|&c| c != MIXED_CGROUPS);
+                    (p.src, &*p.dst, cgroup, &mut p.extra_tags)
+                }),
                 self.kube_labels.load(Ordering::Relaxed),
             )
         });
@@ -867,6 +910,7 @@ impl InstanceShared {
                 nat: now.copies_nat.saturating_sub(was.copies_nat),
             },
             capture_ebpf: self.cumulative.capture_ebpf.load(Ordering::Relaxed),
+            packets_raw: std::array::from_fn(|i| now.raw[i].saturating_sub(was.raw[i])),
             containers,
             pairs_dropped: dropped,
             series_overflow,

@@ -77,6 +77,7 @@ struct CaptureKey {
     trust_ip_id: bool,
     capture: CaptureMode,
     protocols: Protocols,
+    threads: usize,
     snaplen: u32,
     buffer_size: u64,
     idle_ttl: Duration,
@@ -107,6 +108,7 @@ impl CaptureKey {
             trust_ip_id: inst.trust_ip_id,
             capture: inst.capture,
             protocols: inst.protocols,
+            threads: inst.threads,
             snaplen: cfg.snaplen,
             buffer_size: cfg.buffer_size,
             idle_ttl: cfg.idle_ttl,
@@ -232,7 +234,14 @@ fn open_in_kernel(
             Ok(None)
         }
         mode => match ebpf::Kernel::open(&inst.interface, ebpf::RING_BYTES) {
-            Ok(k) => {
+            Ok(mut k) => {
+                // Watched UDP, ICMP and ICMPv6 frames to user space only when the instance's
+                // `protocols` name QUIC, DNS or ICMP: a TCP-only instance pays nothing for them.
+                let p = inst.protocols;
+                let other_protocols =
+                    p.has(Protocols::QUIC) || p.has(Protocols::DNS) || p.has(Protocols::ICMP);
+                k.set_other_protocols(other_protocols)
+                    .map_err(|e| anyhow!("{name}: {e}"))?;
                 tracing::info!(
                     "{name}: capture in the kernel (eBPF) on {}",
                     k.interfaces().join(", ")
@@ -491,6 +500,7 @@ impl Runtime {
             stop: stop.clone(),
         };
         let thread_name = format!("metro-cap-{}", inst.interface);
+        let threads = inst.threads;
         shared.cumulative.capture_ebpf.store(
             u64::from(matches!(src, Prepared::Ebpf(_))),
             Ordering::Relaxed,
@@ -499,7 +509,7 @@ impl Runtime {
             Prepared::Ebpf(k) => (
                 std::thread::Builder::new()
                     .name(thread_name)
-                    .spawn(move || ebpf::run(worker, *k))?,
+                    .spawn(move || ebpf::run(worker, *k, threads))?,
                 true,
             ),
             Prepared::Live(opts, first) => (

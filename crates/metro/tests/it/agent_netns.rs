@@ -35,7 +35,7 @@ const RTT_GAUGES: [&str; 10] = [
     "system.net.tcp.queueing_delay",
 ];
 const RTT_COUNTS: [&str; 2] = ["system.net.tcp.rtt.samples", "system.net.tcp.retransmits"];
-const SELF_METRICS: [(&str, &str); 16] = [
+const SELF_METRICS: [(&str, &str); 17] = [
     ("metro.packets.received", "c"),
     ("metro.packets.dropped", "c"),
     ("metro.packets.filtered", "c"),
@@ -49,6 +49,7 @@ const SELF_METRICS: [(&str, &str); 16] = [
     ("metro.statsd.send_errors", "c"),
     ("metro.packets.copies", "c"),
     ("metro.capture.ebpf", "g"),
+    ("metro.packets.raw", "c"),
     ("metro.containers.namespaces", "g"),
     ("metro.containers.skipped", "g"),
     ("metro.containers.pairs_unattributed", "c"),

@@ -204,6 +204,9 @@ pub struct Instance {
     /// The protocols whose round trips the instance measures (`protocols`; all four by
     /// default).
     pub protocols: Protocols,
+    /// `threads`: engines consuming an in-kernel capture, each given the connections of one
+    /// shard of the flow space (default 1: one engine, one flow table, as libpcap's path).
+    pub threads: usize,
 }
 
 /// `protocols`: which of TCP, QUIC, DNS and ICMP an instance measures, a bit per protocol
@@ -255,6 +258,9 @@ impl Protocols {
             .collect()
     }
 }
+
+/// The most `threads` an instance takes.
+pub const MAX_THREADS: u64 = 64;
 
 /// `capture`: where a live instance's packets are decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

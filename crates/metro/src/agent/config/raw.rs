@@ -167,6 +167,7 @@ section! {
         pub trust_ip_id: Option<bool>,
         pub capture: Option<Spanned<String>>,
         pub protocols: Option<Vec<Spanned<String>>>,
+        pub threads: Option<Spanned<u64>>,
     }
 }
 

@@ -138,6 +138,7 @@ impl Config {
             let _ = writeln!(o, "    trust_ip_id: {}", i.trust_ip_id);
             let _ = writeln!(o, "    capture: {}", i.capture.name());
             let _ = writeln!(o, "    protocols: [{}]", i.protocols.names().join(", "));
+            let _ = writeln!(o, "    threads: {}", i.threads);
         }
         o
     }

@@ -581,7 +581,7 @@ fn section_keys_are_the_keys_serde_reads() {
     assert!(RawInit::KEYS.contains(&"exp_ttl") && RawInit::KEYS.contains(&"expired_ttl"));
     assert!(RawFile::KEYS.contains(&"config"));
     assert_eq!(RawInit::KEYS.len(), 21);
-    assert_eq!(RawInstance::KEYS.len(), 17);
+    assert_eq!(RawInstance::KEYS.len(), 18);
 }
 
 #[test]
@@ -1010,5 +1010,21 @@ fn protocols_default_to_all_four_and_bad_lists_name_the_entry() {
         assert_eq!(e.key.as_deref(), Some(key), "{e}");
         assert!(e.message.contains(says), "{e}");
         assert_eq!(e.position.is_some(), positioned, "{e}");
+    }
+}
+
+#[test]
+fn threads_default_to_one_and_are_bounded() {
+    let c = ok("instances:\n  - interface: eth0\n    ips: [10.0.0.1]\n  - interface: eth1\n    ips: [10.0.0.1]\n    threads: 4\n").config;
+    assert_eq!((c.instances[0].threads, c.instances[1].threads), (1, 4));
+    for bad in ["0", "65"] {
+        let e = err(&format!(
+            "instances:\n  - interface: eth0\n    ips: [10.0.0.1]\n    threads: {bad}\n"
+        ))
+        .to_string();
+        assert!(
+            e.contains("instances[0].threads") && e.contains("expected 1 to 64"),
+            "{e}"
+        );
     }
 }

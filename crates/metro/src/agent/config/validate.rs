@@ -792,6 +792,22 @@ fn instance(
         }
     };
 
+    let threads = match &inst.threads {
+        None => 1,
+        Some(t) if (1..=super::model::MAX_THREADS).contains(&t.value) => t.value as usize,
+        Some(t) => {
+            return Err(cx.err(
+                format!("{key}.threads"),
+                Some(t.referenced),
+                format!(
+                    "{} is out of range: expected 1 to {}",
+                    t.value,
+                    super::model::MAX_THREADS
+                ),
+            ));
+        }
+    };
+
     Ok(Instance {
         interface,
         source,
@@ -806,5 +822,6 @@ fn instance(
         trust_ip_id: inst.trust_ip_id.unwrap_or(true),
         capture,
         protocols,
+        threads,
     })
 }

@@ -91,6 +91,41 @@ pub(super) fn of_pid(proc_root: &Path, pid: u32) -> Option<(Option<String>, Opti
     Some(parse_cgroup_file(&text))
 }
 
+/// Where the cgroup v2 hierarchy is mounted, from `mountinfo` (a `/proc/<pid>/mountinfo`
+/// file's text): `/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified` on a hybrid
+/// one; None without one.
+pub fn v2_mount(mountinfo: &str) -> Option<std::path::PathBuf> {
+    mountinfo.lines().find_map(|l| {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER
+        let (left, right) = l.split_once(" - ")?;
+        (right.split(' ').next()? == "cgroup2").then(|| left.split(' ').nth(4).map(Into::into))?
+    })
+}
+
+/// The container ID, pod UID and cgroup v2 path (the `0::` line) of a `/proc/<pid>/cgroup`
+/// file, when the v2 path names a container.
+pub fn v2_container(text: &str) -> Option<(String, Option<String>, &str)> {
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let (id, pod) = parse_cgroup_path(path);
+    Some((id?, pod, path))
+}
+
+/// The cgroup (v2) ID of process `pid`'s container, with the container ID and pod UID: the
+/// inode of its directory under `v2` (what `bpf_skb_cgroup_id` reports for its sockets).
+pub(super) fn v2_of_pid(
+    proc_root: &Path,
+    v2: &Path,
+    pid: u32,
+) -> Option<(u64, String, Option<String>)> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string(proc_root.join(format!("{pid}/cgroup"))).ok()?;
+    let (id, pod, path) = v2_container(&text)?;
+    let ino = std::fs::metadata(v2.join(path.trim_start_matches('/')))
+        .ok()?
+        .ino();
+    Some((ino, id, pod))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::ID;
@@ -146,5 +181,27 @@ mod tests {
         }
         let file = format!("9:name=systemd:/libpod_parent/libpod-{ID}\n8:pids:/\n0::/\n");
         assert_eq!(parse_cgroup_file(&file).0.as_deref(), Some(ID));
+        // The v2 line alone decides the cgroup the kernel's socket records name.
+        assert_eq!(v2_container(&file), None);
+        let file = format!("4:memory:/x\n0::/libpod_parent/libpod-{ID}\n");
+        let (id, pod, path) = v2_container(&file).unwrap();
+        assert_eq!(
+            (id.as_str(), pod, path),
+            (ID, None, &*format!("/libpod_parent/libpod-{ID}"))
+        );
+    }
+
+    #[test]
+    fn the_v2_mount_from_mountinfo() {
+        let hybrid = "35 25 0:30 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                      36 35 0:31 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate\n\
+                      37 35 0:32 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
+        assert_eq!(v2_mount(hybrid), Some("/sys/fs/cgroup/unified".into()));
+        let unified = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw\n";
+        assert_eq!(v2_mount(unified), Some("/sys/fs/cgroup".into()));
+        assert_eq!(
+            v2_mount("37 35 0:32 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"),
+            None
+        );
     }
 }

@@ -19,6 +19,28 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
     // Namespace inode -> processes in it (a few, for addresses and cgroups).
     let mut by_ns: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
     let mut skipped_ns: HashSet<u64> = HashSet::new();
+    // Each container's cgroup (v2) ID with its network namespace, container ID and pod UID,
+    // at most one per namespace limit's worth: the in-kernel capture names the sending
+    // socket's cgroup, which tells apart containers that share a network namespace.
+    // Where the agent's own mounts have the hierarchy, else through the host's init
+    // (`/proc/1/root`, which needs the ptrace read check): a container may not mount it,
+    // and `ip netns exec` mounts a sysfs of its own without it.
+    let mounted = |pid: &str, via_root: bool| {
+        std::fs::read_to_string(roots.proc.join(pid).join("mountinfo"))
+            .ok()
+            .and_then(|t| cgroup::v2_mount(&t))
+            .map(|m| match via_root {
+                true => roots
+                    .proc
+                    .join(pid)
+                    .join("root")
+                    .join(m.strip_prefix("/").unwrap_or(&m)),
+                false => m,
+            })
+            .filter(|p| p.is_dir())
+    };
+    let v2 = mounted("self", false).or_else(|| mounted("1", true));
+    let mut cgroups: BTreeMap<u64, (u64, String, Option<String>)> = BTreeMap::new();
     for pid in procfs::pids(&roots.proc) {
         if stats.pids_scanned as usize >= limits.max_pids {
             stats.pids_skipped += 1;
@@ -27,6 +49,12 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
         stats.pids_scanned += 1;
         match procfs::ns_inode(&roots.proc.join(format!("{pid}/ns/net"))) {
             Ok(ino) => {
+                if let Some(v2) = &v2
+                    && cgroups.len() < limits.max_namespaces
+                    && let Some((cg, id, pod)) = cgroup::v2_of_pid(&roots.proc, v2, pid)
+                {
+                    cgroups.entry(cg).or_insert((ino, id, pod));
+                }
                 let known = by_ns.len();
                 match by_ns.get_mut(&ino) {
                     Some(v) => {
@@ -105,7 +133,24 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
         found.push((ns, ids, addrs));
     }
     stats.namespaces = found.len() as u64;
+    all_ids.extend(cgroups.values().map(|c| c.1.clone()));
     let meta = Metadata::read(&roots.host, &all_ids);
+    let by_cgroup: HashMap<u64, Arc<Namespace>> = cgroups
+        .into_iter()
+        .map(|(cg, (ino, id, pod))| {
+            let mut ns = Namespace {
+                inode: ino,
+                netns_name: (ino != own_netns)
+                    .then(|| names.get(&ino).cloned())
+                    .flatten(),
+                pod_uid: pod,
+                ..Namespace::default()
+            };
+            attribute(&mut ns, std::slice::from_ref(&id), &meta);
+            ns.finish();
+            (cg, Arc::new(ns))
+        })
+        .collect();
     let mut by_addr: HashMap<IpAddr, Arc<Namespace>> = HashMap::new();
     let mut ambiguous: HashSet<IpAddr> = HashSet::new();
     let mut workload_sets: HashSet<Vec<String>> = HashSet::new();
@@ -145,6 +190,7 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
     Attribution {
         own_netns,
         by_addr,
+        by_cgroup,
         stats,
     }
 }

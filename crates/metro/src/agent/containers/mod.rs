@@ -188,6 +188,11 @@ pub struct Attribution {
     /// The namespace the agent itself runs in (the capture's).
     pub own_netns: u64,
     by_addr: HashMap<IpAddr, Arc<Namespace>>,
+    /// Containers by the ID of their cgroup (v2), each as a [`Namespace`] of its own (its
+    /// network namespace's inode, its own ID and names): what the in-kernel capture's
+    /// egress records name (agent::ebpf), one container even where several share a network
+    /// namespace.
+    by_cgroup: HashMap<u64, Arc<Namespace>>,
     pub stats: Stats,
 }
 
@@ -195,6 +200,11 @@ impl Attribution {
     /// The namespace that owns `ip`, when one (and only one) does.
     pub fn namespace(&self, ip: IpAddr) -> Option<&Arc<Namespace>> {
         self.by_addr.get(&ip)
+    }
+
+    /// The container whose cgroup (v2) has this ID, when one does.
+    pub fn cgroup(&self, id: u64) -> Option<&Arc<Namespace>> {
+        self.by_cgroup.get(&id)
     }
 
     /// The tags for a pair whose local end is `ip` (empty when nothing is known).
@@ -214,6 +224,11 @@ impl Attribution {
             // The peer is elsewhere: the responder answered on this host.
             None => true,
         })
+    }
+
+    /// Number of containers known by cgroup.
+    pub fn cgroups_len(&self) -> usize {
+        self.by_cgroup.len()
     }
 
     /// Number of addresses mapped.

@@ -50,10 +50,12 @@ pub fn start_refresher(every: Duration, stop: Arc<AtomicBool>) -> std::thread::J
             // Once: what the operator needs to know whether attribution can work here (in a
             // pod without the host's pid namespace only the pod's processes are visible).
             tracing::info!(
-                "containers: {} processes visible, {} namespaces, {} with a container or pod",
+                "containers: {} processes visible, {} namespaces, {} with a container or pod, \
+                 {} container cgroups",
                 s.pids_scanned + s.pids_skipped,
                 s.namespaces,
-                s.namespaces_attributed
+                s.namespaces_attributed,
+                a.cgroups_len()
             );
         }
         if !said_once && s.pids_unreadable > s.pids_scanned / 2 {

@@ -26,9 +26,13 @@ pub struct Counters {
 /// local address, its remote end's tag value (an address, or a configured host name) and the
 /// tags to fill, so that this module need not know the report's types. When the remote end
 /// is a container or pod of this host too, its tags follow, each key prefixed `dst_`. With
-/// `workloads` (`kube_labels: true`), each end's pod workload tags follow its own.
+/// `workloads` (`kube_labels: true`), each end's pod workload tags follow its own. A pair
+/// whose connections the in-kernel capture saw leaving one container's cgroup (its cgroup
+/// ID, else None) takes that container's tags instead of its local address's namespace's:
+/// the container exactly, where several share the namespace (a pod, `--network
+/// container:X`, host-network containers).
 pub fn tag_pairs<'a>(
-    pairs: impl IntoIterator<Item = (IpAddr, &'a str, &'a mut Vec<String>)>,
+    pairs: impl IntoIterator<Item = (IpAddr, &'a str, Option<u64>, &'a mut Vec<String>)>,
     workloads: bool,
 ) -> Counters {
     let a = global().get().1;
@@ -43,8 +47,11 @@ pub fn tag_pairs<'a>(
             + s.workloads_skipped,
         pairs_unattributed: 0,
     };
-    for (src, dst, tags) in pairs {
-        match a.namespace(src) {
+    for (src, dst, cgroup, tags) in pairs {
+        match cgroup
+            .and_then(|c| a.cgroup(c))
+            .or_else(|| a.namespace(src))
+        {
             Some(ns) => {
                 tags.extend(ns.tags.iter().cloned());
                 if workloads {

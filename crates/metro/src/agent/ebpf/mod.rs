@@ -12,6 +12,17 @@
 //! twice). On `any` it attaches to every interface of the namespace and follows those that
 //! appear ([`Kernel::follow_interfaces`]).
 //!
+//! Frames the program does not decode (tunnels, MPLS, PPPoE, deep header chains, malformed
+//! headers) come as raw-frame records ([`record::RawFrame`]: the frame's first 256 bytes);
+//! [`run`] decodes them with metro-core's decoder and feeds them to the same processing as
+//! the records ([`Processor::raw_frame`]), counted by reason in `metro.packets.raw`. Watched
+//! UDP, ICMP and ICMPv6 frames come the same way when [`Kernel::set_other_protocols`] turns
+//! them on.
+//!
+//! With `threads: N` ([`run`]), this thread only reads the ring buffer and hands each record
+//! to one of N engine threads by its connection (both directions to one), each with its
+//! own [`Processor`]; the flusher merges their intervals.
+//!
 //! Loading needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), attaching CAP_NET_ADMIN: an
 //! [`OpenError`] says which step failed so that `capture: auto` falls back to libpcap.
 
@@ -22,7 +33,7 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::ProgramError;
 use aya::programs::tc::{self, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
@@ -34,7 +45,7 @@ use super::capture::{Processor, Worker};
 use super::config::Cidr;
 use super::live::READ_TIMEOUT_MS;
 use super::watch::WatchList;
-use record::Record;
+use record::{RawFrame, Record};
 
 /// The compiled program (build.rs: clang -target bpf).
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
@@ -63,9 +74,22 @@ pub struct Counters {
     pub fragments: u64,
     /// TCP segments neither of whose addresses is watched.
     pub not_watched: u64,
+    /// Raw-frame records written: frames handed over whole ([`RawFrame`]).
+    pub raw: u64,
 }
 
-const N_COUNTERS: u32 = 6;
+const N_COUNTERS: u32 = 7;
+
+/// `config` bit: watched UDP, ICMP and ICMPv6 frames go to user space as raw frames.
+const CFG_OTHER_PROTOCOLS: u32 = 1;
+
+/// One ring-buffer entry.
+pub enum Item<'a> {
+    /// A TCP segment the program decoded.
+    Segment(Record),
+    /// A frame handed over whole.
+    Raw(RawFrame<'a>),
+}
 
 /// Why the program could not be put to work.
 #[derive(Debug)]
@@ -134,6 +158,7 @@ pub struct Kernel {
     watch6: LpmTrie<MapData, [u8; 16], u8>,
     counters: PerCpuArray<MapData, u64>,
     l3: BpfHashMap<MapData, u32, u8>,
+    config: Array<MapData, u32>,
     /// The blocks in the tries now.
     installed: HashSet<Cidr>,
     /// What `iface` named: one interface, or every one (`any`).
@@ -213,12 +238,14 @@ impl Kernel {
         let watch6 = LpmTrie::try_from(take(&mut bpf, "watch6")?).map_err(map_err)?;
         let counters = PerCpuArray::try_from(take(&mut bpf, "counters")?).map_err(map_err)?;
         let l3 = BpfHashMap::try_from(take(&mut bpf, "l3_interfaces")?).map_err(map_err)?;
+        let config = Array::try_from(take(&mut bpf, "config")?).map_err(map_err)?;
         let mut k = Kernel {
             ring,
             watch4,
             watch6,
             counters,
             l3,
+            config,
             installed: HashSet::new(),
             iface: iface.to_string(),
             attached: HashMap::new(),
@@ -378,12 +405,37 @@ impl Kernel {
         n > 0
     }
 
-    /// The next record, if one is ready.
+    /// Whether the program hands watched UDP, ICMP and ICMPv6 frames to user space as raw
+    /// frames (off when the program is loaded: a TCP-only instance pays nothing for them).
+    pub fn set_other_protocols(&mut self, on: bool) -> Result<(), String> {
+        self.config
+            .set(0, if on { CFG_OTHER_PROTOCOLS } else { 0 }, 0)
+            .map_err(|e| format!("cannot configure metro's eBPF program: {}", describe(&e)))
+    }
+
+    /// The next entry of the ring buffer, if one is ready, given to `f` (a raw frame borrows
+    /// the ring buffer's memory until `f` returns).
+    #[inline]
+    pub fn next_item<T>(&mut self, f: impl FnOnce(Item<'_>) -> T) -> Option<T> {
+        loop {
+            let item = self.ring.next()?;
+            if let Some(raw) = RawFrame::parse(&item) {
+                return Some(f(Item::Raw(raw)));
+            }
+            if let Some(r) = Record::parse(&item) {
+                return Some(f(Item::Segment(r)));
+            }
+        }
+    }
+
+    /// The next TCP segment record, if one is ready (raw frames before it are skipped).
     #[inline]
     pub fn next_record(&mut self) -> Option<Record> {
         loop {
-            let item = self.ring.next()?;
-            if let Some(r) = Record::parse(&item) {
+            if let Some(r) = self.next_item(|i| match i {
+                Item::Segment(r) => Some(r),
+                Item::Raw(_) => None,
+            })? {
                 return Some(r);
             }
         }
@@ -404,6 +456,7 @@ impl Kernel {
             malformed: v[3],
             fragments: v[4],
             not_watched: v[5],
+            raw: v[6],
         }
     }
 }
@@ -413,7 +466,16 @@ impl Kernel {
 /// loop), the watch list written into the tries when its generation moves, and once a
 /// second the program's counters published (ring-buffer overruns as kernel drops), the
 /// clock offset read again and the interfaces followed.
-pub fn run(w: Worker, mut k: Kernel) {
+pub fn run(w: Worker, k: Kernel, threads: usize) {
+    if threads > 1 {
+        run_sharded(w, k, threads)
+    } else {
+        run_one(w, k)
+    }
+}
+
+/// One engine: the records straight into the [`Processor`] on this thread.
+fn run_one(w: Worker, mut k: Kernel) {
     let iface = w.shared.iface.clone();
     let mut proc = Processor::new(w.shared.clone(), w.engine.clone(), w.duty);
     proc.refresh_watch();
@@ -431,9 +493,23 @@ pub fn run(w: Worker, mut k: Kernel) {
         }
         let mut n = 0u32;
         let mut got = false;
-        while let Some(r) = k.next_record() {
+        while k
+            .next_item(|item| match item {
+                Item::Segment(r) => {
+                    if r.cgroup != 0 {
+                        proc.egress_cgroup(&r.segment, r.cgroup);
+                    }
+                    proc.segment(r.mono_ns as i64 + offset, &r.segment, r.ifindex)
+                }
+                Item::Raw(f) => {
+                    w.shared.cumulative.packets_raw[f.reason.index()]
+                        .fetch_add(1, Ordering::Relaxed);
+                    proc.raw_frame(f.linktype(), f.mono_ns as i64 + offset, f.data, f.ifindex);
+                }
+            })
+            .is_some()
+        {
             got = true;
-            proc.segment(r.mono_ns as i64 + offset, &r.segment, r.ifindex);
             n += 1;
             // Answer the flusher and the stop flag in a flood too.
             if n == 1024 {
@@ -465,7 +541,8 @@ pub fn run(w: Worker, mut k: Kernel) {
             if aside != aside_reported.0 && aside_reported.1.elapsed() >= Duration::from_secs(60) {
                 tracing::info!(
                     "{iface}: in the kernel, {aside} frames not decoded so far ({} MPLS, PPPoE, \
-                     tunnels or deep headers; {} malformed; {} later fragments)",
+                     tunnels or deep headers and {} malformed, decoded in user space; {} later \
+                     fragments)",
                     c.unparsed,
                     c.malformed,
                     c.fragments
@@ -485,6 +562,185 @@ pub fn run(w: Worker, mut k: Kernel) {
     proc.tick(now);
     proc.publish();
     // The last interval: the flusher collects it once this thread has ended.
+    proc.hand_over();
+}
+
+/// What the reader hands an engine thread.
+enum Work {
+    Segment {
+        ts: i64,
+        record: Record,
+    },
+    Raw {
+        ts: i64,
+        linktype: u32,
+        ifindex: u32,
+        data: Vec<u8>,
+    },
+}
+
+/// Items per hand-over from the reader to an engine thread.
+const BATCH: usize = 256;
+
+/// Batches waiting per engine thread before the reader waits for it (then the ring buffer
+/// fills, and what it cannot hold is counted as kernel drops).
+const QUEUED_BATCHES: usize = 64;
+
+/// The engine thread of a connection: both directions of it (and its copies on other
+/// interfaces of `any`) give the same shard, as `analyze --threads` shards by flow.
+fn shard_of(seg: &metro_core::Segment, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let a = (seg.src, seg.sport);
+    let b = (seg.dst, seg.dport);
+    let mut h = std::hash::DefaultHasher::new();
+    if a <= b { (a, b) } else { (b, a) }.hash(&mut h);
+    (h.finish() % n as u64) as usize
+}
+
+/// `threads: N`: this thread reads the ring buffer and hands each record, by connection, to
+/// one of N engine threads, each with its own [`Processor`] (engine, flow table, interval;
+/// the flusher merges the intervals they hand over). The reader keeps the watch list in the
+/// tries, publishes the program's counters and follows the interfaces, as [`run_one`].
+fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
+    let iface = w.shared.iface.clone();
+    let (mut watch_gen, watch) = w.shared.watch.get();
+    install(&iface, &mut k, &watch);
+    let mut offset = realtime_offset();
+    let mut last_second = Instant::now();
+    let mut lost_reported = 0u64;
+    std::thread::scope(|scope| {
+        let mut txs = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Work>>(QUEUED_BATCHES);
+            txs.push(tx);
+            let proc = Processor::new(w.shared.clone(), w.engine.clone(), w.duty);
+            let spawned = std::thread::Builder::new()
+                .name(format!("metro-eng-{i}"))
+                .spawn_scoped(scope, move || engine_thread(rx, proc));
+            if let Err(e) = spawned {
+                tracing::error!("{iface}: cannot start engine thread {i}: {e}");
+                return;
+            }
+        }
+        let mut batches: Vec<Vec<Work>> = (0..n).map(|_| Vec::with_capacity(BATCH)).collect();
+        let send = |i: usize, batches: &mut Vec<Vec<Work>>| {
+            let b = std::mem::replace(&mut batches[i], Vec::with_capacity(BATCH));
+            // An engine thread ends only when this one drops its sender.
+            let _ = txs[i].send(b);
+        };
+        while !w.stop.load(Ordering::Relaxed) {
+            if w.shared.watch.generation() != watch_gen {
+                let (g, watch) = w.shared.watch.get();
+                watch_gen = g;
+                install(&iface, &mut k, &watch);
+            }
+            let mut got = 0u32;
+            while let Some((i, work)) = k.next_item(|item| match item {
+                Item::Segment(record) => (
+                    shard_of(&record.segment, n),
+                    Work::Segment {
+                        ts: record.mono_ns as i64 + offset,
+                        record,
+                    },
+                ),
+                Item::Raw(f) => {
+                    w.shared.cumulative.packets_raw[f.reason.index()]
+                        .fetch_add(1, Ordering::Relaxed);
+                    let i = metro_core::Segment::decode(f.linktype(), f.data)
+                        .map_or(0, |seg| shard_of(&seg, n));
+                    (
+                        i,
+                        Work::Raw {
+                            ts: f.mono_ns as i64 + offset,
+                            linktype: f.linktype(),
+                            ifindex: f.ifindex,
+                            data: f.data.to_vec(),
+                        },
+                    )
+                }
+            }) {
+                batches[i].push(work);
+                if batches[i].len() == BATCH {
+                    send(i, &mut batches);
+                }
+                got += 1;
+                if got.is_multiple_of(4096) && w.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            for i in 0..n {
+                if !batches[i].is_empty() {
+                    send(i, &mut batches);
+                }
+            }
+            if last_second.elapsed() >= Duration::from_secs(1) {
+                last_second = Instant::now();
+                offset = realtime_offset();
+                let c = k.counters();
+                w.shared
+                    .cumulative
+                    .packets_dropped
+                    .store(c.ring_full, Ordering::Relaxed);
+                if c.ring_full > lost_reported {
+                    tracing::warn!(
+                        "{iface}: the ring buffer overflowed: {} records lost so far",
+                        c.ring_full
+                    );
+                    lost_reported = c.ring_full;
+                }
+                for name in k.follow_interfaces() {
+                    tracing::info!("{iface}: in-kernel capture on {name}");
+                }
+            }
+            k.wait(if got > 0 {
+                BATCH_WAIT_MS
+            } else {
+                READ_TIMEOUT_MS
+            });
+        }
+        // Dropping the senders ends the engine threads, each after its last interval.
+        drop(txs);
+    });
+}
+
+/// One engine thread of [`run_sharded`]: its shard's records into its [`Processor`],
+/// answering the flusher between batches and ticking once a second (on the wall clock while
+/// idle), until the reader hangs up.
+fn engine_thread(rx: std::sync::mpsc::Receiver<Vec<Work>>, mut proc: Processor) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let wait = Duration::from_millis(READ_TIMEOUT_MS as u64);
+    let mut last_tick = Instant::now();
+    loop {
+        match rx.recv_timeout(wait) {
+            Ok(batch) => {
+                for work in batch {
+                    match work {
+                        Work::Segment { ts, record } => {
+                            if record.cgroup != 0 {
+                                proc.egress_cgroup(&record.segment, record.cgroup);
+                            }
+                            proc.segment(ts, &record.segment, record.ifindex);
+                        }
+                        Work::Raw {
+                            ts,
+                            linktype,
+                            ifindex,
+                            data,
+                        } => proc.raw_frame(linktype, ts, &data, ifindex),
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        proc.serve_flush();
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            proc.tick(realtime_offset() + monotonic_ns());
+        }
+    }
+    proc.tick(realtime_offset() + monotonic_ns());
+    proc.publish();
     proc.hand_over();
 }
 

@@ -3,6 +3,10 @@
 //! bytes in, no `unsafe` (the ring buffer hands over a byte slice; each field is read at its
 //! offset). The DSACK rule (the first SACK block at or below the ACK) is applied here, as
 //! `Segment::from` applies it, so the kernel only copies the block.
+//!
+//! Beside it, the raw-frame record (`struct raw`, [`RawFrame`]): a frame the program hands
+//! over whole (its first 256 bytes) because it does not decode it, or because it is a UDP or
+//! ICMP frame user space asked for. The two are told apart by their size.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -79,10 +83,9 @@ fn addr(b: &[u8], at: usize, v6: bool) -> IpAddr {
 }
 
 impl Record {
-    /// Reads a record; None when `b` is shorter than one (never from the program, whose
-    /// records all have one size).
+    /// Reads a record; None when `b` is shorter than one or is a raw-frame record.
     pub fn parse(b: &[u8]) -> Option<Record> {
-        if b.len() < RECORD_LEN {
+        if b.len() < RECORD_LEN || b.len() == RAW_RECORD_LEN {
             return None;
         }
         let bits = u32_at(b, field::BITS);
@@ -118,6 +121,114 @@ impl Record {
             cgroup: u64_at(b, field::CGROUP),
             segment,
         })
+    }
+}
+
+/// The size of a raw-frame record (`struct raw`): what tells it from a [`Record`].
+pub const RAW_RECORD_LEN: usize = 288;
+
+/// The bytes of a frame a raw-frame record carries at most (`RAW_BYTES`).
+pub const RAW_BYTES: usize = 256;
+
+/// Why the program handed a frame over whole (`R_*` in capture.bpf.c).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawReason {
+    /// A link layer, tunnel or header chain the program does not walk (MPLS, PPPoE, a
+    /// third VLAN tag, IP-in-IP, GRE, more IPv6 extension headers than it follows).
+    Unparsed,
+    /// IP or TCP headers the program found truncated or impossible.
+    Malformed,
+    /// A watched UDP datagram (when user space asked for them).
+    Udp,
+    /// A watched ICMP or ICMPv6 message (when user space asked for them).
+    Icmp,
+}
+
+impl RawReason {
+    /// Every reason, in the order of the counters' index ([`RawReason::index`]).
+    pub const ALL: [RawReason; 4] = [
+        RawReason::Unparsed,
+        RawReason::Malformed,
+        RawReason::Udp,
+        RawReason::Icmp,
+    ];
+
+    fn from_code(c: u16) -> Option<RawReason> {
+        match c {
+            1 => Some(RawReason::Unparsed),
+            2 => Some(RawReason::Malformed),
+            3 => Some(RawReason::Udp),
+            4 => Some(RawReason::Icmp),
+            _ => None,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metric tag value (`metro.packets.raw`, `reason:`).
+    pub fn name(self) -> &'static str {
+        crate::agent::report::RAW_REASONS[self.index()]
+    }
+}
+
+/// A frame handed over whole: its first bytes, for metro-core's decoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    pub mono_ns: u64,
+    pub ifindex: u32,
+    pub egress: bool,
+    pub cgroup: u64,
+    /// The frame's length on the wire (more than `data` holds when it was cut).
+    pub len: u32,
+    pub reason: RawReason,
+    /// The frame starts at the IP header (tun, WireGuard, IP tunnels): no link layer.
+    pub l3: bool,
+    pub data: &'a [u8],
+}
+
+mod raw_field {
+    pub const TS: usize = 0;
+    pub const CGROUP: usize = 8;
+    pub const IFINDEX: usize = 16;
+    pub const LEN: usize = 20;
+    pub const CAPLEN: usize = 24;
+    pub const REASON: usize = 28;
+    pub const BITS: usize = 30;
+    pub const DATA: usize = 32;
+}
+
+const RAW_EGRESS: u16 = 1;
+const RAW_L3: u16 = 2;
+
+impl<'a> RawFrame<'a> {
+    /// Reads a raw-frame record; None unless `b` is one (its size) with a known reason.
+    pub fn parse(b: &'a [u8]) -> Option<RawFrame<'a>> {
+        if b.len() != RAW_RECORD_LEN {
+            return None;
+        }
+        let bits = u16_at(b, raw_field::BITS);
+        let caplen = (u32_at(b, raw_field::CAPLEN) as usize).min(RAW_BYTES);
+        Some(RawFrame {
+            mono_ns: u64_at(b, raw_field::TS),
+            ifindex: u32_at(b, raw_field::IFINDEX),
+            egress: bits & RAW_EGRESS != 0,
+            cgroup: u64_at(b, raw_field::CGROUP),
+            len: u32_at(b, raw_field::LEN),
+            reason: RawReason::from_code(u16_at(b, raw_field::REASON))?,
+            l3: bits & RAW_L3 != 0,
+            data: &b[raw_field::DATA..raw_field::DATA + caplen],
+        })
+    }
+
+    /// The link type metro-core decodes `data` as: Ethernet, or raw IP.
+    pub fn linktype(&self) -> u32 {
+        if self.l3 {
+            metro_core::wire::linktype::RAW
+        } else {
+            metro_core::wire::linktype::ETHERNET
+        }
     }
 }
 
@@ -198,6 +309,42 @@ mod tests {
             Some((SeqNum::new(1500), SeqNum::new(2000)))
         );
         assert_eq!(dsack(3000, 4000), None);
+    }
+
+    #[test]
+    fn reads_a_raw_frame_record() {
+        let mut b = vec![0u8; RAW_RECORD_LEN];
+        b[0..8].copy_from_slice(&5u64.to_ne_bytes());
+        b[8..16].copy_from_slice(&9u64.to_ne_bytes());
+        b[16..20].copy_from_slice(&4u32.to_ne_bytes());
+        b[20..24].copy_from_slice(&1514u32.to_ne_bytes());
+        b[24..28].copy_from_slice(&256u32.to_ne_bytes());
+        b[28..30].copy_from_slice(&1u16.to_ne_bytes());
+        b[30..32].copy_from_slice(&RAW_EGRESS.to_ne_bytes());
+        b[32] = 0xaa;
+        b[287] = 0xbb;
+        let r = RawFrame::parse(&b).unwrap();
+        assert_eq!((r.mono_ns, r.cgroup, r.ifindex, r.len), (5, 9, 4, 1514));
+        assert_eq!(
+            (r.reason, r.egress, r.l3),
+            (RawReason::Unparsed, true, false)
+        );
+        assert_eq!(r.data.len(), 256);
+        assert_eq!((r.data[0], r.data[255]), (0xaa, 0xbb));
+        assert_eq!(r.linktype(), metro_core::wire::linktype::ETHERNET);
+        // A short copy, an IP-level frame, UDP.
+        b[24..28].copy_from_slice(&60u32.to_ne_bytes());
+        b[28..30].copy_from_slice(&3u16.to_ne_bytes());
+        b[30..32].copy_from_slice(&RAW_L3.to_ne_bytes());
+        let r = RawFrame::parse(&b).unwrap();
+        assert_eq!((r.data.len(), r.reason, r.l3), (60, RawReason::Udp, true));
+        assert_eq!(r.linktype(), metro_core::wire::linktype::RAW);
+        // A caplen past the buffer is held to it; an unknown reason or another size refused.
+        b[24..28].copy_from_slice(&4000u32.to_ne_bytes());
+        assert_eq!(RawFrame::parse(&b).unwrap().data.len(), RAW_BYTES);
+        b[28..30].copy_from_slice(&9u16.to_ne_bytes());
+        assert_eq!(RawFrame::parse(&b), None);
+        assert_eq!(RawFrame::parse(&b[..96]), None);
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub const SERIES_OVERFLOW: &str = "metro.series.overflow";
 
 /// Every self-metric, in the order DogStatsD sends them (go-metro's receivers see the same
 /// lines as before the catalog); `metro.statsd.send_errors` last: a flush ends with it.
-pub static SELF: [Metric; 22] = [
+pub static SELF: [Metric; 23] = [
     Metric::new(
         "metro.packets.received",
         "metro_packets_received",
@@ -201,6 +201,22 @@ pub static SELF: [Metric; 22] = [
         "1 when the instance captures in the kernel (eBPF), 0 with libpcap",
         |i| one(i.c().capture_ebpf),
     ),
+    Metric::new(
+        "metro.packets.raw",
+        "metro_packets_raw",
+        Counter,
+        "{packet}",
+        "Frames the in-kernel capture handed to user space whole, by reason (unparsed: a \
+         tunnel, link layer or header chain it does not walk; malformed; udp; icmp)",
+        |i| {
+            crate::agent::report::RAW_REASONS
+                .iter()
+                .zip(i.c().packets_raw)
+                .map(|(r, n)| (*r, n))
+                .collect()
+        },
+    )
+    .by("reason"),
     Metric::new(
         "metro.containers.namespaces",
         "metro_containers_namespaces",

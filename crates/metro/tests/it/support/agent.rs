@@ -129,6 +129,17 @@ impl Agent {
         }
     }
 
+    /// Start `c` (a metro command line, however wrapped), stderr to `stderr_path`.
+    pub fn spawn(mut c: Command, stderr_path: &Path) -> Agent {
+        let err = std::fs::File::create(stderr_path).unwrap();
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+        let child = c.spawn().expect("spawn metro");
+        Agent {
+            child: Some(child),
+            stderr_path: stderr_path.to_path_buf(),
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }
