@@ -162,6 +162,21 @@ pub struct Processor {
 /// Connections whose local socket's cgroup a [`Processor`] remembers.
 const MAX_FLOW_CGROUPS: usize = 65_536;
 
+/// The observer of a [`Processor`]'s driver: its fields borrowed one by one, beside the
+/// driver's own borrow (a method would borrow the whole processor).
+macro_rules! obs {
+    ($p:expr) => {
+        Obs {
+            interval: &mut $p.interval,
+            samples: $p.samples.as_mut(),
+            locals: &$p.locals.1,
+            watch: &$p.watch.1,
+            attr: $p.attr.as_ref().map(|a| &*a.1),
+            cgroups: &$p.cgroups,
+        }
+    };
+}
+
 impl Processor {
     pub fn new(
         shared: Arc<InstanceShared>,
@@ -261,14 +276,7 @@ impl Processor {
     /// [`Processor::packet`] after admission: the frame decoded and driven.
     #[inline]
     fn frame(&mut self, linktype: u32, ts: i64, data: &[u8]) {
-        let mut obs = Obs {
-            interval: &mut self.interval,
-            samples: self.samples.as_mut(),
-            locals: &self.locals.1,
-            watch: &self.watch.1,
-            attr: self.attr.as_ref().map(|a| &*a.1),
-            cgroups: &self.cgroups,
-        };
+        let mut obs = obs!(self);
         let ticked = match self.driver.frame(self.frame, ts, linktype, data, &mut obs) {
             Ok(ticked) => ticked,
             Err((e, ticked)) => {
@@ -382,14 +390,7 @@ impl Processor {
     /// A segment to the driver with this instance's observer; whether expiry ran.
     #[inline]
     fn drive(&mut self, ts: i64, seg: &metro_core::Segment) -> bool {
-        let mut obs = Obs {
-            interval: &mut self.interval,
-            samples: self.samples.as_mut(),
-            locals: &self.locals.1,
-            watch: &self.watch.1,
-            attr: self.attr.as_ref().map(|a| &*a.1),
-            cgroups: &self.cgroups,
-        };
+        let mut obs = obs!(self);
         self.driver.segment(self.frame, ts, seg, &mut obs)
     }
 

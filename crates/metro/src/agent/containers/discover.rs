@@ -83,6 +83,16 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
             names.entry(ino).or_insert(name);
         }
     }
+    // A namespace before its containers' tags: its name where `ip netns` gave it one (never
+    // the agent's own: the host's), and its pod.
+    let untagged = |ino: u64, pod| Namespace {
+        inode: ino,
+        netns_name: (ino != own_netns)
+            .then(|| names.get(&ino).cloned())
+            .flatten(),
+        pod_uid: pod,
+        ..Namespace::default()
+    };
     // Containers per namespace, from the cgroups.
     let mut found: Vec<(Namespace, Vec<String>, Vec<IpAddr>)> = Vec::new();
     let mut all_ids: HashSet<String> = HashSet::new();
@@ -122,15 +132,7 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
             None => Vec::new(),
         };
         all_ids.extend(ids.iter().cloned());
-        let ns = Namespace {
-            inode: ino,
-            netns_name: (ino != own_netns)
-                .then(|| names.get(&ino).cloned())
-                .flatten(),
-            pod_uid: pod,
-            ..Namespace::default()
-        };
-        found.push((ns, ids, addrs));
+        found.push((untagged(ino, pod), ids, addrs));
     }
     stats.namespaces = found.len() as u64;
     all_ids.extend(cgroups.values().map(|c| c.1.clone()));
@@ -138,14 +140,7 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
     let by_cgroup: HashMap<u64, Arc<Namespace>> = cgroups
         .into_iter()
         .map(|(cg, (ino, id, pod))| {
-            let mut ns = Namespace {
-                inode: ino,
-                netns_name: (ino != own_netns)
-                    .then(|| names.get(&ino).cloned())
-                    .flatten(),
-                pod_uid: pod,
-                ..Namespace::default()
-            };
+            let mut ns = untagged(ino, pod);
             attribute(&mut ns, std::slice::from_ref(&id), &meta);
             ns.finish();
             (cg, Arc::new(ns))

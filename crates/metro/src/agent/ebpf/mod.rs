@@ -483,8 +483,7 @@ fn run_one(w: Worker, mut k: Kernel) {
     install(&iface, &mut k, proc.watch());
     let mut offset = realtime_offset();
     let mut last_second = Instant::now();
-    let mut lost_reported = 0u64;
-    let mut aside_reported = (0u64, Instant::now());
+    let mut every_second = EverySecond::new();
     while !w.stop.load(Ordering::Relaxed) {
         if w.shared.watch.generation() != watch_gen {
             proc.refresh_watch();
@@ -524,34 +523,7 @@ fn run_one(w: Worker, mut k: Kernel) {
         if last_second.elapsed() >= Duration::from_secs(1) {
             last_second = Instant::now();
             offset = realtime_offset();
-            let c = k.counters();
-            w.shared
-                .cumulative
-                .packets_dropped
-                .store(c.ring_full, Ordering::Relaxed);
-            if c.ring_full > lost_reported {
-                tracing::warn!(
-                    "{iface}: the ring buffer overflowed: {} records lost so far",
-                    c.ring_full
-                );
-                lost_reported = c.ring_full;
-            }
-            // What the program left aside, in the log once a minute when it grew.
-            let aside = c.unparsed + c.malformed + c.fragments;
-            if aside != aside_reported.0 && aside_reported.1.elapsed() >= Duration::from_secs(60) {
-                tracing::info!(
-                    "{iface}: in the kernel, {aside} frames not decoded so far ({} MPLS, PPPoE, \
-                     tunnels or deep headers and {} malformed, decoded in user space; {} later \
-                     fragments)",
-                    c.unparsed,
-                    c.malformed,
-                    c.fragments
-                );
-                aside_reported = (aside, Instant::now());
-            }
-            for name in k.follow_interfaces() {
-                tracing::info!("{iface}: in-kernel capture on {name}");
-            }
+            every_second.run(&iface, &mut k, &w);
             proc.tick(realtime_offset() + monotonic_ns());
         }
         // The program wakes this thread only when a batch is waiting: while records flow,
@@ -563,6 +535,55 @@ fn run_one(w: Worker, mut k: Kernel) {
     proc.publish();
     // The last interval: the flusher collects it once this thread has ended.
     proc.hand_over();
+}
+
+/// The ring reader's chores once a second, on either path ([`run_one`], [`run_sharded`]): the
+/// program's overruns published as kernel drops (and logged when they grow), the frames it
+/// left aside logged once a minute when their number grew, new interfaces followed.
+struct EverySecond {
+    lost_reported: u64,
+    aside_reported: (u64, Instant),
+}
+
+impl EverySecond {
+    fn new() -> EverySecond {
+        EverySecond {
+            lost_reported: 0,
+            aside_reported: (0, Instant::now()),
+        }
+    }
+
+    fn run(&mut self, iface: &str, k: &mut Kernel, w: &Worker) {
+        let c = k.counters();
+        w.shared
+            .cumulative
+            .packets_dropped
+            .store(c.ring_full, Ordering::Relaxed);
+        if c.ring_full > self.lost_reported {
+            tracing::warn!(
+                "{iface}: the ring buffer overflowed: {} records lost so far",
+                c.ring_full
+            );
+            self.lost_reported = c.ring_full;
+        }
+        let aside = c.unparsed + c.malformed + c.fragments;
+        if aside != self.aside_reported.0
+            && self.aside_reported.1.elapsed() >= Duration::from_secs(60)
+        {
+            tracing::info!(
+                "{iface}: in the kernel, {aside} frames not decoded so far ({} MPLS, PPPoE, \
+                 tunnels or deep headers and {} malformed, decoded in user space; {} later \
+                 fragments)",
+                c.unparsed,
+                c.malformed,
+                c.fragments
+            );
+            self.aside_reported = (aside, Instant::now());
+        }
+        for name in k.follow_interfaces() {
+            tracing::info!("{iface}: in-kernel capture on {name}");
+        }
+    }
 }
 
 /// What the reader hands an engine thread.
@@ -607,7 +628,7 @@ fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
     install(&iface, &mut k, &watch);
     let mut offset = realtime_offset();
     let mut last_second = Instant::now();
-    let mut lost_reported = 0u64;
+    let mut every_second = EverySecond::new();
     std::thread::scope(|scope| {
         let mut txs = Vec::with_capacity(n);
         for i in 0..n {
@@ -676,21 +697,7 @@ fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
             if last_second.elapsed() >= Duration::from_secs(1) {
                 last_second = Instant::now();
                 offset = realtime_offset();
-                let c = k.counters();
-                w.shared
-                    .cumulative
-                    .packets_dropped
-                    .store(c.ring_full, Ordering::Relaxed);
-                if c.ring_full > lost_reported {
-                    tracing::warn!(
-                        "{iface}: the ring buffer overflowed: {} records lost so far",
-                        c.ring_full
-                    );
-                    lost_reported = c.ring_full;
-                }
-                for name in k.follow_interfaces() {
-                    tracing::info!("{iface}: in-kernel capture on {name}");
-                }
+                every_second.run(&iface, &mut k, &w);
             }
             k.wait(if got > 0 {
                 BATCH_WAIT_MS
