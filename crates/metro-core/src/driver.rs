@@ -58,6 +58,10 @@ pub struct Driver {
     tcp: Engine,
     proto: Tracker,
     clock: Clock,
+    /// The tracker's expiry runs on this clock ([`Driver::live`]); otherwise (a replay) on
+    /// the tracker's own, from the times of the frames it is given, as a parallel replay's
+    /// reader runs its tracker: one output for any number of threads.
+    proto_on_clock: bool,
 }
 
 impl Driver {
@@ -72,8 +76,22 @@ impl Driver {
         let kinds = cfg.kinds;
         Driver {
             tcp: Engine::new(cfg),
-            proto: Tracker::new(proto, kinds).on_driver_clock(),
+            proto: Tracker::new(proto, kinds),
             clock: Clock::default(),
+            proto_on_clock: false,
+        }
+    }
+
+    /// A live capture's driver: the tracker's expiry runs on the driver's clock with the TCP
+    /// engine's, which [`Driver::advance`] moves on the wall clock while nothing arrives, so
+    /// that a query never answered is counted as a timeout on time, not at the next datagram.
+    pub fn live(cfg: EngineConfig) -> Driver {
+        let kinds = cfg.kinds;
+        Driver {
+            tcp: Engine::new(cfg),
+            proto: Tracker::new(ProtoConfig::default(), kinds).on_driver_clock(),
+            clock: Clock::default(),
+            proto_on_clock: true,
         }
     }
 
@@ -131,10 +149,11 @@ impl Driver {
     }
 
     /// A frame that is not TCP (the TCP decoder said [`DecodeError::NotTcp`]), its link type
-    /// and bytes: its UDP datagram or ICMP message, if any, to the tracker. The clock does
-    /// not move: a replay's time is its TCP segments' (as before the tracker came into the
-    /// driver: `metro analyze`'s expiry, and so its counts, are those of every earlier
-    /// release); a live capture moves it with [`Driver::advance`] ([`Driver::frame`] does).
+    /// and bytes: its UDP datagram or ICMP message, if any, to the tracker. The driver's
+    /// clock does not move: a replay's TCP time is its TCP segments' (`metro analyze`'s TCP
+    /// expiry, and so its counts, are those of every earlier release), and a replay's tracker
+    /// expires on its own clock from the times it is given; a live capture moves the driver's
+    /// clock with [`Driver::advance`] ([`Driver::frame`] does), which expires both.
     #[cold]
     pub fn datagram<O: Observer>(
         &mut self,
@@ -174,7 +193,9 @@ impl Driver {
         let due = self.clock.due(now);
         if due {
             self.tcp.tick(now);
-            self.proto.tick(now);
+            if self.proto_on_clock {
+                self.proto.tick(now);
+            }
         }
         due
     }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,17 +45,27 @@ fn wall_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// go-metro's duty cycle on packet time: windows of `duration`, `interval` apart.
+/// go-metro's duty cycle on packet time: windows of `duration`, `interval` apart, the
+/// first opening at the instance's first packet (`origin`, shared by the engine threads of
+/// an in-kernel capture, so that they all measure in the same windows).
 struct Duty {
     cycle: DutyCycle,
     window: Option<(i64, i64)>,
 }
 
 impl Duty {
-    fn admit(&mut self, ts: i64) -> bool {
+    fn admit(&mut self, ts: i64, origin: &AtomicI64) -> bool {
         let dur = self.cycle.duration.as_nanos() as i64;
         let gap = self.cycle.interval.as_nanos() as i64;
-        let (start, end) = *self.window.get_or_insert((ts, ts + dur));
+        let (start, end) = *self.window.get_or_insert_with(|| {
+            // The first packet of the instance sets the origin; a later thread finds it.
+            let o =
+                match origin.compare_exchange(i64::MIN, ts, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => ts,
+                    Err(first) => first,
+                };
+            (o, o + dur)
+        });
         if ts < start {
             return false;
         }
@@ -190,7 +200,7 @@ impl Processor {
         let samples = SampleBuf::new(&shared.iface);
         Processor {
             shared,
-            driver: Driver::new(engine),
+            driver: Driver::live(engine),
             watch,
             locals,
             frame: 0,
@@ -323,7 +333,16 @@ impl Processor {
             }
             // A UDP or ICMP frame (QUIC, DNS, ICMP echo: the program hands over the watched
             // ones when the instance's `protocols` name them) takes the libpcap path's way.
-            Err(metro_core::wire::DecodeError::NotTcp) => self.packet(linktype, ts, data),
+            Err(metro_core::wire::DecodeError::NotTcp) => {
+                if filter::watched_datagram(linktype, data, &self.watch.1) {
+                    self.packet(linktype, ts, data);
+                } else {
+                    self.shared
+                        .cumulative
+                        .packets_filtered
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
             Err(_) => {
                 self.frame += 1;
                 self.shared
@@ -384,7 +403,9 @@ impl Processor {
                 return false;
             }
         }
-        self.duty.as_mut().is_none_or(|d| d.admit(ts))
+        self.duty
+            .as_mut()
+            .is_none_or(|d| d.admit(ts, &self.shared.duty_origin))
     }
 
     /// A segment to the driver with this instance's observer; whether expiry ran.
@@ -688,10 +709,11 @@ mod tests {
             },
             window: None,
         };
+        let origin = AtomicI64::new(i64::MIN);
         let s = |x: f64| (x * 1e9) as i64 + 100 * NS;
         let got: Vec<bool> = [0.0, 1.9, 2.0, 4.9, 5.0, 6.9, 7.0, 10.5, 26.0, 29.0]
             .iter()
-            .map(|&t| d.admit(s(t)))
+            .map(|&t| d.admit(s(t), &origin))
             .collect();
         // Windows: [0, 2), [5, 7), [10, 12), ..., [25, 27), [30, 32).
         assert_eq!(
@@ -700,5 +722,16 @@ mod tests {
                 true, true, false, false, true, true, false, true, true, false
             ]
         );
+        // Another engine thread of the same instance whose first packet comes at 6.5 s
+        // measures in the same windows: [5, 7), [10, 12).
+        let mut other = Duty {
+            cycle: d.cycle,
+            window: None,
+        };
+        let got: Vec<bool> = [6.5, 7.5, 10.5, 12.5]
+            .iter()
+            .map(|&t| other.admit(s(t), &origin))
+            .collect();
+        assert_eq!(got, [true, false, true, false]);
     }
 }

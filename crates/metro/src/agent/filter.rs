@@ -328,12 +328,23 @@ pub fn plan_dead(linktype: u32, base: &str, set: &NetSet) -> Result<Plan, String
 }
 
 /// Whether a frame the kernel filter let through belongs to the watch list (either end of
-/// the innermost IP header watched). Frames metro cannot decode pass: the engine counts them.
+/// the innermost IP header watched): a TCP segment, or a UDP datagram or ICMP message (QUIC,
+/// DNS, ICMP echo). Frames metro cannot decode pass: the engine counts them.
 #[inline]
 pub fn watched(linktype: u32, frame: &[u8], watch: &WatchList) -> bool {
     match metro_core::Segment::decode(linktype, frame) {
         Ok(s) => watch.contains(s.src) || watch.contains(s.dst),
+        Err(metro_core::wire::DecodeError::NotTcp) => watched_datagram(linktype, frame, watch),
         Err(_) => true,
+    }
+}
+
+/// [`watched`] for a frame that is not TCP.
+#[cold]
+pub fn watched_datagram(linktype: u32, frame: &[u8], watch: &WatchList) -> bool {
+    match metro_core::wire::decode_datagram(linktype, frame) {
+        Some(d) => watch.contains(d.src) || watch.contains(d.dst),
+        None => true,
     }
 }
 
@@ -567,6 +578,19 @@ mod tests {
         assert!(!watched(1, &e, &w));
         // Not decodable: passes (the engine counts it).
         assert!(watched(1, &a[..20], &w));
+        // UDP (DNS, QUIC) and ICMP by their addresses too: the same frames as UDP and ICMP.
+        for (proto, l4) in [
+            (17u8, vec![0, 53, 0x9c, 0x40, 0, 8, 0, 0]),
+            (1, vec![8, 0, 0, 0]),
+        ] {
+            for (frame, want) in [(&a, true), (&b, false)] {
+                let mut f = frame[..34].to_vec();
+                f[23] = proto;
+                f[16..18].copy_from_slice(&(20 + l4.len() as u16).to_be_bytes());
+                f.extend_from_slice(&l4);
+                assert_eq!(watched(1, &f, &w), want, "protocol {proto}");
+            }
+        }
     }
 
     #[test]

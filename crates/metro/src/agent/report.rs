@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -394,15 +394,22 @@ impl Interval {
         self.pairs.len()
     }
 
-    /// Fold a later interval of the same instance in (a hand-over that arrived late).
+    /// Fold another interval of the same instance in (a hand-over that arrived late, or
+    /// another engine thread's): its pairs join this one's within the same `max_series`
+    /// as [`Self::pair`] keeps (past it, into the local address's `dst:other`).
     pub fn merge(&mut self, other: Interval) {
         let keys = other.numbers.keys().to_vec();
         for (key, acc) in keys.into_iter().zip(other.pairs) {
             let mut tag = NO_TAG;
             match self.numbers.find(key, &mut tag) {
                 Some(i) => self.pairs[i as usize].merge(&acc),
-                None if self.pairs.len() >= MAX_PAIRS => {
-                    self.pairs_dropped.samples += acc.stats.count();
+                None if self.pairs.len() >= self.opts.max_series.min(MAX_PAIRS) => {
+                    if self.opts.max_series <= MAX_PAIRS {
+                        self.series_overflow += acc.stats.count();
+                        self.other_pair((key.0, key.2)).merge(&acc);
+                    } else {
+                        self.pairs_dropped.samples += acc.stats.count();
+                    }
                 }
                 None => {
                     self.pairs.push(acc);
@@ -605,9 +612,10 @@ pub const MAX_BASELINE_PAIRS: usize = MAX_PAIRS;
 /// bytes a pair, at most [`MAX_BASELINE_PAIRS`] pairs (about 16 MB).
 pub struct Baselines {
     window: Duration,
-    /// (src, dst tag) -> per slot: (slot number, least RTT ms); slot number = time since
-    /// start / (window / slots).
-    pairs: HashMap<(IpAddr, Arc<str>), Ring>,
+    /// (src, dst tag, protocol) -> per slot: (slot number, least RTT ms); slot number = time
+    /// since start / (window / slots). By protocol: an echo answered by a nearer middlebox,
+    /// or a resolver's cache, is no baseline for TCP's round trips to the same host.
+    pairs: HashMap<(IpAddr, Arc<str>, u8), Ring>,
 }
 
 /// A pair's baseline slots: (slot number, least RTT ms), `u64::MAX` when never filled.
@@ -643,7 +651,7 @@ impl Baselines {
         };
         if pairs
             .iter()
-            .any(|p| !self.pairs.contains_key(&(p.src, p.dst.clone())))
+            .any(|p| !self.pairs.contains_key(&(p.src, p.dst.clone(), p.protocol)))
             && self.pairs.len() >= MAX_BASELINE_PAIRS
         {
             self.pairs
@@ -654,7 +662,7 @@ impl Baselines {
                 continue;
             }
             let min = p.stats.min();
-            let key = (p.src, p.dst.clone());
+            let key = (p.src, p.dst.clone(), p.protocol);
             if !self.pairs.contains_key(&key) && self.pairs.len() >= MAX_BASELINE_PAIRS {
                 p.baseline_ms = Some(min);
                 continue;
@@ -769,6 +777,11 @@ pub struct InstanceShared {
     /// slots count from.
     baselines: Mutex<Baselines>,
     started: std::time::Instant,
+    /// Engine threads handing over intervals ([`Self::set_engines`]).
+    engines: AtomicUsize,
+    /// The time of the instance's first packet, where the duty cycle's windows start
+    /// (`i64::MIN` until then): one origin for all its engine threads.
+    pub duty_origin: AtomicI64,
 }
 
 impl InstanceShared {
@@ -778,8 +791,10 @@ impl InstanceShared {
         watch: WatchList,
         locals: LocalSet,
     ) -> InstanceShared {
-        // Room for a few late hand-overs; a capture thread never blocks on it (try_send).
-        let (handoff, handoff_rx) = mpsc::sync_channel(HANDOFF_SLOTS);
+        // Room for a few late hand-overs of every engine thread (`threads`); a capture
+        // thread never blocks on it (try_send).
+        let (handoff, handoff_rx) =
+            mpsc::sync_channel(HANDOFF_SLOTS + super::config::MAX_THREADS as usize);
         InstanceShared {
             iface,
             tags: Mutex::new(tags),
@@ -797,6 +812,8 @@ impl InstanceShared {
             opts: Arc::default(),
             baselines: Mutex::new(Baselines::new(IntervalOpts::default().baseline_window)),
             started: std::time::Instant::now(),
+            engines: AtomicUsize::new(1),
+            duty_origin: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -812,21 +829,36 @@ impl InstanceShared {
         self.flush_requests.fetch_add(1, Ordering::Release);
     }
 
-    /// Every interval the capture thread handed over, merged: waits up to `wait` for the
-    /// first (zero: take what is there). An empty interval if none came; a late one is
-    /// reported with the next flush.
+    /// Every interval the capture threads handed over, merged: waits up to `wait` for one
+    /// from each engine thread ([`Self::set_engines`]; zero: take what is there). An empty
+    /// interval if none came; a late one is reported with the next flush.
     pub fn collect(&self, wait: Duration) -> Interval {
         let rx = self.handoff_rx.lock().unwrap_or_else(|e| e.into_inner());
-        let mut iv = match rx.recv_timeout(wait) {
-            Ok(iv) => iv,
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                return Interval::default();
+        let deadline = std::time::Instant::now() + wait;
+        let mut iv: Option<Interval> = None;
+        for _ in 0..self.engines.load(Ordering::Relaxed).max(1) {
+            match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(more) => match &mut iv {
+                    Some(iv) => iv.merge(more),
+                    None => iv = Some(more),
+                },
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
+        }
+        let mut iv = match iv {
+            Some(iv) => iv,
+            None => return Interval::default(),
         };
         while let Ok(more) = rx.try_recv() {
             iv.merge(more);
         }
         iv
+    }
+
+    /// How many engine threads hand over an interval at each flush (`threads` of an
+    /// in-kernel capture; 1 otherwise): [`Self::collect`] waits for as many.
+    pub fn set_engines(&self, n: usize) {
+        self.engines.store(n, Ordering::Relaxed);
     }
 
     /// The report of what the capture thread handed over ([`Self::collect`], waiting up to
@@ -1197,6 +1229,71 @@ mod tests {
         assert_eq!(p0.stats.count(), 2);
     }
 
+    /// Several engine threads (an in-kernel capture's `threads`) hand over an interval each:
+    /// a flush waits for all of them, not only the first, and reports them together.
+    #[test]
+    fn a_flush_waits_for_every_engine_threads_interval() {
+        let sh = Arc::new(InstanceShared::new(
+            "eth0".into(),
+            vec![],
+            watch(),
+            locals(),
+        ));
+        sh.set_engines(3);
+        let (w, l) = (sh.watch.get().1, sh.locals.get().1);
+        let send = {
+            let sh = sh.clone();
+            std::thread::spawn(move || {
+                for (i, responder) in ["10.0.0.2:80", "10.9.1.1:80", "10.9.2.2:80"]
+                    .into_iter()
+                    .enumerate()
+                {
+                    std::thread::sleep(Duration::from_millis(50 * i as u64));
+                    let mut iv = Interval::default();
+                    iv.add_sample(&sample(Kind::Seq, responder, "10.0.0.1:5000", 10.0), &l, &w);
+                    sh.handoff.send(iv).unwrap();
+                }
+            })
+        };
+        let iv = sh.collect(Duration::from_secs(10));
+        send.join().unwrap();
+        assert_eq!(iv.pairs_len(), 3);
+    }
+
+    /// Merging another thread's interval keeps `max_series`: past it, its pairs' samples go
+    /// to `dst:other` and count as overflow, as a sample of a new pair does.
+    #[test]
+    fn merged_intervals_keep_max_series() {
+        let (w, l) = (watch(), locals());
+        let opts = Arc::new(IntervalOpts {
+            max_series: 1,
+            ..IntervalOpts::default()
+        });
+        let mut a = Interval::new(opts.clone());
+        a.add_sample(
+            &sample(Kind::Seq, "10.0.0.2:80", "10.0.0.1:5000", 10.0),
+            &l,
+            &w,
+        );
+        let mut b = Interval::new(opts);
+        b.add_sample(
+            &sample(Kind::Seq, "10.9.1.1:80", "10.0.0.1:5001", 20.0),
+            &l,
+            &w,
+        );
+        b.add_sample(
+            &sample(Kind::Seq, "10.9.1.1:80", "10.0.0.1:5001", 21.0),
+            &l,
+            &w,
+        );
+        a.merge(b);
+        assert_eq!(a.pairs_len(), 1);
+        assert_eq!(a.series_overflow, 2);
+        let (pairs, _, _) = a.into_pairs();
+        let other = pairs.iter().find(|p| &*p.dst == OTHER).unwrap();
+        assert_eq!(other.stats.count(), 2);
+    }
+
     #[test]
     fn take_report_resets_and_reports_deltas() {
         let sh = InstanceShared::new("eth0".into(), vec!["a:b".into()], watch(), locals());
@@ -1289,6 +1386,26 @@ mod tests {
         assert!(TCP_RTT.gauges[1].of(&p).unwrap() >= 0.0);
         // Without a baseline, no queueing delay.
         assert_eq!(TCP_RTT.gauges[1].of(&pair_with("db", &[1.0])), None);
+    }
+
+    /// A host's baseline is its protocol's own: a fast echo (a middlebox answering ping) or
+    /// DNS answer from the same address does not lower TCP's baseline.
+    #[test]
+    fn baselines_are_kept_per_protocol() {
+        let mut b = Baselines::new(Duration::from_secs(100));
+        let icmp = PairReport {
+            protocol: 3,
+            ..pair_with("db", &[2.0])
+        };
+        let mut ps = vec![pair_with("db", &[20.0, 25.0]), icmp];
+        b.update(&mut ps, Duration::from_secs(0));
+        assert_eq!(
+            (ps[0].baseline_ms, ps[1].baseline_ms),
+            (Some(20.0), Some(2.0))
+        );
+        let mut ps = vec![pair_with("db", &[30.0])];
+        b.update(&mut ps, Duration::from_secs(10));
+        assert_eq!(ps[0].baseline_ms, Some(20.0));
     }
 
     /// Bounded: at most MAX_BASELINE_PAIRS pairs; past it a new pair's baseline is its own

@@ -501,6 +501,13 @@ impl Runtime {
         };
         let thread_name = format!("metro-cap-{}", inst.interface);
         let threads = inst.threads;
+        if threads > 1 && !matches!(src, Prepared::Ebpf(_)) {
+            tracing::warn!(
+                "{}: threads: {threads} applies to the in-kernel capture only; this instance \
+                 runs one engine",
+                inst.interface
+            );
+        }
         shared.cumulative.capture_ebpf.store(
             u64::from(matches!(src, Prepared::Ebpf(_))),
             Ordering::Relaxed,

@@ -281,3 +281,52 @@ fn analyze_and_plot_show_the_new_kinds() {
     assert!(text.contains("212 samples from 1 responder"), "plot text");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An ICMP echo message (`typ` 8 request, 0 reply), identifier `id`, sequence `seq`.
+fn echo(typ: u8, id: u16, seq: u16) -> Vec<u8> {
+    let mut p = vec![typ, 0, 0, 0];
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&[0x5a; 8]);
+    p
+}
+
+/// A replay's tracker expires on the times of the frames it is given, whatever the number
+/// of threads: in a capture without TCP (nothing else moves time), an echo reply 15 s after
+/// its request (the timeout is 10 s) is not a sample with one thread or two, and the one
+/// answered in 5 ms is.
+#[test]
+fn an_answer_after_the_timeout_is_no_sample_without_tcp_on_any_number_of_threads() {
+    use metro_testkit::pcap::{PcapOptions, PcapWriter};
+    use metro_testkit::vectors::{eth, ip4};
+    let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let s = 1_000_000_000i64;
+    let frames = [
+        (s, eth(0x0800, &ip4(a, b, 1, &echo(8, 7, 1)))),
+        (s + 5_000_000, eth(0x0800, &ip4(b, a, 1, &echo(0, 7, 1)))),
+        (2 * s, eth(0x0800, &ip4(a, b, 1, &echo(8, 7, 2)))),
+        (17 * s, eth(0x0800, &ip4(b, a, 1, &echo(0, 7, 2)))),
+    ];
+    let dir = support::agent::TempDir::new("proto-late");
+    let path = dir.path("late.pcap");
+    let mut w = PcapWriter::new(
+        std::fs::File::create(&path).unwrap(),
+        PcapOptions::default(),
+    )
+    .unwrap();
+    for (ts, f) in &frames {
+        w.write_packet(*ts, f, f.len() as u32).unwrap();
+    }
+    drop(w);
+    for threads in [1, 2] {
+        let (samples, _) = analyze(&path, threads);
+        let icmp: Vec<_> = samples.iter().filter(|x| x.2 == "icmp").collect();
+        assert_eq!(icmp.len(), 1, "threads {threads}: {samples:?}");
+        assert_eq!((icmp[0].0, icmp[0].1), (2, 1), "threads {threads}");
+        assert!(
+            (icmp[0].3 - 0.005).abs() < 1e-9,
+            "threads {threads}: {:?}",
+            icmp[0]
+        );
+    }
+}

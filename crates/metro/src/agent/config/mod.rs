@@ -26,8 +26,8 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use limits::*;
 pub use model::{
-    CaptureMode, Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, Protocols,
-    Source, StatsdTarget, mask,
+    CaptureMode, Cidr, Config, DutyCycle, FleetConfig, GroupBy, Instance, LogLevel, MAX_THREADS,
+    Protocols, Source, StatsdTarget, mask,
 };
 pub use raw::{RawFile, RawInit, RawInstance};
 

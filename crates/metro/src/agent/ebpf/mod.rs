@@ -624,6 +624,7 @@ fn shard_of(seg: &metro_core::Segment, n: usize) -> usize {
 /// tries, publishes the program's counters and follows the interfaces, as [`run_one`].
 fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
     let iface = w.shared.iface.clone();
+    w.shared.set_engines(n);
     let (mut watch_gen, watch) = w.shared.watch.get();
     install(&iface, &mut k, &watch);
     let mut offset = realtime_offset();
