@@ -12,15 +12,13 @@
 //! live agent all hand their frames here; [`Driver::frame`] decodes a raw frame and
 //! dispatches it.
 
-use std::net::SocketAddr;
-
 use crate::Nanos;
 use crate::Segment;
 use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::proto::{self, ProtoConfig, Tracker};
 use crate::sample::Observer;
-use crate::wire::{self, DecodeError};
+use crate::wire::DecodeError;
 
 /// How often expiry runs, in the time the driver is given (packet time, or the wall clock
 /// of an idle live capture).
@@ -134,17 +132,7 @@ impl Driver {
         out: &mut O,
     ) -> bool {
         let ticked = self.segment(frame, ts, seg, out);
-        // Before building any address: most segments cannot hold a DNS message.
-        if self.proto.may_be_dns(payload) {
-            self.proto.tcp_payload(
-                frame,
-                ts,
-                SocketAddr::new(seg.src, seg.sport),
-                SocketAddr::new(seg.dst, seg.dport),
-                payload,
-                out,
-            );
-        }
+        self.proto.segment_payload(frame, ts, seg, payload, out);
         ticked
     }
 
@@ -163,11 +151,7 @@ impl Driver {
         data: &[u8],
         out: &mut O,
     ) {
-        if self.proto.enabled()
-            && let Some(d) = wire::decode_datagram(linktype, data)
-        {
-            self.proto.datagram(frame, ts, &d, out);
-        }
+        self.proto.frame(frame, ts, linktype, data, out);
     }
 
     /// One decoded TCP segment (without its payload: DNS over TCP is not looked for),

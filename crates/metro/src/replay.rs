@@ -8,12 +8,10 @@
 
 use std::ops::ControlFlow;
 
-use std::net::SocketAddr;
-
 use metro_core::driver::Driver;
-use metro_core::proto::{self, Tracker};
+use metro_core::proto;
 use metro_core::sample::Observer;
-use metro_core::wire::{self, DecodeError};
+use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 
 use crate::pcap::{CaptureReader, NOT_A_PACKET, ReadError};
@@ -100,50 +98,6 @@ pub fn replay(reader: &mut CaptureReader, to: &mut impl Frames) -> Replayed {
         }
     }
     done
-}
-
-/// The TCP path's hook for DNS over TCP: a segment's payload to a tracker of its own (a
-/// parallel replay's reader; the [`Driver`] does this for its own tracker).
-#[inline]
-pub fn tcp_payload(
-    tracker: &mut Tracker,
-    frame: u64,
-    ts: Nanos,
-    seg: &Segment,
-    payload: &[u8],
-    obs: &mut dyn Observer,
-) {
-    // Before building any address: most segments cannot hold a DNS message.
-    if !tracker.may_be_dns(payload) {
-        return;
-    }
-    tracker.tcp_payload(
-        frame,
-        ts,
-        SocketAddr::new(seg.src, seg.sport),
-        SocketAddr::new(seg.dst, seg.dport),
-        payload,
-        obs,
-    );
-}
-
-/// A frame the TCP decoder says is not TCP: its UDP datagram or ICMP message, if any, to a
-/// tracker of its own (a parallel replay's reader; the [`Driver`] does this for its own).
-#[cold]
-pub fn datagram(
-    tracker: &mut Tracker,
-    frame: u64,
-    ts: Nanos,
-    linktype: u32,
-    data: &[u8],
-    obs: &mut dyn Observer,
-) {
-    if !tracker.enabled() {
-        return;
-    }
-    if let Some(d) = wire::decode_datagram(linktype, data) {
-        tracker.datagram(frame, ts, &d, obs);
-    }
 }
 
 /// Frames into a driver (TCP, and its tracker: QUIC, DNS, ICMP), their samples to an

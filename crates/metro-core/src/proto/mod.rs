@@ -366,6 +366,50 @@ impl Tracker {
         }
     }
 
+    /// A TCP segment and its captured payload (DNS over TCP): to [`Tracker::tcp_payload`]
+    /// when the payload may hold a DNS message, one length check for most segments.
+    #[inline]
+    pub fn segment_payload(
+        &mut self,
+        frame: u64,
+        ts: Nanos,
+        seg: &Segment,
+        payload: &[u8],
+        obs: &mut dyn Observer,
+    ) {
+        // Before building any address: most segments cannot hold a DNS message.
+        if !self.may_be_dns(payload) {
+            return;
+        }
+        self.tcp_payload(
+            frame,
+            ts,
+            SocketAddr::new(seg.src, seg.sport),
+            SocketAddr::new(seg.dst, seg.dport),
+            payload,
+            obs,
+        );
+    }
+
+    /// A frame the TCP decoder says is not TCP, its link type and bytes: its UDP datagram or
+    /// ICMP message, if any, to [`Tracker::datagram`].
+    #[cold]
+    pub fn frame(
+        &mut self,
+        frame: u64,
+        ts: Nanos,
+        linktype: u32,
+        data: &[u8],
+        obs: &mut dyn Observer,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        if let Some(d) = wire::decode_datagram(linktype, data) {
+            self.datagram(frame, ts, &d, obs);
+        }
+    }
+
     /// The payload of one TCP segment, for DNS over TCP (RFC 7766: each message after a
     /// two-byte length). Segments without payload cost one comparison.
     #[inline]

@@ -71,7 +71,7 @@ use super::{
     Collector, FileReport, OTHER, ResponderKey, Skipped, Summary, describe_read_error, progress,
 };
 use crate::pcap::CaptureReader;
-use crate::replay::{self, Frames, replay};
+use crate::replay::{Frames, replay};
 
 /// Packets per shard and epoch, on average: large enough that handing a batch over costs
 /// little (1024 made the 2-core run slower).
@@ -474,7 +474,8 @@ impl Frames for Dispatch<'_, '_> {
         if self.proto.may_be_dns(payload) {
             let mut sink =
                 Self::proto_sink(&mut self.proto_out, &mut self.proto_numbers, self.wants);
-            replay::tcp_payload(&mut self.proto, frame, ts, seg, payload, &mut sink);
+            self.proto
+                .segment_payload(frame, ts, seg, payload, &mut sink);
         }
         if self.clock.due(ts) {
             for b in self.batches.iter_mut() {
@@ -496,7 +497,7 @@ impl Frames for Dispatch<'_, '_> {
 
     fn not_tcp(&mut self, frame: u64, ts: Nanos, linktype: u32, data: &[u8]) {
         let mut sink = Self::proto_sink(&mut self.proto_out, &mut self.proto_numbers, self.wants);
-        replay::datagram(&mut self.proto, frame, ts, linktype, data, &mut sink);
+        self.proto.frame(frame, ts, linktype, data, &mut sink);
     }
 
     fn undecodable(&mut self, e: DecodeError) {
