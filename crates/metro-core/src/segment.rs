@@ -35,6 +35,29 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// The shard of a segment among `shards` (`analyze --threads`, the in-kernel capture's
+    /// `threads`): a hash of its two endpoints that both directions agree on (the sum of each
+    /// endpoint's mix), cheaper than hashing the canonical key, which the shard's engine does
+    /// anyway. Unrelated to that table's (keyed) hash, so a shard's connections spread over
+    /// its buckets as all connections would.
+    #[inline]
+    pub fn shard(&self, shards: usize) -> usize {
+        #[inline]
+        fn endpoint(ip: IpAddr, port: u16) -> u64 {
+            let folded = match ip {
+                IpAddr::V4(a) => u64::from(u32::from(a)),
+                IpAddr::V6(a) => {
+                    let b = u128::from(a);
+                    (b >> 64) as u64 ^ (b as u64).rotate_left(32)
+                }
+            };
+            let x = (folded ^ u64::from(port) << 48).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            (x ^ x >> 29).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+        }
+        let h = endpoint(self.src, self.sport).wrapping_add(endpoint(self.dst, self.dport));
+        ((u64::from((h >> 32) as u32) * shards as u64) >> 32) as usize
+    }
+
     /// The segment of one captured frame: `Segment::from(&wire::decode(linktype, frame)?)`,
     /// the same result for every frame (tested), but the common shape's fields go straight
     /// from the decoder into the Segment: moving the whole decoded [`Packet`] through a

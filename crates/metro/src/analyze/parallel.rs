@@ -201,28 +201,6 @@ struct ShardEnd {
     created: Vec<u64>,
 }
 
-/// The shard of a packet: a hash of its two endpoints that both directions agree on (the
-/// sum of each endpoint's mix), cheaper than hashing the canonical key, which the shard's
-/// engine does anyway. Unrelated to that table's hash, so a shard's connections spread over
-/// its buckets as all connections would.
-#[inline]
-fn shard_of(seg: &Segment, shards: usize) -> usize {
-    #[inline]
-    fn endpoint(ip: IpAddr, port: u16) -> u64 {
-        let folded = match ip {
-            IpAddr::V4(a) => u64::from(u32::from(a)),
-            IpAddr::V6(a) => {
-                let b = u128::from(a);
-                (b >> 64) as u64 ^ (b as u64).rotate_left(32)
-            }
-        };
-        let x = (folded ^ u64::from(port) << 48).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (x ^ x >> 29).wrapping_mul(0xbf58_476d_1ce4_e5b9)
-    }
-    let h = endpoint(seg.src, seg.sport).wrapping_add(endpoint(seg.dst, seg.dport));
-    ((u64::from((h >> 32) as u32) * shards as u64) >> 32) as usize
-}
-
 /// Analyze one file with `threads` (> 1) shard engines. Same contract and same results as
 /// the one-thread `analyze_one`.
 pub(super) fn analyze_one(
@@ -483,7 +461,7 @@ impl Frames for Dispatch<'_, '_> {
             }
         }
         let n = self.batches.len();
-        let batch = &mut self.batches[shard_of(seg, n)].items;
+        let batch = &mut self.batches[seg.shard(n)].items;
         batch.push((frame, ts, *seg));
         self.in_epoch += 1;
         if self.in_epoch == self.epoch || batch.len() == self.cap {
@@ -849,8 +827,8 @@ mod tests {
                         )
                     };
                     let port = 32768 + (client * 13 % 28000) as u16;
-                    let up = shard_of(&pkt(c, port, s, 443), shards);
-                    let down = shard_of(&pkt(s, 443, c, port), shards);
+                    let up = pkt(c, port, s, 443).shard(shards);
+                    let down = pkt(s, 443, c, port).shard(shards);
                     assert_eq!(up, down);
                     counts[up] += 1;
                     n += 1;

@@ -494,12 +494,7 @@ fn run_one(w: Worker, mut k: Kernel) {
         let mut got = false;
         while k
             .next_item(|item| match item {
-                Item::Segment(r) => {
-                    if r.cgroup != 0 {
-                        proc.egress_cgroup(&r.segment, r.cgroup);
-                    }
-                    proc.segment(r.mono_ns as i64 + offset, &r.segment, r.ifindex)
-                }
+                Item::Segment(r) => feed(&mut proc, r.mono_ns as i64 + offset, &r),
                 Item::Raw(f) => {
                     w.shared.cumulative.packets_raw[f.reason.index()]
                         .fetch_add(1, Ordering::Relaxed);
@@ -535,6 +530,16 @@ fn run_one(w: Worker, mut k: Kernel) {
     proc.publish();
     // The last interval: the flusher collects it once this thread has ended.
     proc.hand_over();
+}
+
+/// A segment record, captured at `ts` (ns since the epoch), into `proc`: the sending
+/// socket's cgroup noted first (egress records carry it), then the segment.
+#[inline]
+fn feed(proc: &mut Processor, ts: i64, r: &Record) {
+    if r.cgroup != 0 {
+        proc.egress_cgroup(&r.segment, r.cgroup);
+    }
+    proc.segment(ts, &r.segment, r.ifindex);
 }
 
 /// The ring reader's chores once a second, on either path ([`run_one`], [`run_sharded`]): the
@@ -607,17 +612,6 @@ const BATCH: usize = 256;
 /// fills, and what it cannot hold is counted as kernel drops).
 const QUEUED_BATCHES: usize = 64;
 
-/// The engine thread of a connection: both directions of it (and its copies on other
-/// interfaces of `any`) give the same shard, as `analyze --threads` shards by flow.
-fn shard_of(seg: &metro_core::Segment, n: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let a = (seg.src, seg.sport);
-    let b = (seg.dst, seg.dport);
-    let mut h = std::hash::DefaultHasher::new();
-    if a <= b { (a, b) } else { (b, a) }.hash(&mut h);
-    (h.finish() % n as u64) as usize
-}
-
 /// `threads: N`: this thread reads the ring buffer and hands each record, by connection, to
 /// one of N engine threads, each with its own [`Processor`] (engine, flow table, interval;
 /// the flusher merges the intervals they hand over). The reader keeps the watch list in the
@@ -659,7 +653,7 @@ fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
             let mut got = 0u32;
             while let Some((i, work)) = k.next_item(|item| match item {
                 Item::Segment(record) => (
-                    shard_of(&record.segment, n),
+                    record.segment.shard(n),
                     Work::Segment {
                         ts: record.mono_ns as i64 + offset,
                         record,
@@ -669,7 +663,7 @@ fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
                     w.shared.cumulative.packets_raw[f.reason.index()]
                         .fetch_add(1, Ordering::Relaxed);
                     let i = metro_core::Segment::decode(f.linktype(), f.data)
-                        .map_or(0, |seg| shard_of(&seg, n));
+                        .map_or(0, |seg| seg.shard(n));
                     (
                         i,
                         Work::Raw {
@@ -723,12 +717,7 @@ fn engine_thread(rx: std::sync::mpsc::Receiver<Vec<Work>>, mut proc: Processor) 
             Ok(batch) => {
                 for work in batch {
                     match work {
-                        Work::Segment { ts, record } => {
-                            if record.cgroup != 0 {
-                                proc.egress_cgroup(&record.segment, record.cgroup);
-                            }
-                            proc.segment(ts, &record.segment, record.ifindex);
-                        }
+                        Work::Segment { ts, record } => feed(&mut proc, ts, &record),
                         Work::Raw {
                             ts,
                             linktype,
