@@ -124,7 +124,11 @@ impl Observer for Obs<'_> {
             .and_then(|a| a.internal(s.responder.ip(), s.peer.ip()));
         self.interval
             .add_sample_classified(s, internal, self.locals, self.watch, tag);
-        if let Some(&c) = self.cgroups.get(&(s.peer, s.responder)) {
+        // Empty but for an in-kernel capture with container attribution: no hashing of the
+        // two sockets for every sample of every other instance.
+        if !self.cgroups.is_empty()
+            && let Some(&c) = self.cgroups.get(&(s.peer, s.responder))
+        {
             self.interval.note_cgroup(s.peer.ip(), s.responder.ip(), c);
         }
     }
@@ -320,28 +324,23 @@ impl Processor {
     /// otherwise), then what [`Processor::segment`] does. One metro-core does not decode
     /// either is counted as a decode error, as on the libpcap path.
     pub fn raw_frame(&mut self, linktype: u32, ts: i64, data: &[u8], ifindex: u32) {
+        let watch = &self.watch.1;
         match metro_core::Segment::decode(linktype, data) {
-            Ok(seg) => {
-                if self.watch.1.contains(seg.src) || self.watch.1.contains(seg.dst) {
-                    self.segment(ts, &seg, ifindex);
-                } else {
-                    self.shared
-                        .cumulative
-                        .packets_filtered
-                        .fetch_add(1, Ordering::Relaxed);
-                }
+            Ok(seg) if watch.contains(seg.src) || watch.contains(seg.dst) => {
+                self.segment(ts, &seg, ifindex);
             }
             // A UDP or ICMP frame (QUIC, DNS, ICMP echo: the program hands over the watched
             // ones when the instance's `protocols` name them) takes the libpcap path's way.
-            Err(metro_core::wire::DecodeError::NotTcp) => {
-                if filter::watched_datagram(linktype, data, &self.watch.1) {
-                    self.packet(linktype, ts, data);
-                } else {
-                    self.shared
-                        .cumulative
-                        .packets_filtered
-                        .fetch_add(1, Ordering::Relaxed);
-                }
+            Err(metro_core::wire::DecodeError::NotTcp)
+                if filter::watched_datagram(linktype, data, watch) =>
+            {
+                self.packet(linktype, ts, data);
+            }
+            Ok(_) | Err(metro_core::wire::DecodeError::NotTcp) => {
+                self.shared
+                    .cumulative
+                    .packets_filtered
+                    .fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
                 self.frame += 1;
