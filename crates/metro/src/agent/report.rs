@@ -140,25 +140,15 @@ pub struct ProtoDeltas {
 }
 
 impl ProtoDeltas {
-    /// The counts between two of the tracker's cumulative snapshots.
+    /// The counts between two of the tracker's cumulative snapshots (which only grow:
+    /// [`ProtoCounters::since`]), the ones the sinks report.
     fn between(was: &ProtoCounters, now: &ProtoCounters) -> ProtoDeltas {
-        let d = |a: u64, b: u64| a.saturating_sub(b);
-        let mut rc = [0; 16];
-        for (i, r) in rc.iter_mut().enumerate() {
-            *r = d(now.dns_rcodes[i], was.dns_rcodes[i]);
-        }
+        let d = now.since(was);
         ProtoDeltas {
-            dns_rcodes: rc,
-            dns_timeouts: d(now.dns_timeouts, was.dns_timeouts),
-            dropped: [
-                d(now.quic_shed + now.quic_full, was.quic_shed + was.quic_full),
-                d(now.dns_evicted, was.dns_evicted),
-                d(now.icmp_evicted, was.icmp_evicted),
-            ],
-            unmatched: [
-                d(now.dns_unmatched, was.dns_unmatched),
-                d(now.icmp_unmatched, was.icmp_unmatched),
-            ],
+            dns_rcodes: d.dns_rcodes,
+            dns_timeouts: d.dns_timeouts,
+            dropped: [d.quic_shed + d.quic_full, d.dns_evicted, d.icmp_evicted],
+            unmatched: [d.dns_unmatched, d.icmp_unmatched],
         }
     }
 }
@@ -321,15 +311,20 @@ impl Interval {
 
     /// The `dst:other` pair of `local` (and a protocol).
     fn other_pair(&mut self, local: (IpAddr, u8)) -> &mut PairAcc {
-        let i = match self.other.iter().position(|(l, _)| *l == local) {
+        let i = self.other_index(local);
+        &mut self.other[i].1
+    }
+
+    /// Where [`Self::other_pair`] is in `other` (made if missing).
+    fn other_index(&mut self, local: (IpAddr, u8)) -> usize {
+        match self.other.iter().position(|(l, _)| *l == local) {
             Some(i) => i,
             None => {
                 self.other
                     .push((local, PairAcc::new(Arc::from(OTHER), 0, &self.opts)));
                 self.other.len() - 1
             }
-        };
-        &mut self.other[i].1
+        }
     }
 
     /// The pair (local, remote group) for a sample, found first where `tag` says (a
@@ -351,9 +346,7 @@ impl Interval {
             None if self.pairs.len() >= self.opts.max_series.min(MAX_PAIRS) => {
                 if self.opts.max_series <= MAX_PAIRS {
                     self.series_overflow += 1;
-                    self.other_pair((local, protocol));
-                    let o = self.other.iter().position(|(l, _)| *l == (local, protocol));
-                    return o.map(Slot::Other);
+                    return Some(Slot::Other(self.other_index((local, protocol))));
                 }
                 self.pairs_dropped.samples += 1;
                 return None;
