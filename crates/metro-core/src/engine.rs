@@ -71,9 +71,9 @@ impl Engine {
         Engine {
             flows,
             handshakes: HandshakeCache::new(cfg.handshake_cache),
+            pool: Pool::with_recent(cfg.max_recent_segments),
             cfg,
             counters: Counters::default(),
-            pool: Pool::new(),
             next_id: 1,
         }
     }

@@ -17,7 +17,7 @@
 
 use std::net::SocketAddr;
 
-use super::queue::{NIL, Pending, Pool, Queue};
+use super::queue::{NIL, Pending, Pool, Queue, Ring};
 use crate::Nanos;
 use crate::Segment;
 use crate::config::{CopyEvidence, Counters, EngineConfig, TimedBy};
@@ -75,7 +75,7 @@ pub struct DirState {
     /// Segments acknowledged within the last `duplicate_window_wide`, the newest
     /// `max_recent_segments`: a late copy of one of them (a mirror port's second copy, after
     /// the ACK) must still be recognised.
-    done: Queue,
+    done: Ring,
     /// Newest TSval recorded (valid with TSVAL_SEEN).
     ts_last: TsVal,
     /// The last TSecr the other side sent (an echo of this direction's TSvals; 0: none).
@@ -96,7 +96,7 @@ impl Default for DirState {
             right: SeqNum::ZERO,
             acked: SeqNum::ZERO,
             segs: Queue::new(),
-            done: Queue::new(),
+            done: Ring::new(),
             ts_last: TsVal::ZERO,
             echoed: TsVal::ZERO,
             tsvals: Queue::new(),
@@ -560,13 +560,12 @@ impl Conn {
                     break;
                 }
                 landed |= front.key == ack;
+                rcv.segs.pop_front(cx.pool);
                 if keep {
-                    rcv.segs.move_front_to(cx.pool, &mut rcv.done);
+                    rcv.done.push_back(cx.pool, front);
                     if rcv.done.len() > cx.cfg.max_recent_segments {
                         rcv.done.pop_front(cx.pool);
                     }
-                } else {
-                    rcv.segs.pop_front(cx.pool);
                 }
                 if front.key == ack {
                     let kind = front.kind();
@@ -980,7 +979,7 @@ impl Conn {
         let spurious = seg.is_some_and(|seg| snd.has(ACK_KNOWN) && seg.key.le(snd.acked));
         let once = spurious && seg.is_some_and(|seg| snd.done.sent_once(cx.pool, start, seg.key));
         if spurious {
-            snd.done.mark_ambiguous(cx.pool, Some(start));
+            snd.done.mark_ambiguous(cx.pool, start);
         }
         // A copy sent in the same clock tick as the last one carries its TSval: an echo no
         // longer tells them apart.

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 
 use crate::Nanos;
 use crate::sample::Kind;
-use crate::seq::{SeqSpace, Serial, Space, TsVal};
+use crate::seq::{SeqNum, SeqSpace, Serial, Space, TsVal};
 
 /// No node.
 pub const NIL: u32 = u32::MAX;
@@ -97,21 +97,133 @@ impl Node {
     }
 }
 
-/// The shared node store.
+/// An acknowledged segment kept for late copies (an entry of a [`Ring`]): a [`Node`] without
+/// its link, in 4-byte words (28 bytes, not 32): a ring of them is one connection's, read
+/// and written in order, so it spans as few cache lines as can be.
+#[derive(Clone, Copy, Default)]
+struct Kept {
+    ts: [u32; 2],
+    /// The frame number, with the node's flags in its top bits.
+    frame: [u32; 2],
+    key: u32,
+    tsval: u32,
+    fp: u32,
+}
+
+impl Kept {
+    #[inline]
+    fn new(p: Pending) -> Kept {
+        let n = Node::new(p, NIL);
+        let ts = n.ts as u64;
+        Kept {
+            ts: [ts as u32, (ts >> 32) as u32],
+            frame: [n.frame as u32, (n.frame >> 32) as u32],
+            key: n.key,
+            tsval: n.tsval,
+            fp: n.fp,
+        }
+    }
+
+    #[inline]
+    fn ts(&self) -> Nanos {
+        (u64::from(self.ts[1]) << 32 | u64::from(self.ts[0])) as Nanos
+    }
+
+    #[inline]
+    fn flagged_frame(&self) -> u64 {
+        u64::from(self.frame[1]) << 32 | u64::from(self.frame[0])
+    }
+
+    #[inline]
+    fn item(&self) -> Pending {
+        Node {
+            ts: self.ts(),
+            frame: self.flagged_frame(),
+            key: self.key,
+            next: NIL,
+            tsval: self.tsval,
+            fp: self.fp,
+        }
+        .item()
+    }
+
+    #[inline]
+    fn key(&self) -> SeqNum {
+        Serial::new(self.key)
+    }
+
+    #[inline]
+    fn ambiguous(&self) -> bool {
+        self.flagged_frame() & AMBIGUOUS != 0
+    }
+}
+
+/// Blocks of `cap` [`Kept`] entries, for [`Ring`]s of one size.
+#[derive(Default)]
+struct Blocks {
+    cap: usize,
+    kept: Vec<Kept>,
+    /// Blocks free for reuse (last freed first: likely still in cache).
+    free: Vec<u32>,
+}
+
+impl Blocks {
+    fn alloc(&mut self) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            let b = self.kept.len() / self.cap;
+            // Two rings a connection: far fewer blocks than this.
+            assert!(b < 1 << CLASS_SHIFT, "ring blocks exhausted");
+            self.kept
+                .resize(self.kept.len() + self.cap, Kept::default());
+            b as u32
+        })
+    }
+}
+
+/// Sizes of ring blocks: a ring starts in the smallest and moves to the next when full, up
+/// to the largest ([`Pool::with_recent`]): a direction with one or two segments
+/// acknowledged at a time (request and response) holds a small block, not the largest.
+const RING_CLASSES: usize = 3;
+/// A ring's size class is kept in the top bits of its block number.
+const CLASS_SHIFT: u32 = 30;
+
+/// The shared node store, and the store of [`Ring`]s' blocks.
 #[derive(Default)]
 pub struct Pool {
     nodes: Vec<Node>,
     free: u32,
     in_use: usize,
+    rings: [Blocks; RING_CLASSES],
 }
 
 impl Pool {
+    /// A pool whose rings keep up to 8 acknowledged segments (the default
+    /// `max_recent_segments`).
     pub fn new() -> Pool {
+        Pool::with_recent(8)
+    }
+
+    /// A pool whose rings hold the `max_recent` newest acknowledged segments a direction
+    /// keeps ([`crate::config::EngineConfig::max_recent_segments`]), and the one or two
+    /// retransmissions retired beside them before the next ACK trims them (see
+    /// [`Ring::push_back`]).
+    pub fn with_recent(max_recent: usize) -> Pool {
+        let top = (max_recent + 2).min(usize::from(u16::MAX));
+        let caps = [2.min(top), 4.min(top), top];
         Pool {
             nodes: Vec::new(),
             free: NIL,
             in_use: 0,
+            rings: caps.map(|cap| Blocks {
+                cap,
+                ..Blocks::default()
+            }),
         }
+    }
+
+    /// Ring blocks allocated in all (in use or free), by size class.
+    pub fn rings_allocated(&self) -> [usize; RING_CLASSES] {
+        self.rings.each_ref().map(|r| r.kept.len() / r.cap)
     }
 
     /// Nodes currently holding a pending opener.
@@ -290,24 +402,6 @@ impl<S: Space> Queue<S> {
         found
     }
 
-    /// Move the oldest entry to the back of `to` (no allocation); false if there was none.
-    #[inline]
-    pub fn move_front_to(&mut self, pool: &mut Pool, to: &mut Queue<S>) -> bool {
-        if self.head == NIL {
-            return false;
-        }
-        let i = self.head;
-        let node = &mut pool.nodes[i as usize];
-        self.head = node.next;
-        node.next = NIL;
-        if self.head == NIL {
-            self.tail = NIL;
-        }
-        self.len -= 1;
-        to.link_back(pool, i);
-        true
-    }
-
     // Always inlined: left to itself the compiler calls it for the TSval queue, a call per
     // recorded TSval (callgrind: 1.2M of 224M instructions on scripts/profile.sh's capture).
     #[inline(always)]
@@ -364,6 +458,199 @@ impl<S: Space> Queue<S> {
     pub fn clear(&mut self, pool: &mut Pool) {
         while self.pop_front(pool).is_some() {}
     }
+}
+
+/// The acknowledged segments a direction keeps for late copies, oldest first, in one block
+/// of the pool (allocated with the first, freed with the last): a FIFO like [`Queue`], whose
+/// entries lie side by side instead of linked across the pool, so that an ACK's move of a
+/// segment here and the trim of the oldest touch one or two cache lines of the
+/// connection's own block.
+#[derive(Clone, Copy, Debug)]
+pub struct Ring {
+    /// The block (its size class in the top two bits, then its number among that class's
+    /// blocks), or `NIL`.
+    block: u32,
+    head: u16,
+    len: u16,
+}
+
+impl Default for Ring {
+    fn default() -> Self {
+        Ring::new()
+    }
+}
+
+impl Ring {
+    pub const fn new() -> Ring {
+        Ring {
+            block: NIL,
+            head: 0,
+            len: 0,
+        }
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The size class and block number (valid unless `block` is `NIL`).
+    #[inline]
+    fn class(&self) -> (usize, usize) {
+        (
+            (self.block >> CLASS_SHIFT) as usize,
+            (self.block & ((1 << CLASS_SHIFT) - 1)) as usize,
+        )
+    }
+
+    /// The `i`th entry (0: the oldest).
+    #[inline]
+    fn get<'p>(&self, pool: &'p Pool, i: usize) -> &'p Kept {
+        let (class, block) = self.class();
+        let blocks = &pool.rings[class];
+        &blocks.kept[block * blocks.cap + wrap(usize::from(self.head) + i, blocks.cap)]
+    }
+
+    #[inline]
+    fn get_mut<'p>(&self, pool: &'p mut Pool, i: usize) -> &'p mut Kept {
+        let (class, block) = self.class();
+        let blocks = &mut pool.rings[class];
+        &mut blocks.kept[block * blocks.cap + wrap(usize::from(self.head) + i, blocks.cap)]
+    }
+
+    #[inline]
+    fn entries<'p>(&self, pool: &'p Pool) -> impl Iterator<Item = &'p Kept> + use<'p> {
+        let ring = *self;
+        (0..self.len()).map(move |i| ring.get(pool, i))
+    }
+
+    /// The time of the oldest entry.
+    #[inline]
+    pub fn front_ts(&self, pool: &Pool) -> Option<Nanos> {
+        (self.len > 0).then(|| self.get(pool, 0).ts())
+    }
+
+    /// Append an entry. A ring holds `max_recent` + 2: what an ACK leaves (`max_recent`) and
+    /// the retransmission it may retire, with one more retired by a DSACK before the next
+    /// ACK trims it. Beyond that (retransmissions each answered by a DSACK that does not
+    /// move the ACK), the oldest entry makes room: a direction keeps a bounded number.
+    #[inline]
+    pub fn push_back(&mut self, pool: &mut Pool, item: Pending) {
+        if self.block == NIL {
+            self.block = pool.rings[0].alloc();
+            self.head = 0;
+        } else {
+            let (class, block) = self.class();
+            if self.len() == pool.rings[class].cap {
+                if class + 1 < RING_CLASSES {
+                    self.grow(pool, class, block);
+                } else {
+                    self.pop_front(pool);
+                }
+            }
+        }
+        let len = self.len();
+        *self.get_mut(pool, len) = Kept::new(item);
+        self.len += 1;
+        pool.in_use += 1;
+    }
+
+    /// Move the entries (oldest first) to a block of the next size class.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, pool: &mut Pool, class: usize, block: usize) {
+        let to = pool.rings[class + 1].alloc();
+        let cap = pool.rings[class].cap;
+        let (small, big) = pool.rings.split_at_mut(class + 1);
+        let (from, into) = (&mut small[class], &mut big[0]);
+        for i in 0..self.len() {
+            into.kept[to as usize * into.cap + i] =
+                from.kept[block * cap + wrap(usize::from(self.head) + i, cap)];
+        }
+        from.free.push(block as u32);
+        self.block = ((class as u32 + 1) << CLASS_SHIFT) | to;
+        self.head = 0;
+    }
+
+    /// Drop the oldest entry; the block goes back to the pool with the last.
+    #[inline]
+    pub fn pop_front(&mut self, pool: &mut Pool) {
+        if self.len == 0 {
+            return;
+        }
+        self.len -= 1;
+        pool.in_use -= 1;
+        let (class, block) = self.class();
+        if self.len == 0 {
+            pool.rings[class].free.push(block as u32);
+            self.block = NIL;
+            self.head = 0;
+        } else {
+            self.head += 1;
+            if usize::from(self.head) == pool.rings[class].cap {
+                self.head = 0;
+            }
+        }
+    }
+
+    /// The first entry with this key and fingerprint.
+    pub fn find(&self, pool: &Pool, key: SeqNum, fp: u32) -> Option<Pending> {
+        self.entries(pool)
+            .find(|k| k.key() == key && k.fp == fp)
+            .map(Kept::item)
+    }
+
+    /// Whether some entry satisfies `f` (a linear scan: for rare paths).
+    pub fn any(&self, pool: &Pool, mut f: impl FnMut(Pending) -> bool) -> bool {
+        self.entries(pool).any(|k| f(k.item()))
+    }
+
+    /// Whether an entry ends exactly at `end` and none ending in (`after`, `end`] is
+    /// ambiguous: those bytes were sent once, by segments this ring still holds.
+    pub fn sent_once(&self, pool: &Pool, after: SeqNum, end: SeqNum) -> bool {
+        let mut found = false;
+        for k in self.entries(pool) {
+            let key = k.key();
+            if key.gt(after) && key.le(end) {
+                if k.ambiguous() {
+                    return false;
+                }
+                found |= key == end;
+            }
+        }
+        found
+    }
+
+    /// Mark every entry whose key is beyond `after` (serial order) as ambiguous.
+    pub fn mark_ambiguous(&self, pool: &mut Pool, after: SeqNum) {
+        for i in 0..self.len() {
+            let k = self.get_mut(pool, i);
+            if k.key().gt(after) {
+                k.frame[1] |= (AMBIGUOUS >> 32) as u32;
+            }
+        }
+    }
+
+    /// Give the block back to the pool.
+    pub fn clear(&mut self, pool: &mut Pool) {
+        if self.block != NIL {
+            let (class, block) = self.class();
+            pool.in_use -= self.len();
+            pool.rings[class].free.push(block as u32);
+        }
+        *self = Ring::new();
+    }
+}
+
+/// `i` (below twice `cap`) within a ring of `cap`.
+#[inline(always)]
+fn wrap(i: usize, cap: usize) -> usize {
+    if i >= cap { i - cap } else { i }
 }
 
 #[cfg(test)]
@@ -429,31 +716,57 @@ mod tests {
     }
 
     #[test]
-    fn acknowledged_entries_move_without_allocating_and_are_found_again() {
-        let mut pool = Pool::new();
-        let (mut segs, mut done) = (Queue::new(), Queue::new());
-        for k in [10u32, 20, 30] {
-            segs.push_back(&mut pool, p(k));
+    fn a_ring_keeps_order_through_its_growth_and_wrap_and_drops_the_oldest_when_full() {
+        // Classes of 2, 4 and 6 entries (4 recent + 2).
+        let mut pool = Pool::with_recent(4);
+        let mut r = Ring::new();
+        let keys = |r: &Ring, pool: &Pool| -> Vec<u32> { r.entries(pool).map(|k| k.key).collect() };
+        r.push_back(&mut pool, p(10));
+        r.pop_front(&mut pool);
+        assert!(r.is_empty());
+        assert_eq!(pool.in_use(), 0);
+        // Wrapped inside the first block (head at 1), then grown twice.
+        for k in [20, 30, 40, 50, 60, 70] {
+            r.push_back(&mut pool, p(k));
+            if k == 20 {
+                r.push_back(&mut pool, p(25));
+                r.pop_front(&mut pool);
+            }
         }
-        let before = pool.allocated();
-        assert!(segs.move_front_to(&mut pool, &mut done));
-        assert!(segs.move_front_to(&mut pool, &mut done));
-        assert_eq!(done.front_ts(&pool), Some(10));
-        assert_eq!((segs.len(), done.len(), pool.allocated()), (1, 2, before));
-        assert_eq!(done.find(&pool, s(20), 20), Some(p(20)));
+        assert_eq!(keys(&r, &pool), vec![25, 30, 40, 50, 60, 70]);
+        assert_eq!(pool.rings_allocated(), [1, 1, 1]);
+        assert_eq!(r.front_ts(&pool), Some(25));
         assert_eq!(
-            done.find(&pool, s(20), 21),
+            r.find(&pool, s(40), 40),
+            Some(p(40)),
+            "every field comes back"
+        );
+        assert_eq!(
+            r.find(&pool, s(40), 41),
             None,
             "the fingerprint must match too"
         );
-        assert_eq!(segs.find(&pool, s(30), 30), Some(p(30)));
-        // Both queues stay whole: the moved node no longer links to the rest of `segs`.
-        let keys: Vec<u32> = std::iter::from_fn(|| done.pop_front(&mut pool))
-            .map(|e| e.key.get())
-            .collect();
-        assert_eq!(keys, vec![10, 20]);
-        assert_eq!(segs.pop_front(&mut pool), Some(p(30)));
-        assert_eq!(pool.in_use(), 0);
+        // Full at the largest size: the oldest makes room.
+        r.push_back(&mut pool, p(80));
+        assert_eq!(keys(&r, &pool), vec![30, 40, 50, 60, 70, 80]);
+        assert_eq!(pool.in_use(), 6);
+        // A second ring reuses the freed small blocks; clearing frees the big one.
+        let mut other = Ring::new();
+        for k in 0..3 {
+            other.push_back(&mut pool, p(k));
+        }
+        assert_eq!(pool.rings_allocated(), [1, 1, 1]);
+        r.clear(&mut pool);
+        assert_eq!(pool.in_use(), 3);
+        for k in 0..6 {
+            r.push_back(&mut pool, p(100 + k));
+        }
+        // The small block `other` gave up when it grew, a new middle one (`other` holds
+        // the first), the big block `r` gave back.
+        assert_eq!(pool.rings_allocated(), [1, 2, 1], "freed blocks are reused");
+        assert_eq!(keys(&other, &pool), vec![0, 1, 2]);
+        assert!(other.any(&pool, |e| e.key == s(2) && e.tsval == TsVal::new(2 ^ 7)));
+        assert!(!other.any(&pool, |e| e.key == s(3)));
     }
 
     #[test]
@@ -476,5 +789,22 @@ mod tests {
             !q.mark_ambiguous(&mut pool, Some(s(150))),
             "300 already was"
         );
+    }
+
+    #[test]
+    fn a_ring_tells_bytes_sent_once_like_a_queue() {
+        let mut pool = Pool::new();
+        let mut r = Ring::new();
+        for k in [100u32, 200, 300] {
+            r.push_back(&mut pool, p(k));
+        }
+        assert!(r.sent_once(&pool, s(100), s(200)));
+        assert!(r.sent_once(&pool, s(0), s(300)));
+        assert!(!r.sent_once(&pool, s(100), s(250)), "no entry ends at 250");
+        r.mark_ambiguous(&mut pool, s(250));
+        assert!(!r.sent_once(&pool, s(0), s(300)));
+        assert!(r.sent_once(&pool, s(0), s(200)));
+        let flags: Vec<bool> = r.entries(&pool).map(Kept::ambiguous).collect();
+        assert_eq!(flags, vec![false, false, true]);
     }
 }
