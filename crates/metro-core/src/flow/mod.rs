@@ -184,6 +184,11 @@ const NIL: u32 = u32::MAX;
 /// is full of established ones, however fast one-sided flows arrive.
 pub const UNCONFIRMED_RESERVE_DIV: usize = 4;
 
+/// A table entry: its key, state and value, on whole cache lines (64-byte aligned) so that a
+/// packet touches as few of them as the slot's size allows (three for a connection: the
+/// key and flags, then the two directions). The unconfirmed FIFO's links, which no packet
+/// of a known connection needs, live apart in [`FlowTable::links`].
+#[repr(align(64))]
 struct Slot<T> {
     key: FlowKey,
     last_seen: Nanos,
@@ -194,10 +199,14 @@ struct Slot<T> {
     /// The connection has shown a two-way exchange; otherwise the slot is on the unconfirmed
     /// FIFO.
     confirmed: bool,
-    /// Links of the unconfirmed FIFO ([`NIL`] at its ends, and for confirmed slots).
+    value: T,
+}
+
+/// A slot's links in the unconfirmed FIFO ([`NIL`] at its ends, and for confirmed slots).
+#[derive(Clone, Copy)]
+struct Links {
     prev: u32,
     next: u32,
-    value: T,
 }
 
 /// A bounded table of connections, each holding a `T`.
@@ -207,6 +216,8 @@ pub struct FlowTable<T> {
     map: HashTable<u32>,
     hasher: KeyedHash,
     slots: Vec<Slot<T>>,
+    /// The unconfirmed FIFO's links, by slot.
+    links: Vec<Links>,
     free: Vec<u32>,
     cap: usize,
     /// Confirmed entries allowed at once (`cap` less the unconfirmed reserve).
@@ -229,6 +240,7 @@ impl<T> FlowTable<T> {
             map: HashTable::new(),
             hasher: KeyedHash::new(),
             slots: Vec::new(),
+            links: Vec::new(),
             free: Vec::new(),
             cap,
             max_confirmed: (cap - cap.div_ceil(UNCONFIRMED_RESERVE_DIV)).max(1),
@@ -274,6 +286,11 @@ impl<T> FlowTable<T> {
 
     pub fn capacity(&self) -> usize {
         self.cap
+    }
+
+    /// Bytes a table entry takes in the slab (whole cache lines).
+    pub const fn slot_bytes() -> usize {
+        std::mem::size_of::<Slot<T>>()
     }
 
     /// Confirmed entries allowed at once: the capacity less the unconfirmed reserve.
@@ -347,8 +364,6 @@ impl<T> FlowTable<T> {
             closed: false,
             done: false,
             confirmed: false,
-            prev: NIL,
-            next: NIL,
             value: make(),
         };
         let idx = match self.free.pop() {
@@ -358,6 +373,10 @@ impl<T> FlowTable<T> {
             }
             None => {
                 self.slots.push(slot);
+                self.links.push(Links {
+                    prev: NIL,
+                    next: NIL,
+                });
                 (self.slots.len() - 1) as u32
             }
         };
@@ -506,35 +525,34 @@ impl<T> FlowTable<T> {
 
     /// Take an unconfirmed slot off the FIFO.
     fn unlink(&mut self, idx: u32) {
-        let (prev, next) = {
-            let s = &self.slots[idx as usize];
-            (s.prev, s.next)
-        };
+        let Links { prev, next } = self.links[idx as usize];
         if prev == NIL {
             self.head = next;
         } else {
-            self.slots[prev as usize].next = next;
+            self.links[prev as usize].next = next;
         }
         if next == NIL {
             self.tail = prev;
         } else {
-            self.slots[next as usize].prev = prev;
+            self.links[next as usize].prev = prev;
         }
-        let s = &mut self.slots[idx as usize];
-        s.prev = NIL;
-        s.next = NIL;
+        self.links[idx as usize] = Links {
+            prev: NIL,
+            next: NIL,
+        };
     }
 
     /// Put a slot at the newest end of the unconfirmed FIFO (the last to be shed).
     fn push_back(&mut self, idx: u32) {
         let tail = self.tail;
-        let s = &mut self.slots[idx as usize];
-        s.prev = tail;
-        s.next = NIL;
+        self.links[idx as usize] = Links {
+            prev: tail,
+            next: NIL,
+        };
         if tail == NIL {
             self.head = idx;
         } else {
-            self.slots[tail as usize].next = idx;
+            self.links[tail as usize].next = idx;
         }
         self.tail = idx;
     }
@@ -542,13 +560,14 @@ impl<T> FlowTable<T> {
     /// Put a slot at the oldest end of the unconfirmed FIFO (the next to be shed).
     fn push_front(&mut self, idx: u32) {
         let head = self.head;
-        let s = &mut self.slots[idx as usize];
-        s.prev = NIL;
-        s.next = head;
+        self.links[idx as usize] = Links {
+            prev: NIL,
+            next: head,
+        };
         if head == NIL {
             self.tail = idx;
         } else {
-            self.slots[head as usize].prev = idx;
+            self.links[head as usize].prev = idx;
         }
         self.head = idx;
     }

@@ -560,6 +560,24 @@ impl Ring {
         pool.in_use += 1;
     }
 
+    /// Append an entry, then drop the oldest if more than `max` are kept: what an ACK does
+    /// with each segment it acknowledges. In place: the oldest entry's room is the new one's
+    /// once the ring holds `max`.
+    #[inline(always)]
+    pub fn push_keeping(&mut self, pool: &mut Pool, item: Pending, max: usize) {
+        if self.len() >= max {
+            if self.len == 0 {
+                // Kept and dropped at once (`max` 0).
+                return;
+            }
+            let (class, _) = self.class();
+            self.head = wrap(usize::from(self.head) + 1, pool.rings[class].cap) as u16;
+            self.len -= 1;
+            pool.in_use -= 1;
+        }
+        self.push_back(pool, item);
+    }
+
     /// Move the entries (oldest first) to a block of the next size class.
     #[cold]
     #[inline(never)]
@@ -789,6 +807,32 @@ mod tests {
             !q.mark_ambiguous(&mut pool, Some(s(150))),
             "300 already was"
         );
+    }
+
+    #[test]
+    fn push_keeping_is_push_then_drop_the_oldest_beyond_max() {
+        // Against the rule on an unbounded FIFO (what the acknowledged segments were kept in
+        // before): the same keys after each push, for every `max` from 0 to beyond the ring,
+        // starting with more than `max` kept.
+        for max in 0..8 {
+            let mut pool = Pool::with_recent(max);
+            let mut ring = Ring::new();
+            let mut fifo = std::collections::VecDeque::new();
+            for k in 0..2 {
+                ring.push_back(&mut pool, p(k));
+                fifo.push_back(k);
+            }
+            for k in 2..20 {
+                ring.push_keeping(&mut pool, p(k), max);
+                fifo.push_back(k);
+                if fifo.len() > max {
+                    fifo.pop_front();
+                }
+                let keys: Vec<u32> = ring.entries(&pool).map(|e| e.key).collect();
+                assert_eq!(keys, Vec::from(fifo.clone()), "max {max}, after {k}");
+                assert_eq!(pool.in_use(), fifo.len());
+            }
+        }
     }
 
     #[test]
