@@ -539,8 +539,27 @@ impl Ring {
     /// the retransmission it may retire, with one more retired by a DSACK before the next
     /// ACK trims it. Beyond that (retransmissions each answered by a DSACK that does not
     /// move the ACK), the oldest entry makes room: a direction keeps a bounded number.
-    #[inline]
+    #[inline(always)]
     pub fn push_back(&mut self, pool: &mut Pool, item: Pending) {
+        if self.block != NIL {
+            let (class, block) = self.class();
+            let blocks = &mut pool.rings[class];
+            let cap = blocks.cap;
+            if self.len() < cap {
+                blocks.kept[block * cap + wrap(usize::from(self.head) + self.len(), cap)] =
+                    Kept::new(item);
+                self.len += 1;
+                pool.in_use += 1;
+                return;
+            }
+        }
+        self.push_slow(pool, item);
+    }
+
+    /// [`Ring::push_back`] to a ring without a block, or a full one.
+    #[cold]
+    #[inline(never)]
+    fn push_slow(&mut self, pool: &mut Pool, item: Pending) {
         if self.block == NIL {
             self.block = pool.rings[0].alloc();
             self.head = 0;
@@ -578,7 +597,7 @@ impl Ring {
         self.push_back(pool, item);
     }
 
-    /// Move the entries (oldest first) to a block of the next size class.
+    /// Move the entries (oldest first) of a full ring to a block of the next size class.
     #[cold]
     #[inline(never)]
     fn grow(&mut self, pool: &mut Pool, class: usize, block: usize) {
@@ -586,10 +605,12 @@ impl Ring {
         let cap = pool.rings[class].cap;
         let (small, big) = pool.rings.split_at_mut(class + 1);
         let (from, into) = (&mut small[class], &mut big[0]);
-        for i in 0..self.len() {
-            into.kept[to as usize * into.cap + i] =
-                from.kept[block * cap + wrap(usize::from(self.head) + i, cap)];
-        }
+        // Full: the oldest entries from `head` to the block's end, then the rest.
+        let src = &from.kept[block * cap..(block + 1) * cap];
+        let dst = &mut into.kept[to as usize * into.cap..][..cap];
+        let head = usize::from(self.head);
+        dst[..cap - head].copy_from_slice(&src[head..]);
+        dst[cap - head..].copy_from_slice(&src[..head]);
         from.free.push(block as u32);
         self.block = ((class as u32 + 1) << CLASS_SHIFT) | to;
         self.head = 0;
