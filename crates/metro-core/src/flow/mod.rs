@@ -202,6 +202,54 @@ struct Slot<T> {
     value: T,
 }
 
+/// Slots in chunks of [`CHUNK`] that never move: a slab that grows by a chunk, not by
+/// reallocating (and copying) the whole table, which would hold the old and new tables at
+/// once (the 64-byte alignment rules out the allocator's in-place growth).
+struct Slab<T> {
+    chunks: Vec<Vec<Slot<T>>>,
+    len: usize,
+}
+
+/// Slots a chunk holds (a power of two; 192 KiB of connections).
+const CHUNK: usize = 1024;
+
+impl<T> Slab<T> {
+    fn new() -> Slab<T> {
+        Slab {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, slot: Slot<T>) {
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks[self.len / CHUNK].push(slot);
+        self.len += 1;
+    }
+}
+
+impl<T> std::ops::Index<usize> for Slab<T> {
+    type Output = Slot<T>;
+    #[inline]
+    fn index(&self, i: usize) -> &Slot<T> {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Slab<T> {
+    #[inline]
+    fn index_mut(&mut self, i: usize) -> &mut Slot<T> {
+        &mut self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
 /// A slot's links in the unconfirmed FIFO ([`NIL`] at its ends, and for confirmed slots).
 #[derive(Clone, Copy)]
 struct Links {
@@ -215,7 +263,7 @@ pub struct FlowTable<T> {
     /// cache; the key itself is compared in the slot, which the packet needs anyway.
     map: HashTable<u32>,
     hasher: KeyedHash,
-    slots: Vec<Slot<T>>,
+    slots: Slab<T>,
     /// The unconfirmed FIFO's links, by slot.
     links: Vec<Links>,
     free: Vec<u32>,
@@ -239,7 +287,7 @@ impl<T> FlowTable<T> {
         FlowTable {
             map: HashTable::new(),
             hasher: KeyedHash::new(),
-            slots: Vec::new(),
+            slots: Slab::new(),
             links: Vec::new(),
             free: Vec::new(),
             cap,
