@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use rustc_hash::FxBuildHasher;
+use foldhash::fast::RandomState;
 
 mod sketch;
 use sketch::Sketch;
@@ -136,7 +136,10 @@ impl Stats {
 /// connection's first sample, or a tag from another numbering).
 #[derive(Debug)]
 pub struct Numbering<K> {
-    index: HashMap<K, u32, FxBuildHasher>,
+    /// Keyed by a per-process random seed: addresses chosen by whoever sends the packets
+    /// cannot be aimed at one probe sequence (FxHash, before, also spread IPv6 addresses
+    /// that differ only in their last bytes over few buckets).
+    index: HashMap<K, u32, RandomState>,
     keys: Vec<K>,
 }
 
@@ -170,6 +173,13 @@ impl<K: Copy + Eq + Hash> Numbering<K> {
         if self.keys.get(*tag as usize) == Some(&key) {
             return Some(*tag);
         }
+        self.look_up(key, tag)
+    }
+
+    /// [`Self::find`] through the index: a connection's first sample, or a stale tag.
+    #[cold]
+    #[inline(never)]
+    fn look_up(&self, key: K, tag: &mut u32) -> Option<u32> {
         let n = *self.index.get(&key)?;
         *tag = n;
         Some(n)
