@@ -98,7 +98,7 @@ static CELL_TABLE: [AtomicU64; CELLS] = [const { AtomicU64::new(0) }; CELLS];
 
 /// The bucket index of `v` > 0: `floor(ln(v) / ln(gamma))` as the crate computes it
 /// (`as i32`, saturating).
-#[inline]
+#[inline(always)]
 pub fn key(v: f64) -> i32 {
     let bits = v.to_bits();
     // Negative values and NaNs have the sign bit set: far beyond the table.
@@ -347,7 +347,17 @@ impl Sketch {
     pub fn add(&mut self, v: f64) {
         if v > MIN_VALUE {
             self.positive.add(key(v), 1);
-        } else if v < -MIN_VALUE {
+        } else {
+            self.add_not_positive(v);
+        }
+    }
+
+    /// A value at or below `MIN_VALUE` (never an RTT): out of line, so that the positive
+    /// path's [`key`] is inlined once.
+    #[cold]
+    #[inline(never)]
+    fn add_not_positive(&mut self, v: f64) {
+        if v < -MIN_VALUE {
             self.negative.add(key(-v), 1);
         } else {
             self.zero += 1;
