@@ -2,11 +2,16 @@
 //! mapping at 1% relative accuracy and a collapsing-lowest dense store of at most 2048 bins,
 //! the same buckets and answers as the `sketches-ddsketch` crate with `Config::new(0.01,
 //! 2048, 1e-6)` (which metro used before, and which the tests below compare against), at a
-//! fraction of the cost per sample: the bucket index comes from the float's exponent bits,
-//! a table of 256 logarithms and a short series instead of a call to `ln` and `floor`, and
-//! falls back to them only for a value within 1e-6 of a bucket boundary, where the two
-//! computations' rounding could disagree. So every value lands in exactly the bucket the
-//! crate's `floor(ln(v) / ln(gamma))` gives it.
+//! fraction of the cost per sample. The bucket index of a value from 2^-20 to 2^44 (1 ns to
+//! centuries in milliseconds) is read from a table of cells ([`cell_key`]), one for each
+//! exponent and top 6 mantissa bits: a cell spans less than one bucket, so it holds at most
+//! one boundary, stored as the first float above it, and one integer compare decides. Each
+//! cell is filled on first use from the crate's own `floor(ln(v) / ln(gamma))` (the floats
+//! at both ends of the cell and a search for the boundary between them), so every value
+//! lands in exactly the bucket the crate gives it. Values outside the table take the
+//! float's exponent bits, a table of 256 logarithms and a short series, and fall back to
+//! `ln` only within 1e-6 of a bucket boundary, where the two computations' rounding could
+//! disagree.
 //!
 //! Bucket `k` holds the values in (gamma^k, gamma^(k+1)] and answers gamma^k * 2 gamma /
 //! (gamma + 1), within 1% of any of them. When the buckets in use would span more than 2048
@@ -14,6 +19,7 @@
 //! which gives the same store whatever the order of adds and merges.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Relative accuracy (alpha).
 const ALPHA: f64 = super::RELATIVE_ERROR;
@@ -69,10 +75,104 @@ fn mapping() -> &'static Mapping {
 /// 1e-11 at indices up to 40,000): outside this margin both floors are the same integer.
 const MARGIN: f64 = 1e-6;
 
+/// Mantissa bits below a cell's: the part of a float a cell's boundary is compared on.
+const CELL_LOW_BITS: u32 = 46;
+/// Exponents (unbiased) the cells cover: 2^-20 < 1e-6 (the smallest value the sketch
+/// buckets) up to 2^44.
+const CELL_MIN_EXP: i64 = -20;
+const CELL_EXPONENTS: usize = 64;
+/// Cells: 64 per exponent (the top 6 mantissa bits), 512 bytes each.
+const CELLS: usize = CELL_EXPONENTS << 6;
+/// `bits >> CELL_LOW_BITS` of the first cell's first float (sign clear).
+const FIRST_CELL: u64 = ((1023 + CELL_MIN_EXP) as u64) << 6;
+/// The low field of a cell: the low bits of the first float in the cell whose bucket is the
+/// next one, or `NO_BOUNDARY`; above it, the cell's lowest bucket plus `KEY_BIAS`.
+const LOW_MASK: u64 = (1 << CELL_LOW_BITS) - 1;
+const NO_BOUNDARY: u64 = 1 << CELL_LOW_BITS;
+const BOUNDARY_BITS: u32 = CELL_LOW_BITS + 1;
+const KEY_BIAS: i64 = 1 << 15;
+
+/// The cells, 0 until first used (a filled cell is never 0: its key field is positive).
+/// Atomics so that threads fill them without a lock; each writes the same value.
+static CELL_TABLE: [AtomicU64; CELLS] = [const { AtomicU64::new(0) }; CELLS];
+
 /// The bucket index of `v` > 0: `floor(ln(v) / ln(gamma))` as the crate computes it
 /// (`as i32`, saturating).
-#[inline]
+#[inline(always)]
 pub fn key(v: f64) -> i32 {
+    let bits = v.to_bits();
+    // Negative values and NaNs have the sign bit set: far beyond the table.
+    let cell = (bits >> CELL_LOW_BITS).wrapping_sub(FIRST_CELL) as usize;
+    if cell < CELLS {
+        let c = CELL_TABLE[cell].load(Ordering::Relaxed);
+        if c != 0 {
+            let lowest = ((c >> BOUNDARY_BITS) as i64 - KEY_BIAS) as i32;
+            return lowest + i32::from(bits & LOW_MASK >= c & ((1 << BOUNDARY_BITS) - 1));
+        }
+        return fill_cell(v, cell);
+    }
+    series_key(v)
+}
+
+/// The bucket index of `v` from the cell table: its cell filled first if it was not.
+/// `None` outside the table. (The same answers as [`key`]; for tests.)
+#[cfg(test)]
+fn cell_key(v: f64) -> Option<i32> {
+    let cell = (v.to_bits() >> CELL_LOW_BITS).wrapping_sub(FIRST_CELL) as usize;
+    (cell < CELLS).then(|| key(v))
+}
+
+/// Fills cell `cell` (which holds `v`) from the crate's computation and returns `v`'s bucket.
+#[cold]
+#[inline(never)]
+fn fill_cell(v: f64, cell: usize) -> i32 {
+    let m = mapping();
+    let first = (FIRST_CELL + cell as u64) << CELL_LOW_BITS;
+    let last = first | LOW_MASK;
+    let at = |bits: u64| exact_key(f64::from_bits(bits), m);
+    let (lo, hi) = (at(first), at(last));
+    let boundary = if hi == lo {
+        Some(NO_BOUNDARY)
+    } else if hi == lo + 1 {
+        // The first float of the cell in bucket `hi` (the crate's buckets rise with the
+        // value): a search between a bracket around gamma^hi, or the whole cell.
+        let guess = (f64::from(hi) * m.gamma_ln)
+            .exp()
+            .to_bits()
+            .clamp(first, last);
+        let (mut below, mut above) = (guess.saturating_sub(64).max(first), (guess + 64).min(last));
+        if at(below) >= hi || at(above) < hi {
+            (below, above) = (first, last);
+        }
+        if at(below) >= hi {
+            // The cell's first float is already in `hi`: impossible when `lo` < `hi`.
+            None
+        } else {
+            // at(below) < hi <= at(above)
+            while above - below > 1 {
+                let mid = below + (above - below) / 2;
+                if at(mid) >= hi {
+                    above = mid;
+                } else {
+                    below = mid;
+                }
+            }
+            Some(above & LOW_MASK)
+        }
+    } else {
+        // A cell spans less than one bucket (ln(1 + 1/64) < ln(gamma)): never.
+        None
+    };
+    if let Some(boundary) = boundary {
+        let entry = ((i64::from(lo) + KEY_BIAS) as u64) << BOUNDARY_BITS | boundary;
+        CELL_TABLE[cell].store(entry, Ordering::Relaxed);
+    }
+    exact_key(v, m)
+}
+
+/// [`key`] without the cell table: the exponent bits, a table of 256 logarithms and a short
+/// series, `ln` itself near a boundary.
+fn series_key(v: f64) -> i32 {
     let m = mapping();
     let bits = v.to_bits();
     let exp = ((bits >> 52) & 0x7ff) as i32;
@@ -125,16 +225,22 @@ struct Store {
 impl Store {
     #[inline]
     fn add(&mut self, key: i32, n: u64) {
-        if self.count > 0 && key >= self.min_key && key <= self.max_key {
-            // Inside the range in use, so inside the window.
-            self.bins[(key - self.offset) as usize] += n;
+        // Inside the window: it spans at most MAX_BINS indices, so the range in use, widened
+        // to `key`, still does and nothing folds (bins exist only once a count is in them).
+        if let Some(bin) = self
+            .bins
+            .get_mut((i64::from(key) - i64::from(self.offset)) as usize)
+        {
+            *bin += n;
             self.count += n;
+            self.min_key = self.min_key.min(key);
+            self.max_key = self.max_key.max(key);
         } else {
             self.add_outside(key, n);
         }
     }
 
-    /// An index outside the range in use: widen the range first.
+    /// An index outside the window: widen the range first.
     #[cold]
     #[inline(never)]
     fn add_outside(&mut self, key: i32, n: u64) {
@@ -241,7 +347,17 @@ impl Sketch {
     pub fn add(&mut self, v: f64) {
         if v > MIN_VALUE {
             self.positive.add(key(v), 1);
-        } else if v < -MIN_VALUE {
+        } else {
+            self.add_not_positive(v);
+        }
+    }
+
+    /// A value at or below `MIN_VALUE` (never an RTT): out of line, so that the positive
+    /// path's [`key`] is inlined once.
+    #[cold]
+    #[inline(never)]
+    fn add_not_positive(&mut self, v: f64) {
+        if v < -MIN_VALUE {
             self.negative.add(key(-v), 1);
         } else {
             self.zero += 1;
@@ -344,6 +460,60 @@ mod tests {
                 lo = lo.next_down();
                 hi = hi.next_up();
             }
+        }
+    }
+
+    #[test]
+    fn every_cell_matches_the_crate_at_its_ends_and_its_boundary() {
+        let m = mapping();
+        let mut boundaries = 0;
+        for (cell, entry) in CELL_TABLE.iter().enumerate() {
+            let first = (FIRST_CELL + cell as u64) << CELL_LOW_BITS;
+            let last = first | LOW_MASK;
+            for bits in [first, first + 1, last - 1, last] {
+                let v = f64::from_bits(bits);
+                assert_eq!(cell_key(v), Some(reference_key(v)), "{v:e} (cell {cell})");
+            }
+            let entry = entry.load(Ordering::Relaxed);
+            assert_ne!(entry, 0, "cell {cell} left to ln");
+            let boundary = entry & ((1 << BOUNDARY_BITS) - 1);
+            if boundary != NO_BOUNDARY {
+                boundaries += 1;
+                // The floats around the stored boundary: the bucket changes exactly there.
+                let b = f64::from_bits(first | boundary);
+                let k = reference_key(b);
+                assert_eq!(reference_key(b.next_down()), k - 1, "{b:e} (cell {cell})");
+                for v in [b.next_down().next_down(), b.next_down(), b, b.next_up()] {
+                    assert_eq!(key(v), reference_key(v), "{v:e} (cell {cell})");
+                }
+                // And it is the crate's bucket boundary gamma^k, to within a few floats.
+                let exact = (f64::from(k) * m.gamma_ln).exp();
+                assert!((b / exact - 1.0).abs() < 1e-13, "{b:e} vs {exact:e}");
+            }
+        }
+        // One boundary per bucket: ln(2) / ln(gamma) = 34.66 a factor of 2.
+        let expected = CELL_EXPONENTS as f64 * 2f64.ln() / m.gamma_ln;
+        assert!(
+            (f64::from(boundaries) - expected).abs() < 1.0,
+            "{boundaries}"
+        );
+        // Outside the table: none.
+        assert_eq!(cell_key(1e-7), None);
+        assert_eq!(cell_key(2f64.powi(45)), None);
+        assert_eq!(cell_key(-1.0), None);
+    }
+
+    #[test]
+    fn the_series_matches_ln_over_a_dense_sweep() {
+        // The path for values outside the cell table, over the table's range too.
+        let (lo, hi) = (1e-9f64.ln(), 1e15f64.ln());
+        for i in 0..=2_000_000u64 {
+            let v = (lo + (hi - lo) * i as f64 / 2_000_000.0).exp();
+            assert_eq!(series_key(v), reference_key(v), "{v:e}");
+        }
+        for v in [1e-300, 1e-7, 3e13, 1e20, 1e300] {
+            assert_eq!(series_key(v), reference_key(v), "{v:e}");
+            assert_eq!(key(v), reference_key(v), "{v:e}");
         }
     }
 

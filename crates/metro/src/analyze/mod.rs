@@ -289,6 +289,13 @@ impl Responders {
         if let Some(i) = self.numbers.find(key, tag) {
             return i;
         }
+        self.add(key, tag)
+    }
+
+    /// A responder not numbered yet: its report, if there is room, else [`OTHER`].
+    #[cold]
+    #[inline(never)]
+    fn add(&mut self, key: ResponderKey, tag: &mut u32) -> u32 {
         if self.list.len() >= self.cap {
             return OTHER;
         }
