@@ -242,6 +242,9 @@ fn open_in_kernel(
                     p.has(Protocols::QUIC) || p.has(Protocols::DNS) || p.has(Protocols::ICMP);
                 k.set_other_protocols(other_protocols)
                     .map_err(|e| anyhow!("{name}: {e}"))?;
+                // DNS over TCP needs the payload, which the records do not carry.
+                k.set_tcp(p.has(Protocols::TCP))
+                    .map_err(|e| anyhow!("{name}: {e}"))?;
                 tracing::info!(
                     "{name}: capture in the kernel (eBPF) on {}",
                     k.interfaces().join(", ")
