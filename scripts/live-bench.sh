@@ -28,8 +28,8 @@
 #               (libpcap) or `auto` (the default: ebpf when it loads). Run the script once
 #               with each to compare; the report names the path metro took. metro's CPU is
 #               its own threads' time: the kernel's work for either path (the tc program, or
-#               copying frames into libpcap's ring) runs in softirq context and shows in the
-#               sender's rate instead.
+#               copying frames into libpcap's ring) runs in softirq context on the delivering
+#               CPU and shows in the sender's rate and CPU (its own rows) instead.
 #   --threads N the instance's `threads` key: N engine threads for an in-kernel capture.
 #
 # Run as root. Installs `tcpreplay` and `iproute2` with apt-get if missing; needs python3
