@@ -6,12 +6,17 @@
 #
 #   scripts/live-bench.sh [--quick] [--packets N] [--connections C] [--seed S] [--no-build] [--perf]
 #                         [--pause-metro SECONDS] [--fleet] [--capture auto|ebpf|pcap] [--threads N]
+#                         [--perf-all] [--pps N]
 #
 #   default   2,000,000 packets over 20,000 concurrent connections, seed 1
 #   --quick     500,000 packets over  5,000 concurrent connections
 #   --no-build  use target/release/metro as it is (default: `cargo build --release -p metro`)
 #   --perf      also profile metro during the replay (`perf record -g`, Debian `linux-perf`)
 #               and print the top of `perf report`; the data stays in target/bench-data/
+#   --perf-all  profile every CPU instead (`perf record -a`): where the capture's kernel work
+#               (AF_PACKET's copy into libpcap's ring, the tc program) runs, by command
+#   --pps N     replay at N packets/s (`tcpreplay --pps`) instead of --topspeed, for the
+#               highest drop-free rate (the replay with nothing capturing stays --topspeed)
 #   --pause-metro S  stop metro (SIGSTOP) for S seconds during the replay: the ring overflows,
 #               so the run must report kernel drops and exit 1 (checks the drop detection)
 #   --fleet     every fleet output on: `distributions: true` (every sample a DogStatsD
@@ -23,8 +28,8 @@
 #               (libpcap) or `auto` (the default: ebpf when it loads). Run the script once
 #               with each to compare; the report names the path metro took. metro's CPU is
 #               its own threads' time: the kernel's work for either path (the tc program, or
-#               copying frames into libpcap's ring) runs in softirq context and shows in the
-#               sender's rate instead.
+#               copying frames into libpcap's ring) runs in softirq context on the delivering
+#               CPU and shows in the sender's rate and CPU (its own rows) instead.
 #   --threads N the instance's `threads` key: N engine threads for an in-kernel capture.
 #
 # Run as root. Installs `tcpreplay` and `iproute2` with apt-get if missing; needs python3
@@ -64,6 +69,7 @@ PAUSE=""
 FLEET=0
 CAPTURE=""
 THREADS=""
+PPS=""
 while (($#)); do
     case $1 in
     --quick) PACKETS=500000 CONNECTIONS=5000 ;;
@@ -72,6 +78,8 @@ while (($#)); do
     --seed) SEED=$2; shift ;;
     --no-build) BUILD=0 ;;
     --perf) PERF=1 ;;
+    --perf-all) PERF=2 ;;
+    --pps) PPS=$2; shift ;;
     --pause-metro) PAUSE=$2; shift ;;
     --fleet) FLEET=1 ;;
     --capture) CAPTURE=$2; shift ;;
@@ -170,12 +178,28 @@ ip link add "$if_tx" netns "$ns_tx" type veth peer name "$if_rx" netns "$ns_rx"
 ip -n "$ns_tx" link set "$if_tx" up
 ip -n "$ns_rx" link set "$if_rx" up
 
-replay() { # replay OUT: tcpreplay at top speed from ns_tx, output to OUT
-    ip netns exec "$ns_tx" tcpreplay --topspeed --preload-pcap --no-flow-stats -i "$if_tx" "$file" \
-        >"$1" 2>&1 &
+# The machine's CPU time by kind (/proc/stat, all CPUs, clock ticks): "user system softirq".
+machine_cpu() { awk '$1 == "cpu" { print $2 + $3, $4, $8 }' /proc/stat; }
+replay() { # replay OUT: tcpreplay from ns_tx (--topspeed, or REPLAY_RATE's option), output to
+    # OUT, the sender's own CPU (user, sys s) to OUT.time and the machine's (user, system,
+    # softirq ticks over the replay) to OUT.machine
+    local rate=(--topspeed) before
+    [[ -n ${REPLAY_RATE:-} ]] && read -ra rate <<<"$REPLAY_RATE"
+    before=$(machine_cpu)
+    if [[ -x /usr/bin/time ]]; then
+        ip netns exec "$ns_tx" /usr/bin/time -f '%U %S' -o "$1.time" \
+            tcpreplay "${rate[@]}" --preload-pcap --no-flow-stats -i "$if_tx" "$file" >"$1" 2>&1 &
+    else
+        ip netns exec "$ns_tx" tcpreplay "${rate[@]}" --preload-pcap --no-flow-stats -i "$if_tx" "$file" \
+            >"$1" 2>&1 &
+    fi
     replay_pid=$!
     wait "$replay_pid" || { cat "$1" >&2; replay_pid=""; exit 2; }
     replay_pid=""
+    paste -d' ' <(echo "$before") <(machine_cpu) | awk '{ print $4 - $1, $5 - $2, $6 - $3 }' >"$1.machine"
+}
+sender_cpu() { # sender_cpu OUT: "user sys" of the replay's tcpreplay, or "- -"
+    if [[ -s $1.time ]]; then tail -1 "$1.time"; else echo "- -"; fi
 }
 # tcpreplay fields: packets sent, failed, pps, seconds.
 replay_fields() {
@@ -188,7 +212,7 @@ replay_fields() {
 # The sender's ceiling: the same replay with nothing capturing on the other end.
 cat "$file" >/dev/null # page cache
 echo "replaying $file ($(du -m "$file" | cut -f1) MB) with nothing capturing ..." >&2
-replay "$tmp/tcpreplay-alone.txt"
+REPLAY_RATE="" replay "$tmp/tcpreplay-alone.txt"
 read -r alone_sent _ alone_pps alone_s < <(replay_fields "$tmp/tcpreplay-alone.txt")
 
 # --- DogStatsD listener ----------------------------------------------------------------------
@@ -310,7 +334,11 @@ rx_before=$(sysfs "$ns_rx" "$if_rx" rx_packets)
 cpu_start=$(cpu_ticks "$metro_pid")
 if ((PERF)); then
     command -v perf >/dev/null || { echo "live-bench: --perf needs perf (apt-get install linux-perf)" >&2; exit 2; }
-    perf record -q -g -F 1999 -p "$metro_pid" -o "$data/live-perf.data" 2>"$tmp/perf.err" &
+    if ((PERF == 2)); then # every CPU: the kernel's share of capture wherever it runs
+        perf record -q -a -g -F 1999 -o "$data/live-perf.data" 2>"$tmp/perf.err" &
+    else
+        perf record -q ${LIVE_BENCH_CALL_GRAPH:--g} -F 1999 -p "$metro_pid" -o "$data/live-perf.data" 2>"$tmp/perf.err" &
+    fi
     perf_pid=$!
     sleep 0.5
 fi
@@ -327,7 +355,7 @@ if [[ -n $PAUSE ]]; then
     ) &
     pause_pid=$!
 fi
-replay "$tmp/tcpreplay.txt"
+REPLAY_RATE=${PPS:+--pps $PPS} replay "$tmp/tcpreplay.txt"
 if [[ -n $pause_pid ]]; then
     wait "$pause_pid" || true
     pause_pid=""
@@ -407,6 +435,7 @@ if [[ -s $tmp/time.txt ]]; then
     live_total=$(awk -v u="$tu" -v s="$ts" 'BEGIN { printf "%.2f", u + s }')
     live_rss_mb=$((tm / 1024))
 fi
+machine_s() { awk -v t="$clk_tck" '{ printf "%.2f, %.2f, %.2f", $1 / t, $2 / t, $3 / t }' "$1.machine"; }
 per_m() { awk -v c="$1" -v n="$2" 'BEGIN { if (n > 0) printf "%.3f", c / (n / 1e6); else print "-" }'; }
 live_per_m=$(per_m "$live_cpu" "$received")
 an_per_m=$(per_m "$an_cpu" "$PACKETS")
@@ -435,6 +464,8 @@ machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpu
 | tcpreplay packets sent (failed)           | $sent ($failed) |
 | tcpreplay time, rate                      | $replay_s s, $rate_pps pps |
 | same replay with nothing capturing        | $alone_s s, $alone_pps pps |
+| sender (tcpreplay) CPU s user, sys: capturing / alone | $(sender_cpu "$tmp/tcpreplay.txt") / $(sender_cpu "$tmp/tcpreplay-alone.txt") |
+| machine CPU s user, system, softirq over the replay: capturing / alone | $(machine_s "$tmp/tcpreplay.txt") / $(machine_s "$tmp/tcpreplay-alone.txt") |
 | veth rx packets (rx dropped, peer tx dropped) | $rx_packets ($rx_dropped, $tx_dropped) |
 | metro.packets.received                    | $received |
 | capture path (metro.capture.ebpf)         | $(if (($(metric metro.capture.ebpf) > 0)); then echo "in the kernel (eBPF)"; else echo "libpcap"; fi)${THREADS:+, threads: $THREADS} |
@@ -459,11 +490,19 @@ EOF
 echo
 echo "$report"
 echo "$report" >"$data/live-results.md"
-if ((PERF)); then
+if ((PERF == 1)); then
     echo
     echo "perf report (metro during the replay; data: $data/live-perf.data):"
     perf report -i "$data/live-perf.data" --no-children -g none --percent-limit 0.7 -F overhead,dso,sym --stdio 2>/dev/null |
-        grep -v '^#' | grep -E '^ +[0-9]' | head -30
+        grep -v '^#' | grep -E '^ +[0-9]' | head -30 || true
+elif ((PERF == 2)); then
+    echo
+    echo "perf report, every CPU during the replay, by command (data: $data/live-perf.data):"
+    perf report -i "$data/live-perf.data" --no-children -g none --sort comm --stdio 2>/dev/null |
+        grep -v '^#' | grep -E '^ +[0-9]' | head -12 || true
+    echo "the capture's kernel work, by command (AF_PACKET's copy, the tc program, its ring buffer):"
+    perf report -i "$data/live-perf.data" --no-children -g none --sort comm,sym --stdio 2>/dev/null |
+        grep -v '^#' | grep -E 'tpacket_rcv|packet_rcv|run_filter|bpf_prog_|bpf_ringbuf|__bpf_ringbuf|tcx_|sch_handle|skb_copy_bits|bpf_skb_load|prb_' | head -20 || true
 fi
 if ((status)); then
     echo

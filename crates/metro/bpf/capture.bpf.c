@@ -85,6 +85,7 @@
 
 // config[0] bits, set by user space.
 #define CFG_OTHER_PROTOCOLS 1 // pass watched UDP, ICMP and ICMPv6 frames as raw records
+#define CFG_NO_TCP 2          // no TCP records: the instance's protocols leave TCP out
 
 // The bytes of a frame a raw record carries at most.
 #define RAW_BYTES 256
@@ -379,6 +380,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	__u16 proto;
 	__u32 *cfg = bpf_map_lookup_elem(&config, &zero);
 	__u32 other = cfg && (*cfg & CFG_OTHER_PROTOCOLS);
+	__u32 no_tcp = cfg && (*cfg & CFG_NO_TCP);
 	// R_UDP or R_ICMP once the watch list is checked: the frame goes over whole.
 	__u32 pass = 0;
 	__u32 l3_iface = 0;
@@ -424,6 +426,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			if (!other || (nh != IPPROTO_UDP && nh != IPPROTO_ICMP))
 				return TC_ACT_UNSPEC;
 			pass = nh == IPPROTO_UDP ? R_UDP : R_ICMP;
+		} else if (no_tcp) {
+			return TC_ACT_UNSPEC;
 		}
 		if (frag & 0x1fff) {
 			if (!pass)
@@ -460,7 +464,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		__u32 ext = (__u32)walk;
 		nh = (__u8)(walk >> 32);
 		if (walk & FRAG_LATER) {
-			if (nh == IPPROTO_TCP)
+			if (nh == IPPROTO_TCP && !no_tcp)
 				count(C_FRAGMENTS);
 			return TC_ACT_UNSPEC;
 		}
@@ -472,6 +476,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			if (!other || (nh != IPPROTO_UDP && nh != IPPROTO_ICMPV6))
 				return TC_ACT_UNSPEC;
 			pass = nh == IPPROTO_UDP ? R_UDP : R_ICMP;
+		} else if (no_tcp) {
+			return TC_ACT_UNSPEC;
 		}
 		// Payload length 0: segmentation offload (or a jumbogram): the packet's length.
 		__u32 declared = plen ? plen : skb->len - l3 - 40;

@@ -11,7 +11,6 @@
 //! A file instance runs on packet time only: it flushes every `flush_interval` of packet
 //! time, as fast as it reads, and hands its reports to the flusher through a channel.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -106,7 +105,7 @@ struct Obs<'a> {
     /// Namespace classification when container attribution is on.
     attr: Option<&'a Attribution>,
     /// (local, remote) socket -> the local socket's cgroup, from the in-kernel capture.
-    cgroups: &'a HashMap<(SocketAddr, SocketAddr), u64>,
+    cgroups: &'a foldhash::HashMap<(SocketAddr, SocketAddr), u64>,
 }
 
 impl Observer for Obs<'_> {
@@ -166,7 +165,7 @@ pub struct Processor {
     /// The in-kernel capture's egress records with container attribution on: (local,
     /// remote) socket -> the sending socket's cgroup, at most [`MAX_FLOW_CGROUPS`] (then
     /// started over).
-    cgroups: HashMap<(SocketAddr, SocketAddr), u64>,
+    cgroups: foldhash::HashMap<(SocketAddr, SocketAddr), u64>,
     /// The counters as last published ([`Processor::publish`]).
     published: [u64; 5],
     /// The QUIC, DNS and ICMP counters as last published.
@@ -218,7 +217,7 @@ impl Processor {
             samples,
             interval: Interval::new(opts),
             flushes_seen: 0,
-            cgroups: HashMap::new(),
+            cgroups: Default::default(),
             published: [0; 5],
             published_proto: ProtoCounters::default(),
         }

@@ -261,7 +261,7 @@ pub struct Interval {
     samples: [u64; Kind::COUNT],
     samples_internal: u64,
     /// Retransmissions on pairs that have no sample (no slot) yet this interval.
-    pending: HashMap<(IpAddr, IpAddr), u64>,
+    pending: foldhash::HashMap<(IpAddr, IpAddr), u64>,
     /// Samples whose responder is neither local nor watched (e.g. traffic seen on `any`
     /// between two other hosts): dropped.
     pub samples_unwatched: u64,
@@ -273,7 +273,7 @@ pub struct Interval {
     /// (local, remote) address -> the cgroup (v2) ID of the local sockets of its samples'
     /// connections ([`MIXED_CGROUPS`] when they differ), from the in-kernel capture's egress
     /// records; at most [`MAX_PAIRS`].
-    cgroups: HashMap<(IpAddr, IpAddr), u64>,
+    cgroups: foldhash::HashMap<(IpAddr, IpAddr), u64>,
 }
 
 /// [`Interval`]'s cgroup of a pair whose connections left from more than one cgroup.
@@ -295,8 +295,8 @@ impl Interval {
             pairs: Vec::new(),
             samples: [0; Kind::COUNT],
             samples_internal: 0,
-            pending: HashMap::new(),
-            cgroups: HashMap::new(),
+            pending: Default::default(),
+            cgroups: Default::default(),
             samples_unwatched: 0,
             pairs_dropped: PairsDropped::default(),
             series_overflow: 0,

@@ -242,6 +242,9 @@ fn open_in_kernel(
                     p.has(Protocols::QUIC) || p.has(Protocols::DNS) || p.has(Protocols::ICMP);
                 k.set_other_protocols(other_protocols)
                     .map_err(|e| anyhow!("{name}: {e}"))?;
+                // DNS over TCP needs the payload, which the records do not carry.
+                k.set_tcp(p.has(Protocols::TCP))
+                    .map_err(|e| anyhow!("{name}: {e}"))?;
                 tracing::info!(
                     "{name}: capture in the kernel (eBPF) on {}",
                     k.interfaces().join(", ")
@@ -629,12 +632,13 @@ fn start_prom(
     addr: Option<std::net::SocketAddr>,
     prom: &Arc<Prom>,
 ) -> anyhow::Result<Option<PromServer>> {
-    match addr {
-        None => Ok(None),
-        Some(a) => Ok(Some(PromServer::start(a, prom.clone()).with_context(
-            || format!("prometheus_listen: cannot listen on {a}"),
-        )?)),
-    }
+    // Not exposed unless a server starts (a failed start on a reload leaves none).
+    prom.set_exposed(false);
+    let Some(a) = addr else { return Ok(None) };
+    let server = PromServer::start(a, prom.clone())
+        .with_context(|| format!("prometheus_listen: cannot listen on {a}"))?;
+    prom.set_exposed(true);
+    Ok(Some(server))
 }
 
 /// How often the main thread looks at the signal flags.

@@ -43,7 +43,7 @@ impl<T> Shared<T> {
 
 /// The addresses of this host that count as local.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LocalSet(HashSet<IpAddr>);
+pub struct LocalSet(foldhash::HashSet<IpAddr>);
 
 impl LocalSet {
     #[inline]
@@ -60,7 +60,7 @@ impl LocalSet {
 
 impl From<HashSet<IpAddr>> for LocalSet {
     fn from(s: HashSet<IpAddr>) -> Self {
-        LocalSet(s)
+        LocalSet(s.into_iter().collect())
     }
 }
 

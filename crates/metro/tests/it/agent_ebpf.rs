@@ -1016,6 +1016,49 @@ fn udp_and_icmp_frames_are_raw_records_only_when_switched_on() {
     assert_eq!(tcp_before, 0);
 }
 
+/// An instance whose `protocols` leave TCP out gets no TCP record: the program skips the
+/// segments (a config map flag, switched on a loaded program) as libpcap's `udp` or `icmp`
+/// filter does; switched back on, they come again.
+#[test]
+fn tcp_segments_are_records_only_while_tcp_is_on() {
+    if !netns::needs_root("loading a BPF program on a veth in a namespace") {
+        return;
+    }
+    let (cap, snd) = pair("ebt");
+    cap.ip(&["addr", "add", "10.213.0.1/24", "dev", "veth0"]);
+    snd.ip(&["addr", "add", "10.213.0.2/24", "dev", "veth0"]);
+    let per_round = cap.enter(move || {
+        let mut k = Kernel::open("veth0", RING_BYTES).unwrap_or_else(|e| panic!("{e}"));
+        let peer: IpAddr = "10.213.0.2".parse().unwrap();
+        k.apply_watch(&WatchList::new(vec![Cidr::host(peer)]))
+            .unwrap();
+        let mut per_round = Vec::new();
+        for on in [true, false, true] {
+            k.set_tcp(on).unwrap();
+            // A closed port: the SYN leaves, the RST comes back.
+            for _ in 0..3 {
+                let to = std::net::SocketAddr::new(peer, 9);
+                let r = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2));
+                assert!(r.is_err(), "nothing listens on {to}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let mut n = 0;
+            while let Some(()) = k.next_item(|item| match item {
+                metro::agent::ebpf::Item::Segment(r) => {
+                    assert!(r.segment.src == peer || r.segment.dst == peer, "{r:?}");
+                    n += 1;
+                }
+                metro::agent::ebpf::Item::Raw(f) => panic!("a raw frame: {f:?}"),
+            }) {}
+            per_round.push(n);
+        }
+        per_round
+    });
+    // Three SYNs out and three RSTs back while on; nothing while off.
+    assert_eq!(per_round, [6, 0, 6]);
+    drop(snd);
+}
+
 /// A consumer that stops (SIGSTOP) while 150,000 segments arrive overruns the 8 MiB ring
 /// buffer (about 87,000 records): the records the program could not write are counted in
 /// `metro.packets.dropped`, exactly: with the segments delivered, they make up every frame

@@ -5,7 +5,7 @@
 //! that has it (an address two namespaces have is left out), counting in [`Stats`] what it
 //! could not or would not read.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -137,7 +137,7 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
     stats.namespaces = found.len() as u64;
     all_ids.extend(cgroups.values().map(|c| c.1.clone()));
     let meta = Metadata::read(&roots.host, &all_ids);
-    let by_cgroup: HashMap<u64, Arc<Namespace>> = cgroups
+    let by_cgroup: foldhash::HashMap<u64, Arc<Namespace>> = cgroups
         .into_iter()
         .map(|(cg, (ino, id, pod))| {
             let mut ns = untagged(ino, pod);
@@ -146,7 +146,7 @@ pub fn discover(roots: &Roots, limits: Limits) -> Attribution {
             (cg, Arc::new(ns))
         })
         .collect();
-    let mut by_addr: HashMap<IpAddr, Arc<Namespace>> = HashMap::new();
+    let mut by_addr: foldhash::HashMap<IpAddr, Arc<Namespace>> = Default::default();
     let mut ambiguous: HashSet<IpAddr> = HashSet::new();
     let mut workload_sets: HashSet<Vec<String>> = HashSet::new();
     for (mut ns, ids, addrs) in found {

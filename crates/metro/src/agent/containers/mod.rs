@@ -41,7 +41,6 @@ mod procfs;
 mod refresh;
 mod tag;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -187,12 +186,12 @@ impl Namespace {
 pub struct Attribution {
     /// The namespace the agent itself runs in (the capture's).
     pub own_netns: u64,
-    by_addr: HashMap<IpAddr, Arc<Namespace>>,
+    by_addr: foldhash::HashMap<IpAddr, Arc<Namespace>>,
     /// Containers by the ID of their cgroup (v2), each as a [`Namespace`] of its own (its
     /// network namespace's inode, its own ID and names): what the in-kernel capture's
     /// egress records name (agent::ebpf), one container even where several share a network
     /// namespace.
-    by_cgroup: HashMap<u64, Arc<Namespace>>,
+    by_cgroup: foldhash::HashMap<u64, Arc<Namespace>>,
     pub stats: Stats,
 }
 

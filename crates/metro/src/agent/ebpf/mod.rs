@@ -82,6 +82,9 @@ const N_COUNTERS: u32 = 7;
 
 /// `config` bit: watched UDP, ICMP and ICMPv6 frames go to user space as raw frames.
 const CFG_OTHER_PROTOCOLS: u32 = 1;
+/// `config` bit: no TCP segment records (an instance whose protocols leave TCP out: its
+/// engine would only count them; DNS over TCP needs the payload, which records do not carry).
+const CFG_NO_TCP: u32 = 2;
 
 /// One ring-buffer entry.
 pub enum Item<'a> {
@@ -159,6 +162,8 @@ pub struct Kernel {
     counters: PerCpuArray<MapData, u64>,
     l3: BpfHashMap<MapData, u32, u8>,
     config: Array<MapData, u32>,
+    /// What `config` holds (CFG_*).
+    config_word: u32,
     /// The blocks in the tries now.
     installed: HashSet<Cidr>,
     /// What `iface` named: one interface, or every one (`any`).
@@ -246,6 +251,7 @@ impl Kernel {
             counters,
             l3,
             config,
+            config_word: 0,
             installed: HashSet::new(),
             iface: iface.to_string(),
             attached: HashMap::new(),
@@ -408,9 +414,27 @@ impl Kernel {
     /// Whether the program hands watched UDP, ICMP and ICMPv6 frames to user space as raw
     /// frames (off when the program is loaded: a TCP-only instance pays nothing for them).
     pub fn set_other_protocols(&mut self, on: bool) -> Result<(), String> {
+        self.set_config(CFG_OTHER_PROTOCOLS, on)
+    }
+
+    /// Whether the program writes TCP segment records (on when the program is loaded); off
+    /// for an instance whose `protocols` leave TCP out, as libpcap's filter then passes no
+    /// TCP either: its segments cost neither the ring buffer nor the engine.
+    pub fn set_tcp(&mut self, on: bool) -> Result<(), String> {
+        self.set_config(CFG_NO_TCP, !on)
+    }
+
+    fn set_config(&mut self, bit: u32, on: bool) -> Result<(), String> {
+        let word = if on {
+            self.config_word | bit
+        } else {
+            self.config_word & !bit
+        };
         self.config
-            .set(0, if on { CFG_OTHER_PROTOCOLS } else { 0 }, 0)
-            .map_err(|e| format!("cannot configure metro's eBPF program: {}", describe(&e)))
+            .set(0, word, 0)
+            .map_err(|e| format!("cannot configure metro's eBPF program: {}", describe(&e)))?;
+        self.config_word = word;
+        Ok(())
     }
 
     /// The next entry of the ring buffer, if one is ready, given to `f` (a raw frame borrows

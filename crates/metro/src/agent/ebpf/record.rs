@@ -88,6 +88,8 @@ impl Record {
         if b.len() < RECORD_LEN || b.len() == RAW_RECORD_LEN {
             return None;
         }
+        // One length the compiler sees: no bounds check per field.
+        let b: &[u8; RECORD_LEN] = b[..RECORD_LEN].try_into().ok()?;
         let bits = u32_at(b, field::BITS);
         let v6 = bits & BIT_IPV6 != 0;
         let ack = SeqNum::new(u32_at(b, field::ACK));

@@ -72,7 +72,9 @@ impl Sinks {
         if failed > 0 {
             *self.pending_errors.entry(r.iface.clone()).or_default() += failed;
         }
-        self.prom.observe(&r, errs);
+        if self.prom.exposed() {
+            self.prom.observe(&r, errs);
+        }
         // Queued for the OTLP sender thread: never waits for the receiver.
         if let Some(o) = &mut self.otlp {
             o.send(&r, errs);

@@ -27,7 +27,7 @@ mod text;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use prometheus_client::encoding::prometheus_protobuf;
@@ -156,6 +156,8 @@ pub struct Prom {
     rtt: Vec<RttFamilies>,
     /// The named pair series the exposition holds at most ([`Prom::set_max_series`]).
     max_series: AtomicUsize,
+    /// Whether a `/metrics` endpoint serves this ([`Prom::set_exposed`]).
+    exposed: AtomicBool,
     state: Mutex<PromState>,
 }
 
@@ -212,8 +214,21 @@ impl Prom {
             own,
             rtt,
             max_series: AtomicUsize::new(DEFAULT_MAX_SERIES),
+            exposed: AtomicBool::new(false),
             state: Mutex::new(PromState::default()),
         }
+    }
+
+    /// Whether a `/metrics` endpoint serves these metrics: the flusher folds reports in only
+    /// then (without `prometheus_listen` nobody reads them, and the fold is per pair per
+    /// flush: a fifth of the agent's CPU on scripts/live-bench.sh). A listener added by a
+    /// reload starts from that reload, as an exporter restarted would.
+    pub fn set_exposed(&self, on: bool) {
+        self.exposed.store(on, Ordering::Relaxed);
+    }
+
+    pub fn exposed(&self) -> bool {
+        self.exposed.load(Ordering::Relaxed)
     }
 
     /// The pair series the exposition may hold over its lifetime (`max_series`): a pair
