@@ -8,7 +8,9 @@
 //! reordering) makes every pending segment ending beyond its start ambiguous (their bytes
 //! went twice, or their cumulative ACK may be caused by it); an ACK that lands on an
 //! ambiguous segment is counted, not timed. A gap (a segment starting beyond `right`, e.g. capture
-//! loss) keeps the segments before it: their ACKs are still unambiguous.
+//! loss) keeps the segments before it: their ACKs are still unambiguous. A segment that fills
+//! a gap and whose IP ID proves it was sent once, before the segment beyond the gap (a late
+//! original, [`Conn::late_original`]), times the first ACK that covers it.
 //!
 //! `ts`: pping's rules. A packet that occupies sequence space records its TSval the first
 //! time it is seen and only if it is newer (serial) than the last recorded one; a packet in
@@ -55,13 +57,29 @@ const IP_ID_VARIES: u8 = 2;
 /// once the retransmission is answered, for the ACKs of the segments behind it (see
 /// [`Conn::sent_before_rx`]).
 const RETX_AT_LEFT_EDGE: u8 = 4;
+/// A data frame's IP ID went back from the previous one by more than [`LATE_ID_WINDOW`]
+/// (serial order): the sender's IDs do not count up per packet (random IDs, say), so an
+/// older ID proves nothing. Sticky.
+const IP_ID_ERRATIC: u8 = 8;
+/// The retransmission in the slot (RETX_HELD) is a late original: sent once, before the
+/// segment captured ahead of it, as its IP ID proves ([`Conn::late_original`]).
+const RETX_LATE_ORIGINAL: u8 = 16;
+/// The slot holds the newest gap in what this direction sent, see [`Conn::note_gap`]: its
+/// end (the key), its start (the node's word), and the frame, time, TSval and IP ID (in
+/// `fp`) of the segment captured beyond it.
+const GAP_HELD: u8 = 32;
+/// How far back (IP IDs, serial order) a late original may be from the segment captured
+/// beyond the gap it fills, and the largest step back between two data frames of a sender
+/// whose IDs count up: a bounded window, so that a wrapped 16-bit counter (or a random ID)
+/// is not taken for an older one.
+const LATE_ID_WINDOW: u16 = 16;
 
 /// What one direction of a connection has sent, and what the other side acknowledged of it.
 #[derive(Clone, Copy, Debug)]
 pub struct DirState {
     /// `SEQ_KNOWN`, `SYN_SEEN`, ... (the constants above).
     flags: u8,
-    /// `IP_ID_SEEN`, `IP_ID_VARIES`.
+    /// `IP_ID_SEEN`, `IP_ID_VARIES`, ...
     ip_id_flags: u8,
     /// IP ID of the last frame of this direction that was not a copy (valid with IP_ID_SEEN).
     last_ip_id: u16,
@@ -224,7 +242,7 @@ impl DirState {
             self.slot = NIL;
         }
         self.flags &= !(KEEPALIVE_PENDING | KEEPALIVE_RESENT | RETX_HELD);
-        self.ip_id_flags &= !RETX_AT_LEFT_EDGE;
+        self.ip_id_flags &= !(RETX_AT_LEFT_EDGE | RETX_LATE_ORIGINAL | GAP_HELD);
     }
 
     /// Forget the retransmission in the slot, once answered, but keep it with the
@@ -235,7 +253,7 @@ impl DirState {
             let (seg, _) = pool.take(self.slot);
             self.slot = NIL;
             self.flags &= !RETX_HELD;
-            self.ip_id_flags &= !RETX_AT_LEFT_EDGE;
+            self.ip_id_flags &= !(RETX_AT_LEFT_EDGE | RETX_LATE_ORIGINAL);
             self.done.push_back(
                 pool,
                 Pending {
@@ -248,12 +266,14 @@ impl DirState {
         }
     }
 
+    #[inline(always)]
     fn drop_keepalive(&mut self, pool: &mut Pool) {
         if self.has(KEEPALIVE_PENDING) {
             self.drop_slot(pool);
         }
     }
 
+    #[inline(always)]
     fn held_retx(&self, pool: &Pool) -> Option<HeldRetx> {
         self.has(RETX_HELD).then(|| {
             let (seg, start) = pool.peek(self.slot);
@@ -272,7 +292,7 @@ impl DirState {
         if let Some(found) = self.done.find(pool, end, fp) {
             return Some(found);
         }
-        if self.slot != NIL {
+        if self.slot != NIL && self.ip_id_flags & GAP_HELD == 0 {
             let (found, _) = pool.peek(self.slot);
             if found.key == end && found.fp == fp {
                 return Some(found);
@@ -415,9 +435,9 @@ impl Conn {
     }
 
     /// Process one segment travelling in direction `dir` (0 or 1), in five steps: skip a
-    /// frame captured twice ([`Conn::is_copy`]), follow the sender's IP IDs, close what the
-    /// segment's ACK answers ([`Conn::on_ack`]), record what it sends ([`Conn::on_send`]),
-    /// then match its timestamps ([`Conn::on_timestamps`]). The steps are inlined into this
+    /// frame captured twice ([`Conn::is_copy`]), close what the segment's ACK answers
+    /// ([`Conn::on_ack`]), record what it sends ([`Conn::on_send`]), follow the sender's IP
+    /// IDs, then match its timestamps ([`Conn::on_timestamps`]). The steps are inlined into this
     /// one function: the hot path stays one body, as fast as when it was written as one.
     #[inline]
     pub fn process<O: Observer>(
@@ -437,14 +457,6 @@ impl Conn {
         if a.occupies && Self::is_copy(snd, &a, cx) {
             return;
         }
-        // Data segments are enough to see whether the sender numbers its packets.
-        if a.occupies && seg.ip_id != 0 {
-            if snd.ip_id_flags & IP_ID_SEEN != 0 && snd.last_ip_id != seg.ip_id {
-                snd.ip_id_flags |= IP_ID_VARIES;
-            }
-            snd.ip_id_flags |= IP_ID_SEEN;
-            snd.last_ip_id = seg.ip_id;
-        }
         if seg.flags.ack() && rcv.has(SEQ_KNOWN) {
             Self::on_ack(rcv, &a, tag, cx);
         }
@@ -453,6 +465,19 @@ impl Conn {
         }
         if a.occupies {
             Self::on_send(snd, rcv, &a, cx);
+            // Data segments are enough to see whether the sender numbers its packets (after
+            // `on_send`, which compares this segment's ID with the ones before it).
+            if seg.ip_id != 0 {
+                if snd.ip_id_flags & IP_ID_SEEN != 0 && snd.last_ip_id != seg.ip_id {
+                    // Back further than a reordering would go (more than LATE_ID_WINDOW, at
+                    // most half the ID space): IDs that do not count up.
+                    let back = snd.last_ip_id.wrapping_sub(seg.ip_id);
+                    let erratic = back.wrapping_sub(LATE_ID_WINDOW + 1) < 0x8000 - LATE_ID_WINDOW;
+                    snd.ip_id_flags |= IP_ID_VARIES | if erratic { IP_ID_ERRATIC } else { 0 };
+                }
+                snd.ip_id_flags |= IP_ID_SEEN;
+                snd.last_ip_id = seg.ip_id;
+            }
         }
         if a.tsecr != TsVal::ZERO {
             rcv.echoed = a.tsecr;
@@ -569,6 +594,8 @@ impl Conn {
                     let kind = front.kind();
                     if !front.ambiguous {
                         a.emit(cx, kind, front.seen(), tag);
+                    } else if let Some(late) = Self::late_original_answered(rcv, rx, ack) {
+                        a.emit(cx, kind, late.seen(), tag);
                     } else if let Some((open, by)) =
                         rx.and_then(|r| Self::disambiguate(front, r, prev, ack, seg))
                     {
@@ -590,12 +617,14 @@ impl Conn {
                 // A retransmission that filled a hole (its bytes' first copy was never
                 // captured, or ended elsewhere): no segment ends at the ACK, but an ACK of
                 // its end echoing its TSval answers it.
-                if !landed
-                    && ack == held.seg.key
-                    && Self::answers_rx(held, prev, seg)
-                    && a.emit(cx, Kind::Seq, held.seg.seen(), tag)
-                {
-                    cx.counters.disambiguated[TimedBy::TsecrRetransmission as usize] += 1;
+                if !landed && ack == held.seg.key {
+                    if Self::late_original_answered(rcv, rx, ack).is_some() {
+                        a.emit(cx, Kind::Seq, held.seg.seen(), tag);
+                    } else if Self::answers_rx(held, prev, seg)
+                        && a.emit(cx, Kind::Seq, held.seg.seen(), tag)
+                    {
+                        cx.counters.disambiguated[TimedBy::TsecrRetransmission as usize] += 1;
+                    }
                 }
                 let at_left_edge = rcv.ip_id_flags & RETX_AT_LEFT_EDGE != 0;
                 rcv.retire_rx(cx.pool, keep);
@@ -664,6 +693,9 @@ impl Conn {
             snd.right = end;
         } else if !start.lt(snd.right) {
             // In order, or after a gap: extend.
+            if start != snd.right {
+                Self::note_gap(snd, start, seg.ip_id, (a.ts, a.frame, a.tsval), cx);
+            }
             snd.right = end;
             snd.drop_keepalive(cx.pool);
         } else if seg.payload_len <= 1
@@ -691,7 +723,11 @@ impl Conn {
         } else {
             // Retransmission or reordering: nothing in flight can be timed, unless the ACKs
             // tell which copy they answer (kept in the slot).
+            let late = a.timed && Self::late_original(snd, (start, end), seg.ip_id, a.tsval, cx);
             Self::retransmitted(snd, start, Some(this), seg, a.ts, cx);
+            if late {
+                snd.ip_id_flags |= RETX_LATE_ORIGINAL;
+            }
             record = end.gt(snd.right);
             if record {
                 snd.right = end;
@@ -950,6 +986,113 @@ impl Conn {
         }
         rcv.slot = pool.put(held.seg, held.start.get());
         rcv.ip_id_flags |= RETX_AT_LEFT_EDGE;
+    }
+
+    /// True if the sender's IP IDs may prove an order (docs/accuracy.md, "Reordering"): the
+    /// user trusts them, and this direction's data frames carry IDs that change and, so far,
+    /// count up (no step back beyond [`LATE_ID_WINDOW`]).
+    #[inline]
+    fn ip_ids_count_up<O: Observer>(snd: &DirState, cx: &Ctx<'_, O>) -> bool {
+        cx.cfg.trust_ip_id && snd.ip_id_flags & (IP_ID_VARIES | IP_ID_ERRATIC) == IP_ID_VARIES
+    }
+
+    /// A segment starting at `start`, beyond the highest byte sent, with IP ID `ip_id`, seen
+    /// at (time, frame) with a TSval: the bytes before it never passed the capture point
+    /// (yet). If the sender's IP IDs count up and the slot is free (or holds an older gap),
+    /// remember the gap, and the segment's time, frame, TSval and IP ID with the ID of the
+    /// data frame before it, so that a segment filling the gap later can be told from
+    /// a retransmission ([`Conn::late_original`]). Nothing else reads the slot while
+    /// GAP_HELD is set, and anything that needs the slot drops it.
+    #[cold]
+    #[inline(never)]
+    fn note_gap<O: Observer>(
+        snd: &mut DirState,
+        start: SeqNum,
+        ip_id: u16,
+        (ts, frame, tsval): (Nanos, u64, TsVal),
+        cx: &mut Ctx<'_, O>,
+    ) {
+        // `last_ip_id` is still the one of the data frame before this segment: this one's ID
+        // must count up from it (which makes the IDs vary, if they did not yet).
+        snd.drop_keepalive(cx.pool);
+        let step = ip_id.wrapping_sub(snd.last_ip_id);
+        if !start.gt(snd.right)
+            || ip_id == 0
+            || snd.ip_id_flags & (IP_ID_SEEN | IP_ID_ERRATIC) != IP_ID_SEEN
+            || !cx.cfg.trust_ip_id
+            || !(1..0x8000).contains(&step)
+            || (snd.slot != NIL && snd.ip_id_flags & GAP_HELD == 0)
+        {
+            return;
+        }
+        snd.drop_slot(cx.pool);
+        snd.slot = cx.pool.put(
+            Pending {
+                key: start,
+                handshake: false,
+                ambiguous: true,
+                ts,
+                frame,
+                tsval,
+                fp: u32::from(snd.last_ip_id) << 16 | u32::from(ip_id),
+            },
+            snd.right.get(),
+        );
+        snd.ip_id_flags |= GAP_HELD;
+    }
+
+    /// A segment (`start`, `end`) with IP ID `ip_id` and TSval `tsval` starts below the
+    /// highest byte sent. True if it is a late original: it lies in the
+    /// gap held in the slot (its bytes never passed the capture point before), it starts
+    /// where the receiver waits (everything before it acknowledged, or captured: the gap's
+    /// start), and its IP ID is older, by at most [`LATE_ID_WINDOW`], than the ID of the
+    /// segment captured beyond the gap, from a sender whose IDs count up per packet. So it
+    /// was sent once, before that segment, and overtaken on the way: a retransmission
+    /// would carry a newer ID. Its TSval, if any, must not be newer than that segment's
+    /// either. The first ACK that covers it was released by its arrival, and is timed from
+    /// it (see [`Conn::late_original_answered`]). Not a copy: its ID must be one the
+    /// sender skipped between its data frame before that segment and that segment (a copy
+    /// repeats an ID already seen), and its bytes were never captured.
+    #[cold]
+    #[inline(never)]
+    fn late_original<O: Observer>(
+        snd: &DirState,
+        (start, end): (SeqNum, SeqNum),
+        ip_id: u16,
+        tsval: TsVal,
+        cx: &Ctx<'_, O>,
+    ) -> bool {
+        if snd.ip_id_flags & GAP_HELD == 0 || ip_id == 0 || !Self::ip_ids_count_up(snd, cx) {
+            return false;
+        }
+        let (beyond, gap_start) = cx.pool.peek(snd.slot);
+        let gap_start = SeqNum::new(gap_start);
+        let waits = start == gap_start || (snd.has(ACK_KNOWN) && start == snd.acked);
+        // IDs: the segment beyond the gap's, and the one of the data frame before it.
+        let (id_beyond, id_before) = (beyond.fp as u16, (beyond.fp >> 16) as u16);
+        let older = id_beyond.wrapping_sub(ip_id);
+        let skipped = id_beyond.wrapping_sub(id_before);
+        waits
+            && !start.lt(gap_start)
+            && end.le(beyond.key)
+            && (1..=LATE_ID_WINDOW).contains(&older)
+            && older < skipped
+            && skipped < 0x8000
+            && (tsval == TsVal::ZERO || beyond.tsval == TsVal::ZERO || !tsval.gt(beyond.tsval))
+    }
+
+    /// The late original held in the slot (see [`Conn::late_original`]), if the ACK `ack`
+    /// is the first to cover it: the segments captured before it beyond its start waited
+    /// for it at the receiver, so an ACK that lands on one of them, or on its own end, was
+    /// released by its arrival.
+    #[inline(never)]
+    fn late_original_answered(
+        rcv: &DirState,
+        rx: Option<HeldRetx>,
+        ack: SeqNum,
+    ) -> Option<Pending> {
+        let rx = rx?;
+        (rcv.ip_id_flags & RETX_LATE_ORIGINAL != 0 && ack.ge(rx.seg.key)).then_some(rx.seg)
     }
 
     /// A segment starting at `start`, below the highest byte sent: a retransmission or a

@@ -344,35 +344,212 @@ fn without_timestamps_nothing_behind_a_retransmission_is_timed() {
     assert_eq!((by, ambiguous), ([0; 5], 1));
 }
 
-// --- (b) Reordered before the capture point: not timed yet.
+// --- (b) Reordered before the capture point: a late original proven by its IP ID.
 
-#[test]
-fn an_ack_released_by_a_late_segment_is_not_timed_from_the_segment_captured_before_it() {
-    // tcpflow__jpegs.cap frames 18-22, as seen at the client (there the first segment's
-    // last part comes as an IP fragment; here it is one whole segment): the server's IP IDs (5, 7, 6)
-    // prove the middle segment was sent before the FIN segment captured ahead of it, so it
-    // is a late original, not a retransmission. The client's ACK of everything comes 67 us
-    // after the late segment: its arrival released the ACK. Timing it from the FIN segment
-    // (tshark: 23.48 ms there) would add the time that segment waited for the hole to fill;
-    // the ACK is counted, not timed (docs/accuracy.md, "Reordering").
+/// tcpflow__jpegs.cap frames 18-22, as seen at the client (there the first segment's last
+/// part comes as an IP fragment; here it is one whole segment). `ids` are the server's IP IDs
+/// on the SYN/ACK, the first segment (frame 4), the FIN segment (frame 5, captured beyond a
+/// gap) and the segment that fills the gap 23 ms later (frame 7). The client acknowledges
+/// frame 4 at once (frame 6) and everything 67 us after frame 7 (frame 8). `frame` builds
+/// each frame (IPv4 or IPv6).
+fn late_segment_with(
+    ids: [u16; 4],
+    frame: fn(Side, u16, u32, u32, u16, usize) -> TcpFrame<'static>,
+) -> Cap {
     let mut cap = Cap::default();
-    cap.push(0, raw(Cl, 0, 1000, 0, SYN, 0));
-    cap.push(30_000, raw(Sv, 1, 5000, 1001, SYN | ACK, 0));
-    cap.push(31_000, raw(Cl, 0, 1001, 5001, ACK, 0));
-    cap.push(100_000, raw(Sv, 5, 5001, 1001, ACK, 1460)); // 4
-    cap.push(100_790, raw(Sv, 7, 7680, 1001, ACK | PSH | FIN, 5)); // 5
-    cap.push(100_829, raw(Cl, 0, 1001, 6461, ACK, 0)); // 6: acks frame 4 (internal)
-    cap.push(124_203, raw(Sv, 6, 6461, 1001, ACK | PSH, 1219)); // 7: the late one
-    cap.push(124_270, raw(Cl, 0, 1001, 7686, ACK, 0)); // 8: acks everything
-    let (got, by, ambiguous) = run(&cap);
+    cap.push(0, frame(Cl, 0, 1000, 0, SYN, 0));
+    cap.push(30_000, frame(Sv, ids[0], 5000, 1001, SYN | ACK, 0));
+    cap.push(31_000, frame(Cl, 0, 1001, 5001, ACK, 0));
+    cap.push(100_000, frame(Sv, ids[1], 5001, 1001, ACK, 1460)); // 4
+    cap.push(100_790, frame(Sv, ids[2], 7680, 1001, ACK | PSH | FIN, 5)); // 5
+    cap.push(100_829, frame(Cl, 0, 1001, 6461, ACK, 0)); // 6: acks frame 4 (internal)
+    cap.push(124_203, frame(Sv, ids[3], 6461, 1001, ACK | PSH, 1219)); // 7: the late one
+    cap.push(124_270, frame(Cl, 0, 1001, 7686, ACK, 0)); // 8: acks everything
+    cap
+}
+
+fn late_segment(ids: [u16; 4]) -> Cap {
+    late_segment_with(ids, raw)
+}
+
+/// The samples every variant of [`late_segment`] gives: the handshake, and the client's
+/// immediate ACK of frame 4 (829 us: the client's own stack).
+fn before_the_late_segment() -> Vec<Sample> {
     let client = "10.0.0.1:40000".to_string();
-    let want = vec![
+    vec![
         s(2, 1, "handshake", 30_000.0),
         (3, 2, "handshake".into(), client.clone(), 1000.0),
         (6, 4, "seq".into(), client, 829.0),
-    ];
-    assert_eq!(got, want);
+    ]
+}
+
+/// Frame 8 timed from frame 7.
+fn with_the_late_segment_timed() -> Vec<Sample> {
+    let mut want = before_the_late_segment();
+    want.push((8, 7, "seq".into(), "10.0.0.1:40000".into(), 67.0));
+    want
+}
+
+#[test]
+fn a_late_original_proven_by_its_ip_id_is_timed_from_its_own_arrival() {
+    // The server's IP IDs count up (1, 5, 7) and frame 7's, 6, is one it skipped before
+    // frame 5: frame 7 was sent before frame 5, once, and overtaken; its bytes were never
+    // captured before (they lie in the gap frame 5 opened). The client held frame 5 until
+    // frame 7 filled the gap, then acknowledged everything: frame 8 answers frame 7 (67 us).
+    // tshark times it from frame 5 (23.48 ms there), which adds the time frame 5 waited for
+    // the hole: that value must never come out.
+    let (got, by, ambiguous) = run(&late_segment([1, 5, 7, 6]));
+    assert_eq!(got, with_the_late_segment_timed());
+    assert!(!got.iter().any(|x| x.0 == 8 && x.1 == 5), "{got:?}");
+    assert_eq!((by, ambiguous), ([0; 5], 0));
+}
+
+#[test]
+fn a_hole_filler_with_a_newer_ip_id_is_a_retransmission() {
+    // Frame 7 carries 8, newer than frame 5's 7: sent after it, so a retransmission (its
+    // first copy may have reached the client unseen). Karn: frame 8 is not timed.
+    let (got, by, ambiguous) = run(&late_segment([1, 5, 7, 8]));
+    assert_eq!(got, before_the_late_segment());
     assert_eq!((by, ambiguous), ([0; 5], 1));
+}
+
+#[test]
+fn constant_zero_or_random_ip_ids_prove_nothing() {
+    for ids in [
+        // One ID for everything (no per-packet counter).
+        [7, 7, 7, 7],
+        // IP ID 0 (Linux with DF on some paths).
+        [0, 0, 0, 0],
+        // IDs that change but jumped back by 4700 before (random): 299 is one below 300
+        // by chance, not by order.
+        [1, 5000, 300, 299],
+    ] {
+        let (got, by, ambiguous) = run(&late_segment(ids));
+        assert_eq!(got, before_the_late_segment(), "{ids:?}");
+        assert_eq!((by, ambiguous), ([0; 5], 1), "{ids:?}");
+    }
+}
+
+#[test]
+fn ipv6_has_no_ip_id_and_proves_nothing() {
+    fn v6(
+        from: Side,
+        _ip_id: u16,
+        seq: u32,
+        ack: u32,
+        flags: u16,
+        len: usize,
+    ) -> TcpFrame<'static> {
+        let (cl, sv) = (
+            std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1),
+            std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2),
+        );
+        let (src, sp, dst, dp) = match from {
+            Cl => (cl, 40000, sv, 80),
+            Sv => (sv, 80, cl, 40000),
+        };
+        TcpFrame::v6(src, sp, dst, dp)
+            .seq(seq)
+            .ack(ack)
+            .flags(flags)
+            .payload_len(len)
+    }
+    // The same frames as the IPv4 case that is timed; IPv6 carries no ID to order them.
+    let (got, by, ambiguous) = run(&late_segment_with([1, 5, 7, 6], v6));
+    let frames: Vec<_> = got.iter().map(|x| (x.0, x.1, x.4)).collect();
+    assert_eq!(
+        frames,
+        [(2, 1, 30_000.0), (3, 2, 1000.0), (6, 4, 829.0)],
+        "{got:?}"
+    );
+    assert_eq!((by, ambiguous), ([0; 5], 1));
+}
+
+#[test]
+fn ip_ids_are_ordered_across_the_16_bit_wrap_within_a_bounded_window() {
+    // 0xfffd, then 0x0001 beyond the gap: 0xffff is two older, across the wrap, and was
+    // skipped: a late original.
+    let (got, _, ambiguous) = run(&late_segment([0xfff0, 0xfffd, 0x0001, 0xffff]));
+    assert_eq!(got, with_the_late_segment_timed());
+    assert_eq!(ambiguous, 0);
+    // Older by 17 (more than a reordering's window of 16): nothing proven, even though the
+    // ID lies between the two before it.
+    let (got, _, ambiguous) = run(&late_segment([0xffd0, 0xffe0, 0x0001, 0xfff0]));
+    assert_eq!(got, before_the_late_segment());
+    assert_eq!(ambiguous, 1);
+    // Older by 4, inside the window, but older than frame 4's ID too (0xfffe): not one the
+    // sender skipped between frame 4 and frame 5, so not the bytes between them.
+    let (got, _, ambiguous) = run(&late_segment([0xfff0, 0xfffe, 0x0001, 0xfffd]));
+    assert_eq!(got, before_the_late_segment());
+    assert_eq!(ambiguous, 1);
+}
+
+#[test]
+fn a_newer_tsval_on_the_late_segment_contradicts_its_ip_id() {
+    // The same frames with timestamps: frame 5 carries TSval 500. With frame 7 at 499 or 500
+    // the clock agrees with the IP IDs; at 523 (23 ms later) frame 7 was sent after frame 5,
+    // whatever its ID says: not timed. (The client's ACKs echo the server's last TSval in
+    // order; the echo of frame 7 would not prove which copy arrived: it has none.)
+    for (tsval, timed) in [(499, true), (500, true), (523, false)] {
+        let ts = |f: TcpFrame<'static>, v: u32, e: u32| f.timestamps(v, e);
+        let mut cap = Cap::default();
+        cap.push(0, ts(raw(Cl, 0, 1000, 0, SYN, 0), 100, 0));
+        cap.push(30_000, ts(raw(Sv, 1, 5000, 1001, SYN | ACK, 0), 400, 100));
+        cap.push(31_000, ts(raw(Cl, 0, 1001, 5001, ACK, 0), 131, 400));
+        cap.push(100_000, ts(raw(Sv, 5, 5001, 1001, ACK, 1460), 480, 131)); // 4
+        cap.push(
+            100_790,
+            ts(raw(Sv, 7, 7680, 1001, ACK | PSH | FIN, 5), 500, 131),
+        ); // 5
+        cap.push(100_829, ts(raw(Cl, 0, 1001, 6461, ACK, 0), 201, 480)); // 6
+        cap.push(
+            124_203,
+            ts(raw(Sv, 6, 6461, 1001, ACK | PSH, 1219), tsval, 131),
+        ); // 7
+        cap.push(124_270, ts(raw(Cl, 0, 1001, 7686, ACK, 0), 224, tsval)); // 8
+        let (got, by, ambiguous) = run(&cap);
+        let want = if timed {
+            with_the_late_segment_timed()
+        } else {
+            before_the_late_segment()
+        };
+        assert_eq!(got, want, "TSval {tsval}");
+        assert_eq!(
+            (by, ambiguous),
+            ([0; 5], u64::from(!timed)),
+            "TSval {tsval}"
+        );
+    }
+}
+
+#[test]
+fn an_ack_of_the_late_segment_alone_is_timed_from_it() {
+    // Frame 7 fills only the first part of the gap (6461-7000); the client acknowledges
+    // exactly its end: timed from it. The rest (frame 9, sent after frame 5: ID 8) is a
+    // retransmission, and the ACK of everything after it is not timed.
+    let mut cap = Cap::default();
+    let base = late_segment([1, 5, 7, 6]);
+    cap.0.extend_from_slice(&base.0[..6]);
+    cap.push(124_203, raw(Sv, 6, 6461, 1001, ACK | PSH, 539)); // 7
+    cap.push(124_270, raw(Cl, 0, 1001, 7000, ACK, 0)); // 8
+    cap.push(330_000, raw(Sv, 8, 7000, 1001, ACK | PSH, 680)); // 9
+    cap.push(330_050, raw(Cl, 0, 1001, 7686, ACK, 0)); // 10
+    let (got, by, ambiguous) = run(&cap);
+    assert_eq!(got, with_the_late_segment_timed());
+    assert_eq!((by, ambiguous), ([0; 5], 1));
+}
+
+#[test]
+fn a_repeated_ip_id_is_not_a_reordering() {
+    // Frame 7 repeats frame 5's ID (7): a copy's ID, not an older one.
+    let (got, _, ambiguous) = run(&late_segment([1, 5, 7, 7]));
+    assert_eq!(got, before_the_late_segment());
+    assert_eq!(ambiguous, 1);
+    // Frame 7 repeats frame 4's ID (5): older than frame 5's, but already used; a per-packet
+    // counter never gives it again.
+    let (got, _, ambiguous) = run(&late_segment([1, 5, 7, 5]));
+    assert_eq!(got, before_the_late_segment());
+    assert_eq!(ambiguous, 1);
 }
 
 // --- Real traffic: Linux TCP between namespaces.
@@ -500,4 +677,185 @@ fn linux_spurious_timeout_behind_the_first_segment_is_timed_as_tshark_times_it()
     assert_eq!(slow.len(), 3, "{got:?}");
     assert!(slow.iter().all(|x| x.4 < 700_000.0), "{slow:?}");
     assert_eq!(by[1], 3, "{by:?}");
+}
+
+#[test]
+fn linux_segment_overtaken_before_the_capture_is_timed_from_its_own_arrival() {
+    if !netns::needs_root("namespaces and a capture of real TCP") {
+        return;
+    }
+    // client -- delay line (20 ms each way) -- server, captured at the client. The server
+    // sends five messages of 100 bytes (its IP IDs, one per packet, show they count up),
+    // then two segments of 1000 bytes 2 ms apart; the delay line holds the first 6 ms more,
+    // so the second reaches the client first (a duplicate ACK) and the first fills the gap
+    // 4 ms later: the client acknowledges both at once. The ACK of both reaches the server
+    // before RACK (whose reordering window is a quarter of the 40 ms round trip) would mark
+    // the first lost, and tail loss probes are off in the server's namespace, so the held
+    // segment is sent once: it must be timed from its own arrival, not from the segment
+    // captured before it (tshark's value, 4 ms more).
+    let _timed = crate::support::timed();
+    let d = netns::Delayed::new("reo", 62, Duration::from_millis(20));
+    let ok =
+        d.s.command("sysctl")
+            .args(["-qw", "net.ipv4.tcp_early_retrans=0"])
+            .status()
+            .unwrap();
+    assert!(ok.success());
+    let dir = std::env::temp_dir().join(format!("metro-accuracy-reo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("client.pcapng");
+    let mut dumpcap =
+        d.c.command("dumpcap")
+            .args(["-q", "-i", "veth0", "-f", "tcp", "-w"])
+            .arg(&pcap)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut err = dumpcap.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("Capturing on") {
+        assert_eq!(err.read(&mut byte).unwrap(), 1, "dumpcap stopped");
+        seen.push(byte[0]);
+    }
+    let server = format!("{}:8080", d.server_ip());
+    let bind = server.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let srv = d.s.spawn(move || {
+        let l = TcpListener::bind(&bind).unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut c, _) = l.accept().unwrap();
+        c.set_nodelay(true).unwrap();
+        for _ in 0..5 {
+            c.write_all(&[1u8; 100]).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        c.write_all(&[2u8; 1000]).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        c.write_all(&[3u8; 1000]).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    // Only the first 1000-byte segment is long enough to be held (the 100-byte messages
+    // and the ACKs pass).
+    d.hold_next(true, 1000, Duration::from_millis(6));
+    let to = server.clone();
+    let got_bytes = d.c.enter(move || {
+        let mut c = TcpStream::connect(&to).unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        all.len()
+    });
+    srv.join().unwrap();
+    assert_eq!(got_bytes, 2500);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling the dumpcap this test started, by its pid.
+    unsafe {
+        libc::kill(dumpcap.id() as i32, libc::SIGINT);
+    }
+    dumpcap.wait().unwrap();
+
+    // The frames, from tshark: number, time, source port, raw seq, length, raw ack, IP ID,
+    // ack_rtt.
+    let fields = Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-T", "fields", "-E", "occurrence=f"])
+        .args([
+            "-e",
+            "frame.number",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "tcp.srcport",
+        ])
+        .args([
+            "-e",
+            "tcp.seq_raw",
+            "-e",
+            "tcp.len",
+            "-e",
+            "tcp.ack_raw",
+            "-e",
+            "ip.id",
+        ])
+        .args(["-e", "tcp.analysis.ack_rtt"])
+        .output()
+        .unwrap();
+    if let Some(keep) = std::env::var_os("METRO_ACCURACY_KEEP") {
+        std::fs::copy(&pcap, keep).unwrap();
+    }
+    let (got, _, _) = analyze(&pcap);
+    std::fs::remove_dir_all(&dir).ok();
+    struct F {
+        n: u64,
+        t: f64,
+        sport: u16,
+        seq: u32,
+        len: u32,
+        ack: u32,
+        id: u16,
+        ack_rtt: Option<f64>,
+    }
+    let frames: Vec<F> = String::from_utf8(fields.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Vec<&str> = l.split('\t').collect();
+            F {
+                n: v[0].parse().unwrap(),
+                t: v[1].parse().unwrap(),
+                sport: v[2].parse().unwrap(),
+                seq: v[3].parse().unwrap(),
+                len: v[4].parse().unwrap(),
+                ack: v[5].parse().unwrap_or(0),
+                id: u16::from_str_radix(v[6].trim_start_matches("0x"), 16).unwrap(),
+                ack_rtt: v.get(7).and_then(|x| x.parse().ok()),
+            }
+        })
+        .collect();
+    // The two 1000-byte segments in capture order: the second overtook the first.
+    let big: Vec<&F> = frames
+        .iter()
+        .filter(|f| f.sport == 8080 && f.len == 1000)
+        .collect();
+    assert_eq!(big.len(), 2, "each sent once");
+    let (beyond, late) = (big[0], big[1]);
+    assert_eq!(
+        late.seq.wrapping_add(1000),
+        beyond.seq,
+        "captured out of order"
+    );
+    assert_eq!(
+        late.id.wrapping_add(1),
+        beyond.id,
+        "Linux numbers each packet"
+    );
+    // The client's ACK of both: the first ACK past the second segment.
+    let end = beyond.seq.wrapping_add(1000);
+    let answer = frames
+        .iter()
+        .find(|f| f.sport != 8080 && f.ack == end)
+        .expect("the ACK of both");
+    assert!(answer.n > late.n);
+    let want_us = ((answer.t - late.t) * 1e6 * 1000.0).round() / 1000.0;
+    let sample = got
+        .iter()
+        .find(|x| x.0 == answer.n)
+        .expect("the ACK of both is timed");
+    assert_eq!(sample.1, late.n, "{got:?}");
+    assert!(
+        (sample.4 - want_us).abs() <= 1.0,
+        "metro {} us, capture {want_us} us",
+        sample.4
+    );
+    // tshark times it from the segment captured first: about 4 ms more.
+    let tshark = answer.ack_rtt.expect("tshark times it");
+    assert!(((answer.t - beyond.t) - tshark).abs() < 2e-6, "{tshark}");
+    assert!(
+        tshark * 1e6 > sample.4 + 2_000.0,
+        "{tshark} s vs {} us",
+        sample.4
+    );
 }

@@ -205,6 +205,18 @@ const TSHARK_WRONG: &[(&str, u64, u64, f64, &str)] = &[
          (58.7 ms, as this path's other samples: 67.9 ms). tshark has no value (the ACK number \
          is past the re-sent range).",
     ),
+    (
+        "tcpflow__jpegs.cap",
+        22,
+        21,
+        0.000067,
+        "frame 21 fills the gap before frame 19 (the FIN segment). Its IP ID, 0xf6c6, is one \
+         below frame 19's and above the server's data frame before it (the SYN/ACK), from a \
+         sender counting up (0xf6c3, 0xf6c4 on its ACKs, 0xf6c5 on frame 18's fragment): sent \
+         once, before frame 19, and overtaken. The client, which held frame 19 for 23 ms, \
+         acknowledges everything 67 us after frame 21 arrives: frame 22 answers frame 21. \
+         tshark times it from frame 19 (23.48 ms), adding the time frame 19 waited for the hole.",
+    ),
 ];
 
 const TOLERANCE: f64 = 1.0e-6 + 1e-9;

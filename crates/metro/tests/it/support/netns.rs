@@ -309,6 +309,14 @@ impl Delayed {
             b.extra[usize::from(from_server)].store(extra.as_nanos() as u64, Ordering::Relaxed);
         }
     }
+
+    /// Reorder one frame: the next frame from the server (`from_server`) or from the client
+    /// of at least `min_len` bytes is held `extra` longer than the others, which pass it.
+    pub fn hold_next(&self, from_server: bool, min_len: usize, extra: Duration) {
+        if let Some(b) = &self.bridge {
+            b.hold.lock().unwrap()[usize::from(from_server)] = Some((min_len, extra));
+        }
+    }
 }
 
 impl Drop for Delayed {
@@ -446,10 +454,15 @@ impl Drop for PacketSock {
     }
 }
 
+/// A frame to hold out of order, by direction: (minimum length, extra delay). Taken by the
+/// first frame that qualifies.
+type Hold = Arc<Mutex<[Option<(usize, Duration)>; 2]>>;
+
 struct Bridge {
     stop: Arc<AtomicBool>,
     /// Nanoseconds added to `delay` for frames read from `if1` and from `if2`.
     extra: Arc<[AtomicU64; 2]>,
+    hold: Hold,
     thread: JoinHandle<()>,
 }
 
@@ -466,12 +479,16 @@ impl Bridge {
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
         let ex = extra.clone();
+        let hold: Hold = Arc::default();
+        let ho = hold.clone();
         let (if1, if2) = (if1.to_string(), if2.to_string());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = ns.spawn(move || {
             let socks = [PacketSock::open(&if1), PacketSock::open(&if2)];
             ready_tx.send(()).unwrap();
             let mut queues: [VecDeque<(Instant, Vec<u8>)>; 2] = [VecDeque::new(), VecDeque::new()];
+            // One frame per direction held out of the queue (`hold`), with its due time.
+            let mut held: [Option<(Instant, Vec<u8>)>; 2] = [None, None];
             let mut buf = vec![0u8; 70_000];
             while !st.load(Ordering::Relaxed) {
                 // Wait for a frame or the next due time (at most 5 ms, to see `stop`).
@@ -481,6 +498,9 @@ impl Bridge {
                     if let Some((due, _)) = q.front() {
                         wait = wait.min(due.saturating_duration_since(now));
                     }
+                }
+                for (due, _) in held.iter().flatten() {
+                    wait = wait.min(due.saturating_duration_since(now));
                 }
                 let mut fds = [
                     libc::pollfd {
@@ -506,6 +526,14 @@ impl Bridge {
                 for (i, s) in socks.iter().enumerate() {
                     let late = delay + Duration::from_nanos(ex[i].load(Ordering::Relaxed));
                     while let Some(n) = s.recv(&mut buf) {
+                        let mut hold = ho.lock().unwrap();
+                        if let Some((min_len, more)) = hold[i]
+                            && n >= min_len
+                        {
+                            hold[i] = None;
+                            held[i] = Some((now + late + more, buf[..n].to_vec()));
+                            continue;
+                        }
                         queues[i].push_back((now + late, buf[..n].to_vec()));
                     }
                 }
@@ -513,6 +541,10 @@ impl Bridge {
                 for i in 0..2 {
                     while queues[i].front().is_some_and(|(due, _)| *due <= now) {
                         let (_, f) = queues[i].pop_front().unwrap();
+                        socks[1 - i].send(&f);
+                    }
+                    if held[i].as_ref().is_some_and(|(due, _)| *due <= now) {
+                        let (_, f) = held[i].take().unwrap();
                         socks[1 - i].send(&f);
                     }
                 }
@@ -524,6 +556,7 @@ impl Bridge {
         Bridge {
             stop,
             extra,
+            hold,
             thread,
         }
     }
