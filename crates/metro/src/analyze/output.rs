@@ -80,27 +80,40 @@ fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io
             widths[i] = widths[i].max(c.len());
         }
     }
-    let line = |out: &mut dyn Write, cells: &[&str]| -> io::Result<()> {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i > 0 {
-                s.push_str("  ");
-            }
-            // First column and the trailing text columns left-aligned, numbers right-aligned.
-            if i == 0 || i + 1 == cells.len() {
-                s.push_str(&format!("{c:<w$}", w = widths[i]));
-            } else {
-                s.push_str(&format!("{c:>w$}", w = widths[i]));
-            }
-        }
-        writeln!(out, "{}", s.trim_end())
-    };
-    line(out, header)?;
+    // One line buffer for the whole table, each cell padded in place (as `{:<w$}` and
+    // `{:>w$}` pad: to `w` characters), the line's trailing spaces trimmed.
+    let mut line = String::new();
+    write_line(out, &widths, &mut line, header)?;
     for r in rows {
-        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
-        line(out, &cells)?;
+        write_line(out, &widths, &mut line, r)?;
     }
     Ok(())
+}
+
+fn write_line(
+    out: &mut dyn Write,
+    widths: &[usize],
+    line: &mut String,
+    cells: &[impl AsRef<str>],
+) -> io::Result<()> {
+    line.clear();
+    for (i, c) in cells.iter().enumerate() {
+        let c = c.as_ref();
+        if i > 0 {
+            line.push_str("  ");
+        }
+        let pad = std::iter::repeat_n(' ', widths[i].saturating_sub(c.chars().count()));
+        // First column and the trailing text columns left-aligned, numbers right-aligned.
+        if i == 0 || i + 1 == cells.len() {
+            line.push_str(c);
+            line.extend(pad);
+        } else {
+            line.extend(pad);
+            line.push_str(c);
+        }
+    }
+    out.write_all(line.trim_end().as_bytes())?;
+    out.write_all(b"\n")
 }
 
 /// One of the default report's tables: a row per item, named by its first column (`first`
