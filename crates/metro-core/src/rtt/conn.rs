@@ -567,6 +567,9 @@ impl Conn {
             rcv.flags |= ACK_KNOWN;
             rcv.acked = ack;
             rcv.drop_keepalive(cx.pool);
+            if rcv.ip_id_flags & GAP_HELD != 0 {
+                Self::ack_past_gap(rcv, ack, cx.pool);
+            }
             let rx = rcv.held_retx(cx.pool);
             let keep = cx.cfg.duplicate_window_wide > 0;
             if keep && !rcv.done.is_empty() {
@@ -1002,7 +1005,8 @@ impl Conn {
     /// remember the gap, and the segment's time, frame, TSval and IP ID with the ID of the
     /// data frame before it, so that a segment filling the gap later can be told from
     /// a retransmission ([`Conn::late_original`]). Nothing else reads the slot while
-    /// GAP_HELD is set, and anything that needs the slot drops it.
+    /// GAP_HELD is set, anything that needs the slot drops it, and so does an ACK of the
+    /// gap's end ([`Conn::ack_past_gap`]).
     #[cold]
     #[inline(never)]
     fn note_gap<O: Observer>(
@@ -1039,6 +1043,20 @@ impl Conn {
             snd.right.get(),
         );
         snd.ip_id_flags |= GAP_HELD;
+    }
+
+    /// The cumulative ACK moved to `ack` while a gap is held ([`Conn::note_gap`]): once it
+    /// reaches the gap's end, the gap's bytes all reached the receiver (unseen), so no later
+    /// segment can be their first copy. Forget the gap, so that a retransmission of them,
+    /// even one whose IP ID (after the 16-bit counter wrapped) looks skipped, is never taken
+    /// for a late original.
+    #[cold]
+    #[inline(never)]
+    fn ack_past_gap(rcv: &mut DirState, ack: SeqNum, pool: &mut Pool) {
+        let (beyond, _) = pool.peek(rcv.slot);
+        if ack.ge(beyond.key) {
+            rcv.drop_slot(pool);
+        }
     }
 
     /// A segment (`start`, `end`) with IP ID `ip_id` and TSval `tsval` starts below the

@@ -552,6 +552,34 @@ fn a_repeated_ip_id_is_not_a_reordering() {
     assert_eq!(ambiguous, 1);
 }
 
+#[test]
+fn an_ack_past_the_gap_forgets_it() {
+    // The client acknowledges everything up to the end of frame 5 (frame 7): the gap's bytes
+    // reached it unseen, and the gap is closed for good. The server's IDs then go on counting
+    // up (steps of 21845, a busy host's shared counter) until they wrap around to 6 again:
+    // frame 11, 65535 IDs after frame 5, re-sends the gap's bytes with the ID a late original
+    // would have carried. It is a retransmission, long after the gap was acknowledged: the
+    // ACK landing on frame 10 (frame 12) is ambiguous, never timed from frame 11.
+    let mut cap = Cap::default();
+    let base = late_segment([1, 5, 7, 6]);
+    cap.0.extend_from_slice(&base.0[..4]);
+    cap.push(100_790, raw(Sv, 7, 7680, 1001, ACK | PSH, 100)); // 5: beyond the gap
+    cap.push(100_829, raw(Cl, 0, 1001, 6461, ACK, 0)); // 6
+    cap.push(124_270, raw(Cl, 0, 1001, 7780, ACK, 0)); // 7: past the gap
+    cap.push(200_000, raw(Sv, 21852, 7780, 1001, ACK | PSH, 100)); // 8
+    cap.push(200_100, raw(Cl, 0, 1001, 7880, ACK, 0)); // 9
+    cap.push(300_000, raw(Sv, 43697, 7880, 1001, ACK | PSH, 100)); // 10
+    cap.push(300_500, raw(Sv, 6, 6461, 1001, ACK | PSH, 1219)); // 11: ID wrapped to 6
+    cap.push(300_600, raw(Cl, 0, 1001, 7980, ACK, 0)); // 12
+    let (got, by, ambiguous) = run(&cap);
+    let client = "10.0.0.1:40000".to_string();
+    let mut want = before_the_late_segment();
+    want.push((7, 5, "seq".into(), client.clone(), 23_480.0));
+    want.push((9, 8, "seq".into(), client, 100.0));
+    assert_eq!(got, want);
+    assert_eq!((by, ambiguous), ([0; 5], 1));
+}
+
 // --- Real traffic: Linux TCP between namespaces.
 
 #[test]
