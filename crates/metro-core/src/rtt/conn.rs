@@ -1063,7 +1063,7 @@ impl Conn {
     /// highest byte sent. True if it is a late original: it lies in the
     /// gap held in the slot (its bytes never passed the capture point before), it starts
     /// where the receiver waits (everything before it acknowledged, or captured: the gap's
-    /// start), and its IP ID is older, by at most [`LATE_ID_WINDOW`], than the ID of the
+    /// start) and none of its bytes were acknowledged yet, and its IP ID is older, by at most [`LATE_ID_WINDOW`], than the ID of the
     /// segment captured beyond the gap, from a sender whose IDs count up per packet. So it
     /// was sent once, before that segment, and overtaken on the way: a retransmission
     /// would carry a newer ID. Its TSval, if any, must not be newer than that segment's
@@ -1085,7 +1085,13 @@ impl Conn {
         }
         let (beyond, gap_start) = cx.pool.peek(snd.slot);
         let gap_start = SeqNum::new(gap_start);
-        let waits = start == gap_start || (snd.has(ACK_KNOWN) && start == snd.acked);
+        // Where the receiver waits, with none of the segment's bytes acknowledged (an ACK
+        // beyond its start says they arrived before, unseen: this is not their first copy).
+        let waits = if snd.has(ACK_KNOWN) {
+            !snd.acked.gt(start) && (start == gap_start || start == snd.acked)
+        } else {
+            start == gap_start
+        };
         // IDs: the segment beyond the gap's, and the one of the data frame before it.
         let (id_beyond, id_before) = (beyond.fp as u16, (beyond.fp >> 16) as u16);
         let older = id_beyond.wrapping_sub(ip_id);
@@ -1102,7 +1108,8 @@ impl Conn {
     /// The late original held in the slot (see [`Conn::late_original`]), if the ACK `ack`
     /// is the first to cover it: the segments captured before it beyond its start waited
     /// for it at the receiver, so an ACK that lands on one of them, or on its own end, was
-    /// released by its arrival.
+    /// released by its arrival. Not if the slot's copy is ambiguous (its bytes, or those of
+    /// a segment it made ambiguous, were sent more than once).
     #[inline(never)]
     fn late_original_answered(
         rcv: &DirState,
@@ -1110,7 +1117,8 @@ impl Conn {
         ack: SeqNum,
     ) -> Option<Pending> {
         let rx = rx?;
-        (rcv.ip_id_flags & RETX_LATE_ORIGINAL != 0 && ack.ge(rx.seg.key)).then_some(rx.seg)
+        (rcv.ip_id_flags & RETX_LATE_ORIGINAL != 0 && !rx.seg.ambiguous && ack.ge(rx.seg.key))
+            .then_some(rx.seg)
     }
 
     /// A segment starting at `start`, below the highest byte sent: a retransmission or a
