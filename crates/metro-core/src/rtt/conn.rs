@@ -567,6 +567,9 @@ impl Conn {
             rcv.flags |= ACK_KNOWN;
             rcv.acked = ack;
             rcv.drop_keepalive(cx.pool);
+            if rcv.ip_id_flags & GAP_HELD != 0 {
+                Self::ack_past_gap(rcv, ack, cx.pool);
+            }
             let rx = rcv.held_retx(cx.pool);
             let keep = cx.cfg.duplicate_window_wide > 0;
             if keep && !rcv.done.is_empty() {
@@ -1002,7 +1005,8 @@ impl Conn {
     /// remember the gap, and the segment's time, frame, TSval and IP ID with the ID of the
     /// data frame before it, so that a segment filling the gap later can be told from
     /// a retransmission ([`Conn::late_original`]). Nothing else reads the slot while
-    /// GAP_HELD is set, and anything that needs the slot drops it.
+    /// GAP_HELD is set, anything that needs the slot drops it, and so does an ACK of the
+    /// gap's end ([`Conn::ack_past_gap`]).
     #[cold]
     #[inline(never)]
     fn note_gap<O: Observer>(
@@ -1041,11 +1045,25 @@ impl Conn {
         snd.ip_id_flags |= GAP_HELD;
     }
 
+    /// The cumulative ACK moved to `ack` while a gap is held ([`Conn::note_gap`]): once it
+    /// reaches the gap's end, the gap's bytes all reached the receiver (unseen), so no later
+    /// segment can be their first copy. Forget the gap, so that a retransmission of them,
+    /// even one whose IP ID (after the 16-bit counter wrapped) looks skipped, is never taken
+    /// for a late original.
+    #[cold]
+    #[inline(never)]
+    fn ack_past_gap(rcv: &mut DirState, ack: SeqNum, pool: &mut Pool) {
+        let (beyond, _) = pool.peek(rcv.slot);
+        if ack.ge(beyond.key) {
+            rcv.drop_slot(pool);
+        }
+    }
+
     /// A segment (`start`, `end`) with IP ID `ip_id` and TSval `tsval` starts below the
     /// highest byte sent. True if it is a late original: it lies in the
     /// gap held in the slot (its bytes never passed the capture point before), it starts
     /// where the receiver waits (everything before it acknowledged, or captured: the gap's
-    /// start), and its IP ID is older, by at most [`LATE_ID_WINDOW`], than the ID of the
+    /// start) and none of its bytes were acknowledged yet, and its IP ID is older, by at most [`LATE_ID_WINDOW`], than the ID of the
     /// segment captured beyond the gap, from a sender whose IDs count up per packet. So it
     /// was sent once, before that segment, and overtaken on the way: a retransmission
     /// would carry a newer ID. Its TSval, if any, must not be newer than that segment's
@@ -1067,7 +1085,13 @@ impl Conn {
         }
         let (beyond, gap_start) = cx.pool.peek(snd.slot);
         let gap_start = SeqNum::new(gap_start);
-        let waits = start == gap_start || (snd.has(ACK_KNOWN) && start == snd.acked);
+        // Where the receiver waits, with none of the segment's bytes acknowledged (an ACK
+        // beyond its start says they arrived before, unseen: this is not their first copy).
+        let waits = if snd.has(ACK_KNOWN) {
+            !snd.acked.gt(start) && (start == gap_start || start == snd.acked)
+        } else {
+            start == gap_start
+        };
         // IDs: the segment beyond the gap's, and the one of the data frame before it.
         let (id_beyond, id_before) = (beyond.fp as u16, (beyond.fp >> 16) as u16);
         let older = id_beyond.wrapping_sub(ip_id);
@@ -1084,7 +1108,8 @@ impl Conn {
     /// The late original held in the slot (see [`Conn::late_original`]), if the ACK `ack`
     /// is the first to cover it: the segments captured before it beyond its start waited
     /// for it at the receiver, so an ACK that lands on one of them, or on its own end, was
-    /// released by its arrival.
+    /// released by its arrival. Not if the slot's copy is ambiguous (its bytes, or those of
+    /// a segment it made ambiguous, were sent more than once).
     #[inline(never)]
     fn late_original_answered(
         rcv: &DirState,
@@ -1092,7 +1117,8 @@ impl Conn {
         ack: SeqNum,
     ) -> Option<Pending> {
         let rx = rx?;
-        (rcv.ip_id_flags & RETX_LATE_ORIGINAL != 0 && ack.ge(rx.seg.key)).then_some(rx.seg)
+        (rcv.ip_id_flags & RETX_LATE_ORIGINAL != 0 && !rx.seg.ambiguous && ack.ge(rx.seg.key))
+            .then_some(rx.seg)
     }
 
     /// A segment starting at `start`, below the highest byte sent: a retransmission or a

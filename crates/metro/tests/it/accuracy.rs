@@ -552,6 +552,74 @@ fn a_repeated_ip_id_is_not_a_reordering() {
     assert_eq!(ambiguous, 1);
 }
 
+#[test]
+fn an_ack_past_the_gap_forgets_it() {
+    // The client acknowledges everything up to the end of frame 5 (frame 7): the gap's bytes
+    // reached it unseen, and the gap is closed for good. The server's IDs then go on counting
+    // up (steps of 21845, a busy host's shared counter) until they wrap around to 6 again:
+    // frame 11, 65535 IDs after frame 5, re-sends the gap's bytes with the ID a late original
+    // would have carried. It is a retransmission, long after the gap was acknowledged: the
+    // ACK landing on frame 10 (frame 12) is ambiguous, never timed from frame 11.
+    let mut cap = Cap::default();
+    let base = late_segment([1, 5, 7, 6]);
+    cap.0.extend_from_slice(&base.0[..4]);
+    cap.push(100_790, raw(Sv, 7, 7680, 1001, ACK | PSH, 100)); // 5: beyond the gap
+    cap.push(100_829, raw(Cl, 0, 1001, 6461, ACK, 0)); // 6
+    cap.push(124_270, raw(Cl, 0, 1001, 7780, ACK, 0)); // 7: past the gap
+    cap.push(200_000, raw(Sv, 21852, 7780, 1001, ACK | PSH, 100)); // 8
+    cap.push(200_100, raw(Cl, 0, 1001, 7880, ACK, 0)); // 9
+    cap.push(300_000, raw(Sv, 43697, 7880, 1001, ACK | PSH, 100)); // 10
+    cap.push(300_500, raw(Sv, 6, 6461, 1001, ACK | PSH, 1219)); // 11: ID wrapped to 6
+    cap.push(300_600, raw(Cl, 0, 1001, 7980, ACK, 0)); // 12
+    let (got, by, ambiguous) = run(&cap);
+    let client = "10.0.0.1:40000".to_string();
+    let mut want = before_the_late_segment();
+    want.push((7, 5, "seq".into(), client.clone(), 23_480.0));
+    want.push((9, 8, "seq".into(), client, 100.0));
+    assert_eq!(got, want);
+    assert_eq!((by, ambiguous), ([0; 5], 1));
+}
+
+#[test]
+fn a_late_looking_segment_over_acknowledged_bytes_is_a_retransmission() {
+    // Frame 5 (ID 7) opens the gap 6461-7680, and the client acknowledges into or past it
+    // (frame 7) before the segment filling it is captured: those bytes reached the client
+    // unseen. The server sends new data C (frame 8, ID 8), then frame 9 re-sends the gap
+    // with ID 6, the one it skipped before frame 5. Starting below the ACK, it is not the
+    // first copy of its bytes whatever its ID: a retransmission, and the ACK landing on C
+    // (frame 10) is ambiguous, never timed from frame 9. Starting at the ACK (7000, the
+    // receiver's left edge), the same ID proves a late original: frame 10 was released by
+    // its arrival (67 us).
+    for (acked, late_start, timed) in [(7780, 6461, false), (7000, 6461, false), (7000, 7000, true)]
+    {
+        let mut cap = Cap::default();
+        let base = late_segment([1, 5, 7, 6]);
+        cap.0.extend_from_slice(&base.0[..4]);
+        cap.push(100_790, raw(Sv, 7, 7680, 1001, ACK | PSH, 100)); // 5: beyond the gap
+        cap.push(100_829, raw(Cl, 0, 1001, 6461, ACK, 0)); // 6
+        cap.push(101_000, raw(Cl, 0, 1001, acked, ACK, 0)); // 7
+        cap.push(110_000, raw(Sv, 8, 7780, 1001, ACK | PSH, 100)); // 8: C
+        let len = 7680 - late_start as usize;
+        cap.push(124_203, raw(Sv, 6, late_start, 1001, ACK | PSH, len)); // 9
+        cap.push(124_270, raw(Cl, 0, 1001, 7880, ACK, 0)); // 10: lands on C
+        let (got, by, ambiguous) = run(&cap);
+        let client = "10.0.0.1:40000".to_string();
+        let mut want = before_the_late_segment();
+        if acked == 7780 {
+            want.push((7, 5, "seq".into(), client.clone(), 210.0));
+        }
+        if timed {
+            want.push((10, 9, "seq".into(), client, 67.0));
+        }
+        assert_eq!(got, want, "ACK {acked}, late segment at {late_start}");
+        assert_eq!(
+            (by, ambiguous),
+            ([0; 5], u64::from(!timed)),
+            "ACK {acked}, late segment at {late_start}"
+        );
+    }
+}
+
 // --- Real traffic: Linux TCP between namespaces.
 
 #[test]
