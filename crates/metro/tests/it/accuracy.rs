@@ -8,7 +8,7 @@ use crate::support::netns;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use metro_core::config::EngineConfig;
@@ -642,22 +642,7 @@ fn linux_spurious_timeout_behind_the_first_segment_is_timed_as_tshark_times_it()
     let dir = std::env::temp_dir().join(format!("metro-accuracy-rto-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("client.pcapng");
-    let mut dumpcap =
-        d.c.command("dumpcap")
-            .args(["-q", "-i", "veth0", "-f", "tcp", "-w"])
-            .arg(&pcap)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-    // dumpcap says "Capturing on" once it listens.
-    let mut err = dumpcap.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !String::from_utf8_lossy(&seen).contains("Capturing on") {
-        assert_eq!(err.read(&mut byte).unwrap(), 1, "dumpcap stopped");
-        seen.push(byte[0]);
-    }
+    let dumpcap = d.c.dumpcap("veth0", "tcp", &pcap);
     let server = format!("{}:8080", d.server_ip());
     let bind = server.clone();
     let srv = d.s.spawn(move || {
@@ -697,11 +682,7 @@ fn linux_spurious_timeout_behind_the_first_segment_is_timed_as_tshark_times_it()
     drop(c);
     assert_eq!(srv.join().unwrap(), 3500);
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: signalling the dumpcap this test started, by its pid.
-    unsafe {
-        libc::kill(dumpcap.id() as i32, libc::SIGINT);
-    }
-    dumpcap.wait().unwrap();
+    dumpcap.stop();
 
     let (got, by, _) = analyze(&pcap);
     let tshark = Command::new("tshark")
@@ -772,21 +753,7 @@ fn linux_segment_overtaken_before_the_capture_is_timed_from_its_own_arrival() {
     let dir = std::env::temp_dir().join(format!("metro-accuracy-reo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("client.pcapng");
-    let mut dumpcap =
-        d.c.command("dumpcap")
-            .args(["-q", "-i", "veth0", "-f", "tcp", "-w"])
-            .arg(&pcap)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-    let mut err = dumpcap.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !String::from_utf8_lossy(&seen).contains("Capturing on") {
-        assert_eq!(err.read(&mut byte).unwrap(), 1, "dumpcap stopped");
-        seen.push(byte[0]);
-    }
+    let dumpcap = d.c.dumpcap("veth0", "tcp", &pcap);
     let server = format!("{}:8080", d.server_ip());
     let bind = server.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -818,11 +785,7 @@ fn linux_segment_overtaken_before_the_capture_is_timed_from_its_own_arrival() {
     srv.join().unwrap();
     assert_eq!(got_bytes, 2500);
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: signalling the dumpcap this test started, by its pid.
-    unsafe {
-        libc::kill(dumpcap.id() as i32, libc::SIGINT);
-    }
-    dumpcap.wait().unwrap();
+    dumpcap.stop();
 
     // The frames, from tshark: number, time, source port, raw seq, length, raw ack, IP ID,
     // ack_rtt.

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -702,5 +702,44 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// dumpcap capturing one interface of a namespace into a file (see [`Netns::dumpcap`]).
+/// Its standard error stays open while it runs: dumpcap writes there until it exits.
+pub struct Dumpcap(Child, std::process::ChildStderr);
+
+impl Dumpcap {
+    /// Stop the capture with SIGINT (dumpcap then writes out what it holds) and wait for it.
+    pub fn stop(mut self) {
+        // SAFETY: signalling the dumpcap this value started, by its pid; it has not been
+        // waited for, so the pid is still its own.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGINT);
+        }
+        self.0.wait().unwrap();
+    }
+}
+
+impl Netns {
+    /// Start dumpcap on `iface` of this namespace, writing to `pcap` with capture filter
+    /// `filter`, and return once it says it is capturing (so no frame sent after is missed).
+    pub fn dumpcap(&self, iface: &str, filter: &str, pcap: &std::path::Path) -> Dumpcap {
+        let mut child = self
+            .command("dumpcap")
+            .args(["-q", "-i", iface, "-f", filter, "-w"])
+            .arg(pcap)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dumpcap");
+        let mut err = child.stderr.take().unwrap();
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !String::from_utf8_lossy(&seen).contains("Capturing on") {
+            assert_eq!(err.read(&mut byte).unwrap(), 1, "dumpcap stopped");
+            seen.push(byte[0]);
+        }
+        Dumpcap(child, err)
     }
 }
