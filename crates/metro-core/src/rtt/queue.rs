@@ -565,11 +565,13 @@ impl Ring {
             self.head = 0;
         } else {
             let (class, block) = self.class();
-            if self.len() == pool.rings[class].cap {
-                if class + 1 < RING_CLASSES {
-                    self.grow(pool, class, block);
-                } else {
-                    self.pop_front(pool);
+            let cap = pool.rings[class].cap;
+            if self.len() == cap {
+                // Few segments kept make classes of one size ([`Pool::with_recent`]): only a
+                // larger block makes room; at the largest, the oldest entry does.
+                match (class + 1..RING_CLASSES).find(|&c| pool.rings[c].cap > cap) {
+                    Some(to) => self.grow(pool, class, block, to),
+                    None => self.pop_front(pool),
                 }
             }
         }
@@ -597,22 +599,24 @@ impl Ring {
         self.push_back(pool, item);
     }
 
-    /// Move the entries (oldest first) of a full ring to a block of the next size class.
+    /// Move the entries (oldest first) of a full ring to a block of a larger size class
+    /// (`into`, above `class`).
     #[cold]
     #[inline(never)]
-    fn grow(&mut self, pool: &mut Pool, class: usize, block: usize) {
-        let to = pool.rings[class + 1].alloc();
+    fn grow(&mut self, pool: &mut Pool, class: usize, block: usize, into: usize) {
+        debug_assert!(into > class && pool.rings[into].cap > pool.rings[class].cap);
+        let to = pool.rings[into].alloc();
         let cap = pool.rings[class].cap;
         let (small, big) = pool.rings.split_at_mut(class + 1);
-        let (from, into) = (&mut small[class], &mut big[0]);
+        let (from, into_blocks) = (&mut small[class], &mut big[into - class - 1]);
         // Full: the oldest entries from `head` to the block's end, then the rest.
         let src = &from.kept[block * cap..(block + 1) * cap];
-        let dst = &mut into.kept[to as usize * into.cap..][..cap];
+        let dst = &mut into_blocks.kept[to as usize * into_blocks.cap..][..cap];
         let head = usize::from(self.head);
         dst[..cap - head].copy_from_slice(&src[head..]);
         dst[cap - head..].copy_from_slice(&src[..head]);
         from.free.push(block as u32);
-        self.block = ((class as u32 + 1) << CLASS_SHIFT) | to;
+        self.block = ((into as u32) << CLASS_SHIFT) | to;
         self.head = 0;
     }
 
@@ -852,6 +856,55 @@ mod tests {
                 let keys: Vec<u32> = ring.entries(&pool).map(|e| e.key).collect();
                 assert_eq!(keys, Vec::from(fifo.clone()), "max {max}, after {k}");
                 assert_eq!(pool.in_use(), fifo.len());
+            }
+        }
+    }
+
+    #[test]
+    fn pushes_past_the_largest_ring_drop_the_oldest_whatever_max_recent() {
+        // With few segments kept the size classes share caps ([2, 2, 2] for 0, [2, 3, 3] for
+        // 1, [2, 4, 4] for 2): a full ring must not "grow" into a block of the same size.
+        // Retransmissions retired by DSACKs that do not move the ACK (`push_back` alone), on
+        // two rings sharing the pool, against an unbounded FIFO trimmed to the rule's bound
+        // (`max` + 2).
+        for max in 0..=3 {
+            let bound = max + 2;
+            let mut pool = Pool::with_recent(max);
+            let mut rings = [Ring::new(), Ring::new()];
+            let mut fifos = [
+                std::collections::VecDeque::new(),
+                std::collections::VecDeque::new(),
+            ];
+            for k in 0..(4 * bound as u32 + 3) {
+                for (r, (ring, fifo)) in rings.iter_mut().zip(&mut fifos).enumerate() {
+                    let key = k * 2 + r as u32;
+                    ring.push_back(&mut pool, p(key));
+                    fifo.push_back(key);
+                    if fifo.len() > bound {
+                        fifo.pop_front();
+                    }
+                }
+                for (r, (ring, fifo)) in rings.iter().zip(&fifos).enumerate() {
+                    let keys: Vec<u32> = ring.entries(&pool).map(|e| e.key).collect();
+                    assert_eq!(
+                        keys,
+                        Vec::from(fifo.clone()),
+                        "max {max}, ring {r}, after {k}"
+                    );
+                }
+                assert_eq!(pool.in_use(), fifos[0].len() + fifos[1].len());
+            }
+            // A full ring then still takes an ACK's push in place of its oldest.
+            for (r, (ring, fifo)) in rings.iter_mut().zip(&mut fifos).enumerate() {
+                ring.push_keeping(&mut pool, p(1000 + r as u32), max);
+                fifo.pop_front();
+                fifo.push_back(1000 + r as u32);
+                let keys: Vec<u32> = ring.entries(&pool).map(|e| e.key).collect();
+                assert_eq!(
+                    keys,
+                    Vec::from(fifo.clone()),
+                    "max {max}, ring {r}, after the ACK"
+                );
             }
         }
     }

@@ -632,13 +632,21 @@ fn start_prom(
     addr: Option<std::net::SocketAddr>,
     prom: &Arc<Prom>,
 ) -> anyhow::Result<Option<PromServer>> {
-    // Not exposed unless a server starts (a failed start on a reload leaves none).
-    prom.set_exposed(false);
-    let Some(a) = addr else { return Ok(None) };
-    let server = PromServer::start(a, prom.clone())
-        .with_context(|| format!("prometheus_listen: cannot listen on {a}"))?;
+    let Some(a) = addr else {
+        prom.set_exposed(false);
+        return Ok(None);
+    };
+    // Exposed before the server answers: a listener after none starts from an empty
+    // registry (a restarted exporter), one after another (A -> B) goes on counting.
     prom.set_exposed(true);
-    Ok(Some(server))
+    match PromServer::start(a, prom.clone()) {
+        Ok(server) => Ok(Some(server)),
+        Err(e) => {
+            // Not exposed unless a server starts (a failed start on a reload leaves none).
+            prom.set_exposed(false);
+            Err(e).with_context(|| format!("prometheus_listen: cannot listen on {a}"))
+        }
+    }
 }
 
 /// How often the main thread looks at the signal flags.
@@ -802,5 +810,129 @@ pub fn run_agent(path: &Path, o: Overrides) -> anyhow::Result<()> {
             return Ok(());
         }
         std::thread::sleep(SIGNAL_POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::config::StatsdTarget;
+    use crate::agent::report::{InstanceCounters, InstanceReport, PairReport};
+    use crate::agent::sinks::Sinks;
+    use metro_core::aggregate::Stats;
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, UdpSocket};
+
+    /// An interval with `n` RTT samples of 40 ms to one pair and `10 * n` packets.
+    fn interval(n: u64) -> InstanceReport {
+        let mut stats = Stats::new();
+        for _ in 0..n {
+            stats.add(40.0);
+        }
+        InstanceReport {
+            iface: "eth0".into(),
+            tags: vec![],
+            pairs: vec![PairReport {
+                src: "10.0.0.1".parse().unwrap(),
+                protocol: 0,
+                dst: "10.0.0.2".into(),
+                stats,
+                retransmits: n,
+                fine: None,
+                extra_tags: vec![],
+                baseline_ms: None,
+            }],
+            counters: InstanceCounters {
+                packets_received: 10 * n,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// A scrape of `/metrics` (the classic text format). A server renders at most once in
+    /// a while (it serves the same render to scrapes close together): one scrape a server
+    /// after its reports.
+    fn scrape(server: &PromServer) -> String {
+        let mut c = TcpStream::connect(server.addr).unwrap();
+        write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n").unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\n"), "{s}");
+        s
+    }
+
+    /// The value of each line of `text` starting with `series`, in order.
+    fn values(text: &str, series: &str) -> Vec<f64> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(series))
+            .map(|v| v.trim().parse().unwrap())
+            .collect()
+    }
+
+    const SAMPLES: &str =
+        "metro_tcp_rtt_samples_total{src=\"10.0.0.1\",dst=\"10.0.0.2\",iface=\"eth0\"}";
+    const LAST: &str =
+        "metro_tcp_rtt_last_seconds{src=\"10.0.0.1\",dst=\"10.0.0.2\",iface=\"eth0\"}";
+    const PACKETS: &str = "metro_packets_received_total{iface=\"eth0\"}";
+
+    /// Reloads A -> none -> B: B serves what came after it, as a restarted exporter would
+    /// (Prometheus sees a counter restart from zero, not a total missing the reports of
+    /// the time without a listener); A -> B (a listener all along) keeps counting.
+    #[test]
+    fn a_listener_added_by_a_reload_starts_from_an_empty_registry() {
+        // DogStatsD to a socket of ours, read by nobody.
+        let statsd = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let prom = Arc::new(Prom::new());
+        let target = StatsdTarget::Udp {
+            host: "127.0.0.1".into(),
+            port: statsd.local_addr().unwrap().port(),
+        };
+        let mut sinks = Sinks::new(
+            StatsdSink::new(target, Duration::from_secs(60)),
+            prom.clone(),
+            None,
+        );
+        let any = Some("127.0.0.1:0".parse().unwrap());
+
+        let mut a = start_prom(any, &prom).unwrap().unwrap();
+        sinks.emit(interval(3));
+        sinks.emit(interval(2));
+        let t = scrape(&a);
+        assert_eq!(values(&t, SAMPLES), [5.0], "{t}");
+        assert_eq!(values(&t, PACKETS), [50.0], "{t}");
+        assert_eq!(values(&t, LAST), [0.04], "{t}");
+
+        // A -> B: exposed throughout, the totals go on.
+        a.stop();
+        let mut b = start_prom(any, &prom).unwrap().unwrap();
+        sinks.emit(interval(1));
+        let t = scrape(&b);
+        assert_eq!(values(&t, SAMPLES), [6.0], "{t}");
+        assert_eq!(values(&t, PACKETS), [60.0], "{t}");
+
+        // B -> none: reports go on unseen.
+        b.stop();
+        assert!(start_prom(None, &prom).unwrap().is_none());
+        sinks.emit(interval(4));
+
+        // none -> C: nothing from before C, not even the gauges of B's last interval...
+        let mut c = start_prom(any, &prom).unwrap().unwrap();
+        let t = scrape(&c);
+        assert!(
+            t.contains("# TYPE metro_tcp_rtt_samples_total counter"),
+            "{t}"
+        );
+        assert_eq!(values(&t, SAMPLES), [] as [f64; 0], "{t}");
+        assert_eq!(values(&t, PACKETS), [] as [f64; 0], "{t}");
+        assert_eq!(values(&t, LAST), [] as [f64; 0], "{t}");
+        // ...and the totals count from C on (C -> D: exposed throughout).
+        c.stop();
+        let mut d = start_prom(any, &prom).unwrap().unwrap();
+        sinks.emit(interval(7));
+        let t = scrape(&d);
+        assert_eq!(values(&t, SAMPLES), [7.0], "{t}");
+        assert_eq!(values(&t, PACKETS), [70.0], "{t}");
+        assert_eq!(values(&t, LAST), [0.04], "{t}");
+        d.stop();
     }
 }

@@ -222,9 +222,37 @@ impl Prom {
     /// Whether a `/metrics` endpoint serves these metrics: the flusher folds reports in only
     /// then (without `prometheus_listen` nobody reads them, and the fold is per pair per
     /// flush: a fifth of the agent's CPU on scripts/live-bench.sh). A listener added by a
-    /// reload starts from that reload, as an exporter restarted would.
+    /// reload starts from that reload, as an exporter restarted would: turned on when off,
+    /// the exposition is emptied first ([`Prom::reset`]), so that no total misses the
+    /// reports of the time without a listener (Prometheus would not see that as a reset)
+    /// and no gauge of a pair from before is served.
     pub fn set_exposed(&self, on: bool) {
+        if on && !self.exposed() {
+            self.reset();
+        }
         self.exposed.store(on, Ordering::Relaxed);
+    }
+
+    /// Empty the exposition: every series gone, the series budget all free again.
+    fn reset(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for f in &self.rtt {
+            for fam in f.stats.iter().chain(&f.gauges) {
+                fam.clear();
+            }
+            f.samples.clear();
+            for fam in &f.counters {
+                fam.clear();
+            }
+            f.histogram.clear();
+        }
+        for f in &self.own {
+            match f {
+                SelfFamily::Counter(f) => f.clear(),
+                SelfFamily::Gauge(f) => f.clear(),
+            }
+        }
+        *st = PromState::default();
     }
 
     pub fn exposed(&self) -> bool {
