@@ -711,13 +711,18 @@ pub struct Dumpcap(Child, std::process::ChildStderr);
 
 impl Dumpcap {
     /// Stop the capture with SIGINT (dumpcap then writes out what it holds) and wait for it.
-    pub fn stop(mut self) {
+    pub fn stop(self) {}
+}
+
+/// Stopped when dropped too, so that a test that fails midway leaves no dumpcap running.
+impl Drop for Dumpcap {
+    fn drop(&mut self) {
         // SAFETY: signalling the dumpcap this value started, by its pid; it has not been
         // waited for, so the pid is still its own.
         unsafe {
             libc::kill(self.0.id() as i32, libc::SIGINT);
         }
-        self.0.wait().unwrap();
+        let _ = self.0.wait();
     }
 }
 
