@@ -134,10 +134,13 @@ impl Engine {
             counters: &mut self.counters,
             out,
         };
-        self.flows
-            .get_mut(idx)
-            .process(dir.index(), frame, ts, seg, &mut cx);
-        if !self.flows.is_confirmed(idx) && self.flows.get(idx).confirmed() {
+        // The slot is looked up once; the table's own calls below are each a no-op on most
+        // packets, and are skipped then.
+        let (conn, state) = self.flows.entry_mut(idx);
+        conn.process(dir.index(), frame, ts, seg, &mut cx);
+        let confirm = !state.confirmed && conn.confirmed();
+        let done = seg.flags.rst() || conn.fin_both_ways();
+        if confirm {
             let pool = &mut self.pool;
             let counters = &mut self.counters;
             self.flows.confirm(idx, |old, why| {
@@ -146,9 +149,11 @@ impl Engine {
             });
             self.counters.flows_confirmed += 1;
         }
-        if seg.flags.rst() || self.flows.get(idx).fin_both_ways() {
-            self.flows.mark_done(idx);
-        } else if seg.flags.fin() {
+        if done {
+            if !state.done {
+                self.flows.mark_done(idx);
+            }
+        } else if seg.flags.fin() && !state.closed {
             self.flows.mark_closed(idx);
         }
     }

@@ -49,16 +49,29 @@ pub struct FlowKey {
 }
 
 impl Hash for FlowKey {
-    /// Two addresses and the ports: three words (the derived hash adds a length word per
-    /// address array).
+    /// Two IPv4 addresses and the ports fit one 128-bit word (one folded multiply of the
+    /// keyed hash, not three); otherwise both addresses and the ports (the derived hash adds
+    /// a length word per address array). Either way every bit of the key goes in unchanged
+    /// (no fold that chosen keys could collide in whatever the seed), and the two shapes
+    /// never meet: keys of different shapes are never equal.
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let wide = |a: [u64; 2]| u128::from(a[0]) << 64 | u128::from(a[1]);
-        state.write_u128(wide(self.lo_addr));
-        state.write_u128(wide(self.hi_addr));
-        state.write_u32(u32::from(self.lo_port) << 16 | u32::from(self.hi_port));
+        let ports = u32::from(self.lo_port) << 16 | u32::from(self.hi_port);
+        if self.lo_addr[0] == V4_HIGH && self.hi_addr[0] == V4_HIGH {
+            let addrs = self.lo_addr[1] << 32 | self.hi_addr[1];
+            state.write_u128(u128::from(addrs) << 64 | u128::from(ports));
+        } else {
+            let wide = |a: [u64; 2]| u128::from(a[0]) << 64 | u128::from(a[1]);
+            state.write_u128(wide(self.lo_addr));
+            state.write_u128(wide(self.hi_addr));
+            state.write_u32(ports);
+        }
     }
 }
+
+/// The high half of an IPv4 address's key word (see [`addr_bits`]); its low half is the
+/// address.
+const V4_HIGH: u64 = 0xffff_ffff_0000_0000;
 
 /// The table's keyed hash. A capture's addresses and ports are chosen by whoever sends the
 /// packets: with a hash anyone can compute (FxHash, as before), a flood of chosen keys can
@@ -250,6 +263,30 @@ impl<T> std::ops::IndexMut<usize> for Slab<T> {
     }
 }
 
+/// Why an entry last seen `age` ago has expired, if it has, under the idle, closed and done
+/// timeouts (see [`FlowTable::set_timeouts`]).
+#[inline]
+fn expiry<T>(s: &Slot<T>, age: Nanos, idle: Nanos, closed: Nanos, done: Nanos) -> Option<Removal> {
+    if s.closed && (age >= closed || (s.done && age >= done)) {
+        Some(Removal::Closed)
+    } else if age >= idle {
+        Some(Removal::Idle)
+    } else {
+        None
+    }
+}
+
+/// What the table knows of an entry besides its value (see [`FlowTable::entry_mut`]).
+#[derive(Clone, Copy, Debug)]
+pub struct EntryState {
+    /// Marked closed (FIN or RST seen), see [`FlowTable::mark_closed`].
+    pub closed: bool,
+    /// Marked done (both directions closed, or reset), see [`FlowTable::mark_done`].
+    pub done: bool,
+    /// Confirmed, see [`FlowTable::confirm`].
+    pub confirmed: bool,
+}
+
 /// A slot's links in the unconfirmed FIFO ([`NIL`] at its ends, and for confirmed slots).
 #[derive(Clone, Copy)]
 struct Links {
@@ -312,18 +349,6 @@ impl<T> FlowTable<T> {
         self.done_timeout = done.min(closed);
     }
 
-    /// Why an entry last seen `age` ago has expired, if it has.
-    #[inline]
-    fn expiry(&self, s: &Slot<T>, age: Nanos, idle: Nanos, closed: Nanos) -> Option<Removal> {
-        if s.closed && (age >= closed || (s.done && age >= self.done_timeout)) {
-            Some(Removal::Closed)
-        } else if age >= idle {
-            Some(Removal::Idle)
-        } else {
-            None
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -361,6 +386,19 @@ impl<T> FlowTable<T> {
         &mut self.slots[idx as usize].value
     }
 
+    /// The entry's value and state, from one lookup of its slot: what a packet needs of
+    /// its entry once [`FlowTable::touch_or_insert`] found it.
+    #[inline]
+    pub fn entry_mut(&mut self, idx: u32) -> (&mut T, EntryState) {
+        let s = &mut self.slots[idx as usize];
+        let state = EntryState {
+            closed: s.closed,
+            done: s.done,
+            confirmed: s.confirmed,
+        };
+        (&mut s.value, state)
+    }
+
     #[inline]
     pub fn is_closed(&self, idx: u32) -> bool {
         self.slots[idx as usize].closed
@@ -386,10 +424,11 @@ impl<T> FlowTable<T> {
         let hash = self.hasher.hash(&key);
         let slots = &self.slots;
         if let Some(&idx) = self.map.find(hash, |&i| slots[i as usize].key == key) {
-            let s = &self.slots[idx as usize];
+            let (idle, closed, done) = (self.idle_timeout, self.closed_timeout, self.done_timeout);
+            let s = &mut self.slots[idx as usize];
             let age = now.saturating_sub(s.last_seen);
-            let Some(why) = self.expiry(s, age, self.idle_timeout, self.closed_timeout) else {
-                self.slots[idx as usize].last_seen = now;
+            let Some(why) = expiry(s, age, idle, closed, done) else {
+                s.last_seen = now;
                 return (idx, false);
             };
             // Past its timeout: gone, whether or not the sweep got to it yet.
@@ -537,7 +576,7 @@ impl<T> FlowTable<T> {
                 continue;
             }
             let age = now.saturating_sub(s.last_seen);
-            let Some(why) = self.expiry(s, age, idle, closed) else {
+            let Some(why) = expiry(s, age, idle, closed, self.done_timeout) else {
                 continue;
             };
             self.remove(i as u32, |_, v| removed(v, why));
