@@ -24,7 +24,7 @@ use crate::Nanos;
 use crate::Segment;
 use crate::config::{CopyEvidence, Counters, EngineConfig, TimedBy};
 use crate::sample::{Kind, NO_TAG, Observer, Sample};
-use crate::seq::{SeqNum, TsClock, TsVal};
+use crate::seq::{SeqNum, SeqSpace, TsClock, TsVal};
 
 // `DirState::flags`: what this direction has shown, and what its `slot` holds.
 /// This direction has sent something that occupies sequence space: `right` is valid.
@@ -583,17 +583,16 @@ impl Conn {
                 }
             }
             let mut landed = false;
-            while let Some(front) = rcv.segs.front(cx.pool) {
-                if !front.key.le(ack) {
-                    break;
-                }
-                landed |= front.key == ack;
-                rcv.segs.pop_front(cx.pool);
+            // Nodes move to the kept ring as stored; only the one the ACK lands on is
+            // unpacked.
+            while let Some(node) = rcv.segs.pop_front_upto(cx.pool, ack) {
                 if keep {
                     rcv.done
-                        .push_keeping(cx.pool, front, cx.cfg.max_recent_segments);
+                        .push_keeping(cx.pool, &node, cx.cfg.max_recent_segments);
                 }
-                if front.key == ack {
+                if node.key::<SeqSpace>() == ack {
+                    landed = true;
+                    let front: Pending = node.pending();
                     let kind = front.kind();
                     if !front.ambiguous {
                         a.emit(cx, kind, front.seen(), tag);
@@ -765,19 +764,15 @@ impl Conn {
             && (!snd.has(TSVAL_SEEN) || tsval.gt(snd.ts_last));
         if cx.cfg.kinds.contains(Kind::Ts) && a.seg.timestamp.is_some() {
             if a.seg.flags.ack() && tsecr != TsVal::ZERO {
-                while let Some(front) = rcv.tsvals.front(cx.pool) {
-                    if !front.key.le(tsecr) {
-                        break;
-                    }
-                    rcv.tsvals.pop_front(cx.pool);
-                    if front.key == tsecr {
+                while let Some(front) = rcv.tsvals.pop_front_upto(cx.pool, tsecr) {
+                    if front.key::<TsClock>() == tsecr {
                         a.emit(cx, Kind::Ts, front.seen(), tag);
                     }
                 }
             }
             if opens {
-                while let Some(front) = snd.tsvals.front(cx.pool) {
-                    if a.ts - front.ts <= cx.cfg.tsval_max_age {
+                while let Some(front_ts) = snd.tsvals.front_ts(cx.pool) {
+                    if a.ts - front_ts <= cx.cfg.tsval_max_age {
                         break;
                     }
                     snd.tsvals.pop_front(cx.pool);

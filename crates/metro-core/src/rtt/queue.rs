@@ -51,7 +51,7 @@ impl<S: Space> Pending<S> {
 /// frame number (no capture has 2^62 frames). Key and TSval are stored raw: the queue that
 /// owns the node knows which space its key is in.
 #[derive(Clone, Copy)]
-struct Node {
+pub struct Node {
     ts: Nanos,
     frame: u64,
     key: u32,
@@ -92,32 +92,45 @@ impl Node {
     }
 
     #[inline]
-    fn key<S: Space>(&self) -> Serial<S> {
+    pub fn key<S: Space>(&self) -> Serial<S> {
         Serial::new(self.key)
+    }
+
+    /// When and in which frame the opener was seen (see [`Pending::seen`]).
+    #[inline]
+    pub fn seen(&self) -> (Nanos, u64) {
+        (self.ts, self.frame & !(HANDSHAKE | AMBIGUOUS))
+    }
+
+    /// The whole opener.
+    #[inline]
+    pub fn pending<S: Space>(&self) -> Pending<S> {
+        self.item()
     }
 }
 
 /// An acknowledged segment kept for late copies (an entry of a [`Ring`]): a [`Node`] without
-/// its link, in 4-byte words (28 bytes, not 32): a ring of them is one connection's, read
-/// and written in order, so it spans as few cache lines as can be.
+/// its link, packed to 4-byte alignment (28 bytes, not 32): a ring of them is one
+/// connection's, read and written in order, so it spans as few cache lines as can be. The
+/// 8-byte fields are read and written whole (x86 and ARM load them unaligned at no cost), so
+/// a node moves here field for field.
 #[derive(Clone, Copy, Default)]
+#[repr(C, packed(4))]
 struct Kept {
-    ts: [u32; 2],
+    ts: Nanos,
     /// The frame number, with the node's flags in its top bits.
-    frame: [u32; 2],
+    frame: u64,
     key: u32,
     tsval: u32,
     fp: u32,
 }
 
 impl Kept {
-    #[inline]
-    fn new(p: Pending) -> Kept {
-        let n = Node::new(p, NIL);
-        let ts = n.ts as u64;
+    #[inline(always)]
+    fn of(n: &Node) -> Kept {
         Kept {
-            ts: [ts as u32, (ts >> 32) as u32],
-            frame: [n.frame as u32, (n.frame >> 32) as u32],
+            ts: n.ts,
+            frame: n.frame,
             key: n.key,
             tsval: n.tsval,
             fp: n.fp,
@@ -125,20 +138,20 @@ impl Kept {
     }
 
     #[inline]
-    fn ts(&self) -> Nanos {
-        (u64::from(self.ts[1]) << 32 | u64::from(self.ts[0])) as Nanos
+    fn new(p: Pending) -> Kept {
+        Kept::of(&Node::new(p, NIL))
     }
 
     #[inline]
-    fn flagged_frame(&self) -> u64 {
-        u64::from(self.frame[1]) << 32 | u64::from(self.frame[0])
+    fn ts(&self) -> Nanos {
+        self.ts
     }
 
     #[inline]
     fn item(&self) -> Pending {
         Node {
-            ts: self.ts(),
-            frame: self.flagged_frame(),
+            ts: self.ts,
+            frame: self.frame,
             key: self.key,
             next: NIL,
             tsval: self.tsval,
@@ -154,7 +167,7 @@ impl Kept {
 
     #[inline]
     fn ambiguous(&self) -> bool {
-        self.flagged_frame() & AMBIGUOUS != 0
+        self.frame & AMBIGUOUS != 0
     }
 }
 
@@ -393,6 +406,28 @@ impl<S: Space> Queue<S> {
         Some(node.item())
     }
 
+    /// Take the oldest entry if its key is at or before `upto` (serial order): the node as
+    /// stored, which [`Ring::push_keeping`] takes as it is and [`Node::pending`] unpacks
+    /// only when needed.
+    #[inline(always)]
+    pub fn pop_front_upto(&mut self, pool: &mut Pool, upto: Serial<S>) -> Option<Node> {
+        if self.head == NIL {
+            return None;
+        }
+        let i = self.head;
+        let node = pool.nodes[i as usize];
+        if !node.key::<S>().le(upto) {
+            return None;
+        }
+        self.head = node.next;
+        if self.head == NIL {
+            self.tail = NIL;
+        }
+        self.len -= 1;
+        pool.release(i);
+        Some(node)
+    }
+
     /// Mark every entry whose key is beyond `after` (serial order), or every entry if
     /// `after` is `None`, as ambiguous. True if none of them was ambiguous before.
     pub fn mark_ambiguous(&self, pool: &mut Pool, after: Option<Serial<S>>) -> bool {
@@ -496,13 +531,17 @@ impl Ring {
     /// move the ACK), the oldest entry makes room: a direction keeps a bounded number.
     #[inline(always)]
     pub fn push_back(&mut self, pool: &mut Pool, item: Pending) {
+        self.push_kept(pool, Kept::new(item));
+    }
+
+    #[inline(always)]
+    fn push_kept(&mut self, pool: &mut Pool, item: Kept) {
         if self.block != NIL {
             let (class, block) = self.class();
             let blocks = &mut pool.rings[class];
             let cap = blocks.cap;
             if self.len() < cap {
-                blocks.kept[block * cap + wrap(usize::from(self.head) + self.len(), cap)] =
-                    Kept::new(item);
+                blocks.kept[block * cap + wrap(usize::from(self.head) + self.len(), cap)] = item;
                 self.len += 1;
                 pool.in_use += 1;
                 return;
@@ -514,7 +553,7 @@ impl Ring {
     /// [`Ring::push_back`] to a ring without a block, or a full one.
     #[cold]
     #[inline(never)]
-    fn push_slow(&mut self, pool: &mut Pool, item: Pending) {
+    fn push_slow(&mut self, pool: &mut Pool, item: Kept) {
         if self.block == NIL {
             self.block = pool.rings[0].alloc();
             self.head = 0;
@@ -531,7 +570,7 @@ impl Ring {
             }
         }
         let len = self.len();
-        *self.get_mut(pool, len) = Kept::new(item);
+        *self.get_mut(pool, len) = item;
         self.len += 1;
         pool.in_use += 1;
     }
@@ -540,7 +579,7 @@ impl Ring {
     /// with each segment it acknowledges. In place: the oldest entry's room is the new one's
     /// once the ring holds `max`.
     #[inline(always)]
-    pub fn push_keeping(&mut self, pool: &mut Pool, item: Pending, max: usize) {
+    pub fn push_keeping(&mut self, pool: &mut Pool, item: &Node, max: usize) {
         if self.len() >= max {
             if self.len == 0 {
                 // Kept and dropped at once (`max` 0).
@@ -551,7 +590,7 @@ impl Ring {
             self.len -= 1;
             pool.in_use -= 1;
         }
-        self.push_back(pool, item);
+        self.push_kept(pool, Kept::of(item));
     }
 
     /// Move the entries (oldest first) of a full ring to a block of a larger size class
@@ -629,7 +668,7 @@ impl Ring {
         for i in 0..self.len() {
             let k = self.get_mut(pool, i);
             if k.key().gt(after) {
-                k.frame[1] |= (AMBIGUOUS >> 32) as u32;
+                k.frame |= AMBIGUOUS;
             }
         }
     }
@@ -802,7 +841,7 @@ mod tests {
                 fifo.push_back(k);
             }
             for k in 2..20 {
-                ring.push_keeping(&mut pool, p(k), max);
+                ring.push_keeping(&mut pool, &Node::new(p(k), NIL), max);
                 fifo.push_back(k);
                 if fifo.len() > max {
                     fifo.pop_front();
@@ -850,7 +889,7 @@ mod tests {
             }
             // A full ring then still takes an ACK's push in place of its oldest.
             for (r, (ring, fifo)) in rings.iter_mut().zip(&mut fifos).enumerate() {
-                ring.push_keeping(&mut pool, p(1000 + r as u32), max);
+                ring.push_keeping(&mut pool, &Node::new(p(1000 + r as u32), NIL), max);
                 fifo.pop_front();
                 fifo.push_back(1000 + r as u32);
                 let keys: Vec<u32> = ring.entries(&pool).map(|e| e.key).collect();
