@@ -145,6 +145,26 @@ impl FlowKey {
     /// direction within it.
     #[inline]
     pub fn new(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> (FlowKey, Dir) {
+        if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) {
+            // IPv4: address and port as one integer each, one comparison (the same order as
+            // below: both addresses share the high bits `addr_bits` gives IPv4).
+            let s = u64::from(u32::from(s));
+            let d = u64::from(u32::from(d));
+            let (lo, hi, dir) = if (s << 16 | u64::from(sport)) <= (d << 16 | u64::from(dport)) {
+                ((s, sport), (d, dport), Dir::Up)
+            } else {
+                ((d, dport), (s, sport), Dir::Down)
+            };
+            return (
+                FlowKey {
+                    lo_addr: [V4_HIGH, lo.0],
+                    hi_addr: [V4_HIGH, hi.0],
+                    lo_port: lo.1,
+                    hi_port: hi.1,
+                },
+                dir,
+            );
+        }
         let s = addr_bits(src);
         let d = addr_bits(dst);
         let (s, d, up) = (split(s), split(d), s < d || (s == d && sport <= dport));
@@ -695,12 +715,17 @@ mod tests {
         let (k1, d1) = FlowKey::new(a, 1234, b, 80);
         let (k2, d2) = FlowKey::new(b, 80, a, 1234);
         assert_eq!(k1, k2);
-        assert_ne!(d1, d2);
+        // The lower address is the key's first endpoint, whatever its port.
+        assert_eq!((d1, d2), (Dir::Up, Dir::Down));
         // Same address both ends: the port decides.
         let (k3, d3) = FlowKey::new(a, 80, a, 1234);
         let (k4, d4) = FlowKey::new(a, 1234, a, 80);
         assert_eq!(k3, k4);
-        assert_ne!(d3, d4);
+        assert_eq!((d3, d4), (Dir::Up, Dir::Down));
+        // IPv4 keys (built on their own path) hold the same words as the general form.
+        assert_eq!(k1.lo_addr, split(addr_bits(a)));
+        assert_eq!(k1.hi_addr, split(addr_bits(b)));
+        assert_eq!((k1.lo_port, k1.hi_port), (1234, 80));
         // IPv4 and its IPv4-mapped IPv6 form are different endpoints.
         let m = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
         assert_ne!(FlowKey::new(a, 1, b, 2).0, FlowKey::new(m, 1, b, 2).0);
