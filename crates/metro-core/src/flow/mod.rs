@@ -57,7 +57,13 @@ impl Hash for FlowKey {
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         let ports = u32::from(self.lo_port) << 16 | u32::from(self.hi_port);
-        if self.lo_addr[0] == V4_HIGH && self.hi_addr[0] == V4_HIGH {
+        // The IPv4 shape: both high halves V4_HIGH and both low halves 32-bit. An IPv6 key in
+        // ffff:ffff::/64 can match the high halves with 64-bit low halves, whose top bits the
+        // one word would drop (keys colliding whatever the seed): it takes the general path.
+        if self.lo_addr[0] == V4_HIGH
+            && self.hi_addr[0] == V4_HIGH
+            && (self.lo_addr[1] | self.hi_addr[1]) >> 32 == 0
+        {
             let addrs = self.lo_addr[1] << 32 | self.hi_addr[1];
             state.write_u128(u128::from(addrs) << 64 | u128::from(ports));
         } else {
@@ -706,6 +712,52 @@ mod tests {
         // A table agrees with itself, and tells the keys apart.
         assert_eq!(one.hash(&key(1)), one.hash(&key(1)));
         assert_ne!(one.hash(&key(1)), one.hash(&key(2)));
+    }
+
+    #[test]
+    fn keys_in_the_ipv4_shapes_high_halves_hash_every_bit() {
+        // IPv6 addresses in ffff:ffff::/64 share IPv4 keys' high half; those that differ only
+        // in the top 32 bits of the low half must not hash alike (the one-word IPv4 hash
+        // would drop those bits for any seed).
+        let h = KeyedHash::new();
+        let peer = IpAddr::V6("ffff:ffff::ffff:ffff:ffff:ffff".parse().unwrap());
+        let hashes: std::collections::HashSet<u64> = (1..=64u64)
+            .map(|i| {
+                let a = IpAddr::V6(Ipv6Addr::from(
+                    (0xffff_ffffu128 << 96) | u128::from(i) << 32,
+                ));
+                h.hash(&FlowKey::new(a, 1000, peer, 80).0)
+            })
+            .collect();
+        assert_eq!(hashes.len(), 64);
+        // The same for the other end's top bits, the first end fixed.
+        let a = IpAddr::V6("ffff:ffff::1".parse().unwrap());
+        let hashes: std::collections::HashSet<u64> = (1..=64u64)
+            .map(|i| {
+                let b = IpAddr::V6(Ipv6Addr::from(
+                    (0xffff_ffffu128 << 96) | u128::from(i) << 40 | 7,
+                ));
+                h.hash(&FlowKey::new(a, 1000, b, 80).0)
+            })
+            .collect();
+        assert_eq!(hashes.len(), 64);
+        // IPv4 keys still tell every address and port apart.
+        let v4 = |x: u8, p: u16| {
+            h.hash(
+                &FlowKey::new(
+                    IpAddr::V4(Ipv4Addr::new(10, 0, 0, x)),
+                    p,
+                    IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)),
+                    80,
+                )
+                .0,
+            )
+        };
+        let hashes: std::collections::HashSet<u64> = (1..=16u8)
+            .flat_map(|x| (1..=16u16).map(move |p| (x, p)))
+            .map(|(x, p)| v4(x, p))
+            .collect();
+        assert_eq!(hashes.len(), 256);
     }
 
     #[test]
