@@ -119,6 +119,17 @@ impl Stats {
         }
     }
 
+    /// [`Self::quantile`] for each of `qs` (the same answers, with less work than one call
+    /// for each).
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [f64; N] {
+        if self.count == 0 {
+            return [0.0; N];
+        }
+        self.sketch
+            .quantiles(qs, self.min, self.max)
+            .map(|v| v.map_or(0.0, |v| v.clamp(self.min, self.max)))
+    }
+
     /// Fold another set of statistics into this one. Count, sum, min, max and quantiles
     /// merge exactly; jitter sums add (the one boundary between the two streams is lost);
     /// `last` becomes `other`'s if it has any sample.

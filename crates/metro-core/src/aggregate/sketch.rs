@@ -242,6 +242,10 @@ impl Store {
         {
             *bin += 1;
             self.count += 1;
+        } else if self.raw.len() < self.raw.capacity().min(RAW_MAX) && self.is_raw() {
+            // Room already reserved for a raw index.
+            self.raw.push(key);
+            self.count += 1;
         } else {
             self.add_outside(key);
         }
@@ -278,6 +282,10 @@ impl Store {
     fn add_outside(&mut self, key: i32) {
         if self.is_raw() {
             if self.raw.len() < RAW_MAX {
+                // Room for 16, then twice as many each time (at most RAW_MAX): few
+                // reallocations, little memory for a connection's few samples.
+                let more = self.raw.len().max(16).min(RAW_MAX - self.raw.len());
+                self.raw.reserve_exact(more);
                 self.raw.push(key);
                 self.count += 1;
                 return;
@@ -453,6 +461,33 @@ impl Sketch {
     /// The value at quantile `q` in [0, 1] (`min` and `max` are the smallest and largest
     /// value added, which answer 0 and 1); None if the sketch is empty or `q` is outside.
     pub fn quantile(&self, q: f64, min: f64, max: f64) -> Option<f64> {
+        self.quantile_by(q, min, max, |rank| self.positive.key_at_rank(rank))
+    }
+
+    /// [`Self::quantile`] for each of `qs`: a store of raw indices sorted once for all.
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N], min: f64, max: f64) -> [Option<f64>; N] {
+        let store = &self.positive;
+        if !store.is_raw() || store.raw.len() < 2 || N < 2 {
+            return qs.map(|q| self.quantile(q, min, max));
+        }
+        let mut keys = [0i32; RAW_MAX];
+        let keys = &mut keys[..store.raw.len()];
+        keys.copy_from_slice(&store.raw);
+        keys.sort_unstable();
+        let floor = store.raw_floor();
+        // The rank-th smallest raw index, raised to the floor: Store::key_at_rank's answer.
+        let at = |rank: u64| keys[(rank as usize).min(keys.len() - 1)].max(floor);
+        qs.map(|q| self.quantile_by(q, min, max, at))
+    }
+
+    /// [`Self::quantile`], with the positive store's index at a rank from `positive_at`.
+    fn quantile_by(
+        &self,
+        q: f64,
+        min: f64,
+        max: f64,
+        positive_at: impl Fn(u64) -> i32,
+    ) -> Option<f64> {
         if !(0.0..=1.0).contains(&q) || self.count() == 0 {
             return None;
         }
@@ -469,7 +504,7 @@ impl Sketch {
         } else if rank < self.zero + neg {
             0.0
         } else {
-            value(self.positive.key_at_rank(rank - self.zero - neg))
+            value(positive_at(rank - self.zero - neg))
         })
     }
 
@@ -725,6 +760,12 @@ mod tests {
                 }
             }
             assert_eq!(ours.count(), theirs.count() as u64, "{what}, merged");
+            let qs = [0.5, 0.9, 0.99, 0.001];
+            assert_eq!(
+                ours.quantiles(qs, 0.0, 0.0),
+                qs.map(|q| ours.quantile(q, 0.0, 0.0)),
+                "{what}, merged, all at once"
+            );
             for q in &QS[1..QS.len() - 1] {
                 assert_eq!(
                     ours.quantile(*q, 0.0, 0.0),
