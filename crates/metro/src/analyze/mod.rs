@@ -346,7 +346,27 @@ impl Collector<'_, '_> {
     /// [`Observer::found`] when the whole sample is needed: out of the engine's way.
     #[cold]
     #[inline(never)]
-    fn found_whole(&mut self, f: Found<'_>, tag: &mut u32) {
+    fn found_whole(
+        &mut self,
+        tag: &mut u32,
+        kind: Kind,
+        (rtt, ts): (Nanos, Nanos),
+        (frame, open_frame, flow_id): (u64, u64, u64),
+        (responder, responder_port): (&IpAddr, u16),
+        (peer, peer_port): (&IpAddr, u16),
+    ) {
+        let f = Found {
+            kind,
+            rtt,
+            ts,
+            frame,
+            open_frame,
+            flow_id,
+            responder,
+            responder_port,
+            peer,
+            peer_port,
+        };
         self.sample_tagged(&f.sample(), tag);
     }
 
@@ -371,7 +391,15 @@ impl Observer for Collector<'_, '_> {
     #[inline(always)]
     fn found(&mut self, f: Found<'_>, tag: &mut u32) {
         if self.whole {
-            self.found_whole(f, tag);
+            // Field by field: the sample is laid out in memory only on this path.
+            self.found_whole(
+                tag,
+                f.kind,
+                (f.rtt, f.ts),
+                (f.frame, f.open_frame, f.flow_id),
+                (f.responder, f.responder_port),
+                (f.peer, f.peer_port),
+            );
             return;
         }
         let i = self
