@@ -3,7 +3,7 @@
 //! matchers in [`crate::rtt`], the limits in [`crate::config`] and the engine all use it,
 //! and it uses none of them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::Nanos;
 
@@ -165,6 +165,48 @@ impl Sample {
     }
 }
 
+/// A sample as the TCP engine finds it, before its endpoints are made into [`SocketAddr`]s:
+/// what [`Observer::found`] receives, cheap to build for each sample. An observer that
+/// needs only the responder's address, the kind and the RTT (the usual aggregation) reads
+/// them here; [`Self::sample`] makes the whole [`Sample`].
+#[derive(Clone, Copy, Debug)]
+pub struct Found<'a> {
+    pub kind: Kind,
+    /// The round-trip time, always > 0.
+    pub rtt: Nanos,
+    /// Time of the closing packet.
+    pub ts: Nanos,
+    /// 1-based index of the closing packet.
+    pub frame: u64,
+    /// 1-based index of the packet the sample was timed from.
+    pub open_frame: u64,
+    /// The engine's id of the connection.
+    pub flow_id: u64,
+    /// Source address of the closing packet (the responder) and its port.
+    pub responder: &'a IpAddr,
+    pub responder_port: u16,
+    /// The other endpoint.
+    pub peer: &'a IpAddr,
+    pub peer_port: u16,
+}
+
+impl Found<'_> {
+    /// The whole sample.
+    #[inline]
+    pub fn sample(&self) -> Sample {
+        Sample {
+            kind: self.kind,
+            frame: self.frame,
+            open_frame: self.open_frame,
+            ts: self.ts,
+            rtt: self.rtt,
+            responder: SocketAddr::new(*self.responder, self.responder_port),
+            peer: SocketAddr::new(*self.peer, self.peer_port),
+            flow_id: self.flow_id,
+        }
+    }
+}
+
 /// The initial value of the tag passed to [`Observer::sample_tagged`].
 pub const NO_TAG: u32 = u32::MAX;
 
@@ -180,6 +222,13 @@ pub trait Observer {
     #[inline]
     fn sample_tagged(&mut self, s: &Sample, _tag: &mut u32) {
         self.sample(s)
+    }
+    /// A new RTT sample from the TCP engine, as it finds it (see [`Found`]), with the tag of
+    /// [`Self::sample_tagged`]. The default makes the whole sample and passes it there; an
+    /// observer that aggregates without the endpoints' ports overrides it to skip that.
+    #[inline]
+    fn found(&mut self, f: Found<'_>, tag: &mut u32) {
+        self.sample_tagged(&f.sample(), tag)
     }
     /// `sender` retransmitted data to `receiver` (a segment starting below the highest byte
     /// already sent, that was not a duplicate capture of the same frame).

@@ -210,68 +210,138 @@ fn value(k: i32) -> f64 {
     (f64::from(k) * m.gamma_ln).exp() * m.value_factor
 }
 
-/// Counts by bucket index, over a window of indices that covers the ones in use.
+/// Values a store keeps as their raw keys before it makes its window of counts.
+const RAW_MAX: usize = 128;
+
+/// Counts by bucket index. A store starts by keeping each value's index (`raw`, at most
+/// [`RAW_MAX`]): most responders and connections give few samples, over a range of indices
+/// that would make a window of counts grow three or four times (each a new zeroed window and a
+/// copy). Beyond that, a window of counts over the indices in use, sized from the raw ones.
+/// Both answer as the same counts: the range in use spans at most [`MAX_BINS`] indices, lower
+/// ones counting as the lowest kept (for `raw`, applied when read). The range in use is not
+/// kept up to date on each add, only read when the window must change.
 #[derive(Clone, Debug, Default)]
 struct Store {
-    /// `bins[i]` counts index `offset + i`.
+    /// `bins[i]` counts index `offset + i`; zero outside the range in use. Empty while the
+    /// store keeps raw indices.
     bins: Vec<u64>,
     offset: i32,
     count: u64,
-    /// Lowest and highest index in use (valid when `count > 0`), at most [`MAX_BINS`] apart.
-    min_key: i32,
-    max_key: i32,
+    /// The index of each value added, in no order, while `bins` is empty.
+    raw: Vec<i32>,
 }
 
 impl Store {
     #[inline]
-    fn add(&mut self, key: i32, n: u64) {
+    fn add(&mut self, key: i32) {
         // Inside the window: it spans at most MAX_BINS indices, so the range in use, widened
         // to `key`, still does and nothing folds (bins exist only once a count is in them).
         if let Some(bin) = self
             .bins
             .get_mut((i64::from(key) - i64::from(self.offset)) as usize)
         {
-            *bin += n;
-            self.count += n;
-            self.min_key = self.min_key.min(key);
-            self.max_key = self.max_key.max(key);
+            *bin += 1;
+            self.count += 1;
+        } else if self.raw.len() < self.raw.capacity().min(RAW_MAX) && self.is_raw() {
+            // Room already reserved for a raw index.
+            self.raw.push(key);
+            self.count += 1;
         } else {
-            self.add_outside(key, n);
+            self.add_outside(key);
         }
     }
 
-    /// An index outside the window: widen the range first.
-    #[cold]
-    #[inline(never)]
-    fn add_outside(&mut self, key: i32, n: u64) {
-        let (lo, hi) = if self.count == 0 {
-            (key, key)
-        } else {
-            (self.min_key.min(key), self.max_key.max(key))
-        };
-        let lo = self.widen(lo, hi);
-        self.bins[(key.max(lo) - self.offset) as usize] += n;
-        self.count += n;
+    /// Whether the store keeps raw indices (no window yet).
+    #[inline]
+    fn is_raw(&self) -> bool {
+        self.bins.is_empty()
     }
 
-    /// Make `lo..=hi` the range in use, folding the counts of indices below `hi - 2047` (and
-    /// `lo` itself, if lower) into `hi - 2047`; returns the range's new lowest index.
+    /// The lowest index a raw index counts as: the highest minus 2047.
+    fn raw_floor(&self) -> i32 {
+        let hi = self.raw.iter().copied().max().unwrap_or(0);
+        hi.saturating_sub(MAX_BINS - 1)
+    }
+
+    /// The lowest and highest index with a count (`count` > 0).
+    fn range(&self) -> (i32, i32) {
+        if self.is_raw() {
+            let lo = self.raw.iter().copied().min().unwrap_or(0);
+            let hi = self.raw.iter().copied().max().unwrap_or(0);
+            return (lo.max(hi.saturating_sub(MAX_BINS - 1)), hi);
+        }
+        let first = self.bins.iter().position(|&c| c != 0).unwrap_or(0);
+        let last = self.bins.iter().rposition(|&c| c != 0).unwrap_or(0);
+        (self.offset + first as i32, self.offset + last as i32)
+    }
+
+    /// An index outside the window (or no window yet): kept raw if there is room, else
+    /// the window is made or widened first.
+    #[cold]
+    #[inline(never)]
+    fn add_outside(&mut self, key: i32) {
+        if self.is_raw() {
+            if self.raw.len() < RAW_MAX {
+                // Room for 16, then twice as many each time (at most RAW_MAX): few
+                // reallocations, little memory for a connection's few samples.
+                let more = self.raw.len().max(16).min(RAW_MAX - self.raw.len());
+                self.raw.reserve_exact(more);
+                self.raw.push(key);
+                self.count += 1;
+                return;
+            }
+            self.make_window();
+            if let Some(bin) = self
+                .bins
+                .get_mut((i64::from(key) - i64::from(self.offset)) as usize)
+            {
+                *bin += 1;
+                self.count += 1;
+                return;
+            }
+        }
+        let (min_key, max_key) = self.range();
+        let lo = self.widen(min_key.min(key), max_key.max(key));
+        self.bins[(key.max(lo) - self.offset) as usize] += 1;
+        self.count += 1;
+    }
+
+    /// Replace the raw indices by a window of counts around them.
+    fn make_window(&mut self) {
+        let raw = std::mem::take(&mut self.raw);
+        if raw.is_empty() {
+            return;
+        }
+        let (lo, hi) = (
+            raw.iter().copied().min().unwrap_or(0),
+            raw.iter().copied().max().unwrap_or(0),
+        );
+        let lo = lo.max(hi.saturating_sub(MAX_BINS - 1));
+        let count = std::mem::take(&mut self.count);
+        self.relayout(lo, hi);
+        self.count = count;
+        for k in raw {
+            self.bins[(k.max(lo) - self.offset) as usize] += 1;
+        }
+    }
+
+    /// Make `lo..=hi` the range in use (it covers the one in use now), folding the counts of
+    /// indices below `hi - 2047` (and `lo` itself, if lower) into `hi - 2047`; returns the
+    /// range's new lowest index. The store has a window.
     fn widen(&mut self, lo: i32, hi: i32) -> i32 {
         let lo = lo.max(hi.saturating_sub(MAX_BINS - 1));
-        let folds = self.count > 0 && lo > self.min_key;
+        let folds = self.count > 0 && lo > self.range().0;
         let end = i64::from(self.offset) + self.bins.len() as i64;
         if folds || lo < self.offset || i64::from(hi) >= end {
             self.relayout(lo, hi);
         }
-        self.min_key = lo;
-        self.max_key = hi;
         lo
     }
 
     /// A new window around `lo..=hi`, with room to grow both ways (at least 16 bins, a
-    /// factor of 1.17 each way around a first value, then twice the bins each time it
-    /// grows, as a `Vec` does): a sketch's first sample costs little, and one that spans a
-    /// factor of 10 grows four times; counts below `lo` move to `lo`.
+    /// factor of 1.17 each way around a first value, half the range in use again around
+    /// a first window, then twice the bins each time it grows, as a `Vec` does); counts
+    /// below `lo` move to `lo`.
     fn relayout(&mut self, lo: i32, hi: i32) {
         let len = (i64::from(hi) - i64::from(lo) + 1) as usize;
         let want = (len + len / 2)
@@ -294,17 +364,25 @@ impl Store {
         self.offset = start;
     }
 
-    /// The index holding the `rank`-th smallest value (0-based).
+    /// The index holding the `rank`-th smallest value (0-based; `rank` < `count`).
     fn key_at_rank(&self, rank: u64) -> i32 {
+        if self.is_raw() {
+            let mut keys = [0i32; RAW_MAX];
+            let keys = &mut keys[..self.raw.len()];
+            keys.copy_from_slice(&self.raw);
+            let i = (rank as usize).min(keys.len().saturating_sub(1));
+            let (_, &mut k, _) = keys.select_nth_unstable(i);
+            // Raising the lowest to the floor keeps the order: the rank-th raised index.
+            return k.max(self.raw_floor());
+        }
         let mut n = 0;
-        let from = (self.min_key - self.offset).max(0) as usize;
-        for (i, &c) in self.bins.iter().enumerate().skip(from) {
+        for (i, &c) in self.bins.iter().enumerate() {
             n += c;
             if n > rank {
                 return self.offset + i as i32;
             }
         }
-        self.max_key
+        self.range().1
     }
 
     fn merge(&mut self, other: &Store) {
@@ -315,10 +393,22 @@ impl Store {
             *self = other.clone();
             return;
         }
-        let lo = self.widen(
-            self.min_key.min(other.min_key),
-            self.max_key.max(other.max_key),
-        );
+        if self.is_raw() && other.is_raw() && self.raw.len() + other.raw.len() <= RAW_MAX {
+            self.raw.extend_from_slice(&other.raw);
+            self.count += other.count;
+            return;
+        }
+        if self.is_raw() {
+            self.make_window();
+        }
+        if other.is_raw() {
+            for &k in &other.raw {
+                self.add(k);
+            }
+            return;
+        }
+        let ((a_lo, a_hi), (b_lo, b_hi)) = (self.range(), other.range());
+        let lo = self.widen(a_lo.min(b_lo), a_hi.max(b_hi));
         for (i, &c) in other.bins.iter().enumerate() {
             if c != 0 {
                 let k = (other.offset + i as i32).max(lo);
@@ -346,7 +436,7 @@ impl Sketch {
     #[inline]
     pub fn add(&mut self, v: f64) {
         if v > MIN_VALUE {
-            self.positive.add(key(v), 1);
+            self.positive.add(key(v));
         } else {
             self.add_not_positive(v);
         }
@@ -358,7 +448,7 @@ impl Sketch {
     #[inline(never)]
     fn add_not_positive(&mut self, v: f64) {
         if v < -MIN_VALUE {
-            self.negative.add(key(-v), 1);
+            self.negative.add(key(-v));
         } else {
             self.zero += 1;
         }
@@ -371,6 +461,33 @@ impl Sketch {
     /// The value at quantile `q` in [0, 1] (`min` and `max` are the smallest and largest
     /// value added, which answer 0 and 1); None if the sketch is empty or `q` is outside.
     pub fn quantile(&self, q: f64, min: f64, max: f64) -> Option<f64> {
+        self.quantile_by(q, min, max, |rank| self.positive.key_at_rank(rank))
+    }
+
+    /// [`Self::quantile`] for each of `qs`: a store of raw indices sorted once for all.
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N], min: f64, max: f64) -> [Option<f64>; N] {
+        let store = &self.positive;
+        if !store.is_raw() || store.raw.len() < 2 || N < 2 {
+            return qs.map(|q| self.quantile(q, min, max));
+        }
+        let mut keys = [0i32; RAW_MAX];
+        let keys = &mut keys[..store.raw.len()];
+        keys.copy_from_slice(&store.raw);
+        keys.sort_unstable();
+        let floor = store.raw_floor();
+        // The rank-th smallest raw index, raised to the floor: Store::key_at_rank's answer.
+        let at = |rank: u64| keys[(rank as usize).min(keys.len() - 1)].max(floor);
+        qs.map(|q| self.quantile_by(q, min, max, at))
+    }
+
+    /// [`Self::quantile`], with the positive store's index at a rank from `positive_at`.
+    fn quantile_by(
+        &self,
+        q: f64,
+        min: f64,
+        max: f64,
+        positive_at: impl Fn(u64) -> i32,
+    ) -> Option<f64> {
         if !(0.0..=1.0).contains(&q) || self.count() == 0 {
             return None;
         }
@@ -387,7 +504,7 @@ impl Sketch {
         } else if rank < self.zero + neg {
             0.0
         } else {
-            value(self.positive.key_at_rank(rank - self.zero - neg))
+            value(positive_at(rank - self.zero - neg))
         })
     }
 
@@ -596,10 +713,22 @@ mod tests {
 
     #[test]
     fn quantiles_match_the_crate_for_added_and_merged_streams() {
-        let mut rng = Rng::new(19);
-        for round in 0..200 {
+        added_and_merged(Rng::new(19), 200, 3000);
+    }
+
+    /// Stores that keep raw indices (up to RAW_MAX values), that make their window on the
+    /// way, and merges between the two, over ranges wider than MAX_BINS (shape 1).
+    #[test]
+    fn quantiles_match_the_crate_for_few_values() {
+        added_and_merged(Rng::new(23), 600, 3 * RAW_MAX as u64);
+    }
+
+    /// `rounds` streams of 1 to `max_n` values: the quantiles of the sketch they make, and
+    /// of the sketches of their parts merged in a random order, are the crate's.
+    fn added_and_merged(mut rng: Rng, rounds: u64, max_n: u64) {
+        for round in 0..rounds {
             let shape = round % 5;
-            let n = 1 + (rng.next_u64() % 3000) as usize;
+            let n = 1 + (rng.next_u64() % max_n) as usize;
             let values = stream(&mut rng, shape, n);
             let what = format!("round {round}, shape {shape}, {n} values");
             let (mut ours, mut theirs) = (Sketch::new(), reference());
@@ -631,6 +760,12 @@ mod tests {
                 }
             }
             assert_eq!(ours.count(), theirs.count() as u64, "{what}, merged");
+            let qs = [0.5, 0.9, 0.99, 0.001];
+            assert_eq!(
+                ours.quantiles(qs, 0.0, 0.0),
+                qs.map(|q| ours.quantile(q, 0.0, 0.0)),
+                "{what}, merged, all at once"
+            );
             for q in &QS[1..QS.len() - 1] {
                 assert_eq!(
                     ours.quantile(*q, 0.0, 0.0),

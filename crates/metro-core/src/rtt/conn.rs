@@ -23,7 +23,7 @@ use super::queue::{NIL, Pending, Pool, Queue, Ring};
 use crate::Nanos;
 use crate::Segment;
 use crate::config::{CopyEvidence, Counters, EngineConfig, TimedBy};
-use crate::sample::{Kind, NO_TAG, Observer, Sample};
+use crate::sample::{Found, Kind, NO_TAG, Observer};
 use crate::seq::{SeqNum, SeqSpace, TsClock, TsVal};
 
 // `DirState::flags`: what this direction has shown, and what its `slot` holds.
@@ -831,16 +831,18 @@ impl Conn {
         }
         cx.counters.samples[kind.index()] += 1;
         if cx.cfg.kinds.contains(kind) {
-            cx.out.sample_tagged(
-                &Sample {
+            cx.out.found(
+                Found {
                     kind,
+                    rtt,
+                    ts,
                     frame,
                     open_frame,
-                    ts,
-                    rtt,
-                    responder: SocketAddr::new(seg.src, seg.sport),
-                    peer: SocketAddr::new(seg.dst, seg.dport),
                     flow_id: id,
+                    responder: &seg.src,
+                    responder_port: seg.sport,
+                    peer: &seg.dst,
+                    peer_port: seg.dport,
                 },
                 tag,
             );
@@ -1186,6 +1188,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sample::Sample;
     use crate::wire::{decode, linktype};
     use metro_testkit::frame::{TcpFrame, flags};
 

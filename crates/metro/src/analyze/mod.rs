@@ -22,8 +22,8 @@ use metro_core::aggregate::{Numbering, Stats};
 use metro_core::config::{Counters, EngineConfig};
 use metro_core::driver::Driver;
 use metro_core::proto::ProtoCounters;
+use metro_core::sample::{Found, NO_TAG, Observer};
 use metro_core::sample::{Kind, KindSet, Sample};
-use metro_core::sample::{NO_TAG, Observer};
 use metro_core::wire::DecodeError;
 
 use crate::pcap::{CaptureReader, ReadError};
@@ -321,6 +321,8 @@ struct Collector<'w, 'o> {
     line: Vec<u8>,
     /// `--plot`/`--report`: the picture's events, kept as the engine reports them.
     spool: Option<&'w mut crate::plot::Spool>,
+    /// [`Self::wants_whole_samples`], kept for the engine's samples.
+    whole: bool,
 }
 
 impl Collector<'_, '_> {
@@ -341,6 +343,33 @@ impl Collector<'_, '_> {
         self.responders.index_of(addr, &mut tag)
     }
 
+    /// [`Observer::found`] when the whole sample is needed: out of the engine's way.
+    #[cold]
+    #[inline(never)]
+    fn found_whole(
+        &mut self,
+        tag: &mut u32,
+        kind: Kind,
+        (rtt, ts): (Nanos, Nanos),
+        (frame, open_frame, flow_id): (u64, u64, u64),
+        (responder, responder_port): (&IpAddr, u16),
+        (peer, peer_port): (&IpAddr, u16),
+    ) {
+        let f = Found {
+            kind,
+            rtt,
+            ts,
+            frame,
+            open_frame,
+            flow_id,
+            responder,
+            responder_port,
+            peer,
+            peer_port,
+        };
+        self.sample_tagged(&f.sample(), tag);
+    }
+
     /// Aggregate one sample known only by its responder's position, kind and RTT (when
     /// [`Self::wants_whole_samples`] is false).
     #[inline]
@@ -355,6 +384,30 @@ impl Observer for Collector<'_, '_> {
     fn sample(&mut self, s: &Sample) {
         let mut tag = NO_TAG;
         self.sample_tagged(s, &mut tag);
+    }
+
+    /// The TCP engine's samples: aggregated from what the engine found when nothing needs the
+    /// whole sample (no ports, no `SocketAddr`s built), else as [`Self::sample_tagged`].
+    #[inline(always)]
+    fn found(&mut self, f: Found<'_>, tag: &mut u32) {
+        if self.whole {
+            // Field by field: the sample is laid out in memory only on this path.
+            self.found_whole(
+                tag,
+                f.kind,
+                (f.rtt, f.ts),
+                (f.frame, f.open_frame, f.flow_id),
+                (f.responder, f.responder_port),
+                (f.peer, f.peer_port),
+            );
+            return;
+        }
+        let i = self
+            .responders
+            .index_of((*f.responder, f.kind.protocol_index()), tag);
+        let r = self.responders.at(i);
+        r.stats.add(f.rtt as f64 / 1e6);
+        r.kinds[f.kind.index()] += 1;
     }
 
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
@@ -479,7 +532,9 @@ pub fn analyze_files_with(
             flows: flows.take(),
             line: Vec::with_capacity(256),
             spool: spool.as_deref_mut(),
+            whole: false,
         };
+        collector.whole = collector.wants_whole_samples();
         let fr = if threads > 1 {
             parallel::analyze_one(
                 path,

@@ -62,12 +62,13 @@ fn ms(v: f64) -> String {
 }
 
 fn stats_cells(s: &Stats) -> [String; 7] {
+    let [p50, p90, p99] = s.quantiles([0.5, 0.9, 0.99]);
     [
         s.count().to_string(),
         ms(s.min()),
-        ms(s.quantile(0.5)),
-        ms(s.quantile(0.9)),
-        ms(s.quantile(0.99)),
+        ms(p50),
+        ms(p90),
+        ms(p99),
         ms(s.max()),
         ms(s.jitter()),
     ]
@@ -206,13 +207,14 @@ pub fn render_table(out: &mut dyn Write, report: &Report, flows: bool) -> io::Re
 }
 
 fn stats_json(s: &Stats) -> Value {
+    let [p50, p90, p99] = s.quantiles([0.5, 0.9, 0.99]);
     json!({
         "samples": s.count(),
         "min_ms": s.min(),
         "mean_ms": s.mean(),
-        "p50_ms": s.quantile(0.5),
-        "p90_ms": s.quantile(0.9),
-        "p99_ms": s.quantile(0.99),
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
         "max_ms": s.max(),
         "jitter_ms": s.jitter(),
         "last_ms": s.last(),
