@@ -6,7 +6,7 @@
 #
 #   scripts/live-bench.sh [--quick] [--packets N] [--connections C] [--seed S] [--no-build] [--perf]
 #                         [--pause-metro SECONDS] [--fleet] [--capture auto|ebpf|pcap] [--threads N]
-#                         [--perf-all] [--pps N]
+#                         [--perf-all] [--pps N] [--callgrind]
 #
 #   default   2,000,000 packets over 20,000 concurrent connections, seed 1
 #   --quick     500,000 packets over  5,000 concurrent connections
@@ -17,6 +17,12 @@
 #               (AF_PACKET's copy into libpcap's ring, the tc program) runs, by command
 #   --pps N     replay at N packets/s (`tcpreplay --pps`) instead of --topspeed, for the
 #               highest drop-free rate (the replay with nothing capturing stays --topspeed)
+#   --callgrind run metro under callgrind (valgrind) and report the instructions it executed
+#               per packet received (user space only: the kernel's work and its system calls are
+#               not counted), next to `metro analyze -q --threads 1`'s under callgrind: counts
+#               that compare across builds and paths on a loaded machine, which CPU seconds do
+#               not. Replays at --pps (default 20000: callgrind runs ~50x slower and the ring
+#               must not overflow); the output files stay in target/bench-data/.
 #   --pause-metro S  stop metro (SIGSTOP) for S seconds during the replay: the ring overflows,
 #               so the run must report kernel drops and exit 1 (checks the drop detection)
 #   --fleet     every fleet output on: `distributions: true` (every sample a DogStatsD
@@ -70,6 +76,7 @@ FLEET=0
 CAPTURE=""
 THREADS=""
 PPS=""
+CALLGRIND=0
 while (($#)); do
     case $1 in
     --quick) PACKETS=500000 CONNECTIONS=5000 ;;
@@ -80,6 +87,7 @@ while (($#)); do
     --perf) PERF=1 ;;
     --perf-all) PERF=2 ;;
     --pps) PPS=$2; shift ;;
+    --callgrind) CALLGRIND=1 ;;
     --pause-metro) PAUSE=$2; shift ;;
     --fleet) FLEET=1 ;;
     --capture) CAPTURE=$2; shift ;;
@@ -89,6 +97,12 @@ while (($#)); do
     esac
     shift
 done
+
+if ((CALLGRIND)); then
+    command -v valgrind >/dev/null || { echo "live-bench: --callgrind needs valgrind" >&2; exit 2; }
+    ((PERF)) && { echo "live-bench: --callgrind and --perf exclude each other" >&2; exit 2; }
+    PPS=${PPS:-20000}
+fi
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "live-bench: run as root (it creates network namespaces)" >&2
@@ -294,11 +308,18 @@ ip netns exec "$ns_rx" "$metro" check-config "$tmp/metro.yaml" >"$tmp/check-conf
     exit 2
 }
 
+# metro itself, or metro under callgrind.
+run_metro=("$metro")
+if ((CALLGRIND)); then
+    rm -f "$data/live-callgrind.out"
+    run_metro=(valgrind --tool=callgrind --callgrind-out-file="$data/live-callgrind.out" "$metro")
+fi
+
 # Under /usr/bin/time (when present) for the total CPU including the final flush; metro is
 # its child, found by parent pid.
 if [[ -x /usr/bin/time ]]; then
     ip netns exec "$ns_rx" /usr/bin/time -f '%U %S %M' -o "$tmp/time.txt" \
-        "$metro" run --config "$tmp/metro.yaml" 2>"$tmp/metro.log" &
+        "${run_metro[@]}" run --config "$tmp/metro.yaml" 2>"$tmp/metro.log" &
     time_pid=$!
     for ((i = 0; i < 100; i++)); do
         metro_pid=$(pgrep -P "$time_pid" || true)
@@ -306,11 +327,11 @@ if [[ -x /usr/bin/time ]]; then
         sleep 0.05
     done
 else
-    ip netns exec "$ns_rx" "$metro" run --config "$tmp/metro.yaml" 2>"$tmp/metro.log" &
+    ip netns exec "$ns_rx" "${run_metro[@]}" run --config "$tmp/metro.yaml" 2>"$tmp/metro.log" &
     metro_pid=$!
 fi
 [[ -n $metro_pid ]] || { echo "live-bench: metro run did not start" >&2; exit 2; }
-for ((i = 0; i < 200; i++)); do
+for ((i = 0; i < 200 * (1 + 4 * CALLGRIND); i++)); do
     grep -q "capture filter" "$tmp/metro.log" 2>/dev/null && break
     kill -0 "$metro_pid" 2>/dev/null || { echo "live-bench: metro run exited:" >&2; cat "$tmp/metro.log" >&2; exit 2; }
     sleep 0.05
@@ -418,6 +439,17 @@ for _ in 1 2; do
     fi
 done
 
+# --- callgrind: instructions per packet, live and analyze ------------------------------------
+cg_total() { awk '/^(summary|totals):/ { print $2; exit }' "$1"; }
+if ((CALLGRIND)); then
+    echo "metro analyze -q --threads 1 under callgrind ..." >&2
+    valgrind --tool=callgrind --callgrind-out-file="$data/live-callgrind-analyze.out" \
+        "$metro" analyze -q --threads 1 "$file" >/dev/null 2>"$tmp/analyze-cg.err" || {
+        cat "$tmp/analyze-cg.err" >&2
+        exit 2
+    }
+fi
+
 # --- report ----------------------------------------------------------------------------------
 metric() { awk -v k="$1" '$1 == k { print $2; f = 1 } END { if (!f) print 0 }' "$tmp/statsd.txt"; }
 read -r sent failed rate_pps replay_s < <(replay_fields "$tmp/tcpreplay.txt")
@@ -483,6 +515,15 @@ machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpu
 | metro run (live)          | $live_per_m |
 | metro analyze (same file) | $an_per_m |
 | ratio live / analyze      | $ratio |
+$(if ((CALLGRIND)); then
+    live_ir=$(cg_total "$data/live-callgrind.out")
+    an_ir=$(cg_total "$data/live-callgrind-analyze.out")
+    echo
+    echo "| callgrind: instructions per packet (user space) | |"
+    echo "|---|---|"
+    echo "| metro run (live), over metro.packets.received | $(awk -v i="$live_ir" -v n="$received" 'BEGIN { if (n > 0) printf "%.0f (%s in all)", i / n, i; else print "-" }') |"
+    echo "| metro analyze -q --threads 1 (same file)       | $(awk -v i="$an_ir" -v n="$PACKETS" 'BEGIN { printf "%.0f (%s in all)", i / n, i }') |"
+fi)
 
 $verdict
 EOF

@@ -166,6 +166,10 @@ pub struct Processor {
     /// remote) socket -> the sending socket's cgroup, at most [`MAX_FLOW_CGROUPS`] (then
     /// started over).
     cgroups: foldhash::HashMap<(SocketAddr, SocketAddr), u64>,
+    /// Packets received and not yet added to the instance's counter: added once a batch
+    /// ([`Processor::refresh`]) and before an interval is handed over, not per packet (an
+    /// atomic add on a line the flusher reads).
+    received: u64,
     /// The counters as last published ([`Processor::publish`]).
     published: [u64; 5],
     /// The QUIC, DNS and ICMP counters as last published.
@@ -218,14 +222,17 @@ impl Processor {
             interval: Interval::new(opts),
             flushes_seen: 0,
             cgroups: Default::default(),
+            received: 0,
             published: [0; 5],
             published_proto: ProtoCounters::default(),
         }
     }
 
-    /// Hand the interval over if the flusher asked for it since the last time.
+    /// Between batches: [`Processor::refresh`], and the interval handed over if the flusher
+    /// asked for it since the last time.
     #[inline]
     pub fn serve_flush(&mut self) {
+        self.refresh();
         let asked = self.shared.flush_requests.load(Ordering::Acquire);
         if asked != self.flushes_seen {
             self.flushes_seen = asked;
@@ -245,11 +252,36 @@ impl Processor {
 
     /// The interval so far, leaving an empty one (file instances report it themselves).
     pub fn take_interval(&mut self) -> Interval {
+        self.publish_received();
         if let Some(b) = &mut self.samples {
             b.hand_over();
         }
         let fresh = self.interval.fresh();
         std::mem::replace(&mut self.interval, fresh)
+    }
+
+    /// What the capture loops do once a batch of packets (every few dozen, and whenever the
+    /// capture waits), not per packet: the packets received published, and a new watch
+    /// list, set of local addresses or container attribution picked up.
+    #[inline]
+    pub fn refresh(&mut self) {
+        self.publish_received();
+        if self.shared.locals.generation() != self.locals.0 {
+            self.locals = self.shared.locals.get();
+        }
+        self.refresh_watch();
+        self.refresh_attr();
+    }
+
+    /// Adds the packets received since the last call to the instance's counter.
+    #[inline]
+    fn publish_received(&mut self) {
+        if self.received != 0 {
+            self.shared
+                .cumulative
+                .packets_received
+                .fetch_add(std::mem::take(&mut self.received), Ordering::Relaxed);
+        }
     }
 
     /// Whether the watch list changed since this processor last looked (and pick it up).
@@ -343,10 +375,7 @@ impl Processor {
             }
             Err(_) => {
                 self.frame += 1;
-                self.shared
-                    .cumulative
-                    .packets_received
-                    .fetch_add(1, Ordering::Relaxed);
+                self.received += 1;
                 self.decode_errors += 1;
                 if self.driver.advance(ts) {
                     self.ticked();
@@ -375,10 +404,11 @@ impl Processor {
         }
     }
 
-    /// What every captured packet passes before decoding: counted, the shared sets picked
-    /// up, and dropped (false) when `is_copy` says it is a copy on `any` or the duty cycle
-    /// is off. Of a NAT copy's two sightings, the one with the container's address is kept
-    /// (agent::dedupe): `is_copy` gets the ranking ([`nat_rank`]).
+    /// What every captured packet passes before decoding: counted, and dropped (false) when
+    /// `is_copy` says it is a copy on `any` or the duty cycle is off. Of a NAT copy's two
+    /// sightings, the one with the container's address is kept (agent::dedupe): `is_copy`
+    /// gets the ranking ([`nat_rank`]). The shared sets are picked up by the capture loop
+    /// between batches ([`Processor::refresh`]).
     #[inline]
     fn admit(
         &mut self,
@@ -386,15 +416,7 @@ impl Processor {
         is_copy: impl FnOnce(&mut Dedupe, &dyn Fn(std::net::IpAddr) -> u8) -> bool,
     ) -> bool {
         self.frame += 1;
-        self.shared
-            .cumulative
-            .packets_received
-            .fetch_add(1, Ordering::Relaxed);
-        if self.shared.locals.generation() != self.locals.0 {
-            self.locals = self.shared.locals.get();
-        }
-        self.refresh_watch();
-        self.refresh_attr();
+        self.received += 1;
         if let Some(d) = &mut self.dedupe {
             let rank = nat_rank(&self.locals.1, self.attr.as_ref().map(|a| &*a.1));
             if is_copy(d, &rank) {
@@ -446,6 +468,7 @@ impl Processor {
     /// processors (an in-kernel capture's `threads`) publish into one set, each its share
     /// (the flow gauge moves both ways: wrapping deltas sum to the total).
     pub fn publish(&mut self) {
+        self.publish_received();
         let c = &self.shared.cumulative;
         let counters = self.driver.tcp().counters();
         let (plain, nat) = self
@@ -553,7 +576,7 @@ pub fn run_live(w: Worker, opts: LiveOptions, mut first: Option<Live>) {
                 w.shared.locals.set(set);
             }
         }
-        proc.refresh_watch();
+        proc.refresh();
         let mut filter_gen = proc.watch_generation();
         live.apply_watch(&w.base_filter, proc.watch());
         let linktype = live.linktype();
@@ -673,7 +696,7 @@ pub fn run_file(
             next_flush = Some(n);
         }
         // The same kernel filter as live capture, run in user space.
-        proc.refresh_watch();
+        proc.refresh();
         if proc.watch_generation() != watch_gen {
             watch_gen = proc.watch_generation();
             filters.clear();

@@ -14,8 +14,6 @@
 //! never pushes a host with samples out of the report; whatever finds no room is counted
 //! (`metro.pairs.dropped`).
 
-use std::collections::HashMap;
-
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -274,6 +272,11 @@ pub struct Interval {
     /// connections ([`MIXED_CGROUPS`] when they differ), from the in-kernel capture's egress
     /// records; at most [`MAX_PAIRS`].
     cgroups: foldhash::HashMap<(IpAddr, IpAddr), u64>,
+    /// Remote address -> its `dst` tag when no host name names it (the address as text),
+    /// kept from one interval to the next ([`Self::fresh`]): a pair new to an interval
+    /// formats its address once per capture, not once per interval. At most [`MAX_PAIRS`]
+    /// (then started over).
+    addr_tags: foldhash::HashMap<IpAddr, Arc<str>>,
 }
 
 /// [`Interval`]'s cgroup of a pair whose connections left from more than one cgroup.
@@ -297,6 +300,7 @@ impl Interval {
             samples_internal: 0,
             pending: Default::default(),
             cgroups: Default::default(),
+            addr_tags: Default::default(),
             samples_unwatched: 0,
             pairs_dropped: PairsDropped::default(),
             series_overflow: 0,
@@ -304,9 +308,29 @@ impl Interval {
         }
     }
 
-    /// An empty interval with the same options (what the capture thread fills next).
-    pub fn fresh(&self) -> Interval {
-        Interval::new(self.opts.clone())
+    /// An empty interval with the same options (what the capture thread fills next); it
+    /// takes over this one's formatted addresses.
+    pub fn fresh(&mut self) -> Interval {
+        let mut next = Interval::new(self.opts.clone());
+        next.addr_tags = std::mem::take(&mut self.addr_tags);
+        next
+    }
+
+    /// The `dst` tag of watched address `remote`: its configured host name, else the
+    /// address (formatted once, [`Self::addr_tags`]).
+    fn dst_tag(&mut self, remote: IpAddr, watch: &WatchList) -> Arc<str> {
+        if let Some(name) = watch.name(remote) {
+            return name.clone();
+        }
+        if let Some(t) = self.addr_tags.get(&remote) {
+            return t.clone();
+        }
+        if self.addr_tags.len() >= MAX_PAIRS {
+            self.addr_tags.clear();
+        }
+        let t: Arc<str> = Arc::from(remote.to_string().as_str());
+        self.addr_tags.insert(remote, t.clone());
+        t
     }
 
     /// The `dst:other` pair of `local` (and a protocol).
@@ -359,7 +383,7 @@ impl Interval {
                     self.pending.remove(&(local, group)).unwrap_or(0)
                 };
                 let dst = match how {
-                    Group::Host => watch.tag(remote),
+                    Group::Host => self.dst_tag(remote, watch),
                     Group::Net(p) => Arc::from(format!("{group}/{p}").as_str()),
                 };
                 self.pairs.push(PairAcc::new(dst, retransmits, &self.opts));
@@ -544,7 +568,7 @@ impl Interval {
         // Retransmissions on pairs that never had a sample are not reported (no RTT to
         // report them with), as before.
         let mut out: Vec<PairReport> = Vec::new();
-        let mut index: HashMap<(IpAddr, Arc<str>, u8), usize> = HashMap::new();
+        let mut index: foldhash::HashMap<(IpAddr, Arc<str>, u8), usize> = Default::default();
         let mut entries: Vec<(PairKey, PairAcc)> = self
             .numbers
             .keys()
@@ -608,7 +632,7 @@ pub struct Baselines {
     /// (src, dst tag, protocol) -> per slot: (slot number, least RTT ms); slot number = time
     /// since start / (window / slots). By protocol: an echo answered by a nearer middlebox,
     /// or a resolver's cache, is no baseline for TCP's round trips to the same host.
-    pairs: HashMap<(IpAddr, Arc<str>, u8), Ring>,
+    pairs: foldhash::HashMap<(IpAddr, Arc<str>, u8), Ring>,
 }
 
 /// A pair's baseline slots: (slot number, least RTT ms), `u64::MAX` when never filled.
@@ -618,7 +642,7 @@ impl Baselines {
     pub fn new(window: Duration) -> Baselines {
         Baselines {
             window,
-            pairs: HashMap::new(),
+            pairs: Default::default(),
         }
     }
 

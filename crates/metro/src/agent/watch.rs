@@ -128,10 +128,19 @@ impl WatchList {
 
     /// The `dst` tag for a watched address: its configured host name, else the address.
     pub fn tag(&self, ip: IpAddr) -> Arc<str> {
-        match self.names.get(&ip) {
+        match self.name(ip) {
             Some(n) => n.clone(),
             None => Arc::from(ip.to_string().as_str()),
         }
+    }
+
+    /// The host name `ip` was resolved from, if one was.
+    #[inline]
+    pub fn name(&self, ip: IpAddr) -> Option<&Arc<str>> {
+        if self.names.is_empty() {
+            return None;
+        }
+        self.names.get(&ip)
     }
 
     /// Every watched address, configured and resolved, as one set (for the capture filter).

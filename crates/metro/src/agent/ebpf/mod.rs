@@ -502,7 +502,7 @@ pub fn run(w: Worker, k: Kernel, threads: usize) {
 fn run_one(w: Worker, mut k: Kernel) {
     let iface = w.shared.iface.clone();
     let mut proc = Processor::new(w.shared.clone(), w.engine.clone(), w.duty);
-    proc.refresh_watch();
+    proc.refresh();
     let mut watch_gen = proc.watch_generation();
     install(&iface, &mut k, proc.watch());
     let mut offset = realtime_offset();
@@ -514,6 +514,7 @@ fn run_one(w: Worker, mut k: Kernel) {
             watch_gen = proc.watch_generation();
             install(&iface, &mut k, proc.watch());
         }
+        proc.refresh();
         let mut n = 0u32;
         let mut got = false;
         while k
@@ -739,6 +740,7 @@ fn engine_thread(rx: std::sync::mpsc::Receiver<Vec<Work>>, mut proc: Processor) 
     loop {
         match rx.recv_timeout(wait) {
             Ok(batch) => {
+                proc.refresh();
                 for work in batch {
                     match work {
                         Work::Segment { ts, record } => feed(&mut proc, ts, &record),
