@@ -394,6 +394,9 @@ impl Store {
             return;
         }
         if self.is_raw() && other.is_raw() && self.raw.len() + other.raw.len() <= RAW_MAX {
+            // Exactly the room needed: `extend_from_slice` alone may double the capacity
+            // past RAW_MAX.
+            self.raw.reserve_exact(other.raw.len());
             self.raw.extend_from_slice(&other.raw);
             self.count += other.count;
             return;
