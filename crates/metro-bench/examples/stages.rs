@@ -1,21 +1,37 @@
 //! The replay's first two stages alone, for instruction counts under callgrind (one process
 //! per stage, nothing else in it): `stages read FILE` (every record, its first byte
-//! touched) and `stages decode FILE` (every record decoded to a `Segment` and its payload,
-//! as `metro analyze` decodes). Subtract the `read` run from the `decode` run for the
-//! decoder alone.
+//! touched), `stages decode FILE` (every record decoded to a `Segment` and its payload by
+//! `proto::decode_tcp`) and `stages replay FILE` (`metro analyze`'s replay loop, reader and
+//! decoder, handing each segment to nothing). Subtract the `read` run from the others for
+//! the decoder alone.
 //!
 //! `valgrind --tool=callgrind cargo run --release --example stages -- decode FILE`
 
 use std::hint::black_box;
 use std::path::Path;
 
+use std::ops::ControlFlow;
+
 use metro::pcap::CaptureReader;
-use metro_core::proto;
+use metro::replay::{Frames, replay};
+use metro_core::{Nanos, Segment, proto};
+
+/// Takes each segment and does nothing with it.
+struct Nowhere(u64);
+
+impl Frames for Nowhere {
+    #[inline]
+    fn segment(&mut self, frame: u64, _: Nanos, seg: &Segment, payload: &[u8]) -> ControlFlow<()> {
+        black_box((seg, payload));
+        self.0 = self.0.wrapping_add(frame);
+        ControlFlow::Continue(())
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [stage, file] = &args[..] else {
-        anyhow::bail!("usage: stages read|decode FILE");
+        anyhow::bail!("usage: stages read|decode|replay FILE");
     };
     let mut r = CaptureReader::open(Path::new(file))?;
     let mut n = 0u64;
@@ -36,7 +52,12 @@ fn main() -> anyhow::Result<()> {
                 n += 1;
             }
         }
-        _ => anyhow::bail!("usage: stages read|decode FILE"),
+        "replay" => {
+            let mut to = Nowhere(0);
+            n = replay(&mut r, &mut to).records;
+            sum = to.0;
+        }
+        _ => anyhow::bail!("usage: stages read|decode|replay FILE"),
     }
     black_box(sum);
     println!("{n} records");

@@ -228,17 +228,22 @@ impl TcpOptions {
     /// line.
     #[inline(always)]
     pub fn timestamp_and_first_sack(opts: &[u8]) -> EngineOptions {
-        match *opts {
-            [] => (None, None),
-            [NOP, NOP, TIMESTAMP, 10, a, b, c, d, e, f, g, h] => (
+        if opts.is_empty() {
+            return (None, None);
+        }
+        // NOP NOP TS: its four leading bytes compared as one word.
+        if let Some((head, &[a, b, c, d, e, f, g, h])) = opts.split_first_chunk::<4>()
+            && u32::from_ne_bytes(*head) == u32::from_ne_bytes([NOP, NOP, TIMESTAMP, 10])
+        {
+            return (
                 Some((
                     u32::from_be_bytes([a, b, c, d]),
                     u32::from_be_bytes([e, f, g, h]),
                 )),
                 None,
-            ),
-            _ => Self::timestamp_and_first_sack_each(opts),
+            );
         }
+        Self::timestamp_and_first_sack_each(opts)
     }
 
     /// [`Self::timestamp_and_first_sack`]'s other areas: a SYN's or one SACK block's
