@@ -19,8 +19,9 @@
 //! One file per concern: `input` (the buffer, gzip sniffing, field readers, truncation),
 //! `detect` (which format), one parser per format (`pcap`, `pcapng`, `snoop`, `peek` for
 //! EtherPeek classic), `error` ([`ReadError`]). This file holds the record type and the
-//! reader that drives them: `next_record`, inlined, cuts a plain pcap file's records
-//! lying whole in the buffer itself, and hands every other record to the general path.
+//! reader that drives them: `next_record`, inlined, cuts a plain pcap file's records and
+//! pcapng's enhanced packet blocks lying whole in the buffer itself, and hands every other
+//! record to the general path.
 
 use std::fmt;
 use std::fs::File;
@@ -170,6 +171,8 @@ pub struct CaptureReader {
     /// Set for a plain pcap file until its end or error: [`Self::whole_pcap_record`]'s
     /// shortcut is taken.
     plain_pcap: Option<pcap::Plain>,
+    /// Set for pcapng until its end or error: [`Self::whole_epb`]'s shortcut is taken.
+    ng_shortcut: bool,
     /// Time of the last record, for records without one (pcapng's; the pcap shortcut,
     /// whose records all have one, leaves it).
     last_ts: i64,
@@ -227,9 +230,11 @@ impl CaptureReader {
             State::Pcap(st) => st.plain(),
             _ => None,
         };
+        let ng_shortcut = matches!(state, State::PcapNg(_));
         Ok(CaptureReader {
             input,
             plain_pcap,
+            ng_shortcut,
             state,
             format,
             gzipped,
@@ -272,10 +277,16 @@ impl CaptureReader {
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, ReadError> {
         let found = match self.whole_pcap_record() {
             Some(found) => found,
-            None => match self.next_slow() {
-                Ok(Some(found)) => found,
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(e),
+            None => match self.whole_epb() {
+                Some(found) => {
+                    self.last_ts = found.ts;
+                    found
+                }
+                None => match self.next_slow() {
+                    Ok(Some(found)) => found,
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(e),
+                },
             },
         };
         self.records += 1;
@@ -337,6 +348,15 @@ impl CaptureReader {
         })
     }
 
+    /// pcapng's shortcut ([`pcapng::whole_epb`]), until the end or an error.
+    #[inline(always)]
+    fn whole_epb(&mut self) -> Option<Found> {
+        match &self.state {
+            State::PcapNg(st) if self.ng_shortcut => pcapng::whole_epb(&mut self.input, st),
+            _ => None,
+        }
+    }
+
     /// Every record the shortcut does not take: the general parser of each format, the
     /// end, the error (annotated; the reading then ends).
     #[inline(never)]
@@ -349,6 +369,7 @@ impl CaptureReader {
             Ok(None) => {
                 self.done = true;
                 self.plain_pcap = None;
+                self.ng_shortcut = false;
                 Ok(None)
             }
             Err(e) => Err(self.fail(e)),
@@ -374,6 +395,7 @@ impl CaptureReader {
     fn fail(&mut self, e: ReadError) -> ReadError {
         self.done = true;
         self.plain_pcap = None;
+        self.ng_shortcut = false;
         self.annotate(e)
     }
 
