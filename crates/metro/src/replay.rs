@@ -63,6 +63,8 @@ impl Default for Replayed {
 #[inline]
 pub fn replay(reader: &mut CaptureReader, to: &mut impl Frames) -> Replayed {
     let mut done = Replayed::default();
+    // Every frame decodes into this one: no Segment moved out of a result.
+    let mut seg = Segment::EMPTY;
     loop {
         let rec = match reader.next_record() {
             Ok(Some(r)) => r,
@@ -79,10 +81,9 @@ pub fn replay(reader: &mut CaptureReader, to: &mut impl Frames) -> Replayed {
             continue;
         }
         done.last_ts = done.last_ts.max(rec.ts);
-        // Straight to the Segment: moving the decoded packet out of a result costs a memcpy.
-        match proto::decode_tcp(rec.linktype, rec.data) {
-            Ok((ref seg, payload)) => {
-                if to.segment(frame, rec.ts, seg, payload).is_break() {
+        match proto::decode_tcp_into(rec.linktype, rec.data, &mut seg) {
+            Ok(payload) => {
+                if to.segment(frame, rec.ts, &seg, payload).is_break() {
                     break;
                 }
             }

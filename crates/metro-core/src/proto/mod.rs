@@ -28,10 +28,21 @@ use crate::wire::{self, Datagram, DecodeError, L4};
 /// the same result for every frame, the common shape straight from the fast decoder.
 #[inline(always)]
 pub fn decode_tcp(linktype: u32, frame: &[u8]) -> Result<(Segment, &[u8]), DecodeError> {
-    if let Some(ref p) = wire::decode_common(linktype, frame) {
-        return Ok((Segment::from(p), p.payload));
-    }
-    wire::decode_general(linktype, frame).map(|p| (Segment::from(&p), p.payload))
+    let mut seg = Segment::EMPTY;
+    let payload = Segment::decode_into(linktype, frame, &mut seg)?;
+    Ok((seg, payload))
+}
+
+/// [`decode_tcp`] into a caller's `Segment` ([`Segment::decode_into`]): `Ok(payload)`, or
+/// the error with `out` holding nothing of use. A replay loop keeps one `Segment` and
+/// decodes every frame into it.
+#[inline(always)]
+pub fn decode_tcp_into<'a>(
+    linktype: u32,
+    frame: &'a [u8],
+    out: &mut Segment,
+) -> Result<&'a [u8], DecodeError> {
+    Segment::decode_into(linktype, frame, out)
 }
 
 /// Limits of the non-TCP matchers. Every table is bounded; what falls out is counted.

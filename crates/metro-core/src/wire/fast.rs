@@ -54,9 +54,40 @@ fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
+/// The network layer of a frame of the common shape: what the TCP parse needs besides
+/// the segment's bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct CommonNet<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IPv4 identification; 0 for IPv6.
+    pub ip_id: u16,
+    /// What was captured of the IP payload, cut at the IP length.
+    pub segment: &'a [u8],
+    /// The IP payload length the IP header declares.
+    pub ip_payload_len: u32,
+}
+
 /// An Ethernet frame, if it has the common shape.
 #[inline(always)]
 pub(super) fn ethernet(frame: &[u8]) -> Option<Packet<'_>> {
+    let net = ethernet_net(frame)?;
+    let seg = tcp::parse(net.segment, net.ip_payload_len).ok()?;
+    Some(Packet {
+        src: net.src,
+        dst: net.dst,
+        ip_id: net.ip_id,
+        tcp: seg.header,
+        payload_len: seg.payload_len,
+        payload: seg.payload,
+        tunnel_depth: 0,
+        first_fragment: false,
+    })
+}
+
+/// The network layer of an Ethernet frame, if it has the common shape (up to TCP).
+#[inline(always)]
+pub(super) fn ethernet_net(frame: &[u8]) -> Option<CommonNet<'_>> {
     let (eth, mut rest) = frame.split_first_chunk::<{ field::ETH_LEN }>()?;
     let mut t = be16(eth, field::ETH_TYPE);
     if t == ethertype::VLAN {
@@ -72,7 +103,7 @@ pub(super) fn ethernet(frame: &[u8]) -> Option<Packet<'_>> {
 }
 
 #[inline(always)]
-fn ipv4(b: &[u8]) -> Option<Packet<'_>> {
+fn ipv4(b: &[u8]) -> Option<CommonNet<'_>> {
     let h = b.first_chunk::<{ field::V4_LEN }>()?;
     // Version 4 without options; not a fragment (DF may be set); TCP.
     if h[field::V4_VER_IHL] != V4_NO_OPTIONS
@@ -86,24 +117,20 @@ fn ipv4(b: &[u8]) -> Option<Packet<'_>> {
     if total < field::V4_LEN {
         return None;
     }
-    let payload = b.get(field::V4_LEN..total.min(b.len()))?;
-    let seg = tcp::parse(payload, (total - field::V4_LEN) as u32).ok()?;
+    let segment = b.get(field::V4_LEN..total.min(b.len()))?;
     let src: [u8; 4] = h[field::V4_SRC].try_into().ok()?;
     let dst: [u8; 4] = h[field::V4_DST].try_into().ok()?;
-    Some(Packet {
+    Some(CommonNet {
         src: IpAddr::V4(Ipv4Addr::from(src)),
         dst: IpAddr::V4(Ipv4Addr::from(dst)),
         ip_id: be16(h, field::V4_ID),
-        tcp: seg.header,
-        payload_len: seg.payload_len,
-        payload: seg.payload,
-        tunnel_depth: 0,
-        first_fragment: false,
+        segment,
+        ip_payload_len: (total - field::V4_LEN) as u32,
     })
 }
 
 #[inline(always)]
-fn ipv6(b: &[u8]) -> Option<Packet<'_>> {
+fn ipv6(b: &[u8]) -> Option<CommonNet<'_>> {
     let (h, rest) = b.split_first_chunk::<{ field::V6_LEN }>()?;
     // Version 6, TCP right after the fixed header, a payload length (0 is a jumbogram or
     // segmentation offload: the general path's business).
@@ -114,18 +141,14 @@ fn ipv6(b: &[u8]) -> Option<Packet<'_>> {
     if plen == 0 {
         return None;
     }
-    let payload = rest.get(..plen.min(rest.len()))?;
-    let seg = tcp::parse(payload, plen as u32).ok()?;
+    let segment = rest.get(..plen.min(rest.len()))?;
     let src: [u8; 16] = h[field::V6_SRC].try_into().ok()?;
     let dst: [u8; 16] = h[field::V6_DST].try_into().ok()?;
-    Some(Packet {
+    Some(CommonNet {
         src: IpAddr::V6(Ipv6Addr::from(src)),
         dst: IpAddr::V6(Ipv6Addr::from(dst)),
         ip_id: 0,
-        tcp: seg.header,
-        payload_len: seg.payload_len,
-        payload: seg.payload,
-        tunnel_depth: 0,
-        first_fragment: false,
+        segment,
+        ip_payload_len: plen as u32,
     })
 }

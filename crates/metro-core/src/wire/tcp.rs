@@ -72,54 +72,126 @@ pub struct Parsed<'a> {
     pub payload: &'a [u8],
 }
 
-/// Parses a TCP segment. `segment` is what was captured of the IP payload (cut at the IP
-/// length); `ip_payload_len` is the IP payload length the IP header declares.
-// Always inlined: in the fast path the header is then built in place of the caller's
-// segment rather than returned through memory and copied (a tenth of a packet's cost).
+/// A TCP segment's parts, its lengths checked: what [`parse`] reads its fields and options
+/// from, and what a caller that wants only a few of them (`Segment::decode_into`) reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Split<'a> {
+    /// The fixed header.
+    pub fixed: &'a [u8; 20],
+    /// The data offset in bytes (20 to 60).
+    pub header_len: u8,
+    /// The options area, or what the snaplen left of it (then `options_cut`).
+    pub options: &'a [u8],
+    pub options_cut: bool,
+    /// The payload length the IP header declares.
+    pub payload_len: u32,
+    /// The captured part of the payload (empty when the options were cut).
+    pub payload: &'a [u8],
+}
+
+impl Split<'_> {
+    #[inline(always)]
+    pub fn sport(&self) -> u16 {
+        u16::from_be_bytes([self.fixed[0], self.fixed[1]])
+    }
+    #[inline(always)]
+    pub fn dport(&self) -> u16 {
+        u16::from_be_bytes([self.fixed[2], self.fixed[3]])
+    }
+    #[inline(always)]
+    pub fn seq(&self) -> u32 {
+        let h = self.fixed;
+        u32::from_be_bytes([h[4], h[5], h[6], h[7]])
+    }
+    #[inline(always)]
+    pub fn ack(&self) -> u32 {
+        let h = self.fixed;
+        u32::from_be_bytes([h[8], h[9], h[10], h[11]])
+    }
+    #[inline(always)]
+    pub fn flags(&self) -> TcpFlags {
+        TcpFlags(u16::from_be_bytes([self.fixed[12], self.fixed[13]]) & 0x01FF)
+    }
+    #[inline(always)]
+    pub fn window(&self) -> u16 {
+        u16::from_be_bytes([self.fixed[14], self.fixed[15]])
+    }
+}
+
+/// Checks a TCP segment's lengths and cuts it into its parts. `segment` is what was
+/// captured of the IP payload (cut at the IP length); `ip_payload_len` is the IP payload
+/// length the IP header declares.
 #[inline(always)]
-pub fn parse(segment: &[u8], ip_payload_len: u32) -> Result<Parsed<'_>, DecodeError> {
+pub fn split(segment: &[u8], ip_payload_len: u32) -> Result<Split<'_>, DecodeError> {
     if ip_payload_len < 20 {
         return Err(DecodeError::Malformed(Layer::Tcp));
     }
-    let (h, rest) = segment
+    let (fixed, rest) = segment
         .split_first_chunk::<20>()
         .ok_or(DecodeError::Truncated(Layer::Tcp))?;
-    let header_len = (h[12] >> 4) * 4;
+    let header_len = (fixed[12] >> 4) * 4;
     if header_len < 20 {
         return Err(DecodeError::Malformed(Layer::Tcp));
     }
     let payload_len = ip_payload_len
         .checked_sub(u32::from(header_len))
         .ok_or(DecodeError::Malformed(Layer::Tcp))?;
-    let opt_len = usize::from(header_len - 20);
-    let (options, payload) = match (rest.get(..opt_len), rest.get(opt_len..)) {
-        (Some([]), Some(payload)) => (TcpOptions::default(), payload),
-        (Some(opts), Some(payload)) => (TcpOptions::parse(opts), payload),
-        // Options cut by the snaplen: keep those that fit.
-        _ => {
-            let mut o = TcpOptions::parse_each(rest);
-            o.malformed = true;
-            (o, &[][..])
+    let (options, payload, options_cut) = match rest.split_at_checked(usize::from(header_len - 20))
+    {
+        Some((options, payload)) => {
+            let payload = payload
+                .get(..payload.len().min(payload_len as usize))
+                .unwrap_or(payload);
+            (options, payload, false)
         }
+        // Options cut by the snaplen: keep those that fit.
+        None => (rest, &[][..], true),
     };
-    let payload = payload
-        .get(..payload.len().min(payload_len as usize))
-        .unwrap_or(payload);
-    Ok(Parsed {
-        header: TcpHeader {
-            sport: u16::from_be_bytes([h[0], h[1]]),
-            dport: u16::from_be_bytes([h[2], h[3]]),
-            seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
-            ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
-            flags: TcpFlags(u16::from_be_bytes([h[12], h[13]]) & 0x01FF),
-            window: u16::from_be_bytes([h[14], h[15]]),
-            header_len,
-            options,
-        },
+    Ok(Split {
+        fixed,
+        header_len,
+        options,
+        options_cut,
         payload_len,
         payload,
     })
 }
+
+/// Parses a TCP segment. `segment` is what was captured of the IP payload (cut at the IP
+/// length); `ip_payload_len` is the IP payload length the IP header declares.
+// Always inlined: in the fast path the header is then built in place of the caller's
+// segment rather than returned through memory and copied (a tenth of a packet's cost).
+#[inline(always)]
+pub fn parse(segment: &[u8], ip_payload_len: u32) -> Result<Parsed<'_>, DecodeError> {
+    let s = split(segment, ip_payload_len)?;
+    let options = if s.options_cut {
+        let mut o = TcpOptions::parse_each(s.options);
+        o.malformed = true;
+        o
+    } else if s.options.is_empty() {
+        TcpOptions::default()
+    } else {
+        TcpOptions::parse(s.options)
+    };
+    Ok(Parsed {
+        header: TcpHeader {
+            sport: s.sport(),
+            dport: s.dport(),
+            seq: s.seq(),
+            ack: s.ack(),
+            flags: s.flags(),
+            window: s.window(),
+            header_len: s.header_len,
+            options,
+        },
+        payload_len: s.payload_len,
+        payload: s.payload,
+    })
+}
+
+/// What the engine reads of an options area: the timestamp (TSval, TSecr) and the first
+/// SACK block (left, right), each if present.
+pub type EngineOptions = (Option<(u32, u32)>, Option<(u32, u32)>);
 
 // TCP option kinds.
 const EOL: u8 = 0;
@@ -150,9 +222,162 @@ impl TcpOptions {
         Self::parse_each(opts)
     }
 
-    /// The general case: option by option (out of line: the common shape inlines `parse`).
+    /// What the engine reads of an options area (`Segment`): the timestamp and the first
+    /// SACK block, if any: the fields of [`TcpOptions::parse`]'s result, `timestamp` and
+    /// (`sack[0]` if `sack_count > 0`). No options and NOP NOP TS inline, the rest out of
+    /// line.
+    #[inline(always)]
+    pub fn timestamp_and_first_sack(opts: &[u8]) -> EngineOptions {
+        if opts.is_empty() {
+            return (None, None);
+        }
+        // NOP NOP TS: its four leading bytes compared as one word.
+        if let Some((head, &[a, b, c, d, e, f, g, h])) = opts.split_first_chunk::<4>()
+            && u32::from_ne_bytes(*head) == u32::from_ne_bytes([NOP, NOP, TIMESTAMP, 10])
+        {
+            return (
+                Some((
+                    u32::from_be_bytes([a, b, c, d]),
+                    u32::from_be_bytes([e, f, g, h]),
+                )),
+                None,
+            );
+        }
+        Self::timestamp_and_first_sack_each(opts)
+    }
+
+    /// [`Self::timestamp_and_first_sack`]'s other areas: a SYN's or one SACK block's
+    /// layouts straight, anything else through [`Self::parse_each`].
     #[inline(never)]
-    fn parse_each(mut opts: &[u8]) -> TcpOptions {
+    fn timestamp_and_first_sack_each(opts: &[u8]) -> EngineOptions {
+        let be32 = |b: [u8; 4]| u32::from_be_bytes(b);
+        match *opts {
+            // NOP NOP TS NOP NOP SACK with one block (Linux), and the block alone.
+            [
+                NOP,
+                NOP,
+                TIMESTAMP,
+                10,
+                a,
+                b,
+                c,
+                d,
+                e,
+                f,
+                g,
+                h,
+                NOP,
+                NOP,
+                SACK,
+                10,
+                l0,
+                l1,
+                l2,
+                l3,
+                r0,
+                r1,
+                r2,
+                r3,
+            ] => (
+                Some((be32([a, b, c, d]), be32([e, f, g, h]))),
+                Some((be32([l0, l1, l2, l3]), be32([r0, r1, r2, r3]))),
+            ),
+            [NOP, NOP, SACK, 10, l0, l1, l2, l3, r0, r1, r2, r3] => {
+                (None, Some((be32([l0, l1, l2, l3]), be32([r0, r1, r2, r3]))))
+            }
+            _ => {
+                if let Some(o) = Self::syn_shape(opts) {
+                    return (o.timestamp, None);
+                }
+                let o = Self::parse_loop(opts);
+                (o.timestamp, (o.sack_count > 0).then_some(o.sack[0]))
+            }
+        }
+    }
+
+    /// The general case (out of line: the common shape inlines `parse`): the options of a
+    /// Linux or BSD SYN straight, anything else option by option.
+    #[inline(never)]
+    pub(crate) fn parse_each(opts: &[u8]) -> TcpOptions {
+        Self::syn_shape(opts).unwrap_or_else(|| Self::parse_loop(opts))
+    }
+
+    /// The option layouts of the SYNs most stacks send (MSS, SACK-permitted, timestamp,
+    /// window scale: Linux with and without timestamps, and the BSDs' and Windows'
+    /// NOP-padded order), read straight: what [`Self::parse_loop`] gives for them (tested).
+    #[inline(always)]
+    fn syn_shape(opts: &[u8]) -> Option<TcpOptions> {
+        let be32 = |b: &[u8; 4]| u32::from_be_bytes(*b);
+        let (mss, ts, sack_permitted, ws) = match *opts {
+            // Linux: MSS, SACK-permitted, TS, NOP, WS.
+            [
+                MSS,
+                4,
+                m0,
+                m1,
+                SACK_PERMITTED,
+                2,
+                TIMESTAMP,
+                10,
+                a,
+                b,
+                c,
+                d,
+                e,
+                f,
+                g,
+                h,
+                NOP,
+                WS,
+                3,
+                w,
+            ] => ([m0, m1], Some(([a, b, c, d], [e, f, g, h])), true, w),
+            // Linux without SACK: MSS, NOP, NOP, TS, NOP, WS.
+            [
+                MSS,
+                4,
+                m0,
+                m1,
+                NOP,
+                NOP,
+                TIMESTAMP,
+                10,
+                a,
+                b,
+                c,
+                d,
+                e,
+                f,
+                g,
+                h,
+                NOP,
+                WS,
+                3,
+                w,
+            ] => ([m0, m1], Some(([a, b, c, d], [e, f, g, h])), false, w),
+            // Linux without timestamps: MSS, NOP, NOP, SACK-permitted, NOP, WS.
+            [MSS, 4, m0, m1, NOP, NOP, SACK_PERMITTED, 2, NOP, WS, 3, w] => {
+                ([m0, m1], None, true, w)
+            }
+            // Windows: MSS, NOP, WS, NOP, NOP, SACK-permitted.
+            [MSS, 4, m0, m1, NOP, WS, 3, w, NOP, NOP, SACK_PERMITTED, 2] => {
+                ([m0, m1], None, true, w)
+            }
+            // Neither SACK nor timestamps: MSS, NOP, WS.
+            [MSS, 4, m0, m1, NOP, WS, 3, w] => ([m0, m1], None, false, w),
+            _ => return None,
+        };
+        Some(TcpOptions {
+            mss: Some(u16::from_be_bytes(mss)),
+            wscale: Some(ws),
+            sack_permitted,
+            timestamp: ts.map(|(v, e)| (be32(&v), be32(&e))),
+            ..TcpOptions::default()
+        })
+    }
+
+    /// Option by option.
+    fn parse_loop(mut opts: &[u8]) -> TcpOptions {
         let mut o = TcpOptions::default();
         loop {
             let (kind, body, rest) = match *opts {
@@ -217,43 +442,159 @@ impl TcpOptions {
 mod tests {
     use super::*;
 
-    /// The NOP NOP TS shortcut gives what the option-by-option parse gives, on that shape and
-    /// on every near miss (each byte of the 12 changed in turn, shorter and longer areas).
-    #[test]
-    fn timestamp_shortcut_agrees_with_the_general_parse() {
+    /// xorshift: deterministic pseudo-random bytes.
+    fn rng() -> impl FnMut() -> u8 {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x as u8
-        };
-        for _ in 0..2000 {
-            let mut opts = [NOP, NOP, TIMESTAMP, 10, 0, 0, 0, 0, 0, 0, 0, 0];
-            for b in &mut opts[4..] {
-                *b = next();
+        }
+    }
+
+    /// The option areas the shortcuts read straight: NOP NOP TS, the SYN layouts, NOP NOP
+    /// TS NOP NOP SACK(1) and NOP NOP SACK(1); their variable bytes are `0xEE`.
+    const SHAPES: [&[u8]; 8] = [
+        &[
+            NOP, NOP, TIMESTAMP, 10, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE,
+        ],
+        &[
+            MSS,
+            4,
+            0xEE,
+            0xEE,
+            SACK_PERMITTED,
+            2,
+            TIMESTAMP,
+            10,
+            0xEE,
+            0xEE,
+            0xEE,
+            0xEE,
+            0xEE,
+            0xEE,
+            0xEE,
+            0xEE,
+            NOP,
+            WS,
+            3,
+            0xEE,
+        ],
+        &[
+            MSS, 4, 0xEE, 0xEE, NOP, NOP, TIMESTAMP, 10, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE,
+            0xEE, NOP, WS, 3, 0xEE,
+        ],
+        &[
+            MSS,
+            4,
+            0xEE,
+            0xEE,
+            NOP,
+            NOP,
+            SACK_PERMITTED,
+            2,
+            NOP,
+            WS,
+            3,
+            0xEE,
+        ],
+        &[
+            MSS,
+            4,
+            0xEE,
+            0xEE,
+            NOP,
+            WS,
+            3,
+            0xEE,
+            NOP,
+            NOP,
+            SACK_PERMITTED,
+            2,
+        ],
+        &[MSS, 4, 0xEE, 0xEE, NOP, WS, 3, 0xEE],
+        &[
+            NOP, NOP, TIMESTAMP, 10, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, NOP, NOP,
+            SACK, 10, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE,
+        ],
+        &[
+            NOP, NOP, SACK, 10, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE,
+        ],
+    ];
+
+    /// Every way of reading an options area agrees with the option-by-option loop:
+    /// `parse`, `parse_each` (the SYN layouts) and the engine's view
+    /// (`timestamp_and_first_sack`).
+    fn assert_agrees(opts: &[u8]) {
+        let want = TcpOptions::parse_loop(opts);
+        assert_eq!(TcpOptions::parse(opts), want, "{opts:02x?}");
+        assert_eq!(TcpOptions::parse_each(opts), want, "{opts:02x?}");
+        assert_eq!(
+            TcpOptions::timestamp_and_first_sack(opts),
+            (
+                want.timestamp,
+                (want.sack_count > 0).then_some(want.sack[0])
+            ),
+            "{opts:02x?}"
+        );
+    }
+
+    /// The shortcuts give what the option-by-option parse gives, on their shapes and on
+    /// every near miss (each byte changed in turn, areas cut or lengthened).
+    #[test]
+    fn shortcuts_agree_with_the_general_parse() {
+        let mut next = rng();
+        for shape in SHAPES {
+            let mut straight = 0;
+            for _ in 0..500 {
+                let opts: Vec<u8> = shape
+                    .iter()
+                    .map(|&b| if b == 0xEE { next() } else { b })
+                    .collect();
+                assert_agrees(&opts);
+                let o = TcpOptions::parse_loop(&opts);
+                assert!(!o.malformed, "{opts:02x?}");
+                straight +=
+                    usize::from(o.timestamp.is_some() || o.mss.is_some() || o.sack_count > 0);
+                for i in 0..opts.len() {
+                    let mut near = opts.clone();
+                    near[i] = next();
+                    assert_agrees(&near);
+                    for b in [
+                        EOL,
+                        NOP,
+                        MSS,
+                        WS,
+                        SACK_PERMITTED,
+                        SACK,
+                        TIMESTAMP,
+                        0,
+                        1,
+                        2,
+                        10,
+                        0xff,
+                    ] {
+                        near[i] = b;
+                        assert_agrees(&near);
+                    }
+                }
+                for len in 0..opts.len() + 8 {
+                    let mut v = opts.clone();
+                    v.resize(len, NOP);
+                    assert_agrees(&v);
+                    v.truncate(len.min(opts.len()));
+                    v.resize(len, EOL);
+                    assert_agrees(&v);
+                }
             }
-            let fast = TcpOptions::parse(&opts);
-            assert_eq!(fast, TcpOptions::parse_each(&opts), "{opts:02x?}");
-            assert!(fast.timestamp.is_some());
-            for i in 0..12 {
-                let mut near = opts;
-                near[i] = next();
-                assert_eq!(
-                    TcpOptions::parse(&near),
-                    TcpOptions::parse_each(&near),
-                    "{near:02x?}"
-                );
-            }
-            for len in [0, 4, 11, 13, 16] {
-                let mut v = opts.to_vec();
-                v.resize(len, NOP);
-                assert_eq!(
-                    TcpOptions::parse(&v),
-                    TcpOptions::parse_each(&v),
-                    "{v:02x?}"
-                );
-            }
+            assert_eq!(straight, 500);
+        }
+        // And random areas.
+        for _ in 0..20_000 {
+            let len = usize::from(next() % 41);
+            let opts: Vec<u8> = (0..len).map(|_| next() % 12).collect();
+            assert_agrees(&opts);
         }
     }
 

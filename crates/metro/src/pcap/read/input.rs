@@ -36,7 +36,7 @@ pub(super) struct Input {
     src: Box<dyn Read + Send>,
     pub(super) buf: Vec<u8>,
     pub(super) start: usize,
-    end: usize,
+    pub(super) end: usize,
     base: u64,
     eof: bool,
 }

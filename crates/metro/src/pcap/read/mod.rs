@@ -19,7 +19,9 @@
 //! One file per concern: `input` (the buffer, gzip sniffing, field readers, truncation),
 //! `detect` (which format), one parser per format (`pcap`, `pcapng`, `snoop`, `peek` for
 //! EtherPeek classic), `error` ([`ReadError`]). This file holds the record type and the
-//! reader that drives them: every record takes one path, `next_record`, with pcap inlined.
+//! reader that drives them: `next_record`, inlined, cuts a plain pcap file's records and
+//! pcapng's enhanced packet blocks lying whole in the buffer itself, and hands every other
+//! record to the general path.
 
 use std::fmt;
 use std::fs::File;
@@ -166,7 +168,13 @@ pub struct CaptureReader {
     format: Format,
     gzipped: bool,
     raw_count: Arc<AtomicU64>,
-    /// Time of the last record, for records without one.
+    /// Set for a plain pcap file until its end or error: [`Self::whole_pcap_record`]'s
+    /// shortcut is taken.
+    plain_pcap: Option<pcap::Plain>,
+    /// Set for pcapng until its end or error: [`Self::whole_epb`]'s shortcut is taken.
+    ng_shortcut: bool,
+    /// Time of the last record, for records without one (pcapng's; the pcap shortcut,
+    /// whose records all have one, leaves it).
     last_ts: i64,
     records: u64,
     done: bool,
@@ -218,8 +226,15 @@ impl CaptureReader {
             hints.gzipped = true;
         }
         let (state, format) = detect::detect(&mut input, hints)?;
+        let plain_pcap = match &state {
+            State::Pcap(st) => st.plain(),
+            _ => None,
+        };
+        let ng_shortcut = matches!(state, State::PcapNg(_));
         Ok(CaptureReader {
             input,
+            plain_pcap,
+            ng_shortcut,
             state,
             format,
             gzipped,
@@ -255,24 +270,26 @@ impl CaptureReader {
     }
 
     /// The next record, `Ok(None)` at a clean end of file. After an error, always `Ok(None)`.
-    #[inline]
+    // Always inlined: a classic pcap record lying whole in the buffer (nearly every record
+    // of nearly every capture) is then cut in the caller's loop with one bounds check and
+    // one header read; everything else goes out of line.
+    #[inline(always)]
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, ReadError> {
-        // pcap is inlined into the caller's loop: most captures are pcap, and a record lying
-        // whole in the buffer costs a few loads and compares there.
-        let step = match self.state {
-            State::Pcap(ref st) if !self.done => pcap::next(&mut self.input, st),
-            _ => self.next_other(),
-        };
-        let found = match step {
-            Ok(Some(found)) => found,
-            Ok(None) => {
-                self.done = true;
-                return Ok(None);
-            }
-            Err(e) => return Err(self.fail(e)),
+        let found = match self.whole_pcap_record() {
+            Some(found) => found,
+            None => match self.whole_epb() {
+                Some(found) => {
+                    self.last_ts = found.ts;
+                    found
+                }
+                None => match self.next_slow() {
+                    Ok(Some(found)) => found,
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(e),
+                },
+            },
         };
         self.records += 1;
-        self.last_ts = found.ts;
         Ok(Some(Record {
             linktype: found.linktype,
             ts: found.ts,
@@ -283,8 +300,84 @@ impl CaptureReader {
         }))
     }
 
-    /// The formats other than pcap, and every call after the end or an error.
+    /// The shortcut: a record of a plain pcap file (16-byte headers, lengths in their
+    /// 2.4 order) whose header and data are whole in the buffer and whose length is
+    /// ordinary. Exactly what [`pcap::next`] returns for such a record, without its
+    /// checks (none of them can fail here) or its `Result`; `None` for anything else
+    /// (and after the end or an error), which the general path then decides.
+    #[inline(always)]
+    fn whole_pcap_record(&mut self) -> Option<Found> {
+        // The byte order decided once, not at each of the header's fields.
+        if self.plain_pcap.as_ref()?.big_endian {
+            self.whole_pcap_record_in::<true>()
+        } else {
+            self.whole_pcap_record_in::<false>()
+        }
+    }
+
+    #[inline(always)]
+    fn whole_pcap_record_in<const BIG_ENDIAN: bool>(&mut self) -> Option<Found> {
+        let plain = self.plain_pcap.as_ref()?;
+        let input = &mut self.input;
+        let (h, data) = input
+            .buf
+            .get(input.start..input.end)?
+            .split_first_chunk::<{ pcap::PLAIN_HEADER }>()?;
+        let rd = |at: usize| {
+            let v = [h[at], h[at + 1], h[at + 2], h[at + 3]];
+            if BIG_ENDIAN {
+                u32::from_be_bytes(v)
+            } else {
+                u32::from_le_bytes(v)
+            }
+        };
+        let caplen = rd(8);
+        if caplen > STANDARD_MAX_SNAPLEN || data.len() < caplen as usize {
+            return None;
+        }
+        let ts = i64::from(rd(0)) * 1_000_000_000 + i64::from(rd(4)) * plain.frac_ns;
+        let data_at = input.start + pcap::PLAIN_HEADER;
+        input.start = data_at + caplen as usize;
+        Some(Found {
+            linktype: plain.linktype,
+            ts,
+            orig_len: rd(12),
+            interface: 0,
+            data_at,
+            data_len: caplen as usize,
+        })
+    }
+
+    /// pcapng's shortcut ([`pcapng::whole_epb`]), until the end or an error.
+    #[inline(always)]
+    fn whole_epb(&mut self) -> Option<Found> {
+        match &self.state {
+            State::PcapNg(st) if self.ng_shortcut => pcapng::whole_epb(&mut self.input, st),
+            _ => None,
+        }
+    }
+
+    /// Every record the shortcut does not take: the general parser of each format, the
+    /// end, the error (annotated; the reading then ends).
     #[inline(never)]
+    fn next_slow(&mut self) -> Result<Option<Found>, ReadError> {
+        match self.next_other() {
+            Ok(Some(found)) => {
+                self.last_ts = found.ts;
+                Ok(Some(found))
+            }
+            Ok(None) => {
+                self.done = true;
+                self.plain_pcap = None;
+                self.ng_shortcut = false;
+                Ok(None)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// The general path of every format, and every call after the end or an error.
+    #[inline]
     fn next_other(&mut self) -> Result<Option<Found>, ReadError> {
         if self.done {
             return Ok(None);
@@ -301,6 +394,8 @@ impl CaptureReader {
     #[cold]
     fn fail(&mut self, e: ReadError) -> ReadError {
         self.done = true;
+        self.plain_pcap = None;
+        self.ng_shortcut = false;
         self.annotate(e)
     }
 

@@ -15,6 +15,30 @@ pub(super) struct PcapState {
     swap: LengthsSwapped,
 }
 
+/// The record header of a plain pcap file.
+pub(super) const PLAIN_HEADER: usize = 16;
+
+/// What the reader's shortcut needs of a plain pcap file (16-byte record headers, lengths
+/// in their 2.4 order): see `CaptureReader::whole_pcap_record`.
+pub(super) struct Plain {
+    pub(super) big_endian: bool,
+    /// Nanoseconds in one unit of the header's fraction (1000 for µs, 1 for ns).
+    pub(super) frac_ns: i64,
+    pub(super) linktype: u32,
+}
+
+impl PcapState {
+    /// The shortcut's view of a plain file; `None` for modified headers and the old
+    /// versions with swapped lengths, which keep to the general path.
+    pub(super) fn plain(&self) -> Option<Plain> {
+        (self.hdr_len == PLAIN_HEADER && self.swap == LengthsSwapped::No).then_some(Plain {
+            big_endian: self.big_endian,
+            frac_ns: if self.nanos { 1 } else { 1000 },
+            linktype: self.linktype,
+        })
+    }
+}
+
 /// Versions before 2.3 wrote caplen and len the other way round (libpcap's handling).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum LengthsSwapped {
@@ -68,7 +92,7 @@ pub(super) fn header(
         }
     }
     input.start += 24;
-    let hdr_len = if modified { 24 } else { 16 };
+    let hdr_len = if modified { 24 } else { PLAIN_HEADER };
     let st = PcapState {
         big_endian,
         nanos,

@@ -144,6 +144,73 @@ pub(super) fn next(
     }
 }
 
+/// The reader's shortcut for pcapng: an enhanced packet block lying whole in the buffer
+/// whose reading cannot fail (its lengths consistent, its interface described, an ordinary
+/// captured length, a time stamp in a resolution of 10^-n s that fits), read with no
+/// `Result`; exactly what [`block`] returns for it. `None` for anything else, which the
+/// general path then decides.
+#[inline(always)]
+pub(super) fn whole_epb(input: &mut Input, st: &NgState) -> Option<Found> {
+    // The byte order decided once, not at each of the block's fields.
+    if st.big_endian {
+        whole_epb_in::<true>(input, st)
+    } else {
+        whole_epb_in::<false>(input, st)
+    }
+}
+
+#[inline(always)]
+fn whole_epb_in<const BIG_ENDIAN: bool>(input: &mut Input, st: &NgState) -> Option<Found> {
+    let s = input.start;
+    let b = input.buf.get(s..input.end)?;
+    let (h, _) = b.split_first_chunk::<28>()?;
+    let be = BIG_ENDIAN;
+    let rd = |at: usize| {
+        let v = [h[at], h[at + 1], h[at + 2], h[at + 3]];
+        if BIG_ENDIAN {
+            u32::from_be_bytes(v)
+        } else {
+            u32::from_le_bytes(v)
+        }
+    };
+    let blen = rd(4) as usize;
+    if rd(0) != NG_EPB || blen < 32 || !blen.is_multiple_of(4) {
+        return None;
+    }
+    let (_, trailer) = b.get(..blen)?.split_last_chunk::<4>()?;
+    let trailer = if be {
+        u32::from_be_bytes(*trailer)
+    } else {
+        u32::from_le_bytes(*trailer)
+    };
+    let caplen = rd(20);
+    if trailer as usize != blen
+        || caplen > super::STANDARD_MAX_SNAPLEN
+        || caplen as usize > blen - 32
+    {
+        return None;
+    }
+    let iface_id = rd(8);
+    let iface = st.interfaces.get(iface_id as usize)?;
+    let TsConv::Mul(m) = iface.conv else {
+        return None;
+    };
+    let units = (u64::from(rd(12)) << 32) | u64::from(rd(16));
+    let ts = (units as i64)
+        .checked_mul(i64::try_from(m).ok()?)?
+        .checked_add(iface.offset_ns)
+        .filter(|ns| ns.unsigned_abs() <= MAX_ABS_TS as u64)?;
+    input.start = s + blen;
+    Some(Found {
+        linktype: iface.linktype,
+        ts,
+        orig_len: rd(24),
+        interface: iface_id,
+        data_at: s + 28,
+        data_len: caplen as usize,
+    })
+}
+
 /// What one pcapng block yielded.
 enum Step {
     End,

@@ -223,3 +223,339 @@ fn pcap_record_header_lengths_swapped_before_2_3() {
     assert_eq!(rec.data, &[1, 2, 3, 4]);
     assert!(r.next_record().unwrap().is_none());
 }
+
+/// A source that hands out at most `step` bytes a read (then `step + 1`, cycling up to
+/// `3 * step`): records then lie cut at the buffer's end at every offset.
+struct Trickle {
+    data: Vec<u8>,
+    at: usize,
+    step: usize,
+    next: usize,
+}
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.next.min(buf.len()).min(self.data.len() - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        self.next = if self.next >= 3 * self.step {
+            self.step
+        } else {
+            self.next + 1
+        };
+        Ok(n)
+    }
+}
+
+/// Everything a reader returns until two calls after its end or error: each record's
+/// fields and bytes, the record count and offset after it, errors as text.
+fn read_all(mut r: CaptureReader) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut ends = 0;
+    while ends < 3 {
+        let step = match r.next_record() {
+            Ok(Some(rec)) => format!("{rec:?}"),
+            Ok(None) => {
+                ends += 1;
+                "end".to_string()
+            }
+            Err(e) => format!("error {e}"),
+        };
+        out.push(format!(
+            "{step} records {} offset {}",
+            r.records(),
+            r.offset()
+        ));
+    }
+    out
+}
+
+/// A classic pcap file: `magic` in the order `be` says, version `major.minor`, linktype 1,
+/// and these records (captured length, original length; the bytes are a counter).
+fn pcap_file(be: bool, magic: u32, version: (u16, u16), records: &[(u32, u32)]) -> Vec<u8> {
+    let w32 = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+    let w16 = |v: u16| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+    let modified = magic == 0xa1b2_cd34;
+    let mut f = w32(magic).to_vec();
+    f.extend_from_slice(&w16(version.0));
+    f.extend_from_slice(&w16(version.1));
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&w32(65535));
+    f.extend_from_slice(&w32(1));
+    let mut byte = 0u8;
+    for (i, &(caplen, orig)) in records.iter().enumerate() {
+        f.extend_from_slice(&w32(1_700_000_000 + i as u32));
+        f.extend_from_slice(&w32(999_999 - i as u32));
+        f.extend_from_slice(&w32(caplen));
+        f.extend_from_slice(&w32(orig));
+        if modified {
+            f.extend_from_slice(&[0; 8]);
+        }
+        for _ in 0..caplen.min(1 << 20) {
+            f.push(byte);
+            byte = byte.wrapping_add(1);
+        }
+    }
+    f
+}
+
+/// The reader's pcap shortcut returns what the general path returns, record for record
+/// (fields, bytes, count, offset, errors, the end), on plain files of both byte orders and
+/// both resolutions and on those it leaves alone (modified headers, 2.3's lengths), read
+/// whole, cut at every byte, trickled a few bytes a read, with damaged lengths.
+#[test]
+fn pcap_shortcut_agrees_with_the_general_path() {
+    const MAGIC_US: u32 = 0xa1b2_c3d4;
+    const MAGIC_NS: u32 = 0xa1b2_3c4d;
+    const MAGIC_MODIFIED: u32 = 0xa1b2_cd34;
+    let records = [
+        (60, 60),
+        (0, 0),
+        (1, 1500),
+        (74, 74),
+        (1514, 1514),
+        (54, 40),
+        (66, 66),
+        (3, 3),
+    ];
+    let both = |bytes: &[u8], step: Option<usize>| {
+        let open = |shortcut: bool| {
+            let r = match step {
+                None => reader(bytes),
+                Some(step) => CaptureReader::from_reader(Box::new(Trickle {
+                    data: bytes.to_vec(),
+                    at: 0,
+                    step,
+                    next: step,
+                })),
+            };
+            r.map(|mut r| {
+                if !shortcut {
+                    r.plain_pcap = None;
+                    r.ng_shortcut = false;
+                }
+                r
+            })
+        };
+        match (open(true), open(false)) {
+            (Ok(a), Ok(b)) => {
+                let plain = a.plain_pcap.is_some();
+                assert_eq!(read_all(a), read_all(b), "{step:?} {bytes:02x?}");
+                plain
+            }
+            (Err(a), Err(b)) => {
+                assert_eq!(a.to_string(), b.to_string());
+                false
+            }
+            (a, b) => panic!("{:?} vs {:?}", a.is_ok(), b.is_ok()),
+        }
+    };
+    let mut plain_files = 0;
+    for (be, magic, version) in [
+        (false, MAGIC_US, (2, 4)),
+        (true, MAGIC_US, (2, 4)),
+        (false, MAGIC_NS, (2, 4)),
+        (true, MAGIC_NS, (2, 4)),
+        (false, MAGIC_MODIFIED, (2, 4)),
+        (false, MAGIC_US, (2, 3)),
+        (true, MAGIC_US, (2, 2)),
+    ] {
+        let file = pcap_file(be, magic, version, &records);
+        plain_files += usize::from(both(&file, None));
+        for cut in 0..file.len() {
+            both(&file[..cut], None);
+        }
+        for step in [1, 5, 16, 17, 100] {
+            both(&file, Some(step));
+        }
+        // Damaged lengths: beyond any packet, beyond the snaplen and the ordinary
+        // limit, and a large one that is fine (snaplen 65535 but within 262144).
+        for bad in [u32::MAX, MAX_RECORD + 1, 300_000, 70_000] {
+            let mut r = records.to_vec();
+            r[3] = (bad, bad);
+            let file = pcap_file(be, magic, version, &r);
+            both(&file, None);
+            both(&file[..file.len() - 1], None);
+            both(&file, Some(7));
+        }
+    }
+    assert_eq!(plain_files, 4);
+    // Many records: some lie across the end of the 1 MiB buffer.
+    let many: Vec<(u32, u32)> = (0..40_000).map(|i| (40 + i % 97, 1500)).collect();
+    let file = pcap_file(false, MAGIC_US, (2, 4), &many);
+    assert!(file.len() > 3 * DEFAULT_BUFFER);
+    assert!(both(&file, None));
+    both(&file[..file.len() - 30], None);
+    both(&file, Some(4096));
+}
+
+/// A pcapng block in either byte order (`trailer` overrides the closing length).
+fn ng_block(be: bool, btype: u32, body: &[u8], trailer: Option<u32>) -> Vec<u8> {
+    let w32 = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+    let len = (12 + body.len()) as u32;
+    let mut b = w32(btype).to_vec();
+    b.extend_from_slice(&w32(len));
+    b.extend_from_slice(body);
+    b.extend_from_slice(&w32(trailer.unwrap_or(len)));
+    b
+}
+
+/// A pcapng section in byte order `be`: its interfaces (each with these options: code,
+/// value) and then `blocks` (type, body; written in the section's order).
+fn ng_section(
+    be: bool,
+    ifaces: &[&[(u16, &[u8])]],
+    epbs: &[(u32, u64, u32, u32, usize)],
+) -> Vec<u8> {
+    let w32 = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+    let w16 = |v: u16| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+    let mut f = Vec::new();
+    let mut shb = w32(0x1a2b_3c4d).to_vec();
+    shb.extend_from_slice(&w16(1));
+    shb.extend_from_slice(&w16(0));
+    shb.extend_from_slice(&u64::MAX.to_le_bytes());
+    f.extend(ng_block(be, NG_SHB, &shb, None));
+    for opts in ifaces {
+        let mut body = w16(1).to_vec();
+        body.extend_from_slice(&[0, 0]);
+        body.extend_from_slice(&w32(0));
+        for (code, v) in *opts {
+            body.extend_from_slice(&w16(*code));
+            body.extend_from_slice(&w16(v.len() as u16));
+            body.extend_from_slice(v);
+            body.resize(body.len().next_multiple_of(4), 0);
+        }
+        if !opts.is_empty() {
+            body.extend_from_slice(&[0; 4]);
+        }
+        f.extend(ng_block(be, NG_IDB, &body, None));
+    }
+    let mut byte = 0u8;
+    for &(iface, units, caplen, orig, pad_or_opts) in epbs {
+        let mut body = w32(iface).to_vec();
+        body.extend_from_slice(&w32((units >> 32) as u32));
+        body.extend_from_slice(&w32(units as u32));
+        body.extend_from_slice(&w32(caplen));
+        body.extend_from_slice(&w32(orig));
+        for _ in 0..caplen.min(4096) {
+            body.push(byte);
+            byte = byte.wrapping_add(1);
+        }
+        body.resize(body.len().next_multiple_of(4), 0);
+        // 1: an option (epb_flags); 2: a wrong trailer; 3: a simple packet block after.
+        match pad_or_opts {
+            1 => {
+                body.extend_from_slice(&w16(2));
+                body.extend_from_slice(&w16(4));
+                body.extend_from_slice(&w32(1));
+                body.extend_from_slice(&[0; 4]);
+                f.extend(ng_block(be, NG_EPB, &body, None));
+            }
+            2 => f.extend(ng_block(be, NG_EPB, &body, Some(4))),
+            3 => {
+                f.extend(ng_block(be, NG_EPB, &body, None));
+                let mut spb = w32(5).to_vec();
+                spb.extend_from_slice(&[9, 9, 9, 9, 9, 0, 0, 0]);
+                f.extend(ng_block(be, 3, &spb, None));
+            }
+            _ => f.extend(ng_block(be, NG_EPB, &body, None)),
+        }
+    }
+    f
+}
+
+/// pcapng's shortcut returns what the general path returns, record for record, on sections
+/// of both byte orders, interfaces of every time stamp resolution and offset, blocks with
+/// options, wrong trailers, unknown interfaces, time stamps out of range, simple packet
+/// blocks after enhanced ones (their time is the last record's), cut at every byte and
+/// trickled.
+#[test]
+fn pcapng_shortcut_agrees_with_the_general_path() {
+    let both = |bytes: &[u8], step: Option<usize>| {
+        let open = |shortcut: bool| {
+            let r = match step {
+                None => reader(bytes),
+                Some(step) => CaptureReader::from_reader(Box::new(Trickle {
+                    data: bytes.to_vec(),
+                    at: 0,
+                    step,
+                    next: step,
+                })),
+            };
+            r.map(|mut r| {
+                if !shortcut {
+                    r.ng_shortcut = false;
+                }
+                r
+            })
+        };
+        match (open(true), open(false)) {
+            (Ok(a), Ok(b)) => assert_eq!(read_all(a), read_all(b), "{step:?} {bytes:02x?}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => panic!("{:?} vs {:?}", a.is_ok(), b.is_ok()),
+        }
+    };
+    let epbs = [
+        (0, 1_700_000_000_000_000, 60, 60, 0),
+        (1, 1_700_000_000_000_000_123, 61, 1500, 0),
+        (2, 1 << 40, 62, 62, 0),
+        (3, 1 << 50, 63, 63, 0),
+        (4, 5, 0, 0, 0),
+        (5, 5, 7, 7, 0),
+        (5, 1 << 62, 7, 7, 0),
+        (0, u64::MAX, 10, 10, 0),
+        (1, 1 << 63, 10, 10, 0),
+        (0, 77, 64, 64, 1),
+        (0, 78, 64, 64, 3),
+        (0, 79, 300_000, 300_000, 0),
+        (0, 80, 66, 66, 2),
+        (9, 81, 66, 66, 0),
+    ];
+    let mut n = 0;
+    for be in [false, true] {
+        let w64 = |v: u64| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        // A second's offset, and 4e9 s (126 years: most times then fall out of range).
+        let (offset, far) = (w64(1), w64(4_000_000_000));
+        let ifaces: [&[(u16, &[u8])]; 6] = [
+            &[],
+            &[(9, &[9])],
+            &[(9, &[0x8a])],
+            &[(9, &[12])],
+            &[(14, &offset)],
+            &[(14, &far)],
+        ];
+        // Each block in turn after two good ones, so that the damaged ones end the file.
+        for i in 0..epbs.len() {
+            let picked = [epbs[0], epbs[1], epbs[i], epbs[3]];
+            let file = ng_section(be, &ifaces, &picked);
+            both(&file, None);
+            both(&file, Some(13));
+            n += 1;
+        }
+        let good: Vec<_> = epbs[..6].iter().chain(&epbs[9..11]).copied().collect();
+        let other: [&[(u16, &[u8])]; 2] = [&[], &[(9, &[9])]];
+        let file = cat(&[
+            &ng_section(be, &ifaces, &good),
+            &ng_section(!be, &other, &good[..2]),
+        ]);
+        for cut in 0..file.len() {
+            both(&file[..cut], None);
+        }
+        for step in [1, 3, 64] {
+            both(&file, Some(step));
+        }
+        // A file read to its end without damage.
+        let mut r = reader(&file).unwrap();
+        let mut records = 0;
+        while r.next_record().unwrap().is_some() {
+            records += 1;
+        }
+        // The section's blocks, the simple packet block, the second section's two.
+        assert_eq!(records, good.len() + 1 + 2);
+    }
+    assert_eq!(n, 2 * epbs.len());
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
