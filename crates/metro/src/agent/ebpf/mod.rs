@@ -55,6 +55,12 @@ static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/capture.bpf.o")
 /// a sample is counted, never its value.
 const BATCH_WAIT_MS: i32 = 10;
 
+/// The longest one drain of the ring buffer runs before the reading thread does its other
+/// work (a new watch list into the kernel's tries, the kernel's drop counters, interfaces
+/// that came or went, partial batches to quiet shards): under a flood the ring may never
+/// empty, and a drain that waited for it to would put all of that off for as long.
+const DRAIN_MAX: Duration = Duration::from_millis(100);
+
 /// Default ring buffer: 8 MiB, about 87,000 records (a power of two, as the kernel needs).
 pub const RING_BYTES: u32 = 8 << 20;
 
@@ -517,6 +523,7 @@ fn run_one(w: Worker, mut k: Kernel) {
         proc.refresh();
         let mut n = 0u32;
         let mut got = false;
+        let drain = Instant::now();
         while k
             .next_item(|item| match item {
                 Item::Segment(r) => feed(&mut proc, r.mono_ns as i64 + offset, &r),
@@ -533,7 +540,7 @@ fn run_one(w: Worker, mut k: Kernel) {
             // Answer the flusher and the stop flag in a flood too.
             if n == 1024 {
                 proc.serve_flush();
-                if w.stop.load(Ordering::Relaxed) {
+                if w.stop.load(Ordering::Relaxed) || drain.elapsed() >= DRAIN_MAX {
                     break;
                 }
                 n = 0;
@@ -676,6 +683,7 @@ fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
                 install(&iface, &mut k, &watch);
             }
             let mut got = 0u32;
+            let drain = Instant::now();
             while let Some((i, work)) = k.next_item(|item| match item {
                 Item::Segment(record) => (
                     record.segment.shard(n),
@@ -705,7 +713,9 @@ fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
                     send(i, &mut batches);
                 }
                 got += 1;
-                if got.is_multiple_of(4096) && w.stop.load(Ordering::Relaxed) {
+                if got.is_multiple_of(4096)
+                    && (w.stop.load(Ordering::Relaxed) || drain.elapsed() >= DRAIN_MAX)
+                {
                     break;
                 }
             }
