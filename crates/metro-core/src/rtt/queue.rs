@@ -918,4 +918,133 @@ mod tests {
         let flags: Vec<bool> = r.entries(&pool).map(Kept::ambiguous).collect();
         assert_eq!(flags, vec![false, false, true]);
     }
+
+    #[test]
+    fn pop_front_upto_takes_the_entries_an_ack_covers_across_the_wrap() {
+        let mut pool = Pool::new();
+        let mut q: Queue = Queue::new();
+        assert!(q.pop_front_upto(&mut pool, s(0)).is_none(), "empty");
+        assert!(q.pop_front_upto(&mut pool, s(u32::MAX)).is_none(), "empty");
+        assert_eq!(pool.in_use(), 0);
+        // Segments ending at 0xffff_fff0, 0xffff_fffa, 5 (across 2^32) and 20.
+        for k in [0xffff_fff0u32, 0xffff_fffa, 5, 20] {
+            q.push_back(&mut pool, p(k));
+        }
+        let upto = |q: &mut Queue, pool: &mut Pool, ack: u32| -> Vec<Pending> {
+            std::iter::from_fn(|| q.pop_front_upto(pool, s(ack)).map(|n| n.pending())).collect()
+        };
+        // An ACK before the first segment's end takes nothing.
+        assert_eq!(upto(&mut q, &mut pool, 0xffff_ffe0), vec![]);
+        // ACK 2 (past the wrap) covers both segments ending before 2^32; the segment ending
+        // at 5 holds it (an ACK inside a segment), and stays.
+        assert_eq!(
+            upto(&mut q, &mut pool, 2),
+            vec![p(0xffff_fff0), p(0xffff_fffa)],
+            "every field comes back"
+        );
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.front(&pool), Some(p(5)));
+        assert_eq!(pool.in_use(), 2);
+        // The exact end of a segment takes it, not the next.
+        assert_eq!(upto(&mut q, &mut pool, 5), vec![p(5)]);
+        assert_eq!(q.front(&pool), Some(p(20)));
+        // Past all: the queue empties and gives its nodes back.
+        assert_eq!(upto(&mut q, &mut pool, 1000), vec![p(20)]);
+        assert!(q.is_empty());
+        assert_eq!(q.back(&pool), None);
+        assert_eq!(pool.in_use(), 0);
+        // Its tail was reset too: the next push is the front.
+        q.push_back(&mut pool, p(30));
+        assert_eq!(q.front(&pool), Some(p(30)));
+        assert_eq!(q.back(&pool), Some(p(30)));
+    }
+
+    #[test]
+    fn pop_front_upto_is_front_le_then_pop_front() {
+        // Against the general path (look at the front, `le`, `pop_front`), for ACKs at and
+        // around every segment end, the wrap included; keys spaced unevenly.
+        let ends: Vec<u32> = (0..12u32)
+            .map(|i| 0xffff_ffc0u32.wrapping_add(i * i * 3 + i))
+            .collect();
+        let mut acks: Vec<u32> = ends
+            .iter()
+            .flat_map(|&e| [e.wrapping_sub(1), e, e.wrapping_add(1)])
+            .collect();
+        acks.extend([0xffff_ff00, 0, 2, u32::MAX]);
+        for &start in &acks {
+            let mut pool = Pool::new();
+            let (mut fast, mut slow): (Queue, Queue) = (Queue::new(), Queue::new());
+            for &e in &ends {
+                fast.push_back(&mut pool, p(e));
+                slow.push_back(&mut pool, p(e));
+            }
+            // A first ACK, then each of the others above it (ACKs only move forward).
+            for &ack in std::iter::once(&start).chain(acks.iter().filter(|&&a| s(a).gt(s(start)))) {
+                let got: Vec<Pending> = std::iter::from_fn(|| {
+                    fast.pop_front_upto(&mut pool, s(ack)).map(|n| n.pending())
+                })
+                .collect();
+                let mut want = Vec::new();
+                while slow.front(&pool).is_some_and(|f| f.key.le(s(ack))) {
+                    want.push(slow.pop_front(&mut pool).unwrap());
+                }
+                assert_eq!(got, want, "ACK {ack:#x} after {start:#x}");
+                assert_eq!(fast.len(), slow.len());
+                assert_eq!(fast.front(&pool), slow.front(&pool));
+            }
+        }
+    }
+
+    #[test]
+    fn a_kept_segment_keeps_every_field() {
+        // Through the path an ACK takes (queue, `pop_front_upto`, the node as stored,
+        // `push_keeping`) and back (`find`, `entries`): fields at their extremes.
+        let items: Vec<Pending> = (0..12u32)
+            .map(|i| Pending {
+                key: s(0xffff_fffe_u32.wrapping_add(i * 1000)),
+                handshake: i & 1 != 0,
+                ambiguous: i & 2 != 0,
+                ts: (1i64 << 41) + i64::from(i) * 1_000_003 + 7,
+                frame: (1u64 << 61) + (1u64 << 33) + u64::from(i),
+                tsval: TsVal::new(match i % 3 {
+                    0 => 0,
+                    1 => u32::MAX,
+                    _ => 0x8000_0001 ^ i,
+                }),
+                fp: 0xdead_beef ^ i.wrapping_mul(0x9e37_79b9),
+            })
+            .collect();
+        // Every combination of the two flags is there, with both extreme TSvals.
+        for (h, a) in [(false, false), (false, true), (true, false), (true, true)] {
+            assert!(items.iter().any(|p| p.handshake == h && p.ambiguous == a));
+        }
+        for max in [0usize, 1, 2, 3, 8] {
+            let mut pool = Pool::with_recent(max);
+            let mut q: Queue = Queue::new();
+            let mut ring = Ring::new();
+            let mut fifo = std::collections::VecDeque::new();
+            for (n, item) in items.iter().enumerate() {
+                q.push_back(&mut pool, *item);
+                let node = q.pop_front_upto(&mut pool, item.key).expect("covered");
+                assert_eq!(node.pending::<SeqSpace>(), *item, "max {max}, item {n}");
+                assert_eq!(node.seen(), (item.ts, item.frame));
+                assert_eq!(node.key::<SeqSpace>(), item.key);
+                ring.push_keeping(&mut pool, &node, max);
+                fifo.push_back(*item);
+                if fifo.len() > max {
+                    fifo.pop_front();
+                }
+                let kept: Vec<Pending> = ring.entries(&pool).map(Kept::item).collect();
+                assert_eq!(kept, Vec::from(fifo.clone()), "max {max}, after item {n}");
+                for k in &fifo {
+                    assert_eq!(ring.find(&pool, k.key, k.fp), Some(*k), "max {max}");
+                    assert_eq!(ring.find(&pool, k.key, !k.fp), None, "max {max}");
+                }
+                if max == 0 {
+                    assert_eq!(ring.find(&pool, item.key, item.fp), None);
+                }
+                assert_eq!(ring.front_ts(&pool), fifo.front().map(|f| f.ts));
+            }
+        }
+    }
 }
