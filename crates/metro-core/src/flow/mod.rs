@@ -786,6 +786,83 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_keys_are_the_general_forms_keys() {
+        // The general path takes IPv4 pairs only through `FlowKey::new`'s own IPv4 path, so
+        // the expected key is built here from its rule: each address as `split(addr_bits)`,
+        // the endpoint with the lower (address bits, port) first, `Up` if that is the source
+        // (equal endpoints included).
+        let general = |s: IpAddr, sp: u16, d: IpAddr, dp: u16| -> (FlowKey, Dir) {
+            let (sb, db) = (addr_bits(s), addr_bits(d));
+            let key = |a: u128, ap: u16, b: u128, bp: u16| FlowKey {
+                lo_addr: split(a),
+                hi_addr: split(b),
+                lo_port: ap,
+                hi_port: bp,
+            };
+            if (sb, sp) <= (db, dp) {
+                (key(sb, sp, db, dp), Dir::Up)
+            } else {
+                (key(db, dp, sb, sp), Dir::Down)
+            }
+        };
+        // A few random addresses beside the edges (splitmix64, fixed seed).
+        let mut x = 0x243f_6a88_85a3_08d3u64;
+        let mut random = || {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) as u32
+        };
+        let mut addrs = vec![0u32, 1, 0x7fff_ffff, 0x8000_0000, u32::MAX];
+        addrs.extend((0..3).map(|_| random()));
+        // Two that differ only in the lowest bit, and only in the highest.
+        let r = random();
+        addrs.extend([r | 1, r & !1, r | 1 << 31, r & !(1 << 31)]);
+        addrs.sort_unstable();
+        addrs.dedup();
+        let ports = [0u16, 1, 80, 0x8000, 65535];
+        let (mut up, mut down, mut equal) = (0, 0, 0);
+        for &s in &addrs {
+            for &d in &addrs {
+                for &sp in &ports {
+                    for &dp in &ports {
+                        let (sa, da) = (IpAddr::V4(s.into()), IpAddr::V4(d.into()));
+                        let got = FlowKey::new(sa, sp, da, dp);
+                        let want = general(sa, sp, da, dp);
+                        assert_eq!(got, want, "{sa}:{sp} -> {da}:{dp}");
+                        // Field by field too (the derived `==` compares the same words).
+                        assert_eq!(
+                            (got.0.lo_addr, got.0.hi_addr, got.0.lo_port, got.0.hi_port),
+                            (
+                                want.0.lo_addr,
+                                want.0.hi_addr,
+                                want.0.lo_port,
+                                want.0.hi_port
+                            )
+                        );
+                        // The other direction: the same key, the other way.
+                        let back = FlowKey::new(da, dp, sa, sp);
+                        if (s, sp) == (d, dp) {
+                            equal += 1;
+                            assert_eq!(back, got, "equal endpoints: {sa}:{sp}");
+                        } else {
+                            assert_eq!(back, (got.0, got.1.reverse()), "{sa}:{sp} <- {da}:{dp}");
+                        }
+                        match got.1 {
+                            Dir::Up => up += 1,
+                            Dir::Down => down += 1,
+                        }
+                    }
+                }
+            }
+        }
+        // Both directions and equal endpoints were exercised.
+        assert!(up > 0 && down > 0);
+        assert_eq!(equal, addrs.len() * ports.len());
+    }
+
+    #[test]
     fn full_table_sheds_closed_then_oldest_unconfirmed() {
         let mut t: FlowTable<u16> = FlowTable::new(4);
         let mut gone = Vec::new();
