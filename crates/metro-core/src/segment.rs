@@ -91,8 +91,10 @@ impl Segment {
 
 impl Segment {
     /// What [`Segment::decode`] gives, written into `out`, with the segment's captured
-    /// payload (for DNS over TCP): `Ok(payload)` with `out` the frame's segment, or the
-    /// error (`out` then holds nothing of use). The common shape's TCP header is read
+    /// payload (for DNS over TCP): `Ok(payload)` with `out` the frame's segment (every field
+    /// written, nothing left of what `out` held), or the error with `out` untouched (still
+    /// the previous segment, which the caller must not take for this frame's; tested). The
+    /// common shape's TCP header is read
     /// straight into `out`: no `Packet`, no options but the two the engine reads, nothing
     /// moved through a `Result` (always inlined: a caller decodes in its loop).
     #[inline(always)]
@@ -313,34 +315,15 @@ mod tests {
     /// `decode_into` (and `decode`) against the general decoder on frames built to sit on
     /// the edges of the shortcut: Ethernet with and without VLAN tags, IPv4 with and without
     /// options, fragments, IPv6 with and without extension headers, TCP option areas of
-    /// every layout the shortcuts read and odd ones, IP lengths short, long and zero; each
-    /// cut at every byte. Same segment (or error), same payload slice of the frame.
+    /// every layout the shortcuts read and odd ones, IP lengths short, long and zero, TCP
+    /// data offsets below 5, QinQ (0x88a8 then 0x8100, and two 0x8100 tags); each cut at
+    /// every byte. Same segment (or error), same payload slice of the frame; and decoding
+    /// into a `Segment` that holds another frame's fields gives the same segment (an error
+    /// leaves it as it was).
     #[test]
     fn decode_into_is_from_of_the_general_decoder_on_edge_frames() {
         use metro_testkit::vectors::{cat, eth, ip6, ipv4};
         let lt = wire::linktype::ETHERNET;
-        let check = |frame: &[u8]| -> bool {
-            let want = wire::decode_general(lt, frame);
-            let mut out = Segment::EMPTY;
-            let got = Segment::decode_into(lt, frame, &mut out);
-            match (&want, got) {
-                (Ok(p), Ok(payload)) => {
-                    assert_eq!(out, Segment::from(p), "{frame:02x?}");
-                    assert_eq!(
-                        payload.as_ptr_range(),
-                        p.payload.as_ptr_range(),
-                        "{frame:02x?}"
-                    );
-                }
-                (Err(w), Err(g)) => assert_eq!(*w, g, "{frame:02x?}"),
-                _ => panic!("{frame:02x?}: general {want:?}, decode_into {got:?}"),
-            }
-            assert_eq!(
-                Segment::decode(lt, frame),
-                want.as_ref().map(Segment::from).map_err(|e| *e)
-            );
-            want.is_ok()
-        };
         let ts = [1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 6];
         let sack = [1, 1, 5, 10, 0, 0, 0x03, 0xe8, 0, 0, 0x05, 0xdc];
         let option_areas: Vec<Vec<u8>> = vec![
@@ -415,29 +398,122 @@ mod tests {
         let v4 = |seg: &[u8]| ipv4(6, seg);
         type Net<'a> = &'a dyn Fn(&[u8]) -> Vec<u8>;
         let nets: [Net<'_>; 5] = [&v4, &v4_options, &fragment, &v6, &v6_ext];
-        let vlan = |ethertype: u16, payload: &[u8]| {
-            let mut tag = vec![0, 5];
-            tag.extend_from_slice(&ethertype.to_be_bytes());
-            eth(0x8100, &cat(&[&tag, payload]))
+        // A stack of tags (outer first), each `[TPID, TCI]`, then the inner EtherType.
+        let tagged = |tpids: &[u16], ethertype: u16, payload: &[u8]| {
+            let mut types: Vec<u16> = tpids[1..].to_vec();
+            types.push(ethertype);
+            let tags: Vec<u8> = types
+                .iter()
+                .flat_map(|t| cat(&[&[0, 5], &t.to_be_bytes()]))
+                .collect();
+            eth(tpids[0], &cat(&[&tags, payload]))
+        };
+        let framings: [&[u16]; 4] = [&[], &[0x8100], &[0x88a8, 0x8100], &[0x8100, 0x8100]];
+        let frame_of = |tpids: &[u16], ethertype: u16, ip: &[u8]| {
+            if tpids.is_empty() {
+                eth(ethertype, ip)
+            } else {
+                tagged(tpids, ethertype, ip)
+            }
+        };
+        // Segments of other frames, in the `Segment` a frame is then decoded into: IPv6
+        // with the timestamp and a DSACK, a first fragment of IPv4 with an IP id.
+        let prevs = {
+            let dsack = [1, 1, 5, 10, 0, 0, 0x03, 0xe8, 0, 0, 0x07, 0xd0];
+            let a =
+                Segment::decode(lt, &eth(0x86dd, &v6(&tcp(&cat(&[&ts, &dsack]), b"x")))).unwrap();
+            assert!(matches!(a.src, IpAddr::V6(_)));
+            assert!(a.timestamp.is_some() && a.dsack.is_some(), "{a:?}");
+            let mut frag = fragment(&tcp(&ts, b""));
+            frag[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+            let b = Segment::decode(lt, &eth(0x0800, &frag)).unwrap();
+            assert!(b.first_fragment && b.ip_id == 0x1234, "{b:?}");
+            [a, b]
+        };
+        let check = |frame: &[u8]| -> Result<Segment, DecodeError> {
+            let want = wire::decode_general(lt, frame);
+            let mut out = Segment::EMPTY;
+            let got = Segment::decode_into(lt, frame, &mut out);
+            match (&want, got) {
+                (Ok(p), Ok(payload)) => {
+                    assert_eq!(out, Segment::from(p), "{frame:02x?}");
+                    assert_eq!(
+                        payload.as_ptr_range(),
+                        p.payload.as_ptr_range(),
+                        "{frame:02x?}"
+                    );
+                }
+                (Err(w), Err(g)) => assert_eq!(*w, g, "{frame:02x?}"),
+                _ => panic!("{frame:02x?}: general {want:?}, decode_into {got:?}"),
+            }
+            assert_eq!(
+                Segment::decode(lt, frame),
+                want.as_ref().map(Segment::from).map_err(|e| *e)
+            );
+            for prev in &prevs {
+                let mut reused = *prev;
+                let again = Segment::decode_into(lt, frame, &mut reused);
+                match (got, again) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(reused, out, "into {prev:?}: {frame:02x?}");
+                        assert_eq!(a.as_ptr_range(), b.as_ptr_range(), "{frame:02x?}");
+                    }
+                    (Err(a), Err(b)) => {
+                        assert_eq!(a, b, "{frame:02x?}");
+                        assert_eq!(reused, *prev, "an error leaves it as it was");
+                    }
+                    _ => panic!("{frame:02x?}: fresh {got:?}, into {prev:?}: {again:?}"),
+                }
+            }
+            want.map(|p| Segment::from(&p))
         };
         let mut decoded = 0;
         let mut frames = 0;
-        for opts in &option_areas {
+        let mut doubly_tagged = 0;
+        let mut short_offsets = 0;
+        for (o, opts) in option_areas.iter().enumerate() {
             for payload in [&b""[..], b"hello"] {
                 let seg = tcp(opts, payload);
-                for (n, net) in nets.iter().enumerate() {
-                    let mut ip = net(&seg);
-                    let ethertype = if n >= 3 { 0x86dd } else { 0x0800 };
-                    let len_at = if n >= 3 { 4 } else { 2 };
-                    let len = u16::from_be_bytes([ip[len_at], ip[len_at + 1]]);
-                    // The IP length as built, short by one and by a header, long, and 0.
-                    for claim in [len, len - 1, len.saturating_sub(20), len + 7, 0] {
-                        ip[len_at..len_at + 2].copy_from_slice(&claim.to_be_bytes());
-                        for frame in [eth(ethertype, &ip), vlan(ethertype, &ip)] {
-                            decoded += usize::from(check(&frame));
-                            frames += 1;
-                            for cut in 0..frame.len() {
-                                check(&frame[..cut]);
+                // A data offset below 5 (byte 12 of the header: 0x40, 0x00), for the first
+                // two option areas (none, the timestamp).
+                let short: Vec<Vec<u8>> = if o < 2 {
+                    [0x40u8, 0x00]
+                        .iter()
+                        .map(|&b| {
+                            let mut s = seg.clone();
+                            s[12] = b;
+                            s
+                        })
+                        .collect()
+                } else {
+                    vec![]
+                };
+                for (k, seg) in std::iter::once(&seg).chain(&short).enumerate() {
+                    for (n, net) in nets.iter().enumerate() {
+                        let mut ip = net(seg);
+                        let ethertype = if n >= 3 { 0x86dd } else { 0x0800 };
+                        let len_at = if n >= 3 { 4 } else { 2 };
+                        let len = u16::from_be_bytes([ip[len_at], ip[len_at + 1]]);
+                        // The IP length as built, short by one and by a header, long, and 0.
+                        for claim in [len, len - 1, len.saturating_sub(20), len + 7, 0] {
+                            ip[len_at..len_at + 2].copy_from_slice(&claim.to_be_bytes());
+                            for tpids in framings {
+                                let frame = frame_of(tpids, ethertype, &ip);
+                                let whole = check(&frame);
+                                for cut in 0..frame.len() {
+                                    check(&frame[..cut]).ok();
+                                }
+                                if k > 0 {
+                                    // Not a TCP header, whatever the rest.
+                                    assert!(whole.is_err(), "{frame:02x?}: {whole:?}");
+                                    short_offsets += 1;
+                                    continue;
+                                }
+                                if tpids.len() == 2 && whole.is_ok() {
+                                    doubly_tagged += 1;
+                                }
+                                decoded += usize::from(whole.is_ok());
+                                frames += 1;
                             }
                         }
                     }
@@ -445,8 +521,13 @@ mod tests {
             }
         }
         // Enough of the whole frames decode that the comparison means something.
-        eprintln!("{decoded} of {frames} whole frames decode");
+        eprintln!(
+            "{decoded} of {frames} whole frames decode ({doubly_tagged} with two tags); \
+             {short_offsets} with short data offsets"
+        );
         assert!(decoded > frames / 2, "{decoded} of {frames}");
+        assert!(doubly_tagged > frames / 4, "{doubly_tagged} of {frames}");
+        assert!(short_offsets > 0);
     }
 
     #[test]
