@@ -94,9 +94,9 @@ impl Segment {
     /// payload (for DNS over TCP): `Ok(payload)` with `out` the frame's segment (every field
     /// written, nothing left of what `out` held), or the error with `out` untouched (still
     /// the previous segment, which the caller must not take for this frame's; tested). The
-    /// common shape's TCP header is read
-    /// straight into `out`: no `Packet`, no options but the two the engine reads, nothing
-    /// moved through a `Result` (always inlined: a caller decodes in its loop).
+    /// common shape's TCP header is read straight into `out`: no `Packet`, no options but
+    /// the two the engine reads, nothing moved through a `Result` (always inlined: a caller
+    /// decodes in its loop).
     #[inline(always)]
     pub fn decode_into<'a>(
         linktype: u32,
