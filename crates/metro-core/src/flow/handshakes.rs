@@ -20,7 +20,7 @@
 //! and 2^36 frames); an entry outside that range rebases the cache, dropping what it held
 //! (counted as overwritten).
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 
 use super::{Dir, FlowKey};
 use crate::Nanos;
@@ -144,8 +144,15 @@ impl HandshakeCache {
     fn place(&self, key: &FlowKey, dir: Dir, kind: Opener) -> (usize, usize, u16) {
         // SipHash with fixed keys: a well-mixed 64 bits (FxHash's are not, for a tag), the
         // same on every run (a replay must give the same answer).
+        // Every bit of the key in one fixed encoding, not the flow table's `Hash` (which
+        // takes a shorter form for IPv4 to save the table's keyed hash a multiply): which
+        // entries share buckets, and so which survive a flood, stays the same whatever form
+        // the table's hash takes.
         let mut h = std::hash::DefaultHasher::new();
-        key.hash(&mut h);
+        let wide = |a: [u64; 2]| u128::from(a[0]) << 64 | u128::from(a[1]);
+        h.write_u128(wide(key.lo_addr));
+        h.write_u128(wide(key.hi_addr));
+        h.write_u32(u32::from(key.lo_port) << 16 | u32::from(key.hi_port));
         h.write_u8(dir as u8 | (kind as u8) << 1);
         let h = h.finish();
         let buckets = self.capacity / WAYS;
