@@ -323,14 +323,7 @@ impl CaptureReader {
             .buf
             .get(input.start..input.end)?
             .split_first_chunk::<{ pcap::PLAIN_HEADER }>()?;
-        let rd = |at: usize| {
-            let v = [h[at], h[at + 1], h[at + 2], h[at + 3]];
-            if BIG_ENDIAN {
-                u32::from_be_bytes(v)
-            } else {
-                u32::from_le_bytes(v)
-            }
-        };
+        let rd = |at: usize| input::word::<BIG_ENDIAN>(h, at);
         let caplen = rd(8);
         if caplen > STANDARD_MAX_SNAPLEN || data.len() < caplen as usize {
             return None;

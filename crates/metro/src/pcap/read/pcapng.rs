@@ -2,7 +2,7 @@
 //! time stamp resolution and offset), enhanced, simple and obsolete packet blocks, and the
 //! custom and systemd journal blocks that count as frames without being packets.
 
-use super::input::{Input, MAX_BUFFER, io_at, need, rd16, rd32, rd64};
+use super::input::{Input, MAX_BUFFER, io_at, need, rd16, rd32, rd64, word};
 use super::{
     Format, Found, MAX_ABS_TS, MAX_INTERFACES, NOT_A_PACKET, ReadError, State, check_caplen,
 };
@@ -165,14 +165,7 @@ fn whole_epb_in<const BIG_ENDIAN: bool>(input: &mut Input, st: &NgState) -> Opti
     let b = input.buf.get(s..input.end)?;
     let (h, _) = b.split_first_chunk::<28>()?;
     let be = BIG_ENDIAN;
-    let rd = |at: usize| {
-        let v = [h[at], h[at + 1], h[at + 2], h[at + 3]];
-        if BIG_ENDIAN {
-            u32::from_be_bytes(v)
-        } else {
-            u32::from_le_bytes(v)
-        }
-    };
+    let rd = |at: usize| word::<BIG_ENDIAN>(h, at);
     let blen = rd(4) as usize;
     if rd(0) != NG_EPB || blen < 32 || !blen.is_multiple_of(4) {
         return None;

@@ -224,6 +224,32 @@ fn pcap_record_header_lengths_swapped_before_2_3() {
     assert!(r.next_record().unwrap().is_none());
 }
 
+/// A reader of `bytes`, whole or trickled `step` bytes a read, with the inline shortcuts
+/// (plain pcap records, pcapng enhanced packet blocks) on or off: off, every record takes
+/// the general path.
+fn open_with(
+    bytes: &[u8],
+    step: Option<usize>,
+    shortcut: bool,
+) -> Result<CaptureReader, ReadError> {
+    let r = match step {
+        None => reader(bytes),
+        Some(step) => CaptureReader::from_reader(Box::new(Trickle {
+            data: bytes.to_vec(),
+            at: 0,
+            step,
+            next: step,
+        })),
+    };
+    r.map(|mut r| {
+        if !shortcut {
+            r.plain_pcap = None;
+            r.ng_shortcut = false;
+        }
+        r
+    })
+}
+
 /// A source that hands out at most `step` bytes a read (then `step + 1`, cycling up to
 /// `3 * step`): records then lie cut at the buffer's end at every offset.
 struct Trickle {
@@ -319,24 +345,7 @@ fn pcap_shortcut_agrees_with_the_general_path() {
         (3, 3),
     ];
     let both = |bytes: &[u8], step: Option<usize>| {
-        let open = |shortcut: bool| {
-            let r = match step {
-                None => reader(bytes),
-                Some(step) => CaptureReader::from_reader(Box::new(Trickle {
-                    data: bytes.to_vec(),
-                    at: 0,
-                    step,
-                    next: step,
-                })),
-            };
-            r.map(|mut r| {
-                if !shortcut {
-                    r.plain_pcap = None;
-                    r.ng_shortcut = false;
-                }
-                r
-            })
-        };
+        let open = |shortcut: bool| open_with(bytes, step, shortcut);
         match (open(true), open(false)) {
             (Ok(a), Ok(b)) => {
                 let plain = a.plain_pcap.is_some();
@@ -472,23 +481,7 @@ fn ng_section(
 #[test]
 fn pcapng_shortcut_agrees_with_the_general_path() {
     let both = |bytes: &[u8], step: Option<usize>| {
-        let open = |shortcut: bool| {
-            let r = match step {
-                None => reader(bytes),
-                Some(step) => CaptureReader::from_reader(Box::new(Trickle {
-                    data: bytes.to_vec(),
-                    at: 0,
-                    step,
-                    next: step,
-                })),
-            };
-            r.map(|mut r| {
-                if !shortcut {
-                    r.ng_shortcut = false;
-                }
-                r
-            })
-        };
+        let open = |shortcut: bool| open_with(bytes, step, shortcut);
         match (open(true), open(false)) {
             (Ok(a), Ok(b)) => assert_eq!(read_all(a), read_all(b), "{step:?} {bytes:02x?}"),
             (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
