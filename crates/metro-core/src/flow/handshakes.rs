@@ -149,10 +149,7 @@ impl HandshakeCache {
         // entries share buckets, and so which survive a flood, stays the same whatever form
         // the table's hash takes.
         let mut h = std::hash::DefaultHasher::new();
-        let wide = |a: [u64; 2]| u128::from(a[0]) << 64 | u128::from(a[1]);
-        h.write_u128(wide(key.lo_addr));
-        h.write_u128(wide(key.hi_addr));
-        h.write_u32(u32::from(key.lo_port) << 16 | u32::from(key.hi_port));
+        key.hash_every_bit(&mut h);
         h.write_u8(dir as u8 | (kind as u8) << 1);
         let h = h.finish();
         let buckets = self.capacity / WAYS;

@@ -67,11 +67,20 @@ impl Hash for FlowKey {
             let addrs = self.lo_addr[1] << 32 | self.hi_addr[1];
             state.write_u128(u128::from(addrs) << 64 | u128::from(ports));
         } else {
-            let wide = |a: [u64; 2]| u128::from(a[0]) << 64 | u128::from(a[1]);
-            state.write_u128(wide(self.lo_addr));
-            state.write_u128(wide(self.hi_addr));
-            state.write_u32(ports);
+            self.hash_every_bit(state);
         }
+    }
+}
+
+impl FlowKey {
+    /// Both addresses and the ports, whatever the addresses' family: the general form of
+    /// [`Hash`] for this key, and the handshake cache's fixed encoding.
+    #[inline]
+    fn hash_every_bit<H: Hasher>(&self, state: &mut H) {
+        let wide = |a: [u64; 2]| u128::from(a[0]) << 64 | u128::from(a[1]);
+        state.write_u128(wide(self.lo_addr));
+        state.write_u128(wide(self.hi_addr));
+        state.write_u32(u32::from(self.lo_port) << 16 | u32::from(self.hi_port));
     }
 }
 
