@@ -9,10 +9,14 @@
 //!   head, then [`Limits::response_timeout`] to take the response; past either it is closed;
 //! - a request head over [`Limits::max_head_bytes`] is answered 431 and closed;
 //! - at most [`Limits::max_connections`] are open, at most [`Limits::max_per_peer`] from one
-//!   address: one more closes the oldest connection (of that address when it is at its own
-//!   cap) still sending its request, else the oldest still taking its answer. A real scraper
-//!   sends its head as it connects and reads its answer at once, so it is among the newest,
-//!   and an attacker from one address only ever pushes out its own connections.
+//!   address. One more closes a connection of the address holding the most (of its own
+//!   address when that is at its own cap): the oldest still sending its request, else the
+//!   oldest still taking its answer. So a flood, from one address or many, only ever pushes
+//!   out connections of addresses holding at least as many as the flood's heaviest: a
+//!   scraper on its own address (one connection at a time) is never pushed out, whatever the
+//!   timing. A scraper sharing the flood's address is among the newest (it sends its head as
+//!   it connects), which holds only while it sends within the time the flood takes to open
+//!   `max_per_peer` more.
 //!
 //! One request per connection (`Connection: close`), GET and HEAD only: all a scraper needs.
 //! The handler runs on the loop; it should be quick or memoise (the Prometheus plug reuses a
@@ -25,6 +29,7 @@
 //! and has no deadline for a whole request, hyper/axum need an async runtime, and the loop
 //! below is ~450 lines whose every bound is visible and tested.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -361,7 +366,8 @@ impl<H: FnMut(&Request) -> Response> Loop<H> {
                     let victim = if same >= self.limits.max_per_peer {
                         self.oldest(|c| c.peer == ip)
                     } else if self.conns.len() >= self.limits.max_connections {
-                        self.oldest(|_| true)
+                        let heavy = self.heaviest();
+                        self.oldest(|c| heavy.contains(&c.peer))
                     } else {
                         None
                     };
@@ -395,6 +401,19 @@ impl<H: FnMut(&Request) -> Response> Loop<H> {
                 Err(e) => tracing::debug!("http: accept: {e}"),
             }
         }
+    }
+
+    /// The addresses holding the most connections (all of them when they tie).
+    fn heaviest(&self) -> Vec<std::net::IpAddr> {
+        let mut count: HashMap<std::net::IpAddr, usize> = HashMap::new();
+        for c in &self.conns {
+            *count.entry(c.peer).or_default() += 1;
+        }
+        let most = count.values().copied().max().unwrap_or(0);
+        count
+            .into_iter()
+            .filter_map(|(ip, n)| (n == most).then_some(ip))
+            .collect()
     }
 
     /// The connection to close for a newcomer among those `pick` selects: the oldest still

@@ -192,18 +192,26 @@ fn scrapes_succeed_through_a_flood_of_idle_connections() {
     let _load = support::timed();
     let srv = server();
     let addr = srv.addr;
-    let cap = Limits::default().max_connections;
+    let Limits {
+        max_connections: cap,
+        max_per_peer: per,
+        ..
+    } = Limits::default();
     let stop = Arc::new(AtomicBool::new(false));
-    // Idle connections opened without pause and held (never a byte sent), 3x the cap at a
-    // time: the oldest are let go once 3x the cap are held, which keeps the flood going for
-    // the whole run.
+    // Idle connections opened without pause and held (never a byte sent) from 8 addresses
+    // other than the scraper's, 3x the cap at a time: each address passes its own cap and
+    // together they pass the server's, so both evictions run all the time. The oldest are
+    // let go once 3x the cap are held, which keeps the flood going for the whole run.
+    let sources: Vec<Ipv4Addr> = (0..8).map(|k| Ipv4Addr::new(127, 0, 0, 2 + k)).collect();
+    assert!(sources.len() * per > cap);
     let opened = Arc::new(AtomicU64::new(0));
     let flood = {
         let (stop, opened) = (stop.clone(), opened.clone());
         std::thread::spawn(move || {
             let mut held = std::collections::VecDeque::new();
+            let mut next = sources.iter().cycle();
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(c) = TcpStream::connect(addr) {
+                if let Ok(c) = try_connect_from(*next.next().unwrap(), addr) {
                     held.push_back(c);
                     opened.fetch_add(1, Ordering::Relaxed);
                 }
@@ -218,6 +226,8 @@ fn scrapes_succeed_through_a_flood_of_idle_connections() {
     while opened.load(Ordering::Relaxed) < 2 * cap as u64 {
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The scraper on 127.0.0.1, one connection at a time: never the address holding the
+    // most, so never pushed out, however long it takes to send its head.
     let scraper = scrape_loop(addr, Duration::from_millis(50), stop.clone());
     std::thread::sleep(Duration::from_secs(5));
     stop.store(true, Ordering::Relaxed);
@@ -234,6 +244,10 @@ fn scrapes_succeed_through_a_flood_of_idle_connections() {
 
 /// A connection from `src` (a loopback address: any of 127/8 is this host's) to `to`.
 fn connect_from(src: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    try_connect_from(src, to).unwrap_or_else(|e| panic!("connect from {src}: {e}"))
+}
+
+fn try_connect_from(src: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let SocketAddr::V4(to) = to else {
         panic!("IPv4 only")
     };
@@ -246,18 +260,23 @@ fn connect_from(src: Ipv4Addr, to: SocketAddr) -> TcpStream {
         sin_zero: [0; 8],
     };
     let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: a socket we create, bind and connect with valid sockaddr_in values, then hand
-    // to TcpStream, which owns and closes it.
+    // SAFETY: a socket we create and hand at once to TcpStream, which owns and closes it,
+    // then bind and connect with valid sockaddr_in values.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let s = TcpStream::from_raw_fd(fd);
         let from = sin(src, 0);
-        let r = libc::bind(fd, (&raw const from).cast(), len);
-        assert_eq!(r, 0, "bind {src}: {}", std::io::Error::last_os_error());
+        if libc::bind(fd, (&raw const from).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         let dst = sin(*to.ip(), to.port());
-        let r = libc::connect(fd, (&raw const dst).cast(), len);
-        assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
-        TcpStream::from_raw_fd(fd)
+        if libc::connect(fd, (&raw const dst).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(s)
     }
 }
 
@@ -271,7 +290,7 @@ fn still_open(c: &mut TcpStream) -> bool {
 }
 
 #[test]
-fn idle_connections_past_the_cap_are_closed_oldest_first() {
+fn idle_connections_past_the_cap_are_closed_from_the_heaviest_address_oldest_first() {
     let _load = support::timed();
     let srv = server();
     let Limits {
@@ -279,14 +298,17 @@ fn idle_connections_past_the_cap_are_closed_oldest_first() {
         max_per_peer: per,
         ..
     } = Limits::default();
-    assert_eq!(cap % per, 0);
-    // The cap filled from cap/per addresses, per each.
-    let mut first: Vec<TcpStream> = (0..cap / per)
-        .flat_map(|k| {
-            let ip = Ipv4Addr::new(127, 0, 0, 2 + k as u8);
-            (0..per).map(move |_| ip)
+    assert_eq!(
+        (cap, per),
+        (256, 64),
+        "the victims below are worked out for these"
+    );
+    // The cap filled from 4 addresses, 64 each.
+    let mut first: Vec<Vec<TcpStream>> = (0..4)
+        .map(|k| {
+            let ip = Ipv4Addr::new(127, 0, 0, 2 + k);
+            (0..per).map(|_| connect_from(ip, srv.addr)).collect()
         })
-        .map(|ip| connect_from(ip, srv.addr))
         .collect();
     // Let the server accept them all before the next ones.
     std::thread::sleep(Duration::from_millis(300));
@@ -295,15 +317,22 @@ fn idle_connections_past_the_cap_are_closed_oldest_first() {
         .map(|_| connect_from(Ipv4Addr::new(127, 0, 0, 100), srv.addr))
         .collect();
     scrape(srv.addr).expect("a scrape at the cap");
-    // The 50 oldest were closed for the newcomers, and one more for the scrape, well before
-    // the 2 s request deadline; the rest are open.
-    for (i, c) in first.iter_mut().take(51).enumerate() {
-        let d = closed_within(c, Duration::from_millis(1500))
-            .unwrap_or_else(|| panic!("old connection {i} still open"));
-        assert!(t0.elapsed() < Duration::from_millis(1500), "{d:?}");
-    }
-    for (i, c) in first.iter_mut().enumerate().skip(51) {
-        assert!(still_open(c), "connection {i} closed");
+    // Each newcomer (50 from 127.0.0.100 with at most 50, then the scrape from 127.0.0.1)
+    // closed the oldest connection of the addresses holding the most, the first in accept
+    // order among ties: the four took turns, 12 rounds of four (52 left each), then .2 and .3
+    // for the last two of 127.0.0.100, then .4 (one of the two with 52) for the scrape. All
+    // well before the 2 s request deadline; the rest are open.
+    let lost = [13, 13, 13, 12];
+    for (k, conns) in first.iter_mut().enumerate() {
+        for (i, c) in conns.iter_mut().enumerate() {
+            if i < lost[k] {
+                let d = closed_within(c, Duration::from_millis(1500))
+                    .unwrap_or_else(|| panic!("127.0.0.{}: old connection {i} still open", k + 2));
+                assert!(t0.elapsed() < Duration::from_millis(1500), "{d:?}");
+            } else {
+                assert!(still_open(c), "127.0.0.{}: connection {i} closed", k + 2);
+            }
+        }
     }
     // And at the deadline they go too.
     let mut last = more.into_iter().last().unwrap();
