@@ -1047,4 +1047,61 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_ring_grows_from_any_head_into_fresh_and_reused_blocks() {
+        // Every boundary (2, 4, max + 2 entries) reached with the head at every place in the
+        // full block, into new blocks (first round) and into blocks freed by the rings of
+        // the round before (no more blocks allocated), against a bounded FIFO.
+        for max in [1usize, 2, 3, 4, 8] {
+            let top = max + 2;
+            let mut pool = Pool::with_recent(max);
+            let mut allocated = None;
+            for round in 0..3u32 {
+                let mut rings = Vec::new();
+                for offset in 0..top as u32 {
+                    let mut r = Ring::new();
+                    let mut model = std::collections::VecDeque::new();
+                    let key = |k: u32| round * 1000 + offset * 100 + k;
+                    let check = |r: &Ring, pool: &Pool, model: &std::collections::VecDeque<u32>| {
+                        let keys: Vec<u32> = r.entries(pool).map(|k| k.key).collect();
+                        assert_eq!(keys, Vec::from(model.clone()), "max {max}, offset {offset}");
+                        assert_eq!(r.front_ts(pool), model.front().map(|&k| i64::from(k)));
+                    };
+                    // One entry, then `offset` pushed and popped: the head moves.
+                    r.push_back(&mut pool, p(key(0)));
+                    model.push_back(key(0));
+                    for k in 1..=offset {
+                        r.push_back(&mut pool, p(key(k)));
+                        r.pop_front(&mut pool);
+                        model.push_back(key(k));
+                        model.pop_front();
+                        check(&r, &pool, &model);
+                    }
+                    // Then through every size and past the largest (the oldest drops).
+                    for k in offset + 1..offset + 1 + 2 * top as u32 {
+                        r.push_back(&mut pool, p(key(k)));
+                        model.push_back(key(k));
+                        if model.len() > top {
+                            model.pop_front();
+                        }
+                        check(&r, &pool, &model);
+                        let found = r.find(&pool, s(key(k)), key(k));
+                        assert_eq!(found, Some(p(key(k))), "every field comes back");
+                    }
+                    rings.push(r);
+                }
+                let in_use: usize = rings.iter().map(Ring::len).sum();
+                assert_eq!(pool.in_use(), in_use);
+                match allocated {
+                    None => allocated = Some(pool.rings_allocated()),
+                    Some(a) => assert_eq!(pool.rings_allocated(), a, "max {max}: blocks reused"),
+                }
+                for r in &mut rings {
+                    r.clear(&mut pool);
+                }
+                assert_eq!(pool.in_use(), 0);
+            }
+        }
+    }
 }
