@@ -53,13 +53,10 @@ impl Segment {
     };
 
     /// The shard of a segment among `shards` (`analyze --threads`, the in-kernel capture's
-    /// `threads`): a hash of its two endpoints that both directions agree on (each endpoint
-    /// as one word, address folded and port on top; their sum mixed once), cheaper than
-    /// hashing the canonical key, which the shard's engine does anyway. Unrelated to that
-    /// table's (keyed) hash, so a shard's connections spread over its buckets as all
-    /// connections would. Mixing the sum rather than each endpoint saves two multiplies a
-    /// packet; two IPv4 endpoint pairs with the same server differ in their sum whenever
-    /// they differ in the client's address or port.
+    /// `threads`): a hash of its two endpoints that both directions agree on (the sum of each
+    /// endpoint's mix), cheaper than hashing the canonical key, which the shard's engine does
+    /// anyway. Unrelated to that table's (keyed) hash, so a shard's connections spread over
+    /// its buckets as all connections would.
     #[inline]
     pub fn shard(&self, shards: usize) -> usize {
         #[inline]
@@ -71,11 +68,10 @@ impl Segment {
                     (b >> 64) as u64 ^ (b as u64).rotate_left(32)
                 }
             };
-            folded ^ u64::from(port) << 48
+            let x = (folded ^ u64::from(port) << 48).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            (x ^ x >> 29).wrapping_mul(0xbf58_476d_1ce4_e5b9)
         }
-        let x = endpoint(self.src, self.sport).wrapping_add(endpoint(self.dst, self.dport));
-        let x = (x ^ x >> 32).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let h = (x ^ x >> 29).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let h = endpoint(self.src, self.sport).wrapping_add(endpoint(self.dst, self.dport));
         ((u64::from((h >> 32) as u32) * shards as u64) >> 32) as usize
     }
 
