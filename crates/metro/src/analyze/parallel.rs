@@ -62,8 +62,8 @@ use metro_core::config::{Counters, EngineConfig};
 use metro_core::driver::Clock;
 use metro_core::engine::Engine;
 use metro_core::proto::{ProtoConfig, ProtoCounters, Tracker};
+use metro_core::sample::{Found, NO_TAG, Observer};
 use metro_core::sample::{Kind, Sample};
-use metro_core::sample::{NO_TAG, Observer};
 use metro_core::wire::DecodeError;
 use metro_core::{Nanos, Segment};
 
@@ -333,7 +333,7 @@ fn read_and_dispatch(
         in_free,
         epoch: epoch_len(n),
         cap,
-        in_epoch: 0,
+        epoch_left: epoch_len(n),
         stopped: false,
         clock: Clock::default(),
         skipped: Skipped {
@@ -354,7 +354,7 @@ fn read_and_dispatch(
     dispatch.proto.finish(done.last_ts);
     // The last, partial epoch (unless a shard is gone: the merger stopped).
     if !dispatch.stopped
-        && (dispatch.in_epoch > 0
+        && (dispatch.epoch_left < dispatch.epoch
             || dispatch.batches.iter().any(|b| !b.ticks.is_empty())
             || dispatch.proto_out.frame(0).is_some())
     {
@@ -385,7 +385,8 @@ struct Dispatch<'a, 'c> {
     in_free: Vec<Receiver<InBatch>>,
     epoch: usize,
     cap: usize,
-    in_epoch: usize,
+    /// Packets until the epoch ends (counted down: one decrement and test a packet).
+    epoch_left: usize,
     /// A flush found a shard gone.
     stopped: bool,
     clock: Clock,
@@ -463,9 +464,9 @@ impl Frames for Dispatch<'_, '_> {
         let n = self.batches.len();
         let batch = &mut self.batches[seg.shard(n)].items;
         batch.push((frame, ts, *seg));
-        self.in_epoch += 1;
-        if self.in_epoch == self.epoch || batch.len() == self.cap {
-            self.in_epoch = 0;
+        self.epoch_left -= 1;
+        if self.epoch_left == 0 || batch.len() == self.cap {
+            self.epoch_left = self.epoch;
             if !self.flush() {
                 return ControlFlow::Break(());
             }
@@ -511,6 +512,43 @@ struct ShardObserver<'a> {
     max_responders: usize,
 }
 
+impl ShardObserver<'_> {
+    /// The shard's number of a responder: numbered up to the collector's cap; beyond,
+    /// [`OTHER`], and the sample carries its address (whole ones always do; compact ones
+    /// in `inline`): a shard cannot know which responders the collector tracks, the first
+    /// `cap` of all shards.
+    #[inline]
+    fn number(&mut self, ip: ResponderKey, tag: &mut u32) -> u32 {
+        match self.responders.find(ip, tag) {
+            Some(n) => n,
+            None if self.responders.len() < self.max_responders => {
+                let n = self.responders.add(ip, tag);
+                self.out.new_responders.push((n, ip));
+                n
+            }
+            None => OTHER,
+        }
+    }
+
+    /// A compact sample of responder number `n` (its address inline beyond the cap).
+    #[inline]
+    fn push_compact(&mut self, n: u32, ip: ResponderKey, frame: u64, rtt: Nanos, kind: Kind) {
+        let out = &mut *self.out;
+        let responder = if n == OTHER {
+            out.inline.push(ip);
+            INLINE | (out.inline.len() - 1) as u32
+        } else {
+            n
+        };
+        out.compact.push(Compact {
+            frame,
+            rtt,
+            responder,
+            kind,
+        });
+    }
+}
+
 impl Observer for ShardObserver<'_> {
     #[inline]
     fn sample(&mut self, s: &Sample) {
@@ -520,20 +558,9 @@ impl Observer for ShardObserver<'_> {
 
     #[inline]
     fn sample_tagged(&mut self, s: &Sample, tag: &mut u32) {
-        let out = &mut *self.out;
         let ip = (s.responder.ip(), s.kind.protocol_index());
-        // Numbered up to the collector's cap; beyond, [`OTHER`], and the sample carries its
-        // address (whole ones always do; compact ones in `inline`): a shard cannot know
-        // which responders the collector tracks, the first `cap` of all shards.
-        let n = match self.responders.find(ip, tag) {
-            Some(n) => n,
-            None if self.responders.len() < self.max_responders => {
-                let n = self.responders.add(ip, tag);
-                out.new_responders.push((n, ip));
-                n
-            }
-            None => OTHER,
-        };
+        let n = self.number(ip, tag);
+        let out = &mut *self.out;
         if self.whole {
             let mut s = *s;
             if let Some(created) = &self.created {
@@ -545,19 +572,21 @@ impl Observer for ShardObserver<'_> {
             out.samples.push(s);
             out.responders.push(n);
         } else {
-            let responder = if n == OTHER {
-                out.inline.push(ip);
-                INLINE | (out.inline.len() - 1) as u32
-            } else {
-                n
-            };
-            out.compact.push(Compact {
-                frame: s.frame,
-                rtt: s.rtt,
-                responder,
-                kind: s.kind,
-            });
+            self.push_compact(n, ip, s.frame, s.rtt, s.kind);
         }
+    }
+
+    /// The TCP engine's samples: a compact one straight from what the engine found, without
+    /// making the whole sample (its two socket addresses) first.
+    #[inline]
+    fn found(&mut self, f: Found<'_>, tag: &mut u32) {
+        if self.whole {
+            self.sample_tagged(&f.sample(), tag);
+            return;
+        }
+        let ip = (*f.responder, f.kind.protocol_index());
+        let n = self.number(ip, tag);
+        self.push_compact(n, ip, f.frame, f.rtt, f.kind);
     }
 
     fn retransmit(&mut self, _sender: SocketAddr, _receiver: SocketAddr, ts: Nanos) {
@@ -606,7 +635,10 @@ fn run_shard(
             .try_recv()
             .unwrap_or_else(|_| OutBatch::with_capacity(cap, wants.whole));
         out.reset(cap);
-        let mut ticks = batch.ticks.iter().peekable();
+        // The ticks to run before item `next_tick` (`usize::MAX` when none is left).
+        let mut ticks = batch.ticks.iter();
+        let mut pending = ticks.next();
+        let mut next_tick = pending.map_or(usize::MAX, |t| t.0);
         let mut sink = ShardObserver {
             out: &mut out,
             responders: &mut responders,
@@ -617,14 +649,21 @@ fn run_shard(
             max_responders: wants.max_responders,
         };
         for (i, (frame, ts, seg)) in batch.items.iter().enumerate() {
-            while let Some(&(_, ts)) = ticks.next_if(|t| t.0 == i) {
-                engine.tick(ts);
+            if i == next_tick {
+                while let Some(&(_, ts)) = pending.filter(|t| t.0 == i) {
+                    engine.tick(ts);
+                    pending = ticks.next();
+                }
+                next_tick = pending.map_or(usize::MAX, |t| t.0);
             }
             sink.frame = *frame;
             engine.process(*frame, *ts, seg, &mut sink);
         }
-        for &(_, ts) in ticks {
+        // Ticks after the batch's last packet (the reader ticks before a packet, so these
+        // are at `items.len()`).
+        while let Some(&(_, ts)) = pending {
             engine.tick(ts);
+            pending = ticks.next();
         }
         batch.items.clear();
         batch.ticks.clear();
@@ -698,12 +737,13 @@ fn merge_into(
             let from = pos[best];
             let shard_tags = &mut tags[best];
             if out.samples.is_empty() {
-                let run = &out.compact[from..];
-                let len = run
-                    .iter()
-                    .take_while(|x| x.frame < second || x.frame == best_frame)
-                    .count();
-                for c in &run[..len] {
+                // One pass: each sample of the run aggregated as it is found to belong.
+                let mut len = 0;
+                for c in &out.compact[from..] {
+                    if c.frame >= second && c.frame != best_frame {
+                        break;
+                    }
+                    len += 1;
                     let at = if c.responder & INLINE != 0 {
                         collector.responder_index(out.inline[(c.responder & !INLINE) as usize])
                     } else {
