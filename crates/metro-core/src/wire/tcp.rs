@@ -270,8 +270,8 @@ impl TcpOptions {
 
     /// What the engine reads of an options area (`Segment`): the timestamp and the first
     /// SACK block, if any: the fields of [`TcpOptions::parse`]'s result, `timestamp` and
-    /// (`sack[0]` if `sack_count > 0`). No options and NOP NOP TS inline, the rest out of
-    /// line.
+    /// (`sack[0]` if `sack_count > 0`). Always inlined: its caller, `Segment`'s reader of
+    /// the areas that are neither empty nor NOP NOP TS, is out of line (one call, not two).
     #[inline(always)]
     pub fn timestamp_and_first_sack(opts: &[u8]) -> EngineOptions {
         if opts.is_empty() {
@@ -284,8 +284,8 @@ impl TcpOptions {
     }
 
     /// [`Self::timestamp_and_first_sack`]'s other areas: a SYN's or one SACK block's
-    /// layouts straight, anything else through [`Self::parse_each`].
-    #[inline(never)]
+    /// layouts straight, anything else through [`Self::parse_loop`].
+    #[inline(always)]
     fn timestamp_and_first_sack_each(opts: &[u8]) -> EngineOptions {
         let be32 = |b: [u8; 4]| u32::from_be_bytes(b);
         match *opts {
