@@ -5,7 +5,7 @@
 //! [`Segment::decode`] when it needs nothing else of the packet; `metro analyze --threads N` hands
 //! Segments from the reader's core to the shards', so it is kept small.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::seq::{SeqNum, TsVal};
 use crate::wire::tcp::Split;
@@ -124,6 +124,7 @@ impl Segment {
             Some(out.fill(IpAddr::V4(ip.src), IpAddr::V4(ip.dst), ip.id, &tcp))
         } else if ethertype == wire::link::ethertype::IPV6 {
             let (src, dst, tcp) = wire::fast::ipv6_tcp(ip)?;
+            let (src, dst) = (Ipv6Addr::from(*src), Ipv6Addr::from(*dst));
             Some(out.fill(IpAddr::V6(src), IpAddr::V6(dst), 0, &tcp))
         } else {
             None

@@ -152,9 +152,10 @@ pub fn ipv4_tcp(b: &[u8]) -> Option<(V4Fields, tcp::Split<'_>)> {
 
 /// An IPv6 packet of the common shape (TCP the first next header, a payload length) whose
 /// TCP header and options were all captured and fit in the payload length, as
-/// [`ipv4_tcp`]: its source and destination and the segment.
+/// [`ipv4_tcp`]: its source and destination (borrowed: copied once, into the caller's
+/// segment) and the segment.
 #[inline(always)]
-pub fn ipv6_tcp(b: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr, tcp::Split<'_>)> {
+pub fn ipv6_tcp(b: &[u8]) -> Option<(&[u8; 16], &[u8; 16], tcp::Split<'_>)> {
     let (both, rest) = b.split_first_chunk::<{ field::V6_LEN + tcp::FIXED_LEN }>()?;
     let (h, fixed) = both.split_at(field::V6_LEN);
     if h[field::V6_VER] >> 4 != 6 || h[field::V6_NEXT_HEADER] != proto::TCP {
@@ -168,9 +169,9 @@ pub fn ipv6_tcp(b: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr, tcp::Split<'_>)> {
         &rest[..after_fixed.min(rest.len())],
         plen,
     )?;
-    let src: [u8; 16] = h[field::V6_SRC].try_into().ok()?;
-    let dst: [u8; 16] = h[field::V6_DST].try_into().ok()?;
-    Some((Ipv6Addr::from(src), Ipv6Addr::from(dst), tcp))
+    let src: &[u8; 16] = h[field::V6_SRC].try_into().ok()?;
+    let dst: &[u8; 16] = h[field::V6_DST].try_into().ok()?;
+    Some((src, dst, tcp))
 }
 
 #[inline(always)]
