@@ -5,9 +5,10 @@
 //! [`Segment::decode`] when it needs nothing else of the packet; `metro analyze --threads N` hands
 //! Segments from the reader's core to the shards', so it is kept small.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::seq::{SeqNum, TsVal};
+use crate::wire::tcp::Split;
 use crate::wire::{self, DecodeError, Packet, TcpFlags, TcpOptions};
 
 /// One TCP segment as the engine sees it.
@@ -103,28 +104,68 @@ impl Segment {
         frame: &'a [u8],
         out: &mut Segment,
     ) -> Result<&'a [u8], DecodeError> {
-        if let Some(net) = wire::decode_common_net(linktype, frame)
-            && let Ok(tcp) = wire::tcp::split(net.segment, net.ip_payload_len)
+        if linktype == wire::linktype::ETHERNET
+            && let Some(payload) = Self::common_into(frame, out)
         {
-            let ack = SeqNum::new(tcp.ack());
-            let (timestamp, sack) = TcpOptions::timestamp_and_first_sack(tcp.options);
-            *out = Segment {
-                src: net.src,
-                dst: net.dst,
-                ip_id: net.ip_id,
-                sport: tcp.sport(),
-                dport: tcp.dport(),
-                flags: tcp.flags(),
-                seq: SeqNum::new(tcp.seq()),
-                ack,
-                payload_len: tcp.payload_len,
-                timestamp: timestamp.map(|(val, ecr)| (TsVal::new(val), TsVal::new(ecr))),
-                dsack: dsack(sack, ack),
-                first_fragment: false,
-            };
-            return Ok(tcp.payload);
+            return Ok(payload);
         }
         Self::decode_general_into(linktype, frame, out)
+    }
+
+    /// The common shape ([`wire::fast`]): Ethernet, IPv4 or IPv6, TCP with its options all
+    /// captured; `None` (and `out` untouched) for any other frame. Each IP version writes
+    /// its own addresses into `out`: one shared write had both versions' addresses merged
+    /// through the stack first.
+    #[inline(always)]
+    fn common_into<'a>(frame: &'a [u8], out: &mut Segment) -> Option<&'a [u8]> {
+        let (ethertype, ip) = wire::fast::ethernet_ip(frame)?;
+        if ethertype == wire::link::ethertype::IPV4 {
+            let (ip, tcp) = wire::fast::ipv4_tcp(ip)?;
+            Some(out.fill(IpAddr::V4(ip.src), IpAddr::V4(ip.dst), ip.id, &tcp))
+        } else if ethertype == wire::link::ethertype::IPV6 {
+            let (src, dst, tcp) = wire::fast::ipv6_tcp(ip)?;
+            let (src, dst) = (Ipv6Addr::from(*src), Ipv6Addr::from(*dst));
+            Some(out.fill(IpAddr::V6(src), IpAddr::V6(dst), 0, &tcp))
+        } else {
+            None
+        }
+    }
+
+    /// Writes a common-shape segment's fields (every one) and gives its payload. No options
+    /// and NOP NOP TS (most segments) are read here, other option areas out of line.
+    #[inline(always)]
+    fn fill<'a>(&mut self, src: IpAddr, dst: IpAddr, ip_id: u16, tcp: &Split<'a>) -> &'a [u8] {
+        *self = Segment {
+            src,
+            dst,
+            ip_id,
+            sport: tcp.sport(),
+            dport: tcp.dport(),
+            flags: tcp.flags(),
+            seq: SeqNum::new(tcp.seq()),
+            ack: SeqNum::new(tcp.ack()),
+            payload_len: tcp.payload_len,
+            timestamp: None,
+            dsack: None,
+            first_fragment: false,
+        };
+        if !tcp.options.is_empty() {
+            if let Some((val, ecr)) = TcpOptions::nop_nop_timestamp(tcp.options) {
+                self.timestamp = Some((TsVal::new(val), TsVal::new(ecr)));
+            } else {
+                self.other_options(tcp.options);
+            }
+        }
+        tcp.payload
+    }
+
+    /// [`Segment::fill`]'s other option areas: the timestamp and DSACK of
+    /// [`TcpOptions::timestamp_and_first_sack`] (its `ack` already written).
+    #[inline(never)]
+    fn other_options(&mut self, options: &[u8]) {
+        let (timestamp, sack) = TcpOptions::timestamp_and_first_sack(options);
+        self.timestamp = timestamp.map(|(val, ecr)| (TsVal::new(val), TsVal::new(ecr)));
+        self.dsack = dsack(sack, self.ack);
     }
 
     /// [`Segment::decode_into`]'s other frames (out of line).
@@ -430,7 +471,25 @@ mod tests {
             assert!(b.first_fragment && b.ip_id == 0x1234, "{b:?}");
             [a, b]
         };
+        // Whether the shortcut alone took the frame (then it gave the general decoder's
+        // segment and payload, checked here too).
+        let shortcut = |frame: &[u8]| -> bool {
+            let mut out = Segment::EMPTY;
+            let Some(payload) = Segment::common_into(frame, &mut out) else {
+                assert_eq!(
+                    out,
+                    Segment::EMPTY,
+                    "untouched when not taken: {frame:02x?}"
+                );
+                return false;
+            };
+            let p = wire::decode_general(lt, frame).expect("the shortcut took it");
+            assert_eq!(out, Segment::from(&p), "{frame:02x?}");
+            assert_eq!(payload.as_ptr_range(), p.payload.as_ptr_range());
+            true
+        };
         let check = |frame: &[u8]| -> Result<Segment, DecodeError> {
+            shortcut(frame);
             let want = wire::decode_general(lt, frame);
             let mut out = Segment::EMPTY;
             let got = Segment::decode_into(lt, frame, &mut out);
@@ -471,6 +530,7 @@ mod tests {
         let mut frames = 0;
         let mut doubly_tagged = 0;
         let mut short_offsets = 0;
+        let mut took_shortcut = 0;
         for (o, opts) in option_areas.iter().enumerate() {
             for payload in [&b""[..], b"hello"] {
                 let seg = tcp(opts, payload);
@@ -500,6 +560,20 @@ mod tests {
                             for tpids in framings {
                                 let frame = frame_of(tpids, ethertype, &ip);
                                 let whole = check(&frame);
+                                // The shapes the shortcut exists for take it: IPv4 without
+                                // options and IPv6 without extension headers, not a
+                                // fragment, untagged or one tag, an IP length that holds
+                                // the TCP header (as built, longer than captured, or short
+                                // by one byte of payload).
+                                let holds_header = claim == len
+                                    || claim == len + 7
+                                    || (claim == len - 1 && !payload.is_empty());
+                                let common = k == 0
+                                    && (n == 0 || n == 3)
+                                    && holds_header
+                                    && tpids.len() <= 1;
+                                assert_eq!(shortcut(&frame), common, "{frame:02x?}");
+                                took_shortcut += usize::from(common);
                                 for cut in 0..frame.len() {
                                     check(&frame[..cut]).ok();
                                 }
@@ -528,6 +602,9 @@ mod tests {
         assert!(decoded > frames / 2, "{decoded} of {frames}");
         assert!(doubly_tagged > frames / 4, "{doubly_tagged} of {frames}");
         assert!(short_offsets > 0);
+        // Each option area, with payload under three IP lengths and without under two,
+        // under IPv4 and IPv6, with and without a tag.
+        assert_eq!(took_shortcut, option_areas.len() * (3 + 2) * 2 * 2);
     }
 
     #[test]

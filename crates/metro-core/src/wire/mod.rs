@@ -11,7 +11,7 @@
 //! The innermost TCP wins; [`Packet::tunnel_depth`] counts the IP headers around it.
 
 pub mod datagram;
-mod fast;
+pub mod fast;
 pub mod ip;
 pub mod link;
 pub mod tcp;
@@ -23,7 +23,6 @@ mod testutil;
 use std::net::IpAddr;
 
 pub use datagram::{Datagram, L4, decode_datagram};
-pub use fast::CommonNet;
 pub use tcp::{TcpFlags, TcpOptions};
 
 /// LINKTYPE_* values metro decodes (see <https://www.tcpdump.org/linktypes.html>).
@@ -231,18 +230,6 @@ pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
 pub fn decode_common(linktype: u32, frame: &[u8]) -> Option<Packet<'_>> {
     if linktype == linktype::ETHERNET {
         fast::ethernet(frame)
-    } else {
-        None
-    }
-}
-
-/// The network layer of [`decode_common`]'s shape (`None` where that returns `None` for a
-/// reason below TCP): for a caller that reads the TCP header itself, through
-/// [`tcp::split`] (`Segment::decode_into`).
-#[inline(always)]
-pub fn decode_common_net(linktype: u32, frame: &[u8]) -> Option<CommonNet<'_>> {
-    if linktype == linktype::ETHERNET {
-        fast::ethernet_net(frame)
     } else {
         None
     }

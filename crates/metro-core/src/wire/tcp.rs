@@ -157,6 +157,36 @@ pub fn split(segment: &[u8], ip_payload_len: u32) -> Result<Split<'_>, DecodeErr
     })
 }
 
+/// The TCP fixed header's length.
+pub const FIXED_LEN: usize = 20;
+
+/// [`split`] for the fast path, from the fixed header and what follows it (captured and
+/// cut at the IP length), when the header and its options were all captured and the IP
+/// length holds them: `None` when not (data offset below 5, options cut, IP length too
+/// short), which [`split`] would report or mark (`options_cut`). `ip_payload_len` is the IP
+/// payload length the IP header declares; `after` holds at most its bytes past the fixed
+/// header, so the payload needs no cut.
+#[inline(always)]
+pub fn split_whole<'a>(
+    fixed: &'a [u8; FIXED_LEN],
+    after: &'a [u8],
+    ip_payload_len: usize,
+) -> Option<Split<'a>> {
+    let header_len = (fixed[12] >> 4) * 4;
+    let options_len = usize::from(header_len).checked_sub(FIXED_LEN)?;
+    let payload_len = ip_payload_len.checked_sub(usize::from(header_len))?;
+    let (options, payload) = after.split_at_checked(options_len)?;
+    debug_assert!(payload.len() <= payload_len);
+    Some(Split {
+        fixed,
+        header_len,
+        options,
+        options_cut: false,
+        payload_len: payload_len as u32,
+        payload,
+    })
+}
+
 /// Parses a TCP segment. `segment` is what was captured of the IP payload (cut at the IP
 /// length); `ip_payload_len` is the IP payload length the IP header declares.
 // Always inlined: in the fast path the header is then built in place of the caller's
@@ -222,33 +252,40 @@ impl TcpOptions {
         Self::parse_each(opts)
     }
 
+    /// The timestamp (TSval, TSecr) of an options area that is NOP NOP TS and nothing else
+    /// (what most segments carry: Linux, BSD), its four leading bytes compared as one word;
+    /// `None` for any other area.
+    #[inline(always)]
+    pub fn nop_nop_timestamp(opts: &[u8]) -> Option<(u32, u32)> {
+        let (head, &[a, b, c, d, e, f, g, h]) = opts.split_first_chunk::<4>()? else {
+            return None;
+        };
+        (u32::from_ne_bytes(*head) == u32::from_ne_bytes([NOP, NOP, TIMESTAMP, 10])).then(|| {
+            (
+                u32::from_be_bytes([a, b, c, d]),
+                u32::from_be_bytes([e, f, g, h]),
+            )
+        })
+    }
+
     /// What the engine reads of an options area (`Segment`): the timestamp and the first
     /// SACK block, if any: the fields of [`TcpOptions::parse`]'s result, `timestamp` and
-    /// (`sack[0]` if `sack_count > 0`). No options and NOP NOP TS inline, the rest out of
-    /// line.
+    /// (`sack[0]` if `sack_count > 0`). Always inlined: its caller, `Segment`'s reader of
+    /// the areas that are neither empty nor NOP NOP TS, is out of line (one call, not two).
     #[inline(always)]
     pub fn timestamp_and_first_sack(opts: &[u8]) -> EngineOptions {
         if opts.is_empty() {
             return (None, None);
         }
-        // NOP NOP TS: its four leading bytes compared as one word.
-        if let Some((head, &[a, b, c, d, e, f, g, h])) = opts.split_first_chunk::<4>()
-            && u32::from_ne_bytes(*head) == u32::from_ne_bytes([NOP, NOP, TIMESTAMP, 10])
-        {
-            return (
-                Some((
-                    u32::from_be_bytes([a, b, c, d]),
-                    u32::from_be_bytes([e, f, g, h]),
-                )),
-                None,
-            );
+        if let Some(ts) = Self::nop_nop_timestamp(opts) {
+            return (Some(ts), None);
         }
         Self::timestamp_and_first_sack_each(opts)
     }
 
     /// [`Self::timestamp_and_first_sack`]'s other areas: a SYN's or one SACK block's
-    /// layouts straight, anything else through [`Self::parse_each`].
-    #[inline(never)]
+    /// layouts straight, anything else through [`Self::parse_loop`].
+    #[inline(always)]
     fn timestamp_and_first_sack_each(opts: &[u8]) -> EngineOptions {
         let be32 = |b: [u8; 4]| u32::from_be_bytes(b);
         match *opts {
