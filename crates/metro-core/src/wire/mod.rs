@@ -11,7 +11,7 @@
 //! The innermost TCP wins; [`Packet::tunnel_depth`] counts the IP headers around it.
 
 pub mod datagram;
-pub mod fast;
+pub(crate) mod fast;
 pub mod ip;
 pub mod link;
 pub mod tcp;

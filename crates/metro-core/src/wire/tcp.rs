@@ -158,7 +158,7 @@ pub fn split(segment: &[u8], ip_payload_len: u32) -> Result<Split<'_>, DecodeErr
 }
 
 /// The TCP fixed header's length.
-pub const FIXED_LEN: usize = 20;
+pub(crate) const FIXED_LEN: usize = 20;
 
 /// [`split`] for the fast path, from the fixed header and what follows it (captured and
 /// cut at the IP length), when the header and its options were all captured and the IP
@@ -167,7 +167,7 @@ pub const FIXED_LEN: usize = 20;
 /// payload length the IP header declares; `after` holds at most its bytes past the fixed
 /// header, so the payload needs no cut.
 #[inline(always)]
-pub fn split_whole<'a>(
+pub(crate) fn split_whole<'a>(
     fixed: &'a [u8; FIXED_LEN],
     after: &'a [u8],
     ip_payload_len: usize,
@@ -256,7 +256,7 @@ impl TcpOptions {
     /// (what most segments carry: Linux, BSD), its four leading bytes compared as one word;
     /// `None` for any other area.
     #[inline(always)]
-    pub fn nop_nop_timestamp(opts: &[u8]) -> Option<(u32, u32)> {
+    pub(crate) fn nop_nop_timestamp(opts: &[u8]) -> Option<(u32, u32)> {
         let (head, &[a, b, c, d, e, f, g, h]) = opts.split_first_chunk::<4>()? else {
             return None;
         };
