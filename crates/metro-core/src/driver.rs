@@ -184,9 +184,11 @@ impl Driver {
         due
     }
 
-    /// The end of a capture at `now`: the tracker's books closed ([`Tracker::finish`]:
+    /// The end of a capture at `now`: the engine's books closed ([`Engine::close_books`]:
+    /// flows past their timeout at the last tick) and the tracker's ([`Tracker::finish`]:
     /// timeouts, pending entries, QUIC connections classified).
     pub fn finish(&mut self, now: Nanos) {
+        self.tcp.close_books();
         self.proto.finish(now);
     }
 

@@ -618,6 +618,23 @@ impl<T> FlowTable<T> {
         }
     }
 
+    /// Remove every entry past its timeout as of `now`, the whole table at once: the end of
+    /// a capture, where the sweep's slices (whose order depends on the table's size) would
+    /// otherwise leave some of them uncounted.
+    pub fn expire_all(&mut self, now: Nanos, mut removed: impl FnMut(&mut T, Removal)) {
+        let (idle, closed, done) = (self.idle_timeout, self.closed_timeout, self.done_timeout);
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            if !s.live {
+                continue;
+            }
+            let age = now.saturating_sub(s.last_seen);
+            if let Some(why) = expiry(s, age, idle, closed, done) {
+                self.remove(i as u32, |_, v| removed(v, why));
+            }
+        }
+    }
+
     /// Remove every entry (e.g. at the end of a file).
     pub fn drain(&mut self, mut removed: impl FnMut(&mut T)) {
         for i in 0..self.slots.len() {
@@ -1028,5 +1045,47 @@ mod tests {
         t.drain(|v| drained.push(*v));
         assert_eq!(drained, vec![9]);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn expire_all_takes_the_whole_table_past_its_timeouts_at_once() {
+        // More entries than one sweep slice (at least 1024): the sweep at 150 reaches only
+        // some of them, expire_all every one past its timeout, whatever the sweep reached.
+        let mut t: FlowTable<u16> = FlowTable::new(5000);
+        t.set_timeouts(100, 60, 60);
+        for p in 0..3000u16 {
+            let (i, _) = t.touch_or_insert(key(p), 0, || p, |_, _, _| unreachable!());
+            if p % 3 == 0 {
+                t.mark_closed(i);
+            }
+        }
+        // Open ones seen again at 90: not idle at 150 (idle timeout 100).
+        for p in (0..3000u16).filter(|p| p % 5 == 0 && p % 3 != 0) {
+            t.touch_or_insert(key(p), 90, || p, |_, _, _| unreachable!());
+        }
+        let mut swept = Vec::new();
+        t.expire(150, |v, why| swept.push((*v, why)));
+        assert!(!swept.is_empty() && swept.len() < 1500, "{}", swept.len());
+        let mut rest = Vec::new();
+        t.expire_all(150, |v, why| rest.push((*v, why)));
+        let mut gone: Vec<(u16, Removal)> = swept.into_iter().chain(rest).collect();
+        gone.sort_by_key(|g| g.0);
+        let want: Vec<(u16, Removal)> = (0..3000u16)
+            .filter(|p| p % 3 == 0 || p % 5 != 0)
+            .map(|p| {
+                (
+                    p,
+                    if p % 3 == 0 {
+                        Removal::Closed
+                    } else {
+                        Removal::Idle
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(gone, want);
+        assert_eq!(t.len(), 400);
+        // Nothing left past its timeout: a second call removes nothing.
+        t.expire_all(150, |_, _| panic!("removed twice"));
     }
 }

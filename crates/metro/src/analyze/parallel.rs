@@ -672,6 +672,8 @@ fn run_shard(
             break;
         }
     }
+    // As one thread's driver does at the end (the same ticks reach every shard).
+    engine.close_books();
     ShardEnd {
         counters: engine.counters().clone(),
         created,

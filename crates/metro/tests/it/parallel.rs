@@ -183,6 +183,31 @@ fn one_busy_connection_gives_the_same_output() {
 }
 
 #[test]
+fn flows_expired_by_the_end_are_counted_alike_on_any_number_of_threads() {
+    // 2000 connections that close and reopen: each shard's table is swept a slice a second
+    // in its own order, so which closed flows the sweep had reached by the last packet
+    // differed with the number of shards (410 closed flows expired on one thread, 425 on
+    // two) until the end's whole-table count.
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parallel-churn.pcap");
+    let cfg = GenConfig {
+        seed: 1,
+        packets: 200_000,
+        connections: 2_000,
+        ..GenConfig::default()
+    };
+    write_capture(&cfg, std::fs::File::create(&path).unwrap()).unwrap();
+    let one = check("churn", std::slice::from_ref(&path));
+    let closed = one
+        .summary
+        .split("flows_expired_closed: ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no flows_expired_closed in {}", one.summary));
+    assert!(closed > 300, "{closed} closed flows expired");
+}
+
+#[test]
 fn several_files_in_one_run_give_the_same_output() {
     let (whole, cut) = generated();
     let files = vec![
