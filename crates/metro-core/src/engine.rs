@@ -62,8 +62,8 @@ pub struct Engine {
     /// Handshake segments of connections shed before their ACK came.
     handshakes: HandshakeCache,
     next_id: u64,
-    /// The packet time of the last [`Engine::tick`] (0 before the first).
-    last_tick: Nanos,
+    /// The packet time of the last [`Engine::tick`].
+    last_tick: Option<Nanos>,
 }
 
 impl Engine {
@@ -77,7 +77,7 @@ impl Engine {
             cfg,
             counters: Counters::default(),
             next_id: 1,
-            last_tick: 0,
+            last_tick: None,
         }
     }
 
@@ -198,7 +198,7 @@ impl Engine {
 
     /// Expire idle and closed flows as of packet time `now`.
     pub fn tick(&mut self, now: Nanos) {
-        self.last_tick = now;
+        self.last_tick = Some(now);
         let pool = &mut self.pool;
         let counters = &mut self.counters;
         self.flows.expire(now, |c, why| {
@@ -213,14 +213,16 @@ impl Engine {
     /// table's size and layout, and `analyze --threads N` (one table a shard) counted other
     /// numbers than one thread. A flow past its timeout stays past it until a packet of its
     /// own (which expires it on the spot, in every layout): the count is the same however
-    /// the flows were laid out.
+    /// the flows were laid out, as long as packet times do not go backwards (a packet stamped
+    /// before the tick that swept its flow in one layout continues it in another) and no
+    /// flow was evicted for room (each shard's table holds its share of `max_flows`).
     pub fn close_books(&mut self) {
-        if self.last_tick == 0 {
+        let Some(now) = self.last_tick else {
             return;
-        }
+        };
         let pool = &mut self.pool;
         let counters = &mut self.counters;
-        self.flows.expire_all(self.last_tick, |c, why| {
+        self.flows.expire_all(now, |c, why| {
             c.release(pool);
             count_removal(counters, why);
         });

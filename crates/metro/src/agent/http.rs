@@ -11,12 +11,14 @@
 //! - at most [`Limits::max_connections`] are open, at most [`Limits::max_per_peer`] from one
 //!   address. One more closes a connection of the address holding the most (of its own
 //!   address when that is at its own cap): the oldest still sending its request, else the
-//!   oldest still taking its answer. So a flood, from one address or many, only ever pushes
-//!   out connections of addresses holding at least as many as the flood's heaviest: a
-//!   scraper on its own address (one connection at a time) is never pushed out, whatever the
-//!   timing. A scraper sharing the flood's address is among the newest (it sends its head as
-//!   it connects), which holds only while it sends within the time the flood takes to open
-//!   `max_per_peer` more.
+//!   oldest still taking its answer. So a flood only ever pushes out connections of addresses
+//!   holding as many as the flood's heaviest: a scraper on its own address (one connection at
+//!   a time) is never pushed out by a flood holding two or more connections from any of its
+//!   addresses, whatever the timing. Two cases still depend on the scraper's head arriving
+//!   soon after its connect (a real scraper sends it at once): a scraper sharing the flood's
+//!   address (the flood's next `max_per_peer` connections reach it), and a flood spread one
+//!   connection per address over `max_connections` addresses or more (every address then
+//!   holds the most, and the oldest of all goes: its next `max_connections` reach it).
 //!
 //! One request per connection (`Connection: close`), GET and HEAD only: all a scraper needs.
 //! The handler runs on the loop; it should be quick or memoise (the Prometheus plug reuses a
@@ -253,6 +255,8 @@ struct Loop<H> {
     conns: Vec<Conn>,
     listen_paused_until: Option<Instant>,
     cut: Cut,
+    /// Open connections by address, counted when the cap is reached (see `count_peers`).
+    peer_count: HashMap<std::net::IpAddr, usize>,
 }
 
 enum Step {
@@ -269,6 +273,7 @@ impl<H: FnMut(&Request) -> Response> Loop<H> {
             conns: Vec::new(),
             listen_paused_until: None,
             cut: Cut::default(),
+            peer_count: HashMap::new(),
         }
     }
 
@@ -366,8 +371,9 @@ impl<H: FnMut(&Request) -> Response> Loop<H> {
                     let victim = if same >= self.limits.max_per_peer {
                         self.oldest(|c| c.peer == ip)
                     } else if self.conns.len() >= self.limits.max_connections {
-                        let heavy = self.heaviest();
-                        self.oldest(|c| heavy.contains(&c.peer))
+                        let most = self.count_peers();
+                        let count = &self.peer_count;
+                        self.oldest(|c| count.get(&c.peer) == Some(&most))
                     } else {
                         None
                     };
@@ -403,17 +409,17 @@ impl<H: FnMut(&Request) -> Response> Loop<H> {
         }
     }
 
-    /// The addresses holding the most connections (all of them when they tie).
-    fn heaviest(&self) -> Vec<std::net::IpAddr> {
-        let mut count: HashMap<std::net::IpAddr, usize> = HashMap::new();
+    /// Count the open connections by address into `peer_count` (reused: no allocation once
+    /// it has seen the cap); the most any address holds.
+    fn count_peers(&mut self) -> usize {
+        self.peer_count.clear();
+        let mut most = 0;
         for c in &self.conns {
-            *count.entry(c.peer).or_default() += 1;
+            let n = self.peer_count.entry(c.peer).or_default();
+            *n += 1;
+            most = most.max(*n);
         }
-        let most = count.values().copied().max().unwrap_or(0);
-        count
-            .into_iter()
-            .filter_map(|(ip, n)| (n == most).then_some(ip))
-            .collect()
+        most
     }
 
     /// The connection to close for a newcomer among those `pick` selects: the oldest still
@@ -423,7 +429,7 @@ impl<H: FnMut(&Request) -> Response> Loop<H> {
         let sending = |c: &Conn| matches!(c.state, State::Head(_));
         self.conns
             .iter()
-            .position(|c| pick(c) && sending(c))
+            .position(|c| sending(c) && pick(c))
             .or_else(|| self.conns.iter().position(&pick))
     }
 

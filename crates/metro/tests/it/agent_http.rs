@@ -43,8 +43,13 @@ fn raise_fd_limit() {
 /// body, and the exposition's families. Err: what went wrong.
 fn scrape(addr: SocketAddr) -> Result<Duration, String> {
     let t0 = Instant::now();
-    let mut c =
+    let c =
         TcpStream::connect_timeout(&addr, SCRAPE_DEADLINE).map_err(|e| format!("connect: {e}"))?;
+    finish_scrape(c, t0)
+}
+
+/// The rest of a scrape on connection `c`, begun at `t0`: the request, the whole answer, checked.
+fn finish_scrape(mut c: TcpStream, t0: Instant) -> Result<Duration, String> {
     c.write_all(b"GET /metrics HTTP/1.1\r\nHost: probe\r\nUser-Agent: kube-probe/1.30\r\nAccept: */*\r\n\r\n")
         .map_err(|e| format!("write: {e}"))?;
     let mut got = Vec::new();
@@ -223,7 +228,13 @@ fn scrapes_succeed_through_a_flood_of_idle_connections() {
         })
     };
     // The flood first, so that every scrape meets a full table.
+    let t0 = Instant::now();
     while opened.load(Ordering::Relaxed) < 2 * cap as u64 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the flood opened only {} connections in 30 s",
+            opened.load(Ordering::Relaxed)
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // The scraper on 127.0.0.1, one connection at a time: never the address holding the
@@ -240,6 +251,40 @@ fn scrapes_succeed_through_a_flood_of_idle_connections() {
     assert!(failed.is_empty(), "failed scrapes: {failed:?}");
     assert!(ok >= 20, "only {ok} scrapes in 5 s");
     assert!(held > 500, "{held}");
+}
+
+/// A scraper connected but slow to send its head (descheduled between connect and write)
+/// while a flood from other addresses opens more than the cap: never the one closed (its
+/// address holds one connection, the flood's 32 or more), it gets its answer when its head
+/// comes. Closing the oldest of all, as the server did before, closed it at the flood's
+/// 256th connection.
+#[test]
+fn a_scraper_slow_to_send_its_head_outlives_a_flood_from_other_addresses() {
+    let _load = support::timed();
+    let srv = server();
+    let Limits {
+        max_connections: cap,
+        max_per_peer: per,
+        ..
+    } = Limits::default();
+    let src = |k: usize| Ipv4Addr::new(127, 0, 0, 2 + (k % 8) as u8);
+    assert!(
+        cap / 8 < per,
+        "the flood must stay under the per-address cap"
+    );
+    // The cap filled from 8 addresses.
+    let mut held: Vec<TcpStream> = (0..cap).map(|k| connect_from(src(k), srv.addr)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let scraper = TcpStream::connect(srv.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    held.extend((0..cap + 44).map(|k| connect_from(src(k), srv.addr)));
+    std::thread::sleep(Duration::from_millis(300));
+    // The flood's first connections are gone (the cap held), the scraper is not.
+    assert!(
+        closed_within(&mut held[0], Duration::from_millis(500)).is_some(),
+        "the cap did not hold"
+    );
+    finish_scrape(scraper, Instant::now()).expect("the slow scraper's answer");
 }
 
 /// A connection from `src` (a loopback address: any of 127/8 is this host's) to `to`.
