@@ -596,34 +596,28 @@ impl<T> FlowTable<T> {
     /// Remove, from the next slice of the slab, entries past their timeout (see
     /// [`FlowTable::set_timeouts`]) as of `now`. Called once a second, every entry is looked at
     /// every [`SWEEP_SLICES`] seconds.
-    pub fn expire(&mut self, now: Nanos, mut removed: impl FnMut(&mut T, Removal)) {
-        let (idle, closed) = (self.idle_timeout, self.closed_timeout);
+    pub fn expire(&mut self, now: Nanos, removed: impl FnMut(&mut T, Removal)) {
         let n = self.slots.len();
-        if n == 0 {
-            return;
-        }
-        let budget = n.div_ceil(SWEEP_SLICES).max(1024).min(n);
-        for _ in 0..budget {
-            let i = self.sweep_cursor % n;
-            self.sweep_cursor = (i + 1) % n;
-            let s = &self.slots[i];
-            if !s.live {
-                continue;
-            }
-            let age = now.saturating_sub(s.last_seen);
-            let Some(why) = expiry(s, age, idle, closed, self.done_timeout) else {
-                continue;
-            };
-            self.remove(i as u32, |_, v| removed(v, why));
-        }
+        self.sweep(now, n.div_ceil(SWEEP_SLICES).max(1024).min(n), removed);
     }
 
     /// Remove every entry past its timeout as of `now`, the whole table at once: the end of
     /// a capture, where the sweep's slices (whose order depends on the table's size) would
     /// otherwise leave some of them uncounted.
-    pub fn expire_all(&mut self, now: Nanos, mut removed: impl FnMut(&mut T, Removal)) {
+    pub fn expire_all(&mut self, now: Nanos, removed: impl FnMut(&mut T, Removal)) {
+        self.sweep(now, self.slots.len(), removed);
+    }
+
+    /// Look at the next `budget` slots from the sweep's cursor (at most the slab: each once)
+    /// and remove the entries past their timeout as of `now`. Out of line: once a second of
+    /// packet time, kept out of the per-packet path it would be inlined into.
+    #[inline(never)]
+    fn sweep(&mut self, now: Nanos, budget: usize, mut removed: impl FnMut(&mut T, Removal)) {
         let (idle, closed, done) = (self.idle_timeout, self.closed_timeout, self.done_timeout);
-        for i in 0..self.slots.len() {
+        let n = self.slots.len();
+        for _ in 0..budget.min(n) {
+            let i = self.sweep_cursor % n;
+            self.sweep_cursor = (i + 1) % n;
             let s = &self.slots[i];
             if !s.live {
                 continue;
