@@ -54,6 +54,21 @@ fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
+/// An IPv4 header (its first [`field::V4_LEN`] bytes) of the common shape: version 4
+/// without options, not a fragment (DF may be set), carrying TCP.
+#[inline(always)]
+fn v4_common(h: &[u8]) -> bool {
+    h[field::V4_VER_IHL] == V4_NO_OPTIONS
+        && be16(h, field::V4_FRAG) & V4_FRAGMENT_BITS == 0
+        && h[field::V4_PROTO] == proto::TCP
+}
+
+/// An IPv6 fixed header of the common shape: version 6, TCP right after it.
+#[inline(always)]
+fn v6_common(h: &[u8]) -> bool {
+    h[field::V6_VER] >> 4 == 6 && h[field::V6_NEXT_HEADER] == proto::TCP
+}
+
 /// The network layer of a frame of the common shape: what the TCP parse needs besides
 /// the segment's bytes.
 #[derive(Clone, Copy, Debug)]
@@ -125,11 +140,7 @@ pub struct V4Fields {
 pub fn ipv4_tcp(b: &[u8]) -> Option<(V4Fields, tcp::Split<'_>)> {
     let (both, rest) = b.split_first_chunk::<{ field::V4_LEN + tcp::FIXED_LEN }>()?;
     let (h, fixed) = both.split_at(field::V4_LEN);
-    // Version 4 without options; not a fragment (DF may be set); TCP.
-    if h[field::V4_VER_IHL] != V4_NO_OPTIONS
-        || be16(h, field::V4_FRAG) & V4_FRAGMENT_BITS != 0
-        || h[field::V4_PROTO] != proto::TCP
-    {
+    if !v4_common(h) {
         return None;
     }
     let total = usize::from(be16(h, field::V4_TOTAL_LEN));
@@ -158,7 +169,7 @@ pub fn ipv4_tcp(b: &[u8]) -> Option<(V4Fields, tcp::Split<'_>)> {
 pub fn ipv6_tcp(b: &[u8]) -> Option<(&[u8; 16], &[u8; 16], tcp::Split<'_>)> {
     let (both, rest) = b.split_first_chunk::<{ field::V6_LEN + tcp::FIXED_LEN }>()?;
     let (h, fixed) = both.split_at(field::V6_LEN);
-    if h[field::V6_VER] >> 4 != 6 || h[field::V6_NEXT_HEADER] != proto::TCP {
+    if !v6_common(h) {
         return None;
     }
     let plen = usize::from(be16(h, field::V6_PAYLOAD_LEN));
@@ -177,11 +188,7 @@ pub fn ipv6_tcp(b: &[u8]) -> Option<(&[u8; 16], &[u8; 16], tcp::Split<'_>)> {
 #[inline(always)]
 fn ipv4(b: &[u8]) -> Option<CommonNet<'_>> {
     let h = b.first_chunk::<{ field::V4_LEN }>()?;
-    // Version 4 without options; not a fragment (DF may be set); TCP.
-    if h[field::V4_VER_IHL] != V4_NO_OPTIONS
-        || be16(h, field::V4_FRAG) & V4_FRAGMENT_BITS != 0
-        || h[field::V4_PROTO] != proto::TCP
-    {
+    if !v4_common(h) {
         return None;
     }
     // 0 (segmentation offload) and impossible lengths are the general path's business.
@@ -204,9 +211,9 @@ fn ipv4(b: &[u8]) -> Option<CommonNet<'_>> {
 #[inline(always)]
 fn ipv6(b: &[u8]) -> Option<CommonNet<'_>> {
     let (h, rest) = b.split_first_chunk::<{ field::V6_LEN }>()?;
-    // Version 6, TCP right after the fixed header, a payload length (0 is a jumbogram or
-    // segmentation offload: the general path's business).
-    if h[field::V6_VER] >> 4 != 6 || h[field::V6_NEXT_HEADER] != proto::TCP {
+    // A payload length too (0 is a jumbogram or segmentation offload: the general path's
+    // business).
+    if !v6_common(h) {
         return None;
     }
     let plen = usize::from(be16(h, field::V6_PAYLOAD_LEN));
