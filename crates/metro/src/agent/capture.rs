@@ -94,6 +94,163 @@ fn nat_rank<'a>(
     }
 }
 
+/// Who owns an address, as a thread of an instance sees it: the instance's local addresses
+/// and, while container attribution is on, the namespaces' (both shared, generation-stamped
+/// state: any thread holds its own view and picks up a new version between batches). Ranks
+/// a NAT copy's sightings ([`nat_rank`]) and classifies samples ([`Obs`]).
+struct Owners {
+    locals: (u64, Arc<LocalSet>),
+    /// The container attribution, when on for this instance.
+    attr: Option<(u64, Arc<Attribution>)>,
+}
+
+impl Owners {
+    fn new(shared: &InstanceShared) -> Owners {
+        Owners {
+            locals: shared.locals.get(),
+            attr: None,
+        }
+    }
+
+    /// Pick up a new set of local addresses or container attribution (a generation compare
+    /// each).
+    #[inline]
+    fn refresh(&mut self, shared: &InstanceShared) {
+        if shared.locals.generation() != self.locals.0 {
+            self.locals = shared.locals.get();
+        }
+        if !shared.container_tags.load(Ordering::Relaxed) {
+            self.attr = None;
+            return;
+        }
+        let g = containers::global();
+        if self.attr.as_ref().is_none_or(|a| a.0 != g.generation()) {
+            self.attr = Some(g.get());
+        }
+    }
+
+    fn attr(&self) -> Option<&Attribution> {
+        self.attr.as_ref().map(|a| &*a.1)
+    }
+
+    /// [`nat_rank`] on this view.
+    #[inline]
+    fn rank(&self) -> impl Fn(std::net::IpAddr) -> u8 + '_ {
+        nat_rank(&self.locals.1, self.attr())
+    }
+}
+
+/// The copy check of an `any` instance (agent::dedupe) run apart from its engines: in the
+/// reader of an in-kernel capture with `threads: N` (agent::ebpf), on every record before it
+/// is sharded by connection. A NAT copy has other addresses or ports than its first
+/// sighting, so it hashes to another shard, whose engine never saw that sighting: checked
+/// there, it would be kept and its connection counted twice. The engines' processors then
+/// check nothing ([`Processor::without_copy_check`]); the copies dropped here are counted
+/// as received (the engines count what reaches them) and published by kind, as a
+/// [`Processor`] publishes its own, so that `metro.packets.copies` and
+/// `metro.packets.received` are those of one engine.
+pub struct CopyCheck {
+    shared: Arc<InstanceShared>,
+    dedupe: Dedupe,
+    owners: Owners,
+    /// Copies dropped since the last [`CopyCheck::publish`]: packets received.
+    received: u64,
+    /// Plain and NAT copies as last published.
+    published: [u64; 2],
+}
+
+impl CopyCheck {
+    /// The check of an instance on `any`; None for one interface (no copies to recognise).
+    pub fn new(shared: Arc<InstanceShared>) -> Option<CopyCheck> {
+        (shared.iface == "any").then(|| CopyCheck {
+            owners: Owners::new(&shared),
+            shared,
+            dedupe: Dedupe::new(),
+            received: 0,
+            published: [0; 2],
+        })
+    }
+
+    /// Between batches: the counts published, a new ranking picked up.
+    pub fn refresh(&mut self) {
+        self.publish();
+        self.owners.refresh(&self.shared);
+    }
+
+    /// Whether a segment the in-kernel capture decoded, seen on `ifindex` at `ts`, is a
+    /// copy (dropped: counted here); as [`Processor::segment`] checks it.
+    #[inline]
+    pub fn segment(&mut self, ts: i64, seg: &metro_core::Segment, ifindex: u32) -> bool {
+        let copy = self
+            .dedupe
+            .is_copy_segment(seg, ifindex, ts, self.owners.rank());
+        self.received += u64::from(copy);
+        copy
+    }
+
+    /// Whether a frame of link type `linktype` is a copy (dropped: counted here); as
+    /// [`Processor::packet`] checks it.
+    #[inline]
+    pub fn frame(&mut self, linktype: u32, ts: i64, data: &[u8]) -> bool {
+        let copy = self
+            .dedupe
+            .is_copy_ranked(linktype, ts, data, self.owners.rank());
+        self.received += u64::from(copy);
+        copy
+    }
+
+    /// Adds the copies dropped since the last call to the instance's counters.
+    pub fn publish(&mut self) {
+        let c = &self.shared.cumulative;
+        if self.received != 0 {
+            c.packets_received
+                .fetch_add(std::mem::take(&mut self.received), Ordering::Relaxed);
+        }
+        let d = &self.dedupe;
+        let now = [d.copies - d.nat_copies, d.nat_copies];
+        for ((n, was), a) in now
+            .iter()
+            .zip(&mut self.published)
+            .zip([&c.packets_copies_plain, &c.packets_copies_nat])
+        {
+            if *n != *was {
+                a.fetch_add(n - *was, Ordering::Relaxed);
+                *was = *n;
+            }
+        }
+    }
+}
+
+/// What a raw frame of the in-kernel capture is to the engine ([`Processor::raw_frame`]).
+pub enum RawKind {
+    /// A TCP segment, one of whose ends is watched.
+    Segment(metro_core::Segment),
+    /// A watched UDP datagram or ICMP message: the libpcap path's way, as a frame.
+    Datagram,
+    /// Nothing watched: counted as filtered.
+    Unwatched,
+    /// A frame metro-core does not decode: a decode error.
+    Undecodable,
+}
+
+impl RawKind {
+    /// `data` of link type `linktype`, against the watch list (the program could not look).
+    pub fn classify(linktype: u32, data: &[u8], watch: &WatchList) -> RawKind {
+        match metro_core::Segment::decode(linktype, data) {
+            Ok(seg) if watch.contains(seg.src) || watch.contains(seg.dst) => RawKind::Segment(seg),
+            // A UDP or ICMP frame (QUIC, DNS, ICMP echo: the program hands over the watched
+            // ones when the instance's `protocols` name them) takes the libpcap path's way.
+            Err(metro_core::wire::DecodeError::NotTcp)
+                if filter::watched_datagram(linktype, data, watch) =>
+            {
+                RawKind::Datagram
+            }
+            Ok(_) | Err(metro_core::wire::DecodeError::NotTcp) => RawKind::Unwatched,
+            Err(_) => RawKind::Undecodable,
+        }
+    }
+}
+
 /// The engine's observer: folds samples and retransmissions into the interval the capture
 /// thread owns (no lock).
 struct Obs<'a> {
@@ -148,14 +305,14 @@ pub struct Processor {
     /// The engine and its clock: packet time, and the wall clock while idle.
     driver: Driver,
     watch: (u64, Arc<WatchList>),
-    locals: (u64, Arc<LocalSet>),
+    /// The local addresses and container attribution.
+    owners: Owners,
     frame: u64,
     duty: Option<Duty>,
     decode_errors: u64,
-    /// `interface: any`: copies of a packet on other interfaces are dropped.
+    /// `interface: any`: copies of a packet on other interfaces are dropped (unless a
+    /// [`CopyCheck`] ahead of this processor drops them).
     dedupe: Option<Dedupe>,
-    /// The container attribution, when on for this instance.
-    attr: Option<(u64, Arc<Attribution>)>,
     /// The interval being filled; handed to the flusher on request.
     interval: Interval,
     /// The last flush request answered.
@@ -186,9 +343,9 @@ macro_rules! obs {
         Obs {
             interval: &mut $p.interval,
             samples: $p.samples.as_mut(),
-            locals: &$p.locals.1,
+            locals: &$p.owners.locals.1,
             watch: &$p.watch.1,
-            attr: $p.attr.as_ref().map(|a| &*a.1),
+            attr: $p.owners.attr(),
             cgroups: &$p.cgroups,
         }
     };
@@ -201,7 +358,7 @@ impl Processor {
         duty: Option<DutyCycle>,
     ) -> Processor {
         let watch = shared.watch.get();
-        let locals = shared.locals.get();
+        let owners = Owners::new(&shared);
         let dedupe = (shared.iface == "any").then(Dedupe::new);
         let opts = shared.opts.clone();
         let samples = SampleBuf::new(&shared.iface);
@@ -209,7 +366,7 @@ impl Processor {
             shared,
             driver: Driver::live(engine),
             watch,
-            locals,
+            owners,
             frame: 0,
             duty: duty.map(|cycle| Duty {
                 cycle,
@@ -217,7 +374,6 @@ impl Processor {
             }),
             decode_errors: 0,
             dedupe,
-            attr: None,
             samples,
             interval: Interval::new(opts),
             flushes_seen: 0,
@@ -226,6 +382,13 @@ impl Processor {
             published: [0; 5],
             published_proto: ProtoCounters::default(),
         }
+    }
+
+    /// This processor without its copy check: a [`CopyCheck`] drops the copies before the
+    /// packets reach it.
+    pub fn without_copy_check(mut self) -> Processor {
+        self.dedupe = None;
+        self
     }
 
     /// Between batches: [`Processor::refresh`], and the interval handed over if the flusher
@@ -266,11 +429,8 @@ impl Processor {
     #[inline]
     pub fn refresh(&mut self) {
         self.publish_received();
-        if self.shared.locals.generation() != self.locals.0 {
-            self.locals = self.shared.locals.get();
-        }
+        self.owners.refresh(&self.shared);
         self.refresh_watch();
-        self.refresh_attr();
     }
 
     /// Adds the packets received since the last call to the instance's counter.
@@ -355,25 +515,16 @@ impl Processor {
     /// otherwise), then what [`Processor::segment`] does. One metro-core does not decode
     /// either is counted as a decode error, as on the libpcap path.
     pub fn raw_frame(&mut self, linktype: u32, ts: i64, data: &[u8], ifindex: u32) {
-        let watch = &self.watch.1;
-        match metro_core::Segment::decode(linktype, data) {
-            Ok(seg) if watch.contains(seg.src) || watch.contains(seg.dst) => {
-                self.segment(ts, &seg, ifindex);
-            }
-            // A UDP or ICMP frame (QUIC, DNS, ICMP echo: the program hands over the watched
-            // ones when the instance's `protocols` name them) takes the libpcap path's way.
-            Err(metro_core::wire::DecodeError::NotTcp)
-                if filter::watched_datagram(linktype, data, watch) =>
-            {
-                self.packet(linktype, ts, data);
-            }
-            Ok(_) | Err(metro_core::wire::DecodeError::NotTcp) => {
+        match RawKind::classify(linktype, data, &self.watch.1) {
+            RawKind::Segment(seg) => self.segment(ts, &seg, ifindex),
+            RawKind::Datagram => self.packet(linktype, ts, data),
+            RawKind::Unwatched => {
                 self.shared
                     .cumulative
                     .packets_filtered
                     .fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
+            RawKind::Undecodable => {
                 self.frame += 1;
                 self.received += 1;
                 self.decode_errors += 1;
@@ -389,7 +540,7 @@ impl Processor {
     /// its pair is attributed to that container (agent::containers::tag_pairs).
     #[inline]
     pub fn egress_cgroup(&mut self, seg: &metro_core::Segment, cgroup: u64) {
-        if self.attr.is_none() {
+        if self.owners.attr.is_none() {
             return;
         }
         let key = (
@@ -417,11 +568,10 @@ impl Processor {
     ) -> bool {
         self.frame += 1;
         self.received += 1;
-        if let Some(d) = &mut self.dedupe {
-            let rank = nat_rank(&self.locals.1, self.attr.as_ref().map(|a| &*a.1));
-            if is_copy(d, &rank) {
-                return false;
-            }
+        if let Some(d) = &mut self.dedupe
+            && is_copy(d, &self.owners.rank())
+        {
+            return false;
         }
         self.duty
             .as_mut()
@@ -448,19 +598,6 @@ impl Processor {
         self.publish();
         if let Some(b) = &mut self.samples {
             b.hand_over();
-        }
-    }
-
-    /// Pick up a new container attribution (a generation compare per packet).
-    #[inline]
-    fn refresh_attr(&mut self) {
-        if !self.shared.container_tags.load(Ordering::Relaxed) {
-            self.attr = None;
-            return;
-        }
-        let g = containers::global();
-        if self.attr.as_ref().is_none_or(|a| a.0 != g.generation()) {
-            self.attr = Some(g.get());
         }
     }
 
@@ -718,8 +855,227 @@ pub fn run_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use metro_core::Segment;
+    use metro_core::seq::SeqNum;
+    use metro_core::wire::TcpFlags;
+    use std::net::IpAddr;
 
     const NS: i64 = 1_000_000_000;
+
+    /// One sighting of a segment: when, on which interface.
+    type Sighting = (i64, u32, Segment);
+
+    /// `conns` connections from a container (10.88.0.2) to a server, masqueraded behind the
+    /// host's 192.0.2.1 with a port rewrite, as an `any` capture on the host sees them:
+    /// out, the container's veth (5) then the uplink (2); in, the uplink then the veth. Each
+    /// connection: SYN, SYN/ACK, ACK, 100 bytes of data and its ACK.
+    fn masqueraded(conns: u16) -> Vec<Sighting> {
+        let (ctr, host, srv): (IpAddr, IpAddr, IpAddr) = (
+            "10.88.0.2".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            "198.51.100.7".parse().unwrap(),
+        );
+        let (veth, uplink) = (5, 2);
+        let mut v = Vec::new();
+        for c in 0..conns {
+            let t0 = i64::from(c) * 10_000_000;
+            let (inner, outer) = (40_000 + c, 61_000 + c);
+            let (cs, ss) = (1_000_000 * u32::from(c), 7_000_000 + u32::from(c));
+            let syn = TcpFlags::SYN;
+            let ack = TcpFlags::ACK;
+            // (time, from the container, flags, seq, ack, payload)
+            let packets = [
+                (0, true, syn, cs, 0, 0),
+                (2_000_000, false, syn | ack, ss, cs + 1, 0),
+                (2_100_000, true, ack, cs + 1, ss + 1, 0),
+                (2_200_000, true, ack | TcpFlags::PSH, cs + 1, ss + 1, 100),
+                (4_200_000, false, ack, ss + 1, cs + 101, 0),
+            ];
+            for (i, (dt, out, flags, seq, ackn, len)) in packets.into_iter().enumerate() {
+                let seg = |local: IpAddr, port: u16| {
+                    let (a, b) = ((local, port), (srv, 443));
+                    let ((src, sport), (dst, dport)) = if out { (a, b) } else { (b, a) };
+                    Segment {
+                        src,
+                        dst,
+                        ip_id: c * 16 + i as u16,
+                        sport,
+                        dport,
+                        flags: TcpFlags(flags),
+                        seq: SeqNum::new(seq),
+                        ack: SeqNum::new(ackn),
+                        payload_len: len,
+                        ..Segment::EMPTY
+                    }
+                };
+                let (first, second) = if out {
+                    ((veth, seg(ctr, inner)), (uplink, seg(host, outer)))
+                } else {
+                    ((uplink, seg(host, outer)), (veth, seg(ctr, inner)))
+                };
+                v.push((t0 + dt, first.0, first.1));
+                v.push((t0 + dt + 10_000, second.0, second.1));
+            }
+        }
+        v
+    }
+
+    fn any_instance() -> Arc<InstanceShared> {
+        let everything = WatchList::new(vec![crate::agent::config::Cidr {
+            addr: "0.0.0.0".parse().unwrap(),
+            prefix: 0,
+        }]);
+        let host: IpAddr = "192.0.2.1".parse().unwrap();
+        let locals = LocalSet::from(std::collections::HashSet::from([host]));
+        Arc::new(InstanceShared::new(
+            "any".into(),
+            vec![],
+            everything,
+            locals,
+        ))
+    }
+
+    /// What an instance reports of `procs`' intervals: samples by (local, remote), packets
+    /// received, plain and NAT copies.
+    fn outcome(
+        sh: &InstanceShared,
+        procs: &mut [Processor],
+    ) -> (Vec<(IpAddr, String, u64)>, u64, u64, u64) {
+        let mut iv = Interval::default();
+        for p in procs {
+            p.publish();
+            iv.merge(p.take_interval());
+        }
+        let (pairs, _, _) = iv.into_pairs();
+        let mut by_pair: Vec<_> = pairs
+            .iter()
+            .map(|p| (p.src, p.dst.to_string(), p.stats.count()))
+            .collect();
+        by_pair.sort();
+        let c = &sh.cumulative;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        (
+            by_pair,
+            load(&c.packets_received),
+            load(&c.packets_copies_plain),
+            load(&c.packets_copies_nat),
+        )
+    }
+
+    /// An in-kernel capture with `threads: 2` on `any` behind a masquerade: with the copy
+    /// check ahead of the shards ([`CopyCheck`], as agent::ebpf's reader runs it), the same
+    /// samples, packets received and copies as one processor checking its own; with each
+    /// shard checking its own (before), the NAT copies that hash to the other shard than
+    /// their first sighting are kept, and counted again under the host's address.
+    #[test]
+    fn a_copy_check_ahead_of_the_shards_counts_as_one_engine() {
+        let sightings = masqueraded(16);
+        let shards = |s: &Segment| s.shard(2);
+        // The test means something only if some connection's two forms part ways.
+        let split = sightings
+            .chunks(2)
+            .filter(|p| shards(&p[0].2) != shards(&p[1].2))
+            .count();
+        assert!(split > 0, "no sighting's copy in the other shard");
+
+        let one = any_instance();
+        let mut p1 = [Processor::new(one.clone(), EngineConfig::default(), None)];
+        for (ts, ifi, seg) in &sightings {
+            p1[0].refresh();
+            p1[0].segment(*ts, seg, *ifi);
+        }
+        let want = outcome(&one, &mut p1);
+        let ctr: IpAddr = "10.88.0.2".parse().unwrap();
+        // Each connection once, under the container's address: the server's two samples
+        // (the handshake's and the data's) and the container's one (SYN/ACK to ACK); every
+        // packet's NAT copy dropped (the SYN's taught the translation before the first
+        // inbound packet came).
+        let srv: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(
+            want.0,
+            [(ctr, srv.to_string(), 32), (srv, ctr.to_string(), 16)],
+            "one engine: {want:?}"
+        );
+        assert_eq!((want.1, want.2, want.3), (160, 0, 16 * 5));
+
+        let two = any_instance();
+        let mut check = CopyCheck::new(two.clone()).unwrap();
+        let mut p2: Vec<Processor> = (0..2)
+            .map(|_| {
+                Processor::new(two.clone(), EngineConfig::default(), None).without_copy_check()
+            })
+            .collect();
+        for (ts, ifi, seg) in &sightings {
+            check.refresh();
+            if !check.segment(*ts, seg, *ifi) {
+                p2[shards(seg)].segment(*ts, seg, *ifi);
+            }
+        }
+        check.publish();
+        assert_eq!(outcome(&two, &mut p2), want);
+
+        // Before: each shard's own check misses the copies of the other shard's sightings.
+        let before = any_instance();
+        let mut p3: Vec<Processor> = (0..2)
+            .map(|_| Processor::new(before.clone(), EngineConfig::default(), None))
+            .collect();
+        for (ts, ifi, seg) in &sightings {
+            p3[shards(seg)].segment(*ts, seg, *ifi);
+        }
+        let got = outcome(&before, &mut p3);
+        eprintln!("one engine: {want:?}; two shards checking their own: {got:?}");
+        assert!(got.3 < want.3, "{got:?}");
+        let host = "192.0.2.1".parse::<IpAddr>().unwrap();
+        assert!(got.0.iter().any(|(local, ..)| *local == host), "{got:?}");
+    }
+
+    /// What the reader of a sharded in-kernel capture and the engine both read of a raw
+    /// frame: a TCP segment with a watched end (the segment metro-core decodes), a UDP
+    /// datagram with a watched end, either with no watched end, or no frame metro-core
+    /// decodes.
+    #[test]
+    fn raw_frames_are_classified_as_the_engine_takes_them() {
+        use metro_core::wire::linktype::ETHERNET;
+        use metro_testkit::frame::TcpFrame;
+        let watch = WatchList::new(vec![crate::agent::config::Cidr {
+            addr: "10.9.0.0".parse().unwrap(),
+            prefix: 16,
+        }]);
+        let tcp = |dst: [u8; 4]| TcpFrame::v4([10, 0, 0, 1], 40000, dst, 80).seq(7).to_vec();
+        let watched = tcp([10, 9, 0, 2]);
+        match RawKind::classify(ETHERNET, &watched, &watch) {
+            RawKind::Segment(seg) => {
+                assert_eq!(seg, Segment::decode(ETHERNET, &watched).unwrap())
+            }
+            _ => panic!("a watched TCP segment"),
+        }
+        assert!(matches!(
+            RawKind::classify(ETHERNET, &tcp([10, 8, 0, 2]), &watch),
+            RawKind::Unwatched
+        ));
+        // Ethernet, IPv4 (UDP), UDP 5353 -> 53 with 4 bytes of payload.
+        let udp = |dst: [u8; 4]| {
+            let mut f = vec![0u8; 12];
+            f.extend([0x08, 0x00, 0x45, 0, 0, 32, 0, 1, 0x40, 0, 64, 17, 0, 0]);
+            f.extend([10, 0, 0, 1]);
+            f.extend(dst);
+            f.extend([0x14, 0xe9, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4]);
+            f
+        };
+        assert!(matches!(
+            RawKind::classify(ETHERNET, &udp([10, 9, 0, 2]), &watch),
+            RawKind::Datagram
+        ));
+        assert!(matches!(
+            RawKind::classify(ETHERNET, &udp([10, 8, 0, 2]), &watch),
+            RawKind::Unwatched
+        ));
+        // An IPv4 header cut short.
+        assert!(matches!(
+            RawKind::classify(ETHERNET, &watched[..24], &watch),
+            RawKind::Undecodable
+        ));
+    }
 
     #[test]
     fn duty_cycle_windows() {

@@ -627,7 +627,8 @@ fn sample_lines(text: &str) -> Vec<serde_json::Value> {
 /// moment, a host process fetches from it too, and a client outside fetches from a third
 /// container's published port. Every connection gives exactly one handshake sample per
 /// direction, under the container's own address (tagged) or, for the host process only,
-/// under the host's; no sample under the host's address on a port the NAT chose.
+/// under the host's; no sample under the host's address on a port the NAT chose. An
+/// in-kernel capture with `threads: 2` beside it gives the same samples and copies.
 #[test]
 fn podman_nat_counted_once_under_the_containers_address() {
     if !netns::needs_root("podman's NAT in a namespace") {
@@ -697,16 +698,28 @@ fn podman_nat_counted_once_under_the_containers_address() {
         "{ctr_ips:?}"
     );
 
-    let statsd = udp_statsd(host);
+    let mut statsd = udp_statsd(host);
     let samples_path = dir.path("samples.jsonl");
-    let cfg = dir.write(
-        "metro.yaml",
-        &format!(
-            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: 8125\ninstances:\n  - interface: any\n    ips: ['10.200.{N}.0/24', '10.88.0.0/16']\n"
-        ),
-    );
+    let config = |port: u16, extra: &str| {
+        format!(
+            "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: {port}\ninstances:\n  - interface: any\n    ips: ['10.200.{N}.0/24', '10.88.0.0/16']\n{extra}"
+        )
+    };
+    let cfg = dir.write("metro.yaml", &config(8125, ""));
     let mut agent = Agent::run_samples(host, &cfg, &samples_path, &dir.path("stderr"));
     agent.wait_log("capture filter", 20 * S);
+    // Beside it, an in-kernel capture on two engine threads: its reader drops the copies
+    // before it shards the records (a NAT copy's addresses would take it to another engine
+    // than the sighting it copies).
+    let mut statsd2 =
+        agent::Statsd::udp(host.enter(|| std::net::UdpSocket::bind("127.0.0.1:8126").unwrap()));
+    let samples2_path = dir.path("samples2.jsonl");
+    let cfg2 = dir.write(
+        "metro2.yaml",
+        &config(8126, "    capture: ebpf\n    threads: 2\n"),
+    );
+    let mut agent2 = Agent::run_samples(host, &cfg2, &samples2_path, &dir.path("stderr2"));
+    agent2.wait_log("capture filter", 20 * S);
     std::fs::write(sig.join("go"), "").unwrap();
     // The host's own process, and a client outside fetching from the published port.
     let to: SocketAddr = format!("{server}:7000").parse().unwrap();
@@ -752,6 +765,7 @@ fn podman_nat_counted_once_under_the_containers_address() {
     statsd.wait_flush_after(&mut agent, std::time::Instant::now(), S);
     let all = statsd.all();
     agent.terminate(15 * S);
+    agent2.terminate(15 * S);
     let lines = sample_lines(&std::fs::read_to_string(&samples_path).unwrap());
     let accepted = srv.accepted.load(Ordering::SeqCst);
     assert_eq!(
@@ -842,6 +856,37 @@ fn podman_nat_counted_once_under_the_containers_address() {
         .filter(|m| m.value > 0.0)
         .collect();
     assert!(retransmits.is_empty(), "{retransmits:#?}");
+    // Two engine threads: the same samples (kinds and ends; the engines write their lines in
+    // their own order) and the same copies of each kind, over the whole run.
+    let keys = |lines: &[serde_json::Value]| {
+        let mut k: Vec<String> = lines
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} {}:{} {}:{}",
+                    v["kind"], v["src"], v["sport"], v["dst"], v["dport"]
+                )
+            })
+            .collect();
+        k.sort();
+        k
+    };
+    let lines2 = sample_lines(&std::fs::read_to_string(&samples2_path).unwrap());
+    eprintln!(
+        "{} samples with one engine, {} with two",
+        lines.len(),
+        lines2.len()
+    );
+    assert_eq!(keys(&lines2), keys(&lines), "threads: 2 against one engine");
+    let (one, two) = (statsd.finish(), statsd2.finish());
+    for k in ["plain", "nat"] {
+        let copies = |m: &[Metric]| sum(m, "metro.packets.copies", |x| x.tag("kind") == Some(k));
+        assert_eq!(
+            copies(&two),
+            copies(&one),
+            "{k} copies with two engine threads"
+        );
+    }
     drop(agent);
     drop(image);
 }

@@ -1472,3 +1472,143 @@ fn two_engine_threads_give_the_samples_of_one() {
         diffs[diffs.len() / 2]
     );
 }
+
+/// `threads: 2` beside `threads: 1` on `interface: any` of a host that masquerades a
+/// container's connections (a namespace routing another's 10.218.0.0/24 out of `up0` under
+/// its own 10.219.0.1, nftables): each packet is seen inside and after the NAT, with other
+/// addresses and ports, which may hash to the other engine than the inside sighting. The
+/// same samples, none under the host's outer address, and the same copies by kind
+/// (`metro.packets.copies`), NAT copies among them.
+#[test]
+fn two_engine_threads_recognise_nat_copies_as_one_does() {
+    if !netns::needs_root("agents capturing `any` in a namespace that NATs another's traffic") {
+        return;
+    }
+    let _load = support::heavy();
+    const CONNS: usize = 24;
+    let host = Netns::new("ebnh");
+    let ctr = Netns::new("ebnc");
+    let srv = Netns::new("ebns");
+    veth(
+        &host,
+        "ctr0",
+        Some("10.218.0.1/24"),
+        &ctr,
+        "eth0",
+        Some("10.218.0.2/24"),
+    );
+    veth(
+        &host,
+        "up0",
+        Some("10.219.0.1/24"),
+        &srv,
+        "eth0",
+        Some("10.219.0.2/24"),
+    );
+    ctr.ip(&["route", "add", "default", "via", "10.218.0.1"]);
+    host.forward_ipv4();
+    let dir = TempDir::new("ebn");
+    let rules = dir.write(
+        "nat.nft",
+        "table ip metro_nat {\n  chain post {\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr 10.218.0.0/24 oifname \"up0\" masquerade\n  }\n}\n",
+    );
+    let out = host
+        .command("nft")
+        .arg("-f")
+        .arg(&rules)
+        .output()
+        .expect("run nft (Debian package `nftables`)");
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _echo = netns::EchoServer::start(&srv, "10.219.0.2:7000");
+    let statsd = [
+        udp_statsd(&host),
+        agent::Statsd::udp(host.enter(|| std::net::UdpSocket::bind("127.0.0.1:8126").unwrap())),
+    ];
+    let mut agents = Vec::new();
+    for (threads, port) in [(1, 8125), (2, 8126)] {
+        let cfg = dir.write(
+            &format!("t{threads}.yaml"),
+            &format!(
+                "init_config:\n  flush_interval: 1\n  statsd_ip: 127.0.0.1\n  statsd_port: {port}\ninstances:\n  - interface: any\n    ips: ['10.219.0.2']\n    capture: ebpf\n    protocols: [tcp]\n    threads: {threads}\n"
+            ),
+        );
+        let out = dir.path(&format!("t{threads}.samples"));
+        let mut a = Agent::run_samples(&host, &cfg, &out, &dir.path(&format!("t{threads}.stderr")));
+        a.wait_log("capture filter", Duration::from_secs(30));
+        agents.push((a, out));
+    }
+    // The container's connections: three exchanges each, one connection after the other.
+    let to: SocketAddr = "10.219.0.2:7000".parse().unwrap();
+    let ports: Vec<u16> = ctr.enter(move || {
+        (0..CONNS)
+            .map(|_| {
+                let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5))
+                    .expect("the container to the server, through the NAT");
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                c.set_nodelay(true).unwrap();
+                for _ in 0..3 {
+                    c.write_all(b"hello\n").unwrap();
+                    let mut b = [0u8; 6];
+                    c.read_exact(&mut b).expect("the echo, through the NAT");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let port = c.local_addr().unwrap().port();
+                drop(c);
+                std::thread::sleep(Duration::from_millis(30));
+                port
+            })
+            .collect()
+    });
+    assert_eq!(ports.len(), CONNS);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut got = Vec::new();
+    for ((a, out), mut s) in agents.iter_mut().zip(statsd) {
+        a.terminate(Duration::from_secs(20));
+        let mut v = sample_lines(out);
+        v.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)));
+        let m = s.finish();
+        let copies =
+            |kind: &str| sum(&m, "metro.packets.copies", |x| x.tag("kind") == Some(kind)) as u64;
+        got.push((v, copies("plain"), copies("nat")));
+    }
+    let (one, two) = (&got[0], &got[1]);
+    eprintln!(
+        "one engine: {} samples, copies {} plain {} nat; two: {} samples, copies {} plain {} nat",
+        one.0.len(),
+        one.1,
+        one.2,
+        two.0.len(),
+        two.1,
+        two.2
+    );
+    let keys = |v: &[(SampleKey, f64)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+    for (threads, (v, ..)) in [(1, one), (2, two)] {
+        // Only the container's connections, under its own address: every sample has it at
+        // one end, never the host's outer address.
+        let under_host: Vec<&SampleLine> = v
+            .iter()
+            .filter(|((_, src, _, dst, _), _)| src == "10.219.0.1" || dst == "10.219.0.1")
+            .collect();
+        assert!(
+            under_host.is_empty(),
+            "threads: {threads}: {} samples under the host's address, the first {:?}",
+            under_host.len(),
+            &under_host[..under_host.len().min(4)]
+        );
+        let inner = v
+            .iter()
+            .filter(|((_, src, _, dst, _), _)| src == "10.218.0.2" || dst == "10.218.0.2")
+            .count();
+        assert_eq!(inner, v.len(), "threads: {threads}");
+    }
+    // Each connection gives samples (the handshake's at least).
+    assert!(one.0.len() >= 2 * CONNS, "{} samples", one.0.len());
+    assert_eq!(keys(&one.0), keys(&two.0), "the samples differ");
+    // Each packet of each connection was seen twice, once in each form: a NAT copy.
+    assert!(one.2 >= (CONNS * 10) as u64, "{} NAT copies", one.2);
+    assert_eq!((one.1, one.2), (two.1, two.2), "copies (plain, nat)");
+}

@@ -21,7 +21,9 @@
 //!
 //! With `threads: N` ([`run`]), this thread only reads the ring buffer and hands each record
 //! to one of N engine threads by its connection (both directions to one), each with its
-//! own [`Processor`]; the flusher merges their intervals.
+//! own [`Processor`]; the flusher merges their intervals. On `any` it drops the copies
+//! itself first ([`CopyCheck`]): a NAT copy's addresses would send it to another engine than
+//! its first sighting.
 //!
 //! Loading needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), attaching CAP_NET_ADMIN: an
 //! [`OpenError`] says which step failed so that `capture: auto` falls back to libpcap.
@@ -41,7 +43,7 @@ use aya::{Ebpf, EbpfLoader};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::capture::{Processor, Worker};
+use super::capture::{CopyCheck, Processor, RawKind, Worker};
 use super::config::Cidr;
 use super::live::READ_TIMEOUT_MS;
 use super::watch::WatchList;
@@ -647,12 +649,15 @@ const QUEUED_BATCHES: usize = 64;
 /// `threads: N`: this thread reads the ring buffer and hands each record, by connection, to
 /// one of N engine threads, each with its own [`Processor`] (engine, flow table, interval;
 /// the flusher merges the intervals they hand over). The reader keeps the watch list in the
-/// tries, publishes the program's counters and follows the interfaces, as [`run_one`].
+/// tries, publishes the program's counters and follows the interfaces, as [`run_one`]. On
+/// `any` it also drops the copies first ([`CopyCheck`]), before sharding: a NAT copy's other
+/// addresses would take it to another shard than its first sighting.
 fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
     let iface = w.shared.iface.clone();
     w.shared.set_engines(n);
-    let (mut watch_gen, watch) = w.shared.watch.get();
+    let (mut watch_gen, mut watch) = w.shared.watch.get();
     install(&iface, &mut k, &watch);
+    let mut copies = CopyCheck::new(w.shared.clone());
     let mut offset = realtime_offset();
     let mut last_second = Instant::now();
     let mut every_second = EverySecond::new();
@@ -661,7 +666,8 @@ fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
         for i in 0..n {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Work>>(QUEUED_BATCHES);
             txs.push(tx);
-            let proc = Processor::new(w.shared.clone(), w.engine.clone(), w.duty);
+            let proc =
+                Processor::new(w.shared.clone(), w.engine.clone(), w.duty).without_copy_check();
             let spawned = std::thread::Builder::new()
                 .name(format!("metro-eng-{i}"))
                 .spawn_scoped(scope, move || engine_thread(rx, proc));
@@ -678,41 +684,66 @@ fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
         };
         while !w.stop.load(Ordering::Relaxed) {
             if w.shared.watch.generation() != watch_gen {
-                let (g, watch) = w.shared.watch.get();
-                watch_gen = g;
+                (watch_gen, watch) = w.shared.watch.get();
                 install(&iface, &mut k, &watch);
+            }
+            if let Some(c) = &mut copies {
+                c.refresh();
             }
             let mut got = 0u32;
             let drain = Instant::now();
-            while let Some((i, work)) = k.next_item(|item| match item {
-                Item::Segment(record) => (
-                    record.segment.shard(n),
-                    Work::Segment {
-                        ts: record.mono_ns as i64 + offset,
-                        record,
-                    },
-                ),
+            while let Some(item) = k.next_item(|item| match item {
+                Item::Segment(record) => {
+                    let ts = record.mono_ns as i64 + offset;
+                    if copies
+                        .as_mut()
+                        .is_some_and(|c| c.segment(ts, &record.segment, record.ifindex))
+                    {
+                        return None;
+                    }
+                    Some((record.segment.shard(n), Work::Segment { ts, record }))
+                }
                 Item::Raw(f) => {
                     w.shared.cumulative.packets_raw[f.reason.index()]
                         .fetch_add(1, Ordering::Relaxed);
-                    let i = metro_core::Segment::decode(f.linktype(), f.data)
-                        .map_or(0, |seg| seg.shard(n));
-                    (
-                        i,
-                        Work::Raw {
-                            ts: f.mono_ns as i64 + offset,
-                            linktype: f.linktype(),
-                            ifindex: f.ifindex,
-                            data: f.data.to_vec(),
-                        },
-                    )
+                    let (ts, linktype) = (f.mono_ns as i64 + offset, f.linktype());
+                    // Checked as the engine's Processor::raw_frame will take it; what counts
+                    // only as filtered or a decode error goes to the first shard.
+                    let (copy, i) = match RawKind::classify(linktype, f.data, &watch) {
+                        RawKind::Segment(seg) => (
+                            copies
+                                .as_mut()
+                                .is_some_and(|c| c.segment(ts, &seg, f.ifindex)),
+                            seg.shard(n),
+                        ),
+                        RawKind::Datagram => (
+                            copies
+                                .as_mut()
+                                .is_some_and(|c| c.frame(linktype, ts, f.data)),
+                            0,
+                        ),
+                        RawKind::Unwatched | RawKind::Undecodable => (false, 0),
+                    };
+                    (!copy).then(|| {
+                        (
+                            i,
+                            Work::Raw {
+                                ts,
+                                linktype,
+                                ifindex: f.ifindex,
+                                data: f.data.to_vec(),
+                            },
+                        )
+                    })
                 }
             }) {
-                batches[i].push(work);
-                if batches[i].len() == BATCH {
-                    send(i, &mut batches);
-                }
                 got += 1;
+                if let Some((i, work)) = item {
+                    batches[i].push(work);
+                    if batches[i].len() == BATCH {
+                        send(i, &mut batches);
+                    }
+                }
                 if got.is_multiple_of(4096)
                     && (w.stop.load(Ordering::Relaxed) || drain.elapsed() >= DRAIN_MAX)
                 {
@@ -734,6 +765,9 @@ fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
             } else {
                 READ_TIMEOUT_MS
             });
+        }
+        if let Some(c) = &mut copies {
+            c.publish();
         }
         // Dropping the senders ends the engine threads, each after its last interval.
         drop(txs);
