@@ -11,7 +11,9 @@
 // too many IPv6 extension headers, malformed headers) is counted by reason in `counters` and
 // handed to user space whole, as a raw-frame record (the frame's first 256 bytes) that
 // metro-core's decoder reads as it reads libpcap's copies; so are watched UDP, ICMP and
-// ICMPv6 frames when user space sets CFG_OTHER_PROTOCOLS in `config`.
+// ICMPv6 frames when user space sets CFG_OTHER_PROTOCOLS in `config`, and, when it sets
+// CFG_DNS_TCP, watched TCP segments whose payload starts as a DNS query or response does
+// (DNS over TCP: the tracker needs the payload, which a record does not carry).
 //
 // The record layout is mirrored by crates/metro/src/agent/ebpf/record.rs; the root tests in
 // tests/it/agent_ebpf.rs compare its records with metro-core's decode of the same frames.
@@ -82,10 +84,15 @@
 #define R_MALFORMED 2       // IP or TCP headers the program finds truncated or impossible
 #define R_UDP 3             // UDP (config: CFG_OTHER_PROTOCOLS)
 #define R_ICMP 4            // ICMP or ICMPv6 (config: CFG_OTHER_PROTOCOLS)
+#define R_DNS 5             // TCP whose payload may be a DNS message (config: CFG_DNS_TCP)
 
 // config[0] bits, set by user space.
 #define CFG_OTHER_PROTOCOLS 1 // pass watched UDP, ICMP and ICMPv6 frames as raw records
 #define CFG_NO_TCP 2          // no TCP records: the instance's protocols leave TCP out
+#define CFG_DNS_TCP 4         // pass watched TCP segments that may carry DNS as raw records
+
+// As metro-core's dns::MIN_MESSAGE: a header, the root name and a question's type and class.
+#define DNS_MIN_MESSAGE (12 + 1 + 4)
 
 // The bytes of a frame a raw record carries at most.
 #define RAW_BYTES 256
@@ -381,6 +388,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	__u32 *cfg = bpf_map_lookup_elem(&config, &zero);
 	__u32 other = cfg && (*cfg & CFG_OTHER_PROTOCOLS);
 	__u32 no_tcp = cfg && (*cfg & CFG_NO_TCP);
+	__u32 dns_tcp = cfg && (*cfg & CFG_DNS_TCP);
 	// R_UDP or R_ICMP once the watch list is checked: the frame goes over whole.
 	__u32 pass = 0;
 	__u32 l3_iface = 0;
@@ -426,7 +434,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			if (!other || (nh != IPPROTO_UDP && nh != IPPROTO_ICMP))
 				return TC_ACT_UNSPEC;
 			pass = nh == IPPROTO_UDP ? R_UDP : R_ICMP;
-		} else if (no_tcp) {
+		} else if (no_tcp && !dns_tcp) {
 			return TC_ACT_UNSPEC;
 		}
 		if (frag & 0x1fff) {
@@ -476,7 +484,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			if (!other || (nh != IPPROTO_UDP && nh != IPPROTO_ICMPV6))
 				return TC_ACT_UNSPEC;
 			pass = nh == IPPROTO_UDP ? R_UDP : R_ICMP;
-		} else if (no_tcp) {
+		} else if (no_tcp && !dns_tcp) {
 			return TC_ACT_UNSPEC;
 		}
 		// Payload length 0: segmentation offload (or a jumbogram): the packet's length.
@@ -531,6 +539,23 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	r->ack = be32_at(&t[8]);
 	r->flags = (((__u16)t[12] << 8) | t[13]) & 0x01ff;
 	r->payload_len = ip_payload - doff;
+
+	// DNS over TCP: a payload that starts as metro-core's Tracker::may_be_dns accepts (the
+	// message length, then a header with QDCOUNT 1 and the opcode QUERY) goes over whole,
+	// for the tracker; the same check, so that both paths time the same messages. Any port,
+	// as on the libpcap path. A segment that only looks like DNS costs a raw record, not a
+	// sample: user space decodes it to the same segment.
+	if (dns_tcp && r->payload_len >= 2 + DNS_MIN_MESSAGE) {
+		__u8 d[8];
+		if (bpf_skb_load_bytes(skb, off + doff, d, 8) == 0 &&
+		    (((__u32)d[0] << 8) | d[1]) >= DNS_MIN_MESSAGE && (d[4] & 0x78) == 0 && d[6] == 0 &&
+		    d[7] == 1) {
+			emit_raw(skb, R_DNS, egress, l3_iface);
+			return TC_ACT_UNSPEC;
+		}
+	}
+	if (no_tcp)
+		return TC_ACT_UNSPEC;
 
 	// Options: what the packet holds of them (all of it, short of a truncated frame), read
 	// 4 bytes at a time (the area is a multiple of 4; constant sizes keep the verifier

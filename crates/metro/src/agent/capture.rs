@@ -349,16 +349,30 @@ impl Processor {
     }
 
     /// A frame the in-kernel capture handed over whole ([`super::ebpf::record::RawFrame`]:
-    /// a tunnel, a header chain or a malformed header the program does not decode, up to its
-    /// first 256 bytes): decoded here as libpcap's copies are, kept when either end of its
-    /// innermost IP header is watched (the program could not look: counted as filtered
-    /// otherwise), then what [`Processor::segment`] does. One metro-core does not decode
-    /// either is counted as a decode error, as on the libpcap path.
-    pub fn raw_frame(&mut self, linktype: u32, ts: i64, data: &[u8], ifindex: u32) {
+    /// a tunnel, a header chain or a malformed header the program does not decode, or a
+    /// segment that may carry DNS, up to its first 256 bytes), left from a socket of cgroup
+    /// `cgroup` (0: arriving, or unknown): decoded here as libpcap's copies are, kept when
+    /// either end of its innermost IP header is watched (the program could not look:
+    /// counted as filtered otherwise), then what [`Processor::segment`] does, with the
+    /// payload to the tracker (DNS over TCP) as on the libpcap path. One metro-core does
+    /// not decode either is counted as a decode error, as on the libpcap path.
+    pub fn raw_frame(&mut self, linktype: u32, ts: i64, data: &[u8], ifindex: u32, cgroup: u64) {
         let watch = &self.watch.1;
-        match metro_core::Segment::decode(linktype, data) {
-            Ok(seg) if watch.contains(seg.src) || watch.contains(seg.dst) => {
-                self.segment(ts, &seg, ifindex);
+        let mut seg = metro_core::Segment::EMPTY;
+        match metro_core::Segment::decode_into(linktype, data, &mut seg) {
+            Ok(payload) if watch.contains(seg.src) || watch.contains(seg.dst) => {
+                if cgroup != 0 {
+                    self.egress_cgroup(&seg, cgroup);
+                }
+                if self.admit(ts, |d, rank| d.is_copy_segment(&seg, ifindex, ts, rank)) {
+                    let mut obs = obs!(self);
+                    if self
+                        .driver
+                        .segment_payload(self.frame, ts, &seg, payload, &mut obs)
+                    {
+                        self.ticked();
+                    }
+                }
             }
             // A UDP or ICMP frame (QUIC, DNS, ICMP echo: the program hands over the watched
             // ones when the instance's `protocols` name them) takes the libpcap path's way.

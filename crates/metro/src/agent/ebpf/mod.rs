@@ -17,7 +17,8 @@
 //! [`run`] decodes them with metro-core's decoder and feeds them to the same processing as
 //! the records ([`Processor::raw_frame`]), counted by reason in `metro.packets.raw`. Watched
 //! UDP, ICMP and ICMPv6 frames come the same way when [`Kernel::set_other_protocols`] turns
-//! them on.
+//! them on, and TCP segments whose payload may be a DNS message (DNS over TCP: records carry
+//! no payload) when [`Kernel::set_dns_tcp`] does.
 //!
 //! With `threads: N` ([`run`]), this thread only reads the ring buffer and hands each record
 //! to one of N engine threads by its connection (both directions to one), each with its
@@ -89,8 +90,11 @@ const N_COUNTERS: u32 = 7;
 /// `config` bit: watched UDP, ICMP and ICMPv6 frames go to user space as raw frames.
 const CFG_OTHER_PROTOCOLS: u32 = 1;
 /// `config` bit: no TCP segment records (an instance whose protocols leave TCP out: its
-/// engine would only count them; DNS over TCP needs the payload, which records do not carry).
+/// engine would only count them; DNS over TCP comes by [`CFG_DNS_TCP`] all the same).
 const CFG_NO_TCP: u32 = 2;
+/// `config` bit: watched TCP segments whose payload may be a DNS message (the check of
+/// `Tracker::may_be_dns`) go to user space as raw frames, for DNS over TCP.
+const CFG_DNS_TCP: u32 = 4;
 
 /// One ring-buffer entry.
 pub enum Item<'a> {
@@ -430,6 +434,13 @@ impl Kernel {
         self.set_config(CFG_NO_TCP, !on)
     }
 
+    /// Whether the program hands watched TCP segments that may carry a DNS message to user
+    /// space as raw frames (DNS over TCP: the tracker needs the payload); off when the
+    /// program is loaded, on for an instance whose `protocols` name DNS.
+    pub fn set_dns_tcp(&mut self, on: bool) -> Result<(), String> {
+        self.set_config(CFG_DNS_TCP, on)
+    }
+
     fn set_config(&mut self, bit: u32, on: bool) -> Result<(), String> {
         let word = if on {
             self.config_word | bit
@@ -530,7 +541,13 @@ fn run_one(w: Worker, mut k: Kernel) {
                 Item::Raw(f) => {
                     w.shared.cumulative.packets_raw[f.reason.index()]
                         .fetch_add(1, Ordering::Relaxed);
-                    proc.raw_frame(f.linktype(), f.mono_ns as i64 + offset, f.data, f.ifindex);
+                    proc.raw_frame(
+                        f.linktype(),
+                        f.mono_ns as i64 + offset,
+                        f.data,
+                        f.ifindex,
+                        f.cgroup,
+                    );
                 }
             })
             .is_some()
@@ -633,6 +650,7 @@ enum Work {
         ts: i64,
         linktype: u32,
         ifindex: u32,
+        cgroup: u64,
         data: Vec<u8>,
     },
 }
@@ -703,6 +721,7 @@ fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
                             ts: f.mono_ns as i64 + offset,
                             linktype: f.linktype(),
                             ifindex: f.ifindex,
+                            cgroup: f.cgroup,
                             data: f.data.to_vec(),
                         },
                     )
@@ -758,8 +777,9 @@ fn engine_thread(rx: std::sync::mpsc::Receiver<Vec<Work>>, mut proc: Processor) 
                             ts,
                             linktype,
                             ifindex,
+                            cgroup,
                             data,
-                        } => proc.raw_frame(linktype, ts, &data, ifindex),
+                        } => proc.raw_frame(linktype, ts, &data, ifindex, cgroup),
                     }
                 }
             }
