@@ -1137,6 +1137,91 @@ fn tcp_segments_that_may_carry_dns_are_raw_frames_only_while_dns_is_on() {
     drop(echo);
 }
 
+/// An interface without a link-layer header (tun; WireGuard and IP tunnels alike): its
+/// frames start at the IP header, which the program knows from the interface (an entry in
+/// its `l3_interfaces` map, looked up only once such an interface is attached). TCP
+/// segments written into a tun device from user space arrive on it: each gives a record
+/// equal to metro-core's decode of the same bytes as raw IP.
+#[test]
+fn segments_on_an_interface_without_a_link_layer_are_records() {
+    if !netns::needs_root("a tun device and a BPF program in a namespace") {
+        return;
+    }
+    let ns = Netns::new("ebl3");
+    ns.ip(&["tuntap", "add", "mode", "tun", "dev", "tun0"]);
+    ns.ip(&["addr", "add", "10.216.0.1/24", "dev", "tun0"]);
+    ns.ip(&["link", "set", "tun0", "up"]);
+    let (sent, got) = ns.enter(move || {
+        use std::os::fd::FromRawFd;
+        let peer: IpAddr = "10.216.0.2".parse().unwrap();
+        let mut k = Kernel::open("tun0", RING_BYTES).unwrap_or_else(|e| panic!("{e}"));
+        k.apply_watch(&WatchList::new(vec![Cidr::host(peer)]))
+            .unwrap();
+        // SAFETY: a NUL-terminated path; the returned descriptor is checked, then owned by
+        // the File below, which closes it.
+        let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR) };
+        assert!(
+            fd >= 0,
+            "open /dev/net/tun: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `fd` is open and owned by nothing else.
+        let mut tun = unsafe { std::fs::File::from_raw_fd(fd) };
+        // SAFETY: an all-zero ifreq is valid; its name and flags are set before the ioctl,
+        // which reads it (TUNSETIFF attaches this descriptor to the device of that name).
+        let rc = unsafe {
+            let mut ifr: libc::ifreq = std::mem::zeroed();
+            for (d, s) in ifr.ifr_name.iter_mut().zip(b"tun0") {
+                *d = *s as libc::c_char;
+            }
+            ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+            libc::ioctl(fd, libc::TUNSETIFF, &ifr)
+        };
+        assert_eq!(rc, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+        // SYNs from the peer to three closed ports, with the timestamp option (the ingress
+        // frames; the host's RSTs leave by tun0, egress records).
+        let mut sent = Vec::new();
+        for port in [9u16, 10, 11] {
+            let pkt =
+                metro_testkit::frame::TcpFrame::v4([10, 216, 0, 2], 40000, [10, 216, 0, 1], port)
+                    .seq(1000 + u32::from(port))
+                    .flags(metro_testkit::frame::flags::SYN)
+                    .timestamps(77_000 + u32::from(port), 0)
+                    .raw_ip()
+                    .to_vec();
+            tun.write_all(&pkt).unwrap();
+            sent.push(Segment::decode(linktype::RAW, &pkt).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut got = Vec::new();
+        while let Some(r) = k.next_record() {
+            got.push(r);
+        }
+        (sent, got)
+    });
+    let ingress: Vec<Segment> = got
+        .iter()
+        .filter(|r| !r.egress)
+        .map(|r| r.segment)
+        .collect();
+    assert_eq!(
+        ingress, sent,
+        "ingress records against the decode of the bytes written"
+    );
+    // The kernel's answers: a RST to each SYN, to the peer's port.
+    let egress: Vec<(u16, bool)> = got
+        .iter()
+        .filter(|r| r.egress)
+        .map(|r| {
+            (
+                r.segment.sport,
+                r.segment.flags.rst() && r.segment.dport == 40000,
+            )
+        })
+        .collect();
+    assert_eq!(egress, [(9, true), (10, true), (11, true)], "{got:?}");
+}
+
 /// A consumer that stops (SIGSTOP) while 150,000 segments arrive overruns the 8 MiB ring
 /// buffer (about 87,000 records): the records the program could not write are counted in
 /// `metro.packets.dropped`, exactly: with the segments delivered, they make up every frame

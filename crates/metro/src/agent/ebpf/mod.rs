@@ -85,6 +85,8 @@ pub struct Counters {
     pub raw: u64,
 }
 
+/// The counters user space reads (the map holds one slot more: C_WAKE_BYTES, the program's
+/// own per-CPU tally of bytes written since it last woke the reader).
 const N_COUNTERS: u32 = 7;
 
 /// `config` bit: watched UDP, ICMP and ICMPv6 frames go to user space as raw frames.
@@ -92,6 +94,8 @@ const CFG_OTHER_PROTOCOLS: u32 = 1;
 /// `config` bit: no TCP segment records (an instance whose protocols leave TCP out: its
 /// engine would only count them; DNS over TCP comes by [`CFG_DNS_TCP`] all the same).
 const CFG_NO_TCP: u32 = 2;
+/// `config` bit: `l3_interfaces` has an entry (the program skips its lookup otherwise).
+const CFG_L3_PRESENT: u32 = 8;
 /// `config` bit: watched TCP segments whose payload may be a DNS message (the check of
 /// `Tracker::may_be_dns`) go to user space as raw frames, for DNS over TCP.
 const CFG_DNS_TCP: u32 = 4;
@@ -184,10 +188,13 @@ pub struct Kernel {
 }
 
 /// The interfaces of the calling thread's network namespace: (index, name, ARPHRD link
-/// type), from the AF_PACKET entries of getifaddrs (netlink; /sys/class/net would show the
-/// namespace sysfs was mounted in instead).
+/// type), from getifaddrs (netlink; /sys/class/net would show the namespace sysfs was
+/// mounted in instead): an interface's AF_PACKET entry gives both, and one without a
+/// hardware address (tun, WireGuard: getifaddrs gives it no AF_PACKET entry, only its name)
+/// is asked for them ([`link_of`]).
 fn interfaces() -> Vec<(u32, String, u32)> {
     let mut v = Vec::new();
+    let mut bare = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list it allocated, which is only read here and
     // freed once by freeifaddrs below; each entry's name is a NUL-terminated string and an
@@ -200,23 +207,61 @@ fn interfaces() -> Vec<(u32, String, u32)> {
         while !p.is_null() {
             let ifa = &*p;
             p = ifa.ifa_next;
-            if ifa.ifa_name.is_null()
-                || ifa.ifa_addr.is_null()
-                || i32::from((*ifa.ifa_addr).sa_family) != libc::AF_PACKET
-            {
+            if ifa.ifa_name.is_null() {
+                continue;
+            }
+            let name = std::ffi::CStr::from_ptr(ifa.ifa_name).to_owned();
+            if ifa.ifa_addr.is_null() {
+                bare.push(name);
+                continue;
+            }
+            if i32::from((*ifa.ifa_addr).sa_family) != libc::AF_PACKET {
                 continue;
             }
             let ll = &*(ifa.ifa_addr as *const libc::sockaddr_ll);
-            let name = std::ffi::CStr::from_ptr(ifa.ifa_name)
-                .to_string_lossy()
-                .into_owned();
+            let name = name.to_string_lossy().into_owned();
             v.push((ll.sll_ifindex as u32, name, u32::from(ll.sll_hatype)));
         }
         libc::freeifaddrs(head);
     }
+    v.extend(bare.iter().filter_map(|n| link_of(n)));
     v.sort();
     v.dedup_by_key(|e| e.0);
     v
+}
+
+/// The index and ARPHRD link type of the interface `name` (`if_nametoindex`, then the
+/// SIOCGIFHWADDR ioctl, whose address family is the link type: ARPHRD_NONE for tun and
+/// WireGuard), None if it went meanwhile.
+fn link_of(name: &std::ffi::CStr) -> Option<(u32, String, u32)> {
+    // SAFETY: `name` is NUL-terminated.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    let bytes = name.to_bytes();
+    if index == 0 || bytes.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: a datagram socket for the ioctl, closed below; an all-zero ifreq is valid, its
+    // name (shorter than IFNAMSIZ, so NUL-terminated by the zeroes) is set before the call,
+    // which writes its hardware address, read only after a successful return.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut ifr);
+        libc::close(fd);
+        (rc == 0).then(|| {
+            (
+                index,
+                name.to_string_lossy().into_owned(),
+                u32::from(ifr.ifr_ifru.ifru_hwaddr.sa_family),
+            )
+        })
+    }
 }
 
 /// ARPHRD_ETHER and ARPHRD_LOOPBACK: frames with an Ethernet header. Everything else the
@@ -296,6 +341,7 @@ impl Kernel {
         };
         if kind != ARPHRD_ETHER && kind != ARPHRD_LOOPBACK {
             self.l3.insert(index, 1, 0).map_err(|e| err(describe(&e)))?;
+            self.set_config(CFG_L3_PRESENT, true).map_err(err)?;
         }
         // Before 6.6 the program goes on the clsact qdisc (TCX needs none); one that is
         // there already is fine.
