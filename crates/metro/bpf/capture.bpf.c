@@ -11,7 +11,9 @@
 // too many IPv6 extension headers, malformed headers) is counted by reason in `counters` and
 // handed to user space whole, as a raw-frame record (the frame's first 256 bytes) that
 // metro-core's decoder reads as it reads libpcap's copies; so are watched UDP, ICMP and
-// ICMPv6 frames when user space sets CFG_OTHER_PROTOCOLS in `config`.
+// ICMPv6 frames when user space sets CFG_OTHER_PROTOCOLS in `config`, and, when it sets
+// CFG_DNS_TCP, watched TCP segments whose payload starts as a DNS query or response does
+// (DNS over TCP: the tracker needs the payload, which a record does not carry).
 //
 // The record layout is mirrored by crates/metro/src/agent/ebpf/record.rs; the root tests in
 // tests/it/agent_ebpf.rs compare its records with metro-core's decode of the same frames.
@@ -75,17 +77,24 @@
 #define C_FRAGMENTS 4       // later fragments of TCP datagrams (no TCP header)
 #define C_NOT_WATCHED 5     // TCP segments outside the watch list
 #define C_RAW 6             // raw-frame records written (struct raw)
-#define C_COUNTERS 7
+#define C_WAKE_BYTES 7      // not a count: bytes this CPU wrote since it last woke the reader
+#define C_COUNTERS 8
 
 // struct raw.reason: why a frame went to user space whole (agent::ebpf::record::RawReason).
 #define R_UNPARSED 1        // a link layer, tunnel or header chain the program does not walk
 #define R_MALFORMED 2       // IP or TCP headers the program finds truncated or impossible
 #define R_UDP 3             // UDP (config: CFG_OTHER_PROTOCOLS)
 #define R_ICMP 4            // ICMP or ICMPv6 (config: CFG_OTHER_PROTOCOLS)
+#define R_DNS 5             // TCP whose payload may be a DNS message (config: CFG_DNS_TCP)
 
 // config[0] bits, set by user space.
 #define CFG_OTHER_PROTOCOLS 1 // pass watched UDP, ICMP and ICMPv6 frames as raw records
 #define CFG_NO_TCP 2          // no TCP records: the instance's protocols leave TCP out
+#define CFG_DNS_TCP 4         // pass watched TCP segments that may carry DNS as raw records
+#define CFG_L3_PRESENT 8      // l3_interfaces has an entry (else its per-frame lookup is skipped)
+
+// As metro-core's dns::MIN_MESSAGE: a header, the root name and a question's type and class.
+#define DNS_MIN_MESSAGE (12 + 1 + 4)
 
 // The bytes of a frame a raw record carries at most.
 #define RAW_BYTES 256
@@ -320,13 +329,25 @@ static __always_inline int is_tunnel(__u8 proto)
 	       proto == IPPROTO_MPLS || proto == IPPROTO_ETHERNET || proto == IPPROTO_ETHERIP;
 }
 
-static __always_inline __u64 wake_flag(void)
+static __always_inline __u64 wake_flag(__u32 bytes)
 {
-	// Wake the reader only once a batch is waiting: a wakeup per record cost the reader a
-	// system call per packet and the sender an interrupt-time wakeup per packet. The reader
-	// polls on a short timeout meanwhile (agent::ebpf::run).
-	return bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP :
-										 BPF_RB_NO_WAKEUP;
+	// Wake the reader once a batch is written: each CPU wakes it every WAKEUP_BYTES it
+	// writes, counted in its own slot of `counters`. A wakeup per record cost the reader a
+	// system call per packet and the sender an interrupt-time wakeup (irq_work, an IPI: a
+	// VM exit in a guest) per packet; asking the ring how much is waiting cost a read of the
+	// consumer's position (a cache line the reader's CPU writes) per packet, and woke on
+	// every record written while the reader, already woken, had not caught up. The reader
+	// polls on a short timeout meanwhile (agent::ebpf::run), so a batch split across CPUs
+	// waits at most that long.
+	__u32 which = C_WAKE_BYTES;
+	__u64 *b = bpf_map_lookup_elem(&counters, &which);
+	if (!b)
+		return BPF_RB_NO_WAKEUP;
+	*b += bytes;
+	if (*b < WAKEUP_BYTES)
+		return BPF_RB_NO_WAKEUP;
+	*b = 0;
+	return BPF_RB_FORCE_WAKEUP;
 }
 
 // Hands the frame over whole (its first RAW_BYTES bytes) for user space to decode. A
@@ -355,7 +376,7 @@ static __noinline int emit_raw(struct __sk_buff *skb, __u32 reason, __u32 egress
 	if (bpf_skb_load_bytes(skb, 0, r->data, m + 1) < 0)
 		m = (__u32)-1;
 	r->caplen = m + 1;
-	bpf_ringbuf_submit(r, wake_flag());
+	bpf_ringbuf_submit(r, wake_flag(sizeof(struct raw)));
 	count(C_RAW);
 	return 0;
 }
@@ -381,11 +402,15 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	__u32 *cfg = bpf_map_lookup_elem(&config, &zero);
 	__u32 other = cfg && (*cfg & CFG_OTHER_PROTOCOLS);
 	__u32 no_tcp = cfg && (*cfg & CFG_NO_TCP);
+	__u32 dns_tcp = cfg && (*cfg & CFG_DNS_TCP);
+	__u32 l3_present = cfg && (*cfg & CFG_L3_PRESENT);
 	// R_UDP or R_ICMP once the watch list is checked: the frame goes over whole.
 	__u32 pass = 0;
 	__u32 l3_iface = 0;
 
-	if (bpf_map_lookup_elem(&l3_interfaces, &ifindex)) {
+	// A hash lookup a frame costs about a fifth of the program: only where such an interface
+	// is captured.
+	if (l3_present && bpf_map_lookup_elem(&l3_interfaces, &ifindex)) {
 		l3_iface = 1;
 		proto = bpf_ntohs(skb->protocol);
 	} else {
@@ -426,7 +451,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			if (!other || (nh != IPPROTO_UDP && nh != IPPROTO_ICMP))
 				return TC_ACT_UNSPEC;
 			pass = nh == IPPROTO_UDP ? R_UDP : R_ICMP;
-		} else if (no_tcp) {
+		} else if (no_tcp && !dns_tcp) {
 			return TC_ACT_UNSPEC;
 		}
 		if (frag & 0x1fff) {
@@ -476,7 +501,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			if (!other || (nh != IPPROTO_UDP && nh != IPPROTO_ICMPV6))
 				return TC_ACT_UNSPEC;
 			pass = nh == IPPROTO_UDP ? R_UDP : R_ICMP;
-		} else if (no_tcp) {
+		} else if (no_tcp && !dns_tcp) {
 			return TC_ACT_UNSPEC;
 		}
 		// Payload length 0: segmentation offload (or a jumbogram): the packet's length.
@@ -532,17 +557,43 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	r->flags = (((__u16)t[12] << 8) | t[13]) & 0x01ff;
 	r->payload_len = ip_payload - doff;
 
-	// Options: what the packet holds of them (all of it, short of a truncated frame), read
-	// 4 bytes at a time (the area is a multiple of 4; constant sizes keep the verifier
-	// simple).
+	// DNS over TCP: a payload that starts as metro-core's Tracker::may_be_dns accepts (the
+	// message length, then a header with QDCOUNT 1 and the opcode QUERY) goes over whole,
+	// for the tracker; the same check, so that both paths time the same messages. Any port,
+	// as on the libpcap path. A segment that only looks like DNS costs a raw record, not a
+	// sample: user space decodes it to the same segment.
+	if (dns_tcp && r->payload_len >= 2 + DNS_MIN_MESSAGE) {
+		__u8 d[8];
+		if (bpf_skb_load_bytes(skb, off + doff, d, 8) == 0 &&
+		    (((__u32)d[0] << 8) | d[1]) >= DNS_MIN_MESSAGE && (d[4] & 0x78) == 0 && d[6] == 0 &&
+		    d[7] == 1) {
+			emit_raw(skb, R_DNS, egress, l3_iface);
+			return TC_ACT_UNSPEC;
+		}
+	}
+	if (no_tcp)
+		return TC_ACT_UNSPEC;
+
+	// Options: what the packet holds of them (all of it, short of a truncated frame). The
+	// whole area in one load (its length, 4 to 40, bounded on the register itself for the
+	// verifier); when the packet ends inside it, 4 bytes at a time, as far as it goes (the
+	// area is a multiple of 4; constant sizes keep the verifier simple).
 	__u32 optlen = doff - 20;
 	__u32 got = 0;
-	for (int k = 0; k < MAX_OPTS / 4; k++) {
-		if (got >= optlen)
-			break;
-		if (bpf_skb_load_bytes(skb, off + 20 + k * 4, &s->opts[k * 4], 4) < 0)
-			break;
-		got += 4;
+	if (optlen > 0) {
+		__u32 m = optlen - 1;
+		asm volatile("%[m] &= 63" : [m] "+r"(m));
+		if (m < MAX_OPTS && bpf_skb_load_bytes(skb, off + 20, s->opts, m + 1) == 0)
+			got = m + 1;
+	}
+	if (got == 0) {
+		for (int k = 0; k < MAX_OPTS / 4; k++) {
+			if (got >= optlen)
+				break;
+			if (bpf_skb_load_bytes(skb, off + 20 + k * 4, &s->opts[k * 4], 4) < 0)
+				break;
+			got += 4;
+		}
 	}
 	if (got > 0)
 		parse_options(s, got);
@@ -553,7 +604,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		r->bits |= BIT_EGRESS;
 		r->cgroup = bpf_skb_cgroup_id(skb);
 	}
-	if (bpf_ringbuf_output(&records, r, sizeof(*r), wake_flag()) < 0)
+	if (bpf_ringbuf_output(&records, r, sizeof(*r), wake_flag(sizeof(*r))) < 0)
 		count(C_RING_FULL);
 	else
 		count(C_RECORDS);

@@ -222,9 +222,10 @@ impl CopyCheck {
 }
 
 /// What a raw frame of the in-kernel capture is to the engine ([`Processor::raw_frame`]).
-pub enum RawKind {
-    /// A TCP segment, one of whose ends is watched.
-    Segment(metro_core::Segment),
+pub enum RawKind<'a> {
+    /// A TCP segment, one of whose ends is watched, and its captured payload (for DNS over
+    /// TCP).
+    Segment(metro_core::Segment, &'a [u8]),
     /// A watched UDP datagram or ICMP message: the libpcap path's way, as a frame.
     Datagram,
     /// Nothing watched: counted as filtered.
@@ -233,11 +234,14 @@ pub enum RawKind {
     Undecodable,
 }
 
-impl RawKind {
+impl RawKind<'_> {
     /// `data` of link type `linktype`, against the watch list (the program could not look).
-    pub fn classify(linktype: u32, data: &[u8], watch: &WatchList) -> RawKind {
-        match metro_core::Segment::decode(linktype, data) {
-            Ok(seg) if watch.contains(seg.src) || watch.contains(seg.dst) => RawKind::Segment(seg),
+    pub fn classify<'a>(linktype: u32, data: &'a [u8], watch: &WatchList) -> RawKind<'a> {
+        let mut seg = metro_core::Segment::EMPTY;
+        match metro_core::Segment::decode_into(linktype, data, &mut seg) {
+            Ok(payload) if watch.contains(seg.src) || watch.contains(seg.dst) => {
+                RawKind::Segment(seg, payload)
+            }
             // A UDP or ICMP frame (QUIC, DNS, ICMP echo: the program hands over the watched
             // ones when the instance's `protocols` name them) takes the libpcap path's way.
             Err(metro_core::wire::DecodeError::NotTcp)
@@ -509,14 +513,29 @@ impl Processor {
     }
 
     /// A frame the in-kernel capture handed over whole ([`super::ebpf::record::RawFrame`]:
-    /// a tunnel, a header chain or a malformed header the program does not decode, up to its
-    /// first 256 bytes): decoded here as libpcap's copies are, kept when either end of its
-    /// innermost IP header is watched (the program could not look: counted as filtered
-    /// otherwise), then what [`Processor::segment`] does. One metro-core does not decode
-    /// either is counted as a decode error, as on the libpcap path.
-    pub fn raw_frame(&mut self, linktype: u32, ts: i64, data: &[u8], ifindex: u32) {
+    /// a tunnel, a header chain or a malformed header the program does not decode, or a
+    /// segment that may carry DNS, up to its first 256 bytes), left from a socket of cgroup
+    /// `cgroup` (0: arriving, or unknown): decoded here as libpcap's copies are, kept when
+    /// either end of its innermost IP header is watched (the program could not look:
+    /// counted as filtered otherwise), then what [`Processor::segment`] does, with the
+    /// payload to the tracker (DNS over TCP) as on the libpcap path. One metro-core does
+    /// not decode either is counted as a decode error, as on the libpcap path.
+    pub fn raw_frame(&mut self, linktype: u32, ts: i64, data: &[u8], ifindex: u32, cgroup: u64) {
         match RawKind::classify(linktype, data, &self.watch.1) {
-            RawKind::Segment(seg) => self.segment(ts, &seg, ifindex),
+            RawKind::Segment(seg, payload) => {
+                if cgroup != 0 {
+                    self.egress_cgroup(&seg, cgroup);
+                }
+                if self.admit(ts, |d, rank| d.is_copy_segment(&seg, ifindex, ts, rank)) {
+                    let mut obs = obs!(self);
+                    if self
+                        .driver
+                        .segment_payload(self.frame, ts, &seg, payload, &mut obs)
+                    {
+                        self.ticked();
+                    }
+                }
+            }
             RawKind::Datagram => self.packet(linktype, ts, data),
             RawKind::Unwatched => {
                 self.shared
@@ -1041,11 +1060,17 @@ mod tests {
             addr: "10.9.0.0".parse().unwrap(),
             prefix: 16,
         }]);
-        let tcp = |dst: [u8; 4]| TcpFrame::v4([10, 0, 0, 1], 40000, dst, 80).seq(7).to_vec();
+        let tcp = |dst: [u8; 4]| {
+            TcpFrame::v4([10, 0, 0, 1], 40000, dst, 80)
+                .seq(7)
+                .payload(metro_testkit::frame::Payload::Bytes(b"hello"))
+                .to_vec()
+        };
         let watched = tcp([10, 9, 0, 2]);
         match RawKind::classify(ETHERNET, &watched, &watch) {
-            RawKind::Segment(seg) => {
-                assert_eq!(seg, Segment::decode(ETHERNET, &watched).unwrap())
+            RawKind::Segment(seg, payload) => {
+                assert_eq!(seg, Segment::decode(ETHERNET, &watched).unwrap());
+                assert_eq!(payload, b"hello", "the captured payload, for DNS over TCP");
             }
             _ => panic!("a watched TCP segment"),
         }

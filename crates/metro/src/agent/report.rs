@@ -83,7 +83,7 @@ pub fn stats_ms(s: &Stats) -> [f64; 8] {
 
 /// Why the in-kernel capture handed frames over whole, in the order of
 /// [`InstanceCounters::packets_raw`] (agent::ebpf::record::RawReason).
-pub const RAW_REASONS: [&str; 4] = ["unparsed", "malformed", "udp", "icmp"];
+pub const RAW_REASONS: [&str; 5] = ["unparsed", "malformed", "udp", "icmp", "dns"];
 
 /// Self-metrics of one instance over an interval (deltas), plus the active flow gauge.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -109,7 +109,7 @@ pub struct InstanceCounters {
     pub capture_ebpf: u64,
     /// Frames the in-kernel capture handed over whole, by reason
     /// ([`super::ebpf::record::RawReason`] index).
-    pub packets_raw: [u64; 4],
+    pub packets_raw: [u64; RAW_REASONS.len()],
     /// Container attribution's counts, when it is on for this instance.
     pub containers: Option<super::containers::Counters>,
     /// Samples and retransmissions that found no room in the interval's pair tables.
@@ -723,7 +723,7 @@ pub struct Cumulative {
     /// tick, not per packet).
     pub proto: Mutex<ProtoCounters>,
     /// Raw frames from the in-kernel capture, by reason (agent::ebpf::record::RawReason).
-    pub packets_raw: [AtomicU64; 4],
+    pub packets_raw: [AtomicU64; RAW_REASONS.len()],
 }
 
 /// The cumulative counters a report turns into deltas, read at one moment.
@@ -737,7 +737,7 @@ struct Totals {
     filtered: u64,
     copies_plain: u64,
     copies_nat: u64,
-    raw: [u64; 4],
+    raw: [u64; RAW_REASONS.len()],
 }
 
 impl Cumulative {

@@ -242,8 +242,11 @@ fn open_in_kernel(
                     p.has(Protocols::QUIC) || p.has(Protocols::DNS) || p.has(Protocols::ICMP);
                 k.set_other_protocols(other_protocols)
                     .map_err(|e| anyhow!("{name}: {e}"))?;
-                // DNS over TCP needs the payload, which the records do not carry.
                 k.set_tcp(p.has(Protocols::TCP))
+                    .map_err(|e| anyhow!("{name}: {e}"))?;
+                // DNS over TCP needs the payload, which a record does not carry: segments
+                // that may hold a DNS message come whole.
+                k.set_dns_tcp(p.has(Protocols::DNS))
                     .map_err(|e| anyhow!("{name}: {e}"))?;
                 tracing::info!(
                     "{name}: capture in the kernel (eBPF) on {}",

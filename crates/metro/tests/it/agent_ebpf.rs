@@ -1059,6 +1059,169 @@ fn tcp_segments_are_records_only_while_tcp_is_on() {
     drop(snd);
 }
 
+/// DNS over TCP: with the DNS bit on, a watched TCP segment whose payload starts as a DNS
+/// message does (its length, then a header with QDCOUNT 1 and the opcode QUERY: the check
+/// of metro-core's `Tracker::may_be_dns`) comes whole, as a raw frame whose decode gives the
+/// segment and the message, and no record; a payload of another shape (an UPDATE, plain
+/// text) comes as a record. With TCP switched off the DNS-shaped segments still come, and
+/// nothing else. Real sockets: each payload written to an echo server in the other
+/// namespace and its echo read back before the next, so each is one segment each way.
+#[test]
+fn tcp_segments_that_may_carry_dns_are_raw_frames_only_while_dns_is_on() {
+    if !netns::needs_root("loading a BPF program on a veth in a namespace") {
+        return;
+    }
+    let (cap, snd) = pair("ebd");
+    cap.ip(&["addr", "add", "10.214.0.1/24", "dev", "veth0"]);
+    snd.ip(&["addr", "add", "10.214.0.2/24", "dev", "veth0"]);
+    let echo = netns::EchoServer::start(&snd, "10.214.0.2:5300");
+    let to = echo.addr;
+    // A query for "metro.test" A IN, after its length.
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    query.extend_from_slice(b"\x05metro\x04test\x00\x00\x01\x00\x01");
+    let framed = |m: &[u8]| [&(m.len() as u16).to_be_bytes()[..], m].concat();
+    let dns = framed(&query);
+    let mut update = query.clone();
+    update[2] = 0x28;
+    let update = framed(&update);
+    let text = b"GET / HTTP/1.1\r\nHost: metro.test\r\n\r\n".to_vec();
+    let dns_sent = dns.clone();
+    let rounds = cap.enter(move || {
+        use metro::agent::ebpf::Item;
+        use metro::agent::ebpf::record::RawReason;
+        let mut k = Kernel::open("veth0", RING_BYTES).unwrap_or_else(|e| panic!("{e}"));
+        k.apply_watch(&WatchList::new(vec![Cidr::host(to.ip())]))
+            .unwrap();
+        let mut rounds = Vec::new();
+        for (dns_on, tcp_on) in [(false, true), (true, true), (true, false), (false, true)] {
+            k.set_dns_tcp(dns_on).unwrap();
+            k.set_tcp(tcp_on).unwrap();
+            let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(2)).unwrap();
+            c.set_nodelay(true).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            for payload in [&dns_sent, &update, &text] {
+                c.write_all(payload).unwrap();
+                let mut back = vec![0u8; payload.len()];
+                c.read_exact(&mut back).unwrap();
+                assert_eq!(&back, payload);
+            }
+            drop(c);
+            std::thread::sleep(Duration::from_millis(100));
+            // (raw DNS frames, records with a payload, records without)
+            let (mut raw, mut with, mut without) = (0, 0, 0);
+            while let Some(()) = k.next_item(|item| match item {
+                Item::Raw(f) => {
+                    assert_eq!(f.reason, RawReason::Dns, "{f:?}");
+                    let mut seg = Segment::EMPTY;
+                    let payload = Segment::decode_into(f.linktype(), f.data, &mut seg)
+                        .unwrap_or_else(|e| panic!("{e:?}: {f:?}"));
+                    assert_eq!(payload, &dns_sent[..], "{f:?}");
+                    assert_eq!(seg.payload_len as usize, dns_sent.len());
+                    assert!(seg.src == to.ip() || seg.dst == to.ip());
+                    raw += 1;
+                }
+                Item::Segment(r) if r.segment.payload_len > 0 => with += 1,
+                Item::Segment(_) => without += 1,
+            }) {}
+            rounds.push((raw, with, without > 0));
+        }
+        rounds
+    });
+    // The query out and its echo back come whole while DNS is on; the UPDATE and the text
+    // (and, while DNS is off, the query too) as records, with the handshake and the ACKs,
+    // while TCP is on.
+    assert_eq!(
+        rounds,
+        [(0, 6, true), (2, 4, true), (2, 0, false), (0, 6, true)]
+    );
+    drop(echo);
+}
+
+/// An interface without a link-layer header (tun; WireGuard and IP tunnels alike): its
+/// frames start at the IP header, which the program knows from the interface (an entry in
+/// its `l3_interfaces` map, looked up only once such an interface is attached). TCP
+/// segments written into a tun device from user space arrive on it: each gives a record
+/// equal to metro-core's decode of the same bytes as raw IP.
+#[test]
+fn segments_on_an_interface_without_a_link_layer_are_records() {
+    if !netns::needs_root("a tun device and a BPF program in a namespace") {
+        return;
+    }
+    let ns = Netns::new("ebl3");
+    ns.ip(&["tuntap", "add", "mode", "tun", "dev", "tun0"]);
+    ns.ip(&["addr", "add", "10.216.0.1/24", "dev", "tun0"]);
+    ns.ip(&["link", "set", "tun0", "up"]);
+    let (sent, got) = ns.enter(move || {
+        use std::os::fd::FromRawFd;
+        let peer: IpAddr = "10.216.0.2".parse().unwrap();
+        let mut k = Kernel::open("tun0", RING_BYTES).unwrap_or_else(|e| panic!("{e}"));
+        k.apply_watch(&WatchList::new(vec![Cidr::host(peer)]))
+            .unwrap();
+        // SAFETY: a NUL-terminated path; the returned descriptor is checked, then owned by
+        // the File below, which closes it.
+        let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR) };
+        assert!(
+            fd >= 0,
+            "open /dev/net/tun: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `fd` is open and owned by nothing else.
+        let mut tun = unsafe { std::fs::File::from_raw_fd(fd) };
+        // SAFETY: an all-zero ifreq is valid; its name and flags are set before the ioctl,
+        // which reads it (TUNSETIFF attaches this descriptor to the device of that name).
+        let rc = unsafe {
+            let mut ifr: libc::ifreq = std::mem::zeroed();
+            for (d, s) in ifr.ifr_name.iter_mut().zip(b"tun0") {
+                *d = *s as libc::c_char;
+            }
+            ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+            libc::ioctl(fd, libc::TUNSETIFF, &ifr)
+        };
+        assert_eq!(rc, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+        // SYNs from the peer to three closed ports, with the timestamp option (the ingress
+        // frames; the host's RSTs leave by tun0, egress records).
+        let mut sent = Vec::new();
+        for port in [9u16, 10, 11] {
+            let pkt =
+                metro_testkit::frame::TcpFrame::v4([10, 216, 0, 2], 40000, [10, 216, 0, 1], port)
+                    .seq(1000 + u32::from(port))
+                    .flags(metro_testkit::frame::flags::SYN)
+                    .timestamps(77_000 + u32::from(port), 0)
+                    .raw_ip()
+                    .to_vec();
+            tun.write_all(&pkt).unwrap();
+            sent.push(Segment::decode(linktype::RAW, &pkt).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut got = Vec::new();
+        while let Some(r) = k.next_record() {
+            got.push(r);
+        }
+        (sent, got)
+    });
+    let ingress: Vec<Segment> = got
+        .iter()
+        .filter(|r| !r.egress)
+        .map(|r| r.segment)
+        .collect();
+    assert_eq!(
+        ingress, sent,
+        "ingress records against the decode of the bytes written"
+    );
+    // The kernel's answers: a RST to each SYN, to the peer's port.
+    let egress: Vec<(u16, bool)> = got
+        .iter()
+        .filter(|r| r.egress)
+        .map(|r| {
+            (
+                r.segment.sport,
+                r.segment.flags.rst() && r.segment.dport == 40000,
+            )
+        })
+        .collect();
+    assert_eq!(egress, [(9, true), (10, true), (11, true)], "{got:?}");
+}
+
 /// A consumer that stops (SIGSTOP) while 150,000 segments arrive overruns the 8 MiB ring
 /// buffer (about 87,000 records): the records the program could not write are counted in
 /// `metro.packets.dropped`, exactly: with the segments delivered, they make up every frame

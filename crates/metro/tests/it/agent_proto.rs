@@ -24,8 +24,9 @@ fn dns_and_icmp_latency_reach_dogstatsd_and_prometheus() {
 }
 
 /// The same through the in-kernel capture: its program hands the watched UDP and ICMP
-/// frames over whole (raw-frame records) because `protocols` names DNS and ICMP. DNS over
-/// TCP is not seen there (the program's TCP records carry no payload).
+/// frames over whole (raw-frame records) because `protocols` names DNS and ICMP, and the TCP
+/// segments whose payload may be a DNS message (DNS over TCP: the program's records carry
+/// no payload), each counted in `metro.packets.raw` by reason.
 #[test]
 fn dns_and_icmp_latency_from_the_in_kernel_capture() {
     dns_and_icmp("ebpf");
@@ -38,9 +39,8 @@ fn dns_and_icmp(capture: &str) {
         return;
     }
     let _load = support::timed();
-    // DNS over TCP is measured by libpcap's path only.
-    let over_tcp = capture == "pcap";
-    let dns_n = if over_tcp { 4.0 } else { 2.0 };
+    // Two queries over UDP, two over TCP: four samples on either path.
+    let dns_n = 4.0;
     let one_way = Duration::from_millis(20);
     let d = Delayed::new("apr", 61, one_way);
     let (client, server) = (d.client_ip(), d.server_ip());
@@ -61,7 +61,7 @@ fn dns_and_icmp(capture: &str) {
         ),
     );
     let mut agent = Agent::run_config(&d.c, &cfg, &dir);
-    if over_tcp {
+    if capture == "pcap" {
         agent.wait_log("capture filter", 20 * S);
         let log = agent.log();
         assert!(log.contains("tcp or udp or icmp or icmp6"), "{log}");
@@ -126,7 +126,7 @@ fn dns_and_icmp(capture: &str) {
         lo(&icmp_min),
         hi(&icmp_max)
     );
-    // Exactly the answered queries (four; two without TCP) and the five echoes, nothing else.
+    // Exactly the answered queries (four) and the five echoes, nothing else.
     assert_eq!(
         sum(&all, "system.net.dns.response_time.samples", |_| true),
         dns_n
@@ -168,6 +168,16 @@ fn dns_and_icmp(capture: &str) {
     assert_eq!(sum(&all, "system.net.dns.timeouts", |_| true), 1.0);
     let kind = |k: &str| sum(&all, "metro.samples", |m| m.tag("kind") == Some(k));
     assert_eq!((kind("dns"), kind("icmp")), (dns_n, 5.0));
+    if capture == "ebpf" {
+        // The two TCP queries and their two answers came whole (each a segment starting
+        // with the message's length, as the libpcap path's samples need too), nothing else
+        // of TCP: the handshakes and ACKs came as records.
+        let raw = |r: &str| sum(&all, "metro.packets.raw", |m| m.tag("reason") == Some(r));
+        assert_eq!(
+            (raw("dns"), raw("unparsed"), raw("malformed")),
+            (4.0, 0.0, 0.0)
+        );
+    }
 
     // The Prometheus exposition: the histograms and the counters, with the same labels.
     let body = http_get(&d.c, "127.0.0.1:9464", "/metrics");

@@ -17,7 +17,8 @@
 //! [`run`] decodes them with metro-core's decoder and feeds them to the same processing as
 //! the records ([`Processor::raw_frame`]), counted by reason in `metro.packets.raw`. Watched
 //! UDP, ICMP and ICMPv6 frames come the same way when [`Kernel::set_other_protocols`] turns
-//! them on.
+//! them on, and TCP segments whose payload may be a DNS message (DNS over TCP: records carry
+//! no payload) when [`Kernel::set_dns_tcp`] does.
 //!
 //! With `threads: N` ([`run`]), this thread only reads the ring buffer and hands each record
 //! to one of N engine threads by its connection (both directions to one), each with its
@@ -86,13 +87,20 @@ pub struct Counters {
     pub raw: u64,
 }
 
+/// The counters user space reads (the map holds one slot more: C_WAKE_BYTES, the program's
+/// own per-CPU tally of bytes written since it last woke the reader).
 const N_COUNTERS: u32 = 7;
 
 /// `config` bit: watched UDP, ICMP and ICMPv6 frames go to user space as raw frames.
 const CFG_OTHER_PROTOCOLS: u32 = 1;
 /// `config` bit: no TCP segment records (an instance whose protocols leave TCP out: its
-/// engine would only count them; DNS over TCP needs the payload, which records do not carry).
+/// engine would only count them; DNS over TCP comes by [`CFG_DNS_TCP`] all the same).
 const CFG_NO_TCP: u32 = 2;
+/// `config` bit: `l3_interfaces` has an entry (the program skips its lookup otherwise).
+const CFG_L3_PRESENT: u32 = 8;
+/// `config` bit: watched TCP segments whose payload may be a DNS message (the check of
+/// `Tracker::may_be_dns`) go to user space as raw frames, for DNS over TCP.
+const CFG_DNS_TCP: u32 = 4;
 
 /// One ring-buffer entry.
 pub enum Item<'a> {
@@ -182,10 +190,13 @@ pub struct Kernel {
 }
 
 /// The interfaces of the calling thread's network namespace: (index, name, ARPHRD link
-/// type), from the AF_PACKET entries of getifaddrs (netlink; /sys/class/net would show the
-/// namespace sysfs was mounted in instead).
+/// type), from getifaddrs (netlink; /sys/class/net would show the namespace sysfs was
+/// mounted in instead): an interface's AF_PACKET entry gives both, and one without a
+/// hardware address (tun, WireGuard: getifaddrs gives it no AF_PACKET entry, only its name)
+/// is asked for them ([`link_of`]).
 fn interfaces() -> Vec<(u32, String, u32)> {
     let mut v = Vec::new();
+    let mut bare = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list it allocated, which is only read here and
     // freed once by freeifaddrs below; each entry's name is a NUL-terminated string and an
@@ -198,23 +209,61 @@ fn interfaces() -> Vec<(u32, String, u32)> {
         while !p.is_null() {
             let ifa = &*p;
             p = ifa.ifa_next;
-            if ifa.ifa_name.is_null()
-                || ifa.ifa_addr.is_null()
-                || i32::from((*ifa.ifa_addr).sa_family) != libc::AF_PACKET
-            {
+            if ifa.ifa_name.is_null() {
+                continue;
+            }
+            let name = std::ffi::CStr::from_ptr(ifa.ifa_name).to_owned();
+            if ifa.ifa_addr.is_null() {
+                bare.push(name);
+                continue;
+            }
+            if i32::from((*ifa.ifa_addr).sa_family) != libc::AF_PACKET {
                 continue;
             }
             let ll = &*(ifa.ifa_addr as *const libc::sockaddr_ll);
-            let name = std::ffi::CStr::from_ptr(ifa.ifa_name)
-                .to_string_lossy()
-                .into_owned();
+            let name = name.to_string_lossy().into_owned();
             v.push((ll.sll_ifindex as u32, name, u32::from(ll.sll_hatype)));
         }
         libc::freeifaddrs(head);
     }
+    v.extend(bare.iter().filter_map(|n| link_of(n)));
     v.sort();
     v.dedup_by_key(|e| e.0);
     v
+}
+
+/// The index and ARPHRD link type of the interface `name` (`if_nametoindex`, then the
+/// SIOCGIFHWADDR ioctl, whose address family is the link type: ARPHRD_NONE for tun and
+/// WireGuard), None if it went meanwhile.
+fn link_of(name: &std::ffi::CStr) -> Option<(u32, String, u32)> {
+    // SAFETY: `name` is NUL-terminated.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    let bytes = name.to_bytes();
+    if index == 0 || bytes.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: a datagram socket for the ioctl, closed below; an all-zero ifreq is valid, its
+    // name (shorter than IFNAMSIZ, so NUL-terminated by the zeroes) is set before the call,
+    // which writes its hardware address, read only after a successful return.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut ifr);
+        libc::close(fd);
+        (rc == 0).then(|| {
+            (
+                index,
+                name.to_string_lossy().into_owned(),
+                u32::from(ifr.ifr_ifru.ifru_hwaddr.sa_family),
+            )
+        })
+    }
 }
 
 /// ARPHRD_ETHER and ARPHRD_LOOPBACK: frames with an Ethernet header. Everything else the
@@ -294,6 +343,7 @@ impl Kernel {
         };
         if kind != ARPHRD_ETHER && kind != ARPHRD_LOOPBACK {
             self.l3.insert(index, 1, 0).map_err(|e| err(describe(&e)))?;
+            self.set_config(CFG_L3_PRESENT, true).map_err(err)?;
         }
         // Before 6.6 the program goes on the clsact qdisc (TCX needs none); one that is
         // there already is fine.
@@ -432,6 +482,13 @@ impl Kernel {
         self.set_config(CFG_NO_TCP, !on)
     }
 
+    /// Whether the program hands watched TCP segments that may carry a DNS message to user
+    /// space as raw frames (DNS over TCP: the tracker needs the payload); off when the
+    /// program is loaded, on for an instance whose `protocols` name DNS.
+    pub fn set_dns_tcp(&mut self, on: bool) -> Result<(), String> {
+        self.set_config(CFG_DNS_TCP, on)
+    }
+
     fn set_config(&mut self, bit: u32, on: bool) -> Result<(), String> {
         let word = if on {
             self.config_word | bit
@@ -532,7 +589,13 @@ fn run_one(w: Worker, mut k: Kernel) {
                 Item::Raw(f) => {
                     w.shared.cumulative.packets_raw[f.reason.index()]
                         .fetch_add(1, Ordering::Relaxed);
-                    proc.raw_frame(f.linktype(), f.mono_ns as i64 + offset, f.data, f.ifindex);
+                    proc.raw_frame(
+                        f.linktype(),
+                        f.mono_ns as i64 + offset,
+                        f.data,
+                        f.ifindex,
+                        f.cgroup,
+                    );
                 }
             })
             .is_some()
@@ -635,6 +698,7 @@ enum Work {
         ts: i64,
         linktype: u32,
         ifindex: u32,
+        cgroup: u64,
         data: Vec<u8>,
     },
 }
@@ -710,7 +774,7 @@ fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
                     // Checked as the engine's Processor::raw_frame will take it; what counts
                     // only as filtered or a decode error goes to the first shard.
                     let (copy, i) = match RawKind::classify(linktype, f.data, &watch) {
-                        RawKind::Segment(seg) => (
+                        RawKind::Segment(seg, _) => (
                             copies
                                 .as_mut()
                                 .is_some_and(|c| c.segment(ts, &seg, f.ifindex)),
@@ -731,6 +795,7 @@ fn run_sharded(w: Worker, mut k: Kernel, n: usize) {
                                 ts,
                                 linktype,
                                 ifindex: f.ifindex,
+                                cgroup: f.cgroup,
                                 data: f.data.to_vec(),
                             },
                         )
@@ -792,8 +857,9 @@ fn engine_thread(rx: std::sync::mpsc::Receiver<Vec<Work>>, mut proc: Processor) 
                             ts,
                             linktype,
                             ifindex,
+                            cgroup,
                             data,
-                        } => proc.raw_frame(linktype, ts, &data, ifindex),
+                        } => proc.raw_frame(linktype, ts, &data, ifindex, cgroup),
                     }
                 }
             }

@@ -144,15 +144,19 @@ pub enum RawReason {
     Udp,
     /// A watched ICMP or ICMPv6 message (when user space asked for them).
     Icmp,
+    /// A watched TCP segment whose payload may be a DNS message (DNS over TCP, when user
+    /// space asked for them): the tracker needs its payload.
+    Dns,
 }
 
 impl RawReason {
     /// Every reason, in the order of the counters' index ([`RawReason::index`]).
-    pub const ALL: [RawReason; 4] = [
+    pub const ALL: [RawReason; 5] = [
         RawReason::Unparsed,
         RawReason::Malformed,
         RawReason::Udp,
         RawReason::Icmp,
+        RawReason::Dns,
     ];
 
     fn from_code(c: u16) -> Option<RawReason> {
@@ -161,6 +165,7 @@ impl RawReason {
             2 => Some(RawReason::Malformed),
             3 => Some(RawReason::Udp),
             4 => Some(RawReason::Icmp),
+            5 => Some(RawReason::Dns),
             _ => None,
         }
     }

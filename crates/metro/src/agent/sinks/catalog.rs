@@ -207,7 +207,8 @@ pub static SELF: [Metric; 23] = [
         Counter,
         "{packet}",
         "Frames the in-kernel capture handed to user space whole, by reason (unparsed: a \
-         tunnel, link layer or header chain it does not walk; malformed; udp; icmp)",
+         tunnel, link layer or header chain it does not walk; malformed; udp; icmp; dns: TCP \
+         segments whose payload may be a DNS message)",
         |i| {
             crate::agent::report::RAW_REASONS
                 .iter()

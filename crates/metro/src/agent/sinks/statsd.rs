@@ -753,10 +753,10 @@ mod tests {
         // 2 pairs x 10 metrics + 6 instance counters + 3 kinds + internal + 2 pairs dropped
         // + series overflow + two send_errors + copies by kind (plain, nat) + the capture
         // gauge + DNS timeouts + proto tables' drops (quic, dns, icmp) and unmatched answers
-        // (dns, icmp) + raw frames by reason (4).
+        // (dns, icmp) + raw frames by reason (5).
         assert_eq!(
             all.len(),
-            2 * 10 + 6 + 3 + 1 + 2 + 1 + 2 + 2 + 1 + 1 + 3 + 2 + 4
+            2 * 10 + 6 + 3 + 1 + 2 + 1 + 2 + 2 + 1 + 1 + 3 + 2 + 5
         );
         let find = |name: &str, dst: &str| {
             all.iter()
@@ -849,7 +849,7 @@ mod tests {
                     .unwrap()
                     .len();
             }
-            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 2 + 1 + 1 + 3 + 2 + 4);
+            assert_eq!(n, 202 * 10 + 6 + 3 + 1 + 2 + 1 + 1 + 2 + 1 + 1 + 3 + 2 + 5);
         }
     }
 

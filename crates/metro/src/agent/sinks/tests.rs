@@ -89,7 +89,7 @@ fn full_report() -> InstanceReport {
             samples_internal: 10,
             packets_copies: crate::agent::report::Copies { plain: 11, nat: 22 },
             capture_ebpf: 1,
-            packets_raw: [31, 32, 33, 34],
+            packets_raw: [31, 32, 33, 34, 35],
             containers: Some(crate::agent::containers::Counters {
                 namespaces_attributed: 12,
                 namespaces_unattributed: 13,
