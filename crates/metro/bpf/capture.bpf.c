@@ -221,6 +221,24 @@ static __always_inline __u32 be32_at(const __u8 *p)
 	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | (__u32)p[3];
 }
 
+// `len` (a constant) bytes of the frame at `off` into `to`, as bpf_skb_load_bytes (0, or
+// negative when the frame is shorter): read in place when they are in the skb's linear area
+// (direct packet access, a few instructions), else by the helper (paged data, short frames).
+static __always_inline int load(struct __sk_buff *skb, __u32 off, void *to, __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	// Bounded for the verifier (packet offsets are below 64 KiB).
+	if (off < 0x1000) {
+		void *p = data + off;
+		if (p + len <= end) {
+			__builtin_memcpy(to, p, len);
+			return 0;
+		}
+	}
+	return bpf_skb_load_bytes(skb, off, to, len);
+}
+
 // The timestamp option and the first SACK block, as metro-core's TcpOptions::parse: skip
 // unknown options, stop at the end-of-list, at a malformed option (length below 2 or past
 // the end) and at a known option with the wrong length, keeping what was read. A global
@@ -415,7 +433,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		proto = bpf_ntohs(skb->protocol);
 	} else {
 		__u8 eth[ETH_HLEN];
-		if (bpf_skb_load_bytes(skb, 0, eth, ETH_HLEN) < 0)
+		if (load(skb, 0, eth, ETH_HLEN) < 0)
 			return TC_ACT_UNSPEC;
 		proto = ((__u16)eth[12] << 8) | eth[13];
 		off = ETH_HLEN;
@@ -423,7 +441,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		for (int k = 0; k < 2; k++) {
 			if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
 				__u8 tag[4];
-				if (bpf_skb_load_bytes(skb, off, tag, 4) < 0)
+				if (load(skb, off, tag, 4) < 0)
 					ASIDE(C_MALFORMED, R_MALFORMED);
 				proto = ((__u16)tag[2] << 8) | tag[3];
 				off += 4;
@@ -439,7 +457,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	__u8 nh;
 	if (proto == ETH_P_IP) {
 		__u8 h[20];
-		if (bpf_skb_load_bytes(skb, off, h, 20) < 0 || (h[0] >> 4) != 4)
+		if (load(skb, off, h, 20) < 0 || (h[0] >> 4) != 4)
 			ASIDE(C_MALFORMED, R_MALFORMED);
 		__u32 hl = (h[0] & 0x0f) * 4;
 		__u32 total = ((__u32)h[2] << 8) | h[3];
@@ -473,7 +491,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		off += hl;
 	} else if (proto == ETH_P_IPV6) {
 		__u8 h[40];
-		if (bpf_skb_load_bytes(skb, off, h, 40) < 0 || (h[0] >> 4) != 6)
+		if (load(skb, off, h, 40) < 0 || (h[0] >> 4) != 6)
 			ASIDE(C_MALFORMED, R_MALFORMED);
 		__u32 plen = ((__u32)h[4] << 8) | h[5];
 		nh = h[6];
@@ -545,7 +563,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	}
 
 	__u8 t[20];
-	if (ip_payload < 20 || bpf_skb_load_bytes(skb, off, t, 20) < 0)
+	if (ip_payload < 20 || load(skb, off, t, 20) < 0)
 		ASIDE(C_MALFORMED, R_MALFORMED);
 	__u32 doff = (t[12] >> 4) * 4;
 	if (doff < 20 || ip_payload < doff)
@@ -564,7 +582,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	// sample: user space decodes it to the same segment.
 	if (dns_tcp && r->payload_len >= 2 + DNS_MIN_MESSAGE) {
 		__u8 d[8];
-		if (bpf_skb_load_bytes(skb, off + doff, d, 8) == 0 &&
+		if (load(skb, off + doff, d, 8) == 0 &&
 		    (((__u32)d[0] << 8) | d[1]) >= DNS_MIN_MESSAGE && (d[4] & 0x78) == 0 && d[6] == 0 &&
 		    d[7] == 1) {
 			emit_raw(skb, R_DNS, egress, l3_iface);
@@ -574,19 +592,38 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	if (no_tcp)
 		return TC_ACT_UNSPEC;
 
-	// Options: what the packet holds of them (all of it, short of a truncated frame). The
-	// whole area in one load (its length, 4 to 40, bounded on the register itself for the
-	// verifier); when the packet ends inside it, 4 bytes at a time, as far as it goes (the
-	// area is a multiple of 4; constant sizes keep the verifier simple).
+	// Options: what the packet holds of them (all of it, short of a truncated frame). In the
+	// skb's linear area (the usual case), copied 4 bytes at a time in place (the area is a
+	// multiple of 4). Else the whole area in one load (its length, 4 to 40, bounded on the
+	// register itself for the verifier); when the packet ends inside it, 4 bytes at a time,
+	// as far as it goes (constant sizes keep the verifier simple).
 	__u32 optlen = doff - 20;
 	__u32 got = 0;
-	if (optlen > 0) {
+	__u32 linear = 1;
+	{
+		void *data = (void *)(long)skb->data;
+		void *end = (void *)(long)skb->data_end;
+		__u32 o = off + 20;
+		for (int k = 0; k < MAX_OPTS / 4; k++) {
+			if (got >= optlen)
+				break;
+			void *p = data + o + k * 4;
+			if (o >= 0x1000 || p + 4 > end) {
+				linear = 0;
+				got = 0;
+				break;
+			}
+			*(__u32 *)&s->opts[k * 4] = *(__u32 *)p;
+			got += 4;
+		}
+	}
+	if (!linear && optlen > 0) {
 		__u32 m = optlen - 1;
 		asm volatile("%[m] &= 63" : [m] "+r"(m));
 		if (m < MAX_OPTS && bpf_skb_load_bytes(skb, off + 20, s->opts, m + 1) == 0)
 			got = m + 1;
 	}
-	if (got == 0) {
+	if (!linear && got == 0) {
 		for (int k = 0; k < MAX_OPTS / 4; k++) {
 			if (got >= optlen)
 				break;
