@@ -119,7 +119,10 @@ struct record {
 	__u16 ip_id;
 	__u16 flags;       // TCP flags, AE/NS in bit 8
 	__u32 bits;        // BIT_*
+	__u32 zero;        // the padding to 96 bytes, written as 0
 };
+
+_Static_assert(sizeof(struct record) == 96, "agent::ebpf::record reads 96 bytes");
 
 // Scratch space for the record being built and the TCP options (a map value, so that the
 // options can be read at a variable offset).
@@ -451,7 +454,10 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			ASIDE(C_UNPARSED, R_UNPARSED);
 	}
 
-	__builtin_memset(r, 0, sizeof(*r));
+	// Each field is written below; these only on some paths.
+	__builtin_memset(r->src, 0, 32);
+	r->bits = 0;
+	r->ip_id = 0;
 	__u32 l3 = off;
 	__u32 ip_payload;
 	__u8 nh;
@@ -632,19 +638,31 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			got += 4;
 		}
 	}
+	r->tsval = 0;
+	r->tsecr = 0;
+	r->sack_left = 0;
+	r->sack_right = 0;
 	if (got > 0)
 		parse_options(s, got);
 
+	// Copied into ring-buffer memory reserved here (not built in it: the frame may still go
+	// over whole until now, and a discarded reservation would cost the reader a skip).
+	struct record *o = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
+	if (!o) {
+		count(C_RING_FULL);
+		return TC_ACT_UNSPEC;
+	}
 	r->ts = bpf_ktime_get_ns();
 	r->ifindex = ifindex;
+	r->cgroup = 0;
+	r->zero = 0;
 	if (egress) {
 		r->bits |= BIT_EGRESS;
 		r->cgroup = bpf_skb_cgroup_id(skb);
 	}
-	if (bpf_ringbuf_output(&records, r, sizeof(*r), wake_flag(sizeof(*r))) < 0)
-		count(C_RING_FULL);
-	else
-		count(C_RECORDS);
+	__builtin_memcpy(o, r, sizeof(*r));
+	bpf_ringbuf_submit(o, wake_flag(sizeof(*r)));
+	count(C_RECORDS);
 	return TC_ACT_UNSPEC;
 }
 
