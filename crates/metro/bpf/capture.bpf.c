@@ -224,6 +224,14 @@ static __always_inline __u32 be32_at(const __u8 *p)
 	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | (__u32)p[3];
 }
 
+// An offset into the packet already checked to be below 4 KiB, masked so that the verifier
+// sees the bound on the register added to the packet pointer (clang may check a copy).
+static __always_inline __u32 pkt_off(__u32 off)
+{
+	asm volatile("%[off] &= 0xfff" : [off] "+r"(off));
+	return off;
+}
+
 // `len` (a constant) bytes of the frame at `off` into `to`, as bpf_skb_load_bytes (0, or
 // negative when the frame is shorter): read in place when they are in the skb's linear area
 // (direct packet access, a few instructions), else by the helper (paged data, short frames).
@@ -233,7 +241,7 @@ static __always_inline int load(struct __sk_buff *skb, __u32 off, void *to, __u3
 	void *end = (void *)(long)skb->data_end;
 	// Bounded for the verifier (packet offsets are below 64 KiB).
 	if (off < 0x1000) {
-		void *p = data + off;
+		void *p = data + pkt_off(off);
 		if (p + len <= end) {
 			__builtin_memcpy(to, p, len);
 			return 0;
@@ -598,18 +606,30 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	if (no_tcp)
 		return TC_ACT_UNSPEC;
 
-	// Options: what the packet holds of them (all of it, short of a truncated frame). In the
-	// skb's linear area (the usual case), copied 4 bytes at a time in place (the area is a
-	// multiple of 4). Else the whole area in one load (its length, 4 to 40, bounded on the
-	// register itself for the verifier); when the packet ends inside it, 4 bytes at a time,
-	// as far as it goes (constant sizes keep the verifier simple).
+	r->tsval = 0;
+	r->tsecr = 0;
+	r->sack_left = 0;
+	r->sack_right = 0;
 	__u32 optlen = doff - 20;
-	__u32 got = 0;
-	__u32 linear = 1;
-	{
-		void *data = (void *)(long)skb->data;
-		void *end = (void *)(long)skb->data_end;
-		__u32 o = off + 20;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u32 o = off + 20 < 0x1000 ? pkt_off(off + 20) : 0x1000;
+	// Nearly every segment's options (Linux's, with timestamps on): NOP, NOP, timestamps
+	// and nothing else. Read in place, as metro-core's TcpOptions::parse reads them.
+	if (optlen == 12 && o < 0x1000 && data + o + 12 <= end &&
+	    *(__u32 *)(data + o) == bpf_htonl(0x0101080a)) {
+		r->tsval = bpf_ntohl(*(__u32 *)(data + o + 4));
+		r->tsecr = bpf_ntohl(*(__u32 *)(data + o + 8));
+		r->bits |= BIT_TIMESTAMP;
+	} else {
+		// Any other options: what the packet holds of them (all of it, short of a truncated
+		// frame), parsed in scratch space. In the skb's linear area (the usual case), copied 4
+		// bytes at a time in place (the area is a multiple of 4). Else the whole area in one
+		// load (its length, 4 to 40, bounded on the register itself for the verifier); when
+		// the packet ends inside it, 4 bytes at a time, as far as it goes (constant sizes
+		// keep the verifier simple).
+		__u32 got = 0;
+		__u32 linear = 1;
 		for (int k = 0; k < MAX_OPTS / 4; k++) {
 			if (got >= optlen)
 				break;
@@ -622,33 +642,29 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			*(__u32 *)&s->opts[k * 4] = *(__u32 *)p;
 			got += 4;
 		}
-	}
-	if (!linear && optlen > 0) {
-		__u32 m = optlen - 1;
-		asm volatile("%[m] &= 63" : [m] "+r"(m));
-		if (m < MAX_OPTS && bpf_skb_load_bytes(skb, off + 20, s->opts, m + 1) == 0)
-			got = m + 1;
-	}
-	if (!linear && got == 0) {
-		for (int k = 0; k < MAX_OPTS / 4; k++) {
-			if (got >= optlen)
-				break;
-			if (bpf_skb_load_bytes(skb, off + 20 + k * 4, &s->opts[k * 4], 4) < 0)
-				break;
-			got += 4;
+		if (!linear && optlen > 0) {
+			__u32 m = optlen - 1;
+			asm volatile("%[m] &= 63" : [m] "+r"(m));
+			if (m < MAX_OPTS && bpf_skb_load_bytes(skb, off + 20, s->opts, m + 1) == 0)
+				got = m + 1;
 		}
+		if (!linear && got == 0) {
+			for (int k = 0; k < MAX_OPTS / 4; k++) {
+				if (got >= optlen)
+					break;
+				if (bpf_skb_load_bytes(skb, off + 20 + k * 4, &s->opts[k * 4], 4) < 0)
+					break;
+				got += 4;
+			}
+		}
+		if (got > 0)
+			parse_options(s, got);
 	}
-	r->tsval = 0;
-	r->tsecr = 0;
-	r->sack_left = 0;
-	r->sack_right = 0;
-	if (got > 0)
-		parse_options(s, got);
 
 	// Copied into ring-buffer memory reserved here (not built in it: the frame may still go
 	// over whole until now, and a discarded reservation would cost the reader a skip).
-	struct record *o = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
-	if (!o) {
+	struct record *out = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
+	if (!out) {
 		count(C_RING_FULL);
 		return TC_ACT_UNSPEC;
 	}
@@ -660,8 +676,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		r->bits |= BIT_EGRESS;
 		r->cgroup = bpf_skb_cgroup_id(skb);
 	}
-	__builtin_memcpy(o, r, sizeof(*r));
-	bpf_ringbuf_submit(o, wake_flag(sizeof(*r)));
+	__builtin_memcpy(out, r, sizeof(*r));
+	bpf_ringbuf_submit(out, wake_flag(sizeof(*r)));
 	count(C_RECORDS);
 	return TC_ACT_UNSPEC;
 }
