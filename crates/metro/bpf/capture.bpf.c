@@ -232,23 +232,30 @@ static __always_inline __u32 pkt_off(__u32 off)
 	return off;
 }
 
-// `len` (a constant) bytes of the frame at `off` into `to`, as bpf_skb_load_bytes (0, or
-// negative when the frame is shorter): read in place when they are in the skb's linear area
-// (direct packet access, a few instructions), else by the helper (paged data, short frames).
-static __always_inline int load(struct __sk_buff *skb, __u32 off, void *to, __u32 len)
+// The `len` (a constant) bytes of the frame at `off`: where they are in the skb's linear
+// area (the usual case), a pointer to them in place (direct packet access, no copy); else
+// copied into `buf` by bpf_skb_load_bytes (paged data) and a pointer to `buf`; NULL when the
+// frame is shorter. Read as the packet's bytes; the multi-byte fields with BE16/BE32 at
+// offsets that are multiples of their size (each `buf` is 8-aligned: the verifier checks
+// the alignment of stack accesses; packet data is read unaligned, which this target allows).
+static __always_inline const __u8 *hdr(struct __sk_buff *skb, __u32 off, void *buf, __u32 len)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	// Bounded for the verifier (packet offsets are below 64 KiB).
 	if (off < 0x1000) {
-		void *p = data + pkt_off(off);
-		if (p + len <= end) {
-			__builtin_memcpy(to, p, len);
-			return 0;
-		}
+		const __u8 *p = data + pkt_off(off);
+		if ((void *)(p + len) <= end)
+			return p;
 	}
-	return bpf_skb_load_bytes(skb, off, to, len);
+	if (bpf_skb_load_bytes(skb, off, buf, len) < 0)
+		return 0;
+	return buf;
 }
+
+#define BE16(p, i) bpf_ntohs(*(const __u16 *)((p) + (i)))
+#define BE32(p, i) bpf_ntohl(*(const __u32 *)((p) + (i)))
+#define ALIGNED __attribute__((aligned(8)))
 
 // The timestamp option and the first SACK block, as metro-core's TcpOptions::parse: skip
 // unknown options, stop at the end-of-list, at a malformed option (length below 2 or past
@@ -443,18 +450,20 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		l3_iface = 1;
 		proto = bpf_ntohs(skb->protocol);
 	} else {
-		__u8 eth[ETH_HLEN];
-		if (load(skb, 0, eth, ETH_HLEN) < 0)
+		__u8 eth_buf[ETH_HLEN] ALIGNED;
+		const __u8 *eth = hdr(skb, 0, eth_buf, ETH_HLEN);
+		if (!eth)
 			return TC_ACT_UNSPEC;
-		proto = ((__u16)eth[12] << 8) | eth[13];
+		proto = BE16(eth, 12);
 		off = ETH_HLEN;
 #pragma unroll
 		for (int k = 0; k < 2; k++) {
 			if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
-				__u8 tag[4];
-				if (load(skb, off, tag, 4) < 0)
+				__u8 tag_buf[4] ALIGNED;
+				const __u8 *tag = hdr(skb, off, tag_buf, 4);
+				if (!tag)
 					ASIDE(C_MALFORMED, R_MALFORMED);
-				proto = ((__u16)tag[2] << 8) | tag[3];
+				proto = BE16(tag, 2);
 				off += 4;
 			}
 		}
@@ -470,12 +479,13 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	__u32 ip_payload;
 	__u8 nh;
 	if (proto == ETH_P_IP) {
-		__u8 h[20];
-		if (load(skb, off, h, 20) < 0 || (h[0] >> 4) != 4)
+		__u8 h_buf[20] ALIGNED;
+		const __u8 *h = hdr(skb, off, h_buf, 20);
+		if (!h || (h[0] >> 4) != 4)
 			ASIDE(C_MALFORMED, R_MALFORMED);
 		__u32 hl = (h[0] & 0x0f) * 4;
-		__u32 total = ((__u32)h[2] << 8) | h[3];
-		__u16 frag = ((__u16)h[6] << 8) | h[7];
+		__u32 total = BE16(h, 2);
+		__u16 frag = BE16(h, 6);
 		nh = h[9];
 		if (is_tunnel(nh))
 			ASIDE(C_UNPARSED, R_UNPARSED);
@@ -497,20 +507,24 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		if (hl < 20 || total < hl || skb->len < l3 + hl)
 			ASIDE(C_MALFORMED, R_MALFORMED);
 		ip_payload = total - hl;
-		__builtin_memcpy(r->src, &h[12], 4);
-		__builtin_memcpy(r->dst, &h[16], 4);
-		r->ip_id = ((__u16)h[4] << 8) | h[5];
+		*(__u32 *)r->src = *(const __u32 *)(h + 12);
+		*(__u32 *)r->dst = *(const __u32 *)(h + 16);
+		r->ip_id = BE16(h, 4);
 		if ((frag & 0x3fff) == 0x2000)
 			r->bits |= BIT_FIRST_FRAGMENT;
 		off += hl;
 	} else if (proto == ETH_P_IPV6) {
-		__u8 h[40];
-		if (load(skb, off, h, 40) < 0 || (h[0] >> 4) != 6)
+		__u8 h_buf[40] ALIGNED;
+		const __u8 *h = hdr(skb, off, h_buf, 40);
+		if (!h || (h[0] >> 4) != 6)
 			ASIDE(C_MALFORMED, R_MALFORMED);
-		__u32 plen = ((__u32)h[4] << 8) | h[5];
+		__u32 plen = BE16(h, 4);
 		nh = h[6];
-		__builtin_memcpy(r->src, &h[8], 16);
-		__builtin_memcpy(r->dst, &h[24], 16);
+		__u64 *src = (__u64 *)r->src, *dst = (__u64 *)r->dst;
+		src[0] = *(const __u64 *)(h + 8);
+		src[1] = *(const __u64 *)(h + 16);
+		dst[0] = *(const __u64 *)(h + 24);
+		dst[1] = *(const __u64 *)(h + 32);
 		r->bits |= BIT_IPV6;
 		off += 40;
 		__s64 walk = ipv6_ext(skb, s, off, nh);
@@ -576,17 +590,18 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		return TC_ACT_UNSPEC;
 	}
 
-	__u8 t[20];
-	if (ip_payload < 20 || load(skb, off, t, 20) < 0)
+	__u8 t_buf[20] ALIGNED;
+	const __u8 *t = ip_payload < 20 ? 0 : hdr(skb, off, t_buf, 20);
+	if (!t)
 		ASIDE(C_MALFORMED, R_MALFORMED);
 	__u32 doff = (t[12] >> 4) * 4;
 	if (doff < 20 || ip_payload < doff)
 		ASIDE(C_MALFORMED, R_MALFORMED);
-	r->sport = ((__u16)t[0] << 8) | t[1];
-	r->dport = ((__u16)t[2] << 8) | t[3];
-	r->seq = be32_at(&t[4]);
-	r->ack = be32_at(&t[8]);
-	r->flags = (((__u16)t[12] << 8) | t[13]) & 0x01ff;
+	r->sport = BE16(t, 0);
+	r->dport = BE16(t, 2);
+	r->seq = BE32(t, 4);
+	r->ack = BE32(t, 8);
+	r->flags = BE16(t, 12) & 0x01ff;
 	r->payload_len = ip_payload - doff;
 
 	// DNS over TCP: a payload that starts as metro-core's Tracker::may_be_dns accepts (the
@@ -595,9 +610,9 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	// as on the libpcap path. A segment that only looks like DNS costs a raw record, not a
 	// sample: user space decodes it to the same segment.
 	if (dns_tcp && r->payload_len >= 2 + DNS_MIN_MESSAGE) {
-		__u8 d[8];
-		if (load(skb, off + doff, d, 8) == 0 &&
-		    (((__u32)d[0] << 8) | d[1]) >= DNS_MIN_MESSAGE && (d[4] & 0x78) == 0 && d[6] == 0 &&
+		__u8 d_buf[8] ALIGNED;
+		const __u8 *d = hdr(skb, off + doff, d_buf, 8);
+		if (d && BE16(d, 0) >= DNS_MIN_MESSAGE && (d[4] & 0x78) == 0 && d[6] == 0 &&
 		    d[7] == 1) {
 			emit_raw(skb, R_DNS, egress, l3_iface);
 			return TC_ACT_UNSPEC;
