@@ -436,6 +436,9 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	__builtin_memset(r, 0, sizeof(*r));
 	__u32 l3 = off;
 	__u32 ip_payload;
+	// The IP header's length field was 0 (segmentation offload, a jumbogram): the length is
+	// the packet's, which a raw frame cut at RAW_BYTES does not tell user space.
+	__u32 unsized = 0;
 	__u8 nh;
 	if (proto == ETH_P_IP) {
 		__u8 h[20];
@@ -460,8 +463,10 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			return TC_ACT_UNSPEC;
 		}
 		// Segmentation offload leaves the length 0: the packet's own length.
-		if (total == 0)
+		if (total == 0) {
 			total = skb->len - l3;
+			unsized = 1;
+		}
 		if (hl < 20 || total < hl || skb->len < l3 + hl)
 			ASIDE(C_MALFORMED, R_MALFORMED);
 		ip_payload = total - hl;
@@ -506,6 +511,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		}
 		// Payload length 0: segmentation offload (or a jumbogram): the packet's length.
 		__u32 declared = plen ? plen : skb->len - l3 - 40;
+		unsized = plen == 0;
 		if (ext > declared)
 			ASIDE(C_MALFORMED, R_MALFORMED);
 		ip_payload = declared - ext;
@@ -561,8 +567,13 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	// message length, then a header with QDCOUNT 1 and the opcode QUERY) goes over whole,
 	// for the tracker; the same check, so that both paths time the same messages. Any port,
 	// as on the libpcap path. A segment that only looks like DNS costs a raw record, not a
-	// sample: user space decodes it to the same segment.
-	if (dns_tcp && r->payload_len >= 2 + DNS_MIN_MESSAGE) {
+	// sample: user space decodes it to the same segment, provided the raw frame holds the
+	// headers and what the check read (the frame's first RAW_BYTES bytes; so the check is
+	// may_be_dns's on the captured payload) and the IP header states its length; otherwise
+	// (a segmentation-offload super-packet, headers longer than about 230 bytes) it stays a
+	// record, which metro-core's decode of the cut frame would not equal.
+	if (dns_tcp && !unsized && off + doff + 2 + DNS_MIN_MESSAGE <= RAW_BYTES &&
+	    r->payload_len >= 2 + DNS_MIN_MESSAGE) {
 		__u8 d[8];
 		if (bpf_skb_load_bytes(skb, off + doff, d, 8) == 0 &&
 		    (((__u32)d[0] << 8) | d[1]) >= DNS_MIN_MESSAGE && (d[4] & 0x78) == 0 && d[6] == 0 &&
