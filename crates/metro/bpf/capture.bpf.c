@@ -59,7 +59,8 @@
 // TCP options area: at most 40 bytes.
 #define MAX_OPTS 40
 
-// Bytes waiting in the ring buffer that wake the reader (about 1,400 records).
+// Bytes a CPU writes between two wakeups of the reader (about 1,400 records), unless user
+// space sets fewer in config[CFG_WAKE_SLOT] (a ring shared by many CPUs: see wake_flag).
 #define WAKEUP_BYTES (128 * 1024)
 
 // Record.bits
@@ -182,10 +183,12 @@ struct {
 	__type(value, __u8);
 } watch6 SEC(".maps");
 
-// What user space switched on (CFG_*): one word.
+// What user space switched on (CFG_*) in slot 0; in slot CFG_WAKE_SLOT, the bytes a CPU
+// writes between two wakeups (0: WAKEUP_BYTES).
+#define CFG_WAKE_SLOT 1
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u32);
 } config SEC(".maps");
@@ -367,20 +370,24 @@ static __always_inline int is_tunnel(__u8 proto)
 
 static __always_inline __u64 wake_flag(__u32 bytes)
 {
-	// Wake the reader once a batch is written: each CPU wakes it every WAKEUP_BYTES it
+	// Wake the reader once a batch is written: each CPU wakes it every `every` bytes it
 	// writes, counted in its own slot of `counters`. A wakeup per record cost the reader a
 	// system call per packet and the sender an interrupt-time wakeup (irq_work, an IPI: a
 	// VM exit in a guest) per packet; asking the ring how much is waiting cost a read of the
 	// consumer's position (a cache line the reader's CPU writes) per packet, and woke on
-	// every record written while the reader, already woken, had not caught up. The reader
-	// polls on a short timeout meanwhile (agent::ebpf::run), so a batch split across CPUs
-	// waits at most that long.
+	// every record written while the reader, already woken, had not caught up. Per CPU, up
+	// to (CPUs x `every`) bytes can wait unannounced: user space sets `every` so that this
+	// stays a quarter of the ring (agent::ebpf::Kernel::open). Meanwhile the reader polls on
+	// its own timeout (10 ms while records flow, 100 ms idle: agent::ebpf::run).
+	__u32 slot = CFG_WAKE_SLOT;
+	__u32 *set = bpf_map_lookup_elem(&config, &slot);
+	__u64 every = set && *set ? *set : WAKEUP_BYTES;
 	__u32 which = C_WAKE_BYTES;
 	__u64 *b = bpf_map_lookup_elem(&counters, &which);
 	if (!b)
 		return BPF_RB_NO_WAKEUP;
 	*b += bytes;
-	if (*b < WAKEUP_BYTES)
+	if (*b < every)
 		return BPF_RB_NO_WAKEUP;
 	*b = 0;
 	return BPF_RB_FORCE_WAKEUP;
@@ -444,8 +451,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	__u32 pass = 0;
 	__u32 l3_iface = 0;
 
-	// A hash lookup a frame costs about a fifth of the program: only where such an interface
-	// is captured.
+	// A hash lookup a frame (about 8% of the program's time on a data segment): only where
+	// such an interface is captured.
 	if (l3_present && bpf_map_lookup_elem(&l3_interfaces, &ifindex)) {
 		l3_iface = 1;
 		proto = bpf_ntohs(skb->protocol);
@@ -477,6 +484,9 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	r->ip_id = 0;
 	__u32 l3 = off;
 	__u32 ip_payload;
+	// The IP header's length field was 0 (segmentation offload, a jumbogram): the length is
+	// the packet's, which a raw frame cut at RAW_BYTES does not tell user space.
+	__u32 unsized = 0;
 	__u8 nh;
 	if (proto == ETH_P_IP) {
 		__u8 h_buf[20] ALIGNED;
@@ -502,8 +512,10 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			return TC_ACT_UNSPEC;
 		}
 		// Segmentation offload leaves the length 0: the packet's own length.
-		if (total == 0)
+		if (total == 0) {
 			total = skb->len - l3;
+			unsized = 1;
+		}
 		if (hl < 20 || total < hl || skb->len < l3 + hl)
 			ASIDE(C_MALFORMED, R_MALFORMED);
 		ip_payload = total - hl;
@@ -552,6 +564,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		}
 		// Payload length 0: segmentation offload (or a jumbogram): the packet's length.
 		__u32 declared = plen ? plen : skb->len - l3 - 40;
+		unsized = plen == 0;
 		if (ext > declared)
 			ASIDE(C_MALFORMED, R_MALFORMED);
 		ip_payload = declared - ext;
@@ -608,8 +621,13 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	// message length, then a header with QDCOUNT 1 and the opcode QUERY) goes over whole,
 	// for the tracker; the same check, so that both paths time the same messages. Any port,
 	// as on the libpcap path. A segment that only looks like DNS costs a raw record, not a
-	// sample: user space decodes it to the same segment.
-	if (dns_tcp && r->payload_len >= 2 + DNS_MIN_MESSAGE) {
+	// sample: user space decodes it to the same segment, provided the raw frame holds the
+	// headers and what the check read (the frame's first RAW_BYTES bytes; so the check is
+	// may_be_dns's on the captured payload) and the IP header states its length; otherwise
+	// (a segmentation-offload super-packet, headers longer than about 230 bytes) it stays a
+	// record, which metro-core's decode of the cut frame would not equal.
+	if (dns_tcp && !unsized && off + doff + 2 + DNS_MIN_MESSAGE <= RAW_BYTES &&
+	    r->payload_len >= 2 + DNS_MIN_MESSAGE) {
 		__u8 d_buf[8] ALIGNED;
 		const __u8 *d = hdr(skb, off + doff, d_buf, 8);
 		if (d && BE16(d, 0) >= DNS_MIN_MESSAGE && (d[4] & 0x78) == 0 && d[6] == 0 &&

@@ -472,8 +472,9 @@ impl Processor {
     /// payload, for DNS over TCP) to the TCP engine, a UDP datagram or ICMP message to the
     /// QUIC, DNS and ICMP tracker; samples into this instance's interval. The one entry
     /// point of every path that has a frame's bytes: libpcap, capture files, and the eBPF
-    /// capture's raw frame records (its TCP segments, decoded in the kernel, come through
-    /// [`Processor::segment`]).
+    /// capture's raw UDP and ICMP frames (its TCP segments, decoded in the kernel, come
+    /// through [`Processor::segment`], and those it hands over whole, with a payload that may
+    /// be DNS or behind headers it does not walk, through [`Processor::raw_frame`]).
     #[inline]
     pub fn packet(&mut self, linktype: u32, ts: i64, data: &[u8]) {
         if !self.admit(ts, |d, rank| d.is_copy_ranked(linktype, ts, data, rank)) {

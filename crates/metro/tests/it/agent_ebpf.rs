@@ -1171,6 +1171,91 @@ fn tcp_segments_that_may_carry_dns_are_raw_frames_only_while_dns_is_on() {
     drop(echo);
 }
 
+/// A DNS-shaped segment goes whole only when its first 256 bytes (all a raw frame carries)
+/// decode to the segment its record would be: not when the IP header's length is 0 (a
+/// segmentation-offload super-packet: the record's length is the packet's, the cut frame's
+/// would be 256 bytes) nor behind headers too long for the check to lie within the cut
+/// (IPv6 destination options of 240 bytes). Those stay records, with the length and options
+/// metro-core reads from the whole frame; the same payload behind plain headers comes whole.
+#[test]
+fn dns_shaped_segments_whose_cut_frame_would_decode_otherwise_stay_records() {
+    if !netns::needs_root("loading a BPF program on a veth and tcpreplay in namespaces") {
+        return;
+    }
+    let (cap, snd) = pair("ebc");
+    let query: &[u8] = &[
+        0, 29, 0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 5, b'm', b'e', b't', b'r', b'o', 4,
+        b't', b'e', b's', b't', 0, 0, 1, 0, 1, 0,
+    ];
+    // TCP from port 40000 to `dport`, 20-byte header, ACK+PSH, then the query.
+    let tcp = |dport: u16| {
+        let mut t = vec![0x9c, 0x40];
+        t.extend(dport.to_be_bytes());
+        t.extend([0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        t.extend(query);
+        t
+    };
+    use metro_testkit::vectors::{eth, ip4, ip6};
+    let plain = eth(0x0800, &ip4([10, 217, 0, 2], [10, 217, 0, 1], 6, &tcp(53)));
+    let mut no_length = eth(0x0800, &ip4([10, 217, 0, 2], [10, 217, 0, 1], 6, &tcp(54)));
+    no_length[16..18].copy_from_slice(&[0, 0]);
+    // Destination options: next header TCP, 240 bytes (29 + 1 units of 8), one PadN option.
+    let mut opts = vec![6, 29, 1, 236];
+    opts.resize(240, 0);
+    opts.extend(tcp(55));
+    let src6 = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    let dst6 = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let long = eth(0x86dd, &ip6(src6, dst6, 60, &opts));
+    let frames = vec![plain.clone(), no_length.clone(), long.clone()];
+    let dir = TempDir::new("ebcut");
+    let file = dir.path("cut.pcap");
+    write_pcap(&file, &frames);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let h = cap.spawn(move || {
+        use metro::agent::ebpf::Item;
+        let mut k = Kernel::open("veth0", RING_BYTES).unwrap_or_else(|e| panic!("{e}"));
+        k.apply_watch(&everything()).unwrap();
+        k.set_dns_tcp(true).unwrap();
+        ready_tx.send(()).unwrap();
+        // (destination port, whole?, the segment)
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut finished = false;
+        while Instant::now() < deadline && !(finished && seen.len() >= 3) {
+            while let Some(()) = k.next_item(|item| match item {
+                Item::Raw(f) => {
+                    let seg = Segment::decode(f.linktype(), f.data).unwrap();
+                    seen.push((seg.dport, true, seg));
+                }
+                Item::Segment(r) => seen.push((r.segment.dport, false, r.segment)),
+            }) {}
+            finished |= done_rx.try_recv().is_ok();
+            k.wait(10);
+        }
+        seen
+    });
+    ready_rx.recv().unwrap();
+    snd.tcpreplay(&["-i", "veth0", file.to_str().unwrap()]);
+    done_tx.send(()).unwrap();
+    let mut seen = h.join().unwrap();
+    seen.retain(|s| (53..=55).contains(&s.0));
+    seen.sort_by_key(|s| s.0);
+    let whole: Vec<(u16, bool)> = seen.iter().map(|s| (s.0, s.1)).collect();
+    assert_eq!(whole, [(53, true), (54, false), (55, false)], "{seen:?}");
+    // Each equals metro-core's decode of the whole frame (the unsized one's length taken
+    // from the frame, as the program takes it from the packet).
+    for (s, f) in seen.iter().zip([&plain, &no_length, &long]) {
+        assert_eq!(
+            s.2,
+            Segment::decode(linktype::ETHERNET, f).unwrap(),
+            "port {}",
+            s.0
+        );
+    }
+    assert_eq!(seen[1].2.payload_len as usize, query.len());
+}
+
 /// An interface without a link-layer header (tun; WireGuard and IP tunnels alike): its
 /// frames start at the IP header, which the program knows from the interface (an entry in
 /// its `l3_interfaces` map, looked up only once such an interface is attached). TCP

@@ -53,8 +53,8 @@ use record::{RawFrame, Record};
 /// The compiled program (build.rs: clang -target bpf).
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
 
-/// How long the reader waits between drains while records flow (the program wakes it sooner
-/// when 128 KiB are waiting). The records carry their own times: the wait delays only when
+/// How long the reader waits between drains while records flow (the program wakes it sooner,
+/// each CPU once it has written its share of a batch: [`wake_bytes`]). The records carry their own times: the wait delays only when
 /// a sample is counted, never its value.
 const BATCH_WAIT_MS: i32 = 10;
 
@@ -96,6 +96,17 @@ const CFG_OTHER_PROTOCOLS: u32 = 1;
 /// `config` bit: no TCP segment records (an instance whose protocols leave TCP out: its
 /// engine would only count them; DNS over TCP comes by [`CFG_DNS_TCP`] all the same).
 const CFG_NO_TCP: u32 = 2;
+/// `config` slot: the bytes a CPU writes between two wakeups of the reader ([`wake_bytes`]).
+const CFG_WAKE_SLOT: u32 = 1;
+
+/// The bytes each CPU writes into the ring between two wakeups of the reader: 128 KiB (about
+/// 1,400 records), fewer where many CPUs share the ring, so that what can wait unannounced
+/// (each CPU just short of its share) stays a quarter of the ring; at least 4 KiB.
+pub fn wake_bytes(ring_bytes: u32, cpus: usize) -> u32 {
+    let share = u64::from(ring_bytes) / (4 * cpus.max(1) as u64);
+    share.clamp(4 << 10, 128 << 10) as u32
+}
+
 /// `config` bit: `l3_interfaces` has an entry (the program skips its lookup otherwise).
 const CFG_L3_PRESENT: u32 = 8;
 /// `config` bit: watched TCP segments whose payload may be a DNS message (the check of
@@ -167,6 +178,9 @@ fn describe_program(e: &ProgramError) -> String {
 /// An interface the program runs on.
 struct Attached {
     name: String,
+    /// Frames start at the IP header: the interface has an entry in `l3_interfaces`, removed
+    /// when the interface goes (the map holds 4,096).
+    l3: bool,
 }
 
 /// One loaded program, its maps and its attachments.
@@ -300,7 +314,12 @@ impl Kernel {
         let watch6 = LpmTrie::try_from(take(&mut bpf, "watch6")?).map_err(map_err)?;
         let counters = PerCpuArray::try_from(take(&mut bpf, "counters")?).map_err(map_err)?;
         let l3 = BpfHashMap::try_from(take(&mut bpf, "l3_interfaces")?).map_err(map_err)?;
-        let config = Array::try_from(take(&mut bpf, "config")?).map_err(map_err)?;
+        let mut config = Array::try_from(take(&mut bpf, "config")?).map_err(map_err)?;
+        // Each CPU wakes the reader once per this many bytes it writes (see wake_bytes).
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1));
+        config
+            .set(CFG_WAKE_SLOT, wake_bytes(ring_bytes, cpus), 0)
+            .map_err(map_err)?;
         let mut k = Kernel {
             ring,
             watch4,
@@ -337,11 +356,27 @@ impl Kernel {
 
     /// Attaches to one interface (both directions; loopback on ingress only).
     fn attach(&mut self, index: u32, name: &str, kind: u32) -> Result<(), OpenError> {
+        let l3 = kind != ARPHRD_ETHER && kind != ARPHRD_LOOPBACK;
+        let attached = self.attach_programs(index, name, kind, l3);
+        if attached.is_err() && l3 {
+            // Not attached: its entry would only take room.
+            let _ = self.l3.remove(&index);
+        }
+        attached
+    }
+
+    fn attach_programs(
+        &mut self,
+        index: u32,
+        name: &str,
+        kind: u32,
+        l3: bool,
+    ) -> Result<(), OpenError> {
         let err = |detail: String| OpenError::Attach {
             iface: name.to_string(),
             detail,
         };
-        if kind != ARPHRD_ETHER && kind != ARPHRD_LOOPBACK {
+        if l3 {
             self.l3.insert(index, 1, 0).map_err(|e| err(describe(&e)))?;
             self.set_config(CFG_L3_PRESENT, true).map_err(err)?;
         }
@@ -371,6 +406,7 @@ impl Kernel {
             index,
             Attached {
                 name: name.to_string(),
+                l3,
             },
         );
         Ok(())
@@ -385,7 +421,14 @@ impl Kernel {
             now.retain(|(_, n, _)| *n == self.iface);
         }
         let present: HashSet<u32> = now.iter().map(|(i, _, _)| *i).collect();
-        self.attached.retain(|i, _| present.contains(i));
+        let l3 = &mut self.l3;
+        self.attached.retain(|i, a| {
+            let here = present.contains(i);
+            if !here && a.l3 {
+                let _ = l3.remove(i);
+            }
+            here
+        });
         let mut new = Vec::new();
         for (index, name, kind) in now {
             if self.attached.contains_key(&index) {
@@ -967,4 +1010,28 @@ fn monotonic_ns() -> i64 {
 /// clock step is followed).
 pub fn realtime_offset() -> i64 {
     clock_ns(libc::CLOCK_REALTIME) - monotonic_ns()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 128 KiB a CPU where the ring is roomy; fewer on many CPUs, so that every CPU just
+    /// short of its share still leaves three quarters of the ring free; never under 4 KiB.
+    #[test]
+    fn each_cpus_share_before_a_wakeup_keeps_the_ring_three_quarters_free() {
+        assert_eq!(wake_bytes(RING_BYTES, 1), 128 << 10);
+        assert_eq!(wake_bytes(RING_BYTES, 2), 128 << 10);
+        assert_eq!(wake_bytes(RING_BYTES, 16), 128 << 10);
+        assert_eq!(wake_bytes(RING_BYTES, 64), 32 << 10);
+        assert_eq!(wake_bytes(RING_BYTES, 4096), 4 << 10);
+        assert_eq!(wake_bytes(RING_BYTES, 0), 128 << 10);
+        for cpus in [1, 3, 17, 60, 96, 255, 512] {
+            let w = wake_bytes(RING_BYTES, cpus);
+            assert!(
+                u64::from(w) * cpus as u64 <= u64::from(RING_BYTES) / 4,
+                "{cpus} CPUs: {w}"
+            );
+        }
+    }
 }
