@@ -272,6 +272,148 @@ fn records_equal_libpcap_decode_on_paged_frames() {
     check_replay(&cap, &snd, &frames, "paged", 100);
 }
 
+/// Frames whose skb's linear area ends inside the headers or the TCP options: a packet
+/// socket with PACKET_VNET_HDR takes the linear length from the virtio-net header
+/// (`hdr_len`), so each of four option layouts (timestamps; SACK then timestamps; the
+/// reverse; MSS, timestamps, window scale and SACK) goes out with 14 to 200 bytes linear,
+/// the rest (4,200 bytes of payload and whatever headers did not fit) in a page. The
+/// program reads the headers in place up to the linear end and by bpf_skb_load_bytes past
+/// it: each record must equal metro-core's decode of the whole frame.
+#[test]
+fn records_equal_the_decode_whatever_part_of_the_headers_is_linear() {
+    if !netns::needs_root("loading a BPF program and a packet socket in namespaces") {
+        return;
+    }
+    let _load = support::heavy();
+    let (cap, snd) = pair("ebs");
+    for ns in [&cap, &snd] {
+        ns.ip(&["link", "set", "veth0", "mtu", "9000"]);
+    }
+    let ts: &[u8] = &[1, 1, 8, 10, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+    let sack: &[u8] = &[1, 1, 5, 10, 0xde, 0xad, 0xbe, 0xef, 0xfe, 0xed, 0xfa, 0xce];
+    let mss_ws: &[u8] = &[2, 4, 5, 0xb4, 1, 3, 3, 7];
+    let layouts: Vec<Vec<u8>> = vec![
+        ts.to_vec(),
+        [sack, ts].concat(),
+        [ts, sack].concat(),
+        [&mss_ws[..4], ts, &mss_ws[4..], sack].concat(),
+    ];
+    let mut frames = Vec::new();
+    for (i, opts) in layouts.iter().enumerate() {
+        let mut tcp = Vec::new();
+        tcp.extend(40000u16.to_be_bytes());
+        tcp.extend((443 + i as u16).to_be_bytes());
+        tcp.extend(0x0102_0304u32.to_be_bytes());
+        tcp.extend(0xa0b0_c0d0u32.to_be_bytes());
+        tcp.extend([(((20 + opts.len()) / 4) << 4) as u8, 0x18, 2, 0, 0, 0, 0, 0]);
+        tcp.extend(opts);
+        tcp.resize(tcp.len() + 4200, b'z');
+        let ip = metro_testkit::vectors::ip4([10, 220, 0, 2], [10, 220, 0, 1], 6, &tcp);
+        frames.push(metro_testkit::vectors::eth(0x0800, &ip));
+    }
+    let linear: [u16; 14] = [14, 30, 40, 54, 56, 58, 60, 62, 66, 70, 74, 78, 90, 200];
+    let sent: Vec<Vec<u8>> = frames
+        .iter()
+        .flat_map(|f| linear.iter().map(move |_| f.clone()))
+        .collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let h = cap.spawn(move || {
+        let mut k = Kernel::open("veth0", RING_BYTES).unwrap_or_else(|e| panic!("{e}"));
+        k.apply_watch(&everything()).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut records = Vec::new();
+        let (mut finished, mut last) = (false, Instant::now());
+        while !(finished && last.elapsed() > Duration::from_millis(500)) {
+            while let Some(r) = k.next_record() {
+                if r.segment.sport == 40000 {
+                    records.push(r.segment);
+                }
+                last = Instant::now();
+            }
+            finished |= done_rx.try_recv().is_ok();
+            k.wait(10);
+        }
+        records
+    });
+    ready_rx.recv().unwrap();
+    let to_send = frames.clone();
+    snd.enter(move || {
+        // SAFETY: a packet socket (the descriptor checked, owned by the File below, which
+        // closes it); setsockopt reads one int; the sockaddr_ll is zeroed, then its family,
+        // protocol and interface set before bind reads it.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `fd` is open and owned by nothing else.
+        let sock = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let on: libc::c_int = 1;
+        // SAFETY: as above.
+        let rc = unsafe {
+            let rc = libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                libc::PACKET_VNET_HDR,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            let mut sa: libc::sockaddr_ll = std::mem::zeroed();
+            sa.sll_family = libc::AF_PACKET as u16;
+            sa.sll_ifindex = libc::if_nametoindex(c"veth0".as_ptr()) as i32;
+            rc | libc::bind(
+                fd,
+                (&sa as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "PACKET_VNET_HDR, bind: {}",
+            std::io::Error::last_os_error()
+        );
+        for f in &to_send {
+            for hl in linear {
+                // virtio_net_hdr: no checksum or segmentation offload, `hdr_len` linear bytes.
+                let mut b = vec![0u8, 0];
+                b.extend(hl.to_le_bytes());
+                b.extend([0u8; 6]);
+                b.extend(f);
+                // SAFETY: `b` is valid for its length for the duration of the call.
+                let n = unsafe { libc::send(fd, b.as_ptr().cast(), b.len(), 0) };
+                assert_eq!(
+                    n,
+                    b.len() as isize,
+                    "send: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        drop(sock);
+    });
+    done_tx.send(()).unwrap();
+    let records = h.join().unwrap();
+    let want: Vec<Segment> = sent
+        .iter()
+        .map(|f| Segment::decode(linktype::ETHERNET, f).unwrap())
+        .collect();
+    assert_eq!(records.len(), want.len());
+    for (i, (r, w)) in records.iter().zip(&want).enumerate() {
+        assert_eq!(r, w, "frame {i}: {} bytes linear", linear[i % linear.len()]);
+    }
+    // The timestamps of every layout, as written, whatever was linear.
+    let ts = |r: &Segment| r.timestamp.map(|(v, e)| (v.get(), e.get()));
+    assert!(
+        records
+            .iter()
+            .all(|r| ts(r) == Some((0x1122_3344, 0x5566_7788))),
+        "{records:?}"
+    );
+}
+
 /// The decoder's Ethernet test vectors and 40 mutations of each (deterministic).
 fn vectors_and_mutations() -> Vec<Vec<u8>> {
     // xorshift64*: deterministic pseudo-random bytes.
