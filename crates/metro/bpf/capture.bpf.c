@@ -694,13 +694,6 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			parse_options(s, got);
 	}
 
-	// Copied into ring-buffer memory reserved here (not built in it: the frame may still go
-	// over whole until now, and a discarded reservation would cost the reader a skip).
-	struct record *out = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
-	if (!out) {
-		count(C_RING_FULL);
-		return TC_ACT_UNSPEC;
-	}
 	r->ts = bpf_ktime_get_ns();
 	r->ifindex = ifindex;
 	r->cgroup = 0;
@@ -708,6 +701,15 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	if (egress) {
 		r->bits |= BIT_EGRESS;
 		r->cgroup = bpf_skb_cgroup_id(skb);
+	}
+	// Copied into ring-buffer memory reserved here, once the record is whole (not built in
+	// it: the frame may still go over whole until now, and a discarded reservation would
+	// cost the reader a skip; nor held over the clock read and the cgroup lookup, since the
+	// reader cannot pass a reserved record until it is submitted).
+	struct record *out = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
+	if (!out) {
+		count(C_RING_FULL);
+		return TC_ACT_UNSPEC;
 	}
 	__builtin_memcpy(out, r, sizeof(*r));
 	bpf_ringbuf_submit(out, wake_flag(sizeof(*r)));

@@ -506,8 +506,15 @@ impl Processor {
     /// the interface it crossed.
     #[inline]
     pub fn segment(&mut self, ts: i64, seg: &metro_core::Segment, ifindex: u32) {
+        self.segment_with(ts, seg, &[], ifindex);
+    }
+
+    /// [`Processor::segment`] with the segment's captured payload (a raw frame's: DNS over
+    /// TCP); a record has none.
+    #[inline]
+    fn segment_with(&mut self, ts: i64, seg: &metro_core::Segment, payload: &[u8], ifindex: u32) {
         if self.admit(ts, |d, rank| d.is_copy_segment(seg, ifindex, ts, rank))
-            && self.drive(ts, seg)
+            && self.drive(ts, seg, payload)
         {
             self.ticked();
         }
@@ -527,15 +534,7 @@ impl Processor {
                 if cgroup != 0 {
                     self.egress_cgroup(&seg, cgroup);
                 }
-                if self.admit(ts, |d, rank| d.is_copy_segment(&seg, ifindex, ts, rank)) {
-                    let mut obs = obs!(self);
-                    if self
-                        .driver
-                        .segment_payload(self.frame, ts, &seg, payload, &mut obs)
-                    {
-                        self.ticked();
-                    }
-                }
+                self.segment_with(ts, &seg, payload, ifindex);
             }
             RawKind::Datagram => self.packet(linktype, ts, data),
             RawKind::Unwatched => {
@@ -598,11 +597,13 @@ impl Processor {
             .is_none_or(|d| d.admit(ts, &self.shared.duty_origin))
     }
 
-    /// A segment to the driver with this instance's observer; whether expiry ran.
+    /// A segment and its captured payload (empty for a record) to the driver with this
+    /// instance's observer; whether expiry ran.
     #[inline]
-    fn drive(&mut self, ts: i64, seg: &metro_core::Segment) -> bool {
+    fn drive(&mut self, ts: i64, seg: &metro_core::Segment, payload: &[u8]) -> bool {
         let mut obs = obs!(self);
-        self.driver.segment(self.frame, ts, seg, &mut obs)
+        self.driver
+            .segment_payload(self.frame, ts, seg, payload, &mut obs)
     }
 
     /// Time reaches `now` (the wall clock, while no packet comes): expiry runs if a tick's

@@ -54,8 +54,8 @@ use record::{RawFrame, Record};
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
 
 /// How long the reader waits between drains while records flow (the program wakes it sooner,
-/// each CPU once it has written its share of a batch: [`wake_bytes`]). The records carry their own times: the wait delays only when
-/// a sample is counted, never its value.
+/// each CPU once it has written its share of a batch: [`wake_bytes`]). The records carry
+/// their own times: the wait delays only when a sample is counted, never its value.
 const BATCH_WAIT_MS: i32 = 10;
 
 /// The longest one drain of the ring buffer runs before the reading thread does its other
@@ -532,12 +532,17 @@ impl Kernel {
         self.set_config(CFG_DNS_TCP, on)
     }
 
+    /// Switches `bit` of the program's config word; no write when it already is as asked
+    /// (each tun or WireGuard interface attached asks for CFG_L3_PRESENT again).
     fn set_config(&mut self, bit: u32, on: bool) -> Result<(), String> {
         let word = if on {
             self.config_word | bit
         } else {
             self.config_word & !bit
         };
+        if word == self.config_word {
+            return Ok(());
+        }
         self.config
             .set(0, word, 0)
             .map_err(|e| format!("cannot configure metro's eBPF program: {}", describe(&e)))?;
